@@ -1,0 +1,138 @@
+/*
+ * SCSI target device emulation (SPC-4 / SBC-3): the interface the iSCSI layer uses.
+ *
+ * A scsi_target holds the logical units of one iSCSI target node. The transport hands it one
+ * command at a time with the data it collected; the target runs it against the LU's store and
+ * completes it through cmd->done, possibly before scsi_target_submit returns. Single-threaded:
+ * every call comes from the target's event loop thread.
+ */
+#ifndef ISTHMUS_SCSI_SCSI_H
+#define ISTHMUS_SCSI_SCSI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+
+enum scsi_status {
+	SCSI_GOOD = 0x00,
+	SCSI_CHECK_CONDITION = 0x02,
+	SCSI_CONDITION_MET = 0x04,
+	SCSI_BUSY = 0x08,
+	SCSI_RESERVATION_CONFLICT = 0x18,
+	SCSI_TASK_SET_FULL = 0x28,
+	SCSI_ACA_ACTIVE = 0x30,
+	SCSI_TASK_ABORTED = 0x40,
+};
+
+enum scsi_sense_key {
+	SK_NO_SENSE = 0x0,
+	SK_RECOVERED_ERROR = 0x1,
+	SK_NOT_READY = 0x2,
+	SK_MEDIUM_ERROR = 0x3,
+	SK_HARDWARE_ERROR = 0x4,
+	SK_ILLEGAL_REQUEST = 0x5,
+	SK_UNIT_ATTENTION = 0x6,
+	SK_DATA_PROTECT = 0x7,
+	SK_BLANK_CHECK = 0x8,
+	SK_COPY_ABORTED = 0xa,
+	SK_ABORTED_COMMAND = 0xb,
+	SK_MISCOMPARE = 0xe,
+};
+
+/* SAM task attributes, as carried in the iSCSI SCSI Command PDU. */
+enum scsi_task_attr { TASK_UNTAGGED = 0, TASK_SIMPLE = 1, TASK_ORDERED = 2, TASK_HEAD_OF_QUEUE = 3, TASK_ACA = 4 };
+
+/* One I_T nexus: an iSCSI session seen from the SCSI layer. */
+struct scsi_nexus {
+	uint64_t id;                /* unique for the target's lifetime, never reused */
+	char initiator_name[224];   /* iSCSI name of the initiator */
+	uint8_t isid[6];
+	char initiator_port[256];   /* "<initiator name>,i,0x<isid in hex>" (SPC-4 iSCSI TransportID) */
+	uint16_t rel_port_id;       /* relative target port identifier (the portal group tag) */
+};
+
+struct scsi_cmd {
+	/* Set by the transport before submit. */
+	const struct scsi_nexus *nexus;
+	uint16_t lun;               /* decoded LUN (see scsi_lun_decode) */
+	bool lun_valid;             /* false when the 8-byte LUN field had an unsupported format */
+	uint8_t cdb[260];
+	uint16_t cdb_len;
+	uint8_t task_attr;          /* enum scsi_task_attr */
+	const uint8_t *out;         /* data received from the initiator (write direction) */
+	uint32_t out_len;           /* bytes in out: the expected data transfer length, or fewer */
+	uint8_t *in;                /* buffer for data to the initiator (read direction) */
+	uint32_t in_cap;            /* size of in: the expected data transfer length */
+	void (*done)(struct scsi_cmd *cmd);
+	void *priv;                 /* transport's own */
+
+	/* Set by the SCSI layer before done. */
+	uint32_t in_len;            /* bytes placed in in (<= in_cap) */
+	uint32_t xfer_len;          /* bytes the CDB itself asks to move in its direction */
+	uint8_t status;             /* enum scsi_status */
+	uint8_t sense_len;
+	uint8_t sense[252];
+};
+
+enum scsi_tmf {
+	SCSI_TMF_ABORT_TASK_SET,
+	SCSI_TMF_CLEAR_TASK_SET,
+	SCSI_TMF_LUN_RESET,
+	SCSI_TMF_TARGET_WARM_RESET,
+	SCSI_TMF_TARGET_COLD_RESET,
+};
+
+struct scsi_lu_params {
+	const char *vendor;         /* 8 chars max, default "ISTHMUS" */
+	const char *product;        /* 16 chars max, default "VIRTUAL-DISK" */
+	const char *revision;       /* 4 chars max */
+	const char *serial;         /* unit serial number (VPD 0x80); derived when NULL */
+	uint64_t naa_id;            /* NAA 6 identifier low bits; derived when 0 */
+	uint32_t block_size;        /* 512 or 4096, default 512 */
+	bool read_only;
+	bool thin;                  /* advertise thin provisioning (LBPME, UNMAP, WRITE SAME UNMAP) */
+	bool write_cache;           /* WCE in the caching mode page */
+	const char *state_dir;      /* where APTPL persistent reservation state is kept; NULL: none */
+};
+
+struct scsi_target;
+
+struct scsi_target *scsi_target_new(const char *target_name);
+void scsi_target_free(struct scsi_target *t);
+
+/* Takes ownership of st. Returns 0, or -1 with *err set (malloc'd). */
+int scsi_target_add_lu(struct scsi_target *t, uint16_t lun, struct store *st, const struct scsi_lu_params *p,
+		       char **err);
+/* Removes and closes the LU; other nexuses get REPORTED LUNS DATA HAS CHANGED. */
+int scsi_target_remove_lu(struct scsi_target *t, uint16_t lun);
+/* Notes a capacity change of a LU (after store resize): CAPACITY DATA HAS CHANGED. */
+void scsi_target_lu_resized(struct scsi_target *t, uint16_t lun);
+size_t scsi_target_lu_count(const struct scsi_target *t);
+/* Fills luns (up to max) with the LU numbers in ascending order; returns the count. */
+size_t scsi_target_list_luns(const struct scsi_target *t, uint16_t *luns, size_t max);
+struct store *scsi_target_lu_store(struct scsi_target *t, uint16_t lun);
+
+/* Runs a command; cmd->done is always called exactly once (maybe before this returns). */
+void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd);
+
+/* A new I_T nexus: the SCSI layer sets the power-on unit attention for it. */
+void scsi_target_nexus_added(struct scsi_target *t, const struct scsi_nexus *nx);
+/* The I_T nexus is gone (session closed): drops per-nexus state (UAs, PREVENT, RESERVE(6/10)). */
+void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx);
+/* Task management effects inside the SCSI layer; returns an iSCSI TMF response code (0 = done). */
+int scsi_target_task_mgmt(struct scsi_target *t, enum scsi_tmf fn, uint16_t lun, bool lun_valid,
+			  const struct scsi_nexus *nx);
+
+/*
+ * 8-byte SAM LUN field <-> LU number: peripheral device addressing for 0..255, flat space
+ * addressing for 256..16383. Decode returns false for formats this target does not use.
+ */
+bool scsi_lun_decode(const uint8_t lun_field[8], uint16_t *lun);
+void scsi_lun_encode(uint16_t lun, uint8_t lun_field[8]);
+
+/* Build sense data into cmd (fixed or descriptor format per the LU's D_SENSE) and set CHECK CONDITION. */
+void scsi_cmd_set_sense(struct scsi_cmd *cmd, uint8_t key, uint8_t asc, uint8_t ascq);
+
+#endif

@@ -1,0 +1,61 @@
+/*
+ * Backing stores behind one small interface. Every call is synchronous and returns 0 or a
+ * negative errno; the caller turns errors into SCSI sense data, never ignores them.
+ */
+#ifndef ISTHMUS_STORE_STORE_H
+#define ISTHMUS_STORE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+
+struct store_ops {
+	int (*read)(struct store *st, void *buf, size_t len, uint64_t off);
+	int (*write)(struct store *st, const void *buf, size_t len, uint64_t off);
+	/* Make every completed write durable (fdatasync for files). */
+	int (*flush)(struct store *st);
+	/* Deallocate a byte range; afterwards it reads as zeros. -EOPNOTSUPP if impossible. */
+	int (*unmap)(struct store *st, uint64_t off, uint64_t len);
+	/*
+	 * Allocation status of the range starting at off: *mapped tells whether off is allocated,
+	 * *run the length in bytes of the run of the same status (at least 1 byte, at most to end).
+	 */
+	int (*extent)(struct store *st, uint64_t off, bool *mapped, uint64_t *run);
+	/* Change the size (online resize); memory and files only. */
+	int (*resize)(struct store *st, uint64_t new_size);
+	void (*close)(struct store *st);
+};
+
+struct store {
+	const struct store_ops *ops;
+	uint64_t size;          /* bytes */
+	bool read_only;
+	bool thin;              /* unmap really frees space */
+	char *path;             /* for messages; "memory" for memory stores */
+};
+
+/*
+ * Open a regular file (created sparse with `size` bytes when missing and size > 0, or grown to
+ * `size` if smaller) or a block device. On failure returns NULL and sets *err (malloc'd).
+ */
+struct store *store_file_open(const char *path, uint64_t size, bool read_only, char **err);
+struct store *store_mem_open(uint64_t size, char **err);
+
+static inline int store_read(struct store *st, void *buf, size_t len, uint64_t off)
+{
+	return st->ops->read(st, buf, len, off);
+}
+static inline int store_write(struct store *st, const void *buf, size_t len, uint64_t off)
+{
+	return st->ops->write(st, buf, len, off);
+}
+static inline int store_flush(struct store *st) { return st->ops->flush(st); }
+static inline void store_close(struct store *st)
+{
+	if (st)
+		st->ops->close(st);
+}
+
+#endif

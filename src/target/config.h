@@ -1,0 +1,87 @@
+/*
+ * The target's configuration: portals, targets, LUNs, ACLs, CHAP and negotiation defaults.
+ * Loaded from a file (format in docs/config.md) and/or built from command-line flags.
+ */
+#ifndef ISTHMUS_TARGET_CONFIG_H
+#define ISTHMUS_TARGET_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/text.h"
+
+struct cfg_portal {
+	char *host;          /* numeric address: "127.0.0.1", "::1", "0.0.0.0", "::" */
+	uint16_t port;       /* default 3260 */
+	uint16_t tpgt;       /* portal group tag, default 1 */
+};
+
+enum cfg_lun_kind { LUN_FILE, LUN_BLOCK, LUN_MEMORY };
+
+struct cfg_lun {
+	uint16_t lun;
+	enum cfg_lun_kind kind;
+	char *path;          /* NULL for memory */
+	uint64_t size;       /* bytes; 0 = use the existing file/device size */
+	uint32_t block_size; /* 512 (default) or 4096 */
+	bool read_only;
+	bool thin;           /* default true for files and memory */
+	bool write_cache;    /* default true */
+	char *serial;        /* NULL: derived */
+	char *vendor;        /* NULL: default */
+	char *product;       /* NULL: default */
+};
+
+struct cfg_chap {
+	char *user;
+	char *secret;
+	char *mutual_user;   /* set for mutual CHAP */
+	char *mutual_secret;
+};
+
+struct cfg_target {
+	char *name;          /* iSCSI name (iqn./eui./naa.), validated */
+	char *alias;         /* TargetAlias, may be NULL */
+	uint16_t tpgt;       /* portal group serving it, default 1 */
+	struct cfg_lun *luns;
+	size_t nluns;
+	char **acl;          /* initiator names allowed; empty = everyone */
+	size_t nacl;
+	struct cfg_chap chap; /* user NULL = no CHAP required */
+	struct text_list params; /* negotiation defaults, e.g. MaxRecvDataSegmentLength=262144 */
+};
+
+struct cfg {
+	struct cfg_portal *portals;
+	size_t nportals;
+	struct cfg_target *targets;
+	size_t ntargets;
+	struct cfg_chap discovery_chap; /* user NULL = discovery without CHAP */
+	char *state_dir;     /* default "./var" */
+	char *mgmt_socket;   /* NULL: none */
+	unsigned nop_interval; /* seconds between NOP-In pings to an idle initiator, default 5; 0 = off */
+	unsigned nop_timeout;  /* seconds without any PDU before a pinged connection is dropped, default 30 */
+	char *source;        /* file it was loaded from, or NULL */
+};
+
+/* Returns 0, or -1 with *err = "FILE:LINE: reason" (malloc'd). Adds to cfg (defaults first). */
+int cfg_load_file(struct cfg *cfg, const char *path, char **err);
+/* Fill an empty cfg with defaults (nop interval/timeout, state dir). */
+void cfg_init(struct cfg *cfg);
+/* "HOST:PORT", "[V6]:PORT", "HOST" -> portal (tpgt 1). Returns 0 or -1 with *err. */
+int cfg_add_listen(struct cfg *cfg, const char *spec, char **err);
+/* Quick-start flag "--lun PATH[,size=1G][,ro][,bs=4096]" or "memory,size=64M" for target t. */
+int cfg_add_lun_spec(struct cfg *cfg, struct cfg_target *t, const char *spec, char **err);
+struct cfg_target *cfg_add_target(struct cfg *cfg, const char *name, char **err);
+struct cfg_target *cfg_find_target(const struct cfg *cfg, const char *name);
+/* Checks cross-references: every target's tpgt has a portal, LUN numbers unique, names valid. */
+int cfg_validate(const struct cfg *cfg, char **err);
+/* Writes the configuration in the file format (for save-config). */
+char *cfg_format(const struct cfg *cfg);
+void cfg_free(struct cfg *cfg);
+
+/* "1G", "512M", "4096", "64k" -> bytes. Returns 0 or -1. */
+int cfg_parse_size(const char *s, uint64_t *out);
+
+#endif

@@ -1,0 +1,31 @@
+/* A growable byte buffer for building text segments and JSON; allocation failure aborts. */
+#ifndef ISTHMUS_UTIL_SBUF_H
+#define ISTHMUS_UTIL_SBUF_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct sbuf {
+	uint8_t *data;
+	size_t len;
+	size_t cap;
+};
+
+void sbuf_reserve(struct sbuf *b, size_t extra);
+void sbuf_append(struct sbuf *b, const void *p, size_t n);
+void sbuf_putc(struct sbuf *b, char c);
+void sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* NUL-terminates without counting the NUL in len; returns the data as a string. */
+const char *sbuf_cstr(struct sbuf *b);
+void sbuf_reset(struct sbuf *b);
+void sbuf_free(struct sbuf *b);
+
+/* malloc/strdup/asprintf that abort on exhaustion: a daemon cannot serve without memory. */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
