@@ -1,0 +1,400 @@
+/*
+ * One TCP connection: the PDU reception state machine (BHS, then AHS + digests + data), and the
+ * send queue of gathered PDUs written with writev.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "proto/digest.h"
+#include "target/target.h"
+#include "util/bytes.h"
+#include "util/log.h"
+#include "util/sbuf.h"
+
+/* Login PDUs are bounded by the RFC default MaxRecvDataSegmentLength until negotiation ends. */
+#define LOGIN_MAX_DSL 8192u
+#define RX_INITIAL (256u * 1024u)
+
+static void conn_on_io(void *arg, uint32_t events);
+
+static void sockaddr_text(const struct sockaddr_storage *sa, char *addr, size_t alen, uint16_t *port)
+{
+	if (sa->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &s6->sin6_addr, addr, (socklen_t)alen);
+		*port = ntohs(s6->sin6_port);
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &s4->sin_addr, addr, (socklen_t)alen);
+		*port = ntohs(s4->sin_port);
+	}
+}
+
+void conn_accept(struct server *srv, int fd, uint16_t tpgt)
+{
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	struct conn *c = xcalloc(1, sizeof(*c));
+	c->srv = srv;
+	c->fd = fd;
+	c->tpgt = tpgt;
+	c->phase = PHASE_LOGIN;
+	params_defaults(&c->params);
+	c->rx_cap = RX_INITIAL;
+	c->rxbuf = xmalloc(c->rx_cap);
+	c->rx_state = RX_BHS;
+	c->rx_need = BHS_LEN;
+	c->last_rx_ms = c->login_started_ms = loop_now_ms();
+	c->login_time = (uint64_t)time(NULL);
+	socklen_t sl = sizeof(c->local_sa);
+	getsockname(fd, (struct sockaddr *)&c->local_sa, &sl);
+	sockaddr_text(&c->local_sa, c->local_addr, sizeof(c->local_addr), &c->local_port);
+	struct sockaddr_storage peer;
+	sl = sizeof(peer);
+	getpeername(fd, (struct sockaddr *)&peer, &sl);
+	sockaddr_text(&peer, c->peer_addr, sizeof(c->peer_addr), &c->peer_port);
+	if (loop_watch_add(srv->loop, &c->watch, fd, EPOLLIN | EPOLLRDHUP, conn_on_io, c) < 0) {
+		log_error("cannot watch connection from %s: %m", c->peer_addr);
+		close(fd);
+		free(c->rxbuf);
+		free(c);
+		return;
+	}
+	c->next = srv->conns;
+	srv->conns = c;
+	log_debug("connection from %s:%u to %s:%u", c->peer_addr, c->peer_port, c->local_addr, c->local_port);
+}
+
+static void tx_item_done(struct conn *c, struct txitem *it)
+{
+	(void)c;
+	if (it->task)
+		task_release(it->task);
+	free(it->owned);
+	free(it);
+}
+
+static void conn_free(void *arg)
+{
+	struct conn *c = arg;
+	while (c->tx_head) {
+		struct txitem *it = c->tx_head;
+		c->tx_head = it->next;
+		tx_item_done(c, it);
+	}
+	task_free_all(c);
+	login_free(c);
+	sbuf_free(&c->text_pending);
+	sbuf_free(&c->text_reply);
+	free(c->rxbuf);
+	free(c);
+}
+
+void conn_close(struct conn *c, const char *why)
+{
+	if (c->phase == PHASE_CLOSED)
+		return;
+	if (why)
+		log_info("closing connection %s:%u (cid %u): %s", c->peer_addr, c->peer_port, c->cid, why);
+	c->phase = PHASE_CLOSED;
+	loop_watch_del(c->srv->loop, &c->watch);
+	close(c->fd);
+	c->fd = -1;
+	for (struct conn **pp = &c->srv->conns; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	if (c->sess)
+		session_remove_conn(c->sess, c);
+	loop_defer(c->srv->loop, conn_free, c);
+}
+
+struct txitem *tx_new(struct conn *c)
+{
+	(void)c;
+	struct txitem *it = xmalloc(sizeof(*it));
+	it->next = NULL;
+	it->task = NULL;
+	it->owned = NULL;
+	it->niov = 0;
+	it->iov_done = 0;
+	it->iov_off = 0;
+	return it;
+}
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+void conn_send_pdu(struct conn *c, struct bhs *b, const void *data, uint32_t len, struct task *task, uint8_t *owned)
+{
+	if (c->phase == PHASE_CLOSED) {
+		free(owned);
+		if (task)
+			task_release(task);
+		return;
+	}
+	struct txitem *it = tx_new(c);
+	b->data_len = len;
+	bhs_encode(b, it->hdr);
+	size_t hlen = BHS_LEN;
+	if (c->params.header_digest) {
+		put_le32(it->hdr + BHS_LEN, crc32c(it->hdr, BHS_LEN));
+		hlen += 4;
+	}
+	it->iov[it->niov++] = (struct iovec){it->hdr, hlen};
+	if (len) {
+		it->iov[it->niov++] = (struct iovec){(void *)data, len};
+		uint32_t pad = pad4(len) - len;
+		memset(it->trailer, 0, 4);
+		size_t tlen = pad;
+		if (c->params.data_digest) {
+			uint32_t s = crc32c_update(crc32c_init(), data, len);
+			s = crc32c_update(s, it->trailer, pad);
+			put_le32(it->trailer + pad, crc32c_final(s));
+			tlen += 4;
+		}
+		if (tlen)
+			it->iov[it->niov++] = (struct iovec){it->trailer, tlen};
+	}
+	it->task = task;
+	it->owned = owned;
+	if (c->tx_tail)
+		c->tx_tail->next = it;
+	else
+		c->tx_head = it;
+	c->tx_tail = it;
+	c->tx_queued++;
+	c->stats.pdus_out++;
+	c->stats.bytes_out += hlen + len;
+}
+
+/* Write as much of the queue as the socket takes, many PDUs per writev. */
+void conn_flush(struct conn *c)
+{
+	while (c->tx_head && c->phase != PHASE_CLOSED) {
+		struct iovec iov[64];
+		int n = 0;
+		for (struct txitem *it = c->tx_head; it && n < 64; it = it->next) {
+			for (int i = it->iov_done; i < it->niov && n < 64; i++) {
+				iov[n] = it->iov[i];
+				if (i == it->iov_done && it->iov_off) {
+					iov[n].iov_base = (char *)iov[n].iov_base + it->iov_off;
+					iov[n].iov_len -= it->iov_off;
+				}
+				n++;
+			}
+		}
+		ssize_t w = writev(c->fd, iov, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			conn_close(c, strerror(errno));
+			return;
+		}
+		size_t left = (size_t)w;
+		while (c->tx_head) {
+			struct txitem *it = c->tx_head;
+			while (it->iov_done < it->niov) {
+				size_t rem = it->iov[it->iov_done].iov_len - it->iov_off;
+				if (left < rem) {
+					it->iov_off += left;
+					left = 0;
+					break;
+				}
+				left -= rem;
+				it->iov_done++;
+				it->iov_off = 0;
+			}
+			if (it->iov_done < it->niov)
+				break;
+			c->tx_head = it->next;
+			if (!c->tx_head)
+				c->tx_tail = NULL;
+			c->tx_queued--;
+			tx_item_done(c, it);
+		}
+	}
+	if (c->phase == PHASE_CLOSED)
+		return;
+	bool want = c->tx_head != NULL;
+	if (want != c->want_write) {
+		c->want_write = want;
+		loop_watch_mod(c->srv->loop, &c->watch, EPOLLIN | EPOLLRDHUP | (want ? EPOLLOUT : 0));
+	}
+	if (!c->tx_head && c->phase == PHASE_LOGGED_OUT)
+		conn_close(c, NULL);
+}
+
+static uint32_t max_dsl_in(const struct conn *c)
+{
+	return c->phase == PHASE_FULL_FEATURE ? c->params.max_recv_dsl : LOGIN_MAX_DSL;
+}
+
+static uint32_t get_le32(const uint8_t *p)
+{
+	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* A complete PDU sits at p with total length c->rx_need: check digests and dispatch it. */
+static void conn_handle_pdu(struct conn *c, const uint8_t *p)
+{
+	const struct bhs *b = &c->rx_bhs;
+	size_t off = BHS_LEN + b->total_ahs_len;
+	if (c->params.header_digest) {
+		if (crc32c(p, off) != get_le32(p + off)) {
+			c->stats.digest_errors++;
+			/* A header we cannot trust gives no reliable framing: at ERL 0 the connection ends. */
+			conn_close(c, "header digest error");
+			return;
+		}
+		off += 4;
+	}
+	const uint8_t *data = p + off;
+	if (b->data_len && c->params.data_digest) {
+		uint32_t padded = pad4(b->data_len);
+		if (crc32c(data, padded) != get_le32(data + padded)) {
+			c->stats.digest_errors++;
+			send_reject(c, REJECT_DATA_DIGEST, p);
+			if (b->opcode == OP_SCSI_CMD || b->opcode == OP_DATA_OUT)
+				conn_close(c, "data digest error in write data");
+			return;
+		}
+	}
+	c->stats.pdus_in++;
+	c->stats.bytes_in += c->rx_need;
+	if (c->phase == PHASE_LOGIN)
+		login_handle(c, b, data, b->data_len);
+	else if (c->phase == PHASE_FULL_FEATURE)
+		ffp_dispatch(c, b, p, data, b->data_len);
+}
+
+/* Reception state machine over the bytes in rxbuf; returns false when the connection closed. */
+static bool conn_parse(struct conn *c)
+{
+	size_t pos = 0;
+	while (c->phase != PHASE_CLOSED) {
+		size_t avail = c->rx_len - pos;
+		if (c->rx_state == RX_BHS) {
+			if (avail < BHS_LEN)
+				break;
+			const char *why = NULL;
+			int rc = bhs_decode(c->rxbuf + pos, &c->rx_bhs, &why);
+			const struct bhs *b = &c->rx_bhs;
+			uint32_t limit = max_dsl_in(c);
+			if (b->data_len > limit) {
+				log_warn("%s:%u: %s with DataSegmentLength %u over the limit %u", c->peer_addr,
+					 c->peer_port, opcode_str(b->opcode), b->data_len, limit);
+				if (c->phase == PHASE_FULL_FEATURE)
+					send_reject(c, REJECT_PROTOCOL_ERROR, c->rxbuf + pos);
+				conn_flush(c);
+				conn_close(c, "data segment longer than MaxRecvDataSegmentLength");
+				return false;
+			}
+			if (rc == REJECT_PROTOCOL_ERROR && c->rxbuf[pos + 4] > 63) {
+				conn_close(c, why);
+				return false;
+			}
+			size_t need = BHS_LEN + b->total_ahs_len + (c->params.header_digest ? 4 : 0);
+			if (b->data_len)
+				need += pad4(b->data_len) + (c->params.data_digest ? 4 : 0);
+			c->rx_need = need;
+			if (rc != 0) {
+				/* Framing is known, so the PDU can be skipped after a Reject. */
+				log_warn("%s:%u: rejecting PDU (opcode 0x%02x): %s", c->peer_addr, c->peer_port,
+					 b->opcode, why);
+				if (c->phase != PHASE_FULL_FEATURE) {
+					conn_close(c, why);
+					return false;
+				}
+				send_reject(c, (uint8_t)rc, c->rxbuf + pos);
+				c->rx_bhs.opcode = 0xff; /* skip it */
+			}
+			c->rx_state = RX_REST;
+			continue;
+		}
+		if (avail < c->rx_need) {
+			if (c->rx_need > c->rx_cap) {
+				/* Grow so the whole PDU fits; bounded by the data segment limit checked above. */
+				if (pos) {
+					memmove(c->rxbuf, c->rxbuf + pos, avail);
+					c->rx_len = avail;
+					pos = 0;
+				}
+				c->rx_cap = c->rx_need;
+				c->rxbuf = xrealloc(c->rxbuf, c->rx_cap);
+			}
+			break;
+		}
+		if (c->rx_bhs.opcode != 0xff)
+			conn_handle_pdu(c, c->rxbuf + pos);
+		pos += c->rx_need;
+		c->rx_state = RX_BHS;
+		c->rx_need = BHS_LEN;
+	}
+	if (c->phase == PHASE_CLOSED)
+		return false;
+	if (pos) {
+		memmove(c->rxbuf, c->rxbuf + pos, c->rx_len - pos);
+		c->rx_len -= pos;
+	}
+	return true;
+}
+
+static void conn_on_readable(struct conn *c)
+{
+	/* Bounded number of reads per wake-up keeps one busy connection from starving others. */
+	for (int round = 0; round < 16 && c->phase != PHASE_CLOSED; round++) {
+		if (c->rx_len == c->rx_cap)
+			break; /* cannot happen: conn_parse grows the buffer to fit the PDU in progress */
+		ssize_t r = read(c->fd, c->rxbuf + c->rx_len, c->rx_cap - c->rx_len);
+		if (r == 0) {
+			conn_close(c, c->phase == PHASE_LOGGED_OUT ? NULL : "initiator closed the connection");
+			return;
+		}
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				break;
+			conn_close(c, strerror(errno));
+			return;
+		}
+		c->rx_len += (size_t)r;
+		c->last_rx_ms = loop_now_ms();
+		if (!conn_parse(c))
+			return;
+		if ((size_t)r < 4096)
+			break;
+	}
+	conn_flush(c);
+}
+
+static void conn_on_io(void *arg, uint32_t events)
+{
+	struct conn *c = arg;
+	if (events & EPOLLOUT)
+		conn_flush(c);
+	if (c->phase == PHASE_CLOSED)
+		return;
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		conn_on_readable(c);
+}
+
+uint32_t session_max_cmdsn(const struct session *s) { return s->exp_cmdsn + s->queue_depth - 1; }

@@ -1,0 +1,179 @@
+/*
+ * Full feature phase dispatch (RFC 7143 section 11): ExpStatSN bookkeeping, NOP-Out/NOP-In,
+ * Logout, Reject and Async Messages. SCSI data flow lives in task.c, task management in tmf.c,
+ * text requests in textreq.c.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "target/target.h"
+#include "util/log.h"
+#include "util/sbuf.h"
+
+void send_reject(struct conn *c, uint8_t reason, const uint8_t *hdr)
+{
+	struct bhs b = {0};
+	b.opcode = OP_REJECT;
+	b.final = true;
+	b.itt = RESERVED_TAG;
+	b.reject.reason = reason;
+	b.reject.statsn = c->statsn++;
+	if (c->sess) {
+		b.reject.expcmdsn = c->sess->exp_cmdsn;
+		b.reject.maxcmdsn = session_max_cmdsn(c->sess);
+	}
+	uint8_t *copy = xcalloc(1, BHS_LEN);
+	if (hdr)
+		memcpy(copy, hdr, BHS_LEN);
+	conn_send_pdu(c, &b, copy, BHS_LEN, NULL, copy);
+}
+
+void send_async_logout(struct conn *c, uint16_t seconds)
+{
+	struct bhs b = {0};
+	b.opcode = OP_ASYNC_MSG;
+	b.final = true;
+	b.itt = RESERVED_TAG;
+	b.async.event = ASYNC_LOGOUT_REQUEST;
+	b.async.statsn = c->statsn++;
+	b.async.expcmdsn = c->sess->exp_cmdsn;
+	b.async.maxcmdsn = session_max_cmdsn(c->sess);
+	b.async.param3 = seconds; /* time to logout */
+	conn_send_pdu(c, &b, NULL, 0, NULL, NULL);
+	c->logout_async_sent = true;
+}
+
+static void nop_out(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len)
+{
+	if (b->itt == RESERVED_TAG) {
+		/* The answer to our ping (or an unsolicited keepalive that wants no reply). */
+		if (b->nop_out.ttt != RESERVED_TAG && b->nop_out.ttt == c->ping_ttt)
+			c->ping_sent_ms = 0;
+		return;
+	}
+	if (b->nop_out.ttt != RESERVED_TAG) {
+		send_reject(c, REJECT_PROTOCOL_ERROR, NULL);
+		return;
+	}
+	struct bhs r = {0};
+	r.opcode = OP_NOP_IN;
+	r.final = true;
+	memcpy(r.lun, b->lun, 8);
+	r.itt = b->itt;
+	r.nop_in.ttt = RESERVED_TAG;
+	r.nop_in.statsn = c->statsn++;
+	r.nop_in.expcmdsn = c->sess->exp_cmdsn;
+	r.nop_in.maxcmdsn = session_max_cmdsn(c->sess);
+	uint8_t *echo = NULL;
+	if (len) {
+		/* Ping data comes back as sent, within what the initiator can receive. */
+		if (len > c->params.peer_max_recv_dsl)
+			len = c->params.peer_max_recv_dsl;
+		echo = xmalloc(len);
+		memcpy(echo, data, len);
+	}
+	conn_send_pdu(c, &r, echo, len, NULL, echo);
+}
+
+static void logout(struct conn *c, const struct bhs *b)
+{
+	struct session *s = c->sess;
+	struct conn *target_conn = c;
+	uint8_t response = 0;
+	switch (b->logout.reason) {
+	case LOGOUT_CLOSE_SESSION:
+		break;
+	case LOGOUT_CLOSE_CONNECTION:
+	case LOGOUT_REMOVE_FOR_RECOVERY:
+		target_conn = NULL;
+		for (struct conn *o = s->conns; o; o = o->sess_next)
+			if (o->cid == b->logout.cid)
+				target_conn = o;
+		if (!target_conn)
+			response = 1; /* CID not found */
+		else if (b->logout.reason == LOGOUT_REMOVE_FOR_RECOVERY)
+			response = 2; /* connection recovery is not supported at ERL 0 */
+		break;
+	default:
+		send_reject(c, REJECT_PROTOCOL_ERROR, NULL);
+		return;
+	}
+	struct bhs r = {0};
+	r.opcode = OP_LOGOUT_RESP;
+	r.final = true;
+	r.itt = b->itt;
+	r.logout_rsp.response = response;
+	r.logout_rsp.statsn = c->statsn++;
+	r.logout_rsp.expcmdsn = s->exp_cmdsn;
+	r.logout_rsp.maxcmdsn = session_max_cmdsn(s);
+	r.logout_rsp.time2wait = 0;
+	r.logout_rsp.time2retain = 0;
+	conn_send_pdu(c, &r, NULL, 0, NULL, NULL);
+	if (response != 0)
+		return;
+	log_info("logout: initiator '%s' TSIH %u CID %u (%s)", s->initiator_name, s->tsih, c->cid,
+		 b->logout.reason == LOGOUT_CLOSE_SESSION ? "close session" : "close connection");
+	if (b->logout.reason == LOGOUT_CLOSE_SESSION) {
+		for (struct conn *o = s->conns; o; o = o->sess_next)
+			if (o != c)
+				o->phase = PHASE_LOGGED_OUT;
+		for (struct conn *o = s->conns, *next; o; o = next) {
+			next = o->sess_next;
+			if (o != c)
+				conn_close(o, "session logged out");
+		}
+	} else if (target_conn != c) {
+		conn_close(target_conn, "logged out by another connection");
+		return;
+	}
+	/* The response goes out first; conn_flush closes the connection once the queue is empty. */
+	c->phase = PHASE_LOGGED_OUT;
+}
+
+/* NOP-Out, Task Management, Text and Logout whose CmdSN turn has come. */
+void ffp_run_ordered(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len)
+{
+	switch (b->opcode) {
+	case OP_NOP_OUT: nop_out(c, b, data, len); break;
+	case OP_TASK_MGMT_REQ: tmf_handle(c, b); break;
+	case OP_TEXT_REQ: textreq_handle(c, b, data, len); break;
+	case OP_LOGOUT_REQ: logout(c, b); break;
+	default: break;
+	}
+}
+
+void ffp_dispatch(struct conn *c, const struct bhs *b, const uint8_t *raw, const uint8_t *data, uint32_t len)
+{
+	struct session *s = c->sess;
+	switch (b->opcode) {
+	case OP_SCSI_CMD:
+		task_handle_command(c, b, raw + BHS_LEN, data, len);
+		break;
+	case OP_DATA_OUT:
+		task_handle_data_out(c, b, data, len);
+		return;
+	case OP_NOP_OUT:
+		/* A NOP-Out that wants no answer carries no CmdSN of its own. */
+		if (b->itt == RESERVED_TAG) {
+			nop_out(c, b, data, len);
+			return;
+		}
+		/* fall through */
+	case OP_TASK_MGMT_REQ:
+	case OP_TEXT_REQ:
+	case OP_LOGOUT_REQ:
+		if (session_order(c, b, data, len, NULL))
+			ffp_run_ordered(c, b, data, len);
+		break;
+	case OP_SNACK:
+		/* ERL 0 offers no SNACK (RFC 7143 11.16). */
+		send_reject(c, REJECT_CMD_NOT_SUPPORTED, raw);
+		return;
+	default:
+		send_reject(c, REJECT_PROTOCOL_ERROR, raw);
+		return;
+	}
+	/* An in-order PDU may have filled the gap in front of held ones. */
+	if (s->held && c->sess == s)
+		session_advance(s);
+}

@@ -1,0 +1,429 @@
+/*
+ * The target side of login (RFC 7143 section 6.3 and 11.12-11.13): a state machine over the
+ * security and operational stages, with the exact status class and detail for each refusal.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "target/target.h"
+#include "util/iscsi_name.h"
+#include "util/log.h"
+#include "util/sbuf.h"
+
+static struct login_state *login_get(struct conn *c)
+{
+	if (!c->login) {
+		c->login = xcalloc(1, sizeof(*c->login));
+		c->login->stage = -1;
+	}
+	return c->login;
+}
+
+void login_free(struct conn *c)
+{
+	if (!c->login)
+		return;
+	sbuf_free(&c->login->pending);
+	/* CHAP state holds the challenge; wipe it with the rest. */
+	memset(c->login, 0, sizeof(*c->login));
+	free(c->login);
+	c->login = NULL;
+}
+
+static void login_send(struct conn *c, bool transit, int csg, int nsg, uint16_t status, const struct text_list *kv,
+		       uint16_t tsih)
+{
+	struct login_state *ls = c->login;
+	struct bhs b = {0};
+	b.opcode = OP_LOGIN_RESP;
+	b.final = transit;
+	b.itt = ls->itt;
+	b.login.csg = (uint8_t)csg;
+	b.login.nsg = transit ? (uint8_t)nsg : 0;
+	b.login.version_max = 0;
+	b.login.version_min = 0;
+	memcpy(b.login.isid, ls->isid, 6);
+	b.login.tsih = tsih;
+	b.login.statsn = c->statsn++;
+	struct session *s = ls->join;
+	uint32_t exp = s ? s->exp_cmdsn : ls->cmdsn;
+	b.login.expcmdsn = exp;
+	b.login.maxcmdsn = exp + (s ? s->queue_depth : 1) - 1;
+	b.login.status_class = (uint8_t)(status >> 8);
+	b.login.status_detail = (uint8_t)status;
+	uint8_t *owned = NULL;
+	uint32_t len = 0;
+	if (kv && kv->n) {
+		struct sbuf sb = {0};
+		text_encode(kv, &sb);
+		owned = sb.data;
+		len = (uint32_t)sb.len;
+	}
+	conn_send_pdu(c, &b, owned, len, NULL, owned);
+}
+
+static void login_fail(struct conn *c, int csg, uint16_t status, const char *why)
+{
+	struct login_state *ls = c->login;
+	log_warn("login refused: initiator '%s' at %s:%u, target '%s': %s (status 0x%04x): %s",
+		 ls->initiator_name[0] ? ls->initiator_name : "?", c->peer_addr, c->peer_port,
+		 ls->target_name[0] ? ls->target_name : (ls->session_type == SESSION_DISCOVERY ? "(discovery)" : "?"),
+		 login_status_str(status), status, why);
+	login_send(c, false, csg, 0, status, NULL, 0);
+	/* Close once the response has gone out. */
+	c->phase = PHASE_LOGGED_OUT;
+}
+
+static bool list_has(const char *list, const char *item)
+{
+	size_t il = strlen(item);
+	for (const char *p = list; p && *p;) {
+		const char *e = strchr(p, ',');
+		size_t l = e ? (size_t)(e - p) : strlen(p);
+		if (l == il && memcmp(p, item, l) == 0)
+			return true;
+		p = e ? e + 1 : NULL;
+	}
+	return false;
+}
+
+static const struct cfg_chap *login_chap_config(const struct conn *c)
+{
+	const struct login_state *ls = c->login;
+	if (ls->session_type == SESSION_DISCOVERY)
+		return &c->srv->cfg->discovery_chap;
+	return &ls->node->cfg->chap;
+}
+
+/* First request of the login: who is asking, for what, and may they. Returns status. */
+static uint16_t login_identify(struct conn *c, const struct text_list *in, const char **why)
+{
+	struct login_state *ls = c->login;
+	const char *iname = text_get(in, "InitiatorName");
+	if (!iname) {
+		*why = "InitiatorName missing from the first login request";
+		return LOGIN_MISSING_PARAMETER;
+	}
+	snprintf(ls->initiator_name, sizeof(ls->initiator_name), "%s", iname);
+	char nwhy[128];
+	if (!iscsi_name_valid(iname, nwhy, sizeof(nwhy))) {
+		*why = "InitiatorName is not a valid iSCSI name";
+		return LOGIN_INITIATOR_ERROR;
+	}
+	const char *alias = text_get(in, "InitiatorAlias");
+	if (alias)
+		snprintf(ls->initiator_alias, sizeof(ls->initiator_alias), "%s", alias);
+	const char *stype = text_get(in, "SessionType");
+	if (!stype || strcmp(stype, "Normal") == 0) {
+		ls->session_type = SESSION_NORMAL;
+	} else if (strcmp(stype, "Discovery") == 0) {
+		ls->session_type = SESSION_DISCOVERY;
+	} else {
+		*why = "unknown SessionType";
+		return LOGIN_SESSION_TYPE_UNSUPPORTED;
+	}
+	if (ls->session_type == SESSION_NORMAL) {
+		const char *tname = text_get(in, "TargetName");
+		if (!tname) {
+			*why = "TargetName missing from a normal session's login";
+			return LOGIN_MISSING_PARAMETER;
+		}
+		snprintf(ls->target_name, sizeof(ls->target_name), "%s", tname);
+		ls->node = server_find_node(c->srv, tname);
+		if (!ls->node || ls->node->cfg->tpgt != c->tpgt) {
+			*why = ls->node ? "target is not served through this portal group" : "no such target";
+			return LOGIN_NOT_FOUND;
+		}
+		if (c->srv->shutting_down) {
+			*why = "target is shutting down";
+			return LOGIN_SERVICE_UNAVAILABLE;
+		}
+		if (!node_allows(ls->node, iname)) {
+			*why = "initiator is not in the target's access list";
+			return LOGIN_AUTHZ_FAILED;
+		}
+	}
+	if (ls->tsih != 0) {
+		struct session *s = server_find_session(c->srv, iname, ls->isid, ls->tsih);
+		if (!s || s->type != ls->session_type || (s->node && s->node != ls->node)) {
+			*why = "TSIH does not name a session of this initiator";
+			return LOGIN_SESSION_DOES_NOT_EXIST;
+		}
+		uint32_t others = 0;
+		for (struct conn *o = s->conns; o; o = o->sess_next)
+			if (o->cid != ls->cid)
+				others++;
+		if (others >= s->params.max_connections) {
+			*why = "session already has MaxConnections connections";
+			return LOGIN_TOO_MANY_CONNECTIONS;
+		}
+		ls->join = s;
+	}
+	struct iscsi_params want;
+	if (ls->node) {
+		want = ls->node->want;
+	} else {
+		params_defaults(&want);
+		want.max_recv_dsl = 65536;
+	}
+	want.session_type = ls->session_type;
+	negotiator_init(&ls->neg, &want, ls->tsih == 0, true);
+	if (ls->join)
+		ls->neg.result = ls->join->params;
+	ls->neg.result.session_type = ls->session_type;
+	const struct cfg_chap *chap = login_chap_config(c);
+	ls->cred.user = chap->user;
+	ls->cred.secret = chap->secret;
+	ls->cred.mutual_user = chap->mutual_user;
+	ls->cred.mutual_secret = chap->mutual_secret;
+	return LOGIN_OK;
+}
+
+/* Security stage keys: AuthMethod, then the CHAP exchange. Returns status; *transit_ok tells
+ * whether authentication is complete so the stage may end. */
+static uint16_t login_security(struct conn *c, const struct text_list *in, struct text_list *out, const char **why)
+{
+	struct login_state *ls = c->login;
+	bool need_chap = ls->cred.user != NULL;
+	const char *am = text_get(in, "AuthMethod");
+	if (am) {
+		if (need_chap && list_has(am, "CHAP")) {
+			text_add(out, "AuthMethod", "CHAP");
+			ls->chap_in_progress = true;
+			chap_target_init(&ls->chap, &ls->cred);
+		} else if (!need_chap && list_has(am, "None")) {
+			text_add(out, "AuthMethod", "None");
+			ls->auth_done = true;
+		} else {
+			text_add(out, "AuthMethod", "Reject");
+			*why = need_chap ? "target requires CHAP, initiator does not offer it"
+					 : "initiator offers no authentication method the target accepts";
+			return LOGIN_AUTH_FAILED;
+		}
+	} else if (!ls->chap_in_progress && !ls->auth_done && !need_chap) {
+		/* No AuthMethod offered: the default None applies, fine when no CHAP is required. */
+		ls->auth_done = true;
+	}
+	bool has_chap_keys = false;
+	for (size_t i = 0; i < in->n; i++)
+		if (strncmp(in->kv[i].key, "CHAP_", 5) == 0)
+			has_chap_keys = true;
+	if (has_chap_keys) {
+		if (!ls->chap_in_progress) {
+			*why = "CHAP keys without AuthMethod=CHAP";
+			return LOGIN_INITIATOR_ERROR;
+		}
+		static char reason[160];
+		enum chap_result r = chap_target_step(&ls->chap, in, out, reason, sizeof(reason));
+		switch (r) {
+		case CHAP_CONTINUE:
+			break;
+		case CHAP_DONE:
+			ls->chap_in_progress = false;
+			ls->auth_done = true;
+			break;
+		case CHAP_AUTH_FAIL:
+			*why = reason;
+			return LOGIN_AUTH_FAILED;
+		case CHAP_PROTO_FAIL:
+			*why = reason;
+			return LOGIN_INITIATOR_ERROR;
+		}
+	}
+	return LOGIN_OK;
+}
+
+static uint16_t alloc_tsih(struct server *srv)
+{
+	for (int tries = 0; tries < 65536; tries++) {
+		uint16_t t = srv->next_tsih++;
+		if (t == 0)
+			continue;
+		bool used = false;
+		for (size_t i = 0; i < srv->nsessions; i++)
+			if (srv->sessions[i]->tsih == t)
+				used = true;
+		if (!used)
+			return t;
+	}
+	return 0;
+}
+
+/* The last login response is queued: the connection enters full feature phase. */
+static void login_complete(struct conn *c, struct text_list *out, int csg)
+{
+	struct login_state *ls = c->login;
+	struct session *s = ls->join;
+	uint16_t tsih;
+	if (!s) {
+		if (ls->session_type == SESSION_NORMAL) {
+			/* Session reinstatement: a new leading login with the same initiator port ends the old session. */
+			struct session *old = server_find_session_isid(c->srv, ls->initiator_name, ls->isid, ls->target_name);
+			if (old)
+				session_close(old, "reinstated by a new login with the same ISID");
+		}
+		tsih = alloc_tsih(c->srv);
+		if (!tsih) {
+			login_fail(c, csg, LOGIN_OUT_OF_RESOURCES, "no free TSIH");
+			return;
+		}
+	} else {
+		tsih = s->tsih;
+		for (struct conn *o = s->conns; o; o = o->sess_next) {
+			if (o->cid == ls->cid && o != c) {
+				conn_close(o, "connection reinstated with the same CID");
+				break;
+			}
+		}
+	}
+	negotiate_finish(&ls->neg, out);
+	login_send(c, true, csg, STAGE_FULL_FEATURE, LOGIN_OK, out, tsih);
+	/* Digests and the new limits apply from the next PDU on, not to this response. */
+	struct iscsi_params p = ls->neg.result;
+	c->cid = ls->cid;
+	if (!s) {
+		s = session_create(c->srv, c);
+		s->tsih = tsih;
+		s->params = p;
+		s->exp_cmdsn = ls->cmdsn;
+	}
+	c->params = s->params;
+	c->params.header_digest = p.header_digest;
+	c->params.data_digest = p.data_digest;
+	c->params.max_recv_dsl = p.max_recv_dsl;
+	c->params.peer_max_recv_dsl = p.peer_max_recv_dsl;
+	c->phase = PHASE_FULL_FEATURE;
+	session_add_conn(s, c);
+	log_info("login: initiator '%s' at %s:%u, %s session to '%s', TSIH %u, CID %u, %u connection(s)%s%s",
+		 ls->initiator_name, c->peer_addr, c->peer_port,
+		 ls->session_type == SESSION_DISCOVERY ? "discovery" : "normal",
+		 ls->session_type == SESSION_DISCOVERY ? "-" : ls->target_name, tsih, c->cid, s->nconns,
+		 c->params.header_digest ? ", header digest" : "", c->params.data_digest ? ", data digest" : "");
+	login_free(c);
+}
+
+void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len)
+{
+	struct login_state *ls = login_get(c);
+	if (b->opcode != OP_LOGIN_REQ) {
+		/* Only login PDUs are legal before full feature phase. */
+		if (!ls->first_done) {
+			conn_close(c, "first PDU is not a Login Request");
+			return;
+		}
+		login_fail(c, ls->stage, LOGIN_INVALID_DURING_LOGIN, "non-login PDU during login");
+		return;
+	}
+	int csg = b->login.csg;
+	if (!ls->first_done) {
+		ls->first_done = true;
+		memcpy(ls->isid, b->login.isid, 6);
+		ls->tsih = b->login.tsih;
+		ls->cid = b->login.cid;
+		ls->cmdsn = b->login.cmdsn;
+		ls->version_max = b->login.version_max;
+		c->statsn = b->login.expstatsn;
+		ls->itt = b->itt;
+		ls->stage = csg;
+		if (b->login.version_min > 0) {
+			login_fail(c, csg, LOGIN_UNSUPPORTED_VERSION, "initiator requires an iSCSI version above 0");
+			return;
+		}
+	} else {
+		ls->itt = b->itt;
+		c->exp_statsn = b->login.expstatsn;
+		if (memcmp(ls->isid, b->login.isid, 6) != 0 || ls->tsih != b->login.tsih || ls->cid != b->login.cid) {
+			login_fail(c, ls->stage, LOGIN_INITIATOR_ERROR, "ISID, TSIH or CID changed during login");
+			return;
+		}
+	}
+	if (csg != ls->stage || csg == 2 || csg == STAGE_FULL_FEATURE) {
+		login_fail(c, ls->stage < 0 ? 0 : ls->stage, LOGIN_INITIATOR_ERROR, "login request in the wrong stage");
+		return;
+	}
+	if (b->final && !(b->login.nsg > csg && b->login.nsg != 2)) {
+		login_fail(c, csg, LOGIN_INITIATOR_ERROR, "invalid next stage");
+		return;
+	}
+	/* A request spread over several PDUs: acknowledge each part, answer the whole. */
+	if (ls->pending.len + len > 65536) {
+		login_fail(c, csg, LOGIN_OUT_OF_RESOURCES, "login text too long");
+		return;
+	}
+	sbuf_append(&ls->pending, data, len);
+	if (b->login.cont) {
+		login_send(c, false, csg, 0, LOGIN_OK, NULL, 0);
+		return;
+	}
+	struct text_list in = {0}, out = {0};
+	char err[128];
+	if (text_parse(ls->pending.data, ls->pending.len, &in, err, sizeof(err)) < 0) {
+		login_fail(c, csg, LOGIN_INITIATOR_ERROR, err);
+		goto done;
+	}
+	sbuf_reset(&ls->pending);
+	const char *why = NULL;
+	uint16_t st = LOGIN_OK;
+	bool first_text = !ls->identified;
+	if (first_text) {
+		ls->identified = true;
+		st = login_identify(c, &in, &why);
+		if (st != LOGIN_OK) {
+			login_fail(c, csg, st, why);
+			goto done;
+		}
+	}
+	if (csg == STAGE_SECURITY) {
+		st = login_security(c, &in, &out, &why);
+	} else {
+		for (size_t i = 0; i < in.n; i++) {
+			if (strcmp(in.kv[i].key, "AuthMethod") == 0 || strncmp(in.kv[i].key, "CHAP_", 5) == 0) {
+				st = LOGIN_INITIATOR_ERROR;
+				why = "security keys in the operational stage";
+			}
+		}
+		if (st == LOGIN_OK && !ls->auth_done) {
+			if (ls->cred.user) {
+				st = LOGIN_AUTH_FAILED;
+				why = "initiator skipped the security stage but the target requires CHAP";
+			} else {
+				ls->auth_done = true;
+			}
+		}
+	}
+	if (st != LOGIN_OK) {
+		login_fail(c, csg, st, why);
+		goto done;
+	}
+	char nwhy[160];
+	if (negotiate_respond(&ls->neg, &in, &out, csg == STAGE_SECURITY, nwhy, sizeof(nwhy)) != NEGOTIATE_OK) {
+		login_fail(c, csg, LOGIN_INITIATOR_ERROR, nwhy);
+		goto done;
+	}
+	if (first_text && ls->session_type == SESSION_NORMAL && !ls->join) {
+		char tag[8];
+		snprintf(tag, sizeof(tag), "%u", c->tpgt);
+		text_add(&out, "TargetPortalGroupTag", tag);
+		if (ls->node->cfg->alias)
+			text_add(&out, "TargetAlias", ls->node->cfg->alias);
+	}
+	if (b->final && !ls->auth_done && !ls->chap_in_progress) {
+		login_fail(c, csg, LOGIN_AUTH_FAILED, "target requires CHAP; initiator did not negotiate it");
+		goto done;
+	}
+	bool transit = b->final && ls->auth_done;
+	if (!transit) {
+		login_send(c, false, csg, 0, LOGIN_OK, &out, 0);
+		goto done;
+	}
+	if (b->login.nsg == STAGE_FULL_FEATURE) {
+		login_complete(c, &out, csg);
+		goto done;
+	}
+	ls->stage = b->login.nsg;
+	login_send(c, true, csg, b->login.nsg, LOGIN_OK, &out, 0);
+done:
+	text_clear(&in);
+	text_clear(&out);
+}

@@ -1,0 +1,279 @@
+/*
+ * The target daemon's objects: the server (portals, target nodes), sessions, connections and
+ * tasks. Everything runs on one event loop thread, so session-wide ordering (CmdSN across
+ * connections) needs no locks.
+ */
+#ifndef ISTHMUS_TARGET_TARGET_H
+#define ISTHMUS_TARGET_TARGET_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "net/loop.h"
+#include "proto/chap.h"
+#include "proto/params.h"
+#include "proto/pdu.h"
+#include "proto/text.h"
+#include "scsi/scsi.h"
+#include "target/config.h"
+
+struct server;
+struct session;
+struct conn;
+struct held_pdu;
+
+/* A target node: an iSCSI name, its LUs and its access rules. */
+struct tnode {
+	struct server *srv;
+	struct cfg_target *cfg;
+	struct scsi_target *scsi;
+	struct iscsi_params want; /* negotiation defaults: RFC defaults, our limits, config overrides */
+};
+
+struct portal {
+	struct loop_watch watch;
+	int fd;
+	struct server *srv;
+	uint16_t tpgt;
+	struct sockaddr_storage addr;
+	char name[64]; /* "127.0.0.1:3260" or "[::1]:3260" */
+};
+
+struct server {
+	struct loop *loop;
+	struct cfg *cfg;
+	struct portal *portals;
+	size_t nportals;
+	struct tnode *nodes;
+	size_t nnodes;
+	struct session **sessions; /* live sessions (normal and discovery) */
+	size_t nsessions, capsessions;
+	struct conn *conns;        /* every connection, logged in or not */
+	uint16_t next_tsih;
+	uint64_t next_nexus_id;
+	struct loop_timer tick;    /* once a second: NOP pings, timeouts */
+	struct loop_watch sigwatch;
+	int sigfd;
+	bool shutting_down;
+	uint64_t shutdown_deadline_ms;
+	int exit_code;
+};
+
+enum task_state {
+	TASK_WAIT_CMDSN,  /* arrived ahead of ExpCmdSN; held until its turn */
+	TASK_WAIT_DATA,   /* collecting Data-Out (immediate, unsolicited, solicited) */
+	TASK_RUNNING,     /* handed to the SCSI layer */
+	TASK_SENDING,     /* response queued; buffers still referenced by the send queue */
+};
+
+struct task {
+	struct conn *conn;
+	struct task *next;        /* in the connection's task list / free list */
+	enum task_state state;
+	uint32_t itt;
+	uint32_t cmdsn;
+	bool immediate;
+	bool read, write;
+	uint8_t lun_field[8];
+	uint32_t edtl;            /* expected data transfer length (write side for bidi) */
+	uint32_t bidi_read_len;
+	/* write side */
+	uint8_t *out;
+	uint32_t out_received;    /* bytes of Data-Out so far (all in order at ERL 0 we require offsets) */
+	uint32_t unsolicited_end; /* first burst boundary: data below it comes unsolicited */
+	uint32_t r2t_offset;      /* next offset to solicit */
+	uint32_t r2t_outstanding;
+	uint32_t r2tsn;
+	uint32_t ttt;
+	uint32_t next_datasn;     /* expected DataSN of the next Data-Out in the current sequence */
+	uint32_t seq_end;         /* end offset of the current solicited or unsolicited sequence */
+	/* read side */
+	uint8_t *in;
+	uint32_t in_cap;
+	uint32_t refs;            /* queued send items still pointing at buffers */
+	bool aborted;
+	struct scsi_cmd scmd;
+};
+
+/* One item of the send queue: a PDU (header + optional data) as a list of iovecs. */
+struct txitem {
+	struct txitem *next;
+	struct task *task;        /* released when this item is written; NULL if none */
+	uint8_t *owned;           /* freed when written (text/login data, sense) */
+	int niov;
+	int iov_done;             /* iovecs fully written */
+	size_t iov_off;           /* bytes written of iov[iov_done] */
+	struct iovec iov[5];
+	uint8_t hdr[BHS_LEN + 4]; /* BHS + header digest */
+	uint8_t trailer[8];       /* padding + data digest */
+};
+
+enum rx_state { RX_BHS, RX_REST };
+enum conn_phase { PHASE_LOGIN, PHASE_FULL_FEATURE, PHASE_LOGGED_OUT, PHASE_CLOSED };
+
+/* Login negotiation state of one connection. */
+struct login_state {
+	int stage;                /* current stage (CSG) */
+	bool first_done;          /* the first request has been seen */
+	bool identified;          /* names, session type and access checked */
+	bool auth_done;           /* security stage completed (or not needed) */
+	bool chap_in_progress;
+	bool transit_to_ffp;
+	uint8_t isid[6];
+	uint16_t tsih;
+	uint32_t itt;
+	uint16_t cid;
+	uint32_t cmdsn;
+	char initiator_name[224];
+	char initiator_alias[256];
+	char target_name[224];
+	enum session_type session_type;
+	struct tnode *node;
+	struct session *join;     /* existing session this connection joins (TSIH != 0) */
+	struct negotiator neg;
+	struct chap_target chap;
+	struct chap_credentials cred;
+	struct sbuf pending;      /* text of a request spread over several PDUs (C bit) */
+	uint8_t version_max;
+};
+
+struct conn_stats {
+	uint64_t pdus_in, pdus_out, bytes_in, bytes_out, commands, r2ts, digest_errors;
+};
+
+struct conn {
+	struct server *srv;
+	struct session *sess;
+	struct conn *next;          /* in server->conns */
+	struct conn *sess_next;     /* in session->conns */
+	struct loop_watch watch;
+	int fd;
+	enum conn_phase phase;
+	uint16_t cid;
+	uint16_t tpgt;
+	char local_addr[64], peer_addr[64];
+	uint16_t local_port, peer_port;
+	struct sockaddr_storage local_sa;
+	struct iscsi_params params; /* negotiated; session-wide values mirrored from the session */
+	uint32_t statsn;            /* next StatSN to send */
+	uint32_t exp_statsn;        /* from the initiator */
+	/* reception */
+	enum rx_state rx_state;
+	uint8_t *rxbuf;
+	size_t rx_len, rx_cap;
+	size_t rx_need;             /* bytes of the current PDU in total */
+	struct bhs rx_bhs;
+	/* sending */
+	struct txitem *tx_head, *tx_tail;
+	size_t tx_queued;           /* items queued */
+	bool want_write;
+	/* tasks */
+	struct task *tasks;         /* active tasks */
+	struct task *free_tasks;
+	uint32_t ntasks;
+	uint32_t next_ttt;
+	/* login */
+	struct login_state *login;
+	/* text continuation */
+	struct sbuf text_pending;   /* request text collected over C-bit PDUs */
+	struct sbuf text_reply;     /* reply text not yet sent (response spread over PDUs) */
+	size_t text_reply_off;
+	uint32_t text_ttt;
+	/* liveness */
+	uint64_t last_rx_ms;
+	uint64_t ping_sent_ms;      /* 0: no ping outstanding */
+	uint32_t ping_ttt;
+	uint64_t login_started_ms;
+	bool closing;
+	bool logout_async_sent;
+	struct conn_stats stats;
+	uint64_t login_time;        /* wall clock seconds */
+};
+
+struct session {
+	struct server *srv;
+	struct tnode *node;         /* NULL for discovery */
+	enum session_type type;
+	uint16_t tsih;
+	uint8_t isid[6];
+	char initiator_name[224];
+	char initiator_alias[256];
+	uint16_t tpgt;
+	struct iscsi_params params; /* session-wide negotiated values */
+	struct conn *conns;
+	uint32_t nconns;
+	uint32_t exp_cmdsn;
+	uint32_t queue_depth;       /* MaxCmdSN = ExpCmdSN + queue_depth - 1 */
+	struct held_pdu *held;      /* PDUs waiting for their CmdSN turn, any connection */
+	struct scsi_nexus nexus;
+	bool nexus_registered;
+	char auth_method[8];        /* "None" or "CHAP" */
+	uint64_t created;           /* wall clock seconds */
+};
+
+/* server.c */
+struct tnode *server_find_node(struct server *srv, const char *name);
+void server_add_session(struct server *srv, struct session *s);
+void server_remove_session(struct server *srv, struct session *s);
+struct session *server_find_session(struct server *srv, const char *initiator, const uint8_t isid[6], uint16_t tsih);
+struct session *server_find_session_isid(struct server *srv, const char *initiator, const uint8_t isid[6],
+					 const char *target);
+bool node_allows(const struct tnode *node, const char *initiator);
+
+/* conn.c */
+void conn_accept(struct server *srv, int fd, uint16_t tpgt);
+void conn_close(struct conn *c, const char *why);
+void conn_flush(struct conn *c);
+struct txitem *tx_new(struct conn *c);
+/* Queue a PDU: bhs is encoded, digests and padding added; data may be NULL. */
+void conn_send_pdu(struct conn *c, struct bhs *b, const void *data, uint32_t len, struct task *task,
+		   uint8_t *owned);
+/* Fill ExpCmdSN/MaxCmdSN for a response header. */
+uint32_t session_max_cmdsn(const struct session *s);
+
+/* login.c */
+void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+void login_free(struct conn *c);
+
+/* session.c */
+struct session *session_create(struct server *srv, struct conn *c);
+void session_add_conn(struct session *s, struct conn *c);
+void session_remove_conn(struct session *s, struct conn *c);
+void session_close(struct session *s, const char *why);
+/* CmdSN ordering: returns true if the PDU with this CmdSN may be processed now. */
+void session_handle_pdu(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+void session_advance(struct session *s);
+void session_unhold_task(struct session *s, struct task *t);
+void session_skip_cmdsn(struct session *s, uint32_t sn);
+bool session_order(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len, struct task *task);
+
+/* task.c */
+void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs, const uint8_t *data, uint32_t len);
+void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+void task_start(struct task *t);
+void task_release(struct task *t);
+void task_abort(struct task *t);
+void task_free_all(struct conn *c);
+struct task *task_find_itt(struct session *s, uint32_t itt);
+
+/* tmf.c */
+void tmf_handle(struct conn *c, const struct bhs *b);
+
+/* text.c (Text requests in full feature phase, SendTargets) */
+void textreq_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+void send_targets(struct conn *c, const char *what, struct text_list *out);
+
+/* misc PDU handlers in ffp.c */
+void ffp_dispatch(struct conn *c, const struct bhs *b, const uint8_t *raw, const uint8_t *data, uint32_t len);
+void ffp_run_ordered(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+void send_reject(struct conn *c, uint8_t reason, const uint8_t *hdr);
+void send_async_logout(struct conn *c, uint16_t seconds);
+
+int server_start(struct server *srv, struct cfg *cfg);
+int server_run(struct server *srv);
+void server_stop(struct server *srv);
+
+#endif

@@ -1,0 +1,441 @@
+/*
+ * The life of a SCSI task on the target: command (with immediate data), unsolicited and
+ * solicited Data-Out (R2T), execution by the SCSI layer, then Data-In PDUs with the status
+ * collapsed into the last one, or a SCSI Response carrying sense data and residuals.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "target/target.h"
+#include "util/log.h"
+#include "util/sbuf.h"
+
+/* Largest data transfer one command may ask for; VPD Block Limits advertises less. */
+#define TASK_MAX_XFER (32u * 1024u * 1024u)
+#define TASK_FREE_KEEP 64u
+
+static struct task *task_alloc(struct conn *c)
+{
+	struct task *t = c->free_tasks;
+	if (t)
+		c->free_tasks = t->next;
+	else
+		t = xmalloc(sizeof(*t));
+	memset(t, 0, offsetof(struct task, scmd));
+	memset(&t->scmd, 0, offsetof(struct scsi_cmd, sense));
+	t->conn = c;
+	t->next = c->tasks;
+	c->tasks = t;
+	c->ntasks++;
+	return t;
+}
+
+static void task_put(struct task *t)
+{
+	struct conn *c = t->conn;
+	for (struct task **pp = &c->tasks; *pp; pp = &(*pp)->next) {
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	}
+	c->ntasks--;
+	free(t->out);
+	free(t->in);
+	t->out = t->in = NULL;
+	t->next = c->free_tasks;
+	c->free_tasks = t;
+}
+
+void task_release(struct task *t)
+{
+	if (--t->refs == 0 && t->state == TASK_SENDING)
+		task_put(t);
+}
+
+void task_abort(struct task *t)
+{
+	if (t->state == TASK_WAIT_CMDSN || t->state == TASK_WAIT_DATA) {
+		task_put(t);
+		return;
+	}
+	t->aborted = true;
+}
+
+void task_free_all(struct conn *c)
+{
+	while (c->tasks) {
+		struct task *t = c->tasks;
+		c->tasks = t->next;
+		free(t->out);
+		free(t->in);
+		free(t);
+	}
+	while (c->free_tasks) {
+		struct task *t = c->free_tasks;
+		c->free_tasks = t->next;
+		free(t);
+	}
+}
+
+struct task *task_find_itt(struct session *s, uint32_t itt)
+{
+	for (struct conn *c = s->conns; c; c = c->sess_next)
+		for (struct task *t = c->tasks; t; t = t->next)
+			if (t->itt == itt && t->state != TASK_SENDING)
+				return t;
+	return NULL;
+}
+
+static void fill_sn(struct conn *c, uint32_t *expcmdsn, uint32_t *maxcmdsn)
+{
+	*expcmdsn = c->sess->exp_cmdsn;
+	*maxcmdsn = session_max_cmdsn(c->sess);
+}
+
+/* SCSI Response for a command that failed before reaching the SCSI layer. */
+static void task_respond_check(struct conn *c, uint32_t itt, uint8_t key, uint8_t asc, uint8_t ascq, uint32_t residual,
+			       bool overflow)
+{
+	uint8_t *seg = xcalloc(1, 2 + 18);
+	seg[1] = 18;
+	uint8_t *sense = seg + 2;
+	sense[0] = 0x70;
+	sense[2] = key;
+	sense[7] = 10;
+	sense[12] = asc;
+	sense[13] = ascq;
+	struct bhs b = {0};
+	b.opcode = OP_SCSI_RESP;
+	b.final = true;
+	b.itt = itt;
+	b.rsp.status = SCSI_CHECK_CONDITION;
+	b.rsp.statsn = c->statsn++;
+	fill_sn(c, &b.rsp.expcmdsn, &b.rsp.maxcmdsn);
+	if (residual) {
+		b.rsp.flags = overflow ? 0x04 : 0x02;
+		b.rsp.residual = residual;
+	}
+	conn_send_pdu(c, &b, seg, 20, NULL, seg);
+}
+
+static void task_send_r2ts(struct task *t)
+{
+	struct conn *c = t->conn;
+	const struct iscsi_params *p = &c->sess->params;
+	while (t->r2t_outstanding < p->max_outstanding_r2t && t->r2t_offset < t->edtl) {
+		uint32_t len = t->edtl - t->r2t_offset;
+		if (len > p->max_burst_length)
+			len = p->max_burst_length;
+		struct bhs b = {0};
+		b.opcode = OP_R2T;
+		b.final = true;
+		memcpy(b.lun, t->lun_field, 8);
+		b.itt = t->itt;
+		b.r2t.ttt = t->ttt;
+		b.r2t.statsn = c->statsn;
+		fill_sn(c, &b.r2t.expcmdsn, &b.r2t.maxcmdsn);
+		b.r2t.r2tsn = t->r2tsn++;
+		b.r2t.offset = t->r2t_offset;
+		b.r2t.desired_len = len;
+		t->r2t_offset += len;
+		t->r2t_outstanding++;
+		c->stats.r2ts++;
+		conn_send_pdu(c, &b, NULL, 0, NULL, NULL);
+	}
+}
+
+static void task_scsi_done(struct scsi_cmd *cmd);
+
+static void task_execute(struct task *t)
+{
+	struct conn *c = t->conn;
+	struct scsi_cmd *sc = &t->scmd;
+	sc->nexus = &c->sess->nexus;
+	sc->lun_valid = scsi_lun_decode(t->lun_field, &sc->lun);
+	sc->out = t->out;
+	sc->out_len = t->write ? t->edtl : 0;
+	sc->in = t->in;
+	sc->in_cap = t->in_cap;
+	sc->done = task_scsi_done;
+	sc->priv = t;
+	t->state = TASK_RUNNING;
+	c->stats.commands++;
+	scsi_target_submit(c->sess->node->scsi, sc);
+}
+
+/* The task's CmdSN turn has come: solicit the rest of its data, or run it. */
+void task_start(struct task *t)
+{
+	t->state = TASK_WAIT_DATA;
+	if (t->write && t->out_received < t->edtl) {
+		if (t->out_received >= t->unsolicited_end)
+			task_send_r2ts(t);
+		return;
+	}
+	task_execute(t);
+}
+
+void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs, const uint8_t *data, uint32_t len)
+{
+	struct session *s = c->sess;
+	const struct iscsi_params *p = &s->params;
+	struct ahs_info ai;
+	const char *why = NULL;
+	if (s->type != SESSION_NORMAL) {
+		send_reject(c, REJECT_PROTOCOL_ERROR, NULL);
+		return;
+	}
+	int rc = ahs_parse(ahs, b->total_ahs_len, &ai, &why);
+	if (rc) {
+		log_warn("%s:%u: bad AHS: %s", c->peer_addr, c->peer_port, why);
+		send_reject(c, (uint8_t)rc, NULL);
+		return;
+	}
+	/* Data rules of RFC 7143 10.3: immediate data needs ImmediateData=Yes, fits the first burst,
+	 * and only write commands carry any. */
+	if (len && (!b->cmd.write || !p->immediate_data || len > p->first_burst_length || len > b->cmd.edtl)) {
+		log_warn("%s:%u: SCSI command with %u bytes of immediate data it may not carry", c->peer_addr,
+			 c->peer_port, len);
+		send_reject(c, REJECT_PROTOCOL_ERROR, NULL);
+		return;
+	}
+	struct task *t = task_alloc(c);
+	t->itt = b->itt;
+	t->cmdsn = b->cmd.cmdsn;
+	t->immediate = b->immediate;
+	t->read = b->cmd.read;
+	t->write = b->cmd.write;
+	memcpy(t->lun_field, b->lun, 8);
+	t->edtl = (t->read || t->write) ? b->cmd.edtl : 0;
+	t->state = TASK_WAIT_CMDSN;
+	struct scsi_cmd *sc = &t->scmd;
+	memcpy(sc->cdb, b->cmd.cdb, 16);
+	memcpy(sc->cdb + 16, ai.ext_cdb, ai.ext_cdb_len);
+	sc->cdb_len = (uint16_t)(16 + ai.ext_cdb_len);
+	sc->task_attr = b->cmd.attr;
+	uint32_t in_len = 0;
+	if (t->read && t->write)
+		in_len = ai.has_bidi_read_len ? ai.bidi_read_len : 0;
+	else if (t->read)
+		in_len = t->edtl;
+	bool too_big = (t->write && t->edtl > TASK_MAX_XFER) || in_len > TASK_MAX_XFER;
+	if (!too_big) {
+		if (t->write && t->edtl) {
+			t->out = xmalloc(t->edtl);
+			memcpy(t->out, data, len);
+		}
+		if (in_len) {
+			t->in = xmalloc(in_len);
+			t->in_cap = in_len;
+		}
+	}
+	t->out_received = len;
+	t->bidi_read_len = in_len;
+	t->ttt = c->next_ttt++;
+	if (t->ttt == RESERVED_TAG)
+		t->ttt = c->next_ttt++;
+	if (t->write) {
+		uint32_t unsol = p->initial_r2t || b->final ? len : p->first_burst_length;
+		if (unsol > t->edtl)
+			unsol = t->edtl;
+		t->unsolicited_end = unsol < len ? len : unsol;
+		t->r2t_offset = t->unsolicited_end;
+		t->seq_end = t->unsolicited_end;
+	}
+	if (!session_order(c, b, data, len, t))
+		return;
+	if (too_big) {
+		uint32_t itt = t->itt;
+		task_put(t);
+		log_warn("%s:%u: command asks for more than %u bytes", c->peer_addr, c->peer_port, TASK_MAX_XFER);
+		task_respond_check(c, itt, SK_ILLEGAL_REQUEST, 0x24, 0x00, 0, false);
+		return;
+	}
+	task_start(t);
+}
+
+static struct task *task_find_data_owner(struct conn *c, const struct bhs *b)
+{
+	for (struct task *t = c->tasks; t; t = t->next) {
+		if (t->itt != b->itt || !t->write || (t->state != TASK_WAIT_DATA && t->state != TASK_WAIT_CMDSN))
+			continue;
+		if (b->data_out.ttt == RESERVED_TAG || b->data_out.ttt == t->ttt)
+			return t;
+	}
+	return NULL;
+}
+
+void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len)
+{
+	struct task *t = task_find_data_owner(c, b);
+	if (!t) {
+		/* Data for a task that was aborted or never existed: discard it (RFC 7143 11.7). */
+		log_debug("%s:%u: Data-Out for unknown task ITT 0x%08x", c->peer_addr, c->peer_port, b->itt);
+		return;
+	}
+	bool unsolicited = b->data_out.ttt == RESERVED_TAG;
+	uint32_t off = b->data_out.offset;
+	const char *err = NULL;
+	uint8_t ascq = 0x00; /* DATA PHASE ERROR */
+	if (unsolicited && t->out_received + len > t->unsolicited_end) {
+		err = "unsolicited data beyond the first burst";
+		ascq = 0x02; /* TOO MUCH WRITE DATA */
+	} else if (!unsolicited && t->out_received < t->unsolicited_end) {
+		err = "solicited data before the unsolicited data ended";
+	} else if (off != t->out_received) {
+		err = "Data-Out buffer offset out of order";
+		ascq = 0x05; /* DATA OFFSET ERROR */
+	} else if ((uint64_t)off + len > t->edtl) {
+		err = "Data-Out beyond the expected data transfer length";
+		ascq = 0x02;
+	} else if (b->data_out.datasn != t->next_datasn) {
+		err = "Data-Out DataSN out of order";
+	}
+	if (err) {
+		log_warn("%s:%u: ITT 0x%08x: %s (offset %u, length %u, DataSN %u)", c->peer_addr, c->peer_port, t->itt,
+			 err, off, len, b->data_out.datasn);
+		/*
+		 * ERL 0 cannot recover the data, but the connection can survive: the command ends with
+		 * ABORTED COMMAND now and any further Data-Out for it is discarded as unknown.
+		 */
+		uint32_t itt = t->itt;
+		session_unhold_task(c->sess, t);
+		task_put(t);
+		task_respond_check(c, itt, SK_ABORTED_COMMAND, 0x4b, ascq, 0, false);
+		return;
+	}
+	if (t->out)
+		memcpy(t->out + off, data, len);
+	t->out_received += len;
+	t->next_datasn++;
+	bool seq_done = t->out_received >= t->seq_end || b->final;
+	if (seq_done) {
+		/* The next sequence (one R2T's worth) numbers its Data-Out from 0 again. */
+		t->next_datasn = 0;
+		if (unsolicited) {
+			if (t->out_received < t->unsolicited_end) {
+				/* F bit ended the unsolicited burst early: solicit from here. */
+				t->unsolicited_end = t->out_received;
+				t->r2t_offset = t->out_received;
+			}
+		} else if (t->r2t_outstanding) {
+			t->r2t_outstanding--;
+		}
+		uint32_t burst = c->sess->params.max_burst_length;
+		t->seq_end = t->out_received + (t->edtl - t->out_received < burst ? t->edtl - t->out_received : burst);
+	}
+	if (t->state == TASK_WAIT_CMDSN)
+		return;
+	if (t->out_received == t->edtl) {
+		task_execute(t);
+		return;
+	}
+	if (seq_done)
+		task_send_r2ts(t);
+}
+
+/* Queue the Data-In PDUs (status collapsed into the last) or the SCSI Response. */
+static void task_scsi_done(struct scsi_cmd *sc)
+{
+	struct task *t = sc->priv;
+	struct conn *c = t->conn;
+	t->state = TASK_SENDING;
+	t->refs = 1; /* our own, dropped at the end */
+	if (t->aborted || c->phase != PHASE_FULL_FEATURE) {
+		task_release(t);
+		return;
+	}
+	uint32_t in_exp = t->bidi_read_len;
+	uint32_t in_len = sc->in_len > in_exp ? in_exp : sc->in_len;
+	uint8_t flags = 0;
+	uint32_t residual = 0, bidi_residual = 0;
+	bool good = sc->status == SCSI_GOOD && sc->sense_len == 0;
+	if (t->read && !t->write) {
+		if (sc->xfer_len > t->edtl) {
+			flags = 0x04;
+			residual = sc->xfer_len - t->edtl;
+		} else if (in_len < t->edtl) {
+			flags = 0x02;
+			residual = t->edtl - in_len;
+		}
+	} else if (t->write) {
+		if (sc->xfer_len > t->edtl) {
+			flags = 0x04;
+			residual = sc->xfer_len - t->edtl;
+		} else if (sc->xfer_len < t->edtl) {
+			flags = 0x02;
+			residual = t->edtl - sc->xfer_len;
+		}
+		if (t->read && in_len < in_exp) {
+			flags |= 0x08;
+			bidi_residual = in_exp - in_len;
+		}
+	} else if (t->edtl) {
+		flags = 0x02;
+		residual = t->edtl;
+	}
+	uint32_t datasn = 0;
+	uint32_t expcmdsn, maxcmdsn;
+	fill_sn(c, &expcmdsn, &maxcmdsn);
+	if (in_len && sc->status == SCSI_GOOD) {
+		uint32_t seg = c->params.peer_max_recv_dsl;
+		uint32_t burst = c->sess->params.max_burst_length;
+		for (uint32_t off = 0; off < in_len;) {
+			uint32_t n = in_len - off;
+			uint32_t burst_left = burst - (off % burst);
+			if (n > seg)
+				n = seg;
+			if (n > burst_left)
+				n = burst_left;
+			bool last = off + n == in_len;
+			struct bhs b = {0};
+			b.opcode = OP_DATA_IN;
+			b.itt = t->itt;
+			b.data_in.ttt = RESERVED_TAG;
+			b.data_in.expcmdsn = expcmdsn;
+			b.data_in.maxcmdsn = maxcmdsn;
+			b.data_in.datasn = datasn++;
+			b.data_in.offset = off;
+			b.final = last || n == burst_left;
+			if (last && good && !t->write) {
+				b.data_in.status_present = true;
+				b.data_in.status = sc->status;
+				b.data_in.statsn = c->statsn++;
+				b.data_in.overflow = (flags & 0x04) != 0;
+				b.data_in.underflow = (flags & 0x02) != 0;
+				b.data_in.residual = residual;
+			}
+			t->refs++;
+			conn_send_pdu(c, &b, t->in + off, n, t, NULL);
+			off += n;
+		}
+		if (good && !t->write) {
+			task_release(t);
+			return;
+		}
+	}
+	struct bhs b = {0};
+	b.opcode = OP_SCSI_RESP;
+	b.final = true;
+	b.itt = t->itt;
+	b.rsp.flags = flags;
+	b.rsp.status = sc->status;
+	b.rsp.statsn = c->statsn++;
+	b.rsp.expcmdsn = expcmdsn;
+	b.rsp.maxcmdsn = maxcmdsn;
+	b.rsp.expdatasn = datasn + t->r2tsn;
+	b.rsp.residual = residual;
+	b.rsp.bidi_residual = bidi_residual;
+	uint8_t *seg = NULL;
+	uint32_t seglen = 0;
+	if (sc->sense_len) {
+		seglen = 2u + sc->sense_len;
+		seg = xmalloc(seglen);
+		seg[0] = 0;
+		seg[1] = sc->sense_len;
+		memcpy(seg + 2, sc->sense, sc->sense_len);
+	}
+	conn_send_pdu(c, &b, seg, seglen, NULL, seg);
+	task_release(t);
+}

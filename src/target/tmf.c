@@ -1,0 +1,137 @@
+/* Task management functions (RFC 7143 11.5-11.6) at ErrorRecoveryLevel 0. */
+#include <string.h>
+
+#include "target/target.h"
+#include "util/log.h"
+#include "util/serial.h"
+
+static void tmf_respond(struct conn *c, uint32_t itt, uint8_t response)
+{
+	struct bhs r = {0};
+	r.opcode = OP_TASK_MGMT_RESP;
+	r.final = true;
+	r.itt = itt;
+	r.tmf_rsp.response = response;
+	r.tmf_rsp.statsn = c->statsn++;
+	r.tmf_rsp.expcmdsn = c->sess->exp_cmdsn;
+	r.tmf_rsp.maxcmdsn = session_max_cmdsn(c->sess);
+	conn_send_pdu(c, &r, NULL, 0, NULL, NULL);
+}
+
+static bool lun_matches(const struct task *t, const uint8_t lun[8]) { return memcmp(t->lun_field, lun, 8) == 0; }
+
+/* Abort the not-yet-answered tasks of one session, optionally only those of one LUN. */
+static void abort_session_tasks(struct session *s, const uint8_t *lun, const struct task *keep)
+{
+	for (struct conn *c = s->conns; c; c = c->sess_next) {
+		struct task *t = c->tasks;
+		while (t) {
+			struct task *next = t->next;
+			if (t != keep && t->state != TASK_SENDING && (!lun || lun_matches(t, lun))) {
+				session_unhold_task(s, t);
+				task_abort(t);
+			}
+			t = next;
+		}
+	}
+}
+
+static void abort_node_tasks(struct server *srv, struct tnode *node, const uint8_t *lun)
+{
+	for (size_t i = 0; i < srv->nsessions; i++)
+		if (srv->sessions[i]->node == node)
+			abort_session_tasks(srv->sessions[i], lun, NULL);
+}
+
+static void cold_reset_close(void *arg)
+{
+	struct tnode *node = arg;
+	struct server *srv = node->srv;
+	for (size_t i = 0; i < srv->nsessions;) {
+		struct session *s = srv->sessions[i];
+		if (s->node == node) {
+			session_close(s, "target cold reset");
+			i = 0; /* the array changed */
+			continue;
+		}
+		i++;
+	}
+}
+
+void tmf_handle(struct conn *c, const struct bhs *b)
+{
+	struct session *s = c->sess;
+	struct server *srv = c->srv;
+	uint8_t fn = b->tmf.function;
+	if (s->type != SESSION_NORMAL) {
+		tmf_respond(c, b->itt, TMF_RSP_NOT_SUPPORTED);
+		return;
+	}
+	uint16_t lun = 0;
+	bool lun_ok = scsi_lun_decode(b->lun, &lun);
+	struct scsi_target *st = s->node->scsi;
+	uint8_t response = TMF_RSP_COMPLETE;
+	log_info("task management function %u from '%s' (TSIH %u)", fn, s->initiator_name, s->tsih);
+	switch (fn) {
+	case TMF_ABORT_TASK: {
+		struct task *t = task_find_itt(s, b->tmf.rtt);
+		if (t) {
+			session_unhold_task(s, t);
+			task_abort(t);
+		} else if (!b->immediate && sn_ge(b->tmf.refcmdsn, s->exp_cmdsn) && sn_lt(b->tmf.refcmdsn, b->tmf.cmdsn)) {
+			/* Never received but within the window: treat as received and done (RFC 7143 11.5.1). */
+			session_skip_cmdsn(s, b->tmf.refcmdsn);
+		} else {
+			/* Already completed and answered, or never within the window. */
+			response = TMF_RSP_NO_TASK;
+		}
+		break;
+	}
+	case TMF_ABORT_TASK_SET:
+	case TMF_CLEAR_TASK_SET:
+		if (!lun_ok || !scsi_target_lu_store(st, lun)) {
+			response = TMF_RSP_NO_LUN;
+			break;
+		}
+		if (fn == TMF_CLEAR_TASK_SET)
+			abort_node_tasks(srv, s->node, b->lun);
+		else
+			abort_session_tasks(s, b->lun, NULL);
+		response = (uint8_t)scsi_target_task_mgmt(
+			st, fn == TMF_CLEAR_TASK_SET ? SCSI_TMF_CLEAR_TASK_SET : SCSI_TMF_ABORT_TASK_SET, lun, lun_ok,
+			&s->nexus);
+		break;
+	case TMF_LOGICAL_UNIT_RESET:
+		if (!lun_ok || !scsi_target_lu_store(st, lun)) {
+			response = TMF_RSP_NO_LUN;
+			break;
+		}
+		abort_node_tasks(srv, s->node, b->lun);
+		response = (uint8_t)scsi_target_task_mgmt(st, SCSI_TMF_LUN_RESET, lun, lun_ok, &s->nexus);
+		break;
+	case TMF_TARGET_WARM_RESET:
+	case TMF_TARGET_COLD_RESET:
+		abort_node_tasks(srv, s->node, NULL);
+		response = (uint8_t)scsi_target_task_mgmt(
+			st, fn == TMF_TARGET_COLD_RESET ? SCSI_TMF_TARGET_COLD_RESET : SCSI_TMF_TARGET_WARM_RESET, 0,
+			false, &s->nexus);
+		if (fn == TMF_TARGET_COLD_RESET && response == TMF_RSP_COMPLETE) {
+			/* A cold reset drops every connection to the target once the response is out. */
+			tmf_respond(c, b->itt, response);
+			conn_flush(c);
+			loop_defer(srv->loop, cold_reset_close, s->node);
+			return;
+		}
+		break;
+	case TMF_TASK_REASSIGN:
+		response = TMF_RSP_REASSIGN_UNSUPPORTED;
+		break;
+	case TMF_CLEAR_ACA:
+		response = TMF_RSP_NOT_SUPPORTED;
+		break;
+	default:
+		response = TMF_RSP_REJECTED;
+		break;
+	}
+	tmf_respond(c, b->itt, response);
+}
