@@ -98,12 +98,17 @@ int main(int argc, char **argv)
 	free(listens);
 	free(luns);
 	struct server srv = {0};
-	if (server_start(&srv, &cfg) < 0)
-		return 1;
-	int rc = server_run(&srv);
+	int rc = 1;
+	if (server_start(&srv, &cfg) == 0)
+		rc = server_run(&srv);
+	server_free(&srv);
+	cfg_free(&cfg);
 	return rc;
 fail:
 	fprintf(stderr, "isthmus-target: %s\n", err ? err : "configuration error");
 	free(err);
+	free(listens);
+	free(luns);
+	cfg_free(&cfg);
 	return 2;
 }

@@ -39,10 +39,14 @@ struct loop *loop_new(void)
 	return l;
 }
 
+static void run_deferred(struct loop *l);
+
 void loop_free(struct loop *l)
 {
 	if (!l)
 		return;
+	/* Deferred frees still pending when the loop stopped must run, or they leak. */
+	run_deferred(l);
 	close(l->epfd);
 	free(l->defer);
 	free(l);

@@ -52,6 +52,15 @@ static inline int store_write(struct store *st, const void *buf, size_t len, uin
 	return st->ops->write(st, buf, len, off);
 }
 static inline int store_flush(struct store *st) { return st->ops->flush(st); }
+static inline int store_unmap(struct store *st, uint64_t off, uint64_t len)
+{
+	return st->ops->unmap(st, off, len);
+}
+static inline int store_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *run)
+{
+	return st->ops->extent(st, off, mapped, run);
+}
+static inline int store_resize(struct store *st, uint64_t new_size) { return st->ops->resize(st, new_size); }
 static inline void store_close(struct store *st)
 {
 	if (st)

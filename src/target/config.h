@@ -38,6 +38,7 @@ struct cfg_chap {
 	char *secret;
 	char *mutual_user;   /* set for mutual CHAP */
 	char *mutual_secret;
+	unsigned line;       /* config line of the first CHAP key of this block, 0 if not from a file */
 };
 
 struct cfg_target {
@@ -50,6 +51,8 @@ struct cfg_target {
 	size_t nacl;
 	struct cfg_chap chap; /* user NULL = no CHAP required */
 	struct text_list params; /* negotiation defaults, e.g. MaxRecvDataSegmentLength=262144 */
+	unsigned line;       /* config line of its [target] header, 0 if not from a file */
+	unsigned tpgt_line;  /* config line of its portal-group key, 0 if defaulted */
 };
 
 struct cfg {
@@ -63,6 +66,8 @@ struct cfg {
 	unsigned nop_interval; /* seconds between NOP-In pings to an idle initiator, default 5; 0 = off */
 	unsigned nop_timeout;  /* seconds without any PDU before a pinged connection is dropped, default 30 */
 	char *source;        /* file it was loaded from, or NULL */
+	uint16_t *groups;    /* portal group tags declared, with or without listen addresses */
+	size_t ngroups;
 };
 
 /* Returns 0, or -1 with *err = "FILE:LINE: reason" (malloc'd). Adds to cfg (defaults first). */
@@ -71,8 +76,18 @@ int cfg_load_file(struct cfg *cfg, const char *path, char **err);
 void cfg_init(struct cfg *cfg);
 /* "HOST:PORT", "[V6]:PORT", "HOST" -> portal (tpgt 1). Returns 0 or -1 with *err. */
 int cfg_add_listen(struct cfg *cfg, const char *spec, char **err);
+/* The same for portal group tpgt (1..65535), which it declares. */
+int cfg_add_listen_group(struct cfg *cfg, const char *spec, uint16_t tpgt, char **err);
+/* Declares portal group tpgt without adding an address (an empty [portal-group N] section). */
+void cfg_add_group(struct cfg *cfg, uint16_t tpgt);
 /* Quick-start flag "--lun PATH[,size=1G][,ro][,bs=4096]" or "memory,size=64M" for target t. */
 int cfg_add_lun_spec(struct cfg *cfg, struct cfg_target *t, const char *spec, char **err);
+/* The same with an explicit LUN number (0..16383); lun < 0 takes the lowest free number. */
+int cfg_add_lun(struct cfg *cfg, struct cfg_target *t, int lun, const char *spec, char **err);
+/*
+ * Adding a target may move the targets array: pointers from earlier calls are only valid until
+ * the next cfg_add_target or cfg_load_file.
+ */
 struct cfg_target *cfg_add_target(struct cfg *cfg, const char *name, char **err);
 struct cfg_target *cfg_find_target(const struct cfg *cfg, const char *name);
 /* Checks cross-references: every target's tpgt has a portal, LUN numbers unique, names valid. */
@@ -83,5 +98,7 @@ void cfg_free(struct cfg *cfg);
 
 /* "1G", "512M", "4096", "64k" -> bytes. Returns 0 or -1. */
 int cfg_parse_size(const char *s, uint64_t *out);
+/* CHAP secrets: 12..255 bytes, no line breaks. Returns 0 or -1 with *err naming what. */
+int cfg_check_secret(const char *what, const char *secret, char **err);
 
 #endif

@@ -331,6 +331,7 @@ int server_start(struct server *srv, struct cfg *cfg)
 {
 	char *err = NULL;
 	srv->cfg = cfg;
+	srv->sigfd = -1;
 	srv->loop = loop_new();
 	srv->next_tsih = 1;
 	if (!srv->loop) {
@@ -347,8 +348,9 @@ int server_start(struct server *srv, struct cfg *cfg)
 	}
 	srv->nportals = cfg->nportals;
 	srv->portals = xcalloc(cfg->nportals, sizeof(*srv->portals));
-	for (size_t i = 0; i < cfg->nportals; i++) {
+	for (size_t i = 0; i < cfg->nportals; i++)
 		srv->portals[i].fd = -1;
+	for (size_t i = 0; i < cfg->nportals; i++) {
 		if (portal_open(srv, &srv->portals[i], &cfg->portals[i], &err) < 0)
 			goto fail;
 	}
@@ -377,4 +379,28 @@ int server_run(struct server *srv)
 	loop_run(srv->loop);
 	log_info("stopped");
 	return srv->exit_code;
+}
+
+void server_free(struct server *srv)
+{
+	if (!srv->loop)
+		return;
+	while (srv->conns)
+		conn_close(srv->conns, "target stopped");
+	for (size_t i = 0; i < srv->nportals; i++) {
+		if (srv->portals[i].fd >= 0) {
+			loop_watch_del(srv->loop, &srv->portals[i].watch);
+			close(srv->portals[i].fd);
+		}
+	}
+	if (srv->sigfd >= 0)
+		close(srv->sigfd);
+	loop_timer_stop(srv->loop, &srv->tick);
+	loop_free(srv->loop); /* runs the deferred frees of connections and sessions */
+	for (size_t i = 0; i < srv->nnodes; i++)
+		scsi_target_free(srv->nodes[i].scsi);
+	free(srv->nodes);
+	free(srv->portals);
+	free(srv->sessions);
+	memset(srv, 0, sizeof(*srv));
 }

@@ -275,5 +275,6 @@ void send_async_logout(struct conn *c, uint16_t seconds);
 int server_start(struct server *srv, struct cfg *cfg);
 int server_run(struct server *srv);
 void server_stop(struct server *srv);
+void server_free(struct server *srv);
 
 #endif

@@ -1,0 +1,216 @@
+/* INQUIRY (SPC-4 6.6): standard data and the vital product data pages of a thin-capable disk. */
+#include <stdio.h>
+#include <string.h>
+
+#include "scsi/scsi_int.h"
+
+#define NAA_COMPANY_ID 0xacde48u   /* IEEE "private" company ID, for locally assigned names */
+
+#define MAX_XFER_BYTES (8u << 20)
+#define MAX_UNMAP_BLOCKS (1u << 20)
+#define MAX_UNMAP_DESCRIPTORS 256u
+#define MAX_COMPARE_WRITE_BLOCKS 255u
+
+static void pad_ascii(uint8_t *dst, const char *s, size_t width)
+{
+	size_t n = strlen(s);
+
+	memset(dst, ' ', width);
+	memcpy(dst, s, n < width ? n : width);
+}
+
+static size_t inquiry_standard(const struct scsi_lu *lu, uint8_t *b)
+{
+	static const uint16_t versions[] = { 0x00a0 /* SAM-5 */, 0x0960 /* iSCSI */, 0x0460 /* SPC-4 */,
+					     0x04c0 /* SBC-3 */ };
+
+	memset(b, 0, 96);
+	b[0] = lu ? 0x00 : 0x7f;   /* qualifier 3, type 0x1f: no LU here */
+	b[2] = 0x06;               /* SPC-4 */
+	b[3] = 0x12;               /* HISUP, response data format 2 */
+	b[4] = 96 - 5;
+	b[7] = 0x02;               /* CMDQUE */
+	pad_ascii(b + 8, lu ? lu->vendor : "ISTHMUS", 8);
+	pad_ascii(b + 16, lu ? lu->product : "VIRTUAL-DISK", 16);
+	pad_ascii(b + 32, lu ? lu->revision : "0001", 4);
+	for (size_t i = 0; i < sizeof(versions) / sizeof(versions[0]); i++)
+		put_be16(b + 58 + 2 * i, versions[i]);
+	return 96;
+}
+
+static size_t vpd_supported(const struct scsi_lu *lu, uint8_t *b)
+{
+	static const uint8_t pages[] = { 0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2 };
+
+	(void)lu;
+	b[1] = 0x00;
+	memcpy(b + 4, pages, sizeof(pages));
+	return 4 + sizeof(pages);
+}
+
+static size_t vpd_serial(const struct scsi_lu *lu, uint8_t *b)
+{
+	size_t n = strlen(lu->serial);
+
+	b[1] = 0x80;
+	memcpy(b + 4, lu->serial, n);
+	return 4 + n;
+}
+
+/* Appends one designation descriptor; returns its size. */
+static size_t designator(uint8_t *d, uint8_t proto_codeset, uint8_t piv_assoc_type, const void *id, size_t len)
+{
+	d[0] = proto_codeset;
+	d[1] = piv_assoc_type;
+	d[2] = 0;
+	d[3] = (uint8_t)len;
+	memcpy(d + 4, id, len);
+	return 4 + len;
+}
+
+/* SCSI name strings are NUL-terminated and padded to a multiple of four (SPC-4 7.8.6.11). */
+static size_t name_designator(uint8_t *d, uint8_t piv_assoc, const char *name)
+{
+	uint8_t buf[256];
+	size_t n = strlen(name);
+
+	if (n > 250)
+		n = 250;
+	memset(buf, 0, sizeof(buf));
+	memcpy(buf, name, n);
+	n = (n + 1 + 3) & ~(size_t)3;
+	return designator(d, 0x53, piv_assoc | 0x08, buf, n);
+}
+
+static size_t vpd_device_id(const struct scsi_req *r, uint8_t *b)
+{
+	const struct scsi_lu *lu = r->lu;
+	const struct scsi_nexus *nx = r->cmd->nexus;
+	uint8_t id[64];
+	size_t n = 4;
+	char port[300];
+	uint16_t tpg = nx ? nx->rel_port_id : 1;
+
+	b[1] = 0x83;
+
+	/* NAA 6: company ID, then 36 + 64 bits we derive from the LU. */
+	id[0] = (uint8_t)(0x60 | (NAA_COMPANY_ID >> 20));
+	id[1] = (uint8_t)(NAA_COMPANY_ID >> 12);
+	id[2] = (uint8_t)(NAA_COMPANY_ID >> 4);
+	uint64_t hi = lu_derived_naa(lu->t, lu->lun);
+	id[3] = (uint8_t)((NAA_COMPANY_ID & 0x0f) << 4 | ((hi >> 32) & 0x0f));
+	put_be32(id + 4, (uint32_t)hi);
+	put_be64(id + 8, lu->naa);
+	n += designator(b + n, 0x01, 0x03, id, 16);
+
+	/* T10 vendor ID: vendor, then something unique within the vendor: the serial. */
+	memset(id, ' ', sizeof(id));
+	memcpy(id, lu->vendor, strlen(lu->vendor));
+	size_t sl = strlen(lu->serial);
+	memcpy(id + 8, lu->serial, sl);
+	n += designator(b + n, 0x02, 0x01, id, 8 + sl);
+
+	/* Target port identity: relative port and port group, then the port and device names. */
+	memset(id, 0, 4);
+	put_be16(id + 2, tpg);
+	n += designator(b + n, 0x51, 0x94, id, 4);
+	memset(id, 0, 4);
+	put_be16(id + 2, tpg);
+	n += designator(b + n, 0x51, 0x95, id, 4);
+	if (lu->t->name[0]) {
+		int len = snprintf(port, sizeof(port), "%s,t,0x%04x", lu->t->name, tpg);
+		if (len > 0)
+			n += name_designator(b + n, 0x90, port);
+		n += name_designator(b + n, 0xa0, lu->t->name);
+	}
+	return n;
+}
+
+static size_t vpd_block_limits(const struct scsi_lu *lu, uint8_t *b)
+{
+	b[1] = 0xb0;
+	b[5] = MAX_COMPARE_WRITE_BLOCKS;
+	put_be16(b + 6, 1);
+	put_be32(b + 8, MAX_XFER_BYTES / lu->block_size);
+	put_be32(b + 12, (1u << 20) / lu->block_size);
+	put_be32(b + 16, MAX_XFER_BYTES / lu->block_size);
+	if (lu->thin) {
+		put_be32(b + 20, MAX_UNMAP_BLOCKS);
+		put_be32(b + 24, MAX_UNMAP_DESCRIPTORS);
+		put_be32(b + 28, 1);
+	}
+	/* MAXIMUM WRITE SAME LENGTH 0: no limit of ours. */
+	return 64;
+}
+
+static size_t vpd_block_characteristics(const struct scsi_lu *lu, uint8_t *b)
+{
+	(void)lu;
+	b[1] = 0xb1;
+	put_be16(b + 4, 1);   /* non-rotating medium */
+	return 64;
+}
+
+static size_t vpd_lbp(const struct scsi_lu *lu, uint8_t *b)
+{
+	b[1] = 0xb2;
+	if (lu->thin) {
+		/* LBPU, LBPWS, LBPWS10, LBPRZ: unmapped blocks read back as zeros on every store. */
+		b[5] = 0x80 | 0x40 | 0x20 | 0x04;
+		b[6] = 0x02;  /* thin provisioned */
+	}
+	return 8;
+}
+
+void scsi_inquiry(struct scsi_req *r)
+{
+	const uint8_t *cdb = r->cdb;
+	uint8_t *b = r->t->scratch;
+	uint32_t alloc = get_be16(cdb + 3);
+	size_t n;
+
+	if (cdb[1] & 0xfe) {
+		req_bad_cdb(r, 1, (cdb[1] & 0x02) ? 1 : 7);
+		return;
+	}
+	if (!(cdb[1] & 0x01)) {
+		if (cdb[2]) {
+			req_bad_cdb(r, 2, -1);
+			return;
+		}
+		n = inquiry_standard(r->lu, b);
+		req_data_in(r, b, (uint32_t)n, alloc);
+		return;
+	}
+	if (!r->lu) {
+		req_sense(r, SK_ILLEGAL_REQUEST, 0x25, 0x00);
+		return;
+	}
+	memset(b, 0, 1024);
+	b[0] = 0x00;
+	switch (cdb[2]) {
+	case 0x00:
+		n = vpd_supported(r->lu, b);
+		break;
+	case 0x80:
+		n = vpd_serial(r->lu, b);
+		break;
+	case 0x83:
+		n = vpd_device_id(r, b);
+		break;
+	case 0xb0:
+		n = vpd_block_limits(r->lu, b);
+		break;
+	case 0xb1:
+		n = vpd_block_characteristics(r->lu, b);
+		break;
+	case 0xb2:
+		n = vpd_lbp(r->lu, b);
+		break;
+	default:
+		req_bad_cdb(r, 2, -1);
+		return;
+	}
+	put_be16(b + 2, (uint16_t)(n - 4));
+	req_data_in(r, b, (uint32_t)n, alloc);
+}

@@ -1,0 +1,385 @@
+/*
+ * Target and logical-unit lifecycle, I_T nexus bookkeeping, unit attentions and the effects
+ * of task management. The SCSI layer completes every command before returning, so there are
+ * never tasks of ours left to abort: resets only change state.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scsi/scsi_int.h"
+#include "util/log.h"
+#include "util/sbuf.h"
+
+#define SCRATCH_LEN (1u << 20)
+
+struct scsi_target *scsi_target_new(const char *target_name)
+{
+	struct scsi_target *t = xcalloc(1, sizeof(*t));
+
+	t->name = xstrdup(target_name ? target_name : "");
+	t->lu = xcalloc(SCSI_MAX_LUNS, sizeof(*t->lu));
+	t->scratch_len = SCRATCH_LEN;
+	t->scratch = xmalloc(SCRATCH_LEN);
+	t->scratch2 = xmalloc(SCRATCH_LEN);
+	return t;
+}
+
+static void lu_free(struct scsi_lu *lu)
+{
+	store_close(lu->st);
+	pr_free(&lu->pr);
+	free(lu->state_dir);
+	free(lu->nx);
+	free(lu);
+}
+
+void scsi_target_free(struct scsi_target *t)
+{
+	if (!t)
+		return;
+	for (size_t i = 0; i < SCSI_MAX_LUNS; i++) {
+		if (t->lu[i])
+			lu_free(t->lu[i]);
+	}
+	free(t->lu);
+	free(t->nexus);
+	free(t->scratch);
+	free(t->scratch2);
+	free(t->name);
+	free(t);
+}
+
+/* FNV-1a: stable across runs, so derived identifiers survive restarts. */
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+	const uint8_t *b = p;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+uint64_t lu_derived_naa(const struct scsi_target *t, uint16_t lun)
+{
+	uint64_t h = fnv1a(0xcbf29ce484222325ull, t->name, strlen(t->name));
+	uint8_t l[2] = { (uint8_t)(lun >> 8), (uint8_t)lun };
+
+	return fnv1a(h, l, 2);
+}
+
+static void copy_ascii(char *dst, size_t cap, const char *src, const char *dflt)
+{
+	size_t n = 0;
+
+	if (!src || !*src)
+		src = dflt;
+	/* SPC-4 4.4.1: only printable ASCII in identification fields. */
+	for (; *src && n + 1 < cap; src++)
+		dst[n++] = (*src >= 0x20 && *src <= 0x7e) ? *src : '_';
+	dst[n] = 0;
+}
+
+struct lu_nexus *lu_nexus_get(struct scsi_lu *lu, uint64_t nexus_id)
+{
+	for (size_t i = 0; i < lu->nnx; i++) {
+		if (lu->nx[i].nexus_id == nexus_id)
+			return &lu->nx[i];
+	}
+	if (lu->nnx == lu->nx_cap) {
+		lu->nx_cap = lu->nx_cap ? lu->nx_cap * 2 : 4;
+		lu->nx = xrealloc(lu->nx, lu->nx_cap * sizeof(*lu->nx));
+	}
+	/* First contact between this nexus and this LU: as after power on. */
+	lu->nx[lu->nnx] = (struct lu_nexus){ .nexus_id = nexus_id, .ua = UA_POWER_ON };
+	return &lu->nx[lu->nnx++];
+}
+
+static void lu_nexus_drop(struct scsi_lu *lu, uint64_t nexus_id)
+{
+	for (size_t i = 0; i < lu->nnx; i++) {
+		if (lu->nx[i].nexus_id == nexus_id) {
+			lu->nx[i] = lu->nx[--lu->nnx];
+			return;
+		}
+	}
+}
+
+static void ua_add(struct lu_nexus *ln, uint32_t ua)
+{
+	/* A power-on/reset condition supersedes every other pending attention (SAM-5 5.14). */
+	if (ln->ua & UA_POWER_ON)
+		return;
+	if (ua & UA_POWER_ON)
+		ln->ua = UA_POWER_ON;
+	else
+		ln->ua |= ua;
+}
+
+void lu_ua_set_all(struct scsi_lu *lu, uint32_t ua, uint64_t except_nexus)
+{
+	struct scsi_target *t = lu->t;
+
+	/* Make sure every known nexus has an entry, so none misses the attention. */
+	for (size_t i = 0; i < t->nnexus; i++)
+		(void)lu_nexus_get(lu, t->nexus[i].nx.id);
+	for (size_t i = 0; i < lu->nnx; i++) {
+		if (lu->nx[i].nexus_id != except_nexus)
+			ua_add(&lu->nx[i], ua);
+	}
+}
+
+void lu_ua_set_nexus(struct scsi_lu *lu, uint64_t nexus_id, uint32_t ua)
+{
+	ua_add(lu_nexus_get(lu, nexus_id), ua);
+}
+
+bool ua_to_sense(uint32_t ua, uint8_t *asc, uint8_t *ascq)
+{
+	static const struct {
+		uint32_t bit;
+		uint8_t asc, ascq;
+	} map[] = {
+		{ UA_POWER_ON, 0x29, 0x00 },
+		{ UA_RESERVATIONS_PREEMPTED, 0x2a, 0x03 },
+		{ UA_RESERVATIONS_RELEASED, 0x2a, 0x04 },
+		{ UA_REGISTRATIONS_PREEMPTED, 0x2a, 0x05 },
+		{ UA_MODE_CHANGED, 0x2a, 0x01 },
+		{ UA_CAPACITY_CHANGED, 0x2a, 0x09 },
+		{ UA_COMMANDS_CLEARED, 0x2f, 0x00 },
+		{ UA_LUNS_CHANGED, 0x3f, 0x0e },
+	};
+
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+		if (ua & map[i].bit) {
+			*asc = map[i].asc;
+			*ascq = map[i].ascq;
+			return true;
+		}
+	}
+	return false;
+}
+
+const struct scsi_nexus *target_nexus_find(const struct scsi_target *t, uint64_t id)
+{
+	for (size_t i = 0; i < t->nnexus; i++) {
+		if (t->nexus[i].nx.id == id)
+			return &t->nexus[i].nx;
+	}
+	return NULL;
+}
+
+static void luns_changed(struct scsi_target *t, uint16_t except_lun)
+{
+	for (size_t i = 0; i < SCSI_MAX_LUNS; i++) {
+		if (t->lu[i] && i != except_lun)
+			lu_ua_set_all(t->lu[i], UA_LUNS_CHANGED, NEXUS_NONE);
+	}
+}
+
+int scsi_target_add_lu(struct scsi_target *t, uint16_t lun, struct store *st, const struct scsi_lu_params *p,
+		       char **err)
+{
+	static const struct scsi_lu_params none;
+	struct scsi_lu *lu;
+	uint32_t bs;
+
+	if (!p)
+		p = &none;
+	if (lun >= SCSI_MAX_LUNS) {
+		*err = xasprintf("LUN %u out of range (0..%u)", lun, SCSI_MAX_LUNS - 1);
+		return -1;
+	}
+	if (t->lu[lun]) {
+		*err = xasprintf("LUN %u already exists", lun);
+		return -1;
+	}
+	if (!st) {
+		*err = xasprintf("LUN %u: no store", lun);
+		return -1;
+	}
+	bs = p->block_size ? p->block_size : 512;
+	if (bs != 512 && bs != 1024 && bs != 2048 && bs != 4096) {
+		*err = xasprintf("LUN %u: block size %u unsupported (512, 1024, 2048 or 4096)", lun, bs);
+		return -1;
+	}
+	if (st->size / bs == 0) {
+		*err = xasprintf("LUN %u: store smaller than one block", lun);
+		return -1;
+	}
+
+	lu = xcalloc(1, sizeof(*lu));
+	lu->t = t;
+	lu->lun = lun;
+	lu->block_size = bs;
+	while ((1u << lu->block_shift) < bs)
+		lu->block_shift++;
+	lu->nblocks = st->size / bs;
+	lu->read_only = p->read_only || st->read_only;
+	lu->thin = p->thin;
+	copy_ascii(lu->vendor, sizeof(lu->vendor), p->vendor, "ISTHMUS");
+	copy_ascii(lu->product, sizeof(lu->product), p->product, "VIRTUAL-DISK");
+	copy_ascii(lu->revision, sizeof(lu->revision), p->revision, "0001");
+	lu->naa = p->naa_id ? p->naa_id : lu_derived_naa(t, lun);
+	if (p->serial && *p->serial)
+		copy_ascii(lu->serial, sizeof(lu->serial), p->serial, "");
+	else
+		snprintf(lu->serial, sizeof(lu->serial), "%016llx", (unsigned long long)lu->naa);
+	lu->wce = lu->wce_default = p->write_cache;
+	lu->state_dir = p->state_dir ? xstrdup(p->state_dir) : NULL;
+	if (pr_load(lu, err) < 0) {
+		free(lu->state_dir);
+		free(lu);
+		return -1;
+	}
+	/* Ownership passes only on success: on failure the caller still owns st. */
+	lu->st = st;
+	t->lu[lun] = lu;
+	t->nlu++;
+	luns_changed(t, lun);
+	return 0;
+}
+
+int scsi_target_remove_lu(struct scsi_target *t, uint16_t lun)
+{
+	if (lun >= SCSI_MAX_LUNS || !t->lu[lun])
+		return -1;
+	lu_free(t->lu[lun]);
+	t->lu[lun] = NULL;
+	t->nlu--;
+	luns_changed(t, lun);
+	return 0;
+}
+
+void scsi_target_lu_resized(struct scsi_target *t, uint16_t lun)
+{
+	struct scsi_lu *lu;
+
+	if (lun >= SCSI_MAX_LUNS || !(lu = t->lu[lun]))
+		return;
+	lu->nblocks = lu->st->size / lu->block_size;
+	lu_ua_set_all(lu, UA_CAPACITY_CHANGED, NEXUS_NONE);
+}
+
+size_t scsi_target_lu_count(const struct scsi_target *t) { return t->nlu; }
+
+size_t scsi_target_list_luns(const struct scsi_target *t, uint16_t *luns, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < SCSI_MAX_LUNS && n < max; i++) {
+		if (t->lu[i])
+			luns[n++] = (uint16_t)i;
+	}
+	return n;
+}
+
+struct store *scsi_target_lu_store(struct scsi_target *t, uint16_t lun)
+{
+	if (lun >= SCSI_MAX_LUNS || !t->lu[lun])
+		return NULL;
+	return t->lu[lun]->st;
+}
+
+void scsi_target_nexus_added(struct scsi_target *t, const struct scsi_nexus *nx)
+{
+	if (target_nexus_find(t, nx->id))
+		return;
+	if (t->nnexus == t->nexus_cap) {
+		t->nexus_cap = t->nexus_cap ? t->nexus_cap * 2 : 8;
+		t->nexus = xrealloc(t->nexus, t->nexus_cap * sizeof(*t->nexus));
+	}
+	t->nexus[t->nnexus++].nx = *nx;
+	for (size_t i = 0; i < SCSI_MAX_LUNS; i++) {
+		if (t->lu[i])
+			lu_ua_set_nexus(t->lu[i], nx->id, UA_POWER_ON);
+	}
+}
+
+void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx)
+{
+	for (size_t i = 0; i < SCSI_MAX_LUNS; i++) {
+		struct scsi_lu *lu = t->lu[i];
+
+		if (!lu)
+			continue;
+		lu_nexus_drop(lu, nx->id);
+		if (lu->rsv_held && lu->rsv_nexus == nx->id)
+			lu->rsv_held = false;
+	}
+	for (size_t i = 0; i < t->nnexus; i++) {
+		if (t->nexus[i].nx.id == nx->id) {
+			t->nexus[i] = t->nexus[--t->nnexus];
+			break;
+		}
+	}
+}
+
+/* What a logical unit reset does to one LU (SAM-5 6.3.3); persistent reservations survive. */
+static void lu_reset(struct scsi_lu *lu)
+{
+	lu->rsv_held = false;
+	for (size_t i = 0; i < lu->nnx; i++)
+		lu->nx[i].prevent = false;
+	lu_ua_set_all(lu, UA_POWER_ON, NEXUS_NONE);
+}
+
+/* A cold reset is a power cycle: volatile state goes back to defaults. */
+static void lu_power_cycle(struct scsi_lu *lu)
+{
+	lu_reset(lu);
+	lu->wce = lu->wce_default;
+	lu->d_sense = false;
+	lu->swp = false;
+	lu->stopped = false;
+	pr_nexus_reset(lu);
+}
+
+int scsi_target_task_mgmt(struct scsi_target *t, enum scsi_tmf fn, uint16_t lun, bool lun_valid,
+			  const struct scsi_nexus *nx)
+{
+	struct scsi_lu *lu = (lun_valid && lun < SCSI_MAX_LUNS) ? t->lu[lun] : NULL;
+
+	(void)nx;
+	switch (fn) {
+	case SCSI_TMF_ABORT_TASK_SET:
+	case SCSI_TMF_CLEAR_TASK_SET:
+		/* Nothing of ours is ever in flight once submit has returned. */
+		return lu ? 0 : 2;
+	case SCSI_TMF_LUN_RESET:
+		if (!lu)
+			return 2;
+		lu_reset(lu);
+		return 0;
+	case SCSI_TMF_TARGET_WARM_RESET:
+	case SCSI_TMF_TARGET_COLD_RESET:
+		for (size_t i = 0; i < SCSI_MAX_LUNS; i++) {
+			if (!t->lu[i])
+				continue;
+			if (fn == SCSI_TMF_TARGET_COLD_RESET)
+				lu_power_cycle(t->lu[i]);
+			else
+				lu_reset(t->lu[i]);
+		}
+		return 0;
+	}
+	return 5;
+}
+
+void lu_medium_error(struct scsi_req *r, bool write, int err, uint64_t lba)
+{
+	log_error("LUN %u: %s error at LBA %llu: %s", r->lu->lun, write ? "write" : "read",
+		  (unsigned long long)lba, strerror(-err));
+	if (err == -ENOSPC) {
+		/* Thin backing ran out of space: SBC-3 4.7.3.6 has a dedicated code for this. */
+		req_sense_info(r, SK_DATA_PROTECT, 0x27, 0x07, lba);
+		return;
+	}
+	if (write)
+		req_sense_info(r, SK_MEDIUM_ERROR, 0x0c, 0x00, lba);
+	else
+		req_sense_info(r, SK_MEDIUM_ERROR, 0x11, 0x00, lba);
+}

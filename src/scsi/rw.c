@@ -1,0 +1,496 @@
+/*
+ * Medium access (SBC-3 5.x): READ, WRITE, VERIFY, WRITE AND VERIFY, ORWRITE, COMPARE AND
+ * WRITE, PRE-FETCH and SYNCHRONIZE CACHE. READ and WRITE move data straight between the
+ * transport's buffers and the store; the others use the target's preallocated scratch.
+ */
+#include <string.h>
+
+#include "scsi/scsi_int.h"
+
+#define MAX_XFER_BYTES (8u << 20)
+#define MAX_COMPARE_WRITE_BLOCKS 255u
+
+struct rw {
+	uint64_t lba;
+	uint32_t n;        /* blocks */
+	bool fua;
+	uint8_t bytchk;
+};
+
+static void parse6(const uint8_t *c, struct rw *a)
+{
+	a->lba = get_be24(c + 1) & 0x1fffff;
+	a->n = c[4] ? c[4] : 256;   /* SBC-3 5.13: zero means 256 blocks for the 6-byte forms */
+	a->fua = false;
+	a->bytchk = 0;
+}
+
+static void parse10(const uint8_t *c, struct rw *a)
+{
+	a->lba = get_be32(c + 2);
+	a->n = get_be16(c + 7);
+	a->fua = c[1] & 0x08;
+	a->bytchk = (c[1] >> 1) & 3;
+}
+
+static void parse12(const uint8_t *c, struct rw *a)
+{
+	a->lba = get_be32(c + 2);
+	a->n = get_be32(c + 6);
+	a->fua = c[1] & 0x08;
+	a->bytchk = (c[1] >> 1) & 3;
+}
+
+static void parse16(const uint8_t *c, struct rw *a)
+{
+	a->lba = get_be64(c + 2);
+	a->n = get_be32(c + 10);
+	a->fua = c[1] & 0x08;
+	a->bytchk = (c[1] >> 1) & 3;
+}
+
+bool lu_range_ok(const struct scsi_lu *lu, uint64_t lba, uint64_t nblocks)
+{
+	return lba < lu->nblocks && nblocks <= lu->nblocks - lba;
+}
+
+bool lu_write_blocked(struct scsi_req *r)
+{
+	if (r->lu->read_only) {
+		req_sense(r, SK_DATA_PROTECT, 0x27, 0x00);
+		return true;
+	}
+	if (r->lu->swp) {
+		req_sense(r, SK_DATA_PROTECT, 0x27, 0x02);   /* LOGICAL UNIT SOFTWARE WRITE PROTECTED */
+		return true;
+	}
+	return false;
+}
+
+int lu_flush_if_needed(struct scsi_lu *lu, bool fua)
+{
+	/* With the write cache off every write must be durable before GOOD, as with FUA. */
+	if (fua || !lu->wce)
+		return store_flush(lu->st);
+	return 0;
+}
+
+static uint32_t clamp32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; }
+
+/* Range and size checks common to every medium-access command; false if sense was set. */
+static bool check_extent(struct scsi_req *r, const struct rw *a)
+{
+	if (!lu_range_ok(r->lu, a->lba, a->n)) {
+		req_lba_oob(r);
+		return false;
+	}
+	return true;
+}
+
+static bool check_xfer_limit(struct scsi_req *r, const struct rw *a, unsigned len_byte)
+{
+	if ((uint64_t)a->n << r->lu->block_shift > MAX_XFER_BYTES) {
+		req_bad_cdb(r, len_byte, -1);
+		return false;
+	}
+	return true;
+}
+
+static void do_read(struct scsi_req *r, const struct rw *a, unsigned len_byte)
+{
+	struct scsi_lu *lu = r->lu;
+	struct scsi_cmd *cmd = r->cmd;
+	uint64_t bytes = (uint64_t)a->n << lu->block_shift;
+	uint32_t n;
+	int rc;
+
+	if (!check_extent(r, a) || !check_xfer_limit(r, a, len_byte))
+		return;
+	cmd->xfer_len = clamp32(bytes);
+	/* Give the initiator what fits its buffer; the transport reports the rest as residual. */
+	n = bytes < cmd->in_cap ? (uint32_t)bytes : cmd->in_cap;
+	if (n) {
+		rc = store_read(lu->st, cmd->in, n, a->lba << lu->block_shift);
+		if (rc < 0) {
+			lu_medium_error(r, false, rc, a->lba);
+			return;
+		}
+	}
+	cmd->in_len = n;
+}
+
+/*
+ * How many data-out bytes a command needing `need` bytes may use. When the initiator sent
+ * fewer, only whole blocks are written (libiscsi's residual tests expect exactly that); a
+ * transfer that ends inside a block is refused without touching the medium.
+ */
+static bool usable_out(struct scsi_req *r, uint64_t need, uint64_t *use)
+{
+	struct scsi_cmd *cmd = r->cmd;
+
+	cmd->xfer_len = clamp32(need);
+	if (cmd->out_len >= need) {
+		*use = need;
+		return true;
+	}
+	if (cmd->out_len & (r->lu->block_size - 1)) {
+		req_sense(r, SK_ILLEGAL_REQUEST, 0x0e, 0x03);   /* INVALID FIELD IN COMMAND INFORMATION UNIT */
+		return false;
+	}
+	*use = cmd->out_len;
+	return true;
+}
+
+static void do_write(struct scsi_req *r, const struct rw *a, unsigned len_byte, bool verify)
+{
+	struct scsi_lu *lu = r->lu;
+	uint64_t need = (uint64_t)a->n << lu->block_shift;
+	uint64_t use;
+	int rc;
+
+	if (!check_extent(r, a) || !check_xfer_limit(r, a, len_byte) || lu_write_blocked(r))
+		return;
+	if (!usable_out(r, need, &use))
+		return;
+	if (use) {
+		rc = store_write(lu->st, r->cmd->out, use, a->lba << lu->block_shift);
+		if (rc < 0) {
+			lu_medium_error(r, true, rc, a->lba);
+			return;
+		}
+	}
+	/* WRITE AND VERIFY promises the data is on the medium, which for us means durable. */
+	rc = lu_flush_if_needed(lu, a->fua || verify);
+	if (rc < 0)
+		lu_medium_error(r, true, rc, a->lba);
+}
+
+void scsi_read6(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse6(r->cdb, &a);
+	do_read(r, &a, 4);
+}
+
+void scsi_read10(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse10(r->cdb, &a);
+	do_read(r, &a, 7);
+}
+
+void scsi_read12(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse12(r->cdb, &a);
+	do_read(r, &a, 6);
+}
+
+void scsi_read16(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse16(r->cdb, &a);
+	do_read(r, &a, 10);
+}
+
+void scsi_write6(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse6(r->cdb, &a);
+	do_write(r, &a, 4, false);
+}
+
+void scsi_write10(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse10(r->cdb, &a);
+	do_write(r, &a, 7, false);
+}
+
+void scsi_write12(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse12(r->cdb, &a);
+	do_write(r, &a, 6, false);
+}
+
+void scsi_write16(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse16(r->cdb, &a);
+	do_write(r, &a, 10, false);
+}
+
+/* WRITE AND VERIFY: BYTCHK 0 (medium check) and 1 (compare with what we just wrote) only. */
+static void write_verify(struct scsi_req *r, struct rw *a, unsigned len_byte)
+{
+	if (a->bytchk > 1) {
+		req_bad_cdb(r, 1, 2);
+		return;
+	}
+	do_write(r, a, len_byte, true);
+}
+
+void scsi_write_verify10(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse10(r->cdb, &a);
+	write_verify(r, &a, 7);
+}
+
+void scsi_write_verify12(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse12(r->cdb, &a);
+	write_verify(r, &a, 6);
+}
+
+void scsi_write_verify16(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse16(r->cdb, &a);
+	write_verify(r, &a, 10);
+}
+
+/*
+ * Compares the medium from lba on with `data` (len bytes). With `repeat` the data is one
+ * block to be compared against every block. Returns 1 on match, 0 after setting MISCOMPARE
+ * (INFORMATION = offset of the first differing byte in the data-out buffer), -1 on error.
+ */
+static int compare_medium(struct scsi_req *r, uint64_t lba, const uint8_t *data, uint64_t len, bool repeat)
+{
+	struct scsi_lu *lu = r->lu;
+	uint8_t *buf = r->t->scratch2;
+	uint64_t chunk = r->t->scratch_len;
+	uint64_t done = 0;
+	int rc;
+
+	while (done < len) {
+		uint64_t n = len - done < chunk ? len - done : chunk;
+
+		rc = store_read(lu->st, buf, n, (lba << lu->block_shift) + done);
+		if (rc < 0) {
+			lu_medium_error(r, false, rc, lba + (done >> lu->block_shift));
+			return -1;
+		}
+		for (uint64_t i = 0; i < n; i += lu->block_size) {
+			const uint8_t *want = repeat ? data : data + done + i;
+			if (memcmp(buf + i, want, lu->block_size) != 0) {
+				uint64_t j = 0;
+				while (buf[i + j] == want[j])
+					j++;
+				req_sense_info(r, SK_MISCOMPARE, 0x1d, 0x00,
+					       repeat ? j : done + i + j);
+				return 0;
+			}
+		}
+		done += n;
+	}
+	return 1;
+}
+
+/* Reads the range to prove it is readable: what "verify medium" means for us. */
+static bool read_check(struct scsi_req *r, uint64_t lba, uint64_t nblocks)
+{
+	struct scsi_lu *lu = r->lu;
+	uint64_t len = nblocks << lu->block_shift, done = 0;
+
+	while (done < len) {
+		uint64_t n = len - done < r->t->scratch_len ? len - done : r->t->scratch_len;
+		int rc = store_read(lu->st, r->t->scratch2, n, (lba << lu->block_shift) + done);
+		if (rc < 0) {
+			lu_medium_error(r, false, rc, lba + (done >> lu->block_shift));
+			return false;
+		}
+		done += n;
+	}
+	return true;
+}
+
+static void verify(struct scsi_req *r, const struct rw *a, unsigned len_byte)
+{
+	struct scsi_lu *lu = r->lu;
+	uint64_t need;
+
+	if (a->bytchk == 2) {
+		req_bad_cdb(r, 1, 2);
+		return;
+	}
+	if (!check_extent(r, a))
+		return;
+	if (a->bytchk == 0) {
+		if (a->n)
+			read_check(r, a->lba, a->n);
+		return;
+	}
+	if (!check_xfer_limit(r, a, len_byte))
+		return;
+	need = a->bytchk == 1 ? (uint64_t)a->n << lu->block_shift : (a->n ? lu->block_size : 0);
+	r->cmd->xfer_len = clamp32(need);
+	if (r->cmd->out_len < need) {
+		req_sense(r, SK_ILLEGAL_REQUEST, 0x0e, 0x03);
+		return;
+	}
+	if (a->n)
+		compare_medium(r, a->lba, r->cmd->out, (uint64_t)a->n << lu->block_shift, a->bytchk == 3);
+}
+
+void scsi_verify10(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse10(r->cdb, &a);
+	verify(r, &a, 7);
+}
+
+void scsi_verify12(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse12(r->cdb, &a);
+	verify(r, &a, 6);
+}
+
+void scsi_verify16(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse16(r->cdb, &a);
+	verify(r, &a, 10);
+}
+
+/* ORWRITE (SBC-3 5.8) with BMOP 0: OR the data into the medium, block by block. */
+void scsi_orwrite16(struct scsi_req *r)
+{
+	struct scsi_lu *lu = r->lu;
+	struct rw a;
+	uint64_t need, use, done = 0;
+	uint8_t *buf = r->t->scratch2;
+	int rc;
+
+	parse16(r->cdb, &a);
+	if (!check_extent(r, &a) || !check_xfer_limit(r, &a, 10) || lu_write_blocked(r))
+		return;
+	need = (uint64_t)a.n << lu->block_shift;
+	if (!usable_out(r, need, &use))
+		return;
+	while (done < use) {
+		uint64_t n = use - done < r->t->scratch_len ? use - done : r->t->scratch_len;
+		uint64_t off = (a.lba << lu->block_shift) + done;
+
+		rc = store_read(lu->st, buf, n, off);
+		if (rc < 0) {
+			lu_medium_error(r, false, rc, a.lba + (done >> lu->block_shift));
+			return;
+		}
+		for (uint64_t i = 0; i < n; i++)
+			buf[i] |= r->cmd->out[done + i];
+		rc = store_write(lu->st, buf, n, off);
+		if (rc < 0) {
+			lu_medium_error(r, true, rc, a.lba + (done >> lu->block_shift));
+			return;
+		}
+		done += n;
+	}
+	rc = lu_flush_if_needed(lu, a.fua);
+	if (rc < 0)
+		lu_medium_error(r, true, rc, a.lba);
+}
+
+/* COMPARE AND WRITE (SBC-3 5.2): atomic because we run one command at a time. */
+void scsi_compare_and_write(struct scsi_req *r)
+{
+	struct scsi_lu *lu = r->lu;
+	const uint8_t *c = r->cdb;
+	uint64_t lba = get_be64(c + 2);
+	uint32_t n = c[13];
+	uint64_t len = (uint64_t)n << lu->block_shift;
+	int rc;
+
+	if (n > MAX_COMPARE_WRITE_BLOCKS) {
+		req_bad_cdb(r, 13, -1);
+		return;
+	}
+	if (!lu_range_ok(lu, lba, n)) {
+		req_lba_oob(r);
+		return;
+	}
+	if (lu_write_blocked(r))
+		return;
+	r->cmd->xfer_len = clamp32(2 * len);
+	if (n == 0)
+		return;
+	if (r->cmd->out_len != 2 * len) {
+		/* Half a verify buffer or stray write data cannot be meant as this command. */
+		req_bad_cdb(r, 13, -1);
+		return;
+	}
+	if (compare_medium(r, lba, r->cmd->out, len, false) != 1)
+		return;
+	rc = store_write(lu->st, r->cmd->out + len, len, lba << lu->block_shift);
+	if (rc < 0) {
+		lu_medium_error(r, true, rc, lba);
+		return;
+	}
+	rc = lu_flush_if_needed(lu, c[1] & 0x08);
+	if (rc < 0)
+		lu_medium_error(r, true, rc, lba);
+}
+
+/* PRE-FETCH: there is no cache of ours to fill, so only the range is checked (GOOD, not CONDITION MET). */
+void scsi_prefetch10(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse10(r->cdb, &a);
+	check_extent(r, &a);
+}
+
+void scsi_prefetch16(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse16(r->cdb, &a);
+	check_extent(r, &a);
+}
+
+static void sync_cache(struct scsi_req *r, const struct rw *a)
+{
+	int rc;
+
+	/* A zero block count covers everything to the end, which needs only a valid LBA. */
+	if (!lu_range_ok(r->lu, a->lba, a->n)) {
+		req_lba_oob(r);
+		return;
+	}
+	rc = store_flush(r->lu->st);
+	if (rc < 0)
+		lu_medium_error(r, true, rc, a->lba);
+}
+
+void scsi_sync_cache10(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse10(r->cdb, &a);
+	sync_cache(r, &a);
+}
+
+void scsi_sync_cache16(struct scsi_req *r)
+{
+	struct rw a;
+
+	parse16(r->cdb, &a);
+	sync_cache(r, &a);
+}

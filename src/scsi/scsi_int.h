@@ -1,0 +1,215 @@
+/*
+ * Internal state of the SCSI device emulation, shared by the per-command files. Nothing here
+ * is visible to the transport.
+ */
+#ifndef ISTHMUS_SCSI_SCSI_INT_H
+#define ISTHMUS_SCSI_SCSI_INT_H
+
+#include "scsi/scsi.h"
+#include "store/store.h"
+#include "util/bytes.h"
+
+#define SCSI_MAX_LUNS 16384u
+#define NEXUS_NONE UINT64_MAX   /* "no nexus excepted" for lu_ua_set_all */
+
+/* Pending unit attentions, one bit each; lower bits are reported first. */
+enum scsi_ua {
+	UA_POWER_ON = 1u << 0,            /* 29/00 */
+	UA_RESERVATIONS_PREEMPTED = 1u << 1, /* 2A/03 */
+	UA_RESERVATIONS_RELEASED = 1u << 2,  /* 2A/04 */
+	UA_REGISTRATIONS_PREEMPTED = 1u << 3, /* 2A/05 */
+	UA_MODE_CHANGED = 1u << 4,        /* 2A/01 */
+	UA_CAPACITY_CHANGED = 1u << 5,    /* 2A/09 */
+	UA_COMMANDS_CLEARED = 1u << 6,    /* 2F/00 */
+	UA_LUNS_CHANGED = 1u << 7,        /* 3F/0E */
+};
+
+/* What one I_T nexus has pending or holds on one LU. */
+struct lu_nexus {
+	uint64_t nexus_id;
+	uint32_t ua;
+	bool prevent;
+};
+
+struct pr_reg {
+	uint64_t key;
+	char port[256];       /* initiator port TransportID name */
+	uint16_t rel_port;    /* target port the registration came through */
+	bool all_tg_pt;
+};
+
+struct pr_state {
+	uint32_t generation;
+	struct pr_reg *regs;
+	size_t nregs, cap;
+	bool held;
+	uint8_t type;
+	size_t holder;        /* index into regs; meaningless for all-registrants types */
+	bool aptpl;
+};
+
+struct scsi_lu {
+	struct scsi_target *t;
+	uint16_t lun;
+	struct store *st;
+	uint32_t block_size;
+	uint8_t block_shift;
+	uint64_t nblocks;
+	bool read_only;
+	bool thin;
+	char vendor[9];
+	char product[17];
+	char revision[5];
+	char serial[41];
+	uint64_t naa;           /* 60 bits of vendor-specific NAA-6 identifier */
+	char *state_dir;
+
+	/* Mode parameters: one set for all nexuses (SPC-4 allows shared pages). */
+	bool wce, wce_default;
+	bool d_sense;
+	bool swp;
+
+	/* RESERVE(6)/RELEASE(6) */
+	bool rsv_held;
+	uint64_t rsv_nexus;
+
+	struct pr_state pr;
+	bool stopped;
+
+	struct lu_nexus *nx;
+	size_t nnx, nx_cap;
+};
+
+struct scsi_nexus_ent {
+	struct scsi_nexus nx;
+};
+
+struct scsi_target {
+	char *name;
+	struct scsi_lu **lu;          /* indexed by LU number */
+	size_t nlu;
+	struct scsi_nexus_ent *nexus;
+	size_t nnexus, nexus_cap;
+	uint8_t *scratch;             /* response building and verify reads; never per command */
+	size_t scratch_len;
+	uint8_t *scratch2;
+};
+
+/* One command being run: what the handlers see. */
+struct scsi_req {
+	struct scsi_target *t;
+	struct scsi_cmd *cmd;
+	const uint8_t *cdb;
+	struct scsi_lu *lu;           /* NULL when the LUN does not exist */
+	struct lu_nexus *ln;          /* NULL when the LUN does not exist */
+	const struct scsi_opdef *op;
+};
+
+enum opdef_flags {
+	OPF_NO_LU_OK = 1u << 0,   /* runs on a nonexistent LUN (INQUIRY, REPORT LUNS, REQUEST SENSE) */
+	OPF_NO_UA = 1u << 1,      /* neither reports nor clears unit attentions */
+	OPF_WRITE = 1u << 2,      /* modifies the medium */
+	OPF_READ = 1u << 3,       /* reads the medium */
+	OPF_SA = 1u << 4,         /* has a service action in byte 1 (bits 4:0) */
+	OPF_PR_OK = 1u << 5,      /* allowed in the presence of any persistent reservation */
+	OPF_RSV_OK = 1u << 6,     /* allowed while another nexus holds a RESERVE(6/10) */
+	OPF_PR_WE_OK = 1u << 7,   /* allowed for non-registrants under write-exclusive types */
+	OPF_NEED_READY = 1u << 8, /* medium access: NOT READY when stopped */
+};
+
+struct scsi_opdef {
+	uint8_t opcode;
+	uint8_t sa;
+	uint16_t flags;
+	void (*run)(struct scsi_req *r);
+	uint8_t cdb_len;
+	uint8_t usage[16];        /* CDB usage data; usage[0] is the opcode */
+	uint32_t timeout;         /* nominal command timeout, seconds (RCTD) */
+};
+
+/* dispatch table, defined in target.c */
+extern const struct scsi_opdef scsi_opdefs[];
+extern const size_t scsi_nopdefs;
+
+/* sense.c */
+void req_sense(struct scsi_req *r, uint8_t key, uint8_t asc, uint8_t ascq);
+void req_sense_info(struct scsi_req *r, uint8_t key, uint8_t asc, uint8_t ascq, uint64_t info);
+void req_bad_cdb(struct scsi_req *r, unsigned byte, int bit);
+void req_bad_param(struct scsi_req *r, unsigned byte, int bit);
+void req_param_len_error(struct scsi_req *r);
+void req_lba_oob(struct scsi_req *r);
+/* Builds sense bytes; returns the length. sks: 3 sense-key-specific bytes or NULL. */
+size_t scsi_sense_build(uint8_t *buf, size_t cap, bool desc, uint8_t key, uint8_t asc, uint8_t ascq,
+			const uint64_t *info, const uint8_t *sks);
+void scsi_sense_set_ctx(const struct scsi_cmd *cmd, bool desc);
+
+/* target.c helpers */
+void req_data_in(struct scsi_req *r, const void *buf, uint32_t len, uint32_t alloc);
+struct lu_nexus *lu_nexus_get(struct scsi_lu *lu, uint64_t nexus_id);
+void lu_ua_set_all(struct scsi_lu *lu, uint32_t ua, uint64_t except_nexus);
+void lu_ua_set_nexus(struct scsi_lu *lu, uint64_t nexus_id, uint32_t ua);
+bool ua_to_sense(uint32_t ua, uint8_t *asc, uint8_t *ascq);
+const struct scsi_nexus *target_nexus_find(const struct scsi_target *t, uint64_t id);
+void lu_medium_error(struct scsi_req *r, bool write, int err, uint64_t lba);
+uint64_t lu_derived_naa(const struct scsi_target *t, uint16_t lun);
+
+/* per-file command handlers */
+void scsi_inquiry(struct scsi_req *r);
+void scsi_inquiry_not_present(struct scsi_req *r);
+void scsi_mode_sense6(struct scsi_req *r);
+void scsi_mode_sense10(struct scsi_req *r);
+void scsi_mode_select6(struct scsi_req *r);
+void scsi_mode_select10(struct scsi_req *r);
+void scsi_read6(struct scsi_req *r);
+void scsi_read10(struct scsi_req *r);
+void scsi_read12(struct scsi_req *r);
+void scsi_read16(struct scsi_req *r);
+void scsi_write6(struct scsi_req *r);
+void scsi_write10(struct scsi_req *r);
+void scsi_write12(struct scsi_req *r);
+void scsi_write16(struct scsi_req *r);
+void scsi_verify10(struct scsi_req *r);
+void scsi_verify12(struct scsi_req *r);
+void scsi_verify16(struct scsi_req *r);
+void scsi_write_verify10(struct scsi_req *r);
+void scsi_write_verify12(struct scsi_req *r);
+void scsi_write_verify16(struct scsi_req *r);
+void scsi_orwrite16(struct scsi_req *r);
+void scsi_compare_and_write(struct scsi_req *r);
+void scsi_prefetch10(struct scsi_req *r);
+void scsi_prefetch16(struct scsi_req *r);
+void scsi_sync_cache10(struct scsi_req *r);
+void scsi_sync_cache16(struct scsi_req *r);
+void scsi_read_capacity10(struct scsi_req *r);
+void scsi_read_capacity16(struct scsi_req *r);
+void scsi_get_lba_status(struct scsi_req *r);
+void scsi_unmap(struct scsi_req *r);
+void scsi_write_same10(struct scsi_req *r);
+void scsi_write_same16(struct scsi_req *r);
+void scsi_test_unit_ready(struct scsi_req *r);
+void scsi_request_sense(struct scsi_req *r);
+void scsi_report_luns(struct scsi_req *r);
+void scsi_start_stop_unit(struct scsi_req *r);
+void scsi_prevent_allow(struct scsi_req *r);
+void scsi_read_defect_data10(struct scsi_req *r);
+void scsi_read_defect_data12(struct scsi_req *r);
+void scsi_report_supported_opcodes(struct scsi_req *r);
+void scsi_reserve6(struct scsi_req *r);
+void scsi_release6(struct scsi_req *r);
+void scsi_reserve10(struct scsi_req *r);
+void scsi_release10(struct scsi_req *r);
+void scsi_pr_in(struct scsi_req *r);
+void scsi_pr_out(struct scsi_req *r);
+
+/* rw.c: shared by write-like commands elsewhere (WRITE SAME, XCOPY) */
+bool lu_write_blocked(struct scsi_req *r);
+bool lu_range_ok(const struct scsi_lu *lu, uint64_t lba, uint64_t nblocks);
+int lu_flush_if_needed(struct scsi_lu *lu, bool fua);
+
+/* pr.c */
+bool pr_conflict(struct scsi_req *r);
+int pr_load(struct scsi_lu *lu, char **err);
+void pr_free(struct pr_state *pr);
+void pr_nexus_reset(struct scsi_lu *lu);
+
+#endif

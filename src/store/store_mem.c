@@ -1,0 +1,204 @@
+/*
+ * Memory store: anonymous mapping, so untouched ranges cost nothing. A bitmap remembers which
+ * 512-byte sectors were ever written since their last unmap, which lets GET LBA STATUS and
+ * the thin-provisioning paths behave on memory as they do on a sparse file.
+ */
+#include "store/store.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "util/sbuf.h"
+
+#define MEM_SECTOR 512u
+
+struct store_mem {
+	struct store base;
+	uint8_t *data;
+	uint64_t *map;  /* one bit per sector: written since last unmap */
+	size_t map_words;
+};
+
+static struct store_mem *sm(struct store *st) { return (struct store_mem *)st; }
+
+static bool range_ok(const struct store *st, uint64_t off, uint64_t len)
+{
+	return off <= st->size && len <= st->size - off;
+}
+
+static bool bit_get(const struct store_mem *m, uint64_t s) { return m->map[s / 64] >> (s % 64) & 1; }
+
+static void bits_set(struct store_mem *m, uint64_t first, uint64_t last, bool v)
+{
+	for (uint64_t s = first; s <= last; s++) {
+		if (v)
+			m->map[s / 64] |= 1ull << (s % 64);
+		else
+			m->map[s / 64] &= ~(1ull << (s % 64));
+	}
+}
+
+static int mem_read(struct store *st, void *buf, size_t len, uint64_t off)
+{
+	if (!range_ok(st, off, len))
+		return -ERANGE;
+	memcpy(buf, sm(st)->data + off, len);
+	return 0;
+}
+
+static int mem_write(struct store *st, const void *buf, size_t len, uint64_t off)
+{
+	if (st->read_only)
+		return -EROFS;
+	if (!range_ok(st, off, len))
+		return -ERANGE;
+	if (len == 0)
+		return 0;
+	memcpy(sm(st)->data + off, buf, len);
+	bits_set(sm(st), off / MEM_SECTOR, (off + len - 1) / MEM_SECTOR, true);
+	return 0;
+}
+
+static int mem_flush(struct store *st)
+{
+	(void)st;
+	return 0;
+}
+
+static int mem_unmap(struct store *st, uint64_t off, uint64_t len)
+{
+	struct store_mem *m = sm(st);
+	uint64_t first, end;
+	long pg = sysconf(_SC_PAGESIZE);
+	uint64_t page = pg > 0 ? (uint64_t)pg : 4096;
+	uint64_t pfirst, pend;
+
+	if (st->read_only)
+		return -EROFS;
+	if (!range_ok(st, off, len))
+		return -ERANGE;
+	if (len == 0)
+		return 0;
+	/* Whole pages go back to the kernel (they read back as zeros); the edges are cleared. */
+	pfirst = (off + page - 1) / page * page;
+	pend = (off + len) / page * page;
+	if (pend > pfirst) {
+		memset(m->data + off, 0, pfirst - off);
+		if (madvise(m->data + pfirst, pend - pfirst, MADV_DONTNEED) < 0)
+			memset(m->data + pfirst, 0, pend - pfirst);
+		memset(m->data + pend, 0, off + len - pend);
+	} else {
+		memset(m->data + off, 0, len);
+	}
+	/* Only sectors entirely inside the range become unallocated. */
+	first = (off + MEM_SECTOR - 1) / MEM_SECTOR;
+	end = (off + len) / MEM_SECTOR;
+	if (off + len == st->size)
+		end = (st->size + MEM_SECTOR - 1) / MEM_SECTOR;
+	if (end > first)
+		bits_set(m, first, end - 1, false);
+	return 0;
+}
+
+static int mem_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *run)
+{
+	struct store_mem *m = sm(st);
+	uint64_t nsect = (st->size + MEM_SECTOR - 1) / MEM_SECTOR;
+	uint64_t s, e;
+
+	if (off >= st->size)
+		return -ERANGE;
+	s = off / MEM_SECTOR;
+	*mapped = bit_get(m, s);
+	for (e = s + 1; e < nsect; e++) {
+		if (bit_get(m, e) != *mapped)
+			break;
+	}
+	*run = (e * MEM_SECTOR < st->size ? e * MEM_SECTOR : st->size) - off;
+	return 0;
+}
+
+static int mem_resize(struct store *st, uint64_t new_size)
+{
+	struct store_mem *m = sm(st);
+	size_t words;
+	void *p;
+	uint64_t *map;
+
+	if (new_size == 0 || new_size > (uint64_t)SIZE_MAX / 2)
+		return -EINVAL;
+	p = mremap(m->data, st->size, new_size, MREMAP_MAYMOVE);
+	if (p == MAP_FAILED)
+		return -errno;
+	words = (size_t)((new_size + MEM_SECTOR * 64 - 1) / (MEM_SECTOR * 64));
+	map = realloc(m->map, words * sizeof(*map));
+	if (!map) {
+		/* Undo so the store stays consistent with its old size. */
+		void *back = mremap(p, new_size, st->size, MREMAP_MAYMOVE);
+		if (back != MAP_FAILED)
+			m->data = back;
+		return -ENOMEM;
+	}
+	if (words > m->map_words)
+		memset(map + m->map_words, 0, (words - m->map_words) * sizeof(*map));
+	if (new_size < st->size && new_size % (MEM_SECTOR * 64)) {
+		/* Clear stale bits past the new end so a later grow starts unallocated. */
+		uint64_t last = (new_size + MEM_SECTOR - 1) / MEM_SECTOR;
+		for (uint64_t s = last; s < (uint64_t)words * 64; s++)
+			map[s / 64] &= ~(1ull << (s % 64));
+	}
+	m->data = p;
+	m->map = map;
+	m->map_words = words;
+	st->size = new_size;
+	return 0;
+}
+
+static void mem_close(struct store *st)
+{
+	struct store_mem *m = sm(st);
+
+	munmap(m->data, st->size);
+	free(m->map);
+	free(st->path);
+	free(m);
+}
+
+static const struct store_ops mem_ops = {
+	.read = mem_read,
+	.write = mem_write,
+	.flush = mem_flush,
+	.unmap = mem_unmap,
+	.extent = mem_extent,
+	.resize = mem_resize,
+	.close = mem_close,
+};
+
+struct store *store_mem_open(uint64_t size, char **err)
+{
+	struct store_mem *m;
+	void *p;
+
+	if (size == 0 || size > (uint64_t)SIZE_MAX / 2) {
+		*err = xasprintf("memory store: invalid size %llu", (unsigned long long)size);
+		return NULL;
+	}
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (p == MAP_FAILED) {
+		*err = xasprintf("memory store of %llu bytes: %s", (unsigned long long)size, strerror(errno));
+		return NULL;
+	}
+	m = xcalloc(1, sizeof(*m));
+	m->data = p;
+	m->map_words = (size_t)((size + MEM_SECTOR * 64 - 1) / (MEM_SECTOR * 64));
+	m->map = xcalloc(m->map_words, sizeof(*m->map));
+	m->base.ops = &mem_ops;
+	m->base.size = size;
+	m->base.read_only = false;
+	m->base.thin = true;
+	m->base.path = xstrdup("memory");
+	return &m->base;
+}

@@ -1,0 +1,215 @@
+/*
+ * Shared helpers for the SCSI unit tests: a target with memory-backed LUs, a store wrapper
+ * that counts flushes and injects errors, and a synchronous way to run one CDB.
+ */
+#ifndef ISTHMUS_TESTS_UNIT_SCSI_HARNESS_H
+#define ISTHMUS_TESTS_UNIT_SCSI_HARNESS_H
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../test.h"
+#include "scsi/scsi.h"
+#include "store/store.h"
+#include "util/bytes.h"
+
+/* A memory store whose failures and flushes the test controls. */
+struct fault_store {
+	struct store base;
+	struct store *inner;
+	int flushes;
+	int fail_read;      /* negative errno returned by read, 0 for none */
+	int fail_write;
+	int fail_flush;
+	bool no_unmap;      /* unmap returns -EOPNOTSUPP */
+};
+
+static inline int fs_read(struct store *st, void *b, size_t n, uint64_t off)
+{
+	struct fault_store *f = (struct fault_store *)st;
+	return f->fail_read ? f->fail_read : store_read(f->inner, b, n, off);
+}
+static inline int fs_write(struct store *st, const void *b, size_t n, uint64_t off)
+{
+	struct fault_store *f = (struct fault_store *)st;
+	return f->fail_write ? f->fail_write : store_write(f->inner, b, n, off);
+}
+static inline int fs_flush(struct store *st)
+{
+	struct fault_store *f = (struct fault_store *)st;
+	f->flushes++;
+	return f->fail_flush;
+}
+static inline int fs_unmap(struct store *st, uint64_t off, uint64_t len)
+{
+	struct fault_store *f = (struct fault_store *)st;
+	return f->no_unmap ? -EOPNOTSUPP : f->inner->ops->unmap(f->inner, off, len);
+}
+static inline int fs_extent(struct store *st, uint64_t off, bool *m, uint64_t *run)
+{
+	struct fault_store *f = (struct fault_store *)st;
+	return f->inner->ops->extent(f->inner, off, m, run);
+}
+static inline int fs_resize(struct store *st, uint64_t n)
+{
+	struct fault_store *f = (struct fault_store *)st;
+	int rc = f->inner->ops->resize(f->inner, n);
+	if (rc == 0)
+		st->size = n;
+	return rc;
+}
+static inline void fs_close(struct store *st)
+{
+	struct fault_store *f = (struct fault_store *)st;
+	store_close(f->inner);
+	free(f);
+}
+static const struct store_ops fault_ops = { fs_read, fs_write, fs_flush, fs_unmap, fs_extent, fs_resize, fs_close };
+
+static inline struct fault_store *fault_store_new(uint64_t size)
+{
+	char *err = NULL;
+	struct fault_store *f = calloc(1, sizeof(*f));
+
+	f->inner = store_mem_open(size, &err);
+	f->base.ops = &fault_ops;
+	f->base.size = size;
+	f->base.thin = true;
+	f->base.path = (char *)"fault";
+	return f;
+}
+
+struct h {
+	struct scsi_target *t;
+	struct scsi_nexus nx[2];
+	struct fault_store *fs;    /* LU 0's store */
+	uint8_t in[1 << 17];
+	struct scsi_cmd cmd;
+	int done_calls;
+};
+
+static inline void h_done(struct scsi_cmd *cmd) { ((struct h *)cmd->priv)->done_calls++; }
+
+static inline void h_nexus(struct scsi_nexus *nx, uint64_t id, const char *iname)
+{
+	memset(nx, 0, sizeof(*nx));
+	nx->id = id;
+	snprintf(nx->initiator_name, sizeof(nx->initiator_name), "%s", iname);
+	nx->isid[5] = (uint8_t)id;
+	snprintf(nx->initiator_port, sizeof(nx->initiator_port), "%s,i,0x00000000000%llx", iname,
+		 (unsigned long long)id);
+	nx->rel_port_id = 1;
+}
+
+/* A target with LU 0 on a fault store of `blocks` blocks; nexuses added, power-on UAs cleared. */
+static inline struct h *h_new(uint64_t blocks, const struct scsi_lu_params *p)
+{
+	struct h *h = calloc(1, sizeof(*h));
+	struct scsi_lu_params dp = { .block_size = 512, .thin = true, .write_cache = true };
+	char *err = NULL;
+
+	if (!p)
+		p = &dp;
+	h->t = scsi_target_new("iqn.2024-01.org.example:unit");
+	h->fs = fault_store_new(blocks * (p->block_size ? p->block_size : 512));
+	if (scsi_target_add_lu(h->t, 0, &h->fs->base, p, &err) != 0) {
+		fprintf(stderr, "add_lu: %s\n", err);
+		abort();
+	}
+	h_nexus(&h->nx[0], 1, "iqn.2024-01.org.example:init1");
+	h_nexus(&h->nx[1], 2, "iqn.2024-01.org.example:init2");
+	scsi_target_nexus_added(h->t, &h->nx[0]);
+	scsi_target_nexus_added(h->t, &h->nx[1]);
+	return h;
+}
+
+static inline void h_free(struct h *h)
+{
+	scsi_target_free(h->t);
+	free(h);
+}
+
+/* Runs one CDB from nexus nxi on LU lun. Returns the status. */
+static inline int h_run_full(struct h *h, int nxi, uint16_t lun, const uint8_t *cdb, size_t cdb_len,
+			     const void *out, uint32_t out_len, uint32_t in_cap)
+{
+	struct scsi_cmd *c = &h->cmd;
+
+	memset(c, 0, sizeof(*c));
+	c->nexus = &h->nx[nxi];
+	c->lun = lun;
+	c->lun_valid = true;
+	memcpy(c->cdb, cdb, cdb_len);
+	c->cdb_len = 16 > cdb_len ? 16 : (uint16_t)cdb_len;
+	c->task_attr = TASK_SIMPLE;
+	c->out = out;
+	c->out_len = out_len;
+	c->in = h->in;
+	c->in_cap = in_cap;
+	c->done = h_done;
+	c->priv = h;
+	h->done_calls = 0;
+	scsi_target_submit(h->t, c);
+	CHECK_EQ(h->done_calls, 1);
+	return c->status;
+}
+
+static inline int h_run(struct h *h, const uint8_t *cdb, size_t len, const void *out, uint32_t out_len,
+			uint32_t in_cap)
+{
+	return h_run_full(h, 0, 0, cdb, len, out, out_len, in_cap);
+}
+
+/* Sense key / ASC / ASCQ of the last command, whichever format it used. */
+static inline int h_key(const struct h *h)
+{
+	const uint8_t *s = h->cmd.sense;
+	return (s[0] & 0x7f) >= 0x72 ? s[1] & 0x0f : s[2] & 0x0f;
+}
+static inline int h_asc(const struct h *h)
+{
+	const uint8_t *s = h->cmd.sense;
+	return (s[0] & 0x7f) >= 0x72 ? s[2] : s[12];
+}
+static inline int h_ascq(const struct h *h)
+{
+	const uint8_t *s = h->cmd.sense;
+	return (s[0] & 0x7f) >= 0x72 ? s[3] : s[13];
+}
+
+#define CHECK_SENSE(h, key, asc, ascq)                                                             \
+	do {                                                                                       \
+		CHECK_EQ((h)->cmd.status, SCSI_CHECK_CONDITION);                                   \
+		CHECK_EQ(h_key(h), key);                                                           \
+		CHECK_EQ(h_asc(h), asc);                                                           \
+		CHECK_EQ(h_ascq(h), ascq);                                                         \
+	} while (0)
+
+/* Clears the power-on unit attention of nexus nxi on lun. */
+static inline void h_clear_ua(struct h *h, int nxi, uint16_t lun)
+{
+	uint8_t tur[6] = { 0 };
+	for (int i = 0; i < 8 && h_run_full(h, nxi, lun, tur, 6, NULL, 0, 0) != SCSI_GOOD; i++)
+		;
+}
+
+static inline void cdb_rw10(uint8_t *c, uint8_t op, uint32_t lba, uint16_t n, uint8_t flags)
+{
+	memset(c, 0, 10);
+	c[0] = op;
+	c[1] = flags;
+	put_be32(c + 2, lba);
+	put_be16(c + 7, n);
+}
+
+static inline void cdb_rw16(uint8_t *c, uint8_t op, uint64_t lba, uint32_t n, uint8_t flags)
+{
+	memset(c, 0, 16);
+	c[0] = op;
+	c[1] = flags;
+	put_be64(c + 2, lba);
+	put_be32(c + 10, n);
+}
+
+#endif

@@ -1,0 +1,220 @@
+/* Persistent reservations: registration, the reservation types, preemption and APTPL. */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static int prout(struct h *h, int nxi, uint8_t sa, uint8_t type, uint64_t key, uint64_t sark, uint8_t flags)
+{
+	uint8_t c[10] = { 0x5f, sa, type, 0, 0, 0, 0, 0, 24, 0 };
+	uint8_t p[24] = { 0 };
+
+	put_be64(p, key);
+	put_be64(p + 8, sark);
+	p[20] = flags;
+	return h_run_full(h, nxi, 0, c, 10, p, 24, 0);
+}
+
+static int prin(struct h *h, int nxi, uint8_t sa)
+{
+	uint8_t c[10] = { 0x5e, sa, 0, 0, 0, 0, 0, 0x10, 0, 0 };
+
+	return h_run_full(h, nxi, 0, c, 10, NULL, 0, 4096);
+}
+
+static int rd(struct h *h, int nxi)
+{
+	uint8_t c[10];
+
+	cdb_rw10(c, 0x28, 0, 1, 0);
+	return h_run_full(h, nxi, 0, c, 10, NULL, 0, 512);
+}
+
+static int wr(struct h *h, int nxi)
+{
+	static uint8_t blk[512];
+	uint8_t c[10];
+
+	cdb_rw10(c, 0x2a, 0, 1, 0);
+	return h_run_full(h, nxi, 0, c, 10, blk, 512, 0);
+}
+
+static void test_register_reserve(void)
+{
+	struct h *h = h_new(64, NULL);
+
+	h_clear_ua(h, 0, 0);
+	h_clear_ua(h, 1, 0);
+	CHECK_EQ(prin(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(get_be32(h->in + 4), 0);
+	CHECK_EQ(prout(h, 0, 0, 0, 0, 0xaa, 0), SCSI_GOOD);
+	/* Registering again with the wrong key conflicts; with IGNORE it replaces. */
+	CHECK_EQ(prout(h, 0, 0, 0, 0, 0xab, 0), SCSI_RESERVATION_CONFLICT);
+	CHECK_EQ(prout(h, 0, 6, 0, 0, 0xab, 0), SCSI_GOOD);
+	CHECK_EQ(prout(h, 0, 0, 0, 0xab, 0xaa, 0), SCSI_GOOD);
+	CHECK_EQ(prout(h, 1, 0, 0, 0, 0xbb, 0), SCSI_GOOD);
+	CHECK_EQ(prin(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(get_be32(h->in + 4), 16);
+	CHECK_EQ(get_be32(h->in), 4);
+	CHECK_EQ(get_be64(h->in + 8), 0xaa);
+
+	/* RESERVE needs a registration and the right key. */
+	CHECK_EQ(prout(h, 0, 1, 1, 0xbb, 0, 0), SCSI_RESERVATION_CONFLICT);
+	CHECK_EQ(prout(h, 0, 1, 1, 0xaa, 0, 0), SCSI_GOOD);
+	CHECK_EQ(prout(h, 0, 1, 1, 0xaa, 0, 0), SCSI_GOOD);
+	CHECK_EQ(prout(h, 1, 1, 1, 0xbb, 0, 0), SCSI_RESERVATION_CONFLICT);
+	CHECK_EQ(prin(h, 1, 1), SCSI_GOOD);
+	CHECK_EQ(get_be32(h->in + 4), 16);
+	CHECK_EQ(get_be64(h->in + 8), 0xaa);
+	CHECK_EQ(h->in[21], 1);
+	/* Write exclusive: the other nexus may read but not write. */
+	CHECK_EQ(rd(h, 1), SCSI_GOOD);
+	CHECK_EQ(wr(h, 1), SCSI_RESERVATION_CONFLICT);
+	CHECK_EQ(wr(h, 0), SCSI_GOOD);
+	/* RESERVE(6) is refused while persistent reservations exist. */
+	uint8_t rsv[6] = { 0x16 };
+	CHECK_EQ(h_run(h, rsv, 6, NULL, 0, 0), SCSI_RESERVATION_CONFLICT);
+	/* Release with the wrong type. */
+	CHECK_EQ(prout(h, 0, 2, 3, 0xaa, 0, 0), SCSI_CHECK_CONDITION);
+	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x26, 0x04);
+	CHECK_EQ(prout(h, 0, 2, 1, 0xaa, 0, 0), SCSI_GOOD);
+	CHECK_EQ(wr(h, 1), SCSI_GOOD);
+
+	/* Exclusive access: the other nexus cannot even read. */
+	CHECK_EQ(prout(h, 0, 1, 3, 0xaa, 0, 0), SCSI_GOOD);
+	CHECK_EQ(rd(h, 1), SCSI_RESERVATION_CONFLICT);
+	uint8_t tur[6] = { 0 };
+	CHECK_EQ(h_run_full(h, 1, 0, tur, 6, NULL, 0, 0), SCSI_GOOD);
+	/* Preempt by the other registrant: it takes over, the old holder's registration goes. */
+	CHECK_EQ(prout(h, 1, 4, 6, 0xbb, 0xaa, 0), SCSI_GOOD);
+	CHECK_EQ(rd(h, 1), SCSI_GOOD);
+	CHECK_EQ(rd(h, 0), SCSI_CHECK_CONDITION);
+	CHECK_SENSE(h, SK_UNIT_ATTENTION, 0x2a, 0x05);
+	CHECK_EQ(rd(h, 0), SCSI_RESERVATION_CONFLICT);
+	CHECK_EQ(prin(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(get_be32(h->in + 4), 8);
+	CHECK_EQ(get_be64(h->in + 8), 0xbb);
+	/* Registrants-only: once registered, nexus 0 gets access. */
+	CHECK_EQ(prout(h, 0, 0, 0, 0, 0xcc, 0), SCSI_GOOD);
+	CHECK_EQ(rd(h, 0), SCSI_GOOD);
+	CHECK_EQ(wr(h, 0), SCSI_GOOD);
+	/* READ FULL STATUS lists both, the holder flagged. */
+	CHECK_EQ(prin(h, 0, 3), SCSI_GOOD);
+	{
+		size_t len = get_be32(h->in + 4) + 8, off = 8;
+		int holders = 0, regs = 0;
+		while (off < len) {
+			regs++;
+			if (h->in[off + 12] & 1)
+				holders++;
+			CHECK_EQ(h->in[off + 24], 0x45);
+			off += 24 + get_be32(h->in + off + 20);
+		}
+		CHECK_EQ(regs, 2);
+		CHECK_EQ(holders, 1);
+	}
+	CHECK_EQ(prin(h, 0, 2), SCSI_GOOD);
+	CHECK_EQ(get_be16(h->in), 8);
+	/* CLEAR drops everything and tells the others. */
+	CHECK_EQ(prout(h, 0, 3, 0, 0xcc, 0, 0), SCSI_GOOD);
+	CHECK_EQ(rd(h, 1), SCSI_CHECK_CONDITION);
+	CHECK_SENSE(h, SK_UNIT_ATTENTION, 0x2a, 0x03);
+	CHECK_EQ(prin(h, 1, 0), SCSI_GOOD);
+	CHECK_EQ(get_be32(h->in + 4), 0);
+	/* Wrong parameter list length, bad type. */
+	uint8_t c[10] = { 0x5f, 0, 0, 0, 0, 0, 0, 0, 20, 0 };
+	CHECK_EQ(h_run(h, c, 10, h->in, 20, 0), SCSI_CHECK_CONDITION);
+	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x1a, 0x00);
+	CHECK_EQ(prout(h, 0, 0, 0, 0, 0xaa, 0), SCSI_GOOD);
+	CHECK_EQ(prout(h, 0, 1, 2, 0xaa, 0, 0), SCSI_CHECK_CONDITION);
+	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_EQ(prin(h, 0, 9), SCSI_CHECK_CONDITION);
+	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	h_free(h);
+}
+
+static void test_all_registrants(void)
+{
+	struct h *h = h_new(64, NULL);
+
+	h_clear_ua(h, 0, 0);
+	h_clear_ua(h, 1, 0);
+	CHECK_EQ(prout(h, 0, 0, 0, 0, 0xa, 0), SCSI_GOOD);
+	CHECK_EQ(prout(h, 0, 1, 8, 0xa, 0, 0), SCSI_GOOD);
+	CHECK_EQ(rd(h, 1), SCSI_RESERVATION_CONFLICT);
+	CHECK_EQ(prout(h, 1, 0, 0, 0, 0xb, 0), SCSI_GOOD);
+	CHECK_EQ(rd(h, 1), SCSI_GOOD);
+	/* The reservation outlives the registrant that made it. */
+	CHECK_EQ(prout(h, 0, 0, 0, 0xa, 0, 0), SCSI_GOOD);
+	CHECK_EQ(rd(h, 1), SCSI_GOOD);
+	CHECK_EQ(rd(h, 0), SCSI_RESERVATION_CONFLICT);
+	CHECK_EQ(prin(h, 0, 1), SCSI_GOOD);
+	CHECK_EQ(get_be32(h->in + 4), 16);
+	CHECK_EQ(get_be64(h->in + 8), 0);
+	CHECK_EQ(h->in[21], 8);
+	h_free(h);
+}
+
+static void test_aptpl(void)
+{
+	char dir[] = "/tmp/isthmus-pr-XXXXXX";
+	char *err = NULL;
+	struct scsi_lu_params p = { .block_size = 512, .state_dir = NULL };
+
+	CHECK(mkdtemp(dir) != NULL);
+	p.state_dir = dir;
+	struct h *h = h_new(64, &p);
+	h_clear_ua(h, 0, 0);
+	CHECK_EQ(prout(h, 0, 0, 0, 0, 0x1234, 0x01), SCSI_GOOD);
+	CHECK_EQ(prout(h, 0, 1, 5, 0x1234, 0, 0), SCSI_GOOD);
+	CHECK_EQ(prin(h, 0, 2), SCSI_GOOD);
+	CHECK_EQ(h->in[3] & 1, 1);
+	h_free(h);
+
+	/* A new target on the same state_dir comes back with the registration and reservation. */
+	h = h_new(64, &p);
+	h_clear_ua(h, 0, 0);
+	h_clear_ua(h, 1, 0);
+	CHECK_EQ(prin(h, 0, 1), SCSI_GOOD);
+	CHECK_EQ(get_be32(h->in + 4), 16);
+	CHECK_EQ(get_be64(h->in + 8), 0x1234);
+	CHECK_EQ(h->in[21], 5);
+	CHECK_EQ(wr(h, 1), SCSI_RESERVATION_CONFLICT);
+	CHECK_EQ(wr(h, 0), SCSI_GOOD);
+	/* Cold reset keeps APTPL state; dropping APTPL and restarting loses it. */
+	scsi_target_task_mgmt(h->t, SCSI_TMF_TARGET_COLD_RESET, 0, true, &h->nx[0]);
+	h_clear_ua(h, 1, 0);
+	CHECK_EQ(wr(h, 1), SCSI_RESERVATION_CONFLICT);
+	h_clear_ua(h, 0, 0);
+	CHECK_EQ(prout(h, 0, 0, 0, 0x1234, 0x1234, 0), SCSI_GOOD);
+	h_free(h);
+	h = h_new(64, &p);
+	h_clear_ua(h, 0, 0);
+	CHECK_EQ(prin(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(get_be32(h->in + 4), 0);
+	h_free(h);
+
+	/* Malformed state is an error at add_lu time, and the store stays with the caller. */
+	char path[512];
+	snprintf(path, sizeof(path), "%s/lu-0.pr", dir);
+	FILE *f = fopen(path, "w");
+	fputs("garbage\n", f);
+	fclose(f);
+	struct scsi_target *t = scsi_target_new("iqn.x");
+	struct store *st = store_mem_open(1 << 20, &err);
+	CHECK_EQ(scsi_target_add_lu(t, 0, st, &p, &err), -1);
+	CHECK(err != NULL);
+	free(err);
+	store_close(st);
+	scsi_target_free(t);
+	unlink(path);
+	rmdir(dir);
+}
+
+int main(void)
+{
+	test_register_reserve();
+	test_all_registrants();
+	test_aptpl();
+	TEST_MAIN_END();
+}

@@ -1,0 +1,121 @@
+/* Backing stores: memory and sparse files. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../test.h"
+#include "store/store.h"
+
+static void test_mem(void)
+{
+	char *err = NULL;
+	struct store *st = store_mem_open(1 << 20, &err);
+	uint8_t b[8192];
+	bool mapped;
+	uint64_t run;
+
+	CHECK(st != NULL);
+	CHECK(store_mem_open(0, &err) == NULL);
+	free(err);
+	CHECK_EQ(store_extent(st, 0, &mapped, &run), 0);
+	CHECK(!mapped);
+	CHECK_EQ(run, 1 << 20);
+	memset(b, 0xab, sizeof(b));
+	CHECK_EQ(store_write(st, b, 8192, 4096), 0);
+	CHECK_EQ(store_extent(st, 0, &mapped, &run), 0);
+	CHECK(!mapped);
+	CHECK_EQ(run, 4096);
+	CHECK_EQ(store_extent(st, 4096, &mapped, &run), 0);
+	CHECK(mapped);
+	CHECK_EQ(run, 8192);
+	CHECK_EQ(store_unmap(st, 4096 + 512, 4096), 0);
+	memset(b, 1, sizeof(b));
+	CHECK_EQ(store_read(st, b, 8192, 4096), 0);
+	CHECK_EQ(b[0], 0xab);
+	CHECK_EQ(b[512], 0);
+	CHECK_EQ(b[4607], 0);
+	CHECK_EQ(b[4608], 0xab);
+	CHECK_EQ(store_extent(st, 4096 + 512, &mapped, &run), 0);
+	CHECK(!mapped);
+	CHECK_EQ(run, 4096);
+	CHECK_EQ(store_read(st, b, 2, (1 << 20) - 1), -ERANGE);
+	CHECK_EQ(store_write(st, b, 1, 1 << 20), -ERANGE);
+	CHECK_EQ(store_resize(st, 2 << 20), 0);
+	CHECK_EQ(st->size, 2 << 20);
+	CHECK_EQ(store_read(st, b, 16, 4096), 0);
+	CHECK_EQ(b[0], 0xab);
+	CHECK_EQ(store_flush(st), 0);
+	store_close(st);
+}
+
+static void test_file(void)
+{
+	char path[] = "/tmp/isthmus-store-XXXXXX";
+	int fd = mkstemp(path);
+	char *err = NULL;
+	struct store *st;
+	uint8_t b[65536];
+	bool mapped;
+	uint64_t run;
+	struct stat sb;
+
+	CHECK(fd >= 0);
+	close(fd);
+	unlink(path);
+	/* Missing and no size: refused; missing with a size: created sparse. */
+	CHECK(store_file_open(path, 0, false, &err) == NULL);
+	free(err);
+	err = NULL;
+	st = store_file_open(path, 4 << 20, false, &err);
+	CHECK(st != NULL);
+	if (!st)
+		return;
+	CHECK_EQ(st->size, 4 << 20);
+	CHECK(stat(path, &sb) == 0 && sb.st_blocks == 0);
+	CHECK_EQ(store_extent(st, 0, &mapped, &run), 0);
+	CHECK(!mapped);
+	memset(b, 0x5c, sizeof(b));
+	CHECK_EQ(store_write(st, b, sizeof(b), 1 << 20), 0);
+	CHECK_EQ(store_flush(st), 0);
+	CHECK_EQ(store_extent(st, 1 << 20, &mapped, &run), 0);
+	CHECK(mapped);
+	CHECK(run >= sizeof(b));
+	CHECK_EQ(store_unmap(st, 1 << 20, sizeof(b)), 0);
+	CHECK_EQ(store_extent(st, 1 << 20, &mapped, &run), 0);
+	CHECK(!mapped);
+	memset(b, 1, sizeof(b));
+	CHECK_EQ(store_read(st, b, sizeof(b), 1 << 20), 0);
+	CHECK_EQ(b[0], 0);
+	CHECK_EQ(b[sizeof(b) - 1], 0);
+	CHECK_EQ(store_read(st, b, 1, 4 << 20), -ERANGE);
+	CHECK_EQ(store_resize(st, 8 << 20), 0);
+	CHECK_EQ(st->size, 8 << 20);
+	store_close(st);
+
+	/* Reopen: grown if smaller, kept if larger; read-only refuses writes. */
+	st = store_file_open(path, 1 << 20, false, &err);
+	CHECK(st && st->size == 8 << 20);
+	store_close(st);
+	st = store_file_open(path, 16 << 20, false, &err);
+	CHECK(st && st->size == 16 << 20);
+	store_close(st);
+	st = store_file_open(path, 0, true, &err);
+	CHECK(st && st->read_only);
+	if (st) {
+		CHECK(store_write(st, b, 1, 0) < 0);
+		store_close(st);
+	}
+	unlink(path);
+	CHECK(store_file_open("/nonexistent-dir/x", 1 << 20, false, &err) == NULL);
+	free(err);
+}
+
+int main(void)
+{
+	test_mem();
+	test_file();
+	TEST_MAIN_END();
+}
