@@ -17,6 +17,8 @@ static void usage(FILE *f)
 	      "  --listen HOST:PORT add a portal to portal group 1 (IPv6 as [ADDR]:PORT); may repeat\n"
 	      "  --target IQN       the target the --lun flags belong to (created in portal group 1)\n"
 	      "  --lun SPEC         PATH[,size=1G][,ro][,bs=4096][,thick] or memory,size=64M; numbered from 0\n"
+	      "  --mgmt-socket PATH JSON-RPC management socket (mode 0600); the CLI reaches it with\n"
+	      "                     isthmus target --socket PATH, or ISTHMUS_TARGET_SOCKET\n"
 	      "  --log-level LEVEL  default info\n",
 	      f);
 }
@@ -27,11 +29,12 @@ int main(int argc, char **argv)
 		{"config", required_argument, NULL, 'c'}, {"listen", required_argument, NULL, 'l'},
 		{"target", required_argument, NULL, 't'}, {"lun", required_argument, NULL, 'u'},
 		{"log-level", required_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'},
+		{"mgmt-socket", required_argument, NULL, 'm'},
 		{NULL, 0, NULL, 0},
 	};
 	struct cfg cfg;
 	cfg_init(&cfg);
-	const char *config = NULL, *target = NULL;
+	const char *config = NULL, *target = NULL, *mgmt = NULL;
 	char **listens = NULL, **luns = NULL;
 	size_t nlistens = 0, nluns = 0;
 	int opt;
@@ -43,6 +46,7 @@ int main(int argc, char **argv)
 			listens[nlistens++] = optarg;
 			break;
 		case 't': target = optarg; break;
+		case 'm': mgmt = optarg; break;
 		case 'u':
 			luns = realloc(luns, (nluns + 1) * sizeof(*luns));
 			luns[nluns++] = optarg;
@@ -86,6 +90,10 @@ int main(int argc, char **argv)
 		for (size_t i = 0; i < nluns; i++)
 			if (cfg_add_lun_spec(&cfg, t, luns[i], &err) < 0)
 				goto fail;
+	}
+	if (mgmt) {
+		free(cfg.mgmt_socket);
+		cfg.mgmt_socket = strdup(mgmt);
 	}
 	if (cfg.nportals == 0 && cfg_add_listen(&cfg, "127.0.0.1:3260", &err) < 0)
 		goto fail;

@@ -116,6 +116,7 @@ void conn_close(struct conn *c, const char *why)
 	}
 	if (c->sess)
 		session_remove_conn(c->sess, c);
+	stats_add(&c->srv->closed, &c->stats);
 	loop_defer(c->srv->loop, conn_free, c);
 }
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "store/store.h"
+#include "target/mgmt.h"
 #include "target/target.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -285,6 +286,13 @@ static void server_tick(void *arg)
 		else if (c->ping_sent_ms && c->last_rx_ms > c->ping_sent_ms)
 			c->ping_sent_ms = 0;
 	}
+	for (size_t i = 0; i < srv->nsessions; i++) {
+		struct session *s = srv->sessions[i];
+		if (s->kill_deadline_ms && now >= s->kill_deadline_ms) {
+			session_close(s, "killed by the administrator");
+			break; /* the array changed; the next tick looks again */
+		}
+	}
 	if (srv->shutting_down && (!srv->conns || now >= srv->shutdown_deadline_ms))
 		server_finish_shutdown(srv);
 }
@@ -366,6 +374,18 @@ int server_start(struct server *srv, struct cfg *cfg)
 		err = xasprintf("signalfd: %s", strerror(errno));
 		goto fail;
 	}
+	if (cfg->mgmt_socket) {
+		if (mgmt_start(srv, cfg->mgmt_socket, &err) < 0)
+			goto fail;
+	} else {
+		/* The default socket is a convenience: without it the target still serves. */
+		mkdir("/run/isthmus", 0700);
+		if (mgmt_start(srv, MGMT_DEFAULT_SOCKET, &err) < 0) {
+			log_warn("no management socket: %s", err);
+			free(err);
+			err = NULL;
+		}
+	}
 	loop_timer_start(srv->loop, &srv->tick, 1000, 1000, server_tick, srv);
 	return 0;
 fail:
@@ -385,6 +405,7 @@ void server_free(struct server *srv)
 {
 	if (!srv->loop)
 		return;
+	mgmt_stop(srv);
 	while (srv->conns)
 		conn_close(srv->conns, "target stopped");
 	for (size_t i = 0; i < srv->nportals; i++) {

@@ -92,6 +92,7 @@ static void session_end(struct session *s)
 
 void session_remove_conn(struct session *s, struct conn *c)
 {
+	stats_add(&s->closed, &c->stats);
 	for (struct conn **pp = &s->conns; *pp; pp = &(*pp)->sess_next) {
 		if (*pp == c) {
 			*pp = c->sess_next;

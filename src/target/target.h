@@ -19,11 +19,13 @@
 #include "proto/text.h"
 #include "scsi/scsi.h"
 #include "target/config.h"
+#include "target/stats.h"
 
 struct server;
 struct session;
 struct conn;
 struct held_pdu;
+struct rpc_server;
 
 /* A target node: an iSCSI name, its LUs and its access rules. */
 struct tnode {
@@ -60,6 +62,8 @@ struct server {
 	bool shutting_down;
 	uint64_t shutdown_deadline_ms;
 	int exit_code;
+	struct rpc_server *rpc;    /* management socket, NULL when none */
+	struct io_stats closed;    /* counters of connections that have ended */
 };
 
 enum task_state {
@@ -95,6 +99,7 @@ struct task {
 	uint32_t in_cap;
 	uint32_t refs;            /* queued send items still pointing at buffers */
 	bool aborted;
+	uint64_t start_us;        /* arrival, for the latency histogram */
 	struct scsi_cmd scmd;
 };
 
@@ -138,10 +143,6 @@ struct login_state {
 	struct chap_credentials cred;
 	struct sbuf pending;      /* text of a request spread over several PDUs (C bit) */
 	uint8_t version_max;
-};
-
-struct conn_stats {
-	uint64_t pdus_in, pdus_out, bytes_in, bytes_out, commands, r2ts, digest_errors;
 };
 
 struct conn {
@@ -189,7 +190,7 @@ struct conn {
 	uint64_t login_started_ms;
 	bool closing;
 	bool logout_async_sent;
-	struct conn_stats stats;
+	struct io_stats stats;
 	uint64_t login_time;        /* wall clock seconds */
 };
 
@@ -212,6 +213,8 @@ struct session {
 	bool nexus_registered;
 	char auth_method[8];        /* "None" or "CHAP" */
 	uint64_t created;           /* wall clock seconds */
+	struct io_stats closed;     /* counters of connections that have ended */
+	uint64_t kill_deadline_ms;  /* session kill: drop at this time unless logged out; 0 = none */
 };
 
 /* server.c */

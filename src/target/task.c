@@ -209,6 +209,7 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs
 	memcpy(t->lun_field, b->lun, 8);
 	t->edtl = (t->read || t->write) ? b->cmd.edtl : 0;
 	t->state = TASK_WAIT_CMDSN;
+	t->start_us = stats_now_us();
 	struct scsi_cmd *sc = &t->scmd;
 	memcpy(sc->cdb, b->cmd.cdb, 16);
 	memcpy(sc->cdb + 16, ai.ext_cdb, ai.ext_cdb_len);
@@ -346,6 +347,11 @@ static void task_scsi_done(struct scsi_cmd *sc)
 		task_release(t);
 		return;
 	}
+	stats_record_latency(&c->stats, stats_now_us() - t->start_us);
+	if (sc->status != SCSI_GOOD)
+		c->stats.errors++;
+	if (t->write)
+		c->stats.write_bytes += t->edtl;
 	uint32_t in_exp = t->bidi_read_len;
 	uint32_t in_len = sc->in_len > in_exp ? in_exp : sc->in_len;
 	uint8_t flags = 0;
@@ -379,6 +385,7 @@ static void task_scsi_done(struct scsi_cmd *sc)
 	uint32_t expcmdsn, maxcmdsn;
 	fill_sn(c, &expcmdsn, &maxcmdsn);
 	if (in_len && sc->status == SCSI_GOOD) {
+		c->stats.read_bytes += in_len;
 		uint32_t seg = c->params.peer_max_recv_dsl;
 		uint32_t burst = c->sess->params.max_burst_length;
 		for (uint32_t off = 0; off < in_len;) {

@@ -71,6 +71,7 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 	bool lun_ok = scsi_lun_decode(b->lun, &lun);
 	struct scsi_target *st = s->node->scsi;
 	uint8_t response = TMF_RSP_COMPLETE;
+	c->stats.task_mgmt++;
 	log_info("task management function %u from '%s' (TSIH %u)", fn, s->initiator_name, s->tsih);
 	switch (fn) {
 	case TMF_ABORT_TASK: {

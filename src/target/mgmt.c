@@ -1,0 +1,263 @@
+/*
+ * The target's management API (JSON-RPC methods): live sessions with their negotiated
+ * parameters (the WT_Session view), connections and counters, session kill, targets.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "mgmt/rpc.h"
+#include "store/store.h"
+#include "target/mgmt.h"
+#include "target/target.h"
+#include "util/log.h"
+
+static json_t *stats_json(const struct io_stats *s, uint32_t queue_depth)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "pdus_in", json_integer((json_int_t)s->pdus_in));
+	json_object_set_new(o, "pdus_out", json_integer((json_int_t)s->pdus_out));
+	json_object_set_new(o, "bytes_in", json_integer((json_int_t)s->bytes_in));
+	json_object_set_new(o, "bytes_out", json_integer((json_int_t)s->bytes_out));
+	json_object_set_new(o, "commands", json_integer((json_int_t)s->commands));
+	json_object_set_new(o, "read_bytes", json_integer((json_int_t)s->read_bytes));
+	json_object_set_new(o, "write_bytes", json_integer((json_int_t)s->write_bytes));
+	json_object_set_new(o, "r2ts", json_integer((json_int_t)s->r2ts));
+	json_object_set_new(o, "digest_errors", json_integer((json_int_t)s->digest_errors));
+	json_object_set_new(o, "task_mgmt_requests", json_integer((json_int_t)s->task_mgmt));
+	json_object_set_new(o, "errors", json_integer((json_int_t)s->errors));
+	json_object_set_new(o, "queue_depth", json_integer(queue_depth));
+	json_t *h = json_array();
+	for (int i = 0; i < STATS_LAT_BUCKETS; i++) {
+		json_t *b = json_object();
+		if (i < STATS_LAT_BUCKETS - 1)
+			json_object_set_new(b, "le_us", json_integer(stats_lat_bounds_us[i]));
+		else
+			json_object_set_new(b, "le_us", json_null());
+		json_object_set_new(b, "count", json_integer((json_int_t)s->latency[i]));
+		json_array_append_new(h, b);
+	}
+	json_object_set_new(o, "latency_histogram", h);
+	json_object_set_new(o, "latency_sum_us", json_integer((json_int_t)s->latency_sum_us));
+	return o;
+}
+
+static json_t *conn_json(const struct conn *c)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "cid", json_integer(c->cid));
+	json_object_set_new(o, "initiator_address", json_string(c->peer_addr));
+	json_object_set_new(o, "initiator_port", json_integer(c->peer_port));
+	json_object_set_new(o, "target_address", json_string(c->local_addr));
+	json_object_set_new(o, "target_port", json_integer(c->local_port));
+	json_object_set_new(o, "header_digest", json_string(c->params.header_digest ? "CRC32C" : "None"));
+	json_object_set_new(o, "data_digest", json_string(c->params.data_digest ? "CRC32C" : "None"));
+	json_object_set_new(o, "max_recv_data_segment_length", json_integer(c->params.max_recv_dsl));
+	json_object_set_new(o, "initiator_max_recv_data_segment_length", json_integer(c->params.peer_max_recv_dsl));
+	const char *state = c->phase == PHASE_FULL_FEATURE ? "full_feature"
+			    : c->phase == PHASE_LOGIN      ? "login"
+			    : c->phase == PHASE_LOGGED_OUT ? "logging_out"
+							   : "closed";
+	json_object_set_new(o, "state", json_string(state));
+	json_object_set_new(o, "login_time", json_integer((json_int_t)c->login_time));
+	json_object_set_new(o, "stats", stats_json(&c->stats, c->ntasks));
+	return o;
+}
+
+static char *isid_text(const uint8_t isid[6], char buf[16])
+{
+	snprintf(buf, 16, "%02x%02x%02x%02x%02x%02x", isid[0], isid[1], isid[2], isid[3], isid[4], isid[5]);
+	return buf;
+}
+
+json_t *mgmt_session_json(const struct session *s)
+{
+	json_t *o = json_object();
+	char isid[16];
+	const struct iscsi_params *p = &s->params;
+	bool normal = s->type == SESSION_NORMAL;
+	json_object_set_new(o, "tsih", json_integer(s->tsih));
+	json_object_set_new(o, "isid", json_string(isid_text(s->isid, isid)));
+	json_object_set_new(o, "session_type", json_string(normal ? "normal" : "discovery"));
+	/* WT_Session: HostName names the target serving the session, empty for discovery. */
+	json_object_set_new(o, "host_name",
+			    json_string(normal ? (s->node->cfg->alias ? s->node->cfg->alias : s->node->cfg->name) : ""));
+	json_object_set_new(o, "initiator_iqn", json_string(s->initiator_name));
+	json_object_set_new(o, "initiator_alias", json_string(s->initiator_alias));
+	json_object_set_new(o, "host_target_iqn", json_string(normal ? s->node->cfg->name : ""));
+	json_object_set_new(o, "portal_group_tag", json_integer(s->tpgt));
+	json_object_set_new(o, "authentication_type", json_string(s->auth_method));
+	json_object_set_new(o, "created", json_integer((json_int_t)s->created));
+	json_t *conns = json_array();
+	struct io_stats total = s->closed;
+	uint32_t depth = 0;
+	for (const struct conn *c = s->conns; c; c = c->sess_next) {
+		json_array_append_new(conns, conn_json(c));
+		stats_add(&total, &c->stats);
+		depth += c->ntasks;
+	}
+	json_object_set_new(o, "connections", conns);
+	json_object_set_new(o, "current_connections", json_integer(s->nconns));
+	json_object_set_new(o, "max_connections", json_integer(p->max_connections));
+	json_object_set_new(o, "allow_initial_r2t", json_boolean(p->initial_r2t));
+	json_object_set_new(o, "allow_immediate_data", json_boolean(p->immediate_data));
+	json_object_set_new(o, "max_first_data_burst_length", json_integer(p->first_burst_length));
+	json_object_set_new(o, "max_data_burst_length", json_integer(p->max_burst_length));
+	json_object_set_new(o, "is_data_sequence_in_order", json_boolean(p->data_sequence_in_order));
+	json_object_set_new(o, "is_data_pdu_in_order", json_boolean(p->data_pdu_in_order));
+	json_object_set_new(o, "default_time2wait", json_integer(p->default_time2wait));
+	json_object_set_new(o, "default_time2retain", json_integer(p->default_time2retain));
+	json_object_set_new(o, "max_outstanding_r2t", json_integer(p->max_outstanding_r2t));
+	json_object_set_new(o, "error_recovery_level", json_integer(p->error_recovery_level));
+	json_object_set_new(o, "stats", stats_json(&total, depth));
+	return o;
+}
+
+static struct session *find_tsih(struct server *srv, json_t *params, struct rpc_error *err)
+{
+	json_t *t = json_object_get(params, "tsih");
+	if (!json_is_integer(t)) {
+		rpc_fail(err, RPC_INVALID_PARAMS, "params need an integer 'tsih'");
+		return NULL;
+	}
+	for (size_t i = 0; i < srv->nsessions; i++)
+		if (srv->sessions[i]->tsih == json_integer_value(t))
+			return srv->sessions[i];
+	rpc_fail(err, RPC_NOT_FOUND, "no session with TSIH %lld", (long long)json_integer_value(t));
+	return NULL;
+}
+
+static json_t *m_session_list(void *ctx, json_t *params, struct rpc_error *err)
+{
+	(void)params;
+	(void)err;
+	struct server *srv = ctx;
+	json_t *a = json_array();
+	for (size_t i = 0; i < srv->nsessions; i++)
+		json_array_append_new(a, mgmt_session_json(srv->sessions[i]));
+	return a;
+}
+
+static json_t *m_session_show(void *ctx, json_t *params, struct rpc_error *err)
+{
+	struct session *s = find_tsih(ctx, params, err);
+	return s ? mgmt_session_json(s) : NULL;
+}
+
+static json_t *m_session_kill(void *ctx, json_t *params, struct rpc_error *err)
+{
+	struct server *srv = ctx;
+	struct session *s = find_tsih(srv, params, err);
+	if (!s)
+		return NULL;
+	json_t *g = json_object_get(params, "grace");
+	json_int_t grace = json_is_integer(g) ? json_integer_value(g) : 2;
+	if (grace < 0 || grace > 3600)
+		return rpc_fail(err, RPC_INVALID_PARAMS, "'grace' must be 0..3600 seconds");
+	log_info("management: killing session TSIH %u of '%s' (grace %lld s)", s->tsih, s->initiator_name,
+		 (long long)grace);
+	if (grace == 0 || s->type != SESSION_NORMAL) {
+		session_close(s, "killed by the administrator");
+	} else {
+		/* Ask politely first (Async Message, logout requested); the tick drops it after grace. */
+		for (struct conn *c = s->conns; c; c = c->sess_next) {
+			send_async_logout(c, (uint16_t)grace);
+			conn_flush(c);
+		}
+		s->kill_deadline_ms = loop_now_ms() + (uint64_t)grace * 1000u;
+	}
+	return json_object();
+}
+
+static json_t *m_target_list(void *ctx, json_t *params, struct rpc_error *err)
+{
+	(void)params;
+	(void)err;
+	struct server *srv = ctx;
+	json_t *a = json_array();
+	for (size_t i = 0; i < srv->nnodes; i++) {
+		struct tnode *n = &srv->nodes[i];
+		json_t *o = json_object();
+		json_object_set_new(o, "name", json_string(n->cfg->name));
+		json_object_set_new(o, "alias", n->cfg->alias ? json_string(n->cfg->alias) : json_null());
+		json_object_set_new(o, "portal_group_tag", json_integer(n->cfg->tpgt));
+		json_t *portals = json_array();
+		for (size_t j = 0; j < srv->nportals; j++)
+			if (srv->portals[j].tpgt == n->cfg->tpgt && srv->portals[j].fd >= 0)
+				json_array_append_new(portals, json_string(srv->portals[j].name));
+		json_object_set_new(o, "portals", portals);
+		json_t *luns = json_array();
+		for (size_t j = 0; j < n->cfg->nluns; j++) {
+			const struct cfg_lun *l = &n->cfg->luns[j];
+			struct store *st = scsi_target_lu_store(n->scsi, l->lun);
+			json_t *lo = json_object();
+			json_object_set_new(lo, "lun", json_integer(l->lun));
+			json_object_set_new(lo, "kind", json_string(l->kind == LUN_MEMORY  ? "memory"
+								    : l->kind == LUN_BLOCK ? "block"
+											   : "file"));
+			json_object_set_new(lo, "path", l->path ? json_string(l->path) : json_null());
+			json_object_set_new(lo, "size_bytes", json_integer(st ? (json_int_t)st->size : 0));
+			json_object_set_new(lo, "block_size", json_integer(l->block_size ? l->block_size : 512));
+			json_object_set_new(lo, "read_only", json_boolean(l->read_only));
+			json_object_set_new(lo, "thin", json_boolean(l->thin));
+			json_array_append_new(luns, lo);
+		}
+		json_object_set_new(o, "luns", luns);
+		json_t *acl = json_array();
+		for (size_t j = 0; j < n->cfg->nacl; j++)
+			json_array_append_new(acl, json_string(n->cfg->acl[j]));
+		json_object_set_new(o, "acl", acl);
+		json_object_set_new(o, "chap", json_boolean(n->cfg->chap.user != NULL));
+		json_object_set_new(o, "mutual_chap", json_boolean(n->cfg->chap.mutual_user != NULL));
+		size_t nsess = 0;
+		for (size_t j = 0; j < srv->nsessions; j++)
+			if (srv->sessions[j]->node == n)
+				nsess++;
+		json_object_set_new(o, "sessions", json_integer((json_int_t)nsess));
+		json_array_append_new(a, o);
+	}
+	return a;
+}
+
+static json_t *m_stats(void *ctx, json_t *params, struct rpc_error *err)
+{
+	(void)params;
+	(void)err;
+	struct server *srv = ctx;
+	struct io_stats total = srv->closed;
+	uint32_t depth = 0;
+	for (struct conn *c = srv->conns; c; c = c->next) {
+		stats_add(&total, &c->stats);
+		depth += c->ntasks;
+	}
+	json_t *o = stats_json(&total, depth);
+	json_object_set_new(o, "sessions", json_integer((json_int_t)srv->nsessions));
+	size_t nconns = 0;
+	for (struct conn *c = srv->conns; c; c = c->next)
+		nconns++;
+	json_object_set_new(o, "connections", json_integer((json_int_t)nconns));
+	return o;
+}
+
+static const struct rpc_method target_methods[] = {
+	{"session.list", m_session_list, "every session with its negotiated parameters, connections and counters"},
+	{"session.show", m_session_show, "one session: {tsih}"},
+	{"session.kill", m_session_kill, "ask a session to log out, then drop it: {tsih, grace (s, default 2)}"},
+	{"target.list", m_target_list, "targets with portals, LUNs, access lists"},
+	{"stats", m_stats, "target-wide counters"},
+};
+
+int mgmt_start(struct server *srv, const char *path, char **err)
+{
+	srv->rpc = rpc_server_new(srv->loop, path, target_methods, sizeof(target_methods) / sizeof(target_methods[0]),
+				  srv, err);
+	if (!srv->rpc)
+		return -1;
+	log_info("management socket %s", path);
+	return 0;
+}
+
+void mgmt_stop(struct server *srv)
+{
+	rpc_server_free(srv->rpc);
+	srv->rpc = NULL;
+}
