@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "util/iscsi_name.h"
 #include "util/sbuf.h"
@@ -853,6 +855,8 @@ static int parse_line(struct parser *p, char *raw)
 	}
 }
 
+static int cfg_load_stream(struct cfg *cfg, FILE *f, const char *path, char **err);
+
 int cfg_load_file(struct cfg *cfg, const char *path, char **err)
 {
 	FILE *f = fopen(path, "r");
@@ -860,6 +864,36 @@ int cfg_load_file(struct cfg *cfg, const char *path, char **err)
 		return fail(err, "%s: %s", path, strerror(errno));
 	free(cfg->source);
 	cfg->source = xstrdup(path);
+	return cfg_load_stream(cfg, f, path, err);
+}
+
+int cfg_load_string(struct cfg *cfg, const char *name, const char *text, char **err)
+{
+	FILE *f = fmemopen((void *)text, strlen(text), "r");
+	if (!f)
+		return fail(err, "%s: %s", name, strerror(errno));
+	return cfg_load_stream(cfg, f, name, err);
+}
+
+struct cfg *cfg_clone(const struct cfg *cfg, char **err)
+{
+	char *text = cfg_format(cfg);
+	struct cfg *copy = xcalloc(1, sizeof(*copy));
+	cfg_init(copy);
+	if (cfg_load_string(copy, cfg->source ? cfg->source : "(running configuration)", text, err) < 0) {
+		free(text);
+		cfg_free(copy);
+		free(copy);
+		return NULL;
+	}
+	free(text);
+	free(copy->source);
+	copy->source = cfg->source ? xstrdup(cfg->source) : NULL;
+	return copy;
+}
+
+static int cfg_load_stream(struct cfg *cfg, FILE *f, const char *path, char **err)
+{
 	struct parser p = {.cfg = cfg, .path = path, .err = err};
 	char *line = NULL;
 	size_t cap = 0;
@@ -1131,4 +1165,143 @@ char *cfg_format(const struct cfg *cfg)
 	}
 	sbuf_cstr(&b);
 	return (char *)b.data;
+}
+
+int cfg_remove_target(struct cfg *cfg, const char *name, char **err)
+{
+	for (size_t i = 0; i < cfg->ntargets; i++) {
+		if (strcmp(cfg->targets[i].name, name) != 0)
+			continue;
+		target_free(&cfg->targets[i]);
+		memmove(&cfg->targets[i], &cfg->targets[i + 1], (cfg->ntargets - i - 1) * sizeof(*cfg->targets));
+		cfg->ntargets--;
+		return 0;
+	}
+	return fail(err, "no target %s", name);
+}
+
+int cfg_remove_lun(struct cfg_target *t, unsigned lun, char **err)
+{
+	for (size_t i = 0; i < t->nluns; i++) {
+		if (t->luns[i].lun != lun)
+			continue;
+		lun_free(&t->luns[i]);
+		memmove(&t->luns[i], &t->luns[i + 1], (t->nluns - i - 1) * sizeof(*t->luns));
+		t->nluns--;
+		return 0;
+	}
+	return fail(err, "target %s has no LUN %u", t->name, lun);
+}
+
+int cfg_remove_listen(struct cfg *cfg, const char *spec, char **err)
+{
+	/* Parse through a scratch configuration to get the canonical spelling. */
+	struct cfg tmp;
+	cfg_init(&tmp);
+	if (cfg_add_listen(&tmp, spec, err) < 0) {
+		cfg_free(&tmp);
+		return -1;
+	}
+	const struct cfg_portal *want = &tmp.portals[0];
+	for (size_t i = 0; i < cfg->nportals; i++) {
+		struct cfg_portal *p = &cfg->portals[i];
+		if (p->port != want->port || strcmp(p->host, want->host) != 0)
+			continue;
+		free(p->host);
+		memmove(p, p + 1, (cfg->nportals - i - 1) * sizeof(*p));
+		cfg->nportals--;
+		cfg_free(&tmp);
+		return 0;
+	}
+	cfg_free(&tmp);
+	return fail(err, "%s is not a portal", spec);
+}
+
+int cfg_acl_add(struct cfg_target *t, const char *initiator, char **err)
+{
+	char why[160];
+	if (!iscsi_name_valid(initiator, why, sizeof(why)))
+		return fail(err, "'%s': %s", initiator, why);
+	for (size_t i = 0; i < t->nacl; i++)
+		if (strcmp(t->acl[i], initiator) == 0)
+			return fail(err, "%s is already allowed on %s", initiator, t->name);
+	t->acl = xrealloc(t->acl, (t->nacl + 1) * sizeof(*t->acl));
+	t->acl[t->nacl++] = xstrdup(initiator);
+	return 0;
+}
+
+int cfg_acl_remove(struct cfg_target *t, const char *initiator, char **err)
+{
+	for (size_t i = 0; i < t->nacl; i++) {
+		if (strcmp(t->acl[i], initiator) != 0)
+			continue;
+		free(t->acl[i]);
+		memmove(&t->acl[i], &t->acl[i + 1], (t->nacl - i - 1) * sizeof(*t->acl));
+		t->nacl--;
+		return 0;
+	}
+	return fail(err, "%s is not in the access list of %s", initiator, t->name);
+}
+
+int cfg_set_chap(struct cfg_chap *c, const char *user, const char *secret, const char *mutual_user,
+		 const char *mutual_secret, char **err)
+{
+	if (user && (!secret || cfg_check_secret("chap secret", secret, err) < 0))
+		return secret ? -1 : fail(err, "CHAP needs a secret with the user name");
+	if (mutual_user && (!user || !mutual_secret || cfg_check_secret("mutual secret", mutual_secret, err) < 0))
+		return (!user || !mutual_secret) ? fail(err, "mutual CHAP needs user, secret and mutual secret") : -1;
+	if (mutual_secret && secret && strcmp(mutual_secret, secret) == 0)
+		return fail(err, "the mutual secret must differ from the initiator's secret");
+	chap_free(c);
+	c->user = user ? xstrdup(user) : NULL;
+	c->secret = user ? xstrdup(secret) : NULL;
+	c->mutual_user = mutual_user ? xstrdup(mutual_user) : NULL;
+	c->mutual_secret = mutual_user ? xstrdup(mutual_secret) : NULL;
+	return 0;
+}
+
+int cfg_save(const struct cfg *cfg, const char *path, char **err)
+{
+	char *text = cfg_format(cfg);
+	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	int rc = -1;
+	if (fd < 0) {
+		fail(err, "%s: %s", tmp, strerror(errno));
+		goto out;
+	}
+	size_t len = strlen(text), off = 0;
+	while (off < len) {
+		ssize_t w = write(fd, text + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			fail(err, "%s: %s", tmp, strerror(errno));
+			close(fd);
+			unlink(tmp);
+			goto out;
+		}
+		off += (size_t)w;
+	}
+	/* Durable before visible: sync the data, rename over the old file, sync the directory. */
+	if (fsync(fd) < 0 || close(fd) < 0 || rename(tmp, path) < 0) {
+		fail(err, "%s: %s", path, strerror(errno));
+		unlink(tmp);
+		goto out;
+	}
+	char *dir = xstrdup(path);
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		*(slash == dir ? slash + 1 : slash) = 0;
+	int dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
+	}
+	free(dir);
+	rc = 0;
+out:
+	free(tmp);
+	free(text);
+	return rc;
 }

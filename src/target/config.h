@@ -72,6 +72,10 @@ struct cfg {
 
 /* Returns 0, or -1 with *err = "FILE:LINE: reason" (malloc'd). Adds to cfg (defaults first). */
 int cfg_load_file(struct cfg *cfg, const char *path, char **err);
+/* The same, from text in memory; name stands for the file in messages. */
+int cfg_load_string(struct cfg *cfg, const char *name, const char *text, char **err);
+/* A deep copy (through the file format, so it also proves the format round-trips). */
+struct cfg *cfg_clone(const struct cfg *cfg, char **err);
 /* Fill an empty cfg with defaults (nop interval/timeout, state dir). */
 void cfg_init(struct cfg *cfg);
 /* "HOST:PORT", "[V6]:PORT", "HOST" -> portal (tpgt 1). Returns 0 or -1 with *err. */
@@ -97,6 +101,18 @@ char *cfg_format(const struct cfg *cfg);
 void cfg_free(struct cfg *cfg);
 
 /* "1G", "512M", "4096", "64k" -> bytes. Returns 0 or -1. */
+/* Run-time changes (management API); each returns 0, or -1 with *err. */
+int cfg_remove_target(struct cfg *cfg, const char *name, char **err);
+int cfg_remove_lun(struct cfg_target *t, unsigned lun, char **err);
+int cfg_remove_listen(struct cfg *cfg, const char *spec, char **err);
+int cfg_acl_add(struct cfg_target *t, const char *initiator, char **err);
+int cfg_acl_remove(struct cfg_target *t, const char *initiator, char **err);
+/* user NULL switches CHAP off; mutual_user NULL makes it one-way. */
+int cfg_set_chap(struct cfg_chap *c, const char *user, const char *secret, const char *mutual_user,
+		 const char *mutual_secret, char **err);
+/* Write the configuration file atomically (temporary file, fsync, rename), mode 0600. */
+int cfg_save(const struct cfg *cfg, const char *path, char **err);
+
 int cfg_parse_size(const char *s, uint64_t *out);
 /* CHAP secrets: 12..255 bytes, no line breaks. Returns 0 or -1 with *err naming what. */
 int cfg_check_secret(const char *what, const char *secret, char **err);

@@ -10,6 +10,7 @@
 #include "target/mgmt.h"
 #include "target/target.h"
 #include "util/log.h"
+#include "util/sbuf.h"
 
 static json_t *stats_json(const struct io_stats *s, uint32_t queue_depth)
 {
@@ -175,15 +176,15 @@ static json_t *m_target_list(void *ctx, json_t *params, struct rpc_error *err)
 	struct server *srv = ctx;
 	json_t *a = json_array();
 	for (size_t i = 0; i < srv->nnodes; i++) {
-		struct tnode *n = &srv->nodes[i];
+		struct tnode *n = srv->nodes[i];
 		json_t *o = json_object();
 		json_object_set_new(o, "name", json_string(n->cfg->name));
 		json_object_set_new(o, "alias", n->cfg->alias ? json_string(n->cfg->alias) : json_null());
 		json_object_set_new(o, "portal_group_tag", json_integer(n->cfg->tpgt));
 		json_t *portals = json_array();
 		for (size_t j = 0; j < srv->nportals; j++)
-			if (srv->portals[j].tpgt == n->cfg->tpgt && srv->portals[j].fd >= 0)
-				json_array_append_new(portals, json_string(srv->portals[j].name));
+			if (srv->portals[j]->tpgt == n->cfg->tpgt && srv->portals[j]->fd >= 0)
+				json_array_append_new(portals, json_string(srv->portals[j]->name));
 		json_object_set_new(o, "portals", portals);
 		json_t *luns = json_array();
 		for (size_t j = 0; j < n->cfg->nluns; j++) {
@@ -238,12 +239,268 @@ static json_t *m_stats(void *ctx, json_t *params, struct rpc_error *err)
 	return o;
 }
 
+/* ---- run-time changes: clone the configuration, change the copy, apply it as a whole ---- */
+
+typedef int (*cfg_change_fn)(struct cfg *cfg, json_t *params, char **err);
+
+static json_t *apply_change(struct server *srv, json_t *params, struct rpc_error *err, cfg_change_fn fn)
+{
+	char *e = NULL;
+	struct cfg *copy = cfg_clone(srv->cfg, &e);
+	if (!copy) {
+		rpc_fail(err, RPC_INTERNAL_ERROR, "%s", e);
+		free(e);
+		return NULL;
+	}
+	if (fn(copy, params, &e) < 0) {
+		rpc_fail(err, RPC_INVALID_PARAMS, "%s", e ? e : "invalid parameters");
+		free(e);
+		cfg_free(copy);
+		free(copy);
+		return NULL;
+	}
+	if (server_apply_config(srv, copy, &e) < 0) {
+		rpc_fail(err, RPC_FAILED, "%s", e);
+		free(e);
+		return NULL;
+	}
+	return json_object();
+}
+
+static const char *pstr(json_t *params, const char *key)
+{
+	return json_string_value(json_object_get(params, key));
+}
+
+static int need_str(json_t *params, const char *key, const char **out, char **err)
+{
+	*out = pstr(params, key);
+	if (!*out) {
+		*err = xasprintf("params need a string '%s'", key);
+		return -1;
+	}
+	return 0;
+}
+
+static struct cfg_target *need_target(struct cfg *cfg, json_t *params, char **err)
+{
+	const char *name;
+	if (need_str(params, "target", &name, err) < 0)
+		return NULL;
+	struct cfg_target *t = cfg_find_target(cfg, name);
+	if (!t)
+		*err = xasprintf("no target %s", name);
+	return t;
+}
+
+static int need_lun(json_t *params, unsigned *lun, char **err)
+{
+	json_t *l = json_object_get(params, "lun");
+	if (!json_is_integer(l) || json_integer_value(l) < 0 || json_integer_value(l) > 16383) {
+		*err = xstrdup("params need an integer 'lun' (0..16383)");
+		return -1;
+	}
+	*lun = (unsigned)json_integer_value(l);
+	return 0;
+}
+
+static int ch_target_add(struct cfg *cfg, json_t *params, char **err)
+{
+	const char *name;
+	if (need_str(params, "name", &name, err) < 0)
+		return -1;
+	json_t *g = json_object_get(params, "portal_group");
+	if (g && (!json_is_integer(g) || json_integer_value(g) < 1 || json_integer_value(g) > 65535)) {
+		*err = xstrdup("'portal_group' must be 1..65535");
+		return -1;
+	}
+	struct cfg_target *t = cfg_add_target(cfg, name, err);
+	if (!t)
+		return -1;
+	if (pstr(params, "alias"))
+		t->alias = xstrdup(pstr(params, "alias"));
+	if (g)
+		t->tpgt = (uint16_t)json_integer_value(g);
+	return 0;
+}
+
+static int ch_target_remove(struct cfg *cfg, json_t *params, char **err)
+{
+	const char *name;
+	return need_str(params, "name", &name, err) < 0 ? -1 : cfg_remove_target(cfg, name, err);
+}
+
+static int ch_lun_add(struct cfg *cfg, json_t *params, char **err)
+{
+	const char *spec;
+	struct cfg_target *t = need_target(cfg, params, err);
+	if (!t || need_str(params, "spec", &spec, err) < 0)
+		return -1;
+	unsigned lun = 0;
+	bool numbered = json_object_get(params, "lun") != NULL;
+	if (numbered && need_lun(params, &lun, err) < 0)
+		return -1;
+	return cfg_add_lun(cfg, t, numbered ? (int)lun : -1, spec, err);
+}
+
+static int ch_lun_remove(struct cfg *cfg, json_t *params, char **err)
+{
+	unsigned lun;
+	struct cfg_target *t = need_target(cfg, params, err);
+	if (!t || need_lun(params, &lun, err) < 0)
+		return -1;
+	return cfg_remove_lun(t, lun, err);
+}
+
+static int ch_lun_resize(struct cfg *cfg, json_t *params, char **err)
+{
+	unsigned lun;
+	const char *size;
+	struct cfg_target *t = need_target(cfg, params, err);
+	if (!t || need_lun(params, &lun, err) < 0 || need_str(params, "size", &size, err) < 0)
+		return -1;
+	uint64_t bytes;
+	if (cfg_parse_size(size, &bytes) < 0 || bytes == 0) {
+		*err = xasprintf("bad size '%s'", size);
+		return -1;
+	}
+	for (size_t i = 0; i < t->nluns; i++) {
+		struct cfg_lun *l = &t->luns[i];
+		if (l->lun != lun)
+			continue;
+		if (l->kind == LUN_BLOCK) {
+			*err = xstrdup("a block device LUN has the size of its device");
+			return -1;
+		}
+		if (bytes % (l->block_size ? l->block_size : 512)) {
+			*err = xstrdup("the size must be a multiple of the block size");
+			return -1;
+		}
+		l->size = bytes;
+		return 0;
+	}
+	*err = xasprintf("target %s has no LUN %u", t->name, lun);
+	return -1;
+}
+
+static int ch_acl_add(struct cfg *cfg, json_t *params, char **err)
+{
+	const char *who;
+	struct cfg_target *t = need_target(cfg, params, err);
+	if (!t || need_str(params, "initiator", &who, err) < 0)
+		return -1;
+	return cfg_acl_add(t, who, err);
+}
+
+static int ch_acl_remove(struct cfg *cfg, json_t *params, char **err)
+{
+	const char *who;
+	struct cfg_target *t = need_target(cfg, params, err);
+	if (!t || need_str(params, "initiator", &who, err) < 0)
+		return -1;
+	return cfg_acl_remove(t, who, err);
+}
+
+static int ch_chap_set(struct cfg *cfg, json_t *params, char **err)
+{
+	struct cfg_chap *c;
+	if (json_is_true(json_object_get(params, "discovery"))) {
+		c = &cfg->discovery_chap;
+	} else {
+		struct cfg_target *t = need_target(cfg, params, err);
+		if (!t)
+			return -1;
+		c = &t->chap;
+	}
+	return cfg_set_chap(c, pstr(params, "user"), pstr(params, "secret"), pstr(params, "mutual_user"),
+			    pstr(params, "mutual_secret"), err);
+}
+
+static int ch_portal_add(struct cfg *cfg, json_t *params, char **err)
+{
+	const char *listen;
+	if (need_str(params, "listen", &listen, err) < 0)
+		return -1;
+	json_t *g = json_object_get(params, "portal_group");
+	json_int_t tag = json_is_integer(g) ? json_integer_value(g) : 1;
+	if (tag < 1 || tag > 65535) {
+		*err = xstrdup("'portal_group' must be 1..65535");
+		return -1;
+	}
+	return cfg_add_listen_group(cfg, listen, (uint16_t)tag, err);
+}
+
+static int ch_portal_remove(struct cfg *cfg, json_t *params, char **err)
+{
+	const char *listen;
+	return need_str(params, "listen", &listen, err) < 0 ? -1 : cfg_remove_listen(cfg, listen, err);
+}
+
+#define CHANGE_METHOD(name, fn)                                                                    \
+	static json_t *name(void *ctx, json_t *params, struct rpc_error *err)                     \
+	{                                                                                          \
+		return apply_change(ctx, params, err, fn);                                          \
+	}
+CHANGE_METHOD(m_target_add, ch_target_add)
+CHANGE_METHOD(m_target_remove, ch_target_remove)
+CHANGE_METHOD(m_lun_add, ch_lun_add)
+CHANGE_METHOD(m_lun_remove, ch_lun_remove)
+CHANGE_METHOD(m_lun_resize, ch_lun_resize)
+CHANGE_METHOD(m_acl_add, ch_acl_add)
+CHANGE_METHOD(m_acl_remove, ch_acl_remove)
+CHANGE_METHOD(m_chap_set, ch_chap_set)
+CHANGE_METHOD(m_portal_add, ch_portal_add)
+CHANGE_METHOD(m_portal_remove, ch_portal_remove)
+
+static json_t *m_config_save(void *ctx, json_t *params, struct rpc_error *err)
+{
+	struct server *srv = ctx;
+	const char *path = pstr(params, "path");
+	if (!path)
+		path = srv->cfg->source;
+	if (!path)
+		return rpc_fail(err, RPC_INVALID_PARAMS, "the target has no configuration file; give 'path'");
+	char *e = NULL;
+	if (cfg_save(srv->cfg, path, &e) < 0) {
+		rpc_fail(err, RPC_FAILED, "%s", e);
+		free(e);
+		return NULL;
+	}
+	log_info("management: configuration saved to %s", path);
+	json_t *r = json_object();
+	json_object_set_new(r, "path", json_string(path));
+	return r;
+}
+
+static json_t *m_config_reload(void *ctx, json_t *params, struct rpc_error *err)
+{
+	(void)params;
+	struct server *srv = ctx;
+	if (!srv->cfg->source)
+		return rpc_fail(err, RPC_CONFLICT, "the target was started without --config");
+	server_reload(srv);
+	return json_object();
+}
+
 static const struct rpc_method target_methods[] = {
 	{"session.list", m_session_list, "every session with its negotiated parameters, connections and counters"},
 	{"session.show", m_session_show, "one session: {tsih}"},
 	{"session.kill", m_session_kill, "ask a session to log out, then drop it: {tsih, grace (s, default 2)}"},
 	{"target.list", m_target_list, "targets with portals, LUNs, access lists"},
 	{"stats", m_stats, "target-wide counters"},
+	{"target.add", m_target_add, "new target: {name, alias?, portal_group?}"},
+	{"target.remove", m_target_remove, "remove a target and end its sessions: {name}"},
+	{"lun.add", m_lun_add, "new LUN: {target, spec, lun?}"},
+	{"lun.remove", m_lun_remove, "remove a LUN (REPORTED LUNS DATA HAS CHANGED): {target, lun}"},
+	{"lun.resize", m_lun_resize, "grow or shrink a LUN (CAPACITY DATA HAS CHANGED): {target, lun, size}"},
+	{"acl.add", m_acl_add, "allow an initiator: {target, initiator}"},
+	{"acl.remove", m_acl_remove, "stop allowing an initiator (new logins refused): {target, initiator}"},
+	{"chap.set", m_chap_set,
+	 "CHAP credentials: {target | discovery: true, user?, secret?, mutual_user?, mutual_secret?}; no user = off"},
+	{"portal.add", m_portal_add, "listen on another portal: {listen, portal_group?}"},
+	{"portal.remove", m_portal_remove, "stop listening on a portal: {listen}"},
+	{"config.save", m_config_save, "write the running configuration (atomically, 0600): {path?}"},
+	{"config.reload", m_config_reload, "reload the configuration file, as SIGHUP does"},
 };
 
 int mgmt_start(struct server *srv, const char *path, char **err)

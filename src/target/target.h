@@ -26,6 +26,7 @@ struct session;
 struct conn;
 struct held_pdu;
 struct rpc_server;
+struct metrics_server;
 
 /* A target node: an iSCSI name, its LUs and its access rules. */
 struct tnode {
@@ -39,6 +40,8 @@ struct portal {
 	struct loop_watch watch;
 	int fd;
 	struct server *srv;
+	char *host;    /* as configured (canonical numeric form) */
+	uint16_t port;
 	uint16_t tpgt;
 	struct sockaddr_storage addr;
 	char name[64]; /* "127.0.0.1:3260" or "[::1]:3260" */
@@ -47,9 +50,9 @@ struct portal {
 struct server {
 	struct loop *loop;
 	struct cfg *cfg;
-	struct portal *portals;
+	struct portal **portals;
 	size_t nportals;
-	struct tnode *nodes;
+	struct tnode **nodes;
 	size_t nnodes;
 	struct session **sessions; /* live sessions (normal and discovery) */
 	size_t nsessions, capsessions;
@@ -63,6 +66,11 @@ struct server {
 	uint64_t shutdown_deadline_ms;
 	int exit_code;
 	struct rpc_server *rpc;    /* management socket, NULL when none */
+	struct metrics_server *metrics; /* Prometheus endpoint, NULL when none */
+	const char *metrics_listen;     /* --metrics HOST:PORT */
+	/* Command-line additions, applied on top of every (re)loaded configuration file. */
+	int (*overlay)(struct cfg *cfg, void *arg, char **err);
+	void *overlay_arg;
 	struct io_stats closed;    /* counters of connections that have ended */
 };
 
@@ -275,7 +283,17 @@ void ffp_run_ordered(struct conn *c, const struct bhs *b, const uint8_t *data, u
 void send_reject(struct conn *c, uint8_t reason, const uint8_t *hdr);
 void send_async_logout(struct conn *c, uint16_t seconds);
 
+/* Takes ownership of cfg (heap-allocated) in every case. */
 int server_start(struct server *srv, struct cfg *cfg);
+void portal_on_accept(void *arg, uint32_t events);
+
+/* reconfig.c: make the running server match cfg (owned on success; freed on failure). */
+int server_apply_config(struct server *srv, struct cfg *cfg, char **err);
+/* SIGHUP: reload the configuration file and apply only the differences. */
+void server_reload(struct server *srv);
+void portal_close(struct portal *p);
+void portal_stop_listening(struct portal *p);
+void node_free(struct tnode *n);
 int server_run(struct server *srv);
 void server_stop(struct server *srv);
 void server_free(struct server *srv);

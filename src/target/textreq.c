@@ -40,7 +40,7 @@ static void add_target(struct conn *c, const struct tnode *node, struct text_lis
 	/* text_list refuses nothing, but SendTargets repeats TargetAddress: encode by hand. */
 	text_add(out, "TargetName", node->cfg->name);
 	for (size_t i = 0; i < c->srv->nportals; i++) {
-		const struct portal *p = &c->srv->portals[i];
+		const struct portal *p = c->srv->portals[i];
 		if (p->tpgt != node->cfg->tpgt)
 			continue;
 		char addr[112];
@@ -54,7 +54,7 @@ void send_targets(struct conn *c, const char *what, struct text_list *out)
 	struct server *srv = c->srv;
 	const char *initiator = c->sess->initiator_name;
 	for (size_t i = 0; i < srv->nnodes; i++) {
-		struct tnode *n = &srv->nodes[i];
+		struct tnode *n = srv->nodes[i];
 		bool wanted;
 		if (strcmp(what, "All") == 0)
 			wanted = true;

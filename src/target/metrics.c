@@ -1,0 +1,320 @@
+/*
+ * Prometheus text exposition of the target's counters over plain HTTP (GET /metrics), served
+ * from the event loop. Bound to loopback by default: counters name initiators and targets.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "target/metrics.h"
+#include "target/target.h"
+#include "util/log.h"
+#include "util/sbuf.h"
+
+#define METRICS_MAX_REQUEST 8192
+#define METRICS_MAX_CLIENTS 16
+
+struct metrics_client {
+	struct metrics_server *ms;
+	struct metrics_client *next;
+	struct loop_watch watch;
+	int fd;
+	struct sbuf in, out;
+	size_t out_off;
+	uint64_t started_ms;
+};
+
+struct metrics_server {
+	struct server *srv;
+	int fd;
+	struct loop_watch watch;
+	struct metrics_client *clients;
+	unsigned nclients;
+};
+
+/* Label values escape backslash, double quote and newline (exposition format). */
+static void put_label(struct sbuf *b, const char *v)
+{
+	for (; *v; v++) {
+		if (*v == '\\' || *v == '"')
+			sbuf_putc(b, '\\'), sbuf_putc(b, *v);
+		else if (*v == '\n')
+			sbuf_append(b, "\\n", 2);
+		else
+			sbuf_putc(b, *v);
+	}
+}
+
+struct counter_def {
+	const char *name;
+	const char *help;
+	size_t offset;
+};
+
+#define C(field, name, help) {name, help, offsetof(struct io_stats, field)}
+static const struct counter_def counters[] = {
+	C(commands, "commands_total", "SCSI commands completed"),
+	C(read_bytes, "read_bytes_total", "SCSI data bytes sent to initiators"),
+	C(write_bytes, "write_bytes_total", "SCSI data bytes received from initiators"),
+	C(pdus_in, "pdus_received_total", "iSCSI PDUs received"),
+	C(pdus_out, "pdus_sent_total", "iSCSI PDUs sent"),
+	C(bytes_in, "received_bytes_total", "bytes received on iSCSI connections"),
+	C(bytes_out, "sent_bytes_total", "bytes sent on iSCSI connections"),
+	C(r2ts, "r2t_total", "R2T PDUs sent"),
+	C(digest_errors, "digest_errors_total", "header and data digest errors"),
+	C(task_mgmt, "task_management_total", "task management requests"),
+	C(errors, "command_errors_total", "commands that ended with a status other than GOOD"),
+};
+
+static uint64_t field(const struct io_stats *s, size_t off) { return *(const uint64_t *)((const char *)s + off); }
+
+static void session_labels(struct sbuf *b, const struct session *s)
+{
+	sbuf_printf(b, "tsih=\"%u\",initiator=\"", s->tsih);
+	put_label(b, s->initiator_name);
+	sbuf_append(b, "\",target=\"", 10);
+	put_label(b, s->node ? s->node->cfg->name : "");
+	sbuf_putc(b, '"');
+}
+
+static void session_totals(const struct session *s, struct io_stats *t, uint32_t *depth)
+{
+	*t = s->closed;
+	*depth = 0;
+	for (const struct conn *c = s->conns; c; c = c->sess_next) {
+		stats_add(t, &c->stats);
+		*depth += c->ntasks;
+	}
+}
+
+char *metrics_render(struct server *srv)
+{
+	struct sbuf b = {0};
+	size_t nconns = 0;
+	struct io_stats total = srv->closed;
+	for (struct conn *c = srv->conns; c; c = c->next) {
+		nconns++;
+		stats_add(&total, &c->stats);
+	}
+	sbuf_printf(&b, "# HELP isthmus_target_sessions Sessions logged in.\n# TYPE isthmus_target_sessions gauge\n");
+	sbuf_printf(&b, "isthmus_target_sessions %zu\n", srv->nsessions);
+	sbuf_printf(&b, "# HELP isthmus_target_connections TCP connections, logged in or logging in.\n"
+			"# TYPE isthmus_target_connections gauge\n");
+	sbuf_printf(&b, "isthmus_target_connections %zu\n", nconns);
+	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+		const struct counter_def *d = &counters[i];
+		sbuf_printf(&b, "# HELP isthmus_target_%s %s, whole target.\n# TYPE isthmus_target_%s counter\n", d->name,
+			    d->help, d->name);
+		sbuf_printf(&b, "isthmus_target_%s %llu\n", d->name, (unsigned long long)field(&total, d->offset));
+	}
+	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
+		const struct counter_def *d = &counters[i];
+		sbuf_printf(&b, "# HELP isthmus_session_%s %s, per session.\n# TYPE isthmus_session_%s counter\n", d->name,
+			    d->help, d->name);
+		for (size_t k = 0; k < srv->nsessions; k++) {
+			struct io_stats t;
+			uint32_t depth;
+			session_totals(srv->sessions[k], &t, &depth);
+			sbuf_printf(&b, "isthmus_session_%s{", d->name);
+			session_labels(&b, srv->sessions[k]);
+			sbuf_printf(&b, "} %llu\n", (unsigned long long)field(&t, d->offset));
+		}
+	}
+	sbuf_printf(&b, "# HELP isthmus_session_queue_depth Commands in progress.\n"
+			"# TYPE isthmus_session_queue_depth gauge\n");
+	for (size_t k = 0; k < srv->nsessions; k++) {
+		struct io_stats t;
+		uint32_t depth;
+		session_totals(srv->sessions[k], &t, &depth);
+		sbuf_append(&b, "isthmus_session_queue_depth{", 28);
+		session_labels(&b, srv->sessions[k]);
+		sbuf_printf(&b, "} %u\n", depth);
+	}
+	sbuf_printf(&b, "# HELP isthmus_session_command_latency_seconds Time from command arrival to response.\n"
+			"# TYPE isthmus_session_command_latency_seconds histogram\n");
+	for (size_t k = 0; k < srv->nsessions; k++) {
+		struct io_stats t;
+		uint32_t depth;
+		session_totals(srv->sessions[k], &t, &depth);
+		uint64_t cum = 0;
+		for (int i = 0; i < STATS_LAT_BUCKETS; i++) {
+			cum += t.latency[i];
+			sbuf_append(&b, "isthmus_session_command_latency_seconds_bucket{", 47);
+			session_labels(&b, srv->sessions[k]);
+			if (i < STATS_LAT_BUCKETS - 1)
+				sbuf_printf(&b, ",le=\"%g\"} %llu\n", stats_lat_bounds_us[i] / 1e6, (unsigned long long)cum);
+			else
+				sbuf_printf(&b, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+		}
+		sbuf_append(&b, "isthmus_session_command_latency_seconds_sum{", 44);
+		session_labels(&b, srv->sessions[k]);
+		sbuf_printf(&b, "} %.6f\n", t.latency_sum_us / 1e6);
+		sbuf_append(&b, "isthmus_session_command_latency_seconds_count{", 46);
+		session_labels(&b, srv->sessions[k]);
+		sbuf_printf(&b, "} %llu\n", (unsigned long long)cum);
+	}
+	sbuf_cstr(&b);
+	return (char *)b.data;
+}
+
+static void client_free(void *arg)
+{
+	struct metrics_client *c = arg;
+	sbuf_free(&c->in);
+	sbuf_free(&c->out);
+	free(c);
+}
+
+static void client_close(struct metrics_client *c)
+{
+	struct metrics_server *ms = c->ms;
+	loop_watch_del(ms->srv->loop, &c->watch);
+	close(c->fd);
+	for (struct metrics_client **pp = &ms->clients; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	ms->nclients--;
+	loop_defer(ms->srv->loop, client_free, c);
+}
+
+static void client_respond(struct metrics_client *c, const char *status, const char *ctype, const char *body)
+{
+	sbuf_printf(&c->out, "HTTP/1.1 %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+		    status, ctype, strlen(body), body);
+}
+
+static void client_on_io(void *arg, uint32_t events)
+{
+	struct metrics_client *c = arg;
+	if (!c->out.len && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+		char buf[2048];
+		ssize_t r = read(c->fd, buf, sizeof(buf));
+		if (r <= 0) {
+			if (r == 0 || (errno != EAGAIN && errno != EINTR))
+				client_close(c);
+			return;
+		}
+		sbuf_append(&c->in, buf, (size_t)r);
+		sbuf_cstr(&c->in);
+		if (!strstr((char *)c->in.data, "\r\n\r\n") && !strstr((char *)c->in.data, "\n\n")) {
+			if (c->in.len > METRICS_MAX_REQUEST)
+				client_close(c);
+			return;
+		}
+		const char *req = (const char *)c->in.data;
+		if (strncmp(req, "GET /metrics ", 13) == 0 || strncmp(req, "GET / ", 6) == 0) {
+			char *body = metrics_render(c->ms->srv);
+			client_respond(c, "200 OK", "text/plain; version=0.0.4; charset=utf-8", body);
+			free(body);
+		} else if (strncmp(req, "GET ", 4) == 0) {
+			client_respond(c, "404 Not Found", "text/plain", "not found; try /metrics\n");
+		} else {
+			client_respond(c, "405 Method Not Allowed", "text/plain", "only GET\n");
+		}
+		loop_watch_mod(c->ms->srv->loop, &c->watch, EPOLLOUT);
+	}
+	while (c->out_off < c->out.len) {
+		ssize_t w = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EAGAIN || errno == EINTR)
+				return;
+			client_close(c);
+			return;
+		}
+		c->out_off += (size_t)w;
+	}
+	if (c->out.len)
+		client_close(c);
+}
+
+static void metrics_on_accept(void *arg, uint32_t events)
+{
+	(void)events;
+	struct metrics_server *ms = arg;
+	for (;;) {
+		int fd = accept4(ms->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0)
+			return;
+		if (ms->nclients >= METRICS_MAX_CLIENTS) {
+			close(fd);
+			continue;
+		}
+		struct metrics_client *c = xcalloc(1, sizeof(*c));
+		c->ms = ms;
+		c->fd = fd;
+		if (loop_watch_add(ms->srv->loop, &c->watch, fd, EPOLLIN, client_on_io, c) < 0) {
+			close(fd);
+			free(c);
+			continue;
+		}
+		c->next = ms->clients;
+		ms->clients = c;
+		ms->nclients++;
+	}
+}
+
+struct metrics_server *metrics_start(struct server *srv, const char *listen_spec, char **err)
+{
+	struct cfg tmp;
+	cfg_init(&tmp);
+	if (cfg_add_listen(&tmp, listen_spec, err) < 0) {
+		cfg_free(&tmp);
+		return NULL;
+	}
+	struct sockaddr_storage ss = {0};
+	socklen_t alen;
+	const struct cfg_portal *p = &tmp.portals[0];
+	if (strchr(p->host, ':')) {
+		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(p->port);
+		inet_pton(AF_INET6, p->host, &s6->sin6_addr);
+		alen = sizeof(*s6);
+	} else {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(p->port);
+		inet_pton(AF_INET, p->host, &s4->sin_addr);
+		alen = sizeof(*s4);
+	}
+	cfg_free(&tmp);
+	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (fd >= 0)
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (fd < 0 || bind(fd, (struct sockaddr *)&ss, alen) < 0 || listen(fd, 16) < 0) {
+		*err = xasprintf("metrics: cannot listen on %s: %s", listen_spec, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	struct metrics_server *ms = xcalloc(1, sizeof(*ms));
+	ms->srv = srv;
+	ms->fd = fd;
+	if (loop_watch_add(srv->loop, &ms->watch, fd, EPOLLIN, metrics_on_accept, ms) < 0) {
+		*err = xasprintf("metrics: cannot watch %s", listen_spec);
+		close(fd);
+		free(ms);
+		return NULL;
+	}
+	log_info("metrics on http://%s/metrics", listen_spec);
+	return ms;
+}
+
+void metrics_stop(struct metrics_server *ms)
+{
+	if (!ms)
+		return;
+	while (ms->clients)
+		client_close(ms->clients);
+	loop_watch_del(ms->srv->loop, &ms->watch);
+	close(ms->fd);
+	free(ms);
+}

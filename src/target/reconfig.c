@@ -1,0 +1,404 @@
+/*
+ * Reconfiguration: make the running target match a configuration, touching only what differs.
+ * Start-up, SIGHUP and every management change go through server_apply_config, in two phases:
+ * prepare everything that can fail (listen sockets, backing stores) without changing anything,
+ * then commit. A failed change leaves the running target exactly as it was.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "store/store.h"
+#include "target/target.h"
+#include "util/log.h"
+#include "util/sbuf.h"
+
+void portal_stop_listening(struct portal *p)
+{
+	if (p->fd < 0)
+		return;
+	loop_watch_del(p->srv->loop, &p->watch);
+	close(p->fd);
+	p->fd = -1;
+}
+
+void portal_close(struct portal *p)
+{
+	if (!p)
+		return;
+	portal_stop_listening(p);
+	log_info("stopped listening on %s", p->name);
+	free(p->host);
+	free(p);
+}
+
+static struct portal *portal_open(struct server *srv, const struct cfg_portal *cp, char **err)
+{
+	struct portal *p = xcalloc(1, sizeof(*p));
+	p->fd = -1;
+	socklen_t alen;
+	struct sockaddr_in *s4 = (struct sockaddr_in *)&p->addr;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&p->addr;
+	if (inet_pton(AF_INET, cp->host, &s4->sin_addr) == 1) {
+		s4->sin_family = AF_INET;
+		s4->sin_port = htons(cp->port);
+		alen = sizeof(*s4);
+		snprintf(p->name, sizeof(p->name), "%s:%u", cp->host, cp->port);
+	} else if (inet_pton(AF_INET6, cp->host, &s6->sin6_addr) == 1) {
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = htons(cp->port);
+		alen = sizeof(*s6);
+		snprintf(p->name, sizeof(p->name), "[%s]:%u", cp->host, cp->port);
+	} else {
+		*err = xasprintf("listen address '%s' is not a numeric IPv4 or IPv6 address", cp->host);
+		free(p);
+		return NULL;
+	}
+	p->srv = srv;
+	p->host = xstrdup(cp->host);
+	p->port = cp->port;
+	p->tpgt = cp->tpgt;
+	p->fd = socket(p->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int one = 1;
+	if (p->fd >= 0) {
+		setsockopt(p->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (p->addr.ss_family == AF_INET6)
+			setsockopt(p->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	}
+	if (p->fd < 0 || bind(p->fd, (struct sockaddr *)&p->addr, alen) < 0 || listen(p->fd, 128) < 0 ||
+	    loop_watch_add(srv->loop, &p->watch, p->fd, EPOLLIN, portal_on_accept, p) < 0) {
+		*err = xasprintf("cannot listen on %s: %s", p->name, strerror(errno));
+		if (p->fd >= 0)
+			close(p->fd);
+		free(p->host);
+		free(p);
+		return NULL;
+	}
+	log_info("listening on %s (portal group %u)", p->name, p->tpgt);
+	return p;
+}
+
+/* What this target offers in negotiation: generous limits, config overrides on top. */
+static int node_params(const struct cfg_target *t, struct iscsi_params *w, char **err)
+{
+	params_defaults(w);
+	w->max_recv_dsl = 262144;
+	w->max_connections = 8;
+	w->initial_r2t = false;
+	w->immediate_data = true;
+	w->max_burst_length = 1048576;
+	w->first_burst_length = 262144;
+	w->max_outstanding_r2t = 16;
+	w->default_time2wait = 2;
+	w->default_time2retain = 0;
+	w->error_recovery_level = 0;
+	w->protocol_level = 1;
+	for (size_t i = 0; i < t->params.n; i++) {
+		const char *k = t->params.kv[i].key, *v = t->params.kv[i].value;
+		const struct key_def *d = key_lookup(k);
+		if (!d || d->offset == SIZE_MAX) {
+			*err = xasprintf("target %s: '%s' is not a negotiable iSCSI key", t->name, k);
+			return -1;
+		}
+		char *end;
+		if (d->kind == KEY_BOOL_AND || d->kind == KEY_BOOL_OR) {
+			if (strcmp(v, "Yes") && strcmp(v, "No")) {
+				*err = xasprintf("target %s: %s must be Yes or No", t->name, k);
+				return -1;
+			}
+			*(bool *)((char *)w + d->offset) = strcmp(v, "Yes") == 0;
+		} else if (d->kind == KEY_LIST) {
+			/* HeaderDigest / DataDigest: naming CRC32C means "accept and prefer it" */
+			*(bool *)((char *)w + d->offset) = strstr(v, "CRC32C") != NULL;
+		} else {
+			errno = 0;
+			unsigned long x = strtoul(v, &end, 0);
+			if (errno || *end || x < d->min || x > d->max) {
+				*err = xasprintf("target %s: %s=%s is outside %u..%u", t->name, k, v, d->min, d->max);
+				return -1;
+			}
+			*(uint32_t *)((char *)w + d->offset) = (uint32_t)x;
+		}
+	}
+	if (w->error_recovery_level > 0)
+		w->error_recovery_level = 0; /* only ERL 0 is implemented */
+	return 0;
+}
+
+void node_free(struct tnode *n)
+{
+	if (!n)
+		return;
+	scsi_target_free(n->scsi);
+	free(n);
+}
+
+static struct store *lun_open(const struct cfg_target *t, const struct cfg_lun *l, char **err)
+{
+	char *serr = NULL;
+	struct store *st = l->kind == LUN_MEMORY ? store_mem_open(l->size, &serr)
+						 : store_file_open(l->path, l->size, l->read_only, &serr);
+	if (!st) {
+		*err = xasprintf("target %s LUN %u: %s", t->name, l->lun, serr ? serr : "cannot open");
+		free(serr);
+	}
+	return st;
+}
+
+static bool str_eq(const char *a, const char *b) { return (!a && !b) || (a && b && strcmp(a, b) == 0); }
+
+/* The same backing store with the same SCSI identity: only its size may differ. */
+static bool lun_same(const struct cfg_lun *a, const struct cfg_lun *b)
+{
+	return a->kind == b->kind && str_eq(a->path, b->path) && a->block_size == b->block_size &&
+	       a->read_only == b->read_only && a->thin == b->thin && a->write_cache == b->write_cache &&
+	       str_eq(a->serial, b->serial) && str_eq(a->vendor, b->vendor) && str_eq(a->product, b->product);
+}
+
+static const struct cfg_lun *find_lun(const struct cfg_target *t, uint16_t lun)
+{
+	for (size_t i = 0; t && i < t->nluns; i++)
+		if (t->luns[i].lun == lun)
+			return &t->luns[i];
+	return NULL;
+}
+
+enum lun_action { LUN_KEEP, LUN_ADD, LUN_REPLACE, LUN_RESIZE };
+
+struct lun_plan {
+	size_t target;             /* index into the new cfg's targets */
+	const struct cfg_lun *l;
+	enum lun_action action;
+	struct store *st;          /* opened in the prepare phase for ADD and REPLACE */
+};
+
+static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, struct store *st, const char *state_dir)
+{
+	struct scsi_lu_params lp = {
+		.vendor = l->vendor,
+		.product = l->product,
+		.serial = l->serial,
+		.block_size = l->block_size ? l->block_size : 512,
+		.read_only = l->read_only,
+		.thin = l->thin,
+		.write_cache = l->write_cache,
+		.state_dir = state_dir,
+	};
+	char *serr = NULL;
+	if (scsi_target_add_lu(n->scsi, l->lun, st, &lp, &serr) < 0) {
+		log_error("target %s LUN %u: %s", n->cfg->name, l->lun, serr ? serr : "cannot add");
+		free(serr);
+		store_close(st);
+		return -1;
+	}
+	(void)srv;
+	log_info("target %s LUN %u: %s, %llu bytes%s", n->cfg->name, l->lun, l->kind == LUN_MEMORY ? "memory" : l->path,
+		 (unsigned long long)st->size, l->read_only ? ", read-only" : "");
+	return 0;
+}
+
+int server_apply_config(struct server *srv, struct cfg *cfg, char **err)
+{
+	struct portal **portals = NULL;
+	size_t nportals = 0;
+	bool *kept = srv->nportals ? xcalloc(srv->nportals, sizeof(bool)) : NULL;
+	struct lun_plan *plan = NULL;
+	size_t nplan = 0, capplan = 0;
+	struct iscsi_params *wants = NULL;
+
+	if (cfg_validate(cfg, err) < 0)
+		goto fail;
+	wants = xcalloc(cfg->ntargets ? cfg->ntargets : 1, sizeof(*wants));
+	for (size_t i = 0; i < cfg->ntargets; i++)
+		if (node_params(&cfg->targets[i], &wants[i], err) < 0)
+			goto fail;
+
+	/* Prepare: listen sockets for new portals; keep the ones that stay. */
+	portals = xcalloc(cfg->nportals ? cfg->nportals : 1, sizeof(*portals));
+	for (size_t i = 0; i < cfg->nportals; i++) {
+		const struct cfg_portal *cp = &cfg->portals[i];
+		struct portal *p = NULL;
+		for (size_t j = 0; j < srv->nportals; j++) {
+			struct portal *o = srv->portals[j];
+			if (!kept[j] && o->fd >= 0 && o->port == cp->port && o->tpgt == cp->tpgt &&
+			    strcmp(o->host, cp->host) == 0) {
+				kept[j] = true;
+				p = o;
+				break;
+			}
+		}
+		if (!p && !(p = portal_open(srv, cp, err)))
+			goto fail;
+		portals[nportals++] = p;
+	}
+
+	/* Prepare: open every backing store that is new or changes identity. */
+	for (size_t i = 0; i < cfg->ntargets; i++) {
+		const struct cfg_target *t = &cfg->targets[i];
+		struct tnode *old = server_find_node(srv, t->name);
+		for (size_t j = 0; j < t->nluns; j++) {
+			const struct cfg_lun *l = &t->luns[j];
+			const struct cfg_lun *ol = old ? find_lun(old->cfg, l->lun) : NULL;
+			struct lun_plan lp = {.target = i, .l = l, .action = LUN_KEEP};
+			if (ol && lun_same(ol, l)) {
+				struct store *st = scsi_target_lu_store(old->scsi, l->lun);
+				if (l->kind != LUN_BLOCK && l->size && st && st->size != l->size)
+					lp.action = LUN_RESIZE;
+			} else {
+				lp.action = ol ? LUN_REPLACE : LUN_ADD;
+				if (!(lp.st = lun_open(t, l, err)))
+					goto fail;
+			}
+			if (nplan == capplan) {
+				capplan = capplan ? capplan * 2 : 16;
+				plan = xrealloc(plan, capplan * sizeof(*plan));
+			}
+			plan[nplan++] = lp;
+		}
+	}
+
+	/* Commit. Nothing below fails in a way that leaves half a change behind. */
+	for (size_t j = 0; j < srv->nportals; j++)
+		if (!kept[j])
+			portal_close(srv->portals[j]);
+	free(srv->portals);
+	srv->portals = portals;
+	srv->nportals = nportals;
+	portals = NULL;
+
+	for (size_t i = 0; i < srv->nnodes;) {
+		struct tnode *n = srv->nodes[i];
+		if (cfg_find_target(cfg, n->cfg->name)) {
+			i++;
+			continue;
+		}
+		log_info("removing target %s", n->cfg->name);
+		for (size_t k = 0; k < srv->nsessions;) {
+			if (srv->sessions[k]->node == n) {
+				session_close(srv->sessions[k], "target removed");
+				k = 0;
+				continue;
+			}
+			k++;
+		}
+		node_free(n);
+		srv->nodes[i] = srv->nodes[--srv->nnodes];
+	}
+	for (size_t i = 0; i < cfg->ntargets; i++) {
+		struct cfg_target *t = &cfg->targets[i];
+		struct tnode *n = server_find_node(srv, t->name);
+		if (!n) {
+			n = xcalloc(1, sizeof(*n));
+			n->srv = srv;
+			n->scsi = scsi_target_new(t->name);
+			srv->nodes = xrealloc(srv->nodes, (srv->nnodes + 1) * sizeof(*srv->nodes));
+			srv->nodes[srv->nnodes++] = n;
+			log_info("serving target %s (portal group %u)", t->name, t->tpgt);
+		} else {
+			/* LUs that disappear: the SCSI layer tells the other initiators. */
+			for (size_t j = 0; j < n->cfg->nluns; j++) {
+				uint16_t lun = n->cfg->luns[j].lun;
+				if (!find_lun(t, lun)) {
+					log_info("target %s: removing LUN %u", t->name, lun);
+					scsi_target_remove_lu(n->scsi, lun);
+				}
+			}
+		}
+		n->cfg = t;
+		n->want = wants[i];
+	}
+	for (size_t k = 0; k < nplan; k++) {
+		struct lun_plan *lp = &plan[k];
+		struct tnode *n = server_find_node(srv, cfg->targets[lp->target].name);
+		switch (lp->action) {
+		case LUN_KEEP:
+			break;
+		case LUN_RESIZE: {
+			struct store *st = scsi_target_lu_store(n->scsi, lp->l->lun);
+			int rc = st->ops->resize ? st->ops->resize(st, lp->l->size) : -EOPNOTSUPP;
+			if (rc < 0) {
+				log_error("target %s LUN %u: resize to %llu bytes failed: %s", n->cfg->name, lp->l->lun,
+					  (unsigned long long)lp->l->size, strerror(-rc));
+			} else {
+				log_info("target %s LUN %u: resized to %llu bytes", n->cfg->name, lp->l->lun,
+					 (unsigned long long)lp->l->size);
+				scsi_target_lu_resized(n->scsi, lp->l->lun);
+			}
+			break;
+		}
+		case LUN_REPLACE:
+			scsi_target_remove_lu(n->scsi, lp->l->lun);
+			/* fall through */
+		case LUN_ADD:
+			add_lu(srv, n, lp->l, lp->st, cfg->state_dir);
+			lp->st = NULL;
+			break;
+		}
+	}
+	free(plan);
+	free(wants);
+	free(kept);
+	if (srv->cfg && srv->cfg != cfg) {
+		if (!str_eq(srv->cfg->mgmt_socket, cfg->mgmt_socket))
+			log_warn("a new management socket path takes effect at the next start");
+		cfg_free(srv->cfg);
+		free(srv->cfg);
+	}
+	srv->cfg = cfg;
+	return 0;
+
+fail:
+	for (size_t k = 0; k < nplan; k++)
+		store_close(plan[k].st);
+	for (size_t i = 0; i < nportals; i++) {
+		bool was_old = false;
+		for (size_t j = 0; j < srv->nportals; j++)
+			if (srv->portals[j] == portals[i])
+				was_old = true;
+		if (!was_old)
+			portal_close(portals[i]);
+	}
+	free(portals);
+	free(plan);
+	free(wants);
+	free(kept);
+	cfg_free(cfg);
+	free(cfg);
+	return -1;
+}
+
+void server_reload(struct server *srv)
+{
+	const char *path = srv->cfg->source;
+	if (!path) {
+		log_warn("SIGHUP: the target was started without --config; nothing to reload");
+		return;
+	}
+	log_info("SIGHUP: reloading %s", path);
+	struct cfg *cfg = xcalloc(1, sizeof(*cfg));
+	cfg_init(cfg);
+	char *err = NULL;
+	if (cfg_load_file(cfg, path, &err) < 0) {
+		log_error("reload refused, the running configuration stays: %s", err);
+		free(err);
+		cfg_free(cfg);
+		free(cfg);
+		return;
+	}
+	if (srv->overlay && srv->overlay(cfg, srv->overlay_arg, &err) < 0) {
+		cfg_free(cfg);
+		free(cfg);
+		log_error("reload refused, the running configuration stays: %s", err);
+		free(err);
+		return;
+	}
+	if (server_apply_config(srv, cfg, &err) < 0) {
+		log_error("reload refused, the running configuration stays: %s", err);
+		free(err);
+		return;
+	}
+	log_info("reload applied: %s", cfg->source);
+}
