@@ -382,7 +382,12 @@ static int parse_lun_spec(const char *spec, struct cfg_lun *l, char **err)
 		l->kind = LUN_MEMORY;
 	} else {
 		struct stat st;
-		bool blk = strncmp(first, "/dev/", 5) == 0 || (stat(first, &st) == 0 && S_ISBLK(st.st_mode));
+		/* What the path is decides; only a path that does not exist yet is judged by its place
+		 * (a regular file under /dev/shm is a file). */
+		bool exists = stat(first, &st) == 0;
+		bool blk = exists && S_ISBLK(st.st_mode);
+		if (!(exists && (S_ISBLK(st.st_mode) || S_ISREG(st.st_mode))))
+			blk = strncmp(first, "/dev/", 5) == 0 && strncmp(first, "/dev/shm/", 9) != 0;
 		l->kind = blk ? LUN_BLOCK : LUN_FILE;
 		l->path = xstrdup(first);
 	}

@@ -277,6 +277,13 @@ void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *da
 	}
 	bool unsolicited = b->data_out.ttt == RESERVED_TAG;
 	uint32_t off = b->data_out.offset;
+	if (!unsolicited && t->out_received == t->seq_end && t->out_received >= t->unsolicited_end) {
+		/* The first Data-Out answering the next R2T opens its sequence: DataSN restarts at 0. */
+		uint32_t burst = c->sess->params.max_burst_length;
+		uint32_t left = t->edtl - t->out_received;
+		t->seq_end = t->out_received + (left < burst ? left : burst);
+		t->next_datasn = 0;
+	}
 	const char *err = NULL;
 	uint8_t ascq = 0x00; /* DATA PHASE ERROR */
 	if (unsolicited && t->out_received + len > t->unsolicited_end) {
@@ -312,8 +319,6 @@ void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *da
 	t->next_datasn++;
 	bool seq_done = t->out_received >= t->seq_end || b->final;
 	if (seq_done) {
-		/* The next sequence (one R2T's worth) numbers its Data-Out from 0 again. */
-		t->next_datasn = 0;
 		if (unsolicited) {
 			if (t->out_received < t->unsolicited_end) {
 				/* F bit ended the unsolicited burst early: solicit from here. */
@@ -323,8 +328,8 @@ void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *da
 		} else if (t->r2t_outstanding) {
 			t->r2t_outstanding--;
 		}
-		uint32_t burst = c->sess->params.max_burst_length;
-		t->seq_end = t->out_received + (t->edtl - t->out_received < burst ? t->edtl - t->out_received : burst);
+		/* Whatever comes next belongs to a new sequence (opened by the check above). */
+		t->seq_end = t->out_received;
 	}
 	if (t->state == TASK_WAIT_CMDSN)
 		return;

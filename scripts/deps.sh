@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Install the Debian packages Isthmus needs to build, test and benchmark.
+# Idempotent: only packages that are not installed yet are passed to apt-get.
+#   scripts/deps.sh           install what is missing
+#   scripts/deps.sh --check   only report what is missing (exit 1 if anything is)
+set -euo pipefail
+
+PACKAGES=(
+	build-essential meson ninja-build pkg-config
+	clang libclang-rt-14-dev          # clang-14 ASan/UBSan/libFuzzer runtimes
+	libisal-dev libssl-dev libfuse3-dev fuse3
+	libiscsi-bin libiscsi-dev         # iscsi-ls, iscsi-inq, iscsi-test-cu, iscsi-perf
+	qemu-utils qemu-block-extra       # qemu-img; its iscsi:// driver is in qemu-block-extra
+	tgt istgt                         # foreign targets for interop checks and benchmarks
+	iproute2 procps python3 openssl
+)
+
+check_only=0
+case "${1:-}" in
+	--check) check_only=1 ;;
+	"") ;;
+	*) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+	if [[ "$status" != "install ok installed" ]]; then
+		missing+=("$p")
+	fi
+done
+
+if ((${#missing[@]} == 0)); then
+	echo "deps: all ${#PACKAGES[@]} packages present"
+	exit 0
+fi
+
+echo "deps: missing: ${missing[*]}"
+if ((check_only)); then
+	exit 1
+fi
+
+if [[ $(id -u) -eq 0 ]]; then
+	SUDO=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+	SUDO=(sudo -n)
+else
+	echo "deps: installing packages needs root; run as root or with password-less sudo:" >&2
+	echo "  sudo apt-get install -y --no-install-recommends ${missing[*]}" >&2
+	exit 1
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -q
+"${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# Packaged daemons must not hold the default iSCSI port or interfere with tests.
+for svc in tgt istgt; do
+	if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
+		"${SUDO[@]}" systemctl stop "$svc" || true
+	fi
+done
+
+echo "deps: installed: ${missing[*]}"

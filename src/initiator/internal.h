@@ -1,0 +1,219 @@
+/* Internals of libisthmus shared by its source files and its unit tests. */
+#ifndef ISTHMUS_INITIATOR_INTERNAL_H
+#define ISTHMUS_INITIATOR_INTERNAL_H
+
+#include <netdb.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "isthmus/isthmus.h"
+#include "proto/chap.h"
+#include "proto/params.h"
+#include "proto/pdu.h"
+#include "proto/text.h"
+#include "util/sbuf.h"
+
+#define ISM_MAX_CONNS 16
+#define ISM_ERRLEN 512
+#define ISM_LOGIN_MAX_DSL 8192u
+#define ISM_LOGIN_TEXT_MAX (64u * 1024u)
+#define ISM_TEXT_MAX (1024u * 1024u)
+#define ISM_TASK_BUCKETS 256
+
+enum conn_state {
+	CONN_FREE = 0,
+	CONN_CONNECTING, /* non-blocking connect in progress */
+	CONN_LOGIN,
+	CONN_FFP,
+	CONN_LOGOUT,     /* Logout Request sent or waiting to be sent */
+	CONN_CLOSED,
+};
+
+/* One queued PDU: header (+ digest), data (borrowed or owned), padding and data digest. */
+struct txitem {
+	struct txitem *next;
+	struct ism_task *task; /* data borrowed from this task's buffer (NULL: none) */
+	uint8_t hdr[BHS_LEN + 4];
+	uint8_t trailer[8];
+	struct iovec iov[3];
+	int niov, iov_done;
+	size_t iov_off;
+	uint8_t *owned;
+};
+
+enum task_kind { TASK_SCSI, TASK_TMF, TASK_NOP, TASK_TEXT, TASK_LOGOUT, TASK_LOGIN };
+
+struct ism_task {
+	enum task_kind kind;
+	struct ism_session *s;
+	struct ism_conn *conn; /* connection the task is allegiant to (NULL while pending) */
+	struct ism_task *hnext;       /* ITT hash chain */
+	struct ism_task *qnext;       /* pending (CmdSN window) queue */
+	uint32_t itt, cmdsn;
+	bool immediate, sent, done;
+	uint64_t lun;
+	uint8_t cdb[16];
+	size_t cdb_len;
+	enum ism_dir dir;
+	uint8_t *buf;
+	uint32_t len;
+	/* write progress */
+	uint32_t unsolicited_sent; /* immediate + unsolicited Data-Out bytes */
+	uint32_t next_r2tsn;
+	/* read progress */
+	uint32_t next_datasn;
+	uint32_t read_bytes;
+	uint32_t txrefs; /* tx items borrowing buf */
+	struct ism_scsi_result res;
+	ism_scsi_cb scsi_cb;
+	ism_done_cb done_cb;
+	ism_discovery_cb disc_cb;
+	void *priv;
+	/* TMF */
+	uint8_t tmf_function;
+	struct ism_task *tmf_ref;
+	uint32_t tmf_ref_itt, tmf_ref_cmdsn;
+	/* logout */
+	uint8_t logout_reason;
+	uint16_t logout_cid;
+	/* text (discovery) */
+	struct sbuf text;
+	uint32_t text_ttt;
+	/* NOP */
+	uint64_t sent_ms;
+	/* discovery result handed to the callback */
+	struct ism_discovery *result;
+};
+
+struct login_ctx {
+	int stage;   /* current CSG */
+	bool chap_started, chap_done, auth_none;
+	struct chap_initiator chap;
+	struct chap_credentials cred;
+	struct negotiator neg;
+	bool op_sent;
+	int rounds;
+	struct sbuf rx_text; /* response text joined over C-bit PDUs */
+	uint32_t statsn;     /* last StatSN seen in a login response */
+	bool have_statsn;
+	uint64_t deadline_ms;
+	int redirects;
+	struct ism_task *task; /* completion of the login (TASK_LOGIN, not in the ITT table) */
+	int fail_status;       /* status for the callback when the connection fails during login */
+	bool leading;
+	struct text_list pending_keys; /* keys to send in the next request */
+};
+
+struct ism_conn {
+	struct ism_session *s;
+	enum conn_state state;
+	int fd;
+	uint16_t cid;
+	char portal[300];  /* as given */
+	char peer[300];    /* connected address "host:port" */
+	struct addrinfo *ai, *ai_next;
+	struct iscsi_params params;
+	uint32_t exp_statsn;
+	/* rx */
+	uint8_t *rxbuf;
+	size_t rx_len, rx_cap, rx_need;
+	bool rx_in_bhs;
+	struct bhs rx_bhs;
+	/* tx */
+	struct txitem *tx_head, *tx_tail;
+	/* login */
+	struct login_ctx *login;
+	/* keepalive */
+	uint64_t last_rx_ms;
+	uint64_t nop_sent_ms; /* 0: no keepalive outstanding */
+	uint32_t nop_itt;
+	uint32_t login_itt;
+	/* logout on request of the target (async event 1) */
+	bool draining;
+	bool logout_queued;
+	uint32_t outstanding; /* tasks allegiant to this connection */
+	uint64_t ios;         /* SCSI commands sent on it */
+};
+
+struct ism_session {
+	/* configuration (owned copies) */
+	struct ism_config cfg;
+	char *initiator_name, *initiator_alias, *target_name;
+	char *chap_user, *chap_secret, *mutual_user, *mutual_secret, *chap_algorithms;
+	char err[ISM_ERRLEN];
+
+	uint8_t isid[6];
+	bool isid_known;
+	uint16_t tsih;
+	uint16_t tpgt;
+	char target_alias[256];
+	struct iscsi_params params; /* session-wide result of the leading login */
+	bool logged_in, failed, logging_out;
+
+	uint32_t cmdsn, exp_cmdsn, max_cmdsn;
+	uint32_t next_itt;
+	uint16_t next_cid;
+
+	struct ism_conn conns[ISM_MAX_CONNS];
+	unsigned rr;
+
+	struct ism_task *tasks[ISM_TASK_BUCKETS];
+	size_t ntasks;
+	struct ism_task *pending_head, *pending_tail;
+	size_t npending;
+
+	/* deferred callbacks: tasks completed while inside the core */
+	struct ism_task *done_head, *done_tail;
+	int in_service;
+};
+
+/* session.c */
+void ism_set_error(struct ism_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+uint64_t ism_now_ms(void);
+struct ism_conn *ism_conn_alloc(struct ism_session *s);
+void ism_conn_fail(struct ism_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ism_conn_release(struct ism_conn *c);
+void ism_update_window(struct ism_session *s, uint32_t expcmdsn, uint32_t maxcmdsn);
+void ism_kick(struct ism_session *s);
+struct ism_task *ism_task_new(struct ism_session *s, enum task_kind kind);
+void ism_task_complete(struct ism_task *t);
+void ism_task_free(struct ism_task *t);
+struct ism_task *ism_task_find(struct ism_session *s, uint32_t itt);
+void ism_task_unhash(struct ism_task *t);
+void ism_submit(struct ism_session *s, struct ism_task *t);
+void ism_ffp_pdu(struct ism_conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+void ism_run_callbacks(struct ism_session *s);
+bool ism_session_ok(struct ism_session *s);
+/* Attach an already connected socket as a new connection and start its login (tests, socketpairs). */
+int ism_attach_fd_async(struct ism_session *s, int fd, bool leading, ism_done_cb cb, void *priv);
+/* Run the loop until *flag is set or the session fails; timeout_ms < 0 waits forever. */
+int ism_run_until(struct ism_session *s, const bool *flag, int timeout_ms);
+
+/* conn.c */
+void ism_conn_send(struct ism_conn *c, struct bhs *b, const void *data, uint32_t len, struct ism_task *task,
+		   uint8_t *owned);
+void ism_conn_flush(struct ism_conn *c);
+/* Read what the socket has and dispatch complete PDUs. */
+void ism_conn_readable(struct ism_conn *c);
+void ism_conn_drop_tx(struct ism_conn *c);
+void ism_conn_detach_task(struct ism_conn *c, struct ism_task *t);
+int ism_conn_start_connect(struct ism_conn *c);
+void ism_conn_connected(struct ism_conn *c);
+void ism_conn_close_fd(struct ism_conn *c);
+
+/* login.c */
+void ism_login_start(struct ism_conn *c);
+void ism_login_pdu(struct ism_conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+void ism_login_free(struct ism_conn *c);
+void ism_login_finish(struct ism_conn *c, int status);
+
+/* discovery.c */
+void ism_text_response(struct ism_conn *c, struct ism_task *t, const struct bhs *b, const uint8_t *data, uint32_t len);
+struct ism_discovery *ism_parse_sendtargets(const uint8_t *data, size_t len);
+
+/* scsi.c */
+void ism_format_scsi_error(struct ism_session *s, const struct ism_scsi_result *r);
+
+#endif

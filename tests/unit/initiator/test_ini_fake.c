@@ -1,0 +1,841 @@
+/*
+ * libisthmus against a scripted fake target over a socketpair: login and negotiation, reads with
+ * phase collapse, writes with R2T, the CmdSN window, NOP-In pings, async logout requests, and
+ * every malformed input turning into a clear error (never a crash).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "../test.h"
+#include "initiator/internal.h"
+#include "proto/digest.h"
+#include "util/bytes.h"
+
+#define TGT "iqn.2026-01.org.example:fake"
+#define INI "iqn.2026-01.org.example:tester"
+
+struct fake {
+	int fd;          /* target end */
+	bool hd, dd;     /* digests in force on the target end */
+	uint32_t statsn; /* next StatSN */
+	uint32_t expcmdsn, window;
+	struct ism_session *s;
+	int ifd;         /* initiator end */
+};
+
+struct pdu {
+	struct bhs b;
+	uint8_t *data;
+	uint32_t len;
+};
+
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+static int read_full(int fd, void *buf, size_t n)
+{
+	size_t got = 0;
+	while (got < n) {
+		ssize_t r = read(fd, (uint8_t *)buf + got, n - got);
+		if (r <= 0)
+			return -1;
+		got += (size_t)r;
+	}
+	return 0;
+}
+
+/* Let the initiator run: service its fd until nothing happens for a moment. */
+static void pump(struct fake *f)
+{
+	for (int i = 0; i < 20; i++) {
+		struct pollfd p[ISM_MAX_CONNS];
+		int n = ism_session_fds(f->s, p, ISM_MAX_CONNS);
+		int r = n ? poll(p, (nfds_t)n, 20) : 0;
+		for (int k = 0; r > 0 && k < n; k++)
+			if (p[k].revents)
+				ism_session_service(f->s, p[k].fd, p[k].revents);
+		ism_session_service(f->s, -1, 0);
+		if (r == 0 && i > 2)
+			break;
+	}
+}
+
+static int frecv(struct fake *f, struct pdu *p)
+{
+	memset(p, 0, sizeof(*p));
+	uint8_t hdr[BHS_LEN + 4];
+	if (read_full(f->fd, hdr, BHS_LEN + (f->hd ? 4 : 0)) < 0)
+		return -1;
+	const char *why;
+	if (bhs_decode(hdr, &p->b, &why) != 0)
+		return -1;
+	if (f->hd && crc32c(hdr, BHS_LEN) != ((uint32_t)hdr[48] | (uint32_t)hdr[49] << 8 | (uint32_t)hdr[50] << 16 |
+					      (uint32_t)hdr[51] << 24))
+		return -1;
+	p->len = p->b.data_len;
+	if (p->len) {
+		uint32_t n = pad4(p->len) + (f->dd ? 4 : 0);
+		p->data = malloc(n);
+		if (read_full(f->fd, p->data, n) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static void pdu_free(struct pdu *p)
+{
+	free(p->data);
+	p->data = NULL;
+}
+
+enum { OK = 0, BAD_HDIGEST = 1, BAD_DDIGEST = 2 };
+
+static void fsend_raw(struct fake *f, struct bhs *b, const void *data, uint32_t len, uint32_t wire_len, int flags)
+{
+	uint8_t buf[BHS_LEN + 4];
+	b->data_len = wire_len;
+	bhs_encode(b, buf);
+	size_t hl = BHS_LEN;
+	if (f->hd) {
+		put_le32(buf + BHS_LEN, crc32c(buf, BHS_LEN) ^ (flags & BAD_HDIGEST ? 1u : 0u));
+		hl += 4;
+	}
+	CHECK(write(f->fd, buf, hl) == (ssize_t)hl);
+	if (len) {
+		uint8_t pad[8] = {0};
+		CHECK(write(f->fd, data, len) == (ssize_t)len);
+		uint32_t padn = pad4(len) - len;
+		uint32_t dl = padn;
+		if (f->dd) {
+			uint32_t st = crc32c_update(crc32c_init(), data, len);
+			st = crc32c_update(st, pad, padn);
+			put_le32(pad + padn, crc32c_final(st) ^ (flags & BAD_DDIGEST ? 1u : 0u));
+			dl += 4;
+		}
+		if (dl)
+			CHECK(write(f->fd, pad, dl) == (ssize_t)dl);
+	}
+}
+
+static void fsend(struct fake *f, struct bhs *b, const void *data, uint32_t len)
+{
+	fsend_raw(f, b, data, len, len, OK);
+}
+
+static void set_window(struct fake *f, uint32_t *exp, uint32_t *max)
+{
+	*exp = f->expcmdsn;
+	*max = f->expcmdsn + f->window - 1;
+}
+
+/* Answer a login request with the given keys; final: transit to full feature phase. */
+static void login_answer(struct fake *f, const struct pdu *req, const char *keys, size_t klen, bool transit,
+			 int nsg, uint16_t status)
+{
+	struct bhs b = {0};
+	b.opcode = OP_LOGIN_RESP;
+	b.final = transit;
+	b.login.csg = req->b.login.csg;
+	b.login.nsg = transit ? (uint8_t)nsg : 0;
+	memcpy(b.login.isid, req->b.login.isid, 6);
+	b.login.tsih = transit && nsg == STAGE_FULL_FEATURE ? 0x1234 : 0;
+	b.itt = req->b.itt;
+	b.login.statsn = f->statsn++;
+	b.login.expcmdsn = f->expcmdsn;
+	b.login.maxcmdsn = f->expcmdsn + f->window - 1;
+	b.login.status_class = (uint8_t)(status >> 8);
+	b.login.status_detail = (uint8_t)status;
+	fsend(f, &b, keys, (uint32_t)klen);
+}
+
+static struct text_list parse_keys(const struct pdu *p)
+{
+	struct text_list l = {0};
+	char err[64];
+	CHECK_EQ(text_parse(p->data, p->len, &l, err, sizeof(err)), 0);
+	return l;
+}
+
+struct login_result {
+	bool done;
+	int status;
+};
+
+static void on_login(struct ism_session *s, int status, void *priv)
+{
+	(void)s;
+	struct login_result *r = priv;
+	r->done = true;
+	r->status = status;
+}
+
+static void fake_setup(struct fake *f, struct ism_config *cfg)
+{
+	memset(f, 0, sizeof(*f));
+	int sv[2];
+	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	/* the initiator end is non-blocking like a TCP socket of the library; the target end blocks,
+	 * with a timeout so a missing PDU fails the test instead of hanging */
+	CHECK_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+	struct timeval tv = {2, 0};
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	f->fd = sv[1];
+	f->ifd = sv[0];
+	f->statsn = 100;
+	f->expcmdsn = 1;
+	f->window = 16;
+	char err[200];
+	f->s = ism_session_new(cfg, err, sizeof(err));
+	CHECK(f->s != NULL);
+}
+
+static void fake_teardown(struct fake *f)
+{
+	ism_session_free(f->s);
+	close(f->fd);
+}
+
+/*
+ * A full login: security stage (AuthMethod None), operational stage with the given answer keys.
+ * Returns the login callback status.
+ */
+static int do_login(struct fake *f, const char *op_keys, size_t op_len, bool digests)
+{
+	struct login_result lr = {0};
+	CHECK_EQ(ism_attach_fd_async(f->s, f->ifd, true, on_login, &lr), 0);
+	pump(f);
+	struct pdu p;
+	if (frecv(f, &p) < 0)
+		return -100;
+	CHECK_EQ(p.b.opcode, OP_LOGIN_REQ);
+	CHECK(p.b.immediate);
+	CHECK_EQ(p.b.login.csg, STAGE_SECURITY);
+	CHECK_EQ(p.b.login.tsih, 0);
+	CHECK_EQ(p.b.login.isid[0] & 0xc0, 0x40);
+	struct text_list k = parse_keys(&p);
+	CHECK_STR(text_get(&k, "InitiatorName"), INI);
+	CHECK_STR(text_get(&k, "TargetName"), TGT);
+	CHECK_STR(text_get(&k, "SessionType"), "Normal");
+	CHECK_STR(text_get(&k, "AuthMethod"), "None");
+	text_clear(&k);
+	static const char sec[] = "AuthMethod=None\0TargetPortalGroupTag=1";
+	login_answer(f, &p, sec, sizeof(sec), true, STAGE_OPERATIONAL, 0);
+	pdu_free(&p);
+	pump(f);
+	if (frecv(f, &p) < 0)
+		return -101;
+	CHECK_EQ(p.b.login.csg, STAGE_OPERATIONAL);
+	CHECK_EQ(p.b.login.nsg, STAGE_FULL_FEATURE);
+	CHECK(p.b.final);
+	k = parse_keys(&p);
+	CHECK(text_get(&k, "MaxRecvDataSegmentLength") != NULL);
+	CHECK(text_get(&k, "HeaderDigest") != NULL);
+	text_clear(&k);
+	login_answer(f, &p, op_keys, op_len, true, STAGE_FULL_FEATURE, 0);
+	pdu_free(&p);
+	f->hd = f->dd = digests;
+	pump(f);
+	CHECK(lr.done);
+	return lr.done ? lr.status : -102;
+}
+
+static const char default_op[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=4096\0"
+				 "InitialR2T=Yes\0ImmediateData=No\0MaxBurstLength=16384\0FirstBurstLength=8192\0"
+				 "MaxOutstandingR2T=2\0ErrorRecoveryLevel=0\0MaxConnections=1";
+
+static void base_config(struct ism_config *cfg)
+{
+	ism_config_init(cfg);
+	cfg->initiator_name = INI;
+	cfg->target_name = TGT;
+	cfg->max_recv_dsl = 8192;
+	cfg->nop_interval_ms = -1;
+}
+
+struct io_result {
+	bool done;
+	struct ism_scsi_result r;
+};
+
+static void on_io(struct ism_session *s, const struct ism_scsi_result *r, void *priv)
+{
+	(void)s;
+	struct io_result *x = priv;
+	x->done = true;
+	x->r = *r;
+}
+
+static void send_status(struct fake *f, uint32_t itt, uint8_t status, const void *sense, uint32_t slen)
+{
+	struct bhs b = {0};
+	b.opcode = OP_SCSI_RESP;
+	b.final = true;
+	b.itt = itt;
+	b.rsp.status = status;
+	b.rsp.statsn = f->statsn++;
+	f->expcmdsn++;
+	set_window(f, &b.rsp.expcmdsn, &b.rsp.maxcmdsn);
+	uint8_t buf[300];
+	uint32_t len = 0;
+	if (slen) {
+		put_be16(buf, (uint16_t)slen);
+		memcpy(buf + 2, sense, slen);
+		len = slen + 2;
+	}
+	fsend(f, &b, buf, len);
+}
+
+static void test_login_and_read(void)
+{
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	CHECK(ism_session_logged_in(f.s));
+	struct ism_session_info info;
+	ism_session_get_info(f.s, &info);
+	CHECK_EQ(info.tsih, 0x1234);
+	CHECK_EQ(info.peer_max_recv_dsl, 4096);
+	CHECK_EQ(info.max_burst_length, 16384);
+	CHECK(info.initial_r2t);
+	CHECK(!info.immediate_data);
+	CHECK_EQ(info.tpgt, 1);
+
+	/* READ of 6000 bytes: two Data-In, the second with status (phase collapse) and underflow. */
+	uint8_t buf[8192];
+	memset(buf, 0xee, sizeof(buf));
+	uint8_t cdb[16];
+	size_t cl = ism_cdb_rw10(cdb, false, 0, 16);
+	struct io_result io = {0};
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_READ, buf, 8192, on_io, &io) != NULL);
+	pump(&f);
+	struct pdu p;
+	CHECK_EQ(frecv(&f, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_SCSI_CMD);
+	CHECK(p.b.cmd.read && !p.b.cmd.write);
+	CHECK_EQ(p.b.cmd.edtl, 8192);
+	CHECK_EQ(p.b.cmd.cmdsn, 1);
+	CHECK_EQ(p.b.cmd.expstatsn, f.statsn);
+	uint8_t data[4096];
+	for (int i = 0; i < 4096; i++)
+		data[i] = (uint8_t)i;
+	struct bhs b = {0};
+	b.opcode = OP_DATA_IN;
+	b.itt = p.b.itt;
+	b.data_in.datasn = 0;
+	b.data_in.offset = 0;
+	b.data_in.ttt = RESERVED_TAG;
+	set_window(&f, &b.data_in.expcmdsn, &b.data_in.maxcmdsn);
+	fsend(&f, &b, data, 4096);
+	b.final = true;
+	b.data_in.status_present = true;
+	b.data_in.underflow = true;
+	b.data_in.residual = 8192 - 6000;
+	b.data_in.datasn = 1;
+	b.data_in.offset = 4096;
+	b.data_in.statsn = f.statsn++;
+	f.expcmdsn++;
+	set_window(&f, &b.data_in.expcmdsn, &b.data_in.maxcmdsn);
+	fsend(&f, &b, data, 6000 - 4096);
+	pdu_free(&p);
+	pump(&f);
+	CHECK(io.done);
+	CHECK_EQ(io.r.error, ISM_OK);
+	CHECK_EQ(io.r.status, 0);
+	CHECK(io.r.underflow);
+	CHECK_EQ(io.r.residual, 2192);
+	CHECK_EQ(io.r.transferred, 6000);
+	CHECK(memcmp(buf, data, 4096) == 0);
+	CHECK(memcmp(buf + 4096, data, 6000 - 4096) == 0);
+	CHECK_EQ(buf[6000], 0xee);
+
+	/* CHECK CONDITION with sense: readable text. */
+	memset(&io, 0, sizeof(io));
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_READ, buf, 512, on_io, &io) != NULL);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &p), 0);
+	CHECK_EQ(p.b.cmd.cmdsn, 2);
+	uint8_t sense[18] = {0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x21, 0x00};
+	send_status(&f, p.b.itt, 2, sense, sizeof(sense));
+	pdu_free(&p);
+	pump(&f);
+	CHECK(io.done);
+	CHECK_EQ(io.r.status, 2);
+	CHECK_EQ(io.r.sense_len, 18);
+	char text[200];
+	CHECK_STR(ism_result_text(&io.r, text, sizeof(text)),
+		  "SCSI status CHECK CONDITION, sense ILLEGAL REQUEST / LBA OUT OF RANGE (0x21/0x00)");
+
+	/* A NOP-In ping from the target is answered with its TTT. */
+	memset(&b, 0, sizeof(b));
+	b.opcode = OP_NOP_IN;
+	b.final = true;
+	b.itt = RESERVED_TAG;
+	b.nop_in.ttt = 0xabcd;
+	b.nop_in.statsn = f.statsn;
+	set_window(&f, &b.nop_in.expcmdsn, &b.nop_in.maxcmdsn);
+	fsend(&f, &b, NULL, 0);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_NOP_OUT);
+	CHECK_EQ(p.b.nop_out.ttt, 0xabcd);
+	CHECK_EQ(p.b.itt, RESERVED_TAG);
+	CHECK(p.b.immediate);
+	pdu_free(&p);
+
+	/* Async event 1: the initiator logs out by itself. */
+	memset(&b, 0, sizeof(b));
+	b.opcode = OP_ASYNC_MSG;
+	b.final = true;
+	b.itt = RESERVED_TAG;
+	b.async.event = ASYNC_LOGOUT_REQUEST;
+	b.async.statsn = f.statsn++;
+	set_window(&f, &b.async.expcmdsn, &b.async.maxcmdsn);
+	fsend(&f, &b, NULL, 0);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_LOGOUT_REQ);
+	CHECK_EQ(p.b.logout.reason, LOGOUT_CLOSE_SESSION);
+	memset(&b, 0, sizeof(b));
+	b.opcode = OP_LOGOUT_RESP;
+	b.final = true;
+	b.itt = p.b.itt;
+	b.logout_rsp.statsn = f.statsn++;
+	f.expcmdsn++;
+	set_window(&f, &b.logout_rsp.expcmdsn, &b.logout_rsp.maxcmdsn);
+	fsend(&f, &b, NULL, 0);
+	pdu_free(&p);
+	pump(&f);
+	CHECK(!ism_session_logged_in(f.s));
+	CHECK_EQ(ism_session_service(f.s, -1, 0), 0); /* a clean logout is no failure */
+	fake_teardown(&f);
+}
+
+static void test_write_r2t(void)
+{
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	static uint8_t wbuf[20000];
+	for (size_t i = 0; i < sizeof(wbuf); i++)
+		wbuf[i] = (uint8_t)(i * 7);
+	uint8_t cdb[16];
+	size_t cl = ism_cdb_rw10(cdb, true, 0, 40);
+	struct io_result io = {0};
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_WRITE, wbuf, sizeof(wbuf), on_io, &io) != NULL);
+	pump(&f);
+	struct pdu p;
+	CHECK_EQ(frecv(&f, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_SCSI_CMD);
+	CHECK(p.b.cmd.write);
+	CHECK(p.b.final);     /* InitialR2T=Yes: no unsolicited data */
+	CHECK_EQ(p.len, 0);   /* ImmediateData=No */
+	uint32_t itt = p.b.itt;
+	pdu_free(&p);
+	/* Two R2Ts (MaxOutstandingR2T=2): 16384 bytes (MaxBurstLength) and the rest. */
+	uint8_t got[20000];
+	memset(got, 0, sizeof(got));
+	uint32_t offs[2] = {0, 16384}, lens[2] = {16384, 20000 - 16384};
+	for (int r = 0; r < 2; r++) {
+		struct bhs b = {0};
+		b.opcode = OP_R2T;
+		b.final = true;
+		b.itt = itt;
+		b.r2t.ttt = 0x500 + (uint32_t)r;
+		b.r2t.statsn = f.statsn;
+		set_window(&f, &b.r2t.expcmdsn, &b.r2t.maxcmdsn);
+		b.r2t.r2tsn = (uint32_t)r;
+		b.r2t.offset = offs[r];
+		b.r2t.desired_len = lens[r];
+		fsend(&f, &b, NULL, 0);
+	}
+	pump(&f);
+	for (int r = 0; r < 2; r++) {
+		uint32_t seen = 0, datasn = 0;
+		for (;;) {
+			CHECK_EQ(frecv(&f, &p), 0);
+			CHECK_EQ(p.b.opcode, OP_DATA_OUT);
+			CHECK_EQ(p.b.data_out.ttt, 0x500 + (uint32_t)r);
+			CHECK_EQ(p.b.data_out.datasn, datasn++);
+			CHECK_EQ(p.b.data_out.offset, offs[r] + seen);
+			CHECK(p.len <= 4096); /* the target's MaxRecvDataSegmentLength */
+			memcpy(got + p.b.data_out.offset, p.data, p.len);
+			seen += p.len;
+			bool fin = p.b.final;
+			pdu_free(&p);
+			if (fin)
+				break;
+		}
+		CHECK_EQ(seen, lens[r]);
+	}
+	CHECK(memcmp(got, wbuf, sizeof(wbuf)) == 0);
+	send_status(&f, itt, 0, NULL, 0);
+	pump(&f);
+	CHECK(io.done && io.r.error == ISM_OK && io.r.status == 0);
+	CHECK_EQ(io.r.transferred, 20000);
+	fake_teardown(&f);
+}
+
+static void test_immediate_unsolicited(void)
+{
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	static const char op[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=4096\0"
+				 "InitialR2T=No\0ImmediateData=Yes\0MaxBurstLength=65536\0FirstBurstLength=10000";
+	CHECK_EQ(do_login(&f, op, sizeof(op), false), ISM_OK);
+	static uint8_t wbuf[12288];
+	for (size_t i = 0; i < sizeof(wbuf); i++)
+		wbuf[i] = (uint8_t)(i * 3);
+	uint8_t cdb[16];
+	size_t cl = ism_cdb_rw10(cdb, true, 0, 24);
+	struct io_result io = {0};
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_WRITE, wbuf, sizeof(wbuf), on_io, &io) != NULL);
+	pump(&f);
+	struct pdu p;
+	CHECK_EQ(frecv(&f, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_SCSI_CMD);
+	CHECK(!p.b.final);       /* unsolicited Data-Out follow */
+	CHECK_EQ(p.len, 4096);   /* immediate data bounded by the target's MRDSL */
+	uint32_t itt = p.b.itt;
+	pdu_free(&p);
+	uint32_t total = 4096;
+	for (;;) {
+		CHECK_EQ(frecv(&f, &p), 0);
+		CHECK_EQ(p.b.opcode, OP_DATA_OUT);
+		CHECK_EQ(p.b.data_out.ttt, RESERVED_TAG);
+		CHECK_EQ(p.b.data_out.offset, total);
+		CHECK(memcmp(p.data, wbuf + total, p.len) == 0);
+		total += p.len;
+		bool fin = p.b.final;
+		pdu_free(&p);
+		if (fin)
+			break;
+	}
+	CHECK_EQ(total, 10000); /* FirstBurstLength */
+	struct bhs b = {0};
+	b.opcode = OP_R2T;
+	b.itt = itt;
+	b.final = true;
+	b.r2t.ttt = 9;
+	b.r2t.statsn = f.statsn;
+	set_window(&f, &b.r2t.expcmdsn, &b.r2t.maxcmdsn);
+	b.r2t.offset = 10000;
+	b.r2t.desired_len = sizeof(wbuf) - 10000;
+	fsend(&f, &b, NULL, 0);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &p), 0);
+	CHECK_EQ(p.b.data_out.offset, 10000);
+	CHECK_EQ(p.len, sizeof(wbuf) - 10000);
+	CHECK(p.b.final);
+	pdu_free(&p);
+	send_status(&f, itt, 0, NULL, 0);
+	pump(&f);
+	CHECK(io.done && io.r.status == 0);
+	fake_teardown(&f);
+}
+
+static void test_cmdsn_window(void)
+{
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	f.window = 1; /* MaxCmdSN = ExpCmdSN: one command at a time */
+	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	uint8_t cdb[16];
+	size_t cl = ism_cdb_test_unit_ready(cdb);
+	struct io_result io[3] = {0};
+	for (int i = 0; i < 3; i++)
+		CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_NONE, NULL, 0, on_io, &io[i]) != NULL);
+	pump(&f);
+	struct pdu p;
+	for (int i = 0; i < 3; i++) {
+		CHECK_EQ(frecv(&f, &p), 0);
+		CHECK_EQ(p.b.cmd.cmdsn, (uint32_t)(1 + i));
+		/* nothing else may be on the wire while the window is closed */
+		struct pollfd pf = {f.fd, POLLIN, 0};
+		CHECK_EQ(poll(&pf, 1, 50), 0);
+		send_status(&f, p.b.itt, 0, NULL, 0);
+		pdu_free(&p);
+		pump(&f);
+		CHECK(io[i].done);
+	}
+	fake_teardown(&f);
+}
+
+/* ---- malformed input: each must end in a clear error, with the command failed ---- */
+
+typedef void (*evil_fn)(struct fake *f, uint32_t itt);
+
+static void evil_truncated(struct fake *f, uint32_t itt)
+{
+	uint8_t half[30] = {OP_SCSI_RESP};
+	(void)itt;
+	CHECK(write(f->fd, half, sizeof(half)) == (ssize_t)sizeof(half));
+	shutdown(f->fd, SHUT_WR);
+}
+
+static void evil_truncated_data(struct fake *f, uint32_t itt)
+{
+	struct bhs b = {0};
+	b.opcode = OP_DATA_IN;
+	b.itt = itt;
+	b.data_len = 1000;
+	uint8_t raw[BHS_LEN];
+	bhs_encode(&b, raw);
+	CHECK(write(f->fd, raw, BHS_LEN) == BHS_LEN);
+	CHECK(write(f->fd, raw, 10) == 10);
+	shutdown(f->fd, SHUT_WR);
+}
+
+static void evil_statsn(struct fake *f, uint32_t itt)
+{
+	f->statsn += 5;
+	send_status(f, itt, 0, NULL, 0);
+}
+
+static void evil_itt(struct fake *f, uint32_t itt)
+{
+	(void)itt;
+	send_status(f, 0x77777, 0, NULL, 0);
+}
+
+static void evil_oversized(struct fake *f, uint32_t itt)
+{
+	static uint8_t big[16384];
+	struct bhs b = {0};
+	b.opcode = OP_DATA_IN;
+	b.itt = itt;
+	fsend(f, &b, big, sizeof(big)); /* our MaxRecvDataSegmentLength is 8192 */
+}
+
+static void evil_sense_len(struct fake *f, uint32_t itt)
+{
+	struct bhs b = {0};
+	b.opcode = OP_SCSI_RESP;
+	b.final = true;
+	b.itt = itt;
+	b.rsp.status = 2;
+	b.rsp.statsn = f->statsn++;
+	uint8_t d[8] = {0, 200}; /* SenseLength 200 in an 8-byte segment */
+	fsend(f, &b, d, sizeof(d));
+}
+
+static void evil_r2t_data(struct fake *f, uint32_t itt)
+{
+	struct bhs b = {0};
+	b.opcode = OP_R2T;
+	b.final = true;
+	b.itt = itt;
+	b.r2t.ttt = 1;
+	b.r2t.desired_len = 512;
+	fsend(f, &b, "abcd", 4);
+}
+
+static void evil_datain_past_end(struct fake *f, uint32_t itt)
+{
+	uint8_t d[512] = {0};
+	struct bhs b = {0};
+	b.opcode = OP_DATA_IN;
+	b.itt = itt;
+	b.data_in.offset = 4000; /* the command asked for 4096 bytes */
+	fsend(f, &b, d, sizeof(d));
+}
+
+static void evil_hdigest(struct fake *f, uint32_t itt)
+{
+	struct bhs b = {0};
+	b.opcode = OP_SCSI_RESP;
+	b.final = true;
+	b.itt = itt;
+	b.rsp.statsn = f->statsn++;
+	fsend_raw(f, &b, NULL, 0, 0, BAD_HDIGEST);
+}
+
+static void evil_ddigest(struct fake *f, uint32_t itt)
+{
+	uint8_t d[512] = {1, 2, 3};
+	struct bhs b = {0};
+	b.opcode = OP_DATA_IN;
+	b.itt = itt;
+	fsend_raw(f, &b, d, sizeof(d), sizeof(d), BAD_DDIGEST);
+}
+
+static void evil_wrong_dsl(struct fake *f, uint32_t itt)
+{
+	/* DataSegmentLength says 600, only 100 bytes follow, then more headers: framing breaks. */
+	uint8_t d[100] = {0};
+	struct bhs b = {0};
+	b.opcode = OP_DATA_IN;
+	b.itt = itt;
+	fsend_raw(f, &b, d, sizeof(d), 600, OK);
+	shutdown(f->fd, SHUT_WR);
+}
+
+static void evil_unknown_opcode(struct fake *f, uint32_t itt)
+{
+	uint8_t raw[BHS_LEN] = {0x3a};
+	put_be32(raw + 16, itt);
+	CHECK(write(f->fd, raw, BHS_LEN) == BHS_LEN);
+}
+
+static void evil_datasn(struct fake *f, uint32_t itt)
+{
+	uint8_t d[512] = {0};
+	struct bhs b = {0};
+	b.opcode = OP_DATA_IN;
+	b.itt = itt;
+	b.data_in.datasn = 3;
+	fsend(f, &b, d, sizeof(d));
+}
+
+static void run_evil(const char *name, evil_fn fn, bool digests, const char *want)
+{
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	if (digests)
+		cfg.header_digest = cfg.data_digest = true;
+	fake_setup(&f, &cfg);
+	static const char dig[] = "HeaderDigest=CRC32C\0DataDigest=CRC32C\0MaxRecvDataSegmentLength=4096";
+	int st = digests ? do_login(&f, dig, sizeof(dig), true) : do_login(&f, default_op, sizeof(default_op), false);
+	CHECK_EQ(st, ISM_OK);
+	uint8_t buf[4096];
+	uint8_t cdb[16];
+	size_t cl = ism_cdb_rw10(cdb, false, 0, 8);
+	struct io_result io = {0};
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_READ, buf, sizeof(buf), on_io, &io) != NULL);
+	pump(&f);
+	struct pdu p;
+	CHECK_EQ(frecv(&f, &p), 0);
+	fn(&f, p.b.itt);
+	pdu_free(&p);
+	pump(&f);
+	CHECK(io.done);
+	CHECK(io.r.error != ISM_OK);
+	CHECK_EQ(ism_session_service(f.s, -1, 0), -1);
+	const char *err = ism_session_error(f.s);
+	if (!strstr(err, want)) {
+		fprintf(stderr, "%s: error \"%s\" lacks \"%s\"\n", name, err, want);
+		CHECK(false);
+	}
+	fake_teardown(&f);
+}
+
+static void test_login_failures(void)
+{
+	/* authentication failure status */
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	struct login_result lr = {0};
+	CHECK_EQ(ism_attach_fd_async(f.s, f.ifd, true, on_login, &lr), 0);
+	pump(&f);
+	struct pdu p;
+	CHECK_EQ(frecv(&f, &p), 0);
+	login_answer(&f, &p, NULL, 0, false, 0, LOGIN_AUTH_FAILED);
+	pdu_free(&p);
+	pump(&f);
+	CHECK(lr.done);
+	CHECK_EQ(lr.status, ISM_ERR_LOGIN);
+	CHECK(strstr(ism_session_error(f.s), "login failed: authentication failure (0x0201)") != NULL);
+	fake_teardown(&f);
+
+	/* a target choosing a digest that was not offered */
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	static const char bad[] = "HeaderDigest=CRC32C\0DataDigest=None";
+	CHECK_EQ(do_login(&f, bad, sizeof(bad), false), ISM_ERR_LOGIN);
+	CHECK(strstr(ism_session_error(f.s), "HeaderDigest") != NULL);
+	fake_teardown(&f);
+
+	/* garbage login text */
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	static const char junk[] = "NoEqualsSign";
+	CHECK_EQ(do_login(&f, junk, sizeof(junk), false), ISM_ERR_LOGIN);
+	CHECK(strstr(ism_session_error(f.s), "malformed login response") != NULL);
+	fake_teardown(&f);
+
+	/* CHAP: the target picks MD5, the initiator answers, mutual CHAP verification fails */
+	base_config(&cfg);
+	cfg.chap_user = "alice";
+	cfg.chap_secret = "0123456789abcdef";
+	cfg.mutual_user = "tgt";
+	cfg.mutual_secret = "fedcba9876543210";
+	fake_setup(&f, &cfg);
+	memset(&lr, 0, sizeof(lr));
+	CHECK_EQ(ism_attach_fd_async(f.s, f.ifd, true, on_login, &lr), 0);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &p), 0);
+	struct text_list k = parse_keys(&p);
+	CHECK_STR(text_get(&k, "AuthMethod"), "CHAP");
+	text_clear(&k);
+	static const char am[] = "AuthMethod=CHAP";
+	login_answer(&f, &p, am, sizeof(am), false, 0, 0);
+	pdu_free(&p);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &p), 0);
+	k = parse_keys(&p);
+	CHECK(text_get(&k, "CHAP_A") != NULL);
+	text_clear(&k);
+	static const char ch[] = "CHAP_A=5\0CHAP_I=1\0CHAP_C=0x00112233445566778899aabbccddeeff";
+	login_answer(&f, &p, ch, sizeof(ch), false, 0, 0);
+	pdu_free(&p);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &p), 0);
+	k = parse_keys(&p);
+	CHECK_STR(text_get(&k, "CHAP_N"), "alice");
+	CHECK(text_get(&k, "CHAP_R") != NULL);
+	CHECK(text_get(&k, "CHAP_C") != NULL);
+	CHECK(p.b.final);
+	text_clear(&k);
+	static const char resp[] = "CHAP_N=tgt\0CHAP_R=0x00000000000000000000000000000000";
+	login_answer(&f, &p, resp, sizeof(resp), true, STAGE_OPERATIONAL, 0);
+	pdu_free(&p);
+	pump(&f);
+	CHECK(lr.done);
+	CHECK_EQ(lr.status, ISM_ERR_LOGIN);
+	CHECK(strstr(ism_session_error(f.s), "login failed: CHAP") != NULL);
+	fake_teardown(&f);
+}
+
+int main(void)
+{
+	test_login_and_read();
+	test_write_r2t();
+	test_immediate_unsolicited();
+	test_cmdsn_window();
+	test_login_failures();
+	run_evil("truncated header", evil_truncated, false, "truncated PDU header");
+	run_evil("truncated data", evil_truncated_data, false, "truncated");
+	run_evil("wrong StatSN", evil_statsn, false, "SCSI Response with StatSN 107, expected 102");
+	run_evil("unexpected ITT", evil_itt, false, "unexpected ITT 0x00077777");
+	run_evil("oversized segment", evil_oversized, false, "over our MaxRecvDataSegmentLength 8192");
+	run_evil("sense length", evil_sense_len, false, "SenseLength 200 exceeds");
+	run_evil("R2T with data", evil_r2t_data, false, "R2T");
+	run_evil("Data-In past the end", evil_datain_past_end, false, "past the expected length");
+	run_evil("header digest", evil_hdigest, true, "header digest error");
+	run_evil("data digest", evil_ddigest, true, "data digest error");
+	run_evil("wrong DataSegmentLength", evil_wrong_dsl, false, "truncated");
+	run_evil("unknown opcode", evil_unknown_opcode, false, "malformed PDU");
+	run_evil("DataSN", evil_datasn, false, "DataSN 3 out of order");
+	TEST_MAIN_END();
+}
