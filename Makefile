@@ -1,0 +1,55 @@
+# Isthmus top-level commands.
+#   make run     install dependencies, release build, serve ./var/lun0.img (1 GiB) on 127.0.0.1:3260
+#   make test    the whole test suite (tests/run.sh): unit, short fuzz, interop
+#   make bench   isthmus-target against tgtd and istgt (bench/run.sh)
+#   make fuzz    long libFuzzer runs, FUZZ_SECONDS (default 600) per target
+#   make clean   remove build directories and test scratch files (./var is kept)
+.PHONY: all deps build run test bench fuzz clean
+
+IQN ?= iqn.2026-11.org.isthmus:default
+LISTEN ?= 127.0.0.1:3260
+FUZZ_SECONDS ?= 600
+
+all: build
+
+deps:
+	scripts/deps.sh
+
+build: deps
+	@[ -f build/build.ninja ] || CC=gcc meson setup build --buildtype=release
+	ninja -C build
+
+run: build
+	@mkdir -p var
+	@echo "Serving $(IQN) LUN 0 (./var/lun0.img, 1 GiB sparse) on $(LISTEN). Connect with:"
+	@echo "  iscsi-ls -s iscsi://$(LISTEN)"
+	@echo "  iscsi-inq iscsi://$(LISTEN)/$(IQN)/0"
+	@echo "Stop with Ctrl-C."
+	exec build/isthmus-target --listen $(LISTEN) --target $(IQN) --lun ./var/lun0.img,size=1G \
+		--mgmt-socket ./var/target.sock
+
+test:
+	tests/run.sh
+
+bench: build
+	bench/run.sh
+
+# Every fuzz_* binary in build-fuzz runs for FUZZ_SECONDS; new inputs collect in
+# var/fuzz/corpus-NAME (seeded from fuzz/corpus/NAME), crashes in var/fuzz/NAME-crash-*.
+fuzz: deps
+	@[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz --buildtype=debugoptimized \
+		-Db_sanitize=address,undefined -Db_lundef=false -Dfuzz=true
+	ninja -C build-fuzz
+	@status=0; found=0; \
+	for f in $$(find build-fuzz -type f -name 'fuzz_*' -perm -u+x | sort); do \
+		found=1; name=$$(basename $$f); mkdir -p var/fuzz/corpus-$$name; \
+		seeds=""; [ -d fuzz/corpus/$$name ] && seeds=fuzz/corpus/$$name; \
+		echo "== $$name for $(FUZZ_SECONDS) s"; \
+		timeout -k 30 $$(( $(FUZZ_SECONDS) + 300 )) $$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
+			-artifact_prefix=var/fuzz/$$name- var/fuzz/corpus-$$name $$seeds || { echo "== $$name FAILED"; status=1; }; \
+	done; \
+	[ $$found = 1 ] || { echo "no fuzz_* binaries in build-fuzz"; exit 1; }; \
+	exit $$status
+
+clean:
+	rm -rf build build-asan build-fuzz tests/tmp

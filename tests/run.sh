@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests (ASan + UBSan build), short fuzz runs, and interop tests
+# against real peers.  One line per test, then exactly one line "N passed, N failed, N skipped".
+#   tests/run.sh              everything
+#   tests/run.sh unit|fuzz|interop
+#   tests/run.sh NAME         only tests whose name contains NAME
+# Environment:
+#   FUZZ_SECONDS_SHORT  seconds per fuzz target (default 20)
+#   INTEROP_TIMEOUT     seconds per interop script (default 300)
+#   TARGET_IMPL         isthmus (default) or tgtd: which target the interop scripts start
+#   KEEP_TMP=1          keep every interop test's temp dir (failed ones are always kept)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+FILTER=${1:-}
+LOGDIR=$ROOT/tests/tmp/logs
+FUZZ_SECONDS_SHORT=${FUZZ_SECONDS_SHORT:-20}
+INTEROP_TIMEOUT=${INTEROP_TIMEOUT:-300}
+rm -rf "$LOGDIR"
+mkdir -p "$LOGDIR"
+
+passed=0
+failed=0
+skipped=0
+failures=()
+
+# record NAME STATUS LOG [REASON] : STATUS 0 = pass, 77 = skip, anything else = fail.
+record() {
+	local name=$1 rc=$2 log=$3 reason=${4:-}
+	if ((rc == 0)); then
+		passed=$((passed + 1))
+		echo "PASS $name"
+	elif ((rc == 77)); then
+		skipped=$((skipped + 1))
+		if [[ -z "$reason" ]]; then
+			reason=$(grep -m1 -oE 'SKIP:? .*' "$log" 2>/dev/null | sed -E 's/^SKIP:? //' | head -c 200)
+		fi
+		echo "SKIP $name (${reason:-no reason given})"
+	else
+		failed=$((failed + 1))
+		failures+=("$name")
+		echo "FAIL $name (exit $rc; log $log)"
+		tail -n 30 "$log" 2>/dev/null | sed 's/^/    /'
+	fi
+}
+
+# kind_on KIND : does the filter leave any test of this kind?
+kind_on() {
+	case "$FILTER" in
+	"" | "$1") return 0 ;;
+	unit | fuzz | interop) return 1 ;;
+	*) return 0 ;;
+	esac
+}
+# wanted KIND NAME : does the filter select this test?
+wanted() {
+	[[ -z "$FILTER" || "$FILTER" == "$1" || "$2" == *"$FILTER"* ]]
+}
+
+finish() {
+	if ((${#failures[@]})); then
+		echo "failed: ${failures[*]}"
+	fi
+	echo "$passed passed, $failed failed, $skipped skipped"
+	((failed == 0))
+	exit $?
+}
+
+if ! scripts/deps.sh >"$LOGDIR/deps.log" 2>&1; then
+	record deps 1 "$LOGDIR/deps.log"
+	finish
+fi
+
+# build DIR CC MESON-ARGS... : configure once, then build; logs to LOGDIR/build-DIR.log
+build() {
+	local dir=$1 cc=$2 log=$LOGDIR/build-$1.log
+	shift 2
+	: >"$log"
+	if [[ ! -f "$dir/build.ninja" ]]; then
+		echo "+ CC=$cc meson setup $dir $*" >>"$log"
+		CC=$cc meson setup "$dir" "$@" >>"$log" 2>&1 || return 1
+	fi
+	echo "+ ninja -C $dir" >>"$log"
+	ninja -C "$dir" >>"$log" 2>&1
+}
+
+# Release build (make run, benchmarks) and the sanitizer build the tests run.
+if ! build build gcc --buildtype=release; then
+	record build-release 1 "$LOGDIR/build-build.log"
+	finish
+fi
+asan_args=(--buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false)
+if [[ -f fuzz/meson.build ]]; then
+	asan_args+=(-Dfuzz=true)
+fi
+if ! build build-asan clang "${asan_args[@]}"; then
+	record build-asan 1 "$LOGDIR/build-build-asan.log"
+	finish
+fi
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+
+# --- unit tests: every meson test is one result --------------------------------------------
+if kind_on unit; then
+	mapfile -t all_unit < <(meson test -C build-asan --list --no-rebuild 2>/dev/null | sed -E 's/^.* \/ //' | grep -v '^$')
+	sel=()
+	for t in "${all_unit[@]}"; do
+		wanted unit "$t" && sel+=("$t")
+	done
+	if ((${#sel[@]})); then
+		ulog=$LOGDIR/unit.log
+		rm -f build-asan/meson-logs/testlog.json
+		if [[ -z "$FILTER" || "$FILTER" == unit ]]; then
+			meson test -C build-asan --no-rebuild --print-errorlogs >"$ulog" 2>&1
+		else
+			meson test -C build-asan --no-rebuild --print-errorlogs "${sel[@]}" >"$ulog" 2>&1
+		fi
+		mrc=$?
+		# One line per test from meson's JSON log: NAME<TAB>RESULT
+		mapfile -t results < <(python3 - build-asan/meson-logs/testlog.json "$LOGDIR" <<-'PY'
+		import json, os, sys
+		try:
+		    lines = open(sys.argv[1]).read().splitlines()
+		except OSError:
+		    sys.exit(0)
+		for line in lines:
+		    if not line.strip():
+		        continue
+		    d = json.loads(line)
+		    name = d["name"]
+		    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+		    with open(os.path.join(sys.argv[2], "unit-" + safe + ".log"), "w") as f:
+		        f.write(d.get("stdout") or "")
+		        f.write(d.get("stderr") or "")
+		    print("%s\t%s\t%s" % (name, d["result"], safe))
+		PY
+		)
+		if ((${#results[@]} == 0)); then
+			record unit 1 "$ulog"
+		fi
+		unit_failed=0
+		for r in "${results[@]}"; do
+			IFS=$'\t' read -r name result safe <<<"$r"
+			case "$result" in
+			OK | EXPECTEDFAIL) rc=0 ;;
+			SKIP) rc=77 ;;
+			*) rc=1 unit_failed=1 ;;
+			esac
+			record "unit/$name" "$rc" "$LOGDIR/unit-$safe.log" "meson reported SKIP"
+		done
+		# meson failed without any failing test (e.g. a harness error): count that too.
+		if ((mrc != 0 && unit_failed == 0 && ${#results[@]} > 0)); then
+			record unit-harness 1 "$ulog"
+		fi
+	fi
+fi
+
+# --- short fuzz runs: every libFuzzer target for a bounded time -----------------------------
+if kind_on fuzz; then
+	while IFS= read -r f; do
+		name=$(basename "$f")
+		wanted fuzz "$name" || continue
+		log=$LOGDIR/fuzz-$name.log
+		work=$ROOT/tests/tmp/fuzz/$name
+		rm -rf "$work"
+		mkdir -p "$work/corpus" "$work/artifacts"
+		seeds=()
+		[[ -d fuzz/corpus/$name ]] && seeds=("$ROOT/fuzz/corpus/$name")
+		# New inputs go to the scratch corpus; the checked-in seeds are only read.
+		timeout -k 10 $((FUZZ_SECONDS_SHORT + 120)) "$f" -max_total_time="$FUZZ_SECONDS_SHORT" \
+			-rss_limit_mb=2048 -artifact_prefix="$work/artifacts/" "$work/corpus" "${seeds[@]}" >"$log" 2>&1
+		record "fuzz/$name" $? "$log"
+	done < <(find build-asan -type f -name 'fuzz_*' -perm -u+x 2>/dev/null | sort)
+fi
+
+# --- interop tests: real peers over real sockets, each script one result ---------------------
+if kind_on interop; then
+	export ISTHMUS_BIN=$ROOT/build-asan
+	for t in tests/interop/test_*.sh; do
+		[[ -e "$t" ]] || continue
+		name=$(basename "$t" .sh)
+		wanted interop "$name" || continue
+		log=$LOGDIR/$name.log
+		timeout -k 10 "$INTEROP_TIMEOUT" bash "$t" </dev/null >"$log" 2>&1
+		rc=$?
+		if ((rc == 124 || rc == 137)); then
+			echo "(timed out after ${INTEROP_TIMEOUT}s)" >>"$log"
+		fi
+		record "interop/$name" "$rc" "$log"
+	done
+fi
+finish
