@@ -27,6 +27,7 @@ void scsi_read_capacity16(struct scsi_req *r)
 	memset(b, 0, sizeof(b));
 	put_be64(b, lu->nblocks - 1);
 	put_be32(b + 8, lu->block_size);
+	b[13] = lu->pb_exp & 0x0f;     /* LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT; lowest aligned LBA 0 */
 	if (lu->thin)
 		b[14] = 0x80 | 0x40;   /* LBPME, LBPRZ */
 	req_data_in(r, b, sizeof(b), get_be32(r->cdb + 10));

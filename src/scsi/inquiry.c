@@ -6,10 +6,6 @@
 
 #define NAA_COMPANY_ID 0xacde48u   /* IEEE "private" company ID, for locally assigned names */
 
-#define MAX_XFER_BYTES (8u << 20)
-#define MAX_UNMAP_BLOCKS (1u << 20)
-#define MAX_UNMAP_DESCRIPTORS 256u
-#define MAX_COMPARE_WRITE_BLOCKS 255u
 
 static void pad_ascii(uint8_t *dst, const char *s, size_t width)
 {
@@ -29,6 +25,7 @@ static size_t inquiry_standard(const struct scsi_lu *lu, uint8_t *b)
 	b[2] = 0x06;               /* SPC-4 */
 	b[3] = 0x12;               /* HISUP, response data format 2 */
 	b[4] = 96 - 5;
+	b[5] = lu ? 0x08 : 0x00;   /* 3PC: EXTENDED COPY between the LUs of this target */
 	b[7] = 0x02;               /* CMDQUE */
 	pad_ascii(b + 8, lu ? lu->vendor : "ISTHMUS", 8);
 	pad_ascii(b + 16, lu ? lu->product : "VIRTUAL-DISK", 16);
@@ -40,7 +37,7 @@ static size_t inquiry_standard(const struct scsi_lu *lu, uint8_t *b)
 
 static size_t vpd_supported(const struct scsi_lu *lu, uint8_t *b)
 {
-	static const uint8_t pages[] = { 0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2 };
+	static const uint8_t pages[] = { 0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2 };
 
 	(void)lu;
 	b[1] = 0x00;
@@ -82,6 +79,19 @@ static size_t name_designator(uint8_t *d, uint8_t piv_assoc, const char *name)
 	return designator(d, 0x53, piv_assoc | 0x08, buf, n);
 }
 
+void lu_naa_designator(const struct scsi_lu *lu, uint8_t id[16])
+{
+	uint64_t hi = lu_derived_naa(lu->t, lu->lun);
+
+	/* NAA 6: company ID, then 36 + 64 bits we derive from the LU. */
+	id[0] = (uint8_t)(0x60 | (NAA_COMPANY_ID >> 20));
+	id[1] = (uint8_t)(NAA_COMPANY_ID >> 12);
+	id[2] = (uint8_t)(NAA_COMPANY_ID >> 4);
+	id[3] = (uint8_t)((NAA_COMPANY_ID & 0x0f) << 4 | ((hi >> 32) & 0x0f));
+	put_be32(id + 4, (uint32_t)hi);
+	put_be64(id + 8, lu->naa);
+}
+
 static size_t vpd_device_id(const struct scsi_req *r, uint8_t *b)
 {
 	const struct scsi_lu *lu = r->lu;
@@ -93,14 +103,7 @@ static size_t vpd_device_id(const struct scsi_req *r, uint8_t *b)
 
 	b[1] = 0x83;
 
-	/* NAA 6: company ID, then 36 + 64 bits we derive from the LU. */
-	id[0] = (uint8_t)(0x60 | (NAA_COMPANY_ID >> 20));
-	id[1] = (uint8_t)(NAA_COMPANY_ID >> 12);
-	id[2] = (uint8_t)(NAA_COMPANY_ID >> 4);
-	uint64_t hi = lu_derived_naa(lu->t, lu->lun);
-	id[3] = (uint8_t)((NAA_COMPANY_ID & 0x0f) << 4 | ((hi >> 32) & 0x0f));
-	put_be32(id + 4, (uint32_t)hi);
-	put_be64(id + 8, lu->naa);
+	lu_naa_designator(lu, id);
 	n += designator(b + n, 0x01, 0x03, id, 16);
 
 	/* T10 vendor ID: vendor, then something unique within the vendor: the serial. */
@@ -130,25 +133,86 @@ static size_t vpd_block_limits(const struct scsi_lu *lu, uint8_t *b)
 {
 	b[1] = 0xb0;
 	b[5] = MAX_COMPARE_WRITE_BLOCKS;
-	put_be16(b + 6, 1);
+	put_be16(b + 6, (uint16_t)(1u << lu->pb_exp));     /* optimal granularity: a physical block */
 	put_be32(b + 8, MAX_XFER_BYTES / lu->block_size);
 	put_be32(b + 12, (1u << 20) / lu->block_size);
 	put_be32(b + 16, MAX_XFER_BYTES / lu->block_size);
 	if (lu->thin) {
 		put_be32(b + 20, MAX_UNMAP_BLOCKS);
 		put_be32(b + 24, MAX_UNMAP_DESCRIPTORS);
-		put_be32(b + 28, 1);
+		put_be32(b + 28, 1u << lu->pb_exp);
+		put_be32(b + 32, 0x80000000u);             /* UGAVALID, alignment 0 */
 	}
-	/* MAXIMUM WRITE SAME LENGTH 0: no limit of ours. */
+	/* MAXIMUM WRITE SAME LENGTH (36-43) 0: no limit of ours. */
+	if (lu->atomic) {
+		/* Any write up to the transfer limit, at any LBA, in any number of blocks. */
+		put_be32(b + 44, MAX_XFER_BYTES / lu->block_size);
+	}
 	return 64;
 }
 
 static size_t vpd_block_characteristics(const struct scsi_lu *lu, uint8_t *b)
 {
-	(void)lu;
 	b[1] = 0xb1;
 	put_be16(b + 4, 1);   /* non-rotating medium */
+	/* WABEREQ 01b: after SANITIZE BLOCK ERASE reads succeed (and return zeros, LBPRZ). */
+	if (lu->thin)
+		b[7] = 0x40;
 	return 64;
+}
+
+/* Appends one third-party copy descriptor header; returns where its body starts. */
+static uint8_t *tpc_desc(uint8_t *d, uint16_t type, uint16_t len)
+{
+	put_be16(d, type);
+	put_be16(d + 2, len);
+	return d + 4;
+}
+
+/* Third-party Copy VPD page (SPC-4 7.8.17): what EXTENDED COPY (LID1) offers. */
+static size_t vpd_third_party_copy(const struct scsi_lu *lu, uint8_t *b)
+{
+	static const uint8_t cmds[] = {
+		0x83, 1, 0x00,          /* EXTENDED COPY (LID1) */
+		0x84, 2, 0x00, 0x03,    /* RECEIVE COPY RESULTS: COPY STATUS, OPERATING PARAMETERS */
+	};
+	static const uint8_t descs[] = { 0x02, 0xe4 };
+	size_t n = 4;
+	uint8_t *p;
+	uint16_t len;
+
+	(void)lu;
+	b[1] = 0x8f;
+
+	/* Supported Commands: list length, then the list, padded to a multiple of four. */
+	len = (uint16_t)((1 + sizeof(cmds) + 3) & ~3u);
+	p = tpc_desc(b + n, 0x0001, len);
+	p[0] = sizeof(cmds);
+	memcpy(p + 1, cmds, sizeof(cmds));
+	n += 4u + len;
+
+	/* Parameter Data: descriptor counts and list limits. */
+	p = tpc_desc(b + n, 0x0004, 0x1c);
+	put_be16(p + 4, XCOPY_MAX_TGT_DESC);
+	put_be16(p + 6, XCOPY_MAX_SEG_DESC);
+	put_be32(p + 8, XCOPY_MAX_DESC_LIST_LEN);
+	put_be32(p + 12, 0);                            /* no inline data */
+	n += 4u + 0x1c;
+
+	/* Supported Descriptors: block to block segments, identification target descriptors. */
+	len = (uint16_t)((1 + sizeof(descs) + 3) & ~3u);
+	p = tpc_desc(b + n, 0x0008, len);
+	p[0] = sizeof(descs);
+	memcpy(p + 1, descs, sizeof(descs));
+	n += 4u + len;
+
+	/* General Copy Operations: one copy at a time, segments up to the transfer limit. */
+	p = tpc_desc(b + n, 0x8001, 0x20);
+	put_be32(p, 1);
+	put_be32(p + 4, 1);
+	put_be32(p + 8, XCOPY_MAX_SEG_BYTES);
+	n += 4u + 0x20;
+	return n;
 }
 
 static size_t vpd_lbp(const struct scsi_lu *lu, uint8_t *b)
@@ -197,6 +261,9 @@ void scsi_inquiry(struct scsi_req *r)
 		break;
 	case 0x83:
 		n = vpd_device_id(r, b);
+		break;
+	case 0x8f:
+		n = vpd_third_party_copy(r->lu, b);
 		break;
 	case 0xb0:
 		n = vpd_block_limits(r->lu, b);

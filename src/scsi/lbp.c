@@ -1,15 +1,13 @@
 /*
- * Logical block provisioning: UNMAP and WRITE SAME (SBC-3 5.28, 5.41-5.43). We advertise
- * LBPRZ, so an unmapped block must read back as zeros: when the store cannot deallocate a
- * range we write the zeros ourselves.
+ * Logical block provisioning: UNMAP, WRITE SAME and SANITIZE (SBC-3 5.28, 5.41-5.43, SBC-4
+ * 5.30). We advertise LBPRZ, so an unmapped block must read back as zeros: when the store
+ * cannot deallocate a range we write the zeros ourselves.
  */
 #include <errno.h>
 #include <string.h>
 
 #include "scsi/scsi_int.h"
 
-#define MAX_UNMAP_BLOCKS (1u << 20)
-#define MAX_UNMAP_DESCRIPTORS 256u
 
 /* Fills [lba, lba+n) with copies of one block. */
 static int fill_blocks(struct scsi_req *r, uint64_t lba, uint64_t n, const uint8_t *block)
@@ -36,7 +34,7 @@ static int fill_blocks(struct scsi_req *r, uint64_t lba, uint64_t n, const uint8
 }
 
 /* Deallocates, or writes zeros where the store cannot; sets sense on failure. */
-static int deallocate(struct scsi_req *r, uint64_t lba, uint64_t n)
+int lu_deallocate(struct scsi_req *r, uint64_t lba, uint64_t n)
 {
 	struct scsi_lu *lu = r->lu;
 	int rc;
@@ -51,6 +49,30 @@ static int deallocate(struct scsi_req *r, uint64_t lba, uint64_t n)
 	if (rc < 0)
 		lu_medium_error(r, true, rc, lba);
 	return rc;
+}
+
+/* Zeros that stay mapped: the store zeroes the range without writing it where it can. */
+static int zero_blocks(struct scsi_req *r, uint64_t lba, uint64_t n)
+{
+	struct scsi_lu *lu = r->lu;
+	int rc = store_zero(lu->st, lba << lu->block_shift, n << lu->block_shift);
+
+	if (rc == -EOPNOTSUPP) {
+		memset(r->t->scratch, 0, lu->block_size);
+		return fill_blocks(r, lba, n, r->t->scratch);
+	}
+	if (rc < 0)
+		lu_medium_error(r, true, rc, lba);
+	return rc;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (p[i])
+			return false;
+	}
+	return true;
 }
 
 void scsi_unmap(struct scsi_req *r)
@@ -103,18 +125,9 @@ void scsi_unmap(struct scsi_req *r)
 	for (uint32_t i = 0; i < count; i++) {
 		const uint8_t *e = d + 8 + 16 * i;
 
-		if (deallocate(r, get_be64(e), get_be32(e + 8)) < 0)
+		if (lu_deallocate(r, get_be64(e), get_be32(e + 8)) < 0)
 			return;
 	}
-}
-
-static bool all_zero(const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (p[i])
-			return false;
-	}
-	return true;
 }
 
 static void write_same(struct scsi_req *r, uint64_t lba, uint64_t n, bool unmap, bool ndob)
@@ -151,9 +164,15 @@ static void write_same(struct scsi_req *r, uint64_t lba, uint64_t n, bool unmap,
 		}
 		block = r->cmd->out;
 	}
-	/* Unmapping is allowed only when the result reads the same as the data sent (LBPRZ). */
-	if (unmap && all_zero(block, lu->block_size))
-		rc = deallocate(r, lba, n);
+	/*
+	 * UNMAP set: the initiator asks for the range to be deallocated, so it is, whatever the
+	 * data-out block holds (it still has to be sent, one block); with LBPRZ the range then
+	 * reads as zeros. This is what initiators (and libiscsi's conformance tests) expect.
+	 */
+	if (unmap)
+		rc = lu_deallocate(r, lba, n);
+	else if (all_zero(block, lu->block_size))
+		rc = zero_blocks(r, lba, n);
 	else
 		rc = fill_blocks(r, lba, n, block);
 	if (rc < 0)
@@ -175,4 +194,45 @@ void scsi_write_same16(struct scsi_req *r)
 	const uint8_t *c = r->cdb;
 
 	write_same(r, get_be64(c + 2), get_be32(c + 10), c[1] & 0x08, c[1] & 0x01);
+}
+
+/*
+ * SANITIZE (SBC-4 5.30), on thin LUs only: BLOCK ERASE deallocates every block, which with
+ * LBPRZ leaves the medium reading as zeros (WABEREQ 01b: reads after it succeed). It runs to
+ * completion before the status is returned, IMMED or not, so no sanitize is ever seen in
+ * progress. If it fails part way the LU enters the sanitize failure state (medium access gets
+ * MEDIUM ERROR / SANITIZE COMMAND FAILED) until a sanitize succeeds or EXIT FAILURE MODE.
+ * OVERWRITE and CRYPTO ERASE are not offered.
+ */
+void scsi_sanitize(struct scsi_req *r)
+{
+	struct scsi_lu *lu = r->lu;
+	uint8_t sa = r->cdb[1] & 0x1f;
+	uint16_t plen = get_be16(r->cdb + 7);
+	int rc;
+
+	r->cmd->xfer_len = plen;
+	/* Neither service action takes a parameter list. */
+	if (plen) {
+		req_bad_cdb(r, 7, -1);
+		return;
+	}
+	if (lu_write_blocked(r))
+		return;
+	if (sa == 0x1f) {
+		/* EXIT FAILURE MODE: leave the failure state; the medium stays as it is. */
+		lu->sanitize_failed = false;
+		return;
+	}
+	if (lu_deallocate(r, 0, lu->nblocks) < 0) {
+		lu->sanitize_failed = true;
+		return;
+	}
+	rc = store_flush(lu->st);
+	if (rc < 0) {
+		lu->sanitize_failed = true;
+		lu_medium_error(r, true, rc, 0);
+		return;
+	}
+	lu->sanitize_failed = false;
 }

@@ -206,6 +206,10 @@ int scsi_target_add_lu(struct scsi_target *t, uint16_t lun, struct store *st, co
 		*err = xasprintf("LUN %u: block size %u unsupported (512, 1024, 2048 or 4096)", lun, bs);
 		return -1;
 	}
+	if (p->phys_block_exp > 15 || ((uint64_t)bs << p->phys_block_exp) > (1u << 20)) {
+		*err = xasprintf("LUN %u: physical block exponent %u too large", lun, p->phys_block_exp);
+		return -1;
+	}
 	if (st->size / bs == 0) {
 		*err = xasprintf("LUN %u: store smaller than one block", lun);
 		return -1;
@@ -220,6 +224,12 @@ int scsi_target_add_lu(struct scsi_target *t, uint16_t lun, struct store *st, co
 	lu->nblocks = st->size / bs;
 	lu->read_only = p->read_only || st->read_only;
 	lu->thin = p->thin;
+	/*
+	 * Off by default: libiscsi 1.19's GetLBAStatus.UnmapSingle only passes with one logical
+	 * block per physical block (see docs/conformance.md).
+	 */
+	lu->pb_exp = p->phys_block_exp;
+	lu->atomic = st->atomic_writes;
 	copy_ascii(lu->vendor, sizeof(lu->vendor), p->vendor, "ISTHMUS");
 	copy_ascii(lu->product, sizeof(lu->product), p->product, "VIRTUAL-DISK");
 	copy_ascii(lu->revision, sizeof(lu->revision), p->revision, "0001");
@@ -307,6 +317,7 @@ void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx)
 		if (!lu)
 			continue;
 		lu_nexus_drop(lu, nx->id);
+		xcopy_nexus_lost(lu, nx->id);
 		if (lu->rsv_held && lu->rsv_nexus == nx->id)
 			lu->rsv_held = false;
 	}
@@ -322,6 +333,7 @@ void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx)
 static void lu_reset(struct scsi_lu *lu)
 {
 	lu->rsv_held = false;
+	lu->nheld = 0;          /* held copy results are lost with the task set */
 	for (size_t i = 0; i < lu->nnx; i++)
 		lu->nx[i].prevent = false;
 	lu_ua_set_all(lu, UA_POWER_ON, NEXUS_NONE);

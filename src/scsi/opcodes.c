@@ -3,10 +3,10 @@
 
 #include "scsi/scsi_int.h"
 
-static bool has_sa(uint8_t opcode)
+static bool has_sa(uint8_t opcode, const struct scsi_lu *lu)
 {
 	for (size_t i = 0; i < scsi_nopdefs; i++) {
-		if (scsi_opdefs[i].opcode == opcode)
+		if (scsi_opdefs[i].opcode == opcode && op_supported(&scsi_opdefs[i], lu))
 			return scsi_opdefs[i].flags & OPF_SA;
 	}
 	return false;
@@ -30,6 +30,8 @@ static void report_all(struct scsi_req *r, bool rctd, uint32_t alloc)
 		const struct scsi_opdef *op = &scsi_opdefs[i];
 		uint8_t *d = b + n;
 
+		if (!op_supported(op, r->lu))
+			continue;
 		memset(d, 0, 8);
 		d[0] = op->opcode;
 		if (op->flags & OPF_SA) {
@@ -64,13 +66,13 @@ void scsi_report_supported_opcodes(struct scsi_req *r)
 		report_all(r, rctd, alloc);
 		return;
 	case 1: /* opcode only: meaningless for commands that have service actions */
-		if (has_sa(opcode)) {
+		if (has_sa(opcode, r->lu)) {
 			req_bad_cdb(r, 2, 2);
 			return;
 		}
 		break;
 	case 2: /* opcode and service action: meaningless for commands without */
-		if (!has_sa(opcode)) {
+		if (!has_sa(opcode, r->lu)) {
 			req_bad_cdb(r, 2, 1);
 			return;
 		}
@@ -84,7 +86,7 @@ void scsi_report_supported_opcodes(struct scsi_req *r)
 	for (size_t i = 0; i < scsi_nopdefs; i++) {
 		const struct scsi_opdef *op = &scsi_opdefs[i];
 
-		if (op->opcode == opcode && (!(op->flags & OPF_SA) || op->sa == sa)) {
+		if (op->opcode == opcode && (!(op->flags & OPF_SA) || op->sa == sa) && op_supported(op, r->lu)) {
 			found = op;
 			break;
 		}

@@ -7,8 +7,6 @@
 
 #include "scsi/scsi_int.h"
 
-#define MAX_XFER_BYTES (8u << 20)
-#define MAX_COMPARE_WRITE_BLOCKS 255u
 
 struct rw {
 	uint64_t lba;
@@ -429,10 +427,14 @@ void scsi_compare_and_write(struct scsi_req *r)
 	if (lu_write_blocked(r))
 		return;
 	r->cmd->xfer_len = clamp32(2 * len);
-	if (n == 0)
+	if (n == 0 && r->cmd->out_len == 0)
 		return;
 	if (r->cmd->out_len != 2 * len) {
-		/* Half a verify buffer or stray write data cannot be meant as this command. */
+		/*
+		 * Half a verify buffer or stray write data cannot be meant as this command. That
+		 * includes data sent with NUMBER OF LOGICAL BLOCKS 0: an initiator asking for 256
+		 * blocks wraps the one-byte field to 0, and must not get GOOD for a no-op.
+		 */
 		req_bad_cdb(r, 13, -1);
 		return;
 	}
@@ -446,6 +448,38 @@ void scsi_compare_and_write(struct scsi_req *r)
 	rc = lu_flush_if_needed(lu, c[1] & 0x08);
 	if (rc < 0)
 		lu_medium_error(r, true, rc, lba);
+}
+
+/*
+ * WRITE ATOMIC (16) (SBC-4 5.48): offered only where the store makes every write
+ * all-or-nothing (op_supported checks lu->atomic), so the write itself is the same as WRITE
+ * (16); what differs is that a short data-out transfer must not write a prefix.
+ */
+void scsi_write_atomic16(struct scsi_req *r)
+{
+	struct scsi_lu *lu = r->lu;
+	const uint8_t *c = r->cdb;
+	struct rw a = { .lba = get_be64(c + 2), .n = get_be16(c + 12), .fua = c[1] & 0x08 };
+	uint64_t need = (uint64_t)a.n << lu->block_shift;
+	int rc;
+
+	if (!check_extent(r, &a) || !check_xfer_limit(r, &a, 12) || lu_write_blocked(r))
+		return;
+	r->cmd->xfer_len = clamp32(need);
+	if (r->cmd->out_len < need) {
+		req_sense(r, SK_ILLEGAL_REQUEST, 0x0e, 0x03);
+		return;
+	}
+	if (need) {
+		rc = store_write(lu->st, r->cmd->out, need, a.lba << lu->block_shift);
+		if (rc < 0) {
+			lu_medium_error(r, true, rc, a.lba);
+			return;
+		}
+	}
+	rc = lu_flush_if_needed(lu, a.fua);
+	if (rc < 0)
+		lu_medium_error(r, true, rc, a.lba);
 }
 
 /* PRE-FETCH: there is no cache of ours to fill, so only the range is checked (GOOD, not CONDITION MET). */

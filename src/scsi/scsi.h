@@ -91,6 +91,7 @@ struct scsi_lu_params {
 	const char *serial;         /* unit serial number (VPD 0x80); derived when NULL */
 	uint64_t naa_id;            /* NAA 6 identifier low bits; derived when 0 */
 	uint32_t block_size;        /* 512 or 4096, default 512 */
+	uint8_t phys_block_exp;     /* 2^n logical blocks per physical block (READ CAPACITY 16); default 0 */
 	bool read_only;
 	bool thin;                  /* advertise thin provisioning (LBPME, UNMAP, WRITE SAME UNMAP) */
 	bool write_cache;           /* WCE in the caching mode page */

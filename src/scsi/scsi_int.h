@@ -12,6 +12,24 @@
 #define SCSI_MAX_LUNS 16384u
 #define NEXUS_NONE UINT64_MAX   /* "no nexus excepted" for lu_ua_set_all */
 
+/*
+ * Limits we advertise in the Block Limits VPD page and enforce. MAX_XFER_BYTES matches the
+ * largest data transfer the iSCSI layer accepts for one command (32 MiB).
+ */
+#define MAX_XFER_BYTES (32u << 20)
+#define MAX_UNMAP_BLOCKS (1u << 20)
+#define MAX_UNMAP_DESCRIPTORS 256u
+#define MAX_COMPARE_WRITE_BLOCKS 255u
+
+/* EXTENDED COPY (LID1) limits, reported by RECEIVE COPY RESULTS and VPD 0x8F. */
+#define XCOPY_MAX_TGT_DESC 32u
+#define XCOPY_MAX_SEG_DESC 64u
+#define XCOPY_TGT_DESC_LEN 32u
+#define XCOPY_B2B_SEG_LEN 28u
+#define XCOPY_MAX_DESC_LIST_LEN (XCOPY_MAX_TGT_DESC * XCOPY_TGT_DESC_LEN + XCOPY_MAX_SEG_DESC * XCOPY_B2B_SEG_LEN)
+#define XCOPY_MAX_SEG_BYTES (0xffffu * 4096u)   /* the largest segment a descriptor can express */
+#define XCOPY_HELD_MAX 16u       /* held copy results per LU */
+
 /* Pending unit attentions, one bit each; lower bits are reported first. */
 enum scsi_ua {
 	UA_POWER_ON = 1u << 0,            /* 29/00 */
@@ -75,6 +93,19 @@ struct scsi_lu {
 
 	struct pr_state pr;
 	bool stopped;
+	uint8_t pb_exp;         /* LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT */
+	bool atomic;            /* WRITE ATOMIC (16) offered: the store's writes are all-or-nothing */
+	bool sanitize_failed;   /* a SANITIZE failed part way: medium access refused until cleared */
+
+	/* Results of EXTENDED COPY commands kept for RECEIVE COPY RESULTS (LIST ID USAGE 00b). */
+	struct xcopy_held {
+		uint64_t nexus_id;
+		uint8_t list_id;
+		uint8_t status;         /* COPY MANAGER STATUS: 00h completed, 01h completed with errors */
+		uint16_t segments;      /* segment descriptors processed */
+		uint64_t bytes;         /* data moved */
+	} held[XCOPY_HELD_MAX];
+	size_t nheld;
 
 	struct lu_nexus *nx;
 	size_t nnx, nx_cap;
@@ -115,6 +146,8 @@ enum opdef_flags {
 	OPF_RSV_OK = 1u << 6,     /* allowed while another nexus holds a RESERVE(6/10) */
 	OPF_PR_WE_OK = 1u << 7,   /* allowed for non-registrants under write-exclusive types */
 	OPF_NEED_READY = 1u << 8, /* medium access: NOT READY when stopped */
+	OPF_THIN = 1u << 9,       /* only on LUs with logical block provisioning (LBPME) */
+	OPF_ATOMIC = 1u << 10,    /* only on LUs whose store makes writes all-or-nothing */
 };
 
 struct scsi_opdef {
@@ -130,6 +163,10 @@ struct scsi_opdef {
 /* dispatch table, defined in target.c */
 extern const struct scsi_opdef scsi_opdefs[];
 extern const size_t scsi_nopdefs;
+/* Whether the row applies to the LU (per-LU capabilities: thin provisioning, atomic writes). */
+bool op_supported(const struct scsi_opdef *op, const struct scsi_lu *lu);
+/* The row for an opcode (and service action when the opcode has them), NULL when unknown. */
+const struct scsi_opdef *op_lookup(uint8_t opcode, uint16_t sa);
 
 /* sense.c */
 void req_sense(struct scsi_req *r, uint8_t key, uint8_t asc, uint8_t ascq);
@@ -138,6 +175,8 @@ void req_bad_cdb(struct scsi_req *r, unsigned byte, int bit);
 void req_bad_param(struct scsi_req *r, unsigned byte, int bit);
 void req_param_len_error(struct scsi_req *r);
 void req_lba_oob(struct scsi_req *r);
+/* Sense with a 3-byte sense-key-specific field (SKSV set by the caller in sks[0]). */
+void req_sense_sks(struct scsi_req *r, uint8_t key, uint8_t asc, uint8_t ascq, const uint8_t *sks);
 /* Builds sense bytes; returns the length. sks: 3 sense-key-specific bytes or NULL. */
 size_t scsi_sense_build(uint8_t *buf, size_t cap, bool desc, uint8_t key, uint8_t asc, uint8_t ascq,
 			const uint64_t *info, const uint8_t *sks);
@@ -200,11 +239,27 @@ void scsi_reserve10(struct scsi_req *r);
 void scsi_release10(struct scsi_req *r);
 void scsi_pr_in(struct scsi_req *r);
 void scsi_pr_out(struct scsi_req *r);
+void scsi_write_atomic16(struct scsi_req *r);
+void scsi_sanitize(struct scsi_req *r);
+void scsi_extended_copy(struct scsi_req *r);
+void scsi_receive_copy_results(struct scsi_req *r);
+
+/* inquiry.c: the LU's NAA designator (16 bytes of designator, no header) */
+void lu_naa_designator(const struct scsi_lu *lu, uint8_t id[16]);
+
+/* lbp.c: deallocates (or zero-fills where the store cannot); sets sense on failure */
+int lu_deallocate(struct scsi_req *r, uint64_t lba, uint64_t n);
+
+/* xcopy.c */
+void xcopy_nexus_lost(struct scsi_lu *lu, uint64_t nexus_id);
 
 /* rw.c: shared by write-like commands elsewhere (WRITE SAME, XCOPY) */
 bool lu_write_blocked(struct scsi_req *r);
 bool lu_range_ok(const struct scsi_lu *lu, uint64_t lba, uint64_t nblocks);
 int lu_flush_if_needed(struct scsi_lu *lu, bool fua);
+
+/* target.c: SPC-2 reservation or persistent reservation conflict for r->op on r->lu */
+bool lu_access_conflict(struct scsi_req *r);
 
 /* pr.c */
 bool pr_conflict(struct scsi_req *r);

@@ -108,3 +108,8 @@ void req_bad_param(struct scsi_req *r, unsigned byte, int bit) { field_pointer(r
 void req_param_len_error(struct scsi_req *r) { req_sense(r, SK_ILLEGAL_REQUEST, 0x1a, 0x00); }
 
 void req_lba_oob(struct scsi_req *r) { req_sense(r, SK_ILLEGAL_REQUEST, 0x21, 0x00); }
+
+void req_sense_sks(struct scsi_req *r, uint8_t key, uint8_t asc, uint8_t ascq, const uint8_t *sks)
+{
+	set_sense(r->cmd, req_desc(r), key, asc, ascq, NULL, sks);
+}

@@ -38,7 +38,11 @@ const struct scsi_opdef scsi_opdefs[] = {
 	OP(0x35, OPF_NEED_READY, scsi_sync_cache10, 10, 0x02, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x00),
 	OP(0x37, OPF_PR_WE_OK, scsi_read_defect_data10, 10, 0x00, 0x1f, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00),
 	OP(0x41, WRITES, scsi_write_same10, 10, 0x08, 0xff, 0xff, 0xff, 0xff, 0x1f, 0xff, 0xff, 0x00),
-	OP(0x42, WRITES, scsi_unmap, 10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1f, 0xff, 0xff, 0x00),
+	OP(0x42, WRITES | OPF_THIN, scsi_unmap, 10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x1f, 0xff, 0xff, 0x00),
+	OPSA(0x48, 0x02, OPF_WRITE | OPF_NEED_READY | OPF_THIN, scsi_sanitize, 10, 0xbf, 0x00, 0x00, 0x00, 0x00,
+	     0x00, 0xff, 0xff, 0x00),
+	OPSA(0x48, 0x1f, OPF_WRITE | OPF_NEED_READY | OPF_THIN, scsi_sanitize, 10, 0xbf, 0x00, 0x00, 0x00, 0x00,
+	     0x00, 0xff, 0xff, 0x00),
 	OP(0x55, 0, scsi_mode_select10, 10, 0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00),
 	OP(0x56, OPF_RSV_OK, scsi_reserve10, 10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00),
 	OP(0x57, OPF_RSV_OK, scsi_release10, 10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00),
@@ -55,6 +59,12 @@ const struct scsi_opdef scsi_opdefs[] = {
 	OPSA(0x5f, 0x05, OPF_PR_OK, scsi_pr_out, 10, 0x1f, 0xff, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00),
 	OPSA(0x5f, 0x06, OPF_PR_OK, scsi_pr_out, 10, 0x1f, 0xff, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00),
 	OPSA(0x5f, 0x07, OPF_PR_OK, scsi_pr_out, 10, 0x1f, 0xff, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00),
+	OPSA(0x83, 0x00, WRITES | OPF_READ, scsi_extended_copy, 16, 0x1f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	     0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00),
+	OPSA(0x84, 0x00, OPF_PR_OK | OPF_RSV_OK, scsi_receive_copy_results, 16, 0x1f, 0xff, 0x00, 0x00, 0x00, 0x00,
+	     0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00),
+	OPSA(0x84, 0x03, OPF_PR_OK | OPF_RSV_OK, scsi_receive_copy_results, 16, 0x1f, 0xff, 0x00, 0x00, 0x00, 0x00,
+	     0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00),
 	OP(0x88, READS, scsi_read16, 16, 0x1e, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
 	   0xff, 0x1f, 0x00),
 	OP(0x89, WRITES | OPF_READ, scsi_compare_and_write, 16, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
@@ -73,6 +83,8 @@ const struct scsi_opdef scsi_opdefs[] = {
 	   0xff, 0xff, 0xff, 0xff, 0x1f, 0x00),
 	OP(0x93, WRITES, scsi_write_same16, 16, 0x09, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
 	   0xff, 0xff, 0x1f, 0x00),
+	OP(0x9c, WRITES | OPF_ATOMIC, scsi_write_atomic16, 16, 0x18, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+	   0xff, 0x00, 0x00, 0xff, 0xff, 0x1f, 0x00),
 	OPSA(0x9e, 0x10, OPF_PR_OK, scsi_read_capacity16, 16, 0x1f, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
 	     0x00, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00),
 	OPSA(0x9e, 0x12, OPF_PR_WE_OK | OPF_NEED_READY, scsi_get_lba_status, 16, 0x1f, 0xff, 0xff, 0xff, 0xff,
@@ -92,14 +104,39 @@ const struct scsi_opdef scsi_opdefs[] = {
 
 const size_t scsi_nopdefs = sizeof(scsi_opdefs) / sizeof(scsi_opdefs[0]);
 
-/* Lookup by opcode; *opcode_known tells apart an unknown opcode from an unknown service action. */
-static const struct scsi_opdef *find_op(const uint8_t *cdb, bool *opcode_known)
+bool op_supported(const struct scsi_opdef *op, const struct scsi_lu *lu)
+{
+	if (!lu)
+		return true;
+	if ((op->flags & OPF_THIN) && !lu->thin)
+		return false;
+	if ((op->flags & OPF_ATOMIC) && !lu->atomic)
+		return false;
+	return true;
+}
+
+const struct scsi_opdef *op_lookup(uint8_t opcode, uint16_t sa)
+{
+	for (size_t i = 0; i < scsi_nopdefs; i++) {
+		const struct scsi_opdef *op = &scsi_opdefs[i];
+
+		if (op->opcode == opcode && (!(op->flags & OPF_SA) || op->sa == sa))
+			return op;
+	}
+	return NULL;
+}
+
+/*
+ * Lookup by opcode; *opcode_known tells apart an unknown opcode from an unknown service action.
+ * Rows that do not apply to the LU (see op_supported) count as unknown.
+ */
+static const struct scsi_opdef *find_op(const uint8_t *cdb, const struct scsi_lu *lu, bool *opcode_known)
 {
 	*opcode_known = false;
 	for (size_t i = 0; i < scsi_nopdefs; i++) {
 		const struct scsi_opdef *op = &scsi_opdefs[i];
 
-		if (op->opcode != cdb[0])
+		if (op->opcode != cdb[0] || !op_supported(op, lu))
 			continue;
 		*opcode_known = true;
 		if (!(op->flags & OPF_SA) || op->sa == (cdb[1] & 0x1f))
@@ -140,6 +177,11 @@ static bool rsv_conflict(const struct scsi_req *r)
 	return lu->rsv_held && lu->rsv_nexus != r->cmd->nexus->id && !(r->op->flags & OPF_RSV_OK);
 }
 
+bool lu_access_conflict(struct scsi_req *r)
+{
+	return rsv_conflict(r) || pr_conflict(r);
+}
+
 static void run(struct scsi_target *t, struct scsi_cmd *cmd)
 {
 	struct scsi_req r = { .t = t, .cmd = cmd, .cdb = cmd->cdb };
@@ -158,7 +200,7 @@ static void run(struct scsi_target *t, struct scsi_cmd *cmd)
 		req_sense(&r, SK_ILLEGAL_REQUEST, 0x20, 0x00);
 		return;
 	}
-	r.op = find_op(cmd->cdb, &opcode_known);
+	r.op = find_op(cmd->cdb, r.lu, &opcode_known);
 	if (!r.lu && !(r.op && (r.op->flags & OPF_NO_LU_OK))) {
 		req_sense(&r, SK_ILLEGAL_REQUEST, 0x25, 0x00);
 		return;
@@ -199,8 +241,13 @@ static void run(struct scsi_target *t, struct scsi_cmd *cmd)
 		}
 	}
 	if (r.lu) {
-		if (rsv_conflict(&r) || pr_conflict(&r)) {
+		if (lu_access_conflict(&r)) {
 			cmd->status = SCSI_RESERVATION_CONFLICT;
+			return;
+		}
+		if (r.lu->sanitize_failed && (r.op->flags & (OPF_READ | OPF_WRITE)) && r.op->run != scsi_sanitize) {
+			/* SBC-4 4.11: after a failed sanitize only another sanitize gets to the medium. */
+			req_sense(&r, SK_MEDIUM_ERROR, 0x31, 0x03);
 			return;
 		}
 		if ((r.op->flags & OPF_NEED_READY) && r.lu->stopped) {

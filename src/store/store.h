@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <errno.h>
 #include <stdint.h>
 
 struct store;
@@ -26,6 +27,11 @@ struct store_ops {
 	/* Change the size (online resize); memory and files only. */
 	int (*resize)(struct store *st, uint64_t new_size);
 	void (*close)(struct store *st);
+	/*
+	 * Optional (NULL: not offered): make a byte range read as zeros without writing them,
+	 * keeping it allocated where the store can. -EOPNOTSUPP if impossible for this range.
+	 */
+	int (*zero)(struct store *st, uint64_t off, uint64_t len);
 };
 
 struct store {
@@ -33,6 +39,11 @@ struct store {
 	uint64_t size;          /* bytes */
 	bool read_only;
 	bool thin;              /* unmap really frees space */
+	/*
+	 * Every write is all-or-nothing, whatever its size, even across a crash: true only for
+	 * memory stores, whose contents do not survive one anyway.
+	 */
+	bool atomic_writes;
 	char *path;             /* for messages; "memory" for memory stores */
 };
 
@@ -59,6 +70,10 @@ static inline int store_unmap(struct store *st, uint64_t off, uint64_t len)
 static inline int store_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *run)
 {
 	return st->ops->extent(st, off, mapped, run);
+}
+static inline int store_zero(struct store *st, uint64_t off, uint64_t len)
+{
+	return st->ops->zero ? st->ops->zero(st, off, len) : -EOPNOTSUPP;
 }
 static inline int store_resize(struct store *st, uint64_t new_size) { return st->ops->resize(st, new_size); }
 static inline void store_close(struct store *st)

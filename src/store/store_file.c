@@ -104,6 +104,22 @@ static int file_unmap(struct store *st, uint64_t off, uint64_t len)
 	return -errno;
 }
 
+static int file_zero(struct store *st, uint64_t off, uint64_t len)
+{
+	if (st->read_only)
+		return -EROFS;
+	if (off > st->size || len > st->size - off)
+		return -ERANGE;
+	if (len == 0)
+		return 0;
+	/* Regular files: unwritten extents; block devices: the kernel's zero-out (may fall back). */
+	if (fallocate(sf(st)->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+		return 0;
+	if (errno == EOPNOTSUPP || errno == ENOTTY || errno == EINVAL || errno == ENODEV)
+		return -EOPNOTSUPP;
+	return -errno;
+}
+
 static int file_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *run)
 {
 	int fd = sf(st)->fd;
@@ -174,6 +190,7 @@ static const struct store_ops file_ops = {
 	.extent = file_extent,
 	.resize = file_resize,
 	.close = file_close,
+	.zero = file_zero,
 };
 
 struct store *store_file_open(const char *path, uint64_t size, bool read_only, char **err)

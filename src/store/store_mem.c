@@ -103,6 +103,24 @@ static int mem_unmap(struct store *st, uint64_t off, uint64_t len)
 	return 0;
 }
 
+/* Like unmap for the data (pages go back to the kernel), but the sectors stay allocated. */
+static int mem_zero(struct store *st, uint64_t off, uint64_t len)
+{
+	struct store_mem *m = sm(st);
+	int rc;
+
+	if (st->read_only)
+		return -EROFS;
+	if (!range_ok(st, off, len))
+		return -ERANGE;
+	if (len == 0)
+		return 0;
+	rc = mem_unmap(st, off, len);
+	if (rc == 0)
+		bits_set(m, off / MEM_SECTOR, (off + len - 1) / MEM_SECTOR, true);
+	return rc;
+}
+
 static int mem_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *run)
 {
 	struct store_mem *m = sm(st);
@@ -175,6 +193,7 @@ static const struct store_ops mem_ops = {
 	.extent = mem_extent,
 	.resize = mem_resize,
 	.close = mem_close,
+	.zero = mem_zero,
 };
 
 struct store *store_mem_open(uint64_t size, char **err)
@@ -199,6 +218,8 @@ struct store *store_mem_open(uint64_t size, char **err)
 	m->base.size = size;
 	m->base.read_only = false;
 	m->base.thin = true;
+	/* One command at a time and nothing survives a crash: a write is never seen half done. */
+	m->base.atomic_writes = true;
 	m->base.path = xstrdup("memory");
 	return &m->base;
 }

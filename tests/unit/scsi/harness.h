@@ -22,7 +22,9 @@ struct fault_store {
 	int fail_read;      /* negative errno returned by read, 0 for none */
 	int fail_write;
 	int fail_flush;
-	bool no_unmap;      /* unmap returns -EOPNOTSUPP */
+	bool no_unmap;      /* unmap and zero return -EOPNOTSUPP */
+	int zeroes;         /* zero calls */
+	int writes;         /* write calls */
 };
 
 static inline int fs_read(struct store *st, void *b, size_t n, uint64_t off)
@@ -33,6 +35,7 @@ static inline int fs_read(struct store *st, void *b, size_t n, uint64_t off)
 static inline int fs_write(struct store *st, const void *b, size_t n, uint64_t off)
 {
 	struct fault_store *f = (struct fault_store *)st;
+	f->writes++;
 	return f->fail_write ? f->fail_write : store_write(f->inner, b, n, off);
 }
 static inline int fs_flush(struct store *st)
@@ -59,13 +62,22 @@ static inline int fs_resize(struct store *st, uint64_t n)
 		st->size = n;
 	return rc;
 }
+static inline int fs_zero(struct store *st, uint64_t off, uint64_t len)
+{
+	struct fault_store *f = (struct fault_store *)st;
+	f->zeroes++;
+	if (f->fail_write)
+		return f->fail_write;
+	return f->no_unmap ? -EOPNOTSUPP : store_zero(f->inner, off, len);
+}
 static inline void fs_close(struct store *st)
 {
 	struct fault_store *f = (struct fault_store *)st;
 	store_close(f->inner);
 	free(f);
 }
-static const struct store_ops fault_ops = { fs_read, fs_write, fs_flush, fs_unmap, fs_extent, fs_resize, fs_close };
+static const struct store_ops fault_ops = { fs_read, fs_write, fs_flush, fs_unmap, fs_extent, fs_resize, fs_close,
+					    fs_zero };
 
 static inline struct fault_store *fault_store_new(uint64_t size)
 {

@@ -79,8 +79,8 @@ static void test_inquiry(void)
 	c[4] = 255;
 	CHECK_EQ(h_run(h, c, 6, NULL, 0, 255), SCSI_GOOD);
 	CHECK_EQ(h->in[1], 0x00);
-	CHECK_EQ(h->in[3], 6);
-	CHECK(memcmp(h->in + 4, "\x00\x80\x83\xb0\xb1\xb2", 6) == 0);
+	CHECK_EQ(h->in[3], 7);
+	CHECK(memcmp(h->in + 4, "\x00\x80\x83\x8f\xb0\xb1\xb2", 7) == 0);
 	c[2] = 0x80;
 	CHECK_EQ(h_run(h, c, 6, NULL, 0, 255), SCSI_GOOD);
 	CHECK_EQ(h->in[3], 16);
