@@ -7,25 +7,6 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "util/sbuf.h"
-
-#define JSON_MAX_DEPTH 16
-
-struct json {
-	struct sbuf b;
-	int depth;
-	unsigned count[JSON_MAX_DEPTH];
-};
-
-void json_escape(struct sbuf *b, const char *s);
-void json_open(struct json *j, const char *key, char bracket);
-void json_close(struct json *j, char bracket);
-void json_str(struct json *j, const char *key, const char *val);
-void json_u64(struct json *j, const char *key, uint64_t v);
-void json_i64(struct json *j, const char *key, int64_t v);
-void json_bool(struct json *j, const char *key, bool v);
-void json_print(struct json *j, FILE *f);
-
 /*
  * The initiator name to use: explicit (if not NULL), else `initiator-name` from $ISTHMUS_CONFIG
  * or /etc/isthmus/initiator.conf, else the one kept in $ISTHMUS_STATE_DIR (or /var/lib/isthmus)

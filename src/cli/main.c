@@ -13,7 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "cli/cli.h"
+#include "cli/daemon_cmd.h"
 #include "cli/target_cmd.h"
 #include "isthmus/isthmus.h"
 #include "util/bytes.h"
@@ -53,6 +56,8 @@ static void usage(FILE *f)
 	      "  write URL --lba N --in FILE\n"
 	      "  session-test URL --connections N --io N [--reinstate]\n"
 	      "  target ...                      manage a running isthmus-target (isthmus target --help)\n"
+	      "  login, logout, session, persistent, chap, discover --daemon\n"
+	      "                                  through the initiator daemon (isthmus login --help)\n"
 	      "\n"
 	      "URL: iscsi://[user[%password]@]host[:port]/target-iqn/lun[?target_user=U&target_password=P]\n"
 	      "\n"
@@ -73,6 +78,37 @@ static void usage(FILE *f)
 	      f);
 }
 
+/* --json output: jansson values, printed as one compact line. */
+
+/* A JSON string from C text (NULL: null); bytes that are not UTF-8 become '?'. */
+static json_t *jstr(const char *v)
+{
+	if (!v)
+		return json_null();
+	json_t *r = json_string(v);
+	if (r)
+		return r;
+	char *copy = strdup(v);
+	if (!copy)
+		return json_null();
+	for (char *p = copy; *p; p++)
+		if ((unsigned char)*p >= 0x80)
+			*p = '?';
+	r = json_string(copy);
+	free(copy);
+	return r ? r : json_null();
+}
+
+static json_t *jnum(uint64_t v) { return json_integer((json_int_t)v); }
+
+/* Print the object as one line on standard output and release it. */
+static void jprint(json_t *o)
+{
+	json_dumpf(o, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
+	fputc('\n', stdout);
+	json_decref(o);
+}
+
 /* One line to stderr (and {"error": ...} with --json), exit status 1. */
 static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int fail(const char *fmt, ...)
@@ -84,12 +120,10 @@ static int fail(const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "isthmus: %s: %s\n", cmd_name, msg);
 	if (json_mode) {
-		struct json j = {0};
-		json_open(&j, NULL, '{');
-		json_str(&j, "command", cmd_name);
-		json_str(&j, "error", msg);
-		json_close(&j, '}');
-		json_print(&j, stdout);
+		json_t *j = json_object();
+		json_object_set_new(j, "command", jstr(cmd_name));
+		json_object_set_new(j, "error", jstr(msg));
+		jprint(j);
 	}
 	return 1;
 }
@@ -234,22 +268,18 @@ static int cmd_discover(struct opts *o, const char *portal_arg)
 	if (ism_discover(&cfg, portal, &d, err, sizeof(err)) < 0)
 		return fail("%s", err);
 	if (o->json) {
-		struct json j = {0};
-		json_open(&j, NULL, '{');
-		json_str(&j, "portal", portal);
-		json_open(&j, "targets", '[');
+		json_t *j = json_object(), *targets = json_array();
+		json_object_set_new(j, "portal", jstr(portal));
 		for (size_t i = 0; i < d->n; i++) {
-			json_open(&j, NULL, '{');
-			json_str(&j, "name", d->targets[i].name);
-			json_open(&j, "addresses", '[');
+			json_t *t = json_object(), *addrs = json_array();
+			json_object_set_new(t, "name", jstr(d->targets[i].name));
 			for (size_t k = 0; k < d->targets[i].naddr; k++)
-				json_str(&j, NULL, d->targets[i].addresses[k]);
-			json_close(&j, ']');
-			json_close(&j, '}');
+				json_array_append_new(addrs, jstr(d->targets[i].addresses[k]));
+			json_object_set_new(t, "addresses", addrs);
+			json_array_append_new(targets, t);
 		}
-		json_close(&j, ']');
-		json_close(&j, '}');
-		json_print(&j, stdout);
+		json_object_set_new(j, "targets", targets);
+		jprint(j);
 	} else {
 		for (size_t i = 0; i < d->n; i++) {
 			printf("%s\n", d->targets[i].name);
@@ -322,19 +352,17 @@ static int cmd_inquiry(struct opts *o, const char *url)
 		trimmed(buf + 32, 4, rev);
 		uint8_t qual = buf[0] >> 5, type = buf[0] & 0x1f;
 		if (o->json) {
-			struct json j = {0};
-			json_open(&j, NULL, '{');
-			json_u64(&j, "lun", u->lun);
-			json_u64(&j, "peripheral_qualifier", qual);
-			json_u64(&j, "device_type", type);
-			json_str(&j, "device_type_name", ism_device_type_str(type));
-			json_bool(&j, "removable", buf[1] & 0x80);
-			json_u64(&j, "version", buf[2]);
-			json_str(&j, "vendor", vendor);
-			json_str(&j, "product", product);
-			json_str(&j, "revision", rev);
-			json_close(&j, '}');
-			json_print(&j, stdout);
+			json_t *j = json_object();
+			json_object_set_new(j, "lun", jnum(u->lun));
+			json_object_set_new(j, "peripheral_qualifier", jnum(qual));
+			json_object_set_new(j, "device_type", jnum(type));
+			json_object_set_new(j, "device_type_name", jstr(ism_device_type_str(type)));
+			json_object_set_new(j, "removable", json_boolean(buf[1] & 0x80));
+			json_object_set_new(j, "version", jnum(buf[2]));
+			json_object_set_new(j, "vendor", jstr(vendor));
+			json_object_set_new(j, "product", jstr(product));
+			json_object_set_new(j, "revision", jstr(rev));
+			jprint(j);
 		} else {
 			printf("Peripheral Qualifier: %u%s\n", qual, qual == 0 ? " (connected)" : "");
 			printf("Device Type: %s (0x%02x)\n", ism_device_type_str(type), type);
@@ -355,37 +383,37 @@ static int cmd_inquiry(struct opts *o, const char *url)
 		plen = got;
 	char *hx = malloc(2 * plen + 1);
 	hex(buf, plen, hx);
-	struct json j = {0};
+	json_t *j = NULL, *list = NULL;
 	if (o->json) {
-		json_open(&j, NULL, '{');
-		json_u64(&j, "lun", u->lun);
-		json_u64(&j, "page", buf[1]);
-		json_u64(&j, "length", plen);
-		json_str(&j, "hex", hx);
+		j = json_object();
+		json_object_set_new(j, "lun", jnum(u->lun));
+		json_object_set_new(j, "page", jnum(buf[1]));
+		json_object_set_new(j, "length", jnum(plen));
+		json_object_set_new(j, "hex", jstr(hx));
 	} else {
 		printf("VPD page 0x%02x (%u bytes)\n", buf[1], plen);
 	}
 	if (buf[1] == 0x00) {
 		if (o->json)
-			json_open(&j, "supported_pages", '[');
+			list = json_array();
 		for (uint32_t i = 4; i < plen; i++) {
 			if (o->json)
-				json_u64(&j, NULL, buf[i]);
+				json_array_append_new(list, jnum(buf[i]));
 			else
 				printf("  supported page 0x%02x\n", buf[i]);
 		}
 		if (o->json)
-			json_close(&j, ']');
+			json_object_set_new(j, "supported_pages", list);
 	} else if (buf[1] == 0x80) {
 		char serial[300];
 		trimmed(buf + 4, plen - 4 < 255 ? plen - 4 : 255, serial);
 		if (o->json)
-			json_str(&j, "serial", serial);
+			json_object_set_new(j, "serial", jstr(serial));
 		else
 			printf("  unit serial number: %s\n", serial);
 	} else if (buf[1] == 0x83) {
 		if (o->json)
-			json_open(&j, "designators", '[');
+			list = json_array();
 		for (uint32_t p = 4; p + 4 <= plen;) {
 			uint8_t codeset = buf[p] & 0x0f, dtype = buf[p + 1] & 0x0f, dlen = buf[p + 3];
 			if (p + 4 + dlen > plen)
@@ -396,25 +424,23 @@ static int cmd_inquiry(struct opts *o, const char *url)
 			else
 				hex(buf + p + 4, dlen, val);
 			if (o->json) {
-				json_open(&j, NULL, '{');
-				json_str(&j, "type", designator_type(dtype));
-				json_u64(&j, "association", (buf[p + 1] >> 4) & 3);
-				json_str(&j, "value", val);
-				json_close(&j, '}');
+				json_t *d = json_object();
+				json_object_set_new(d, "type", jstr(designator_type(dtype)));
+				json_object_set_new(d, "association", jnum((buf[p + 1] >> 4) & 3));
+				json_object_set_new(d, "value", jstr(val));
+				json_array_append_new(list, d);
 			} else {
 				printf("  %s: %s\n", designator_type(dtype), val);
 			}
 			p += 4 + dlen;
 		}
 		if (o->json)
-			json_close(&j, ']');
+			json_object_set_new(j, "designators", list);
 	} else if (!o->json) {
 		printf("  %s\n", hx);
 	}
-	if (o->json) {
-		json_close(&j, '}');
-		json_print(&j, stdout);
-	}
+	if (o->json)
+		jprint(j);
 	free(hx);
 out:
 	close_session(s);
@@ -450,15 +476,13 @@ static int cmd_readcapacity(struct opts *o, const char *url)
 	if (get_capacity(s, u->lun, &last, &bs) < 0) {
 		rc = fail("%s", ism_session_error(s));
 	} else if (o->json) {
-		struct json j = {0};
-		json_open(&j, NULL, '{');
-		json_u64(&j, "lun", u->lun);
-		json_u64(&j, "last_lba", last);
-		json_u64(&j, "blocks", last + 1);
-		json_u64(&j, "block_size", bs);
-		json_u64(&j, "bytes", (last + 1) * bs);
-		json_close(&j, '}');
-		json_print(&j, stdout);
+		json_t *j = json_object();
+		json_object_set_new(j, "lun", jnum(u->lun));
+		json_object_set_new(j, "last_lba", jnum(last));
+		json_object_set_new(j, "blocks", jnum(last + 1));
+		json_object_set_new(j, "block_size", jnum(bs));
+		json_object_set_new(j, "bytes", jnum((last + 1) * bs));
+		jprint(j);
 	} else {
 		printf("Last LBA: %" PRIu64 "\nBlocks: %" PRIu64 "\nBlock size: %u\nBytes: %" PRIu64 "\n", last,
 		       last + 1, bs, (last + 1) * bs);
@@ -487,15 +511,12 @@ static int cmd_reportluns(struct opts *o, const char *url)
 		if (n > 1024)
 			n = 1024;
 		if (o->json) {
-			struct json j = {0};
-			json_open(&j, NULL, '{');
-			json_str(&j, "target", u->target);
-			json_open(&j, "luns", '[');
+			json_t *j = json_object(), *list = json_array();
+			json_object_set_new(j, "target", jstr(u->target));
 			for (size_t i = 0; i < n; i++)
-				json_u64(&j, NULL, luns[i]);
-			json_close(&j, ']');
-			json_close(&j, '}');
-			json_print(&j, stdout);
+				json_array_append_new(list, jnum(luns[i]));
+			json_object_set_new(j, "luns", list);
+			jprint(j);
 		} else {
 			for (size_t i = 0; i < n; i++)
 				printf("LUN %" PRIu64 "\n", luns[i]);
@@ -685,18 +706,16 @@ static int cmd_rw(struct opts *o, const char *url, bool write)
 			fflush(stdout);
 	}
 	if (o->json) {
-		struct json j = {0};
-		json_open(&j, NULL, '{');
-		json_str(&j, "command", write ? "write" : "read");
-		json_u64(&j, "lun", u->lun);
-		json_u64(&j, "lba", o->lba);
-		json_u64(&j, "blocks", blocks);
-		json_u64(&j, "block_size", bs);
-		json_u64(&j, "bytes", blocks * bs);
-		json_str(&j, write ? "in" : "out", write ? o->in : o->out);
-		json_u64(&j, "usec", (uint64_t)(secs * 1e6));
-		json_close(&j, '}');
-		json_print(&j, stdout);
+		json_t *j = json_object();
+		json_object_set_new(j, "command", jstr(write ? "write" : "read"));
+		json_object_set_new(j, "lun", jnum(u->lun));
+		json_object_set_new(j, "lba", jnum(o->lba));
+		json_object_set_new(j, "blocks", jnum(blocks));
+		json_object_set_new(j, "block_size", jnum(bs));
+		json_object_set_new(j, "bytes", jnum(blocks * bs));
+		json_object_set_new(j, write ? "in" : "out", jstr(write ? o->in : o->out));
+		json_object_set_new(j, "usec", jnum((uint64_t)(secs * 1e6)));
+		jprint(j);
 	} else if (o->out || write) {
 		printf("%s %" PRIu64 " blocks of %u bytes at LBA %" PRIu64 " (%.1f MiB/s)\n", write ? "wrote" : "read",
 		       blocks, bs, o->lba, secs > 0 ? (double)(blocks * bs) / secs / 1048576.0 : 0.0);
@@ -744,7 +763,7 @@ static uint64_t xorshift(uint64_t *x)
 	return *x;
 }
 
-static int reinstate_test(struct opts *o, const struct ism_url *u, struct json *j)
+static int reinstate_test(struct opts *o, const struct ism_url *u, json_t *j)
 {
 	struct ism_session *a = open_session(o, u);
 	if (!a)
@@ -807,13 +826,13 @@ static int reinstate_test(struct opts *o, const struct ism_url *u, struct json *
 		snprintf(isid, sizeof(isid), "%02x%02x%02x%02x%02x%02x", ia.isid[0], ia.isid[1], ia.isid[2], ia.isid[3],
 			 ia.isid[4], ia.isid[5]);
 		if (o->json) {
-			json_open(j, "reinstate", '{');
-			json_str(j, "isid", isid);
-			json_u64(j, "first_tsih", ia.tsih);
-			json_u64(j, "second_tsih", ib.tsih);
-			json_bool(j, "first_dropped", true);
-			json_str(j, "first_error", aerr);
-			json_close(j, '}');
+			json_t *r = json_object();
+			json_object_set_new(r, "isid", jstr(isid));
+			json_object_set_new(r, "first_tsih", jnum(ia.tsih));
+			json_object_set_new(r, "second_tsih", jnum(ib.tsih));
+			json_object_set_new(r, "first_dropped", json_true());
+			json_object_set_new(r, "first_error", jstr(aerr));
+			json_object_set_new(j, "reinstate", r);
 		} else {
 			printf("reinstatement: ISID %s, first session (TSIH %u) dropped by the target (%s), second session "
 			       "(TSIH %u) works\n",
@@ -837,22 +856,23 @@ static int cmd_session_test(struct opts *o, const char *url)
 		ism_url_free(u);
 		return fail("--io takes a positive number");
 	}
-	struct json j = {0};
+	json_t *j = NULL;
 	if (o->json) {
-		json_open(&j, NULL, '{');
-		json_str(&j, "command", "session-test");
+		j = json_object();
+		json_object_set_new(j, "command", jstr("session-test"));
 	}
 	int rc = 0;
 	if (o->reinstate) {
-		rc = reinstate_test(o, u, &j);
+		rc = reinstate_test(o, u, j);
 		if (rc) {
-			sbuf_free(&j.b);
+			json_decref(j);
 			ism_url_free(u);
 			return rc;
 		}
 	}
 	struct ism_config cfg;
 	if (make_config(o, &cfg, u) != 0) {
+		json_decref(j);
 		ism_url_free(u);
 		return 1;
 	}
@@ -861,6 +881,7 @@ static int cmd_session_test(struct opts *o, const char *url)
 	char err[512];
 	struct ism_session *s = ism_session_new(&cfg, err, sizeof(err));
 	if (!s) {
+		json_decref(j);
 		ism_url_free(u);
 		return fail("%s", err);
 	}
@@ -1001,20 +1022,20 @@ static int cmd_session_test(struct opts *o, const char *url)
 		goto out;
 	}
 	if (o->json) {
-		json_u64(&j, "connections", (uint64_t)nconn);
-		json_u64(&j, "ios", (uint64_t)o->io);
-		json_u64(&j, "io_size", iosize);
-		json_u64(&j, "tsih", info.tsih);
-		json_bool(&j, "verified", true);
-		json_open(&j, "per_connection", '[');
+		json_object_set_new(j, "connections", jnum((uint64_t)nconn));
+		json_object_set_new(j, "ios", jnum((uint64_t)o->io));
+		json_object_set_new(j, "io_size", jnum(iosize));
+		json_object_set_new(j, "tsih", jnum(info.tsih));
+		json_object_set_new(j, "verified", json_true());
+		json_t *per = json_array();
 		for (int c = 0; c < nconn; c++) {
-			json_open(&j, NULL, '{');
-			json_u64(&j, "cid", cids[c]);
-			json_u64(&j, "writes", wcount[c]);
-			json_u64(&j, "reads", rcount[c]);
-			json_close(&j, '}');
+			json_t *pc = json_object();
+			json_object_set_new(pc, "cid", jnum(cids[c]));
+			json_object_set_new(pc, "writes", jnum(wcount[c]));
+			json_object_set_new(pc, "reads", jnum(rcount[c]));
+			json_array_append_new(per, pc);
 		}
-		json_close(&j, ']');
+		json_object_set_new(j, "per_connection", per);
 	} else {
 		printf("session-test: %d connection%s, %d writes and %d reads of %u bytes verified\n", nconn, nconn == 1 ? "" : "s", o->io, o->io,
 		       iosize);
@@ -1023,12 +1044,10 @@ static int cmd_session_test(struct opts *o, const char *url)
 	}
 out:
 	if (o->json) {
-		if (!rc) {
-			json_close(&j, '}');
-			json_print(&j, stdout);
-		} else {
-			sbuf_free(&j.b);
-		}
+		if (!rc)
+			jprint(j);
+		else
+			json_decref(j);
 	}
 	free(wbuf);
 	free(rbuf);
@@ -1085,6 +1104,17 @@ int main(int argc, char **argv)
 	/* Management of a running target has its own option set. */
 	if (argc > 1 && strcmp(argv[1], "target") == 0)
 		return cmd_target(argc - 1, argv + 1);
+	/* Commands served by the initiator daemon (discover only with --daemon). */
+	if (argc > 1) {
+		static const char *const daemon_cmds[] = {"login", "logout", "session", "persistent", "chap"};
+		for (size_t i = 0; i < sizeof(daemon_cmds) / sizeof(daemon_cmds[0]); i++)
+			if (strcmp(argv[1], daemon_cmds[i]) == 0)
+				return cmd_daemon(argc - 1, argv + 1);
+		if (strcmp(argv[1], "discover") == 0)
+			for (int i = 2; i < argc; i++)
+				if (strcmp(argv[i], "--daemon") == 0)
+					return cmd_daemon(argc - 1, argv + 1);
+	}
 	static char chap_alg_buf[64];
 	enum {
 		O_CHAP_USER = 1000, O_CHAP_SECRET, O_MUTUAL_USER, O_MUTUAL_SECRET, O_HDIGEST, O_DDIGEST, O_INAME,

@@ -1,0 +1,439 @@
+/* The daemon's configuration file and the login options of a session (with their JSON form). */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/daemon.h"
+#include "util/sbuf.h"
+
+void dmn_config_defaults(struct dmn_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->reconnect_interval_ms = 5000;
+	c->removal_latency_ms = 60000;
+	c->nop_interval_ms = 5000;
+	c->nop_timeout_ms = 10000;
+	c->login_timeout_ms = 15000;
+	c->queue_limit_bytes = 64u << 20;
+	c->fuse = true;
+	c->nbd = true;
+	c->devices_dir = xstrdup("/run/isthmus/devices");
+	c->nbd_dir = xstrdup("/run/isthmus/nbd");
+}
+
+void dmn_config_free(struct dmn_config *c)
+{
+	free(c->initiator_name);
+	free(c->initiator_alias);
+	free(c->devices_dir);
+	free(c->nbd_dir);
+	memset(c, 0, sizeof(*c));
+}
+
+int dmn_parse_duration_ms(const char *s)
+{
+	if (!s || !*s)
+		return -1;
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || v < 0)
+		return -1;
+	double mult = 1000;
+	if (strcmp(end, "ms") == 0)
+		mult = 1;
+	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
+		mult = 60000;
+	else if (*end && strcmp(end, "s") != 0)
+		return -1;
+	v *= mult;
+	if (v > 86400000.0 * 365)
+		return -1;
+	return (int)(v + 0.5);
+}
+
+bool dmn_parse_size(const char *s, uint64_t *out)
+{
+	if (!s || !isdigit((unsigned char)*s))
+		return false;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno)
+		return false;
+	unsigned shift = 0;
+	switch (toupper((unsigned char)*end)) {
+	case 0: break;
+	case 'K': shift = 10; end++; break;
+	case 'M': shift = 20; end++; break;
+	case 'G': shift = 30; end++; break;
+	default: return false;
+	}
+	if (*end == 'i' || *end == 'I')
+		end++;
+	if ((*end == 'b' || *end == 'B'))
+		end++;
+	if (*end || (shift && v > (~0ULL >> shift)))
+		return false;
+	*out = (uint64_t)v << shift;
+	return true;
+}
+
+static bool parse_bool(const char *v, bool *out)
+{
+	if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "on") || !strcmp(v, "1"))
+		*out = true;
+	else if (!strcmp(v, "no") || !strcmp(v, "false") || !strcmp(v, "off") || !strcmp(v, "0"))
+		*out = false;
+	else
+		return false;
+	return true;
+}
+
+static char *trim(char *s)
+{
+	while (isspace((unsigned char)*s))
+		s++;
+	size_t n = strlen(s);
+	while (n && isspace((unsigned char)s[n - 1]))
+		s[--n] = 0;
+	return s;
+}
+
+int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	char line[1024];
+	int lineno = 0, rc = 0;
+	while (rc == 0 && fgets(line, sizeof(line), f)) {
+		lineno++;
+		char *hash = strchr(line, '#');
+		if (hash)
+			*hash = 0;
+		char *l = trim(line);
+		if (!*l || *l == '[') /* sections are allowed and ignored */
+			continue;
+		char *eq = strchr(l, '=');
+		if (!eq) {
+			snprintf(err, errlen, "%s:%d: expected key = value", path, lineno);
+			rc = -1;
+			break;
+		}
+		*eq = 0;
+		char *k = trim(l), *v = trim(eq + 1);
+		int *ms = NULL;
+		bool *flag = NULL;
+		if (!strcmp(k, "initiator-name")) {
+			free(c->initiator_name);
+			c->initiator_name = xstrdup(v);
+		} else if (!strcmp(k, "initiator-alias")) {
+			free(c->initiator_alias);
+			c->initiator_alias = xstrdup(v);
+		} else if (!strcmp(k, "devices-dir")) {
+			free(c->devices_dir);
+			c->devices_dir = xstrdup(v);
+		} else if (!strcmp(k, "nbd-dir")) {
+			free(c->nbd_dir);
+			c->nbd_dir = xstrdup(v);
+		} else if (!strcmp(k, "reconnect-interval"))
+			ms = &c->reconnect_interval_ms;
+		else if (!strcmp(k, "removal-latency"))
+			ms = &c->removal_latency_ms;
+		else if (!strcmp(k, "nop-interval"))
+			ms = &c->nop_interval_ms;
+		else if (!strcmp(k, "nop-timeout"))
+			ms = &c->nop_timeout_ms;
+		else if (!strcmp(k, "login-timeout"))
+			ms = &c->login_timeout_ms;
+		else if (!strcmp(k, "fuse"))
+			flag = &c->fuse;
+		else if (!strcmp(k, "nbd"))
+			flag = &c->nbd;
+		else if (!strcmp(k, "queue-limit")) {
+			if (!dmn_parse_size(v, &c->queue_limit_bytes)) {
+				snprintf(err, errlen, "%s:%d: queue-limit: want a size like 64M", path, lineno);
+				rc = -1;
+			}
+		} else {
+			snprintf(err, errlen, "%s:%d: unknown setting '%s'", path, lineno, k);
+			rc = -1;
+		}
+		if (ms) {
+			int v_ms = dmn_parse_duration_ms(v);
+			if (v_ms < 0) {
+				snprintf(err, errlen, "%s:%d: %s: want seconds like 5 or 2.5", path, lineno, k);
+				rc = -1;
+			} else {
+				*ms = v_ms;
+			}
+		}
+		if (flag && !parse_bool(v, flag)) {
+			snprintf(err, errlen, "%s:%d: %s: want yes or no", path, lineno, k);
+			rc = -1;
+		}
+	}
+	fclose(f);
+	if (rc == 0 && c->reconnect_interval_ms < 100)
+		c->reconnect_interval_ms = 100;
+	return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+const char *dsess_type_str(enum dsess_type t)
+{
+	switch (t) {
+	case DS_TYPE_INFORMATIONAL: return "informational";
+	case DS_TYPE_DATA: return "data";
+	case DS_TYPE_BOOT: return "boot";
+	}
+	return "?";
+}
+
+int dsess_type_parse(const char *s)
+{
+	if (!strcmp(s, "informational") || !strcmp(s, "info"))
+		return DS_TYPE_INFORMATIONAL;
+	if (!strcmp(s, "data"))
+		return DS_TYPE_DATA;
+	if (!strcmp(s, "boot"))
+		return DS_TYPE_BOOT;
+	return -1;
+}
+
+const char *dsess_state_str(enum dsess_state st)
+{
+	switch (st) {
+	case DS_LOGGING_IN: return "logging_in";
+	case DS_CONNECTED: return "connected";
+	case DS_RECONNECTING: return "reconnecting";
+	case DS_FAILED: return "failed";
+	case DS_LOGGING_OUT: return "logging_out";
+	case DS_GONE: return "logged_out";
+	}
+	return "?";
+}
+
+void hex_isid(const uint8_t isid[6], char out[13])
+{
+	for (int i = 0; i < 6; i++)
+		snprintf(out + 2 * i, 3, "%02x", isid[i]);
+}
+
+bool parse_isid(const char *s, uint8_t isid[6])
+{
+	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
+		s += 2;
+	if (strlen(s) != 12)
+		return false;
+	for (int i = 0; i < 6; i++) {
+		unsigned v;
+		char two[3] = {s[2 * i], s[2 * i + 1], 0};
+		if (!isxdigit((unsigned char)two[0]) || !isxdigit((unsigned char)two[1]) || sscanf(two, "%x", &v) != 1)
+			return false;
+		isid[i] = (uint8_t)v;
+	}
+	return true;
+}
+
+static char *dup_opt(const char *s) { return s ? xstrdup(s) : NULL; }
+
+void dsess_opts_free(struct dsess_opts *o)
+{
+	free(o->target);
+	free(o->portal);
+	free(o->chap_user);
+	if (o->chap_secret)
+		explicit_bzero(o->chap_secret, strlen(o->chap_secret));
+	free(o->chap_secret);
+	free(o->mutual_user);
+	if (o->mutual_secret)
+		explicit_bzero(o->mutual_secret, strlen(o->mutual_secret));
+	free(o->mutual_secret);
+	free(o->chap_algorithms);
+	memset(o, 0, sizeof(*o));
+}
+
+void dsess_opts_copy(struct dsess_opts *dst, const struct dsess_opts *src)
+{
+	*dst = *src;
+	dst->target = dup_opt(src->target);
+	dst->portal = dup_opt(src->portal);
+	dst->chap_user = dup_opt(src->chap_user);
+	dst->chap_secret = dup_opt(src->chap_secret);
+	dst->mutual_user = dup_opt(src->mutual_user);
+	dst->mutual_secret = dup_opt(src->mutual_secret);
+	dst->chap_algorithms = dup_opt(src->chap_algorithms);
+}
+
+json_t *dsess_opts_to_json(const struct dsess_opts *o, bool with_secrets)
+{
+	json_t *j = json_object();
+	json_object_set_new(j, "target", json_string(o->target ? o->target : ""));
+	json_object_set_new(j, "portal", json_string(o->portal ? o->portal : ""));
+	json_object_set_new(j, "type", json_string(dsess_type_str(o->type)));
+	if (o->chap_user)
+		json_object_set_new(j, "chap_user", json_string(o->chap_user));
+	if (o->chap_secret)
+		json_object_set_new(j, "chap_secret", json_string(with_secrets ? o->chap_secret : "********"));
+	if (o->mutual_user)
+		json_object_set_new(j, "mutual_user", json_string(o->mutual_user));
+	if (o->mutual_secret && !o->mutual_from_store)
+		json_object_set_new(j, "mutual_secret", json_string(with_secrets ? o->mutual_secret : "********"));
+	if (o->mutual_from_store)
+		json_object_set_new(j, "mutual_from_store", json_true());
+	if (o->chap_algorithms)
+		json_object_set_new(j, "chap_algorithms", json_string(o->chap_algorithms));
+	json_object_set_new(j, "header_digest", json_boolean(o->header_digest));
+	json_object_set_new(j, "data_digest", json_boolean(o->data_digest));
+	if (o->removal_latency_ms >= 0)
+		json_object_set_new(j, "removal_latency", json_real(o->removal_latency_ms / 1000.0));
+	if (o->max_recv_dsl)
+		json_object_set_new(j, "max_recv_data_segment_length", json_integer(o->max_recv_dsl));
+	if (o->max_burst_length)
+		json_object_set_new(j, "max_burst_length", json_integer(o->max_burst_length));
+	if (o->first_burst_length)
+		json_object_set_new(j, "first_burst_length", json_integer(o->first_burst_length));
+	if (o->initial_r2t >= 0)
+		json_object_set_new(j, "initial_r2t", json_boolean(o->initial_r2t));
+	if (o->immediate_data >= 0)
+		json_object_set_new(j, "immediate_data", json_boolean(o->immediate_data));
+	if (o->isid_set) {
+		char h[13];
+		hex_isid(o->isid, h);
+		json_object_set_new(j, "isid", json_string(h));
+	}
+	return j;
+}
+
+static int get_str(json_t *j, const char *key, char **out, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(j, key);
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_string(v)) {
+		snprintf(err, errlen, "'%s' must be a string", key);
+		return -1;
+	}
+	free(*out);
+	*out = json_string_length(v) ? xstrdup(json_string_value(v)) : NULL;
+	return 0;
+}
+
+static int get_bool(json_t *j, const char *key, bool *out, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(j, key);
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_boolean(v)) {
+		snprintf(err, errlen, "'%s' must be true or false", key);
+		return -1;
+	}
+	*out = json_is_true(v);
+	return 0;
+}
+
+static int get_u32(json_t *j, const char *key, uint32_t *out, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(j, key);
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 0xffffffffLL) {
+		snprintf(err, errlen, "'%s' must be a non-negative integer", key);
+		return -1;
+	}
+	*out = (uint32_t)json_integer_value(v);
+	return 0;
+}
+
+int dsess_opts_from_json(struct dsess_opts *o, json_t *j, char *err, size_t errlen)
+{
+	memset(o, 0, sizeof(*o));
+	o->removal_latency_ms = -1;
+	o->initial_r2t = -1;
+	o->immediate_data = -1;
+	o->type = DS_TYPE_DATA;
+	if (!json_is_object(j)) {
+		snprintf(err, errlen, "params must be an object");
+		return -1;
+	}
+	if (get_str(j, "target", &o->target, err, errlen) || get_str(j, "portal", &o->portal, err, errlen) ||
+	    get_str(j, "chap_user", &o->chap_user, err, errlen) ||
+	    get_str(j, "chap_secret", &o->chap_secret, err, errlen) ||
+	    get_str(j, "mutual_user", &o->mutual_user, err, errlen) ||
+	    get_str(j, "mutual_secret", &o->mutual_secret, err, errlen) ||
+	    get_str(j, "chap_algorithms", &o->chap_algorithms, err, errlen) ||
+	    get_bool(j, "header_digest", &o->header_digest, err, errlen) ||
+	    get_bool(j, "data_digest", &o->data_digest, err, errlen) ||
+	    get_bool(j, "mutual_from_store", &o->mutual_from_store, err, errlen) ||
+	    get_u32(j, "max_recv_data_segment_length", &o->max_recv_dsl, err, errlen) ||
+	    get_u32(j, "max_burst_length", &o->max_burst_length, err, errlen) ||
+	    get_u32(j, "first_burst_length", &o->first_burst_length, err, errlen))
+		goto bad;
+	json_t *v = json_object_get(j, "type");
+	if (v && !json_is_null(v)) {
+		int t = json_is_string(v) ? dsess_type_parse(json_string_value(v)) : -1;
+		if (t < 0) {
+			snprintf(err, errlen, "'type' must be data, informational or boot");
+			goto bad;
+		}
+		o->type = (enum dsess_type)t;
+	}
+	v = json_object_get(j, "removal_latency");
+	if (v && !json_is_null(v)) {
+		if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 86400 * 365) {
+			snprintf(err, errlen, "'removal_latency' must be seconds >= 0");
+			goto bad;
+		}
+		o->removal_latency_ms = (int)(json_number_value(v) * 1000 + 0.5);
+	}
+	bool b = false;
+	v = json_object_get(j, "initial_r2t");
+	if (v && !json_is_null(v)) {
+		if (get_bool(j, "initial_r2t", &b, err, errlen))
+			goto bad;
+		o->initial_r2t = b;
+	}
+	v = json_object_get(j, "immediate_data");
+	if (v && !json_is_null(v)) {
+		if (get_bool(j, "immediate_data", &b, err, errlen))
+			goto bad;
+		o->immediate_data = b;
+	}
+	v = json_object_get(j, "isid");
+	if (v && !json_is_null(v)) {
+		if (!json_is_string(v) || !parse_isid(json_string_value(v), o->isid)) {
+			snprintf(err, errlen, "'isid' must be 12 hex digits");
+			goto bad;
+		}
+		o->isid_set = true;
+	}
+	if (!o->target) {
+		snprintf(err, errlen, "'target' is required");
+		goto bad;
+	}
+	if (!o->portal) {
+		snprintf(err, errlen, "'portal' is required");
+		goto bad;
+	}
+	char host[256];
+	uint16_t port;
+	if (ism_parse_portal(o->portal, host, sizeof(host), &port) < 0) {
+		snprintf(err, errlen, "bad portal '%s' (want host[:port])", o->portal);
+		goto bad;
+	}
+	if ((o->chap_user == NULL) != (o->chap_secret == NULL)) {
+		snprintf(err, errlen, "CHAP needs both chap_user and chap_secret");
+		goto bad;
+	}
+	return 0;
+bad:
+	dsess_opts_free(o);
+	return -1;
+}

@@ -1,0 +1,537 @@
+/*
+ * Local devices as files: one FUSE file system (libfuse3 low-level API) mounted on the devices
+ * directory, <session-id>/lun<N> per exposed LUN. The /dev/fuse descriptor is read in the daemon's
+ * event loop, so every request runs on the loop thread and is answered when its SCSI command
+ * completes; no lock is needed. Files are opened with direct_io: every read and write reaches the
+ * target (no page cache to go stale across reconnects); fsync becomes SYNCHRONIZE CACHE.
+ */
+#define FUSE_USE_VERSION 34
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "daemon/daemon.h"
+#include "util/log.h"
+#include "util/sbuf.h"
+
+#define FUSE_MAX_IO (1u << 20)
+
+struct fuse_dev {
+	struct daemon *d;
+	struct fuse_session *se;
+	struct loop_watch w;
+	struct fuse_buf buf;
+	char *mountpoint;
+	bool mounted;
+};
+
+static struct daemon *dmn(fuse_req_t req) { return fuse_req_userdata(req); }
+
+static fuse_ino_t dir_ino(const struct dsession *s) { return (fuse_ino_t)(s->id << 16); }
+static fuse_ino_t lun_ino(const struct dsession *s, uint64_t lun) { return (fuse_ino_t)((s->id << 16) | (lun + 1)); }
+
+static struct dsession *session_of(struct daemon *d, fuse_ino_t ino)
+{
+	uint64_t id = (uint64_t)ino >> 16;
+	for (struct dsession *s = d->sessions; s; s = s->next)
+		if (s->id == id && s->devices_present && s->state != DS_GONE)
+			return s;
+	return NULL;
+}
+
+static struct dlun *lun_of(struct dsession *s, fuse_ino_t ino)
+{
+	uint64_t low = (uint64_t)ino & 0xffff;
+	if (!low)
+		return NULL;
+	struct dlun *l = dsess_lun(s, low - 1);
+	return l && l->exposed ? l : NULL;
+}
+
+static void fill_attr(struct stat *st, fuse_ino_t ino, struct dsession *s, struct dlun *l)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	if (!l) {
+		st->st_mode = S_IFDIR | 0755;
+		st->st_nlink = 2;
+	} else {
+		st->st_mode = S_IFREG | 0600;
+		st->st_nlink = 1;
+		st->st_size = (off_t)l->capacity_bytes;
+		st->st_blocks = (blkcnt_t)(l->capacity_bytes / 512);
+		st->st_blksize = l->block_size > 4096 ? l->block_size : 4096;
+	}
+	time_t t = s ? s->state_since : time(NULL);
+	st->st_atime = st->st_mtime = st->st_ctime = t;
+}
+
+static void reply_entry(fuse_req_t req, fuse_ino_t ino, struct dsession *s, struct dlun *l)
+{
+	struct fuse_entry_param e;
+	memset(&e, 0, sizeof(e));
+	e.ino = ino;
+	e.attr_timeout = 0;  /* devices come and go: the kernel asks every time */
+	e.entry_timeout = 0;
+	fill_attr(&e.attr, ino, s, l);
+	fuse_reply_entry(req, &e);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct daemon *d = dmn(req);
+	if (parent == FUSE_ROOT_ID) {
+		struct dsession *s = dsess_find(d, name);
+		if (!s || !s->devices_present) {
+			fuse_reply_err(req, ENOENT);
+			return;
+		}
+		reply_entry(req, dir_ino(s), s, NULL);
+		return;
+	}
+	struct dsession *s = session_of(d, parent);
+	char *end;
+	if (!s || ((uint64_t)parent & 0xffff) || strncmp(name, "lun", 3) != 0 || !name[3]) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	errno = 0;
+	unsigned long long n = strtoull(name + 3, &end, 10);
+	struct dlun *l = !errno && !*end && n < 0xffff ? dsess_lun(s, n) : NULL;
+	if (!l || !l->exposed) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	reply_entry(req, lun_ino(s, l->lun), s, l);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct daemon *d = dmn(req);
+	struct stat st;
+	if (ino == FUSE_ROOT_ID) {
+		fill_attr(&st, ino, NULL, NULL);
+		fuse_reply_attr(req, &st, 0);
+		return;
+	}
+	struct dsession *s = session_of(d, ino);
+	struct dlun *l = s ? lun_of(s, ino) : NULL;
+	if (!s || (((uint64_t)ino & 0xffff) && !l)) {
+		fuse_reply_err(req, ENOENT);
+		return;
+	}
+	fill_attr(&st, ino, s, l);
+	fuse_reply_attr(req, &st, 0);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct daemon *d = dmn(req);
+	struct sbuf b = {0};
+	struct stat st;
+	memset(&st, 0, sizeof(st));
+	char name[64];
+#define ADD(nm, i, mode)                                                                                     \
+	do {                                                                                                 \
+		st.st_ino = (i);                                                                             \
+		st.st_mode = (mode);                                                                         \
+		size_t need = fuse_add_direntry(req, NULL, 0, (nm), NULL, 0);                                \
+		sbuf_reserve(&b, need);                                                                      \
+		fuse_add_direntry(req, (char *)b.data + b.len, need, (nm), &st, (off_t)(b.len + need));      \
+		b.len += need;                                                                               \
+	} while (0)
+	if (ino == FUSE_ROOT_ID) {
+		ADD(".", FUSE_ROOT_ID, S_IFDIR);
+		ADD("..", FUSE_ROOT_ID, S_IFDIR);
+		for (struct dsession *s = d->sessions; s; s = s->next)
+			if (s->devices_present && s->state != DS_GONE)
+				ADD(s->idstr, dir_ino(s), S_IFDIR);
+	} else {
+		struct dsession *s = session_of(d, ino);
+		if (!s || ((uint64_t)ino & 0xffff)) {
+			sbuf_free(&b);
+			fuse_reply_err(req, ENOTDIR);
+			return;
+		}
+		ADD(".", ino, S_IFDIR);
+		ADD("..", FUSE_ROOT_ID, S_IFDIR);
+		for (size_t i = 0; i < s->nluns; i++) {
+			if (!s->luns[i].exposed)
+				continue;
+			snprintf(name, sizeof(name), "lun%" PRIu64, s->luns[i].lun);
+			ADD(name, lun_ino(s, s->luns[i].lun), S_IFREG);
+		}
+	}
+#undef ADD
+	if ((size_t)off >= b.len)
+		fuse_reply_buf(req, NULL, 0);
+	else
+		fuse_reply_buf(req, (char *)b.data + off, b.len - (size_t)off < size ? b.len - (size_t)off : size);
+	sbuf_free(&b);
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct dsession *s = session_of(dmn(req), ino);
+	struct dlun *l = s ? lun_of(s, ino) : NULL;
+	if (!l) {
+		fuse_reply_err(req, s ? EISDIR : ENOENT);
+		return;
+	}
+	fi->direct_io = 1;
+	fi->keep_cache = 0;
+	fi->nonseekable = 0;
+	fuse_reply_open(req, fi);
+}
+
+/* ---- I/O: each FUSE request becomes one or two SCSI commands (read-modify-write when unaligned) */
+
+struct fio {
+	struct dio io;
+	fuse_req_t req;
+	uint64_t sid;
+	uint64_t lun;
+	uint32_t bs;
+	uint64_t off;   /* byte offset asked */
+	size_t size;    /* bytes asked */
+	uint64_t lba;   /* first block of the aligned range */
+	uint32_t blocks;
+	uint8_t *buf;   /* aligned range */
+	const uint8_t *wdata; /* write: the data (copied) */
+	uint8_t *wcopy;
+	int phase;      /* 0 read, 1 rmw read, 2 write, 3 sync */
+};
+
+static int errno_of(int err, const struct ism_scsi_result *r)
+{
+	if (err)
+		return -err;
+	if (r && r->status == 0)
+		return 0;
+	if (r && r->status == 0x18)
+		return EACCES; /* reservation conflict */
+	if (r) {
+		uint8_t key, asc, ascq;
+		if (ism_sense_decode(r->sense, r->sense_len, &key, &asc, &ascq)) {
+			if (key == 7)
+				return EROFS; /* data protect */
+			if (key == 5 && asc == 0x21)
+				return ENOSPC; /* LBA out of range */
+		}
+	}
+	return EIO;
+}
+
+static void fio_free(struct fio *f)
+{
+	free(f->buf);
+	free(f->wcopy);
+	free(f);
+}
+
+static void fio_submit(struct fio *f);
+
+static void fio_done(struct dio *io, int err, const struct ism_scsi_result *r)
+{
+	struct fio *f = io->priv;
+	int e = errno_of(err, r);
+	if (e) {
+		if (err == -ENOBUFS)
+			log_warn("FUSE I/O on %s LUN %" PRIu64 " refused: the reconnect queue is full", io->s->idstr, f->lun);
+		fuse_reply_err(f->req, e);
+		fio_free(f);
+		return;
+	}
+	switch (f->phase) {
+	case 0:
+		fuse_reply_buf(f->req, (const char *)f->buf + (f->off - f->lba * f->bs), f->size);
+		fio_free(f);
+		return;
+	case 1:
+		memcpy(f->buf + (f->off - f->lba * f->bs), f->wdata, f->size);
+		f->phase = 2;
+		fio_submit(f);
+		return;
+	case 2:
+		fuse_reply_write(f->req, f->size);
+		fio_free(f);
+		return;
+	default:
+		fuse_reply_err(f->req, 0);
+		fio_free(f);
+		return;
+	}
+}
+
+static void fio_submit(struct fio *f)
+{
+	struct daemon *d = fuse_req_userdata(f->req);
+	struct dsession *s = NULL;
+	for (struct dsession *x = d->sessions; x; x = x->next)
+		if (x->id == f->sid)
+			s = x;
+	struct dlun *l = s ? dsess_lun(s, f->lun) : NULL;
+	if (!s || !l || !l->exposed) {
+		fuse_reply_err(f->req, EIO);
+		fio_free(f);
+		return;
+	}
+	struct dio *io = &f->io;
+	memset(io, 0, sizeof(*io));
+	io->lun = f->lun;
+	io->priv = f;
+	io->done = fio_done;
+	switch (f->phase) {
+	case 0:
+	case 1:
+		io->dir = ISM_DIR_READ;
+		io->buf = f->buf;
+		io->len = f->blocks * f->bs;
+		io->cdb_len = ism_cdb_rw16(io->cdb, false, f->lba, f->blocks);
+		break;
+	case 2:
+		io->dir = ISM_DIR_WRITE;
+		io->buf = f->buf;
+		io->len = f->blocks * f->bs;
+		io->cdb_len = ism_cdb_rw16(io->cdb, true, f->lba, f->blocks);
+		break;
+	default:
+		io->dir = ISM_DIR_NONE;
+		io->cdb_len = ism_cdb_sync_cache10(io->cdb);
+		break;
+	}
+	dio_submit(s, io);
+}
+
+static struct fio *fio_new(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int *e)
+{
+	struct dsession *s = session_of(dmn(req), ino);
+	struct dlun *l = s ? lun_of(s, ino) : NULL;
+	if (!l) {
+		*e = EIO;
+		return NULL;
+	}
+	struct fio *f = xcalloc(1, sizeof(*f));
+	f->req = req;
+	f->sid = s->id;
+	f->lun = l->lun;
+	f->bs = l->block_size ? l->block_size : 512;
+	f->off = (uint64_t)off;
+	f->size = size;
+	if (f->off + size > l->capacity_bytes)
+		f->size = f->off < l->capacity_bytes ? l->capacity_bytes - f->off : 0;
+	f->lba = f->off / f->bs;
+	uint64_t end = (f->off + f->size + f->bs - 1) / f->bs;
+	f->blocks = (uint32_t)(end - f->lba);
+	f->buf = xmalloc((size_t)f->blocks * f->bs + 1);
+	*e = 0;
+	return f;
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	(void)fi;
+	int e;
+	if (size > FUSE_MAX_IO)
+		size = FUSE_MAX_IO;
+	struct fio *f = fio_new(req, ino, size, off, &e);
+	if (!f) {
+		fuse_reply_err(req, e);
+		return;
+	}
+	if (!f->size) {
+		fuse_reply_buf(req, NULL, 0);
+		fio_free(f);
+		return;
+	}
+	f->phase = 0;
+	fio_submit(f);
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	(void)fi;
+	int e;
+	struct fio *f = fio_new(req, ino, size, off, &e);
+	if (!f) {
+		fuse_reply_err(req, e);
+		return;
+	}
+	if (f->size < size) {
+		fuse_reply_err(req, f->size ? EIO : ENOSPC);
+		fio_free(f);
+		return;
+	}
+	if (f->off % f->bs == 0 && f->size % f->bs == 0) {
+		memcpy(f->buf, buf, size);
+		f->phase = 2;
+	} else {
+		/* Unaligned: read the blocks around it first. */
+		f->wcopy = xmalloc(size);
+		memcpy(f->wcopy, buf, size);
+		f->wdata = f->wcopy;
+		f->phase = 1;
+	}
+	fio_submit(f);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)datasync;
+	(void)fi;
+	int e;
+	struct fio *f = fio_new(req, ino, 0, 0, &e);
+	if (!f) {
+		fuse_reply_err(req, e);
+		return;
+	}
+	f->phase = 3;
+	fio_submit(f);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set, struct fuse_file_info *fi)
+{
+	(void)attr;
+	(void)fi;
+	/* A device has a fixed size: truncation (O_TRUNC, mkfs) is accepted and ignored. */
+	(void)to_set;
+	op_getattr(req, ino, NULL);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	(void)ino;
+	struct statvfs sv;
+	memset(&sv, 0, sizeof(sv));
+	sv.f_bsize = 4096;
+	sv.f_namemax = 255;
+	fuse_reply_statfs(req, &sv);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+	.lookup = op_lookup,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readdir = op_readdir,
+	.open = op_open,
+	.read = op_read,
+	.write = op_write,
+	.fsync = op_fsync,
+	.flush = op_flush,
+	.release = op_release,
+	.statfs = op_statfs,
+};
+
+static void on_fuse(void *arg, uint32_t events)
+{
+	(void)events;
+	struct fuse_dev *f = arg;
+	if (fuse_session_exited(f->se))
+		return;
+	int r = fuse_session_receive_buf(f->se, &f->buf);
+	if (r == -EINTR || r == -EAGAIN)
+		return;
+	if (r <= 0) {
+		log_warn("FUSE session on %s ended (%s)", f->mountpoint, r ? strerror(-r) : "unmounted");
+		loop_watch_del(f->d->loop, &f->w);
+		return;
+	}
+	fuse_session_process_buf(f->se, &f->buf);
+}
+
+static void mkdir_p(const char *path)
+{
+	char *p = xstrdup(path);
+	for (char *s = p + 1; *s; s++) {
+		if (*s == '/') {
+			*s = 0;
+			mkdir(p, 0755);
+			*s = '/';
+		}
+	}
+	mkdir(p, 0755);
+	free(p);
+}
+
+int fusedev_start(struct daemon *d, char *err, size_t errlen)
+{
+	struct fuse_dev *f = xcalloc(1, sizeof(*f));
+	f->d = d;
+	f->mountpoint = xstrdup(d->cfg.devices_dir);
+	mkdir_p(f->mountpoint);
+	char *argv[] = {"isthmus-initiator", "-o", "fsname=isthmus,subtype=isthmus,allow_other,default_permissions",
+			NULL};
+	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+	f->se = fuse_session_new(&args, &ops, sizeof(ops), d);
+	fuse_opt_free_args(&args);
+	if (!f->se) {
+		snprintf(err, errlen, "fuse_session_new failed");
+		goto fail;
+	}
+	if (fuse_session_mount(f->se, f->mountpoint) != 0) {
+		snprintf(err, errlen, "cannot mount FUSE on %s (is /dev/fuse there?)", f->mountpoint);
+		goto fail;
+	}
+	f->mounted = true;
+	if (loop_watch_add(d->loop, &f->w, fuse_session_fd(f->se), EPOLLIN, on_fuse, f) < 0) {
+		snprintf(err, errlen, "cannot watch the FUSE descriptor");
+		goto fail;
+	}
+	d->fuse = f;
+	log_info("devices appear under %s", f->mountpoint);
+	return 0;
+fail:
+	if (f->se) {
+		if (f->mounted)
+			fuse_session_unmount(f->se);
+		fuse_session_destroy(f->se);
+	}
+	free(f->mountpoint);
+	free(f);
+	return -1;
+}
+
+void fusedev_stop(struct daemon *d)
+{
+	struct fuse_dev *f = d->fuse;
+	if (!f)
+		return;
+	loop_watch_del(d->loop, &f->w);
+	fuse_session_unmount(f->se);
+	fuse_session_destroy(f->se);
+	free(f->buf.mem);
+	free(f->mountpoint);
+	free(f);
+	d->fuse = NULL;
+}
+
+void fusedev_changed(struct daemon *d, struct dsession *s)
+{
+	/* Entries are never cached by the kernel (timeouts 0): nothing to invalidate. */
+	(void)d;
+	(void)s;
+}

@@ -1,0 +1,118 @@
+/*
+ * RPC operations that finish later (login, logout, SCSI commands, discovery). The RPC server
+ * answers each request at once, so such a method answers {"pending": ID}; the client then asks
+ * "op.result" until the operation is done. Results not collected are dropped after a while.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "daemon/daemon.h"
+#include "util/sbuf.h"
+
+#define DOP_KEEP_MS (5u * 60u * 1000u)
+
+struct dop {
+	struct dop *next;
+	uint64_t id;
+	bool done;
+	json_t *result;
+	int code;
+	char message[256];
+	uint64_t done_ms;
+};
+
+static void dop_expire(struct daemon *d)
+{
+	uint64_t now = loop_now_ms();
+	for (struct dop **pp = &d->ops; *pp;) {
+		struct dop *o = *pp;
+		if (o->done && now - o->done_ms > DOP_KEEP_MS) {
+			*pp = o->next;
+			json_decref(o->result);
+			free(o);
+		} else {
+			pp = &o->next;
+		}
+	}
+}
+
+uint64_t dop_new(struct daemon *d)
+{
+	dop_expire(d);
+	struct dop *o = xcalloc(1, sizeof(*o));
+	o->id = ++d->next_op;
+	o->next = d->ops;
+	d->ops = o;
+	return o->id;
+}
+
+static struct dop *dop_find(struct daemon *d, uint64_t id)
+{
+	for (struct dop *o = d->ops; o; o = o->next)
+		if (o->id == id)
+			return o;
+	return NULL;
+}
+
+void dop_done(struct daemon *d, uint64_t id, json_t *result)
+{
+	struct dop *o = id ? dop_find(d, id) : NULL;
+	if (!o || o->done) {
+		json_decref(result);
+		return;
+	}
+	o->done = true;
+	o->result = result ? result : json_null();
+	o->done_ms = loop_now_ms();
+}
+
+void dop_fail(struct daemon *d, uint64_t id, int code, const char *fmt, ...)
+{
+	struct dop *o = id ? dop_find(d, id) : NULL;
+	if (!o || o->done)
+		return;
+	o->done = true;
+	o->code = code;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(o->message, sizeof(o->message), fmt, ap);
+	va_end(ap);
+	o->done_ms = loop_now_ms();
+}
+
+json_t *dop_pending(uint64_t id) { return json_pack("{s:I}", "pending", (json_int_t)id); }
+
+json_t *dop_take(struct daemon *d, uint64_t id, struct rpc_error *err)
+{
+	struct dop *o = dop_find(d, id);
+	if (!o)
+		return rpc_fail(err, RPC_NOT_FOUND, "no operation %llu (finished long ago or never started)",
+				(unsigned long long)id);
+	if (!o->done)
+		return dop_pending(id);
+	json_t *r = NULL;
+	if (o->code)
+		rpc_fail(err, o->code, "%s", o->message);
+	else
+		r = json_incref(o->result);
+	for (struct dop **pp = &d->ops; *pp; pp = &(*pp)->next) {
+		if (*pp == o) {
+			*pp = o->next;
+			break;
+		}
+	}
+	json_decref(o->result);
+	free(o);
+	return r;
+}
+
+void dop_free_all(struct daemon *d)
+{
+	while (d->ops) {
+		struct dop *o = d->ops;
+		d->ops = o->next;
+		json_decref(o->result);
+		free(o);
+	}
+}
