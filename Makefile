@@ -17,6 +17,7 @@ deps:
 
 build: deps
 	@[ -f build/build.ninja ] || CC=gcc meson setup build --buildtype=release
+	@meson configure build -Dbuildtype=release >/dev/null
 	ninja -C build
 
 run: build

@@ -13,6 +13,7 @@ PACKAGES=(
 	qemu-utils qemu-block-extra       # qemu-img; its iscsi:// driver is in qemu-block-extra
 	tgt istgt                         # foreign targets for interop checks and benchmarks
 	iproute2 procps python3 openssl
+	jq                                # the daemon tests read the management socket's JSON
 )
 
 check_only=0

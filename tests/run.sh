@@ -71,7 +71,8 @@ if ! scripts/deps.sh >"$LOGDIR/deps.log" 2>&1; then
 	finish
 fi
 
-# build DIR CC MESON-ARGS... : configure once, then build; logs to LOGDIR/build-DIR.log
+# build DIR CC -Dopt=value... : configure once (an existing directory gets its options
+# corrected with meson configure), then build; logs to LOGDIR/build-DIR.log
 build() {
 	local dir=$1 cc=$2 log=$LOGDIR/build-$1.log
 	shift 2
@@ -79,17 +80,39 @@ build() {
 	if [[ ! -f "$dir/build.ninja" ]]; then
 		echo "+ CC=$cc meson setup $dir $*" >>"$log"
 		CC=$cc meson setup "$dir" "$@" >>"$log" 2>&1 || return 1
+	elif ! options_match "$dir" "$@"; then
+		echo "+ meson configure $dir $*" >>"$log"
+		meson configure "$dir" "$@" >>"$log" 2>&1 || return 1
 	fi
 	echo "+ ninja -C $dir" >>"$log"
 	ninja -C "$dir" >>"$log" 2>&1
 }
 
+# options_match DIR -Dopt=value... : does the configured build directory have these values?
+options_match() {
+	local dir=$1
+	shift
+	meson introspect "$dir" --buildoptions 2>/dev/null | python3 -c '
+import json, sys
+have = {o["name"]: o["value"] for o in json.load(sys.stdin)}
+for arg in sys.argv[1:]:
+    k, v = arg[2:].split("=", 1)
+    cur = have.get(k)
+    if isinstance(cur, bool):
+        cur = "true" if cur else "false"
+    elif isinstance(cur, list):
+        cur = ",".join(cur)
+    if str(cur) != v:
+        sys.exit(1)
+' "$@"
+}
+
 # Release build (make run, benchmarks) and the sanitizer build the tests run.
-if ! build build gcc --buildtype=release; then
+if ! build build gcc -Dbuildtype=release; then
 	record build-release 1 "$LOGDIR/build-build.log"
 	finish
 fi
-asan_args=(--buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false)
+asan_args=(-Dbuildtype=debug -Db_sanitize=address,undefined -Db_lundef=false)
 if [[ -f fuzz/meson.build ]]; then
 	asan_args+=(-Dfuzz=true)
 fi

@@ -73,7 +73,12 @@ struct ism_config {
 	int login_timeout_ms; /* per login attempt, default 15000 */
 	int nop_interval_ms;  /* idle time before a NOP-Out keepalive, default 5000 */
 	int nop_timeout_ms;   /* no NOP-In answer within this fails the connection, default 10000 */
-	int cmd_timeout_ms;   /* blocking helpers give up after this, default 60000 */
+	/*
+	 * A command (or TMF, NOP, Text, Logout) sent and not answered within this completes with
+	 * ISM_ERR_TIMEOUT and its connection fails (ErrorRecoveryLevel 0 cannot recover the task);
+	 * the blocking helpers wait as long. Default 60000.
+	 */
+	int cmd_timeout_ms;
 	int max_redirects;    /* login redirections followed, default 5 */
 };
 
@@ -109,6 +114,8 @@ int ism_session_fds(struct ism_session *s, struct pollfd *fds, int max);
 /*
  * Handle readiness of one fd (revents as from poll). fd -1 only runs timers. Returns 0, or -1 when
  * the session has failed as a whole (no usable connection left; see ism_session_error).
+ * One call reads everything the socket has, handles every PDU in it, runs the completion
+ * callbacks, and writes what they queued (new commands included) in one writev per connection.
  */
 int ism_session_service(struct ism_session *s, int fd, short revents);
 /* Milliseconds until the next timer needs ism_session_service (fd -1); -1 for none. */
@@ -186,7 +193,10 @@ void ism_session_get_info(const struct ism_session *s, struct ism_session_info *
  * Queue a SCSI command. buf holds len bytes to send (ISM_DIR_WRITE) or receives up to len bytes
  * (ISM_DIR_READ); it must stay valid until cb runs. Commands are delivered in CmdSN order and
  * spread round-robin over the session's connections; when the target's window is closed they wait.
- * Returns a handle (valid until cb returns) or NULL with the error set.
+ * Called from a completion callback the command goes out with the others at the end of that
+ * ism_session_service; called elsewhere it is written at once. Tasks come from a per-session pool:
+ * once warm, queueing a command allocates nothing. Large Data-In segments are read straight into
+ * buf. Returns a handle (valid until cb returns) or NULL with the error set.
  */
 struct ism_task *ism_scsi_async(struct ism_session *s, uint64_t lun, const uint8_t *cdb, size_t cdb_len,
 				enum ism_dir dir, void *buf, uint32_t len, ism_scsi_cb cb, void *priv);

@@ -18,8 +18,6 @@
 #include "util/bytes.h"
 #include "util/log.h"
 
-#define RX_INITIAL (64u * 1024u)
-
 static void put_le32(uint8_t *p, uint32_t v)
 {
 	p[0] = (uint8_t)v;
@@ -33,14 +31,60 @@ static uint32_t get_le32(const uint8_t *p)
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-void ism_conn_send(struct ism_conn *c, struct bhs *b, const void *data, uint32_t len, struct ism_task *task,
-		   uint8_t *owned)
+static struct txitem *tx_get(struct ism_session *s)
+{
+	struct txitem *it = s->tx_pool;
+	if (it) {
+		s->tx_pool = it->next;
+		s->tx_pool_n--;
+	} else {
+		it = xmalloc(sizeof(*it));
+	}
+	it->next = NULL;
+	it->task = NULL;
+	it->r2t_last = false;
+	it->niov = it->iov_done = 0;
+	it->iov_off = 0;
+	it->owned = NULL;
+	memset(it->trailer, 0, sizeof(it->trailer));
+	return it;
+}
+
+static void tx_item_free(struct ism_session *s, struct txitem *it)
+{
+	if (it->task) {
+		it->task->txrefs--;
+		if (it->r2t_last && it->task->r2t_active)
+			it->task->r2t_active--;
+	}
+	free(it->owned);
+	if (s->tx_pool_n < ISM_TX_POOL_MAX) {
+		it->next = s->tx_pool;
+		s->tx_pool = it;
+		s->tx_pool_n++;
+	} else {
+		free(it);
+	}
+}
+
+void ism_tx_pool_free(struct ism_session *s)
+{
+	while (s->tx_pool) {
+		struct txitem *it = s->tx_pool;
+		s->tx_pool = it->next;
+		free(it);
+	}
+	s->tx_pool_n = 0;
+}
+
+struct txitem *ism_conn_send(struct ism_conn *c, struct bhs *b, const void *data, uint32_t len,
+			     struct ism_task *task, uint8_t *owned)
 {
 	if (c->fd < 0 || c->state == CONN_CLOSED || c->state == CONN_FREE) {
 		free(owned);
-		return;
+		return NULL;
 	}
-	struct txitem *it = xcalloc(1, sizeof(*it));
+	struct txitem *it = tx_get(c->s);
 	b->data_len = len;
 	if (log_get_level() >= LOG_DEBUG)
 		log_debug("cid %u -> %s ITT 0x%08x len %u F%d I%d w0 0x%08x w1 0x%08x", c->cid, opcode_str(b->opcode), b->itt,
@@ -76,14 +120,7 @@ void ism_conn_send(struct ism_conn *c, struct bhs *b, const void *data, uint32_t
 	else
 		c->tx_head = it;
 	c->tx_tail = it;
-}
-
-static void tx_item_free(struct txitem *it)
-{
-	if (it->task)
-		it->task->txrefs--;
-	free(it->owned);
-	free(it);
+	return it;
 }
 
 void ism_conn_drop_tx(struct ism_conn *c)
@@ -91,7 +128,7 @@ void ism_conn_drop_tx(struct ism_conn *c)
 	while (c->tx_head) {
 		struct txitem *it = c->tx_head;
 		c->tx_head = it->next;
-		tx_item_free(it);
+		tx_item_free(c->s, it);
 	}
 	c->tx_tail = NULL;
 }
@@ -115,7 +152,7 @@ void ism_conn_detach_task(struct ism_conn *c, struct ism_task *t)
 			*pp = it->next;
 			if (c->tx_tail == it)
 				c->tx_tail = prev;
-			tx_item_free(it);
+			tx_item_free(c->s, it);
 			continue;
 		}
 		uint8_t *copy = xmalloc(it->iov[1].iov_len);
@@ -129,18 +166,23 @@ void ism_conn_detach_task(struct ism_conn *c, struct ism_task *t)
 	}
 }
 
+/* Gather as many queued PDUs as fit into one writev; repeat until the queue or the socket is full. */
+#define TX_IOV_MAX 256
+
 void ism_conn_flush(struct ism_conn *c)
 {
 	while (c->tx_head && c->fd >= 0 && c->state != CONN_CONNECTING) {
-		struct iovec iov[64];
+		struct iovec iov[TX_IOV_MAX];
 		int n = 0;
-		for (struct txitem *it = c->tx_head; it && n < 64; it = it->next) {
-			for (int i = it->iov_done; i < it->niov && n < 64; i++) {
+		size_t total = 0;
+		for (struct txitem *it = c->tx_head; it && n < TX_IOV_MAX; it = it->next) {
+			for (int i = it->iov_done; i < it->niov && n < TX_IOV_MAX; i++) {
 				iov[n] = it->iov[i];
 				if (i == it->iov_done && it->iov_off) {
 					iov[n].iov_base = (char *)iov[n].iov_base + it->iov_off;
 					iov[n].iov_len -= it->iov_off;
 				}
+				total += iov[n].iov_len;
 				n++;
 			}
 		}
@@ -172,9 +214,18 @@ void ism_conn_flush(struct ism_conn *c)
 			c->tx_head = it->next;
 			if (!c->tx_head)
 				c->tx_tail = NULL;
-			tx_item_free(it);
+			tx_item_free(c->s, it);
 		}
+		if ((size_t)w < total)
+			return; /* the socket buffer is full: wait for POLLOUT */
 	}
+}
+
+void ism_flush_all(struct ism_session *s)
+{
+	for (unsigned i = 0; i < s->conn_slots; i++)
+		if (s->conns[i].tx_head)
+			ism_conn_flush(&s->conns[i]);
 }
 
 static uint32_t rx_limit(const struct ism_conn *c)
@@ -182,7 +233,7 @@ static uint32_t rx_limit(const struct ism_conn *c)
 	return c->state == CONN_LOGIN ? ISM_LOGIN_MAX_DSL : c->params.max_recv_dsl;
 }
 
-/* A complete PDU of c->rx_need bytes sits at p. */
+/* A complete PDU of c->rx_need bytes sits at p (for a direct Data-In: its header and trailer). */
 static void handle_pdu(struct ism_conn *c, const uint8_t *p)
 {
 	const struct bhs *b = &c->rx_bhs;
@@ -197,36 +248,80 @@ static void handle_pdu(struct ism_conn *c, const uint8_t *p)
 	const uint8_t *data = p + off;
 	if (b->data_len && c->params.data_digest) {
 		uint32_t padded = pad4(b->data_len);
-		if (crc32c(data, padded) != get_le32(data + padded)) {
+		bool ok = true;
+		if (!c->rx_direct) {
+			ok = crc32c(data, padded) == get_le32(data + padded);
+		} else if (c->dr_task) {
+			/* data in the task's buffer, padding and digest in rxbuf */
+			uint32_t st = crc32c_update(crc32c_init(), c->dr_data, b->data_len);
+			st = crc32c_update(st, data, padded - b->data_len);
+			ok = crc32c_final(st) == get_le32(data + padded - b->data_len);
+		}
+		if (!ok) {
 			ism_conn_fail(c, "data digest error in a %s PDU (ITT 0x%08x)", opcode_str(b->opcode), b->itt);
 			return;
 		}
 	}
-	c->last_rx_ms = ism_now_ms();
+	if (c->rx_direct)
+		data = c->dr_data;
 	if (log_get_level() >= LOG_DEBUG)
-		log_debug("cid %u <- %s ITT 0x%08x len %u F%d bytes20-47 %08x %08x %08x %08x %08x %08x %08x", c->cid,
+		log_debug("cid %u <- %s ITT 0x%08x len %u F%d bytes20-47 %08x %08x %08x %08x %08x %08x %08x%s", c->cid,
 			  opcode_str(b->opcode), b->itt, b->data_len, b->final, get_be32(p + 20), get_be32(p + 24),
-			  get_be32(p + 28), get_be32(p + 32), get_be32(p + 36), get_be32(p + 40), get_be32(p + 44));
+			  get_be32(p + 28), get_be32(p + 32), get_be32(p + 36), get_be32(p + 40), get_be32(p + 44),
+			  c->rx_direct ? " (direct)" : "");
 	if (c->state == CONN_LOGIN)
 		ism_login_pdu(c, b, data, b->data_len);
 	else if (c->state == CONN_FFP || c->state == CONN_LOGOUT)
 		ism_ffp_pdu(c, b, data, b->data_len);
 }
 
+/* Data-In segments at least this long go straight from the socket into the task's buffer. */
+#define DIRECT_MIN 16384u
+
+/*
+ * The header of a Data-In with a large segment has arrived and part of its data has not: if it
+ * is in order for a read in progress, copy what arrived and read the rest into the task's buffer.
+ */
+static void try_direct(struct ism_conn *c, size_t avail)
+{
+	const struct bhs *b = &c->rx_bhs;
+	if (b->opcode != OP_DATA_IN || b->data_len < DIRECT_MIN || (c->state != CONN_FFP && c->state != CONN_LOGOUT))
+		return;
+	size_t hlen = BHS_LEN + (c->params.header_digest ? 4 : 0);
+	if (avail < hlen || avail - hlen >= b->data_len)
+		return;
+	const uint8_t *p = c->rxbuf + c->rx_start;
+	if (c->params.header_digest && crc32c(p, BHS_LEN) != get_le32(p + BHS_LEN))
+		return; /* handle_pdu reports it */
+	struct ism_task *t = ism_task_find(c->s, b->itt);
+	if (!t || t->kind != TASK_SCSI || !t->sent || t->done || t->conn != c || t->dir != ISM_DIR_READ ||
+	    b->data_in.datasn != t->next_datasn || (uint64_t)b->data_in.offset + b->data_len > t->len)
+		return; /* not for us to place: the ordinary path checks and reports it */
+	size_t present = avail - hlen;
+	uint8_t *dst = t->buf + b->data_in.offset;
+	memcpy(dst, p + hlen, present);
+	c->rx_len = c->rx_start + hlen; /* keep the header; the trailer follows it */
+	c->rx_direct = true;
+	c->dr_task = t;
+	c->dr_data = dst;
+	c->dr_dst = dst + present;
+	c->dr_left = b->data_len - (uint32_t)present;
+	c->rx_need = hlen + (pad4(b->data_len) - b->data_len) + (c->params.data_digest ? 4 : 0);
+}
+
 /* Returns false when the connection failed. */
 static bool conn_parse(struct ism_conn *c)
 {
-	size_t pos = 0;
 	while (c->state == CONN_LOGIN || c->state == CONN_FFP || c->state == CONN_LOGOUT) {
-		size_t avail = c->rx_len - pos;
+		size_t avail = c->rx_len - c->rx_start;
 		if (c->rx_in_bhs) {
 			if (avail < BHS_LEN)
 				break;
 			const char *why = NULL;
-			int rc = bhs_decode(c->rxbuf + pos, &c->rx_bhs, &why);
+			int rc = bhs_decode(c->rxbuf + c->rx_start, &c->rx_bhs, &why);
 			if (rc != 0) {
 				ism_conn_fail(c, "malformed PDU from the target (opcode 0x%02x): %s",
-					      c->rxbuf[pos] & 0x3f, why ? why : "?");
+					      c->rxbuf[c->rx_start] & 0x3f, why ? why : "?");
 				return false;
 			}
 			const struct bhs *b = &c->rx_bhs;
@@ -245,57 +340,88 @@ static bool conn_parse(struct ism_conn *c)
 				need += pad4(b->data_len) + (c->params.data_digest ? 4 : 0);
 			c->rx_need = need;
 			c->rx_in_bhs = false;
+			if (avail < need)
+				try_direct(c, avail);
 			continue;
 		}
-		if (avail < c->rx_need) {
-			if (c->rx_need > c->rx_cap) {
-				if (pos) {
-					memmove(c->rxbuf, c->rxbuf + pos, avail);
-					c->rx_len = avail;
-					pos = 0;
-				}
-				c->rx_cap = c->rx_need;
-				c->rxbuf = xrealloc(c->rxbuf, c->rx_cap);
-			}
+		if (c->rx_direct && c->dr_left)
 			break;
-		}
-		handle_pdu(c, c->rxbuf + pos);
+		if (avail < c->rx_need)
+			break;
+		handle_pdu(c, c->rxbuf + c->rx_start);
 		if (c->fd < 0)
 			return false;
-		pos += c->rx_need;
+		c->rx_start += c->rx_need;
 		c->rx_in_bhs = true;
 		c->rx_need = BHS_LEN;
+		c->rx_direct = false;
+		c->dr_task = NULL;
 	}
 	if (c->fd < 0)
 		return false;
-	if (pos) {
-		memmove(c->rxbuf, c->rxbuf + pos, c->rx_len - pos);
-		c->rx_len -= pos;
-	}
 	return true;
+}
+
+#define RX_INITIAL (256u * 1024u)
+#define RX_MIN_SPACE (16u * 1024u)
+
+/* Make room after rx_len: at least the rest of the PDU in progress, and RX_MIN_SPACE. */
+static void rx_make_room(struct ism_conn *c)
+{
+	if (!c->rxbuf) {
+		c->rx_cap = RX_INITIAL;
+		c->rxbuf = xmalloc(c->rx_cap);
+	}
+	if (c->rx_start == c->rx_len) {
+		c->rx_start = c->rx_len = 0;
+	}
+	size_t pending = c->rx_len - c->rx_start;
+	size_t want = pending + RX_MIN_SPACE;
+	if (!c->rx_in_bhs && c->rx_need > pending)
+		want = c->rx_need > want ? c->rx_need : want;
+	if (c->rx_cap - c->rx_start >= want && c->rx_cap - c->rx_len >= RX_MIN_SPACE)
+		return;
+	if (c->rx_start) {
+		memmove(c->rxbuf, c->rxbuf + c->rx_start, pending);
+		c->rx_len = pending;
+		c->rx_start = 0;
+	}
+	if (c->rx_cap < want) {
+		c->rx_cap = want;
+		c->rxbuf = xrealloc(c->rxbuf, c->rx_cap);
+	}
 }
 
 void ism_conn_readable(struct ism_conn *c)
 {
-	for (int round = 0; round < 16 && c->fd >= 0; round++) {
-		if (!c->rxbuf) {
-			c->rx_cap = RX_INITIAL;
-			c->rxbuf = xmalloc(c->rx_cap);
+	for (int round = 0; round < 8 && c->fd >= 0; round++) {
+		rx_make_room(c);
+		size_t space = c->rx_cap - c->rx_len;
+		size_t asked;
+		ssize_t r;
+		bool discard = false;
+		if (c->rx_direct && c->dr_left && c->dr_task) {
+			struct iovec iov[2] = {{c->dr_dst, c->dr_left}, {c->rxbuf + c->rx_len, space}};
+			asked = c->dr_left + space;
+			r = readv(c->fd, iov, 2);
+		} else if (c->rx_direct && c->dr_left) {
+			/* the task finished while its data was arriving: read and drop the rest */
+			asked = c->dr_left < space ? c->dr_left : space;
+			discard = true;
+			r = read(c->fd, c->rxbuf + c->rx_len, asked);
+		} else {
+			asked = space;
+			r = read(c->fd, c->rxbuf + c->rx_len, space);
 		}
-		if (c->rx_len == c->rx_cap) {
-			c->rx_cap *= 2;
-			c->rxbuf = xrealloc(c->rxbuf, c->rx_cap);
-		}
-		ssize_t r = read(c->fd, c->rxbuf + c->rx_len, c->rx_cap - c->rx_len);
 		if (r == 0) {
 			if (c->state == CONN_LOGOUT && c->s->logging_out)
 				ism_conn_fail(c, "target closed the connection during logout");
-			else if (c->rx_len && !c->rx_in_bhs)
+			else if ((c->rx_len > c->rx_start || c->rx_direct) && !c->rx_in_bhs)
 				ism_conn_fail(c, "target closed the connection in the middle of a %s PDU (truncated)",
 					      opcode_str(c->rx_bhs.opcode));
-			else if (c->rx_len)
+			else if (c->rx_len > c->rx_start)
 				ism_conn_fail(c, "target closed the connection after a truncated PDU header (%zu bytes)",
-					      c->rx_len);
+					      c->rx_len - c->rx_start);
 			else
 				ism_conn_fail(c, "target closed the connection");
 			return;
@@ -308,11 +434,22 @@ void ism_conn_readable(struct ism_conn *c)
 			ism_conn_fail(c, "receive failed: %s", strerror(errno));
 			return;
 		}
-		c->rx_len += (size_t)r;
+		size_t got = (size_t)r;
+		c->last_rx_ms = c->s->in_service ? c->s->now_ms : ism_now_ms();
+		if (c->rx_direct && c->dr_left) {
+			size_t n = got < c->dr_left ? got : c->dr_left;
+			c->dr_left -= (uint32_t)n;
+			if (!discard) {
+				c->dr_dst += n;
+				c->rx_len += got - n;
+			}
+		} else {
+			c->rx_len += got;
+		}
 		if (!conn_parse(c))
 			return;
-		if ((size_t)r < 4096)
-			break;
+		if (got < asked)
+			break; /* the socket is drained */
 	}
 }
 
@@ -432,7 +569,9 @@ void ism_conn_connected(struct ism_conn *c)
 	c->state = CONN_LOGIN;
 	c->rx_in_bhs = true;
 	c->rx_need = BHS_LEN;
-	c->rx_len = 0;
+	c->rx_len = c->rx_start = 0;
+	c->rx_direct = false;
+	c->dr_task = NULL;
 	c->last_rx_ms = ism_now_ms();
 	ism_login_start(c);
 }

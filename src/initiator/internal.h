@@ -31,10 +31,14 @@ enum conn_state {
 	CONN_CLOSED,
 };
 
-/* One queued PDU: header (+ digest), data (borrowed or owned), padding and data digest. */
+/*
+ * One queued PDU: header (+ digest), data (borrowed or owned), padding and data digest. Items come
+ * from a per-session free list, so queueing a PDU allocates nothing once the pool is warm.
+ */
 struct txitem {
 	struct txitem *next;
 	struct ism_task *task; /* data borrowed from this task's buffer (NULL: none) */
+	bool r2t_last;         /* last Data-Out answering an R2T: written means that R2T is answered */
 	uint8_t hdr[BHS_LEN + 4];
 	uint8_t trailer[8];
 	struct iovec iov[3];
@@ -50,7 +54,8 @@ struct ism_task {
 	struct ism_session *s;
 	struct ism_conn *conn; /* connection the task is allegiant to (NULL while pending) */
 	struct ism_task *hnext;       /* ITT hash chain */
-	struct ism_task *qnext;       /* pending (CmdSN window) queue */
+	struct ism_task *qnext;       /* pending (CmdSN window) queue; free list of the task pool */
+	struct ism_task *snext, *sprev; /* the connection's sent tasks, oldest first (command timeout) */
 	uint32_t itt, cmdsn;
 	bool immediate, sent, done;
 	uint64_t lun;
@@ -62,6 +67,7 @@ struct ism_task {
 	/* write progress */
 	uint32_t unsolicited_sent; /* immediate + unsolicited Data-Out bytes */
 	uint32_t next_r2tsn;
+	uint32_t r2t_active; /* R2Ts whose Data-Out is queued but not yet all written */
 	/* read progress */
 	uint32_t next_datasn;
 	uint32_t read_bytes;
@@ -81,8 +87,9 @@ struct ism_task {
 	/* text (discovery) */
 	struct sbuf text;
 	uint32_t text_ttt;
-	/* NOP */
+	/* NOP, and every sent task for the command timeout */
 	uint64_t sent_ms;
+	bool on_sent_list;
 	/* discovery result handed to the callback */
 	struct ism_discovery *result;
 };
@@ -104,6 +111,7 @@ struct login_ctx {
 	int fail_status;       /* status for the callback when the connection fails during login */
 	bool leading;
 	struct text_list pending_keys; /* keys to send in the next request */
+	struct text_list offered;       /* operational keys we sent: the target's keys by these names answer us */
 };
 
 struct ism_conn {
@@ -116,11 +124,20 @@ struct ism_conn {
 	struct addrinfo *ai, *ai_next;
 	struct iscsi_params params;
 	uint32_t exp_statsn;
-	/* rx */
+	/* rx: rxbuf[rx_start, rx_len) holds bytes not parsed yet */
 	uint8_t *rxbuf;
-	size_t rx_len, rx_cap, rx_need;
+	size_t rx_start, rx_len, rx_cap, rx_need;
 	bool rx_in_bhs;
 	struct bhs rx_bhs;
+	/*
+	 * A large Data-In whose data is read straight into the task's buffer: rx_direct while its
+	 * data goes there, dr_left bytes still to come at dr_dst. dr_task turns NULL when the task
+	 * finishes meanwhile (the rest of the data is then read and dropped).
+	 */
+	bool rx_direct;
+	struct ism_task *dr_task;
+	uint8_t *dr_dst, *dr_data;
+	uint32_t dr_left;
 	/* tx */
 	struct txitem *tx_head, *tx_tail;
 	/* login */
@@ -134,6 +151,7 @@ struct ism_conn {
 	bool draining;
 	bool logout_queued;
 	uint32_t outstanding; /* tasks allegiant to this connection */
+	struct ism_task *sent_head, *sent_tail; /* sent and not answered, in sending order */
 	uint64_t ios;         /* SCSI commands sent on it */
 };
 
@@ -158,6 +176,8 @@ struct ism_session {
 
 	struct ism_conn conns[ISM_MAX_CONNS];
 	unsigned rr;
+	unsigned conn_slots; /* conns[0, conn_slots) have been used */
+	uint64_t now_ms;     /* clock at the start of the current ism_session_service */
 
 	struct ism_task *tasks[ISM_TASK_BUCKETS];
 	size_t ntasks;
@@ -167,7 +187,16 @@ struct ism_session {
 	/* deferred callbacks: tasks completed while inside the core */
 	struct ism_task *done_head, *done_tail;
 	int in_service;
+
+	/* Pools: finished tasks and written PDUs are kept for reuse (freed with the session). */
+	struct ism_task *task_pool;
+	struct txitem *tx_pool;
+	size_t task_pool_n, tx_pool_n;
 };
+
+/* At most this many idle tasks and PDU slots are kept per session. */
+#define ISM_TASK_POOL_MAX 1024
+#define ISM_TX_POOL_MAX 4096
 
 /* session.c */
 void ism_set_error(struct ism_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -192,12 +221,17 @@ int ism_attach_fd_async(struct ism_session *s, int fd, bool leading, ism_done_cb
 int ism_run_until(struct ism_session *s, const bool *flag, int timeout_ms);
 
 /* conn.c */
-void ism_conn_send(struct ism_conn *c, struct bhs *b, const void *data, uint32_t len, struct ism_task *task,
-		   uint8_t *owned);
+/* Queue one PDU (NULL when the connection is gone; owned is freed then). Nothing is written yet. */
+struct txitem *ism_conn_send(struct ism_conn *c, struct bhs *b, const void *data, uint32_t len,
+			     struct ism_task *task, uint8_t *owned);
 void ism_conn_flush(struct ism_conn *c);
 /* Read what the socket has and dispatch complete PDUs. */
 void ism_conn_readable(struct ism_conn *c);
 void ism_conn_drop_tx(struct ism_conn *c);
+/* Write what every connection of the session has queued (end of a service round). */
+void ism_flush_all(struct ism_session *s);
+/* Free the PDU slot pool. */
+void ism_tx_pool_free(struct ism_session *s);
 void ism_conn_detach_task(struct ism_conn *c, struct ism_task *t);
 int ism_conn_start_connect(struct ism_conn *c);
 void ism_conn_connected(struct ism_conn *c);

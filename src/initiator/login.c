@@ -34,6 +34,7 @@ static void login_reset(struct ism_conn *c)
 	l->have_statsn = false;
 	sbuf_reset(&l->rx_text);
 	text_clear(&l->pending_keys);
+	text_clear(&l->offered);
 	l->cred = (struct chap_credentials){s->chap_user, s->chap_secret, s->mutual_user, s->mutual_secret};
 	chap_initiator_init(&l->chap, &l->cred);
 
@@ -61,6 +62,7 @@ void ism_login_free(struct ism_conn *c)
 		return;
 	sbuf_free(&c->login->rx_text);
 	text_clear(&c->login->pending_keys);
+	text_clear(&c->login->offered);
 	free(c->login);
 	c->login = NULL;
 }
@@ -180,8 +182,10 @@ static void redirect(struct ism_conn *c, const struct text_list *kv, uint16_t st
 	snprintf(c->portal, sizeof(c->portal), "%s", portal);
 	ism_conn_close_fd(c);
 	ism_conn_drop_tx(c);
-	c->rx_len = 0;
+	c->rx_len = c->rx_start = 0;
 	c->rx_in_bhs = true;
+	c->rx_direct = false;
+	c->dr_task = NULL;
 	c->state = CONN_CONNECTING;
 	if (ism_conn_start_connect(c) < 0)
 		ism_conn_fail(c, "redirect to %s failed", portal);
@@ -247,6 +251,40 @@ static void login_complete(struct ism_conn *c, const struct bhs *b)
 	c->last_rx_ms = ism_now_ms();
 	ism_login_finish(c, ISM_OK);
 	ism_kick(s);
+}
+
+/*
+ * The keys of an operational-stage response: answers to what we offered go to the negotiator's
+ * originator side; keys the target offers on its own are answered through its responder side
+ * (NotUnderstood for keys nobody defined, Irrelevant or Reject where the rules say so), and the
+ * answers go into reply for the next request. -1 when the login failed.
+ */
+static int operational_keys(struct ism_conn *c, const struct text_list *kv, struct text_list *reply)
+{
+	struct ism_session *s = c->s;
+	struct login_ctx *l = c->login;
+	struct text_list answers = {0}, offers = {0};
+	char why[256] = "";
+	for (size_t i = 0; i < kv->n; i++) {
+		const char *key = kv->kv[i].key;
+		if (text_has(&l->offered, key))
+			text_add(&answers, key, kv->kv[i].value);
+		else
+			text_add(&offers, key, kv->kv[i].value);
+	}
+	int rc = 0;
+	if (negotiate_accept(&l->neg, &answers, why, sizeof(why)) != NEGOTIATE_OK ||
+	    negotiate_respond(&l->neg, &offers, reply, false, why, sizeof(why)) != NEGOTIATE_OK) {
+		ism_set_error(s, "login failed: negotiation: %s", why);
+		refuse(c, "negotiation");
+		rc = -1;
+	}
+	if (rc == 0 && log_get_level() >= LOG_DEBUG)
+		for (size_t i = 0; i < reply->n; i++)
+			log_debug("login: answering the target's %s with %s", reply->kv[i].key, reply->kv[i].value);
+	text_clear(&answers);
+	text_clear(&offers);
+	return rc;
 }
 
 void ism_login_pdu(struct ism_conn *c, const struct bhs *b, const uint8_t *data, uint32_t len)
@@ -383,13 +421,15 @@ void ism_login_pdu(struct ism_conn *c, const struct bhs *b, const uint8_t *data,
 		}
 	}
 	if (l->stage == STAGE_OPERATIONAL || b->login.csg == STAGE_OPERATIONAL) {
+		struct text_list reply = {0};
 		if (b->login.csg == STAGE_OPERATIONAL) {
-			if (negotiate_accept(&l->neg, &kv, why, sizeof(why)) != NEGOTIATE_OK) {
-				ism_set_error(s, "login failed: negotiation: %s", why);
-				refuse(c, "negotiation");
+			if (operational_keys(c, &kv, &reply) < 0) {
+				text_clear(&reply);
 				goto out;
 			}
 			if (transit && b->login.nsg == STAGE_FULL_FEATURE) {
+				/* a target should not transit with its own offers unanswered; nothing to add then */
+				text_clear(&reply);
 				login_complete(c, b);
 				goto out;
 			}
@@ -402,8 +442,13 @@ void ism_login_pdu(struct ism_conn *c, const struct bhs *b, const uint8_t *data,
 				text_set(&out, "HeaderDigest", "CRC32C");
 				text_set(&out, "DataDigest", "CRC32C");
 			}
+			for (size_t i = 0; i < out.n; i++)
+				text_add(&l->offered, out.kv[i].key, out.kv[i].value);
 			l->op_sent = true;
 		}
+		for (size_t i = 0; i < reply.n; i++)
+			text_add(&out, reply.kv[i].key, reply.kv[i].value);
+		text_clear(&reply);
 		send_request(c, &out, true, STAGE_OPERATIONAL, STAGE_FULL_FEATURE);
 	}
 out:

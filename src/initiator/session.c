@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,9 +161,25 @@ struct ism_task *ism_task_find(struct ism_session *s, uint32_t itt)
 	return NULL;
 }
 
+/* A zeroed task from the session's pool (allocated only while the pool is empty). */
+static struct ism_task *task_alloc(struct ism_session *s)
+{
+	struct ism_task *t = s->task_pool;
+	if (!t)
+		return xcalloc(1, sizeof(*t));
+	s->task_pool = t->qnext;
+	s->task_pool_n--;
+	/* Zero everything but the sense bytes (sense_len says how many are valid). */
+	memset(t, 0, offsetof(struct ism_task, res) + offsetof(struct ism_scsi_result, sense));
+	memset(&t->res.sense_len, 0, sizeof(t->res) - offsetof(struct ism_scsi_result, sense_len));
+	memset((char *)t + offsetof(struct ism_task, res) + sizeof(t->res), 0,
+	       sizeof(*t) - offsetof(struct ism_task, res) - sizeof(t->res));
+	return t;
+}
+
 struct ism_task *ism_task_new(struct ism_session *s, enum task_kind kind)
 {
-	struct ism_task *t = xcalloc(1, sizeof(*t));
+	struct ism_task *t = task_alloc(s);
 	t->kind = kind;
 	t->s = s;
 	do {
@@ -208,8 +225,44 @@ static void pending_remove(struct ism_session *s, struct ism_task *t)
 
 void ism_task_free(struct ism_task *t)
 {
+	struct ism_session *s = t->s;
 	sbuf_free(&t->text);
+	if (s && s->task_pool_n < ISM_TASK_POOL_MAX) {
+		t->qnext = s->task_pool;
+		s->task_pool = t;
+		s->task_pool_n++;
+		return;
+	}
 	free(t);
+}
+
+/* The connection's list of sent tasks, oldest first: its head is the next to time out. */
+static void sent_list_add(struct ism_conn *c, struct ism_task *t)
+{
+	t->snext = NULL;
+	t->sprev = c->sent_tail;
+	if (c->sent_tail)
+		c->sent_tail->snext = t;
+	else
+		c->sent_head = t;
+	c->sent_tail = t;
+	t->on_sent_list = true;
+}
+
+static void sent_list_remove(struct ism_conn *c, struct ism_task *t)
+{
+	if (!t->on_sent_list)
+		return;
+	if (t->sprev)
+		t->sprev->snext = t->snext;
+	else
+		c->sent_head = t->snext;
+	if (t->snext)
+		t->snext->sprev = t->sprev;
+	else
+		c->sent_tail = t->sprev;
+	t->snext = t->sprev = NULL;
+	t->on_sent_list = false;
 }
 
 /* Finish a task: it leaves the ITT table and its callback runs from ism_run_callbacks. */
@@ -225,6 +278,9 @@ void ism_task_complete(struct ism_task *t)
 	if (t->conn) {
 		if (t->sent && t->conn->outstanding)
 			t->conn->outstanding--;
+		sent_list_remove(t->conn, t);
+		if (t->conn->dr_task == t)
+			t->conn->dr_task = NULL; /* the rest of its Data-In is dropped */
 		if (t->txrefs)
 			ism_conn_detach_task(t->conn, t);
 		t->res.cid = t->conn->cid;
@@ -291,6 +347,8 @@ struct ism_conn *ism_conn_alloc(struct ism_session *s)
 		c->s = s;
 		c->fd = -1;
 		c->cid = s->next_cid++;
+		if ((unsigned)i >= s->conn_slots)
+			s->conn_slots = (unsigned)i + 1;
 		c->rx_in_bhs = true;
 		c->rx_need = BHS_LEN;
 		params_defaults(&c->params);
@@ -389,12 +447,17 @@ static struct ism_conn *conn_by_cid(struct ism_session *s, uint16_t cid)
 	return NULL;
 }
 
+/* Round robin over the slots in use (slots past the highest one ever used are never looked at). */
 static struct ism_conn *pick_conn(struct ism_session *s)
 {
-	for (int k = 0; k < ISM_MAX_CONNS; k++) {
-		struct ism_conn *c = &s->conns[(s->rr + (unsigned)k) % ISM_MAX_CONNS];
+	unsigned n = s->conn_slots;
+	for (unsigned k = 0; k < n; k++) {
+		unsigned i = s->rr + k;
+		if (i >= n)
+			i -= n;
+		struct ism_conn *c = &s->conns[i];
 		if (conn_usable(c)) {
-			s->rr = (s->rr + (unsigned)k + 1) % ISM_MAX_CONNS;
+			s->rr = i + 1 < n ? i + 1 : 0;
 			return c;
 		}
 	}
@@ -419,10 +482,13 @@ static void encode_lun(uint64_t lun, uint8_t out[8])
 	}
 }
 
-static void send_data_out(struct ism_conn *c, struct ism_task *t, uint32_t ttt, uint32_t offset, uint32_t len)
+/* Queue the Data-Out PDUs of one sequence; returns the last one (NULL if the connection is gone). */
+static struct txitem *send_data_out(struct ism_conn *c, struct ism_task *t, uint32_t ttt, uint32_t offset,
+				    uint32_t len)
 {
 	uint32_t seg = c->params.peer_max_recv_dsl ? c->params.peer_max_recv_dsl : 8192;
 	uint32_t datasn = 0;
+	struct txitem *last = NULL;
 	while (len) {
 		uint32_t n = len < seg ? len : seg;
 		struct bhs b = {0};
@@ -434,10 +500,18 @@ static void send_data_out(struct ism_conn *c, struct ism_task *t, uint32_t ttt, 
 		b.data_out.expstatsn = c->exp_statsn;
 		b.data_out.datasn = datasn++;
 		b.data_out.offset = offset;
-		ism_conn_send(c, &b, t->buf + offset, n, t, NULL);
+		last = ism_conn_send(c, &b, t->buf + offset, n, t, NULL);
 		offset += n;
 		len -= n;
 	}
+	return last;
+}
+
+/* Write now unless inside ism_session_service, which writes every connection's queue at its end. */
+static void flush_soon(struct ism_conn *c)
+{
+	if (c->s->in_service == 0)
+		ism_conn_flush(c);
 }
 
 static void send_scsi(struct ism_conn *c, struct ism_task *t)
@@ -492,7 +566,8 @@ static void send_task(struct ism_conn *c, struct ism_task *t)
 		b.nop_out.ttt = RESERVED_TAG;
 		b.nop_out.cmdsn = t->cmdsn;
 		b.nop_out.expstatsn = c->exp_statsn;
-		t->sent_ms = ism_now_ms();
+		if (!t->sent_ms)
+			t->sent_ms = ism_now_ms();
 		ism_conn_send(c, &b, NULL, 0, NULL, NULL);
 		return;
 	case TASK_TMF:
@@ -581,12 +656,17 @@ void ism_kick(struct ism_session *s)
 			s->cmdsn++;
 		t->sent = true;
 		c->outstanding++;
+		if (s->cfg.cmd_timeout_ms > 0 && t->kind != TASK_LOGIN) {
+			t->sent_ms = s->in_service ? s->now_ms : ism_now_ms();
+			sent_list_add(c, t);
+		}
 		send_task(c, t);
 		t = next;
 	}
-	for (int i = 0; i < ISM_MAX_CONNS; i++)
-		if (s->conns[i].tx_head)
-			ism_conn_flush(&s->conns[i]);
+	/* Inside ism_session_service everything queued is written at the end, in one writev per
+	 * connection; called from outside (a new command), write now. */
+	if (s->in_service == 0)
+		ism_flush_all(s);
 }
 
 void ism_submit(struct ism_session *s, struct ism_task *t)
@@ -745,9 +825,25 @@ static void on_r2t(struct ism_conn *c, const struct bhs *b, uint32_t len)
 			      s->params.max_burst_length);
 		return;
 	}
+	/*
+	 * MaxOutstandingR2T (RFC 7143 13.17): an R2T stays outstanding until the last Data-Out that
+	 * answers it is on the wire. The target may not ask for more at a time than was negotiated;
+	 * one that does breaks the session's flow control, which ERL 0 cannot repair.
+	 */
+	uint32_t max_r2t = s->params.max_outstanding_r2t ? s->params.max_outstanding_r2t : 1;
+	if (t->r2t_active >= max_r2t) {
+		ism_conn_fail(c, "target sent R2T %u for ITT 0x%08x while %u R2T%s of it %s still being answered "
+			      "(MaxOutstandingR2T=%u)", b->r2t.r2tsn, b->itt, t->r2t_active,
+			      t->r2t_active == 1 ? "" : "s", t->r2t_active == 1 ? "is" : "are", max_r2t);
+		return;
+	}
 	t->next_r2tsn++;
-	send_data_out(c, t, b->r2t.ttt, b->r2t.offset, b->r2t.desired_len);
-	ism_conn_flush(c);
+	struct txitem *last = send_data_out(c, t, b->r2t.ttt, b->r2t.offset, b->r2t.desired_len);
+	if (last) {
+		last->r2t_last = true;
+		t->r2t_active++;
+	}
+	flush_soon(c);
 }
 
 static void on_nop_in(struct ism_conn *c, const struct bhs *b)
@@ -766,7 +862,7 @@ static void on_nop_in(struct ism_conn *c, const struct bhs *b)
 		o.nop_out.cmdsn = s->cmdsn;
 		o.nop_out.expstatsn = c->exp_statsn;
 		ism_conn_send(c, &o, NULL, 0, NULL, NULL);
-		ism_conn_flush(c);
+		flush_soon(c);
 		return;
 	}
 	if (!check_statsn(c, b, b->nop_in.statsn))
@@ -981,11 +1077,48 @@ void ism_ffp_pdu(struct ism_conn *c, const struct bhs *b, const uint8_t *data, u
 /* ------------------------------------------------------------------------------------------ */
 /* Timers and the event loop interface */
 
+static const char *task_kind_str(const struct ism_task *t)
+{
+	switch (t->kind) {
+	case TASK_SCSI: return "SCSI command";
+	case TASK_TMF: return "task management request";
+	case TASK_NOP: return "NOP-Out";
+	case TASK_TEXT: return "Text request";
+	case TASK_LOGOUT: return "Logout request";
+	default: return "request";
+	}
+}
+
+/*
+ * The oldest task sent on c that is still unanswered after cmd_timeout_ms completes with
+ * ISM_ERR_TIMEOUT, and the connection fails: at ErrorRecoveryLevel 0 the target may still send
+ * data for that ITT, so nothing else on the connection can be trusted to complete.
+ */
+static bool check_cmd_timeout(struct ism_conn *c, uint64_t now)
+{
+	struct ism_session *s = c->s;
+	struct ism_task *t = c->sent_head;
+	if (!t || s->cfg.cmd_timeout_ms <= 0 || now - t->sent_ms < (uint64_t)s->cfg.cmd_timeout_ms)
+		return false;
+	char what[64];
+	if (t->kind == TASK_SCSI)
+		snprintf(what, sizeof(what), "SCSI command 0x%02x", t->cdb[0]);
+	else
+		snprintf(what, sizeof(what), "%s", task_kind_str(t));
+	ism_set_error(s, "connection %u to %s: %s (ITT 0x%08x) not answered within %d ms", c->cid,
+		      c->peer[0] ? c->peer : c->portal, what, t->itt, s->cfg.cmd_timeout_ms);
+	task_fail(t, ISM_ERR_TIMEOUT);
+	ism_conn_fail(c, "command timed out");
+	return true;
+}
+
 static void run_timers(struct ism_session *s)
 {
 	uint64_t now = ism_now_ms();
 	for (int i = 0; i < ISM_MAX_CONNS; i++) {
 		struct ism_conn *c = &s->conns[i];
+		if ((c->state == CONN_FFP || c->state == CONN_LOGOUT) && check_cmd_timeout(c, now))
+			continue;
 		if ((c->state == CONN_CONNECTING || c->state == CONN_LOGIN) && c->login && c->login->deadline_ms &&
 		    now >= c->login->deadline_ms) {
 			ism_set_error(s, "login to %s timed out after %d ms", c->portal, s->cfg.login_timeout_ms);
@@ -1036,6 +1169,11 @@ int ism_session_timeout_ms(struct ism_session *s)
 				when = c->nop_sent_ms + (uint64_t)s->cfg.nop_timeout_ms;
 			else if (!c->nop_sent_ms && s->cfg.nop_interval_ms > 0)
 				when = c->last_rx_ms + (uint64_t)s->cfg.nop_interval_ms;
+			if (c->sent_head && s->cfg.cmd_timeout_ms > 0) {
+				uint64_t cw = c->sent_head->sent_ms + (uint64_t)s->cfg.cmd_timeout_ms;
+				if (!when || cw < when)
+					when = cw;
+			}
 		}
 		if (!when)
 			continue;
@@ -1076,6 +1214,7 @@ static void sweep(struct ism_session *s)
 int ism_session_service(struct ism_session *s, int fd, short revents)
 {
 	s->in_service++;
+	s->now_ms = ism_now_ms();
 	if (fd >= 0) {
 		for (int i = 0; i < ISM_MAX_CONNS; i++) {
 			struct ism_conn *c = &s->conns[i];
@@ -1090,8 +1229,6 @@ int ism_session_service(struct ism_session *s, int fd, short revents)
 				ism_conn_flush(c);
 			if (c->fd >= 0 && (revents & (POLLIN | POLLHUP | POLLERR)))
 				ism_conn_readable(c);
-			if (c->fd >= 0)
-				ism_conn_flush(c);
 			break;
 		}
 	}
@@ -1100,6 +1237,8 @@ int ism_session_service(struct ism_session *s, int fd, short revents)
 	s->in_service--;
 	sweep(s);
 	ism_run_callbacks(s);
+	/* What the callbacks queued (typically the next commands) goes out in one writev. */
+	ism_flush_all(s);
 	sweep(s);
 	return s->failed ? -1 : 0;
 }
@@ -1109,7 +1248,7 @@ int ism_session_service(struct ism_session *s, int fd, short revents)
 
 static struct ism_task *login_task(struct ism_session *s, ism_done_cb cb, void *priv)
 {
-	struct ism_task *t = xcalloc(1, sizeof(*t));
+	struct ism_task *t = task_alloc(s);
 	t->kind = TASK_LOGIN;
 	t->s = s;
 	t->done_cb = cb;
@@ -1421,5 +1560,11 @@ void ism_session_free(struct ism_session *s)
 	free(s->mutual_user);
 	free(s->mutual_secret);
 	free(s->chap_algorithms);
+	while (s->task_pool) {
+		struct ism_task *t = s->task_pool;
+		s->task_pool = t->qnext;
+		free(t);
+	}
+	ism_tx_pool_free(s);
 	free(s);
 }

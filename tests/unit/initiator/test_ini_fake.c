@@ -817,6 +817,268 @@ static void test_login_failures(void)
 	fake_teardown(&f);
 }
 
+/* ---- MaxOutstandingR2T, the command timeout, keys the target offers on its own ---- */
+
+static void send_r2t(struct fake *f, uint32_t itt, uint32_t ttt, uint32_t r2tsn, uint32_t off, uint32_t len)
+{
+	struct bhs b = {0};
+	b.opcode = OP_R2T;
+	b.final = true;
+	b.itt = itt;
+	b.r2t.ttt = ttt;
+	b.r2t.statsn = f->statsn;
+	set_window(f, &b.r2t.expcmdsn, &b.r2t.maxcmdsn);
+	b.r2t.r2tsn = r2tsn;
+	b.r2t.offset = off;
+	b.r2t.desired_len = len;
+	fsend(f, &b, NULL, 0);
+}
+
+/* Read the Data-Out sequence answering one R2T; returns the bytes seen. */
+static uint32_t read_data_out(struct fake *f, uint32_t ttt)
+{
+	uint32_t seen = 0;
+	struct pdu p;
+	for (;;) {
+		if (frecv(f, &p) < 0)
+			return seen;
+		CHECK_EQ(p.b.opcode, OP_DATA_OUT);
+		CHECK_EQ(p.b.data_out.ttt, ttt);
+		seen += p.len;
+		bool fin = p.b.final;
+		pdu_free(&p);
+		if (fin)
+			return seen;
+	}
+}
+
+static void test_max_outstanding_r2t(void)
+{
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	static const char op[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=4096\0"
+				 "InitialR2T=Yes\0ImmediateData=No\0MaxBurstLength=8192\0FirstBurstLength=8192\0"
+				 "MaxOutstandingR2T=1";
+	CHECK_EQ(do_login(&f, op, sizeof(op), false), ISM_OK);
+	struct ism_session_info info;
+	ism_session_get_info(f.s, &info);
+	CHECK_EQ(info.max_outstanding_r2t, 1);
+	static uint8_t wbuf[16384];
+	uint8_t cdb[16];
+	size_t cl = ism_cdb_rw10(cdb, true, 0, 32);
+
+	/* In turn, one R2T after the data of the one before: fine. */
+	struct io_result io = {0};
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_WRITE, wbuf, sizeof(wbuf), on_io, &io) != NULL);
+	pump(&f);
+	struct pdu p;
+	CHECK_EQ(frecv(&f, &p), 0);
+	uint32_t itt = p.b.itt;
+	pdu_free(&p);
+	send_r2t(&f, itt, 0x700, 0, 0, 8192);
+	pump(&f);
+	CHECK_EQ(read_data_out(&f, 0x700), 8192);
+	send_r2t(&f, itt, 0x701, 1, 8192, 8192);
+	pump(&f);
+	CHECK_EQ(read_data_out(&f, 0x701), 8192);
+	send_status(&f, itt, 0, NULL, 0);
+	pump(&f);
+	CHECK(io.done && io.r.error == ISM_OK && io.r.status == 0);
+
+	/* Two R2Ts at once with MaxOutstandingR2T=1: the connection fails with a clear reason. */
+	memset(&io, 0, sizeof(io));
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_WRITE, wbuf, sizeof(wbuf), on_io, &io) != NULL);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &p), 0);
+	itt = p.b.itt;
+	pdu_free(&p);
+	uint8_t two[2][BHS_LEN];
+	for (int r = 0; r < 2; r++) {
+		struct bhs b = {0};
+		b.opcode = OP_R2T;
+		b.final = true;
+		b.itt = itt;
+		b.r2t.ttt = 0x800 + (uint32_t)r;
+		b.r2t.statsn = f.statsn;
+		set_window(&f, &b.r2t.expcmdsn, &b.r2t.maxcmdsn);
+		b.r2t.r2tsn = (uint32_t)r;
+		b.r2t.offset = 8192u * (uint32_t)r;
+		b.r2t.desired_len = 8192;
+		bhs_encode(&b, two[r]);
+	}
+	CHECK(write(f.fd, two, sizeof(two)) == (ssize_t)sizeof(two)); /* one segment: read in one go */
+	pump(&f);
+	CHECK(io.done);
+	CHECK_EQ(io.r.error, ISM_ERR_TRANSPORT);
+	CHECK_EQ(ism_session_service(f.s, -1, 0), -1);
+	const char *err = ism_session_error(f.s);
+	if (!strstr(err, "MaxOutstandingR2T=1")) {
+		fprintf(stderr, "MaxOutstandingR2T: error \"%s\"\n", err);
+		CHECK(false);
+	}
+	fake_teardown(&f);
+}
+
+/* Service the session until *done or ms milliseconds passed. */
+static void run_for(struct fake *f, const bool *done, int ms)
+{
+	uint64_t end = ism_now_ms() + (uint64_t)ms;
+	while (!*done && ism_now_ms() < end) {
+		struct pollfd p[ISM_MAX_CONNS];
+		int n = ism_session_fds(f->s, p, ISM_MAX_CONNS);
+		int to = ism_session_timeout_ms(f->s);
+		if (to < 0 || to > 20)
+			to = 20;
+		int r = n ? poll(p, (nfds_t)n, to) : 0;
+		for (int k = 0; r > 0 && k < n; k++)
+			if (p[k].revents)
+				ism_session_service(f->s, p[k].fd, p[k].revents);
+		ism_session_service(f->s, -1, 0);
+	}
+}
+
+static void test_command_timeout(void)
+{
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	cfg.cmd_timeout_ms = 200;
+	fake_setup(&f, &cfg);
+	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	CHECK_EQ(ism_session_timeout_ms(f.s), -1); /* nothing outstanding, no keepalive */
+	uint8_t buf[2][4096];
+	uint8_t cdb[16];
+	size_t cl = ism_cdb_rw10(cdb, false, 0, 8);
+	struct io_result io[2] = {0};
+	uint64_t t0 = ism_now_ms();
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_READ, buf[0], 4096, on_io, &io[0]) != NULL);
+	int to = ism_session_timeout_ms(f.s);
+	CHECK(to > 0 && to <= 200);
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_READ, buf[1], 4096, on_io, &io[1]) != NULL);
+	struct pdu p;
+	CHECK_EQ(frecv(&f, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_SCSI_CMD);
+	pdu_free(&p);
+	CHECK_EQ(frecv(&f, &p), 0);
+	pdu_free(&p);
+	/* the target never answers */
+	run_for(&f, &io[0].done, 2000);
+	uint64_t took = ism_now_ms() - t0;
+	CHECK(io[0].done);
+	CHECK_EQ(io[0].r.error, ISM_ERR_TIMEOUT);
+	CHECK(took >= 200 && took < 1500);
+	CHECK(io[1].done); /* the connection failed: the other command with it */
+	CHECK_EQ(io[1].r.error, ISM_ERR_TRANSPORT);
+	CHECK_EQ(ism_session_service(f.s, -1, 0), -1);
+	const char *err = ism_session_error(f.s);
+	if (!strstr(err, "SCSI command 0x28") || !strstr(err, "not answered within 200 ms")) {
+		fprintf(stderr, "timeout: error \"%s\"\n", err);
+		CHECK(false);
+	}
+	/* the socket was closed: the target sees end of file */
+	char c;
+	CHECK(read(f.fd, &c, 1) == 0);
+	fake_teardown(&f);
+
+	/* A command answered in time is not affected. */
+	base_config(&cfg);
+	cfg.cmd_timeout_ms = 200;
+	fake_setup(&f, &cfg);
+	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	memset(io, 0, sizeof(io));
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_NONE, NULL, 0, on_io, &io[0]) != NULL);
+	CHECK_EQ(frecv(&f, &p), 0);
+	send_status(&f, p.b.itt, 0, NULL, 0);
+	pdu_free(&p);
+	run_for(&f, &io[0].done, 1000);
+	CHECK(io[0].done && io[0].r.error == ISM_OK);
+	bool never = false;
+	run_for(&f, &never, 300);
+	CHECK(ism_session_logged_in(f.s));
+	CHECK_EQ(ism_session_timeout_ms(f.s), -1);
+	fake_teardown(&f);
+}
+
+static void test_target_offers_keys(void)
+{
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	struct login_result lr = {0};
+	CHECK_EQ(ism_attach_fd_async(f.s, f.ifd, true, on_login, &lr), 0);
+	pump(&f);
+	struct pdu p;
+	CHECK_EQ(frecv(&f, &p), 0);
+	static const char sec[] = "AuthMethod=None";
+	login_answer(&f, &p, sec, sizeof(sec), true, STAGE_OPERATIONAL, 0);
+	pdu_free(&p);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &p), 0);
+	CHECK_EQ(p.b.login.csg, STAGE_OPERATIONAL);
+	/* answers, plus keys of the target's own: a private one, TaskReporting, and a key
+	 * initiators alone may send */
+	static const char op[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=4096\0"
+				 "X-org.example.Tuning=7\0TaskReporting=RFC3720,ResponseFence\0"
+				 "InitiatorAlias=foo\0SessionType=Normal\0MaxOutstandingR2T=4";
+	login_answer(&f, &p, op, sizeof(op), false, 0, 0); /* no transit: waits for our answers */
+	pdu_free(&p);
+	pump(&f);
+	CHECK(!lr.done);
+	CHECK_EQ(frecv(&f, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_LOGIN_REQ);
+	CHECK_EQ(p.b.login.csg, STAGE_OPERATIONAL);
+	CHECK(p.b.final);
+	CHECK_EQ(p.b.login.nsg, STAGE_FULL_FEATURE);
+	struct text_list k = parse_keys(&p);
+	CHECK_STR(text_get(&k, "X-org.example.Tuning"), "NotUnderstood");
+	CHECK_STR(text_get(&k, "TaskReporting"), "RFC3720");
+	CHECK(!text_has(&k, "MaxOutstandingR2T"));   /* an answer to our offer is not answered */
+	CHECK(!text_has(&k, "HeaderDigest"));
+	CHECK(!text_has(&k, "InitiatorAlias"));      /* declarations need no answer */
+	CHECK(!text_has(&k, "SessionType"));
+	text_clear(&k);
+	login_answer(&f, &p, NULL, 0, true, STAGE_FULL_FEATURE, 0);
+	pdu_free(&p);
+	pump(&f);
+	CHECK(lr.done);
+	CHECK_EQ(lr.status, ISM_OK);
+	struct ism_session_info info;
+	ism_session_get_info(f.s, &info);
+	CHECK_EQ(info.max_outstanding_r2t, 4);
+	CHECK_EQ(info.peer_max_recv_dsl, 4096);
+	fake_teardown(&f);
+
+	/* A private key alone: answered NotUnderstood, nothing else is sent, the login goes on. */
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	memset(&lr, 0, sizeof(lr));
+	CHECK_EQ(ism_attach_fd_async(f.s, f.ifd, true, on_login, &lr), 0);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &p), 0);
+	login_answer(&f, &p, sec, sizeof(sec), true, STAGE_OPERATIONAL, 0);
+	pdu_free(&p);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &p), 0);
+	static const char op2[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=4096\0"
+				  "X-Vendor-Mode=fast";
+	login_answer(&f, &p, op2, sizeof(op2), false, 0, 0);
+	pdu_free(&p);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &p), 0);
+	k = parse_keys(&p);
+	CHECK_STR(text_get(&k, "X-Vendor-Mode"), "NotUnderstood");
+	CHECK_EQ(k.n, 1);
+	text_clear(&k);
+	login_answer(&f, &p, NULL, 0, true, STAGE_FULL_FEATURE, 0);
+	pdu_free(&p);
+	pump(&f);
+	CHECK(lr.done && lr.status == ISM_OK);
+	fake_teardown(&f);
+}
+
 int main(void)
 {
 	test_login_and_read();
@@ -824,6 +1086,9 @@ int main(void)
 	test_immediate_unsolicited();
 	test_cmdsn_window();
 	test_login_failures();
+	test_max_outstanding_r2t();
+	test_command_timeout();
+	test_target_offers_keys();
 	run_evil("truncated header", evil_truncated, false, "truncated PDU header");
 	run_evil("truncated data", evil_truncated_data, false, "truncated");
 	run_evil("wrong StatSN", evil_statsn, false, "SCSI Response with StatSN 107, expected 102");
