@@ -8,12 +8,14 @@ set -euo pipefail
 PACKAGES=(
 	build-essential meson ninja-build pkg-config
 	clang libclang-rt-14-dev          # clang-14 ASan/UBSan/libFuzzer runtimes
-	libisal-dev libssl-dev libfuse3-dev fuse3
+	libisal-dev libssl-dev libjansson-dev libfuse3-dev fuse3
 	libiscsi-bin libiscsi-dev         # iscsi-ls, iscsi-inq, iscsi-test-cu, iscsi-perf
 	qemu-utils qemu-block-extra       # qemu-img; its iscsi:// driver is in qemu-block-extra
 	tgt istgt                         # foreign targets for interop checks and benchmarks
 	iproute2 procps python3 openssl
 	jq                                # the daemon tests read the management socket's JSON
+	prometheus                        # promtool checks the target's metrics exposition
+	curl
 )
 
 check_only=0
