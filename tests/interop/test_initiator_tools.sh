@@ -31,11 +31,15 @@ json() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval
 # --- discover ---------------------------------------------------------------------------------
 ini discover "$HP" --json >"$TEST_DIR/disc.json" || fail "isthmus discover $HP: $(cat "$TEST_DIR/disc.json")"
 ours=$(json "$TEST_DIR/disc.json" '"\n".join(sorted(t["name"]+" "+a for t in j["targets"] for a in t["addresses"]))')
-theirs=$(run_to "$CLIENT_TIMEOUT" iscsi-ls "iscsi://$HP" | sed -nE 's/^Target:([^ ]+) Portal:(.*)$/\1 \2/p' | sort)
 [[ -n "$ours" ]] || fail "isthmus discover found no target"
 grep -Eq "^$IQN $HP,[0-9]+\$" <<<"$ours" || fail "isthmus discover does not list $IQN at $HP: $ours"
-[[ "$ours" == "$theirs" ]] || fail "discover disagrees with iscsi-ls: isthmus '$ours', iscsi-ls '$theirs'"
-say "ok: discover lists the same targets and portals as iscsi-ls: $(tr '\n' ' ' <<<"$ours")"
+if has_quirk no-libiscsi-discovery; then
+	say "ok: discover lists $IQN at $HP (iscsi-ls cannot discover this peer, so no comparison)"
+else
+	theirs=$(run_to "$CLIENT_TIMEOUT" iscsi-ls "iscsi://$HP" | sed -nE 's/^Target:([^ ]+) Portal:(.*)$/\1 \2/p' | sort)
+	[[ "$ours" == "$theirs" ]] || fail "discover disagrees with iscsi-ls: isthmus '$ours', iscsi-ls '$theirs'"
+	say "ok: discover lists the same targets and portals as iscsi-ls: $(tr '\n' ' ' <<<"$ours")"
+fi
 human=$(ini discover "$HP") || fail "discover (human): $human"
 grep -qx "$IQN" <<<"$human" || fail "human discover output lacks the target: $human"
 # a host name portal, and the default port rule (explicit port here; default 3260 is unit-tested)
@@ -84,9 +88,13 @@ done
 url=$(lun_url "$HP" "$IQN" 0)
 ini reportluns "$url" --json >"$TEST_DIR/luns.json" || fail "reportluns: $(cat "$TEST_DIR/luns.json")"
 ours=$(json "$TEST_DIR/luns.json" '" ".join(str(l) for l in j["luns"])')
-theirs=$(run_to "$CLIENT_TIMEOUT" iscsi-ls -s "iscsi://$HP" | sed -nE 's/^Lun:([0-9]+).*/\1/p' | sort -n -u | tr '\n' ' ' | sed 's/ $//')
 want="$(map_lun 0) $(map_lun 1)"
 has_quirk lun0-controller && want="0 $want"
+if has_quirk no-libiscsi-discovery; then
+	theirs=$want # iscsi-ls cannot list this peer: compare with the LUNs the test configured
+else
+	theirs=$(run_to "$CLIENT_TIMEOUT" iscsi-ls -s "iscsi://$HP" | sed -nE 's/^Lun:([0-9]+).*/\1/p' | sort -n -u | tr '\n' ' ' | sed 's/ $//')
+fi
 [[ "$ours" == "$want" ]] || fail "reportluns says '$ours', want '$want'"
 [[ "$ours" == "$theirs" ]] || fail "reportluns '$ours' differs from iscsi-ls '$theirs'"
 say "ok: reportluns: $ours (same as iscsi-ls)"
@@ -131,8 +139,12 @@ say "ok: closed port: exit $rc, '$out'"
 rc=0
 out=$(ini inquiry "$url" --page 0xfe 2>&1) || rc=$?
 ((rc != 0)) || fail "INQUIRY of an unsupported VPD page exited 0"
-grep -q 'CHECK CONDITION, sense ILLEGAL REQUEST / INVALID FIELD IN CDB (0x24/0x00)' <<<"$out" ||
-	fail "unsupported VPD page: unclear error: $out"
+if has_quirk check-condition-without-sense; then
+	grep -q 'CHECK CONDITION' <<<"$out" || fail "unsupported VPD page: unclear error: $out"
+else
+	grep -q 'CHECK CONDITION, sense ILLEGAL REQUEST / INVALID FIELD IN CDB (0x24/0x00)' <<<"$out" ||
+		fail "unsupported VPD page: unclear error: $out"
+fi
 say "ok: unsupported VPD page: '$out'"
 
 stop_target
