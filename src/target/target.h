@@ -81,6 +81,8 @@ enum task_state {
 	TASK_SENDING,     /* response queued; buffers still referenced by the send queue */
 };
 
+enum task_refusal { TASK_REFUSE_NONE, TASK_REFUSE_TOO_BIG, TASK_REFUSE_SET_FULL };
+
 struct task {
 	struct conn *conn;
 	struct task *next;        /* in the connection's task list / free list */
@@ -107,6 +109,8 @@ struct task {
 	uint32_t in_cap;
 	uint32_t refs;            /* queued send items still pointing at buffers */
 	bool aborted;
+	uint8_t refuse;           /* enum task_refusal: answered with an error in its CmdSN turn */
+	uint64_t buffered;        /* bytes of data buffers this task holds */
 	uint64_t start_us;        /* arrival, for the latency histogram */
 	struct scsi_cmd scmd;
 };
@@ -183,6 +187,7 @@ struct conn {
 	struct task *tasks;         /* active tasks */
 	struct task *free_tasks;
 	uint32_t ntasks;
+	uint64_t buffered;          /* data buffer bytes held by its tasks */
 	uint32_t next_ttt;
 	/* login */
 	struct login_state *login;

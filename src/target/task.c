@@ -12,6 +12,8 @@
 
 /* Largest data transfer one command may ask for; VPD Block Limits advertises less. */
 #define TASK_MAX_XFER (32u * 1024u * 1024u)
+/* Data buffers one connection may hold for commands in progress; past it: TASK SET FULL. */
+#define CONN_MAX_BUFFERED (512ull * 1024u * 1024u)
 #define TASK_FREE_KEEP 64u
 
 static struct task *task_alloc(struct conn *c)
@@ -40,6 +42,7 @@ static void task_put(struct task *t)
 		}
 	}
 	c->ntasks--;
+	c->buffered -= t->buffered;
 	free(t->out);
 	free(t->in);
 	t->out = t->in = NULL;
@@ -165,8 +168,36 @@ static void task_execute(struct task *t)
 }
 
 /* The task's CmdSN turn has come: solicit the rest of its data, or run it. */
+/* A command refused at arrival answers in its CmdSN turn, so ordering stays intact. */
+static void task_refuse(struct task *t)
+{
+	struct conn *c = t->conn;
+	uint32_t itt = t->itt;
+	uint8_t why = t->refuse;
+	task_put(t);
+	if (why == TASK_REFUSE_TOO_BIG) {
+		log_warn("%s:%u: command asks for more than %u bytes", c->peer_addr, c->peer_port, TASK_MAX_XFER);
+		task_respond_check(c, itt, SK_ILLEGAL_REQUEST, 0x24, 0x00, 0, false);
+		return;
+	}
+	log_warn("%s:%u: more than %llu bytes of data buffered for commands in progress: TASK SET FULL",
+		 c->peer_addr, c->peer_port, (unsigned long long)CONN_MAX_BUFFERED);
+	struct bhs b = {0};
+	b.opcode = OP_SCSI_RESP;
+	b.final = true;
+	b.itt = itt;
+	b.rsp.status = SCSI_TASK_SET_FULL;
+	b.rsp.statsn = c->statsn++;
+	fill_sn(c, &b.rsp.expcmdsn, &b.rsp.maxcmdsn);
+	conn_send_pdu(c, &b, NULL, 0, NULL, NULL);
+}
+
 void task_start(struct task *t)
 {
+	if (t->refuse) {
+		task_refuse(t);
+		return;
+	}
 	t->state = TASK_WAIT_DATA;
 	if (t->write && t->out_received < t->edtl) {
 		if (t->out_received >= t->unsolicited_end)
@@ -220,8 +251,12 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs
 		in_len = ai.has_bidi_read_len ? ai.bidi_read_len : 0;
 	else if (t->read)
 		in_len = t->edtl;
-	bool too_big = (t->write && t->edtl > TASK_MAX_XFER) || in_len > TASK_MAX_XFER;
-	if (!too_big) {
+	uint64_t need = (t->write ? (uint64_t)t->edtl : 0) + in_len;
+	if ((t->write && t->edtl > TASK_MAX_XFER) || in_len > TASK_MAX_XFER)
+		t->refuse = TASK_REFUSE_TOO_BIG;
+	else if (c->buffered + need > CONN_MAX_BUFFERED)
+		t->refuse = TASK_REFUSE_SET_FULL;
+	if (!t->refuse) {
 		if (t->write && t->edtl) {
 			t->out = xmalloc(t->edtl);
 			memcpy(t->out, data, len);
@@ -230,6 +265,8 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs
 			t->in = xmalloc(in_len);
 			t->in_cap = in_len;
 		}
+		t->buffered = need;
+		c->buffered += need;
 	}
 	t->out_received = len;
 	t->bidi_read_len = in_len;
@@ -246,13 +283,6 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs
 	}
 	if (!session_order(c, b, data, len, t))
 		return;
-	if (too_big) {
-		uint32_t itt = t->itt;
-		task_put(t);
-		log_warn("%s:%u: command asks for more than %u bytes", c->peer_addr, c->peer_port, TASK_MAX_XFER);
-		task_respond_check(c, itt, SK_ILLEGAL_REQUEST, 0x24, 0x00, 0, false);
-		return;
-	}
 	task_start(t);
 }
 
