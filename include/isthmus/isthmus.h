@@ -90,7 +90,17 @@ void ism_config_init(struct ism_config *cfg);
 
 /* Create a session object (no connection yet). Strings are copied. NULL on bad config (errmsg set). */
 struct ism_session *ism_session_new(const struct ism_config *cfg, char *errmsg, size_t errlen);
-/* Close every connection without logout and free the session; pending callbacks get ISM_ERR_CLOSED. */
+/*
+ * Close every connection without logout and free the session. Every pending callback (commands,
+ * logins, logouts, discovery, ...) runs with ISM_ERR_CLOSED before ism_session_free returns, on the
+ * caller's stack: do not hold locks those callbacks take, and do not use s in them except to read
+ * it. A call from inside one of the session's own callbacks is allowed and deferred: the
+ * connections are closed at once, the remaining callbacks run with ISM_ERR_CLOSED, and the memory
+ * is freed when the ism_session_service that ran the callback returns (it then returns
+ * ISM_SERVICE_FAILED and s must not be used any more). A nested call (from a callback that runs
+ * because of ism_session_free) does nothing. Freeing a session from a callback while one of the
+ * blocking helpers below runs on it is not allowed.
+ */
 void ism_session_free(struct ism_session *s);
 
 /* The last error of the session ("" if none). */
@@ -111,11 +121,31 @@ void ism_isid_derive(const char *initiator, const char *target, const char *port
 
 /* Fill up to max pollfds (fd, events) for the session; returns how many. */
 int ism_session_fds(struct ism_session *s, struct pollfd *fds, int max);
+
+/* What ism_session_service returns. */
+enum ism_service_status {
+	ISM_SERVICE_OK = 0,
+	/*
+	 * The session ended with a successful logout and has no connection left: after
+	 * ism_logout_async, after removing its last connection, or because the target asked for it
+	 * (Async Message event 1 "logout requested" on the last usable connection: the library then
+	 * logs the session out by itself). Returned by this and every later call until the next
+	 * ism_connect_async on the session; ism_session_logged_in() is false. Not a failure: the
+	 * error text is left as it was. A caller that wants the session back logs in again (a new
+	 * session, or ism_connect_async on this one, which reinstates it with the same ISID).
+	 */
+	ISM_SERVICE_LOGGED_OUT = 1,
+	/* The session has failed as a whole (no usable connection left; see ism_session_error). */
+	ISM_SERVICE_FAILED = -1,
+};
 /*
- * Handle readiness of one fd (revents as from poll). fd -1 only runs timers. Returns 0, or -1 when
- * the session has failed as a whole (no usable connection left; see ism_session_error).
+ * Handle readiness of one fd (revents as from poll). fd -1 only runs timers. Returns an enum
+ * ism_service_status: 0 while the session goes on, ISM_SERVICE_LOGGED_OUT (1) once it ended with
+ * a clean logout, -1 when it failed. Callers that only test for < 0 see a clean logout as 0 did
+ * before; test ism_session_logged_in() or the value 1 to notice it.
  * One call reads everything the socket has, handles every PDU in it, runs the completion
  * callbacks, and writes what they queued (new commands included) in one writev per connection.
+ * Completion callbacks run only from here (and from ism_session_free).
  */
 int ism_session_service(struct ism_session *s, int fd, short revents);
 /* Milliseconds until the next timer needs ism_session_service (fd -1); -1 for none. */
@@ -164,6 +194,13 @@ typedef void (*ism_scsi_cb)(struct ism_session *s, const struct ism_scsi_result 
 int ism_connect_async(struct ism_session *s, const char *portal, ism_done_cb cb, void *priv);
 /* Add a connection to a logged-in normal session (same ISID and TSIH, new CID). */
 int ism_add_connection_async(struct ism_session *s, const char *portal, ism_done_cb cb, void *priv);
+/*
+ * The same, with the new connection's CID handed to the callback: cid is the CID the connection
+ * was given (on success it is in full feature phase; on failure it is gone and cid only names it
+ * in messages). The CID is fixed when the call returns 0 and stays the same across redirects.
+ */
+typedef void (*ism_conn_cb)(struct ism_session *s, int status, uint16_t cid, void *priv);
+int ism_add_connection_async2(struct ism_session *s, const char *portal, ism_conn_cb cb, void *priv);
 /* Log out the connection with CID cid (reason "close the connection"). */
 int ism_remove_connection_async(struct ism_session *s, uint16_t cid, ism_done_cb cb, void *priv);
 /* Log out the whole session (after outstanding commands completed). */
@@ -185,6 +222,44 @@ struct ism_session_info {
 	uint32_t cmdsn, exp_cmdsn, max_cmdsn;
 };
 void ism_session_get_info(const struct ism_session *s, struct ism_session_info *info);
+
+/* Per-connection details (ism_session_connection_info). */
+enum ism_conn_state {
+	ISM_CONN_CONNECTING = 0,   /* TCP connect in progress */
+	ISM_CONN_LOGIN = 1,        /* login phase */
+	ISM_CONN_FULL_FEATURE = 2, /* full feature phase: carries commands (unless draining) */
+	ISM_CONN_LOGGING_OUT = 3,  /* Logout Request queued or sent */
+};
+#define ISM_ADDR_MAX 64
+#define ISM_PORTAL_MAX 256
+struct ism_conn_info {
+	uint16_t cid;
+	enum ism_conn_state state;
+	/*
+	 * No new commands go to this connection: its logout was asked for (by the target with
+	 * Async Message event 1, or with ism_remove_connection_async) and waits for its commands.
+	 */
+	bool draining;
+	char portal[ISM_PORTAL_MAX]; /* as given (after a redirect: where it was sent) */
+	/* Numeric addresses without brackets, "" (port 0) while unknown or for a non-IP socket. */
+	char local_address[ISM_ADDR_MAX];
+	uint16_t local_port;
+	char remote_address[ISM_ADDR_MAX];
+	uint16_t remote_port;
+	bool header_digest, data_digest;      /* CRC32C in force (negotiated values after login) */
+	uint32_t max_recv_dsl, peer_max_recv_dsl;
+	/* Counters of this connection (since it was created; kept in the library at no extra cost). */
+	uint64_t commands;        /* SCSI commands sent on it */
+	uint32_t outstanding;     /* tasks sent on it and not answered yet */
+	uint64_t bytes_sent, bytes_received; /* iSCSI bytes (headers, data, digests) */
+};
+/*
+ * Every connection of the session that is not closed (all states above), in slot order, up to
+ * max into out; returns how many there are (which may be more than max; out may be NULL with max 0
+ * to count). Costs no system call: addresses are recorded when a connection is established.
+ * The struct may only grow with a new symbol version of the library.
+ */
+int ism_session_connection_info(const struct ism_session *s, struct ism_conn_info *out, int max);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Commands (asynchronous) */

@@ -1,6 +1,7 @@
 /*
- * The CLI's daemon commands: each is one JSON-RPC call to isthmus-initiator (plus "op.result"
- * polls for operations that finish later). Human tables by default, the daemon's JSON with --json.
+ * The CLI's daemon commands: each is one JSON-RPC call to isthmus-initiator. Operations that need
+ * the network (login, logout, connections, live SCSI commands, discovery) are answered when they
+ * finished, so those calls wait longer. Human tables by default, the daemon's JSON with --json.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -14,8 +15,8 @@
 #include "cli/daemon_cmd.h"
 #include "mgmt/rpc.h"
 
-#define CALL_TIMEOUT_MS 30000
-#define OP_TIMEOUT_MS 180000
+#define CALL_TIMEOUT_MS 30000  /* methods that answer at once */
+#define OP_TIMEOUT_MS 180000   /* methods answered when their operation finished */
 
 struct dctx {
 	const char *socket;
@@ -61,12 +62,29 @@ static long now_ms(void)
 	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-/* Call a method; follow {"pending": op} until the operation finished. NULL on error (printed). */
+/* Methods whose answer waits for the network (the daemon defers it). */
+static bool long_method(const char *method)
+{
+	static const char *const names[] = {"session.login", "session.logout", "session.add_connection",
+					    "session.remove_connection", "session.inquiry", "session.readcapacity",
+					    "session.reportluns", "discovery.run", NULL};
+	for (int i = 0; names[i]; i++)
+		if (!strcmp(names[i], method))
+			return true;
+	return false;
+}
+
+/*
+ * Call a method and return its answer. A daemon that cannot answer directly sends
+ * {"pending": op}; that is followed with "op.result" until the operation finished.
+ * NULL on error (printed).
+ */
 static json_t *call(struct dctx *c, const char *method, json_t *params)
 {
 	int code = 0;
 	char *err = NULL;
-	json_t *r = rpc_call(c->socket, method, params, CALL_TIMEOUT_MS, &code, &err);
+	json_t *r = rpc_call(c->socket, method, params, long_method(method) ? OP_TIMEOUT_MS : CALL_TIMEOUT_MS, &code,
+			     &err);
 	long deadline = now_ms() + OP_TIMEOUT_MS;
 	long pause = 20;
 	while (r && json_is_object(r) && json_is_integer(json_object_get(r, "pending"))) {

@@ -192,6 +192,8 @@ int dmn_run(struct dmn_args *a)
 	if (d->fuse)
 		fusedev_stop(d);
 out:
+	/* RPC callers still waiting get their answer (an error) before the server goes */
+	dop_free_all(d);
 	if (d->rpc)
 		rpc_server_free(d->rpc);
 	if (d->loop) {
@@ -201,7 +203,6 @@ out:
 		}
 		loop_free(d->loop);
 	}
-	dop_free_all(d);
 	json_decref(d->records);
 	json_decref(d->discovered);
 	if (d->initiator_secret) {

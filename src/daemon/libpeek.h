@@ -1,7 +1,7 @@
 /*
- * What the daemon shows about a session's connections and libisthmus has no public call for yet
- * (addresses and state per CID). The only file of the daemon that reads the library's internals;
- * to be replaced by a public ism_session_connection_info() (see docs/initiator.md).
+ * A session's connections as the daemon shows them: libisthmus's public
+ * ism_session_connection_info() in the shape session.c prints (state as a string). The file name
+ * is historical: the daemon no longer reads the library's internals.
  */
 #ifndef ISTHMUS_DAEMON_LIBPEEK_H
 #define ISTHMUS_DAEMON_LIBPEEK_H
@@ -13,14 +13,16 @@
 
 struct dconn_info {
 	uint16_t cid;
-	char local_address[64];
+	char local_address[ISM_ADDR_MAX];
 	uint16_t local_port;
-	char remote_address[64];
+	char remote_address[ISM_ADDR_MAX];
 	uint16_t remote_port;
 	bool header_digest, data_digest;
 	const char *state; /* "connecting", "login", "full_feature", "logging_out" */
+	struct ism_conn_info lib; /* everything the library reports (counters, portal, draining) */
 };
 
+/* Up to max connections of s into out; returns how many were written. */
 int libpeek_connections(struct ism_session *s, struct dconn_info *out, int max);
 
 #endif

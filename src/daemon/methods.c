@@ -1,6 +1,8 @@
 /*
- * The daemon's JSON-RPC methods. Methods that need the network answer {"pending": OP} and the
- * client collects the result with "op.result" (see ops.c).
+ * The daemon's JSON-RPC methods. Methods that need the network (login, logout, connections, live
+ * SCSI commands, discovery) answer when the operation finished: their reply is deferred
+ * (mgmt/rpc.h) while the daemon goes on serving others. See ops.c; "op.result" remains for
+ * operations answered {"pending": OP}.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -52,8 +54,8 @@ static bool lun_param(json_t *params, uint64_t *lun, struct rpc_error *err)
 	return true;
 }
 
-/* Answer at once when the operation already finished, else {"pending": op}. */
-static json_t *op_answer(struct daemon *d, uint64_t op, struct rpc_error *err) { return dop_take(d, op, err); }
+/* Answer at once when the operation already finished, else when it finishes (deferred reply). */
+static json_t *op_answer(struct daemon *d, uint64_t op, struct rpc_error *err) { return dop_answer(d, op, err); }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Persistent records */
@@ -139,7 +141,7 @@ static json_t *m_login(void *ctx, json_t *params, struct rpc_error *err)
 	uint64_t op = s->login_op;
 	dsess_start(s);
 	json_t *res = op_answer(d, op, err);
-	if (res && json_object_get(res, "pending"))
+	if (res && res != RPC_DEFERRED && json_object_get(res, "pending"))
 		json_object_set_new(res, "session_id", json_string(s->idstr));
 	return res;
 }

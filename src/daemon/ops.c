@@ -1,7 +1,10 @@
 /*
- * RPC operations that finish later (login, logout, SCSI commands, discovery). The RPC server
- * answers each request at once, so such a method answers {"pending": ID}; the client then asks
- * "op.result" until the operation is done. Results not collected are dropped after a while.
+ * RPC operations that finish later (login, logout, SCSI commands, discovery). The method that
+ * starts one answers with dop_answer: the result at once when the operation already finished,
+ * else a deferred reply (mgmt/rpc.h, rpc_defer) that dop_done/dop_fail send when it finishes.
+ * Only when no deferred reply is possible (a request through rpc_server_handle) does the method
+ * answer {"pending": ID} and the client ask "op.result" until the operation is done; results
+ * not collected are dropped after a while.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -20,6 +23,7 @@ struct dop {
 	int code;
 	char message[256];
 	uint64_t done_ms;
+	struct rpc_pending *reply; /* the caller waits on its connection: answered when done */
 };
 
 static void dop_expire(struct daemon *d)
@@ -55,11 +59,28 @@ static struct dop *dop_find(struct daemon *d, uint64_t id)
 	return NULL;
 }
 
+static void dop_unlink(struct daemon *d, struct dop *o)
+{
+	for (struct dop **pp = &d->ops; *pp; pp = &(*pp)->next) {
+		if (*pp == o) {
+			*pp = o->next;
+			break;
+		}
+	}
+	json_decref(o->result);
+	free(o);
+}
+
 void dop_done(struct daemon *d, uint64_t id, json_t *result)
 {
 	struct dop *o = id ? dop_find(d, id) : NULL;
 	if (!o || o->done) {
 		json_decref(result);
+		return;
+	}
+	if (o->reply) {
+		rpc_complete(o->reply, result ? result : json_null(), NULL);
+		dop_unlink(d, o);
 		return;
 	}
 	o->done = true;
@@ -79,6 +100,12 @@ void dop_fail(struct daemon *d, uint64_t id, int code, const char *fmt, ...)
 	vsnprintf(o->message, sizeof(o->message), fmt, ap);
 	va_end(ap);
 	o->done_ms = loop_now_ms();
+	if (o->reply) {
+		struct rpc_error e = {.code = code};
+		snprintf(e.message, sizeof(e.message), "%s", o->message);
+		rpc_complete(o->reply, NULL, &e);
+		dop_unlink(d, o);
+	}
 }
 
 json_t *dop_pending(uint64_t id) { return json_pack("{s:I}", "pending", (json_int_t)id); }
@@ -91,20 +118,26 @@ json_t *dop_take(struct daemon *d, uint64_t id, struct rpc_error *err)
 				(unsigned long long)id);
 	if (!o->done)
 		return dop_pending(id);
+	if (o->reply)
+		return dop_pending(id); /* answered on the caller's connection when done */
 	json_t *r = NULL;
 	if (o->code)
 		rpc_fail(err, o->code, "%s", o->message);
 	else
 		r = json_incref(o->result);
-	for (struct dop **pp = &d->ops; *pp; pp = &(*pp)->next) {
-		if (*pp == o) {
-			*pp = o->next;
-			break;
-		}
-	}
-	json_decref(o->result);
-	free(o);
+	dop_unlink(d, o);
 	return r;
+}
+
+json_t *dop_answer(struct daemon *d, uint64_t id, struct rpc_error *err)
+{
+	struct dop *o = dop_find(d, id);
+	if (o && !o->done && !o->reply) {
+		o->reply = d->rpc ? rpc_defer(d->rpc) : NULL;
+		if (o->reply)
+			return RPC_DEFERRED;
+	}
+	return dop_take(d, id, err);
 }
 
 void dop_free_all(struct daemon *d)
@@ -112,6 +145,11 @@ void dop_free_all(struct daemon *d)
 	while (d->ops) {
 		struct dop *o = d->ops;
 		d->ops = o->next;
+		if (o->reply) {
+			struct rpc_error e = {.code = RPC_FAILED};
+			snprintf(e.message, sizeof(e.message), "the daemon stopped before the operation finished");
+			rpc_complete(o->reply, NULL, &e);
+		}
 		json_decref(o->result);
 		free(o);
 	}

@@ -18,14 +18,6 @@
 #include "util/bytes.h"
 #include "util/log.h"
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
 static uint32_t get_le32(const uint8_t *p)
 {
 	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -35,18 +27,14 @@ static struct txitem *tx_get(struct ism_session *s)
 {
 	struct txitem *it = s->tx_pool;
 	if (it) {
-		s->tx_pool = it->next;
+		s->tx_pool = (struct txitem *)it->f.next;
 		s->tx_pool_n--;
 	} else {
 		it = xmalloc(sizeof(*it));
 	}
-	it->next = NULL;
 	it->task = NULL;
 	it->r2t_last = false;
-	it->niov = it->iov_done = 0;
-	it->iov_off = 0;
 	it->owned = NULL;
-	memset(it->trailer, 0, sizeof(it->trailer));
 	return it;
 }
 
@@ -59,7 +47,7 @@ static void tx_item_free(struct ism_session *s, struct txitem *it)
 	}
 	free(it->owned);
 	if (s->tx_pool_n < ISM_TX_POOL_MAX) {
-		it->next = s->tx_pool;
+		it->f.next = (struct pdu_frame *)s->tx_pool;
 		s->tx_pool = it;
 		s->tx_pool_n++;
 	} else {
@@ -67,11 +55,13 @@ static void tx_item_free(struct ism_session *s, struct txitem *it)
 	}
 }
 
+static void tx_frame_done(struct pdu_frame *f, void *arg) { tx_item_free(arg, (struct txitem *)f); }
+
 void ism_tx_pool_free(struct ism_session *s)
 {
 	while (s->tx_pool) {
 		struct txitem *it = s->tx_pool;
-		s->tx_pool = it->next;
+		s->tx_pool = (struct txitem *)it->f.next;
 		free(it);
 	}
 	s->tx_pool_n = 0;
@@ -90,48 +80,17 @@ struct txitem *ism_conn_send(struct ism_conn *c, struct bhs *b, const void *data
 		log_debug("cid %u -> %s ITT 0x%08x len %u F%d I%d w0 0x%08x w1 0x%08x", c->cid, opcode_str(b->opcode), b->itt,
 			  len, b->final, b->immediate, b->opcode == OP_DATA_OUT ? b->data_out.offset : b->cmd.cmdsn,
 			  b->opcode == OP_DATA_OUT ? b->data_out.ttt : b->cmd.edtl);
-	bhs_encode(b, it->hdr);
-	size_t hlen = BHS_LEN;
-	if (c->params.header_digest) {
-		put_le32(it->hdr + BHS_LEN, crc32c(it->hdr, BHS_LEN));
-		hlen += 4;
-	}
-	it->iov[it->niov++] = (struct iovec){it->hdr, hlen};
-	if (len) {
-		it->iov[it->niov++] = (struct iovec){(void *)data, len};
-		uint32_t pad = pad4(len) - len;
-		size_t tlen = pad;
-		if (c->params.data_digest) {
-			uint32_t st = crc32c_update(crc32c_init(), data, len);
-			st = crc32c_update(st, it->trailer, pad);
-			put_le32(it->trailer + pad, crc32c_final(st));
-			tlen += 4;
-		}
-		if (tlen)
-			it->iov[it->niov++] = (struct iovec){it->trailer, tlen};
-		if (task && !owned) {
-			it->task = task;
-			task->txrefs++;
-		}
+	pdu_frame_build(&it->f, b, data, len, c->params.header_digest, c->params.data_digest);
+	if (len && task && !owned) {
+		it->task = task;
+		task->txrefs++;
 	}
 	it->owned = owned;
-	if (c->tx_tail)
-		c->tx_tail->next = it;
-	else
-		c->tx_head = it;
-	c->tx_tail = it;
+	pdu_queue_push(&c->txq, &it->f);
 	return it;
 }
 
-void ism_conn_drop_tx(struct ism_conn *c)
-{
-	while (c->tx_head) {
-		struct txitem *it = c->tx_head;
-		c->tx_head = it->next;
-		tx_item_free(c->s, it);
-	}
-	c->tx_tail = NULL;
-}
+void ism_conn_drop_tx(struct ism_conn *c) { pdu_queue_drain(&c->txq, tx_frame_done, c->s); }
 
 /*
  * A task finishes while PDUs borrowing its buffer are still queued (the target answered before
@@ -140,29 +99,29 @@ void ism_conn_drop_tx(struct ism_conn *c)
  */
 void ism_conn_detach_task(struct ism_conn *c, struct ism_task *t)
 {
-	struct txitem **pp = &c->tx_head, *prev = NULL;
+	struct pdu_frame **pp = &c->txq.head, *prev = NULL;
 	while (*pp) {
-		struct txitem *it = *pp;
+		struct txitem *it = (struct txitem *)*pp;
 		if (it->task != t) {
-			prev = it;
-			pp = &it->next;
+			prev = &it->f;
+			pp = &it->f.next;
 			continue;
 		}
-		if (it->iov_done == 0 && it->iov_off == 0) {
-			*pp = it->next;
-			if (c->tx_tail == it)
-				c->tx_tail = prev;
+		if (it->f.iov_done == 0 && it->f.iov_off == 0) {
+			*pp = it->f.next;
+			if (c->txq.tail == &it->f)
+				c->txq.tail = prev;
 			tx_item_free(c->s, it);
 			continue;
 		}
-		uint8_t *copy = xmalloc(it->iov[1].iov_len);
-		memcpy(copy, it->iov[1].iov_base, it->iov[1].iov_len);
-		it->iov[1].iov_base = copy;
+		uint8_t *copy = xmalloc(it->f.iov[1].iov_len);
+		memcpy(copy, it->f.iov[1].iov_base, it->f.iov[1].iov_len);
+		it->f.iov[1].iov_base = copy;
 		it->owned = copy;
 		it->task = NULL;
 		t->txrefs--;
-		prev = it;
-		pp = &it->next;
+		prev = &it->f;
+		pp = &it->f.next;
 	}
 }
 
@@ -171,21 +130,10 @@ void ism_conn_detach_task(struct ism_conn *c, struct ism_task *t)
 
 void ism_conn_flush(struct ism_conn *c)
 {
-	while (c->tx_head && c->fd >= 0 && c->state != CONN_CONNECTING) {
+	while (!pdu_queue_empty(&c->txq) && c->fd >= 0 && c->state != CONN_CONNECTING) {
 		struct iovec iov[TX_IOV_MAX];
-		int n = 0;
 		size_t total = 0;
-		for (struct txitem *it = c->tx_head; it && n < TX_IOV_MAX; it = it->next) {
-			for (int i = it->iov_done; i < it->niov && n < TX_IOV_MAX; i++) {
-				iov[n] = it->iov[i];
-				if (i == it->iov_done && it->iov_off) {
-					iov[n].iov_base = (char *)iov[n].iov_base + it->iov_off;
-					iov[n].iov_len -= it->iov_off;
-				}
-				total += iov[n].iov_len;
-				n++;
-			}
-		}
+		int n = pdu_queue_gather(&c->txq, iov, TX_IOV_MAX, &total);
 		ssize_t w = writev(c->fd, iov, n);
 		if (w < 0) {
 			if (errno == EINTR)
@@ -195,27 +143,8 @@ void ism_conn_flush(struct ism_conn *c)
 			ism_conn_fail(c, "send failed: %s", strerror(errno));
 			return;
 		}
-		size_t left = (size_t)w;
-		while (c->tx_head) {
-			struct txitem *it = c->tx_head;
-			while (it->iov_done < it->niov) {
-				size_t rem = it->iov[it->iov_done].iov_len - it->iov_off;
-				if (left < rem) {
-					it->iov_off += left;
-					left = 0;
-					break;
-				}
-				left -= rem;
-				it->iov_done++;
-				it->iov_off = 0;
-			}
-			if (it->iov_done < it->niov)
-				break;
-			c->tx_head = it->next;
-			if (!c->tx_head)
-				c->tx_tail = NULL;
-			tx_item_free(c->s, it);
-		}
+		c->bytes_sent += (uint64_t)w;
+		pdu_queue_consume(&c->txq, (size_t)w, tx_frame_done, c->s);
 		if ((size_t)w < total)
 			return; /* the socket buffer is full: wait for POLLOUT */
 	}
@@ -224,7 +153,7 @@ void ism_conn_flush(struct ism_conn *c)
 void ism_flush_all(struct ism_session *s)
 {
 	for (unsigned i = 0; i < s->conn_slots; i++)
-		if (s->conns[i].tx_head)
+		if (!pdu_queue_empty(&s->conns[i].txq))
 			ism_conn_flush(&s->conns[i]);
 }
 
@@ -435,6 +364,7 @@ void ism_conn_readable(struct ism_conn *c)
 			return;
 		}
 		size_t got = (size_t)r;
+		c->bytes_received += got;
 		c->last_rx_ms = c->s->in_service ? c->s->now_ms : ism_now_ms();
 		if (c->rx_direct && c->dr_left) {
 			size_t n = got < c->dr_left ? got : c->dr_left;
@@ -526,6 +456,8 @@ int ism_conn_start_connect(struct ism_conn *c)
 	if (c->ai)
 		freeaddrinfo(c->ai);
 	c->ai = NULL;
+	memset(&c->local_sa, 0, sizeof(c->local_sa));
+	memset(&c->peer_sa, 0, sizeof(c->peer_sa));
 	int rc = getaddrinfo(host, ports, &hints, &c->ai);
 	if (rc == EAI_ADDRFAMILY || rc == EAI_NONAME) {
 		hints.ai_flags = 0; /* loopback-only hosts: AI_ADDRCONFIG hides ::1 */
@@ -566,6 +498,13 @@ void ism_conn_connected(struct ism_conn *c)
 		freeaddrinfo(c->ai);
 		c->ai = c->ai_next = NULL;
 	}
+	/* Recorded once here, so that ism_session_connection_info costs no system call. */
+	socklen_t sl = sizeof(c->local_sa);
+	if (getsockname(c->fd, (struct sockaddr *)&c->local_sa, &sl) < 0)
+		memset(&c->local_sa, 0, sizeof(c->local_sa));
+	sl = sizeof(c->peer_sa);
+	if (getpeername(c->fd, (struct sockaddr *)&c->peer_sa, &sl) < 0)
+		memset(&c->peer_sa, 0, sizeof(c->peer_sa));
 	c->state = CONN_LOGIN;
 	c->rx_in_bhs = true;
 	c->rx_need = BHS_LEN;

@@ -11,6 +11,7 @@
 #include "isthmus/isthmus.h"
 #include "proto/chap.h"
 #include "proto/params.h"
+#include "proto/frame.h"
 #include "proto/pdu.h"
 #include "proto/text.h"
 #include "util/sbuf.h"
@@ -36,14 +37,9 @@ enum conn_state {
  * from a per-session free list, so queueing a PDU allocates nothing once the pool is warm.
  */
 struct txitem {
-	struct txitem *next;
+	struct pdu_frame f;    /* first: the connection's queue links frames */
 	struct ism_task *task; /* data borrowed from this task's buffer (NULL: none) */
 	bool r2t_last;         /* last Data-Out answering an R2T: written means that R2T is answered */
-	uint8_t hdr[BHS_LEN + 4];
-	uint8_t trailer[8];
-	struct iovec iov[3];
-	int niov, iov_done;
-	size_t iov_off;
 	uint8_t *owned;
 };
 
@@ -75,6 +71,7 @@ struct ism_task {
 	struct ism_scsi_result res;
 	ism_scsi_cb scsi_cb;
 	ism_done_cb done_cb;
+	ism_conn_cb conn_cb; /* TASK_LOGIN of ism_add_connection_async2: done_cb with the CID */
 	ism_discovery_cb disc_cb;
 	void *priv;
 	/* TMF */
@@ -139,7 +136,7 @@ struct ism_conn {
 	uint8_t *dr_dst, *dr_data;
 	uint32_t dr_left;
 	/* tx */
-	struct txitem *tx_head, *tx_tail;
+	struct pdu_queue txq;
 	/* login */
 	struct login_ctx *login;
 	/* keepalive */
@@ -153,6 +150,9 @@ struct ism_conn {
 	uint32_t outstanding; /* tasks allegiant to this connection */
 	struct ism_task *sent_head, *sent_tail; /* sent and not answered, in sending order */
 	uint64_t ios;         /* SCSI commands sent on it */
+	uint64_t bytes_sent, bytes_received;
+	/* addresses recorded when the connection is established (ism_session_connection_info) */
+	struct sockaddr_storage local_sa, peer_sa;
 };
 
 struct ism_session {
@@ -169,6 +169,7 @@ struct ism_session {
 	char target_alias[256];
 	struct iscsi_params params; /* session-wide result of the leading login */
 	bool logged_in, failed, logging_out;
+	bool logged_out; /* ended with a successful session logout (ISM_SERVICE_LOGGED_OUT) */
 
 	uint32_t cmdsn, exp_cmdsn, max_cmdsn;
 	uint32_t next_itt;
@@ -187,6 +188,9 @@ struct ism_session {
 	/* deferred callbacks: tasks completed while inside the core */
 	struct ism_task *done_head, *done_tail;
 	int in_service;
+	int in_callbacks;    /* a completion callback is running */
+	bool free_requested; /* ism_session_free from a callback: freed at the end of the service call */
+	bool freeing;        /* ism_session_free is running the last callbacks */
 
 	/* Pools: finished tasks and written PDUs are kept for reuse (freed with the session). */
 	struct ism_task *task_pool;

@@ -3,7 +3,9 @@
  * its queue of waiting commands, round-robin connection choice, the full feature phase PDUs
  * (Data-In, R2T, SCSI Response, NOP, Async, Reject, TMF, Logout) and the timers.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -20,6 +22,7 @@
 #include "util/serial.h"
 
 void ism_conn_connect_ready(struct ism_conn *c);
+static void session_destroy(struct ism_session *s);
 
 uint64_t ism_now_ms(void)
 {
@@ -304,6 +307,7 @@ void ism_run_callbacks(struct ism_session *s)
 	if (s->in_service > 0)
 		return;
 	s->in_service++;
+	s->in_callbacks++;
 	while (s->done_head) {
 		struct ism_task *t = s->done_head;
 		s->done_head = t->qnext;
@@ -322,7 +326,9 @@ void ism_run_callbacks(struct ism_session *s)
 			}
 			break;
 		default:
-			if (t->done_cb)
+			if (t->conn_cb)
+				t->conn_cb(s, t->res.error, t->res.cid, t->priv);
+			else if (t->done_cb)
 				t->done_cb(s, t->res.error, t->priv);
 			break;
 		}
@@ -330,6 +336,7 @@ void ism_run_callbacks(struct ism_session *s)
 			ism_discovery_free(t->result);
 		ism_task_free(t);
 	}
+	s->in_callbacks--;
 	s->in_service--;
 }
 
@@ -405,6 +412,8 @@ static void conn_closed(struct ism_conn *c, int err)
 	if (c->login)
 		ism_login_finish(c, c->login->fail_status ? c->login->fail_status : err);
 	if (live_conns(s) == 0) {
+		if (s->logged_in && err == ISM_OK)
+			s->logged_out = true; /* the last connection logged out: the session is over */
 		if (s->logged_in && err != ISM_OK)
 			s->failed = true;
 		if (!s->logged_in && err != ISM_OK && !s->logging_out)
@@ -1022,6 +1031,7 @@ static void on_logout_response(struct ism_conn *c, const struct bhs *b, uint32_t
 	ism_task_complete(t);
 	if (t->logout_reason == LOGOUT_CLOSE_SESSION) {
 		s->logging_out = true;
+		s->logged_out = true;
 		for (int i = 0; i < ISM_MAX_CONNS; i++) {
 			struct ism_conn *o = &s->conns[i];
 			if (o->state != CONN_FREE && o->state != CONN_CLOSED)
@@ -1196,7 +1206,7 @@ int ism_session_fds(struct ism_session *s, struct pollfd *fds, int max)
 		if (c->state == CONN_CONNECTING)
 			fds[n].events = POLLOUT;
 		else
-			fds[n].events = (short)(POLLIN | (c->tx_head ? POLLOUT : 0));
+			fds[n].events = (short)(POLLIN | (pdu_queue_empty(&c->txq) ? 0 : POLLOUT));
 		n++;
 	}
 	return n;
@@ -1240,25 +1250,40 @@ int ism_session_service(struct ism_session *s, int fd, short revents)
 	/* What the callbacks queued (typically the next commands) goes out in one writev. */
 	ism_flush_all(s);
 	sweep(s);
-	return s->failed ? -1 : 0;
+	if (s->free_requested && s->in_service == 0) {
+		/* ism_session_free was called from a callback of this round */
+		ism_run_callbacks(s);
+		session_destroy(s);
+		return ISM_SERVICE_FAILED;
+	}
+	if (s->failed)
+		return ISM_SERVICE_FAILED;
+	return s->logged_out && !s->logged_in && live_conns(s) == 0 ? ISM_SERVICE_LOGGED_OUT : ISM_SERVICE_OK;
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Public async operations */
 
-static struct ism_task *login_task(struct ism_session *s, ism_done_cb cb, void *priv)
+static struct ism_task *login_task(struct ism_session *s, uint16_t cid, ism_done_cb cb, ism_conn_cb ccb, void *priv)
 {
 	struct ism_task *t = task_alloc(s);
 	t->kind = TASK_LOGIN;
 	t->s = s;
 	t->done_cb = cb;
+	t->conn_cb = ccb;
 	t->priv = priv;
 	t->done = false;
+	t->res.cid = cid; /* not allegiant to a connection: ism_task_complete leaves it */
 	return t;
 }
 
-static int start_conn(struct ism_session *s, const char *portal, int fd, bool leading, ism_done_cb cb, void *priv)
+static int start_conn(struct ism_session *s, const char *portal, int fd, bool leading, ism_done_cb cb,
+		      ism_conn_cb ccb, void *priv)
 {
+	if (s->free_requested) {
+		ism_set_error(s, "the session is being freed");
+		return ISM_ERR_CLOSED;
+	}
 	struct ism_conn *c = ism_conn_alloc(s);
 	if (!c) {
 		ism_set_error(s, "the session already has %d connections", ISM_MAX_CONNS);
@@ -1266,7 +1291,9 @@ static int start_conn(struct ism_session *s, const char *portal, int fd, bool le
 	}
 	c->login = xcalloc(1, sizeof(*c->login));
 	c->login->leading = leading;
-	c->login->task = login_task(s, cb, priv);
+	c->login->task = login_task(s, c->cid, cb, ccb, priv);
+	if (leading)
+		s->logged_out = false;
 	if (portal)
 		snprintf(c->portal, sizeof(c->portal), "%s", portal);
 	else
@@ -1303,15 +1330,15 @@ int ism_connect_async(struct ism_session *s, const char *portal, ism_done_cb cb,
 		ism_set_error(s, "the session is already connected");
 		return ISM_ERR_INVALID;
 	}
-	return start_conn(s, portal, -1, true, cb, priv);
+	return start_conn(s, portal, -1, true, cb, NULL, priv);
 }
 
 int ism_attach_fd_async(struct ism_session *s, int fd, bool leading, ism_done_cb cb, void *priv)
 {
-	return start_conn(s, NULL, fd, leading, cb, priv);
+	return start_conn(s, NULL, fd, leading, cb, NULL, priv);
 }
 
-int ism_add_connection_async(struct ism_session *s, const char *portal, ism_done_cb cb, void *priv)
+static int add_connection(struct ism_session *s, const char *portal, ism_done_cb cb, ism_conn_cb ccb, void *priv)
 {
 	if (!s->logged_in || s->cfg.session_type != ISM_SESSION_NORMAL) {
 		ism_set_error(s, "connections can only be added to a logged-in normal session");
@@ -1322,7 +1349,17 @@ int ism_add_connection_async(struct ism_session *s, const char *portal, ism_done
 			      s->params.max_connections);
 		return ISM_ERR_INVALID;
 	}
-	return start_conn(s, portal, -1, false, cb, priv);
+	return start_conn(s, portal, -1, false, cb, ccb, priv);
+}
+
+int ism_add_connection_async(struct ism_session *s, const char *portal, ism_done_cb cb, void *priv)
+{
+	return add_connection(s, portal, cb, NULL, priv);
+}
+
+int ism_add_connection_async2(struct ism_session *s, const char *portal, ism_conn_cb cb, void *priv)
+{
+	return add_connection(s, portal, NULL, cb, priv);
 }
 
 static void queue_logout(struct ism_session *s, struct ism_conn *c, uint8_t reason, ism_done_cb cb, void *priv,
@@ -1497,6 +1534,55 @@ int ism_session_connections(const struct ism_session *s, uint16_t *cids, int max
 
 bool ism_session_logged_in(const struct ism_session *s) { return s->logged_in && !s->failed; }
 
+static void sockaddr_numeric(const struct sockaddr_storage *ss, char *out, size_t len, uint16_t *port)
+{
+	out[0] = 0;
+	*port = 0;
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &a->sin_addr, out, (socklen_t)len);
+		*port = ntohs(a->sin_port);
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+		inet_ntop(AF_INET6, &a->sin6_addr, out, (socklen_t)len);
+		*port = ntohs(a->sin6_port);
+	}
+}
+
+int ism_session_connection_info(const struct ism_session *s, struct ism_conn_info *out, int max)
+{
+	int n = 0;
+	for (int i = 0; i < ISM_MAX_CONNS; i++) {
+		const struct ism_conn *c = &s->conns[i];
+		if (c->state == CONN_FREE || c->state == CONN_CLOSED)
+			continue;
+		if (!out || n >= max) {
+			n++;
+			continue;
+		}
+		struct ism_conn_info *o = &out[n++];
+		memset(o, 0, sizeof(*o));
+		o->cid = c->cid;
+		o->state = c->state == CONN_CONNECTING ? ISM_CONN_CONNECTING
+			   : c->state == CONN_LOGIN    ? ISM_CONN_LOGIN
+			   : c->state == CONN_FFP      ? ISM_CONN_FULL_FEATURE
+						       : ISM_CONN_LOGGING_OUT;
+		o->draining = c->draining;
+		snprintf(o->portal, sizeof(o->portal), "%.*s", (int)sizeof(o->portal) - 1, c->portal);
+		sockaddr_numeric(&c->local_sa, o->local_address, sizeof(o->local_address), &o->local_port);
+		sockaddr_numeric(&c->peer_sa, o->remote_address, sizeof(o->remote_address), &o->remote_port);
+		o->header_digest = c->params.header_digest;
+		o->data_digest = c->params.data_digest;
+		o->max_recv_dsl = c->params.max_recv_dsl;
+		o->peer_max_recv_dsl = c->params.peer_max_recv_dsl;
+		o->commands = c->ios;
+		o->outstanding = c->outstanding;
+		o->bytes_sent = c->bytes_sent;
+		o->bytes_received = c->bytes_received;
+	}
+	return n;
+}
+
 void ism_session_get_info(const struct ism_session *s, struct ism_session_info *info)
 {
 	memset(info, 0, sizeof(*info));
@@ -1526,10 +1612,9 @@ void ism_session_get_info(const struct ism_session *s, struct ism_session_info *
 	info->max_cmdsn = s->max_cmdsn;
 }
 
-void ism_session_free(struct ism_session *s)
+/* Close every connection and fail every task (their callbacks are queued, not run). */
+static void session_close_all(struct ism_session *s)
 {
-	if (!s)
-		return;
 	for (int i = 0; i < ISM_MAX_CONNS; i++) {
 		struct ism_conn *c = &s->conns[i];
 		if (c->state != CONN_FREE && c->state != CONN_CLOSED) {
@@ -1541,8 +1626,11 @@ void ism_session_free(struct ism_session *s)
 	for (int b = 0; b < ISM_TASK_BUCKETS; b++)
 		while (s->tasks[b])
 			task_fail(s->tasks[b], ISM_ERR_CLOSED);
-	s->in_service = 0;
-	ism_run_callbacks(s);
+}
+
+/* Free the memory (every callback has run). */
+static void session_destroy(struct ism_session *s)
+{
 	for (int i = 0; i < ISM_MAX_CONNS; i++) {
 		struct ism_conn *c = &s->conns[i];
 		ism_login_free(c);
@@ -1567,4 +1655,21 @@ void ism_session_free(struct ism_session *s)
 	}
 	ism_tx_pool_free(s);
 	free(s);
+}
+
+void ism_session_free(struct ism_session *s)
+{
+	if (!s || s->freeing || s->free_requested)
+		return;
+	if (s->in_callbacks) {
+		/* From a callback: the running ism_session_service runs the rest and frees at its end. */
+		s->free_requested = true;
+		session_close_all(s);
+		return;
+	}
+	s->freeing = true;
+	session_close_all(s);
+	s->in_service = 0;
+	ism_run_callbacks(s);
+	session_destroy(s);
 }

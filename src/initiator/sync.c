@@ -74,24 +74,25 @@ int ism_connect(struct ism_session *s, const char *portal)
 	return wait_done(s, &d, ism_connect_async(s, portal, on_done, &d));
 }
 
+struct add_ctx {
+	struct done_ctx d;
+	uint16_t cid;
+};
+
+static void on_added(struct ism_session *s, int status, uint16_t cid, void *priv)
+{
+	struct add_ctx *a = priv;
+	on_done(s, status, &a->d);
+	a->cid = cid;
+}
+
 int ism_add_connection(struct ism_session *s, const char *portal, uint16_t *cid)
 {
-	struct done_ctx d = {0};
+	struct add_ctx a = {0};
 	ism_session_clear_error(s);
-	uint16_t before[ISM_MAX_CONNS];
-	int nb = ism_session_connections(s, before, ISM_MAX_CONNS);
-	int rc = wait_done(s, &d, ism_add_connection_async(s, portal, on_done, &d));
-	if (rc == 0 && cid) {
-		uint16_t after[ISM_MAX_CONNS];
-		int na = ism_session_connections(s, after, ISM_MAX_CONNS);
-		for (int i = 0; i < na; i++) {
-			bool old = false;
-			for (int j = 0; j < nb; j++)
-				old |= before[j] == after[i];
-			if (!old)
-				*cid = after[i];
-		}
-	}
+	int rc = wait_done(s, &a.d, ism_add_connection_async2(s, portal, on_added, &a));
+	if (rc == 0 && cid)
+		*cid = a.cid;
 	return rc;
 }
 

@@ -6,6 +6,7 @@
 #define ISTHMUS_MGMT_RPC_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 struct loop;
@@ -28,7 +29,10 @@ struct rpc_error {
 	char message[256];
 };
 
-/* A method returns a new reference to its result, or NULL with err filled. */
+/*
+ * A method returns a new reference to its result, or NULL with err filled, or RPC_DEFERRED after
+ * rpc_defer() when the answer comes later (see below).
+ */
 typedef json_t *(*rpc_method_fn)(void *ctx, json_t *params, struct rpc_error *err);
 
 struct rpc_method {
@@ -50,9 +54,47 @@ void rpc_server_free(struct rpc_server *s);
 
 /*
  * Answer one request text (exposed for tests and fuzzing): returns the response line, or NULL
- * for a notification (no id). The caller frees it.
+ * for a notification (no id). The caller frees it. Methods called this way cannot defer
+ * (rpc_defer returns NULL: there is no connection to answer on later).
  */
 char *rpc_server_handle(struct rpc_server *s, const char *request, size_t len);
+
+/*
+ * Deferred replies. A method that finishes later (network operations) calls rpc_defer(server)
+ * and returns RPC_DEFERRED; the server then answers nothing for now and goes on serving (other
+ * requests, also on the same connection, are answered meanwhile, so replies may come out of
+ * order: JSON-RPC matches them by id). Later, on the loop's thread, rpc_complete(pending, ...)
+ * sends the response with the request's id and frees the handle.
+ *
+ * - rpc_defer returns NULL outside a method call, when called twice for one request, or for a
+ *   request that came through rpc_server_handle: the method must then answer at once.
+ * - A method that called rpc_defer and then returns something other than RPC_DEFERRED has that
+ *   answer sent; the handle then answers nothing but must still be completed (or freed with the
+ *   server). If the method completed the handle itself before returning, that was the answer
+ *   and what it returns is dropped. Returning RPC_DEFERRED without rpc_defer is answered with
+ *   an internal error.
+ * - If the client disconnects before the answer, the handle stays valid and rpc_complete drops
+ *   the answer. A client that only shuts down its sending side (EOF) still gets its pending
+ *   answers; the connection is closed after the last one.
+ * - rpc_server_free answers every handle still pending with RPC_INTERNAL_ERROR ("the server
+ *   stopped"), as far as the client's socket takes it at once, and frees it: complete or forget
+ *   every handle before freeing the server.
+ * - A deferred notification (no id) is completed like any other; nothing is sent.
+ */
+struct rpc_pending;
+extern json_t *const rpc_deferred_marker;
+#define RPC_DEFERRED rpc_deferred_marker
+struct rpc_pending *rpc_defer(struct rpc_server *s);
+/*
+ * Send the answer: err (when not NULL and err->code != 0) as a JSON-RPC error, else result
+ * (stolen; NULL is sent as an internal error, like a method returning NULL without err). Frees p.
+ * Returns true when the answer was queued on a connected client, false when it was dropped.
+ */
+bool rpc_complete(struct rpc_pending *p, json_t *result, const struct rpc_error *err);
+/* The name of the method p answers (for logs); valid until rpc_complete. */
+const char *rpc_pending_method(const struct rpc_pending *p);
+/* Deferred replies not completed yet (all clients). */
+size_t rpc_server_pending_count(const struct rpc_server *s);
 
 /*
  * Client: call method with params (stolen reference; NULL for none) on the server at path.

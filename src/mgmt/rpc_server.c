@@ -26,7 +26,18 @@ struct rpc_client {
 	struct sbuf in;
 	struct sbuf out;
 	size_t out_off;
-	bool closing;
+	bool closing; /* close once out is written */
+	bool eof;     /* the client sent EOF: read no more, close after the last pending answer */
+	unsigned npending;
+};
+
+/* A request whose answer comes later (rpc_defer). */
+struct rpc_pending {
+	struct rpc_server *srv;
+	struct rpc_pending *next, *prev;
+	struct rpc_client *client; /* NULL once the client is gone (or the answer was given already) */
+	json_t *id;                /* NULL for a notification */
+	char method[64];
 };
 
 struct rpc_server {
@@ -39,7 +50,24 @@ struct rpc_server {
 	void *ctx;
 	struct rpc_client *clients;
 	unsigned nclients;
+	struct rpc_pending *pending; /* every deferred reply not completed yet */
+	size_t npending;
+	/* the request a method is running for (rpc_defer) */
+	bool in_method;
+	struct rpc_client *cur_client;
+	json_t *cur_id;
+	const char *cur_method;
+	struct rpc_pending *cur_pending; /* NULL again if completed before the method returned */
+	bool cur_deferred;
 };
+
+/* What a method returns after rpc_defer: an immortal value (refcount -1), never sent. */
+static json_t deferred_marker = {JSON_NULL, (size_t)-1};
+json_t *const rpc_deferred_marker = &deferred_marker;
+
+static void client_flush(struct rpc_client *c);
+static void client_close(struct rpc_client *c);
+static void pending_detach(struct rpc_pending *p);
 
 json_t *rpc_fail(struct rpc_error *err, int code, const char *fmt, ...)
 {
@@ -81,7 +109,7 @@ static json_t *rpc_list_methods(struct rpc_server *s)
 	return a;
 }
 
-char *rpc_server_handle(struct rpc_server *s, const char *request, size_t len)
+static char *handle_request(struct rpc_server *s, struct rpc_client *client, const char *request, size_t len)
 {
 	json_error_t jerr;
 	struct rpc_error err = {0};
@@ -116,8 +144,35 @@ char *rpc_server_handle(struct rpc_server *s, const char *request, size_t len)
 		found = true;
 		/* Methods always see an object or array; absent params read as {}. */
 		json_t *p = params ? json_incref(params) : json_object();
+		s->in_method = true;
+		s->cur_client = client;
+		s->cur_id = id;
+		s->cur_method = name;
+		s->cur_pending = NULL;
+		s->cur_deferred = false;
 		result = s->methods[i].fn(s->ctx, p, &err);
+		struct rpc_pending *deferred = s->cur_pending;
+		bool was_deferred = s->cur_deferred;
+		s->in_method = false;
+		s->cur_client = NULL;
+		s->cur_id = NULL;
+		s->cur_method = NULL;
+		s->cur_pending = NULL;
+		s->cur_deferred = false;
 		json_decref(p);
+		if (was_deferred && (result == RPC_DEFERRED || !deferred)) {
+			/* rpc_complete answers (or did already, inside the method: then that was the answer) */
+			if (result != RPC_DEFERRED)
+				json_decref(result);
+			json_decref(req);
+			return NULL;
+		}
+		if (was_deferred) {
+			pending_detach(deferred); /* answered now: the handle answers nothing */
+		} else if (result == RPC_DEFERRED) {
+			result = NULL;
+			rpc_fail(&err, RPC_INTERNAL_ERROR, "method %s deferred its answer without rpc_defer", name);
+		}
 		if (!result && !err.code)
 			rpc_fail(&err, RPC_INTERNAL_ERROR, "method %s failed", name);
 	}
@@ -129,6 +184,100 @@ char *rpc_server_handle(struct rpc_server *s, const char *request, size_t len)
 		json_decref(result);
 	json_decref(req);
 	return out;
+}
+
+char *rpc_server_handle(struct rpc_server *s, const char *request, size_t len)
+{
+	return handle_request(s, NULL, request, len);
+}
+
+struct rpc_pending *rpc_defer(struct rpc_server *s)
+{
+	if (!s || !s->in_method || !s->cur_client || s->cur_deferred)
+		return NULL;
+	struct rpc_pending *p = xcalloc(1, sizeof(*p));
+	p->srv = s;
+	p->client = s->cur_client;
+	p->id = s->cur_id ? json_incref(s->cur_id) : NULL;
+	snprintf(p->method, sizeof(p->method), "%s", s->cur_method ? s->cur_method : "");
+	p->next = s->pending;
+	if (s->pending)
+		s->pending->prev = p;
+	s->pending = p;
+	s->npending++;
+	p->client->npending++;
+	s->cur_pending = p;
+	s->cur_deferred = true;
+	return p;
+}
+
+const char *rpc_pending_method(const struct rpc_pending *p) { return p->method; }
+
+size_t rpc_server_pending_count(const struct rpc_server *s) { return s ? s->npending : 0; }
+
+/* Queue a response line on a client (nothing for NULL). */
+static void client_queue(struct rpc_client *c, char *resp)
+{
+	if (!resp)
+		return;
+	sbuf_append(&c->out, resp, strlen(resp));
+	sbuf_putc(&c->out, '\n');
+	free(resp);
+}
+
+/* Detach p from its client; the client closes when it sent EOF and this was its last answer. */
+static void pending_detach(struct rpc_pending *p)
+{
+	struct rpc_client *c = p->client;
+	if (!c)
+		return;
+	p->client = NULL;
+	c->npending--;
+	if (c->eof && !c->npending)
+		c->closing = true;
+}
+
+static void pending_unlink(struct rpc_pending *p)
+{
+	struct rpc_server *s = p->srv;
+	if (p->prev)
+		p->prev->next = p->next;
+	else
+		s->pending = p->next;
+	if (p->next)
+		p->next->prev = p->prev;
+	if (s->cur_pending == p)
+		s->cur_pending = NULL; /* completed inside the method that deferred it */
+	s->npending--;
+	json_decref(p->id);
+	free(p);
+}
+
+bool rpc_complete(struct rpc_pending *p, json_t *result, const struct rpc_error *err)
+{
+	if (!p) {
+		json_decref(result);
+		return false;
+	}
+	struct rpc_client *c = p->client;
+	bool sent = false;
+	if (c && c->fd >= 0 && p->id) {
+		struct rpc_error e = {0};
+		if (err && err->code)
+			e = *err;
+		else if (!result)
+			rpc_fail(&e, RPC_INTERNAL_ERROR, "method %s failed", p->method);
+		client_queue(c, rpc_response(p->id, e.code ? NULL : result, e.code ? &e : NULL));
+		if (!e.code)
+			result = NULL; /* taken by the response */
+		sent = true;
+	}
+	json_decref(result);
+	pending_detach(p);
+	pending_unlink(p);
+	if (c && c->fd >= 0)
+		client_flush(c);
+	return sent;
 }
 
 static void client_free(void *arg)
@@ -144,6 +293,10 @@ static void client_close(struct rpc_client *c)
 	if (c->fd < 0)
 		return;
 	struct rpc_server *s = c->srv;
+	/* its deferred answers are dropped when they come */
+	for (struct rpc_pending *p = s->pending; p && c->npending; p = p->next)
+		if (p->client == c)
+			pending_detach(p);
 	loop_watch_del(s->loop, &c->watch);
 	close(c->fd);
 	c->fd = -1;
@@ -160,7 +313,7 @@ static void client_close(struct rpc_client *c)
 static void client_flush(struct rpc_client *c)
 {
 	while (c->out_off < c->out.len) {
-		ssize_t w = write(c->fd, c->out.data + c->out_off, c->out.len - c->out_off);
+		ssize_t w = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -179,7 +332,7 @@ static void client_flush(struct rpc_client *c)
 			return;
 		}
 	}
-	loop_watch_mod(c->srv->loop, &c->watch, EPOLLIN | (c->out.len ? EPOLLOUT : 0));
+	loop_watch_mod(c->srv->loop, &c->watch, (c->eof ? 0 : EPOLLIN) | (c->out.len ? EPOLLOUT : 0));
 }
 
 static void client_on_io(void *arg, uint32_t events)
@@ -189,8 +342,21 @@ static void client_on_io(void *arg, uint32_t events)
 		client_flush(c);
 	if (c->fd < 0 || !(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 		return;
+	if (c->eof) {
+		if (events & (EPOLLHUP | EPOLLERR))
+			client_close(c); /* gone for good: no one to answer */
+		return;
+	}
 	char buf[65536];
 	ssize_t r = read(c->fd, buf, sizeof(buf));
+	if (r == 0 && c->npending && !(events & (EPOLLHUP | EPOLLERR))) {
+		/* The client has sent all it will (shutdown of its sending side) and waits for the
+		 * answers still to come: stop reading, close after the last one. */
+		c->eof = true;
+		sbuf_reset(&c->in);
+		client_flush(c);
+		return;
+	}
 	if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
 		client_close(c);
 		return;
@@ -202,15 +368,11 @@ static void client_on_io(void *arg, uint32_t events)
 	for (size_t i = 0; i < c->in.len; i++) {
 		if (c->in.data[i] != '\n')
 			continue;
-		if (i > start) {
-			char *resp = rpc_server_handle(c->srv, (const char *)c->in.data + start, i - start);
-			if (resp) {
-				sbuf_append(&c->out, resp, strlen(resp));
-				sbuf_putc(&c->out, '\n');
-				free(resp);
-			}
-		}
+		if (i > start)
+			client_queue(c, handle_request(c->srv, c, (const char *)c->in.data + start, i - start));
 		start = i + 1;
+		if (c->fd < 0 || c->closing)
+			break;
 	}
 	if (start) {
 		memmove(c->in.data, c->in.data + start, c->in.len - start);
@@ -219,10 +381,7 @@ static void client_on_io(void *arg, uint32_t events)
 	if (c->in.len > RPC_MAX_LINE) {
 		struct rpc_error err;
 		rpc_fail(&err, RPC_INVALID_REQUEST, "request longer than %u bytes", RPC_MAX_LINE);
-		char *resp = rpc_response(NULL, NULL, &err);
-		sbuf_append(&c->out, resp, strlen(resp));
-		sbuf_putc(&c->out, '\n');
-		free(resp);
+		client_queue(c, rpc_response(NULL, NULL, &err));
 		sbuf_reset(&c->in);
 		c->closing = true;
 	}
@@ -308,6 +467,11 @@ void rpc_server_free(struct rpc_server *s)
 {
 	if (!s)
 		return;
+	while (s->pending) {
+		struct rpc_error err;
+		rpc_fail(&err, RPC_INTERNAL_ERROR, "the server stopped before %s finished", s->pending->method);
+		rpc_complete(s->pending, NULL, &err);
+	}
 	while (s->clients)
 		client_close(s->clients);
 	if (s->fd >= 0) {

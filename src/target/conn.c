@@ -73,22 +73,32 @@ void conn_accept(struct server *srv, int fd, uint16_t tpgt)
 	log_debug("connection from %s:%u to %s:%u", c->peer_addr, c->peer_port, c->local_addr, c->local_port);
 }
 
-static void tx_item_done(struct conn *c, struct txitem *it)
+#define TX_FREE_KEEP 256u
+
+static void tx_item_done(struct pdu_frame *f, void *arg)
 {
-	(void)c;
+	struct conn *c = arg;
+	struct txitem *it = (struct txitem *)f;
 	if (it->task)
 		task_release(it->task);
 	free(it->owned);
-	free(it);
+	if (c->tx_nfree < TX_FREE_KEEP) {
+		it->f.next = (struct pdu_frame *)c->tx_free;
+		c->tx_free = it;
+		c->tx_nfree++;
+	} else {
+		free(it);
+	}
 }
 
 static void conn_free(void *arg)
 {
 	struct conn *c = arg;
-	while (c->tx_head) {
-		struct txitem *it = c->tx_head;
-		c->tx_head = it->next;
-		tx_item_done(c, it);
+	pdu_queue_drain(&c->txq, tx_item_done, c);
+	while (c->tx_free) {
+		struct txitem *it = c->tx_free;
+		c->tx_free = (struct txitem *)it->f.next;
+		free(it);
 	}
 	task_free_all(c);
 	login_free(c);
@@ -120,27 +130,6 @@ void conn_close(struct conn *c, const char *why)
 	loop_defer(c->srv->loop, conn_free, c);
 }
 
-struct txitem *tx_new(struct conn *c)
-{
-	(void)c;
-	struct txitem *it = xmalloc(sizeof(*it));
-	it->next = NULL;
-	it->task = NULL;
-	it->owned = NULL;
-	it->niov = 0;
-	it->iov_done = 0;
-	it->iov_off = 0;
-	return it;
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
 void conn_send_pdu(struct conn *c, struct bhs *b, const void *data, uint32_t len, struct task *task, uint8_t *owned)
 {
 	if (c->phase == PHASE_CLOSED) {
@@ -149,57 +138,27 @@ void conn_send_pdu(struct conn *c, struct bhs *b, const void *data, uint32_t len
 			task_release(task);
 		return;
 	}
-	struct txitem *it = tx_new(c);
-	b->data_len = len;
-	bhs_encode(b, it->hdr);
-	size_t hlen = BHS_LEN;
-	if (c->params.header_digest) {
-		put_le32(it->hdr + BHS_LEN, crc32c(it->hdr, BHS_LEN));
-		hlen += 4;
+	struct txitem *it = c->tx_free;
+	if (it) {
+		c->tx_free = (struct txitem *)it->f.next;
+		c->tx_nfree--;
+	} else {
+		it = xmalloc(sizeof(*it));
 	}
-	it->iov[it->niov++] = (struct iovec){it->hdr, hlen};
-	if (len) {
-		it->iov[it->niov++] = (struct iovec){(void *)data, len};
-		uint32_t pad = pad4(len) - len;
-		memset(it->trailer, 0, 4);
-		size_t tlen = pad;
-		if (c->params.data_digest) {
-			uint32_t s = crc32c_update(crc32c_init(), data, len);
-			s = crc32c_update(s, it->trailer, pad);
-			put_le32(it->trailer + pad, crc32c_final(s));
-			tlen += 4;
-		}
-		if (tlen)
-			it->iov[it->niov++] = (struct iovec){it->trailer, tlen};
-	}
+	size_t wire = pdu_frame_build(&it->f, b, data, len, c->params.header_digest, c->params.data_digest);
 	it->task = task;
 	it->owned = owned;
-	if (c->tx_tail)
-		c->tx_tail->next = it;
-	else
-		c->tx_head = it;
-	c->tx_tail = it;
-	c->tx_queued++;
+	pdu_queue_push(&c->txq, &it->f);
 	c->stats.pdus_out++;
-	c->stats.bytes_out += hlen + len;
+	c->stats.bytes_out += wire;
 }
 
 /* Write as much of the queue as the socket takes, many PDUs per writev. */
 void conn_flush(struct conn *c)
 {
-	while (c->tx_head && c->phase != PHASE_CLOSED) {
+	while (!pdu_queue_empty(&c->txq) && c->phase != PHASE_CLOSED) {
 		struct iovec iov[64];
-		int n = 0;
-		for (struct txitem *it = c->tx_head; it && n < 64; it = it->next) {
-			for (int i = it->iov_done; i < it->niov && n < 64; i++) {
-				iov[n] = it->iov[i];
-				if (i == it->iov_done && it->iov_off) {
-					iov[n].iov_base = (char *)iov[n].iov_base + it->iov_off;
-					iov[n].iov_len -= it->iov_off;
-				}
-				n++;
-			}
-		}
+		int n = pdu_queue_gather(&c->txq, iov, 64, NULL);
 		ssize_t w = writev(c->fd, iov, n);
 		if (w < 0) {
 			if (errno == EINTR)
@@ -209,37 +168,16 @@ void conn_flush(struct conn *c)
 			conn_close(c, strerror(errno));
 			return;
 		}
-		size_t left = (size_t)w;
-		while (c->tx_head) {
-			struct txitem *it = c->tx_head;
-			while (it->iov_done < it->niov) {
-				size_t rem = it->iov[it->iov_done].iov_len - it->iov_off;
-				if (left < rem) {
-					it->iov_off += left;
-					left = 0;
-					break;
-				}
-				left -= rem;
-				it->iov_done++;
-				it->iov_off = 0;
-			}
-			if (it->iov_done < it->niov)
-				break;
-			c->tx_head = it->next;
-			if (!c->tx_head)
-				c->tx_tail = NULL;
-			c->tx_queued--;
-			tx_item_done(c, it);
-		}
+		pdu_queue_consume(&c->txq, (size_t)w, tx_item_done, c);
 	}
 	if (c->phase == PHASE_CLOSED)
 		return;
-	bool want = c->tx_head != NULL;
+	bool want = !pdu_queue_empty(&c->txq);
 	if (want != c->want_write) {
 		c->want_write = want;
 		loop_watch_mod(c->srv->loop, &c->watch, EPOLLIN | EPOLLRDHUP | (want ? EPOLLOUT : 0));
 	}
-	if (!c->tx_head && c->phase == PHASE_LOGGED_OUT)
+	if (!want && c->phase == PHASE_LOGGED_OUT)
 		conn_close(c, NULL);
 }
 

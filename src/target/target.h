@@ -14,6 +14,7 @@
 
 #include "net/loop.h"
 #include "proto/chap.h"
+#include "proto/frame.h"
 #include "proto/params.h"
 #include "proto/pdu.h"
 #include "proto/text.h"
@@ -115,17 +116,11 @@ struct task {
 	struct scsi_cmd scmd;
 };
 
-/* One item of the send queue: a PDU (header + optional data) as a list of iovecs. */
+/* One item of the send queue: a framed PDU and what it keeps alive until written. */
 struct txitem {
-	struct txitem *next;
+	struct pdu_frame f;       /* first: the queue links frames */
 	struct task *task;        /* released when this item is written; NULL if none */
 	uint8_t *owned;           /* freed when written (text/login data, sense) */
-	int niov;
-	int iov_done;             /* iovecs fully written */
-	size_t iov_off;           /* bytes written of iov[iov_done] */
-	struct iovec iov[5];
-	uint8_t hdr[BHS_LEN + 4]; /* BHS + header digest */
-	uint8_t trailer[8];       /* padding + data digest */
 };
 
 enum rx_state { RX_BHS, RX_REST };
@@ -180,8 +175,9 @@ struct conn {
 	size_t rx_need;             /* bytes of the current PDU in total */
 	struct bhs rx_bhs;
 	/* sending */
-	struct txitem *tx_head, *tx_tail;
-	size_t tx_queued;           /* items queued */
+	struct pdu_queue txq;
+	struct txitem *tx_free;     /* spare items, reused instead of allocated per PDU */
+	size_t tx_nfree;
 	bool want_write;
 	/* tasks */
 	struct task *tasks;         /* active tasks */
@@ -243,7 +239,6 @@ bool node_allows(const struct tnode *node, const char *initiator);
 void conn_accept(struct server *srv, int fd, uint16_t tpgt);
 void conn_close(struct conn *c, const char *why);
 void conn_flush(struct conn *c);
-struct txitem *tx_new(struct conn *c);
 /* Queue a PDU: bhs is encoded, digests and padding added; data may be NULL. */
 void conn_send_pdu(struct conn *c, struct bhs *b, const void *data, uint32_t len, struct task *task,
 		   uint8_t *owned);

@@ -4,8 +4,11 @@
  * every malformed input turning into a clear error (never a crash).
  */
 #include <errno.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -312,6 +315,16 @@ static void test_login_and_read(void)
 	CHECK(info.initial_r2t);
 	CHECK(!info.immediate_data);
 	CHECK_EQ(info.tpgt, 1);
+	struct ism_conn_info ci[2];
+	CHECK_EQ(ism_session_connection_info(f.s, ci, 2), 1);
+	CHECK_EQ(ci[0].cid, 0);
+	CHECK_EQ(ci[0].state, ISM_CONN_FULL_FEATURE);
+	CHECK(!ci[0].draining && !ci[0].header_digest && !ci[0].data_digest);
+	CHECK_EQ(ci[0].peer_max_recv_dsl, 4096);
+	CHECK_STR(ci[0].remote_address, ""); /* a socketpair has no IP address */
+	CHECK(ci[0].bytes_sent > 0 && ci[0].bytes_received > 0);
+	CHECK_EQ(ci[0].commands, 0);
+	uint64_t sent_before = ci[0].bytes_sent;
 
 	/* READ of 6000 bytes: two Data-In, the second with status (phase collapse) and underflow. */
 	uint8_t buf[8192];
@@ -328,6 +341,10 @@ static void test_login_and_read(void)
 	CHECK_EQ(p.b.cmd.edtl, 8192);
 	CHECK_EQ(p.b.cmd.cmdsn, 1);
 	CHECK_EQ(p.b.cmd.expstatsn, f.statsn);
+	CHECK_EQ(ism_session_connection_info(f.s, ci, 2), 1);
+	CHECK_EQ(ci[0].commands, 1);
+	CHECK_EQ(ci[0].outstanding, 1);
+	CHECK_EQ(ci[0].bytes_sent, sent_before + BHS_LEN);
 	uint8_t data[4096];
 	for (int i = 0; i < 4096; i++)
 		data[i] = (uint8_t)i;
@@ -419,7 +436,11 @@ static void test_login_and_read(void)
 	pdu_free(&p);
 	pump(&f);
 	CHECK(!ism_session_logged_in(f.s));
-	CHECK_EQ(ism_session_service(f.s, -1, 0), 0); /* a clean logout is no failure */
+	/* a clean logout is no failure, and the caller sees that the session ended (every call) */
+	CHECK_EQ(ism_session_service(f.s, -1, 0), ISM_SERVICE_LOGGED_OUT);
+	CHECK_EQ(ism_session_service(f.s, -1, 0), ISM_SERVICE_LOGGED_OUT);
+	CHECK_EQ(ism_session_connection_info(f.s, NULL, 0), 0);
+	CHECK_STR(ism_session_error(f.s), "");
 	fake_teardown(&f);
 }
 
@@ -1079,6 +1100,168 @@ static void test_target_offers_keys(void)
 	fake_teardown(&f);
 }
 
+
+/* ------------------------------------------------------------------------------------------ */
+/* A second connection over TCP on loopback: its CID in the callback, its addresses */
+
+struct added {
+	bool done;
+	int status;
+	int cid;
+};
+
+static void on_added(struct ism_session *s, int status, uint16_t cid, void *priv)
+{
+	(void)s;
+	struct added *a = priv;
+	a->done = true;
+	a->status = status;
+	a->cid = cid;
+}
+
+static const char two_conns_op[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=4096\0"
+				   "InitialR2T=Yes\0ImmediateData=No\0MaxConnections=3";
+
+static void test_add_connection_cid(void)
+{
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	CHECK_EQ(do_login(&f, two_conns_op, sizeof(two_conns_op), false), ISM_OK);
+
+	int ls = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	CHECK_EQ(bind(ls, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	socklen_t sl = sizeof(sa);
+	CHECK_EQ(getsockname(ls, (struct sockaddr *)&sa, &sl), 0);
+	CHECK_EQ(listen(ls, 1), 0);
+	uint16_t port = ntohs(sa.sin_port);
+	char portal[64];
+	snprintf(portal, sizeof(portal), "127.0.0.1:%u", port);
+
+	struct added a = {0};
+	CHECK_EQ(ism_add_connection_async2(f.s, portal, on_added, &a), 0);
+	pump(&f);
+	struct fake g = f; /* the target's end of the new connection */
+	g.fd = accept(ls, NULL, NULL);
+	CHECK(g.fd >= 0);
+	struct timeval tv = {2, 0};
+	setsockopt(g.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	g.statsn = 500;
+	struct ism_conn_info ci[3];
+	CHECK_EQ(ism_session_connection_info(f.s, ci, 3), 2);
+	CHECK_EQ(ci[1].state, ISM_CONN_LOGIN);
+	CHECK_STR(ci[1].portal, portal);
+
+	struct pdu p;
+	CHECK_EQ(frecv(&g, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_LOGIN_REQ);
+	CHECK_EQ(p.b.login.tsih, 0x1234);
+	uint16_t wire_cid = p.b.login.cid;
+	static const char sec[] = "AuthMethod=None";
+	login_answer(&g, &p, sec, sizeof(sec), true, STAGE_OPERATIONAL, 0);
+	pdu_free(&p);
+	pump(&f);
+	CHECK_EQ(frecv(&g, &p), 0);
+	static const char op[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=8192";
+	login_answer(&g, &p, op, sizeof(op), true, STAGE_FULL_FEATURE, 0);
+	pdu_free(&p);
+	pump(&f);
+	CHECK(a.done);
+	CHECK_EQ(a.status, ISM_OK);
+	CHECK_EQ(a.cid, wire_cid);
+	CHECK(a.cid != 0);
+	uint16_t cids[3];
+	CHECK_EQ(ism_session_connections(f.s, cids, 3), 2);
+	CHECK_EQ(cids[1], a.cid);
+
+	CHECK_EQ(ism_session_connection_info(f.s, ci, 3), 2);
+	CHECK_EQ(ci[1].cid, a.cid);
+	CHECK_EQ(ci[1].state, ISM_CONN_FULL_FEATURE);
+	CHECK_STR(ci[1].remote_address, "127.0.0.1");
+	CHECK_EQ(ci[1].remote_port, port);
+	CHECK_STR(ci[1].local_address, "127.0.0.1");
+	CHECK(ci[1].local_port != 0);
+	CHECK_EQ(ci[1].peer_max_recv_dsl, 8192);
+	CHECK_EQ(ism_session_connection_info(f.s, ci, 1), 2); /* the count, even past max */
+	CHECK_EQ(ism_session_connection_info(f.s, NULL, 0), 2);
+
+	/* A refused connection reports its CID too (and the status). */
+	close(ls);
+	struct added b = {0};
+	CHECK_EQ(ism_add_connection_async2(f.s, portal, on_added, &b), 0);
+	pump(&f);
+	CHECK(b.done);
+	CHECK(b.status != ISM_OK);
+	CHECK(b.cid != a.cid && b.cid != 0);
+	CHECK_EQ(ism_session_connections(f.s, NULL, 0), 2);
+	close(g.fd);
+	fake_teardown(&f);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* ism_session_free from a completion callback */
+
+struct freeing_io {
+	struct ism_session *s;
+	bool done;
+	int error;
+	uint8_t status;
+	bool free_in_cb;
+};
+
+static void on_io_free(struct ism_session *s, const struct ism_scsi_result *r, void *priv)
+{
+	struct freeing_io *x = priv;
+	x->done = true;
+	x->error = r->error;
+	x->status = r->status;
+	if (x->free_in_cb)
+		ism_session_free(s);
+}
+
+static void test_free_in_callback(void)
+{
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	uint8_t cdb[16], buf[2][512];
+	size_t cl = ism_cdb_rw10(cdb, false, 0, 1);
+	struct freeing_io a = {.s = f.s, .free_in_cb = true}, b = {.s = f.s, .free_in_cb = true};
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_READ, buf[0], 512, on_io_free, &a) != NULL);
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_READ, buf[1], 512, on_io_free, &b) != NULL);
+	struct pdu p1, p2;
+	CHECK_EQ(frecv(&f, &p1), 0);
+	CHECK_EQ(frecv(&f, &p2), 0);
+	send_status(&f, p1.b.itt, 0, NULL, 0); /* the first completes; its callback frees the session */
+	pdu_free(&p1);
+	pdu_free(&p2);
+	struct pollfd pf = {.fd = f.ifd, .events = POLLIN};
+	CHECK_EQ(poll(&pf, 1, 2000), 1);
+	CHECK_EQ(ism_session_service(f.s, f.ifd, pf.revents), ISM_SERVICE_FAILED);
+	f.s = NULL; /* freed at the end of that call */
+	CHECK(a.done && a.error == ISM_OK && a.status == 0);
+	CHECK(b.done);
+	CHECK_EQ(b.error, ISM_ERR_CLOSED); /* ran in the same round; its own free call did nothing */
+	fake_teardown(&f);
+
+	/* ism_session_free from outside: the callbacks run before it returns; one calling it again
+	 * does nothing. */
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	struct freeing_io c = {.s = f.s, .free_in_cb = true};
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_READ, buf[0], 512, on_io_free, &c) != NULL);
+	ism_session_free(f.s);
+	f.s = NULL;
+	CHECK(c.done);
+	CHECK_EQ(c.error, ISM_ERR_CLOSED);
+	fake_teardown(&f);
+}
+
 int main(void)
 {
 	test_login_and_read();
@@ -1089,6 +1272,8 @@ int main(void)
 	test_max_outstanding_r2t();
 	test_command_timeout();
 	test_target_offers_keys();
+	test_add_connection_cid();
+	test_free_in_callback();
 	run_evil("truncated header", evil_truncated, false, "truncated PDU header");
 	run_evil("truncated data", evil_truncated_data, false, "truncated");
 	run_evil("wrong StatSN", evil_statsn, false, "SCSI Response with StatSN 107, expected 102");

@@ -1,0 +1,109 @@
+#include "proto/frame.h"
+
+#include <string.h>
+
+#include "proto/digest.h"
+
+/* Digests travel least significant byte first (RFC 7143 appendix B.4 examples). */
+static void put_le32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)v;
+	p[1] = (uint8_t)(v >> 8);
+	p[2] = (uint8_t)(v >> 16);
+	p[3] = (uint8_t)(v >> 24);
+}
+
+size_t pdu_frame_build(struct pdu_frame *f, struct bhs *b, const void *data, uint32_t len, bool header_digest,
+		       bool data_digest)
+{
+	f->next = NULL;
+	f->niov = 0;
+	f->iov_done = 0;
+	f->iov_off = 0;
+	b->data_len = len;
+	bhs_encode(b, f->hdr);
+	size_t hlen = BHS_LEN;
+	if (header_digest) {
+		put_le32(f->hdr + BHS_LEN, crc32c(f->hdr, BHS_LEN));
+		hlen += 4;
+	}
+	f->iov[f->niov++] = (struct iovec){f->hdr, hlen};
+	size_t total = hlen;
+	if (len) {
+		f->iov[f->niov++] = (struct iovec){(void *)data, len};
+		uint32_t pad = pad4(len) - len;
+		memset(f->trailer, 0, sizeof(f->trailer));
+		size_t tlen = pad;
+		if (data_digest) {
+			uint32_t s = crc32c_update(crc32c_init(), data, len);
+			s = crc32c_update(s, f->trailer, pad);
+			put_le32(f->trailer + pad, crc32c_final(s));
+			tlen += 4;
+		}
+		if (tlen)
+			f->iov[f->niov++] = (struct iovec){f->trailer, tlen};
+		total += len + tlen;
+	}
+	return total;
+}
+
+void pdu_queue_push(struct pdu_queue *q, struct pdu_frame *f)
+{
+	f->next = NULL;
+	if (q->tail)
+		q->tail->next = f;
+	else
+		q->head = f;
+	q->tail = f;
+}
+
+int pdu_queue_gather(const struct pdu_queue *q, struct iovec *iov, int max, size_t *bytes)
+{
+	int n = 0;
+	size_t total = 0;
+	for (const struct pdu_frame *f = q->head; f && n < max; f = f->next) {
+		for (int i = f->iov_done; i < f->niov && n < max; i++) {
+			iov[n] = f->iov[i];
+			if (i == f->iov_done && f->iov_off) {
+				iov[n].iov_base = (char *)iov[n].iov_base + f->iov_off;
+				iov[n].iov_len -= f->iov_off;
+			}
+			total += iov[n].iov_len;
+			n++;
+		}
+	}
+	if (bytes)
+		*bytes = total;
+	return n;
+}
+
+void pdu_queue_consume(struct pdu_queue *q, size_t n, void (*done)(struct pdu_frame *f, void *arg), void *arg)
+{
+	while (q->head) {
+		struct pdu_frame *f = q->head;
+		while (f->iov_done < f->niov) {
+			size_t rem = f->iov[f->iov_done].iov_len - f->iov_off;
+			if (n < rem) {
+				f->iov_off += n;
+				return;
+			}
+			n -= rem;
+			f->iov_done++;
+			f->iov_off = 0;
+		}
+		q->head = f->next;
+		if (!q->head)
+			q->tail = NULL;
+		done(f, arg);
+	}
+}
+
+void pdu_queue_drain(struct pdu_queue *q, void (*done)(struct pdu_frame *f, void *arg), void *arg)
+{
+	while (q->head) {
+		struct pdu_frame *f = q->head;
+		q->head = f->next;
+		done(f, arg);
+	}
+	q->tail = NULL;
+}
