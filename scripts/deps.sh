@@ -10,7 +10,9 @@ PACKAGES=(
 	clang libclang-rt-14-dev          # clang-14 ASan/UBSan/libFuzzer runtimes
 	libisal-dev libssl-dev libjansson-dev libfuse3-dev fuse3
 	libiscsi-bin libiscsi-dev         # iscsi-ls, iscsi-inq, iscsi-test-cu, iscsi-perf
-	qemu-utils qemu-block-extra       # qemu-img; its iscsi:// driver is in qemu-block-extra
+	qemu-utils qemu-block-extra       # qemu-img, qemu-nbd; its iscsi:// driver is in qemu-block-extra
+	qemu-system-common                # qemu-storage-daemon (FUSE export) for bench/devices.sh
+	fio                               # bench/devices.sh: fio's nbd and libaio engines
 	tgt istgt                         # foreign targets for interop checks and benchmarks
 	iproute2 procps python3 openssl
 	jq                                # the daemon tests read the management socket's JSON

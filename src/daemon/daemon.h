@@ -160,6 +160,13 @@ struct dsession {
 	struct ism_session *ism;
 	int in_lib;
 	struct dwatch watch[DMN_MAX_WATCH];
+	/* Descriptors as epoll knows them (see ds_sync): when the library lists the same ones, in
+	 * full feature phase, only changed events are passed on; anything else re-registers all. */
+	int synced_fd[DMN_MAX_WATCH];
+	int nsynced;
+	bool watch_dirty;  /* connections added or removed: re-register at the next sync */
+	bool sync_pending; /* a ds_sync waits for the end of this loop iteration */
+	uint64_t synced_ms;
 	struct loop_timer lib_timer, retry_timer, removal_timer, logout_timer;
 	unsigned attempts;
 	/* LUNs */
@@ -196,6 +203,7 @@ struct daemon {
 	json_t *discovered; /* targets found by discovery: array of {target, portal} */
 	char *initiator_secret;
 	struct fuse_dev *fuse;
+	bool sync_deferred; /* sessions with sync_pending are synced after this loop iteration */
 	bool stopping;
 	int sigfd;
 	struct loop_watch sigwatch;

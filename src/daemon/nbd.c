@@ -4,6 +4,13 @@
  * then READ, WRITE (with FUA), FLUSH (SYNCHRONIZE CACHE), TRIM (UNMAP) and DISC with simple
  * replies, which may come back out of order (the client matches them by cookie). Runs in the
  * event loop like everything else.
+ *
+ * Throughput: one read() takes everything the client has sent (up to NBD_READ_CHUNK, straight
+ * into the input buffer) and every complete request in it is submitted; the payload of a large
+ * WRITE that is not all there yet is read straight into its request's buffer. Replies are queued
+ * as they complete and sent together after the loop iteration, with one sendmsg() gathering the
+ * reply headers and the read data where they lie (no copy). Request structures and their buffers
+ * come from a free list.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -12,6 +19,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -59,8 +67,14 @@
 
 #define NBD_MAX_IO (1u << 20)
 #define NBD_MAX_OPT 4096
+#define NBD_READ_CHUNK (256u << 10) /* free space offered to each read() */
+#define NBD_DIRECT_MIN (64u << 10)  /* WRITE payloads from this size may be read into their buffer */
+#define NBD_IOV 128                  /* iovecs per sendmsg() (two per reply) */
+#define NREQ_POOL_MAX 256
+#define NREQ_POOL_BUF (128u << 10)
 
 struct nbd_client;
+struct nreq;
 
 struct nbd_export {
 	struct daemon *d;
@@ -81,20 +95,73 @@ struct nbd_client {
 	struct loop_watch w;
 	int phase; /* 0 client flags, 1 options, 2 transmission */
 	bool no_zeroes, dead;
-	struct sbuf in, out;
+	struct sbuf in, out; /* out: handshake replies */
 	size_t out_off;
 	unsigned inflight;
+	/* transmission replies waiting to be sent, in completion order */
+	struct nreq *rq_head, *rq_tail;
+	size_t rq_off; /* bytes of rq_head already sent */
+	bool flush_deferred;
+	/* a WRITE whose payload is being read straight into its buffer */
+	struct nreq *wr;
+	uint32_t wr_have;
+	uint64_t wr_off;
+	uint16_t wr_flags;
 };
 
 struct nreq {
 	struct dio io;
 	struct nbd_client *c;
+	struct nreq *next; /* reply queue, free list */
 	uint64_t cookie;
 	uint16_t type;
 	uint8_t *buf;
-	uint32_t len;
+	size_t cap;
+	uint32_t len;      /* bytes of the command */
+	uint32_t data_len; /* bytes of data in the reply */
+	uint32_t err;      /* a large WRITE refused at its header, answered once its payload is in */
+	uint8_t hdr[16];   /* the simple reply header */
 	uint8_t unmap[24];
 };
+
+/* Free list of requests with their buffers (a static: requests outlive clients and exports). */
+static struct nreq *nreq_pool;
+static unsigned nreq_pool_n;
+
+static struct nreq *nreq_get(struct nbd_client *c, size_t len)
+{
+	struct nreq *q = nreq_pool;
+	if (q) {
+		nreq_pool = q->next;
+		nreq_pool_n--;
+	} else {
+		q = xcalloc(1, sizeof(*q));
+	}
+	uint8_t *buf = q->buf;
+	size_t cap = q->cap;
+	if (len > cap) {
+		free(buf);
+		cap = len > 4096 ? len : 4096;
+		buf = xmalloc(cap);
+	}
+	memset(q, 0, sizeof(*q));
+	q->buf = buf;
+	q->cap = cap;
+	q->c = c;
+	return q;
+}
+
+static void nreq_put(struct nreq *q)
+{
+	if (nreq_pool_n >= NREQ_POOL_MAX || q->cap > NREQ_POOL_BUF) {
+		free(q->buf);
+		free(q);
+		return;
+	}
+	q->next = nreq_pool;
+	nreq_pool = q;
+	nreq_pool_n++;
+}
 
 const char *nbd_export_path(const struct nbd_export *e) { return e->path; }
 
@@ -122,6 +189,21 @@ static void client_free(struct nbd_client *c)
 	free(c);
 }
 
+static void drop_replies(struct nbd_client *c)
+{
+	while (c->rq_head) {
+		struct nreq *q = c->rq_head;
+		c->rq_head = q->next;
+		nreq_put(q);
+	}
+	c->rq_tail = NULL;
+	c->rq_off = 0;
+	if (c->wr) {
+		nreq_put(c->wr);
+		c->wr = NULL;
+	}
+}
+
 static void client_close(struct nbd_client *c)
 {
 	if (c->dead)
@@ -130,6 +212,7 @@ static void client_close(struct nbd_client *c)
 	loop_watch_del(c->d->loop, &c->w);
 	close(c->fd);
 	c->fd = -1;
+	drop_replies(c);
 	if (c->e) {
 		for (struct nbd_client **pp = &c->e->clients; *pp; pp = &(*pp)->next)
 			if (*pp == c) {
@@ -142,6 +225,7 @@ static void client_close(struct nbd_client *c)
 		loop_defer(c->d->loop, (loop_fn)client_free, c);
 }
 
+/* Send what is queued: handshake bytes, then transmission replies gathered into sendmsg() calls. */
 static void client_flush(struct nbd_client *c)
 {
 	while (!c->dead && c->out_off < c->out.len) {
@@ -162,7 +246,76 @@ static void client_flush(struct nbd_client *c)
 		sbuf_reset(&c->out);
 		c->out_off = 0;
 	}
-	loop_watch_mod(c->d->loop, &c->w, EPOLLIN | (c->out.len ? EPOLLOUT : 0));
+	while (c->out.len == 0 && c->rq_head) {
+		struct iovec iov[NBD_IOV];
+		int n = 0;
+		size_t skip = c->rq_off;
+		for (struct nreq *q = c->rq_head; q && n + 2 <= NBD_IOV; q = q->next) {
+			/* the first reply may be partly sent already */
+			if (skip < sizeof(q->hdr))
+				iov[n++] = (struct iovec){q->hdr + skip, sizeof(q->hdr) - skip};
+			size_t dskip = skip > sizeof(q->hdr) ? skip - sizeof(q->hdr) : 0;
+			if (q->data_len > dskip)
+				iov[n++] = (struct iovec){q->buf + dskip, q->data_len - dskip};
+			skip = 0;
+		}
+		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+		ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				break;
+			client_close(c);
+			return;
+		}
+		size_t left = (size_t)w + c->rq_off;
+		while (c->rq_head) {
+			struct nreq *q = c->rq_head;
+			size_t whole = sizeof(q->hdr) + q->data_len;
+			if (left < whole)
+				break;
+			left -= whole;
+			c->rq_head = q->next;
+			nreq_put(q);
+		}
+		if (!c->rq_head)
+			c->rq_tail = NULL;
+		c->rq_off = left;
+	}
+	bool more = c->out.len || c->rq_head;
+	loop_watch_mod(c->d->loop, &c->w, EPOLLIN | (more ? EPOLLOUT : 0));
+}
+
+static void flush_later(void *arg)
+{
+	struct nbd_client *c = arg;
+	c->flush_deferred = false;
+	if (!c->dead)
+		client_flush(c);
+}
+
+/* Queue a simple reply (q's data, for a successful READ); sent after this loop iteration. */
+static void queue_reply(struct nbd_client *c, struct nreq *q, uint32_t err)
+{
+	if (c->dead) {
+		nreq_put(q);
+		return;
+	}
+	put_be32(q->hdr, NBD_SIMPLE_REPLY_MAGIC);
+	put_be32(q->hdr + 4, err);
+	put_be64(q->hdr + 8, q->cookie);
+	q->data_len = !err && q->type == NBD_CMD_READ ? q->len : 0;
+	q->next = NULL;
+	if (c->rq_tail)
+		c->rq_tail->next = q;
+	else
+		c->rq_head = q;
+	c->rq_tail = q;
+	if (!c->flush_deferred) {
+		c->flush_deferred = true;
+		loop_defer(c->d->loop, flush_later, c);
+	}
 }
 
 static void put64(struct sbuf *b, uint64_t v)
@@ -196,18 +349,6 @@ static void opt_reply(struct nbd_client *c, uint32_t opt, uint32_t type, const v
 
 static uint16_t tx_flags(void) { return NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM; }
 
-static void simple_reply(struct nbd_client *c, uint64_t cookie, uint32_t err, const void *data, uint32_t len)
-{
-	if (c->dead)
-		return;
-	put32(&c->out, NBD_SIMPLE_REPLY_MAGIC);
-	put32(&c->out, err);
-	put64(&c->out, cookie);
-	if (!err && len)
-		sbuf_append(&c->out, data, len);
-	client_flush(c);
-}
-
 static uint32_t nbd_errno(int err, const struct ism_scsi_result *r)
 {
 	if (err == -ENOBUFS)
@@ -233,87 +374,32 @@ static void nreq_done(struct dio *io, int err, const struct ism_scsi_result *r)
 	uint32_t e = nbd_errno(err, r);
 	if (q->type == NBD_CMD_TRIM)
 		e = err ? EIO : 0; /* UNMAP refused: a trim is only a hint */
-	simple_reply(c, q->cookie, e, q->buf, q->type == NBD_CMD_READ ? q->len : 0);
-	free(q->buf);
-	free(q);
 	c->inflight--;
+	queue_reply(c, q, e); /* frees q when the client is gone */
 	if (c->dead && !c->inflight)
 		loop_defer(c->d->loop, (loop_fn)client_free, c);
 }
 
-/* One transmission request; returns bytes consumed from in (0: need more), -1 to drop the client. */
-static long handle_request(struct nbd_client *c, const uint8_t *p, size_t n)
+/* Submit a READ, WRITE (q->buf holds the payload), FLUSH or TRIM that passed the checks. */
+static void submit(struct nbd_client *c, struct dsession *s, struct nreq *q, uint16_t flags, uint64_t off,
+		   uint32_t bs)
 {
-	if (n < 28)
-		return 0;
-	if (get_be32(p) != NBD_REQUEST_MAGIC)
-		return -1;
-	uint16_t flags = get_be16(p + 4), type = get_be16(p + 6);
-	uint64_t cookie = get_be64(p + 8), off = get_be64(p + 16);
-	uint32_t len = get_be32(p + 24);
-	size_t need = 28 + (type == NBD_CMD_WRITE ? len : 0);
-	if (type == NBD_CMD_WRITE && len > NBD_MAX_IO)
-		return -1; /* cannot skip that much payload safely */
-	if (n < need)
-		return 0;
-	if (type == NBD_CMD_DISC) {
-		client_close(c);
-		return (long)need;
-	}
-	struct dsession *s;
-	struct dlun *l = live_lun(c->d, c->sid, c->lun, &s);
-	if (!l) {
-		simple_reply(c, cookie, EIO, NULL, 0);
-		return (long)need;
-	}
-	uint32_t bs = l->block_size ? l->block_size : 512;
-	struct nreq *q = xcalloc(1, sizeof(*q));
-	q->c = c;
-	q->cookie = cookie;
-	q->type = type;
 	struct dio *io = &q->io;
 	io->lun = c->lun;
 	io->priv = q;
 	io->done = nreq_done;
-	uint32_t err = 0;
-	switch (type) {
+	switch (q->type) {
 	case NBD_CMD_READ:
-	case NBD_CMD_WRITE:
-	case NBD_CMD_TRIM:
-		if (off % bs || len % bs || off + len > l->capacity_bytes || off + len < off)
-			err = off + len > l->capacity_bytes ? ENOSPC : EINVAL;
-		else if (len > NBD_MAX_IO && type != NBD_CMD_TRIM)
-			err = EINVAL;
-		else if (len == 0)
-			err = 0;
-		break;
-	case NBD_CMD_FLUSH:
-		break;
-	default:
-		err = EINVAL;
-	}
-	if (err || ((type == NBD_CMD_READ || type == NBD_CMD_WRITE || type == NBD_CMD_TRIM) && len == 0)) {
-		simple_reply(c, cookie, err, NULL, 0);
-		free(q);
-		return (long)need;
-	}
-	switch (type) {
-	case NBD_CMD_READ:
-		q->buf = xmalloc(len);
-		q->len = len;
 		io->dir = ISM_DIR_READ;
 		io->buf = q->buf;
-		io->len = len;
-		io->cdb_len = ism_cdb_rw16(io->cdb, false, off / bs, len / bs);
+		io->len = q->len;
+		io->cdb_len = ism_cdb_rw16(io->cdb, false, off / bs, q->len / bs);
 		break;
 	case NBD_CMD_WRITE:
-		q->buf = xmalloc(len);
-		memcpy(q->buf, p + 28, len);
-		q->len = len;
 		io->dir = ISM_DIR_WRITE;
 		io->buf = q->buf;
-		io->len = len;
-		io->cdb_len = ism_cdb_rw16(io->cdb, true, off / bs, len / bs);
+		io->len = q->len;
+		io->cdb_len = ism_cdb_rw16(io->cdb, true, off / bs, q->len / bs);
 		if (flags & NBD_CMD_FLAG_FUA)
 			io->cdb[1] |= 0x08;
 		break;
@@ -328,7 +414,7 @@ static long handle_request(struct nbd_client *c, const uint8_t *p, size_t n)
 		put_be16(u, 22);
 		put_be16(u + 2, 16);
 		put_be64(u + 8, off / bs);
-		uint64_t blocks = len / bs;
+		uint64_t blocks = q->len / bs;
 		put_be32(u + 16, blocks > 0xffffffffu ? 0xffffffffu : (uint32_t)blocks);
 		io->dir = ISM_DIR_WRITE;
 		io->buf = u;
@@ -339,7 +425,99 @@ static long handle_request(struct nbd_client *c, const uint8_t *p, size_t n)
 	}
 	c->inflight++;
 	dio_submit(s, io);
+}
+
+/* One transmission request; returns bytes consumed from in (0: need more), -1 to drop the client.
+ * A large WRITE whose payload is not all in yet becomes c->wr (its header and the part present
+ * consumed), and the rest is read into its buffer. */
+static long handle_request(struct nbd_client *c, const uint8_t *p, size_t n)
+{
+	if (n < 28)
+		return 0;
+	if (get_be32(p) != NBD_REQUEST_MAGIC)
+		return -1;
+	uint16_t flags = get_be16(p + 4), type = get_be16(p + 6);
+	uint64_t cookie = get_be64(p + 8), off = get_be64(p + 16);
+	uint32_t len = get_be32(p + 24);
+	size_t need = 28 + (type == NBD_CMD_WRITE ? len : 0);
+	if (type == NBD_CMD_WRITE && len > NBD_MAX_IO)
+		return -1; /* cannot skip that much payload safely */
+	if (n < need && !(type == NBD_CMD_WRITE && len >= NBD_DIRECT_MIN))
+		return 0;
+	if (type == NBD_CMD_DISC) {
+		client_close(c);
+		return (long)need;
+	}
+	struct dsession *s;
+	struct dlun *l = live_lun(c->d, c->sid, c->lun, &s);
+	uint32_t err = 0;
+	uint32_t bs = l && l->block_size ? l->block_size : 512;
+	if (!l) {
+		err = EIO;
+	} else {
+		switch (type) {
+		case NBD_CMD_READ:
+		case NBD_CMD_WRITE:
+		case NBD_CMD_TRIM:
+			if (off % bs || len % bs || off + len > l->capacity_bytes || off + len < off)
+				err = off + len > l->capacity_bytes ? ENOSPC : EINVAL;
+			else if (len > NBD_MAX_IO && type != NBD_CMD_TRIM)
+				err = EINVAL;
+			break;
+		case NBD_CMD_FLUSH:
+			break;
+		default:
+			err = EINVAL;
+		}
+	}
+	bool data = type == NBD_CMD_READ || type == NBD_CMD_WRITE;
+	struct nreq *q = nreq_get(c, data && !err ? len : 0);
+	q->cookie = cookie;
+	q->type = type;
+	q->len = len;
+	if (n < need) {
+		/* large WRITE, payload still coming: take what is here, read the rest into q->buf
+		 * (a refused one is read into it all the same, then answered) */
+		if (err) {
+			nreq_put(q);
+			q = nreq_get(c, len);
+			q->cookie = cookie;
+			q->type = type;
+			q->len = len;
+		}
+		memcpy(q->buf, p + 28, n - 28);
+		c->wr = q;
+		c->wr_have = (uint32_t)(n - 28);
+		c->wr_off = off;
+		c->wr_flags = flags;
+		q->err = err;
+		return (long)n;
+	}
+	if (err || ((data || type == NBD_CMD_TRIM) && len == 0)) {
+		queue_reply(c, q, err);
+		return (long)need;
+	}
+	if (type == NBD_CMD_WRITE)
+		memcpy(q->buf, p + 28, len);
+	submit(c, s, q, flags, off, bs);
 	return (long)need;
+}
+
+/* The payload of c->wr is complete: submit it (or answer the error found at its header). */
+static void direct_write_done(struct nbd_client *c)
+{
+	struct nreq *q = c->wr;
+	c->wr = NULL;
+	uint32_t err = q->err;
+	struct dsession *s;
+	struct dlun *l = live_lun(c->d, c->sid, c->lun, &s);
+	if (!err && !l)
+		err = EIO;
+	if (err) {
+		queue_reply(c, q, err);
+		return;
+	}
+	submit(c, s, q, c->wr_flags, c->wr_off, l->block_size ? l->block_size : 512);
 }
 
 static long handle_option(struct nbd_client *c, const uint8_t *p, size_t n)
@@ -419,17 +597,31 @@ static void client_io(void *arg, uint32_t events)
 		client_flush(c);
 	if (c->dead || !(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
 		return;
-	uint8_t buf[65536];
-	ssize_t r = read(c->fd, buf, sizeof(buf));
+	if (c->wr) {
+		/* the rest of a large WRITE's payload, straight into its buffer */
+		ssize_t r = read(c->fd, c->wr->buf + c->wr_have, c->wr->len - c->wr_have);
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+			client_close(c);
+			return;
+		}
+		if (r < 0)
+			return;
+		c->wr_have += (uint32_t)r;
+		if (c->wr_have == c->wr->len)
+			direct_write_done(c);
+		return; /* epoll calls again for what follows */
+	}
+	sbuf_reserve(&c->in, NBD_READ_CHUNK);
+	ssize_t r = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len);
 	if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
 		client_close(c);
 		return;
 	}
 	if (r < 0)
 		return;
-	sbuf_append(&c->in, buf, (size_t)r);
+	c->in.len += (size_t)r;
 	size_t off = 0;
-	while (!c->dead) {
+	while (!c->dead && !c->wr) {
 		const uint8_t *p = c->in.data + off;
 		size_t n = c->in.len - off;
 		long used;

@@ -156,17 +156,14 @@ static void watches_off(struct dsession *s)
 		s->watch[i].on = false;
 		s->watch[i].fd = -1;
 	}
+	s->nsynced = 0;
 	loop_timer_stop(s->d->loop, &s->lib_timer);
 }
 
-static void ds_sync(struct dsession *s)
+/* Every descriptor that the library lists is passed to epoll again (MOD, or ADD when epoll no
+ * longer knows it). */
+static void sync_all(struct dsession *s, const struct pollfd *p, int n)
 {
-	if (!s->ism) {
-		watches_off(s);
-		return;
-	}
-	struct pollfd p[DMN_MAX_WATCH];
-	int n = ism_session_fds(s->ism, p, DMN_MAX_WATCH);
 	bool seen[DMN_MAX_WATCH] = {false};
 	for (int i = 0; i < n; i++) {
 		uint32_t ev = (p[i].events & POLLIN ? EPOLLIN : 0) | (p[i].events & POLLOUT ? EPOLLOUT : 0);
@@ -204,11 +201,76 @@ static void ds_sync(struct dsession *s)
 			s->watch[k].fd = -1;
 		}
 	}
+	for (int i = 0; i < n; i++)
+		s->synced_fd[i] = p[i].fd;
+	s->nsynced = n;
+	s->watch_dirty = false;
+	s->synced_ms = loop_now_ms();
+}
+
+/*
+ * Tell the loop what the library waits for. This runs after every library call, so on the I/O
+ * path it must not cost a system call when nothing changed: while the library lists the same
+ * descriptors as at the last full sync and every connection is in full feature phase, a socket
+ * cannot have been replaced (a new connection needs a login, which takes service rounds that each
+ * end here, in another state), so only changed events reach epoll (none, mostly: POLLOUT comes and
+ * goes with a full socket buffer). Otherwise, and once a second anyway, every descriptor is
+ * registered again.
+ */
+static void ds_sync(struct dsession *s)
+{
+	s->sync_pending = false;
+	if (!s->ism) {
+		watches_off(s);
+		return;
+	}
+	struct pollfd p[DMN_MAX_WATCH];
+	int n = ism_session_fds(s->ism, p, DMN_MAX_WATCH);
+	uint64_t now = loop_now_ms();
+	bool same = !s->watch_dirty && n == s->nsynced && now - s->synced_ms < 1000 &&
+		    ism_session_connections(s->ism, NULL, 0) == n;
+	for (int i = 0; same && i < n; i++)
+		same = p[i].fd == s->synced_fd[i];
+	if (same) {
+		for (int i = 0; i < n; i++) {
+			uint32_t ev = (p[i].events & POLLIN ? EPOLLIN : 0) | (p[i].events & POLLOUT ? EPOLLOUT : 0);
+			for (int k = 0; k < DMN_MAX_WATCH; k++) {
+				if (s->watch[k].on && s->watch[k].fd == p[i].fd) {
+					loop_watch_mod(s->d->loop, &s->watch[k].w, ev); /* no call when unchanged */
+					break;
+				}
+			}
+		}
+	} else {
+		sync_all(s, p, n);
+	}
 	int t = ism_session_timeout_ms(s->ism);
-	if (t >= 0)
-		loop_timer_start(s->d->loop, &s->lib_timer, (uint64_t)t, 0, on_lib_timer, s);
-	else
+	if (t < 0)
 		loop_timer_stop(s->d->loop, &s->lib_timer);
+	else if (!s->lib_timer.armed || s->lib_timer.due_ms != now + (uint64_t)t)
+		loop_timer_start(s->d->loop, &s->lib_timer, (uint64_t)t, 0, on_lib_timer, s);
+}
+
+static void sync_pending_sessions(void *arg)
+{
+	struct daemon *d = arg;
+	d->sync_deferred = false;
+	for (struct dsession *s = d->sessions; s; s = s->next)
+		if (s->sync_pending)
+			ds_sync(s);
+}
+
+/* A command was queued in the library from outside ism_session_service: sync once, after the
+ * events of this loop iteration (the command itself is already written). */
+static void ds_sync_soon(struct dsession *s)
+{
+	if (s->in_lib || s->sync_pending)
+		return; /* ds_service syncs at its end */
+	s->sync_pending = true;
+	if (!s->d->sync_deferred) {
+		s->d->sync_deferred = true;
+		loop_defer(s->d->loop, sync_pending_sessions, s->d);
+	}
 }
 
 static void free_ism_later(void *arg) { ism_session_free(arg); }
@@ -253,9 +315,11 @@ static void ds_service(struct dsession *s, int fd, short revents)
 		ds_sync(s);
 		return;
 	}
-	if (s->state == DS_CONNECTED && (rc < 0 || !ism_session_logged_in(ism)))
+	/* rc: ISM_SERVICE_FAILED, or ISM_SERVICE_LOGGED_OUT when the session ended with a clean
+	 * logout (ours, or the one the target asked for with async event 1) */
+	if (s->state == DS_CONNECTED && rc != ISM_SERVICE_OK)
 		lost(s);
-	else if (s->state == DS_LOGGING_OUT && (rc < 0 || !ism_session_logged_in(ism)))
+	else if (s->state == DS_LOGGING_OUT && rc != ISM_SERVICE_OK)
 		finish_logout(s, NULL);
 	ds_sync(s);
 }
@@ -351,8 +415,8 @@ static void flush_queue(struct dsession *s)
 		}
 		sent = true;
 	}
-	if (sent && !s->in_lib)
-		ds_sync(s);
+	if (sent)
+		ds_sync_soon(s);
 }
 
 static void flush_later(void *arg)
@@ -373,8 +437,7 @@ void dio_submit(struct dsession *s, struct dio *io)
 	case DS_CONNECTED:
 		if (session_ready(s) && !s->queue) {
 			if (send_now(s, io) == 0) {
-				if (!s->in_lib)
-					ds_sync(s);
+				ds_sync_soon(s);
 				return;
 			}
 			/* fall through to the queue: the session went away under us */
@@ -547,6 +610,7 @@ static void attempt_login(struct dsession *s)
 	if (!ism)
 		goto failed;
 	s->ism = ism;
+	s->watch_dirty = true;
 	s->in_lib++;
 	int rc = ism_connect_async(ism, s->opts.portal, on_login, s);
 	s->in_lib--;
@@ -578,27 +642,15 @@ struct conn_op {
 	struct dsession *s;
 	uint64_t op;
 	char *portal;
-	uint16_t before[DMN_MAX_WATCH];
-	int nbefore;
-	uint16_t cid;
 	bool replay;
 };
 
-static void on_conn_added(struct ism_session *ism, int status, void *priv)
+static void on_conn_added(struct ism_session *ism, int status, uint16_t cid, void *priv)
 {
 	struct conn_op *c = priv;
 	struct dsession *s = c->s;
+	s->watch_dirty = true;
 	if (status == 0 && s->ism == ism) {
-		uint16_t now[DMN_MAX_WATCH];
-		int n = ism_session_connections(ism, now, DMN_MAX_WATCH);
-		int cid = -1;
-		for (int i = 0; i < n && i < DMN_MAX_WATCH; i++) {
-			bool old = false;
-			for (int k = 0; k < c->nbefore; k++)
-				old |= c->before[k] == now[i];
-			if (!old)
-				cid = now[i];
-		}
 		if (!c->replay && s->nextra < DMN_MAX_WATCH)
 			s->extra_portals[s->nextra++] = xstrdup(c->portal);
 		log_info("session %s: connection %d to %s added", s->idstr, cid, c->portal);
@@ -625,9 +677,9 @@ static int add_conn(struct dsession *s, const char *portal, uint64_t op, bool re
 	c->op = op;
 	c->replay = replay;
 	c->portal = xstrdup(portal ? portal : s->opts.portal);
-	c->nbefore = ism_session_connections(s->ism, c->before, DMN_MAX_WATCH);
+	s->watch_dirty = true;
 	s->in_lib++;
-	int rc = ism_add_connection_async(s->ism, c->portal, on_conn_added, c);
+	int rc = ism_add_connection_async2(s->ism, c->portal, on_conn_added, c);
 	s->in_lib--;
 	if (rc != 0) {
 		snprintf(err, errlen, "%s", ism_session_error(s->ism));
@@ -664,6 +716,7 @@ static void on_conn_removed(struct ism_session *ism, int status, void *priv)
 {
 	struct rm_op *r = priv;
 	(void)ism;
+	r->s->watch_dirty = true;
 	if (status == 0) {
 		log_info("session %s: connection %u removed", r->s->idstr, r->cid);
 		dop_done(r->s->d, r->op, json_pack("{s:s,s:i}", "session_id", r->s->idstr, "cid", r->cid));
@@ -696,6 +749,7 @@ int dsess_remove_connection(struct dsession *s, uint16_t cid, uint64_t op, char 
 	r->s = s;
 	r->op = op;
 	r->cid = cid;
+	s->watch_dirty = true;
 	s->in_lib++;
 	int rc = ism_remove_connection_async(s->ism, cid, on_conn_removed, r);
 	s->in_lib--;
@@ -877,8 +931,7 @@ static void probe_next(struct probe *p)
 		probe_finish(p, false);
 		return;
 	}
-	if (!s->in_lib)
-		ds_sync(s);
+	ds_sync_soon(s);
 }
 
 static void probe_start(struct dsession *s)
