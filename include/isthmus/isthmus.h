@@ -296,6 +296,15 @@ int ism_nop_async(struct ism_session *s, ism_done_cb cb, void *priv);
 /* Commands queued or in flight. */
 int ism_session_queue_length(const struct ism_session *s);
 
+/*
+ * Commands queued from outside ism_session_service are normally written at once. Between cork and
+ * the matching uncork they are held and then written together, one writev per connection: a caller
+ * that submits many commands per turn of its event loop corks at the first and uncorks at the end
+ * of the turn. Nested calls count; the last uncork writes.
+ */
+void ism_session_cork(struct ism_session *s);
+void ism_session_uncork(struct ism_session *s);
+
 /* ------------------------------------------------------------------------------------------ */
 /* Discovery */
 

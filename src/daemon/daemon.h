@@ -166,6 +166,7 @@ struct dsession {
 	int nsynced;
 	bool watch_dirty;  /* connections added or removed: re-register at the next sync */
 	bool sync_pending; /* a ds_sync waits for the end of this loop iteration */
+	bool corked;       /* the library holds this iteration's commands until ds_sync */
 	uint64_t synced_ms;
 	struct loop_timer lib_timer, retry_timer, removal_timer, logout_timer;
 	unsigned attempts;

@@ -220,6 +220,12 @@ static void sync_all(struct dsession *s, const struct pollfd *p, int n)
 static void ds_sync(struct dsession *s)
 {
 	s->sync_pending = false;
+	if (s->corked) {
+		/* This iteration's commands go out now, together. */
+		s->corked = false;
+		if (s->ism)
+			ism_session_uncork(s->ism);
+	}
 	if (!s->ism) {
 		watches_off(s);
 		return;
@@ -279,6 +285,7 @@ static void free_ism_later(void *arg) { ism_session_free(arg); }
 static void detach_ism(struct dsession *s)
 {
 	watches_off(s);
+	s->corked = false; /* held writes go with the session; its I/O is requeued */
 	if (s->ism) {
 		loop_defer(s->d->loop, free_ism_later, s->ism);
 		s->ism = NULL;
@@ -393,6 +400,12 @@ static bool session_ready(struct dsession *s)
 
 static int send_now(struct dsession *s, struct dio *io)
 {
+	/* Hold the writes until the end of this loop iteration (ds_sync), so every command the
+	 * devices queued in it leaves in one writev instead of one system call each. */
+	if (!s->corked && !s->in_lib) {
+		ism_session_cork(s->ism);
+		s->corked = true;
+	}
 	struct ism_task *t = ism_scsi_async(s->ism, io->lun, io->cdb, io->cdb_len, io->dir, io->buf, io->len, dio_cb, io);
 	if (!t)
 		return -1;

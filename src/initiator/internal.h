@@ -188,6 +188,7 @@ struct ism_session {
 	/* deferred callbacks: tasks completed while inside the core */
 	struct ism_task *done_head, *done_tail;
 	int in_service;
+	int cork;           /* ism_session_cork depth: hold writes of new commands */
 	int in_callbacks;    /* a completion callback is running */
 	bool free_requested; /* ism_session_free from a callback: freed at the end of the service call */
 	bool freeing;        /* ism_session_free is running the last callbacks */

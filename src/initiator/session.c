@@ -673,8 +673,16 @@ void ism_kick(struct ism_session *s)
 		t = next;
 	}
 	/* Inside ism_session_service everything queued is written at the end, in one writev per
-	 * connection; called from outside (a new command), write now. */
-	if (s->in_service == 0)
+	 * connection; called from outside (a new command), write now unless the caller corked. */
+	if (s->in_service == 0 && s->cork == 0)
+		ism_flush_all(s);
+}
+
+void ism_session_cork(struct ism_session *s) { s->cork++; }
+
+void ism_session_uncork(struct ism_session *s)
+{
+	if (s->cork > 0 && --s->cork == 0 && s->in_service == 0)
 		ism_flush_all(s);
 }
 
