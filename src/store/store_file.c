@@ -84,7 +84,8 @@ static int file_flush(struct store *st)
 	return 0;
 }
 
-static int file_unmap(struct store *st, uint64_t off, uint64_t len)
+/* Both deallocation and zeroing are one fallocate mode over a checked range. */
+static int file_fallocate_range(struct store *st, int mode, uint64_t off, uint64_t len)
 {
 	if (st->read_only)
 		return -EROFS;
@@ -92,32 +93,27 @@ static int file_unmap(struct store *st, uint64_t off, uint64_t len)
 		return -ERANGE;
 	if (len == 0)
 		return 0;
-	/*
-	 * For a block device the kernel implements PUNCH_HOLE as "discard, and the range must
-	 * read back as zeros"; a plain BLKDISCARD gives no such promise, so it is not enough
-	 * to honour the store contract and the caller falls back to writing zeros.
-	 */
-	if (fallocate(sf(st)->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+	if (fallocate(sf(st)->fd, mode | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
 		return 0;
 	if (errno == EOPNOTSUPP || errno == ENOTTY || errno == EINVAL || errno == ENODEV)
 		return -EOPNOTSUPP;
 	return -errno;
 }
 
+/*
+ * For a block device the kernel implements PUNCH_HOLE as "discard, and the range must read back
+ * as zeros"; a plain BLKDISCARD gives no such promise, so it is not enough to honour the store
+ * contract and the caller falls back to writing zeros.
+ */
+static int file_unmap(struct store *st, uint64_t off, uint64_t len)
+{
+	return file_fallocate_range(st, FALLOC_FL_PUNCH_HOLE, off, len);
+}
+
+/* Regular files: unwritten extents; block devices: the kernel's zero-out (may fall back). */
 static int file_zero(struct store *st, uint64_t off, uint64_t len)
 {
-	if (st->read_only)
-		return -EROFS;
-	if (off > st->size || len > st->size - off)
-		return -ERANGE;
-	if (len == 0)
-		return 0;
-	/* Regular files: unwritten extents; block devices: the kernel's zero-out (may fall back). */
-	if (fallocate(sf(st)->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
-		return 0;
-	if (errno == EOPNOTSUPP || errno == ENOTTY || errno == EINVAL || errno == ENODEV)
-		return -EOPNOTSUPP;
-	return -errno;
+	return file_fallocate_range(st, FALLOC_FL_ZERO_RANGE, off, len);
 }
 
 static int file_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *run)
