@@ -120,57 +120,13 @@ bench_tgtd() {
 }
 
 bench_istgt() {
-	local port dir=$TEST_DIR/istgt pid
+	local port
 	command -v istgt >/dev/null || { say "istgt not installed"; return 0; }
 	port=$(free_port)
-	mkdir -p "$dir"
-	# istgt wants an auth file and a unit-control section even when neither is used.
-	printf '[AuthGroup1]\n  Auth "benchuser" "benchsecret123"\n' >"$dir/auth.conf"
-	cat >"$dir/istgt.conf" <<-EOF
-	[Global]
-	  NodeBase "iqn.2026-11.org.isthmus.bench"
-	  PidFile $dir/istgt.pid
-	  AuthFile $dir/auth.conf
-	  MediaDirectory $dir
-	  Timeout 30
-	  NopInInterval 20
-	  DiscoveryAuthMethod Auto
-	  MaxSessions 16
-	  MaxConnections 4
-	  MaxR2T 32
-	  MaxOutstandingR2T 16
-	  FirstBurstLength 262144
-	  MaxBurstLength 1048576
-	  MaxRecvDataSegmentLength 262144
-	  InitialR2T Yes
-	  ImmediateData Yes
-	[UnitControl]
-	  AuthMethod CHAP Mutual
-	  AuthGroup AuthGroup1
-	[PortalGroup1]
-	  Portal DA1 127.0.0.1:$port
-	[InitiatorGroup1]
-	  InitiatorName "ALL"
-	  Netmask 127.0.0.0/8
-	[LogicalUnit1]
-	  TargetName $IQN
-	  Mapping PortalGroup1 InitiatorGroup1
-	  AuthMethod Auto
-	  UseDigest Auto
-	  UnitType Disk
-	  QueueDepth 128
-	  LUN0 Storage $DISK Auto
-	EOF
-	istgt -c "$dir/istgt.conf" -p "$dir/istgt.pid" -D >"$dir/istgt.log" 2>&1 &
-	pid=$!
-	BG_PIDS+=("$pid")
-	wait_port "127.0.0.1:$port" "$pid" || { say "istgt did not start: $(tail -3 "$dir/istgt.log")"; return 0; }
-	run_workloads istgt "$pid" "iscsi://127.0.0.1:$port/$IQN/0"
-	kill -TERM "$pid" 2>/dev/null || true
-	local deadline=$((SECONDS + 5))
-	while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
+	# lib.sh stands istgt in for the target under test (the same setup the interop tests use).
+	TARGET_IMPL=istgt start_target --listen "127.0.0.1:$port" --target "$IQN" --lun "$DISK"
+	run_workloads istgt "$TARGET_PID" "iscsi://127.0.0.1:$port/$IQN/0"
+	stop_target
 }
 
 say "backing file $DISK (1 GiB sparse, tmpfs); ${BENCH_SECONDS}s per load; $(nproc) CPUs"

@@ -534,7 +534,7 @@ start_istgt_as_target() {
 	  AuthGroup AuthGroup1
 	  UseDigest Auto
 	  UnitType Disk
-	  QueueDepth 64
+	  QueueDepth 128
 	$lunlines
 	EOF
 	say "starting istgt in place of isthmus-target: $*"
