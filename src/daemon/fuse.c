@@ -11,6 +11,11 @@
  * "background" requests, of which it keeps at most max_background in flight: 12 by default,
  * raised here to FUSE_MAX_BACKGROUND. Request structures and their buffers are reused from a
  * free list.
+ *
+ * Writes to one LUN therefore overlap in time, and the kernel does not keep asynchronous ones
+ * apart (it drops the inode lock once a request is queued). An unaligned write is a
+ * read-modify-write of whole blocks, which loses whatever another write puts in those blocks
+ * between its READ and its WRITE: writes take a block-range lock (see "write ordering" below).
  */
 #define FUSE_USE_VERSION 34
 #include <errno.h>
@@ -203,7 +208,8 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fi->keep_cache = 0;
 	fi->nonseekable = 0;
 	/* No parallel direct writes (FOPEN_PARALLEL_DIRECT_WRITES): the kernel's inode lock keeps
-	 * synchronous writers apart, which the read-modify-write of unaligned writes relies on. */
+	 * synchronous writers apart. Asynchronous ones are not (the lock is dropped once a request is
+	 * queued): the write ordering below protects read-modify-writes from them. */
 	fuse_reply_open(req, fi);
 }
 
@@ -224,6 +230,12 @@ struct fio {
 	uint8_t *wcopy; /* unaligned write: the data, until the blocks around it are read */
 	size_t wcap;
 	int phase;      /* 0 read, 1 rmw read, 2 write, 3 sync */
+	bool rmw;       /* read-modify-write, in either phase: it rewrites bytes it was not given */
+	/* write ordering: every write from arrival to reply */
+	struct fio *wprev, *wnext;
+	bool wlisted;   /* in the list of writes */
+	bool wwaiting;  /* not started: an earlier write conflicts with it */
+	bool wdone;     /* answered; unlinked by the scan that runs now */
 	struct fio *next_free;
 };
 
@@ -308,6 +320,121 @@ static struct fio *fio_get(size_t len)
 
 static void fio_submit(struct fio *f);
 
+/* ---- write ordering: a block-range lock per session and LUN
+ *
+ * Writes are listed in arrival order until answered. A write starts when no earlier write of the
+ * same session and LUN overlaps its blocks with a read-modify-write on either side; waiting
+ * writes start, in arrival order, as those before them end. Two aligned writes may overlap as on
+ * a disk: neither reads what the other writes. Earlier writes block even while they wait
+ * themselves, so a later write never overtakes an earlier one it conflicts with and none starves.
+ * Reads and SYNCHRONIZE CACHE are not ordered: the kernel gives no order between them and writes
+ * in flight either.
+ *
+ * Nothing waits forever: a started write always ends in its completion callback (a lost session
+ * fails its I/O), and the first waiting write only waits for started ones. */
+static struct {
+	struct fio *head, *tail;
+	unsigned waiting;
+	bool scanning; /* starting a write may end it (and others) at once: no recursion, no unlinking */
+	bool rescan;
+} wq;
+
+static bool wq_conflict(const struct fio *a, const struct fio *b)
+{
+	if (a->wdone || a->sid != b->sid || a->lun != b->lun || (!a->rmw && !b->rmw))
+		return false;
+	/* in bytes: a new probe of the LUN may change its block size between two writes */
+	uint64_t a0 = a->lba * a->bs, a1 = a0 + (uint64_t)a->blocks * a->bs;
+	uint64_t b0 = b->lba * b->bs, b1 = b0 + (uint64_t)b->blocks * b->bs;
+	return a0 < b1 && b0 < a1;
+}
+
+static bool wq_may_start(const struct fio *f)
+{
+	for (const struct fio *e = wq.head; e && e != f; e = e->wnext)
+		if (wq_conflict(e, f))
+			return false;
+	return true;
+}
+
+static void wq_unlink(struct fio *f)
+{
+	*(f->wprev ? &f->wprev->wnext : &wq.head) = f->wnext;
+	*(f->wnext ? &f->wnext->wprev : &wq.tail) = f->wprev;
+	f->wprev = f->wnext = NULL;
+	f->wlisted = false;
+}
+
+/* Lists a write; true if it may start now. */
+static bool wq_enter(struct fio *f)
+{
+	f->wprev = wq.tail;
+	f->wnext = NULL;
+	*(wq.tail ? &wq.tail->wnext : &wq.head) = f;
+	wq.tail = f;
+	f->wlisted = true;
+	if (wq_may_start(f))
+		return true;
+	f->wwaiting = true;
+	wq.waiting++;
+	return false;
+}
+
+static void wq_scan(void)
+{
+	wq.scanning = true;
+	do {
+		wq.rescan = false;
+		/* Only this loop unlinks while scanning, and new writes go to the tail: next stays valid
+		 * whatever starting e does. */
+		for (struct fio *e = wq.head, *next; e; e = next) {
+			next = e->wnext;
+			if (e->wdone) {
+				wq_unlink(e);
+				fio_free(e);
+			} else if (e->wwaiting && wq_may_start(e)) {
+				e->wwaiting = false;
+				wq.waiting--;
+				fio_submit(e);
+			}
+		}
+	} while (wq.rescan);
+	wq.scanning = false;
+}
+
+/* A request is answered: free it, and start the writes that waited for it. */
+static void fio_finish(struct fio *f)
+{
+	if (!f->wlisted) {
+		fio_free(f);
+		return;
+	}
+	if (wq.scanning) {
+		f->wdone = true;
+		wq.rescan = true;
+		return;
+	}
+	wq_unlink(f);
+	fio_free(f);
+	if (wq.waiting)
+		wq_scan();
+}
+
+/* The FUSE session goes: answer the writes still waiting while their requests can be answered;
+ * started ones end in their callbacks. */
+static void wq_drop_waiting(void)
+{
+	for (struct fio *e = wq.head, *next; e; e = next) {
+		next = e->wnext;
+		if (!e->wwaiting)
+			continue;
+		fuse_reply_err(e->req, EIO);
+		wq_unlink(e);
+		wq.waiting--;
+		fio_release(e);
+	}
+}
+
 static void fio_done(struct dio *io, int err, const struct ism_scsi_result *r)
 {
 	struct fio *f = io->priv;
@@ -316,13 +443,13 @@ static void fio_done(struct dio *io, int err, const struct ism_scsi_result *r)
 		if (err == -ENOBUFS)
 			log_warn("FUSE I/O on %s LUN %" PRIu64 " refused: the reconnect queue is full", io->s->idstr, f->lun);
 		fuse_reply_err(f->req, e);
-		fio_free(f);
+		fio_finish(f);
 		return;
 	}
 	switch (f->phase) {
 	case 0:
 		fuse_reply_buf(f->req, (const char *)f->buf + (f->off - f->lba * f->bs), f->size);
-		fio_free(f);
+		fio_finish(f);
 		return;
 	case 1:
 		memcpy(f->buf + (f->off - f->lba * f->bs), f->wcopy, f->size);
@@ -331,11 +458,11 @@ static void fio_done(struct dio *io, int err, const struct ism_scsi_result *r)
 		return;
 	case 2:
 		fuse_reply_write(f->req, f->size);
-		fio_free(f);
+		fio_finish(f);
 		return;
 	default:
 		fuse_reply_err(f->req, 0);
-		fio_free(f);
+		fio_finish(f);
 		return;
 	}
 }
@@ -350,7 +477,7 @@ static void fio_submit(struct fio *f)
 	struct dlun *l = s ? dsess_lun(s, f->lun) : NULL;
 	if (!s || !l || !l->exposed) {
 		fuse_reply_err(f->req, EIO);
-		fio_free(f);
+		fio_finish(f);
 		return;
 	}
 	struct dio *io = &f->io;
@@ -419,7 +546,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 	}
 	if (!f->size) {
 		fuse_reply_buf(req, NULL, 0);
-		fio_free(f);
+		fio_finish(f);
 		return;
 	}
 	f->phase = 0;
@@ -438,13 +565,14 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	}
 	if (f->size < size) {
 		fuse_reply_err(req, f->size ? EIO : ENOSPC);
-		fio_free(f);
+		fio_finish(f);
 		return;
 	}
 	if (f->off % f->bs == 0 && f->size % f->bs == 0) {
 		memcpy(f->buf, buf, size);
 		f->phase = 2;
 	} else {
+		f->rmw = true;
 		/* Unaligned: read the blocks around it first. */
 		if (f->wcap < size) {
 			free(f->wcopy);
@@ -454,7 +582,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		memcpy(f->wcopy, buf, size);
 		f->phase = 1;
 	}
-	fio_submit(f);
+	if (wq_enter(f))
+		fio_submit(f);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -613,6 +742,7 @@ void fusedev_stop(struct daemon *d)
 	struct fuse_dev *f = d->fuse;
 	if (!f)
 		return;
+	wq_drop_waiting();
 	loop_watch_del(d->loop, &f->w);
 	fuse_session_unmount(f->se);
 	fuse_session_destroy(f->se);
