@@ -277,6 +277,7 @@ static bool conn_parse(struct ism_conn *c)
 			break;
 		if (avail < c->rx_need)
 			break;
+		c->rx_large = c->rx_bhs.opcode == OP_DATA_IN && c->rx_bhs.data_len >= DIRECT_MIN;
 		handle_pdu(c, c->rxbuf + c->rx_start);
 		if (c->fd < 0)
 			return false;
@@ -326,6 +327,17 @@ void ism_conn_readable(struct ism_conn *c)
 	for (int round = 0; round < 8 && c->fd >= 0; round++) {
 		rx_make_room(c);
 		size_t space = c->rx_cap - c->rx_len;
+		if (c->rx_large) {
+			/*
+			 * Large reads are arriving: one system call per PDU (its data into the task's
+			 * buffer, then the next header) costs less than copying the data out of rxbuf.
+			 */
+			size_t hlen = BHS_LEN + (c->params.header_digest ? 4 : 0);
+			size_t avail = c->rx_len - c->rx_start;
+			size_t upto = c->rx_in_bhs ? hlen : c->rx_need + hlen;
+			if (upto > avail && upto - avail < space)
+				space = upto - avail;
+		}
 		size_t asked;
 		ssize_t r;
 		bool discard = false;

@@ -135,6 +135,11 @@ struct ism_conn {
 	struct ism_task *dr_task;
 	uint8_t *dr_dst, *dr_data;
 	uint32_t dr_left;
+	/*
+	 * The last PDU was a large Data-In: reads stop at the end of the next header, so that the
+	 * data behind it is read straight into its task's buffer rather than copied out of rxbuf.
+	 */
+	bool rx_large;
 	/* tx */
 	struct pdu_queue txq;
 	/* login */
