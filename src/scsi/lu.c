@@ -28,12 +28,17 @@ struct scsi_target *scsi_target_new(const char *target_name)
 
 static void lu_free(struct scsi_lu *lu)
 {
+	/* A worker may still be reading from this store. */
+	if (lu->t->offload)
+		offload_quiesce(lu->t->offload);
 	store_close(lu->st);
 	pr_free(&lu->pr);
 	free(lu->state_dir);
 	free(lu->nx);
 	free(lu);
 }
+
+void scsi_target_set_offload(struct scsi_target *t, struct offload *o) { t->offload = o; }
 
 void scsi_target_free(struct scsi_target *t)
 {
@@ -381,17 +386,22 @@ int scsi_target_task_mgmt(struct scsi_target *t, enum scsi_tmf fn, uint16_t lun,
 	return 5;
 }
 
-void lu_medium_error(struct scsi_req *r, bool write, int err, uint64_t lba)
+void scsi_medium_error(struct scsi_cmd *cmd, bool desc, uint16_t lun, bool write, int err, uint64_t lba)
 {
-	log_error("LUN %u: %s error at LBA %llu: %s", r->lu->lun, write ? "write" : "read",
-		  (unsigned long long)lba, strerror(-err));
+	log_error("LUN %u: %s error at LBA %llu: %s", lun, write ? "write" : "read", (unsigned long long)lba,
+		  strerror(-err));
+	uint8_t key = SK_MEDIUM_ERROR, asc = write ? 0x0c : 0x11, ascq = 0x00;
 	if (err == -ENOSPC) {
 		/* Thin backing ran out of space: SBC-3 4.7.3.6 has a dedicated code for this. */
-		req_sense_info(r, SK_DATA_PROTECT, 0x27, 0x07, lba);
-		return;
+		key = SK_DATA_PROTECT;
+		asc = 0x27;
+		ascq = 0x07;
 	}
-	if (write)
-		req_sense_info(r, SK_MEDIUM_ERROR, 0x0c, 0x00, lba);
-	else
-		req_sense_info(r, SK_MEDIUM_ERROR, 0x11, 0x00, lba);
+	cmd->status = SCSI_CHECK_CONDITION;
+	cmd->sense_len = (uint8_t)scsi_sense_build(cmd->sense, sizeof(cmd->sense), desc, key, asc, ascq, &lba, NULL);
+}
+
+void lu_medium_error(struct scsi_req *r, bool write, int err, uint64_t lba)
+{
+	scsi_medium_error(r->cmd, r->lu->d_sense, r->lu->lun, write, err, lba);
 }

@@ -3,6 +3,7 @@
  * WRITE, PRE-FETCH and SYNCHRONIZE CACHE. READ and WRITE move data straight between the
  * transport's buffers and the store; the others use the target's preallocated scratch.
  */
+#include <stddef.h>
 #include <string.h>
 
 #include "scsi/scsi_int.h"
@@ -94,6 +95,73 @@ static bool check_xfer_limit(struct scsi_req *r, const struct rw *a, unsigned le
 	return true;
 }
 
+/*
+ * Only SIMPLE (and untagged) commands wait on a worker: an ORDERED or HEAD OF QUEUE one must be
+ * done before the commands after it run, and those run inline as soon as it returns.
+ */
+static bool may_wait(const struct scsi_req *r)
+{
+	return r->t->offload && r->lu->st->wait != STORE_WAIT_NEVER &&
+	       (r->cmd->task_attr == TASK_SIMPLE || r->cmd->task_attr == TASK_UNTAGGED);
+}
+
+static struct scsi_cmd *job_cmd(struct offload_job *j)
+{
+	return (struct scsi_cmd *)((char *)j - offsetof(struct scsi_cmd, defer.job));
+}
+
+static void deferred_work(struct offload_job *j)
+{
+	struct scsi_cmd *cmd = job_cmd(j);
+	if (cmd->defer.flush)
+		cmd->defer.rc = store_flush(cmd->defer.st);
+	else
+		cmd->defer.rc = store_read(cmd->defer.st, cmd->defer.buf, cmd->defer.len, cmd->defer.off);
+}
+
+static void deferred_finished(struct offload_job *j)
+{
+	struct scsi_cmd *cmd = job_cmd(j);
+	cmd->defer.active = false;
+	/* The LU may be gone by now: everything needed was kept in cmd. */
+	if (cmd->defer.rc < 0)
+		scsi_medium_error(cmd, cmd->defer.desc, cmd->defer.lun, cmd->defer.flush, cmd->defer.rc, cmd->defer.lba);
+	else if (!cmd->defer.flush)
+		cmd->in_len = cmd->defer.n;
+	cmd->done(cmd);
+}
+
+static void defer_start(struct scsi_req *r, uint64_t lba, bool flush)
+{
+	struct scsi_cmd *cmd = r->cmd;
+	struct scsi_lu *lu = r->lu;
+	cmd->defer.job.work = deferred_work;
+	cmd->defer.job.done = deferred_finished;
+	/*
+	 * A store's reads keep their order; its flushes queue among themselves, not behind reads
+	 * (the key is only compared, never followed).
+	 */
+	cmd->defer.job.key = flush ? (const void *)((const char *)lu->st + 1) : lu->st;
+	cmd->defer.st = lu->st;
+	cmd->defer.lba = lba;
+	cmd->defer.lun = lu->lun;
+	cmd->defer.desc = lu->d_sense;
+	cmd->defer.flush = flush;
+	cmd->defer.active = true;
+	offload_submit(r->t->offload, &cmd->defer.job);
+}
+
+/* Blocks from lba, n bytes, go to a worker, the first `got` bytes being in place already. */
+static void read_defer(struct scsi_req *r, uint64_t lba, uint32_t n, size_t got)
+{
+	struct scsi_cmd *cmd = r->cmd;
+	cmd->defer.buf = cmd->in + got;
+	cmd->defer.len = n - got;
+	cmd->defer.off = (lba << r->lu->block_shift) + got;
+	cmd->defer.n = n;
+	defer_start(r, lba, false);
+}
+
 static void do_read(struct scsi_req *r, const struct rw *a, unsigned len_byte)
 {
 	struct scsi_lu *lu = r->lu;
@@ -107,7 +175,21 @@ static void do_read(struct scsi_req *r, const struct rw *a, unsigned len_byte)
 	cmd->xfer_len = clamp32(bytes);
 	/* Give the initiator what fits its buffer; the transport reports the rest as residual. */
 	n = bytes < cmd->in_cap ? (uint32_t)bytes : cmd->in_cap;
-	if (n) {
+	if (n && may_wait(r)) {
+		/* What the page cache has comes now; only the rest goes to a worker. */
+		size_t got = 0;
+		if (lu->st->wait == STORE_WAIT_PROBE) {
+			rc = store_read_nowait(lu->st, cmd->in, n, a->lba << lu->block_shift, &got);
+			if (rc < 0) {
+				lu_medium_error(r, false, rc, a->lba);
+				return;
+			}
+		}
+		if (got < n) {
+			read_defer(r, a->lba, n, got);
+			return;
+		}
+	} else if (n) {
 		rc = store_read(lu->st, cmd->in, n, a->lba << lu->block_shift);
 		if (rc < 0) {
 			lu_medium_error(r, false, rc, a->lba);
@@ -506,6 +588,11 @@ static void sync_cache(struct scsi_req *r, const struct rw *a)
 	/* A zero block count covers everything to the end, which needs only a valid LBA. */
 	if (!lu_range_ok(r->lu, a->lba, a->n)) {
 		req_lba_oob(r);
+		return;
+	}
+	if (may_wait(r)) {
+		/* fdatasync of a busy disk can take seconds: not on the loop thread. */
+		defer_start(r, a->lba, true);
 		return;
 	}
 	rc = store_flush(r->lu->st);

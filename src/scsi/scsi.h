@@ -4,7 +4,9 @@
  * A scsi_target holds the logical units of one iSCSI target node. The transport hands it one
  * command at a time with the data it collected; the target runs it against the LU's store and
  * completes it through cmd->done, possibly before scsi_target_submit returns. Single-threaded:
- * every call comes from the target's event loop thread.
+ * every call comes from the target's event loop thread. With an offload pool (see
+ * scsi_target_set_offload), a READ from a store that may wait for its device completes later,
+ * from offload_reap on that same thread.
  */
 #ifndef ISTHMUS_SCSI_SCSI_H
 #define ISTHMUS_SCSI_SCSI_H
@@ -12,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "store/offload.h"
 
 struct store;
 
@@ -74,6 +78,22 @@ struct scsi_cmd {
 	uint8_t status;             /* enum scsi_status */
 	uint8_t sense_len;
 	uint8_t sense[252];
+
+	/* The SCSI layer's own: a READ or SYNCHRONIZE CACHE finishing on a worker thread. */
+	struct {
+		struct offload_job job;
+		struct store *st;
+		uint8_t *buf;
+		size_t len;
+		uint64_t off;
+		int rc;
+		uint64_t lba;
+		uint32_t n;
+		uint16_t lun;
+		bool desc;
+		bool flush;
+		bool active;
+	} defer;
 };
 
 enum scsi_tmf {
@@ -117,6 +137,12 @@ struct store *scsi_target_lu_store(struct scsi_target *t, uint16_t lun);
 
 /* Runs a command; cmd->done is always called exactly once (maybe before this returns). */
 void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd);
+
+/*
+ * Reads that may wait for a device run on o's workers (NULL: every command runs inline). The
+ * pool must outlive the target; the caller reaps it on the target's thread.
+ */
+void scsi_target_set_offload(struct scsi_target *t, struct offload *o);
 
 /* A new I_T nexus: the SCSI layer sets the power-on unit attention for it. */
 void scsi_target_nexus_added(struct scsi_target *t, const struct scsi_nexus *nx);

@@ -124,6 +124,7 @@ struct scsi_target {
 	uint8_t *scratch;             /* response building and verify reads; never per command */
 	size_t scratch_len;
 	uint8_t *scratch2;
+	struct offload *offload;      /* NULL: every read inline */
 };
 
 /* One command being run: what the handlers see. */
@@ -190,6 +191,8 @@ void lu_ua_set_nexus(struct scsi_lu *lu, uint64_t nexus_id, uint32_t ua);
 bool ua_to_sense(uint32_t ua, uint8_t *asc, uint8_t *ascq);
 const struct scsi_nexus *target_nexus_find(const struct scsi_target *t, uint64_t id);
 void lu_medium_error(struct scsi_req *r, bool write, int err, uint64_t lba);
+/* The same for a command finishing on a worker, when the LU may be gone. */
+void scsi_medium_error(struct scsi_cmd *cmd, bool desc, uint16_t lun, bool write, int err, uint64_t lba);
 uint64_t lu_derived_naa(const struct scsi_target *t, uint16_t lun);
 
 /* per-file command handlers */

@@ -182,6 +182,31 @@ bool lu_access_conflict(struct scsi_req *r)
 	return rsv_conflict(r) || pr_conflict(r);
 }
 
+/*
+ * Reads may still be running on workers (SIMPLE ones only). An ORDERED command must come after
+ * them, and writes other than plain WRITEs (COMPARE AND WRITE, WRITE SAME, UNMAP, SANITIZE, ...)
+ * promise more than a disk's per-block behaviour: both wait until those reads have their data.
+ */
+static bool waits_for_reads(const struct scsi_req *r)
+{
+	if (r->cmd->task_attr == TASK_ORDERED)
+		return true;
+	if (!(r->op->flags & OPF_WRITE))
+		return false;
+	switch (r->op->opcode) {
+	case 0x0a: /* WRITE (6) */
+	case 0x2a: /* WRITE (10) */
+	case 0xaa: /* WRITE (12) */
+	case 0x8a: /* WRITE (16) */
+	case 0x2e: /* WRITE AND VERIFY (10) */
+	case 0xae: /* WRITE AND VERIFY (12) */
+	case 0x8e: /* WRITE AND VERIFY (16) */
+		return false;
+	default:
+		return true;
+	}
+}
+
 static void run(struct scsi_target *t, struct scsi_cmd *cmd)
 {
 	struct scsi_req r = { .t = t, .cmd = cmd, .cdb = cmd->cdb };
@@ -256,6 +281,8 @@ static void run(struct scsi_target *t, struct scsi_cmd *cmd)
 			return;
 		}
 	}
+	if (t->offload && offload_pending(t->offload) && waits_for_reads(&r))
+		offload_quiesce(t->offload);
 	r.op->run(&r);
 }
 
@@ -265,7 +292,9 @@ void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd)
 	cmd->sense_len = 0;
 	cmd->in_len = 0;
 	cmd->xfer_len = 0;
+	cmd->defer.active = false;
 	run(t, cmd);
 	scsi_sense_set_ctx(NULL, false);
-	cmd->done(cmd);
+	if (!cmd->defer.active)
+		cmd->done(cmd);
 }

@@ -12,6 +12,13 @@
 
 struct store;
 
+/* Whether a read may wait for a device, which decides where it runs (see store/offload.h). */
+enum store_wait {
+	STORE_WAIT_NEVER,  /* memory, tmpfs: reads never wait; they run inline */
+	STORE_WAIT_PROBE,  /* read_nowait tells whether a read would wait */
+	STORE_WAIT_ALWAYS, /* no way to tell (FUSE, some network file systems): reads go to a worker */
+};
+
 struct store_ops {
 	int (*read)(struct store *st, void *buf, size_t len, uint64_t off);
 	int (*write)(struct store *st, const void *buf, size_t len, uint64_t off);
@@ -32,6 +39,12 @@ struct store_ops {
 	 * keeping it allocated where the store can. -EOPNOTSUPP if impossible for this range.
 	 */
 	int (*zero)(struct store *st, uint64_t off, uint64_t len);
+	/*
+	 * Optional (with STORE_WAIT_PROBE): read what can be read without waiting for a device;
+	 * *got bytes at buf (fewer than len, even 0, when the rest would wait). May switch the
+	 * store to STORE_WAIT_ALWAYS when the file cannot tell.
+	 */
+	int (*read_nowait)(struct store *st, void *buf, size_t len, uint64_t off, size_t *got);
 };
 
 struct store {
@@ -44,6 +57,7 @@ struct store {
 	 * memory stores, whose contents do not survive one anyway.
 	 */
 	bool atomic_writes;
+	enum store_wait wait;
 	char *path;             /* for messages; "memory" for memory stores */
 };
 
@@ -61,6 +75,14 @@ static inline int store_read(struct store *st, void *buf, size_t len, uint64_t o
 static inline int store_write(struct store *st, const void *buf, size_t len, uint64_t off)
 {
 	return st->ops->write(st, buf, len, off);
+}
+static inline int store_read_nowait(struct store *st, void *buf, size_t len, uint64_t off, size_t *got)
+{
+	if (!st->ops->read_nowait) {
+		*got = 0;
+		return 0;
+	}
+	return st->ops->read_nowait(st, buf, len, off, got);
 }
 static inline int store_flush(struct store *st) { return st->ops->flush(st); }
 static inline int store_unmap(struct store *st, uint64_t off, uint64_t len)

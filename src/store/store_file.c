@@ -8,11 +8,14 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "util/sbuf.h"
@@ -45,6 +48,33 @@ static int file_read(struct store *st, void *buf, size_t len, uint64_t off)
 		p += n;
 		len -= (size_t)n;
 		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+static int file_read_nowait(struct store *st, void *buf, size_t len, uint64_t off, size_t *got)
+{
+	*got = 0;
+	if (off > st->size || len > st->size - off)
+		return -ERANGE;
+	while (*got < len) {
+		struct iovec v = {(uint8_t *)buf + *got, len - *got};
+		ssize_t n = preadv2(sf(st)->fd, &v, 1, (off_t)(off + *got), RWF_NOWAIT);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN)
+				return 0;
+			if (errno == EOPNOTSUPP) {
+				/* This file system cannot say: assume every read may wait. */
+				st->wait = STORE_WAIT_ALWAYS;
+				return 0;
+			}
+			return -errno;
+		}
+		if (n == 0)
+			return -EIO; /* truncated under us, as in file_read */
+		*got += (size_t)n;
 	}
 	return 0;
 }
@@ -187,7 +217,17 @@ static const struct store_ops file_ops = {
 	.resize = file_resize,
 	.close = file_close,
 	.zero = file_zero,
+	.read_nowait = file_read_nowait,
 };
+
+/* tmpfs and ramfs pages never wait for a device (RWF_NOWAIT is not offered there either). */
+static enum store_wait wait_kind(int fd)
+{
+	struct statfs fs;
+	if (fstatfs(fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC))
+		return STORE_WAIT_NEVER;
+	return STORE_WAIT_PROBE;
+}
 
 struct store *store_file_open(const char *path, uint64_t size, bool read_only, char **err)
 {
@@ -253,5 +293,7 @@ struct store *store_file_open(const char *path, uint64_t size, bool read_only, c
 	f->base.path = xstrdup(path);
 	f->fd = fd;
 	f->blockdev = S_ISBLK(sb.st_mode);
+	/* fstatfs on a device node describes /dev (a tmpfs), not the device. */
+	f->base.wait = f->blockdev ? STORE_WAIT_PROBE : wait_kind(fd);
 	return &f->base;
 }

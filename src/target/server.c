@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "store/offload.h"
 #include "store/store.h"
 #include "target/metrics.h"
 #include "target/mgmt.h"
@@ -23,6 +24,8 @@
 
 #define LOGIN_TIMEOUT_MS 15000u
 #define SHUTDOWN_GRACE_MS 3000u
+/* Reads waiting for devices at once; threads start only as reads actually wait. */
+#define OFFLOAD_THREADS 16u
 
 struct tnode *server_find_node(struct server *srv, const char *name)
 {
@@ -203,6 +206,20 @@ static void server_on_signal(void *arg, uint32_t events)
 	}
 }
 
+/* Reads that waited for a device on a worker thread are finished: complete their commands here. */
+static void server_on_offload(void *arg, uint32_t events)
+{
+	(void)events;
+	struct server *srv = arg;
+	offload_reap(srv->offload);
+	/* Their responses were queued outside any connection's read handler, which would send them. */
+	for (struct conn *c = srv->conns, *next; c; c = next) {
+		next = c->next;
+		if (!pdu_queue_empty(&c->txq) && !c->want_write)
+			conn_flush(c);
+	}
+}
+
 int server_start(struct server *srv, struct cfg *cfg)
 {
 	char *err = NULL;
@@ -214,6 +231,15 @@ int server_start(struct server *srv, struct cfg *cfg)
 		cfg_free(cfg);
 		free(cfg);
 		return -1;
+	}
+	srv->offload = offload_new(OFFLOAD_THREADS, &err);
+	if (!srv->offload || loop_watch_add(srv->loop, &srv->offload_watch, offload_fd(srv->offload), EPOLLIN,
+					    server_on_offload, srv) < 0) {
+		if (!err)
+			err = xasprintf("cannot watch the I/O workers' completions: %s", strerror(errno));
+		cfg_free(cfg);
+		free(cfg);
+		goto fail;
 	}
 	if (cfg->state_dir && mkdir(cfg->state_dir, 0700) < 0 && errno != EEXIST)
 		log_warn("cannot create state directory %s: %s", cfg->state_dir, strerror(errno));
@@ -280,9 +306,14 @@ void server_free(struct server *srv)
 	if (srv->sigfd >= 0)
 		close(srv->sigfd);
 	loop_timer_stop(srv->loop, &srv->tick);
+	if (srv->offload)
+		loop_watch_del(srv->loop, &srv->offload_watch);
 	loop_free(srv->loop); /* runs the deferred frees of connections and sessions */
 	for (size_t i = 0; i < srv->nnodes; i++)
 		node_free(srv->nodes[i]);
+	/* Last: reads still on workers finish, and their commands (orphaned by now) are freed. */
+	offload_free(srv->offload);
+	srv->offload = NULL;
 	free(srv->nodes);
 	free(srv->portals);
 	free(srv->sessions);

@@ -73,6 +73,8 @@ struct server {
 	int (*overlay)(struct cfg *cfg, void *arg, char **err);
 	void *overlay_arg;
 	struct io_stats closed;    /* counters of connections that have ended */
+	struct offload *offload;   /* workers for reads that may wait for a device */
+	struct loop_watch offload_watch;
 };
 
 enum task_state {
@@ -88,6 +90,7 @@ struct task {
 	struct conn *conn;
 	struct task *next;        /* in the connection's task list / free list */
 	enum task_state state;
+	bool orphan;              /* its connection is gone while a worker still reads for it */
 	uint32_t itt;
 	uint32_t cmdsn;
 	bool immediate;

@@ -70,6 +70,12 @@ void task_free_all(struct conn *c)
 	while (c->tasks) {
 		struct task *t = c->tasks;
 		c->tasks = t->next;
+		if (t->state == TASK_RUNNING && t->scmd.defer.active) {
+			/* A worker is reading into t->in: the task goes when the read finishes. */
+			t->orphan = true;
+			t->conn = NULL;
+			continue;
+		}
 		free(t->out);
 		free(t->in);
 		free(t);
@@ -85,7 +91,7 @@ struct task *task_find_itt(struct session *s, uint32_t itt)
 {
 	for (struct conn *c = s->conns; c; c = c->sess_next)
 		for (struct task *t = c->tasks; t; t = t->next)
-			if (t->itt == itt && t->state != TASK_SENDING)
+			if (t->itt == itt && t->state != TASK_SENDING && !t->aborted)
 				return t;
 	return NULL;
 }
@@ -375,6 +381,13 @@ void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *da
 static void task_scsi_done(struct scsi_cmd *sc)
 {
 	struct task *t = sc->priv;
+	if (t->orphan) {
+		/* Its connection is gone; only the memory is left to give back. */
+		free(t->out);
+		free(t->in);
+		free(t);
+		return;
+	}
 	struct conn *c = t->conn;
 	t->state = TASK_SENDING;
 	t->refs = 1; /* our own, dropped at the end */

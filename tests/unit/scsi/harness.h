@@ -77,7 +77,7 @@ static inline void fs_close(struct store *st)
 	free(f);
 }
 static const struct store_ops fault_ops = { fs_read, fs_write, fs_flush, fs_unmap, fs_extent, fs_resize, fs_close,
-					    fs_zero };
+					    fs_zero, NULL };
 
 static inline struct fault_store *fault_store_new(uint64_t size)
 {

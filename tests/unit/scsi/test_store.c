@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "../test.h"
@@ -113,9 +115,73 @@ static void test_file(void)
 	free(err);
 }
 
+/* Where reads may wait: never on tmpfs or in memory; elsewhere RWF_NOWAIT tells. */
+static void test_file_wait(void)
+{
+	char *err = NULL;
+	static uint8_t b[65536], c[65536];
+	size_t got;
+
+	struct store *m = store_mem_open(1 << 20, &err);
+	CHECK(m && m->wait == STORE_WAIT_NEVER);
+	store_close(m);
+
+	char shm[] = "/dev/shm/isthmus-store-XXXXXX";
+	int fd = mkstemp(shm);
+	if (fd >= 0) {
+		close(fd);
+		struct store *st = store_file_open(shm, 1 << 20, false, &err);
+		CHECK(st && st->wait == STORE_WAIT_NEVER);
+		store_close(st);
+		unlink(shm);
+	}
+
+	char path[] = "/var/tmp/isthmus-store-XXXXXX";
+	fd = mkstemp(path);
+	CHECK(fd >= 0);
+	struct statfs fs;
+	if (fd < 0 || fstatfs(fd, &fs) < 0 || fs.f_type == TMPFS_MAGIC) {
+		if (fd >= 0) {
+			close(fd);
+			unlink(path);
+		}
+		return; /* no disk-backed file system to try */
+	}
+	close(fd);
+	struct store *st = store_file_open(path, 1 << 20, false, &err);
+	CHECK(st != NULL);
+	if (!st)
+		return;
+	CHECK_EQ(st->wait, STORE_WAIT_PROBE);
+	for (size_t i = 0; i < sizeof(b); i++)
+		b[i] = (uint8_t)(i * 13);
+	CHECK_EQ(store_write(st, b, sizeof(b), 65536), 0);
+	/* Just written, so in the page cache: all of it without waiting. */
+	memset(c, 0, sizeof(c));
+	CHECK_EQ(store_read_nowait(st, c, sizeof(c), 65536, &got), 0);
+	if (st->wait == STORE_WAIT_PROBE) {
+		CHECK_EQ(got, sizeof(c));
+		CHECK(memcmp(b, c, sizeof(c)) == 0);
+		/* Out of the page cache: nothing comes without waiting, and that is not an error. */
+		CHECK_EQ(store_flush(st), 0);
+		int pfd = open(path, O_RDONLY);
+		CHECK(pfd >= 0 && posix_fadvise(pfd, 0, 0, POSIX_FADV_DONTNEED) == 0);
+		close(pfd);
+		CHECK_EQ(store_read_nowait(st, c, sizeof(c), 65536, &got), 0);
+		CHECK(got < sizeof(c));
+	}
+	CHECK_EQ(store_read_nowait(st, c, 16, (1 << 20) - 8, &got), -ERANGE);
+	memset(c, 0, sizeof(c));
+	CHECK_EQ(store_read(st, c, sizeof(c), 65536), 0);
+	CHECK(memcmp(b, c, sizeof(c)) == 0);
+	store_close(st);
+	unlink(path);
+}
+
 int main(void)
 {
 	test_mem();
 	test_file();
+	test_file_wait();
 	TEST_MAIN_END();
 }
