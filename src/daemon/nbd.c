@@ -686,12 +686,13 @@ struct nbd_export *nbd_export_new(struct dsession *s, struct dlun *l, char *err,
 	struct daemon *d = s->d;
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	char *path = xasprintf("%s/%s-lun%" PRIu64 ".sock", d->cfg.nbd_dir, s->idstr, l->lun);
-	if (strlen(path) >= sizeof(sa.sun_path)) {
+	size_t plen = strlen(path);
+	if (plen >= sizeof(sa.sun_path)) {
 		snprintf(err, errlen, "socket path too long: %s", path);
 		free(path);
 		return NULL;
 	}
-	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+	memcpy(sa.sun_path, path, plen + 1);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	unlink(path);
 	mode_t old = umask(0177);

@@ -15,7 +15,8 @@ struct sbuf {
 void sbuf_reserve(struct sbuf *b, size_t extra);
 void sbuf_append(struct sbuf *b, const void *p, size_t n);
 void sbuf_putc(struct sbuf *b, char c);
-void sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* nonnull: checked at the callers, so gcc's UBSan build has no NULL path to warn about inside. */
+void sbuf_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3), nonnull(2)));
 /* NUL-terminates without counting the NUL in len; returns the data as a string. */
 const char *sbuf_cstr(struct sbuf *b);
 void sbuf_reset(struct sbuf *b);
