@@ -115,6 +115,7 @@ static void print_session(json_t *s)
 	printf("PDUs in / out              %lld / %lld\n", num(st, "pdus_in"), num(st, "pdus_out"));
 	printf("R2Ts, digest errors, TMFs  %lld, %lld, %lld\n", num(st, "r2ts"), num(st, "digest_errors"),
 	       num(st, "task_mgmt_requests"));
+	printf("Waited for the device      %lld commands\n", num(st, "device_waits"));
 	printf("\nConnections:\n%-5s %-28s %-28s %-8s %-8s %-13s %10s\n", "CID", "INITIATOR", "TARGET", "HDIGEST", "DDIGEST",
 	       "STATE", "COMMANDS");
 	size_t i;
@@ -163,7 +164,7 @@ static void print_stats(json_t *s)
 {
 	const char *keys[] = {"sessions",  "connections", "commands",      "read_bytes",         "write_bytes",
 			      "pdus_in",   "pdus_out",    "bytes_in",      "bytes_out",          "r2ts",
-			      "errors",    "digest_errors", "task_mgmt_requests", "queue_depth"};
+			      "errors",    "digest_errors", "task_mgmt_requests", "device_waits", "queue_depth"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		printf("%-20s %lld\n", keys[i], num(s, keys[i]));
 }

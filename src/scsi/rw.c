@@ -148,6 +148,7 @@ static void defer_start(struct scsi_req *r, uint64_t lba, bool flush)
 	cmd->defer.desc = lu->d_sense;
 	cmd->defer.flush = flush;
 	cmd->defer.active = true;
+	cmd->defer.waited = true;
 	offload_submit(r->t->offload, &cmd->defer.job);
 }
 

@@ -93,6 +93,7 @@ struct scsi_cmd {
 		bool desc;
 		bool flush;
 		bool active;
+		bool waited;        /* this command went to a worker (statistics) */
 	} defer;
 };
 

@@ -293,6 +293,7 @@ void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd)
 	cmd->in_len = 0;
 	cmd->xfer_len = 0;
 	cmd->defer.active = false;
+	cmd->defer.waited = false;
 	run(t, cmd);
 	scsi_sense_set_ctx(NULL, false);
 	if (!cmd->defer.active)

@@ -68,6 +68,7 @@ static const struct counter_def counters[] = {
 	C(digest_errors, "digest_errors_total", "header and data digest errors"),
 	C(task_mgmt, "task_management_total", "task management requests"),
 	C(errors, "command_errors_total", "commands that ended with a status other than GOOD"),
+	C(device_waits, "device_waits_total", "commands that waited for their device on a worker thread"),
 };
 
 static uint64_t field(const struct io_stats *s, size_t off) { return *(const uint64_t *)((const char *)s + off); }

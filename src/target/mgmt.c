@@ -26,6 +26,7 @@ static json_t *stats_json(const struct io_stats *s, uint32_t queue_depth)
 	json_object_set_new(o, "digest_errors", json_integer((json_int_t)s->digest_errors));
 	json_object_set_new(o, "task_mgmt_requests", json_integer((json_int_t)s->task_mgmt));
 	json_object_set_new(o, "errors", json_integer((json_int_t)s->errors));
+	json_object_set_new(o, "device_waits", json_integer((json_int_t)s->device_waits));
 	json_object_set_new(o, "queue_depth", json_integer(queue_depth));
 	json_t *h = json_array();
 	for (int i = 0; i < STATS_LAT_BUCKETS; i++) {

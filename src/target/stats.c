@@ -18,6 +18,7 @@ void stats_add(struct io_stats *dst, const struct io_stats *src)
 	dst->digest_errors += src->digest_errors;
 	dst->task_mgmt += src->task_mgmt;
 	dst->errors += src->errors;
+	dst->device_waits += src->device_waits;
 	for (int i = 0; i < STATS_LAT_BUCKETS; i++)
 		dst->latency[i] += src->latency[i];
 	dst->latency_sum_us += src->latency_sum_us;

@@ -17,6 +17,7 @@ struct io_stats {
 	uint64_t digest_errors;
 	uint64_t task_mgmt;
 	uint64_t errors;                  /* commands that ended with a status other than GOOD */
+	uint64_t device_waits;            /* commands that waited for their device on a worker thread */
 	uint64_t latency[STATS_LAT_BUCKETS];
 	uint64_t latency_sum_us;
 };

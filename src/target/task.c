@@ -398,6 +398,8 @@ static void task_scsi_done(struct scsi_cmd *sc)
 	stats_record_latency(&c->stats, stats_now_us() - t->start_us);
 	if (sc->status != SCSI_GOOD)
 		c->stats.errors++;
+	if (sc->defer.waited)
+		c->stats.device_waits++;
 	if (t->write)
 		c->stats.write_bytes += t->edtl;
 	uint32_t in_exp = t->bidi_read_len;
