@@ -26,12 +26,38 @@ struct scsi_target *scsi_target_new(const char *target_name)
 	return t;
 }
 
+/* Commands that waited for this LU's jobs: the LU is gone, so LOGICAL UNIT NOT SUPPORTED. */
+static void lu_fail_blocked(struct scsi_lu *lu)
+{
+	struct scsi_target *t = lu->t;
+	struct scsi_cmd **pp = &t->blocked, *prev = NULL;
+	while (*pp && lu->nblocked) {
+		struct scsi_cmd *cmd = *pp;
+		if (!cmd->lun_valid || cmd->lun != lu->lun) {
+			prev = cmd;
+			pp = &cmd->defer.blocked_next;
+			continue;
+		}
+		*pp = cmd->defer.blocked_next;
+		if (t->blocked_tail == cmd)
+			t->blocked_tail = prev;
+		lu->nblocked--;
+		cmd->defer.active = false;
+		cmd->status = SCSI_CHECK_CONDITION;
+		cmd->sense_len = (uint8_t)scsi_sense_build(cmd->sense, sizeof(cmd->sense), lu->d_sense, SK_ILLEGAL_REQUEST,
+							   0x25, 0x00, NULL, NULL);
+		cmd->done(cmd);
+	}
+}
+
 static void lu_free(struct scsi_lu *lu)
 {
-	/* A worker may still be reading from this store. */
-	if (lu->t->offload)
-		offload_quiesce(lu->t->offload);
-	store_close(lu->st);
+	lu_fail_blocked(lu);
+	/* Reads still on workers finish first; the last one closes the store. */
+	if (lu->st && lu->st->jobs)
+		lu->st->closing = true;
+	else
+		store_close(lu->st);
 	pr_free(&lu->pr);
 	free(lu->state_dir);
 	free(lu->nx);

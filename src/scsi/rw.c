@@ -3,6 +3,7 @@
  * WRITE, PRE-FETCH and SYNCHRONIZE CACHE. READ and WRITE move data straight between the
  * transport's buffers and the store; the others use the target's preallocated scratch.
  */
+#include <errno.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -113,7 +114,9 @@ static struct scsi_cmd *job_cmd(struct offload_job *j)
 static void deferred_work(struct offload_job *j)
 {
 	struct scsi_cmd *cmd = job_cmd(j);
-	if (cmd->defer.flush)
+	if (atomic_load(&cmd->defer.cancelled))
+		cmd->defer.rc = -ECANCELED; /* aborted, or its connection is gone: spare the device */
+	else if (cmd->defer.flush)
 		cmd->defer.rc = store_flush(cmd->defer.st);
 	else
 		cmd->defer.rc = store_read(cmd->defer.st, cmd->defer.buf, cmd->defer.len, cmd->defer.off);
@@ -122,9 +125,14 @@ static void deferred_work(struct offload_job *j)
 static void deferred_finished(struct offload_job *j)
 {
 	struct scsi_cmd *cmd = job_cmd(j);
+	struct store *st = cmd->defer.st;
 	cmd->defer.active = false;
+	if (--st->jobs == 0 && st->closing)
+		store_close(st); /* its LU went while this ran */
 	/* The LU may be gone by now: everything needed was kept in cmd. */
-	if (cmd->defer.rc < 0)
+	if (atomic_load(&cmd->defer.cancelled))
+		;
+	else if (cmd->defer.rc < 0)
 		scsi_medium_error(cmd, cmd->defer.desc, cmd->defer.lun, cmd->defer.flush, cmd->defer.rc, cmd->defer.lba);
 	else if (!cmd->defer.flush)
 		cmd->in_len = cmd->defer.n;
@@ -149,6 +157,7 @@ static void defer_start(struct scsi_req *r, uint64_t lba, bool flush)
 	cmd->defer.flush = flush;
 	cmd->defer.active = true;
 	cmd->defer.waited = true;
+	lu->st->jobs++;
 	offload_submit(r->t->offload, &cmd->defer.job);
 }
 

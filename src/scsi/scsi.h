@@ -13,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "store/offload.h"
@@ -94,6 +95,8 @@ struct scsi_cmd {
 		bool flush;
 		bool active;
 		bool waited;        /* this command went to a worker (statistics) */
+		atomic_bool cancelled;      /* see scsi_cmd_cancel */
+		struct scsi_cmd *blocked_next; /* waiting for its LU's work on workers */
 	} defer;
 };
 
@@ -144,6 +147,16 @@ void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd);
  * pool must outlive the target; the caller reaps it on the target's thread.
  */
 void scsi_target_set_offload(struct scsi_target *t, struct offload *o);
+/*
+ * After offload_reap: run the commands that waited for their LU's reads on workers (an ORDERED
+ * command, COMPARE AND WRITE, ...), and the commands of those LUs queued behind them.
+ */
+void scsi_target_run_blocked(struct scsi_target *t);
+/*
+ * The transport gave up on a submitted command that has not completed (aborted, connection
+ * gone): it is not started if it has not been, and its done callback still comes.
+ */
+void scsi_cmd_cancel(struct scsi_cmd *cmd);
 
 /* A new I_T nexus: the SCSI layer sets the power-on unit attention for it. */
 void scsi_target_nexus_added(struct scsi_target *t, const struct scsi_nexus *nx);

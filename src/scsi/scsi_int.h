@@ -68,6 +68,7 @@ struct pr_state {
 
 struct scsi_lu {
 	struct scsi_target *t;
+	unsigned nblocked;      /* commands of this LU in t->blocked: later ones queue behind them */
 	uint16_t lun;
 	struct store *st;
 	uint32_t block_size;
@@ -125,6 +126,7 @@ struct scsi_target {
 	size_t scratch_len;
 	uint8_t *scratch2;
 	struct offload *offload;      /* NULL: every read inline */
+	struct scsi_cmd *blocked, *blocked_tail; /* commands waiting for their LU's jobs, in order */
 };
 
 /* One command being run: what the handlers see. */

@@ -183,17 +183,18 @@ bool lu_access_conflict(struct scsi_req *r)
 }
 
 /*
- * Reads may still be running on workers (SIMPLE ones only). An ORDERED command must come after
- * them, and writes other than plain WRITEs (COMPARE AND WRITE, WRITE SAME, UNMAP, SANITIZE, ...)
- * promise more than a disk's per-block behaviour: both wait until those reads have their data.
+ * Reads and flushes may still be running on workers (SIMPLE ones only). An ORDERED command must
+ * come after them, and writes other than plain WRITEs (COMPARE AND WRITE, WRITE SAME, UNMAP,
+ * SANITIZE, ...) promise more than a disk's per-block behaviour: both wait until the LU's work
+ * on workers is done, without holding up the other LUs.
  */
-static bool waits_for_reads(const struct scsi_req *r)
+static bool waits_for_jobs(const struct scsi_cmd *cmd, const struct scsi_opdef *op)
 {
-	if (r->cmd->task_attr == TASK_ORDERED)
+	if (cmd->task_attr == TASK_ORDERED)
 		return true;
-	if (!(r->op->flags & OPF_WRITE))
+	if (!op || !(op->flags & OPF_WRITE))
 		return false;
-	switch (r->op->opcode) {
+	switch (op->opcode) {
 	case 0x0a: /* WRITE (6) */
 	case 0x2a: /* WRITE (10) */
 	case 0xaa: /* WRITE (12) */
@@ -281,9 +282,26 @@ static void run(struct scsi_target *t, struct scsi_cmd *cmd)
 			return;
 		}
 	}
-	if (t->offload && offload_pending(t->offload) && waits_for_reads(&r))
-		offload_quiesce(t->offload);
 	r.op->run(&r);
+}
+
+static struct scsi_lu *cmd_lu(const struct scsi_target *t, const struct scsi_cmd *cmd)
+{
+	return cmd->lun_valid && cmd->lun < SCSI_MAX_LUNS ? t->lu[cmd->lun] : NULL;
+}
+
+static bool must_wait(const struct scsi_lu *lu, const struct scsi_cmd *cmd)
+{
+	bool known;
+	return lu->st->jobs && waits_for_jobs(cmd, find_op(cmd->cdb, lu, &known));
+}
+
+static void execute(struct scsi_target *t, struct scsi_cmd *cmd)
+{
+	run(t, cmd);
+	scsi_sense_set_ctx(NULL, false);
+	if (!cmd->defer.active)
+		cmd->done(cmd);
 }
 
 void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd)
@@ -294,8 +312,54 @@ void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd)
 	cmd->xfer_len = 0;
 	cmd->defer.active = false;
 	cmd->defer.waited = false;
-	run(t, cmd);
-	scsi_sense_set_ctx(NULL, false);
-	if (!cmd->defer.active)
-		cmd->done(cmd);
+	atomic_store(&cmd->defer.cancelled, false);
+	cmd->defer.blocked_next = NULL;
+	struct scsi_lu *lu = cmd_lu(t, cmd);
+	if (lu && (lu->nblocked || must_wait(lu, cmd))) {
+		/* Behind its LU's work on workers, or behind a command already waiting for it. */
+		cmd->defer.active = true;
+		*(t->blocked_tail ? &t->blocked_tail->defer.blocked_next : &t->blocked) = cmd;
+		t->blocked_tail = cmd;
+		lu->nblocked++;
+		return;
+	}
+	execute(t, cmd);
+}
+
+void scsi_cmd_cancel(struct scsi_cmd *cmd) { atomic_store(&cmd->defer.cancelled, true); }
+
+void scsi_target_run_blocked(struct scsi_target *t)
+{
+	/*
+	 * In arrival order; an LU whose first waiting command still has to wait keeps the rest of
+	 * its commands waiting too (ORDERED means nothing after it starts first).
+	 */
+	uint16_t stalled[64];
+	size_t nstalled = 0;
+	struct scsi_cmd **pp = &t->blocked, *prev = NULL;
+	while (*pp) {
+		struct scsi_cmd *cmd = *pp;
+		struct scsi_lu *lu = cmd_lu(t, cmd);
+		bool stuck = false;
+		for (size_t i = 0; i < nstalled && !stuck; i++)
+			stuck = stalled[i] == cmd->lun;
+		bool cancelled = atomic_load(&cmd->defer.cancelled);
+		if (stuck || nstalled == sizeof(stalled) / sizeof(stalled[0]) || (!cancelled && must_wait(lu, cmd))) {
+			if (!stuck && nstalled < sizeof(stalled) / sizeof(stalled[0]))
+				stalled[nstalled++] = cmd->lun;
+			prev = cmd;
+			pp = &cmd->defer.blocked_next;
+			continue;
+		}
+		*pp = cmd->defer.blocked_next;
+		if (t->blocked_tail == cmd)
+			t->blocked_tail = prev;
+		cmd->defer.blocked_next = NULL;
+		lu->nblocked--;
+		cmd->defer.active = false;
+		if (cancelled)
+			cmd->done(cmd); /* the transport ignores what it gave up on */
+		else
+			execute(t, cmd);
+	}
 }

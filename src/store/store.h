@@ -58,6 +58,9 @@ struct store {
 	 */
 	bool atomic_writes;
 	enum store_wait wait;
+	/* Commands of this store on offload workers, and a close waiting for them (loop thread). */
+	unsigned jobs;
+	bool closing;
 	char *path;             /* for messages; "memory" for memory stores */
 };
 

@@ -212,6 +212,8 @@ static void server_on_offload(void *arg, uint32_t events)
 	(void)events;
 	struct server *srv = arg;
 	offload_reap(srv->offload);
+	for (size_t i = 0; i < srv->nnodes; i++)
+		scsi_target_run_blocked(srv->nodes[i]->scsi);
 	/* Their responses were queued outside any connection's read handler, which would send them. */
 	for (struct conn *c = srv->conns, *next; c; c = next) {
 		next = c->next;

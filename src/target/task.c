@@ -62,6 +62,8 @@ void task_abort(struct task *t)
 		task_put(t);
 		return;
 	}
+	if (t->state == TASK_RUNNING)
+		scsi_cmd_cancel(&t->scmd); /* not started yet: it never will be */
 	t->aborted = true;
 }
 
@@ -71,7 +73,8 @@ void task_free_all(struct conn *c)
 		struct task *t = c->tasks;
 		c->tasks = t->next;
 		if (t->state == TASK_RUNNING && t->scmd.defer.active) {
-			/* A worker is reading into t->in: the task goes when the read finishes. */
+			/* On a worker or waiting for one: the task goes when the SCSI layer is done with it. */
+			scsi_cmd_cancel(&t->scmd);
 			t->orphan = true;
 			t->conn = NULL;
 			continue;

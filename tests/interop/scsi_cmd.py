@@ -2,6 +2,7 @@
 """Send one raw SCSI command through a fresh iSCSI session (test helper).
 
 Usage: scsi_cmd.py HOST PORT TARGET LUN CDB_HEX [--out DATA_HEX] [--in LEN] [--initiator IQN] [--isid HEX]
+                  [--attr N]   (task attribute: 1 SIMPLE, the default; 2 ORDERED; 3 HEAD OF QUEUE)
 Prints "status=0xNN" then, for data-in commands, "data=HEX"; with CHECK CONDITION "sense=HEX".
 Unit attentions are retried (a new I_T nexus starts with one), up to 4 times.
 """
@@ -18,7 +19,7 @@ def arg(name, default=None):
 
 
 def run(sock, lun, cdb, out, in_len, cmdsn, itt):
-    flags = 0x80 | (0x40 if in_len else 0) | (0x20 if out else 0) | 0x01
+    flags = 0x80 | (0x40 if in_len else 0) | (0x20 if out else 0) | (int(arg("--attr", "1")) & 0x07)
     edtl = in_len if in_len else len(out)
     cdb = cdb + b"\0" * (16 - len(cdb))
     lun_field = bytes([0, lun]) + b"\0" * 6

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../test.h"
 #include "scsi/scsi.h"
@@ -25,11 +26,16 @@ struct fault_store {
 	bool no_unmap;      /* unmap and zero return -EOPNOTSUPP */
 	int zeroes;         /* zero calls */
 	int writes;         /* write calls */
+	_Atomic int reads;  /* read calls (they may come from offload workers) */
+	unsigned read_delay_us; /* each read sleeps this long first: a slow device */
 };
 
 static inline int fs_read(struct store *st, void *b, size_t n, uint64_t off)
 {
 	struct fault_store *f = (struct fault_store *)st;
+	f->reads++;
+	if (f->read_delay_us)
+		usleep(f->read_delay_us);
 	return f->fail_read ? f->fail_read : store_read(f->inner, b, n, off);
 }
 static inline int fs_write(struct store *st, const void *b, size_t n, uint64_t off)

@@ -229,12 +229,127 @@ static void test_deferred_reads(void)
 	h->fs->base.wait = STORE_WAIT_ALWAYS;
 	memset(h->in, 0, sizeof(pattern));
 	submit_read10(h, 100, 8, TASK_SIMPLE);
-	CHECK_EQ(scsi_target_remove_lu(h->t, 0), 0);
+	CHECK_EQ(scsi_target_remove_lu(h->t, 0), 0); /* does not wait: the store closes after the read */
 	CHECK_EQ(offload_pending(o), 1);
-	offload_reap(o);
+	finish(o);
 	CHECK_EQ(h->done_calls, 1);
 	CHECK_EQ(h->cmd.status, SCSI_GOOD);
 	CHECK(memcmp(h->in, pattern, sizeof(pattern)) == 0);
+
+	h_free(h);
+	offload_free(o);
+}
+
+/* ---- commands that wait for their LU's work on workers, and cancelled ones */
+
+struct rec {
+	struct scsi_cmd cmd;
+	uint8_t buf[4096];
+	int *log, *nlog;
+	int id;
+};
+
+static void rec_done(struct scsi_cmd *c)
+{
+	struct rec *r = c->priv;
+	r->log[(*r->nlog)++] = r->id;
+}
+
+static void rec_submit(struct scsi_target *t, struct rec *r, uint16_t lun, const uint8_t *cdb, uint8_t attr,
+		       const void *out, uint32_t out_len)
+{
+	memset(&r->cmd, 0, sizeof(r->cmd));
+	r->cmd.nexus = NULL;
+	r->cmd.lun = lun;
+	r->cmd.lun_valid = true;
+	memcpy(r->cmd.cdb, cdb, 16);
+	r->cmd.cdb_len = 16;
+	r->cmd.task_attr = attr;
+	r->cmd.out = out;
+	r->cmd.out_len = out_len;
+	r->cmd.in = r->buf;
+	r->cmd.in_cap = sizeof(r->buf);
+	r->cmd.done = rec_done;
+	r->cmd.priv = r;
+	scsi_target_submit(t, &r->cmd);
+}
+
+static void test_blocked(void)
+{
+	char *err = NULL;
+	struct h *h = h_new(2048, NULL);
+	struct offload *o = offload_new(2, &err);
+	scsi_target_set_offload(h->t, o);
+	struct scsi_lu_params lp = {.block_size = 512};
+	CHECK_EQ(scsi_target_add_lu(h->t, 1, store_mem_open(1 << 20, &err), &lp, &err), 0);
+	/* The anonymous nexus (no cmd->nexus) has the power-on UA on both LUs: take them. */
+	static struct rec r[8];
+	int log[16], nlog = 0;
+	uint8_t tur[16] = {0x00};
+	for (int i = 0; i < 8; i++) {
+		r[i].log = log;
+		r[i].nlog = &nlog;
+		r[i].id = i;
+	}
+	rec_submit(h->t, &r[0], 0, tur, TASK_SIMPLE, NULL, 0);
+	rec_submit(h->t, &r[0], 1, tur, TASK_SIMPLE, NULL, 0);
+	nlog = 0;
+	h->fs->base.wait = STORE_WAIT_ALWAYS;
+	h->fs->read_delay_us = 100000;
+
+	uint8_t rd[16] = {0x88};
+	put_be32(rd + 10, 8); /* READ(16) of 8 blocks at LBA 0 */
+	rec_submit(h->t, &r[0], 0, rd, TASK_SIMPLE, NULL, 0);   /* to a worker, 100 ms */
+	rec_submit(h->t, &r[1], 0, tur, TASK_ORDERED, NULL, 0); /* waits for it */
+	rec_submit(h->t, &r[2], 0, tur, TASK_SIMPLE, NULL, 0);  /* queued behind the ORDERED one */
+	rec_submit(h->t, &r[3], 1, tur, TASK_ORDERED, NULL, 0); /* another LU: at once */
+	CHECK_EQ(nlog, 1);
+	CHECK_EQ(log[0], 3);
+	scsi_target_run_blocked(h->t); /* nothing to run yet */
+	CHECK_EQ(nlog, 1);
+	finish(o);
+	scsi_target_run_blocked(h->t);
+	CHECK_EQ(nlog, 4);
+	CHECK_EQ(log[1], 0);
+	CHECK_EQ(log[2], 1);
+	CHECK_EQ(log[3], 2);
+	CHECK_EQ(r[1].cmd.status, SCSI_GOOD);
+
+	/* A waiting command that is cancelled never runs: this ORDERED WRITE leaves the medium alone. */
+	static uint8_t ones[512];
+	memset(ones, 0xff, sizeof(ones));
+	uint8_t wr[16] = {0x8a};
+	put_be32(wr + 10, 1); /* WRITE(16), 1 block at LBA 0 */
+	nlog = 0;
+	rec_submit(h->t, &r[4], 0, rd, TASK_SIMPLE, NULL, 0);
+	rec_submit(h->t, &r[5], 0, wr, TASK_ORDERED, ones, sizeof(ones));
+	scsi_cmd_cancel(&r[5].cmd);
+	finish(o);
+	scsi_target_run_blocked(h->t);
+	CHECK_EQ(nlog, 2);
+	CHECK_EQ(h->fs->writes, 0);
+
+	/* A queued read that is cancelled is not read from the device. */
+	int before = h->fs->reads;
+	nlog = 0;
+	rec_submit(h->t, &r[6], 0, rd, TASK_SIMPLE, NULL, 0);
+	rec_submit(h->t, &r[7], 0, rd, TASK_SIMPLE, NULL, 0); /* same store: waits for r[6] */
+	scsi_cmd_cancel(&r[7].cmd);
+	finish(o);
+	CHECK_EQ(nlog, 2);
+	CHECK_EQ(h->fs->reads - before, 1);
+
+	/* Removing an LU fails the commands still waiting for it: LOGICAL UNIT NOT SUPPORTED. */
+	nlog = 0;
+	rec_submit(h->t, &r[0], 0, rd, TASK_SIMPLE, NULL, 0);
+	rec_submit(h->t, &r[1], 0, tur, TASK_ORDERED, NULL, 0);
+	CHECK_EQ(scsi_target_remove_lu(h->t, 0), 0);
+	CHECK_EQ(nlog, 1);
+	CHECK_EQ(log[0], 1);
+	CHECK_EQ(r[1].cmd.status, SCSI_CHECK_CONDITION);
+	CHECK_EQ(r[1].cmd.sense[12], 0x25);
+	finish(o); /* the read completes, then its store closes */
+	CHECK_EQ(nlog, 2);
 
 	h_free(h);
 	offload_free(o);
@@ -244,5 +359,6 @@ int main(void)
 {
 	test_pool();
 	test_deferred_reads();
+	test_blocked();
 	TEST_MAIN_END();
 }
