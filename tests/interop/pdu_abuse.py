@@ -46,7 +46,10 @@ def recv_pdu(sock):
     return hdr, data[:dlen]
 
 
-def login(host, port, target, isid=b"\x40\x00\x01\x02\x03\x04", tsih=0, cid=0):
+def login(host, port, target, isid=b"\x40\x00\x01\x02\x03\x04", tsih=0, cid=0, ops=None, reply=None):
+    """Log in to a normal session. ops: operational keys to offer instead of (or besides) the
+    defaults below, e.g. {"InitialR2T": "Yes"}; reply: a dict that receives the keys the target
+    answered in the operational stage."""
     sock = socket.create_connection((host, port), timeout=3)
     keys = [
         "InitiatorName=" + INITIATOR,
@@ -63,21 +66,28 @@ def login(host, port, target, isid=b"\x40\x00\x01\x02\x03\x04", tsih=0, cid=0):
     rh, _ = recv_pdu(sock)
     if rh is None or rh[36] != 0:
         raise RuntimeError("security stage login failed")
-    ops = [
-        "HeaderDigest=None",
-        "DataDigest=None",
-        "MaxRecvDataSegmentLength=8192",
-        "InitialR2T=No",
-        "ImmediateData=Yes",
-    ]
+    offer = {
+        "HeaderDigest": "None",
+        "DataDigest": "None",
+        "MaxRecvDataSegmentLength": "8192",
+        "InitialR2T": "No",
+        "ImmediateData": "Yes",
+    }
+    offer.update(ops or {})
+    ops = [k + "=" + v for k, v in offer.items()]
     text = pad(b"\0".join(k.encode() for k in ops) + b"\0")
     hdr = bytearray(bhs(0x03, flags=0x87, immediate=True, dlen=len(b"\0".join(k.encode() for k in ops)) + 1, rest=rest))
     hdr[8:14] = isid
     hdr[14:16] = struct.pack(">H", tsih)
     sock.sendall(bytes(hdr) + text)
-    rh, _ = recv_pdu(sock)
+    rh, rd = recv_pdu(sock)
     if rh is None or rh[36] != 0 or (rh[1] & 0x83) != 0x83:
         raise RuntimeError("operational stage login failed")
+    if reply is not None:
+        for kv in (rd or b"").split(b"\0"):
+            if b"=" in kv:
+                k, v = kv.decode().split("=", 1)
+                reply[k] = v
     return sock
 
 
