@@ -38,11 +38,7 @@ static void lu_fail_blocked(struct scsi_lu *lu)
 			pp = &cmd->defer.blocked_next;
 			continue;
 		}
-		*pp = cmd->defer.blocked_next;
-		if (t->blocked_tail == cmd)
-			t->blocked_tail = prev;
-		lu->nblocked--;
-		cmd->defer.active = false;
+		blocked_unlink(t, lu, pp, prev);
 		cmd->status = SCSI_CHECK_CONDITION;
 		cmd->sense_len = (uint8_t)scsi_sense_build(cmd->sense, sizeof(cmd->sense), lu->d_sense, SK_ILLEGAL_REQUEST,
 							   0x25, 0x00, NULL, NULL);

@@ -193,8 +193,10 @@ void lu_ua_set_nexus(struct scsi_lu *lu, uint64_t nexus_id, uint32_t ua);
 bool ua_to_sense(uint32_t ua, uint8_t *asc, uint8_t *ascq);
 const struct scsi_nexus *target_nexus_find(const struct scsi_target *t, uint64_t id);
 void lu_medium_error(struct scsi_req *r, bool write, int err, uint64_t lba);
-/* The same for a command finishing on a worker, when the LU may be gone. */
+/* lu_medium_error for a read or flush finishing on a worker, when its LU may be gone. */
 void scsi_medium_error(struct scsi_cmd *cmd, bool desc, uint16_t lun, bool write, int err, uint64_t lba);
+/* Takes *pp (prev: the command before it, NULL at the head) off t->blocked; it is no longer pending. */
+void blocked_unlink(struct scsi_target *t, struct scsi_lu *lu, struct scsi_cmd **pp, struct scsi_cmd *prev);
 uint64_t lu_derived_naa(const struct scsi_target *t, uint16_t lun);
 
 /* per-file command handlers */

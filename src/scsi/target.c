@@ -326,6 +326,17 @@ void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd)
 	execute(t, cmd);
 }
 
+void blocked_unlink(struct scsi_target *t, struct scsi_lu *lu, struct scsi_cmd **pp, struct scsi_cmd *prev)
+{
+	struct scsi_cmd *cmd = *pp;
+	*pp = cmd->defer.blocked_next;
+	if (t->blocked_tail == cmd)
+		t->blocked_tail = prev;
+	cmd->defer.blocked_next = NULL;
+	lu->nblocked--;
+	cmd->defer.active = false;
+}
+
 void scsi_cmd_cancel(struct scsi_cmd *cmd) { atomic_store(&cmd->defer.cancelled, true); }
 
 void scsi_target_run_blocked(struct scsi_target *t)
@@ -351,12 +362,7 @@ void scsi_target_run_blocked(struct scsi_target *t)
 			pp = &cmd->defer.blocked_next;
 			continue;
 		}
-		*pp = cmd->defer.blocked_next;
-		if (t->blocked_tail == cmd)
-			t->blocked_tail = prev;
-		cmd->defer.blocked_next = NULL;
-		lu->nblocked--;
-		cmd->defer.active = false;
+		blocked_unlink(t, lu, pp, prev);
 		if (cancelled)
 			cmd->done(cmd); /* the transport ignores what it gave up on */
 		else

@@ -90,22 +90,31 @@ class Tasks:
         if self.stash.get(itt):
             return self.stash[itt].pop(0)
         while True:
-            h, d = pdu_abuse.recv_pdu(self.sock)
-            if h is None or d is None:
-                raise RuntimeError("connection closed")
-            op = h[0] & 0x3F
-            tag = struct.unpack(">I", h[16:20])[0]
-            if op == 0x20 and h[20:24] != b"\xff\xff\xff\xff":
-                rest = h[20:24] + struct.pack(">II", cmdsn, 0) + b"\0" * 16
-                self.sock.sendall(pdu_abuse.bhs(0x00, 0x80, True, 0, 0, h[8:16], 0xFFFFFFFF, rest))
+            got = self.recv_for_task(cmdsn)
+            if got is None:
                 continue
-            if op == 0x3F and len(d) >= 20:
-                tag = struct.unpack(">I", d[16:20])[0]
-            if op in (0x20, 0x32):  # NOP-In answers and Async Messages belong to no task
-                continue
+            h, d, _, tag = got
             if tag == itt:
                 return h, d
             self.stash.setdefault(tag, []).append((h, d))
+
+    def recv_for_task(self, cmdsn):
+        """One PDU: (header, data, opcode, task tag), or None for one that belongs to no task
+        (a NOP-In ping, answered here, a NOP-In answer, an Async Message)."""
+        h, d = pdu_abuse.recv_pdu(self.sock)
+        if h is None or d is None:
+            raise RuntimeError("connection closed")
+        op = h[0] & 0x3F
+        tag = struct.unpack(">I", h[16:20])[0]
+        if op == 0x20 and h[20:24] != b"\xff\xff\xff\xff":
+            rest = h[20:24] + struct.pack(">II", cmdsn, 0) + b"\0" * 16
+            self.sock.sendall(pdu_abuse.bhs(0x00, 0x80, True, 0, 0, h[8:16], 0xFFFFFFFF, rest))
+            return None
+        if op in (0x20, 0x32):
+            return None
+        if op == 0x3F and len(d) >= 20:
+            tag = struct.unpack(">I", d[16:20])[0]  # a Reject names the rejected PDU's task
+        return h, d, op, tag
 
     def command(self, lun, cdb, edtl, write, cmdsn):
         """Send a SCSI command without data; return its ITT (= CmdSN + 1, as scsi_cmd.run does)."""
@@ -225,17 +234,10 @@ class Tasks:
                 break
             if not select.select([self.sock], [], [], left)[0]:
                 break
-            h, d = pdu_abuse.recv_pdu(self.sock)
-            if h is None or d is None:
-                raise RuntimeError("connection closed")
-            op = h[0] & 0x3F
-            tag = struct.unpack(">I", h[16:20])[0]
-            if op == 0x20 and h[20:24] != b"\xff\xff\xff\xff":
-                rest = h[20:24] + struct.pack(">II", cmdsn, 0) + b"\0" * 16
-                self.sock.sendall(pdu_abuse.bhs(0x00, 0x80, True, 0, 0, h[8:16], 0xFFFFFFFF, rest))
+            got = self.recv_for_task(cmdsn)
+            if got is None:
                 continue
-            if op in (0x20, 0x32):
-                continue
+            h, d, op, tag = got
             if tag == itt:
                 ops.append(op)
             else:
