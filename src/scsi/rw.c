@@ -250,6 +250,11 @@ static void do_write(struct scsi_req *r, const struct rw *a, unsigned len_byte, 
 		}
 	}
 	/* WRITE AND VERIFY promises the data is on the medium, which for us means durable. */
+	if ((a->fua || verify || !lu->wce) && may_wait(r)) {
+		/* The data is in the store already; only making it durable may take long. */
+		defer_start(r, a->lba, true);
+		return;
+	}
 	rc = lu_flush_if_needed(lu, a->fua || verify);
 	if (rc < 0)
 		lu_medium_error(r, true, rc, a->lba);

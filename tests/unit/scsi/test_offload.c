@@ -225,6 +225,35 @@ static void test_deferred_reads(void)
 	CHECK_EQ(h->done_calls, 1);
 	CHECK_EQ(h->fs->flushes, flushes + 3);
 
+	/* A write the LU must make durable (FUA here) waits for its flush on a worker; the data
+	 * is in the store at once. A plain write with the write cache on stays inline. */
+	flushes = h->fs->flushes;
+	int writes = h->fs->writes;
+	uint8_t fua[10] = {0x2a, 0x08};
+	put_be32(fua + 2, 200);
+	put_be16(fua + 7, 8);
+	memset(&h->cmd, 0, sizeof(h->cmd));
+	h->cmd.nexus = &h->nx[0];
+	h->cmd.lun_valid = true;
+	memcpy(h->cmd.cdb, fua, 10);
+	h->cmd.cdb_len = 16;
+	h->cmd.task_attr = TASK_SIMPLE;
+	h->cmd.out = pattern;
+	h->cmd.out_len = sizeof(pattern);
+	h->cmd.done = h_done;
+	h->cmd.priv = h;
+	h->done_calls = 0;
+	scsi_target_submit(h->t, &h->cmd);
+	CHECK_EQ(h->done_calls, 0);
+	CHECK_EQ(h->fs->writes, writes + 1);
+	finish(o);
+	CHECK_EQ(h->done_calls, 1);
+	CHECK_EQ(h->cmd.status, SCSI_GOOD);
+	CHECK_EQ(h->fs->flushes, flushes + 1);
+	put_be32(wcdb + 2, 300);
+	CHECK_EQ(h_run(h, wcdb, 10, pattern, sizeof(pattern), 0), SCSI_GOOD); /* done inline (h_run checks) */
+	CHECK_EQ(h->fs->flushes, flushes + 1);
+
 	/* The LU goes while its read is on a worker: removal waits for the read, which completes. */
 	h->fs->base.wait = STORE_WAIT_ALWAYS;
 	memset(h->in, 0, sizeof(pattern));
