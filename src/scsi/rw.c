@@ -139,17 +139,14 @@ static void deferred_finished(struct offload_job *j)
 	cmd->done(cmd);
 }
 
-static void defer_start(struct scsi_req *r, uint64_t lba, bool flush)
+/* key: jobs with the same key run one at a time, in order (see offload.h) */
+static void defer_start(struct scsi_req *r, uint64_t lba, bool flush, const void *key)
 {
 	struct scsi_cmd *cmd = r->cmd;
 	struct scsi_lu *lu = r->lu;
 	cmd->defer.job.work = deferred_work;
 	cmd->defer.job.done = deferred_finished;
-	/*
-	 * A store's reads keep their order; its flushes queue among themselves, not behind reads
-	 * (the key is only compared, never followed).
-	 */
-	cmd->defer.job.key = flush ? (const void *)((const char *)lu->st + 1) : lu->st;
+	cmd->defer.job.key = key;
 	cmd->defer.st = lu->st;
 	cmd->defer.lba = lba;
 	cmd->defer.lun = lu->lun;
@@ -161,16 +158,28 @@ static void defer_start(struct scsi_req *r, uint64_t lba, bool flush)
 	offload_submit(r->t->offload, &cmd->defer.job);
 }
 
-/* Blocks from lba, n bytes, go to a worker, the first `got` bytes being in place already. */
-static void read_defer(struct scsi_req *r, uint64_t lba, uint32_t n, size_t got)
+/*
+ * Blocks from lba, n bytes, go to a worker, the first `got` bytes being in place already. A read
+ * that continues the previous one is part of a stream: it queues behind the stream's earlier
+ * reads, in order, which the device's readahead relies on (parallel workers reading one stream
+ * defeat it). Any other read runs as soon as a worker is free, next to the others: a device with
+ * many random reads in flight serves them faster.
+ */
+static void read_defer(struct scsi_req *r, uint64_t lba, uint32_t n, size_t got, bool stream)
 {
 	struct scsi_cmd *cmd = r->cmd;
 	cmd->defer.buf = cmd->in + got;
 	cmd->defer.len = n - got;
 	cmd->defer.off = (lba << r->lu->block_shift) + got;
 	cmd->defer.n = n;
-	defer_start(r, lba, false);
+	/* A stream's first read starts one: the reads that continue it share its key. */
+	const void *key = stream && r->lu->stream_key ? r->lu->stream_key : (const void *)cmd;
+	r->lu->stream_key = key;
+	defer_start(r, lba, false, key);
 }
+
+/* A store's flushes queue among themselves, not behind its reads (the key is never followed). */
+static const void *flush_key(const struct store *st) { return (const char *)st + 1; }
 
 static void do_read(struct scsi_req *r, const struct rw *a, unsigned len_byte)
 {
@@ -185,6 +194,8 @@ static void do_read(struct scsi_req *r, const struct rw *a, unsigned len_byte)
 	cmd->xfer_len = clamp32(bytes);
 	/* Give the initiator what fits its buffer; the transport reports the rest as residual. */
 	n = bytes < cmd->in_cap ? (uint32_t)bytes : cmd->in_cap;
+	bool stream = a->lba == lu->next_read_lba;
+	lu->next_read_lba = a->lba + a->n;
 	if (n && may_wait(r)) {
 		/* What the page cache has comes now; only the rest goes to a worker. */
 		size_t got = 0;
@@ -196,7 +207,7 @@ static void do_read(struct scsi_req *r, const struct rw *a, unsigned len_byte)
 			}
 		}
 		if (got < n) {
-			read_defer(r, a->lba, n, got);
+			read_defer(r, a->lba, n, got, stream);
 			return;
 		}
 	} else if (n) {
@@ -252,7 +263,7 @@ static void do_write(struct scsi_req *r, const struct rw *a, unsigned len_byte, 
 	/* WRITE AND VERIFY promises the data is on the medium, which for us means durable. */
 	if ((a->fua || verify || !lu->wce) && may_wait(r)) {
 		/* The data is in the store already; only making it durable may take long. */
-		defer_start(r, a->lba, true);
+		defer_start(r, a->lba, true, flush_key(r->lu->st));
 		return;
 	}
 	rc = lu_flush_if_needed(lu, a->fua || verify);
@@ -607,7 +618,7 @@ static void sync_cache(struct scsi_req *r, const struct rw *a)
 	}
 	if (may_wait(r)) {
 		/* fdatasync of a busy disk can take seconds: not on the loop thread. */
-		defer_start(r, a->lba, true);
+		defer_start(r, a->lba, true, flush_key(r->lu->st));
 		return;
 	}
 	rc = store_flush(r->lu->st);

@@ -69,6 +69,8 @@ struct pr_state {
 struct scsi_lu {
 	struct scsi_target *t;
 	unsigned nblocked;      /* commands of this LU in t->blocked: later ones queue behind them */
+	uint64_t next_read_lba; /* where the last READ ended: a READ starting there continues a stream */
+	const void *stream_key; /* offload key of the stream's reads (compared, never followed) */
 	uint16_t lun;
 	struct store *st;
 	uint32_t block_size;

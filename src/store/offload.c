@@ -17,6 +17,7 @@ struct offload {
 	struct offload_job *queue, *queue_tail;
 	struct offload_job *finished; /* in reverse order of finishing; reaped in order */
 	unsigned running, idle, nthreads, max_threads;
+	unsigned queued;              /* jobs in queue */
 	unsigned pending;             /* submitted, not reaped; owner's thread only */
 	pthread_t *threads;
 	const void **busy_keys;       /* keys of the running jobs: running entries */
@@ -42,6 +43,7 @@ static struct offload_job *take_runnable(struct offload *o)
 			o->queue = j->next;
 		if (o->queue_tail == j)
 			o->queue_tail = prev;
+		o->queued--;
 		return j;
 	}
 	return NULL;
@@ -120,8 +122,8 @@ void offload_submit(struct offload *o, struct offload_job *j)
 	j->next = NULL;
 	o->pending++;
 	pthread_mutex_lock(&o->mu);
-	/* A new worker only when every existing one is busy: most stores rarely block. */
-	if (!o->idle && o->nthreads < o->max_threads &&
+	/* A new worker only when the idle ones cannot take every queued job: most stores rarely block. */
+	if (o->idle <= o->queued && o->nthreads < o->max_threads &&
 	    pthread_create(&o->threads[o->nthreads], NULL, worker, o) == 0)
 		o->nthreads++;
 	if (o->nthreads == 0) {
@@ -138,6 +140,7 @@ void offload_submit(struct offload *o, struct offload_job *j)
 	else
 		o->queue = j;
 	o->queue_tail = j;
+	o->queued++;
 	pthread_cond_signal(&o->work_cv);
 	pthread_mutex_unlock(&o->mu);
 }

@@ -11,8 +11,9 @@
 struct offload_job {
 	struct offload_job *next;
 	/*
-	 * Jobs with the same key run one at a time, in submission order (the key is the store): a
-	 * device then sees the order the commands came in, which its readahead relies on.
+	 * Jobs with the same key run one at a time, in submission order (a sequential read stream,
+	 * a store's flushes): the device then sees them in the order the commands came in, which its
+	 * readahead relies on. The key is only compared, never followed.
 	 */
 	const void *key;
 	void (*work)(struct offload_job *j); /* on a worker thread: only the job's own data */

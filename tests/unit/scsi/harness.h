@@ -27,6 +27,7 @@ struct fault_store {
 	int zeroes;         /* zero calls */
 	int writes;         /* write calls */
 	_Atomic int reads;  /* read calls (they may come from offload workers) */
+	_Atomic int reading, most_reading; /* reads in progress now, and at most at once */
 	unsigned read_delay_us; /* each read sleeps this long first: a slow device */
 };
 
@@ -34,9 +35,14 @@ static inline int fs_read(struct store *st, void *b, size_t n, uint64_t off)
 {
 	struct fault_store *f = (struct fault_store *)st;
 	f->reads++;
+	int now = ++f->reading;
+	if (now > f->most_reading)
+		f->most_reading = now; /* good enough: the tests only ask whether it exceeded 1 */
 	if (f->read_delay_us)
 		usleep(f->read_delay_us);
-	return f->fail_read ? f->fail_read : store_read(f->inner, b, n, off);
+	int rc = f->fail_read ? f->fail_read : store_read(f->inner, b, n, off);
+	f->reading--;
+	return rc;
 }
 static inline int fs_write(struct store *st, const void *b, size_t n, uint64_t off)
 {

@@ -361,12 +361,42 @@ static void test_blocked(void)
 	/* A queued read that is cancelled is not read from the device. */
 	int before = h->fs->reads;
 	nlog = 0;
+	uint8_t rd8[16] = {0x88};
+	put_be64(rd8 + 2, 8);
+	put_be32(rd8 + 10, 8); /* READ(16) of 8 blocks at LBA 8: continues the read at LBA 0 */
 	rec_submit(h->t, &r[6], 0, rd, TASK_SIMPLE, NULL, 0);
-	rec_submit(h->t, &r[7], 0, rd, TASK_SIMPLE, NULL, 0); /* same store: waits for r[6] */
+	rec_submit(h->t, &r[7], 0, rd8, TASK_SIMPLE, NULL, 0); /* a stream: queued behind r[6] */
 	scsi_cmd_cancel(&r[7].cmd);
 	finish(o);
 	CHECK_EQ(nlog, 2);
 	CHECK_EQ(h->fs->reads - before, 1);
+
+	/* Reads that continue each other run one at a time, in order; scattered ones in parallel. */
+	h->fs->read_delay_us = 50000;
+	h->fs->most_reading = 0;
+	nlog = 0;
+	for (int i = 0; i < 4; i++) {
+		uint8_t c[16] = {0x88};
+		put_be64(c + 2, 16 + 8 * (uint64_t)i); /* the first continues r[7], at LBA 8 */
+		put_be32(c + 10, 8);
+		rec_submit(h->t, &r[i], 0, c, TASK_SIMPLE, NULL, 0);
+	}
+	finish(o);
+	CHECK_EQ(nlog, 4);
+	for (int i = 0; i < 4; i++)
+		CHECK_EQ(log[i], i);
+	CHECK_EQ(h->fs->most_reading, 1);
+	nlog = 0;
+	for (int i = 0; i < 4; i++) {
+		uint8_t c[16] = {0x88};
+		put_be64(c + 2, 1000 - 100 * (uint64_t)i);
+		put_be32(c + 10, 8);
+		rec_submit(h->t, &r[i], 0, c, TASK_SIMPLE, NULL, 0);
+	}
+	finish(o);
+	CHECK_EQ(nlog, 4);
+	CHECK(h->fs->most_reading >= 2);
+	h->fs->read_delay_us = 100000;
 
 	/* Removing an LU fails the commands still waiting for it: LOGICAL UNIT NOT SUPPORTED. */
 	nlog = 0;
