@@ -1,16 +1,18 @@
 /*
  * slowfs: a FUSE file system with one file, /disk, backed by a real file, whose reads take
- * DELAY_MS milliseconds longer than they should: a slow backing device for the target's tests.
+ * DELAY_MS milliseconds longer than they should, and so do fsyncs: a slow backing device for the
+ * target's tests.
  *
  * Usage: slowfs BACKING MOUNTPOINT DELAY_MS
  *
  * Runs in the foreground until SIGTERM/SIGINT or an unmount (fusermount3 -u MOUNTPOINT).
- * Writes, fsync and truncation go straight to BACKING. The file is opened direct_io, so the
+ * Writes and truncation go straight to BACKING; fsync too, after the delay. The file is opened direct_io, so the
  * page cache never answers a read (and the kernel refuses RWF_NOWAIT reads of it): every read
  * reaches slowfs and waits. The session loop is multi-threaded, so delayed reads overlap.
  * Each read is logged on stderr when it starts and when it ends:
  *   slowfs: read start off=O size=S
  *   slowfs: read done off=O size=S ms=M
+ * and each fsync as "slowfs: fsync start" / "slowfs: fsync done ms=M".
  */
 #define FUSE_USE_VERSION 35
 #define _GNU_SOURCE
@@ -113,7 +115,14 @@ static int sfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 static int sfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	(void)path, (void)fi;
-	return (datasync ? fdatasync(backing_fd) : fsync(backing_fd)) < 0 ? -errno : 0;
+	long t0 = now_ms();
+	fprintf(stderr, "slowfs: fsync start\n");
+	struct timespec d = {delay_ms / 1000, (delay_ms % 1000) * 1000000};
+	while (nanosleep(&d, &d) < 0 && errno == EINTR)
+		;
+	int rc = (datasync ? fdatasync(backing_fd) : fsync(backing_fd)) < 0 ? -errno : 0;
+	fprintf(stderr, "slowfs: fsync done ms=%ld\n", now_ms() - t0);
+	return rc;
 }
 
 static const struct fuse_operations sfs_ops = {

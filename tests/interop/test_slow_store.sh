@@ -18,14 +18,17 @@
 #     (function complete) within SLOW_FAST_MS; no Data-In or SCSI Response comes for the aborted
 #     tasks afterwards, the aborted queued read never reaches the device, the read not aborted
 #     still completes, and the session keeps working;
-#  e. SIGTERM while a session that ignores the request to log out has a read in slowfs and two
+#  e. SYNCHRONIZE CACHE and a FUA WRITE of LUN 0 wait in slowfs's (equally slow) fsync on a
+#     worker while LUN 1 answers at once; both end GOOD, the FUA data in the backing file;
+#  f. SIGTERM while a session that ignores the request to log out has a read in slowfs and two
 #     queued: the target closes it after its grace period (3 s), waits for the read then on a
 #     worker, and exits with status 0 within 3 s + SLOW_DELAY_MS + 1.5 s, with no sanitizer
 #     or leak report.
-#  An ORDERED TEST UNIT READY and a WRITE SAME to LUN 1 do not wait for LUN 0's read either; an
-#  ORDERED TEST UNIT READY to LUN 0 is answered only after that read has its data.
-# A target without the read offload fails a (TEST UNIT READY waits ~1.5 s), d (the TMF response
-# comes after the reads, "task does not exist") and e (the reads run before the grace period).
+# In a, an ORDERED TEST UNIT READY and a WRITE SAME to LUN 1 do not wait for LUN 0's read
+# either; an ORDERED TEST UNIT READY to LUN 0 is answered only after that read has its data.
+# A target without the offload fails a (TEST UNIT READY waits ~1.5 s), d (the TMF response
+# comes after the reads, "task does not exist"), e (LUN 1 waits for the fsync) and f (the reads
+# run before the grace period).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 [[ -e /dev/fuse ]] || skip "no /dev/fuse"
@@ -367,7 +370,42 @@ ask 15 read 0 16384 4096
 alive "$TARGET_PID" || fail "d: the target died"
 say "ok: d: ABORT TASK answered in $ms_b ms (queued read), $ms_a ms (read in slowfs), $ms_a2 ms; no PDU for the aborted tasks in the $quiet_ms ms until slowfs was idle + 0.5 s ($ran_ab of the 2 aborted reads reached slowfs); the read queued behind an aborted one completed after $ms_c ms; the session still works"
 
-# ---- e. SIGTERM while a read waits in slowfs ---------------------------------------------------
+# ---- e. flushes that wait for the device ------------------------------------------------------
+# SYNCHRONIZE CACHE, and a FUA WRITE (data stored at once, then made durable), wait in slowfs's
+# fsync on a worker while LUN 1 is served; both end GOOD and the FUA data is in the backing file.
+fsyncs_started() { grep -c 'fsync start' "$SLOWFS_LOG" || true; }
+# flush_while NAME CDB [--out HEX] : run it on LUN 0 in the background; while it waits in slowfs's
+# fsync, LUN 1 answers at once; it ends GOOD after the delay
+flush_while() {
+	local name=$1 n t0 t1 out
+	shift
+	n=$(fsyncs_started)
+	bg_start timed "$TEST_DIR/flush.time" run_to 30 python3 "$INTEROP_DIR/scsi_cmd.py" 127.0.0.1 "$PORT" "$IQN" 0 "$@" \
+		--initiator "$IN-flush" >"$TEST_DIR/flush.out" 2>&1
+	local pid=$BG_LAST deadline=$((SECONDS + 10))
+	until (($(fsyncs_started) > n)); do
+		((SECONDS < deadline)) || fail "e: $name never reached slowfs's fsync: $(cat "$TEST_DIR/flush.out")"
+		sleep 0.02
+	done
+	ask 15 tur 1
+	[[ "$ANSWER" == status=0x00 ]] || fail "e: TEST UNIT READY of LUN 1 during $name: $ANSWER"
+	((ASK_MS < FAST_MS)) || fail "e: TEST UNIT READY of LUN 1 took $ASK_MS ms while $name waited in slowfs"
+	alive "$pid" || fail "e: $name ended before LUN 1 was asked: the check proves nothing"
+	wait_exit "$pid" 30
+	read -r rc t0 t1 <"$TEST_DIR/flush.time"
+	((rc == 0)) && grep -q "^status=0x00" "$TEST_DIR/flush.out" || fail "e: $name: $(cat "$TEST_DIR/flush.out")"
+	((t1 - t0 >= SLOW_MIN)) || fail "e: $name took only $((t1 - t0)) ms: it did not wait for the fsync"
+	FLUSH_MS+=("$name $((t1 - t0))ms, LUN 1 ${ASK_MS}ms")
+}
+FLUSH_MS=()
+flush_while "SYNCHRONIZE CACHE" 35000000000000000000
+FUA_HEX=$(head -c 512 /dev/urandom | od -An -v -tx1 | tr -d ' \n')
+flush_while "FUA WRITE" 2a080000300000000100 --out "$FUA_HEX"
+[[ "$(dd if="$BACKING" bs=512 skip=$((0x3000)) count=1 status=none | od -An -v -tx1 | tr -d ' \n')" == "$FUA_HEX" ]] ||
+	fail "e: the FUA WRITE's data is not in the backing file"
+say "ok: e: flushes waited on a worker (${FLUSH_MS[*]}); the FUA data is in the backing file"
+
+# ---- f. SIGTERM while a read waits in slowfs ---------------------------------------------------
 # The raw session has three reads on LUN 0 (one in slowfs, two queued) and does not answer the
 # target's request to log out: after its grace period (3 s) the target closes the connection
 # with the third read still on a worker, then waits for it and exits.
@@ -377,21 +415,21 @@ for lba in 30000 30008 30016; do
 done
 wait_started "$n"
 sleep 0.2
-(($(reads_done) == n)) || fail "e: the first read was not waiting in slowfs at SIGTERM"
+(($(reads_done) == n)) || fail "f: the first read was not waiting in slowfs at SIGTERM"
 pid=$TARGET_PID
 mark=$(log_mark)
 t0=$(now_ms)
 STOP_TIMEOUT=20 stop_target TERM
 t1=$(now_ms)
 started=$(reads_started) finished=$(reads_done)
-[[ "$TARGET_EXIT" == 0 ]] || fail "e: target exited with status $TARGET_EXIT $((t1 - t0)) ms after SIGTERM (137: it had to be killed)"
+[[ "$TARGET_EXIT" == 0 ]] || fail "f: target exited with status $TARGET_EXIT $((t1 - t0)) ms after SIGTERM (137: it had to be killed)"
 # The target's grace period (3 s) plus the read on a worker at its end; without the offload the
 # three reads would run first, on the event loop, and the grace period after them.
 E_LIMIT=$((3000 + DELAY_MS + 1500))
-((t1 - t0 < E_LIMIT)) || fail "e: the target took $((t1 - t0)) ms to exit after SIGTERM (limit $E_LIMIT ms)"
-((started == finished)) || fail "e: the target exited with $((started - finished)) reads still in slowfs: it did not wait for its workers"
-((started - n == 3)) || note "e: slowfs saw $((started - n)) of the 3 reads"
+((t1 - t0 < E_LIMIT)) || fail "f: the target took $((t1 - t0)) ms to exit after SIGTERM (limit $E_LIMIT ms)"
+((started == finished)) || fail "f: the target exited with $((started - finished)) reads still in slowfs: it did not wait for its workers"
+((started - n == 3)) || note "f: slowfs saw $((started - n)) of the 3 reads"
 closed=$(log_since "$mark" | grep -c 'closing connection' || true)
-say "ok: e: SIGTERM with a read in slowfs and two queued: target pid $pid exited 0 after $((t1 - t0)) ms (limit $E_LIMIT), after all $((started - n)) reads on its workers finished; $closed connection(s) closed at the deadline; no sanitizer or leak report"
+say "ok: f: SIGTERM with a read in slowfs and two queued: target pid $pid exited 0 after $((t1 - t0)) ms (limit $E_LIMIT), after all $((started - n)) reads on its workers finished; $closed connection(s) closed at the deadline; no sanitizer or leak report"
 
 say "PASS"
