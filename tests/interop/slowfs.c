@@ -37,6 +37,14 @@ static long now_ms(void)
 	return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The device's latency: DELAY_MS, whatever signals come. */
+static void slow_down(void)
+{
+	struct timespec d = {delay_ms / 1000, (delay_ms % 1000) * 1000000};
+	while (nanosleep(&d, &d) < 0 && errno == EINTR)
+		;
+}
+
 static int is_disk(const char *path) { return strcmp(path, "/disk") == 0; }
 
 static int sfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
@@ -88,9 +96,7 @@ static int sfs_read(const char *path, char *buf, size_t size, off_t off, struct 
 	(void)path, (void)fi;
 	long t0 = now_ms();
 	fprintf(stderr, "slowfs: read start off=%lld size=%zu\n", (long long)off, size);
-	struct timespec d = {delay_ms / 1000, (delay_ms % 1000) * 1000000};
-	while (nanosleep(&d, &d) < 0 && errno == EINTR)
-		;
+	slow_down();
 	ssize_t n = pread(backing_fd, buf, size, off);
 	int err = errno;
 	fprintf(stderr, "slowfs: read done off=%lld size=%zu ms=%ld\n", (long long)off, size, now_ms() - t0);
@@ -117,9 +123,7 @@ static int sfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	(void)path, (void)fi;
 	long t0 = now_ms();
 	fprintf(stderr, "slowfs: fsync start\n");
-	struct timespec d = {delay_ms / 1000, (delay_ms % 1000) * 1000000};
-	while (nanosleep(&d, &d) < 0 && errno == EINTR)
-		;
+	slow_down();
 	int rc = (datasync ? fdatasync(backing_fd) : fsync(backing_fd)) < 0 ? -errno : 0;
 	fprintf(stderr, "slowfs: fsync done ms=%ld\n", now_ms() - t0);
 	return rc;
