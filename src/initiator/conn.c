@@ -18,11 +18,6 @@
 #include "util/bytes.h"
 #include "util/log.h"
 
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static struct txitem *tx_get(struct ism_session *s)
 {
 	struct txitem *it = s->tx_pool;
@@ -168,7 +163,7 @@ static void handle_pdu(struct ism_conn *c, const uint8_t *p)
 	const struct bhs *b = &c->rx_bhs;
 	size_t off = BHS_LEN;
 	if (c->params.header_digest) {
-		if (crc32c(p, off) != get_le32(p + off)) {
+		if (crc32c(p, off) != digest_load(p + off)) {
 			ism_conn_fail(c, "header digest error in a %s PDU", opcode_str(b->opcode));
 			return;
 		}
@@ -179,12 +174,12 @@ static void handle_pdu(struct ism_conn *c, const uint8_t *p)
 		uint32_t padded = pad4(b->data_len);
 		bool ok = true;
 		if (!c->rx_direct) {
-			ok = crc32c(data, padded) == get_le32(data + padded);
+			ok = crc32c(data, padded) == digest_load(data + padded);
 		} else if (c->dr_task) {
 			/* data in the task's buffer, padding and digest in rxbuf */
 			uint32_t st = crc32c_update(crc32c_init(), c->dr_data, b->data_len);
 			st = crc32c_update(st, data, padded - b->data_len);
-			ok = crc32c_final(st) == get_le32(data + padded - b->data_len);
+			ok = crc32c_final(st) == digest_load(data + padded - b->data_len);
 		}
 		if (!ok) {
 			ism_conn_fail(c, "data digest error in a %s PDU (ITT 0x%08x)", opcode_str(b->opcode), b->itt);
@@ -220,7 +215,7 @@ static void try_direct(struct ism_conn *c, size_t avail)
 	if (avail < hlen || avail - hlen >= b->data_len)
 		return;
 	const uint8_t *p = c->rxbuf + c->rx_start;
-	if (c->params.header_digest && crc32c(p, BHS_LEN) != get_le32(p + BHS_LEN))
+	if (c->params.header_digest && crc32c(p, BHS_LEN) != digest_load(p + BHS_LEN))
 		return; /* handle_pdu reports it */
 	struct ism_task *t = ism_task_find(c->s, b->itt);
 	if (!t || t->kind != TASK_SCSI || !t->sent || t->done || t->conn != c || t->dir != ISM_DIR_READ ||

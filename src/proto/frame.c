@@ -4,15 +4,6 @@
 
 #include "proto/digest.h"
 
-/* Digests travel least significant byte first (RFC 7143 appendix B.4 examples). */
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
 size_t pdu_frame_build(struct pdu_frame *f, struct bhs *b, const void *data, uint32_t len, bool header_digest,
 		       bool data_digest)
 {
@@ -24,7 +15,7 @@ size_t pdu_frame_build(struct pdu_frame *f, struct bhs *b, const void *data, uin
 	bhs_encode(b, f->hdr);
 	size_t hlen = BHS_LEN;
 	if (header_digest) {
-		put_le32(f->hdr + BHS_LEN, crc32c(f->hdr, BHS_LEN));
+		digest_store(f->hdr + BHS_LEN, crc32c(f->hdr, BHS_LEN));
 		hlen += 4;
 	}
 	f->iov[f->niov++] = (struct iovec){f->hdr, hlen};
@@ -37,7 +28,7 @@ size_t pdu_frame_build(struct pdu_frame *f, struct bhs *b, const void *data, uin
 		if (data_digest) {
 			uint32_t s = crc32c_update(crc32c_init(), data, len);
 			s = crc32c_update(s, f->trailer, pad);
-			put_le32(f->trailer + pad, crc32c_final(s));
+			digest_store(f->trailer + pad, crc32c_final(s));
 			tlen += 4;
 		}
 		if (tlen)

@@ -186,18 +186,13 @@ static uint32_t max_dsl_in(const struct conn *c)
 	return c->phase == PHASE_FULL_FEATURE ? c->params.max_recv_dsl : LOGIN_MAX_DSL;
 }
 
-static uint32_t get_le32(const uint8_t *p)
-{
-	return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 /* A complete PDU sits at p with total length c->rx_need: check digests and dispatch it. */
 static void conn_handle_pdu(struct conn *c, const uint8_t *p)
 {
 	const struct bhs *b = &c->rx_bhs;
 	size_t off = BHS_LEN + b->total_ahs_len;
 	if (c->params.header_digest) {
-		if (crc32c(p, off) != get_le32(p + off)) {
+		if (crc32c(p, off) != digest_load(p + off)) {
 			c->stats.digest_errors++;
 			/* A header we cannot trust gives no reliable framing: at ERL 0 the connection ends. */
 			conn_close(c, "header digest error");
@@ -208,7 +203,7 @@ static void conn_handle_pdu(struct conn *c, const uint8_t *p)
 	const uint8_t *data = p + off;
 	if (b->data_len && c->params.data_digest) {
 		uint32_t padded = pad4(b->data_len);
-		if (crc32c(data, padded) != get_le32(data + padded)) {
+		if (crc32c(data, padded) != digest_load(data + padded)) {
 			c->stats.digest_errors++;
 			send_reject(c, REJECT_DATA_DIGEST, p);
 			if (b->opcode == OP_SCSI_CMD || b->opcode == OP_DATA_OUT)

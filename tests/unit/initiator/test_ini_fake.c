@@ -38,14 +38,6 @@ struct pdu {
 	uint32_t len;
 };
 
-static void put_le32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)v;
-	p[1] = (uint8_t)(v >> 8);
-	p[2] = (uint8_t)(v >> 16);
-	p[3] = (uint8_t)(v >> 24);
-}
-
 static int read_full(int fd, void *buf, size_t n)
 {
 	size_t got = 0;
@@ -111,7 +103,7 @@ static void fsend_raw(struct fake *f, struct bhs *b, const void *data, uint32_t 
 	bhs_encode(b, buf);
 	size_t hl = BHS_LEN;
 	if (f->hd) {
-		put_le32(buf + BHS_LEN, crc32c(buf, BHS_LEN) ^ (flags & BAD_HDIGEST ? 1u : 0u));
+		digest_store(buf + BHS_LEN, crc32c(buf, BHS_LEN) ^ (flags & BAD_HDIGEST ? 1u : 0u));
 		hl += 4;
 	}
 	CHECK(write(f->fd, buf, hl) == (ssize_t)hl);
@@ -123,7 +115,7 @@ static void fsend_raw(struct fake *f, struct bhs *b, const void *data, uint32_t 
 		if (f->dd) {
 			uint32_t st = crc32c_update(crc32c_init(), data, len);
 			st = crc32c_update(st, pad, padn);
-			put_le32(pad + padn, crc32c_final(st) ^ (flags & BAD_DDIGEST ? 1u : 0u));
+			digest_store(pad + padn, crc32c_final(st) ^ (flags & BAD_DDIGEST ? 1u : 0u));
 			dl += 4;
 		}
 		if (dl)
