@@ -397,23 +397,32 @@ void ism_conn_close_fd(struct ism_conn *c)
 	c->fd = -1;
 }
 
+void ism_sockaddr_split(const struct sockaddr *sa, char *addr, size_t len, uint16_t *port)
+{
+	addr[0] = 0;
+	*port = 0;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &a->sin_addr, addr, (socklen_t)len);
+		*port = ntohs(a->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &a->sin6_addr, addr, (socklen_t)len);
+		*port = ntohs(a->sin6_port);
+	}
+}
+
 static void sockaddr_text(const struct sockaddr *sa, char *out, size_t outlen)
 {
-	char addr[INET6_ADDRSTRLEN] = "?";
-	uint16_t port = 0;
-	if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-		inet_ntop(AF_INET6, &s6->sin6_addr, addr, sizeof(addr));
-		port = ntohs(s6->sin6_port);
+	char addr[INET6_ADDRSTRLEN];
+	uint16_t port;
+	ism_sockaddr_split(sa, addr, sizeof(addr), &port);
+	if (sa->sa_family == AF_INET6)
 		snprintf(out, outlen, "[%s]:%u", addr, port);
-	} else if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-		inet_ntop(AF_INET, &s4->sin_addr, addr, sizeof(addr));
-		port = ntohs(s4->sin_port);
+	else if (sa->sa_family == AF_INET)
 		snprintf(out, outlen, "%s:%u", addr, port);
-	} else {
+	else
 		snprintf(out, outlen, "local socket");
-	}
 }
 
 /* Try the next resolved address; 0 when a connect is under way or done, -1 when none is left. */

@@ -235,6 +235,8 @@ int ism_run_until(struct ism_session *s, const bool *flag, int timeout_ms);
 struct txitem *ism_conn_send(struct ism_conn *c, struct bhs *b, const void *data, uint32_t len,
 			     struct ism_task *task, uint8_t *owned);
 void ism_conn_flush(struct ism_conn *c);
+/* Numeric address and port of an IPv4 or IPv6 socket address ("" and 0 for anything else). */
+void ism_sockaddr_split(const struct sockaddr *sa, char *addr, size_t len, uint16_t *port);
 /* Read what the socket has and dispatch complete PDUs. */
 void ism_conn_readable(struct ism_conn *c);
 void ism_conn_drop_tx(struct ism_conn *c);

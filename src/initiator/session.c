@@ -3,9 +3,7 @@
  * its queue of waiting commands, round-robin connection choice, the full feature phase PDUs
  * (Data-In, R2T, SCSI Response, NOP, Async, Reject, TMF, Logout) and the timers.
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1542,21 +1540,6 @@ int ism_session_connections(const struct ism_session *s, uint16_t *cids, int max
 
 bool ism_session_logged_in(const struct ism_session *s) { return s->logged_in && !s->failed; }
 
-static void sockaddr_numeric(const struct sockaddr_storage *ss, char *out, size_t len, uint16_t *port)
-{
-	out[0] = 0;
-	*port = 0;
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
-		inet_ntop(AF_INET, &a->sin_addr, out, (socklen_t)len);
-		*port = ntohs(a->sin_port);
-	} else if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
-		inet_ntop(AF_INET6, &a->sin6_addr, out, (socklen_t)len);
-		*port = ntohs(a->sin6_port);
-	}
-}
-
 int ism_session_connection_info(const struct ism_session *s, struct ism_conn_info *out, int max)
 {
 	int n = 0;
@@ -1577,8 +1560,10 @@ int ism_session_connection_info(const struct ism_session *s, struct ism_conn_inf
 						       : ISM_CONN_LOGGING_OUT;
 		o->draining = c->draining;
 		snprintf(o->portal, sizeof(o->portal), "%.*s", (int)sizeof(o->portal) - 1, c->portal);
-		sockaddr_numeric(&c->local_sa, o->local_address, sizeof(o->local_address), &o->local_port);
-		sockaddr_numeric(&c->peer_sa, o->remote_address, sizeof(o->remote_address), &o->remote_port);
+		ism_sockaddr_split((const struct sockaddr *)&c->local_sa, o->local_address, sizeof(o->local_address),
+				   &o->local_port);
+		ism_sockaddr_split((const struct sockaddr *)&c->peer_sa, o->remote_address, sizeof(o->remote_address),
+				   &o->remote_port);
 		o->header_digest = c->params.header_digest;
 		o->data_digest = c->params.data_digest;
 		o->max_recv_dsl = c->params.max_recv_dsl;
