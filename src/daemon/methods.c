@@ -54,9 +54,6 @@ static bool lun_param(json_t *params, uint64_t *lun, struct rpc_error *err)
 	return true;
 }
 
-/* Answer at once when the operation already finished, else when it finishes (deferred reply). */
-static json_t *op_answer(struct daemon *d, uint64_t op, struct rpc_error *err) { return dop_answer(d, op, err); }
-
 /* ------------------------------------------------------------------------------------------ */
 /* Persistent records */
 
@@ -140,7 +137,7 @@ static json_t *m_login(void *ctx, json_t *params, struct rpc_error *err)
 	s->login_op = dop_new(d);
 	uint64_t op = s->login_op;
 	dsess_start(s);
-	json_t *res = op_answer(d, op, err);
+	json_t *res = dop_answer(d, op, err);
 	if (res && res != RPC_DEFERRED && json_object_get(res, "pending"))
 		json_object_set_new(res, "session_id", json_string(s->idstr));
 	return res;
@@ -154,7 +151,7 @@ static json_t *m_logout(void *ctx, json_t *params, struct rpc_error *err)
 		return NULL;
 	uint64_t op = dop_new(d);
 	dsess_logout(s, op);
-	return op_answer(d, op, err);
+	return dop_answer(d, op, err);
 }
 
 static json_t *m_list(void *ctx, json_t *params, struct rpc_error *err)
@@ -188,7 +185,7 @@ static json_t *m_add_conn(void *ctx, json_t *params, struct rpc_error *err)
 	if (dsess_add_connection(s, p ? json_string_value(p) : NULL, op, msg, sizeof(msg)) < 0) {
 		dop_fail(d, op, RPC_FAILED, "%s", msg);
 	}
-	return op_answer(d, op, err);
+	return dop_answer(d, op, err);
 }
 
 static json_t *m_remove_conn(void *ctx, json_t *params, struct rpc_error *err)
@@ -204,7 +201,7 @@ static json_t *m_remove_conn(void *ctx, json_t *params, struct rpc_error *err)
 	char msg[256];
 	if (dsess_remove_connection(s, (uint16_t)json_integer_value(c), op, msg, sizeof(msg)) < 0)
 		dop_fail(d, op, RPC_FAILED, "%s", msg);
-	return op_answer(d, op, err);
+	return dop_answer(d, op, err);
 }
 
 static json_t *m_register(void *ctx, json_t *params, struct rpc_error *err)
@@ -438,7 +435,7 @@ static json_t *scsi_method(struct daemon *d, json_t *params, enum cmd_kind kind,
 	snprintf(c->sid, sizeof(c->sid), "%s", s->idstr);
 	uint64_t op = c->op;
 	cmd_send(s, c);
-	return op_answer(d, op, err);
+	return dop_answer(d, op, err);
 }
 
 static json_t *m_inquiry(void *ctx, json_t *params, struct rpc_error *err)
@@ -664,7 +661,7 @@ static json_t *m_discover(void *ctx, json_t *params, struct rpc_error *err)
 		dop_fail(d, op, RPC_INTERNAL_ERROR, "cannot start the discovery thread");
 		disc_free(j);
 	}
-	return op_answer(d, op, err);
+	return dop_answer(d, op, err);
 }
 
 static json_t *m_disc_list(void *ctx, json_t *params, struct rpc_error *err)

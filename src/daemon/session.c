@@ -11,7 +11,6 @@
 #include <string.h>
 
 #include "daemon/daemon.h"
-#include "daemon/libpeek.h"
 #include "util/bytes.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -1072,6 +1071,17 @@ void dsess_abort_all(struct daemon *d)
 
 static const char *digest_str(bool on) { return on ? "CRC32C" : "None"; }
 
+static const char *conn_state_str(enum ism_conn_state st)
+{
+	switch (st) {
+	case ISM_CONN_CONNECTING: return "connecting";
+	case ISM_CONN_LOGIN: return "login";
+	case ISM_CONN_FULL_FEATURE: return "full_feature";
+	case ISM_CONN_LOGGING_OUT: return "logging_out";
+	}
+	return "unknown";
+}
+
 static void iso_time(time_t t, char *out, size_t len)
 {
 	struct tm tm;
@@ -1129,8 +1139,10 @@ json_t *dsess_json(struct dsession *s)
 	if (s->persistent)
 		json_object_set_new(j, "persistent_record", json_integer((json_int_t)s->record_id));
 
-	struct dconn_info ci[DMN_MAX_WATCH];
-	int nc = s->ism ? libpeek_connections(s->ism, ci, DMN_MAX_WATCH) : 0;
+	struct ism_conn_info ci[DMN_MAX_WATCH];
+	int nc = s->ism ? ism_session_connection_info(s->ism, ci, DMN_MAX_WATCH) : 0;
+	if (nc > DMN_MAX_WATCH)
+		nc = DMN_MAX_WATCH;
 	int nffp = 0;
 	json_t *conns = json_array();
 	const char *initiator_portal = "";
@@ -1143,9 +1155,9 @@ json_t *dsess_json(struct dsession *s)
 		json_object_set_new(c, "remote_port", json_integer(ci[i].remote_port));
 		json_object_set_new(c, "header_digest", json_string(digest_str(ci[i].header_digest)));
 		json_object_set_new(c, "data_digest", json_string(digest_str(ci[i].data_digest)));
-		json_object_set_new(c, "state", json_string(ci[i].state));
+		json_object_set_new(c, "state", json_string(conn_state_str(ci[i].state)));
 		json_array_append_new(conns, c);
-		if (!strcmp(ci[i].state, "full_feature")) {
+		if (ci[i].state == ISM_CONN_FULL_FEATURE) {
 			if (!nffp)
 				initiator_portal = ci[i].local_address;
 			nffp++;
