@@ -305,11 +305,7 @@ static struct fio *fio_get(size_t len)
 	}
 	uint8_t *buf = f->buf, *wcopy = f->wcopy;
 	size_t cap = f->cap, wcap = f->wcap;
-	if (cap < len) {
-		free(buf);
-		cap = len > 4096 ? len : 4096;
-		buf = xmalloc(cap);
-	}
+	xbuf_reserve(&buf, &cap, len);
 	memset(f, 0, sizeof(*f));
 	f->buf = buf;
 	f->cap = cap;
@@ -574,11 +570,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	} else {
 		f->rmw = true;
 		/* Unaligned: read the blocks around it first. */
-		if (f->wcap < size) {
-			free(f->wcopy);
-			f->wcap = size;
-			f->wcopy = xmalloc(size);
-		}
+		xbuf_reserve(&f->wcopy, &f->wcap, size);
 		memcpy(f->wcopy, buf, size);
 		f->phase = 1;
 	}

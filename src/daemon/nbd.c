@@ -139,11 +139,7 @@ static struct nreq *nreq_get(struct nbd_client *c, size_t len)
 	}
 	uint8_t *buf = q->buf;
 	size_t cap = q->cap;
-	if (len > cap) {
-		free(buf);
-		cap = len > 4096 ? len : 4096;
-		buf = xmalloc(cap);
-	}
+	xbuf_reserve(&buf, &cap, len);
 	memset(q, 0, sizeof(*q));
 	q->buf = buf;
 	q->cap = cap;
@@ -471,20 +467,13 @@ static long handle_request(struct nbd_client *c, const uint8_t *p, size_t n)
 		}
 	}
 	bool data = type == NBD_CMD_READ || type == NBD_CMD_WRITE;
-	struct nreq *q = nreq_get(c, data && !err ? len : 0);
+	/* A large WRITE whose payload is still coming is read into q->buf even when refused. */
+	struct nreq *q = nreq_get(c, (data && !err) || n < need ? len : 0);
 	q->cookie = cookie;
 	q->type = type;
 	q->len = len;
 	if (n < need) {
-		/* large WRITE, payload still coming: take what is here, read the rest into q->buf
-		 * (a refused one is read into it all the same, then answered) */
-		if (err) {
-			nreq_put(q);
-			q = nreq_get(c, len);
-			q->cookie = cookie;
-			q->type = type;
-			q->len = len;
-		}
+		/* take what is here, read the rest into q->buf, then submit or answer the error */
 		memcpy(q->buf, p + 28, n - 28);
 		c->wr = q;
 		c->wr_have = (uint32_t)(n - 28);

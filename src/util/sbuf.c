@@ -18,6 +18,15 @@ void *xmalloc(size_t n)
 	return p;
 }
 
+void xbuf_reserve(uint8_t **buf, size_t *cap, size_t len)
+{
+	if (*cap >= len)
+		return;
+	free(*buf);
+	*cap = len > 4096 ? len : 4096;
+	*buf = xmalloc(*cap);
+}
+
 void *xcalloc(size_t n, size_t size)
 {
 	void *p = calloc(n ? n : 1, size ? size : 1);

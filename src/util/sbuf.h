@@ -26,6 +26,11 @@ void sbuf_free(struct sbuf *b);
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);
 void *xrealloc(void *p, size_t n);
+/*
+ * A reusable buffer: afterwards *buf holds at least len bytes (contents not kept when it grows;
+ * it grows to at least 4 KiB so that small requests share one size).
+ */
+void xbuf_reserve(uint8_t **buf, size_t *cap, size_t len);
 char *xstrdup(const char *s);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
