@@ -105,7 +105,25 @@ static void fill_sn(struct conn *c, uint32_t *expcmdsn, uint32_t *maxcmdsn)
 	*maxcmdsn = session_max_cmdsn(c->sess);
 }
 
-/* SCSI Response for a command that failed before reaching the SCSI layer. */
+/* SCSI Response, with sense data (seg, owned) or none, for a command the SCSI layer never saw. */
+static void task_respond(struct conn *c, uint32_t itt, uint8_t status, uint8_t *seg, uint32_t seglen,
+			 uint32_t residual, bool overflow)
+{
+	struct bhs b = {0};
+	b.opcode = OP_SCSI_RESP;
+	b.final = true;
+	b.itt = itt;
+	b.rsp.status = status;
+	b.rsp.statsn = c->statsn++;
+	fill_sn(c, &b.rsp.expcmdsn, &b.rsp.maxcmdsn);
+	if (residual) {
+		b.rsp.flags = overflow ? 0x04 : 0x02;
+		b.rsp.residual = residual;
+	}
+	conn_send_pdu(c, &b, seg, seglen, NULL, seg);
+}
+
+/* CHECK CONDITION with fixed-format sense, for a command that failed before the SCSI layer. */
 static void task_respond_check(struct conn *c, uint32_t itt, uint8_t key, uint8_t asc, uint8_t ascq, uint32_t residual,
 			       bool overflow)
 {
@@ -117,18 +135,7 @@ static void task_respond_check(struct conn *c, uint32_t itt, uint8_t key, uint8_
 	sense[7] = 10;
 	sense[12] = asc;
 	sense[13] = ascq;
-	struct bhs b = {0};
-	b.opcode = OP_SCSI_RESP;
-	b.final = true;
-	b.itt = itt;
-	b.rsp.status = SCSI_CHECK_CONDITION;
-	b.rsp.statsn = c->statsn++;
-	fill_sn(c, &b.rsp.expcmdsn, &b.rsp.maxcmdsn);
-	if (residual) {
-		b.rsp.flags = overflow ? 0x04 : 0x02;
-		b.rsp.residual = residual;
-	}
-	conn_send_pdu(c, &b, seg, 20, NULL, seg);
+	task_respond(c, itt, SCSI_CHECK_CONDITION, seg, 20, residual, overflow);
 }
 
 static void task_send_r2ts(struct task *t)
@@ -176,7 +183,6 @@ static void task_execute(struct task *t)
 	scsi_target_submit(c->sess->node->scsi, sc);
 }
 
-/* The task's CmdSN turn has come: solicit the rest of its data, or run it. */
 /* A command refused at arrival answers in its CmdSN turn, so ordering stays intact. */
 static void task_refuse(struct task *t)
 {
@@ -191,16 +197,10 @@ static void task_refuse(struct task *t)
 	}
 	log_warn("%s:%u: more than %llu bytes of data buffered for commands in progress: TASK SET FULL",
 		 c->peer_addr, c->peer_port, (unsigned long long)CONN_MAX_BUFFERED);
-	struct bhs b = {0};
-	b.opcode = OP_SCSI_RESP;
-	b.final = true;
-	b.itt = itt;
-	b.rsp.status = SCSI_TASK_SET_FULL;
-	b.rsp.statsn = c->statsn++;
-	fill_sn(c, &b.rsp.expcmdsn, &b.rsp.maxcmdsn);
-	conn_send_pdu(c, &b, NULL, 0, NULL, NULL);
+	task_respond(c, itt, SCSI_TASK_SET_FULL, NULL, 0, 0, false);
 }
 
+/* The task's CmdSN turn has come: solicit the rest of its data, or run it. */
 void task_start(struct task *t)
 {
 	if (t->refuse) {
