@@ -67,12 +67,12 @@ bool lu_write_blocked(struct scsi_req *r)
 	return false;
 }
 
+/* With the write cache off every write must be durable before GOOD, as with FUA. */
+static bool write_needs_flush(const struct scsi_lu *lu, bool fua) { return fua || !lu->wce; }
+
 int lu_flush_if_needed(struct scsi_lu *lu, bool fua)
 {
-	/* With the write cache off every write must be durable before GOOD, as with FUA. */
-	if (fua || !lu->wce)
-		return store_flush(lu->st);
-	return 0;
+	return write_needs_flush(lu, fua) ? store_flush(lu->st) : 0;
 }
 
 static uint32_t clamp32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; }
@@ -129,13 +129,15 @@ static void deferred_finished(struct offload_job *j)
 	cmd->defer.active = false;
 	if (--st->jobs == 0 && st->closing)
 		store_close(st); /* its LU went while this ran */
-	/* The LU may be gone by now: everything needed was kept in cmd. */
-	if (atomic_load(&cmd->defer.cancelled))
-		;
-	else if (cmd->defer.rc < 0)
-		scsi_medium_error(cmd, cmd->defer.desc, cmd->defer.lun, cmd->defer.flush, cmd->defer.rc, cmd->defer.lba);
-	else if (!cmd->defer.flush)
-		cmd->in_len = cmd->defer.n;
+	/* The LU may be gone by now: everything needed was kept in cmd. A cancelled command's
+	 * transport ignores its outcome. */
+	if (!atomic_load(&cmd->defer.cancelled)) {
+		if (cmd->defer.rc < 0)
+			scsi_medium_error(cmd, cmd->defer.desc, cmd->defer.lun, cmd->defer.flush, cmd->defer.rc,
+					  cmd->defer.lba);
+		else if (!cmd->defer.flush)
+			cmd->in_len = cmd->defer.n;
+	}
 	cmd->done(cmd);
 }
 
@@ -178,8 +180,12 @@ static void read_defer(struct scsi_req *r, uint64_t lba, uint32_t n, size_t got,
 	defer_start(r, lba, false, key);
 }
 
-/* A store's flushes queue among themselves, not behind its reads (the key is never followed). */
-static const void *flush_key(const struct store *st) { return (const char *)st + 1; }
+/* The store's flush goes to a worker; a store's flushes queue among themselves, not behind its
+ * reads (the key is never followed). */
+static void flush_defer(struct scsi_req *r, uint64_t lba)
+{
+	defer_start(r, lba, true, (const char *)r->lu->st + 1);
+}
 
 static void do_read(struct scsi_req *r, const struct rw *a, unsigned len_byte)
 {
@@ -261,12 +267,13 @@ static void do_write(struct scsi_req *r, const struct rw *a, unsigned len_byte, 
 		}
 	}
 	/* WRITE AND VERIFY promises the data is on the medium, which for us means durable. */
-	if ((a->fua || verify || !lu->wce) && may_wait(r)) {
+	bool durable = a->fua || verify;
+	if (write_needs_flush(lu, durable) && may_wait(r)) {
 		/* The data is in the store already; only making it durable may take long. */
-		defer_start(r, a->lba, true, flush_key(r->lu->st));
+		flush_defer(r, a->lba);
 		return;
 	}
-	rc = lu_flush_if_needed(lu, a->fua || verify);
+	rc = lu_flush_if_needed(lu, durable);
 	if (rc < 0)
 		lu_medium_error(r, true, rc, a->lba);
 }
@@ -618,7 +625,7 @@ static void sync_cache(struct scsi_req *r, const struct rw *a)
 	}
 	if (may_wait(r)) {
 		/* fdatasync of a busy disk can take seconds: not on the loop thread. */
-		defer_start(r, a->lba, true, flush_key(r->lu->st));
+		flush_defer(r, a->lba);
 		return;
 	}
 	rc = store_flush(r->lu->st);
