@@ -159,17 +159,29 @@ static void watches_off(struct dsession *s)
 	loop_timer_stop(s->d->loop, &s->lib_timer);
 }
 
+static uint32_t epoll_events(short poll_events)
+{
+	return (poll_events & POLLIN ? EPOLLIN : 0) | (poll_events & POLLOUT ? EPOLLOUT : 0);
+}
+
+/* The watch slot registered for fd, or DMN_MAX_WATCH. */
+static int watch_slot(const struct dsession *s, int fd)
+{
+	int k;
+	for (k = 0; k < DMN_MAX_WATCH; k++)
+		if (s->watch[k].on && s->watch[k].fd == fd)
+			break;
+	return k;
+}
+
 /* Every descriptor that the library lists is passed to epoll again (MOD, or ADD when epoll no
  * longer knows it). */
 static void sync_all(struct dsession *s, const struct pollfd *p, int n)
 {
 	bool seen[DMN_MAX_WATCH] = {false};
 	for (int i = 0; i < n; i++) {
-		uint32_t ev = (p[i].events & POLLIN ? EPOLLIN : 0) | (p[i].events & POLLOUT ? EPOLLOUT : 0);
-		int k;
-		for (k = 0; k < DMN_MAX_WATCH; k++)
-			if (s->watch[k].on && s->watch[k].fd == p[i].fd)
-				break;
+		uint32_t ev = epoll_events(p[i].events);
+		int k = watch_slot(s, p[i].fd);
 		if (k < DMN_MAX_WATCH) {
 			/* The library may have closed the fd and got the same number for a new socket:
 			 * always tell epoll, and register again when it no longer knows the fd. */
@@ -238,13 +250,9 @@ static void ds_sync(struct dsession *s)
 		same = p[i].fd == s->synced_fd[i];
 	if (same) {
 		for (int i = 0; i < n; i++) {
-			uint32_t ev = (p[i].events & POLLIN ? EPOLLIN : 0) | (p[i].events & POLLOUT ? EPOLLOUT : 0);
-			for (int k = 0; k < DMN_MAX_WATCH; k++) {
-				if (s->watch[k].on && s->watch[k].fd == p[i].fd) {
-					loop_watch_mod(s->d->loop, &s->watch[k].w, ev); /* no call when unchanged */
-					break;
-				}
-			}
+			int k = watch_slot(s, p[i].fd);
+			if (k < DMN_MAX_WATCH) /* no system call when unchanged */
+				loop_watch_mod(s->d->loop, &s->watch[k].w, epoll_events(p[i].events));
 		}
 	} else {
 		sync_all(s, p, n);
