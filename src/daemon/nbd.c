@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "net/send.h"
 #include "util/bytes.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -224,23 +225,11 @@ static void client_close(struct nbd_client *c)
 /* Send what is queued: handshake bytes, then transmission replies gathered into sendmsg() calls. */
 static void client_flush(struct nbd_client *c)
 {
-	while (!c->dead && c->out_off < c->out.len) {
-		ssize_t w = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				break;
-			client_close(c);
-			return;
-		}
-		c->out_off += (size_t)w;
-	}
 	if (c->dead)
 		return;
-	if (c->out_off == c->out.len) {
-		sbuf_reset(&c->out);
-		c->out_off = 0;
+	if (net_send_buffered(c->fd, &c->out, &c->out_off) < 0) {
+		client_close(c);
+		return;
 	}
 	while (c->out.len == 0 && c->rq_head) {
 		struct iovec iov[NBD_IOV];

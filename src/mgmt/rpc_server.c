@@ -11,6 +11,7 @@
 
 #include "mgmt/rpc.h"
 #include "net/loop.h"
+#include "net/send.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
@@ -312,21 +313,11 @@ static void client_close(struct rpc_client *c)
 
 static void client_flush(struct rpc_client *c)
 {
-	while (c->out_off < c->out.len) {
-		ssize_t w = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN)
-				break;
-			client_close(c);
-			return;
-		}
-		c->out_off += (size_t)w;
+	if (net_send_buffered(c->fd, &c->out, &c->out_off) < 0) {
+		client_close(c);
+		return;
 	}
-	if (c->out_off == c->out.len) {
-		sbuf_reset(&c->out);
-		c->out_off = 0;
+	if (c->out.len == 0) {
 		if (c->closing) {
 			client_close(c);
 			return;
