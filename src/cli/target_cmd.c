@@ -28,7 +28,8 @@ static void target_usage(FILE *f)
 	      "  remove-lun IQN LUN\n"
 	      "  resize-lun IQN LUN SIZE\n"
 	      "  allow IQN INITIATOR | disallow IQN INITIATOR\n"
-	      "  set-chap (IQN | --discovery) [--user U --secret S [--mutual-user U --mutual-secret S]]\n"
+	      "  set-chap (IQN [--initiator NAME] | --discovery) [--user U --secret S\n"
+	      "           [--mutual-user U --mutual-secret S]]   no --user: CHAP off (or that initiator's account gone)\n"
 	      "  add-portal HOST:PORT [--portal-group N] | remove-portal HOST:PORT\n"
 	      "  save-config [PATH]                write the running configuration (atomically, 0600)\n"
 	      "  reload                            reload the configuration file (as SIGHUP)\n"
@@ -213,6 +214,7 @@ int cmd_target(int argc, char **argv)
 	const char *sock = getenv("ISTHMUS_TARGET_SOCKET");
 	bool as_json = false;
 	const char *alias = NULL, *user = NULL, *secret = NULL, *muser = NULL, *msecret = NULL;
+	const char *initiator = NULL;
 	long long group = -1, lun = -1, grace = -1;
 	bool discovery = false;
 	static const struct option opts[] = {
@@ -222,6 +224,7 @@ int cmd_target(int argc, char **argv)
 		{"user", required_argument, NULL, 'u'},         {"secret", required_argument, NULL, 'S'},
 		{"mutual-user", required_argument, NULL, 'U'},  {"mutual-secret", required_argument, NULL, 'M'},
 		{"discovery", no_argument, NULL, 'd'},          {"help", no_argument, NULL, 'h'},
+		{"initiator", required_argument, NULL, 'i'},
 		{NULL, 0, NULL, 0},
 	};
 	optind = 1;
@@ -242,6 +245,7 @@ int cmd_target(int argc, char **argv)
 		case 'U': muser = optarg; break;
 		case 'M': msecret = optarg; break;
 		case 'd': discovery = true; break;
+		case 'i': initiator = optarg; break;
 		case 'g':
 		case 'l':
 		case 'G':
@@ -334,6 +338,8 @@ int cmd_target(int argc, char **argv)
 			json_object_set_new(p, "discovery", json_true());
 		else
 			json_object_set_new(p, "target", json_string(words[1]));
+		if (initiator)
+			json_object_set_new(p, "initiator", json_string(initiator));
 		if (user)
 			json_object_set_new(p, "user", json_string(user));
 		if (secret)

@@ -20,6 +20,8 @@
 #define MIN_SECRET 12 /* 96 bits: RFC 7143 wants CHAP secrets at least this strong */
 #define MAX_SECRET 255
 #define MAX_NOP 86400
+#define DEFAULT_MAX_COMMANDS 128
+#define MAX_COMMANDS 4096 /* the hold ring is sized to the window */
 
 static char *vformat(const char *fmt, va_list ap)
 {
@@ -51,6 +53,11 @@ void cfg_init(struct cfg *cfg)
 	cfg->state_dir = xstrdup("./var");
 	cfg->nop_interval = 5;
 	cfg->nop_timeout = 30;
+	cfg->max_commands = DEFAULT_MAX_COMMANDS;
+	cfg->max_data_connection = 512ull << 20;
+	cfg->max_data_session = 1ull << 30;
+	cfg->max_data_total = 4ull << 30;
+	cfg->data_out_timeout = 30;
 }
 
 static void chap_free(struct cfg_chap *c)
@@ -77,6 +84,11 @@ static void target_free(struct cfg_target *t)
 		free(t->acl[i]);
 	free(t->acl);
 	chap_free(&t->chap);
+	for (size_t i = 0; i < t->naccounts; i++) {
+		free(t->accounts[i].initiator);
+		chap_free(&t->accounts[i].chap);
+	}
+	free(t->accounts);
 	text_clear(&t->params);
 }
 
@@ -447,7 +459,7 @@ int cfg_add_lun_spec(struct cfg *cfg, struct cfg_target *t, const char *spec, ch
 	return cfg_add_lun(cfg, t, -1, spec, err);
 }
 
-enum section { SEC_NONE, SEC_GLOBAL, SEC_GROUP, SEC_TARGET };
+enum section { SEC_NONE, SEC_GLOBAL, SEC_GROUP, SEC_TARGET, SEC_INITIATOR };
 
 struct parser {
 	struct cfg *cfg;
@@ -456,7 +468,9 @@ struct parser {
 	enum section sec;
 	char *sec_name;     /* "[target iqn...]" for messages */
 	uint16_t tpgt;      /* SEC_GROUP */
-	size_t target;      /* SEC_TARGET: index, as adding targets moves the array */
+	size_t target;      /* SEC_TARGET, SEC_INITIATOR: index, as adding targets moves the array */
+	bool have_target;   /* a [target] section came before: [initiator] sections belong to it */
+	size_t account;     /* SEC_INITIATOR: index into the target's accounts */
 	char **seen;        /* single-valued keys already given in this section */
 	size_t nseen;
 	bool had_global;
@@ -652,6 +666,29 @@ static int global_key(struct parser *p, const char *key, const char *value)
 		*field = xstrdup(value);
 		return 0;
 	}
+	if (strcmp(key, "max-commands-per-session") == 0 || strcmp(key, "data-out-timeout") == 0) {
+		if (once(p, key, key) < 0)
+			return -1;
+		bool cmds = key[0] == 'm';
+		unsigned long hi = cmds ? MAX_COMMANDS : MAX_NOP;
+		if (parse_uint(value, 1, hi, &n) < 0)
+			return perr(p, "%s '%s' is not a number from 1 to %lu", key, value, hi);
+		*(cmds ? &cfg->max_commands : &cfg->data_out_timeout) = (unsigned)n;
+		return 0;
+	}
+	if (strcmp(key, "max-data-per-connection") == 0 || strcmp(key, "max-data-per-session") == 0 ||
+	    strcmp(key, "max-data-total") == 0) {
+		if (once(p, key, key) < 0)
+			return -1;
+		uint64_t bytes;
+		if (cfg_parse_size(value, &bytes) < 0 || bytes < (1u << 20))
+			return perr(p, "%s '%s' is not a size of at least 1M", key, value);
+		uint64_t *field = strcmp(key, "max-data-per-connection") == 0 ? &cfg->max_data_connection
+				  : strcmp(key, "max-data-per-session") == 0  ? &cfg->max_data_session
+									      : &cfg->max_data_total;
+		*field = bytes;
+		return 0;
+	}
 	if (strcmp(key, "nop-interval") == 0 || strcmp(key, "nop-timeout") == 0) {
 		if (once(p, key, key) < 0)
 			return -1;
@@ -722,6 +759,17 @@ static int target_key(struct parser *p, const char *key, const char *value)
 				return perr(p, "initiator '%s' is allowed twice in %s", value, p->sec_name);
 		t->acl = xrealloc(t->acl, (t->nacl + 1) * sizeof(*t->acl));
 		t->acl[t->nacl++] = xstrdup(value);
+		t->restricted = true;
+		return 0;
+	}
+	if (strcmp(key, "access") == 0) {
+		if (once(p, key, key) < 0)
+			return -1;
+		if (strcmp(value, "restricted") != 0 && strcmp(value, "open") != 0)
+			return perr(p, "access must be 'open' or 'restricted', not '%s'", value);
+		if (strcmp(value, "open") == 0 && t->nacl)
+			return perr(p, "access = open contradicts the allow lines of %s", p->sec_name);
+		t->restricted = strcmp(value, "restricted") == 0;
 		return 0;
 	}
 	if (strcmp(key, "lun") == 0 || strncmp(key, "lun ", 4) == 0) {
@@ -748,6 +796,16 @@ static int target_key(struct parser *p, const char *key, const char *value)
 		return 0;
 	}
 	return perr(p, "unknown key '%s' in %s", key, p->sec_name);
+}
+
+static int initiator_key(struct parser *p, const char *key, const char *value)
+{
+	struct cfg_account *a = &cur_target(p)->accounts[p->account];
+	int r = chap_key(p, &a->chap, "", key, value);
+	if (r <= 0)
+		return r;
+	return perr(p, "unknown key '%s' in %s (only chap-user, chap-secret, mutual-user, mutual-secret)", key,
+		    p->sec_name);
 }
 
 static int section(struct parser *p, char *line)
@@ -803,12 +861,33 @@ static int section(struct parser *p, char *line)
 			return pwrap(p, why);
 		t->line = p->line;
 		p->target = p->cfg->ntargets - 1;
+		p->have_target = true;
 		p->sec = SEC_TARGET;
 		p->sec_name = xasprintf("[target %s]", arg);
 		return 0;
 	}
-	return perr(p, "unknown section '[%s%s%s]' (expected [global], [portal-group N] or [target NAME])", inner,
-		    *arg ? " " : "", arg);
+	if (strcmp(inner, "initiator") == 0) {
+		if (!p->have_target)
+			return perr(p, "[initiator NAME] must follow the [target] section it belongs to");
+		char why[128];
+		if (!iscsi_name_valid(arg, why, sizeof(why)))
+			return perr(p, "invalid iSCSI name '%s': %s", arg, why);
+		struct cfg_target *t = cur_target(p);
+		for (size_t i = 0; i < t->naccounts; i++)
+			if (strcasecmp(t->accounts[i].initiator, arg) == 0)
+				return perr(p, "[initiator %s] given twice for target %s", arg, t->name);
+		t->accounts = xrealloc(t->accounts, (t->naccounts + 1) * sizeof(*t->accounts));
+		struct cfg_account *a = &t->accounts[t->naccounts];
+		memset(a, 0, sizeof(*a));
+		a->initiator = xstrdup(arg);
+		a->line = p->line;
+		p->account = t->naccounts++;
+		p->sec = SEC_INITIATOR;
+		p->sec_name = xasprintf("[initiator %s] of target %s", arg, t->name);
+		return 0;
+	}
+	return perr(p, "unknown section '[%s%s%s]' (expected [global], [portal-group N], [target NAME] or [initiator NAME])",
+		    inner, *arg ? " " : "", arg);
 }
 
 /* Collapses runs of blanks inside a key, so that "lun   0" reads as "lun 0". */
@@ -854,6 +933,8 @@ static int parse_line(struct parser *p, char *raw)
 		return group_key(p, key, value);
 	case SEC_TARGET:
 		return target_key(p, key, value);
+	case SEC_INITIATOR:
+		return initiator_key(p, key, value);
 	default:
 		return perr(p, "key '%s' outside any section (start with [global], [portal-group N] or [target NAME])",
 			    key);
@@ -1034,6 +1115,17 @@ int cfg_validate(const struct cfg *cfg, char **err)
 		free(owner);
 		if (rc < 0)
 			return -1;
+		for (size_t j = 0; j < t->naccounts; j++) {
+			const struct cfg_account *a = &t->accounts[j];
+			if (!a->chap.user)
+				return vfail(cfg, a->line, err, "[initiator %s] of target '%s' needs chap-user and chap-secret",
+					     a->initiator, t->name);
+			owner = xasprintf("initiator '%s' of target '%s'", a->initiator, t->name);
+			rc = validate_chap(cfg, &a->chap, owner, "", a->chap.line ? a->chap.line : a->line, err);
+			free(owner);
+			if (rc < 0)
+				return -1;
+		}
 	}
 	return 0;
 }
@@ -1126,6 +1218,11 @@ char *cfg_format(const struct cfg *cfg)
 	if (cfg->state_dir)
 		put_kv(&b, "state-dir", cfg->state_dir);
 	sbuf_printf(&b, "nop-interval = %u\nnop-timeout = %u\n", cfg->nop_interval, cfg->nop_timeout);
+	sbuf_printf(&b, "max-commands-per-session = %u\ndata-out-timeout = %u\n", cfg->max_commands,
+		    cfg->data_out_timeout);
+	sbuf_printf(&b, "max-data-per-connection = %llu\nmax-data-per-session = %llu\nmax-data-total = %llu\n",
+		    (unsigned long long)cfg->max_data_connection, (unsigned long long)cfg->max_data_session,
+		    (unsigned long long)cfg->max_data_total);
 	if (cfg->mgmt_socket)
 		put_kv(&b, "mgmt-socket", cfg->mgmt_socket);
 	put_chap(&b, &cfg->discovery_chap, "discovery-");
@@ -1164,9 +1261,16 @@ char *cfg_format(const struct cfg *cfg)
 			put_lun(&b, &t->luns[j]);
 		for (size_t j = 0; j < t->nacl; j++)
 			put_kv(&b, "allow", t->acl[j]);
+		if (t->restricted && !t->nacl)
+			put_kv(&b, "access", "restricted");
 		put_chap(&b, &t->chap, "");
 		for (size_t j = 0; j < t->params.n; j++)
 			put_kv(&b, t->params.kv[j].key, t->params.kv[j].value);
+		/* Sub-sections last: a section header ends the target's own keys. */
+		for (size_t j = 0; j < t->naccounts; j++) {
+			sbuf_printf(&b, "\n[initiator %s]\n", t->accounts[j].initiator);
+			put_chap(&b, &t->accounts[j].chap, "");
+		}
 	}
 	sbuf_cstr(&b);
 	return (char *)b.data;
@@ -1232,6 +1336,7 @@ int cfg_acl_add(struct cfg_target *t, const char *initiator, char **err)
 			return fail(err, "%s is already allowed on %s", initiator, t->name);
 	t->acl = xrealloc(t->acl, (t->nacl + 1) * sizeof(*t->acl));
 	t->acl[t->nacl++] = xstrdup(initiator);
+	t->restricted = true;
 	return 0;
 }
 
@@ -1262,6 +1367,46 @@ int cfg_set_chap(struct cfg_chap *c, const char *user, const char *secret, const
 	c->secret = user ? xstrdup(secret) : NULL;
 	c->mutual_user = mutual_user ? xstrdup(mutual_user) : NULL;
 	c->mutual_secret = mutual_user ? xstrdup(mutual_secret) : NULL;
+	return 0;
+}
+
+const struct cfg_chap *cfg_target_chap_for(const struct cfg_target *t, const char *initiator)
+{
+	for (size_t i = 0; i < t->naccounts; i++)
+		if (strcasecmp(t->accounts[i].initiator, initiator) == 0)
+			return &t->accounts[i].chap;
+	return &t->chap;
+}
+
+int cfg_set_initiator_chap(struct cfg_target *t, const char *initiator, const char *user, const char *secret,
+			   const char *mutual_user, const char *mutual_secret, char **err)
+{
+	char why[160];
+	if (!iscsi_name_valid(initiator, why, sizeof(why)))
+		return fail(err, "'%s': %s", initiator, why);
+	size_t i = 0;
+	while (i < t->naccounts && strcasecmp(t->accounts[i].initiator, initiator) != 0)
+		i++;
+	if (!user) {
+		if (i == t->naccounts)
+			return fail(err, "%s has no CHAP account of its own on %s", initiator, t->name);
+		free(t->accounts[i].initiator);
+		chap_free(&t->accounts[i].chap);
+		memmove(&t->accounts[i], &t->accounts[i + 1], (t->naccounts - i - 1) * sizeof(*t->accounts));
+		t->naccounts--;
+		return 0;
+	}
+	struct cfg_chap c = {0};
+	if (cfg_set_chap(&c, user, secret, mutual_user, mutual_secret, err) < 0)
+		return -1;
+	if (i == t->naccounts) {
+		t->accounts = xrealloc(t->accounts, (t->naccounts + 1) * sizeof(*t->accounts));
+		memset(&t->accounts[i], 0, sizeof(t->accounts[i]));
+		t->accounts[i].initiator = xstrdup(initiator);
+		t->naccounts++;
+	}
+	chap_free(&t->accounts[i].chap);
+	t->accounts[i].chap = c;
 	return 0;
 }
 

@@ -41,15 +41,25 @@ struct cfg_chap {
 	unsigned line;       /* config line of the first CHAP key of this block, 0 if not from a file */
 };
 
+/* An initiator's own CHAP account on a target: it must prove this one, not the target's. */
+struct cfg_account {
+	char *initiator;     /* iSCSI name, validated */
+	struct cfg_chap chap;
+	unsigned line;       /* config line of its [initiator] header, 0 if not from a file */
+};
+
 struct cfg_target {
 	char *name;          /* iSCSI name (iqn./eui./naa.), validated */
 	char *alias;         /* TargetAlias, may be NULL */
 	uint16_t tpgt;       /* portal group serving it, default 1 */
 	struct cfg_lun *luns;
 	size_t nluns;
-	char **acl;          /* initiator names allowed; empty = everyone */
+	char **acl;          /* initiator names allowed */
 	size_t nacl;
-	struct cfg_chap chap; /* user NULL = no CHAP required */
+	bool restricted;     /* only the initiators in acl may log in (set by any allow); else everyone */
+	struct cfg_chap chap; /* default account; user NULL = no CHAP required */
+	struct cfg_account *accounts; /* per-initiator accounts ([initiator NAME] sections) */
+	size_t naccounts;
 	struct text_list params; /* negotiation defaults, e.g. MaxRecvDataSegmentLength=262144 */
 	unsigned line;       /* config line of its [target] header, 0 if not from a file */
 	unsigned tpgt_line;  /* config line of its portal-group key, 0 if defaulted */
@@ -65,6 +75,12 @@ struct cfg {
 	char *mgmt_socket;   /* NULL: none */
 	unsigned nop_interval; /* seconds between NOP-In pings to an idle initiator, default 5; 0 = off */
 	unsigned nop_timeout;  /* seconds without any PDU before a pinged connection is dropped, default 30 */
+	/* What one peer may make the target hold (docs/security.md). */
+	unsigned max_commands;          /* command slots per session (the CmdSN window), default 128 */
+	uint64_t max_data_connection;   /* data buffers of one connection's commands, default 512 MiB */
+	uint64_t max_data_session;      /* ... of one session's commands, default 1 GiB */
+	uint64_t max_data_total;        /* ... of every command of the target, default 4 GiB */
+	unsigned data_out_timeout;      /* seconds a write waits for its next Data-Out, default 30 */
 	char *source;        /* file it was loaded from, or NULL */
 	uint16_t *groups;    /* portal group tags declared, with or without listen addresses */
 	size_t ngroups;
@@ -107,6 +123,11 @@ int cfg_remove_lun(struct cfg_target *t, unsigned lun, char **err);
 int cfg_remove_listen(struct cfg *cfg, const char *spec, char **err);
 int cfg_acl_add(struct cfg_target *t, const char *initiator, char **err);
 int cfg_acl_remove(struct cfg_target *t, const char *initiator, char **err);
+/* The account an initiator must prove on t: its own, else the target's default. */
+const struct cfg_chap *cfg_target_chap_for(const struct cfg_target *t, const char *initiator);
+/* Sets (user non-NULL) or removes (user NULL) an initiator's own account on t. */
+int cfg_set_initiator_chap(struct cfg_target *t, const char *initiator, const char *user, const char *secret,
+			   const char *mutual_user, const char *mutual_secret, char **err);
 /* user NULL switches CHAP off; mutual_user NULL makes it one-way. */
 int cfg_set_chap(struct cfg_chap *c, const char *user, const char *secret, const char *mutual_user,
 		 const char *mutual_secret, char **err);

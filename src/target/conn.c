@@ -22,8 +22,18 @@
 /* Login PDUs are bounded by the RFC default MaxRecvDataSegmentLength until negotiation ends. */
 #define LOGIN_MAX_DSL 8192u
 #define RX_INITIAL (256u * 1024u)
+/*
+ * A peer that sends requests but does not read the answers would grow the send queue without
+ * end: past TX_BACKLOG_MAX queued bytes the connection stops reading (and parsing what it has
+ * read) until the queue drains below TX_BACKLOG_RESUME. Read data counts too, so a large read
+ * answer pauses new requests only while the socket cannot take it.
+ */
+#define TX_BACKLOG_MAX (16u * 1024u * 1024u)
+#define TX_BACKLOG_RESUME (8u * 1024u * 1024u)
 
 static void conn_on_io(void *arg, uint32_t events);
+static bool conn_parse(struct conn *c);
+static void conn_update_events(struct conn *c);
 
 static void sockaddr_text(const struct sockaddr_storage *sa, char *addr, size_t alen, uint16_t *port)
 {
@@ -52,6 +62,7 @@ void conn_accept(struct server *srv, int fd, uint16_t tpgt)
 	c->rxbuf = xmalloc(c->rx_cap);
 	c->rx_state = RX_BHS;
 	c->rx_need = BHS_LEN;
+	c->want_read = true;
 	c->last_rx_ms = c->login_started_ms = loop_now_ms();
 	c->login_time = (uint64_t)time(NULL);
 	socklen_t sl = sizeof(c->local_sa);
@@ -79,6 +90,7 @@ static void tx_item_done(struct pdu_frame *f, void *arg)
 {
 	struct conn *c = arg;
 	struct txitem *it = (struct txitem *)f;
+	c->tx_bytes -= it->wire;
 	if (it->task)
 		task_release(it->task);
 	free(it->owned);
@@ -148,6 +160,8 @@ void conn_send_pdu(struct conn *c, struct bhs *b, const void *data, uint32_t len
 	size_t wire = pdu_frame_build(&it->f, b, data, len, c->params.header_digest, c->params.data_digest);
 	it->task = task;
 	it->owned = owned;
+	it->wire = wire;
+	c->tx_bytes += wire;
 	pdu_queue_push(&c->txq, &it->f);
 	c->stats.pdus_out++;
 	c->stats.bytes_out += wire;
@@ -172,13 +186,31 @@ void conn_flush(struct conn *c)
 	}
 	if (c->phase == PHASE_CLOSED)
 		return;
-	bool want = !pdu_queue_empty(&c->txq);
-	if (want != c->want_write) {
-		c->want_write = want;
-		loop_watch_mod(c->srv->loop, &c->watch, EPOLLIN | EPOLLRDHUP | (want ? EPOLLOUT : 0));
+	if (c->rx_paused && c->tx_bytes <= TX_BACKLOG_RESUME) {
+		c->rx_paused = false;
+		/* What was read before the pause is parsed now; the socket's rest on the next wake-up. */
+		if (!conn_parse(c))
+			return;
+		if (!pdu_queue_empty(&c->txq) && !c->rx_paused) {
+			conn_flush(c);
+			return;
+		}
 	}
-	if (!want && c->phase == PHASE_LOGGED_OUT)
+	conn_update_events(c);
+	if (pdu_queue_empty(&c->txq) && c->phase == PHASE_LOGGED_OUT)
 		conn_close(c, NULL);
+}
+
+/* Readable while not paused, writable while something waits to be sent. */
+static void conn_update_events(struct conn *c)
+{
+	bool want = !pdu_queue_empty(&c->txq);
+	bool read = !c->rx_paused;
+	if (want == c->want_write && read == c->want_read)
+		return;
+	c->want_write = want;
+	c->want_read = read;
+	loop_watch_mod(c->srv->loop, &c->watch, (read ? EPOLLIN | EPOLLRDHUP : 0) | (want ? EPOLLOUT : 0));
 }
 
 static uint32_t max_dsl_in(const struct conn *c)
@@ -228,6 +260,10 @@ static bool conn_parse(struct conn *c)
 		if (c->rx_state == RX_BHS) {
 			if (avail < BHS_LEN)
 				break;
+			if (c->tx_bytes > TX_BACKLOG_MAX) {
+				c->rx_paused = true;
+				break;
+			}
 			const char *why = NULL;
 			int rc = bhs_decode(c->rxbuf + pos, &c->rx_bhs, &why);
 			const struct bhs *b = &c->rx_bhs;
@@ -294,7 +330,7 @@ static bool conn_parse(struct conn *c)
 static void conn_on_readable(struct conn *c)
 {
 	/* Bounded number of reads per wake-up keeps one busy connection from starving others. */
-	for (int round = 0; round < 16 && c->phase != PHASE_CLOSED; round++) {
+	for (int round = 0; round < 16 && c->phase != PHASE_CLOSED && !c->rx_paused; round++) {
 		if (c->rx_len == c->rx_cap)
 			break; /* cannot happen: conn_parse grows the buffer to fit the PDU in progress */
 		ssize_t r = read(c->fd, c->rxbuf + c->rx_len, c->rx_cap - c->rx_len);
@@ -331,4 +367,4 @@ static void conn_on_io(void *arg, uint32_t events)
 		conn_on_readable(c);
 }
 
-uint32_t session_max_cmdsn(const struct session *s) { return s->exp_cmdsn + s->queue_depth - 1; }
+

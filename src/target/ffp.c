@@ -174,6 +174,6 @@ void ffp_dispatch(struct conn *c, const struct bhs *b, const uint8_t *raw, const
 		return;
 	}
 	/* An in-order PDU may have filled the gap in front of held ones. */
-	if (s->held && c->sess == s)
+	if (s->nheld && c->sess == s)
 		session_advance(s);
 }

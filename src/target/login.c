@@ -24,15 +24,40 @@ void login_free(struct conn *c)
 {
 	if (!c->login)
 		return;
-	sbuf_free(&c->login->pending);
+	struct login_state *ls = c->login;
+	sbuf_free(&ls->pending);
+	sbuf_free(&ls->reply);
+	free(ls->auth_user);
+	free(ls->auth_mutual_user);
+	if (ls->auth_secret)
+		explicit_bzero(ls->auth_secret, strlen(ls->auth_secret));
+	if (ls->auth_mutual_secret)
+		explicit_bzero(ls->auth_mutual_secret, strlen(ls->auth_mutual_secret));
+	free(ls->auth_secret);
+	free(ls->auth_mutual_secret);
 	/* CHAP state holds the challenge; wipe it with the rest. */
 	memset(c->login, 0, sizeof(*c->login));
 	free(c->login);
 	c->login = NULL;
 }
 
-static void login_send(struct conn *c, bool transit, int csg, int nsg, uint16_t status, const struct text_list *kv,
-		       uint16_t tsih)
+/* Login PDUs carry at most the RFC default MaxRecvDataSegmentLength before negotiation ends. */
+#define LOGIN_MAX_DSL 8192u
+/* What one login may make the target say, over all its continued responses. */
+#define LOGIN_MAX_REPLY (64u * 1024u)
+
+/* The session a joining login names, found again each time: it may have ended meanwhile. */
+static struct session *login_joined_session(const struct conn *c)
+{
+	const struct login_state *ls = c->login;
+	if (ls->tsih == 0 || !ls->identified)
+		return NULL;
+	return server_find_session(c->srv, ls->initiator_name, ls->isid, ls->tsih);
+}
+
+/* One Login Response PDU; text is the part of the reply it carries. */
+static void login_send_pdu(struct conn *c, bool transit, bool cont, int csg, int nsg, uint16_t status,
+			   const uint8_t *text, uint32_t len, uint16_t tsih)
 {
 	struct login_state *ls = c->login;
 	struct bhs b = {0};
@@ -41,26 +66,75 @@ static void login_send(struct conn *c, bool transit, int csg, int nsg, uint16_t 
 	b.itt = ls->itt;
 	b.login.csg = (uint8_t)csg;
 	b.login.nsg = transit ? (uint8_t)nsg : 0;
+	b.login.cont = cont;
 	b.login.version_max = 0;
 	b.login.version_min = 0;
 	memcpy(b.login.isid, ls->isid, 6);
 	b.login.tsih = tsih;
 	b.login.statsn = c->statsn++;
-	struct session *s = ls->join;
-	uint32_t exp = s ? s->exp_cmdsn : ls->cmdsn;
-	b.login.expcmdsn = exp;
-	b.login.maxcmdsn = exp + (s ? s->queue_depth : 1) - 1;
+	/* The window the session will really have: a new one starts with every slot free. */
+	struct session *s = login_joined_session(c);
+	if (s) {
+		b.login.expcmdsn = s->exp_cmdsn;
+		b.login.maxcmdsn = session_max_cmdsn(s);
+	} else {
+		b.login.expcmdsn = ls->cmdsn;
+		b.login.maxcmdsn = ls->cmdsn + session_queue_depth(c->srv) - 1;
+	}
 	b.login.status_class = (uint8_t)(status >> 8);
 	b.login.status_detail = (uint8_t)status;
 	uint8_t *owned = NULL;
-	uint32_t len = 0;
-	if (kv && kv->n) {
-		struct sbuf sb = {0};
-		text_encode(kv, &sb);
-		owned = sb.data;
-		len = (uint32_t)sb.len;
+	if (len) {
+		owned = xmalloc(len);
+		memcpy(owned, text, len);
 	}
 	conn_send_pdu(c, &b, owned, len, NULL, owned);
+}
+
+/* The next part of a reply too long for one PDU (C bit set while more follows). */
+static void login_send_reply_part(struct conn *c, int csg, uint16_t tsih)
+{
+	struct login_state *ls = c->login;
+	size_t left = ls->reply.len - ls->reply_off;
+	size_t n = left > LOGIN_MAX_DSL ? LOGIN_MAX_DSL : left;
+	bool more = n < left;
+	bool transit = !more && ls->reply_transit;
+	login_send_pdu(c, transit, more, csg, ls->reply_nsg, LOGIN_OK, ls->reply.data + ls->reply_off, (uint32_t)n,
+		       tsih);
+	ls->reply_off += n;
+	if (!more) {
+		sbuf_reset(&ls->reply);
+		ls->reply_off = 0;
+	}
+}
+
+static bool login_reply_pending(const struct login_state *ls) { return ls->reply_off > 0; }
+
+static size_t text_size(const struct text_list *kv)
+{
+	size_t n = 0;
+	for (size_t i = 0; kv && i < kv->n; i++)
+		n += strlen(kv->kv[i].key) + 1 + strlen(kv->kv[i].value) + 1;
+	return n;
+}
+
+/* A response that fits one PDU (transit allowed) or the first of several (never transit). */
+static void login_send(struct conn *c, bool transit, int csg, int nsg, uint16_t status, const struct text_list *kv,
+		       uint16_t tsih)
+{
+	struct login_state *ls = c->login;
+	sbuf_reset(&ls->reply);
+	ls->reply_off = 0;
+	if (kv && kv->n)
+		text_encode(kv, &ls->reply);
+	if (ls->reply.len <= LOGIN_MAX_DSL) {
+		login_send_pdu(c, transit, false, csg, nsg, status, ls->reply.data, (uint32_t)ls->reply.len, tsih);
+		sbuf_reset(&ls->reply);
+		return;
+	}
+	ls->reply_transit = false;
+	ls->reply_nsg = 0;
+	login_send_reply_part(c, csg, tsih);
 }
 
 static void login_fail(struct conn *c, int csg, uint16_t status, const char *why)
@@ -88,12 +162,83 @@ static bool list_has(const char *list, const char *item)
 	return false;
 }
 
-static const struct cfg_chap *login_chap_config(const struct conn *c)
+/* The CHAP account an initiator must prove: its own ACL entry's, else the target's or discovery's. */
+static const struct cfg_chap *login_chap_config(const struct conn *c, const struct tnode *node)
 {
 	const struct login_state *ls = c->login;
 	if (ls->session_type == SESSION_DISCOVERY)
 		return &c->srv->cfg->discovery_chap;
-	return &ls->node->cfg->chap;
+	return cfg_target_chap_for(node->cfg, ls->initiator_name);
+}
+
+static char *dup_or_null(const char *s) { return s ? xstrdup(s) : NULL; }
+
+static bool same_text(const char *a, const char *b) { return (!a && !b) || (a && b && strcmp(a, b) == 0); }
+
+/*
+ * Access checks against the running configuration: the target exists on this portal group,
+ * admits the initiator, and (when checking again after a reconfiguration) still asks for the
+ * CHAP account this login is proving. Returns status.
+ */
+static uint16_t login_check_access(struct conn *c, bool recheck, const char **why)
+{
+	struct login_state *ls = c->login;
+	if (ls->session_type != SESSION_NORMAL) {
+		if (recheck && !same_text(c->srv->cfg->discovery_chap.user, ls->auth_user)) {
+			*why = "discovery CHAP changed during the login";
+			return LOGIN_AUTH_FAILED;
+		}
+		return LOGIN_OK;
+	}
+	struct tnode *node = server_find_node(c->srv, ls->target_name);
+	if (!node || node->cfg->tpgt != c->tpgt) {
+		*why = node ? "target is not served through this portal group" : "no such target";
+		return LOGIN_NOT_FOUND;
+	}
+	if (c->srv->shutting_down) {
+		*why = "target is shutting down";
+		return LOGIN_SERVICE_UNAVAILABLE;
+	}
+	if (!node_allows(node, ls->initiator_name)) {
+		*why = "initiator is not in the target's access list";
+		return LOGIN_AUTHZ_FAILED;
+	}
+	if (recheck) {
+		const struct cfg_chap *chap = login_chap_config(c, node);
+		if (!same_text(chap->user, ls->auth_user) || !same_text(chap->secret, ls->auth_secret) ||
+		    !same_text(chap->mutual_user, ls->auth_mutual_user) ||
+		    !same_text(chap->mutual_secret, ls->auth_mutual_secret)) {
+			*why = "the initiator's CHAP account changed during the login";
+			return LOGIN_AUTH_FAILED;
+		}
+	}
+	return LOGIN_OK;
+}
+
+/* A joining login's session: it exists, is this initiator's, and has room for one more connection. */
+static uint16_t login_check_join(struct conn *c, const char **why)
+{
+	struct login_state *ls = c->login;
+	struct session *s = login_joined_session(c);
+	if (!s || s->type != ls->session_type ||
+	    (s->node && strcmp(s->node->cfg->name, ls->target_name) != 0)) {
+		*why = "TSIH does not name a session of this initiator";
+		return LOGIN_SESSION_DOES_NOT_EXIST;
+	}
+	/* A connection may only join a session authenticated with the same account (or none). */
+	if (!same_text(s->auth_user, ls->auth_user)) {
+		*why = "the session was authenticated with another CHAP account";
+		return LOGIN_AUTH_FAILED;
+	}
+	uint32_t others = 0;
+	for (struct conn *o = s->conns; o; o = o->sess_next)
+		if (o->cid != ls->cid)
+			others++;
+	if (others >= s->params.max_connections) {
+		*why = "session already has MaxConnections connections";
+		return LOGIN_TOO_MANY_CONNECTIONS;
+	}
+	return LOGIN_OK;
 }
 
 /* First request of the login: who is asking, for what, and may they. Returns status. */
@@ -107,7 +252,7 @@ static uint16_t login_identify(struct conn *c, const struct text_list *in, const
 	}
 	snprintf(ls->initiator_name, sizeof(ls->initiator_name), "%s", iname);
 	char nwhy[128];
-	if (!iscsi_name_valid(iname, nwhy, sizeof(nwhy))) {
+	if (strlen(iname) >= sizeof(ls->initiator_name) || !iscsi_name_valid(iname, nwhy, sizeof(nwhy))) {
 		*why = "InitiatorName is not a valid iSCSI name";
 		return LOGIN_INITIATOR_ERROR;
 	}
@@ -123,60 +268,52 @@ static uint16_t login_identify(struct conn *c, const struct text_list *in, const
 		*why = "unknown SessionType";
 		return LOGIN_SESSION_TYPE_UNSUPPORTED;
 	}
+	struct tnode *node = NULL;
 	if (ls->session_type == SESSION_NORMAL) {
 		const char *tname = text_get(in, "TargetName");
 		if (!tname) {
 			*why = "TargetName missing from a normal session's login";
 			return LOGIN_MISSING_PARAMETER;
 		}
-		snprintf(ls->target_name, sizeof(ls->target_name), "%s", tname);
-		ls->node = server_find_node(c->srv, tname);
-		if (!ls->node || ls->node->cfg->tpgt != c->tpgt) {
-			*why = ls->node ? "target is not served through this portal group" : "no such target";
+		if (strlen(tname) >= sizeof(ls->target_name)) {
+			*why = "no such target";
 			return LOGIN_NOT_FOUND;
 		}
-		if (c->srv->shutting_down) {
-			*why = "target is shutting down";
-			return LOGIN_SERVICE_UNAVAILABLE;
-		}
-		if (!node_allows(ls->node, iname)) {
-			*why = "initiator is not in the target's access list";
-			return LOGIN_AUTHZ_FAILED;
-		}
+		snprintf(ls->target_name, sizeof(ls->target_name), "%s", tname);
 	}
+	uint16_t st = login_check_access(c, false, why);
+	if (st != LOGIN_OK)
+		return st;
+	if (ls->session_type == SESSION_NORMAL)
+		node = server_find_node(c->srv, ls->target_name);
+	const struct cfg_chap *chap = login_chap_config(c, node);
+	ls->auth_user = dup_or_null(chap->user);
+	ls->auth_secret = dup_or_null(chap->secret);
+	ls->auth_mutual_user = dup_or_null(chap->mutual_user);
+	ls->auth_mutual_secret = dup_or_null(chap->mutual_secret);
+	ls->cred.user = ls->auth_user;
+	ls->cred.secret = ls->auth_secret;
+	ls->cred.mutual_user = ls->auth_mutual_user;
+	ls->cred.mutual_secret = ls->auth_mutual_secret;
+	ls->cfg_generation = c->srv->cfg_generation;
 	if (ls->tsih != 0) {
-		struct session *s = server_find_session(c->srv, iname, ls->isid, ls->tsih);
-		if (!s || s->type != ls->session_type || (s->node && s->node != ls->node)) {
-			*why = "TSIH does not name a session of this initiator";
-			return LOGIN_SESSION_DOES_NOT_EXIST;
-		}
-		uint32_t others = 0;
-		for (struct conn *o = s->conns; o; o = o->sess_next)
-			if (o->cid != ls->cid)
-				others++;
-		if (others >= s->params.max_connections) {
-			*why = "session already has MaxConnections connections";
-			return LOGIN_TOO_MANY_CONNECTIONS;
-		}
-		ls->join = s;
+		st = login_check_join(c, why);
+		if (st != LOGIN_OK)
+			return st;
 	}
 	struct iscsi_params want;
-	if (ls->node) {
-		want = ls->node->want;
+	if (node) {
+		want = node->want;
 	} else {
 		params_defaults(&want);
 		want.max_recv_dsl = 65536;
 	}
 	want.session_type = ls->session_type;
 	negotiator_init(&ls->neg, &want, ls->tsih == 0, true);
-	if (ls->join)
-		ls->neg.result = ls->join->params;
+	struct session *s = login_joined_session(c);
+	if (s)
+		ls->neg.result = s->params;
 	ls->neg.result.session_type = ls->session_type;
-	const struct cfg_chap *chap = login_chap_config(c);
-	ls->cred.user = chap->user;
-	ls->cred.secret = chap->secret;
-	ls->cred.mutual_user = chap->mutual_user;
-	ls->cred.mutual_secret = chap->mutual_secret;
 	return LOGIN_OK;
 }
 
@@ -185,7 +322,7 @@ static uint16_t login_identify(struct conn *c, const struct text_list *in, const
 static uint16_t login_security(struct conn *c, const struct text_list *in, struct text_list *out, const char **why)
 {
 	struct login_state *ls = c->login;
-	bool need_chap = ls->cred.user != NULL;
+	bool need_chap = ls->auth_user != NULL;
 	const char *am = text_get(in, "AuthMethod");
 	if (am) {
 		if (need_chap && list_has(am, "CHAP")) {
@@ -250,11 +387,31 @@ static uint16_t alloc_tsih(struct server *srv)
 	return 0;
 }
 
-/* The last login response is queued: the connection enters full feature phase. */
+/*
+ * The initiator asked to enter full feature phase and may: check again what may have changed
+ * since the login began (the session it joins, the configuration), then answer and switch.
+ */
 static void login_complete(struct conn *c, struct text_list *out, int csg)
 {
 	struct login_state *ls = c->login;
-	struct session *s = ls->join;
+	const char *why = NULL;
+	uint16_t st = LOGIN_OK;
+	if (ls->cfg_generation != c->srv->cfg_generation)
+		st = login_check_access(c, true, &why);
+	if (st == LOGIN_OK && ls->tsih != 0)
+		st = login_check_join(c, &why);
+	if (st != LOGIN_OK) {
+		login_fail(c, csg, st, why);
+		return;
+	}
+	negotiate_finish(&ls->neg, out);
+	if (text_size(out) > LOGIN_MAX_DSL) {
+		/* Too much to say in the last response: say it now, continued, and let the initiator ask
+		 * to transit again (a target may answer T=0 to a T=1 request). */
+		login_send(c, false, csg, 0, LOGIN_OK, out, 0);
+		return;
+	}
+	struct session *s = login_joined_session(c);
 	uint16_t tsih;
 	if (!s) {
 		if (ls->session_type == SESSION_NORMAL) {
@@ -276,8 +433,13 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 				break;
 			}
 		}
+		/* Closing the reinstated connection may have ended the session. */
+		s = login_joined_session(c);
+		if (!s) {
+			login_fail(c, csg, LOGIN_SESSION_DOES_NOT_EXIST, "the session ended during the login");
+			return;
+		}
 	}
-	negotiate_finish(&ls->neg, out);
 	login_send(c, true, csg, STAGE_FULL_FEATURE, LOGIN_OK, out, tsih);
 	/* Digests and the new limits apply from the next PDU on, not to this response. */
 	struct iscsi_params p = ls->neg.result;
@@ -286,7 +448,6 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 		s = session_create(c->srv, c);
 		s->tsih = tsih;
 		s->params = p;
-		s->exp_cmdsn = ls->cmdsn;
 	}
 	c->params = s->params;
 	c->params.header_digest = p.header_digest;
@@ -346,6 +507,15 @@ void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint
 		login_fail(c, csg, LOGIN_INITIATOR_ERROR, "invalid next stage");
 		return;
 	}
+	if (login_reply_pending(ls)) {
+		/* The initiator asks for the rest of a continued response with an empty request. */
+		if (len || b->login.cont) {
+			login_fail(c, csg, LOGIN_INITIATOR_ERROR, "login text sent while a continued response was pending");
+			return;
+		}
+		login_send_reply_part(c, csg, 0);
+		return;
+	}
 	/* A request spread over several PDUs: acknowledge each part, answer the whole. */
 	if (ls->pending.len + len > 65536) {
 		login_fail(c, csg, LOGIN_OUT_OF_RESOURCES, "login text too long");
@@ -384,7 +554,7 @@ void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint
 			}
 		}
 		if (st == LOGIN_OK && !ls->auth_done) {
-			if (ls->cred.user) {
+			if (ls->auth_user) {
 				st = LOGIN_AUTH_FAILED;
 				why = "initiator skipped the security stage but the target requires CHAP";
 			} else {
@@ -401,18 +571,24 @@ void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint
 		login_fail(c, csg, LOGIN_INITIATOR_ERROR, nwhy);
 		goto done;
 	}
-	if (first_text && ls->session_type == SESSION_NORMAL && !ls->join) {
+	if (first_text && ls->session_type == SESSION_NORMAL && ls->tsih == 0) {
 		char tag[8];
 		snprintf(tag, sizeof(tag), "%u", c->tpgt);
 		text_add(&out, "TargetPortalGroupTag", tag);
-		if (ls->node->cfg->alias)
-			text_add(&out, "TargetAlias", ls->node->cfg->alias);
+		const struct tnode *node = server_find_node(c->srv, ls->target_name);
+		if (node && node->cfg->alias)
+			text_add(&out, "TargetAlias", node->cfg->alias);
+	}
+	if (text_size(&out) > LOGIN_MAX_REPLY) {
+		login_fail(c, csg, LOGIN_OUT_OF_RESOURCES, "login request asks for too long a response");
+		goto done;
 	}
 	if (b->final && !ls->auth_done && !ls->chap_in_progress) {
 		login_fail(c, csg, LOGIN_AUTH_FAILED, "target requires CHAP; initiator did not negotiate it");
 		goto done;
 	}
-	bool transit = b->final && ls->auth_done;
+	/* A response needing continuation cannot transit (the C bit excludes the T bit). */
+	bool transit = b->final && ls->auth_done && text_size(&out) <= LOGIN_MAX_DSL;
 	if (!transit) {
 		login_send(c, false, csg, 0, LOGIN_OK, &out, 0);
 		goto done;

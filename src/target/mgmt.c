@@ -157,16 +157,7 @@ static json_t *m_session_kill(void *ctx, json_t *params, struct rpc_error *err)
 		return rpc_fail(err, RPC_INVALID_PARAMS, "'grace' must be 0..3600 seconds");
 	log_info("management: killing session TSIH %u of '%s' (grace %lld s)", s->tsih, s->initiator_name,
 		 (long long)grace);
-	if (grace == 0 || s->type != SESSION_NORMAL) {
-		session_close(s, "killed by the administrator");
-	} else {
-		/* Ask politely first (Async Message, logout requested); the tick drops it after grace. */
-		for (struct conn *c = s->conns; c; c = c->sess_next) {
-			send_async_logout(c, (uint16_t)grace);
-			conn_flush(c);
-		}
-		s->kill_deadline_ms = loop_now_ms() + (uint64_t)grace * 1000u;
-	}
+	session_revoke(s, (unsigned)grace, "killed by the administrator");
 	return json_object();
 }
 
@@ -210,6 +201,10 @@ static json_t *m_target_list(void *ctx, json_t *params, struct rpc_error *err)
 		json_object_set_new(o, "acl", acl);
 		json_object_set_new(o, "chap", json_boolean(n->cfg->chap.user != NULL));
 		json_object_set_new(o, "mutual_chap", json_boolean(n->cfg->chap.mutual_user != NULL));
+		json_t *accounts = json_array();
+		for (size_t j = 0; j < n->cfg->naccounts; j++)
+			json_array_append_new(accounts, json_string(n->cfg->accounts[j].initiator));
+		json_object_set_new(o, "chap_initiators", accounts);
 		size_t nsess = 0;
 		for (size_t j = 0; j < srv->nsessions; j++)
 			if (srv->sessions[j]->node == n)
@@ -411,6 +406,10 @@ static int ch_chap_set(struct cfg *cfg, json_t *params, char **err)
 		struct cfg_target *t = need_target(cfg, params, err);
 		if (!t)
 			return -1;
+		const char *initiator = pstr(params, "initiator");
+		if (initiator)
+			return cfg_set_initiator_chap(t, initiator, pstr(params, "user"), pstr(params, "secret"),
+						      pstr(params, "mutual_user"), pstr(params, "mutual_secret"), err);
 		c = &t->chap;
 	}
 	return cfg_set_chap(c, pstr(params, "user"), pstr(params, "secret"), pstr(params, "mutual_user"),
@@ -497,7 +496,8 @@ static const struct rpc_method target_methods[] = {
 	{"acl.add", m_acl_add, "allow an initiator: {target, initiator}"},
 	{"acl.remove", m_acl_remove, "stop allowing an initiator (new logins refused): {target, initiator}"},
 	{"chap.set", m_chap_set,
-	 "CHAP credentials: {target | discovery: true, user?, secret?, mutual_user?, mutual_secret?}; no user = off"},
+	 "CHAP credentials: {target [, initiator] | discovery: true, user?, secret?, mutual_user?, mutual_secret?}; "
+	 "no user = off (with initiator: that initiator's own account, removed without user)"},
 	{"portal.add", m_portal_add, "listen on another portal: {listen, portal_group?}"},
 	{"portal.remove", m_portal_remove, "stop listening on a portal: {listen}"},
 	{"config.save", m_config_save, "write the running configuration (atomically, 0600): {path?}"},

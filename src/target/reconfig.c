@@ -150,6 +150,45 @@ static struct store *lun_open(const struct cfg_target *t, const struct cfg_lun *
 
 static bool str_eq(const char *a, const char *b) { return (!a && !b) || (a && b && strcmp(a, b) == 0); }
 
+static bool chap_same(const struct cfg_chap *a, const struct cfg_chap *b)
+{
+	return str_eq(a->user, b->user) && str_eq(a->secret, b->secret) && str_eq(a->mutual_user, b->mutual_user) &&
+	       str_eq(a->mutual_secret, b->mutual_secret);
+}
+
+/* Seconds a revoked session has to log out before it is dropped. */
+#define REVOKE_GRACE_S 2u
+
+/*
+ * An administrator who disallows an initiator or changes the CHAP account it proved expects its
+ * sessions to end, not to live on until they log out. Sessions go from the end of the array,
+ * which ending one only reorders behind the cursor.
+ */
+static void revoke_sessions(struct server *srv, const struct cfg *old, const struct cfg *cfg)
+{
+	for (size_t i = srv->nsessions; i-- > 0;) {
+		struct session *s = srv->sessions[i];
+		const char *why = NULL;
+		if (s->type == SESSION_DISCOVERY) {
+			if (!chap_same(&old->discovery_chap, &cfg->discovery_chap))
+				why = "discovery CHAP changed";
+		} else {
+			const struct cfg_target *ot = cfg_find_target(old, s->node->cfg->name);
+			const struct cfg_target *nt = cfg_find_target(cfg, s->node->cfg->name);
+			if (!ot || !nt)
+				continue; /* a removed target closes its sessions itself */
+			struct tnode probe = {.cfg = (struct cfg_target *)nt};
+			if (!node_allows(&probe, s->initiator_name))
+				why = "initiator no longer in the target's access list";
+			else if (!chap_same(cfg_target_chap_for(ot, s->initiator_name),
+					    cfg_target_chap_for(nt, s->initiator_name)))
+				why = "the initiator's CHAP account changed";
+		}
+		if (why)
+			session_revoke(s, REVOKE_GRACE_S, why);
+	}
+}
+
 /* The same backing store with the same SCSI identity: only its size may differ. */
 static bool lun_same(const struct cfg_lun *a, const struct cfg_lun *b)
 {
@@ -261,6 +300,9 @@ int server_apply_config(struct server *srv, struct cfg *cfg, char **err)
 	}
 
 	/* Commit. Nothing below fails in a way that leaves half a change behind. */
+	srv->cfg_generation++;
+	if (srv->cfg && srv->cfg != cfg)
+		revoke_sessions(srv, srv->cfg, cfg);
 	for (size_t j = 0; j < srv->nportals; j++)
 		if (!kept[j])
 			portal_close(srv->portals[j]);

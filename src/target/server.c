@@ -37,7 +37,8 @@ struct tnode *server_find_node(struct server *srv, const char *name)
 
 bool node_allows(const struct tnode *node, const char *initiator)
 {
-	if (node->cfg->nacl == 0)
+	/* Disallowing the last initiator must not open the target to everyone: that takes access = open. */
+	if (!node->cfg->restricted)
 		return true;
 	for (size_t i = 0; i < node->cfg->nacl; i++)
 		if (strcmp(node->cfg->acl[i], initiator) == 0)
@@ -149,6 +150,9 @@ static void server_tick(void *arg)
 			conn_close(c, "login did not complete in time");
 			continue;
 		}
+		if (c->phase == PHASE_FULL_FEATURE && c->tasks &&
+		    task_expire_data_waits(c, now, (uint64_t)cfg->data_out_timeout * 1000u))
+			conn_flush(c);
 		if (c->phase != PHASE_FULL_FEATURE || !cfg->nop_interval)
 			continue;
 		if (c->ping_sent_ms && now - c->last_rx_ms > (uint64_t)cfg->nop_timeout * 1000u) {
@@ -160,12 +164,17 @@ static void server_tick(void *arg)
 		else if (c->ping_sent_ms && c->last_rx_ms > c->ping_sent_ms)
 			c->ping_sent_ms = 0;
 	}
-	for (size_t i = 0; i < srv->nsessions; i++) {
+	for (size_t i = srv->nsessions; i-- > 0;) {
+		/* From the end: ending a session moves only an already visited one into its place. */
 		struct session *s = srv->sessions[i];
 		if (s->kill_deadline_ms && now >= s->kill_deadline_ms) {
-			session_close(s, "killed by the administrator");
-			break; /* the array changed; the next tick looks again */
+			session_close(s, "did not log out when asked to");
+			continue;
 		}
+		/* A CmdSN gap that stays open holds every later command (and its data) forever. */
+		uint64_t oldest = session_oldest_held_ms(s);
+		if (oldest && now - oldest > (uint64_t)cfg->data_out_timeout * 1000u)
+			session_close(s, "a CmdSN gap stayed open past data-out-timeout");
 	}
 	if (srv->shutting_down && (!srv->conns || now >= srv->shutdown_deadline_ms))
 		server_finish_shutdown(srv);

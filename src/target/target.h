@@ -73,6 +73,8 @@ struct server {
 	int (*overlay)(struct cfg *cfg, void *arg, char **err);
 	void *overlay_arg;
 	struct io_stats closed;    /* counters of connections that have ended */
+	uint64_t buffered;         /* data buffer bytes held by every task of every connection */
+	uint64_t cfg_generation;   /* bumped by every applied configuration */
 	struct offload *offload;   /* workers for reads that may wait for a device */
 	struct loop_watch offload_watch;
 };
@@ -84,7 +86,14 @@ enum task_state {
 	TASK_SENDING,     /* response queued; buffers still referenced by the send queue */
 };
 
-enum task_refusal { TASK_REFUSE_NONE, TASK_REFUSE_TOO_BIG, TASK_REFUSE_SET_FULL };
+enum task_refusal {
+	TASK_REFUSE_NONE,
+	TASK_REFUSE_TOO_BIG,       /* over the largest transfer one command may ask for */
+	TASK_REFUSE_SET_FULL,      /* the connection's data buffers are at max-data-per-connection */
+	TASK_REFUSE_SESSION_DATA,  /* the session's are at max-data-per-session */
+	TASK_REFUSE_TOTAL_DATA,    /* the target's are at max-data-total */
+	TASK_REFUSE_SLOTS,         /* every command slot of the session is taken (immediate commands) */
+};
 
 struct task {
 	struct conn *conn;
@@ -115,6 +124,7 @@ struct task {
 	bool aborted;
 	uint8_t refuse;           /* enum task_refusal: answered with an error in its CmdSN turn */
 	uint64_t buffered;        /* bytes of data buffers this task holds */
+	uint64_t last_data_ms;    /* last Data-Out (or the command) arrived; for the Data-Out timeout */
 	uint64_t start_us;        /* arrival, for the latency histogram */
 	struct scsi_cmd scmd;
 };
@@ -124,6 +134,7 @@ struct txitem {
 	struct pdu_frame f;       /* first: the queue links frames */
 	struct task *task;        /* released when this item is written; NULL if none */
 	uint8_t *owned;           /* freed when written (text/login data, sense) */
+	size_t wire;              /* its size on the wire, counted in the connection's tx_bytes */
 };
 
 enum rx_state { RX_BHS, RX_REST };
@@ -146,12 +157,21 @@ struct login_state {
 	char initiator_alias[256];
 	char target_name[224];
 	enum session_type session_type;
-	struct tnode *node;
-	struct session *join;     /* existing session this connection joins (TSIH != 0) */
+	/*
+	 * No pointers into the session table or the configuration: either may change while the login
+	 * goes on (another login, a logout, a reconfiguration). The session joined is found again by
+	 * its TSIH, the target by its name, and the CHAP account is a copy.
+	 */
+	uint64_t cfg_generation;  /* configuration the access checks were made against */
 	struct negotiator neg;
 	struct chap_target chap;
-	struct chap_credentials cred;
+	struct chap_credentials cred; /* points at the copies below */
+	char *auth_user, *auth_secret, *auth_mutual_user, *auth_mutual_secret;
 	struct sbuf pending;      /* text of a request spread over several PDUs (C bit) */
+	struct sbuf reply;        /* response text not yet sent (C bit, RFC 7143 11.13) */
+	size_t reply_off;
+	bool reply_transit;       /* the last part of the pending reply carries T=1 */
+	int reply_nsg;
 	uint8_t version_max;
 };
 
@@ -182,11 +202,15 @@ struct conn {
 	struct txitem *tx_free;     /* spare items, reused instead of allocated per PDU */
 	size_t tx_nfree;
 	bool want_write;
+	bool want_read;             /* EPOLLIN is in the watch's events */
 	/* tasks */
 	struct task *tasks;         /* active tasks */
 	struct task *free_tasks;
 	uint32_t ntasks;
+	uint32_t nsending;          /* of them, answered: only their response is still queued */
 	uint64_t buffered;          /* data buffer bytes held by its tasks */
+	uint64_t tx_bytes;          /* bytes queued for sending */
+	bool rx_paused;             /* not reading: the send backlog is over its bound */
 	uint32_t next_ttt;
 	/* login */
 	struct login_state *login;
@@ -219,8 +243,16 @@ struct session {
 	struct conn *conns;
 	uint32_t nconns;
 	uint32_t exp_cmdsn;
-	uint32_t queue_depth;       /* MaxCmdSN = ExpCmdSN + queue_depth - 1 */
-	struct held_pdu *held;      /* PDUs waiting for their CmdSN turn, any connection */
+	uint32_t max_cmdsn;         /* highest MaxCmdSN advertised; never lowered */
+	uint32_t queue_depth;       /* command slots: the window is the free ones */
+	struct held_pdu **ring;     /* PDUs waiting for their CmdSN turn, any connection */
+	uint32_t ring_mask;         /* ring size - 1; the size is a power of two >= queue_depth */
+	uint32_t nheld;             /* entries in the ring */
+	uint32_t held_other;        /* held PDUs that are not SCSI commands (no task) */
+	uint64_t held_bytes;        /* data segments copied for held PDUs */
+	uint64_t buffered;          /* data buffer bytes held by the tasks of its connections */
+	bool ended;                 /* its last connection is gone; freed after this loop iteration */
+	char *auth_user;            /* CHAP name it authenticated with, NULL for none */
 	struct scsi_nexus nexus;
 	bool nexus_registered;
 	char auth_method[8];        /* "None" or "CHAP" */
@@ -245,8 +277,11 @@ void conn_flush(struct conn *c);
 /* Queue a PDU: bhs is encoded, digests and padding added; data may be NULL. */
 void conn_send_pdu(struct conn *c, struct bhs *b, const void *data, uint32_t len, struct task *task,
 		   uint8_t *owned);
-/* Fill ExpCmdSN/MaxCmdSN for a response header. */
-uint32_t session_max_cmdsn(const struct session *s);
+/* The MaxCmdSN to send: ExpCmdSN + free command slots - 1, never below what was sent before. */
+uint32_t session_max_cmdsn(struct session *s);
+uint32_t session_outstanding(const struct session *s);
+uint64_t session_oldest_held_ms(const struct session *s);
+uint32_t session_queue_depth(const struct server *srv);
 
 /* login.c */
 void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
@@ -257,6 +292,7 @@ struct session *session_create(struct server *srv, struct conn *c);
 void session_add_conn(struct session *s, struct conn *c);
 void session_remove_conn(struct session *s, struct conn *c);
 void session_close(struct session *s, const char *why);
+void session_revoke(struct session *s, unsigned grace, const char *why);
 /* CmdSN ordering: returns true if the PDU with this CmdSN may be processed now. */
 void session_handle_pdu(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
 void session_advance(struct session *s);
@@ -272,6 +308,7 @@ void task_release(struct task *t);
 void task_abort(struct task *t);
 void task_free_all(struct conn *c);
 struct task *task_find_itt(struct session *s, uint32_t itt);
+unsigned task_expire_data_waits(struct conn *c, uint64_t now_ms, uint64_t timeout_ms);
 
 /* tmf.c */
 void tmf_handle(struct conn *c, const struct bhs *b);

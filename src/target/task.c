@@ -12,9 +12,28 @@
 
 /* Largest data transfer one command may ask for; VPD Block Limits advertises less. */
 #define TASK_MAX_XFER (32u * 1024u * 1024u)
-/* Data buffers one connection may hold for commands in progress; past it: TASK SET FULL. */
-#define CONN_MAX_BUFFERED (512ull * 1024u * 1024u)
 #define TASK_FREE_KEEP 64u
+
+/* Data buffers are counted per connection, per session and for the whole target. */
+static void task_account(struct task *t, uint64_t bytes)
+{
+	struct conn *c = t->conn;
+	t->buffered = bytes;
+	c->buffered += bytes;
+	if (c->sess)
+		c->sess->buffered += bytes;
+	c->srv->buffered += bytes;
+}
+
+static void task_unaccount(struct task *t)
+{
+	struct conn *c = t->conn;
+	c->buffered -= t->buffered;
+	if (c->sess)
+		c->sess->buffered -= t->buffered;
+	c->srv->buffered -= t->buffered;
+	t->buffered = 0;
+}
 
 static struct task *task_alloc(struct conn *c)
 {
@@ -29,6 +48,7 @@ static struct task *task_alloc(struct conn *c)
 	t->next = c->tasks;
 	c->tasks = t;
 	c->ntasks++;
+	t->last_data_ms = loop_now_ms();
 	return t;
 }
 
@@ -42,7 +62,9 @@ static void task_put(struct task *t)
 		}
 	}
 	c->ntasks--;
-	c->buffered -= t->buffered;
+	if (t->state == TASK_SENDING)
+		c->nsending--;
+	task_unaccount(t);
 	free(t->out);
 	free(t->in);
 	t->out = t->in = NULL;
@@ -72,6 +94,10 @@ void task_free_all(struct conn *c)
 	while (c->tasks) {
 		struct task *t = c->tasks;
 		c->tasks = t->next;
+		c->ntasks--;
+		if (t->state == TASK_SENDING)
+			c->nsending--;
+		task_unaccount(t);
 		if (t->state == TASK_RUNNING && t->scmd.defer.active) {
 			/* On a worker or waiting for one: the task goes when the SCSI layer is done with it. */
 			scsi_cmd_cancel(&t->scmd);
@@ -190,13 +216,29 @@ static void task_refuse(struct task *t)
 	uint32_t itt = t->itt;
 	uint8_t why = t->refuse;
 	task_put(t);
-	if (why == TASK_REFUSE_TOO_BIG) {
+	const struct cfg *cfg = c->srv->cfg;
+	switch (why) {
+	case TASK_REFUSE_TOO_BIG:
 		log_warn("%s:%u: command asks for more than %u bytes", c->peer_addr, c->peer_port, TASK_MAX_XFER);
 		task_respond_check(c, itt, SK_ILLEGAL_REQUEST, 0x24, 0x00, 0, false);
 		return;
+	case TASK_REFUSE_SET_FULL:
+		log_warn("%s:%u: more than %llu bytes of data buffered for commands in progress: TASK SET FULL",
+			 c->peer_addr, c->peer_port, (unsigned long long)cfg->max_data_connection);
+		break;
+	case TASK_REFUSE_SESSION_DATA:
+		log_warn("%s:%u: more than %llu bytes of data buffered for the session's commands: TASK SET FULL",
+			 c->peer_addr, c->peer_port, (unsigned long long)cfg->max_data_session);
+		break;
+	case TASK_REFUSE_TOTAL_DATA:
+		log_warn("%s:%u: more than %llu bytes of data buffered for the target's commands: TASK SET FULL",
+			 c->peer_addr, c->peer_port, (unsigned long long)cfg->max_data_total);
+		break;
+	case TASK_REFUSE_SLOTS:
+		log_warn("%s:%u: session has all %u command slots in use: TASK SET FULL", c->peer_addr, c->peer_port,
+			 c->sess->queue_depth);
+		break;
 	}
-	log_warn("%s:%u: more than %llu bytes of data buffered for commands in progress: TASK SET FULL",
-		 c->peer_addr, c->peer_port, (unsigned long long)CONN_MAX_BUFFERED);
 	task_respond(c, itt, SCSI_TASK_SET_FULL, NULL, 0, 0, false);
 }
 
@@ -261,10 +303,17 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs
 	else if (t->read)
 		in_len = t->edtl;
 	uint64_t need = (t->write ? (uint64_t)t->edtl : 0) + in_len;
+	const struct cfg *cfg = c->srv->cfg;
 	if ((t->write && t->edtl > TASK_MAX_XFER) || in_len > TASK_MAX_XFER)
 		t->refuse = TASK_REFUSE_TOO_BIG;
-	else if (c->buffered + need > CONN_MAX_BUFFERED)
+	else if (session_outstanding(s) > s->queue_depth) /* this task is counted: more than every slot */
+		t->refuse = TASK_REFUSE_SLOTS;
+	else if (c->buffered + need > cfg->max_data_connection)
 		t->refuse = TASK_REFUSE_SET_FULL;
+	else if (s->buffered + need > cfg->max_data_session)
+		t->refuse = TASK_REFUSE_SESSION_DATA;
+	else if (c->srv->buffered + need > cfg->max_data_total)
+		t->refuse = TASK_REFUSE_TOTAL_DATA;
 	if (!t->refuse) {
 		if (t->write && t->edtl) {
 			t->out = xmalloc(t->edtl);
@@ -274,8 +323,7 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs
 			t->in = xmalloc(in_len);
 			t->in_cap = in_len;
 		}
-		t->buffered = need;
-		c->buffered += need;
+		task_account(t, need);
 	}
 	t->out_received = len;
 	t->bidi_read_len = in_len;
@@ -355,6 +403,7 @@ void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *da
 	if (t->out)
 		memcpy(t->out + off, data, len);
 	t->out_received += len;
+	t->last_data_ms = loop_now_ms();
 	t->next_datasn++;
 	bool seq_done = t->out_received >= t->seq_end || b->final;
 	if (seq_done) {
@@ -380,6 +429,30 @@ void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *da
 		task_send_r2ts(t);
 }
 
+/*
+ * Writes whose Data-Out stopped coming end after the timeout: the initiator may have lost the
+ * R2T or be hostile; either way their buffers are not held forever (SPC-4: INITIATOR RESPONSE
+ * TIMEOUT). Returns how many ended.
+ */
+unsigned task_expire_data_waits(struct conn *c, uint64_t now_ms, uint64_t timeout_ms)
+{
+	unsigned n = 0;
+	for (struct task *t = c->tasks, *next; t; t = next) {
+		next = t->next;
+		if (t->state != TASK_WAIT_DATA || !t->write || t->out_received >= t->edtl ||
+		    now_ms - t->last_data_ms < timeout_ms)
+			continue;
+		log_warn("%s:%u: ITT 0x%08x: no Data-Out for %llu s (%u of %u bytes came): ending the command",
+			 c->peer_addr, c->peer_port, t->itt, (unsigned long long)(timeout_ms / 1000), t->out_received,
+			 t->edtl);
+		uint32_t itt = t->itt;
+		task_put(t);
+		task_respond_check(c, itt, SK_ABORTED_COMMAND, 0x4b, 0x06, 0, false);
+		n++;
+	}
+	return n;
+}
+
 /* Queue the Data-In PDUs (status collapsed into the last) or the SCSI Response. */
 static void task_scsi_done(struct scsi_cmd *sc)
 {
@@ -393,6 +466,7 @@ static void task_scsi_done(struct scsi_cmd *sc)
 	}
 	struct conn *c = t->conn;
 	t->state = TASK_SENDING;
+	c->nsending++;
 	t->refs = 1; /* our own, dropped at the end */
 	if (t->aborted || c->phase != PHASE_FULL_FEATURE) {
 		task_release(t);
