@@ -26,6 +26,8 @@
 #define SHUTDOWN_GRACE_MS 3000u
 /* Reads waiting for devices at once; threads start only as reads actually wait. */
 #define OFFLOAD_THREADS 16u
+/* Command data buffers kept for reuse once their commands end. */
+#define BUFPOOL_KEEP (64u << 20)
 
 struct tnode *server_find_node(struct server *srv, const char *name)
 {
@@ -237,6 +239,7 @@ int server_start(struct server *srv, struct cfg *cfg)
 	srv->sigfd = -1;
 	srv->loop = loop_new();
 	srv->next_tsih = 1;
+	bufpool_init(&srv->bufpool, BUFPOOL_KEEP);
 	if (!srv->loop) {
 		log_error("cannot create the event loop");
 		cfg_free(cfg);
@@ -325,6 +328,7 @@ void server_free(struct server *srv)
 	/* Last: reads still on workers finish, and their commands (orphaned by now) are freed. */
 	offload_free(srv->offload);
 	srv->offload = NULL;
+	bufpool_free(&srv->bufpool);
 	free(srv->nodes);
 	free(srv->portals);
 	free(srv->sessions);

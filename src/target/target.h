@@ -21,6 +21,7 @@
 #include "scsi/scsi.h"
 #include "target/config.h"
 #include "target/stats.h"
+#include "util/bufpool.h"
 
 struct server;
 struct session;
@@ -75,6 +76,7 @@ struct server {
 	struct io_stats closed;    /* counters of connections that have ended */
 	uint64_t buffered;         /* data buffer bytes held by every task of every connection */
 	uint64_t cfg_generation;   /* bumped by every applied configuration */
+	struct bufpool bufpool;    /* command data buffers, reused */
 	struct offload *offload;   /* workers for reads that may wait for a device */
 	struct loop_watch offload_watch;
 };
@@ -120,6 +122,7 @@ struct task {
 	/* read side */
 	uint8_t *in;
 	uint32_t in_cap;
+	struct bufpool *pool;     /* where out and in come from and go back to */
 	uint32_t refs;            /* queued send items still pointing at buffers */
 	bool aborted;
 	uint8_t refuse;           /* enum task_refusal: answered with an error in its CmdSN turn */

@@ -35,6 +35,13 @@ static void task_unaccount(struct task *t)
 	t->buffered = 0;
 }
 
+static void task_free_buffers(struct task *t)
+{
+	bufpool_put(t->pool, t->out, t->edtl);
+	bufpool_put(t->pool, t->in, t->in_cap);
+	t->out = t->in = NULL;
+}
+
 static struct task *task_alloc(struct conn *c)
 {
 	struct task *t = c->free_tasks;
@@ -45,6 +52,7 @@ static struct task *task_alloc(struct conn *c)
 	memset(t, 0, offsetof(struct task, scmd));
 	memset(&t->scmd, 0, offsetof(struct scsi_cmd, sense));
 	t->conn = c;
+	t->pool = &c->srv->bufpool;
 	t->next = c->tasks;
 	c->tasks = t;
 	c->ntasks++;
@@ -65,9 +73,7 @@ static void task_put(struct task *t)
 	if (t->state == TASK_SENDING)
 		c->nsending--;
 	task_unaccount(t);
-	free(t->out);
-	free(t->in);
-	t->out = t->in = NULL;
+	task_free_buffers(t);
 	t->next = c->free_tasks;
 	c->free_tasks = t;
 }
@@ -105,8 +111,7 @@ void task_free_all(struct conn *c)
 			t->conn = NULL;
 			continue;
 		}
-		free(t->out);
-		free(t->in);
+		task_free_buffers(t);
 		free(t);
 	}
 	while (c->free_tasks) {
@@ -316,11 +321,11 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs
 		t->refuse = TASK_REFUSE_TOTAL_DATA;
 	if (!t->refuse) {
 		if (t->write && t->edtl) {
-			t->out = xmalloc(t->edtl);
+			t->out = bufpool_get(&c->srv->bufpool, t->edtl);
 			memcpy(t->out, data, len);
 		}
 		if (in_len) {
-			t->in = xmalloc(in_len);
+			t->in = bufpool_get(&c->srv->bufpool, in_len);
 			t->in_cap = in_len;
 		}
 		task_account(t, need);
@@ -459,8 +464,7 @@ static void task_scsi_done(struct scsi_cmd *sc)
 	struct task *t = sc->priv;
 	if (t->orphan) {
 		/* Its connection is gone; only the memory is left to give back. */
-		free(t->out);
-		free(t->in);
+		task_free_buffers(t);
 		free(t);
 		return;
 	}
