@@ -755,6 +755,51 @@ static void test_timeouts(void)
 	json_decref(r);
 }
 
+/* A daemon that answers with an endless line: the client gives up at its bound, not at its memory. */
+static char flood_path[108];
+
+static void *flood_daemon(void *arg)
+{
+	int lfd = *(int *)arg;
+	int fd = accept(lfd, NULL, NULL);
+	if (fd < 0)
+		return NULL;
+	static char chunk[1 << 16];
+	memset(chunk, 'z', sizeof(chunk));
+	for (size_t sent = 0; sent < (80u << 20);) {
+		ssize_t w = send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
+		if (w <= 0)
+			break;
+		sent += (size_t)w;
+	}
+	close(fd);
+	return NULL;
+}
+
+static void test_client_answer_bound(void)
+{
+	snprintf(flood_path, sizeof(flood_path), "/tmp/isthmus-test-rpc-flood-%d.sock", (int)getpid());
+	int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", flood_path);
+	unlink(flood_path);
+	CHECK_EQ(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	CHECK_EQ(listen(lfd, 1), 0);
+	pthread_t th;
+	CHECK_EQ(pthread_create(&th, NULL, flood_daemon, &lfd), 0);
+	int code = -1;
+	char *err = NULL;
+	json_t *r = rpc_call(flood_path, "echo", NULL, 20000, &code, &err);
+	CHECK(r == NULL);
+	CHECK(err && strstr(err, "longer than"));
+	if (err)
+		printf("rpc_call against an endless answer: %s\n", err);
+	free(err);
+	pthread_join(th, NULL);
+	close(lfd);
+	unlink(flood_path);
+}
+
 int main(void)
 {
 	snprintf(sock_path, sizeof(sock_path), "/tmp/isthmus-test-rpc-%d.sock", (int)getpid());
@@ -787,6 +832,7 @@ int main(void)
 	test_client_limit();
 	test_deep_nesting();
 	test_timeouts();
+	test_client_answer_bound();
 
 	/* An answer still pending when the server is freed: the client gets an error. */
 	struct cl c;
