@@ -51,6 +51,9 @@ void cfg_init(struct cfg *cfg)
 	cfg->state_dir = xstrdup("./var");
 	cfg->nop_interval = 5;
 	cfg->nop_timeout = 30;
+	cfg->max_connections = CFG_MAX_CONNECTIONS_DEFAULT;
+	cfg->max_connections_per_portal = CFG_MAX_PORTAL_CONNECTIONS_DEFAULT;
+	cfg->mgmt_max_clients = CFG_MGMT_MAX_CLIENTS_DEFAULT;
 }
 
 static void chap_free(struct cfg_chap *c)
@@ -662,7 +665,35 @@ static int global_key(struct parser *p, const char *key, const char *value)
 		*(interval ? &cfg->nop_interval : &cfg->nop_timeout) = (unsigned)n;
 		return 0;
 	}
+	static const struct {
+		const char *key;
+		size_t offset;
+		unsigned max;
+	} limits[] = {
+		{"max-connections", offsetof(struct cfg, max_connections), CFG_MAX_CONNECTIONS_LIMIT},
+		{"max-connections-per-portal", offsetof(struct cfg, max_connections_per_portal), CFG_MAX_CONNECTIONS_LIMIT},
+		{"mgmt-max-clients", offsetof(struct cfg, mgmt_max_clients), CFG_MGMT_MAX_CLIENTS_LIMIT},
+	};
+	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+		if (strcmp(key, limits[i].key) != 0)
+			continue;
+		if (once(p, key, key) < 0)
+			return -1;
+		char *why = NULL;
+		if (cfg_parse_limit(key, value, limits[i].max, (unsigned *)((char *)cfg + limits[i].offset), &why) < 0)
+			return pwrap(p, why);
+		return 0;
+	}
 	return perr(p, "unknown key '%s' in %s", key, p->sec_name);
+}
+
+int cfg_parse_limit(const char *what, const char *value, unsigned max, unsigned *out, char **err)
+{
+	unsigned long n;
+	if (parse_uint(value, 1, max, &n) < 0)
+		return fail(err, "%s '%s' is not a number from 1 to %u", what, value, max);
+	*out = (unsigned)n;
+	return 0;
 }
 
 static int group_key(struct parser *p, const char *key, const char *value)
@@ -995,6 +1026,12 @@ int cfg_validate(const struct cfg *cfg, char **err)
 	if (cfg->nop_interval > MAX_NOP || cfg->nop_timeout == 0 || cfg->nop_timeout > MAX_NOP)
 		return vfail(cfg, 0, err, "nop-interval must be 0 to %d and nop-timeout 1 to %d seconds", MAX_NOP,
 			     MAX_NOP);
+	if (!cfg->max_connections || cfg->max_connections > CFG_MAX_CONNECTIONS_LIMIT ||
+	    !cfg->max_connections_per_portal || cfg->max_connections_per_portal > CFG_MAX_CONNECTIONS_LIMIT)
+		return vfail(cfg, 0, err, "max-connections and max-connections-per-portal must be 1 to %u",
+			     CFG_MAX_CONNECTIONS_LIMIT);
+	if (!cfg->mgmt_max_clients || cfg->mgmt_max_clients > CFG_MGMT_MAX_CLIENTS_LIMIT)
+		return vfail(cfg, 0, err, "mgmt-max-clients must be 1 to %u", CFG_MGMT_MAX_CLIENTS_LIMIT);
 	for (size_t i = 0; i < cfg->ntargets; i++) {
 		const struct cfg_target *t = &cfg->targets[i];
 		char why[128];
@@ -1126,6 +1163,8 @@ char *cfg_format(const struct cfg *cfg)
 	if (cfg->state_dir)
 		put_kv(&b, "state-dir", cfg->state_dir);
 	sbuf_printf(&b, "nop-interval = %u\nnop-timeout = %u\n", cfg->nop_interval, cfg->nop_timeout);
+	sbuf_printf(&b, "max-connections = %u\nmax-connections-per-portal = %u\nmgmt-max-clients = %u\n",
+		    cfg->max_connections, cfg->max_connections_per_portal, cfg->mgmt_max_clients);
 	if (cfg->mgmt_socket)
 		put_kv(&b, "mgmt-socket", cfg->mgmt_socket);
 	put_chap(&b, &cfg->discovery_chap, "discovery-");
