@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1304,16 +1305,50 @@ int cfg_set_chap(struct cfg_chap *c, const char *user, const char *secret, const
 	return 0;
 }
 
+/*
+ * A fresh file next to path, only ours: a random name, created exclusively (so a file or a
+ * symlink someone planted under that name is never opened), mode 0600 whatever the umask.
+ * Returns the descriptor and sets *tmp_out, or -1 with *err.
+ */
+static int save_open_temp(const char *path, char **tmp_out, char **err)
+{
+	for (int attempt = 0; attempt < 16; attempt++) {
+		uint8_t rnd[8];
+		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+			return fail(err, "%s: no random bytes for a temporary name: %s", path, strerror(errno));
+		char *tmp = xasprintf("%s.tmp-%02x%02x%02x%02x%02x%02x%02x%02x", path, rnd[0], rnd[1], rnd[2], rnd[3],
+				      rnd[4], rnd[5], rnd[6], rnd[7]);
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd >= 0) {
+			if (fchmod(fd, 0600) < 0) {
+				fail(err, "%s: %s", tmp, strerror(errno));
+				close(fd);
+				unlink(tmp);
+				free(tmp);
+				return -1;
+			}
+			*tmp_out = tmp;
+			return fd;
+		}
+		int e = errno;
+		if (e != EEXIST) {
+			fail(err, "%s: %s", tmp, strerror(e));
+			free(tmp);
+			return -1;
+		}
+		free(tmp);
+	}
+	return fail(err, "%s: no free temporary name next to it", path);
+}
+
 int cfg_save(const struct cfg *cfg, const char *path, char **err)
 {
 	char *text = cfg_format(cfg);
-	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	char *tmp = NULL;
 	int rc = -1;
-	if (fd < 0) {
-		fail(err, "%s: %s", tmp, strerror(errno));
+	int fd = save_open_temp(path, &tmp, err);
+	if (fd < 0)
 		goto out;
-	}
 	size_t len = strlen(text), off = 0;
 	while (off < len) {
 		ssize_t w = write(fd, text + off, len - off);
@@ -1328,7 +1363,13 @@ int cfg_save(const struct cfg *cfg, const char *path, char **err)
 		off += (size_t)w;
 	}
 	/* Durable before visible: sync the data, rename over the old file, sync the directory. */
-	if (fsync(fd) < 0 || close(fd) < 0 || rename(tmp, path) < 0) {
+	if (fsync(fd) < 0) {
+		fail(err, "%s: %s", tmp, strerror(errno));
+		close(fd);
+		unlink(tmp);
+		goto out;
+	}
+	if (close(fd) < 0 || rename(tmp, path) < 0) {
 		fail(err, "%s: %s", path, strerror(errno));
 		unlink(tmp);
 		goto out;

@@ -113,7 +113,11 @@ int cfg_acl_remove(struct cfg_target *t, const char *initiator, char **err);
 /* user NULL switches CHAP off; mutual_user NULL makes it one-way. */
 int cfg_set_chap(struct cfg_chap *c, const char *user, const char *secret, const char *mutual_user,
 		 const char *mutual_secret, char **err);
-/* Write the configuration file atomically (temporary file, fsync, rename), mode 0600. */
+/*
+ * Write the configuration file atomically, mode 0600: a new temporary file with a random name
+ * next to it (O_CREAT | O_EXCL | O_NOFOLLOW, so nothing planted there is followed or reused),
+ * fsync, rename over path, fsync of the directory.
+ */
 int cfg_save(const struct cfg *cfg, const char *path, char **err);
 
 int cfg_parse_size(const char *s, uint64_t *out);

@@ -1,7 +1,9 @@
 #include "target/config.h"
 
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../test.h"
@@ -674,6 +676,88 @@ static void test_limits(void)
 	cfg_free(&c);
 }
 
+/*
+ * save-config writes a fresh file with a random name, created exclusively: a symlink planted
+ * where the temporary file used to go (PATH.tmp.PID) is not followed, and the file is 0600 even
+ * under a permissive umask.
+ */
+static void test_save_safely(void)
+{
+	char dir[] = "/tmp/isthmus-save-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	char *path = xasprintf("%s/target.conf", dir);
+	char *victim = xasprintf("%s/victim", dir);
+	char *planted = xasprintf("%s.tmp.%ld", path, (long)getpid());
+	FILE *f = fopen(victim, "w");
+	CHECK(f != NULL);
+	if (f) {
+		fputs("precious\n", f);
+		fclose(f);
+	}
+	CHECK_EQ(symlink(victim, planted), 0);
+
+	struct cfg c;
+	cfg_init(&c);
+	char *err = NULL;
+	CHECK_EQ(cfg_add_listen(&c, "127.0.0.1:3260", &err), 0);
+	CHECK(cfg_add_target(&c, "iqn.2026-11.org.x:saved", &err) != NULL);
+	mode_t old = umask(0);
+	int rc = cfg_save(&c, path, &err);
+	umask(old);
+	CHECK_EQ(rc, 0);
+	if (rc)
+		fprintf(stderr, "  cfg_save: %s\n", err);
+	free(err);
+	err = NULL;
+
+	char buf[64] = "";
+	f = fopen(victim, "r");
+	CHECK(f != NULL);
+	if (f) {
+		CHECK(fgets(buf, sizeof(buf), f) != NULL);
+		fclose(f);
+	}
+	CHECK_STR(buf, "precious\n");
+	struct stat st;
+	CHECK_EQ(lstat(path, &st), 0);
+	CHECK(S_ISREG(st.st_mode));
+	CHECK_EQ(st.st_mode & 07777, 0600);
+	CHECK_EQ(lstat(planted, &st), 0); /* left alone */
+	CHECK(S_ISLNK(st.st_mode));
+	struct cfg back;
+	cfg_init(&back);
+	CHECK_EQ(cfg_load_file(&back, path, &err), 0);
+	free(err);
+	CHECK(cfg_find_target(&back, "iqn.2026-11.org.x:saved") != NULL);
+	cfg_free(&back);
+
+	/* Saving again replaces the file; no temporary file is left behind. */
+	CHECK_EQ(cfg_save(&c, path, &err), 0);
+	free(err);
+	DIR *d = opendir(dir);
+	int entries = 0;
+	for (struct dirent *e; d && (e = readdir(d));)
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			entries++;
+	if (d)
+		closedir(d);
+	CHECK_EQ(entries, 3); /* target.conf, victim, the planted link */
+
+	/* A directory that cannot be written: an error naming the file, nothing changed. */
+	CHECK_EQ(cfg_save(&c, "/nonexistent-dir/isthmus/target.conf", &err), -1);
+	CHECK(err && strstr(err, "/nonexistent-dir/isthmus/target.conf"));
+	free(err);
+
+	cfg_free(&c);
+	unlink(planted);
+	unlink(victim);
+	unlink(path);
+	rmdir(dir);
+	free(planted);
+	free(victim);
+	free(path);
+}
+
 int main(void)
 {
 	test_example_and_round_trip();
@@ -683,5 +767,6 @@ int main(void)
 	test_listen();
 	test_format_api();
 	test_limits();
+	test_save_safely();
 	TEST_MAIN_END();
 }
