@@ -13,6 +13,7 @@ static void usage(FILE *f)
 {
 	fputs("usage: isthmus-target [--config FILE] [--listen HOST:PORT]... [--target IQN] [--lun SPEC]...\n"
 	      "                      [--mgmt-socket PATH] [--log-level error|warn|info|debug]\n"
+	      "                      [--max-connections N] [--max-connections-per-portal N]\n"
 	      "\n"
 	      "  --config FILE      load portals, targets, LUNs, ACLs and CHAP from FILE (see docs/config.md);\n"
 	      "                     SIGHUP reloads it and applies only the differences\n"
@@ -22,6 +23,8 @@ static void usage(FILE *f)
 	      "  --mgmt-socket PATH JSON-RPC management socket (mode 0600), default /run/isthmus/target.sock;\n"
 	      "                     the CLI reaches it with isthmus target --socket PATH or ISTHMUS_TARGET_SOCKET\n"
 	      "  --metrics HOST:PORT serve Prometheus metrics over HTTP (bind to loopback unless you mean it)\n"
+	      "  --max-connections N            iSCSI connections at once, whole target (default 1024)\n"
+	      "  --max-connections-per-portal N iSCSI connections at once through one portal (default 256)\n"
 	      "  --log-level LEVEL  default info\n",
 	      f);
 }
@@ -34,6 +37,7 @@ struct flags {
 	char **luns;
 	size_t nluns;
 	const char *mgmt;
+	unsigned max_connections, max_connections_per_portal; /* 0: as the file says */
 };
 
 static int apply_flags(struct cfg *cfg, void *arg, char **err)
@@ -54,6 +58,10 @@ static int apply_flags(struct cfg *cfg, void *arg, char **err)
 		free(cfg->mgmt_socket);
 		cfg->mgmt_socket = xstrdup(f->mgmt);
 	}
+	if (f->max_connections)
+		cfg->max_connections = f->max_connections;
+	if (f->max_connections_per_portal)
+		cfg->max_connections_per_portal = f->max_connections_per_portal;
 	if (cfg->nportals == 0 && cfg_add_listen(cfg, "127.0.0.1:3260", err) < 0)
 		return -1;
 	if (cfg->ntargets == 0) {
@@ -76,6 +84,8 @@ int main(int argc, char **argv)
 		{"target", required_argument, NULL, 't'},      {"lun", required_argument, NULL, 'u'},
 		{"log-level", required_argument, NULL, 'v'},   {"mgmt-socket", required_argument, NULL, 'm'},
 		{"metrics", required_argument, NULL, 'M'},     {"help", no_argument, NULL, 'h'},
+		{"max-connections", required_argument, NULL, 'C'},
+		{"max-connections-per-portal", required_argument, NULL, 'P'},
 		{NULL, 0, NULL, 0},
 	};
 	struct flags fl = {0};
@@ -89,6 +99,18 @@ int main(int argc, char **argv)
 		case 'u': push(&fl.luns, &fl.nluns, optarg); break;
 		case 'm': fl.mgmt = optarg; break;
 		case 'M': metrics = optarg; break;
+		case 'C':
+		case 'P': {
+			char *e = NULL;
+			unsigned *field = opt == 'C' ? &fl.max_connections : &fl.max_connections_per_portal;
+			if (cfg_parse_limit(opt == 'C' ? "--max-connections" : "--max-connections-per-portal", optarg,
+					    CFG_MAX_CONNECTIONS_LIMIT, field, &e) < 0) {
+				fprintf(stderr, "isthmus-target: %s\n", e);
+				free(e);
+				goto out;
+			}
+			break;
+		}
 		case 'v':
 			if (strcmp(optarg, "error") == 0)
 				log_set_level(LOG_ERROR);

@@ -46,11 +46,46 @@ json_t *rpc_fail(struct rpc_error *err, int code, const char *fmt, ...) __attrib
 
 /*
  * Listen on path (mode 0600; a stale socket file is replaced, a live one is an error).
- * Returns NULL with *errmsg (malloc'd) on failure.
+ * Returns NULL with *errmsg (malloc'd) on failure. path NULL listens nowhere: clients come only
+ * through rpc_server_add_client (tests, fuzzing).
  */
 struct rpc_server *rpc_server_new(struct loop *loop, const char *path, const struct rpc_method *methods,
 				  size_t nmethods, void *ctx, char **errmsg);
 void rpc_server_free(struct rpc_server *s);
+
+/*
+ * What one server lets its clients hold. A management socket is reachable only by its owner,
+ * but a stuck or careless script must not take the daemon's memory or its last client slot.
+ */
+struct rpc_limits {
+	unsigned max_clients;        /* clients at once; one more is told so in an error line and closed [64] */
+	unsigned max_pending;        /* deferred answers one client may wait for; beyond, rpc_defer returns
+					NULL and the method answers at once [32] */
+	size_t max_request;          /* bytes of one request line; a longer one is answered with an error and
+					the client closed [1 MiB] */
+	size_t max_unsent;           /* answers queued that the client has not read; beyond, nothing more is read
+					from it until it reads [4 MiB] */
+	unsigned request_timeout_ms; /* from a request's first byte to its newline; then an error and close [30 s] */
+	unsigned send_timeout_ms;    /* answers queued and none of them read; then close [30 s] */
+	unsigned idle_timeout_ms;    /* nothing in progress, pending or queued; then close [60 s] */
+};
+void rpc_limits_default(struct rpc_limits *l);
+/* Takes effect for what happens next (clients over a lowered max_clients are not closed). */
+void rpc_server_set_limits(struct rpc_server *s, const struct rpc_limits *l);
+void rpc_server_get_limits(const struct rpc_server *s, struct rpc_limits *l);
+
+/*
+ * Serve a connected stream socket as one more client; fd is owned from now on and made
+ * non-blocking. Accepted connections come through here; tests and fuzzers hand in one end of a
+ * socketpair. Returns false (fd closed) when the server is at max_clients.
+ */
+bool rpc_server_add_client(struct rpc_server *s, int fd);
+/*
+ * For a server without an event loop (tests, fuzzing): serve every client once, as the loop does
+ * when its socket is ready: send what is queued, read what came, answer it. Returns the number
+ * of clients still connected.
+ */
+size_t rpc_server_poll(struct rpc_server *s);
 
 /*
  * Answer one request text (exposed for tests and fuzzing): returns the response line, or NULL
@@ -66,8 +101,9 @@ char *rpc_server_handle(struct rpc_server *s, const char *request, size_t len);
  * order: JSON-RPC matches them by id). Later, on the loop's thread, rpc_complete(pending, ...)
  * sends the response with the request's id and frees the handle.
  *
- * - rpc_defer returns NULL outside a method call, when called twice for one request, or for a
- *   request that came through rpc_server_handle: the method must then answer at once.
+ * - rpc_defer returns NULL outside a method call, when called twice for one request, for a
+ *   request that came through rpc_server_handle, or when the client already waits for
+ *   max_pending deferred answers: the method must then answer at once.
  * - A method that called rpc_defer and then returns something other than RPC_DEFERRED has that
  *   answer sent; the handle then answers nothing but must still be completed (or freed with the
  *   server). If the method completed the handle itself before returning, that was the answer

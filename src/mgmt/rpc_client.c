@@ -11,6 +11,9 @@
 #include "mgmt/rpc.h"
 #include "util/sbuf.h"
 
+/* The longest answer taken from a daemon (session lists of big targets stay far below it). */
+#define RPC_MAX_ANSWER (64u << 20)
+
 static long now_ms(void)
 {
 	struct timespec ts;
@@ -59,6 +62,7 @@ json_t *rpc_call(const char *path, const char *method, json_t *params, int timeo
 	long deadline = now_ms() + timeout_ms;
 	size_t off = 0;
 	struct sbuf in = {0};
+	size_t scanned = 0; /* bytes of in known to hold no newline */
 	json_t *result = NULL;
 	char *err = NULL;
 	int ecode = 0;
@@ -90,9 +94,15 @@ json_t *rpc_call(const char *path, const char *method, json_t *params, int timeo
 			break;
 		}
 		sbuf_append(&in, buf, (size_t)r);
-		uint8_t *nl = memchr(in.data, '\n', in.len);
-		if (!nl)
+		uint8_t *nl = memchr(in.data + scanned, '\n', in.len - scanned);
+		if (!nl) {
+			scanned = in.len;
+			if (in.len > RPC_MAX_ANSWER) {
+				err = xasprintf("the daemon's answer is longer than %u bytes", RPC_MAX_ANSWER);
+				break;
+			}
 			continue;
+		}
 		json_error_t jerr;
 		json_t *resp = json_loadb((const char *)in.data, (size_t)(nl - in.data), 0, &jerr);
 		if (!resp) {

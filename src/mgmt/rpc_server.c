@@ -10,14 +10,11 @@
 #include <unistd.h>
 
 #include "mgmt/rpc.h"
+#include "net/accept.h"
 #include "net/loop.h"
 #include "net/send.h"
 #include "util/log.h"
 #include "util/sbuf.h"
-
-/* A request line longer than this is refused and the client dropped. */
-#define RPC_MAX_LINE (1u << 20)
-#define RPC_MAX_CLIENTS 64
 
 struct rpc_client {
 	struct rpc_server *srv;
@@ -25,11 +22,14 @@ struct rpc_client {
 	struct loop_watch watch;
 	int fd;
 	struct sbuf in;
+	size_t scanned; /* bytes of in known to hold no newline: each byte is looked at once */
 	struct sbuf out;
 	size_t out_off;
 	bool closing; /* close once out is written */
 	bool eof;     /* the client sent EOF: read no more, close after the last pending answer */
 	unsigned npending;
+	uint64_t active_ms;  /* last byte read or written */
+	uint64_t request_ms; /* when the request now in `in` began; 0 when in holds none */
 };
 
 /* A request whose answer comes later (rpc_defer). */
@@ -42,15 +42,20 @@ struct rpc_pending {
 };
 
 struct rpc_server {
-	struct loop *loop;
-	char *path;
+	struct loop *loop; /* NULL: driven by rpc_server_poll */
+	char *path;        /* NULL: no listening socket */
 	int fd;
 	struct loop_watch watch;
+	struct loop_timer sweep;  /* timeouts, and listening again after running out of descriptors */
+	bool accept_paused;
+	uint64_t accept_resume_ms;
+	struct rpc_limits limits;
 	const struct rpc_method *methods;
 	size_t nmethods;
 	void *ctx;
 	struct rpc_client *clients;
 	unsigned nclients;
+	struct rpc_client *closed; /* without a loop: closed clients, freed after the current poll */
 	struct rpc_pending *pending; /* every deferred reply not completed yet */
 	size_t npending;
 	/* the request a method is running for (rpc_defer) */
@@ -61,6 +66,19 @@ struct rpc_server {
 	struct rpc_pending *cur_pending; /* NULL again if completed before the method returned */
 	bool cur_deferred;
 };
+
+void rpc_limits_default(struct rpc_limits *l)
+{
+	l->max_clients = 64;
+	l->max_pending = 32;
+	l->max_request = 1u << 20;
+	l->max_unsent = 4u << 20;
+	l->request_timeout_ms = 30000;
+	l->send_timeout_ms = 30000;
+	l->idle_timeout_ms = 60000;
+}
+
+static uint64_t now_ms(const struct rpc_server *s) { return s->loop ? loop_now_ms() : 0; }
 
 /* What a method returns after rpc_defer: an immortal value (refcount -1), never sent. */
 static json_t deferred_marker = {JSON_NULL, (size_t)-1};
@@ -194,7 +212,8 @@ char *rpc_server_handle(struct rpc_server *s, const char *request, size_t len)
 
 struct rpc_pending *rpc_defer(struct rpc_server *s)
 {
-	if (!s || !s->in_method || !s->cur_client || s->cur_deferred)
+	if (!s || !s->in_method || !s->cur_client || s->cur_deferred ||
+	    s->cur_client->npending >= s->limits.max_pending)
 		return NULL;
 	struct rpc_pending *p = xcalloc(1, sizeof(*p));
 	p->srv = s;
@@ -289,6 +308,12 @@ static void client_free(void *arg)
 	free(c);
 }
 
+static void client_watch(struct rpc_client *c, uint32_t events)
+{
+	if (c->srv->loop)
+		loop_watch_mod(c->srv->loop, &c->watch, events);
+}
+
 static void client_close(struct rpc_client *c)
 {
 	if (c->fd < 0)
@@ -298,7 +323,8 @@ static void client_close(struct rpc_client *c)
 	for (struct rpc_pending *p = s->pending; p && c->npending; p = p->next)
 		if (p->client == c)
 			pending_detach(p);
-	loop_watch_del(s->loop, &c->watch);
+	if (s->loop)
+		loop_watch_del(s->loop, &c->watch);
 	close(c->fd);
 	c->fd = -1;
 	for (struct rpc_client **pp = &s->clients; *pp; pp = &(*pp)->next) {
@@ -308,44 +334,96 @@ static void client_close(struct rpc_client *c)
 		}
 	}
 	s->nclients--;
-	loop_defer(s->loop, client_free, c);
+	/* Callers up the stack may still look at c: free it once they are done. */
+	if (s->loop) {
+		loop_defer(s->loop, client_free, c);
+	} else {
+		c->next = s->closed;
+		s->closed = c;
+	}
 }
+
+static size_t client_unsent(const struct rpc_client *c) { return c->out.len - c->out_off; }
+
+/* Too much it has not read: read nothing more from it until it does. */
+static bool client_blocked(const struct rpc_client *c) { return client_unsent(c) > c->srv->limits.max_unsent; }
 
 static void client_flush(struct rpc_client *c)
 {
+	size_t before = client_unsent(c);
 	if (net_send_buffered(c->fd, &c->out, &c->out_off) < 0) {
 		client_close(c);
 		return;
 	}
-	if (c->out.len == 0) {
-		if (c->closing) {
-			client_close(c);
-			return;
-		}
+	if (client_unsent(c) != before)
+		c->active_ms = now_ms(c->srv);
+	if (c->out.len == 0 && c->closing) {
+		client_close(c);
+		return;
 	}
-	loop_watch_mod(c->srv->loop, &c->watch, (c->eof ? 0 : EPOLLIN) | (c->out.len ? EPOLLOUT : 0));
+	bool read = !c->eof && !c->closing && !client_blocked(c);
+	client_watch(c, (read ? EPOLLIN : 0) | (c->out.len ? EPOLLOUT : 0));
 }
 
-static void client_on_io(void *arg, uint32_t events)
+/* Answer with an error line, then close once it is out. */
+static void client_refuse(struct rpc_client *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void client_refuse(struct rpc_client *c, int code, const char *fmt, ...)
 {
-	struct rpc_client *c = arg;
-	if (events & EPOLLOUT)
-		client_flush(c);
-	if (c->fd < 0 || !(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
-		return;
-	if (c->eof) {
-		if (events & (EPOLLHUP | EPOLLERR))
-			client_close(c); /* gone for good: no one to answer */
-		return;
+	struct rpc_error err = {.code = code};
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err.message, sizeof(err.message), fmt, ap);
+	va_end(ap);
+	client_queue(c, rpc_response(NULL, NULL, &err));
+	sbuf_reset(&c->in);
+	c->scanned = 0;
+	c->request_ms = 0;
+	c->closing = true;
+}
+
+/* Answer every complete request line in c->in, as far as the client reads its answers. */
+static void client_take_lines(struct rpc_client *c)
+{
+	struct rpc_server *s = c->srv;
+	size_t start = 0;
+	while (c->fd >= 0 && !c->closing && !client_blocked(c)) {
+		const uint8_t *nl = memchr(c->in.data + c->scanned, '\n', c->in.len - c->scanned);
+		if (!nl) {
+			c->scanned = c->in.len;
+			break;
+		}
+		size_t end = (size_t)(nl - c->in.data);
+		if (end > start)
+			client_queue(c, handle_request(s, c, (const char *)c->in.data + start, end - start));
+		start = c->scanned = end + 1;
 	}
+	if (c->fd < 0 || c->closing)
+		return;
+	if (start) {
+		memmove(c->in.data, c->in.data + start, c->in.len - start);
+		c->in.len -= start;
+		c->scanned -= start;
+		c->request_ms = 0;
+	}
+	if (c->in.len && !c->request_ms)
+		c->request_ms = now_ms(s) ? now_ms(s) : 1;
+	if (c->scanned > s->limits.max_request)
+		client_refuse(c, RPC_INVALID_REQUEST, "request longer than %zu bytes", s->limits.max_request);
+}
+
+static void client_read(struct rpc_client *c, uint32_t events)
+{
 	char buf[65536];
 	ssize_t r = read(c->fd, buf, sizeof(buf));
-	if (r == 0 && c->npending && !(events & (EPOLLHUP | EPOLLERR))) {
-		/* The client has sent all it will (shutdown of its sending side) and waits for the
-		 * answers still to come: stop reading, close after the last one. */
+	if (r == 0 && !(events & (EPOLLHUP | EPOLLERR))) {
+		/* The client has sent all it will (shutdown of its sending side) and may wait for answers
+		 * still to come: stop reading, close after the last one is out. */
 		c->eof = true;
 		sbuf_reset(&c->in);
-		client_flush(c);
+		c->scanned = 0;
+		c->request_ms = 0;
+		if (!c->npending)
+			c->closing = true;
 		return;
 	}
 	if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
@@ -354,70 +432,184 @@ static void client_on_io(void *arg, uint32_t events)
 	}
 	if (r < 0)
 		return;
+	c->active_ms = now_ms(c->srv);
 	sbuf_append(&c->in, buf, (size_t)r);
-	size_t start = 0;
-	for (size_t i = 0; i < c->in.len; i++) {
-		if (c->in.data[i] != '\n')
-			continue;
-		if (i > start)
-			client_queue(c, handle_request(c->srv, c, (const char *)c->in.data + start, i - start));
-		start = i + 1;
-		if (c->fd < 0 || c->closing)
-			break;
+}
+
+static void client_on_io(void *arg, uint32_t events)
+{
+	struct rpc_client *c = arg;
+	if (events & EPOLLOUT)
+		client_flush(c);
+	if (c->fd < 0)
+		return;
+	if (c->eof) {
+		if (events & (EPOLLHUP | EPOLLERR))
+			client_close(c); /* gone for good: no one to answer */
+		return;
 	}
-	if (start) {
-		memmove(c->in.data, c->in.data + start, c->in.len - start);
-		c->in.len -= start;
+	if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing && !client_blocked(c))
+		client_read(c, events);
+	if (c->fd < 0)
+		return;
+	/* Also after EPOLLOUT alone: lines left while the client was not reading its answers. */
+	client_take_lines(c);
+	if (c->fd >= 0)
+		client_flush(c);
+}
+
+bool rpc_server_add_client(struct rpc_server *s, int fd)
+{
+	if (s->nclients >= s->limits.max_clients) {
+		/* Said on the socket, so the caller sees why rather than a bare close. */
+		char *line = xasprintf("{\"jsonrpc\":\"2.0\",\"error\":{\"code\":%d,\"message\":\"too many clients (%u)\"},"
+				       "\"id\":null}\n",
+				       RPC_FAILED, s->limits.max_clients);
+		if (send(fd, line, strlen(line), MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+			/* nothing more to do: the close below tells the client all the same */
+		}
+		free(line);
+		close(fd);
+		return false;
 	}
-	if (c->in.len > RPC_MAX_LINE) {
-		struct rpc_error err;
-		rpc_fail(&err, RPC_INVALID_REQUEST, "request longer than %u bytes", RPC_MAX_LINE);
-		client_queue(c, rpc_response(NULL, NULL, &err));
-		sbuf_reset(&c->in);
-		c->closing = true;
+	int fl = fcntl(fd, F_GETFL);
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+	struct rpc_client *c = xcalloc(1, sizeof(*c));
+	c->srv = s;
+	c->fd = fd;
+	c->active_ms = now_ms(s);
+	if (s->loop && loop_watch_add(s->loop, &c->watch, fd, EPOLLIN, client_on_io, c) < 0) {
+		close(fd);
+		free(c);
+		return false;
 	}
-	client_flush(c);
+	c->next = s->clients;
+	s->clients = c;
+	s->nclients++;
+	return true;
+}
+
+size_t rpc_server_poll(struct rpc_server *s)
+{
+	/* A client may close others (a method completing their answers fails to send): walk a snapshot. */
+	size_t n = s->nclients, k = 0;
+	struct rpc_client **snap = xcalloc(n ? n : 1, sizeof(*snap));
+	for (struct rpc_client *c = s->clients; c && k < n; c = c->next)
+		snap[k++] = c;
+	for (size_t i = 0; i < k; i++)
+		if (snap[i]->fd >= 0)
+			client_on_io(snap[i], EPOLLIN | EPOLLOUT);
+	free(snap);
+	while (s->closed) {
+		struct rpc_client *c = s->closed;
+		s->closed = c->next;
+		client_free(c);
+	}
+	return s->nclients;
 }
 
 static void server_on_accept(void *arg, uint32_t events)
 {
 	(void)events;
 	struct rpc_server *s = arg;
-	for (;;) {
-		int fd = accept4(s->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0)
+	for (int i = 0; i < 64; i++) {
+		int fd;
+		switch (net_accept(s->fd, &fd)) {
+		case NET_ACCEPT_NONE:
 			return;
-		if (s->nclients >= RPC_MAX_CLIENTS) {
-			close(fd);
+		case NET_ACCEPT_RETRY:
 			continue;
-		}
-		struct rpc_client *c = xcalloc(1, sizeof(*c));
-		c->srv = s;
-		c->fd = fd;
-		if (loop_watch_add(s->loop, &c->watch, fd, EPOLLIN, client_on_io, c) < 0) {
-			close(fd);
-			free(c);
+		case NET_ACCEPT_DROPPED:
+			log_warn("management socket %s: out of file descriptors; a client was closed at once", s->path);
 			continue;
+		case NET_ACCEPT_PAUSE:
+			log_warn("management socket %s: %s; not accepting for %u ms", s->path, strerror(errno),
+				 NET_ACCEPT_PAUSE_MS);
+			loop_watch_mod(s->loop, &s->watch, 0);
+			s->accept_paused = true;
+			s->accept_resume_ms = loop_now_ms() + NET_ACCEPT_PAUSE_MS;
+			return;
+		case NET_ACCEPT_OK:
+			break;
 		}
-		c->next = s->clients;
-		s->clients = c;
-		s->nclients++;
+		if (!rpc_server_add_client(s, fd))
+			log_warn("management socket %s: a client was refused: %u clients already", s->path,
+				 s->limits.max_clients);
 	}
 }
 
-struct rpc_server *rpc_server_new(struct loop *loop, const char *path, const struct rpc_method *methods,
-				  size_t nmethods, void *ctx, char **errmsg)
+/* Timeouts of slow and idle clients, and the end of an accept pause. */
+static void server_sweep(void *arg)
+{
+	struct rpc_server *s = arg;
+	const struct rpc_limits *l = &s->limits;
+	uint64_t now = loop_now_ms();
+	if (s->accept_paused && now >= s->accept_resume_ms) {
+		s->accept_paused = false;
+		loop_watch_mod(s->loop, &s->watch, EPOLLIN);
+	}
+	for (struct rpc_client *c = s->clients, *next; c; c = next) {
+		next = c->next;
+		if (client_unsent(c)) {
+			if (now - c->active_ms >= l->send_timeout_ms)
+				client_close(c); /* it reads none of its answers */
+		} else if (c->closing || c->eof) {
+			continue;
+		} else if (c->request_ms && !client_blocked(c)) {
+			if (now - c->request_ms >= l->request_timeout_ms) {
+				client_refuse(c, RPC_INVALID_REQUEST, "request not completed within %u ms",
+					      l->request_timeout_ms);
+				client_flush(c);
+			}
+		} else if (!c->npending && now - c->active_ms >= l->idle_timeout_ms) {
+			client_close(c);
+		}
+	}
+}
+
+/* Often enough that no timeout runs late by more than a quarter of itself (or a second). */
+static void sweep_start(struct rpc_server *s)
+{
+	if (!s->loop)
+		return;
+	const struct rpc_limits *l = &s->limits;
+	unsigned shortest = l->request_timeout_ms;
+	if (l->send_timeout_ms < shortest)
+		shortest = l->send_timeout_ms;
+	if (l->idle_timeout_ms < shortest)
+		shortest = l->idle_timeout_ms;
+	uint64_t period = shortest / 4;
+	if (period > 1000)
+		period = 1000;
+	if (period < 10)
+		period = 10;
+	loop_timer_start(s->loop, &s->sweep, period, period, server_sweep, s);
+}
+
+void rpc_server_set_limits(struct rpc_server *s, const struct rpc_limits *l)
+{
+	s->limits = *l;
+	if (!s->limits.max_clients)
+		s->limits.max_clients = 1;
+	sweep_start(s);
+}
+
+void rpc_server_get_limits(const struct rpc_server *s, struct rpc_limits *l) { *l = s->limits; }
+
+/* Listen on path (mode 0600; a stale socket file is replaced, a live one is an error). */
+static int rpc_listen(struct rpc_server *s, const char *path, char **errmsg)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	if (strlen(path) >= sizeof(sa.sun_path)) {
 		*errmsg = xasprintf("management socket path too long: %s", path);
-		return NULL;
+		return -1;
 	}
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		*errmsg = xasprintf("socket: %s", strerror(errno));
-		return NULL;
+		return -1;
 	}
 	/* A socket file nobody answers on is left over from a crash: replace it. */
 	int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -426,7 +618,7 @@ struct rpc_server *rpc_server_new(struct loop *loop, const char *path, const str
 			close(probe);
 			close(fd);
 			*errmsg = xasprintf("another daemon already listens on %s", path);
-			return NULL;
+			return -1;
 		}
 		close(probe);
 	}
@@ -437,20 +629,35 @@ struct rpc_server *rpc_server_new(struct loop *loop, const char *path, const str
 	if (rc < 0 || chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
 		*errmsg = xasprintf("cannot listen on %s: %s", path, strerror(errno));
 		close(fd);
-		return NULL;
+		return -1;
 	}
+	if (s->loop && loop_watch_add(s->loop, &s->watch, fd, EPOLLIN, server_on_accept, s) < 0) {
+		*errmsg = xasprintf("cannot watch %s", path);
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	s->fd = fd;
+	s->path = xstrdup(path);
+	net_accept_reserve();
+	return 0;
+}
+
+struct rpc_server *rpc_server_new(struct loop *loop, const char *path, const struct rpc_method *methods,
+				  size_t nmethods, void *ctx, char **errmsg)
+{
 	struct rpc_server *s = xcalloc(1, sizeof(*s));
 	s->loop = loop;
-	s->path = xstrdup(path);
-	s->fd = fd;
+	s->fd = -1;
 	s->methods = methods;
 	s->nmethods = nmethods;
 	s->ctx = ctx;
-	if (loop && loop_watch_add(loop, &s->watch, fd, EPOLLIN, server_on_accept, s) < 0) {
-		*errmsg = xasprintf("cannot watch %s", path);
-		rpc_server_free(s);
+	rpc_limits_default(&s->limits);
+	if (path && rpc_listen(s, path, errmsg) < 0) {
+		free(s);
 		return NULL;
 	}
+	sweep_start(s);
 	return s;
 }
 
@@ -465,6 +672,13 @@ void rpc_server_free(struct rpc_server *s)
 	}
 	while (s->clients)
 		client_close(s->clients);
+	while (s->closed) {
+		struct rpc_client *c = s->closed;
+		s->closed = c->next;
+		client_free(c);
+	}
+	if (s->loop)
+		loop_timer_stop(s->loop, &s->sweep);
 	if (s->fd >= 0) {
 		if (s->loop)
 			loop_watch_del(s->loop, &s->watch);

@@ -1,6 +1,5 @@
 #include "proto/params.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,22 +100,38 @@ void negotiator_init(struct negotiator *n, const struct iscsi_params *want, bool
 	n->result.session_type = want->session_type;
 }
 
-/* RFC 7143 5.1: numbers are decimal, 0x-hex or 0b-base64; we take decimal and hex. */
+/*
+ * RFC 7143 6.1: numbers are decimal or 0x-hex constants (0b base64 is not taken). Only digits:
+ * no sign, no blanks, and a value that fits in 32 bits.
+ */
 static bool parse_number(const char *s, uint32_t *out)
 {
-	if (!*s)
+	bool hex = s[0] == '0' && (s[1] == 'x' || s[1] == 'X');
+	const char *d = hex ? s + 2 : s;
+	if (!*d)
 		return false;
-	errno = 0;
-	char *end;
-	unsigned long long v;
-	if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X'))
-		v = strtoull(s + 2, &end, 16);
-	else
-		v = strtoull(s, &end, 10);
-	if (errno || *end || v > 0xffffffffull || (s[0] == '-'))
-		return false;
+	uint64_t v = 0;
+	for (; *d; d++) {
+		unsigned digit;
+		if (*d >= '0' && *d <= '9')
+			digit = (unsigned)(*d - '0');
+		else if (hex && *d >= 'a' && *d <= 'f')
+			digit = (unsigned)(*d - 'a' + 10);
+		else if (hex && *d >= 'A' && *d <= 'F')
+			digit = (unsigned)(*d - 'A' + 10);
+		else
+			return false;
+		v = v * (hex ? 16 : 10) + digit;
+		if (v > 0xffffffffull)
+			return false;
+	}
 	*out = (uint32_t)v;
 	return true;
+}
+
+static uint32_t clamp_to_key(const struct key_def *d, uint32_t v)
+{
+	return v < d->min ? d->min : v > d->max ? d->max : v;
 }
 
 static bool parse_bool(const char *s, bool *out)
@@ -169,106 +184,129 @@ static bool list_contains(const char *list, const char *item)
 	return false;
 }
 
+/* Answer one key of a request (see negotiate_respond). */
+static enum negotiate_result respond_key(struct negotiator *n, const char *key, const char *val, struct text_list *out,
+					 bool security_stage, char *why, size_t whylen)
+{
+	const struct key_def *d = key_lookup(key);
+	if (!d) {
+		/* Unknown keys, X- and X# extensions included, are answered, never fatal. */
+		if (strncmp(key, "CHAP_", 5) != 0)
+			text_add(out, key, "NotUnderstood");
+		return NEGOTIATE_OK;
+	}
+	if ((d->use & KEY_SECURITY) && !security_stage)
+		return fail(why, whylen, "security key %s outside the security stage", key);
+	if (d->use & KEY_OBSOLETE) {
+		/* RFC 7143 13.25: markers may be answered No; marker intervals must be rejected. */
+		text_add(out, key, d->kind == KEY_BOOL_AND ? "No" : "Reject");
+		return NEGOTIATE_OK;
+	}
+	if (d->offset == NONE && strcmp(key, "TaskReporting") != 0)
+		return NEGOTIATE_OK; /* names, SessionType, AuthMethod, SendTargets: the caller's business */
+	unsigned from = n->is_target ? KEY_FROM_INITIATOR : KEY_FROM_TARGET;
+	if (!(d->use & from)) {
+		text_add(out, key, "Reject");
+		return NEGOTIATE_OK;
+	}
+	size_t idx = key_index(d);
+	if (n->answered & (1u << idx))
+		return fail(why, whylen, "key %s negotiated twice", key);
+	n->answered |= 1u << idx;
+	if (strcmp(val, "NotUnderstood") == 0 || strcmp(val, "Irrelevant") == 0 || strcmp(val, "Reject") == 0)
+		return NEGOTIATE_OK;
+	if ((d->use & KEY_LEADING_ONLY) && !n->leading) {
+		text_add(out, key, "Irrelevant");
+		return NEGOTIATE_OK;
+	}
+	if (n->result.session_type == SESSION_DISCOVERY && (d->use & KEY_LEADING_ONLY) &&
+	    d->offset != P(error_recovery_level) && d->offset != P(protocol_level)) {
+		/* Data-transfer keys mean nothing to a discovery session. */
+		text_add(out, key, "Irrelevant");
+		return NEGOTIATE_OK;
+	}
+	/* RFC 7143 6.1: a value of these keys is at most 255 bytes; a longer one cannot be meant. */
+	if (strlen(val) > TEXT_MAX_SIMPLE_VALUE) {
+		text_add(out, key, "Reject");
+		return NEGOTIATE_OK;
+	}
+	char num[16];
+	switch (d->kind) {
+	case KEY_LIST: {
+		if (strcmp(key, "TaskReporting") == 0) {
+			text_add(out, key, list_contains(val, "RFC3720") ? "RFC3720" : "Reject");
+			break;
+		}
+		bool chosen = false;
+		const char *ans = answer_digest(n, val, &chosen);
+		if (!ans) {
+			text_add(out, key, "Reject");
+			break;
+		}
+		*param_bool(&n->result, d) = chosen;
+		text_add(out, key, ans);
+		break;
+	}
+	case KEY_BOOL_AND:
+	case KEY_BOOL_OR: {
+		bool theirs;
+		if (!parse_bool(val, &theirs)) {
+			text_add(out, key, "Reject");
+			break;
+		}
+		bool ours = *param_bool(&n->want, d);
+		bool r = d->kind == KEY_BOOL_AND ? (ours && theirs) : (ours || theirs);
+		*param_bool(&n->result, d) = r;
+		text_add(out, key, r ? "Yes" : "No");
+		break;
+	}
+	case KEY_NUM_MIN:
+	case KEY_NUM_MAX: {
+		uint32_t theirs;
+		if (!parse_number(val, &theirs) || theirs < d->min || theirs > d->max) {
+			text_add(out, key, "Reject");
+			break;
+		}
+		uint32_t ours = *param_num(&n->want, d);
+		uint32_t r = d->kind == KEY_NUM_MIN ? (theirs < ours ? theirs : ours) : (theirs > ours ? theirs : ours);
+		/* Our own offer bounds the result too: a configuration outside the key's range never leaks out. */
+		r = clamp_to_key(d, r);
+		/* FirstBurstLength may never exceed MaxBurstLength (RFC 7143 13.14). */
+		if (d->offset == P(first_burst_length) && r > n->result.max_burst_length)
+			r = n->result.max_burst_length;
+		*param_num(&n->result, d) = r;
+		snprintf(num, sizeof(num), "%u", r);
+		text_add(out, key, num);
+		break;
+	}
+	case KEY_DECLARE: {
+		uint32_t theirs;
+		if (!parse_number(val, &theirs) || theirs < d->min || theirs > d->max) {
+			text_add(out, key, "Reject");
+			break;
+		}
+		n->result.peer_max_recv_dsl = theirs;
+		break;
+	}
+	}
+	return NEGOTIATE_OK;
+}
+
 enum negotiate_result negotiate_respond(struct negotiator *n, const struct text_list *in, struct text_list *out,
 					bool security_stage, char *why, size_t whylen)
 {
-	for (size_t i = 0; i < in->n; i++) {
-		const char *key = in->kv[i].key, *val = in->kv[i].value;
-		const struct key_def *d = key_lookup(key);
-		if (!d) {
-			/* Unknown keys, X- and X# extensions included, are answered, never fatal. */
-			if (strncmp(key, "CHAP_", 5) != 0)
-				text_add(out, key, "NotUnderstood");
-			continue;
-		}
-		if ((d->use & KEY_SECURITY) && !security_stage)
-			return fail(why, whylen, "security key %s outside the security stage", key);
-		if (d->use & KEY_OBSOLETE) {
-			/* RFC 7143 13.25: markers may be answered No; marker intervals must be rejected. */
-			text_add(out, key, d->kind == KEY_BOOL_AND ? "No" : "Reject");
-			continue;
-		}
-		if (d->offset == NONE && strcmp(key, "TaskReporting") != 0)
-			continue; /* names, SessionType, AuthMethod, SendTargets: the caller's business */
-		unsigned from = n->is_target ? KEY_FROM_INITIATOR : KEY_FROM_TARGET;
-		if (!(d->use & from)) {
-			text_add(out, key, "Reject");
-			continue;
-		}
-		size_t idx = key_index(d);
-		if (n->answered & (1u << idx))
-			return fail(why, whylen, "key %s negotiated twice", key);
-		n->answered |= 1u << idx;
-		if (strcmp(val, "NotUnderstood") == 0 || strcmp(val, "Irrelevant") == 0 || strcmp(val, "Reject") == 0)
-			continue;
-		if ((d->use & KEY_LEADING_ONLY) && !n->leading) {
-			text_add(out, key, "Irrelevant");
-			continue;
-		}
-		if (n->result.session_type == SESSION_DISCOVERY &&
-		    (d->use & KEY_LEADING_ONLY) && d->offset != P(error_recovery_level) &&
-		    d->offset != P(protocol_level)) {
-			/* Data-transfer keys mean nothing to a discovery session. */
-			text_add(out, key, "Irrelevant");
-			continue;
-		}
-		char num[16];
-		switch (d->kind) {
-		case KEY_LIST: {
-			if (strcmp(key, "TaskReporting") == 0) {
-				text_add(out, key, list_contains(val, "RFC3720") ? "RFC3720" : "Reject");
-				break;
-			}
-			bool chosen = false;
-			const char *ans = answer_digest(n, val, &chosen);
-			if (!ans) {
-				text_add(out, key, "Reject");
-				break;
-			}
-			*param_bool(&n->result, d) = chosen;
-			text_add(out, key, ans);
-			break;
-		}
-		case KEY_BOOL_AND:
-		case KEY_BOOL_OR: {
-			bool theirs;
-			if (!parse_bool(val, &theirs)) {
-				text_add(out, key, "Reject");
-				break;
-			}
-			bool ours = *param_bool(&n->want, d);
-			bool r = d->kind == KEY_BOOL_AND ? (ours && theirs) : (ours || theirs);
-			*param_bool(&n->result, d) = r;
-			text_add(out, key, r ? "Yes" : "No");
-			break;
-		}
-		case KEY_NUM_MIN:
-		case KEY_NUM_MAX: {
-			uint32_t theirs;
-			if (!parse_number(val, &theirs) || theirs < d->min || theirs > d->max) {
-				text_add(out, key, "Reject");
-				break;
-			}
-			uint32_t ours = *param_num(&n->want, d);
-			uint32_t r = d->kind == KEY_NUM_MIN ? (theirs < ours ? theirs : ours)
-							    : (theirs > ours ? theirs : ours);
-			/* FirstBurstLength may never exceed MaxBurstLength (RFC 7143 13.14). */
-			if (d->offset == P(first_burst_length) && r > n->result.max_burst_length)
-				r = n->result.max_burst_length;
-			*param_num(&n->result, d) = r;
-			snprintf(num, sizeof(num), "%u", r);
-			text_add(out, key, num);
-			break;
-		}
-		case KEY_DECLARE: {
-			uint32_t theirs;
-			if (!parse_number(val, &theirs) || theirs < d->min || theirs > d->max) {
-				text_add(out, key, "Reject");
-				break;
-			}
-			n->result.peer_max_recv_dsl = theirs;
-			break;
-		}
+	/*
+	 * MaxBurstLength first, wherever the originator put it: the FirstBurstLength answer is
+	 * bounded by it, and an answer stated before a smaller MaxBurstLength could not be taken back.
+	 */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < in->n; i++) {
+			const char *key = in->kv[i].key;
+			if ((strcmp(key, "MaxBurstLength") == 0) != (pass == 0))
+				continue;
+			enum negotiate_result r = respond_key(n, key, in->kv[i].value, out, security_stage, why, whylen);
+			if (r != NEGOTIATE_OK)
+				return r;
 		}
 	}
 	return NEGOTIATE_OK;
@@ -366,5 +404,8 @@ enum negotiate_result negotiate_accept(struct negotiator *n, const struct text_l
 		}
 		}
 	}
+	/* A target may answer FirstBurstLength above its own MaxBurstLength; what we send must not be. */
+	if (n->result.first_burst_length > n->result.max_burst_length)
+		n->result.first_burst_length = n->result.max_burst_length;
 	return NEGOTIATE_OK;
 }

@@ -8,11 +8,73 @@ static int text_fail(char *err, size_t errlen, const char *msg)
 {
 	if (err && errlen)
 		snprintf(err, errlen, "%s", msg);
-	return -1;
+	return TEXT_MALFORMED;
+}
+
+static int text_too_many(char *err, size_t errlen)
+{
+	if (err && errlen)
+		snprintf(err, errlen, "more than %u keys in one request", TEXT_MAX_KEYS);
+	return TEXT_TOO_MANY;
+}
+
+static char *copy_bytes(const uint8_t *p, size_t n)
+{
+	char *s = xmalloc(n + 1);
+	memcpy(s, p, n);
+	s[n] = 0;
+	return s;
+}
+
+/* RFC 7143 6.1: key names are letters, digits, '.', '-', '+', '@' and '_' ("X#" extensions add '#'). */
+static bool key_char_ok(uint8_t c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+	       c == '+' || c == '@' || c == '_' || c == '#';
+}
+
+/*
+ * The keys seen so far, for the once-only rule: open addressing over indexes into the list, at
+ * most half full, so each key costs one hash and a probe or two instead of a walk of the list.
+ */
+#define KEYSET_SLOTS 512u
+_Static_assert(KEYSET_SLOTS >= 2 * TEXT_MAX_KEYS, "the key set stays at most half full");
+
+struct keyset {
+	uint16_t slot[KEYSET_SLOTS]; /* list index + 1; 0 = empty */
+};
+
+static uint32_t key_hash(const char *k, size_t len)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ (uint8_t)k[i]) * 16777619u;
+	return h;
+}
+
+/* Adds key (list entry idx) unless an equal key is there already; returns false for a repeat. */
+static bool keyset_add(struct keyset *ks, const struct text_list *l, size_t idx, const char *key, size_t klen)
+{
+	for (uint32_t i = key_hash(key, klen) % KEYSET_SLOTS;; i = (i + 1) % KEYSET_SLOTS) {
+		uint16_t s = ks->slot[i];
+		if (!s) {
+			ks->slot[i] = (uint16_t)(idx + 1);
+			return true;
+		}
+		const char *other = l->kv[s - 1].key;
+		if (strncmp(other, key, klen) == 0 && other[klen] == 0)
+			return false;
+	}
 }
 
 int text_parse(const uint8_t *data, size_t len, struct text_list *out, char *err, size_t errlen)
 {
+	if (out->n > TEXT_MAX_KEYS)
+		return text_too_many(err, errlen);
+	struct keyset ks;
+	memset(&ks, 0, sizeof(ks));
+	for (size_t i = 0; i < out->n; i++)
+		keyset_add(&ks, out, i, out->kv[i].key, strlen(out->kv[i].key));
 	size_t pos = 0;
 	while (pos < len) {
 		const uint8_t *start = data + pos;
@@ -36,30 +98,26 @@ int text_parse(const uint8_t *data, size_t len, struct text_list *out, char *err
 			return text_fail(err, errlen, "empty key");
 		if (klen > TEXT_MAX_KEY)
 			return text_fail(err, errlen, "key longer than 63 bytes");
+		for (size_t i = 0; i < klen; i++)
+			if (!key_char_ok(start[i]))
+				return text_fail(err, errlen, "key with a character RFC 7143 does not allow");
 		if (vlen > TEXT_MAX_VALUE)
 			return text_fail(err, errlen, "value longer than 8192 bytes");
-		char *key = strndup((const char *)start, klen);
-		char *value = strndup((const char *)eq + 1, vlen);
-		if (!key || !value) {
-			free(key);
-			free(value);
-			return text_fail(err, errlen, "out of memory");
-		}
-		if (text_has(out, key)) {
-			free(key);
-			free(value);
-			return text_fail(err, errlen, "key given more than once");
-		}
+		if (out->n == TEXT_MAX_KEYS)
+			return text_too_many(err, errlen);
 		if (out->n == out->cap) {
 			out->cap = out->cap ? out->cap * 2 : 16;
 			out->kv = xrealloc(out->kv, out->cap * sizeof(*out->kv));
 		}
-		out->kv[out->n].key = key;
-		out->kv[out->n].value = value;
+		/* Checked before the copy: a repeat costs no allocation. */
+		if (!keyset_add(&ks, out, out->n, (const char *)start, klen))
+			return text_fail(err, errlen, "key given more than once");
+		out->kv[out->n].key = copy_bytes(start, klen);
+		out->kv[out->n].value = copy_bytes(eq + 1, vlen);
 		out->n++;
 		pos += plen + 1;
 	}
-	return 0;
+	return TEXT_OK;
 }
 
 static struct text_kv *text_find(const struct text_list *l, const char *key)

@@ -25,11 +25,28 @@ struct text_list {
 /* Longest key and value this implementation accepts (RFC 7143 6.1: key 63, value 8192/255). */
 #define TEXT_MAX_KEY 63
 #define TEXT_MAX_VALUE 8192
+/* Values of the negotiated keys (numbers, booleans, lists) are at most 255 bytes (RFC 7143 6.1). */
+#define TEXT_MAX_SIMPLE_VALUE 255
+/*
+ * Most keys one request may carry. RFC 7143 defines about 30 keys and a login or Text request
+ * that offers every one of them, CHAP included, plus vendor X- keys stays far below 100; 256
+ * leaves room for extensions while bounding what one request costs, and what its answer holds
+ * (an unknown key is answered NotUnderstood: 256 of them make about 20 KiB).
+ */
+#define TEXT_MAX_KEYS 256
+
+enum text_parse_result {
+	TEXT_OK = 0,
+	TEXT_MALFORMED = -1, /* not a valid segment: the request is a protocol error */
+	TEXT_TOO_MANY = -2,  /* more than TEXT_MAX_KEYS pairs: refuse it for lack of resources */
+};
 
 /*
  * Parse a complete text segment (all C-bit continuations already joined). Padding NULs at the
- * end are ignored. Returns 0, or -1 with a message in err for a malformed segment (no '=',
- * empty or overlong key, overlong value, a key given twice).
+ * end are ignored. Returns TEXT_OK, or a negative enum text_parse_result with a message in err:
+ * TEXT_MALFORMED for no '=', an empty or overlong key, a key with a character RFC 7143 does not
+ * allow, an overlong value, a key given twice; TEXT_TOO_MANY beyond TEXT_MAX_KEYS pairs. Time
+ * and memory are linear in len.
  */
 int text_parse(const uint8_t *data, size_t len, struct text_list *out, char *err, size_t errlen);
 const char *text_get(const struct text_list *l, const char *key);

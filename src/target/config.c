@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -58,6 +59,9 @@ void cfg_init(struct cfg *cfg)
 	cfg->max_data_session = 1ull << 30;
 	cfg->max_data_total = 4ull << 30;
 	cfg->data_out_timeout = 30;
+	cfg->max_connections = CFG_MAX_CONNECTIONS_DEFAULT;
+	cfg->max_connections_per_portal = CFG_MAX_PORTAL_CONNECTIONS_DEFAULT;
+	cfg->mgmt_max_clients = CFG_MGMT_MAX_CLIENTS_DEFAULT;
 }
 
 static void chap_free(struct cfg_chap *c)
@@ -699,7 +703,35 @@ static int global_key(struct parser *p, const char *key, const char *value)
 		*(interval ? &cfg->nop_interval : &cfg->nop_timeout) = (unsigned)n;
 		return 0;
 	}
+	static const struct {
+		const char *key;
+		size_t offset;
+		unsigned max;
+	} limits[] = {
+		{"max-connections", offsetof(struct cfg, max_connections), CFG_MAX_CONNECTIONS_LIMIT},
+		{"max-connections-per-portal", offsetof(struct cfg, max_connections_per_portal), CFG_MAX_CONNECTIONS_LIMIT},
+		{"mgmt-max-clients", offsetof(struct cfg, mgmt_max_clients), CFG_MGMT_MAX_CLIENTS_LIMIT},
+	};
+	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
+		if (strcmp(key, limits[i].key) != 0)
+			continue;
+		if (once(p, key, key) < 0)
+			return -1;
+		char *why = NULL;
+		if (cfg_parse_limit(key, value, limits[i].max, (unsigned *)((char *)cfg + limits[i].offset), &why) < 0)
+			return pwrap(p, why);
+		return 0;
+	}
 	return perr(p, "unknown key '%s' in %s", key, p->sec_name);
+}
+
+int cfg_parse_limit(const char *what, const char *value, unsigned max, unsigned *out, char **err)
+{
+	unsigned long n;
+	if (parse_uint(value, 1, max, &n) < 0)
+		return fail(err, "%s '%s' is not a number from 1 to %u", what, value, max);
+	*out = (unsigned)n;
+	return 0;
 }
 
 static int group_key(struct parser *p, const char *key, const char *value)
@@ -1076,6 +1108,12 @@ int cfg_validate(const struct cfg *cfg, char **err)
 	if (cfg->nop_interval > MAX_NOP || cfg->nop_timeout == 0 || cfg->nop_timeout > MAX_NOP)
 		return vfail(cfg, 0, err, "nop-interval must be 0 to %d and nop-timeout 1 to %d seconds", MAX_NOP,
 			     MAX_NOP);
+	if (!cfg->max_connections || cfg->max_connections > CFG_MAX_CONNECTIONS_LIMIT ||
+	    !cfg->max_connections_per_portal || cfg->max_connections_per_portal > CFG_MAX_CONNECTIONS_LIMIT)
+		return vfail(cfg, 0, err, "max-connections and max-connections-per-portal must be 1 to %u",
+			     CFG_MAX_CONNECTIONS_LIMIT);
+	if (!cfg->mgmt_max_clients || cfg->mgmt_max_clients > CFG_MGMT_MAX_CLIENTS_LIMIT)
+		return vfail(cfg, 0, err, "mgmt-max-clients must be 1 to %u", CFG_MGMT_MAX_CLIENTS_LIMIT);
 	for (size_t i = 0; i < cfg->ntargets; i++) {
 		const struct cfg_target *t = &cfg->targets[i];
 		char why[128];
@@ -1223,6 +1261,8 @@ char *cfg_format(const struct cfg *cfg)
 	sbuf_printf(&b, "max-data-per-connection = %llu\nmax-data-per-session = %llu\nmax-data-total = %llu\n",
 		    (unsigned long long)cfg->max_data_connection, (unsigned long long)cfg->max_data_session,
 		    (unsigned long long)cfg->max_data_total);
+	sbuf_printf(&b, "max-connections = %u\nmax-connections-per-portal = %u\nmgmt-max-clients = %u\n",
+		    cfg->max_connections, cfg->max_connections_per_portal, cfg->mgmt_max_clients);
 	if (cfg->mgmt_socket)
 		put_kv(&b, "mgmt-socket", cfg->mgmt_socket);
 	put_chap(&b, &cfg->discovery_chap, "discovery-");
@@ -1410,16 +1450,50 @@ int cfg_set_initiator_chap(struct cfg_target *t, const char *initiator, const ch
 	return 0;
 }
 
+/*
+ * A fresh file next to path, only ours: a random name, created exclusively (so a file or a
+ * symlink someone planted under that name is never opened), mode 0600 whatever the umask.
+ * Returns the descriptor and sets *tmp_out, or -1 with *err.
+ */
+static int save_open_temp(const char *path, char **tmp_out, char **err)
+{
+	for (int attempt = 0; attempt < 16; attempt++) {
+		uint8_t rnd[8];
+		if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+			return fail(err, "%s: no random bytes for a temporary name: %s", path, strerror(errno));
+		char *tmp = xasprintf("%s.tmp-%02x%02x%02x%02x%02x%02x%02x%02x", path, rnd[0], rnd[1], rnd[2], rnd[3],
+				      rnd[4], rnd[5], rnd[6], rnd[7]);
+		int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd >= 0) {
+			if (fchmod(fd, 0600) < 0) {
+				fail(err, "%s: %s", tmp, strerror(errno));
+				close(fd);
+				unlink(tmp);
+				free(tmp);
+				return -1;
+			}
+			*tmp_out = tmp;
+			return fd;
+		}
+		int e = errno;
+		if (e != EEXIST) {
+			fail(err, "%s: %s", tmp, strerror(e));
+			free(tmp);
+			return -1;
+		}
+		free(tmp);
+	}
+	return fail(err, "%s: no free temporary name next to it", path);
+}
+
 int cfg_save(const struct cfg *cfg, const char *path, char **err)
 {
 	char *text = cfg_format(cfg);
-	char *tmp = xasprintf("%s.tmp.%ld", path, (long)getpid());
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	char *tmp = NULL;
 	int rc = -1;
-	if (fd < 0) {
-		fail(err, "%s: %s", tmp, strerror(errno));
+	int fd = save_open_temp(path, &tmp, err);
+	if (fd < 0)
 		goto out;
-	}
 	size_t len = strlen(text), off = 0;
 	while (off < len) {
 		ssize_t w = write(fd, text + off, len - off);
@@ -1434,7 +1508,13 @@ int cfg_save(const struct cfg *cfg, const char *path, char **err)
 		off += (size_t)w;
 	}
 	/* Durable before visible: sync the data, rename over the old file, sync the directory. */
-	if (fsync(fd) < 0 || close(fd) < 0 || rename(tmp, path) < 0) {
+	if (fsync(fd) < 0) {
+		fail(err, "%s: %s", tmp, strerror(errno));
+		close(fd);
+		unlink(tmp);
+		goto out;
+	}
+	if (close(fd) < 0 || rename(tmp, path) < 0) {
 		fail(err, "%s: %s", path, strerror(errno));
 		unlink(tmp);
 		goto out;

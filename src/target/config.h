@@ -81,6 +81,9 @@ struct cfg {
 	uint64_t max_data_session;      /* ... of one session's commands, default 1 GiB */
 	uint64_t max_data_total;        /* ... of every command of the target, default 4 GiB */
 	unsigned data_out_timeout;      /* seconds a write waits for its next Data-Out, default 30 */
+	unsigned max_connections;            /* iSCSI connections at once, whole target; default 1024 */
+	unsigned max_connections_per_portal; /* iSCSI connections at once through one portal; default 256 */
+	unsigned mgmt_max_clients;           /* management socket clients at once; default 64 */
 	char *source;        /* file it was loaded from, or NULL */
 	uint16_t *groups;    /* portal group tags declared, with or without listen addresses */
 	size_t ngroups;
@@ -92,7 +95,7 @@ int cfg_load_file(struct cfg *cfg, const char *path, char **err);
 int cfg_load_string(struct cfg *cfg, const char *name, const char *text, char **err);
 /* A deep copy (through the file format, so it also proves the format round-trips). */
 struct cfg *cfg_clone(const struct cfg *cfg, char **err);
-/* Fill an empty cfg with defaults (nop interval/timeout, state dir). */
+/* Fill an empty cfg with defaults (nop interval/timeout, state dir, connection limits). */
 void cfg_init(struct cfg *cfg);
 /* "HOST:PORT", "[V6]:PORT", "HOST" -> portal (tpgt 1). Returns 0 or -1 with *err. */
 int cfg_add_listen(struct cfg *cfg, const char *spec, char **err);
@@ -131,10 +134,22 @@ int cfg_set_initiator_chap(struct cfg_target *t, const char *initiator, const ch
 /* user NULL switches CHAP off; mutual_user NULL makes it one-way. */
 int cfg_set_chap(struct cfg_chap *c, const char *user, const char *secret, const char *mutual_user,
 		 const char *mutual_secret, char **err);
-/* Write the configuration file atomically (temporary file, fsync, rename), mode 0600. */
+/*
+ * Write the configuration file atomically, mode 0600: a new temporary file with a random name
+ * next to it (O_CREAT | O_EXCL | O_NOFOLLOW, so nothing planted there is followed or reused),
+ * fsync, rename over path, fsync of the directory.
+ */
 int cfg_save(const struct cfg *cfg, const char *path, char **err);
 
 int cfg_parse_size(const char *s, uint64_t *out);
+/* Bounds of the connection limits (max-connections, max-connections-per-portal, mgmt-max-clients). */
+#define CFG_MAX_CONNECTIONS_DEFAULT 1024u
+#define CFG_MAX_PORTAL_CONNECTIONS_DEFAULT 256u
+#define CFG_MAX_CONNECTIONS_LIMIT 65536u
+#define CFG_MGMT_MAX_CLIENTS_DEFAULT 64u
+#define CFG_MGMT_MAX_CLIENTS_LIMIT 1024u
+/* "N" within 1..max for a limit named what (flags use it too); 0 or -1 with *err. */
+int cfg_parse_limit(const char *what, const char *value, unsigned max, unsigned *out, char **err);
 /* CHAP secrets: 12..255 bytes, no line breaks. Returns 0 or -1 with *err naming what. */
 int cfg_check_secret(const char *what, const char *secret, char **err);
 

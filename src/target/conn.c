@@ -81,6 +81,7 @@ void conn_accept(struct server *srv, int fd, uint16_t tpgt)
 	}
 	c->next = srv->conns;
 	srv->conns = c;
+	srv->nconns++;
 	log_debug("connection from %s:%u to %s:%u", c->peer_addr, c->peer_port, c->local_addr, c->local_port);
 }
 
@@ -133,6 +134,7 @@ void conn_close(struct conn *c, const char *why)
 	for (struct conn **pp = &c->srv->conns; *pp; pp = &(*pp)->next) {
 		if (*pp == c) {
 			*pp = c->next;
+			c->srv->nconns--;
 			break;
 		}
 	}

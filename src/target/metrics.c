@@ -10,28 +10,41 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "net/accept.h"
 #include "target/metrics.h"
 #include "target/target.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
+/*
+ * What a scraper may hold: a request of at most 8 KiB, complete within 10 s of connecting; an
+ * answer it reads some of at least every 10 s; 16 connections at once. When all 16 are taken, a
+ * new connection replaces the oldest one that has not sent its request yet (a scraper sends it
+ * at once; one that waits is idle or slow), so idle connections cannot keep scrapes out.
+ */
 #define METRICS_MAX_REQUEST 8192
 #define METRICS_MAX_CLIENTS 16
+#define METRICS_REQUEST_TIMEOUT_MS 10000u
+#define METRICS_SEND_TIMEOUT_MS 10000u
 
 struct metrics_client {
 	struct metrics_server *ms;
-	struct metrics_client *next;
+	struct metrics_client *next; /* newest first */
 	struct loop_watch watch;
 	int fd;
 	struct sbuf in, out;
 	size_t out_off;
-	uint64_t started_ms;
+	uint64_t started_ms; /* accepted */
+	uint64_t active_ms;  /* last byte of the answer sent */
 };
 
 struct metrics_server {
 	struct server *srv;
 	int fd;
 	struct loop_watch watch;
+	struct loop_timer sweep; /* timeouts; listening again after running out of descriptors */
+	bool accept_paused;
+	uint64_t accept_resume_ms;
 	struct metrics_client *clients;
 	unsigned nclients;
 };
@@ -106,6 +119,10 @@ char *metrics_render(struct server *srv)
 	sbuf_printf(&b, "# HELP isthmus_target_connections TCP connections, logged in or logging in.\n"
 			"# TYPE isthmus_target_connections gauge\n");
 	sbuf_printf(&b, "isthmus_target_connections %zu\n", nconns);
+	sbuf_printf(&b, "# HELP isthmus_target_connections_refused_total Connections closed as soon as accepted: a "
+			"connection limit reached, or out of file descriptors.\n"
+			"# TYPE isthmus_target_connections_refused_total counter\n");
+	sbuf_printf(&b, "isthmus_target_connections_refused_total %llu\n", (unsigned long long)srv->conns_refused);
 	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
 		const struct counter_def *d = &counters[i];
 		sbuf_printf(&b, "# HELP isthmus_target_%s %s, whole target.\n# TYPE isthmus_target_%s counter\n", d->name,
@@ -191,6 +208,23 @@ static void client_respond(struct metrics_client *c, const char *status, const c
 		    status, ctype, strlen(body), body);
 }
 
+/* The request is complete: queue the answer and switch to sending it. */
+static void client_answer(struct metrics_client *c)
+{
+	const char *req = (const char *)c->in.data;
+	if (strncmp(req, "GET /metrics ", 13) == 0 || strncmp(req, "GET / ", 6) == 0) {
+		char *body = metrics_render(c->ms->srv);
+		client_respond(c, "200 OK", "text/plain; version=0.0.4; charset=utf-8", body);
+		free(body);
+	} else if (strncmp(req, "GET ", 4) == 0) {
+		client_respond(c, "404 Not Found", "text/plain", "not found; try /metrics\n");
+	} else {
+		client_respond(c, "405 Method Not Allowed", "text/plain", "only GET\n");
+	}
+	c->active_ms = loop_now_ms();
+	loop_watch_mod(c->ms->srv->loop, &c->watch, EPOLLOUT);
+}
+
 static void client_on_io(void *arg, uint32_t events)
 {
 	struct metrics_client *c = arg;
@@ -202,24 +236,17 @@ static void client_on_io(void *arg, uint32_t events)
 				client_close(c);
 			return;
 		}
+		/* Only the new bytes and the three before them can complete the blank line. */
+		size_t from = c->in.len > 3 ? c->in.len - 3 : 0;
 		sbuf_append(&c->in, buf, (size_t)r);
 		sbuf_cstr(&c->in);
-		if (!strstr((char *)c->in.data, "\r\n\r\n") && !strstr((char *)c->in.data, "\n\n")) {
+		const char *tail = (const char *)c->in.data + from;
+		if (!strstr(tail, "\r\n\r\n") && !strstr(tail, "\n\n")) {
 			if (c->in.len > METRICS_MAX_REQUEST)
 				client_close(c);
 			return;
 		}
-		const char *req = (const char *)c->in.data;
-		if (strncmp(req, "GET /metrics ", 13) == 0 || strncmp(req, "GET / ", 6) == 0) {
-			char *body = metrics_render(c->ms->srv);
-			client_respond(c, "200 OK", "text/plain; version=0.0.4; charset=utf-8", body);
-			free(body);
-		} else if (strncmp(req, "GET ", 4) == 0) {
-			client_respond(c, "404 Not Found", "text/plain", "not found; try /metrics\n");
-		} else {
-			client_respond(c, "405 Method Not Allowed", "text/plain", "only GET\n");
-		}
-		loop_watch_mod(c->ms->srv->loop, &c->watch, EPOLLOUT);
+		client_answer(c);
 	}
 	while (c->out_off < c->out.len) {
 		ssize_t w = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
@@ -230,26 +257,55 @@ static void client_on_io(void *arg, uint32_t events)
 			return;
 		}
 		c->out_off += (size_t)w;
+		c->active_ms = loop_now_ms();
 	}
 	if (c->out.len)
 		client_close(c);
+}
+
+/* The oldest connection still without a complete request, or NULL. */
+static struct metrics_client *oldest_waiting(struct metrics_server *ms)
+{
+	struct metrics_client *found = NULL;
+	for (struct metrics_client *c = ms->clients; c; c = c->next)
+		if (!c->out.len)
+			found = c; /* the list is newest first: the last match is the oldest */
+	return found;
 }
 
 static void metrics_on_accept(void *arg, uint32_t events)
 {
 	(void)events;
 	struct metrics_server *ms = arg;
-	for (;;) {
-		int fd = accept4(ms->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0)
+	for (int i = 0; i < 64; i++) {
+		int fd;
+		switch (net_accept(ms->fd, &fd)) {
+		case NET_ACCEPT_NONE:
 			return;
-		if (ms->nclients >= METRICS_MAX_CLIENTS) {
-			close(fd);
+		case NET_ACCEPT_RETRY:
+		case NET_ACCEPT_DROPPED:
 			continue;
+		case NET_ACCEPT_PAUSE:
+			log_warn("metrics: accept: %s; not accepting for %u ms", strerror(errno), NET_ACCEPT_PAUSE_MS);
+			loop_watch_mod(ms->srv->loop, &ms->watch, 0);
+			ms->accept_paused = true;
+			ms->accept_resume_ms = loop_now_ms() + NET_ACCEPT_PAUSE_MS;
+			return;
+		case NET_ACCEPT_OK:
+			break;
+		}
+		if (ms->nclients >= METRICS_MAX_CLIENTS) {
+			struct metrics_client *idle = oldest_waiting(ms);
+			if (!idle) {
+				close(fd); /* all 16 are being answered: this one may come back in a moment */
+				continue;
+			}
+			client_close(idle);
 		}
 		struct metrics_client *c = xcalloc(1, sizeof(*c));
 		c->ms = ms;
 		c->fd = fd;
+		c->started_ms = c->active_ms = loop_now_ms();
 		if (loop_watch_add(ms->srv->loop, &c->watch, fd, EPOLLIN, client_on_io, c) < 0) {
 			close(fd);
 			free(c);
@@ -258,6 +314,23 @@ static void metrics_on_accept(void *arg, uint32_t events)
 		c->next = ms->clients;
 		ms->clients = c;
 		ms->nclients++;
+	}
+}
+
+/* Once a second: drop requests not complete in time and answers not read. */
+static void metrics_sweep(void *arg)
+{
+	struct metrics_server *ms = arg;
+	uint64_t now = loop_now_ms();
+	if (ms->accept_paused && now >= ms->accept_resume_ms) {
+		ms->accept_paused = false;
+		loop_watch_mod(ms->srv->loop, &ms->watch, EPOLLIN);
+	}
+	for (struct metrics_client *c = ms->clients, *next; c; c = next) {
+		next = c->next;
+		if (c->out.len ? now - c->active_ms >= METRICS_SEND_TIMEOUT_MS
+			       : now - c->started_ms >= METRICS_REQUEST_TIMEOUT_MS)
+			client_close(c);
 	}
 }
 
@@ -305,6 +378,8 @@ struct metrics_server *metrics_start(struct server *srv, const char *listen_spec
 		free(ms);
 		return NULL;
 	}
+	net_accept_reserve();
+	loop_timer_start(srv->loop, &ms->sweep, 1000, 1000, metrics_sweep, ms);
 	log_info("metrics on http://%s/metrics", listen_spec);
 	return ms;
 }
@@ -315,6 +390,7 @@ void metrics_stop(struct metrics_server *ms)
 		return;
 	while (ms->clients)
 		client_close(ms->clients);
+	loop_timer_stop(ms->srv->loop, &ms->sweep);
 	loop_watch_del(ms->srv->loop, &ms->watch);
 	close(ms->fd);
 	free(ms);

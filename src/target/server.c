@@ -10,10 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mgmt/rpc.h"
+#include "net/accept.h"
 #include "store/offload.h"
 #include "store/store.h"
 #include "target/metrics.h"
@@ -89,22 +92,119 @@ struct session *server_find_session_isid(struct server *srv, const char *initiat
 	return NULL;
 }
 
+/*
+ * Does connection c come through portal p? Two listeners cannot share an address and a port, so
+ * a wildcard portal owns every local address of its family on its port.
+ */
+static bool portal_owns(const struct portal *p, const struct conn *c)
+{
+	if (c->local_sa.ss_family != p->addr.ss_family)
+		return false;
+	if (p->addr.ss_family == AF_INET) {
+		const struct sockaddr_in *a = (const struct sockaddr_in *)&p->addr;
+		const struct sockaddr_in *l = (const struct sockaddr_in *)&c->local_sa;
+		return a->sin_port == l->sin_port &&
+		       (a->sin_addr.s_addr == htonl(INADDR_ANY) || a->sin_addr.s_addr == l->sin_addr.s_addr);
+	}
+	const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&p->addr;
+	const struct sockaddr_in6 *l = (const struct sockaddr_in6 *)&c->local_sa;
+	return a->sin6_port == l->sin6_port &&
+	       (IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr) || IN6_ARE_ADDR_EQUAL(&a->sin6_addr, &l->sin6_addr));
+}
+
+/* Which connection limit a new connection through p would break, or NULL. */
+static const char *portal_limit_reached(const struct portal *p)
+{
+	const struct server *srv = p->srv;
+	const struct cfg *cfg = srv->cfg;
+	if (srv->nconns >= cfg->max_connections)
+		return "max-connections reached";
+	if (srv->nconns < cfg->max_connections_per_portal)
+		return NULL;
+	/* Counted only when it could matter, over at most max-connections connections. */
+	uint32_t n = 0;
+	for (const struct conn *c = srv->conns; c; c = c->next)
+		if (portal_owns(p, c) && ++n >= cfg->max_connections_per_portal)
+			return "max-connections-per-portal reached";
+	return NULL;
+}
+
+static void portal_log_refused(struct portal *p, uint64_t now)
+{
+	log_warn("%s: closed %llu new connection(s) at once: %s", p->name, (unsigned long long)p->refused_unlogged,
+		 p->refused_why);
+	p->refused_log_ms = now;
+	p->refused_unlogged = 0;
+}
+
+/* A connection closed as soon as accepted; logged at most once a second per portal (a flood of them is one line). */
+static void portal_refused(struct portal *p, const char *why)
+{
+	uint64_t now = loop_now_ms();
+	p->srv->conns_refused++;
+	p->refused_unlogged++;
+	p->refused_why = why;
+	if (now - p->refused_log_ms >= 1000)
+		portal_log_refused(p, now);
+}
+
+/* Even the reserve descriptor could not take the waiting connection: rest rather than spin. */
+static void portal_pause(struct portal *p, int err)
+{
+	struct server *srv = p->srv;
+	log_warn("accept on %s: %s; not accepting for %u ms", p->name, strerror(err), NET_ACCEPT_PAUSE_MS);
+	loop_watch_mod(srv->loop, &p->watch, 0);
+	p->accept_paused = true;
+	srv->accept_resume_ms = loop_now_ms() + NET_ACCEPT_PAUSE_MS;
+}
+
+/* From the tick: listen again after a pause, and log refusals not logged yet. */
+static void portals_tick(struct server *srv, uint64_t now)
+{
+	for (size_t i = 0; i < srv->nportals; i++) {
+		struct portal *p = srv->portals[i];
+		if (p->accept_paused && now >= srv->accept_resume_ms && p->fd >= 0) {
+			p->accept_paused = false;
+			loop_watch_mod(srv->loop, &p->watch, EPOLLIN);
+		}
+		if (p->refused_unlogged && now - p->refused_log_ms >= 1000)
+			portal_log_refused(p, now);
+	}
+}
+
 void portal_on_accept(void *arg, uint32_t events)
 {
 	(void)events;
 	struct portal *p = arg;
+	struct server *srv = p->srv;
+	/* Bounded per wake-up; the listener is level-triggered, so the rest comes next round. */
 	for (int i = 0; i < 64; i++) {
-		int fd = accept4(p->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-				log_warn("accept on %s: %s", p->name, strerror(errno));
+		int fd;
+		switch (net_accept(p->fd, &fd)) {
+		case NET_ACCEPT_NONE:
 			return;
+		case NET_ACCEPT_RETRY:
+			continue;
+		case NET_ACCEPT_DROPPED:
+			portal_refused(p, "out of file descriptors");
+			continue;
+		case NET_ACCEPT_PAUSE:
+			portal_pause(p, errno);
+			return;
+		case NET_ACCEPT_OK:
+			break;
 		}
-		if (p->srv->shutting_down) {
+		if (srv->shutting_down) {
 			close(fd);
 			continue;
 		}
-		conn_accept(p->srv, fd, p->tpgt);
+		const char *limit = portal_limit_reached(p);
+		if (limit) {
+			close(fd);
+			portal_refused(p, limit);
+			continue;
+		}
+		conn_accept(srv, fd, p->tpgt);
 	}
 }
 
@@ -139,6 +239,19 @@ static void server_finish_shutdown(struct server *srv)
 		}
 	}
 	loop_stop(srv->loop);
+}
+
+/* mgmt-max-clients, from the configuration in force (a reload may change it). */
+static void mgmt_apply_limits(struct server *srv)
+{
+	if (!srv->rpc)
+		return;
+	struct rpc_limits l;
+	rpc_server_get_limits(srv->rpc, &l);
+	if (l.max_clients == srv->cfg->mgmt_max_clients)
+		return;
+	l.max_clients = srv->cfg->mgmt_max_clients;
+	rpc_server_set_limits(srv->rpc, &l);
 }
 
 static void server_tick(void *arg)
@@ -178,8 +291,31 @@ static void server_tick(void *arg)
 		if (oldest && now - oldest > (uint64_t)cfg->data_out_timeout * 1000u)
 			session_close(s, "a CmdSN gap stayed open past data-out-timeout");
 	}
+	portals_tick(srv, now);
+	mgmt_apply_limits(srv);
 	if (srv->shutting_down && (!srv->conns || now >= srv->shutdown_deadline_ms))
 		server_finish_shutdown(srv);
+}
+
+/*
+ * max-connections needs that many descriptors and more (listeners, stores, the management
+ * socket). Systems commonly give a soft limit of 1024 under a much higher hard one: take the
+ * hard one, and say so when even that is too low for the configured limit.
+ */
+static void raise_descriptor_limit(const struct cfg *cfg)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)cfg->max_connections + 64)
+		log_warn("the descriptor limit (%llu) is below max-connections (%u) and what the target needs besides: "
+			 "connections beyond it are closed at once",
+			 (unsigned long long)rl.rlim_cur, cfg->max_connections);
 }
 
 void server_stop(struct server *srv)
@@ -263,6 +399,9 @@ int server_start(struct server *srv, struct cfg *cfg)
 		free(cfg);
 		goto fail;
 	}
+	raise_descriptor_limit(cfg);
+	/* Before the first listener: the reserve for running out of descriptors (net/accept.h). */
+	net_accept_reserve();
 	if (server_apply_config(srv, cfg, &err) < 0)
 		goto fail;
 	sigset_t set;
@@ -290,6 +429,7 @@ int server_start(struct server *srv, struct cfg *cfg)
 			err = NULL;
 		}
 	}
+	mgmt_apply_limits(srv);
 	if (srv->metrics_listen && !(srv->metrics = metrics_start(srv, srv->metrics_listen, &err)))
 		goto fail;
 	loop_timer_start(srv->loop, &srv->tick, 1000, 1000, server_tick, srv);

@@ -47,6 +47,10 @@ struct portal {
 	uint16_t tpgt;
 	struct sockaddr_storage addr;
 	char name[64]; /* "127.0.0.1:3260" or "[::1]:3260" */
+	bool accept_paused;      /* out of descriptors: not watched until srv->accept_resume_ms */
+	uint64_t refused_log_ms; /* connections refused at a limit are logged at most once a second */
+	uint64_t refused_unlogged;
+	const char *refused_why; /* the limit the last refusal met (a constant string) */
 };
 
 struct server {
@@ -59,6 +63,9 @@ struct server {
 	struct session **sessions; /* live sessions (normal and discovery) */
 	size_t nsessions, capsessions;
 	struct conn *conns;        /* every connection, logged in or not */
+	uint32_t nconns;           /* how many: bounded by cfg->max_connections */
+	uint64_t conns_refused;    /* connections closed at once: a limit reached, or out of descriptors */
+	uint64_t accept_resume_ms; /* when paused portals listen again */
 	uint16_t next_tsih;
 	uint64_t next_nexus_id;
 	struct loop_timer tick;    /* once a second: NOP pings, timeouts */

@@ -2,7 +2,9 @@
  * The JSON-RPC server over a real Unix socket: its loop runs on a thread, the test is the client.
  * Plain calls, notifications, deferred answers (completed later, out of order, with an error),
  * clients that leave or half-close before the answer, malformed requests, an oversized line, and
- * pending answers at rpc_server_free.
+ * pending answers at rpc_server_free. Then the bounds on what a client may hold: a long line sent
+ * in small pieces, clients that do not read their answers, too many deferred answers, too many
+ * clients, slow and idle clients, deep nesting.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -19,7 +21,7 @@
 #include "mgmt/rpc.h"
 #include "net/loop.h"
 
-#define MAX_HELD 16
+#define MAX_HELD 64
 
 static struct {
 	struct loop *loop;
@@ -164,6 +166,8 @@ static json_t *m_stop(void *ctx, json_t *params, struct rpc_error *err)
 	return json_true();
 }
 
+static json_t *m_limits(void *ctx, json_t *params, struct rpc_error *err);
+
 static const struct rpc_method methods[] = {
 	{"echo", m_echo, "params back"},
 	{"fail", m_fail, "an error"},
@@ -176,6 +180,7 @@ static const struct rpc_method methods[] = {
 	{"count", m_count, "pending answers"},
 	{"bad_marker", m_bad_marker, "RPC_DEFERRED without rpc_defer"},
 	{"stop", m_stop, "stop the loop"},
+	{"limits", m_limits, "set the limits the test wants"},
 };
 
 static void *loop_thread(void *arg)
@@ -500,6 +505,301 @@ static void test_oversized(void)
 	json_decref(r);
 }
 
+static pthread_t loop_th;
+
+/* CPU time of the loop's thread: what the server spent. */
+static double cpu_s(void)
+{
+	clockid_t id;
+	struct timespec ts = {0, 0};
+	if (pthread_getcpuclockid(loop_th, &id) == 0)
+		clock_gettime(id, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/*
+ * A request line of nearly 1 MiB sent 64 bytes at a time: the server looks at each byte once,
+ * not at the whole line again after every read.
+ */
+static void test_line_in_pieces(void)
+{
+	size_t pad = (1u << 20) - 200;
+	char *line = malloc(pad + 200);
+	int n = snprintf(line, 200, "{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":{\"pad\":\"");
+	memset(line + n, 'x', pad);
+	n += (int)pad;
+	n += snprintf(line + n, 100, "\"},\"id\":5}\n");
+	struct cl c;
+	cl_open(&c);
+	double t0 = cpu_s();
+	long w0 = now_ms();
+	for (int off = 0; off < n; off += 64) {
+		int k = n - off < 64 ? n - off : 64;
+		CHECK(send(c.fd, line + off, (size_t)k, MSG_NOSIGNAL) == k);
+	}
+	/* the answer is as long as the request: read it whole */
+	size_t got = 0;
+	bool ok = false;
+	char *buf = malloc((size_t)n + 4096);
+	while (got < (size_t)n + 4096) {
+		ssize_t r = recv(c.fd, buf + got, (size_t)n + 4096 - got, 0);
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+		if (buf[got - 1] == '\n') {
+			ok = true;
+			break;
+		}
+	}
+	double spent = cpu_s() - t0;
+	printf("1 MiB request in 64-byte pieces: answered=%d, server spent %.3f s of CPU, %ld ms\n", ok, spent,
+	       now_ms() - w0);
+	CHECK(ok);
+	CHECK(ok && strstr(buf, "\"id\":5") != NULL);
+	CHECK(spent < 0.3);
+	free(buf);
+	free(line);
+	cl_close(&c);
+}
+
+/*
+ * A client that sends requests and never reads the answers: once 4 MiB of answers wait for it,
+ * the server reads nothing more from it, so its sends stop going through. When it reads, every
+ * request is answered after all.
+ */
+static void test_unread_answers(void)
+{
+	struct cl c;
+	cl_open(&c);
+	char req[1200];
+	char pad[1025];
+	memset(pad, 'y', 1024);
+	pad[1024] = 0;
+	int n = snprintf(req, sizeof(req), "{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":{\"p\":\"%s\"},\"id\":1}\n", pad);
+	struct timeval tv = {0, 200000};
+	setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	size_t sent = 0, requests = 0;
+	while (sent < (24u << 20)) {
+		ssize_t w = send(c.fd, req, (size_t)n, MSG_NOSIGNAL);
+		if (w != n) {
+			/* a partial request: finish it, or the count below is off */
+			if (w > 0) {
+				struct timeval tv2 = {5, 0};
+				setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv2, sizeof(tv2));
+				CHECK(send(c.fd, req + w, (size_t)(n - w), MSG_NOSIGNAL) == n - w);
+				sent += (size_t)n;
+				requests++;
+			}
+			break;
+		}
+		sent += (size_t)n;
+		requests++;
+	}
+	printf("a client that reads nothing got %zu bytes of requests through\n", sent);
+	CHECK(sent < (12u << 20));
+	/* now read: every request is answered */
+	size_t answers = 0;
+	for (;;) {
+		if (answers == requests)
+			break;
+		json_t *r = cl_recv(&c);
+		if (!r)
+			break;
+		answers++;
+		json_decref(r);
+	}
+	CHECK_EQ(answers, requests);
+	cl_close(&c);
+}
+
+/* Beyond 32 deferred answers on one connection a method cannot defer: it answers at once. */
+static void test_pending_bound(void)
+{
+	struct cl c;
+	cl_open(&c);
+	for (int i = 0; i < 33; i++) {
+		char line[100];
+		snprintf(line, sizeof(line), "{\"jsonrpc\":\"2.0\",\"method\":\"hold\",\"id\":%d}", 100 + i);
+		cl_send(&c, line);
+	}
+	json_t *r = cl_recv(&c);
+	CHECK_EQ(id_of(r), 132);
+	CHECK_EQ(code_of(r), RPC_INTERNAL_ERROR); /* "cannot hold": rpc_defer said no */
+	json_decref(r);
+	CHECK_EQ(pending_now(), 32);
+	r = call("{\"jsonrpc\":\"2.0\",\"method\":\"release\",\"id\":1}");
+	CHECK_EQ(json_integer_value(json_object_get(json_object_get(r, "result"), "sent")), 32);
+	json_decref(r);
+	for (int i = 0; i < 32; i++) {
+		r = cl_recv(&c);
+		CHECK(r != NULL);
+		json_decref(r);
+	}
+	cl_close(&c);
+}
+
+/* One client more than the limit is told so and closed; the others go on. */
+static void test_client_limit(void)
+{
+	enum { N = 64 };
+	static struct cl cs[N + 1];
+	for (int i = 0; i < N; i++) {
+		cl_open(&cs[i]);
+		cl_send(&cs[i], "{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"id\":1}");
+		json_t *r = cl_recv(&cs[i]);
+		CHECK_EQ(id_of(r), 1);
+		json_decref(r);
+	}
+	cl_open(&cs[N]);
+	json_t *r = cl_recv(&cs[N]);
+	CHECK(r != NULL);
+	const char *msg = json_string_value(json_object_get(json_object_get(r, "error"), "message"));
+	CHECK(msg && strstr(msg, "too many clients"));
+	json_decref(r);
+	CHECK(cl_eof(&cs[N]));
+	cl_close(&cs[N]);
+	cl_send(&cs[0], "{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"id\":2}");
+	r = cl_recv(&cs[0]);
+	CHECK_EQ(id_of(r), 2);
+	json_decref(r);
+	for (int i = 0; i < N; i++)
+		cl_close(&cs[i]);
+	sleep_ms(50);
+	/* freed slots are free again */
+	r = call("{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"id\":3}");
+	CHECK_EQ(id_of(r), 3);
+	json_decref(r);
+}
+
+/* Deeply nested JSON is a parse error (jansson stops at 2048 levels), not a crash. */
+static void test_deep_nesting(void)
+{
+	size_t depth = 200000;
+	char *line = malloc(2 * depth + 100);
+	size_t n = (size_t)sprintf(line, "{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"id\":1,\"params\":");
+	memset(line + n, '[', depth);
+	n += depth;
+	memset(line + n, ']', depth);
+	n += depth;
+	line[n++] = '}';
+	line[n] = 0;
+	struct cl c;
+	cl_open(&c);
+	cl_send(&c, line);
+	json_t *r = cl_recv(&c);
+	CHECK_EQ(code_of(r), RPC_PARSE_ERROR);
+	json_decref(r);
+	cl_close(&c);
+	free(line);
+}
+
+/* Limits set through a method, so that they change on the loop's thread. */
+static struct rpc_limits want_limits;
+
+static json_t *m_limits(void *ctx, json_t *params, struct rpc_error *err)
+{
+	(void)ctx;
+	(void)params;
+	(void)err;
+	rpc_server_set_limits(S.rpc, &want_limits);
+	return json_true();
+}
+
+/*
+ * Slow and idle clients: a request begun and not finished is answered with an error and the
+ * client closed; a client with nothing going on is closed; one waiting for a deferred answer is not.
+ */
+static void test_timeouts(void)
+{
+	rpc_limits_default(&want_limits);
+	want_limits.request_timeout_ms = 300;
+	want_limits.idle_timeout_ms = 400;
+	json_t *r = call("{\"jsonrpc\":\"2.0\",\"method\":\"limits\",\"id\":1}");
+	CHECK(json_is_true(json_object_get(r, "result")));
+	json_decref(r);
+
+	struct cl slow, idle, waiting;
+	cl_open(&slow);
+	cl_open(&idle);
+	cl_open(&waiting);
+	static const char part[] = "{\"jsonrpc\":\"2.0\",\"me";
+	CHECK(send(slow.fd, part, strlen(part), MSG_NOSIGNAL) == (ssize_t)strlen(part));
+	cl_send(&waiting, "{\"jsonrpc\":\"2.0\",\"method\":\"hold\",\"id\":7}");
+	long t0 = now_ms();
+	r = cl_recv(&slow);
+	long t_slow = now_ms() - t0;
+	CHECK(r != NULL);
+	const char *msg = json_string_value(json_object_get(json_object_get(r, "error"), "message"));
+	CHECK(msg && strstr(msg, "not completed"));
+	json_decref(r);
+	CHECK(cl_eof(&slow));
+	CHECK(cl_eof(&idle));
+	long t_idle = now_ms() - t0;
+	printf("slow request closed after %ld ms, idle client after %ld ms\n", t_slow, t_idle);
+	CHECK(t_slow >= 250 && t_slow < 2000);
+	CHECK(t_idle >= 350 && t_idle < 2000);
+	sleep_ms(600);
+	/* the client with a deferred answer is still there and gets it */
+	r = call("{\"jsonrpc\":\"2.0\",\"method\":\"release\",\"id\":2}");
+	CHECK_EQ(json_integer_value(json_object_get(json_object_get(r, "result"), "sent")), 1);
+	json_decref(r);
+	r = cl_recv(&waiting);
+	CHECK_EQ(id_of(r), 7);
+	json_decref(r);
+	cl_close(&slow);
+	cl_close(&idle);
+	cl_close(&waiting);
+
+	rpc_limits_default(&want_limits);
+	r = call("{\"jsonrpc\":\"2.0\",\"method\":\"limits\",\"id\":3}");
+	json_decref(r);
+}
+
+/* A daemon that answers with an endless line: the client gives up at its bound, not at its memory. */
+static char flood_path[108];
+
+static void *flood_daemon(void *arg)
+{
+	int lfd = *(int *)arg;
+	int fd = accept(lfd, NULL, NULL);
+	if (fd < 0)
+		return NULL;
+	static char chunk[1 << 16];
+	memset(chunk, 'z', sizeof(chunk));
+	for (size_t sent = 0; sent < (80u << 20);) {
+		ssize_t w = send(fd, chunk, sizeof(chunk), MSG_NOSIGNAL);
+		if (w <= 0)
+			break;
+		sent += (size_t)w;
+	}
+	close(fd);
+	return NULL;
+}
+
+static void test_client_answer_bound(void)
+{
+	snprintf(flood_path, sizeof(flood_path), "/tmp/isthmus-test-rpc-flood-%d.sock", (int)getpid());
+	int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", flood_path);
+	unlink(flood_path);
+	CHECK_EQ(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	CHECK_EQ(listen(lfd, 1), 0);
+	pthread_t th;
+	CHECK_EQ(pthread_create(&th, NULL, flood_daemon, &lfd), 0);
+	int code = -1;
+	char *err = NULL;
+	json_t *r = rpc_call(flood_path, "echo", NULL, 20000, &code, &err);
+	CHECK(r == NULL);
+	CHECK(err && strstr(err, "longer than"));
+	if (err)
+		printf("rpc_call against an endless answer: %s\n", err);
+	free(err);
+	pthread_join(th, NULL);
+	close(lfd);
+	unlink(flood_path);
+}
+
 int main(void)
 {
 	snprintf(sock_path, sizeof(sock_path), "/tmp/isthmus-test-rpc-%d.sock", (int)getpid());
@@ -520,11 +820,19 @@ int main(void)
 
 	pthread_t th;
 	CHECK_EQ(pthread_create(&th, NULL, loop_thread, NULL), 0);
+	loop_th = th;
 	test_plain();
 	test_deferred();
 	test_client_gone();
 	test_malformed();
 	test_oversized();
+	test_line_in_pieces();
+	test_unread_answers();
+	test_pending_bound();
+	test_client_limit();
+	test_deep_nesting();
+	test_timeouts();
+	test_client_answer_bound();
 
 	/* An answer still pending when the server is freed: the client gets an error. */
 	struct cl c;

@@ -186,6 +186,119 @@ static void test_negotiation_target(void)
 	text_clear(&out);
 }
 
+/* respond to one key=value with a fresh leading-login negotiator; returns the answer (or NULL) */
+static const char *respond_one(const struct iscsi_params *want, const char *key, const char *value,
+			       struct negotiator *n, struct text_list *out)
+{
+	struct text_list in = {0};
+	char why[128];
+	negotiator_init(n, want, true, true);
+	text_clear(out);
+	text_add(&in, key, value);
+	CHECK_EQ(negotiate_respond(n, &in, out, false, why, sizeof(why)), NEGOTIATE_OK);
+	text_clear(&in);
+	return text_get(out, key);
+}
+
+/*
+ * Values from a hostile or broken initiator: out of range, malformed numbers, overlong values,
+ * MaxBurstLength after FirstBurstLength. Whatever comes in, the result stays within the table's
+ * ranges, so nothing later divides by zero or sizes a buffer from a wild number.
+ */
+static void test_negotiation_absurd(void)
+{
+	struct iscsi_params want;
+	params_defaults(&want);
+	want.max_burst_length = 1048576;
+	want.first_burst_length = 262144;
+	want.max_connections = 8;
+	want.max_outstanding_r2t = 4;
+	struct negotiator n;
+	struct text_list out = {0};
+
+	CHECK_STR(respond_one(&want, "MaxRecvDataSegmentLength", "511", &n, &out), "Reject");
+	CHECK_EQ(n.result.peer_max_recv_dsl, 8192);
+	CHECK_STR(respond_one(&want, "MaxRecvDataSegmentLength", "4294967295", &n, &out), "Reject");
+	CHECK_EQ(n.result.peer_max_recv_dsl, 8192);
+	CHECK_STR(respond_one(&want, "MaxRecvDataSegmentLength", "4294967296", &n, &out), "Reject");
+	respond_one(&want, "MaxRecvDataSegmentLength", "512", &n, &out);
+	CHECK_EQ(n.result.peer_max_recv_dsl, 512);
+	respond_one(&want, "MaxRecvDataSegmentLength", "0xffffff", &n, &out);
+	CHECK_EQ(n.result.peer_max_recv_dsl, 16777215);
+	CHECK_STR(respond_one(&want, "MaxConnections", "0", &n, &out), "Reject");
+	CHECK_EQ(n.result.max_connections, 1);
+	CHECK_STR(respond_one(&want, "MaxConnections", "65535", &n, &out), "8");
+	CHECK_STR(respond_one(&want, "MaxConnections", "65536", &n, &out), "Reject");
+	CHECK_STR(respond_one(&want, "MaxOutstandingR2T", "0", &n, &out), "Reject");
+	CHECK_EQ(n.result.max_outstanding_r2t, 1);
+	CHECK_STR(respond_one(&want, "MaxBurstLength", "511", &n, &out), "Reject");
+	CHECK_STR(respond_one(&want, "FirstBurstLength", "0", &n, &out), "Reject");
+	CHECK_STR(respond_one(&want, "DefaultTime2Wait", "3601", &n, &out), "Reject");
+	CHECK_EQ(n.result.default_time2wait, 2);
+	CHECK_STR(respond_one(&want, "DefaultTime2Wait", "3600", &n, &out), "3600");
+
+	/* Numbers are digits only: no sign, blanks, empty hex or trailing junk. */
+	static const char *const bad_numbers[] = {" 5", "+5", "5 ", "-1", "0x", "0X", "", "5k", "0x1g", "0b1010",
+						  "0x100000000", "18446744073709551617"};
+	for (size_t i = 0; i < sizeof(bad_numbers) / sizeof(bad_numbers[0]); i++) {
+		const char *a = respond_one(&want, "DefaultTime2Retain", bad_numbers[i], &n, &out);
+		if (!a || strcmp(a, "Reject") != 0)
+			fprintf(stderr, "  DefaultTime2Retain=\"%s\" answered %s\n", bad_numbers[i], a ? a : "nothing");
+		CHECK_STR(a, "Reject");
+		CHECK_EQ(n.result.default_time2retain, 20);
+	}
+	CHECK_STR(respond_one(&want, "DefaultTime2Retain", "0x0A", &n, &out), "10");
+
+	/* A value of a negotiated key longer than RFC 7143's 255 bytes is refused, not truncated. */
+	char list[400] = "";
+	while (strlen(list) < 300)
+		strcat(list, "None,");
+	strcat(list, "CRC32C");
+	CHECK_STR(respond_one(&want, "HeaderDigest", list, &n, &out), "Reject");
+	CHECK(!n.result.header_digest);
+
+	/* MaxBurstLength after a larger FirstBurstLength: both answers obey FirstBurstLength <= MaxBurstLength. */
+	struct text_list in = {0};
+	char why[128];
+	negotiator_init(&n, &want, true, true);
+	text_clear(&out);
+	text_add(&in, "FirstBurstLength", "262144");
+	text_add(&in, "MaxBurstLength", "512");
+	CHECK_EQ(negotiate_respond(&n, &in, &out, false, why, sizeof(why)), NEGOTIATE_OK);
+	CHECK_STR(text_get(&out, "MaxBurstLength"), "512");
+	CHECK_STR(text_get(&out, "FirstBurstLength"), "512");
+	CHECK_EQ(n.result.first_burst_length, 512);
+	text_clear(&in);
+
+	/* Our own configured values outside a key's range are clamped into it too. */
+	struct iscsi_params odd = want;
+	odd.max_outstanding_r2t = 0;
+	odd.max_burst_length = 0xffffffffu;
+	CHECK_STR(respond_one(&odd, "MaxOutstandingR2T", "16", &n, &out), "1");
+	CHECK_EQ(n.result.max_outstanding_r2t, 1);
+	CHECK_STR(respond_one(&odd, "MaxBurstLength", "16777215", &n, &out), "16777215");
+	text_clear(&out);
+
+	/* The initiator side: a target answering FirstBurstLength above MaxBurstLength is bounded. */
+	struct iscsi_params iw;
+	params_defaults(&iw);
+	iw.max_burst_length = 1048576;
+	iw.first_burst_length = 262144;
+	negotiator_init(&n, &iw, true, false);
+	struct text_list prop = {0}, ans = {0};
+	negotiate_propose(&n, &prop, false);
+	text_add(&ans, "FirstBurstLength", "65536");
+	text_add(&ans, "MaxBurstLength", "4096");
+	CHECK_EQ(negotiate_accept(&n, &ans, why, sizeof(why)), NEGOTIATE_OK);
+	CHECK_EQ(n.result.max_burst_length, 4096);
+	CHECK_EQ(n.result.first_burst_length, 4096);
+	text_clear(&ans);
+	text_add(&ans, "MaxRecvDataSegmentLength", "4294967295");
+	CHECK_EQ(negotiate_accept(&n, &ans, why, sizeof(why)), NEGOTIATE_PROTOCOL_ERROR);
+	text_clear(&ans);
+	text_clear(&prop);
+}
+
 static void test_negotiation_initiator(void)
 {
 	struct iscsi_params want;
@@ -221,6 +334,7 @@ int main(void)
 	test_login_fields();
 	test_ahs();
 	test_negotiation_target();
+	test_negotiation_absurd();
 	test_negotiation_initiator();
 	TEST_MAIN_END();
 }

@@ -3,6 +3,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../test.h"
 #include "util/iscsi_name.h"
@@ -108,6 +109,97 @@ static void test_parse_errors(void)
 	text_clear(&l);
 }
 
+static double cpu_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* n distinct keys "X-kNNNNN=v" (the last one repeating key `dup` when dup >= 0); returns the length. */
+static size_t make_keys(uint8_t *buf, size_t cap, size_t n, long dup)
+{
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++) {
+		size_t k = (dup >= 0 && i == n - 1) ? (size_t)dup : i;
+		int w = snprintf((char *)buf + len, cap - len, "X-k%05zu=v", k);
+		if (w < 0 || (size_t)w + 1 >= cap - len)
+			break;
+		len += (size_t)w + 1; /* keep the NUL */
+	}
+	return len;
+}
+
+/*
+ * A login's text is bounded at 64 KiB, which holds thousands of short distinct keys. Checking
+ * each against all before it took a noticeable part of a second of the only event-loop thread,
+ * before authentication; now a request has at most TEXT_MAX_KEYS keys and the check is linear.
+ */
+static void test_many_keys(void)
+{
+	enum { SEG = 65536 };
+	uint8_t *buf = malloc(SEG);
+	struct text_list l = {0};
+	char err[128];
+
+	size_t len = make_keys(buf, SEG, 6000, -1);
+	CHECK(len > 60000);
+	double t0 = cpu_ms();
+	int rc = text_parse(buf, len, &l, err, sizeof(err));
+	double spent = cpu_ms() - t0;
+	printf("64 KiB of distinct keys: text_parse returned %d in %.2f ms of CPU\n", rc, spent);
+	CHECK_EQ(rc, TEXT_TOO_MANY);
+	CHECK(strstr(err, "more than 256 keys") != NULL);
+	CHECK(spent < 20.0);
+	text_clear(&l);
+
+	/* Exactly the bound is fine, one more is too many. */
+	len = make_keys(buf, SEG, TEXT_MAX_KEYS, -1);
+	CHECK_EQ(text_parse(buf, len, &l, err, sizeof(err)), TEXT_OK);
+	CHECK_EQ(l.n, TEXT_MAX_KEYS);
+	CHECK_STR(text_get(&l, "X-k00255"), "v");
+	text_clear(&l);
+	len = make_keys(buf, SEG, TEXT_MAX_KEYS + 1, -1);
+	CHECK_EQ(text_parse(buf, len, &l, err, sizeof(err)), TEXT_TOO_MANY);
+	text_clear(&l);
+
+	/* A repeat is found wherever it is: the last allowed key repeating the first, or a middle one. */
+	len = make_keys(buf, SEG, TEXT_MAX_KEYS, 0);
+	CHECK_EQ(text_parse(buf, len, &l, err, sizeof(err)), TEXT_MALFORMED);
+	CHECK(strstr(err, "more than once") != NULL);
+	text_clear(&l);
+	len = make_keys(buf, SEG, 200, 137);
+	CHECK_EQ(text_parse(buf, len, &l, err, sizeof(err)), TEXT_MALFORMED);
+	CHECK(strstr(err, "more than once") != NULL);
+	text_clear(&l);
+	/* Keys that differ only in their last byte or in length are distinct. */
+	static const char near[] = "Ab=1\0Ac=2\0A=3\0Abc=4\0";
+	CHECK_EQ(parse(near, sizeof(near) - 1, &l, err, sizeof(err)), TEXT_OK);
+	CHECK_EQ(l.n, 4);
+	text_clear(&l);
+	free(buf);
+}
+
+/* RFC 7143 6.1 key names: what a log line or an answer may echo holds no control bytes. */
+static void test_key_characters(void)
+{
+	struct text_list l = {0};
+	char err[128];
+	static const char ok[] = "X-com.example+v@1_a=1\0X#Reg.Key=2\0";
+	CHECK_EQ(parse(ok, sizeof(ok) - 1, &l, err, sizeof(err)), TEXT_OK);
+	CHECK_EQ(l.n, 2);
+	text_clear(&l);
+	expect_fail("Bad Key=1\0", 10, "character");
+	expect_fail("Key\n[fake] line=1\0", 19, "character");
+	expect_fail("K\xc3\xa9=1\0", 6, "character");
+	expect_fail("K\x7f=1\0", 5, "character");
+	/* Values may hold any byte but NUL (aliases are UTF-8 text). */
+	static const char v[] = "InitiatorAlias=caf\xc3\xa9 \x01\n\0";
+	CHECK_EQ(parse(v, sizeof(v) - 1, &l, err, sizeof(err)), TEXT_OK);
+	CHECK_STR(text_get(&l, "InitiatorAlias"), "caf\xc3\xa9 \x01\n");
+	text_clear(&l);
+}
+
 static void test_edit(void)
 {
 	struct text_list l = {0};
@@ -202,6 +294,8 @@ int main(void)
 {
 	test_parse();
 	test_parse_errors();
+	test_many_keys();
+	test_key_characters();
 	test_edit();
 	test_iscsi_names();
 	TEST_MAIN_END();

@@ -1,7 +1,9 @@
 #include "target/config.h"
 
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../test.h"
@@ -39,6 +41,9 @@ static const char example[] =
 	"state-dir = /var/lib/isthmus\n"
 	"nop-interval = 10          # seconds; 0 disables pings\n"
 	"nop-timeout=60\n"
+	"max-connections = 500\n"
+	"max-connections-per-portal = 100\n"
+	"mgmt-max-clients = 8\n"
 	"mgmt-socket = /run/isthmus/target.sock\n"
 	"discovery-chap-user = disc\n"
 	"discovery-chap-secret-file = @SECRET@\n"
@@ -87,6 +92,9 @@ static void check_example(const struct cfg *c)
 	CHECK_STR(c->state_dir, "/var/lib/isthmus");
 	CHECK_EQ(c->nop_interval, 10);
 	CHECK_EQ(c->nop_timeout, 60);
+	CHECK_EQ(c->max_connections, 500);
+	CHECK_EQ(c->max_connections_per_portal, 100);
+	CHECK_EQ(c->mgmt_max_clients, 8);
 	CHECK_STR(c->mgmt_socket, "/run/isthmus/target.sock");
 	CHECK_STR(c->discovery_chap.user, "disc");
 	CHECK_STR(c->discovery_chap.secret, "discsecret12");
@@ -256,6 +264,11 @@ static void test_errors(void)
 		{"[global]\nnop-interval = -1\n", 2, "nop-interval '-1' is not a number of seconds"},
 		{"[global]\nnop-timeout = 0\n", 2, "nop-timeout '0'"},
 		{"[global]\nnop-interval = 99999999999999999999999\n", 2, "nop-interval"},
+		{"[global]\nmax-connections = 0\n", 2, "max-connections '0' is not a number from 1 to 65536"},
+		{"[global]\nmax-connections = 65537\n", 2, "max-connections '65537'"},
+		{"[global]\nmax-connections-per-portal = -4\n", 2, "max-connections-per-portal '-4'"},
+		{"[global]\nmgmt-max-clients = 1025\n", 2, "mgmt-max-clients '1025' is not a number from 1 to 1024"},
+		{"[global]\nmax-connections = 5\nmax-connections = 6\n", 3, "key 'max-connections' given twice"},
 		{"[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=1Q\n", 2, "invalid size '1Q'"},
 		{"[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=\n", 2, "LUN option 'size' needs a value"},
 		{"[target iqn.2026-11.org.x:t]\nlun 0 = memory\n", 2, "memory LUN needs size="},
@@ -606,6 +619,9 @@ static bool cfg_equal(const struct cfg *a, const struct cfg *b)
 {
 	SAME(str_eq(a->state_dir, b->state_dir) && str_eq(a->mgmt_socket, b->mgmt_socket));
 	SAME(a->nop_interval == b->nop_interval && a->nop_timeout == b->nop_timeout);
+	SAME(a->max_connections == b->max_connections &&
+	     a->max_connections_per_portal == b->max_connections_per_portal &&
+	     a->mgmt_max_clients == b->mgmt_max_clients);
 	SAME(chap_eq(&a->discovery_chap, &b->discovery_chap));
 	SAME(a->nportals == b->nportals);
 	for (size_t i = 0; i < a->nportals; i++) {
@@ -642,6 +658,106 @@ static bool cfg_equal(const struct cfg *a, const struct cfg *b)
 	return true;
 }
 
+/* Defaults of the connection limits, and their bounds from the flags' parser. */
+static void test_limits(void)
+{
+	struct cfg c;
+	cfg_init(&c);
+	CHECK_EQ(c.max_connections, 1024);
+	CHECK_EQ(c.max_connections_per_portal, 256);
+	CHECK_EQ(c.mgmt_max_clients, 64);
+	unsigned v = 7;
+	char *err = NULL;
+	CHECK_EQ(cfg_parse_limit("--max-connections", "65536", CFG_MAX_CONNECTIONS_LIMIT, &v, &err), 0);
+	CHECK_EQ(v, 65536);
+	CHECK_EQ(cfg_parse_limit("--max-connections", "1x", CFG_MAX_CONNECTIONS_LIMIT, &v, &err), -1);
+	CHECK(err && strstr(err, "--max-connections '1x'"));
+	free(err);
+	cfg_free(&c);
+}
+
+/*
+ * save-config writes a fresh file with a random name, created exclusively: a symlink planted
+ * where the temporary file used to go (PATH.tmp.PID) is not followed, and the file is 0600 even
+ * under a permissive umask.
+ */
+static void test_save_safely(void)
+{
+	char dir[] = "/tmp/isthmus-save-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	char *path = xasprintf("%s/target.conf", dir);
+	char *victim = xasprintf("%s/victim", dir);
+	char *planted = xasprintf("%s.tmp.%ld", path, (long)getpid());
+	FILE *f = fopen(victim, "w");
+	CHECK(f != NULL);
+	if (f) {
+		fputs("precious\n", f);
+		fclose(f);
+	}
+	CHECK_EQ(symlink(victim, planted), 0);
+
+	struct cfg c;
+	cfg_init(&c);
+	char *err = NULL;
+	CHECK_EQ(cfg_add_listen(&c, "127.0.0.1:3260", &err), 0);
+	CHECK(cfg_add_target(&c, "iqn.2026-11.org.x:saved", &err) != NULL);
+	mode_t old = umask(0);
+	int rc = cfg_save(&c, path, &err);
+	umask(old);
+	CHECK_EQ(rc, 0);
+	if (rc)
+		fprintf(stderr, "  cfg_save: %s\n", err);
+	free(err);
+	err = NULL;
+
+	char buf[64] = "";
+	f = fopen(victim, "r");
+	CHECK(f != NULL);
+	if (f) {
+		CHECK(fgets(buf, sizeof(buf), f) != NULL);
+		fclose(f);
+	}
+	CHECK_STR(buf, "precious\n");
+	struct stat st;
+	CHECK_EQ(lstat(path, &st), 0);
+	CHECK(S_ISREG(st.st_mode));
+	CHECK_EQ(st.st_mode & 07777, 0600);
+	CHECK_EQ(lstat(planted, &st), 0); /* left alone */
+	CHECK(S_ISLNK(st.st_mode));
+	struct cfg back;
+	cfg_init(&back);
+	CHECK_EQ(cfg_load_file(&back, path, &err), 0);
+	free(err);
+	CHECK(cfg_find_target(&back, "iqn.2026-11.org.x:saved") != NULL);
+	cfg_free(&back);
+
+	/* Saving again replaces the file; no temporary file is left behind. */
+	CHECK_EQ(cfg_save(&c, path, &err), 0);
+	free(err);
+	DIR *d = opendir(dir);
+	int entries = 0;
+	for (struct dirent *e; d && (e = readdir(d));)
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			entries++;
+	if (d)
+		closedir(d);
+	CHECK_EQ(entries, 3); /* target.conf, victim, the planted link */
+
+	/* A directory that cannot be written: an error naming the file, nothing changed. */
+	CHECK_EQ(cfg_save(&c, "/nonexistent-dir/isthmus/target.conf", &err), -1);
+	CHECK(err && strstr(err, "/nonexistent-dir/isthmus/target.conf"));
+	free(err);
+
+	cfg_free(&c);
+	unlink(planted);
+	unlink(victim);
+	unlink(path);
+	rmdir(dir);
+	free(planted);
+	free(victim);
+	free(path);
+}
+
 int main(void)
 {
 	test_example_and_round_trip();
@@ -650,5 +766,7 @@ int main(void)
 	test_lun_spec();
 	test_listen();
 	test_format_api();
+	test_limits();
+	test_save_safely();
 	TEST_MAIN_END();
 }
