@@ -31,61 +31,173 @@ static bool reg_matches(const struct pr_reg *g, const char *port, uint16_t rel_p
 	return strcmp(g->port, port) == 0 && (g->all_tg_pt || g->rel_port == rel_port);
 }
 
-static struct pr_reg *find_reg(struct pr_state *pr, const struct scsi_nexus *nx, size_t *idx)
+/* FNV-1a of the port name: spreads iSCSI names, which share long prefixes, well enough. */
+static uint32_t port_hash(const char *port)
 {
-	for (size_t i = 0; i < pr->nregs; i++) {
-		if (reg_matches(&pr->regs[i], nx->initiator_port, nx->rel_port_id)) {
-			if (idx)
-				*idx = i;
-			return &pr->regs[i];
-		}
+	uint32_t h = 0x811c9dc5u;
+
+	for (; *port; port++) {
+		h ^= (uint8_t)*port;
+		h *= 0x01000193u;
+	}
+	return h;
+}
+
+static struct pr_reg **bucket_of(const struct pr_state *pr, uint32_t hash)
+{
+	return &pr->bucket[hash & (pr->nbucket - 1)];
+}
+
+static struct pr_reg *find_port(const struct pr_state *pr, const char *port, uint16_t rel_port)
+{
+	if (!pr->nbucket)
+		return NULL;
+	for (struct pr_reg *g = *bucket_of(pr, port_hash(port)); g; g = g->hnext) {
+		if (reg_matches(g, port, rel_port))
+			return g;
 	}
 	return NULL;
 }
 
-static bool is_holder(const struct pr_state *pr, size_t idx)
+static struct pr_reg *find_reg(const struct pr_state *pr, const struct scsi_nexus *nx)
 {
-	return pr->held && (all_registrants(pr->type) || pr->holder == idx);
+	return find_port(pr, nx->initiator_port, nx->rel_port_id);
 }
 
-static void remove_reg(struct pr_state *pr, size_t i)
+static bool is_holder(const struct pr_state *pr, const struct pr_reg *g)
 {
-	if (pr->held && !all_registrants(pr->type)) {
-		if (pr->holder == i)
-			pr->held = false;
-		else if (pr->holder > i)
-			pr->holder--;
+	return pr->held && (all_registrants(pr->type) || pr->holder == g);
+}
+
+static void hash_insert(struct pr_state *pr, struct pr_reg *g)
+{
+	struct pr_reg **b = bucket_of(pr, g->hash);
+
+	g->hnext = *b;
+	*b = g;
+}
+
+static void hash_remove(struct pr_state *pr, struct pr_reg *g)
+{
+	for (struct pr_reg **pp = bucket_of(pr, g->hash); *pp; pp = &(*pp)->hnext) {
+		if (*pp == g) {
+			*pp = g->hnext;
+			return;
+		}
 	}
-	memmove(&pr->regs[i], &pr->regs[i + 1], (pr->nregs - i - 1) * sizeof(*pr->regs));
-	pr->nregs--;
+}
+
+/* Keeps at least one bucket per registration, so chains stay short. */
+static void hash_grow(struct pr_state *pr, size_t want)
+{
+	size_t n = pr->nbucket ? pr->nbucket : 64;
+
+	while (n < want)
+		n *= 2;
+	if (n == pr->nbucket)
+		return;
+	free(pr->bucket);
+	pr->bucket = xcalloc(n, sizeof(*pr->bucket));
+	pr->nbucket = n;
+	for (size_t i = 0; i < pr->nregs; i++)
+		hash_insert(pr, pr->regs[i]);
+}
+
+/* A new registration at the end of the list; NULL when the LU has no room for another. */
+static struct pr_reg *add_reg(struct pr_state *pr, const char *port, uint16_t rel, bool atp, uint64_t key)
+{
+	size_t n = strlen(port);
+	struct pr_reg *g;
+
+	if (pr->nregs >= PR_MAX_REGISTRATIONS)
+		return NULL;
+	if (pr->nregs == pr->cap) {
+		pr->cap = pr->cap ? pr->cap * 2 : 4;
+		pr->regs = xrealloc(pr->regs, pr->cap * sizeof(*pr->regs));
+	}
+	g = xcalloc(1, sizeof(*g) + n + 1);
+	memcpy(g->port, port, n + 1);
+	g->hash = port_hash(port);
+	g->rel_port = rel;
+	g->all_tg_pt = atp;
+	g->key = key;
+	hash_grow(pr, pr->nregs + 1);
+	hash_insert(pr, g);
+	pr->regs[pr->nregs++] = g;
+	return g;
+}
+
+/* Drops the registration from the hash and frees it; the caller fixes up the list. */
+static void reg_drop(struct pr_state *pr, struct pr_reg *g)
+{
+	if (pr->holder == g) {
+		pr->holder = NULL;
+		if (pr->held && !all_registrants(pr->type))
+			pr->held = false;
+	}
+	hash_remove(pr, g);
+	free(g);
+}
+
+/* Removes every registration marked doomed in one pass over the list. */
+static void remove_doomed(struct pr_state *pr)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; i < pr->nregs; i++) {
+		struct pr_reg *g = pr->regs[i];
+
+		if (g->doomed)
+			reg_drop(pr, g);
+		else
+			pr->regs[j++] = g;
+	}
+	pr->nregs = j;
+	pr->full_logged = false;
 	if (pr->nregs == 0)
 		pr->held = false;
 }
 
-/* Raises `ua` for every logged-in nexus that a registration (or any, when g is NULL) names. */
-static void ua_for_reg(struct scsi_lu *lu, const struct pr_reg *g, uint32_t ua, uint64_t except)
+static void remove_reg(struct pr_state *pr, struct pr_reg *g)
+{
+	g->doomed = true;
+	remove_doomed(pr);
+}
+
+/*
+ * Raises `ua` for every logged-in nexus (but `except`) that holds a registration for which
+ * `pick` says yes. One pass over the nexuses, each finding its registration through the hash:
+ * the cost does not multiply registrations by sessions.
+ */
+static void ua_for_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g), uint32_t ua, uint64_t except)
 {
 	struct scsi_target *t = lu->t;
 
 	for (size_t i = 0; i < t->nnexus; i++) {
 		const struct scsi_nexus *nx = &t->nexus[i].nx;
+		const struct pr_reg *g;
 
-		if (nx->id != except && reg_matches(g, nx->initiator_port, nx->rel_port_id))
+		if (nx->id == except)
+			continue;
+		g = find_reg(&lu->pr, nx);
+		if (g && pick(g))
 			lu_ua_set_nexus(lu, nx->id, ua);
 	}
 }
 
+static bool pick_any(const struct pr_reg *g) { (void)g; return true; }
+static bool pick_doomed(const struct pr_reg *g) { return g->doomed; }
+
 bool pr_conflict(struct scsi_req *r)
 {
 	struct pr_state *pr = &r->lu->pr;
-	size_t idx;
 	const struct pr_reg *me;
 	uint16_t flags = r->op->flags;
 
 	if (!pr->held || (flags & OPF_PR_OK))
 		return false;
-	me = find_reg(pr, r->cmd->nexus, &idx);
-	if (me && is_holder(pr, idx))
+	me = find_reg(pr, r->cmd->nexus);
+	if (me && is_holder(pr, me))
 		return false;
 	/* Registrants-only and all-registrants types let every registrant through. */
 	if (me && pr->type != PR_WE && pr->type != PR_EA)
@@ -97,7 +209,10 @@ bool pr_conflict(struct scsi_req *r)
 
 void pr_free(struct pr_state *pr)
 {
+	for (size_t i = 0; i < pr->nregs; i++)
+		free(pr->regs[i]);
 	free(pr->regs);
+	free(pr->bucket);
 	memset(pr, 0, sizeof(*pr));
 }
 
@@ -124,11 +239,15 @@ static int pr_save(struct scsi_lu *lu)
 	if (!lu->state_dir)
 		return 0;
 	sbuf_printf(&b, "isthmus-pr 1\ngeneration %" PRIu32 "\naptpl %d\n", pr->generation, pr->aptpl);
-	if (pr->held)
-		sbuf_printf(&b, "reservation %u %zu\n", pr->type, pr->holder);
+	for (size_t i = 0; i < pr->nregs; i++) {
+		if (pr->held && pr->holder == pr->regs[i])
+			sbuf_printf(&b, "reservation %u %zu\n", pr->type, i);
+	}
+	if (pr->held && all_registrants(pr->type))
+		sbuf_printf(&b, "reservation %u 0\n", pr->type);
 	for (size_t i = 0; i < pr->nregs; i++)
-		sbuf_printf(&b, "reg %016" PRIx64 " %u %d %s\n", pr->regs[i].key, pr->regs[i].rel_port,
-			    pr->regs[i].all_tg_pt, pr->regs[i].port);
+		sbuf_printf(&b, "reg %016" PRIx64 " %u %d %s\n", pr->regs[i]->key, pr->regs[i]->rel_port,
+			    pr->regs[i]->all_tg_pt, pr->regs[i]->port);
 	tmp = state_path(lu, ".tmp");
 	path = state_path(lu, "");
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -208,16 +327,8 @@ int pr_load(struct scsi_lu *lu, char **err)
 			continue;
 		}
 		if (sscanf(line, "reg %" SCNx64 " %u %u %255s", &key, &rel, &atp, port) == 4 && rel <= 0xffff) {
-			if (pr->nregs == pr->cap) {
-				pr->cap = pr->cap ? pr->cap * 2 : 4;
-				pr->regs = xrealloc(pr->regs, pr->cap * sizeof(*pr->regs));
-			}
-			struct pr_reg *g = &pr->regs[pr->nregs++];
-			memset(g, 0, sizeof(*g));
-			g->key = key;
-			g->rel_port = (uint16_t)rel;
-			g->all_tg_pt = atp;
-			snprintf(g->port, sizeof(g->port), "%s", port);
+			if (!add_reg(pr, port, (uint16_t)rel, atp, key))
+				ok = 0;
 			continue;
 		}
 		ok = 0;
@@ -238,12 +349,13 @@ int pr_load(struct scsi_lu *lu, char **err)
 	pr->aptpl = true;
 	pr->held = held;
 	pr->type = (uint8_t)type;
-	pr->holder = holder;
+	pr->holder = held && !all_registrants(pr->type) ? pr->regs[holder] : NULL;
 	return 0;
 }
 
 /* ---- PERSISTENT RESERVE IN ---- */
 
+/* The iSCSI TransportID (SPC-4 7.6.4.6) of an initiator port name; returns its length. */
 static size_t transport_id(const char *port, uint8_t *p)
 {
 	size_t n = strlen(port);
@@ -258,117 +370,139 @@ static size_t transport_id(const char *port, uint8_t *p)
 	return 4 + len;
 }
 
+static void read_keys(const struct pr_state *pr, struct din *d)
+{
+	for (size_t i = 0; i < pr->nregs; i++) {
+		uint8_t k[8];
+
+		put_be64(k, pr->regs[i]->key);
+		din_put(d, k, 8);
+	}
+}
+
+static void read_reservation(const struct pr_state *pr, struct din *d)
+{
+	uint8_t b[16];
+
+	if (!pr->held)
+		return;
+	memset(b, 0, sizeof(b));
+	if (!all_registrants(pr->type) && pr->holder)
+		put_be64(b, pr->holder->key);
+	b[13] = pr->type;
+	din_put(d, b, sizeof(b));
+}
+
+static void report_capabilities(const struct pr_state *pr, struct din *d)
+{
+	uint8_t b[8] = { 0 };
+
+	put_be16(b, 8);
+	b[2] = 0x10 | 0x04 | 0x01;   /* CRH, ATP_C, PTPL_C */
+	b[3] = 0x80 | (pr->aptpl ? 0x01 : 0);   /* TMV; PTPL_A */
+	b[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02;
+	b[5] = 0x01;
+	din_put(d, b, sizeof(b));
+}
+
+static void read_full_status(const struct pr_state *pr, struct din *d)
+{
+	/* One descriptor: 24 bytes, then a TransportID of up to 4 + 260 bytes. */
+	uint8_t b[24 + 4 + 260];
+
+	for (size_t i = 0; i < pr->nregs; i++) {
+		const struct pr_reg *g = pr->regs[i];
+		size_t tl;
+
+		memset(b, 0, 24);
+		put_be64(b, g->key);
+		if (g->all_tg_pt)
+			b[12] |= 0x02;
+		if (is_holder(pr, g)) {
+			b[12] |= 0x01;
+			b[13] = pr->type;
+		}
+		put_be16(b + 18, g->rel_port);
+		tl = transport_id(g->port, b + 24);
+		put_be32(b + 20, (uint32_t)tl);
+		din_put(d, b, 24 + tl);
+	}
+}
+
 void scsi_pr_in(struct scsi_req *r)
 {
-	struct pr_state *pr = &r->lu->pr;
+	const struct pr_state *pr = &r->lu->pr;
 	uint32_t alloc = get_be16(r->cdb + 7);
-	uint8_t *b = r->t->scratch;
-	size_t n = 8;
+	uint8_t hdr[8] = { 0 };
+	struct din d;
 
-	memset(b, 0, 8);
-	put_be32(b, pr->generation);
+	din_start(&d, r, alloc);
+	put_be32(hdr, pr->generation);
+	if ((r->cdb[1] & 0x1f) != 0x02)
+		din_put(&d, hdr, 8);
 	switch (r->cdb[1] & 0x1f) {
 	case 0x00: /* READ KEYS */
-		for (size_t i = 0; i < pr->nregs; i++, n += 8)
-			put_be64(b + n, pr->regs[i].key);
-		put_be32(b + 4, (uint32_t)(n - 8));
+		read_keys(pr, &d);
 		break;
 	case 0x01: /* READ RESERVATION */
-		if (pr->held) {
-			memset(b + 8, 0, 16);
-			if (!all_registrants(pr->type))
-				put_be64(b + 8, pr->regs[pr->holder].key);
-			b[8 + 13] = pr->type;
-			n += 16;
-		}
-		put_be32(b + 4, (uint32_t)(n - 8));
+		read_reservation(pr, &d);
 		break;
 	case 0x02: /* REPORT CAPABILITIES */
-		memset(b, 0, 8);
-		put_be16(b, 8);
-		b[2] = 0x10 | 0x04 | 0x01;   /* CRH, ATP_C, PTPL_C */
-		b[3] = 0x80 | (pr->aptpl ? 0x01 : 0);   /* TMV; PTPL_A */
-		b[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02;
-		b[5] = 0x01;
-		n = 8;
+		report_capabilities(pr, &d);
 		break;
 	case 0x03: /* READ FULL STATUS */
-		for (size_t i = 0; i < pr->nregs; i++) {
-			uint8_t *d = b + n;
-			size_t tl;
-
-			if (n + 24 + 264 > r->t->scratch_len)
-				break;
-			memset(d, 0, 24);
-			put_be64(d, pr->regs[i].key);
-			if (pr->regs[i].all_tg_pt)
-				d[12] |= 0x02;
-			if (is_holder(pr, i)) {
-				d[12] |= 0x01;
-				d[13] = pr->type;
-			}
-			put_be16(d + 18, pr->regs[i].rel_port);
-			tl = transport_id(pr->regs[i].port, d + 24);
-			put_be32(d + 20, (uint32_t)tl);
-			n += 24 + tl;
-		}
-		put_be32(b + 4, (uint32_t)(n - 8));
+		read_full_status(pr, &d);
 		break;
 	}
-	req_data_in(r, b, (uint32_t)n, alloc);
+	/* ADDITIONAL LENGTH: everything after the header, whether it fit the allocation or not. */
+	if ((r->cdb[1] & 0x1f) != 0x02)
+		din_put_be32_at(&d, 4, (uint32_t)(d.len - 8));
+	din_finish(r, &d, alloc);
 }
 
 /* ---- PERSISTENT RESERVE OUT ---- */
 
-static struct pr_reg *add_reg(struct pr_state *pr, const char *port, uint16_t rel, bool atp, uint64_t key)
-{
-	struct pr_reg *g;
-
-	if (pr->nregs == pr->cap) {
-		pr->cap = pr->cap ? pr->cap * 2 : 4;
-		pr->regs = xrealloc(pr->regs, pr->cap * sizeof(*pr->regs));
-	}
-	g = &pr->regs[pr->nregs++];
-	memset(g, 0, sizeof(*g));
-	snprintf(g->port, sizeof(g->port), "%s", port);
-	g->rel_port = rel;
-	g->all_tg_pt = atp;
-	g->key = key;
-	return g;
-}
-
 static void conflict(struct scsi_req *r) { r->cmd->status = SCSI_RESERVATION_CONFLICT; }
+
+static void no_room(struct scsi_req *r)
+{
+	/* Once per filling up: an initiator retrying must not flood the log. */
+	if (!r->lu->pr.full_logged)
+		log_warn("LUN %u: %u persistent reservation registrations already: refusing more", r->lu->lun,
+			 PR_MAX_REGISTRATIONS);
+	r->lu->pr.full_logged = true;
+	req_sense(r, SK_ILLEGAL_REQUEST, 0x55, 0x04);   /* INSUFFICIENT REGISTRATION RESOURCES */
+}
 
 static void pr_register(struct scsi_req *r, uint64_t key, uint64_t sark, bool ignore, bool atp, bool aptpl)
 {
 	struct scsi_lu *lu = r->lu;
 	struct pr_state *pr = &lu->pr;
 	const struct scsi_nexus *nx = r->cmd->nexus;
-	size_t idx;
-	struct pr_reg *me = find_reg(pr, nx, &idx);
+	struct pr_reg *me = find_reg(pr, nx);
 
 	if (!me) {
 		if (!ignore && key != 0) {
 			conflict(r);
 			return;
 		}
-		if (sark != 0)
-			add_reg(pr, nx->initiator_port, nx->rel_port_id, atp, sark);
+		if (sark != 0 && !add_reg(pr, nx->initiator_port, nx->rel_port_id, atp, sark)) {
+			no_room(r);
+			return;
+		}
 	} else {
 		if (!ignore && key != me->key) {
 			conflict(r);
 			return;
 		}
 		if (sark == 0) {
-			bool was_holder = is_holder(pr, idx) && !all_registrants(pr->type);
+			bool was_holder = is_holder(pr, me) && !all_registrants(pr->type);
 			uint8_t type = pr->type;
 
-			remove_reg(pr, idx);
+			remove_reg(pr, me);
 			/* Registrants-only reservations released by unregistering tell the others. */
-			if (was_holder && (type == PR_WE_RO || type == PR_EA_RO)) {
-				for (size_t i = 0; i < pr->nregs; i++)
-					ua_for_reg(lu, &pr->regs[i], UA_RESERVATIONS_RELEASED, nx->id);
-			}
+			if (was_holder && (type == PR_WE_RO || type == PR_EA_RO))
+				ua_for_regs(lu, pick_any, UA_RESERVATIONS_RELEASED, nx->id);
 		} else {
 			me->key = sark;
 		}
@@ -377,37 +511,35 @@ static void pr_register(struct scsi_req *r, uint64_t key, uint64_t sark, bool ig
 	pr->generation++;
 }
 
-static void pr_reserve(struct scsi_req *r, struct pr_reg *me, size_t idx, uint8_t type)
+static void pr_reserve(struct scsi_req *r, struct pr_reg *me, uint8_t type)
 {
 	struct pr_state *pr = &r->lu->pr;
 
-	(void)me;
 	if (pr->held) {
-		if (!is_holder(pr, idx) || pr->type != type)
+		if (!is_holder(pr, me) || pr->type != type)
 			conflict(r);
 		return;
 	}
 	pr->held = true;
 	pr->type = type;
-	pr->holder = idx;
+	pr->holder = all_registrants(type) ? NULL : me;
 }
 
-static void pr_release(struct scsi_req *r, size_t idx, uint8_t type)
+static void pr_release(struct scsi_req *r, struct pr_reg *me, uint8_t type)
 {
 	struct scsi_lu *lu = r->lu;
 	struct pr_state *pr = &lu->pr;
 
-	if (!pr->held || !is_holder(pr, idx))
+	if (!pr->held || !is_holder(pr, me))
 		return;
 	if (pr->type != type) {
 		req_sense(r, SK_ILLEGAL_REQUEST, 0x26, 0x04);   /* INVALID RELEASE OF PERSISTENT RESERVATION */
 		return;
 	}
 	pr->held = false;
-	if (type != PR_WE && type != PR_EA) {
-		for (size_t i = 0; i < pr->nregs; i++)
-			ua_for_reg(lu, &pr->regs[i], UA_RESERVATIONS_RELEASED, r->cmd->nexus->id);
-	}
+	pr->holder = NULL;
+	if (type != PR_WE && type != PR_EA)
+		ua_for_regs(lu, pick_any, UA_RESERVATIONS_RELEASED, r->cmd->nexus->id);
 }
 
 static void pr_clear(struct scsi_req *r)
@@ -415,18 +547,19 @@ static void pr_clear(struct scsi_req *r)
 	struct scsi_lu *lu = r->lu;
 	struct pr_state *pr = &lu->pr;
 
+	ua_for_regs(lu, pick_any, UA_RESERVATIONS_PREEMPTED, r->cmd->nexus->id);
 	for (size_t i = 0; i < pr->nregs; i++)
-		ua_for_reg(lu, &pr->regs[i], UA_RESERVATIONS_PREEMPTED, r->cmd->nexus->id);
-	pr->nregs = 0;
+		pr->regs[i]->doomed = true;
+	remove_doomed(pr);
 	pr->held = false;
+	pr->holder = NULL;
 	pr->generation++;
 }
 
-static void pr_preempt(struct scsi_req *r, size_t my_idx, uint64_t sark, uint8_t type)
+static void pr_preempt(struct scsi_req *r, struct pr_reg *me, uint64_t sark, uint8_t type)
 {
 	struct scsi_lu *lu = r->lu;
 	struct pr_state *pr = &lu->pr;
-	const struct scsi_nexus *nx = r->cmd->nexus;
 	bool removed = false, take = false;
 
 	if (pr->held) {
@@ -438,37 +571,45 @@ static void pr_preempt(struct scsi_req *r, size_t my_idx, uint64_t sark, uint8_t
 				req_bad_param(r, 8, -1);
 				return;
 			}
-			take = pr->regs[pr->holder].key == sark;
+			take = pr->holder && pr->holder->key == sark;
 		}
 	} else if (sark == 0) {
 		req_bad_param(r, 8, -1);
 		return;
 	}
-	for (size_t i = 0; i < pr->nregs;) {
-		struct pr_reg *g = &pr->regs[i];
-		if (i != my_idx && (sark == 0 || g->key == sark)) {
-			ua_for_reg(lu, g, UA_REGISTRATIONS_PREEMPTED, nx->id);
-			if (my_idx > i)
-				my_idx--;
-			remove_reg(pr, i);
+	for (size_t i = 0; i < pr->nregs; i++) {
+		struct pr_reg *g = pr->regs[i];
+
+		if (g != me && (sark == 0 || g->key == sark)) {
+			g->doomed = true;
 			removed = true;
-			continue;
 		}
-		i++;
 	}
 	if (!removed && !take) {
 		conflict(r);
 		return;
 	}
+	ua_for_regs(lu, pick_doomed, UA_REGISTRATIONS_PREEMPTED, r->cmd->nexus->id);
+	remove_doomed(pr);
 	if (take) {
 		pr->held = true;
 		pr->type = type;
-		pr->holder = my_idx;
+		pr->holder = all_registrants(type) ? NULL : me;
 	}
 	pr->generation++;
 }
 
-static void pr_register_and_move(struct scsi_req *r, size_t my_idx, const uint8_t *d, uint32_t plen)
+/* TransportID names end up in the state file: printable ASCII without blanks, as iSCSI names are. */
+static bool port_name_ok(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < 0x21 || p[i] > 0x7e)
+			return false;
+	}
+	return n > 0;
+}
+
+static void pr_register_and_move(struct scsi_req *r, struct pr_reg *me, const uint8_t *d, uint32_t plen)
 {
 	struct pr_state *pr = &r->lu->pr;
 	uint64_t sark = get_be64(d + 8);
@@ -477,9 +618,10 @@ static void pr_register_and_move(struct scsi_req *r, size_t my_idx, const uint8_
 	uint32_t tlen = get_be32(d + 20);
 	char port[256];
 	const uint8_t *tid = d + 24;
-	size_t idx, n;
+	struct pr_reg *dst = NULL;
+	size_t n;
 
-	if (!pr->held || !is_holder(pr, my_idx) || all_registrants(pr->type)) {
+	if (!pr->held || !is_holder(pr, me) || all_registrants(pr->type)) {
 		conflict(r);
 		return;
 	}
@@ -492,40 +634,31 @@ static void pr_register_and_move(struct scsi_req *r, size_t my_idx, const uint8_
 		return;
 	}
 	n = strnlen((const char *)tid + 4, get_be16(tid + 2));
-	if (n == 0 || n >= sizeof(port)) {
+	if (n >= sizeof(port) || !port_name_ok((const char *)tid + 4, n)) {
 		req_bad_param(r, 24 + 4, -1);
 		return;
 	}
 	memcpy(port, tid + 4, n);
 	port[n] = 0;
-	if (reg_matches(&pr->regs[my_idx], port, rel)) {
+	if (reg_matches(me, port, rel)) {
 		req_bad_param(r, 24, -1);   /* moving to ourselves */
 		return;
 	}
-	uint8_t type = pr->type;
-	struct pr_reg *dst = NULL;
-	for (idx = 0; idx < pr->nregs; idx++) {
-		if (strcmp(pr->regs[idx].port, port) == 0 && pr->regs[idx].rel_port == rel) {
-			dst = &pr->regs[idx];
+	for (struct pr_reg *g = *bucket_of(pr, port_hash(port)); g; g = g->hnext) {
+		if (strcmp(g->port, port) == 0 && g->rel_port == rel) {
+			dst = g;
 			break;
 		}
 	}
-	if (dst)
+	if (dst) {
 		dst->key = sark;
-	else
-		add_reg(pr, port, rel, false, sark);
-	if (!dst)
-		idx = pr->nregs - 1;
-	pr->held = true;
-	pr->type = type;
-	pr->holder = idx;
-	if (unreg) {
-		remove_reg(pr, my_idx);
-		pr->held = true;
-		pr->type = type;
-		if (pr->holder > my_idx)
-			pr->holder--;
+	} else if (!(dst = add_reg(pr, port, rel, false, sark))) {
+		no_room(r);
+		return;
 	}
+	pr->holder = dst;
+	if (unreg)
+		remove_reg(pr, me);
 	pr->aptpl = d[17] & 0x01;
 	pr->generation++;
 }
@@ -540,7 +673,6 @@ void scsi_pr_out(struct scsi_req *r)
 	uint32_t plen = get_be32(c + 5);
 	uint64_t key, sark;
 	struct pr_reg *me;
-	size_t idx = 0;
 
 	r->cmd->xfer_len = plen;
 	if (sa == 0x07 ? plen < 24 : plen != 24) {
@@ -565,27 +697,27 @@ void scsi_pr_out(struct scsi_req *r)
 	if (sa == 0x00 || sa == 0x06) {
 		pr_register(r, key, sark, sa == 0x06, d[20] & 0x04, d[20] & 0x01);
 	} else {
-		me = find_reg(pr, r->cmd->nexus, &idx);
+		me = find_reg(pr, r->cmd->nexus);
 		if (!me || me->key != key) {
 			conflict(r);
 			return;
 		}
 		switch (sa) {
 		case 0x01:
-			pr_reserve(r, me, idx, type);
+			pr_reserve(r, me, type);
 			break;
 		case 0x02:
-			pr_release(r, idx, type);
+			pr_release(r, me, type);
 			break;
 		case 0x03:
 			pr_clear(r);
 			break;
 		case 0x04:
 		case 0x05:
-			pr_preempt(r, idx, sark, type);
+			pr_preempt(r, me, sark, type);
 			break;
 		case 0x07:
-			pr_register_and_move(r, idx, d, plen);
+			pr_register_and_move(r, me, d, plen);
 			break;
 		}
 	}

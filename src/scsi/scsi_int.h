@@ -30,6 +30,13 @@
 #define XCOPY_MAX_SEG_BYTES (0xffffu * 4096u)   /* the largest segment a descriptor can express */
 #define XCOPY_HELD_MAX 16u       /* held copy results per LU */
 
+/*
+ * Persistent reservation registrations one LU keeps. They belong to I_T nexus identities, not
+ * sessions, so an initiator can create them from ever new ISIDs; past this many, REGISTER gets
+ * INSUFFICIENT REGISTRATION RESOURCES (SPC-4 5.13.7).
+ */
+#define PR_MAX_REGISTRATIONS 8192u
+
 /* Pending unit attentions, one bit each; lower bits are reported first. */
 enum scsi_ua {
 	UA_POWER_ON = 1u << 0,            /* 29/00 */
@@ -50,20 +57,26 @@ struct lu_nexus {
 };
 
 struct pr_reg {
+	struct pr_reg *hnext; /* next in its hash bucket */
 	uint64_t key;
-	char port[256];       /* initiator port TransportID name */
+	uint32_t hash;        /* of port */
 	uint16_t rel_port;    /* target port the registration came through */
 	bool all_tg_pt;
+	bool doomed;          /* PREEMPT: removed in one pass once every victim is known */
+	char port[];          /* initiator port TransportID name, NUL-terminated */
 };
 
 struct pr_state {
 	uint32_t generation;
-	struct pr_reg *regs;
+	struct pr_reg **regs; /* in registration order: READ KEYS and READ FULL STATUS report it */
 	size_t nregs, cap;
+	struct pr_reg **bucket; /* by port name, so a command finds its registration in O(1) */
+	size_t nbucket;       /* a power of two, >= nregs */
 	bool held;
 	uint8_t type;
-	size_t holder;        /* index into regs; meaningless for all-registrants types */
+	struct pr_reg *holder; /* NULL for the all-registrants types, where every registrant holds it */
 	bool aptpl;
+	bool full_logged;     /* the refusal for want of room was logged since the list was last full */
 };
 
 struct scsi_lu {
@@ -189,6 +202,26 @@ void scsi_sense_set_ctx(const struct scsi_cmd *cmd, bool desc);
 
 /* target.c helpers */
 void req_data_in(struct scsi_req *r, const void *buf, uint32_t len, uint32_t alloc);
+
+/*
+ * Variable-length data-in built in the target's scratch buffer. Only what the ALLOCATION
+ * LENGTH (and the scratch) can hold is written; the rest is only counted, so the length
+ * fields still report the whole (SPC-4 4.2.5.6) and no count of list entries can make the
+ * builder write past its buffer.
+ */
+struct din {
+	uint8_t *buf;
+	size_t cap;   /* bytes that may be written at buf */
+	size_t len;   /* bytes of the whole data, written or not */
+};
+void din_start(struct din *d, struct scsi_req *r, uint32_t alloc);
+/* Appends n bytes (the part that fits is written). */
+void din_put(struct din *d, const void *p, size_t n);
+/* Overwrites n bytes at off (a length field known only at the end), as far as they fit. */
+void din_patch(struct din *d, size_t off, const void *p, size_t n);
+void din_put_be32_at(struct din *d, size_t off, uint32_t v);
+/* Hands the written part to the initiator. */
+void din_finish(struct scsi_req *r, struct din *d, uint32_t alloc);
 struct lu_nexus *lu_nexus_get(struct scsi_lu *lu, uint64_t nexus_id);
 void lu_ua_set_all(struct scsi_lu *lu, uint32_t ua, uint64_t except_nexus);
 void lu_ua_set_nexus(struct scsi_lu *lu, uint64_t nexus_id, uint32_t ua);
