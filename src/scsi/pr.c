@@ -1,7 +1,8 @@
 /*
  * Persistent reservations (SPC-4 5.13, 6.15, 6.16). Registrations belong to an I_T nexus
  * identity — initiator port name plus relative target port — not to a session, so they
- * survive logouts. With APTPL the state is also kept in state_dir across restarts.
+ * survive logouts. With APTPL the state is also kept in state_dir across restarts (pr_persist.c):
+ * every change made here is recorded through pr_log_*.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,12 +20,15 @@ enum pr_type {
 	PR_WE = 1, PR_EA = 3, PR_WE_RO = 5, PR_EA_RO = 6, PR_WE_AR = 7, PR_EA_AR = 8,
 };
 
-static bool type_valid(uint8_t t)
+bool pr_type_valid(uint8_t t)
 {
 	return t == PR_WE || t == PR_EA || t == PR_WE_RO || t == PR_EA_RO || t == PR_WE_AR || t == PR_EA_AR;
 }
 
-static bool all_registrants(uint8_t t) { return t == PR_WE_AR || t == PR_EA_AR; }
+bool pr_all_registrants(uint8_t t) { return t == PR_WE_AR || t == PR_EA_AR; }
+
+#define type_valid pr_type_valid
+#define all_registrants pr_all_registrants
 
 static bool reg_matches(const struct pr_reg *g, const char *port, uint16_t rel_port)
 {
@@ -62,6 +66,17 @@ static struct pr_reg *find_port(const struct pr_state *pr, const char *port, uin
 static struct pr_reg *find_reg(const struct pr_state *pr, const struct scsi_nexus *nx)
 {
 	return find_port(pr, nx->initiator_port, nx->rel_port_id);
+}
+
+struct pr_reg *pr_find_exact(const struct pr_state *pr, const char *port, uint16_t rel, bool atp)
+{
+	if (!pr->nbucket)
+		return NULL;
+	for (struct pr_reg *g = *bucket_of(pr, port_hash(port)); g; g = g->hnext) {
+		if (strcmp(g->port, port) == 0 && g->rel_port == rel && g->all_tg_pt == atp)
+			return g;
+	}
+	return NULL;
 }
 
 static bool is_holder(const struct pr_state *pr, const struct pr_reg *g)
@@ -104,7 +119,7 @@ static void hash_grow(struct pr_state *pr, size_t want)
 }
 
 /* A new registration at the end of the list; NULL when the LU has no room for another. */
-static struct pr_reg *add_reg(struct pr_state *pr, const char *port, uint16_t rel, bool atp, uint64_t key)
+struct pr_reg *pr_add_reg(struct pr_state *pr, const char *port, uint16_t rel, bool atp, uint64_t key)
 {
 	size_t n = strlen(port);
 	struct pr_reg *g;
@@ -124,12 +139,14 @@ static struct pr_reg *add_reg(struct pr_state *pr, const char *port, uint16_t re
 	hash_grow(pr, pr->nregs + 1);
 	hash_insert(pr, g);
 	pr->regs[pr->nregs++] = g;
+	pr_log_put(pr, g);
 	return g;
 }
 
 /* Drops the registration from the hash and frees it; the caller fixes up the list. */
 static void reg_drop(struct pr_state *pr, struct pr_reg *g)
 {
+	pr_log_del(pr, g);
 	if (pr->holder == g) {
 		pr->holder = NULL;
 		if (pr->held && !all_registrants(pr->type))
@@ -158,10 +175,31 @@ static void remove_doomed(struct pr_state *pr)
 		pr->held = false;
 }
 
-static void remove_reg(struct pr_state *pr, struct pr_reg *g)
+void pr_remove_reg(struct pr_state *pr, struct pr_reg *g)
 {
 	g->doomed = true;
 	remove_doomed(pr);
+}
+
+/* One "everything removed" record rather than one per registration. */
+void pr_remove_all(struct pr_state *pr)
+{
+	struct sbuf *log = pr->log;
+
+	pr_log_clear(pr);
+	pr->log = NULL;
+	for (size_t i = 0; i < pr->nregs; i++)
+		pr->regs[i]->doomed = true;
+	remove_doomed(pr);
+	pr->log = log;
+	pr->held = false;
+	pr->holder = NULL;
+}
+
+static void set_key(struct pr_state *pr, struct pr_reg *g, uint64_t key)
+{
+	g->key = key;
+	pr_log_put(pr, g);
 }
 
 /*
@@ -207,150 +245,33 @@ bool pr_conflict(struct scsi_req *r)
 	return true;
 }
 
+/* Frees the registration table; the persistence (pr->persist) is the caller's. */
 void pr_free(struct pr_state *pr)
 {
+	struct pr_persist *pp = pr->persist;
+	struct sbuf *log = pr->log;
+
 	for (size_t i = 0; i < pr->nregs; i++)
 		free(pr->regs[i]);
 	free(pr->regs);
 	free(pr->bucket);
 	memset(pr, 0, sizeof(*pr));
+	pr->persist = pp;
+	pr->log = log;
 }
 
-/* Power loss: without APTPL every registration and the reservation go away. */
+/* Power loss: without APTPL every registration and the reservation go away (nothing on disk). */
 void pr_nexus_reset(struct scsi_lu *lu)
 {
-	if (!lu->pr.aptpl)
-		pr_free(&lu->pr);
-}
-
-static char *state_path(const struct scsi_lu *lu, const char *suffix)
-{
-	return xasprintf("%s/lu-%u.pr%s", lu->state_dir, lu->lun, suffix);
-}
-
-/* Writes the state to a temporary file, syncs it and renames it over the old one. */
-static int pr_save(struct scsi_lu *lu)
-{
 	struct pr_state *pr = &lu->pr;
-	struct sbuf b = { 0 };
-	char *tmp, *path;
-	int fd, rc = 0;
+	struct sbuf *log = pr->log;
 
-	if (!lu->state_dir)
-		return 0;
-	sbuf_printf(&b, "isthmus-pr 1\ngeneration %" PRIu32 "\naptpl %d\n", pr->generation, pr->aptpl);
-	for (size_t i = 0; i < pr->nregs; i++) {
-		if (pr->held && pr->holder == pr->regs[i])
-			sbuf_printf(&b, "reservation %u %zu\n", pr->type, i);
-	}
-	if (pr->held && all_registrants(pr->type))
-		sbuf_printf(&b, "reservation %u 0\n", pr->type);
-	for (size_t i = 0; i < pr->nregs; i++)
-		sbuf_printf(&b, "reg %016" PRIx64 " %u %d %s\n", pr->regs[i]->key, pr->regs[i]->rel_port,
-			    pr->regs[i]->all_tg_pt, pr->regs[i]->port);
-	tmp = state_path(lu, ".tmp");
-	path = state_path(lu, "");
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		rc = -errno;
-	} else {
-		size_t off = 0;
-		while (off < b.len && rc == 0) {
-			ssize_t n = write(fd, b.data + off, b.len - off);
-			if (n < 0 && errno != EINTR)
-				rc = -errno;
-			else if (n > 0)
-				off += (size_t)n;
-		}
-		if (rc == 0 && fsync(fd) < 0)
-			rc = -errno;
-		close(fd);
-		if (rc == 0 && rename(tmp, path) < 0)
-			rc = -errno;
-		if (rc == 0) {
-			/* The rename itself must survive a crash: sync the directory. */
-			int dfd = open(lu->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (dfd >= 0) {
-				fsync(dfd);
-				close(dfd);
-			}
-		} else {
-			unlink(tmp);
-		}
-	}
-	if (rc < 0)
-		log_error("LUN %u: saving reservation state to %s: %s", lu->lun, path, strerror(-rc));
-	free(tmp);
-	free(path);
-	sbuf_free(&b);
-	return rc;
-}
-
-int pr_load(struct scsi_lu *lu, char **err)
-{
-	struct pr_state *pr = &lu->pr;
-	char *path;
-	FILE *f;
-	char line[512];
-	int aptpl = 0, ok = 1;
-	unsigned type = 0;
-	size_t holder = 0;
-	bool held = false;
-
-	memset(pr, 0, sizeof(*pr));
-	if (!lu->state_dir)
-		return 0;
-	path = state_path(lu, "");
-	f = fopen(path, "re");
-	if (!f) {
-		if (errno == ENOENT) {
-			free(path);
-			return 0;
-		}
-		*err = xasprintf("%s: %s", path, strerror(errno));
-		free(path);
-		return -1;
-	}
-	if (!fgets(line, sizeof(line), f) || strcmp(line, "isthmus-pr 1\n") != 0)
-		ok = 0;
-	while (ok && fgets(line, sizeof(line), f)) {
-		char port[256];
-		uint64_t key;
-		unsigned rel, atp;
-
-		if (sscanf(line, "generation %" SCNu32, &pr->generation) == 1)
-			continue;
-		if (sscanf(line, "aptpl %d", &aptpl) == 1)
-			continue;
-		if (sscanf(line, "reservation %u %zu", &type, &holder) == 2) {
-			held = true;
-			continue;
-		}
-		if (sscanf(line, "reg %" SCNx64 " %u %u %255s", &key, &rel, &atp, port) == 4 && rel <= 0xffff) {
-			if (!add_reg(pr, port, (uint16_t)rel, atp, key))
-				ok = 0;
-			continue;
-		}
-		ok = 0;
-	}
-	fclose(f);
-	if (!ok || (held && (!type_valid((uint8_t)type) || holder >= pr->nregs))) {
-		*err = xasprintf("%s: malformed reservation state", path);
-		free(path);
-		pr_free(pr);
-		return -1;
-	}
-	free(path);
-	if (!aptpl) {
-		/* Saved without persist-through-power-loss: nothing survives a restart. */
-		pr_free(pr);
-		return 0;
-	}
-	pr->aptpl = true;
-	pr->held = held;
-	pr->type = (uint8_t)type;
-	pr->holder = held && !all_registrants(pr->type) ? pr->regs[holder] : NULL;
-	return 0;
+	if (pr->aptpl)
+		return;
+	pr->log = NULL;
+	pr_remove_all(pr);
+	pr->log = log;
+	pr->generation = 0;
 }
 
 /* ---- PERSISTENT RESERVE IN ---- */
@@ -486,7 +407,7 @@ static void pr_register(struct scsi_req *r, uint64_t key, uint64_t sark, bool ig
 			conflict(r);
 			return;
 		}
-		if (sark != 0 && !add_reg(pr, nx->initiator_port, nx->rel_port_id, atp, sark)) {
+		if (sark != 0 && !pr_add_reg(pr, nx->initiator_port, nx->rel_port_id, atp, sark)) {
 			no_room(r);
 			return;
 		}
@@ -499,12 +420,12 @@ static void pr_register(struct scsi_req *r, uint64_t key, uint64_t sark, bool ig
 			bool was_holder = is_holder(pr, me) && !all_registrants(pr->type);
 			uint8_t type = pr->type;
 
-			remove_reg(pr, me);
+			pr_remove_reg(pr, me);
 			/* Registrants-only reservations released by unregistering tell the others. */
 			if (was_holder && (type == PR_WE_RO || type == PR_EA_RO))
 				ua_for_regs(lu, pick_any, UA_RESERVATIONS_RELEASED, nx->id);
 		} else {
-			me->key = sark;
+			set_key(pr, me, sark);
 		}
 	}
 	pr->aptpl = aptpl;
@@ -548,11 +469,7 @@ static void pr_clear(struct scsi_req *r)
 	struct pr_state *pr = &lu->pr;
 
 	ua_for_regs(lu, pick_any, UA_RESERVATIONS_PREEMPTED, r->cmd->nexus->id);
-	for (size_t i = 0; i < pr->nregs; i++)
-		pr->regs[i]->doomed = true;
-	remove_doomed(pr);
-	pr->held = false;
-	pr->holder = NULL;
+	pr_remove_all(pr);
 	pr->generation++;
 }
 
@@ -651,14 +568,14 @@ static void pr_register_and_move(struct scsi_req *r, struct pr_reg *me, const ui
 		}
 	}
 	if (dst) {
-		dst->key = sark;
-	} else if (!(dst = add_reg(pr, port, rel, false, sark))) {
+		set_key(pr, dst, sark);
+	} else if (!(dst = pr_add_reg(pr, port, rel, false, sark))) {
 		no_room(r);
 		return;
 	}
 	pr->holder = dst;
 	if (unreg)
-		remove_reg(pr, me);
+		pr_remove_reg(pr, me);
 	pr->aptpl = d[17] & 0x01;
 	pr->generation++;
 }
@@ -673,6 +590,7 @@ void scsi_pr_out(struct scsi_req *r)
 	uint32_t plen = get_be32(c + 5);
 	uint64_t key, sark;
 	struct pr_reg *me;
+	struct pr_mark mark;
 
 	r->cmd->xfer_len = plen;
 	if (sa == 0x07 ? plen < 24 : plen != 24) {
@@ -694,6 +612,7 @@ void scsi_pr_out(struct scsi_req *r)
 		req_bad_cdb(r, 2, scope ? 7 : 3);
 		return;
 	}
+	pr_persist_begin(lu, &mark);
 	if (sa == 0x00 || sa == 0x06) {
 		pr_register(r, key, sark, sa == 0x06, d[20] & 0x04, d[20] & 0x01);
 	} else {
@@ -721,6 +640,5 @@ void scsi_pr_out(struct scsi_req *r)
 			break;
 		}
 	}
-	if (r->cmd->status == SCSI_GOOD && lu->state_dir && pr_save(lu) < 0)
-		req_sense(r, SK_MEDIUM_ERROR, 0x0c, 0x00);
+	pr_persist_commit(r, &mark);
 }

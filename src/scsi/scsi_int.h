@@ -9,6 +9,9 @@
 #include "store/store.h"
 #include "util/bytes.h"
 
+struct sbuf;
+struct pr_persist;
+
 #define SCSI_MAX_LUNS 16384u
 #define NEXUS_NONE UINT64_MAX   /* "no nexus excepted" for lu_ua_set_all */
 
@@ -77,6 +80,17 @@ struct pr_state {
 	struct pr_reg *holder; /* NULL for the all-registrants types, where every registrant holds it */
 	bool aptpl;
 	bool full_logged;     /* the refusal for want of room was logged since the list was last full */
+	struct sbuf *log;     /* where changes are recorded for the APTPL journal; NULL: not recorded */
+	struct pr_persist *persist; /* the LU's state files; NULL without a state directory */
+};
+
+/* What a PERSISTENT RESERVE OUT started from, to tell what it changed (pr_persist_commit). */
+struct pr_mark {
+	size_t log_len;
+	uint32_t generation;
+	bool aptpl, held;
+	uint8_t type;
+	const struct pr_reg *holder;
 };
 
 struct scsi_lu {
@@ -305,8 +319,31 @@ bool lu_access_conflict(struct scsi_req *r);
 
 /* pr.c */
 bool pr_conflict(struct scsi_req *r);
-int pr_load(struct scsi_lu *lu, char **err);
 void pr_free(struct pr_state *pr);
 void pr_nexus_reset(struct scsi_lu *lu);
+bool pr_all_registrants(uint8_t type);
+bool pr_type_valid(uint8_t type);
+/* The registration table, for loading saved state: exact identity (port, port id, ALL_TG_PT). */
+struct pr_reg *pr_find_exact(const struct pr_state *pr, const char *port, uint16_t rel, bool atp);
+struct pr_reg *pr_add_reg(struct pr_state *pr, const char *port, uint16_t rel, bool atp, uint64_t key);
+void pr_remove_reg(struct pr_state *pr, struct pr_reg *g);
+void pr_remove_all(struct pr_state *pr);
+
+/*
+ * pr_persist.c: the APTPL state on disk, in state_dir under the LU's NAA designator. A snapshot
+ * plus an append-only journal of changes, written and synced on offload workers; a PERSISTENT
+ * RESERVE OUT whose changes must survive power loss completes once they are durable.
+ */
+int pr_load(struct scsi_lu *lu, char **err);
+/* The LU is going: queued writes still finish (their commands complete), then it frees itself. */
+void pr_persist_release(struct scsi_lu *lu);
+/* Change records, made as the state changes (no-ops while pr->log is NULL). */
+void pr_log_put(struct pr_state *pr, const struct pr_reg *g);   /* registered, or new key */
+void pr_log_del(struct pr_state *pr, const struct pr_reg *g);   /* registration removed */
+void pr_log_clear(struct pr_state *pr);                         /* every registration removed */
+void pr_persist_begin(struct scsi_lu *lu, struct pr_mark *m);
+/* End of a PERSISTENT RESERVE OUT: queues what must survive (APTPL) and defers the command until
+ * it is durable; changes without APTPL never touch the disk. */
+void pr_persist_commit(struct scsi_req *r, const struct pr_mark *m);
 
 #endif

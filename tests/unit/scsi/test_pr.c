@@ -1,4 +1,5 @@
 /* Persistent reservations: registration, the reservation types, preemption and APTPL. */
+#include <dirent.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -195,20 +196,30 @@ static void test_aptpl(void)
 	h_free(h);
 
 	/* Malformed state is an error at add_lu time, and the store stays with the caller. */
-	char path[512];
-	snprintf(path, sizeof(path), "%s/lu-0.pr", dir);
+	char path[512] = "";
+	DIR *dp = opendir(dir);
+	struct dirent *de;
+	while (dp && (de = readdir(dp))) {
+		size_t n = strlen(de->d_name);
+		if (n > 3 && strcmp(de->d_name + n - 3, ".pr") == 0)
+			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+	}
+	if (dp)
+		closedir(dp);
+	CHECK(path[0] != 0);
 	FILE *f = fopen(path, "w");
 	fputs("garbage\n", f);
 	fclose(f);
-	struct scsi_target *t = scsi_target_new("iqn.x");
+	struct scsi_target *t = scsi_target_new("iqn.2024-01.org.example:unit");
 	struct store *st = store_mem_open(1 << 20, &err);
 	CHECK_EQ(scsi_target_add_lu(t, 0, st, &p, &err), -1);
 	CHECK(err != NULL);
 	free(err);
 	store_close(st);
 	scsi_target_free(t);
-	unlink(path);
-	rmdir(dir);
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK_EQ(system(cmd), 0);
 }
 
 /* The documented default of PR_MAX_REGISTRATIONS (src/scsi/scsi_int.h, docs). */
