@@ -12,7 +12,7 @@
 static void usage(FILE *f)
 {
 	fputs("usage: isthmus-target [--config FILE] [--listen HOST:PORT]... [--target IQN] [--lun SPEC]...\n"
-	      "                      [--mgmt-socket PATH] [--log-level error|warn|info|debug]\n"
+	      "                      [--mgmt-socket PATH] [--state-dir DIR] [--log-level error|warn|info|debug]\n"
 	      "\n"
 	      "  --config FILE      load portals, targets, LUNs, ACLs and CHAP from FILE (see docs/config.md);\n"
 	      "                     SIGHUP reloads it and applies only the differences\n"
@@ -21,6 +21,8 @@ static void usage(FILE *f)
 	      "  --lun SPEC         PATH[,size=1G][,ro][,bs=4096][,thick] or memory,size=64M; numbered from 0\n"
 	      "  --mgmt-socket PATH JSON-RPC management socket (mode 0600), default /run/isthmus/target.sock;\n"
 	      "                     the CLI reaches it with isthmus target --socket PATH or ISTHMUS_TARGET_SOCKET\n"
+	      "  --state-dir DIR    where persistent reservations made with APTPL are kept (overrides the\n"
+	      "                     file's state-dir), default " CFG_DEFAULT_STATE_DIR "\n"
 	      "  --metrics HOST:PORT serve Prometheus metrics over HTTP (bind to loopback unless you mean it)\n"
 	      "  --log-level LEVEL  default info\n",
 	      f);
@@ -34,6 +36,7 @@ struct flags {
 	char **luns;
 	size_t nluns;
 	const char *mgmt;
+	const char *state_dir;
 };
 
 static int apply_flags(struct cfg *cfg, void *arg, char **err)
@@ -53,6 +56,10 @@ static int apply_flags(struct cfg *cfg, void *arg, char **err)
 	if (f->mgmt) {
 		free(cfg->mgmt_socket);
 		cfg->mgmt_socket = xstrdup(f->mgmt);
+	}
+	if (f->state_dir) {
+		free(cfg->state_dir);
+		cfg->state_dir = xstrdup(f->state_dir);
 	}
 	if (cfg->nportals == 0 && cfg_add_listen(cfg, "127.0.0.1:3260", err) < 0)
 		return -1;
@@ -76,18 +83,20 @@ int main(int argc, char **argv)
 		{"target", required_argument, NULL, 't'},      {"lun", required_argument, NULL, 'u'},
 		{"log-level", required_argument, NULL, 'v'},   {"mgmt-socket", required_argument, NULL, 'm'},
 		{"metrics", required_argument, NULL, 'M'},     {"help", no_argument, NULL, 'h'},
+		{"state-dir", required_argument, NULL, 's'},
 		{NULL, 0, NULL, 0},
 	};
 	struct flags fl = {0};
 	const char *config = NULL, *metrics = NULL;
 	int opt, rc = 2;
-	while ((opt = getopt_long(argc, argv, "c:l:t:u:v:m:M:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:l:t:u:v:m:M:s:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': config = optarg; break;
 		case 'l': push(&fl.listens, &fl.nlistens, optarg); break;
 		case 't': fl.target = optarg; break;
 		case 'u': push(&fl.luns, &fl.nluns, optarg); break;
 		case 'm': fl.mgmt = optarg; break;
+		case 's': fl.state_dir = optarg; break;
 		case 'M': metrics = optarg; break;
 		case 'v':
 			if (strcmp(optarg, "error") == 0)
