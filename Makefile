@@ -1,5 +1,6 @@
 # Isthmus top-level commands.
 #   make run     install dependencies, release build, serve ./var/lun0.img (1 GiB) on 127.0.0.1:3260
+#                (its state, such as APTPL reservations, in ./var/state)
 #   make test    the whole test suite (tests/run.sh): unit, short fuzz, interop
 #   make bench   isthmus-target against tgtd and istgt (bench/run.sh)
 #   make fuzz    long libFuzzer runs, FUZZ_SECONDS (default 600) per target
@@ -27,7 +28,7 @@ run: build
 	@echo "  iscsi-inq iscsi://$(LISTEN)/$(IQN)/0"
 	@echo "Stop with Ctrl-C."
 	exec build/isthmus-target --listen $(LISTEN) --target $(IQN) --lun ./var/lun0.img,size=1G \
-		--mgmt-socket ./var/target.sock
+		--mgmt-socket ./var/target.sock --state-dir ./var/state
 
 test:
 	tests/run.sh

@@ -12,7 +12,7 @@
 static void usage(FILE *f)
 {
 	fputs("usage: isthmus-target [--config FILE] [--listen HOST:PORT]... [--target IQN] [--lun SPEC]...\n"
-	      "                      [--mgmt-socket PATH] [--log-level error|warn|info|debug]\n"
+	      "                      [--mgmt-socket PATH] [--state-dir DIR] [--log-level error|warn|info|debug]\n"
 	      "                      [--max-connections N] [--max-connections-per-portal N]\n"
 	      "\n"
 	      "  --config FILE      load portals, targets, LUNs, ACLs and CHAP from FILE (see docs/config.md);\n"
@@ -22,6 +22,8 @@ static void usage(FILE *f)
 	      "  --lun SPEC         PATH[,size=1G][,ro][,bs=4096][,thick] or memory,size=64M; numbered from 0\n"
 	      "  --mgmt-socket PATH JSON-RPC management socket (mode 0600), default /run/isthmus/target.sock;\n"
 	      "                     the CLI reaches it with isthmus target --socket PATH or ISTHMUS_TARGET_SOCKET\n"
+	      "  --state-dir DIR    where persistent reservations made with APTPL are kept (overrides the\n"
+	      "                     file's state-dir), default " CFG_DEFAULT_STATE_DIR "\n"
 	      "  --metrics HOST:PORT serve Prometheus metrics over HTTP (bind to loopback unless you mean it)\n"
 	      "  --max-connections N            iSCSI connections at once, whole target (default 1024)\n"
 	      "  --max-connections-per-portal N iSCSI connections at once through one portal (default 256)\n"
@@ -38,6 +40,7 @@ struct flags {
 	size_t nluns;
 	const char *mgmt;
 	unsigned max_connections, max_connections_per_portal; /* 0: as the file says */
+	const char *state_dir;
 };
 
 static int apply_flags(struct cfg *cfg, void *arg, char **err)
@@ -62,6 +65,10 @@ static int apply_flags(struct cfg *cfg, void *arg, char **err)
 		cfg->max_connections = f->max_connections;
 	if (f->max_connections_per_portal)
 		cfg->max_connections_per_portal = f->max_connections_per_portal;
+	if (f->state_dir) {
+		free(cfg->state_dir);
+		cfg->state_dir = xstrdup(f->state_dir);
+	}
 	if (cfg->nportals == 0 && cfg_add_listen(cfg, "127.0.0.1:3260", err) < 0)
 		return -1;
 	if (cfg->ntargets == 0) {
@@ -86,18 +93,20 @@ int main(int argc, char **argv)
 		{"metrics", required_argument, NULL, 'M'},     {"help", no_argument, NULL, 'h'},
 		{"max-connections", required_argument, NULL, 'C'},
 		{"max-connections-per-portal", required_argument, NULL, 'P'},
+		{"state-dir", required_argument, NULL, 's'},
 		{NULL, 0, NULL, 0},
 	};
 	struct flags fl = {0};
 	const char *config = NULL, *metrics = NULL;
 	int opt, rc = 2;
-	while ((opt = getopt_long(argc, argv, "c:l:t:u:v:m:M:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "c:l:t:u:v:m:M:s:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': config = optarg; break;
 		case 'l': push(&fl.listens, &fl.nlistens, optarg); break;
 		case 't': fl.target = optarg; break;
 		case 'u': push(&fl.luns, &fl.nluns, optarg); break;
 		case 'm': fl.mgmt = optarg; break;
+		case 's': fl.state_dir = optarg; break;
 		case 'M': metrics = optarg; break;
 		case 'C':
 		case 'P': {

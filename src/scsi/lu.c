@@ -54,6 +54,7 @@ static void lu_free(struct scsi_lu *lu)
 		lu->st->closing = true;
 	else
 		store_close(lu->st);
+	pr_persist_release(lu);
 	pr_free(&lu->pr);
 	free(lu->state_dir);
 	free(lu->nx);

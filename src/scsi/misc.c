@@ -32,8 +32,8 @@ void scsi_report_luns(struct scsi_req *r)
 {
 	struct scsi_target *t = r->t;
 	uint32_t alloc = get_be32(r->cdb + 6);
-	uint8_t *b = t->scratch;
-	size_t n = 8;
+	uint8_t lun[8] = { 0 };
+	struct din d;
 
 	if (r->cdb[2] > 0x02) {
 		req_bad_cdb(r, 2, -1);
@@ -43,23 +43,24 @@ void scsi_report_luns(struct scsi_req *r)
 		req_bad_cdb(r, 6, -1);
 		return;
 	}
-	memset(b, 0, 8);
+	din_start(&d, r, alloc);
+	din_put(&d, lun, 8);
 	/* SELECT REPORT 1 asks for well-known LUs only, and we have none. */
 	if (r->cdb[2] != 0x01) {
 		for (size_t i = 0; i < SCSI_MAX_LUNS; i++) {
 			if (t->lu[i]) {
-				scsi_lun_encode((uint16_t)i, b + n);
-				n += 8;
+				scsi_lun_encode((uint16_t)i, lun);
+				din_put(&d, lun, 8);
 			}
 		}
 	}
-	put_be32(b, (uint32_t)(n - 8));
+	din_put_be32_at(&d, 0, (uint32_t)(d.len - 8));
 	/* Having seen the new inventory, this nexus no longer needs telling that it changed. */
 	for (size_t i = 0; i < SCSI_MAX_LUNS; i++) {
 		if (t->lu[i])
 			lu_nexus_get(t->lu[i], r->cmd->nexus->id)->ua &= ~(uint32_t)UA_LUNS_CHANGED;
 	}
-	req_data_in(r, b, (uint32_t)n, alloc);
+	din_finish(r, &d, alloc);
 }
 
 /*

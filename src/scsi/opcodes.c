@@ -23,30 +23,33 @@ static size_t timeouts(const struct scsi_opdef *op, uint8_t *p)
 
 static void report_all(struct scsi_req *r, bool rctd, uint32_t alloc)
 {
-	uint8_t *b = r->t->scratch;
-	size_t n = 4;
+	struct din d;
+	uint8_t hdr[4] = { 0 };
 
+	din_start(&d, r, alloc);
+	din_put(&d, hdr, 4);
 	for (size_t i = 0; i < scsi_nopdefs; i++) {
 		const struct scsi_opdef *op = &scsi_opdefs[i];
-		uint8_t *d = b + n;
+		uint8_t e[8 + 12];
+		size_t n = 8;
 
 		if (!op_supported(op, r->lu))
 			continue;
-		memset(d, 0, 8);
-		d[0] = op->opcode;
+		memset(e, 0, 8);
+		e[0] = op->opcode;
 		if (op->flags & OPF_SA) {
-			put_be16(d + 2, op->sa);
-			d[5] |= 0x01;   /* SERVACTV */
+			put_be16(e + 2, op->sa);
+			e[5] |= 0x01;   /* SERVACTV */
 		}
 		if (rctd)
-			d[5] |= 0x02;   /* CTDP */
-		put_be16(d + 6, op->cdb_len);
-		n += 8;
+			e[5] |= 0x02;   /* CTDP */
+		put_be16(e + 6, op->cdb_len);
 		if (rctd)
-			n += timeouts(op, b + n);
+			n += timeouts(op, e + 8);
+		din_put(&d, e, n);
 	}
-	put_be32(b, (uint32_t)(n - 4));
-	req_data_in(r, b, (uint32_t)n, alloc);
+	din_put_be32_at(&d, 0, (uint32_t)(d.len - 4));
+	din_finish(r, &d, alloc);
 }
 
 void scsi_report_supported_opcodes(struct scsi_req *r)

@@ -1,7 +1,8 @@
 /*
  * Persistent reservations (SPC-4 5.13, 6.15, 6.16). Registrations belong to an I_T nexus
  * identity — initiator port name plus relative target port — not to a session, so they
- * survive logouts. With APTPL the state is also kept in state_dir across restarts.
+ * survive logouts. With APTPL the state is also kept in state_dir across restarts (pr_persist.c):
+ * every change made here is recorded through pr_log_*.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -19,73 +20,222 @@ enum pr_type {
 	PR_WE = 1, PR_EA = 3, PR_WE_RO = 5, PR_EA_RO = 6, PR_WE_AR = 7, PR_EA_AR = 8,
 };
 
-static bool type_valid(uint8_t t)
+bool pr_type_valid(uint8_t t)
 {
 	return t == PR_WE || t == PR_EA || t == PR_WE_RO || t == PR_EA_RO || t == PR_WE_AR || t == PR_EA_AR;
 }
 
-static bool all_registrants(uint8_t t) { return t == PR_WE_AR || t == PR_EA_AR; }
+bool pr_all_registrants(uint8_t t) { return t == PR_WE_AR || t == PR_EA_AR; }
+
+#define type_valid pr_type_valid
+#define all_registrants pr_all_registrants
 
 static bool reg_matches(const struct pr_reg *g, const char *port, uint16_t rel_port)
 {
 	return strcmp(g->port, port) == 0 && (g->all_tg_pt || g->rel_port == rel_port);
 }
 
-static struct pr_reg *find_reg(struct pr_state *pr, const struct scsi_nexus *nx, size_t *idx)
+/* FNV-1a of the port name: spreads iSCSI names, which share long prefixes, well enough. */
+static uint32_t port_hash(const char *port)
 {
-	for (size_t i = 0; i < pr->nregs; i++) {
-		if (reg_matches(&pr->regs[i], nx->initiator_port, nx->rel_port_id)) {
-			if (idx)
-				*idx = i;
-			return &pr->regs[i];
-		}
+	uint32_t h = 0x811c9dc5u;
+
+	for (; *port; port++) {
+		h ^= (uint8_t)*port;
+		h *= 0x01000193u;
+	}
+	return h;
+}
+
+static struct pr_reg **bucket_of(const struct pr_state *pr, uint32_t hash)
+{
+	return &pr->bucket[hash & (pr->nbucket - 1)];
+}
+
+static struct pr_reg *find_port(const struct pr_state *pr, const char *port, uint16_t rel_port)
+{
+	if (!pr->nbucket)
+		return NULL;
+	for (struct pr_reg *g = *bucket_of(pr, port_hash(port)); g; g = g->hnext) {
+		if (reg_matches(g, port, rel_port))
+			return g;
 	}
 	return NULL;
 }
 
-static bool is_holder(const struct pr_state *pr, size_t idx)
+static struct pr_reg *find_reg(const struct pr_state *pr, const struct scsi_nexus *nx)
 {
-	return pr->held && (all_registrants(pr->type) || pr->holder == idx);
+	return find_port(pr, nx->initiator_port, nx->rel_port_id);
 }
 
-static void remove_reg(struct pr_state *pr, size_t i)
+struct pr_reg *pr_find_exact(const struct pr_state *pr, const char *port, uint16_t rel, bool atp)
 {
-	if (pr->held && !all_registrants(pr->type)) {
-		if (pr->holder == i)
-			pr->held = false;
-		else if (pr->holder > i)
-			pr->holder--;
+	if (!pr->nbucket)
+		return NULL;
+	for (struct pr_reg *g = *bucket_of(pr, port_hash(port)); g; g = g->hnext) {
+		if (strcmp(g->port, port) == 0 && g->rel_port == rel && g->all_tg_pt == atp)
+			return g;
 	}
-	memmove(&pr->regs[i], &pr->regs[i + 1], (pr->nregs - i - 1) * sizeof(*pr->regs));
-	pr->nregs--;
+	return NULL;
+}
+
+static bool is_holder(const struct pr_state *pr, const struct pr_reg *g)
+{
+	return pr->held && (all_registrants(pr->type) || pr->holder == g);
+}
+
+static void hash_insert(struct pr_state *pr, struct pr_reg *g)
+{
+	struct pr_reg **b = bucket_of(pr, g->hash);
+
+	g->hnext = *b;
+	*b = g;
+}
+
+static void hash_remove(struct pr_state *pr, struct pr_reg *g)
+{
+	for (struct pr_reg **pp = bucket_of(pr, g->hash); *pp; pp = &(*pp)->hnext) {
+		if (*pp == g) {
+			*pp = g->hnext;
+			return;
+		}
+	}
+}
+
+/* Keeps at least one bucket per registration, so chains stay short. */
+static void hash_grow(struct pr_state *pr, size_t want)
+{
+	size_t n = pr->nbucket ? pr->nbucket : 64;
+
+	while (n < want)
+		n *= 2;
+	if (n == pr->nbucket)
+		return;
+	free(pr->bucket);
+	pr->bucket = xcalloc(n, sizeof(*pr->bucket));
+	pr->nbucket = n;
+	for (size_t i = 0; i < pr->nregs; i++)
+		hash_insert(pr, pr->regs[i]);
+}
+
+/* A new registration at the end of the list; NULL when the LU has no room for another. */
+struct pr_reg *pr_add_reg(struct pr_state *pr, const char *port, uint16_t rel, bool atp, uint64_t key)
+{
+	size_t n = strlen(port);
+	struct pr_reg *g;
+
+	if (pr->nregs >= PR_MAX_REGISTRATIONS)
+		return NULL;
+	if (pr->nregs == pr->cap) {
+		pr->cap = pr->cap ? pr->cap * 2 : 4;
+		pr->regs = xrealloc(pr->regs, pr->cap * sizeof(*pr->regs));
+	}
+	g = xcalloc(1, sizeof(*g) + n + 1);
+	memcpy(g->port, port, n + 1);
+	g->hash = port_hash(port);
+	g->rel_port = rel;
+	g->all_tg_pt = atp;
+	g->key = key;
+	hash_grow(pr, pr->nregs + 1);
+	hash_insert(pr, g);
+	pr->regs[pr->nregs++] = g;
+	pr_log_put(pr, g);
+	return g;
+}
+
+/* Drops the registration from the hash and frees it; the caller fixes up the list. */
+static void reg_drop(struct pr_state *pr, struct pr_reg *g)
+{
+	pr_log_del(pr, g);
+	if (pr->holder == g) {
+		pr->holder = NULL;
+		if (pr->held && !all_registrants(pr->type))
+			pr->held = false;
+	}
+	hash_remove(pr, g);
+	free(g);
+}
+
+/* Removes every registration marked doomed in one pass over the list. */
+static void remove_doomed(struct pr_state *pr)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; i < pr->nregs; i++) {
+		struct pr_reg *g = pr->regs[i];
+
+		if (g->doomed)
+			reg_drop(pr, g);
+		else
+			pr->regs[j++] = g;
+	}
+	pr->nregs = j;
+	pr->full_logged = false;
 	if (pr->nregs == 0)
 		pr->held = false;
 }
 
-/* Raises `ua` for every logged-in nexus that a registration (or any, when g is NULL) names. */
-static void ua_for_reg(struct scsi_lu *lu, const struct pr_reg *g, uint32_t ua, uint64_t except)
+void pr_remove_reg(struct pr_state *pr, struct pr_reg *g)
+{
+	g->doomed = true;
+	remove_doomed(pr);
+}
+
+/* One "everything removed" record rather than one per registration. */
+void pr_remove_all(struct pr_state *pr)
+{
+	struct sbuf *log = pr->log;
+
+	pr_log_clear(pr);
+	pr->log = NULL;
+	for (size_t i = 0; i < pr->nregs; i++)
+		pr->regs[i]->doomed = true;
+	remove_doomed(pr);
+	pr->log = log;
+	pr->held = false;
+	pr->holder = NULL;
+}
+
+static void set_key(struct pr_state *pr, struct pr_reg *g, uint64_t key)
+{
+	g->key = key;
+	pr_log_put(pr, g);
+}
+
+/*
+ * Raises `ua` for every logged-in nexus (but `except`) that holds a registration for which
+ * `pick` says yes. One pass over the nexuses, each finding its registration through the hash:
+ * the cost does not multiply registrations by sessions.
+ */
+static void ua_for_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g), uint32_t ua, uint64_t except)
 {
 	struct scsi_target *t = lu->t;
 
 	for (size_t i = 0; i < t->nnexus; i++) {
 		const struct scsi_nexus *nx = &t->nexus[i].nx;
+		const struct pr_reg *g;
 
-		if (nx->id != except && reg_matches(g, nx->initiator_port, nx->rel_port_id))
+		if (nx->id == except)
+			continue;
+		g = find_reg(&lu->pr, nx);
+		if (g && pick(g))
 			lu_ua_set_nexus(lu, nx->id, ua);
 	}
 }
 
+static bool pick_any(const struct pr_reg *g) { (void)g; return true; }
+static bool pick_doomed(const struct pr_reg *g) { return g->doomed; }
+
 bool pr_conflict(struct scsi_req *r)
 {
 	struct pr_state *pr = &r->lu->pr;
-	size_t idx;
 	const struct pr_reg *me;
 	uint16_t flags = r->op->flags;
 
 	if (!pr->held || (flags & OPF_PR_OK))
 		return false;
-	me = find_reg(pr, r->cmd->nexus, &idx);
-	if (me && is_holder(pr, idx))
+	me = find_reg(pr, r->cmd->nexus);
+	if (me && is_holder(pr, me))
 		return false;
 	/* Registrants-only and all-registrants types let every registrant through. */
 	if (me && pr->type != PR_WE && pr->type != PR_EA)
@@ -95,155 +245,38 @@ bool pr_conflict(struct scsi_req *r)
 	return true;
 }
 
+/* Frees the registration table; the persistence (pr->persist) is the caller's. */
 void pr_free(struct pr_state *pr)
 {
+	struct pr_persist *pp = pr->persist;
+	struct sbuf *log = pr->log;
+
+	for (size_t i = 0; i < pr->nregs; i++)
+		free(pr->regs[i]);
 	free(pr->regs);
+	free(pr->bucket);
 	memset(pr, 0, sizeof(*pr));
+	pr->persist = pp;
+	pr->log = log;
 }
 
-/* Power loss: without APTPL every registration and the reservation go away. */
+/* Power loss: without APTPL every registration and the reservation go away (nothing on disk). */
 void pr_nexus_reset(struct scsi_lu *lu)
 {
-	if (!lu->pr.aptpl)
-		pr_free(&lu->pr);
-}
-
-static char *state_path(const struct scsi_lu *lu, const char *suffix)
-{
-	return xasprintf("%s/lu-%u.pr%s", lu->state_dir, lu->lun, suffix);
-}
-
-/* Writes the state to a temporary file, syncs it and renames it over the old one. */
-static int pr_save(struct scsi_lu *lu)
-{
 	struct pr_state *pr = &lu->pr;
-	struct sbuf b = { 0 };
-	char *tmp, *path;
-	int fd, rc = 0;
+	struct sbuf *log = pr->log;
 
-	if (!lu->state_dir)
-		return 0;
-	sbuf_printf(&b, "isthmus-pr 1\ngeneration %" PRIu32 "\naptpl %d\n", pr->generation, pr->aptpl);
-	if (pr->held)
-		sbuf_printf(&b, "reservation %u %zu\n", pr->type, pr->holder);
-	for (size_t i = 0; i < pr->nregs; i++)
-		sbuf_printf(&b, "reg %016" PRIx64 " %u %d %s\n", pr->regs[i].key, pr->regs[i].rel_port,
-			    pr->regs[i].all_tg_pt, pr->regs[i].port);
-	tmp = state_path(lu, ".tmp");
-	path = state_path(lu, "");
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		rc = -errno;
-	} else {
-		size_t off = 0;
-		while (off < b.len && rc == 0) {
-			ssize_t n = write(fd, b.data + off, b.len - off);
-			if (n < 0 && errno != EINTR)
-				rc = -errno;
-			else if (n > 0)
-				off += (size_t)n;
-		}
-		if (rc == 0 && fsync(fd) < 0)
-			rc = -errno;
-		close(fd);
-		if (rc == 0 && rename(tmp, path) < 0)
-			rc = -errno;
-		if (rc == 0) {
-			/* The rename itself must survive a crash: sync the directory. */
-			int dfd = open(lu->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			if (dfd >= 0) {
-				fsync(dfd);
-				close(dfd);
-			}
-		} else {
-			unlink(tmp);
-		}
-	}
-	if (rc < 0)
-		log_error("LUN %u: saving reservation state to %s: %s", lu->lun, path, strerror(-rc));
-	free(tmp);
-	free(path);
-	sbuf_free(&b);
-	return rc;
-}
-
-int pr_load(struct scsi_lu *lu, char **err)
-{
-	struct pr_state *pr = &lu->pr;
-	char *path;
-	FILE *f;
-	char line[512];
-	int aptpl = 0, ok = 1;
-	unsigned type = 0;
-	size_t holder = 0;
-	bool held = false;
-
-	memset(pr, 0, sizeof(*pr));
-	if (!lu->state_dir)
-		return 0;
-	path = state_path(lu, "");
-	f = fopen(path, "re");
-	if (!f) {
-		if (errno == ENOENT) {
-			free(path);
-			return 0;
-		}
-		*err = xasprintf("%s: %s", path, strerror(errno));
-		free(path);
-		return -1;
-	}
-	if (!fgets(line, sizeof(line), f) || strcmp(line, "isthmus-pr 1\n") != 0)
-		ok = 0;
-	while (ok && fgets(line, sizeof(line), f)) {
-		char port[256];
-		uint64_t key;
-		unsigned rel, atp;
-
-		if (sscanf(line, "generation %" SCNu32, &pr->generation) == 1)
-			continue;
-		if (sscanf(line, "aptpl %d", &aptpl) == 1)
-			continue;
-		if (sscanf(line, "reservation %u %zu", &type, &holder) == 2) {
-			held = true;
-			continue;
-		}
-		if (sscanf(line, "reg %" SCNx64 " %u %u %255s", &key, &rel, &atp, port) == 4 && rel <= 0xffff) {
-			if (pr->nregs == pr->cap) {
-				pr->cap = pr->cap ? pr->cap * 2 : 4;
-				pr->regs = xrealloc(pr->regs, pr->cap * sizeof(*pr->regs));
-			}
-			struct pr_reg *g = &pr->regs[pr->nregs++];
-			memset(g, 0, sizeof(*g));
-			g->key = key;
-			g->rel_port = (uint16_t)rel;
-			g->all_tg_pt = atp;
-			snprintf(g->port, sizeof(g->port), "%s", port);
-			continue;
-		}
-		ok = 0;
-	}
-	fclose(f);
-	if (!ok || (held && (!type_valid((uint8_t)type) || holder >= pr->nregs))) {
-		*err = xasprintf("%s: malformed reservation state", path);
-		free(path);
-		pr_free(pr);
-		return -1;
-	}
-	free(path);
-	if (!aptpl) {
-		/* Saved without persist-through-power-loss: nothing survives a restart. */
-		pr_free(pr);
-		return 0;
-	}
-	pr->aptpl = true;
-	pr->held = held;
-	pr->type = (uint8_t)type;
-	pr->holder = holder;
-	return 0;
+	if (pr->aptpl)
+		return;
+	pr->log = NULL;
+	pr_remove_all(pr);
+	pr->log = log;
+	pr->generation = 0;
 }
 
 /* ---- PERSISTENT RESERVE IN ---- */
 
+/* The iSCSI TransportID (SPC-4 7.6.4.6) of an initiator port name; returns its length. */
 static size_t transport_id(const char *port, uint8_t *p)
 {
 	size_t n = strlen(port);
@@ -258,156 +291,176 @@ static size_t transport_id(const char *port, uint8_t *p)
 	return 4 + len;
 }
 
+static void read_keys(const struct pr_state *pr, struct din *d)
+{
+	for (size_t i = 0; i < pr->nregs; i++) {
+		uint8_t k[8];
+
+		put_be64(k, pr->regs[i]->key);
+		din_put(d, k, 8);
+	}
+}
+
+static void read_reservation(const struct pr_state *pr, struct din *d)
+{
+	uint8_t b[16];
+
+	if (!pr->held)
+		return;
+	memset(b, 0, sizeof(b));
+	if (!all_registrants(pr->type) && pr->holder)
+		put_be64(b, pr->holder->key);
+	b[13] = pr->type;
+	din_put(d, b, sizeof(b));
+}
+
+static void report_capabilities(const struct pr_state *pr, struct din *d)
+{
+	uint8_t b[8] = { 0 };
+
+	put_be16(b, 8);
+	b[2] = 0x10 | 0x04 | 0x01;   /* CRH, ATP_C, PTPL_C */
+	b[3] = 0x80 | (pr->aptpl ? 0x01 : 0);   /* TMV; PTPL_A */
+	b[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02;
+	b[5] = 0x01;
+	din_put(d, b, sizeof(b));
+}
+
+static void read_full_status(const struct pr_state *pr, struct din *d)
+{
+	/* One descriptor: 24 bytes, then a TransportID of up to 4 + 260 bytes. */
+	uint8_t b[24 + 4 + 260];
+
+	for (size_t i = 0; i < pr->nregs; i++) {
+		const struct pr_reg *g = pr->regs[i];
+		size_t tl;
+
+		memset(b, 0, 24);
+		put_be64(b, g->key);
+		if (g->all_tg_pt)
+			b[12] |= 0x02;
+		if (is_holder(pr, g)) {
+			b[12] |= 0x01;
+			b[13] = pr->type;
+		}
+		put_be16(b + 18, g->rel_port);
+		tl = transport_id(g->port, b + 24);
+		put_be32(b + 20, (uint32_t)tl);
+		din_put(d, b, 24 + tl);
+	}
+}
+
 void scsi_pr_in(struct scsi_req *r)
 {
-	struct pr_state *pr = &r->lu->pr;
+	const struct pr_state *pr = &r->lu->pr;
 	uint32_t alloc = get_be16(r->cdb + 7);
-	uint8_t *b = r->t->scratch;
-	size_t n = 8;
+	uint8_t hdr[8] = { 0 };
+	struct din d;
 
-	memset(b, 0, 8);
-	put_be32(b, pr->generation);
+	din_start(&d, r, alloc);
+	put_be32(hdr, pr->generation);
+	if ((r->cdb[1] & 0x1f) != 0x02)
+		din_put(&d, hdr, 8);
 	switch (r->cdb[1] & 0x1f) {
 	case 0x00: /* READ KEYS */
-		for (size_t i = 0; i < pr->nregs; i++, n += 8)
-			put_be64(b + n, pr->regs[i].key);
-		put_be32(b + 4, (uint32_t)(n - 8));
+		read_keys(pr, &d);
 		break;
 	case 0x01: /* READ RESERVATION */
-		if (pr->held) {
-			memset(b + 8, 0, 16);
-			if (!all_registrants(pr->type))
-				put_be64(b + 8, pr->regs[pr->holder].key);
-			b[8 + 13] = pr->type;
-			n += 16;
-		}
-		put_be32(b + 4, (uint32_t)(n - 8));
+		read_reservation(pr, &d);
 		break;
 	case 0x02: /* REPORT CAPABILITIES */
-		memset(b, 0, 8);
-		put_be16(b, 8);
-		b[2] = 0x10 | 0x04 | 0x01;   /* CRH, ATP_C, PTPL_C */
-		b[3] = 0x80 | (pr->aptpl ? 0x01 : 0);   /* TMV; PTPL_A */
-		b[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02;
-		b[5] = 0x01;
-		n = 8;
+		report_capabilities(pr, &d);
 		break;
 	case 0x03: /* READ FULL STATUS */
-		for (size_t i = 0; i < pr->nregs; i++) {
-			uint8_t *d = b + n;
-			size_t tl;
-
-			if (n + 24 + 264 > r->t->scratch_len)
-				break;
-			memset(d, 0, 24);
-			put_be64(d, pr->regs[i].key);
-			if (pr->regs[i].all_tg_pt)
-				d[12] |= 0x02;
-			if (is_holder(pr, i)) {
-				d[12] |= 0x01;
-				d[13] = pr->type;
-			}
-			put_be16(d + 18, pr->regs[i].rel_port);
-			tl = transport_id(pr->regs[i].port, d + 24);
-			put_be32(d + 20, (uint32_t)tl);
-			n += 24 + tl;
-		}
-		put_be32(b + 4, (uint32_t)(n - 8));
+		read_full_status(pr, &d);
 		break;
 	}
-	req_data_in(r, b, (uint32_t)n, alloc);
+	/* ADDITIONAL LENGTH: everything after the header, whether it fit the allocation or not. */
+	if ((r->cdb[1] & 0x1f) != 0x02)
+		din_put_be32_at(&d, 4, (uint32_t)(d.len - 8));
+	din_finish(r, &d, alloc);
 }
 
 /* ---- PERSISTENT RESERVE OUT ---- */
 
-static struct pr_reg *add_reg(struct pr_state *pr, const char *port, uint16_t rel, bool atp, uint64_t key)
-{
-	struct pr_reg *g;
-
-	if (pr->nregs == pr->cap) {
-		pr->cap = pr->cap ? pr->cap * 2 : 4;
-		pr->regs = xrealloc(pr->regs, pr->cap * sizeof(*pr->regs));
-	}
-	g = &pr->regs[pr->nregs++];
-	memset(g, 0, sizeof(*g));
-	snprintf(g->port, sizeof(g->port), "%s", port);
-	g->rel_port = rel;
-	g->all_tg_pt = atp;
-	g->key = key;
-	return g;
-}
-
 static void conflict(struct scsi_req *r) { r->cmd->status = SCSI_RESERVATION_CONFLICT; }
+
+static void no_room(struct scsi_req *r)
+{
+	/* Once per filling up: an initiator retrying must not flood the log. */
+	if (!r->lu->pr.full_logged)
+		log_warn("LUN %u: %u persistent reservation registrations already: refusing more", r->lu->lun,
+			 PR_MAX_REGISTRATIONS);
+	r->lu->pr.full_logged = true;
+	req_sense(r, SK_ILLEGAL_REQUEST, 0x55, 0x04);   /* INSUFFICIENT REGISTRATION RESOURCES */
+}
 
 static void pr_register(struct scsi_req *r, uint64_t key, uint64_t sark, bool ignore, bool atp, bool aptpl)
 {
 	struct scsi_lu *lu = r->lu;
 	struct pr_state *pr = &lu->pr;
 	const struct scsi_nexus *nx = r->cmd->nexus;
-	size_t idx;
-	struct pr_reg *me = find_reg(pr, nx, &idx);
+	struct pr_reg *me = find_reg(pr, nx);
 
 	if (!me) {
 		if (!ignore && key != 0) {
 			conflict(r);
 			return;
 		}
-		if (sark != 0)
-			add_reg(pr, nx->initiator_port, nx->rel_port_id, atp, sark);
+		if (sark != 0 && !pr_add_reg(pr, nx->initiator_port, nx->rel_port_id, atp, sark)) {
+			no_room(r);
+			return;
+		}
 	} else {
 		if (!ignore && key != me->key) {
 			conflict(r);
 			return;
 		}
 		if (sark == 0) {
-			bool was_holder = is_holder(pr, idx) && !all_registrants(pr->type);
+			bool was_holder = is_holder(pr, me) && !all_registrants(pr->type);
 			uint8_t type = pr->type;
 
-			remove_reg(pr, idx);
+			pr_remove_reg(pr, me);
 			/* Registrants-only reservations released by unregistering tell the others. */
-			if (was_holder && (type == PR_WE_RO || type == PR_EA_RO)) {
-				for (size_t i = 0; i < pr->nregs; i++)
-					ua_for_reg(lu, &pr->regs[i], UA_RESERVATIONS_RELEASED, nx->id);
-			}
+			if (was_holder && (type == PR_WE_RO || type == PR_EA_RO))
+				ua_for_regs(lu, pick_any, UA_RESERVATIONS_RELEASED, nx->id);
 		} else {
-			me->key = sark;
+			set_key(pr, me, sark);
 		}
 	}
 	pr->aptpl = aptpl;
 	pr->generation++;
 }
 
-static void pr_reserve(struct scsi_req *r, struct pr_reg *me, size_t idx, uint8_t type)
+static void pr_reserve(struct scsi_req *r, struct pr_reg *me, uint8_t type)
 {
 	struct pr_state *pr = &r->lu->pr;
 
-	(void)me;
 	if (pr->held) {
-		if (!is_holder(pr, idx) || pr->type != type)
+		if (!is_holder(pr, me) || pr->type != type)
 			conflict(r);
 		return;
 	}
 	pr->held = true;
 	pr->type = type;
-	pr->holder = idx;
+	pr->holder = all_registrants(type) ? NULL : me;
 }
 
-static void pr_release(struct scsi_req *r, size_t idx, uint8_t type)
+static void pr_release(struct scsi_req *r, struct pr_reg *me, uint8_t type)
 {
 	struct scsi_lu *lu = r->lu;
 	struct pr_state *pr = &lu->pr;
 
-	if (!pr->held || !is_holder(pr, idx))
+	if (!pr->held || !is_holder(pr, me))
 		return;
 	if (pr->type != type) {
 		req_sense(r, SK_ILLEGAL_REQUEST, 0x26, 0x04);   /* INVALID RELEASE OF PERSISTENT RESERVATION */
 		return;
 	}
 	pr->held = false;
-	if (type != PR_WE && type != PR_EA) {
-		for (size_t i = 0; i < pr->nregs; i++)
-			ua_for_reg(lu, &pr->regs[i], UA_RESERVATIONS_RELEASED, r->cmd->nexus->id);
-	}
+	pr->holder = NULL;
+	if (type != PR_WE && type != PR_EA)
+		ua_for_regs(lu, pick_any, UA_RESERVATIONS_RELEASED, r->cmd->nexus->id);
 }
 
 static void pr_clear(struct scsi_req *r)
@@ -415,18 +468,15 @@ static void pr_clear(struct scsi_req *r)
 	struct scsi_lu *lu = r->lu;
 	struct pr_state *pr = &lu->pr;
 
-	for (size_t i = 0; i < pr->nregs; i++)
-		ua_for_reg(lu, &pr->regs[i], UA_RESERVATIONS_PREEMPTED, r->cmd->nexus->id);
-	pr->nregs = 0;
-	pr->held = false;
+	ua_for_regs(lu, pick_any, UA_RESERVATIONS_PREEMPTED, r->cmd->nexus->id);
+	pr_remove_all(pr);
 	pr->generation++;
 }
 
-static void pr_preempt(struct scsi_req *r, size_t my_idx, uint64_t sark, uint8_t type)
+static void pr_preempt(struct scsi_req *r, struct pr_reg *me, uint64_t sark, uint8_t type)
 {
 	struct scsi_lu *lu = r->lu;
 	struct pr_state *pr = &lu->pr;
-	const struct scsi_nexus *nx = r->cmd->nexus;
 	bool removed = false, take = false;
 
 	if (pr->held) {
@@ -438,37 +488,45 @@ static void pr_preempt(struct scsi_req *r, size_t my_idx, uint64_t sark, uint8_t
 				req_bad_param(r, 8, -1);
 				return;
 			}
-			take = pr->regs[pr->holder].key == sark;
+			take = pr->holder && pr->holder->key == sark;
 		}
 	} else if (sark == 0) {
 		req_bad_param(r, 8, -1);
 		return;
 	}
-	for (size_t i = 0; i < pr->nregs;) {
-		struct pr_reg *g = &pr->regs[i];
-		if (i != my_idx && (sark == 0 || g->key == sark)) {
-			ua_for_reg(lu, g, UA_REGISTRATIONS_PREEMPTED, nx->id);
-			if (my_idx > i)
-				my_idx--;
-			remove_reg(pr, i);
+	for (size_t i = 0; i < pr->nregs; i++) {
+		struct pr_reg *g = pr->regs[i];
+
+		if (g != me && (sark == 0 || g->key == sark)) {
+			g->doomed = true;
 			removed = true;
-			continue;
 		}
-		i++;
 	}
 	if (!removed && !take) {
 		conflict(r);
 		return;
 	}
+	ua_for_regs(lu, pick_doomed, UA_REGISTRATIONS_PREEMPTED, r->cmd->nexus->id);
+	remove_doomed(pr);
 	if (take) {
 		pr->held = true;
 		pr->type = type;
-		pr->holder = my_idx;
+		pr->holder = all_registrants(type) ? NULL : me;
 	}
 	pr->generation++;
 }
 
-static void pr_register_and_move(struct scsi_req *r, size_t my_idx, const uint8_t *d, uint32_t plen)
+/* TransportID names end up in the state file: printable ASCII without blanks, as iSCSI names are. */
+static bool port_name_ok(const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < 0x21 || p[i] > 0x7e)
+			return false;
+	}
+	return n > 0;
+}
+
+static void pr_register_and_move(struct scsi_req *r, struct pr_reg *me, const uint8_t *d, uint32_t plen)
 {
 	struct pr_state *pr = &r->lu->pr;
 	uint64_t sark = get_be64(d + 8);
@@ -477,9 +535,10 @@ static void pr_register_and_move(struct scsi_req *r, size_t my_idx, const uint8_
 	uint32_t tlen = get_be32(d + 20);
 	char port[256];
 	const uint8_t *tid = d + 24;
-	size_t idx, n;
+	struct pr_reg *dst = NULL;
+	size_t n;
 
-	if (!pr->held || !is_holder(pr, my_idx) || all_registrants(pr->type)) {
+	if (!pr->held || !is_holder(pr, me) || all_registrants(pr->type)) {
 		conflict(r);
 		return;
 	}
@@ -492,40 +551,31 @@ static void pr_register_and_move(struct scsi_req *r, size_t my_idx, const uint8_
 		return;
 	}
 	n = strnlen((const char *)tid + 4, get_be16(tid + 2));
-	if (n == 0 || n >= sizeof(port)) {
+	if (n >= sizeof(port) || !port_name_ok((const char *)tid + 4, n)) {
 		req_bad_param(r, 24 + 4, -1);
 		return;
 	}
 	memcpy(port, tid + 4, n);
 	port[n] = 0;
-	if (reg_matches(&pr->regs[my_idx], port, rel)) {
+	if (reg_matches(me, port, rel)) {
 		req_bad_param(r, 24, -1);   /* moving to ourselves */
 		return;
 	}
-	uint8_t type = pr->type;
-	struct pr_reg *dst = NULL;
-	for (idx = 0; idx < pr->nregs; idx++) {
-		if (strcmp(pr->regs[idx].port, port) == 0 && pr->regs[idx].rel_port == rel) {
-			dst = &pr->regs[idx];
+	for (struct pr_reg *g = *bucket_of(pr, port_hash(port)); g; g = g->hnext) {
+		if (strcmp(g->port, port) == 0 && g->rel_port == rel) {
+			dst = g;
 			break;
 		}
 	}
-	if (dst)
-		dst->key = sark;
-	else
-		add_reg(pr, port, rel, false, sark);
-	if (!dst)
-		idx = pr->nregs - 1;
-	pr->held = true;
-	pr->type = type;
-	pr->holder = idx;
-	if (unreg) {
-		remove_reg(pr, my_idx);
-		pr->held = true;
-		pr->type = type;
-		if (pr->holder > my_idx)
-			pr->holder--;
+	if (dst) {
+		set_key(pr, dst, sark);
+	} else if (!(dst = pr_add_reg(pr, port, rel, false, sark))) {
+		no_room(r);
+		return;
 	}
+	pr->holder = dst;
+	if (unreg)
+		pr_remove_reg(pr, me);
 	pr->aptpl = d[17] & 0x01;
 	pr->generation++;
 }
@@ -540,7 +590,7 @@ void scsi_pr_out(struct scsi_req *r)
 	uint32_t plen = get_be32(c + 5);
 	uint64_t key, sark;
 	struct pr_reg *me;
-	size_t idx = 0;
+	struct pr_mark mark;
 
 	r->cmd->xfer_len = plen;
 	if (sa == 0x07 ? plen < 24 : plen != 24) {
@@ -562,33 +612,33 @@ void scsi_pr_out(struct scsi_req *r)
 		req_bad_cdb(r, 2, scope ? 7 : 3);
 		return;
 	}
+	pr_persist_begin(lu, &mark);
 	if (sa == 0x00 || sa == 0x06) {
 		pr_register(r, key, sark, sa == 0x06, d[20] & 0x04, d[20] & 0x01);
 	} else {
-		me = find_reg(pr, r->cmd->nexus, &idx);
+		me = find_reg(pr, r->cmd->nexus);
 		if (!me || me->key != key) {
 			conflict(r);
 			return;
 		}
 		switch (sa) {
 		case 0x01:
-			pr_reserve(r, me, idx, type);
+			pr_reserve(r, me, type);
 			break;
 		case 0x02:
-			pr_release(r, idx, type);
+			pr_release(r, me, type);
 			break;
 		case 0x03:
 			pr_clear(r);
 			break;
 		case 0x04:
 		case 0x05:
-			pr_preempt(r, idx, sark, type);
+			pr_preempt(r, me, sark, type);
 			break;
 		case 0x07:
-			pr_register_and_move(r, idx, d, plen);
+			pr_register_and_move(r, me, d, plen);
 			break;
 		}
 	}
-	if (r->cmd->status == SCSI_GOOD && lu->state_dir && pr_save(lu) < 0)
-		req_sense(r, SK_MEDIUM_ERROR, 0x0c, 0x00);
+	pr_persist_commit(r, &mark);
 }

@@ -97,6 +97,7 @@ struct scsi_cmd {
 		bool waited;        /* this command went to a worker (statistics) */
 		atomic_bool cancelled;      /* see scsi_cmd_cancel */
 		struct scsi_cmd *blocked_next; /* waiting for its LU's work on workers */
+		struct scsi_cmd *wait_next;    /* waiting for reservation state to be durable */
 	} defer;
 };
 

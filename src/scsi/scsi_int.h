@@ -9,6 +9,9 @@
 #include "store/store.h"
 #include "util/bytes.h"
 
+struct sbuf;
+struct pr_persist;
+
 #define SCSI_MAX_LUNS 16384u
 #define NEXUS_NONE UINT64_MAX   /* "no nexus excepted" for lu_ua_set_all */
 
@@ -30,6 +33,13 @@
 #define XCOPY_MAX_SEG_BYTES (0xffffu * 4096u)   /* the largest segment a descriptor can express */
 #define XCOPY_HELD_MAX 16u       /* held copy results per LU */
 
+/*
+ * Persistent reservation registrations one LU keeps. They belong to I_T nexus identities, not
+ * sessions, so an initiator can create them from ever new ISIDs; past this many, REGISTER gets
+ * INSUFFICIENT REGISTRATION RESOURCES (SPC-4 5.13.7).
+ */
+#define PR_MAX_REGISTRATIONS 8192u
+
 /* Pending unit attentions, one bit each; lower bits are reported first. */
 enum scsi_ua {
 	UA_POWER_ON = 1u << 0,            /* 29/00 */
@@ -50,20 +60,37 @@ struct lu_nexus {
 };
 
 struct pr_reg {
+	struct pr_reg *hnext; /* next in its hash bucket */
 	uint64_t key;
-	char port[256];       /* initiator port TransportID name */
+	uint32_t hash;        /* of port */
 	uint16_t rel_port;    /* target port the registration came through */
 	bool all_tg_pt;
+	bool doomed;          /* PREEMPT: removed in one pass once every victim is known */
+	char port[];          /* initiator port TransportID name, NUL-terminated */
 };
 
 struct pr_state {
 	uint32_t generation;
-	struct pr_reg *regs;
+	struct pr_reg **regs; /* in registration order: READ KEYS and READ FULL STATUS report it */
 	size_t nregs, cap;
+	struct pr_reg **bucket; /* by port name, so a command finds its registration in O(1) */
+	size_t nbucket;       /* a power of two, >= nregs */
 	bool held;
 	uint8_t type;
-	size_t holder;        /* index into regs; meaningless for all-registrants types */
+	struct pr_reg *holder; /* NULL for the all-registrants types, where every registrant holds it */
 	bool aptpl;
+	bool full_logged;     /* the refusal for want of room was logged since the list was last full */
+	struct sbuf *log;     /* where changes are recorded for the APTPL journal; NULL: not recorded */
+	struct pr_persist *persist; /* the LU's state files; NULL without a state directory */
+};
+
+/* What a PERSISTENT RESERVE OUT started from, to tell what it changed (pr_persist_commit). */
+struct pr_mark {
+	size_t log_len;
+	uint32_t generation;
+	bool aptpl, held;
+	uint8_t type;
+	const struct pr_reg *holder;
 };
 
 struct scsi_lu {
@@ -189,6 +216,26 @@ void scsi_sense_set_ctx(const struct scsi_cmd *cmd, bool desc);
 
 /* target.c helpers */
 void req_data_in(struct scsi_req *r, const void *buf, uint32_t len, uint32_t alloc);
+
+/*
+ * Variable-length data-in built in the target's scratch buffer. Only what the ALLOCATION
+ * LENGTH (and the scratch) can hold is written; the rest is only counted, so the length
+ * fields still report the whole (SPC-4 4.2.5.6) and no count of list entries can make the
+ * builder write past its buffer.
+ */
+struct din {
+	uint8_t *buf;
+	size_t cap;   /* bytes that may be written at buf */
+	size_t len;   /* bytes of the whole data, written or not */
+};
+void din_start(struct din *d, struct scsi_req *r, uint32_t alloc);
+/* Appends n bytes (the part that fits is written). */
+void din_put(struct din *d, const void *p, size_t n);
+/* Overwrites n bytes at off (a length field known only at the end), as far as they fit. */
+void din_patch(struct din *d, size_t off, const void *p, size_t n);
+void din_put_be32_at(struct din *d, size_t off, uint32_t v);
+/* Hands the written part to the initiator. */
+void din_finish(struct scsi_req *r, struct din *d, uint32_t alloc);
 struct lu_nexus *lu_nexus_get(struct scsi_lu *lu, uint64_t nexus_id);
 void lu_ua_set_all(struct scsi_lu *lu, uint32_t ua, uint64_t except_nexus);
 void lu_ua_set_nexus(struct scsi_lu *lu, uint64_t nexus_id, uint32_t ua);
@@ -272,8 +319,31 @@ bool lu_access_conflict(struct scsi_req *r);
 
 /* pr.c */
 bool pr_conflict(struct scsi_req *r);
-int pr_load(struct scsi_lu *lu, char **err);
 void pr_free(struct pr_state *pr);
 void pr_nexus_reset(struct scsi_lu *lu);
+bool pr_all_registrants(uint8_t type);
+bool pr_type_valid(uint8_t type);
+/* The registration table, for loading saved state: exact identity (port, port id, ALL_TG_PT). */
+struct pr_reg *pr_find_exact(const struct pr_state *pr, const char *port, uint16_t rel, bool atp);
+struct pr_reg *pr_add_reg(struct pr_state *pr, const char *port, uint16_t rel, bool atp, uint64_t key);
+void pr_remove_reg(struct pr_state *pr, struct pr_reg *g);
+void pr_remove_all(struct pr_state *pr);
+
+/*
+ * pr_persist.c: the APTPL state on disk, in state_dir under the LU's NAA designator. A snapshot
+ * plus an append-only journal of changes, written and synced on offload workers; a PERSISTENT
+ * RESERVE OUT whose changes must survive power loss completes once they are durable.
+ */
+int pr_load(struct scsi_lu *lu, char **err);
+/* The LU is going: queued writes still finish (their commands complete), then it frees itself. */
+void pr_persist_release(struct scsi_lu *lu);
+/* Change records, made as the state changes (no-ops while pr->log is NULL). */
+void pr_log_put(struct pr_state *pr, const struct pr_reg *g);   /* registered, or new key */
+void pr_log_del(struct pr_state *pr, const struct pr_reg *g);   /* registration removed */
+void pr_log_clear(struct pr_state *pr);                         /* every registration removed */
+void pr_persist_begin(struct scsi_lu *lu, struct pr_mark *m);
+/* End of a PERSISTENT RESERVE OUT: queues what must survive (APTPL) and defers the command until
+ * it is durable; changes without APTPL never touch the disk. */
+void pr_persist_commit(struct scsi_req *r, const struct pr_mark *m);
 
 #endif

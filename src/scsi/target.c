@@ -158,6 +158,39 @@ void req_data_in(struct scsi_req *r, const void *buf, uint32_t len, uint32_t all
 	cmd->xfer_len = alloc;
 }
 
+void din_start(struct din *d, struct scsi_req *r, uint32_t alloc)
+{
+	d->buf = r->t->scratch;
+	d->cap = alloc < r->t->scratch_len ? alloc : r->t->scratch_len;
+	d->len = 0;
+}
+
+void din_patch(struct din *d, size_t off, const void *p, size_t n)
+{
+	if (off >= d->cap)
+		return;
+	memcpy(d->buf + off, p, n < d->cap - off ? n : d->cap - off);
+}
+
+void din_put(struct din *d, const void *p, size_t n)
+{
+	din_patch(d, d->len, p, n);
+	d->len += n;
+}
+
+void din_put_be32_at(struct din *d, size_t off, uint32_t v)
+{
+	uint8_t b[4];
+
+	put_be32(b, v);
+	din_patch(d, off, b, 4);
+}
+
+void din_finish(struct scsi_req *r, struct din *d, uint32_t alloc)
+{
+	req_data_in(r, d->buf, (uint32_t)(d->len < d->cap ? d->len : d->cap), alloc);
+}
+
 static void report_ua(struct scsi_req *r)
 {
 	uint8_t asc = 0, ascq = 0;

@@ -126,8 +126,9 @@ void offload_submit(struct offload *o, struct offload_job *j)
 	if (o->idle <= o->queued && o->nthreads < o->max_threads &&
 	    pthread_create(&o->threads[o->nthreads], NULL, worker, o) == 0)
 		o->nthreads++;
-	if (o->nthreads == 0) {
-		/* Not even one thread could start: do the work here rather than never. */
+	if (o->nthreads == 0 || o->stop) {
+		/* Not even one thread could start, or they are stopping (a done callback of the final
+		 * reap queued more): do the work here rather than never. */
 		pthread_mutex_unlock(&o->mu);
 		j->work(j);
 		pthread_mutex_lock(&o->mu);
@@ -189,7 +190,10 @@ void offload_free(struct offload *o)
 	pthread_mutex_unlock(&o->mu);
 	for (unsigned i = 0; i < o->nthreads; i++)
 		pthread_join(o->threads[i], NULL);
-	offload_reap(o);
+	/* A done callback may submit a follow-up (the next step of a long command): it runs inline
+	 * now, and is reaped in turn. */
+	while (o->pending)
+		offload_reap(o);
 	close(o->efd);
 	pthread_cond_destroy(&o->work_cv);
 	pthread_cond_destroy(&o->idle_cv);

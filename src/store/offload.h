@@ -36,7 +36,7 @@ unsigned offload_pending(const struct offload *o);
  * afterwards nothing submitted before touches its store any more.
  */
 void offload_quiesce(struct offload *o);
-/* Quiesces, stops the workers and reaps what finished. */
+/* Quiesces, stops the workers and reaps what finished, including work submitted while reaping. */
 void offload_free(struct offload *o);
 
 #endif

@@ -51,7 +51,8 @@ static int fail(char **err, const char *fmt, ...)
 void cfg_init(struct cfg *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
-	cfg->state_dir = xstrdup("./var");
+	/* Where a packaged daemon keeps state; make run and the tests pass a directory of their own. */
+	cfg->state_dir = xstrdup(CFG_DEFAULT_STATE_DIR);
 	cfg->nop_interval = 5;
 	cfg->nop_timeout = 30;
 	cfg->max_commands = DEFAULT_MAX_COMMANDS;

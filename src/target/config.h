@@ -65,13 +65,16 @@ struct cfg_target {
 	unsigned tpgt_line;  /* config line of its portal-group key, 0 if defaulted */
 };
 
+/* APTPL persistent reservation state of an installed target (created on first use, mode 0700). */
+#define CFG_DEFAULT_STATE_DIR "/var/lib/isthmus/target"
+
 struct cfg {
 	struct cfg_portal *portals;
 	size_t nportals;
 	struct cfg_target *targets;
 	size_t ntargets;
 	struct cfg_chap discovery_chap; /* user NULL = discovery without CHAP */
-	char *state_dir;     /* default "./var" */
+	char *state_dir;     /* default CFG_DEFAULT_STATE_DIR */
 	char *mgmt_socket;   /* NULL: none */
 	unsigned nop_interval; /* seconds between NOP-In pings to an idle initiator, default 5; 0 = off */
 	unsigned nop_timeout;  /* seconds without any PDU before a pinged connection is dropped, default 30 */

@@ -391,8 +391,6 @@ int server_start(struct server *srv, struct cfg *cfg)
 		free(cfg);
 		goto fail;
 	}
-	if (cfg->state_dir && mkdir(cfg->state_dir, 0700) < 0 && errno != EEXIST)
-		log_warn("cannot create state directory %s: %s", cfg->state_dir, strerror(errno));
 	/* Start-up is a reconfiguration from nothing: the same code path as SIGHUP and the RPCs. */
 	if (srv->overlay && srv->overlay(cfg, srv->overlay_arg, &err) < 0) {
 		cfg_free(cfg);

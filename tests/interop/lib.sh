@@ -285,9 +285,12 @@ start_isthmus() {
 	if [[ " $* " != *" --mgmt-socket"* ]] && ! grep -qsE '^[[:space:]]*mgmt-socket[[:space:]]*=' "${cfg_file:-/dev/null}"; then
 		extra=(--mgmt-socket "$TEST_DIR/mgmt-$$.sock")
 	fi
+	# Its state (APTPL reservations) inside the test's files, not in the system's default.
+	if [[ " $* " != *" --state-dir"* ]] && ! grep -qsE '^[[:space:]]*state-dir[[:space:]]*=' "${cfg_file:-/dev/null}"; then
+		extra+=(--state-dir "$TEST_DIR/var")
+	fi
 	say "starting: $bin $* ${extra[*]}"
 	echo "### $(date +%T) start: $bin $* ${extra[*]}" >>"$TARGET_LOG"
-	# Run it in TEST_DIR so its default state directory (./var) stays inside the test's files.
 	(cd "$TEST_DIR" && exec "$bin" "$@" "${extra[@]}") >>"$TARGET_LOG" 2>&1 &
 	TARGET_PID=$!
 	for hp in "${TARGET_PORTS[@]}"; do

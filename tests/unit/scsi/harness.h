@@ -126,8 +126,8 @@ static inline void h_nexus(struct scsi_nexus *nx, uint64_t id, const char *iname
 	nx->rel_port_id = 1;
 }
 
-/* A target with LU 0 on a fault store of `blocks` blocks; nexuses added, power-on UAs cleared. */
-static inline struct h *h_new(uint64_t blocks, const struct scsi_lu_params *p)
+/* A target named `name` with LU 0 on a fault store of `blocks` blocks; nexuses added. */
+static inline struct h *h_new_named(const char *name, uint64_t blocks, const struct scsi_lu_params *p)
 {
 	struct h *h = calloc(1, sizeof(*h));
 	struct scsi_lu_params dp = { .block_size = 512, .thin = true, .write_cache = true };
@@ -135,7 +135,7 @@ static inline struct h *h_new(uint64_t blocks, const struct scsi_lu_params *p)
 
 	if (!p)
 		p = &dp;
-	h->t = scsi_target_new("iqn.2024-01.org.example:unit");
+	h->t = scsi_target_new(name);
 	h->fs = fault_store_new(blocks * (p->block_size ? p->block_size : 512));
 	if (scsi_target_add_lu(h->t, 0, &h->fs->base, p, &err) != 0) {
 		fprintf(stderr, "add_lu: %s\n", err);
@@ -146,6 +146,12 @@ static inline struct h *h_new(uint64_t blocks, const struct scsi_lu_params *p)
 	scsi_target_nexus_added(h->t, &h->nx[0]);
 	scsi_target_nexus_added(h->t, &h->nx[1]);
 	return h;
+}
+
+/* A target with LU 0 on a fault store of `blocks` blocks; nexuses added. */
+static inline struct h *h_new(uint64_t blocks, const struct scsi_lu_params *p)
+{
+	return h_new_named("iqn.2024-01.org.example:unit", blocks, p);
 }
 
 static inline void h_free(struct h *h)

@@ -1,4 +1,5 @@
 /* Persistent reservations: registration, the reservation types, preemption and APTPL. */
+#include <dirent.h>
 #include <stdio.h>
 #include <unistd.h>
 
@@ -195,24 +196,187 @@ static void test_aptpl(void)
 	h_free(h);
 
 	/* Malformed state is an error at add_lu time, and the store stays with the caller. */
-	char path[512];
-	snprintf(path, sizeof(path), "%s/lu-0.pr", dir);
+	char path[512] = "";
+	DIR *dp = opendir(dir);
+	struct dirent *de;
+	while (dp && (de = readdir(dp))) {
+		size_t n = strlen(de->d_name);
+		if (n > 3 && strcmp(de->d_name + n - 3, ".pr") == 0)
+			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+	}
+	if (dp)
+		closedir(dp);
+	CHECK(path[0] != 0);
 	FILE *f = fopen(path, "w");
 	fputs("garbage\n", f);
 	fclose(f);
-	struct scsi_target *t = scsi_target_new("iqn.x");
+	struct scsi_target *t = scsi_target_new("iqn.2024-01.org.example:unit");
 	struct store *st = store_mem_open(1 << 20, &err);
 	CHECK_EQ(scsi_target_add_lu(t, 0, st, &p, &err), -1);
 	CHECK(err != NULL);
 	free(err);
 	store_close(st);
 	scsi_target_free(t);
-	unlink(path);
-	rmdir(dir);
+	char cmd[600];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	CHECK_EQ(system(cmd), 0);
+}
+
+/* The documented default of PR_MAX_REGISTRATIONS (src/scsi/scsi_int.h, docs). */
+#define REG_CAP 8192
+
+/* An initiator port name of about 200 characters: long enough that the READ FULL STATUS data
+ * of a full LU is larger than the target's 1 MiB scratch buffer. */
+static void long_port_nexus(struct scsi_nexus *nx, unsigned i)
+{
+	memset(nx, 0, sizeof(*nx));
+	nx->id = 1000 + i;
+	snprintf(nx->initiator_name, sizeof(nx->initiator_name), "iqn.2024-01.org.example:h%u-%0180u", i, 0u);
+	snprintf(nx->initiator_port, sizeof(nx->initiator_port), "%s,i,0x40%010x", nx->initiator_name, i);
+	nx->rel_port_id = 1;
+}
+
+/* Registers from nexus nx (a fresh one: its power-on unit attention is taken first). */
+static int register_from(struct h *h, const struct scsi_nexus *nx, uint64_t sark)
+{
+	uint8_t tur[6] = { 0 };
+	uint8_t c[10] = { 0x5f, 0, 0, 0, 0, 0, 0, 0, 24, 0 };
+	uint8_t p[24] = { 0 };
+	struct scsi_cmd *cmd = &h->cmd;
+
+	for (int i = 0; i < 4; i++) {
+		memset(cmd, 0, sizeof(*cmd));
+		cmd->nexus = nx;
+		cmd->lun_valid = true;
+		memcpy(cmd->cdb, tur, 6);
+		cmd->cdb_len = 16;
+		cmd->done = h_done;
+		cmd->priv = h;
+		scsi_target_submit(h->t, cmd);
+		if (cmd->status == SCSI_GOOD)
+			break;
+	}
+	put_be64(p + 8, sark);
+	memset(cmd, 0, sizeof(*cmd));
+	cmd->nexus = nx;
+	cmd->lun_valid = true;
+	memcpy(cmd->cdb, c, 10);
+	cmd->cdb_len = 16;
+	cmd->out = p;
+	cmd->out_len = 24;
+	cmd->done = h_done;
+	cmd->priv = h;
+	scsi_target_submit(h->t, cmd);
+	return cmd->status;
+}
+
+static int prin_alloc(struct h *h, int nxi, uint8_t sa, uint16_t alloc)
+{
+	uint8_t c[10] = { 0x5e, sa };
+
+	put_be16(c + 7, alloc);
+	memset(h->in, 0xee, sizeof(h->in));
+	return h_run_full(h, nxi, 0, c, 10, NULL, 0, sizeof(h->in));
+}
+
+/*
+ * Registrations come from I_T nexus identities and outlive their sessions, so an initiator can
+ * pile them up from ever new ISIDs. The LU keeps at most REG_CAP (more get INSUFFICIENT
+ * REGISTRATION RESOURCES), and PERSISTENT RESERVE IN returns at most ALLOCATION LENGTH bytes
+ * while its length field reports all of the data, however much that is.
+ */
+static void test_registration_limits(void)
+{
+	struct h *h = h_new(64, NULL);
+	struct scsi_nexus nx;
+	unsigned refused_at = 0;
+
+	h_clear_ua(h, 0, 0);
+	for (unsigned i = 0; i < REG_CAP + 4 && !refused_at; i++) {
+		long_port_nexus(&nx, i);
+		if (register_from(h, &nx, 0x1000 + i) != SCSI_GOOD)
+			refused_at = i;
+		scsi_target_nexus_lost(h->t, &nx);
+	}
+	printf("registrations accepted before the first refusal: %u\n", refused_at ? refused_at : REG_CAP + 4);
+	CHECK_EQ(refused_at, REG_CAP);
+	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x55, 0x04);
+
+	/* READ KEYS: 8 bytes per registration in ADDITIONAL LENGTH, only ALLOCATION LENGTH sent. */
+	CHECK_EQ(prin_alloc(h, 0, 0, 0xffff), SCSI_GOOD);
+	CHECK_EQ(get_be32(h->in + 4), 8u * REG_CAP);
+	CHECK_EQ(h->cmd.in_len, 0xffff);
+	CHECK_EQ(get_be64(h->in + 8), 0x1000);
+	CHECK_EQ(get_be64(h->in + 8 + 8 * 100), 0x1000 + 100);
+	CHECK_EQ(prin_alloc(h, 0, 0, 12), SCSI_GOOD);
+	CHECK_EQ(h->cmd.in_len, 12);
+	CHECK_EQ(get_be32(h->in + 4), 8u * REG_CAP);
+	CHECK_EQ(h->in[12], 0xee);
+
+	/* READ FULL STATUS: the whole list is over 1 MiB; its length is still reported whole. */
+	size_t want = 0;
+	for (unsigned i = 0; i < REG_CAP; i++) {
+		long_port_nexus(&nx, i);
+		want += 24 + 4 + ((strlen(nx.initiator_port) + 1 + 3) & ~(size_t)3);
+	}
+	CHECK(want > (1u << 20));
+	CHECK_EQ(prin_alloc(h, 0, 3, 0xffff), SCSI_GOOD);
+	CHECK_EQ(get_be32(h->in + 4), want);
+	CHECK_EQ(h->cmd.in_len, 0xffff);
+	{
+		size_t off = 8, seen = 0;
+		while (off + 24 <= h->cmd.in_len) {
+			long_port_nexus(&nx, (unsigned)seen);
+			CHECK_EQ(get_be64(h->in + off), 0x1000 + seen);
+			if (off + 24 + 4 + strlen(nx.initiator_port) <= h->cmd.in_len)
+				CHECK(memcmp(h->in + off + 28, nx.initiator_port, strlen(nx.initiator_port)) == 0);
+			off += 24 + get_be32(h->in + off + 20);
+			seen++;
+		}
+		CHECK(seen > 200);
+	}
+	CHECK_EQ(prin_alloc(h, 0, 1, 4), SCSI_GOOD); /* READ RESERVATION: 4 bytes of the header only */
+	CHECK_EQ(h->cmd.in_len, 4);
+	CHECK_EQ(h->in[4], 0xee);
+
+	/* REGISTER AND MOVE cannot create one past the limit either. */
+	long_port_nexus(&nx, 0);
+	scsi_target_nexus_added(h->t, &nx);
+	h_clear_ua(h, 0, 0);
+	{
+		uint8_t c[10] = { 0x5f, 0x01, 0x01, 0, 0, 0, 0, 0, 24, 0 };
+		uint8_t p[24 + 64] = { 0 };
+		struct scsi_nexus *saved = &h->nx[0];
+		h->nx[0] = nx;
+		h_clear_ua(h, 0, 0);
+		put_be64(p, 0x1000);
+		CHECK_EQ(h_run(h, c, 10, p, 24, 0), SCSI_GOOD); /* RESERVE, write exclusive */
+		c[1] = 0x07;
+		put_be32(c + 5, sizeof(p));
+		put_be64(p + 8, 0x77);
+		put_be32(p + 20, 64);
+		p[24] = 0x45;
+		put_be16(p + 26, 60);
+		memcpy(p + 28, "iqn.2024-01.org.example:elsewhere,i,0x400000000099", 50);
+		CHECK_EQ(h_run(h, c, 10, p, sizeof(p), 0), SCSI_CHECK_CONDITION);
+		CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x55, 0x04);
+		/* A TransportID name with a control character is refused (it would end up in files). */
+		memcpy(p + 28, "iqn.2024-01.org.example:a\nreg 1 1 1 x,i,0x1", 44);
+		CHECK_EQ(h_run(h, c, 10, p, sizeof(p), 0), SCSI_CHECK_CONDITION);
+		CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x26, 0x00);
+		(void)saved;
+	}
+	/* Once one registration goes, another fits. */
+	CHECK_EQ(prout(h, 0, 0, 0, 0x1000, 0, 0), SCSI_GOOD);
+	long_port_nexus(&nx, REG_CAP + 10);
+	CHECK_EQ(register_from(h, &nx, 0x99), SCSI_GOOD);
+	scsi_target_nexus_lost(h->t, &nx);
+	h_free(h);
 }
 
 int main(void)
 {
+	test_registration_limits();
 	test_register_reserve();
 	test_all_registrants();
 	test_aptpl();

@@ -479,7 +479,7 @@ static void test_listen(void)
 	struct cfg c;
 	char *err = NULL;
 	cfg_init(&c);
-	CHECK_STR(c.state_dir, "./var");
+	CHECK_STR(c.state_dir, "/var/lib/isthmus/target");
 	CHECK_EQ(c.nop_interval, 5);
 	CHECK_EQ(c.nop_timeout, 30);
 	CHECK(c.mgmt_socket == NULL && c.source == NULL && c.nportals == 0 && c.ntargets == 0);

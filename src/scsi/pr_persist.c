@@ -1,0 +1,888 @@
+/*
+ * Persistent reservation state that must survive power loss (SPC-4 5.13.4, APTPL). Only the
+ * state of a LU whose last REGISTER asked for APTPL is written; changes made without it never
+ * touch the disk.
+ *
+ * Files, in state_dir, named by the LU's identity (its NAA designator, VPD page 83h), so LUs of
+ * different targets never share one:
+ *   naa.<32 hex digits>.pr    a snapshot of the whole state, with the target name and LUN it
+ *                             belongs to and the sequence number of the last change it holds;
+ *   naa.<32 hex digits>.prj   the changes since, as batches appended to the file, each with its
+ *                             sequence number, length and checksum.
+ * A batch holds the change records of every PERSISTENT RESERVE OUT queued while the previous
+ * write was in flight: one write and one fdatasync for all of them, on an offload worker, and
+ * those commands complete once it is durable. When the journal outgrows the state it describes
+ * (or after an error, or the first time), the next write is a fresh snapshot instead: a new file
+ * (O_EXCL, O_NOFOLLOW, 0600) synced and renamed over the old one, the directory synced, then the
+ * journal emptied. Loading replays the batches newer than the snapshot and stops at the first
+ * incomplete one: a torn tail belongs to commands that never completed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "scsi/scsi_int.h"
+#include "util/log.h"
+#include "util/sbuf.h"
+
+/* Largest state file read back: far above what PR_MAX_REGISTRATIONS can produce. */
+#define PR_FILE_MAX (64u << 20)
+/* The journal is compacted into a snapshot once it is this large and twice the state's size. */
+#define PR_JOURNAL_COMPACT (1u << 20)
+
+struct pr_job;
+
+struct pr_persist {
+	char *dir;
+	char *base;               /* dir/naa.<hex>: the files are base.pr and base.prj */
+	char *ident;              /* "<escaped target name> <lun>", recorded in the snapshot */
+	struct pr_state *pr;      /* the LU's state, or kept below once the LU is gone */
+	int jfd;                  /* the journal, opened by a worker; -1 before */
+	uint64_t seq;             /* of the last batch or snapshot queued */
+	uint64_t journal_bytes;   /* in the journal since the last snapshot */
+	struct sbuf pending;      /* change records not yet handed to a worker */
+	struct scsi_cmd *waiting, *waiting_tail; /* their commands */
+	struct pr_job *job;       /* the write in flight, NULL when idle */
+	struct offload *offload;  /* outlives the target (scsi_target_set_offload) */
+	bool need_snapshot;       /* the next write must be a snapshot */
+	bool failing;             /* the last write failed (logged once until one succeeds) */
+	bool orphan;              /* the LU is gone: free once idle */
+	/*
+	 * A LU removed while its writes are in flight leaves its state here, the newest there is,
+	 * and is on the orphans list: a LU added again under the same identity (a replaced LUN)
+	 * takes state and writer over rather than reading files that are still being written.
+	 */
+	struct pr_state kept;
+	struct pr_persist *next_orphan;
+};
+
+static struct pr_persist *orphans;
+
+struct pr_job {
+	struct offload_job job;
+	struct pr_persist *pp;
+	struct sbuf data;         /* a batch, or a whole snapshot */
+	bool snapshot;
+	struct scsi_cmd *cmds;    /* complete once data is durable */
+	int rc;
+};
+
+/* ---- text helpers ---- */
+
+static uint64_t fnv64(const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (size_t i = 0; i < n; i++) {
+		h ^= b[i];
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+/* Names go into the files as one token: anything but printable non-blank ASCII is %XX. */
+static void put_escaped(struct sbuf *b, const char *s)
+{
+	for (; *s; s++) {
+		uint8_t c = (uint8_t)*s;
+
+		if (c < 0x21 || c > 0x7e || c == '%')
+			sbuf_printf(b, "%%%02x", c);
+		else
+			sbuf_putc(b, (char)c);
+	}
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Undoes put_escaped into out (cap bytes with the NUL); false if malformed or too long. */
+static bool unescape(const char *in, char *out, size_t cap)
+{
+	size_t n = 0;
+
+	for (; *in; in++) {
+		char c = *in;
+
+		if (c == '%') {
+			int hi = hexval(in[1]), lo = hi >= 0 ? hexval(in[2]) : -1;
+			if (hi < 0 || lo < 0)
+				return false;
+			c = (char)(hi << 4 | lo);
+			in += 2;
+		}
+		if (n + 1 >= cap || c == 0)
+			return false;
+		out[n++] = c;
+	}
+	out[n] = 0;
+	return n > 0;
+}
+
+/* Splits a line at single spaces, in place; returns the field count (at most max). */
+static int fields(char *line, char **f, int max)
+{
+	int n = 0;
+
+	while (*line && n < max) {
+		f[n++] = line;
+		while (*line && *line != ' ')
+			line++;
+		if (*line)
+			*line++ = 0;
+	}
+	return *line ? max + 1 : n;
+}
+
+static bool parse_u64(const char *s, int base, uint64_t max, uint64_t *v)
+{
+	char *end;
+
+	if (!*s || *s == '-' || *s == '+' || *s == ' ')
+		return false;
+	errno = 0;
+	unsigned long long x = strtoull(s, &end, base);
+	if (errno || *end || x > max)
+		return false;
+	*v = x;
+	return true;
+}
+
+/* ---- change records ---- */
+
+static void reg_identity(struct sbuf *b, const struct pr_reg *g)
+{
+	sbuf_printf(b, "%u %d ", g->rel_port, g->all_tg_pt);
+	put_escaped(b, g->port);
+}
+
+void pr_log_put(struct pr_state *pr, const struct pr_reg *g)
+{
+	if (!pr->log)
+		return;
+	sbuf_printf(pr->log, "+ %016" PRIx64 " ", g->key);
+	reg_identity(pr->log, g);
+	sbuf_putc(pr->log, '\n');
+}
+
+void pr_log_del(struct pr_state *pr, const struct pr_reg *g)
+{
+	if (!pr->log)
+		return;
+	sbuf_printf(pr->log, "- ");
+	reg_identity(pr->log, g);
+	sbuf_putc(pr->log, '\n');
+}
+
+void pr_log_clear(struct pr_state *pr)
+{
+	if (pr->log)
+		sbuf_printf(pr->log, "clear\n");
+}
+
+/* The records that end every batch entry: the reservation, the generation and APTPL as they are. */
+static void log_tail(struct pr_state *pr)
+{
+	if (!pr->held) {
+		sbuf_printf(pr->log, "norsv\n");
+	} else if (pr_all_registrants(pr->type) || !pr->holder) {
+		sbuf_printf(pr->log, "rsv %u\n", pr->type);
+	} else {
+		sbuf_printf(pr->log, "rsv %u ", pr->type);
+		reg_identity(pr->log, pr->holder);
+		sbuf_putc(pr->log, '\n');
+	}
+	sbuf_printf(pr->log, "gen %" PRIu32 "\naptpl %d\n", pr->generation, pr->aptpl);
+}
+
+/* Applies one record to the state; false if it is malformed or does not fit the state. */
+static bool apply_record(struct pr_state *pr, char *line)
+{
+	char *f[8], port[256];
+	int n = fields(line, f, 7);
+	uint64_t key, rel, atp, v;
+
+	if (n == 1 && strcmp(f[0], "clear") == 0) {
+		pr_remove_all(pr);
+		return true;
+	}
+	if (n == 1 && strcmp(f[0], "norsv") == 0) {
+		pr->held = false;
+		pr->holder = NULL;
+		return true;
+	}
+	if (n == 2 && strcmp(f[0], "gen") == 0 && parse_u64(f[1], 10, UINT32_MAX, &v)) {
+		pr->generation = (uint32_t)v;
+		return true;
+	}
+	if (n == 2 && strcmp(f[0], "aptpl") == 0 && parse_u64(f[1], 10, 1, &v)) {
+		pr->aptpl = v;
+		return true;
+	}
+	if (n == 2 && strcmp(f[0], "rsv") == 0 && parse_u64(f[1], 10, 255, &v) && pr_all_registrants((uint8_t)v)) {
+		pr->held = true;
+		pr->type = (uint8_t)v;
+		pr->holder = NULL;
+		return true;
+	}
+	if (n == 5 && strcmp(f[0], "rsv") == 0 && parse_u64(f[1], 10, 255, &v) && pr_type_valid((uint8_t)v) &&
+	    !pr_all_registrants((uint8_t)v) && parse_u64(f[2], 10, 0xffff, &rel) && parse_u64(f[3], 10, 1, &atp) &&
+	    unescape(f[4], port, sizeof(port))) {
+		struct pr_reg *g = pr_find_exact(pr, port, (uint16_t)rel, atp);
+		if (!g)
+			return false;
+		pr->held = true;
+		pr->type = (uint8_t)v;
+		pr->holder = g;
+		return true;
+	}
+	if (n == 5 && strcmp(f[0], "+") == 0 && parse_u64(f[1], 16, UINT64_MAX, &key) &&
+	    parse_u64(f[2], 10, 0xffff, &rel) && parse_u64(f[3], 10, 1, &atp) && unescape(f[4], port, sizeof(port))) {
+		struct pr_reg *g = pr_find_exact(pr, port, (uint16_t)rel, atp);
+		if (g)
+			g->key = key;
+		else if (!pr_add_reg(pr, port, (uint16_t)rel, atp, key))
+			return false;
+		return true;
+	}
+	if (n == 4 && strcmp(f[0], "-") == 0 && parse_u64(f[1], 10, 0xffff, &rel) && parse_u64(f[2], 10, 1, &atp) &&
+	    unescape(f[3], port, sizeof(port))) {
+		struct pr_reg *g = pr_find_exact(pr, port, (uint16_t)rel, atp);
+		if (!g)
+			return false;
+		pr_remove_reg(pr, g);
+		return true;
+	}
+	return false;
+}
+
+/* ---- snapshot ---- */
+
+static void build_snapshot(const struct pr_persist *pp, const struct pr_state *pr, uint64_t seq, struct sbuf *b)
+{
+	size_t holder = SIZE_MAX;
+
+	sbuf_printf(b, "isthmus-pr 2\nlu %s\nseq %" PRIu64 "\ngeneration %" PRIu32 "\naptpl %d\n", pp->ident, seq,
+		    pr->generation, pr->aptpl);
+	for (size_t i = 0; i < pr->nregs; i++) {
+		if (pr->holder == pr->regs[i])
+			holder = i;
+	}
+	if (pr->held && (pr_all_registrants(pr->type) || holder == SIZE_MAX))
+		sbuf_printf(b, "reservation %u -\n", pr->type);
+	else if (pr->held)
+		sbuf_printf(b, "reservation %u %zu\n", pr->type, holder);
+	for (size_t i = 0; i < pr->nregs; i++) {
+		const struct pr_reg *g = pr->regs[i];
+
+		sbuf_printf(b, "reg %016" PRIx64 " %u %d ", g->key, g->rel_port, g->all_tg_pt);
+		put_escaped(b, g->port);
+		sbuf_putc(b, '\n');
+	}
+	sbuf_printf(b, "end %016" PRIx64 "\n", fnv64(b->data, b->len));
+}
+
+/* Next line of text[*pos..len) as a NUL-terminated string (modifies text); NULL at the end. */
+static char *next_line(char *text, size_t len, size_t *pos)
+{
+	char *line = text + *pos, *nl;
+
+	if (*pos >= len)
+		return NULL;
+	nl = memchr(line, '\n', len - *pos);
+	if (!nl)
+		return NULL;
+	*nl = 0;
+	*pos = (size_t)(nl - text) + 1;
+	return line;
+}
+
+static bool parse_snapshot(const struct pr_persist *pp, struct pr_state *pr, char *text, size_t len, uint64_t *seq,
+			   const char **why)
+{
+	size_t pos = 0, end_at;
+	char *line, *f[8], port[256];
+	uint64_t v, key, rel, atp, type = 0, holder = UINT64_MAX;
+	bool held = false;
+	char *end = NULL;
+
+	/* The checksum covers everything before the "end" line. */
+	for (end_at = len; end_at > 0 && text[end_at - 1] == '\n'; end_at--)
+		;
+	while (end_at > 0 && text[end_at - 1] != '\n')
+		end_at--;
+	if (len - end_at < 5 || strncmp(text + end_at, "end ", 4) != 0) {
+		*why = "no end line (truncated)";
+		return false;
+	}
+	end = text + end_at + 4;
+	if (strchr(end, '\n'))
+		*strchr(end, '\n') = 0;
+	if (!parse_u64(end, 16, UINT64_MAX, &v) || v != fnv64(text, end_at)) {
+		*why = "checksum mismatch";
+		return false;
+	}
+	len = end_at;
+	if (!(line = next_line(text, len, &pos)) || strcmp(line, "isthmus-pr 2") != 0) {
+		*why = "unknown format";
+		return false;
+	}
+	if (!(line = next_line(text, len, &pos)) || strncmp(line, "lu ", 3) != 0 || strcmp(line + 3, pp->ident) != 0) {
+		*why = "it belongs to another logical unit";
+		return false;
+	}
+	*why = "malformed line";
+	while ((line = next_line(text, len, &pos))) {
+		int n = fields(line, f, 6);
+
+		if (n == 2 && strcmp(f[0], "seq") == 0 && parse_u64(f[1], 10, UINT64_MAX, seq))
+			continue;
+		if (n == 2 && strcmp(f[0], "generation") == 0 && parse_u64(f[1], 10, UINT32_MAX, &v)) {
+			pr->generation = (uint32_t)v;
+			continue;
+		}
+		if (n == 2 && strcmp(f[0], "aptpl") == 0 && parse_u64(f[1], 10, 1, &v)) {
+			pr->aptpl = v;
+			continue;
+		}
+		if (n == 3 && strcmp(f[0], "reservation") == 0 && parse_u64(f[1], 10, 255, &type) &&
+		    pr_type_valid((uint8_t)type) &&
+		    (strcmp(f[2], "-") == 0 || parse_u64(f[2], 10, PR_MAX_REGISTRATIONS, &holder))) {
+			held = true;
+			continue;
+		}
+		if (n == 5 && strcmp(f[0], "reg") == 0 && parse_u64(f[1], 16, UINT64_MAX, &key) &&
+		    parse_u64(f[2], 10, 0xffff, &rel) && parse_u64(f[3], 10, 1, &atp) &&
+		    unescape(f[4], port, sizeof(port)) && !pr_find_exact(pr, port, (uint16_t)rel, atp) &&
+		    pr_add_reg(pr, port, (uint16_t)rel, atp, key))
+			continue;
+		return false;
+	}
+	if (held) {
+		bool ar = pr_all_registrants((uint8_t)type);
+		if (ar != (holder == UINT64_MAX) || (!ar && holder >= pr->nregs)) {
+			*why = "the reservation holder is not registered";
+			return false;
+		}
+		pr->held = true;
+		pr->type = (uint8_t)type;
+		pr->holder = ar ? NULL : pr->regs[holder];
+	}
+	return true;
+}
+
+/* Replays the journal's batches newer than seq; stops quietly at a torn or foreign tail. */
+static void replay_journal(const struct pr_persist *pp, struct pr_state *pr, char *text, size_t len, uint64_t *seq)
+{
+	size_t pos = 0;
+
+	while (pos < len) {
+		char *line, *f[5];
+		uint64_t bseq, blen, sum;
+		size_t start;
+
+		if (!(line = next_line(text, len, &pos)) || fields(line, f, 4) != 4 || strcmp(f[0], "batch") != 0 ||
+		    !parse_u64(f[1], 10, UINT64_MAX, &bseq) || !parse_u64(f[2], 10, PR_FILE_MAX, &blen) ||
+		    !parse_u64(f[3], 16, UINT64_MAX, &sum) || blen > len - pos || fnv64(text + pos, blen) != sum)
+			break;
+		start = pos;
+		pos += blen;
+		if (bseq <= *seq)
+			continue; /* already in the snapshot */
+		if (bseq != *seq + 1)
+			break;
+		size_t at = start;
+		while (at < start + blen) {
+			if (!(line = next_line(text, start + blen, &at)) || !apply_record(pr, line)) {
+				log_error("%s.prj: batch %" PRIu64 " does not apply to the saved state; later changes "
+					  "are lost", pp->base, bseq);
+				return;
+			}
+		}
+		*seq = bseq;
+	}
+	if (pos < len)
+		log_warn("%s.prj: %zu bytes after the last complete batch ignored (written when the target "
+			 "stopped, by commands that never completed)", pp->base, len - pos);
+}
+
+/* Reads a whole file (NUL-terminated, no more than PR_FILE_MAX); -errno, -ENOENT when missing. */
+static int read_file(const char *path, struct sbuf *b)
+{
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	struct stat st;
+
+	if (fd < 0)
+		return errno == ENOTDIR ? -ENOENT : -errno; /* nothing saved there; writes will say why */
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > (off_t)PR_FILE_MAX) {
+		close(fd);
+		return -EINVAL;
+	}
+	for (;;) {
+		sbuf_reserve(b, 65536);
+		ssize_t n = read(fd, b->data + b->len, b->cap - b->len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			int rc = -errno;
+			close(fd);
+			return rc;
+		}
+		if (n == 0)
+			break;
+		b->len += (size_t)n;
+		if (b->len > PR_FILE_MAX) {
+			close(fd);
+			return -EFBIG;
+		}
+	}
+	close(fd);
+	sbuf_cstr(b);
+	return 0;
+}
+
+static struct pr_persist *persist_new(struct scsi_lu *lu)
+{
+	struct pr_persist *pp = xcalloc(1, sizeof(*pp));
+	struct sbuf id = { 0 };
+	uint8_t naa[16];
+
+	lu_naa_designator(lu, naa);
+	sbuf_printf(&id, "%s/naa.", lu->state_dir);
+	for (size_t i = 0; i < sizeof(naa); i++)
+		sbuf_printf(&id, "%02x", naa[i]);
+	pp->base = xstrdup(sbuf_cstr(&id));
+	sbuf_reset(&id);
+	put_escaped(&id, lu->t->name[0] ? lu->t->name : "-");
+	sbuf_printf(&id, " %u", lu->lun);
+	pp->ident = xstrdup(sbuf_cstr(&id));
+	sbuf_free(&id);
+	pp->dir = xstrdup(lu->state_dir);
+	pp->jfd = -1;
+	pp->need_snapshot = true;
+	pp->pr = &lu->pr;
+	pp->offload = lu->t->offload;
+	return pp;
+}
+
+static void persist_free(struct pr_persist *pp)
+{
+	for (struct pr_persist **o = &orphans; *o; o = &(*o)->next_orphan) {
+		if (*o == pp) {
+			*o = pp->next_orphan;
+			break;
+		}
+	}
+	pr_free(&pp->kept);
+	if (pp->jfd >= 0)
+		close(pp->jfd);
+	sbuf_free(&pp->pending);
+	free(pp->dir);
+	free(pp->base);
+	free(pp->ident);
+	free(pp);
+}
+
+/* The LU comes back while its predecessor's writes are in flight: it continues from there. */
+static void persist_adopt(struct scsi_lu *lu, struct pr_persist *pp)
+{
+	struct pr_state *pr = &lu->pr;
+
+	for (struct pr_persist **o = &orphans; *o; o = &(*o)->next_orphan) {
+		if (*o == pp) {
+			*o = pp->next_orphan;
+			break;
+		}
+	}
+	pp->orphan = false;
+	*pr = pp->kept;
+	memset(&pp->kept, 0, sizeof(pp->kept));
+	pp->pr = pr;
+	pr->persist = pp;
+	pr->log = &pp->pending;
+}
+
+int pr_load(struct scsi_lu *lu, char **err)
+{
+	struct pr_state *pr = &lu->pr;
+	struct pr_persist *pp;
+	struct sbuf snap = { 0 }, journal = { 0 };
+	const char *why = NULL;
+	uint64_t seq = 0;
+	char *old;
+	int rc;
+
+	memset(pr, 0, sizeof(*pr));
+	if (!lu->state_dir)
+		return 0;
+	pp = persist_new(lu);
+	for (struct pr_persist *o = orphans; o; o = o->next_orphan) {
+		if (strcmp(o->base, pp->base) == 0 && strcmp(o->ident, pp->ident) == 0) {
+			persist_free(pp);
+			persist_adopt(lu, o);
+			return 0;
+		}
+	}
+	/* Earlier versions keyed the file by LUN number alone, shared by every target's LUN. */
+	old = xasprintf("%s/lu-%u.pr", lu->state_dir, lu->lun);
+	if (access(old, F_OK) == 0)
+		log_warn("%s: reservation state saved by an older version under the LUN number alone, which "
+			 "cannot tell whose LU it was; ignored (remove it once no longer wanted)", old);
+	free(old);
+
+	char *path = xasprintf("%s.pr", pp->base);
+	rc = read_file(path, &snap);
+	if (rc == 0 && !parse_snapshot(pp, pr, (char *)snap.data, snap.len, &seq, &why)) {
+		*err = xasprintf("%s: malformed reservation state: %s", path, why);
+		rc = -EINVAL;
+	} else if (rc < 0 && rc != -ENOENT) {
+		*err = xasprintf("%s: %s", path, strerror(-rc));
+	}
+	free(path);
+	if (rc == 0) {
+		path = xasprintf("%s.prj", pp->base);
+		rc = read_file(path, &journal);
+		if (rc == 0)
+			replay_journal(pp, pr, (char *)journal.data, journal.len, &seq);
+		else if (rc != -ENOENT)
+			*err = xasprintf("%s: %s", path, strerror(-rc));
+		free(path);
+		if (rc == -ENOENT)
+			rc = 0;
+	} else if (rc == -ENOENT) {
+		rc = 0;
+	}
+	sbuf_free(&snap);
+	sbuf_free(&journal);
+	if (rc < 0) {
+		pr_free(pr);
+		persist_free(pp);
+		pr->persist = NULL;
+		return -1;
+	}
+	if (!pr->aptpl) {
+		/* Saved without persist-through-power-loss: nothing survives a restart. */
+		pr_free(pr);
+		pr->generation = 0;
+	}
+	pp->seq = seq;
+	pr->persist = pp;
+	pr->log = &pp->pending;
+	return 0;
+}
+
+/* ---- writing, on a worker ---- */
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -errno;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static int sync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int rc = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+/* mkdir -p with mode 0700 for what it creates. */
+static int make_dirs(const char *dir)
+{
+	char *p = xstrdup(dir);
+	int rc = 0;
+
+	for (char *s = p + 1; ; s++) {
+		if (*s != '/' && *s)
+			continue;
+		char c = *s;
+		*s = 0;
+		if (mkdir(p, 0700) < 0 && errno != EEXIST) {
+			rc = -errno;
+			break;
+		}
+		*s = c;
+		if (!c)
+			break;
+	}
+	free(p);
+	return rc;
+}
+
+static int open_journal(struct pr_persist *pp, bool *created)
+{
+	char *path = xasprintf("%s.prj", pp->base);
+	int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+	*created = fd >= 0;
+	if (fd < 0 && errno == EEXIST)
+		fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	free(path);
+	if (fd < 0)
+		return -errno;
+	pp->jfd = fd;
+	return 0;
+}
+
+/*
+ * A snapshot: a fresh temporary file (a leftover from a crash is removed first; O_EXCL and
+ * O_NOFOLLOW so nothing planted there is followed), synced, renamed over the old snapshot, the
+ * directory synced; then the journal, whose batches the snapshot now holds, is emptied.
+ */
+static int write_snapshot(struct pr_persist *pp, const struct sbuf *b)
+{
+	char *tmp = xasprintf("%s.pr.tmp", pp->base), *path = xasprintf("%s.pr", pp->base);
+	bool created = false;
+	int fd, rc = make_dirs(pp->dir);
+
+	if (rc == 0 && unlink(tmp) < 0 && errno != ENOENT)
+		rc = -errno;
+	if (rc == 0) {
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			rc = -errno;
+		} else {
+			rc = write_all(fd, b->data, b->len);
+			if (rc == 0 && fsync(fd) < 0)
+				rc = -errno;
+			close(fd);
+			if (rc == 0 && rename(tmp, path) < 0)
+				rc = -errno;
+			if (rc < 0)
+				unlink(tmp);
+		}
+	}
+	if (rc == 0 && pp->jfd < 0)
+		rc = open_journal(pp, &created);
+	if (rc == 0 && ftruncate(pp->jfd, 0) < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = sync_dir(pp->dir);
+	free(tmp);
+	free(path);
+	return rc;
+}
+
+static int append_batch(struct pr_persist *pp, const struct sbuf *b)
+{
+	int rc = 0;
+	bool created = false;
+
+	if (pp->jfd < 0 && (rc = open_journal(pp, &created)) < 0)
+		return rc;
+	rc = write_all(pp->jfd, b->data, b->len);
+	if (rc == 0 && fdatasync(pp->jfd) < 0)
+		rc = -errno;
+	if (rc == 0 && created)
+		rc = sync_dir(pp->dir);
+	return rc;
+}
+
+static void job_work(struct offload_job *j)
+{
+	struct pr_job *pj = (struct pr_job *)j;
+
+	pj->rc = pj->snapshot ? write_snapshot(pj->pp, &pj->data) : append_batch(pj->pp, &pj->data);
+}
+
+/* ---- queueing, on the loop thread ---- */
+
+static void complete_cmds(struct scsi_cmd *c, int rc)
+{
+	while (c) {
+		struct scsi_cmd *next = c->defer.wait_next;
+
+		c->defer.wait_next = NULL;
+		c->defer.active = false;
+		if (rc < 0 && !atomic_load(&c->defer.cancelled)) {
+			c->status = SCSI_CHECK_CONDITION;
+			c->sense_len = (uint8_t)scsi_sense_build(c->sense, sizeof(c->sense), c->defer.desc, SK_MEDIUM_ERROR,
+								 0x0c, 0x00, NULL, NULL);
+		}
+		c->done(c);
+		c = next;
+	}
+}
+
+/* What is queued now becomes one write: a batch of the pending records, or a snapshot. */
+static struct pr_job *take_job(struct pr_persist *pp)
+{
+	struct pr_job *pj = xcalloc(1, sizeof(*pj));
+	const struct pr_state *pr = pp->pr;
+	size_t state_bytes = 4096 + pr->nregs * 128u;
+
+	pj->pp = pp;
+	pj->cmds = pp->waiting;
+	pp->waiting = pp->waiting_tail = NULL;
+	if (pp->need_snapshot || (pp->journal_bytes > PR_JOURNAL_COMPACT && pp->journal_bytes > 2 * state_bytes)) {
+		pj->snapshot = true;
+		build_snapshot(pp, pr, ++pp->seq, &pj->data);
+	} else {
+		sbuf_printf(&pj->data, "batch %" PRIu64 " %zu %016" PRIx64 "\n", ++pp->seq, pp->pending.len,
+			    fnv64(pp->pending.data, pp->pending.len));
+		sbuf_append(&pj->data, pp->pending.data, pp->pending.len);
+	}
+	sbuf_reset(&pp->pending);
+	return pj;
+}
+
+static void job_done(struct offload_job *j);
+
+static void start_job(struct pr_persist *pp)
+{
+	struct pr_job *pj = take_job(pp);
+
+	pj->job.work = job_work;
+	pj->job.done = job_done;
+	pj->job.key = pp;
+	pp->job = pj;
+	offload_submit(pp->offload, &pj->job);
+}
+
+static void job_finish(struct pr_persist *pp, struct pr_job *pj)
+{
+	if (pj->rc < 0) {
+		if (!pp->failing)
+			log_error("%s: saving persistent reservation state: %s (PERSISTENT RESERVE OUT with "
+				  "APTPL fails until it works again)", pp->base, strerror(-pj->rc));
+		pp->failing = true;
+		pp->need_snapshot = true; /* the journal may end in a torn batch: start over */
+		return;
+	}
+	if (pp->failing)
+		log_info("%s: persistent reservation state saved again", pp->base);
+	pp->failing = false;
+	if (pj->snapshot) {
+		pp->need_snapshot = false;
+		pp->journal_bytes = 0;
+	} else {
+		pp->journal_bytes += pj->data.len;
+	}
+}
+
+static void job_done(struct offload_job *j)
+{
+	struct pr_job *pj = (struct pr_job *)j;
+	struct pr_persist *pp = pj->pp;
+
+	pp->job = NULL;
+	job_finish(pp, pj);
+	complete_cmds(pj->cmds, pj->rc);
+	sbuf_free(&pj->data);
+	free(pj);
+	if (pp->waiting) {
+		start_job(pp);
+		return;
+	}
+	if (pp->orphan)
+		persist_free(pp);
+}
+
+void pr_persist_begin(struct scsi_lu *lu, struct pr_mark *m)
+{
+	const struct pr_state *pr = &lu->pr;
+
+	m->log_len = pr->log ? pr->log->len : 0;
+	m->generation = pr->generation;
+	m->aptpl = pr->aptpl;
+	m->held = pr->held;
+	m->type = pr->type;
+	m->holder = pr->holder;
+}
+
+void pr_persist_commit(struct scsi_req *r, const struct pr_mark *m)
+{
+	struct pr_state *pr = &r->lu->pr;
+	struct pr_persist *pp = pr->persist;
+	struct scsi_cmd *cmd = r->cmd;
+
+	if (!pp)
+		return;
+	bool changed = pp->pending.len != m->log_len || pr->generation != m->generation || pr->aptpl != m->aptpl ||
+		       pr->held != m->held || (pr->held && (pr->type != m->type || pr->holder != m->holder));
+	if (!changed)
+		return;
+	if (!m->aptpl && !pr->aptpl) {
+		/* Nothing of this LU is to survive power loss: the disk is not involved. */
+		pp->pending.len = m->log_len;
+		return;
+	}
+	log_tail(pr);
+	if (!m->aptpl)
+		pp->need_snapshot = true; /* what the files hold predates this APTPL period */
+	pp->offload = r->t->offload;
+	if (!pp->offload) {
+		/* No workers (tests, tools): write it here, and the command completes after. */
+		struct pr_job *pj = take_job(pp);
+		job_work(&pj->job);
+		job_finish(pp, pj);
+		if (pj->rc < 0)
+			req_sense(r, SK_MEDIUM_ERROR, 0x0c, 0x00);
+		sbuf_free(&pj->data);
+		free(pj);
+		return;
+	}
+	/* Done once durable: the records wait for the write in flight, or go now. */
+	cmd->defer.active = true;
+	cmd->defer.waited = true;
+	cmd->defer.desc = r->lu->d_sense;
+	cmd->defer.wait_next = NULL;
+	if (pp->waiting_tail)
+		pp->waiting_tail->defer.wait_next = cmd;
+	else
+		pp->waiting = cmd;
+	pp->waiting_tail = cmd;
+	if (!pp->job)
+		start_job(pp);
+}
+
+void pr_persist_release(struct scsi_lu *lu)
+{
+	struct pr_persist *pp = lu->pr.persist;
+
+	if (!pp)
+		return;
+	lu->pr.persist = NULL;
+	lu->pr.log = NULL;
+	if (!pp->job) {
+		pp->pr = NULL;
+		persist_free(pp);
+		return;
+	}
+	/* Writes in flight: they finish, with the state they may still need (job_done frees it). */
+	pp->kept = lu->pr;
+	pp->kept.log = &pp->pending;
+	memset(&lu->pr, 0, sizeof(lu->pr));
+	pp->pr = &pp->kept;
+	pp->orphan = true;
+	pp->next_orphan = orphans;
+	orphans = pp;
+}
