@@ -190,8 +190,10 @@ if kind_on fuzz; then
 		mkdir -p "$work/corpus" "$work/artifacts"
 		seeds=()
 		[[ -d fuzz/corpus/$name ]] && seeds=("$ROOT/fuzz/corpus/$name")
+		dict=()
+		[[ -f fuzz/$name.dict ]] && dict=(-dict="$ROOT/fuzz/$name.dict")
 		# New inputs go to the scratch corpus; the checked-in seeds are only read.
-		timeout -k 10 $((FUZZ_SECONDS_SHORT + 120)) "$f" -max_total_time="$FUZZ_SECONDS_SHORT" \
+		timeout -k 10 $((FUZZ_SECONDS_SHORT + 120)) "$f" -max_total_time="$FUZZ_SECONDS_SHORT" "${dict[@]}" \
 			-rss_limit_mb=2048 -artifact_prefix="$work/artifacts/" "$work/corpus" "${seeds[@]}" >"$log" 2>&1
 		record "fuzz/$name" $? "$log"
 	done < <(find build-asan -type f -name 'fuzz_*' -perm -u+x 2>/dev/null | sort)
