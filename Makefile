@@ -46,8 +46,9 @@ fuzz: deps
 	for f in $$(find build-fuzz -type f -name 'fuzz_*' -perm -u+x | sort); do \
 		found=1; name=$$(basename $$f); mkdir -p var/fuzz/corpus-$$name; \
 		seeds=""; [ -d fuzz/corpus/$$name ] && seeds=fuzz/corpus/$$name; \
+		dict=""; [ -f fuzz/$$name.dict ] && dict=-dict=fuzz/$$name.dict; \
 		echo "== $$name for $(FUZZ_SECONDS) s"; \
-		timeout -k 30 $$(( $(FUZZ_SECONDS) + 300 )) $$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 \
+		timeout -k 30 $$(( $(FUZZ_SECONDS) + 300 )) $$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 $$dict \
 			-artifact_prefix=var/fuzz/$$name- var/fuzz/corpus-$$name $$seeds || { echo "== $$name FAILED"; status=1; }; \
 	done; \
 	[ $$found = 1 ] || { echo "no fuzz_* binaries in build-fuzz"; exit 1; }; \

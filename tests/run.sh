@@ -2,10 +2,11 @@
 # The whole test suite: unit tests (ASan + UBSan build), short fuzz runs, and interop tests
 # against real peers.  One line per test, then exactly one line "N passed, N failed, N skipped".
 #   tests/run.sh              everything
-#   tests/run.sh unit|fuzz|interop
+#   tests/run.sh unit|fuzz|interop   (unit includes the ThreadSanitizer runs, tsan/NAME)
 #   tests/run.sh NAME         only tests whose name contains NAME
 # Environment:
 #   FUZZ_SECONDS_SHORT  seconds per fuzz target (default 20)
+#   TSAN_REPEAT         runs of each ThreadSanitizer test (default 3)
 #   INTEROP_TIMEOUT     seconds per interop script (default 300)
 #   TARGET_IMPL         isthmus (default) or tgtd: which target the interop scripts start
 #   KEEP_TMP=1          keep every interop test's temp dir (failed ones are always kept)
@@ -71,21 +72,28 @@ if ! scripts/deps.sh >"$LOGDIR/deps.log" 2>&1; then
 	finish
 fi
 
-# build DIR CC -Dopt=value... : configure once (an existing directory gets its options
-# corrected with meson configure), then build; logs to LOGDIR/build-DIR.log
+# build DIR CC -Dopt=value... [-- TARGET...] : configure once (an existing directory gets its
+# options corrected with meson configure), then build everything or only the given ninja
+# targets; logs to LOGDIR/build-DIR.log
 build() {
 	local dir=$1 cc=$2 log=$LOGDIR/build-$1.log
 	shift 2
+	local opts=() targets=()
+	while (($#)) && [[ "$1" != -- ]]; do
+		opts+=("$1")
+		shift
+	done
+	(($#)) && shift && targets=("$@")
 	: >"$log"
 	if [[ ! -f "$dir/build.ninja" ]]; then
-		echo "+ CC=$cc meson setup $dir $*" >>"$log"
-		CC=$cc meson setup "$dir" "$@" >>"$log" 2>&1 || return 1
-	elif ! options_match "$dir" "$@"; then
-		echo "+ meson configure $dir $*" >>"$log"
-		meson configure "$dir" "$@" >>"$log" 2>&1 || return 1
+		echo "+ CC=$cc meson setup $dir ${opts[*]}" >>"$log"
+		CC=$cc meson setup "$dir" "${opts[@]}" >>"$log" 2>&1 || return 1
+	elif ! options_match "$dir" "${opts[@]}"; then
+		echo "+ meson configure $dir ${opts[*]}" >>"$log"
+		meson configure "$dir" "${opts[@]}" >>"$log" 2>&1 || return 1
 	fi
-	echo "+ ninja -C $dir" >>"$log"
-	ninja -C "$dir" >>"$log" 2>&1
+	echo "+ ninja -C $dir ${targets[*]}" >>"$log"
+	ninja -C "$dir" "${targets[@]}" >>"$log" 2>&1
 }
 
 # options_match DIR -Dopt=value... : does the configured build directory have these values?
@@ -124,6 +132,38 @@ fi
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 
+# meson_results DIR PREFIX : one line per test of DIR's last meson test run, NAME<TAB>RESULT<TAB>LOG,
+# the test's output saved as LOGDIR/PREFIX-NAME.log; a test run several times (--repeat) is one
+# line, failed if any run failed.
+meson_results() {
+	python3 - "$1/meson-logs/testlog.json" "$LOGDIR" "$2" <<-'PY'
+	import json, os, sys
+	try:
+	    lines = open(sys.argv[1]).read().splitlines()
+	except OSError:
+	    sys.exit(0)
+	order, results, logs = [], {}, {}
+	for line in lines:
+	    if not line.strip():
+	        continue
+	    d = json.loads(line)
+	    name = d["name"]
+	    if name not in results:
+	        order.append(name)
+	        results[name] = d["result"]
+	        logs[name] = ""
+	    elif d["result"] not in ("OK", "EXPECTEDFAIL", "SKIP"):
+	        results[name] = d["result"]
+	    logs[name] += (d.get("stdout") or "") + (d.get("stderr") or "")
+	for name in order:
+	    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+	    path = os.path.join(sys.argv[2], sys.argv[3] + "-" + safe + ".log")
+	    with open(path, "w") as f:
+	        f.write(logs[name])
+	    print("%s\t%s\t%s" % (name, results[name], path))
+	PY
+}
+
 # --- unit tests: every meson test is one result --------------------------------------------
 if kind_on unit; then
 	mapfile -t all_unit < <(meson test -C build-asan --list --no-rebuild 2>/dev/null | sed -E 's/^.* \/ //' | grep -v '^$')
@@ -140,41 +180,61 @@ if kind_on unit; then
 			meson test -C build-asan --no-rebuild --print-errorlogs "${sel[@]}" >"$ulog" 2>&1
 		fi
 		mrc=$?
-		# One line per test from meson's JSON log: NAME<TAB>RESULT
-		mapfile -t results < <(python3 - build-asan/meson-logs/testlog.json "$LOGDIR" <<-'PY'
-		import json, os, sys
-		try:
-		    lines = open(sys.argv[1]).read().splitlines()
-		except OSError:
-		    sys.exit(0)
-		for line in lines:
-		    if not line.strip():
-		        continue
-		    d = json.loads(line)
-		    name = d["name"]
-		    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-		    with open(os.path.join(sys.argv[2], "unit-" + safe + ".log"), "w") as f:
-		        f.write(d.get("stdout") or "")
-		        f.write(d.get("stderr") or "")
-		    print("%s\t%s\t%s" % (name, d["result"], safe))
-		PY
-		)
+		mapfile -t results < <(meson_results build-asan unit)
 		if ((${#results[@]} == 0)); then
 			record unit 1 "$ulog"
 		fi
 		unit_failed=0
 		for r in "${results[@]}"; do
-			IFS=$'\t' read -r name result safe <<<"$r"
+			IFS=$'\t' read -r name result tlog <<<"$r"
 			case "$result" in
 			OK | EXPECTEDFAIL) rc=0 ;;
 			SKIP) rc=77 ;;
 			*) rc=1 unit_failed=1 ;;
 			esac
-			record "unit/$name" "$rc" "$LOGDIR/unit-$safe.log" "meson reported SKIP"
+			record "unit/$name" "$rc" "$tlog" "meson reported SKIP"
 		done
 		# meson failed without any failing test (e.g. a harness error): count that too.
 		if ((mrc != 0 && unit_failed == 0 && ${#results[@]} > 0)); then
 			record unit-harness 1 "$ulog"
+		fi
+	fi
+fi
+
+# --- ThreadSanitizer: the unit tests whose code runs on several threads ----------------------
+# A third build, build-tsan (clang, -Db_sanitize=thread), holds only these tests' executables.
+# Each test runs TSAN_REPEAT times (a race shows only in an interleaving that happens) and is
+# one result, tsan/NAME; any ThreadSanitizer report fails it.
+TSAN_REPEAT=${TSAN_REPEAT:-3}
+declare -A tsan_exe=(
+	[scsi_offload]=tests/unit/scsi/test_scsi_offload # the worker pool of src/store/offload.c
+	[scsi_offload_concurrent]=tests/unit/scsi/test_scsi_offload_concurrent # the same, reaped while busy
+)
+if kind_on unit; then
+	tsan_sel=()
+	for t in "${!tsan_exe[@]}"; do
+		wanted unit "tsan/$t" && tsan_sel+=("$t")
+	done
+	if ((${#tsan_sel[@]})); then
+		targets=()
+		for t in "${tsan_sel[@]}"; do
+			targets+=("${tsan_exe[$t]}")
+		done
+		if ! build build-tsan clang -Dbuildtype=debug -Db_sanitize=thread -Db_lundef=false -- "${targets[@]}"; then
+			record build-tsan 1 "$LOGDIR/build-build-tsan.log"
+		else
+			tlog=$LOGDIR/tsan.log
+			rm -f build-tsan/meson-logs/testlog.json
+			TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 meson test -C build-tsan --no-rebuild \
+				--print-errorlogs --repeat "$TSAN_REPEAT" "${tsan_sel[@]}" >"$tlog" 2>&1
+			mapfile -t results < <(meson_results build-tsan tsan)
+			((${#results[@]})) || record tsan 1 "$tlog"
+			for r in "${results[@]}"; do
+				IFS=$'\t' read -r name result rlog <<<"$r"
+				rc=1
+				[[ "$result" == OK ]] && ! grep -q 'WARNING: ThreadSanitizer' "$rlog" && rc=0
+				record "tsan/$name" "$rc" "$rlog"
+			done
 		fi
 	fi
 fi
@@ -190,8 +250,10 @@ if kind_on fuzz; then
 		mkdir -p "$work/corpus" "$work/artifacts"
 		seeds=()
 		[[ -d fuzz/corpus/$name ]] && seeds=("$ROOT/fuzz/corpus/$name")
+		dict=()
+		[[ -f fuzz/$name.dict ]] && dict=(-dict="$ROOT/fuzz/$name.dict")
 		# New inputs go to the scratch corpus; the checked-in seeds are only read.
-		timeout -k 10 $((FUZZ_SECONDS_SHORT + 120)) "$f" -max_total_time="$FUZZ_SECONDS_SHORT" \
+		timeout -k 10 $((FUZZ_SECONDS_SHORT + 120)) "$f" -max_total_time="$FUZZ_SECONDS_SHORT" "${dict[@]}" \
 			-rss_limit_mb=2048 -artifact_prefix="$work/artifacts/" "$work/corpus" "${seeds[@]}" >"$log" 2>&1
 		record "fuzz/$name" $? "$log"
 	done < <(find build-asan -type f -name 'fuzz_*' -perm -u+x 2>/dev/null | sort)

@@ -157,29 +157,43 @@ static void run_timers(struct loop *l)
 
 void loop_stop(struct loop *l) { l->stopping = true; }
 
-int loop_run(struct loop *l)
+/* One turn: wait up to timeout ms (-1: forever), dispatch, then deferred calls and due timers. */
+static int loop_turn(struct loop *l, int timeout)
 {
 	struct epoll_event evs[128];
-	while (!l->stopping) {
-		int timeout = -1;
-		if (l->timers) {
-			uint64_t now = loop_now_ms();
-			timeout = l->timers->due_ms <= now ? 0 : (int)(l->timers->due_ms - now);
-		}
-		int n = epoll_wait(l->epfd, evs, 128, timeout);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			log_error("epoll_wait: %m");
-			return -1;
-		}
-		for (int i = 0; i < n; i++) {
-			struct loop_watch *w = evs[i].data.ptr;
-			if (w->fn)
-				w->fn(w->arg, evs[i].events);
-		}
-		run_deferred(l);
-		run_timers(l);
+	int n = epoll_wait(l->epfd, evs, 128, timeout);
+	if (n < 0) {
+		if (errno == EINTR)
+			return 0;
+		log_error("epoll_wait: %m");
+		return -1;
 	}
+	for (int i = 0; i < n; i++) {
+		struct loop_watch *w = evs[i].data.ptr;
+		if (w->fn)
+			w->fn(w->arg, evs[i].events);
+	}
+	run_deferred(l);
+	run_timers(l);
+	return n;
+}
+
+/* How long the next turn may wait: until the first timer is due, at most limit (-1: no limit). */
+static int loop_timeout(const struct loop *l, int limit)
+{
+	if (!l->timers)
+		return limit;
+	uint64_t now = loop_now_ms();
+	int due = l->timers->due_ms <= now ? 0 : (int)(l->timers->due_ms - now);
+	return limit >= 0 && limit < due ? limit : due;
+}
+
+int loop_run_once(struct loop *l, int timeout_ms) { return loop_turn(l, loop_timeout(l, timeout_ms)); }
+
+int loop_run(struct loop *l)
+{
+	while (!l->stopping)
+		if (loop_turn(l, loop_timeout(l, -1)) < 0)
+			return -1;
 	return 0;
 }

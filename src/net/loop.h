@@ -46,8 +46,14 @@ void loop_timer_stop(struct loop *l, struct loop_timer *t);
 void loop_defer(struct loop *l, loop_fn fn, void *arg);
 
 uint64_t loop_now_ms(void);
-/* Runs until loop_stop. Returns 0. */
+/* Runs until loop_stop. Returns 0, or -1 if epoll_wait failed. */
 int loop_run(struct loop *l);
+/*
+ * One turn of loop_run, waiting at most timeout_ms (0: only what is ready now) or until the
+ * first timer is due: ready events, then deferred calls and due timers. Returns the number of
+ * events dispatched, or -1. For callers that drive the loop themselves (the fuzz targets).
+ */
+int loop_run_once(struct loop *l, int timeout_ms);
 void loop_stop(struct loop *l);
 
 #endif
