@@ -175,7 +175,15 @@ struct ism_scsi_result {
 	uint8_t response;      /* iSCSI response code (0 command completed at target) */
 	uint8_t sense[ISM_SENSE_MAX];
 	uint32_t sense_len;
-	uint32_t transferred;  /* data bytes moved (read: received; write: sent) */
+	/*
+	 * Data bytes moved: for a read, the bytes of buf[0, transferred) that Data-In filled (less
+	 * any residual the target reported); the rest of the buffer is zeroed, never left as it was.
+	 * For a write, the bytes sent unsolicited or asked for by R2Ts, less the residual.
+	 * underflow: transferred < the buffer length (residual = the difference), whatever the
+	 * target claimed. overflow: the target reported more data than the buffer (residual: its
+	 * count); such a command ends with error ISM_ERR_TARGET.
+	 */
+	uint32_t transferred;
 	bool overflow, underflow;
 	uint32_t residual;
 	uint16_t cid;          /* connection the command ran on */

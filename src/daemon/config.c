@@ -17,6 +17,7 @@ void dmn_config_defaults(struct dmn_config *c)
 	c->nop_timeout_ms = 10000;
 	c->login_timeout_ms = 15000;
 	c->queue_limit_bytes = 64u << 20;
+	c->nbd_max_clients = 32;
 	c->fuse = true;
 	c->nbd = true;
 	c->devices_dir = xstrdup("/run/isthmus/devices");
@@ -155,7 +156,17 @@ int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t er
 			flag = &c->fuse;
 		else if (!strcmp(k, "nbd"))
 			flag = &c->nbd;
-		else if (!strcmp(k, "queue-limit")) {
+		else if (!strcmp(k, "nbd-max-clients")) {
+			char *end;
+			errno = 0;
+			unsigned long n = strtoul(v, &end, 10);
+			if (errno || end == v || *end || n < 1 || n > 65536) {
+				snprintf(err, errlen, "%s:%d: nbd-max-clients: want a number from 1 to 65536", path, lineno);
+				rc = -1;
+			} else {
+				c->nbd_max_clients = (unsigned)n;
+			}
+		} else if (!strcmp(k, "queue-limit")) {
 			if (!dmn_parse_size(v, &c->queue_limit_bytes)) {
 				snprintf(err, errlen, "%s:%d: queue-limit: want a size like 64M", path, lineno);
 				rc = -1;

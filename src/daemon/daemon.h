@@ -43,6 +43,7 @@ struct dmn_config {
 	int nop_timeout_ms;         /* connection dead without NOP-In within this (10000) */
 	int login_timeout_ms;       /* per login attempt (15000) */
 	uint64_t queue_limit_bytes; /* I/O held while reconnecting (64 MiB) */
+	unsigned nbd_max_clients;   /* NBD clients at once over all exports (32) */
 	bool fuse;                  /* expose data LUNs as files (true) */
 	bool nbd;                   /* serve data LUNs over NBD (true) */
 	char *devices_dir;
@@ -132,6 +133,7 @@ struct dio {
 	uint32_t len;
 	int tries;
 	bool inflight;
+	bool whole; /* block READ or WRITE: GOOD status after less than len bytes is an error (-EIO) */
 	dio_done_fn done; /* err: 0 (see r for the SCSI status), or -errno */
 	void *priv;
 };
@@ -205,6 +207,7 @@ struct daemon {
 	char *initiator_secret;
 	struct fuse_dev *fuse;
 	bool sync_deferred; /* sessions with sync_pending are synced after this loop iteration */
+	unsigned nbd_clients; /* NBD clients connected, over all exports */
 	bool stopping;
 	int sigfd;
 	struct loop_watch sigwatch;

@@ -17,10 +17,8 @@
  * read-modify-write of whole blocks, which loses whatever another write puts in those blocks
  * between its READ and its WRITE: writes take a block-range lock (see "write ordering" below).
  */
-#define FUSE_USE_VERSION 34
 #include <errno.h>
 #include <fcntl.h>
-#include <fuse_lowlevel.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +27,7 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "daemon/fuse_ops.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
@@ -481,6 +480,7 @@ static void fio_submit(struct fio *f)
 	io->lun = f->lun;
 	io->priv = f;
 	io->done = fio_done;
+	io->whole = true; /* a short READ must not be answered (or merged) as data */
 	switch (f->phase) {
 	case 0:
 	case 1:
@@ -512,9 +512,12 @@ static struct fio *fio_new(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 		return NULL;
 	}
 	uint32_t bs = l->block_size ? l->block_size : 512;
-	uint64_t o = (uint64_t)off, sz = size;
-	if (o + sz > l->capacity_bytes)
-		sz = o < l->capacity_bytes ? l->capacity_bytes - o : 0;
+	uint64_t o = off < 0 ? UINT64_MAX : (uint64_t)off, sz = size;
+	/* the file ends at the LUN's capacity: nothing past it, whatever offset and size say */
+	if (o >= l->capacity_bytes)
+		o = l->capacity_bytes, sz = 0;
+	else if (sz > l->capacity_bytes - o)
+		sz = l->capacity_bytes - o;
 	uint64_t lba = o / bs, end = (o + sz + bs - 1) / bs;
 	struct fio *f = fio_get((size_t)(end - lba) * bs + 1);
 	f->req = req;
@@ -554,6 +557,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 {
 	(void)fi;
 	int e;
+	if (size > FUSE_MAX_IO) {
+		fuse_reply_err(req, EINVAL); /* more than the kernel ever sends (max_write) */
+		return;
+	}
 	struct fio *f = fio_new(req, ino, size, off, &e);
 	if (!f) {
 		fuse_reply_err(req, e);
@@ -634,7 +641,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	conn->congestion_threshold = FUSE_MAX_BACKGROUND * 3 / 4;
 }
 
-static const struct fuse_lowlevel_ops ops = {
+const struct fuse_lowlevel_ops dmn_fuse_ops = {
 	.init = op_init,
 	.lookup = op_lookup,
 	.getattr = op_getattr,
@@ -694,7 +701,7 @@ int fusedev_start(struct daemon *d, char *err, size_t errlen)
 	char *argv[] = {"isthmus-initiator", "-o", "fsname=isthmus,subtype=isthmus,allow_other,default_permissions",
 			NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
-	f->se = fuse_session_new(&args, &ops, sizeof(ops), d);
+	f->se = fuse_session_new(&args, &dmn_fuse_ops, sizeof(dmn_fuse_ops), d);
 	fuse_opt_free_args(&args);
 	if (!f->se) {
 		snprintf(err, errlen, "fuse_session_new failed");

@@ -1,16 +1,15 @@
 /*
  * Each exposed LUN served as an NBD export on a Unix socket (<nbd-dir>/<session-id>-lun<N>.sock):
- * fixed newstyle handshake (NBD_OPT_EXPORT_NAME, NBD_OPT_INFO/GO, NBD_OPT_LIST, NBD_OPT_ABORT),
- * then READ, WRITE (with FUA), FLUSH (SYNCHRONIZE CACHE), TRIM (UNMAP) and DISC with simple
- * replies, which may come back out of order (the client matches them by cookie). Runs in the
- * event loop like everything else.
+ * the listener, the clients' sockets in the event loop, and the requests turned into SCSI
+ * commands of the LUN's session. The protocol itself is nbd_proto.c.
  *
- * Throughput: one read() takes everything the client has sent (up to NBD_READ_CHUNK, straight
- * into the input buffer) and every complete request in it is submitted; the payload of a large
- * WRITE that is not all there yet is read straight into its request's buffer. Replies are queued
- * as they complete and sent together after the loop iteration, with one sendmsg() gathering the
- * reply headers and the read data where they lie (no copy). Request structures and their buffers
- * come from a free list.
+ * Replies are sent after the loop iteration in which they complete, gathered into one sendmsg()
+ * per client. A client is not read while it has as much in flight as nbd_proto.h allows.
+ *
+ * Descriptors: at most nbd-max-clients clients at once over all exports (more are accepted and
+ * closed at once). When accept4 fails for want of descriptors or memory, the listener is not
+ * watched for a moment (the connection waits in the backlog) instead of being woken again and
+ * again by the same pending connection.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -24,58 +23,17 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
-#include "net/send.h"
+#include "daemon/nbd_proto.h"
 #include "util/bytes.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
-#define NBD_MAGIC 0x4e42444d41474943ULL /* "NBDMAGIC" */
-#define NBD_OPTS_MAGIC 0x49484156454f5054ULL /* "IHAVEOPT" */
-#define NBD_REP_MAGIC 0x3e889045565a9ULL
-#define NBD_REQUEST_MAGIC 0x25609513u
-#define NBD_SIMPLE_REPLY_MAGIC 0x67446698u
-
-#define NBD_FLAG_FIXED_NEWSTYLE 1
-#define NBD_FLAG_NO_ZEROES 2
-#define NBD_FLAG_C_NO_ZEROES 2
-
-#define NBD_OPT_EXPORT_NAME 1
-#define NBD_OPT_ABORT 2
-#define NBD_OPT_LIST 3
-#define NBD_OPT_INFO 6
-#define NBD_OPT_GO 7
-
-#define NBD_REP_ACK 1
-#define NBD_REP_SERVER 2
-#define NBD_REP_INFO 3
-#define NBD_REP_ERR_UNSUP 0x80000001u
-#define NBD_REP_ERR_INVALID 0x80000003u
-
-#define NBD_INFO_EXPORT 0
-#define NBD_INFO_BLOCK_SIZE 3
-
-#define NBD_FLAG_HAS_FLAGS (1 << 0)
-#define NBD_FLAG_SEND_FLUSH (1 << 2)
-#define NBD_FLAG_SEND_FUA (1 << 3)
-#define NBD_FLAG_SEND_TRIM (1 << 5)
-
-#define NBD_CMD_READ 0
-#define NBD_CMD_WRITE 1
-#define NBD_CMD_DISC 2
-#define NBD_CMD_FLUSH 3
-#define NBD_CMD_TRIM 4
-#define NBD_CMD_FLAG_FUA 1
-
-#define NBD_MAX_IO (1u << 20)
-#define NBD_MAX_OPT 4096
-#define NBD_READ_CHUNK (256u << 10) /* free space offered to each read() */
-#define NBD_DIRECT_MIN (64u << 10)  /* WRITE payloads from this size may be read into their buffer */
-#define NBD_IOV 128                  /* iovecs per sendmsg() (two per reply) */
-#define NREQ_POOL_MAX 256
-#define NREQ_POOL_BUF (128u << 10)
+#define NBD_IOV 128                /* iovecs per sendmsg() (two per reply) */
+#define NBD_ACCEPT_BATCH 64        /* connections accepted per wakeup at most */
+#define NBD_ACCEPT_PAUSE_MS 200    /* listener rest after accept4 ran out of descriptors */
+#define NBD_WARN_INTERVAL_MS 10000 /* one log line per this period for refused clients */
 
 struct nbd_client;
-struct nreq;
 
 struct nbd_export {
 	struct daemon *d;
@@ -84,6 +42,8 @@ struct nbd_export {
 	char *path;
 	int fd;
 	struct loop_watch w;
+	bool watched;
+	struct loop_timer resume;
 	struct nbd_client *clients;
 };
 
@@ -94,112 +54,25 @@ struct nbd_client {
 	uint64_t sid, lun;
 	int fd;
 	struct loop_watch w;
-	int phase; /* 0 client flags, 1 options, 2 transmission */
-	bool no_zeroes, dead;
-	struct sbuf in, out; /* out: handshake replies */
-	size_t out_off;
-	unsigned inflight;
-	/* transmission replies waiting to be sent, in completion order */
-	struct nreq *rq_head, *rq_tail;
-	size_t rq_off; /* bytes of rq_head already sent */
-	bool flush_deferred;
-	/* a WRITE whose payload is being read straight into its buffer */
-	struct nreq *wr;
-	uint32_t wr_have;
-	uint64_t wr_off;
-	uint16_t wr_flags;
+	uint32_t events; /* what the watch asks for now */
+	struct nbd_conn *pc;
+	bool dead, flush_deferred, close_after;
 };
-
-struct nreq {
-	struct dio io;
-	struct nbd_client *c;
-	struct nreq *next; /* reply queue, free list */
-	uint64_t cookie;
-	uint16_t type;
-	uint8_t *buf;
-	size_t cap;
-	uint32_t len;      /* bytes of the command */
-	uint32_t data_len; /* bytes of data in the reply */
-	uint32_t err;      /* a large WRITE refused at its header, answered once its payload is in */
-	uint8_t hdr[16];   /* the simple reply header */
-	uint8_t unmap[24];
-};
-
-/* Free list of requests with their buffers (a static: requests outlive clients and exports). */
-static struct nreq *nreq_pool;
-static unsigned nreq_pool_n;
-
-static struct nreq *nreq_get(struct nbd_client *c, size_t len)
-{
-	struct nreq *q = nreq_pool;
-	if (q) {
-		nreq_pool = q->next;
-		nreq_pool_n--;
-	} else {
-		q = xcalloc(1, sizeof(*q));
-	}
-	uint8_t *buf = q->buf;
-	size_t cap = q->cap;
-	xbuf_reserve(&buf, &cap, len);
-	memset(q, 0, sizeof(*q));
-	q->buf = buf;
-	q->cap = cap;
-	q->c = c;
-	return q;
-}
-
-static void nreq_put(struct nreq *q)
-{
-	if (nreq_pool_n >= NREQ_POOL_MAX || q->cap > NREQ_POOL_BUF) {
-		free(q->buf);
-		free(q);
-		return;
-	}
-	q->next = nreq_pool;
-	nreq_pool = q;
-	nreq_pool_n++;
-}
 
 const char *nbd_export_path(const struct nbd_export *e) { return e->path; }
 
-static struct dsession *live_session(struct daemon *d, uint64_t sid)
-{
-	for (struct dsession *s = d->sessions; s; s = s->next)
-		if (s->id == sid && s->state != DS_GONE)
-			return s;
-	return NULL;
-}
-
 static struct dlun *live_lun(struct daemon *d, uint64_t sid, uint64_t lun, struct dsession **sp)
 {
-	struct dsession *s = live_session(d, sid);
+	struct dsession *s = d->sessions;
+	while (s && (s->id != sid || s->state == DS_GONE))
+		s = s->next;
 	struct dlun *l = s ? dsess_lun(s, lun) : NULL;
 	if (sp)
 		*sp = s;
 	return l && l->exposed ? l : NULL;
 }
 
-static void client_free(struct nbd_client *c)
-{
-	sbuf_free(&c->in);
-	sbuf_free(&c->out);
-	free(c);
-}
-
-static void drop_replies(struct nbd_client *c)
-{
-	while (c->rq_head) {
-		struct nreq *q = c->rq_head;
-		c->rq_head = q->next;
-		nreq_put(q);
-	}
-	c->rq_tail = NULL;
-	c->rq_off = 0;
-	if (c->wr) {
-		nreq_put(c->wr);
-		c->wr = NULL;
-	}
-}
+static void client_free(void *arg) { free(arg); }
 
 static void client_close(struct nbd_client *c)
 {
@@ -209,7 +82,10 @@ static void client_close(struct nbd_client *c)
 	loop_watch_del(c->d->loop, &c->w);
 	close(c->fd);
 	c->fd = -1;
-	drop_replies(c);
+	if (c->d->nbd_clients)
+		c->d->nbd_clients--;
+	nbd_conn_release(c->pc); /* requests still running end into nothing */
+	c->pc = NULL;
 	if (c->e) {
 		for (struct nbd_client **pp = &c->e->clients; *pp; pp = &(*pp)->next)
 			if (*pp == c) {
@@ -218,32 +94,25 @@ static void client_close(struct nbd_client *c)
 			}
 		c->e = NULL;
 	}
-	if (!c->inflight)
-		loop_defer(c->d->loop, (loop_fn)client_free, c);
+	/* events of this iteration may still name it */
+	loop_defer(c->d->loop, client_free, c);
 }
 
-/* Send what is queued: handshake bytes, then transmission replies gathered into sendmsg() calls. */
-static void client_flush(struct nbd_client *c)
+/* Read while the engine has room; write while there is output. */
+static void update_events(struct nbd_client *c)
 {
 	if (c->dead)
 		return;
-	if (net_send_buffered(c->fd, &c->out, &c->out_off) < 0) {
-		client_close(c);
-		return;
-	}
-	while (c->out.len == 0 && c->rq_head) {
+	uint32_t want = (nbd_conn_wants_input(c->pc) ? EPOLLIN : 0) | (nbd_conn_tx_pending(c->pc) ? EPOLLOUT : 0);
+	if (want != c->events && loop_watch_mod(c->d->loop, &c->w, want) == 0)
+		c->events = want;
+}
+
+static void client_flush(struct nbd_client *c)
+{
+	while (!c->dead && nbd_conn_tx_pending(c->pc)) {
 		struct iovec iov[NBD_IOV];
-		int n = 0;
-		size_t skip = c->rq_off;
-		for (struct nreq *q = c->rq_head; q && n + 2 <= NBD_IOV; q = q->next) {
-			/* the first reply may be partly sent already */
-			if (skip < sizeof(q->hdr))
-				iov[n++] = (struct iovec){q->hdr + skip, sizeof(q->hdr) - skip};
-			size_t dskip = skip > sizeof(q->hdr) ? skip - sizeof(q->hdr) : 0;
-			if (q->data_len > dskip)
-				iov[n++] = (struct iovec){q->buf + dskip, q->data_len - dskip};
-			skip = 0;
-		}
+		int n = nbd_conn_tx_iov(c->pc, iov, NBD_IOV);
 		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
 		ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
 		if (w < 0) {
@@ -254,22 +123,18 @@ static void client_flush(struct nbd_client *c)
 			client_close(c);
 			return;
 		}
-		size_t left = (size_t)w + c->rq_off;
-		while (c->rq_head) {
-			struct nreq *q = c->rq_head;
-			size_t whole = sizeof(q->hdr) + q->data_len;
-			if (left < whole)
-				break;
-			left -= whole;
-			c->rq_head = q->next;
-			nreq_put(q);
+		if (nbd_conn_tx_done(c->pc, (size_t)w) == NBD_RX_CLOSE) {
+			client_close(c);
+			return;
 		}
-		if (!c->rq_head)
-			c->rq_tail = NULL;
-		c->rq_off = left;
 	}
-	bool more = c->out.len || c->rq_head;
-	loop_watch_mod(c->d->loop, &c->w, EPOLLIN | (more ? EPOLLOUT : 0));
+	if (c->dead)
+		return;
+	if (c->close_after && !nbd_conn_tx_pending(c->pc)) {
+		client_close(c);
+		return;
+	}
+	update_events(c);
 }
 
 static void flush_later(void *arg)
@@ -280,59 +145,27 @@ static void flush_later(void *arg)
 		client_flush(c);
 }
 
-/* Queue a simple reply (q's data, for a successful READ); sent after this loop iteration. */
-static void queue_reply(struct nbd_client *c, struct nreq *q, uint32_t err)
+/* ---- the engine's backend: the LUN of the client's session ---- */
+
+static bool be_info(void *ctx, struct nbd_export_info *out)
 {
-	if (c->dead) {
-		nreq_put(q);
+	struct nbd_client *c = ctx;
+	struct dlun *l = live_lun(c->d, c->sid, c->lun, NULL);
+	if (!l)
+		return false;
+	out->size = l->capacity_bytes;
+	out->block_size = l->block_size;
+	return true;
+}
+
+static void be_wake(void *ctx)
+{
+	struct nbd_client *c = ctx;
+	if (c->dead || c->flush_deferred)
 		return;
-	}
-	put_be32(q->hdr, NBD_SIMPLE_REPLY_MAGIC);
-	put_be32(q->hdr + 4, err);
-	put_be64(q->hdr + 8, q->cookie);
-	q->data_len = !err && q->type == NBD_CMD_READ ? q->len : 0;
-	q->next = NULL;
-	if (c->rq_tail)
-		c->rq_tail->next = q;
-	else
-		c->rq_head = q;
-	c->rq_tail = q;
-	if (!c->flush_deferred) {
-		c->flush_deferred = true;
-		loop_defer(c->d->loop, flush_later, c);
-	}
+	c->flush_deferred = true;
+	loop_defer(c->d->loop, flush_later, c);
 }
-
-static void put64(struct sbuf *b, uint64_t v)
-{
-	uint8_t x[8];
-	put_be64(x, v);
-	sbuf_append(b, x, 8);
-}
-static void put32(struct sbuf *b, uint32_t v)
-{
-	uint8_t x[4];
-	put_be32(x, v);
-	sbuf_append(b, x, 4);
-}
-static void put16(struct sbuf *b, uint16_t v)
-{
-	uint8_t x[2];
-	put_be16(x, v);
-	sbuf_append(b, x, 2);
-}
-
-static void opt_reply(struct nbd_client *c, uint32_t opt, uint32_t type, const void *data, uint32_t len)
-{
-	put64(&c->out, NBD_REP_MAGIC);
-	put32(&c->out, opt);
-	put32(&c->out, type);
-	put32(&c->out, len);
-	if (len)
-		sbuf_append(&c->out, data, len);
-}
-
-static uint16_t tx_flags(void) { return NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM; }
 
 static uint32_t nbd_errno(int err, const struct ism_scsi_result *r)
 {
@@ -352,53 +185,53 @@ static uint32_t nbd_errno(int err, const struct ism_scsi_result *r)
 	return EIO;
 }
 
-static void nreq_done(struct dio *io, int err, const struct ism_scsi_result *r)
+static void req_done(struct dio *io, int err, const struct ism_scsi_result *r)
 {
-	struct nreq *q = io->priv;
-	struct nbd_client *c = q->c;
+	struct nbd_req *q = io->priv;
 	uint32_t e = nbd_errno(err, r);
 	if (q->type == NBD_CMD_TRIM)
 		e = err ? EIO : 0; /* UNMAP refused: a trim is only a hint */
-	c->inflight--;
-	queue_reply(c, q, e); /* frees q when the client is gone */
-	if (c->dead && !c->inflight)
-		loop_defer(c->d->loop, (loop_fn)client_free, c);
+	nbd_req_done(q, e);
 }
 
-/* Submit a READ, WRITE (q->buf holds the payload), FLUSH or TRIM that passed the checks. */
-static void submit(struct nbd_client *c, struct dsession *s, struct nreq *q, uint16_t flags, uint64_t off,
-		   uint32_t bs)
+static void be_submit(void *ctx, struct nbd_req *q)
 {
+	struct nbd_client *c = ctx;
+	struct dsession *s;
+	if (!live_lun(c->d, c->sid, c->lun, &s)) {
+		nbd_req_done(q, EIO);
+		return;
+	}
 	struct dio *io = &q->io;
+	uint32_t bs = q->block_size;
+	memset(io, 0, sizeof(*io));
 	io->lun = c->lun;
 	io->priv = q;
-	io->done = nreq_done;
+	io->done = req_done;
 	switch (q->type) {
 	case NBD_CMD_READ:
-		io->dir = ISM_DIR_READ;
+	case NBD_CMD_WRITE: {
+		bool write = q->type == NBD_CMD_WRITE;
+		io->dir = write ? ISM_DIR_WRITE : ISM_DIR_READ;
 		io->buf = q->buf;
 		io->len = q->len;
-		io->cdb_len = ism_cdb_rw16(io->cdb, false, off / bs, q->len / bs);
-		break;
-	case NBD_CMD_WRITE:
-		io->dir = ISM_DIR_WRITE;
-		io->buf = q->buf;
-		io->len = q->len;
-		io->cdb_len = ism_cdb_rw16(io->cdb, true, off / bs, q->len / bs);
-		if (flags & NBD_CMD_FLAG_FUA)
+		io->whole = true;
+		io->cdb_len = ism_cdb_rw16(io->cdb, write, q->offset / bs, q->len / bs);
+		if (write && (q->flags & NBD_CMD_FLAG_FUA))
 			io->cdb[1] |= 0x08;
 		break;
+	}
 	case NBD_CMD_FLUSH:
 		io->dir = ISM_DIR_NONE;
 		io->cdb_len = ism_cdb_sync_cache10(io->cdb);
 		break;
 	case NBD_CMD_TRIM: {
 		/* UNMAP with one descriptor (blocks capped at 2^32-1) */
-		uint8_t *u = q->unmap;
-		memset(u, 0, sizeof(q->unmap));
+		uint8_t *u = q->param;
+		memset(u, 0, sizeof(q->param));
 		put_be16(u, 22);
 		put_be16(u + 2, 16);
-		put_be64(u + 8, off / bs);
+		put_be64(u + 8, q->offset / bs);
 		uint64_t blocks = q->len / bs;
 		put_be32(u + 16, blocks > 0xffffffffu ? 0xffffffffu : (uint32_t)blocks);
 		io->dir = ISM_DIR_WRITE;
@@ -407,255 +240,135 @@ static void submit(struct nbd_client *c, struct dsession *s, struct nreq *q, uin
 		io->cdb_len = ism_cdb_unmap(io->cdb, 24);
 		break;
 	}
+	default:
+		nbd_req_done(q, EINVAL);
+		return;
 	}
-	c->inflight++;
 	dio_submit(s, io);
 }
 
-/* One transmission request; returns bytes consumed from in (0: need more), -1 to drop the client.
- * A large WRITE whose payload is not all in yet becomes c->wr (its header and the part present
- * consumed), and the rest is read into its buffer. */
-static long handle_request(struct nbd_client *c, const uint8_t *p, size_t n)
-{
-	if (n < 28)
-		return 0;
-	if (get_be32(p) != NBD_REQUEST_MAGIC)
-		return -1;
-	uint16_t flags = get_be16(p + 4), type = get_be16(p + 6);
-	uint64_t cookie = get_be64(p + 8), off = get_be64(p + 16);
-	uint32_t len = get_be32(p + 24);
-	size_t need = 28 + (type == NBD_CMD_WRITE ? len : 0);
-	if (type == NBD_CMD_WRITE && len > NBD_MAX_IO)
-		return -1; /* cannot skip that much payload safely */
-	if (n < need && !(type == NBD_CMD_WRITE && len >= NBD_DIRECT_MIN))
-		return 0;
-	if (type == NBD_CMD_DISC) {
-		client_close(c);
-		return (long)need;
-	}
-	struct dsession *s;
-	struct dlun *l = live_lun(c->d, c->sid, c->lun, &s);
-	uint32_t err = 0;
-	uint32_t bs = l && l->block_size ? l->block_size : 512;
-	if (!l) {
-		err = EIO;
-	} else {
-		switch (type) {
-		case NBD_CMD_READ:
-		case NBD_CMD_WRITE:
-		case NBD_CMD_TRIM:
-			if (off % bs || len % bs || off + len > l->capacity_bytes || off + len < off)
-				err = off + len > l->capacity_bytes ? ENOSPC : EINVAL;
-			else if (len > NBD_MAX_IO && type != NBD_CMD_TRIM)
-				err = EINVAL;
-			break;
-		case NBD_CMD_FLUSH:
-			break;
-		default:
-			err = EINVAL;
-		}
-	}
-	bool data = type == NBD_CMD_READ || type == NBD_CMD_WRITE;
-	/* A large WRITE whose payload is still coming is read into q->buf even when refused. */
-	struct nreq *q = nreq_get(c, (data && !err) || n < need ? len : 0);
-	q->cookie = cookie;
-	q->type = type;
-	q->len = len;
-	if (n < need) {
-		/* take what is here, read the rest into q->buf, then submit or answer the error */
-		memcpy(q->buf, p + 28, n - 28);
-		c->wr = q;
-		c->wr_have = (uint32_t)(n - 28);
-		c->wr_off = off;
-		c->wr_flags = flags;
-		q->err = err;
-		return (long)n;
-	}
-	if (err || ((data || type == NBD_CMD_TRIM) && len == 0)) {
-		queue_reply(c, q, err);
-		return (long)need;
-	}
-	if (type == NBD_CMD_WRITE)
-		memcpy(q->buf, p + 28, len);
-	submit(c, s, q, flags, off, bs);
-	return (long)need;
-}
-
-/* The payload of c->wr is complete: submit it (or answer the error found at its header). */
-static void direct_write_done(struct nbd_client *c)
-{
-	struct nreq *q = c->wr;
-	c->wr = NULL;
-	uint32_t err = q->err;
-	struct dsession *s;
-	struct dlun *l = live_lun(c->d, c->sid, c->lun, &s);
-	if (!err && !l)
-		err = EIO;
-	if (err) {
-		queue_reply(c, q, err);
-		return;
-	}
-	submit(c, s, q, c->wr_flags, c->wr_off, l->block_size ? l->block_size : 512);
-}
-
-static long handle_option(struct nbd_client *c, const uint8_t *p, size_t n)
-{
-	if (n < 16)
-		return 0;
-	if (get_be64(p) != NBD_OPTS_MAGIC)
-		return -1;
-	uint32_t opt = get_be32(p + 8), len = get_be32(p + 12);
-	if (len > NBD_MAX_OPT)
-		return -1;
-	if (n < 16 + (size_t)len)
-		return 0;
-	const uint8_t *data = p + 16;
-	struct dsession *s;
-	struct dlun *l = live_lun(c->d, c->sid, c->lun, &s);
-	uint64_t size = l ? l->capacity_bytes : 0;
-	uint32_t bs = l && l->block_size ? l->block_size : 512;
-	switch (opt) {
-	case NBD_OPT_EXPORT_NAME:
-		if (!l)
-			return -1;
-		put64(&c->out, size);
-		put16(&c->out, tx_flags());
-		if (!c->no_zeroes) {
-			uint8_t z[124] = {0};
-			sbuf_append(&c->out, z, sizeof(z));
-		}
-		c->phase = 2;
-		break;
-	case NBD_OPT_ABORT:
-		opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
-		client_flush(c);
-		client_close(c);
-		return 16 + (long)len;
-	case NBD_OPT_LIST: {
-		uint8_t name[4] = {0};
-		opt_reply(c, opt, NBD_REP_SERVER, name, 4);
-		opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
-		break;
-	}
-	case NBD_OPT_INFO:
-	case NBD_OPT_GO: {
-		if (len < 6 || !l) {
-			opt_reply(c, opt, NBD_REP_ERR_INVALID, NULL, 0);
-			break;
-		}
-		uint8_t info[12];
-		put_be16(info, NBD_INFO_EXPORT);
-		put_be64(info + 2, size);
-		put_be16(info + 10, tx_flags());
-		opt_reply(c, opt, NBD_REP_INFO, info, sizeof(info));
-		uint8_t bsz[14];
-		put_be16(bsz, NBD_INFO_BLOCK_SIZE);
-		put_be32(bsz + 2, bs);
-		put_be32(bsz + 6, bs > 4096 ? bs : 4096);
-		put_be32(bsz + 10, NBD_MAX_IO);
-		opt_reply(c, opt, NBD_REP_INFO, bsz, sizeof(bsz));
-		opt_reply(c, opt, NBD_REP_ACK, NULL, 0);
-		if (opt == NBD_OPT_GO)
-			c->phase = 2;
-		break;
-	}
-	default:
-		(void)data;
-		opt_reply(c, opt, NBD_REP_ERR_UNSUP, NULL, 0);
-		break;
-	}
-	client_flush(c);
-	return 16 + (long)len;
-}
+/* ---- sockets ---- */
 
 static void client_io(void *arg, uint32_t events)
 {
 	struct nbd_client *c = arg;
+	if (events & EPOLLERR) {
+		client_close(c);
+		return;
+	}
 	if (events & EPOLLOUT)
 		client_flush(c);
-	if (c->dead || !(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+	if (c->dead || !(events & (EPOLLIN | EPOLLHUP)))
 		return;
-	if (c->wr) {
-		/* the rest of a large WRITE's payload, straight into its buffer */
-		ssize_t r = read(c->fd, c->wr->buf + c->wr_have, c->wr->len - c->wr_have);
-		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+	uint8_t *at;
+	size_t room = nbd_conn_rx_space(c->pc, &at);
+	if (!room) {
+		/* at a bound: a client that hung up is not waited for; otherwise stop reading */
+		if (events & EPOLLHUP)
 			client_close(c);
-			return;
-		}
-		if (r < 0)
-			return;
-		c->wr_have += (uint32_t)r;
-		if (c->wr_have == c->wr->len)
-			direct_write_done(c);
-		return; /* epoll calls again for what follows */
+		else
+			update_events(c);
+		return;
 	}
-	sbuf_reserve(&c->in, NBD_READ_CHUNK);
-	ssize_t r = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len);
+	ssize_t r = read(c->fd, at, room);
 	if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
 		client_close(c);
 		return;
 	}
 	if (r < 0)
 		return;
-	c->in.len += (size_t)r;
-	size_t off = 0;
-	while (!c->dead && !c->wr) {
-		const uint8_t *p = c->in.data + off;
-		size_t n = c->in.len - off;
-		long used;
-		if (c->phase == 0) {
-			if (n < 4)
-				break;
-			uint32_t fl = get_be32(p);
-			c->no_zeroes = fl & NBD_FLAG_C_NO_ZEROES;
-			c->phase = 1;
-			used = 4;
-		} else if (c->phase == 1) {
-			used = handle_option(c, p, n);
-		} else {
-			used = handle_request(c, p, n);
-		}
-		if (used < 0) {
-			client_close(c);
-			return;
-		}
-		if (used == 0)
-			break;
-		off += (size_t)used;
-	}
-	if (c->dead)
+	switch (nbd_conn_rx_done(c->pc, (size_t)r)) {
+	case NBD_RX_CLOSE:
+		client_close(c);
 		return;
-	if (off) {
-		memmove(c->in.data, c->in.data + off, c->in.len - off);
-		c->in.len -= off;
+	case NBD_RX_CLOSE_AFTER:
+		c->close_after = true;
+		client_flush(c);
+		return;
+	case NBD_RX_OK:
+		break;
 	}
+	update_events(c);
+}
+
+static bool warn_due(uint64_t *last)
+{
+	uint64_t now = loop_now_ms();
+	if (*last && now - *last < NBD_WARN_INTERVAL_MS)
+		return false;
+	*last = now;
+	return true;
+}
+
+static void client_new(struct nbd_export *e, int fd)
+{
+	struct nbd_client *c = xcalloc(1, sizeof(*c));
+	c->d = e->d;
+	c->e = e;
+	c->sid = e->sid;
+	c->lun = e->lun;
+	c->fd = fd;
+	c->events = EPOLLIN | EPOLLOUT; /* the greeting goes out first */
+	if (loop_watch_add(e->d->loop, &c->w, fd, c->events, client_io, c) < 0) {
+		close(fd);
+		free(c);
+		return;
+	}
+	struct nbd_backend be = {.info = be_info, .submit = be_submit, .wake = be_wake, .ctx = c};
+	c->pc = nbd_conn_new(&be);
+	c->next = e->clients;
+	e->clients = c;
+	e->d->nbd_clients++;
+	client_flush(c);
+}
+
+static void on_accept(void *arg, uint32_t events);
+
+static void listener_resume(void *arg)
+{
+	struct nbd_export *e = arg;
+	if (!e->watched && loop_watch_add(e->d->loop, &e->w, e->fd, EPOLLIN, on_accept, e) == 0)
+		e->watched = true;
+}
+
+/* accept4 failed for want of descriptors (or memory): the pending connection would wake the
+ * loop again at once, so the listener rests a while; the connection waits in the backlog. */
+static void listener_pause(struct nbd_export *e, int err)
+{
+	static uint64_t last_warn;
+	if (warn_due(&last_warn))
+		log_warn("NBD export %s: cannot accept a client: %s; not accepting for %d ms at a time until "
+			 "descriptors are free", e->path, strerror(err), NBD_ACCEPT_PAUSE_MS);
+	if (e->watched) {
+		loop_watch_del(e->d->loop, &e->w);
+		e->watched = false;
+	}
+	loop_timer_start(e->d->loop, &e->resume, NBD_ACCEPT_PAUSE_MS, 0, listener_resume, e);
 }
 
 static void on_accept(void *arg, uint32_t events)
 {
 	(void)events;
 	struct nbd_export *e = arg;
-	for (;;) {
+	struct daemon *d = e->d;
+	static uint64_t last_warn;
+	for (int i = 0; i < NBD_ACCEPT_BATCH; i++) {
 		int fd = accept4(e->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+				listener_pause(e, errno);
 			return;
-		struct nbd_client *c = xcalloc(1, sizeof(*c));
-		c->d = e->d;
-		c->e = e;
-		c->sid = e->sid;
-		c->lun = e->lun;
-		c->fd = fd;
-		if (loop_watch_add(e->d->loop, &c->w, fd, EPOLLIN, client_io, c) < 0) {
+		}
+		if (d->nbd_clients >= d->cfg.nbd_max_clients) {
+			if (warn_due(&last_warn))
+				log_warn("NBD export %s: %u clients already (nbd-max-clients); closing new connections",
+					 e->path, d->nbd_clients);
 			close(fd);
-			free(c);
 			continue;
 		}
-		c->next = e->clients;
-		e->clients = c;
-		put64(&c->out, NBD_MAGIC);
-		put64(&c->out, NBD_OPTS_MAGIC);
-		put16(&c->out, NBD_FLAG_FIXED_NEWSTYLE | NBD_FLAG_NO_ZEROES);
-		client_flush(c);
+		client_new(e, fd);
 	}
 }
 
@@ -689,7 +402,7 @@ struct nbd_export *nbd_export_new(struct dsession *s, struct dlun *l, char *err,
 	e->lun = l->lun;
 	e->path = path;
 	e->fd = fd;
-	loop_watch_add(d->loop, &e->w, fd, EPOLLIN, on_accept, e);
+	listener_resume(e);
 	return e;
 }
 
@@ -697,7 +410,9 @@ void nbd_export_free(struct nbd_export *e)
 {
 	if (!e)
 		return;
-	loop_watch_del(e->d->loop, &e->w);
+	if (e->watched)
+		loop_watch_del(e->d->loop, &e->w);
+	loop_timer_stop(e->d->loop, &e->resume);
 	close(e->fd);
 	unlink(e->path);
 	while (e->clients)

@@ -385,6 +385,13 @@ static void dio_cb(struct ism_session *ism, const struct ism_scsi_result *r, voi
 			loop_defer(s->d->loop, flush_later, s);
 			return;
 		}
+		if (io->whole && r->status == 0 && r->transferred < io->len) {
+			/* The rest of a read buffer is zeros, not data; a write did not reach every block. */
+			log_warn("session %s LUN %" PRIu64 ": %s of %u bytes answered GOOD after %u bytes; failing it",
+				 s->idstr, io->lun, io->dir == ISM_DIR_WRITE ? "WRITE" : "READ", io->len, r->transferred);
+			io->done(io, -EIO, r);
+			return;
+		}
 		io->done(io, 0, r);
 		return;
 	}
@@ -835,6 +842,32 @@ static void probe_finish(struct probe *p, bool complete)
 	free(p);
 }
 
+/*
+ * READ CAPACITY's answer as the devices can serve it: a block size that is a power of two from 512
+ * to 64 KiB (what NBD can advertise, and what keeps a FUSE request's blocks within its buffer)
+ * and a byte capacity that fits a file size (off_t). Anything else leaves the LUN without a device.
+ */
+static bool capacity_usable(struct dsession *s, struct dlun *l, uint64_t last_lba, uint32_t bs)
+{
+	if (bs < 512 || bs > 65536 || (bs & (bs - 1)) || last_lba >= (uint64_t)INT64_MAX / bs) {
+		log_warn("session %s LUN %" PRIu64 ": READ CAPACITY gives %u-byte blocks up to LBA %" PRIu64
+			 "; not exposed as a device", s->idstr, l->lun, bs, last_lba);
+		return false;
+	}
+	l->capacity_bytes = (last_lba + 1) * bs;
+	l->block_size = bs;
+	l->have_capacity = true;
+	return true;
+}
+
+static bool lun_listed(const struct probe *p, uint64_t lun)
+{
+	for (size_t i = 0; i < p->nluns; i++)
+		if (p->luns[i].lun == lun)
+			return true;
+	return false;
+}
+
 static void probe_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 {
 	struct probe *p = io->priv;
@@ -859,7 +892,8 @@ static void probe_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 			for (uint32_t i = 0; i < n; i++) {
 				const uint8_t *e = p->buf + 8 + 8 * i;
 				uint64_t lun = (e[0] >> 6) == 1 ? (uint64_t)(((e[0] & 0x3f) << 8) | e[1]) : e[1];
-				p->luns[p->nluns++].lun = lun;
+				if (!lun_listed(p, lun)) /* a LUN listed twice would get two devices */
+					p->luns[p->nluns++].lun = lun;
 			}
 		}
 		if (!p->nluns) {
@@ -896,19 +930,14 @@ static void probe_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 		break;
 	case 5: /* READ CAPACITY(16) */
 		if (ok && got >= 12) {
-			l->capacity_bytes = (get_be64(p->buf) + 1) * get_be32(p->buf + 8);
-			l->block_size = get_be32(p->buf + 8);
-			l->have_capacity = true;
+			capacity_usable(s, l, get_be64(p->buf), get_be32(p->buf + 8));
 			goto next_lun;
 		}
 		p->step = 6;
 		break;
 	case 6: /* READ CAPACITY(10) */
-		if (ok && got >= 8) {
-			l->capacity_bytes = ((uint64_t)get_be32(p->buf) + 1) * get_be32(p->buf + 4);
-			l->block_size = get_be32(p->buf + 4);
-			l->have_capacity = true;
-		}
+		if (ok && got >= 8)
+			capacity_usable(s, l, get_be32(p->buf), get_be32(p->buf + 4));
 		goto next_lun;
 	}
 	probe_next(p);

@@ -29,6 +29,7 @@ static struct txitem *tx_get(struct ism_session *s)
 	}
 	it->task = NULL;
 	it->r2t_last = false;
+	it->ping_conn = NULL;
 	it->owned = NULL;
 	return it;
 }
@@ -40,6 +41,8 @@ static void tx_item_free(struct ism_session *s, struct txitem *it)
 		if (it->r2t_last && it->task->r2t_active)
 			it->task->r2t_active--;
 	}
+	if (it->ping_conn && it->ping_conn->ping_answers)
+		it->ping_conn->ping_answers--;
 	free(it->owned);
 	if (s->tx_pool_n < ISM_TX_POOL_MAX) {
 		it->f.next = (struct pdu_frame *)s->tx_pool;
@@ -219,7 +222,8 @@ static void try_direct(struct ism_conn *c, size_t avail)
 		return; /* handle_pdu reports it */
 	struct ism_task *t = ism_task_find(c->s, b->itt);
 	if (!t || t->kind != TASK_SCSI || !t->sent || t->done || t->conn != c || t->dir != ISM_DIR_READ ||
-	    b->data_in.datasn != t->next_datasn || (uint64_t)b->data_in.offset + b->data_len > t->len)
+	    b->data_in.datasn != t->next_datasn || b->data_in.offset != t->read_bytes ||
+	    (uint64_t)b->data_in.offset + b->data_len > t->len)
 		return; /* not for us to place: the ordinary path checks and reports it */
 	size_t present = avail - hlen;
 	uint8_t *dst = t->buf + b->data_in.offset;

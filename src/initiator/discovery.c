@@ -1,7 +1,8 @@
 /*
- * SendTargets discovery (RFC 7143 appendix C): one Text Request, the answer spread over as many
- * Text Responses as the target likes (F bit clear + Target Transfer Tag asks for more, C bit
- * splits a pair), then the TargetName/TargetAddress pairs grouped per target.
+ * SendTargets discovery (RFC 7143 appendix C): one Text Request, the answer spread over Text
+ * Responses (F bit clear + Target Transfer Tag asks for more, C bit splits a pair), then the
+ * TargetName/TargetAddress pairs grouped per target. A target never done answering is cut off at
+ * ISM_TEXT_MAX_EXCHANGES responses or ISM_TEXT_MAX bytes of text, whichever comes first.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,11 @@ void ism_text_response(struct ism_conn *c, struct ism_task *t, const struct bhs 
 	struct ism_session *s = c->s;
 	if (t->text.len + len > ISM_TEXT_MAX) {
 		ism_conn_fail(c, "SendTargets response longer than %u bytes", ISM_TEXT_MAX);
+		return;
+	}
+	if (++t->text_exchanges > ISM_TEXT_MAX_EXCHANGES) {
+		ism_conn_fail(c, "SendTargets response still not complete after %u Text Responses (%zu bytes of text)",
+			      ISM_TEXT_MAX_EXCHANGES, t->text.len);
 		return;
 	}
 	sbuf_append(&t->text, data, len);

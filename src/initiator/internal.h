@@ -21,6 +21,12 @@
 #define ISM_LOGIN_MAX_DSL 8192u
 #define ISM_LOGIN_TEXT_MAX (64u * 1024u)
 #define ISM_TEXT_MAX (1024u * 1024u)
+/* Text Responses one Text exchange may take: a target that keeps answering "more to come"
+ * (F clear, with or without data) is cut off here, whatever it sends. */
+#define ISM_TEXT_MAX_EXCHANGES 1024u
+/* NOP-Out answers to the target's pings that may wait unwritten on one connection: a target that
+ * pings without reading the answers would otherwise grow the send queue without end. */
+#define ISM_MAX_QUEUED_PING_ANSWERS 64u
 #define ISM_TASK_BUCKETS 256
 
 enum conn_state {
@@ -40,6 +46,7 @@ struct txitem {
 	struct pdu_frame f;    /* first: the connection's queue links frames */
 	struct ism_task *task; /* data borrowed from this task's buffer (NULL: none) */
 	bool r2t_last;         /* last Data-Out answering an R2T: written means that R2T is answered */
+	struct ism_conn *ping_conn; /* a NOP-Out answering a ping of this connection's target */
 	uint8_t *owned;
 };
 
@@ -62,11 +69,13 @@ struct ism_task {
 	uint32_t len;
 	/* write progress */
 	uint32_t unsolicited_sent; /* immediate + unsolicited Data-Out bytes */
+	uint32_t write_covered;    /* bytes sent unsolicited or asked for by R2Ts */
+	uint32_t write_end;        /* end of the highest range sent or asked for: R2Ts go forward */
 	uint32_t next_r2tsn;
 	uint32_t r2t_active; /* R2Ts whose Data-Out is queued but not yet all written */
 	/* read progress */
 	uint32_t next_datasn;
-	uint32_t read_bytes;
+	uint32_t read_bytes; /* Data-In bytes placed, all in order from offset 0 */
 	uint32_t txrefs; /* tx items borrowing buf */
 	struct ism_scsi_result res;
 	ism_scsi_cb scsi_cb;
@@ -84,6 +93,7 @@ struct ism_task {
 	/* text (discovery) */
 	struct sbuf text;
 	uint32_t text_ttt;
+	uint32_t text_exchanges; /* Text Responses received for this request */
 	/* NOP, and every sent task for the command timeout */
 	uint64_t sent_ms;
 	bool on_sent_list;
@@ -149,6 +159,7 @@ struct ism_conn {
 	uint64_t nop_sent_ms; /* 0: no keepalive outstanding */
 	uint32_t nop_itt;
 	uint32_t login_itt;
+	uint32_t ping_answers; /* NOP-Outs answering the target's pings, queued and not yet written */
 	/* logout on request of the target (async event 1) */
 	bool draining;
 	bool logout_queued;

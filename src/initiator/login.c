@@ -346,7 +346,11 @@ void ism_login_pdu(struct ism_conn *c, const struct bhs *b, const uint8_t *data,
 	}
 	sbuf_append(&l->rx_text, data, len);
 	if (l->rounds > LOGIN_MAX_ROUNDS) {
-		ism_set_error(s, "login failed: no agreement after %d login requests", LOGIN_MAX_ROUNDS);
+		if (b->login.cont)
+			ism_set_error(s, "login failed: the target's login response text still continues (C bit) after "
+				      "%d login requests", LOGIN_MAX_ROUNDS);
+		else
+			ism_set_error(s, "login failed: no agreement after %d login requests", LOGIN_MAX_ROUNDS);
 		refuse(c, "login does not converge");
 		return;
 	}

@@ -554,6 +554,7 @@ static void send_scsi(struct ism_conn *c, struct ism_task *t)
 	if (unsol)
 		send_data_out(c, t, RESERVED_TAG, imm, unsol);
 	t->unsolicited_sent = imm + unsol;
+	t->write_covered = t->write_end = imm + unsol;
 	c->ios++;
 }
 
@@ -701,6 +702,9 @@ void ism_update_window(struct ism_session *s, uint32_t expcmdsn, uint32_t maxcmd
 	/* RFC 7143 4.2.2.1: MaxCmdSN < ExpCmdSN - 1 means the values are to be ignored. */
 	if (sn_lt(maxcmdsn, expcmdsn - 1))
 		return;
+	/* An ExpCmdSN past the next CmdSN acknowledges commands never sent: not a window to trust. */
+	if (sn_gt(expcmdsn, s->cmdsn))
+		return;
 	if (sn_gt(expcmdsn, s->exp_cmdsn))
 		s->exp_cmdsn = expcmdsn;
 	if (sn_gt(maxcmdsn, s->max_cmdsn))
@@ -735,15 +739,65 @@ static struct ism_task *task_for(struct ism_conn *c, const struct bhs *b, enum t
 	return t;
 }
 
-static void complete_scsi(struct ism_task *t, uint8_t status, bool overflow, bool underflow, uint32_t residual)
+/*
+ * The data a read really received: Data-In arrives in order (DataPDUInOrder and
+ * DataSequenceInOrder are Yes, as this initiator offers them), so the bytes placed are
+ * buf[0, read_bytes). A residual only ever shortens that; the rest of the buffer is zeroed so
+ * that a target that answers GOOD with less data than asked never hands the caller whatever the
+ * buffer held before (another command's data, in a pooled buffer).
+ */
+static uint32_t read_valid_bytes(struct ism_task *t, bool underflow, uint32_t residual)
 {
+	uint32_t valid = t->read_bytes;
+	if (underflow) {
+		uint32_t claimed = residual <= t->len ? t->len - residual : 0;
+		if (claimed < valid)
+			valid = claimed;
+	}
+	if (valid < t->len)
+		memset(t->buf + valid, 0, t->len - valid);
+	return valid;
+}
+
+/* The data a write delivered: what was sent unsolicited and what R2Ts asked for, less the
+ * residual the target reports. */
+static uint32_t write_valid_bytes(const struct ism_task *t, bool underflow, uint32_t residual)
+{
+	uint32_t valid = t->write_covered < t->len ? t->write_covered : t->len;
+	if (underflow) {
+		uint32_t claimed = residual <= t->len ? t->len - residual : 0;
+		if (claimed < valid)
+			valid = claimed;
+	}
+	return valid;
+}
+
+static void complete_scsi(struct ism_conn *c, struct ism_task *t, uint8_t status, bool overflow, bool underflow,
+			  uint32_t residual)
+{
+	if (overflow && underflow) {
+		ism_conn_fail(c, "status for ITT 0x%08x with both residual overflow and underflow", t->itt);
+		return;
+	}
 	t->res.error = ISM_OK;
 	t->res.status = status;
+	uint32_t valid = t->len;
+	if (t->dir == ISM_DIR_READ)
+		valid = read_valid_bytes(t, underflow, residual);
+	else if (t->dir == ISM_DIR_WRITE)
+		valid = write_valid_bytes(t, underflow, residual);
+	t->res.transferred = t->dir == ISM_DIR_NONE ? 0 : valid;
+	t->res.underflow = valid < t->len;
+	t->res.residual = t->len - valid;
 	t->res.overflow = overflow;
-	t->res.underflow = underflow;
-	t->res.residual = residual;
-	if (t->dir == ISM_DIR_WRITE)
-		t->res.transferred = underflow && residual <= t->len ? t->len - residual : t->len;
+	if (overflow) {
+		/* The target wanted to move more than the Expected Data Transfer Length: the command
+		 * and its buffer disagree, so nothing it says about the data can be trusted. */
+		t->res.residual = residual;
+		ism_set_error(c->s, "target reported a residual overflow of %u bytes for SCSI command 0x%02x "
+			      "(Expected Data Transfer Length %u)", residual, t->cdb[0], t->len);
+		t->res.error = ISM_ERR_TARGET;
+	}
 	ism_task_complete(t);
 }
 
@@ -752,7 +806,7 @@ static void on_data_in(struct ism_conn *c, const struct bhs *b, const uint8_t *d
 	struct ism_task *t = task_for(c, b, TASK_SCSI);
 	if (!t)
 		return;
-	if (t->dir != ISM_DIR_READ && len) {
+	if (t->dir != ISM_DIR_READ) {
 		ism_conn_fail(c, "Data-In for ITT 0x%08x, which is not a read", b->itt);
 		return;
 	}
@@ -767,16 +821,19 @@ static void on_data_in(struct ism_conn *c, const struct bhs *b, const uint8_t *d
 			      len, t->len);
 		return;
 	}
-	if (len)
-		memcpy(t->buf + b->data_in.offset, data, len);
+	if (len && b->data_in.offset != t->read_bytes) {
+		ism_conn_fail(c, "Data-In for ITT 0x%08x at offset %u, expected %u (data must arrive in order)", b->itt,
+			      b->data_in.offset, t->read_bytes);
+		return;
+	}
+	if (len && t->buf + b->data_in.offset != data)
+		memcpy(t->buf + b->data_in.offset, data, len); /* not already placed by a direct read */
 	t->read_bytes += len;
-	if (end > t->res.transferred)
-		t->res.transferred = (uint32_t)end;
 	if (!b->data_in.status_present)
 		return;
 	if (!check_statsn(c, b, b->data_in.statsn))
 		return;
-	complete_scsi(t, b->data_in.status, b->data_in.overflow, b->data_in.underflow, b->data_in.residual);
+	complete_scsi(c, t, b->data_in.status, b->data_in.overflow, b->data_in.underflow, b->data_in.residual);
 }
 
 static void on_scsi_response(struct ism_conn *c, const struct bhs *b, const uint8_t *data, uint32_t len)
@@ -804,7 +861,7 @@ static void on_scsi_response(struct ism_conn *c, const struct bhs *b, const uint
 		ism_task_complete(t);
 		return;
 	}
-	complete_scsi(t, b->rsp.status, (b->rsp.flags & 0x04) != 0, (b->rsp.flags & 0x02) != 0, b->rsp.residual);
+	complete_scsi(c, t, b->rsp.status, (b->rsp.flags & 0x04) != 0, (b->rsp.flags & 0x02) != 0, b->rsp.residual);
 }
 
 static void on_r2t(struct ism_conn *c, const struct bhs *b, uint32_t len)
@@ -835,6 +892,12 @@ static void on_r2t(struct ism_conn *c, const struct bhs *b, uint32_t len)
 			      b->r2t.offset, t->len);
 		return;
 	}
+	if (b->r2t.offset < t->write_end) {
+		/* DataSequenceInOrder=Yes: each R2T asks for data after what was sent or asked for. */
+		ism_conn_fail(c, "R2T for ITT 0x%08x at offset %u asks again for data before offset %u, already "
+			      "sent or asked for", b->itt, b->r2t.offset, t->write_end);
+		return;
+	}
 	if (b->r2t.desired_len > s->params.max_burst_length) {
 		ism_conn_fail(c, "R2T asks for %u bytes, more than MaxBurstLength %u", b->r2t.desired_len,
 			      s->params.max_burst_length);
@@ -853,6 +916,8 @@ static void on_r2t(struct ism_conn *c, const struct bhs *b, uint32_t len)
 		return;
 	}
 	t->next_r2tsn++;
+	t->write_end = (uint32_t)end;
+	t->write_covered += b->r2t.desired_len;
 	struct txitem *last = send_data_out(c, t, b->r2t.ttt, b->r2t.offset, b->r2t.desired_len);
 	if (last) {
 		last->r2t_last = true;
@@ -867,6 +932,11 @@ static void on_nop_in(struct ism_conn *c, const struct bhs *b)
 	if (b->itt == RESERVED_TAG) {
 		if (b->nop_in.ttt == RESERVED_TAG)
 			return; /* an unsolicited update of the window only */
+		if (c->ping_answers >= ISM_MAX_QUEUED_PING_ANSWERS) {
+			ism_conn_fail(c, "target sends NOP-In pings without reading the answers (%u unsent)",
+				      c->ping_answers);
+			return;
+		}
 		struct bhs o = {0};
 		o.opcode = OP_NOP_OUT;
 		o.immediate = true;
@@ -876,7 +946,11 @@ static void on_nop_in(struct ism_conn *c, const struct bhs *b)
 		o.nop_out.ttt = b->nop_in.ttt;
 		o.nop_out.cmdsn = s->cmdsn;
 		o.nop_out.expstatsn = c->exp_statsn;
-		ism_conn_send(c, &o, NULL, 0, NULL, NULL);
+		struct txitem *it = ism_conn_send(c, &o, NULL, 0, NULL, NULL);
+		if (it) {
+			it->ping_conn = c;
+			c->ping_answers++;
+		}
 		flush_soon(c);
 		return;
 	}

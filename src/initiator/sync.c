@@ -342,6 +342,22 @@ int ism_report_luns(struct ism_session *s, uint64_t *luns, size_t *n)
 	return -1;
 }
 
+/* A block read or write that GOOD status ended with less data than asked failed: the rest of a
+ * read buffer is zeros, not data, and a write did not reach every block. */
+static int rw_blocks(struct ism_session *s, uint64_t lun, const uint8_t *cdb, size_t cdb_len, enum ism_dir dir,
+		     void *buf, uint32_t len)
+{
+	struct ism_scsi_result r;
+	if (ism_scsi(s, lun, cdb, cdb_len, dir, buf, len, &r) < 0)
+		return -1;
+	if (r.transferred < len) {
+		ism_set_error(s, "%s of %u bytes: the target answered GOOD after %u bytes", dir == ISM_DIR_READ ? "read" : "write",
+			      len, r.transferred);
+		return -1;
+	}
+	return 0;
+}
+
 static int check_len(struct ism_session *s, uint64_t blocks, uint32_t block_size, uint32_t *len)
 {
 	uint64_t l = blocks * block_size;
@@ -361,7 +377,7 @@ int ism_read10(struct ism_session *s, uint64_t lun, uint32_t lba, uint16_t block
 	if (check_len(s, blocks, block_size, &len) < 0)
 		return -1;
 	size_t n = ism_cdb_rw10(cdb, false, lba, blocks);
-	return ism_scsi(s, lun, cdb, n, ISM_DIR_READ, buf, len, NULL);
+	return rw_blocks(s, lun, cdb, n, ISM_DIR_READ, buf, len);
 }
 
 int ism_write10(struct ism_session *s, uint64_t lun, uint32_t lba, uint16_t blocks, uint32_t block_size,
@@ -372,7 +388,7 @@ int ism_write10(struct ism_session *s, uint64_t lun, uint32_t lba, uint16_t bloc
 	if (check_len(s, blocks, block_size, &len) < 0)
 		return -1;
 	size_t n = ism_cdb_rw10(cdb, true, lba, blocks);
-	return ism_scsi(s, lun, cdb, n, ISM_DIR_WRITE, (void *)buf, len, NULL);
+	return rw_blocks(s, lun, cdb, n, ISM_DIR_WRITE, (void *)buf, len);
 }
 
 int ism_read16(struct ism_session *s, uint64_t lun, uint64_t lba, uint32_t blocks, uint32_t block_size, void *buf)
@@ -382,7 +398,7 @@ int ism_read16(struct ism_session *s, uint64_t lun, uint64_t lba, uint32_t block
 	if (check_len(s, blocks, block_size, &len) < 0)
 		return -1;
 	size_t n = ism_cdb_rw16(cdb, false, lba, blocks);
-	return ism_scsi(s, lun, cdb, n, ISM_DIR_READ, buf, len, NULL);
+	return rw_blocks(s, lun, cdb, n, ISM_DIR_READ, buf, len);
 }
 
 int ism_write16(struct ism_session *s, uint64_t lun, uint64_t lba, uint32_t blocks, uint32_t block_size,
@@ -393,7 +409,7 @@ int ism_write16(struct ism_session *s, uint64_t lun, uint64_t lba, uint32_t bloc
 	if (check_len(s, blocks, block_size, &len) < 0)
 		return -1;
 	size_t n = ism_cdb_rw16(cdb, true, lba, blocks);
-	return ism_scsi(s, lun, cdb, n, ISM_DIR_WRITE, (void *)buf, len, NULL);
+	return rw_blocks(s, lun, cdb, n, ISM_DIR_WRITE, (void *)buf, len);
 }
 
 int ism_synchronize_cache(struct ism_session *s, uint64_t lun)

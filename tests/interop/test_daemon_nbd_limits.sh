@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Bounds of the daemon's NBD exports against hostile local clients (the LUN comes from
+# tests/interop/fake_target.py, whose log counts the READs that reach the target):
+#   - nbd-max-clients = 4: the fifth and sixth clients are closed at once; when one leaves, a new
+#     one is served;
+#   - a client that sends 100 READs of 1 MiB and reads no reply: the daemon sends at most 16 MiB
+#     of them to the target meanwhile, and all 100 are answered once the client reads;
+#   - a client that sends handshake options without reading the answers: the daemon stops
+#     reading it after a bounded backlog;
+#   - RLIMIT_NOFILE lowered until accept4 fails with EMFILE: the daemon uses little CPU over 2 s
+#     with connections waiting (no busy loop), and serves again once descriptors are free.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+need jq python3
+source "$(dirname "$0")/daemon_helpers.bash"
+export INTEROP_DIR
+
+PORT=$(free_port)
+HP=127.0.0.1:$PORT
+FAKE_LOG=$TEST_DIR/fake_target.log
+: >"$FAKE_LOG"
+bg_start python3 "$INTEROP_DIR/fake_target.py" "$PORT" --log "$FAKE_LOG"
+wait_port "$HP" "$BG_LAST" || fail "fake target does not listen"
+printf 'nbd-max-clients = 4\n' >>"$DMN_CONF"
+dmn_start --no-fuse
+
+SID=$(ism login iqn.2026-11.org.isthmus:fake:good --portal "$HP" --type data | tail -n1) || fail "login"
+NBD=$(sess_field "$SID" '.devices[0].nbd_socket')
+[[ -S "$NBD" ]] || fail "no NBD export ($NBD)"
+
+say "nbd-max-clients = 4: six clients at once"
+python3 - "$NBD" <<'PY' || fail "client limit"
+import os, sys
+sys.path.insert(0, os.environ["INTEROP_DIR"])
+import nbd_client
+held, refused = [], 0
+for i in range(6):
+    try:
+        held.append(nbd_client.connect(sys.argv[1], timeout=5))
+    except (ConnectionError, OSError) as e:
+        refused += 1
+if len(held) != 4 or refused != 2:
+    print("%d clients served, %d refused; want 4 and 2" % (len(held), refused))
+    sys.exit(1)
+for n in held:
+    assert n.read(0, 4096)[0] == 0
+held.pop().close()
+for _ in range(50):  # the daemon notices the departure when it reads the EOF
+    try:
+        n = nbd_client.connect(sys.argv[1], timeout=5)
+        break
+    except (ConnectionError, OSError):
+        import time
+        time.sleep(0.1)
+else:
+    print("no client served after one left")
+    sys.exit(1)
+assert n.read(0, 4096)[0] == 0
+PY
+grep -q "nbd-max-clients" "$DMN_LOG" || fail "no log line about the refused clients"
+say "ok: 4 clients served, 2 closed at once, a new one served after one left"
+
+say "100 READs of 1 MiB sent, no reply read: what reaches the target is bounded"
+before=$(grep -c '^READ target=good' "$FAKE_LOG" || true)
+python3 - "$NBD" "$FAKE_LOG" "$before" <<'PY' || fail "in-flight bound"
+import os, sys, time
+sys.path.insert(0, os.environ["INTEROP_DIR"])
+import nbd_client
+n = nbd_client.connect(sys.argv[1], timeout=30)
+for i in range(100):
+    n.request(nbd_client.CMD_READ, (i % 8) << 20, 1 << 20)
+time.sleep(2)
+reads = sum(1 for l in open(sys.argv[2]) if l.startswith("READ target=good")) - int(sys.argv[3])
+print("READs at the target while the client read nothing: %d" % reads)
+if reads > 17:
+    sys.exit(1)
+for i in range(100):
+    err, _, data = n.reply()
+    assert err == 0 and len(data) == 1 << 20, err
+n.close()
+PY
+say "ok: at most 16 MiB in flight for one client, all 100 answered afterwards"
+
+say "handshake options sent without reading the answers: the daemon stops reading"
+python3 - "$NBD" <<'PY' || fail "handshake backlog"
+import socket, struct, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.recv(18)
+s.sendall(struct.pack(">I", 3))
+opt = struct.pack(">QII", 0x49484156454F5054, 3, 0)  # NBD_OPT_LIST, answered with 44 bytes
+blob = opt * 65536
+s.setblocking(False)
+sent, end = 0, time.monotonic() + 3
+while time.monotonic() < end and sent < 16 << 20:
+    try:
+        sent += s.send(blob)
+    except BlockingIOError:
+        time.sleep(0.01)
+print("option bytes the daemon took in 3 s: %d" % sent)
+s.close()
+sys.exit(0 if sent < 4 << 20 else 1)
+PY
+say "ok: an unread handshake backlog stops the reading"
+
+say "RLIMIT_NOFILE lowered until accept4 fails with EMFILE"
+python3 - "$NBD" "$DMN_PID" <<'PY' || fail "EMFILE"
+import os, resource, socket, sys, time
+sys.path.insert(0, os.environ["INTEROP_DIR"])
+import nbd_client
+path, pid = sys.argv[1], int(sys.argv[2])
+nfd = len(os.listdir("/proc/%d/fd" % pid))
+resource.prlimit(pid, resource.RLIMIT_NOFILE, (nfd + 2, nfd + 2))
+def cpu():
+    f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+socks = []
+for i in range(12):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(0.3)
+    try:
+        s.connect(path)
+    except OSError:
+        pass
+    socks.append(s)
+time.sleep(0.5)
+c0 = cpu()
+time.sleep(2)
+used = cpu() - c0
+print("daemon CPU over 2 s at EMFILE: %.2f s" % used)
+for s in socks:
+    s.close()
+if used > 0.5:
+    sys.exit(1)
+deadline = time.monotonic() + 10
+while True:
+    try:
+        n = nbd_client.connect(path, timeout=5)
+        assert n.read(0, 4096)[0] == 0
+        n.close()
+        break
+    except (ConnectionError, OSError) as e:
+        if time.monotonic() > deadline:
+            print("not served again after descriptors were freed: %s" % e)
+            sys.exit(1)
+        time.sleep(0.2)
+PY
+grep -q "cannot accept a client" "$DMN_LOG" || fail "no log line about accept4 failing"
+say "ok: no busy loop at EMFILE, served again once descriptors were free"
+ism logout "$SID" >/dev/null
+say "PASS"
