@@ -638,7 +638,7 @@ static void trace_record(unsigned index, unsigned kind)
 		"trace: %-8s conn %u: phase %d login-helper %d TSIH %u ExpCmdSN %u StatSN %u tasks %u held %s "
 		"pdus in/out %llu/%llu commands %llu errors %llu r2ts %llu digest errors %llu heap %zu KiB\n",
 		names[kind], index, c->phase, h->state, c->sess ? c->sess->tsih : 0, c->sess ? c->sess->exp_cmdsn : 0,
-		c->statsn, c->ntasks, c->sess && c->sess->held ? "yes" : "no", (unsigned long long)c->stats.pdus_in,
+		c->statsn, c->ntasks, c->sess && c->sess->nheld ? "yes" : "no", (unsigned long long)c->stats.pdus_in,
 		(unsigned long long)c->stats.pdus_out, (unsigned long long)c->stats.commands,
 		(unsigned long long)c->stats.errors, (unsigned long long)c->stats.r2ts,
 		(unsigned long long)c->stats.digest_errors,
