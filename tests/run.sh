@@ -253,7 +253,7 @@ if kind_on fuzz; then
 		dict=()
 		[[ -f fuzz/$name.dict ]] && dict=(-dict="$ROOT/fuzz/$name.dict")
 		# New inputs go to the scratch corpus; the checked-in seeds are only read.
-		timeout -k 10 $((FUZZ_SECONDS_SHORT + 120)) "$f" -max_total_time="$FUZZ_SECONDS_SHORT" "${dict[@]}" \
+		timeout -k 10 $((FUZZ_SECONDS_SHORT + 120)) "$f" -max_total_time="$FUZZ_SECONDS_SHORT" -error_exitcode=1 "${dict[@]}" \
 			-rss_limit_mb=2048 -artifact_prefix="$work/artifacts/" "$work/corpus" "${seeds[@]}" >"$log" 2>&1
 		record "fuzz/$name" $? "$log"
 	done < <(find build-asan -type f -name 'fuzz_*' -perm -u+x 2>/dev/null | sort)

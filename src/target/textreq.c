@@ -137,6 +137,7 @@ void textreq_handle(struct conn *c, const struct bhs *b, const uint8_t *data, ui
 	char err[128];
 	if (text_parse(c->text_pending.data, c->text_pending.len, &in, err, sizeof(err)) < 0) {
 		log_warn("%s:%u: bad text request: %s", c->peer_addr, c->peer_port, err);
+		text_clear(&in);
 		sbuf_reset(&c->text_pending);
 		send_reject(c, REJECT_PROTOCOL_ERROR, NULL);
 		return;
