@@ -39,7 +39,8 @@ T() { "$CLI" target --socket "$SOCK" "$@"; }
 URL0=$(lun_url "127.0.0.1:$PORT" "$IQN" 0)
 
 # ---- 1. negotiated values as libiscsi saw them -------------------------------------------
-LIBISCSI_DEBUG=6 iscsi-perf -i iqn.2026-11.org.isthmus:perf -m 4 -b 8 -t 8 "$URL0" >"$TEST_DIR/perf.log" 2>&1 &
+# iscsi-perf runs long enough to outlast sections 1 to 4 on a loaded machine (sanitizer build).
+LIBISCSI_DEBUG=6 iscsi-perf -i iqn.2026-11.org.isthmus:perf -m 4 -b 8 -t 25 "$URL0" >"$TEST_DIR/perf.log" 2>&1 &
 PERF=$!
 BG_PIDS+=("$PERF")
 tsih=""
