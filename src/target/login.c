@@ -412,6 +412,7 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 		return;
 	}
 	struct session *s = login_joined_session(c);
+	struct conn *replaced = NULL;
 	uint16_t tsih;
 	if (!s) {
 		if (ls->session_type == SESSION_NORMAL) {
@@ -427,18 +428,9 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 		}
 	} else {
 		tsih = s->tsih;
-		for (struct conn *o = s->conns; o; o = o->sess_next) {
-			if (o->cid == ls->cid && o != c) {
-				conn_close(o, "connection reinstated with the same CID");
-				break;
-			}
-		}
-		/* Closing the reinstated connection may have ended the session. */
-		s = login_joined_session(c);
-		if (!s) {
-			login_fail(c, csg, LOGIN_SESSION_DOES_NOT_EXIST, "the session ended during the login");
-			return;
-		}
+		for (struct conn *o = s->conns; o; o = o->sess_next)
+			if (o->cid == ls->cid && o != c)
+				replaced = o;
 	}
 	login_send(c, true, csg, STAGE_FULL_FEATURE, LOGIN_OK, out, tsih);
 	/* Digests and the new limits apply from the next PDU on, not to this response. */
@@ -456,6 +448,10 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 	c->params.peer_max_recv_dsl = p.peer_max_recv_dsl;
 	c->phase = PHASE_FULL_FEATURE;
 	session_add_conn(s, c);
+	/* The connection it reinstates goes only now: were it the session's only one, closing it
+	 * first would end the session the new connection is joining. */
+	if (replaced)
+		conn_close(replaced, "connection reinstated with the same CID");
 	log_info("login: initiator '%s' at %s:%u, %s session to '%s', TSIH %u, CID %u, %u connection(s)%s%s",
 		 ls->initiator_name, c->peer_addr, c->peer_port,
 		 ls->session_type == SESSION_DISCOVERY ? "discovery" : "normal",

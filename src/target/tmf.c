@@ -79,8 +79,13 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 		if (t) {
 			session_unhold_task(s, t);
 			task_abort(t);
-		} else if (!b->immediate && sn_ge(b->tmf.refcmdsn, s->exp_cmdsn) && sn_lt(b->tmf.refcmdsn, b->tmf.cmdsn)) {
-			/* Never received but within the window: treat as received and done (RFC 7143 11.5.1). */
+		} else if (sn_ge(b->tmf.refcmdsn, s->exp_cmdsn) && sn_le(b->tmf.refcmdsn, session_max_cmdsn(s)) &&
+			   (b->immediate || sn_lt(b->tmf.refcmdsn, b->tmf.cmdsn))) {
+			/*
+			 * Never received but within the window: treat as received and done (RFC 7143
+			 * 11.5.1), so the commands held behind the hole run. In practice only an immediate
+			 * request gets here: a queued one runs after its own CmdSN, past the hole.
+			 */
 			session_skip_cmdsn(s, b->tmf.refcmdsn);
 		} else {
 			/* Already completed and answered, or never within the window. */
