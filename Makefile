@@ -38,6 +38,7 @@ bench: build
 
 # Every fuzz_* binary in build-fuzz runs for FUZZ_SECONDS; new inputs collect in
 # var/fuzz/corpus-NAME (seeded from fuzz/corpus/NAME), crashes in var/fuzz/NAME-crash-*.
+# Undefined behaviour stops a run like a crash does.
 fuzz: deps
 	@[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz --buildtype=debugoptimized \
 		-Db_sanitize=address,undefined -Db_lundef=false -Dfuzz=true
@@ -48,6 +49,7 @@ fuzz: deps
 		seeds=""; [ -d fuzz/corpus/$$name ] && seeds=fuzz/corpus/$$name; \
 		dict=""; [ -f fuzz/$$name.dict ] && dict=-dict=fuzz/$$name.dict; \
 		echo "== $$name for $(FUZZ_SECONDS) s"; \
+		UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		timeout -k 30 $$(( $(FUZZ_SECONDS) + 300 )) $$f -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 $$dict \
 			-artifact_prefix=var/fuzz/$$name- var/fuzz/corpus-$$name $$seeds || { echo "== $$name FAILED"; status=1; }; \
 	done; \
@@ -55,4 +57,4 @@ fuzz: deps
 	exit $$status
 
 clean:
-	rm -rf build build-asan build-fuzz tests/tmp
+	rm -rf build build-asan build-fuzz build-tsan tests/tmp

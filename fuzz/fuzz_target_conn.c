@@ -29,6 +29,10 @@
  * The login helper answers CHAP challenges, which random bytes never could, so every later
  * stage is reachable; the PDU record keeps digests and sequence numbers right so that mutations
  * of one field are not lost to framing. Nothing sleeps and nothing touches a disk.
+ *
+ * ISTHMUS_FUZZ_TRACE=1 prints the target's state after every record; ISTHMUS_FUZZ_LOG=debug its
+ * log. ISTHMUS_FUZZ_AVOID=cid-reinstatement gives every connection a CID of its own (login
+ * helper and PDU records), for long runs that should look past a known bug in that path.
  */
 #include <errno.h>
 #include <signal.h>
@@ -112,6 +116,7 @@ struct hconn {
 
 static struct server srv;
 static bool trace; /* ISTHMUS_FUZZ_TRACE: one line per record, for checking seeds */
+static bool avoid_cid_reuse; /* ISTHMUS_FUZZ_AVOID=cid-reinstatement */
 static struct cfg_chap discovery_chap; /* swapped into the configuration per input */
 static struct hconn hc[MAX_CONNS];
 static unsigned nhc;
@@ -204,6 +209,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		      : strcmp(lv, "warn") == 0  ? LOG_WARN
 						 : LOG_ERROR);
 	trace = getenv("ISTHMUS_FUZZ_TRACE") != NULL;
+	const char *avoid = getenv("ISTHMUS_FUZZ_AVOID");
+	avoid_cid_reuse = avoid && strstr(avoid, "cid-reinstatement");
 	signal(SIGPIPE, SIG_IGN); /* the target writes to peers that have gone */
 	build_server();
 	return 0;
@@ -359,6 +366,8 @@ static void send_pdu(struct hconn *h, uint8_t ctl, uint8_t bhs[BHS_LEN], const u
 		bhs[6] = (uint8_t)(len >> 8);
 		bhs[7] = (uint8_t)len;
 	}
+	if (avoid_cid_reuse && (bhs[0] & 0x3f) == OP_LOGIN_REQ)
+		put_be16(bhs + 20, (uint16_t)(h - hc));
 	if (c && !(ctl & CTL_KEEP_CMDSN) && numbered(bhs[0] & 0x3f))
 		put_be32(bhs + 24, pick_cmdsn(c, ctl >> 5, bhs[0] & 0x40));
 	if (c && !(ctl & CTL_KEEP_STATSN))
@@ -407,7 +416,7 @@ static void login_plan(struct hconn *h, unsigned index, const uint8_t plan[3])
 		{0x00, 0x02, 0x3d, 0x00, 0x00, 0x07},
 	};
 	memcpy(h->isid, isids[plan[2] & 3], 6);
-	h->cid = plan[2] & P2_SAME_CID ? 0 : (uint16_t)index;
+	h->cid = plan[2] & P2_SAME_CID && !avoid_cid_reuse ? 0 : (uint16_t)index;
 	if ((plan[0] & P0_JOIN) && first_tsih) {
 		h->tsih = first_tsih;
 		memcpy(h->isid, first_isid, 6);
@@ -647,6 +656,44 @@ static void trace_record(unsigned index, unsigned kind)
 
 /* --- one input -------------------------------------------------------------------------------- */
 
+static void broken(const char *what, const struct conn *c)
+{
+	fprintf(stderr, "fuzz_target_conn: %s (connection cid %u, phase %d)\n", what, c->cid, c->phase);
+	abort();
+}
+
+/*
+ * The target's own bookkeeping, checked after every record: a connection's task count and
+ * buffered bytes match its tasks, its session is one the server still has and lists it.
+ */
+static void check_state(void)
+{
+	for (const struct conn *c = srv.conns; c; c = c->next) {
+		uint32_t n = 0;
+		uint64_t buffered = 0;
+		for (const struct task *t = c->tasks; t && n <= c->ntasks; t = t->next) {
+			n++;
+			buffered += t->buffered;
+		}
+		if (n != c->ntasks)
+			broken("ntasks differs from the task list", c);
+		if (buffered != c->buffered)
+			broken("buffered bytes differ from the sum over its tasks", c);
+		if (!c->sess)
+			continue;
+		bool live = false;
+		for (size_t i = 0; i < srv.nsessions && !live; i++)
+			live = srv.sessions[i] == c->sess;
+		if (!live)
+			broken("connection belongs to a session the server no longer has", c);
+		bool listed = false;
+		for (const struct conn *o = c->sess->conns; o && !listed; o = o->sess_next)
+			listed = o == c;
+		if (!listed)
+			broken("connection missing from its session's list", c);
+	}
+}
+
 static void rec_pdu(struct hconn *h, struct reader *r)
 {
 	uint8_t ctl = rd_u8(r);
@@ -747,6 +794,7 @@ static void run_record(uint8_t op, unsigned n, struct reader *r)
 		for (size_t k = 0; k < srv.nnodes && k < 32; k++)
 			if (srv.sessions[i]->node == srv.nodes[k])
 				nodes_used |= 1u << k;
+	check_state();
 	if (trace)
 		trace_record(index, kind);
 }
