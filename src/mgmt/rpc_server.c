@@ -462,8 +462,8 @@ bool rpc_server_add_client(struct rpc_server *s, int fd)
 {
 	if (s->nclients >= s->limits.max_clients) {
 		/* Said on the socket, so the caller sees why rather than a bare close. */
-		char *line = xasprintf("{\"jsonrpc\":\"2.0\",\"error\":{\"code\":%d,\"message\":\"too many clients (%u)\"},"
-				       "\"id\":null}\n",
+		char *line = xasprintf("{\"jsonrpc\":\"2.0\",\"error\":{\"code\":%d,"
+				       "\"message\":\"too many clients (%u)\"},\"id\":null}\n",
 				       RPC_FAILED, s->limits.max_clients);
 		if (send(fd, line, strlen(line), MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
 			/* nothing more to do: the close below tells the client all the same */

@@ -575,7 +575,8 @@ static void test_unread_answers(void)
 	char pad[1025];
 	memset(pad, 'y', 1024);
 	pad[1024] = 0;
-	int n = snprintf(req, sizeof(req), "{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":{\"p\":\"%s\"},\"id\":1}\n", pad);
+	int n = snprintf(req, sizeof(req),
+			 "{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":{\"p\":\"%s\"},\"id\":1}\n", pad);
 	struct timeval tv = {0, 200000};
 	setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	size_t sent = 0, requests = 0;
