@@ -21,7 +21,7 @@ PORT=$(free_port)
 SOCK=$TEST_DIR/mgmt.sock
 start_target --listen "127.0.0.1:$PORT" --target "$IQN" --lun "memory,size=16M" --max-connections 1000 \
 	--max-connections-per-portal 1000 --mgmt-socket "$SOCK"
-used=$(ls "/proc/$TARGET_PID/fd" | wc -l)
+used=$(find "/proc/$TARGET_PID/fd" -mindepth 1 | wc -l)
 limit=$((used + 12))
 prlimit --pid "$TARGET_PID" --nofile="$limit:$limit" || skip "prlimit cannot lower the target's descriptor limit"
 say "target uses $used descriptors; limit lowered to $limit"
