@@ -153,8 +153,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	rpc_limits_default(&l);
 	l.max_clients = 2;
 	l.max_pending = 3;
-	l.max_request = 2048;
-	l.max_unsent = 4096;
+	l.max_request = 300; /* small, so that short inputs reach every bound */
+	l.max_unsent = 1024;
 	rpc_server_set_limits(F.rpc, &l);
 
 	int peer[3] = {-1, -1, -1};

@@ -26,7 +26,7 @@ struct rpc_client {
 	struct sbuf out;
 	size_t out_off;
 	bool closing; /* close once out is written */
-	bool eof;     /* the client sent EOF: read no more, close after the last pending answer */
+	bool eof;     /* the client sent EOF: read no more; answer what came, close after the last answer */
 	unsigned npending;
 	uint64_t active_ms;  /* last byte read or written */
 	uint64_t request_ms; /* when the request now in `in` began; 0 when in holds none */
@@ -253,7 +253,7 @@ static void pending_detach(struct rpc_pending *p)
 		return;
 	p->client = NULL;
 	c->npending--;
-	if (c->eof && !c->npending)
+	if (c->eof && !c->npending && !c->in.len)
 		c->closing = true;
 }
 
@@ -386,8 +386,22 @@ static void client_take_lines(struct rpc_client *c)
 {
 	struct rpc_server *s = c->srv;
 	size_t start = 0;
-	while (c->fd >= 0 && !c->closing && !client_blocked(c)) {
-		const uint8_t *nl = memchr(c->in.data + c->scanned, '\n', c->in.len - c->scanned);
+	while (c->fd >= 0 && !c->closing) {
+		if (client_blocked(c)) {
+			/* Answers are queued faster than sent: push them now, stop only if the socket is full
+			 * (then its EPOLLOUT brings us back; nothing else might). */
+			size_t before = client_unsent(c);
+			if (net_send_buffered(c->fd, &c->out, &c->out_off) < 0) {
+				client_close(c);
+				return;
+			}
+			if (client_unsent(c) != before)
+				c->active_ms = now_ms(s);
+			if (client_blocked(c))
+				break;
+		}
+		const uint8_t *nl =
+			c->scanned < c->in.len ? memchr(c->in.data + c->scanned, '\n', c->in.len - c->scanned) : NULL;
 		if (!nl) {
 			c->scanned = c->in.len;
 			break;
@@ -405,6 +419,15 @@ static void client_take_lines(struct rpc_client *c)
 		c->scanned -= start;
 		c->request_ms = 0;
 	}
+	if (c->eof && !client_blocked(c)) {
+		/* Every complete request after EOF is answered; a line without its newline never will be. */
+		sbuf_reset(&c->in);
+		c->scanned = 0;
+		c->request_ms = 0;
+		if (!c->npending)
+			c->closing = true;
+		return;
+	}
 	if (c->in.len && !c->request_ms)
 		c->request_ms = now_ms(s) ? now_ms(s) : 1;
 	if (c->scanned > s->limits.max_request)
@@ -417,13 +440,8 @@ static void client_read(struct rpc_client *c, uint32_t events)
 	ssize_t r = read(c->fd, buf, sizeof(buf));
 	if (r == 0 && !(events & (EPOLLHUP | EPOLLERR))) {
 		/* The client has sent all it will (shutdown of its sending side) and may wait for answers
-		 * still to come: stop reading, close after the last one is out. */
+		 * still to come: stop reading; what it sent is answered, then the connection closes. */
 		c->eof = true;
-		sbuf_reset(&c->in);
-		c->scanned = 0;
-		c->request_ms = 0;
-		if (!c->npending)
-			c->closing = true;
 		return;
 	}
 	if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
@@ -443,12 +461,11 @@ static void client_on_io(void *arg, uint32_t events)
 		client_flush(c);
 	if (c->fd < 0)
 		return;
-	if (c->eof) {
-		if (events & (EPOLLHUP | EPOLLERR))
-			client_close(c); /* gone for good: no one to answer */
+	if (c->eof && (events & (EPOLLHUP | EPOLLERR))) {
+		client_close(c); /* gone for good: no one to answer */
 		return;
 	}
-	if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing && !client_blocked(c))
+	if (!c->eof && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->closing && !client_blocked(c))
 		client_read(c, events);
 	if (c->fd < 0)
 		return;
@@ -462,8 +479,8 @@ bool rpc_server_add_client(struct rpc_server *s, int fd)
 {
 	if (s->nclients >= s->limits.max_clients) {
 		/* Said on the socket, so the caller sees why rather than a bare close. */
-		char *line = xasprintf("{\"jsonrpc\":\"2.0\",\"error\":{\"code\":%d,\"message\":\"too many clients (%u)\"},"
-				       "\"id\":null}\n",
+		char *line = xasprintf("{\"jsonrpc\":\"2.0\",\"error\":{\"code\":%d,"
+				       "\"message\":\"too many clients (%u)\"},\"id\":null}\n",
 				       RPC_FAILED, s->limits.max_clients);
 		if (send(fd, line, strlen(line), MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
 			/* nothing more to do: the close below tells the client all the same */

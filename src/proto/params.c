@@ -304,7 +304,8 @@ enum negotiate_result negotiate_respond(struct negotiator *n, const struct text_
 			const char *key = in->kv[i].key;
 			if ((strcmp(key, "MaxBurstLength") == 0) != (pass == 0))
 				continue;
-			enum negotiate_result r = respond_key(n, key, in->kv[i].value, out, security_stage, why, whylen);
+			const char *val = in->kv[i].value;
+			enum negotiate_result r = respond_key(n, key, val, out, security_stage, why, whylen);
 			if (r != NEGOTIATE_OK)
 				return r;
 		}

@@ -710,7 +710,8 @@ static int global_key(struct parser *p, const char *key, const char *value)
 		unsigned max;
 	} limits[] = {
 		{"max-connections", offsetof(struct cfg, max_connections), CFG_MAX_CONNECTIONS_LIMIT},
-		{"max-connections-per-portal", offsetof(struct cfg, max_connections_per_portal), CFG_MAX_CONNECTIONS_LIMIT},
+		{"max-connections-per-portal", offsetof(struct cfg, max_connections_per_portal),
+		 CFG_MAX_CONNECTIONS_LIMIT},
 		{"mgmt-max-clients", offsetof(struct cfg, mgmt_max_clients), CFG_MGMT_MAX_CLIENTS_LIMIT},
 	};
 	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {

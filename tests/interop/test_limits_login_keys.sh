@@ -90,8 +90,10 @@ printf '%s\n' "$out" | sed 's/^/    /'
 read -r _ floods refused median max < <(grep '^RESULT' <<<"$out")
 ((floods >= 4)) || fail "only $floods flood logins went through in 8 s"
 ((refused == floods)) || fail "$refused of $floods flood logins were refused; all must be"
-say "checking the probe logins: median under 100 ms, slowest under 500 ms"
-python3 -c "import sys; sys.exit(0 if $median < 0.1 and $max < 0.5 else 1)" ||
+# One flood login used to take the loop about half a second (more under ASan), so a probe
+# behind one or two of them waited a second or more.
+say "checking the probe logins: median under 100 ms, slowest under 1 s"
+python3 -c "import sys; sys.exit(0 if $median < 0.1 and $max < 1.0 else 1)" ||
 	fail "logins waited behind the flood: median ${median}s, slowest ${max}s"
 grep -q "more than 256 keys" "$TARGET_LOG" || fail "the refusal does not say why"
 

@@ -575,7 +575,8 @@ static void test_unread_answers(void)
 	char pad[1025];
 	memset(pad, 'y', 1024);
 	pad[1024] = 0;
-	int n = snprintf(req, sizeof(req), "{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":{\"p\":\"%s\"},\"id\":1}\n", pad);
+	int n = snprintf(req, sizeof(req),
+			 "{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":{\"p\":\"%s\"},\"id\":1}\n", pad);
 	struct timeval tv = {0, 200000};
 	setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 	size_t sent = 0, requests = 0;
@@ -800,6 +801,47 @@ static void test_client_answer_bound(void)
 	unlink(flood_path);
 }
 
+/*
+ * Requests followed by EOF while the answers wait to be read: every request that came before
+ * the EOF is answered, even those still unread when it came, then the connection closes.
+ */
+static void test_eof_after_unread_answers(void)
+{
+	rpc_limits_default(&want_limits);
+	want_limits.max_unsent = 16384;
+	json_t *r = call("{\"jsonrpc\":\"2.0\",\"method\":\"limits\",\"id\":1}");
+	json_decref(r);
+	struct cl c;
+	cl_open(&c);
+	char pad[1025];
+	memset(pad, 'q', 1024);
+	pad[1024] = 0;
+	enum { N = 60 };
+	for (int i = 0; i < N; i++) {
+		char line[1200];
+		snprintf(line, sizeof(line), "{\"jsonrpc\":\"2.0\",\"method\":\"echo\",\"params\":{\"p\":\"%s\"},\"id\":%d}",
+			 pad, i);
+		cl_send(&c, line);
+	}
+	sleep_ms(100); /* the server answers until 16 KiB wait unread, then stops reading */
+	CHECK_EQ(shutdown(c.fd, SHUT_WR), 0);
+	int answers = 0;
+	for (;;) {
+		json_t *a = cl_recv(&c);
+		if (!a)
+			break;
+		CHECK_EQ(id_of(a), answers);
+		answers++;
+		json_decref(a);
+	}
+	CHECK_EQ(answers, N);
+	CHECK(cl_eof(&c));
+	cl_close(&c);
+	rpc_limits_default(&want_limits);
+	r = call("{\"jsonrpc\":\"2.0\",\"method\":\"limits\",\"id\":2}");
+	json_decref(r);
+}
+
 int main(void)
 {
 	snprintf(sock_path, sizeof(sock_path), "/tmp/isthmus-test-rpc-%d.sock", (int)getpid());
@@ -832,6 +874,7 @@ int main(void)
 	test_client_limit();
 	test_deep_nesting();
 	test_timeouts();
+	test_eof_after_unread_answers();
 	test_client_answer_bound();
 
 	/* An answer still pending when the server is freed: the client gets an error. */

@@ -78,8 +78,8 @@ static char *capture(void (*fn)(void))
 static void log_forged(void)
 {
 	/* What a login with such an InitiatorName, or a key, would log. */
-	log_warn("login from %s refused: %s", "iqn.2026-11.org.x:a\n2026-01-01T00:00:00.000Z error: [fake] root logged in",
-		 "key\r\x1b[2Kgone");
+	log_warn("login from %s refused: %s",
+		 "iqn.2026-11.org.x:a\n2026-01-01T00:00:00.000Z error: [fake] root logged in", "key\r\x1b[2Kgone");
 }
 
 static void log_long(void)
@@ -108,8 +108,8 @@ static void test_log_line(void)
 	CHECK(out[strlen(out) - 1] == '\n');
 	CHECK(strchr(out, '\r') == NULL);
 	CHECK(strchr(out, '\x1b') == NULL);
-	CHECK(strstr(out, "warn: login from iqn.2026-11.org.x:a\\n2026-01-01T00:00:00.000Z error: [fake] root logged in "
-			  "refused: key\\r\\x1b[2Kgone\n") != NULL);
+	CHECK(strstr(out, "warn: login from iqn.2026-11.org.x:a\\n2026-01-01T00:00:00.000Z error: [fake] root "
+			  "logged in refused: key\\r\\x1b[2Kgone\n") != NULL);
 	free(out);
 
 	/* A message of nothing but newlines is still one line, cut at a whole escape, marked as cut. */
