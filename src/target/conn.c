@@ -21,7 +21,12 @@
 
 /* Login PDUs are bounded by the RFC default MaxRecvDataSegmentLength until negotiation ends. */
 #define LOGIN_MAX_DSL 8192u
-#define RX_INITIAL (256u * 1024u)
+/*
+ * Before login a connection needs room for one login PDU (8 KiB of data); the 256 KiB that full
+ * feature phase reads at a time would make every unauthenticated connection cost that much.
+ */
+#define RX_LOGIN (16u * 1024u)
+#define RX_FULL_FEATURE (256u * 1024u)
 /*
  * A peer that sends requests but does not read the answers would grow the send queue without
  * end: past TX_BACKLOG_MAX queued bytes the connection stops reading (and parsing what it has
@@ -58,7 +63,7 @@ void conn_accept(struct server *srv, int fd, uint16_t tpgt)
 	c->tpgt = tpgt;
 	c->phase = PHASE_LOGIN;
 	params_defaults(&c->params);
-	c->rx_cap = RX_INITIAL;
+	c->rx_cap = RX_LOGIN;
 	c->rxbuf = xmalloc(c->rx_cap);
 	c->rx_state = RX_BHS;
 	c->rx_need = BHS_LEN;
@@ -331,6 +336,10 @@ static bool conn_parse(struct conn *c)
 
 static void conn_on_readable(struct conn *c)
 {
+	if (c->phase == PHASE_FULL_FEATURE && c->rx_cap < RX_FULL_FEATURE) {
+		c->rx_cap = RX_FULL_FEATURE;
+		c->rxbuf = xrealloc(c->rxbuf, c->rx_cap);
+	}
 	/* Bounded number of reads per wake-up keeps one busy connection from starving others. */
 	for (int round = 0; round < 16 && c->phase != PHASE_CLOSED && !c->rx_paused; round++) {
 		if (c->rx_len == c->rx_cap)

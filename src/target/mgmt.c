@@ -3,6 +3,7 @@
  * parameters (the WT_Session view), connections and counters, session kill, targets.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mgmt/rpc.h"
@@ -11,6 +12,21 @@
 #include "target/target.h"
 #include "util/log.h"
 #include "util/sbuf.h"
+
+/* Text from the wire as a JSON string: json_string refuses invalid UTF-8, so such bytes become '?'. */
+static json_t *json_text(const char *text)
+{
+	json_t *j = json_string(text);
+	if (j)
+		return j;
+	char *copy = xstrdup(text);
+	for (unsigned char *p = (unsigned char *)copy; *p; p++)
+		if (*p >= 0x80)
+			*p = '?';
+	j = json_string(copy);
+	free(copy);
+	return j;
+}
 
 static json_t *stats_json(const struct io_stats *s, uint32_t queue_depth)
 {
@@ -84,7 +100,7 @@ json_t *mgmt_session_json(const struct session *s)
 	json_object_set_new(o, "host_name",
 			    json_string(normal ? (s->node->cfg->alias ? s->node->cfg->alias : s->node->cfg->name) : ""));
 	json_object_set_new(o, "initiator_iqn", json_string(s->initiator_name));
-	json_object_set_new(o, "initiator_alias", json_string(s->initiator_alias));
+	json_object_set_new(o, "initiator_alias", json_text(s->initiator_alias));
 	json_object_set_new(o, "host_target_iqn", json_string(normal ? s->node->cfg->name : ""));
 	json_object_set_new(o, "portal_group_tag", json_integer(s->tpgt));
 	json_object_set_new(o, "authentication_type", json_string(s->auth_method));

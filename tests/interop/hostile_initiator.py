@@ -24,6 +24,8 @@ Scenarios (each prints "ok: ..." lines and exits 0, or prints "FAIL: ..." and ex
   login-reply-split     a login with many unknown keys gets its answer in continued 8 KiB parts
   maxconn-completion    two joining logins both start below MaxConnections=2: only one completes
   revoke                a logged-in session; CMD revokes it: Async Message, then the connection ends
+  alias-bytes           a session whose InitiatorAlias is not UTF-8; CMD (the management view of it)
+                        must still show it
 """
 import hashlib
 import os
@@ -524,6 +526,19 @@ def scenario_maxconn(host, port, target):
     print("ok: MaxConnections is checked again when the login completes")
 
 
+def scenario_alias_bytes(host, port, target):
+    c = Conn(host, port)
+    raw = b"InitiatorName=" + INITIATOR.encode() + b"\0TargetName=" + target.encode() + \
+        b"\0SessionType=Normal\0AuthMethod=None\0InitiatorAlias=bad\xff\xfe-alias\0"
+    h, _ = c.login_pdu(None, 0, 1, transit=True, raw=raw)
+    check(Conn.status(h) == 0, "login with a non-UTF-8 alias refused: 0x%04x" % Conn.status(h))
+    h, _ = c.login_pdu(["HeaderDigest=None", "DataDigest=None"], 1, 3, transit=True)
+    check(Conn.status(h) == 0, "login with a non-UTF-8 alias refused: 0x%04x" % Conn.status(h))
+    print("ok: logged in with an InitiatorAlias that is not UTF-8")
+    between()
+    c.close()
+
+
 def scenario_revoke(host, port, target):
     c = Conn(host, port)
     c.login(target)
@@ -559,6 +574,7 @@ def main():
         "login-reply-split": lambda: scenario_login_split(host, port, target),
         "maxconn-completion": lambda: scenario_maxconn(host, port, target),
         "revoke": lambda: scenario_revoke(host, port, target),
+        "alias-bytes": lambda: scenario_alias_bytes(host, port, target),
     }
     if scenario not in table:
         print("unknown scenario %s" % scenario)

@@ -72,6 +72,10 @@ scenario chap-change-during-login "$BASE:chap" --user hostile --secret "$CHAP_SE
 scenario revoke "$BASE:acl" --between "${CLI[*]} disallow $BASE:acl $INI"
 scenario revoke "$BASE:rechap" --between "${CLI[*]} set-chap $BASE:rechap --initiator $INI --user h2 --secret a-third-secret-3"
 
+# The session list names a session whose InitiatorAlias is not UTF-8 (bytes shown as '?').
+scenario alias-bytes "$BASE:main" --between \
+	"${CLI[*]} --json session list | grep -q '\"initiator_alias\": \"bad??-alias\"'"
+
 stop_target
 [[ "$TARGET_EXIT" == 0 ]] || fail "target exited with status $TARGET_EXIT after SIGTERM"
 say "PASS"
