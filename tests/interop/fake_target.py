@@ -14,6 +14,8 @@ names; the name an initiator logs in to picks the behaviour:
                      Writes are stored.
   PREFIX:login-cont  the first login response has the C bit set, and so has every answer to the
                      initiator's empty continuation requests, for ever.
+  PREFIX:bad-offset  reads answer with Data-In that skips the first 512 bytes of the buffer (a
+                     protocol error the initiator can only answer by dropping the connection).
 Discovery sessions (SendTargets): --text endless answers every Text Request with an empty Text
 Response without the F bit and with a Target Transfer Tag (more to come), for ever; otherwise
 the targets are listed.
@@ -193,9 +195,10 @@ class Conn:
         sense = bytes([0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0]) + b"\0" * 4
         self.status(h, 2, sense)
 
-    def data_in(self, h, data, final_status=True):
-        """Data-In PDUs carrying data, the last with the status (GOOD) when final_status."""
-        off = 0
+    def data_in(self, h, data, final_status=True, start=0):
+        """Data-In PDUs carrying data from offset start, the last with the status (GOOD) when
+        final_status."""
+        off = start
         datasn = 0
         while True:
             seg = data[off:off + self.max_seg]
@@ -245,6 +248,9 @@ class Conn:
             log("READ target=%s lba=%d blocks=%d" % (behaviour, lba, blocks))
             with self.disk.lock:
                 data = bytes(self.disk.data[lba * BS:(lba + blocks) * BS])
+            if behaviour == "bad-offset" and len(data) > 512:
+                self.data_in(h, data, start=512)
+                return
             if behaviour == "short":
                 if lba < 1024 and len(data) > 1:
                     self.data_in(h, data[:len(data) // 2])  # GOOD, no residual: a lie

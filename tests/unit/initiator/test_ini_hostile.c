@@ -175,20 +175,26 @@ static void test_sync_short_read(void)
 	fake_teardown(&f);
 }
 
-/* Each case: a hostile answer to a READ of 8192 bytes that must fail the connection. */
-static void evil_read(const char *what, void (*fn)(struct fake *f, uint32_t itt), const char *want)
+/*
+ * Each case: a hostile answer to a READ of 8192 bytes that must fail the connection. With blamed,
+ * the READ fails with ISM_ERR_PROTOCOL (its answer broke the protocol) while another READ in
+ * flight on the connection gets ISM_ERR_TRANSPORT (it only went down with it).
+ */
+static void evil_read(const char *what, void (*fn)(struct fake *f, uint32_t itt), bool blamed, const char *want)
 {
 	printf("%s: the connection fails (\"%s\")\n", what, want);
 	struct fake f;
 	logged_in(&f);
-	static uint8_t buf[8192];
+	static uint8_t buf[8192], other_buf[4096];
 	memset(buf, STALE, sizeof(buf));
-	struct io_result io;
+	struct io_result io, other;
 	uint32_t itt = start_command(&f, ISM_DIR_READ, buf, sizeof(buf), &io);
+	start_command(&f, ISM_DIR_READ, other_buf, sizeof(other_buf), &other);
 	fn(&f, itt);
 	pump(&f);
-	CHECK(io.done);
-	CHECK(io.r.error != ISM_OK);
+	CHECK(io.done && other.done);
+	CHECK_EQ(io.r.error, blamed ? ISM_ERR_PROTOCOL : ISM_ERR_TRANSPORT);
+	CHECK_EQ(other.r.error, ISM_ERR_TRANSPORT);
 	CHECK_EQ(ism_session_service(f.s, -1, 0), ISM_SERVICE_FAILED);
 	expect_error(&f, want);
 	fake_teardown(&f);
@@ -269,7 +275,7 @@ static void test_r2t_abuse(void)
 	CHECK_EQ(read_data_out(&f, 0x10), 8192);
 	send_r2t(&f, itt, 0x11, 1, 4096, 8192);
 	pump(&f);
-	CHECK(io.done && io.r.error == ISM_ERR_TRANSPORT);
+	CHECK(io.done && io.r.error == ISM_ERR_PROTOCOL);
 	expect_error(&f, "asks again for data before offset 8192");
 	fake_teardown(&f);
 
@@ -280,7 +286,7 @@ static void test_r2t_abuse(void)
 	itt = start_command(&f, ISM_DIR_WRITE, wbuf, sizeof(wbuf), &io);
 	send_r2t(&f, itt, 0x10, 0, 12288, 8192);
 	pump(&f);
-	CHECK(io.done && io.r.error == ISM_ERR_TRANSPORT);
+	CHECK(io.done && io.r.error == ISM_ERR_PROTOCOL);
 	expect_error(&f, "outside the 16384 bytes of the write");
 	fake_teardown(&f);
 	base_config(&cfg);
@@ -289,7 +295,7 @@ static void test_r2t_abuse(void)
 	itt = start_command(&f, ISM_DIR_WRITE, wbuf, sizeof(wbuf), &io);
 	send_r2t(&f, itt, 0x10, 0, 0, 16384);
 	pump(&f);
-	CHECK(io.done && io.r.error == ISM_ERR_TRANSPORT);
+	CHECK(io.done && io.r.error == ISM_ERR_PROTOCOL);
 	expect_error(&f, "more than MaxBurstLength 8192");
 	fake_teardown(&f);
 
@@ -311,7 +317,7 @@ static void test_r2t_abuse(void)
 	itt = start_command(&f, ISM_DIR_WRITE, wbuf, sizeof(wbuf), &io);
 	data_in(&f, itt, 0, 0, NULL, 0, 0, false, false, 0);
 	pump(&f);
-	CHECK(io.done && io.r.error == ISM_ERR_TRANSPORT);
+	CHECK(io.done && io.r.error == ISM_ERR_PROTOCOL);
 	expect_error(&f, "which is not a read");
 	fake_teardown(&f);
 }
@@ -562,13 +568,13 @@ int main(void)
 		pattern[i] = (uint8_t)(i * 13 + 1);
 	test_short_read_is_zero_filled();
 	test_sync_short_read();
-	evil_read("Data-In skipping the start of the buffer", gap_in_data, "at offset 4096, expected 0");
-	evil_read("Data-In for the same bytes twice", data_twice, "at offset 0, expected 4096");
-	evil_read("Data-In with a status but no F bit", status_without_final, "S bit but without F bit");
-	evil_read("both residual overflow and underflow", over_and_under, "both residual overflow and underflow");
-	evil_read("Data-In past the Expected Data Transfer Length", data_in_past_edtl, "past the expected length");
-	evil_read("a gap in DataSN", datasn_gap, "DataSN 2 out of order");
-	evil_read("SenseLength beyond the segment", sense_too_long, "SenseLength 65535 exceeds");
+	evil_read("Data-In skipping the start of the buffer", gap_in_data, true, "at offset 4096, expected 0");
+	evil_read("Data-In for the same bytes twice", data_twice, true, "at offset 0, expected 4096");
+	evil_read("Data-In with a status but no F bit", status_without_final, false, "S bit but without F bit");
+	evil_read("both residual overflow and underflow", over_and_under, true, "both residual overflow and underflow");
+	evil_read("Data-In past the Expected Data Transfer Length", data_in_past_edtl, true, "past the expected length");
+	evil_read("a gap in DataSN", datasn_gap, true, "DataSN 2 out of order");
+	evil_read("SenseLength beyond the segment", sense_too_long, true, "SenseLength 65535 exceeds");
 	test_r2t_abuse();
 	test_endless_text();
 	test_endless_login_continuation();
