@@ -688,6 +688,7 @@ void ism_session_uncork(struct ism_session *s)
 void ism_submit(struct ism_session *s, struct ism_task *t)
 {
 	t->qnext = NULL;
+	t->queued_ms = s->in_service ? s->now_ms : ism_now_ms();
 	if (s->pending_tail)
 		s->pending_tail->qnext = t;
 	else
@@ -1224,9 +1225,37 @@ static bool check_cmd_timeout(struct ism_conn *c, uint64_t now)
 	return true;
 }
 
+/* The command at the head of the queue waits for the CmdSN window alone (nothing else holds it). */
+static bool held_by_window(const struct ism_session *s)
+{
+	const struct ism_task *t = s->pending_head;
+	return t && !t->immediate && t->kind != TASK_LOGOUT && sn_gt(s->cmdsn, s->max_cmdsn);
+}
+
+/*
+ * A target may close the CmdSN window for a while, and opens it again with the MaxCmdSN of a later
+ * PDU. One that keeps it closed for cmd_timeout_ms (answering our pings all the while, so that
+ * no other timer fires) would hold every command for ever: the oldest one times out, and the
+ * session's connections fail so that a new login starts with a new window.
+ */
+static bool check_window_timeout(struct ism_session *s, uint64_t now)
+{
+	if (!held_by_window(s) || s->cfg.cmd_timeout_ms <= 0 ||
+	    now - s->pending_head->queued_ms < (uint64_t)s->cfg.cmd_timeout_ms)
+		return false;
+	ism_set_error(s, "the target kept the CmdSN window closed for %d ms (MaxCmdSN %u, next CmdSN %u)",
+		      s->cfg.cmd_timeout_ms, s->max_cmdsn, s->cmdsn);
+	task_fail(s->pending_head, ISM_ERR_TIMEOUT);
+	for (int i = 0; i < ISM_MAX_CONNS; i++)
+		ism_conn_fail(&s->conns[i], "CmdSN window closed too long");
+	return true;
+}
+
 static void run_timers(struct ism_session *s)
 {
 	uint64_t now = ism_now_ms();
+	if (check_window_timeout(s, now))
+		return;
 	for (int i = 0; i < ISM_MAX_CONNS; i++) {
 		struct ism_conn *c = &s->conns[i];
 		if ((c->state == CONN_FFP || c->state == CONN_LOGOUT) && check_cmd_timeout(c, now))
@@ -1271,6 +1300,10 @@ int ism_session_timeout_ms(struct ism_session *s)
 		return 0;
 	uint64_t now = ism_now_ms();
 	int64_t best = -1;
+	if (held_by_window(s) && s->cfg.cmd_timeout_ms > 0) {
+		uint64_t when = s->pending_head->queued_ms + (uint64_t)s->cfg.cmd_timeout_ms;
+		best = when > now ? (int64_t)(when - now) : 0;
+	}
 	for (int i = 0; i < ISM_MAX_CONNS; i++) {
 		struct ism_conn *c = &s->conns[i];
 		uint64_t when = 0;

@@ -530,6 +530,35 @@ static void test_window_from_the_future(void)
 	fake_teardown(&f);
 }
 
+static void test_window_never_opens(void)
+{
+	printf("a CmdSN window that stays closed: the command times out, the session fails\n");
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	cfg.cmd_timeout_ms = 300;
+	fake_setup(&f, &cfg);
+	f.window = 0; /* MaxCmdSN = ExpCmdSN - 1: closed from the login on */
+	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	uint8_t cdb[16];
+	size_t cl = ism_cdb_test_unit_ready(cdb);
+	struct io_result io = {0};
+	uint64_t t0 = ism_now_ms();
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_NONE, NULL, 0, on_io, &io) != NULL);
+	int to = ism_session_timeout_ms(f.s);
+	CHECK(to > 0 && to <= 300);
+	run_for(&f, &io.done, 3000);
+	uint64_t took = ism_now_ms() - t0;
+	CHECK(io.done);
+	CHECK_EQ(io.r.error, ISM_ERR_TIMEOUT);
+	CHECK(took >= 300 && took < 2000);
+	CHECK_EQ(ism_session_service(f.s, -1, 0), ISM_SERVICE_FAILED);
+	expect_error(&f, "kept the CmdSN window closed for 300 ms");
+	struct pdu p;
+	CHECK_EQ(frecv(&f, &p), -1); /* the command never went out; the connection was closed */
+	fake_teardown(&f);
+}
+
 static void test_async_odd(void)
 {
 	printf("Async Messages with odd events and parameters: one logout for repeated requests\n");
@@ -580,6 +609,7 @@ int main(void)
 	test_endless_login_continuation();
 	test_ping_storm();
 	test_window_from_the_future();
+	test_window_never_opens();
 	test_async_odd();
 	TEST_MAIN_END();
 }
