@@ -16,6 +16,9 @@ names; the name an initiator logs in to picks the behaviour:
                      initiator's empty continuation requests, for ever.
   PREFIX:bad-offset  reads answer with Data-In that skips the first 512 bytes of the buffer (a
                      protocol error the initiator can only answer by dropping the connection).
+  PREFIX:huge-blocks READ CAPACITY says 2 blocks of 1 GiB.
+  PREFIX:wrap-capacity READ CAPACITY says 2^62 + 1 blocks of 4096 bytes (the byte count wraps).
+  PREFIX:dup-luns    REPORT LUNS lists LUN 0 twice.
 Discovery sessions (SendTargets): --text endless answers every Text Request with an empty Text
 Response without the F bit and with a Target Transfer Tag (more to come), for ever; otherwise
 the targets are listed.
@@ -226,7 +229,8 @@ class Conn:
         edtl = struct.unpack(">I", h[20:24])[0]
         behaviour = (self.target or "").rsplit(":", 1)[-1]
         if op == 0xA0:  # REPORT LUNS
-            self.data_in(h, (struct.pack(">I", 8) + b"\0" * 4 + b"\0" * 8)[:edtl])
+            n = 2 if behaviour == "dup-luns" else 1
+            self.data_in(h, (struct.pack(">I", 8 * n) + b"\0" * 4 + b"\0" * 8 * n)[:edtl])
         elif op == 0x12:  # INQUIRY
             if cdb[1] & 1:
                 self.illegal(h)
@@ -238,7 +242,12 @@ class Conn:
             inq[32:36] = b"0001"
             self.data_in(h, bytes(inq)[:edtl])
         elif op == 0x9E and (cdb[1] & 0x1F) == 0x10:  # READ CAPACITY(16)
-            self.data_in(h, (struct.pack(">QI", self.disk.blocks - 1, BS) + b"\0" * 20)[:edtl])
+            last, bs = self.disk.blocks - 1, BS
+            if behaviour == "huge-blocks":
+                last, bs = 1, 1 << 30
+            elif behaviour == "wrap-capacity":
+                last, bs = 1 << 62, 4096
+            self.data_in(h, (struct.pack(">QI", last, bs) + b"\0" * 20)[:edtl])
         elif op == 0x25:
             self.data_in(h, struct.pack(">II", self.disk.blocks - 1, BS)[:edtl])
         elif op in (0x00, 0x35, 0x91):  # TEST UNIT READY, SYNCHRONIZE CACHE

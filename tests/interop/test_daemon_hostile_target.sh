@@ -9,6 +9,8 @@
 #     nothing carrying the pattern is written to the target;
 #   - a READ answered with Data-In that breaks the protocol (which drops the connection) is tried
 #     three times, one reconnect each, then fails with EIO instead of being retried for ever;
+#   - READ CAPACITY answers a device cannot serve (1 GiB blocks, a byte capacity that wraps) give
+#     no device, and a LUN listed twice by REPORT LUNS gives one;
 #   - the daemon keeps serving the honest session.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -140,6 +142,22 @@ reads=$(grep -c '^READ target=bad-offset' "$FAKE_LOG" || true)
 grep -q "failed 3 times (the target broke the protocol" "$DMN_LOG" || fail "no log line for the failed command"
 ism logout "$ODD" >/dev/null || true
 say "ok: failed with EIO after 3 tries"
+
+say "READ CAPACITY with 1 GiB blocks, with a capacity that wraps, and a LUN listed twice"
+for kind in huge-blocks wrap-capacity dup-luns; do
+	SID=$(ism login "iqn.2026-11.org.isthmus:fake:$kind" --portal "$HP" --type data | tail -n1) || fail "login to $kind"
+	ndev=$(sess_field "$SID" '.devices | length')
+	exposed=$(sess_field "$SID" '[.devices[] | select(.local_path != null or .nbd_socket != null)] | length')
+	case $kind in
+	dup-luns)
+		((ndev == 1 && exposed == 1)) || fail "$kind: $ndev devices ($exposed exposed), want LUN 0 once" ;;
+	*)
+		((exposed == 0)) || fail "$kind: the LUN became a device: $(sess_json "$SID" | jq -c .devices)" ;;
+	esac
+	ism logout "$SID" >/dev/null
+done
+grep -q "not exposed as a device" "$DMN_LOG" || fail "no log line for the unusable READ CAPACITY answers"
+say "ok: unusable geometry gives no device, a LUN listed twice gives one"
 
 say "the honest session is still served"
 python3 - "$GNBD" <<'PY' || fail "honest disk no longer served"
