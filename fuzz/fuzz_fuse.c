@@ -9,7 +9,8 @@
  * CHECK CONDITION or a full queue, as the session layer would.
  *
  * Checked: every request is answered exactly once (none left hanging once its I/O is done), no
- * READ answers more than was asked, and every reply is well formed.
+ * READ answers more than was asked, every reply is well formed, and every READ or WRITE sent to a
+ * LUN covers whole blocks inside it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -253,6 +254,29 @@ static uint32_t pick_size(struct cursor *c)
 static const char *const names[] = {"lun0", "lun3", "lun5", "lun", "lun00", "lun-1", "lun65535",
 				    "lun99999999999999999999", "0x0000000000000001", "0x2", "1", "..", ".", ""};
 
+static uint64_t be(const uint8_t *p, int n)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < n; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+/* What the handlers promise the session layer: a READ(16) or WRITE(16) covers whole blocks inside
+ * the LUN, exactly the buffer it comes with. */
+static void check_command(struct dsession *s, const struct dio *io)
+{
+	if (io->cdb[0] != 0x88 && io->cdb[0] != 0x8a)
+		return;
+	const struct dlun *l = dsess_lun(s, io->lun);
+	if (!l || !l->block_size)
+		abort();
+	uint64_t lba = be(io->cdb + 2, 8), blocks = be(io->cdb + 10, 4);
+	if (blocks * l->block_size != io->len || lba > l->capacity_bytes / l->block_size ||
+	    blocks > l->capacity_bytes / l->block_size - lba)
+		abort();
+}
+
 /* Finish one queued I/O of a session with the outcome the input picks; false when none waits. */
 static bool finish_io(struct cursor *c, bool good)
 {
@@ -269,6 +293,7 @@ static bool finish_io(struct cursor *c, bool good)
 	*pp = io->next;
 	io->next = NULL;
 	s->queued_bytes -= io->len;
+	check_command(s, io);
 	struct ism_scsi_result r;
 	memset(&r, 0, sizeof(r));
 	unsigned outcome = good ? 0 : (unsigned)take(c, 1) % 6;
