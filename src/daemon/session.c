@@ -1174,7 +1174,7 @@ json_t *dsess_json(struct dsession *s)
 	json_object_set_new(j, "initiator_instance_name", json_string(inst));
 	free(inst);
 	json_object_set_new(j, "target_node_address", json_string(s->opts.target));
-	json_object_set_new(j, "target_name", json_string(live && info.target_alias[0] ? info.target_alias : s->opts.target));
+	json_object_set_new(j, "target_name", json_text(live && info.target_alias[0] ? info.target_alias : s->opts.target));
 	json_object_set_new(j, "target_portal", json_string(s->opts.portal));
 	const char *auth = !s->opts.chap_user ? "None"
 			   : (s->opts.mutual_secret || s->opts.mutual_from_store) ? "MutualCHAP"

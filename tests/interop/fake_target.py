@@ -19,9 +19,10 @@ names; the name an initiator logs in to picks the behaviour:
   PREFIX:huge-blocks READ CAPACITY says 2 blocks of 1 GiB.
   PREFIX:wrap-capacity READ CAPACITY says 2^62 + 1 blocks of 4096 bytes (the byte count wraps).
   PREFIX:dup-luns    REPORT LUNS lists LUN 0 twice.
+  PREFIX:alias       logs in with a TargetAlias that is not UTF-8.
 Discovery sessions (SendTargets): --text endless answers every Text Request with an empty Text
 Response without the F bit and with a Target Transfer Tag (more to come), for ever; otherwise
-the targets are listed.
+the targets are listed, with a third whose name is not UTF-8.
 
 Every SCSI WRITE is logged as "WRITE target=NAME lba=L blocks=B secret=yes|no" (secret: the
 data carried the good disk's pattern), every READ as "READ target=NAME lba=L blocks=B", every
@@ -159,6 +160,8 @@ class Conn:
             return True
         if csg == 0:
             reply = text([("AuthMethod", "None"), ("TargetPortalGroupTag", "1")])
+            if behaviour == "alias":
+                reply += b"TargetAlias=bad\xff\xfealias\0"
             nsg, tsih = 1, 0
         else:
             pairs = [("HeaderDigest", "None"), ("DataDigest", "None"), ("MaxRecvDataSegmentLength", "65536")]
@@ -326,7 +329,9 @@ class Conn:
         pairs = []
         for name in ("good", "short"):
             pairs += [("TargetName", PREFIX + ":" + name), ("TargetAddress", "127.0.0.1:%d,1" % self.port)]
-        self.send(rh, text(pairs))
+        # and a name that is not UTF-8
+        odd = b"TargetName=" + PREFIX.encode() + b":odd\xff\0TargetAddress=127.0.0.1:%d,1\0" % self.port
+        self.send(rh, text(pairs) + odd)
 
     def other(self, h, d):
         op = h[0] & 0x3F

@@ -11,6 +11,7 @@
 #     three times, one reconnect each, then fails with EIO instead of being retried for ever;
 #   - READ CAPACITY answers a device cannot serve (1 GiB blocks, a byte capacity that wraps) give
 #     no device, and a LUN listed twice by REPORT LUNS gives one;
+#   - a TargetAlias and a discovered TargetName that are not UTF-8 are shown with '?';
 #   - the daemon keeps serving the honest session.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -158,6 +159,15 @@ for kind in huge-blocks wrap-capacity dup-luns; do
 done
 grep -q "not exposed as a device" "$DMN_LOG" || fail "no log line for the unusable READ CAPACITY answers"
 say "ok: unusable geometry gives no device, a LUN listed twice gives one"
+
+say "target text that is not UTF-8: a TargetAlias, a discovered TargetName"
+SID=$(ism login iqn.2026-11.org.isthmus:fake:alias --portal "$HP" --type informational | tail -n1) || fail "login to alias"
+[[ $(sess_field "$SID" .target_name) == "bad??alias" ]] || fail "target_name: $(sess_json "$SID" | jq -c .target_name)"
+ism logout "$SID" >/dev/null
+ism discover --daemon "$HP" --json >"$TEST_DIR/disc.json" || fail "discover --daemon: $(cat "$TEST_DIR/disc.json")"
+jq -e '[.targets[].target] | index("iqn.2026-11.org.isthmus:fake:odd?") != null and length == 3' "$TEST_DIR/disc.json" >/dev/null ||
+	fail "discovery result: $(jq -c . "$TEST_DIR/disc.json")"
+say "ok: shown with '?' for the bytes JSON cannot hold"
 
 say "the honest session is still served"
 python3 - "$GNBD" <<'PY' || fail "honest disk no longer served"
