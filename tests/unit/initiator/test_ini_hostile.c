@@ -559,6 +559,81 @@ static void test_window_never_opens(void)
 	fake_teardown(&f);
 }
 
+static void test_tsih(void)
+{
+	printf("TSIH 0 in the final login response, and another TSIH for an added connection: refused\n");
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	struct login_result lr = {0};
+	CHECK_EQ(ism_attach_fd_async(f.s, f.ifd, true, on_login, &lr), 0);
+	pump(&f);
+	struct pdu p;
+	CHECK_EQ(frecv(&f, &p), 0);
+	struct bhs b = {0};
+	b.opcode = OP_LOGIN_RESP;
+	b.final = true;
+	b.login.nsg = STAGE_FULL_FEATURE;
+	memcpy(b.login.isid, p.b.login.isid, 6);
+	b.login.tsih = 0;
+	b.itt = p.b.itt;
+	b.login.statsn = f.statsn++;
+	b.login.expcmdsn = 1;
+	b.login.maxcmdsn = 16;
+	pdu_free(&p);
+	static const char keys[] = "AuthMethod=None";
+	fsend(&f, &b, keys, sizeof(keys));
+	pump(&f);
+	CHECK(lr.done && lr.status == ISM_ERR_LOGIN);
+	expect_error(&f, "TSIH 0");
+	fake_teardown(&f);
+
+	logged_in(&f);
+	int sv[2];
+	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	CHECK_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+	struct timeval tv = {2, 0};
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	struct fake g = f;
+	g.fd = sv[1];
+	memset(&lr, 0, sizeof(lr));
+	CHECK_EQ(ism_attach_fd_async(f.s, sv[0], false, on_login, &lr), 0);
+	pump(&f);
+	CHECK_EQ(frecv(&g, &p), 0);
+	CHECK_EQ(p.b.login.tsih, 0x1234);
+	login_answer(&g, &p, keys, sizeof(keys), true, STAGE_FULL_FEATURE, 0); /* answers TSIH 0x1234 */
+	pdu_free(&p);
+	pump(&f);
+	CHECK(lr.done && lr.status == ISM_OK);
+	memset(&lr, 0, sizeof(lr));
+	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	CHECK_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	struct fake h = f;
+	h.fd = sv[1];
+	CHECK_EQ(ism_attach_fd_async(f.s, sv[0], false, on_login, &lr), 0);
+	pump(&f);
+	CHECK_EQ(frecv(&h, &p), 0);
+	memset(&b, 0, sizeof(b));
+	b.opcode = OP_LOGIN_RESP;
+	b.final = true;
+	b.login.nsg = STAGE_FULL_FEATURE;
+	memcpy(b.login.isid, p.b.login.isid, 6);
+	b.login.tsih = 0x4321; /* not the session's */
+	b.itt = p.b.itt;
+	b.login.statsn = 7;
+	pdu_free(&p);
+	fsend(&h, &b, keys, sizeof(keys));
+	pump(&f);
+	CHECK(lr.done && lr.status == ISM_ERR_LOGIN);
+	expect_error(&f, "TSIH 17185, session has 4660");
+	CHECK(ism_session_logged_in(f.s)); /* the session and its other connections go on */
+	close(g.fd);
+	close(h.fd);
+	fake_teardown(&f);
+}
+
 static void test_async_odd(void)
 {
 	printf("Async Messages with odd events and parameters: one logout for repeated requests\n");
@@ -610,6 +685,7 @@ int main(void)
 	test_ping_storm();
 	test_window_from_the_future();
 	test_window_never_opens();
+	test_tsih();
 	test_async_odd();
 	TEST_MAIN_END();
 }
