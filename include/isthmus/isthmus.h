@@ -163,6 +163,8 @@ enum ism_error {
 	ISM_ERR_CLOSED = -5,     /* session freed or logged out */
 	ISM_ERR_INVALID = -6,    /* bad argument */
 	ISM_ERR_TARGET = -7,     /* target reported a failure (response code, reject) */
+	ISM_ERR_PROTOCOL = -8,   /* the target's answer to this command broke the protocol (the
+				  * connection fails too; its other commands get ISM_ERR_TRANSPORT) */
 };
 
 enum ism_dir { ISM_DIR_NONE = 0, ISM_DIR_READ = 1, ISM_DIR_WRITE = 2 };

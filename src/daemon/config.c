@@ -253,6 +253,20 @@ bool parse_isid(const char *s, uint8_t isid[6])
 	return true;
 }
 
+json_t *json_text(const char *s)
+{
+	json_t *j = json_string(s);
+	if (j)
+		return j;
+	char *t = xstrdup(s);
+	for (char *p = t; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
+	j = json_string(t);
+	free(t);
+	return j;
+}
+
 static char *dup_opt(const char *s) { return s ? xstrdup(s) : NULL; }
 
 void dsess_opts_free(struct dsess_opts *o)

@@ -278,5 +278,8 @@ int ibft_load(const char *dir, struct dsess_opts *o, char **initiator_name, char
 /* ---- helpers */
 void hex_isid(const uint8_t isid[6], char out[13]);
 bool parse_isid(const char *s, uint8_t isid[6]);
+/* A JSON string of text a target sent (an alias, a discovered name): as it is when it is UTF-8,
+ * otherwise with every byte outside printable ASCII as '?' (JSON holds UTF-8 only). */
+json_t *json_text(const char *s);
 
 #endif

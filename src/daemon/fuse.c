@@ -561,6 +561,10 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_err(req, EINVAL); /* more than the kernel ever sends (max_write) */
 		return;
 	}
+	if (!size) {
+		fuse_reply_write(req, 0); /* nothing to write: no read-modify-write of the block around it */
+		return;
+	}
 	struct fio *f = fio_new(req, ino, size, off, &e);
 	if (!f) {
 		fuse_reply_err(req, e);

@@ -600,18 +600,20 @@ static void disc_done(void *arg, uint32_t events)
 			struct ism_target_entry *t = &j->result->targets[i];
 			json_t *addrs = json_array();
 			for (size_t k = 0; k < t->naddr; k++)
-				json_array_append_new(addrs, json_string(t->addresses[k]));
-			json_array_append_new(a, json_pack("{s:s,s:o}", "target", t->name, "addresses", addrs));
+				json_array_append_new(addrs, json_text(t->addresses[k]));
+			json_t *name = json_text(t->name); /* the target's bytes, as JSON can hold them */
+			json_array_append_new(a, json_pack("{s:O,s:o}", "target", name, "addresses", addrs));
 			/* remember it (once per target and portal) */
 			bool known = false;
 			for (size_t k = 0; k < json_array_size(d->discovered); k++) {
 				json_t *e = json_array_get(d->discovered, k);
-				if (!strcmp(json_string_value(json_object_get(e, "target")) ?: "", t->name) &&
+				if (json_equal(json_object_get(e, "target"), name) &&
 				    !strcmp(json_string_value(json_object_get(e, "portal")) ?: "", j->portal))
 					known = true;
 			}
 			if (!known)
-				json_array_append_new(d->discovered, json_pack("{s:s,s:s}", "target", t->name, "portal", j->portal));
+				json_array_append_new(d->discovered, json_pack("{s:O,s:s}", "target", name, "portal", j->portal));
+			json_decref(name);
 			for (struct dsession *s = d->sessions; s; s = s->next)
 				if (!strcmp(s->opts.target, t->name))
 					s->discovered = true;

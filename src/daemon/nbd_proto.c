@@ -431,7 +431,7 @@ static long handle_request(struct nbd_conn *c, const uint8_t *p, size_t n)
 		q->err = err;
 		return (long)n;
 	}
-	if (type == NBD_CMD_WRITE && !err)
+	if (type == NBD_CMD_WRITE && !err && len) /* an empty WRITE may have no buffer at all */
 		memcpy(q->buf, p + 28, len);
 	run_request(c, q, err);
 	return (long)need;

@@ -16,6 +16,7 @@
 #include "util/sbuf.h"
 
 #define DIO_MAX_TRIES 8
+#define DIO_MAX_BLAMED_TRIES 3
 #define LOGOUT_TIMEOUT_MS 10000
 
 static void ds_sync(struct dsession *s);
@@ -395,15 +396,26 @@ static void dio_cb(struct ism_session *ism, const struct ism_scsi_result *r, voi
 		io->done(io, 0, r);
 		return;
 	}
-	bool recoverable = r->error == ISM_ERR_TRANSPORT || r->error == ISM_ERR_CLOSED || r->error == ISM_ERR_TIMEOUT;
+	bool recoverable = r->error == ISM_ERR_TRANSPORT || r->error == ISM_ERR_CLOSED || r->error == ISM_ERR_TIMEOUT ||
+			   r->error == ISM_ERR_PROTOCOL;
 	bool alive = s->state == DS_CONNECTED || s->state == DS_RECONNECTING ||
 		     (s->state == DS_LOGGING_IN && !s->interactive_login);
-	if (recoverable && alive && io->tries < DIO_MAX_TRIES * 100) {
+	/*
+	 * A command whose own answer broke the protocol took the connection down with it and would
+	 * take the next one down the same way: it gets a few tries, not the hundreds the commands
+	 * that only went down with it get.
+	 */
+	bool blamed = r->error == ISM_ERR_PROTOCOL;
+	int max_tries = blamed ? DIO_MAX_BLAMED_TRIES : DIO_MAX_TRIES * 100;
+	if (recoverable && alive && io->tries < max_tries) {
 		queue_insert(s, io);
 		if (s->state == DS_CONNECTED)
 			loop_defer(s->d->loop, flush_later, s);
 		return;
 	}
+	if (blamed)
+		log_warn("session %s LUN %" PRIu64 ": command 0x%02x failed %d times (the target broke the protocol "
+			 "answering it); failing it", s->idstr, io->lun, io->cdb[0], io->tries);
 	io->done(io, -EIO, r);
 }
 
@@ -1162,7 +1174,7 @@ json_t *dsess_json(struct dsession *s)
 	json_object_set_new(j, "initiator_instance_name", json_string(inst));
 	free(inst);
 	json_object_set_new(j, "target_node_address", json_string(s->opts.target));
-	json_object_set_new(j, "target_name", json_string(live && info.target_alias[0] ? info.target_alias : s->opts.target));
+	json_object_set_new(j, "target_name", json_text(live && info.target_alias[0] ? info.target_alias : s->opts.target));
 	json_object_set_new(j, "target_portal", json_string(s->opts.portal));
 	const char *auth = !s->opts.chap_user ? "None"
 			   : (s->opts.mutual_secret || s->opts.mutual_from_store) ? "MutualCHAP"

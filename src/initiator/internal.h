@@ -96,6 +96,7 @@ struct ism_task {
 	uint32_t text_exchanges; /* Text Responses received for this request */
 	/* NOP, and every sent task for the command timeout */
 	uint64_t sent_ms;
+	uint64_t queued_ms; /* submitted: a command the CmdSN window holds back times out from here */
 	bool on_sent_list;
 	/* discovery result handed to the callback */
 	struct ism_discovery *result;

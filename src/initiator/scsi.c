@@ -208,6 +208,7 @@ static const char *error_str(int e)
 	case ISM_ERR_CLOSED: return "session closed";
 	case ISM_ERR_INVALID: return "invalid request";
 	case ISM_ERR_TARGET: return "target reported a failure";
+	case ISM_ERR_PROTOCOL: return "target broke the protocol";
 	default: return "unknown error";
 	}
 }

@@ -688,6 +688,7 @@ void ism_session_uncork(struct ism_session *s)
 void ism_submit(struct ism_session *s, struct ism_task *t)
 {
 	t->qnext = NULL;
+	t->queued_ms = s->in_service ? s->now_ms : ism_now_ms();
 	if (s->pending_tail)
 		s->pending_tail->qnext = t;
 	else
@@ -772,11 +773,30 @@ static uint32_t write_valid_bytes(const struct ism_task *t, bool underflow, uint
 	return valid;
 }
 
+/*
+ * The target's answer to t broke the protocol: t fails with ISM_ERR_PROTOCOL, so that a caller
+ * that retries after a reconnect can tell the command that broke the connection from the ones
+ * that only went down with it; then the connection fails (ErrorRecoveryLevel 0 repairs nothing).
+ */
+static void task_protocol_error(struct ism_conn *c, struct ism_task *t, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void task_protocol_error(struct ism_conn *c, struct ism_task *t, const char *fmt, ...)
+{
+	char msg[300];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	t->res.error = ISM_ERR_PROTOCOL;
+	ism_task_complete(t);
+	ism_conn_fail(c, "%s", msg);
+}
+
 static void complete_scsi(struct ism_conn *c, struct ism_task *t, uint8_t status, bool overflow, bool underflow,
 			  uint32_t residual)
 {
 	if (overflow && underflow) {
-		ism_conn_fail(c, "status for ITT 0x%08x with both residual overflow and underflow", t->itt);
+		task_protocol_error(c, t, "status for ITT 0x%08x with both residual overflow and underflow", t->itt);
 		return;
 	}
 	t->res.error = ISM_OK;
@@ -807,23 +827,24 @@ static void on_data_in(struct ism_conn *c, const struct bhs *b, const uint8_t *d
 	if (!t)
 		return;
 	if (t->dir != ISM_DIR_READ) {
-		ism_conn_fail(c, "Data-In for ITT 0x%08x, which is not a read", b->itt);
+		task_protocol_error(c, t, "Data-In for ITT 0x%08x, which is not a read", b->itt);
 		return;
 	}
 	if (b->data_in.datasn != t->next_datasn) {
-		ism_conn_fail(c, "Data-In DataSN %u out of order (expected %u)", b->data_in.datasn, t->next_datasn);
+		task_protocol_error(c, t, "Data-In DataSN %u out of order (expected %u)", b->data_in.datasn,
+				    t->next_datasn);
 		return;
 	}
 	t->next_datasn++;
 	uint64_t end = (uint64_t)b->data_in.offset + len;
 	if (end > t->len) {
-		ism_conn_fail(c, "Data-In at offset %u of %u bytes goes past the expected length %u", b->data_in.offset,
-			      len, t->len);
+		task_protocol_error(c, t, "Data-In at offset %u of %u bytes goes past the expected length %u",
+				    b->data_in.offset, len, t->len);
 		return;
 	}
 	if (len && b->data_in.offset != t->read_bytes) {
-		ism_conn_fail(c, "Data-In for ITT 0x%08x at offset %u, expected %u (data must arrive in order)", b->itt,
-			      b->data_in.offset, t->read_bytes);
+		task_protocol_error(c, t, "Data-In for ITT 0x%08x at offset %u, expected %u (data must arrive in order)",
+				    b->itt, b->data_in.offset, t->read_bytes);
 		return;
 	}
 	if (len && t->buf + b->data_in.offset != data)
@@ -843,12 +864,14 @@ static void on_scsi_response(struct ism_conn *c, const struct bhs *b, const uint
 		return;
 	if (len) {
 		if (len < 2) {
-			ism_conn_fail(c, "SCSI Response with a %u-byte data segment (no room for SenseLength)", len);
+			task_protocol_error(c, t, "SCSI Response with a %u-byte data segment (no room for SenseLength)",
+					    len);
 			return;
 		}
 		uint32_t slen = get_be16(data);
 		if (slen + 2 > len) {
-			ism_conn_fail(c, "SCSI Response SenseLength %u exceeds its data segment of %u bytes", slen, len);
+			task_protocol_error(c, t, "SCSI Response SenseLength %u exceeds its data segment of %u bytes", slen,
+					    len);
 			return;
 		}
 		t->res.sense_len = slen < ISM_SENSE_MAX ? slen : ISM_SENSE_MAX;
@@ -875,32 +898,32 @@ static void on_r2t(struct ism_conn *c, const struct bhs *b, uint32_t len)
 	if (!t)
 		return;
 	if (t->dir != ISM_DIR_WRITE) {
-		ism_conn_fail(c, "R2T for ITT 0x%08x, which is not a write", b->itt);
+		task_protocol_error(c, t, "R2T for ITT 0x%08x, which is not a write", b->itt);
 		return;
 	}
 	if (b->r2t.ttt == RESERVED_TAG) {
-		ism_conn_fail(c, "R2T with the reserved Target Transfer Tag");
+		task_protocol_error(c, t, "R2T with the reserved Target Transfer Tag");
 		return;
 	}
 	if (b->r2t.r2tsn != t->next_r2tsn) {
-		ism_conn_fail(c, "R2TSN %u out of order (expected %u)", b->r2t.r2tsn, t->next_r2tsn);
+		task_protocol_error(c, t, "R2TSN %u out of order (expected %u)", b->r2t.r2tsn, t->next_r2tsn);
 		return;
 	}
 	uint64_t end = (uint64_t)b->r2t.offset + b->r2t.desired_len;
 	if (b->r2t.desired_len == 0 || end > t->len) {
-		ism_conn_fail(c, "R2T for %u bytes at offset %u outside the %u bytes of the write", b->r2t.desired_len,
-			      b->r2t.offset, t->len);
+		task_protocol_error(c, t, "R2T for %u bytes at offset %u outside the %u bytes of the write",
+				    b->r2t.desired_len, b->r2t.offset, t->len);
 		return;
 	}
 	if (b->r2t.offset < t->write_end) {
 		/* DataSequenceInOrder=Yes: each R2T asks for data after what was sent or asked for. */
-		ism_conn_fail(c, "R2T for ITT 0x%08x at offset %u asks again for data before offset %u, already "
-			      "sent or asked for", b->itt, b->r2t.offset, t->write_end);
+		task_protocol_error(c, t, "R2T for ITT 0x%08x at offset %u asks again for data before offset %u, "
+				    "already sent or asked for", b->itt, b->r2t.offset, t->write_end);
 		return;
 	}
 	if (b->r2t.desired_len > s->params.max_burst_length) {
-		ism_conn_fail(c, "R2T asks for %u bytes, more than MaxBurstLength %u", b->r2t.desired_len,
-			      s->params.max_burst_length);
+		task_protocol_error(c, t, "R2T asks for %u bytes, more than MaxBurstLength %u", b->r2t.desired_len,
+				    s->params.max_burst_length);
 		return;
 	}
 	/*
@@ -910,9 +933,9 @@ static void on_r2t(struct ism_conn *c, const struct bhs *b, uint32_t len)
 	 */
 	uint32_t max_r2t = s->params.max_outstanding_r2t ? s->params.max_outstanding_r2t : 1;
 	if (t->r2t_active >= max_r2t) {
-		ism_conn_fail(c, "target sent R2T %u for ITT 0x%08x while %u R2T%s of it %s still being answered "
-			      "(MaxOutstandingR2T=%u)", b->r2t.r2tsn, b->itt, t->r2t_active,
-			      t->r2t_active == 1 ? "" : "s", t->r2t_active == 1 ? "is" : "are", max_r2t);
+		task_protocol_error(c, t, "target sent R2T %u for ITT 0x%08x while %u R2T%s of it %s still being "
+				    "answered (MaxOutstandingR2T=%u)", b->r2t.r2tsn, b->itt, t->r2t_active,
+				    t->r2t_active == 1 ? "" : "s", t->r2t_active == 1 ? "is" : "are", max_r2t);
 		return;
 	}
 	t->next_r2tsn++;
@@ -1202,9 +1225,37 @@ static bool check_cmd_timeout(struct ism_conn *c, uint64_t now)
 	return true;
 }
 
+/* The command at the head of the queue waits for the CmdSN window alone (nothing else holds it). */
+static bool held_by_window(const struct ism_session *s)
+{
+	const struct ism_task *t = s->pending_head;
+	return t && !t->immediate && t->kind != TASK_LOGOUT && sn_gt(s->cmdsn, s->max_cmdsn);
+}
+
+/*
+ * A target may close the CmdSN window for a while, and opens it again with the MaxCmdSN of a later
+ * PDU. One that keeps it closed for cmd_timeout_ms (answering our pings all the while, so that
+ * no other timer fires) would hold every command for ever: the oldest one times out, and the
+ * session's connections fail so that a new login starts with a new window.
+ */
+static bool check_window_timeout(struct ism_session *s, uint64_t now)
+{
+	if (!held_by_window(s) || s->cfg.cmd_timeout_ms <= 0 ||
+	    now - s->pending_head->queued_ms < (uint64_t)s->cfg.cmd_timeout_ms)
+		return false;
+	ism_set_error(s, "the target kept the CmdSN window closed for %d ms (MaxCmdSN %u, next CmdSN %u)",
+		      s->cfg.cmd_timeout_ms, s->max_cmdsn, s->cmdsn);
+	task_fail(s->pending_head, ISM_ERR_TIMEOUT);
+	for (int i = 0; i < ISM_MAX_CONNS; i++)
+		ism_conn_fail(&s->conns[i], "CmdSN window closed too long");
+	return true;
+}
+
 static void run_timers(struct ism_session *s)
 {
 	uint64_t now = ism_now_ms();
+	if (check_window_timeout(s, now))
+		return;
 	for (int i = 0; i < ISM_MAX_CONNS; i++) {
 		struct ism_conn *c = &s->conns[i];
 		if ((c->state == CONN_FFP || c->state == CONN_LOGOUT) && check_cmd_timeout(c, now))
@@ -1249,6 +1300,10 @@ int ism_session_timeout_ms(struct ism_session *s)
 		return 0;
 	uint64_t now = ism_now_ms();
 	int64_t best = -1;
+	if (held_by_window(s) && s->cfg.cmd_timeout_ms > 0) {
+		uint64_t when = s->pending_head->queued_ms + (uint64_t)s->cfg.cmd_timeout_ms;
+		best = when > now ? (int64_t)(when - now) : 0;
+	}
 	for (int i = 0; i < ISM_MAX_CONNS; i++) {
 		struct ism_conn *c = &s->conns[i];
 		uint64_t when = 0;

@@ -14,9 +14,15 @@ names; the name an initiator logs in to picks the behaviour:
                      Writes are stored.
   PREFIX:login-cont  the first login response has the C bit set, and so has every answer to the
                      initiator's empty continuation requests, for ever.
+  PREFIX:bad-offset  reads answer with Data-In that skips the first 512 bytes of the buffer (a
+                     protocol error the initiator can only answer by dropping the connection).
+  PREFIX:huge-blocks READ CAPACITY says 2 blocks of 1 GiB.
+  PREFIX:wrap-capacity READ CAPACITY says 2^62 + 1 blocks of 4096 bytes (the byte count wraps).
+  PREFIX:dup-luns    REPORT LUNS lists LUN 0 twice.
+  PREFIX:alias       logs in with a TargetAlias that is not UTF-8.
 Discovery sessions (SendTargets): --text endless answers every Text Request with an empty Text
 Response without the F bit and with a Target Transfer Tag (more to come), for ever; otherwise
-the targets are listed.
+the targets are listed, with a third whose name is not UTF-8.
 
 Every SCSI WRITE is logged as "WRITE target=NAME lba=L blocks=B secret=yes|no" (secret: the
 data carried the good disk's pattern), every READ as "READ target=NAME lba=L blocks=B", every
@@ -154,6 +160,8 @@ class Conn:
             return True
         if csg == 0:
             reply = text([("AuthMethod", "None"), ("TargetPortalGroupTag", "1")])
+            if behaviour == "alias":
+                reply += b"TargetAlias=bad\xff\xfealias\0"
             nsg, tsih = 1, 0
         else:
             pairs = [("HeaderDigest", "None"), ("DataDigest", "None"), ("MaxRecvDataSegmentLength", "65536")]
@@ -193,9 +201,10 @@ class Conn:
         sense = bytes([0x70, 0, 0x05, 0, 0, 0, 0, 10, 0, 0, 0, 0, 0x24, 0]) + b"\0" * 4
         self.status(h, 2, sense)
 
-    def data_in(self, h, data, final_status=True):
-        """Data-In PDUs carrying data, the last with the status (GOOD) when final_status."""
-        off = 0
+    def data_in(self, h, data, final_status=True, start=0):
+        """Data-In PDUs carrying data from offset start, the last with the status (GOOD) when
+        final_status."""
+        off = start
         datasn = 0
         while True:
             seg = data[off:off + self.max_seg]
@@ -223,7 +232,8 @@ class Conn:
         edtl = struct.unpack(">I", h[20:24])[0]
         behaviour = (self.target or "").rsplit(":", 1)[-1]
         if op == 0xA0:  # REPORT LUNS
-            self.data_in(h, (struct.pack(">I", 8) + b"\0" * 4 + b"\0" * 8)[:edtl])
+            n = 2 if behaviour == "dup-luns" else 1
+            self.data_in(h, (struct.pack(">I", 8 * n) + b"\0" * 4 + b"\0" * 8 * n)[:edtl])
         elif op == 0x12:  # INQUIRY
             if cdb[1] & 1:
                 self.illegal(h)
@@ -235,7 +245,12 @@ class Conn:
             inq[32:36] = b"0001"
             self.data_in(h, bytes(inq)[:edtl])
         elif op == 0x9E and (cdb[1] & 0x1F) == 0x10:  # READ CAPACITY(16)
-            self.data_in(h, (struct.pack(">QI", self.disk.blocks - 1, BS) + b"\0" * 20)[:edtl])
+            last, bs = self.disk.blocks - 1, BS
+            if behaviour == "huge-blocks":
+                last, bs = 1, 1 << 30
+            elif behaviour == "wrap-capacity":
+                last, bs = 1 << 62, 4096
+            self.data_in(h, (struct.pack(">QI", last, bs) + b"\0" * 20)[:edtl])
         elif op == 0x25:
             self.data_in(h, struct.pack(">II", self.disk.blocks - 1, BS)[:edtl])
         elif op in (0x00, 0x35, 0x91):  # TEST UNIT READY, SYNCHRONIZE CACHE
@@ -245,6 +260,9 @@ class Conn:
             log("READ target=%s lba=%d blocks=%d" % (behaviour, lba, blocks))
             with self.disk.lock:
                 data = bytes(self.disk.data[lba * BS:(lba + blocks) * BS])
+            if behaviour == "bad-offset" and len(data) > 512:
+                self.data_in(h, data, start=512)
+                return
             if behaviour == "short":
                 if lba < 1024 and len(data) > 1:
                     self.data_in(h, data[:len(data) // 2])  # GOOD, no residual: a lie
@@ -311,7 +329,9 @@ class Conn:
         pairs = []
         for name in ("good", "short"):
             pairs += [("TargetName", PREFIX + ":" + name), ("TargetAddress", "127.0.0.1:%d,1" % self.port)]
-        self.send(rh, text(pairs))
+        # and a name that is not UTF-8
+        odd = b"TargetName=" + PREFIX.encode() + b":odd\xff\0TargetAddress=127.0.0.1:%d,1\0" % self.port
+        self.send(rh, text(pairs) + odd)
 
     def other(self, h, d):
         op = h[0] & 0x3F

@@ -31,10 +31,14 @@ class Nbd:
         self.cookie = 0
         self.lengths = {}  # cookie -> bytes a successful READ reply carries
 
-    def request(self, cmd, offset, length, payload=b"", flags=0):
+    def pack(self, cmd, offset, length, payload=b"", flags=0):
+        """One request as bytes (its cookie registered), for sending several in one write."""
         self.cookie += 1
-        self.sock.sendall(struct.pack(">IHHQQI", NBD_REQUEST_MAGIC, flags, cmd, self.cookie, offset, length) + payload)
         self.lengths[self.cookie] = length if cmd == CMD_READ else 0
+        return struct.pack(">IHHQQI", NBD_REQUEST_MAGIC, flags, cmd, self.cookie, offset, length) + payload
+
+    def request(self, cmd, offset, length, payload=b"", flags=0):
+        self.sock.sendall(self.pack(cmd, offset, length, payload, flags))
         return self.cookie
 
     def reply(self):

@@ -7,6 +7,11 @@
 #   - FUSE reads get EIO, never the pattern;
 #   - an unaligned FUSE write (read-modify-write of a block read short) fails with EIO and
 #     nothing carrying the pattern is written to the target;
+#   - a READ answered with Data-In that breaks the protocol (which drops the connection) is tried
+#     three times, one reconnect each, then fails with EIO instead of being retried for ever;
+#   - READ CAPACITY answers a device cannot serve (1 GiB blocks, a byte capacity that wraps) give
+#     no device, and a LUN listed twice by REPORT LUNS gives one;
+#   - a TargetAlias and a discovered TargetName that are not UTF-8 are shown with '?';
 #   - the daemon keeps serving the honest session.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -118,6 +123,51 @@ if grep -q "target=short .*secret=yes" "$FAKE_LOG"; then
 fi
 grep -q "answered GOOD after" "$DMN_LOG" || fail "no log line names the short transfers"
 say "ok: read-modify-write refused, no stale data reached the target"
+
+say "a READ whose Data-In breaks the protocol: tried three times (one reconnect each), then EIO"
+ODD=$(ism login iqn.2026-11.org.isthmus:fake:bad-offset --portal "$HP" --type data | tail -n1) || fail "login to the bad-offset disk"
+ONBD=$(sess_field "$ODD" '.devices[0].nbd_socket')
+python3 - "$ONBD" <<'PY' || fail "a READ breaking the connection every time was not failed"
+import os, sys, time
+sys.path.insert(0, os.environ["INTEROP_DIR"])
+import nbd_client
+n = nbd_client.connect(sys.argv[1], timeout=40)
+t0 = time.monotonic()
+err, data = n.read(0, 4096)
+took = time.monotonic() - t0
+print("READ answered with error %d after %.1f s" % (err, took))
+sys.exit(0 if err == 5 and not data else 1)
+PY
+reads=$(grep -c '^READ target=bad-offset' "$FAKE_LOG" || true)
+((reads == 3)) || fail "the target got $reads READs, want 3 tries"
+grep -q "failed 3 times (the target broke the protocol" "$DMN_LOG" || fail "no log line for the failed command"
+ism logout "$ODD" >/dev/null || true
+say "ok: failed with EIO after 3 tries"
+
+say "READ CAPACITY with 1 GiB blocks, with a capacity that wraps, and a LUN listed twice"
+for kind in huge-blocks wrap-capacity dup-luns; do
+	SID=$(ism login "iqn.2026-11.org.isthmus:fake:$kind" --portal "$HP" --type data | tail -n1) || fail "login to $kind"
+	ndev=$(sess_field "$SID" '.devices | length')
+	exposed=$(sess_field "$SID" '[.devices[] | select(.local_path != null or .nbd_socket != null)] | length')
+	case $kind in
+	dup-luns)
+		((ndev == 1 && exposed == 1)) || fail "$kind: $ndev devices ($exposed exposed), want LUN 0 once" ;;
+	*)
+		((exposed == 0)) || fail "$kind: the LUN became a device: $(sess_json "$SID" | jq -c .devices)" ;;
+	esac
+	ism logout "$SID" >/dev/null
+done
+grep -q "not exposed as a device" "$DMN_LOG" || fail "no log line for the unusable READ CAPACITY answers"
+say "ok: unusable geometry gives no device, a LUN listed twice gives one"
+
+say "target text that is not UTF-8: a TargetAlias, a discovered TargetName"
+SID=$(ism login iqn.2026-11.org.isthmus:fake:alias --portal "$HP" --type informational | tail -n1) || fail "login to alias"
+[[ $(sess_field "$SID" .target_name) == "bad??alias" ]] || fail "target_name: $(sess_json "$SID" | jq -c .target_name)"
+ism logout "$SID" >/dev/null
+ism discover --daemon "$HP" --json >"$TEST_DIR/disc.json" || fail "discover --daemon: $(cat "$TEST_DIR/disc.json")"
+jq -e '[.targets[].target] | index("iqn.2026-11.org.isthmus:fake:odd?") != null and length == 3' "$TEST_DIR/disc.json" >/dev/null ||
+	fail "discovery result: $(jq -c . "$TEST_DIR/disc.json")"
+say "ok: shown with '?' for the bytes JSON cannot hold"
 
 say "the honest session is still served"
 python3 - "$GNBD" <<'PY' || fail "honest disk no longer served"

@@ -3,6 +3,8 @@
 # tests/interop/fake_target.py, whose log counts the READs that reach the target):
 #   - nbd-max-clients = 4: the fifth and sixth clients are closed at once; when one leaves, a new
 #     one is served;
+#   - requests past the end of the export, misaligned, too large or unknown get EINVAL (ENOSPC
+#     for writes and trims past the end), and a WRITE over 1 MiB closes the connection;
 #   - a client that sends 100 READs of 1 MiB and reads no reply: the daemon sends at most 16 MiB
 #     of them to the target meanwhile, and all 100 are answered once the client reads;
 #   - a client that sends handshake options without reading the answers: the daemon stops
@@ -60,6 +62,47 @@ PY
 grep -q "nbd-max-clients" "$DMN_LOG" || fail "no log line about the refused clients"
 say "ok: 4 clients served, 2 closed at once, a new one served after one left"
 
+say "requests past the export, of odd sizes, and too large"
+python3 - "$NBD" <<'PY' || fail "bad requests"
+import os, struct, sys
+sys.path.insert(0, os.environ["INTEROP_DIR"])
+import nbd_client
+n = nbd_client.connect(sys.argv[1])
+size = n.size
+want = [
+    ("READ past the end", nbd_client.CMD_READ, size, 512, 22),
+    ("READ across the end", nbd_client.CMD_READ, size - 512, 1024, 22),
+    ("READ at offset 2^64 - 512", nbd_client.CMD_READ, (1 << 64) - 512, 1024, 22),
+    ("READ not block-aligned", nbd_client.CMD_READ, 100, 512, 22),
+    ("READ of 2 MiB", nbd_client.CMD_READ, 0, 2 << 20, 22),
+    ("TRIM past the end", nbd_client.CMD_TRIM, size, 4096, 28),
+    ("unknown command 9", 9, 0, 512, 22),
+]
+bad = 0
+for what, cmd, off, ln, errno in want:
+    n.request(cmd, off, ln)
+    err, _, data = n.reply()
+    if err != errno:
+        print("%s: error %d, want %d" % (what, err, errno))
+        bad += 1
+n.request(nbd_client.CMD_WRITE, size - 512, 1024, b"w" * 1024)
+err, _, _ = n.reply()
+if err != 28:
+    print("WRITE across the end: error %d, want ENOSPC (28)" % err)
+    bad += 1
+assert n.read(0, 4096)[0] == 0
+# a WRITE over 1 MiB cannot be skipped safely: the connection is closed
+n.sock.sendall(struct.pack(">IHHQQI", nbd_client.NBD_REQUEST_MAGIC, 0, nbd_client.CMD_WRITE, 77, 0, 2 << 20))
+try:
+    n.reply()
+    print("a 2 MiB WRITE was answered")
+    bad += 1
+except (ConnectionError, OSError):
+    pass
+sys.exit(1 if bad else 0)
+PY
+say "ok: EINVAL past the end and for odd sizes, ENOSPC for writes and trims past it, 2 MiB WRITE closes"
+
 say "100 READs of 1 MiB sent, no reply read: what reaches the target is bounded"
 before=$(grep -c '^READ target=good' "$FAKE_LOG" || true)
 python3 - "$NBD" "$FAKE_LOG" "$before" <<'PY' || fail "in-flight bound"
@@ -67,8 +110,8 @@ import os, sys, time
 sys.path.insert(0, os.environ["INTEROP_DIR"])
 import nbd_client
 n = nbd_client.connect(sys.argv[1], timeout=30)
-for i in range(100):
-    n.request(nbd_client.CMD_READ, (i % 8) << 20, 1 << 20)
+# one write: requests sent one by one could fill the socket once the daemon stops reading
+n.sock.sendall(b"".join(n.pack(nbd_client.CMD_READ, (i % 8) << 20, 1 << 20) for i in range(100)))
 time.sleep(2)
 reads = sum(1 for l in open(sys.argv[2]) if l.startswith("READ target=good")) - int(sys.argv[3])
 print("READs at the target while the client read nothing: %d" % reads)

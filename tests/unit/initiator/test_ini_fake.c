@@ -618,7 +618,7 @@ static void test_max_outstanding_r2t(void)
 	CHECK(write(f.fd, two, sizeof(two)) == (ssize_t)sizeof(two)); /* one segment: read in one go */
 	pump(&f);
 	CHECK(io.done);
-	CHECK_EQ(io.r.error, ISM_ERR_TRANSPORT);
+	CHECK_EQ(io.r.error, ISM_ERR_PROTOCOL);
 	CHECK_EQ(ism_session_service(f.s, -1, 0), -1);
 	const char *err = ism_session_error(f.s);
 	if (!strstr(err, "MaxOutstandingR2T=1")) {

@@ -175,20 +175,26 @@ static void test_sync_short_read(void)
 	fake_teardown(&f);
 }
 
-/* Each case: a hostile answer to a READ of 8192 bytes that must fail the connection. */
-static void evil_read(const char *what, void (*fn)(struct fake *f, uint32_t itt), const char *want)
+/*
+ * Each case: a hostile answer to a READ of 8192 bytes that must fail the connection. With blamed,
+ * the READ fails with ISM_ERR_PROTOCOL (its answer broke the protocol) while another READ in
+ * flight on the connection gets ISM_ERR_TRANSPORT (it only went down with it).
+ */
+static void evil_read(const char *what, void (*fn)(struct fake *f, uint32_t itt), bool blamed, const char *want)
 {
 	printf("%s: the connection fails (\"%s\")\n", what, want);
 	struct fake f;
 	logged_in(&f);
-	static uint8_t buf[8192];
+	static uint8_t buf[8192], other_buf[4096];
 	memset(buf, STALE, sizeof(buf));
-	struct io_result io;
+	struct io_result io, other;
 	uint32_t itt = start_command(&f, ISM_DIR_READ, buf, sizeof(buf), &io);
+	start_command(&f, ISM_DIR_READ, other_buf, sizeof(other_buf), &other);
 	fn(&f, itt);
 	pump(&f);
-	CHECK(io.done);
-	CHECK(io.r.error != ISM_OK);
+	CHECK(io.done && other.done);
+	CHECK_EQ(io.r.error, blamed ? ISM_ERR_PROTOCOL : ISM_ERR_TRANSPORT);
+	CHECK_EQ(other.r.error, ISM_ERR_TRANSPORT);
 	CHECK_EQ(ism_session_service(f.s, -1, 0), ISM_SERVICE_FAILED);
 	expect_error(&f, want);
 	fake_teardown(&f);
@@ -269,7 +275,7 @@ static void test_r2t_abuse(void)
 	CHECK_EQ(read_data_out(&f, 0x10), 8192);
 	send_r2t(&f, itt, 0x11, 1, 4096, 8192);
 	pump(&f);
-	CHECK(io.done && io.r.error == ISM_ERR_TRANSPORT);
+	CHECK(io.done && io.r.error == ISM_ERR_PROTOCOL);
 	expect_error(&f, "asks again for data before offset 8192");
 	fake_teardown(&f);
 
@@ -280,7 +286,7 @@ static void test_r2t_abuse(void)
 	itt = start_command(&f, ISM_DIR_WRITE, wbuf, sizeof(wbuf), &io);
 	send_r2t(&f, itt, 0x10, 0, 12288, 8192);
 	pump(&f);
-	CHECK(io.done && io.r.error == ISM_ERR_TRANSPORT);
+	CHECK(io.done && io.r.error == ISM_ERR_PROTOCOL);
 	expect_error(&f, "outside the 16384 bytes of the write");
 	fake_teardown(&f);
 	base_config(&cfg);
@@ -289,7 +295,7 @@ static void test_r2t_abuse(void)
 	itt = start_command(&f, ISM_DIR_WRITE, wbuf, sizeof(wbuf), &io);
 	send_r2t(&f, itt, 0x10, 0, 0, 16384);
 	pump(&f);
-	CHECK(io.done && io.r.error == ISM_ERR_TRANSPORT);
+	CHECK(io.done && io.r.error == ISM_ERR_PROTOCOL);
 	expect_error(&f, "more than MaxBurstLength 8192");
 	fake_teardown(&f);
 
@@ -311,7 +317,7 @@ static void test_r2t_abuse(void)
 	itt = start_command(&f, ISM_DIR_WRITE, wbuf, sizeof(wbuf), &io);
 	data_in(&f, itt, 0, 0, NULL, 0, 0, false, false, 0);
 	pump(&f);
-	CHECK(io.done && io.r.error == ISM_ERR_TRANSPORT);
+	CHECK(io.done && io.r.error == ISM_ERR_PROTOCOL);
 	expect_error(&f, "which is not a read");
 	fake_teardown(&f);
 }
@@ -524,6 +530,110 @@ static void test_window_from_the_future(void)
 	fake_teardown(&f);
 }
 
+static void test_window_never_opens(void)
+{
+	printf("a CmdSN window that stays closed: the command times out, the session fails\n");
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	cfg.cmd_timeout_ms = 300;
+	fake_setup(&f, &cfg);
+	f.window = 0; /* MaxCmdSN = ExpCmdSN - 1: closed from the login on */
+	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	uint8_t cdb[16];
+	size_t cl = ism_cdb_test_unit_ready(cdb);
+	struct io_result io = {0};
+	uint64_t t0 = ism_now_ms();
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_NONE, NULL, 0, on_io, &io) != NULL);
+	int to = ism_session_timeout_ms(f.s);
+	CHECK(to > 0 && to <= 300);
+	run_for(&f, &io.done, 3000);
+	uint64_t took = ism_now_ms() - t0;
+	CHECK(io.done);
+	CHECK_EQ(io.r.error, ISM_ERR_TIMEOUT);
+	CHECK(took >= 300 && took < 2000);
+	CHECK_EQ(ism_session_service(f.s, -1, 0), ISM_SERVICE_FAILED);
+	expect_error(&f, "kept the CmdSN window closed for 300 ms");
+	struct pdu p;
+	CHECK_EQ(frecv(&f, &p), -1); /* the command never went out; the connection was closed */
+	fake_teardown(&f);
+}
+
+static void test_tsih(void)
+{
+	printf("TSIH 0 in the final login response, and another TSIH for an added connection: refused\n");
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	struct login_result lr = {0};
+	CHECK_EQ(ism_attach_fd_async(f.s, f.ifd, true, on_login, &lr), 0);
+	pump(&f);
+	struct pdu p;
+	CHECK_EQ(frecv(&f, &p), 0);
+	struct bhs b = {0};
+	b.opcode = OP_LOGIN_RESP;
+	b.final = true;
+	b.login.nsg = STAGE_FULL_FEATURE;
+	memcpy(b.login.isid, p.b.login.isid, 6);
+	b.login.tsih = 0;
+	b.itt = p.b.itt;
+	b.login.statsn = f.statsn++;
+	b.login.expcmdsn = 1;
+	b.login.maxcmdsn = 16;
+	pdu_free(&p);
+	static const char keys[] = "AuthMethod=None";
+	fsend(&f, &b, keys, sizeof(keys));
+	pump(&f);
+	CHECK(lr.done && lr.status == ISM_ERR_LOGIN);
+	expect_error(&f, "TSIH 0");
+	fake_teardown(&f);
+
+	logged_in(&f);
+	int sv[2];
+	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	CHECK_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+	struct timeval tv = {2, 0};
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	struct fake g = f;
+	g.fd = sv[1];
+	memset(&lr, 0, sizeof(lr));
+	CHECK_EQ(ism_attach_fd_async(f.s, sv[0], false, on_login, &lr), 0);
+	pump(&f);
+	CHECK_EQ(frecv(&g, &p), 0);
+	CHECK_EQ(p.b.login.tsih, 0x1234);
+	login_answer(&g, &p, keys, sizeof(keys), true, STAGE_FULL_FEATURE, 0); /* answers TSIH 0x1234 */
+	pdu_free(&p);
+	pump(&f);
+	CHECK(lr.done && lr.status == ISM_OK);
+	memset(&lr, 0, sizeof(lr));
+	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	CHECK_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	struct fake h = f;
+	h.fd = sv[1];
+	CHECK_EQ(ism_attach_fd_async(f.s, sv[0], false, on_login, &lr), 0);
+	pump(&f);
+	CHECK_EQ(frecv(&h, &p), 0);
+	memset(&b, 0, sizeof(b));
+	b.opcode = OP_LOGIN_RESP;
+	b.final = true;
+	b.login.nsg = STAGE_FULL_FEATURE;
+	memcpy(b.login.isid, p.b.login.isid, 6);
+	b.login.tsih = 0x4321; /* not the session's */
+	b.itt = p.b.itt;
+	b.login.statsn = 7;
+	pdu_free(&p);
+	fsend(&h, &b, keys, sizeof(keys));
+	pump(&f);
+	CHECK(lr.done && lr.status == ISM_ERR_LOGIN);
+	expect_error(&f, "TSIH 17185, session has 4660");
+	CHECK(ism_session_logged_in(f.s)); /* the session and its other connections go on */
+	close(g.fd);
+	close(h.fd);
+	fake_teardown(&f);
+}
+
 static void test_async_odd(void)
 {
 	printf("Async Messages with odd events and parameters: one logout for repeated requests\n");
@@ -562,18 +672,20 @@ int main(void)
 		pattern[i] = (uint8_t)(i * 13 + 1);
 	test_short_read_is_zero_filled();
 	test_sync_short_read();
-	evil_read("Data-In skipping the start of the buffer", gap_in_data, "at offset 4096, expected 0");
-	evil_read("Data-In for the same bytes twice", data_twice, "at offset 0, expected 4096");
-	evil_read("Data-In with a status but no F bit", status_without_final, "S bit but without F bit");
-	evil_read("both residual overflow and underflow", over_and_under, "both residual overflow and underflow");
-	evil_read("Data-In past the Expected Data Transfer Length", data_in_past_edtl, "past the expected length");
-	evil_read("a gap in DataSN", datasn_gap, "DataSN 2 out of order");
-	evil_read("SenseLength beyond the segment", sense_too_long, "SenseLength 65535 exceeds");
+	evil_read("Data-In skipping the start of the buffer", gap_in_data, true, "at offset 4096, expected 0");
+	evil_read("Data-In for the same bytes twice", data_twice, true, "at offset 0, expected 4096");
+	evil_read("Data-In with a status but no F bit", status_without_final, false, "S bit but without F bit");
+	evil_read("both residual overflow and underflow", over_and_under, true, "both residual overflow and underflow");
+	evil_read("Data-In past the Expected Data Transfer Length", data_in_past_edtl, true, "past the expected length");
+	evil_read("a gap in DataSN", datasn_gap, true, "DataSN 2 out of order");
+	evil_read("SenseLength beyond the segment", sense_too_long, true, "SenseLength 65535 exceeds");
 	test_r2t_abuse();
 	test_endless_text();
 	test_endless_login_continuation();
 	test_ping_storm();
 	test_window_from_the_future();
+	test_window_never_opens();
+	test_tsih();
 	test_async_odd();
 	TEST_MAIN_END();
 }
