@@ -252,9 +252,11 @@ if kind_on fuzz; then
 		[[ -d fuzz/corpus/$name ]] && seeds=("$ROOT/fuzz/corpus/$name")
 		dict=()
 		[[ -f fuzz/$name.dict ]] && dict=(-dict="$ROOT/fuzz/$name.dict")
-		# New inputs go to the scratch corpus; the checked-in seeds are only read.
-		timeout -k 10 $((FUZZ_SECONDS_SHORT + 120)) "$f" -max_total_time="$FUZZ_SECONDS_SHORT" -error_exitcode=1 "${dict[@]}" \
-			-rss_limit_mb=2048 -artifact_prefix="$work/artifacts/" "$work/corpus" "${seeds[@]}" >"$log" 2>&1
+		# New inputs go to the scratch corpus; the checked-in seeds are only read. libFuzzer's
+		# own exit code for a finding is 77, which would read as a skip here.
+		timeout -k 10 $((FUZZ_SECONDS_SHORT + 120)) "$f" -max_total_time="$FUZZ_SECONDS_SHORT" "${dict[@]}" \
+			-error_exitcode=1 -rss_limit_mb=2048 -artifact_prefix="$work/artifacts/" "$work/corpus" \
+			"${seeds[@]}" >"$log" 2>&1
 		record "fuzz/$name" $? "$log"
 	done < <(find build-asan -type f -name 'fuzz_*' -perm -u+x 2>/dev/null | sort)
 fi
