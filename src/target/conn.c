@@ -46,6 +46,10 @@ static void sockaddr_text(const struct sockaddr_storage *sa, char *addr, size_t 
 		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
 		inet_ntop(AF_INET6, &s6->sin6_addr, addr, (socklen_t)alen);
 		*port = ntohs(s6->sin6_port);
+	} else if (sa->ss_family != AF_INET) {
+		/* A descriptor handed over by a test harness (socketpair) has no address. */
+		snprintf(addr, alen, "local");
+		*port = 0;
 	} else {
 		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
 		inet_ntop(AF_INET, &s4->sin_addr, addr, (socklen_t)alen);
