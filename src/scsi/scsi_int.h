@@ -24,14 +24,30 @@ struct pr_persist;
 #define MAX_UNMAP_DESCRIPTORS 256u
 #define MAX_COMPARE_WRITE_BLOCKS 255u
 
+/*
+ * MAXIMUM WRITE SAME LENGTH (Block Limits VPD), in bytes: the blocks one WRITE SAME may cover,
+ * also when NUMBER OF LOGICAL BLOCKS 0 asks for everything to the end of the medium.
+ */
+#define MAX_WRITE_SAME_BYTES (1ull << 30)
+
 /* EXTENDED COPY (LID1) limits, reported by RECEIVE COPY RESULTS and VPD 0x8F. */
 #define XCOPY_MAX_TGT_DESC 32u
 #define XCOPY_MAX_SEG_DESC 64u
 #define XCOPY_TGT_DESC_LEN 32u
 #define XCOPY_B2B_SEG_LEN 28u
 #define XCOPY_MAX_DESC_LIST_LEN (XCOPY_MAX_TGT_DESC * XCOPY_TGT_DESC_LEN + XCOPY_MAX_SEG_DESC * XCOPY_B2B_SEG_LEN)
-#define XCOPY_MAX_SEG_BYTES (0xffffu * 4096u)   /* the largest segment a descriptor can express */
+#define XCOPY_MAX_SEG_BYTES MAX_XFER_BYTES  /* MAXIMUM SEGMENT LENGTH: 64 of them make one command */
+#define XCOPY_MAX_INLINE 0u      /* MAXIMUM INLINE DATA LENGTH: none taken */
 #define XCOPY_HELD_MAX 16u       /* held copy results per LU */
+
+/*
+ * Long medium operations (longop.c) run in steps: each step on a worker reads, writes or
+ * compares at most LONGOP_STEP_BYTES (through a LONGOP_BUF buffer), or deallocates or zeroes at
+ * most LONGOP_STEP_DEALLOC, before the loop thread sees it again.
+ */
+#define LONGOP_BUF (1u << 20)
+#define LONGOP_STEP_BYTES (16u << 20)
+#define LONGOP_STEP_DEALLOC (1ull << 30)
 
 /*
  * Persistent reservation registrations one LU keeps. They belong to I_T nexus identities, not
@@ -126,6 +142,7 @@ struct scsi_lu {
 	uint8_t pb_exp;         /* LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT */
 	bool atomic;            /* WRITE ATOMIC (16) offered: the store's writes are all-or-nothing */
 	bool sanitize_failed;   /* a SANITIZE failed part way: medium access refused until cleared */
+	bool sanitizing;        /* a SANITIZE is running: medium access gets NOT READY (04h/1Bh) */
 
 	/* Results of EXTENDED COPY commands kept for RECEIVE COPY RESULTS (LIST ID USAGE 00b). */
 	struct xcopy_held {
@@ -180,6 +197,7 @@ enum opdef_flags {
 	OPF_NEED_READY = 1u << 8, /* medium access: NOT READY when stopped */
 	OPF_THIN = 1u << 9,       /* only on LUs with logical block provisioning (LBPME) */
 	OPF_ATOMIC = 1u << 10,    /* only on LUs whose store makes writes all-or-nothing */
+	OPF_LONG = 1u << 11,      /* work grows with a CDB field, not the transfer: a long operation */
 };
 
 struct scsi_opdef {
@@ -303,8 +321,51 @@ void scsi_receive_copy_results(struct scsi_req *r);
 /* inquiry.c: the LU's NAA designator (16 bytes of designator, no header) */
 void lu_naa_designator(const struct scsi_lu *lu, uint8_t id[16]);
 
-/* lbp.c: deallocates (or zero-fills where the store cannot); sets sense on failure */
-int lu_deallocate(struct scsi_req *r, uint64_t lba, uint64_t n);
+/*
+ * longop.c: a command whose work grows with a CDB or parameter field, run as a chain of bounded
+ * steps. A step runs on an offload worker (inline, one after the other, without a pool) and may
+ * touch only the operation's own data and stores; `next` runs on the loop thread after it, with
+ * the step's result, and either starts another step or ends the command. The operation holds its
+ * LU's store (a job), so the LU's ORDERED commands and the writes that wait for jobs queue behind
+ * it. A cancelled command gets next(op, -ECANCELED); if its LU goes, the operation ends by itself
+ * with LOGICAL UNIT NOT SUPPORTED and next is not called again.
+ */
+struct longop;
+typedef int (*longop_step_fn)(struct longop *op);
+typedef void (*longop_next_fn)(struct longop *op, int rc);
+
+struct longop {
+	struct offload_job job;
+	struct scsi_target *t;
+	struct scsi_cmd *cmd;
+	struct scsi_lu *lu;       /* valid while st is not closing */
+	struct store *st;
+	longop_step_fn step;
+	longop_next_fn next;
+	void (*cleanup)(struct longop *op); /* at the end, however it comes (also with the LU gone) */
+	uint8_t *buf;             /* LONGOP_BUF bytes of the operation's own */
+	int rc;
+	bool offloaded, submitted;   /* steps go to workers; one went (the handler has returned) */
+	bool queued, running, ended; /* inline: a step is waiting; the chain runs; the command is done */
+};
+
+/* A zeroed operation of `size` bytes (a struct starting with struct longop) for r's command. */
+void *longop_new(struct scsi_req *r, size_t size);
+/* Runs step, then next; the first call starts the operation. */
+void longop_then(struct longop *op, longop_step_fn step, longop_next_fn next);
+/* Ends the command with the status and sense set so far. */
+void longop_end(struct longop *op);
+/* The request, for sense data (the LU is there: next only runs while it is). */
+void longop_req(struct longop *op, struct scsi_req *r);
+/* Takes and gives back a hold on another store (a copy's source or destination). */
+void longop_hold(struct store *st);
+void longop_release(struct store *st);
+/* A step that flushes op->st. */
+int longop_flush_step(struct longop *op);
+
+/* lbp.c: deallocates (or zero-fills where the store cannot), in steps; ends the command */
+void lu_deallocate_ranges(struct scsi_req *r, const uint64_t (*ranges)[2], size_t n, bool sanitize);
+uint64_t lu_max_write_same(const struct scsi_lu *lu);
 
 /* xcopy.c */
 void xcopy_nexus_lost(struct scsi_lu *lu, uint64_t nexus_id);
