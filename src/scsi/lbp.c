@@ -44,7 +44,7 @@ static int fill_write(struct fill_op *f, uint64_t lba, uint64_t n)
 			memcpy(op->buf + (i << f->shift), f->block, f->block_size);
 		f->buf_ready = true;
 	}
-	while (n > 0) {
+	while (n > 0 && longop_step_more(op)) {
 		uint64_t k = n < per ? n : per;
 		int rc = store_write(op->st, op->buf, k << f->shift, lba << f->shift);
 		if (rc < 0) {
@@ -53,11 +53,12 @@ static int fill_write(struct fill_op *f, uint64_t lba, uint64_t n)
 		}
 		lba += k;
 		n -= k;
+		f->pos += k;
 	}
 	return 0;
 }
 
-/* One step: the next piece of the current range. */
+/* One step: the next piece of the current range; fill_write counts its own progress. */
 static int fill_step(struct longop *op)
 {
 	struct fill_op *f = (struct fill_op *)op;
@@ -67,22 +68,20 @@ static int fill_step(struct longop *op)
 	uint64_t n = left < max ? left : max;
 	int rc;
 
-	if (writing) {
-		rc = fill_write(f, lba, n);
-	} else {
-		rc = f->mode == FILL_DEALLOC ? store_unmap(op->st, lba << f->shift, n << f->shift)
-					     : store_zero(op->st, lba << f->shift, n << f->shift);
-		if (rc == -EOPNOTSUPP) {
-			/* LBPRZ promises zeros: write them, in steps as small as any other write. */
-			f->write_zeros = true;
-			memset(f->block, 0, sizeof(f->block));
-			f->buf_ready = false;
-			return 0;
-		}
-		if (rc < 0)
-			f->fail_lba = lba;
+	if (writing)
+		return fill_write(f, lba, n); /* advances pos as it goes: a step may end early */
+	rc = f->mode == FILL_DEALLOC ? store_unmap(op->st, lba << f->shift, n << f->shift)
+				     : store_zero(op->st, lba << f->shift, n << f->shift);
+	if (rc == -EOPNOTSUPP) {
+		/* LBPRZ promises zeros: write them, in steps like any other write. */
+		f->write_zeros = true;
+		memset(f->block, 0, sizeof(f->block));
+		f->buf_ready = false;
+		return 0;
 	}
-	if (rc == 0)
+	if (rc < 0)
+		f->fail_lba = lba;
+	else
 		f->pos += n;
 	return rc;
 }

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "scsi/scsi_int.h"
 #include "util/sbuf.h"
@@ -76,10 +77,27 @@ void longop_end(struct longop *op)
 	cmd->done(cmd);
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+bool longop_step_more(const struct longop *op)
+{
+	/* Inline there is nobody to hand the thread back to between steps: go on. */
+	if (!op->offloaded)
+		return true;
+	return !atomic_load(&op->cmd->defer.cancelled) && now_ns() - op->step_start_ns < LONGOP_STEP_MS * 1000000ull;
+}
+
 static void op_work(struct offload_job *j)
 {
 	struct longop *op = (struct longop *)j;
 
+	op->step_start_ns = now_ns();
 	op->rc = op->step(op);
 }
 

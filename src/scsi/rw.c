@@ -416,12 +416,15 @@ static int compare_medium(struct scsi_req *r, uint64_t lba, const uint8_t *data,
 /*
  * VERIFY, in steps (longop.c): reading the range proves it readable, which is what "verify
  * medium" means for us (BYTCHK 0); BYTCHK 1 also compares with the data-out buffer, BYTCHK 3
- * with its one block, repeated.
+ * with its one block, repeated. Without a comparison, what the store has never allocated (a
+ * hole reads as zeros and has no medium to fail) is passed over rather than read, which would
+ * only fill the page cache with zeros.
  */
 struct verify_op {
 	struct longop op;
 	uint64_t lba;            /* first block */
 	uint64_t done, len;      /* bytes */
+	uint64_t mapped_end;     /* done may go this far before the store is asked again */
 	const uint8_t *data;     /* NULL: no comparison */
 	bool repeat;
 	uint8_t shift;
@@ -435,8 +438,21 @@ static int verify_step(struct longop *op)
 	struct verify_op *v = (struct verify_op *)op;
 	uint64_t budget = LONGOP_STEP_BYTES;
 
-	while (v->done < v->len && budget > 0) {
+	while (v->done < v->len && budget > 0 && longop_step_more(op)) {
 		uint64_t n = v->len - v->done;
+		if (!v->data && v->done >= v->mapped_end) {
+			bool mapped;
+			uint64_t run;
+			if (store_extent(op->st, (v->lba << v->shift) + v->done, &mapped, &run) < 0)
+				mapped = true, run = n; /* cannot tell: read it */
+			if (!mapped) {
+				v->done += run < n ? run : n;
+				continue;
+			}
+			v->mapped_end = v->done + run;
+		}
+		if (!v->data && n > v->mapped_end - v->done)
+			n = v->mapped_end - v->done;
 		if (n > LONGOP_BUF)
 			n = LONGOP_BUF;
 		int rc = store_read(op->st, op->buf, n, (v->lba << v->shift) + v->done);

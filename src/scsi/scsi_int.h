@@ -42,11 +42,14 @@ struct pr_persist;
 
 /*
  * Long medium operations (longop.c) run in steps: each step on a worker reads, writes or
- * compares at most LONGOP_STEP_BYTES (through a LONGOP_BUF buffer), or deallocates or zeroes at
- * most LONGOP_STEP_DEALLOC, before the loop thread sees it again.
+ * compares through a LONGOP_BUF buffer for about LONGOP_STEP_MS, and at most LONGOP_STEP_BYTES,
+ * or deallocates or zeroes at most LONGOP_STEP_DEALLOC, before the loop thread sees it again
+ * (to learn whether its LU went away, and to start the next step). A cancelled command's step
+ * stops at the next buffer.
  */
 #define LONGOP_BUF (1u << 20)
-#define LONGOP_STEP_BYTES (16u << 20)
+#define LONGOP_STEP_BYTES (1u << 30)
+#define LONGOP_STEP_MS 200
 #define LONGOP_STEP_DEALLOC (1ull << 30)
 
 /*
@@ -344,6 +347,7 @@ struct longop {
 	longop_next_fn next;
 	void (*cleanup)(struct longop *op); /* at the end, however it comes (also with the LU gone) */
 	uint8_t *buf;             /* LONGOP_BUF bytes of the operation's own */
+	uint64_t step_start_ns;   /* when the step in progress started (CLOCK_MONOTONIC) */
 	int rc;
 	bool offloaded, submitted;   /* steps go to workers; one went (the handler has returned) */
 	bool queued, running, ended; /* inline: a step is waiting; the chain runs; the command is done */
@@ -362,6 +366,8 @@ void longop_hold(struct store *st);
 void longop_release(struct store *st);
 /* A step that flushes op->st. */
 int longop_flush_step(struct longop *op);
+/* Within a step: whether it may go on (not cancelled, its LONGOP_STEP_MS not used up). */
+bool longop_step_more(const struct longop *op);
 
 /* lbp.c: deallocates (or zero-fills where the store cannot), in steps; ends the command */
 void lu_deallocate_ranges(struct scsi_req *r, const uint64_t (*ranges)[2], size_t n, bool sanitize);

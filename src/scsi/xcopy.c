@@ -119,7 +119,7 @@ static int copy_step(struct longop *op)
 	struct xc_op *x = (struct xc_op *)op;
 	uint64_t budget = LONGOP_STEP_BYTES;
 
-	while (x->done < x->len && budget > 0) {
+	while (x->done < x->len && budget > 0 && longop_step_more(op)) {
 		uint64_t n = x->len - x->done < LONGOP_BUF ? x->len - x->done : LONGOP_BUF;
 		uint64_t at = x->backwards ? x->len - x->done - n : x->done;
 		int rc = store_read(x->src, op->buf, n, x->soff + at);
