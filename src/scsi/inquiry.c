@@ -79,9 +79,10 @@ static size_t name_designator(uint8_t *d, uint8_t piv_assoc, const char *name)
 	return designator(d, 0x53, piv_assoc | 0x08, buf, n);
 }
 
-void lu_naa_designator(const struct scsi_lu *lu, uint8_t id[16])
+void lu_naa_designator_make(struct scsi_lu *lu)
 {
 	uint64_t hi = lu_derived_naa(lu->t, lu->lun);
+	uint8_t *id = lu->naa_desig;
 
 	/* NAA 6: company ID, then 36 + 64 bits we derive from the LU. */
 	id[0] = (uint8_t)(0x60 | (NAA_COMPANY_ID >> 20));
@@ -91,6 +92,8 @@ void lu_naa_designator(const struct scsi_lu *lu, uint8_t id[16])
 	put_be32(id + 4, (uint32_t)hi);
 	put_be64(id + 8, lu->naa);
 }
+
+void lu_naa_designator(const struct scsi_lu *lu, uint8_t id[16]) { memcpy(id, lu->naa_desig, 16); }
 
 static size_t vpd_device_id(const struct scsi_req *r, uint8_t *b)
 {

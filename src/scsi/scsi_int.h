@@ -71,6 +71,21 @@ enum scsi_ua {
 	UA_LUNS_CHANGED = 1u << 7,        /* 3F/0E */
 };
 
+/*
+ * idmap.c: identifier -> array position, for arrays whose elements start with a uint64_t id.
+ * Insert after appending (n elements, the new one at idx); remove before taking the element
+ * out; after moving the last element into the hole, tell where it went.
+ */
+struct idmap {
+	uint32_t *slot;   /* array position + 1; 0: empty */
+	size_t cap;       /* a power of two */
+};
+bool idmap_find(const struct idmap *m, const void *base, size_t stride, uint64_t id, size_t *idx);
+void idmap_insert(struct idmap *m, const void *base, size_t stride, size_t n, size_t idx);
+void idmap_remove(struct idmap *m, const void *base, size_t stride, uint64_t id);
+void idmap_moved(struct idmap *m, uint64_t id, size_t from, size_t to);
+void idmap_free(struct idmap *m);
+
 /* What one I_T nexus has pending or holds on one LU. */
 struct lu_nexus {
 	uint64_t nexus_id;
@@ -129,6 +144,7 @@ struct scsi_lu {
 	char revision[5];
 	char serial[41];
 	uint64_t naa;           /* 60 bits of vendor-specific NAA-6 identifier */
+	uint8_t naa_desig[16];  /* the NAA designator of VPD page 83h, made once (EXTENDED COPY looks LUs up by it) */
 	char *state_dir;
 
 	/* Mode parameters: one set for all nexuses (SPC-4 allows shared pages). */
@@ -159,6 +175,7 @@ struct scsi_lu {
 
 	struct lu_nexus *nx;
 	size_t nnx, nx_cap;
+	struct idmap nx_map;    /* nexus id -> nx[] */
 };
 
 struct scsi_nexus_ent {
@@ -171,6 +188,7 @@ struct scsi_target {
 	size_t nlu;
 	struct scsi_nexus_ent *nexus;
 	size_t nnexus, nexus_cap;
+	struct idmap nexus_map;       /* nexus id -> nexus[] */
 	uint8_t *scratch;             /* response building and verify reads; never per command */
 	size_t scratch_len;
 	uint8_t *scratch2;
@@ -321,8 +339,9 @@ void scsi_sanitize(struct scsi_req *r);
 void scsi_extended_copy(struct scsi_req *r);
 void scsi_receive_copy_results(struct scsi_req *r);
 
-/* inquiry.c: the LU's NAA designator (16 bytes of designator, no header) */
+/* inquiry.c: the LU's NAA designator (16 bytes of designator, no header), and making it */
 void lu_naa_designator(const struct scsi_lu *lu, uint8_t id[16]);
+void lu_naa_designator_make(struct scsi_lu *lu);
 
 /*
  * longop.c: a command whose work grows with a CDB or parameter field, run as a chain of bounded

@@ -59,18 +59,13 @@ static unsigned tgt_desc_len(uint8_t type)
 /* The LU of this target whose NAA designator the designation descriptor at d names. */
 static struct scsi_lu *find_lu(struct scsi_target *t, const uint8_t *d)
 {
-	uint8_t id[16];
-
 	/* Binary code set, LU association, NAA type, 16 bytes: what VPD page 83h reports. */
 	if ((d[0] & 0x0f) != 0x01 || (d[1] & 0x3f) != 0x03 || d[3] != 16)
 		return NULL;
 	for (size_t i = 0; i < SCSI_MAX_LUNS; i++) {
 		struct scsi_lu *lu = t->lu[i];
 
-		if (!lu)
-			continue;
-		lu_naa_designator(lu, id);
-		if (memcmp(id, d + 4, 16) == 0)
+		if (lu && memcmp(lu->naa_desig, d + 4, 16) == 0)
 			return lu;
 	}
 	return NULL;
