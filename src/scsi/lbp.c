@@ -121,10 +121,12 @@ static void fill_next(struct longop *op, int rc)
 		fill_done(f, false);
 		return;
 	}
-	if (f->pos == f->ranges[f->cur][1]) {
+	if (f->cur < f->nranges && f->pos == f->ranges[f->cur][1]) {
 		f->cur++;
 		f->pos = 0;
 	}
+	while (f->cur < f->nranges && f->ranges[f->cur][1] == 0)
+		f->cur++; /* empty ranges take no step */
 	if (f->cur < f->nranges) {
 		longop_then(op, fill_step, fill_next);
 		return;
@@ -154,16 +156,10 @@ static void fill_ranges(struct scsi_req *r, enum fill_mode mode, const uint8_t *
 	f->ranges = xmalloc((n ? n : 1) * sizeof(*f->ranges));
 	memcpy(f->ranges, ranges, n * sizeof(*ranges));
 	f->nranges = n;
-	/* Empty ranges take no step. */
-	while (f->cur < f->nranges && f->ranges[f->cur][1] == 0)
-		f->cur++;
 	if (sanitize)
 		lu->sanitizing = true;
-	if (f->cur == f->nranges) {
-		fill_next(&f->op, 0);
-		return;
-	}
-	longop_then(&f->op, fill_step, fill_next);
+	/* The first step, or none at all: fill_next skips empty ranges. */
+	fill_next(&f->op, 0);
 }
 
 void lu_deallocate_ranges(struct scsi_req *r, const uint64_t (*ranges)[2], size_t n, bool sanitize)

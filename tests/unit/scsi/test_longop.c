@@ -181,6 +181,36 @@ static void test_xcopy_limits(void)
 	h_free(h);
 }
 
+/* UNMAP descriptors of no blocks, first, last or alone, take no step and read nothing past the list. */
+static void test_unmap_empty_ranges(void)
+{
+	struct h *h = h_new(1024, NULL);
+	uint8_t c[10] = { 0x42 };
+	uint8_t p[8 + 3 * 16];
+
+	h_clear_ua(h, 0, 0);
+	for (int form = 0; form < 4; form++) {
+		unsigned n = form == 3 ? 0 : form == 2 ? 1 : 2;
+		memset(p, 0, sizeof(p));
+		put_be16(p + 2, (uint16_t)(16 * n));
+		put_be16(p, (uint16_t)(6 + 16 * n));
+		if (form == 0) { /* a range, then an empty one */
+			put_be64(p + 8, 10);
+			put_be32(p + 16, 8);
+			put_be64(p + 24, 20);
+		} else if (form == 1) { /* an empty one, then a range */
+			put_be64(p + 8, 20);
+			put_be64(p + 24, 10);
+			put_be32(p + 32, 8);
+		} else if (form == 2) { /* only an empty one */
+			put_be64(p + 8, 20);
+		}
+		put_be16(c + 7, (uint16_t)(8 + 16 * n));
+		CHECK_EQ(h_run(h, c, 10, p, 8 + 16 * n, 0), SCSI_GOOD);
+	}
+	h_free(h);
+}
+
 /* ---- with workers */
 
 struct rig {
@@ -479,6 +509,7 @@ int main(void)
 {
 	RUN(test_write_same_limit);
 	RUN(test_xcopy_limits);
+	RUN(test_unmap_empty_ranges);
 	RUN(test_write_same_steps);
 	RUN(test_verify_steps);
 	RUN(test_sanitize_steps);
