@@ -76,11 +76,14 @@ void idmap_remove(struct idmap *m, const void *base, size_t stride, uint64_t id)
 	if (!m->slot[s])
 		return;
 	m->slot[s] = 0;
-	/* Later entries of the same probe run move up into the hole where their search would pass it. */
+	/*
+	 * Later entries of the same probe run move up into the hole when their search passes it:
+	 * when their home slot is not cyclically within (hole, their slot].
+	 */
 	for (size_t k = (s + 1) & mask; m->slot[k]; k = (k + 1) & mask) {
 		size_t h = home(m, elem_id(base, stride, m->slot[k] - 1));
-		bool between = s <= k ? (h <= s || h > k) : (h <= s && h > k);
-		if (between) {
+		bool move = s <= k ? (h <= s || h > k) : (h <= s && h > k);
+		if (move) {
 			m->slot[s] = m->slot[k];
 			m->slot[k] = 0;
 			s = k;
