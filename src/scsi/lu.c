@@ -1,7 +1,7 @@
 /*
  * Target and logical-unit lifecycle, I_T nexus bookkeeping, unit attentions and the effects
- * of task management. The SCSI layer completes every command before returning, so there are
- * never tasks of ours left to abort: resets only change state.
+ * of task management. Commands still running on workers are the transport's to abort
+ * (scsi_cmd_cancel: they stop at their next step and complete); resets only change state.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -391,7 +391,7 @@ int scsi_target_task_mgmt(struct scsi_target *t, enum scsi_tmf fn, uint16_t lun,
 	switch (fn) {
 	case SCSI_TMF_ABORT_TASK_SET:
 	case SCSI_TMF_CLEAR_TASK_SET:
-		/* Nothing of ours is ever in flight once submit has returned. */
+		/* Commands on workers are cancelled by the transport, task by task. */
 		return lu ? 0 : 2;
 	case SCSI_TMF_LUN_RESET:
 		if (!lu)
