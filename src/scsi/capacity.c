@@ -58,6 +58,15 @@ static int block_status(struct scsi_lu *lu, uint64_t lba, bool *mapped, uint64_t
 	return 0;
 }
 
+/*
+ * Descriptors one GET LBA STATUS returns at most, and extent queries it makes at most (adjacent
+ * runs of one status are merged): the work stays bounded whatever the ALLOCATION LENGTH and
+ * however fragmented the store. SBC-3 lets the device return fewer descriptors than fit; the
+ * initiator asks again from where the answer ended.
+ */
+#define GLS_MAX_DESC 1024u
+#define GLS_MAX_QUERIES 4096u
+
 void scsi_get_lba_status(struct scsi_req *r)
 {
 	struct scsi_lu *lu = r->lu;
@@ -75,10 +84,10 @@ void scsi_get_lba_status(struct scsi_req *r)
 	max_desc = alloc > 8 ? (alloc - 8) / 16 : 0;
 	if (max_desc == 0)
 		max_desc = 1;
-	if (max_desc > (r->t->scratch_len - 8) / 16)
-		max_desc = (r->t->scratch_len - 8) / 16;
+	if (max_desc > GLS_MAX_DESC)
+		max_desc = GLS_MAX_DESC;
 	memset(b, 0, 8);
-	while (max_desc-- > 0 && lba < lu->nblocks) {
+	for (unsigned queries = 0; queries < GLS_MAX_QUERIES && lba < lu->nblocks; queries++) {
 		bool mapped;
 		uint64_t nblk;
 
@@ -90,8 +99,9 @@ void scsi_get_lba_status(struct scsi_req *r)
 		/* Merge with the previous descriptor when the store split one status in two. */
 		if (n > 8 && (b[n - 4] == (mapped ? 0 : 1)) && get_be32(b + n - 8) + nblk <= 0xffffffffu) {
 			put_be32(b + n - 8, (uint32_t)(get_be32(b + n - 8) + nblk));
-			max_desc++;
 		} else {
+			if (n >= 8 + 16 * max_desc)
+				break;
 			if (nblk > 0xffffffffu)
 				nblk = 0xffffffffu;
 			memset(b + n, 0, 16);

@@ -79,9 +79,10 @@ static size_t name_designator(uint8_t *d, uint8_t piv_assoc, const char *name)
 	return designator(d, 0x53, piv_assoc | 0x08, buf, n);
 }
 
-void lu_naa_designator(const struct scsi_lu *lu, uint8_t id[16])
+void lu_naa_designator_make(struct scsi_lu *lu)
 {
 	uint64_t hi = lu_derived_naa(lu->t, lu->lun);
+	uint8_t *id = lu->naa_desig;
 
 	/* NAA 6: company ID, then 36 + 64 bits we derive from the LU. */
 	id[0] = (uint8_t)(0x60 | (NAA_COMPANY_ID >> 20));
@@ -91,6 +92,8 @@ void lu_naa_designator(const struct scsi_lu *lu, uint8_t id[16])
 	put_be32(id + 4, (uint32_t)hi);
 	put_be64(id + 8, lu->naa);
 }
+
+void lu_naa_designator(const struct scsi_lu *lu, uint8_t id[16]) { memcpy(id, lu->naa_desig, 16); }
 
 static size_t vpd_device_id(const struct scsi_req *r, uint8_t *b)
 {
@@ -143,7 +146,7 @@ static size_t vpd_block_limits(const struct scsi_lu *lu, uint8_t *b)
 		put_be32(b + 28, 1u << lu->pb_exp);
 		put_be32(b + 32, 0x80000000u);             /* UGAVALID, alignment 0 */
 	}
-	/* MAXIMUM WRITE SAME LENGTH (36-43) 0: no limit of ours. */
+	put_be64(b + 36, lu_max_write_same(lu));
 	if (lu->atomic) {
 		/* Any write up to the transfer limit, at any LBA, in any number of blocks. */
 		put_be32(b + 44, MAX_XFER_BYTES / lu->block_size);
@@ -196,7 +199,7 @@ static size_t vpd_third_party_copy(const struct scsi_lu *lu, uint8_t *b)
 	put_be16(p + 4, XCOPY_MAX_TGT_DESC);
 	put_be16(p + 6, XCOPY_MAX_SEG_DESC);
 	put_be32(p + 8, XCOPY_MAX_DESC_LIST_LEN);
-	put_be32(p + 12, 0);                            /* no inline data */
+	put_be32(p + 12, XCOPY_MAX_INLINE);
 	n += 4u + 0x1c;
 
 	/* Supported Descriptors: block to block segments, identification target descriptors. */
@@ -206,7 +209,7 @@ static size_t vpd_third_party_copy(const struct scsi_lu *lu, uint8_t *b)
 	memcpy(p + 1, descs, sizeof(descs));
 	n += 4u + len;
 
-	/* General Copy Operations: one copy at a time, segments up to the transfer limit. */
+	/* General Copy Operations: one copy at a time (per LU), segments up to the transfer limit. */
 	p = tpc_desc(b + n, 0x8001, 0x20);
 	put_be32(p, 1);
 	put_be32(p + 4, 1);

@@ -4,66 +4,168 @@
  * cannot deallocate a range we write the zeros ourselves.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "scsi/scsi_int.h"
+#include "util/sbuf.h"
 
 
-/* Fills [lba, lba+n) with copies of one block. */
-static int fill_blocks(struct scsi_req *r, uint64_t lba, uint64_t n, const uint8_t *block)
+/*
+ * What a WRITE SAME, UNMAP or SANITIZE does to its ranges, in steps (longop.c): deallocate (the
+ * range then reads as zeros), zero while keeping the range mapped, or fill it with copies of one
+ * block. Where the store cannot deallocate or zero a range, zeros are written instead.
+ */
+enum fill_mode { FILL_DEALLOC, FILL_ZERO, FILL_DATA };
+
+struct fill_op {
+	struct longop op;
+	enum fill_mode mode;
+	bool write_zeros;          /* the store could not deallocate or zero: writing zeros instead */
+	bool buf_ready;            /* buf holds copies of the block */
+	bool sanitize;
+	bool flush;                /* make it durable before GOOD (write cache off) */
+	uint8_t shift;
+	uint32_t block_size;
+	uint8_t block[4096];       /* the block to write (FILL_DATA) */
+	size_t nranges, cur;
+	uint64_t pos;              /* blocks of ranges[cur] done */
+	uint64_t fail_lba;
+	uint64_t (*ranges)[2];     /* LBA, blocks */
+};
+
+static int fill_write(struct fill_op *f, uint64_t lba, uint64_t n)
 {
-	struct scsi_lu *lu = r->lu;
-	uint8_t *buf = r->t->scratch2;
-	uint64_t per = r->t->scratch_len >> lu->block_shift;
-	int rc;
+	struct longop *op = &f->op;
+	uint64_t per = LONGOP_BUF >> f->shift;
 
-	for (uint64_t i = 0; i < per && i < n; i++)
-		memcpy(buf + (i << lu->block_shift), block, lu->block_size);
-	while (n > 0) {
+	if (!f->buf_ready) {
+		for (uint64_t i = 0; i < per; i++)
+			memcpy(op->buf + (i << f->shift), f->block, f->block_size);
+		f->buf_ready = true;
+	}
+	while (n > 0 && longop_step_more(op)) {
 		uint64_t k = n < per ? n : per;
-
-		rc = store_write(lu->st, buf, k << lu->block_shift, lba << lu->block_shift);
+		int rc = store_write(op->st, op->buf, k << f->shift, lba << f->shift);
 		if (rc < 0) {
-			lu_medium_error(r, true, rc, lba);
+			f->fail_lba = lba;
 			return rc;
 		}
 		lba += k;
 		n -= k;
+		f->pos += k;
 	}
 	return 0;
 }
 
-/* Deallocates, or writes zeros where the store cannot; sets sense on failure. */
-int lu_deallocate(struct scsi_req *r, uint64_t lba, uint64_t n)
+/* One step: the next piece of the current range; fill_write counts its own progress. */
+static int fill_step(struct longop *op)
 {
-	struct scsi_lu *lu = r->lu;
+	struct fill_op *f = (struct fill_op *)op;
+	uint64_t lba = f->ranges[f->cur][0] + f->pos, left = f->ranges[f->cur][1] - f->pos;
+	bool writing = f->mode == FILL_DATA || f->write_zeros;
+	uint64_t max = (writing ? LONGOP_STEP_BYTES : LONGOP_STEP_DEALLOC) >> f->shift;
+	uint64_t n = left < max ? left : max;
 	int rc;
 
-	if (n == 0)
-		return 0;
-	rc = store_unmap(lu->st, lba << lu->block_shift, n << lu->block_shift);
+	if (writing)
+		return fill_write(f, lba, n); /* advances pos as it goes: a step may end early */
+	rc = f->mode == FILL_DEALLOC ? store_unmap(op->st, lba << f->shift, n << f->shift)
+				     : store_zero(op->st, lba << f->shift, n << f->shift);
 	if (rc == -EOPNOTSUPP) {
-		memset(r->t->scratch, 0, lu->block_size);
-		return fill_blocks(r, lba, n, r->t->scratch);
+		/* LBPRZ promises zeros: write them, in steps like any other write. */
+		f->write_zeros = true;
+		memset(f->block, 0, sizeof(f->block));
+		f->buf_ready = false;
+		return 0;
 	}
 	if (rc < 0)
-		lu_medium_error(r, true, rc, lba);
+		f->fail_lba = lba;
+	else
+		f->pos += n;
 	return rc;
 }
 
-/* Zeros that stay mapped: the store zeroes the range without writing it where it can. */
-static int zero_blocks(struct scsi_req *r, uint64_t lba, uint64_t n)
+/* A sanitize that did not complete (failed or aborted) leaves the medium part sanitized. */
+static void fill_done(struct fill_op *f, bool good)
+{
+	if (f->sanitize) {
+		f->op.lu->sanitizing = false;
+		f->op.lu->sanitize_failed = !good;
+	}
+	longop_end(&f->op);
+}
+
+static void fill_cleanup(struct longop *op) { free(((struct fill_op *)op)->ranges); }
+
+static void fill_flushed(struct longop *op, int rc)
+{
+	struct fill_op *f = (struct fill_op *)op;
+	struct scsi_req r;
+
+	longop_req(op, &r);
+	if (rc < 0 && rc != -ECANCELED)
+		lu_medium_error(&r, true, rc, f->ranges[0][0]);
+	fill_done(f, rc == 0);
+}
+
+static void fill_next(struct longop *op, int rc)
+{
+	struct fill_op *f = (struct fill_op *)op;
+	struct scsi_req r;
+
+	longop_req(op, &r);
+	if (rc < 0) {
+		if (rc != -ECANCELED)
+			lu_medium_error(&r, true, rc, f->fail_lba);
+		fill_done(f, false);
+		return;
+	}
+	if (f->cur < f->nranges && f->pos == f->ranges[f->cur][1]) {
+		f->cur++;
+		f->pos = 0;
+	}
+	while (f->cur < f->nranges && f->ranges[f->cur][1] == 0)
+		f->cur++; /* empty ranges take no step */
+	if (f->cur < f->nranges) {
+		longop_then(op, fill_step, fill_next);
+		return;
+	}
+	if (f->flush) {
+		longop_then(op, longop_flush_step, fill_flushed);
+		return;
+	}
+	fill_done(f, true);
+}
+
+/* Starts the operation on ranges (copied); the command ends with it. */
+static void fill_ranges(struct scsi_req *r, enum fill_mode mode, const uint8_t *block, const uint64_t (*ranges)[2],
+			size_t n, bool sanitize, bool flush)
 {
 	struct scsi_lu *lu = r->lu;
-	int rc = store_zero(lu->st, lba << lu->block_shift, n << lu->block_shift);
+	struct fill_op *f = longop_new(r, sizeof(*f));
 
-	if (rc == -EOPNOTSUPP) {
-		memset(r->t->scratch, 0, lu->block_size);
-		return fill_blocks(r, lba, n, r->t->scratch);
-	}
-	if (rc < 0)
-		lu_medium_error(r, true, rc, lba);
-	return rc;
+	f->mode = mode;
+	f->sanitize = sanitize;
+	f->flush = flush;
+	f->shift = lu->block_shift;
+	f->block_size = lu->block_size;
+	if (block)
+		memcpy(f->block, block, lu->block_size);
+	f->op.cleanup = fill_cleanup;
+	f->ranges = xmalloc((n ? n : 1) * sizeof(*f->ranges));
+	memcpy(f->ranges, ranges, n * sizeof(*ranges));
+	f->nranges = n;
+	if (sanitize)
+		lu->sanitizing = true;
+	/* The first step, or none at all: fill_next skips empty ranges. */
+	fill_next(&f->op, 0);
+}
+
+void lu_deallocate_ranges(struct scsi_req *r, const uint64_t (*ranges)[2], size_t n, bool sanitize)
+{
+	/* A sanitized medium is durable before GOOD; deallocation otherwise follows the cache. */
+	fill_ranges(r, FILL_DEALLOC, NULL, ranges, n, sanitize, sanitize || !r->lu->wce);
 }
 
 static bool all_zero(const uint8_t *p, size_t n)
@@ -122,19 +224,23 @@ void scsi_unmap(struct scsi_req *r)
 		req_bad_param(r, 8 + 8, -1);
 		return;
 	}
+	uint64_t ranges[MAX_UNMAP_DESCRIPTORS][2];
 	for (uint32_t i = 0; i < count; i++) {
-		const uint8_t *e = d + 8 + 16 * i;
-
-		if (lu_deallocate(r, get_be64(e), get_be32(e + 8)) < 0)
-			return;
+		ranges[i][0] = get_be64(d + 8 + 16 * i);
+		ranges[i][1] = get_be32(d + 8 + 16 * i + 8);
 	}
+	lu_deallocate_ranges(r, (const uint64_t (*)[2])ranges, count, false);
 }
 
-static void write_same(struct scsi_req *r, uint64_t lba, uint64_t n, bool unmap, bool ndob)
+/* MAXIMUM WRITE SAME LENGTH in the LU's blocks. */
+uint64_t lu_max_write_same(const struct scsi_lu *lu) { return MAX_WRITE_SAME_BYTES >> lu->block_shift; }
+
+static void write_same(struct scsi_req *r, uint64_t lba, uint64_t n, bool unmap, bool ndob, unsigned len_byte)
 {
 	struct scsi_lu *lu = r->lu;
+	static const uint8_t zeros[4096];
 	const uint8_t *block;
-	int rc;
+	uint64_t range[1][2];
 
 	if (unmap && !lu->thin) {
 		req_bad_cdb(r, 1, 3);
@@ -144,9 +250,13 @@ static void write_same(struct scsi_req *r, uint64_t lba, uint64_t n, bool unmap,
 		req_lba_oob(r);
 		return;
 	}
-	/* WSNZ is 0: a zero count means "to the end of the medium". */
+	/* WSNZ is 0: a zero count means "to the end of the medium", within the same limit (SBC-3). */
 	if (n == 0)
 		n = lu->nblocks - lba;
+	if (n > lu_max_write_same(lu)) {
+		req_bad_cdb(r, len_byte, -1);
+		return;
+	}
 	if (!lu_range_ok(lu, lba, n)) {
 		req_lba_oob(r);
 		return;
@@ -154,8 +264,7 @@ static void write_same(struct scsi_req *r, uint64_t lba, uint64_t n, bool unmap,
 	if (lu_write_blocked(r))
 		return;
 	if (ndob) {
-		memset(r->t->scratch, 0, lu->block_size);
-		block = r->t->scratch;
+		block = zeros;
 	} else {
 		r->cmd->xfer_len = lu->block_size;
 		if (r->cmd->out_len != lu->block_size) {
@@ -169,47 +278,45 @@ static void write_same(struct scsi_req *r, uint64_t lba, uint64_t n, bool unmap,
 	 * data-out block holds (it still has to be sent, one block); with LBPRZ the range then
 	 * reads as zeros. This is what initiators (and libiscsi's conformance tests) expect.
 	 */
+	range[0][0] = lba;
+	range[0][1] = n;
 	if (unmap)
-		rc = lu_deallocate(r, lba, n);
+		fill_ranges(r, FILL_DEALLOC, NULL, (const uint64_t (*)[2])range, 1, false, !lu->wce);
 	else if (all_zero(block, lu->block_size))
-		rc = zero_blocks(r, lba, n);
+		fill_ranges(r, FILL_ZERO, NULL, (const uint64_t (*)[2])range, 1, false, !lu->wce);
 	else
-		rc = fill_blocks(r, lba, n, block);
-	if (rc < 0)
-		return;
-	rc = lu_flush_if_needed(lu, false);
-	if (rc < 0)
-		lu_medium_error(r, true, rc, lba);
+		fill_ranges(r, FILL_DATA, block, (const uint64_t (*)[2])range, 1, false, !lu->wce);
 }
 
 void scsi_write_same10(struct scsi_req *r)
 {
 	const uint8_t *c = r->cdb;
 
-	write_same(r, get_be32(c + 2), get_be16(c + 7), c[1] & 0x08, false);
+	write_same(r, get_be32(c + 2), get_be16(c + 7), c[1] & 0x08, false, 7);
 }
 
 void scsi_write_same16(struct scsi_req *r)
 {
 	const uint8_t *c = r->cdb;
 
-	write_same(r, get_be64(c + 2), get_be32(c + 10), c[1] & 0x08, c[1] & 0x01);
+	write_same(r, get_be64(c + 2), get_be32(c + 10), c[1] & 0x08, c[1] & 0x01, 10);
 }
 
 /*
  * SANITIZE (SBC-4 5.30), on thin LUs only: BLOCK ERASE deallocates every block, which with
- * LBPRZ leaves the medium reading as zeros (WABEREQ 01b: reads after it succeed). It runs to
- * completion before the status is returned, IMMED or not, so no sanitize is ever seen in
- * progress. If it fails part way the LU enters the sanitize failure state (medium access gets
- * MEDIUM ERROR / SANITIZE COMMAND FAILED) until a sanitize succeeds or EXIT FAILURE MODE.
- * OVERWRITE and CRYPTO ERASE are not offered.
+ * LBPRZ leaves the medium reading as zeros (WABEREQ 01b: reads after it succeed). It runs in
+ * steps on workers, and its status comes when it is complete, IMMED or not; meanwhile medium
+ * access to the LU gets NOT READY, SANITIZE IN PROGRESS. If it fails or is aborted part way the
+ * LU enters the sanitize failure state (medium access gets MEDIUM ERROR / SANITIZE COMMAND
+ * FAILED) until a sanitize succeeds or EXIT FAILURE MODE. OVERWRITE and CRYPTO ERASE are not
+ * offered.
  */
 void scsi_sanitize(struct scsi_req *r)
 {
 	struct scsi_lu *lu = r->lu;
 	uint8_t sa = r->cdb[1] & 0x1f;
 	uint16_t plen = get_be16(r->cdb + 7);
-	int rc;
+	uint64_t range[1][2] = { { 0, lu->nblocks } };
 
 	r->cmd->xfer_len = plen;
 	/* Neither service action takes a parameter list. */
@@ -224,15 +331,5 @@ void scsi_sanitize(struct scsi_req *r)
 		lu->sanitize_failed = false;
 		return;
 	}
-	if (lu_deallocate(r, 0, lu->nblocks) < 0) {
-		lu->sanitize_failed = true;
-		return;
-	}
-	rc = store_flush(lu->st);
-	if (rc < 0) {
-		lu->sanitize_failed = true;
-		lu_medium_error(r, true, rc, 0);
-		return;
-	}
-	lu->sanitize_failed = false;
+	lu_deallocate_ranges(r, (const uint64_t (*)[2])range, 1, true);
 }

@@ -1,7 +1,7 @@
 /*
  * Target and logical-unit lifecycle, I_T nexus bookkeeping, unit attentions and the effects
- * of task management. The SCSI layer completes every command before returning, so there are
- * never tasks of ours left to abort: resets only change state.
+ * of task management. Commands still running on workers are the transport's to abort
+ * (scsi_cmd_cancel: they stop at their next step and complete); resets only change state.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -58,6 +58,7 @@ static void lu_free(struct scsi_lu *lu)
 	pr_free(&lu->pr);
 	free(lu->state_dir);
 	free(lu->nx);
+	idmap_free(&lu->nx_map);
 	free(lu);
 }
 
@@ -73,6 +74,7 @@ void scsi_target_free(struct scsi_target *t)
 	}
 	free(t->lu);
 	free(t->nexus);
+	idmap_free(&t->nexus_map);
 	free(t->scratch);
 	free(t->scratch2);
 	free(t->name);
@@ -113,27 +115,31 @@ static void copy_ascii(char *dst, size_t cap, const char *src, const char *dflt)
 
 struct lu_nexus *lu_nexus_get(struct scsi_lu *lu, uint64_t nexus_id)
 {
-	for (size_t i = 0; i < lu->nnx; i++) {
-		if (lu->nx[i].nexus_id == nexus_id)
-			return &lu->nx[i];
-	}
+	size_t i;
+
+	if (idmap_find(&lu->nx_map, lu->nx, sizeof(*lu->nx), nexus_id, &i))
+		return &lu->nx[i];
 	if (lu->nnx == lu->nx_cap) {
 		lu->nx_cap = lu->nx_cap ? lu->nx_cap * 2 : 4;
 		lu->nx = xrealloc(lu->nx, lu->nx_cap * sizeof(*lu->nx));
 	}
 	/* First contact between this nexus and this LU: as after power on. */
 	lu->nx[lu->nnx] = (struct lu_nexus){ .nexus_id = nexus_id, .ua = UA_POWER_ON };
-	return &lu->nx[lu->nnx++];
+	lu->nnx++;
+	idmap_insert(&lu->nx_map, lu->nx, sizeof(*lu->nx), lu->nnx, lu->nnx - 1);
+	return &lu->nx[lu->nnx - 1];
 }
 
 static void lu_nexus_drop(struct scsi_lu *lu, uint64_t nexus_id)
 {
-	for (size_t i = 0; i < lu->nnx; i++) {
-		if (lu->nx[i].nexus_id == nexus_id) {
-			lu->nx[i] = lu->nx[--lu->nnx];
-			return;
-		}
-	}
+	size_t i;
+
+	if (!idmap_find(&lu->nx_map, lu->nx, sizeof(*lu->nx), nexus_id, &i))
+		return;
+	idmap_remove(&lu->nx_map, lu->nx, sizeof(*lu->nx), nexus_id);
+	lu->nx[i] = lu->nx[--lu->nnx];
+	if (i != lu->nnx)
+		idmap_moved(&lu->nx_map, lu->nx[i].nexus_id, lu->nnx, i);
 }
 
 static void ua_add(struct lu_nexus *ln, uint32_t ua)
@@ -147,13 +153,13 @@ static void ua_add(struct lu_nexus *ln, uint32_t ua)
 		ln->ua |= ua;
 }
 
+/*
+ * Only the nexuses that have met the LU have entries; the others get POWER ON when they first
+ * do (lu_nexus_get), which supersedes whatever is raised here anyway. So one pass over the
+ * entries, not one lookup per session: MODE SELECT and LUN RESET come from initiators.
+ */
 void lu_ua_set_all(struct scsi_lu *lu, uint32_t ua, uint64_t except_nexus)
 {
-	struct scsi_target *t = lu->t;
-
-	/* Make sure every known nexus has an entry, so none misses the attention. */
-	for (size_t i = 0; i < t->nnexus; i++)
-		(void)lu_nexus_get(lu, t->nexus[i].nx.id);
 	for (size_t i = 0; i < lu->nnx; i++) {
 		if (lu->nx[i].nexus_id != except_nexus)
 			ua_add(&lu->nx[i], ua);
@@ -193,11 +199,9 @@ bool ua_to_sense(uint32_t ua, uint8_t *asc, uint8_t *ascq)
 
 const struct scsi_nexus *target_nexus_find(const struct scsi_target *t, uint64_t id)
 {
-	for (size_t i = 0; i < t->nnexus; i++) {
-		if (t->nexus[i].nx.id == id)
-			return &t->nexus[i].nx;
-	}
-	return NULL;
+	size_t i;
+
+	return idmap_find(&t->nexus_map, t->nexus, sizeof(*t->nexus), id, &i) ? &t->nexus[i].nx : NULL;
 }
 
 static void luns_changed(struct scsi_target *t, uint16_t except_lun)
@@ -262,6 +266,7 @@ int scsi_target_add_lu(struct scsi_target *t, uint16_t lun, struct store *st, co
 	copy_ascii(lu->product, sizeof(lu->product), p->product, "VIRTUAL-DISK");
 	copy_ascii(lu->revision, sizeof(lu->revision), p->revision, "0001");
 	lu->naa = p->naa_id ? p->naa_id : lu_derived_naa(t, lun);
+	lu_naa_designator_make(lu);
 	if (p->serial && *p->serial)
 		copy_ascii(lu->serial, sizeof(lu->serial), p->serial, "");
 	else
@@ -330,11 +335,9 @@ void scsi_target_nexus_added(struct scsi_target *t, const struct scsi_nexus *nx)
 		t->nexus_cap = t->nexus_cap ? t->nexus_cap * 2 : 8;
 		t->nexus = xrealloc(t->nexus, t->nexus_cap * sizeof(*t->nexus));
 	}
+	/* Its entry in each LU comes with the first command there, carrying POWER ON (lu_nexus_get). */
 	t->nexus[t->nnexus++].nx = *nx;
-	for (size_t i = 0; i < SCSI_MAX_LUNS; i++) {
-		if (t->lu[i])
-			lu_ua_set_nexus(t->lu[i], nx->id, UA_POWER_ON);
-	}
+	idmap_insert(&t->nexus_map, t->nexus, sizeof(*t->nexus), t->nnexus, t->nnexus - 1);
 }
 
 void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx)
@@ -349,11 +352,12 @@ void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx)
 		if (lu->rsv_held && lu->rsv_nexus == nx->id)
 			lu->rsv_held = false;
 	}
-	for (size_t i = 0; i < t->nnexus; i++) {
-		if (t->nexus[i].nx.id == nx->id) {
-			t->nexus[i] = t->nexus[--t->nnexus];
-			break;
-		}
+	size_t i;
+	if (idmap_find(&t->nexus_map, t->nexus, sizeof(*t->nexus), nx->id, &i)) {
+		idmap_remove(&t->nexus_map, t->nexus, sizeof(*t->nexus), nx->id);
+		t->nexus[i] = t->nexus[--t->nnexus];
+		if (i != t->nnexus)
+			idmap_moved(&t->nexus_map, t->nexus[i].nx.id, t->nnexus, i);
 	}
 }
 
@@ -387,7 +391,7 @@ int scsi_target_task_mgmt(struct scsi_target *t, enum scsi_tmf fn, uint16_t lun,
 	switch (fn) {
 	case SCSI_TMF_ABORT_TASK_SET:
 	case SCSI_TMF_CLEAR_TASK_SET:
-		/* Nothing of ours is ever in flight once submit has returned. */
+		/* Commands on workers are cancelled by the transport, task by task. */
 		return lu ? 0 : 2;
 	case SCSI_TMF_LUN_RESET:
 		if (!lu)

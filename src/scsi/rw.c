@@ -413,22 +413,96 @@ static int compare_medium(struct scsi_req *r, uint64_t lba, const uint8_t *data,
 	return 1;
 }
 
-/* Reads the range to prove it is readable: what "verify medium" means for us. */
-static bool read_check(struct scsi_req *r, uint64_t lba, uint64_t nblocks)
-{
-	struct scsi_lu *lu = r->lu;
-	uint64_t len = nblocks << lu->block_shift, done = 0;
+/*
+ * VERIFY, in steps (longop.c): reading the range proves it readable, which is what "verify
+ * medium" means for us (BYTCHK 0); BYTCHK 1 also compares with the data-out buffer, BYTCHK 3
+ * with its one block, repeated. Without a comparison, what the store has never allocated (a
+ * hole reads as zeros and has no medium to fail) is passed over rather than read, which would
+ * only fill the page cache with zeros.
+ */
+struct verify_op {
+	struct longop op;
+	uint64_t lba;            /* first block */
+	uint64_t done, len;      /* bytes */
+	uint64_t mapped_end;     /* done may go this far before the store is asked again */
+	const uint8_t *data;     /* NULL: no comparison */
+	bool repeat;
+	uint8_t shift;
+	uint32_t block_size;
+	bool miscompare;
+	uint64_t info;           /* offset of the first differing byte (MISCOMPARE INFORMATION) */
+};
 
-	while (done < len) {
-		uint64_t n = len - done < r->t->scratch_len ? len - done : r->t->scratch_len;
-		int rc = store_read(lu->st, r->t->scratch2, n, (lba << lu->block_shift) + done);
-		if (rc < 0) {
-			lu_medium_error(r, false, rc, lba + (done >> lu->block_shift));
-			return false;
+static int verify_step(struct longop *op)
+{
+	struct verify_op *v = (struct verify_op *)op;
+	uint64_t budget = LONGOP_STEP_BYTES;
+
+	while (v->done < v->len && budget > 0 && longop_step_more(op)) {
+		uint64_t n = v->len - v->done;
+		if (!v->data && v->done >= v->mapped_end) {
+			bool mapped;
+			uint64_t run;
+			if (store_extent(op->st, (v->lba << v->shift) + v->done, &mapped, &run) < 0)
+				mapped = true, run = n; /* cannot tell: read it */
+			if (!mapped) {
+				v->done += run < n ? run : n;
+				continue;
+			}
+			v->mapped_end = v->done + run;
 		}
-		done += n;
+		if (!v->data && n > v->mapped_end - v->done)
+			n = v->mapped_end - v->done;
+		if (n > LONGOP_BUF)
+			n = LONGOP_BUF;
+		int rc = store_read(op->st, op->buf, n, (v->lba << v->shift) + v->done);
+		if (rc < 0)
+			return rc;
+		for (uint64_t i = 0; v->data && i < n; i += v->block_size) {
+			const uint8_t *want = v->repeat ? v->data : v->data + v->done + i;
+			if (memcmp(op->buf + i, want, v->block_size) != 0) {
+				uint64_t j = 0;
+				while (op->buf[i + j] == want[j])
+					j++;
+				v->miscompare = true;
+				v->info = v->repeat ? j : v->done + i + j;
+				return 0;
+			}
+		}
+		v->done += n;
+		budget -= n;
 	}
-	return true;
+	return 0;
+}
+
+static void verify_next(struct longop *op, int rc)
+{
+	struct verify_op *v = (struct verify_op *)op;
+	struct scsi_req r;
+
+	longop_req(op, &r);
+	if (rc < 0 && rc != -ECANCELED)
+		lu_medium_error(&r, false, rc, v->lba + (v->done >> v->shift));
+	else if (v->miscompare)
+		req_sense_info(&r, SK_MISCOMPARE, 0x1d, 0x00, v->info);
+	else if (rc == 0 && v->done < v->len) {
+		longop_then(op, verify_step, verify_next);
+		return;
+	}
+	longop_end(op);
+}
+
+static void verify_start(struct scsi_req *r, const struct rw *a, const uint8_t *data, bool repeat)
+{
+	struct verify_op *v = longop_new(r, sizeof(*v));
+
+	v->lba = a->lba;
+	v->len = (uint64_t)a->n << r->lu->block_shift;
+	v->data = data;
+	v->repeat = repeat;
+	v->shift = r->lu->block_shift;
+	v->block_size = r->lu->block_size;
+	longop_then(&v->op, verify_step, verify_next);
 }
 
 static void verify(struct scsi_req *r, const struct rw *a, unsigned len_byte)
@@ -444,7 +518,7 @@ static void verify(struct scsi_req *r, const struct rw *a, unsigned len_byte)
 		return;
 	if (a->bytchk == 0) {
 		if (a->n)
-			read_check(r, a->lba, a->n);
+			verify_start(r, a, NULL, false);
 		return;
 	}
 	if (!check_xfer_limit(r, a, len_byte))
@@ -456,7 +530,7 @@ static void verify(struct scsi_req *r, const struct rw *a, unsigned len_byte)
 		return;
 	}
 	if (a->n)
-		compare_medium(r, a->lba, r->cmd->out, (uint64_t)a->n << lu->block_shift, a->bytchk == 3);
+		verify_start(r, a, r->cmd->out, a->bytchk == 3);
 }
 
 void scsi_verify10(struct scsi_req *r)

@@ -5,8 +5,10 @@
  * command at a time with the data it collected; the target runs it against the LU's store and
  * completes it through cmd->done, possibly before scsi_target_submit returns. Single-threaded:
  * every call comes from the target's event loop thread. With an offload pool (see
- * scsi_target_set_offload), a READ from a store that may wait for its device completes later,
- * from offload_reap on that same thread.
+ * scsi_target_set_offload), some commands complete later, from offload_reap on that same thread:
+ * a READ from a store that may wait for its device, a flush, a long medium operation (VERIFY,
+ * WRITE SAME, UNMAP, SANITIZE, EXTENDED COPY, run in bounded steps) and a PERSISTENT RESERVE
+ * OUT whose APTPL state must be on disk first.
  */
 #ifndef ISTHMUS_SCSI_SCSI_H
 #define ISTHMUS_SCSI_SCSI_H
@@ -144,8 +146,9 @@ struct store *scsi_target_lu_store(struct scsi_target *t, uint16_t lun);
 void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd);
 
 /*
- * Reads that may wait for a device run on o's workers (NULL: every command runs inline). The
- * pool must outlive the target; the caller reaps it on the target's thread.
+ * Reads and flushes that may wait for a device, long medium operations and APTPL state writes
+ * run on o's workers (NULL: every command runs inline). The pool must outlive the target; the
+ * caller reaps it on the target's thread.
  */
 void scsi_target_set_offload(struct scsi_target *t, struct offload *o);
 /*

@@ -24,14 +24,33 @@ struct pr_persist;
 #define MAX_UNMAP_DESCRIPTORS 256u
 #define MAX_COMPARE_WRITE_BLOCKS 255u
 
+/*
+ * MAXIMUM WRITE SAME LENGTH (Block Limits VPD), in bytes: the blocks one WRITE SAME may cover,
+ * also when NUMBER OF LOGICAL BLOCKS 0 asks for everything to the end of the medium.
+ */
+#define MAX_WRITE_SAME_BYTES (1ull << 30)
+
 /* EXTENDED COPY (LID1) limits, reported by RECEIVE COPY RESULTS and VPD 0x8F. */
 #define XCOPY_MAX_TGT_DESC 32u
 #define XCOPY_MAX_SEG_DESC 64u
 #define XCOPY_TGT_DESC_LEN 32u
 #define XCOPY_B2B_SEG_LEN 28u
 #define XCOPY_MAX_DESC_LIST_LEN (XCOPY_MAX_TGT_DESC * XCOPY_TGT_DESC_LEN + XCOPY_MAX_SEG_DESC * XCOPY_B2B_SEG_LEN)
-#define XCOPY_MAX_SEG_BYTES (0xffffu * 4096u)   /* the largest segment a descriptor can express */
+#define XCOPY_MAX_SEG_BYTES MAX_XFER_BYTES  /* MAXIMUM SEGMENT LENGTH: 64 of them make one command */
+#define XCOPY_MAX_INLINE 0u      /* MAXIMUM INLINE DATA LENGTH: none taken */
 #define XCOPY_HELD_MAX 16u       /* held copy results per LU */
+
+/*
+ * Long medium operations (longop.c) run in steps: each step on a worker reads, writes or
+ * compares through a LONGOP_BUF buffer for about LONGOP_STEP_MS, and at most LONGOP_STEP_BYTES,
+ * or deallocates or zeroes at most LONGOP_STEP_DEALLOC, before the loop thread sees it again
+ * (to learn whether its LU went away, and to start the next step). A cancelled command's step
+ * stops at the next buffer.
+ */
+#define LONGOP_BUF (1u << 20)
+#define LONGOP_STEP_BYTES (1u << 30)
+#define LONGOP_STEP_MS 200
+#define LONGOP_STEP_DEALLOC (1ull << 30)
 
 /*
  * Persistent reservation registrations one LU keeps. They belong to I_T nexus identities, not
@@ -51,6 +70,21 @@ enum scsi_ua {
 	UA_COMMANDS_CLEARED = 1u << 6,    /* 2F/00 */
 	UA_LUNS_CHANGED = 1u << 7,        /* 3F/0E */
 };
+
+/*
+ * idmap.c: identifier -> array position, for arrays whose elements start with a uint64_t id.
+ * Insert after appending (n elements, the new one at idx); remove before taking the element
+ * out; after moving the last element into the hole, tell where it went.
+ */
+struct idmap {
+	uint32_t *slot;   /* array position + 1; 0: empty */
+	size_t cap;       /* a power of two */
+};
+bool idmap_find(const struct idmap *m, const void *base, size_t stride, uint64_t id, size_t *idx);
+void idmap_insert(struct idmap *m, const void *base, size_t stride, size_t n, size_t idx);
+void idmap_remove(struct idmap *m, const void *base, size_t stride, uint64_t id);
+void idmap_moved(struct idmap *m, uint64_t id, size_t from, size_t to);
+void idmap_free(struct idmap *m);
 
 /* What one I_T nexus has pending or holds on one LU. */
 struct lu_nexus {
@@ -110,6 +144,7 @@ struct scsi_lu {
 	char revision[5];
 	char serial[41];
 	uint64_t naa;           /* 60 bits of vendor-specific NAA-6 identifier */
+	uint8_t naa_desig[16];  /* the NAA designator of VPD page 83h, made once (EXTENDED COPY looks LUs up by it) */
 	char *state_dir;
 
 	/* Mode parameters: one set for all nexuses (SPC-4 allows shared pages). */
@@ -126,6 +161,7 @@ struct scsi_lu {
 	uint8_t pb_exp;         /* LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT */
 	bool atomic;            /* WRITE ATOMIC (16) offered: the store's writes are all-or-nothing */
 	bool sanitize_failed;   /* a SANITIZE failed part way: medium access refused until cleared */
+	bool sanitizing;        /* a SANITIZE is running: medium access gets NOT READY (04h/1Bh) */
 
 	/* Results of EXTENDED COPY commands kept for RECEIVE COPY RESULTS (LIST ID USAGE 00b). */
 	struct xcopy_held {
@@ -139,6 +175,7 @@ struct scsi_lu {
 
 	struct lu_nexus *nx;
 	size_t nnx, nx_cap;
+	struct idmap nx_map;    /* nexus id -> nx[] */
 };
 
 struct scsi_nexus_ent {
@@ -151,6 +188,7 @@ struct scsi_target {
 	size_t nlu;
 	struct scsi_nexus_ent *nexus;
 	size_t nnexus, nexus_cap;
+	struct idmap nexus_map;       /* nexus id -> nexus[] */
 	uint8_t *scratch;             /* response building and verify reads; never per command */
 	size_t scratch_len;
 	uint8_t *scratch2;
@@ -180,6 +218,7 @@ enum opdef_flags {
 	OPF_NEED_READY = 1u << 8, /* medium access: NOT READY when stopped */
 	OPF_THIN = 1u << 9,       /* only on LUs with logical block provisioning (LBPME) */
 	OPF_ATOMIC = 1u << 10,    /* only on LUs whose store makes writes all-or-nothing */
+	OPF_LONG = 1u << 11,      /* work grows with a CDB field, not the transfer: a long operation */
 };
 
 struct scsi_opdef {
@@ -300,11 +339,58 @@ void scsi_sanitize(struct scsi_req *r);
 void scsi_extended_copy(struct scsi_req *r);
 void scsi_receive_copy_results(struct scsi_req *r);
 
-/* inquiry.c: the LU's NAA designator (16 bytes of designator, no header) */
+/* inquiry.c: the LU's NAA designator (16 bytes of designator, no header), and making it */
 void lu_naa_designator(const struct scsi_lu *lu, uint8_t id[16]);
+void lu_naa_designator_make(struct scsi_lu *lu);
 
-/* lbp.c: deallocates (or zero-fills where the store cannot); sets sense on failure */
-int lu_deallocate(struct scsi_req *r, uint64_t lba, uint64_t n);
+/*
+ * longop.c: a command whose work grows with a CDB or parameter field, run as a chain of bounded
+ * steps. A step runs on an offload worker (inline, one after the other, without a pool) and may
+ * touch only the operation's own data and stores; `next` runs on the loop thread after it, with
+ * the step's result, and either starts another step or ends the command. The operation holds its
+ * LU's store (a job), so the LU's ORDERED commands and the writes that wait for jobs queue behind
+ * it. A cancelled command gets next(op, -ECANCELED); if its LU goes, the operation ends by itself
+ * with LOGICAL UNIT NOT SUPPORTED and next is not called again.
+ */
+struct longop;
+typedef int (*longop_step_fn)(struct longop *op);
+typedef void (*longop_next_fn)(struct longop *op, int rc);
+
+struct longop {
+	struct offload_job job;
+	struct scsi_target *t;
+	struct scsi_cmd *cmd;
+	struct scsi_lu *lu;       /* valid while st is not closing */
+	struct store *st;
+	longop_step_fn step;
+	longop_next_fn next;
+	void (*cleanup)(struct longop *op); /* at the end, however it comes (also with the LU gone) */
+	uint8_t *buf;             /* LONGOP_BUF bytes of the operation's own */
+	uint64_t step_start_ns;   /* when the step in progress started (CLOCK_MONOTONIC) */
+	int rc;
+	bool offloaded, submitted;   /* steps go to workers; one went (the handler has returned) */
+	bool queued, running, ended; /* inline: a step is waiting; the chain runs; the command is done */
+};
+
+/* A zeroed operation of `size` bytes (a struct starting with struct longop) for r's command. */
+void *longop_new(struct scsi_req *r, size_t size);
+/* Runs step, then next; the first call starts the operation. */
+void longop_then(struct longop *op, longop_step_fn step, longop_next_fn next);
+/* Ends the command with the status and sense set so far. */
+void longop_end(struct longop *op);
+/* The request, for sense data (the LU is there: next only runs while it is). */
+void longop_req(struct longop *op, struct scsi_req *r);
+/* Takes and gives back a hold on another store (a copy's source or destination). */
+void longop_hold(struct store *st);
+void longop_release(struct store *st);
+/* A step that flushes op->st. */
+int longop_flush_step(struct longop *op);
+/* Within a step: whether it may go on (not cancelled, its LONGOP_STEP_MS not used up). */
+bool longop_step_more(const struct longop *op);
+
+/* lbp.c: deallocates (or zero-fills where the store cannot), in steps; ends the command */
+void lu_deallocate_ranges(struct scsi_req *r, const uint64_t (*ranges)[2], size_t n, bool sanitize);
+uint64_t lu_max_write_same(const struct scsi_lu *lu);
 
 /* xcopy.c */
 void xcopy_nexus_lost(struct scsi_lu *lu, uint64_t nexus_id);

@@ -2,23 +2,37 @@
  * EXTENDED COPY (LID1) and RECEIVE COPY RESULTS (SPC-4 6.4, 6.18): a copy manager for copies
  * between the logical units of this target. Copy targets are named by identification
  * descriptor target descriptors (type E4h) carrying a LU's NAA designator from VPD page 83h;
- * segments are block to block (type 02h). Like every other command, a copy runs to completion
- * before its status is returned, so no copy is ever seen in progress.
+ * segments are block to block (type 02h). The whole parameter list is checked before anything is
+ * copied; the segments then run one after the other, each in steps on workers (longop.c), and
+ * the status comes when the last is done: no copy is ever seen in progress.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "scsi/scsi_int.h"
+#include "util/sbuf.h"
 
 #define XC_HDR 16u
-
-struct xc_target {
-	struct scsi_lu *lu;     /* NULL: NUL descriptor, or no LU of ours has the designator */
-};
 
 struct xc_result {
 	uint16_t segments;      /* segment descriptors processed completely */
 	uint64_t bytes;         /* data moved */
+};
+
+/* The copy in progress: the parameter list (the command's data-out buffer) and where it is. */
+struct xc_op {
+	struct longop op;
+	const uint8_t *p;       /* parameter list */
+	unsigned tdl;           /* target descriptor list length */
+	unsigned seg, seg_end;  /* offsets of the current segment descriptor and of the list's end */
+	size_t ntg;
+	uint8_t list_id, usage;
+	struct xc_result res;
+	/* The current segment, while its steps run: stores held (longop_hold) until it ends. */
+	struct store *src, *dst;
+	uint64_t soff, doff, len, done;
+	bool backwards, read_failed, flush;
 };
 
 /*
@@ -45,21 +59,24 @@ static unsigned tgt_desc_len(uint8_t type)
 /* The LU of this target whose NAA designator the designation descriptor at d names. */
 static struct scsi_lu *find_lu(struct scsi_target *t, const uint8_t *d)
 {
-	uint8_t id[16];
-
 	/* Binary code set, LU association, NAA type, 16 bytes: what VPD page 83h reports. */
 	if ((d[0] & 0x0f) != 0x01 || (d[1] & 0x3f) != 0x03 || d[3] != 16)
 		return NULL;
 	for (size_t i = 0; i < SCSI_MAX_LUNS; i++) {
 		struct scsi_lu *lu = t->lu[i];
 
-		if (!lu)
-			continue;
-		lu_naa_designator(lu, id);
-		if (memcmp(id, d + 4, 16) == 0)
+		if (lu && memcmp(lu->naa_desig, d + 4, 16) == 0)
 			return lu;
 	}
 	return NULL;
+}
+
+/* The copy target of target descriptor i: NULL for a NUL descriptor or a LU we do not have. */
+static struct scsi_lu *target_lu(struct scsi_target *t, const uint8_t *p, size_t i)
+{
+	const uint8_t *d = p + XC_HDR + 32 * i;
+
+	return (d[1] & 0x20) ? NULL : find_lu(t, d + 4);
 }
 
 /*
@@ -80,8 +97,8 @@ static bool target_usable(struct scsi_req *r, struct scsi_lu *lu, bool write, un
 		copy_aborted(r, 0x04, 0x02, byte);
 		return false;
 	}
-	if (lu->sanitize_failed) {
-		copy_aborted(r, 0x31, 0x03, byte);
+	if (lu->sanitize_failed || lu->sanitizing) {
+		copy_aborted(r, lu->sanitizing ? 0x04 : 0x31, lu->sanitizing ? 0x1b : 0x03, byte);
 		return false;
 	}
 	if (write && (lu->read_only || lu->swp)) {
@@ -91,80 +108,190 @@ static bool target_usable(struct scsi_req *r, struct scsi_lu *lu, bool write, un
 	return true;
 }
 
-/* Moves len bytes; overlapping ranges of one LU are copied back to front when needed. */
-static bool copy_range(struct scsi_req *r, struct scsi_lu *src, uint64_t soff, struct scsi_lu *dst, uint64_t doff,
-		       uint64_t len, unsigned byte)
+/* One step of a segment: up to LONGOP_STEP_BYTES; overlapping ranges of one store back to front. */
+static int copy_step(struct longop *op)
 {
-	uint8_t *buf = r->t->scratch2;
-	uint64_t chunk = r->t->scratch_len;
-	bool backwards = src->st == dst->st && doff > soff && doff < soff + len;
-	uint64_t done = 0;
-	int rc;
+	struct xc_op *x = (struct xc_op *)op;
+	uint64_t budget = LONGOP_STEP_BYTES;
 
-	while (done < len) {
-		uint64_t n = len - done < chunk ? len - done : chunk;
-		uint64_t at = backwards ? len - done - n : done;
+	while (x->done < x->len && budget > 0 && longop_step_more(op)) {
+		uint64_t n = x->len - x->done < LONGOP_BUF ? x->len - x->done : LONGOP_BUF;
+		uint64_t at = x->backwards ? x->len - x->done - n : x->done;
+		int rc = store_read(x->src, op->buf, n, x->soff + at);
 
-		rc = store_read(src->st, buf, n, soff + at);
 		if (rc < 0) {
-			copy_aborted(r, 0x11, 0x00, byte);   /* UNRECOVERED READ ERROR */
-			return false;
+			x->read_failed = true;
+			return rc;
 		}
-		rc = store_write(dst->st, buf, n, doff + at);
-		if (rc < 0) {
-			copy_aborted(r, rc == -ENOSPC ? 0x27 : 0x0c, rc == -ENOSPC ? 0x07 : 0x00, byte);
-			return false;
-		}
-		done += n;
+		rc = store_write(x->dst, op->buf, n, x->doff + at);
+		if (rc < 0)
+			return rc;
+		x->done += n;
+		budget -= n;
 	}
-	return true;
+	return 0;
 }
 
-/* Runs one block-to-block segment descriptor at parameter list offset off. */
-static bool run_segment(struct scsi_req *r, const uint8_t *d, unsigned off, const struct xc_target *tg,
-			size_t ntg, struct xc_result *res)
+static int copy_flush_step(struct longop *op) { return store_flush(((struct xc_op *)op)->dst); }
+
+static void run_segments(struct xc_op *x);
+
+/* The current segment's stores are given back; true if both still had their LUs. */
+static bool segment_release(struct xc_op *x)
 {
+	bool gone = x->src->closing || x->dst->closing;
+
+	longop_release(x->src);
+	longop_release(x->dst);
+	x->src = x->dst = NULL;
+	return !gone;
+}
+
+static void finish(struct xc_op *x, bool good);
+
+static void xc_cleanup(struct longop *op)
+{
+	struct xc_op *x = (struct xc_op *)op;
+
+	if (x->src)
+		segment_release(x);
+}
+
+static void segment_flushed(struct longop *op, int rc)
+{
+	struct xc_op *x = (struct xc_op *)op;
+	struct scsi_req r;
+
+	longop_req(op, &r);
+	if (!segment_release(x)) {
+		copy_aborted(&r, 0x0d, 0x02, x->seg + 6);   /* the LU went during the copy */
+		finish(x, false);
+		return;
+	}
+	if (rc < 0) {
+		if (rc != -ECANCELED)
+			copy_aborted(&r, 0x0c, 0x00, x->seg + 6);
+		finish(x, false);
+		return;
+	}
+	x->res.segments++;
+	x->res.bytes += x->len;
+	x->seg += XCOPY_B2B_SEG_LEN;
+	run_segments(x);
+}
+
+static void copy_next(struct longop *op, int rc)
+{
+	struct xc_op *x = (struct xc_op *)op;
+	struct scsi_req r;
+
+	longop_req(op, &r);
+	if (rc == 0 && (x->src->closing || x->dst->closing))
+		rc = -ENODEV;
+	if (rc < 0) {
+		if (rc == -ENODEV)
+			copy_aborted(&r, 0x0d, 0x02, x->seg + (x->src->closing ? 4 : 6));
+		else if (rc != -ECANCELED && x->read_failed)
+			copy_aborted(&r, 0x11, 0x00, x->seg);   /* UNRECOVERED READ ERROR */
+		else if (rc != -ECANCELED)
+			copy_aborted(&r, rc == -ENOSPC ? 0x27 : 0x0c, rc == -ENOSPC ? 0x07 : 0x00, x->seg);
+		segment_release(x);
+		finish(x, false);
+		return;
+	}
+	if (x->done < x->len) {
+		longop_then(op, copy_step, copy_next);
+		return;
+	}
+	if (x->flush) {
+		longop_then(op, copy_flush_step, segment_flushed);
+		return;
+	}
+	segment_flushed(op, 0);
+}
+
+/* Starts the segment descriptor at x->seg (loop thread); false after setting sense. */
+static bool segment_start(struct xc_op *x)
+{
+	const uint8_t *d = x->p + x->seg;
+	unsigned off = x->seg;
 	uint16_t si = get_be16(d + 4), di = get_be16(d + 6);
 	uint32_t nblk = get_be16(d + 10);
 	uint64_t slba = get_be64(d + 12), dlba = get_be64(d + 20);
 	struct scsi_lu *src, *dst;
+	struct scsi_req r;
 	uint64_t bytes;
 
-	if (si >= ntg || di >= ntg) {
-		copy_aborted(r, 0x08, 0x04, off + (si >= ntg ? 4 : 6));   /* UNREACHABLE COPY TARGET */
+	longop_req(&x->op, &r);
+	if (si >= x->ntg || di >= x->ntg) {
+		copy_aborted(&r, 0x08, 0x04, off + (si >= x->ntg ? 4 : 6));   /* UNREACHABLE COPY TARGET */
 		return false;
 	}
-	src = tg[si].lu;
-	dst = tg[di].lu;
+	/* Looked up again for each segment: LUs may come and go while a copy runs. */
+	src = target_lu(r.t, x->p, si);
+	dst = target_lu(r.t, x->p, di);
 	if (!src || !dst) {
-		copy_aborted(r, 0x0d, 0x02, off + (!src ? 4 : 6));        /* COPY TARGET DEVICE NOT REACHABLE */
+		copy_aborted(&r, 0x0d, 0x02, off + (!src ? 4 : 6));        /* COPY TARGET DEVICE NOT REACHABLE */
 		return false;
 	}
 	/* DC: the count is in destination blocks rather than source blocks. */
 	bytes = (uint64_t)nblk << ((d[1] & 0x02) ? dst->block_shift : src->block_shift);
 	if ((bytes & (src->block_size - 1)) || (bytes & (dst->block_size - 1))) {
-		copy_aborted(r, 0x26, 0x0a, off + 10);                   /* UNEXPECTED INEXACT SEGMENT */
+		copy_aborted(&r, 0x26, 0x0a, off + 10);                   /* UNEXPECTED INEXACT SEGMENT */
+		return false;
+	}
+	if (bytes > XCOPY_MAX_SEG_BYTES) {
+		req_bad_param(&r, off + 10, -1);  /* checked before copying; a LU changed block size since */
 		return false;
 	}
 	if (!lu_range_ok(src, slba, bytes >> src->block_shift)) {
-		copy_aborted(r, 0x00, 0x00, off + 12);
+		copy_aborted(&r, 0x00, 0x00, off + 12);
 		return false;
 	}
 	if (!lu_range_ok(dst, dlba, bytes >> dst->block_shift)) {
-		copy_aborted(r, 0x00, 0x00, off + 20);
+		copy_aborted(&r, 0x00, 0x00, off + 20);
 		return false;
 	}
-	if (!target_usable(r, src, false, off + 4) || !target_usable(r, dst, true, off + 6))
+	if (!target_usable(&r, src, false, off + 4) || !target_usable(&r, dst, true, off + 6))
 		return false;
-	if (bytes && !copy_range(r, src, slba << src->block_shift, dst, dlba << dst->block_shift, bytes, off))
-		return false;
-	if (lu_flush_if_needed(dst, false) < 0) {
-		copy_aborted(r, 0x0c, 0x00, off + 6);
-		return false;
-	}
-	res->segments++;
-	res->bytes += bytes;
+	x->src = src->st;
+	x->dst = dst->st;
+	longop_hold(x->src);
+	longop_hold(x->dst);
+	x->soff = slba << src->block_shift;
+	x->doff = dlba << dst->block_shift;
+	x->len = bytes;
+	x->done = 0;
+	x->read_failed = false;
+	x->backwards = x->src == x->dst && x->doff > x->soff && x->doff < x->soff + bytes;
+	x->flush = !dst->wce;
+	if (bytes)
+		longop_then(&x->op, copy_step, copy_next);
+	else
+		copy_next(&x->op, 0);
 	return true;
+}
+
+static void hold_result(struct scsi_req *r, uint8_t list_id, bool good, const struct xc_result *res);
+
+static void finish(struct xc_op *x, bool good)
+{
+	struct scsi_req r;
+
+	longop_req(&x->op, &r);
+	if (x->usage == 0x00)
+		hold_result(&r, x->list_id, good, &x->res);
+	longop_end(&x->op);
+}
+
+static void run_segments(struct xc_op *x)
+{
+	if (x->seg >= x->seg_end) {
+		finish(x, true);
+		return;
+	}
+	if (!segment_start(x))
+		finish(x, false);
 }
 
 static void hold_result(struct scsi_req *r, uint8_t list_id, bool good, const struct xc_result *res)
@@ -206,12 +333,9 @@ void scsi_extended_copy(struct scsi_req *r)
 {
 	const uint8_t *p = r->cmd->out;
 	uint32_t plen = get_be32(r->cdb + 10);
-	struct xc_target tg[XCOPY_MAX_TGT_DESC];
-	struct xc_result res = { 0 };
 	uint32_t tdl, sdl, idl, off, end;
 	size_t ntg = 0, nseg = 0;
 	uint8_t list_id, usage;
-	bool good;
 
 	r->cmd->xfer_len = plen;
 	/* An empty parameter list is not an error: there is nothing to copy (SPC-4 6.4.1). */
@@ -234,8 +358,11 @@ void scsi_extended_copy(struct scsi_req *r)
 		req_bad_param(r, 0, -1);            /* "no list identifier" wants it zero */
 		return;
 	}
-	if ((uint64_t)tdl + sdl > XCOPY_MAX_DESC_LIST_LEN || idl > 0 ||
-	    (uint64_t)XC_HDR + tdl + sdl + idl > plen) {
+	if (idl > XCOPY_MAX_INLINE) {
+		req_sense(r, SK_ILLEGAL_REQUEST, 0x26, 0x0b);   /* INLINE DATA LENGTH EXCEEDED */
+		return;
+	}
+	if ((uint64_t)tdl + sdl > XCOPY_MAX_DESC_LIST_LEN || (uint64_t)XC_HDR + tdl + sdl + idl > plen) {
 		req_param_len_error(r);
 		return;
 	}
@@ -256,6 +383,7 @@ void scsi_extended_copy(struct scsi_req *r)
 	for (size_t i = 0; i < ntg; i++) {
 		const uint8_t *d = p + XC_HDR + 32 * i;
 		unsigned at = XC_HDR + 32 * (unsigned)i;
+		struct scsi_lu *lu;
 
 		if (d[0] != 0xe4) {
 			req_sense(r, SK_ILLEGAL_REQUEST, 0x26, 0x07);   /* UNSUPPORTED TARGET DESCRIPTOR TYPE */
@@ -273,14 +401,14 @@ void scsi_extended_copy(struct scsi_req *r)
 			req_bad_param(r, at + 7, -1);       /* designator longer than the descriptor holds */
 			return;
 		}
-		tg[i].lu = (d[1] & 0x20) ? NULL : find_lu(r->t, d + 4);
-		if (tg[i].lu && get_be24(d + 29) != tg[i].lu->block_size) {
+		lu = target_lu(r->t, p, i);
+		if (lu && get_be24(d + 29) != lu->block_size) {
 			req_bad_param(r, at + 29, -1);      /* DISK BLOCK LENGTH must be the LU's */
 			return;
 		}
 	}
 
-	/* Segment descriptors: walk, count, check types, all before copying anything. */
+	/* Segment descriptors: walk, count, check types and sizes, all before copying anything. */
 	for (off = XC_HDR + tdl, end = XC_HDR + tdl + sdl; off < end; nseg++) {
 		if (end - off < 4 || end - off < 4u + get_be16(p + off + 2)) {
 			req_param_len_error(r);
@@ -293,21 +421,39 @@ void scsi_extended_copy(struct scsi_req *r)
 		return;
 	}
 	for (off = XC_HDR + tdl; off < end; off += 4u + get_be16(p + off + 2)) {
-		if (p[off] != 0x02) {
+		const uint8_t *d = p + off;
+		uint16_t si = get_be16(d + 4), di = get_be16(d + 6);
+		struct scsi_lu *src, *dst;
+
+		if (d[0] != 0x02) {
 			req_sense(r, SK_ILLEGAL_REQUEST, 0x26, 0x09);   /* UNSUPPORTED SEGMENT DESCRIPTOR TYPE */
 			return;
 		}
-		if (get_be16(p + off + 2) != XCOPY_B2B_SEG_LEN - 4) {
+		if (get_be16(d + 2) != XCOPY_B2B_SEG_LEN - 4) {
 			req_bad_param(r, off + 2, -1);
+			return;
+		}
+		/* MAXIMUM SEGMENT LENGTH (VPD 8Fh, RECEIVE COPY RESULTS), where the block size is known. */
+		src = si < ntg ? target_lu(r->t, p, si) : NULL;
+		dst = di < ntg ? target_lu(r->t, p, di) : NULL;
+		if (src && dst &&
+		    ((uint64_t)get_be16(d + 10) << ((d[1] & 0x02) ? dst->block_shift : src->block_shift)) >
+			    XCOPY_MAX_SEG_BYTES) {
+			req_bad_param(r, off + 10, -1);
 			return;
 		}
 	}
 
-	good = true;
-	for (off = XC_HDR + tdl; off < end && good; off += XCOPY_B2B_SEG_LEN)
-		good = run_segment(r, p + off, off, tg, ntg, &res);
-	if (usage == 0x00)
-		hold_result(r, list_id, good, &res);
+	struct xc_op *x = longop_new(r, sizeof(*x));
+	x->op.cleanup = xc_cleanup;
+	x->p = p;
+	x->tdl = tdl;
+	x->ntg = ntg;
+	x->seg = XC_HDR + tdl;
+	x->seg_end = end;
+	x->list_id = list_id;
+	x->usage = usage;
+	run_segments(x);
 }
 
 /* RECEIVE COPY RESULTS: COPY STATUS (00h) and OPERATING PARAMETERS (03h). */
@@ -326,7 +472,7 @@ void scsi_receive_copy_results(struct scsi_req *r)
 		put_be16(b + 10, XCOPY_MAX_SEG_DESC);
 		put_be32(b + 12, XCOPY_MAX_DESC_LIST_LEN);
 		put_be32(b + 16, XCOPY_MAX_SEG_BYTES);
-		put_be32(b + 20, 0);                            /* no inline data */
+		put_be32(b + 20, XCOPY_MAX_INLINE);
 		put_be32(b + 24, 0);                            /* no held data (RECEIVE DATA) */
 		put_be32(b + 28, 0);                            /* no stream devices */
 		put_be16(b + 34, 1);                            /* one copy at a time */

@@ -31,7 +31,7 @@ struct store_ops {
 	 * *run the length in bytes of the run of the same status (at least 1 byte, at most to end).
 	 */
 	int (*extent)(struct store *st, uint64_t off, bool *mapped, uint64_t *run);
-	/* Change the size (online resize); memory and files only. */
+	/* Change the size (online resize); memory and files only; -EBUSY while jobs run on it. */
 	int (*resize)(struct store *st, uint64_t new_size);
 	void (*close)(struct store *st);
 	/*

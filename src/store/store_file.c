@@ -195,6 +195,9 @@ static int file_resize(struct store *st, uint64_t new_size)
 		return -EOPNOTSUPP;
 	if (new_size == 0 || new_size > (uint64_t)INT64_MAX)
 		return -EINVAL;
+	/* Workers check their ranges against the size: not while they run. */
+	if (st->jobs)
+		return -EBUSY;
 	if (ftruncate(sf(st)->fd, (off_t)new_size) < 0)
 		return -errno;
 	st->size = new_size;

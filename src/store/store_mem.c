@@ -1,7 +1,10 @@
 /*
  * Memory store: anonymous mapping, so untouched ranges cost nothing. A bitmap remembers which
  * 512-byte sectors were ever written since their last unmap, which lets GET LBA STATUS and
- * the thin-provisioning paths behave on memory as they do on a sparse file.
+ * the thin-provisioning paths behave on memory as they do on a sparse file. Long operations
+ * write from offload workers while the loop thread writes other ranges, so the bitmap's words
+ * are updated atomically; work on it goes a word (64 sectors) at a time, and an extent query
+ * looks at a bounded stretch, however large the store.
  */
 #include "store/store.h"
 
@@ -14,6 +17,8 @@
 #include "util/sbuf.h"
 
 #define MEM_SECTOR 512u
+/* Bitmap words one extent query scans at most (2 GiB of sectors); the run ends there. */
+#define MEM_EXTENT_SCAN_WORDS (1u << 16)
 
 struct store_mem {
 	struct store base;
@@ -29,15 +34,23 @@ static bool range_ok(const struct store *st, uint64_t off, uint64_t len)
 	return off <= st->size && len <= st->size - off;
 }
 
-static bool bit_get(const struct store_mem *m, uint64_t s) { return m->map[s / 64] >> (s % 64) & 1; }
+static uint64_t word_get(const struct store_mem *m, uint64_t w) { return __atomic_load_n(&m->map[w], __ATOMIC_RELAXED); }
+
+static bool bit_get(const struct store_mem *m, uint64_t s) { return word_get(m, s / 64) >> (s % 64) & 1; }
 
 static void bits_set(struct store_mem *m, uint64_t first, uint64_t last, bool v)
 {
-	for (uint64_t s = first; s <= last; s++) {
+	for (uint64_t s = first; s <= last;) {
+		uint64_t b = s % 64, n = 64 - b;
+
+		if (n > last - s + 1)
+			n = last - s + 1;
+		uint64_t mask = (n == 64 ? ~0ull : ((1ull << n) - 1)) << b;
 		if (v)
-			m->map[s / 64] |= 1ull << (s % 64);
+			__atomic_fetch_or(&m->map[s / 64], mask, __ATOMIC_RELAXED);
 		else
-			m->map[s / 64] &= ~(1ull << (s % 64));
+			__atomic_fetch_and(&m->map[s / 64], ~mask, __ATOMIC_RELAXED);
+		s += n;
 	}
 }
 
@@ -125,16 +138,29 @@ static int mem_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *ru
 {
 	struct store_mem *m = sm(st);
 	uint64_t nsect = (st->size + MEM_SECTOR - 1) / MEM_SECTOR;
-	uint64_t s, e;
+	uint64_t s, e, w, scanned = 0;
 
 	if (off >= st->size)
 		return -ERANGE;
 	s = off / MEM_SECTOR;
 	*mapped = bit_get(m, s);
-	for (e = s + 1; e < nsect; e++) {
+	/* To the end of s's word bit by bit, then whole words of one status at a time. */
+	for (e = s + 1; e < nsect && e % 64; e++) {
 		if (bit_get(m, e) != *mapped)
-			break;
+			goto found;
 	}
+	for (w = e / 64; e < nsect && scanned < MEM_EXTENT_SCAN_WORDS; w++, scanned++) {
+		uint64_t word = word_get(m, w), same = *mapped ? ~0ull : 0;
+
+		if (word == same && e + 64 <= nsect) {
+			e += 64;
+			continue;
+		}
+		while (e < nsect && bit_get(m, e) == *mapped)
+			e++;
+		break;
+	}
+found:
 	*run = (e * MEM_SECTOR < st->size ? e * MEM_SECTOR : st->size) - off;
 	return 0;
 }
@@ -148,6 +174,9 @@ static int mem_resize(struct store *st, uint64_t new_size)
 
 	if (new_size == 0 || new_size > (uint64_t)SIZE_MAX / 2)
 		return -EINVAL;
+	/* Workers may be reading or writing the mapping (and the bitmap) right now. */
+	if (st->jobs)
+		return -EBUSY;
 	p = mremap(m->data, st->size, new_size, MREMAP_MAYMOVE);
 	if (p == MAP_FAILED)
 		return -errno;
@@ -165,8 +194,8 @@ static int mem_resize(struct store *st, uint64_t new_size)
 	if (new_size < st->size && new_size % (MEM_SECTOR * 64)) {
 		/* Clear stale bits past the new end so a later grow starts unallocated. */
 		uint64_t last = (new_size + MEM_SECTOR - 1) / MEM_SECTOR;
-		for (uint64_t s = last; s < (uint64_t)words * 64; s++)
-			map[s / 64] &= ~(1ull << (s % 64));
+		if (last % 64)
+			map[last / 64] &= (1ull << (last % 64)) - 1;
 	}
 	m->data = p;
 	m->map = map;

@@ -16,16 +16,17 @@
 #include "util/bytes.h"
 
 /* A memory store whose failures and flushes the test controls. */
+/* Counters are atomic: long operations call the store from offload workers. */
 struct fault_store {
 	struct store base;
 	struct store *inner;
-	int flushes;
+	_Atomic int flushes;
 	int fail_read;      /* negative errno returned by read, 0 for none */
 	int fail_write;
 	int fail_flush;
 	bool no_unmap;      /* unmap and zero return -EOPNOTSUPP */
-	int zeroes;         /* zero calls */
-	int writes;         /* write calls */
+	_Atomic int zeroes; /* zero calls */
+	_Atomic int writes; /* write calls */
 	_Atomic int reads;  /* read calls (they may come from offload workers) */
 	_Atomic int reading, most_reading; /* reads in progress now, and at most at once */
 	unsigned read_delay_us; /* each read sleeps this long first: a slow device */

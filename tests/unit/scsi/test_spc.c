@@ -1,4 +1,6 @@
 /* SPC commands and the rules around them: INQUIRY, REPORT LUNS, unit attentions, sense formats. */
+#include <time.h>
+
 #include "harness.h"
 
 static void test_unit_attention(void)
@@ -375,6 +377,70 @@ static void test_mode_select(void)
 	h_free(h);
 }
 
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * Many sessions: a new I_T nexus costs no work per LU, and MODE SELECT (which raises MODE
+ * PARAMETERS CHANGED for the others) one pass over the nexuses that have met the LU, not a
+ * lookup per session. Those that never did get POWER ON when they first do, as always.
+ */
+static void test_many_nexuses(void)
+{
+	struct h *h = h_new(1024, NULL);
+	uint8_t ms[6] = { 0x1a, 0x08, 0x08, 0, 255, 0 };
+	uint8_t sel[6] = { 0x15, 0x10, 0, 0, 0, 0 };
+	uint8_t tur[6] = { 0 };
+	static struct scsi_nexus many[40000];
+	uint8_t p[64];
+
+	h_clear_ua(h, 0, 0);
+	h_clear_ua(h, 1, 0);
+	double t0 = now_s();
+	for (unsigned i = 0; i < 40000; i++) {
+		h_nexus(&many[i], 100 + i, "iqn.2024-01.org.example:many");
+		scsi_target_nexus_added(h->t, &many[i]);
+	}
+	CHECK_EQ(h_run(h, ms, 6, NULL, 0, 255), SCSI_GOOD); /* the caching page */
+	size_t n = h->cmd.in_len;
+	memcpy(p, h->in, n);
+	p[0] = 0;
+	p[4 + 2] ^= 0x04; /* WCE */
+	sel[4] = (uint8_t)n;
+	CHECK_EQ(h_run(h, sel, 6, p, (uint32_t)n, 0), SCSI_GOOD);
+	double secs = now_s() - t0;
+	printf("40000 nexuses added and a MODE SELECT: %.3f s\n", secs);
+	CHECK(secs < 4.0); /* 33 s before: a lookup per session for each of them */
+	CHECK_EQ(h_run_full(h, 1, 0, tur, 6, NULL, 0, 0), SCSI_CHECK_CONDITION);
+	CHECK_SENSE(h, SK_UNIT_ATTENTION, 0x2a, 0x01);
+	h->nx[1] = many[123];
+	CHECK_EQ(h_run_full(h, 1, 0, tur, 6, NULL, 0, 0), SCSI_CHECK_CONDITION);
+	CHECK_SENSE(h, SK_UNIT_ATTENTION, 0x29, 0x00);
+	CHECK_EQ(h_run_full(h, 1, 0, tur, 6, NULL, 0, 0), SCSI_GOOD);
+	/* Sessions that end lose their state on the LU; the others keep theirs. */
+	struct scsi_nexus saved = h->nx[1];
+	int wrong = 0;
+	for (unsigned i = 0; i < 3000; i++) {
+		h->nx[1] = many[i];
+		h_clear_ua(h, 1, 0);
+	}
+	for (unsigned i = 0; i < 3000; i += 3)
+		scsi_target_nexus_lost(h->t, &many[i]);
+	for (unsigned i = 0; i < 3000; i++) {
+		h->nx[1] = many[i];
+		int st = h_run_full(h, 1, 0, tur, 6, NULL, 0, 0);
+		if (i % 3 == 0 ? st != SCSI_CHECK_CONDITION || h_asc(h) != 0x29 : st != SCSI_GOOD)
+			wrong++;
+	}
+	CHECK_EQ(wrong, 0);
+	h->nx[1] = saved;
+	h_free(h);
+}
+
 static void test_opcodes(void)
 {
 	struct h *h = h_new(1024, NULL);
@@ -452,6 +518,7 @@ int main(void)
 	test_invalid();
 	test_mode_sense();
 	test_mode_select();
+	test_many_nexuses();
 	test_opcodes();
 	test_reserve();
 	TEST_MAIN_END();
