@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 
 #include "initiator/internal.h"
+#include "util/hex.h"
 
 void ism_isid_derive(const char *initiator, const char *target, const char *portal_group, uint8_t isid[6])
 {
@@ -78,24 +79,13 @@ static char *dup_range(const char *s, size_t n)
 	return r;
 }
 
-static int hexval(int c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Decode %XX escapes of a query value in place. */
 static void unescape(char *s)
 {
 	char *w = s;
 	for (char *r = s; *r; r++) {
-		if (*r == '%' && hexval(r[1]) >= 0 && hexval(r[2]) >= 0) {
-			*w++ = (char)(hexval(r[1]) * 16 + hexval(r[2]));
+		if (*r == '%' && hex_digit_value(r[1]) >= 0 && hex_digit_value(r[2]) >= 0) {
+			*w++ = (char)(hex_digit_value(r[1]) * 16 + hex_digit_value(r[2]));
 			r += 2;
 		} else {
 			*w++ = *r;

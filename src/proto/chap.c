@@ -1,4 +1,5 @@
 #include "proto/chap.h"
+#include "util/hex.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -94,17 +95,6 @@ int chap_random(void *buf, size_t len)
 
 bool chap_equal(const uint8_t *a, const uint8_t *b, size_t len) { return CRYPTO_memcmp(a, b, len) == 0; }
 
-static int hex_nibble(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static long decode_hex(const char *s, uint8_t *out, size_t cap)
 {
 	size_t n = strlen(s);
@@ -116,14 +106,14 @@ static long decode_hex(const char *s, uint8_t *out, size_t cap)
 		return -1;
 	size_t i = 0, o = 0;
 	if (n % 2) {
-		int lo = hex_nibble(s[0]);
+		int lo = hex_digit_value(s[0]);
 		if (lo < 0)
 			return -1;
 		out[o++] = (uint8_t)lo;
 		i = 1;
 	}
 	for (; i < n; i += 2) {
-		int hi = hex_nibble(s[i]), lo = hex_nibble(s[i + 1]);
+		int hi = hex_digit_value(s[i]), lo = hex_digit_value(s[i + 1]);
 		if (hi < 0 || lo < 0)
 			return -1;
 		out[o++] = (uint8_t)(hi << 4 | lo);

@@ -29,6 +29,7 @@
 #include "scsi/scsi_int.h"
 #include "util/log.h"
 #include "util/sbuf.h"
+#include "util/hex.h"
 
 /* Largest state file read back: far above what PR_MAX_REGISTRATIONS can produce. */
 #define PR_FILE_MAX (64u << 20)
@@ -99,17 +100,6 @@ static void put_escaped(struct sbuf *b, const char *s)
 	}
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Undoes put_escaped into out (cap bytes with the NUL); false if malformed or too long. */
 static bool unescape(const char *in, char *out, size_t cap)
 {
@@ -119,7 +109,7 @@ static bool unescape(const char *in, char *out, size_t cap)
 		char c = *in;
 
 		if (c == '%') {
-			int hi = hexval(in[1]), lo = hi >= 0 ? hexval(in[2]) : -1;
+			int hi = hex_digit_value(in[1]), lo = hi >= 0 ? hex_digit_value(in[2]) : -1;
 			if (hi < 0 || lo < 0)
 				return false;
 			c = (char)(hi << 4 | lo);
