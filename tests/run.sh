@@ -209,6 +209,8 @@ TSAN_REPEAT=${TSAN_REPEAT:-3}
 declare -A tsan_exe=(
 	[scsi_offload]=tests/unit/scsi/test_scsi_offload # the worker pool of src/store/offload.c
 	[scsi_offload_concurrent]=tests/unit/scsi/test_scsi_offload_concurrent # the same, reaped while busy
+	[scsi_longop]=tests/unit/scsi/test_scsi_longop # long medium operations stepping on workers
+	[scsi_pr_persist]=tests/unit/scsi/test_scsi_pr_persist # reservation journal writes on workers
 )
 if kind_on unit; then
 	tsan_sel=()
