@@ -268,7 +268,9 @@ bool session_order(struct conn *c, const struct bhs *b, const uint8_t *data, uin
 	const char *why = "outside the window";
 	if (in_window(s, sn)) {
 		struct held_pdu **slot = &s->ring[sn & s->ring_mask];
-		if (!*slot) {
+		/* Copies of held data segments count against the session's data bound like task buffers. */
+		bool fits = task || s->buffered + s->held_bytes + len <= s->srv->cfg->max_data_session;
+		if (!*slot && fits) {
 			struct held_pdu *h = xcalloc(1, sizeof(*h));
 			h->conn = c;
 			h->cmdsn = sn;
@@ -288,7 +290,7 @@ bool session_order(struct conn *c, const struct bhs *b, const uint8_t *data, uin
 			*slot = h;
 			return false;
 		}
-		why = "duplicating a held CmdSN";
+		why = *slot ? "duplicating a held CmdSN" : "over max-data-per-session";
 	}
 	log_debug("TSIH %u: dropping %s with CmdSN %u %s [%u, %u]", s->tsih, opcode_str(b->opcode), sn, why,
 		  s->exp_cmdsn, s->max_cmdsn);
