@@ -13,8 +13,9 @@ FUZZ_SECONDS ?= 600
 
 all: build
 
+# Only what building and running need; `make test` and `make bench` install their own tools.
 deps:
-	scripts/deps.sh
+	scripts/deps.sh build
 
 build: deps
 	@[ -f build/build.ninja ] || CC=gcc meson setup build --buildtype=release
@@ -34,12 +35,14 @@ test:
 	tests/run.sh
 
 bench: build
+	scripts/deps.sh bench
 	bench/run.sh
 
 # Every fuzz_* binary in build-fuzz runs for FUZZ_SECONDS; new inputs collect in
 # var/fuzz/corpus-NAME (seeded from fuzz/corpus/NAME), crashes in var/fuzz/NAME-crash-*.
 # Undefined behaviour stops a run like a crash does.
-fuzz: deps
+fuzz:
+	scripts/deps.sh test
 	@[ -f build-fuzz/build.ninja ] || CC=clang meson setup build-fuzz --buildtype=debugoptimized \
 		-Db_sanitize=address,undefined -Db_lundef=false -Dfuzz=true
 	ninja -C build-fuzz

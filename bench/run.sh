@@ -1,174 +1,170 @@
 #!/usr/bin/env bash
-# Performance of isthmus-target (release build) against tgtd and istgt, one after another on the
-# same 1 GiB sparse backing file in /dev/shm, all on loopback.  Not part of `make test`.
+# isthmus-target (release build) against tgtd and istgt, all serving the same 1 GiB sparse file
+# in /dev/shm on loopback. Not part of `make test`: `make bench`.
 #
-# Workloads (each about BENCH_SECONDS, default 10):
-#   randread-4k   iscsi-perf, 4 KiB random reads, 32 in flight
-#   seqread-128k  iscsi-perf, 128 KiB sequential reads, 16 in flight
-#   write-4k      qemu-img bench, 4 KiB writes, 32 in flight (qemu-img bench steps through the
-#                 image sequentially; it has no random mode); BENCH_WRITES requests, by default
-#                 as many as the peer's random-read rate does in BENCH_SECONDS
-# For each run the target's CPU time (utime + stime from /proc/PID/stat, all threads) is
-# measured, and the table ends with isthmus/tgtd and isthmus/istgt ratios.
+# The three targets run side by side for the whole benchmark and are measured in turn, load by
+# load, round by round (BENCH_ROUNDS, at least 3), so a burst of noise on this shared machine
+# lands on one sample of every target alike instead of on one target's whole column. Each figure
+# is the median of its rounds, printed with its spread ((max - min) / median); a row whose spread
+# is over 30 % is flagged, and the ratios are ratios of medians.
 #
-# Environment: BENCH_SECONDS (10), BENCH_WRITES (see above), ISTHMUS_BIN (build/),
-#              BENCH_PEERS ("isthmus tgtd istgt").
+# Loads (BENCH_SECONDS each, default 5):
+#   randread-4k    4 KiB random reads, 32 in flight               (iscsi-perf -r)
+#   randwrite-4k   4 KiB random writes, 32 in flight              (isthmus-perf --write -r)
+#   seqread-128k   128 KiB sequential reads, 16 in flight         (iscsi-perf)
+#   seqwrite-128k  128 KiB sequential writes, 16 in flight        (isthmus-perf --write)
+#   seqread-1m     1 MiB sequential reads, 8 in flight            (iscsi-perf)
+#   qd1-read-4k    4 KiB random reads, one at a time: latency p50 and p99 in µs (isthmus-perf -m 1)
+# libiscsi has no write load generator, so writes and the latency row use isthmus-perf, the same
+# driver against every target. For every sample the target's CPU time (utime + stime of all its
+# threads, /proc/PID/stat) is divided by the I/Os done: "CPU µs/IO".
+# A single loopback TCP stream (iperf3, 1 MiB writes, BENCH_SECONDS) is measured each round too:
+# the ceiling the 1 MiB row is compared with.
+#
+# Environment: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_PEERS ("isthmus tgtd istgt"),
+#              BENCH_LOADS (all of the above), ISTHMUS_BIN (build/).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export TEST_NAME=bench TMP_BASE=/dev/shm TARGET_IMPL=isthmus
 export ISTHMUS_BIN=${ISTHMUS_BIN:-$ROOT/build}
 # shellcheck source=../tests/interop/lib.sh
 source "$ROOT/tests/interop/lib.sh"
-need iscsi-perf qemu-img iscsi-readcapacity16
+need iscsi-perf iscsi-readcapacity16
+[[ -x "$ISTHMUS_BIN/isthmus-perf" ]] || fail "no $ISTHMUS_BIN/isthmus-perf (make build)"
 
-BENCH_SECONDS=${BENCH_SECONDS:-10}
-BENCH_WRITES_FIXED=${BENCH_WRITES:-}
-PEERS=(${BENCH_PEERS:-isthmus tgtd istgt})
+BENCH_SECONDS=${BENCH_SECONDS:-5}
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
+((BENCH_ROUNDS >= 3)) || fail "BENCH_ROUNDS must be at least 3: a median of fewer says nothing"
+read -r -a PEERS <<<"${BENCH_PEERS:-isthmus tgtd istgt}"
+read -r -a LOADS <<<"${BENCH_LOADS:-randread-4k randwrite-4k seqread-128k seqwrite-128k seqread-1m qd1-read-4k}"
 IQN=iqn.2026-11.org.isthmus:bench
 DISK=$TEST_DIR/disk.img
 truncate -s 1G "$DISK"
-# The backing file lives in RAM: remove it even when the run fails (logs stay for a look).
 trap 'rc=$?; rm -f "$DISK"; (exit $rc); lib_cleanup' EXIT
 CLK_TCK=$(getconf CLK_TCK)
-RESULTS=$TEST_DIR/results.tsv
-: >"$RESULTS"
+SAMPLES=$TEST_DIR/samples.tsv # peer load round iops mibs cpu_us_per_io p50_us p99_us
+: >"$SAMPLES"
+declare -A URL PID
 
-# cpu_ticks PID : utime + stime of the whole process (all threads), in clock ticks.
-cpu_ticks() {
-	awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
-}
+cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 
-# measure PEER PID WORKLOAD IO_BYTES CMD... : run the load, record IOPS, MiB/s, target CPU s.
-measure() {
-	local peer=$1 pid=$2 wl=$3 iosize=$4
-	shift 4
-	local log=$TEST_DIR/$peer-$wl.log c0 c1 t0 t1 iops=""
-	c0=$(cpu_ticks "$pid")
-	t0=$(date +%s.%N)
-	if ! run_to $((BENCH_SECONDS * 6 + 60)) "$@" >"$log" 2>&1; then
-		say "$peer $wl: load failed: $(tr '\r' '\n' <"$log" | tail -n 3 | tr '\n' ' ')"
-		printf '%s\t%s\tn/a\tn/a\tn/a\n' "$peer" "$wl" >>"$RESULTS"
-		return 0
-	fi
-	t1=$(date +%s.%N)
-	c1=$(cpu_ticks "$pid")
-	local ios=""
-	case "$1" in
-	iscsi-perf)
-		iops=$(tr '\r' '\n' <"$log" | grep -oE 'iops average [0-9]+' | tail -n1 | awk '{print $3}')
-		[[ -n "$iops" ]] && ios=$((iops * BENCH_SECONDS))
-		;;
-	qemu-img)
-		local secs
-		secs=$(sed -nE 's/.*Run completed in ([0-9.]+) seconds.*/\1/p' "$log")
-		[[ -n "$secs" ]] && iops=$(python3 -c "print(int($WRITES / $secs))") && ios=$WRITES
-		;;
+# load_cmd LOAD URL BLOCKSIZE : the command line of one load against URL.
+load_cmd() {
+	local load=$1 url=$2 bs=$3 t=$BENCH_SECONDS perf=$ISTHMUS_BIN/isthmus-perf
+	case "$load" in
+	randread-4k) echo iscsi-perf -m 32 -b $((4096 / bs)) -r -t "$t" "$url" ;;
+	randwrite-4k) echo "$perf" --write -r -m 32 -b $((4096 / bs)) -t "$t" "$url" ;;
+	seqread-128k) echo iscsi-perf -m 16 -b $((131072 / bs)) -t "$t" "$url" ;;
+	seqwrite-128k) echo "$perf" --write -m 16 -b $((131072 / bs)) -t "$t" "$url" ;;
+	seqread-1m) echo iscsi-perf -m 8 -b $((1048576 / bs)) -t "$t" "$url" ;;
+	qd1-read-4k) echo "$perf" -r -m 1 -b $((4096 / bs)) -t "$t" "$url" ;;
+	*) fail "unknown load $load" ;;
 	esac
-	if [[ -z "$iops" ]]; then
-		say "$peer $wl: no result in $log"
-		printf '%s\t%s\tn/a\tn/a\tn/a\n' "$peer" "$wl" >>"$RESULTS"
+}
+
+load_bytes() {
+	case "$1" in
+	*-4k) echo 4096 ;; *-128k) echo 131072 ;; *-1m) echo 1048576 ;;
+	esac
+}
+
+# measure PEER LOAD ROUND : one sample.
+measure() {
+	local peer=$1 load=$2 round=$3 url=${URL[$1]} pid=${PID[$1]} bs log c0 c1 iops p50="" p99=""
+	log=$TEST_DIR/$peer-$load-$round.log
+	bs=${BLOCKSIZE[$peer]}
+	# shellcheck disable=SC2046
+	set -- $(load_cmd "$load" "$url" "$bs")
+	c0=$(cpu_ticks "$pid")
+	if ! run_to $((BENCH_SECONDS * 4 + 60)) "$@" >"$log" 2>&1; then
+		say "$peer $load round $round: load failed: $(tr '\r' '\n' <"$log" | tail -n 3 | tr '\n' ' ')"
 		return 0
 	fi
-	python3 - "$peer" "$wl" "$iops" "$iosize" "$c0" "$c1" "$CLK_TCK" "$ios" >>"$RESULTS" <<-'PY'
-	import sys
-	peer, wl, iops, iosize, c0, c1, tck, ios = sys.argv[1:]
-	cpu = (int(c1) - int(c0)) / int(tck)
-	print("%s\t%s\t%d\t%.1f\t%.2f\t%.2f" % (peer, wl, int(iops), int(iops) * int(iosize) / 2**20, cpu, cpu * 1e6 / max(1, int(ios))))
-	PY
-	say "$peer $wl: $(tail -n1 "$RESULTS" | cut -f3-)"
-}
-
-# run_workloads PEER PID URL
-run_workloads() {
-	local peer=$1 pid=$2 url=$3 out bs
-	out=$(run_to 30 iscsi-readcapacity16 "$url" 2>&1) || { say "$peer: READ CAPACITY failed: $out"; return 0; }
-	bs=$(sed -nE 's/^LOGICAL BLOCK LENGTH IN BYTES:([0-9]+).*/\1/p' <<<"$out")
-	measure "$peer" "$pid" randread-4k 4096 \
-		iscsi-perf -m 32 -b $((4096 / bs)) -r -t "$BENCH_SECONDS" "$url"
-	measure "$peer" "$pid" seqread-128k 131072 \
-		iscsi-perf -m 16 -b $((131072 / bs)) -t "$BENCH_SECONDS" "$url"
-	WRITES=$BENCH_WRITES_FIXED
-	if [[ -z "$WRITES" ]]; then
-		local rr
-		rr=$(awk -F'\t' -v p="$peer" '$1 == p && $2 == "randread-4k" && $3 != "n/a" {print $3}' "$RESULTS")
-		WRITES=$(( ${rr:-20000} * BENCH_SECONDS ))
-		((WRITES >= 20000)) || WRITES=20000
+	c1=$(cpu_ticks "$pid")
+	iops=$(tr '\r' '\n' <"$log" | grep -oE 'iops average [0-9]+' | tail -n1 | awk '{print $3}')
+	[[ -n "$iops" ]] || { say "$peer $load round $round: no result in $log"; return 0; }
+	if [[ "$load" == qd1-* ]]; then
+		read -r p50 p99 < <(sed -nE 's/^latency p50 ([0-9]+) us, p99 ([0-9]+) us.*/\1 \2/p' "$log")
 	fi
-	measure "$peer" "$pid" write-4k 4096 \
-		qemu-img bench -f raw -w -t none -d 32 -s 4096 -c "$WRITES" "$url"
+	python3 - "$peer" "$load" "$round" "$iops" "$(load_bytes "$load")" "$c0" "$c1" "$CLK_TCK" \
+		"$BENCH_SECONDS" "${p50:-}" "${p99:-}" >>"$SAMPLES" <<-'PY'
+	import sys
+	peer, load, rnd, iops, size, c0, c1, tck, secs, p50, p99 = sys.argv[1:]
+	ios = max(1, int(iops) * int(secs))
+	cpu_us = (int(c1) - int(c0)) * 1e6 / int(tck)
+	print("\t".join([peer, load, rnd, iops, "%.1f" % (int(iops) * int(size) / 2**20),
+	                 "%.2f" % (cpu_us / ios), p50 or "-", p99 or "-"]))
+	PY
+	say "$peer $load round $round: $(tail -n1 "$SAMPLES" | cut -f4-)"
 }
 
-bench_isthmus() {
-	local port
-	[[ -x "$ISTHMUS_BIN/isthmus-target" ]] || { say "no $ISTHMUS_BIN/isthmus-target (make build)"; return 0; }
+# tcp_ceiling ROUND : one loopback TCP stream with 1 MiB writes, MiB/s.
+tcp_ceiling() {
+	command -v iperf3 >/dev/null || return 0
+	local port out
 	port=$(free_port)
-	start_target --listen "127.0.0.1:$port" --target "$IQN" --lun "$DISK" --log-level warn
-	run_workloads isthmus "$TARGET_PID" "iscsi://127.0.0.1:$port/$IQN/0"
-	stop_target
+	# Not -1 (one client): the readiness probe of wait_port is a connection of its own.
+	iperf3 -s -B 127.0.0.1 -p "$port" >"$TEST_DIR/iperf3-server-$1.log" 2>&1 &
+	local spid=$!
+	wait_port "127.0.0.1:$port" "$spid" || { say "iperf3 server did not start"; return 0; }
+	if out=$(run_to $((BENCH_SECONDS + 30)) iperf3 -c 127.0.0.1 -p "$port" -l 1M -t "$BENCH_SECONDS" -J 2>&1); then
+		python3 -c 'import json,sys; d=json.load(sys.stdin); print("tcp\ttcp-1m\t%s\t-\t%.1f\t-\t-\t-" % (sys.argv[1], d["end"]["sum_received"]["bits_per_second"] / 8 / 2**20))' \
+			"$1" <<<"$out" >>"$SAMPLES"
+		say "loopback TCP round $1: $(tail -n1 "$SAMPLES" | cut -f5) MiB/s"
+	else
+		say "iperf3 failed: $(tail -n 3 <<<"$out")"
+	fi
+	kill "$spid" 2>/dev/null || true
+	wait "$spid" 2>/dev/null || true
 }
 
-bench_tgtd() {
-	local port
-	command -v tgtd >/dev/null || { say "tgtd not installed"; return 0; }
-	port=$(free_port)
-	start_tgtd "$port"
-	tgtd_adm --op new --mode target --tid 1 -T "$IQN"
-	tgtd_adm --op new --mode logicalunit --tid 1 --lun 1 -b "$DISK"
-	tgtd_adm --op bind --mode target --tid 1 -I ALL
-	run_workloads tgtd "$TGTD_PID" "iscsi://127.0.0.1:$port/$IQN/1"
-	tgtd_shutdown "$TGTD_PID" "$TGTD_CTL"
+declare -A BLOCKSIZE
+start_peers() {
+	local peer port out
+	for peer in "${PEERS[@]}"; do
+		port=$(free_port)
+		case "$peer" in
+		isthmus)
+			start_target --listen "127.0.0.1:$port" --target "$IQN" --lun "$DISK" --log-level warn
+			URL[$peer]="iscsi://127.0.0.1:$port/$IQN/0" PID[$peer]=$TARGET_PID
+			;;
+		tgtd)
+			command -v tgtd >/dev/null || fail "tgtd not installed (scripts/deps.sh bench)"
+			start_tgtd "$port"
+			tgtd_adm --op new --mode target --tid 1 -T "$IQN"
+			tgtd_adm --op new --mode logicalunit --tid 1 --lun 1 -b "$DISK"
+			tgtd_adm --op bind --mode target --tid 1 -I ALL
+			URL[$peer]="iscsi://127.0.0.1:$port/$IQN/1" PID[$peer]=$TGTD_PID
+			;;
+		istgt)
+			command -v istgt >/dev/null || fail "istgt not installed (scripts/deps.sh bench)"
+			# lib.sh starts istgt as "the target"; it keeps running beside the others, stopped
+			# at exit with the background processes.
+			local saved_pid=$TARGET_PID saved_log=${TARGET_LOG:-}
+			TARGET_PID=""
+			TARGET_IMPL=istgt start_target --listen "127.0.0.1:$port" --target "$IQN" --lun "$DISK"
+			URL[$peer]="iscsi://127.0.0.1:$port/$IQN/0" PID[$peer]=$TARGET_PID
+			BG_PIDS+=("$TARGET_PID")
+			TARGET_PID=$saved_pid TARGET_LOG=$saved_log
+			;;
+		*) fail "unknown peer $peer" ;;
+		esac
+		out=$(run_to 30 iscsi-readcapacity16 "${URL[$peer]}" 2>&1) || fail "$peer: READ CAPACITY failed: $out"
+		BLOCKSIZE[$peer]=$(sed -nE 's/^LOGICAL BLOCK LENGTH IN BYTES:([0-9]+).*/\1/p' <<<"$out")
+	done
 }
 
-bench_istgt() {
-	local port
-	command -v istgt >/dev/null || { say "istgt not installed"; return 0; }
-	port=$(free_port)
-	# lib.sh stands istgt in for the target under test (the same setup the interop tests use).
-	TARGET_IMPL=istgt start_target --listen "127.0.0.1:$port" --target "$IQN" --lun "$DISK"
-	run_workloads istgt "$TARGET_PID" "iscsi://127.0.0.1:$port/$IQN/0"
-	stop_target
-}
-
-say "backing file $DISK (1 GiB sparse, tmpfs); ${BENCH_SECONDS}s per load; $(nproc) CPUs"
-for peer in "${PEERS[@]}"; do
-	"bench_$peer"
+say "backing file $DISK (1 GiB sparse, tmpfs); $BENCH_ROUNDS rounds of ${BENCH_SECONDS}s per load; $(nproc) CPUs"
+start_peers
+for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+	for load in "${LOADS[@]}"; do
+		# Rotate who goes first so no target always runs right after the same neighbour.
+		n=${#PEERS[@]}
+		for ((i = 0; i < n; i++)); do
+			measure "${PEERS[$(((i + round) % n))]}" "$load" "$round"
+		done
+		[[ "$load" != seqread-1m ]] || tcp_ceiling "$round"
+	done
 done
 
-python3 - "$RESULTS" <<-'PY'
-import sys
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-data = {}
-order = []
-for r in rows:
-    peer, wl = r[0], r[1]
-    if wl not in order:
-        order.append(wl)
-    data[(peer, wl)] = None if r[2] == "n/a" else (int(r[2]), float(r[3]), float(r[4]), float(r[5]))
-peers = []
-for r in rows:
-    if r[0] not in peers:
-        peers.append(r[0])
-print()
-print("%-13s %-8s %10s %9s %8s %11s" % ("workload", "peer", "IOPS", "MiB/s", "CPU s", "CPU us/IO"))
-for wl in order:
-    for p in peers:
-        d = data.get((p, wl))
-        if d is None:
-            print("%-13s %-8s %10s %9s %8s %11s" % (wl, p, "n/a", "n/a", "n/a", "n/a"))
-            continue
-        iops, mbs, cpu, us = d
-        print("%-13s %-8s %10d %9.1f %8.2f %11.2f" % (wl, p, iops, mbs, cpu, us))
-print()
-print("ratios (isthmus / peer): IOPS higher is better, CPU per I/O lower is better")
-for wl in order:
-    mine = data.get(("isthmus", wl))
-    for p in peers:
-        if p == "isthmus":
-            continue
-        other = data.get((p, wl))
-        if not mine or not other:
-            print("%-13s isthmus/%-7s n/a" % (wl, p))
-            continue
-        cpu_ratio = mine[3] / other[3] if other[3] > 0 else float("nan")
-        print("%-13s isthmus/%-7s IOPS x%.2f   CPU/IO x%.2f" % (wl, p, mine[0] / other[0], cpu_ratio))
-PY
+python3 "$ROOT/bench/report.py" "$SAMPLES" "${PEERS[@]}"

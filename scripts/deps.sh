@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# Install the Debian packages Isthmus needs to build, test and benchmark.
+# Install the Debian packages Isthmus needs, by purpose: each set includes the one before it.
 # Idempotent: only packages that are not installed yet are passed to apt-get.
-#   scripts/deps.sh           install what is missing
-#   scripts/deps.sh --check   only report what is missing (exit 1 if anything is)
+#   scripts/deps.sh [build|test|bench] [--check]
+#     build   compile and run isthmus-target, isthmus-initiator and isthmus (`make run`)
+#     test    everything `make test` runs against (the default)
+#     bench   `make bench`: the test set and the load and network tools of bench/
+#     --check only report what is missing (exit 1 if anything is)
 set -euo pipefail
 
-PACKAGES=(
+BUILD_PACKAGES=(
 	build-essential meson ninja-build pkg-config
-	clang libclang-rt-14-dev          # clang-14 ASan/UBSan/libFuzzer runtimes
 	libisal-dev libssl-dev libjansson-dev libfuse3-dev fuse3
+)
+TEST_PACKAGES=(
+	clang libclang-rt-14-dev          # clang-14 ASan/UBSan/libFuzzer runtimes
 	libiscsi-bin libiscsi-dev         # iscsi-ls, iscsi-inq, iscsi-test-cu, iscsi-perf
 	qemu-utils qemu-block-extra       # qemu-img, qemu-nbd; its iscsi:// driver is in qemu-block-extra
 	qemu-system-common                # qemu-storage-daemon (FUSE export) for bench/devices.sh
@@ -19,13 +24,22 @@ PACKAGES=(
 	prometheus                        # promtool checks the target's metrics exposition
 	curl
 )
+BENCH_PACKAGES=(
+	iperf3                            # bench/run.sh: the loopback TCP ceiling
+)
 
 check_only=0
-case "${1:-}" in
+set_name=test
+for arg in "$@"; do
+	case "$arg" in
 	--check) check_only=1 ;;
-	"") ;;
-	*) echo "usage: $0 [--check]" >&2; exit 2 ;;
-esac
+	build | test | bench) set_name=$arg ;;
+	*) echo "usage: $0 [build|test|bench] [--check]" >&2; exit 2 ;;
+	esac
+done
+PACKAGES=("${BUILD_PACKAGES[@]}")
+[[ $set_name == build ]] || PACKAGES+=("${TEST_PACKAGES[@]}")
+[[ $set_name != bench ]] || PACKAGES+=("${BENCH_PACKAGES[@]}")
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -36,11 +50,11 @@ for p in "${PACKAGES[@]}"; do
 done
 
 if ((${#missing[@]} == 0)); then
-	echo "deps: all ${#PACKAGES[@]} packages present"
+	echo "deps ($set_name): all ${#PACKAGES[@]} packages present"
 	exit 0
 fi
 
-echo "deps: missing: ${missing[*]}"
+echo "deps ($set_name): missing: ${missing[*]}"
 if ((check_only)); then
 	exit 1
 fi

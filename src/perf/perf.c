@@ -3,7 +3,8 @@
  * libiscsi's iscsi-perf. It keeps max_requests READ(16) (or WRITE(16)) commands in flight on one
  * session (one or more connections), drives the session with its own poll loop
  * (ism_session_fds / poll / ism_session_service), prints a progress line each second and ends
- * with "iops average N (M MB/s)". Every buffer is allocated before the clock starts: the loop
+ * with "iops average N (M MB/s)" and the completion latency of the successful commands
+ * ("latency p50 N us, p99 N us, max N us"). Every buffer is allocated before the clock starts: the loop
  * itself allocates nothing (the library takes its tasks and PDU slots from pools).
  */
 #include <errno.h>
@@ -25,7 +26,17 @@
 struct slot {
 	struct perf *p;
 	uint8_t *buf;
+	uint64_t issued_ns;
 	bool busy;
+};
+
+/* Latencies in microseconds, one counter per microsecond up to LAT_SLOTS; slower commands
+ * share the last counter (and still set max_us exactly). */
+#define LAT_SLOTS 200000
+
+struct latency {
+	uint32_t *count; /* LAT_SLOTS counters */
+	uint64_t n, max_us;
 };
 
 struct perf {
@@ -44,6 +55,7 @@ struct perf {
 	uint64_t done, errors, busy;
 	struct slot *slots;
 	int nslots;
+	struct latency lat;
 };
 
 static volatile sig_atomic_t interrupted;
@@ -73,6 +85,26 @@ static uint64_t next_random(struct perf *p)
 
 static void on_io(struct ism_session *s, const struct ism_scsi_result *r, void *priv);
 
+static void latency_record(struct latency *l, uint64_t us)
+{
+	l->count[us < LAT_SLOTS ? us : LAT_SLOTS - 1]++;
+	l->n++;
+	if (us > l->max_us)
+		l->max_us = us;
+}
+
+/* The smallest latency at or below which `permille` thousandths of the commands completed. */
+static uint64_t latency_percentile(const struct latency *l, unsigned permille)
+{
+	uint64_t want = (l->n * permille + 999) / 1000, seen = 0;
+	for (uint64_t us = 0; us < LAT_SLOTS; us++) {
+		seen += l->count[us];
+		if (seen >= want && seen > 0)
+			return us == LAT_SLOTS - 1 ? l->max_us : us;
+	}
+	return l->max_us;
+}
+
 static int issue(struct slot *sl)
 {
 	struct perf *p = sl->p;
@@ -96,6 +128,7 @@ static int issue(struct slot *sl)
 		return -1;
 	}
 	sl->busy = true;
+	sl->issued_ns = now_ns();
 	p->in_flight++;
 	return 0;
 }
@@ -109,6 +142,7 @@ static void on_io(struct ism_session *s, const struct ism_scsi_result *r, void *
 	p->in_flight--;
 	if (r->error == ISM_OK && r->status == 0) {
 		p->done++;
+		latency_record(&p->lat, (now_ns() - sl->issued_ns) / 1000u);
 	} else if (r->error == ISM_OK && (r->status == 0x08 || r->status == 0x28)) {
 		p->busy++; /* BUSY / TASK SET FULL: retried like iscsi-perf does */
 	} else {
@@ -313,7 +347,8 @@ int main(int argc, char **argv)
 	/* Everything the loop needs, allocated once. */
 	p.nslots = (int)max_req;
 	p.slots = calloc((size_t)p.nslots, sizeof(*p.slots));
-	if (!p.slots) {
+	p.lat.count = calloc(LAT_SLOTS, sizeof(*p.lat.count));
+	if (!p.slots || !p.lat.count) {
 		fprintf(stderr, "isthmus-perf: out of memory\n");
 		goto out;
 	}
@@ -393,12 +428,16 @@ int main(int argc, char **argv)
 		rc = p.failed ? 1 : 0;
 	}
 	printf("iops average %" PRIu64 " (%" PRIu64 " MB/s)\n", iops, iops * req_bytes >> 20);
+	if (p.lat.n)
+		printf("latency p50 %" PRIu64 " us, p99 %" PRIu64 " us, max %" PRIu64 " us\n",
+		       latency_percentile(&p.lat, 500), latency_percentile(&p.lat, 990), p.lat.max_us);
 out:
 	ism_session_free(p.s);
 	if (p.slots)
 		for (int i = 0; i < p.nslots; i++)
 			free(p.slots[i].buf);
 	free(p.slots);
+	free(p.lat.count);
 	ism_url_free(u);
 	return rc;
 }
