@@ -248,9 +248,6 @@ void req_param_len_error(struct scsi_req *r);
 void req_lba_oob(struct scsi_req *r);
 /* Sense with a 3-byte sense-key-specific field (SKSV set by the caller in sks[0]). */
 void req_sense_sks(struct scsi_req *r, uint8_t key, uint8_t asc, uint8_t ascq, const uint8_t *sks);
-/* Builds sense bytes; returns the length. sks: 3 sense-key-specific bytes or NULL. */
-size_t scsi_sense_build(uint8_t *buf, size_t cap, bool desc, uint8_t key, uint8_t asc, uint8_t ascq,
-			const uint64_t *info, const uint8_t *sks);
 void scsi_sense_set_ctx(const struct scsi_cmd *cmd, bool desc);
 
 /* target.c helpers */

@@ -158,15 +158,9 @@ static void task_respond(struct conn *c, uint32_t itt, uint8_t status, uint8_t *
 static void task_respond_check(struct conn *c, uint32_t itt, uint8_t key, uint8_t asc, uint8_t ascq, uint32_t residual,
 			       bool overflow)
 {
-	uint8_t *seg = xcalloc(1, 2 + 18);
-	seg[1] = 18;
-	uint8_t *sense = seg + 2;
-	sense[0] = 0x70;
-	sense[2] = key;
-	sense[7] = 10;
-	sense[12] = asc;
-	sense[13] = ascq;
-	task_respond(c, itt, SCSI_CHECK_CONDITION, seg, 20, residual, overflow);
+	uint8_t *seg = xcalloc(1, 2 + SCSI_SENSE_FIXED_LEN);
+	seg[1] = (uint8_t)scsi_sense_build(seg + 2, SCSI_SENSE_FIXED_LEN, false, key, asc, ascq, NULL, NULL);
+	task_respond(c, itt, SCSI_CHECK_CONDITION, seg, 2 + SCSI_SENSE_FIXED_LEN, residual, overflow);
 }
 
 static void task_send_r2ts(struct task *t)
