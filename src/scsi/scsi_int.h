@@ -219,6 +219,7 @@ enum opdef_flags {
 	OPF_THIN = 1u << 9,       /* only on LUs with logical block provisioning (LBPME) */
 	OPF_ATOMIC = 1u << 10,    /* only on LUs whose store makes writes all-or-nothing */
 	OPF_LONG = 1u << 11,      /* work grows with a CDB field, not the transfer: a long operation */
+	OPF_PER_BLOCK = 1u << 12, /* a write promising only per-block behaviour: need not wait for jobs */
 };
 
 struct scsi_opdef {
@@ -231,7 +232,7 @@ struct scsi_opdef {
 	uint32_t timeout;         /* nominal command timeout, seconds (RCTD) */
 };
 
-/* dispatch table, defined in target.c */
+/* the opcode table (opcodes.c) */
 extern const struct scsi_opdef scsi_opdefs[];
 extern const size_t scsi_nopdefs;
 /* Whether the row applies to the LU (per-LU capabilities: thin provisioning, atomic writes). */
