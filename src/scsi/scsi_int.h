@@ -287,7 +287,6 @@ uint64_t lu_derived_naa(const struct scsi_target *t, uint16_t lun);
 
 /* per-file command handlers */
 void scsi_inquiry(struct scsi_req *r);
-void scsi_inquiry_not_present(struct scsi_req *r);
 void scsi_mode_sense6(struct scsi_req *r);
 void scsi_mode_sense10(struct scsi_req *r);
 void scsi_mode_select6(struct scsi_req *r);
