@@ -262,12 +262,12 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs
 	struct session *s = c->sess;
 	const struct iscsi_params *p = &s->params;
 	struct ahs_info ai;
-	const char *why = NULL;
+	char why[96];
 	if (s->type != SESSION_NORMAL) {
 		send_reject(c, REJECT_PROTOCOL_ERROR, NULL);
 		return;
 	}
-	int rc = ahs_parse(ahs, b->total_ahs_len, &ai, &why);
+	int rc = ahs_parse(ahs, b->total_ahs_len, &ai, why, sizeof(why));
 	if (rc) {
 		log_warn("%s:%u: bad AHS: %s", c->peer_addr, c->peer_port, why);
 		send_reject(c, (uint8_t)rc, NULL);
