@@ -521,7 +521,7 @@ int pr_load(struct scsi_lu *lu, char **err)
 			return 0;
 		}
 	}
-	/* Earlier versions keyed the file by LUN number alone, shared by every target's LUN. */
+	/* lu-<LUN>.pr, keyed by the LUN number alone, is shared by every target's LUN: never loaded. */
 	old = xasprintf("%s/lu-%u.pr", lu->state_dir, lu->lun);
 	if (access(old, F_OK) == 0)
 		log_warn("%s: reservation state saved by an older version under the LUN number alone, which "
