@@ -39,8 +39,8 @@ static void answer_logins(int fd, uint32_t *statsn)
 	ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
 	for (ssize_t pos = 0; n > 0 && pos + BHS_LEN <= n;) {
 		struct bhs req;
-		const char *why;
-		if (bhs_decode(buf + pos, &req, &why) != 0)
+		char why[96];
+		if (bhs_decode(buf + pos, &req, why, sizeof(why)) != 0)
 			return;
 		if (req.opcode == OP_LOGIN_REQ) {
 			static const char keys[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=8192\0"

@@ -13,13 +13,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < BHS_LEN)
 		return 0;
 	struct bhs b;
-	const char *why = NULL;
-	if (bhs_decode(data, &b, &why) == 0) {
+	char why[96];
+	if (bhs_decode(data, &b, why, sizeof(why)) == 0) {
 		uint8_t again[BHS_LEN];
 		bhs_encode(&b, again);
 		struct bhs b2;
 		/* Whatever decodes must survive an encode/decode round trip unchanged. */
-		if (bhs_decode(again, &b2, &why) != 0 || memcmp(&b, &b2, sizeof(b)) != 0)
+		if (bhs_decode(again, &b2, why, sizeof(why)) != 0 || memcmp(&b, &b2, sizeof(b)) != 0)
 			__builtin_trap();
 	}
 	size_t rest = size - BHS_LEN;
@@ -27,7 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (ahs_len > rest)
 		ahs_len = rest;
 	struct ahs_info ai;
-	ahs_parse(data + BHS_LEN, ahs_len, &ai, &why);
+	ahs_parse(data + BHS_LEN, ahs_len, &ai, why, sizeof(why));
 	struct text_list l = {0};
 	char err[128];
 	text_parse(data + BHS_LEN + ahs_len, rest - ahs_len, &l, err, sizeof(err));

@@ -507,8 +507,8 @@ static bool read_login_response(struct hconn *h, struct bhs *rsp)
 	for (size_t pos = 0; pos + BHS_LEN <= h->in.len;) {
 		const uint8_t *p = h->in.data + pos;
 		struct bhs b;
-		const char *why;
-		if (bhs_decode(p, &b, &why) != 0)
+		char why[96];
+		if (bhs_decode(p, &b, why, sizeof(why)) != 0)
 			break;
 		size_t dpos = pos + BHS_LEN + b.total_ahs_len;
 		size_t end = dpos + pad4(b.data_len);

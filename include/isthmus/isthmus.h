@@ -356,7 +356,11 @@ int ism_test_unit_ready(struct ism_session *s, uint64_t lun);
 int ism_inquiry(struct ism_session *s, uint64_t lun, int page, void *buf, uint32_t len, uint32_t *got);
 int ism_read_capacity10(struct ism_session *s, uint64_t lun, uint32_t *last_lba, uint32_t *block_size);
 int ism_read_capacity16(struct ism_session *s, uint64_t lun, uint64_t *last_lba, uint32_t *block_size);
-/* LUNs decoded to their numbers (peripheral and flat addressing); *n in: capacity, out: count. */
+/*
+ * LUNs as numbers (peripheral, flat and extended flat addressing, below 2^24); any other LUN field
+ * comes back as its 8 bytes big-endian, which every lun argument also takes. *n in: capacity,
+ * out: count.
+ */
 int ism_report_luns(struct ism_session *s, uint64_t *luns, size_t *n);
 int ism_read10(struct ism_session *s, uint64_t lun, uint32_t lba, uint16_t blocks, uint32_t block_size, void *buf);
 int ism_write10(struct ism_session *s, uint64_t lun, uint32_t lba, uint16_t blocks, uint32_t block_size,

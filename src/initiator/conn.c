@@ -245,11 +245,11 @@ static bool conn_parse(struct ism_conn *c)
 		if (c->rx_in_bhs) {
 			if (avail < BHS_LEN)
 				break;
-			const char *why = NULL;
-			int rc = bhs_decode(c->rxbuf + c->rx_start, &c->rx_bhs, &why);
+			char why[96];
+			int rc = bhs_decode(c->rxbuf + c->rx_start, &c->rx_bhs, why, sizeof(why));
 			if (rc != 0) {
 				ism_conn_fail(c, "malformed PDU from the target (opcode 0x%02x): %s",
-					      c->rxbuf[c->rx_start] & 0x3f, why ? why : "?");
+					      c->rxbuf[c->rx_start] & 0x3f, why);
 				return false;
 			}
 			const struct bhs *b = &c->rx_bhs;

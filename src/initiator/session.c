@@ -17,6 +17,7 @@
 #include "util/bytes.h"
 #include "util/iscsi_name.h"
 #include "util/log.h"
+#include "util/lun.h"
 #include "util/serial.h"
 
 void ism_conn_connect_ready(struct ism_conn *c);
@@ -476,19 +477,6 @@ bool ism_session_ok(struct ism_session *s) { return !s->failed; }
 /* ------------------------------------------------------------------------------------------ */
 /* Sending */
 
-static void encode_lun(uint64_t lun, uint8_t out[8])
-{
-	memset(out, 0, 8);
-	if (lun < 256) {
-		out[1] = (uint8_t)lun;
-	} else if (lun < 16384) {
-		out[0] = (uint8_t)(0x40 | (lun >> 8));
-		out[1] = (uint8_t)lun;
-	} else {
-		put_be64(out, lun);
-	}
-}
-
 /* Queue the Data-Out PDUs of one sequence; returns the last one (NULL if the connection is gone). */
 static struct txitem *send_data_out(struct ism_conn *c, struct ism_task *t, uint32_t ttt, uint32_t offset,
 				    uint32_t len)
@@ -501,7 +489,7 @@ static struct txitem *send_data_out(struct ism_conn *c, struct ism_task *t, uint
 		struct bhs b = {0};
 		b.opcode = OP_DATA_OUT;
 		b.final = n == len;
-		encode_lun(t->lun, b.lun);
+		lun_encode(t->lun, b.lun);
 		b.itt = t->itt;
 		b.data_out.ttt = ttt;
 		b.data_out.expstatsn = c->exp_statsn;
@@ -533,7 +521,7 @@ static void send_scsi(struct ism_conn *c, struct ism_task *t)
 	b.cmd.cmdsn = t->cmdsn;
 	b.cmd.expstatsn = c->exp_statsn;
 	memcpy(b.cmd.cdb, t->cdb, 16);
-	encode_lun(t->lun, b.lun);
+	lun_encode(t->lun, b.lun);
 	b.itt = t->itt;
 	uint32_t imm = 0, unsol = 0;
 	if (t->dir == ISM_DIR_WRITE && t->len) {
@@ -582,7 +570,7 @@ static void send_task(struct ism_conn *c, struct ism_task *t)
 		b.opcode = OP_TASK_MGMT_REQ;
 		b.final = true;
 		b.tmf.function = t->tmf_function;
-		encode_lun(t->lun, b.lun);
+		lun_encode(t->lun, b.lun);
 		b.tmf.rtt = t->tmf_function == TMF_ABORT_TASK ? t->tmf_ref_itt : RESERVED_TAG;
 		b.tmf.cmdsn = t->cmdsn;
 		b.tmf.expstatsn = c->exp_statsn;

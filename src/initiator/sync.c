@@ -7,6 +7,7 @@
 
 #include "initiator/internal.h"
 #include "util/bytes.h"
+#include "util/lun.h"
 
 int ism_run_until(struct ism_session *s, const bool *flag, int timeout_ms)
 {
@@ -292,17 +293,6 @@ int ism_read_capacity16(struct ism_session *s, uint64_t lun, uint64_t *last_lba,
 	return 0;
 }
 
-static uint64_t decode_lun(const uint8_t *p)
-{
-	switch (p[0] >> 6) {
-	case 0: /* peripheral device addressing */
-	case 1: /* flat space addressing */
-		return (uint64_t)(p[0] & 0x3f) << 8 | p[1];
-	default:
-		return get_be64(p);
-	}
-}
-
 int ism_report_luns(struct ism_session *s, uint64_t *luns, size_t *n)
 {
 	uint32_t alloc = 8 + 8 * 256;
@@ -332,7 +322,7 @@ int ism_report_luns(struct ism_session *s, uint64_t *luns, size_t *n)
 		size_t count = have / 8, out = 0;
 		for (size_t i = 0; i < count; i++) {
 			if (out < *n)
-				luns[out] = decode_lun(buf + 8 + 8 * i);
+				luns[out] = lun_value(buf + 8 + 8 * i);
 			out++;
 		}
 		*n = out;

@@ -1,5 +1,6 @@
 #include "proto/pdu.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "util/bytes.h"
@@ -54,14 +55,14 @@ const char *login_status_str(uint16_t status)
 	}
 }
 
-static int bhs_reject(const char **why, const char *msg, int reason)
+static int bhs_reject(char *why, size_t whylen, const char *msg, int reason)
 {
-	if (why)
-		*why = msg;
+	if (why && whylen)
+		snprintf(why, whylen, "%s", msg);
 	return reason;
 }
 
-int bhs_decode(const uint8_t raw[BHS_LEN], struct bhs *b, const char **why)
+int bhs_decode(const uint8_t raw[BHS_LEN], struct bhs *b, char *why, size_t whylen)
 {
 	memset(b, 0, sizeof(*b));
 	b->opcode = raw[0] & 0x3f;
@@ -73,10 +74,10 @@ int bhs_decode(const uint8_t raw[BHS_LEN], struct bhs *b, const char **why)
 	b->itt = get_be32(raw + 16);
 	/* The longest AHS we take (a 260-byte CDB) fits in 63 words, so bytes fit in a uint8_t. */
 	if (ahs_words > 63)
-		return bhs_reject(why, "TotalAHSLength larger than any AHS this target accepts", REJECT_PROTOCOL_ERROR);
+		return bhs_reject(why, whylen, "TotalAHSLength larger than any AHS this target accepts", REJECT_PROTOCOL_ERROR);
 	b->total_ahs_len = (uint8_t)(ahs_words * 4);
 	if (ahs_words > 0 && b->opcode != OP_SCSI_CMD)
-		return bhs_reject(why, "AHS is only defined for SCSI Command PDUs", REJECT_PROTOCOL_ERROR);
+		return bhs_reject(why, whylen, "AHS is only defined for SCSI Command PDUs", REJECT_PROTOCOL_ERROR);
 
 	switch (b->opcode) {
 	case OP_NOP_OUT:
@@ -84,7 +85,7 @@ int bhs_decode(const uint8_t raw[BHS_LEN], struct bhs *b, const char **why)
 		b->nop_out.cmdsn = get_be32(raw + 24);
 		b->nop_out.expstatsn = get_be32(raw + 28);
 		if (!b->final)
-			return bhs_reject(why, "NOP-Out without the F bit", REJECT_PROTOCOL_ERROR);
+			return bhs_reject(why, whylen, "NOP-Out without the F bit", REJECT_PROTOCOL_ERROR);
 		break;
 	case OP_SCSI_CMD:
 		b->cmd.read = (raw[1] & 0x40) != 0;
@@ -103,7 +104,7 @@ int bhs_decode(const uint8_t raw[BHS_LEN], struct bhs *b, const char **why)
 		b->tmf.refcmdsn = get_be32(raw + 32);
 		b->tmf.expdatasn = get_be32(raw + 36);
 		if (!b->final)
-			return bhs_reject(why, "Task Management Request without the F bit", REJECT_PROTOCOL_ERROR);
+			return bhs_reject(why, whylen, "Task Management Request without the F bit", REJECT_PROTOCOL_ERROR);
 		break;
 	case OP_LOGIN_REQ:
 	case OP_LOGIN_RESP:
@@ -126,7 +127,7 @@ int bhs_decode(const uint8_t raw[BHS_LEN], struct bhs *b, const char **why)
 			b->login.status_detail = raw[37];
 		}
 		if (b->final && b->login.cont)
-			return bhs_reject(why, "Login PDU with both T and C bits", REJECT_PROTOCOL_ERROR);
+			return bhs_reject(why, whylen, "Login PDU with both T and C bits", REJECT_PROTOCOL_ERROR);
 		break;
 	case OP_TEXT_REQ:
 	case OP_TEXT_RESP:
@@ -141,7 +142,7 @@ int bhs_decode(const uint8_t raw[BHS_LEN], struct bhs *b, const char **why)
 			b->text.maxcmdsn = get_be32(raw + 32);
 		}
 		if (b->final && b->text.cont)
-			return bhs_reject(why, "Text PDU with both F and C bits", REJECT_PROTOCOL_ERROR);
+			return bhs_reject(why, whylen, "Text PDU with both F and C bits", REJECT_PROTOCOL_ERROR);
 		break;
 	case OP_DATA_OUT:
 		b->data_out.ttt = get_be32(raw + 20);
@@ -155,7 +156,7 @@ int bhs_decode(const uint8_t raw[BHS_LEN], struct bhs *b, const char **why)
 		b->logout.cmdsn = get_be32(raw + 24);
 		b->logout.expstatsn = get_be32(raw + 28);
 		if (!b->final)
-			return bhs_reject(why, "Logout Request without the F bit", REJECT_PROTOCOL_ERROR);
+			return bhs_reject(why, whylen, "Logout Request without the F bit", REJECT_PROTOCOL_ERROR);
 		break;
 	case OP_SNACK:
 		b->snack.type = raw[1] & 0x0f;
@@ -203,7 +204,7 @@ int bhs_decode(const uint8_t raw[BHS_LEN], struct bhs *b, const char **why)
 		b->data_in.offset = get_be32(raw + 40);
 		b->data_in.residual = get_be32(raw + 44);
 		if (b->data_in.status_present && !b->final)
-			return bhs_reject(why, "Data-In with S bit but without F bit", REJECT_PROTOCOL_ERROR);
+			return bhs_reject(why, whylen, "Data-In with S bit but without F bit", REJECT_PROTOCOL_ERROR);
 		break;
 	case OP_LOGOUT_RESP:
 		b->logout_rsp.response = raw[2];
@@ -240,7 +241,7 @@ int bhs_decode(const uint8_t raw[BHS_LEN], struct bhs *b, const char **why)
 		b->reject.datasn = get_be32(raw + 36);
 		break;
 	default:
-		return bhs_reject(why, "unknown opcode", REJECT_CMD_NOT_SUPPORTED);
+		return bhs_reject(why, whylen, "unknown opcode", REJECT_CMD_NOT_SUPPORTED);
 	}
 	return 0;
 }
@@ -403,35 +404,35 @@ void bhs_encode(const struct bhs *b, uint8_t raw[BHS_LEN])
 	}
 }
 
-int ahs_parse(const uint8_t *ahs, size_t total_len, struct ahs_info *out, const char **why)
+int ahs_parse(const uint8_t *ahs, size_t total_len, struct ahs_info *out, char *why, size_t whylen)
 {
 	memset(out, 0, sizeof(*out));
 	size_t pos = 0;
 	while (pos < total_len) {
 		if (total_len - pos < 4)
-			return bhs_reject(why, "truncated AHS header", REJECT_PROTOCOL_ERROR);
+			return bhs_reject(why, whylen, "truncated AHS header", REJECT_PROTOCOL_ERROR);
 		/* AHSLength counts the bytes after the length and type fields, the reserved byte included. */
 		size_t alen = get_be16(ahs + pos);
 		uint8_t type = ahs[pos + 2];
 		if (alen == 0 || 3 + alen > total_len - pos)
-			return bhs_reject(why, "AHS length exceeds TotalAHSLength", REJECT_PROTOCOL_ERROR);
+			return bhs_reject(why, whylen, "AHS length exceeds TotalAHSLength", REJECT_PROTOCOL_ERROR);
 		const uint8_t *body = ahs + pos + 4;
 		size_t blen = alen - 1;
 		switch (type) {
 		case 1: /* Extended CDB */
 			if (out->ext_cdb_len || blen == 0 || blen > sizeof(out->ext_cdb))
-				return bhs_reject(why, "bad Extended CDB AHS", REJECT_PROTOCOL_ERROR);
+				return bhs_reject(why, whylen, "bad Extended CDB AHS", REJECT_PROTOCOL_ERROR);
 			memcpy(out->ext_cdb, body, blen);
 			out->ext_cdb_len = (uint16_t)blen;
 			break;
 		case 2: /* Bidirectional Read Expected Data Transfer Length */
 			if (alen != 5 || out->has_bidi_read_len)
-				return bhs_reject(why, "bad Bidirectional Read Length AHS", REJECT_PROTOCOL_ERROR);
+				return bhs_reject(why, whylen, "bad Bidirectional Read Length AHS", REJECT_PROTOCOL_ERROR);
 			out->has_bidi_read_len = true;
 			out->bidi_read_len = get_be32(body);
 			break;
 		default:
-			return bhs_reject(why, "unknown AHS type", REJECT_PROTOCOL_ERROR);
+			return bhs_reject(why, whylen, "unknown AHS type", REJECT_PROTOCOL_ERROR);
 		}
 		pos += (3 + alen + 3) & ~(size_t)3;
 	}

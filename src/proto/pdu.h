@@ -197,10 +197,10 @@ struct bhs {
 };
 
 /*
- * Decode a BHS. Returns 0, or a reject reason (enum reject_reason) with *why set when the
- * header is malformed for its opcode (unknown opcode: REJECT_CMD_NOT_SUPPORTED).
+ * Decode a BHS. Returns 0, or a reject reason (enum reject_reason) with a message in why when
+ * the header is malformed for its opcode (unknown opcode: REJECT_CMD_NOT_SUPPORTED).
  */
-int bhs_decode(const uint8_t raw[BHS_LEN], struct bhs *out, const char **why);
+int bhs_decode(const uint8_t raw[BHS_LEN], struct bhs *out, char *why, size_t whylen);
 /* Encode a BHS; fields not defined for the opcode are written as zero. */
 void bhs_encode(const struct bhs *in, uint8_t raw[BHS_LEN]);
 
@@ -212,8 +212,8 @@ struct ahs_info {
 	uint32_t bidi_read_len;
 };
 
-/* Parse total_len bytes of AHS. Returns 0 or a reject reason with *why. */
-int ahs_parse(const uint8_t *ahs, size_t total_len, struct ahs_info *out, const char **why);
+/* Parse total_len bytes of AHS. Returns 0 or a reject reason with a message in why. */
+int ahs_parse(const uint8_t *ahs, size_t total_len, struct ahs_info *out, char *why, size_t whylen);
 
 static inline uint32_t pad4(uint32_t n) { return (n + 3u) & ~3u; }
 

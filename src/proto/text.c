@@ -4,17 +4,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int text_fail(char *err, size_t errlen, const char *msg)
+static int text_fail(char *why, size_t whylen, const char *msg)
 {
-	if (err && errlen)
-		snprintf(err, errlen, "%s", msg);
+	if (why && whylen)
+		snprintf(why, whylen, "%s", msg);
 	return TEXT_MALFORMED;
 }
 
-static int text_too_many(char *err, size_t errlen)
+static int text_too_many(char *why, size_t whylen)
 {
-	if (err && errlen)
-		snprintf(err, errlen, "more than %u keys in one request", TEXT_MAX_KEYS);
+	if (why && whylen)
+		snprintf(why, whylen, "more than %u keys in one request", TEXT_MAX_KEYS);
 	return TEXT_TOO_MANY;
 }
 
@@ -67,10 +67,10 @@ static bool keyset_add(struct keyset *ks, const struct text_list *l, size_t idx,
 	}
 }
 
-int text_parse(const uint8_t *data, size_t len, struct text_list *out, char *err, size_t errlen)
+int text_parse(const uint8_t *data, size_t len, struct text_list *out, char *why, size_t whylen)
 {
 	if (out->n > TEXT_MAX_KEYS)
-		return text_too_many(err, errlen);
+		return text_too_many(why, whylen);
 	struct keyset ks;
 	memset(&ks, 0, sizeof(ks));
 	for (size_t i = 0; i < out->n; i++)
@@ -84,34 +84,34 @@ int text_parse(const uint8_t *data, size_t len, struct text_list *out, char *err
 			/* Only NUL padding may follow the last pair. */
 			for (size_t i = pos; i < len; i++)
 				if (data[i])
-					return text_fail(err, errlen, "empty key=value pair inside a text segment");
+					return text_fail(why, whylen, "empty key=value pair inside a text segment");
 			break;
 		}
 		if (!nul)
-			return text_fail(err, errlen, "text segment does not end with NUL");
+			return text_fail(why, whylen, "text segment does not end with NUL");
 		const uint8_t *eq = memchr(start, '=', plen);
 		if (!eq)
-			return text_fail(err, errlen, "key=value pair without '='");
+			return text_fail(why, whylen, "key=value pair without '='");
 		size_t klen = (size_t)(eq - start);
 		size_t vlen = plen - klen - 1;
 		if (klen == 0)
-			return text_fail(err, errlen, "empty key");
+			return text_fail(why, whylen, "empty key");
 		if (klen > TEXT_MAX_KEY)
-			return text_fail(err, errlen, "key longer than 63 bytes");
+			return text_fail(why, whylen, "key longer than 63 bytes");
 		for (size_t i = 0; i < klen; i++)
 			if (!key_char_ok(start[i]))
-				return text_fail(err, errlen, "key with a character RFC 7143 does not allow");
+				return text_fail(why, whylen, "key with a character RFC 7143 does not allow");
 		if (vlen > TEXT_MAX_VALUE)
-			return text_fail(err, errlen, "value longer than 8192 bytes");
+			return text_fail(why, whylen, "value longer than 8192 bytes");
 		if (out->n == TEXT_MAX_KEYS)
-			return text_too_many(err, errlen);
+			return text_too_many(why, whylen);
 		if (out->n == out->cap) {
 			out->cap = out->cap ? out->cap * 2 : 16;
 			out->kv = xrealloc(out->kv, out->cap * sizeof(*out->kv));
 		}
 		/* Checked before the copy: a repeat costs no allocation. */
 		if (!keyset_add(&ks, out, out->n, (const char *)start, klen))
-			return text_fail(err, errlen, "key given more than once");
+			return text_fail(why, whylen, "key given more than once");
 		out->kv[out->n].key = copy_bytes(start, klen);
 		out->kv[out->n].value = copy_bytes(eq + 1, vlen);
 		out->n++;

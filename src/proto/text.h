@@ -43,12 +43,12 @@ enum text_parse_result {
 
 /*
  * Parse a complete text segment (all C-bit continuations already joined). Padding NULs at the
- * end are ignored. Returns TEXT_OK, or a negative enum text_parse_result with a message in err:
+ * end are ignored. Returns TEXT_OK, or a negative enum text_parse_result with a message in why:
  * TEXT_MALFORMED for no '=', an empty or overlong key, a key with a character RFC 7143 does not
  * allow, an overlong value, a key given twice; TEXT_TOO_MANY beyond TEXT_MAX_KEYS pairs. Time
  * and memory are linear in len.
  */
-int text_parse(const uint8_t *data, size_t len, struct text_list *out, char *err, size_t errlen);
+int text_parse(const uint8_t *data, size_t len, struct text_list *out, char *why, size_t whylen);
 const char *text_get(const struct text_list *l, const char *key);
 bool text_has(const struct text_list *l, const char *key);
 void text_add(struct text_list *l, const char *key, const char *value);

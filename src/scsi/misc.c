@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "scsi/scsi_int.h"
+#include "util/lun.h"
 
 void scsi_test_unit_ready(struct scsi_req *r) { (void)r; }
 
@@ -49,7 +50,7 @@ void scsi_report_luns(struct scsi_req *r)
 	if (r->cdb[2] != 0x01) {
 		for (size_t i = 0; i < SCSI_MAX_LUNS; i++) {
 			if (t->lu[i]) {
-				scsi_lun_encode((uint16_t)i, lun);
+				lun_encode(i, lun);
 				din_put(&d, lun, 8);
 			}
 		}

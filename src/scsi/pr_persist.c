@@ -301,8 +301,14 @@ static char *next_line(char *text, size_t len, size_t *pos)
 	return line;
 }
 
-static bool parse_snapshot(const struct pr_persist *pp, struct pr_state *pr, char *text, size_t len, uint64_t *seq,
-			   const char **why)
+static bool snapshot_bad(const char *path, const char *why, char **err)
+{
+	*err = xasprintf("%s: malformed reservation state: %s", path, why);
+	return false;
+}
+
+static bool parse_snapshot(const struct pr_persist *pp, struct pr_state *pr, const char *path, char *text, size_t len,
+			   uint64_t *seq, char **err)
 {
 	size_t pos = 0, end_at;
 	char *line, *f[8], port[256];
@@ -315,27 +321,18 @@ static bool parse_snapshot(const struct pr_persist *pp, struct pr_state *pr, cha
 		;
 	while (end_at > 0 && text[end_at - 1] != '\n')
 		end_at--;
-	if (len - end_at < 5 || strncmp(text + end_at, "end ", 4) != 0) {
-		*why = "no end line (truncated)";
-		return false;
-	}
+	if (len - end_at < 5 || strncmp(text + end_at, "end ", 4) != 0)
+		return snapshot_bad(path, "no end line (truncated)", err);
 	end = text + end_at + 4;
 	if (strchr(end, '\n'))
 		*strchr(end, '\n') = 0;
-	if (!parse_u64(end, 16, UINT64_MAX, &v) || v != fnv64(text, end_at)) {
-		*why = "checksum mismatch";
-		return false;
-	}
+	if (!parse_u64(end, 16, UINT64_MAX, &v) || v != fnv64(text, end_at))
+		return snapshot_bad(path, "checksum mismatch", err);
 	len = end_at;
-	if (!(line = next_line(text, len, &pos)) || strcmp(line, "isthmus-pr 2") != 0) {
-		*why = "unknown format";
-		return false;
-	}
-	if (!(line = next_line(text, len, &pos)) || strncmp(line, "lu ", 3) != 0 || strcmp(line + 3, pp->ident) != 0) {
-		*why = "it belongs to another logical unit";
-		return false;
-	}
-	*why = "malformed line";
+	if (!(line = next_line(text, len, &pos)) || strcmp(line, "isthmus-pr 2") != 0)
+		return snapshot_bad(path, "unknown format", err);
+	if (!(line = next_line(text, len, &pos)) || strncmp(line, "lu ", 3) != 0 || strcmp(line + 3, pp->ident) != 0)
+		return snapshot_bad(path, "it belongs to another logical unit", err);
 	while ((line = next_line(text, len, &pos))) {
 		int n = fields(line, f, 6);
 
@@ -360,14 +357,12 @@ static bool parse_snapshot(const struct pr_persist *pp, struct pr_state *pr, cha
 		    unescape(f[4], port, sizeof(port)) && !pr_find_exact(pr, port, (uint16_t)rel, atp) &&
 		    pr_add_reg(pr, port, (uint16_t)rel, atp, key))
 			continue;
-		return false;
+		return snapshot_bad(path, "malformed line", err);
 	}
 	if (held) {
 		bool ar = pr_all_registrants((uint8_t)type);
-		if (ar != (holder == UINT64_MAX) || (!ar && holder >= pr->nregs)) {
-			*why = "the reservation holder is not registered";
-			return false;
-		}
+		if (ar != (holder == UINT64_MAX) || (!ar && holder >= pr->nregs))
+			return snapshot_bad(path, "the reservation holder is not registered", err);
 		pr->held = true;
 		pr->type = (uint8_t)type;
 		pr->holder = ar ? NULL : pr->regs[holder];
@@ -511,7 +506,6 @@ int pr_load(struct scsi_lu *lu, char **err)
 	struct pr_state *pr = &lu->pr;
 	struct pr_persist *pp;
 	struct sbuf snap = { 0 }, journal = { 0 };
-	const char *why = NULL;
 	uint64_t seq = 0;
 	char *old;
 	int rc;
@@ -527,7 +521,7 @@ int pr_load(struct scsi_lu *lu, char **err)
 			return 0;
 		}
 	}
-	/* Earlier versions keyed the file by LUN number alone, shared by every target's LUN. */
+	/* lu-<LUN>.pr, keyed by the LUN number alone, is shared by every target's LUN: never loaded. */
 	old = xasprintf("%s/lu-%u.pr", lu->state_dir, lu->lun);
 	if (access(old, F_OK) == 0)
 		log_warn("%s: reservation state saved by an older version under the LUN number alone, which "
@@ -536,8 +530,7 @@ int pr_load(struct scsi_lu *lu, char **err)
 
 	char *path = xasprintf("%s.pr", pp->base);
 	rc = read_file(path, &snap);
-	if (rc == 0 && !parse_snapshot(pp, pr, (char *)snap.data, snap.len, &seq, &why)) {
-		*err = xasprintf("%s: malformed reservation state: %s", path, why);
+	if (rc == 0 && !parse_snapshot(pp, pr, path, (char *)snap.data, snap.len, &seq, err)) {
 		rc = -EINVAL;
 	} else if (rc < 0 && rc != -ENOENT) {
 		*err = xasprintf("%s: %s", path, strerror(-rc));

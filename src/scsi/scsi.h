@@ -171,11 +171,19 @@ int scsi_target_task_mgmt(struct scsi_target *t, enum scsi_tmf fn, uint16_t lun,
 			  const struct scsi_nexus *nx);
 
 /*
- * 8-byte SAM LUN field <-> LU number: peripheral device addressing for 0..255, flat space
- * addressing for 256..16383. Decode returns false for formats this target does not use.
+ * 8-byte SAM LUN field -> LU number (util/lun.h decodes): peripheral device or flat space
+ * addressing only, the formats our LUs are reported in; false for any other.
  */
 bool scsi_lun_decode(const uint8_t lun_field[8], uint16_t *lun);
-void scsi_lun_encode(uint16_t lun, uint8_t lun_field[8]);
+
+/*
+ * The one sense data builder: fixed (desc false, SCSI_SENSE_FIXED_LEN bytes) or descriptor
+ * format, truncated to cap; returns the length. info: the INFORMATION field or NULL; sks: 3
+ * sense-key-specific bytes (SKSV set by the caller) or NULL.
+ */
+#define SCSI_SENSE_FIXED_LEN 18
+size_t scsi_sense_build(uint8_t *buf, size_t cap, bool desc, uint8_t key, uint8_t asc, uint8_t ascq,
+			const uint64_t *info, const uint8_t *sks);
 
 /* Build sense data into cmd (fixed or descriptor format per the LU's D_SENSE) and set CHECK CONDITION. */
 void scsi_cmd_set_sense(struct scsi_cmd *cmd, uint8_t key, uint8_t asc, uint8_t ascq);

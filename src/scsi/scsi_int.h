@@ -219,6 +219,7 @@ enum opdef_flags {
 	OPF_THIN = 1u << 9,       /* only on LUs with logical block provisioning (LBPME) */
 	OPF_ATOMIC = 1u << 10,    /* only on LUs whose store makes writes all-or-nothing */
 	OPF_LONG = 1u << 11,      /* work grows with a CDB field, not the transfer: a long operation */
+	OPF_PER_BLOCK = 1u << 12, /* a write promising only per-block behaviour: need not wait for jobs */
 };
 
 struct scsi_opdef {
@@ -231,7 +232,7 @@ struct scsi_opdef {
 	uint32_t timeout;         /* nominal command timeout, seconds (RCTD) */
 };
 
-/* dispatch table, defined in target.c */
+/* the opcode table (opcodes.c) */
 extern const struct scsi_opdef scsi_opdefs[];
 extern const size_t scsi_nopdefs;
 /* Whether the row applies to the LU (per-LU capabilities: thin provisioning, atomic writes). */
@@ -248,9 +249,6 @@ void req_param_len_error(struct scsi_req *r);
 void req_lba_oob(struct scsi_req *r);
 /* Sense with a 3-byte sense-key-specific field (SKSV set by the caller in sks[0]). */
 void req_sense_sks(struct scsi_req *r, uint8_t key, uint8_t asc, uint8_t ascq, const uint8_t *sks);
-/* Builds sense bytes; returns the length. sks: 3 sense-key-specific bytes or NULL. */
-size_t scsi_sense_build(uint8_t *buf, size_t cap, bool desc, uint8_t key, uint8_t asc, uint8_t ascq,
-			const uint64_t *info, const uint8_t *sks);
 void scsi_sense_set_ctx(const struct scsi_cmd *cmd, bool desc);
 
 /* target.c helpers */
@@ -289,7 +287,6 @@ uint64_t lu_derived_naa(const struct scsi_target *t, uint16_t lun);
 
 /* per-file command handlers */
 void scsi_inquiry(struct scsi_req *r);
-void scsi_inquiry_not_present(struct scsi_req *r);
 void scsi_mode_sense6(struct scsi_req *r);
 void scsi_mode_sense10(struct scsi_req *r);
 void scsi_mode_select6(struct scsi_req *r);

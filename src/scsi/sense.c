@@ -16,6 +16,52 @@ void scsi_sense_set_ctx(const struct scsi_cmd *cmd, bool desc)
 	ctx_desc = desc;
 }
 
+/* Descriptor format (SPC-4 4.5.2): s is zeroed and holds 8 + 12 + 8 bytes. */
+static size_t sense_descriptor(uint8_t *s, uint8_t key, uint8_t asc, uint8_t ascq, const uint64_t *info,
+			       const uint8_t *sks)
+{
+	size_t n = 8;
+
+	s[0] = 0x72;
+	s[1] = key & 0x0f;
+	s[2] = asc;
+	s[3] = ascq;
+	if (info) {
+		s[n] = 0x00;        /* information descriptor */
+		s[n + 1] = 0x0a;
+		s[n + 2] = 0x80;    /* VALID */
+		put_be64(s + n + 4, *info);
+		n += 12;
+	}
+	if (sks) {
+		s[n] = 0x02;        /* sense key specific descriptor */
+		s[n + 1] = 0x06;
+		memcpy(s + n + 4, sks, 3);
+		n += 8;
+	}
+	s[7] = (uint8_t)(n - 8);
+	return n;
+}
+
+/* Fixed format (SPC-4 4.5.3): s is zeroed and holds SCSI_SENSE_FIXED_LEN bytes. */
+static size_t sense_fixed(uint8_t *s, uint8_t key, uint8_t asc, uint8_t ascq, const uint64_t *info,
+			  const uint8_t *sks)
+{
+	s[0] = 0x70;
+	s[2] = key & 0x0f;
+	/* A fixed-format INFORMATION field holds 32 bits; larger values cannot be VALID. */
+	if (info && *info <= 0xffffffffu) {
+		s[0] |= 0x80;
+		put_be32(s + 3, (uint32_t)*info);
+	}
+	s[7] = SCSI_SENSE_FIXED_LEN - 8;
+	s[12] = asc;
+	s[13] = ascq;
+	if (sks)
+		memcpy(s + 15, sks, 3);
+	return SCSI_SENSE_FIXED_LEN;
+}
+
 size_t scsi_sense_build(uint8_t *buf, size_t cap, bool desc, uint8_t key, uint8_t asc, uint8_t ascq,
 			const uint64_t *info, const uint8_t *sks)
 {
@@ -23,41 +69,10 @@ size_t scsi_sense_build(uint8_t *buf, size_t cap, bool desc, uint8_t key, uint8_
 	size_t n;
 
 	memset(s, 0, sizeof(s));
-	if (desc) {
-		s[0] = 0x72;
-		s[1] = key & 0x0f;
-		s[2] = asc;
-		s[3] = ascq;
-		n = 8;
-		if (info) {
-			s[n] = 0x00;        /* information descriptor */
-			s[n + 1] = 0x0a;
-			s[n + 2] = 0x80;    /* VALID */
-			put_be64(s + n + 4, *info);
-			n += 12;
-		}
-		if (sks) {
-			s[n] = 0x02;        /* sense key specific descriptor */
-			s[n + 1] = 0x06;
-			memcpy(s + n + 4, sks, 3);
-			n += 8;
-		}
-		s[7] = (uint8_t)(n - 8);
-	} else {
-		s[0] = 0x70;
-		s[2] = key & 0x0f;
-		/* A fixed-format INFORMATION field holds 32 bits; larger values cannot be VALID. */
-		if (info && *info <= 0xffffffffu) {
-			s[0] |= 0x80;
-			put_be32(s + 3, (uint32_t)*info);
-		}
-		s[7] = 10;
-		s[12] = asc;
-		s[13] = ascq;
-		if (sks)
-			memcpy(s + 15, sks, 3);
-		n = 18;
-	}
+	if (desc)
+		n = sense_descriptor(s, key, asc, ascq, info, sks);
+	else
+		n = sense_fixed(s, key, asc, ascq, info, sks);
 	if (n > cap)
 		n = cap;
 	memcpy(buf, s, n);

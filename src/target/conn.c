@@ -275,8 +275,8 @@ static bool conn_parse(struct conn *c)
 				c->rx_paused = true;
 				break;
 			}
-			const char *why = NULL;
-			int rc = bhs_decode(c->rxbuf + pos, &c->rx_bhs, &why);
+			char why[96];
+			int rc = bhs_decode(c->rxbuf + pos, &c->rx_bhs, why, sizeof(why));
 			const struct bhs *b = &c->rx_bhs;
 			uint32_t limit = max_dsl_in(c);
 			if (b->data_len > limit) {

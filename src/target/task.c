@@ -158,15 +158,9 @@ static void task_respond(struct conn *c, uint32_t itt, uint8_t status, uint8_t *
 static void task_respond_check(struct conn *c, uint32_t itt, uint8_t key, uint8_t asc, uint8_t ascq, uint32_t residual,
 			       bool overflow)
 {
-	uint8_t *seg = xcalloc(1, 2 + 18);
-	seg[1] = 18;
-	uint8_t *sense = seg + 2;
-	sense[0] = 0x70;
-	sense[2] = key;
-	sense[7] = 10;
-	sense[12] = asc;
-	sense[13] = ascq;
-	task_respond(c, itt, SCSI_CHECK_CONDITION, seg, 20, residual, overflow);
+	uint8_t *seg = xcalloc(1, 2 + SCSI_SENSE_FIXED_LEN);
+	seg[1] = (uint8_t)scsi_sense_build(seg + 2, SCSI_SENSE_FIXED_LEN, false, key, asc, ascq, NULL, NULL);
+	task_respond(c, itt, SCSI_CHECK_CONDITION, seg, 2 + SCSI_SENSE_FIXED_LEN, residual, overflow);
 }
 
 static void task_send_r2ts(struct task *t)
@@ -268,12 +262,12 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs
 	struct session *s = c->sess;
 	const struct iscsi_params *p = &s->params;
 	struct ahs_info ai;
-	const char *why = NULL;
+	char why[96];
 	if (s->type != SESSION_NORMAL) {
 		send_reject(c, REJECT_PROTOCOL_ERROR, NULL);
 		return;
 	}
-	int rc = ahs_parse(ahs, b->total_ahs_len, &ai, &why);
+	int rc = ahs_parse(ahs, b->total_ahs_len, &ai, why, sizeof(why));
 	if (rc) {
 		log_warn("%s:%u: bad AHS: %s", c->peer_addr, c->peer_port, why);
 		send_reject(c, (uint8_t)rc, NULL);

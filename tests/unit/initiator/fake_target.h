@@ -71,8 +71,8 @@ static inline int frecv(struct fake *f, struct pdu *p)
 	uint8_t hdr[BHS_LEN + 4];
 	if (read_full(f->fd, hdr, BHS_LEN + (f->hd ? 4 : 0)) < 0)
 		return -1;
-	const char *why;
-	if (bhs_decode(hdr, &p->b, &why) != 0)
+	char why[96];
+	if (bhs_decode(hdr, &p->b, why, sizeof(why)) != 0)
 		return -1;
 	if (f->hd && crc32c(hdr, BHS_LEN) != ((uint32_t)hdr[48] | (uint32_t)hdr[49] << 8 | (uint32_t)hdr[50] << 16 |
 					      (uint32_t)hdr[51] << 24))

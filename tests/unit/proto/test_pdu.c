@@ -29,8 +29,8 @@ static void test_scsi_cmd_roundtrip(void)
 	CHECK_EQ(raw[23], 0x00);
 	CHECK_EQ(raw[22], 0x10); /* 4096 = 0x1000 */
 	CHECK_EQ(raw[32], 0x28);
-	const char *why = NULL;
-	CHECK_EQ(bhs_decode(raw, &d, &why), 0);
+	char why[96];
+	CHECK_EQ(bhs_decode(raw, &d, why, sizeof(why)), 0);
 	CHECK(d.cmd.read && !d.cmd.write);
 	CHECK_EQ(d.cmd.edtl, 4096);
 	CHECK_EQ(d.cmd.cmdsn, 7);
@@ -41,22 +41,27 @@ static void test_decode_rejects(void)
 {
 	uint8_t raw[BHS_LEN] = {0};
 	struct bhs b;
-	const char *why = NULL;
+	char why[96];
 	raw[0] = 0x1f; /* no such opcode */
-	CHECK_EQ(bhs_decode(raw, &b, &why), REJECT_CMD_NOT_SUPPORTED);
+	CHECK_EQ(bhs_decode(raw, &b, why, sizeof(why)), REJECT_CMD_NOT_SUPPORTED);
+	CHECK(strcmp(why, "unknown opcode") == 0);
+	/* A short buffer gets the start of the reason, terminated. */
+	char shortwhy[8];
+	CHECK_EQ(bhs_decode(raw, &b, shortwhy, sizeof(shortwhy)), REJECT_CMD_NOT_SUPPORTED);
+	CHECK(strcmp(shortwhy, "unknown") == 0);
 	memset(raw, 0, sizeof(raw));
 	raw[0] = OP_NOP_OUT;
 	raw[1] = 0x80;
 	raw[4] = 1; /* AHS on a NOP-Out */
-	CHECK_EQ(bhs_decode(raw, &b, &why), REJECT_PROTOCOL_ERROR);
+	CHECK_EQ(bhs_decode(raw, &b, why, sizeof(why)), REJECT_PROTOCOL_ERROR);
 	CHECK_EQ(b.total_ahs_len, 4); /* framing still known */
 	raw[4] = 0;
 	raw[1] = 0x00; /* NOP-Out without F */
-	CHECK_EQ(bhs_decode(raw, &b, &why), REJECT_PROTOCOL_ERROR);
+	CHECK_EQ(bhs_decode(raw, &b, why, sizeof(why)), REJECT_PROTOCOL_ERROR);
 	memset(raw, 0, sizeof(raw));
 	raw[0] = OP_LOGIN_REQ | 0x40;
 	raw[1] = 0xc0; /* T and C together */
-	CHECK_EQ(bhs_decode(raw, &b, &why), REJECT_PROTOCOL_ERROR);
+	CHECK_EQ(bhs_decode(raw, &b, why, sizeof(why)), REJECT_PROTOCOL_ERROR);
 }
 
 static void test_login_fields(void)
@@ -72,8 +77,8 @@ static void test_login_fields(void)
 	raw[21] = 2;  /* CID */
 	raw[27] = 9;  /* CmdSN */
 	struct bhs b;
-	const char *why;
-	CHECK_EQ(bhs_decode(raw, &b, &why), 0);
+	char why[96];
+	CHECK_EQ(bhs_decode(raw, &b, why, sizeof(why)), 0);
 	CHECK(b.final && b.immediate);
 	CHECK_EQ(b.login.csg, 1);
 	CHECK_EQ(b.login.nsg, 3);
@@ -93,8 +98,8 @@ static void test_ahs(void)
 	for (int i = 0; i < 16; i++)
 		ahs[4 + i] = (uint8_t)(0xa0 + i);
 	struct ahs_info ai;
-	const char *why;
-	CHECK_EQ(ahs_parse(ahs, 20, &ai, &why), 0);
+	char why[96];
+	CHECK_EQ(ahs_parse(ahs, 20, &ai, why, sizeof(why)), 0);
 	CHECK_EQ(ai.ext_cdb_len, 16);
 	CHECK_EQ(ai.ext_cdb[15], 0xaf);
 	/* Extended CDB followed by a bidirectional read length. */
@@ -102,14 +107,14 @@ static void test_ahs(void)
 	ahs[21] = 5;
 	ahs[22] = 2;
 	ahs[27] = 0x40;
-	CHECK_EQ(ahs_parse(ahs, 28, &ai, &why), 0);
+	CHECK_EQ(ahs_parse(ahs, 28, &ai, why, sizeof(why)), 0);
 	CHECK(ai.has_bidi_read_len);
 	CHECK_EQ(ai.bidi_read_len, 0x40);
 	/* Length running past TotalAHSLength. */
 	ahs[1] = 40;
-	CHECK_EQ(ahs_parse(ahs, 28, &ai, &why), REJECT_PROTOCOL_ERROR);
+	CHECK_EQ(ahs_parse(ahs, 28, &ai, why, sizeof(why)), REJECT_PROTOCOL_ERROR);
 	/* Truncated header. */
-	CHECK_EQ(ahs_parse(ahs, 3, &ai, &why), REJECT_PROTOCOL_ERROR);
+	CHECK_EQ(ahs_parse(ahs, 3, &ai, why, sizeof(why)), REJECT_PROTOCOL_ERROR);
 }
 
 static const char *answer(const struct text_list *l, const char *k) { return text_get(l, k); }

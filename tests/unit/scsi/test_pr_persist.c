@@ -284,6 +284,57 @@ static void test_no_follow(void)
 	rm_rf(dir);
 }
 
+/* A snapshot that does not check out refuses the LU, with the file and the reason in err. */
+static void test_bad_snapshot(void)
+{
+	char dir[] = "/tmp/isthmus-prp-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL);
+	struct h *h = lu_on(TGT_A, dir);
+	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0x10, 0x01), SCSI_GOOD); /* APTPL: a snapshot */
+	h_free(h);
+	char snap[512] = "";
+	CHECK_EQ(count_files(dir, ".pr", snap, sizeof(snap)), 1);
+	static char good[8192];
+	FILE *f = fopen(snap, "r");
+	size_t n = f ? fread(good, 1, sizeof(good) - 1, f) : 0;
+	if (f)
+		fclose(f);
+	CHECK(n > 0);
+	good[n] = 0;
+
+	static const struct {
+		const char *what, *from, *to, *reason;
+	} cases[] = {
+		{ "a changed byte", "isthmus-pr 2", "isthmus-pr 3", "checksum mismatch" },
+		{ "no end line", "\nend ", "\nEND ", "no end line (truncated)" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		printf("snapshot with %s: %s\n", cases[i].what, cases[i].reason);
+		static char bad[8192];
+		char *at = strstr(good, cases[i].from);
+		CHECK(at != NULL);
+		if (!at)
+			continue;
+		memcpy(bad, good, n + 1);
+		memcpy(bad + (at - good), cases[i].to, strlen(cases[i].to));
+		f = fopen(snap, "w");
+		fwrite(bad, 1, n, f);
+		fclose(f);
+		struct scsi_target *t = scsi_target_new(TGT_A);
+		struct scsi_lu_params p = { .block_size = 512, .state_dir = dir };
+		char *err = NULL;
+		struct store *st = store_mem_open(64 * 512, &err);
+		CHECK_EQ(scsi_target_add_lu(t, 0, st, &p, &err), -1);
+		char want[700];
+		snprintf(want, sizeof(want), "%s: malformed reservation state: %s", snap, cases[i].reason);
+		CHECK(err && strcmp(err, want) == 0);
+		free(err);
+		store_close(st);
+		scsi_target_free(t);
+	}
+	rm_rf(dir);
+}
+
 /* A state directory that cannot be written: APTPL changes fail with WRITE ERROR, others work. */
 static void test_write_error(void)
 {
@@ -525,6 +576,7 @@ int main(void)
 	test_identity();
 	test_journal_replay();
 	test_no_follow();
+	test_bad_snapshot();
 	test_write_error();
 	test_scaling();
 	test_batches_and_replace();

@@ -2,6 +2,7 @@
 #include <time.h>
 
 #include "harness.h"
+#include "util/lun.h"
 
 static void test_unit_attention(void)
 {
@@ -200,11 +201,17 @@ static void test_lun_codec(void)
 	uint8_t f[8];
 	uint16_t lun;
 
-	scsi_lun_encode(5, f);
+	lun_encode(5, f);
 	CHECK(memcmp(f, "\x00\x05\x00\x00\x00\x00\x00\x00", 8) == 0);
 	CHECK(scsi_lun_decode(f, &lun));
 	CHECK_EQ(lun, 5);
-	scsi_lun_encode(16383, f);
+	lun_encode(16383, f);
+	CHECK(scsi_lun_decode(f, &lun));
+	CHECK_EQ(lun, 16383);
+	/* Extended flat space names a LUN, but not one of ours, even when the number would fit. */
+	memcpy(f, "\xd2\x00\x00\x05\x00\x00\x00\x00", 8);
+	CHECK(!scsi_lun_decode(f, &lun));
+	lun_encode(16383, f);
 	CHECK_EQ(f[0], 0x7f);
 	CHECK(scsi_lun_decode(f, &lun));
 	CHECK_EQ(lun, 16383);
