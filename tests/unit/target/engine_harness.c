@@ -343,6 +343,70 @@ void eh_clear_unit_attention(struct eh *h, uint32_t itt, uint32_t cmdsn)
 	eh_pdu_free(&p);
 }
 
+struct eh *eh_start(const struct eh_opts *opts, const char *op_keys, uint32_t op_len)
+{
+	struct eh *h = eh_new(opts);
+	CHECK_EQ(eh_login(h, op_keys, op_len, NULL), 1);
+	eh_clear_unit_attention(h, 0xfff0, EH_CMDSN0);
+	CHECK_EQ(h->expstatsn, EH_STATSN1);
+	return h;
+}
+
+void eh_tur(struct eh *h, uint32_t itt, uint32_t cmdsn, bool immediate)
+{
+	uint8_t cdb[16] = {0};
+	eh_scsi_cmd(h, itt, cmdsn, immediate, true, false, false, 0, cdb, NULL, 0);
+}
+
+void eh_expect_status(struct eh *h, uint32_t itt, uint8_t status, uint32_t statsn, uint32_t expcmdsn,
+		      uint32_t maxcmdsn)
+{
+	struct eh_pdu p;
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_SCSI_RESP);
+	CHECK(p.b.final);
+	CHECK_EQ(p.b.itt, itt);
+	CHECK_EQ(p.b.rsp.response, 0);
+	CHECK_EQ(p.b.rsp.status, status);
+	CHECK_EQ(p.b.rsp.statsn, statsn);
+	CHECK_EQ(p.b.rsp.expcmdsn, expcmdsn);
+	CHECK_EQ(p.b.rsp.maxcmdsn, maxcmdsn);
+	eh_pdu_free(&p);
+}
+
+void eh_expect_sense(struct eh *h, uint32_t itt, uint8_t key, uint8_t asc, uint8_t ascq, uint32_t statsn)
+{
+	struct eh_pdu p;
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_SCSI_RESP);
+	CHECK_EQ(p.b.itt, itt);
+	CHECK_EQ(p.b.rsp.response, 0);
+	CHECK_EQ(p.b.rsp.status, 0x02);
+	CHECK_EQ(p.b.rsp.statsn, statsn);
+	CHECK(p.len >= 2 + 14);
+	if (p.len >= 2 + 14) {
+		CHECK_EQ(get_be16(p.data), p.len - 2);
+		CHECK_EQ(p.data[2] & 0x7f, 0x70);
+		CHECK_EQ(p.data[2 + 2] & 0x0f, key);
+		CHECK_EQ(p.data[2 + 12], asc);
+		CHECK_EQ(p.data[2 + 13], ascq);
+	}
+	eh_pdu_free(&p);
+}
+
+void eh_nop_out(struct eh *h, uint32_t itt, uint32_t cmdsn, bool immediate, const void *data, uint32_t len)
+{
+	struct bhs b = {0};
+	b.opcode = OP_NOP_OUT;
+	b.immediate = immediate;
+	b.final = true;
+	b.itt = itt;
+	b.nop_out.ttt = RESERVED_TAG;
+	b.nop_out.cmdsn = cmdsn;
+	b.nop_out.expstatsn = h->expstatsn;
+	eh_send(h, &b, data, len);
+}
+
 void eh_data_out(struct eh *h, uint32_t itt, uint32_t ttt, uint32_t datasn, uint32_t offset, bool final,
 		 const void *data, uint32_t len)
 {

@@ -83,6 +83,23 @@ void eh_cdb_rw10(uint8_t cdb[16], bool write, uint32_t lba, uint16_t blocks);
  * OR RESET OCCURRED (29h) and fixed-format sense, checked. Takes one CmdSN and one StatSN.
  */
 void eh_clear_unit_attention(struct eh *h, uint32_t itt, uint32_t cmdsn);
+/*
+ * A session ready for commands: eh_new, eh_login with op_keys, the unit attention cleared. The
+ * next CmdSN is EH_CMDSN1 and the next StatSN EH_STATSN1.
+ */
+struct eh *eh_start(const struct eh_opts *opts, const char *op_keys, uint32_t op_len);
+#define EH_CMDSN1 (EH_CMDSN0 + 1u)
+#define EH_STATSN1 (EH_STATSN0 + 3u)
+
+/* TEST UNIT READY of LUN 0. */
+void eh_tur(struct eh *h, uint32_t itt, uint32_t cmdsn, bool immediate);
+/* The next PDU is a SCSI Response for itt with this status and these sequence numbers. */
+void eh_expect_status(struct eh *h, uint32_t itt, uint8_t status, uint32_t statsn, uint32_t expcmdsn,
+		      uint32_t maxcmdsn);
+/* The next PDU is CHECK CONDITION for itt with fixed-format sense key/ASC/ASCQ. */
+void eh_expect_sense(struct eh *h, uint32_t itt, uint8_t key, uint8_t asc, uint8_t ascq, uint32_t statsn);
+/* NOP-Out with this ITT (TTT reserved); data is the ping data. */
+void eh_nop_out(struct eh *h, uint32_t itt, uint32_t cmdsn, bool immediate, const void *data, uint32_t len);
 /* A Data-Out PDU. */
 void eh_data_out(struct eh *h, uint32_t itt, uint32_t ttt, uint32_t datasn, uint32_t offset, bool final,
 		 const void *data, uint32_t len);
