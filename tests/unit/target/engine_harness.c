@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "../test.h"
+#include "proto/digest.h"
 #include "target/config.h"
 #include "target/target.h"
 #include "util/bytes.h"
@@ -30,6 +31,7 @@ struct eh {
 	struct sbuf in;  /* bytes from the target not yet taken as PDUs */
 	size_t in_off;
 	uint32_t expstatsn;
+	bool hd, dd;     /* digests in force */
 };
 
 static void eh_fatal(const char *what, char *err)
@@ -146,16 +148,34 @@ void eh_send_raw(struct eh *h, const void *buf, size_t len)
 	eh_step(h);
 }
 
-void eh_send(struct eh *h, struct bhs *b, const void *data, uint32_t len)
+void eh_set_digests(struct eh *h, bool header, bool data)
+{
+	h->hd = header;
+	h->dd = data;
+}
+
+void eh_send_bad_digest(struct eh *h, struct bhs *b, const void *data, uint32_t len, bool bad_header,
+			bool bad_data)
 {
 	b->data_len = len;
-	size_t total = BHS_LEN + b->total_ahs_len + pad4(len);
+	size_t hlen = BHS_LEN + b->total_ahs_len;
+	size_t dpos = hlen + (h->hd ? 4 : 0);
+	size_t total = dpos + pad4(len) + (h->dd && len ? 4 : 0);
 	uint8_t *buf = xcalloc(1, total);
 	bhs_encode(b, buf);
+	if (h->hd)
+		digest_store(buf + hlen, crc32c(buf, hlen) ^ (bad_header ? 1u : 0u));
 	if (len)
-		memcpy(buf + BHS_LEN + b->total_ahs_len, data, len);
+		memcpy(buf + dpos, data, len);
+	if (h->dd && len)
+		digest_store(buf + dpos + pad4(len), crc32c(buf + dpos, pad4(len)) ^ (bad_data ? 1u : 0u));
 	eh_send_raw(h, buf, total);
 	free(buf);
+}
+
+void eh_send(struct eh *h, struct bhs *b, const void *data, uint32_t len)
+{
+	eh_send_bad_digest(h, b, data, len, false, false);
 }
 
 /* The StatSN a PDU from the target consumes, if it carries one (RFC 7143 4.2.2.2). */
@@ -183,7 +203,7 @@ static size_t eh_head_len(const struct eh *h)
 		return 0;
 	const uint8_t *p = h->in.data + h->in_off;
 	uint32_t dl = (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
-	size_t need = BHS_LEN + (size_t)p[4] * 4 + pad4(dl);
+	size_t need = BHS_LEN + (size_t)p[4] * 4 + (h->hd ? 4 : 0) + pad4(dl) + (h->dd && dl ? 4 : 0);
 	return avail >= need ? need : 0;
 }
 
@@ -201,10 +221,20 @@ int eh_recv(struct eh *h, struct eh_pdu *p)
 		fprintf(stderr, "engine harness: the target sent a PDU that does not decode: %s\n", why);
 		test_failures++;
 	}
+	size_t hlen = BHS_LEN + p->b.total_ahs_len;
+	size_t dpos = hlen + (h->hd ? 4 : 0);
+	if (h->hd && crc32c(raw, hlen) != digest_load(raw + hlen)) {
+		fprintf(stderr, "engine harness: wrong header digest from the target\n");
+		test_failures++;
+	}
 	p->len = p->b.data_len;
 	if (p->len) {
 		p->data = xmalloc(p->len);
-		memcpy(p->data, raw + BHS_LEN + p->b.total_ahs_len, p->len);
+		memcpy(p->data, raw + dpos, p->len);
+		if (h->dd && crc32c(raw + dpos, pad4(p->len)) != digest_load(raw + dpos + pad4(p->len))) {
+			fprintf(stderr, "engine harness: wrong data digest from the target\n");
+			test_failures++;
+		}
 	}
 	h->in_off += n;
 	if (h->in_off == h->in.len) {

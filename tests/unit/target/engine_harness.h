@@ -47,8 +47,16 @@ struct eh_pdu {
 struct eh *eh_new(const struct eh_opts *opts);
 void eh_free(struct eh *h);
 
+/*
+ * Digests in force from now on (after a login that negotiated them): every PDU sent carries them
+ * and every PDU received is checked against them.
+ */
+void eh_set_digests(struct eh *h, bool header, bool data);
 /* Encode, pad and send one PDU (DataSegmentLength = len), then let the target work. */
 void eh_send(struct eh *h, struct bhs *b, const void *data, uint32_t len);
+/* The same with a wrong header digest (bad_header) or data digest (bad_data). */
+void eh_send_bad_digest(struct eh *h, struct bhs *b, const void *data, uint32_t len, bool bad_header,
+			bool bad_data);
 /* Send bytes as they are, then let the target work. */
 void eh_send_raw(struct eh *h, const void *buf, size_t len);
 /* The next PDU the target sent: 0, or -1 when there is none (the target is idle). */

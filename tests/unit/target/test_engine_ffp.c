@@ -301,6 +301,83 @@ static void test_discovery(void)
 	eh_free(h);
 }
 
+static const char op_digests[] = "HeaderDigest=CRC32C,None\0DataDigest=CRC32C,None\0MaxRecvDataSegmentLength=8192\0"
+				 "InitialR2T=Yes\0ImmediateData=Yes\0MaxBurstLength=65536\0FirstBurstLength=8192\0"
+				 "MaxOutstandingR2T=1\0ErrorRecoveryLevel=0\0MaxConnections=1";
+static const struct eh_opts crc_target = {.target_params = "HeaderDigest=CRC32C,None\0DataDigest=CRC32C,None\0\0"};
+
+/* A session with both digests; the next CmdSN C, the next StatSN S. */
+static struct eh *start_digests(void)
+{
+	struct eh *h = eh_new(&crc_target);
+	struct text_list k = {0};
+	CHECK_EQ(eh_login(h, EH_KEYS(op_digests), &k), 1);
+	CHECK_STR(text_get(&k, "HeaderDigest"), "CRC32C");
+	CHECK_STR(text_get(&k, "DataDigest"), "CRC32C");
+	text_clear(&k);
+	/* From the first PDU after the last Login Response on (RFC 7143 13.1). */
+	eh_set_digests(h, true, true);
+	eh_clear_unit_attention(h, 0xfff0, EH_CMDSN0);
+	return h;
+}
+
+static void test_digests(void)
+{
+	printf("digests: CRC32C negotiated; commands, data and answers carry correct digests both ways\n");
+	struct eh *h = start_digests();
+	uint8_t block[1024], cdb[16];
+	for (size_t i = 0; i < sizeof(block); i++)
+		block[i] = (uint8_t)(i * 13u + 5u);
+	eh_cdb_rw10(cdb, true, 4, 2);
+	eh_scsi_cmd(h, 0x70, C, false, true, false, true, 1024, cdb, block, 1024);
+	eh_expect_status(h, 0x70, 0, S, C + 1, C + DEPTH);
+	eh_cdb_rw10(cdb, false, 4, 2);
+	eh_scsi_cmd(h, 0x71, C + 1, false, true, true, false, 1024, cdb, NULL, 0);
+	struct eh_pdu p;
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_DATA_IN);
+	CHECK_EQ(p.len, 1024);
+	CHECK(p.data && memcmp(p.data, block, 1024) == 0);
+	CHECK_EQ(p.b.data_in.statsn, S + 1);
+	eh_pdu_free(&p);
+
+	printf("digests: a NOP-Out with a wrong data digest -> Reject 0x02 with its header, the PDU dropped\n");
+	struct bhs b = {0};
+	b.opcode = OP_NOP_OUT;
+	b.immediate = true;
+	b.final = true;
+	b.itt = 0x72;
+	b.nop_out.ttt = RESERVED_TAG;
+	b.nop_out.cmdsn = C + 2;
+	eh_send_bad_digest(h, &b, "ping", 4, false, true);
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_REJECT);
+	CHECK_EQ(p.b.reject.reason, REJECT_DATA_DIGEST);
+	CHECK_EQ(p.b.reject.statsn, S + 2);
+	uint8_t raw[BHS_LEN];
+	bhs_encode(&b, raw);
+	CHECK(p.data && p.len == BHS_LEN && memcmp(p.data, raw, BHS_LEN) == 0);
+	eh_pdu_free(&p);
+	expect_nothing(h);
+	eh_tur(h, 0x73, C + 2, false);
+	eh_expect_status(h, 0x73, 0, S + 3, C + 3, C + 2 + DEPTH);
+
+	printf("digests: a wrong header digest ends the connection (no framing to trust at ERL 0)\n");
+	eh_cdb_rw10(cdb, false, 0, 1);
+	memset(&b, 0, sizeof(b));
+	b.opcode = OP_SCSI_CMD;
+	b.final = true;
+	b.itt = 0x74;
+	b.cmd.read = true;
+	b.cmd.edtl = 512;
+	b.cmd.cmdsn = C + 3;
+	memcpy(b.cmd.cdb, cdb, 16);
+	eh_send_bad_digest(h, &b, NULL, 0, true, false);
+	CHECK_EQ(eh_recv(h, &p), -1);
+	CHECK(eh_closed(h));
+	eh_free(h);
+}
+
 int main(void)
 {
 	test_send_targets();
@@ -309,5 +386,6 @@ int main(void)
 	test_rejects();
 	test_logout();
 	test_discovery();
+	test_digests();
 	TEST_MAIN_END();
 }
