@@ -97,6 +97,8 @@ struct eh *eh_new(const struct eh_opts *opts)
 		eh_fatal("lun", err);
 	if (opts->chap && cfg_set_chap(&t->chap, EH_CHAP_USER, EH_CHAP_SECRET, NULL, NULL, &err) < 0)
 		eh_fatal("chap", err);
+	if (opts->own_account && cfg_set_initiator_chap(t, EH_INITIATOR, EH_OWN_USER, EH_OWN_SECRET, NULL, NULL, &err) < 0)
+		eh_fatal("initiator account", err);
 	for (const char *p = opts->target_params; p && *p; p += strlen(p) + 1) {
 		char key[64];
 		const char *eq = strchr(p, '=');

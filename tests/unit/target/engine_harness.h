@@ -20,6 +20,9 @@
 #define EH_INITIATOR "iqn.2026-11.org.isthmus:engine-initiator"
 #define EH_CHAP_USER "engine-user"
 #define EH_CHAP_SECRET "engine-secret-0123"
+/* EH_INITIATOR's own account on the target (an [initiator] section), when eh_opts asks for it. */
+#define EH_OWN_USER "engine-own"
+#define EH_OWN_SECRET "engine-own-secret-4567"
 #define EH_LUN_BYTES (1024u * 1024u) /* LUN 0, 512-byte blocks */
 
 /* The first CmdSN and ExpStatSN the login helper uses, so tests know every number. */
@@ -33,6 +36,7 @@ struct eh;
 
 struct eh_opts {
 	bool chap;                  /* the target asks for EH_CHAP_USER / EH_CHAP_SECRET */
+	bool own_account;           /* EH_INITIATOR must prove EH_OWN_USER / EH_OWN_SECRET instead */
 	unsigned max_commands;      /* command slots per session; 0: the configured default */
 	const char *target_params;  /* "K=V\0K=V\0\0": the target's negotiation overrides, or NULL */
 };

@@ -146,6 +146,25 @@ static void read_residual(struct eh *h, uint32_t itt, uint32_t cmdsn, uint32_t e
 	eh_pdu_free(&p);
 }
 
+static void test_nop_echo_bound(void)
+{
+	printf("nop: ping data longer than the initiator's MaxRecvDataSegmentLength comes back cut to it\n");
+	struct eh *h = eh_start(NULL, EH_KEYS(op_small));
+	uint8_t ping[1024];
+	for (size_t i = 0; i < sizeof(ping); i++)
+		ping[i] = (uint8_t)i;
+	eh_nop_out(h, 0x38, C, false, ping, sizeof(ping));
+	struct eh_pdu p;
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_NOP_IN);
+	CHECK_EQ(p.b.itt, 0x38);
+	CHECK_EQ(p.b.nop_in.statsn, S);
+	CHECK_EQ(p.len, 512);
+	CHECK(p.data && memcmp(p.data, ping, 512) == 0);
+	eh_pdu_free(&p);
+	eh_free(h);
+}
+
 static void test_read_residuals(void)
 {
 	printf("read: EDTL above the transfer -> U bit and the residual in the Data-In carrying status;"
@@ -383,6 +402,7 @@ int main(void)
 	test_send_targets();
 	test_long_text_answer();
 	test_read_residuals();
+	test_nop_echo_bound();
 	test_rejects();
 	test_logout();
 	test_discovery();

@@ -225,14 +225,19 @@ static struct text_list chap_challenge(struct eh *h)
 	return k;
 }
 
-static void chap_respond(struct eh *h, const char *secret, const struct text_list *k)
+static void chap_respond_as(struct eh *h, const char *user, const char *secret, const struct text_list *k)
 {
 	char r[2 * CHAP_MAX_DIGEST + 3];
 	chap_answer(k, secret, r, sizeof(r));
 	char text[256];
-	int n = snprintf(text, sizeof(text), "CHAP_N=%s%cCHAP_R=%s", EH_CHAP_USER, 0, r);
+	int n = snprintf(text, sizeof(text), "CHAP_N=%s%cCHAP_R=%s", user, 0, r);
 	eh_login_req(h, STAGE_SECURITY, STAGE_OPERATIONAL, true, false, EH_CMDSN0, EH_STATSN0 + 2, text,
 		     (uint32_t)n + 1);
+}
+
+static void chap_respond(struct eh *h, const char *secret, const struct text_list *k)
+{
+	chap_respond_as(h, EH_CHAP_USER, secret, k);
 }
 
 static void test_login_chap(void)
@@ -275,6 +280,28 @@ static void test_login_chap(void)
 	h = eh_new(&o);
 	eh_login_req(h, STAGE_OPERATIONAL, STAGE_FULL_FEATURE, true, false, EH_CMDSN0, EH_STATSN0, EH_KEYS(names));
 	check_refused(h, STAGE_OPERATIONAL, LOGIN_AUTH_FAILED, EH_STATSN0);
+	eh_free(h);
+}
+
+static void test_login_own_account(void)
+{
+	printf("login: an initiator with its own CHAP account proves that one (the target's default would fail)\n");
+	struct eh_opts o = {.chap = true, .own_account = true};
+	struct eh *h = eh_new(&o);
+	struct text_list k = chap_challenge(h);
+	chap_respond_as(h, EH_OWN_USER, EH_OWN_SECRET, &k);
+	text_clear(&k);
+	struct eh_pdu p;
+	CHECK_EQ(eh_recv(h, &p), 0);
+	check_login_rsp(&p, true, STAGE_SECURITY, STAGE_OPERATIONAL, 0, EH_STATSN0 + 2);
+	eh_pdu_free(&p);
+	eh_free(h);
+
+	h = eh_new(&o);
+	k = chap_challenge(h);
+	chap_respond_as(h, EH_CHAP_USER, EH_CHAP_SECRET, &k);
+	text_clear(&k);
+	check_refused(h, STAGE_SECURITY, LOGIN_AUTH_FAILED, EH_STATSN0 + 2);
 	eh_free(h);
 }
 
@@ -430,6 +457,7 @@ int main(void)
 	test_login_skip_security();
 	test_login_negotiation();
 	test_login_chap();
+	test_login_own_account();
 	test_login_refusals();
 	test_login_continued();
 	TEST_MAIN_END();
