@@ -24,15 +24,25 @@
 /* Loop turns per step; the engine needs a handful, the bound keeps a broken one from spinning. */
 #define EH_STEP_ROUNDS 1000
 
-struct eh {
-	struct server srv;
-	int fd;          /* the initiator's end */
+/* One connection of the fake initiator. */
+struct eh_conn {
+	int fd;          /* the initiator's end; -1 once closed */
 	bool eof;        /* the target closed its end */
 	struct sbuf in;  /* bytes from the target not yet taken as PDUs */
 	size_t in_off;
 	uint32_t expstatsn;
 	bool hd, dd;     /* digests in force */
+	uint16_t cid;
 };
+
+struct eh {
+	struct server srv;
+	struct eh_conn conns[EH_MAX_CONNS];
+	unsigned nconns, cur; /* the connection eh_send and eh_recv use */
+	uint16_t tsih;        /* the session the login helper joins; 0: a new one */
+};
+
+static struct eh_conn *cur(struct eh *h) { return &h->conns[h->cur]; }
 
 static void eh_fatal(const char *what, char *err)
 {
@@ -40,19 +50,19 @@ static void eh_fatal(const char *what, char *err)
 	exit(2);
 }
 
-static void eh_drain(struct eh *h, bool *got)
+static void eh_drain(struct eh_conn *k, bool *got)
 {
 	uint8_t buf[65536];
-	for (;;) {
-		ssize_t n = recv(h->fd, buf, sizeof(buf), MSG_DONTWAIT);
+	while (k->fd >= 0) {
+		ssize_t n = recv(k->fd, buf, sizeof(buf), MSG_DONTWAIT);
 		if (n == 0) {
-			h->eof = true;
+			k->eof = true;
 			return;
 		}
 		if (n < 0)
 			return;
 		*got = true;
-		sbuf_append(&h->in, buf, (size_t)n);
+		sbuf_append(&k->in, buf, (size_t)n);
 	}
 }
 
@@ -62,7 +72,8 @@ static void eh_step(struct eh *h)
 	for (int round = 0; round < EH_STEP_ROUNDS; round++) {
 		int n = loop_run_once(h->srv.loop, 0);
 		bool got = false;
-		eh_drain(h, &got);
+		for (unsigned i = 0; i < h->nconns; i++)
+			eh_drain(&h->conns[i], &got);
 		if (n <= 0 && !got)
 			return;
 	}
@@ -114,21 +125,48 @@ struct eh *eh_new(const struct eh_opts *opts)
 		eh_fatal("server", err);
 	for (size_t i = 0; i < h->srv.nportals; i++)
 		portal_stop_listening(h->srv.portals[i]);
+	eh_connect(h);
+	return h;
+}
+
+unsigned eh_connect(struct eh *h)
+{
+	if (h->nconns == EH_MAX_CONNS)
+		eh_fatal("connections", NULL);
 	int sv[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
 		eh_fatal("socketpair", strerror(errno));
-	h->fd = sv[0];
+	struct eh_conn *k = &h->conns[h->nconns];
+	k->fd = sv[0];
+	k->cid = (uint16_t)(h->nconns + 1);
+	h->cur = h->nconns++;
 	conn_accept(&h->srv, sv[1], 1);
 	eh_step(h);
-	return h;
+	return h->cur;
+}
+
+void eh_use(struct eh *h, unsigned conn) { h->cur = conn < h->nconns ? conn : h->cur; }
+
+void eh_disconnect(struct eh *h)
+{
+	struct eh_conn *k = cur(h);
+	if (k->fd >= 0)
+		close(k->fd);
+	k->fd = -1;
+	eh_step(h);
 }
 
 void eh_free(struct eh *h)
 {
-	close(h->fd);
+	for (unsigned i = 0; i < h->nconns; i++) {
+		if (h->conns[i].fd >= 0)
+			close(h->conns[i].fd);
+		h->conns[i].fd = -1;
+	}
 	eh_step(h);
 	server_free(&h->srv);
-	sbuf_free(&h->in);
+	for (unsigned i = 0; i < h->nconns; i++)
+		sbuf_free(&h->conns[i].in);
 	free(h);
 }
 
@@ -136,7 +174,7 @@ void eh_send_raw(struct eh *h, const void *buf, size_t len)
 {
 	const uint8_t *p = buf;
 	for (int stuck = 0; len && stuck < 1000;) {
-		ssize_t w = send(h->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t w = send(cur(h)->fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (w < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
 				break; /* the target closed its end */
@@ -152,8 +190,8 @@ void eh_send_raw(struct eh *h, const void *buf, size_t len)
 
 void eh_set_digests(struct eh *h, bool header, bool data)
 {
-	h->hd = header;
-	h->dd = data;
+	cur(h)->hd = header;
+	cur(h)->dd = data;
 }
 
 void eh_send_bad_digest(struct eh *h, struct bhs *b, const void *data, uint32_t len, bool bad_header,
@@ -161,15 +199,15 @@ void eh_send_bad_digest(struct eh *h, struct bhs *b, const void *data, uint32_t 
 {
 	b->data_len = len;
 	size_t hlen = BHS_LEN + b->total_ahs_len;
-	size_t dpos = hlen + (h->hd ? 4 : 0);
-	size_t total = dpos + pad4(len) + (h->dd && len ? 4 : 0);
+	size_t dpos = hlen + (cur(h)->hd ? 4 : 0);
+	size_t total = dpos + pad4(len) + (cur(h)->dd && len ? 4 : 0);
 	uint8_t *buf = xcalloc(1, total);
 	bhs_encode(b, buf);
-	if (h->hd)
+	if (cur(h)->hd)
 		digest_store(buf + hlen, crc32c(buf, hlen) ^ (bad_header ? 1u : 0u));
 	if (len)
 		memcpy(buf + dpos, data, len);
-	if (h->dd && len)
+	if (cur(h)->dd && len)
 		digest_store(buf + dpos + pad4(len), crc32c(buf + dpos, pad4(len)) ^ (bad_data ? 1u : 0u));
 	eh_send_raw(h, buf, total);
 	free(buf);
@@ -198,14 +236,14 @@ static bool eh_statsn_of(const struct bhs *b, uint32_t *sn)
 }
 
 /* Length of the PDU at the head of the input, 0 if it has not fully arrived. */
-static size_t eh_head_len(const struct eh *h)
+static size_t eh_head_len(struct eh *h)
 {
-	size_t avail = h->in.len - h->in_off;
+	size_t avail = cur(h)->in.len - cur(h)->in_off;
 	if (avail < BHS_LEN)
 		return 0;
-	const uint8_t *p = h->in.data + h->in_off;
+	const uint8_t *p = cur(h)->in.data + cur(h)->in_off;
 	uint32_t dl = (uint32_t)p[5] << 16 | (uint32_t)p[6] << 8 | p[7];
-	size_t need = BHS_LEN + (size_t)p[4] * 4 + (h->hd ? 4 : 0) + pad4(dl) + (h->dd && dl ? 4 : 0);
+	size_t need = BHS_LEN + (size_t)p[4] * 4 + (cur(h)->hd ? 4 : 0) + pad4(dl) + (cur(h)->dd && dl ? 4 : 0);
 	return avail >= need ? need : 0;
 }
 
@@ -216,7 +254,7 @@ int eh_recv(struct eh *h, struct eh_pdu *p)
 	size_t n = eh_head_len(h);
 	if (!n)
 		return -1;
-	const uint8_t *raw = h->in.data + h->in_off;
+	const uint8_t *raw = cur(h)->in.data + cur(h)->in_off;
 	memcpy(p->raw, raw, BHS_LEN);
 	const char *why = NULL;
 	if (bhs_decode(raw, &p->b, &why) != 0) {
@@ -224,8 +262,8 @@ int eh_recv(struct eh *h, struct eh_pdu *p)
 		test_failures++;
 	}
 	size_t hlen = BHS_LEN + p->b.total_ahs_len;
-	size_t dpos = hlen + (h->hd ? 4 : 0);
-	if (h->hd && crc32c(raw, hlen) != digest_load(raw + hlen)) {
+	size_t dpos = hlen + (cur(h)->hd ? 4 : 0);
+	if (cur(h)->hd && crc32c(raw, hlen) != digest_load(raw + hlen)) {
 		fprintf(stderr, "engine harness: wrong header digest from the target\n");
 		test_failures++;
 	}
@@ -233,19 +271,19 @@ int eh_recv(struct eh *h, struct eh_pdu *p)
 	if (p->len) {
 		p->data = xmalloc(p->len);
 		memcpy(p->data, raw + dpos, p->len);
-		if (h->dd && crc32c(raw + dpos, pad4(p->len)) != digest_load(raw + dpos + pad4(p->len))) {
+		if (cur(h)->dd && crc32c(raw + dpos, pad4(p->len)) != digest_load(raw + dpos + pad4(p->len))) {
 			fprintf(stderr, "engine harness: wrong data digest from the target\n");
 			test_failures++;
 		}
 	}
-	h->in_off += n;
-	if (h->in_off == h->in.len) {
-		sbuf_reset(&h->in);
-		h->in_off = 0;
+	cur(h)->in_off += n;
+	if (cur(h)->in_off == cur(h)->in.len) {
+		sbuf_reset(&cur(h)->in);
+		cur(h)->in_off = 0;
 	}
 	uint32_t sn;
 	if (eh_statsn_of(&p->b, &sn))
-		h->expstatsn = sn + 1;
+		cur(h)->expstatsn = sn + 1;
 	return 0;
 }
 
@@ -253,19 +291,19 @@ unsigned eh_pending(struct eh *h)
 {
 	eh_step(h);
 	unsigned n = 0;
-	size_t save = h->in_off, len;
+	size_t save = cur(h)->in_off, len;
 	while ((len = eh_head_len(h)) != 0) {
-		h->in_off += len;
+		cur(h)->in_off += len;
 		n++;
 	}
-	h->in_off = save;
+	cur(h)->in_off = save;
 	return n;
 }
 
 bool eh_closed(struct eh *h)
 {
 	eh_step(h);
-	return h->eof && h->in.len == h->in_off;
+	return cur(h)->eof && cur(h)->in.len == cur(h)->in_off;
 }
 
 void eh_pdu_free(struct eh_pdu *p)
@@ -297,18 +335,20 @@ void eh_login_req(struct eh *h, int csg, int nsg, bool transit, bool cont, uint3
 	b.login.csg = (uint8_t)csg;
 	b.login.nsg = transit ? (uint8_t)nsg : 0;
 	memcpy(b.login.isid, eh_isid, 6);
-	b.login.cid = 1;
+	b.login.tsih = h->tsih;
+	b.login.cid = cur(h)->cid;
 	b.login.cmdsn = cmdsn;
 	b.login.expstatsn = expstatsn;
 	eh_send(h, &b, text, len);
 }
 
-uint16_t eh_login(struct eh *h, const char *op_keys, uint32_t op_len, struct text_list *final_keys)
+static uint16_t eh_login_at(struct eh *h, uint32_t cmdsn, uint32_t expstatsn, const char *op_keys, uint32_t op_len,
+			    struct text_list *final_keys)
 {
 	static const char sec[] = "InitiatorName=" EH_INITIATOR "\0TargetName=" EH_TARGET
 				  "\0SessionType=Normal\0AuthMethod=None";
 	struct eh_pdu p;
-	eh_login_req(h, STAGE_SECURITY, STAGE_OPERATIONAL, true, false, EH_CMDSN0, EH_STATSN0, EH_KEYS(sec));
+	eh_login_req(h, STAGE_SECURITY, STAGE_OPERATIONAL, true, false, cmdsn, expstatsn, EH_KEYS(sec));
 	if (eh_recv(h, &p) < 0)
 		return 0;
 	bool ok = p.b.opcode == OP_LOGIN_RESP && p.b.login.status_class == 0 && p.b.final &&
@@ -316,7 +356,7 @@ uint16_t eh_login(struct eh *h, const char *op_keys, uint32_t op_len, struct tex
 	eh_pdu_free(&p);
 	if (!ok)
 		return 0;
-	eh_login_req(h, STAGE_OPERATIONAL, STAGE_FULL_FEATURE, true, false, EH_CMDSN0, h->expstatsn, op_keys, op_len);
+	eh_login_req(h, STAGE_OPERATIONAL, STAGE_FULL_FEATURE, true, false, cmdsn, cur(h)->expstatsn, op_keys, op_len);
 	if (eh_recv(h, &p) < 0)
 		return 0;
 	ok = p.b.opcode == OP_LOGIN_RESP && p.b.login.status_class == 0 && p.b.final &&
@@ -326,6 +366,18 @@ uint16_t eh_login(struct eh *h, const char *op_keys, uint32_t op_len, struct tex
 		*final_keys = eh_keys(&p);
 	eh_pdu_free(&p);
 	return tsih;
+}
+
+uint16_t eh_login(struct eh *h, const char *op_keys, uint32_t op_len, struct text_list *final_keys)
+{
+	h->tsih = 0;
+	h->tsih = eh_login_at(h, EH_CMDSN0, EH_STATSN0, op_keys, op_len, final_keys);
+	return h->tsih;
+}
+
+uint16_t eh_join(struct eh *h, uint32_t cmdsn, uint32_t expstatsn, const char *op_keys, uint32_t op_len)
+{
+	return eh_login_at(h, cmdsn, expstatsn, op_keys, op_len, NULL);
 }
 
 void eh_scsi_cmd(struct eh *h, uint32_t itt, uint32_t cmdsn, bool immediate, bool final, bool read, bool write,
@@ -341,7 +393,7 @@ void eh_scsi_cmd(struct eh *h, uint32_t itt, uint32_t cmdsn, bool immediate, boo
 	b.cmd.attr = 1; /* SIMPLE */
 	b.cmd.edtl = edtl;
 	b.cmd.cmdsn = cmdsn;
-	b.cmd.expstatsn = h->expstatsn;
+	b.cmd.expstatsn = cur(h)->expstatsn;
 	memcpy(b.cmd.cdb, cdb, 16);
 	eh_send(h, &b, data, len);
 }
@@ -380,7 +432,7 @@ struct eh *eh_start(const struct eh_opts *opts, const char *op_keys, uint32_t op
 	struct eh *h = eh_new(opts);
 	CHECK_EQ(eh_login(h, op_keys, op_len, NULL), 1);
 	eh_clear_unit_attention(h, 0xfff0, EH_CMDSN0);
-	CHECK_EQ(h->expstatsn, EH_STATSN1);
+	CHECK_EQ(cur(h)->expstatsn, EH_STATSN1);
 	return h;
 }
 
@@ -435,7 +487,7 @@ void eh_nop_out(struct eh *h, uint32_t itt, uint32_t cmdsn, bool immediate, cons
 	b.itt = itt;
 	b.nop_out.ttt = RESERVED_TAG;
 	b.nop_out.cmdsn = cmdsn;
-	b.nop_out.expstatsn = h->expstatsn;
+	b.nop_out.expstatsn = cur(h)->expstatsn;
 	eh_send(h, &b, data, len);
 }
 
@@ -447,7 +499,7 @@ void eh_data_out(struct eh *h, uint32_t itt, uint32_t ttt, uint32_t datasn, uint
 	b.final = final;
 	b.itt = itt;
 	b.data_out.ttt = ttt;
-	b.data_out.expstatsn = h->expstatsn;
+	b.data_out.expstatsn = cur(h)->expstatsn;
 	b.data_out.datasn = datasn;
 	b.data_out.offset = offset;
 	eh_send(h, &b, data, len);

@@ -48,8 +48,18 @@ struct eh_pdu {
 	uint32_t len;
 };
 
+/* The server and its first connection (connection 0, CID 1). */
 struct eh *eh_new(const struct eh_opts *opts);
 void eh_free(struct eh *h);
+
+/* Connections of one fake initiator: each has its own CID (index + 1), StatSN and digests. */
+#define EH_MAX_CONNS 4
+/* Open another connection and make it the current one; returns its index. */
+unsigned eh_connect(struct eh *h);
+/* Make a connection the current one: eh_send, eh_recv and the builders use it. */
+void eh_use(struct eh *h, unsigned conn);
+/* Close the current connection's end, as an initiator that goes away. */
+void eh_disconnect(struct eh *h);
 
 /*
  * Digests in force from now on (after a login that negotiated them): every PDU sent carries them
@@ -74,7 +84,7 @@ void eh_pdu_free(struct eh_pdu *p);
 /* The pairs of a text data segment (checked to parse). */
 struct text_list eh_keys(const struct eh_pdu *p);
 
-/* One Login Request with ISID/CID fixed by the harness; ExpStatSN as given. */
+/* One Login Request: ISID fixed, CID the connection's, TSIH 0 or the joined session's. */
 void eh_login_req(struct eh *h, int csg, int nsg, bool transit, bool cont, uint32_t cmdsn, uint32_t expstatsn,
 		  const void *text, uint32_t len);
 /*
@@ -84,6 +94,12 @@ void eh_login_req(struct eh *h, int csg, int nsg, bool transit, bool cont, uint3
  * failure.
  */
 uint16_t eh_login(struct eh *h, const char *op_keys, uint32_t op_len, struct text_list *final_keys);
+
+/*
+ * The same on the current connection of a session eh_login created: a login with its TSIH
+ * (joining it), CmdSN the session's next, first ExpStatSN as given. Returns the TSIH, 0 on failure.
+ */
+uint16_t eh_join(struct eh *h, uint32_t cmdsn, uint32_t expstatsn, const char *op_keys, uint32_t op_len);
 
 /* A SCSI Command PDU (16-byte CDB) with the given flags; data is immediate data. */
 void eh_scsi_cmd(struct eh *h, uint32_t itt, uint32_t cmdsn, bool immediate, bool final, bool read, bool write,

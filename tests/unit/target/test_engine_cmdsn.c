@@ -331,6 +331,81 @@ static void test_nop(void)
 	eh_free(h);
 }
 
+static const char op_multi[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=8192\0"
+			       "InitialR2T=Yes\0ImmediateData=No\0MaxBurstLength=65536\0FirstBurstLength=16384\0"
+			       "MaxOutstandingR2T=1\0ErrorRecoveryLevel=0\0MaxConnections=2";
+/* A joining login names only connection-scoped keys; the session's are settled. */
+static const char op_join[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=8192";
+#define S2 0x5000u /* the second connection's first StatSN */
+
+static void test_two_connections(void)
+{
+	printf("session: a second connection joins by TSIH; CmdSN order holds across connections, StatSN is"
+	       " per connection\n");
+	struct eh *h = eh_start(&four, EH_KEYS(op_multi));
+	unsigned c0 = 0, c1 = eh_connect(h);
+	CHECK_EQ(eh_join(h, C, S2, EH_KEYS(op_join)), 1);
+	eh_tur(h, 0x111, C + 1, false); /* on the second connection, ahead of C */
+	expect_nothing(h);
+	eh_use(h, c0);
+	eh_tur(h, 0x110, C, false);
+	eh_expect_status(h, 0x110, GOOD, S, C + 1, C + 3);
+	expect_nothing(h);
+	eh_use(h, c1);
+	eh_expect_status(h, 0x111, GOOD, S2 + 2, C + 2, C + 5);
+
+	printf("session: a third connection is refused at MaxConnections=2 (0x0206)\n");
+	eh_connect(h);
+	static const char keys[] = "InitiatorName=" EH_INITIATOR "\0TargetName=" EH_TARGET "\0AuthMethod=None";
+	eh_login_req(h, STAGE_SECURITY, STAGE_OPERATIONAL, true, false, C + 2, 0x7000, EH_KEYS(keys));
+	struct eh_pdu p;
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_LOGIN_RESP);
+	CHECK_EQ(p.b.login.status_class << 8 | p.b.login.status_detail, LOGIN_TOO_MANY_CONNECTIONS);
+	eh_pdu_free(&p);
+	CHECK(eh_closed(h));
+
+	printf("session: a connection that goes away leaves its held CmdSN behind as received\n");
+	eh_use(h, c1);
+	eh_tur(h, 0x113, C + 3, false); /* held behind C + 2 */
+	expect_nothing(h);
+	eh_disconnect(h);
+	eh_use(h, c0);
+	eh_tur(h, 0x112, C + 2, false);
+	eh_expect_status(h, 0x112, GOOD, S + 1, C + 3, C + 6);
+	expect_nothing(h); /* the gone connection's command does not run */
+	eh_tur(h, 0x114, C + 4, false);
+	eh_expect_status(h, 0x114, GOOD, S + 2, C + 5, C + 8);
+	eh_free(h);
+
+	printf("session: Logout of the other connection by its CID closes that one only\n");
+	h = eh_start(&four, EH_KEYS(op_multi));
+	c1 = eh_connect(h);
+	CHECK_EQ(eh_join(h, C, S2, EH_KEYS(op_join)), 1);
+	eh_use(h, c0);
+	struct bhs b = {0};
+	b.opcode = OP_LOGOUT_REQ;
+	b.final = true;
+	b.itt = 0x120;
+	b.logout.reason = LOGOUT_CLOSE_CONNECTION;
+	b.logout.cid = 2;
+	b.logout.cmdsn = C;
+	eh_send(h, &b, NULL, 0);
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_LOGOUT_RESP);
+	CHECK_EQ(p.b.itt, 0x120);
+	CHECK_EQ(p.b.logout_rsp.response, 0);
+	CHECK_EQ(p.b.logout_rsp.statsn, S);
+	CHECK_EQ(p.b.logout_rsp.expcmdsn, C + 1);
+	eh_pdu_free(&p);
+	eh_use(h, c1);
+	CHECK(eh_closed(h));
+	eh_use(h, c0);
+	eh_tur(h, 0x121, C + 1, false);
+	eh_expect_status(h, 0x121, GOOD, S + 1, C + 2, C + 5);
+	eh_free(h);
+}
+
 int main(void)
 {
 	test_in_order();
@@ -342,5 +417,6 @@ int main(void)
 	test_abort_task();
 	test_lun_reset();
 	test_nop();
+	test_two_connections();
 	TEST_MAIN_END();
 }
