@@ -1,7 +1,8 @@
 /*
  * A fake initiator for unit tests of the target's protocol engine. The harness builds a server
  * from a configuration in memory (one target with one memory LUN, optionally a CHAP account),
- * hands the target's end of a socketpair to it as a new connection, and drives its event loop
+ * hands the target's end of a socketpair to it as a new connection (more on request, for sessions
+ * of several connections), and drives its event loop
  * from the test: every send steps the loop until the target is idle, so each test runs
  * single-threaded and in a fixed order. Tests speak PDUs only; everything that knows the
  * target's internals stays in engine_harness.c.

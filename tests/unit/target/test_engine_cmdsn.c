@@ -57,6 +57,29 @@ static void test_out_of_order(void)
 	eh_free(h);
 }
 
+static void test_held_nop(void)
+{
+	printf("cmdsn: a NOP-Out ahead of ExpCmdSN waits with a copy of its data and answers in its turn\n");
+	struct eh *h = start();
+	static const char ping[] = "held ping";
+	eh_nop_out(h, 0x26, C + 1, false, ping, (uint32_t)sizeof(ping));
+	expect_nothing(h);
+	eh_tur(h, 0x25, C, false);
+	/* A held NOP takes a slot like a command. */
+	eh_expect_status(h, 0x25, GOOD, S, C + 1, C + 3);
+	struct eh_pdu p;
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_NOP_IN);
+	CHECK_EQ(p.b.itt, 0x26);
+	CHECK_EQ(p.b.nop_in.statsn, S + 1);
+	CHECK_EQ(p.b.nop_in.expcmdsn, C + 2);
+	CHECK_EQ(p.b.nop_in.maxcmdsn, C + 5);
+	CHECK_EQ(p.len, sizeof(ping));
+	CHECK(p.data && memcmp(p.data, ping, sizeof(ping)) == 0);
+	eh_pdu_free(&p);
+	eh_free(h);
+}
+
 static void test_outside_window(void)
 {
 	printf("cmdsn: beyond MaxCmdSN, already used, or far away: dropped without an answer\n");
@@ -410,6 +433,7 @@ int main(void)
 {
 	test_in_order();
 	test_out_of_order();
+	test_held_nop();
 	test_outside_window();
 	test_immediate();
 	test_window_closes_and_opens();
