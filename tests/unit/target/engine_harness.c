@@ -256,8 +256,8 @@ int eh_recv(struct eh *h, struct eh_pdu *p)
 		return -1;
 	const uint8_t *raw = cur(h)->in.data + cur(h)->in_off;
 	memcpy(p->raw, raw, BHS_LEN);
-	const char *why = NULL;
-	if (bhs_decode(raw, &p->b, &why) != 0) {
+	char why[96];
+	if (bhs_decode(raw, &p->b, why, sizeof(why)) != 0) {
 		fprintf(stderr, "engine harness: the target sent a PDU that does not decode: %s\n", why);
 		test_failures++;
 	}
