@@ -14,6 +14,7 @@
 
 #include "cli/daemon_cmd.h"
 #include "mgmt/rpc.h"
+#include "util/parse.h"
 
 #define CALL_TIMEOUT_MS 30000  /* methods that answer at once */
 #define OP_TIMEOUT_MS 180000   /* methods answered when their operation finished */
@@ -293,11 +294,12 @@ static int parse(struct dctx *c, int argc, char **argv)
 			json_object_set_new(c->params, "header_digest", json_true());
 			json_object_set_new(c->params, "data_digest", json_true());
 		} else if (!strcmp(name, "--removal-latency")) {
-			if (!number(v, &num)) {
+			uint64_t ms;
+			if (parse_duration_ms(v, &ms) < 0) {
 				fprintf(stderr, "isthmus: --removal-latency: want seconds\n");
 				return -1;
 			}
-			json_object_set_new(c->params, "removal_latency", json_real(num));
+			json_object_set_new(c->params, "removal_latency", json_real((double)ms / 1000.0));
 		} else if (!strcmp(name, "--max-recv-dsl") || !strcmp(name, "--max-burst") ||
 			   !strcmp(name, "--first-burst") || !strcmp(name, "--page")) {
 			if (!number(v, &num) || num > 0xffffffffu || num != (double)(long long)num) {

@@ -122,7 +122,6 @@ int cfg_validate(const struct cfg *cfg, char **err);
 char *cfg_format(const struct cfg *cfg);
 void cfg_free(struct cfg *cfg);
 
-/* "1G", "512M", "4096", "64k" -> bytes. Returns 0 or -1. */
 /* Run-time changes (management API); each returns 0, or -1 with *err. */
 int cfg_remove_target(struct cfg *cfg, const char *name, char **err);
 int cfg_remove_lun(struct cfg_target *t, unsigned lun, char **err);
@@ -144,7 +143,6 @@ int cfg_set_chap(struct cfg_chap *c, const char *user, const char *secret, const
  */
 int cfg_save(const struct cfg *cfg, const char *path, char **err);
 
-int cfg_parse_size(const char *s, uint64_t *out);
 /* Bounds of the connection limits (max-connections, max-connections-per-portal, mgmt-max-clients). */
 #define CFG_MAX_CONNECTIONS_DEFAULT 1024u
 #define CFG_MAX_PORTAL_CONNECTIONS_DEFAULT 256u

@@ -450,28 +450,6 @@ static void test_lun_spec(void)
 	err = NULL;
 	CHECK_EQ(t->nluns, 4);
 	cfg_free(&c);
-
-	static const struct {
-		const char *s;
-		unsigned long long v;
-	} sizes[] = {{"0", 0},           {"4096", 4096},        {"512b", 512},         {"64k", 65536},
-		     {"64K", 65536},     {"64KiB", 65536},      {"64kb", 65536},       {"1M", 1 << 20},
-		     {"1mib", 1 << 20},  {"1G", 1ull << 30},    {"2GB", 2ull << 30},   {"3GiB", 3ull << 30},
-		     {"1T", 1ull << 40}, {"1TiB", 1ull << 40},  {"1p", 1ull << 50},    {"16383P", 16383ull << 50}};
-	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
-		uint64_t v = 1;
-		CHECK_EQ(cfg_parse_size(sizes[i].s, &v), 0);
-		CHECK_EQ(v, sizes[i].v);
-	}
-	const char *bad[] = {"", "G", "-1", "1.5G", "1 G", " 1G", "1GG", "1X", "16384P", "99999999999999999999",
-			     "0x10", "1Gi"};
-	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		uint64_t v;
-		int rc = cfg_parse_size(bad[i], &v);
-		if (rc != -1)
-			fprintf(stderr, "  size '%s' accepted\n", bad[i]);
-		CHECK_EQ(rc, -1);
-	}
 }
 
 static void test_listen(void)
