@@ -5,6 +5,20 @@
 #include "cli/cli.h"
 #include "util/bytes.h"
 
+/* The vital product data pages the command decodes (SPC-4 7.8); others print as hex. */
+enum vpd_page {
+	VPD_SUPPORTED_PAGES = 0x00,
+	VPD_UNIT_SERIAL_NUMBER = 0x80,
+	VPD_DEVICE_IDENTIFICATION = 0x83,
+};
+
+/* Designator code sets (SPC-4 7.8.6.1): ASCII and UTF-8 print as text, binary as hex. */
+enum designator_code_set {
+	CODE_SET_BINARY = 1,
+	CODE_SET_ASCII = 2,
+	CODE_SET_UTF8 = 3,
+};
+
 static void trimmed(const uint8_t *p, size_t n, char *out)
 {
 	size_t k = 0;
@@ -110,7 +124,7 @@ int cmd_inquiry(struct cli_opts *o, const char *url)
 	} else {
 		printf("VPD page 0x%02x (%u bytes)\n", buf[1], plen);
 	}
-	if (buf[1] == 0x00) {
+	if (buf[1] == VPD_SUPPORTED_PAGES) {
 		if (o->json)
 			list = json_array();
 		for (uint32_t i = 4; i < plen; i++) {
@@ -121,14 +135,14 @@ int cmd_inquiry(struct cli_opts *o, const char *url)
 		}
 		if (o->json)
 			json_object_set_new(j, "supported_pages", list);
-	} else if (buf[1] == 0x80) {
+	} else if (buf[1] == VPD_UNIT_SERIAL_NUMBER) {
 		char serial[300];
 		trimmed(buf + 4, plen - 4 < 255 ? plen - 4 : 255, serial);
 		if (o->json)
 			json_object_set_new(j, "serial", jstr(serial));
 		else
 			printf("  unit serial number: %s\n", serial);
-	} else if (buf[1] == 0x83) {
+	} else if (buf[1] == VPD_DEVICE_IDENTIFICATION) {
 		if (o->json)
 			list = json_array();
 		for (uint32_t p = 4; p + 4 <= plen;) {
@@ -136,7 +150,7 @@ int cmd_inquiry(struct cli_opts *o, const char *url)
 			if (p + 4 + dlen > plen)
 				break;
 			char val[600];
-			if (codeset == 2 || codeset == 3)
+			if (codeset == CODE_SET_ASCII || codeset == CODE_SET_UTF8)
 				trimmed(buf + p + 4, dlen, val);
 			else
 				hex(buf + p + 4, dlen, val);

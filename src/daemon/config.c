@@ -10,6 +10,9 @@
 #include "util/parse.h"
 #include "util/sbuf.h"
 
+/* Faster retries than this would only hammer a target that is down. */
+#define MIN_RECONNECT_INTERVAL_MS 100
+
 void dmn_config_defaults(struct dmn_config *c)
 {
 	memset(c, 0, sizeof(*c));
@@ -133,8 +136,8 @@ int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t er
 		}
 	}
 	fclose(f);
-	if (rc == 0 && c->reconnect_interval_ms < 100)
-		c->reconnect_interval_ms = 100;
+	if (rc == 0 && c->reconnect_interval_ms < MIN_RECONNECT_INTERVAL_MS)
+		c->reconnect_interval_ms = MIN_RECONNECT_INTERVAL_MS;
 	return rc;
 }
 

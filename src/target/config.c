@@ -126,19 +126,6 @@ int cfg_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned
 }
 
 
-int cfg_check_secret(const char *what, const char *secret, char **err)
-{
-	size_t len = strlen(secret);
-	if (len < MIN_SECRET)
-		return cfg_fail(err, "%s is %zu bytes; CHAP secrets must be at least %d bytes (96 bits, RFC 7143)", what,
-			    len, MIN_SECRET);
-	if (len > MAX_SECRET)
-		return cfg_fail(err, "%s is %zu bytes; CHAP secrets may be at most %d bytes", what, len, MAX_SECRET);
-	if (strpbrk(secret, "\r\n"))
-		return cfg_fail(err, "%s contains a line break", what);
-	return 0;
-}
-
 void cfg_add_group(struct cfg *cfg, uint16_t tpgt)
 {
 	for (size_t i = 0; i < cfg->ngroups; i++)
@@ -263,70 +250,90 @@ static void lun_free(struct cfg_lun *l)
 	free(l->product);
 }
 
+/* The options of a LUN spec; "rw" and "thin" spell out defaults and count as ro and thick. */
+enum lun_option {
+	LUN_OPT_SIZE,
+	LUN_OPT_BLOCK_SIZE,
+	LUN_OPT_READ_ONLY,
+	LUN_OPT_THICK,
+	LUN_OPT_WRITE_CACHE,
+	LUN_OPT_SERIAL,
+	LUN_OPT_VENDOR,
+	LUN_OPT_PRODUCT,
+	LUN_OPT_COUNT,
+};
+
+static const struct {
+	const char *name;
+	enum lun_option opt;
+} lun_option_names[] = {
+	{"size", LUN_OPT_SIZE},       {"bs", LUN_OPT_BLOCK_SIZE}, {"ro", LUN_OPT_READ_ONLY},
+	{"rw", LUN_OPT_READ_ONLY},    {"thick", LUN_OPT_THICK},   {"thin", LUN_OPT_THICK},
+	{"wce", LUN_OPT_WRITE_CACHE}, {"serial", LUN_OPT_SERIAL}, {"vendor", LUN_OPT_VENDOR},
+	{"product", LUN_OPT_PRODUCT},
+};
+
+/* seen: one bit per enum lun_option already given in this spec. */
 static int lun_option(struct cfg_lun *l, const char *opt, unsigned *seen, char **err)
 {
-	static const char *const names[] = {"size", "bs", "ro", "thick", "wce", "serial", "vendor", "product"};
 	const char *eq = strchr(opt, '=');
 	size_t nlen = eq ? (size_t)(eq - opt) : strlen(opt);
 	const char *v = eq ? eq + 1 : NULL;
-	/* "rw" and "thin" spell out defaults; they count as ro and thick for repetition checks. */
-	size_t idx = sizeof(names) / sizeof(names[0]);
-	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-		if (strlen(names[i]) == nlen && strncmp(opt, names[i], nlen) == 0)
-			idx = i;
-	if (nlen == 2 && strncmp(opt, "rw", 2) == 0)
-		idx = 2;
-	if (nlen == 4 && strncmp(opt, "thin", 4) == 0)
-		idx = 3;
-	if (idx == sizeof(names) / sizeof(names[0]))
+	enum lun_option idx = LUN_OPT_COUNT;
+	for (size_t i = 0; i < sizeof(lun_option_names) / sizeof(lun_option_names[0]); i++)
+		if (strlen(lun_option_names[i].name) == nlen && strncmp(opt, lun_option_names[i].name, nlen) == 0)
+			idx = lun_option_names[i].opt;
+	if (idx == LUN_OPT_COUNT)
 		return cfg_fail(err, "unknown LUN option '%s' (known: size=, bs=, ro, rw, thick, thin, wce=, serial=, "
 				 "vendor=, product=)",
 			    opt);
 	if (*seen & (1u << idx))
 		return cfg_fail(err, "LUN option '%.*s' given twice", (int)nlen, opt);
 	*seen |= 1u << idx;
-	bool flag = idx == 2 || idx == 3;
+	bool flag = idx == LUN_OPT_READ_ONLY || idx == LUN_OPT_THICK;
 	if (flag && v)
 		return cfg_fail(err, "LUN option '%.*s' takes no value", (int)nlen, opt);
 	if (!flag && (!v || !*v))
 		return cfg_fail(err, "LUN option '%.*s' needs a value", (int)nlen, opt);
 	switch (idx) {
-	case 0:
+	case LUN_OPT_SIZE:
 		if (parse_size(v, &l->size) < 0)
 			return cfg_fail(err, "invalid size '%s' (a number with an optional K, M, G or T suffix)", v);
 		return 0;
-	case 1:
+	case LUN_OPT_BLOCK_SIZE:
 		if (strcmp(v, "512") != 0 && strcmp(v, "4096") != 0)
 			return cfg_fail(err, "invalid block size '%s' (512 or 4096)", v);
 		l->block_size = (uint32_t)atoi(v);
 		return 0;
-	case 2:
+	case LUN_OPT_READ_ONLY:
 		l->read_only = strcmp(opt, "ro") == 0;
 		return 0;
-	case 3:
+	case LUN_OPT_THICK:
 		l->thin = strcmp(opt, "thin") == 0;
 		return 0;
-	case 4:
+	case LUN_OPT_WRITE_CACHE:
 		if (strcmp(v, "0") != 0 && strcmp(v, "1") != 0)
 			return cfg_fail(err, "invalid wce '%s' (0 or 1)", v);
 		l->write_cache = v[0] == '1';
 		return 0;
-	case 5:
+	case LUN_OPT_SERIAL:
 		if (check_inquiry_text("serial", v, 64, err) < 0)
 			return -1;
 		l->serial = xstrdup(v);
 		return 0;
-	case 6:
+	case LUN_OPT_VENDOR:
 		if (check_inquiry_text("vendor", v, 8, err) < 0)
 			return -1;
 		l->vendor = xstrdup(v);
 		return 0;
-	default:
+	case LUN_OPT_PRODUCT:
 		if (check_inquiry_text("product", v, 16, err) < 0)
 			return -1;
 		l->product = xstrdup(v);
 		return 0;
+	case LUN_OPT_COUNT: break;
 	}
+	return -1;
 }
 
 static int parse_lun_spec(const char *spec, struct cfg_lun *l, char **err)

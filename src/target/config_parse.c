@@ -160,15 +160,23 @@ static int read_secret_file(struct parser *p, const char *file, char **out)
 	return 0;
 }
 
+/* What chap_key made of a key: its values line up with the -1 / 0 the key handlers return. */
+enum chap_key_outcome {
+	CHAP_KEY_FAILED = -1,
+	CHAP_KEY_TAKEN = 0,
+	CHAP_KEY_OTHER = 1, /* not a CHAP key: the section's own handler goes on */
+};
+
 /*
- * user/secret/mutual keys of a CHAP block, shared by [global] (prefix "discovery-") and
- * [target] (no prefix). Returns 1 if key is not a CHAP key.
+ * user/secret/mutual keys of a CHAP block, shared by [global] (prefix "discovery-"), [target]
+ * and [initiator] (no prefix).
  */
-static int chap_key(struct parser *p, struct cfg_chap *c, const char *prefix, const char *key, const char *value)
+static enum chap_key_outcome chap_key(struct parser *p, struct cfg_chap *c, const char *prefix, const char *key,
+				      const char *value)
 {
 	size_t plen = strlen(prefix);
 	if (strncmp(key, prefix, plen) != 0)
-		return 1;
+		return CHAP_KEY_OTHER;
 	const char *k = key + plen;
 	char **field;
 	bool secret = true;
@@ -182,46 +190,47 @@ static int chap_key(struct parser *p, struct cfg_chap *c, const char *prefix, co
 	else if (strcmp(k, "mutual-secret") == 0 || strcmp(k, "mutual-secret-file") == 0)
 		field = &c->mutual_secret, base = "mutual-secret";
 	else
-		return 1;
+		return CHAP_KEY_OTHER;
 	char name[64];
 	snprintf(name, sizeof(name), "%s%s", prefix, base);
 	if (once(p, name, key) < 0)
-		return -1;
+		return CHAP_KEY_FAILED;
 	if (!c->line)
 		c->line = p->line;
 	if (!secret) {
 		free(*field);
 		*field = xstrdup(value);
-		return 0;
+		return CHAP_KEY_TAKEN;
 	}
 	char *v = NULL;
 	if (strcmp(k + strlen(base), "-file") == 0) {
 		if (read_secret_file(p, value, &v) < 0)
-			return -1;
+			return CHAP_KEY_FAILED;
 	} else {
 		v = xstrdup(value);
 	}
 	char *why = NULL;
 	if (cfg_check_secret(name, v, &why) < 0) {
 		free(v);
-		return pwrap(p, why);
+		pwrap(p, why);
+		return CHAP_KEY_FAILED;
 	}
 	free(*field);
 	*field = v;
-	return 0;
+	return CHAP_KEY_TAKEN;
 }
 
 static int global_key(struct parser *p, const char *key, const char *value)
 {
 	struct cfg *cfg = p->cfg;
-	int r = chap_key(p, &cfg->discovery_chap, "discovery-", key, value);
-	if (r <= 0)
+	enum chap_key_outcome r = chap_key(p, &cfg->discovery_chap, "discovery-", key, value);
+	if (r != CHAP_KEY_OTHER)
 		return r;
 	unsigned long n;
 	if (strcmp(key, "state-dir") == 0 || strcmp(key, "mgmt-socket") == 0) {
 		if (once(p, key, key) < 0)
 			return -1;
-		char **field = key[0] == 's' ? &cfg->state_dir : &cfg->mgmt_socket;
+		char **field = strcmp(key, "state-dir") == 0 ? &cfg->state_dir : &cfg->mgmt_socket;
 		free(*field);
 		*field = xstrdup(value);
 		return 0;
@@ -229,7 +238,7 @@ static int global_key(struct parser *p, const char *key, const char *value)
 	if (strcmp(key, "max-commands-per-session") == 0 || strcmp(key, "data-out-timeout") == 0) {
 		if (once(p, key, key) < 0)
 			return -1;
-		bool cmds = key[0] == 'm';
+		bool cmds = strcmp(key, "max-commands-per-session") == 0;
 		unsigned long hi = cmds ? MAX_COMMANDS : MAX_SECONDS;
 		if ((cmds ? cfg_parse_uint(value, 1, hi, &n) : parse_seconds(value, 1, hi, &n)) < 0)
 			return perr(p, "%s '%s' is not a number from 1 to %lu", key, value, hi);
@@ -316,8 +325,8 @@ static bool iscsi_key_ok(const char *k)
 static int target_key(struct parser *p, const char *key, const char *value)
 {
 	struct cfg_target *t = cur_target(p);
-	int r = chap_key(p, &t->chap, "", key, value);
-	if (r <= 0)
+	enum chap_key_outcome r = chap_key(p, &t->chap, "", key, value);
+	if (r != CHAP_KEY_OTHER)
 		return r;
 	char *why = NULL;
 	unsigned long n;
@@ -390,8 +399,8 @@ static int target_key(struct parser *p, const char *key, const char *value)
 static int initiator_key(struct parser *p, const char *key, const char *value)
 {
 	struct cfg_account *a = &cur_target(p)->accounts[p->account];
-	int r = chap_key(p, &a->chap, "", key, value);
-	if (r <= 0)
+	enum chap_key_outcome r = chap_key(p, &a->chap, "", key, value);
+	if (r != CHAP_KEY_OTHER)
 		return r;
 	return perr(p, "unknown key '%s' in %s (only chap-user, chap-secret, mutual-user, mutual-secret)", key,
 		    p->sec_name);

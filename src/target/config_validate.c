@@ -20,6 +20,19 @@
 #include "util/sbuf.h"
 
 
+int cfg_check_secret(const char *what, const char *secret, char **err)
+{
+	size_t len = strlen(secret);
+	if (len < MIN_SECRET)
+		return cfg_fail(err, "%s is %zu bytes; CHAP secrets must be at least %d bytes (96 bits, RFC 7143)", what,
+			    len, MIN_SECRET);
+	if (len > MAX_SECRET)
+		return cfg_fail(err, "%s is %zu bytes; CHAP secrets may be at most %d bytes", what, len, MAX_SECRET);
+	if (strpbrk(secret, "\r\n"))
+		return cfg_fail(err, "%s contains a line break", what);
+	return 0;
+}
+
 static bool group_declared(const struct cfg *cfg, uint16_t tpgt)
 {
 	for (size_t i = 0; i < cfg->ngroups; i++)

@@ -129,7 +129,7 @@ static int reinstate_test(struct cli_opts *o, const struct ism_url *u, json_t *j
 	return rc;
 }
 
-static int cmd_session_test(struct cli_opts *o, const char *url)
+static int session_test(struct cli_opts *o, const char *url)
 {
 	struct ism_url *u = cli_parse_url(url, true);
 	if (!u)
@@ -323,8 +323,8 @@ static int cmd_session_test(struct cli_opts *o, const char *url)
 		}
 		json_object_set_new(j, "per_connection", per);
 	} else {
-		printf("session-test: %d connection%s, %d writes and %d reads of %u bytes verified\n", nconn, nconn == 1 ? "" : "s", o->io, o->io,
-		       iosize);
+		printf("session-test: %d connection%s, %d writes and %d reads of %u bytes verified\n", nconn,
+		       nconn == 1 ? "" : "s", o->io, o->io, iosize);
 		for (int c = 0; c < nconn; c++)
 			printf("    CID %u: %" PRIu64 " writes, %" PRIu64 " reads\n", cids[c], wcount[c], rcount[c]);
 	}
@@ -404,5 +404,5 @@ int main(int argc, char **argv)
 		return cli_fail("%s", err);
 	if (!o.io_kib)
 		o.io_kib = 64;
-	return cmd_session_test(&o, argv[optind]);
+	return session_test(&o, argv[optind]);
 }
