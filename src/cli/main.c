@@ -5,6 +5,7 @@
 
 #include "cli/cli.h"
 #include "cli/daemon_cmd.h"
+#include "cli/exit_status.h"
 #include "cli/target_cmd.h"
 
 static void usage(FILE *f)
@@ -138,18 +139,18 @@ int main(int argc, char **argv)
 	struct cli_opts o = {.page = -1, .depth = 8};
 	int rc = parse_options(argc, argv, &o);
 	if (rc != 0)
-		return rc > 0 ? 0 : 2;
+		return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
 	cli_debug_from_env();
 	if (optind >= argc) {
 		usage(stderr);
-		return 2;
+		return CLI_EXIT_USAGE;
 	}
 	const char *cmd = argv[optind];
 	cli_set_command(cmd, o.json);
 	if (argc - optind - 1 != 1) {
 		fprintf(stderr, "isthmus: %s takes exactly one %s argument\n", cmd,
 			strcmp(cmd, "discover") == 0 ? "PORTAL" : "URL");
-		return 2;
+		return CLI_EXIT_USAGE;
 	}
 	const char *arg = argv[optind + 1];
 	char err[512];
@@ -164,5 +165,5 @@ int main(int argc, char **argv)
 	}
 	fprintf(stderr, "isthmus: unknown command '%s'\n", cmd);
 	usage(stderr);
-	return 2;
+	return CLI_EXIT_USAGE;
 }

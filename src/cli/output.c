@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/exit_status.h"
 
 static const char *command_name = "isthmus";
 static bool json_mode;
@@ -55,5 +56,5 @@ int cli_fail(const char *fmt, ...)
 		json_object_set_new(j, "error", jstr(msg));
 		jprint(j);
 	}
-	return 1;
+	return CLI_EXIT_FAILED;
 }

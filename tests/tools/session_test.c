@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "cli/exit_status.h"
 
 struct st_io {
 	struct ism_session *s;
@@ -373,12 +374,12 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case O_CONNS:
 			if (cli_parse_u64("--connections", optarg, &v) < 0 || v > 16)
-				return 2;
+				return CLI_EXIT_USAGE;
 			o.connections = (int)v;
 			break;
 		case O_IO:
 			if (cli_parse_u64("--io", optarg, &v) < 0 || v > 1000000)
-				return 2;
+				return CLI_EXIT_USAGE;
 			o.io = (int)v;
 			break;
 		case O_REINSTATE: o.reinstate = true; break;
@@ -386,18 +387,18 @@ int main(int argc, char **argv)
 		default:
 			if (opt >= CLI_O_CHAP_USER && opt < CLI_O_FIRST_COMMAND_OPTION) {
 				if (cli_login_option(&o, opt, optarg) < 0)
-					return 2;
+					return CLI_EXIT_USAGE;
 				break;
 			}
 			usage(stderr);
-			return 2;
+			return CLI_EXIT_USAGE;
 		}
 	}
 	cli_debug_from_env();
 	cli_set_command("session-test", o.json);
 	if (argc - optind != 1) {
 		usage(stderr);
-		return 2;
+		return CLI_EXIT_USAGE;
 	}
 	char err[512];
 	if (cli_initiator_name(o.initiator_name_opt, o.initiator_name, sizeof(o.initiator_name), err, sizeof(err)) < 0)
