@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include "cli/daemon_cmd.h"
+#include "cli/exit_status.h"
 #include "mgmt/rpc.h"
+#include "util/parse.h"
 
 #define CALL_TIMEOUT_MS 30000  /* methods that answer at once */
 #define OP_TIMEOUT_MS 180000   /* methods answered when their operation finished */
@@ -45,7 +47,7 @@ static int usage(void)
 		"  chap set-secret [SECRET]    (read from standard input when not given)\n"
 		"  discover --daemon PORTAL [--chap-user U --chap-secret S]\n"
 		"The daemon: --socket PATH, else $ISTHMUS_SOCKET, else /run/isthmus/initiator.sock.\n");
-	return 2;
+	return CLI_EXIT_USAGE;
 }
 
 static void sleep_ms(long ms)
@@ -293,11 +295,12 @@ static int parse(struct dctx *c, int argc, char **argv)
 			json_object_set_new(c->params, "header_digest", json_true());
 			json_object_set_new(c->params, "data_digest", json_true());
 		} else if (!strcmp(name, "--removal-latency")) {
-			if (!number(v, &num)) {
+			uint64_t ms;
+			if (parse_duration_ms(v, &ms) < 0) {
 				fprintf(stderr, "isthmus: --removal-latency: want seconds\n");
 				return -1;
 			}
-			json_object_set_new(c->params, "removal_latency", json_real(num));
+			json_object_set_new(c->params, "removal_latency", json_real((double)ms / 1000.0));
 		} else if (!strcmp(name, "--max-recv-dsl") || !strcmp(name, "--max-burst") ||
 			   !strcmp(name, "--first-burst") || !strcmp(name, "--page")) {
 			if (!number(v, &num) || num > 0xffffffffu || num != (double)(long long)num) {
@@ -367,7 +370,7 @@ static int do_login(struct dctx *c)
 {
 	if (c->npos != 1 || !json_object_get(c->params, "portal")) {
 		fprintf(stderr, "isthmus: login TARGET --portal HOST[:PORT]\n");
-		return 2;
+		return CLI_EXIT_USAGE;
 	}
 	json_object_set_new(c->params, "target", json_string(c->pos[0]));
 	json_t *r = call(c, "session.login", json_incref(c->params));
@@ -443,7 +446,7 @@ static int do_session(struct dctx *c)
 		long n;
 		if (c->npos != 3 || !parse_lun(c->pos[2], &n)) {
 			fprintf(stderr, "isthmus: session %s SID %s\n", sub, !strcmp(sub, "remove-connection") ? "CID" : "LUN");
-			return 2;
+			return CLI_EXIT_USAGE;
 		}
 		json_t *p = sid_params(c, sid);
 		if (!strcmp(sub, "remove-connection")) {
@@ -470,7 +473,7 @@ static int do_persistent(struct dctx *c)
 	if (!strcmp(sub, "add")) {
 		if (c->npos != 2 || !json_object_get(c->params, "portal")) {
 			fprintf(stderr, "isthmus: persistent add TARGET --portal HOST[:PORT] [login options]\n");
-			return 2;
+			return CLI_EXIT_USAGE;
 		}
 		json_object_set_new(c->params, "target", json_string(c->pos[1]));
 		return finish(c, call(c, "persistent.add", json_incref(c->params)), NULL);
@@ -540,7 +543,7 @@ static int do_discover(struct dctx *c)
 {
 	if (c->npos != 1) {
 		fprintf(stderr, "isthmus: discover --daemon PORTAL\n");
-		return 2;
+		return CLI_EXIT_USAGE;
 	}
 	json_object_set_new(c->params, "portal", json_string(c->pos[0]));
 	return finish(c, call(c, "discovery.run", json_incref(c->params)), print_discovery);
@@ -556,7 +559,7 @@ int cmd_daemon(int argc, char **argv)
 	int rc;
 	if (parse(&c, argc, argv) < 0) {
 		json_decref(c.params);
-		return 2;
+		return CLI_EXIT_USAGE;
 	}
 	if (!c.socket || !*c.socket)
 		c.socket = "/run/isthmus/initiator.sock";

@@ -11,16 +11,7 @@
 
 #include "cli/cli.h"
 #include "util/iscsi_name.h"
-
-static char *trim(char *s)
-{
-	while (isspace((unsigned char)*s))
-		s++;
-	size_t n = strlen(s);
-	while (n && isspace((unsigned char)s[n - 1]))
-		s[--n] = 0;
-	return s;
-}
+#include "util/parse.h"
 
 /* 1 found, 0 not there, -1 error (message in err). */
 static int from_config(const char *path, bool must_exist, char *out, size_t outlen, char *err, size_t errlen)

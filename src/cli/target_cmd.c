@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/exit_status.h"
 #include "cli/target_cmd.h"
 #include "mgmt/rpc.h"
 
@@ -178,7 +179,7 @@ static int call(const char *sock, const char *method, json_t *params, bool as_js
 	if (!r) {
 		fprintf(stderr, "isthmus target: %s\n", err);
 		free(err);
-		return code == RPC_NOT_FOUND ? 3 : 1;
+		return code == RPC_NOT_FOUND ? CLI_EXIT_NOT_FOUND : CLI_EXIT_FAILED;
 	}
 	if (as_json) {
 		char *s = json_dumps(r, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -251,12 +252,12 @@ int cmd_target(int argc, char **argv)
 		case 'G':
 			if (!parse_int(optarg, &v)) {
 				fprintf(stderr, "isthmus target: '%s' is not a number\n", optarg);
-				return 2;
+				return CLI_EXIT_USAGE;
 			}
 			*(opt == 'g' ? &group : opt == 'l' ? &lun : &grace) = v;
 			break;
 		case 'h': target_usage(stdout); return 0;
-		default: target_usage(stderr); return 2;
+		default: target_usage(stderr); return CLI_EXIT_USAGE;
 		}
 	}
 	/* getopt_long with '+' stops at the first word; gather the words it skipped. */
@@ -276,7 +277,7 @@ int cmd_target(int argc, char **argv)
 		sock = DEFAULT_TARGET_SOCKET;
 	if (nw == 0) {
 		target_usage(stderr);
-		return 2;
+		return CLI_EXIT_USAGE;
 	}
 	const char *c = words[0];
 	json_t *p = json_object();
@@ -288,7 +289,7 @@ int cmd_target(int argc, char **argv)
 		}
 		if (!need(nw, 3, "session show|kill needs a TSIH") || !parse_int(words[2], &n)) {
 			json_decref(p);
-			return 2;
+			return CLI_EXIT_USAGE;
 		}
 		json_object_set_new(p, "tsih", json_integer(n));
 		if (strcmp(words[1], "show") == 0)
@@ -363,5 +364,5 @@ int cmd_target(int argc, char **argv)
 	}
 	json_decref(p);
 	target_usage(stderr);
-	return 2;
+	return CLI_EXIT_USAGE;
 }

@@ -1,12 +1,17 @@
 /* The daemon's configuration file and the login options of a session (with their JSON form). */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "daemon/daemon.h"
+#include "util/parse.h"
 #include "util/sbuf.h"
+
+/* Faster retries than this would only hammer a target that is down. */
+#define MIN_RECONNECT_INTERVAL_MS 100
 
 void dmn_config_defaults(struct dmn_config *c)
 {
@@ -33,55 +38,6 @@ void dmn_config_free(struct dmn_config *c)
 	memset(c, 0, sizeof(*c));
 }
 
-int dmn_parse_duration_ms(const char *s)
-{
-	if (!s || !*s)
-		return -1;
-	char *end;
-	errno = 0;
-	double v = strtod(s, &end);
-	if (errno || end == s || v < 0)
-		return -1;
-	double mult = 1000;
-	if (strcmp(end, "ms") == 0)
-		mult = 1;
-	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
-		mult = 60000;
-	else if (*end && strcmp(end, "s") != 0)
-		return -1;
-	v *= mult;
-	if (v > 86400000.0 * 365)
-		return -1;
-	return (int)(v + 0.5);
-}
-
-bool dmn_parse_size(const char *s, uint64_t *out)
-{
-	if (!s || !isdigit((unsigned char)*s))
-		return false;
-	char *end;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno)
-		return false;
-	unsigned shift = 0;
-	switch (toupper((unsigned char)*end)) {
-	case 0: break;
-	case 'K': shift = 10; end++; break;
-	case 'M': shift = 20; end++; break;
-	case 'G': shift = 30; end++; break;
-	default: return false;
-	}
-	if (*end == 'i' || *end == 'I')
-		end++;
-	if ((*end == 'b' || *end == 'B'))
-		end++;
-	if (*end || (shift && v > (~0ULL >> shift)))
-		return false;
-	*out = (uint64_t)v << shift;
-	return true;
-}
-
 static bool parse_bool(const char *v, bool *out)
 {
 	if (!strcmp(v, "yes") || !strcmp(v, "true") || !strcmp(v, "on") || !strcmp(v, "1"))
@@ -91,16 +47,6 @@ static bool parse_bool(const char *v, bool *out)
 	else
 		return false;
 	return true;
-}
-
-static char *trim(char *s)
-{
-	while (isspace((unsigned char)*s))
-		s++;
-	size_t n = strlen(s);
-	while (n && isspace((unsigned char)s[n - 1]))
-		s[--n] = 0;
-	return s;
 }
 
 int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t errlen)
@@ -167,7 +113,7 @@ int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t er
 				c->nbd_max_clients = (unsigned)n;
 			}
 		} else if (!strcmp(k, "queue-limit")) {
-			if (!dmn_parse_size(v, &c->queue_limit_bytes)) {
+			if (parse_size(v, &c->queue_limit_bytes) < 0) {
 				snprintf(err, errlen, "%s:%d: queue-limit: want a size like 64M", path, lineno);
 				rc = -1;
 			}
@@ -176,12 +122,12 @@ int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t er
 			rc = -1;
 		}
 		if (ms) {
-			int v_ms = dmn_parse_duration_ms(v);
-			if (v_ms < 0) {
+			uint64_t v_ms;
+			if (parse_duration_ms(v, &v_ms) < 0 || v_ms > INT_MAX) {
 				snprintf(err, errlen, "%s:%d: %s: want seconds like 5 or 2.5", path, lineno, k);
 				rc = -1;
 			} else {
-				*ms = v_ms;
+				*ms = (int)v_ms;
 			}
 		}
 		if (flag && !parse_bool(v, flag)) {
@@ -190,8 +136,8 @@ int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t er
 		}
 	}
 	fclose(f);
-	if (rc == 0 && c->reconnect_interval_ms < 100)
-		c->reconnect_interval_ms = 100;
+	if (rc == 0 && c->reconnect_interval_ms < MIN_RECONNECT_INTERVAL_MS)
+		c->reconnect_interval_ms = MIN_RECONNECT_INTERVAL_MS;
 	return rc;
 }
 

@@ -53,10 +53,6 @@ struct dmn_config {
 void dmn_config_defaults(struct dmn_config *c);
 /* Parse "key = value" lines; returns 0 or -1 with err. Unknown keys are errors. */
 int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t errlen);
-/* "5", "2.5", "500ms", "1m": milliseconds, or -1. */
-int dmn_parse_duration_ms(const char *s);
-/* "64M", "1G", "4096": bytes; false on error. */
-bool dmn_parse_size(const char *s, uint64_t *out);
 void dmn_config_free(struct dmn_config *c);
 
 /* Session kinds of the issue: informational (no devices), data, boot (data, never removed). */

@@ -92,14 +92,18 @@ struct cfg {
 	size_t ngroups;
 };
 
-/* Returns 0, or -1 with *err = "FILE:LINE: reason" (malloc'd). Adds to cfg (defaults first). */
-int cfg_load_file(struct cfg *cfg, const char *path, char **err);
-/* The same, from text in memory; name stands for the file in messages. */
-int cfg_load_string(struct cfg *cfg, const char *name, const char *text, char **err);
-/* A deep copy (through the file format, so it also proves the format round-trips). */
-struct cfg *cfg_clone(const struct cfg *cfg, char **err);
+/* Bounds of the connection limits (max-connections, max-connections-per-portal, mgmt-max-clients). */
+#define CFG_MAX_CONNECTIONS_DEFAULT 1024u
+#define CFG_MAX_PORTAL_CONNECTIONS_DEFAULT 256u
+#define CFG_MAX_CONNECTIONS_LIMIT 65536u
+#define CFG_MGMT_MAX_CLIENTS_DEFAULT 64u
+#define CFG_MGMT_MAX_CLIENTS_LIMIT 1024u
+
+/* ---- The model (config.c): defaults, lookups, additions, run-time changes, release. ---- */
+
 /* Fill an empty cfg with defaults (nop interval/timeout, state dir, connection limits). */
 void cfg_init(struct cfg *cfg);
+void cfg_free(struct cfg *cfg);
 /* "HOST:PORT", "[V6]:PORT", "HOST" -> portal (tpgt 1). Returns 0 or -1 with *err. */
 int cfg_add_listen(struct cfg *cfg, const char *spec, char **err);
 /* The same for portal group tpgt (1..65535), which it declares. */
@@ -116,13 +120,7 @@ int cfg_add_lun(struct cfg *cfg, struct cfg_target *t, int lun, const char *spec
  */
 struct cfg_target *cfg_add_target(struct cfg *cfg, const char *name, char **err);
 struct cfg_target *cfg_find_target(const struct cfg *cfg, const char *name);
-/* Checks cross-references: every target's tpgt has a portal, LUN numbers unique, names valid. */
-int cfg_validate(const struct cfg *cfg, char **err);
-/* Writes the configuration in the file format (for save-config). */
-char *cfg_format(const struct cfg *cfg);
-void cfg_free(struct cfg *cfg);
 
-/* "1G", "512M", "4096", "64k" -> bytes. Returns 0 or -1. */
 /* Run-time changes (management API); each returns 0, or -1 with *err. */
 int cfg_remove_target(struct cfg *cfg, const char *name, char **err);
 int cfg_remove_lun(struct cfg_target *t, unsigned lun, char **err);
@@ -137,23 +135,34 @@ int cfg_set_initiator_chap(struct cfg_target *t, const char *initiator, const ch
 /* user NULL switches CHAP off; mutual_user NULL makes it one-way. */
 int cfg_set_chap(struct cfg_chap *c, const char *user, const char *secret, const char *mutual_user,
 		 const char *mutual_secret, char **err);
+
+/* ---- The file format (config_parse.c, docs/config.md). ---- */
+
+/* Returns 0, or -1 with *err = "FILE:LINE: reason" (malloc'd). Adds to cfg (defaults first). */
+int cfg_load_file(struct cfg *cfg, const char *path, char **err);
+/* The same, from text in memory; name stands for the file in messages. */
+int cfg_load_string(struct cfg *cfg, const char *name, const char *text, char **err);
+/* A deep copy (through the file format, so it also proves the format round-trips). */
+struct cfg *cfg_clone(const struct cfg *cfg, char **err);
+/* "N" within 1..max for a limit named what (flags use it too); 0 or -1 with *err. */
+int cfg_parse_limit(const char *what, const char *value, unsigned max, unsigned *out, char **err);
+
+/* ---- Validation (config_validate.c). ---- */
+
+/* Checks cross-references: every target's tpgt has a portal, LUN numbers unique, names valid. */
+int cfg_validate(const struct cfg *cfg, char **err);
+/* CHAP secrets: 12..255 bytes, no line breaks. Returns 0 or -1 with *err naming what. */
+int cfg_check_secret(const char *what, const char *secret, char **err);
+
+/* ---- The writer (config_write.c). ---- */
+
+/* Writes the configuration in the file format (for save-config). */
+char *cfg_format(const struct cfg *cfg);
 /*
  * Write the configuration file atomically, mode 0600: a new temporary file with a random name
  * next to it (O_CREAT | O_EXCL | O_NOFOLLOW, so nothing planted there is followed or reused),
  * fsync, rename over path, fsync of the directory.
  */
 int cfg_save(const struct cfg *cfg, const char *path, char **err);
-
-int cfg_parse_size(const char *s, uint64_t *out);
-/* Bounds of the connection limits (max-connections, max-connections-per-portal, mgmt-max-clients). */
-#define CFG_MAX_CONNECTIONS_DEFAULT 1024u
-#define CFG_MAX_PORTAL_CONNECTIONS_DEFAULT 256u
-#define CFG_MAX_CONNECTIONS_LIMIT 65536u
-#define CFG_MGMT_MAX_CLIENTS_DEFAULT 64u
-#define CFG_MGMT_MAX_CLIENTS_LIMIT 1024u
-/* "N" within 1..max for a limit named what (flags use it too); 0 or -1 with *err. */
-int cfg_parse_limit(const char *what, const char *value, unsigned max, unsigned *out, char **err);
-/* CHAP secrets: 12..255 bytes, no line breaks. Returns 0 or -1 with *err naming what. */
-int cfg_check_secret(const char *what, const char *secret, char **err);
 
 #endif

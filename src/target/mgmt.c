@@ -11,6 +11,7 @@
 #include "target/mgmt.h"
 #include "target/target.h"
 #include "util/log.h"
+#include "util/parse.h"
 #include "util/sbuf.h"
 
 /* Text from the wire as a JSON string: json_string refuses invalid UTF-8, so such bytes become '?'. */
@@ -372,7 +373,7 @@ static int ch_lun_resize(struct cfg *cfg, json_t *params, char **err)
 	if (!t || need_lun(params, &lun, err) < 0 || need_str(params, "size", &size, err) < 0)
 		return -1;
 	uint64_t bytes;
-	if (cfg_parse_size(size, &bytes) < 0 || bytes == 0) {
+	if (parse_size(size, &bytes) < 0 || bytes == 0) {
 		*err = xasprintf("bad size '%s'", size);
 		return -1;
 	}

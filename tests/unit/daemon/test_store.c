@@ -22,18 +22,6 @@ static void write_file(const char *path, const char *text)
 
 static void test_parse(void)
 {
-	CHECK_EQ(dmn_parse_duration_ms("5"), 5000);
-	CHECK_EQ(dmn_parse_duration_ms("2.5"), 2500);
-	CHECK_EQ(dmn_parse_duration_ms("300ms"), 300);
-	CHECK_EQ(dmn_parse_duration_ms("1m"), 60000);
-	CHECK_EQ(dmn_parse_duration_ms("-1"), -1);
-	CHECK_EQ(dmn_parse_duration_ms("x"), -1);
-	uint64_t v = 0;
-	CHECK(dmn_parse_size("64M", &v) && v == 64u << 20);
-	CHECK(dmn_parse_size("4096", &v) && v == 4096);
-	CHECK(dmn_parse_size("1GiB", &v) && v == 1u << 30);
-	CHECK(!dmn_parse_size("12Q", &v));
-	CHECK(!dmn_parse_size("", &v));
 	uint8_t isid[6];
 	CHECK(parse_isid("0x400001370000", isid) && isid[0] == 0x40 && isid[5] == 0);
 	CHECK(!parse_isid("40000137", isid));

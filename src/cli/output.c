@@ -1,0 +1,60 @@
+/* The CLI's output conventions: --json prints one compact JSON object, errors go to stderr. */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/exit_status.h"
+
+static const char *command_name = "isthmus";
+static bool json_mode;
+
+void cli_set_command(const char *name, bool json)
+{
+	command_name = name;
+	json_mode = json;
+}
+
+json_t *jstr(const char *v)
+{
+	if (!v)
+		return json_null();
+	json_t *r = json_string(v);
+	if (r)
+		return r;
+	char *copy = strdup(v);
+	if (!copy)
+		return json_null();
+	for (char *p = copy; *p; p++)
+		if ((unsigned char)*p >= 0x80)
+			*p = '?';
+	r = json_string(copy);
+	free(copy);
+	return r ? r : json_null();
+}
+
+json_t *jnum(uint64_t v) { return json_integer((json_int_t)v); }
+
+void jprint(json_t *o)
+{
+	json_dumpf(o, stdout, JSON_COMPACT | JSON_ENSURE_ASCII);
+	fputc('\n', stdout);
+	json_decref(o);
+}
+
+int cli_fail(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "isthmus: %s: %s\n", command_name, msg);
+	if (json_mode) {
+		json_t *j = json_object();
+		json_object_set_new(j, "command", jstr(command_name));
+		json_object_set_new(j, "error", jstr(msg));
+		jprint(j);
+	}
+	return CLI_EXIT_FAILED;
+}
