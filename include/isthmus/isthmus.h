@@ -3,8 +3,9 @@
  *
  * One `struct ism_session` is one iSCSI session (normal or discovery) with one or more TCP
  * connections. The core is asynchronous and never blocks: the caller's event loop asks for the
- * descriptors to watch (ism_session_fds), hands back readiness (ism_session_service) and wakes up
- * for timers (ism_session_timeout_ms). Every *_async call takes a completion callback.
+ * descriptors to watch (ism_session_fds, or is told about them: ism_session_set_fd_cb), hands back
+ * readiness (ism_session_service) and wakes up for timers (ism_session_timeout_ms). Every *_async
+ * call takes a completion callback.
  *
  * The blocking helpers (ism_connect, ism_scsi_command, ism_inquiry, ...) run a private poll loop
  * over the same core and return when their request completed.

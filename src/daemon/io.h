@@ -20,7 +20,7 @@ typedef void (*dio_done_fn)(struct dio *io, int err, const struct ism_scsi_resul
 
 /* Whether a command that did not complete is sent again. */
 enum dio_resend {
-	DIO_RESEND = 0, /* after a unit attention and after a lost connection (a few times) */
+	DIO_RESEND = 0, /* after a unit attention, after a lost connection (bounded tries, io.c) */
 	DIO_ONCE,       /* never: its owner starts over on the next session (the LUN probe) */
 };
 
