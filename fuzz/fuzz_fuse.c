@@ -22,7 +22,10 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "daemon/fuse.h"
 #include "daemon/fuse_ops.h"
+#include "daemon/io.h"
+#include "daemon/session.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 

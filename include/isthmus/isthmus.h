@@ -3,8 +3,9 @@
  *
  * One `struct ism_session` is one iSCSI session (normal or discovery) with one or more TCP
  * connections. The core is asynchronous and never blocks: the caller's event loop asks for the
- * descriptors to watch (ism_session_fds), hands back readiness (ism_session_service) and wakes up
- * for timers (ism_session_timeout_ms). Every *_async call takes a completion callback.
+ * descriptors to watch (ism_session_fds, or is told about them: ism_session_set_fd_cb), hands back
+ * readiness (ism_session_service) and wakes up for timers (ism_session_timeout_ms). Every *_async
+ * call takes a completion callback.
  *
  * The blocking helpers (ism_connect, ism_scsi_command, ism_inquiry, ...) run a private poll loop
  * over the same core and return when their request completed.
@@ -121,6 +122,25 @@ void ism_isid_derive(const char *initiator, const char *target, const char *port
 
 /* Fill up to max pollfds (fd, events) for the session; returns how many. */
 int ism_session_fds(struct ism_session *s, struct pollfd *fds, int max);
+
+/*
+ * Descriptor notifications, for an event loop that keeps its own registrations (epoll): instead
+ * of asking ism_session_fds after every call, it is told when a connection's descriptor appears
+ * (ISM_FD_ADD), when the events the library waits for on it change (ISM_FD_MOD), and when it goes
+ * away (ISM_FD_DEL, called before the descriptor is closed, so a number the system hands out again
+ * is always announced anew). events is POLLIN and/or POLLOUT; POLLERR and POLLHUP are always of
+ * interest. The callback runs from inside library calls (ism_session_service, the *_async calls,
+ * ism_session_uncork, ism_session_free): it must only update the caller's registrations, never
+ * call into the session.
+ */
+enum ism_fd_op { ISM_FD_ADD = 1, ISM_FD_MOD = 2, ISM_FD_DEL = 3 };
+typedef void (*ism_fd_cb)(void *opaque, enum ism_fd_op op, int fd, short events);
+/*
+ * Register cb (with opaque) for the session's descriptors. A previous callback first gets
+ * ISM_FD_DEL for every descriptor it was told about; cb then gets ISM_FD_ADD for every descriptor
+ * the session already has. cb NULL stops the notifications (after those ISM_FD_DELs).
+ */
+void ism_session_set_fd_cb(struct ism_session *s, ism_fd_cb cb, void *opaque);
 
 /* What ism_session_service returns. */
 enum ism_service_status {

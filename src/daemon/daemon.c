@@ -10,7 +10,13 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "daemon/fuse.h"
+#include "daemon/ibft.h"
+#include "daemon/methods.h"
+#include "daemon/ops.h"
 #include "daemon/run.h"
+#include "daemon/session.h"
+#include "daemon/store.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 

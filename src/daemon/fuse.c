@@ -27,7 +27,12 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "daemon/fuse.h"
 #include "daemon/fuse_ops.h"
+#include "daemon/io.h"
+#include "daemon/session.h"
+#include "scsi/codes.h"
+#include "scsi/scsi.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
@@ -214,6 +219,14 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 /* ---- I/O: each FUSE request becomes one or two SCSI commands (read-modify-write when unaligned) */
 
+/* The command a request waits for. */
+enum fio_phase {
+	FIO_READ,     /* READ of the blocks asked */
+	FIO_RMW_READ, /* unaligned write: READ of the blocks around it */
+	FIO_WRITE,    /* WRITE of the blocks */
+	FIO_SYNC,     /* SYNCHRONIZE CACHE */
+};
+
 struct fio {
 	struct dio io;
 	fuse_req_t req;
@@ -228,7 +241,7 @@ struct fio {
 	size_t cap;     /* bytes allocated at buf */
 	uint8_t *wcopy; /* unaligned write: the data, until the blocks around it are read */
 	size_t wcap;
-	int phase;      /* 0 read, 1 rmw read, 2 write, 3 sync */
+	enum fio_phase phase;
 	bool rmw;       /* read-modify-write, in either phase: it rewrites bytes it was not given */
 	/* write ordering: every write from arrival to reply */
 	struct fio *wprev, *wnext;
@@ -248,17 +261,17 @@ static int errno_of(int err, const struct ism_scsi_result *r)
 {
 	if (err)
 		return -err;
-	if (r && r->status == 0)
+	if (r && r->status == SCSI_GOOD)
 		return 0;
-	if (r && r->status == 0x18)
-		return EACCES; /* reservation conflict */
+	if (r && r->status == SCSI_RESERVATION_CONFLICT)
+		return EACCES;
 	if (r) {
 		uint8_t key, asc, ascq;
 		if (ism_sense_decode(r->sense, r->sense_len, &key, &asc, &ascq)) {
-			if (key == 7)
-				return EROFS; /* data protect */
-			if (key == 5 && asc == 0x21)
-				return ENOSPC; /* LBA out of range */
+			if (key == SK_DATA_PROTECT)
+				return EROFS;
+			if (key == SK_ILLEGAL_REQUEST && asc == SCSI_ASC_LBA_OUT_OF_RANGE)
+				return ENOSPC;
 		}
 	}
 	return EIO;
@@ -313,7 +326,8 @@ static struct fio *fio_get(size_t len)
 	return f;
 }
 
-static void fio_submit(struct fio *f);
+static void fio_send(struct fio *f, struct dsession *s);
+static void fio_continue(struct fio *f, struct dsession *s);
 
 /* ---- write ordering: a block-range lock per session and LUN
  *
@@ -390,7 +404,8 @@ static void wq_scan(void)
 			} else if (e->wwaiting && wq_may_start(e)) {
 				e->wwaiting = false;
 				wq.waiting--;
-				fio_submit(e);
+				/* the session may have gone while the write waited */
+				fio_continue(e, dsess_by_id(dmn(e->req), e->sid));
 			}
 		}
 	} while (wq.rescan);
@@ -442,39 +457,42 @@ static void fio_done(struct dio *io, int err, const struct ism_scsi_result *r)
 		return;
 	}
 	switch (f->phase) {
-	case 0:
+	case FIO_READ:
 		fuse_reply_buf(f->req, (const char *)f->buf + (f->off - f->lba * f->bs), f->size);
 		fio_finish(f);
 		return;
-	case 1:
+	case FIO_RMW_READ:
 		memcpy(f->buf + (f->off - f->lba * f->bs), f->wcopy, f->size);
-		f->phase = 2;
-		fio_submit(f);
+		f->phase = FIO_WRITE;
+		fio_continue(f, io->s);
 		return;
-	case 2:
+	case FIO_WRITE:
 		fuse_reply_write(f->req, f->size);
 		fio_finish(f);
 		return;
-	default:
+	case FIO_SYNC:
 		fuse_reply_err(f->req, 0);
 		fio_finish(f);
 		return;
 	}
 }
 
-static void fio_submit(struct fio *f)
+/* The next command of a request that has not just been checked: its session (NULL when gone) and
+ * its LUN's device may have gone meanwhile. */
+static void fio_continue(struct fio *f, struct dsession *s)
 {
-	struct daemon *d = fuse_req_userdata(f->req);
-	struct dsession *s = NULL;
-	for (struct dsession *x = d->sessions; x; x = x->next)
-		if (x->id == f->sid)
-			s = x;
 	struct dlun *l = s ? dsess_lun(s, f->lun) : NULL;
-	if (!s || !l || !l->exposed) {
+	if (!l || !l->exposed) {
 		fuse_reply_err(f->req, EIO);
 		fio_finish(f);
 		return;
 	}
+	fio_send(f, s);
+}
+
+/* The command of f's phase on s, the session f's LUN is exposed by. */
+static void fio_send(struct fio *f, struct dsession *s)
+{
 	struct dio *io = &f->io;
 	memset(io, 0, sizeof(*io));
 	io->lun = f->lun;
@@ -482,20 +500,20 @@ static void fio_submit(struct fio *f)
 	io->done = fio_done;
 	io->whole = true; /* a short READ must not be answered (or merged) as data */
 	switch (f->phase) {
-	case 0:
-	case 1:
+	case FIO_READ:
+	case FIO_RMW_READ:
 		io->dir = ISM_DIR_READ;
 		io->buf = f->buf;
 		io->len = f->blocks * f->bs;
 		io->cdb_len = ism_cdb_rw16(io->cdb, false, f->lba, f->blocks);
 		break;
-	case 2:
+	case FIO_WRITE:
 		io->dir = ISM_DIR_WRITE;
 		io->buf = f->buf;
 		io->len = f->blocks * f->bs;
 		io->cdb_len = ism_cdb_rw16(io->cdb, true, f->lba, f->blocks);
 		break;
-	default:
+	case FIO_SYNC:
 		io->dir = ISM_DIR_NONE;
 		io->cdb_len = ism_cdb_sync_cache10(io->cdb);
 		break;
@@ -503,7 +521,8 @@ static void fio_submit(struct fio *f)
 	dio_submit(s, io);
 }
 
-static struct fio *fio_new(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int *e)
+/* A request on the LUN file ino, its session into *sp; NULL with *e when there is none. */
+static struct fio *fio_new(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct dsession **sp, int *e)
 {
 	struct dsession *s = session_of(dmn(req), ino);
 	struct dlun *l = s ? lun_of(s, ino) : NULL;
@@ -528,6 +547,7 @@ static struct fio *fio_new(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 	f->size = (size_t)sz;
 	f->lba = lba;
 	f->blocks = (uint32_t)(end - lba);
+	*sp = s;
 	*e = 0;
 	return f;
 }
@@ -538,7 +558,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 	int e;
 	if (size > FUSE_MAX_IO)
 		size = FUSE_MAX_IO;
-	struct fio *f = fio_new(req, ino, size, off, &e);
+	struct dsession *s;
+	struct fio *f = fio_new(req, ino, size, off, &s, &e);
 	if (!f) {
 		fuse_reply_err(req, e);
 		return;
@@ -548,8 +569,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, stru
 		fio_finish(f);
 		return;
 	}
-	f->phase = 0;
-	fio_submit(f);
+	f->phase = FIO_READ;
+	fio_send(f, s);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -565,7 +586,8 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, 0); /* nothing to write: no read-modify-write of the block around it */
 		return;
 	}
-	struct fio *f = fio_new(req, ino, size, off, &e);
+	struct dsession *s;
+	struct fio *f = fio_new(req, ino, size, off, &s, &e);
 	if (!f) {
 		fuse_reply_err(req, e);
 		return;
@@ -577,16 +599,16 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	}
 	if (f->off % f->bs == 0 && f->size % f->bs == 0) {
 		memcpy(f->buf, buf, size);
-		f->phase = 2;
+		f->phase = FIO_WRITE;
 	} else {
 		f->rmw = true;
 		/* Unaligned: read the blocks around it first. */
 		xbuf_reserve(&f->wcopy, &f->wcap, size);
 		memcpy(f->wcopy, buf, size);
-		f->phase = 1;
+		f->phase = FIO_RMW_READ;
 	}
 	if (wq_enter(f))
-		fio_submit(f);
+		fio_send(f, s);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
@@ -594,13 +616,14 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	(void)datasync;
 	(void)fi;
 	int e;
-	struct fio *f = fio_new(req, ino, 0, 0, &e);
+	struct dsession *s;
+	struct fio *f = fio_new(req, ino, 0, 0, &s, &e);
 	if (!f) {
 		fuse_reply_err(req, e);
 		return;
 	}
-	f->phase = 3;
-	fio_submit(f);
+	f->phase = FIO_SYNC;
+	fio_send(f, s);
 }
 
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

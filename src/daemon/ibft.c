@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "daemon/daemon.h"
+#include "daemon/ibft.h"
+#include "daemon/store.h"
 #include "util/sbuf.h"
 
 static char *read_attr(const char *dir, const char *name)

@@ -13,7 +13,18 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "daemon/connections.h"
 #include "daemon/daemon.h"
+#include "daemon/fuse.h"
+#include "daemon/io.h"
+#include "daemon/methods.h"
+#include "daemon/nbd.h"
+#include "daemon/ops.h"
+#include "daemon/session.h"
+#include "daemon/session_json.h"
+#include "daemon/store.h"
+#include "scsi/codes.h"
+#include "scsi/scsi.h"
 #include "util/bytes.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -278,8 +289,8 @@ static json_t *inquiry_json(const char *sid, uint64_t lun, int page, const uint8
 	json_object_set_new(j, "page", page < 0 ? json_null() : json_integer(page));
 	json_object_set_new(j, "cached", json_boolean(cached));
 	if (page < 0 && n >= 36) {
-		json_object_set_new(j, "peripheral_qualifier", json_integer(p[0] >> 5));
-		json_object_set_new(j, "device_type", json_string(ism_device_type_str(p[0] & 0x1f)));
+		json_object_set_new(j, "peripheral_qualifier", json_integer(p[0] >> SCSI_PQ_SHIFT));
+		json_object_set_new(j, "device_type", json_string(ism_device_type_str(p[0] & SCSI_PDT_MASK)));
 		json_object_set_new(j, "removable", json_boolean(p[1] & 0x80));
 		json_object_set_new(j, "version", json_integer(p[2]));
 		json_object_set_new(j, "vendor", trimmed(p + 8, 8));
@@ -315,7 +326,7 @@ static void cmd_done(struct dio *io, int e, const struct ism_scsi_result *r)
 	struct rpc_cmd *c = io->priv;
 	struct daemon *d = c->d;
 	char text[300];
-	if (e != 0 || !r || r->status != 0) {
+	if (e != 0 || !r || r->status != SCSI_GOOD) {
 		if (c->kind == CMD_RC16 && e == 0) {
 			/* the target may not know READ CAPACITY(16) */
 			struct dsession *s = dsess_find(d, c->sid);
@@ -418,7 +429,7 @@ static json_t *scsi_method(struct daemon *d, json_t *params, enum cmd_kind kind,
 		if (l && kind == CMD_INQUIRY && page < 0 && l->have_inquiry)
 			return inquiry_json(s->idstr, lun, -1, l->inquiry, l->inquiry_len, true);
 		if (l && kind == CMD_INQUIRY)
-			for (int k = 0; k < 4; k++)
+			for (int k = 0; k < DMN_VPD_CACHED; k++)
 				if (l->vpd[k].data && l->vpd[k].page == page)
 					return inquiry_json(s->idstr, lun, page, l->vpd[k].data, l->vpd[k].len, true);
 		if (l && kind != CMD_INQUIRY && l->have_capacity && l->block_size)

@@ -23,7 +23,12 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "daemon/io.h"
+#include "daemon/nbd.h"
 #include "daemon/nbd_proto.h"
+#include "daemon/session.h"
+#include "scsi/codes.h"
+#include "scsi/scsi.h"
 #include "util/bytes.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -63,9 +68,7 @@ const char *nbd_export_path(const struct nbd_export *e) { return e->path; }
 
 static struct dlun *live_lun(struct daemon *d, uint64_t sid, uint64_t lun, struct dsession **sp)
 {
-	struct dsession *s = d->sessions;
-	while (s && (s->id != sid || s->state == DS_GONE))
-		s = s->next;
+	struct dsession *s = dsess_by_id(d, sid);
 	struct dlun *l = s ? dsess_lun(s, lun) : NULL;
 	if (sp)
 		*sp = s;
@@ -173,13 +176,13 @@ static uint32_t nbd_errno(int err, const struct ism_scsi_result *r)
 		return ENOMEM;
 	if (err)
 		return EIO;
-	if (r && r->status == 0)
+	if (r && r->status == SCSI_GOOD)
 		return 0;
 	uint8_t key, asc, ascq;
 	if (r && ism_sense_decode(r->sense, r->sense_len, &key, &asc, &ascq)) {
-		if (key == 7)
+		if (key == SK_DATA_PROTECT)
 			return EPERM;
-		if (key == 5 && asc == 0x21)
+		if (key == SK_ILLEGAL_REQUEST && asc == SCSI_ASC_LBA_OUT_OF_RANGE)
 			return ENOSPC;
 	}
 	return EIO;

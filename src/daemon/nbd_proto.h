@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "daemon/daemon.h"
+#include "daemon/io.h"
 
 #define NBD_MAX_IO (1u << 20)              /* largest READ or WRITE (advertised as the maximum block size) */
 #define NBD_MAX_INFLIGHT 64u               /* requests per client between arrival and the end of their reply */

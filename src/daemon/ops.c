@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "daemon/daemon.h"
+#include "daemon/ops.h"
 #include "util/sbuf.h"
 
 #define DOP_KEEP_MS (5u * 60u * 1000u)

@@ -14,6 +14,8 @@
 #include <unistd.h>
 
 #include "daemon/daemon.h"
+#include "daemon/session.h"
+#include "daemon/store.h"
 #include "util/iscsi_name.h"
 #include "util/log.h"
 #include "util/sbuf.h"

@@ -137,15 +137,16 @@ void ism_conn_flush(struct ism_conn *c)
 			if (errno == EINTR)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return;
+				break;
 			ism_conn_fail(c, "send failed: %s", strerror(errno));
 			return;
 		}
 		c->bytes_sent += (uint64_t)w;
 		pdu_queue_consume(&c->txq, (size_t)w, tx_frame_done, c->s);
 		if ((size_t)w < total)
-			return; /* the socket buffer is full: wait for POLLOUT */
+			break; /* the socket buffer is full: wait for POLLOUT */
 	}
+	ism_watch_update(c);
 }
 
 void ism_flush_all(struct ism_session *s)
@@ -396,6 +397,7 @@ void ism_conn_readable(struct ism_conn *c)
 
 void ism_conn_close_fd(struct ism_conn *c)
 {
+	ism_watch_close(c);
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
@@ -453,6 +455,7 @@ static int try_next_address(struct ism_conn *c, const char *lasterr)
 		if (errno == EINPROGRESS) {
 			c->fd = fd;
 			c->state = CONN_CONNECTING;
+			ism_watch_update(c);
 			return 0;
 		}
 		snprintf(last, sizeof(last), "connect to %s: %s", c->peer, strerror(errno));
@@ -506,8 +509,7 @@ void ism_conn_connect_ready(struct ism_conn *c)
 	}
 	char msg[700];
 	snprintf(msg, sizeof(msg), "connect to %s: %s", c->peer, strerror(err));
-	close(c->fd);
-	c->fd = -1;
+	ism_conn_close_fd(c);
 	if (try_next_address(c, msg) < 0)
 		ism_conn_fail(c, "%s", msg);
 }
@@ -532,5 +534,6 @@ void ism_conn_connected(struct ism_conn *c)
 	c->rx_direct = false;
 	c->dr_task = NULL;
 	c->last_rx_ms = ism_now_ms();
+	ism_watch_update(c);
 	ism_login_start(c);
 }

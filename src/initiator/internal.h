@@ -170,6 +170,9 @@ struct ism_conn {
 	uint64_t bytes_sent, bytes_received;
 	/* addresses recorded when the connection is established (ism_session_connection_info) */
 	struct sockaddr_storage local_sa, peer_sa;
+	/* the session's fd callback was told about fd (ISM_FD_ADD), last with watch_events */
+	bool watched;
+	short watch_events;
 };
 
 struct ism_session {
@@ -214,6 +217,10 @@ struct ism_session {
 	struct ism_task *task_pool;
 	struct txitem *tx_pool;
 	size_t task_pool_n, tx_pool_n;
+
+	/* ism_session_set_fd_cb */
+	ism_fd_cb fd_cb;
+	void *fd_opaque;
 };
 
 /* At most this many idle tasks and PDU slots are kept per session. */
@@ -260,6 +267,11 @@ void ism_conn_detach_task(struct ism_conn *c, struct ism_task *t);
 int ism_conn_start_connect(struct ism_conn *c);
 void ism_conn_connected(struct ism_conn *c);
 void ism_conn_close_fd(struct ism_conn *c);
+
+/* watch.c: the fd callback. Tells it what c waits for now, if that changed (ADD the first time). */
+void ism_watch_update(struct ism_conn *c);
+/* c's descriptor is about to be closed. */
+void ism_watch_close(struct ism_conn *c);
 
 /* login.c */
 void ism_login_start(struct ism_conn *c);

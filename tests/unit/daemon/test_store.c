@@ -9,6 +9,10 @@
 
 #include "../test.h"
 #include "daemon/daemon.h"
+#include "daemon/ibft.h"
+#include "daemon/ops.h"
+#include "daemon/session.h"
+#include "daemon/store.h"
 #include "util/sbuf.h"
 
 static char tmpdir[] = "/tmp/isthmus-dmn-unit.XXXXXX";

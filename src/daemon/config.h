@@ -1,0 +1,79 @@
+/*
+ * The daemon's configuration file, and the login options of a session as they are stored and
+ * shown (both parsed and printed in config.c).
+ */
+#ifndef ISTHMUS_DAEMON_CONFIG_H
+#define ISTHMUS_DAEMON_CONFIG_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Settings from the configuration file (times in milliseconds). */
+struct dmn_config {
+	char *initiator_name;
+	char *initiator_alias;
+	int reconnect_interval_ms;  /* login attempt period while reconnecting (5000) */
+	int removal_latency_ms;     /* devices removed after this long without a session (60000) */
+	int nop_interval_ms;        /* NOP-Out keepalive after this much silence (5000) */
+	int nop_timeout_ms;         /* connection dead without NOP-In within this (10000) */
+	int login_timeout_ms;       /* per login attempt (15000) */
+	uint64_t queue_limit_bytes; /* I/O held while reconnecting (64 MiB) */
+	unsigned nbd_max_clients;   /* NBD clients at once over all exports (32) */
+	bool fuse;                  /* expose data LUNs as files (true) */
+	bool nbd;                   /* serve data LUNs over NBD (true) */
+	char *devices_dir;
+	char *nbd_dir;
+};
+
+void dmn_config_defaults(struct dmn_config *c);
+/* Parse "key = value" lines; returns 0 or -1 with err. Unknown keys are errors. */
+int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t errlen);
+void dmn_config_free(struct dmn_config *c);
+
+/* Session kinds: informational (no devices), data, boot (data, never removed). */
+enum dsess_type { DS_TYPE_INFORMATIONAL = 0, DS_TYPE_DATA = 1, DS_TYPE_BOOT = 2 };
+const char *dsess_type_str(enum dsess_type t);
+int dsess_type_parse(const char *s);
+
+enum dsess_state {
+	DS_LOGGING_IN = 0, /* first login in progress */
+	DS_CONNECTED,
+	DS_RECONNECTING, /* connection lost, login attempts running; devices kept */
+	DS_FAILED,       /* removal latency passed: devices removed, attempts go on */
+	DS_LOGGING_OUT,
+	DS_GONE, /* logged out; freed soon */
+};
+const char *dsess_state_str(enum dsess_state st);
+
+/* What a login needs; kept for reconnects and persistence. Strings owned. */
+struct dsess_opts {
+	char *target;
+	char *portal;
+	enum dsess_type type;
+	char *chap_user, *chap_secret;
+	char *mutual_user, *mutual_secret;
+	bool mutual_from_store; /* mutual secret is the initiator secret set by chap set-secret */
+	char *chap_algorithms;
+	bool header_digest, data_digest;
+	int removal_latency_ms; /* < 0: the daemon's default */
+	uint32_t max_recv_dsl, max_burst_length, first_burst_length;
+	int initial_r2t, immediate_data;
+	bool isid_set;
+	uint8_t isid[6];
+};
+void dsess_opts_free(struct dsess_opts *o);
+void dsess_opts_copy(struct dsess_opts *dst, const struct dsess_opts *src);
+/* JSON for persistence (with secrets) or display (secrets masked). */
+json_t *dsess_opts_to_json(const struct dsess_opts *o, bool with_secrets);
+/* Parse options from RPC params or a stored record; 0 or -1 with err. */
+int dsess_opts_from_json(struct dsess_opts *o, json_t *j, char *err, size_t errlen);
+
+void hex_isid(const uint8_t isid[6], char out[13]);
+bool parse_isid(const char *s, uint8_t isid[6]);
+/* A JSON string of text a target sent (an alias, a discovered name): as it is when it is UTF-8,
+ * otherwise with every byte outside printable ASCII as '?' (JSON holds UTF-8 only). */
+json_t *json_text(const char *s);
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * I/O of the device front ends (FUSE, NBD), the RPC layer and the LUN probe on a daemon session:
+ * sent when the session is ready, queued in submission order while it is not (up to queue-limit),
+ * sent again after a reconnect.
+ */
+#ifndef ISTHMUS_DAEMON_IO_H
+#define ISTHMUS_DAEMON_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "isthmus/isthmus.h"
+
+struct dsession;
+struct dio;
+
+/* err: 0 (see r for the SCSI status), or -errno. */
+typedef void (*dio_done_fn)(struct dio *io, int err, const struct ism_scsi_result *r);
+
+/* Whether a command that did not complete is sent again. */
+enum dio_resend {
+	DIO_RESEND = 0, /* after a unit attention, after a lost connection (bounded tries, io.c) */
+	DIO_ONCE,       /* never: its owner starts over on the next session (the LUN probe) */
+};
+
+struct dio {
+	struct dio *next;
+	struct dsession *s;
+	uint64_t seq; /* submission order: requeued I/O is sent again in this order */
+	uint64_t lun;
+	uint8_t cdb[16];
+	size_t cdb_len;
+	enum ism_dir dir;
+	void *buf;
+	uint32_t len;
+	int tries;
+	enum dio_resend resend;
+	bool inflight;
+	bool whole; /* block READ or WRITE: GOOD status after less than len bytes is an error (-EIO) */
+	dio_done_fn done;
+	void *priv;
+};
+
+/* Submit I/O: sent now, queued while reconnecting, or failed (done called with -errno). */
+void dio_submit(struct dsession *s, struct dio *io);
+/* Send io on the session's libisthmus session now, ready or not (the LUN probe runs before the
+ * session is ready for the others): 0, or -1 when the library refuses it. */
+int dio_send_now(struct dsession *s, struct dio *io);
+/* Send what waits, as far as the session is ready. */
+void dio_flush_queue(struct dsession *s);
+/* The same, after the events of this loop iteration. */
+void dio_flush_later(struct dsession *s);
+/* Every queued request ends with err. */
+void dio_fail_queue(struct dsession *s, int err);
+
+#endif

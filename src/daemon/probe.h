@@ -1,0 +1,12 @@
+/* The LUN probe after each login: REPORT LUNS, then per LUN INQUIRY (standard, VPD 0x00, 0x80,
+ * 0x83) and READ CAPACITY. */
+#ifndef ISTHMUS_DAEMON_PROBE_H
+#define ISTHMUS_DAEMON_PROBE_H
+
+struct dsession;
+
+/* Ends by replacing the LUN cache, exposing the devices and answering the login operation; a
+ * session lost meanwhile abandons it (the next login probes again). */
+void probe_start(struct dsession *s);
+
+#endif

@@ -1,0 +1,13 @@
+/* Login, and recovery after a lost connection: a login attempt every reconnect interval, devices
+ * removed after the removal latency. */
+#ifndef ISTHMUS_DAEMON_RECOVERY_H
+#define ISTHMUS_DAEMON_RECOVERY_H
+
+struct dsession;
+
+/* One login attempt (a new libisthmus session with the session's ISID). */
+void recovery_login(struct dsession *s);
+/* The libisthmus session failed: reconnect, and start the removal latency. */
+void recovery_lost(struct dsession *s);
+
+#endif

@@ -1,0 +1,120 @@
+/*
+ * A daemon session (struct dsession) outlives its libisthmus sessions: when the connection is
+ * lost, the libisthmus session is freed and a new one with the same ISID reinstates it at the
+ * target; the daemon session keeps its id, its LUN cache, its devices and its queue of I/O.
+ *
+ * Its modules: session.c (life cycle, devices, logout), libbridge.c (the libisthmus session in
+ * the event loop), io.c (the I/O queue), recovery.c (login, reconnect, removal latency),
+ * connections.c (extra connections), probe.c (the LUN probe), session_json.c (`session show`).
+ */
+#ifndef ISTHMUS_DAEMON_SESSION_H
+#define ISTHMUS_DAEMON_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "daemon/config.h"
+#include "isthmus/isthmus.h"
+#include "net/loop.h"
+
+#define DMN_MAX_WATCH 20
+#define DMN_MAX_LUNS 256
+#define DMN_INQ_LEN 96
+#define DMN_VPD_LEN 512
+#define DMN_VPD_CACHED 4
+
+struct daemon;
+struct dio;
+struct nbd_export;
+
+/* One LUN as seen at the last probe. */
+struct dlun {
+	uint64_t lun;
+	bool have_inquiry;
+	uint8_t inquiry[DMN_INQ_LEN];
+	uint32_t inquiry_len;
+	uint8_t device_type;
+	bool have_capacity;
+	uint64_t capacity_bytes;
+	uint32_t block_size;
+	bool unmap; /* the LUN accepts UNMAP (VPD B2/B0 not checked; tried and remembered) */
+	/* cached VPD pages (0x00, 0x80, 0x83) */
+	struct {
+		int page;
+		uint32_t len;
+		uint8_t *data;
+	} vpd[DMN_VPD_CACHED];
+	bool exposed; /* a local device exists */
+	struct nbd_export *nbd;
+	bool readonly;
+};
+
+/* One descriptor of the libisthmus session in the event loop (libbridge.c). */
+struct dwatch {
+	struct dsession *s;
+	struct loop_watch w;
+	int fd;
+	bool on;
+};
+
+struct dsession {
+	struct daemon *d;
+	struct dsession *next;
+	uint64_t id;
+	char idstr[24];
+	struct dsess_opts opts;
+	bool persistent;
+	uint64_t record_id; /* persistent record (0: none) */
+	bool discovered;
+	enum dsess_state state;
+	time_t state_since;
+	bool ever_connected;
+	bool interactive_login; /* first login failure ends the session (RPC login) */
+	char last_error[512];
+	struct ism_session *ism;
+	int in_lib;
+	struct dwatch watch[DMN_MAX_WATCH];
+	bool settle_pending; /* a lib_settle waits for the end of this loop iteration */
+	bool corked;         /* the library holds this iteration's commands until lib_settle */
+	struct loop_timer lib_timer, retry_timer, removal_timer, logout_timer;
+	unsigned attempts;
+	/* LUNs */
+	struct dlun *luns;
+	size_t nluns;
+	bool probed;
+	bool devices_present;
+	/* I/O */
+	struct dio *queue; /* waiting for a session, sorted by seq */
+	uint64_t queued_bytes;
+	uint64_t next_seq;
+	uint64_t inflight;
+	/* RPC operations waiting on this session (ops ids) */
+	uint64_t login_op, logout_op;
+	/* extra connections added by the user (portals), re-added after a reconnect */
+	char *extra_portals[DMN_MAX_WATCH];
+	int nextra;
+};
+
+struct dsession *dsess_new(struct daemon *d, const struct dsess_opts *o, bool interactive);
+void dsess_start(struct dsession *s);
+struct dsession *dsess_find(struct daemon *d, const char *idstr);
+/* The live session with this id (any state but gone), or NULL. */
+struct dsession *dsess_by_id(struct daemon *d, uint64_t id);
+struct dsession *dsess_find_target(struct daemon *d, const char *target, const char *portal);
+/* Log out (or abandon recovery); completes the op when done. */
+void dsess_logout(struct dsession *s, uint64_t op);
+/* The session ends now: devices removed, queued I/O failed, waiting RPC operations answered. */
+void dsess_finish_logout(struct dsession *s, const char *why);
+void dsess_abort_all(struct daemon *d);
+void dsess_format_id(uint64_t id, char *out, size_t len);
+void dsess_set_state(struct dsession *s, enum dsess_state st);
+struct dlun *dsess_lun(struct dsession *s, uint64_t lun);
+uint32_t dsess_removal_latency(struct dsession *s);
+/* Local devices (FUSE files, NBD exports) for the probed data LUNs, or none. */
+void dsess_expose_devices(struct dsession *s);
+void dsess_remove_devices(struct dsession *s);
+void dsess_free_luns(struct dlun *luns, size_t n);
+
+#endif
