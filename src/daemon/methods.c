@@ -27,6 +27,7 @@
 #include "scsi/scsi.h"
 #include "util/bytes.h"
 #include "util/log.h"
+#include "util/lun.h"
 #include "util/sbuf.h"
 
 static struct dsession *session_param(struct daemon *d, json_t *params, struct rpc_error *err)
@@ -363,7 +364,7 @@ static void cmd_done(struct dio *io, int e, const struct ism_scsi_result *r)
 			uint32_t cnt = get_be32(c->buf) / 8;
 			for (uint32_t i = 0; i < cnt && 8 + 8 * i + 8 <= n; i++) {
 				const uint8_t *e8 = c->buf + 8 + 8 * i;
-				uint64_t lun = (e8[0] >> 6) == 1 ? (uint64_t)(((e8[0] & 0x3f) << 8) | e8[1]) : e8[1];
+				uint64_t lun = lun_value(e8);
 				json_array_append_new(a, json_integer((json_int_t)lun));
 			}
 			res = json_pack("{s:s,s:o,s:b}", "session_id", c->sid, "luns", a, "cached", 0);

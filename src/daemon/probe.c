@@ -18,6 +18,7 @@
 #include "scsi/scsi.h"
 #include "util/bytes.h"
 #include "util/log.h"
+#include "util/lun.h"
 #include "util/sbuf.h"
 
 enum probe_step {
@@ -109,7 +110,7 @@ static void report_luns_done(struct probe *p, bool ok, uint32_t got)
 		p->luns = xcalloc(n ? n : 1, sizeof(*p->luns));
 		for (uint32_t i = 0; i < n; i++) {
 			const uint8_t *e = p->buf + 8 + 8 * i;
-			uint64_t lun = (e[0] >> 6) == 1 ? (uint64_t)(((e[0] & 0x3f) << 8) | e[1]) : e[1];
+			uint64_t lun = lun_value(e);
 			if (!lun_listed(p, lun)) /* a LUN listed twice would get two devices */
 				p->luns[p->nluns++].lun = lun;
 		}
