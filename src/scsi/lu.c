@@ -145,10 +145,10 @@ static void lu_nexus_drop(struct scsi_lu *lu, uint64_t nexus_id)
 static void ua_add(struct lu_nexus *ln, uint32_t ua)
 {
 	/* A power-on/reset condition supersedes every other pending attention (SAM-5 5.14). */
-	if (ln->ua & UA_POWER_ON)
+	if (ln->ua & UA_RESETS)
 		return;
-	if (ua & UA_POWER_ON)
-		ln->ua = UA_POWER_ON;
+	if (ua & UA_RESETS)
+		ln->ua = ua & UA_RESETS;
 	else
 		ln->ua |= ua;
 }
@@ -178,6 +178,7 @@ bool ua_to_sense(uint32_t ua, uint8_t *asc, uint8_t *ascq)
 		uint8_t asc, ascq;
 	} map[] = {
 		{ UA_POWER_ON, 0x29, 0x00 },
+		{ UA_LU_RESET, 0x29, 0x03 },
 		{ UA_RESERVATIONS_PREEMPTED, 0x2a, 0x03 },
 		{ UA_RESERVATIONS_RELEASED, 0x2a, 0x04 },
 		{ UA_REGISTRATIONS_PREEMPTED, 0x2a, 0x05 },
@@ -362,19 +363,21 @@ void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx)
 }
 
 /* What a logical unit reset does to one LU (SAM-5 6.3.3); persistent reservations survive. */
-static void lu_reset(struct scsi_lu *lu)
+/* ua: what every nexus is told: a LOGICAL UNIT RESET reports itself (29/03), a target reset as
+ * a reset in general (29/00). */
+static void lu_reset(struct scsi_lu *lu, uint32_t ua)
 {
 	lu->rsv_held = false;
 	lu->nheld = 0;          /* held copy results are lost with the task set */
 	for (size_t i = 0; i < lu->nnx; i++)
 		lu->nx[i].prevent = false;
-	lu_ua_set_all(lu, UA_POWER_ON, NEXUS_NONE);
+	lu_ua_set_all(lu, ua, NEXUS_NONE);
 }
 
 /* A cold reset is a power cycle: volatile state goes back to defaults. */
 static void lu_power_cycle(struct scsi_lu *lu)
 {
-	lu_reset(lu);
+	lu_reset(lu, UA_POWER_ON);
 	lu->wce = lu->wce_default;
 	lu->d_sense = false;
 	lu->swp = false;
@@ -396,7 +399,7 @@ int scsi_target_task_mgmt(struct scsi_target *t, enum scsi_tmf fn, uint16_t lun,
 	case SCSI_TMF_LUN_RESET:
 		if (!lu)
 			return 2;
-		lu_reset(lu);
+		lu_reset(lu, UA_LU_RESET);
 		return 0;
 	case SCSI_TMF_TARGET_WARM_RESET:
 	case SCSI_TMF_TARGET_COLD_RESET:
@@ -406,7 +409,7 @@ int scsi_target_task_mgmt(struct scsi_target *t, enum scsi_tmf fn, uint16_t lun,
 			if (fn == SCSI_TMF_TARGET_COLD_RESET)
 				lu_power_cycle(t->lu[i]);
 			else
-				lu_reset(t->lu[i]);
+				lu_reset(t->lu[i], UA_POWER_ON);
 		}
 		return 0;
 	}

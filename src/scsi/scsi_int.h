@@ -69,7 +69,11 @@ enum scsi_ua {
 	UA_CAPACITY_CHANGED = 1u << 5,    /* 2A/09 */
 	UA_COMMANDS_CLEARED = 1u << 6,    /* 2F/00 */
 	UA_LUNS_CHANGED = 1u << 7,        /* 3F/0E */
+	UA_LU_RESET = 1u << 8,            /* 29/03 BUS DEVICE RESET FUNCTION OCCURRED */
 };
+
+/* The 29h family: any one of them supersedes every other pending attention (SAM-5 5.14). */
+#define UA_RESETS (UA_POWER_ON | UA_LU_RESET)
 
 /*
  * idmap.c: identifier -> array position, for arrays whose elements start with a uint64_t id.

@@ -22,10 +22,10 @@ static void test_unit_attention(void)
 	CHECK_EQ(h->in[12], 0x29);
 	CHECK_EQ(h_run_full(h, 1, 0, tur, 6, NULL, 0, 0), SCSI_GOOD);
 
-	/* A LUN reset raises it again for everyone. */
+	/* A LUN reset raises a reset attention for everyone: BUS DEVICE RESET FUNCTION OCCURRED. */
 	CHECK_EQ(scsi_target_task_mgmt(h->t, SCSI_TMF_LUN_RESET, 0, true, &h->nx[0]), 0);
 	CHECK_EQ(h_run(h, tur, 6, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_UNIT_ATTENTION, 0x29, 0x00);
+	CHECK_SENSE(h, SK_UNIT_ATTENTION, 0x29, 0x03);
 	CHECK_EQ(h_run_full(h, 1, 0, tur, 6, NULL, 0, 0), SCSI_CHECK_CONDITION);
 	CHECK_EQ(scsi_target_task_mgmt(h->t, SCSI_TMF_LUN_RESET, 7, true, &h->nx[0]), 2);
 
