@@ -202,15 +202,14 @@ typedef void (*ism_scsi_cb)(struct ism_session *s, const struct ism_scsi_result 
  * session's leading connection (following redirects). cb gets 0 or an enum ism_error.
  */
 int ism_connect_async(struct ism_session *s, const char *portal, ism_done_cb cb, void *priv);
-/* Add a connection to a logged-in normal session (same ISID and TSIH, new CID). */
-int ism_add_connection_async(struct ism_session *s, const char *portal, ism_done_cb cb, void *priv);
 /*
- * The same, with the new connection's CID handed to the callback: cid is the CID the connection
- * was given (on success it is in full feature phase; on failure it is gone and cid only names it
- * in messages). The CID is fixed when the call returns 0 and stays the same across redirects.
+ * Add a connection to a logged-in normal session (same ISID and TSIH, new CID). cb gets 0 or an
+ * enum ism_error and the CID the connection was given (on success it is in full feature phase;
+ * on failure it is gone and cid only names it in messages). The CID is fixed when the call
+ * returns 0 and stays the same across redirects.
  */
 typedef void (*ism_conn_cb)(struct ism_session *s, int status, uint16_t cid, void *priv);
-int ism_add_connection_async2(struct ism_session *s, const char *portal, ism_conn_cb cb, void *priv);
+int ism_add_connection_async(struct ism_session *s, const char *portal, ism_conn_cb cb, void *priv);
 /* Log out the connection with CID cid (reason "close the connection"). */
 int ism_remove_connection_async(struct ism_session *s, uint16_t cid, ism_done_cb cb, void *priv);
 /* Log out the whole session (after outstanding commands completed). */
