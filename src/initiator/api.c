@@ -36,8 +36,8 @@ static int start_conn(struct ism_session *s, const char *portal, int fd, bool le
 	c->login = xcalloc(1, sizeof(*c->login));
 	c->login->leading = leading;
 	c->login->task = login_task(s, c->cid, cb, ccb, priv);
-	if (leading)
-		s->logged_out = false;
+	if (leading && s->state != SESSION_LOGGED_IN)
+		s->state = SESSION_IDLE;
 	if (portal)
 		snprintf(c->portal, sizeof(c->portal), "%s", portal);
 	else
@@ -52,7 +52,8 @@ static int start_conn(struct ism_session *s, const char *portal, int fd, bool le
 		ism_isid_derive(s->initiator_name, s->target_name ? s->target_name : "", pg, s->isid);
 		s->isid_known = true;
 	}
-	s->failed = false;
+	if (s->state == SESSION_FAILED)
+		s->state = SESSION_IDLE;
 	if (fd >= 0) {
 		c->fd = fd;
 		snprintf(c->peer, sizeof(c->peer), "%s", c->portal);
@@ -70,7 +71,7 @@ static int start_conn(struct ism_session *s, const char *portal, int fd, bool le
 
 int ism_connect_async(struct ism_session *s, const char *portal, ism_done_cb cb, void *priv)
 {
-	if (s->logged_in || ism_live_conns(s)) {
+	if (s->state == SESSION_LOGGED_IN || ism_live_conns(s)) {
 		ism_set_error(s, "the session is already connected");
 		return ISM_ERR_INVALID;
 	}
@@ -84,7 +85,7 @@ int ism_attach_fd_async(struct ism_session *s, int fd, bool leading, ism_done_cb
 
 int ism_add_connection_async(struct ism_session *s, const char *portal, ism_conn_cb cb, void *priv)
 {
-	if (!s->logged_in || s->cfg.session_type != ISM_SESSION_NORMAL) {
+	if (s->state != SESSION_LOGGED_IN || s->cfg.session_type != ISM_SESSION_NORMAL) {
 		ism_set_error(s, "connections can only be added to a logged-in normal session");
 		return ISM_ERR_INVALID;
 	}
@@ -129,7 +130,7 @@ int ism_remove_connection_async(struct ism_session *s, uint16_t cid, ism_done_cb
 
 int ism_logout_async(struct ism_session *s, ism_done_cb cb, void *priv)
 {
-	if (!s->logged_in) {
+	if (s->state != SESSION_LOGGED_IN) {
 		ism_set_error(s, "the session is not logged in");
 		return ISM_ERR_INVALID;
 	}
@@ -148,7 +149,7 @@ struct ism_task *ism_scsi_async(struct ism_session *s, uint64_t lun, const uint8
 		ism_set_error(s, "data buffer missing");
 		return NULL;
 	}
-	if (!s->logged_in || s->failed || s->logging_out || s->cfg.session_type != ISM_SESSION_NORMAL) {
+	if (s->state != SESSION_LOGGED_IN || s->logging_out || s->cfg.session_type != ISM_SESSION_NORMAL) {
 		ism_set_error(s, "the session is not logged in");
 		return NULL;
 	}
@@ -168,7 +169,7 @@ struct ism_task *ism_scsi_async(struct ism_session *s, uint64_t lun, const uint8
 int ism_task_mgmt_async(struct ism_session *s, enum ism_tmf function, uint64_t lun, struct ism_task *ref,
 			ism_done_cb cb, void *priv)
 {
-	if (!s->logged_in) {
+	if (s->state != SESSION_LOGGED_IN) {
 		ism_set_error(s, "the session is not logged in");
 		return ISM_ERR_INVALID;
 	}

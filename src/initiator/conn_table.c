@@ -78,13 +78,10 @@ void ism_conn_closed(struct ism_conn *c, int err)
 	if (c->login)
 		ism_login_finish(c, c->login->fail_status ? c->login->fail_status : err);
 	if (ism_live_conns(s) == 0) {
-		if (s->logged_in && err == ISM_OK)
-			s->logged_out = true; /* the last connection logged out: the session is over */
-		if (s->logged_in && err != ISM_OK)
-			s->failed = true;
-		if (!s->logged_in && err != ISM_OK && !s->logging_out)
-			s->failed = true;
-		s->logged_in = false;
+		if (s->state == SESSION_LOGGED_IN) /* the session is over */
+			s->state = err == ISM_OK ? SESSION_LOGGED_OUT : SESSION_FAILED;
+		else if (err != ISM_OK && !s->logging_out)
+			s->state = SESSION_FAILED;
 		ism_fail_pending(s, err != ISM_OK ? err : ISM_ERR_CLOSED);
 	}
 }

@@ -38,6 +38,12 @@ enum conn_state {
 	CONN_CLOSED,
 };
 
+/* The keepalive of a connection in full feature phase: a NOP-Out after a silence, then its answer. */
+enum keepalive_state {
+	KEEPALIVE_IDLE = 0,    /* nothing outstanding: the next ping goes after nop_interval_ms of silence */
+	KEEPALIVE_OUTSTANDING, /* a NOP-Out was sent: the connection fails without an answer in nop_timeout_ms */
+};
+
 /*
  * One queued PDU: header (+ digest), data (borrowed or owned), padding and data digest. Items come
  * from a per-session free list, so queueing a PDU allocates nothing once the pool is warm.
@@ -157,8 +163,9 @@ struct ism_conn {
 	struct login_ctx *login;
 	/* keepalive */
 	uint64_t last_rx_ms;
-	uint64_t nop_sent_ms; /* 0: no keepalive outstanding */
-	uint32_t nop_itt;
+	enum keepalive_state keepalive;
+	uint64_t nop_sent_ms; /* when the outstanding keepalive NOP-Out was sent */
+	uint32_t nop_itt;     /* its ITT */
 	uint32_t login_itt;
 	uint32_t ping_answers; /* NOP-Outs answering the target's pings, queued and not yet written */
 	/* logout on request of the target (async event 1) */
@@ -170,6 +177,14 @@ struct ism_conn {
 	uint64_t bytes_sent, bytes_received;
 	/* addresses recorded when the connection is established (ism_session_connection_info) */
 	struct sockaddr_storage local_sa, peer_sa;
+};
+
+/* Where a session stands; a new leading login starts it again from SESSION_IDLE. */
+enum session_state {
+	SESSION_IDLE = 0,   /* no leading login completed */
+	SESSION_LOGGED_IN,  /* the leading login completed and a connection is still up */
+	SESSION_LOGGED_OUT, /* ended with a successful logout (ISM_SERVICE_LOGGED_OUT) */
+	SESSION_FAILED,     /* the last connection failed */
 };
 
 struct ism_session {
@@ -185,8 +200,8 @@ struct ism_session {
 	uint16_t tpgt;
 	char target_alias[256];
 	struct iscsi_params params; /* session-wide result of the leading login */
-	bool logged_in, failed, logging_out;
-	bool logged_out; /* ended with a successful session logout (ISM_SERVICE_LOGGED_OUT) */
+	enum session_state state;
+	bool logging_out; /* a session logout was asked for (or the session is being freed) */
 
 	uint32_t cmdsn, exp_cmdsn, max_cmdsn;
 	uint32_t next_itt;

@@ -36,8 +36,8 @@ void ism_on_nop_in(struct ism_conn *c, const struct bhs *b)
 		ism_flush_soon(c);
 		return;
 	}
-	if (c->nop_sent_ms && b->itt == c->nop_itt) {
-		c->nop_sent_ms = 0;
+	if (c->keepalive == KEEPALIVE_OUTSTANDING && b->itt == c->nop_itt) {
+		c->keepalive = KEEPALIVE_IDLE;
 		return;
 	}
 	struct ism_task *t = ism_task_for(c, b, TASK_NOP);

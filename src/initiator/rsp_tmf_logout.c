@@ -107,13 +107,12 @@ void ism_on_logout_response(struct ism_conn *c, const struct bhs *b, uint32_t le
 	ism_task_complete(t);
 	if (t->logout_reason == LOGOUT_CLOSE_SESSION) {
 		s->logging_out = true;
-		s->logged_out = true;
 		for (int i = 0; i < ISM_MAX_CONNS; i++) {
 			struct ism_conn *o = &s->conns[i];
 			if (o->state != CONN_FREE && o->state != CONN_CLOSED)
 				ism_conn_closed(o, ISM_OK);
 		}
-		s->logged_in = false;
+		s->state = SESSION_LOGGED_OUT;
 	} else {
 		struct ism_conn *o = ism_conn_by_cid(s, t->logout_cid);
 

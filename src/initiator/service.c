@@ -68,7 +68,7 @@ int ism_session_service(struct ism_session *s, int fd, short revents)
 		ism_session_destroy(s);
 		return ISM_SERVICE_FAILED;
 	}
-	if (s->failed)
+	if (s->state == SESSION_FAILED)
 		return ISM_SERVICE_FAILED;
-	return s->logged_out && !s->logged_in && ism_live_conns(s) == 0 ? ISM_SERVICE_LOGGED_OUT : ISM_SERVICE_OK;
+	return s->state == SESSION_LOGGED_OUT && ism_live_conns(s) == 0 ? ISM_SERVICE_LOGGED_OUT : ISM_SERVICE_OK;
 }

@@ -19,7 +19,7 @@ int ism_session_connections(const struct ism_session *s, uint16_t *cids, int max
 	return n;
 }
 
-bool ism_session_logged_in(const struct ism_session *s) { return s->logged_in && !s->failed; }
+bool ism_session_logged_in(const struct ism_session *s) { return s->state == SESSION_LOGGED_IN; }
 
 int ism_session_connection_info(const struct ism_session *s, struct ism_conn_info *out, int max)
 {

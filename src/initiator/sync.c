@@ -130,7 +130,7 @@ int ism_session_wait(struct ism_session *s)
 				ism_session_service(s, fds[i].fd, fds[i].revents);
 		ism_session_service(s, -1, 0);
 	}
-	return s->failed ? -1 : 0;
+	return s->state == SESSION_FAILED ? -1 : 0;
 }
 
 struct disc_ctx {

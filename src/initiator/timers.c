@@ -88,7 +88,7 @@ void ism_run_timers(struct ism_session *s)
 		}
 		if (c->state != CONN_FFP && c->state != CONN_LOGOUT)
 			continue;
-		if (c->nop_sent_ms) {
+		if (c->keepalive == KEEPALIVE_OUTSTANDING) {
 			if (s->cfg.nop_timeout_ms > 0 && now - c->nop_sent_ms >= (uint64_t)s->cfg.nop_timeout_ms)
 				ism_conn_fail(c, "no answer to a NOP-Out ping within %d ms", s->cfg.nop_timeout_ms);
 			continue;
@@ -105,7 +105,8 @@ void ism_run_timers(struct ism_session *s)
 			b.nop_out.ttt = RESERVED_TAG;
 			b.nop_out.cmdsn = s->cmdsn;
 			b.nop_out.expstatsn = c->exp_statsn;
-			c->nop_sent_ms = now ? now : 1;
+			c->keepalive = KEEPALIVE_OUTSTANDING;
+			c->nop_sent_ms = now;
 			ism_conn_send(c, &b, NULL, 0, NULL, NULL);
 			ism_conn_flush(c);
 		}
@@ -128,9 +129,9 @@ int ism_session_timeout_ms(struct ism_session *s)
 		if ((c->state == CONN_CONNECTING || c->state == CONN_LOGIN) && c->login && c->login->deadline_ms)
 			when = c->login->deadline_ms;
 		else if (c->state == CONN_FFP || c->state == CONN_LOGOUT) {
-			if (c->nop_sent_ms && s->cfg.nop_timeout_ms > 0)
+			if (c->keepalive == KEEPALIVE_OUTSTANDING && s->cfg.nop_timeout_ms > 0)
 				when = c->nop_sent_ms + (uint64_t)s->cfg.nop_timeout_ms;
-			else if (!c->nop_sent_ms && s->cfg.nop_interval_ms > 0)
+			else if (c->keepalive == KEEPALIVE_IDLE && s->cfg.nop_interval_ms > 0)
 				when = c->last_rx_ms + (uint64_t)s->cfg.nop_interval_ms;
 			if (c->sent_head && s->cfg.cmd_timeout_ms > 0) {
 				uint64_t cw = c->sent_head->sent_ms + (uint64_t)s->cfg.cmd_timeout_ms;
