@@ -6,7 +6,7 @@
  * descriptors to watch (ism_session_fds), hands back readiness (ism_session_service) and wakes up
  * for timers (ism_session_timeout_ms). Every *_async call takes a completion callback.
  *
- * The blocking helpers (ism_connect, ism_scsi_command, ism_inquiry, ...) run a private poll loop
+ * The blocking helpers (ism_connect, ism_scsi, ism_inquiry, ...) run a private poll loop
  * over the same core and return when their request completed.
  *
  * Errors are return values (0 success, -1 failure). The reason is kept in the session and read with
