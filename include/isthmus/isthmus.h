@@ -141,8 +141,8 @@ enum ism_service_status {
 /*
  * Handle readiness of one fd (revents as from poll). fd -1 only runs timers. Returns an enum
  * ism_service_status: 0 while the session goes on, ISM_SERVICE_LOGGED_OUT (1) once it ended with
- * a clean logout, -1 when it failed. Callers that only test for < 0 see a clean logout as 0 did
- * before; test ism_session_logged_in() or the value 1 to notice it.
+ * a clean logout, -1 when it failed. A caller that only tests for < 0 treats a clean logout
+ * like 0; ism_session_logged_in() or the value 1 tells it apart.
  * One call reads everything the socket has, handles every PDU in it, runs the completion
  * callbacks, and writes what they queued (new commands included) in one writev per connection.
  * Completion callbacks run only from here (and from ism_session_free).
