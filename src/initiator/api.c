@@ -16,7 +16,7 @@ static struct ism_task *login_task(struct ism_session *s, uint16_t cid, ism_done
 	t->done_cb = cb;
 	t->conn_cb = ccb;
 	t->priv = priv;
-	t->done = false;
+	t->state = TASK_QUEUED;
 	t->res.cid = cid; /* not allegiant to a connection: ism_task_complete leaves it */
 	return t;
 }
@@ -173,7 +173,7 @@ int ism_task_mgmt_async(struct ism_session *s, enum ism_tmf function, uint64_t l
 		ism_set_error(s, "the session is not logged in");
 		return ISM_ERR_INVALID;
 	}
-	if (function == ISM_TMF_ABORT_TASK && (!ref || ref->kind != TASK_SCSI || ref->done)) {
+	if (function == ISM_TMF_ABORT_TASK && (!ref || ref->kind != TASK_SCSI || ref->state == TASK_DONE)) {
 		ism_set_error(s, "ABORT TASK needs a task in progress");
 		return ISM_ERR_INVALID;
 	}
@@ -183,8 +183,8 @@ int ism_task_mgmt_async(struct ism_session *s, enum ism_tmf function, uint64_t l
 	t->lun = ref ? ref->lun : lun;
 	if (ref) {
 		t->tmf_ref_itt = ref->itt;
-		t->tmf_ref_cmdsn = ref->sent ? ref->cmdsn : s->cmdsn;
-		if (!ref->sent) {
+		t->tmf_ref_cmdsn = ref->state == TASK_SENT ? ref->cmdsn : s->cmdsn;
+		if (ref->state != TASK_SENT) {
 			/* Never sent: it can be dropped here; the target does not know it. */
 			ref->res.error = ISM_ERR_ABORTED;
 			ism_task_complete(ref);

@@ -58,15 +58,22 @@ struct txitem {
 
 enum task_kind { TASK_SCSI, TASK_TMF, TASK_NOP, TASK_TEXT, TASK_LOGOUT, TASK_LOGIN };
 
+enum task_state {
+	TASK_QUEUED = 0, /* waiting for the CmdSN window or a connection (a login: for its login) */
+	TASK_SENT,       /* its PDU went to a connection: the target knows its ITT */
+	TASK_DONE,       /* out of the ITT table, its callback queued or run */
+};
+
 struct ism_task {
 	enum task_kind kind;
+	enum task_state state;
 	struct ism_session *s;
 	struct ism_conn *conn; /* connection the task is allegiant to (NULL while pending) */
 	struct ism_task *hnext;       /* ITT hash chain */
 	struct ism_task *qnext;       /* pending (CmdSN window) queue; free list of the task pool */
 	struct ism_task *snext, *sprev; /* the connection's sent tasks, oldest first (command timeout) */
 	uint32_t itt, cmdsn;
-	bool immediate, sent, done;
+	bool immediate;
 	uint64_t lun;
 	uint8_t cdb[16];
 	size_t cdb_len;

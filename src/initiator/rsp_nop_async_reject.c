@@ -91,7 +91,7 @@ void ism_on_reject(struct ism_conn *c, const struct bhs *b, const uint8_t *data,
 	uint8_t op = data[0] & 0x3f;
 	ism_set_error(s, "target rejected a %s PDU (reason 0x%02x)", opcode_str(op), b->reject.reason);
 	struct ism_task *t = itt != RESERVED_TAG ? ism_task_find(s, itt) : NULL;
-	if (t && t->sent) {
+	if (t && t->state == TASK_SENT) {
 		t->res.error = ISM_ERR_TARGET;
 		ism_task_complete(t);
 	}

@@ -11,7 +11,7 @@ static void abort_lun_tasks(struct ism_session *s, bool all, uint64_t lun, uint3
 		struct ism_task *t = s->tasks[b];
 		while (t) {
 			struct ism_task *next = t->hnext;
-			if (t->kind == TASK_SCSI && t->sent && (all || t->lun == lun) && sn_lt(t->cmdsn, before_cmdsn + 1))
+			if (t->kind == TASK_SCSI && t->state == TASK_SENT && (all || t->lun == lun) && sn_lt(t->cmdsn, before_cmdsn + 1))
 				ism_task_fail(t, ISM_ERR_ABORTED);
 			t = next;
 		}

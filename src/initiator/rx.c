@@ -100,7 +100,7 @@ bool ism_process_pdu_serials(struct ism_conn *c, const struct bhs *b)
 struct ism_task *ism_task_for(struct ism_conn *c, const struct bhs *b, enum task_kind kind)
 {
 	struct ism_task *t = ism_task_find(c->s, b->itt);
-	if (!t || !t->sent || t->kind != kind) {
+	if (!t || t->state != TASK_SENT || t->kind != kind) {
 		ism_conn_fail(c, "%s for unexpected ITT 0x%08x", opcode_str(b->opcode), b->itt);
 		return NULL;
 	}

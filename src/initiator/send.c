@@ -182,7 +182,7 @@ static bool logout_ready(struct ism_session *s, struct ism_task *t)
 	if (t->logout_reason == LOGOUT_CLOSE_SESSION) {
 		for (int b = 0; b < ISM_TASK_BUCKETS; b++)
 			for (struct ism_task *o = s->tasks[b]; o; o = o->hnext)
-				if (o->sent && o != t)
+				if (o->state == TASK_SENT && o != t)
 					return false;
 		for (struct ism_task *p = s->pending_head; p && p != t; p = p->qnext)
 			return false;
@@ -220,7 +220,7 @@ void ism_kick(struct ism_session *s)
 		t->cmdsn = s->cmdsn;
 		if (!t->immediate)
 			s->cmdsn++;
-		t->sent = true;
+		t->state = TASK_SENT;
 		c->outstanding++;
 		if (s->cfg.cmd_timeout_ms > 0 && t->kind != TASK_LOGIN) {
 			t->sent_ms = s->in_service ? s->now_ms : ism_now_ms();

@@ -6,6 +6,10 @@
 
 #include "initiator/internal.h"
 
+/*
+ * The events each connection's fd waits for follow from its state and send queue: POLLOUT while
+ * the connect is under way, POLLIN always after it, POLLOUT too while PDUs wait to be written.
+ */
 int ism_session_fds(struct ism_session *s, struct pollfd *fds, int max)
 {
 	int n = 0;

@@ -126,15 +126,16 @@ static void sent_list_remove(struct ism_conn *c, struct ism_task *t)
 /* Finish a task: it leaves the ITT table and its callback runs from ism_run_callbacks. */
 void ism_task_complete(struct ism_task *t)
 {
-	if (t->done)
+	if (t->state == TASK_DONE)
 		return;
 	struct ism_session *s = t->s;
-	t->done = true;
+	bool was_sent = t->state == TASK_SENT;
+	t->state = TASK_DONE;
 	ism_task_unhash(t);
-	if (!t->sent)
+	if (!was_sent)
 		ism_pending_remove(s, t);
 	if (t->conn) {
-		if (t->sent && t->conn->outstanding)
+		if (was_sent && t->conn->outstanding)
 			t->conn->outstanding--;
 		sent_list_remove(t->conn, t);
 		if (t->conn->dr_task == t)
