@@ -7,7 +7,7 @@
  * readiness (ism_session_service) and wakes up for timers (ism_session_timeout_ms). Every *_async
  * call takes a completion callback.
  *
- * The blocking helpers (ism_connect, ism_scsi_command, ism_inquiry, ...) run a private poll loop
+ * The blocking helpers (ism_connect, ism_scsi, ism_inquiry, ...) run a private poll loop
  * over the same core and return when their request completed.
  *
  * Errors are return values (0 success, -1 failure). The reason is kept in the session and read with
@@ -161,8 +161,8 @@ enum ism_service_status {
 /*
  * Handle readiness of one fd (revents as from poll). fd -1 only runs timers. Returns an enum
  * ism_service_status: 0 while the session goes on, ISM_SERVICE_LOGGED_OUT (1) once it ended with
- * a clean logout, -1 when it failed. Callers that only test for < 0 see a clean logout as 0 did
- * before; test ism_session_logged_in() or the value 1 to notice it.
+ * a clean logout, -1 when it failed. A caller that only tests for < 0 treats a clean logout
+ * like 0; ism_session_logged_in() or the value 1 tells it apart.
  * One call reads everything the socket has, handles every PDU in it, runs the completion
  * callbacks, and writes what they queued (new commands included) in one writev per connection.
  * Completion callbacks run only from here (and from ism_session_free).
@@ -222,15 +222,14 @@ typedef void (*ism_scsi_cb)(struct ism_session *s, const struct ism_scsi_result 
  * session's leading connection (following redirects). cb gets 0 or an enum ism_error.
  */
 int ism_connect_async(struct ism_session *s, const char *portal, ism_done_cb cb, void *priv);
-/* Add a connection to a logged-in normal session (same ISID and TSIH, new CID). */
-int ism_add_connection_async(struct ism_session *s, const char *portal, ism_done_cb cb, void *priv);
 /*
- * The same, with the new connection's CID handed to the callback: cid is the CID the connection
- * was given (on success it is in full feature phase; on failure it is gone and cid only names it
- * in messages). The CID is fixed when the call returns 0 and stays the same across redirects.
+ * Add a connection to a logged-in normal session (same ISID and TSIH, new CID). cb gets 0 or an
+ * enum ism_error and the CID the connection was given (on success it is in full feature phase;
+ * on failure it is gone and cid only names it in messages). The CID is fixed when the call
+ * returns 0 and stays the same across redirects.
  */
 typedef void (*ism_conn_cb)(struct ism_session *s, int status, uint16_t cid, void *priv);
-int ism_add_connection_async2(struct ism_session *s, const char *portal, ism_conn_cb cb, void *priv);
+int ism_add_connection_async(struct ism_session *s, const char *portal, ism_conn_cb cb, void *priv);
 /* Log out the connection with CID cid (reason "close the connection"). */
 int ism_remove_connection_async(struct ism_session *s, uint16_t cid, ism_done_cb cb, void *priv);
 /* Log out the whole session (after outstanding commands completed). */

@@ -53,7 +53,7 @@ static int add_conn(struct dsession *s, const char *portal, uint64_t op, bool re
 	c->replay = replay;
 	c->portal = xstrdup(portal ? portal : s->opts.portal);
 	s->in_lib++;
-	int rc = ism_add_connection_async2(s->ism, c->portal, on_conn_added, c);
+	int rc = ism_add_connection_async(s->ism, c->portal, on_conn_added, c);
 	s->in_lib--;
 	if (rc != 0) {
 		snprintf(err, errlen, "%s", ism_session_error(s->ism));

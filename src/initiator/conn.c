@@ -222,7 +222,7 @@ static void try_direct(struct ism_conn *c, size_t avail)
 	if (c->params.header_digest && crc32c(p, BHS_LEN) != digest_load(p + BHS_LEN))
 		return; /* handle_pdu reports it */
 	struct ism_task *t = ism_task_find(c->s, b->itt);
-	if (!t || t->kind != TASK_SCSI || !t->sent || t->done || t->conn != c || t->dir != ISM_DIR_READ ||
+	if (!t || t->kind != TASK_SCSI || t->state != TASK_SENT || t->conn != c || t->dir != ISM_DIR_READ ||
 	    b->data_in.datasn != t->next_datasn || b->data_in.offset != t->read_bytes ||
 	    (uint64_t)b->data_in.offset + b->data_len > t->len)
 		return; /* not for us to place: the ordinary path checks and reports it */

@@ -113,7 +113,7 @@ void ism_text_response(struct ism_conn *c, struct ism_task *t, const struct bhs 
 
 int ism_discovery_async(struct ism_session *s, ism_discovery_cb cb, void *priv)
 {
-	if (!s->logged_in || s->cfg.session_type != ISM_SESSION_DISCOVERY) {
+	if (s->state != SESSION_LOGGED_IN || s->cfg.session_type != ISM_SESSION_DISCOVERY) {
 		ism_set_error(s, "SendTargets needs a logged-in discovery session");
 		return ISM_ERR_INVALID;
 	}

@@ -38,6 +38,12 @@ enum conn_state {
 	CONN_CLOSED,
 };
 
+/* The keepalive of a connection in full feature phase: a NOP-Out after a silence, then its answer. */
+enum keepalive_state {
+	KEEPALIVE_IDLE = 0,    /* nothing outstanding: the next ping goes after nop_interval_ms of silence */
+	KEEPALIVE_OUTSTANDING, /* a NOP-Out was sent: the connection fails without an answer in nop_timeout_ms */
+};
+
 /*
  * One queued PDU: header (+ digest), data (borrowed or owned), padding and data digest. Items come
  * from a per-session free list, so queueing a PDU allocates nothing once the pool is warm.
@@ -52,15 +58,22 @@ struct txitem {
 
 enum task_kind { TASK_SCSI, TASK_TMF, TASK_NOP, TASK_TEXT, TASK_LOGOUT, TASK_LOGIN };
 
+enum task_state {
+	TASK_QUEUED = 0, /* waiting for the CmdSN window or a connection (a login: for its login) */
+	TASK_SENT,       /* its PDU went to a connection: the target knows its ITT */
+	TASK_DONE,       /* out of the ITT table, its callback queued or run */
+};
+
 struct ism_task {
 	enum task_kind kind;
+	enum task_state state;
 	struct ism_session *s;
 	struct ism_conn *conn; /* connection the task is allegiant to (NULL while pending) */
 	struct ism_task *hnext;       /* ITT hash chain */
 	struct ism_task *qnext;       /* pending (CmdSN window) queue; free list of the task pool */
 	struct ism_task *snext, *sprev; /* the connection's sent tasks, oldest first (command timeout) */
 	uint32_t itt, cmdsn;
-	bool immediate, sent, done;
+	bool immediate;
 	uint64_t lun;
 	uint8_t cdb[16];
 	size_t cdb_len;
@@ -80,7 +93,7 @@ struct ism_task {
 	struct ism_scsi_result res;
 	ism_scsi_cb scsi_cb;
 	ism_done_cb done_cb;
-	ism_conn_cb conn_cb; /* TASK_LOGIN of ism_add_connection_async2: done_cb with the CID */
+	ism_conn_cb conn_cb; /* TASK_LOGIN of ism_add_connection_async: called with the CID */
 	ism_discovery_cb disc_cb;
 	void *priv;
 	/* TMF */
@@ -103,7 +116,7 @@ struct ism_task {
 };
 
 struct login_ctx {
-	int stage;   /* current CSG */
+	enum login_stage stage; /* current CSG */
 	bool chap_started, chap_done, auth_none;
 	struct chap_initiator chap;
 	struct chap_credentials cred;
@@ -157,8 +170,9 @@ struct ism_conn {
 	struct login_ctx *login;
 	/* keepalive */
 	uint64_t last_rx_ms;
-	uint64_t nop_sent_ms; /* 0: no keepalive outstanding */
-	uint32_t nop_itt;
+	enum keepalive_state keepalive;
+	uint64_t nop_sent_ms; /* when the outstanding keepalive NOP-Out was sent */
+	uint32_t nop_itt;     /* its ITT */
 	uint32_t login_itt;
 	uint32_t ping_answers; /* NOP-Outs answering the target's pings, queued and not yet written */
 	/* logout on request of the target (async event 1) */
@@ -175,6 +189,14 @@ struct ism_conn {
 	short watch_events;
 };
 
+/* Where a session stands; a new leading login starts it again from SESSION_IDLE. */
+enum session_state {
+	SESSION_IDLE = 0,   /* no leading login completed */
+	SESSION_LOGGED_IN,  /* the leading login completed and a connection is still up */
+	SESSION_LOGGED_OUT, /* ended with a successful logout (ISM_SERVICE_LOGGED_OUT) */
+	SESSION_FAILED,     /* the last connection failed */
+};
+
 struct ism_session {
 	/* configuration (owned copies) */
 	struct ism_config cfg;
@@ -188,8 +210,8 @@ struct ism_session {
 	uint16_t tpgt;
 	char target_alias[256];
 	struct iscsi_params params; /* session-wide result of the leading login */
-	bool logged_in, failed, logging_out;
-	bool logged_out; /* ended with a successful session logout (ISM_SERVICE_LOGGED_OUT) */
+	enum session_state state;
+	bool logging_out; /* a session logout was asked for (or the session is being freed) */
 
 	uint32_t cmdsn, exp_cmdsn, max_cmdsn;
 	uint32_t next_itt;
@@ -227,25 +249,68 @@ struct ism_session {
 #define ISM_TASK_POOL_MAX 1024
 #define ISM_TX_POOL_MAX 4096
 
-/* session.c */
+/* session.c: session lifecycle and configuration */
 void ism_set_error(struct ism_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 uint64_t ism_now_ms(void);
-struct ism_conn *ism_conn_alloc(struct ism_session *s);
-void ism_conn_fail(struct ism_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void ism_conn_release(struct ism_conn *c);
-void ism_update_window(struct ism_session *s, uint32_t expcmdsn, uint32_t maxcmdsn);
-void ism_kick(struct ism_session *s);
+/* Free the memory (every callback has run). */
+void ism_session_destroy(struct ism_session *s);
+
+/* task.c: the task table (ITT hash), the task pool, completion and deferred callbacks */
+struct ism_task *ism_task_alloc(struct ism_session *s);
 struct ism_task *ism_task_new(struct ism_session *s, enum task_kind kind);
-void ism_task_complete(struct ism_task *t);
-void ism_task_free(struct ism_task *t);
 struct ism_task *ism_task_find(struct ism_session *s, uint32_t itt);
 void ism_task_unhash(struct ism_task *t);
-void ism_submit(struct ism_session *s, struct ism_task *t);
-void ism_ffp_pdu(struct ism_conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+void ism_pending_remove(struct ism_session *s, struct ism_task *t);
+void ism_sent_list_add(struct ism_conn *c, struct ism_task *t);
+void ism_task_complete(struct ism_task *t);
+void ism_task_fail(struct ism_task *t, int err);
+void ism_task_free(struct ism_task *t);
 void ism_run_callbacks(struct ism_session *s);
-bool ism_session_ok(struct ism_session *s);
+
+/* conn_table.c: the session's connection slots, their failure and close */
+struct ism_conn *ism_conn_alloc(struct ism_session *s);
+bool ism_conn_usable(const struct ism_conn *c);
+int ism_live_conns(const struct ism_session *s);
+struct ism_conn *ism_conn_by_cid(struct ism_session *s, uint16_t cid);
+void ism_fail_pending(struct ism_session *s, int err);
+/* The connection is gone (err ISM_OK: logged out cleanly): its tasks fail, the session may end. */
+void ism_conn_closed(struct ism_conn *c, int err);
+void ism_conn_fail(struct ism_conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ism_conn_release(struct ism_conn *c);
+
+/* send.c: the command send path, CmdSN window queue and connection choice */
+void ism_submit(struct ism_session *s, struct ism_task *t);
+void ism_kick(struct ism_session *s);
+/* Queue the Data-Out PDUs of one sequence; returns the last one (NULL if the connection is gone). */
+struct txitem *ism_send_data_out(struct ism_conn *c, struct ism_task *t, uint32_t ttt, uint32_t offset,
+				 uint32_t len);
+void ism_flush_soon(struct ism_conn *c);
+
+/* rx.c: full feature phase reception, the window and StatSN updated once per PDU */
+void ism_update_window(struct ism_session *s, uint32_t expcmdsn, uint32_t maxcmdsn);
+bool ism_process_pdu_serials(struct ism_conn *c, const struct bhs *b);
+struct ism_task *ism_task_for(struct ism_conn *c, const struct bhs *b, enum task_kind kind);
+void ism_ffp_pdu(struct ism_conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+
+/* rsp_scsi.c, rsp_nop_async_reject.c, rsp_tmf_logout.c: the response handlers */
+void ism_on_data_in(struct ism_conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+void ism_on_scsi_response(struct ism_conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+void ism_on_r2t(struct ism_conn *c, const struct bhs *b, uint32_t len);
+void ism_on_nop_in(struct ism_conn *c, const struct bhs *b);
+void ism_on_async(struct ism_conn *c, const struct bhs *b);
+void ism_on_reject(struct ism_conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+void ism_on_tmf_response(struct ism_conn *c, const struct bhs *b, uint32_t len);
+void ism_on_logout_response(struct ism_conn *c, const struct bhs *b, uint32_t len);
+
+/* timers.c: command, window, login and keepalive timers */
+void ism_run_timers(struct ism_session *s);
+
+/* api.c: the public asynchronous operations */
+void ism_queue_logout(struct ism_session *s, struct ism_conn *c, uint8_t reason, ism_done_cb cb, void *priv);
 /* Attach an already connected socket as a new connection and start its login (tests, socketpairs). */
 int ism_attach_fd_async(struct ism_session *s, int fd, bool leading, ism_done_cb cb, void *priv);
+
+/* sync.c */
 /* Run the loop until *flag is set or the session fails; timeout_ms < 0 waits forever. */
 int ism_run_until(struct ism_session *s, const bool *flag, int timeout_ms);
 
@@ -266,6 +331,8 @@ void ism_tx_pool_free(struct ism_session *s);
 void ism_conn_detach_task(struct ism_conn *c, struct ism_task *t);
 int ism_conn_start_connect(struct ism_conn *c);
 void ism_conn_connected(struct ism_conn *c);
+/* POLLOUT (or an error) on a connecting socket. */
+void ism_conn_connect_ready(struct ism_conn *c);
 void ism_conn_close_fd(struct ism_conn *c);
 
 /* watch.c: the fd callback. Tells it what c waits for now, if that changed (ADD the first time). */

@@ -229,7 +229,7 @@ static void login_complete(struct ism_conn *c, const struct bhs *b)
 		s->exp_cmdsn = b->login.expcmdsn;
 		s->max_cmdsn = b->login.maxcmdsn;
 		s->cmdsn = b->login.expcmdsn;
-		s->logged_in = true;
+		s->state = SESSION_LOGGED_IN;
 		c->params = r;
 	} else {
 		if (b->login.tsih != s->tsih) {

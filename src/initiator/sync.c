@@ -91,7 +91,7 @@ int ism_add_connection(struct ism_session *s, const char *portal, uint16_t *cid)
 {
 	struct add_ctx a = {0};
 	ism_session_clear_error(s);
-	int rc = wait_done(s, &a.d, ism_add_connection_async2(s, portal, on_added, &a));
+	int rc = wait_done(s, &a.d, ism_add_connection_async(s, portal, on_added, &a));
 	if (rc == 0 && cid)
 		*cid = a.cid;
 	return rc;
@@ -131,7 +131,7 @@ int ism_session_wait(struct ism_session *s)
 				ism_session_service(s, fds[i].fd, fds[i].revents);
 		ism_session_service(s, -1, 0);
 	}
-	return s->failed ? -1 : 0;
+	return s->state == SESSION_FAILED ? -1 : 0;
 }
 
 struct disc_ctx {

@@ -157,7 +157,6 @@ struct login_state {
 	bool identified;          /* names, session type and access checked */
 	bool auth_done;           /* security stage completed (or not needed) */
 	bool chap_in_progress;
-	bool transit_to_ffp;
 	uint8_t isid[6];
 	uint16_t tsih;
 	uint32_t itt;

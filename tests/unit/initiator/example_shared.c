@@ -55,7 +55,7 @@ int main(void)
 	if (s) {
 		EXPECT(!ism_session_logged_in(s));
 		EXPECT(ism_session_connection_info(s, NULL, 0) == 0);
-		EXPECT(ism_add_connection_async2(s, "127.0.0.1:1", NULL, NULL) == ISM_ERR_INVALID);
+		EXPECT(ism_add_connection_async(s, "127.0.0.1:1", NULL, NULL) == ISM_ERR_INVALID);
 		EXPECT(ism_session_service(s, -1, 0) == ISM_SERVICE_OK);
 		/* port 1 on loopback: nobody listens, the connect is refused at once */
 		EXPECT(ism_connect(s, "127.0.0.1:1") < 0);

@@ -810,7 +810,7 @@ static void test_add_connection_cid(void)
 	snprintf(portal, sizeof(portal), "127.0.0.1:%u", port);
 
 	struct added a = {0};
-	CHECK_EQ(ism_add_connection_async2(f.s, portal, on_added, &a), 0);
+	CHECK_EQ(ism_add_connection_async(f.s, portal, on_added, &a), 0);
 	pump(&f);
 	struct fake g = f; /* the target's end of the new connection */
 	g.fd = accept(ls, NULL, NULL);
@@ -859,7 +859,7 @@ static void test_add_connection_cid(void)
 	/* A refused connection reports its CID too (and the status). */
 	close(ls);
 	struct added b = {0};
-	CHECK_EQ(ism_add_connection_async2(f.s, portal, on_added, &b), 0);
+	CHECK_EQ(ism_add_connection_async(f.s, portal, on_added, &b), 0);
 	pump(&f);
 	CHECK(b.done);
 	CHECK(b.status != ISM_OK);

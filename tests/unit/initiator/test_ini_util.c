@@ -1,4 +1,5 @@
-/* libisthmus pure helpers: URLs, portals, ISID derivation, sense text, CDBs, SendTargets parsing. */
+/* libisthmus pure helpers: URLs, portals, ISID derivation, sense text, CDBs, SendTargets parsing,
+ * the sequence numbers taken from received PDUs. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -235,6 +236,100 @@ static void test_config(void)
 	ism_session_free(s);
 }
 
+/* A received PDU of the given opcode with StatSN, ExpCmdSN and MaxCmdSN in its own fields. */
+static struct bhs serials_pdu(uint8_t opcode, uint32_t statsn, uint32_t expcmdsn, uint32_t maxcmdsn)
+{
+	struct bhs b = {0};
+	b.opcode = opcode;
+	b.itt = 0x10;
+	switch (opcode) {
+	case OP_SCSI_RESP: b.rsp.statsn = statsn, b.rsp.expcmdsn = expcmdsn, b.rsp.maxcmdsn = maxcmdsn; break;
+	case OP_DATA_IN: b.data_in.statsn = statsn, b.data_in.expcmdsn = expcmdsn, b.data_in.maxcmdsn = maxcmdsn; break;
+	case OP_R2T: b.r2t.statsn = statsn, b.r2t.expcmdsn = expcmdsn, b.r2t.maxcmdsn = maxcmdsn; break;
+	case OP_NOP_IN: b.nop_in.statsn = statsn, b.nop_in.expcmdsn = expcmdsn, b.nop_in.maxcmdsn = maxcmdsn; break;
+	case OP_ASYNC_MSG: b.async.statsn = statsn, b.async.expcmdsn = expcmdsn, b.async.maxcmdsn = maxcmdsn; break;
+	case OP_REJECT: b.reject.statsn = statsn, b.reject.expcmdsn = expcmdsn, b.reject.maxcmdsn = maxcmdsn; break;
+	default: break;
+	}
+	return b;
+}
+
+static void test_pdu_serials(void)
+{
+	printf("checks: ExpStatSN and the CmdSN window after each kind of received PDU\n");
+	struct ism_config cfg;
+	char err[256];
+	ism_config_init(&cfg);
+	cfg.initiator_name = "iqn.2026-01.org.example:i";
+	cfg.target_name = "iqn.2026-01.org.example:t";
+	struct ism_session *s = ism_session_new(&cfg, err, sizeof(err));
+	CHECK(s != NULL);
+	struct ism_conn *c = ism_conn_alloc(s);
+	CHECK(c != NULL);
+	c->state = CONN_FFP;
+	c->exp_statsn = 100;
+	s->cmdsn = 10;
+	s->exp_cmdsn = 10;
+	s->max_cmdsn = 10;
+
+	/* A status advances ExpStatSN and opens the window. */
+	struct bhs b = serials_pdu(OP_SCSI_RESP, 100, 10, 20);
+	CHECK(ism_process_pdu_serials(c, &b));
+	CHECK_EQ(c->exp_statsn, 101u);
+	CHECK_EQ(s->max_cmdsn, 20u);
+	/* R2T, Data-In without status and the target's own NOP-In carry StatSN without advancing it. */
+	b = serials_pdu(OP_R2T, 101, 10, 21);
+	CHECK(ism_process_pdu_serials(c, &b));
+	b = serials_pdu(OP_DATA_IN, 101, 10, 22);
+	CHECK(ism_process_pdu_serials(c, &b));
+	b = serials_pdu(OP_NOP_IN, 101, 10, 23);
+	b.itt = RESERVED_TAG;
+	CHECK(ism_process_pdu_serials(c, &b));
+	CHECK_EQ(c->exp_statsn, 101u);
+	CHECK_EQ(s->max_cmdsn, 23u);
+	/* Data-In with status advances it. */
+	b = serials_pdu(OP_DATA_IN, 101, 10, 23);
+	b.data_in.status_present = true;
+	CHECK(ism_process_pdu_serials(c, &b));
+	CHECK_EQ(c->exp_statsn, 102u);
+	/* MaxCmdSN < ExpCmdSN - 1: both ignored (RFC 7143 4.2.2.1). */
+	b = serials_pdu(OP_SCSI_RESP, 102, 10, 5);
+	CHECK(ism_process_pdu_serials(c, &b));
+	CHECK_EQ(s->max_cmdsn, 23u);
+	CHECK_EQ(s->exp_cmdsn, 10u);
+	/* A window that only shrinks does not close what was opened; an ExpCmdSN past the next CmdSN
+	 * is not trusted. */
+	b = serials_pdu(OP_SCSI_RESP, 103, 10, 15);
+	CHECK(ism_process_pdu_serials(c, &b));
+	CHECK_EQ(s->max_cmdsn, 23u);
+	b = serials_pdu(OP_SCSI_RESP, 104, 11, 40);
+	CHECK(ism_process_pdu_serials(c, &b));
+	CHECK_EQ(s->exp_cmdsn, 10u);
+	CHECK_EQ(s->max_cmdsn, 23u);
+	/* Async Message and Reject advance ExpStatSN when they carry the next one; a gap is no error. */
+	b = serials_pdu(OP_ASYNC_MSG, 200, 10, 23);
+	CHECK(ism_process_pdu_serials(c, &b));
+	CHECK_EQ(c->exp_statsn, 105u);
+	b = serials_pdu(OP_REJECT, 105, 10, 23);
+	CHECK(ism_process_pdu_serials(c, &b));
+	CHECK_EQ(c->exp_statsn, 106u);
+	/* Serial arithmetic across the wrap of CmdSN. */
+	s->cmdsn = 3;
+	s->exp_cmdsn = 0xfffffffeu;
+	s->max_cmdsn = 0xffffffffu;
+	b = serials_pdu(OP_NOP_IN, 0, 2, 8);
+	b.itt = RESERVED_TAG;
+	CHECK(ism_process_pdu_serials(c, &b));
+	CHECK_EQ(s->exp_cmdsn, 2u);
+	CHECK_EQ(s->max_cmdsn, 8u);
+	/* A status out of order fails the connection and is not handled. */
+	b = serials_pdu(OP_SCSI_RESP, 107, 2, 8);
+	CHECK(!ism_process_pdu_serials(c, &b));
+	CHECK_EQ(c->state, CONN_CLOSED);
+	CHECK(strstr(ism_session_error(s), "StatSN 107, expected 106") != NULL);
+	ism_session_free(s);
+}
+
 int main(void)
 {
 	test_urls();
@@ -244,5 +339,6 @@ int main(void)
 	test_cdbs();
 	test_sendtargets();
 	test_config();
+	test_pdu_serials();
 	TEST_MAIN_END();
 }

@@ -1,0 +1,118 @@
+/*
+ * The session's connection slots: allocation of a slot and its CID, lookups, and what happens
+ * when a connection ends (its tasks fail; with the last one gone the session ends or fails).
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "initiator/internal.h"
+
+struct ism_conn *ism_conn_alloc(struct ism_session *s)
+{
+	for (int i = 0; i < ISM_MAX_CONNS; i++) {
+		struct ism_conn *c = &s->conns[i];
+		if (c->state != CONN_FREE)
+			continue;
+		free(c->rxbuf);
+		memset(c, 0, sizeof(*c));
+		c->s = s;
+		c->fd = -1;
+		c->cid = s->next_cid++;
+		if ((unsigned)i >= s->conn_slots)
+			s->conn_slots = (unsigned)i + 1;
+		c->rx_in_bhs = true;
+		c->rx_need = BHS_LEN;
+		params_defaults(&c->params);
+		return c;
+	}
+	return NULL;
+}
+
+bool ism_conn_usable(const struct ism_conn *c) { return c->state == CONN_FFP && !c->draining && c->fd >= 0; }
+
+int ism_live_conns(const struct ism_session *s)
+{
+	int n = 0;
+	for (int i = 0; i < ISM_MAX_CONNS; i++) {
+		enum conn_state st = s->conns[i].state;
+		if (st == CONN_CONNECTING || st == CONN_LOGIN || st == CONN_FFP || st == CONN_LOGOUT)
+			n++;
+	}
+	return n;
+}
+
+void ism_fail_pending(struct ism_session *s, int err)
+{
+	while (s->pending_head)
+		ism_task_fail(s->pending_head, err);
+}
+
+/* Tasks allegiant to c (and pending tasks pinned to it) fail with err. */
+static void fail_conn_tasks(struct ism_conn *c, int err)
+{
+	struct ism_session *s = c->s;
+	for (int b = 0; b < ISM_TASK_BUCKETS; b++) {
+		struct ism_task *t = s->tasks[b];
+		while (t) {
+			struct ism_task *next = t->hnext;
+			if (t->conn == c)
+				ism_task_fail(t, err);
+			t = next;
+		}
+	}
+}
+
+void ism_conn_closed(struct ism_conn *c, int err)
+{
+	struct ism_session *s = c->s;
+	ism_conn_close_fd(c);
+	ism_conn_drop_tx(c);
+	c->state = CONN_CLOSED;
+	if (c->ai) {
+		freeaddrinfo(c->ai);
+		c->ai = c->ai_next = NULL;
+	}
+	fail_conn_tasks(c, err);
+	if (c->login)
+		ism_login_finish(c, c->login->fail_status ? c->login->fail_status : err);
+	if (ism_live_conns(s) == 0) {
+		if (s->state == SESSION_LOGGED_IN) /* the session is over */
+			s->state = err == ISM_OK ? SESSION_LOGGED_OUT : SESSION_FAILED;
+		else if (err != ISM_OK && !s->logging_out)
+			s->state = SESSION_FAILED;
+		ism_fail_pending(s, err != ISM_OK ? err : ISM_ERR_CLOSED);
+	}
+}
+
+void ism_conn_fail(struct ism_conn *c, const char *fmt, ...)
+{
+	if (c->state == CONN_CLOSED || c->state == CONN_FREE)
+		return;
+	char msg[400];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	ism_set_error(c->s, "connection %u to %s: %s", c->cid, c->peer[0] ? c->peer : c->portal, msg);
+	ism_conn_closed(c, ISM_ERR_TRANSPORT);
+}
+
+void ism_conn_release(struct ism_conn *c)
+{
+	free(c->rxbuf);
+	c->rxbuf = NULL;
+	c->rx_cap = c->rx_len = 0;
+	c->state = CONN_FREE;
+}
+
+struct ism_conn *ism_conn_by_cid(struct ism_session *s, uint16_t cid)
+{
+	for (int i = 0; i < ISM_MAX_CONNS; i++) {
+		struct ism_conn *c = &s->conns[i];
+		if (c->state != CONN_FREE && c->state != CONN_CLOSED && c->cid == cid)
+			return c;
+	}
+	return NULL;
+}

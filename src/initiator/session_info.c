@@ -1,0 +1,87 @@
+/* What a session tells its user: its connections, their state and counters, the negotiated values. */
+#include <stdio.h>
+#include <string.h>
+
+#include "initiator/internal.h"
+
+int ism_session_queue_length(const struct ism_session *s) { return (int)(s->ntasks); }
+
+int ism_session_connections(const struct ism_session *s, uint16_t *cids, int max)
+{
+	int n = 0;
+	for (int i = 0; i < ISM_MAX_CONNS; i++) {
+		if (s->conns[i].state != CONN_FFP)
+			continue;
+		if (cids && n < max)
+			cids[n] = s->conns[i].cid;
+		n++;
+	}
+	return n;
+}
+
+bool ism_session_logged_in(const struct ism_session *s) { return s->state == SESSION_LOGGED_IN; }
+
+int ism_session_connection_info(const struct ism_session *s, struct ism_conn_info *out, int max)
+{
+	int n = 0;
+	for (int i = 0; i < ISM_MAX_CONNS; i++) {
+		const struct ism_conn *c = &s->conns[i];
+		if (c->state == CONN_FREE || c->state == CONN_CLOSED)
+			continue;
+		if (!out || n >= max) {
+			n++;
+			continue;
+		}
+		struct ism_conn_info *o = &out[n++];
+		memset(o, 0, sizeof(*o));
+		o->cid = c->cid;
+		o->state = c->state == CONN_CONNECTING ? ISM_CONN_CONNECTING
+			   : c->state == CONN_LOGIN    ? ISM_CONN_LOGIN
+			   : c->state == CONN_FFP      ? ISM_CONN_FULL_FEATURE
+						       : ISM_CONN_LOGGING_OUT;
+		o->draining = c->draining;
+		snprintf(o->portal, sizeof(o->portal), "%.*s", (int)sizeof(o->portal) - 1, c->portal);
+		ism_sockaddr_split((const struct sockaddr *)&c->local_sa, o->local_address, sizeof(o->local_address),
+				   &o->local_port);
+		ism_sockaddr_split((const struct sockaddr *)&c->peer_sa, o->remote_address, sizeof(o->remote_address),
+				   &o->remote_port);
+		o->header_digest = c->params.header_digest;
+		o->data_digest = c->params.data_digest;
+		o->max_recv_dsl = c->params.max_recv_dsl;
+		o->peer_max_recv_dsl = c->params.peer_max_recv_dsl;
+		o->commands = c->ios;
+		o->outstanding = c->outstanding;
+		o->bytes_sent = c->bytes_sent;
+		o->bytes_received = c->bytes_received;
+	}
+	return n;
+}
+
+void ism_session_get_info(const struct ism_session *s, struct ism_session_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->tsih = s->tsih;
+	memcpy(info->isid, s->isid, 6);
+	info->tpgt = s->tpgt;
+	snprintf(info->target_alias, sizeof(info->target_alias), "%s", s->target_alias);
+	const struct iscsi_params *p = &s->params;
+	for (int i = 0; i < ISM_MAX_CONNS; i++) {
+		if (s->conns[i].state == CONN_FFP) {
+			p = &s->conns[i].params;
+			break;
+		}
+	}
+	info->header_digest = p->header_digest;
+	info->data_digest = p->data_digest;
+	info->max_recv_dsl = p->max_recv_dsl;
+	info->peer_max_recv_dsl = p->peer_max_recv_dsl;
+	info->max_burst_length = s->params.max_burst_length;
+	info->first_burst_length = s->params.first_burst_length;
+	info->max_outstanding_r2t = s->params.max_outstanding_r2t;
+	info->max_connections = s->params.max_connections;
+	info->initial_r2t = s->params.initial_r2t;
+	info->immediate_data = s->params.immediate_data;
+	info->cmdsn = s->cmdsn;
+	info->exp_cmdsn = s->exp_cmdsn;
+	info->max_cmdsn = s->max_cmdsn;
+}
