@@ -150,14 +150,19 @@ struct txitem {
 enum rx_state { RX_BHS, RX_REST };
 enum conn_phase { PHASE_LOGIN, PHASE_FULL_FEATURE, PHASE_LOGGED_OUT, PHASE_CLOSED };
 
+/* How far one connection's login has come, in the order it must happen (RFC 7143 6.3). */
+enum login_phase {
+	LOGIN_AWAIT_FIRST,    /* no Login Request yet: ISID, TSIH and CID not known */
+	LOGIN_AWAIT_NAMES,    /* first request seen; its text (names, session type) not checked yet */
+	LOGIN_AUTH_NEEDED,    /* names and access checked; no authentication method settled */
+	LOGIN_CHAP,           /* AuthMethod=CHAP chosen; the exchange is under way */
+	LOGIN_AUTHENTICATED,  /* security done, or none required */
+};
+
 /* Login negotiation state of one connection. */
 struct login_state {
 	int stage;                /* current stage (CSG) */
-	bool first_done;          /* the first request has been seen */
-	bool identified;          /* names, session type and access checked */
-	bool auth_done;           /* security stage completed (or not needed) */
-	bool chap_in_progress;
-	bool transit_to_ffp;
+	enum login_phase phase;
 	uint8_t isid[6];
 	uint16_t tsih;
 	uint32_t itt;
@@ -303,11 +308,10 @@ void session_add_conn(struct session *s, struct conn *c);
 void session_remove_conn(struct session *s, struct conn *c);
 void session_close(struct session *s, const char *why);
 void session_revoke(struct session *s, unsigned grace, const char *why);
-/* CmdSN ordering: returns true if the PDU with this CmdSN may be processed now. */
-void session_handle_pdu(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
 void session_advance(struct session *s);
 void session_unhold_task(struct session *s, struct task *t);
 void session_skip_cmdsn(struct session *s, uint32_t sn);
+/* CmdSN ordering: true if the PDU with this CmdSN may be processed now (else it is held). */
 bool session_order(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len, struct task *task);
 
 /* task.c */

@@ -7,9 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/text_join.h"
 #include "target/target.h"
 #include "util/log.h"
 #include "util/sbuf.h"
+
+/* What one Text request may say, over all the PDUs it is continued in. */
+#define TEXT_MAX_REQUEST (64u * 1024u)
 
 static void portal_text(const struct conn *c, const struct portal *p, char *out, size_t len)
 {
@@ -116,13 +120,14 @@ void textreq_handle(struct conn *c, const struct bhs *b, const uint8_t *data, ui
 	/* A new request drops whatever remained of an earlier answer. */
 	sbuf_reset(&c->text_reply);
 	c->text_reply_off = 0;
-	if (c->text_pending.len + len > 65536) {
+	enum text_join_result joined =
+		text_join_add(&c->text_pending, NULL, data, len, b->text.cont, TEXT_MAX_REQUEST, 0);
+	if (joined == TEXT_JOIN_TOO_LONG || joined == TEXT_JOIN_TOO_MANY) {
 		sbuf_reset(&c->text_pending);
 		send_reject(c, REJECT_OUT_OF_RESOURCES, NULL);
 		return;
 	}
-	sbuf_append(&c->text_pending, data, len);
-	if (b->text.cont) {
+	if (joined == TEXT_JOIN_MORE) {
 		struct bhs r = {0};
 		r.opcode = OP_TEXT_RESP;
 		r.itt = b->itt;
