@@ -183,10 +183,7 @@ static void redirect(struct ism_conn *c, const struct text_list *kv, uint16_t st
 	snprintf(c->portal, sizeof(c->portal), "%s", portal);
 	ism_conn_close_fd(c);
 	ism_conn_drop_tx(c);
-	c->rx_len = c->rx_start = 0;
-	c->rx_in_bhs = true;
-	c->rx_direct = false;
-	c->dr_task = NULL;
+	pdu_conn_rx_reset(&c->pc);
 	c->state = CONN_CONNECTING;
 	if (ism_conn_start_connect(c) < 0)
 		ism_conn_fail(c, "redirect to %s failed", portal);

@@ -280,8 +280,7 @@ void ism_task_complete(struct ism_task *t)
 		if (t->sent && t->conn->outstanding)
 			t->conn->outstanding--;
 		sent_list_remove(t->conn, t);
-		if (t->conn->dr_task == t)
-			t->conn->dr_task = NULL; /* the rest of its Data-In is dropped */
+		pdu_conn_forget_direct(&t->conn->pc, t); /* the rest of its Data-In is dropped */
 		if (t->txrefs)
 			ism_conn_detach_task(t->conn, t);
 		t->res.cid = t->conn->cid;
@@ -347,15 +346,14 @@ struct ism_conn *ism_conn_alloc(struct ism_session *s)
 		struct ism_conn *c = &s->conns[i];
 		if (c->state != CONN_FREE)
 			continue;
-		free(c->rxbuf);
+		pdu_conn_rx_free(&c->pc);
 		memset(c, 0, sizeof(*c));
 		c->s = s;
 		c->fd = -1;
 		c->cid = s->next_cid++;
 		if ((unsigned)i >= s->conn_slots)
 			s->conn_slots = (unsigned)i + 1;
-		c->rx_in_bhs = true;
-		c->rx_need = BHS_LEN;
+		ism_conn_init_engine(c);
 		params_defaults(&c->params);
 		return c;
 	}
@@ -438,9 +436,7 @@ static void conn_close_clean(struct ism_conn *c) { conn_closed(c, ISM_OK); }
 
 void ism_conn_release(struct ism_conn *c)
 {
-	free(c->rxbuf);
-	c->rxbuf = NULL;
-	c->rx_cap = c->rx_len = 0;
+	pdu_conn_rx_free(&c->pc);
 	c->state = CONN_FREE;
 }
 
@@ -1341,7 +1337,7 @@ int ism_session_fds(struct ism_session *s, struct pollfd *fds, int max)
 		if (c->state == CONN_CONNECTING)
 			fds[n].events = POLLOUT;
 		else
-			fds[n].events = (short)(POLLIN | (pdu_queue_empty(&c->txq) ? 0 : POLLOUT));
+			fds[n].events = (short)(POLLIN | (pdu_queue_empty(&c->pc.txq) ? 0 : POLLOUT));
 		n++;
 	}
 	return n;
@@ -1760,7 +1756,7 @@ static void session_destroy(struct ism_session *s)
 		ism_conn_close_fd(c);
 		if (c->ai)
 			freeaddrinfo(c->ai);
-		free(c->rxbuf);
+		pdu_conn_rx_free(&c->pc);
 	}
 	free(s->initiator_name);
 	free(s->initiator_alias);

@@ -364,7 +364,7 @@ static void server_on_offload(void *arg, uint32_t events)
 	/* Their responses were queued outside any connection's read handler, which would send them. */
 	for (struct conn *c = srv->conns, *next; c; c = next) {
 		next = c->next;
-		if (!pdu_queue_empty(&c->txq) && !c->want_write)
+		if (!pdu_queue_empty(&c->pc.txq) && !c->want_write)
 			conn_flush(c);
 	}
 }

@@ -15,6 +15,7 @@
 #include "net/loop.h"
 #include "proto/chap.h"
 #include "proto/frame.h"
+#include "proto/pdu_conn.h"
 #include "proto/params.h"
 #include "proto/pdu.h"
 #include "proto/text.h"
@@ -139,15 +140,12 @@ struct task {
 	struct scsi_cmd scmd;
 };
 
-/* One item of the send queue: a framed PDU and what it keeps alive until written. */
+/* One item of the send queue: a framed PDU and the task it keeps alive until written. */
 struct txitem {
-	struct pdu_frame f;       /* first: the queue links frames */
+	struct pdu_txitem base;   /* first: the engine's item */
 	struct task *task;        /* released when this item is written; NULL if none */
-	uint8_t *owned;           /* freed when written (text/login data, sense) */
-	size_t wire;              /* its size on the wire, counted in the connection's tx_bytes */
 };
 
-enum rx_state { RX_BHS, RX_REST };
 enum conn_phase { PHASE_LOGIN, PHASE_FULL_FEATURE, PHASE_LOGGED_OUT, PHASE_CLOSED };
 
 /* How far one connection's login has come, in the order it must happen (RFC 7143 6.3). */
@@ -206,16 +204,8 @@ struct conn {
 	struct iscsi_params params; /* negotiated; session-wide values mirrored from the session */
 	uint32_t statsn;            /* next StatSN to send */
 	uint32_t exp_statsn;        /* from the initiator */
-	/* reception */
-	enum rx_state rx_state;
-	uint8_t *rxbuf;
-	size_t rx_len, rx_cap;
-	size_t rx_need;             /* bytes of the current PDU in total */
-	struct bhs rx_bhs;
-	/* sending */
-	struct pdu_queue txq;
-	struct txitem *tx_free;     /* spare items, reused instead of allocated per PDU */
-	size_t tx_nfree;
+	struct pdu_conn pc;         /* reception and send queue */
+	struct pdu_txpool txpool;   /* spare send items, reused instead of allocated per PDU */
 	bool want_write;
 	bool want_read;             /* EPOLLIN is in the watch's events */
 	/* tasks */
@@ -224,7 +214,6 @@ struct conn {
 	uint32_t ntasks;
 	uint32_t nsending;          /* of them, answered: only their response is still queued */
 	uint64_t buffered;          /* data buffer bytes held by its tasks */
-	uint64_t tx_bytes;          /* bytes queued for sending */
 	bool rx_paused;             /* not reading: the send backlog is over its bound */
 	uint32_t next_ttt;
 	/* login */
