@@ -271,7 +271,10 @@ struct pdu_txitem *pdu_conn_queue(struct pdu_conn *pc, struct bhs *b, const void
 	} else {
 		it = xmalloc(pool->item_size);
 	}
-	it->wire = pdu_frame_build(&it->f, b, data, len, pc->params->header_digest, pc->params->data_digest);
+	pdu_frame_begin(&it->f, b, len);
+	if (pc->ops->stamp)
+		pc->ops->stamp(pc, b, it->f.hdr);
+	it->wire = pdu_frame_finish(&it->f, data, len, pc->params->header_digest, pc->params->data_digest);
 	it->owned = owned;
 	pc->tx_bytes += it->wire;
 	pdu_queue_push(&pc->txq, &it->f);

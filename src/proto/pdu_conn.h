@@ -55,6 +55,8 @@ struct pdu_conn_ops {
 	bool (*pdu)(struct pdu_conn *pc, const uint8_t *raw, const uint8_t *data);
 	/* A digest did not match (header: the header digest). False when the connection ended. */
 	bool (*digest_error)(struct pdu_conn *pc, bool header, const uint8_t *raw);
+	/* Optional: complete the encoded header of a PDU being queued, before its digest. */
+	void (*stamp)(struct pdu_conn *pc, const struct bhs *b, uint8_t hdr[BHS_LEN]);
 	/* A queued PDU has been written or dropped: release what it kept alive. */
 	void (*sent)(struct pdu_conn *pc, struct pdu_txitem *it);
 };

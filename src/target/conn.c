@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "target/target.h"
+#include "util/bytes.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
@@ -252,10 +253,50 @@ static bool conn_on_pdu(struct pdu_conn *pc, const uint8_t *raw, const uint8_t *
 	return c->phase != PHASE_CLOSED;
 }
 
+/*
+ * StatSN, ExpCmdSN and MaxCmdSN sit at bytes 24, 28 and 32 of every PDU the target sends and are
+ * filled here, in queueing order. StatSN advances only for the PDUs that carry a status (RFC 7143
+ * 11.7.4, 11.8.1, 11.19.1): an R2T and a NOP-In that pings show the next StatSN without taking
+ * it, and a Data-In without the S bit carries none. Login responses announce the window of the
+ * session the login will have.
+ */
+static void conn_stamp_sn(struct pdu_conn *pc, const struct bhs *b, uint8_t hdr[BHS_LEN])
+{
+	struct conn *c = pc->arg;
+	uint32_t statsn;
+	switch (b->opcode) {
+	case OP_R2T:
+		statsn = c->statsn;
+		break;
+	case OP_NOP_IN:
+		statsn = b->itt == RESERVED_TAG ? c->statsn : c->statsn++;
+		break;
+	case OP_DATA_IN:
+		statsn = b->data_in.status_present ? c->statsn++ : 0;
+		break;
+	default:
+		statsn = c->statsn++;
+		break;
+	}
+	put_be32(hdr + 24, statsn);
+	uint32_t expcmdsn, maxcmdsn;
+	if (b->opcode == OP_LOGIN_RESP) {
+		login_window(c, &expcmdsn, &maxcmdsn);
+	} else if (c->sess) {
+		expcmdsn = c->sess->exp_cmdsn;
+		maxcmdsn = session_max_cmdsn(c->sess);
+	} else {
+		return; /* a Reject before any session: no window to announce */
+	}
+	put_be32(hdr + 28, expcmdsn);
+	put_be32(hdr + 32, maxcmdsn);
+}
+
 static const struct pdu_conn_ops conn_ops = {
 	.header = conn_on_header,
 	.pdu = conn_on_pdu,
 	.digest_error = conn_on_digest_error,
+	.stamp = conn_stamp_sn,
 	.sent = conn_pdu_sent,
 };
 

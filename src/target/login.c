@@ -58,6 +58,22 @@ static struct session *login_joined_session(const struct conn *c)
 	return server_find_session(c->srv, ls->initiator_name, ls->isid, ls->tsih);
 }
 
+void login_window(struct conn *c, uint32_t *expcmdsn, uint32_t *maxcmdsn)
+{
+	const struct login_state *ls = c->login;
+	/* The window the session will really have: a new one starts with every slot free. */
+	struct session *s = ls ? login_joined_session(c) : NULL;
+	if (s) {
+		*expcmdsn = s->exp_cmdsn;
+		*maxcmdsn = session_max_cmdsn(s);
+	} else if (ls) {
+		*expcmdsn = ls->cmdsn;
+		*maxcmdsn = ls->cmdsn + session_queue_depth(c->srv) - 1;
+	} else {
+		*expcmdsn = *maxcmdsn = 0;
+	}
+}
+
 /* One Login Response PDU; text is the part of the reply it carries. */
 static void login_send_pdu(struct conn *c, bool transit, bool cont, int csg, int nsg, uint16_t status,
 			   const uint8_t *text, uint32_t len, uint16_t tsih)
@@ -74,16 +90,6 @@ static void login_send_pdu(struct conn *c, bool transit, bool cont, int csg, int
 	b.login.version_min = 0;
 	memcpy(b.login.isid, ls->isid, 6);
 	b.login.tsih = tsih;
-	b.login.statsn = c->statsn++;
-	/* The window the session will really have: a new one starts with every slot free. */
-	struct session *s = login_joined_session(c);
-	if (s) {
-		b.login.expcmdsn = s->exp_cmdsn;
-		b.login.maxcmdsn = session_max_cmdsn(s);
-	} else {
-		b.login.expcmdsn = ls->cmdsn;
-		b.login.maxcmdsn = ls->cmdsn + session_queue_depth(c->srv) - 1;
-	}
 	b.login.status_class = (uint8_t)(status >> 8);
 	b.login.status_detail = (uint8_t)status;
 	uint8_t *owned = NULL;

@@ -218,9 +218,6 @@ static void server_ping(struct server *srv, struct conn *c, uint64_t now)
 	if (c->ping_ttt == RESERVED_TAG)
 		c->ping_ttt = c->next_ttt++;
 	b.nop_in.ttt = c->ping_ttt;
-	b.nop_in.statsn = c->statsn; /* a ping does not consume a StatSN */
-	b.nop_in.expcmdsn = c->sess->exp_cmdsn;
-	b.nop_in.maxcmdsn = session_max_cmdsn(c->sess);
 	conn_send_pdu(c, &b, NULL, 0, NULL, NULL);
 	c->ping_sent_ms = now;
 	(void)srv;

@@ -278,7 +278,10 @@ bool node_allows(const struct tnode *node, const char *initiator);
 void conn_accept(struct server *srv, int fd, uint16_t tpgt);
 void conn_close(struct conn *c, const char *why);
 void conn_flush(struct conn *c);
-/* Queue a PDU: bhs is encoded, digests and padding added; data may be NULL. */
+/*
+ * Queue a PDU: bhs is encoded, StatSN, ExpCmdSN and MaxCmdSN filled in, digests and padding
+ * added; data may be NULL.
+ */
 void conn_send_pdu(struct conn *c, struct bhs *b, const void *data, uint32_t len, struct task *task,
 		   uint8_t *owned);
 /* The MaxCmdSN to send: ExpCmdSN + free command slots - 1, never below what was sent before. */
@@ -290,6 +293,8 @@ uint32_t session_queue_depth(const struct server *srv);
 /* login.c */
 void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
 void login_free(struct conn *c);
+/* ExpCmdSN and MaxCmdSN for a Login Response: the window the session will have. */
+void login_window(struct conn *c, uint32_t *expcmdsn, uint32_t *maxcmdsn);
 
 /* session.c */
 struct session *session_create(struct server *srv, struct conn *c);

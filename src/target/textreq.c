@@ -90,9 +90,6 @@ static void text_send_chunk(struct conn *c, uint32_t itt, const uint8_t *lun)
 			c->text_ttt = c->next_ttt++;
 	}
 	r.text.ttt = more ? c->text_ttt : RESERVED_TAG;
-	r.text.statsn = c->statsn++;
-	r.text.expcmdsn = c->sess->exp_cmdsn;
-	r.text.maxcmdsn = session_max_cmdsn(c->sess);
 	uint8_t *copy = NULL;
 	if (n) {
 		copy = xmalloc(n);
@@ -132,9 +129,6 @@ void textreq_handle(struct conn *c, const struct bhs *b, const uint8_t *data, ui
 		r.opcode = OP_TEXT_RESP;
 		r.itt = b->itt;
 		r.text.ttt = c->next_ttt++;
-		r.text.statsn = c->statsn++;
-		r.text.expcmdsn = c->sess->exp_cmdsn;
-		r.text.maxcmdsn = session_max_cmdsn(c->sess);
 		conn_send_pdu(c, &r, NULL, 0, NULL, NULL);
 		return;
 	}
