@@ -99,6 +99,11 @@ static void rx_make_room(struct pdu_conn *pc)
 		pc->rx_cap = need;
 		pc->rxbuf = xrealloc(pc->rxbuf, pc->rx_cap);
 	}
+	/* Whole PDUs left unparsed (the role held them) must not make a read ask for nothing. */
+	if (pc->rx_len == pc->rx_cap) {
+		pc->rx_cap += RX_MIN_SPACE;
+		pc->rxbuf = xrealloc(pc->rxbuf, pc->rx_cap);
+	}
 }
 
 ssize_t pdu_conn_read(struct pdu_conn *pc, int fd, size_t *asked)
