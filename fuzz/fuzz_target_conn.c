@@ -490,7 +490,7 @@ static void send_login(struct hconn *h, int csg, int nsg, bool transit, bool con
 			if (srv.sessions[i]->tsih == h->tsih)
 				b.login.cmdsn = srv.sessions[i]->exp_cmdsn;
 	}
-	b.login.expstatsn = c && c->login && c->login->first_done ? h->expstatsn : 0;
+	b.login.expstatsn = c && c->login && c->login->phase != LOGIN_AWAIT_FIRST ? h->expstatsn : 0;
 	uint8_t raw[BHS_LEN];
 	bhs_encode(&b, raw);
 	h->capture = true;

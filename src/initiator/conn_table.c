@@ -15,15 +15,14 @@ struct ism_conn *ism_conn_alloc(struct ism_session *s)
 		struct ism_conn *c = &s->conns[i];
 		if (c->state != CONN_FREE)
 			continue;
-		free(c->rxbuf);
+		pdu_conn_rx_free(&c->pc);
 		memset(c, 0, sizeof(*c));
 		c->s = s;
 		c->fd = -1;
 		c->cid = s->next_cid++;
 		if ((unsigned)i >= s->conn_slots)
 			s->conn_slots = (unsigned)i + 1;
-		c->rx_in_bhs = true;
-		c->rx_need = BHS_LEN;
+		ism_conn_init_engine(c);
 		params_defaults(&c->params);
 		return c;
 	}
@@ -101,9 +100,7 @@ void ism_conn_fail(struct ism_conn *c, const char *fmt, ...)
 
 void ism_conn_release(struct ism_conn *c)
 {
-	free(c->rxbuf);
-	c->rxbuf = NULL;
-	c->rx_cap = c->rx_len = 0;
+	pdu_conn_rx_free(&c->pc);
 	c->state = CONN_FREE;
 }
 

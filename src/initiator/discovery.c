@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "initiator/internal.h"
+#include "proto/text_join.h"
 
 void ism_discovery_free(struct ism_discovery *d)
 {
@@ -69,16 +70,18 @@ bad:
 void ism_text_response(struct ism_conn *c, struct ism_task *t, const struct bhs *b, const uint8_t *data, uint32_t len)
 {
 	struct ism_session *s = c->s;
-	if (t->text.len + len > ISM_TEXT_MAX) {
+	switch (text_join_add(&t->text, &t->text_exchanges, data, len, !b->final, ISM_TEXT_MAX, ISM_TEXT_MAX_EXCHANGES)) {
+	case TEXT_JOIN_TOO_LONG:
 		ism_conn_fail(c, "SendTargets response longer than %u bytes", ISM_TEXT_MAX);
 		return;
-	}
-	if (++t->text_exchanges > ISM_TEXT_MAX_EXCHANGES) {
+	case TEXT_JOIN_TOO_MANY:
 		ism_conn_fail(c, "SendTargets response still not complete after %u Text Responses (%zu bytes of text)",
 			      ISM_TEXT_MAX_EXCHANGES, t->text.len);
 		return;
+	case TEXT_JOIN_MORE:
+	case TEXT_JOIN_COMPLETE:
+		break;
 	}
-	sbuf_append(&t->text, data, len);
 	if (!b->final) {
 		if (b->text.ttt == RESERVED_TAG) {
 			ism_conn_fail(c, "Text Response without F bit and with the reserved Target Transfer Tag");

@@ -12,6 +12,7 @@
 #include "proto/chap.h"
 #include "proto/params.h"
 #include "proto/frame.h"
+#include "proto/pdu_conn.h"
 #include "proto/pdu.h"
 #include "proto/text.h"
 #include "util/sbuf.h"
@@ -49,11 +50,10 @@ enum keepalive_state {
  * from a per-session free list, so queueing a PDU allocates nothing once the pool is warm.
  */
 struct txitem {
-	struct pdu_frame f;    /* first: the connection's queue links frames */
+	struct pdu_txitem base; /* first: the engine's item */
 	struct ism_task *task; /* data borrowed from this task's buffer (NULL: none) */
 	bool r2t_last;         /* last Data-Out answering an R2T: written means that R2T is answered */
 	struct ism_conn *ping_conn; /* a NOP-Out answering a ping of this connection's target */
-	uint8_t *owned;
 };
 
 enum task_kind { TASK_SCSI, TASK_TMF, TASK_NOP, TASK_TEXT, TASK_LOGOUT, TASK_LOGIN };
@@ -145,27 +145,8 @@ struct ism_conn {
 	struct addrinfo *ai, *ai_next;
 	struct iscsi_params params;
 	uint32_t exp_statsn;
-	/* rx: rxbuf[rx_start, rx_len) holds bytes not parsed yet */
-	uint8_t *rxbuf;
-	size_t rx_start, rx_len, rx_cap, rx_need;
-	bool rx_in_bhs;
-	struct bhs rx_bhs;
-	/*
-	 * A large Data-In whose data is read straight into the task's buffer: rx_direct while its
-	 * data goes there, dr_left bytes still to come at dr_dst. dr_task turns NULL when the task
-	 * finishes meanwhile (the rest of the data is then read and dropped).
-	 */
-	bool rx_direct;
-	struct ism_task *dr_task;
-	uint8_t *dr_dst, *dr_data;
-	uint32_t dr_left;
-	/*
-	 * The last PDU was a large Data-In: reads stop at the end of the next header, so that the
-	 * data behind it is read straight into its task's buffer rather than copied out of rxbuf.
-	 */
-	bool rx_large;
-	/* tx */
-	struct pdu_queue txq;
+	/* reception and send queue; large Data-In segments go straight into their task's buffer */
+	struct pdu_conn pc;
 	/* login */
 	struct login_ctx *login;
 	/* keepalive */
@@ -237,8 +218,8 @@ struct ism_session {
 
 	/* Pools: finished tasks and written PDUs are kept for reuse (freed with the session). */
 	struct ism_task *task_pool;
-	struct txitem *tx_pool;
-	size_t task_pool_n, tx_pool_n;
+	struct pdu_txpool tx_pool; /* spare send items of all its connections */
+	size_t task_pool_n;
 
 	/* ism_session_set_fd_cb */
 	ism_fd_cb fd_cb;
@@ -319,6 +300,8 @@ int ism_run_until(struct ism_session *s, const bool *flag, int timeout_ms);
 struct txitem *ism_conn_send(struct ism_conn *c, struct bhs *b, const void *data, uint32_t len,
 			     struct ism_task *task, uint8_t *owned);
 void ism_conn_flush(struct ism_conn *c);
+/* A fresh connection slot: its PDU engine set up, nothing received yet. */
+void ism_conn_init_engine(struct ism_conn *c);
 /* Numeric address and port of an IPv4 or IPv6 socket address ("" and 0 for anything else). */
 void ism_sockaddr_split(const struct sockaddr *sa, char *addr, size_t len, uint16_t *port);
 /* Read what the socket has and dispatch complete PDUs. */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "initiator/internal.h"
+#include "proto/text_join.h"
 #include "util/log.h"
 #include "util/serial.h"
 
@@ -182,10 +183,7 @@ static void redirect(struct ism_conn *c, const struct text_list *kv, uint16_t st
 	snprintf(c->portal, sizeof(c->portal), "%s", portal);
 	ism_conn_close_fd(c);
 	ism_conn_drop_tx(c);
-	c->rx_len = c->rx_start = 0;
-	c->rx_in_bhs = true;
-	c->rx_direct = false;
-	c->dr_task = NULL;
+	pdu_conn_rx_reset(&c->pc);
 	c->state = CONN_CONNECTING;
 	if (ism_conn_start_connect(c) < 0)
 		ism_conn_fail(c, "redirect to %s failed", portal);
@@ -340,11 +338,10 @@ void ism_login_pdu(struct ism_conn *c, const struct bhs *b, const uint8_t *data,
 	if (l->leading)
 		s->exp_cmdsn = b->login.expcmdsn, s->max_cmdsn = b->login.maxcmdsn;
 
-	if (l->rx_text.len + len > ISM_LOGIN_TEXT_MAX) {
+	if (text_join_add(&l->rx_text, NULL, data, len, b->login.cont, ISM_LOGIN_TEXT_MAX, 0) == TEXT_JOIN_TOO_LONG) {
 		ism_conn_fail(c, "login response text longer than %u bytes", ISM_LOGIN_TEXT_MAX);
 		return;
 	}
-	sbuf_append(&l->rx_text, data, len);
 	if (l->rounds > LOGIN_MAX_ROUNDS) {
 		if (b->login.cont)
 			ism_set_error(s, "login failed: the target's login response text still continues (C bit) after "

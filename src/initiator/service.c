@@ -22,7 +22,7 @@ int ism_session_fds(struct ism_session *s, struct pollfd *fds, int max)
 		if (c->state == CONN_CONNECTING)
 			fds[n].events = POLLOUT;
 		else
-			fds[n].events = (short)(POLLIN | (pdu_queue_empty(&c->txq) ? 0 : POLLOUT));
+			fds[n].events = (short)(POLLIN | (pdu_queue_empty(&c->pc.txq) ? 0 : POLLOUT));
 		n++;
 	}
 	return n;

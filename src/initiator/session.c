@@ -165,7 +165,7 @@ void ism_session_destroy(struct ism_session *s)
 		ism_conn_close_fd(c);
 		if (c->ai)
 			freeaddrinfo(c->ai);
-		free(c->rxbuf);
+		pdu_conn_rx_free(&c->pc);
 	}
 	free(s->initiator_name);
 	free(s->initiator_alias);

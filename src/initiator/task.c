@@ -138,8 +138,7 @@ void ism_task_complete(struct ism_task *t)
 		if (was_sent && t->conn->outstanding)
 			t->conn->outstanding--;
 		sent_list_remove(t->conn, t);
-		if (t->conn->dr_task == t)
-			t->conn->dr_task = NULL; /* the rest of its Data-In is dropped */
+		pdu_conn_forget_direct(&t->conn->pc, t); /* the rest of its Data-In is dropped */
 		if (t->txrefs)
 			ism_conn_detach_task(t->conn, t);
 		t->res.cid = t->conn->cid;

@@ -10,7 +10,7 @@ static short wanted_events(const struct ism_conn *c)
 {
 	if (c->state == CONN_CONNECTING)
 		return POLLOUT;
-	return (short)(POLLIN | (pdu_queue_empty(&c->txq) ? 0 : POLLOUT));
+	return (short)(POLLIN | (pdu_queue_empty(&c->pc.txq) ? 0 : POLLOUT));
 }
 
 void ism_watch_update(struct ism_conn *c)

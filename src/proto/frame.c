@@ -4,8 +4,7 @@
 
 #include "proto/digest.h"
 
-size_t pdu_frame_build(struct pdu_frame *f, struct bhs *b, const void *data, uint32_t len, bool header_digest,
-		       bool data_digest)
+void pdu_frame_begin(struct pdu_frame *f, struct bhs *b, uint32_t len)
 {
 	f->next = NULL;
 	f->niov = 0;
@@ -13,6 +12,17 @@ size_t pdu_frame_build(struct pdu_frame *f, struct bhs *b, const void *data, uin
 	f->iov_off = 0;
 	b->data_len = len;
 	bhs_encode(b, f->hdr);
+}
+
+size_t pdu_frame_build(struct pdu_frame *f, struct bhs *b, const void *data, uint32_t len, bool header_digest,
+		       bool data_digest)
+{
+	pdu_frame_begin(f, b, len);
+	return pdu_frame_finish(f, data, len, header_digest, data_digest);
+}
+
+size_t pdu_frame_finish(struct pdu_frame *f, const void *data, uint32_t len, bool header_digest, bool data_digest)
+{
 	size_t hlen = BHS_LEN;
 	if (header_digest) {
 		digest_store(f->hdr + BHS_LEN, crc32c(f->hdr, BHS_LEN));

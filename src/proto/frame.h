@@ -29,6 +29,9 @@ struct pdu_frame {
  */
 size_t pdu_frame_build(struct pdu_frame *f, struct bhs *b, const void *data, uint32_t len, bool header_digest,
 		       bool data_digest);
+/* pdu_frame_build in two steps, so that f->hdr may be completed in between. */
+void pdu_frame_begin(struct pdu_frame *f, struct bhs *b, uint32_t len);
+size_t pdu_frame_finish(struct pdu_frame *f, const void *data, uint32_t len, bool header_digest, bool data_digest);
 
 struct pdu_queue {
 	struct pdu_frame *head, *tail;

@@ -1,11 +1,9 @@
 /*
- * One TCP connection: the PDU reception state machine (BHS, then AHS + digests + data), and the
- * send queue of gathered PDUs written with writev.
+ * The target's side of one TCP connection: what the PDU engine (proto/pdu_conn) leaves to the
+ * role. A malformed PDU is answered with a Reject in full feature phase and ends the connection
+ * before it; the send backlog pauses reading; complete PDUs go to login or full feature phase.
  */
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,7 +11,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "proto/digest.h"
 #include "target/target.h"
 #include "util/bytes.h"
 #include "util/log.h"
@@ -35,27 +32,20 @@
  */
 #define TX_BACKLOG_MAX (16u * 1024u * 1024u)
 #define TX_BACKLOG_RESUME (8u * 1024u * 1024u)
+/* Spare send items kept per connection, and iovecs per gathered write. */
+#define TX_FREE_KEEP 256u
+#define TX_IOV_MAX 64
+
+/* Address text for logs and management; a socketpair from a test harness has no address. */
+static void conn_sockaddr_text(const struct sockaddr_storage *sa, char *addr, size_t alen, uint16_t *port)
+{
+	if (!pdu_sockaddr_split((const struct sockaddr *)sa, addr, alen, port))
+		snprintf(addr, alen, "local");
+}
 
 static void conn_on_io(void *arg, uint32_t events);
-static bool conn_parse(struct conn *c);
 static void conn_update_events(struct conn *c);
-
-static void sockaddr_text(const struct sockaddr_storage *sa, char *addr, size_t alen, uint16_t *port)
-{
-	if (sa->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
-		inet_ntop(AF_INET6, &s6->sin6_addr, addr, (socklen_t)alen);
-		*port = ntohs(s6->sin6_port);
-	} else if (sa->ss_family != AF_INET) {
-		/* A descriptor handed over by a test harness (socketpair) has no address. */
-		snprintf(addr, alen, "local");
-		*port = 0;
-	} else {
-		const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
-		inet_ntop(AF_INET, &s4->sin_addr, addr, (socklen_t)alen);
-		*port = ntohs(s4->sin_port);
-	}
-}
+static const struct pdu_conn_ops conn_ops;
 
 void conn_accept(struct server *srv, int fd, uint16_t tpgt)
 {
@@ -67,24 +57,23 @@ void conn_accept(struct server *srv, int fd, uint16_t tpgt)
 	c->tpgt = tpgt;
 	c->phase = PHASE_LOGIN;
 	params_defaults(&c->params);
-	c->rx_cap = RX_LOGIN;
-	c->rxbuf = xmalloc(c->rx_cap);
-	c->rx_state = RX_BHS;
-	c->rx_need = BHS_LEN;
+	c->txpool.item_size = sizeof(struct txitem);
+	c->txpool.keep = TX_FREE_KEEP;
+	pdu_conn_init(&c->pc, &conn_ops, c, &c->params, &c->txpool, RX_LOGIN);
 	c->want_read = true;
 	c->last_rx_ms = c->login_started_ms = loop_now_ms();
 	c->login_time = (uint64_t)time(NULL);
 	socklen_t sl = sizeof(c->local_sa);
 	getsockname(fd, (struct sockaddr *)&c->local_sa, &sl);
-	sockaddr_text(&c->local_sa, c->local_addr, sizeof(c->local_addr), &c->local_port);
+	conn_sockaddr_text(&c->local_sa, c->local_addr, sizeof(c->local_addr), &c->local_port);
 	struct sockaddr_storage peer;
 	sl = sizeof(peer);
 	getpeername(fd, (struct sockaddr *)&peer, &sl);
-	sockaddr_text(&peer, c->peer_addr, sizeof(c->peer_addr), &c->peer_port);
+	conn_sockaddr_text(&peer, c->peer_addr, sizeof(c->peer_addr), &c->peer_port);
 	if (loop_watch_add(srv->loop, &c->watch, fd, EPOLLIN | EPOLLRDHUP, conn_on_io, c) < 0) {
 		log_error("cannot watch connection from %s: %m", c->peer_addr);
 		close(fd);
-		free(c->rxbuf);
+		pdu_conn_rx_free(&c->pc);
 		free(c);
 		return;
 	}
@@ -94,39 +83,24 @@ void conn_accept(struct server *srv, int fd, uint16_t tpgt)
 	log_debug("connection from %s:%u to %s:%u", c->peer_addr, c->peer_port, c->local_addr, c->local_port);
 }
 
-#define TX_FREE_KEEP 256u
-
-static void tx_item_done(struct pdu_frame *f, void *arg)
+static void conn_pdu_sent(struct pdu_conn *pc, struct pdu_txitem *item)
 {
-	struct conn *c = arg;
-	struct txitem *it = (struct txitem *)f;
-	c->tx_bytes -= it->wire;
+	(void)pc;
+	struct txitem *it = (struct txitem *)item;
 	if (it->task)
 		task_release(it->task);
-	free(it->owned);
-	if (c->tx_nfree < TX_FREE_KEEP) {
-		it->f.next = (struct pdu_frame *)c->tx_free;
-		c->tx_free = it;
-		c->tx_nfree++;
-	} else {
-		free(it);
-	}
 }
 
 static void conn_free(void *arg)
 {
 	struct conn *c = arg;
-	pdu_queue_drain(&c->txq, tx_item_done, c);
-	while (c->tx_free) {
-		struct txitem *it = c->tx_free;
-		c->tx_free = (struct txitem *)it->f.next;
-		free(it);
-	}
+	pdu_conn_drop_tx(&c->pc);
+	pdu_txpool_free(&c->txpool);
 	task_free_all(c);
 	login_free(c);
 	sbuf_free(&c->text_pending);
 	sbuf_free(&c->text_reply);
-	free(c->rxbuf);
+	pdu_conn_rx_free(&c->pc);
 	free(c);
 }
 
@@ -161,61 +135,42 @@ void conn_send_pdu(struct conn *c, struct bhs *b, const void *data, uint32_t len
 			task_release(task);
 		return;
 	}
-	struct txitem *it = c->tx_free;
-	if (it) {
-		c->tx_free = (struct txitem *)it->f.next;
-		c->tx_nfree--;
-	} else {
-		it = xmalloc(sizeof(*it));
-	}
-	size_t wire = pdu_frame_build(&it->f, b, data, len, c->params.header_digest, c->params.data_digest);
+	struct txitem *it = (struct txitem *)pdu_conn_queue(&c->pc, b, data, len, owned);
 	it->task = task;
-	it->owned = owned;
-	it->wire = wire;
-	c->tx_bytes += wire;
-	pdu_queue_push(&c->txq, &it->f);
 	c->stats.pdus_out++;
-	c->stats.bytes_out += wire;
+	c->stats.bytes_out += it->base.wire;
 }
 
 /* Write as much of the queue as the socket takes, many PDUs per writev. */
 void conn_flush(struct conn *c)
 {
-	while (!pdu_queue_empty(&c->txq) && c->phase != PHASE_CLOSED) {
-		struct iovec iov[64];
-		int n = pdu_queue_gather(&c->txq, iov, 64, NULL);
-		ssize_t w = writev(c->fd, iov, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			conn_close(c, strerror(errno));
-			return;
-		}
-		pdu_queue_consume(&c->txq, (size_t)w, tx_item_done, c);
+	if (c->phase == PHASE_CLOSED)
+		return;
+	if (pdu_conn_flush(&c->pc, c->fd, TX_IOV_MAX) < 0) {
+		conn_close(c, strerror(errno));
+		return;
 	}
 	if (c->phase == PHASE_CLOSED)
 		return;
-	if (c->rx_paused && c->tx_bytes <= TX_BACKLOG_RESUME) {
+	if (c->rx_paused && c->pc.tx_bytes <= TX_BACKLOG_RESUME) {
 		c->rx_paused = false;
 		/* What was read before the pause is parsed now; the socket's rest on the next wake-up. */
-		if (!conn_parse(c))
+		if (!pdu_conn_parse(&c->pc))
 			return;
-		if (!pdu_queue_empty(&c->txq) && !c->rx_paused) {
+		if (!pdu_queue_empty(&c->pc.txq) && !c->rx_paused) {
 			conn_flush(c);
 			return;
 		}
 	}
 	conn_update_events(c);
-	if (pdu_queue_empty(&c->txq) && c->phase == PHASE_LOGGED_OUT)
+	if (pdu_queue_empty(&c->pc.txq) && c->phase == PHASE_LOGGED_OUT)
 		conn_close(c, NULL);
 }
 
 /* Readable while not paused, writable while something waits to be sent. */
 static void conn_update_events(struct conn *c)
 {
-	bool want = !pdu_queue_empty(&c->txq);
+	bool want = !pdu_queue_empty(&c->pc.txq);
 	bool read = !c->rx_paused;
 	if (want == c->want_write && read == c->want_read)
 		return;
@@ -229,126 +184,130 @@ static uint32_t max_dsl_in(const struct conn *c)
 	return c->phase == PHASE_FULL_FEATURE ? c->params.max_recv_dsl : LOGIN_MAX_DSL;
 }
 
-/* A complete PDU sits at p with total length c->rx_need: check digests and dispatch it. */
-static void conn_handle_pdu(struct conn *c, const uint8_t *p)
+/*
+ * A header is in. Its data segment must fit what we announced; a header we can frame but not
+ * accept is rejected and skipped in full feature phase, and ends the connection before it.
+ */
+static enum pdu_header_verdict conn_on_header(struct pdu_conn *pc, const uint8_t *raw, int rc, const char *why)
 {
-	const struct bhs *b = &c->rx_bhs;
-	size_t off = BHS_LEN + b->total_ahs_len;
-	if (c->params.header_digest) {
-		if (crc32c(p, off) != digest_load(p + off)) {
-			c->stats.digest_errors++;
-			/* A header we cannot trust gives no reliable framing: at ERL 0 the connection ends. */
-			conn_close(c, "header digest error");
-			return;
-		}
-		off += 4;
+	struct conn *c = pc->arg;
+	if (c->phase == PHASE_CLOSED)
+		return PDU_HEADER_STOP;
+	if (pc->tx_bytes > TX_BACKLOG_MAX) {
+		c->rx_paused = true;
+		return PDU_HEADER_WAIT;
 	}
-	const uint8_t *data = p + off;
-	if (b->data_len && c->params.data_digest) {
-		uint32_t padded = pad4(b->data_len);
-		if (crc32c(data, padded) != digest_load(data + padded)) {
-			c->stats.digest_errors++;
-			send_reject(c, REJECT_DATA_DIGEST, p);
-			if (b->opcode == OP_SCSI_CMD || b->opcode == OP_DATA_OUT)
-				conn_close(c, "data digest error in write data");
-			return;
-		}
+	const struct bhs *b = &pc->rx_bhs;
+	uint32_t limit = max_dsl_in(c);
+	if (b->data_len > limit) {
+		log_warn("%s:%u: %s with DataSegmentLength %u over the limit %u", c->peer_addr, c->peer_port,
+			 opcode_str(b->opcode), b->data_len, limit);
+		if (c->phase == PHASE_FULL_FEATURE)
+			send_reject(c, REJECT_PROTOCOL_ERROR, raw);
+		conn_flush(c);
+		conn_close(c, "data segment longer than MaxRecvDataSegmentLength");
+		return PDU_HEADER_STOP;
 	}
-	c->stats.pdus_in++;
-	c->stats.bytes_in += c->rx_need;
-	if (c->phase == PHASE_LOGIN)
-		login_handle(c, b, data, b->data_len);
-	else if (c->phase == PHASE_FULL_FEATURE)
-		ffp_dispatch(c, b, p, data, b->data_len);
+	if (rc == REJECT_PROTOCOL_ERROR && raw[4] > 63) {
+		conn_close(c, why);
+		return PDU_HEADER_STOP;
+	}
+	if (rc == 0)
+		return PDU_HEADER_HANDLE;
+	log_warn("%s:%u: rejecting PDU (opcode 0x%02x): %s", c->peer_addr, c->peer_port, b->opcode, why);
+	if (c->phase != PHASE_FULL_FEATURE) {
+		conn_close(c, why);
+		return PDU_HEADER_STOP;
+	}
+	send_reject(c, (uint8_t)rc, raw);
+	return PDU_HEADER_SKIP; /* the framing is known, so the rest can be passed over */
 }
 
-/* Reception state machine over the bytes in rxbuf; returns false when the connection closed. */
-static bool conn_parse(struct conn *c)
+static bool conn_on_digest_error(struct pdu_conn *pc, bool header, const uint8_t *raw)
 {
-	size_t pos = 0;
-	while (c->phase != PHASE_CLOSED) {
-		size_t avail = c->rx_len - pos;
-		if (c->rx_state == RX_BHS) {
-			if (avail < BHS_LEN)
-				break;
-			if (c->tx_bytes > TX_BACKLOG_MAX) {
-				c->rx_paused = true;
-				break;
-			}
-			char why[96];
-			int rc = bhs_decode(c->rxbuf + pos, &c->rx_bhs, why, sizeof(why));
-			const struct bhs *b = &c->rx_bhs;
-			uint32_t limit = max_dsl_in(c);
-			if (b->data_len > limit) {
-				log_warn("%s:%u: %s with DataSegmentLength %u over the limit %u", c->peer_addr,
-					 c->peer_port, opcode_str(b->opcode), b->data_len, limit);
-				if (c->phase == PHASE_FULL_FEATURE)
-					send_reject(c, REJECT_PROTOCOL_ERROR, c->rxbuf + pos);
-				conn_flush(c);
-				conn_close(c, "data segment longer than MaxRecvDataSegmentLength");
-				return false;
-			}
-			if (rc == REJECT_PROTOCOL_ERROR && c->rxbuf[pos + 4] > 63) {
-				conn_close(c, why);
-				return false;
-			}
-			size_t need = BHS_LEN + b->total_ahs_len + (c->params.header_digest ? 4 : 0);
-			if (b->data_len)
-				need += pad4(b->data_len) + (c->params.data_digest ? 4 : 0);
-			c->rx_need = need;
-			if (rc != 0) {
-				/* Framing is known, so the PDU can be skipped after a Reject. */
-				log_warn("%s:%u: rejecting PDU (opcode 0x%02x): %s", c->peer_addr, c->peer_port,
-					 b->opcode, why);
-				if (c->phase != PHASE_FULL_FEATURE) {
-					conn_close(c, why);
-					return false;
-				}
-				send_reject(c, (uint8_t)rc, c->rxbuf + pos);
-				c->rx_bhs.opcode = 0xff; /* skip it */
-			}
-			c->rx_state = RX_REST;
-			continue;
-		}
-		if (avail < c->rx_need) {
-			if (c->rx_need > c->rx_cap) {
-				/* Grow so the whole PDU fits; bounded by the data segment limit checked above. */
-				if (pos) {
-					memmove(c->rxbuf, c->rxbuf + pos, avail);
-					c->rx_len = avail;
-					pos = 0;
-				}
-				c->rx_cap = c->rx_need;
-				c->rxbuf = xrealloc(c->rxbuf, c->rx_cap);
-			}
-			break;
-		}
-		if (c->rx_bhs.opcode != 0xff)
-			conn_handle_pdu(c, c->rxbuf + pos);
-		pos += c->rx_need;
-		c->rx_state = RX_BHS;
-		c->rx_need = BHS_LEN;
-	}
-	if (c->phase == PHASE_CLOSED)
+	struct conn *c = pc->arg;
+	c->stats.digest_errors++;
+	if (header) {
+		/* A header we cannot trust gives no reliable framing: at ERL 0 the connection ends. */
+		conn_close(c, "header digest error");
 		return false;
-	if (pos) {
-		memmove(c->rxbuf, c->rxbuf + pos, c->rx_len - pos);
-		c->rx_len -= pos;
+	}
+	send_reject(c, REJECT_DATA_DIGEST, raw);
+	if (pc->rx_bhs.opcode == OP_SCSI_CMD || pc->rx_bhs.opcode == OP_DATA_OUT) {
+		conn_close(c, "data digest error in write data");
+		return false;
 	}
 	return true;
 }
 
+static bool conn_on_pdu(struct pdu_conn *pc, const uint8_t *raw, const uint8_t *data)
+{
+	struct conn *c = pc->arg;
+	const struct bhs *b = &pc->rx_bhs;
+	c->stats.pdus_in++;
+	c->stats.bytes_in += pc->rx_need;
+	if (c->phase == PHASE_LOGIN)
+		login_handle(c, b, data, b->data_len);
+	else if (c->phase == PHASE_FULL_FEATURE)
+		ffp_dispatch(c, b, raw, data, b->data_len);
+	return c->phase != PHASE_CLOSED;
+}
+
+/*
+ * StatSN, ExpCmdSN and MaxCmdSN sit at bytes 24, 28 and 32 of every PDU the target sends and are
+ * filled here, in queueing order. StatSN advances only for the PDUs that carry a status (RFC 7143
+ * 11.7.4, 11.8.1, 11.19.1): an R2T and a NOP-In that pings show the next StatSN without taking
+ * it, and a Data-In without the S bit carries none. Login responses announce the window of the
+ * session the login will have.
+ */
+static void conn_stamp_sn(struct pdu_conn *pc, const struct bhs *b, uint8_t hdr[BHS_LEN])
+{
+	struct conn *c = pc->arg;
+	uint32_t statsn;
+	switch (b->opcode) {
+	case OP_R2T:
+		statsn = c->statsn;
+		break;
+	case OP_NOP_IN:
+		statsn = b->itt == RESERVED_TAG ? c->statsn : c->statsn++;
+		break;
+	case OP_DATA_IN:
+		statsn = b->data_in.status_present ? c->statsn++ : 0;
+		break;
+	default:
+		statsn = c->statsn++;
+		break;
+	}
+	put_be32(hdr + 24, statsn);
+	uint32_t expcmdsn, maxcmdsn;
+	if (b->opcode == OP_LOGIN_RESP) {
+		login_window(c, &expcmdsn, &maxcmdsn);
+	} else if (c->sess) {
+		expcmdsn = c->sess->exp_cmdsn;
+		maxcmdsn = session_max_cmdsn(c->sess);
+	} else {
+		return; /* a Reject before any session: no window to announce */
+	}
+	put_be32(hdr + 28, expcmdsn);
+	put_be32(hdr + 32, maxcmdsn);
+}
+
+static const struct pdu_conn_ops conn_ops = {
+	.header = conn_on_header,
+	.pdu = conn_on_pdu,
+	.digest_error = conn_on_digest_error,
+	.stamp = conn_stamp_sn,
+	.sent = conn_pdu_sent,
+};
+
 static void conn_on_readable(struct conn *c)
 {
-	if (c->phase == PHASE_FULL_FEATURE && c->rx_cap < RX_FULL_FEATURE) {
-		c->rx_cap = RX_FULL_FEATURE;
-		c->rxbuf = xrealloc(c->rxbuf, c->rx_cap);
-	}
+	if (c->phase == PHASE_FULL_FEATURE)
+		pdu_conn_rx_grow(&c->pc, RX_FULL_FEATURE);
 	/* Bounded number of reads per wake-up keeps one busy connection from starving others. */
 	for (int round = 0; round < 16 && c->phase != PHASE_CLOSED && !c->rx_paused; round++) {
-		if (c->rx_len == c->rx_cap)
-			break; /* cannot happen: conn_parse grows the buffer to fit the PDU in progress */
-		ssize_t r = read(c->fd, c->rxbuf + c->rx_len, c->rx_cap - c->rx_len);
+		size_t asked;
+		ssize_t r = pdu_conn_read(&c->pc, c->fd, &asked);
 		if (r == 0) {
 			conn_close(c, c->phase == PHASE_LOGGED_OUT ? NULL : "initiator closed the connection");
 			return;
@@ -361,9 +320,8 @@ static void conn_on_readable(struct conn *c)
 			conn_close(c, strerror(errno));
 			return;
 		}
-		c->rx_len += (size_t)r;
 		c->last_rx_ms = loop_now_ms();
-		if (!conn_parse(c))
+		if (!pdu_conn_parse(&c->pc))
 			return;
 		if ((size_t)r < 4096)
 			break;

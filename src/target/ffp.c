@@ -17,11 +17,6 @@ void send_reject(struct conn *c, uint8_t reason, const uint8_t *hdr)
 	b.final = true;
 	b.itt = RESERVED_TAG;
 	b.reject.reason = reason;
-	b.reject.statsn = c->statsn++;
-	if (c->sess) {
-		b.reject.expcmdsn = c->sess->exp_cmdsn;
-		b.reject.maxcmdsn = session_max_cmdsn(c->sess);
-	}
 	uint8_t *copy = xcalloc(1, BHS_LEN);
 	if (hdr)
 		memcpy(copy, hdr, BHS_LEN);
@@ -35,9 +30,6 @@ void send_async_logout(struct conn *c, uint16_t seconds)
 	b.final = true;
 	b.itt = RESERVED_TAG;
 	b.async.event = ASYNC_LOGOUT_REQUEST;
-	b.async.statsn = c->statsn++;
-	b.async.expcmdsn = c->sess->exp_cmdsn;
-	b.async.maxcmdsn = session_max_cmdsn(c->sess);
 	b.async.param3 = seconds; /* time to logout */
 	conn_send_pdu(c, &b, NULL, 0, NULL, NULL);
 	c->logout_async_sent = true;
@@ -61,9 +53,6 @@ static void nop_out(struct conn *c, const struct bhs *b, const uint8_t *data, ui
 	memcpy(r.lun, b->lun, 8);
 	r.itt = b->itt;
 	r.nop_in.ttt = RESERVED_TAG;
-	r.nop_in.statsn = c->statsn++;
-	r.nop_in.expcmdsn = c->sess->exp_cmdsn;
-	r.nop_in.maxcmdsn = session_max_cmdsn(c->sess);
 	uint8_t *echo = NULL;
 	if (len) {
 		/* Ping data comes back as sent, within what the initiator can receive. */
@@ -103,9 +92,6 @@ static void logout(struct conn *c, const struct bhs *b)
 	r.final = true;
 	r.itt = b->itt;
 	r.logout_rsp.response = response;
-	r.logout_rsp.statsn = c->statsn++;
-	r.logout_rsp.expcmdsn = s->exp_cmdsn;
-	r.logout_rsp.maxcmdsn = session_max_cmdsn(s);
 	r.logout_rsp.time2wait = 0;
 	r.logout_rsp.time2retain = 0;
 	conn_send_pdu(c, &r, NULL, 0, NULL, NULL);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/text_join.h"
 #include "target/target.h"
 #include "util/iscsi_name.h"
 #include "util/log.h"
@@ -45,14 +46,32 @@ void login_free(struct conn *c)
 #define LOGIN_MAX_DSL 8192u
 /* What one login may make the target say, over all its continued responses. */
 #define LOGIN_MAX_REPLY (64u * 1024u)
+/* What one login request may say, over all the PDUs it is continued in. */
+#define LOGIN_MAX_REQUEST (64u * 1024u)
 
 /* The session a joining login names, found again each time: it may have ended meanwhile. */
 static struct session *login_joined_session(const struct conn *c)
 {
 	const struct login_state *ls = c->login;
-	if (ls->tsih == 0 || !ls->identified)
+	if (ls->tsih == 0 || ls->phase < LOGIN_AUTH_NEEDED)
 		return NULL;
 	return server_find_session(c->srv, ls->initiator_name, ls->isid, ls->tsih);
+}
+
+void login_window(struct conn *c, uint32_t *expcmdsn, uint32_t *maxcmdsn)
+{
+	const struct login_state *ls = c->login;
+	/* The window the session will really have: a new one starts with every slot free. */
+	struct session *s = ls ? login_joined_session(c) : NULL;
+	if (s) {
+		*expcmdsn = s->exp_cmdsn;
+		*maxcmdsn = session_max_cmdsn(s);
+	} else if (ls) {
+		*expcmdsn = ls->cmdsn;
+		*maxcmdsn = ls->cmdsn + session_queue_depth(c->srv) - 1;
+	} else {
+		*expcmdsn = *maxcmdsn = 0;
+	}
 }
 
 /* One Login Response PDU; text is the part of the reply it carries. */
@@ -71,16 +90,6 @@ static void login_send_pdu(struct conn *c, bool transit, bool cont, int csg, int
 	b.login.version_min = 0;
 	memcpy(b.login.isid, ls->isid, 6);
 	b.login.tsih = tsih;
-	b.login.statsn = c->statsn++;
-	/* The window the session will really have: a new one starts with every slot free. */
-	struct session *s = login_joined_session(c);
-	if (s) {
-		b.login.expcmdsn = s->exp_cmdsn;
-		b.login.maxcmdsn = session_max_cmdsn(s);
-	} else {
-		b.login.expcmdsn = ls->cmdsn;
-		b.login.maxcmdsn = ls->cmdsn + session_queue_depth(c->srv) - 1;
-	}
 	b.login.status_class = (uint8_t)(status >> 8);
 	b.login.status_detail = (uint8_t)status;
 	uint8_t *owned = NULL;
@@ -317,8 +326,7 @@ static uint16_t login_identify(struct conn *c, const struct text_list *in, const
 	return LOGIN_OK;
 }
 
-/* Security stage keys: AuthMethod, then the CHAP exchange. Returns status; *transit_ok tells
- * whether authentication is complete so the stage may end. */
+/* Security stage keys: AuthMethod, then the CHAP exchange, moving ls->phase on. Returns the status. */
 static uint16_t login_security(struct conn *c, const struct text_list *in, struct text_list *out, const char **why)
 {
 	struct login_state *ls = c->login;
@@ -327,27 +335,27 @@ static uint16_t login_security(struct conn *c, const struct text_list *in, struc
 	if (am) {
 		if (need_chap && list_has(am, "CHAP")) {
 			text_add(out, "AuthMethod", "CHAP");
-			ls->chap_in_progress = true;
+			ls->phase = LOGIN_CHAP;
 			chap_target_init(&ls->chap, &ls->cred);
 		} else if (!need_chap && list_has(am, "None")) {
 			text_add(out, "AuthMethod", "None");
-			ls->auth_done = true;
+			ls->phase = LOGIN_AUTHENTICATED;
 		} else {
 			text_add(out, "AuthMethod", "Reject");
 			*why = need_chap ? "target requires CHAP, initiator does not offer it"
 					 : "initiator offers no authentication method the target accepts";
 			return LOGIN_AUTH_FAILED;
 		}
-	} else if (!ls->chap_in_progress && !ls->auth_done && !need_chap) {
+	} else if (ls->phase == LOGIN_AUTH_NEEDED && !need_chap) {
 		/* No AuthMethod offered: the default None applies, fine when no CHAP is required. */
-		ls->auth_done = true;
+		ls->phase = LOGIN_AUTHENTICATED;
 	}
 	bool has_chap_keys = false;
 	for (size_t i = 0; i < in->n; i++)
 		if (strncmp(in->kv[i].key, "CHAP_", 5) == 0)
 			has_chap_keys = true;
 	if (has_chap_keys) {
-		if (!ls->chap_in_progress) {
+		if (ls->phase != LOGIN_CHAP) {
 			*why = "CHAP keys without AuthMethod=CHAP";
 			return LOGIN_INITIATOR_ERROR;
 		}
@@ -357,8 +365,7 @@ static uint16_t login_security(struct conn *c, const struct text_list *in, struc
 		case CHAP_CONTINUE:
 			break;
 		case CHAP_DONE:
-			ls->chap_in_progress = false;
-			ls->auth_done = true;
+			ls->phase = LOGIN_AUTHENTICATED;
 			break;
 		case CHAP_AUTH_FAIL:
 			*why = reason;
@@ -465,7 +472,7 @@ void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint
 	struct login_state *ls = login_get(c);
 	if (b->opcode != OP_LOGIN_REQ) {
 		/* Only login PDUs are legal before full feature phase. */
-		if (!ls->first_done) {
+		if (ls->phase == LOGIN_AWAIT_FIRST) {
 			conn_close(c, "first PDU is not a Login Request");
 			return;
 		}
@@ -473,8 +480,8 @@ void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint
 		return;
 	}
 	int csg = b->login.csg;
-	if (!ls->first_done) {
-		ls->first_done = true;
+	if (ls->phase == LOGIN_AWAIT_FIRST) {
+		ls->phase = LOGIN_AWAIT_NAMES;
 		memcpy(ls->isid, b->login.isid, 6);
 		ls->tsih = b->login.tsih;
 		ls->cid = b->login.cid;
@@ -513,13 +520,15 @@ void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint
 		return;
 	}
 	/* A request spread over several PDUs: acknowledge each part, answer the whole. */
-	if (ls->pending.len + len > 65536) {
-		login_fail(c, csg, LOGIN_OUT_OF_RESOURCES, "login text too long");
-		return;
-	}
-	sbuf_append(&ls->pending, data, len);
-	if (b->login.cont) {
+	switch (text_join_add(&ls->pending, NULL, data, len, b->login.cont, LOGIN_MAX_REQUEST, 0)) {
+	case TEXT_JOIN_MORE:
 		login_send(c, false, csg, 0, LOGIN_OK, NULL, 0);
+		return;
+	case TEXT_JOIN_COMPLETE:
+		break;
+	case TEXT_JOIN_TOO_LONG:
+	case TEXT_JOIN_TOO_MANY:
+		login_fail(c, csg, LOGIN_OUT_OF_RESOURCES, "login text too long");
 		return;
 	}
 	struct text_list in = {0}, out = {0};
@@ -531,9 +540,9 @@ void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint
 	sbuf_reset(&ls->pending);
 	const char *why = NULL;
 	uint16_t st = LOGIN_OK;
-	bool first_text = !ls->identified;
+	bool first_text = ls->phase == LOGIN_AWAIT_NAMES;
 	if (first_text) {
-		ls->identified = true;
+		ls->phase = LOGIN_AUTH_NEEDED;
 		st = login_identify(c, &in, &why);
 		if (st != LOGIN_OK) {
 			login_fail(c, csg, st, why);
@@ -549,12 +558,12 @@ void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint
 				why = "security keys in the operational stage";
 			}
 		}
-		if (st == LOGIN_OK && !ls->auth_done) {
+		if (st == LOGIN_OK && ls->phase != LOGIN_AUTHENTICATED) {
 			if (ls->auth_user) {
 				st = LOGIN_AUTH_FAILED;
 				why = "initiator skipped the security stage but the target requires CHAP";
 			} else {
-				ls->auth_done = true;
+				ls->phase = LOGIN_AUTHENTICATED;
 			}
 		}
 	}
@@ -579,12 +588,12 @@ void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint
 		login_fail(c, csg, LOGIN_OUT_OF_RESOURCES, "login request asks for too long a response");
 		goto done;
 	}
-	if (b->final && !ls->auth_done && !ls->chap_in_progress) {
+	if (b->final && ls->phase == LOGIN_AUTH_NEEDED) {
 		login_fail(c, csg, LOGIN_AUTH_FAILED, "target requires CHAP; initiator did not negotiate it");
 		goto done;
 	}
 	/* A response needing continuation cannot transit (the C bit excludes the T bit). */
-	bool transit = b->final && ls->auth_done && text_size(&out) <= LOGIN_MAX_DSL;
+	bool transit = b->final && ls->phase == LOGIN_AUTHENTICATED && text_size(&out) <= LOGIN_MAX_DSL;
 	if (!transit) {
 		login_send(c, false, csg, 0, LOGIN_OK, &out, 0);
 		goto done;

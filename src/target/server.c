@@ -218,9 +218,6 @@ static void server_ping(struct server *srv, struct conn *c, uint64_t now)
 	if (c->ping_ttt == RESERVED_TAG)
 		c->ping_ttt = c->next_ttt++;
 	b.nop_in.ttt = c->ping_ttt;
-	b.nop_in.statsn = c->statsn; /* a ping does not consume a StatSN */
-	b.nop_in.expcmdsn = c->sess->exp_cmdsn;
-	b.nop_in.maxcmdsn = session_max_cmdsn(c->sess);
 	conn_send_pdu(c, &b, NULL, 0, NULL, NULL);
 	c->ping_sent_ms = now;
 	(void)srv;
@@ -364,7 +361,7 @@ static void server_on_offload(void *arg, uint32_t events)
 	/* Their responses were queued outside any connection's read handler, which would send them. */
 	for (struct conn *c = srv->conns, *next; c; c = next) {
 		next = c->next;
-		if (!pdu_queue_empty(&c->txq) && !c->want_write)
+		if (!pdu_queue_empty(&c->pc.txq) && !c->want_write)
 			conn_flush(c);
 	}
 }

@@ -130,12 +130,6 @@ struct task *task_find_itt(struct session *s, uint32_t itt)
 	return NULL;
 }
 
-static void fill_sn(struct conn *c, uint32_t *expcmdsn, uint32_t *maxcmdsn)
-{
-	*expcmdsn = c->sess->exp_cmdsn;
-	*maxcmdsn = session_max_cmdsn(c->sess);
-}
-
 /* SCSI Response, with sense data (seg, owned) or none, for a command the SCSI layer never saw. */
 static void task_respond(struct conn *c, uint32_t itt, uint8_t status, uint8_t *seg, uint32_t seglen,
 			 uint32_t residual, bool overflow)
@@ -145,8 +139,6 @@ static void task_respond(struct conn *c, uint32_t itt, uint8_t status, uint8_t *
 	b.final = true;
 	b.itt = itt;
 	b.rsp.status = status;
-	b.rsp.statsn = c->statsn++;
-	fill_sn(c, &b.rsp.expcmdsn, &b.rsp.maxcmdsn);
 	if (residual) {
 		b.rsp.flags = overflow ? 0x04 : 0x02;
 		b.rsp.residual = residual;
@@ -177,8 +169,6 @@ static void task_send_r2ts(struct task *t)
 		memcpy(b.lun, t->lun_field, 8);
 		b.itt = t->itt;
 		b.r2t.ttt = t->ttt;
-		b.r2t.statsn = c->statsn;
-		fill_sn(c, &b.r2t.expcmdsn, &b.r2t.maxcmdsn);
 		b.r2t.r2tsn = t->r2tsn++;
 		b.r2t.offset = t->r2t_offset;
 		b.r2t.desired_len = len;
@@ -507,8 +497,6 @@ static void task_scsi_done(struct scsi_cmd *sc)
 		residual = t->edtl;
 	}
 	uint32_t datasn = 0;
-	uint32_t expcmdsn, maxcmdsn;
-	fill_sn(c, &expcmdsn, &maxcmdsn);
 	if (in_len && sc->status == SCSI_GOOD) {
 		c->stats.read_bytes += in_len;
 		uint32_t seg = c->params.peer_max_recv_dsl;
@@ -525,15 +513,12 @@ static void task_scsi_done(struct scsi_cmd *sc)
 			b.opcode = OP_DATA_IN;
 			b.itt = t->itt;
 			b.data_in.ttt = RESERVED_TAG;
-			b.data_in.expcmdsn = expcmdsn;
-			b.data_in.maxcmdsn = maxcmdsn;
 			b.data_in.datasn = datasn++;
 			b.data_in.offset = off;
 			b.final = last || n == burst_left;
 			if (last && good && !t->write) {
 				b.data_in.status_present = true;
 				b.data_in.status = sc->status;
-				b.data_in.statsn = c->statsn++;
 				b.data_in.overflow = (flags & 0x04) != 0;
 				b.data_in.underflow = (flags & 0x02) != 0;
 				b.data_in.residual = residual;
@@ -553,9 +538,6 @@ static void task_scsi_done(struct scsi_cmd *sc)
 	b.itt = t->itt;
 	b.rsp.flags = flags;
 	b.rsp.status = sc->status;
-	b.rsp.statsn = c->statsn++;
-	b.rsp.expcmdsn = expcmdsn;
-	b.rsp.maxcmdsn = maxcmdsn;
 	b.rsp.expdatasn = datasn + t->r2tsn;
 	b.rsp.residual = residual;
 	b.rsp.bidi_residual = bidi_residual;

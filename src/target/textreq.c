@@ -7,9 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/text_join.h"
 #include "target/target.h"
 #include "util/log.h"
 #include "util/sbuf.h"
+
+/* What one Text request may say, over all the PDUs it is continued in. */
+#define TEXT_MAX_REQUEST (64u * 1024u)
 
 static void portal_text(const struct conn *c, const struct portal *p, char *out, size_t len)
 {
@@ -86,9 +90,6 @@ static void text_send_chunk(struct conn *c, uint32_t itt, const uint8_t *lun)
 			c->text_ttt = c->next_ttt++;
 	}
 	r.text.ttt = more ? c->text_ttt : RESERVED_TAG;
-	r.text.statsn = c->statsn++;
-	r.text.expcmdsn = c->sess->exp_cmdsn;
-	r.text.maxcmdsn = session_max_cmdsn(c->sess);
 	uint8_t *copy = NULL;
 	if (n) {
 		copy = xmalloc(n);
@@ -116,20 +117,18 @@ void textreq_handle(struct conn *c, const struct bhs *b, const uint8_t *data, ui
 	/* A new request drops whatever remained of an earlier answer. */
 	sbuf_reset(&c->text_reply);
 	c->text_reply_off = 0;
-	if (c->text_pending.len + len > 65536) {
+	enum text_join_result joined =
+		text_join_add(&c->text_pending, NULL, data, len, b->text.cont, TEXT_MAX_REQUEST, 0);
+	if (joined == TEXT_JOIN_TOO_LONG || joined == TEXT_JOIN_TOO_MANY) {
 		sbuf_reset(&c->text_pending);
 		send_reject(c, REJECT_OUT_OF_RESOURCES, NULL);
 		return;
 	}
-	sbuf_append(&c->text_pending, data, len);
-	if (b->text.cont) {
+	if (joined == TEXT_JOIN_MORE) {
 		struct bhs r = {0};
 		r.opcode = OP_TEXT_RESP;
 		r.itt = b->itt;
 		r.text.ttt = c->next_ttt++;
-		r.text.statsn = c->statsn++;
-		r.text.expcmdsn = c->sess->exp_cmdsn;
-		r.text.maxcmdsn = session_max_cmdsn(c->sess);
 		conn_send_pdu(c, &r, NULL, 0, NULL, NULL);
 		return;
 	}

@@ -12,9 +12,6 @@ static void tmf_respond(struct conn *c, uint32_t itt, uint8_t response)
 	r.final = true;
 	r.itt = itt;
 	r.tmf_rsp.response = response;
-	r.tmf_rsp.statsn = c->statsn++;
-	r.tmf_rsp.expcmdsn = c->sess->exp_cmdsn;
-	r.tmf_rsp.maxcmdsn = session_max_cmdsn(c->sess);
 	conn_send_pdu(c, &r, NULL, 0, NULL, NULL);
 }
 

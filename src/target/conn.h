@@ -1,0 +1,89 @@
+/*
+ * One TCP connection to the target: its PDU engine, its tasks, and what login, Text and
+ * liveness keep per connection.
+ */
+#ifndef ISTHMUS_TARGET_CONN_H
+#define ISTHMUS_TARGET_CONN_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "net/loop.h"
+#include "proto/params.h"
+#include "proto/pdu.h"
+#include "proto/pdu_conn.h"
+#include "target/stats.h"
+#include "util/sbuf.h"
+
+struct server;
+struct session;
+struct task;
+struct login_state;
+
+/* One item of the send queue: a framed PDU and the task it keeps alive until written. */
+struct txitem {
+	struct pdu_txitem base;   /* first: the engine's item */
+	struct task *task;        /* released when this item is written; NULL if none */
+};
+
+enum conn_phase { PHASE_LOGIN, PHASE_FULL_FEATURE, PHASE_LOGGED_OUT, PHASE_CLOSED };
+
+struct conn {
+	struct server *srv;
+	struct session *sess;
+	struct conn *next;          /* in server->conns */
+	struct conn *sess_next;     /* in session->conns */
+	struct loop_watch watch;
+	int fd;
+	enum conn_phase phase;
+	uint16_t cid;
+	uint16_t tpgt;
+	char local_addr[64], peer_addr[64];
+	uint16_t local_port, peer_port;
+	struct sockaddr_storage local_sa;
+	struct iscsi_params params; /* negotiated; session-wide values mirrored from the session */
+	uint32_t statsn;            /* next StatSN to send */
+	uint32_t exp_statsn;        /* from the initiator */
+	struct pdu_conn pc;         /* reception and send queue */
+	struct pdu_txpool txpool;   /* spare send items, reused instead of allocated per PDU */
+	bool want_write;
+	bool want_read;             /* EPOLLIN is in the watch's events */
+	/* tasks */
+	struct task *tasks;         /* active tasks */
+	struct task *free_tasks;
+	uint32_t ntasks;
+	uint32_t nsending;          /* of them, answered: only their response is still queued */
+	uint64_t buffered;          /* data buffer bytes held by its tasks */
+	bool rx_paused;             /* not reading: the send backlog is over its bound */
+	uint32_t next_ttt;
+	/* login */
+	struct login_state *login;
+	/* text continuation */
+	struct sbuf text_pending;   /* request text collected over C-bit PDUs */
+	struct sbuf text_reply;     /* reply text not yet sent (response spread over PDUs) */
+	size_t text_reply_off;
+	uint32_t text_ttt;
+	/* liveness */
+	uint64_t last_rx_ms;
+	uint64_t ping_sent_ms;      /* 0: no ping outstanding */
+	uint32_t ping_ttt;
+	uint64_t login_started_ms;
+	bool closing;
+	bool logout_async_sent;
+	struct io_stats stats;
+	uint64_t login_time;        /* wall clock seconds */
+};
+
+void conn_accept(struct server *srv, int fd, uint16_t tpgt);
+void conn_close(struct conn *c, const char *why);
+void conn_flush(struct conn *c);
+/*
+ * Queue a PDU: bhs is encoded, StatSN, ExpCmdSN and MaxCmdSN filled in, digests and padding
+ * added; data may be NULL.
+ */
+void conn_send_pdu(struct conn *c, struct bhs *b, const void *data, uint32_t len, struct task *task,
+		   uint8_t *owned);
+
+#endif

@@ -1,0 +1,78 @@
+/*
+ * One SCSI command on the target: its data buffers, the Data-Out it collects (immediate,
+ * unsolicited, solicited by R2T) and the Data-In and response that answer it.
+ */
+#ifndef ISTHMUS_TARGET_TASK_H
+#define ISTHMUS_TARGET_TASK_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proto/pdu.h"
+#include "scsi/scsi.h"
+#include "util/bufpool.h"
+
+struct conn;
+struct session;
+
+enum task_state {
+	TASK_WAIT_CMDSN,  /* arrived ahead of ExpCmdSN; held until its turn */
+	TASK_WAIT_DATA,   /* collecting Data-Out (immediate, unsolicited, solicited) */
+	TASK_RUNNING,     /* handed to the SCSI layer */
+	TASK_SENDING,     /* response queued; buffers still referenced by the send queue */
+};
+
+enum task_refusal {
+	TASK_REFUSE_NONE,
+	TASK_REFUSE_TOO_BIG,       /* over the largest transfer one command may ask for */
+	TASK_REFUSE_SET_FULL,      /* the connection's data buffers are at max-data-per-connection */
+	TASK_REFUSE_SESSION_DATA,  /* the session's are at max-data-per-session */
+	TASK_REFUSE_TOTAL_DATA,    /* the target's are at max-data-total */
+	TASK_REFUSE_SLOTS,         /* every command slot of the session is taken (immediate commands) */
+};
+
+struct task {
+	struct conn *conn;
+	struct task *next;        /* in the connection's task list / free list */
+	enum task_state state;
+	bool orphan;              /* its connection is gone while a worker still reads for it */
+	uint32_t itt;
+	uint32_t cmdsn;
+	bool immediate;
+	bool read, write;
+	uint8_t lun_field[8];
+	uint32_t edtl;            /* expected data transfer length (write side for bidi) */
+	uint32_t bidi_read_len;
+	/* write side */
+	uint8_t *out;
+	uint32_t out_received;    /* bytes of Data-Out so far (all in order at ERL 0 we require offsets) */
+	uint32_t unsolicited_end; /* first burst boundary: data below it comes unsolicited */
+	uint32_t r2t_offset;      /* next offset to solicit */
+	uint32_t r2t_outstanding;
+	uint32_t r2tsn;
+	uint32_t ttt;
+	uint32_t next_datasn;     /* expected DataSN of the next Data-Out in the current sequence */
+	uint32_t seq_end;         /* end offset of the current solicited or unsolicited sequence */
+	/* read side */
+	uint8_t *in;
+	uint32_t in_cap;
+	struct bufpool *pool;     /* where out and in come from and go back to */
+	uint32_t refs;            /* queued send items still pointing at buffers */
+	bool aborted;
+	uint8_t refuse;           /* enum task_refusal: answered with an error in its CmdSN turn */
+	uint64_t buffered;        /* bytes of data buffers this task holds */
+	uint64_t last_data_ms;    /* last Data-Out (or the command) arrived; for the Data-Out timeout */
+	uint64_t start_us;        /* arrival, for the latency histogram */
+	struct scsi_cmd scmd;
+};
+
+void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs, const uint8_t *data, uint32_t len);
+void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+void task_start(struct task *t);
+void task_release(struct task *t);
+void task_abort(struct task *t);
+void task_free_all(struct conn *c);
+struct task *task_find_itt(struct session *s, uint32_t itt);
+unsigned task_expire_data_waits(struct conn *c, uint64_t now_ms, uint64_t timeout_ms);
+
+#endif
