@@ -234,6 +234,8 @@ static bool conn_on_digest_error(struct pdu_conn *pc, bool header, const uint8_t
 	}
 	send_reject(c, REJECT_DATA_DIGEST, raw);
 	if (pc->rx_bhs.opcode == OP_SCSI_CMD || pc->rx_bhs.opcode == OP_DATA_OUT) {
+		/* The Reject goes out before the close, or the initiator never learns why. */
+		conn_flush(c);
 		conn_close(c, "data digest error in write data");
 		return false;
 	}

@@ -65,6 +65,7 @@ struct conn {
 	struct sbuf text_reply;     /* reply text not yet sent (response spread over PDUs) */
 	size_t text_reply_off;
 	uint32_t text_ttt;
+	bool text_collecting;        /* text_ttt asks for the next part of a request */
 	/* liveness */
 	uint64_t last_rx_ms;
 	uint64_t ping_sent_ms;      /* 0: no ping outstanding */

@@ -3,6 +3,7 @@
  * Logout, Reject and Async Messages. SCSI data flow lives in task.c, task management in tmf.c,
  * text requests in textreq.c.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -10,16 +11,16 @@
 #include "util/log.h"
 #include "util/sbuf.h"
 
-void send_reject(struct conn *c, uint8_t reason, const uint8_t *hdr)
+void send_reject(struct conn *c, uint8_t reason, const uint8_t hdr[BHS_LEN])
 {
+	assert(hdr);
 	struct bhs b = {0};
 	b.opcode = OP_REJECT;
 	b.final = true;
 	b.itt = RESERVED_TAG;
 	b.reject.reason = reason;
-	uint8_t *copy = xcalloc(1, BHS_LEN);
-	if (hdr)
-		memcpy(copy, hdr, BHS_LEN);
+	uint8_t *copy = xmalloc(BHS_LEN);
+	memcpy(copy, hdr, BHS_LEN);
 	conn_send_pdu(c, &b, copy, BHS_LEN, NULL, copy);
 }
 
@@ -35,7 +36,7 @@ void send_async_logout(struct conn *c, uint16_t seconds)
 	c->logout_async_sent = true;
 }
 
-static void nop_out(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len)
+static void nop_out(struct conn *c, const struct bhs *b, const uint8_t *raw, const uint8_t *data, uint32_t len)
 {
 	if (b->itt == RESERVED_TAG) {
 		/* The answer to our ping (or an unsolicited keepalive that wants no reply). */
@@ -44,7 +45,7 @@ static void nop_out(struct conn *c, const struct bhs *b, const uint8_t *data, ui
 		return;
 	}
 	if (b->nop_out.ttt != RESERVED_TAG) {
-		send_reject(c, REJECT_PROTOCOL_ERROR, NULL);
+		send_reject(c, REJECT_PROTOCOL_ERROR, raw);
 		return;
 	}
 	struct bhs r = {0};
@@ -64,7 +65,7 @@ static void nop_out(struct conn *c, const struct bhs *b, const uint8_t *data, ui
 	conn_send_pdu(c, &r, echo, len, NULL, echo);
 }
 
-static void logout(struct conn *c, const struct bhs *b)
+static void logout(struct conn *c, const struct bhs *b, const uint8_t *raw)
 {
 	struct session *s = c->sess;
 	struct conn *target_conn = c;
@@ -84,7 +85,7 @@ static void logout(struct conn *c, const struct bhs *b)
 			response = 2; /* connection recovery is not supported at ERL 0 */
 		break;
 	default:
-		send_reject(c, REJECT_PROTOCOL_ERROR, NULL);
+		send_reject(c, REJECT_PROTOCOL_ERROR, raw);
 		return;
 	}
 	struct bhs r = {0};
@@ -119,11 +120,14 @@ static void logout(struct conn *c, const struct bhs *b)
 /* NOP-Out, Task Management, Text and Logout whose CmdSN turn has come. */
 void ffp_run_ordered(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len)
 {
+	/* A PDU held for its CmdSN turn kept only its decoded header: its Reject carries it re-encoded. */
+	uint8_t raw[BHS_LEN];
+	bhs_encode(b, raw);
 	switch (b->opcode) {
-	case OP_NOP_OUT: nop_out(c, b, data, len); break;
+	case OP_NOP_OUT: nop_out(c, b, raw, data, len); break;
 	case OP_TASK_MGMT_REQ: tmf_handle(c, b); break;
-	case OP_TEXT_REQ: textreq_handle(c, b, data, len); break;
-	case OP_LOGOUT_REQ: logout(c, b); break;
+	case OP_TEXT_REQ: textreq_handle(c, b, raw, data, len); break;
+	case OP_LOGOUT_REQ: logout(c, b, raw); break;
 	default: break;
 	}
 }
@@ -133,7 +137,7 @@ void ffp_dispatch(struct conn *c, const struct bhs *b, const uint8_t *raw, const
 	struct session *s = c->sess;
 	switch (b->opcode) {
 	case OP_SCSI_CMD:
-		task_handle_command(c, b, raw + BHS_LEN, data, len);
+		task_handle_command(c, b, raw, data, len);
 		break;
 	case OP_DATA_OUT:
 		task_handle_data_out(c, b, data, len);
@@ -141,7 +145,7 @@ void ffp_dispatch(struct conn *c, const struct bhs *b, const uint8_t *raw, const
 	case OP_NOP_OUT:
 		/* A NOP-Out that wants no answer carries no CmdSN of its own. */
 		if (b->itt == RESERVED_TAG) {
-			nop_out(c, b, data, len);
+			nop_out(c, b, raw, data, len);
 			return;
 		}
 		/* fall through */

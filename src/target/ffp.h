@@ -15,14 +15,15 @@ struct conn;
 /* ffp.c: dispatch, NOP-Out/NOP-In, Logout, Reject and Async Messages */
 void ffp_dispatch(struct conn *c, const struct bhs *b, const uint8_t *raw, const uint8_t *data, uint32_t len);
 void ffp_run_ordered(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
-void send_reject(struct conn *c, uint8_t reason, const uint8_t *hdr);
+/* hdr: the complete header of the PDU rejected, which the Reject carries (RFC 7143 11.17). */
+void send_reject(struct conn *c, uint8_t reason, const uint8_t hdr[BHS_LEN]);
 void send_async_logout(struct conn *c, uint16_t seconds);
 
 /* tmf.c: Task Management Function requests */
 void tmf_handle(struct conn *c, const struct bhs *b);
 
 /* textreq.c: Text requests in full feature phase, SendTargets */
-void textreq_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+void textreq_handle(struct conn *c, const struct bhs *b, const uint8_t *raw, const uint8_t *data, uint32_t len);
 void send_targets(struct conn *c, const char *what, struct text_list *out);
 
 #endif

@@ -247,20 +247,20 @@ void task_start(struct task *t)
 	task_execute(t);
 }
 
-void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs, const uint8_t *data, uint32_t len)
+void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *raw, const uint8_t *data, uint32_t len)
 {
 	struct session *s = c->sess;
 	const struct iscsi_params *p = &s->params;
 	struct ahs_info ai;
 	char why[96];
 	if (s->type != SESSION_NORMAL) {
-		send_reject(c, REJECT_PROTOCOL_ERROR, NULL);
+		send_reject(c, REJECT_PROTOCOL_ERROR, raw);
 		return;
 	}
-	int rc = ahs_parse(ahs, b->total_ahs_len, &ai, why, sizeof(why));
+	int rc = ahs_parse(raw + BHS_LEN, b->total_ahs_len, &ai, why, sizeof(why));
 	if (rc) {
 		log_warn("%s:%u: bad AHS: %s", c->peer_addr, c->peer_port, why);
-		send_reject(c, (uint8_t)rc, NULL);
+		send_reject(c, (uint8_t)rc, raw);
 		return;
 	}
 	/* Data rules of RFC 7143 10.3: immediate data needs ImmediateData=Yes, fits the first burst,
@@ -268,7 +268,7 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs
 	if (len && (!b->cmd.write || !p->immediate_data || len > p->first_burst_length || len > b->cmd.edtl)) {
 		log_warn("%s:%u: SCSI command with %u bytes of immediate data it may not carry", c->peer_addr,
 			 c->peer_port, len);
-		send_reject(c, REJECT_PROTOCOL_ERROR, NULL);
+		send_reject(c, REJECT_PROTOCOL_ERROR, raw);
 		return;
 	}
 	struct task *t = task_alloc(c);

@@ -66,7 +66,7 @@ struct task {
 	struct scsi_cmd scmd;
 };
 
-void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *ahs, const uint8_t *data, uint32_t len);
+void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *raw, const uint8_t *data, uint32_t len);
 void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
 void task_start(struct task *t);
 void task_release(struct task *t);

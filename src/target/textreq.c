@@ -71,6 +71,14 @@ void send_targets(struct conn *c, const char *what, struct text_list *out)
 	}
 }
 
+static uint32_t text_fresh_ttt(struct conn *c)
+{
+	uint32_t t = c->next_ttt++;
+	if (t == RESERVED_TAG)
+		t = c->next_ttt++;
+	return t;
+}
+
 static void text_send_chunk(struct conn *c, uint32_t itt, const uint8_t *lun)
 {
 	size_t left = c->text_reply.len - c->text_reply_off;
@@ -84,11 +92,8 @@ static void text_send_chunk(struct conn *c, uint32_t itt, const uint8_t *lun)
 	if (lun)
 		memcpy(r.lun, lun, 8);
 	r.itt = itt;
-	if (more) {
-		c->text_ttt = c->next_ttt++;
-		if (c->text_ttt == RESERVED_TAG)
-			c->text_ttt = c->next_ttt++;
-	}
+	if (more)
+		c->text_ttt = text_fresh_ttt(c);
 	r.text.ttt = more ? c->text_ttt : RESERVED_TAG;
 	uint8_t *copy = NULL;
 	if (n) {
@@ -103,42 +108,60 @@ static void text_send_chunk(struct conn *c, uint32_t itt, const uint8_t *lun)
 	conn_send_pdu(c, &r, copy, (uint32_t)n, NULL, copy);
 }
 
-void textreq_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len)
+/* Forget a request being collected and an answer being sent: a new exchange starts afresh. */
+static void text_exchange_reset(struct conn *c)
 {
-	if (b->text.ttt != RESERVED_TAG) {
-		/* The initiator asks for the next part of a long answer. */
-		if (b->text.ttt != c->text_ttt || c->text_reply_off == 0) {
-			send_reject(c, REJECT_INVALID_PDU_FIELD, NULL);
-			return;
-		}
-		text_send_chunk(c, b->itt, b->lun);
-		return;
-	}
-	/* A new request drops whatever remained of an earlier answer. */
+	sbuf_reset(&c->text_pending);
 	sbuf_reset(&c->text_reply);
 	c->text_reply_off = 0;
+	c->text_collecting = false;
+}
+
+void textreq_handle(struct conn *c, const struct bhs *b, const uint8_t *raw, const uint8_t *data, uint32_t len)
+{
+	if (b->text.ttt != RESERVED_TAG) {
+		bool next_part = c->text_collecting && b->text.ttt == c->text_ttt;
+		if (!next_part) {
+			/* Otherwise the initiator asks for the next part of a long answer. */
+			if (b->text.ttt != c->text_ttt || c->text_reply_off == 0) {
+				text_exchange_reset(c);
+				send_reject(c, REJECT_INVALID_PDU_FIELD, raw);
+				return;
+			}
+			text_send_chunk(c, b->itt, b->lun);
+			return;
+		}
+	} else {
+		/* TTT 0xffffffff starts a new exchange (RFC 7143 11.10.4): nothing earlier carries over. */
+		text_exchange_reset(c);
+	}
 	enum text_join_result joined =
 		text_join_add(&c->text_pending, NULL, data, len, b->text.cont, TEXT_MAX_REQUEST, 0);
 	if (joined == TEXT_JOIN_TOO_LONG || joined == TEXT_JOIN_TOO_MANY) {
-		sbuf_reset(&c->text_pending);
-		send_reject(c, REJECT_OUT_OF_RESOURCES, NULL);
+		text_exchange_reset(c);
+		send_reject(c, REJECT_OUT_OF_RESOURCES, raw);
 		return;
 	}
 	if (joined == TEXT_JOIN_MORE) {
+		/* The initiator sends the next part with the tag given here (RFC 7143 11.11.4). */
+		c->text_collecting = true;
+		c->text_ttt = text_fresh_ttt(c);
 		struct bhs r = {0};
 		r.opcode = OP_TEXT_RESP;
 		r.itt = b->itt;
-		r.text.ttt = c->next_ttt++;
+		memcpy(r.lun, b->lun, 8);
+		r.text.ttt = c->text_ttt;
 		conn_send_pdu(c, &r, NULL, 0, NULL, NULL);
 		return;
 	}
+	c->text_collecting = false;
 	struct text_list in = {0}, out = {0};
 	char err[128];
 	if (text_parse(c->text_pending.data, c->text_pending.len, &in, err, sizeof(err)) < 0) {
 		log_warn("%s:%u: bad text request: %s", c->peer_addr, c->peer_port, err);
 		text_clear(&in);
-		sbuf_reset(&c->text_pending);
-		send_reject(c, REJECT_PROTOCOL_ERROR, NULL);
+		text_exchange_reset(c);
+		send_reject(c, REJECT_PROTOCOL_ERROR, raw);
 		return;
 	}
 	sbuf_reset(&c->text_pending);

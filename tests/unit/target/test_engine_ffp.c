@@ -62,6 +62,91 @@ static void check_send_targets(const struct eh_pdu *p)
 	text_clear(&k);
 }
 
+/* A Reject's data segment is the whole header of the PDU it rejects (RFC 7143 11.17). */
+static void check_reject_carries(const struct eh_pdu *p, uint8_t opcode, uint32_t itt)
+{
+	CHECK_EQ(p->len, BHS_LEN);
+	CHECK(p->data != NULL);
+	if (!p->data || p->len != BHS_LEN)
+		return;
+	CHECK_EQ(p->data[0] & 0x3f, opcode);
+	uint32_t got = (uint32_t)p->data[16] << 24 | (uint32_t)p->data[17] << 16 | (uint32_t)p->data[18] << 8 | p->data[19];
+	CHECK_EQ(got, itt);
+}
+
+static void text_part(struct eh *h, uint32_t itt, uint32_t cmdsn, uint32_t ttt, bool cont, const void *data,
+		      uint32_t len)
+{
+	struct bhs b = {0};
+	b.opcode = OP_TEXT_REQ;
+	b.final = !cont;
+	b.text.cont = cont;
+	b.itt = itt;
+	b.text.ttt = ttt;
+	b.text.cmdsn = cmdsn;
+	b.text.expstatsn = S;
+	eh_send(h, &b, data, len);
+}
+
+/* The target's empty answer to a part sent with C=1: F=0, C=0 and a fresh TTT to continue with. */
+static uint32_t expect_text_more(struct eh *h, uint32_t itt)
+{
+	struct eh_pdu p;
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_TEXT_RESP);
+	CHECK_EQ(p.b.itt, itt);
+	CHECK(!p.b.final);
+	CHECK(!p.b.text.cont);
+	CHECK(p.b.text.ttt != RESERVED_TAG);
+	CHECK_EQ(p.len, 0);
+	uint32_t ttt = p.b.text.ttt;
+	eh_pdu_free(&p);
+	return ttt;
+}
+
+static void test_continued_text_request(void)
+{
+	printf("text: a request continued with C=1 is completed by the part sent with the TTT the target gave\n");
+	struct eh *h = eh_start(NULL, EH_KEYS(op_small));
+	text_part(h, 0x30, C, RESERVED_TAG, true, "SendT", 5);
+	uint32_t ttt = expect_text_more(h, 0x30);
+	static const char rest[] = "argets=All";
+	text_part(h, 0x30, C + 1, ttt, false, EH_KEYS(rest));
+	struct eh_pdu p;
+	CHECK_EQ(eh_recv(h, &p), 0);
+	check_text_rsp(&p, 0x30, true, S + 1, C + 2);
+	check_send_targets(&p);
+	eh_pdu_free(&p);
+	expect_nothing(h);
+
+	printf("text: a new request (TTT 0xffffffff) drops a partial one instead of appending to it\n");
+	text_part(h, 0x31, C + 2, RESERVED_TAG, true, "X-org.example.partial=", 22);
+	(void)expect_text_more(h, 0x31);
+	static const char st[] = "SendTargets=All";
+	text_part(h, 0x32, C + 3, RESERVED_TAG, false, EH_KEYS(st));
+	CHECK_EQ(eh_recv(h, &p), 0);
+	check_text_rsp(&p, 0x32, true, S + 3, C + 4);
+	check_send_targets(&p);
+	eh_pdu_free(&p);
+
+	printf("text: after a Reject the partial request is gone; its TTT no longer continues it\n");
+	text_part(h, 0x33, C + 4, RESERVED_TAG, true, "SendT", 5);
+	ttt = expect_text_more(h, 0x33);
+	text_part(h, 0x34, C + 5, 0x4444, false, NULL, 0);
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_REJECT);
+	CHECK_EQ(p.b.reject.reason, REJECT_INVALID_PDU_FIELD);
+	check_reject_carries(&p, OP_TEXT_REQ, 0x34);
+	eh_pdu_free(&p);
+	text_part(h, 0x33, C + 6, ttt, false, EH_KEYS(rest));
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_REJECT);
+	check_reject_carries(&p, OP_TEXT_REQ, 0x33);
+	eh_pdu_free(&p);
+	expect_nothing(h);
+	eh_free(h);
+}
+
 static void test_send_targets(void)
 {
 	printf("text: SendTargets=All in a normal session names the target and its portal with the group tag\n");
@@ -121,6 +206,7 @@ static void test_long_text_answer(void)
 	CHECK_EQ(p.b.reject.reason, REJECT_INVALID_PDU_FIELD);
 	CHECK_EQ(p.b.reject.statsn, S + 2);
 	CHECK_EQ(p.b.reject.expcmdsn, C + 3);
+	check_reject_carries(&p, OP_TEXT_REQ, 0x21);
 	eh_pdu_free(&p);
 	eh_free(h);
 }
@@ -208,6 +294,36 @@ static void test_rejects(void)
 	/* The connection goes on. */
 	eh_tur(h, 0x40, C, false);
 	eh_expect_status(h, 0x40, 0, S + 2, C + 1, C + DEPTH);
+
+	printf("reject: a NOP-Out with an ITT and a TTT other than 0xffffffff -> Reject carrying its header\n");
+	struct bhs b = {0};
+	b.opcode = OP_NOP_OUT;
+	b.immediate = true;
+	b.final = true;
+	b.itt = 0x41;
+	b.nop_out.ttt = 0x1234;
+	b.nop_out.cmdsn = C + 1;
+	eh_send(h, &b, NULL, 0);
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_REJECT);
+	CHECK_EQ(p.b.reject.reason, REJECT_PROTOCOL_ERROR);
+	check_reject_carries(&p, OP_NOP_OUT, 0x41);
+	eh_pdu_free(&p);
+
+	printf("reject: a Logout with an unknown reason code -> Reject carrying its header\n");
+	memset(&b, 0, sizeof(b));
+	b.opcode = OP_LOGOUT_REQ;
+	b.immediate = true;
+	b.final = true;
+	b.itt = 0x42;
+	b.logout.reason = 7;
+	b.logout.cmdsn = C + 1;
+	eh_send(h, &b, NULL, 0);
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_REJECT);
+	check_reject_carries(&p, OP_LOGOUT_REQ, 0x42);
+	eh_pdu_free(&p);
+	expect_nothing(h);
 	eh_free(h);
 }
 
@@ -315,6 +431,7 @@ static void test_discovery(void)
 	CHECK_EQ(p.b.opcode, OP_REJECT);
 	CHECK_EQ(p.b.reject.reason, REJECT_PROTOCOL_ERROR);
 	CHECK_EQ(p.b.reject.statsn, 93);
+	check_reject_carries(&p, OP_SCSI_CMD, 0x61);
 	eh_pdu_free(&p);
 	expect_nothing(h);
 	eh_free(h);
@@ -395,12 +512,34 @@ static void test_digests(void)
 	CHECK_EQ(eh_recv(h, &p), -1);
 	CHECK(eh_closed(h));
 	eh_free(h);
+
+	printf("digests: a SCSI write whose immediate data has a wrong digest -> Reject 0x02 with its header,"
+	       " then the close\n");
+	h = start_digests();
+	eh_cdb_rw10(cdb, true, 4, 1);
+	memset(&b, 0, sizeof(b));
+	b.opcode = OP_SCSI_CMD;
+	b.final = true;
+	b.itt = 0x75;
+	b.cmd.write = true;
+	b.cmd.edtl = 512;
+	b.cmd.cmdsn = C;
+	memcpy(b.cmd.cdb, cdb, 16);
+	eh_send_bad_digest(h, &b, block, 512, false, true);
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_REJECT);
+	CHECK_EQ(p.b.reject.reason, REJECT_DATA_DIGEST);
+	check_reject_carries(&p, OP_SCSI_CMD, 0x75);
+	eh_pdu_free(&p);
+	CHECK(eh_closed(h));
+	eh_free(h);
 }
 
 int main(void)
 {
 	test_send_targets();
 	test_long_text_answer();
+	test_continued_text_request();
 	test_read_residuals();
 	test_nop_echo_bound();
 	test_rejects();
