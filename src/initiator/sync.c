@@ -360,46 +360,40 @@ static int check_len(struct ism_session *s, uint64_t blocks, uint32_t block_size
 	return 0;
 }
 
-int ism_read10(struct ism_session *s, uint64_t lun, uint32_t lba, uint16_t blocks, uint32_t block_size, void *buf)
+/* The four block transfers differ only in CDB size and direction; the length check and the
+ * short-transfer check are the same. */
+static int rw_lba(struct ism_session *s, uint64_t lun, bool cdb16, bool write, uint64_t lba, uint32_t blocks,
+		  uint32_t block_size, void *buf)
 {
 	uint8_t cdb[16];
 	uint32_t len;
 	if (check_len(s, blocks, block_size, &len) < 0)
 		return -1;
-	size_t n = ism_cdb_rw10(cdb, false, lba, blocks);
-	return rw_blocks(s, lun, cdb, n, ISM_DIR_READ, buf, len);
+	size_t n = cdb16 ? ism_cdb_rw16(cdb, write, lba, blocks)
+			 : ism_cdb_rw10(cdb, write, (uint32_t)lba, (uint16_t)blocks);
+	return rw_blocks(s, lun, cdb, n, write ? ISM_DIR_WRITE : ISM_DIR_READ, buf, len);
+}
+
+int ism_read10(struct ism_session *s, uint64_t lun, uint32_t lba, uint16_t blocks, uint32_t block_size, void *buf)
+{
+	return rw_lba(s, lun, false, false, lba, blocks, block_size, buf);
 }
 
 int ism_write10(struct ism_session *s, uint64_t lun, uint32_t lba, uint16_t blocks, uint32_t block_size,
 		const void *buf)
 {
-	uint8_t cdb[16];
-	uint32_t len;
-	if (check_len(s, blocks, block_size, &len) < 0)
-		return -1;
-	size_t n = ism_cdb_rw10(cdb, true, lba, blocks);
-	return rw_blocks(s, lun, cdb, n, ISM_DIR_WRITE, (void *)buf, len);
+	return rw_lba(s, lun, false, true, lba, blocks, block_size, (void *)buf);
 }
 
 int ism_read16(struct ism_session *s, uint64_t lun, uint64_t lba, uint32_t blocks, uint32_t block_size, void *buf)
 {
-	uint8_t cdb[16];
-	uint32_t len;
-	if (check_len(s, blocks, block_size, &len) < 0)
-		return -1;
-	size_t n = ism_cdb_rw16(cdb, false, lba, blocks);
-	return rw_blocks(s, lun, cdb, n, ISM_DIR_READ, buf, len);
+	return rw_lba(s, lun, true, false, lba, blocks, block_size, buf);
 }
 
 int ism_write16(struct ism_session *s, uint64_t lun, uint64_t lba, uint32_t blocks, uint32_t block_size,
 		const void *buf)
 {
-	uint8_t cdb[16];
-	uint32_t len;
-	if (check_len(s, blocks, block_size, &len) < 0)
-		return -1;
-	size_t n = ism_cdb_rw16(cdb, true, lba, blocks);
-	return rw_blocks(s, lun, cdb, n, ISM_DIR_WRITE, (void *)buf, len);
+	return rw_lba(s, lun, true, true, lba, blocks, block_size, (void *)buf);
 }
 
 int ism_synchronize_cache(struct ism_session *s, uint64_t lun)
