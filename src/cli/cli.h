@@ -96,6 +96,9 @@ struct ism_url *cli_parse_url(const char *s, bool need_target);
 void cli_settle(struct ism_session *s, uint64_t lun);
 /* Logs in to the URL's target; NULL after printing the error. */
 struct ism_session *cli_open_session(struct cli_opts *o, const struct ism_url *u);
+/* Parse URL (a target is required) and open a session to it; on failure the URL is freed, the
+ * error printed and NULL returned, else *up holds the URL for the caller to free. */
+struct ism_session *cli_open_url(struct cli_opts *o, const char *url, struct ism_url **up);
 /* Logs out (when still logged in) and frees the session. */
 void cli_close_session(struct ism_session *s);
 /* READ CAPACITY(16), falling back to (10): last LBA and block size. 0 or -1. */

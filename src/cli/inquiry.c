@@ -57,14 +57,10 @@ static const char *designator_type(uint8_t t)
 
 int cmd_inquiry(struct cli_opts *o, const char *url)
 {
-	struct ism_url *u = cli_parse_url(url, true);
-	if (!u)
+	struct ism_url *u;
+	struct ism_session *s = cli_open_url(o, url, &u);
+	if (!s)
 		return 1;
-	struct ism_session *s = cli_open_session(o, u);
-	if (!s) {
-		ism_url_free(u);
-		return 1;
-	}
 	uint8_t buf[4096] = {0};
 	uint32_t got = 0;
 	int rc = 0;

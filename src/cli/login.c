@@ -116,6 +116,20 @@ struct ism_session *cli_open_session(struct cli_opts *o, const struct ism_url *u
 	return s;
 }
 
+struct ism_session *cli_open_url(struct cli_opts *o, const char *url, struct ism_url **up)
+{
+	struct ism_url *u = cli_parse_url(url, true);
+	if (!u)
+		return NULL;
+	struct ism_session *s = cli_open_session(o, u);
+	if (!s) {
+		ism_url_free(u);
+		return NULL;
+	}
+	*up = u;
+	return s;
+}
+
 void cli_close_session(struct ism_session *s)
 {
 	if (ism_session_logged_in(s))

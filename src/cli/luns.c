@@ -5,14 +5,10 @@
 
 int cmd_readcapacity(struct cli_opts *o, const char *url)
 {
-	struct ism_url *u = cli_parse_url(url, true);
-	if (!u)
+	struct ism_url *u;
+	struct ism_session *s = cli_open_url(o, url, &u);
+	if (!s)
 		return 1;
-	struct ism_session *s = cli_open_session(o, u);
-	if (!s) {
-		ism_url_free(u);
-		return 1;
-	}
 	uint64_t last;
 	uint32_t bs;
 	int rc = 0;
@@ -37,14 +33,10 @@ int cmd_readcapacity(struct cli_opts *o, const char *url)
 
 int cmd_reportluns(struct cli_opts *o, const char *url)
 {
-	struct ism_url *u = cli_parse_url(url, true);
-	if (!u)
+	struct ism_url *u;
+	struct ism_session *s = cli_open_url(o, url, &u);
+	if (!s)
 		return 1;
-	struct ism_session *s = cli_open_session(o, u);
-	if (!s) {
-		ism_url_free(u);
-		return 1;
-	}
 	uint64_t luns[1024];
 	size_t n = 1024;
 	int rc = 0;

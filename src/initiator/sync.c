@@ -261,17 +261,26 @@ int ism_inquiry(struct ism_session *s, uint64_t lun, int page, void *buf, uint32
 	return rc;
 }
 
+/* Both READ CAPACITY forms: the answer is unusable unless it holds at least the fields read. */
+static int read_capacity(struct ism_session *s, uint64_t lun, const uint8_t *cdb, size_t cdb_len, uint8_t *buf,
+			 uint32_t size, uint32_t need, const char *what)
+{
+	struct ism_scsi_result r;
+	if (ism_scsi(s, lun, cdb, cdb_len, ISM_DIR_READ, buf, size, &r) < 0)
+		return -1;
+	if (r.transferred < need) {
+		ism_set_error(s, "%s returned %u bytes, want at least %u", what, r.transferred, need);
+		return -1;
+	}
+	return 0;
+}
+
 int ism_read_capacity10(struct ism_session *s, uint64_t lun, uint32_t *last_lba, uint32_t *block_size)
 {
 	uint8_t cdb[16], buf[8] = {0};
 	size_t n = ism_cdb_read_capacity10(cdb);
-	struct ism_scsi_result r;
-	if (ism_scsi(s, lun, cdb, n, ISM_DIR_READ, buf, sizeof(buf), &r) < 0)
+	if (read_capacity(s, lun, cdb, n, buf, sizeof(buf), 8, "READ CAPACITY(10)") < 0)
 		return -1;
-	if (r.transferred < 8) {
-		ism_set_error(s, "READ CAPACITY(10) returned %u bytes, want 8", r.transferred);
-		return -1;
-	}
 	*last_lba = get_be32(buf);
 	*block_size = get_be32(buf + 4);
 	return 0;
@@ -281,13 +290,8 @@ int ism_read_capacity16(struct ism_session *s, uint64_t lun, uint64_t *last_lba,
 {
 	uint8_t cdb[16], buf[32] = {0};
 	size_t n = ism_cdb_read_capacity16(cdb, sizeof(buf));
-	struct ism_scsi_result r;
-	if (ism_scsi(s, lun, cdb, n, ISM_DIR_READ, buf, sizeof(buf), &r) < 0)
+	if (read_capacity(s, lun, cdb, n, buf, sizeof(buf), 12, "READ CAPACITY(16)") < 0)
 		return -1;
-	if (r.transferred < 12) {
-		ism_set_error(s, "READ CAPACITY(16) returned %u bytes, want at least 12", r.transferred);
-		return -1;
-	}
 	*last_lba = get_be64(buf);
 	*block_size = get_be32(buf + 8);
 	return 0;
@@ -360,46 +364,40 @@ static int check_len(struct ism_session *s, uint64_t blocks, uint32_t block_size
 	return 0;
 }
 
-int ism_read10(struct ism_session *s, uint64_t lun, uint32_t lba, uint16_t blocks, uint32_t block_size, void *buf)
+/* The four block transfers differ only in CDB size and direction; the length check and the
+ * short-transfer check are the same. */
+static int rw_lba(struct ism_session *s, uint64_t lun, bool cdb16, bool write, uint64_t lba, uint32_t blocks,
+		  uint32_t block_size, void *buf)
 {
 	uint8_t cdb[16];
 	uint32_t len;
 	if (check_len(s, blocks, block_size, &len) < 0)
 		return -1;
-	size_t n = ism_cdb_rw10(cdb, false, lba, blocks);
-	return rw_blocks(s, lun, cdb, n, ISM_DIR_READ, buf, len);
+	size_t n = cdb16 ? ism_cdb_rw16(cdb, write, lba, blocks)
+			 : ism_cdb_rw10(cdb, write, (uint32_t)lba, (uint16_t)blocks);
+	return rw_blocks(s, lun, cdb, n, write ? ISM_DIR_WRITE : ISM_DIR_READ, buf, len);
+}
+
+int ism_read10(struct ism_session *s, uint64_t lun, uint32_t lba, uint16_t blocks, uint32_t block_size, void *buf)
+{
+	return rw_lba(s, lun, false, false, lba, blocks, block_size, buf);
 }
 
 int ism_write10(struct ism_session *s, uint64_t lun, uint32_t lba, uint16_t blocks, uint32_t block_size,
 		const void *buf)
 {
-	uint8_t cdb[16];
-	uint32_t len;
-	if (check_len(s, blocks, block_size, &len) < 0)
-		return -1;
-	size_t n = ism_cdb_rw10(cdb, true, lba, blocks);
-	return rw_blocks(s, lun, cdb, n, ISM_DIR_WRITE, (void *)buf, len);
+	return rw_lba(s, lun, false, true, lba, blocks, block_size, (void *)buf);
 }
 
 int ism_read16(struct ism_session *s, uint64_t lun, uint64_t lba, uint32_t blocks, uint32_t block_size, void *buf)
 {
-	uint8_t cdb[16];
-	uint32_t len;
-	if (check_len(s, blocks, block_size, &len) < 0)
-		return -1;
-	size_t n = ism_cdb_rw16(cdb, false, lba, blocks);
-	return rw_blocks(s, lun, cdb, n, ISM_DIR_READ, buf, len);
+	return rw_lba(s, lun, true, false, lba, blocks, block_size, buf);
 }
 
 int ism_write16(struct ism_session *s, uint64_t lun, uint64_t lba, uint32_t blocks, uint32_t block_size,
 		const void *buf)
 {
-	uint8_t cdb[16];
-	uint32_t len;
-	if (check_len(s, blocks, block_size, &len) < 0)
-		return -1;
-	size_t n = ism_cdb_rw16(cdb, true, lba, blocks);
-	return rw_blocks(s, lun, cdb, n, ISM_DIR_WRITE, (void *)buf, len);
+	return rw_lba(s, lun, true, true, lba, blocks, block_size, (void *)buf);
 }
 
 int ism_synchronize_cache(struct ism_session *s, uint64_t lun)

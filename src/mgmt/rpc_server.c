@@ -128,6 +128,18 @@ static json_t *rpc_list_methods(struct rpc_server *s)
 	return a;
 }
 
+/* What rpc_defer needs to know about the method running now (all cleared when it returns). */
+static void method_context(struct rpc_server *s, bool running, struct rpc_client *client, json_t *id,
+			   const char *name)
+{
+	s->in_method = running;
+	s->cur_client = client;
+	s->cur_id = id;
+	s->cur_method = name;
+	s->cur_pending = NULL;
+	s->cur_deferred = false;
+}
+
 static char *handle_request(struct rpc_server *s, struct rpc_client *client, const char *request, size_t len)
 {
 	json_error_t jerr;
@@ -163,21 +175,11 @@ static char *handle_request(struct rpc_server *s, struct rpc_client *client, con
 		found = true;
 		/* Methods always see an object or array; absent params read as {}. */
 		json_t *p = params ? json_incref(params) : json_object();
-		s->in_method = true;
-		s->cur_client = client;
-		s->cur_id = id;
-		s->cur_method = name;
-		s->cur_pending = NULL;
-		s->cur_deferred = false;
+		method_context(s, true, client, id, name);
 		result = s->methods[i].fn(s->ctx, p, &err);
 		struct rpc_pending *deferred = s->cur_pending;
 		bool was_deferred = s->cur_deferred;
-		s->in_method = false;
-		s->cur_client = NULL;
-		s->cur_id = NULL;
-		s->cur_method = NULL;
-		s->cur_pending = NULL;
-		s->cur_deferred = false;
+		method_context(s, false, NULL, NULL, NULL);
 		json_decref(p);
 		if (was_deferred && (result == RPC_DEFERRED || !deferred)) {
 			/* rpc_complete answers (or did already, inside the method: then that was the answer) */

@@ -253,15 +253,7 @@ static void write_same(struct scsi_req *r, uint64_t lba, uint64_t n, bool unmap,
 	/* WSNZ is 0: a zero count means "to the end of the medium", within the same limit (SBC-3). */
 	if (n == 0)
 		n = lu->nblocks - lba;
-	if (n > lu_max_write_same(lu)) {
-		req_bad_cdb(r, len_byte, -1);
-		return;
-	}
-	if (!lu_range_ok(lu, lba, n)) {
-		req_lba_oob(r);
-		return;
-	}
-	if (lu_write_blocked(r))
+	if (!lu_write_checks(r, lba, n, lu_max_write_same(lu), len_byte))
 		return;
 	if (ndob) {
 		block = zeros;

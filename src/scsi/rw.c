@@ -67,6 +67,19 @@ bool lu_write_blocked(struct scsi_req *r)
 	return false;
 }
 
+bool lu_write_checks(struct scsi_req *r, uint64_t lba, uint64_t n, uint64_t max, unsigned len_byte)
+{
+	if (n > max) {
+		req_bad_cdb(r, len_byte, -1);
+		return false;
+	}
+	if (!lu_range_ok(r->lu, lba, n)) {
+		req_lba_oob(r);
+		return false;
+	}
+	return !lu_write_blocked(r);
+}
+
 /* With the write cache off every write must be durable before GOOD, as with FUA. */
 static bool write_needs_flush(const struct scsi_lu *lu, bool fua) { return fua || !lu->wce; }
 
@@ -605,15 +618,7 @@ void scsi_compare_and_write(struct scsi_req *r)
 	uint64_t len = (uint64_t)n << lu->block_shift;
 	int rc;
 
-	if (n > MAX_COMPARE_WRITE_BLOCKS) {
-		req_bad_cdb(r, 13, -1);
-		return;
-	}
-	if (!lu_range_ok(lu, lba, n)) {
-		req_lba_oob(r);
-		return;
-	}
-	if (lu_write_blocked(r))
+	if (!lu_write_checks(r, lba, n, MAX_COMPARE_WRITE_BLOCKS, 13))
 		return;
 	r->cmd->xfer_len = clamp32(2 * len);
 	if (n == 0 && r->cmd->out_len == 0)

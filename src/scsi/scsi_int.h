@@ -400,6 +400,9 @@ void xcopy_nexus_lost(struct scsi_lu *lu, uint64_t nexus_id);
 bool lu_write_blocked(struct scsi_req *r);
 bool lu_range_ok(const struct scsi_lu *lu, uint64_t lba, uint64_t nblocks);
 int lu_flush_if_needed(struct scsi_lu *lu, bool fua);
+/* A write-like command's own checks in order: its block count against its limit (else INVALID
+ * FIELD IN CDB at len_byte), the LBA range, write protection. False when sense was set. */
+bool lu_write_checks(struct scsi_req *r, uint64_t lba, uint64_t n, uint64_t max, unsigned len_byte);
 
 /* target.c: SPC-2 reservation or persistent reservation conflict for r->op on r->lu */
 bool lu_access_conflict(struct scsi_req *r);

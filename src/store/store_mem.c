@@ -62,14 +62,21 @@ static int mem_read(struct store *st, void *buf, size_t len, uint64_t off)
 	return 0;
 }
 
-static int mem_write(struct store *st, const void *buf, size_t len, uint64_t off)
+/* What refuses a change to the data: a read-only store or a range past the end. */
+static int change_check(const struct store *st, uint64_t off, uint64_t len)
 {
 	if (st->read_only)
 		return -EROFS;
 	if (!range_ok(st, off, len))
 		return -ERANGE;
-	if (len == 0)
-		return 0;
+	return 0;
+}
+
+static int mem_write(struct store *st, const void *buf, size_t len, uint64_t off)
+{
+	int rc = change_check(st, off, len);
+	if (rc < 0 || len == 0)
+		return rc;
 	memcpy(sm(st)->data + off, buf, len);
 	bits_set(sm(st), off / MEM_SECTOR, (off + len - 1) / MEM_SECTOR, true);
 	return 0;
@@ -88,13 +95,10 @@ static int mem_unmap(struct store *st, uint64_t off, uint64_t len)
 	long pg = sysconf(_SC_PAGESIZE);
 	uint64_t page = pg > 0 ? (uint64_t)pg : 4096;
 	uint64_t pfirst, pend;
+	int rc = change_check(st, off, len);
 
-	if (st->read_only)
-		return -EROFS;
-	if (!range_ok(st, off, len))
-		return -ERANGE;
-	if (len == 0)
-		return 0;
+	if (rc < 0 || len == 0)
+		return rc;
 	/* Whole pages go back to the kernel (they read back as zeros); the edges are cleared. */
 	pfirst = (off + page - 1) / page * page;
 	pend = (off + len) / page * page;
@@ -120,14 +124,10 @@ static int mem_unmap(struct store *st, uint64_t off, uint64_t len)
 static int mem_zero(struct store *st, uint64_t off, uint64_t len)
 {
 	struct store_mem *m = sm(st);
-	int rc;
+	int rc = change_check(st, off, len);
 
-	if (st->read_only)
-		return -EROFS;
-	if (!range_ok(st, off, len))
-		return -ERANGE;
-	if (len == 0)
-		return 0;
+	if (rc < 0 || len == 0)
+		return rc;
 	rc = mem_unmap(st, off, len);
 	if (rc == 0)
 		bits_set(m, off / MEM_SECTOR, (off + len - 1) / MEM_SECTOR, true);
