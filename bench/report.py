@@ -78,14 +78,16 @@ def main():
             if not mine or not o:
                 parts.append("%s n/a" % p)
                 continue
-            if mine["p50"] is not None and o["p50"]:
+            if mine["p50"] is not None and o["p50"] and o["p99"]:
                 parts.append("%s p50 x%.2f p99 x%.2f" % (p, mine["p50"] / o["p50"], mine["p99"] / o["p99"]))
-            else:
+            elif o["iops"]:
                 parts.append("%s x%.2f" % (p, mine["iops"] / o["iops"]))
+            else:
+                parts.append("%s n/a" % p)
             if o["cpu"]:
                 parts[-1] += " (CPU/IO x%.2f)" % (mine["cpu"] / o["cpu"])
         best = [med[(p, load)]["iops"] for p in others if (p, load) in med]
-        if mine and best and mine["p50"] is None:
+        if mine and best and max(best) and mine["p50"] is None:
             parts.append("best peer x%.2f" % (mine["iops"] / max(best)))
         print("%-14s %s" % (load, "; ".join(parts)))
     mine = med.get((me, "seqread-1m"))

@@ -64,7 +64,10 @@ load_cmd() {
 
 load_bytes() {
 	case "$1" in
-	*-4k) echo 4096 ;; *-128k) echo 131072 ;; *-1m) echo 1048576 ;;
+	randread-4k | randwrite-4k | qd1-read-4k) echo 4096 ;;
+	seqread-128k | seqwrite-128k) echo 131072 ;;
+	seqread-1m) echo 1048576 ;;
+	*) return 1 ;;
 	esac
 }
 
@@ -81,10 +84,11 @@ measure() {
 		return 0
 	fi
 	c1=$(cpu_ticks "$pid")
-	iops=$(tr '\r' '\n' <"$log" | grep -oE 'iops average [0-9]+' | tail -n1 | awk '{print $3}')
+	# sed -n, not grep: no match must not end the run under set -e.
+	iops=$(tr '\r' '\n' <"$log" | sed -nE 's/.*iops average ([0-9]+).*/\1/p' | tail -n1)
 	[[ -n "$iops" ]] || { say "$peer $load round $round: no result in $log"; return 0; }
 	if [[ "$load" == qd1-* ]]; then
-		read -r p50 p99 < <(sed -nE 's/^latency p50 ([0-9]+) us, p99 ([0-9]+) us.*/\1 \2/p' "$log")
+		read -r p50 p99 < <(sed -nE 's/^latency p50 ([0-9]+) us, p99 ([0-9]+) us.*/\1 \2/p' "$log") || true
 	fi
 	python3 - "$peer" "$load" "$round" "$iops" "$(load_bytes "$load")" "$c0" "$c1" "$CLK_TCK" \
 		"$BENCH_SECONDS" "${p50:-}" "${p99:-}" >>"$SAMPLES" <<-'PY'
@@ -119,6 +123,7 @@ tcp_ceiling() {
 }
 
 declare -A BLOCKSIZE
+STARTED=() # the peers that run; one whose program is missing is left out
 start_peers() {
 	local peer port out
 	for peer in "${PEERS[@]}"; do
@@ -129,7 +134,7 @@ start_peers() {
 			URL[$peer]="iscsi://127.0.0.1:$port/$IQN/0" PID[$peer]=$TARGET_PID
 			;;
 		tgtd)
-			command -v tgtd >/dev/null || fail "tgtd not installed (scripts/deps.sh bench)"
+			command -v tgtd >/dev/null || { say "tgtd not installed (scripts/deps.sh bench): left out"; continue; }
 			start_tgtd "$port"
 			tgtd_adm --op new --mode target --tid 1 -T "$IQN"
 			tgtd_adm --op new --mode logicalunit --tid 1 --lun 1 -b "$DISK"
@@ -137,7 +142,7 @@ start_peers() {
 			URL[$peer]="iscsi://127.0.0.1:$port/$IQN/1" PID[$peer]=$TGTD_PID
 			;;
 		istgt)
-			command -v istgt >/dev/null || fail "istgt not installed (scripts/deps.sh bench)"
+			command -v istgt >/dev/null || { say "istgt not installed (scripts/deps.sh bench): left out"; continue; }
 			# lib.sh starts istgt as "the target"; it keeps running beside the others, stopped
 			# at exit with the background processes.
 			local saved_pid=$TARGET_PID saved_log=${TARGET_LOG:-}
@@ -151,11 +156,18 @@ start_peers() {
 		esac
 		out=$(run_to 30 iscsi-readcapacity16 "${URL[$peer]}" 2>&1) || fail "$peer: READ CAPACITY failed: $out"
 		BLOCKSIZE[$peer]=$(sed -nE 's/^LOGICAL BLOCK LENGTH IN BYTES:([0-9]+).*/\1/p' <<<"$out")
+		[[ ${BLOCKSIZE[$peer]} =~ ^[1-9][0-9]*$ ]] || fail "$peer: no block size in READ CAPACITY's answer: $out"
+		STARTED+=("$peer")
 	done
 }
 
 say "backing file $DISK (1 GiB sparse, tmpfs); $BENCH_ROUNDS rounds of ${BENCH_SECONDS}s per load; $(nproc) CPUs"
+for load in "${LOADS[@]}"; do
+	load_bytes "$load" >/dev/null || fail "unknown load '$load' in BENCH_LOADS"
+done
 start_peers
+PEERS=("${STARTED[@]}")
+((${#PEERS[@]} > 0)) || fail "no target left to measure"
 for ((round = 1; round <= BENCH_ROUNDS; round++)); do
 	for load in "${LOADS[@]}"; do
 		# Rotate who goes first so no target always runs right after the same neighbour.
