@@ -62,14 +62,14 @@ struct pr_persist;
 /* Pending unit attentions, one bit each; lower bits are reported first. */
 enum scsi_ua {
 	UA_POWER_ON = 1u << 0,            /* 29/00 */
-	UA_RESERVATIONS_PREEMPTED = 1u << 1, /* 2A/03 */
-	UA_RESERVATIONS_RELEASED = 1u << 2,  /* 2A/04 */
-	UA_REGISTRATIONS_PREEMPTED = 1u << 3, /* 2A/05 */
-	UA_MODE_CHANGED = 1u << 4,        /* 2A/01 */
-	UA_CAPACITY_CHANGED = 1u << 5,    /* 2A/09 */
-	UA_COMMANDS_CLEARED = 1u << 6,    /* 2F/00 */
-	UA_LUNS_CHANGED = 1u << 7,        /* 3F/0E */
-	UA_LU_RESET = 1u << 8,            /* 29/03 BUS DEVICE RESET FUNCTION OCCURRED */
+	UA_LU_RESET = 1u << 1,            /* 29/03 BUS DEVICE RESET FUNCTION OCCURRED */
+	UA_RESERVATIONS_PREEMPTED = 1u << 2, /* 2A/03 */
+	UA_RESERVATIONS_RELEASED = 1u << 3,  /* 2A/04 */
+	UA_REGISTRATIONS_PREEMPTED = 1u << 4, /* 2A/05 */
+	UA_MODE_CHANGED = 1u << 5,        /* 2A/01 */
+	UA_CAPACITY_CHANGED = 1u << 6,    /* 2A/09 */
+	UA_COMMANDS_CLEARED = 1u << 7,    /* 2F/00 */
+	UA_LUNS_CHANGED = 1u << 8,        /* 3F/0E */
 };
 
 /* The 29h family: any one of them supersedes every other pending attention (SAM-5 5.14). */
