@@ -3,12 +3,7 @@
 #include <strings.h>
 
 #include "cli/cli.h"
-
-/* SAM-5 status and SPC-4 sense key of the condition a fresh login clears. */
-enum {
-	SCSI_STATUS_CHECK_CONDITION = 0x02,
-	SENSE_KEY_UNIT_ATTENTION = 0x6,
-};
+#include "scsi/scsi.h"
 
 static int parse_digest(const char *v, bool *want, bool *require)
 {
@@ -88,8 +83,8 @@ void cli_settle(struct ism_session *s, uint64_t lun)
 		size_t cl = ism_cdb_test_unit_ready(cdb);
 		int rc = ism_scsi(s, lun, cdb, cl, ISM_DIR_NONE, NULL, 0, &r);
 		uint8_t key = 0, asc, ascq;
-		if (rc == 0 || r.error != ISM_OK || r.status != SCSI_STATUS_CHECK_CONDITION ||
-		    !ism_sense_decode(r.sense, r.sense_len, &key, &asc, &ascq) || key != SENSE_KEY_UNIT_ATTENTION)
+		if (rc == 0 || r.error != ISM_OK || r.status != SCSI_CHECK_CONDITION ||
+		    !ism_sense_decode(r.sense, r.sense_len, &key, &asc, &ascq) || key != SK_UNIT_ATTENTION)
 			break;
 	}
 	ism_session_clear_error(s);

@@ -153,12 +153,14 @@ int main(int argc, char **argv)
 		return CLI_EXIT_USAGE;
 	}
 	const char *arg = argv[optind + 1];
-	char err[512];
-	if (cli_initiator_name(o.initiator_name_opt, o.initiator_name, sizeof(o.initiator_name), err, sizeof(err)) < 0)
-		return cli_fail("%s", err);
 	for (size_t i = 0; i < sizeof(one_shot) / sizeof(one_shot[0]); i++) {
 		if (strcmp(cmd, one_shot[i].name) != 0)
 			continue;
+		/* Only a known command may create the initiator name file. */
+		char err[512];
+		if (cli_initiator_name(o.initiator_name_opt, o.initiator_name, sizeof(o.initiator_name), err,
+				       sizeof(err)) < 0)
+			return cli_fail("%s", err);
 		if (!o.io_kib)
 			o.io_kib = one_shot[i].io_kib;
 		return one_shot[i].run(&o, arg);

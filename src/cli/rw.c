@@ -153,8 +153,8 @@ static int transfer(struct cli_opts *o, const char *url, bool write)
 		blocks = o->blocks;
 		if (blocks * bs > (uint64_t)SIZE_MAX / 2)
 			rc = cli_fail("transfer too large");
-		else
-			buf = malloc(blocks * bs + 1);
+		else if (!(buf = malloc(blocks * bs + 1)))
+			rc = cli_fail("out of memory for %" PRIu64 " bytes", blocks * bs);
 	}
 	if (rc)
 		goto out;
