@@ -115,9 +115,10 @@ int cfg_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned
 	for (const char *p = s; *p; p++) {
 		if (*p < '0' || *p > '9')
 			return -1;
-		if (v > (max - (unsigned long)(*p - '0')) / 10)
+		unsigned long d = (unsigned long)(*p - '0');
+		if (d > max || v > (max - d) / 10)
 			return -1;
-		v = v * 10 + (unsigned long)(*p - '0');
+		v = v * 10 + d;
 	}
 	if (v < min)
 		return -1;
@@ -298,7 +299,7 @@ static int lun_option(struct cfg_lun *l, const char *opt, unsigned *seen, char *
 	switch (idx) {
 	case LUN_OPT_SIZE:
 		if (parse_size(v, &l->size) < 0)
-			return cfg_fail(err, "invalid size '%s' (a number with an optional K, M, G or T suffix)", v);
+			return cfg_fail(err, "invalid size '%s' (a number with an optional K, M, G, T or P suffix, as 64M, 64MiB or 64MB)", v);
 		return 0;
 	case LUN_OPT_BLOCK_SIZE:
 		if (strcmp(v, "512") != 0 && strcmp(v, "4096") != 0)

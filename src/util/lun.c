@@ -44,7 +44,8 @@ enum lun_format lun_decode(const uint8_t f[8], uint64_t *lun)
 	}
 }
 
-enum lun_format lun_format_for(uint64_t lun)
+/* The smallest format that holds lun (below LUN_NUMBER_LIMIT). */
+static enum lun_format lun_format_for(uint64_t lun)
 {
 	if (lun < 256)
 		return LUN_PERIPHERAL;

@@ -25,9 +25,6 @@ enum lun_format {
 /* Decodes a single-level LUN field into *lun; LUN_UNDECODED (and *lun untouched) otherwise. */
 enum lun_format lun_decode(const uint8_t field[8], uint64_t *lun);
 
-/* The smallest format holding lun (< LUN_NUMBER_LIMIT): peripheral, flat or extended flat. */
-enum lun_format lun_format_for(uint64_t lun);
-
 /* A number below LUN_NUMBER_LIMIT in its smallest format; anything larger is the field itself. */
 void lun_encode(uint64_t lun, uint8_t field[8]);
 
