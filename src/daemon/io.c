@@ -56,7 +56,6 @@ static void dio_cb(struct ism_session *ism, const struct ism_scsi_result *r, voi
 	(void)ism;
 	struct dio *io = priv;
 	struct dsession *s = io->s;
-	io->inflight = false;
 	s->inflight--;
 	io->tries++;
 	bool resend = io->resend == DIO_RESEND;
@@ -117,7 +116,6 @@ int dio_send_now(struct dsession *s, struct dio *io)
 	struct ism_task *t = ism_scsi_async(s->ism, io->lun, io->cdb, io->cdb_len, io->dir, io->buf, io->len, dio_cb, io);
 	if (!t)
 		return -1;
-	io->inflight = true;
 	s->inflight++;
 	return 0;
 }

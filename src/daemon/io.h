@@ -36,7 +36,6 @@ struct dio {
 	uint32_t len;
 	int tries;
 	enum dio_resend resend;
-	bool inflight;
 	bool whole; /* block READ or WRITE: GOOD status after less than len bytes is an error (-EIO) */
 	dio_done_fn done;
 	void *priv;

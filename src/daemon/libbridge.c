@@ -137,7 +137,9 @@ void lib_settle(struct dsession *s)
 	uint64_t now = loop_now_ms();
 	if (t < 0)
 		loop_timer_stop(s->d->loop, &s->lib_timer);
-	else if (!s->lib_timer.armed || s->lib_timer.due_ms != now + (uint64_t)t)
+	else if (!s->lib_timer.armed || now + (uint64_t)t < s->lib_timer.due_ms)
+		/* A deadline that moved later (a keepalive pushed back by traffic) needs no re-arm:
+		 * the early wake-up services nothing and settles again. */
 		loop_timer_start(s->d->loop, &s->lib_timer, (uint64_t)t, 0, on_lib_timer, s);
 }
 

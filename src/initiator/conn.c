@@ -131,7 +131,7 @@ static enum pdu_header_verdict conn_on_header(struct pdu_conn *pc, const uint8_t
 	if (!conn_receiving(c))
 		return PDU_HEADER_WAIT;
 	if (rc != 0) {
-		ism_conn_fail(c, "malformed PDU from the target (opcode 0x%02x): %s", raw[0] & 0x3f, why ? why : "?");
+		ism_conn_fail(c, "malformed PDU from the target (opcode 0x%02x): %s", raw[0] & 0x3f, why);
 		return PDU_HEADER_STOP;
 	}
 	const struct bhs *b = &pc->rx_bhs;
@@ -202,8 +202,6 @@ static const struct pdu_conn_ops conn_ops = {
 
 void ism_conn_init_engine(struct ism_conn *c)
 {
-	c->s->tx_pool.item_size = sizeof(struct txitem);
-	c->s->tx_pool.keep = ISM_TX_POOL_MAX;
 	pdu_conn_init(&c->pc, &conn_ops, c, &c->params, &c->s->tx_pool, RX_INITIAL);
 	c->pc.direct_min = DIRECT_MIN;
 }
@@ -250,11 +248,6 @@ void ism_conn_close_fd(struct ism_conn *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
-}
-
-void ism_sockaddr_split(const struct sockaddr *sa, char *addr, size_t len, uint16_t *port)
-{
-	pdu_sockaddr_split(sa, addr, len, port);
 }
 
 /* Try the next resolved address; 0 when a connect is under way or done, -1 when none is left. */
@@ -322,7 +315,6 @@ int ism_conn_start_connect(struct ism_conn *c)
 }
 
 /* POLLOUT on a connecting socket. */
-void ism_conn_connect_ready(struct ism_conn *c);
 void ism_conn_connect_ready(struct ism_conn *c)
 {
 	int err = 0;

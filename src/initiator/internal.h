@@ -81,7 +81,6 @@ struct ism_task {
 	uint8_t *buf;
 	uint32_t len;
 	/* write progress */
-	uint32_t unsolicited_sent; /* immediate + unsolicited Data-Out bytes */
 	uint32_t write_covered;    /* bytes sent unsolicited or asked for by R2Ts */
 	uint32_t write_end;        /* end of the highest range sent or asked for: R2Ts go forward */
 	uint32_t next_r2tsn;
@@ -98,14 +97,12 @@ struct ism_task {
 	void *priv;
 	/* TMF */
 	uint8_t tmf_function;
-	struct ism_task *tmf_ref;
 	uint32_t tmf_ref_itt, tmf_ref_cmdsn;
 	/* logout */
 	uint8_t logout_reason;
 	uint16_t logout_cid;
 	/* text (discovery) */
 	struct sbuf text;
-	uint32_t text_ttt;
 	uint32_t text_exchanges; /* Text Responses received for this request */
 	/* NOP, and every sent task for the command timeout */
 	uint64_t sent_ms;
@@ -303,7 +300,6 @@ void ism_conn_flush(struct ism_conn *c);
 /* A fresh connection slot: its PDU engine set up, nothing received yet. */
 void ism_conn_init_engine(struct ism_conn *c);
 /* Numeric address and port of an IPv4 or IPv6 socket address ("" and 0 for anything else). */
-void ism_sockaddr_split(const struct sockaddr *sa, char *addr, size_t len, uint16_t *port);
 /* Read what the socket has and dispatch complete PDUs. */
 void ism_conn_readable(struct ism_conn *c);
 void ism_conn_drop_tx(struct ism_conn *c);
@@ -318,7 +314,9 @@ void ism_conn_connected(struct ism_conn *c);
 void ism_conn_connect_ready(struct ism_conn *c);
 void ism_conn_close_fd(struct ism_conn *c);
 
-/* watch.c: the fd callback. Tells it what c waits for now, if that changed (ADD the first time). */
+/* watch.c: what c's descriptor waits for (POLLIN / POLLOUT), from its state and send queue. */
+short ism_conn_events(const struct ism_conn *c);
+/* The fd callback: tells it what c waits for now, if that changed (ADD the first time). */
 void ism_watch_update(struct ism_conn *c);
 /* c's descriptor is about to be closed. */
 void ism_watch_close(struct ism_conn *c);

@@ -99,7 +99,6 @@ static void send_scsi(struct ism_conn *c, struct ism_task *t)
 	ism_conn_send(c, &b, imm ? t->buf : NULL, imm, t, NULL);
 	if (unsol)
 		ism_send_data_out(c, t, RESERVED_TAG, imm, unsol);
-	t->unsolicited_sent = imm + unsol;
 	t->write_covered = t->write_end = imm + unsol;
 	c->ios++;
 }

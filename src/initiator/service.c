@@ -19,10 +19,7 @@ int ism_session_fds(struct ism_session *s, struct pollfd *fds, int max)
 			continue;
 		fds[n].fd = c->fd;
 		fds[n].revents = 0;
-		if (c->state == CONN_CONNECTING)
-			fds[n].events = POLLOUT;
-		else
-			fds[n].events = (short)(POLLIN | (pdu_queue_empty(&c->pc.txq) ? 0 : POLLOUT));
+		fds[n].events = ism_conn_events(c);
 		n++;
 	}
 	return n;

@@ -81,6 +81,8 @@ struct ism_session *ism_session_new(const struct ism_config *cfg, char *errmsg, 
 		}
 	}
 	struct ism_session *s = xcalloc(1, sizeof(*s));
+	s->tx_pool.item_size = sizeof(struct txitem);
+	s->tx_pool.keep = ISM_TX_POOL_MAX;
 	s->cfg = *cfg;
 	s->chap_algorithms = dup_or_null(cfg->chap_algorithms);
 	s->cfg.chap_algorithms = s->chap_algorithms;

@@ -41,9 +41,9 @@ int ism_session_connection_info(const struct ism_session *s, struct ism_conn_inf
 						       : ISM_CONN_LOGGING_OUT;
 		o->draining = c->draining;
 		snprintf(o->portal, sizeof(o->portal), "%.*s", (int)sizeof(o->portal) - 1, c->portal);
-		ism_sockaddr_split((const struct sockaddr *)&c->local_sa, o->local_address, sizeof(o->local_address),
+		pdu_sockaddr_split((const struct sockaddr *)&c->local_sa, o->local_address, sizeof(o->local_address),
 				   &o->local_port);
-		ism_sockaddr_split((const struct sockaddr *)&c->peer_sa, o->remote_address, sizeof(o->remote_address),
+		pdu_sockaddr_split((const struct sockaddr *)&c->peer_sa, o->remote_address, sizeof(o->remote_address),
 				   &o->remote_port);
 		o->header_digest = c->params.header_digest;
 		o->data_digest = c->params.data_digest;

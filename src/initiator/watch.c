@@ -6,7 +6,7 @@
  */
 #include "initiator/internal.h"
 
-static short wanted_events(const struct ism_conn *c)
+short ism_conn_events(const struct ism_conn *c)
 {
 	if (c->state == CONN_CONNECTING)
 		return POLLOUT;
@@ -18,7 +18,7 @@ void ism_watch_update(struct ism_conn *c)
 	struct ism_session *s = c->s;
 	if (!s->fd_cb || c->fd < 0 || c->state == CONN_FREE || c->state == CONN_CLOSED)
 		return;
-	short ev = wanted_events(c);
+	short ev = ism_conn_events(c);
 	if (!c->watched) {
 		c->watched = true;
 		c->watch_events = ev;
