@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 struct store;
+struct store_engine;
+struct store_io;
 
 /* Whether a read may wait for a device, which decides where it runs (see store/offload.h). */
 enum store_wait {
@@ -45,6 +47,12 @@ struct store_ops {
 	 * store to STORE_WAIT_ALWAYS when the file cannot tell.
 	 */
 	int (*read_nowait)(struct store *st, void *buf, size_t len, uint64_t off, size_t *got);
+	/*
+	 * Optional: the store's own asynchronous path (see store/store_io.h). Set for stores that
+	 * must never be called synchronously from the loop (network stores); the engine then never
+	 * uses the synchronous ops above for their ios.
+	 */
+	void (*submit)(struct store *st, struct store_engine *e, struct store_io *io);
 };
 
 struct store {
@@ -58,6 +66,8 @@ struct store {
 	 */
 	bool atomic_writes;
 	enum store_wait wait;
+	unsigned caps;          /* enum store_cap (store/store_io.h) */
+	int fd;                 /* the descriptor the engine may drive with io_uring; -1: none */
 	/* Commands of this store on offload workers, and a close waiting for them (loop thread). */
 	unsigned jobs;
 	bool closing;

@@ -295,6 +295,7 @@ struct store *store_file_open(const char *path, uint64_t size, bool read_only, c
 	f->base.thin = !S_ISBLK(sb.st_mode);
 	f->base.path = xstrdup(path);
 	f->fd = fd;
+	f->base.fd = fd;
 	f->blockdev = S_ISBLK(sb.st_mode);
 	/* fstatfs on a device node describes /dev (a tmpfs), not the device. */
 	f->base.wait = f->blockdev ? STORE_WAIT_PROBE : wait_kind(fd);

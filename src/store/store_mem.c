@@ -250,5 +250,6 @@ struct store *store_mem_open(uint64_t size, char **err)
 	/* One command at a time and nothing survives a crash: a write is never seen half done. */
 	m->base.atomic_writes = true;
 	m->base.path = xstrdup("memory");
+	m->base.fd = -1;
 	return &m->base;
 }

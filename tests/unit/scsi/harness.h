@@ -90,7 +90,7 @@ static inline void fs_close(struct store *st)
 	free(f);
 }
 static const struct store_ops fault_ops = { fs_read, fs_write, fs_flush, fs_unmap, fs_extent, fs_resize, fs_close,
-					    fs_zero, NULL };
+					    fs_zero, NULL, NULL };
 
 static inline struct fault_store *fault_store_new(uint64_t size)
 {
@@ -102,6 +102,7 @@ static inline struct fault_store *fault_store_new(uint64_t size)
 	f->base.size = size;
 	f->base.thin = true;
 	f->base.path = (char *)"fault";
+	f->base.fd = -1;
 	return f;
 }
 

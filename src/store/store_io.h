@@ -1,0 +1,136 @@
+/*
+ * Asynchronous store I/O: the one way the SCSI layer reaches a medium.
+ *
+ * A command's access to its store is a struct store_io submitted to the store engine of the
+ * event loop that owns the command. Its done callback runs on that loop's thread: for stores
+ * that cannot wait (memory, null) and for reads the page cache satisfies, before store_io_submit
+ * returns; otherwise later, from store_engine_reap. Never on another thread, never twice.
+ *
+ * Three kinds of store sit behind the same call:
+ *  - stores with their own asynchronous API (RBD) implement store_ops.submit and finish each io
+ *    with store_io_complete on the engine's thread, having watched their notification descriptor
+ *    with store_engine_watch;
+ *  - stores with a descriptor (files, block devices; store.fd >= 0) are driven by the engine
+ *    itself: io_uring where the kernel allows it, else the engine's worker threads running the
+ *    store's synchronous ops;
+ *  - stores that never wait (store.wait == STORE_WAIT_NEVER) run their synchronous ops inline.
+ *
+ * A network store with millisecond latencies keeps hundreds of ios in flight per LU: nothing here
+ * serialises ios of one store; ordering between commands (ORDERED, COMPARE AND WRITE on stores
+ * without STORE_CAP_COMPARE_WRITE, overlapping writes) is the SCSI layer's business.
+ */
+#ifndef ISTHMUS_STORE_STORE_IO_H
+#define ISTHMUS_STORE_STORE_IO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+struct store;
+struct store_engine;
+struct offload;
+
+enum store_io_op {
+	STORE_IO_READ,          /* [off, off+len) -> iov */
+	STORE_IO_WRITE,         /* iov -> [off, off+len) */
+	STORE_IO_FLUSH,         /* every completed write durable; off and len ignored */
+	STORE_IO_UNMAP,         /* deallocate [off, off+len); it reads as zeros afterwards */
+	STORE_IO_WRITE_ZEROES,  /* [off, off+len) reads as zeros, kept allocated where the store can */
+	/* iov holds one logical block (the pattern), repeated over [off, off+len); needs STORE_CAP_WRITE_SAME */
+	STORE_IO_WRITE_SAME,
+	/*
+	 * iov holds 2 * len bytes: the data to compare with [off, off+len), then the data to write
+	 * there if they are equal, atomically with respect to every other io on the medium (on every
+	 * gateway of the medium). Needs STORE_CAP_COMPARE_WRITE. A mismatch completes with
+	 * result -EILSEQ and miscompare_off set; nothing is written.
+	 */
+	STORE_IO_COMPARE_WRITE,
+};
+
+/* store.caps: what a store offers beyond read, write and flush. */
+enum store_cap {
+	STORE_CAP_UNMAP = 1u << 0,
+	STORE_CAP_WRITE_ZEROES = 1u << 1,
+	STORE_CAP_WRITE_SAME = 1u << 2,
+	STORE_CAP_COMPARE_WRITE = 1u << 3,
+};
+
+struct store_io {
+	/* Set by the submitter. */
+	enum store_io_op op;
+	uint64_t off;                 /* bytes */
+	uint64_t len;                 /* bytes of the medium the io covers */
+	struct iovec *iov;            /* see the ops; the memory stays valid until done */
+	unsigned iovcnt;
+	void (*done)(struct store_io *io);
+	void *priv;                   /* the submitter's own */
+
+	/* Set before done. */
+	int result;                   /* 0, or a negative errno (-ETIMEDOUT: the store gave up waiting) */
+	uint64_t miscompare_off;      /* STORE_IO_COMPARE_WRITE with -EILSEQ: offset from off of the first difference */
+
+	/* The engine's and the store's own. */
+	struct store *st;
+	struct store_engine *eng;
+	struct store_io *next;
+	uint64_t store_priv[4];
+};
+
+/*
+ * Starts io on st; io->done always runs exactly once, maybe before this returns (the caller must
+ * then not touch io afterwards unless done told it to). An op the store does not offer completes
+ * with -EOPNOTSUPP.
+ */
+void store_io_submit(struct store_engine *e, struct store *st, struct store_io *io);
+
+/* For stores with their own submit: finish io on the engine's thread (sets result, calls done). */
+void store_io_complete(struct store_io *io, int result);
+
+enum store_engine_backend {
+	STORE_BACKEND_AUTO,     /* io_uring when it works here, else workers */
+	STORE_BACKEND_URING,
+	STORE_BACKEND_WORKERS,
+};
+
+struct store_engine_params {
+	enum store_engine_backend backend;
+	unsigned queue_depth;   /* io_uring submission entries; 0: default */
+	unsigned workers;       /* most worker threads; 0: default */
+};
+
+/* NULL with *err set (malloc'd) when neither backend can start. */
+struct store_engine *store_engine_new(const struct store_engine_params *p, char **err);
+/* Stops the backends after every io in flight has completed (their done callbacks run). */
+void store_engine_free(struct store_engine *e);
+/* Readable while completions wait: the owner's loop watches it and calls store_engine_reap. */
+int store_engine_fd(const struct store_engine *e);
+/* Runs the done callbacks of finished ios, and the watches whose descriptors are readable. */
+void store_engine_reap(struct store_engine *e);
+/* The backend that started: STORE_BACKEND_URING or STORE_BACKEND_WORKERS. */
+enum store_engine_backend store_engine_backend(const struct store_engine *e);
+const char *store_engine_backend_name(enum store_engine_backend b);
+/*
+ * The worker pool behind the engine, for work that is not an io (long medium operations,
+ * reservation state writes): its completions are reaped by store_engine_reap too.
+ */
+struct offload *store_engine_offload(struct store_engine *e);
+
+struct store_engine_stats {
+	uint64_t submitted;
+	uint64_t completed;
+	uint64_t inline_completed;    /* done before store_io_submit returned */
+	uint64_t uring_submitted;
+	uint64_t worker_submitted;
+	unsigned in_flight;
+};
+void store_engine_get_stats(const struct store_engine *e, struct store_engine_stats *s);
+
+/*
+ * A store with its own notification descriptor (RBD's eventfd) has ready(arg) called from
+ * store_engine_reap while fd is readable. Returns 0 or a negative errno. Unwatch before closing fd.
+ */
+int store_engine_watch(struct store_engine *e, int fd, void (*ready)(void *arg), void *arg);
+void store_engine_unwatch(struct store_engine *e, int fd);
+
+#endif
