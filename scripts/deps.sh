@@ -11,6 +11,7 @@ set -euo pipefail
 BUILD_PACKAGES=(
 	build-essential meson ninja-build pkg-config
 	libisal-dev libssl-dev libjansson-dev libfuse3-dev fuse3
+	liburing-dev                      # io_uring for file and block-device stores
 )
 TEST_PACKAGES=(
 	clang libclang-rt-14-dev          # clang-14 ASan/UBSan/libFuzzer runtimes
