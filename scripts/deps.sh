@@ -21,6 +21,7 @@ TEST_PACKAGES=(
 	fio                               # bench/devices.sh: fio's nbd and libaio engines
 	tgt istgt                         # foreign targets for interop checks and benchmarks
 	iproute2 procps python3 openssl
+	nftables                          # tests drop one connection's packets (a dead path)
 	jq                                # the daemon tests read the management socket's JSON
 	prometheus                        # promtool checks the target's metrics exposition
 	curl
