@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/isns.h"
 #include "target/config.h"
 #include "target/target.h"
 #include "util/log.h"
@@ -13,7 +14,7 @@ static void usage(FILE *f)
 {
 	fputs("usage: isthmus-target [--config FILE] [--listen HOST:PORT]... [--target IQN] [--lun SPEC]...\n"
 	      "                      [--mgmt-socket PATH] [--state-dir DIR] [--log-level error|warn|info|debug]\n"
-	      "                      [--max-connections N] [--max-connections-per-portal N]\n"
+	      "                      [--max-connections N] [--max-connections-per-portal N] [--isns ADDR[:PORT]]\n"
 	      "\n"
 	      "  --config FILE      load portals, targets, LUNs, ACLs and CHAP from FILE (see docs/config.md);\n"
 	      "                     SIGHUP reloads it and applies only the differences\n"
@@ -27,6 +28,7 @@ static void usage(FILE *f)
 	      "  --metrics HOST:PORT serve Prometheus metrics over HTTP (bind to loopback unless you mean it)\n"
 	      "  --max-connections N            iSCSI connections at once, whole target (default 1024)\n"
 	      "  --max-connections-per-portal N iSCSI connections at once through one portal (default 256)\n"
+	      "  --isns ADDR[:PORT] register with this iSNS server (port 3205 by default; see docs/isns.md)\n"
 	      "  --log-level LEVEL  default info\n",
 	      f);
 }
@@ -41,6 +43,7 @@ struct flags {
 	const char *mgmt;
 	unsigned max_connections, max_connections_per_portal; /* 0: as the file says */
 	const char *state_dir;
+	const char *isns;
 };
 
 static int apply_flags(struct cfg *cfg, void *arg, char **err)
@@ -69,6 +72,10 @@ static int apply_flags(struct cfg *cfg, void *arg, char **err)
 		free(cfg->state_dir);
 		cfg->state_dir = xstrdup(f->state_dir);
 	}
+	if (f->isns) {
+		free(cfg->isns);
+		cfg->isns = xstrdup(f->isns);
+	}
 	if (cfg->nportals == 0 && cfg_add_listen(cfg, "127.0.0.1:3260", err) < 0)
 		return -1;
 	if (cfg->ntargets == 0) {
@@ -94,6 +101,7 @@ int main(int argc, char **argv)
 		{"max-connections", required_argument, NULL, 'C'},
 		{"max-connections-per-portal", required_argument, NULL, 'P'},
 		{"state-dir", required_argument, NULL, 's'},
+		{"isns", required_argument, NULL, 'I'},
 		{NULL, 0, NULL, 0},
 	};
 	struct flags fl = {0};
@@ -107,6 +115,16 @@ int main(int argc, char **argv)
 		case 'u': push(&fl.luns, &fl.nluns, optarg); break;
 		case 'm': fl.mgmt = optarg; break;
 		case 's': fl.state_dir = optarg; break;
+		case 'I': {
+			char addr[64], why[160];
+			uint16_t port;
+			if (isns_parse_server(optarg, addr, sizeof(addr), &port, why, sizeof(why)) < 0) {
+				fprintf(stderr, "isthmus-target: --isns: %s\n", why);
+				goto out;
+			}
+			fl.isns = optarg;
+			break;
+		}
 		case 'M': metrics = optarg; break;
 		case 'C':
 		case 'P': {

@@ -49,6 +49,44 @@ int isns_hdr_decode(const uint8_t in[ISNS_HDR_LEN], struct isns_hdr *h, char *wh
 	return 0;
 }
 
+int isns_parse_server(const char *spec, char *addr, size_t addrlen, uint16_t *port, char *why, size_t whylen)
+{
+	const char *host = spec, *colon = NULL;
+	size_t hlen;
+	if (spec[0] == '[') {
+		const char *close = strchr(spec, ']');
+		if (!close || (close[1] && close[1] != ':'))
+			goto bad;
+		host = spec + 1;
+		hlen = (size_t)(close - host);
+		colon = close[1] ? close + 1 : NULL;
+	} else {
+		colon = strchr(spec, ':');
+		if (colon && strchr(colon + 1, ':'))
+			goto bad; /* a bare IPv6 address would be ambiguous with a port */
+		hlen = colon ? (size_t)(colon - spec) : strlen(spec);
+	}
+	if (hlen == 0 || hlen >= addrlen || hlen >= INET6_ADDRSTRLEN)
+		goto bad;
+	memcpy(addr, host, hlen);
+	addr[hlen] = 0;
+	uint8_t tmp[16];
+	if (inet_pton(AF_INET, addr, tmp) != 1 && inet_pton(AF_INET6, addr, tmp) != 1)
+		goto bad;
+	*port = ISNS_DEFAULT_PORT;
+	if (colon) {
+		char *end;
+		unsigned long v = strtoul(colon + 1, &end, 10);
+		if (!colon[1] || *end || v == 0 || v > 65535 || colon[1] < '0' || colon[1] > '9')
+			goto bad;
+		*port = (uint16_t)v;
+	}
+	return 0;
+bad:
+	set_why(why, whylen, "iSNS server '%s' is not ADDR[:PORT] with a numeric address", spec);
+	return -1;
+}
+
 /* ---- Building ---- */
 
 static void put_tl(struct sbuf *b, uint32_t tag, uint32_t len)

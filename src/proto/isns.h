@@ -96,6 +96,12 @@ void isns_hdr_encode(const struct isns_hdr *h, uint8_t out[ISNS_HDR_LEN]);
 /* Checks version and that the payload length is a multiple of 4. 0, or -1 with why. */
 int isns_hdr_decode(const uint8_t in[ISNS_HDR_LEN], struct isns_hdr *h, char *why, size_t whylen);
 
+/*
+ * An iSNS server as "ADDR", "ADDR:PORT", "[V6]" or "[V6]:PORT", numeric only (no resolver call
+ * on the event loop); the port defaults to 3205. 0, or -1 with why.
+ */
+int isns_parse_server(const char *spec, char *addr, size_t addrlen, uint16_t *port, char *why, size_t whylen);
+
 /* ---- Building a message's payload (attributes in order). ---- */
 
 void isns_put_u32(struct sbuf *b, uint32_t tag, uint32_t value);

@@ -102,6 +102,8 @@ void cfg_free(struct cfg *cfg)
 	chap_free(&cfg->discovery_chap);
 	free(cfg->state_dir);
 	free(cfg->mgmt_socket);
+	free(cfg->isns);
+	free(cfg->isns_entity);
 	free(cfg->source);
 	free(cfg->groups);
 	memset(cfg, 0, sizeof(*cfg));

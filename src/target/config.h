@@ -76,6 +76,8 @@ struct cfg {
 	struct cfg_chap discovery_chap; /* user NULL = discovery without CHAP */
 	char *state_dir;     /* default CFG_DEFAULT_STATE_DIR */
 	char *mgmt_socket;   /* NULL: none */
+	char *isns;          /* iSNS server "ADDR[:PORT]" to register with (docs/isns.md), NULL: none */
+	char *isns_entity;   /* iSNS Entity Identifier, NULL: "isthmus-target:" + host name */
 	unsigned nop_interval; /* seconds between NOP-In pings to an idle initiator, default 5; 0 = off */
 	unsigned nop_timeout;  /* seconds without any PDU before a pinged connection is dropped, default 30 */
 	/* What one peer may make the target hold (docs/security.md). */

@@ -117,6 +117,10 @@ char *cfg_format(const struct cfg *cfg)
 		    cfg->max_connections, cfg->max_connections_per_portal, cfg->mgmt_max_clients);
 	if (cfg->mgmt_socket)
 		put_kv(&b, "mgmt-socket", cfg->mgmt_socket);
+	if (cfg->isns)
+		put_kv(&b, "isns", cfg->isns);
+	if (cfg->isns_entity)
+		put_kv(&b, "isns-entity", cfg->isns_entity);
 	put_chap(&b, &cfg->discovery_chap, "discovery-");
 
 	/* Every group with a portal or a declaration, in tag order, each once. */

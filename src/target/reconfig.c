@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "store/store.h"
+#include "target/isns.h"
 #include "target/target.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -391,6 +392,7 @@ int server_apply_config(struct server *srv, struct cfg *cfg, char **err)
 		free(srv->cfg);
 	}
 	srv->cfg = cfg;
+	isns_target_changed(srv);
 	return 0;
 
 fail:

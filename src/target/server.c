@@ -19,6 +19,7 @@
 #include "net/accept.h"
 #include "store/offload.h"
 #include "store/store.h"
+#include "target/isns.h"
 #include "target/metrics.h"
 #include "target/mgmt.h"
 #include "target/target.h"
@@ -321,6 +322,7 @@ void server_stop(struct server *srv)
 		return;
 	srv->shutting_down = true;
 	log_info("shutting down: asking initiators to log out");
+	isns_target_stop(srv);
 	for (size_t i = 0; i < srv->nportals; i++)
 		portal_stop_listening(srv->portals[i]);
 	for (struct conn *c = srv->conns, *next; c; c = next) {
@@ -455,6 +457,7 @@ void server_free(struct server *srv)
 	if (srv->sigfd >= 0)
 		close(srv->sigfd);
 	loop_timer_stop(srv->loop, &srv->tick);
+	isns_target_free(srv);
 	if (srv->offload)
 		loop_watch_del(srv->loop, &srv->offload_watch);
 	loop_free(srv->loop); /* runs the deferred frees of connections and sessions */

@@ -232,8 +232,31 @@ static void test_parse_nodes(void)
 	sbuf_free(&b);
 }
 
+static void test_server_spec(void)
+{
+	char a[64], why[128];
+	uint16_t port = 0;
+	CHECK_EQ(isns_parse_server("192.0.2.1", a, sizeof(a), &port, why, sizeof(why)), 0);
+	CHECK_STR(a, "192.0.2.1");
+	CHECK_EQ(port, 3205);
+	CHECK_EQ(isns_parse_server("192.0.2.1:13205", a, sizeof(a), &port, why, sizeof(why)), 0);
+	CHECK_EQ(port, 13205);
+	CHECK_EQ(isns_parse_server("[2001:db8::1]:99", a, sizeof(a), &port, why, sizeof(why)), 0);
+	CHECK_STR(a, "2001:db8::1");
+	CHECK_EQ(port, 99);
+	CHECK_EQ(isns_parse_server("[::1]", a, sizeof(a), &port, why, sizeof(why)), 0);
+	CHECK_EQ(port, 3205);
+	CHECK_EQ(isns_parse_server("isns.example", a, sizeof(a), &port, why, sizeof(why)), -1);
+	CHECK_EQ(isns_parse_server("::1", a, sizeof(a), &port, why, sizeof(why)), -1);
+	CHECK_EQ(isns_parse_server("192.0.2.1:", a, sizeof(a), &port, why, sizeof(why)), -1);
+	CHECK_EQ(isns_parse_server("192.0.2.1:70000", a, sizeof(a), &port, why, sizeof(why)), -1);
+	CHECK_EQ(isns_parse_server("192.0.2.1:+5", a, sizeof(a), &port, why, sizeof(why)), -1);
+	CHECK_EQ(isns_parse_server("", a, sizeof(a), &port, why, sizeof(why)), -1);
+}
+
 int main(void)
 {
+	test_server_spec();
 	test_header();
 	test_attributes();
 	test_split_and_reassemble();
