@@ -46,6 +46,7 @@ static int usage(void)
 		"  persistent list | add TARGET --portal P [login options] | remove ID | remove TARGET [--portal P]\n"
 		"  chap set-secret [SECRET]    (read from standard input when not given)\n"
 		"  discover --daemon PORTAL [--chap-user U --chap-secret S]\n"
+		"  discover --isns ADDR[:PORT]   targets an iSNS server lets this initiator see (port 3205 by default)\n"
 		"The daemon: --socket PATH, else $ISTHMUS_SOCKET, else /run/isthmus/initiator.sock.\n");
 	return CLI_EXIT_USAGE;
 }
@@ -69,7 +70,7 @@ static bool long_method(const char *method)
 {
 	static const char *const names[] = {"session.login", "session.logout", "session.add_connection",
 					    "session.remove_connection", "session.inquiry", "session.readcapacity",
-					    "session.reportluns", "discovery.run", NULL};
+					    "session.reportluns", "discovery.run", "discovery.isns", NULL};
 	for (int i = 0; names[i]; i++)
 		if (!strcmp(names[i], method))
 			return true;
@@ -239,7 +240,7 @@ static int parse(struct dctx *c, int argc, char **argv)
 		static const char *const with_value[] = {"--socket", "--portal", "--type", "--chap-user", "--chap-secret",
 							 "--mutual-user", "--mutual-secret", "--chap-algorithms",
 							 "--removal-latency", "--max-recv-dsl", "--max-burst", "--first-burst",
-							 "--initial-r2t", "--immediate-data", "--isid", "--page", NULL};
+							 "--initial-r2t", "--immediate-data", "--isid", "--page", "--isns", NULL};
 		char name[64];
 		snprintf(name, sizeof(name), "%s", a);
 		char *eq = strchr(name, '=');
@@ -265,6 +266,8 @@ static int parse(struct dctx *c, int argc, char **argv)
 			c->json = true;
 		else if (!strcmp(name, "--daemon"))
 			;
+		else if (!strcmp(name, "--isns"))
+			json_object_set_new(c->params, "server", json_string(v));
 		else if (!strcmp(name, "--stdin"))
 			c->from_stdin = true;
 		else if (!strcmp(name, "--portal"))
@@ -541,6 +544,13 @@ static void print_discovery(json_t *r)
 
 static int do_discover(struct dctx *c)
 {
+	if (json_object_get(c->params, "server")) {
+		if (c->npos != 0) {
+			fprintf(stderr, "isthmus: discover --isns ADDR[:PORT]\n");
+			return CLI_EXIT_USAGE;
+		}
+		return finish(c, call(c, "discovery.isns", json_incref(c->params)), print_discovery);
+	}
 	if (c->npos != 1) {
 		fprintf(stderr, "isthmus: discover --daemon PORTAL\n");
 		return CLI_EXIT_USAGE;

@@ -20,7 +20,7 @@ static void usage(FILE *f)
 	      "  read URL --lba N --blocks N [--out FILE]\n"
 	      "  write URL --lba N --in FILE\n"
 	      "  target ...                      manage a running isthmus-target (isthmus target --help)\n"
-	      "  login, logout, session, persistent, chap, discover --daemon\n"
+	      "  login, logout, session, persistent, chap, discover --daemon, discover --isns\n"
 	      "                                  through the initiator daemon (isthmus login --help)\n"
 	      "\n"
 	      "URL: iscsi://[user[%password]@]host[:port]/target-iqn/lun[?target_user=U&target_password=P]\n"
@@ -133,7 +133,7 @@ int main(int argc, char **argv)
 		/* discover is the daemon's when asked for, else a one-shot SendTargets. */
 		if (strcmp(argv[1], "discover") == 0)
 			for (int i = 2; i < argc; i++)
-				if (strcmp(argv[i], "--daemon") == 0)
+				if (strcmp(argv[i], "--daemon") == 0 || strncmp(argv[i], "--isns", 6) == 0)
 					return cmd_daemon(argc - 1, argv + 1);
 	}
 	struct cli_opts o = {.page = -1, .depth = 8};

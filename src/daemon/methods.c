@@ -17,6 +17,7 @@
 #include "daemon/daemon.h"
 #include "daemon/fuse.h"
 #include "daemon/io.h"
+#include "daemon/isns.h"
 #include "daemon/methods.h"
 #include "daemon/nbd.h"
 #include "daemon/ops.h"
@@ -729,6 +730,7 @@ const struct rpc_method dmn_methods[] = {
 	{"persistent.remove", m_pers_remove, "remove a persistent login: id, or target and portal"},
 	{"chap.set_secret", m_chap_secret, "the initiator's secret for mutual CHAP: secret"},
 	{"discovery.run", m_discover, "SendTargets discovery: portal, chap_user, chap_secret"},
+	{"discovery.isns", dmn_discover_isns, "iSNS discovery: server (ADDR[:PORT])"},
 	{"discovery.list", m_disc_list, "targets found by discovery"},
 	{"op.result", m_op_result, "the result of a pending operation: op"},
 };

@@ -70,7 +70,7 @@ static const char *request_name(enum isns_request r)
 	case REQ_REGISTER: return "registration";
 	case REQ_REFRESH: return "registration refresh";
 	case REQ_DEREGISTER: return "deregistration";
-	default: return "request";
+	default: return "connection";
 	}
 }
 
