@@ -22,6 +22,7 @@ TEST_PACKAGES=(
 	tgt istgt                         # foreign targets for interop checks and benchmarks
 	iproute2 procps python3 openssl
 	nftables                          # tests drop one connection's packets (a dead path)
+	open-isns-server open-isns-utils  # isnsd and isnsadm: the iSNS server test_isns.sh registers with
 	jq                                # the daemon tests read the management socket's JSON
 	prometheus                        # promtool checks the target's metrics exposition
 	curl
