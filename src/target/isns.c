@@ -48,6 +48,7 @@ struct isns_client {
 	enum isns_request inflight;
 	uint16_t xid;
 	bool want_register, want_refresh, want_dereg;
+	uint64_t changes, changes_sent; /* configurations applied; how many the registration in flight shows */
 	bool registered;
 	bool draining; /* the loop has stopped: no timers, no watches, no new connections */
 	bool retry_pending;
@@ -236,6 +237,7 @@ static void client_send(struct isns_client *c, enum isns_request r)
 	if (r == REQ_REGISTER) {
 		/* Replace: portals and nodes that are gone since the last registration go with it. */
 		flags |= ISNS_F_REPLACE;
+		c->changes_sent = c->changes;
 		free(c->source);
 		c->source = xstrdup(c->srv->nodes[0]->cfg->name);
 	}
@@ -324,8 +326,9 @@ static void handle_response(struct isns_client *c, const uint8_t *p, size_t len)
 	c->backoff_ms = ISNS_RETRY_MIN_MS;
 	c->registered = true;
 	c->want_refresh = false;
+	/* A change applied while this registration was in flight needs one more. */
 	if (r == REQ_REGISTER)
-		c->want_register = false;
+		c->want_register = c->changes != c->changes_sent;
 	c->period_s = response_period(p, len);
 	if (r == REQ_REGISTER)
 		log_info("iSNS server %s: registered entity %s with %zu target(s) and %zu portal(s); "
@@ -540,6 +543,7 @@ void isns_target_changed(struct server *srv)
 	if (c && cfg->isns && same_entity(c, cfg)) {
 		c->want_dereg = false;
 		c->want_register = true;
+		c->changes++;
 		client_kick(c);
 		return;
 	}
