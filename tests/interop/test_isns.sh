@@ -5,6 +5,8 @@
 # initiator daemon discovers through the server only what a discovery domain shares with it,
 # and records it as discovered; a reload re-registers (a removed target and an added portal
 # show); the registration is refreshed before the server's period runs out; SIGTERM deregisters.
+# Then a hostile server (never answers, answers without end, another version): the target and
+# the daemon give up within their bounds and go on.
 source "$(dirname "$0")/../isns/isnsd.bash"
 isns_netns_reexec "$@"
 set -euo pipefail
@@ -129,4 +131,33 @@ lacks_node "$A" || fail "$A still registered after SIGTERM"
 isns_db | grep -q isthmus-test-entity && fail "entity still registered after SIGTERM"
 say "ok: SIGTERM deregistered the entity and its nodes"
 isnsd_stop
+
+# --- a hostile server (tests/isns/fake_isns.py) costs the target and the daemon only bounded work
+FAKE_LOG=$TEST_DIR/fake.log
+: >"$FAKE_LOG"
+bg_start python3 "$(dirname "$0")/../isns/fake_isns.py" "$ISNS_ADDR" 3206 silent,flood,garbage "$FAKE_LOG"
+wait_db "fake iSNS server listening" 10 grep -q listening "$FAKE_LOG"
+mark=$(log_mark)
+start_target --listen "$ISNS_ADDR:3262" --target "$A" --lun memory,size=16M --isns "$ISNS_ADDR:3206"
+wait_log "$mark" 'no response in time; next attempt' 9 || fail "a server that never answers was not given up after 5 s"
+say "ok: a server that never answers: the attempt ends after 5 s and is retried"
+wait_log "$mark" 'iSNS message longer than 262144 bytes' 8 || fail "an endless response was not cut at 256 KiB"
+grep -q '^flood' "$FAKE_LOG" || fail "the endless response never ended: $(cat "$FAKE_LOG")"
+say "ok: an endless response is cut at 256 KiB ($(grep '^flood' "$FAKE_LOG"), of at most 16 MiB offered)"
+wait_log "$mark" 'iSNS version 2' 10 || fail "a PDU of another version was not refused"
+say "ok: a PDU of iSNS version 2 is refused"
+port_open "$ISNS_ADDR" 3262 || fail "the target stopped serving while its iSNS server misbehaved"
+stop_target TERM
+[[ "$TARGET_EXIT" == 0 ]] || fail "target exit status $TARGET_EXIT after the hostile server"
+say "ok: the target served throughout and exited 0"
+
+: >"$FAKE_LOG"
+bg_start python3 "$(dirname "$0")/../isns/fake_isns.py" "$ISNS_ADDR" 3207 flood,garbage "$FAKE_LOG"
+wait_db "second fake iSNS server listening" 10 grep -q listening "$FAKE_LOG"
+out=$(ism discover --isns "$ISNS_ADDR:3207" 2>&1) && fail "discover --isns accepted an endless response: $out"
+grep -q 'longer than 1048576' <<<"$out" || fail "discover --isns against an endless response: $out"
+out=$(ism discover --isns "$ISNS_ADDR:3207" 2>&1) && fail "discover --isns accepted version 2: $out"
+grep -q 'version 2' <<<"$out" || fail "discover --isns against version 2: $out"
+ism persistent list >/dev/null || fail "the daemon does not answer after the hostile server"
+say "ok: discover --isns fails cleanly on an endless response (cut at 1 MiB) and on version 2; the daemon goes on"
 say "PASS"
