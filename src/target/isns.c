@@ -42,6 +42,7 @@ struct isns_client {
 	char *eid;
 	char *source; /* the node name the entity was registered under, for the deregistration */
 	int fd;
+	uint64_t conn_gen; /* bumped at every close: a handler can tell its connection is gone */
 	struct loop_watch watch;
 	bool watched;
 	enum isns_phase phase;
@@ -83,6 +84,7 @@ static void client_close(struct isns_client *c)
 	if (c->fd >= 0)
 		close(c->fd);
 	c->fd = -1;
+	c->conn_gen++;
 	c->phase = ISNS_IDLE;
 	c->inflight = REQ_NONE;
 	sbuf_reset(&c->out);
@@ -383,10 +385,10 @@ static void client_read(struct isns_client *c)
 			}
 			off += plen;
 			if (rc == 1) {
-				int fd = c->fd;
+				uint64_t gen = c->conn_gen;
 				handle_message(c, &msg, c->reasm.msg.data, c->reasm.msg.len);
-				if (c->fd != fd)
-					return; /* closed, or a new connection: this buffer is gone */
+				if (c->conn_gen != gen)
+					return; /* closed (perhaps reopened): this buffer is gone */
 			}
 		}
 		memmove(c->in, c->in + off, c->in_len - off);
@@ -541,9 +543,10 @@ void isns_target_changed(struct server *srv)
 	const struct cfg *cfg = srv->cfg;
 	struct isns_client *c = srv->isns;
 	if (c && cfg->isns && same_entity(c, cfg)) {
-		c->want_dereg = false;
-		c->want_register = true;
 		c->changes++;
+		/* Without a target there is no Source to register with: leave instead. */
+		c->want_register = srv->nnodes > 0;
+		c->want_dereg = !srv->nnodes && (c->registered || c->inflight == REQ_REGISTER);
 		client_kick(c);
 		return;
 	}
