@@ -771,8 +771,39 @@ static void test_save_safely(void)
 	free(path);
 }
 
+/* isns and isns-entity: parsed, checked, and kept by the writer (cfg_clone goes through it). */
+static void test_isns_keys(void)
+{
+	struct cfg c;
+	cfg_init(&c);
+	char *err = NULL;
+	int rc = cfg_load_string(&c, "t.conf",
+				 "[global]\nisns = [2001:db8::7]:3206\nisns-entity = storage-1\n"
+				 "[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=8M\n",
+				 &err);
+	CHECK_EQ(rc, 0);
+	CHECK_STR(c.isns, "[2001:db8::7]:3206");
+	CHECK_STR(c.isns_entity, "storage-1");
+	struct cfg *copy = cfg_clone(&c, &err);
+	CHECK(copy != NULL);
+	if (copy) {
+		CHECK_STR(copy->isns, "[2001:db8::7]:3206");
+		CHECK_STR(copy->isns_entity, "storage-1");
+		cfg_free(copy);
+		free(copy);
+	}
+	cfg_free(&c);
+	cfg_init(&c);
+	CHECK_EQ(cfg_load_string(&c, "t.conf", "[global]\nisns = isns.example.org\n", &err), -1);
+	CHECK(err && strstr(err, "t.conf:2") && strstr(err, "numeric"));
+	free(err);
+	cfg_free(&c);
+	printf("ok: isns and isns-entity parsed, a host name refused, both kept by the writer\n");
+}
+
 int main(void)
 {
+	test_isns_keys();
 	test_example_and_round_trip();
 	test_errors();
 	test_validate();
