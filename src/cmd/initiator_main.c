@@ -17,9 +17,13 @@ static void usage(FILE *f)
 		   "                         [--log-level error|warn|info|debug]\n"
 		   "       isthmus-initiator ctl COMMAND ...   (the CLI's daemon commands: login, logout, session,\n"
 		   "                                            persistent, chap, discover)\n"
+		   "       isthmus-initiator --help | --version\n"
 		   "defaults: --config /etc/isthmus/initiator.conf when present, --state-dir /var/lib/isthmus,\n"
 		   "          --socket /run/isthmus/initiator.sock, --devices-dir /run/isthmus/devices,\n"
-		   "          --nbd-dir /run/isthmus/nbd\n");
+		   "          --nbd-dir /run/isthmus/nbd\n"
+		   "--foreground stays attached (for a service manager: with $NOTIFY_SOCKET set, READY=1 is sent\n"
+		   "once the start-up logins are done or have had their login timeout); --ibft DIR adds the boot\n"
+		   "session that firmware describes; --no-fuse and --no-nbd turn a kind of local device off.\n");
 }
 
 int main(int argc, char **argv)
@@ -32,12 +36,13 @@ int main(int argc, char **argv)
 		{"nbd-dir", required_argument, NULL, 'n'},    {"ibft", required_argument, NULL, 'i'},
 		{"no-fuse", no_argument, NULL, 'F'},          {"no-nbd", no_argument, NULL, 'N'},
 		{"foreground", no_argument, NULL, 'f'},       {"log-level", required_argument, NULL, 'l'},
-		{"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
+		{"help", no_argument, NULL, 'h'},             {"version", no_argument, NULL, 'V'},
+		{NULL, 0, NULL, 0},
 	};
 	struct dmn_args a = {.ready_fd = -1};
 	bool foreground = false;
 	int c;
-	while ((c = getopt_long(argc, argv, "c:s:S:d:n:i:FNfl:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:s:S:d:n:i:FNfl:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': a.config = optarg; break;
 		case 's': a.state_dir = optarg; break;
@@ -59,6 +64,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'h': usage(stdout); return 0;
+		case 'V': printf("isthmus-initiator %s\n", ISTHMUS_VERSION); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
