@@ -29,11 +29,12 @@ struct dctx {
 	int page;
 	bool have_page;
 	bool from_stdin;
+	bool help;
 };
 
-static int usage(void)
+static void print_usage(FILE *f)
 {
-	fprintf(stderr,
+	fprintf(f,
 		"usage: isthmus [--socket PATH] [--json] COMMAND ...\n"
 		"  login TARGET --portal HOST[:PORT] [--type data|informational|boot] [--persistent]\n"
 		"        [--chap-user U --chap-secret S] [--mutual-user U [--mutual-secret S]] [--chap-algorithms 7,6,5]\n"
@@ -47,6 +48,11 @@ static int usage(void)
 		"  chap set-secret [SECRET]    (read from standard input when not given)\n"
 		"  discover --daemon PORTAL [--chap-user U --chap-secret S]\n"
 		"The daemon: --socket PATH, else $ISTHMUS_SOCKET, else /run/isthmus/initiator.sock.\n");
+}
+
+static int usage(void)
+{
+	print_usage(stderr);
 	return CLI_EXIT_USAGE;
 }
 
@@ -324,8 +330,11 @@ static int parse(struct dctx *c, int argc, char **argv)
 			}
 			json_object_set_new(c->params, !strcmp(name, "--initial-r2t") ? "initial_r2t" : "immediate_data",
 					    json_boolean(b));
+		} else if (!strcmp(name, "--help") || !strcmp(name, "-h")) {
+			c->help = true;
 		} else {
-			fprintf(stderr, "isthmus: unknown option %s\n", a);
+			fprintf(stderr, "isthmus: unknown option '%s' (isthmus %s --help lists the options)\n", a,
+				argv[0]);
 			return -1;
 		}
 	}
@@ -561,6 +570,11 @@ int cmd_daemon(int argc, char **argv)
 		json_decref(c.params);
 		return CLI_EXIT_USAGE;
 	}
+	if (c.help) {
+		print_usage(stdout);
+		json_decref(c.params);
+		return CLI_EXIT_OK;
+	}
 	if (!c.socket || !*c.socket)
 		c.socket = "/run/isthmus/initiator.sock";
 	const char *cmd = argv[0];
@@ -576,9 +590,10 @@ int cmd_daemon(int argc, char **argv)
 		rc = do_chap(&c);
 	else if (!strcmp(cmd, "discover"))
 		rc = do_discover(&c);
-	else if (!strcmp(cmd, "help") || !strcmp(cmd, "--help"))
-		rc = usage() & 0;
-	else
+	else if (!strcmp(cmd, "help") || !strcmp(cmd, "--help")) {
+		print_usage(stdout);
+		rc = CLI_EXIT_OK;
+	} else
 		rc = usage();
 	json_decref(c.params);
 	return rc;

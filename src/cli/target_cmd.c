@@ -229,6 +229,7 @@ int cmd_target(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	optind = 1;
+	opterr = 0; /* one line of our own instead of getopt's */
 	int opt;
 	while ((opt = getopt_long(argc, argv, "+s:jh", opts, NULL)) != -1 || optind < argc) {
 		if (opt == -1) {
@@ -257,7 +258,11 @@ int cmd_target(int argc, char **argv)
 			*(opt == 'g' ? &group : opt == 'l' ? &lun : &grace) = v;
 			break;
 		case 'h': target_usage(stdout); return 0;
-		default: target_usage(stderr); return CLI_EXIT_USAGE;
+		default:
+			fprintf(stderr,
+				"isthmus target: bad option '%s': unknown, or its value is missing (isthmus target --help lists them)\n",
+				argv[optind - 1]);
+			return CLI_EXIT_USAGE;
 		}
 	}
 	/* getopt_long with '+' stops at the first word; gather the words it skipped. */
@@ -276,7 +281,7 @@ int cmd_target(int argc, char **argv)
 	if (!sock)
 		sock = DEFAULT_TARGET_SOCKET;
 	if (nw == 0) {
-		target_usage(stderr);
+		fprintf(stderr, "isthmus target: no command given (isthmus target --help lists them)\n");
 		return CLI_EXIT_USAGE;
 	}
 	const char *c = words[0];
@@ -363,6 +368,7 @@ int cmd_target(int argc, char **argv)
 		return call(sock, "config.reload", p, as_json, NULL);
 	}
 	json_decref(p);
-	target_usage(stderr);
+	fprintf(stderr, "isthmus target: unknown command or missing arguments: '%s' (isthmus target --help lists them)\n",
+		c);
 	return CLI_EXIT_USAGE;
 }
