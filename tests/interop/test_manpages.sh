@@ -120,7 +120,7 @@ say "ok: every configuration key is in its conf(5) page"
 
 # Exit statuses of the CLI.
 while read -r name value; do
-	sed -n '/^EXIT STATUS/,/^[A-Z]/p' "$TEST_DIR/text/isthmus.8" | grep -qE "^ +$value\$" ||
+	grep -qE "^ +$value\$" <<<"$(sed -n '/^EXIT STATUS/,/^[A-Z]/p' "$TEST_DIR/text/isthmus.8")" ||
 		fail "exit status $value ($name, src/cli/exit_status.h) is not in isthmus(8) EXIT STATUS"
 done < <(sed -nE 's/^[[:space:]]*(CLI_EXIT_[A-Z_]+) = ([0-9]+),.*/\1 \2/p' "$REPO_ROOT/src/cli/exit_status.h")
 say "ok: isthmus(8) lists every exit status of src/cli/exit_status.h"
