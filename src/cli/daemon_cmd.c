@@ -50,9 +50,13 @@ static void print_usage(FILE *f)
 		"The daemon: --socket PATH, else $ISTHMUS_SOCKET, else /run/isthmus/initiator.sock.\n");
 }
 
+static const char *current_command = "login"; /* for the hint of a usage error */
+
+/* A usage error: one line that says where the forms of the command are listed. */
 static int usage(void)
 {
-	print_usage(stderr);
+	fprintf(stderr, "isthmus: %s: missing or unknown arguments (isthmus %s --help lists its forms)\n",
+		current_command, current_command);
 	return CLI_EXIT_USAGE;
 }
 
@@ -109,7 +113,10 @@ static json_t *call(struct dctx *c, const char *method, json_t *params)
 		r = rpc_call(c->socket, "op.result", json_pack("{s:I}", "op", op), CALL_TIMEOUT_MS, &code, &err);
 	}
 	if (!r) {
-		fprintf(stderr, "isthmus: %s\n", err ? err : "failed");
+		/* Code 0: no answer at all, so say where the socket came from. */
+		fprintf(stderr, "isthmus: %s%s\n", err ? err : "failed",
+			code == 0 ? " (is isthmus-initiator running? --socket PATH or $ISTHMUS_SOCKET names its socket)"
+				  : "");
 		free(err);
 	}
 	return r;
@@ -562,6 +569,7 @@ int cmd_daemon(int argc, char **argv)
 {
 	if (argc < 1)
 		return usage();
+	current_command = argv[0];
 	struct dctx c = {0};
 	c.params = json_object();
 	c.socket = getenv("ISTHMUS_SOCKET");
