@@ -141,3 +141,41 @@ if "$ISTHMUS_BIN/isthmus-initiator" --config "$TEST_DIR/bad-initiator.conf" --ch
 	fail "isthmus-initiator --check-config accepted an unknown key"
 fi
 say "ok: the example configurations parse; --check-config refuses bad ones"
+
+# What the pages promise of the command lines: --help answers on stdout with status 0 for
+# every program and command family, --version prints the project's version, and a usage error
+# is one line on stderr with status 2.
+VERSION=$(sed -nE "s/^[[:space:]]*version : '([^']+)'.*/\1/p" "$REPO_ROOT/meson.build" | head -n1)
+for prog in isthmus-target isthmus-initiator isthmus-perf isthmus; do
+	got=$("$ISTHMUS_BIN/$prog" --version) || fail "$prog --version exits non-zero"
+	[[ "$got" == "$prog $VERSION" ]] || fail "$prog --version printed '$got', want '$prog $VERSION'"
+done
+for cmd in "" target login logout session persistent chap discover inquiry read; do
+	# shellcheck disable=SC2086
+	out=$("$ISTHMUS_BIN/isthmus" $cmd --help 2>"$TEST_DIR/err") || fail "isthmus $cmd --help exits non-zero"
+	[[ -s "$TEST_DIR/err" ]] && fail "isthmus $cmd --help wrote to stderr: $(head -2 "$TEST_DIR/err")"
+	grep -q '^usage: ' <<<"$out" || fail "isthmus $cmd --help prints no usage"
+done
+while read -r args; do
+	rc=0
+	# shellcheck disable=SC2086
+	"$ISTHMUS_BIN/isthmus" $args >"$TEST_DIR/out" 2>"$TEST_DIR/err" </dev/null || rc=$?
+	((rc == 2)) || fail "isthmus $args: exit status $rc, want 2 (bad command line)"
+	[[ $(wc -l <"$TEST_DIR/err") == 1 ]] || fail "isthmus $args: $(wc -l <"$TEST_DIR/err") lines on stderr, want one: $(cat "$TEST_DIR/err")"
+	grep -q -- '--help' "$TEST_DIR/err" || fail "isthmus $args: the error does not say where help is: $(cat "$TEST_DIR/err")"
+done <<'ARGS'
+frobnicate x
+--no-such-option inquiry x
+target
+target frobnicate
+target remove-lun iqn.2026-11.org.x:t
+target --no-such-option list
+session
+session frobnicate 0x1
+persistent
+login --no-such-option
+ARGS
+rc=0
+"$ISTHMUS_BIN/isthmus" >/dev/null 2>"$TEST_DIR/err" || rc=$?
+((rc == 2)) && [[ $(wc -l <"$TEST_DIR/err") == 1 ]] || fail "isthmus without a command: status $rc, stderr $(cat "$TEST_DIR/err")"
+say "ok: --help on stdout (status 0), --version, and one-line usage errors (status 2) that point at --help"
