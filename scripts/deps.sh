@@ -12,6 +12,7 @@ BUILD_PACKAGES=(
 	build-essential meson ninja-build pkg-config
 	libisal-dev libssl-dev libjansson-dev libfuse3-dev fuse3
 	liburing-dev                      # io_uring for file and block-device stores
+	scdoc                             # the manual pages (man/*.scd) are built with it
 )
 TEST_PACKAGES=(
 	clang libclang-rt-14-dev          # clang-14 ASan/UBSan/libFuzzer runtimes
@@ -26,6 +27,7 @@ TEST_PACKAGES=(
 	jq                                # the daemon tests read the management socket's JSON
 	prometheus                        # promtool checks the target's metrics exposition
 	curl
+	debhelper dpkg-dev                # make deb and tests/interop/test_deb.sh
 )
 BENCH_PACKAGES=(
 	iperf3                            # bench/run.sh: the loopback TCP ceiling

@@ -29,11 +29,12 @@ struct dctx {
 	int page;
 	bool have_page;
 	bool from_stdin;
+	bool help;
 };
 
-static int usage(void)
+static void print_usage(FILE *f)
 {
-	fprintf(stderr,
+	fprintf(f,
 		"usage: isthmus [--socket PATH] [--json] COMMAND ...\n"
 		"  login TARGET --portal HOST[:PORT] [--type data|informational|boot] [--persistent]\n"
 		"        [--chap-user U --chap-secret S] [--mutual-user U [--mutual-secret S]] [--chap-algorithms 7,6,5]\n"
@@ -48,6 +49,15 @@ static int usage(void)
 		"  discover --daemon PORTAL [--chap-user U --chap-secret S]\n"
 		"  discover --isns ADDR[:PORT]   targets an iSNS server lets this initiator see (port 3205 by default)\n"
 		"The daemon: --socket PATH, else $ISTHMUS_SOCKET, else /run/isthmus/initiator.sock.\n");
+}
+
+static const char *current_command = "login"; /* for the hint of a usage error */
+
+/* A usage error: one line that says where the forms of the command are listed. */
+static int usage(void)
+{
+	fprintf(stderr, "isthmus: %s: missing or unknown arguments (isthmus %s --help lists its forms)\n",
+		current_command, current_command);
 	return CLI_EXIT_USAGE;
 }
 
@@ -104,7 +114,10 @@ static json_t *call(struct dctx *c, const char *method, json_t *params)
 		r = rpc_call(c->socket, "op.result", json_pack("{s:I}", "op", op), CALL_TIMEOUT_MS, &code, &err);
 	}
 	if (!r) {
-		fprintf(stderr, "isthmus: %s\n", err ? err : "failed");
+		/* Code 0: no answer at all, so say where the socket came from. */
+		fprintf(stderr, "isthmus: %s%s\n", err ? err : "failed",
+			code == 0 ? " (is isthmus-initiator running? --socket PATH or $ISTHMUS_SOCKET names its socket)"
+				  : "");
 		free(err);
 	}
 	return r;
@@ -327,8 +340,11 @@ static int parse(struct dctx *c, int argc, char **argv)
 			}
 			json_object_set_new(c->params, !strcmp(name, "--initial-r2t") ? "initial_r2t" : "immediate_data",
 					    json_boolean(b));
+		} else if (!strcmp(name, "--help") || !strcmp(name, "-h")) {
+			c->help = true;
 		} else {
-			fprintf(stderr, "isthmus: unknown option %s\n", a);
+			fprintf(stderr, "isthmus: unknown option '%s' (isthmus %s --help lists the options)\n", a,
+				argv[0]);
 			return -1;
 		}
 	}
@@ -563,6 +579,7 @@ int cmd_daemon(int argc, char **argv)
 {
 	if (argc < 1)
 		return usage();
+	current_command = argv[0];
 	struct dctx c = {0};
 	c.params = json_object();
 	c.socket = getenv("ISTHMUS_SOCKET");
@@ -570,6 +587,11 @@ int cmd_daemon(int argc, char **argv)
 	if (parse(&c, argc, argv) < 0) {
 		json_decref(c.params);
 		return CLI_EXIT_USAGE;
+	}
+	if (c.help) {
+		print_usage(stdout);
+		json_decref(c.params);
+		return CLI_EXIT_OK;
 	}
 	if (!c.socket || !*c.socket)
 		c.socket = "/run/isthmus/initiator.sock";
@@ -586,9 +608,10 @@ int cmd_daemon(int argc, char **argv)
 		rc = do_chap(&c);
 	else if (!strcmp(cmd, "discover"))
 		rc = do_discover(&c);
-	else if (!strcmp(cmd, "help") || !strcmp(cmd, "--help"))
-		rc = usage() & 0;
-	else
+	else if (!strcmp(cmd, "help") || !strcmp(cmd, "--help")) {
+		print_usage(stdout);
+		rc = CLI_EXIT_OK;
+	} else
 		rc = usage();
 	json_decref(c.params);
 	return rc;

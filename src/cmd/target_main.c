@@ -1,5 +1,6 @@
 /* isthmus-target: serve LUNs over iSCSI. Flags build or extend the configuration file's setup. */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,15 +10,20 @@
 #include "target/target.h"
 #include "util/log.h"
 #include "util/sbuf.h"
+#include "util/sd_notify.h"
 
 static void usage(FILE *f)
 {
 	fputs("usage: isthmus-target [--config FILE] [--listen HOST:PORT]... [--target IQN] [--lun SPEC]...\n"
 	      "                      [--mgmt-socket PATH] [--state-dir DIR] [--log-level error|warn|info|debug]\n"
-	      "                      [--max-connections N] [--max-connections-per-portal N] [--isns ADDR[:PORT]]\n"
+	      "                      [--max-connections N] [--max-connections-per-portal N] [--metrics HOST:PORT]\n"
+	      "                      [--isns ADDR[:PORT]] [--check-config]\n"
+	      "       isthmus-target --help | --version\n"
 	      "\n"
-	      "  --config FILE      load portals, targets, LUNs, ACLs and CHAP from FILE (see docs/config.md);\n"
+	      "  --config FILE      load portals, targets, LUNs, ACLs and CHAP from FILE (see isthmus-target.conf(5));\n"
 	      "                     SIGHUP reloads it and applies only the differences\n"
+	      "  --check-config     check the configuration (file and flags) and exit: 0 when it is valid,\n"
+	      "                     1 with the error (file and line) on standard error; nothing is opened\n"
 	      "  --listen HOST:PORT add a portal to portal group 1 (IPv6 as [ADDR]:PORT); may repeat\n"
 	      "  --target IQN       the target the --lun flags belong to (created in portal group 1)\n"
 	      "  --lun SPEC         PATH[,size=1G][,ro][,bs=4096][,thick] or memory,size=64M; numbered from 0\n"
@@ -29,7 +35,8 @@ static void usage(FILE *f)
 	      "  --max-connections N            iSCSI connections at once, whole target (default 1024)\n"
 	      "  --max-connections-per-portal N iSCSI connections at once through one portal (default 256)\n"
 	      "  --isns ADDR[:PORT] register with this iSNS server (port 3205 by default; see docs/isns.md)\n"
-	      "  --log-level LEVEL  default info\n",
+	      "  --log-level LEVEL  default info\n"
+	      "  --help             this text; --version: the version\n",
 	      f);
 }
 
@@ -85,6 +92,23 @@ static int apply_flags(struct cfg *cfg, void *arg, char **err)
 	return 0;
 }
 
+/* --check-config: what start-up would check before opening anything (LUN files are not touched). */
+static int check_config(struct cfg *cfg, struct flags *fl, const char *config)
+{
+	char *err = NULL;
+	int rc = 0;
+	if (apply_flags(cfg, fl, &err) < 0 || cfg_validate(cfg, &err) < 0) {
+		fprintf(stderr, "isthmus-target: %s\n", err);
+		free(err);
+		rc = 1;
+	} else {
+		printf("%s: configuration is valid\n", config ? config : "command line");
+	}
+	cfg_free(cfg);
+	free(cfg);
+	return rc;
+}
+
 static void push(char ***v, size_t *n, char *s)
 {
 	*v = xrealloc(*v, (*n + 1) * sizeof(**v));
@@ -102,12 +126,14 @@ int main(int argc, char **argv)
 		{"max-connections-per-portal", required_argument, NULL, 'P'},
 		{"state-dir", required_argument, NULL, 's'},
 		{"isns", required_argument, NULL, 'I'},
+		{"check-config", no_argument, NULL, 'k'},      {"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	struct flags fl = {0};
 	const char *config = NULL, *metrics = NULL;
 	int opt, rc = 2;
-	while ((opt = getopt_long(argc, argv, "c:l:t:u:v:m:M:s:h", opts, NULL)) != -1) {
+	bool check_only = false;
+	while ((opt = getopt_long(argc, argv, "c:l:t:u:v:m:M:s:hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': config = optarg; break;
 		case 'l': push(&fl.listens, &fl.nlistens, optarg); break;
@@ -126,6 +152,8 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 'M': metrics = optarg; break;
+		case 'k': check_only = true; break;
+		case 'V': printf("isthmus-target %s\n", ISTHMUS_VERSION); rc = 0; goto out;
 		case 'C':
 		case 'P': {
 			char *e = NULL;
@@ -167,6 +195,8 @@ int main(int argc, char **argv)
 	struct cfg *cfg = xcalloc(1, sizeof(*cfg));
 	cfg_init(cfg);
 	char *err = NULL;
+	if (check_only)
+		rc = 1; /* for --check-config every configuration error is status 1 */
 	if (config && cfg_load_file(cfg, config, &err) < 0) {
 		fprintf(stderr, "isthmus-target: %s\n", err);
 		free(err);
@@ -174,10 +204,17 @@ int main(int argc, char **argv)
 		free(cfg);
 		goto out;
 	}
+	if (check_only) {
+		rc = check_config(cfg, &fl, config);
+		goto out;
+	}
 	struct server srv = {.overlay = apply_flags, .overlay_arg = &fl, .metrics_listen = metrics};
 	rc = 1;
-	if (server_start(&srv, cfg) == 0)
+	if (server_start(&srv, cfg) == 0) {
+		/* server_start returns with every portal listening: initiators can connect from here on. */
+		sd_notify_ready();
 		rc = server_run(&srv);
+	}
 	server_free(&srv);
 out:
 	free(fl.listens);

@@ -175,7 +175,10 @@ static void usage(FILE *f)
 	      "  -n, --ignore-errors       count failed commands and go on\n"
 	      "  -l, --logging             trace the login and PDUs to standard error\n"
 	      "      --write               WRITE(16) instead of READ(16): this overwrites the LUN\n"
-	      "      --connections N       connections in the session (default 1)\n",
+	      "      --connections N       connections in the session (default 1)\n"
+	      "  -x, --max-reconnects N    accepted for iscsi-perf's command lines; a failed session ends the run\n"
+	      "  -h, --help                this text\n"
+	      "      --version             the version\n",
 	      f);
 }
 
@@ -219,6 +222,7 @@ int main(int argc, char **argv)
 		{"write", no_argument, NULL, 'W'},
 		{"connections", required_argument, NULL, 'C'},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *initiator = "iqn.2026-01.org.isthmus:perf";
@@ -263,6 +267,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'h': usage(stdout); return 0;
+		case 'V': printf("isthmus-perf %s\n", ISTHMUS_VERSION); return 0;
 		default: usage(stderr); return 2;
 		}
 	}

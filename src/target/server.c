@@ -25,6 +25,7 @@
 #include "target/target.h"
 #include "util/log.h"
 #include "util/sbuf.h"
+#include "util/sd_notify.h"
 
 #define LOGIN_TIMEOUT_MS 15000u
 #define SHUTDOWN_GRACE_MS 3000u
@@ -345,10 +346,15 @@ static void server_on_signal(void *arg, uint32_t events)
 	struct server *srv = arg;
 	struct signalfd_siginfo si;
 	while (read(srv->sigfd, &si, sizeof(si)) == sizeof(si)) {
-		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+			sd_notify_stopping();
 			server_stop(srv);
-		else if (si.ssi_signo == SIGHUP)
+		} else if (si.ssi_signo == SIGHUP) {
+			/* The service manager waits for READY=1 again before it counts the reload as done. */
+			sd_notify_reloading();
 			server_reload(srv);
+			sd_notify_ready();
+		}
 	}
 }
 
