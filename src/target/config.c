@@ -337,6 +337,17 @@ static int lun_option(struct cfg_lun *l, const char *opt, unsigned *seen, char *
 	return -1;
 }
 
+const char *cfg_lun_kind_name(enum cfg_lun_kind k)
+{
+	switch (k) {
+	case LUN_FILE: return "file";
+	case LUN_BLOCK: return "block";
+	case LUN_MEMORY: return "memory";
+	case LUN_NULL: return "null";
+	}
+	return "?";
+}
+
 static int parse_lun_spec(const char *spec, struct cfg_lun *l, char **err)
 {
 	memset(l, 0, sizeof(*l));
@@ -347,11 +358,12 @@ static int parse_lun_spec(const char *spec, struct cfg_lun *l, char **err)
 	char *first = strtok_r(copy, ",", &save);
 	if (!first || spec[0] == ',') {
 		free(copy);
-		return cfg_fail(err, "LUN spec '%s' needs a path or 'memory' first", spec);
+		return cfg_fail(err, "LUN spec '%s' needs a path, 'memory' or 'null' first", spec);
 	}
-	bool memory = strcmp(first, "memory") == 0;
-	if (memory) {
-		l->kind = LUN_MEMORY;
+	/* Kinds without a path are named by a word; anything else is a path. */
+	bool pathless = strcmp(first, "memory") == 0 || strcmp(first, "null") == 0;
+	if (pathless) {
+		l->kind = first[0] == 'm' ? LUN_MEMORY : LUN_NULL;
 	} else {
 		struct stat st;
 		/* What the path is decides; only a path that does not exist yet is judged by its place
@@ -374,9 +386,10 @@ static int parse_lun_spec(const char *spec, struct cfg_lun *l, char **err)
 		}
 	}
 	free(copy);
-	if (memory && l->size == 0) {
+	if (pathless && l->size == 0) {
+		const char *kind = cfg_lun_kind_name(l->kind);
 		lun_free(l);
-		return cfg_fail(err, "memory LUN needs size= (e.g. memory,size=64M)");
+		return cfg_fail(err, "%s LUN needs size= (e.g. %s,size=64M)", kind, kind);
 	}
 	if (l->kind == LUN_BLOCK && l->size) {
 		cfg_fail(err, "size= does not apply to block device '%s'", l->path);
