@@ -215,6 +215,10 @@ static enum pdu_header_verdict conn_on_header(struct pdu_conn *pc, const uint8_t
 	if (rc == 0)
 		return PDU_HEADER_HANDLE;
 	log_warn("%s:%u: rejecting PDU (opcode 0x%02x): %s", c->peer_addr, c->peer_port, b->opcode, why);
+	if (c->phase == PHASE_LOGIN && b->opcode == OP_LOGIN_REQ) {
+		login_refuse_header(c, b, why);
+		return PDU_HEADER_SKIP;
+	}
 	if (c->phase != PHASE_FULL_FEATURE) {
 		conn_close(c, why);
 		return PDU_HEADER_STOP;

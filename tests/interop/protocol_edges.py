@@ -105,6 +105,14 @@ def login_t_and_c(host, port, iqn):
         h, _ = recv_pdu(sock)
     except (socket.timeout, ConnectionResetError):
         h = None
+    closed = False
+    if h is not None:
+        try:
+            closed = sock.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        except socket.timeout:
+            closed = False
     sock.close()
     if not check(h is not None, "a Login Request with T and C both set gets a PDU back before the close"):
         return False
@@ -113,6 +121,7 @@ def login_t_and_c(host, port, iqn):
                   "its status is 0x0200, initiator error (got 0x%02x%02x)" % (h[36], h[37]))
     good &= check(struct.unpack(">I", h[16:20])[0] == 0x77, "it carries the request's ITT")
     good &= check(h[1] & 0xC0 == 0, "it has neither T nor C set")
+    good &= check(closed, "the target closes the connection after it")
     return good
 
 

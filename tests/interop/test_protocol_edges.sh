@@ -17,7 +17,7 @@ PORT=$(free_port)
 HP=127.0.0.1:$PORT
 start_target --listen "$HP" --target "$IQN" --lun "memory,size=16M"
 
-for case in rejected-cmdsn; do
+for case in rejected-cmdsn login-t-and-c; do
 	say "checking: $case"
 	out=$(run_to 60 python3 "$INTEROP_DIR/protocol_edges.py" 127.0.0.1 "$PORT" "$IQN" "$case" 2>&1) && rc=0 || rc=$?
 	sed 's/^/    /' <<<"$out"
