@@ -11,7 +11,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "target/target.h"
+#include "target/conn.h"
+#include "target/ffp.h"
+#include "target/login.h"
+#include "target/server.h"
+#include "target/session.h"
+#include "target/task.h"
 #include "util/bytes.h"
 #include "util/log.h"
 #include "util/sbuf.h"

@@ -7,7 +7,10 @@
 #include <string.h>
 
 #include "proto/text_join.h"
-#include "target/target.h"
+#include "target/conn.h"
+#include "target/login.h"
+#include "target/server.h"
+#include "target/session.h"
 #include "util/iscsi_name.h"
 #include "util/log.h"
 #include "util/sbuf.h"

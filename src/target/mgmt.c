@@ -8,8 +8,10 @@
 
 #include "mgmt/rpc.h"
 #include "store/store.h"
+#include "target/conn.h"
 #include "target/mgmt.h"
-#include "target/target.h"
+#include "target/server.h"
+#include "target/session.h"
 #include "util/log.h"
 #include "util/parse.h"
 #include "util/sbuf.h"

@@ -12,7 +12,8 @@
 #include <unistd.h>
 
 #include "store/store.h"
-#include "target/target.h"
+#include "target/server.h"
+#include "target/session.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
