@@ -319,16 +319,11 @@ static void conn_on_readable(struct conn *c)
 	for (int round = 0; round < 16 && c->phase != PHASE_CLOSED && !c->rx_paused; round++) {
 		size_t asked;
 		ssize_t r = pdu_conn_read(&c->pc, c->fd, &asked);
-		if (r == 0) {
-			conn_close(c, c->phase == PHASE_LOGGED_OUT ? NULL : "initiator closed the connection");
-			return;
-		}
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			conn_close(c, strerror(errno));
+		if (r == PDU_READ_DRAINED)
+			break;
+		if (r <= 0) {
+			conn_close(c, r < 0 ? strerror(errno)
+				   : c->phase == PHASE_LOGGED_OUT ? NULL : "initiator closed the connection");
 			return;
 		}
 		c->last_rx_ms = loop_now_ms();
