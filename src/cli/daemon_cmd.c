@@ -360,10 +360,11 @@ static json_t *sid_params(struct dctx *c, const char *sid)
 
 static bool parse_lun(const char *s, long *lun)
 {
-	char *end;
-	errno = 0;
-	*lun = strtol(s, &end, 0);
-	return !errno && end != s && !*end && *lun >= 0 && *lun <= 16383;
+	uint64_t v;
+	if (parse_uint(s, 0, 0, 16383, &v) < 0)
+		return false;
+	*lun = (long)v;
+	return true;
 }
 
 static int do_login(struct dctx *c)
@@ -482,10 +483,9 @@ static int do_persistent(struct dctx *c)
 		if (c->npos != 2)
 			return usage();
 		json_t *p = json_object();
-		char *end;
-		long long id = strtoll(c->pos[1], &end, 10);
-		if (!*end && end != c->pos[1])
-			json_object_set_new(p, "id", json_integer(id));
+		uint64_t id;
+		if (parse_uint(c->pos[1], 10, 0, INT64_MAX, &id) == 0)
+			json_object_set_new(p, "id", json_integer((json_int_t)id));
 		else {
 			json_object_set_new(p, "target", json_string(c->pos[1]));
 			if (json_object_get(c->params, "portal"))

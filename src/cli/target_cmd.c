@@ -10,6 +10,7 @@
 #include "cli/exit_status.h"
 #include "cli/target_cmd.h"
 #include "mgmt/rpc.h"
+#include "util/parse.h"
 
 #define DEFAULT_TARGET_SOCKET "/run/isthmus/target.sock"
 #define RPC_TIMEOUT_MS 10000
@@ -203,11 +204,14 @@ static int need(int argc, int n, const char *what)
 	return 1;
 }
 
+/* TSIHs, LUN and portal group numbers, grace seconds: JSON integers, never negative. */
 static int parse_int(const char *s, long long *out)
 {
-	char *end;
-	*out = strtoll(s, &end, 0);
-	return *s && !*end;
+	uint64_t v;
+	if (parse_uint(s, 0, 0, INT64_MAX, &v) < 0)
+		return 0;
+	*out = (long long)v;
+	return 1;
 }
 
 int cmd_target(int argc, char **argv)

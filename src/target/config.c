@@ -109,20 +109,10 @@ void cfg_free(struct cfg *cfg)
 
 int cfg_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out)
 {
-	if (!*s)
+	uint64_t v;
+	if (parse_uint(s, 10, min, max, &v) < 0)
 		return -1;
-	unsigned long v = 0;
-	for (const char *p = s; *p; p++) {
-		if (*p < '0' || *p > '9')
-			return -1;
-		unsigned long d = (unsigned long)(*p - '0');
-		if (d > max || v > (max - d) / 10)
-			return -1;
-		v = v * 10 + d;
-	}
-	if (v < min)
-		return -1;
-	*out = v;
+	*out = (unsigned long)v;
 	return 0;
 }
 
