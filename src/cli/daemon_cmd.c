@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "cli/daemon_cmd.h"
 #include "cli/exit_status.h"
 #include "mgmt/rpc.h"
@@ -109,13 +110,6 @@ static json_t *call(struct dctx *c, const char *method, json_t *params)
 	return r;
 }
 
-static void print_json(json_t *j)
-{
-	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
-	printf("%s\n", s);
-	free(s);
-}
-
 static void print_scalar(json_t *v)
 {
 	if (json_is_string(v))
@@ -163,11 +157,7 @@ static void print_kv(json_t *j, int indent)
 	}
 }
 
-static const char *str(json_t *o, const char *k)
-{
-	const char *s = json_string_value(json_object_get(o, k));
-	return s ? s : "-";
-}
+static const char *str(json_t *o, const char *k) { return jget_str(o, k, "-"); }
 
 static void print_sessions(json_t *a)
 {
@@ -339,13 +329,13 @@ static int finish(struct dctx *c, json_t *r, void (*human)(json_t *))
 	if (!r)
 		return 1;
 	if (c->json)
-		print_json(r);
+		jprint_indented(r);
 	else if (human)
 		human(r);
 	else if (json_is_object(r))
 		print_kv(r, 0);
 	else
-		print_json(r);
+		jprint_indented(r);
 	json_decref(r);
 	return 0;
 }
@@ -378,7 +368,7 @@ static int do_login(struct dctx *c)
 	if (!r)
 		return 1;
 	if (c->json)
-		print_json(r);
+		jprint_indented(r);
 	else
 		printf("%s\n", str(r, "session_id"));
 	json_decref(r);
@@ -391,7 +381,7 @@ static int do_logout(struct dctx *c, const char *sid)
 	if (!r)
 		return 1;
 	if (c->json)
-		print_json(r);
+		jprint_indented(r);
 	else
 		printf("session %s logged out\n", sid);
 	json_decref(r);
@@ -517,7 +507,7 @@ static int do_chap(struct dctx *c)
 	if (!r)
 		return 1;
 	if (c->json)
-		print_json(r);
+		jprint_indented(r);
 	else
 		printf("initiator CHAP secret set\n");
 	json_decref(r);

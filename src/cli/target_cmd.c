@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/cli.h"
 #include "cli/exit_status.h"
 #include "cli/target_cmd.h"
 #include "mgmt/rpc.h"
@@ -40,11 +41,7 @@ static void target_usage(FILE *f)
 	      f);
 }
 
-static const char *str(json_t *o, const char *k)
-{
-	const char *s = json_string_value(json_object_get(o, k));
-	return s ? s : "";
-}
+static const char *str(json_t *o, const char *k) { return jget_str(o, k, ""); }
 
 static long long num(json_t *o, const char *k) { return (long long)json_integer_value(json_object_get(o, k)); }
 
@@ -183,9 +180,7 @@ static int call(const char *sock, const char *method, json_t *params, bool as_js
 		return code == RPC_NOT_FOUND ? CLI_EXIT_NOT_FOUND : CLI_EXIT_FAILED;
 	}
 	if (as_json) {
-		char *s = json_dumps(r, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-		printf("%s\n", s);
-		free(s);
+		jprint_indented(r);
 	} else if (human) {
 		human(r);
 	} else {
