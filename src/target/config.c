@@ -19,21 +19,11 @@
 #include "util/parse.h"
 #include "util/sbuf.h"
 
-char *cfg_vformat(const char *fmt, va_list ap)
-{
-	char *s = NULL;
-	if (vasprintf(&s, fmt, ap) < 0) {
-		fputs("isthmus: out of memory\n", stderr);
-		abort();
-	}
-	return s;
-}
-
 int cfg_fail(char **err, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *s = cfg_vformat(fmt, ap);
+	char *s = xvasprintf(fmt, ap);
 	va_end(ap);
 	if (err)
 		*err = s;

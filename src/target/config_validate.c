@@ -63,7 +63,7 @@ static int vfail(const struct cfg *cfg, unsigned line, char **err, const char *f
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *msg = cfg_vformat(fmt, ap);
+	char *msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	char *loc = where(cfg, line);
 	cfg_fail(err, "%s%s", loc, msg);
