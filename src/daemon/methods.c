@@ -594,7 +594,8 @@ static void *disc_thread(void *arg)
 static void disc_free(void *arg)
 {
 	struct disc_job *j = arg;
-	close(j->efd);
+	if (j->efd >= 0)
+		close(j->efd);
 	free(j->portal);
 	free(j->chap_user);
 	free(j->chap_secret);
@@ -663,15 +664,7 @@ static json_t *m_discover(void *ctx, json_t *params, struct rpc_error *err)
 		j->mutual_secret = xstrdup(d->initiator_secret);
 	j->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (j->efd < 0 || loop_watch_add(d->loop, &j->w, j->efd, EPOLLIN, disc_done, j) < 0) {
-		if (j->efd >= 0)
-			close(j->efd);
-		j->efd = -1;
-		free(j->portal);
-		free(j->chap_user);
-		free(j->chap_secret);
-		free(j->mutual_user);
-		free(j->mutual_secret);
-		free(j);
+		disc_free(j);
 		return rpc_fail(err, RPC_INTERNAL_ERROR, "cannot start the discovery");
 	}
 	j->op = dop_new(d);
