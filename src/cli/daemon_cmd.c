@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "cli/daemon_cmd.h"
 #include "cli/exit_status.h"
 #include "mgmt/rpc.h"
@@ -123,13 +124,6 @@ static json_t *call(struct dctx *c, const char *method, json_t *params)
 	return r;
 }
 
-static void print_json(json_t *j)
-{
-	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
-	printf("%s\n", s);
-	free(s);
-}
-
 static void print_scalar(json_t *v)
 {
 	if (json_is_string(v))
@@ -177,11 +171,7 @@ static void print_kv(json_t *j, int indent)
 	}
 }
 
-static const char *str(json_t *o, const char *k)
-{
-	const char *s = json_string_value(json_object_get(o, k));
-	return s ? s : "-";
-}
+static const char *str(json_t *o, const char *k) { return jget_str(o, k, "-"); }
 
 static void print_sessions(json_t *a)
 {
@@ -358,13 +348,13 @@ static int finish(struct dctx *c, json_t *r, void (*human)(json_t *))
 	if (!r)
 		return 1;
 	if (c->json)
-		print_json(r);
+		jprint_indented(r);
 	else if (human)
 		human(r);
 	else if (json_is_object(r))
 		print_kv(r, 0);
 	else
-		print_json(r);
+		jprint_indented(r);
 	json_decref(r);
 	return 0;
 }
@@ -379,10 +369,11 @@ static json_t *sid_params(struct dctx *c, const char *sid)
 
 static bool parse_lun(const char *s, long *lun)
 {
-	char *end;
-	errno = 0;
-	*lun = strtol(s, &end, 0);
-	return !errno && end != s && !*end && *lun >= 0 && *lun <= 16383;
+	uint64_t v;
+	if (parse_uint(s, 0, 0, 16383, &v) < 0)
+		return false;
+	*lun = (long)v;
+	return true;
 }
 
 static int do_login(struct dctx *c)
@@ -396,7 +387,7 @@ static int do_login(struct dctx *c)
 	if (!r)
 		return 1;
 	if (c->json)
-		print_json(r);
+		jprint_indented(r);
 	else
 		printf("%s\n", str(r, "session_id"));
 	json_decref(r);
@@ -409,7 +400,7 @@ static int do_logout(struct dctx *c, const char *sid)
 	if (!r)
 		return 1;
 	if (c->json)
-		print_json(r);
+		jprint_indented(r);
 	else
 		printf("session %s logged out\n", sid);
 	json_decref(r);
@@ -501,10 +492,9 @@ static int do_persistent(struct dctx *c)
 		if (c->npos != 2)
 			return usage();
 		json_t *p = json_object();
-		char *end;
-		long long id = strtoll(c->pos[1], &end, 10);
-		if (!*end && end != c->pos[1])
-			json_object_set_new(p, "id", json_integer(id));
+		uint64_t id;
+		if (parse_uint(c->pos[1], 10, 0, INT64_MAX, &id) == 0)
+			json_object_set_new(p, "id", json_integer((json_int_t)id));
 		else {
 			json_object_set_new(p, "target", json_string(c->pos[1]));
 			if (json_object_get(c->params, "portal"))
@@ -536,7 +526,7 @@ static int do_chap(struct dctx *c)
 	if (!r)
 		return 1;
 	if (c->json)
-		print_json(r);
+		jprint_indented(r);
 	else
 		printf("initiator CHAP secret set\n");
 	json_decref(r);

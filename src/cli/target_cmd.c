@@ -7,9 +7,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/cli.h"
 #include "cli/exit_status.h"
 #include "cli/target_cmd.h"
 #include "mgmt/rpc.h"
+#include "util/parse.h"
 
 #define DEFAULT_TARGET_SOCKET "/run/isthmus/target.sock"
 #define RPC_TIMEOUT_MS 10000
@@ -39,11 +41,7 @@ static void target_usage(FILE *f)
 	      f);
 }
 
-static const char *str(json_t *o, const char *k)
-{
-	const char *s = json_string_value(json_object_get(o, k));
-	return s ? s : "";
-}
+static const char *str(json_t *o, const char *k) { return jget_str(o, k, ""); }
 
 static long long num(json_t *o, const char *k) { return (long long)json_integer_value(json_object_get(o, k)); }
 
@@ -186,9 +184,7 @@ static int call(const char *sock, const char *method, json_t *params, bool as_js
 		return code == RPC_NOT_FOUND ? CLI_EXIT_NOT_FOUND : CLI_EXIT_FAILED;
 	}
 	if (as_json) {
-		char *s = json_dumps(r, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-		printf("%s\n", s);
-		free(s);
+		jprint_indented(r);
 	} else if (human) {
 		human(r);
 	} else {
@@ -210,11 +206,14 @@ static int need(int argc, int n, const char *what)
 	return 1;
 }
 
+/* TSIHs, LUN and portal group numbers, grace seconds: JSON integers, never negative. */
 static int parse_int(const char *s, long long *out)
 {
-	char *end;
-	*out = strtoll(s, &end, 0);
-	return *s && !*end;
+	uint64_t v;
+	if (parse_uint(s, 0, 0, INT64_MAX, &v) < 0)
+		return 0;
+	*out = (long long)v;
+	return 1;
 }
 
 int cmd_target(int argc, char **argv)

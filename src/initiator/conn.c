@@ -225,11 +225,9 @@ void ism_conn_readable(struct ism_conn *c)
 				ism_conn_fail(c, "target closed the connection");
 			return;
 		}
+		if (r == PDU_READ_DRAINED)
+			break;
 		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
 			ism_conn_fail(c, "receive failed: %s", strerror(errno));
 			return;
 		}

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "isthmus/isthmus.h"
+#include "util/parse.h"
 
 #define PERF_MAX_FDS 16
 
@@ -182,14 +183,12 @@ static void usage(FILE *f)
 	      f);
 }
 
-static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
+static bool parse_count(const char *s, unsigned long max, unsigned long *out)
 {
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v > max || s[0] == '-')
+	uint64_t v;
+	if (parse_uint(s, 10, 0, max, &v) < 0)
 		return false;
-	*out = v;
+	*out = (unsigned long)v;
 	return true;
 }
 
@@ -233,19 +232,19 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'i': initiator = optarg; break;
 		case 'm':
-			if (!parse_uint(optarg, 4096, &max_req) || max_req == 0) {
+			if (!parse_count(optarg, 4096, &max_req) || max_req == 0) {
 				fprintf(stderr, "isthmus-perf: -m takes 1 to 4096, not '%s'\n", optarg);
 				return 2;
 			}
 			break;
 		case 'b':
-			if (!parse_uint(optarg, 65535, &blocks) || blocks == 0) {
+			if (!parse_count(optarg, 65535, &blocks) || blocks == 0) {
 				fprintf(stderr, "isthmus-perf: -b takes 1 to 65535, not '%s'\n", optarg);
 				return 2;
 			}
 			break;
 		case 't':
-			if (!parse_uint(optarg, 86400, &seconds) || seconds == 0) {
+			if (!parse_count(optarg, 86400, &seconds) || seconds == 0) {
 				fprintf(stderr, "isthmus-perf: -t takes 1 to 86400 seconds, not '%s'\n", optarg);
 				return 2;
 			}
@@ -254,14 +253,14 @@ int main(int argc, char **argv)
 		case 'n': p.ignore_errors = true; break;
 		case 'l': ism_set_debug(true); break;
 		case 'x': /* reconnects: accepted for iscsi-perf compatibility; a failed session ends the run */
-			if (!parse_uint(optarg, 1000000, &ul)) {
+			if (!parse_count(optarg, 1000000, &ul)) {
 				fprintf(stderr, "isthmus-perf: -x takes a number, not '%s'\n", optarg);
 				return 2;
 			}
 			break;
 		case 'W': p.write = true; break;
 		case 'C':
-			if (!parse_uint(optarg, PERF_MAX_FDS, &conns) || conns == 0) {
+			if (!parse_count(optarg, PERF_MAX_FDS, &conns) || conns == 0) {
 				fprintf(stderr, "isthmus-perf: --connections takes 1 to %d, not '%s'\n", PERF_MAX_FDS, optarg);
 				return 2;
 			}

@@ -45,7 +45,7 @@ static int perr(struct parser *p, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *msg = cfg_vformat(fmt, ap);
+	char *msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	cfg_fail(p->err, "%s:%u: %s", p->path, p->line, msg);
 	free(msg);

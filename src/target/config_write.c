@@ -72,7 +72,7 @@ static void put_size(struct sbuf *b, uint64_t size)
 static void put_lun(struct sbuf *b, const struct cfg_lun *l)
 {
 	struct sbuf spec = {0};
-	sbuf_printf(&spec, "%s", l->kind == LUN_MEMORY ? "memory" : l->path);
+	sbuf_printf(&spec, "%s", cfg_lun_pathless(l->kind) ? cfg_lun_kind_name(l->kind) : l->path);
 	if (l->size)
 		put_size(&spec, l->size);
 	if (l->block_size != 512)

@@ -13,7 +13,8 @@
 
 #include "store/store.h"
 #include "target/isns.h"
-#include "target/target.h"
+#include "target/server.h"
+#include "target/session.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
@@ -141,7 +142,8 @@ static struct store *lun_open(const struct cfg_target *t, const struct cfg_lun *
 {
 	char *serr = NULL;
 	struct store *st = l->kind == LUN_MEMORY ? store_mem_open(l->size, &serr)
-						 : store_file_open(l->path, l->size, l->read_only, &serr);
+			   : l->kind == LUN_NULL   ? store_null_open(l->size, l->read_only, &serr)
+						   : store_file_open(l->path, l->size, l->read_only, &serr);
 	if (!st) {
 		*err = xasprintf("target %s LUN %u: %s", t->name, l->lun, serr ? serr : "cannot open");
 		free(serr);
@@ -235,7 +237,7 @@ static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, 
 		return -1;
 	}
 	(void)srv;
-	log_info("target %s LUN %u: %s, %llu bytes%s", n->cfg->name, l->lun, l->kind == LUN_MEMORY ? "memory" : l->path,
+	log_info("target %s LUN %u: %s, %llu bytes%s", n->cfg->name, l->lun, l->path ? l->path : cfg_lun_kind_name(l->kind),
 		 (unsigned long long)st->size, l->read_only ? ", read-only" : "");
 	return 0;
 }
