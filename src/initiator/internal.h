@@ -147,7 +147,7 @@ struct ism_conn {
 	/* login */
 	struct login_ctx *login;
 	/* keepalive */
-	uint64_t last_rx_ms;
+	uint64_t last_rx_ms; /* the last PDU from the target other than its own NOP-In */
 	enum keepalive_state keepalive;
 	uint64_t nop_sent_ms; /* when the outstanding keepalive NOP-Out was sent */
 	uint32_t nop_itt;     /* its ITT */

@@ -17,9 +17,12 @@ NFT_TABLE=isthmus_conn_loss_$$
 nft_cleanup() { nft delete table inet "$NFT_TABLE" 2>/dev/null || true; }
 trap 'rc=$?; nft_cleanup; (exit $rc); dmn_exit' EXIT
 
-NOP_INTERVAL=1
-NOP_TIMEOUT=2
+# Short keepalive timers keep the test fast; CONN_LOSS_NOP_INTERVAL=5 CONN_LOSS_NOP_TIMEOUT=10
+# runs it with the daemon's defaults.
+NOP_INTERVAL=${CONN_LOSS_NOP_INTERVAL:-1}
+NOP_TIMEOUT=${CONN_LOSS_NOP_TIMEOUT:-2}
 BOUND=$((NOP_INTERVAL + NOP_TIMEOUT + 1)) # seconds: the longest a write may wait
+WRITER_SECS=$((BOUND + 7))                # new writes from 3 s before the loss to past its recovery
 
 IQN=iqn.2026-11.org.isthmus:dmnconnloss
 PORT=$(free_port)
@@ -49,8 +52,8 @@ jq -e '.negotiated_parameters.error_recovery_level == 0 and
 jq -e "[.connections[].state] | all(. == \"full_feature\")" "$TEST_DIR/before.json" >/dev/null || fail "connection states before the loss"
 say "ok: $(jq -c '.negotiated_parameters | {error_recovery_level, default_time2wait, default_time2retain}' "$TEST_DIR/before.json")"
 
-# 4 threads x 64 blocks, new writes for 11 s: about 3 s before the loss, 8 s after it
-bg_start python3 "$(dirname "$0")/stall_writer.py" "$DEV" 4 64 11 "$TEST_DIR/writer.json"
+# 4 threads x 64 blocks, new writes from about 3 s before the loss to 4 s past the bound after it
+bg_start python3 "$(dirname "$0")/stall_writer.py" "$DEV" 4 64 "$WRITER_SECS" "$TEST_DIR/writer.json"
 WPID=$BG_LAST
 sleep 3
 alive "$WPID" || fail "the writer ended before the connection loss"
@@ -79,7 +82,7 @@ done
 say "ok: session show reported connection $CID lost ${seen}s after the drop: $(jq -c .recovery.last_connection_loss "$TEST_DIR/during.json")"
 
 rc=0
-timeout 40 tail --pid="$WPID" -f /dev/null || fail "the writer hangs after the connection loss"
+timeout $((BOUND + 40)) tail --pid="$WPID" -f /dev/null || fail "the writer hangs after the connection loss"
 wait "$WPID" || rc=$?
 ((rc == 0)) || fail "writer failed ($rc): $(cat "$TEST_DIR/writer.json" 2>/dev/null)"
 read -r writes stall stall_at < <(jq -r '"\(.writes) \(.max_stall) \(.max_stall_at)"' "$TEST_DIR/writer.json")

@@ -1020,6 +1020,45 @@ static void test_conn_loss_ends_session(void)
 	fake_teardown(&f);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* The keepalive counts answers, not the target's own pings */
+
+static void test_keepalive_ignores_target_pings(void)
+{
+	printf("keepalive: a target that keeps pinging but never answers ours is declared dead in time\n");
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	cfg.nop_interval_ms = 100;
+	cfg.nop_timeout_ms = 200;
+	fake_setup(&f, &cfg);
+	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	/* Our pings reach the target but its answers never come back (one direction of the path is
+	 * dead); the target's own pings still arrive, every 50 ms. */
+	uint64_t t0 = ism_now_ms();
+	for (uint32_t i = 0; i < 40 && ism_session_logged_in(f.s); i++) {
+		struct bhs b = {0};
+		b.opcode = OP_NOP_IN;
+		b.final = true;
+		b.itt = RESERVED_TAG;
+		b.nop_in.ttt = 0x100 + i;
+		b.nop_in.statsn = f.statsn;
+		set_window(&f, &b.nop_in.expcmdsn, &b.nop_in.maxcmdsn);
+		fsend(&f, &b, NULL, 0);
+		uint64_t until = ism_now_ms() + 50;
+		while (ism_now_ms() < until && ism_session_logged_in(f.s))
+			pump(&f);
+	}
+	uint64_t took = ism_now_ms() - t0;
+	CHECK(!ism_session_logged_in(f.s));
+	CHECK(took <= 100 + 200 + 150);
+	const char *err = ism_session_error(f.s);
+	if (!strstr(err, "no answer to a NOP-Out ping within 200 ms"))
+		fprintf(stderr, "error \"%s\"\n", err);
+	CHECK(strstr(err, "no answer to a NOP-Out ping within 200 ms") != NULL);
+	fake_teardown(&f);
+}
+
 int main(void)
 {
 	test_login_and_read();
@@ -1032,6 +1071,7 @@ int main(void)
 	test_target_offers_keys();
 	test_add_connection_cid();
 	test_conn_loss_ends_session();
+	test_keepalive_ignores_target_pings();
 	test_free_in_callback();
 	run_evil("truncated header", evil_truncated, false, "truncated PDU header");
 	run_evil("truncated data", evil_truncated_data, false, "truncated");
