@@ -7,7 +7,7 @@ THREADS threads overwrite their own 4 KiB blocks of FILE round robin (thread k o
 k*BLOCKS_PER_THREAD and up), each write stamped with its thread and sequence number, so a lost
 or reordered write leaves a wrong final version. New writes start for SECONDS; a write already
 started is waited for. RESULT_JSON gets the number of writes, the longest time one write took
-(seconds, and when it started, relative to the start of the load) and the sha256 of the first
+(seconds, and when it started: relative to the start of the load, and as a Unix time) and the sha256 of the first
 THREADS*BLOCKS_PER_THREAD blocks as they must be on the LUN. Exit status: 0 done, 5 on EIO,
 6 on another error.
 """
@@ -27,7 +27,7 @@ def main():
     final = [None] * (nthreads * nb)
     t0 = time.monotonic()
     deadline = t0 + secs
-    stats = {"writes": 0, "max_stall": 0.0, "max_stall_at": 0.0, "error": None}
+    stats = {"writes": 0, "max_stall": 0.0, "max_stall_at": 0.0, "max_stall_epoch": 0.0, "error": None}
     lock = threading.Lock()
 
     def run(k):
@@ -38,6 +38,7 @@ def main():
                 blk = k * nb + i % nb
                 data = (b"thr %02d seq %08d blk %06d " % (k, i, blk)).ljust(64, b".") * (BS // 64)
                 start = time.monotonic()
+                wall = time.time()
                 os.pwrite(fd, data, blk * BS)
                 took = time.monotonic() - start
                 final[blk] = data
@@ -46,6 +47,7 @@ def main():
                     if took > stats["max_stall"]:
                         stats["max_stall"] = took
                         stats["max_stall_at"] = start - t0
+                        stats["max_stall_epoch"] = wall
                 i += 1
                 time.sleep(0.002)
         except OSError as e:

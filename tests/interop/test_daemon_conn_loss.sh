@@ -85,8 +85,9 @@ rc=0
 timeout $((BOUND + 40)) tail --pid="$WPID" -f /dev/null || fail "the writer hangs after the connection loss"
 wait "$WPID" || rc=$?
 ((rc == 0)) || fail "writer failed ($rc): $(cat "$TEST_DIR/writer.json" 2>/dev/null)"
-read -r writes stall stall_at < <(jq -r '"\(.writes) \(.max_stall) \(.max_stall_at)"' "$TEST_DIR/writer.json")
-say "measured: $writes writes, longest write $(printf %.3f "$stall") s (started $(printf %.1f "$stall_at") s into the load)"
+read -r writes stall stall_epoch < <(jq -r '"\(.writes) \(.max_stall) \(.max_stall_epoch)"' "$TEST_DIR/writer.json")
+rel=$(python3 -c "import sys; print('%+.2f' % (float(sys.argv[1]) - float(sys.argv[2])))" "$stall_epoch" "$t_drop")
+say "measured: $writes writes, longest write $(printf %.3f "$stall") s (started ${rel} s from the first dropped packet)"
 python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= $BOUND else 1)" "$stall" ||
 	fail "a write waited ${stall}s, over nop-interval + nop-timeout + 1 s = ${BOUND}s"
 say "ok: longest write ${stall}s <= ${BOUND}s"
@@ -102,6 +103,11 @@ sess_json "$SID" >"$TEST_DIR/after.json"
 [[ $(jq -r .number_of_connections "$TEST_DIR/after.json") == 2 ]] || fail "the second connection was not re-added: $(jq -c .connections "$TEST_DIR/after.json")"
 jq -e '.recovery.connection_losses == 1 and .recovery.session_recoveries == 1' "$TEST_DIR/after.json" >/dev/null ||
 	fail "counters after the recovery: $(jq -c .recovery "$TEST_DIR/after.json")"
+ism session show "$SID" >"$TEST_DIR/after.txt" || fail "session show (table)"
+for want in "error_recovery_level: 0" "default_time2wait: " "default_time2retain: " "connection_losses: 1" \
+	"session_recoveries: 1" "last_connection_loss:"; do
+	grep -q "$want" "$TEST_DIR/after.txt" || fail "the table of session show lacks '$want'"
+done
 say "ok: session $SID kept its id (TSIH $TSIH0 -> $(jq -r .target_side_identifier "$TEST_DIR/after.json")), $(jq -c '.recovery | {connection_losses, session_recoveries}' "$TEST_DIR/after.json")"
 
 say "checks: every acknowledged write is on the target's LUN file"
