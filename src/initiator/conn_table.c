@@ -1,6 +1,7 @@
 /*
  * The session's connection slots: allocation of a slot and its CID, lookups, and what happens
- * when a connection ends (its tasks fail; with the last one gone the session ends or fails).
+ * when a connection ends (its tasks fail; with the last one gone the session ends or fails; one
+ * lost in full feature phase takes the others with it: session recovery, ErrorRecoveryLevel 0).
  */
 #include <stdarg.h>
 #include <stdio.h>
