@@ -72,7 +72,8 @@ t_drop=$(date +%s.%N)
 seen=""
 while python3 -c "import sys; sys.exit(0 if float(sys.argv[2]) - float(sys.argv[1]) < $BOUND else 1)" "$t_drop" "$(date +%s.%N)"; do
 	if sess_json "$SID" >"$TEST_DIR/during.json" 2>/dev/null &&
-		jq -e "(.recovery.connection_losses // 0) >= 1 and .recovery.last_connection_loss.cid == $CID" "$TEST_DIR/during.json" >/dev/null; then
+		jq -e "(.recovery.connection_losses // 0) >= 1 and .recovery.last_connection_loss.cid == $CID and
+			.recovery.last_connection_loss.local_port == $LPORT" "$TEST_DIR/during.json" >/dev/null; then
 		seen=$(python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$t_drop" "$(date +%s.%N)")
 		break
 	fi
