@@ -54,7 +54,10 @@ def main():
             with lock:
                 stats["error"] = (e.errno, str(e))
         finally:
-            os.close(fd)
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the device went away under the load: the error above is the one to report
 
     threads = [threading.Thread(target=run, args=(k,)) for k in range(nthreads)]
     for t in threads:
