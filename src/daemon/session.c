@@ -183,6 +183,7 @@ static void free_session_later(void *arg)
 	dsess_free_luns(s->luns, s->nluns);
 	for (int i = 0; i < s->nextra; i++)
 		free(s->extra_portals[i]);
+	free(s->login_portal);
 	dsess_opts_free(&s->opts);
 	free(s);
 }
