@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store/store_io.h"
 #include "target/config.h"
 #include "target/target.h"
 #include "util/log.h"
@@ -14,6 +15,7 @@ static void usage(FILE *f)
 	fputs("usage: isthmus-target [--config FILE] [--listen HOST:PORT]... [--target IQN] [--lun SPEC]...\n"
 	      "                      [--mgmt-socket PATH] [--state-dir DIR] [--log-level error|warn|info|debug]\n"
 	      "                      [--max-connections N] [--max-connections-per-portal N]\n"
+	      "                      [--io-engine auto|io_uring|workers]\n"
 	      "\n"
 	      "  --config FILE      load portals, targets, LUNs, ACLs and CHAP from FILE (see docs/config.md);\n"
 	      "                     SIGHUP reloads it and applies only the differences\n"
@@ -27,6 +29,8 @@ static void usage(FILE *f)
 	      "  --metrics HOST:PORT serve Prometheus metrics over HTTP (bind to loopback unless you mean it)\n"
 	      "  --max-connections N            iSCSI connections at once, whole target (default 1024)\n"
 	      "  --max-connections-per-portal N iSCSI connections at once through one portal (default 256)\n"
+	      "  --io-engine KIND   how file and block-device LUNs are driven: io_uring, worker threads, or\n"
+	      "                     auto (io_uring where the kernel allows it; the default)\n"
 	      "  --log-level LEVEL  default info\n",
 	      f);
 }
@@ -41,6 +45,7 @@ struct flags {
 	const char *mgmt;
 	unsigned max_connections, max_connections_per_portal; /* 0: as the file says */
 	const char *state_dir;
+	const char *io_engine;  /* NULL: as the file says */
 };
 
 static int apply_flags(struct cfg *cfg, void *arg, char **err)
@@ -69,6 +74,14 @@ static int apply_flags(struct cfg *cfg, void *arg, char **err)
 		free(cfg->state_dir);
 		cfg->state_dir = xstrdup(f->state_dir);
 	}
+	if (f->io_engine) {
+		enum store_engine_backend b;
+		if (!store_engine_backend_parse(f->io_engine, &b)) {
+			*err = xasprintf("--io-engine '%s' is not auto, io_uring or workers", f->io_engine);
+			return -1;
+		}
+		cfg->io_engine = (unsigned)b;
+	}
 	if (cfg->nportals == 0 && cfg_add_listen(cfg, "127.0.0.1:3260", err) < 0)
 		return -1;
 	if (cfg->ntargets == 0) {
@@ -94,6 +107,7 @@ int main(int argc, char **argv)
 		{"max-connections", required_argument, NULL, 'C'},
 		{"max-connections-per-portal", required_argument, NULL, 'P'},
 		{"state-dir", required_argument, NULL, 's'},
+		{"io-engine", required_argument, NULL, 'E'},
 		{NULL, 0, NULL, 0},
 	};
 	struct flags fl = {0};
@@ -107,6 +121,7 @@ int main(int argc, char **argv)
 		case 'u': push(&fl.luns, &fl.nluns, optarg); break;
 		case 'm': fl.mgmt = optarg; break;
 		case 's': fl.state_dir = optarg; break;
+		case 'E': fl.io_engine = optarg; break;
 		case 'M': metrics = optarg; break;
 		case 'C':
 		case 'P': {
