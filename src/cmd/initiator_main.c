@@ -13,7 +13,8 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: isthmus-initiator [--config FILE] [--state-dir DIR] [--socket PATH] [--devices-dir DIR]\n"
-		   "                         [--nbd-dir DIR] [--ibft DIR] [--no-fuse] [--no-nbd] [--foreground]\n"
+		   "                         [--nbd-dir DIR] [--ibft DIR] [--no-fuse] [--no-nbd] [--no-block]\n"
+		   "                         [--foreground]\n"
 		   "                         [--log-level error|warn|info|debug]\n"
 		   "       isthmus-initiator ctl COMMAND ...   (the CLI's daemon commands: login, logout, session,\n"
 		   "                                            persistent, chap, discover)\n"
@@ -32,12 +33,13 @@ int main(int argc, char **argv)
 		{"nbd-dir", required_argument, NULL, 'n'},    {"ibft", required_argument, NULL, 'i'},
 		{"no-fuse", no_argument, NULL, 'F'},          {"no-nbd", no_argument, NULL, 'N'},
 		{"foreground", no_argument, NULL, 'f'},       {"log-level", required_argument, NULL, 'l'},
-		{"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
+		{"no-block", no_argument, NULL, 'B'},         {"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
 	};
 	struct dmn_args a = {.ready_fd = -1};
 	bool foreground = false;
 	int c;
-	while ((c = getopt_long(argc, argv, "c:s:S:d:n:i:FNfl:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:s:S:d:n:i:FNBfl:h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': a.config = optarg; break;
 		case 's': a.state_dir = optarg; break;
@@ -47,6 +49,7 @@ int main(int argc, char **argv)
 		case 'i': a.ibft = optarg; break;
 		case 'F': a.no_fuse = true; break;
 		case 'N': a.no_nbd = true; break;
+		case 'B': a.no_block = true; break;
 		case 'f': foreground = true; break;
 		case 'l':
 			if (!strcmp(optarg, "error")) log_set_level(LOG_ERROR);
