@@ -102,6 +102,11 @@ static void job_attach(struct ljob *j)
 {
 	struct ldev *e = j->e;
 	int bfd = open(e->path, (e->readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (bfd < 0 && (errno == EROFS || errno == EACCES) && !e->readonly) {
+		/* a file the daemon only lets read: so is the device */
+		bfd = open(e->path, O_RDONLY | O_CLOEXEC);
+		e->readonly = bfd >= 0;
+	}
 	if (bfd < 0) {
 		j->rc = -errno;
 		snprintf(j->err, sizeof(j->err), "cannot open %s: %s", e->path, strerror(errno));
