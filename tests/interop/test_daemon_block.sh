@@ -67,7 +67,8 @@ block_dev() {
 		[[ -n "$dev" ]] && { echo "$dev"; return 0; }
 		sleep 0.2
 	done
-	fail "session $sid LUN $lun: no block_device after 15 s: $(sess_json "$sid" | jq -c .devices)"
+	say "session $sid LUN $lun: no block_device after 15 s: $(sess_json "$sid" | jq -c .devices)" >&2
+	return 1
 }
 backing_of() { losetup -n -O BACK-FILE "$1" 2>/dev/null | sed 's/[[:space:]]*$//'; }
 # allocated KiB of a file
@@ -75,7 +76,7 @@ alloc_kib() { du -k "$1" | cut -f1; }
 
 # ---- attach
 SID=$(ism login "$IQN" --portal "$HP" | tail -n1) || fail "login"
-BDEV=$(block_dev "$SID" "$L0")
+BDEV=$(block_dev "$SID" "$L0") || fail "no block device for LUN $L0"
 [[ -b "$BDEV" ]] || fail "$BDEV is not a block device"
 [[ $(backing_of "$BDEV") == "$DMN_DEV/$SID/lun$L0" ]] || fail "$BDEV backs on '$(backing_of "$BDEV")'"
 [[ $(blockdev --getsize64 "$BDEV") == $((96 << 20)) ]] || fail "$BDEV size $(blockdev --getsize64 "$BDEV")"
@@ -86,7 +87,7 @@ BYID=$(sess_field "$SID" ".devices[] | select(.lun == $L0) | .by_id")
 [[ "$BYID" == "$DMN_DEV"/by-id/* && -L "$BYID" && $(readlink "$BYID") == "$BDEV" ]] ||
 	fail "by_id '$BYID' is not a link to $BDEV ($(ls -l "$DMN_DEV/by-id" 2>&1))"
 ism session show "$SID" | grep -q "block_device: $BDEV" || fail "the table of session show has no block_device"
-BDEV1=$(block_dev "$SID" "$L1")
+BDEV1=$(block_dev "$SID" "$L1") || fail "no block device for LUN $L1"
 say "ok: LUN $L0 is $BDEV (direct I/O, the LUN's block size, by-id $(basename "$BYID")), LUN $L1 is $BDEV1"
 
 # ---- file system
@@ -157,7 +158,7 @@ deadline=$((SECONDS + 10))
 while losetup "$BDEV" >/dev/null 2>&1 && [[ $(backing_of "$BDEV") == "$DMN_DEV/$SID/"* ]] && ((SECONDS < deadline)); do sleep 0.2; done
 [[ $(backing_of "$BDEV") != "$DMN_DEV/$SID/"* ]] || fail "$BDEV still attached 10 s after the logout"
 SID=$(ism login "$IQN" --portal "$HP" --removal-latency 3 | tail -n1) || fail "login with --removal-latency"
-BDEV=$(block_dev "$SID" "$L0")
+BDEV=$(block_dev "$SID" "$L0") || fail "no block device for LUN $L0"
 run_to 60 mkfs.ext4 -q -F "$BDEV" || fail "mkfs.ext4 on $BDEV"
 mount "$BDEV" "$MNT" || fail "mount $BDEV"
 echo before >"$MNT/x"
@@ -185,8 +186,8 @@ start_target "${TARGS[@]}"
 wait_state "$SID" connected 10 || true
 ism logout "$SID" >/dev/null 2>&1 || true
 SID=$(ism login "$IQN" --portal "$HP" | tail -n1) || fail "login"
-BDEV=$(block_dev "$SID" "$L0")
-BDEV1=$(block_dev "$SID" "$L1")
+BDEV=$(block_dev "$SID" "$L0") || fail "no block device for LUN $L0"
+BDEV1=$(block_dev "$SID" "$L1") || fail "no block device for LUN $L1"
 run_to 60 mkfs.ext4 -q -F "$BDEV" || fail "mkfs.ext4 on $BDEV"
 mount "$BDEV" "$MNT" || fail "mount $BDEV"
 # not dmn_stop: it would unmount what the daemon leaves
@@ -211,8 +212,8 @@ say "ok: daemon killed: the unused device went with it; the restart cleaned the 
 
 # ---- orderly stop detaches
 SID=$(ism login "$IQN" --portal "$HP" | tail -n1) || fail "login after the restart"
-BDEV=$(block_dev "$SID" "$L0")
-BDEV1=$(block_dev "$SID" "$L1")
+BDEV=$(block_dev "$SID" "$L0") || fail "no block device for LUN $L0"
+BDEV1=$(block_dev "$SID" "$L1") || fail "no block device for LUN $L1"
 mount "$BDEV" "$MNT" || fail "mount $BDEV after the restart (the file system written before the kill)"
 mark=$(wc -l <"$DMN_LOG")
 pid=$DMN_PID
