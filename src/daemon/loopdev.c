@@ -141,7 +141,13 @@ static void job_attach(struct ljob *j)
 			snprintf(j->err, sizeof(j->err), "cannot open /dev/loop%d: %s", num, strerror(errno));
 			break;
 		}
-		if (ioctl(fd, LOOP_CONFIGURE, &c) == 0) {
+		int ok = ioctl(fd, LOOP_CONFIGURE, &c);
+		if (ok < 0 && errno == EINVAL && (c.info.lo_flags & LO_FLAGS_DIRECT_IO)) {
+			/* a kernel that refuses direct I/O on this file rather than ignoring it */
+			c.info.lo_flags &= ~(uint32_t)LO_FLAGS_DIRECT_IO;
+			ok = ioctl(fd, LOOP_CONFIGURE, &c);
+		}
+		if (ok == 0) {
 			struct loop_info64 info;
 			e->dio = ioctl(fd, LOOP_GET_STATUS64, &info) == 0 && (info.lo_flags & LO_FLAGS_DIRECT_IO);
 			e->fd = fd;
