@@ -9,7 +9,8 @@
 #    hangs, the device goes at the unmount;
 #  - the daemon is killed: the unmounted LUN's device goes with it, the mounted one and the FUSE
 #    mount are found and cleaned by the next start;
-#  - a daemon stop detaches the devices (a mounted one at its unmount, said in the log).
+#  - a daemon stop detaches the devices (a mounted one at its unmount, said in the log);
+#  - --no-block: no loop device, the by-id link names the file.
 # Everything runs in a mount namespace of its own; loop devices are global, so the cleanup detaches
 # any left on the test's files.
 set -euo pipefail
@@ -39,7 +40,9 @@ block_cleanup() {
 	local rc=$?
 	set +e
 	umount -l "$MNT" 2>/dev/null
-	dmn_stop KILL >/dev/null 2>&1
+	dmn_stop TERM >/dev/null 2>&1
+	# a killed daemon's FUSE mount does not answer mountpoint(1), which dmn_stop asks
+	umount -l "$DMN_DEV" 2>/dev/null
 	# loop devices are not in the namespace: detach those on this test's files
 	losetup -a -n -O NAME,BACK-FILE 2>/dev/null | awk -v d="$DMN_DEV/" 'index($2, d) == 1 {print $1}' |
 		while read -r dev; do losetup -d "$dev"; done
@@ -231,3 +234,14 @@ sleep 0.5
 [[ -z $(losetup -a -n -O NAME,BACK-FILE | awk -v d="$DMN_DEV/" 'index($2, d) == 1') ]] ||
 	fail "loop devices left after the stop: $(losetup -a)"
 say "ok: the daemon stop detached every device (the mounted one at its unmount)"
+
+# ---- --no-block
+dmn_start --no-block
+SID=$(ism login "$IQN" --portal "$HP" | tail -n1) || fail "login with --no-block"
+sleep 1
+[[ $(sess_field "$SID" ".devices[] | select(.lun == $L0) | .block_device") == null ]] || fail "--no-block: a block device"
+BYID=$(sess_field "$SID" ".devices[] | select(.lun == $L0) | .by_id")
+[[ $(readlink "$BYID") == "../$SID/lun$L0" ]] || fail "--no-block: by_id $BYID -> $(readlink "$BYID"), not the file"
+[[ $(readlink -f "$BYID") == "$DMN_DEV/$SID/lun$L0" ]] || fail "--no-block: by_id does not resolve to the file"
+[[ -z $(losetup -a -n -O NAME,BACK-FILE | awk -v d="$DMN_DEV/" 'index($2, d) == 1') ]] || fail "--no-block: loop devices $(losetup -a)"
+say "ok: --no-block: no loop device; by-id links to the LUN's file"
