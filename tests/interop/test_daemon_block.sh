@@ -149,11 +149,18 @@ say "ok: a 12 s outage under a writer on ext4: it finished after the target's re
 # ---- discard reaches the target
 before=$(alloc_kib "$LUNFILE")
 ((before > 4096)) || fail "the LUN file has only $before KiB allocated before the discard"
-run_to 60 blkdiscard "$BDEV" || fail "blkdiscard $BDEV"
-after=$(alloc_kib "$LUNFILE")
-((after < before / 4)) || fail "blkdiscard: the LUN file still has $after KiB allocated (before: $before)"
-cmp -n $((4 << 20)) "$BDEV" /dev/zero || fail "the discarded range does not read as zeros"
-say "ok: blkdiscard became deallocation at the target ($before KiB -> $after KiB allocated), reads zeros"
+rc=0
+run_to 60 blkdiscard -f "$BDEV" 2>"$TEST_DIR/discard.err" || rc=$?
+if ((rc != 0)) && [[ "${TARGET_IMPL:-isthmus}" != isthmus ]] && grep -q "not supported" "$TEST_DIR/discard.err"; then
+	# tgtd's LUNs are not thin-provisioned: WRITE SAME with UNMAP is refused, the discard with it
+	note "$(tail -n 1 "$TEST_DIR/discard.err") (a $TARGET_IMPL LUN without thin provisioning)"
+else
+	((rc == 0)) || fail "blkdiscard $BDEV: $(tail -n 1 "$TEST_DIR/discard.err")"
+	after=$(alloc_kib "$LUNFILE")
+	((after < before / 4)) || fail "blkdiscard: the LUN file still has $after KiB allocated (before: $before)"
+	cmp -n $((4 << 20)) "$BDEV" /dev/zero || fail "the discarded range does not read as zeros"
+	say "ok: blkdiscard became deallocation at the target ($before KiB -> $after KiB allocated), reads zeros"
+fi
 
 # ---- removal latency expires with the file system mounted
 ism logout "$SID" >/dev/null || fail "logout"
