@@ -3,6 +3,8 @@
 #   NBD:  fio's nbd engine on the daemon's NBD socket   vs  qemu-nbd iscsi://HOST:PORT/IQN/LUN
 #   FUSE: fio (libaio, O_DIRECT) on the daemon's file   vs  qemu-storage-daemon, driver=iscsi with a
 #         FUSE export of the same LUN
+#   loop: fio (libaio, O_DIRECT) on the daemon's loop device (block_device) vs a loop device
+#         (direct I/O) on qemu-storage-daemon's FUSE export; left out without root or loop devices
 # Workloads: 4 KiB random read and 4 KiB random write, 32 in flight, SECONDS_PER_RUN each.
 # Prints a table with the IOPS of both sides, the ratio isthmus/QEMU, and the CPU seconds that the
 # serving process (isthmus-initiator, qemu-nbd, qemu-storage-daemon) and the target used during
@@ -45,10 +47,14 @@ read -r -a TARGETS <<<"${TARGETS:-isthmus tgtd}"
 IQN=iqn.2026-01.org.isthmus:devbench
 IMG=/dev/shm/isthmus-devbench.$$.img
 QSD_PIDS=()
+QLOOPS=()
 
 bench_exit() {
 	local rc=$? p
 	set +e
+	for p in "${QLOOPS[@]}"; do
+		losetup -d "$p" 2>/dev/null
+	done
 	for p in "${QSD_PIDS[@]}"; do
 		kill -TERM "$p" 2>/dev/null
 	done
@@ -198,7 +204,19 @@ for target in "${TARGETS[@]}"; do
 		note "O_DIRECT refused on a FUSE file: psync with 32 jobs on both"
 		FUSE_ENGINE=psync
 	fi
-	say "target $target ($HP): isthmus $DEV and $NBD, qemu-nbd $QNBD, qemu-storage-daemon $QFILE"
+	# loop devices: the daemon's own (attached in the background after login), one on QEMU's file
+	ILOOP="" QLOOP=""
+	if [[ -e /dev/loop-control && $(id -u) == 0 ]]; then
+		wait_for 15 test -n "$(sess_field "$SID" ".devices[] | select(.lun == $LUN) | .block_device // empty")" || true
+		ILOOP=$(sess_field "$SID" ".devices[] | select(.lun == $LUN) | .block_device // empty")
+		if [[ -n "$ILOOP" ]] && QLOOP=$(losetup --direct-io=on --sector-size 512 -f --show "$QFILE" 2>"$TEST_DIR/losetup.err"); then
+			QLOOPS+=("$QLOOP")
+		else
+			note "no loop rows: daemon device '$ILOOP', QEMU side: $(cat "$TEST_DIR/losetup.err" 2>/dev/null)"
+			ILOOP="" QLOOP=""
+		fi
+	fi
+	say "target $target ($HP): isthmus $DEV, $NBD and ${ILOOP:-no loop device}, qemu-nbd $QNBD, qemu-storage-daemon $QFILE${QLOOP:+ and $QLOOP}"
 
 	for rw in randread randwrite; do
 		a_pid=$DMN_PID b_pid=$QNBD_PID
@@ -210,8 +228,18 @@ for target in "${TARGETS[@]}"; do
 		r=$(measure "$rw" "$(fuse_engine_args) --filename=$DEV" "$(fuse_engine_args) --filename=$QFILE")
 		ROWS+=("$target|fuse|$rw|${r%%|*}|${r##*|}")
 		say "$target fuse $rw: isthmus ${r%%|*}, qemu-storage-daemon ${r##*|} (IOPS, CPU s, target CPU s)"
+		if [[ -n "$QLOOP" ]]; then
+			r=$(measure "$rw" "--ioengine=libaio --direct=1 --iodepth=32 --filename=$ILOOP" \
+				"--ioengine=libaio --direct=1 --iodepth=32 --filename=$QLOOP")
+			ROWS+=("$target|loop|$rw|${r%%|*}|${r##*|}")
+			say "$target loop $rw: isthmus ${r%%|*}, qemu-storage-daemon ${r##*|} (IOPS, CPU s, target CPU s)"
+		fi
 	done
 
+	if [[ -n "$QLOOP" ]]; then
+		losetup -d "$QLOOP" || true
+		QLOOPS=()
+	fi
 	ism logout "$SID" >/dev/null || fail "logout from $target"
 	kill -TERM "$QNBD_PID" "$QSD_PID" 2>/dev/null || true
 	timeout 10 tail --pid="$QSD_PID" -f /dev/null || true

@@ -14,7 +14,7 @@
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: isthmus-initiator [--config FILE] [--state-dir DIR] [--socket PATH] [--devices-dir DIR]\n"
-		   "                         [--nbd-dir DIR] [--ibft DIR] [--no-fuse] [--no-nbd] [--foreground]\n"
+		   "                         [--nbd-dir DIR] [--ibft DIR] [--no-fuse] [--no-nbd] [--no-block] [--foreground]\n"
 		   "                         [--log-level error|warn|info|debug] [--check-config]\n"
 		   "       isthmus-initiator ctl COMMAND ...   (the CLI's daemon commands: login, logout, session,\n"
 		   "                                            persistent, chap, discover)\n"
@@ -24,7 +24,8 @@ static void usage(FILE *f)
 		   "          --nbd-dir /run/isthmus/nbd\n"
 		   "--foreground stays attached (for a service manager: with $NOTIFY_SOCKET set, READY=1 is sent\n"
 		   "once the start-up logins are done or have had their login timeout); --ibft DIR adds the boot\n"
-		   "session that firmware describes; --no-fuse and --no-nbd turn a kind of local device off;\n"
+		   "session that firmware describes; --no-fuse, --no-nbd and --no-block turn a kind of local device\n"
+		   "off;\n"
 		   "--check-config reads the configuration file and exits: 0 when it is valid, else 1.\n");
 }
 
@@ -59,13 +60,13 @@ int main(int argc, char **argv)
 		{"no-fuse", no_argument, NULL, 'F'},          {"no-nbd", no_argument, NULL, 'N'},
 		{"foreground", no_argument, NULL, 'f'},       {"log-level", required_argument, NULL, 'l'},
 		{"help", no_argument, NULL, 'h'},             {"version", no_argument, NULL, 'V'},
-		{"check-config", no_argument, NULL, 'k'},
+		{"check-config", no_argument, NULL, 'k'},     {"no-block", no_argument, NULL, 'B'},
 		{NULL, 0, NULL, 0},
 	};
 	struct dmn_args a = {.ready_fd = -1};
 	bool foreground = false, check_only = false;
 	int c;
-	while ((c = getopt_long(argc, argv, "c:s:S:d:n:i:FNfl:hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:s:S:d:n:i:FNBfl:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': a.config = optarg; break;
 		case 's': a.state_dir = optarg; break;
@@ -75,6 +76,7 @@ int main(int argc, char **argv)
 		case 'i': a.ibft = optarg; break;
 		case 'F': a.no_fuse = true; break;
 		case 'N': a.no_nbd = true; break;
+		case 'B': a.no_block = true; break;
 		case 'f': foreground = true; break;
 		case 'k': check_only = true; break;
 		case 'l':

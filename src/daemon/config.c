@@ -25,6 +25,7 @@ void dmn_config_defaults(struct dmn_config *c)
 	c->nbd_max_clients = 32;
 	c->fuse = true;
 	c->nbd = true;
+	c->block = true;
 	c->devices_dir = xstrdup("/run/isthmus/devices");
 	c->nbd_dir = xstrdup("/run/isthmus/nbd");
 }
@@ -102,6 +103,8 @@ int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t er
 			flag = &c->fuse;
 		else if (!strcmp(k, "nbd"))
 			flag = &c->nbd;
+		else if (!strcmp(k, "block"))
+			flag = &c->block;
 		else if (!strcmp(k, "nbd-max-clients")) {
 			uint64_t n;
 			if (parse_uint(v, 10, 1, 65536, &n) < 0) {

@@ -23,6 +23,7 @@ struct dmn_config {
 	unsigned nbd_max_clients;   /* NBD clients at once over all exports (32) */
 	bool fuse;                  /* expose data LUNs as files (true) */
 	bool nbd;                   /* serve data LUNs over NBD (true) */
+	bool block;                 /* a loop device on each LUN file, where /dev/loop-control is (true) */
 	char *devices_dir;
 	char *nbd_dir;
 };

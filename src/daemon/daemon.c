@@ -150,6 +150,8 @@ int dmn_run(struct dmn_args *a)
 		d->cfg.fuse = false;
 	if (a->no_nbd)
 		d->cfg.nbd = false;
+	if (a->no_block)
+		d->cfg.block = false;
 	d->state_dir = xstrdup(a->state_dir ? a->state_dir : "/var/lib/isthmus");
 	d->socket_path = xstrdup(a->socket ? a->socket : "/run/isthmus/initiator.sock");
 	d->ibft_dir = a->ibft ? xstrdup(a->ibft) : NULL;

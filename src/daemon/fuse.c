@@ -19,6 +19,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,9 +31,11 @@
 #include "daemon/fuse.h"
 #include "daemon/fuse_ops.h"
 #include "daemon/io.h"
+#include "daemon/loopdev.h"
 #include "daemon/session.h"
 #include "scsi/codes.h"
 #include "scsi/scsi.h"
+#include "util/bytes.h"
 #include "util/log.h"
 #include "util/parse.h"
 #include "util/sbuf.h"
@@ -42,6 +45,9 @@
 #define FUSE_MAX_BACKGROUND 128  /* asynchronous requests the kernel keeps in flight */
 #define FIO_POOL_MAX 256         /* request structures kept for reuse */
 #define FIO_POOL_BUF (128u << 10) /* buffers up to this size are kept with them */
+#define FUSE_ZERO_CHUNK (256ull << 20) /* bytes per WRITE SAME of a hole punch (targets cap its length) */
+/* DEVICES_DIR/by-id and its links: inode numbers out of the sessions' range (ids below 2^46) */
+#define BYID_DIR_INO ((fuse_ino_t)1 << 62)
 
 struct fuse_dev {
 	struct daemon *d;
@@ -95,6 +101,135 @@ static void fill_attr(struct stat *st, fuse_ino_t ino, struct dsession *s, struc
 	st->st_atime = st->st_mtime = st->st_ctime = t;
 }
 
+/* ---- by-id: a stable name per LUN, a symbolic link to its block device (or file) */
+
+#define BYID_NAME_MAX 96
+
+static const uint8_t *cached_vpd(const struct dlun *l, int page, uint32_t *len)
+{
+	for (int k = 0; k < DMN_VPD_CACHED; k++)
+		if (l->vpd[k].data && l->vpd[k].page == page && l->vpd[k].len >= 4) {
+			*len = l->vpd[k].len;
+			return l->vpd[k].data;
+		}
+	return NULL;
+}
+
+/* naa.<hex> or eui.<hex> from the LUN's designators (VPD 0x83), else serial-<unit serial number>
+ * (VPD 0x80) with anything but [A-Za-z0-9._-] as '_'. */
+static bool by_id_name(const struct dlun *l, char *out, size_t len)
+{
+	uint32_t n;
+	const uint8_t *p = cached_vpd(l, 0x83, &n);
+	if (p) {
+		size_t end = 4 + (size_t)get_be16(p + 2);
+		if (end > n)
+			end = n;
+		static const struct { int type; const char *prefix; } pref[] = {{3, "naa."}, {2, "eui."}};
+		for (size_t k = 0; k < 2; k++) {
+			for (size_t o = 4; o + 4 <= end; o += 4 + (size_t)p[o + 3]) {
+				const uint8_t *dsg = p + o;
+				size_t dl = dsg[3];
+				if (o + 4 + dl > end)
+					break;
+				/* binary code set, associated with the LU */
+				if ((dsg[0] & 0x0f) != 1 || (dsg[1] & 0x30) || (dsg[1] & 0x0f) != pref[k].type || !dl ||
+				    4 + 2 * dl >= len)
+					continue;
+				size_t w = (size_t)snprintf(out, len, "%s", pref[k].prefix);
+				for (size_t i = 0; i < dl; i++)
+					w += (size_t)snprintf(out + w, len - w, "%02x", dsg[4 + i]);
+				return true;
+			}
+		}
+	}
+	p = cached_vpd(l, 0x80, &n);
+	if (p) {
+		size_t sl = p[3] < n - 4 ? p[3] : n - 4;
+		const uint8_t *sp = p + 4;
+		while (sl && sp[0] == ' ')
+			sp++, sl--;
+		while (sl && (sp[sl - 1] == ' ' || !sp[sl - 1]))
+			sl--;
+		if (sl && sl + 8 < len) {
+			size_t w = (size_t)snprintf(out, len, "serial-");
+			for (size_t i = 0; i < sl; i++) {
+				uint8_t c = sp[i];
+				out[w++] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+						   c == '.' || c == '-' || c == '_' ? (char)c : '_';
+			}
+			out[w] = 0;
+			return true;
+		}
+	}
+	return false;
+}
+
+static fuse_ino_t link_ino(const struct dsession *s, uint64_t lun) { return BYID_DIR_INO | lun_ino(s, lun); }
+
+/* The exposed LUN named name (the first one, in session order: two sessions to one LUN share
+ * its identifiers). */
+static bool byid_find(struct daemon *d, const char *name, struct dsession **sp, struct dlun **lp)
+{
+	char nm[BYID_NAME_MAX];
+	for (struct dsession *s = d->sessions; s; s = s->next) {
+		if (!s->devices_present || s->state == DS_GONE)
+			continue;
+		for (size_t i = 0; i < s->nluns; i++)
+			if (s->luns[i].exposed && by_id_name(&s->luns[i], nm, sizeof(nm)) && !strcmp(nm, name)) {
+				*sp = s;
+				*lp = &s->luns[i];
+				return true;
+			}
+	}
+	return false;
+}
+
+/* The LUN a link inode stands for, if the link still names it. */
+static bool byid_of_ino(struct daemon *d, fuse_ino_t ino, struct dsession **sp, struct dlun **lp)
+{
+	struct dsession *s = session_of(d, ino & ~BYID_DIR_INO);
+	struct dlun *l = s ? lun_of(s, ino & ~BYID_DIR_INO) : NULL;
+	char nm[BYID_NAME_MAX];
+	struct dsession *os;
+	struct dlun *ol;
+	if (!l || !by_id_name(l, nm, sizeof(nm)) || !byid_find(d, nm, &os, &ol) || os != s || ol != l)
+		return false;
+	*sp = s;
+	*lp = l;
+	return true;
+}
+
+static char *link_target(struct daemon *d, struct dsession *s, struct dlun *l)
+{
+	const char *blk = loopdev_name(d, s->id, l->lun);
+	return blk ? xstrdup(blk) : xasprintf("../%s/lun%" PRIu64, s->idstr, l->lun);
+}
+
+char *fusedev_by_id_path(struct daemon *d, struct dsession *s, struct dlun *l)
+{
+	char nm[BYID_NAME_MAX];
+	struct dsession *os;
+	struct dlun *ol;
+	if (!by_id_name(l, nm, sizeof(nm)) || !byid_find(d, nm, &os, &ol) || os != s || ol != l)
+		return NULL;
+	return xasprintf("%s/by-id/%s", d->cfg.devices_dir, nm);
+}
+
+static void fill_link_attr(struct stat *st, fuse_ino_t ino, struct daemon *d, struct dsession *s, struct dlun *l)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	st->st_mode = S_IFLNK | 0777;
+	st->st_nlink = 1;
+	char *t = link_target(d, s, l);
+	st->st_size = (off_t)strlen(t);
+	free(t);
+	st->st_atime = st->st_mtime = st->st_ctime = s->state_since;
+}
+
 static void reply_entry(fuse_req_t req, fuse_ino_t ino, struct dsession *s, struct dlun *l)
 {
 	struct fuse_entry_param e;
@@ -109,6 +244,24 @@ static void reply_entry(fuse_req_t req, fuse_ino_t ino, struct dsession *s, stru
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct daemon *d = dmn(req);
+	if (parent == FUSE_ROOT_ID && !strcmp(name, "by-id")) {
+		reply_entry(req, BYID_DIR_INO, NULL, NULL);
+		return;
+	}
+	if (parent == BYID_DIR_INO) {
+		struct dsession *s;
+		struct dlun *l;
+		if (!byid_find(d, name, &s, &l)) {
+			fuse_reply_err(req, ENOENT);
+			return;
+		}
+		struct fuse_entry_param e;
+		memset(&e, 0, sizeof(e));
+		e.ino = link_ino(s, l->lun);
+		fill_link_attr(&e.attr, e.ino, d, s, l);
+		fuse_reply_entry(req, &e);
+		return;
+	}
 	if (parent == FUSE_ROOT_ID) {
 		struct dsession *s = dsess_find(d, name);
 		if (!s || !s->devices_present) {
@@ -137,8 +290,19 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 	(void)fi;
 	struct daemon *d = dmn(req);
 	struct stat st;
-	if (ino == FUSE_ROOT_ID) {
+	if (ino == FUSE_ROOT_ID || ino == BYID_DIR_INO) {
 		fill_attr(&st, ino, NULL, NULL);
+		fuse_reply_attr(req, &st, 0);
+		return;
+	}
+	if (ino & BYID_DIR_INO) {
+		struct dsession *ls;
+		struct dlun *ll;
+		if (!byid_of_ino(d, ino, &ls, &ll)) {
+			fuse_reply_err(req, ENOENT);
+			return;
+		}
+		fill_link_attr(&st, ino, d, ls, ll);
 		fuse_reply_attr(req, &st, 0);
 		return;
 	}
@@ -159,7 +323,7 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 	struct sbuf b = {0};
 	struct stat st;
 	memset(&st, 0, sizeof(st));
-	char name[64];
+	char name[BYID_NAME_MAX];
 #define ADD(nm, i, mode)                                                                                     \
 	do {                                                                                                 \
 		st.st_ino = (i);                                                                             \
@@ -172,9 +336,24 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 	if (ino == FUSE_ROOT_ID) {
 		ADD(".", FUSE_ROOT_ID, S_IFDIR);
 		ADD("..", FUSE_ROOT_ID, S_IFDIR);
+		ADD("by-id", BYID_DIR_INO, S_IFDIR);
 		for (struct dsession *s = d->sessions; s; s = s->next)
 			if (s->devices_present && s->state != DS_GONE)
 				ADD(s->idstr, dir_ino(s), S_IFDIR);
+	} else if (ino == BYID_DIR_INO) {
+		ADD(".", ino, S_IFDIR);
+		ADD("..", FUSE_ROOT_ID, S_IFDIR);
+		for (struct dsession *s = d->sessions; s; s = s->next) {
+			if (!s->devices_present || s->state == DS_GONE)
+				continue;
+			for (size_t i = 0; i < s->nluns; i++) {
+				struct dsession *os;
+				struct dlun *ol;
+				if (s->luns[i].exposed && by_id_name(&s->luns[i], name, sizeof(name)) &&
+				    byid_find(d, name, &os, &ol) && os == s && ol == &s->luns[i])
+					ADD(name, link_ino(s, s->luns[i].lun), S_IFLNK);
+			}
+		}
 	} else {
 		struct dsession *s = session_of(d, ino);
 		if (!s || ((uint64_t)ino & 0xffff)) {
@@ -197,6 +376,20 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
 	else
 		fuse_reply_buf(req, (char *)b.data + off, b.len - (size_t)off < size ? b.len - (size_t)off : size);
 	sbuf_free(&b);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct daemon *d = dmn(req);
+	struct dsession *s;
+	struct dlun *l;
+	if (!(ino & BYID_DIR_INO) || !byid_of_ino(d, ino, &s, &l)) {
+		fuse_reply_err(req, (ino & BYID_DIR_INO) ? ENOENT : EINVAL);
+		return;
+	}
+	char *t = link_target(d, s, l);
+	fuse_reply_readlink(req, t);
+	free(t);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -224,6 +417,7 @@ enum fio_phase {
 	FIO_RMW_READ, /* unaligned write: READ of the blocks around it */
 	FIO_WRITE,    /* WRITE of the blocks */
 	FIO_SYNC,     /* SYNCHRONIZE CACHE */
+	FIO_ZERO,     /* WRITE SAME of zeros over [lba, zero_end), in chunks: hole punch or zero range */
 };
 
 struct fio {
@@ -242,6 +436,8 @@ struct fio {
 	size_t wcap;
 	enum fio_phase phase;
 	bool rmw;       /* read-modify-write, in either phase: it rewrites bytes it was not given */
+	uint64_t zero_end; /* FIO_ZERO: first block past the range */
+	bool unmap;        /* FIO_ZERO: deallocate (a hole punch) rather than only zero */
 	/* write ordering: every write from arrival to reply */
 	struct fio *wprev, *wnext;
 	bool wlisted;   /* in the list of writes */
@@ -448,6 +644,11 @@ static void fio_done(struct dio *io, int err, const struct ism_scsi_result *r)
 {
 	struct fio *f = io->priv;
 	int e = errno_of(err, r);
+	uint8_t key, asc, ascq;
+	/* a target without WRITE SAME: the caller (the loop driver) falls back to writing zeros */
+	if (e && f->phase == FIO_ZERO && r && ism_sense_decode(r->sense, r->sense_len, &key, &asc, &ascq) &&
+	    key == SK_ILLEGAL_REQUEST)
+		e = EOPNOTSUPP;
 	if (e) {
 		if (err == -ENOBUFS)
 			log_warn("FUSE I/O on %s LUN %" PRIu64 " refused: the reconnect queue is full", io->s->idstr, f->lun);
@@ -470,6 +671,15 @@ static void fio_done(struct dio *io, int err, const struct ism_scsi_result *r)
 		fio_finish(f);
 		return;
 	case FIO_SYNC:
+		fuse_reply_err(f->req, 0);
+		fio_finish(f);
+		return;
+	case FIO_ZERO:
+		f->lba += f->blocks;
+		if (f->lba < f->zero_end) {
+			fio_continue(f, io->s);
+			return;
+		}
 		fuse_reply_err(f->req, 0);
 		fio_finish(f);
 		return;
@@ -516,6 +726,21 @@ static void fio_send(struct fio *f, struct dsession *s)
 		io->dir = ISM_DIR_NONE;
 		io->cdb_len = ism_cdb_sync_cache10(io->cdb);
 		break;
+	case FIO_ZERO: {
+		/* WRITE SAME (16) of one zero block; UNMAP set for a hole punch. With UNMAP the target
+		 * deallocates, and the block still reads as zeros (or it writes them). */
+		uint64_t n = f->zero_end - f->lba, max = FUSE_ZERO_CHUNK / f->bs;
+		f->blocks = (uint32_t)(n < max ? n : max);
+		io->dir = ISM_DIR_WRITE;
+		io->buf = f->buf;
+		io->len = f->bs;
+		io->cdb[0] = 0x93;
+		io->cdb[1] = f->unmap ? 0x08 : 0;
+		put_be64(io->cdb + 2, f->lba);
+		put_be32(io->cdb + 10, f->blocks);
+		io->cdb_len = 16;
+		break;
+	}
 	}
 	dio_submit(s, io);
 }
@@ -625,6 +850,54 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 	fio_send(f, s);
 }
 
+/* Hole punch (a loop device's discard) and zero range (its write zeroes) become WRITE SAME of
+ * zeros, with UNMAP for a punch: the target deallocates (UNMAP alone would not promise zeros). */
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+			 struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct dsession *s = session_of(dmn(req), ino);
+	struct dlun *l = s ? lun_of(s, ino) : NULL;
+	if (!l) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	if (offset < 0 || length <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	uint64_t o = (uint64_t)offset, end = o + (uint64_t)length;
+	if (end < o || end > l->capacity_bytes)
+		end = l->capacity_bytes;
+	if (mode == 0) {
+		/* every block of a device is there: nothing to allocate, no size to grow */
+		fuse_reply_err(req, (uint64_t)offset + (uint64_t)length > l->capacity_bytes ? EFBIG : 0);
+		return;
+	}
+	bool punch = mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
+	bool zero = (mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_ZERO_RANGE;
+	uint32_t bs = l->block_size ? l->block_size : 512;
+	if ((!punch && !zero) || o % bs || (end % bs && end != l->capacity_bytes)) {
+		fuse_reply_err(req, EOPNOTSUPP); /* partial blocks would need a read-modify-write */
+		return;
+	}
+	if (o >= end) {
+		fuse_reply_err(req, 0);
+		return;
+	}
+	struct fio *f = fio_get(bs);
+	memset(f->buf, 0, bs);
+	f->req = req;
+	f->sid = s->id;
+	f->lun = l->lun;
+	f->bs = bs;
+	f->lba = o / bs;
+	f->zero_end = end / bs;
+	f->unmap = punch;
+	f->phase = FIO_ZERO;
+	fio_send(f, s);
+}
+
 static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
@@ -673,10 +946,12 @@ const struct fuse_lowlevel_ops dmn_fuse_ops = {
 	.getattr = op_getattr,
 	.setattr = op_setattr,
 	.readdir = op_readdir,
+	.readlink = op_readlink,
 	.open = op_open,
 	.read = op_read,
 	.write = op_write,
 	.fsync = op_fsync,
+	.fallocate = op_fallocate,
 	.flush = op_flush,
 	.release = op_release,
 	.statfs = op_statfs,
@@ -723,6 +998,7 @@ int fusedev_start(struct daemon *d, char *err, size_t errlen)
 	struct fuse_dev *f = xcalloc(1, sizeof(*f));
 	f->d = d;
 	f->mountpoint = xstrdup(d->cfg.devices_dir);
+	loopdev_clean_stale(d);
 	mkdir_p(f->mountpoint);
 	char *argv[] = {"isthmus-initiator", "-o", "fsname=isthmus,subtype=isthmus,allow_other,default_permissions",
 			NULL};
@@ -750,6 +1026,11 @@ int fusedev_start(struct daemon *d, char *err, size_t errlen)
 	d->fuse = f;
 	fio_pool_open = true;
 	log_info("devices appear under %s", f->mountpoint);
+	if (d->cfg.block) {
+		char lerr[256];
+		if (loopdev_start(d, lerr, sizeof(lerr)) < 0)
+			log_warn("no block devices: %s", lerr);
+	}
 	return 0;
 fail:
 	if (f->se) {
@@ -767,6 +1048,7 @@ void fusedev_stop(struct daemon *d)
 	struct fuse_dev *f = d->fuse;
 	if (!f)
 		return;
+	loopdev_stop(d);
 	wq_drop_waiting();
 	loop_watch_del(d->loop, &f->w);
 	fuse_session_unmount(f->se);
@@ -781,7 +1063,8 @@ void fusedev_stop(struct daemon *d)
 
 void fusedev_changed(struct daemon *d, struct dsession *s)
 {
-	/* Entries are never cached by the kernel (timeouts 0): nothing to invalidate. */
-	(void)d;
-	(void)s;
+	/* Entries are never cached by the kernel (timeouts 0): nothing to invalidate; the block
+	 * devices follow the files. */
+	if (d->fuse)
+		loopdev_sync(d, s);
 }

@@ -132,7 +132,13 @@ static json_t *m_login(void *ctx, json_t *params, struct rpc_error *err)
 		return rpc_fail(err, RPC_INVALID_PARAMS,
 				"mutual CHAP needs the initiator secret: set it first with `isthmus chap set-secret`");
 	}
-	struct dsession *other = dsess_find_target(d, o.target, o.portal);
+	/* Only a second session of the same type is a duplicate: an informational session (a
+	 * management tool's queries) beside a data session to the same target is the usual case. */
+	struct dsession *other = NULL;
+	for (struct dsession *e = d->sessions; e && !other; e = e->next)
+		if (e->opts.type == o.type && e->state != DS_GONE && e->state != DS_LOGGING_OUT &&
+		    !strcmp(e->opts.target, o.target) && (!o.portal || !strcmp(e->opts.portal, o.portal)))
+			other = e;
 	if (other && !json_is_true(dup)) {
 		dsess_opts_free(&o);
 		return rpc_fail(err, RPC_CONFLICT,

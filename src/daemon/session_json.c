@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "daemon/daemon.h"
+#include "daemon/fuse.h"
+#include "daemon/loopdev.h"
 #include "daemon/nbd.h"
 #include "daemon/session.h"
 #include "daemon/session_json.h"
@@ -148,6 +150,11 @@ json_t *dsess_json(struct dsession *s)
 		json_object_set_new(o, "local_path", path ? json_string(path) : json_null());
 		free(path);
 		json_object_set_new(o, "nbd_socket", l->nbd ? json_string(nbd_export_path(l->nbd)) : json_null());
+		const char *blk = l->exposed ? loopdev_name(d, s->id, l->lun) : NULL;
+		json_object_set_new(o, "block_device", blk ? json_string(blk) : json_null());
+		char *byid = l->exposed && d->fuse ? fusedev_by_id_path(d, s, l) : NULL;
+		json_object_set_new(o, "by_id", byid ? json_string(byid) : json_null());
+		free(byid);
 		json_array_append_new(devs, o);
 	}
 	json_object_set_new(j, "devices", devs);

@@ -42,17 +42,19 @@ static void test_config(void)
 	char path[256], err[256];
 	snprintf(path, sizeof(path), "%s/ini.conf", tmpdir);
 	write_file(path, "# comment\n[initiator]\ninitiator-name = iqn.2026-11.org.isthmus:u\n"
-			 "reconnect-interval = 2\nremoval-latency = 3.5\nqueue-limit = 1M\nfuse = no\n");
+			 "reconnect-interval = 2\nremoval-latency = 3.5\nqueue-limit = 1M\nfuse = no\n"
+			 "block = no\n");
 	struct dmn_config c;
 	dmn_config_defaults(&c);
 	CHECK_EQ(c.removal_latency_ms, 60000);
 	CHECK_EQ(c.reconnect_interval_ms, 5000);
+	CHECK(c.block);
 	CHECK_EQ(dmn_config_load(&c, path, err, sizeof(err)), 0);
 	CHECK_STR(c.initiator_name, "iqn.2026-11.org.isthmus:u");
 	CHECK_EQ(c.reconnect_interval_ms, 2000);
 	CHECK_EQ(c.removal_latency_ms, 3500);
 	CHECK_EQ(c.queue_limit_bytes, 1u << 20);
-	CHECK(!c.fuse && c.nbd);
+	CHECK(!c.fuse && c.nbd && !c.block);
 	write_file(path, "bogus = 1\n");
 	CHECK_EQ(dmn_config_load(&c, path, err, sizeof(err)), -1);
 	CHECK(strstr(err, "unknown setting") != NULL);
