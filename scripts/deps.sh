@@ -12,6 +12,7 @@ BUILD_PACKAGES=(
 	build-essential meson ninja-build pkg-config
 	libisal-dev libssl-dev libjansson-dev libfuse3-dev fuse3
 	liburing-dev                      # io_uring for file and block-device stores
+	librbd-dev librados-dev           # LUNs on Ceph RBD images
 )
 TEST_PACKAGES=(
 	clang libclang-rt-14-dev          # clang-14 ASan/UBSan/libFuzzer runtimes
@@ -25,6 +26,8 @@ TEST_PACKAGES=(
 	jq                                # the daemon tests read the management socket's JSON
 	prometheus                        # promtool checks the target's metrics exposition
 	curl
+	ceph-mon ceph-osd ceph-common     # a throw-away cluster for the RBD tests (tests/ceph/micro-ceph.sh)
+	tgt-rbd                           # tgtd's rbd backing store, for comparisons
 )
 BENCH_PACKAGES=(
 	iperf3                            # bench/run.sh: the loopback TCP ceiling
