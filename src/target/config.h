@@ -17,12 +17,12 @@ struct cfg_portal {
 	uint16_t tpgt;       /* portal group tag, default 1 */
 };
 
-enum cfg_lun_kind { LUN_FILE, LUN_BLOCK, LUN_MEMORY };
+enum cfg_lun_kind { LUN_FILE, LUN_BLOCK, LUN_MEMORY, LUN_RBD };
 
 struct cfg_lun {
 	uint16_t lun;
 	enum cfg_lun_kind kind;
-	char *path;          /* NULL for memory */
+	char *path;          /* NULL for memory; "rbd:POOL/IMAGE" for RBD */
 	uint64_t size;       /* bytes; 0 = use the existing file/device size */
 	uint32_t block_size; /* 512 (default) or 4096 */
 	bool read_only;
@@ -31,6 +31,9 @@ struct cfg_lun {
 	char *serial;        /* NULL: derived */
 	char *vendor;        /* NULL: default */
 	char *product;       /* NULL: default */
+	char *rbd_conf;      /* RBD only, each NULL: Ceph's default ceph.conf, client.admin, */
+	char *rbd_id;        /* the pool's default namespace */
+	char *rbd_namespace;
 };
 
 struct cfg_chap {

@@ -203,6 +203,7 @@ static json_t *m_target_list(void *ctx, json_t *params, struct rpc_error *err)
 			json_object_set_new(lo, "lun", json_integer(l->lun));
 			json_object_set_new(lo, "kind", json_string(l->kind == LUN_MEMORY  ? "memory"
 								    : l->kind == LUN_BLOCK ? "block"
+								    : l->kind == LUN_RBD   ? "rbd"
 											   : "file"));
 			json_object_set_new(lo, "path", l->path ? json_string(l->path) : json_null());
 			json_object_set_new(lo, "size_bytes", json_integer(st ? (json_int_t)st->size : 0));
@@ -383,6 +384,10 @@ static int ch_lun_resize(struct cfg *cfg, json_t *params, char **err)
 			continue;
 		if (l->kind == LUN_BLOCK) {
 			*err = xstrdup("a block device LUN has the size of its device");
+			return -1;
+		}
+		if (l->kind == LUN_RBD) {
+			*err = xstrdup("an RBD LUN has the size of its image: `rbd resize` it, the LUN follows");
 			return -1;
 		}
 		if (bytes % (l->block_size ? l->block_size : 512)) {

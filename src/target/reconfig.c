@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "store/store.h"
+#include "store/store_rbd.h"
 #include "target/target.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -136,10 +137,23 @@ void node_free(struct tnode *n)
 	free(n);
 }
 
+/* "rbd:POOL/IMAGE" (checked by the parser) and its options. */
+static struct store *rbd_lun_open(const struct cfg_lun *l, char **err)
+{
+	char *pool = xstrdup(l->path + 4), *image = strchr(pool, '/');
+	*image++ = '\0';
+	struct store_rbd_spec spec = {.pool = pool, .image = image, .ns = l->rbd_namespace,
+				      .conf = l->rbd_conf, .id = l->rbd_id, .read_only = l->read_only};
+	struct store *st = store_rbd_open(&spec, err);
+	free(pool);
+	return st;
+}
+
 static struct store *lun_open(const struct cfg_target *t, const struct cfg_lun *l, char **err)
 {
 	char *serr = NULL;
 	struct store *st = l->kind == LUN_MEMORY ? store_mem_open(l->size, &serr)
+			   : l->kind == LUN_RBD  ? rbd_lun_open(l, &serr)
 						 : store_file_open(l->path, l->size, l->read_only, &serr);
 	if (!st) {
 		*err = xasprintf("target %s LUN %u: %s", t->name, l->lun, serr ? serr : "cannot open");
@@ -194,7 +208,9 @@ static bool lun_same(const struct cfg_lun *a, const struct cfg_lun *b)
 {
 	return a->kind == b->kind && str_eq(a->path, b->path) && a->block_size == b->block_size &&
 	       a->read_only == b->read_only && a->thin == b->thin && a->write_cache == b->write_cache &&
-	       str_eq(a->serial, b->serial) && str_eq(a->vendor, b->vendor) && str_eq(a->product, b->product);
+	       str_eq(a->serial, b->serial) && str_eq(a->vendor, b->vendor) && str_eq(a->product, b->product) &&
+	       str_eq(a->rbd_conf, b->rbd_conf) && str_eq(a->rbd_id, b->rbd_id) &&
+	       str_eq(a->rbd_namespace, b->rbd_namespace);
 }
 
 static const struct cfg_lun *find_lun(const struct cfg_target *t, uint16_t lun)
