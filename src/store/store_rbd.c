@@ -508,7 +508,8 @@ static int rbds_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *r
 		free(w.ext);
 		return rc;
 	}
-	qsort(w.ext, w.n, sizeof(*w.ext), cmp_extent);
+	if (w.n > 1)
+		qsort(w.ext, w.n, sizeof(*w.ext), cmp_extent);
 	*mapped = false;
 	uint64_t at = end;
 	for (size_t i = 0; i < w.n; i++) {
