@@ -63,6 +63,15 @@ static int cluster_connect(struct rbd_cluster *c, char **err)
 		*err = xasprintf("cannot set Ceph timeouts: %s", strerror(-rc));
 		goto fail;
 	}
+	/*
+	 * No librbd write-back cache: a write is acknowledged to the initiator only once the OSDs
+	 * have it, as it would be on every other gateway of the image (several paths, several
+	 * targets), and a gateway that dies loses nothing it acknowledged.
+	 */
+	if ((rc = rados_conf_set(r, "rbd_cache", "false")) < 0) {
+		*err = xasprintf("cannot turn the librbd cache off: %s", strerror(-rc));
+		goto fail;
+	}
 	rc = rados_connect(r);
 	if (rc < 0) {
 		*err = xasprintf("cannot connect to the Ceph cluster of %s as client.%s: %s",
