@@ -230,6 +230,23 @@ struct lun_plan {
 	struct store *st;          /* opened in the prepare phase for ADD and REPLACE */
 };
 
+/* An RBD image resized by anyone (`rbd resize`): its LU takes the size and tells every initiator. */
+static void rbd_lu_resized(struct store *st, void *arg)
+{
+	struct scsi_target *t = arg;
+	size_t n = scsi_target_lu_count(t);
+	uint16_t *luns = xcalloc(n ? n : 1, sizeof(*luns));
+	n = scsi_target_list_luns(t, luns, n);
+	for (size_t i = 0; i < n; i++) {
+		if (scsi_target_lu_store(t, luns[i]) == st) {
+			log_info("LUN %u (%s): the image is now %llu bytes", luns[i], st->path, (unsigned long long)st->size);
+			scsi_target_lu_resized(t, luns[i]);
+			break;
+		}
+	}
+	free(luns);
+}
+
 static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, struct store *st, const char *state_dir)
 {
 	struct scsi_lu_params lp = {
@@ -250,6 +267,8 @@ static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, 
 		return -1;
 	}
 	(void)srv;
+	if (store_is_rbd(st))
+		store_rbd_on_resize(st, rbd_lu_resized, n->scsi);
 	log_info("target %s LUN %u: %s, %llu bytes%s", n->cfg->name, l->lun, l->kind == LUN_MEMORY ? "memory" : l->path,
 		 (unsigned long long)st->size, l->read_only ? ", read-only" : "");
 	return 0;
