@@ -72,6 +72,14 @@ static int cluster_connect(struct rbd_cluster *c, char **err)
 		*err = xasprintf("cannot turn the librbd cache off: %s", strerror(-rc));
 		goto fail;
 	}
+	/*
+	 * librbd's default, stated because the loop relies on it: an aio call queues the io and
+	 * returns, even when the objecter's in-flight limits would make the caller wait.
+	 */
+	if ((rc = rados_conf_set(r, "rbd_non_blocking_aio", "true")) < 0) {
+		*err = xasprintf("cannot set rbd_non_blocking_aio: %s", strerror(-rc));
+		goto fail;
+	}
 	rc = rados_connect(r);
 	if (rc < 0) {
 		*err = xasprintf("cannot connect to the Ceph cluster of %s as client.%s: %s",
