@@ -4,12 +4,18 @@
 #   make test    the whole test suite (tests/run.sh): unit, short fuzz, interop
 #   make bench   isthmus-target against tgtd and istgt (bench/run.sh)
 #   make fuzz    long libFuzzer runs, FUZZ_SECONDS (default 600) per target
+#   make install install programs, library, header, pkg-config file, manual pages, systemd units,
+#                completion and examples under PREFIX (default /usr/local), staged in DESTDIR if given
+#   make deb     Debian packages from this tree (dpkg-buildpackage -b) into DEB_DIR (default var/deb)
 #   make clean   remove build directories and test scratch files (./var is kept)
-.PHONY: all deps build run test bench fuzz clean
+.PHONY: all deps build run test bench fuzz install deb clean
 
 IQN ?= iqn.2026-11.org.isthmus:default
 LISTEN ?= 127.0.0.1:3260
 FUZZ_SECONDS ?= 600
+PREFIX ?= /usr/local
+DESTDIR ?=
+DEB_DIR ?= $(CURDIR)/var/deb
 
 all: build
 
@@ -58,6 +64,26 @@ fuzz:
 	done; \
 	[ $$found = 1 ] || { echo "no fuzz_* binaries in build-fuzz"; exit 1; }; \
 	exit $$status
+
+# The release build directory, configured for PREFIX (only install paths change with it).
+install: deps
+	@[ -f build/build.ninja ] || CC=gcc meson setup build --buildtype=release
+	@meson configure build -Dbuildtype=release -Dprefix=$(PREFIX) >/dev/null
+	ninja -C build
+	DESTDIR=$(DESTDIR) meson install -C build --no-rebuild
+
+# dpkg-buildpackage writes its packages next to the source tree, so it builds a copy of the
+# tree's files (tracked and new, not ignored ones) in DEB_DIR/src and leaves the .deb files in
+# DEB_DIR. DEB_BUILD_OPTIONS defaults to parallel=2.
+deb:
+	@command -v dpkg-buildpackage >/dev/null || { echo "make deb needs dpkg-dev and debhelper (scripts/deps.sh test)" >&2; exit 1; }
+	rm -rf $(DEB_DIR)/src && mkdir -p $(DEB_DIR)/src
+	rm -f $(DEB_DIR)/*.deb $(DEB_DIR)/*.buildinfo $(DEB_DIR)/*.changes
+	git ls-files -z --cached --others --exclude-standard | \
+		tar --null -T - --ignore-failed-read -cf - 2>/dev/null | tar -C $(DEB_DIR)/src -xf -
+	cd $(DEB_DIR)/src && DEB_BUILD_OPTIONS="$${DEB_BUILD_OPTIONS:-parallel=2}" dpkg-buildpackage -b -uc -us
+	rm -rf $(DEB_DIR)/src
+	@ls -1 $(DEB_DIR)/*.deb
 
 clean:
 	rm -rf build build-asan build-fuzz build-tsan tests/tmp

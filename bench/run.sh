@@ -15,6 +15,10 @@
 #   seqwrite-128k  128 KiB sequential writes, 16 in flight        (isthmus-perf --write)
 #   seqread-1m     1 MiB sequential reads, 8 in flight            (iscsi-perf)
 #   qd1-read-4k    4 KiB random reads, one at a time: latency p50 and p99 in µs (isthmus-perf -m 1)
+#   null-read-4k   as randread-4k, and
+#   null-seq-128k  as seqread-128k, against a LUN that keeps nothing: isthmus-target's
+#                  `null,size=1T` and tgtd's `--bstype null`, so only the protocol path is measured
+#                  (istgt has no such LUN: n/a)
 # libiscsi has no write load generator, so writes and the latency row use isthmus-perf, the same
 # driver against every target. For every sample the target's CPU time (utime + stime of all its
 # threads, /proc/PID/stat) is divided by the I/Os done: "CPU µs/IO".
@@ -36,7 +40,7 @@ BENCH_SECONDS=${BENCH_SECONDS:-5}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 ((BENCH_ROUNDS >= 3)) || fail "BENCH_ROUNDS must be at least 3: a median of fewer says nothing"
 read -r -a PEERS <<<"${BENCH_PEERS:-isthmus tgtd istgt}"
-read -r -a LOADS <<<"${BENCH_LOADS:-randread-4k randwrite-4k seqread-128k seqwrite-128k seqread-1m qd1-read-4k}"
+read -r -a LOADS <<<"${BENCH_LOADS:-randread-4k randwrite-4k seqread-128k seqwrite-128k seqread-1m qd1-read-4k null-read-4k null-seq-128k}"
 IQN=iqn.2026-11.org.isthmus:bench
 DISK=$TEST_DIR/disk.img
 truncate -s 1G "$DISK"
@@ -44,7 +48,7 @@ trap 'rc=$?; rm -f "$DISK"; (exit $rc); lib_cleanup' EXIT
 CLK_TCK=$(getconf CLK_TCK)
 SAMPLES=$TEST_DIR/samples.tsv # peer load round iops mibs cpu_us_per_io p50_us p99_us
 : >"$SAMPLES"
-declare -A URL PID
+declare -A URL NULL_URL PID
 
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 
@@ -52,9 +56,9 @@ cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 load_cmd() {
 	local load=$1 url=$2 bs=$3 t=$BENCH_SECONDS perf=$ISTHMUS_BIN/isthmus-perf
 	case "$load" in
-	randread-4k) echo iscsi-perf -m 32 -b $((4096 / bs)) -r -t "$t" "$url" ;;
+	randread-4k | null-read-4k) echo iscsi-perf -m 32 -b $((4096 / bs)) -r -t "$t" "$url" ;;
 	randwrite-4k) echo "$perf" --write -r -m 32 -b $((4096 / bs)) -t "$t" "$url" ;;
-	seqread-128k) echo iscsi-perf -m 16 -b $((131072 / bs)) -t "$t" "$url" ;;
+	seqread-128k | null-seq-128k) echo iscsi-perf -m 16 -b $((131072 / bs)) -t "$t" "$url" ;;
 	seqwrite-128k) echo "$perf" --write -m 16 -b $((131072 / bs)) -t "$t" "$url" ;;
 	seqread-1m) echo iscsi-perf -m 8 -b $((1048576 / bs)) -t "$t" "$url" ;;
 	qd1-read-4k) echo "$perf" -r -m 1 -b $((4096 / bs)) -t "$t" "$url" ;;
@@ -64,8 +68,8 @@ load_cmd() {
 
 load_bytes() {
 	case "$1" in
-	randread-4k | randwrite-4k | qd1-read-4k) echo 4096 ;;
-	seqread-128k | seqwrite-128k) echo 131072 ;;
+	randread-4k | randwrite-4k | qd1-read-4k | null-read-4k) echo 4096 ;;
+	seqread-128k | seqwrite-128k | null-seq-128k) echo 131072 ;;
 	seqread-1m) echo 1048576 ;;
 	*) return 1 ;;
 	esac
@@ -74,6 +78,10 @@ load_bytes() {
 # measure PEER LOAD ROUND : one sample.
 measure() {
 	local peer=$1 load=$2 round=$3 url=${URL[$1]} pid=${PID[$1]} bs log c0 c1 iops p50="" p99=""
+	if [[ "$load" == null-* ]]; then
+		[[ -n "${NULL_URL[$peer]:-}" ]] || return 0 # no null LUN on this peer
+		url=${NULL_URL[$peer]}
+	fi
 	log=$TEST_DIR/$peer-$load-$round.log
 	bs=${BLOCKSIZE[$peer]}
 	# shellcheck disable=SC2046
@@ -130,16 +138,21 @@ start_peers() {
 		port=$(free_port)
 		case "$peer" in
 		isthmus)
-			start_target --listen "127.0.0.1:$port" --target "$IQN" --lun "$DISK" --log-level warn
+			start_target --listen "127.0.0.1:$port" --target "$IQN" --lun "$DISK" --lun null,size=1T \
+				--log-level warn
 			URL[$peer]="iscsi://127.0.0.1:$port/$IQN/0" PID[$peer]=$TARGET_PID
+			NULL_URL[$peer]="iscsi://127.0.0.1:$port/$IQN/1"
 			;;
 		tgtd)
 			command -v tgtd >/dev/null || { say "tgtd not installed (scripts/deps.sh bench): left out"; continue; }
 			start_tgtd "$port"
 			tgtd_adm --op new --mode target --tid 1 -T "$IQN"
 			tgtd_adm --op new --mode logicalunit --tid 1 --lun 1 -b "$DISK"
+			# tgt's null backing store (1 TiB, reads zeros, drops writes); the name is only a label.
+			tgtd_adm --op new --mode logicalunit --tid 1 --lun 2 --bstype null --backing-store nullio
 			tgtd_adm --op bind --mode target --tid 1 -I ALL
 			URL[$peer]="iscsi://127.0.0.1:$port/$IQN/1" PID[$peer]=$TGTD_PID
+			NULL_URL[$peer]="iscsi://127.0.0.1:$port/$IQN/2"
 			;;
 		istgt)
 			command -v istgt >/dev/null || { say "istgt not installed (scripts/deps.sh bench): left out"; continue; }

@@ -13,6 +13,7 @@ BUILD_PACKAGES=(
 	libisal-dev libssl-dev libjansson-dev libfuse3-dev fuse3
 	liburing-dev                      # io_uring for file and block-device stores
 	librbd-dev librados-dev           # LUNs on Ceph RBD images
+	scdoc                             # the manual pages (man/*.scd) are built with it
 )
 TEST_PACKAGES=(
 	clang libclang-rt-14-dev          # clang-14 ASan/UBSan/libFuzzer runtimes
@@ -23,11 +24,13 @@ TEST_PACKAGES=(
 	tgt istgt                         # foreign targets for interop checks and benchmarks
 	iproute2 procps python3 openssl
 	nftables                          # tests drop one connection's packets (a dead path)
+	open-isns-server open-isns-utils  # isnsd and isnsadm: the iSNS server test_isns.sh registers with
 	jq                                # the daemon tests read the management socket's JSON
 	prometheus                        # promtool checks the target's metrics exposition
 	curl
 	ceph-mon ceph-osd ceph-common     # a throw-away cluster for the RBD tests (tests/ceph/micro-ceph.sh)
 	tgt-rbd                           # tgtd's rbd backing store, for comparisons
+	debhelper dpkg-dev                # make deb and tests/interop/test_deb.sh
 )
 BENCH_PACKAGES=(
 	iperf3                            # bench/run.sh: the loopback TCP ceiling

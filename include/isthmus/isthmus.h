@@ -258,6 +258,9 @@ enum ism_conn_state {
 	ISM_CONN_LOGIN = 1,        /* login phase */
 	ISM_CONN_FULL_FEATURE = 2, /* full feature phase: carries commands (unless draining) */
 	ISM_CONN_LOGGING_OUT = 3,  /* Logout Request queued or sent */
+	/* Only in ism_session_lost_connection_info: */
+	ISM_CONN_FAILED = 4, /* the connection whose loss ended the session */
+	ISM_CONN_CLOSED = 5, /* closed because of that loss */
 };
 #define ISM_ADDR_MAX 64
 #define ISM_PORTAL_MAX 256
@@ -289,6 +292,32 @@ struct ism_conn_info {
  * The struct may only grow with a new symbol version of the library.
  */
 int ism_session_connection_info(const struct ism_session *s, struct ism_conn_info *out, int max);
+
+/*
+ * Error recovery. Only ErrorRecoveryLevel 0 is negotiated, and there the recovery from a lost
+ * connection is session recovery (RFC 7143 7.1.4.4, 7.1.5): a connection that fails in full
+ * feature phase (no answer to the keepalive within nop_timeout_ms, a reset, a protocol error)
+ * ends the session. Its other connections are closed with it, every task fails with
+ * ISM_ERR_TRANSPORT and ism_session_service returns ISM_SERVICE_FAILED: the caller reinstates the
+ * session (a new one with the same ISID) and sends its commands again. Going on over the other
+ * connections instead would leave the CmdSNs sent on the lost one as a gap the target waits on
+ * for ever, holding every later command.
+ */
+struct ism_recovery_info {
+	uint32_t error_recovery_level; /* negotiated by the leading login */
+	uint32_t default_time2wait, default_time2retain; /* seconds, negotiated by the leading login */
+	bool connection_lost; /* a lost connection ended the session; then: */
+	uint16_t lost_cid;
+	char reason[400];     /* why it was declared lost */
+	int closed_with_it;   /* the session's other connections, closed because of it */
+};
+void ism_session_get_recovery_info(const struct ism_session *s, struct ism_recovery_info *info);
+/*
+ * When a lost connection ended the session: its connections as they were at that moment (the lost
+ * one ISM_CONN_FAILED, the others ISM_CONN_CLOSED), up to max into out; returns how many there
+ * were (0 when the session did not end that way).
+ */
+int ism_session_lost_connection_info(const struct ism_session *s, struct ism_conn_info *out, int max);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Commands (asynchronous) */

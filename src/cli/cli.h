@@ -87,6 +87,10 @@ json_t *jstr(const char *v);
 json_t *jnum(uint64_t v);
 /* Prints the object as one compact line on standard output and releases it. */
 void jprint(json_t *o);
+/* Prints a management answer for --json: indented, members in their order; j stays the caller's. */
+void jprint_indented(json_t *j);
+/* Member k of object o if it is a string, else dflt. */
+const char *jget_str(json_t *o, const char *k, const char *dflt);
 
 /* Library configuration from the options, with the URL's credentials first. 0 or cli_fail's 1. */
 int cli_make_config(struct cli_opts *o, struct ism_config *cfg, const struct ism_url *u);

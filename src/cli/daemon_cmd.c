@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/cli.h"
 #include "cli/daemon_cmd.h"
 #include "cli/exit_status.h"
 #include "mgmt/rpc.h"
@@ -29,11 +30,12 @@ struct dctx {
 	int page;
 	bool have_page;
 	bool from_stdin;
+	bool help;
 };
 
-static int usage(void)
+static void print_usage(FILE *f)
 {
-	fprintf(stderr,
+	fprintf(f,
 		"usage: isthmus [--socket PATH] [--json] COMMAND ...\n"
 		"  login TARGET --portal HOST[:PORT] [--type data|informational|boot] [--persistent]\n"
 		"        [--chap-user U --chap-secret S] [--mutual-user U [--mutual-secret S]] [--chap-algorithms 7,6,5]\n"
@@ -46,7 +48,17 @@ static int usage(void)
 		"  persistent list | add TARGET --portal P [login options] | remove ID | remove TARGET [--portal P]\n"
 		"  chap set-secret [SECRET]    (read from standard input when not given)\n"
 		"  discover --daemon PORTAL [--chap-user U --chap-secret S]\n"
+		"  discover --isns ADDR[:PORT]   targets an iSNS server lets this initiator see (port 3205 by default)\n"
 		"The daemon: --socket PATH, else $ISTHMUS_SOCKET, else /run/isthmus/initiator.sock.\n");
+}
+
+static const char *current_command = "login"; /* for the hint of a usage error */
+
+/* A usage error: one line that says where the forms of the command are listed. */
+static int usage(void)
+{
+	fprintf(stderr, "isthmus: %s: missing or unknown arguments (isthmus %s --help lists its forms)\n",
+		current_command, current_command);
 	return CLI_EXIT_USAGE;
 }
 
@@ -69,7 +81,7 @@ static bool long_method(const char *method)
 {
 	static const char *const names[] = {"session.login", "session.logout", "session.add_connection",
 					    "session.remove_connection", "session.inquiry", "session.readcapacity",
-					    "session.reportluns", "discovery.run", NULL};
+					    "session.reportluns", "discovery.run", "discovery.isns", NULL};
 	for (int i = 0; names[i]; i++)
 		if (!strcmp(names[i], method))
 			return true;
@@ -103,17 +115,13 @@ static json_t *call(struct dctx *c, const char *method, json_t *params)
 		r = rpc_call(c->socket, "op.result", json_pack("{s:I}", "op", op), CALL_TIMEOUT_MS, &code, &err);
 	}
 	if (!r) {
-		fprintf(stderr, "isthmus: %s\n", err ? err : "failed");
+		/* Code 0: no answer at all, so say where the socket came from. */
+		fprintf(stderr, "isthmus: %s%s\n", err ? err : "failed",
+			code == 0 ? " (is isthmus-initiator running? --socket PATH or $ISTHMUS_SOCKET names its socket)"
+				  : "");
 		free(err);
 	}
 	return r;
-}
-
-static void print_json(json_t *j)
-{
-	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
-	printf("%s\n", s);
-	free(s);
 }
 
 static void print_scalar(json_t *v)
@@ -163,11 +171,7 @@ static void print_kv(json_t *j, int indent)
 	}
 }
 
-static const char *str(json_t *o, const char *k)
-{
-	const char *s = json_string_value(json_object_get(o, k));
-	return s ? s : "-";
-}
+static const char *str(json_t *o, const char *k) { return jget_str(o, k, "-"); }
 
 static void print_sessions(json_t *a)
 {
@@ -239,7 +243,7 @@ static int parse(struct dctx *c, int argc, char **argv)
 		static const char *const with_value[] = {"--socket", "--portal", "--type", "--chap-user", "--chap-secret",
 							 "--mutual-user", "--mutual-secret", "--chap-algorithms",
 							 "--removal-latency", "--max-recv-dsl", "--max-burst", "--first-burst",
-							 "--initial-r2t", "--immediate-data", "--isid", "--page", NULL};
+							 "--initial-r2t", "--immediate-data", "--isid", "--page", "--isns", NULL};
 		char name[64];
 		snprintf(name, sizeof(name), "%s", a);
 		char *eq = strchr(name, '=');
@@ -265,6 +269,8 @@ static int parse(struct dctx *c, int argc, char **argv)
 			c->json = true;
 		else if (!strcmp(name, "--daemon"))
 			;
+		else if (!strcmp(name, "--isns"))
+			json_object_set_new(c->params, "server", json_string(v));
 		else if (!strcmp(name, "--stdin"))
 			c->from_stdin = true;
 		else if (!strcmp(name, "--portal"))
@@ -324,8 +330,11 @@ static int parse(struct dctx *c, int argc, char **argv)
 			}
 			json_object_set_new(c->params, !strcmp(name, "--initial-r2t") ? "initial_r2t" : "immediate_data",
 					    json_boolean(b));
+		} else if (!strcmp(name, "--help") || !strcmp(name, "-h")) {
+			c->help = true;
 		} else {
-			fprintf(stderr, "isthmus: unknown option %s\n", a);
+			fprintf(stderr, "isthmus: unknown option '%s' (isthmus %s --help lists the options)\n", a,
+				argv[0]);
 			return -1;
 		}
 	}
@@ -339,13 +348,13 @@ static int finish(struct dctx *c, json_t *r, void (*human)(json_t *))
 	if (!r)
 		return 1;
 	if (c->json)
-		print_json(r);
+		jprint_indented(r);
 	else if (human)
 		human(r);
 	else if (json_is_object(r))
 		print_kv(r, 0);
 	else
-		print_json(r);
+		jprint_indented(r);
 	json_decref(r);
 	return 0;
 }
@@ -360,10 +369,11 @@ static json_t *sid_params(struct dctx *c, const char *sid)
 
 static bool parse_lun(const char *s, long *lun)
 {
-	char *end;
-	errno = 0;
-	*lun = strtol(s, &end, 0);
-	return !errno && end != s && !*end && *lun >= 0 && *lun <= 16383;
+	uint64_t v;
+	if (parse_uint(s, 0, 0, 16383, &v) < 0)
+		return false;
+	*lun = (long)v;
+	return true;
 }
 
 static int do_login(struct dctx *c)
@@ -377,7 +387,7 @@ static int do_login(struct dctx *c)
 	if (!r)
 		return 1;
 	if (c->json)
-		print_json(r);
+		jprint_indented(r);
 	else
 		printf("%s\n", str(r, "session_id"));
 	json_decref(r);
@@ -390,7 +400,7 @@ static int do_logout(struct dctx *c, const char *sid)
 	if (!r)
 		return 1;
 	if (c->json)
-		print_json(r);
+		jprint_indented(r);
 	else
 		printf("session %s logged out\n", sid);
 	json_decref(r);
@@ -482,10 +492,9 @@ static int do_persistent(struct dctx *c)
 		if (c->npos != 2)
 			return usage();
 		json_t *p = json_object();
-		char *end;
-		long long id = strtoll(c->pos[1], &end, 10);
-		if (!*end && end != c->pos[1])
-			json_object_set_new(p, "id", json_integer(id));
+		uint64_t id;
+		if (parse_uint(c->pos[1], 10, 0, INT64_MAX, &id) == 0)
+			json_object_set_new(p, "id", json_integer((json_int_t)id));
 		else {
 			json_object_set_new(p, "target", json_string(c->pos[1]));
 			if (json_object_get(c->params, "portal"))
@@ -517,7 +526,7 @@ static int do_chap(struct dctx *c)
 	if (!r)
 		return 1;
 	if (c->json)
-		print_json(r);
+		jprint_indented(r);
 	else
 		printf("initiator CHAP secret set\n");
 	json_decref(r);
@@ -541,6 +550,13 @@ static void print_discovery(json_t *r)
 
 static int do_discover(struct dctx *c)
 {
+	if (json_object_get(c->params, "server")) {
+		if (c->npos != 0) {
+			fprintf(stderr, "isthmus: discover --isns ADDR[:PORT]\n");
+			return CLI_EXIT_USAGE;
+		}
+		return finish(c, call(c, "discovery.isns", json_incref(c->params)), print_discovery);
+	}
 	if (c->npos != 1) {
 		fprintf(stderr, "isthmus: discover --daemon PORTAL\n");
 		return CLI_EXIT_USAGE;
@@ -553,6 +569,7 @@ int cmd_daemon(int argc, char **argv)
 {
 	if (argc < 1)
 		return usage();
+	current_command = argv[0];
 	struct dctx c = {0};
 	c.params = json_object();
 	c.socket = getenv("ISTHMUS_SOCKET");
@@ -560,6 +577,11 @@ int cmd_daemon(int argc, char **argv)
 	if (parse(&c, argc, argv) < 0) {
 		json_decref(c.params);
 		return CLI_EXIT_USAGE;
+	}
+	if (c.help) {
+		print_usage(stdout);
+		json_decref(c.params);
+		return CLI_EXIT_OK;
 	}
 	if (!c.socket || !*c.socket)
 		c.socket = "/run/isthmus/initiator.sock";
@@ -576,9 +598,10 @@ int cmd_daemon(int argc, char **argv)
 		rc = do_chap(&c);
 	else if (!strcmp(cmd, "discover"))
 		rc = do_discover(&c);
-	else if (!strcmp(cmd, "help") || !strcmp(cmd, "--help"))
-		rc = usage() & 0;
-	else
+	else if (!strcmp(cmd, "help") || !strcmp(cmd, "--help")) {
+		print_usage(stdout);
+		rc = CLI_EXIT_OK;
+	} else
 		rc = usage();
 	json_decref(c.params);
 	return rc;

@@ -20,7 +20,7 @@ static void usage(FILE *f)
 	      "  read URL --lba N --blocks N [--out FILE]\n"
 	      "  write URL --lba N --in FILE\n"
 	      "  target ...                      manage a running isthmus-target (isthmus target --help)\n"
-	      "  login, logout, session, persistent, chap, discover --daemon\n"
+	      "  login, logout, session, persistent, chap, discover --daemon, discover --isns\n"
 	      "                                  through the initiator daemon (isthmus login --help)\n"
 	      "\n"
 	      "URL: iscsi://[user[%password]@]host[:port]/target-iqn/lun[?target_user=U&target_password=P]\n"
@@ -38,7 +38,11 @@ static void usage(FILE *f)
 	      "  --timeout SECONDS                    per command and per login (default 60 / 15)\n"
 	      "  --depth N                            commands in flight for read/write (default 8)\n"
 	      "  --io-size KIB                        transfer size per command (default 1024)\n"
-	      "  --json                               print one JSON object\n",
+	      "  --json                               print one JSON object\n"
+	      "  --help                               this text (isthmus COMMAND --help: that command's)\n"
+	      "  --version                            the version\n"
+	      "\n"
+	      "exit status: 0 done, 1 failed, 2 bad command line, 3 (isthmus target) no such object\n",
 	      f);
 }
 
@@ -86,6 +90,7 @@ static int parse_options(int argc, char **argv, struct cli_opts *o)
 	};
 	uint64_t v;
 	int opt;
+	opterr = 0; /* one line of our own instead of getopt's */
 	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
 		switch (opt) {
 		case O_PAGE:
@@ -117,7 +122,8 @@ static int parse_options(int argc, char **argv, struct cli_opts *o)
 					return -1;
 				break;
 			}
-			usage(stderr);
+			fprintf(stderr, "isthmus: bad option '%s': unknown, or its value is missing (isthmus --help lists them)\n",
+				argv[optind - 1]);
 			return -1;
 		}
 	}
@@ -126,6 +132,10 @@ static int parse_options(int argc, char **argv, struct cli_opts *o)
 
 int main(int argc, char **argv)
 {
+	if (argc > 1 && (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0)) {
+		printf("isthmus %s\n", ISTHMUS_VERSION);
+		return CLI_EXIT_OK;
+	}
 	if (argc > 1) {
 		for (size_t i = 0; i < sizeof(own_options) / sizeof(own_options[0]); i++)
 			if (strcmp(argv[1], own_options[i].name) == 0)
@@ -133,7 +143,7 @@ int main(int argc, char **argv)
 		/* discover is the daemon's when asked for, else a one-shot SendTargets. */
 		if (strcmp(argv[1], "discover") == 0)
 			for (int i = 2; i < argc; i++)
-				if (strcmp(argv[i], "--daemon") == 0)
+				if (strcmp(argv[i], "--daemon") == 0 || strncmp(argv[i], "--isns", 6) == 0)
 					return cmd_daemon(argc - 1, argv + 1);
 	}
 	struct cli_opts o = {.page = -1, .depth = 8};
@@ -142,7 +152,7 @@ int main(int argc, char **argv)
 		return rc > 0 ? CLI_EXIT_OK : CLI_EXIT_USAGE;
 	cli_debug_from_env();
 	if (optind >= argc) {
-		usage(stderr);
+		fprintf(stderr, "isthmus: no command given (isthmus --help lists the commands)\n");
 		return CLI_EXIT_USAGE;
 	}
 	const char *cmd = argv[optind];
@@ -165,7 +175,6 @@ int main(int argc, char **argv)
 			o.io_kib = one_shot[i].io_kib;
 		return one_shot[i].run(&o, arg);
 	}
-	fprintf(stderr, "isthmus: unknown command '%s'\n", cmd);
-	usage(stderr);
+	fprintf(stderr, "isthmus: unknown command '%s' (isthmus --help lists the commands)\n", cmd);
 	return CLI_EXIT_USAGE;
 }

@@ -5,17 +5,14 @@
 #include <strings.h>
 
 #include "cli/cli.h"
+#include "util/parse.h"
 
 int cli_parse_u64(const char *opt, const char *v, uint64_t *out)
 {
-	char *end;
-	errno = 0;
-	unsigned long long x = strtoull(v, &end, 0);
-	if (errno || end == v || *end || v[0] == '-') {
+	if (parse_uint(v, 0, 0, UINT64_MAX, out) < 0) {
 		fprintf(stderr, "isthmus: %s takes a number, not '%s'\n", opt, v);
 		return -1;
 	}
-	*out = x;
 	return 0;
 }
 

@@ -42,6 +42,19 @@ void jprint(json_t *o)
 	json_decref(o);
 }
 
+void jprint_indented(json_t *j)
+{
+	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENCODE_ANY);
+	printf("%s\n", s ? s : "null");
+	free(s);
+}
+
+const char *jget_str(json_t *o, const char *k, const char *dflt)
+{
+	const char *s = json_string_value(json_object_get(o, k));
+	return s ? s : dflt;
+}
+
 int cli_fail(const char *fmt, ...)
 {
 	char msg[1024];

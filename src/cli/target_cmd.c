@@ -7,9 +7,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/cli.h"
 #include "cli/exit_status.h"
 #include "cli/target_cmd.h"
 #include "mgmt/rpc.h"
+#include "util/parse.h"
 
 #define DEFAULT_TARGET_SOCKET "/run/isthmus/target.sock"
 #define RPC_TIMEOUT_MS 10000
@@ -39,11 +41,7 @@ static void target_usage(FILE *f)
 	      f);
 }
 
-static const char *str(json_t *o, const char *k)
-{
-	const char *s = json_string_value(json_object_get(o, k));
-	return s ? s : "";
-}
+static const char *str(json_t *o, const char *k) { return jget_str(o, k, ""); }
 
 static long long num(json_t *o, const char *k) { return (long long)json_integer_value(json_object_get(o, k)); }
 
@@ -177,14 +175,16 @@ static int call(const char *sock, const char *method, json_t *params, bool as_js
 	char *err = NULL;
 	json_t *r = rpc_call(sock, method, params, RPC_TIMEOUT_MS, &code, &err);
 	if (!r) {
-		fprintf(stderr, "isthmus target: %s\n", err);
+		/* Code 0: no answer at all, so say where the socket came from. */
+		fprintf(stderr, "isthmus target: %s%s\n", err,
+			code == 0 ? " (is isthmus-target running? --socket PATH or $ISTHMUS_TARGET_SOCKET names its "
+				    "--mgmt-socket)"
+				  : "");
 		free(err);
 		return code == RPC_NOT_FOUND ? CLI_EXIT_NOT_FOUND : CLI_EXIT_FAILED;
 	}
 	if (as_json) {
-		char *s = json_dumps(r, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-		printf("%s\n", s);
-		free(s);
+		jprint_indented(r);
 	} else if (human) {
 		human(r);
 	} else {
@@ -194,20 +194,26 @@ static int call(const char *sock, const char *method, json_t *params, bool as_js
 	return 0;
 }
 
+static bool usage_said; /* need() printed what is missing: no second line */
+
 static int need(int argc, int n, const char *what)
 {
 	if (argc < n) {
-		fprintf(stderr, "isthmus target: %s\n", what);
+		fprintf(stderr, "isthmus target: %s (isthmus target --help)\n", what);
+		usage_said = true;
 		return 0;
 	}
 	return 1;
 }
 
+/* TSIHs, LUN and portal group numbers, grace seconds: JSON integers, never negative. */
 static int parse_int(const char *s, long long *out)
 {
-	char *end;
-	*out = strtoll(s, &end, 0);
-	return *s && !*end;
+	uint64_t v;
+	if (parse_uint(s, 0, 0, INT64_MAX, &v) < 0)
+		return 0;
+	*out = (long long)v;
+	return 1;
 }
 
 int cmd_target(int argc, char **argv)
@@ -229,6 +235,7 @@ int cmd_target(int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	optind = 1;
+	opterr = 0; /* one line of our own instead of getopt's */
 	int opt;
 	while ((opt = getopt_long(argc, argv, "+s:jh", opts, NULL)) != -1 || optind < argc) {
 		if (opt == -1) {
@@ -257,7 +264,11 @@ int cmd_target(int argc, char **argv)
 			*(opt == 'g' ? &group : opt == 'l' ? &lun : &grace) = v;
 			break;
 		case 'h': target_usage(stdout); return 0;
-		default: target_usage(stderr); return CLI_EXIT_USAGE;
+		default:
+			fprintf(stderr,
+				"isthmus target: bad option '%s': unknown, or its value is missing (isthmus target --help lists them)\n",
+				argv[optind - 1]);
+			return CLI_EXIT_USAGE;
 		}
 	}
 	/* getopt_long with '+' stops at the first word; gather the words it skipped. */
@@ -276,7 +287,7 @@ int cmd_target(int argc, char **argv)
 	if (!sock)
 		sock = DEFAULT_TARGET_SOCKET;
 	if (nw == 0) {
-		target_usage(stderr);
+		fprintf(stderr, "isthmus target: no command given (isthmus target --help lists them)\n");
 		return CLI_EXIT_USAGE;
 	}
 	const char *c = words[0];
@@ -322,7 +333,8 @@ int cmd_target(int argc, char **argv)
 			json_object_set_new(p, "lun", json_integer(lun));
 		return call(sock, "lun.add", p, as_json, NULL);
 	} else if ((strcmp(c, "remove-lun") == 0 || strcmp(c, "resize-lun") == 0) &&
-		   need(nw, strcmp(c, "resize-lun") == 0 ? 4 : 3, "needs IQN, LUN (and SIZE)") && parse_int(words[2], &n)) {
+		   need(nw, strcmp(c, "resize-lun") == 0 ? 4 : 3,
+			strcmp(c, "resize-lun") == 0 ? "resize-lun needs IQN, LUN and SIZE" : "remove-lun needs IQN and LUN") && parse_int(words[2], &n)) {
 		json_object_set_new(p, "target", json_string(words[1]));
 		json_object_set_new(p, "lun", json_integer(n));
 		if (strcmp(c, "resize-lun") == 0) {
@@ -330,7 +342,7 @@ int cmd_target(int argc, char **argv)
 			return call(sock, "lun.resize", p, as_json, NULL);
 		}
 		return call(sock, "lun.remove", p, as_json, NULL);
-	} else if ((strcmp(c, "allow") == 0 || strcmp(c, "disallow") == 0) && need(nw, 3, "needs IQN and INITIATOR")) {
+	} else if ((strcmp(c, "allow") == 0 || strcmp(c, "disallow") == 0) && need(nw, 3, "allow and disallow need IQN and INITIATOR")) {
 		json_object_set_new(p, "target", json_string(words[1]));
 		json_object_set_new(p, "initiator", json_string(words[2]));
 		return call(sock, strcmp(c, "allow") == 0 ? "acl.add" : "acl.remove", p, as_json, NULL);
@@ -350,7 +362,7 @@ int cmd_target(int argc, char **argv)
 		if (msecret)
 			json_object_set_new(p, "mutual_secret", json_string(msecret));
 		return call(sock, "chap.set", p, as_json, NULL);
-	} else if ((strcmp(c, "add-portal") == 0 || strcmp(c, "remove-portal") == 0) && need(nw, 2, "needs HOST:PORT")) {
+	} else if ((strcmp(c, "add-portal") == 0 || strcmp(c, "remove-portal") == 0) && need(nw, 2, "add-portal and remove-portal need HOST:PORT")) {
 		json_object_set_new(p, "listen", json_string(words[1]));
 		if (group >= 0)
 			json_object_set_new(p, "portal_group", json_integer(group));
@@ -363,6 +375,8 @@ int cmd_target(int argc, char **argv)
 		return call(sock, "config.reload", p, as_json, NULL);
 	}
 	json_decref(p);
-	target_usage(stderr);
+	if (!usage_said)
+		fprintf(stderr, "isthmus target: unknown command or missing arguments: '%s' (isthmus target --help lists them)\n",
+			c);
 	return CLI_EXIT_USAGE;
 }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli/daemon_cmd.h"
+#include "daemon/config.h"
 #include "daemon/run.h"
 #include "util/log.h"
 
@@ -14,12 +15,37 @@ static void usage(FILE *f)
 {
 	fprintf(f, "usage: isthmus-initiator [--config FILE] [--state-dir DIR] [--socket PATH] [--devices-dir DIR]\n"
 		   "                         [--nbd-dir DIR] [--ibft DIR] [--no-fuse] [--no-nbd] [--foreground]\n"
-		   "                         [--log-level error|warn|info|debug]\n"
+		   "                         [--log-level error|warn|info|debug] [--check-config]\n"
 		   "       isthmus-initiator ctl COMMAND ...   (the CLI's daemon commands: login, logout, session,\n"
 		   "                                            persistent, chap, discover)\n"
+		   "       isthmus-initiator --help | --version\n"
 		   "defaults: --config /etc/isthmus/initiator.conf when present, --state-dir /var/lib/isthmus,\n"
 		   "          --socket /run/isthmus/initiator.sock, --devices-dir /run/isthmus/devices,\n"
-		   "          --nbd-dir /run/isthmus/nbd\n");
+		   "          --nbd-dir /run/isthmus/nbd\n"
+		   "--foreground stays attached (for a service manager: with $NOTIFY_SOCKET set, READY=1 is sent\n"
+		   "once the start-up logins are done or have had their login timeout); --ibft DIR adds the boot\n"
+		   "session that firmware describes; --no-fuse and --no-nbd turn a kind of local device off;\n"
+		   "--check-config reads the configuration file and exits: 0 when it is valid, else 1.\n");
+}
+
+/* --check-config: the file as start-up reads it, nothing else opened. */
+static int check_config(const char *path)
+{
+	if (!path) {
+		fprintf(stderr, "isthmus-initiator: no configuration file: give --config FILE\n");
+		return 1;
+	}
+	struct dmn_config c;
+	char err[512];
+	dmn_config_defaults(&c);
+	int rc = dmn_config_load(&c, path, err, sizeof(err));
+	dmn_config_free(&c);
+	if (rc < 0) {
+		fprintf(stderr, "isthmus-initiator: %s\n", err);
+		return 1;
+	}
+	printf("%s: configuration is valid\n", path);
+	return 0;
 }
 
 int main(int argc, char **argv)
@@ -32,12 +58,14 @@ int main(int argc, char **argv)
 		{"nbd-dir", required_argument, NULL, 'n'},    {"ibft", required_argument, NULL, 'i'},
 		{"no-fuse", no_argument, NULL, 'F'},          {"no-nbd", no_argument, NULL, 'N'},
 		{"foreground", no_argument, NULL, 'f'},       {"log-level", required_argument, NULL, 'l'},
-		{"help", no_argument, NULL, 'h'},             {NULL, 0, NULL, 0},
+		{"help", no_argument, NULL, 'h'},             {"version", no_argument, NULL, 'V'},
+		{"check-config", no_argument, NULL, 'k'},
+		{NULL, 0, NULL, 0},
 	};
 	struct dmn_args a = {.ready_fd = -1};
-	bool foreground = false;
+	bool foreground = false, check_only = false;
 	int c;
-	while ((c = getopt_long(argc, argv, "c:s:S:d:n:i:FNfl:h", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:s:S:d:n:i:FNfl:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': a.config = optarg; break;
 		case 's': a.state_dir = optarg; break;
@@ -48,6 +76,7 @@ int main(int argc, char **argv)
 		case 'F': a.no_fuse = true; break;
 		case 'N': a.no_nbd = true; break;
 		case 'f': foreground = true; break;
+		case 'k': check_only = true; break;
 		case 'l':
 			if (!strcmp(optarg, "error")) log_set_level(LOG_ERROR);
 			else if (!strcmp(optarg, "warn")) log_set_level(LOG_WARN);
@@ -59,6 +88,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'h': usage(stdout); return 0;
+		case 'V': printf("isthmus-initiator %s\n", ISTHMUS_VERSION); return 0;
 		default: usage(stderr); return 2;
 		}
 	}
@@ -69,6 +99,8 @@ int main(int argc, char **argv)
 	struct stat st;
 	if (!a.config && stat("/etc/isthmus/initiator.conf", &st) == 0)
 		a.config = "/etc/isthmus/initiator.conf";
+	if (check_only)
+		return check_config(a.config);
 	if (!foreground) {
 		/* Detach; the parent returns once the daemon listens, so scripts can use it at once. */
 		int p[2];

@@ -1,25 +1,33 @@
 /* isthmus-target: serve LUNs over iSCSI. Flags build or extend the configuration file's setup. */
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "proto/isns.h"
 #include "target/config.h"
 #include "target/target.h"
 #include "util/log.h"
 #include "util/sbuf.h"
+#include "util/sd_notify.h"
 
 static void usage(FILE *f)
 {
 	fputs("usage: isthmus-target [--config FILE] [--listen HOST:PORT]... [--target IQN] [--lun SPEC]...\n"
 	      "                      [--mgmt-socket PATH] [--state-dir DIR] [--log-level error|warn|info|debug]\n"
-	      "                      [--max-connections N] [--max-connections-per-portal N]\n"
+	      "                      [--max-connections N] [--max-connections-per-portal N] [--metrics HOST:PORT]\n"
+	      "                      [--isns ADDR[:PORT]] [--check-config]\n"
+	      "       isthmus-target --help | --version\n"
 	      "\n"
-	      "  --config FILE      load portals, targets, LUNs, ACLs and CHAP from FILE (see docs/config.md);\n"
+	      "  --config FILE      load portals, targets, LUNs, ACLs and CHAP from FILE (see isthmus-target.conf(5));\n"
 	      "                     SIGHUP reloads it and applies only the differences\n"
+	      "  --check-config     check the configuration (file and flags) and exit: 0 when it is valid,\n"
+	      "                     1 with the error (file and line) on standard error; nothing is opened\n"
 	      "  --listen HOST:PORT add a portal to portal group 1 (IPv6 as [ADDR]:PORT); may repeat\n"
 	      "  --target IQN       the target the --lun flags belong to (created in portal group 1)\n"
-	      "  --lun SPEC         PATH[,size=1G][,ro][,bs=4096][,thick] or memory,size=64M; numbered from 0\n"
+	      "  --lun SPEC         PATH[,size=1G][,ro][,bs=4096][,thick], memory,size=64M or null,size=1T\n"
+	      "                     (reads zeros, drops writes); numbered from 0\n"
 	      "  --mgmt-socket PATH JSON-RPC management socket (mode 0600), default /run/isthmus/target.sock;\n"
 	      "                     the CLI reaches it with isthmus target --socket PATH or ISTHMUS_TARGET_SOCKET\n"
 	      "  --state-dir DIR    where persistent reservations made with APTPL are kept (overrides the\n"
@@ -27,7 +35,9 @@ static void usage(FILE *f)
 	      "  --metrics HOST:PORT serve Prometheus metrics over HTTP (bind to loopback unless you mean it)\n"
 	      "  --max-connections N            iSCSI connections at once, whole target (default 1024)\n"
 	      "  --max-connections-per-portal N iSCSI connections at once through one portal (default 256)\n"
-	      "  --log-level LEVEL  default info\n",
+	      "  --isns ADDR[:PORT] register with this iSNS server (port 3205 by default; see docs/isns.md)\n"
+	      "  --log-level LEVEL  default info\n"
+	      "  --help             this text; --version: the version\n",
 	      f);
 }
 
@@ -41,6 +51,7 @@ struct flags {
 	const char *mgmt;
 	unsigned max_connections, max_connections_per_portal; /* 0: as the file says */
 	const char *state_dir;
+	const char *isns;
 };
 
 static int apply_flags(struct cfg *cfg, void *arg, char **err)
@@ -69,6 +80,10 @@ static int apply_flags(struct cfg *cfg, void *arg, char **err)
 		free(cfg->state_dir);
 		cfg->state_dir = xstrdup(f->state_dir);
 	}
+	if (f->isns) {
+		free(cfg->isns);
+		cfg->isns = xstrdup(f->isns);
+	}
 	if (cfg->nportals == 0 && cfg_add_listen(cfg, "127.0.0.1:3260", err) < 0)
 		return -1;
 	if (cfg->ntargets == 0) {
@@ -76,6 +91,23 @@ static int apply_flags(struct cfg *cfg, void *arg, char **err)
 		return -1;
 	}
 	return 0;
+}
+
+/* --check-config: what start-up would check before opening anything (LUN files are not touched). */
+static int check_config(struct cfg *cfg, struct flags *fl, const char *config)
+{
+	char *err = NULL;
+	int rc = 0;
+	if (apply_flags(cfg, fl, &err) < 0 || cfg_validate(cfg, &err) < 0) {
+		fprintf(stderr, "isthmus-target: %s\n", err);
+		free(err);
+		rc = 1;
+	} else {
+		printf("%s: configuration is valid\n", config ? config : "command line");
+	}
+	cfg_free(cfg);
+	free(cfg);
+	return rc;
 }
 
 static void push(char ***v, size_t *n, char *s)
@@ -94,12 +126,15 @@ int main(int argc, char **argv)
 		{"max-connections", required_argument, NULL, 'C'},
 		{"max-connections-per-portal", required_argument, NULL, 'P'},
 		{"state-dir", required_argument, NULL, 's'},
+		{"isns", required_argument, NULL, 'I'},
+		{"check-config", no_argument, NULL, 'k'},      {"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	struct flags fl = {0};
 	const char *config = NULL, *metrics = NULL;
 	int opt, rc = 2;
-	while ((opt = getopt_long(argc, argv, "c:l:t:u:v:m:M:s:h", opts, NULL)) != -1) {
+	bool check_only = false;
+	while ((opt = getopt_long(argc, argv, "c:l:t:u:v:m:M:s:hV", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'c': config = optarg; break;
 		case 'l': push(&fl.listens, &fl.nlistens, optarg); break;
@@ -107,7 +142,19 @@ int main(int argc, char **argv)
 		case 'u': push(&fl.luns, &fl.nluns, optarg); break;
 		case 'm': fl.mgmt = optarg; break;
 		case 's': fl.state_dir = optarg; break;
+		case 'I': {
+			char addr[64], why[160];
+			uint16_t port;
+			if (isns_parse_server(optarg, addr, sizeof(addr), &port, why, sizeof(why)) < 0) {
+				fprintf(stderr, "isthmus-target: --isns: %s\n", why);
+				goto out;
+			}
+			fl.isns = optarg;
+			break;
+		}
 		case 'M': metrics = optarg; break;
+		case 'k': check_only = true; break;
+		case 'V': printf("isthmus-target %s\n", ISTHMUS_VERSION); rc = 0; goto out;
 		case 'C':
 		case 'P': {
 			char *e = NULL;
@@ -149,6 +196,8 @@ int main(int argc, char **argv)
 	struct cfg *cfg = xcalloc(1, sizeof(*cfg));
 	cfg_init(cfg);
 	char *err = NULL;
+	if (check_only)
+		rc = 1; /* for --check-config every configuration error is status 1 */
 	if (config && cfg_load_file(cfg, config, &err) < 0) {
 		fprintf(stderr, "isthmus-target: %s\n", err);
 		free(err);
@@ -156,10 +205,17 @@ int main(int argc, char **argv)
 		free(cfg);
 		goto out;
 	}
+	if (check_only) {
+		rc = check_config(cfg, &fl, config);
+		goto out;
+	}
 	struct server srv = {.overlay = apply_flags, .overlay_arg = &fl, .metrics_listen = metrics};
 	rc = 1;
-	if (server_start(&srv, cfg) == 0)
+	if (server_start(&srv, cfg) == 0) {
+		/* server_start returns with every portal listening: initiators can connect from here on. */
+		sd_notify_ready();
 		rc = server_run(&srv);
+	}
 	server_free(&srv);
 out:
 	free(fl.listens);

@@ -103,10 +103,8 @@ int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t er
 		else if (!strcmp(k, "nbd"))
 			flag = &c->nbd;
 		else if (!strcmp(k, "nbd-max-clients")) {
-			char *end;
-			errno = 0;
-			unsigned long n = strtoul(v, &end, 10);
-			if (errno || end == v || *end || n < 1 || n > 65536) {
+			uint64_t n;
+			if (parse_uint(v, 10, 1, 65536, &n) < 0) {
 				snprintf(err, errlen, "%s:%d: nbd-max-clients: want a number from 1 to 65536", path, lineno);
 				rc = -1;
 			} else {

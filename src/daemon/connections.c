@@ -4,6 +4,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "daemon/connections.h"
 #include "daemon/daemon.h"
@@ -99,17 +100,50 @@ static void on_conn_removed(struct ism_session *ism, int status, void *priv)
 	free(r);
 }
 
+/*
+ * The connections restored after a reconnect are the login portal and the extra portals: removing
+ * a connection takes its own portal out of them (not just any), so that what comes back is what
+ * the user left. When it is the login portal's only connection, the first extra portal becomes the
+ * login portal.
+ */
+static void forget_portal(struct dsession *s, const char *portal)
+{
+	for (int i = 0; i < s->nextra; i++) {
+		if (strcmp(s->extra_portals[i], portal) != 0)
+			continue;
+		free(s->extra_portals[i]);
+		memmove(&s->extra_portals[i], &s->extra_portals[i + 1], (size_t)(s->nextra - i - 1) * sizeof(char *));
+		s->extra_portals[--s->nextra] = NULL;
+		return;
+	}
+	if (!s->nextra)
+		return;
+	free(s->login_portal);
+	s->login_portal = s->extra_portals[0];
+	memmove(&s->extra_portals[0], &s->extra_portals[1], (size_t)(s->nextra - 1) * sizeof(char *));
+	s->extra_portals[--s->nextra] = NULL;
+}
+
 int dsess_remove_connection(struct dsession *s, uint16_t cid, uint64_t op, char *err, size_t errlen)
 {
 	if (!s->ism || s->state != DS_CONNECTED) {
 		snprintf(err, errlen, "session %s is %s", s->idstr, dsess_state_str(s->state));
 		return -1;
 	}
-	uint16_t cids[DMN_MAX_WATCH];
-	int n = ism_session_connections(s->ism, cids, DMN_MAX_WATCH);
+	struct ism_conn_info ci[DMN_MAX_WATCH];
+	int nc = ism_session_connection_info(s->ism, ci, DMN_MAX_WATCH);
+	int n = 0;
+	char portal[ISM_PORTAL_MAX] = "";
 	bool found = false;
-	for (int i = 0; i < n && i < DMN_MAX_WATCH; i++)
-		found |= cids[i] == cid;
+	for (int i = 0; i < nc && i < DMN_MAX_WATCH; i++) {
+		if (ci[i].state != ISM_CONN_FULL_FEATURE)
+			continue;
+		n++;
+		if (ci[i].cid == cid) {
+			found = true;
+			snprintf(portal, sizeof(portal), "%s", ci[i].portal);
+		}
+	}
 	if (!found) {
 		snprintf(err, errlen, "session %s has no connection with CID %u", s->idstr, cid);
 		return -1;
@@ -131,11 +165,7 @@ int dsess_remove_connection(struct dsession *s, uint16_t cid, uint64_t op, char 
 		free(r);
 		return -1;
 	}
-	/* it is not restored after a reconnect any more */
-	if (s->nextra) {
-		free(s->extra_portals[--s->nextra]);
-		s->extra_portals[s->nextra] = NULL;
-	}
+	forget_portal(s, portal);
 	lib_settle(s);
 	return 0;
 }

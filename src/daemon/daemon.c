@@ -19,6 +19,7 @@
 #include "daemon/store.h"
 #include "util/log.h"
 #include "util/sbuf.h"
+#include "util/sd_notify.h"
 
 #define STOP_TIMEOUT_MS 8000
 
@@ -35,6 +36,7 @@ static void begin_stop(struct daemon *d)
 	if (d->stopping)
 		return;
 	d->stopping = true;
+	sd_notify_stopping();
 	log_info("stopping: logging out every session");
 	if (!d->sessions) {
 		loop_stop(d->loop);
@@ -104,6 +106,26 @@ static void start_records(struct daemon *d, bool boot)
 			start_persistent(d, &o, (uint64_t)json_integer_value(json_object_get(r, "id")));
 		dsess_opts_free(&o);
 	}
+}
+
+/* A start-up login is done once it is connected with its LUNs probed, or it failed (and now retries). */
+static bool startup_logins_done(const struct daemon *d)
+{
+	for (const struct dsession *s = d->sessions; s; s = s->next)
+		if (s->state == DS_LOGGING_IN || (s->state == DS_CONNECTED && !s->probed))
+			return false;
+	return true;
+}
+
+/* Units ordered after the daemon (remote file systems) start once its persistent sessions are up. */
+static void check_startup_ready(void *arg)
+{
+	struct daemon *d = arg;
+	if (!d->stopping && !startup_logins_done(d) && loop_now_ms() < d->ready_deadline_ms)
+		return;
+	loop_timer_stop(d->loop, &d->ready_timer);
+	if (!d->stopping)
+		sd_notify_ready();
 }
 
 int dmn_run(struct dmn_args *a)
@@ -186,6 +208,9 @@ int dmn_run(struct dmn_args *a)
 	}
 	start_records(d, true);
 	start_records(d, false);
+	/* A login attempt is bounded by login-timeout; the LUN probe after it gets a little more. */
+	d->ready_deadline_ms = loop_now_ms() + (uint64_t)d->cfg.login_timeout_ms + 5000;
+	loop_timer_start(d->loop, &d->ready_timer, 50, 50, check_startup_ready, d);
 	if (a->ready_fd >= 0) {
 		ssize_t w = write(a->ready_fd, "ok\n", 3);
 		(void)w;
@@ -195,6 +220,7 @@ int dmn_run(struct dmn_args *a)
 	rc = 0;
 	dsess_abort_all(d);
 	loop_timer_stop(d->loop, &d->stop_timer);
+	loop_timer_stop(d->loop, &d->ready_timer);
 	if (d->fuse)
 		fusedev_stop(d);
 out:

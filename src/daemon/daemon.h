@@ -42,6 +42,9 @@ struct daemon {
 	int sigfd;
 	struct loop_watch sigwatch;
 	struct loop_timer stop_timer;
+	/* READY=1 to the service manager once the start-up logins are done, or at this time. */
+	struct loop_timer ready_timer;
+	uint64_t ready_deadline_ms;
 	/* RPC operations that complete later */
 	struct dop *ops;
 	uint64_t next_op;

@@ -34,6 +34,7 @@
 #include "scsi/codes.h"
 #include "scsi/scsi.h"
 #include "util/log.h"
+#include "util/parse.h"
 #include "util/sbuf.h"
 
 #define FUSE_MAX_IO (1u << 20)
@@ -118,14 +119,12 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	struct dsession *s = session_of(d, parent);
-	char *end;
+	uint64_t n;
 	if (!s || ((uint64_t)parent & 0xffff) || strncmp(name, "lun", 3) != 0 || !name[3]) {
 		fuse_reply_err(req, ENOENT);
 		return;
 	}
-	errno = 0;
-	unsigned long long n = strtoull(name + 3, &end, 10);
-	struct dlun *l = !errno && !*end && n < 0xffff ? dsess_lun(s, n) : NULL;
+	struct dlun *l = parse_uint(name + 3, 10, 0, 0xfffe, &n) == 0 ? dsess_lun(s, n) : NULL;
 	if (!l || !l->exposed) {
 		fuse_reply_err(req, ENOENT);
 		return;

@@ -17,6 +17,7 @@
 #include "daemon/daemon.h"
 #include "daemon/fuse.h"
 #include "daemon/io.h"
+#include "daemon/isns.h"
 #include "daemon/methods.h"
 #include "daemon/nbd.h"
 #include "daemon/ops.h"
@@ -183,37 +184,44 @@ static json_t *m_show(void *ctx, json_t *params, struct rpc_error *err)
 	return s ? dsess_json(s) : NULL;
 }
 
-static json_t *m_add_conn(void *ctx, json_t *params, struct rpc_error *err)
+/*
+ * Adding a connection ("portal", optional) and removing one ("cid") are both operations on a
+ * session whose answer comes when the connection is up or gone.
+ */
+static json_t *connection_change(struct daemon *d, json_t *params, bool add, struct rpc_error *err)
 {
-	struct daemon *d = ctx;
 	struct dsession *s = session_param(d, params, err);
 	if (!s)
 		return NULL;
-	json_t *p = json_object_get(params, "portal");
-	if (p && !json_is_string(p))
+	json_t *v = json_object_get(params, add ? "portal" : "cid");
+	if (add && v && !json_is_string(v))
 		return rpc_fail(err, RPC_INVALID_PARAMS, "'portal' must be a string");
+	if (!add && (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 65535))
+		return rpc_fail(err, RPC_INVALID_PARAMS, "'cid' must be an integer 0..65535");
 	uint64_t op = dop_new(d);
 	char msg[256];
-	if (dsess_add_connection(s, p ? json_string_value(p) : NULL, op, msg, sizeof(msg)) < 0) {
+	int rc = add ? dsess_add_connection(s, v ? json_string_value(v) : NULL, op, msg, sizeof(msg))
+		     : dsess_remove_connection(s, (uint16_t)json_integer_value(v), op, msg, sizeof(msg));
+	if (rc < 0)
 		dop_fail(d, op, RPC_FAILED, "%s", msg);
-	}
 	return dop_answer(d, op, err);
+}
+
+static json_t *m_add_conn(void *ctx, json_t *params, struct rpc_error *err)
+{
+	return connection_change(ctx, params, true, err);
 }
 
 static json_t *m_remove_conn(void *ctx, json_t *params, struct rpc_error *err)
 {
-	struct daemon *d = ctx;
-	struct dsession *s = session_param(d, params, err);
-	if (!s)
-		return NULL;
-	json_t *c = json_object_get(params, "cid");
-	if (!json_is_integer(c) || json_integer_value(c) < 0 || json_integer_value(c) > 65535)
-		return rpc_fail(err, RPC_INVALID_PARAMS, "'cid' must be an integer 0..65535");
-	uint64_t op = dop_new(d);
-	char msg[256];
-	if (dsess_remove_connection(s, (uint16_t)json_integer_value(c), op, msg, sizeof(msg)) < 0)
-		dop_fail(d, op, RPC_FAILED, "%s", msg);
-	return dop_answer(d, op, err);
+	return connection_change(ctx, params, false, err);
+}
+
+/* The answer of register and unregister: the session and its persistent record. */
+static json_t *persistence_json(const struct dsession *s, uint64_t record_id, bool persistent)
+{
+	return json_pack("{s:s,s:I,s:b}", "session_id", s->idstr, "record_id", (json_int_t)record_id, "is_persistent",
+			 persistent);
 }
 
 static json_t *m_register(void *ctx, json_t *params, struct rpc_error *err)
@@ -229,8 +237,7 @@ static json_t *m_register(void *ctx, json_t *params, struct rpc_error *err)
 		json_decref(r);
 		log_info("session %s: registered as persistent login %" PRIu64, s->idstr, s->record_id);
 	}
-	return json_pack("{s:s,s:I,s:b}", "session_id", s->idstr, "record_id", (json_int_t)s->record_id,
-			 "is_persistent", 1);
+	return persistence_json(s, s->record_id, true);
 }
 
 static json_t *m_unregister(void *ctx, json_t *params, struct rpc_error *err)
@@ -244,7 +251,7 @@ static json_t *m_unregister(void *ctx, json_t *params, struct rpc_error *err)
 	uint64_t id = s->record_id;
 	record_remove(d, id);
 	log_info("session %s: persistent login %" PRIu64 " removed", s->idstr, id);
-	return json_pack("{s:s,s:I,s:b}", "session_id", s->idstr, "record_id", (json_int_t)id, "is_persistent", 0);
+	return persistence_json(s, id, false);
 }
 
 /* ---- SCSI commands from the CLI: live when the session is up, else from the cache */
@@ -588,7 +595,8 @@ static void *disc_thread(void *arg)
 static void disc_free(void *arg)
 {
 	struct disc_job *j = arg;
-	close(j->efd);
+	if (j->efd >= 0)
+		close(j->efd);
 	free(j->portal);
 	free(j->chap_user);
 	free(j->chap_secret);
@@ -657,15 +665,7 @@ static json_t *m_discover(void *ctx, json_t *params, struct rpc_error *err)
 		j->mutual_secret = xstrdup(d->initiator_secret);
 	j->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (j->efd < 0 || loop_watch_add(d->loop, &j->w, j->efd, EPOLLIN, disc_done, j) < 0) {
-		if (j->efd >= 0)
-			close(j->efd);
-		j->efd = -1;
-		free(j->portal);
-		free(j->chap_user);
-		free(j->chap_secret);
-		free(j->mutual_user);
-		free(j->mutual_secret);
-		free(j);
+		disc_free(j);
 		return rpc_fail(err, RPC_INTERNAL_ERROR, "cannot start the discovery");
 	}
 	j->op = dop_new(d);
@@ -729,6 +729,7 @@ const struct rpc_method dmn_methods[] = {
 	{"persistent.remove", m_pers_remove, "remove a persistent login: id, or target and portal"},
 	{"chap.set_secret", m_chap_secret, "the initiator's secret for mutual CHAP: secret"},
 	{"discovery.run", m_discover, "SendTargets discovery: portal, chap_user, chap_secret"},
+	{"discovery.isns", dmn_discover_isns, "iSNS discovery: server (ADDR[:PORT])"},
 	{"discovery.list", m_disc_list, "targets found by discovery"},
 	{"op.result", m_op_result, "the result of a pending operation: op"},
 };

@@ -8,6 +8,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "daemon/connections.h"
 #include "daemon/daemon.h"
@@ -18,6 +19,7 @@
 #include "daemon/recovery.h"
 #include "daemon/session.h"
 #include "util/log.h"
+#include "util/sbuf.h"
 
 static void on_removal(void *arg)
 {
@@ -44,19 +46,90 @@ static void schedule_retry(struct dsession *s, uint64_t delay_ms)
 	loop_timer_start(s->d->loop, &s->retry_timer, delay_ms, 0, on_retry, s);
 }
 
+static const char *login_portal(const struct dsession *s) { return s->login_portal ? s->login_portal : s->opts.portal; }
+
+/*
+ * The session ended because one of its connections was lost: which one, why, and the connections
+ * as they were, for `session show`. Returns how many other connections were closed with it (-1:
+ * no connection loss ended the session).
+ */
+static int note_connection_loss(struct dsession *s)
+{
+	struct ism_recovery_info ri;
+	ism_session_get_recovery_info(s->ism, &ri);
+	s->nlost = 0;
+	if (!ri.connection_lost)
+		return -1;
+	int n = ism_session_lost_connection_info(s->ism, s->lost_conns, DMN_MAX_WATCH);
+	s->nlost = n < DMN_MAX_WATCH ? n : DMN_MAX_WATCH;
+	s->connection_losses++;
+	struct dconn_loss *l = &s->last_loss;
+	memset(l, 0, sizeof(*l));
+	l->valid = true;
+	l->at = time(NULL);
+	l->conn.cid = ri.lost_cid;
+	snprintf(l->reason, sizeof(l->reason), "%s", ri.reason);
+	l->closed_with_it = ri.closed_with_it;
+	for (int i = 0; i < s->nlost; i++)
+		if (s->lost_conns[i].state == ISM_CONN_FAILED)
+			l->conn = s->lost_conns[i];
+	return ri.closed_with_it;
+}
+
+/*
+ * When the lost connection was the one to the portal the session logs in to, and a connection to
+ * another portal was up, the session is reinstated through that other portal (its path worked a
+ * moment ago) and the lost one's portal is the one re-added afterwards.
+ */
+static void login_through_survivor(struct dsession *s)
+{
+	const char *cur = login_portal(s);
+	if (strcmp(s->last_loss.conn.portal, cur) != 0)
+		return;
+	for (int i = 0; i < s->nlost; i++) {
+		const char *p = s->lost_conns[i].portal;
+		if (s->lost_conns[i].state != ISM_CONN_CLOSED || !strcmp(p, cur))
+			continue;
+		for (int k = 0; k < s->nextra; k++) {
+			if (strcmp(s->extra_portals[k], p) != 0)
+				continue;
+			char *next = s->extra_portals[k];
+			s->extra_portals[k] = xstrdup(cur);
+			free(s->login_portal);
+			s->login_portal = next;
+			log_info("session %s: reinstating through %s, the path of a connection that was still up", s->idstr,
+				 next);
+			return;
+		}
+	}
+}
+
 void recovery_lost(struct dsession *s)
 {
 	snprintf(s->last_error, sizeof(s->last_error), "%s",
 		 s->ism && *ism_session_error(s->ism) ? ism_session_error(s->ism) : "the target closed the session");
-	log_warn("session %s: connection lost (%s); a login attempt every %.1f s", s->idstr, s->last_error,
-		 s->d->cfg.reconnect_interval_ms / 1000.0);
+	int others = s->ism ? note_connection_loss(s) : -1;
+	if (others > 0) {
+		/* ErrorRecoveryLevel 0: the library closed the other connections too (session recovery). */
+		log_warn("session %s: connection %u lost (%s); its %d other connection(s) closed with it "
+			 "(ErrorRecoveryLevel 0): reinstating the session now", s->idstr, s->last_loss.conn.cid,
+			 s->last_error, others);
+		login_through_survivor(s);
+	} else {
+		log_warn("session %s: connection lost (%s); a login attempt every %.1f s", s->idstr, s->last_error,
+			 s->d->cfg.reconnect_interval_ms / 1000.0);
+	}
 	lib_detach(s);
 	dsess_set_state(s, DS_RECONNECTING);
 	if (s->opts.type != DS_TYPE_BOOT)
 		loop_timer_start(s->d->loop, &s->removal_timer, dsess_removal_latency(s), 0, on_removal, s);
-	/* the first attempt soon; the target may only have dropped this one connection */
+	/*
+	 * With other connections up a moment ago the target is reachable: the session is reinstated
+	 * at once, every write waiting meanwhile. Otherwise the first attempt comes soon (the target
+	 * may only have dropped this one connection), then one every reconnect interval.
+	 */
 	uint64_t first = s->d->cfg.reconnect_interval_ms < 1000 ? (uint64_t)s->d->cfg.reconnect_interval_ms : 1000;
-	schedule_retry(s, first);
+	schedule_retry(s, others > 0 ? 0 : first);
 }
 
 static void on_login(struct ism_session *ism, int status, void *priv)
@@ -71,9 +144,12 @@ static void on_login(struct ism_session *ism, int status, void *priv)
 		loop_timer_stop(s->d->loop, &s->removal_timer);
 		bool again = s->ever_connected;
 		s->ever_connected = true;
+		s->nlost = 0; /* the connections shown are the new session's again */
 		dsess_set_state(s, DS_CONNECTED);
-		if (again)
-			log_info("session %s: reinstated at %s", s->idstr, s->opts.portal);
+		if (again) {
+			s->session_recoveries++;
+			log_info("session %s: reinstated at %s", s->idstr, login_portal(s));
+		}
 		dsess_readd_connections(s);
 		if (!s->probed || !s->devices_present)
 			probe_start(s);
@@ -144,7 +220,7 @@ void recovery_login(struct dsession *s)
 		goto failed;
 	lib_attach(s, ism);
 	s->in_lib++;
-	int rc = ism_connect_async(ism, s->opts.portal, on_login, s);
+	int rc = ism_connect_async(ism, login_portal(s), on_login, s);
 	s->in_lib--;
 	if (rc != 0 && s->ism == ism) {
 		snprintf(err, sizeof(err), "%s", ism_session_error(ism));

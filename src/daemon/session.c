@@ -19,6 +19,7 @@
 #include "daemon/store.h"
 #include "scsi/codes.h"
 #include "util/log.h"
+#include "util/parse.h"
 #include "util/sbuf.h"
 
 #define LOGOUT_TIMEOUT_MS 10000
@@ -52,10 +53,8 @@ struct dsession *dsess_find(struct daemon *d, const char *idstr)
 {
 	if (!idstr || !*idstr)
 		return NULL;
-	char *end;
-	errno = 0;
-	uint64_t id = strtoull(idstr, &end, 0);
-	if (errno || *end)
+	uint64_t id;
+	if (parse_uint(idstr, 0, 0, UINT64_MAX, &id) < 0)
 		return NULL;
 	return dsess_by_id(d, id);
 }
@@ -184,6 +183,7 @@ static void free_session_later(void *arg)
 	dsess_free_luns(s->luns, s->nluns);
 	for (int i = 0; i < s->nextra; i++)
 		free(s->extra_portals[i]);
+	free(s->login_portal);
 	dsess_opts_free(&s->opts);
 	free(s);
 }

@@ -95,6 +95,21 @@ struct dsession {
 	/* extra connections added by the user (portals), re-added after a reconnect */
 	char *extra_portals[DMN_MAX_WATCH];
 	int nextra;
+	/* where the next login goes when not to opts.portal (owned; NULL: opts.portal) */
+	char *login_portal;
+	/* error recovery (recovery.c): counters since the session was created, the last connection
+	 * loss, and the connections as they were at that loss (shown until the session is back) */
+	uint64_t connection_losses;
+	uint64_t session_recoveries;
+	struct dconn_loss {
+		bool valid;
+		time_t at;
+		struct ism_conn_info conn;
+		char reason[400];
+		int closed_with_it;
+	} last_loss;
+	struct ism_conn_info lost_conns[DMN_MAX_WATCH];
+	int nlost;
 };
 
 struct dsession *dsess_new(struct daemon *d, const struct dsess_opts *o, bool interactive);

@@ -19,6 +19,8 @@ static const char *conn_state_str(enum ism_conn_state st)
 	case ISM_CONN_LOGIN: return "login";
 	case ISM_CONN_FULL_FEATURE: return "full_feature";
 	case ISM_CONN_LOGGING_OUT: return "logging_out";
+	case ISM_CONN_FAILED: return "lost";
+	case ISM_CONN_CLOSED: return "closed";
 	}
 	return "unknown";
 }
@@ -40,6 +42,24 @@ static json_t *inquiry_str(const uint8_t *p, size_t n)
 		k--;
 	s[k] = 0;
 	return json_string(s);
+}
+
+static json_t *loss_json(const struct dconn_loss *l)
+{
+	json_t *o = json_object();
+	char at[32];
+	iso_time(l->at, at, sizeof(at));
+	json_object_set_new(o, "cid", json_integer(l->conn.cid));
+	json_object_set_new(o, "portal", json_string(l->conn.portal));
+	json_object_set_new(o, "local_address", json_string(l->conn.local_address));
+	json_object_set_new(o, "local_port", json_integer(l->conn.local_port));
+	json_object_set_new(o, "remote_address", json_string(l->conn.remote_address));
+	json_object_set_new(o, "remote_port", json_integer(l->conn.remote_port));
+	json_object_set_new(o, "reason", json_text(l->reason));
+	json_object_set_new(o, "closed_with_it", json_integer(l->closed_with_it));
+	json_object_set_new(o, "at", json_string(at));
+	json_object_set_new(o, "at_epoch", json_integer((json_int_t)l->at));
+	return o;
 }
 
 json_t *dsess_json(struct dsession *s)
@@ -80,16 +100,20 @@ json_t *dsess_json(struct dsession *s)
 	if (s->persistent)
 		json_object_set_new(j, "persistent_record", json_integer((json_int_t)s->record_id));
 
-	struct ism_conn_info ci[DMN_MAX_WATCH];
+	/* The live connections, then (until the session is back) those of the session that was lost. */
+	struct ism_conn_info ci[2 * DMN_MAX_WATCH];
 	int nc = s->ism ? ism_session_connection_info(s->ism, ci, DMN_MAX_WATCH) : 0;
 	if (nc > DMN_MAX_WATCH)
 		nc = DMN_MAX_WATCH;
+	for (int i = 0; i < s->nlost; i++)
+		ci[nc++] = s->lost_conns[i];
 	int nffp = 0;
 	json_t *conns = json_array();
 	const char *initiator_portal = "";
 	for (int i = 0; i < nc; i++) {
 		json_t *c = json_object();
 		json_object_set_new(c, "cid", json_integer(ci[i].cid));
+		json_object_set_new(c, "portal", json_string(ci[i].portal));
 		json_object_set_new(c, "local_address", json_string(ci[i].local_address));
 		json_object_set_new(c, "local_port", json_integer(ci[i].local_port));
 		json_object_set_new(c, "remote_address", json_string(ci[i].remote_address));
@@ -141,6 +165,11 @@ json_t *dsess_json(struct dsession *s)
 		json_object_set_new(p, "initial_r2t", json_boolean(info.initial_r2t));
 		json_object_set_new(p, "immediate_data", json_boolean(info.immediate_data));
 		json_object_set_new(p, "target_portal_group_tag", json_integer(info.tpgt));
+		struct ism_recovery_info ri;
+		ism_session_get_recovery_info(s->ism, &ri);
+		json_object_set_new(p, "error_recovery_level", json_integer(ri.error_recovery_level));
+		json_object_set_new(p, "default_time2wait", json_integer(ri.default_time2wait));
+		json_object_set_new(p, "default_time2retain", json_integer(ri.default_time2retain));
 	}
 	json_object_set_new(j, "negotiated_parameters", p);
 
@@ -156,6 +185,11 @@ json_t *dsess_json(struct dsession *s)
 	json_object_set_new(r, "reconnect_interval", json_real(d->cfg.reconnect_interval_ms / 1000.0));
 	json_object_set_new(r, "queued_io", json_integer((json_int_t)s->queued_bytes));
 	json_object_set_new(r, "inflight_io", json_integer((json_int_t)s->inflight));
+	json_object_set_new(r, "nop_interval", json_real(d->cfg.nop_interval_ms / 1000.0));
+	json_object_set_new(r, "nop_timeout", json_real(d->cfg.nop_timeout_ms / 1000.0));
+	json_object_set_new(r, "connection_losses", json_integer((json_int_t)s->connection_losses));
+	json_object_set_new(r, "session_recoveries", json_integer((json_int_t)s->session_recoveries));
+	json_object_set_new(r, "last_connection_loss", s->last_loss.valid ? loss_json(&s->last_loss) : json_null());
 	json_object_set_new(j, "recovery", r);
 	json_object_set_new(j, "state", json_string(dsess_state_str(s->state)));
 	json_object_set_new(j, "state_since", json_string(since));

@@ -18,6 +18,7 @@
 #include "daemon/store.h"
 #include "util/iscsi_name.h"
 #include "util/log.h"
+#include "util/parse.h"
 #include "util/sbuf.h"
 
 /* Session ids are handed out from a block reserved on disk, so a crash never reuses one. */
@@ -233,8 +234,8 @@ int store_init(struct daemon *d, char *err, size_t errlen)
 	char *text = store_read_file(path, 64, NULL);
 	d->next_session_id = 1;
 	if (text) {
-		unsigned long long v = strtoull(text, NULL, 10);
-		if (v > 0)
+		uint64_t v;
+		if (parse_uint(trim(text), 10, 1, UINT64_MAX, &v) == 0)
 			d->next_session_id = v;
 		free(text);
 	}

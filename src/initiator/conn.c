@@ -185,6 +185,12 @@ static bool conn_on_pdu(struct pdu_conn *pc, const uint8_t *p, const uint8_t *da
 			  opcode_str(b->opcode), b->itt, b->data_len, b->final, get_be32(p + 20), get_be32(p + 24),
 			  get_be32(p + 28), get_be32(p + 32), get_be32(p + 36), get_be32(p + 40), get_be32(p + 44),
 			  pc->rx_state == PDU_RECV_DIRECT ? " (direct)" : "");
+	/*
+	 * The keepalive measures the silence of answers: a target's own NOP-In (reserved ITT) is not
+	 * one, or a path that lost only our direction would look alive as long as the target pings.
+	 */
+	if (b->opcode != OP_NOP_IN || b->itt != RESERVED_TAG)
+		c->last_rx_ms = c->s->in_service ? c->s->now_ms : ism_now_ms();
 	if (c->state == CONN_LOGIN)
 		ism_login_pdu(c, b, data, b->data_len);
 	else if (c->state == CONN_FFP || c->state == CONN_LOGOUT)
@@ -225,16 +231,13 @@ void ism_conn_readable(struct ism_conn *c)
 				ism_conn_fail(c, "target closed the connection");
 			return;
 		}
+		if (r == PDU_READ_DRAINED)
+			break;
 		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
 			ism_conn_fail(c, "receive failed: %s", strerror(errno));
 			return;
 		}
 		c->bytes_received += (uint64_t)r;
-		c->last_rx_ms = c->s->in_service ? c->s->now_ms : ism_now_ms();
 		if (!pdu_conn_parse(&c->pc))
 			return;
 		if ((size_t)r < asked)

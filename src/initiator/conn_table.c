@@ -1,6 +1,7 @@
 /*
  * The session's connection slots: allocation of a slot and its CID, lookups, and what happens
- * when a connection ends (its tasks fail; with the last one gone the session ends or fails).
+ * when a connection ends (its tasks fail; with the last one gone the session ends or fails; one
+ * lost in full feature phase takes the others with it: session recovery, ErrorRecoveryLevel 0).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -85,6 +86,47 @@ void ism_conn_closed(struct ism_conn *c, int err)
 	}
 }
 
+/* The session's connections as they are when c is lost, kept for ism_session_lost_connection_info. */
+static void record_loss(struct ism_conn *c, const char *why)
+{
+	struct ism_session *s = c->s;
+	if (!s->lost)
+		s->lost = xcalloc(ISM_MAX_CONNS, sizeof(*s->lost));
+	s->nlost = 0;
+	s->closed_with_lost = 0;
+	s->lost_cid = c->cid;
+	snprintf(s->lost_reason, sizeof(s->lost_reason), "%s", why);
+	for (int i = 0; i < ISM_MAX_CONNS; i++) {
+		const struct ism_conn *o = &s->conns[i];
+		if (o->state == CONN_FREE || o->state == CONN_CLOSED)
+			continue;
+		struct ism_conn_info *info = &s->lost[s->nlost++];
+		ism_conn_info_fill(o, info);
+		info->state = o == c ? ISM_CONN_FAILED : ISM_CONN_CLOSED;
+		if (o != c)
+			s->closed_with_lost++;
+	}
+}
+
+/*
+ * Session recovery, the only recovery ErrorRecoveryLevel 0 has (RFC 7143 7.1.4.4, 7.1.5): a
+ * connection lost in full feature phase takes every other connection of the session with it. The
+ * CmdSNs sent on the lost one may never have reached the target, which then holds every later
+ * command waiting for them; only a new session (reinstated with the same ISID) starts a new
+ * numbering. Their tasks fail with ISM_ERR_TRANSPORT, to be sent again on that session.
+ */
+static void recover_session(struct ism_session *s, const struct ism_conn *lost)
+{
+	for (int i = 0; i < ISM_MAX_CONNS; i++) {
+		struct ism_conn *o = &s->conns[i];
+		if (o == lost || o->state == CONN_FREE || o->state == CONN_CLOSED)
+			continue;
+		if (o->login)
+			o->login->fail_status = ISM_ERR_TRANSPORT;
+		ism_conn_closed(o, ISM_ERR_TRANSPORT);
+	}
+}
+
 void ism_conn_fail(struct ism_conn *c, const char *fmt, ...)
 {
 	if (c->state == CONN_CLOSED || c->state == CONN_FREE)
@@ -94,8 +136,16 @@ void ism_conn_fail(struct ism_conn *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	ism_set_error(c->s, "connection %u to %s: %s", c->cid, c->peer[0] ? c->peer : c->portal, msg);
+	struct ism_session *s = c->s;
+	ism_set_error(s, "connection %u to %s: %s", c->cid, c->peer[0] ? c->peer : c->portal, msg);
+	/* A connection still logging in carries no command: its loss ends only its own login. */
+	bool in_ffp = (c->state == CONN_FFP || c->state == CONN_LOGOUT) && s->state == SESSION_LOGGED_IN &&
+		      !s->logging_out;
+	if (in_ffp)
+		record_loss(c, msg);
 	ism_conn_closed(c, ISM_ERR_TRANSPORT);
+	if (in_ffp && s->params.error_recovery_level == 0 && ism_live_conns(s) > 0)
+		recover_session(s, c);
 }
 
 void ism_conn_release(struct ism_conn *c)

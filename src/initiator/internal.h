@@ -147,7 +147,7 @@ struct ism_conn {
 	/* login */
 	struct login_ctx *login;
 	/* keepalive */
-	uint64_t last_rx_ms;
+	uint64_t last_rx_ms; /* the last PDU from the target other than its own NOP-In */
 	enum keepalive_state keepalive;
 	uint64_t nop_sent_ms; /* when the outstanding keepalive NOP-Out was sent */
 	uint32_t nop_itt;     /* its ITT */
@@ -221,6 +221,14 @@ struct ism_session {
 	/* ism_session_set_fd_cb */
 	ism_fd_cb fd_cb;
 	void *fd_opaque;
+
+	/* The connection loss that ended the session (session recovery, conn_table.c): the
+	 * connections as they were then (allocated at the loss), and why. */
+	struct ism_conn_info *lost;
+	int nlost;
+	uint16_t lost_cid;
+	int closed_with_lost;
+	char lost_reason[400];
 };
 
 /* At most this many idle tasks and PDU slots are kept per session. */
@@ -244,6 +252,9 @@ void ism_task_complete(struct ism_task *t);
 void ism_task_fail(struct ism_task *t, int err);
 void ism_task_free(struct ism_task *t);
 void ism_run_callbacks(struct ism_session *s);
+
+/* session_info.c */
+void ism_conn_info_fill(const struct ism_conn *c, struct ism_conn_info *o);
 
 /* conn_table.c: the session's connection slots, their failure and close */
 struct ism_conn *ism_conn_alloc(struct ism_session *s);

@@ -183,6 +183,7 @@ void ism_session_destroy(struct ism_session *s)
 		free(t);
 	}
 	ism_tx_pool_free(s);
+	free(s->lost);
 	free(s);
 }
 

@@ -32,29 +32,33 @@ int ism_session_connection_info(const struct ism_session *s, struct ism_conn_inf
 			n++;
 			continue;
 		}
-		struct ism_conn_info *o = &out[n++];
-		memset(o, 0, sizeof(*o));
-		o->cid = c->cid;
-		o->state = c->state == CONN_CONNECTING ? ISM_CONN_CONNECTING
-			   : c->state == CONN_LOGIN    ? ISM_CONN_LOGIN
-			   : c->state == CONN_FFP      ? ISM_CONN_FULL_FEATURE
-						       : ISM_CONN_LOGGING_OUT;
-		o->draining = c->draining;
-		snprintf(o->portal, sizeof(o->portal), "%.*s", (int)sizeof(o->portal) - 1, c->portal);
-		pdu_sockaddr_split((const struct sockaddr *)&c->local_sa, o->local_address, sizeof(o->local_address),
-				   &o->local_port);
-		pdu_sockaddr_split((const struct sockaddr *)&c->peer_sa, o->remote_address, sizeof(o->remote_address),
-				   &o->remote_port);
-		o->header_digest = c->params.header_digest;
-		o->data_digest = c->params.data_digest;
-		o->max_recv_dsl = c->params.max_recv_dsl;
-		o->peer_max_recv_dsl = c->params.peer_max_recv_dsl;
-		o->commands = c->ios;
-		o->outstanding = c->outstanding;
-		o->bytes_sent = c->bytes_sent;
-		o->bytes_received = c->bytes_received;
+		ism_conn_info_fill(c, &out[n++]);
 	}
 	return n;
+}
+
+void ism_conn_info_fill(const struct ism_conn *c, struct ism_conn_info *o)
+{
+	memset(o, 0, sizeof(*o));
+	o->cid = c->cid;
+	o->state = c->state == CONN_CONNECTING ? ISM_CONN_CONNECTING
+		   : c->state == CONN_LOGIN    ? ISM_CONN_LOGIN
+		   : c->state == CONN_FFP      ? ISM_CONN_FULL_FEATURE
+					       : ISM_CONN_LOGGING_OUT;
+	o->draining = c->draining;
+	snprintf(o->portal, sizeof(o->portal), "%.*s", (int)sizeof(o->portal) - 1, c->portal);
+	pdu_sockaddr_split((const struct sockaddr *)&c->local_sa, o->local_address, sizeof(o->local_address),
+			   &o->local_port);
+	pdu_sockaddr_split((const struct sockaddr *)&c->peer_sa, o->remote_address, sizeof(o->remote_address),
+			   &o->remote_port);
+	o->header_digest = c->params.header_digest;
+	o->data_digest = c->params.data_digest;
+	o->max_recv_dsl = c->params.max_recv_dsl;
+	o->peer_max_recv_dsl = c->params.peer_max_recv_dsl;
+	o->commands = c->ios;
+	o->outstanding = c->outstanding;
+	o->bytes_sent = c->bytes_sent;
+	o->bytes_received = c->bytes_received;
 }
 
 void ism_session_get_info(const struct ism_session *s, struct ism_session_info *info)
@@ -84,4 +88,25 @@ void ism_session_get_info(const struct ism_session *s, struct ism_session_info *
 	info->cmdsn = s->cmdsn;
 	info->exp_cmdsn = s->exp_cmdsn;
 	info->max_cmdsn = s->max_cmdsn;
+}
+
+void ism_session_get_recovery_info(const struct ism_session *s, struct ism_recovery_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	info->error_recovery_level = s->params.error_recovery_level;
+	info->default_time2wait = s->params.default_time2wait;
+	info->default_time2retain = s->params.default_time2retain;
+	if (s->nlost) {
+		info->connection_lost = true;
+		info->lost_cid = s->lost_cid;
+		snprintf(info->reason, sizeof(info->reason), "%s", s->lost_reason);
+		info->closed_with_it = s->closed_with_lost;
+	}
+}
+
+int ism_session_lost_connection_info(const struct ism_session *s, struct ism_conn_info *out, int max)
+{
+	for (int i = 0; i < s->nlost && i < max && out; i++)
+		out[i] = s->lost[i];
+	return s->nlost;
 }

@@ -9,12 +9,33 @@
 #include "util/bytes.h"
 #include "util/lun.h"
 
+/*
+ * One turn of the private loop: wait up to to_ms (-1: no limit) for the session's descriptors,
+ * service those that are ready, then its timers and completions. Returns 0, 1 when there is
+ * nothing to wait for (no descriptor and no limit), or -1 with the error set.
+ */
+static int poll_turn(struct ism_session *s, int to_ms)
+{
+	struct pollfd fds[ISM_MAX_CONNS];
+	int n = ism_session_fds(s, fds, ISM_MAX_CONNS);
+	if (n == 0 && to_ms < 0)
+		return 1;
+	int r = poll(fds, (nfds_t)n, to_ms);
+	if (r < 0 && errno != EINTR) {
+		ism_set_error(s, "poll: %s", strerror(errno));
+		return -1;
+	}
+	for (int i = 0; r > 0 && i < n; i++)
+		if (fds[i].revents)
+			ism_session_service(s, fds[i].fd, fds[i].revents);
+	ism_session_service(s, -1, 0);
+	return 0;
+}
+
 int ism_run_until(struct ism_session *s, const bool *flag, int timeout_ms)
 {
 	uint64_t deadline = timeout_ms >= 0 ? ism_now_ms() + (uint64_t)timeout_ms : 0;
 	while (!*flag) {
-		struct pollfd fds[ISM_MAX_CONNS];
-		int n = ism_session_fds(s, fds, ISM_MAX_CONNS);
 		int to = ism_session_timeout_ms(s);
 		if (deadline) {
 			uint64_t now = ism_now_ms();
@@ -22,22 +43,16 @@ int ism_run_until(struct ism_session *s, const bool *flag, int timeout_ms)
 			if (to < 0 || left < to)
 				to = left;
 		}
-		if (n == 0 && to < 0) {
+		int rc = poll_turn(s, to);
+		if (rc < 0)
+			return -1;
+		if (rc > 0) {
 			ism_session_service(s, -1, 0);
 			if (*flag)
 				break;
 			ism_set_error(s, "nothing left to wait for (no connection)");
 			return -1;
 		}
-		int r = poll(fds, (nfds_t)n, to);
-		if (r < 0 && errno != EINTR) {
-			ism_set_error(s, "poll: %s", strerror(errno));
-			return -1;
-		}
-		for (int i = 0; r > 0 && i < n; i++)
-			if (fds[i].revents)
-				ism_session_service(s, fds[i].fd, fds[i].revents);
-		ism_session_service(s, -1, 0);
 		if (*flag)
 			break;
 		if (deadline && ism_now_ms() >= deadline)
@@ -114,22 +129,14 @@ int ism_logout(struct ism_session *s)
 int ism_session_wait(struct ism_session *s)
 {
 	while (s->ntasks || s->npending || s->done_head) {
-		struct pollfd fds[ISM_MAX_CONNS];
-		int n = ism_session_fds(s, fds, ISM_MAX_CONNS);
-		int to = ism_session_timeout_ms(s);
-		if (n == 0 && to < 0 && !s->done_head) {
+		/* Completions already due are delivered without waiting. */
+		int rc = poll_turn(s, s->done_head ? 0 : ism_session_timeout_ms(s));
+		if (rc < 0)
+			return -1;
+		if (rc > 0) {
 			ism_set_error(s, "commands left but no connection");
 			return -1;
 		}
-		int r = poll(fds, (nfds_t)n, s->done_head ? 0 : to);
-		if (r < 0 && errno != EINTR) {
-			ism_set_error(s, "poll: %s", strerror(errno));
-			return -1;
-		}
-		for (int i = 0; r > 0 && i < n; i++)
-			if (fds[i].revents)
-				ism_session_service(s, fds[i].fd, fds[i].revents);
-		ism_session_service(s, -1, 0);
 	}
 	return s->state == SESSION_FAILED ? -1 : 0;
 }

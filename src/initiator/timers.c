@@ -1,7 +1,9 @@
 /*
  * The session's timers: a command unanswered for cmd_timeout_ms, a CmdSN window kept closed as
- * long, a login past its deadline, and the keepalive (a NOP-Out after nop_interval_ms of
- * silence, the connection failed when its answer takes nop_timeout_ms).
+ * long, a login past its deadline, and the keepalive of each connection (a NOP-Out after
+ * nop_interval_ms without a PDU from the target other than its own pings, the connection failed
+ * when the answer takes nop_timeout_ms; at ErrorRecoveryLevel 0 that ends the session, see
+ * conn_table.c).
  */
 #include <stdio.h>
 

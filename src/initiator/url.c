@@ -8,6 +8,7 @@
 
 #include "initiator/internal.h"
 #include "util/hex.h"
+#include "util/parse.h"
 
 void ism_isid_derive(const char *initiator, const char *target, const char *portal_group, uint8_t isid[6])
 {
@@ -173,9 +174,8 @@ struct ism_url *ism_url_parse(const char *url, char *errmsg, size_t errlen)
 			*s2 = 0;
 			char *lunstr = s2 + 1;
 			if (*lunstr) {
-				char *end;
-				unsigned long long lun = strtoull(lunstr, &end, 10);
-				if (!isdigit((unsigned char)*lunstr) || *end || lun > 0xffffffffull) {
+				uint64_t lun;
+				if (parse_uint(lunstr, 10, 0, 0xffffffffull, &lun) < 0) {
 					free(main);
 					return url_fail(u, errmsg, errlen, "LUN is not a number", url);
 				}

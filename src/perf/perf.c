@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "isthmus/isthmus.h"
+#include "util/parse.h"
 
 #define PERF_MAX_FDS 16
 
@@ -175,18 +176,19 @@ static void usage(FILE *f)
 	      "  -n, --ignore-errors       count failed commands and go on\n"
 	      "  -l, --logging             trace the login and PDUs to standard error\n"
 	      "      --write               WRITE(16) instead of READ(16): this overwrites the LUN\n"
-	      "      --connections N       connections in the session (default 1)\n",
+	      "      --connections N       connections in the session (default 1)\n"
+	      "  -x, --max-reconnects N    accepted for iscsi-perf's command lines; a failed session ends the run\n"
+	      "  -h, --help                this text\n"
+	      "      --version             the version\n",
 	      f);
 }
 
-static bool parse_uint(const char *s, unsigned long max, unsigned long *out)
+static bool parse_count(const char *s, unsigned long max, unsigned long *out)
 {
-	char *end;
-	errno = 0;
-	unsigned long v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || v > max || s[0] == '-')
+	uint64_t v;
+	if (parse_uint(s, 10, 0, max, &v) < 0)
 		return false;
-	*out = v;
+	*out = (unsigned long)v;
 	return true;
 }
 
@@ -219,6 +221,7 @@ int main(int argc, char **argv)
 		{"write", no_argument, NULL, 'W'},
 		{"connections", required_argument, NULL, 'C'},
 		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *initiator = "iqn.2026-01.org.isthmus:perf";
@@ -229,19 +232,19 @@ int main(int argc, char **argv)
 		switch (c) {
 		case 'i': initiator = optarg; break;
 		case 'm':
-			if (!parse_uint(optarg, 4096, &max_req) || max_req == 0) {
+			if (!parse_count(optarg, 4096, &max_req) || max_req == 0) {
 				fprintf(stderr, "isthmus-perf: -m takes 1 to 4096, not '%s'\n", optarg);
 				return 2;
 			}
 			break;
 		case 'b':
-			if (!parse_uint(optarg, 65535, &blocks) || blocks == 0) {
+			if (!parse_count(optarg, 65535, &blocks) || blocks == 0) {
 				fprintf(stderr, "isthmus-perf: -b takes 1 to 65535, not '%s'\n", optarg);
 				return 2;
 			}
 			break;
 		case 't':
-			if (!parse_uint(optarg, 86400, &seconds) || seconds == 0) {
+			if (!parse_count(optarg, 86400, &seconds) || seconds == 0) {
 				fprintf(stderr, "isthmus-perf: -t takes 1 to 86400 seconds, not '%s'\n", optarg);
 				return 2;
 			}
@@ -250,19 +253,20 @@ int main(int argc, char **argv)
 		case 'n': p.ignore_errors = true; break;
 		case 'l': ism_set_debug(true); break;
 		case 'x': /* reconnects: accepted for iscsi-perf compatibility; a failed session ends the run */
-			if (!parse_uint(optarg, 1000000, &ul)) {
+			if (!parse_count(optarg, 1000000, &ul)) {
 				fprintf(stderr, "isthmus-perf: -x takes a number, not '%s'\n", optarg);
 				return 2;
 			}
 			break;
 		case 'W': p.write = true; break;
 		case 'C':
-			if (!parse_uint(optarg, PERF_MAX_FDS, &conns) || conns == 0) {
+			if (!parse_count(optarg, PERF_MAX_FDS, &conns) || conns == 0) {
 				fprintf(stderr, "isthmus-perf: --connections takes 1 to %d, not '%s'\n", PERF_MAX_FDS, optarg);
 				return 2;
 			}
 			break;
 		case 'h': usage(stdout); return 0;
+		case 'V': printf("isthmus-perf %s\n", ISTHMUS_VERSION); return 0;
 		default: usage(stderr); return 2;
 		}
 	}

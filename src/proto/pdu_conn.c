@@ -121,19 +121,23 @@ ssize_t pdu_conn_read(struct pdu_conn *pc, int fd, size_t *asked)
 	bool direct = pc->rx_state == PDU_RECV_DIRECT && pc->dr_left;
 	bool discard = false;
 	ssize_t r;
-	if (direct && pc->dr_owner) {
-		struct iovec iov[2] = {{pc->dr_dst, pc->dr_left}, {pc->rxbuf + pc->rx_len, space}};
-		*asked = pc->dr_left + space;
-		r = readv(fd, iov, 2);
-	} else if (direct) {
-		/* The buffer's owner is gone: read the rest of its data into rxbuf and drop it. */
-		*asked = pc->dr_left < space ? pc->dr_left : space;
-		discard = true;
-		r = read(fd, pc->rxbuf + pc->rx_len, *asked);
-	} else {
-		*asked = space;
-		r = read(fd, pc->rxbuf + pc->rx_len, space);
-	}
+	do {
+		if (direct && pc->dr_owner) {
+			struct iovec iov[2] = {{pc->dr_dst, pc->dr_left}, {pc->rxbuf + pc->rx_len, space}};
+			*asked = pc->dr_left + space;
+			r = readv(fd, iov, 2);
+		} else if (direct) {
+			/* The buffer's owner is gone: read the rest of its data into rxbuf and drop it. */
+			*asked = pc->dr_left < space ? pc->dr_left : space;
+			discard = true;
+			r = read(fd, pc->rxbuf + pc->rx_len, *asked);
+		} else {
+			*asked = space;
+			r = read(fd, pc->rxbuf + pc->rx_len, space);
+		}
+	} while (r < 0 && errno == EINTR);
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		return PDU_READ_DRAINED;
 	if (r <= 0)
 		return r;
 	size_t got = (size_t)r;

@@ -116,9 +116,12 @@ void pdu_conn_rx_free(struct pdu_conn *pc);
 /* Let the receive buffer grow to size (before the next read). */
 void pdu_conn_rx_grow(struct pdu_conn *pc, size_t size);
 
+/* pdu_conn_read's answer when the nonblocking socket has nothing more for now. */
+#define PDU_READ_DRAINED (-2)
 /*
- * One read from fd: into the placed buffer while direct data is due, else into rxbuf.
- * Returns read()'s result; *asked gets how many bytes were asked for.
+ * One read from fd: into the placed buffer while direct data is due, else into rxbuf. Returns
+ * the bytes read, 0 at the end of the stream, PDU_READ_DRAINED when nothing more is there now,
+ * or -1 with errno set; an interrupted read is retried. *asked gets how many bytes were asked for.
  */
 ssize_t pdu_conn_read(struct pdu_conn *pc, int fd, size_t *asked);
 /* Run the reception state machine over the buffered bytes; false when the connection ended. */

@@ -28,6 +28,7 @@
 
 #include "scsi/scsi_int.h"
 #include "util/log.h"
+#include "util/parse.h"
 #include "util/sbuf.h"
 #include "util/hex.h"
 
@@ -140,16 +141,7 @@ static int fields(char *line, char **f, int max)
 
 static bool parse_u64(const char *s, int base, uint64_t max, uint64_t *v)
 {
-	char *end;
-
-	if (!*s || *s == '-' || *s == '+' || *s == ' ')
-		return false;
-	errno = 0;
-	unsigned long long x = strtoull(s, &end, base);
-	if (errno || *end || x > max)
-		return false;
-	*v = x;
-	return true;
+	return parse_uint(s, base, 0, max, v) == 0;
 }
 
 /* ---- change records ---- */

@@ -71,7 +71,7 @@ struct store {
 	/* Commands of this store on offload workers, and a close waiting for them (loop thread). */
 	unsigned jobs;
 	bool closing;
-	char *path;             /* for messages; "memory" for memory stores */
+	char *path;             /* for messages; "memory" and "null" for those stores */
 };
 
 /*
@@ -80,6 +80,8 @@ struct store {
  */
 struct store *store_file_open(const char *path, uint64_t size, bool read_only, char **err);
 struct store *store_mem_open(uint64_t size, char **err);
+/* A medium that keeps nothing: reads return zeros, writes are dropped (store_null.c). */
+struct store *store_null_open(uint64_t size, bool read_only, char **err);
 
 static inline int store_read(struct store *st, void *buf, size_t len, uint64_t off)
 {

@@ -19,21 +19,11 @@
 #include "util/parse.h"
 #include "util/sbuf.h"
 
-char *cfg_vformat(const char *fmt, va_list ap)
-{
-	char *s = NULL;
-	if (vasprintf(&s, fmt, ap) < 0) {
-		fputs("isthmus: out of memory\n", stderr);
-		abort();
-	}
-	return s;
-}
-
 int cfg_fail(char **err, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *s = cfg_vformat(fmt, ap);
+	char *s = xvasprintf(fmt, ap);
 	va_end(ap);
 	if (err)
 		*err = s;
@@ -105,6 +95,8 @@ void cfg_free(struct cfg *cfg)
 	chap_free(&cfg->discovery_chap);
 	free(cfg->state_dir);
 	free(cfg->mgmt_socket);
+	free(cfg->isns);
+	free(cfg->isns_entity);
 	free(cfg->source);
 	free(cfg->groups);
 	memset(cfg, 0, sizeof(*cfg));
@@ -112,20 +104,10 @@ void cfg_free(struct cfg *cfg)
 
 int cfg_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out)
 {
-	if (!*s)
+	uint64_t v;
+	if (parse_uint(s, 10, min, max, &v) < 0)
 		return -1;
-	unsigned long v = 0;
-	for (const char *p = s; *p; p++) {
-		if (*p < '0' || *p > '9')
-			return -1;
-		unsigned long d = (unsigned long)(*p - '0');
-		if (d > max || v > (max - d) / 10)
-			return -1;
-		v = v * 10 + d;
-	}
-	if (v < min)
-		return -1;
-	*out = v;
+	*out = (unsigned long)v;
 	return 0;
 }
 
@@ -356,6 +338,18 @@ static int lun_option(struct cfg_lun *l, const char *opt, unsigned *seen, char *
 	return -1;
 }
 
+const char *cfg_lun_kind_name(enum cfg_lun_kind k)
+{
+	switch (k) {
+	case LUN_FILE: return "file";
+	case LUN_BLOCK: return "block";
+	case LUN_MEMORY: return "memory";
+	case LUN_NULL: return "null";
+	case LUN_RBD: return "rbd";
+	}
+	return "?";
+}
+
 static int parse_lun_spec(const char *spec, struct cfg_lun *l, char **err)
 {
 	memset(l, 0, sizeof(*l));
@@ -366,11 +360,12 @@ static int parse_lun_spec(const char *spec, struct cfg_lun *l, char **err)
 	char *first = strtok_r(copy, ",", &save);
 	if (!first || spec[0] == ',') {
 		free(copy);
-		return cfg_fail(err, "LUN spec '%s' needs a path or 'memory' first", spec);
+		return cfg_fail(err, "LUN spec '%s' needs a path, 'memory' or 'null' first", spec);
 	}
-	bool memory = strcmp(first, "memory") == 0;
-	if (memory) {
-		l->kind = LUN_MEMORY;
+	/* Kinds without a path are named by a word; anything else is a path. */
+	bool pathless = strcmp(first, "memory") == 0 || strcmp(first, "null") == 0;
+	if (pathless) {
+		l->kind = first[0] == 'm' ? LUN_MEMORY : LUN_NULL;
 	} else if (strncmp(first, "rbd:", 4) == 0) {
 		const char *slash = strchr(first + 4, '/');
 		if (!slash || slash == first + 4 || !slash[1] || strchr(slash + 1, '/')) {
@@ -401,9 +396,10 @@ static int parse_lun_spec(const char *spec, struct cfg_lun *l, char **err)
 		}
 	}
 	free(copy);
-	if (memory && l->size == 0) {
+	if (pathless && l->size == 0) {
+		const char *kind = cfg_lun_kind_name(l->kind);
 		lun_free(l);
-		return cfg_fail(err, "memory LUN needs size= (e.g. memory,size=64M)");
+		return cfg_fail(err, "%s LUN needs size= (e.g. %s,size=64M)", kind, kind);
 	}
 	if ((l->kind == LUN_BLOCK || l->kind == LUN_RBD) && l->size) {
 		cfg_fail(err, "size= does not apply to %s '%s' (it has its own size)",

@@ -17,16 +17,20 @@ struct cfg_portal {
 	uint16_t tpgt;       /* portal group tag, default 1 */
 };
 
-enum cfg_lun_kind { LUN_FILE, LUN_BLOCK, LUN_MEMORY, LUN_RBD };
+enum cfg_lun_kind { LUN_FILE, LUN_BLOCK, LUN_MEMORY, LUN_NULL, LUN_RBD };
+/* "file", "block", "memory", "null", "rbd": the word a LUN spec and `lun.list` use. */
+const char *cfg_lun_kind_name(enum cfg_lun_kind k);
+/* The kind a LUN spec names by a word rather than a path. */
+static inline bool cfg_lun_pathless(enum cfg_lun_kind k) { return k == LUN_MEMORY || k == LUN_NULL; }
 
 struct cfg_lun {
 	uint16_t lun;
 	enum cfg_lun_kind kind;
-	char *path;          /* NULL for memory; "rbd:POOL/IMAGE" for RBD */
+	char *path;          /* NULL for memory and null; "rbd:POOL/IMAGE" for RBD */
 	uint64_t size;       /* bytes; 0 = use the existing file/device size */
 	uint32_t block_size; /* 512 (default) or 4096 */
 	bool read_only;
-	bool thin;           /* default true for files and memory */
+	bool thin;           /* default true for files, memory and null */
 	bool write_cache;    /* default true */
 	char *serial;        /* NULL: derived */
 	char *vendor;        /* NULL: default */
@@ -79,6 +83,8 @@ struct cfg {
 	struct cfg_chap discovery_chap; /* user NULL = discovery without CHAP */
 	char *state_dir;     /* default CFG_DEFAULT_STATE_DIR */
 	char *mgmt_socket;   /* NULL: none */
+	char *isns;          /* iSNS server "ADDR[:PORT]" to register with (docs/isns.md), NULL: none */
+	char *isns_entity;   /* iSNS Entity Identifier, NULL: "isthmus-target:" + host name */
 	unsigned nop_interval; /* seconds between NOP-In pings to an idle initiator, default 5; 0 = off */
 	unsigned nop_timeout;  /* seconds without any PDU before a pinged connection is dropped, default 30 */
 	/* What one peer may make the target hold (docs/security.md). */

@@ -14,8 +14,6 @@
 #define DEFAULT_MAX_COMMANDS 128
 #define MAX_COMMANDS 4096 /* the hold ring is sized to the window */
 
-/* A malloc'd message; out of memory ends the process, as everywhere in the configuration code. */
-char *cfg_vformat(const char *fmt, va_list ap);
 /* Sets *err (when err is not NULL) to the message and returns -1. */
 int cfg_fail(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Unsigned decimal within min..max, without sign, spaces or overflow. 0 or -1. */

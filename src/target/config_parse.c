@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "proto/isns.h"
 #include "target/config_internal.h"
 #include "util/iscsi_name.h"
 #include "util/parse.h"
@@ -44,7 +45,7 @@ static int perr(struct parser *p, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *msg = cfg_vformat(fmt, ap);
+	char *msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	cfg_fail(p->err, "%s:%u: %s", p->path, p->line, msg);
 	free(msg);
@@ -231,6 +232,20 @@ static int global_key(struct parser *p, const char *key, const char *value)
 		if (once(p, key, key) < 0)
 			return -1;
 		char **field = strcmp(key, "state-dir") == 0 ? &cfg->state_dir : &cfg->mgmt_socket;
+		free(*field);
+		*field = xstrdup(value);
+		return 0;
+	}
+	if (strcmp(key, "isns") == 0 || strcmp(key, "isns-entity") == 0) {
+		if (once(p, key, key) < 0)
+			return -1;
+		char why[160], addr[64];
+		uint16_t port;
+		if (key[4] == 0 && isns_parse_server(value, addr, sizeof(addr), &port, why, sizeof(why)) < 0)
+			return perr(p, "%s", why);
+		if (key[4] && (!value[0] || strlen(value) > 223))
+			return perr(p, "isns-entity must be 1 to 223 bytes");
+		char **field = key[4] == 0 ? &cfg->isns : &cfg->isns_entity;
 		free(*field);
 		*field = xstrdup(value);
 		return 0;

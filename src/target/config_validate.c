@@ -63,7 +63,7 @@ static int vfail(const struct cfg *cfg, unsigned line, char **err, const char *f
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *msg = cfg_vformat(fmt, ap);
+	char *msg = xvasprintf(fmt, ap);
 	va_end(ap);
 	char *loc = where(cfg, line);
 	cfg_fail(err, "%s%s", loc, msg);
@@ -140,12 +140,12 @@ int cfg_validate(const struct cfg *cfg, char **err)
 				if (t->luns[k].lun == l->lun)
 					return vfail(cfg, t->line, err, "LUN %u is defined twice in target '%s'",
 						     l->lun, t->name);
-			if (l->kind != LUN_MEMORY && (!l->path || !*l->path || strchr(l->path, ',')))
+			if (!cfg_lun_pathless(l->kind) && (!l->path || !*l->path || strchr(l->path, ',')))
 				return vfail(cfg, t->line, err, "LUN %u of target '%s' needs a path without ','",
 					     l->lun, t->name);
-			if (l->kind == LUN_MEMORY && l->size == 0)
-				return vfail(cfg, t->line, err, "memory LUN %u of target '%s' needs a size", l->lun,
-					     t->name);
+			if (cfg_lun_pathless(l->kind) && l->size == 0)
+				return vfail(cfg, t->line, err, "%s LUN %u of target '%s' needs a size",
+					     cfg_lun_kind_name(l->kind), l->lun, t->name);
 			if (l->block_size != 512 && l->block_size != 4096)
 				return vfail(cfg, t->line, err, "LUN %u of target '%s': block size must be 512 or 4096",
 					     l->lun, t->name);

@@ -72,7 +72,7 @@ static void put_size(struct sbuf *b, uint64_t size)
 static void put_lun(struct sbuf *b, const struct cfg_lun *l)
 {
 	struct sbuf spec = {0};
-	sbuf_printf(&spec, "%s", l->kind == LUN_MEMORY ? "memory" : l->path);
+	sbuf_printf(&spec, "%s", cfg_lun_pathless(l->kind) ? cfg_lun_kind_name(l->kind) : l->path);
 	if (l->size)
 		put_size(&spec, l->size);
 	if (l->block_size != 512)
@@ -123,6 +123,10 @@ char *cfg_format(const struct cfg *cfg)
 		    cfg->max_connections, cfg->max_connections_per_portal, cfg->mgmt_max_clients);
 	if (cfg->mgmt_socket)
 		put_kv(&b, "mgmt-socket", cfg->mgmt_socket);
+	if (cfg->isns)
+		put_kv(&b, "isns", cfg->isns);
+	if (cfg->isns_entity)
+		put_kv(&b, "isns-entity", cfg->isns_entity);
 	put_chap(&b, &cfg->discovery_chap, "discovery-");
 
 	/* Every group with a portal or a declaration, in tag order, each once. */

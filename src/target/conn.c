@@ -11,7 +11,12 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "target/target.h"
+#include "target/conn.h"
+#include "target/ffp.h"
+#include "target/login.h"
+#include "target/server.h"
+#include "target/session.h"
+#include "target/task.h"
 #include "util/bytes.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -215,6 +220,10 @@ static enum pdu_header_verdict conn_on_header(struct pdu_conn *pc, const uint8_t
 	if (rc == 0)
 		return PDU_HEADER_HANDLE;
 	log_warn("%s:%u: rejecting PDU (opcode 0x%02x): %s", c->peer_addr, c->peer_port, b->opcode, why);
+	if (c->phase == PHASE_LOGIN && b->opcode == OP_LOGIN_REQ) {
+		login_refuse_header(c, b, why);
+		return PDU_HEADER_SKIP;
+	}
 	if (c->phase != PHASE_FULL_FEATURE) {
 		conn_close(c, why);
 		return PDU_HEADER_STOP;
@@ -310,16 +319,11 @@ static void conn_on_readable(struct conn *c)
 	for (int round = 0; round < 16 && c->phase != PHASE_CLOSED && !c->rx_paused; round++) {
 		size_t asked;
 		ssize_t r = pdu_conn_read(&c->pc, c->fd, &asked);
-		if (r == 0) {
-			conn_close(c, c->phase == PHASE_LOGGED_OUT ? NULL : "initiator closed the connection");
-			return;
-		}
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				break;
-			conn_close(c, strerror(errno));
+		if (r == PDU_READ_DRAINED)
+			break;
+		if (r <= 0) {
+			conn_close(c, r < 0 ? strerror(errno)
+				   : c->phase == PHASE_LOGGED_OUT ? NULL : "initiator closed the connection");
 			return;
 		}
 		c->last_rx_ms = loop_now_ms();

@@ -7,13 +7,44 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "target/target.h"
+#include "target/conn.h"
+#include "target/ffp.h"
+#include "target/session.h"
+#include "target/task.h"
+#include "util/bytes.h"
 #include "util/log.h"
 #include "util/sbuf.h"
+
+/*
+ * A non-immediate command the target rejects before its CmdSN turn still used that CmdSN: the
+ * initiator counts it as sent and never sends it again (RFC 7143 4.2.2.1), so if it were not
+ * taken, every command numbered after it would wait for the gap until the session ended. One
+ * rejected after its turn (held, then run) has its CmdSN taken already. Returns the session whose
+ * held PDUs may run now that the gap closed, after the Reject is queued (so that the Reject
+ * carries the window it opened); NULL when nothing changed or nothing waits.
+ */
+static struct session *reject_takes_cmdsn(struct conn *c, const uint8_t hdr[BHS_LEN])
+{
+	struct session *s = c->sess;
+	uint8_t op = hdr[0] & 0x3f;
+	bool numbered = op == OP_SCSI_CMD || op == OP_TASK_MGMT_REQ || op == OP_TEXT_REQ || op == OP_LOGOUT_REQ ||
+			(op == OP_NOP_OUT && get_be32(hdr + 16) != RESERVED_TAG);
+	if (!numbered || (hdr[0] & 0x40) || !s || c->phase != PHASE_FULL_FEATURE)
+		return NULL;
+	uint32_t sn = get_be32(hdr + 24);
+	if (sn != s->exp_cmdsn) {
+		/* Ahead of its turn: a placeholder holds the number; numbers already taken are left alone. */
+		session_skip_cmdsn(s, sn);
+		return NULL;
+	}
+	s->exp_cmdsn++;
+	return s->nheld ? s : NULL;
+}
 
 void send_reject(struct conn *c, uint8_t reason, const uint8_t hdr[BHS_LEN])
 {
 	assert(hdr);
+	struct session *advance = reject_takes_cmdsn(c, hdr);
 	struct bhs b = {0};
 	b.opcode = OP_REJECT;
 	b.final = true;
@@ -22,6 +53,8 @@ void send_reject(struct conn *c, uint8_t reason, const uint8_t hdr[BHS_LEN])
 	uint8_t *copy = xmalloc(BHS_LEN);
 	memcpy(copy, hdr, BHS_LEN);
 	conn_send_pdu(c, &b, copy, BHS_LEN, NULL, copy);
+	if (advance)
+		session_advance(advance);
 }
 
 void send_async_logout(struct conn *c, uint16_t seconds)

@@ -7,7 +7,10 @@
 #include <string.h>
 
 #include "proto/text_join.h"
-#include "target/target.h"
+#include "target/conn.h"
+#include "target/login.h"
+#include "target/server.h"
+#include "target/session.h"
 #include "util/iscsi_name.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -465,6 +468,20 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 		 ls->session_type == SESSION_DISCOVERY ? "-" : ls->target_name, tsih, c->cid, s->nconns,
 		 c->params.header_digest ? ", header digest" : "", c->params.data_digest ? ", data digest" : "");
 	login_free(c);
+}
+
+/*
+ * A Login Request whose header breaks a rule of RFC 7143 (T and C both set: 11.12.2 says C MUST
+ * be 0 when T is 1) is a protocol error of the initiator: answered with a Login reject, status
+ * 0x0200, so the initiator learns why before the connection closes.
+ */
+void login_refuse_header(struct conn *c, const struct bhs *b, const char *why)
+{
+	struct login_state *ls = login_get(c);
+	if (ls->phase == LOGIN_AWAIT_FIRST)
+		memcpy(ls->isid, b->login.isid, 6);
+	ls->itt = b->itt;
+	login_fail(c, ls->stage < 0 ? b->login.csg : ls->stage, LOGIN_INITIATOR_ERROR, why);
 }
 
 void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len)

@@ -56,6 +56,8 @@ struct login_state {
 };
 
 void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+/* A Login Request whose header is malformed: Login reject (initiator error), then the close. */
+void login_refuse_header(struct conn *c, const struct bhs *b, const char *why);
 void login_free(struct conn *c);
 /* ExpCmdSN and MaxCmdSN for a Login Response: the window the session will have. */
 void login_window(struct conn *c, uint32_t *expcmdsn, uint32_t *maxcmdsn);

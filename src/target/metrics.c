@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include "net/accept.h"
+#include "target/conn.h"
 #include "target/metrics.h"
-#include "target/target.h"
+#include "target/server.h"
+#include "target/session.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 

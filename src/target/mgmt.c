@@ -8,8 +8,10 @@
 
 #include "mgmt/rpc.h"
 #include "store/store.h"
+#include "target/conn.h"
 #include "target/mgmt.h"
-#include "target/target.h"
+#include "target/server.h"
+#include "target/session.h"
 #include "util/log.h"
 #include "util/parse.h"
 #include "util/sbuf.h"
@@ -201,10 +203,7 @@ static json_t *m_target_list(void *ctx, json_t *params, struct rpc_error *err)
 			struct store *st = scsi_target_lu_store(n->scsi, l->lun);
 			json_t *lo = json_object();
 			json_object_set_new(lo, "lun", json_integer(l->lun));
-			json_object_set_new(lo, "kind", json_string(l->kind == LUN_MEMORY  ? "memory"
-								    : l->kind == LUN_BLOCK ? "block"
-								    : l->kind == LUN_RBD   ? "rbd"
-											   : "file"));
+			json_object_set_new(lo, "kind", json_string(cfg_lun_kind_name(l->kind)));
 			json_object_set_new(lo, "path", l->path ? json_string(l->path) : json_null());
 			json_object_set_new(lo, "size_bytes", json_integer(st ? (json_int_t)st->size : 0));
 			json_object_set_new(lo, "block_size", json_integer(l->block_size ? l->block_size : 512));

@@ -13,7 +13,9 @@
 
 #include "store/store.h"
 #include "store/store_rbd.h"
-#include "target/target.h"
+#include "target/isns.h"
+#include "target/server.h"
+#include "target/session.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
@@ -153,8 +155,9 @@ static struct store *lun_open(const struct cfg_target *t, const struct cfg_lun *
 {
 	char *serr = NULL;
 	struct store *st = l->kind == LUN_MEMORY ? store_mem_open(l->size, &serr)
-			   : l->kind == LUN_RBD  ? rbd_lun_open(l, &serr)
-						 : store_file_open(l->path, l->size, l->read_only, &serr);
+			   : l->kind == LUN_NULL   ? store_null_open(l->size, l->read_only, &serr)
+			   : l->kind == LUN_RBD    ? rbd_lun_open(l, &serr)
+						   : store_file_open(l->path, l->size, l->read_only, &serr);
 	if (!st) {
 		*err = xasprintf("target %s LUN %u: %s", t->name, l->lun, serr ? serr : "cannot open");
 		free(serr);
@@ -269,7 +272,7 @@ static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, 
 	(void)srv;
 	if (store_is_rbd(st))
 		store_rbd_on_resize(st, rbd_lu_resized, n->scsi);
-	log_info("target %s LUN %u: %s, %llu bytes%s", n->cfg->name, l->lun, l->kind == LUN_MEMORY ? "memory" : l->path,
+	log_info("target %s LUN %u: %s, %llu bytes%s", n->cfg->name, l->lun, l->path ? l->path : cfg_lun_kind_name(l->kind),
 		 (unsigned long long)st->size, l->read_only ? ", read-only" : "");
 	return 0;
 }
@@ -426,6 +429,7 @@ int server_apply_config(struct server *srv, struct cfg *cfg, char **err)
 		free(srv->cfg);
 	}
 	srv->cfg = cfg;
+	isns_target_changed(srv);
 	return 0;
 
 fail:

@@ -19,11 +19,17 @@
 #include "net/accept.h"
 #include "store/offload.h"
 #include "store/store.h"
+#include "target/conn.h"
+#include "target/ffp.h"
+#include "target/isns.h"
 #include "target/metrics.h"
 #include "target/mgmt.h"
-#include "target/target.h"
+#include "target/server.h"
+#include "target/session.h"
+#include "target/task.h"
 #include "util/log.h"
 #include "util/sbuf.h"
+#include "util/sd_notify.h"
 
 #define LOGIN_TIMEOUT_MS 15000u
 #define SHUTDOWN_GRACE_MS 3000u
@@ -321,6 +327,7 @@ void server_stop(struct server *srv)
 		return;
 	srv->shutting_down = true;
 	log_info("shutting down: asking initiators to log out");
+	isns_target_stop(srv);
 	for (size_t i = 0; i < srv->nportals; i++)
 		portal_stop_listening(srv->portals[i]);
 	for (struct conn *c = srv->conns, *next; c; c = next) {
@@ -343,10 +350,15 @@ static void server_on_signal(void *arg, uint32_t events)
 	struct server *srv = arg;
 	struct signalfd_siginfo si;
 	while (read(srv->sigfd, &si, sizeof(si)) == sizeof(si)) {
-		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT)
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+			sd_notify_stopping();
 			server_stop(srv);
-		else if (si.ssi_signo == SIGHUP)
+		} else if (si.ssi_signo == SIGHUP) {
+			/* The service manager waits for READY=1 again before it counts the reload as done. */
+			sd_notify_reloading();
 			server_reload(srv);
+			sd_notify_ready();
+		}
 	}
 }
 
@@ -455,6 +467,7 @@ void server_free(struct server *srv)
 	if (srv->sigfd >= 0)
 		close(srv->sigfd);
 	loop_timer_stop(srv->loop, &srv->tick);
+	isns_target_free(srv);
 	if (srv->offload)
 		loop_watch_del(srv->loop, &srv->offload_watch);
 	loop_free(srv->loop); /* runs the deferred frees of connections and sessions */

@@ -71,6 +71,7 @@ struct server {
 	struct rpc_server *rpc;    /* management socket, NULL when none */
 	struct metrics_server *metrics; /* Prometheus endpoint, NULL when none */
 	const char *metrics_listen;     /* --metrics HOST:PORT */
+	struct isns_client *isns;       /* iSNS registration (target/isns.c), NULL when none */
 	/* Command-line additions, applied on top of every (re)loaded configuration file. */
 	int (*overlay)(struct cfg *cfg, void *arg, char **err);
 	void *overlay_arg;

@@ -14,7 +14,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "target/target.h"
+#include "target/conn.h"
+#include "target/ffp.h"
+#include "target/login.h"
+#include "target/server.h"
+#include "target/session.h"
+#include "target/task.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 #include "util/serial.h"

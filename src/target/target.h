@@ -1,5 +1,6 @@
 /*
- * Every header of the target daemon, for the files that use most of them.
+ * Every header of the target daemon, for the programs and test harnesses that drive all of it;
+ * the files of src/target/ include only the module headers they use.
  */
 #ifndef ISTHMUS_TARGET_TARGET_H
 #define ISTHMUS_TARGET_TARGET_H

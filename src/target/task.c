@@ -6,7 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "target/target.h"
+#include "target/conn.h"
+#include "target/ffp.h"
+#include "target/server.h"
+#include "target/session.h"
+#include "target/task.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 

@@ -8,7 +8,10 @@
 #include <string.h>
 
 #include "proto/text_join.h"
-#include "target/target.h"
+#include "target/conn.h"
+#include "target/ffp.h"
+#include "target/server.h"
+#include "target/session.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 

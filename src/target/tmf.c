@@ -1,7 +1,10 @@
 /* Task management functions (RFC 7143 11.5-11.6) at ErrorRecoveryLevel 0. */
 #include <string.h>
 
-#include "target/target.h"
+#include "target/conn.h"
+#include "target/server.h"
+#include "target/session.h"
+#include "target/task.h"
 #include "util/log.h"
 #include "util/serial.h"
 

@@ -44,6 +44,20 @@ int parse_size(const char *s, uint64_t *out)
 	return 0;
 }
 
+int parse_uint(const char *s, int base, uint64_t min, uint64_t max, uint64_t *out)
+{
+	/* strtoull would take leading blanks and a sign (and wrap "-1" to the largest value). */
+	if (!s || !isalnum((unsigned char)*s))
+		return -1;
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, base);
+	if (errno || *end || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
 int parse_duration_ms(const char *s, uint64_t *out_ms)
 {
 	if (!s || !*s)

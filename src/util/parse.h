@@ -14,6 +14,12 @@
  */
 int parse_size(const char *s, uint64_t *out);
 
+/*
+ * A whole number from min to max in the given base as strtoull reads it (0: decimal, 0x hex or
+ * 0 octal), and nothing else: no sign, blanks or trailing characters. 0, or -1.
+ */
+int parse_uint(const char *s, int base, uint64_t min, uint64_t max, uint64_t *out);
+
 /* The longest duration parse_duration_ms takes: a year. */
 #define PARSE_DURATION_MAX_MS (86400000ull * 365)
 

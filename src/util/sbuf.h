@@ -33,5 +33,6 @@ void *xrealloc(void *p, size_t n);
 void xbuf_reserve(uint8_t **buf, size_t *cap, size_t len);
 char *xstrdup(const char *s);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 #endif

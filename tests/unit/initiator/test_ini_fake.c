@@ -931,6 +931,134 @@ static void test_free_in_callback(void)
 	fake_teardown(&f);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* ErrorRecoveryLevel 0: a connection lost in full feature phase ends the session */
+
+static const char erl0_op[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=4096\0"
+			      "InitialR2T=Yes\0ImmediateData=No\0MaxConnections=3\0ErrorRecoveryLevel=0\0"
+			      "DefaultTime2Wait=3\0DefaultTime2Retain=0";
+
+static void test_conn_loss_ends_session(void)
+{
+	printf("ERL 0: the loss of one of two connections closes the other and ends the session\n");
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	CHECK_EQ(do_login(&f, erl0_op, sizeof(erl0_op), false), ISM_OK);
+	struct ism_recovery_info ri;
+	ism_session_get_recovery_info(f.s, &ri);
+	CHECK_EQ(ri.error_recovery_level, 0);
+	CHECK_EQ(ri.default_time2wait, 3);
+	CHECK_EQ(ri.default_time2retain, 0);
+	CHECK(!ri.connection_lost);
+	CHECK_EQ(ism_session_lost_connection_info(f.s, NULL, 0), 0);
+
+	/* a second connection over another socketpair */
+	int sv[2];
+	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	CHECK_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+	struct timeval tv = {2, 0};
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	struct fake g = f;
+	g.fd = sv[1];
+	g.statsn = 500;
+	struct login_result lr = {0};
+	CHECK_EQ(ism_attach_fd_async(f.s, sv[0], false, on_login, &lr), 0);
+	pump(&f);
+	struct pdu p;
+	CHECK_EQ(frecv(&g, &p), 0);
+	static const char sec[] = "AuthMethod=None";
+	login_answer(&g, &p, sec, sizeof(sec), true, STAGE_OPERATIONAL, 0);
+	pdu_free(&p);
+	pump(&f);
+	CHECK_EQ(frecv(&g, &p), 0);
+	static const char op[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=4096";
+	login_answer(&g, &p, op, sizeof(op), true, STAGE_FULL_FEATURE, 0);
+	pdu_free(&p);
+	pump(&f);
+	CHECK(lr.done && lr.status == ISM_OK);
+	uint16_t cids[3];
+	CHECK_EQ(ism_session_connections(f.s, cids, 3), 2);
+
+	/* one command on each connection (round robin) */
+	uint8_t cdb[16];
+	size_t cl = ism_cdb_test_unit_ready(cdb);
+	struct io_result io1 = {0}, io2 = {0};
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_NONE, NULL, 0, on_io, &io1) != NULL);
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_NONE, NULL, 0, on_io, &io2) != NULL);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_SCSI_CMD);
+	pdu_free(&p);
+	CHECK_EQ(frecv(&g, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_SCSI_CMD);
+	pdu_free(&p);
+
+	/* the second connection goes away: the first is closed with it, both commands fail */
+	close(g.fd);
+	pump(&f);
+	CHECK(io1.done && io2.done);
+	CHECK_EQ(io1.r.error, ISM_ERR_TRANSPORT);
+	CHECK_EQ(io2.r.error, ISM_ERR_TRANSPORT);
+	CHECK(!ism_session_logged_in(f.s));
+	CHECK_EQ(ism_session_service(f.s, -1, 0), ISM_SERVICE_FAILED);
+	char c;
+	CHECK_EQ(read(f.fd, &c, 1), 0); /* the first connection was closed by the initiator */
+	ism_session_get_recovery_info(f.s, &ri);
+	CHECK(ri.connection_lost);
+	CHECK_EQ(ri.lost_cid, cids[1]);
+	CHECK_EQ(ri.closed_with_it, 1);
+	CHECK(strstr(ri.reason, "target closed the connection") != NULL);
+	struct ism_conn_info ci[4];
+	CHECK_EQ(ism_session_lost_connection_info(f.s, ci, 4), 2);
+	CHECK_EQ(ci[0].cid, cids[0]);
+	CHECK_EQ(ci[0].state, ISM_CONN_CLOSED);
+	CHECK_EQ(ci[1].cid, cids[1]);
+	CHECK_EQ(ci[1].state, ISM_CONN_FAILED);
+	CHECK_EQ(ism_session_connection_info(f.s, NULL, 0), 0);
+	fake_teardown(&f);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The keepalive counts answers, not the target's own pings */
+
+static void test_keepalive_ignores_target_pings(void)
+{
+	printf("keepalive: a target that keeps pinging but never answers ours is declared dead in time\n");
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	cfg.nop_interval_ms = 100;
+	cfg.nop_timeout_ms = 200;
+	fake_setup(&f, &cfg);
+	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	/* Our pings reach the target but its answers never come back (one direction of the path is
+	 * dead); the target's own pings still arrive, every 50 ms. */
+	uint64_t t0 = ism_now_ms();
+	for (uint32_t i = 0; i < 40 && ism_session_logged_in(f.s); i++) {
+		struct bhs b = {0};
+		b.opcode = OP_NOP_IN;
+		b.final = true;
+		b.itt = RESERVED_TAG;
+		b.nop_in.ttt = 0x100 + i;
+		b.nop_in.statsn = f.statsn;
+		set_window(&f, &b.nop_in.expcmdsn, &b.nop_in.maxcmdsn);
+		fsend(&f, &b, NULL, 0);
+		uint64_t until = ism_now_ms() + 50;
+		while (ism_now_ms() < until && ism_session_logged_in(f.s))
+			pump(&f);
+	}
+	uint64_t took = ism_now_ms() - t0;
+	CHECK(!ism_session_logged_in(f.s));
+	CHECK(took <= 100 + 200 + 150);
+	const char *err = ism_session_error(f.s);
+	if (!strstr(err, "no answer to a NOP-Out ping within 200 ms"))
+		fprintf(stderr, "error \"%s\"\n", err);
+	CHECK(strstr(err, "no answer to a NOP-Out ping within 200 ms") != NULL);
+	fake_teardown(&f);
+}
+
 int main(void)
 {
 	test_login_and_read();
@@ -942,6 +1070,8 @@ int main(void)
 	test_command_timeout();
 	test_target_offers_keys();
 	test_add_connection_cid();
+	test_conn_loss_ends_session();
+	test_keepalive_ignores_target_pings();
 	test_free_in_callback();
 	run_evil("truncated header", evil_truncated, false, "truncated PDU header");
 	run_evil("truncated data", evil_truncated_data, false, "truncated");

@@ -157,7 +157,7 @@ static bool rig_feed(struct rig *r, const uint8_t *p, size_t n)
 	for (int i = 0; i < 10000; i++) {
 		size_t asked;
 		ssize_t got = pdu_conn_read(&r->pc, r->sv[1], &asked);
-		if (got < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (got == PDU_READ_DRAINED)
 			return true;
 		if (got <= 0)
 			return false;

@@ -243,8 +243,49 @@ static void test_file_wait(void)
 	unlink(path);
 }
 
+/* The null store keeps nothing: zeros back whatever was written, everything unallocated. */
+static void test_null(void)
+{
+	char *err = NULL;
+	struct store *st = store_null_open(1ull << 40, false, &err);
+	uint8_t b[4096];
+	bool mapped;
+	uint64_t run;
+
+	CHECK(st != NULL);
+	CHECK_EQ(st->fd, -1);
+	CHECK_EQ(st->wait, STORE_WAIT_NEVER);
+	CHECK(st->thin);
+	CHECK(store_null_open(0, false, &err) == NULL);
+	free(err);
+	memset(b, 0xab, sizeof(b));
+	CHECK_EQ(store_write(st, b, sizeof(b), (1ull << 40) - 4096), 0);
+	CHECK_EQ(store_read(st, b, sizeof(b), (1ull << 40) - 4096), 0);
+	for (size_t i = 0; i < sizeof(b); i++)
+		CHECK_EQ(b[i], 0);
+	CHECK_EQ(store_write(st, b, sizeof(b), (1ull << 40) - 512), -ERANGE);
+	CHECK_EQ(store_read(st, b, sizeof(b), 1ull << 40), -ERANGE);
+	CHECK_EQ(store_flush(st), 0);
+	CHECK_EQ(store_unmap(st, 0, 1ull << 40), 0);
+	CHECK_EQ(store_zero(st, 4096, 4096), 0);
+	CHECK_EQ(store_extent(st, 4096, &mapped, &run), 0);
+	CHECK(!mapped);
+	CHECK_EQ(run, (1ull << 40) - 4096);
+	CHECK_EQ(store_resize(st, 1ull << 41), 0);
+	CHECK_EQ(st->size, 1ull << 41);
+	store_close(st);
+
+	st = store_null_open(1 << 20, true, &err);
+	CHECK(st != NULL);
+	CHECK_EQ(store_write(st, b, 512, 0), -EROFS);
+	CHECK_EQ(store_unmap(st, 0, 512), -EROFS);
+	CHECK_EQ(store_read(st, b, 512, 0), 0);
+	store_close(st);
+}
+
 int main(void)
 {
+	test_null();
 	test_mem_large();
 	test_mem();
 	test_file();

@@ -79,7 +79,8 @@ static const char example[] =
 	"portal-group = 7\n"
 	"lun 5 = memory,size=1MiB,thick,wce=0,serial=SN0005,vendor=ISTHMUS,product=RAMDISK\n"
 	"lun = memory,size=4k\n"
-	"lun = /srv/y.img,size=8KB,thin,rw\n";
+	"lun = /srv/y.img,size=8KB,thin,rw\n"
+	"lun = null,size=1T\n";
 
 static char *subst(const char *tmpl, const char *secret_path)
 {
@@ -171,8 +172,8 @@ static void check_example(const struct cfg *c)
 	CHECK_EQ(t->tpgt, 7);
 	CHECK(t->chap.user == NULL);
 	CHECK_EQ(t->nacl, 0);
-	CHECK_EQ(t->nluns, 3);
-	if (t->nluns == 3) {
+	CHECK_EQ(t->nluns, 4);
+	if (t->nluns == 4) {
 		const struct cfg_lun *l = &t->luns[0];
 		CHECK_EQ(l->lun, 5);
 		CHECK_EQ(l->size, 1 << 20);
@@ -188,6 +189,12 @@ static void check_example(const struct cfg *c)
 		CHECK_EQ(t->luns[2].size, 8192);
 		CHECK(t->luns[2].thin);
 		CHECK(!t->luns[2].read_only);
+		CHECK_EQ(t->luns[3].lun, 2);
+		CHECK_EQ(t->luns[3].kind, LUN_NULL);
+		CHECK(t->luns[3].path == NULL);
+		CHECK_EQ(t->luns[3].size, 1ull << 40);
+		CHECK(t->luns[3].thin);
+		CHECK_STR(cfg_lun_kind_name(t->luns[3].kind), "null");
 	}
 }
 
@@ -276,6 +283,7 @@ static void test_errors(void)
 		{"[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=1Q\n", 2, "invalid size '1Q'"},
 		{"[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=\n", 2, "LUN option 'size' needs a value"},
 		{"[target iqn.2026-11.org.x:t]\nlun 0 = memory\n", 2, "memory LUN needs size="},
+		{"[target iqn.2026-11.org.x:t]\nlun 0 = null,ro\n", 2, "null LUN needs size="},
 		{"[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=1000\n", 2, "LUN size 1000 is not a multiple of the 512-byte"},
 		{"[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=1M,bs=1024\n", 2, "invalid block size '1024'"},
 		{"[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=1M,fast\n", 2, "unknown LUN option 'fast'"},
@@ -285,7 +293,7 @@ static void test_errors(void)
 		{"[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=1M,vendor=TOOLONGVENDOR\n", 2,
 		 "LUN vendor 'TOOLONGVENDOR' must be 1 to 8"},
 		{"[target iqn.2026-11.org.x:t]\nlun 0 = /dev/sdz,size=1G\n", 2, "size= does not apply to block device"},
-		{"[target iqn.2026-11.org.x:t]\nlun 0 = ,size=1G\n", 2, "LUN spec ',size=1G' needs a path or 'memory' first"},
+		{"[target iqn.2026-11.org.x:t]\nlun 0 = ,size=1G\n", 2, "LUN spec ',size=1G' needs a path, 'memory' or 'null' first"},
 		{"[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=1M\nlun 1 = memory,size=1M\nlun 0 = memory,size=1M\n",
 		 4, "LUN 0 is defined twice in target 'iqn.2026-11.org.x:t'"},
 		{"[target iqn.2026-11.org.x:t]\nlun x = memory,size=1M\n", 2, "LUN number 'x' is not a number"},
@@ -806,8 +814,39 @@ static void test_save_safely(void)
 	free(path);
 }
 
+/* isns and isns-entity: parsed, checked, and kept by the writer (cfg_clone goes through it). */
+static void test_isns_keys(void)
+{
+	struct cfg c;
+	cfg_init(&c);
+	char *err = NULL;
+	int rc = cfg_load_string(&c, "t.conf",
+				 "[global]\nisns = [2001:db8::7]:3206\nisns-entity = storage-1\n"
+				 "[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=8M\n",
+				 &err);
+	CHECK_EQ(rc, 0);
+	CHECK_STR(c.isns, "[2001:db8::7]:3206");
+	CHECK_STR(c.isns_entity, "storage-1");
+	struct cfg *copy = cfg_clone(&c, &err);
+	CHECK(copy != NULL);
+	if (copy) {
+		CHECK_STR(copy->isns, "[2001:db8::7]:3206");
+		CHECK_STR(copy->isns_entity, "storage-1");
+		cfg_free(copy);
+		free(copy);
+	}
+	cfg_free(&c);
+	cfg_init(&c);
+	CHECK_EQ(cfg_load_string(&c, "t.conf", "[global]\nisns = isns.example.org\n", &err), -1);
+	CHECK(err && strstr(err, "t.conf:2") && strstr(err, "numeric"));
+	free(err);
+	cfg_free(&c);
+	printf("ok: isns and isns-entity parsed, a host name refused, both kept by the writer\n");
+}
+
 int main(void)
 {
+	test_isns_keys();
 	test_example_and_round_trip();
 	test_errors();
 	test_validate();

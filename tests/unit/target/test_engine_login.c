@@ -442,10 +442,16 @@ static void test_login_continued(void)
 	eh_pdu_free(&p);
 	eh_free(h);
 
-	printf("login: the C bit together with the T bit (RFC 7143 11.12.2) ends the connection unanswered\n");
+	printf("login: the C bit together with the T bit (RFC 7143 11.12.2) -> 0x0200, then the close\n");
 	h = eh_new(NULL);
 	eh_login_req(h, STAGE_SECURITY, STAGE_OPERATIONAL, true, true, EH_CMDSN0, EH_STATSN0, sec, cut2);
-	/* The header itself is malformed: the target gives no Login Response and closes. */
+	/* The header itself is malformed: a protocol error answered with a Login reject. */
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_LOGIN_RESP);
+	CHECK_EQ(p.b.login.status_class, 0x02);
+	CHECK_EQ(p.b.login.status_detail, 0x00);
+	CHECK(!p.b.final && !p.b.login.cont);
+	eh_pdu_free(&p);
 	CHECK_EQ(eh_recv(h, &p), -1);
 	CHECK(eh_closed(h));
 	eh_free(h);

@@ -82,8 +82,48 @@ static void test_trim(void)
 	printf("ok: trim strips blanks, tabs and line ends at both ends only\n");
 }
 
+/* Whole numbers: the form strtoull reads in the base, nothing around it, within [min, max]. */
+static void test_uint(void)
+{
+	static const struct {
+		const char *in;
+		int base;
+		uint64_t min, max;
+		int rc;
+		uint64_t want;
+	} cases[] = {
+		{"0", 10, 0, 10, 0, 0},
+		{"65535", 10, 1, 65535, 0, 65535},
+		{"65536", 10, 1, 65535, -1, 0},
+		{"0", 10, 1, 65535, -1, 0},
+		{"18446744073709551615", 10, 0, UINT64_MAX, 0, UINT64_MAX},
+		{"18446744073709551616", 10, 0, UINT64_MAX, -1, 0},
+		{"0x10", 0, 0, 100, 0, 16},
+		{"0x10", 10, 0, 100, -1, 0},
+		{"010", 0, 0, 100, 0, 8},
+		{"deadbeef", 16, 0, UINT64_MAX, 0, 0xdeadbeef},
+		{"", 10, 0, 10, -1, 0},
+		{"-1", 10, 0, UINT64_MAX, -1, 0},
+		{"+1", 10, 0, 10, -1, 0},
+		{" 1", 10, 0, 10, -1, 0},
+		{"1 ", 10, 0, 10, -1, 0},
+		{"1k", 10, 0, 10000, -1, 0},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t v = 12345;
+		int rc = parse_uint(cases[i].in, cases[i].base, cases[i].min, cases[i].max, &v);
+		CHECK_EQ(rc, cases[i].rc);
+		if (rc == 0)
+			CHECK_EQ(v, cases[i].want);
+		else
+			CHECK_EQ(v, 12345);
+	}
+	printf("ok: whole numbers with bases and ranges; signs, blanks and suffixes refused\n");
+}
+
 int main(void)
 {
+	test_uint();
 	test_size();
 	test_duration();
 	test_trim();

@@ -1,0 +1,27 @@
+/*
+ * The target's iSNS client (docs/isns.md): registers the network entity, its portals, its
+ * target nodes and their portal groups with the server named by the configuration's isns key,
+ * keeps the registration alive within the server's registration period, registers again after
+ * every applied configuration, and deregisters at shutdown. It runs on the server's event loop
+ * and never waits on the network there: a server that is down is retried with backoff.
+ */
+#ifndef ISTHMUS_TARGET_ISNS_H
+#define ISTHMUS_TARGET_ISNS_H
+
+struct server;
+
+/* Time bounds of the client (documented in docs/isns.md). */
+#define ISNS_IO_TIMEOUT_MS 5000u      /* connect, or a response, within this or the attempt fails */
+#define ISNS_RETRY_MIN_MS 1000u       /* first retry after a failure; doubles each time ... */
+#define ISNS_RETRY_MAX_MS 60000u      /* ... up to this */
+#define ISNS_REFRESH_MIN_S 5u         /* never refresh more often than this */
+#define ISNS_DEREG_WAIT_MS 1000u      /* what shutdown waits for the deregistration to be answered */
+
+/* After every applied configuration: (re)register what now exists, or deregister when isns is gone. */
+void isns_target_changed(struct server *srv);
+/* SIGTERM: start deregistering now, on the loop. */
+void isns_target_stop(struct server *srv);
+/* After the loop has stopped: finish the deregistration (bounded wait) and release everything. */
+void isns_target_free(struct server *srv);
+
+#endif

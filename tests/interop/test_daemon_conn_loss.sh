@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# isthmus-initiator: one connection of a two-connection data session goes silent (every packet of
+# it dropped by nftables, as a failed NIC would) during a write load through the FUSE file.
+# At ErrorRecoveryLevel 0 the daemon must declare it dead within nop-interval + nop-timeout, say
+# so in `session show`, reinstate the session at once (same session id), replay the writes and
+# re-add the second connection: no write waits longer than nop-interval + nop-timeout + 1 s, and
+# every acknowledged write is on the LUN.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+[[ "$TARGET_IMPL" == isthmus ]] || skip "multi-connection sessions need isthmus-target (tgtd has MaxConnections=1)"
+[[ -e /dev/fuse ]] || skip "no /dev/fuse"
+need jq python3 fusermount3 nft
+nft list tables >/dev/null 2>&1 || skip "nftables is not usable here (needs CAP_NET_ADMIN)"
+source "$(dirname "$0")/daemon_helpers.bash"
+
+NFT_TABLE=isthmus_conn_loss_$$
+nft_cleanup() { nft delete table inet "$NFT_TABLE" 2>/dev/null || true; }
+trap 'rc=$?; set +e; nft_cleanup; (exit $rc); dmn_exit' EXIT
+
+# Short keepalive timers keep the test fast; CONN_LOSS_NOP_INTERVAL=5 CONN_LOSS_NOP_TIMEOUT=10
+# runs it with the daemon's defaults.
+NOP_INTERVAL=${CONN_LOSS_NOP_INTERVAL:-1}
+NOP_TIMEOUT=${CONN_LOSS_NOP_TIMEOUT:-2}
+BOUND=$((NOP_INTERVAL + NOP_TIMEOUT + 1)) # seconds: the longest a write may wait
+WRITER_SECS=$((BOUND + 7))                # new writes from 3 s before the loss to past its recovery
+
+IQN=iqn.2026-11.org.isthmus:dmnconnloss
+PORT=$(free_port)
+HP=127.0.0.1:$PORT
+LUNFILE=$TEST_DIR/lun0.img
+start_target --listen "$HP" --target "$IQN" --lun "$LUNFILE,size=64M"
+printf 'initiator-name = iqn.2026-11.org.isthmus:test-initiator\nnop-interval = %s\nnop-timeout = %s\n' \
+	"$NOP_INTERVAL" "$NOP_TIMEOUT" >"$DMN_CONF"
+dmn_start
+SID=$(ism login "$IQN" --portal "$HP" | tail -n1) || fail "login"
+DEV=$DMN_DEV/$SID/lun0
+[[ -f "$DEV" ]] || fail "no device file $DEV"
+ism session add-connection "$SID" --portal "$HP" --json >"$TEST_DIR/add.json" || fail "add-connection: $(cat "$TEST_DIR/add.json")"
+CID=$(jq -r .cid "$TEST_DIR/add.json")
+[[ $(sess_field "$SID" .number_of_connections) == 2 ]] || fail "two connections expected"
+LPORT=$(sess_field "$SID" ".connections[] | select(.cid == $CID) | .local_port")
+[[ "$LPORT" =~ ^[0-9]+$ && "$LPORT" != 0 ]] || fail "no local port for connection $CID"
+TSIH0=$(sess_field "$SID" .target_side_identifier)
+
+say "checks: negotiated ErrorRecoveryLevel, DefaultTime2Wait, DefaultTime2Retain and counters are reported"
+sess_json "$SID" >"$TEST_DIR/before.json"
+jq -e '.negotiated_parameters.error_recovery_level == 0 and
+	(.negotiated_parameters.default_time2wait | type == "number") and
+	(.negotiated_parameters.default_time2retain | type == "number") and
+	.recovery.connection_losses == 0 and .recovery.session_recoveries == 0' "$TEST_DIR/before.json" >/dev/null ||
+	fail "session show lacks the ERL / Time2Wait / Time2Retain / counters: $(jq -c '{negotiated_parameters, recovery}' "$TEST_DIR/before.json")"
+jq -e "[.connections[].state] | all(. == \"full_feature\")" "$TEST_DIR/before.json" >/dev/null || fail "connection states before the loss"
+say "ok: $(jq -c '.negotiated_parameters | {error_recovery_level, default_time2wait, default_time2retain}' "$TEST_DIR/before.json")"
+
+# 4 threads x 64 blocks, new writes from about 3 s before the loss to 4 s past the bound after it
+bg_start python3 "$(dirname "$0")/stall_writer.py" "$DEV" 4 64 "$WRITER_SECS" "$TEST_DIR/writer.json"
+WPID=$BG_LAST
+sleep 3
+alive "$WPID" || fail "the writer ended before the connection loss"
+
+say "checks: connection $CID (local port $LPORT) goes silent; detected within ${BOUND}s; writes wait at most ${BOUND}s"
+nft -f - <<-EOF
+	table inet $NFT_TABLE {
+		chain input {
+			type filter hook input priority -10; policy accept;
+			tcp sport $LPORT drop
+			tcp dport $LPORT drop
+		}
+	}
+EOF
+t_drop=$(date +%s.%N)
+seen=""
+while python3 -c "import sys; sys.exit(0 if float(sys.argv[2]) - float(sys.argv[1]) < $BOUND else 1)" "$t_drop" "$(date +%s.%N)"; do
+	if sess_json "$SID" >"$TEST_DIR/during.json" 2>/dev/null &&
+		jq -e "(.recovery.connection_losses // 0) >= 1 and .recovery.last_connection_loss.cid == $CID and
+			.recovery.last_connection_loss.local_port == $LPORT" "$TEST_DIR/during.json" >/dev/null; then
+		seen=$(python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$t_drop" "$(date +%s.%N)")
+		break
+	fi
+	sleep 0.1
+done
+[[ -n "$seen" ]] || fail "session show does not report connection $CID lost ${BOUND} s after its packets stopped: $(jq -c '{state, recovery, connections}' "$TEST_DIR/during.json" 2>/dev/null)"
+say "ok: session show reported connection $CID lost ${seen}s after the drop: $(jq -c .recovery.last_connection_loss "$TEST_DIR/during.json")"
+
+rc=0
+timeout $((BOUND + 40)) tail --pid="$WPID" -f /dev/null || fail "the writer hangs after the connection loss"
+wait "$WPID" || rc=$?
+((rc == 0)) || fail "writer failed ($rc): $(cat "$TEST_DIR/writer.json" 2>/dev/null)"
+read -r writes stall stall_epoch < <(jq -r '"\(.writes) \(.max_stall) \(.max_stall_epoch)"' "$TEST_DIR/writer.json")
+rel=$(python3 -c "import sys; print('%+.2f' % (float(sys.argv[1]) - float(sys.argv[2])))" "$stall_epoch" "$t_drop")
+say "measured: $writes writes, longest write $(printf %.3f "$stall") s (started ${rel} s from the first dropped packet)"
+python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= $BOUND else 1)" "$stall" ||
+	fail "a write waited ${stall}s, over nop-interval + nop-timeout + 1 s = ${BOUND}s"
+say "ok: longest write ${stall}s <= ${BOUND}s"
+
+say "checks: same session id, one reinstatement, the second connection re-added"
+for _ in $(seq 50); do
+	[[ $(sess_field "$SID" .number_of_connections) == 2 ]] && break
+	sleep 0.2
+done
+sess_json "$SID" >"$TEST_DIR/after.json"
+[[ $(jq -r .session_id "$TEST_DIR/after.json") == "$SID" ]] || fail "session id changed"
+[[ $(jq -r .state "$TEST_DIR/after.json") == connected ]] || fail "state $(jq -r .state "$TEST_DIR/after.json")"
+[[ $(jq -r .number_of_connections "$TEST_DIR/after.json") == 2 ]] || fail "the second connection was not re-added: $(jq -c .connections "$TEST_DIR/after.json")"
+jq -e '.recovery.connection_losses == 1 and .recovery.session_recoveries == 1' "$TEST_DIR/after.json" >/dev/null ||
+	fail "counters after the recovery: $(jq -c .recovery "$TEST_DIR/after.json")"
+ism session show "$SID" >"$TEST_DIR/after.txt" || fail "session show (table)"
+for want in "error_recovery_level: 0" "default_time2wait: " "default_time2retain: " "connection_losses: 1" \
+	"session_recoveries: 1" "last_connection_loss:"; do
+	grep -q "$want" "$TEST_DIR/after.txt" || fail "the table of session show lacks '$want'"
+done
+say "ok: session $SID kept its id (TSIH $TSIH0 -> $(jq -r .target_side_identifier "$TEST_DIR/after.json")), $(jq -c '.recovery | {connection_losses, session_recoveries}' "$TEST_DIR/after.json")"
+
+say "checks: every acknowledged write is on the target's LUN file"
+ism logout "$SID" >/dev/null || fail "logout"
+nft_cleanup
+want=$(jq -r .sha256 "$TEST_DIR/writer.json")
+[[ $(region_sha "$LUNFILE" 256) == "$want" ]] || fail "the LUN file differs from what was acknowledged: a write was lost or reordered"
+say "ok: the LUN file holds the final version of all 256 blocks (sha $want)"
+say "PASS"
