@@ -167,6 +167,8 @@ static void print_stats(json_t *s)
 			      "errors",    "digest_errors", "task_mgmt_requests", "device_waits", "queue_depth"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		printf("%-20s %lld\n", keys[i], num(s, keys[i]));
+	if (json_is_string(json_object_get(s, "io_engine")))
+		printf("%-20s %s (%s)\n", "io_engine", str(s, "io_engine"), str(s, "io_engine_reason"));
 }
 
 static int call(const char *sock, const char *method, json_t *params, bool as_json, void (*human)(json_t *))

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "proto/isns.h"
+#include "store/store_io.h"
 #include "target/config.h"
 #include "target/target.h"
 #include "util/log.h"
@@ -17,7 +18,7 @@ static void usage(FILE *f)
 	fputs("usage: isthmus-target [--config FILE] [--listen HOST:PORT]... [--target IQN] [--lun SPEC]...\n"
 	      "                      [--mgmt-socket PATH] [--state-dir DIR] [--log-level error|warn|info|debug]\n"
 	      "                      [--max-connections N] [--max-connections-per-portal N] [--metrics HOST:PORT]\n"
-	      "                      [--isns ADDR[:PORT]] [--check-config]\n"
+	      "                      [--isns ADDR[:PORT]] [--io-engine auto|io_uring|workers] [--check-config]\n"
 	      "       isthmus-target --help | --version\n"
 	      "\n"
 	      "  --config FILE      load portals, targets, LUNs, ACLs and CHAP from FILE (see isthmus-target.conf(5));\n"
@@ -36,6 +37,8 @@ static void usage(FILE *f)
 	      "  --max-connections N            iSCSI connections at once, whole target (default 1024)\n"
 	      "  --max-connections-per-portal N iSCSI connections at once through one portal (default 256)\n"
 	      "  --isns ADDR[:PORT] register with this iSNS server (port 3205 by default; see docs/isns.md)\n"
+	      "  --io-engine KIND   how file and block-device LUNs are driven: io_uring, worker threads, or\n"
+	      "                     auto (io_uring where the kernel allows it; the default)\n"
 	      "  --log-level LEVEL  default info\n"
 	      "  --help             this text; --version: the version\n",
 	      f);
@@ -52,6 +55,7 @@ struct flags {
 	unsigned max_connections, max_connections_per_portal; /* 0: as the file says */
 	const char *state_dir;
 	const char *isns;
+	const char *io_engine;  /* NULL: as the file says */
 };
 
 static int apply_flags(struct cfg *cfg, void *arg, char **err)
@@ -83,6 +87,14 @@ static int apply_flags(struct cfg *cfg, void *arg, char **err)
 	if (f->isns) {
 		free(cfg->isns);
 		cfg->isns = xstrdup(f->isns);
+	}
+	if (f->io_engine) {
+		enum store_engine_backend b;
+		if (!store_engine_backend_parse(f->io_engine, &b)) {
+			*err = xasprintf("--io-engine '%s' is not auto, io_uring or workers", f->io_engine);
+			return -1;
+		}
+		cfg->io_engine = (unsigned)b;
 	}
 	if (cfg->nportals == 0 && cfg_add_listen(cfg, "127.0.0.1:3260", err) < 0)
 		return -1;
@@ -128,6 +140,7 @@ int main(int argc, char **argv)
 		{"state-dir", required_argument, NULL, 's'},
 		{"isns", required_argument, NULL, 'I'},
 		{"check-config", no_argument, NULL, 'k'},      {"version", no_argument, NULL, 'V'},
+		{"io-engine", required_argument, NULL, 'E'},
 		{NULL, 0, NULL, 0},
 	};
 	struct flags fl = {0};
@@ -152,6 +165,7 @@ int main(int argc, char **argv)
 			fl.isns = optarg;
 			break;
 		}
+		case 'E': fl.io_engine = optarg; break;
 		case 'M': metrics = optarg; break;
 		case 'k': check_only = true; break;
 		case 'V': printf("isthmus-target %s\n", ISTHMUS_VERSION); rc = 0; goto out;

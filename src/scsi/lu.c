@@ -1,7 +1,7 @@
 /*
  * Target and logical-unit lifecycle, I_T nexus bookkeeping, unit attentions and the effects
- * of task management. Commands still running on workers are the transport's to abort
- * (scsi_cmd_cancel: they stop at their next step and complete); resets only change state.
+ * of task management. Commands with store ios in flight are the transport's to abort
+ * (scsi_cmd_cancel: they stop at their next io or step and complete); resets only change state.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -62,7 +62,11 @@ static void lu_free(struct scsi_lu *lu)
 	free(lu);
 }
 
-void scsi_target_set_offload(struct scsi_target *t, struct offload *o) { t->offload = o; }
+void scsi_target_set_engine(struct scsi_target *t, struct store_engine *e)
+{
+	t->engine = e;
+	t->offload = e ? store_engine_offload(e) : NULL;
+}
 
 void scsi_target_free(struct scsi_target *t)
 {

@@ -116,6 +116,9 @@ bool op_supported(const struct scsi_opdef *op, const struct scsi_lu *lu)
 		return false;
 	if ((op->flags & OPF_ATOMIC) && !lu->atomic)
 		return false;
+	/* Long operations run the synchronous store ops on workers, which a network store has not. */
+	if ((op->flags & OPF_LONG) && lu->st->ops->submit)
+		return false;
 	return true;
 }
 

@@ -1,13 +1,15 @@
 /*
  * Medium access (SBC-3 5.x): READ, WRITE, VERIFY, WRITE AND VERIFY, ORWRITE, COMPARE AND
- * WRITE, PRE-FETCH and SYNCHRONIZE CACHE. READ and WRITE move data straight between the
- * transport's buffers and the store; the others use the target's preallocated scratch.
+ * WRITE, PRE-FETCH and SYNCHRONIZE CACHE, each as store ios (medium.c). READ and WRITE move data
+ * straight between the transport's buffers and the store; ORWRITE and COMPARE AND WRITE read
+ * into a buffer of their own.
  */
 #include <errno.h>
 #include <stddef.h>
 #include <string.h>
 
 #include "scsi/scsi_int.h"
+#include "util/sbuf.h"
 
 
 struct rw {
@@ -83,11 +85,6 @@ bool lu_write_checks(struct scsi_req *r, uint64_t lba, uint64_t n, uint64_t max,
 /* With the write cache off every write must be durable before GOOD, as with FUA. */
 static bool write_needs_flush(const struct scsi_lu *lu, bool fua) { return fua || !lu->wce; }
 
-int lu_flush_if_needed(struct scsi_lu *lu, bool fua)
-{
-	return write_needs_flush(lu, fua) ? store_flush(lu->st) : 0;
-}
-
 static uint32_t clamp32(uint64_t v) { return v > UINT32_MAX ? UINT32_MAX : (uint32_t)v; }
 
 /* Range and size checks common to every medium-access command; false if sense was set. */
@@ -109,134 +106,33 @@ static bool check_xfer_limit(struct scsi_req *r, const struct rw *a, unsigned le
 	return true;
 }
 
-/*
- * Only SIMPLE (and untagged) commands wait on a worker: an ORDERED or HEAD OF QUEUE one must be
- * done before the commands after it run, and those run inline as soon as it returns.
- */
-static bool may_wait(const struct scsi_req *r)
+static void read_done(struct scsi_cmd *cmd, int rc)
 {
-	return r->t->offload && r->lu->st->wait != STORE_WAIT_NEVER &&
-	       (r->cmd->task_attr == TASK_SIMPLE || r->cmd->task_attr == TASK_UNTAGGED);
-}
-
-static struct scsi_cmd *job_cmd(struct offload_job *j)
-{
-	return (struct scsi_cmd *)((char *)j - offsetof(struct scsi_cmd, defer.job));
-}
-
-static void deferred_work(struct offload_job *j)
-{
-	struct scsi_cmd *cmd = job_cmd(j);
-	if (atomic_load(&cmd->defer.cancelled))
-		cmd->defer.rc = -ECANCELED; /* aborted, or its connection is gone: spare the device */
-	else if (cmd->defer.flush)
-		cmd->defer.rc = store_flush(cmd->defer.st);
+	if (rc < 0)
+		medium_error(cmd, false, rc, cmd->defer.lba);
 	else
-		cmd->defer.rc = store_read(cmd->defer.st, cmd->defer.buf, cmd->defer.len, cmd->defer.off);
+		cmd->in_len = cmd->defer.n;
+	medium_end(cmd);
 }
 
-static void deferred_finished(struct offload_job *j)
-{
-	struct scsi_cmd *cmd = job_cmd(j);
-	struct store *st = cmd->defer.st;
-	cmd->defer.active = false;
-	if (--st->jobs == 0 && st->closing)
-		store_close(st); /* its LU went while this ran */
-	/* The LU may be gone by now: everything needed was kept in cmd. A cancelled command's
-	 * transport ignores its outcome. */
-	if (!atomic_load(&cmd->defer.cancelled)) {
-		if (cmd->defer.rc < 0)
-			scsi_medium_error(cmd, cmd->defer.desc, cmd->defer.lun, cmd->defer.flush, cmd->defer.rc,
-					  cmd->defer.lba);
-		else if (!cmd->defer.flush)
-			cmd->in_len = cmd->defer.n;
-	}
-	cmd->done(cmd);
-}
-
-/* key: jobs with the same key run one at a time, in order (see offload.h) */
-static void defer_start(struct scsi_req *r, uint64_t lba, bool flush, const void *key)
-{
-	struct scsi_cmd *cmd = r->cmd;
-	struct scsi_lu *lu = r->lu;
-	cmd->defer.job.work = deferred_work;
-	cmd->defer.job.done = deferred_finished;
-	cmd->defer.job.key = key;
-	cmd->defer.st = lu->st;
-	cmd->defer.lba = lba;
-	cmd->defer.lun = lu->lun;
-	cmd->defer.desc = lu->d_sense;
-	cmd->defer.flush = flush;
-	cmd->defer.active = true;
-	cmd->defer.waited = true;
-	lu->st->jobs++;
-	offload_submit(r->t->offload, &cmd->defer.job);
-}
-
-/*
- * Blocks from lba, n bytes, go to a worker, the first `got` bytes being in place already. A read
- * that continues the previous one is part of a stream: it queues behind the stream's earlier
- * reads, in order, which the device's readahead relies on (parallel workers reading one stream
- * defeat it). Any other read runs as soon as a worker is free, next to the others: a device with
- * many random reads in flight serves them faster.
- */
-static void read_defer(struct scsi_req *r, uint64_t lba, uint32_t n, size_t got, bool stream)
-{
-	struct scsi_cmd *cmd = r->cmd;
-	cmd->defer.buf = cmd->in + got;
-	cmd->defer.len = n - got;
-	cmd->defer.off = (lba << r->lu->block_shift) + got;
-	cmd->defer.n = n;
-	/* A stream's first read starts one: the reads that continue it share its key. */
-	const void *key = stream && r->lu->stream_key ? r->lu->stream_key : (const void *)cmd;
-	r->lu->stream_key = key;
-	defer_start(r, lba, false, key);
-}
-
-/* The store's flush goes to a worker; a store's flushes queue among themselves, not behind its
- * reads (the key is never followed). */
-static void flush_defer(struct scsi_req *r, uint64_t lba)
-{
-	defer_start(r, lba, true, (const char *)r->lu->st + 1);
-}
-
+/* Straight into the transport's buffer; what the page cache holds completes inline. */
 static void do_read(struct scsi_req *r, const struct rw *a, unsigned len_byte)
 {
 	struct scsi_lu *lu = r->lu;
 	struct scsi_cmd *cmd = r->cmd;
 	uint64_t bytes = (uint64_t)a->n << lu->block_shift;
 	uint32_t n;
-	int rc;
 
 	if (!check_extent(r, a) || !check_xfer_limit(r, a, len_byte))
 		return;
 	cmd->xfer_len = clamp32(bytes);
 	/* Give the initiator what fits its buffer; the transport reports the rest as residual. */
 	n = bytes < cmd->in_cap ? (uint32_t)bytes : cmd->in_cap;
-	bool stream = a->lba == lu->next_read_lba;
-	lu->next_read_lba = a->lba + a->n;
-	if (n && may_wait(r)) {
-		/* What the page cache has comes now; only the rest goes to a worker. */
-		size_t got = 0;
-		if (lu->st->wait == STORE_WAIT_PROBE) {
-			rc = store_read_nowait(lu->st, cmd->in, n, a->lba << lu->block_shift, &got);
-			if (rc < 0) {
-				lu_medium_error(r, false, rc, a->lba);
-				return;
-			}
-		}
-		if (got < n) {
-			read_defer(r, a->lba, n, got, stream);
-			return;
-		}
-	} else if (n) {
-		rc = store_read(lu->st, cmd->in, n, a->lba << lu->block_shift);
-		if (rc < 0) {
-			lu_medium_error(r, false, rc, a->lba);
-			return;
-		}
-	}
-	cmd->in_len = n;
+	if (!n)
+		return;
+	medium_start(r, a->lba, false);
+	cmd->defer.n = n;
+	medium_io(cmd, STORE_IO_READ, a->lba << lu->block_shift, n, cmd->in, n, read_done);
 }
 
 /*
@@ -261,34 +157,25 @@ static bool usable_out(struct scsi_req *r, uint64_t need, uint64_t *use)
 	return true;
 }
 
+/* The store writes straight from the transport's Data-Out buffer. */
 static void do_write(struct scsi_req *r, const struct rw *a, unsigned len_byte, bool verify)
 {
 	struct scsi_lu *lu = r->lu;
 	uint64_t need = (uint64_t)a->n << lu->block_shift;
 	uint64_t use;
-	int rc;
 
 	if (!check_extent(r, a) || !check_xfer_limit(r, a, len_byte) || lu_write_blocked(r))
 		return;
 	if (!usable_out(r, need, &use))
 		return;
-	if (use) {
-		rc = store_write(lu->st, r->cmd->out, use, a->lba << lu->block_shift);
-		if (rc < 0) {
-			lu_medium_error(r, true, rc, a->lba);
-			return;
-		}
-	}
 	/* WRITE AND VERIFY promises the data is on the medium, which for us means durable. */
-	bool durable = a->fua || verify;
-	if (write_needs_flush(lu, durable) && may_wait(r)) {
-		/* The data is in the store already; only making it durable may take long. */
-		flush_defer(r, a->lba);
+	medium_start(r, a->lba, write_needs_flush(lu, a->fua || verify));
+	if (!use) {
+		medium_flush_then_end(r->cmd, 0);
 		return;
 	}
-	rc = lu_flush_if_needed(lu, durable);
-	if (rc < 0)
-		lu_medium_error(r, true, rc, a->lba);
+	medium_io(r->cmd, STORE_IO_WRITE, a->lba << lu->block_shift, use, (void *)r->cmd->out, use,
+		  medium_flush_then_end);
 }
 
 void scsi_read6(struct scsi_req *r)
@@ -387,43 +274,6 @@ void scsi_write_verify16(struct scsi_req *r)
 
 	parse16(r->cdb, &a);
 	write_verify(r, &a, 10);
-}
-
-/*
- * Compares the medium from lba on with `data` (len bytes). With `repeat` the data is one
- * block to be compared against every block. Returns 1 on match, 0 after setting MISCOMPARE
- * (INFORMATION = offset of the first differing byte in the data-out buffer), -1 on error.
- */
-static int compare_medium(struct scsi_req *r, uint64_t lba, const uint8_t *data, uint64_t len, bool repeat)
-{
-	struct scsi_lu *lu = r->lu;
-	uint8_t *buf = r->t->scratch2;
-	uint64_t chunk = r->t->scratch_len;
-	uint64_t done = 0;
-	int rc;
-
-	while (done < len) {
-		uint64_t n = len - done < chunk ? len - done : chunk;
-
-		rc = store_read(lu->st, buf, n, (lba << lu->block_shift) + done);
-		if (rc < 0) {
-			lu_medium_error(r, false, rc, lba + (done >> lu->block_shift));
-			return -1;
-		}
-		for (uint64_t i = 0; i < n; i += lu->block_size) {
-			const uint8_t *want = repeat ? data : data + done + i;
-			if (memcmp(buf + i, want, lu->block_size) != 0) {
-				uint64_t j = 0;
-				while (buf[i + j] == want[j])
-					j++;
-				req_sense_info(r, SK_MISCOMPARE, 0x1d, 0x00,
-					       repeat ? j : done + i + j);
-				return 0;
-			}
-		}
-		done += n;
-	}
-	return 1;
 }
 
 /*
@@ -570,14 +420,62 @@ void scsi_verify16(struct scsi_req *r)
 	verify(r, &a, 10);
 }
 
-/* ORWRITE (SBC-3 5.8) with BMOP 0: OR the data into the medium, block by block. */
+/*
+ * ORWRITE (SBC-3 5.8) with BMOP 0: OR the data into the medium, read and written back a chunk at
+ * a time. Nothing else of the LU runs meanwhile (exclusive), which makes it atomic for us.
+ */
+#define ORWRITE_CHUNK (1u << 20)
+
+static void orwrite_next(struct scsi_cmd *cmd, int rc);
+
+static uint64_t orwrite_chunk(const struct scsi_cmd *cmd)
+{
+	uint64_t left = cmd->defer.end - cmd->defer.pos;
+	return left < ORWRITE_CHUNK ? left : ORWRITE_CHUNK;
+}
+
+static uint64_t cmd_byte_off(const struct scsi_cmd *cmd) { return cmd->defer.lba * cmd->defer.block_size; }
+
+static void orwrite_written(struct scsi_cmd *cmd, int rc)
+{
+	if (rc < 0) {
+		medium_error(cmd, true, rc, cmd->defer.lba + cmd->defer.pos / cmd->defer.block_size);
+		medium_end(cmd);
+		return;
+	}
+	cmd->defer.pos += orwrite_chunk(cmd);
+	orwrite_next(cmd, 0);
+}
+
+static void orwrite_read(struct scsi_cmd *cmd, int rc)
+{
+	uint64_t n = orwrite_chunk(cmd);
+
+	if (rc < 0) {
+		medium_error(cmd, false, rc, cmd->defer.lba + cmd->defer.pos / cmd->defer.block_size);
+		medium_end(cmd);
+		return;
+	}
+	for (uint64_t i = 0; i < n; i++)
+		cmd->defer.buf[i] |= cmd->out[cmd->defer.pos + i];
+	medium_io(cmd, STORE_IO_WRITE, cmd_byte_off(cmd) + cmd->defer.pos, n, cmd->defer.buf, n, orwrite_written);
+}
+
+static void orwrite_next(struct scsi_cmd *cmd, int rc)
+{
+	if (cmd->defer.pos >= cmd->defer.end) {
+		medium_flush_then_end(cmd, rc);
+		return;
+	}
+	uint64_t n = orwrite_chunk(cmd);
+	medium_io(cmd, STORE_IO_READ, cmd_byte_off(cmd) + cmd->defer.pos, n, cmd->defer.buf, n, orwrite_read);
+}
+
 void scsi_orwrite16(struct scsi_req *r)
 {
 	struct scsi_lu *lu = r->lu;
 	struct rw a;
-	uint64_t need, use, done = 0;
-	uint8_t *buf = r->t->scratch2;
-	int rc;
+	uint64_t need, use;
 
 	parse16(r->cdb, &a);
 	if (!check_extent(r, &a) || !check_xfer_limit(r, &a, 10) || lu_write_blocked(r))
@@ -585,45 +483,71 @@ void scsi_orwrite16(struct scsi_req *r)
 	need = (uint64_t)a.n << lu->block_shift;
 	if (!usable_out(r, need, &use))
 		return;
-	while (done < use) {
-		uint64_t n = use - done < r->t->scratch_len ? use - done : r->t->scratch_len;
-		uint64_t off = (a.lba << lu->block_shift) + done;
-
-		rc = store_read(lu->st, buf, n, off);
-		if (rc < 0) {
-			lu_medium_error(r, false, rc, a.lba + (done >> lu->block_shift));
-			return;
-		}
-		for (uint64_t i = 0; i < n; i++)
-			buf[i] |= r->cmd->out[done + i];
-		rc = store_write(lu->st, buf, n, off);
-		if (rc < 0) {
-			lu_medium_error(r, true, rc, a.lba + (done >> lu->block_shift));
-			return;
-		}
-		done += n;
-	}
-	rc = lu_flush_if_needed(lu, a.fua);
-	if (rc < 0)
-		lu_medium_error(r, true, rc, a.lba);
+	r->cmd->defer.exclusive = true;
+	medium_start(r, a.lba, write_needs_flush(lu, a.fua));
+	r->cmd->defer.pos = 0;
+	r->cmd->defer.end = use;
+	if (use)
+		r->cmd->defer.buf = xmalloc(use < ORWRITE_CHUNK ? use : ORWRITE_CHUNK);
+	orwrite_next(r->cmd, 0);
 }
 
-/* COMPARE AND WRITE (SBC-3 5.2): atomic because we run one command at a time. */
+/* MISCOMPARE, INFORMATION = offset of the first differing byte in the data-out buffer. */
+static void miscompare(struct scsi_cmd *cmd, uint64_t info)
+{
+	cmd->status = SCSI_CHECK_CONDITION;
+	cmd->sense_len = (uint8_t)scsi_sense_build(cmd->sense, sizeof(cmd->sense), cmd->defer.desc, SK_MISCOMPARE,
+						   0x1d, 0x00, &info, NULL);
+}
+
+/* A store that compares and writes atomically itself (on every gateway of the medium). */
+static void caw_store_done(struct scsi_cmd *cmd, int rc)
+{
+	if (rc == -EILSEQ) {
+		miscompare(cmd, cmd->defer.io.miscompare_off);
+		medium_end(cmd);
+		return;
+	}
+	medium_flush_then_end(cmd, rc);
+}
+
+/* Without the store's help: the LU ran nothing else since the read (exclusive). */
+static void caw_read(struct scsi_cmd *cmd, int rc)
+{
+	uint64_t len = cmd->defer.end;
+
+	if (rc < 0) {
+		medium_error(cmd, false, rc, cmd->defer.lba);
+		medium_end(cmd);
+		return;
+	}
+	if (memcmp(cmd->defer.buf, cmd->out, len) != 0) {
+		uint64_t j = 0;
+		while (cmd->defer.buf[j] == cmd->out[j])
+			j++;
+		miscompare(cmd, j);
+		medium_end(cmd);
+		return;
+	}
+	medium_io(cmd, STORE_IO_WRITE, cmd_byte_off(cmd), len, (void *)(cmd->out + len), len, medium_flush_then_end);
+}
+
+/* COMPARE AND WRITE (SBC-3 5.2). */
 void scsi_compare_and_write(struct scsi_req *r)
 {
 	struct scsi_lu *lu = r->lu;
+	struct scsi_cmd *cmd = r->cmd;
 	const uint8_t *c = r->cdb;
 	uint64_t lba = get_be64(c + 2);
 	uint32_t n = c[13];
 	uint64_t len = (uint64_t)n << lu->block_shift;
-	int rc;
 
 	if (!lu_write_checks(r, lba, n, MAX_COMPARE_WRITE_BLOCKS, 13))
 		return;
-	r->cmd->xfer_len = clamp32(2 * len);
-	if (n == 0 && r->cmd->out_len == 0)
+	cmd->xfer_len = clamp32(2 * len);
+	if (n == 0 && cmd->out_len == 0)
 		return;
-	if (r->cmd->out_len != 2 * len) {
+	if (cmd->out_len != 2 * len) {
 		/*
 		 * Half a verify buffer or stray write data cannot be meant as this command. That
 		 * includes data sent with NUMBER OF LOGICAL BLOCKS 0: an initiator asking for 256
@@ -632,16 +556,17 @@ void scsi_compare_and_write(struct scsi_req *r)
 		req_bad_cdb(r, 13, -1);
 		return;
 	}
-	if (compare_medium(r, lba, r->cmd->out, len, false) != 1)
-		return;
-	rc = store_write(lu->st, r->cmd->out + len, len, lba << lu->block_shift);
-	if (rc < 0) {
-		lu_medium_error(r, true, rc, lba);
+	if (lu->st->caps & STORE_CAP_COMPARE_WRITE) {
+		medium_start(r, lba, write_needs_flush(lu, c[1] & 0x08));
+		medium_io(cmd, STORE_IO_COMPARE_WRITE, lba << lu->block_shift, len, (void *)cmd->out, 2 * len,
+			  caw_store_done);
 		return;
 	}
-	rc = lu_flush_if_needed(lu, c[1] & 0x08);
-	if (rc < 0)
-		lu_medium_error(r, true, rc, lba);
+	cmd->defer.exclusive = true;
+	medium_start(r, lba, write_needs_flush(lu, c[1] & 0x08));
+	cmd->defer.end = len;
+	cmd->defer.buf = xmalloc(len);
+	medium_io(cmd, STORE_IO_READ, lba << lu->block_shift, len, cmd->defer.buf, len, caw_read);
 }
 
 /*
@@ -655,7 +580,6 @@ void scsi_write_atomic16(struct scsi_req *r)
 	const uint8_t *c = r->cdb;
 	struct rw a = { .lba = get_be64(c + 2), .n = get_be16(c + 12), .fua = c[1] & 0x08 };
 	uint64_t need = (uint64_t)a.n << lu->block_shift;
-	int rc;
 
 	if (!check_extent(r, &a) || !check_xfer_limit(r, &a, 12) || lu_write_blocked(r))
 		return;
@@ -664,16 +588,13 @@ void scsi_write_atomic16(struct scsi_req *r)
 		req_sense(r, SK_ILLEGAL_REQUEST, 0x0e, 0x03);
 		return;
 	}
-	if (need) {
-		rc = store_write(lu->st, r->cmd->out, need, a.lba << lu->block_shift);
-		if (rc < 0) {
-			lu_medium_error(r, true, rc, a.lba);
-			return;
-		}
+	medium_start(r, a.lba, write_needs_flush(lu, a.fua));
+	if (!need) {
+		medium_flush_then_end(r->cmd, 0);
+		return;
 	}
-	rc = lu_flush_if_needed(lu, a.fua);
-	if (rc < 0)
-		lu_medium_error(r, true, rc, a.lba);
+	medium_io(r->cmd, STORE_IO_WRITE, a.lba << lu->block_shift, need, (void *)r->cmd->out, need,
+		  medium_flush_then_end);
 }
 
 /* PRE-FETCH: there is no cache of ours to fill, so only the range is checked (GOOD, not CONDITION MET). */
@@ -695,21 +616,13 @@ void scsi_prefetch16(struct scsi_req *r)
 
 static void sync_cache(struct scsi_req *r, const struct rw *a)
 {
-	int rc;
-
 	/* A zero block count covers everything to the end, which needs only a valid LBA. */
 	if (!lu_range_ok(r->lu, a->lba, a->n)) {
 		req_lba_oob(r);
 		return;
 	}
-	if (may_wait(r)) {
-		/* fdatasync of a busy disk can take seconds: not on the loop thread. */
-		flush_defer(r, a->lba);
-		return;
-	}
-	rc = store_flush(r->lu->st);
-	if (rc < 0)
-		lu_medium_error(r, true, rc, a->lba);
+	medium_start(r, a->lba, true);
+	medium_flush_then_end(r->cmd, 0);
 }
 
 void scsi_sync_cache10(struct scsi_req *r)

@@ -4,11 +4,11 @@
  * A scsi_target holds the logical units of one iSCSI target node. The transport hands it one
  * command at a time with the data it collected; the target runs it against the LU's store and
  * completes it through cmd->done, possibly before scsi_target_submit returns. Single-threaded:
- * every call comes from the target's event loop thread. With an offload pool (see
- * scsi_target_set_offload), some commands complete later, from offload_reap on that same thread:
- * a READ from a store that may wait for its device, a flush, a long medium operation (VERIFY,
- * WRITE SAME, UNMAP, SANITIZE, EXTENDED COPY, run in bounded steps) and a PERSISTENT RESERVE
- * OUT whose APTPL state must be on disk first.
+ * every call comes from the target's event loop thread. With a store engine (see
+ * scsi_target_set_engine), commands complete later, from store_engine_reap on that same thread,
+ * whenever their store ios do: READ, WRITE, flushes, COMPARE AND WRITE, and long medium
+ * operations (VERIFY, WRITE SAME, UNMAP, SANITIZE, EXTENDED COPY, run in bounded steps) and a
+ * PERSISTENT RESERVE OUT whose APTPL state must be on disk first.
  */
 #ifndef ISTHMUS_SCSI_SCSI_H
 #define ISTHMUS_SCSI_SCSI_H
@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "store/offload.h"
+#include "store/store_io.h"
 
 struct store;
 
@@ -82,21 +83,31 @@ struct scsi_cmd {
 	uint8_t sense_len;
 	uint8_t sense[252];
 
-	/* The SCSI layer's own: a READ or SYNCHRONIZE CACHE finishing on a worker thread. */
+	/*
+	 * The SCSI layer's own: a command whose store ios complete later (store/store_io.h), a
+	 * long operation on workers, or one waiting for its LU or for reservation state.
+	 */
 	struct {
-		struct offload_job job;
+		struct store_io io;
+		struct iovec iov[1];
+		void (*next)(struct scsi_cmd *cmd, int rc); /* after the io in flight, on the loop thread */
+		struct scsi_target *t;
 		struct store *st;
-		uint8_t *buf;
-		size_t len;
-		uint64_t off;
-		int rc;
+		uint8_t *buf;               /* a buffer of the command's own (ORWRITE, COMPARE AND WRITE) */
+		uint64_t pos, end;          /* bytes done and to do of a command in several ios */
 		uint64_t lba;
 		uint32_t n;
+		uint32_t block_size;
 		uint16_t lun;
 		bool desc;
-		bool flush;
+		bool flush;                 /* make the writes durable before GOOD */
 		bool active;
-		bool waited;        /* this command went to a worker (statistics) */
+		bool waited;                /* this command waited for a device (statistics) */
+		bool async;                 /* an io completed after the handler returned */
+		bool in_submit, inline_done; /* an io completing before store_io_submit returns */
+		bool barrier;               /* counted in st->barriers */
+		bool exclusive;             /* no later command of the LU starts before this one ends */
+		int inline_rc;
 		atomic_bool cancelled;      /* see scsi_cmd_cancel */
 		struct scsi_cmd *blocked_next; /* waiting for its LU's work on workers */
 		struct scsi_cmd *wait_next;    /* waiting for reservation state to be durable */
@@ -146,13 +157,14 @@ struct store *scsi_target_lu_store(struct scsi_target *t, uint16_t lun);
 void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd);
 
 /*
- * Reads and flushes that may wait for a device, long medium operations and APTPL state writes
- * run on o's workers (NULL: every command runs inline). The pool must outlive the target; the
- * caller reaps it on the target's thread.
+ * Every medium access goes through e (store_io_submit); long medium operations and APTPL state
+ * writes run on its worker pool (store_engine_offload). NULL: every command runs inline, on the
+ * store's synchronous ops. The engine must outlive the target; the caller reaps it on the
+ * target's thread.
  */
-void scsi_target_set_offload(struct scsi_target *t, struct offload *o);
+void scsi_target_set_engine(struct scsi_target *t, struct store_engine *e);
 /*
- * After offload_reap: run the commands that waited for their LU's reads on workers (an ORDERED
+ * After store_engine_reap: run the commands that waited for their LU's ios in flight (an ORDERED
  * command, COMPARE AND WRITE, ...), and the commands of those LUs queued behind them.
  */
 void scsi_target_run_blocked(struct scsi_target *t);
@@ -161,6 +173,12 @@ void scsi_target_run_blocked(struct scsi_target *t);
  * gone): it is not started if it has not been, and its done callback still comes.
  */
 void scsi_cmd_cancel(struct scsi_cmd *cmd);
+/*
+ * Whether a submitted command that has not completed may still change the medium (a write-like
+ * command whose ios are in flight or still to come): a task management response that aborts it
+ * waits for its completion (SAM-5: the aborted commands no longer affect the medium then).
+ */
+bool scsi_cmd_changes_medium(const struct scsi_cmd *cmd);
 
 /* A new I_T nexus: the SCSI layer sets the power-on unit attention for it. */
 void scsi_target_nexus_added(struct scsi_target *t, const struct scsi_nexus *nx);

@@ -134,8 +134,6 @@ struct pr_mark {
 struct scsi_lu {
 	struct scsi_target *t;
 	unsigned nblocked;      /* commands of this LU in t->blocked: later ones queue behind them */
-	uint64_t next_read_lba; /* where the last READ ended: a READ starting there continues a stream */
-	const void *stream_key; /* offload key of the stream's reads (compared, never followed) */
 	uint16_t lun;
 	struct store *st;
 	uint32_t block_size;
@@ -196,7 +194,8 @@ struct scsi_target {
 	uint8_t *scratch;             /* response building and verify reads; never per command */
 	size_t scratch_len;
 	uint8_t *scratch2;
-	struct offload *offload;      /* NULL: every read inline */
+	struct store_engine *engine;  /* NULL: every command inline */
+	struct offload *offload;      /* the engine's workers, for long operations; NULL: inline */
 	struct scsi_cmd *blocked, *blocked_tail; /* commands waiting for their LU's jobs, in order */
 };
 
@@ -396,10 +395,27 @@ uint64_t lu_max_write_same(const struct scsi_lu *lu);
 /* xcopy.c */
 void xcopy_nexus_lost(struct scsi_lu *lu, uint64_t nexus_id);
 
+/*
+ * medium.c: a command's store ios, one at a time. medium_start records what the continuations
+ * need (they may run after the LU is gone); medium_io submits one io, and next runs on the loop
+ * thread with its result, before medium_io returns or later from store_engine_reap; medium_end
+ * completes the command. A command whose LU went away while its io was in flight gets that io's
+ * result, then ends with LOGICAL UNIT NOT SUPPORTED if it wants another; a cancelled one starts
+ * no further io.
+ */
+typedef void (*medium_next_fn)(struct scsi_cmd *cmd, int rc);
+void medium_start(struct scsi_req *r, uint64_t lba, bool flush);
+void medium_io(struct scsi_cmd *cmd, enum store_io_op op, uint64_t off, uint64_t len, void *buf, size_t buf_len,
+	       medium_next_fn next);
+void medium_end(struct scsi_cmd *cmd);
+/* A medium error for the command's recorded LU and LBA (lba: the failing block). */
+void medium_error(struct scsi_cmd *cmd, bool write, int err, uint64_t lba);
+/* A flush when the command asked for durability (medium_start's flush), then the end. */
+void medium_flush_then_end(struct scsi_cmd *cmd, int rc);
+
 /* rw.c: shared by write-like commands elsewhere (WRITE SAME, XCOPY) */
 bool lu_write_blocked(struct scsi_req *r);
 bool lu_range_ok(const struct scsi_lu *lu, uint64_t lba, uint64_t nblocks);
-int lu_flush_if_needed(struct scsi_lu *lu, bool fua);
 /* A write-like command's own checks in order: its block count against its limit (else INVALID
  * FIELD IN CDB at len_byte), the LBA range, write protection. False when sense was set. */
 bool lu_write_checks(struct scsi_req *r, uint64_t lba, uint64_t n, uint64_t max, unsigned len_byte);

@@ -200,10 +200,23 @@ static struct scsi_lu *cmd_lu(const struct scsi_target *t, const struct scsi_cmd
 	return cmd->lun_valid && cmd->lun < SCSI_MAX_LUNS ? t->lu[cmd->lun] : NULL;
 }
 
+/*
+ * Whether cmd must wait before it runs: behind a command no later one may pass (ORDERED, an
+ * exclusive write), or, when it needs the LU to itself, for the LU's ios in flight.
+ */
 static bool must_wait(const struct scsi_lu *lu, const struct scsi_cmd *cmd)
 {
 	bool known;
-	return lu->st->jobs && waits_for_jobs(cmd, find_op(cmd->cdb, lu, &known));
+	if (lu->st->barriers)
+		return true;
+	if (!lu->st->jobs)
+		return false;
+	const struct scsi_opdef *op = find_op(cmd->cdb, lu, &known);
+	/* A store that compares and writes atomically itself needs no quiet LU for it. */
+	if (op && op->run == scsi_compare_and_write && (lu->st->caps & STORE_CAP_COMPARE_WRITE) &&
+	    cmd->task_attr != TASK_ORDERED)
+		return false;
+	return waits_for_jobs(cmd, op);
 }
 
 static void execute(struct scsi_target *t, struct scsi_cmd *cmd)
@@ -222,6 +235,10 @@ void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd)
 	cmd->xfer_len = 0;
 	cmd->defer.active = false;
 	cmd->defer.waited = false;
+	cmd->defer.async = false;
+	cmd->defer.barrier = false;
+	cmd->defer.exclusive = false;
+	cmd->defer.buf = NULL;
 	atomic_store(&cmd->defer.cancelled, false);
 	cmd->defer.blocked_next = NULL;
 	struct scsi_lu *lu = cmd_lu(t, cmd);
@@ -248,6 +265,13 @@ void blocked_unlink(struct scsi_target *t, struct scsi_lu *lu, struct scsi_cmd *
 }
 
 void scsi_cmd_cancel(struct scsi_cmd *cmd) { atomic_store(&cmd->defer.cancelled, true); }
+
+bool scsi_cmd_changes_medium(const struct scsi_cmd *cmd)
+{
+	bool known;
+	const struct scsi_opdef *op = cmd->defer.active ? find_op(cmd->cdb, NULL, &known) : NULL;
+	return op && (op->flags & OPF_WRITE);
+}
 
 void scsi_target_run_blocked(struct scsi_target *t)
 {

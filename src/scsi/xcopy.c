@@ -97,6 +97,11 @@ static bool target_usable(struct scsi_req *r, struct scsi_lu *lu, bool write, un
 		copy_aborted(r, 0x04, 0x02, byte);
 		return false;
 	}
+	if (lu->st->ops->submit) {
+		/* Copies run the synchronous store ops on workers, which a network store has not. */
+		copy_aborted(r, 0x0d, 0x02, byte);          /* COPY TARGET DEVICE NOT REACHABLE */
+		return false;
+	}
 	if (lu->sanitize_failed || lu->sanitizing) {
 		copy_aborted(r, lu->sanitizing ? 0x04 : 0x31, lu->sanitizing ? 0x1b : 0x03, byte);
 		return false;

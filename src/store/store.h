@@ -71,6 +71,14 @@ struct store {
 	/* Commands of this store on offload workers, and a close waiting for them (loop thread). */
 	unsigned jobs;
 	bool closing;
+	/*
+	 * The SCSI layer's: commands in flight that no later command of this store may pass
+	 * (ORDERED, and writes that read the medium first without the store's atomic help).
+	 */
+	unsigned barriers;
+	/* The engine's: where the last read went to a worker ended, and that stream's ordering key. */
+	uint64_t stream_end;
+	const void *stream_key;
 	char *path;             /* for messages; "memory" and "null" for those stores */
 };
 

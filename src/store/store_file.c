@@ -3,6 +3,7 @@
  * reports as deallocated, so unmap punches holes rather than writing zeros.
  */
 #include "store/store.h"
+#include "store/store_io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -296,6 +297,7 @@ struct store *store_file_open(const char *path, uint64_t size, bool read_only, c
 	f->base.path = xstrdup(path);
 	f->fd = fd;
 	f->base.fd = fd;
+	f->base.caps = STORE_CAP_UNMAP | STORE_CAP_WRITE_ZEROES;
 	f->blockdev = S_ISBLK(sb.st_mode);
 	/* fstatfs on a device node describes /dev (a tmpfs), not the device. */
 	f->base.wait = f->blockdev ? STORE_WAIT_PROBE : wait_kind(fd);

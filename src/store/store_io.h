@@ -65,6 +65,12 @@ struct store_io {
 	unsigned iovcnt;
 	void (*done)(struct store_io *io);
 	void *priv;                   /* the submitter's own */
+	/*
+	 * Optional (NULL: never): set by the submitter once nobody wants the outcome (the command
+	 * was aborted). An io the engine has not started yet then completes with -ECANCELED
+	 * without touching the medium; one already started runs to its end.
+	 */
+	const _Atomic bool *cancelled;
 
 	/* Set before done. */
 	int result;                   /* 0, or a negative errno (-ETIMEDOUT: the store gave up waiting) */
@@ -75,6 +81,8 @@ struct store_io {
 	struct store_engine *eng;
 	struct store_io *next;
 	uint64_t store_priv[4];
+	/* The engine's alone (never the store's): its worker job and io_uring bookkeeping. */
+	uint64_t engine_priv[6];
 };
 
 /*
@@ -83,6 +91,12 @@ struct store_io {
  * with -EOPNOTSUPP.
  */
 void store_io_submit(struct store_engine *e, struct store *st, struct store_io *io);
+/*
+ * Without an engine (e NULL: tools, fuzzers, tests) the store's synchronous ops run inline, on
+ * the caller's thread; a store with its own submit then completes the io with -EOPNOTSUPP.
+ * With one, stores without their own submit get STORE_IO_WRITE_SAME from the engine itself
+ * (the pattern written in chunks), whatever their caps.
+ */
 
 /* For stores with their own submit: finish io on the engine's thread (sets result, calls done). */
 void store_io_complete(struct store_io *io, int result);
@@ -99,6 +113,9 @@ struct store_engine_params {
 	unsigned workers;       /* most worker threads; 0: default */
 };
 
+#define STORE_ENGINE_QUEUE_DEPTH 256u  /* io_uring entries; more ios wait in the engine's own queue */
+#define STORE_ENGINE_WORKERS 16u       /* worker threads at most */
+
 /* NULL with *err set (malloc'd) when neither backend can start. */
 struct store_engine *store_engine_new(const struct store_engine_params *p, char **err);
 /* Stops the backends after every io in flight has completed (their done callbacks run). */
@@ -110,6 +127,10 @@ void store_engine_reap(struct store_engine *e);
 /* The backend that started: STORE_BACKEND_URING or STORE_BACKEND_WORKERS. */
 enum store_engine_backend store_engine_backend(const struct store_engine *e);
 const char *store_engine_backend_name(enum store_engine_backend b);
+/* Why that backend runs (io_uring's setup error when auto fell back to workers), for the log and stats. */
+const char *store_engine_backend_reason(const struct store_engine *e);
+/* "auto", "io_uring", "workers" -> *b; false for anything else. */
+bool store_engine_backend_parse(const char *s, enum store_engine_backend *b);
 /*
  * The worker pool behind the engine, for work that is not an io (long medium operations,
  * reservation state writes): its completions are reaped by store_engine_reap too.

@@ -7,6 +7,7 @@
  * looks at a bounded stretch, however large the store.
  */
 #include "store/store.h"
+#include "store/store_io.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -251,5 +252,6 @@ struct store *store_mem_open(uint64_t size, char **err)
 	m->base.atomic_writes = true;
 	m->base.path = xstrdup("memory");
 	m->base.fd = -1;
+	m->base.caps = STORE_CAP_UNMAP | STORE_CAP_WRITE_ZEROES;
 	return &m->base;
 }

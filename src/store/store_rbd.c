@@ -691,21 +691,3 @@ fail:
 	return NULL;
 }
 
-/*
- * Programs that link the store layer without the store engine (src/store/engine.c) still link:
- * these weak fallbacks refuse to watch, so every RBD io there fails with -ENOSYS. The engine's
- * own definitions replace them.
- */
-__attribute__((weak)) int store_engine_watch(struct store_engine *e, int fd, void (*ready)(void *arg), void *arg)
-{
-	(void)e, (void)fd, (void)ready, (void)arg;
-	return -ENOSYS;
-}
-
-__attribute__((weak)) void store_engine_unwatch(struct store_engine *e, int fd) { (void)e, (void)fd; }
-
-__attribute__((weak)) void store_io_complete(struct store_io *io, int result)
-{
-	io->result = result;
-	io->done(io);
-}

@@ -96,6 +96,7 @@ struct cfg {
 	unsigned max_connections;            /* iSCSI connections at once, whole target; default 1024 */
 	unsigned max_connections_per_portal; /* iSCSI connections at once through one portal; default 256 */
 	unsigned mgmt_max_clients;           /* management socket clients at once; default 64 */
+	unsigned io_engine;  /* enum store_engine_backend (io-engine); default auto */
 	char *source;        /* file it was loaded from, or NULL */
 	uint16_t *groups;    /* portal group tags declared, with or without listen addresses */
 	size_t ngroups;

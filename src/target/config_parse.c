@@ -1,5 +1,6 @@
 /* The configuration file format of docs/config.md, read into a struct cfg line by line. */
 #include "target/config.h"
+#include "store/store_io.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -271,6 +272,15 @@ static int global_key(struct parser *p, const char *key, const char *value)
 				  : strcmp(key, "max-data-per-session") == 0  ? &cfg->max_data_session
 									      : &cfg->max_data_total;
 		*field = bytes;
+		return 0;
+	}
+	if (strcmp(key, "io-engine") == 0) {
+		enum store_engine_backend b;
+		if (once(p, key, key) < 0)
+			return -1;
+		if (!store_engine_backend_parse(value, &b))
+			return perr(p, "io-engine '%s' is not auto, io_uring or workers", value);
+		cfg->io_engine = (unsigned)b;
 		return 0;
 	}
 	if (strcmp(key, "nop-interval") == 0 || strcmp(key, "nop-timeout") == 0) {

@@ -1,5 +1,6 @@
 /* Writes a configuration back out in the file format, and saves it atomically. */
 #include "target/config.h"
+#include "store/store_io.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -127,6 +128,8 @@ char *cfg_format(const struct cfg *cfg)
 		put_kv(&b, "isns", cfg->isns);
 	if (cfg->isns_entity)
 		put_kv(&b, "isns-entity", cfg->isns_entity);
+	if (cfg->io_engine != STORE_BACKEND_AUTO)
+		put_kv(&b, "io-engine", store_engine_backend_name((enum store_engine_backend)cfg->io_engine));
 	put_chap(&b, &cfg->discovery_chap, "discovery-");
 
 	/* Every group with a portal or a declaration, in tag order, each once. */

@@ -53,6 +53,7 @@ struct conn {
 	/* tasks */
 	struct task *tasks;         /* active tasks */
 	struct task *free_tasks;
+	struct tmf_wait *tmf_waits, *tmf_waits_tail; /* responses waiting for aborted writes, in order */
 	uint32_t ntasks;
 	uint32_t nsending;          /* of them, answered: only their response is still queued */
 	uint64_t buffered;          /* data buffer bytes held by its tasks */

@@ -9,6 +9,7 @@
 #include "mgmt/rpc.h"
 #include "store/store.h"
 #include "target/conn.h"
+#include "store/store_io.h"
 #include "target/mgmt.h"
 #include "target/server.h"
 #include "target/session.h"
@@ -249,6 +250,21 @@ static json_t *m_stats(void *ctx, json_t *params, struct rpc_error *err)
 	for (struct conn *c = srv->conns; c; c = c->next)
 		nconns++;
 	json_object_set_new(o, "connections", json_integer((json_int_t)nconns));
+	if (srv->engine) {
+		struct store_engine_stats es;
+		store_engine_get_stats(srv->engine, &es);
+		json_object_set_new(o, "io_engine",
+				    json_string(store_engine_backend_name(store_engine_backend(srv->engine))));
+		json_object_set_new(o, "io_engine_reason", json_string(store_engine_backend_reason(srv->engine)));
+		json_t *e = json_object();
+		json_object_set_new(e, "submitted", json_integer((json_int_t)es.submitted));
+		json_object_set_new(e, "completed", json_integer((json_int_t)es.completed));
+		json_object_set_new(e, "inline_completed", json_integer((json_int_t)es.inline_completed));
+		json_object_set_new(e, "uring_submitted", json_integer((json_int_t)es.uring_submitted));
+		json_object_set_new(e, "worker_submitted", json_integer((json_int_t)es.worker_submitted));
+		json_object_set_new(e, "in_flight", json_integer((json_int_t)es.in_flight));
+		json_object_set_new(o, "io_engine_stats", e);
+	}
 	return o;
 }
 

@@ -17,7 +17,7 @@
 
 #include "mgmt/rpc.h"
 #include "net/accept.h"
-#include "store/offload.h"
+#include "store/store_io.h"
 #include "store/store.h"
 #include "target/conn.h"
 #include "target/ffp.h"
@@ -33,8 +33,6 @@
 
 #define LOGIN_TIMEOUT_MS 15000u
 #define SHUTDOWN_GRACE_MS 3000u
-/* Reads waiting for devices at once; threads start only as reads actually wait. */
-#define OFFLOAD_THREADS 16u
 /* Command data buffers kept for reuse once their commands end. */
 #define BUFPOOL_KEEP (64u << 20)
 
@@ -230,6 +228,25 @@ static void server_ping(struct server *srv, struct conn *c, uint64_t now)
 	conn_flush(c);
 }
 
+/* A last flush of one LU's store; it holds the store open (a job) until it completes. */
+struct shutdown_flush {
+	struct store_io io;
+	uint16_t lun;
+	char target[];
+};
+
+static void shutdown_flushed(struct store_io *io)
+{
+	struct shutdown_flush *f = (struct shutdown_flush *)io;
+	struct store *st = io->st;
+	if (io->result < 0)
+		log_error("flush of target %s LUN %u failed: %s", f->target, f->lun, strerror(-io->result));
+	if (--st->jobs == 0 && st->closing)
+		store_close(st);
+	free(f);
+}
+
+/* Every LU's store flushed through the engine; server_free waits for the flushes to end. */
 static void server_finish_shutdown(struct server *srv)
 {
 	for (size_t i = 0; i < srv->nnodes; i++) {
@@ -237,8 +254,17 @@ static void server_finish_shutdown(struct server *srv)
 		size_t n = scsi_target_list_luns(srv->nodes[i]->scsi, luns, 1024);
 		for (size_t j = 0; j < n; j++) {
 			struct store *st = scsi_target_lu_store(srv->nodes[i]->scsi, luns[j]);
-			if (st && store_flush(st) < 0)
-				log_error("flush of target %s LUN %u failed", srv->nodes[i]->cfg->name, luns[j]);
+			if (!st)
+				continue;
+			const char *name = srv->nodes[i]->cfg->name;
+			struct shutdown_flush *f = xcalloc(1, sizeof(*f) + strlen(name) + 1);
+			strcpy(f->target, name);
+			f->lun = luns[j];
+			f->io.op = STORE_IO_FLUSH;
+			f->io.done = shutdown_flushed;
+			f->io.priv = f;
+			st->jobs++;
+			store_io_submit(srv->engine, st, &f->io);
 		}
 	}
 	loop_stop(srv->loop);
@@ -362,12 +388,12 @@ static void server_on_signal(void *arg, uint32_t events)
 	}
 }
 
-/* Reads that waited for a device on a worker thread are finished: complete their commands here. */
-static void server_on_offload(void *arg, uint32_t events)
+/* Store ios and worker jobs are finished: complete their commands here. */
+static void server_on_engine(void *arg, uint32_t events)
 {
 	(void)events;
 	struct server *srv = arg;
-	offload_reap(srv->offload);
+	store_engine_reap(srv->engine);
 	for (size_t i = 0; i < srv->nnodes; i++)
 		scsi_target_run_blocked(srv->nodes[i]->scsi);
 	/* Their responses were queued outside any connection's read handler, which would send them. */
@@ -376,6 +402,25 @@ static void server_on_offload(void *arg, uint32_t events)
 		if (!pdu_queue_empty(&c->pc.txq) && !c->want_write)
 			conn_flush(c);
 	}
+}
+
+/* The engine of the configured backend; the one that runs, and why, goes to the log. */
+int server_engine_start(struct server *srv, const struct cfg *cfg, char **err)
+{
+	struct store_engine_params p = { .backend = cfg->io_engine };
+	srv->engine = store_engine_new(&p, err);
+	if (!srv->engine)
+		return -1;
+	log_info("store I/O engine: %s (%s)", store_engine_backend_name(store_engine_backend(srv->engine)),
+		 store_engine_backend_reason(srv->engine));
+	if (loop_watch_add(srv->loop, &srv->engine_watch, store_engine_fd(srv->engine), EPOLLIN, server_on_engine,
+			   srv) < 0) {
+		*err = xasprintf("cannot watch the store engine's completions: %s", strerror(errno));
+		store_engine_free(srv->engine);
+		srv->engine = NULL;
+		return -1;
+	}
+	return 0;
 }
 
 int server_start(struct server *srv, struct cfg *cfg)
@@ -391,17 +436,14 @@ int server_start(struct server *srv, struct cfg *cfg)
 		free(cfg);
 		return -1;
 	}
-	srv->offload = offload_new(OFFLOAD_THREADS, &err);
-	if (!srv->offload || loop_watch_add(srv->loop, &srv->offload_watch, offload_fd(srv->offload), EPOLLIN,
-					    server_on_offload, srv) < 0) {
-		if (!err)
-			err = xasprintf("cannot watch the I/O workers' completions: %s", strerror(errno));
+	/* Start-up is a reconfiguration from nothing: the same code path as SIGHUP and the RPCs. */
+	if (srv->overlay && srv->overlay(cfg, srv->overlay_arg, &err) < 0) {
 		cfg_free(cfg);
 		free(cfg);
 		goto fail;
 	}
-	/* Start-up is a reconfiguration from nothing: the same code path as SIGHUP and the RPCs. */
-	if (srv->overlay && srv->overlay(cfg, srv->overlay_arg, &err) < 0) {
+	/* After the flags: they may choose the backend, which only a restart changes. */
+	if (server_engine_start(srv, cfg, &err) < 0) {
 		cfg_free(cfg);
 		free(cfg);
 		goto fail;
@@ -468,14 +510,14 @@ void server_free(struct server *srv)
 		close(srv->sigfd);
 	loop_timer_stop(srv->loop, &srv->tick);
 	isns_target_free(srv);
-	if (srv->offload)
-		loop_watch_del(srv->loop, &srv->offload_watch);
+	if (srv->engine)
+		loop_watch_del(srv->loop, &srv->engine_watch);
 	loop_free(srv->loop); /* runs the deferred frees of connections and sessions */
 	for (size_t i = 0; i < srv->nnodes; i++)
 		node_free(srv->nodes[i]);
-	/* Last: reads still on workers finish, and their commands (orphaned by now) are freed. */
-	offload_free(srv->offload);
-	srv->offload = NULL;
+	/* Last: ios still in flight finish, and their commands (orphaned by now) are freed. */
+	store_engine_free(srv->engine);
+	srv->engine = NULL;
 	bufpool_free(&srv->bufpool);
 	free(srv->nodes);
 	free(srv->portals);

@@ -22,7 +22,7 @@ struct server;
 struct session;
 struct rpc_server;
 struct metrics_server;
-struct offload;
+struct store_engine;
 
 /* A target node: an iSCSI name, its LUs and its access rules. */
 struct tnode {
@@ -79,8 +79,8 @@ struct server {
 	uint64_t buffered;         /* data buffer bytes held by every task of every connection */
 	uint64_t cfg_generation;   /* bumped by every applied configuration */
 	struct bufpool bufpool;    /* command data buffers, reused */
-	struct offload *offload;   /* workers for reads that may wait for a device */
-	struct loop_watch offload_watch;
+	struct store_engine *engine; /* every store io of every LU, and the long operations' workers */
+	struct loop_watch engine_watch;
 };
 
 struct tnode *server_find_node(struct server *srv, const char *name);
@@ -95,6 +95,8 @@ bool node_allows(const struct tnode *node, const char *initiator);
 int server_start(struct server *srv, struct cfg *cfg);
 void portal_on_accept(void *arg, uint32_t events);
 
+/* The store engine of cfg's io-engine, watched by srv's loop (before the first LU). */
+int server_engine_start(struct server *srv, const struct cfg *cfg, char **err);
 /* Make the running server match cfg (owned on success; freed on failure). */
 int server_apply_config(struct server *srv, struct cfg *cfg, char **err);
 /* SIGHUP: reload the configuration file and apply only the differences. */

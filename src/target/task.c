@@ -101,6 +101,7 @@ void task_abort(struct task *t)
 
 void task_free_all(struct conn *c)
 {
+	tmf_conn_gone(c);
 	while (c->tasks) {
 		struct task *t = c->tasks;
 		c->tasks = t->next;
@@ -450,6 +451,8 @@ unsigned task_expire_data_waits(struct conn *c, uint64_t now_ms, uint64_t timeou
 static void task_scsi_done(struct scsi_cmd *sc)
 {
 	struct task *t = sc->priv;
+	if (t->tmf)
+		tmf_task_ended(t);
 	if (t->orphan) {
 		/* Its connection is gone; only the memory is left to give back. */
 		task_free_buffers(t);

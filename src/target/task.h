@@ -59,6 +59,7 @@ struct task {
 	struct bufpool *pool;     /* where out and in come from and go back to */
 	uint32_t refs;            /* queued send items still pointing at buffers */
 	bool aborted;
+	struct tmf_wait *tmf;     /* a task management response waiting for this task to end */
 	uint8_t refuse;           /* enum task_refusal: answered with an error in its CmdSN turn */
 	uint64_t buffered;        /* bytes of data buffers this task holds */
 	uint64_t last_data_ms;    /* last Data-Out (or the command) arrived; for the Data-Out timeout */
@@ -72,6 +73,10 @@ void task_start(struct task *t);
 void task_release(struct task *t);
 void task_abort(struct task *t);
 void task_free_all(struct conn *c);
+/* tmf.c: an aborted task a task management response waits for has ended. */
+void tmf_task_ended(struct task *t);
+/* tmf.c: the connection goes; responses still waiting for tasks are dropped. */
+void tmf_conn_gone(struct conn *c);
 struct task *task_find_itt(struct session *s, uint32_t itt);
 unsigned task_expire_data_waits(struct conn *c, uint64_t now_ms, uint64_t timeout_ms);
 

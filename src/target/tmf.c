@@ -1,4 +1,10 @@
-/* Task management functions (RFC 7143 11.5-11.6) at ErrorRecoveryLevel 0. */
+/*
+ * Task management functions (RFC 7143 11.5-11.6) at ErrorRecoveryLevel 0. A response that
+ * aborts commands still able to change the medium (writes with store ios in flight) waits for
+ * them to end, so that once the initiator has it nothing aborted writes any more; responses
+ * of one connection go out in the order their requests came.
+ */
+#include <stdlib.h>
 #include <string.h>
 
 #include "target/conn.h"
@@ -6,6 +12,7 @@
 #include "target/session.h"
 #include "target/task.h"
 #include "util/log.h"
+#include "util/sbuf.h"
 #include "util/serial.h"
 
 static void tmf_respond(struct conn *c, uint32_t itt, uint8_t response)
@@ -18,10 +25,67 @@ static void tmf_respond(struct conn *c, uint32_t itt, uint8_t response)
 	conn_send_pdu(c, &r, NULL, 0, NULL, NULL);
 }
 
+struct tmf_wait {
+	struct tmf_wait *next;
+	struct conn *c;         /* NULL: the connection went; freed once no task holds it */
+	uint32_t itt;
+	uint8_t response;
+	bool queued;            /* the response is decided and queued on c */
+	unsigned tasks;         /* aborted tasks still able to change the medium */
+};
+
+/* Sends the responses at the head of c's queue that wait for nothing any more. */
+static void tmf_send_ready(struct conn *c)
+{
+	while (c->tmf_waits && c->tmf_waits->tasks == 0) {
+		struct tmf_wait *w = c->tmf_waits;
+		c->tmf_waits = w->next;
+		if (!c->tmf_waits)
+			c->tmf_waits_tail = NULL;
+		tmf_respond(c, w->itt, w->response);
+		free(w);
+	}
+}
+
+/* The response waits for t if t may still change the medium (and no earlier response does). */
+static void tmf_hold(struct tmf_wait *w, struct task *t)
+{
+	if (t->tmf || t->state != TASK_RUNNING || !scsi_cmd_changes_medium(&t->scmd))
+		return; /* an earlier response waits for it: this one goes after that one anyway */
+	t->tmf = w;
+	w->tasks++;
+}
+
+void tmf_task_ended(struct task *t)
+{
+	struct tmf_wait *w = t->tmf;
+	t->tmf = NULL;
+	w->tasks--;
+	if (!w->c) {
+		if (w->tasks == 0)
+			free(w);
+		return;
+	}
+	if (w->queued)
+		tmf_send_ready(w->c);
+}
+
+void tmf_conn_gone(struct conn *c)
+{
+	while (c->tmf_waits) {
+		struct tmf_wait *w = c->tmf_waits;
+		c->tmf_waits = w->next;
+		w->c = NULL;
+		if (w->tasks == 0)
+			free(w);
+	}
+	c->tmf_waits_tail = NULL;
+}
+
 static bool lun_matches(const struct task *t, const uint8_t lun[8]) { return memcmp(t->lun_field, lun, 8) == 0; }
 
 /* Abort the not-yet-answered tasks of one session, optionally only those of one LUN. */
-static void abort_session_tasks(struct session *s, const uint8_t *lun, const struct task *keep)
+static void abort_session_tasks(struct session *s, const uint8_t *lun, const struct task *keep, struct tmf_wait *w)
 {
 	for (struct conn *c = s->conns; c; c = c->sess_next) {
 		struct task *t = c->tasks;
@@ -29,6 +93,7 @@ static void abort_session_tasks(struct session *s, const uint8_t *lun, const str
 			struct task *next = t->next;
 			if (t != keep && t->state != TASK_SENDING && (!lun || lun_matches(t, lun))) {
 				session_unhold_task(s, t);
+				tmf_hold(w, t);
 				task_abort(t);
 			}
 			t = next;
@@ -36,11 +101,11 @@ static void abort_session_tasks(struct session *s, const uint8_t *lun, const str
 	}
 }
 
-static void abort_node_tasks(struct server *srv, struct tnode *node, const uint8_t *lun)
+static void abort_node_tasks(struct server *srv, struct tnode *node, const uint8_t *lun, struct tmf_wait *w)
 {
 	for (size_t i = 0; i < srv->nsessions; i++)
 		if (srv->sessions[i]->node == node)
-			abort_session_tasks(srv->sessions[i], lun, NULL);
+			abort_session_tasks(srv->sessions[i], lun, NULL, w);
 }
 
 static void cold_reset_close(void *arg)
@@ -71,6 +136,9 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 	bool lun_ok = scsi_lun_decode(b->lun, &lun);
 	struct scsi_target *st = s->node->scsi;
 	uint8_t response = TMF_RSP_COMPLETE;
+	struct tmf_wait *w = xcalloc(1, sizeof(*w));
+	w->c = c;
+	w->itt = b->itt;
 	c->stats.task_mgmt++;
 	log_info("task management function %u from '%s' (TSIH %u)", fn, s->initiator_name, s->tsih);
 	switch (fn) {
@@ -78,6 +146,7 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 		struct task *t = task_find_itt(s, b->tmf.rtt);
 		if (t) {
 			session_unhold_task(s, t);
+			tmf_hold(w, t);
 			task_abort(t);
 		} else if (sn_ge(b->tmf.refcmdsn, s->exp_cmdsn) && sn_le(b->tmf.refcmdsn, session_max_cmdsn(s)) &&
 			   (b->immediate || sn_lt(b->tmf.refcmdsn, b->tmf.cmdsn))) {
@@ -100,9 +169,9 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 			break;
 		}
 		if (fn == TMF_CLEAR_TASK_SET)
-			abort_node_tasks(srv, s->node, b->lun);
+			abort_node_tasks(srv, s->node, b->lun, w);
 		else
-			abort_session_tasks(s, b->lun, NULL);
+			abort_session_tasks(s, b->lun, NULL, w);
 		response = (uint8_t)scsi_target_task_mgmt(
 			st, fn == TMF_CLEAR_TASK_SET ? SCSI_TMF_CLEAR_TASK_SET : SCSI_TMF_ABORT_TASK_SET, lun, lun_ok,
 			&s->nexus);
@@ -112,20 +181,24 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 			response = TMF_RSP_NO_LUN;
 			break;
 		}
-		abort_node_tasks(srv, s->node, b->lun);
+		abort_node_tasks(srv, s->node, b->lun, w);
 		response = (uint8_t)scsi_target_task_mgmt(st, SCSI_TMF_LUN_RESET, lun, lun_ok, &s->nexus);
 		break;
 	case TMF_TARGET_WARM_RESET:
 	case TMF_TARGET_COLD_RESET:
-		abort_node_tasks(srv, s->node, NULL);
+		abort_node_tasks(srv, s->node, NULL, w);
 		response = (uint8_t)scsi_target_task_mgmt(
 			st, fn == TMF_TARGET_COLD_RESET ? SCSI_TMF_TARGET_COLD_RESET : SCSI_TMF_TARGET_WARM_RESET, 0,
 			false, &s->nexus);
 		if (fn == TMF_TARGET_COLD_RESET && response == TMF_RSP_COMPLETE) {
 			/* A cold reset drops every connection to the target once the response is out. */
+			/* Every connection closes right after: whatever waits is waited for there. */
 			tmf_respond(c, b->itt, response);
 			conn_flush(c);
 			loop_defer(srv->loop, cold_reset_close, s->node);
+			w->c = NULL;
+			if (w->tasks == 0)
+				free(w);
 			return;
 		}
 		break;
@@ -139,5 +212,9 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 		response = TMF_RSP_REJECTED;
 		break;
 	}
-	tmf_respond(c, b->itt, response);
+	w->response = response;
+	w->queued = true;
+	*(c->tmf_waits_tail ? &c->tmf_waits_tail->next : &c->tmf_waits) = w;
+	c->tmf_waits_tail = w;
+	tmf_send_ready(c);
 }

@@ -20,6 +20,8 @@ milliseconds until the answer came):
                            its SCSI Response: "status=0xNN itt=N response=0xRR r2ts=R bytes=B
                            maxburst=L ms=M [key=...]" (L: the longest burst an R2T asked for)
   "send-read LUN LBA LEN"  READ(16) of LEN bytes, not waited for: "sent itt=N"
+  "send-data ITT"          answer the R2Ts of write ITT received so far (one burst each) without
+                           waiting for its SCSI Response: "sent itt=N bytes=B"
   "wait ITT"               the answer of a read sent with send-read, as "read" gives it
   "abort ITT"              ABORT TASK (immediate) for task ITT on its LUN:
                            "tmf itt=N response=0xRR ms=M" (N: the TMF's own tag)
@@ -181,7 +183,6 @@ class Tasks:
     def data(self, itt, cmdsn):
         """Answer the R2Ts of write ITT, one burst each, until its SCSI Response."""
         t0 = time.monotonic()
-        pattern = bytes(range(256)) * 4097  # byte X of the data is X % 256 (segments up to 1 MiB)
         r2ts = sent = biggest = 0
         while True:
             if self.r2ts.get(itt):
@@ -194,20 +195,38 @@ class Tasks:
                     return "error=opcode 0x%02x for itt=%d" % (h[0] & 0x3F, itt)
                 return line.replace(" ms=", " r2ts=%d bytes=%d maxburst=%d ms=" % (r2ts, sent, biggest), 1)
             r2ts += 1
-            lun_field, ttt = h[8:16], h[20:24]
-            off, want = struct.unpack(">II", h[40:48])
+            want = struct.unpack(">I", h[44:48])[0]
             biggest = max(biggest, want)
-            datasn, end = 0, off + want
-            while off < end:
-                n = min(self.max_seg, end - off)
-                start = off % 256
-                seg = pattern[start:start + n] if n <= 1 << 20 else bytes(n)
-                rest = ttt + struct.pack(">IIIIII", 0, 0, 0, datasn, off, 0)
-                flags = 0x80 if off + n == end else 0x00
-                self.sock.sendall(pdu_abuse.bhs(0x05, flags, False, 0, n, lun_field, itt, rest) + pdu_abuse.pad(seg))
-                off += n
-                sent += n
-                datasn += 1
+            sent += self.answer_r2t(itt, h)
+
+    @staticmethod
+    def pattern():
+        return bytes(range(256)) * 4097  # byte X of the data is X % 256 (segments up to 1 MiB)
+
+    def answer_r2t(self, itt, h):
+        """Send the burst R2T h asks for; returns its bytes."""
+        pattern = self.pattern()
+        lun_field, ttt = h[8:16], h[20:24]
+        off, want = struct.unpack(">II", h[40:48])
+        datasn, end, sent = 0, off + want, 0
+        while off < end:
+            n = min(self.max_seg, end - off)
+            start = off % 256
+            seg = pattern[start:start + n] if n <= 1 << 20 else bytes(n)
+            rest = ttt + struct.pack(">IIIIII", 0, 0, 0, datasn, off, 0)
+            flags = 0x80 if off + n == end else 0x00
+            self.sock.sendall(pdu_abuse.bhs(0x05, flags, False, 0, n, lun_field, itt, rest) + pdu_abuse.pad(seg))
+            off += n
+            sent += n
+            datasn += 1
+        return sent
+
+    def send_data(self, itt):
+        """Answer the R2Ts of write ITT received so far; its SCSI Response is left for later."""
+        sent = 0
+        while self.r2ts.get(itt):
+            sent += self.answer_r2t(itt, self.r2ts[itt].pop(0))
+        return "sent itt=%d bytes=%d" % (itt, sent)
 
     def abort(self, itt, cmdsn):
         """ABORT TASK for task ITT (a READ sent with send_read, CmdSN ITT - 1), as an immediate
@@ -308,6 +327,9 @@ def serve(sock, tasks, reply):
             continue
         if words[0] == "quiet":
             print(tasks.quiet(int(words[1]), float(words[2]), cmdsn), flush=True)
+            continue
+        if words[0] == "send-data":
+            print(tasks.send_data(int(words[1])), flush=True)
             continue
         if words[0] == "data":
             print(tasks.data(int(words[1]), cmdsn), flush=True)

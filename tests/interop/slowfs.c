@@ -6,7 +6,8 @@
  * Usage: slowfs BACKING MOUNTPOINT DELAY_MS
  *
  * Runs in the foreground until SIGTERM/SIGINT or an unmount (fusermount3 -u MOUNTPOINT).
- * Writes and truncation go straight to BACKING; fsync too, after the delay. The file is opened direct_io, so the
+ * Writes and truncation go straight to BACKING (writes after the delay too while the file
+ * BACKING.slow-writes exists, logged as "slowfs: write start/done"); fsync too, after the delay. The file is opened direct_io, so the
  * page cache never answers a read (and the kernel refuses RWF_NOWAIT reads of it): every read
  * reaches slowfs and waits. The session loop is multi-threaded, so delayed reads overlap.
  * Each read is logged on stderr when it starts and when it ends:
@@ -18,6 +19,7 @@
 #define _GNU_SOURCE
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <fuse.h>
 #include <stdio.h>
@@ -103,11 +105,23 @@ static int sfs_read(const char *path, char *buf, size_t size, off_t off, struct 
 	return n < 0 ? -err : (int)n;
 }
 
+/* While the file BACKING.slow-writes exists, writes are delayed like reads (and logged). */
+static char slow_writes_flag[4096];
+
 static int sfs_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	(void)path, (void)fi;
+	bool slow = access(slow_writes_flag, F_OK) == 0;
+	long t0 = now_ms();
+	if (slow) {
+		fprintf(stderr, "slowfs: write start off=%lld size=%zu\n", (long long)off, size);
+		slow_down();
+	}
 	ssize_t n = pwrite(backing_fd, buf, size, off);
-	return n < 0 ? -errno : (int)n;
+	int err = errno;
+	if (slow)
+		fprintf(stderr, "slowfs: write done off=%lld size=%zu ms=%ld\n", (long long)off, size, now_ms() - t0);
+	return n < 0 ? -err : (int)n;
 }
 
 static int sfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
@@ -151,6 +165,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	delay_ms = strtol(argv[3], NULL, 10);
+	snprintf(slow_writes_flag, sizeof(slow_writes_flag), "%s.slow-writes", argv[1]);
 
 	/* No attribute caching, so the size seen is always the backing file's. */
 	char *fargv[] = {argv[0], "-o", "attr_timeout=0,entry_timeout=0,negative_timeout=0", NULL};

@@ -20,6 +20,9 @@
 #     still completes, and the session keeps working;
 #  e. SYNCHRONIZE CACHE and a FUA WRITE of LUN 0 wait in slowfs's (equally slow) fsync on a
 #     worker while LUN 1 answers at once; both end GOOD, the FUA data in the backing file;
+#  g. ABORT TASK of a WRITE waiting in slowfs (writes delayed while BACKING.slow-writes exists)
+#     is answered only after the write has left slowfs, with its data in the backing file and no
+#     response for the aborted task; LUN 1 answers at once meanwhile (writes run on workers);
 #  f. SIGTERM while a session that ignores the request to log out has a read in slowfs and two
 #     queued: the target closes it after its grace period (3 s), waits for the read then on a
 #     worker, and exits with status 0 within 3 s + SLOW_DELAY_MS + 1.5 s, with no sanitizer
@@ -404,6 +407,46 @@ flush_while "FUA WRITE" 2a080000300000000100 --out "$FUA_HEX"
 [[ "$(dd if="$BACKING" bs=512 skip=$((0x3000)) count=1 status=none | od -An -v -tx1 | tr -d ' \n')" == "$FUA_HEX" ]] ||
 	fail "e: the FUA WRITE's data is not in the backing file"
 say "ok: e: flushes waited on a worker (${FLUSH_MS[*]}); the FUA data is in the backing file"
+
+# ---- g. ABORT TASK of a WRITE in slowfs ---------------------------------------------------------
+# While BACKING.slow-writes exists slowfs delays writes too. The write runs on a worker: LUN 1 is
+# served meanwhile; the ABORT TASK response comes only once the write has left slowfs (it is
+# waited for, not forgotten: afterwards nothing of the aborted command changes the medium), the
+# data it wrote is in the backing file, and no SCSI Response comes for the aborted task.
+writes_started() { grep -c 'write start' "$SLOWFS_LOG" || true; }
+writes_done() { grep -c 'write done' "$SLOWFS_LOG" || true; }
+touch "$BACKING.slow-writes"
+wn=$(writes_started)
+wd=$(writes_done)
+G_LBA=$((0x3800))
+ask 15 write 0 "$G_LBA" 4096
+[[ "$ANSWER" == r2t* ]] || fail "g: WRITE of LUN 0: $ANSWER (want an R2T)"
+ITT_W=$(field itt)
+ask 15 send-data "$ITT_W"
+[[ "$(field bytes)" == 4096 ]] || fail "g: the WRITE's data: $ANSWER"
+deadline=$((SECONDS + 10))
+until (($(writes_started) > wn)); do
+	((SECONDS < deadline)) || fail "g: the WRITE never reached slowfs"
+	sleep 0.02
+done
+ask 15 tur 1
+[[ "$ANSWER" == status=0x00 ]] || fail "g: TEST UNIT READY of LUN 1 during the slow WRITE: $ANSWER"
+((ASK_MS < FAST_MS)) || fail "g: TEST UNIT READY of LUN 1 took $ASK_MS ms while a WRITE of LUN 0 waited in slowfs"
+g_tur=$ASK_MS
+(($(writes_done) == wd)) || fail "g: the WRITE left slowfs before LUN 1 was asked: the check proves nothing"
+ask 30 abort "$ITT_W"
+[[ "$(field response)" == 0x00 ]] || fail "g: ABORT TASK of the WRITE in slowfs: $ANSWER (want response 0x00, function complete)"
+g_ms=$(field ms)
+(($(writes_done) > wd)) || fail "g: ABORT TASK of the WRITE answered after $g_ms ms while the write was still in slowfs"
+rm -f "$BACKING.slow-writes"
+want_hex=$(python3 -c 'import sys; sys.stdout.write(bytes(i % 256 for i in range(4096)).hex())')
+[[ "$(dd if="$BACKING" bs=512 skip="$G_LBA" count=8 status=none | od -An -v -tx1 | tr -d ' \n')" == "$want_hex" ]] ||
+	fail "g: the aborted WRITE's data is not in the backing file after the ABORT TASK response"
+ask 15 quiet "$ITT_W" 0.5
+[[ "$(field pdus)" == 0 ]] || fail "g: PDUs came for the aborted WRITE: $ANSWER"
+ask 15 tur 0
+[[ "$ANSWER" == status=0x00 ]] || fail "g: TEST UNIT READY of LUN 0 after the abort: $ANSWER"
+say "ok: g: LUN 1 answered in $g_tur ms while a WRITE waited in slowfs; its ABORT TASK was answered after $g_ms ms, once the write had left slowfs, with the data on the medium and no response for the aborted task"
 
 # ---- f. SIGTERM while a read waits in slowfs ---------------------------------------------------
 # The raw session has three reads on LUN 0 (one in slowfs, two queued) and does not answer the

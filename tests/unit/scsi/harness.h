@@ -8,11 +8,13 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include "../test.h"
 #include "scsi/scsi.h"
 #include "store/store.h"
+#include "store/store_io.h"
 #include "util/bytes.h"
 
 /* A memory store whose failures and flushes the test controls. */
@@ -108,6 +110,7 @@ static inline struct fault_store *fault_store_new(uint64_t size)
 
 struct h {
 	struct scsi_target *t;
+	struct store_engine *eng;  /* every store io goes through it, as in the server */
 	struct scsi_nexus nx[2];
 	struct fault_store *fs;    /* LU 0's store */
 	uint8_t in[1 << 17];
@@ -138,6 +141,12 @@ static inline struct h *h_new_named(const char *name, uint64_t blocks, const str
 	if (!p)
 		p = &dp;
 	h->t = scsi_target_new(name);
+	h->eng = store_engine_new(NULL, &err);
+	if (!h->eng) {
+		fprintf(stderr, "store_engine_new: %s\n", err);
+		abort();
+	}
+	scsi_target_set_engine(h->t, h->eng);
 	h->fs = fault_store_new(blocks * (p->block_size ? p->block_size : 512));
 	if (scsi_target_add_lu(h->t, 0, &h->fs->base, p, &err) != 0) {
 		fprintf(stderr, "add_lu: %s\n", err);
@@ -159,7 +168,17 @@ static inline struct h *h_new(uint64_t blocks, const struct scsi_lu_params *p)
 static inline void h_free(struct h *h)
 {
 	scsi_target_free(h->t);
+	store_engine_free(h->eng);
 	free(h);
+}
+
+/* Completes what the engine finished (as the server's loop does): reap, then the waiting commands. */
+static inline void h_pump(struct h *h, int timeout_ms)
+{
+	struct pollfd p = { .fd = store_engine_fd(h->eng), .events = POLLIN };
+	if (poll(&p, 1, timeout_ms) > 0)
+		store_engine_reap(h->eng);
+	scsi_target_run_blocked(h->t);
 }
 
 /* Runs one CDB from nexus nxi on LU lun. Returns the status. */
@@ -183,6 +202,9 @@ static inline int h_run_full(struct h *h, int nxi, uint16_t lun, const uint8_t *
 	c->priv = h;
 	h->done_calls = 0;
 	scsi_target_submit(h->t, c);
+	/* Long operations finish on the engine's workers: wait for them, boundedly. */
+	for (int i = 0; i < 2000 && h->done_calls == 0; i++)
+		h_pump(h, 10);
 	CHECK_EQ(h->done_calls, 1);
 	return c->status;
 }

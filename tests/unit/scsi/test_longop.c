@@ -225,8 +225,7 @@ static struct rig rig_new(void)
 	char *err = NULL;
 	struct scsi_lu_params p = { .block_size = 512, .thin = true, .write_cache = true };
 	g.h = h_new(2u << 20, &p);
-	g.o = offload_new(4, &err);
-	scsi_target_set_offload(g.h->t, g.o);
+	g.o = store_engine_offload(g.h->eng);
 	CHECK_EQ(scsi_target_add_lu(g.h->t, 1, store_mem_open(1 << 20, &err), &p, &err), 0);
 	h_clear_ua(g.h, 0, 0);
 	h_clear_ua(g.h, 0, 1);
@@ -238,7 +237,6 @@ static struct rig rig_new(void)
 static void rig_free(struct rig *g)
 {
 	h_free(g->h);
-	offload_free(g->o);
 }
 
 /* While `a` runs on LU 0, READs of LU 1 and TEST UNIT READY of LU 0 answer at once. */

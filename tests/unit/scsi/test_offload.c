@@ -140,10 +140,8 @@ static void finish(struct offload *o)
 
 static void test_deferred_reads(void)
 {
-	char *err = NULL;
 	struct h *h = h_new(2048, NULL);
-	struct offload *o = offload_new(2, &err);
-	scsi_target_set_offload(h->t, o);
+	struct offload *o = store_engine_offload(h->eng);
 	h_clear_ua(h, 0, 0);
 	h->fs->base.wait = STORE_WAIT_ALWAYS;
 
@@ -153,7 +151,7 @@ static void test_deferred_reads(void)
 	uint8_t wcdb[10] = {0x2a};
 	put_be32(wcdb + 2, 100);
 	put_be16(wcdb + 7, 8);
-	CHECK_EQ(h_run(h, wcdb, 10, pattern, sizeof(pattern), 0), SCSI_GOOD); /* writes stay inline */
+	CHECK_EQ(h_run(h, wcdb, 10, pattern, sizeof(pattern), 0), SCSI_GOOD);
 
 	/* A SIMPLE read completes from the reap, with its data. */
 	memset(h->in, 0, sizeof(pattern));
@@ -165,15 +163,19 @@ static void test_deferred_reads(void)
 	CHECK_EQ(h->cmd.in_len, sizeof(pattern));
 	CHECK(memcmp(h->in, pattern, sizeof(pattern)) == 0);
 
-	/* Untagged too; ORDERED and HEAD OF QUEUE stay inline (later commands run right after). */
+	/* Untagged, ORDERED and HEAD OF QUEUE too (the last two hold back later commands meanwhile). */
 	submit_read10(h, 100, 8, TASK_UNTAGGED);
 	CHECK_EQ(h->done_calls, 0);
 	finish(o);
 	CHECK_EQ(h->done_calls, 1);
 	submit_read10(h, 100, 8, TASK_ORDERED);
+	CHECK_EQ(h->done_calls, 0);
+	finish(o);
 	CHECK_EQ(h->done_calls, 1);
 	CHECK(memcmp(h->in, pattern, sizeof(pattern)) == 0);
 	submit_read10(h, 100, 8, TASK_HEAD_OF_QUEUE);
+	CHECK_EQ(h->done_calls, 0);
+	finish(o);
 	CHECK_EQ(h->done_calls, 1);
 
 	/* A failed read on a worker: MEDIUM ERROR, UNRECOVERED READ ERROR, with the LBA. */
@@ -222,11 +224,12 @@ static void test_deferred_reads(void)
 	CHECK_SENSE(h, 0x03, 0x0c, 0x00);
 	h->fs->fail_flush = 0;
 	submit_cdb(h, (const uint8_t[10]){0x35}, TASK_ORDERED);
+	finish(o);
 	CHECK_EQ(h->done_calls, 1);
 	CHECK_EQ(h->fs->flushes, flushes + 3);
 
-	/* A write the LU must make durable (FUA here) waits for its flush on a worker; the data
-	 * is in the store at once. A plain write with the write cache on stays inline. */
+	/* A write goes to a worker, and one the LU must make durable (FUA here) then waits for its
+	 * flush there too. */
 	flushes = h->fs->flushes;
 	int writes = h->fs->writes;
 	uint8_t fua[10] = {0x2a, 0x08};
@@ -245,13 +248,14 @@ static void test_deferred_reads(void)
 	h->done_calls = 0;
 	scsi_target_submit(h->t, &h->cmd);
 	CHECK_EQ(h->done_calls, 0);
+	finish(o);
 	CHECK_EQ(h->fs->writes, writes + 1);
 	finish(o);
 	CHECK_EQ(h->done_calls, 1);
 	CHECK_EQ(h->cmd.status, SCSI_GOOD);
 	CHECK_EQ(h->fs->flushes, flushes + 1);
 	put_be32(wcdb + 2, 300);
-	CHECK_EQ(h_run(h, wcdb, 10, pattern, sizeof(pattern), 0), SCSI_GOOD); /* done inline (h_run checks) */
+	CHECK_EQ(h_run(h, wcdb, 10, pattern, sizeof(pattern), 0), SCSI_GOOD); /* no flush with the cache on */
 	CHECK_EQ(h->fs->flushes, flushes + 1);
 
 	/* The LU goes while its read is on a worker: removal waits for the read, which completes. */
@@ -266,7 +270,6 @@ static void test_deferred_reads(void)
 	CHECK(memcmp(h->in, pattern, sizeof(pattern)) == 0);
 
 	h_free(h);
-	offload_free(o);
 }
 
 /* ---- commands that wait for their LU's work on workers, and cancelled ones */
@@ -307,8 +310,7 @@ static void test_blocked(void)
 {
 	char *err = NULL;
 	struct h *h = h_new(2048, NULL);
-	struct offload *o = offload_new(2, &err);
-	scsi_target_set_offload(h->t, o);
+	struct offload *o = store_engine_offload(h->eng);
 	struct scsi_lu_params lp = {.block_size = 512};
 	CHECK_EQ(scsi_target_add_lu(h->t, 1, store_mem_open(1 << 20, &err), &lp, &err), 0);
 	/* The anonymous nexus (no cmd->nexus) has the power-on UA on both LUs: take them. */
@@ -411,7 +413,6 @@ static void test_blocked(void)
 	CHECK_EQ(nlog, 2);
 
 	h_free(h);
-	offload_free(o);
 }
 
 int main(void)

@@ -474,11 +474,9 @@ static struct window measure(struct h *h, struct offload *o, struct acmd *a, uns
 static void test_scaling(void)
 {
 	char dir[] = "/tmp/isthmus-prp-XXXXXX";
-	char *err = NULL;
 	CHECK(mkdtemp(dir) != NULL);
-	struct offload *o = offload_new(4, &err);
 	struct h *h = lu_on(TGT_A, dir);
-	scsi_target_set_offload(h->t, o);
+	struct offload *o = store_engine_offload(h->eng);
 	static struct acmd a[512];
 
 	register_many(h, o, a, 0, 100);
@@ -498,7 +496,6 @@ static void test_scaling(void)
 	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 8 * 5000);
 	h_free(h);
-	offload_free(o);
 
 	/* Everything acknowledged is back after a restart. */
 	h = lu_on(TGT_A, dir);
@@ -519,9 +516,8 @@ static void test_batches_and_replace(void)
 	char dir[] = "/tmp/isthmus-prp-XXXXXX";
 	char *err = NULL;
 	CHECK(mkdtemp(dir) != NULL);
-	struct offload *o = offload_new(4, &err);
 	struct h *h = lu_on(TGT_A, dir);
-	scsi_target_set_offload(h->t, o);
+	struct offload *o = store_engine_offload(h->eng);
 	static struct acmd a[512];
 	static const uint8_t rai[10] = { 0x5f, 0x06, 0, 0, 0, 0, 0, 0, 24, 0 };
 	static const uint8_t tur[10] = { 0 };
@@ -564,7 +560,6 @@ static void test_batches_and_replace(void)
 	CHECK_EQ(get_be32(h->in + 4), 8);
 	CHECK_EQ(get_be64(h->in + 8), 0x7777);
 	h_free(h);
-	offload_free(o);
 	h = lu_on(TGT_A, dir);
 	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be64(h->in + 8), 0x7777);

@@ -1,6 +1,5 @@
 /*
- * The RBD store against a real cluster, through a minimal store engine of its own (the watch
- * list and store_io_complete, nothing else): every op, many ios in flight, the miscompare
+ * The RBD store against a real cluster, through the store engine: every op, many ios in flight, the miscompare
  * offset, unmap then zeros, allocation status, a resize made by `rbd resize`, a cluster that
  * stops answering and comes back, and opening errors in bounded time.
  *
@@ -26,57 +25,29 @@
 
 #define MIB (1024u * 1024u)
 
-/* ---- a minimal engine: descriptors to watch, completions run where they are reaped ---- */
-
-struct store_engine {
-	struct {
-		int fd;
-		void (*ready)(void *arg);
-		void *arg;
-	} w[8];
-	unsigned n;
-};
+/* ---- the real store engine; completions must run on this (the loop's) thread ---- */
 
 static pthread_t loop_thread;
 static unsigned wrong_thread_completions;
 
-int store_engine_watch(struct store_engine *e, int fd, void (*ready)(void *arg), void *arg)
-{
-	if (e->n == 8)
-		return -ENOSPC;
-	e->w[e->n].fd = fd;
-	e->w[e->n].ready = ready;
-	e->w[e->n].arg = arg;
-	e->n++;
-	return 0;
-}
-
-void store_engine_unwatch(struct store_engine *e, int fd)
-{
-	for (unsigned i = 0; i < e->n; i++)
-		if (e->w[i].fd == fd)
-			e->w[i] = e->w[--e->n];
-}
-
-void store_io_complete(struct store_io *io, int result)
-{
-	if (!pthread_equal(pthread_self(), loop_thread))
-		wrong_thread_completions++;
-	io->result = result;
-	io->done(io);
-}
-
-/* One round of the loop: wait up to ms for a watched descriptor, run its ready callback. */
+/* One round of the loop: wait up to ms for the engine's descriptor, reap. */
 static void engine_turn(struct store_engine *e, int ms)
 {
-	struct pollfd p[8];
-	for (unsigned i = 0; i < e->n; i++)
-		p[i] = (struct pollfd){.fd = e->w[i].fd, .events = POLLIN};
-	if (poll(p, e->n, ms) <= 0)
-		return;
-	for (unsigned i = 0; i < e->n; i++)
-		if (p[i].revents & POLLIN)
-			e->w[i].ready(e->w[i].arg);
+	struct pollfd p = {.fd = store_engine_fd(e), .events = POLLIN};
+	if (poll(&p, 1, ms) > 0)
+		store_engine_reap(e);
+}
+
+static struct store_engine *engine_new(void)
+{
+	struct store_engine_params p = {.backend = STORE_BACKEND_WORKERS};
+	char *err = NULL;
+	struct store_engine *e = store_engine_new(&p, &err);
+	if (!e) {
+		fprintf(stderr, "store_engine_new: %s\n", err);
+		exit(1);
+	}
+	return e;
 }
 
 static double now_s(void)
@@ -99,6 +70,8 @@ static unsigned pending;
 static void tio_done(struct store_io *io)
 {
 	struct tio *t = (struct tio *)io;
+	if (!pthread_equal(pthread_self(), loop_thread))
+		wrong_thread_completions++;
 	t->done = true;
 	pending--;
 }
@@ -117,7 +90,7 @@ static void tio_submit(struct store_engine *e, struct store *st, struct tio *t, 
 	t->io.iovcnt = buf ? 1 : 0;
 	t->io.done = tio_done;
 	pending++;
-	st->ops->submit(st, e, &t->io);
+	store_io_submit(e, st, &t->io);
 }
 
 /* Runs the loop until every submitted io finished, at most secs seconds. */
@@ -182,7 +155,7 @@ static void check_rw(struct store_engine *e, struct store *st)
 	t.io.iovcnt = 3;
 	t.io.done = tio_done;
 	pending++;
-	st->ops->submit(st, e, &t.io);
+	store_io_submit(e, st, &t.io);
 	CHECK(!t.done); /* a network store never finishes inline */
 	CHECK(run_until_idle(e, 30));
 	CHECK_EQ(t.io.result, 0);
@@ -198,7 +171,7 @@ static void check_rw(struct store_engine *e, struct store *st)
 	t.io.iovcnt = 2;
 	t.io.done = tio_done;
 	pending++;
-	st->ops->submit(st, e, &t.io);
+	store_io_submit(e, st, &t.io);
 	CHECK(run_until_idle(e, 30));
 	CHECK_EQ(t.io.result, 0);
 	CHECK(memcmp(w, r, MIB) == 0);
@@ -298,7 +271,7 @@ static void check_compare_write(struct store_engine *e, struct store *st, size_t
 	t.io.iovcnt = 2;
 	t.io.done = tio_done;
 	pending++;
-	st->ops->submit(st, e, &t.io);
+	store_io_submit(e, st, &t.io);
 	CHECK(run_until_idle(e, 30));
 	CHECK_EQ(t.io.result, 0);
 	CHECK_EQ(do_io(e, st, STORE_IO_READ, off, L, r2, L), 0);
@@ -433,7 +406,7 @@ int main(void)
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	loop_thread = pthread_self();
-	struct store_engine eng = {0};
+	struct store_engine *eng = engine_new();
 
 	printf("open %s/store-a and %s/store-b: one cluster connection for both\n", pool, pool);
 	struct store *a = open_image(conf, pool, "store-a", false, &err);
@@ -460,45 +433,52 @@ int main(void)
 	CHECK(err && strstr(err, "no-such-pool"));
 	free(err);
 
-	check_rw(&eng, a);
-	check_many_in_flight(&eng, a);
-	check_compare_write(&eng, a, 512);
-	check_compare_write(&eng, a, 4096);
-	check_unmap_zero_same(&eng, a);
+	check_rw(eng, a);
+	check_many_in_flight(eng, a);
+	check_compare_write(eng, a, 512);
+	check_compare_write(eng, a, 4096);
+	check_unmap_zero_same(eng, a);
 
 	printf("a second engine is refused for a store that has one\n");
-	struct store_engine other = {0};
+	struct store_engine *other = engine_new();
 	uint8_t blk[512];
 	struct tio t;
-	tio_submit(&other, a, &t, STORE_IO_READ, 0, 512, blk, 512);
+	tio_submit(other, a, &t, STORE_IO_READ, 0, 512, blk, 512);
 	CHECK(t.done);
 	CHECK_EQ(t.io.result, -EXDEV);
+	store_engine_free(other);
 
 	printf("a read-only store refuses writes with -EROFS\n");
 	struct store *ro = open_image(conf, pool, "store-a", true, &err);
 	CHECK(ro != NULL);
 	if (ro) {
 		CHECK(ro->read_only);
-		CHECK_EQ(do_io(&eng, ro, STORE_IO_WRITE, 0, 512, blk, 512), -EROFS);
-		CHECK_EQ(do_io(&eng, ro, STORE_IO_READ, 0, 512, blk, 512), 0);
+		CHECK_EQ(do_io(eng, ro, STORE_IO_WRITE, 0, 512, blk, 512), -EROFS);
+		CHECK_EQ(do_io(eng, ro, STORE_IO_READ, 0, 512, blk, 512), 0);
 		store_close(ro);
 	}
 
 	if (b) {
-		CHECK_EQ(store_rbd_attach(b, &eng), 0);
-		check_resize(&eng, b, conf, pool);
+		CHECK_EQ(store_rbd_attach(b, eng), 0);
+		check_resize(eng, b, conf, pool);
 	}
 
 	const char *pause_cmd = getenv("ISTHMUS_TEST_CEPH_PAUSE"), *resume_cmd = getenv("ISTHMUS_TEST_CEPH_RESUME");
 	if (pause_cmd && resume_cmd)
-		check_timeout(&eng, a, pause_cmd, resume_cmd);
+		check_timeout(eng, a, pause_cmd, resume_cmd);
 	else
 		printf("(no ISTHMUS_TEST_CEPH_PAUSE: the timeout check is left out)\n");
 
 	store_close(a);
 	store_close(b);
 	CHECK_EQ(store_rbd_cluster_count(), 0);
-	CHECK_EQ(eng.n, 0);
+	struct store_engine_stats stats;
+	store_engine_get_stats(eng, &stats);
+	printf("engine: %llu ios submitted, %llu completed, %u in flight\n", (unsigned long long)stats.submitted,
+	       (unsigned long long)stats.completed, stats.in_flight);
+	CHECK_EQ(stats.in_flight, 0);
+	CHECK_EQ(stats.submitted, stats.completed);
+	store_engine_free(eng);
 
 	const char *dead = getenv("ISTHMUS_TEST_CEPH_DEAD_CONF");
 	if (dead) {

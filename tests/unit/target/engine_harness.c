@@ -121,6 +121,8 @@ struct eh *eh_new(const struct eh_opts *opts)
 	h->srv.loop = loop_new();
 	if (!h->srv.loop)
 		eh_fatal("loop", NULL);
+	if (server_engine_start(&h->srv, cfg, &err) < 0)
+		eh_fatal("store engine", err);
 	if (server_apply_config(&h->srv, cfg, &err) < 0)
 		eh_fatal("server", err);
 	for (size_t i = 0; i < h->srv.nportals; i++)

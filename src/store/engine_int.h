@@ -1,0 +1,50 @@
+/*
+ * The store engine's parts (engine.c dispatches, engine_workers.c runs synchronous ops on the
+ * offload pool, engine_uring.c drives descriptors with io_uring). Loop thread only, except the
+ * worker's job function.
+ */
+#ifndef ISTHMUS_STORE_ENGINE_INT_H
+#define ISTHMUS_STORE_ENGINE_INT_H
+
+#include "store/offload.h"
+#include "store/store.h"
+#include "store/store_io.h"
+
+struct engine_uring;
+
+struct engine_watch {
+	struct engine_watch *next;
+	int fd;
+	void (*ready)(void *arg);
+	void *arg;
+};
+
+struct store_engine {
+	int epfd;                    /* store_engine_fd: offload's fd, io_uring's eventfd, the watches */
+	struct offload *off;
+	struct engine_uring *ur;     /* NULL: the workers backend */
+	enum store_engine_backend backend;
+	char reason[160];
+	struct engine_watch *watches;
+	struct store_engine_stats stats;
+	/* Tags told apart in epoll_event.data.ptr. */
+	char tag_offload, tag_uring;
+};
+
+/* Finishes io on the loop thread: result, statistics, done. */
+void engine_complete(struct store_io *io, int result);
+
+/* The synchronous ops behind one io, skipping the first `skip` bytes of a read or write. */
+int engine_run_sync(struct store *st, struct store_io *io, size_t skip);
+
+/* engine_workers.c: io goes to a worker (a read after the first `skip` bytes); see offload.h for key. */
+void engine_workers_submit(struct store_engine *e, struct store_io *io, size_t skip, const void *key);
+
+/* engine_uring.c */
+struct engine_uring *engine_uring_new(unsigned depth, int *efd, char **why);
+void engine_uring_free(struct engine_uring *u);
+/* False when io_uring cannot do this io for this store (the caller uses a worker). */
+bool engine_uring_submit(struct engine_uring *u, struct store_io *io);
+void engine_uring_reap(struct engine_uring *u);
+
+#endif
