@@ -258,7 +258,12 @@ static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, 
 		.serial = l->serial,
 		.block_size = l->block_size ? l->block_size : 512,
 		.read_only = l->read_only,
-		.thin = l->thin,
+		/*
+		 * UNMAP, WRITE SAME and the other long operations run synchronous store ops on
+		 * workers, which stores with their own submit (RBD) do not offer: such a LU is not
+		 * offered as thin, so that the provisioning pages promise nothing it refuses.
+		 */
+		.thin = l->thin && !st->ops->submit,
 		.write_cache = l->write_cache,
 		.state_dir = state_dir,
 	};
@@ -269,9 +274,14 @@ static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, 
 		store_close(st);
 		return -1;
 	}
-	(void)srv;
-	if (store_is_rbd(st))
+	if (store_is_rbd(st)) {
 		store_rbd_on_resize(st, rbd_lu_resized, n->scsi);
+		/* Watched from now on, so that a resize reaches an idle LU too. */
+		int rc = srv->engine ? store_rbd_attach(st, srv->engine) : -ENODEV;
+		if (rc < 0)
+			log_warn("target %s LUN %u: size changes of the image are seen at its first I/O (%s)",
+				 n->cfg->name, l->lun, strerror(-rc));
+	}
 	log_info("target %s LUN %u: %s, %llu bytes%s", n->cfg->name, l->lun, l->path ? l->path : cfg_lun_kind_name(l->kind),
 		 (unsigned long long)st->size, l->read_only ? ", read-only" : "");
 	return 0;
