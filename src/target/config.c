@@ -369,8 +369,9 @@ static int parse_lun_spec(const char *spec, struct cfg_lun *l, char **err)
 	} else if (strncmp(first, "rbd:", 4) == 0) {
 		const char *slash = strchr(first + 4, '/');
 		if (!slash || slash == first + 4 || !slash[1] || strchr(slash + 1, '/')) {
+			cfg_fail(err, "RBD LUN '%s' must be rbd:POOL/IMAGE", first);
 			free(copy);
-			return cfg_fail(err, "RBD LUN '%s' must be rbd:POOL/IMAGE", first);
+			return -1;
 		}
 		l->kind = LUN_RBD;
 		l->path = xstrdup(first);
