@@ -5,8 +5,8 @@
  * and reports them on the image's eventfd, which the store engine of the loop that submitted
  * them watches; store_io_complete then runs on that loop. The synchronous read/write ops are
  * not offered. The only blocking calls are opening (bounded by the timeouts below), the
- * allocation query behind store_extent (rbd_diff_iterate2: call it from a worker, never from
- * the loop) and close.
+ * allocation query behind store_extent (rbd_diff_iterate2, on a worker; asked on the engine's
+ * own thread it answers "mapped" without the cluster) and close.
  */
 #ifndef ISTHMUS_STORE_STORE_RBD_H
 #define ISTHMUS_STORE_STORE_RBD_H
