@@ -12,6 +12,7 @@ BUILD_PACKAGES=(
 	build-essential meson ninja-build pkg-config
 	libisal-dev libssl-dev libjansson-dev libfuse3-dev fuse3
 	liburing-dev                      # io_uring for file and block-device stores
+	librbd-dev librados-dev           # LUNs on Ceph RBD images
 	scdoc                             # the manual pages (man/*.scd) are built with it
 )
 TEST_PACKAGES=(
@@ -27,6 +28,8 @@ TEST_PACKAGES=(
 	jq                                # the daemon tests read the management socket's JSON
 	prometheus                        # promtool checks the target's metrics exposition
 	curl
+	ceph-mon ceph-osd ceph-common     # a throw-away cluster for the RBD tests (tests/ceph/micro-ceph.sh)
+	tgt-rbd                           # tgtd's rbd backing store, for comparisons
 	debhelper dpkg-dev                # make deb and tests/interop/test_deb.sh
 )
 BENCH_PACKAGES=(

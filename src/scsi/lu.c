@@ -430,6 +430,15 @@ void scsi_medium_error(struct scsi_cmd *cmd, bool desc, uint16_t lun, bool write
 		key = SK_DATA_PROTECT;
 		asc = 0x27;
 		ascq = 0x07;
+	} else if (err == -ETIMEDOUT) {
+		/*
+		 * A network store gave up waiting for its cluster: the medium is out of reach for now,
+		 * not damaged. LOGICAL UNIT IS IN PROCESS OF BECOMING READY (SPC-4) is what initiators
+		 * retry after a delay for as long as their command timeout lasts.
+		 */
+		key = SK_NOT_READY;
+		asc = 0x04;
+		ascq = 0x01;
 	}
 	cmd->status = SCSI_CHECK_CONDITION;
 	cmd->sense_len = (uint8_t)scsi_sense_build(cmd->sense, sizeof(cmd->sense), desc, key, asc, ascq, &lba, NULL);

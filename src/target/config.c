@@ -67,6 +67,9 @@ static void target_free(struct cfg_target *t)
 		free(t->luns[i].serial);
 		free(t->luns[i].vendor);
 		free(t->luns[i].product);
+		free(t->luns[i].rbd_conf);
+		free(t->luns[i].rbd_id);
+		free(t->luns[i].rbd_namespace);
 	}
 	free(t->luns);
 	for (size_t i = 0; i < t->nacl; i++)
@@ -231,6 +234,9 @@ static void lun_free(struct cfg_lun *l)
 	free(l->serial);
 	free(l->vendor);
 	free(l->product);
+	free(l->rbd_conf);
+	free(l->rbd_id);
+	free(l->rbd_namespace);
 }
 
 /* The options of a LUN spec; "rw" and "thin" spell out defaults and count as ro and thick. */
@@ -243,6 +249,9 @@ enum lun_option {
 	LUN_OPT_SERIAL,
 	LUN_OPT_VENDOR,
 	LUN_OPT_PRODUCT,
+	LUN_OPT_RBD_CONF,
+	LUN_OPT_RBD_ID,
+	LUN_OPT_RBD_NAMESPACE,
 	LUN_OPT_COUNT,
 };
 
@@ -253,7 +262,8 @@ static const struct {
 	{"size", LUN_OPT_SIZE},       {"bs", LUN_OPT_BLOCK_SIZE}, {"ro", LUN_OPT_READ_ONLY},
 	{"rw", LUN_OPT_READ_ONLY},    {"thick", LUN_OPT_THICK},   {"thin", LUN_OPT_THICK},
 	{"wce", LUN_OPT_WRITE_CACHE}, {"serial", LUN_OPT_SERIAL}, {"vendor", LUN_OPT_VENDOR},
-	{"product", LUN_OPT_PRODUCT},
+	{"product", LUN_OPT_PRODUCT}, {"conf", LUN_OPT_RBD_CONF}, {"id", LUN_OPT_RBD_ID},
+	{"namespace", LUN_OPT_RBD_NAMESPACE},
 };
 
 /* seen: one bit per enum lun_option already given in this spec. */
@@ -268,7 +278,7 @@ static int lun_option(struct cfg_lun *l, const char *opt, unsigned *seen, char *
 			idx = lun_option_names[i].opt;
 	if (idx == LUN_OPT_COUNT)
 		return cfg_fail(err, "unknown LUN option '%s' (known: size=, bs=, ro, rw, thick, thin, wce=, serial=, "
-				 "vendor=, product=)",
+				 "vendor=, product=; RBD: conf=, id=, namespace=)",
 			    opt);
 	if (*seen & (1u << idx))
 		return cfg_fail(err, "LUN option '%.*s' given twice", (int)nlen, opt);
@@ -314,6 +324,15 @@ static int lun_option(struct cfg_lun *l, const char *opt, unsigned *seen, char *
 			return -1;
 		l->product = xstrdup(v);
 		return 0;
+	case LUN_OPT_RBD_CONF:
+	case LUN_OPT_RBD_ID:
+	case LUN_OPT_RBD_NAMESPACE:
+		if (l->kind != LUN_RBD)
+			return cfg_fail(err, "LUN option '%.*s' is for RBD LUNs (rbd:POOL/IMAGE) only", (int)nlen, opt);
+		if (strchr(v, '/') && idx != LUN_OPT_RBD_CONF)
+			return cfg_fail(err, "invalid RBD %.*s '%s'", (int)nlen, opt, v);
+		*(idx == LUN_OPT_RBD_CONF ? &l->rbd_conf : idx == LUN_OPT_RBD_ID ? &l->rbd_id : &l->rbd_namespace) = xstrdup(v);
+		return 0;
 	case LUN_OPT_COUNT: break;
 	}
 	return -1;
@@ -326,6 +345,7 @@ const char *cfg_lun_kind_name(enum cfg_lun_kind k)
 	case LUN_BLOCK: return "block";
 	case LUN_MEMORY: return "memory";
 	case LUN_NULL: return "null";
+	case LUN_RBD: return "rbd";
 	}
 	return "?";
 }
@@ -346,6 +366,15 @@ static int parse_lun_spec(const char *spec, struct cfg_lun *l, char **err)
 	bool pathless = strcmp(first, "memory") == 0 || strcmp(first, "null") == 0;
 	if (pathless) {
 		l->kind = first[0] == 'm' ? LUN_MEMORY : LUN_NULL;
+	} else if (strncmp(first, "rbd:", 4) == 0) {
+		const char *slash = strchr(first + 4, '/');
+		if (!slash || slash == first + 4 || !slash[1] || strchr(slash + 1, '/')) {
+			cfg_fail(err, "RBD LUN '%s' must be rbd:POOL/IMAGE", first);
+			free(copy);
+			return -1;
+		}
+		l->kind = LUN_RBD;
+		l->path = xstrdup(first);
 	} else {
 		struct stat st;
 		/* What the path is decides; only a path that does not exist yet is judged by its place
@@ -373,8 +402,9 @@ static int parse_lun_spec(const char *spec, struct cfg_lun *l, char **err)
 		lun_free(l);
 		return cfg_fail(err, "%s LUN needs size= (e.g. %s,size=64M)", kind, kind);
 	}
-	if (l->kind == LUN_BLOCK && l->size) {
-		cfg_fail(err, "size= does not apply to block device '%s'", l->path);
+	if ((l->kind == LUN_BLOCK || l->kind == LUN_RBD) && l->size) {
+		cfg_fail(err, "size= does not apply to %s '%s' (it has its own size)",
+			 l->kind == LUN_RBD ? "RBD image" : "block device", l->path);
 		lun_free(l);
 		return -1;
 	}

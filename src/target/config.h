@@ -17,8 +17,8 @@ struct cfg_portal {
 	uint16_t tpgt;       /* portal group tag, default 1 */
 };
 
-enum cfg_lun_kind { LUN_FILE, LUN_BLOCK, LUN_MEMORY, LUN_NULL };
-/* "file", "block", "memory", "null": the word a LUN spec and `lun.list` use. */
+enum cfg_lun_kind { LUN_FILE, LUN_BLOCK, LUN_MEMORY, LUN_NULL, LUN_RBD };
+/* "file", "block", "memory", "null", "rbd": the word a LUN spec and `lun.list` use. */
 const char *cfg_lun_kind_name(enum cfg_lun_kind k);
 /* The kind a LUN spec names by a word rather than a path. */
 static inline bool cfg_lun_pathless(enum cfg_lun_kind k) { return k == LUN_MEMORY || k == LUN_NULL; }
@@ -26,7 +26,7 @@ static inline bool cfg_lun_pathless(enum cfg_lun_kind k) { return k == LUN_MEMOR
 struct cfg_lun {
 	uint16_t lun;
 	enum cfg_lun_kind kind;
-	char *path;          /* NULL for memory and null */
+	char *path;          /* NULL for memory and null; "rbd:POOL/IMAGE" for RBD */
 	uint64_t size;       /* bytes; 0 = use the existing file/device size */
 	uint32_t block_size; /* 512 (default) or 4096 */
 	bool read_only;
@@ -35,6 +35,9 @@ struct cfg_lun {
 	char *serial;        /* NULL: derived */
 	char *vendor;        /* NULL: default */
 	char *product;       /* NULL: default */
+	char *rbd_conf;      /* RBD only, each NULL: Ceph's default ceph.conf, client.admin, */
+	char *rbd_id;        /* the pool's default namespace */
+	char *rbd_namespace;
 };
 
 struct cfg_chap {

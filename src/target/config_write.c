@@ -90,6 +90,12 @@ static void put_lun(struct sbuf *b, const struct cfg_lun *l)
 		sbuf_printf(&spec, ",vendor=%s", l->vendor);
 	if (l->product)
 		sbuf_printf(&spec, ",product=%s", l->product);
+	if (l->rbd_conf)
+		sbuf_printf(&spec, ",conf=%s", l->rbd_conf);
+	if (l->rbd_id)
+		sbuf_printf(&spec, ",id=%s", l->rbd_id);
+	if (l->rbd_namespace)
+		sbuf_printf(&spec, ",namespace=%s", l->rbd_namespace);
 	char key[16];
 	snprintf(key, sizeof(key), "lun %u", l->lun);
 	put_kv(b, key, sbuf_cstr(&spec));

@@ -401,6 +401,10 @@ static int ch_lun_resize(struct cfg *cfg, json_t *params, char **err)
 			*err = xstrdup("a block device LUN has the size of its device");
 			return -1;
 		}
+		if (l->kind == LUN_RBD) {
+			*err = xstrdup("an RBD LUN has the size of its image: `rbd resize` it, the LUN follows");
+			return -1;
+		}
 		if (bytes % (l->block_size ? l->block_size : 512)) {
 			*err = xstrdup("the size must be a multiple of the block size");
 			return -1;

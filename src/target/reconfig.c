@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "store/store.h"
+#include "store/store_rbd.h"
 #include "target/isns.h"
 #include "target/server.h"
 #include "target/session.h"
@@ -138,11 +139,24 @@ void node_free(struct tnode *n)
 	free(n);
 }
 
+/* "rbd:POOL/IMAGE" (checked by the parser) and its options. */
+static struct store *rbd_lun_open(const struct cfg_lun *l, char **err)
+{
+	char *pool = xstrdup(l->path + 4), *image = strchr(pool, '/');
+	*image++ = '\0';
+	struct store_rbd_spec spec = {.pool = pool, .image = image, .ns = l->rbd_namespace,
+				      .conf = l->rbd_conf, .id = l->rbd_id, .read_only = l->read_only};
+	struct store *st = store_rbd_open(&spec, err);
+	free(pool);
+	return st;
+}
+
 static struct store *lun_open(const struct cfg_target *t, const struct cfg_lun *l, char **err)
 {
 	char *serr = NULL;
 	struct store *st = l->kind == LUN_MEMORY ? store_mem_open(l->size, &serr)
 			   : l->kind == LUN_NULL   ? store_null_open(l->size, l->read_only, &serr)
+			   : l->kind == LUN_RBD    ? rbd_lun_open(l, &serr)
 						   : store_file_open(l->path, l->size, l->read_only, &serr);
 	if (!st) {
 		*err = xasprintf("target %s LUN %u: %s", t->name, l->lun, serr ? serr : "cannot open");
@@ -197,7 +211,9 @@ static bool lun_same(const struct cfg_lun *a, const struct cfg_lun *b)
 {
 	return a->kind == b->kind && str_eq(a->path, b->path) && a->block_size == b->block_size &&
 	       a->read_only == b->read_only && a->thin == b->thin && a->write_cache == b->write_cache &&
-	       str_eq(a->serial, b->serial) && str_eq(a->vendor, b->vendor) && str_eq(a->product, b->product);
+	       str_eq(a->serial, b->serial) && str_eq(a->vendor, b->vendor) && str_eq(a->product, b->product) &&
+	       str_eq(a->rbd_conf, b->rbd_conf) && str_eq(a->rbd_id, b->rbd_id) &&
+	       str_eq(a->rbd_namespace, b->rbd_namespace);
 }
 
 static const struct cfg_lun *find_lun(const struct cfg_target *t, uint16_t lun)
@@ -217,6 +233,23 @@ struct lun_plan {
 	struct store *st;          /* opened in the prepare phase for ADD and REPLACE */
 };
 
+/* An RBD image resized by anyone (`rbd resize`): its LU takes the size and tells every initiator. */
+static void rbd_lu_resized(struct store *st, void *arg)
+{
+	struct scsi_target *t = arg;
+	size_t n = scsi_target_lu_count(t);
+	uint16_t *luns = xcalloc(n ? n : 1, sizeof(*luns));
+	n = scsi_target_list_luns(t, luns, n);
+	for (size_t i = 0; i < n; i++) {
+		if (scsi_target_lu_store(t, luns[i]) == st) {
+			log_info("LUN %u (%s): the image is now %llu bytes", luns[i], st->path, (unsigned long long)st->size);
+			scsi_target_lu_resized(t, luns[i]);
+			break;
+		}
+	}
+	free(luns);
+}
+
 static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, struct store *st, const char *state_dir)
 {
 	struct scsi_lu_params lp = {
@@ -225,7 +258,12 @@ static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, 
 		.serial = l->serial,
 		.block_size = l->block_size ? l->block_size : 512,
 		.read_only = l->read_only,
-		.thin = l->thin,
+		/*
+		 * UNMAP, WRITE SAME and the other long operations run synchronous store ops on
+		 * workers, which stores with their own submit (RBD) do not offer: such a LU is not
+		 * offered as thin, so that the provisioning pages promise nothing it refuses.
+		 */
+		.thin = l->thin && !st->ops->submit,
 		.write_cache = l->write_cache,
 		.state_dir = state_dir,
 	};
@@ -236,7 +274,14 @@ static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, 
 		store_close(st);
 		return -1;
 	}
-	(void)srv;
+	if (store_is_rbd(st)) {
+		store_rbd_on_resize(st, rbd_lu_resized, n->scsi);
+		/* Watched from now on, so that a resize reaches an idle LU too. */
+		int rc = srv->engine ? store_rbd_attach(st, srv->engine) : -ENODEV;
+		if (rc < 0)
+			log_warn("target %s LUN %u: size changes of the image are seen at its first I/O (%s)",
+				 n->cfg->name, l->lun, strerror(-rc));
+	}
 	log_info("target %s LUN %u: %s, %llu bytes%s", n->cfg->name, l->lun, l->path ? l->path : cfg_lun_kind_name(l->kind),
 		 (unsigned long long)st->size, l->read_only ? ", read-only" : "");
 	return 0;

@@ -197,6 +197,16 @@ static void test_errors(void)
 	h->fs->fail_write = -ENOSPC;
 	CHECK_EQ(h_run(h, c, 10, buf, 512, 0), SCSI_CHECK_CONDITION);
 	CHECK_SENSE(h, SK_DATA_PROTECT, 0x27, 0x07);
+	/* A store whose cluster does not answer: retryable, not a medium error. */
+	h->fs->fail_write = -ETIMEDOUT;
+	CHECK_EQ(h_run(h, c, 10, buf, 512, 0), SCSI_CHECK_CONDITION);
+	CHECK_SENSE(h, SK_NOT_READY, 0x04, 0x01);
+	h->fs->fail_write = 0;
+	h->fs->fail_read = -ETIMEDOUT;
+	cdb_rw10(c, 0x28, 7, 1, 0);
+	CHECK_EQ(h_run(h, c, 10, NULL, 0, 512), SCSI_CHECK_CONDITION);
+	CHECK_SENSE(h, SK_NOT_READY, 0x04, 0x01);
+	h->fs->fail_read = 0;
 	h_free(h);
 
 	h = h_new(1024, &ro);

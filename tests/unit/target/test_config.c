@@ -461,6 +461,40 @@ static void test_lun_spec(void)
 	free(err);
 	err = NULL;
 	CHECK_EQ(t->nluns, 4);
+
+	/* RBD images: rbd:POOL/IMAGE with the cluster's options; size is the image's. */
+	CHECK_EQ(cfg_add_lun_spec(&c, t, "rbd:pool1/img-a,conf=/etc/ceph/x.conf,id=gw,namespace=ns1,ro", &err), 0);
+	CHECK_EQ(t->nluns, 5);
+	const struct cfg_lun *r = &t->luns[4];
+	CHECK_EQ(r->kind, LUN_RBD);
+	CHECK_STR(r->path, "rbd:pool1/img-a");
+	CHECK_STR(r->rbd_conf, "/etc/ceph/x.conf");
+	CHECK_STR(r->rbd_id, "gw");
+	CHECK_STR(r->rbd_namespace, "ns1");
+	CHECK(r->read_only && r->thin);
+	CHECK_EQ(cfg_add_lun_spec(&c, t, "rbd:pool1/img-b", &err), 0);
+	CHECK(t->luns[5].rbd_conf == NULL && t->luns[5].rbd_id == NULL && !t->luns[5].read_only);
+	char *out = cfg_format(&c);
+	CHECK(strstr(out, "= rbd:pool1/img-a,ro,conf=/etc/ceph/x.conf,id=gw,namespace=ns1\n") != NULL);
+	free(out);
+	static const char *const bad[][2] = {
+		{"rbd:pool1", "must be rbd:POOL/IMAGE"},
+		{"rbd:/img", "must be rbd:POOL/IMAGE"},
+		{"rbd:p/", "must be rbd:POOL/IMAGE"},
+		{"rbd:p/a/b", "must be rbd:POOL/IMAGE"},
+		{"rbd:p/a,size=1G", "size= does not apply to RBD image"},
+		{"memory,size=1M,conf=/x", "is for RBD LUNs"},
+		{"rbd:p/a,id=a/b", "invalid RBD id"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err = NULL;
+		CHECK_EQ(cfg_add_lun_spec(&c, t, bad[i][0], &err), -1);
+		CHECK(err && strstr(err, bad[i][1]));
+		if (!err || !strstr(err, bad[i][1]))
+			fprintf(stderr, "  %s: %s\n", bad[i][0], err ? err : "(no error)");
+		free(err);
+	}
+	CHECK_EQ(t->nluns, 6);
 	cfg_free(&c);
 }
 
@@ -642,7 +676,8 @@ static bool cfg_equal(const struct cfg *a, const struct cfg *b)
 			SAME(l->block_size == m->block_size && l->read_only == m->read_only && l->thin == m->thin &&
 			     l->write_cache == m->write_cache);
 			SAME(str_eq(l->serial, m->serial) && str_eq(l->vendor, m->vendor) &&
-			     str_eq(l->product, m->product));
+			     str_eq(l->product, m->product) && str_eq(l->rbd_conf, m->rbd_conf) &&
+			     str_eq(l->rbd_id, m->rbd_id) && str_eq(l->rbd_namespace, m->rbd_namespace));
 		}
 	}
 	return true;

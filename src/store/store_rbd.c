@@ -1,0 +1,704 @@
+/*
+ * RBD images as stores (see store_rbd.h). librbd runs every io on its own threads and, with
+ * the image's notification set to our eventfd, queues each finished completion and bumps the
+ * eventfd: the engine's loop wakes, rbds_ready collects the completions and finishes their ios
+ * on that loop. No thread of ours waits for the cluster.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <rbd/librbd.h>
+
+#include "store/store.h"
+#include "store/store_io.h"
+#include "store/store_rbd.h"
+#include "store/store_rbd_cluster.h"
+#include "util/sbuf.h"
+
+/* Completions collected per rbd_poll_io_events call. */
+#define RBD_POLL_BATCH 64
+/*
+ * Bytes of the image one allocation query looks at: rbd_diff_iterate2 asks the OSD about every
+ * object in the range, so a query on a large image would hold a worker for long. The caller
+ * (GET LBA STATUS) asks again from where the answer ended.
+ */
+#define RBD_EXTENT_WINDOW (64ull << 20)
+
+struct rbd_store {
+	struct store st;              /* first: the store layer hands us &st */
+	struct rbd_cluster *cl;
+	rados_ioctx_t ioctx;
+	rbd_image_t img;
+	int efd;                      /* the image's completion notification; also bumped on a resize */
+	struct store_engine *eng;     /* the engine watching efd; NULL until the first io or attach */
+	pthread_t loop;               /* the thread that watches it (set with eng) */
+	unsigned in_flight;           /* ios handed to librbd, not finished yet (engine thread) */
+	/*
+	 * A compare-and-write longer than librbd's atomic unit runs alone: ios submitted meanwhile
+	 * wait in held (FIFO) until it has written or miscompared.
+	 */
+	uint64_t obj_size;            /* bytes of one RADOS object of the image */
+	struct store_io *exclusive;
+	struct store_io *held, **held_tail;
+	bool update_watched;
+	uint64_t update_handle;
+	/* Written by librbd's watcher thread, read on the engine's thread. */
+	atomic_bool resized;
+	/*
+	 * librbd (Ceph 16) does not report compare-and-write completions on the notification
+	 * descriptor: their callback (a librbd thread) queues them here and bumps efd.
+	 */
+	pthread_mutex_t cb_lock;
+	struct store_io *cb_done;
+	_Atomic uint64_t new_size;
+	void (*on_resize)(struct store *st, void *arg);
+	void *on_resize_arg;
+};
+
+/* store_io.store_priv slots. */
+enum { PRIV_COMPLETION, PRIV_BOUNCE, PRIV_MISMATCH, PRIV_PHASE };
+
+/*
+ * librbd (Ceph 16) compares and writes atomically, in one OSD operation, only within one
+ * 512-byte sector; a longer compare-and-write is a read, a comparison and a write that no
+ * other io of this store overlaps in time.
+ */
+#define RBD_CAW_UNIT 512u
+
+enum caw_phase { CAW_NONE, CAW_DRAIN, CAW_READ, CAW_WRITE };
+
+static const struct store_ops rbds_ops;
+
+static struct rbd_store *rbds_of(struct store *st) { return (struct rbd_store *)st; }
+
+bool store_is_rbd(const struct store *st) { return st && st->ops == &rbds_ops; }
+
+/*
+ * librbd's write-same and compare-and-write take one flat buffer; an io's iovec is copied into
+ * one when it has several parts. Returns the flat data, *bounce the copy to free (or NULL).
+ */
+static const char *flat_data(const struct store_io *io, size_t want, char **bounce)
+{
+	size_t have = 0;
+
+	*bounce = NULL;
+	for (unsigned i = 0; i < io->iovcnt; i++)
+		have += io->iov[i].iov_len;
+	if (have < want || want == 0)
+		return NULL;
+	if (io->iovcnt >= 1 && io->iov[0].iov_len >= want)
+		return io->iov[0].iov_base;
+	char *b = xmalloc(want);
+	size_t at = 0;
+	for (unsigned i = 0; i < io->iovcnt && at < want; i++) {
+		size_t n = io->iov[i].iov_len < want - at ? io->iov[i].iov_len : want - at;
+		memcpy(b + at, io->iov[i].iov_base, n);
+		at += n;
+	}
+	*bounce = b;
+	return b;
+}
+
+/* A finished librbd completion back to its io's result. */
+static void caw_step(struct rbd_store *rs, struct store_io *io, ssize_t r);
+
+static void finish_completion(struct rbd_store *rs, rbd_completion_t c)
+{
+	struct store_io *io = rbd_aio_get_arg(c);
+	ssize_t r = rbd_aio_get_return_value(c);
+
+	rbd_aio_release(c);
+	rs->in_flight--;
+	if (io->store_priv[PRIV_PHASE] != CAW_NONE) {
+		caw_step(rs, io, r);
+		return;
+	}
+	if (rs->exclusive && rs->in_flight == 0 && rs->exclusive->store_priv[PRIV_PHASE] == CAW_DRAIN)
+		caw_step(rs, rs->exclusive, 0);
+	free((void *)(uintptr_t)io->store_priv[PRIV_BOUNCE]);
+	if (io->op == STORE_IO_COMPARE_WRITE && r == -EILSEQ) {
+		/*
+		 * Ceph 16 reports the start of the io's object plus the offset within the compared
+		 * data; an image offset (off plus that offset) is taken as well.
+		 */
+		uint64_t at = io->store_priv[PRIV_MISMATCH];
+		uint64_t obj_start = io->off - io->off % rs->obj_size;
+		if (at >= io->off && at - io->off < io->len)
+			io->miscompare_off = at - io->off;
+		else if (at >= obj_start && at - obj_start < io->len)
+			io->miscompare_off = at - obj_start;
+		else
+			io->miscompare_off = 0;
+	}
+	store_io_complete(io, r < 0 ? (int)r : 0);
+}
+
+static void apply_resize(struct rbd_store *rs)
+{
+	uint64_t size = atomic_load(&rs->new_size);
+
+	if (size == rs->st.size)
+		return;
+	rs->st.size = size;
+	if (rs->on_resize)
+		rs->on_resize(&rs->st, rs->on_resize_arg);
+}
+
+/* The engine saw efd readable (its thread). */
+static void rbds_ready(void *arg)
+{
+	struct rbd_store *rs = arg;
+	rbd_completion_t comps[RBD_POLL_BATCH];
+	uint64_t v;
+	int n;
+
+	/* Drain first: anything finishing after the poll below bumps it again. */
+	if (read(rs->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		return;
+	if (atomic_exchange(&rs->resized, false))
+		apply_resize(rs);
+	while ((n = rbd_poll_io_events(rs->img, comps, RBD_POLL_BATCH)) > 0) {
+		for (int i = 0; i < n; i++) {
+			const struct store_io *io = rbd_aio_get_arg(comps[i]);
+			/* Should a later librbd report these here too: their callback owns them. */
+			if (io->op == STORE_IO_COMPARE_WRITE && io->store_priv[PRIV_PHASE] == CAW_NONE)
+				continue;
+			finish_completion(rs, comps[i]);
+		}
+		if (n < RBD_POLL_BATCH)
+			break;
+	}
+	pthread_mutex_lock(&rs->cb_lock);
+	struct store_io *list = rs->cb_done;
+	rs->cb_done = NULL;
+	pthread_mutex_unlock(&rs->cb_lock);
+	while (list) {
+		struct store_io *io = list;
+		list = io->next;
+		finish_completion(rs, (rbd_completion_t)(uintptr_t)io->store_priv[PRIV_COMPLETION]);
+	}
+}
+
+static int watch_with(struct rbd_store *rs, struct store_engine *e)
+{
+	if (rs->eng)
+		return rs->eng == e ? 0 : -EXDEV;
+	int rc = store_engine_watch(e, rs->efd, rbds_ready, rs);
+	if (rc < 0)
+		return rc;
+	rs->eng = e;
+	rs->loop = pthread_self();
+	return 0;
+}
+
+int store_rbd_attach(struct store *st, struct store_engine *e)
+{
+	return store_is_rbd(st) ? watch_with(rbds_of(st), e) : -EINVAL;
+}
+
+void store_rbd_on_resize(struct store *st, void (*cb)(struct store *st, void *arg), void *arg)
+{
+	if (!store_is_rbd(st))
+		return;
+	rbds_of(st)->on_resize = cb;
+	rbds_of(st)->on_resize_arg = arg;
+}
+
+static bool op_writes(enum store_io_op op) { return op != STORE_IO_READ && op != STORE_IO_FLUSH; }
+
+/* Hands io to librbd; returns 0 once it is librbd's, or the error to complete it with. */
+static int start_io(struct rbd_store *rs, struct store_io *io, rbd_completion_t c)
+{
+	rbd_image_t img = rs->img;
+	const char *data;
+	char *bounce = NULL;
+	int rc;
+
+	io->store_priv[PRIV_BOUNCE] = 0;
+	switch (io->op) {
+	case STORE_IO_READ:
+		return rbd_aio_readv(img, io->iov, (int)io->iovcnt, io->off, c);
+	case STORE_IO_WRITE:
+		return rbd_aio_writev(img, io->iov, (int)io->iovcnt, io->off, c);
+	case STORE_IO_FLUSH:
+		return rbd_aio_flush(img, c);
+	case STORE_IO_UNMAP:
+		return rbd_aio_discard(img, io->off, io->len, c);
+	case STORE_IO_WRITE_ZEROES:
+		/* The contract keeps the range allocated: zeros are written, not a discard. */
+		return rbd_aio_write_zeroes(img, io->off, io->len, c, RBD_WRITE_ZEROES_FLAG_THICK_PROVISION, 0);
+	case STORE_IO_WRITE_SAME: {
+		size_t plen = 0;
+		for (unsigned i = 0; i < io->iovcnt; i++)
+			plen += io->iov[i].iov_len;
+		if (plen == 0 || io->len % plen)
+			return -EINVAL;
+		data = flat_data(io, plen, &bounce);
+		rc = rbd_aio_writesame(img, io->off, io->len, data, plen, c, 0);
+		break;
+	}
+	case STORE_IO_COMPARE_WRITE:
+		/* Longer ones never get here: caw_step runs them. */
+		data = flat_data(io, 2 * io->len, &bounce);
+		if (!data)
+			return -EINVAL;
+		io->store_priv[PRIV_MISMATCH] = 0;
+		rc = (int)rbd_aio_compare_and_write(img, io->off, io->len, data, data + io->len, c,
+						    &io->store_priv[PRIV_MISMATCH], 0);
+		break;
+	default:
+		return -EOPNOTSUPP;
+	}
+	if (rc < 0)
+		free(bounce);
+	else
+		io->store_priv[PRIV_BOUNCE] = (uint64_t)(uintptr_t)bounce;
+	return rc;
+}
+
+/* librbd's thread: a compare-and-write finished (see cb_done). */
+static void caw_completed(rbd_completion_t c, void *arg)
+{
+	struct store_io *io = arg;
+	struct rbd_store *rs = (struct rbd_store *)io->st;
+	uint64_t one = 1;
+
+	(void)c;
+	pthread_mutex_lock(&rs->cb_lock);
+	io->next = rs->cb_done;
+	rs->cb_done = io;
+	pthread_mutex_unlock(&rs->cb_lock);
+	if (write(rs->efd, &one, sizeof(one)) < 0) {
+		/* Cannot overflow in practice. */
+	}
+}
+
+static bool caw_is_atomic(const struct store_io *io)
+{
+	return io->len && io->off / RBD_CAW_UNIT == (io->off + io->len - 1) / RBD_CAW_UNIT;
+}
+
+static void rbds_submit(struct store *st, struct store_engine *e, struct store_io *io);
+
+/* The exclusive compare-and-write is over: the held ios go on, in their order. */
+static void release_held(struct rbd_store *rs)
+{
+	struct store_io *list = rs->held;
+
+	rs->exclusive = NULL;
+	rs->held = NULL;
+	rs->held_tail = &rs->held;
+	pthread_mutex_init(&rs->cb_lock, NULL);
+	while (list) {
+		struct store_io *io = list;
+		list = io->next;
+		io->next = NULL;
+		if (rs->exclusive) {
+			/* Another long compare-and-write took over: the rest wait again. */
+			*rs->held_tail = io;
+			rs->held_tail = &io->next;
+			continue;
+		}
+		rbds_submit(&rs->st, rs->eng, io);
+	}
+}
+
+static void caw_finish(struct rbd_store *rs, struct store_io *io, int result)
+{
+	free((void *)(uintptr_t)io->store_priv[PRIV_BOUNCE]);
+	io->store_priv[PRIV_BOUNCE] = 0;
+	io->store_priv[PRIV_PHASE] = CAW_NONE;
+	store_io_complete(io, result);
+	release_held(rs);
+}
+
+/* One step of a long compare-and-write; r is the result of the step before. */
+static void caw_step(struct rbd_store *rs, struct store_io *io, ssize_t r)
+{
+	char *flat_bounce = NULL;
+	rbd_completion_t c;
+	int rc;
+
+	if (r < 0) {
+		caw_finish(rs, io, (int)r);
+		return;
+	}
+	switch ((enum caw_phase)io->store_priv[PRIV_PHASE]) {
+	case CAW_DRAIN: {
+		char *cur = malloc(io->len);
+		if (!cur) {
+			caw_finish(rs, io, -ENOMEM);
+			return;
+		}
+		io->store_priv[PRIV_BOUNCE] = (uint64_t)(uintptr_t)cur;
+		io->store_priv[PRIV_PHASE] = CAW_READ;
+		if ((rc = rbd_aio_create_completion(io, NULL, &c)) < 0 ||
+		    ((rc = rbd_aio_read(rs->img, io->off, io->len, cur, c)) < 0 && (rbd_aio_release(c), 1))) {
+			caw_finish(rs, io, rc);
+			return;
+		}
+		rs->in_flight++;
+		return;
+	}
+	case CAW_READ: {
+		const char *cur = (const char *)(uintptr_t)io->store_priv[PRIV_BOUNCE];
+		const char *data = flat_data(io, 2 * io->len, &flat_bounce);
+		if (!data) {
+			caw_finish(rs, io, -EINVAL);
+			return;
+		}
+		for (uint64_t i = 0; i < io->len; i++) {
+			if (cur[i] != data[i]) {
+				io->miscompare_off = i;
+				free(flat_bounce);
+				caw_finish(rs, io, -EILSEQ);
+				return;
+			}
+		}
+		/* The medium's copy is not needed any more; the write's data may be a copy. */
+		free((void *)(uintptr_t)io->store_priv[PRIV_BOUNCE]);
+		io->store_priv[PRIV_BOUNCE] = (uint64_t)(uintptr_t)flat_bounce;
+		io->store_priv[PRIV_PHASE] = CAW_WRITE;
+		if ((rc = rbd_aio_create_completion(io, NULL, &c)) < 0 ||
+		    ((rc = rbd_aio_write(rs->img, io->off, io->len, data + io->len, c)) < 0 && (rbd_aio_release(c), 1))) {
+			caw_finish(rs, io, rc);
+			return;
+		}
+		rs->in_flight++;
+		return;
+	}
+	case CAW_WRITE:
+		caw_finish(rs, io, 0);
+		return;
+	case CAW_NONE:
+		break;
+	}
+}
+
+static void rbds_submit(struct store *st, struct store_engine *e, struct store_io *io)
+{
+	struct rbd_store *rs = rbds_of(st);
+	rbd_completion_t c;
+	int rc;
+
+	io->st = st;
+	io->eng = e;
+	if ((rc = watch_with(rs, e)) < 0) {
+		store_io_complete(io, rc);
+		return;
+	}
+	if (st->read_only && op_writes(io->op)) {
+		store_io_complete(io, -EROFS);
+		return;
+	}
+	if (io->op != STORE_IO_FLUSH && (io->off > st->size || io->len > st->size - io->off)) {
+		store_io_complete(io, -ERANGE);
+		return;
+	}
+	io->store_priv[PRIV_PHASE] = CAW_NONE;
+	if (rs->exclusive) {
+		io->next = NULL;
+		*rs->held_tail = io;
+		rs->held_tail = &io->next;
+		return;
+	}
+	if (io->op == STORE_IO_COMPARE_WRITE && !caw_is_atomic(io)) {
+		rs->exclusive = io;
+		io->store_priv[PRIV_PHASE] = CAW_DRAIN;
+		io->store_priv[PRIV_BOUNCE] = 0;
+		if (rs->in_flight == 0)
+			caw_step(rs, io, 0);
+		return;
+	}
+	rc = rbd_aio_create_completion(io, io->op == STORE_IO_COMPARE_WRITE ? caw_completed : NULL, &c);
+	if (rc < 0) {
+		store_io_complete(io, rc);
+		return;
+	}
+	io->store_priv[PRIV_COMPLETION] = (uint64_t)(uintptr_t)c;
+	rc = start_io(rs, io, c);
+	if (rc < 0) {
+		rbd_aio_release(c);
+		store_io_complete(io, rc);
+		return;
+	}
+	rs->in_flight++;
+}
+
+/* The synchronous medium ops: every io of this store goes through rbds_submit. */
+static int rbds_sync_read(struct store *st, void *buf, size_t len, uint64_t off)
+{
+	(void)st, (void)buf, (void)len, (void)off;
+	return -EOPNOTSUPP;
+}
+
+static int rbds_sync_write(struct store *st, const void *buf, size_t len, uint64_t off)
+{
+	(void)st, (void)buf, (void)len, (void)off;
+	return -EOPNOTSUPP;
+}
+
+static int rbds_sync_flush(struct store *st)
+{
+	(void)st;
+	return -EOPNOTSUPP;
+}
+
+static int rbds_sync_range(struct store *st, uint64_t off, uint64_t len)
+{
+	(void)st, (void)off, (void)len;
+	return -EOPNOTSUPP;
+}
+
+/* The image's size is changed with `rbd resize`; the LU follows through the update watch. */
+static int rbds_resize(struct store *st, uint64_t new_size)
+{
+	(void)st, (void)new_size;
+	return -EOPNOTSUPP;
+}
+
+struct extent_walk {
+	uint64_t (*ext)[2];           /* allocated [start, end) pairs */
+	size_t n, cap;
+};
+
+static int extent_seen(uint64_t ofs, size_t len, int exists, void *arg)
+{
+	struct extent_walk *w = arg;
+
+	if (!exists || len == 0)
+		return 0;
+	if (w->n == w->cap) {
+		w->cap = w->cap ? 2 * w->cap : 64;
+		w->ext = xrealloc(w->ext, w->cap * sizeof(*w->ext));
+	}
+	w->ext[w->n][0] = ofs;
+	w->ext[w->n][1] = ofs + len;
+	w->n++;
+	return 0;
+}
+
+static int cmp_extent(const void *a, const void *b)
+{
+	uint64_t x = (*(const uint64_t(*)[2])a)[0], y = (*(const uint64_t(*)[2])b)[0];
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Allocation status from rbd_diff_iterate2 against nothing (every allocated extent, the
+ * parent's included). Blocks on the cluster: a worker's call, never the loop's.
+ */
+static int rbds_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *run)
+{
+	struct rbd_store *rs = rbds_of(st);
+	struct extent_walk w = {0};
+	uint64_t end;
+	int rc;
+
+	if (off >= st->size)
+		return -ERANGE;
+	if (rs->eng && pthread_equal(pthread_self(), rs->loop)) {
+		/*
+		 * Asked on the loop, which must never wait for the cluster: "mapped or unknown"
+		 * (SBC-3's provisioning status 0) for the rest of the image, without asking.
+		 */
+		*mapped = true;
+		*run = st->size - off;
+		return 0;
+	}
+	end = st->size - off > RBD_EXTENT_WINDOW ? off + RBD_EXTENT_WINDOW : st->size;
+	rc = rbd_diff_iterate2(rs->img, NULL, off, end - off, 1, 0, extent_seen, &w);
+	if (rc < 0) {
+		free(w.ext);
+		return rc;
+	}
+	if (w.n > 1)
+		qsort(w.ext, w.n, sizeof(*w.ext), cmp_extent);
+	*mapped = false;
+	uint64_t at = end;
+	for (size_t i = 0; i < w.n; i++) {
+		if (w.ext[i][1] > off && w.ext[i][0] <= off) {
+			*mapped = true;
+			break;
+		}
+	}
+	if (*mapped) {
+		/* The run of data: extents that touch or overlap, from off on. */
+		at = off;
+		for (size_t i = 0; i < w.n; i++) {
+			if (w.ext[i][0] > at)
+				break;
+			if (w.ext[i][1] > at)
+				at = w.ext[i][1];
+		}
+	} else {
+		/* The hole ends where the first extent past off starts. */
+		for (size_t i = 0; i < w.n; i++) {
+			if (w.ext[i][0] > off) {
+				at = w.ext[i][0];
+				break;
+			}
+		}
+	}
+	free(w.ext);
+	*run = (at > end ? end : at) - off;
+	return 0;
+}
+
+/* Waits (bounded by the op timeout) for ios still at librbd, finishing them on this thread. */
+static void drain_in_flight(struct rbd_store *rs)
+{
+	unsigned limit_ms = (rbd_cluster_op_timeout(rs->cl) ? rbd_cluster_op_timeout(rs->cl) : STORE_RBD_OSD_OP_TIMEOUT) * 1000u + 1000u;
+	struct timespec t0, now;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (rs->in_flight && rs->eng) {
+		struct pollfd p = {.fd = rs->efd, .events = POLLIN};
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long spent = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
+		if (spent >= (long)limit_ms)
+			break;
+		if (poll(&p, 1, (int)(limit_ms - (unsigned long)spent)) > 0)
+			rbds_ready(rs);
+	}
+}
+
+static void rbds_close_store(struct store *st)
+{
+	struct rbd_store *rs = rbds_of(st);
+
+	if (rs->update_watched)
+		rbd_update_unwatch(rs->img, rs->update_handle);
+	drain_in_flight(rs);
+	if (rs->eng)
+		store_engine_unwatch(rs->eng, rs->efd);
+	/* Waits for anything librbd still runs (a drain that timed out), flushes its cache. */
+	rbd_close(rs->img);
+	close(rs->efd);
+	rados_ioctx_destroy(rs->ioctx);
+	rbd_cluster_put(rs->cl);
+	pthread_mutex_destroy(&rs->cb_lock);
+	free(st->path);
+	free(rs);
+}
+
+/*
+ * librbd's watcher thread: the image header changed (a resize, a snapshot, features...). The
+ * size is read here, where waiting for the refresh is harmless, and the engine's thread is
+ * woken through the same eventfd as completions.
+ */
+static void header_updated(void *arg)
+{
+	struct rbd_store *rs = arg;
+	uint64_t size, one = 1;
+
+	if (rbd_get_size(rs->img, &size) < 0)
+		return;
+	atomic_store(&rs->new_size, size);
+	atomic_store(&rs->resized, true);
+	if (write(rs->efd, &one, sizeof(one)) < 0) {
+		/* The counter cannot overflow in practice; the next completion delivers it anyway. */
+	}
+}
+
+static const struct store_ops rbds_ops = {
+	.read = rbds_sync_read,
+	.write = rbds_sync_write,
+	.flush = rbds_sync_flush,
+	.unmap = rbds_sync_range,
+	.extent = rbds_extent,
+	.resize = rbds_resize,
+	.close = rbds_close_store,
+	.zero = rbds_sync_range,
+	.submit = rbds_submit,
+};
+
+static char *spec_name(const struct store_rbd_spec *s)
+{
+	return s->ns && *s->ns ? xasprintf("rbd:%s/%s/%s", s->pool, s->ns, s->image)
+			       : xasprintf("rbd:%s/%s", s->pool, s->image);
+}
+
+struct store *store_rbd_open(const struct store_rbd_spec *spec, char **err)
+{
+	struct rbd_store *rs;
+	char *name = spec_name(spec), *cerr = NULL;
+	int rc;
+
+	rs = xcalloc(1, sizeof(*rs));
+	rs->efd = -1;
+	rs->held_tail = &rs->held;
+	rs->cl = rbd_cluster_get(spec->conf, spec->id, &cerr);
+	if (!rs->cl) {
+		*err = xasprintf("%s: %s", name, cerr);
+		goto fail;
+	}
+	rados_t r = rbd_cluster_handle(rs->cl);
+	if ((rc = rados_ioctx_create(r, spec->pool, &rs->ioctx)) < 0) {
+		*err = xasprintf("%s: pool '%s': %s", name, spec->pool, strerror(-rc));
+		goto fail;
+	}
+	rados_ioctx_set_namespace(rs->ioctx, spec->ns ? spec->ns : "");
+	rc = spec->read_only ? rbd_open_read_only(rs->ioctx, spec->image, &rs->img, NULL)
+			     : rbd_open(rs->ioctx, spec->image, &rs->img, NULL);
+	if (rc < 0) {
+		rs->img = NULL;
+		*err = xasprintf("%s: cannot open the image: %s", name, strerror(-rc));
+		goto fail;
+	}
+	if ((rc = rbd_get_size(rs->img, &rs->st.size)) < 0) {
+		*err = xasprintf("%s: cannot read its size: %s", name, strerror(-rc));
+		goto fail;
+	}
+	rbd_image_info_t info;
+	if ((rc = rbd_stat(rs->img, &info, sizeof(info))) < 0) {
+		*err = xasprintf("%s: cannot read its layout: %s", name, strerror(-rc));
+		goto fail;
+	}
+	rs->obj_size = info.obj_size ? info.obj_size : 4u << 20;
+	rs->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (rs->efd < 0) {
+		*err = xasprintf("%s: eventfd: %s", name, strerror(errno));
+		goto fail;
+	}
+	if ((rc = rbd_set_image_notification(rs->img, rs->efd, EVENT_TYPE_EVENTFD)) < 0) {
+		*err = xasprintf("%s: cannot set the completion notification: %s", name, strerror(-rc));
+		goto fail;
+	}
+	atomic_init(&rs->resized, false);
+	atomic_init(&rs->new_size, rs->st.size);
+	if ((rc = rbd_update_watch(rs->img, &rs->update_handle, header_updated, rs)) < 0) {
+		*err = xasprintf("%s: cannot watch the image header: %s", name, strerror(-rc));
+		goto fail;
+	}
+	rs->update_watched = true;
+	rs->st.ops = &rbds_ops;
+	rs->st.read_only = spec->read_only;
+	rs->st.thin = true;
+	rs->st.wait = STORE_WAIT_ALWAYS;
+	rs->st.caps = STORE_CAP_UNMAP | STORE_CAP_WRITE_ZEROES | STORE_CAP_WRITE_SAME | STORE_CAP_COMPARE_WRITE;
+	rs->st.fd = -1;
+	rs->st.path = name;
+	return &rs->st;
+fail:
+	if (rs->img)
+		rbd_close(rs->img);
+	if (rs->efd >= 0)
+		close(rs->efd);
+	if (rs->ioctx)
+		rados_ioctx_destroy(rs->ioctx);
+	rbd_cluster_put(rs->cl);
+	pthread_mutex_destroy(&rs->cb_lock);
+	free(cerr);
+	free(name);
+	free(rs);
+	return NULL;
+}
+

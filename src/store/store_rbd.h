@@ -1,0 +1,63 @@
+/*
+ * LUNs on Ceph RBD images, through librbd's asynchronous API.
+ *
+ * Every medium access goes through store_ops.submit: librbd completes ios on its own threads
+ * and reports them on the image's eventfd, which the store engine of the loop that submitted
+ * them watches; store_io_complete then runs on that loop. The synchronous read/write ops are
+ * not offered. The only blocking calls are opening (bounded by the timeouts below), the
+ * allocation query behind store_extent (rbd_diff_iterate2, on a worker; asked on the engine's
+ * own thread it answers "mapped" without the cluster) and close.
+ */
+#ifndef ISTHMUS_STORE_STORE_RBD_H
+#define ISTHMUS_STORE_STORE_RBD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct store;
+struct store_engine;
+
+/*
+ * Cluster timeouts, in seconds, applied when ceph.conf leaves them at Ceph's defaults (which
+ * wait forever for OSDs and monitors, and 300 s for the first connection): below the 30 s
+ * an initiator usually gives a command, so that it gets a retryable error rather than aborting.
+ */
+#define STORE_RBD_OSD_OP_TIMEOUT 20
+#define STORE_RBD_MON_OP_TIMEOUT 20
+#define STORE_RBD_MOUNT_TIMEOUT 10
+
+struct store_rbd_spec {
+	const char *pool;
+	const char *image;
+	const char *ns;       /* RADOS namespace; NULL or "": the default one */
+	const char *conf;     /* ceph.conf path; NULL: Ceph's search ($CEPH_CONF, /etc/ceph/ceph.conf) */
+	const char *id;       /* client id without "client."; NULL: "admin" */
+	bool read_only;
+};
+
+/*
+ * Opens pool/image, sharing the process's cluster connection with every other image of the same
+ * conf and id. Blocks at most about STORE_RBD_MOUNT_TIMEOUT + STORE_RBD_OSD_OP_TIMEOUT seconds
+ * when the cluster is unreachable. NULL with *err set (malloc'd) on failure.
+ */
+struct store *store_rbd_open(const struct store_rbd_spec *spec, char **err);
+
+bool store_is_rbd(const struct store *st);
+
+/*
+ * Watch the image's notifications on e now instead of at the first io, so that a size change
+ * made elsewhere (`rbd resize`) is seen even on an idle LU. One engine per store: ios submitted
+ * with another engine complete with -EXDEV. Returns 0 or a negative errno.
+ */
+int store_rbd_attach(struct store *st, struct store_engine *e);
+
+/*
+ * cb runs on the watching engine's thread after the image's size changed (st->size is the new
+ * size by then).
+ */
+void store_rbd_on_resize(struct store *st, void (*cb)(struct store *st, void *arg), void *arg);
+
+/* Cluster connections open in this process (shared ones count once). */
+unsigned store_rbd_cluster_count(void);
+
+#endif

@@ -1,0 +1,164 @@
+/* The process's shared RADOS connections (see store_rbd_cluster.h). */
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_rbd.h"
+#include "store/store_rbd_cluster.h"
+#include "util/sbuf.h"
+
+struct rbd_cluster {
+	struct rbd_cluster *next;
+	char *conf;          /* "" for Ceph's own search */
+	char *id;
+	rados_t handle;
+	unsigned refs;
+	unsigned op_timeout;
+};
+
+/* LUs are opened on the loop thread, but tests open them from several threads. */
+static pthread_mutex_t clusters_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rbd_cluster *clusters;
+
+/*
+ * Ceph's defaults wait forever for an OSD or a monitor. An option still at its default gets
+ * ours; one the administrator set in ceph.conf is kept.
+ */
+static int set_default_timeout(rados_t r, const char *opt, const char *ceph_default, unsigned ours, unsigned *in_force)
+{
+	char cur[32] = "";
+	char v[16];
+
+	if (rados_conf_get(r, opt, cur, sizeof(cur)) == 0 && strcmp(cur, ceph_default) != 0) {
+		if (in_force)
+			*in_force = (unsigned)strtoul(cur, NULL, 10);
+		return 0;
+	}
+	snprintf(v, sizeof(v), "%u", ours);
+	if (in_force)
+		*in_force = ours;
+	return rados_conf_set(r, opt, v);
+}
+
+static int cluster_connect(struct rbd_cluster *c, char **err)
+{
+	rados_t r;
+	int rc = rados_create(&r, c->id);
+
+	if (rc < 0) {
+		*err = xasprintf("rados_create(client.%s): %s", c->id, strerror(-rc));
+		return rc;
+	}
+	rc = rados_conf_read_file(r, *c->conf ? c->conf : NULL);
+	if (rc < 0) {
+		*err = xasprintf("cannot read Ceph configuration %s: %s", *c->conf ? c->conf : "($CEPH_CONF or /etc/ceph/ceph.conf)",
+				 strerror(-rc));
+		goto fail;
+	}
+	if ((rc = set_default_timeout(r, "rados_osd_op_timeout", "0", STORE_RBD_OSD_OP_TIMEOUT, &c->op_timeout)) < 0 ||
+	    (rc = set_default_timeout(r, "rados_mon_op_timeout", "0", STORE_RBD_MON_OP_TIMEOUT, NULL)) < 0 ||
+	    (rc = set_default_timeout(r, "client_mount_timeout", "300", STORE_RBD_MOUNT_TIMEOUT, NULL)) < 0) {
+		*err = xasprintf("cannot set Ceph timeouts: %s", strerror(-rc));
+		goto fail;
+	}
+	/*
+	 * No librbd write-back cache: a write is acknowledged to the initiator only once the OSDs
+	 * have it, as it would be on every other gateway of the image (several paths, several
+	 * targets), and a gateway that dies loses nothing it acknowledged.
+	 */
+	if ((rc = rados_conf_set(r, "rbd_cache", "false")) < 0) {
+		*err = xasprintf("cannot turn the librbd cache off: %s", strerror(-rc));
+		goto fail;
+	}
+	/*
+	 * librbd's default, stated because the loop relies on it: an aio call queues the io and
+	 * returns, even when the objecter's in-flight limits would make the caller wait.
+	 */
+	if ((rc = rados_conf_set(r, "rbd_non_blocking_aio", "true")) < 0) {
+		*err = xasprintf("cannot set rbd_non_blocking_aio: %s", strerror(-rc));
+		goto fail;
+	}
+	rc = rados_connect(r);
+	if (rc < 0) {
+		*err = xasprintf("cannot connect to the Ceph cluster of %s as client.%s: %s",
+				 *c->conf ? c->conf : "the default configuration", c->id, strerror(-rc));
+		goto fail;
+	}
+	c->handle = r;
+	return 0;
+fail:
+	rados_shutdown(r);
+	return rc;
+}
+
+struct rbd_cluster *rbd_cluster_get(const char *conf, const char *id, char **err)
+{
+	struct rbd_cluster *c;
+
+	conf = conf ? conf : "";
+	id = id && *id ? id : "admin";
+	pthread_mutex_lock(&clusters_lock);
+	for (c = clusters; c; c = c->next) {
+		if (strcmp(c->conf, conf) == 0 && strcmp(c->id, id) == 0) {
+			c->refs++;
+			pthread_mutex_unlock(&clusters_lock);
+			return c;
+		}
+	}
+	c = xcalloc(1, sizeof(*c));
+	c->conf = xstrdup(conf);
+	c->id = xstrdup(id);
+	/* Connecting under the lock: a second LU of the same cluster waits for this one's answer. */
+	if (cluster_connect(c, err) < 0) {
+		pthread_mutex_unlock(&clusters_lock);
+		free(c->conf);
+		free(c->id);
+		free(c);
+		return NULL;
+	}
+	c->refs = 1;
+	c->next = clusters;
+	clusters = c;
+	pthread_mutex_unlock(&clusters_lock);
+	return c;
+}
+
+void rbd_cluster_put(struct rbd_cluster *c)
+{
+	if (!c)
+		return;
+	pthread_mutex_lock(&clusters_lock);
+	bool last = --c->refs == 0;
+	if (last) {
+		for (struct rbd_cluster **p = &clusters; *p; p = &(*p)->next) {
+			if (*p == c) {
+				*p = c->next;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&clusters_lock);
+	if (!last)
+		return;
+	rados_shutdown(c->handle);
+	free(c->conf);
+	free(c->id);
+	free(c);
+}
+
+rados_t rbd_cluster_handle(const struct rbd_cluster *c) { return c->handle; }
+
+unsigned rbd_cluster_op_timeout(const struct rbd_cluster *c) { return c->op_timeout; }
+
+unsigned store_rbd_cluster_count(void)
+{
+	unsigned n = 0;
+
+	pthread_mutex_lock(&clusters_lock);
+	for (const struct rbd_cluster *c = clusters; c; c = c->next)
+		n++;
+	pthread_mutex_unlock(&clusters_lock);
+	return n;
+}

@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# RBD LUNs end to end: isthmus-target serving two images of a throw-away Ceph cluster.
+#   - qemu-img writes 16 MiB of random data to LUN 1 and reads it back; `rbd export` of the
+#     image holds the same bytes (the data went to the cluster, not somewhere else);
+#   - COMPARE AND WRITE: a one-block miscompare reports MISCOMPARE with the offset of the first
+#     differing byte in INFORMATION and writes nothing; a two-block one (the store's
+#     read-compare-write path) likewise; equal data writes;
+#   - provisioning: the LU is not offered as thin (UNMAP and WRITE SAME are long operations,
+#     which run synchronous store ops that network stores do not have yet): LBPME and LBPU
+#     clear, UNMAP refused, GET LBA STATUS says mapped without asking the cluster;
+#   - `rbd resize` by another client: the initiator gets CAPACITY DATA HAS CHANGED and READ
+#     CAPACITY(16) the new size;
+#   - the cluster frozen (its daemons SIGSTOPped) for 10 s under sequential writes: writes fail
+#     with a retryable sense (printed) after the 5 s operation timeout, the initiator retries,
+#     the LUN recovers by itself, and every acknowledged write reads back;
+#   - iscsi-test-cu --test=ALL on LUN 0 (the multipath tests through a second session).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/ceph_lib.sh"
+need iscsi-test-cu qemu-img python3
+
+ceph_start
+cat >>"$CEPH_CONF" <<CONF
+rados osd op timeout = 5
+rados mon op timeout = 5
+CONF
+ceph_image cu 64M
+ceph_image data 64M
+
+IQN=iqn.2026-11.org.isthmus:rbd
+PORT=$(free_port)
+HP=127.0.0.1:$PORT
+start_target --listen "$HP" --target "$IQN" \
+	--lun "rbd:rbd/cu,conf=$CEPH_CONF" --lun "rbd:rbd/data,conf=$CEPH_CONF"
+
+say "qemu-img: 16 MiB of random data to LUN 1 and back; rbd export holds the same"
+head -c 16M /dev/urandom >"$TEST_DIR/in.raw"
+run_to 120 qemu-img convert -n -f raw -O raw "$TEST_DIR/in.raw" "$(lun_url "$HP" "$IQN" 1)" ||
+	fail "qemu-img convert to the LUN failed"
+run_to 120 qemu-img convert -f raw -O raw "$(lun_url "$HP" "$IQN" 1)" "$TEST_DIR/out.raw" ||
+	fail "qemu-img convert from the LUN failed"
+cmp -n 16777216 "$TEST_DIR/in.raw" "$TEST_DIR/out.raw" || fail "data read back differs"
+rbd_cmd export --no-progress rbd/data "$TEST_DIR/export.raw" >/dev/null 2>&1 || fail "rbd export failed"
+cmp -n 16777216 "$TEST_DIR/in.raw" "$TEST_DIR/export.raw" || fail "the image does not hold what was written"
+rm -f "$TEST_DIR"/*.raw
+
+say "SCSI checks on LUN 1 (COMPARE AND WRITE, UNMAP, resize, a frozen cluster)"
+run_to 240 python3 - "$INTEROP_DIR" 127.0.0.1 "$PORT" "$IQN" 1 "$MICRO_CEPH" "$CEPH_DIR" <<'PY' ||
+import os, struct, subprocess, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import pdu_abuse, scsi_cmd
+
+host, port, iqn, lun, micro, cdir = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6], sys.argv[7]
+env = dict(os.environ)
+pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:rbd-check"
+sock = pdu_abuse.login(host, port, iqn, isid=bytes.fromhex("400000000077"))
+sock.settimeout(60)
+sn = [0, 1]
+failures = []
+
+def say(m):
+    print("[test_rbd_iscsi] " + m, flush=True)
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        say("  FAILED: " + what)
+
+def cmd(cdb, out=b"", in_len=0):
+    r = scsi_cmd.run(sock, lun, cdb, out, in_len, sn[0], sn[1])
+    sn[0] += 1
+    sn[1] += 1
+    return r
+
+def sense_of(s):
+    """(key, asc, ascq, information or None) of fixed or descriptor sense data."""
+    if not s:
+        return None
+    if s[0] & 0x7f in (0x72, 0x73):
+        info = None
+        i = 8
+        while i + 1 < len(s):
+            if s[i] == 0 and i + 12 <= len(s) and s[i + 2] & 0x80:
+                info = struct.unpack(">Q", s[i + 4:i + 12])[0]
+            i += 2 + s[i + 1]
+        return s[1] & 0x0f, s[2], s[3], info
+    info = struct.unpack(">I", s[3:7])[0] if s[0] & 0x80 else None
+    return s[2] & 0x0f, s[12], s[13], info
+
+def read16(lba, n):
+    return cmd(bytes([0x88, 0]) + struct.pack(">QIBB", lba, n, 0, 0), in_len=512 * n)
+
+def write16(lba, data):
+    return cmd(bytes([0x8a, 0]) + struct.pack(">QIBB", lba, len(data) // 512, 0, 0), out=data)
+
+# A new I_T nexus starts with a unit attention.
+for _ in range(5):
+    st, _, s = cmd(bytes(6))
+    if st == 0:
+        break
+check(st == 0, "TEST UNIT READY")
+
+def pattern(seed, n):
+    return bytes((seed * 7 + i * 13) & 0xff for i in range(n))
+
+# --- COMPARE AND WRITE
+for nblk, diff in ((1, 37), (2, 600)):
+    say("COMPARE AND WRITE of %d block(s): a difference at byte %d" % (nblk, diff))
+    lba = 100 + 10 * nblk
+    a, b = pattern(1 + nblk, 512 * nblk), pattern(50 + nblk, 512 * nblk)
+    check(write16(lba, a)[0] == 0, "write before COMPARE AND WRITE")
+    wrong = bytearray(a)
+    wrong[diff] ^= 0xff
+    caw = bytes([0x89, 0]) + struct.pack(">Q", lba) + bytes([0, 0, 0, nblk, 0, 0])
+    st, _, s = cmd(caw, out=bytes(wrong) + b)
+    sk = sense_of(s)
+    say("  status 0x%02x sense %s" % (st, sk))
+    check(st == 2 and sk and sk[0] == 0x0e and (sk[1], sk[2]) == (0x1d, 0), "MISCOMPARE sense")
+    check(sk is not None and sk[3] == diff, "INFORMATION holds the offset %d" % diff)
+    check(read16(lba, nblk)[1] == a, "a miscompare writes nothing")
+    st, _, s = cmd(caw, out=a + b)
+    check(st == 0, "COMPARE AND WRITE with equal data: GOOD (got 0x%02x %s)" % (st, sense_of(s)))
+    check(read16(lba, nblk)[1] == b, "equal data: the new data is written")
+
+# --- provisioning: UNMAP needs the long-operation path, which network stores do not have yet;
+# the LU must then not claim to be thin, and GET LBA STATUS must answer (mapped) at once.
+say("provisioning pages promise no UNMAP; UNMAP refused; GET LBA STATUS answers mapped at once")
+st, d, _ = cmd(bytes([0x9e, 0x10]) + bytes(8) + struct.pack(">IBB", 32, 0, 0), in_len=32)
+check(st == 0 and d[14] & 0x80 == 0, "READ CAPACITY(16): LBPME clear")
+st, d, _ = cmd(bytes([0x12, 1, 0xb2, 0, 64, 0]), in_len=64)
+check(st == 0 and len(d) >= 6 and d[5] & 0x80 == 0, "Logical Block Provisioning VPD: LBPU clear")
+params = struct.pack(">HH4x", 22, 16) + struct.pack(">QI4x", 16384, 8192)
+st, _, s = cmd(bytes([0x42, 0, 0, 0, 0, 0, 0]) + struct.pack(">H", len(params)) + bytes(1), out=params)
+sk = sense_of(s)
+check(st == 2 and sk and sk[0] == 5, "UNMAP: ILLEGAL REQUEST (got 0x%02x %s)" % (st, sk))
+t1 = time.time()
+st, d, _ = cmd(bytes([0x9e, 0x12]) + struct.pack(">QIBB", 16384, 24, 0, 0), in_len=24)
+check(st == 0 and len(d) >= 24 and d[8 + 12] & 0x0f == 0, "GET LBA STATUS: mapped")
+check(time.time() - t1 < 1, "GET LBA STATUS answered at once")
+
+# --- rbd resize by another client
+say("rbd resize of the image to 80 MiB: CAPACITY DATA HAS CHANGED, then the new capacity")
+subprocess.run(["timeout", "60", "rbd", "resize", "--size", "80M", "rbd/data"], check=True, env=env,
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+seen = None
+end = time.time() + 15
+while time.time() < end and seen is None:
+    st, _, s = cmd(bytes(6))
+    sk = sense_of(s)
+    if st == 2 and sk and sk[0] == 6:
+        seen = sk
+    else:
+        time.sleep(0.2)
+say("  unit attention %s" % (seen,))
+check(seen is not None and (seen[1], seen[2]) == (0x2a, 0x09), "CAPACITY DATA HAS CHANGED")
+st, d, _ = cmd(bytes([0x9e, 0x10]) + bytes(8) + struct.pack(">IBB", 32, 0, 0), in_len=32)
+check(st == 0 and struct.unpack(">Q", d[:8])[0] + 1 == 80 * 2048, "READ CAPACITY(16) says 80 MiB")
+
+# --- the cluster frozen under writes
+N = 60
+say("%d sequential 4 KiB writes; the cluster frozen for 10 s after the 15th" % N)
+acked, errors = {}, []
+resumed = threading.Event()
+def resume():
+    subprocess.run([micro, "--resume", cdir], check=True)
+    resumed.set()
+t0 = time.time()
+for i in range(N):
+    if i == 15:
+        subprocess.run([micro, "--pause", cdir], check=True)
+        threading.Timer(10, resume).start()
+    data = pattern(1000 + i, 4096)
+    deadline = time.time() + 90
+    while True:
+        st, _, s = write16(40000 + 8 * i, data)
+        if st == 0:
+            acked[i] = data
+            break
+        errors.append((i, st, sense_of(s), round(time.time() - t0, 1)))
+        if time.time() > deadline:
+            break
+        time.sleep(0.5)
+if not resumed.is_set():
+    resumed.wait(30)
+for e in errors[:6]:
+    say("  write %d: status 0x%02x sense %s at %.1f s" % e)
+say("  %d writes acknowledged, %d failed attempts, %.1f s" % (len(acked), len(errors), time.time() - t0))
+check(len(errors) >= 1, "the frozen cluster made a write fail (timeout path exercised)")
+check(all(e[1] == 2 and e[2] and e[2][0] in (0x02, 0x0b) for e in errors),
+      "every failed write has NOT READY or ABORTED COMMAND")
+check(len(acked) == N, "every write was acknowledged in the end")
+lost = [i for i, data in acked.items() if read16(40000 + 8 * i, 8)[1] != data]
+check(not lost, "acknowledged writes read back (lost: %s)" % lost[:10])
+sys.exit(1 if failures else 0)
+PY
+	fail "SCSI checks on the RBD LUN failed"
+
+CU_TIMEOUT=${CU_TIMEOUT:-280} run_test_cu ALL "$(lun_url "$HP" "$IQN" 0)" "$(lun_url "$HP" "$IQN" 0)"
+stop_target
+say "PASS"
