@@ -138,11 +138,85 @@ static void fill_next(struct longop *op, int rc)
 	fill_done(f, true);
 }
 
+/*
+ * On a store with its own submit (a network store, never called synchronously) each range goes
+ * to the store as one io: it deallocates, zeroes or repeats the block itself. Where it cannot
+ * deallocate, the range is zeroed, and where it cannot zero, the zero block is repeated (LBPRZ
+ * promises zeros either way). The ranges live in the command's own buffer (cmd->defer.buf).
+ */
+struct io_fill {
+	enum fill_mode mode;
+	size_t n;
+	uint8_t block[4096];
+	uint64_t ranges[][2];
+};
+
+static void io_fill_done(struct scsi_cmd *cmd, int rc);
+
+static void io_fill_step(struct scsi_cmd *cmd)
+{
+	struct io_fill *f = (struct io_fill *)(void *)cmd->defer.buf;
+	uint64_t bs = cmd->defer.block_size;
+
+	while (cmd->defer.pos < f->n && f->ranges[cmd->defer.pos][1] == 0)
+		cmd->defer.pos++; /* empty ranges take no io */
+	if (cmd->defer.pos >= f->n) {
+		medium_flush_then_end(cmd, 0);
+		return;
+	}
+	const uint64_t *rg = f->ranges[cmd->defer.pos];
+	enum store_io_op op = f->mode == FILL_DEALLOC ? STORE_IO_UNMAP
+			      : f->mode == FILL_ZERO  ? STORE_IO_WRITE_ZEROES
+						      : STORE_IO_WRITE_SAME;
+	bool pattern = op == STORE_IO_WRITE_SAME;
+	medium_io(cmd, op, rg[0] * bs, rg[1] * bs, pattern ? f->block : NULL, pattern ? bs : 0, io_fill_done);
+}
+
+static void io_fill_done(struct scsi_cmd *cmd, int rc)
+{
+	struct io_fill *f = (struct io_fill *)(void *)cmd->defer.buf;
+
+	if (rc == -EOPNOTSUPP && f->mode != FILL_DATA) {
+		f->mode = f->mode == FILL_DEALLOC ? FILL_ZERO : FILL_DATA;
+		if (f->mode == FILL_DATA)
+			memset(f->block, 0, sizeof(f->block));
+		io_fill_step(cmd);
+		return;
+	}
+	if (rc < 0) {
+		medium_error(cmd, true, rc, f->ranges[cmd->defer.pos][0]);
+		medium_end(cmd);
+		return;
+	}
+	cmd->defer.pos++;
+	io_fill_step(cmd);
+}
+
+static void io_fill_ranges(struct scsi_req *r, enum fill_mode mode, const uint8_t *block, const uint64_t (*ranges)[2],
+			   size_t n, bool flush)
+{
+	struct io_fill *f = xcalloc(1, sizeof(*f) + n * sizeof(f->ranges[0]));
+
+	f->mode = mode;
+	f->n = n;
+	if (block)
+		memcpy(f->block, block, r->lu->block_size);
+	memcpy(f->ranges, ranges, n * sizeof(*ranges));
+	medium_start(r, n ? ranges[0][0] : 0, flush);
+	r->cmd->defer.buf = (uint8_t *)f;
+	r->cmd->defer.pos = 0;
+	io_fill_step(r->cmd);
+}
+
 /* Starts the operation on ranges (copied); the command ends with it. */
 static void fill_ranges(struct scsi_req *r, enum fill_mode mode, const uint8_t *block, const uint64_t (*ranges)[2],
 			size_t n, bool sanitize, bool flush)
 {
 	struct scsi_lu *lu = r->lu;
+	if (lu->st->ops->submit && !sanitize) {
+		io_fill_ranges(r, mode, block, ranges, n, flush);
+		return;
+	}
 	struct fill_op *f = longop_new(r, sizeof(*f));
 
 	f->mode = mode;

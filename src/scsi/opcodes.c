@@ -116,8 +116,12 @@ bool op_supported(const struct scsi_opdef *op, const struct scsi_lu *lu)
 		return false;
 	if ((op->flags & OPF_ATOMIC) && !lu->atomic)
 		return false;
-	/* Long operations run the synchronous store ops on workers, which a network store has not. */
-	if ((op->flags & OPF_LONG) && lu->st->ops->submit)
+	/*
+	 * Long operations run the synchronous store ops on workers, which a network store has not;
+	 * there only UNMAP and WRITE SAME are offered, as ios the store runs itself (lbp.c).
+	 */
+	if ((op->flags & OPF_LONG) && lu->st->ops->submit && op->run != scsi_unmap && op->run != scsi_write_same10 &&
+	    op->run != scsi_write_same16)
 		return false;
 	return true;
 }

@@ -109,7 +109,7 @@ struct scsi_cmd {
 		bool exclusive;             /* no later command of the LU starts before this one ends */
 		int inline_rc;
 		atomic_bool cancelled;      /* see scsi_cmd_cancel */
-		struct scsi_cmd *blocked_next; /* waiting for its LU's work on workers */
+		struct scsi_cmd *blocked_next; /* waiting for its LU's ios in flight */
 		struct scsi_cmd *wait_next;    /* waiting for reservation state to be durable */
 	} defer;
 };

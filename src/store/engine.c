@@ -174,7 +174,14 @@ void store_io_submit(struct store_engine *e, struct store *st, struct store_io *
 	} else if (io->op == STORE_IO_FLUSH) {
 		key = (const char *)st + 1; /* a store's flushes queue among themselves; never followed */
 	}
-	if (e->ur && got == 0 && st->fd >= 0 && engine_uring_submit(e->ur, io)) {
+	/*
+	 * Reads of a store that cannot tell whether they would wait (FUSE, some network file
+	 * systems) stay on the workers: io_uring would only run them on its own kernel threads,
+	 * and there a stream's reads keep their order and a read of an aborted command still
+	 * queued never reaches the device.
+	 */
+	bool keyed_read = io->op == STORE_IO_READ && st->wait == STORE_WAIT_ALWAYS;
+	if (e->ur && got == 0 && st->fd >= 0 && !keyed_read && engine_uring_submit(e->ur, io)) {
 		e->stats.uring_submitted++;
 		return;
 	}

@@ -68,7 +68,7 @@ struct store {
 	enum store_wait wait;
 	unsigned caps;          /* enum store_cap (store/store_io.h) */
 	int fd;                 /* the descriptor the engine may drive with io_uring; -1: none */
-	/* Commands of this store on offload workers, and a close waiting for them (loop thread). */
+	/* Its ios in flight and long operations on workers, and a close waiting for them (loop thread). */
 	unsigned jobs;
 	bool closing;
 	/*

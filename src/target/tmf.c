@@ -25,6 +25,13 @@ static void tmf_respond(struct conn *c, uint32_t itt, uint8_t response)
 	conn_send_pdu(c, &r, NULL, 0, NULL, NULL);
 }
 
+/*
+ * Task management responses one connection may have waiting for aborted writes. A request past
+ * it is answered at once with FUNCTION REJECTED, so that a peer cannot make us hold memory for
+ * ever more requests behind a write that does not finish.
+ */
+#define TMF_MAX_WAITING 64u
+
 struct tmf_wait {
 	struct tmf_wait *next;
 	struct conn *c;         /* NULL: the connection went; freed once no task holds it */
@@ -135,6 +142,15 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 	uint16_t lun = 0;
 	bool lun_ok = scsi_lun_decode(b->lun, &lun);
 	struct scsi_target *st = s->node->scsi;
+	unsigned waiting = 0;
+	for (struct tmf_wait *q = c->tmf_waits; q; q = q->next)
+		waiting++;
+	if (waiting >= TMF_MAX_WAITING) {
+		log_warn("task management function %u from '%s' rejected: %u responses wait already", fn,
+			 s->initiator_name, waiting);
+		tmf_respond(c, b->itt, TMF_RSP_REJECTED);
+		return;
+	}
 	uint8_t response = TMF_RSP_COMPLETE;
 	struct tmf_wait *w = xcalloc(1, sizeof(*w));
 	w->c = c;

@@ -18,8 +18,8 @@
 #     (function complete) within SLOW_FAST_MS; no Data-In or SCSI Response comes for the aborted
 #     tasks afterwards, the aborted queued read never reaches the device, the read not aborted
 #     still completes, and the session keeps working;
-#  e. SYNCHRONIZE CACHE and a FUA WRITE of LUN 0 wait in slowfs's (equally slow) fsync on a
-#     worker while LUN 1 answers at once; both end GOOD, the FUA data in the backing file;
+#  e. SYNCHRONIZE CACHE and a FUA WRITE of LUN 0 wait in slowfs's (equally slow) fsync off the
+#     event loop (io_uring or a worker) while LUN 1 answers at once; both end GOOD, the FUA data in the backing file;
 #  g. ABORT TASK of a WRITE waiting in slowfs (writes delayed while BACKING.slow-writes exists)
 #     is answered only after the write has left slowfs, with its data in the backing file and no
 #     response for the aborted task; LUN 1 answers at once meanwhile (writes run on workers);
@@ -375,7 +375,7 @@ say "ok: d: ABORT TASK answered in $ms_b ms (queued read), $ms_a ms (read in slo
 
 # ---- e. flushes that wait for the device ------------------------------------------------------
 # SYNCHRONIZE CACHE, and a FUA WRITE (data stored at once, then made durable), wait in slowfs's
-# fsync on a worker while LUN 1 is served; both end GOOD and the FUA data is in the backing file.
+# fsync off the event loop while LUN 1 is served; both end GOOD and the FUA data is in the backing file.
 fsyncs_started() { grep -c 'fsync start' "$SLOWFS_LOG" || true; }
 # flush_while NAME CDB [--out HEX] : run it on LUN 0 in the background; while it waits in slowfs's
 # fsync, LUN 1 answers at once; it ends GOOD after the delay
@@ -406,10 +406,10 @@ FUA_HEX=$(head -c 512 /dev/urandom | od -An -v -tx1 | tr -d ' \n')
 flush_while "FUA WRITE" 2a080000300000000100 --out "$FUA_HEX"
 [[ "$(dd if="$BACKING" bs=512 skip=$((0x3000)) count=1 status=none | od -An -v -tx1 | tr -d ' \n')" == "$FUA_HEX" ]] ||
 	fail "e: the FUA WRITE's data is not in the backing file"
-say "ok: e: flushes waited on a worker (${FLUSH_MS[*]}); the FUA data is in the backing file"
+say "ok: e: flushes waited off the event loop (${FLUSH_MS[*]}); the FUA data is in the backing file"
 
 # ---- g. ABORT TASK of a WRITE in slowfs ---------------------------------------------------------
-# While BACKING.slow-writes exists slowfs delays writes too. The write runs on a worker: LUN 1 is
+# While BACKING.slow-writes exists slowfs delays writes too. The write runs off the loop: LUN 1 is
 # served meanwhile; the ABORT TASK response comes only once the write has left slowfs (it is
 # waited for, not forgotten: afterwards nothing of the aborted command changes the medium), the
 # data it wrote is in the backing file, and no SCSI Response comes for the aborted task.

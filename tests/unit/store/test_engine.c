@@ -1,6 +1,7 @@
 /*
  * The store engine (store/store_io.h) with each backend it can start here: every op on a file
- * store, hundreds of ios in flight, inline completion for stores that never wait, completions
+ * store, hundreds of ios in flight, inline completion for stores that never wait, reads of
+ * stores that cannot probe the page cache kept on the workers, completions
  * in any order from a store with its own submit (watched descriptor), and the fallback from
  * io_uring to the workers when io_uring cannot start.
  */
@@ -277,6 +278,16 @@ static void with_backend(enum store_engine_backend b)
 	struct store *st = file_store(path, NIO * BS);
 	every_op(e, st);
 	many_in_flight(e, st);
+	/* A store that cannot tell whether a read waits (FUSE): its reads go to the workers. */
+	struct store_engine_stats before, after;
+	static struct tio t;
+	store_engine_get_stats(e, &before);
+	st->wait = STORE_WAIT_ALWAYS;
+	CHECK_EQ(one(e, st, &t, STORE_IO_READ, 0, BS), 0);
+	st->wait = STORE_WAIT_PROBE;
+	store_engine_get_stats(e, &after);
+	CHECK_EQ(after.worker_submitted - before.worker_submitted, 1);
+	CHECK_EQ(after.uring_submitted, before.uring_submitted);
 	inline_completion(e);
 	order_independence(e);
 	struct store_engine_stats s;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "../test.h"
+#include "store/store_io.h"
 
 static char *write_tmp(const char *content)
 {
@@ -44,6 +45,7 @@ static const char example[] =
 	"max-connections = 500\n"
 	"max-connections-per-portal = 100\n"
 	"mgmt-max-clients = 8\n"
+	"io-engine = workers\n"
 	"mgmt-socket = /run/isthmus/target.sock\n"
 	"discovery-chap-user = disc\n"
 	"discovery-chap-secret-file = @SECRET@\n"
@@ -95,6 +97,7 @@ static void check_example(const struct cfg *c)
 	CHECK_EQ(c->nop_timeout, 60);
 	CHECK_EQ(c->max_connections, 500);
 	CHECK_EQ(c->max_connections_per_portal, 100);
+	CHECK_EQ(c->io_engine, STORE_BACKEND_WORKERS);
 	CHECK_EQ(c->mgmt_max_clients, 8);
 	CHECK_STR(c->mgmt_socket, "/run/isthmus/target.sock");
 	CHECK_STR(c->discovery_chap.user, "disc");
@@ -279,6 +282,7 @@ static void test_errors(void)
 		{"[global]\nmax-connections = 65537\n", 2, "max-connections '65537'"},
 		{"[global]\nmax-connections-per-portal = -4\n", 2, "max-connections-per-portal '-4'"},
 		{"[global]\nmgmt-max-clients = 1025\n", 2, "mgmt-max-clients '1025' is not a number from 1 to 1024"},
+		{"[global]\nio-engine = aio\n", 2, "io-engine 'aio' is not auto, io_uring or workers"},
 		{"[global]\nmax-connections = 5\nmax-connections = 6\n", 3, "key 'max-connections' given twice"},
 		{"[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=1Q\n", 2, "invalid size '1Q'"},
 		{"[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=\n", 2, "LUN option 'size' needs a value"},
