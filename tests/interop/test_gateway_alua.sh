@@ -39,8 +39,9 @@ for p in "$P1" "$P2"; do
 	[[ "$got" == tpgs=1 ]] || fail "port $p: INQUIRY says $got, expected tpgs=1"
 done
 if command -v iscsi-inq >/dev/null; then
-	run_to 30 iscsi-inq "iscsi://127.0.0.1:$P2/$IQN/0" | grep -qiE 'TPGS:?[[:space:]]*1' ||
-		fail "iscsi-inq through gateway 2 does not show TPGS 1"
+	inq=$(run_to 30 iscsi-inq "iscsi://127.0.0.1:$P2/$IQN/0")
+	grep -iE 'tpgs' <<<"$inq" | head -1 | sed 's/^/  iscsi-inq: /'
+	grep -qiE 'TPGS:?[[:space:]]*1' <<<"$inq" || fail "iscsi-inq through gateway 2 does not show TPGS 1"
 fi
 
 say "check: VPD 0x83: the same LU designator, each gateway its own port group and relative port"
@@ -75,6 +76,7 @@ say "check: libiscsi MultipathIO over both gateways"
 # gateways share state (the cluster part, docs/gateways.md): MultipathIO.Reset waits for that.
 CU_TOLERATED="MultipathIO.Reset" run_test_cu SCSI.MultipathIO "iscsi://127.0.0.1:$P1/$IQN/0" "iscsi://127.0.0.1:$P2/$IQN/0"
 run_test_cu SCSI.Inquiry "iscsi://127.0.0.1:$P2/$IQN/0"
+run_test_cu SCSI.ReportSupportedOpcodes "iscsi://127.0.0.1:$P1/$IQN/0"
 
 say "check: gateway 2 killed: gateway 1 reports it unavailable and raises 2Ah/06h on its nexus"
 mkfifo "$TEST_DIR/in"
