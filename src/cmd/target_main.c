@@ -19,6 +19,7 @@ static void usage(FILE *f)
 	      "                      [--mgmt-socket PATH] [--state-dir DIR] [--log-level error|warn|info|debug]\n"
 	      "                      [--max-connections N] [--max-connections-per-portal N] [--metrics HOST:PORT]\n"
 	      "                      [--isns ADDR[:PORT]] [--io-engine auto|io_uring|workers] [--check-config]\n"
+	      "                      [--gateway N --gateway-portal N=HOST:PORT...]\n"
 	      "       isthmus-target --help | --version\n"
 	      "\n"
 	      "  --config FILE      load portals, targets, LUNs, ACLs and CHAP from FILE (see isthmus-target.conf(5));\n"
@@ -39,6 +40,11 @@ static void usage(FILE *f)
 	      "  --isns ADDR[:PORT] register with this iSNS server (port 3205 by default; see docs/isns.md)\n"
 	      "  --io-engine KIND   how file and block-device LUNs are driven: io_uring, worker threads, or\n"
 	      "                     auto (io_uring where the kernel allows it; the default)\n"
+	      "  --gateway N        this process is gateway N of the --target's gateway group (one LU behind\n"
+	      "                     several gateways, implicit ALUA; see docs/gateways.md); its --listen\n"
+	      "                     portals go to portal group N\n"
+	      "  --gateway-portal N=HOST:PORT  the portal of gateway N of the group (this one included); repeat\n"
+	      "                     for every gateway\n"
 	      "  --log-level LEVEL  default info\n"
 	      "  --help             this text; --version: the version\n",
 	      f);
@@ -56,18 +62,29 @@ struct flags {
 	const char *state_dir;
 	const char *isns;
 	const char *io_engine;  /* NULL: as the file says */
+	unsigned gateway;       /* 0: none */
+	char **gateway_portals; /* "N HOST:PORT" */
+	size_t ngateway_portals;
 };
 
 static int apply_flags(struct cfg *cfg, void *arg, char **err)
 {
 	const struct flags *f = arg;
 	for (size_t i = 0; i < f->nlistens; i++)
-		if (cfg_add_listen(cfg, f->listens[i], err) < 0)
+		if ((f->gateway ? cfg_add_listen_group(cfg, f->listens[i], (uint16_t)f->gateway, err)
+				: cfg_add_listen(cfg, f->listens[i], err)) < 0)
 			return -1;
 	if (f->target) {
 		struct cfg_target *t = cfg_find_target(cfg, f->target);
 		if (!t && !(t = cfg_add_target(cfg, f->target, err)))
 			return -1;
+		if (f->gateway) {
+			t->gateway = (uint16_t)f->gateway;
+			t->tpgt = (uint16_t)f->gateway;
+		}
+		for (size_t i = 0; i < f->ngateway_portals; i++)
+			if (cfg_add_gateway_portal(t, f->gateway_portals[i], err) < 0)
+				return -1;
 		for (size_t i = 0; i < f->nluns; i++)
 			if (cfg_add_lun_spec(cfg, t, f->luns[i], err) < 0)
 				return -1;
@@ -141,6 +158,7 @@ int main(int argc, char **argv)
 		{"isns", required_argument, NULL, 'I'},
 		{"check-config", no_argument, NULL, 'k'},      {"version", no_argument, NULL, 'V'},
 		{"io-engine", required_argument, NULL, 'E'},
+		{"gateway", required_argument, NULL, 'G'},     {"gateway-portal", required_argument, NULL, 'g'},
 		{NULL, 0, NULL, 0},
 	};
 	struct flags fl = {0};
@@ -166,6 +184,26 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 'E': fl.io_engine = optarg; break;
+		case 'G': {
+			char *e = NULL;
+			if (cfg_parse_limit("--gateway", optarg, 65535, &fl.gateway, &e) < 0) {
+				fprintf(stderr, "isthmus-target: %s\n", e);
+				free(e);
+				goto out;
+			}
+			break;
+		}
+		case 'g': {
+			/* N=HOST:PORT on the command line, "N HOST:PORT" in the file. */
+			char *eq = strchr(optarg, '=');
+			if (!eq) {
+				fprintf(stderr, "isthmus-target: --gateway-portal '%s' is not N=HOST:PORT\n", optarg);
+				goto out;
+			}
+			*eq = ' ';
+			push(&fl.gateway_portals, &fl.ngateway_portals, optarg);
+			break;
+		}
 		case 'M': metrics = optarg; break;
 		case 'k': check_only = true; break;
 		case 'V': printf("isthmus-target %s\n", ISTHMUS_VERSION); rc = 0; goto out;
@@ -203,6 +241,10 @@ int main(int argc, char **argv)
 		fprintf(stderr, "isthmus-target: unexpected argument '%s'\n", argv[optind]);
 		goto out;
 	}
+	if ((fl.gateway || fl.ngateway_portals) && !fl.target) {
+		fprintf(stderr, "isthmus-target: --gateway and --gateway-portal need --target\n");
+		goto out;
+	}
 	if (fl.nluns && !fl.target) {
 		fprintf(stderr, "isthmus-target: --lun needs --target\n");
 		goto out;
@@ -234,5 +276,6 @@ int main(int argc, char **argv)
 out:
 	free(fl.listens);
 	free(fl.luns);
+	free(fl.gateway_portals);
 	return rc;
 }

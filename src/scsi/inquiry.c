@@ -15,7 +15,7 @@ static void pad_ascii(uint8_t *dst, const char *s, size_t width)
 	memcpy(dst, s, n < width ? n : width);
 }
 
-static size_t inquiry_standard(const struct scsi_lu *lu, uint8_t *b)
+static size_t inquiry_standard(const struct scsi_target *t, const struct scsi_lu *lu, uint8_t *b)
 {
 	static const uint16_t versions[] = { 0x00a0 /* SAM-5 */, 0x0960 /* iSCSI */, 0x0460 /* SPC-4 */,
 					     0x04c0 /* SBC-3 */ };
@@ -26,6 +26,8 @@ static size_t inquiry_standard(const struct scsi_lu *lu, uint8_t *b)
 	b[3] = 0x12;               /* HISUP, response data format 2 */
 	b[4] = 96 - 5;
 	b[5] = lu ? 0x08 : 0x00;   /* 3PC: EXTENDED COPY between the LUs of this target */
+	if (lu && alua_enabled(t))
+		b[5] |= 0x10;      /* TPGS 01b: implicit ALUA across the gateway group */
 	b[7] = 0x02;               /* CMDQUE */
 	pad_ascii(b + 8, lu ? lu->vendor : "ISTHMUS", 8);
 	pad_ascii(b + 16, lu ? lu->product : "VIRTUAL-DISK", 16);
@@ -245,7 +247,7 @@ void scsi_inquiry(struct scsi_req *r)
 			req_bad_cdb(r, 2, -1);
 			return;
 		}
-		n = inquiry_standard(r->lu, b);
+		n = inquiry_standard(r->t, r->lu, b);
 		req_data_in(r, b, (uint32_t)n, alloc);
 		return;
 	}

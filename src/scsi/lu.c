@@ -190,6 +190,7 @@ bool ua_to_sense(uint32_t ua, uint8_t *asc, uint8_t *ascq)
 		{ UA_CAPACITY_CHANGED, 0x2a, 0x09 },
 		{ UA_COMMANDS_CLEARED, 0x2f, 0x00 },
 		{ UA_LUNS_CHANGED, 0x3f, 0x0e },
+		{ UA_ASYM_ACCESS_CHANGED, 0x2a, 0x06 },
 	};
 
 	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {

@@ -153,6 +153,29 @@ size_t scsi_target_lu_count(const struct scsi_target *t);
 size_t scsi_target_list_luns(const struct scsi_target *t, uint16_t *luns, size_t max);
 struct store *scsi_target_lu_store(struct scsi_target *t, uint16_t lun);
 
+/*
+ * Implicit ALUA for a LU served by a group of gateways (docs/gateways.md). Each gateway is one
+ * target port group whose id is also its port's relative target port identifier; local is this
+ * process's. n = 0: a lone target (no ALUA). New groups start active/optimized (local) or
+ * active/non-optimized; a group already known keeps its state.
+ */
+#define SCSI_MAX_TPGS 16
+enum scsi_alua_state {
+	ALUA_ACTIVE_OPTIMIZED = 0x0,
+	ALUA_ACTIVE_NON_OPTIMIZED = 0x1,
+	ALUA_STANDBY = 0x2,
+	ALUA_UNAVAILABLE = 0x3,
+	ALUA_OFFLINE = 0xe,
+	ALUA_TRANSITIONING = 0xf,
+};
+int scsi_target_set_gateways(struct scsi_target *t, uint16_t local, const uint16_t *tpgs, size_t n);
+/* Sets a group's state; a change raises ASYMMETRIC ACCESS STATE CHANGED on every I_T nexus.
+ * Returns -1 for a group not in the set. */
+int scsi_target_set_tpg_state(struct scsi_target *t, uint16_t tpg, enum scsi_alua_state state);
+/* The group's state, -1 when unknown. */
+int scsi_target_tpg_state(const struct scsi_target *t, uint16_t tpg);
+const char *scsi_alua_state_name(int state);
+
 /* Runs a command; cmd->done is always called exactly once (maybe before this returns). */
 void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd);
 

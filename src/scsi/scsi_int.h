@@ -70,6 +70,7 @@ enum scsi_ua {
 	UA_CAPACITY_CHANGED = 1u << 6,    /* 2A/09 */
 	UA_COMMANDS_CLEARED = 1u << 7,    /* 2F/00 */
 	UA_LUNS_CHANGED = 1u << 8,        /* 3F/0E */
+	UA_ASYM_ACCESS_CHANGED = 1u << 9, /* 2A/06 */
 };
 
 /* The 29h family: any one of them supersedes every other pending attention (SAM-5 5.14). */
@@ -180,6 +181,13 @@ struct scsi_lu {
 	struct idmap nx_map;    /* nexus id -> nx[] */
 };
 
+/* One gateway's target port group (alua.c). */
+struct alua_group {
+	uint16_t id;            /* group id, its port's relative target port identifier */
+	uint8_t state;          /* enum scsi_alua_state */
+	bool implicit;          /* last changed by the group's state decision (RTPG status 02h) */
+};
+
 struct scsi_nexus_ent {
 	struct scsi_nexus nx;
 };
@@ -197,6 +205,9 @@ struct scsi_target {
 	struct store_engine *engine;  /* NULL: every command inline */
 	struct offload *offload;      /* the engine's workers, for long operations; NULL: inline */
 	struct scsi_cmd *blocked, *blocked_tail; /* commands waiting for their LU's jobs, in order */
+	struct alua_group alua[SCSI_MAX_TPGS];   /* the gateway group; none: no ALUA (TPGS 00b) */
+	size_t nalua;
+	uint16_t alua_local;
 };
 
 /* One command being run: what the handlers see. */
@@ -223,6 +234,7 @@ enum opdef_flags {
 	OPF_ATOMIC = 1u << 10,    /* only on LUs whose store makes writes all-or-nothing */
 	OPF_LONG = 1u << 11,      /* work grows with a CDB field, not the transfer: a long operation */
 	OPF_PER_BLOCK = 1u << 12, /* a write promising only per-block behaviour: need not wait for jobs */
+	OPF_ALUA = 1u << 13,      /* only in a gateway group (REPORT TARGET PORT GROUPS) */
 };
 
 struct scsi_opdef {
@@ -338,6 +350,11 @@ void scsi_write_atomic16(struct scsi_req *r);
 void scsi_sanitize(struct scsi_req *r);
 void scsi_extended_copy(struct scsi_req *r);
 void scsi_receive_copy_results(struct scsi_req *r);
+void scsi_report_target_port_groups(struct scsi_req *r);
+
+/* alua.c: whether the target is in a gateway group; refusal of r through a non-active port */
+bool alua_enabled(const struct scsi_target *t);
+bool alua_access_refused(struct scsi_req *r);
 
 /* inquiry.c: the LU's NAA designator (16 bytes of designator, no header), and making it */
 void lu_naa_designator(const struct scsi_lu *lu, uint8_t id[16]);

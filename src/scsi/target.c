@@ -171,6 +171,8 @@ static void run(struct scsi_target *t, struct scsi_cmd *cmd)
 		}
 	}
 	if (r.lu) {
+		if (alua_access_refused(&r))
+			return;
 		if (lu_access_conflict(&r)) {
 			cmd->status = SCSI_RESERVATION_CONFLICT;
 			return;

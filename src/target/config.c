@@ -81,6 +81,7 @@ static void target_free(struct cfg_target *t)
 		chap_free(&t->accounts[i].chap);
 	}
 	free(t->accounts);
+	cfg_free_gateways(t);
 	text_clear(&t->params);
 }
 

@@ -55,6 +55,14 @@ struct cfg_account {
 	unsigned line;       /* config line of its [initiator] header, 0 if not from a file */
 };
 
+/* One gateway of a target's gateway group (docs/gateways.md). */
+struct cfg_gateway {
+	uint16_t id;         /* gateway number: its target port group, relative port and portal group tag */
+	char *host;          /* numeric address */
+	uint16_t port;
+};
+#define CFG_MAX_GATEWAYS 16u
+
 struct cfg_target {
 	char *name;          /* iSCSI name (iqn./eui./naa.), validated */
 	char *alias;         /* TargetAlias, may be NULL */
@@ -70,6 +78,9 @@ struct cfg_target {
 	struct text_list params; /* negotiation defaults, e.g. MaxRecvDataSegmentLength=262144 */
 	unsigned line;       /* config line of its [target] header, 0 if not from a file */
 	unsigned tpgt_line;  /* config line of its portal-group key, 0 if defaulted */
+	uint16_t gateway;    /* which gateway of the group this process is; 0: a lone target */
+	struct cfg_gateway *gateways; /* every gateway of the group, this one included */
+	size_t ngateways;
 };
 
 /* APTPL persistent reservation state of an installed target (created on first use, mode 0700). */
@@ -145,6 +156,10 @@ int cfg_set_initiator_chap(struct cfg_target *t, const char *initiator, const ch
 /* user NULL switches CHAP off; mutual_user NULL makes it one-way. */
 int cfg_set_chap(struct cfg_chap *c, const char *user, const char *secret, const char *mutual_user,
 		 const char *mutual_secret, char **err);
+
+/* config_gateway.c: "M HOST:PORT" names gateway M of t's group. 0 or -1 with *err. */
+int cfg_add_gateway_portal(struct cfg_target *t, const char *spec, char **err);
+const struct cfg_gateway *cfg_find_gateway(const struct cfg_target *t, uint16_t id);
 
 /* ---- The file format (config_parse.c, docs/config.md). ---- */
 

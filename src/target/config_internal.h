@@ -19,4 +19,10 @@ int cfg_fail(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 
 /* Unsigned decimal within min..max, without sign, spaces or overflow. 0 or -1. */
 int cfg_parse_uint(const char *s, unsigned long min, unsigned long max, unsigned long *out);
 
+/* config_gateway.c */
+struct sbuf;
+int cfg_validate_gateways(const struct cfg_target *t, char **err);
+void cfg_format_gateways(struct sbuf *b, const struct cfg_target *t);
+void cfg_free_gateways(struct cfg_target *t);
+
 #endif

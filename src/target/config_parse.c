@@ -373,6 +373,25 @@ static int target_key(struct parser *p, const char *key, const char *value)
 		t->tpgt_line = p->line;
 		return 0;
 	}
+	if (strcmp(key, "gateway") == 0) {
+		if (once(p, key, key) < 0)
+			return -1;
+		if (cfg_parse_uint(value, 1, 65535, &n) < 0)
+			return perr(p, "gateway '%s' is not a number from 1 to 65535", value);
+		/* The gateway's number is its portal group unless portal-group says otherwise (refused). */
+		t->gateway = (uint16_t)n;
+		if (!t->tpgt_line)
+			t->tpgt = (uint16_t)n;
+		return 0;
+	}
+	if (strcmp(key, "gateway-portal") == 0) {
+		if (cfg_add_gateway_portal(t, value, &why) < 0) {
+			int rc = perr(p, "%s", why);
+			free(why);
+			return rc;
+		}
+		return 0;
+	}
 	if (strcmp(key, "allow") == 0) {
 		char nwhy[128];
 		if (!iscsi_name_valid(value, nwhy, sizeof(nwhy)))

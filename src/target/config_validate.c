@@ -128,6 +128,12 @@ int cfg_validate(const struct cfg *cfg, char **err)
 			if (strcasecmp(cfg->targets[j].name, t->name) == 0)
 				return vfail(cfg, t->line, err, "target '%s' is defined twice", t->name);
 		unsigned gline = t->tpgt_line ? t->tpgt_line : t->line;
+		char *gerr = NULL;
+		if (cfg_validate_gateways(t, &gerr) < 0) {
+			int rc = vfail(cfg, t->line, err, "%s", gerr);
+			free(gerr);
+			return rc;
+		}
 		if (!group_declared(cfg, t->tpgt) && !group_has_portal(cfg, t->tpgt))
 			return vfail(cfg, gline, err, "target '%s' refers to portal group %u, which is not defined",
 				     t->name, t->tpgt);

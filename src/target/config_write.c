@@ -162,6 +162,7 @@ char *cfg_format(const struct cfg *cfg)
 		if (t->alias)
 			put_kv(&b, "alias", t->alias);
 		sbuf_printf(&b, "portal-group = %u\n", t->tpgt);
+		cfg_format_gateways(&b, t);
 		for (size_t j = 0; j < t->nluns; j++)
 			put_lun(&b, &t->luns[j]);
 		for (size_t j = 0; j < t->nacl; j++)

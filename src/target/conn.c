@@ -113,7 +113,10 @@ void conn_close(struct conn *c, const char *why)
 {
 	if (c->phase == PHASE_CLOSED)
 		return;
-	if (why)
+	/* A connection that never completed a PDU is a port probe (another gateway, a health check). */
+	if (why && c->stats.bytes_in == 0)
+		log_debug("closing connection %s:%u (cid %u): %s", c->peer_addr, c->peer_port, c->cid, why);
+	else if (why)
 		log_info("closing connection %s:%u (cid %u): %s", c->peer_addr, c->peer_port, c->cid, why);
 	c->phase = PHASE_CLOSED;
 	loop_watch_del(c->srv->loop, &c->watch);

@@ -13,6 +13,7 @@
 
 #include "store/store.h"
 #include "store/store_rbd.h"
+#include "target/gateway.h"
 #include "target/isns.h"
 #include "target/server.h"
 #include "target/session.h"
@@ -135,6 +136,7 @@ void node_free(struct tnode *n)
 {
 	if (!n)
 		return;
+	gateway_stop(n);
 	scsi_target_free(n->scsi);
 	free(n);
 }
@@ -400,6 +402,7 @@ int server_apply_config(struct server *srv, struct cfg *cfg, char **err)
 		}
 		n->cfg = t;
 		n->want = wants[i];
+		gateway_apply(n);
 	}
 	for (size_t k = 0; k < nplan; k++) {
 		struct lun_plan *lp = &plan[k];

@@ -21,6 +21,7 @@
 #include "store/store.h"
 #include "target/conn.h"
 #include "target/ffp.h"
+#include "target/gateway.h"
 #include "target/isns.h"
 #include "target/metrics.h"
 #include "target/mgmt.h"
@@ -509,6 +510,8 @@ void server_free(struct server *srv)
 	if (srv->sigfd >= 0)
 		close(srv->sigfd);
 	loop_timer_stop(srv->loop, &srv->tick);
+	for (size_t i = 0; i < srv->nnodes; i++)
+		gateway_stop(srv->nodes[i]); /* its probes are on the loop */
 	isns_target_free(srv);
 	if (srv->engine)
 		loop_watch_del(srv->loop, &srv->engine_watch);

@@ -23,6 +23,7 @@ struct session;
 struct rpc_server;
 struct metrics_server;
 struct store_engine;
+struct gateway_probes;
 
 /* A target node: an iSCSI name, its LUs and its access rules. */
 struct tnode {
@@ -30,6 +31,7 @@ struct tnode {
 	struct cfg_target *cfg;
 	struct scsi_target *scsi;
 	struct iscsi_params want; /* negotiation defaults: RFC defaults, our limits, config overrides */
+	struct gateway_probes *gateways; /* peer liveness of its gateway group (gateway.c), or NULL */
 };
 
 struct portal {

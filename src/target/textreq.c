@@ -46,6 +46,17 @@ static void add_target(struct conn *c, const struct tnode *node, struct text_lis
 {
 	/* text_list refuses nothing, but SendTargets repeats TargetAddress: encode by hand. */
 	text_add(out, "TargetName", node->cfg->name);
+	if (node->cfg->gateway) {
+		/* One device behind every gateway of the group: each gateway's portal, its group's tag. */
+		for (size_t i = 0; i < node->cfg->ngateways; i++) {
+			const struct cfg_gateway *g = &node->cfg->gateways[i];
+			char addr[112];
+			bool v6 = strchr(g->host, ':') != NULL;
+			snprintf(addr, sizeof(addr), "%s%s%s:%u,%u", v6 ? "[" : "", g->host, v6 ? "]" : "", g->port, g->id);
+			text_add(out, "TargetAddress", addr);
+		}
+		return;
+	}
 	for (size_t i = 0; i < c->srv->nportals; i++) {
 		const struct portal *p = c->srv->portals[i];
 		if (p->tpgt != node->cfg->tpgt)

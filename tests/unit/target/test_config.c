@@ -848,8 +848,66 @@ static void test_isns_keys(void)
 	printf("ok: isns and isns-entity parsed, a host name refused, both kept by the writer\n");
 }
 
+/* gateway and gateway-portal: parsed, checked against the portal group, kept by the writer. */
+static void test_gateway_keys(void)
+{
+	struct cfg c;
+	cfg_init(&c);
+	char *err = NULL;
+	int rc = cfg_load_string(&c, "t.conf",
+				 "[portal-group 2]\nlisten = 127.0.0.1:3262\n"
+				 "[target iqn.2026-11.org.x:t]\ngateway = 2\ngateway-portal = 1 127.0.0.1:3261\n"
+				 "gateway-portal = 2 127.0.0.1:3262\ngateway-portal = 3 [::1]:3263\nlun 0 = memory,size=8M\n",
+				 &err);
+	CHECK_EQ(rc, 0);
+	CHECK_EQ(cfg_validate(&c, &err), 0);
+	CHECK_EQ(c.targets[0].gateway, 2);
+	CHECK_EQ(c.targets[0].tpgt, 2);
+	CHECK_EQ(c.targets[0].ngateways, 3);
+	struct cfg *copy = cfg_clone(&c, &err);
+	CHECK(copy != NULL);
+	if (copy) {
+		const struct cfg_target *t = &copy->targets[0];
+		CHECK_EQ(t->gateway, 2);
+		CHECK_EQ(t->ngateways, 3);
+		const struct cfg_gateway *g = cfg_find_gateway(t, 3);
+		CHECK(g && strcmp(g->host, "::1") == 0 && g->port == 3263);
+		cfg_free(copy);
+		free(copy);
+	}
+	cfg_free(&c);
+	static const struct {
+		const char *text, *why;
+	} bad[] = {
+		{ "gateway = 1\ngateway-portal = 2 127.0.0.1:3262\n", "no gateway-portal names" },
+		{ "gateway-portal = 1 127.0.0.1:3262\n", "not which gateway" },
+		{ "gateway = 1\nportal-group = 2\ngateway-portal = 1 127.0.0.1:3262\n", "portal-group must be" },
+		{ "gateway = 1\ngateway-portal = 1 host.example:3262\n", "numeric" },
+		{ "gateway = 1\ngateway-portal = 1 127.0.0.1\n", "HOST:PORT" },
+		{ "gateway = 1\ngateway-portal = 1 127.0.0.1:1\ngateway-portal = 1 127.0.0.1:2\n", "twice" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char *text = xasprintf("[portal-group 1]\nlisten = 127.0.0.1:3261\n[portal-group 2]\n"
+				       "listen = 127.0.0.1:3262\n[target iqn.2026-11.org.x:t]\n%s", bad[i].text);
+		cfg_init(&c);
+		err = NULL;
+		rc = cfg_load_string(&c, "t.conf", text, &err);
+		if (rc == 0)
+			rc = cfg_validate(&c, &err);
+		CHECK_EQ(rc, -1);
+		CHECK(err && strstr(err, bad[i].why));
+		if (!err || !strstr(err, bad[i].why))
+			printf("case %zu: %s\n", i, err ? err : "(no error)");
+		free(err);
+		free(text);
+		cfg_free(&c);
+	}
+	printf("ok: gateway keys parsed, checked and kept by the writer\n");
+}
+
 int main(void)
 {
+	test_gateway_keys();
 	test_isns_keys();
 	test_example_and_round_trip();
 	test_errors();

@@ -1,0 +1,171 @@
+/*
+ * Peer liveness: a non-blocking TCP connect to each other gateway's portal every
+ * GATEWAY_PROBE_INTERVAL_MS, at most one in flight per peer, given up after
+ * GATEWAY_PROBE_TIMEOUT_MS. The connection is closed as soon as it is made (before any login).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "target/gateway.h"
+#include "target/server.h"
+#include "util/log.h"
+#include "util/sbuf.h"
+
+struct gateway_peer {
+	struct loop_watch watch;
+	struct gateway_probes *owner;
+	uint16_t id;
+	struct sockaddr_storage addr;
+	socklen_t addr_len;
+	int fd;                 /* probe in flight, or -1 */
+	uint64_t started_ms;
+	bool alive;
+};
+
+struct gateway_probes {
+	struct tnode *node;
+	struct loop_timer timer;
+	struct gateway_peer peers[CFG_MAX_GATEWAYS];
+	size_t npeers;
+};
+
+enum scsi_alua_state gateway_decide_state(uint16_t local, uint16_t tpg, bool alive)
+{
+	if (tpg == local)
+		return ALUA_ACTIVE_OPTIMIZED;
+	return alive ? ALUA_ACTIVE_NON_OPTIMIZED : ALUA_UNAVAILABLE;
+}
+
+static void peer_close(struct gateway_probes *g, struct gateway_peer *p)
+{
+	if (p->fd < 0)
+		return;
+	loop_watch_del(g->node->srv->loop, &p->watch);
+	close(p->fd);
+	p->fd = -1;
+}
+
+static void peer_learned(struct gateway_probes *g, struct gateway_peer *p, bool alive)
+{
+	struct tnode *n = g->node;
+
+	peer_close(g, p);
+	if (alive != p->alive)
+		log_info("target %s: gateway %u %s", n->cfg->name, p->id, alive ? "answers again" : "does not answer");
+	p->alive = alive;
+	scsi_target_set_tpg_state(n->scsi, p->id, gateway_decide_state(n->cfg->gateway, p->id, alive));
+}
+
+static void peer_on_connect(void *arg, uint32_t events)
+{
+	struct gateway_peer *p = arg;
+	int soerr = 0;
+	socklen_t len = sizeof(soerr);
+
+	(void)events;
+	if (getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+		soerr = errno;
+	peer_learned(p->owner, p, soerr == 0);
+}
+
+static void peer_probe(struct gateway_probes *g, struct gateway_peer *p, uint64_t now)
+{
+	if (p->fd >= 0) {
+		if (now - p->started_ms >= GATEWAY_PROBE_TIMEOUT_MS)
+			peer_learned(g, p, false);
+		return;
+	}
+	int fd = socket(p->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;   /* out of descriptors: try again next time, the state stays as it is */
+	if (connect(fd, (struct sockaddr *)&p->addr, p->addr_len) == 0) {
+		close(fd);
+		peer_learned(g, p, true);
+		return;
+	}
+	if (errno != EINPROGRESS) {
+		close(fd);
+		peer_learned(g, p, false);
+		return;
+	}
+	if (loop_watch_add(g->node->srv->loop, &p->watch, fd, EPOLLOUT, peer_on_connect, p) < 0) {
+		close(fd);
+		return;
+	}
+	p->fd = fd;
+	p->started_ms = now;
+}
+
+static void probes_tick(void *arg)
+{
+	struct gateway_probes *g = arg;
+	uint64_t now = loop_now_ms();
+
+	for (size_t i = 0; i < g->npeers; i++)
+		peer_probe(g, &g->peers[i], now);
+}
+
+void gateway_stop(struct tnode *n)
+{
+	struct gateway_probes *g = n->gateways;
+
+	if (!g)
+		return;
+	loop_timer_stop(n->srv->loop, &g->timer);
+	for (size_t i = 0; i < g->npeers; i++)
+		peer_close(g, &g->peers[i]);
+	free(g);
+	n->gateways = NULL;
+}
+
+static bool peer_addr(const struct cfg_gateway *cg, struct gateway_peer *p)
+{
+	memset(&p->addr, 0, sizeof(p->addr));
+	if (strchr(cg->host, ':')) {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&p->addr;
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons(cg->port);
+		p->addr_len = sizeof(*a);
+		return inet_pton(AF_INET6, cg->host, &a->sin6_addr) == 1;
+	}
+	struct sockaddr_in *a = (struct sockaddr_in *)&p->addr;
+	a->sin_family = AF_INET;
+	a->sin_port = htons(cg->port);
+	p->addr_len = sizeof(*a);
+	return inet_pton(AF_INET, cg->host, &a->sin_addr) == 1;
+}
+
+void gateway_apply(struct tnode *n)
+{
+	const struct cfg_target *t = n->cfg;
+	uint16_t ids[CFG_MAX_GATEWAYS];
+	size_t nids = 0;
+
+	gateway_stop(n);
+	for (size_t i = 0; t->gateway && i < t->ngateways && nids < CFG_MAX_GATEWAYS; i++)
+		ids[nids++] = t->gateways[i].id;
+	scsi_target_set_gateways(n->scsi, t->gateway, ids, nids);
+	if (nids < 2)
+		return;
+	struct gateway_probes *g = xcalloc(1, sizeof(*g));
+	g->node = n;
+	for (size_t i = 0; i < t->ngateways; i++) {
+		const struct cfg_gateway *cg = &t->gateways[i];
+		struct gateway_peer *p = &g->peers[g->npeers];
+		if (cg->id == t->gateway || !peer_addr(cg, p))
+			continue;
+		p->owner = g;
+		p->id = cg->id;
+		p->fd = -1;
+		/* Until a probe says otherwise, as the state the group already has. */
+		p->alive = scsi_target_tpg_state(n->scsi, cg->id) != ALUA_UNAVAILABLE;
+		g->npeers++;
+	}
+	n->gateways = g;
+	loop_timer_start(n->srv->loop, &g->timer, 0, GATEWAY_PROBE_INTERVAL_MS, probes_tick, g);
+}

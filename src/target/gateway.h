@@ -1,0 +1,29 @@
+/*
+ * Peer liveness in a gateway group (docs/gateways.md): each gateway probes the others' portals
+ * with a TCP connect and turns what it learns into ALUA states through one decision function.
+ */
+#ifndef ISTHMUS_TARGET_GATEWAY_H
+#define ISTHMUS_TARGET_GATEWAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "scsi/scsi.h"
+
+struct tnode;
+
+#define GATEWAY_PROBE_INTERVAL_MS 2000u /* a probe of every peer this often */
+#define GATEWAY_PROBE_TIMEOUT_MS 1500u  /* a connect that has not completed by then: peer down */
+
+/*
+ * The state of group tpg as seen by gateway local, given whether that gateway answers. The one
+ * place the rule lives: the cluster's lock owner rule replaces it.
+ */
+enum scsi_alua_state gateway_decide_state(uint16_t local, uint16_t tpg, bool alive);
+
+/* Applies n->cfg's gateway group to its SCSI target and starts (or stops) probing the peers. */
+void gateway_apply(struct tnode *n);
+/* Stops probing; before the node is freed. */
+void gateway_stop(struct tnode *n);
+
+#endif
