@@ -6,6 +6,7 @@
 
 #include "daemon/daemon.h"
 #include "daemon/nbd.h"
+#include "daemon/portals.h"
 #include "daemon/session.h"
 #include "daemon/session_json.h"
 #include "util/sbuf.h"
@@ -88,6 +89,7 @@ json_t *dsess_json(struct dsession *s)
 	json_object_set_new(j, "target_node_address", json_string(s->opts.target));
 	json_object_set_new(j, "target_name", json_text(live && info.target_alias[0] ? info.target_alias : s->opts.target));
 	json_object_set_new(j, "target_portal", json_string(s->opts.portal));
+	json_object_set_new(j, "portals", portals_json(s));
 	const char *auth = !s->opts.chap_user ? "None"
 			   : (s->opts.mutual_secret || s->opts.mutual_from_store) ? "MutualCHAP"
 										  : "CHAP";
@@ -189,6 +191,8 @@ json_t *dsess_json(struct dsession *s)
 	json_object_set_new(r, "nop_timeout", json_real(d->cfg.nop_timeout_ms / 1000.0));
 	json_object_set_new(r, "connection_losses", json_integer((json_int_t)s->connection_losses));
 	json_object_set_new(r, "session_recoveries", json_integer((json_int_t)s->session_recoveries));
+	json_object_set_new(r, "failovers", json_integer((json_int_t)s->failovers));
+	json_object_set_new(r, "failback", json_real(portals_failback_ms(s) / 1000.0));
 	json_object_set_new(r, "last_connection_loss", s->last_loss.valid ? loss_json(&s->last_loss) : json_null());
 	json_object_set_new(j, "recovery", r);
 	json_object_set_new(j, "state", json_string(dsess_state_str(s->state)));
