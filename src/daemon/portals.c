@@ -6,8 +6,9 @@
  * portal has failed in a row; only then does the next attempt wait a reconnect interval. The
  * session keeps its id and ISID, so each gateway sees the same initiator port.
  *
- * The preferred portal is the first one given. While the session runs through another one, the
- * preferred portal is probed every second with a TCP connection; once it has accepted every probe
+ * The preferred portal is the first one in an active/optimized target port group, as the ALUA probe
+ * after each login learnt it (probe.c), else the first one given; after a failure the next login
+ * tries an optimized portal first. While the session runs through another one, the preferred portal is probed every second with a TCP connection; once it has accepted every probe
  * for the failback period, new commands are held, the in-flight ones finish, and the session
  * logs in through the preferred portal again (its queue replayed there in order).
  */
@@ -19,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "daemon/alua.h"
 #include "daemon/daemon.h"
 #include "daemon/io.h"
 #include "daemon/portals.h"
@@ -57,6 +59,7 @@ static void add_portal(struct dsession *s, const char *addr, int tpgt, bool give
 	snprintf(p->addr, sizeof(p->addr), "%s", addr);
 	p->tpgt = tpgt;
 	p->given = given;
+	p->tpg = p->rel_port = p->alua_state = -1;
 }
 
 void portals_learn(struct dsession *s, json_t *addresses)
@@ -115,12 +118,29 @@ static void use_portal(struct dsession *s, int i)
 	s->login_portal = xstrdup(s->portals[i].addr);
 }
 
+int portals_preferred(const struct dsession *s)
+{
+	for (int i = 0; i < s->nportals; i++)
+		if (s->portals[i].alua_state == ALUA_OPTIMIZED)
+			return i;
+	return 0;
+}
+
 bool portals_fail_over(struct dsession *s)
 {
 	if (s->nportals < 2)
 		return false;
 	int from = find_portal(s, login_portal(s));
-	int next = ((from >= 0 ? from : s->cur_portal) + 1) % s->nportals;
+	if (from < 0)
+		from = s->cur_portal;
+	int next = (from + 1) % s->nportals;
+	/* a round starts with an active/optimized portal other than the failed one, when known */
+	if (s->round_left == s->nportals - 1)
+		for (int i = 0; i < s->nportals; i++)
+			if (i != from && s->portals[i].alua_state == ALUA_OPTIMIZED) {
+				next = i;
+				break;
+			}
 	use_portal(s, next);
 	s->failovers++;
 	if (s->round_left > 0) {
@@ -165,7 +185,7 @@ static void on_drain_tick(void *arg)
 	if (s->inflight == 0) {
 		s->draining = false;
 		loop_timer_stop(s->d->loop, &s->drain_timer);
-		use_portal(s, 0);
+		use_portal(s, portals_preferred(s));
 		recovery_move(s, "failback to the preferred portal");
 		return;
 	}
@@ -192,7 +212,7 @@ static void probe_result(struct dsession *s, bool up)
 	if (now - s->fb_up_since_ms < portals_failback_ms(s) || s->draining)
 		return;
 	log_info("session %s: the preferred portal %s has answered for %.1f s: moving back to it", s->idstr,
-		 s->portals[0].addr, portals_failback_ms(s) / 1000.0);
+		 s->portals[portals_preferred(s)].addr, portals_failback_ms(s) / 1000.0);
 	s->draining = true;
 	s->drain_ticks = 0;
 	loop_timer_start(s->d->loop, &s->drain_timer, 0, DRAIN_TICK_MS, on_drain_tick, s);
@@ -214,7 +234,7 @@ static void probe_start_connect(struct dsession *s)
 {
 	char host[256], ports[8];
 	uint16_t port;
-	if (ism_parse_portal(s->portals[0].addr, host, sizeof(host), &port) < 0)
+	if (ism_parse_portal(s->portals[portals_preferred(s)].addr, host, sizeof(host), &port) < 0)
 		return;
 	snprintf(ports, sizeof(ports), "%u", port);
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV}, *ai = NULL;
@@ -249,8 +269,13 @@ static void probe_start_connect(struct dsession *s)
 static void on_failback_probe(void *arg)
 {
 	struct dsession *s = arg;
-	if (s->state != DS_CONNECTED || s->cur_portal == 0 || s->draining)
+	if (s->state != DS_CONNECTED || s->draining)
 		return;
+	if (s->cur_portal == portals_preferred(s)) {
+		probe_close(s);
+		s->fb_up_since_ms = 0;
+		return;
+	}
 	if (s->fb_fd >= 0) /* no answer within a probe period: not usable */
 		probe_result(s, false);
 	probe_start_connect(s);
@@ -268,21 +293,58 @@ void portals_connected(struct dsession *s)
 	if (i >= 0)
 		s->cur_portal = i;
 	s->round_left = s->nportals - 1;
-	if (s->cur_portal != 0 && portals_failback_ms(s) > 0)
+	/* ALUA states arrive after the login: the probe timer runs whenever there is somewhere to go */
+	if (s->nportals > 1 && portals_failback_ms(s) > 0)
 		loop_timer_start(s->d->loop, &s->failback_timer, FAILBACK_PROBE_MS, FAILBACK_PROBE_MS, on_failback_probe,
 				 s);
+}
+
+void portals_alua(struct dsession *s, bool tpgs_none, int tpg, int rel_port, const struct alua_group *groups,
+		  int ngroups)
+{
+	s->alua_none = tpgs_none;
+	if (tpgs_none || s->cur_portal >= s->nportals)
+		return;
+	struct dportal *cur = &s->portals[s->cur_portal];
+	if (tpg >= 0)
+		cur->tpg = tpg;
+	if (rel_port >= 0)
+		cur->rel_port = rel_port;
+	if (ngroups < 0)
+		return; /* REPORT TARGET PORT GROUPS not supported: the groups' states stay as they were */
+	int before = portals_preferred(s);
+	for (int i = 0; i < s->nportals; i++) {
+		struct dportal *p = &s->portals[i];
+		if (p->tpg < 0)
+			continue;
+		p->alua_state = ALUA_UNKNOWN;
+		for (int k = 0; k < ngroups; k++)
+			if (groups[k].tpg == p->tpg)
+				p->alua_state = groups[k].state;
+	}
+	int after = portals_preferred(s);
+	if (after != before)
+		log_info("session %s: ALUA: portal %s (target port group %d) is active/optimized: preferred now",
+			 s->idstr, s->portals[after].addr, s->portals[after].tpg);
 }
 
 json_t *portals_json(const struct dsession *s)
 {
 	json_t *a = json_array();
+	int pref = portals_preferred(s);
 	for (int i = 0; i < s->nportals; i++) {
 		const struct dportal *p = &s->portals[i];
-		json_array_append_new(
-			a, json_pack("{s:s,s:o,s:n,s:b,s:b,s:s}", "address", p->addr, "target_portal_group_tag",
-				     p->tpgt >= 0 ? json_integer(p->tpgt) : json_null(), "alua_state", "preferred", i == 0,
-				     "current", i == s->cur_portal, "source",
-				     p->given ? "login" : "sendtargets"));
+		json_t *o = json_object();
+		json_object_set_new(o, "address", json_string(p->addr));
+		json_object_set_new(o, "target_portal_group_tag", p->tpgt >= 0 ? json_integer(p->tpgt) : json_null());
+		json_object_set_new(o, "target_port_group", p->tpg >= 0 ? json_integer(p->tpg) : json_null());
+		json_object_set_new(o, "relative_target_port", p->rel_port >= 0 ? json_integer(p->rel_port) : json_null());
+		json_object_set_new(o, "alua_state",
+				    p->alua_state >= 0 ? json_string(alua_state_str(p->alua_state)) : json_null());
+		json_object_set_new(o, "preferred", json_boolean(i == pref));
+		json_object_set_new(o, "current", json_boolean(i == s->cur_portal));
+		json_object_set_new(o, "source", json_string(p->given ? "login" : "sendtargets"));
+		json_array_append_new(a, o);
 	}
 	return a;
 }

@@ -23,6 +23,14 @@ void portals_connected(struct dsession *s);
 /* The session left the connected state or ends: probes and timers stop. */
 void portals_stop(struct dsession *s);
 uint32_t portals_failback_ms(const struct dsession *s);
+struct alua_group;
+/* What the ALUA probe learnt through the current portal: its target port group and relative
+ * target port (-1: unknown) and the groups' states (ngroups < 0: not reported); tpgs_none: the
+ * LUN has no ALUA at all. */
+void portals_alua(struct dsession *s, bool tpgs_none, int tpg, int rel_port, const struct alua_group *groups,
+		  int ngroups);
+/* The portal the session prefers: the first one in an active/optimized group, else the first given. */
+int portals_preferred(const struct dsession *s);
 json_t *portals_json(const struct dsession *s);
 
 #endif

@@ -169,10 +169,12 @@ static void on_login(struct ism_session *ism, int status, void *priv)
 			log_info("session %s: reinstated at %s", s->idstr, login_portal(s));
 		}
 		dsess_readd_connections(s);
-		if (!s->probed || !s->devices_present)
+		if (!s->probed || !s->devices_present) {
 			probe_start(s);
-		else
+		} else {
 			dio_flush_later(s);
+			probe_alua(s);
+		}
 		return;
 	}
 	snprintf(s->last_error, sizeof(s->last_error), "%s",

@@ -64,6 +64,9 @@ struct dportal {
 	char addr[ISM_PORTAL_MAX];
 	int tpgt; /* portal group tag from SendTargets, -1: unknown */
 	bool given; /* from the login options (else learnt from a SendTargets answer) */
+	/* ALUA, learnt while logged in through it: its target port group and relative target port
+	 * (VPD 0x83), its group's asymmetric access state (REPORT TARGET PORT GROUPS); -1: unknown */
+	int tpg, rel_port, alua_state;
 };
 
 struct dsession {
@@ -131,6 +134,7 @@ struct dsession {
 	uint64_t fb_up_since_ms; /* the preferred portal answered every probe since (0: not now) */
 	unsigned drain_ticks;
 	bool draining; /* no new commands go out: the session moves once the in-flight ones are done */
+	bool alua_none; /* the LUN reports TPGS 0: no ALUA, the first portal given is preferred */
 };
 
 struct dsession *dsess_new(struct daemon *d, const struct dsess_opts *o, bool interactive);

@@ -93,8 +93,8 @@ say "checks: gateway A back; the session moves back to it after the ${FAILBACK}s
 bg_start python3 "$(dirname "$0")/stall_writer.py" "$DEV" 4 64 12 "$TEST_DIR/writer2.json"
 WPID=$BG_LAST
 sleep 1
-start_gateway A "$PA"
 t_back=$(date +%s.%N)
+start_gateway A "$PA"
 back=""
 for _ in $(seq 150); do
 	if [[ $(current_portal) == "$PA" && $(sess_field "$SID" .state 2>/dev/null) == connected ]]; then
@@ -104,7 +104,8 @@ for _ in $(seq 150); do
 	sleep 0.1
 done
 [[ -n "$back" ]] || fail "the session did not move back to A within 15 s: $(sess_json "$SID" | jq -c '{state, portals, recovery}')"
-say "measured: back on A ${back}s after it was restarted"
+say "measured: back on A ${back}s after its restart began (start-up included; failback ${FAILBACK}s)"
+grep -q "has answered for ${FAILBACK}.0 s: moving back" "$DMN_LOG" || fail "the daemon log does not name the failback"
 rc=0
 timeout 40 tail --pid="$WPID" -f /dev/null || fail "the writer hangs during the failback"
 wait "$WPID" || rc=$?
