@@ -1,6 +1,7 @@
 /* The daemon's configuration file and the login options of a session (with their JSON form). */
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -288,6 +289,11 @@ json_t *dsess_opts_to_json(const struct dsess_opts *o, bool with_secrets)
 		json_object_set_new(j, "initial_r2t", json_boolean(o->initial_r2t));
 	if (o->immediate_data >= 0)
 		json_object_set_new(j, "immediate_data", json_boolean(o->immediate_data));
+	if (o->pr_key_set) {
+		char k[24];
+		snprintf(k, sizeof(k), "0x%016" PRIx64, o->pr_key);
+		json_object_set_new(j, "pr_key", json_string(k));
+	}
 	if (o->isid_set) {
 		char h[13];
 		hex_isid(o->isid, h);
@@ -432,6 +438,19 @@ int dsess_opts_from_json(struct dsess_opts *o, json_t *j, char *err, size_t errl
 	}
 	if (get_portals(o, j, err, errlen) < 0)
 		goto bad;
+	v = json_object_get(j, "pr_key");
+	if (v && !json_is_null(v)) {
+		const char *k = json_string_value(v);
+		char *end = NULL;
+		errno = 0;
+		unsigned long long key = k ? strtoull(k, &end, 16) : 0;
+		if (!k || !*k || *k == '-' || *k == '+' || errno || *end || !key) {
+			snprintf(err, errlen, "'pr_key' must be a non-zero hexadecimal number of at most 16 digits");
+			goto bad;
+		}
+		o->pr_key = key;
+		o->pr_key_set = true;
+	}
 	bool b = false;
 	v = json_object_get(j, "initial_r2t");
 	if (v && !json_is_null(v)) {

@@ -69,6 +69,8 @@ struct dsess_opts {
 	int initial_r2t, immediate_data;
 	bool isid_set;
 	uint8_t isid[6];
+	bool pr_key_set; /* a persistent reservation key registered through every new I_T nexus (pr.c) */
+	uint64_t pr_key;
 };
 void dsess_opts_free(struct dsess_opts *o);
 void dsess_opts_copy(struct dsess_opts *dst, const struct dsess_opts *src);

@@ -14,6 +14,7 @@
 #include "daemon/libbridge.h"
 #include "daemon/ops.h"
 #include "daemon/portals.h"
+#include "daemon/pr.h"
 #include "daemon/probe.h"
 #include "daemon/session.h"
 #include "scsi/codes.h"
@@ -68,7 +69,8 @@ static void probe_finish(struct probe *p, bool complete)
 			s->login_op = 0;
 		}
 		s->interactive_login = false;
-		dio_flush_queue(s);
+		if (!pr_register(s))
+			dio_flush_queue(s);
 		probe_alua(s);
 	} else {
 		dsess_free_luns(p->luns, p->nluns);

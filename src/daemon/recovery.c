@@ -16,6 +16,7 @@
 #include "daemon/libbridge.h"
 #include "daemon/ops.h"
 #include "daemon/portals.h"
+#include "daemon/pr.h"
 #include "daemon/probe.h"
 #include "daemon/recovery.h"
 #include "daemon/session.h"
@@ -124,6 +125,7 @@ void recovery_lost(struct dsession *s)
 		elsewhere = portals_fail_over(s);
 	}
 	portals_stop(s);
+	pr_abandon(s);
 	lib_detach(s);
 	dsess_set_state(s, DS_RECONNECTING);
 	if (s->opts.type != DS_TYPE_BOOT)
@@ -142,6 +144,7 @@ void recovery_move(struct dsession *s, const char *why)
 {
 	log_info("session %s: %s: logging in through %s", s->idstr, why, login_portal(s));
 	portals_stop(s);
+	pr_abandon(s);
 	lib_detach(s);
 	dsess_set_state(s, DS_RECONNECTING);
 	if (s->opts.type != DS_TYPE_BOOT)
@@ -172,7 +175,8 @@ static void on_login(struct ism_session *ism, int status, void *priv)
 		if (!s->probed || !s->devices_present) {
 			probe_start(s);
 		} else {
-			dio_flush_later(s);
+			if (!pr_register(s))
+				dio_flush_later(s);
 			probe_alua(s);
 		}
 		return;

@@ -135,6 +135,9 @@ struct dsession {
 	unsigned drain_ticks;
 	bool draining; /* no new commands go out: the session moves once the in-flight ones are done */
 	bool alua_none; /* the LUN reports TPGS 0: no ALUA, the first portal given is preferred */
+	/* the reservation key registration after a login (pr.c): I/O is held while it runs */
+	uint64_t pr_gen;
+	bool pr_pending, pr_registered;
 };
 
 struct dsession *dsess_new(struct daemon *d, const struct dsess_opts *o, bool interactive);

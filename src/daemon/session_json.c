@@ -90,6 +90,14 @@ json_t *dsess_json(struct dsession *s)
 	json_object_set_new(j, "target_name", json_text(live && info.target_alias[0] ? info.target_alias : s->opts.target));
 	json_object_set_new(j, "target_portal", json_string(s->opts.portal));
 	json_object_set_new(j, "portals", portals_json(s));
+	if (s->opts.pr_key_set) {
+		char k[24];
+		snprintf(k, sizeof(k), "0x%016" PRIx64, s->opts.pr_key);
+		json_object_set_new(j, "pr_key", json_string(k));
+	} else {
+		json_object_set_new(j, "pr_key", json_null());
+	}
+	json_object_set_new(j, "pr_key_registered", json_boolean(s->pr_registered && s->state == DS_CONNECTED));
 	const char *auth = !s->opts.chap_user ? "None"
 			   : (s->opts.mutual_secret || s->opts.mutual_from_store) ? "MutualCHAP"
 										  : "CHAP";

@@ -6,7 +6,8 @@
 # same session id, no error seen by the writer, every acknowledged write on the file, and
 # `session show` naming B as the current portal. Gateway A then comes back: with a 3 s failback
 # the session must move back to A (the first portal given is the preferred one), the writes
-# going on meanwhile.
+# going on meanwhile. The session's reservation key (--pr-key) is registered through each new
+# I_T nexus: gateway B lists it after the failover.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 [[ "$TARGET_IMPL" == isthmus ]] || skip "two gateways of one target need isthmus-target"
@@ -42,7 +43,8 @@ start_gateway A "$PA"
 PID_A=$GW_PID
 start_gateway B "$PB"
 dmn_start
-SID=$(ism login "$IQN" --portal "$PA" --portal "$PB" --failback "$FAILBACK" | tail -n1) || fail "login"
+PRKEY=00000000abc12345
+SID=$(ism login "$IQN" --portal "$PA" --portal "$PB" --failback "$FAILBACK" --pr-key "$PRKEY" | tail -n1) || fail "login"
 DEV=$DMN_DEV/$SID/lun0
 [[ -f "$DEV" ]] || fail "no device file $DEV"
 
@@ -50,7 +52,7 @@ say "checks: session show lists both portals, A current and preferred"
 sess_json "$SID" >"$TEST_DIR/before.json"
 jq -e --arg a "$PA" --arg b "$PB" '(.portals | length) == 2 and .portals[0].address == $a and .portals[0].current
 	and .portals[0].preferred and .portals[1].address == $b and (.portals[1].current | not)
-	and .recovery.failback == 3' "$TEST_DIR/before.json" >/dev/null ||
+	and .recovery.failback == 3 and .pr_key == "0x00000000abc12345" and .pr_key_registered' "$TEST_DIR/before.json" >/dev/null ||
 	fail "portals before the kill: $(jq -c '{portals, recovery}' "$TEST_DIR/before.json")"
 say "ok: $(jq -c .portals "$TEST_DIR/before.json")"
 
@@ -88,6 +90,14 @@ jq -e --arg b "$PB" '.is_connected and .portals[1].address == $b and .portals[1]
 want=$(jq -r .sha256 "$TEST_DIR/writer1.json")
 [[ $(region_sha "$LUNFILE" 256) == "$want" ]] || fail "the backing file differs from what was acknowledged"
 say "ok: longest write ${stall}s <= ${BOUND}s, same session $SID, B current, every acknowledged write on the file"
+
+say "checks: the reservation key was registered through gateway B (PERSISTENT RESERVE IN, READ KEYS there)"
+split_hostport "$PB"
+keys=$(python3 "$(dirname "$0")/scsi_cmd.py" "$HP_HOST" "$HP_PORT" "$IQN" 0 5e000000000000002000 --in 32 \
+	--initiator iqn.2026-11.org.isthmus:pr-reader) || fail "READ KEYS at B: $keys"
+grep -q "status=0x00" <<<"$keys" && grep -q "data=.*$PRKEY" <<<"$keys" || fail "gateway B does not list key $PRKEY: $keys"
+[[ $(sess_field "$SID" .pr_key_registered) == true ]] || fail "session show: pr_key_registered is not true after the failover"
+say "ok: B lists key 0x$PRKEY"
 
 say "checks: gateway A back; the session moves back to it after the ${FAILBACK}s failback, writes going on"
 bg_start python3 "$(dirname "$0")/stall_writer.py" "$DEV" 4 64 12 "$TEST_DIR/writer2.json"

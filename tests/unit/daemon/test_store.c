@@ -129,6 +129,20 @@ static void test_opts_portals(void)
 	j = json_pack("{s:s,s:s,s:[s]}", "target", "iqn.2026-11.org.isthmus:t", "portal", "h", "portals", "[::1");
 	CHECK_EQ(dsess_opts_from_json(&o, j, err, sizeof(err)), -1);
 	json_decref(j);
+	j = json_pack("{s:s,s:s,s:s}", "target", "iqn.2026-11.org.isthmus:t", "portal", "h", "pr_key", "0xABC");
+	CHECK_EQ(dsess_opts_from_json(&o, j, err, sizeof(err)), 0);
+	CHECK(o.pr_key_set && o.pr_key == 0xabc);
+	stored = dsess_opts_to_json(&o, true);
+	CHECK_STR(json_string_value(json_object_get(stored, "pr_key")), "0x0000000000000abc");
+	json_decref(stored);
+	dsess_opts_free(&o);
+	json_decref(j);
+	const char *bad_keys[] = {"0", "xyz", "-1", "12345678901234567", ""};
+	for (size_t i = 0; i < sizeof(bad_keys) / sizeof(bad_keys[0]); i++) {
+		j = json_pack("{s:s,s:s,s:s}", "target", "iqn.2026-11.org.isthmus:t", "portal", "h", "pr_key", bad_keys[i]);
+		CHECK_EQ(dsess_opts_from_json(&o, j, err, sizeof(err)), -1);
+		json_decref(j);
+	}
 	j = json_pack("{s:s,s:s,s:f}", "target", "iqn.2026-11.org.isthmus:t", "portal", "h", "failback", -1.0);
 	CHECK_EQ(dsess_opts_from_json(&o, j, err, sizeof(err)), -1);
 	json_decref(j);
