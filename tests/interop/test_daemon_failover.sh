@@ -43,6 +43,16 @@ start_gateway A "$PA"
 PID_A=$GW_PID
 start_gateway B "$PB"
 dmn_start
+say "checks: a persistent login keeps every portal, the failback and the key"
+ism persistent add "$IQN" --portal "$PA" --portal "$PB" --failback 7 --pr-key 1f --json >"$TEST_DIR/pers.json" ||
+	fail "persistent add: $(cat "$TEST_DIR/pers.json")"
+ism persistent list --json >"$TEST_DIR/pers-list.json" || fail "persistent list"
+jq -e --arg a "$PA" --arg b "$PB" '[.. | objects | select(.target? == "'"$IQN"'")][0] |
+	.portals == [$a, $b] and .failback == 7 and .pr_key == "0x000000000000001f"' "$TEST_DIR/pers-list.json" >/dev/null ||
+	fail "the persistent record lost portals, failback or key: $(jq -c . "$TEST_DIR/pers-list.json")"
+ism persistent remove "$IQN" >/dev/null || fail "persistent remove"
+say "ok: $(jq -c '[.. | objects | select(.target? == "'"$IQN"'")][0] | {portal, portals, failback, pr_key}' "$TEST_DIR/pers-list.json")"
+
 PRKEY=00000000abc12345
 SID=$(ism login "$IQN" --portal "$PA" --portal "$PB" --failback "$FAILBACK" --pr-key "$PRKEY" | tail -n1) || fail "login"
 DEV=$DMN_DEV/$SID/lun0
