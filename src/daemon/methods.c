@@ -629,8 +629,10 @@ static void disc_done(void *arg, uint32_t events)
 			for (size_t k = 0; k < json_array_size(d->discovered); k++) {
 				json_t *e = json_array_get(d->discovered, k);
 				if (json_equal(json_object_get(e, "target"), name) &&
-				    !strcmp(json_string_value(json_object_get(e, "portal")) ?: "", j->portal))
+				    !strcmp(json_string_value(json_object_get(e, "portal")) ?: "", j->portal)) {
 					known = true;
+					json_object_set(e, "addresses", addrs); /* the target's latest answer */
+				}
 			}
 			/* the addresses are kept too: every portal a session of this target may fail over to */
 			if (!known)

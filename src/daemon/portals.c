@@ -186,6 +186,7 @@ static void on_drain_tick(void *arg)
 		s->draining = false;
 		loop_timer_stop(s->d->loop, &s->drain_timer);
 		use_portal(s, portals_preferred(s));
+		s->failovers++;
 		recovery_move(s, "failback to the preferred portal");
 		return;
 	}

@@ -53,6 +53,16 @@ jq -e --arg a "$PA" --arg b "$PB" '[.. | objects | select(.target? == "'"$IQN"'"
 ism persistent remove "$IQN" >/dev/null || fail "persistent remove"
 say "ok: $(jq -c '[.. | objects | select(.target? == "'"$IQN"'")][0] | {portal, portals, failback, pr_key}' "$TEST_DIR/pers-list.json")"
 
+say "checks: SendTargets through the daemon gives a session the portals its target listed"
+ism discover --daemon "$PA" >/dev/null || fail "discover at A"
+ISID_INFO=$(ism login "$IQN" --portal "$PB" --type informational | tail -n1) || fail "informational login at B"
+sess_json "$ISID_INFO" >"$TEST_DIR/info.json"
+jq -e --arg a "$PA" --arg b "$PB" '.portals[0].address == $b and .portals[0].source == "login" and
+	.portals[1].address == $a and .portals[1].source == "sendtargets" and .portals[1].target_portal_group_tag == 1' \
+	"$TEST_DIR/info.json" >/dev/null || fail "portals learnt from SendTargets: $(jq -c .portals "$TEST_DIR/info.json")"
+ism logout "$ISID_INFO" >/dev/null || fail "logout of the informational session"
+say "ok: $(jq -c '[.portals[] | {address, target_portal_group_tag, source}]' "$TEST_DIR/info.json")"
+
 PRKEY=00000000abc12345
 SID=$(ism login "$IQN" --portal "$PA" --portal "$PB" --failback "$FAILBACK" --pr-key "$PRKEY" | tail -n1) || fail "login"
 DEV=$DMN_DEV/$SID/lun0
@@ -60,7 +70,7 @@ DEV=$DMN_DEV/$SID/lun0
 
 say "checks: session show lists both portals, A current and preferred"
 sess_json "$SID" >"$TEST_DIR/before.json"
-jq -e --arg a "$PA" --arg b "$PB" '(.portals | length) == 2 and .portals[0].address == $a and .portals[0].current
+jq -e --arg a "$PA" --arg b "$PB" '(.portals | length) == 2 and .portals[0].address == $a and .portals[0].target_portal_group_tag == 1 and .portals[0].current
 	and .portals[0].preferred and .portals[1].address == $b and (.portals[1].current | not)
 	and .recovery.failback == 3 and .pr_key == "0x00000000abc12345" and .pr_key_registered' "$TEST_DIR/before.json" >/dev/null ||
 	fail "portals before the kill: $(jq -c '{portals, recovery}' "$TEST_DIR/before.json")"
