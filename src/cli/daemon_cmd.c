@@ -37,11 +37,12 @@ static void print_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: isthmus [--socket PATH] [--json] COMMAND ...\n"
-		"  login TARGET --portal HOST[:PORT] [--type data|informational|boot] [--persistent]\n"
+		"  login TARGET --portal HOST[:PORT] [--portal HOST[:PORT] ...] [--failback SECONDS]\n"
+		"        [--type data|informational|boot] [--persistent]\n"
 		"        [--chap-user U --chap-secret S] [--mutual-user U [--mutual-secret S]] [--chap-algorithms 7,6,5]\n"
 		"        [--header-digest] [--data-digest] [--digest] [--removal-latency SECONDS] [--allow-duplicate]\n"
 		"        [--max-recv-dsl N] [--max-burst N] [--first-burst N] [--initial-r2t yes|no]\n"
-		"        [--immediate-data yes|no] [--isid HEX12]         prints the session id on its last line\n"
+		"        [--immediate-data yes|no] [--isid HEX12] [--pr-key HEX]   prints the session id on its last line\n"
 		"  logout SID\n"
 		"  session list | show SID | logout SID | add-connection SID [--portal P] | remove-connection SID CID\n"
 		"          inquiry SID LUN [--page N] | readcapacity SID LUN | reportluns SID | register SID | unregister SID\n"
@@ -242,7 +243,7 @@ static int parse(struct dctx *c, int argc, char **argv)
 		}
 		static const char *const with_value[] = {"--socket", "--portal", "--type", "--chap-user", "--chap-secret",
 							 "--mutual-user", "--mutual-secret", "--chap-algorithms",
-							 "--removal-latency", "--max-recv-dsl", "--max-burst", "--first-burst",
+							 "--removal-latency", "--failback", "--pr-key", "--max-recv-dsl", "--max-burst", "--first-burst",
 							 "--initial-r2t", "--immediate-data", "--isid", "--page", "--isns", NULL};
 		char name[64];
 		snprintf(name, sizeof(name), "%s", a);
@@ -273,8 +274,17 @@ static int parse(struct dctx *c, int argc, char **argv)
 			json_object_set_new(c->params, "server", json_string(v));
 		else if (!strcmp(name, "--stdin"))
 			c->from_stdin = true;
-		else if (!strcmp(name, "--portal"))
-			json_object_set_new(c->params, "portal", json_string(v));
+		else if (!strcmp(name, "--portal")) {
+			/* the first is the login (preferred) portal; every one given is a portal to fail over to */
+			if (!json_object_get(c->params, "portal"))
+				json_object_set_new(c->params, "portal", json_string(v));
+			json_t *all = json_object_get(c->params, "portals");
+			if (!all) {
+				all = json_array();
+				json_object_set_new(c->params, "portals", all);
+			}
+			json_array_append_new(all, json_string(v));
+		}
 		else if (!strcmp(name, "--type"))
 			json_object_set_new(c->params, "type", json_string(v));
 		else if (!strcmp(name, "--chap-user"))
@@ -287,6 +297,8 @@ static int parse(struct dctx *c, int argc, char **argv)
 			json_object_set_new(c->params, "mutual_secret", json_string(v));
 		else if (!strcmp(name, "--chap-algorithms"))
 			json_object_set_new(c->params, "chap_algorithms", json_string(v));
+		else if (!strcmp(name, "--pr-key"))
+			json_object_set_new(c->params, "pr_key", json_string(v));
 		else if (!strcmp(name, "--isid"))
 			json_object_set_new(c->params, "isid", json_string(v));
 		else if (!strcmp(name, "--persistent"))
@@ -300,6 +312,13 @@ static int parse(struct dctx *c, int argc, char **argv)
 		else if (!strcmp(name, "--digest")) {
 			json_object_set_new(c->params, "header_digest", json_true());
 			json_object_set_new(c->params, "data_digest", json_true());
+		} else if (!strcmp(name, "--failback")) {
+			uint64_t ms;
+			if (parse_duration_ms(v, &ms) < 0) {
+				fprintf(stderr, "isthmus: --failback: want seconds\n");
+				return -1;
+			}
+			json_object_set_new(c->params, "failback", json_real((double)ms / 1000.0));
 		} else if (!strcmp(name, "--removal-latency")) {
 			uint64_t ms;
 			if (parse_duration_ms(v, &ms) < 0) {

@@ -1,6 +1,7 @@
 /* The daemon's configuration file and the login options of a session (with their JSON form). */
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +22,7 @@ void dmn_config_defaults(struct dmn_config *c)
 	c->nop_interval_ms = 5000;
 	c->nop_timeout_ms = 10000;
 	c->login_timeout_ms = 15000;
+	c->failback_ms = 30000;
 	c->queue_limit_bytes = 64u << 20;
 	c->nbd_max_clients = 32;
 	c->fuse = true;
@@ -99,6 +101,8 @@ int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t er
 			ms = &c->nop_timeout_ms;
 		else if (!strcmp(k, "login-timeout"))
 			ms = &c->login_timeout_ms;
+		else if (!strcmp(k, "failback"))
+			ms = &c->failback_ms;
 		else if (!strcmp(k, "fuse"))
 			flag = &c->fuse;
 		else if (!strcmp(k, "nbd"))
@@ -229,6 +233,8 @@ void dsess_opts_free(struct dsess_opts *o)
 		explicit_bzero(o->mutual_secret, strlen(o->mutual_secret));
 	free(o->mutual_secret);
 	free(o->chap_algorithms);
+	for (int i = 0; i < o->nportals; i++)
+		free(o->portals[i]);
 	memset(o, 0, sizeof(*o));
 }
 
@@ -242,6 +248,8 @@ void dsess_opts_copy(struct dsess_opts *dst, const struct dsess_opts *src)
 	dst->mutual_user = dup_opt(src->mutual_user);
 	dst->mutual_secret = dup_opt(src->mutual_secret);
 	dst->chap_algorithms = dup_opt(src->chap_algorithms);
+	for (int i = 0; i < src->nportals; i++)
+		dst->portals[i] = xstrdup(src->portals[i]);
 }
 
 json_t *dsess_opts_to_json(const struct dsess_opts *o, bool with_secrets)
@@ -250,6 +258,14 @@ json_t *dsess_opts_to_json(const struct dsess_opts *o, bool with_secrets)
 	json_object_set_new(j, "target", json_string(o->target ? o->target : ""));
 	json_object_set_new(j, "portal", json_string(o->portal ? o->portal : ""));
 	json_object_set_new(j, "type", json_string(dsess_type_str(o->type)));
+	if (o->nportals > 1) {
+		json_t *a = json_array();
+		for (int i = 0; i < o->nportals; i++)
+			json_array_append_new(a, json_string(o->portals[i]));
+		json_object_set_new(j, "portals", a);
+	}
+	if (o->failback_ms >= 0)
+		json_object_set_new(j, "failback", json_real(o->failback_ms / 1000.0));
 	if (o->chap_user)
 		json_object_set_new(j, "chap_user", json_string(o->chap_user));
 	if (o->chap_secret)
@@ -276,6 +292,11 @@ json_t *dsess_opts_to_json(const struct dsess_opts *o, bool with_secrets)
 		json_object_set_new(j, "initial_r2t", json_boolean(o->initial_r2t));
 	if (o->immediate_data >= 0)
 		json_object_set_new(j, "immediate_data", json_boolean(o->immediate_data));
+	if (o->pr_key_set) {
+		char k[24];
+		snprintf(k, sizeof(k), "0x%016" PRIx64, o->pr_key);
+		json_object_set_new(j, "pr_key", json_string(k));
+	}
 	if (o->isid_set) {
 		char h[13];
 		hex_isid(o->isid, h);
@@ -324,10 +345,55 @@ static int get_u32(json_t *j, const char *key, uint32_t *out, char *err, size_t 
 	return 0;
 }
 
+static bool portal_ok(const char *p)
+{
+	char host[256];
+	uint16_t port;
+	return ism_parse_portal(p, host, sizeof(host), &port) == 0;
+}
+
+/*
+ * "portals": every portal of the target, the preferred one first. Without "portal" the first of
+ * them is the login portal; with it, "portal" is put first when the list lacks it.
+ */
+static int get_portals(struct dsess_opts *o, json_t *j, char *err, size_t errlen)
+{
+	json_t *a = json_object_get(j, "portals");
+	if (!a || json_is_null(a))
+		return 0;
+	if (!json_is_array(a)) {
+		snprintf(err, errlen, "'portals' must be an array of \"host[:port]\" strings");
+		return -1;
+	}
+	if (o->portal)
+		o->portals[o->nportals++] = xstrdup(o->portal);
+	for (size_t i = 0; i < json_array_size(a); i++) {
+		const char *p = json_string_value(json_array_get(a, i));
+		if (!p || !portal_ok(p)) {
+			snprintf(err, errlen, "'portals': bad portal (want host[:port])");
+			return -1;
+		}
+		bool dup = false;
+		for (int k = 0; k < o->nportals; k++)
+			dup |= !strcmp(o->portals[k], p);
+		if (dup)
+			continue;
+		if (o->nportals >= DMN_MAX_PORTALS) {
+			snprintf(err, errlen, "'portals': at most %d portals", DMN_MAX_PORTALS);
+			return -1;
+		}
+		o->portals[o->nportals++] = xstrdup(p);
+	}
+	if (!o->portal && o->nportals)
+		o->portal = xstrdup(o->portals[0]);
+	return 0;
+}
+
 int dsess_opts_from_json(struct dsess_opts *o, json_t *j, char *err, size_t errlen)
 {
 	memset(o, 0, sizeof(*o));
 	o->removal_latency_ms = -1;
+	o->failback_ms = -1;
 	o->initial_r2t = -1;
 	o->immediate_data = -1;
 	o->type = DS_TYPE_DATA;
@@ -364,6 +430,29 @@ int dsess_opts_from_json(struct dsess_opts *o, json_t *j, char *err, size_t errl
 			goto bad;
 		}
 		o->removal_latency_ms = (int)(json_number_value(v) * 1000 + 0.5);
+	}
+	v = json_object_get(j, "failback");
+	if (v && !json_is_null(v)) {
+		if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > 86400 * 365) {
+			snprintf(err, errlen, "'failback' must be seconds >= 0");
+			goto bad;
+		}
+		o->failback_ms = (int)(json_number_value(v) * 1000 + 0.5);
+	}
+	if (get_portals(o, j, err, errlen) < 0)
+		goto bad;
+	v = json_object_get(j, "pr_key");
+	if (v && !json_is_null(v)) {
+		const char *k = json_string_value(v);
+		char *end = NULL;
+		errno = 0;
+		unsigned long long key = k ? strtoull(k, &end, 16) : 0;
+		if (!k || !*k || *k == '-' || *k == '+' || errno || *end || !key) {
+			snprintf(err, errlen, "'pr_key' must be a non-zero hexadecimal number of at most 16 digits");
+			goto bad;
+		}
+		o->pr_key = key;
+		o->pr_key_set = true;
 	}
 	bool b = false;
 	v = json_object_get(j, "initial_r2t");

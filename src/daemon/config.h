@@ -19,6 +19,7 @@ struct dmn_config {
 	int nop_interval_ms;        /* NOP-Out keepalive after this much silence (5000) */
 	int nop_timeout_ms;         /* connection dead without NOP-In within this (10000) */
 	int login_timeout_ms;       /* per login attempt (15000) */
+	int failback_ms;            /* back to the preferred portal after it answers this long (30000; 0: never) */
 	uint64_t queue_limit_bytes; /* I/O held while reconnecting (64 MiB) */
 	unsigned nbd_max_clients;   /* NBD clients at once over all exports (32) */
 	bool fuse;                  /* expose data LUNs as files (true) */
@@ -49,9 +50,15 @@ enum dsess_state {
 const char *dsess_state_str(enum dsess_state st);
 
 /* What a login needs; kept for reconnects and persistence. Strings owned. */
+#define DMN_MAX_PORTALS 16
+
 struct dsess_opts {
 	char *target;
-	char *portal;
+	char *portal; /* the first (preferred) portal */
+	/* every portal of the target given at login, opts.portal first (owned; 0 or 1: only portal) */
+	char *portals[DMN_MAX_PORTALS];
+	int nportals;
+	int failback_ms; /* < 0: the daemon's default */
 	enum dsess_type type;
 	char *chap_user, *chap_secret;
 	char *mutual_user, *mutual_secret;
@@ -63,6 +70,8 @@ struct dsess_opts {
 	int initial_r2t, immediate_data;
 	bool isid_set;
 	uint8_t isid[6];
+	bool pr_key_set; /* a persistent reservation key registered through every new I_T nexus (pr.c) */
+	uint64_t pr_key;
 };
 void dsess_opts_free(struct dsess_opts *o);
 void dsess_opts_copy(struct dsess_opts *dst, const struct dsess_opts *src);

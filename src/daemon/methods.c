@@ -21,6 +21,7 @@
 #include "daemon/methods.h"
 #include "daemon/nbd.h"
 #include "daemon/ops.h"
+#include "daemon/portals.h"
 #include "daemon/session.h"
 #include "daemon/session_json.h"
 #include "daemon/store.h"
@@ -634,15 +635,22 @@ static void disc_done(void *arg, uint32_t events)
 			for (size_t k = 0; k < json_array_size(d->discovered); k++) {
 				json_t *e = json_array_get(d->discovered, k);
 				if (json_equal(json_object_get(e, "target"), name) &&
-				    !strcmp(json_string_value(json_object_get(e, "portal")) ?: "", j->portal))
+				    !strcmp(json_string_value(json_object_get(e, "portal")) ?: "", j->portal)) {
 					known = true;
+					json_object_set(e, "addresses", addrs); /* the target's latest answer */
+				}
 			}
+			/* the addresses are kept too: every portal a session of this target may fail over to */
 			if (!known)
-				json_array_append_new(d->discovered, json_pack("{s:O,s:s}", "target", name, "portal", j->portal));
+				json_array_append_new(d->discovered, json_pack("{s:O,s:s,s:O}", "target", name, "portal", j->portal,
+									    "addresses", addrs));
 			json_decref(name);
-			for (struct dsession *s = d->sessions; s; s = s->next)
-				if (!strcmp(s->opts.target, t->name))
+			for (struct dsession *s = d->sessions; s; s = s->next) {
+				if (!strcmp(s->opts.target, t->name)) {
 					s->discovered = true;
+					portals_learn(s, addrs);
+				}
+			}
 		}
 		store_save_discovered(d);
 		log_info("discovery at %s: %zu target(s)", j->portal, j->result->n);

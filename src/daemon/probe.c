@@ -8,10 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "daemon/alua.h"
 #include "daemon/daemon.h"
 #include "daemon/io.h"
 #include "daemon/libbridge.h"
 #include "daemon/ops.h"
+#include "daemon/portals.h"
+#include "daemon/pr.h"
 #include "daemon/probe.h"
 #include "daemon/session.h"
 #include "scsi/codes.h"
@@ -66,7 +69,9 @@ static void probe_finish(struct probe *p, bool complete)
 			s->login_op = 0;
 		}
 		s->interactive_login = false;
-		dio_flush_queue(s);
+		if (!pr_register(s))
+			dio_flush_queue(s);
+		probe_alua(s);
 	} else {
 		dsess_free_luns(p->luns, p->nluns);
 	}
@@ -253,4 +258,101 @@ void probe_start(struct dsession *s)
 	p->s = s;
 	p->ism = s->ism;
 	probe_next(p);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * The ALUA probe after each login, on the first LUN whose standard INQUIRY reports TPGS != 0:
+ * Device Identification (0x83) through this portal names its target port group and relative
+ * target port, then REPORT TARGET PORT GROUPS gives every group's state. A target without it
+ * (ILLEGAL REQUEST, or any other failure) leaves the groups' states unknown.
+ */
+enum alua_step { ALUA_STEP_VPD83, ALUA_STEP_RTPG };
+
+struct alua_probe {
+	struct dsession *s;
+	struct ism_session *ism;
+	struct dio io;
+	enum alua_step step;
+	uint64_t lun;
+	int tpg, rel_port;
+	uint8_t buf[RTPG_ALLOC];
+};
+
+static void alua_send(struct alua_probe *a);
+
+static void alua_cb(struct dio *io, int err, const struct ism_scsi_result *r)
+{
+	struct alua_probe *a = io->priv;
+	struct dsession *s = a->s;
+	bool ok = err == 0 && r && r->status == SCSI_GOOD;
+	uint32_t got = ok ? r->transferred : 0;
+	if (s->ism != a->ism || s->state != DS_CONNECTED) {
+		free(a);
+		return;
+	}
+	if (a->step == ALUA_STEP_VPD83) {
+		if (ok)
+			alua_port_from_vpd83(a->buf, got, &a->tpg, &a->rel_port);
+		a->step = ALUA_STEP_RTPG;
+		alua_send(a);
+		return;
+	}
+	struct alua_group g[ALUA_MAX_GROUPS];
+	int n = ok ? alua_parse_rtpg(a->buf, got, g, ALUA_MAX_GROUPS) : -1;
+	if (!ok)
+		log_info("session %s: REPORT TARGET PORT GROUPS not answered (%s); ALUA states unknown", s->idstr,
+			 r && r->status == SCSI_CHECK_CONDITION ? "CHECK CONDITION" : "no answer");
+	portals_alua(s, false, a->tpg, a->rel_port, g, n);
+	free(a);
+}
+
+static void alua_send(struct alua_probe *a)
+{
+	struct dsession *s = a->s;
+	struct dio *io = &a->io;
+	memset(io, 0, sizeof(*io));
+	io->priv = a;
+	io->done = alua_cb;
+	io->dir = ISM_DIR_READ;
+	io->buf = a->buf;
+	io->lun = a->lun;
+	if (a->step == ALUA_STEP_VPD83) {
+		io->cdb_len = ism_cdb_inquiry(io->cdb, 0x83, DMN_VPD_LEN);
+		io->len = DMN_VPD_LEN;
+	} else {
+		io->cdb_len = alua_cdb_rtpg(io->cdb, RTPG_ALLOC);
+		io->len = RTPG_ALLOC;
+	}
+	io->s = s;
+	io->seq = ++s->next_seq;
+	io->resend = DIO_ONCE;
+	if (!s->ism || dio_send_now(s, io) < 0) {
+		free(a);
+		return;
+	}
+	lib_settle_soon(s);
+}
+
+void probe_alua(struct dsession *s)
+{
+	if (s->nportals < 2 || !s->ism || s->state != DS_CONNECTED)
+		return;
+	const struct dlun *l = NULL;
+	for (size_t i = 0; i < s->nluns && !l; i++)
+		if (s->luns[i].have_inquiry && s->luns[i].device_type != SCSI_PDT_UNKNOWN)
+			l = &s->luns[i];
+	if (!l)
+		return;
+	if (alua_tpgs(l->inquiry, l->inquiry_len) <= 0) {
+		portals_alua(s, true, -1, -1, NULL, -1);
+		return;
+	}
+	struct alua_probe *a = xcalloc(1, sizeof(*a));
+	a->s = s;
+	a->ism = s->ism;
+	a->lun = l->lun;
+	a->tpg = a->rel_port = -1;
+	a->step = ALUA_STEP_VPD83;
+	alua_send(a);
 }

@@ -8,5 +8,8 @@ struct dsession;
 /* Ends by replacing the LUN cache, exposing the devices and answering the login operation; a
  * session lost meanwhile abandons it (the next login probes again). */
 void probe_start(struct dsession *s);
+/* ALUA after a login (sessions with several portals): which target port group this portal leads
+ * to and the groups' states, handed to portals_alua. */
+void probe_alua(struct dsession *s);
 
 #endif

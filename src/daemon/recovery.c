@@ -15,6 +15,8 @@
 #include "daemon/io.h"
 #include "daemon/libbridge.h"
 #include "daemon/ops.h"
+#include "daemon/portals.h"
+#include "daemon/pr.h"
 #include "daemon/probe.h"
 #include "daemon/recovery.h"
 #include "daemon/session.h"
@@ -109,6 +111,7 @@ void recovery_lost(struct dsession *s)
 	snprintf(s->last_error, sizeof(s->last_error), "%s",
 		 s->ism && *ism_session_error(s->ism) ? ism_session_error(s->ism) : "the target closed the session");
 	int others = s->ism ? note_connection_loss(s) : -1;
+	bool elsewhere = false;
 	if (others > 0) {
 		/* ErrorRecoveryLevel 0: the library closed the other connections too (session recovery). */
 		log_warn("session %s: connection %u lost (%s); its %d other connection(s) closed with it "
@@ -118,18 +121,35 @@ void recovery_lost(struct dsession *s)
 	} else {
 		log_warn("session %s: connection lost (%s); a login attempt every %.1f s", s->idstr, s->last_error,
 			 s->d->cfg.reconnect_interval_ms / 1000.0);
+		/* The only path to this portal is gone: another portal of the target takes over now. */
+		elsewhere = portals_fail_over(s);
 	}
+	portals_stop(s);
+	pr_abandon(s);
 	lib_detach(s);
 	dsess_set_state(s, DS_RECONNECTING);
 	if (s->opts.type != DS_TYPE_BOOT)
 		loop_timer_start(s->d->loop, &s->removal_timer, dsess_removal_latency(s), 0, on_removal, s);
 	/*
 	 * With other connections up a moment ago the target is reachable: the session is reinstated
-	 * at once, every write waiting meanwhile. Otherwise the first attempt comes soon (the target
-	 * may only have dropped this one connection), then one every reconnect interval.
+	 * at once, every write waiting meanwhile; so it is when another portal takes over. Otherwise
+	 * the first attempt comes soon (the target may only have dropped this one connection), then
+	 * one every reconnect interval.
 	 */
 	uint64_t first = s->d->cfg.reconnect_interval_ms < 1000 ? (uint64_t)s->d->cfg.reconnect_interval_ms : 1000;
-	schedule_retry(s, others > 0 ? 0 : first);
+	schedule_retry(s, others > 0 || elsewhere ? 0 : first);
+}
+
+void recovery_move(struct dsession *s, const char *why)
+{
+	log_info("session %s: %s: logging in through %s", s->idstr, why, login_portal(s));
+	portals_stop(s);
+	pr_abandon(s);
+	lib_detach(s);
+	dsess_set_state(s, DS_RECONNECTING);
+	if (s->opts.type != DS_TYPE_BOOT)
+		loop_timer_start(s->d->loop, &s->removal_timer, dsess_removal_latency(s), 0, on_removal, s);
+	schedule_retry(s, 0);
 }
 
 static void on_login(struct ism_session *ism, int status, void *priv)
@@ -146,21 +166,27 @@ static void on_login(struct ism_session *ism, int status, void *priv)
 		s->ever_connected = true;
 		s->nlost = 0; /* the connections shown are the new session's again */
 		dsess_set_state(s, DS_CONNECTED);
+		portals_connected(s);
 		if (again) {
 			s->session_recoveries++;
 			log_info("session %s: reinstated at %s", s->idstr, login_portal(s));
 		}
 		dsess_readd_connections(s);
-		if (!s->probed || !s->devices_present)
+		if (!s->probed || !s->devices_present) {
 			probe_start(s);
-		else
-			dio_flush_later(s);
+		} else {
+			if (!pr_register(s))
+				dio_flush_later(s);
+			probe_alua(s);
+		}
 		return;
 	}
 	snprintf(s->last_error, sizeof(s->last_error), "%s",
 		 *ism_session_error(ism) ? ism_session_error(ism) : "login failed");
 	lib_detach(s);
-	if (s->state == DS_LOGGING_IN && s->interactive_login) {
+	log_info("session %s: login through %s failed (%s)", s->idstr, login_portal(s), s->last_error);
+	bool elsewhere = portals_fail_over(s);
+	if (s->state == DS_LOGGING_IN && s->interactive_login && !elsewhere) {
 		log_warn("session %s: login to %s at %s failed: %s", s->idstr, s->opts.target, s->opts.portal,
 			 s->last_error);
 		dop_fail(s->d, s->login_op, RPC_FAILED, "%s", s->last_error);
@@ -168,8 +194,12 @@ static void on_login(struct ism_session *ism, int status, void *priv)
 		dsess_finish_logout(s, NULL);
 		return;
 	}
-	if (s->state == DS_LOGGING_IN)
+	if (s->state == DS_LOGGING_IN && !(s->interactive_login && elsewhere))
 		dsess_set_state(s, DS_RECONNECTING);
+	if (elsewhere) {
+		schedule_retry(s, 0);
+		return;
+	}
 	log_info("session %s: login attempt %u failed (%s); next in %.1f s", s->idstr, s->attempts, s->last_error,
 		 s->d->cfg.reconnect_interval_ms / 1000.0);
 	schedule_retry(s, (uint64_t)s->d->cfg.reconnect_interval_ms);
@@ -231,14 +261,15 @@ void recovery_login(struct dsession *s)
 	return;
 failed:
 	snprintf(s->last_error, sizeof(s->last_error), "%s", err);
-	if (s->state == DS_LOGGING_IN && s->interactive_login) {
+	bool elsewhere = portals_fail_over(s);
+	if (s->state == DS_LOGGING_IN && s->interactive_login && !elsewhere) {
 		dop_fail(d, s->login_op, RPC_FAILED, "%s", err);
 		s->login_op = 0;
 		dsess_finish_logout(s, NULL);
 		return;
 	}
 	log_warn("session %s: cannot log in: %s", s->idstr, err);
-	if (s->state == DS_LOGGING_IN)
+	if (s->state == DS_LOGGING_IN && !s->interactive_login)
 		dsess_set_state(s, DS_RECONNECTING);
-	schedule_retry(s, (uint64_t)d->cfg.reconnect_interval_ms);
+	schedule_retry(s, elsewhere ? 0 : (uint64_t)d->cfg.reconnect_interval_ms);
 }

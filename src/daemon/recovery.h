@@ -9,5 +9,8 @@ struct dsession;
 void recovery_login(struct dsession *s);
 /* The libisthmus session failed: reconnect, and start the removal latency. */
 void recovery_lost(struct dsession *s);
+/* Leave the current libisthmus session on purpose (nothing in flight) and log in again at once
+ * through the session's login portal; the queue waits for it. */
+void recovery_move(struct dsession *s, const char *why);
 
 #endif

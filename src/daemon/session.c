@@ -14,6 +14,7 @@
 #include "daemon/libbridge.h"
 #include "daemon/nbd.h"
 #include "daemon/ops.h"
+#include "daemon/portals.h"
 #include "daemon/recovery.h"
 #include "daemon/session.h"
 #include "daemon/store.h"
@@ -117,6 +118,7 @@ struct dsession *dsess_new(struct daemon *d, const struct dsess_opts *o, bool in
 		if (t && !strcmp(t, o->target))
 			s->discovered = true;
 	}
+	portals_init(s);
 	s->state = DS_LOGGING_IN;
 	s->state_since = time(NULL);
 	for (int i = 0; i < DMN_MAX_WATCH; i++)
@@ -203,6 +205,7 @@ void dsess_finish_logout(struct dsession *s, const char *why)
 	loop_timer_stop(d->loop, &s->retry_timer);
 	loop_timer_stop(d->loop, &s->removal_timer);
 	loop_timer_stop(d->loop, &s->logout_timer);
+	portals_stop(s);
 	dsess_remove_devices(s);
 	lib_detach(s);
 	dsess_set_state(s, DS_GONE);

@@ -59,6 +59,16 @@ struct dwatch {
 	bool on;
 };
 
+/* One portal of the session's target (portals.c). */
+struct dportal {
+	char addr[ISM_PORTAL_MAX];
+	int tpgt; /* portal group tag from SendTargets, -1: unknown */
+	bool given; /* from the login options (else learnt from a SendTargets answer) */
+	/* ALUA, learnt while logged in through it: its target port group and relative target port
+	 * (VPD 0x83), its group's asymmetric access state (REPORT TARGET PORT GROUPS); -1: unknown */
+	int tpg, rel_port, alua_state;
+};
+
 struct dsession {
 	struct daemon *d;
 	struct dsession *next;
@@ -110,6 +120,24 @@ struct dsession {
 	} last_loss;
 	struct ism_conn_info lost_conns[DMN_MAX_WATCH];
 	int nlost;
+	/* failover (portals.c): every portal of the target, the one logged in through, how many
+	 * more the current round may try before waiting a reconnect interval, and the failback
+	 * to the preferred portal (probed, then moved to once it has answered for a while) */
+	struct dportal portals[DMN_MAX_PORTALS];
+	int nportals;
+	int cur_portal;
+	int round_left;
+	uint64_t failovers;
+	struct loop_timer failback_timer, drain_timer;
+	struct loop_watch fb_watch;
+	int fb_fd;
+	uint64_t fb_up_since_ms; /* the preferred portal answered every probe since (0: not now) */
+	unsigned drain_ticks;
+	bool draining; /* no new commands go out: the session moves once the in-flight ones are done */
+	bool alua_none; /* the LUN reports TPGS 0: no ALUA, the first portal given is preferred */
+	/* the reservation key registration after a login (pr.c): I/O is held while it runs */
+	uint64_t pr_gen;
+	bool pr_pending, pr_registered;
 };
 
 struct dsession *dsess_new(struct daemon *d, const struct dsess_opts *o, bool interactive);

@@ -8,6 +8,7 @@
 #include "daemon/fuse.h"
 #include "daemon/loopdev.h"
 #include "daemon/nbd.h"
+#include "daemon/portals.h"
 #include "daemon/session.h"
 #include "daemon/session_json.h"
 #include "util/sbuf.h"
@@ -90,6 +91,15 @@ json_t *dsess_json(struct dsession *s)
 	json_object_set_new(j, "target_node_address", json_string(s->opts.target));
 	json_object_set_new(j, "target_name", json_text(live && info.target_alias[0] ? info.target_alias : s->opts.target));
 	json_object_set_new(j, "target_portal", json_string(s->opts.portal));
+	json_object_set_new(j, "portals", portals_json(s));
+	if (s->opts.pr_key_set) {
+		char k[24];
+		snprintf(k, sizeof(k), "0x%016" PRIx64, s->opts.pr_key);
+		json_object_set_new(j, "pr_key", json_string(k));
+	} else {
+		json_object_set_new(j, "pr_key", json_null());
+	}
+	json_object_set_new(j, "pr_key_registered", json_boolean(s->pr_registered && s->state == DS_CONNECTED));
 	const char *auth = !s->opts.chap_user ? "None"
 			   : (s->opts.mutual_secret || s->opts.mutual_from_store) ? "MutualCHAP"
 										  : "CHAP";
@@ -196,6 +206,8 @@ json_t *dsess_json(struct dsession *s)
 	json_object_set_new(r, "nop_timeout", json_real(d->cfg.nop_timeout_ms / 1000.0));
 	json_object_set_new(r, "connection_losses", json_integer((json_int_t)s->connection_losses));
 	json_object_set_new(r, "session_recoveries", json_integer((json_int_t)s->session_recoveries));
+	json_object_set_new(r, "failovers", json_integer((json_int_t)s->failovers));
+	json_object_set_new(r, "failback", json_real(portals_failback_ms(s) / 1000.0));
 	json_object_set_new(r, "last_connection_loss", s->last_loss.valid ? loss_json(&s->last_loss) : json_null());
 	json_object_set_new(j, "recovery", r);
 	json_object_set_new(j, "state", json_string(dsess_state_str(s->state)));

@@ -42,10 +42,11 @@ static void test_config(void)
 	char path[256], err[256];
 	snprintf(path, sizeof(path), "%s/ini.conf", tmpdir);
 	write_file(path, "# comment\n[initiator]\ninitiator-name = iqn.2026-11.org.isthmus:u\n"
-			 "reconnect-interval = 2\nremoval-latency = 3.5\nqueue-limit = 1M\nfuse = no\n"
+			 "reconnect-interval = 2\nremoval-latency = 3.5\nqueue-limit = 1M\nfuse = no\nfailback = 0\n"
 			 "block = no\n");
 	struct dmn_config c;
 	dmn_config_defaults(&c);
+	CHECK_EQ(c.failback_ms, 30000);
 	CHECK_EQ(c.removal_latency_ms, 60000);
 	CHECK_EQ(c.reconnect_interval_ms, 5000);
 	CHECK(c.block);
@@ -55,6 +56,7 @@ static void test_config(void)
 	CHECK_EQ(c.removal_latency_ms, 3500);
 	CHECK_EQ(c.queue_limit_bytes, 1u << 20);
 	CHECK(!c.fuse && c.nbd && !c.block);
+	CHECK_EQ(c.failback_ms, 0);
 	write_file(path, "bogus = 1\n");
 	CHECK_EQ(dmn_config_load(&c, path, err, sizeof(err)), -1);
 	CHECK(strstr(err, "unknown setting") != NULL);
@@ -103,6 +105,59 @@ static void test_opts(void)
 	CHECK_EQ(dsess_opts_from_json(&o, j, err, sizeof(err)), -1);
 	json_decref(j);
 	CHECK_EQ(dsess_opts_from_json(&o, NULL, err, sizeof(err)), -1);
+}
+
+/* Several portals of one target and the failback: kept through the stored form, the first portal
+ * the login one, duplicates dropped, bad or too many portals refused. */
+static void test_opts_portals(void)
+{
+	char err[256];
+	struct dsess_opts o, back;
+	json_t *j = json_pack("{s:s,s:[s,s,s],s:f}", "target", "iqn.2026-11.org.isthmus:t", "portals", "10.0.0.1:3260",
+			      "10.0.0.2:3260", "10.0.0.1:3260", "failback", 3.0);
+	CHECK_EQ(dsess_opts_from_json(&o, j, err, sizeof(err)), 0);
+	CHECK_STR(o.portal, "10.0.0.1:3260");
+	CHECK_EQ(o.nportals, 2);
+	CHECK_EQ(o.failback_ms, 3000);
+	json_t *stored = dsess_opts_to_json(&o, true);
+	CHECK_EQ(dsess_opts_from_json(&back, stored, err, sizeof(err)), 0);
+	CHECK_EQ(back.nportals, 2);
+	CHECK_STR(back.portals[1], "10.0.0.2:3260");
+	CHECK_EQ(back.failback_ms, 3000);
+	dsess_opts_free(&back);
+	dsess_opts_free(&o);
+	json_decref(stored);
+	json_decref(j);
+	j = json_pack("{s:s,s:s,s:[s]}", "target", "iqn.2026-11.org.isthmus:t", "portal", "h", "portals", "[::1");
+	CHECK_EQ(dsess_opts_from_json(&o, j, err, sizeof(err)), -1);
+	json_decref(j);
+	j = json_pack("{s:s,s:s,s:s}", "target", "iqn.2026-11.org.isthmus:t", "portal", "h", "pr_key", "0xABC");
+	CHECK_EQ(dsess_opts_from_json(&o, j, err, sizeof(err)), 0);
+	CHECK(o.pr_key_set && o.pr_key == 0xabc);
+	stored = dsess_opts_to_json(&o, true);
+	CHECK_STR(json_string_value(json_object_get(stored, "pr_key")), "0x0000000000000abc");
+	json_decref(stored);
+	dsess_opts_free(&o);
+	json_decref(j);
+	const char *bad_keys[] = {"0", "xyz", "-1", "12345678901234567", ""};
+	for (size_t i = 0; i < sizeof(bad_keys) / sizeof(bad_keys[0]); i++) {
+		j = json_pack("{s:s,s:s,s:s}", "target", "iqn.2026-11.org.isthmus:t", "portal", "h", "pr_key", bad_keys[i]);
+		CHECK_EQ(dsess_opts_from_json(&o, j, err, sizeof(err)), -1);
+		json_decref(j);
+	}
+	j = json_pack("{s:s,s:s,s:f}", "target", "iqn.2026-11.org.isthmus:t", "portal", "h", "failback", -1.0);
+	CHECK_EQ(dsess_opts_from_json(&o, j, err, sizeof(err)), -1);
+	json_decref(j);
+	json_t *many = json_array();
+	for (int i = 0; i < DMN_MAX_PORTALS + 1; i++) {
+		char p[32];
+		snprintf(p, sizeof(p), "10.0.0.%d:3260", i + 1);
+		json_array_append_new(many, json_string(p));
+	}
+	j = json_pack("{s:s,s:o}", "target", "iqn.2026-11.org.isthmus:t", "portals", many);
+	CHECK_EQ(dsess_opts_from_json(&o, j, err, sizeof(err)), -1);
+	CHECK(strstr(err, "at most") != NULL);
+	json_decref(j);
 }
 
 static void test_store(void)
@@ -211,6 +266,7 @@ int main(void)
 	test_parse();
 	test_config();
 	test_opts();
+	test_opts_portals();
 	test_store();
 	test_ibft();
 	test_ops();
