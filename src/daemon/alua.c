@@ -68,9 +68,9 @@ size_t alua_cdb_rtpg(uint8_t *cdb, uint32_t alloc)
 const char *alua_state_str(int state)
 {
 	switch (state) {
-	case ALUA_OPTIMIZED:
+	case ALUA_ACTIVE_OPTIMIZED:
 		return "active_optimized";
-	case ALUA_NON_OPTIMIZED:
+	case ALUA_ACTIVE_NON_OPTIMIZED:
 		return "active_non_optimized";
 	case ALUA_STANDBY:
 		return "standby";

@@ -9,15 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Asymmetric access states (REPORT TARGET PORT GROUPS, SPC-4 6.37). */
-enum alua_state {
-	ALUA_OPTIMIZED = 0x0,
-	ALUA_NON_OPTIMIZED = 0x1,
-	ALUA_STANDBY = 0x2,
-	ALUA_UNAVAILABLE = 0x3,
-	ALUA_OFFLINE = 0xe,
-	ALUA_TRANSITIONING = 0xf,
-};
+#include "scsi/scsi.h" /* enum scsi_alua_state: the asymmetric access states (SPC-4 6.37) */
+
 #define ALUA_UNKNOWN (-1)
 
 #define ALUA_MAX_GROUPS 16
@@ -25,7 +18,7 @@ enum alua_state {
 
 struct alua_group {
 	uint16_t tpg;
-	int state; /* enum alua_state */
+	int state; /* enum scsi_alua_state, or ALUA_UNKNOWN */
 	bool preferred;
 };
 

@@ -121,7 +121,7 @@ static void use_portal(struct dsession *s, int i)
 int portals_preferred(const struct dsession *s)
 {
 	for (int i = 0; i < s->nportals; i++)
-		if (s->portals[i].alua_state == ALUA_OPTIMIZED)
+		if (s->portals[i].alua_state == ALUA_ACTIVE_OPTIMIZED)
 			return i;
 	return 0;
 }
@@ -137,7 +137,7 @@ bool portals_fail_over(struct dsession *s)
 	/* a round starts with an active/optimized portal other than the failed one, when known */
 	if (s->round_left == s->nportals - 1)
 		for (int i = 0; i < s->nportals; i++)
-			if (i != from && s->portals[i].alua_state == ALUA_OPTIMIZED) {
+			if (i != from && s->portals[i].alua_state == ALUA_ACTIVE_OPTIMIZED) {
 				next = i;
 				break;
 			}

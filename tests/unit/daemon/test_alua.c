@@ -46,7 +46,7 @@ static void test_rtpg(void)
 	struct alua_group g[ALUA_MAX_GROUPS];
 	CHECK_EQ(alua_parse_rtpg(d, sizeof(d), g, ALUA_MAX_GROUPS), 2);
 	CHECK_EQ(g[0].tpg, 1);
-	CHECK_EQ(g[0].state, ALUA_OPTIMIZED);
+	CHECK_EQ(g[0].state, ALUA_ACTIVE_OPTIMIZED);
 	CHECK(g[0].preferred);
 	CHECK_EQ(g[1].tpg, 2);
 	CHECK_EQ(g[1].state, ALUA_STANDBY);
