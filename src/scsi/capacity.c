@@ -1,4 +1,5 @@
 /* READ CAPACITY (10/16) and GET LBA STATUS (SBC-3 5.15, 5.16, 5.17). */
+#include <errno.h>
 #include <string.h>
 
 #include "scsi/scsi_int.h"
@@ -33,28 +34,36 @@ void scsi_read_capacity16(struct scsi_req *r)
 	req_data_in(r, b, sizeof(b), get_be32(r->cdb + 10));
 }
 
+/* What one allocation query needs of its LU, copied: a worker may answer it after the LU went. */
+struct gls_range {
+	struct store *st;
+	unsigned shift;
+	uint32_t block_size;
+	uint64_t nblocks;
+};
+
 /*
  * Turns the store's byte extents into block runs. A block that is only partly allocated
  * counts as mapped: it holds data that a read would return.
  */
-static int block_status(struct scsi_lu *lu, uint64_t lba, bool *mapped, uint64_t *nblk)
+static int block_status(const struct gls_range *g, uint64_t lba, bool *mapped, uint64_t *nblk)
 {
-	uint64_t off = lba << lu->block_shift, run;
-	int rc = store_extent(lu->st, off, mapped, &run);
+	uint64_t off = lba << g->shift, run;
+	int rc = store_extent(g->st, off, mapped, &run);
 
 	if (rc < 0)
 		return rc;
 	if (*mapped) {
-		*nblk = (run + lu->block_size - 1) >> lu->block_shift;
+		*nblk = (run + g->block_size - 1) >> g->shift;
 	} else {
-		*nblk = run >> lu->block_shift;
+		*nblk = run >> g->shift;
 		if (*nblk == 0) {
 			*mapped = true;
 			*nblk = 1;
 		}
 	}
-	if (*nblk > lu->nblocks - lba)
-		*nblk = lu->nblocks - lba;
+	if (*nblk > g->nblocks - lba)
+		*nblk = g->nblocks - lba;
 	return 0;
 }
 
@@ -67,34 +76,24 @@ static int block_status(struct scsi_lu *lu, uint64_t lba, bool *mapped, uint64_t
 #define GLS_MAX_DESC 1024u
 #define GLS_MAX_QUERIES 4096u
 
-void scsi_get_lba_status(struct scsi_req *r)
+/*
+ * The parameter data from lba on into b (8 + 16 * max_desc bytes); returns its length, or a
+ * negative errno with *fail_lba where the store failed.
+ */
+static long get_lba_status_data(const struct gls_range *g, uint64_t lba, size_t max_desc, uint8_t *b,
+				uint64_t *fail_lba)
 {
-	struct scsi_lu *lu = r->lu;
-	uint64_t lba = get_be64(r->cdb + 2);
-	uint32_t alloc = get_be32(r->cdb + 10);
-	uint8_t *b = r->t->scratch;
-	size_t max_desc, n = 8;
-	int rc;
+	size_t n = 8;
 
-	if (lba >= lu->nblocks) {
-		req_lba_oob(r);
-		return;
-	}
-	/* Only as many descriptors as the initiator can take, but always the first one. */
-	max_desc = alloc > 8 ? (alloc - 8) / 16 : 0;
-	if (max_desc == 0)
-		max_desc = 1;
-	if (max_desc > GLS_MAX_DESC)
-		max_desc = GLS_MAX_DESC;
 	memset(b, 0, 8);
-	for (unsigned queries = 0; queries < GLS_MAX_QUERIES && lba < lu->nblocks; queries++) {
+	for (unsigned queries = 0; queries < GLS_MAX_QUERIES && lba < g->nblocks; queries++) {
 		bool mapped;
 		uint64_t nblk;
+		int rc = block_status(g, lba, &mapped, &nblk);
 
-		rc = block_status(lu, lba, &mapped, &nblk);
 		if (rc < 0) {
-			lu_medium_error(r, false, rc, lba);
-			return;
+			*fail_lba = lba;
+			return rc;
 		}
 		/* Merge with the previous descriptor when the store split one status in two. */
 		if (n > 8 && (b[n - 4] == (mapped ? 0 : 1)) && get_be32(b + n - 8) + nblk <= 0xffffffffu) {
@@ -113,5 +112,77 @@ void scsi_get_lba_status(struct scsi_req *r)
 		lba += nblk;
 	}
 	put_be32(b, (uint32_t)(n - 4));
-	req_data_in(r, b, (uint32_t)n, alloc);
+	return (long)n;
+}
+
+/*
+ * A store that asks a cluster for allocation status (RBD) blocks while it does: the query runs
+ * as a long operation on a worker, and the loop serves everything else meanwhile.
+ */
+struct gls_op {
+	struct longop op;
+	struct gls_range g;
+	uint64_t lba, fail_lba;
+	size_t max_desc;
+	uint32_t alloc;
+	long len;
+};
+
+static int gls_step(struct longop *op)
+{
+	struct gls_op *q = (struct gls_op *)op;
+
+	q->len = get_lba_status_data(&q->g, q->lba, q->max_desc, op->buf, &q->fail_lba);
+	return q->len < 0 ? (int)q->len : 0;
+}
+
+static void gls_answer(struct longop *op, int rc)
+{
+	struct gls_op *q = (struct gls_op *)op;
+	struct scsi_req r;
+
+	longop_req(op, &r);
+	if (rc < 0) {
+		if (rc != -ECANCELED)
+			lu_medium_error(&r, false, rc, q->fail_lba);
+	} else {
+		req_data_in(&r, op->buf, (uint32_t)q->len, q->alloc);
+	}
+	longop_end(op);
+}
+
+void scsi_get_lba_status(struct scsi_req *r)
+{
+	struct scsi_lu *lu = r->lu;
+	uint64_t lba = get_be64(r->cdb + 2), fail_lba = 0;
+	uint32_t alloc = get_be32(r->cdb + 10);
+	struct gls_range g = {lu->st, lu->block_shift, lu->block_size, lu->nblocks};
+	size_t max_desc;
+
+	if (lba >= lu->nblocks) {
+		req_lba_oob(r);
+		return;
+	}
+	/* Only as many descriptors as the initiator can take, but always the first one. */
+	max_desc = alloc > 8 ? (alloc - 8) / 16 : 0;
+	if (max_desc == 0)
+		max_desc = 1;
+	if (max_desc > GLS_MAX_DESC)
+		max_desc = GLS_MAX_DESC;
+	if (lu->st->ops->submit && r->t->offload) {
+		struct gls_op *q = longop_new(r, sizeof(*q));
+
+		q->g = g;
+		q->lba = lba;
+		q->max_desc = max_desc;
+		q->alloc = alloc;
+		longop_then(&q->op, gls_step, gls_answer);
+		return;
+	}
+	long n = get_lba_status_data(&g, lba, max_desc, r->t->scratch, &fail_lba);
+	if (n < 0) {
+		lu_medium_error(r, false, (int)n, fail_lba);
+		return;
+	}
+	req_data_in(r, r->t->scratch, (uint32_t)n, alloc);
 }

@@ -80,6 +80,14 @@ static int cluster_connect(struct rbd_cluster *c, char **err)
 		*err = xasprintf("cannot set rbd_non_blocking_aio: %s", strerror(-rc));
 		goto fail;
 	}
+	/*
+	 * An UNMAP smaller than librbd's discard granularity must still leave zeros behind (the
+	 * LU promises LBPRZ): librbd then zeroes what it cannot deallocate instead of skipping it.
+	 */
+	if ((rc = rados_conf_set(r, "rbd_skip_partial_discard", "false")) < 0) {
+		*err = xasprintf("cannot set rbd_skip_partial_discard: %s", strerror(-rc));
+		goto fail;
+	}
 	rc = rados_connect(r);
 	if (rc < 0) {
 		*err = xasprintf("cannot connect to the Ceph cluster of %s as client.%s: %s",

@@ -260,12 +260,7 @@ static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, 
 		.serial = l->serial,
 		.block_size = l->block_size ? l->block_size : 512,
 		.read_only = l->read_only,
-		/*
-		 * UNMAP, WRITE SAME and the other long operations run synchronous store ops on
-		 * workers, which stores with their own submit (RBD) do not offer: such a LU is not
-		 * offered as thin, so that the provisioning pages promise nothing it refuses.
-		 */
-		.thin = l->thin && !st->ops->submit,
+		.thin = l->thin,
 		.write_cache = l->write_cache,
 		.state_dir = state_dir,
 	};
