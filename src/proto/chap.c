@@ -1,5 +1,6 @@
 #include "proto/chap.h"
 #include "util/hex.h"
+#include "util/sbuf.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -201,17 +202,6 @@ void chap_encode_hex(const uint8_t *in, size_t len, char *out, size_t cap)
 		out[3 + 2 * i] = digits[in[i] & 15];
 	}
 	out[2 + 2 * len] = 0;
-}
-
-static void set_why(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_why(char *why, size_t whylen, const char *fmt, ...)
-{
-	if (!why || !whylen)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, whylen, fmt, ap);
-	va_end(ap);
 }
 
 /* CHAP_I is a numerical value (RFC 7143 6.1): decimal or hex, and must fit the one-byte identifier. */

@@ -8,17 +8,7 @@
 #include <string.h>
 
 #include "util/bytes.h"
-
-static void set_why(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_why(char *why, size_t whylen, const char *fmt, ...)
-{
-	if (!why || !whylen)
-		return;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(why, whylen, fmt, ap);
-	va_end(ap);
-}
+#include "util/sbuf.h"
 
 void isns_hdr_encode(const struct isns_hdr *h, uint8_t out[ISNS_HDR_LEN])
 {

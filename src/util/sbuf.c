@@ -59,6 +59,16 @@ char *xvasprintf(const char *fmt, va_list ap)
 	return s;
 }
 
+void set_why(char *why, size_t whylen, const char *fmt, ...)
+{
+	if (!why || !whylen)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
+}
+
 char *xasprintf(const char *fmt, ...)
 {
 	va_list ap;

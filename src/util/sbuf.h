@@ -34,5 +34,7 @@ void xbuf_reserve(uint8_t **buf, size_t *cap, size_t len);
 char *xstrdup(const char *s);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
+/* The error text of a caller-supplied buffer (why may be NULL or whylen 0: nothing is written). */
+void set_why(char *why, size_t whylen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif
