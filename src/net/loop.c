@@ -19,6 +19,8 @@ struct loop {
 	struct loop_timer *timers; /* sorted by due_ms */
 	struct deferred *defer;
 	size_t ndefer, capdefer;
+	loop_fn before_wait;
+	void *before_wait_arg;
 };
 
 uint64_t loop_now_ms(void)
@@ -157,10 +159,18 @@ static void run_timers(struct loop *l)
 
 void loop_stop(struct loop *l) { l->stopping = true; }
 
+void loop_set_before_wait(struct loop *l, loop_fn fn, void *arg)
+{
+	l->before_wait = fn;
+	l->before_wait_arg = arg;
+}
+
 /* One turn: wait up to timeout ms (-1: forever), dispatch, then deferred calls and due timers. */
 static int loop_turn(struct loop *l, int timeout)
 {
 	struct epoll_event evs[128];
+	if (l->before_wait)
+		l->before_wait(l->before_wait_arg);
 	int n = epoll_wait(l->epfd, evs, 128, timeout);
 	if (n < 0) {
 		if (errno == EINTR)

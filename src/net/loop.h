@@ -45,6 +45,13 @@ void loop_timer_stop(struct loop *l, struct loop_timer *t);
 /* Run fn(arg) after the events of the current iteration have been dispatched. */
 void loop_defer(struct loop *l, loop_fn fn, void *arg);
 
+/*
+ * fn(arg) runs at the end of every turn, after deferred calls and timers, just before the loop
+ * waits for events again (NULL: none). Work that is cheaper in batches (io_uring submissions)
+ * collects during a turn and leaves here, once: nothing a turn queued waits for a later one.
+ */
+void loop_set_before_wait(struct loop *l, loop_fn fn, void *arg);
+
 uint64_t loop_now_ms(void);
 /* Runs until loop_stop. Returns 0, or -1 if epoll_wait failed. */
 int loop_run(struct loop *l);

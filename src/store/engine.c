@@ -181,7 +181,7 @@ void store_io_submit(struct store_engine *e, struct store *st, struct store_io *
 	 * queued never reaches the device.
 	 */
 	bool keyed_read = io->op == STORE_IO_READ && st->wait == STORE_WAIT_ALWAYS;
-	if (e->ur && got == 0 && st->fd >= 0 && !keyed_read && engine_uring_submit(e->ur, io)) {
+	if (e->ur && got == 0 && st->fd >= 0 && !keyed_read && engine_uring_submit(e->ur, io, e->batch)) {
 		e->stats.uring_submitted++;
 		return;
 	}
@@ -261,6 +261,7 @@ struct store_engine *store_engine_new(const struct store_engine_params *p, char 
 	if (!p)
 		p = &defaults;
 	e->backend = STORE_BACKEND_WORKERS;
+	e->batch = p->batch;
 	e->epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (e->epfd < 0) {
 		*err = xasprintf("epoll_create1: %s", strerror(errno));
@@ -285,6 +286,12 @@ fail:
 }
 
 int store_engine_fd(const struct store_engine *e) { return e->epfd; }
+
+void store_engine_submit_pending(struct store_engine *e)
+{
+	if (e->ur)
+		engine_uring_flush(e->ur);
+}
 
 void store_engine_reap(struct store_engine *e)
 {
@@ -314,7 +321,11 @@ enum store_engine_backend store_engine_backend(const struct store_engine *e) { r
 const char *store_engine_backend_reason(const struct store_engine *e) { return e->reason; }
 struct offload *store_engine_offload(struct store_engine *e) { return e->off; }
 
-void store_engine_get_stats(const struct store_engine *e, struct store_engine_stats *s) { *s = e->stats; }
+void store_engine_get_stats(const struct store_engine *e, struct store_engine_stats *s)
+{
+	*s = e->stats;
+	s->uring_enters = e->ur ? engine_uring_enters(e->ur) : 0;
+}
 
 int store_engine_watch(struct store_engine *e, int fd, void (*ready)(void *arg), void *arg)
 {
@@ -359,6 +370,7 @@ void store_engine_free(struct store_engine *e)
 		return;
 	uint64_t start = now_ms();
 	while (e->stats.in_flight && now_ms() - start < ENGINE_DRAIN_MS) {
+		store_engine_submit_pending(e); /* the done callbacks may have queued more */
 		struct pollfd p = { .fd = e->epfd, .events = POLLIN };
 		if (poll(&p, 1, 100) > 0)
 			store_engine_reap(e);

@@ -24,6 +24,7 @@ struct store_engine {
 	struct offload *off;
 	struct engine_uring *ur;     /* NULL: the workers backend */
 	enum store_engine_backend backend;
+	bool batch;                  /* store_engine_params.batch */
 	char reason[160];
 	struct engine_watch *watches;
 	struct store_engine_stats stats;
@@ -43,8 +44,14 @@ void engine_workers_submit(struct store_engine *e, struct store_io *io, size_t s
 /* engine_uring.c */
 struct engine_uring *engine_uring_new(unsigned depth, int *efd, char **why);
 void engine_uring_free(struct engine_uring *u);
-/* False when io_uring cannot do this io for this store (the caller uses a worker). */
-bool engine_uring_submit(struct engine_uring *u, struct store_io *io);
+/*
+ * False when io_uring cannot do this io for this store (the caller uses a worker). With batch
+ * the entry waits in the ring for engine_uring_flush (or for the ring to fill up).
+ */
+bool engine_uring_submit(struct engine_uring *u, struct store_io *io, bool batch);
+/* Sends the queued entries; returns how many io_uring_submit calls it took (0: nothing queued). */
+unsigned engine_uring_flush(struct engine_uring *u);
 void engine_uring_reap(struct engine_uring *u);
+uint64_t engine_uring_enters(const struct engine_uring *u);
 
 #endif

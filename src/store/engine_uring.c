@@ -20,6 +20,8 @@ struct engine_uring {
 	struct io_uring ring;
 	int efd;
 	unsigned depth, in_flight;
+	unsigned queued;   /* entries prepared and not yet submitted */
+	uint64_t enters;   /* io_uring_submit calls */
 };
 
 /* Bytes of a read or write done by earlier completions (a short transfer goes on elsewhere). */
@@ -103,7 +105,7 @@ static bool writes(enum store_io_op op)
 	return op == STORE_IO_WRITE || op == STORE_IO_UNMAP || op == STORE_IO_WRITE_ZEROES;
 }
 
-bool engine_uring_submit(struct engine_uring *u, struct store_io *io)
+bool engine_uring_submit(struct engine_uring *u, struct store_io *io, bool batch)
 {
 	struct store *st = io->st;
 
@@ -116,6 +118,8 @@ bool engine_uring_submit(struct engine_uring *u, struct store_io *io)
 	if ((io->op == STORE_IO_READ || io->op == STORE_IO_WRITE) && (iov_bytes(io) != io->len || io->len == 0))
 		return false;
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+	if (!sqe && engine_uring_flush(u))
+		sqe = io_uring_get_sqe(&u->ring); /* the ring was full of queued entries: they left */
 	if (!sqe)
 		return false;
 	switch (io->op) {
@@ -139,10 +143,23 @@ bool engine_uring_submit(struct engine_uring *u, struct store_io *io)
 	}
 	*done_bytes(io) = 0;
 	io_uring_sqe_set_data(sqe, io);
-	/* A failed submission leaves the entry queued: it goes with the next one. */
-	io_uring_submit(&u->ring);
+	u->queued++;
 	u->in_flight++;
+	if (!batch)
+		engine_uring_flush(u);
 	return true;
+}
+
+unsigned engine_uring_flush(struct engine_uring *u)
+{
+	if (!u->queued)
+		return 0;
+	/* A failed submission leaves the entries in the ring: they go with the next call. */
+	int rc = io_uring_submit(&u->ring);
+	u->enters++;
+	if (rc > 0)
+		u->queued -= (unsigned)rc < u->queued ? (unsigned)rc : u->queued;
+	return 1;
 }
 
 /* A finished read or write: done, or its remainder to a worker (a short transfer). */
@@ -169,6 +186,8 @@ static int fallocate_result(int res)
 		return -EOPNOTSUPP; /* as the store's own unmap and zero say it */
 	return res;
 }
+
+uint64_t engine_uring_enters(const struct engine_uring *u) { return u->enters; }
 
 void engine_uring_reap(struct engine_uring *u)
 {

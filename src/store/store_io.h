@@ -111,6 +111,12 @@ struct store_engine_params {
 	enum store_engine_backend backend;
 	unsigned queue_depth;   /* io_uring submission entries; 0: default */
 	unsigned workers;       /* most worker threads; 0: default */
+	/*
+	 * io_uring submissions wait in the ring until store_engine_submit_pending (or a full
+	 * submission queue) sends them with one system call: for owners whose loop calls it before
+	 * each sleep (loop_set_before_wait). Otherwise every io is submitted as it comes.
+	 */
+	bool batch;
 };
 
 #define STORE_ENGINE_QUEUE_DEPTH 256u  /* io_uring entries; more ios wait in the engine's own queue */
@@ -120,6 +126,11 @@ struct store_engine_params {
 struct store_engine *store_engine_new(const struct store_engine_params *p, char **err);
 /* Stops the backends after every io in flight has completed (their done callbacks run). */
 void store_engine_free(struct store_engine *e);
+/*
+ * Sends the io_uring submissions queued since the last call, in one system call; with
+ * params.batch the owner calls it before its loop sleeps. Cheap when nothing is queued.
+ */
+void store_engine_submit_pending(struct store_engine *e);
 /* Readable while completions wait: the owner's loop watches it and calls store_engine_reap. */
 int store_engine_fd(const struct store_engine *e);
 /* Runs the done callbacks of finished ios, and the watches whose descriptors are readable. */
@@ -142,6 +153,7 @@ struct store_engine_stats {
 	uint64_t completed;
 	uint64_t inline_completed;    /* done before store_io_submit returned */
 	uint64_t uring_submitted;
+	uint64_t uring_enters;        /* io_uring_submit calls: uring_submitted / uring_enters = ios per system call */
 	uint64_t worker_submitted;
 	unsigned in_flight;
 };

@@ -261,6 +261,7 @@ static json_t *m_stats(void *ctx, json_t *params, struct rpc_error *err)
 		json_object_set_new(e, "completed", json_integer((json_int_t)es.completed));
 		json_object_set_new(e, "inline_completed", json_integer((json_int_t)es.inline_completed));
 		json_object_set_new(e, "uring_submitted", json_integer((json_int_t)es.uring_submitted));
+		json_object_set_new(e, "uring_enters", json_integer((json_int_t)es.uring_enters));
 		json_object_set_new(e, "worker_submitted", json_integer((json_int_t)es.worker_submitted));
 		json_object_set_new(e, "in_flight", json_integer((json_int_t)es.in_flight));
 		json_object_set_new(o, "io_engine_stats", e);

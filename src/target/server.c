@@ -405,10 +405,17 @@ static void server_on_engine(void *arg, uint32_t events)
 	}
 }
 
+/* Store ios queued while the loop turned leave together, before it sleeps. */
+static void server_before_wait(void *arg)
+{
+	struct server *srv = arg;
+	store_engine_submit_pending(srv->engine);
+}
+
 /* The engine of the configured backend; the one that runs, and why, goes to the log. */
 int server_engine_start(struct server *srv, const struct cfg *cfg, char **err)
 {
-	struct store_engine_params p = { .backend = cfg->io_engine };
+	struct store_engine_params p = { .backend = cfg->io_engine, .batch = true };
 	srv->engine = store_engine_new(&p, err);
 	if (!srv->engine)
 		return -1;
@@ -421,6 +428,7 @@ int server_engine_start(struct server *srv, const struct cfg *cfg, char **err)
 		srv->engine = NULL;
 		return -1;
 	}
+	loop_set_before_wait(srv->loop, server_before_wait, srv);
 	return 0;
 }
 
