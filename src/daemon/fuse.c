@@ -85,7 +85,7 @@ static void fill_attr(struct stat *st, fuse_ino_t ino, struct dsession *s, struc
 		st->st_mode = S_IFDIR | 0755;
 		st->st_nlink = 2;
 	} else {
-		st->st_mode = S_IFREG | 0600;
+		st->st_mode = S_IFREG | (l->readonly ? 0400 : 0600);
 		st->st_nlink = 1;
 		st->st_size = (off_t)l->capacity_bytes;
 		st->st_blocks = (blkcnt_t)(l->capacity_bytes / 512);
@@ -392,6 +392,11 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct dlun *l = s ? fuse_lun_of(s, ino) : NULL;
 	if (!l) {
 		fuse_reply_err(req, s ? EISDIR : ENOENT);
+		return;
+	}
+	/* A write-protected LUN: as a read-only file system would (root passes the mode bits). */
+	if (l->readonly && (fi->flags & O_ACCMODE) != O_RDONLY) {
+		fuse_reply_err(req, EROFS);
 		return;
 	}
 	fi->direct_io = 1;

@@ -359,13 +359,15 @@ static void fio_send(struct fio *f, struct dsession *s)
 	dio_submit(s, io);
 }
 
-/* A request on the LUN file ino, its session into *sp; NULL with *e when there is none. */
-static struct fio *fio_new(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct dsession **sp, int *e)
+/* A request on the LUN file ino, its session into *sp; NULL with *e when there is none, or when
+ * it would write (write) a write-protected LUN. */
+static struct fio *fio_new(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool write, struct dsession **sp,
+			   int *e)
 {
 	struct dsession *s = fuse_session_of(dmn(req), ino);
 	struct dlun *l = s ? fuse_lun_of(s, ino) : NULL;
-	if (!l) {
-		*e = EIO;
+	if (!l || (write && l->readonly)) {
+		*e = l ? EROFS : EIO;
 		return NULL;
 	}
 	uint32_t bs = l->block_size ? l->block_size : 512;
@@ -397,7 +399,7 @@ void fuse_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct
 	if (size > FUSE_MAX_IO)
 		size = FUSE_MAX_IO;
 	struct dsession *s;
-	struct fio *f = fio_new(req, ino, size, off, &s, &e);
+	struct fio *f = fio_new(req, ino, size, off, false, &s, &e);
 	if (!f) {
 		fuse_reply_err(req, e);
 		return;
@@ -425,7 +427,7 @@ void fuse_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		return;
 	}
 	struct dsession *s;
-	struct fio *f = fio_new(req, ino, size, off, &s, &e);
+	struct fio *f = fio_new(req, ino, size, off, true, &s, &e);
 	if (!f) {
 		fuse_reply_err(req, e);
 		return;
@@ -455,7 +457,7 @@ void fuse_op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_fil
 	(void)fi;
 	int e;
 	struct dsession *s;
-	struct fio *f = fio_new(req, ino, 0, 0, &s, &e);
+	struct fio *f = fio_new(req, ino, 0, 0, false, &s, &e);
 	if (!f) {
 		fuse_reply_err(req, e);
 		return;
@@ -472,8 +474,8 @@ void fuse_op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, o
 	(void)fi;
 	struct dsession *s = fuse_session_of(dmn(req), ino);
 	struct dlun *l = s ? fuse_lun_of(s, ino) : NULL;
-	if (!l) {
-		fuse_reply_err(req, EIO);
+	if (!l || l->readonly) {
+		fuse_reply_err(req, l ? EROFS : EIO);
 		return;
 	}
 	if (offset < 0 || length <= 0) {

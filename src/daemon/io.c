@@ -5,10 +5,12 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <string.h>
 
 #include "daemon/daemon.h"
 #include "daemon/io.h"
 #include "daemon/libbridge.h"
+#include "daemon/probe.h"
 #include "daemon/session.h"
 #include "scsi/scsi.h"
 #include "util/log.h"
@@ -40,11 +42,24 @@ void dio_fail_queue(struct dsession *s, int err)
 	}
 }
 
-static bool is_unit_attention(const struct ism_scsi_result *r)
+/* CAPACITY DATA HAS CHANGED (SPC-4 additional sense code 2Ah/09h) */
+#define ASC_PARAMETERS_CHANGED 0x2a
+#define ASCQ_CAPACITY_CHANGED 0x09
+
+/*
+ * A unit attention; one that says the LUN's capacity changed has it read again. Only the devices'
+ * and the RPC layer's commands (DIO_RESEND) look: the session steps' own commands (DIO_ONCE)
+ * include that READ CAPACITY, which a target repeating the attention would otherwise loop on.
+ */
+static bool is_unit_attention(struct dsession *s, uint64_t lun, const struct ism_scsi_result *r)
 {
 	uint8_t key, asc, ascq;
-	return r->status == SCSI_CHECK_CONDITION && ism_sense_decode(r->sense, r->sense_len, &key, &asc, &ascq) &&
-	       key == SK_UNIT_ATTENTION;
+	if (r->status != SCSI_CHECK_CONDITION || !ism_sense_decode(r->sense, r->sense_len, &key, &asc, &ascq) ||
+	    key != SK_UNIT_ATTENTION)
+		return false;
+	if (asc == ASC_PARAMETERS_CHANGED && ascq == ASCQ_CAPACITY_CHANGED)
+		probe_capacity(s, lun);
+	return true;
 }
 
 static void flush_deferred(void *arg) { dio_flush_queue(arg); }
@@ -61,7 +76,7 @@ static void dio_cb(struct ism_session *ism, const struct ism_scsi_result *r, voi
 	bool resend = io->resend == DIO_RESEND;
 	if (r->error == ISM_OK) {
 		/* A reinstated session reports the reset once: send the command again. */
-		if (resend && is_unit_attention(r) && io->tries < DIO_MAX_TRIES) {
+		if (resend && is_unit_attention(s, io->lun, r) && io->tries < DIO_MAX_TRIES) {
 			queue_insert(s, io);
 			dio_flush_later(s);
 			return;
@@ -117,6 +132,29 @@ int dio_send_now(struct dsession *s, struct dio *io)
 	if (!t)
 		return -1;
 	s->inflight++;
+	return 0;
+}
+
+void dio_prepare(struct dio *io, struct dsession *s, uint64_t lun, enum ism_dir dir, void *buf, uint32_t len,
+		 dio_done_fn done, void *priv)
+{
+	memset(io, 0, sizeof(*io));
+	io->s = s;
+	io->seq = ++s->next_seq;
+	io->lun = lun;
+	io->dir = dir;
+	io->buf = buf;
+	io->len = len;
+	io->done = done;
+	io->priv = priv;
+}
+
+int dio_send_once(struct dsession *s, struct dio *io)
+{
+	io->resend = DIO_ONCE;
+	if (!s->ism || dio_send_now(s, io) < 0)
+		return -1;
+	lib_settle_soon(s);
 	return 0;
 }
 

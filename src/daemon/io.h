@@ -41,6 +41,13 @@ struct dio {
 	void *priv;
 };
 
+/* io cleared and filled for a command on s (its cdb is the caller's), numbered in submission
+ * order; resent after a unit attention or a lost connection unless the caller says DIO_ONCE. */
+void dio_prepare(struct dio *io, struct dsession *s, uint64_t lun, enum ism_dir dir, void *buf, uint32_t len,
+		 dio_done_fn done, void *priv);
+/* A session step's own command (the LUN probe, the reservation key): sent at once, never again
+ * (DIO_ONCE). 0, or -1 when the session has no library session or it refuses the command. */
+int dio_send_once(struct dsession *s, struct dio *io);
 /* Submit I/O: sent now, queued while reconnecting, or failed (done called with -errno). */
 void dio_submit(struct dsession *s, struct dio *io);
 /* Send io on the session's libisthmus session now, ready or not (the LUN probe runs before the

@@ -13,14 +13,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/fs.h>
 #include <linux/loop.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -30,6 +28,7 @@
 #include "daemon/daemon.h"
 #include "daemon/loopdev.h"
 #include "daemon/session.h"
+#include "store/offload.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
@@ -55,33 +54,31 @@ struct ldev {
 	int fd;
 	int num;
 	bool dio;
+	bool legacy; /* attached in steps (LOOP_SET_FD ...), not with LOOP_CONFIGURE */
 	char name[32];
 };
 
-enum ljob_kind { LJ_ATTACH, LJ_DETACH };
+enum ljob_kind { LJ_ATTACH, LJ_DETACH, LJ_RESIZE };
 
 struct ljob {
-	struct ljob *next;
+	struct offload_job oj; /* first: the job is its offload job */
 	enum ljob_kind kind;
 	struct ldev *e;
+	bool legacy; /* attach without LOOP_CONFIGURE (see attach_legacy) */
 	int rc;
 	bool in_use; /* detach: the device was still open elsewhere (mounted): autoclear at its close */
+	uint64_t size; /* resize: the device's size afterwards */
 	char err[256];
 };
 
 static struct {
 	struct daemon *d;
 	bool running;
-	pthread_t th;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct ljob *todo, **todo_tail, *done;
-	bool quit;
-	int efd;
+	bool legacy; /* ISTHMUS_TEST_LOOP_LEGACY: tests take the path of kernels before 5.8 */
+	struct offload *off; /* one worker: the jobs run in order (one key) */
 	struct loop_watch w;
-	unsigned pending;
 	struct ldev *devs;
-} L = {.efd = -1};
+} L;
 
 /* ---- worker side */
 
@@ -96,6 +93,53 @@ static int open_loop_node(int num)
 			fd = open(dev, O_RDWR | O_CLOEXEC);
 	}
 	return fd;
+}
+
+/* LOOP_CONFIGURE (Linux 5.8): everything in one call. 0 or -errno. */
+static int attach_configure(int fd, struct loop_config *c)
+{
+	if (ioctl(fd, LOOP_CONFIGURE, c) == 0)
+		return 0;
+	if (errno == EINVAL && (c->info.lo_flags & LO_FLAGS_DIRECT_IO)) {
+		/* a kernel that refuses direct I/O on this file rather than ignoring it */
+		c->info.lo_flags &= ~(uint32_t)LO_FLAGS_DIRECT_IO;
+		if (ioctl(fd, LOOP_CONFIGURE, c) == 0)
+			return 0;
+	}
+	return -errno;
+}
+
+/*
+ * The same in steps, for kernels without LOOP_CONFIGURE: bind the file (the device is read-only
+ * when the file was opened so), then autoclear and the name, the block size, direct I/O. The
+ * device exists with 512-byte blocks and buffered I/O between the steps; no one has it open then
+ * but this thread. A step after the binding that fails unbinds it. 0 or -errno.
+ */
+static int attach_legacy(int fd, const struct loop_config *c, struct ljob *j)
+{
+	if (ioctl(fd, LOOP_SET_FD, (unsigned long)c->fd) < 0) {
+		int e = errno;
+		snprintf(j->err, sizeof(j->err), "LOOP_SET_FD: %s", strerror(e));
+		return -e;
+	}
+	struct loop_info64 info = c->info;
+	info.lo_flags &= LO_FLAGS_AUTOCLEAR; /* the one flag LOOP_SET_STATUS64 takes here */
+	const char *step = "LOOP_SET_STATUS64";
+	int rc = ioctl(fd, LOOP_SET_STATUS64, &info);
+	if (rc == 0 && c->block_size != 512) {
+		step = "LOOP_SET_BLOCK_SIZE";
+		rc = ioctl(fd, LOOP_SET_BLOCK_SIZE, (unsigned long)c->block_size);
+	}
+	if (rc < 0) {
+		int e = errno;
+		snprintf(j->err, sizeof(j->err), "%s: %s", step, strerror(e));
+		ioctl(fd, LOOP_CLR_FD);
+		return -e;
+	}
+	/* refused on some files: then the device stays buffered, as with LOOP_CONFIGURE */
+	if (c->info.lo_flags & LO_FLAGS_DIRECT_IO)
+		(void)ioctl(fd, LOOP_SET_DIRECT_IO, 1UL);
+	return 0;
 }
 
 static void job_attach(struct ljob *j)
@@ -141,13 +185,15 @@ static void job_attach(struct ljob *j)
 			snprintf(j->err, sizeof(j->err), "cannot open /dev/loop%d: %s", num, strerror(errno));
 			break;
 		}
-		int ok = ioctl(fd, LOOP_CONFIGURE, &c);
-		if (ok < 0 && errno == EINVAL && (c.info.lo_flags & LO_FLAGS_DIRECT_IO)) {
-			/* a kernel that refuses direct I/O on this file rather than ignoring it */
-			c.info.lo_flags &= ~(uint32_t)LO_FLAGS_DIRECT_IO;
-			ok = ioctl(fd, LOOP_CONFIGURE, &c);
+		int rc = j->legacy ? -ENOTTY : attach_configure(fd, &c);
+		if (rc == -EINVAL || rc == -ENOTTY) {
+			/* forced by a test, or a kernel without LOOP_CONFIGURE (before 5.8) */
+			rc = attach_legacy(fd, &c, j);
+			e->legacy = true;
+		} else if (rc < 0) {
+			snprintf(j->err, sizeof(j->err), "LOOP_CONFIGURE on /dev/loop%d: %s", num, strerror(-rc));
 		}
-		if (ok == 0) {
+		if (rc == 0) {
 			struct loop_info64 info;
 			e->dio = ioctl(fd, LOOP_GET_STATUS64, &info) == 0 && (info.lo_flags & LO_FLAGS_DIRECT_IO);
 			e->fd = fd;
@@ -156,8 +202,7 @@ static void job_attach(struct ljob *j)
 			j->rc = 0;
 			break;
 		}
-		j->rc = -errno;
-		snprintf(j->err, sizeof(j->err), "LOOP_CONFIGURE on /dev/loop%d: %s", num, strerror(errno));
+		j->rc = rc;
 		close(fd);
 	}
 	close(ctl);
@@ -191,48 +236,50 @@ static void job_detach(struct ljob *j)
 	e->fd = -1;
 }
 
-static void *worker(void *arg)
+/*
+ * LOOP_SET_CAPACITY takes the backing file's size as the kernel knows it: a stat first makes the
+ * kernel ask this daemon for the file's attributes (they are never cached), so the size it reads
+ * is the LUN's new one.
+ */
+static void job_resize(struct ljob *j)
 {
-	(void)arg;
-	pthread_mutex_lock(&L.mu);
-	for (;;) {
-		while (!L.todo && !L.quit)
-			pthread_cond_wait(&L.cv, &L.mu);
-		if (!L.todo)
-			break;
-		struct ljob *j = L.todo;
-		L.todo = j->next;
-		if (!L.todo)
-			L.todo_tail = &L.todo;
-		pthread_mutex_unlock(&L.mu);
-		if (j->kind == LJ_ATTACH)
-			job_attach(j);
-		else
-			job_detach(j);
-		pthread_mutex_lock(&L.mu);
-		j->next = L.done;
-		L.done = j;
-		uint64_t one = 1;
-		ssize_t w = write(L.efd, &one, sizeof(one));
-		(void)w;
+	struct ldev *e = j->e;
+	struct stat st;
+	if (e->fd < 0)
+		return;
+	if (stat(e->path, &st) < 0 || ioctl(e->fd, LOOP_SET_CAPACITY, 0UL) < 0) {
+		j->rc = -errno;
+		snprintf(j->err, sizeof(j->err), "LOOP_SET_CAPACITY: %s", strerror(errno));
+		return;
 	}
-	pthread_mutex_unlock(&L.mu);
-	return NULL;
+	if (ioctl(e->fd, BLKGETSIZE64, &j->size) < 0)
+		j->size = (uint64_t)st.st_size;
+}
+
+static void job_work(struct offload_job *oj)
+{
+	struct ljob *j = (struct ljob *)oj;
+	switch (j->kind) {
+	case LJ_ATTACH: job_attach(j); break;
+	case LJ_DETACH: job_detach(j); break;
+	case LJ_RESIZE: job_resize(j); break;
+	}
 }
 
 /* ---- loop side */
+
+static void job_finished(struct offload_job *oj);
 
 static void enqueue(enum ljob_kind kind, struct ldev *e)
 {
 	struct ljob *j = xcalloc(1, sizeof(*j));
 	j->kind = kind;
 	j->e = e;
-	L.pending++;
-	pthread_mutex_lock(&L.mu);
-	*L.todo_tail = j;
-	L.todo_tail = &j->next;
-	pthread_cond_signal(&L.cv);
-	pthread_mutex_unlock(&L.mu);
+	j->legacy = L.legacy;
+	j->oj.key = &L; /* one key: in submission order */
+	j->oj.work = job_work;
+	j->oj.done = job_finished;
+	offload_submit(L.off, &j->oj);
 }
 
 static void ldev_unlink(struct ldev *e)
@@ -246,21 +293,27 @@ static void ldev_unlink(struct ldev *e)
 	free(e);
 }
 
-static void job_finished(struct ljob *j)
+static void job_finished(struct offload_job *oj)
 {
+	struct ljob *j = (struct ljob *)oj;
 	struct ldev *e = j->e;
 	char sid[24];
 	dsess_format_id(e->sid, sid, sizeof(sid));
 	if (j->kind == LJ_ATTACH) {
 		if (j->rc == 0) {
 			e->st = LD_ATTACHED;
-			log_info("session %s LUN %" PRIu64 ": block device %s (%s, block size %u%s)", sid, e->lun, e->name,
+			log_info("session %s LUN %" PRIu64 ": block device %s (%s, block size %u%s%s)", sid, e->lun, e->name,
 				 e->dio ? "direct I/O" : "buffered: the kernel refused direct I/O", e->block_size,
-				 e->readonly ? ", read-only" : "");
+				 e->readonly ? ", read-only" : "", e->legacy ? ", attached with LOOP_SET_FD" : "");
 		} else {
 			e->st = LD_FAILED;
 			log_warn("session %s LUN %" PRIu64 ": no block device: %s", sid, e->lun, j->err);
 		}
+	} else if (j->kind == LJ_RESIZE) {
+		if (j->rc)
+			log_warn("session %s LUN %" PRIu64 ": %s keeps its old size: %s", sid, e->lun, e->name, j->err);
+		else
+			log_info("session %s LUN %" PRIu64 ": %s is now %" PRIu64 " bytes", sid, e->lun, e->name, j->size);
 	} else {
 		if (e->st == LD_ATTACHED) {
 			if (j->rc)
@@ -274,33 +327,13 @@ static void job_finished(struct ljob *j)
 		ldev_unlink(e);
 	}
 	free(j);
-	L.pending--;
 }
 
 static void on_jobs_done(void *arg, uint32_t events)
 {
 	(void)arg;
 	(void)events;
-	uint64_t n;
-	ssize_t r = read(L.efd, &n, sizeof(n));
-	(void)r;
-	pthread_mutex_lock(&L.mu);
-	struct ljob *list = L.done;
-	L.done = NULL;
-	pthread_mutex_unlock(&L.mu);
-	/* in the order they were done */
-	struct ljob *rev = NULL;
-	while (list) {
-		struct ljob *next = list->next;
-		list->next = rev;
-		rev = list;
-		list = next;
-	}
-	while (rev) {
-		struct ljob *next = rev->next;
-		job_finished(rev);
-		rev = next;
-	}
+	offload_reap(L.off);
 }
 
 static struct ldev *ldev_find(uint64_t sid, uint64_t lun)
@@ -318,42 +351,30 @@ int loopdev_start(struct daemon *d, char *err, size_t errlen)
 		return -1;
 	}
 	L.d = d;
-	L.todo = NULL;
-	L.todo_tail = &L.todo;
-	L.done = NULL;
-	L.quit = false;
-	L.pending = 0;
-	L.efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (L.efd < 0 || loop_watch_add(d->loop, &L.w, L.efd, EPOLLIN, on_jobs_done, NULL) < 0) {
-		snprintf(err, errlen, "cannot watch an eventfd");
-		goto fail;
+	const char *legacy = getenv("ISTHMUS_TEST_LOOP_LEGACY");
+	L.legacy = legacy && !strcmp(legacy, "1");
+	if (L.legacy)
+		log_warn("ISTHMUS_TEST_LOOP_LEGACY=1: loop devices are attached without LOOP_CONFIGURE");
+	char *oerr = NULL;
+	L.off = offload_new(1, &oerr);
+	if (!L.off) {
+		snprintf(err, errlen, "cannot start the loop device worker: %s", oerr);
+		free(oerr);
+		return -1;
 	}
-	pthread_mutex_init(&L.mu, NULL);
-	pthread_cond_init(&L.cv, NULL);
-	/* The worker takes no signal: the daemon reads SIGTERM and SIGINT from a signalfd, which
-	 * only works while every thread blocks them. */
-	sigset_t all, old;
-	sigfillset(&all);
-	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int rc = pthread_create(&L.th, NULL, worker, NULL);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0) {
-		loop_watch_del(d->loop, &L.w);
-		snprintf(err, errlen, "cannot start the loop device thread");
-		goto fail;
+	if (loop_watch_add(d->loop, &L.w, offload_fd(L.off), EPOLLIN, on_jobs_done, NULL) < 0) {
+		snprintf(err, errlen, "cannot watch the loop device worker");
+		offload_free(L.off);
+		L.off = NULL;
+		return -1;
 	}
 	L.running = true;
 	return 0;
-fail:
-	if (L.efd >= 0)
-		close(L.efd);
-	L.efd = -1;
-	return -1;
 }
 
 void loopdev_sync(struct daemon *d, struct dsession *s)
 {
-	if (!L.running || L.quit)
+	if (!L.running)
 		return;
 	bool live = s->devices_present && s->state != DS_GONE;
 	for (struct ldev *e = L.devs; e; e = e->next) {
@@ -393,10 +414,19 @@ const char *loopdev_name(struct daemon *d, uint64_t sid, uint64_t lun)
 	return e && e->st == LD_ATTACHED ? e->name : NULL;
 }
 
+void loopdev_resize(struct daemon *d, struct dsession *s, uint64_t lun)
+{
+	(void)d;
+	struct ldev *e = L.running ? ldev_find(s->id, lun) : NULL;
+	if (e && e->st != LD_FAILED)
+		enqueue(LJ_RESIZE, e); /* after an attach still queued: jobs run in order */
+}
+
 void loopdev_stop(struct daemon *d)
 {
 	if (!L.running)
 		return;
+	L.running = false;
 	for (struct ldev *e = L.devs; e; e = e->next)
 		if (!e->detaching) {
 			e->detaching = true;
@@ -404,23 +434,17 @@ void loopdev_stop(struct daemon *d)
 		}
 	/* Detaching flushes through FUSE: keep answering it meanwhile. */
 	uint64_t deadline = loop_now_ms() + STOP_DRAIN_MS;
-	while (L.pending && loop_now_ms() < deadline)
+	while (offload_pending(L.off) && loop_now_ms() < deadline)
 		loop_run_once(d->loop, 100);
-	pthread_mutex_lock(&L.mu);
-	L.quit = true;
-	pthread_cond_signal(&L.cv);
-	pthread_mutex_unlock(&L.mu);
 	loop_watch_del(d->loop, &L.w);
-	if (L.pending) {
-		/* an ioctl that does not return: leave the thread (the process is ending) */
-		log_warn("%u loop device job(s) still running at stop; leaving them", L.pending);
-		pthread_detach(L.th);
+	if (offload_pending(L.off)) {
+		/* an ioctl that does not return: leave the worker (the process is ending); freeing the
+		 * pool would wait for it */
+		log_warn("%u loop device job(s) still running at stop; leaving them", offload_pending(L.off));
 	} else {
-		pthread_join(L.th, NULL);
-		close(L.efd);
+		offload_free(L.off);
 	}
-	L.efd = -1;
-	L.running = false;
+	L.off = NULL;
 }
 
 /* ---- what an earlier run left */

@@ -11,7 +11,6 @@
 
 #include "daemon/daemon.h"
 #include "daemon/io.h"
-#include "daemon/libbridge.h"
 #include "daemon/pr.h"
 #include "daemon/session.h"
 #include "scsi/codes.h"
@@ -92,26 +91,15 @@ static void pr_next(struct pr_job *j)
 		return;
 	}
 	struct dio *io = &j->io;
-	memset(io, 0, sizeof(*io));
-	io->priv = j;
-	io->done = pr_cb;
-	io->dir = ISM_DIR_WRITE;
-	io->buf = j->param;
-	io->len = PR_PARAM_LEN;
-	io->lun = s->luns[j->idx].lun;
+	dio_prepare(io, s, s->luns[j->idx].lun, ISM_DIR_WRITE, j->param, PR_PARAM_LEN, pr_cb, j);
 	io->cdb[0] = PR_OUT;
 	io->cdb[1] = PR_REGISTER_AND_IGNORE;
 	put_be32(io->cdb + 5, PR_PARAM_LEN);
 	io->cdb_len = 10;
-	io->s = s;
-	io->seq = ++s->next_seq;
-	io->resend = DIO_ONCE;
-	if (!s->ism || dio_send_now(s, io) < 0) {
+	if (dio_send_once(s, io) < 0) {
 		j->failed++;
 		pr_end(j);
-		return;
 	}
-	lib_settle_soon(s);
 }
 
 bool pr_register(struct dsession *s)

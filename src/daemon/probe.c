@@ -1,7 +1,7 @@
 /*
  * The LUN probe after each login: REPORT LUNS, then per LUN standard INQUIRY, the VPD pages kept
- * for `isthmus` (0x00, 0x80, 0x83) and, for a connected direct-access LUN, READ CAPACITY(16), or
- * READ CAPACITY(10) when that fails. The results replace the LUN cache only when the probe ran to
+ * for `isthmus` (0x00, 0x80, 0x83) and, for a connected direct-access LUN, MODE SENSE (whether it is
+ * write-protected) and READ CAPACITY(16), or READ CAPACITY(10) when that fails. The results replace the LUN cache only when the probe ran to
  * its end.
  */
 #include <inttypes.h>
@@ -11,7 +11,7 @@
 #include "daemon/alua.h"
 #include "daemon/daemon.h"
 #include "daemon/io.h"
-#include "daemon/libbridge.h"
+#include "daemon/loopdev.h"
 #include "daemon/ops.h"
 #include "daemon/portals.h"
 #include "daemon/pr.h"
@@ -30,6 +30,8 @@ enum probe_step {
 	PROBE_VPD_PAGES,    /* the supported pages (0x00) */
 	PROBE_VPD_SERIAL,   /* unit serial number (0x80) */
 	PROBE_VPD_DEVICE_ID, /* device identification (0x83) */
+	PROBE_MODE_SENSE6,  /* the mode parameter header's WP bit */
+	PROBE_MODE_SENSE10, /* the same where MODE SENSE(6) is not answered */
 	PROBE_READ_CAPACITY16,
 	PROBE_READ_CAPACITY10,
 };
@@ -52,6 +54,29 @@ struct probe {
 };
 
 static void probe_next(struct probe *p);
+
+/* MODE SENSE(6)/(10) of every page, without block descriptors: only the mode parameter header is
+ * read (SPC-4 7.5.5), whose device-specific parameter has WP in bit 7 for a direct-access LU
+ * (SBC-3 6.4.1). Its offset is 2 in the 6-byte header, 3 in the 10-byte one. */
+#define MODE_SENSE6 0x1a
+#define MODE_SENSE10 0x5a
+#define MODE_DBD 0x08
+#define MODE_ALL_PAGES 0x3f
+#define MODE_SENSE_ALLOC 252
+#define MODE_WP 0x80
+
+static size_t cdb_mode_sense(uint8_t *cdb, bool ten)
+{
+	memset(cdb, 0, ten ? 10 : 6);
+	cdb[0] = ten ? MODE_SENSE10 : MODE_SENSE6;
+	cdb[1] = MODE_DBD;
+	cdb[2] = MODE_ALL_PAGES;
+	if (ten)
+		put_be16(cdb + 7, MODE_SENSE_ALLOC);
+	else
+		cdb[4] = MODE_SENSE_ALLOC;
+	return ten ? 10 : 6;
+}
 
 static void probe_finish(struct probe *p, bool complete)
 {
@@ -179,10 +204,23 @@ static void probe_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 	case PROBE_VPD_DEVICE_ID:
 		vpd_done(p, l, ok, got);
 		p->step++;
-		/* capacity only for a connected direct-access LUN */
-		if (p->step == PROBE_READ_CAPACITY16 && (!l->have_inquiry || l->device_type != SCSI_PDT_DIRECT_ACCESS))
+		/* write protection and capacity only for a connected direct-access LUN */
+		if (p->step == PROBE_MODE_SENSE6 && (!l->have_inquiry || l->device_type != SCSI_PDT_DIRECT_ACCESS))
 			lun_done = true;
 		break;
+	case PROBE_MODE_SENSE6:
+	case PROBE_MODE_SENSE10: {
+		size_t off = p->step == PROBE_MODE_SENSE10 ? 3 : 2;
+		if (ok && got > off) {
+			l->readonly = (p->buf[off] & MODE_WP) != 0;
+			p->step = PROBE_READ_CAPACITY16;
+		} else {
+			/* not answered either way: writable, as far as the daemon knows; writes then fail
+			 * with the target's DATA PROTECT */
+			p->step = p->step == PROBE_MODE_SENSE6 ? PROBE_MODE_SENSE10 : PROBE_READ_CAPACITY16;
+		}
+		break;
+	}
 	case PROBE_READ_CAPACITY16:
 		if (ok && got >= 12) {
 			capacity_usable(s, l, get_be64(p->buf), get_be32(p->buf + 8));
@@ -210,14 +248,10 @@ static void probe_next(struct probe *p)
 		probe_finish(p, true);
 		return;
 	}
+	struct dsession *s = p->s;
 	struct dio *io = &p->io;
-	memset(io, 0, sizeof(*io));
-	io->priv = p;
-	io->done = probe_cb;
-	io->dir = ISM_DIR_READ;
-	io->buf = p->buf;
-	io->len = sizeof(p->buf);
-	io->lun = p->step != PROBE_REPORT_LUNS ? p->luns[p->idx].lun : 0;
+	uint64_t lun = p->step != PROBE_REPORT_LUNS ? p->luns[p->idx].lun : 0;
+	dio_prepare(io, s, lun, ISM_DIR_READ, p->buf, sizeof(p->buf), probe_cb, p);
 	switch (p->step) {
 	case PROBE_REPORT_LUNS:
 		io->cdb_len = ism_cdb_report_luns(io->cdb, sizeof(p->buf));
@@ -232,6 +266,11 @@ static void probe_next(struct probe *p)
 		io->cdb_len = ism_cdb_inquiry(io->cdb, probe_pages[p->step - PROBE_VPD_PAGES], DMN_VPD_LEN);
 		io->len = DMN_VPD_LEN;
 		break;
+	case PROBE_MODE_SENSE6:
+	case PROBE_MODE_SENSE10:
+		io->cdb_len = cdb_mode_sense(io->cdb, p->step == PROBE_MODE_SENSE10);
+		io->len = MODE_SENSE_ALLOC;
+		break;
 	case PROBE_READ_CAPACITY16:
 		io->cdb_len = ism_cdb_read_capacity16(io->cdb, 32);
 		io->len = 32;
@@ -241,15 +280,9 @@ static void probe_next(struct probe *p)
 		io->len = 8;
 		break;
 	}
-	struct dsession *s = p->s;
-	io->s = s;
-	io->seq = ++s->next_seq;
-	io->resend = DIO_ONCE; /* a lost session abandons the probe */
-	if (!s->ism || dio_send_now(s, io) < 0) {
+	/* a lost session abandons the probe */
+	if (dio_send_once(s, io) < 0)
 		probe_finish(p, false);
-		return;
-	}
-	lib_settle_soon(s);
 }
 
 void probe_start(struct dsession *s)
@@ -258,6 +291,77 @@ void probe_start(struct dsession *s)
 	p->s = s;
 	p->ism = s->ism;
 	probe_next(p);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * CAPACITY DATA HAS CHANGED (a LUN grown or shrunk at the target): READ CAPACITY(16), or (10), of
+ * that LUN alone. A new size goes to the LUN cache, so to its FUSE file's size and `session show`,
+ * then to its loop device.
+ */
+struct cap_probe {
+	struct dsession *s;
+	struct ism_session *ism;
+	struct dio io;
+	uint64_t lun;
+	bool ten;
+	uint8_t buf[32];
+};
+
+static void capacity_send(struct cap_probe *c);
+
+static void capacity_cb(struct dio *io, int err, const struct ism_scsi_result *r)
+{
+	struct cap_probe *c = io->priv;
+	struct dsession *s = c->s;
+	bool ok = err == 0 && r && r->status == SCSI_GOOD;
+	uint32_t got = ok ? r->transferred : 0;
+	/* a session gone or probed anew meanwhile has read the capacity itself */
+	struct dlun *l = s->ism == c->ism && s->state == DS_CONNECTED ? dsess_lun(s, c->lun) : NULL;
+	if (l && !c->ten && !(ok && got >= 12)) {
+		c->ten = true;
+		capacity_send(c);
+		return;
+	}
+	if (l && (c->ten ? got >= 8 : got >= 12)) {
+		uint64_t before = l->capacity_bytes;
+		uint32_t bs_before = l->block_size;
+		bool usable = c->ten ? capacity_usable(s, l, get_be32(c->buf), get_be32(c->buf + 4))
+				     : capacity_usable(s, l, get_be64(c->buf), get_be32(c->buf + 8));
+		if (usable && l->block_size != bs_before) {
+			/* a device's block size cannot change under its users: keep the old capacity */
+			log_warn("session %s LUN %" PRIu64 ": the block size changed from %u to %u bytes; the device keeps "
+				 "its old size until the next login", s->idstr, l->lun, bs_before, l->block_size);
+			l->block_size = bs_before;
+			l->capacity_bytes = before;
+		} else if (usable && l->capacity_bytes != before) {
+			log_info("session %s LUN %" PRIu64 ": capacity changed from %" PRIu64 " to %" PRIu64 " bytes", s->idstr,
+				 l->lun, before, l->capacity_bytes);
+			if (l->exposed)
+				loopdev_resize(s->d, s, l->lun);
+		}
+	}
+	free(c);
+}
+
+static void capacity_send(struct cap_probe *c)
+{
+	dio_prepare(&c->io, c->s, c->lun, ISM_DIR_READ, c->buf, c->ten ? 8 : 32, capacity_cb, c);
+	c->io.cdb_len = c->ten ? ism_cdb_read_capacity10(c->io.cdb) : ism_cdb_read_capacity16(c->io.cdb, 32);
+	if (dio_send_once(c->s, &c->io) < 0)
+		free(c);
+}
+
+void probe_capacity(struct dsession *s, uint64_t lun)
+{
+	struct dlun *l = dsess_lun(s, lun);
+	if (!l || !l->have_capacity || s->state != DS_CONNECTED || !s->ism)
+		return;
+	struct cap_probe *c = xcalloc(1, sizeof(*c));
+	c->s = s;
+	c->ism = s->ism;
+	c->lun = lun;
+	capacity_send(c);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -311,27 +415,15 @@ static void alua_send(struct alua_probe *a)
 {
 	struct dsession *s = a->s;
 	struct dio *io = &a->io;
-	memset(io, 0, sizeof(*io));
-	io->priv = a;
-	io->done = alua_cb;
-	io->dir = ISM_DIR_READ;
-	io->buf = a->buf;
-	io->lun = a->lun;
 	if (a->step == ALUA_STEP_VPD83) {
+		dio_prepare(io, s, a->lun, ISM_DIR_READ, a->buf, DMN_VPD_LEN, alua_cb, a);
 		io->cdb_len = ism_cdb_inquiry(io->cdb, 0x83, DMN_VPD_LEN);
-		io->len = DMN_VPD_LEN;
 	} else {
+		dio_prepare(io, s, a->lun, ISM_DIR_READ, a->buf, RTPG_ALLOC, alua_cb, a);
 		io->cdb_len = alua_cdb_rtpg(io->cdb, RTPG_ALLOC);
-		io->len = RTPG_ALLOC;
 	}
-	io->s = s;
-	io->seq = ++s->next_seq;
-	io->resend = DIO_ONCE;
-	if (!s->ism || dio_send_now(s, io) < 0) {
+	if (dio_send_once(s, io) < 0)
 		free(a);
-		return;
-	}
-	lib_settle_soon(s);
 }
 
 void probe_alua(struct dsession *s)

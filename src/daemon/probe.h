@@ -3,11 +3,16 @@
 #ifndef ISTHMUS_DAEMON_PROBE_H
 #define ISTHMUS_DAEMON_PROBE_H
 
+#include <stdint.h>
+
 struct dsession;
 
 /* Ends by replacing the LUN cache, exposing the devices and answering the login operation; a
  * session lost meanwhile abandons it (the next login probes again). */
 void probe_start(struct dsession *s);
+/* The target reported CAPACITY DATA HAS CHANGED for lun: its capacity is read again, and a new one
+ * reaches its FUSE file, its block device and `session show`. */
+void probe_capacity(struct dsession *s, uint64_t lun);
 /* ALUA after a login (sessions with several portals): which target port group this portal leads
  * to and the groups' states, handed to portals_alua. */
 void probe_alua(struct dsession *s);

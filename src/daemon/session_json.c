@@ -154,6 +154,8 @@ json_t *dsess_json(struct dsession *s)
 		json_object_set_new(o, "product", l->inquiry_len >= 32 ? inquiry_str(l->inquiry + 16, 16) : json_string(""));
 		json_object_set_new(o, "capacity_bytes", json_integer((json_int_t)l->capacity_bytes));
 		json_object_set_new(o, "block_size", json_integer(l->block_size));
+		/* the target's write protection (WP in MODE SENSE): the file and block device are read-only */
+		json_object_set_new(o, "read_only", json_boolean(l->readonly));
 		char *path = NULL;
 		if (l->exposed && d->fuse)
 			path = xasprintf("%s/%s/lun%" PRIu64, d->cfg.devices_dir, s->idstr, l->lun);

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,14 +118,28 @@ static void finished_push(struct offload *o, struct offload_job *j)
 	}
 }
 
+/*
+ * Workers take no signal: the owning process may read its signals from a signalfd, which only
+ * works while every thread blocks them, and a signal handler must not run on a worker that holds
+ * a store's lock.
+ */
+static int start_worker(struct offload *o)
+{
+	sigset_t all, old;
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	int rc = pthread_create(&o->threads[o->nthreads], NULL, worker, o);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return rc;
+}
+
 void offload_submit(struct offload *o, struct offload_job *j)
 {
 	j->next = NULL;
 	o->pending++;
 	pthread_mutex_lock(&o->mu);
 	/* A new worker only when the idle ones cannot take every queued job: most stores rarely block. */
-	if (o->idle <= o->queued && o->nthreads < o->max_threads &&
-	    pthread_create(&o->threads[o->nthreads], NULL, worker, o) == 0)
+	if (o->idle <= o->queued && o->nthreads < o->max_threads && start_worker(o) == 0)
 		o->nthreads++;
 	if (o->nthreads == 0 || o->stop) {
 		/* Not even one thread could start, or they are stopping (a done callback of the final

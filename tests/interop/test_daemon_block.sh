@@ -10,7 +10,12 @@
 #  - the daemon is killed: the unmounted LUN's device goes with it, the mounted one and the FUSE
 #    mount are found and cleaned by the next start;
 #  - a daemon stop detaches the devices (a mounted one at its unmount, said in the log);
-#  - --no-block: no loop device, the by-id link names the file.
+#  - --no-block: no loop device, the by-id link names the file;
+#  - a write-protected LUN (`ro`): read_only in session show, the FUSE file and the loop device
+#    refuse writes (EROFS/EPERM/EACCES), reads return the LUN's data;
+#  - a LUN grown at the target (resize-lun): CAPACITY DATA HAS CHANGED at the next command, then
+#    the file, the loop device and session show have the new size within 10 s;
+#  - ISTHMUS_TEST_LOOP_LEGACY=1: devices attached without LOOP_CONFIGURE have the same properties.
 # Everything runs in a mount namespace of its own; loop devices are global, so the cleanup detaches
 # any left on the test's files.
 set -euo pipefail
@@ -55,12 +60,16 @@ IQN=iqn.2026-11.org.isthmus:dmnblock
 PORT=$(free_port)
 HP=127.0.0.1:$PORT
 LUNFILE=$TEST_DIR/lun0.img
-TARGS=(--listen "$HP" --target "$IQN" --lun "$LUNFILE,size=96M" --lun "$TEST_DIR/lun1.img,size=16M")
+ROFILE=$TEST_DIR/lun2.img
+head -c $((1 << 20)) /dev/urandom >"$ROFILE"
+truncate -s 8M "$ROFILE"
+TARGS=(--listen "$HP" --target "$IQN" --lun "$LUNFILE,size=96M" --lun "$TEST_DIR/lun1.img,size=16M" --lun "$ROFILE,ro")
 start_target "${TARGS[@]}"
 printf 'initiator-name = iqn.2026-11.org.isthmus:test-initiator\nreconnect-interval = 1\nnop-interval = 1\nnop-timeout = 2\n' >"$DMN_CONF"
 dmn_start
 L0=$(map_lun 0)
 L1=$(map_lun 1)
+L2=$(map_lun 2)
 
 # block_dev SID LUN: the LUN's block device, once the daemon has attached it (bounded).
 block_dev() {
@@ -92,6 +101,59 @@ BYID=$(sess_field "$SID" ".devices[] | select(.lun == $L0) | .by_id")
 ism session show "$SID" | grep -q "block_device: $BDEV" || fail "the table of session show has no block_device"
 BDEV1=$(block_dev "$SID" "$L1") || fail "no block device for LUN $L1"
 say "ok: LUN $L0 is $BDEV (direct I/O, the LUN's block size, by-id $(basename "$BYID")), LUN $L1 is $BDEV1"
+
+# read_only_checks SID: LUN L2 (`ro` at the target) is read-only everywhere, and readable.
+read_only_checks() {
+	local sid=$1 dev file rc
+	dev=$(block_dev "$sid" "$L2") || fail "no block device for the read-only LUN $L2"
+	file=$DMN_DEV/$sid/lun$L2
+	[[ $(sess_field "$sid" ".devices[] | select(.lun == $L2) | .read_only") == true ]] ||
+		fail "session show: LUN $L2 is not read_only: $(sess_json "$sid" | jq -c ".devices[] | select(.lun == $L2)")"
+	[[ $(sess_field "$sid" ".devices[] | select(.lun == $L0) | .read_only") == false ]] || fail "LUN $L0 shown read_only"
+	ism session show "$sid" | grep -q "read_only: yes" || fail "the table of session show has no read_only: yes"
+	[[ $(blockdev --getro "$dev") == 1 ]] || fail "$dev is not a read-only block device"
+	[[ $(losetup -n -O RO "$dev" | tr -d ' ') == 1 ]] || fail "losetup does not list $dev as read-only"
+	rc=0
+	timeout 30 dd if=/dev/zero of="$dev" bs=4k count=1 oflag=direct conv=notrunc 2>"$TEST_DIR/ro.err" || rc=$?
+	((rc != 0 && rc != 124)) || fail "a write to the read-only $dev: status $rc"
+	grep -qE "Read-only file system|Operation not permitted|Permission denied" "$TEST_DIR/ro.err" ||
+		fail "the write to $dev failed, but not as read-only: $(cat "$TEST_DIR/ro.err")"
+	rc=0
+	timeout 30 dd if=/dev/zero of="$file" bs=4k count=1 conv=notrunc 2>"$TEST_DIR/rof.err" || rc=$?
+	((rc != 0 && rc != 124)) || fail "a write to the read-only $file: status $rc"
+	grep -q "Read-only file system" "$TEST_DIR/rof.err" || fail "the write to $file: not EROFS: $(cat "$TEST_DIR/rof.err")"
+	cmp -n $((1 << 20)) "$ROFILE" "$dev" || fail "reading the read-only $dev does not give the LUN's data"
+	cmp -n $((1 << 20)) "$ROFILE" "$file" || fail "reading the read-only $file does not give the LUN's data"
+	say "ok: LUN $L2 (ro at the target) is read_only in session show; $dev and its file refuse writes ($(grep -m1 -oE "Read-only file system|Operation not permitted|Permission denied" "$TEST_DIR/ro.err")), reads give the LUN's data"
+}
+read_only_checks "$SID"
+
+# resize_checks SID DEV: LUN L1 grown by 8 MiB at the target reaches the file, DEV and session show.
+resize_checks() {
+	local sid=$1 dev=$2 old new want deadline
+	old=$(blockdev --getsize64 "$dev")
+	want=$((old + (8 << 20)))
+	"$ISTHMUS_BIN/isthmus" target --socket "$TEST_DIR/mgmt-$$.sock" resize-lun "$IQN" "$L1" "$want" >/dev/null ||
+		fail "resize-lun at the target"
+	# the target says CAPACITY DATA HAS CHANGED with the next command to the LUN
+	timeout 30 dd if="$dev" of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null || fail "a read of $dev after the resize"
+	deadline=$((SECONDS + 10))
+	while new=$(blockdev --getsize64 "$dev") && ((new != want && SECONDS < deadline)); do sleep 0.2; done
+	((new == want)) || fail "$dev is $new bytes 10 s after the LUN grew to $want (log: $(grep -E "LUN $L1: .*(capacity|size)" "$DMN_LOG" | tail -n 2))"
+	[[ $(stat -c %s "$DMN_DEV/$sid/lun$L1") == "$want" ]] || fail "the FUSE file is $(stat -c %s "$DMN_DEV/$sid/lun$L1") bytes, not $want"
+	[[ $(sess_field "$sid" ".devices[] | select(.lun == $L1) | .capacity_bytes") == "$want" ]] || fail "session show: capacity_bytes not $want"
+	timeout 30 dd if=/dev/urandom of="$TEST_DIR/tail.bin" bs=4k count=16 2>/dev/null
+	timeout 30 dd if="$TEST_DIR/tail.bin" of="$dev" bs=4k seek=$(((want >> 12) - 16)) oflag=direct conv=notrunc 2>/dev/null ||
+		fail "a write to the grown end of $dev"
+	cmp -n $((64 << 10)) "$TEST_DIR/tail.bin" <(tail -c $((64 << 10)) "$TEST_DIR/lun1.img") ||
+		fail "the grown end of $dev did not reach the LUN's file"
+	say "ok: LUN $L1 grown at the target from $old to $want bytes: $dev, its file and session show follow; its new end is written through"
+}
+if [[ "${TARGET_IMPL:-isthmus}" == isthmus ]]; then
+	resize_checks "$SID" "$BDEV1"
+else
+	note "resize-lun is isthmus-target's management; not checked against $TARGET_IMPL"
+fi
 
 # ---- file system
 run_to 60 mkfs.ext4 -q -F "$BDEV" || fail "mkfs.ext4 on $BDEV"
@@ -252,3 +314,32 @@ BYID=$(sess_field "$SID" ".devices[] | select(.lun == $L0) | .by_id")
 [[ $(readlink -f "$BYID") == "$DMN_DEV/$SID/lun$L0" ]] || fail "--no-block: by_id does not resolve to the file"
 [[ -z $(losetup -a -n -O NAME,BACK-FILE | awk -v d="$DMN_DEV/" 'index($2, d) == 1') ]] || fail "--no-block: loop devices $(losetup -a)"
 say "ok: --no-block: no loop device; by-id links to the LUN's file"
+
+dmn_stop
+
+# ---- attaching without LOOP_CONFIGURE (kernels before 5.8), forced
+ISTHMUS_TEST_LOOP_LEGACY=1 dmn_start
+grep -q "ISTHMUS_TEST_LOOP_LEGACY=1" "$DMN_LOG" || fail "the daemon did not take ISTHMUS_TEST_LOOP_LEGACY=1"
+SID=$(ism login "$IQN" --portal "$HP" | tail -n1) || fail "login (legacy attach)"
+BDEV=$(block_dev "$SID" "$L0") || fail "no block device for LUN $L0 (legacy attach)"
+BDEV1=$(block_dev "$SID" "$L1") || fail "no block device for LUN $L1 (legacy attach)"
+grep -q "LUN $L0: block device $BDEV .*attached with LOOP_SET_FD" "$DMN_LOG" || fail "$BDEV was not attached with LOOP_SET_FD"
+[[ $(backing_of "$BDEV") == "$DMN_DEV/$SID/lun$L0" ]] || fail "$BDEV backs on '$(backing_of "$BDEV")'"
+[[ $(losetup -n -O DIO "$BDEV" | tr -d ' ') == 1 ]] || fail "legacy: $BDEV without direct I/O"
+[[ $(losetup -n -O AUTOCLEAR "$BDEV" | tr -d ' ') == 1 ]] || fail "legacy: $BDEV without autoclear"
+[[ $(blockdev --getss "$BDEV") == "$(sess_field "$SID" ".devices[] | select(.lun == $L0) | .block_size")" ]] ||
+	fail "legacy: $BDEV logical block size $(blockdev --getss "$BDEV") is not the LUN's"
+run_to 60 mkfs.ext4 -q -F "$BDEV" || fail "legacy: mkfs.ext4 on $BDEV"
+mount "$BDEV" "$MNT" || fail "legacy: mount $BDEV"
+cp "$TEST_DIR/a.bin" "$MNT/a.bin" && run_to 30 sync -f "$MNT/a.bin" || fail "legacy: write and fsync"
+umount "$MNT"
+mount "$BDEV" "$MNT" && cmp -s "$TEST_DIR/a.bin" "$MNT/a.bin" || fail "legacy: a.bin differs after a remount"
+umount "$MNT"
+read_only_checks "$SID"
+if [[ "${TARGET_IMPL:-isthmus}" == isthmus ]]; then
+	resize_checks "$SID" "$BDEV1"
+fi
+dmn_stop
+[[ -z $(losetup -a -n -O NAME,BACK-FILE | awk -v d="$DMN_DEV/" 'index($2, d) == 1') ]] ||
+	fail "legacy: loop devices left after the stop: $(losetup -a)"
+say "ok: ISTHMUS_TEST_LOOP_LEGACY=1: attached with LOOP_SET_FD and steps: direct I/O, autoclear, the block size, read-only, resize, detached at the stop"
