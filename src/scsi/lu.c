@@ -54,6 +54,7 @@ static void lu_free(struct scsi_lu *lu)
 		lu->st->closing = true;
 	else
 		store_close(lu->st);
+	lu_shared_detach(lu);
 	pr_persist_release(lu);
 	pr_free(&lu->pr);
 	free(lu->state_dir);
@@ -355,8 +356,11 @@ void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx)
 			continue;
 		lu_nexus_drop(lu, nx->id);
 		xcopy_nexus_lost(lu, nx->id);
-		if (lu->rsv_held && lu->rsv_nexus == nx->id)
+		if (rsv_holder(lu, nx)) {
 			lu->rsv_held = false;
+			if (lu->shared)
+				lu_shared_action(lu, LU_ACT_RSV_DROP, 0, nx);
+		}
 	}
 	size_t i;
 	if (idmap_find(&t->nexus_map, t->nexus, sizeof(*t->nexus), nx->id, &i)) {
@@ -377,6 +381,9 @@ static void lu_reset(struct scsi_lu *lu, uint32_t ua)
 	for (size_t i = 0; i < lu->nnx; i++)
 		lu->nx[i].prevent = false;
 	lu_ua_set_all(lu, ua, NEXUS_NONE);
+	/* The other gateways' nexuses are told, and their SPC-2 reservation released, through the record. */
+	if (lu->shared)
+		lu_shared_action(lu, LU_ACT_RESET, ua, NULL);
 }
 
 /* A cold reset is a power cycle: volatile state goes back to defaults. */
@@ -387,7 +394,10 @@ static void lu_power_cycle(struct scsi_lu *lu)
 	lu->d_sense = false;
 	lu->swp = false;
 	lu->stopped = false;
-	pr_nexus_reset(lu);
+	if (lu->shared)
+		lu_shared_action(lu, LU_ACT_COLD_RESET, 0, NULL);
+	else
+		pr_nexus_reset(lu);
 }
 
 int scsi_target_task_mgmt(struct scsi_target *t, enum scsi_tmf fn, uint16_t lun, bool lun_valid,

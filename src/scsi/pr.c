@@ -2,7 +2,8 @@
  * Persistent reservations (SPC-4 5.13, 6.15, 6.16). Registrations belong to an I_T nexus
  * identity — initiator port name plus relative target port — not to a session, so they
  * survive logouts. With APTPL the state is also kept in state_dir across restarts (pr_persist.c):
- * every change made here is recorded through pr_log_*.
+ * every change made here is recorded through pr_log_*. A LU of a gateway group keeps it in the
+ * group's record instead (lu_state.c), APTPL included.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -211,6 +212,11 @@ static void ua_for_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g)
 {
 	struct scsi_target *t = lu->t;
 
+	if (lu->shared) {
+		/* Raised everywhere once the change is stored, on this gateway too. */
+		lu_shared_ua_regs(lu, pick, ua, except);
+		return;
+	}
 	for (size_t i = 0; i < t->nnexus; i++) {
 		const struct scsi_nexus *nx = &t->nexus[i].nx;
 		const struct pr_reg *g;

@@ -89,7 +89,7 @@ static uint64_t fnv64(const void *p, size_t n)
 }
 
 /* Names go into the files as one token: anything but printable non-blank ASCII is %XX. */
-static void put_escaped(struct sbuf *b, const char *s)
+void pr_name_put(struct sbuf *b, const char *s)
 {
 	for (; *s; s++) {
 		uint8_t c = (uint8_t)*s;
@@ -101,8 +101,8 @@ static void put_escaped(struct sbuf *b, const char *s)
 	}
 }
 
-/* Undoes put_escaped into out (cap bytes with the NUL); false if malformed or too long. */
-static bool unescape(const char *in, char *out, size_t cap)
+/* Undoes pr_name_put into out (cap bytes with the NUL); false if malformed or too long. */
+bool pr_name_get(const char *in, char *out, size_t cap)
 {
 	size_t n = 0;
 
@@ -149,7 +149,7 @@ static bool parse_u64(const char *s, int base, uint64_t max, uint64_t *v)
 static void reg_identity(struct sbuf *b, const struct pr_reg *g)
 {
 	sbuf_printf(b, "%u %d ", g->rel_port, g->all_tg_pt);
-	put_escaped(b, g->port);
+	pr_name_put(b, g->port);
 }
 
 void pr_log_put(struct pr_state *pr, const struct pr_reg *g)
@@ -223,7 +223,7 @@ static bool apply_record(struct pr_state *pr, char *line)
 	}
 	if (n == 5 && strcmp(f[0], "rsv") == 0 && parse_u64(f[1], 10, 255, &v) && pr_type_valid((uint8_t)v) &&
 	    !pr_all_registrants((uint8_t)v) && parse_u64(f[2], 10, 0xffff, &rel) && parse_u64(f[3], 10, 1, &atp) &&
-	    unescape(f[4], port, sizeof(port))) {
+	    pr_name_get(f[4], port, sizeof(port))) {
 		struct pr_reg *g = pr_find_exact(pr, port, (uint16_t)rel, atp);
 		if (!g)
 			return false;
@@ -233,7 +233,7 @@ static bool apply_record(struct pr_state *pr, char *line)
 		return true;
 	}
 	if (n == 5 && strcmp(f[0], "+") == 0 && parse_u64(f[1], 16, UINT64_MAX, &key) &&
-	    parse_u64(f[2], 10, 0xffff, &rel) && parse_u64(f[3], 10, 1, &atp) && unescape(f[4], port, sizeof(port))) {
+	    parse_u64(f[2], 10, 0xffff, &rel) && parse_u64(f[3], 10, 1, &atp) && pr_name_get(f[4], port, sizeof(port))) {
 		struct pr_reg *g = pr_find_exact(pr, port, (uint16_t)rel, atp);
 		if (g)
 			g->key = key;
@@ -242,7 +242,7 @@ static bool apply_record(struct pr_state *pr, char *line)
 		return true;
 	}
 	if (n == 4 && strcmp(f[0], "-") == 0 && parse_u64(f[1], 10, 0xffff, &rel) && parse_u64(f[2], 10, 1, &atp) &&
-	    unescape(f[3], port, sizeof(port))) {
+	    pr_name_get(f[3], port, sizeof(port))) {
 		struct pr_reg *g = pr_find_exact(pr, port, (uint16_t)rel, atp);
 		if (!g)
 			return false;
@@ -272,7 +272,7 @@ static void build_snapshot(const struct pr_persist *pp, const struct pr_state *p
 		const struct pr_reg *g = pr->regs[i];
 
 		sbuf_printf(b, "reg %016" PRIx64 " %u %d ", g->key, g->rel_port, g->all_tg_pt);
-		put_escaped(b, g->port);
+		pr_name_put(b, g->port);
 		sbuf_putc(b, '\n');
 	}
 	sbuf_printf(b, "end %016" PRIx64 "\n", fnv64(b->data, b->len));
@@ -346,7 +346,7 @@ static bool parse_snapshot(const struct pr_persist *pp, struct pr_state *pr, con
 		}
 		if (n == 5 && strcmp(f[0], "reg") == 0 && parse_u64(f[1], 16, UINT64_MAX, &key) &&
 		    parse_u64(f[2], 10, 0xffff, &rel) && parse_u64(f[3], 10, 1, &atp) &&
-		    unescape(f[4], port, sizeof(port)) && !pr_find_exact(pr, port, (uint16_t)rel, atp) &&
+		    pr_name_get(f[4], port, sizeof(port)) && !pr_find_exact(pr, port, (uint16_t)rel, atp) &&
 		    pr_add_reg(pr, port, (uint16_t)rel, atp, key))
 			continue;
 		return snapshot_bad(path, "malformed line", err);
@@ -444,7 +444,7 @@ static struct pr_persist *persist_new(struct scsi_lu *lu)
 		sbuf_printf(&id, "%02x", naa[i]);
 	pp->base = xstrdup(sbuf_cstr(&id));
 	sbuf_reset(&id);
-	put_escaped(&id, lu->t->name[0] ? lu->t->name : "-");
+	pr_name_put(&id, lu->t->name[0] ? lu->t->name : "-");
 	sbuf_printf(&id, " %u", lu->lun);
 	pp->ident = xstrdup(sbuf_cstr(&id));
 	sbuf_free(&id);

@@ -111,6 +111,7 @@ struct scsi_cmd {
 		atomic_bool cancelled;      /* see scsi_cmd_cancel */
 		struct scsi_cmd *blocked_next; /* waiting for its LU's ios in flight */
 		struct scsi_cmd *wait_next;    /* waiting for reservation state to be durable */
+		bool shared;                /* runs on reservation state just loaded from the group's store */
 	} defer;
 };
 
@@ -175,6 +176,39 @@ int scsi_target_set_tpg_state(struct scsi_target *t, uint16_t tpg, enum scsi_alu
 /* The group's state, -1 when unknown. */
 int scsi_target_tpg_state(const struct scsi_target *t, uint16_t tpg);
 const char *scsi_alua_state_name(int state);
+
+/*
+ * Reservation state shared by the gateways of a group (docs/gateways.md): persistent
+ * reservations, SPC-2 reservations and the unit attentions they raise, kept as one record per LU
+ * outside the process. A reservation command (PERSISTENT RESERVE IN/OUT, RESERVE, RELEASE)
+ * runs on the record as just loaded and, when it changed it, completes once the record is stored
+ * and every other gateway has seen it. The SCSI layer knows nothing of where the record lives.
+ */
+struct sbuf;
+struct scsi_shared_ops {
+	/* On a worker: the stored record (empty when there is none) and its version. */
+	int (*load)(void *ctx, struct sbuf *rec, uint64_t *version);
+	/*
+	 * On a worker: stores rec if the stored version is still expect (-ESTALE when another
+	 * gateway stored first) and returns once the other gateways have loaded it, or gave up
+	 * waiting for them; *version is the new version.
+	 */
+	int (*store)(void *ctx, const void *rec, size_t len, uint64_t expect, uint64_t *version);
+	/* On a worker: tell the gateways that stored before the last load that we have their record. */
+	void (*ack)(void *ctx);
+	/* On the loop thread: the LU is gone and no call above is running any more. */
+	void (*release)(void *ctx);
+};
+/* From now on LU lun keeps its reservation state through ops (loaded at once). -1: no such LU. */
+int scsi_target_share_lu(struct scsi_target *t, uint16_t lun, const struct scsi_shared_ops *ops, void *ctx);
+/* Another gateway changed the record (or it is time to check): load it again. */
+void scsi_target_lu_shared_changed(struct scsi_target *t, uint16_t lun);
+/*
+ * A reset's effect on the shared record (SPC-2 reservation released, unit attentions for the
+ * other gateways' nexuses) is stored in the background: true when done(arg) will run, on the loop
+ * thread, once it is (or could not be); false when nothing waits.
+ */
+bool scsi_target_lu_shared_wait(struct scsi_target *t, uint16_t lun, void (*done)(void *arg), void *arg);
 
 /* Runs a command; cmd->done is always called exactly once (maybe before this returns). */
 void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd);

@@ -11,6 +11,7 @@
 
 struct sbuf;
 struct pr_persist;
+struct lu_shared;
 
 #define SCSI_MAX_LUNS 16384u
 #define NEXUS_NONE UINT64_MAX   /* "no nexus excepted" for lu_ua_set_all */
@@ -155,9 +156,12 @@ struct scsi_lu {
 	bool d_sense;
 	bool swp;
 
-	/* RESERVE(6)/RELEASE(6) */
+	/* RESERVE(6)/RELEASE(6): the holder's nexus, and its identity for the other gateways */
 	bool rsv_held;
 	uint64_t rsv_nexus;
+	uint16_t rsv_rel;
+	char rsv_port[256];
+	struct lu_shared *shared;   /* reservation state kept with the other gateways (lu_state.c), or NULL */
 
 	struct pr_state pr;
 	bool stopped;
@@ -439,6 +443,33 @@ bool lu_write_checks(struct scsi_req *r, uint64_t lba, uint64_t n, uint64_t max,
 
 /* target.c: SPC-2 reservation or persistent reservation conflict for r->op on r->lu */
 bool lu_access_conflict(struct scsi_req *r);
+
+/* reserve.c: whether nx holds the LU's RESERVE(6/10) */
+bool rsv_holder(const struct scsi_lu *lu, const struct scsi_nexus *nx);
+void rsv_take(struct scsi_lu *lu, const struct scsi_nexus *nx);
+
+/*
+ * lu_state.c: the LU's reservation state shared through scsi_shared_ops. lu_shared_defer holds
+ * a reservation command until the record is loaded (true: r is taken care of); the unit
+ * attentions a command raises become events of the record, raised here and on the other
+ * gateways once it is stored; resets and lost nexuses change the record in the background.
+ */
+#define LU_SHARED_MAX_EVENTS 32u      /* unit attention events the record keeps */
+#define LU_SHARED_EVENT_MAX_IDS 64u   /* nexus identities one event names; past it: every nexus */
+#define LU_SHARED_MAX_ACTIONS 256u    /* background changes waiting to be stored */
+#define LU_SHARED_MAX_RETRIES 32u     /* stores lost to another gateway before a command gives up */
+#define LU_SHARED_MAX_RECORD (8u << 20) /* largest record loaded */
+enum lu_shared_action { LU_ACT_RESET, LU_ACT_COLD_RESET, LU_ACT_RSV_DROP };
+bool lu_shared_defer(struct scsi_req *r);
+void lu_shared_ua_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g), uint32_t ua, uint64_t except);
+void lu_shared_action(struct scsi_lu *lu, enum lu_shared_action a, uint32_t ua, const struct scsi_nexus *nx);
+void lu_shared_detach(struct scsi_lu *lu);
+/* target.c: runs a command held by lu_shared_defer, without completing it */
+void scsi_cmd_run_shared(struct scsi_target *t, struct scsi_cmd *cmd);
+
+/* pr_persist.c: names as one token of printable non-blank ASCII (%XX escapes) and back */
+void pr_name_put(struct sbuf *b, const char *s);
+bool pr_name_get(const char *in, char *out, size_t cap);
 
 /* pr.c */
 bool pr_conflict(struct scsi_req *r);

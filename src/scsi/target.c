@@ -88,7 +88,7 @@ static bool rsv_conflict(const struct scsi_req *r)
 {
 	const struct scsi_lu *lu = r->lu;
 
-	return lu->rsv_held && lu->rsv_nexus != r->cmd->nexus->id && !(r->op->flags & OPF_RSV_OK);
+	return lu->rsv_held && !rsv_holder(lu, r->cmd->nexus) && !(r->op->flags & OPF_RSV_OK);
 }
 
 bool lu_access_conflict(struct scsi_req *r)
@@ -171,6 +171,9 @@ static void run(struct scsi_target *t, struct scsi_cmd *cmd)
 		}
 	}
 	if (r.lu) {
+		/* Reservation commands of a gateway group run on the record as stored: later, here. */
+		if (r.lu->shared && lu_shared_defer(&r))
+			return;
 		if (alua_access_refused(&r))
 			return;
 		if (lu_access_conflict(&r)) {
@@ -195,6 +198,17 @@ static void run(struct scsi_target *t, struct scsi_cmd *cmd)
 		}
 	}
 	r.op->run(&r);
+}
+
+void scsi_cmd_run_shared(struct scsi_target *t, struct scsi_cmd *cmd)
+{
+	cmd->status = SCSI_GOOD;
+	cmd->sense_len = 0;
+	cmd->in_len = 0;
+	cmd->xfer_len = 0;
+	cmd->defer.shared = true;
+	run(t, cmd);
+	scsi_sense_set_ctx(NULL, false);
 }
 
 static struct scsi_lu *cmd_lu(const struct scsi_target *t, const struct scsi_cmd *cmd)
@@ -241,6 +255,7 @@ void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd)
 	cmd->defer.barrier = false;
 	cmd->defer.exclusive = false;
 	cmd->defer.buf = NULL;
+	cmd->defer.shared = false;
 	atomic_store(&cmd->defer.cancelled, false);
 	cmd->defer.blocked_next = NULL;
 	struct scsi_lu *lu = cmd_lu(t, cmd);

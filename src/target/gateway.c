@@ -11,6 +11,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "store/rbd_lu_state.h"
+#include "store/store_rbd.h"
 #include "target/gateway.h"
 #include "target/server.h"
 #include "util/log.h"
@@ -26,6 +28,23 @@ struct gateway_peer {
 	uint64_t started_ms;
 	bool alive;
 };
+
+/*
+ * An RBD LU of a gateway group whose reservation record lives in the cluster: the SCSI layer's
+ * ops on it, the record's change notices on the loop, and the periodic load. Owned by the LU (it
+ * goes with release); on the loop only while its node's gateways are applied.
+ */
+struct gateway_shared {
+	struct gateway_shared *next;
+	struct tnode *node;
+	uint16_t lun;
+	struct rbd_lu_state *rs;
+	struct loop_watch watch;
+	struct loop_timer timer;
+	bool on_loop;
+};
+
+static struct gateway_shared *shared_lus;
 
 struct gateway_probes {
 	struct tnode *node;
@@ -110,10 +129,154 @@ static void probes_tick(void *arg)
 		peer_probe(g, &g->peers[i], now);
 }
 
+static int gs_load(void *ctx, struct sbuf *rec, uint64_t *version)
+{
+	struct gateway_shared *gs = ctx;
+	return rbd_lu_state_load(gs->rs, rec, version);
+}
+
+static int gs_store(void *ctx, const void *rec, size_t len, uint64_t expect, uint64_t *version)
+{
+	struct gateway_shared *gs = ctx;
+	return rbd_lu_state_store(gs->rs, rec, len, expect, version);
+}
+
+static void gs_ack(void *ctx)
+{
+	struct gateway_shared *gs = ctx;
+	rbd_lu_state_ack(gs->rs);
+}
+
+static void gs_off_loop(struct gateway_shared *gs)
+{
+	if (!gs->on_loop)
+		return;
+	loop_watch_del(gs->node->srv->loop, &gs->watch);
+	loop_timer_stop(gs->node->srv->loop, &gs->timer);
+	gs->on_loop = false;
+}
+
+static void gs_release(void *ctx)
+{
+	struct gateway_shared *gs = ctx;
+
+	gs_off_loop(gs);
+	for (struct gateway_shared **p = &shared_lus; *p; p = &(*p)->next) {
+		if (*p == gs) {
+			*p = gs->next;
+			break;
+		}
+	}
+	rbd_lu_state_close(gs->rs);
+	free(gs);
+}
+
+/* A LU whose record cannot be reached at all: every load fails, so nothing stale is answered. */
+static int broken_load(void *ctx, struct sbuf *rec, uint64_t *version)
+{
+	(void)ctx;
+	(void)rec;
+	(void)version;
+	return -ENOTCONN;
+}
+
+static int broken_store(void *ctx, const void *rec, size_t len, uint64_t expect, uint64_t *version)
+{
+	(void)ctx;
+	(void)rec;
+	(void)len;
+	(void)expect;
+	(void)version;
+	return -ENOTCONN;
+}
+
+static const struct scsi_shared_ops gs_broken_ops = {
+	.load = broken_load,
+	.store = broken_store,
+};
+
+static const struct scsi_shared_ops gs_ops = {
+	.load = gs_load,
+	.store = gs_store,
+	.ack = gs_ack,
+	.release = gs_release,
+};
+
+static void gs_on_notice(void *arg, uint32_t events)
+{
+	struct gateway_shared *gs = arg;
+
+	(void)events;
+	rbd_lu_state_clear(gs->rs);
+	scsi_target_lu_shared_changed(gs->node->scsi, gs->lun);
+}
+
+static void gs_tick(void *arg)
+{
+	struct gateway_shared *gs = arg;
+	scsi_target_lu_shared_changed(gs->node->scsi, gs->lun);
+}
+
+static void gs_on_loop(struct gateway_shared *gs)
+{
+	struct loop *l = gs->node->srv->loop;
+
+	if (gs->on_loop)
+		return;
+	if (loop_watch_add(l, &gs->watch, rbd_lu_state_fd(gs->rs), EPOLLIN, gs_on_notice, gs) < 0) {
+		log_warn("target %s LUN %u: reservation record changes are seen every %u ms only", gs->node->cfg->name,
+			 gs->lun, GATEWAY_SHARED_RELOAD_MS);
+	}
+	loop_timer_start(l, &gs->timer, GATEWAY_SHARED_RELOAD_MS, GATEWAY_SHARED_RELOAD_MS, gs_tick, gs);
+	gs->on_loop = true;
+}
+
+void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st)
+{
+	const struct cfg_target *t = n->cfg;
+
+	if (!t->gateway || t->ngateways < 2 || !store_is_rbd(st) || !l->path || strncmp(l->path, "rbd:", 4) != 0)
+		return;
+	char *pool = xstrdup(l->path + 4), *image = strchr(pool, '/'), *err = NULL;
+	if (!image) {
+		free(pool);
+		return;
+	}
+	*image++ = '\0';
+	struct store_rbd_spec spec = {.pool = pool, .image = image, .ns = l->rbd_namespace, .conf = l->rbd_conf,
+				      .id = l->rbd_id};
+	struct rbd_lu_state *rs = rbd_lu_state_open(&spec, &err);
+	free(pool);
+	if (!rs) {
+		/* Answering from a state of our own would let two gateways grant two reservations. */
+		log_error("target %s LUN %u: no reservation record in the cluster (%s): reservation commands and "
+			  "medium access fail on this gateway", t->name, l->lun, err);
+		free(err);
+		scsi_target_share_lu(n->scsi, l->lun, &gs_broken_ops, NULL);
+		return;
+	}
+	struct gateway_shared *gs = xcalloc(1, sizeof(*gs));
+	gs->node = n;
+	gs->lun = l->lun;
+	gs->rs = rs;
+	gs->next = shared_lus;
+	shared_lus = gs;
+	if (scsi_target_share_lu(n->scsi, l->lun, &gs_ops, gs) < 0) {
+		gs_release(gs);
+		return;
+	}
+	gs_on_loop(gs);
+	log_info("target %s LUN %u: reservations kept with the gateway group in %s", t->name, l->lun, l->path);
+}
+
 void gateway_stop(struct tnode *n)
 {
 	struct gateway_probes *g = n->gateways;
 
+	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
+		if (gs->node == n)
+			gs_off_loop(gs);
+	}
 	if (!g)
 		return;
 	loop_timer_stop(n->srv->loop, &g->timer);
@@ -147,6 +310,10 @@ void gateway_apply(struct tnode *n)
 	size_t nids = 0;
 
 	gateway_stop(n);
+	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
+		if (gs->node == n)
+			gs_on_loop(gs);
+	}
 	for (size_t i = 0; t->gateway && i < t->ngateways && nids < CFG_MAX_GATEWAYS; i++)
 		ids[nids++] = t->gateways[i].id;
 	scsi_target_set_gateways(n->scsi, t->gateway, ids, nids);

@@ -21,6 +21,16 @@ struct tnode;
  */
 enum scsi_alua_state gateway_decide_state(uint16_t local, uint16_t tpg, bool alive);
 
+/*
+ * An RBD LU of a gateway group keeps its reservations in a record in the cluster
+ * (store/rbd_lu_state.h), loaded on every change notice and at least this often, ms.
+ */
+#define GATEWAY_SHARED_RELOAD_MS 5000u
+struct cfg_lun;
+struct store;
+/* After the LU was added to n's SCSI target: shares its reservation state when it is an RBD image. */
+void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st);
+
 /* Applies n->cfg's gateway group to its SCSI target and starts (or stops) probing the peers. */
 void gateway_apply(struct tnode *n);
 /* Stops probing; before the node is freed. */

@@ -278,6 +278,7 @@ static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, 
 		if (rc < 0)
 			log_warn("target %s LUN %u: size changes of the image are seen at its first I/O (%s)",
 				 n->cfg->name, l->lun, strerror(-rc));
+		gateway_lu_added(n, l, st);
 	}
 	log_info("target %s LUN %u: %s, %llu bytes%s", n->cfg->name, l->lun, l->path ? l->path : cfg_lun_kind_name(l->kind),
 		 (unsigned long long)st->size, l->read_only ? ", read-only" : "");

@@ -77,6 +77,20 @@ void tmf_task_ended(struct task *t)
 		tmf_send_ready(w->c);
 }
 
+/* A LOGICAL UNIT RESET of a gateway group's LU is answered once the other gateways know of it. */
+static void tmf_shared_stored(void *arg)
+{
+	struct tmf_wait *w = arg;
+	w->tasks--;
+	if (!w->c) {
+		if (w->tasks == 0)
+			free(w);
+		return;
+	}
+	if (w->queued)
+		tmf_send_ready(w->c);
+}
+
 void tmf_conn_gone(struct conn *c)
 {
 	while (c->tmf_waits) {
@@ -199,6 +213,8 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 		}
 		abort_node_tasks(srv, s->node, b->lun, w);
 		response = (uint8_t)scsi_target_task_mgmt(st, SCSI_TMF_LUN_RESET, lun, lun_ok, &s->nexus);
+		if (response == TMF_RSP_COMPLETE && scsi_target_lu_shared_wait(st, lun, tmf_shared_stored, w))
+			w->tasks++;
 		break;
 	case TMF_TARGET_WARM_RESET:
 	case TMF_TARGET_COLD_RESET:

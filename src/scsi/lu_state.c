@@ -1,0 +1,834 @@
+/*
+ * Reservation state kept with the other gateways of a group (scsi_shared_ops in scsi.h).
+ *
+ * The record is text, one item a line:
+ *   isthmus-lu 1
+ *   generation G / aptpl 0|1        PRgeneration and APTPL
+ *   reservation TYPE INDEX|-        the persistent reservation; INDEX: the holder's reg line
+ *   reg KEY REL ATP PORT            one per registration, in registration order
+ *   rsv2 REL PORT                   the SPC-2 reservation's holder
+ *   evseq N                         the number of the newest event
+ *   ev SEQ UA ALL EXREL EXPORT|- N  a unit attention event: for every nexus (ALL), or for the N
+ *   id REL ATP PORT                 identities that follow, but the EXPORT/EXREL nexus
+ * A nexus is known by its identity (initiator port, relative target port): the other gateways
+ * have no nexus of ours. Only the last LU_SHARED_MAX_EVENTS events are kept; a gateway raises
+ * those newer than the last it raised.
+ *
+ * One cycle at a time per LU: load the record; run the background actions (resets, lost
+ * nexuses) or else the oldest waiting reservation command on it; if that changed the record,
+ * store it with the version loaded; a store lost to another gateway loads and runs again. Only
+ * once it is stored are its unit attentions raised here and the command completed: the store
+ * returns once the other gateways have loaded the record, so what the command did holds on
+ * every gateway before its status goes out. A record that cannot be loaded or stored fails the
+ * command (NOT READY), never answers from what this gateway remembers.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "scsi/scsi_int.h"
+#include "util/log.h"
+#include "util/parse.h"
+#include "util/sbuf.h"
+
+struct lu_ident {
+	char *port;      /* NULL: nobody */
+	uint16_t rel;
+	bool atp;        /* every relative target port */
+};
+
+struct lu_event {
+	uint64_t seq;
+	uint32_t ua;
+	bool all;
+	bool here;               /* raised on this gateway when it happened (a reset) */
+	struct lu_ident except;
+	struct lu_ident *ids;
+	size_t nids;
+};
+
+struct lu_act {
+	struct lu_act *next;
+	enum lu_shared_action kind;
+	uint32_t ua;
+	struct lu_ident who;
+};
+
+struct lu_waiter {
+	struct lu_waiter *next;
+	void (*done)(void *arg);
+	void *arg;
+};
+
+enum sh_phase { SH_IDLE, SH_LOADING, SH_STORING };
+
+struct lu_shared {
+	const struct scsi_shared_ops *ops;
+	void *ctx;
+	struct scsi_target *t;
+	struct scsi_lu *lu;          /* NULL once the LU is gone */
+	enum sh_phase phase;
+	unsigned jobs;               /* submitted and not reaped */
+	uint64_t version;            /* of the record last loaded or stored */
+	bool loaded;                 /* a load succeeded since the LU was shared */
+	bool reload;                 /* a change notice came: load even with nothing to run */
+	bool failing;                /* the last call failed (logged once until one works) */
+	uint64_t seen;               /* newest event raised on this gateway */
+	uint64_t evseq;              /* newest event of the record */
+	struct lu_event ev[LU_SHARED_MAX_EVENTS];
+	size_t nev;                  /* oldest first */
+	struct scsi_cmd *q, *q_tail; /* reservation commands waiting, in arrival order */
+	struct scsi_cmd *cur;        /* the command of the cycle in flight */
+	struct lu_act *acts, *acts_tail, *cur_acts;
+	size_t nacts;
+	struct lu_waiter *waiters;
+	unsigned retries;
+	struct sbuf rec;             /* the record as loaded: whether a cycle changed it */
+};
+
+struct sh_job {
+	struct offload_job job;
+	struct lu_shared *sh;
+	enum { J_LOAD, J_STORE, J_ACK } kind;
+	struct sbuf rec;
+	uint64_t expect, version;
+	int rc;
+};
+
+static void kick(struct lu_shared *sh);
+
+/* ---- identities and events ---- */
+
+static void ident_set(struct lu_ident *id, const char *port, uint16_t rel, bool atp)
+{
+	free(id->port);
+	id->port = port ? xstrdup(port) : NULL;
+	id->rel = rel;
+	id->atp = atp;
+}
+
+static bool ident_is(const struct lu_ident *id, const struct scsi_nexus *nx)
+{
+	return id->port && strcmp(id->port, nx->initiator_port) == 0 && (id->atp || id->rel == nx->rel_port_id);
+}
+
+static void event_free(struct lu_event *e)
+{
+	free(e->except.port);
+	for (size_t i = 0; i < e->nids; i++)
+		free(e->ids[i].port);
+	free(e->ids);
+	memset(e, 0, sizeof(*e));
+}
+
+static void events_clear(struct lu_shared *sh)
+{
+	for (size_t i = 0; i < sh->nev; i++)
+		event_free(&sh->ev[i]);
+	sh->nev = 0;
+}
+
+/* A new event at the end; the oldest goes when the record holds as many as it keeps. */
+static struct lu_event *event_add(struct lu_shared *sh, uint32_t ua)
+{
+	if (sh->nev == LU_SHARED_MAX_EVENTS) {
+		event_free(&sh->ev[0]);
+		memmove(&sh->ev[0], &sh->ev[1], (sh->nev - 1) * sizeof(sh->ev[0]));
+		memset(&sh->ev[sh->nev - 1], 0, sizeof(sh->ev[0]));
+		sh->nev--;
+	}
+	struct lu_event *e = &sh->ev[sh->nev++];
+	e->seq = ++sh->evseq;
+	e->ua = ua;
+	return e;
+}
+
+/* Raises e on this gateway's nexuses. */
+static void event_raise(struct scsi_lu *lu, const struct lu_event *e)
+{
+	struct scsi_target *t = lu->t;
+
+	for (size_t i = 0; i < t->nnexus; i++) {
+		const struct scsi_nexus *nx = &t->nexus[i].nx;
+		bool hit = e->all;
+
+		if (ident_is(&e->except, nx))
+			continue;
+		for (size_t k = 0; k < e->nids && !hit; k++)
+			hit = ident_is(&e->ids[k], nx);
+		if (hit)
+			lu_ua_set_nexus(lu, nx->id, e->ua);
+	}
+}
+
+/* Raises the events this gateway has not raised yet (skip: only take note of them). */
+static void events_catch_up(struct lu_shared *sh, bool skip)
+{
+	for (size_t i = 0; i < sh->nev; i++) {
+		const struct lu_event *e = &sh->ev[i];
+		if (e->seq > sh->seen && !skip && !e->here)
+			event_raise(sh->lu, e);
+	}
+	sh->seen = sh->evseq;
+}
+
+void lu_shared_ua_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g), uint32_t ua, uint64_t except)
+{
+	struct lu_shared *sh = lu->shared;
+	const struct scsi_nexus *ex = target_nexus_find(lu->t, except);
+	struct lu_event *e = event_add(sh, ua);
+	size_t n = 0;
+
+	if (ex)
+		ident_set(&e->except, ex->initiator_port, ex->rel_port_id, false);
+	for (size_t i = 0; i < lu->pr.nregs; i++)
+		n += pick(lu->pr.regs[i]);
+	if (n > LU_SHARED_EVENT_MAX_IDS) {
+		/* Told to every nexus: a unit attention too many costs a retry, one too few a lost change. */
+		e->all = true;
+		return;
+	}
+	e->ids = xcalloc(n ? n : 1, sizeof(*e->ids));
+	for (size_t i = 0; i < lu->pr.nregs; i++) {
+		const struct pr_reg *g = lu->pr.regs[i];
+		if (pick(g))
+			ident_set(&e->ids[e->nids++], g->port, g->rel_port, g->all_tg_pt);
+	}
+}
+
+/* ---- the record ---- */
+
+static void put_ident(struct sbuf *b, const struct lu_ident *id)
+{
+	sbuf_printf(b, "%u %d ", id->rel, id->atp);
+	pr_name_put(b, id->port);
+}
+
+static void encode(const struct lu_shared *sh, const struct scsi_lu *lu, struct sbuf *b)
+{
+	const struct pr_state *pr = &lu->pr;
+	size_t holder = SIZE_MAX;
+
+	sbuf_printf(b, "isthmus-lu 1\ngeneration %" PRIu32 "\naptpl %d\n", pr->generation, pr->aptpl);
+	for (size_t i = 0; i < pr->nregs; i++) {
+		if (pr->holder == pr->regs[i])
+			holder = i;
+	}
+	if (pr->held && holder == SIZE_MAX)
+		sbuf_printf(b, "reservation %u -\n", pr->type);
+	else if (pr->held)
+		sbuf_printf(b, "reservation %u %zu\n", pr->type, holder);
+	for (size_t i = 0; i < pr->nregs; i++) {
+		const struct pr_reg *g = pr->regs[i];
+		sbuf_printf(b, "reg %016" PRIx64 " %u %d ", g->key, g->rel_port, g->all_tg_pt);
+		pr_name_put(b, g->port);
+		sbuf_putc(b, '\n');
+	}
+	if (lu->rsv_held) {
+		sbuf_printf(b, "rsv2 %u ", lu->rsv_rel);
+		pr_name_put(b, lu->rsv_port);
+		sbuf_putc(b, '\n');
+	}
+	sbuf_printf(b, "evseq %" PRIu64 "\n", sh->evseq);
+	for (size_t i = 0; i < sh->nev; i++) {
+		const struct lu_event *e = &sh->ev[i];
+		sbuf_printf(b, "ev %" PRIu64 " %" PRIu32 " %d %u ", e->seq, e->ua, e->all, e->except.rel);
+		if (e->except.port)
+			pr_name_put(b, e->except.port);
+		else
+			sbuf_putc(b, '-');
+		sbuf_printf(b, " %zu\n", e->nids);
+		for (size_t k = 0; k < e->nids; k++) {
+			sbuf_printf(b, "id ");
+			put_ident(b, &e->ids[k]);
+			sbuf_putc(b, '\n');
+		}
+	}
+}
+
+static int split(char *line, char **f, int max)
+{
+	int n = 0;
+
+	while (*line && n < max) {
+		f[n++] = line;
+		while (*line && *line != ' ')
+			line++;
+		if (*line)
+			*line++ = 0;
+	}
+	return *line ? max + 1 : n;
+}
+
+static bool num(const char *s, int base, uint64_t max, uint64_t *v) { return parse_uint(s, base, 0, max, v) == 0; }
+
+struct decoded {
+	struct pr_state pr;
+	bool rsv_held;
+	uint16_t rsv_rel;
+	char rsv_port[256];
+	uint64_t evseq;
+	struct lu_event ev[LU_SHARED_MAX_EVENTS];
+	size_t nev;
+};
+
+static void decoded_free(struct decoded *d)
+{
+	pr_free(&d->pr);
+	for (size_t i = 0; i < d->nev; i++)
+		event_free(&d->ev[i]);
+	d->nev = 0;
+}
+
+/* Parses text (modified in place) into d; false when it is not a record of ours. */
+static bool decode(char *text, struct decoded *d)
+{
+	char *save = NULL, *line, *f[8], port[256];
+	uint64_t v, key, rel, atp, type = 0, holder = UINT64_MAX, want_ids = 0;
+	bool held = false, first = true;
+	struct lu_event *e = NULL;
+
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		int n = split(line, f, 7);
+
+		if (first) {
+			if (n != 2 || strcmp(f[0], "isthmus-lu") != 0 || strcmp(f[1], "1") != 0)
+				return false;
+			first = false;
+			continue;
+		}
+		if (want_ids) {
+			if (n != 4 || strcmp(f[0], "id") != 0 || !num(f[1], 10, 0xffff, &rel) || !num(f[2], 10, 1, &atp) ||
+			    !pr_name_get(f[3], port, sizeof(port)))
+				return false;
+			ident_set(&e->ids[e->nids++], port, (uint16_t)rel, atp);
+			want_ids--;
+			continue;
+		}
+		if (n == 2 && strcmp(f[0], "generation") == 0 && num(f[1], 10, UINT32_MAX, &v)) {
+			d->pr.generation = (uint32_t)v;
+		} else if (n == 2 && strcmp(f[0], "aptpl") == 0 && num(f[1], 10, 1, &v)) {
+			d->pr.aptpl = v;
+		} else if (n == 3 && strcmp(f[0], "reservation") == 0 && num(f[1], 10, 255, &type) &&
+			   pr_type_valid((uint8_t)type) &&
+			   (strcmp(f[2], "-") == 0 || num(f[2], 10, PR_MAX_REGISTRATIONS, &holder))) {
+			held = true;
+		} else if (n == 5 && strcmp(f[0], "reg") == 0 && num(f[1], 16, UINT64_MAX, &key) &&
+			   num(f[2], 10, 0xffff, &rel) && num(f[3], 10, 1, &atp) && pr_name_get(f[4], port, sizeof(port)) &&
+			   !pr_find_exact(&d->pr, port, (uint16_t)rel, atp)) {
+			if (!pr_add_reg(&d->pr, port, (uint16_t)rel, atp, key))
+				return false;
+		} else if (n == 3 && strcmp(f[0], "rsv2") == 0 && num(f[1], 10, 0xffff, &rel) &&
+			   pr_name_get(f[2], d->rsv_port, sizeof(d->rsv_port))) {
+			d->rsv_held = true;
+			d->rsv_rel = (uint16_t)rel;
+		} else if (n == 2 && strcmp(f[0], "evseq") == 0 && num(f[1], 10, UINT64_MAX, &d->evseq)) {
+			continue;
+		} else if (n == 7 && strcmp(f[0], "ev") == 0 && d->nev < LU_SHARED_MAX_EVENTS &&
+			   num(f[6], 10, LU_SHARED_EVENT_MAX_IDS, &want_ids)) {
+			e = &d->ev[d->nev++];
+			uint64_t seq, ua, all, exrel;
+			if (!num(f[1], 10, UINT64_MAX, &seq) || !num(f[2], 10, UINT32_MAX, &ua) || !num(f[3], 10, 1, &all) ||
+			    !num(f[4], 10, 0xffff, &exrel))
+				return false;
+			e->seq = seq;
+			e->ua = (uint32_t)ua;
+			e->all = all;
+			if (strcmp(f[5], "-") != 0) {
+				if (!pr_name_get(f[5], port, sizeof(port)))
+					return false;
+				ident_set(&e->except, port, (uint16_t)exrel, false);
+			}
+			e->ids = xcalloc(want_ids ? want_ids : 1, sizeof(*e->ids));
+		} else {
+			return false;
+		}
+	}
+	if (first || want_ids)
+		return false;
+	if (held) {
+		bool ar = pr_all_registrants((uint8_t)type);
+		if (ar != (holder == UINT64_MAX) || (!ar && holder >= d->pr.nregs))
+			return false;
+		d->pr.held = true;
+		d->pr.type = (uint8_t)type;
+		d->pr.holder = ar ? NULL : d->pr.regs[holder];
+	}
+	return true;
+}
+
+/* The LU takes the decoded state over (d is emptied). */
+static void install(struct lu_shared *sh, struct decoded *d)
+{
+	struct scsi_lu *lu = sh->lu;
+
+	pr_free(&lu->pr);
+	lu->pr = d->pr;
+	memset(&d->pr, 0, sizeof(d->pr));
+	lu->rsv_held = d->rsv_held;
+	lu->rsv_rel = d->rsv_rel;
+	memcpy(lu->rsv_port, d->rsv_port, sizeof(lu->rsv_port));
+	lu->rsv_nexus = NEXUS_NONE;
+	for (size_t i = 0; lu->rsv_held && i < lu->t->nnexus; i++) {
+		const struct scsi_nexus *nx = &lu->t->nexus[i].nx;
+		if (rsv_holder(lu, nx))
+			lu->rsv_nexus = nx->id;
+	}
+	events_clear(sh);
+	memcpy(sh->ev, d->ev, sizeof(sh->ev));
+	sh->nev = d->nev;
+	d->nev = 0;
+	sh->evseq = d->evseq;
+}
+
+/* ---- commands and actions ---- */
+
+static void cmd_fail(struct scsi_cmd *cmd, bool desc, uint8_t key, uint8_t asc, uint8_t ascq)
+{
+	cmd->status = SCSI_CHECK_CONDITION;
+	cmd->sense_len = (uint8_t)scsi_sense_build(cmd->sense, sizeof(cmd->sense), desc, key, asc, ascq, NULL, NULL);
+}
+
+static void cmd_finish(struct scsi_cmd *cmd)
+{
+	cmd->defer.active = false;
+	cmd->done(cmd);
+}
+
+/* The record is out of reach: LOGICAL UNIT IS IN PROCESS OF BECOMING READY, which initiators retry. */
+static void cmd_unreachable(struct lu_shared *sh, struct scsi_cmd *cmd)
+{
+	if (!atomic_load(&cmd->defer.cancelled))
+		cmd_fail(cmd, sh->lu && sh->lu->d_sense, SK_NOT_READY, 0x04, 0x01);
+	cmd_finish(cmd);
+}
+
+bool lu_shared_defer(struct scsi_req *r)
+{
+	struct lu_shared *sh = r->lu->shared;
+	struct scsi_cmd *cmd = r->cmd;
+	void (*run)(struct scsi_req *) = r->op->run;
+	bool rsv_cmd = run == scsi_pr_in || run == scsi_pr_out || run == scsi_reserve6 || run == scsi_release6 ||
+		       run == scsi_reserve10 || run == scsi_release10;
+
+	if (!sh->loaded && (r->op->flags & (OPF_READ | OPF_WRITE)) && !rsv_cmd) {
+		/* Until the record is loaded, nobody's reservation is known: no medium access. */
+		req_sense(r, SK_NOT_READY, 0x04, 0x01);
+		return true;
+	}
+	if (!rsv_cmd || cmd->defer.shared)
+		return false;
+	cmd->defer.active = true;
+	cmd->defer.waited = true;
+	cmd->defer.desc = r->lu->d_sense;
+	cmd->defer.wait_next = NULL;
+	*(sh->q_tail ? &sh->q_tail->defer.wait_next : &sh->q) = cmd;
+	sh->q_tail = cmd;
+	kick(sh);
+	return true;
+}
+
+void lu_shared_action(struct scsi_lu *lu, enum lu_shared_action kind, uint32_t ua, const struct scsi_nexus *nx)
+{
+	struct lu_shared *sh = lu->shared;
+
+	if (sh->nacts >= LU_SHARED_MAX_ACTIONS) {
+		log_warn("LUN %u: %zu reservation changes already wait for the group's record: one dropped", lu->lun,
+			 sh->nacts);
+		return;
+	}
+	struct lu_act *a = xcalloc(1, sizeof(*a));
+	a->kind = kind;
+	a->ua = ua;
+	if (nx)
+		ident_set(&a->who, nx->initiator_port, nx->rel_port_id, false);
+	*(sh->acts_tail ? &sh->acts_tail->next : &sh->acts) = a;
+	sh->acts_tail = a;
+	sh->nacts++;
+	kick(sh);
+}
+
+static void acts_free(struct lu_act *a)
+{
+	while (a) {
+		struct lu_act *next = a->next;
+		free(a->who.port);
+		free(a);
+		a = next;
+	}
+}
+
+static void act_apply(struct lu_shared *sh, const struct lu_act *a)
+{
+	struct scsi_lu *lu = sh->lu;
+
+	switch (a->kind) {
+	case LU_ACT_RESET: {
+		lu->rsv_held = false;
+		struct lu_event *e = event_add(sh, a->ua);
+		e->all = true;
+		e->here = true;
+		break;
+	}
+	case LU_ACT_COLD_RESET:
+		pr_nexus_reset(lu);
+		break;
+	case LU_ACT_RSV_DROP:
+		if (lu->rsv_held && lu->rsv_rel == a->who.rel && strcmp(lu->rsv_port, a->who.port) == 0)
+			lu->rsv_held = false;
+		break;
+	}
+}
+
+static void waiters_done(struct lu_shared *sh)
+{
+	struct lu_waiter *w = sh->waiters;
+
+	sh->waiters = NULL;
+	while (w) {
+		struct lu_waiter *next = w->next;
+		w->done(w->arg);
+		free(w);
+		w = next;
+	}
+}
+
+/* ---- the cycle ---- */
+
+static void job_work(struct offload_job *j)
+{
+	struct sh_job *sj = (struct sh_job *)j;
+	struct lu_shared *sh = sj->sh;
+
+	switch (sj->kind) {
+	case J_LOAD:
+		sj->rc = sh->ops->load(sh->ctx, &sj->rec, &sj->version);
+		if (sj->rc == 0 && sj->rec.len > LU_SHARED_MAX_RECORD)
+			sj->rc = -EFBIG;
+		break;
+	case J_STORE:
+		sj->rc = sh->ops->store(sh->ctx, sj->rec.data, sj->rec.len, sj->expect, &sj->version);
+		break;
+	case J_ACK:
+		sh->ops->ack(sh->ctx);
+		break;
+	}
+}
+
+static void shared_free(struct lu_shared *sh)
+{
+	events_clear(sh);
+	acts_free(sh->acts);
+	acts_free(sh->cur_acts);
+	sbuf_free(&sh->rec);
+	if (sh->ops->release)
+		sh->ops->release(sh->ctx);
+	free(sh);
+}
+
+static void job_done(struct offload_job *j);
+
+static void job_submit(struct lu_shared *sh, int kind, struct sbuf *rec, uint64_t expect)
+{
+	struct sh_job *sj = xcalloc(1, sizeof(*sj));
+
+	sj->sh = sh;
+	sj->kind = kind;
+	sj->expect = expect;
+	if (rec)
+		sj->rec = *rec;
+	sj->job.work = job_work;
+	sj->job.done = job_done;
+	/*
+	 * One after the other, acknowledgements included: one must not answer for a load whose
+	 * record is not installed yet. Two gateways never both wait in a store for each other: of
+	 * two stores from the same version, one fails at once.
+	 */
+	sj->job.key = sh;
+	sh->jobs++;
+	if (sh->t->offload) {
+		offload_submit(sh->t->offload, &sj->job);
+		return;
+	}
+	job_work(&sj->job);
+	job_done(&sj->job);
+}
+
+static void start_load(struct lu_shared *sh)
+{
+	sh->phase = SH_LOADING;
+	sh->reload = false;
+	job_submit(sh, J_LOAD, NULL, 0);
+}
+
+static void kick(struct lu_shared *sh)
+{
+	if (sh->phase != SH_IDLE || !sh->lu)
+		return;
+	if (sh->q || sh->acts || sh->reload || !sh->loaded)
+		start_load(sh);
+}
+
+static void note_failure(struct lu_shared *sh, const char *what, int rc)
+{
+	if (!sh->failing)
+		log_error("LUN %u: %s the gateway group's reservation record: %s (reservation commands fail until "
+			  "it works again)", sh->lu ? sh->lu->lun : 0, what, strerror(-rc));
+	sh->failing = true;
+}
+
+/* The cycle could not reach the record: every waiting command fails, the actions wait. */
+static void fail_waiting(struct lu_shared *sh)
+{
+	if (sh->cur) {
+		cmd_unreachable(sh, sh->cur);
+		sh->cur = NULL;
+	}
+	while (sh->q) {
+		struct scsi_cmd *c = sh->q;
+		sh->q = c->defer.wait_next;
+		c->defer.wait_next = NULL;
+		cmd_unreachable(sh, c);
+	}
+	sh->q_tail = NULL;
+	if (sh->cur_acts) {
+		/* Back in front of the others, for the next load. */
+		struct lu_act *last = sh->cur_acts;
+		while (last->next)
+			last = last->next;
+		last->next = sh->acts;
+		if (!sh->acts)
+			sh->acts_tail = last;
+		sh->acts = sh->cur_acts;
+		sh->cur_acts = NULL;
+	}
+	waiters_done(sh);
+}
+
+/* After a load: the actions, or else the next command, on the state as loaded. */
+static void run_cycle(struct lu_shared *sh)
+{
+	struct scsi_lu *lu = sh->lu;
+	struct sbuf now = { 0 };
+
+	if (sh->acts) {
+		sh->cur_acts = sh->acts;
+		sh->acts = sh->acts_tail = NULL;
+		sh->nacts = 0;
+		for (const struct lu_act *a = sh->cur_acts; a; a = a->next)
+			act_apply(sh, a);
+	} else if (sh->q) {
+		struct scsi_cmd *c = sh->q;
+		sh->q = c->defer.wait_next;
+		if (!sh->q)
+			sh->q_tail = NULL;
+		c->defer.wait_next = NULL;
+		if (atomic_load(&c->defer.cancelled)) {
+			cmd_finish(c);
+			kick(sh);
+			return;
+		}
+		sh->cur = c;
+		scsi_cmd_run_shared(sh->t, c);
+	}
+	encode(sh, lu, &now);
+	if (now.len == sh->rec.len && memcmp(now.data, sh->rec.data, now.len) == 0) {
+		sbuf_free(&now);
+		if (sh->cur)
+			cmd_finish(sh->cur);
+		sh->cur = NULL;
+		kick(sh);
+		return;
+	}
+	sh->phase = SH_STORING;
+	job_submit(sh, J_STORE, &now, sh->version);
+}
+
+static void load_done(struct lu_shared *sh, struct sh_job *sj)
+{
+	struct decoded d = { 0 };
+
+	sh->phase = SH_IDLE;
+	if (sj->rc < 0) {
+		note_failure(sh, "cannot load", sj->rc);
+		fail_waiting(sh);
+		return;
+	}
+	sbuf_reset(&sh->rec);
+	sbuf_append(&sh->rec, sj->rec.data, sj->rec.len);
+	char *text = xmalloc(sj->rec.len + 1);
+	memcpy(text, sj->rec.data, sj->rec.len);
+	text[sj->rec.len] = 0;
+	bool ok = sj->rec.len == 0 || decode(text, &d);
+	free(text);
+	if (!ok) {
+		decoded_free(&d);
+		note_failure(sh, "cannot read", -EINVAL);
+		fail_waiting(sh);
+		return;
+	}
+	if (sh->failing)
+		log_info("LUN %u: the gateway group's reservation record is back in reach", sh->lu->lun);
+	sh->failing = false;
+	bool first = !sh->loaded;
+	install(sh, &d);
+	decoded_free(&d);
+	sh->version = sj->version;
+	sh->loaded = true;
+	/* A gateway that was not there when an event happened had no nexus it was meant for. */
+	events_catch_up(sh, first);
+	if (sh->ops->ack)
+		job_submit(sh, J_ACK, NULL, 0);
+	run_cycle(sh);
+}
+
+static void store_done(struct lu_shared *sh, struct sh_job *sj)
+{
+	sh->phase = SH_IDLE;
+	if (sj->rc == -ESTALE && ++sh->retries <= LU_SHARED_MAX_RETRIES) {
+		/* Another gateway stored first: run again on what it stored. */
+		if (sh->cur) {
+			sh->cur->defer.wait_next = sh->q;
+			sh->q = sh->cur;
+			if (!sh->q_tail)
+				sh->q_tail = sh->cur;
+			sh->cur = NULL;
+		}
+		if (sh->cur_acts) {
+			struct lu_act *last = sh->cur_acts;
+			while (last->next)
+				last = last->next;
+			last->next = sh->acts;
+			if (!sh->acts)
+				sh->acts_tail = last;
+			sh->acts = sh->cur_acts;
+			sh->cur_acts = NULL;
+		}
+		start_load(sh);
+		return;
+	}
+	sh->retries = 0;
+	if (sj->rc < 0) {
+		note_failure(sh, "cannot store", sj->rc);
+		/* What is here now was never stored: load before anything relies on it. */
+		sh->loaded = false;
+		fail_waiting(sh);
+		kick(sh);
+		return;
+	}
+	sh->failing = false;
+	sh->version = sj->version;
+	sbuf_reset(&sh->rec);
+	sbuf_append(&sh->rec, sj->rec.data, sj->rec.len);
+	events_catch_up(sh, false);
+	acts_free(sh->cur_acts);
+	sh->cur_acts = NULL;
+	if (sh->cur)
+		cmd_finish(sh->cur);
+	sh->cur = NULL;
+	if (!sh->acts)
+		waiters_done(sh);
+	kick(sh);
+}
+
+static void job_done(struct offload_job *j)
+{
+	struct sh_job *sj = (struct sh_job *)j;
+	struct lu_shared *sh = sj->sh;
+
+	sh->jobs--;
+	if (!sh->lu) {
+		/* The LU went: its commands were answered then; the last job frees what is left. */
+		if (sj->kind != J_ACK)
+			sh->phase = SH_IDLE;
+		if (sh->cur) {
+			cmd_fail(sh->cur, false, SK_ILLEGAL_REQUEST, 0x25, 0x00);
+			cmd_finish(sh->cur);
+			sh->cur = NULL;
+		}
+		if (sh->jobs == 0)
+			shared_free(sh);
+	} else if (sj->kind == J_LOAD) {
+		load_done(sh, sj);
+	} else if (sj->kind == J_STORE) {
+		store_done(sh, sj);
+	}
+	sbuf_free(&sj->rec);
+	free(sj);
+}
+
+/* ---- the interface ---- */
+
+static struct scsi_lu *lu_of(struct scsi_target *t, uint16_t lun)
+{
+	return lun < SCSI_MAX_LUNS ? t->lu[lun] : NULL;
+}
+
+int scsi_target_share_lu(struct scsi_target *t, uint16_t lun, const struct scsi_shared_ops *ops, void *ctx)
+{
+	struct scsi_lu *lu = lu_of(t, lun);
+
+	if (!lu || lu->shared)
+		return -1;
+	struct lu_shared *sh = xcalloc(1, sizeof(*sh));
+	sh->ops = ops;
+	sh->ctx = ctx;
+	sh->t = t;
+	sh->lu = lu;
+	/* The record holds it all, APTPL included: nothing of this LU goes to the state directory. */
+	pr_persist_release(lu);
+	pr_free(&lu->pr);
+	lu->pr.log = NULL;
+	lu->rsv_held = false;
+	lu->shared = sh;
+	kick(sh);
+	return 0;
+}
+
+void scsi_target_lu_shared_changed(struct scsi_target *t, uint16_t lun)
+{
+	struct scsi_lu *lu = lu_of(t, lun);
+
+	if (!lu || !lu->shared)
+		return;
+	lu->shared->reload = true;
+	kick(lu->shared);
+}
+
+bool scsi_target_lu_shared_wait(struct scsi_target *t, uint16_t lun, void (*done)(void *arg), void *arg)
+{
+	struct scsi_lu *lu = lu_of(t, lun);
+	struct lu_shared *sh = lu ? lu->shared : NULL;
+
+	if (!sh || (!sh->acts && !sh->cur_acts))
+		return false;
+	struct lu_waiter *w = xcalloc(1, sizeof(*w));
+	w->done = done;
+	w->arg = arg;
+	w->next = sh->waiters;
+	sh->waiters = w;
+	return true;
+}
+
+void lu_shared_detach(struct scsi_lu *lu)
+{
+	struct lu_shared *sh = lu->shared;
+
+	if (!sh)
+		return;
+	lu->shared = NULL;
+	sh->lu = NULL;
+	while (sh->q) {
+		struct scsi_cmd *c = sh->q;
+		sh->q = c->defer.wait_next;
+		c->defer.wait_next = NULL;
+		cmd_fail(c, lu->d_sense, SK_ILLEGAL_REQUEST, 0x25, 0x00);
+		cmd_finish(c);
+	}
+	sh->q_tail = NULL;
+	waiters_done(sh);
+	if (sh->jobs == 0)
+		shared_free(sh);
+}

@@ -1,0 +1,310 @@
+#!/usr/bin/env bash
+# Two gateways in front of one RBD image are one SCSI device for reservations (docs/gateways.md):
+# persistent reservations, SPC-2 reservations and the unit attentions they raise hold on every
+# gateway as soon as the command that made them has completed, two gateways racing for a
+# reservation never both get it, a LOGICAL UNIT RESET through one gateway reaches the nexuses of
+# the other, two gateways racing COMPARE AND WRITE on one block never both succeed, and a
+# registrants-only reservation survives its holder's gateway being killed (an unregistered
+# initiator meets RESERVATION CONFLICT on every gateway, a restarted one included).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/ceph_lib.sh"
+need python3
+
+ceph_start
+ceph_image gw 64M
+
+IQN=iqn.2026-11.org.isthmus:gwrbd
+P1=$(free_port)
+P2=$(free_port)
+GWFLAGS=(--target "$IQN" --lun "rbd:rbd/gw,conf=$CEPH_CONF" --gateway-portal "1=127.0.0.1:$P1"
+	--gateway-portal "2=127.0.0.1:$P2")
+declare -A GW_PID GW_PORT=([1]=$P1 [2]=$P2)
+
+gw_start() { # N
+	local n=$1
+	say "starting gateway $n on port ${GW_PORT[$n]}"
+	bg_start "$ISTHMUS_BIN/isthmus-target" --listen "127.0.0.1:${GW_PORT[$n]}" --gateway "$n" "${GWFLAGS[@]}" \
+		--mgmt-socket "$TEST_DIR/gw$n.sock" --state-dir "$TEST_DIR/var$n" >>"$TEST_DIR/gw$n.log" 2>&1
+	GW_PID[$n]=$BG_LAST
+	wait_port "127.0.0.1:${GW_PORT[$n]}" "${GW_PID[$n]}" || fail "gateway $n does not listen: $(tail -5 "$TEST_DIR/gw$n.log")"
+}
+gw_stop() { # N SIGNAL
+	local n=$1 pid=${GW_PID[$1]}
+	kill "-$2" "$pid" 2>/dev/null || true
+	timeout "$STOP_TIMEOUT" tail --pid="$pid" -f /dev/null || fail "gateway $n did not stop within ${STOP_TIMEOUT}s"
+	wait "$pid" 2>/dev/null || true
+	if report=$(sanitizer_report "$TEST_DIR/gw$n.log"); then
+		fail "gateway $n reported a sanitizer error: $report"
+	fi
+}
+gw_start 1
+gw_start 2
+
+run_to 170 python3 - "$INTEROP_DIR" "$IQN" "$P1" "$P2" "$TEST_DIR/ctl" <<'PY' &
+import os, struct, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import pdu_abuse, scsi_cmd
+
+iqn, ports, ctl = sys.argv[2], {1: int(sys.argv[3]), 2: int(sys.argv[4])}, sys.argv[5]
+failures = []
+
+def say(m):
+    print("[test_gateway_rbd] " + m, flush=True)
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        say("  FAILED: " + what)
+
+def sense_of(s):
+    if not s:
+        return None
+    if s[0] & 0x7f in (0x72, 0x73):
+        return s[1] & 0x0f, s[2], s[3]
+    return s[2] & 0x0f, s[12], s[13]
+
+class Nexus:
+    """One I_T nexus: an initiator port logged in to one gateway."""
+    def __init__(self, name, gw, isid):
+        self.name, self.gw = name, gw
+        pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:" + name
+        self.sock = pdu_abuse.login("127.0.0.1", ports[gw], iqn, isid=bytes.fromhex(isid))
+        self.sock.settimeout(30)
+        self.sn = [0, 1]
+        self.lock = threading.Lock()
+
+    def cmd(self, cdb, out=b"", in_len=0):
+        with self.lock:
+            r = scsi_cmd.run(self.sock, 0, cdb, out, in_len, self.sn[0], self.sn[1])
+            self.sn[0] += 1
+            self.sn[1] += 1
+            return r
+
+    def ready(self):
+        """TEST UNIT READY until GOOD: clears the unit attentions a new nexus starts with."""
+        for _ in range(6):
+            st, _, s = self.cmd(bytes(6))
+            if st == 0:
+                return
+        check(False, "%s: TEST UNIT READY never GOOD (%s)" % (self.name, sense_of(s)))
+
+    def close(self):
+        self.sock.close()
+
+def prout(nx, sa, key=0, sark=0, type_=0, flags=0):
+    data = struct.pack(">QQ", key, sark) + bytes([0, 0, 0, 0, flags, 0, 0, 0])
+    return nx.cmd(bytes([0x5f, sa, type_, 0, 0, 0, 0, 0, 24, 0]), out=data)[0]
+
+def read_keys(nx):
+    st, d, _ = nx.cmd(bytes([0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]), in_len=4096)
+    gen, n = struct.unpack(">II", d[:8])
+    return st, gen, sorted(struct.unpack(">Q", d[8 + i:16 + i])[0] for i in range(0, n, 8))
+
+def read_rsv(nx):
+    st, d, _ = nx.cmd(bytes([0x5e, 1, 0, 0, 0, 0, 0, 0x10, 0, 0]), in_len=4096)
+    n = struct.unpack(">I", d[4:8])[0]
+    return (struct.unpack(">Q", d[8:16])[0], d[21] & 0x0f) if n else None
+
+def write10(nx, lba, data, ua_retries=0):
+    for _ in range(ua_retries + 1):
+        st, _, s = nx.cmd(bytes([0x2a, 0]) + struct.pack(">IBHB", lba, 0, len(data) // 512, 0), out=data)
+        if st != 2 or not s or sense_of(s)[0] != 6:
+            break
+        say("  %s through gateway %d: unit attention %s" % (nx.name, nx.gw, sense_of(s)))
+    return st
+
+def read10(nx, lba):
+    return nx.cmd(bytes([0x28, 0]) + struct.pack(">IBHB", lba, 0, 1, 0), in_len=512)
+
+KA, KB = 0xa1a1a1a1, 0xb2b2b2b2
+a1, b2, c1, c2 = Nexus("a", 1, "400000000a01"), Nexus("b", 2, "400000000b02"), Nexus("c", 1, "400000000c01"), Nexus("c", 2, "400000000c02")
+for nx in (a1, b2, c1, c2):
+    nx.ready()
+
+say("check: a registration through gateway 1 is in READ KEYS through gateway 2 at once")
+check(prout(a1, 0, sark=KA) == 0, "REGISTER a through gateway 1")
+st, gen, keys = read_keys(c2)
+say("  gateway 2: generation %d keys %s" % (gen, [hex(k) for k in keys]))
+check(st == 0 and keys == [KA] and gen == 1, "gateway 2 sees a's key")
+check(prout(b2, 0, sark=KB) == 0, "REGISTER b through gateway 2")
+st, gen, keys = read_keys(c1)
+check(keys == [KA, KB] and gen == 2, "gateway 1 sees both keys, generation 2 (got %s, %d)" % (keys, gen))
+
+say("check: WRITE EXCLUSIVE - REGISTRANTS ONLY by a through gateway 1 holds on gateway 2")
+check(prout(a1, 1, key=KA, type_=5) == 0, "RESERVE WE_RO by a")
+r = read_rsv(c2)
+check(r == (KA, 5), "gateway 2 READ RESERVATION: %s" % (r,))
+for nx in (c1, c2):
+    st = write10(nx, 10, bytes(512))
+    check(st == 0x18, "unregistered c writes through gateway %d: status 0x%02x, want RESERVATION CONFLICT" % (nx.gw, st))
+    check(read10(nx, 10)[0] == 0, "unregistered c reads through gateway %d" % nx.gw)
+check(write10(b2, 10, bytes(512)) == 0, "registrant b writes through gateway 2")
+check(write10(a1, 10, bytes(512)) == 0, "holder a writes through gateway 1")
+check(prout(a1, 2, key=KA, type_=5) == 0, "RELEASE by a")
+check(read_rsv(c2) is None, "released: gateway 2 sees no reservation")
+
+say("check: a and b racing for a reservation through different gateways: one wins, every time")
+for rnd in range(8):
+    res = {}
+    a1.ready()  # a RELEASE tells the other registrants: RESERVATIONS RELEASED
+    b2.ready()
+    def take(nx, key):
+        res[nx.name] = prout(nx, 1, key=key, type_=1)
+    ts = [threading.Thread(target=take, args=(a1, KA)), threading.Thread(target=take, args=(b2, KB))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    winners = [n for n, st in res.items() if st == 0]
+    check(len(winners) == 1 and all(st in (0, 0x18) for st in res.values()),
+          "round %d: statuses %s" % (rnd, res))
+    holder = read_rsv(c1)
+    check(holder is not None and holder[0] == (KA if winners == ["a"] else KB), "round %d: holder %s" % (rnd, holder))
+    w = a1 if winners == ["a"] else b2
+    check(prout(w, 2, key=KA if w is a1 else KB, type_=1) == 0, "round %d: RELEASE" % rnd)
+
+say("check: b preempts a through gateway 2: a's nexus on gateway 1 gets REGISTRATIONS PREEMPTED")
+check(prout(a1, 1, key=KA, type_=1) == 0, "RESERVE WE by a")
+check(prout(b2, 4, key=KB, sark=KA, type_=1) == 0, "PREEMPT by b")
+st, _, s = a1.cmd(bytes(6))
+check(st == 2 and sense_of(s) == (6, 0x2a, 0x05), "a's next command: status 0x%02x sense %s" % (st, sense_of(s)))
+check(read_rsv(c1) == (KB, 1), "gateway 1 sees b holding")
+check(prout(b2, 3, key=KB) == 0, "CLEAR by b")
+st, gen, keys = read_keys(c1)
+check(keys == [], "cleared everywhere: %s" % keys)
+
+say("check: RESERVE(6) through gateway 1 holds on gateway 2, and goes with its nexus")
+check(a1.cmd(bytes([0x16, 0, 0, 0, 0, 0]))[0] == 0, "RESERVE(6) by a")
+st = b2.cmd(bytes(6))[0]
+check(st == 0x18, "b's TEST UNIT READY through gateway 2: 0x%02x, want RESERVATION CONFLICT" % st)
+st = b2.cmd(bytes([0x16, 0, 0, 0, 0, 0]))[0]
+check(st == 0x18, "b's RESERVE(6) through gateway 2: 0x%02x" % st)
+a1.close()
+ok = False
+for _ in range(50):
+    if b2.cmd(bytes(6))[0] == 0:
+        ok = True
+        break
+    time.sleep(0.1)
+check(ok, "a's nexus gone: b gets GOOD through gateway 2 within 5 s")
+
+say("check: LOGICAL UNIT RESET through gateway 1: b's nexus on gateway 2 has 29h/03h at once")
+a1 = Nexus("a", 1, "400000000a01")
+a1.ready()
+b2.ready()
+with a1.lock:
+    pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:a"
+    rest = struct.pack(">IIIII", 0xffffffff, a1.sn[0], 0, 0, 0) + bytes(8)
+    lunf = bytes(8)
+    hdr = pdu_abuse.bhs(0x02, 0x80 | 5, True, 0, 0, lunf, a1.sn[1], rest)
+    a1.sn[1] += 1
+    a1.sock.sendall(hdr)
+    while True:
+        h, d = pdu_abuse.recv_pdu(a1.sock)
+        if h is None or h[0] & 0x3f == 0x22:
+            break
+check(h is not None and h[2] == 0, "LUN RESET response %s" % (h[2] if h else None))
+st, _, s = b2.cmd(bytes(6))
+check(st == 2 and sense_of(s) == (6, 0x29, 0x03), "b's first command after the reset: 0x%02x %s" % (st, sense_of(s)))
+
+say("check: COMPARE AND WRITE racing through both gateways on one block never both succeed")
+old = bytes([0x55]) * 512
+both = 0
+c1.ready()
+for rnd in range(20):
+    check(write10(a1, 200, old) == 0 or write10(a1, 200, old) == 0, "round %d: setup write" % rnd)
+    res = {}
+    def caw(nx, fill):
+        data = old + bytes([fill]) * 512
+        res[nx.name] = nx.cmd(bytes([0x89, 0]) + struct.pack(">Q", 200) + bytes([0, 0, 0, 1, 0, 0]), out=data)[0]
+    ts = [threading.Thread(target=caw, args=(a1, 0xa1)), threading.Thread(target=caw, args=(b2, 0xb2))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    good = [n for n, st in res.items() if st == 0]
+    both += len(good) == 2
+    check(len(good) == 1, "round %d: statuses %s" % (rnd, res))
+    st, d, _ = read10(c1, 200)
+    check(d == bytes([0xa1 if good == ["a"] else 0xb2]) * 512, "round %d: the block holds the winner's data" % rnd)
+say("  20 rounds, both succeeded in %d" % both)
+
+say("check: WE_RO held by a (registered through both gateways); gateway 1 killed; a writes on through gateway 2")
+a2 = Nexus("a", 2, "400000000a01")
+a2.ready()
+check(prout(a1, 0, sark=KA) == 0 and prout(a2, 0, sark=KA) == 0, "a registers through both gateways")
+check(prout(a1, 1, key=KA, type_=5) == 0, "RESERVE WE_RO by a through gateway 1")
+stop = threading.Event()
+stats = {"a": [0, 0], "c": [0, 0]}
+def writer():
+    n = 0
+    while not stop.is_set():
+        try:
+            st = write10(a2, 300 + n % 64, bytes([n & 0xff]) * 512, ua_retries=3)
+        except Exception as e:
+            st = "error %s" % e
+        stats["a"][0 if st == 0 else 1] += 1
+        if st != 0:
+            say("  a's write through gateway 2: %s" % st)
+        try:
+            st = write10(c2, 400, bytes(512), ua_retries=3)
+        except Exception as e:
+            st = "error %s" % e
+        stats["c"][0 if st == 0x18 else 1] += 1
+        if st != 0x18:
+            say("  c's write through gateway 2: %s" % st)
+        n += 1
+        time.sleep(0.02)
+wt = threading.Thread(target=writer)
+wt.start()
+time.sleep(1)
+open(ctl + ".kill", "w").close()
+for _ in range(200):
+    if os.path.exists(ctl + ".killed"):
+        break
+    time.sleep(0.05)
+say("  gateway 1 killed")
+time.sleep(3)
+open(ctl + ".start", "w").close()
+for _ in range(600):
+    if os.path.exists(ctl + ".started"):
+        break
+    time.sleep(0.05)
+c1 = Nexus("c", 1, "400000000c01")
+st = None
+st = write10(c1, 400, bytes(512), ua_retries=5)
+check(st == 0x18, "unregistered c through the restarted gateway 1: 0x%02x, want RESERVATION CONFLICT" % st)
+time.sleep(1)
+stop.set()
+wt.join()
+say("  a's writes through gateway 2: %d good, %d not; c's: %d conflicts, %d other" % (stats["a"][0], stats["a"][1], stats["c"][0], stats["c"][1]))
+check(stats["a"][1] == 0 and stats["a"][0] > 20, "a kept writing")
+check(stats["c"][1] == 0 and stats["c"][0] > 20, "c met RESERVATION CONFLICT throughout")
+r = read_rsv(c1)
+check(r == (KA, 5), "the restarted gateway 1 reports a's reservation: %s" % (r,))
+if failures:
+    say("%d check(s) failed" % len(failures))
+    sys.exit(1)
+PY
+PYPID=$!
+# The gateway 1 kill and restart, on the script's signal.
+for ((i = 0; i < 1700; i++)); do
+	[[ -e "$TEST_DIR/ctl.kill" ]] && break
+	kill -0 "$PYPID" 2>/dev/null || break
+	sleep 0.1
+done
+if [[ -e "$TEST_DIR/ctl.kill" ]]; then
+	gw_stop 1 KILL
+	touch "$TEST_DIR/ctl.killed"
+	for ((i = 0; i < 300; i++)); do
+		[[ -e "$TEST_DIR/ctl.start" ]] && break
+		sleep 0.1
+	done
+	gw_start 1
+	touch "$TEST_DIR/ctl.started"
+fi
+wait "$PYPID" || fail "reservation checks across gateways failed (logs: $TEST_DIR/gw1.log, gw2.log)"
+gw_stop 1 TERM
+gw_stop 2 TERM
+say "PASS"
