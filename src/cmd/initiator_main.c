@@ -9,13 +9,15 @@
 #include "cli/daemon_cmd.h"
 #include "daemon/config.h"
 #include "daemon/run.h"
+#include "proto/isns.h"
 #include "util/log.h"
 
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: isthmus-initiator [--config FILE] [--state-dir DIR] [--socket PATH] [--devices-dir DIR]\n"
-		   "                         [--nbd-dir DIR] [--ibft DIR] [--no-fuse] [--no-nbd] [--no-block] [--foreground]\n"
-		   "                         [--log-level error|warn|info|debug] [--check-config]\n"
+		   "                         [--nbd-dir DIR] [--ibft DIR] [--isns ADDR[:PORT]] [--no-fuse] [--no-nbd]\n"
+		   "                         [--no-block] [--foreground] [--log-level error|warn|info|debug]\n"
+		   "                         [--check-config]\n"
 		   "       isthmus-initiator ctl COMMAND ...   (the CLI's daemon commands: login, logout, session,\n"
 		   "                                            persistent, chap, discover)\n"
 		   "       isthmus-initiator --help | --version\n"
@@ -24,7 +26,8 @@ static void usage(FILE *f)
 		   "          --nbd-dir /run/isthmus/nbd\n"
 		   "--foreground stays attached (for a service manager: with $NOTIFY_SOCKET set, READY=1 is sent\n"
 		   "once the start-up logins are done or have had their login timeout); --ibft DIR adds the boot\n"
-		   "session that firmware describes; --no-fuse, --no-nbd and --no-block turn a kind of local device\n"
+		   "session that firmware describes; --isns registers with that iSNS server (port 3205 by default)\n"
+		   "and overrides the file's isns; --no-fuse, --no-nbd and --no-block turn a kind of local device\n"
 		   "off;\n"
 		   "--check-config reads the configuration file and exits: 0 when it is valid, else 1.\n");
 }
@@ -61,12 +64,13 @@ int main(int argc, char **argv)
 		{"foreground", no_argument, NULL, 'f'},       {"log-level", required_argument, NULL, 'l'},
 		{"help", no_argument, NULL, 'h'},             {"version", no_argument, NULL, 'V'},
 		{"check-config", no_argument, NULL, 'k'},     {"no-block", no_argument, NULL, 'B'},
+		{"isns", required_argument, NULL, 'I'},
 		{NULL, 0, NULL, 0},
 	};
 	struct dmn_args a = {.ready_fd = -1};
 	bool foreground = false, check_only = false;
 	int c;
-	while ((c = getopt_long(argc, argv, "c:s:S:d:n:i:FNBfl:hV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:s:S:d:n:i:I:FNBfl:hV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c': a.config = optarg; break;
 		case 's': a.state_dir = optarg; break;
@@ -74,6 +78,16 @@ int main(int argc, char **argv)
 		case 'd': a.devices_dir = optarg; break;
 		case 'n': a.nbd_dir = optarg; break;
 		case 'i': a.ibft = optarg; break;
+		case 'I': {
+			char addr[64], why[160];
+			uint16_t port;
+			if (isns_parse_server(optarg, addr, sizeof(addr), &port, why, sizeof(why)) < 0) {
+				fprintf(stderr, "isthmus-initiator: --isns: %s\n", why);
+				return 2;
+			}
+			a.isns = optarg;
+			break;
+		}
 		case 'F': a.no_fuse = true; break;
 		case 'N': a.no_nbd = true; break;
 		case 'B': a.no_block = true; break;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "daemon/daemon.h"
+#include "proto/isns.h"
 #include "util/parse.h"
 #include "util/sbuf.h"
 
@@ -38,6 +39,7 @@ void dmn_config_free(struct dmn_config *c)
 	free(c->initiator_alias);
 	free(c->devices_dir);
 	free(c->nbd_dir);
+	free(c->isns);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -91,6 +93,16 @@ int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t er
 		} else if (!strcmp(k, "nbd-dir")) {
 			free(c->nbd_dir);
 			c->nbd_dir = xstrdup(v);
+		} else if (!strcmp(k, "isns")) {
+			char addr[64], why[160];
+			uint16_t port;
+			if (isns_parse_server(v, addr, sizeof(addr), &port, why, sizeof(why)) < 0) {
+				snprintf(err, errlen, "%s:%d: isns: %s", path, lineno, why);
+				rc = -1;
+			} else {
+				free(c->isns);
+				c->isns = xstrdup(v);
+			}
 		} else if (!strcmp(k, "reconnect-interval"))
 			ms = &c->reconnect_interval_ms;
 		else if (!strcmp(k, "removal-latency"))

@@ -27,6 +27,7 @@ struct dmn_config {
 	bool block;                 /* a loop device on each LUN file, where /dev/loop-control is (true) */
 	char *devices_dir;
 	char *nbd_dir;
+	char *isns; /* iSNS server "ADDR[:PORT]" to register with (docs/isns.md), NULL: none */
 };
 
 void dmn_config_defaults(struct dmn_config *c);

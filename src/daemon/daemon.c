@@ -12,6 +12,7 @@
 #include "daemon/daemon.h"
 #include "daemon/fuse.h"
 #include "daemon/ibft.h"
+#include "daemon/isns.h"
 #include "daemon/methods.h"
 #include "daemon/ops.h"
 #include "daemon/run.h"
@@ -37,6 +38,7 @@ static void begin_stop(struct daemon *d)
 		return;
 	d->stopping = true;
 	sd_notify_stopping();
+	dmn_isns_stop(d);
 	log_info("stopping: logging out every session");
 	if (!d->sessions) {
 		loop_stop(d->loop);
@@ -146,6 +148,10 @@ int dmn_run(struct dmn_args *a)
 		free(d->cfg.nbd_dir);
 		d->cfg.nbd_dir = xstrdup(a->nbd_dir);
 	}
+	if (a->isns) {
+		free(d->cfg.isns);
+		d->cfg.isns = xstrdup(a->isns);
+	}
 	if (a->no_fuse)
 		d->cfg.fuse = false;
 	if (a->no_nbd)
@@ -210,6 +216,8 @@ int dmn_run(struct dmn_args *a)
 	}
 	start_records(d, true);
 	start_records(d, false);
+	if (d->cfg.isns && dmn_isns_start(d, d->cfg.isns, err, sizeof(err)) < 0)
+		log_error("iSNS: %s; running without it", err);
 	/* A login attempt is bounded by login-timeout; the LUN probe after it gets a little more. */
 	d->ready_deadline_ms = loop_now_ms() + (uint64_t)d->cfg.login_timeout_ms + 5000;
 	loop_timer_start(d->loop, &d->ready_timer, 50, 50, check_startup_ready, d);
@@ -220,6 +228,7 @@ int dmn_run(struct dmn_args *a)
 	}
 	loop_run(d->loop);
 	rc = 0;
+	dmn_isns_free(d);
 	dsess_abort_all(d);
 	loop_timer_stop(d->loop, &d->stop_timer);
 	loop_timer_stop(d->loop, &d->ready_timer);

@@ -20,6 +20,7 @@
 struct dsession;
 struct dop;
 struct fuse_dev;
+struct dmn_isns;
 
 struct daemon {
 	struct loop *loop;
@@ -36,6 +37,7 @@ struct daemon {
 	json_t *discovered; /* targets found by discovery: array of {target, portal} */
 	char *initiator_secret;
 	struct fuse_dev *fuse;
+	struct dmn_isns *isns; /* registration with an iSNS server (isns_node.c), NULL: none */
 	bool settle_deferred; /* sessions with settle_pending settle after this loop iteration */
 	unsigned nbd_clients; /* NBD clients connected, over all exports */
 	bool stopping;

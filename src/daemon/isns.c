@@ -98,27 +98,20 @@ static void build_query(struct sbuf *b, const char *source)
 		isns_put_empty(b, wanted[i]);
 }
 
-int disc_isns_query(const char *server, const char *source, struct isns_node_list *out, char *err, size_t errlen)
+int disc_isns_call(const char *addr, uint16_t port, uint16_t func, const struct sbuf *payload, uint16_t xid,
+		   size_t max_message, uint32_t timeout_ms, struct sbuf *resp, uint32_t *status, char *err, size_t errlen)
 {
-	char addr[64];
-	uint16_t port;
-	out->nodes = NULL;
-	out->n = 0;
-	if (isns_parse_server(server, addr, sizeof(addr), &port, err, errlen) < 0)
-		return -1;
-	uint64_t deadline = loop_now_ms() + DISC_ISNS_TIMEOUT_MS;
+	uint64_t deadline = loop_now_ms() + timeout_ms;
 	int fd = connect_by(addr, port, deadline, err, errlen);
 	if (fd < 0)
 		return -1;
-	struct sbuf payload = {0}, wire = {0};
-	struct isns_reasm r = {.max = DISC_ISNS_MAX_MESSAGE};
+	struct sbuf wire = {0};
+	struct isns_reasm r = {.max = max_message};
 	uint8_t *in = xmalloc(ISNS_HDR_LEN + 65535u);
 	size_t have = 0, sent = 0;
 	int ret = -1;
-	const uint16_t xid = 1;
-	build_query(&payload, source);
-	if (isns_message_encode(&wire, ISNS_DEV_ATTR_QRY, ISNS_F_CLIENT, xid, payload.data, payload.len) < 0) {
-		snprintf(err, errlen, "the query cannot be encoded");
+	if (isns_message_encode(&wire, func, ISNS_F_CLIENT, xid, payload->data, payload->len) < 0) {
+		snprintf(err, errlen, "the request cannot be encoded");
 		goto out;
 	}
 	while (sent < wire.len) {
@@ -138,7 +131,7 @@ int disc_isns_query(const char *server, const char *source, struct isns_node_lis
 	}
 	for (;;) {
 		if (wait_fd(fd, POLLIN, deadline) <= 0) {
-			snprintf(err, errlen, "no complete answer within %u s", DISC_ISNS_TIMEOUT_MS / 1000);
+			snprintf(err, errlen, "no complete answer within %u s", timeout_ms / 1000);
 			goto out;
 		}
 		ssize_t n = recv(fd, in + have, ISNS_HDR_LEN + 65535u - have, 0);
@@ -163,26 +156,14 @@ int disc_isns_query(const char *server, const char *source, struct isns_node_lis
 			off += plen;
 			if (rc == 0)
 				continue;
-			if (msg.func != (ISNS_RESPONSE | ISNS_DEV_ATTR_QRY) || msg.xid != xid)
+			if (msg.func != (ISNS_RESPONSE | func) || msg.xid != xid)
 				continue; /* not our answer */
-			uint32_t status;
-			size_t op;
-			if (isns_response_status(r.msg.data, r.msg.len, &status) < 0) {
+			if (isns_response_status(r.msg.data, r.msg.len, status) < 0) {
 				snprintf(err, errlen, "answer without a status");
 				goto out;
 			}
-			if (status == ISNS_STATUS_NO_SUCH_ENTRY) {
-				ret = 0; /* nothing visible */
-				goto out;
-			}
-			if (status != ISNS_STATUS_SUCCESS) {
-				snprintf(err, errlen, "query refused: %s (status %u)", isns_status_name(status), status);
-				goto out;
-			}
-			if (isns_response_operating(r.msg.data, r.msg.len, &op, err, errlen) < 0 ||
-			    isns_parse_nodes(r.msg.data + op, r.msg.len - op, DISC_ISNS_MAX_NODES, DISC_ISNS_MAX_PORTALS, out,
-					     err, errlen) < 0)
-				goto out;
+			sbuf_reset(resp);
+			sbuf_append(resp, r.msg.data, r.msg.len);
 			ret = 0;
 			goto out;
 		}
@@ -193,8 +174,42 @@ out:
 	close(fd);
 	free(in);
 	isns_reasm_free(&r);
-	sbuf_free(&payload);
 	sbuf_free(&wire);
+	return ret;
+}
+
+int disc_isns_query(const char *server, const char *source, struct isns_node_list *out, char *err, size_t errlen)
+{
+	char addr[64];
+	uint16_t port;
+	out->nodes = NULL;
+	out->n = 0;
+	if (isns_parse_server(server, addr, sizeof(addr), &port, err, errlen) < 0)
+		return -1;
+	struct sbuf payload = {0}, resp = {0};
+	uint32_t status;
+	int ret = -1;
+	build_query(&payload, source);
+	if (disc_isns_call(addr, port, ISNS_DEV_ATTR_QRY, &payload, 1, DISC_ISNS_MAX_MESSAGE, DISC_ISNS_TIMEOUT_MS, &resp,
+			   &status, err, errlen) < 0)
+		goto out;
+	if (status == ISNS_STATUS_NO_SUCH_ENTRY) {
+		ret = 0; /* nothing visible */
+		goto out;
+	}
+	if (status != ISNS_STATUS_SUCCESS) {
+		snprintf(err, errlen, "query refused: %s (status %u)", isns_status_name(status), status);
+		goto out;
+	}
+	size_t op;
+	if (isns_response_operating(resp.data, resp.len, &op, err, errlen) < 0 ||
+	    isns_parse_nodes(resp.data + op, resp.len - op, DISC_ISNS_MAX_NODES, DISC_ISNS_MAX_PORTALS, out, err,
+			     errlen) < 0)
+		goto out;
+	ret = 0;
+out:
+	sbuf_free(&payload);
+	sbuf_free(&resp);
 	return ret;
 }
 
@@ -253,6 +268,27 @@ static void remember(struct daemon *d, const char *target, const char *portal)
 	json_array_append_new(d->discovered, json_pack("{s:s,s:s}", "target", target, "portal", portal));
 }
 
+size_t disc_isns_remember(struct daemon *d, const struct isns_node_list *l)
+{
+	size_t ntargets = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		const struct isns_node *n = &l->nodes[i];
+		if (!(n->type & ISNS_NODE_TARGET))
+			continue;
+		ntargets++;
+		for (size_t k = 0; k < n->nportals; k++) {
+			char portal[96];
+			portal_text(&n->portals[k], portal, sizeof(portal));
+			remember(d, n->name, portal);
+		}
+		for (struct dsession *s = d->sessions; s; s = s->next)
+			if (!strcmp(s->opts.target, n->name))
+				s->discovered = true;
+	}
+	store_save_discovered(d);
+	return ntargets;
+}
+
 static void isns_job_done(void *arg, uint32_t events)
 {
 	(void)events;
@@ -266,29 +302,23 @@ static void isns_job_done(void *arg, uint32_t events)
 		return;
 	}
 	json_t *a = json_array();
-	size_t ntargets = 0;
+	size_t ntargets = disc_isns_remember(d, &j->nodes);
 	for (size_t i = 0; i < j->nodes.n; i++) {
 		const struct isns_node *n = &j->nodes.nodes[i];
 		if (!(n->type & ISNS_NODE_TARGET))
 			continue;
-		ntargets++;
 		json_t *addrs = json_array();
 		for (size_t k = 0; k < n->nportals; k++) {
 			char portal[96], withtag[112];
 			portal_text(&n->portals[k], portal, sizeof(portal));
 			snprintf(withtag, sizeof(withtag), "%s,%u", portal, n->portals[k].tag);
 			json_array_append_new(addrs, json_string(withtag));
-			remember(d, n->name, portal);
 		}
 		json_t *t = json_pack("{s:s,s:o}", "target", n->name, "addresses", addrs);
 		if (n->alias[0])
 			json_object_set_new(t, "alias", json_string(n->alias));
 		json_array_append_new(a, t);
-		for (struct dsession *s = d->sessions; s; s = s->next)
-			if (!strcmp(s->opts.target, n->name))
-				s->discovered = true;
 	}
-	store_save_discovered(d);
 	log_info("iSNS discovery at %s: %zu target(s)", j->server, ntargets);
 	dop_done(d, j->op, json_pack("{s:s,s:s,s:o}", "portal", j->server, "isns", j->server, "targets", a));
 	loop_defer(d->loop, isns_job_free, j);

@@ -6,6 +6,7 @@
 
 struct dmn_args {
 	const char *config, *state_dir, *socket, *devices_dir, *nbd_dir, *ibft;
+	const char *isns; /* iSNS server, overrides the file's isns */
 	bool no_fuse, no_nbd, no_block;
 	int ready_fd; /* written "ok" once the socket listens (-1: none) */
 };

@@ -7,6 +7,9 @@
 #   isnsd_start [KEY=VALUE...]   start isnsd (extra isnsd.conf lines), wait for its port (ISNSD_PID)
 #   isnsd_stop                   stop it, bounded
 #   isns_adm ARGS...             isnsadm through isnsd's control socket, bounded
+#   isns_list TYPE               isnsadm --list TYPE over TCP, as the node
+#                                iqn.2026-11.org.isthmus:isnsadm: what shares a discovery domain
+#                                with that name (through the control socket it lists nothing)
 #   isns_db                      what isnsd's database holds now (isnsd --dump-db): every object,
 #                                whatever discovery domains would let a client see
 # Sourced after lib.sh (isnsd_start); isns_netns_reexec runs before lib.sh.
@@ -48,7 +51,7 @@ isnsd_start() {
 		echo "SourceName = iqn.2026-11.org.isthmus:isnsadm"
 		echo "Security = 0"
 	} >"$ISNS_DIR/client.conf"
-	bg_start isnsd -f -4 -c "$ISNS_DIR/isnsd.conf" >>"$ISNS_DIR/isnsd.log" 2>&1
+	bg_start isnsd -f -4 ${ISNSD_DEBUG:+-d "$ISNSD_DEBUG"} -c "$ISNS_DIR/isnsd.conf" >>"$ISNS_DIR/isnsd.log" 2>&1
 	ISNSD_PID=$BG_LAST
 	local deadline=$((SECONDS + 10))
 	until port_open "$ISNS_ADDR" 3205 && [[ -S "$ISNS_DIR/control" ]]; do
@@ -67,5 +70,7 @@ isnsd_stop() {
 }
 
 isns_adm() { timeout 20 isnsadm -c "$ISNS_DIR/client.conf" --local "$@" 2>>"$ISNS_DIR/isnsadm.err"; }
+
+isns_list() { timeout 20 isnsadm -c "$ISNS_DIR/client.conf" --list "$@" 2>>"$ISNS_DIR/isnsadm.err"; }
 
 isns_db() { timeout 20 isnsd -c "$ISNS_DIR/isnsd.conf" --dump-db 2>>"$ISNS_DIR/isnsadm.err"; }

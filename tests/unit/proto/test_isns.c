@@ -254,8 +254,24 @@ static void test_server_spec(void)
 	CHECK_EQ(isns_parse_server("", a, sizeof(a), &port, why, sizeof(why)), -1);
 }
 
+/* RFC 4171 6.1 (function IDs) and 6.4.4 (SCN bitmap: bit 31 is the least significant). */
+static void test_rfc_numbers(void)
+{
+	CHECK(ISNS_DEV_ATTR_REG == 0x0001 && ISNS_DEV_ATTR_QRY == 0x0002 && ISNS_DEV_DEREG == 0x0004);
+	CHECK(ISNS_SCN_REG == 0x0005);
+	CHECK(ISNS_SCN_DEREG == 0x0006);
+	CHECK(ISNS_SCN_EVENT == 0x0007);
+	CHECK(ISNS_SCN == 0x0008);
+	CHECK(ISNS_ESI == 0x000d);
+	CHECK(ISNS_SCN_DD_MEMBER_ADDED == 0x01 && ISNS_SCN_DD_MEMBER_REMOVED == 0x02);
+	CHECK(ISNS_SCN_OBJECT_UPDATED == 0x04 && ISNS_SCN_OBJECT_ADDED == 0x08 && ISNS_SCN_OBJECT_REMOVED == 0x10);
+	CHECK(ISNS_SCN_TARGET_AND_SELF == 0x40);
+	CHECK(ISNS_SCN_INITIATOR_AND_SELF == 0x80);
+}
+
 int main(void)
 {
+	test_rfc_numbers();
 	test_server_spec();
 	test_header();
 	test_attributes();
