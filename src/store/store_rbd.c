@@ -16,10 +16,12 @@
 
 #include <rbd/librbd.h>
 
+#include "store/offload.h"
 #include "store/store.h"
 #include "store/store_io.h"
 #include "store/store_rbd.h"
 #include "store/store_rbd_cluster.h"
+#include "util/log.h"
 #include "util/sbuf.h"
 
 /* Completions collected per rbd_poll_io_events call. */
@@ -30,12 +32,52 @@
  * (GET LBA STATUS) asks again from where the answer ended.
  */
 #define RBD_EXTENT_WINDOW (64ull << 20)
+/*
+ * What librados answers, for good, once the cluster has blocklisted the client instance
+ * (`ceph osd blocklist add`, or a lock broken by another gateway): only a new instance
+ * gets through again.
+ */
+#define RBD_EBLOCKLISTED ESHUTDOWN
+/* Between two attempts to reopen an image whose client was blocklisted, while they fail. */
+#define RBD_REOPEN_RETRY_MS 1000
+
+/*
+ * READY: ios go to librbd. LOST: the client was blocklisted; ios fail with -ETIMEDOUT (NOT
+ * READY, becoming ready) and, once none is left at librbd, a worker reopens the image on a
+ * new client instance (REOPENING) and the store is READY again.
+ */
+enum rbd_state { RBD_READY, RBD_LOST, RBD_REOPENING };
+
+struct rbd_reopen {
+	struct offload_job job;
+	struct rbd_store *rs;
+	/* What the store had (closed by the worker) and what the worker opened. */
+	struct rbd_conn *old_conn, *conn;
+	rados_ioctx_t old_ioctx, ioctx;
+	rbd_image_t old_img, img;
+	bool old_watched, watched;
+	uint64_t old_handle, handle, size;
+	char *err;
+};
 
 struct rbd_store {
 	struct store st;              /* first: the store layer hands us &st */
 	struct rbd_cluster *cl;
+	struct rbd_conn *conn;        /* the client instance ioctx was made on */
 	rados_ioctx_t ioctx;
 	rbd_image_t img;
+	/* What reopening needs (see enum rbd_state). */
+	char *pool, *ns, *image;
+	enum rbd_state state;
+	uint64_t retry_ms;            /* LOST: no reopen before this (monotonic ms) */
+	struct rbd_reopen *reopen;    /* REOPENING: the worker's job */
+	bool closed;                  /* closed while REOPENING: the job's end frees the store */
+	/*
+	 * An io's done callback may close the store (the last flush at shutdown): rbds_ready then
+	 * closes it when it has finished with it.
+	 */
+	bool in_ready, close_pending;
+	_Atomic(rbd_image_t) watch_img; /* the image header_updated asks (librbd's watcher thread) */
 	int efd;                      /* the image's completion notification; also bumped on a resize */
 	struct store_engine *eng;     /* the engine watching efd; NULL until the first io or attach */
 	pthread_t loop;               /* the thread that watches it (set with eng) */
@@ -109,6 +151,8 @@ static const char *flat_data(const struct store_io *io, size_t want, char **boun
 /* A finished librbd completion back to its io's result. */
 static void caw_step(struct rbd_store *rs, struct store_io *io, ssize_t r);
 
+static void rbd_lost(struct rbd_store *rs);
+
 static void finish_completion(struct rbd_store *rs, rbd_completion_t c)
 {
 	struct store_io *io = rbd_aio_get_arg(c);
@@ -116,6 +160,10 @@ static void finish_completion(struct rbd_store *rs, rbd_completion_t c)
 
 	rbd_aio_release(c);
 	rs->in_flight--;
+	if (r == -RBD_EBLOCKLISTED) {
+		rbd_lost(rs);
+		r = -ETIMEDOUT;
+	}
 	if (io->store_priv[PRIV_PHASE] != CAW_NONE) {
 		caw_step(rs, io, r);
 		return;
@@ -151,6 +199,9 @@ static void apply_resize(struct rbd_store *rs)
 		rs->on_resize(&rs->st, rs->on_resize_arg);
 }
 
+static void reopen_start(struct rbd_store *rs);
+static void close_now(struct rbd_store *rs);
+
 /* The engine saw efd readable (its thread). */
 static void rbds_ready(void *arg)
 {
@@ -162,6 +213,8 @@ static void rbds_ready(void *arg)
 	/* Drain first: anything finishing after the poll below bumps it again. */
 	if (read(rs->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		return;
+	bool nested = rs->in_ready;
+	rs->in_ready = true;
 	if (atomic_exchange(&rs->resized, false))
 		apply_resize(rs);
 	while ((n = rbd_poll_io_events(rs->img, comps, RBD_POLL_BATCH)) > 0) {
@@ -184,6 +237,11 @@ static void rbds_ready(void *arg)
 		list = io->next;
 		finish_completion(rs, (rbd_completion_t)(uintptr_t)io->store_priv[PRIV_COMPLETION]);
 	}
+	if (rs->state == RBD_LOST)
+		reopen_start(rs);
+	rs->in_ready = nested;
+	if (!nested && rs->close_pending)
+		close_now(rs);
 }
 
 static int watch_with(struct rbd_store *rs, struct store_engine *e)
@@ -295,7 +353,6 @@ static void release_held(struct rbd_store *rs)
 	rs->exclusive = NULL;
 	rs->held = NULL;
 	rs->held_tail = &rs->held;
-	pthread_mutex_init(&rs->cb_lock, NULL);
 	while (list) {
 		struct store_io *io = list;
 		list = io->next;
@@ -396,6 +453,12 @@ static void rbds_submit(struct store *st, struct store_engine *e, struct store_i
 	}
 	if (st->read_only && op_writes(io->op)) {
 		store_io_complete(io, -EROFS);
+		return;
+	}
+	if (rs->state != RBD_READY) {
+		/* The LU is becoming ready again: the initiator retries (see enum rbd_state). */
+		reopen_start(rs);
+		store_io_complete(io, -ETIMEDOUT);
 		return;
 	}
 	if (io->op != STORE_IO_FLUSH && (io->off > st->size || io->len > st->size - io->off)) {
@@ -504,6 +567,8 @@ static int rbds_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *r
 
 	if (off >= st->size)
 		return -ERANGE;
+	if (rs->state != RBD_READY)
+		return -ETIMEDOUT;
 	if (rs->eng && pthread_equal(pthread_self(), rs->loop)) {
 		/*
 		 * Asked on the loop, which must never wait for the cluster: "mapped or unknown"
@@ -570,23 +635,57 @@ static void drain_in_flight(struct rbd_store *rs)
 	}
 }
 
+/* What an image holds of the cluster, in the order it must be let go. */
+static void image_release(struct rbd_store *rs, rbd_image_t img, bool watched, uint64_t handle, rados_ioctx_t ioctx,
+			  struct rbd_conn *k)
+{
+	if (img && watched)
+		rbd_update_unwatch(img, handle);
+	/* Waits for anything librbd still runs (a drain that timed out). */
+	if (img)
+		rbd_close(img);
+	if (ioctx)
+		rados_ioctx_destroy(ioctx);
+	rbd_conn_put(rs->cl, k);
+}
+
+static void store_free(struct rbd_store *rs)
+{
+	if (rs->efd >= 0)
+		close(rs->efd);
+	rbd_cluster_put(rs->cl);
+	pthread_mutex_destroy(&rs->cb_lock);
+	free(rs->pool);
+	free(rs->ns);
+	free(rs->image);
+	free(rs->st.path);
+	free(rs);
+}
+
 static void rbds_close_store(struct store *st)
 {
 	struct rbd_store *rs = rbds_of(st);
 
-	if (rs->update_watched)
-		rbd_update_unwatch(rs->img, rs->update_handle);
+	if (rs->in_ready)
+		rs->close_pending = true;
+	else
+		close_now(rs);
+}
+
+static void close_now(struct rbd_store *rs)
+{
+	rs->close_pending = false;
 	drain_in_flight(rs);
 	if (rs->eng)
 		store_engine_unwatch(rs->eng, rs->efd);
-	/* Waits for anything librbd still runs (a drain that timed out), flushes its cache. */
-	rbd_close(rs->img);
-	close(rs->efd);
-	rados_ioctx_destroy(rs->ioctx);
-	rbd_cluster_put(rs->cl);
-	pthread_mutex_destroy(&rs->cb_lock);
-	free(st->path);
-	free(rs);
+	if (rs->state == RBD_REOPENING) {
+		/* A worker is opening the image again: the end of its job frees the store. */
+		rs->closed = true;
+		return;
+	}
+	atomic_store(&rs->watch_img, NULL);
+	image_release(rs, rs->img, rs->update_watched, rs->update_handle, rs->ioctx, rs->conn);
+	store_free(rs);
 }
 
 /*
@@ -597,15 +696,156 @@ static void rbds_close_store(struct store *st)
 static void header_updated(void *arg)
 {
 	struct rbd_store *rs = arg;
+	rbd_image_t img = atomic_load(&rs->watch_img);
 	uint64_t size, one = 1;
 
-	if (rbd_get_size(rs->img, &size) < 0)
+	if (!img || rbd_get_size(img, &size) < 0)
 		return;
 	atomic_store(&rs->new_size, size);
 	atomic_store(&rs->resized, true);
 	if (write(rs->efd, &one, sizeof(one)) < 0) {
 		/* The counter cannot overflow in practice; the next completion delivers it anyway. */
 	}
+}
+
+/*
+ * Opens the image on client instance k: an ioctx, the image, its size, completions on the
+ * store's eventfd, the header watch. 0, or a negative errno with *err set (malloc'd); nothing
+ * is held on failure.
+ */
+static int image_open(struct rbd_store *rs, struct rbd_conn *k, bool read_only, struct rbd_reopen *o, char **err)
+{
+	int rc;
+
+	o->ioctx = NULL;
+	o->img = NULL;
+	o->watched = false;
+	if ((rc = rados_ioctx_create(rbd_conn_handle(k), rs->pool, &o->ioctx)) < 0) {
+		o->ioctx = NULL;
+		*err = xasprintf("%s: pool '%s': %s", rs->st.path, rs->pool, strerror(-rc));
+		return rc;
+	}
+	rados_ioctx_set_namespace(o->ioctx, rs->ns ? rs->ns : "");
+	rc = read_only ? rbd_open_read_only(o->ioctx, rs->image, &o->img, NULL) : rbd_open(o->ioctx, rs->image, &o->img, NULL);
+	if (rc < 0) {
+		o->img = NULL;
+		*err = xasprintf("%s: cannot open the image: %s", rs->st.path, strerror(-rc));
+		goto fail;
+	}
+	if ((rc = rbd_get_size(o->img, &o->size)) < 0) {
+		*err = xasprintf("%s: cannot read its size: %s", rs->st.path, strerror(-rc));
+		goto fail;
+	}
+	if ((rc = rbd_set_image_notification(o->img, rs->efd, EVENT_TYPE_EVENTFD)) < 0) {
+		*err = xasprintf("%s: cannot set the completion notification: %s", rs->st.path, strerror(-rc));
+		goto fail;
+	}
+	atomic_store(&rs->watch_img, o->img);
+	if ((rc = rbd_update_watch(o->img, &o->handle, header_updated, rs)) < 0) {
+		*err = xasprintf("%s: cannot watch the image header: %s", rs->st.path, strerror(-rc));
+		goto fail;
+	}
+	o->watched = true;
+	return 0;
+fail:
+	if (o->img)
+		rbd_close(o->img);
+	rados_ioctx_destroy(o->ioctx);
+	o->img = NULL;
+	o->ioctx = NULL;
+	return rc;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
+}
+
+/* A worker: let the dead instance's image go, connect a new instance, open the image on it. */
+static void reopen_work(struct offload_job *j)
+{
+	struct rbd_reopen *o = (struct rbd_reopen *)j;
+	struct rbd_store *rs = o->rs;
+
+	if (o->old_img || o->old_ioctx || o->old_conn) {
+		atomic_store(&rs->watch_img, NULL);
+		image_release(rs, o->old_img, o->old_watched, o->old_handle, o->old_ioctx, o->old_conn);
+	}
+	if (rbd_cluster_reconnect(rs->cl, o->old_conn, &o->err) < 0)
+		return;
+	o->conn = rbd_cluster_conn_get(rs->cl);
+	if (image_open(rs, o->conn, rs->st.read_only, o, &o->err) < 0) {
+		rbd_conn_put(rs->cl, o->conn);
+		o->conn = NULL;
+	}
+}
+
+/* The engine's thread: the reopen is over, one way or the other. */
+static void reopen_done(struct offload_job *j)
+{
+	struct rbd_reopen *o = (struct rbd_reopen *)j;
+	struct rbd_store *rs = o->rs;
+
+	rs->reopen = NULL;
+	if (rs->closed) {
+		if (o->conn)
+			image_release(rs, o->img, o->watched, o->handle, o->ioctx, o->conn);
+		store_free(rs);
+	} else if (o->conn) {
+		rs->conn = o->conn;
+		rs->ioctx = o->ioctx;
+		rs->img = o->img;
+		rs->update_watched = o->watched;
+		rs->update_handle = o->handle;
+		rs->state = RBD_READY;
+		log_info("%s: reopened on a new cluster client; the LU is ready again", rs->st.path);
+		atomic_store(&rs->new_size, o->size);
+		apply_resize(rs);
+	} else {
+		rs->state = RBD_LOST;
+		rs->retry_ms = now_ms() + RBD_REOPEN_RETRY_MS;
+		log_warn("%s: cannot reopen the image yet (%s); trying again at the next I/O after %u ms", rs->st.path,
+			 o->err ? o->err : "?", RBD_REOPEN_RETRY_MS);
+	}
+	free(o->err);
+	free(o);
+}
+
+/* The engine's thread: the client instance is blocklisted. */
+static void rbd_lost(struct rbd_store *rs)
+{
+	if (rs->state != RBD_READY)
+		return;
+	log_warn("%s: the cluster blocklisted this client; I/O gets NOT READY until the image is reopened "
+		 "on a new client", rs->st.path);
+	rs->state = RBD_LOST;
+	rs->retry_ms = 0;
+}
+
+/* LOST, nothing left at librbd, the retry delay over: a worker reopens the image. */
+static void reopen_start(struct rbd_store *rs)
+{
+	if (rs->state != RBD_LOST || rs->in_flight || !rs->eng || now_ms() < rs->retry_ms)
+		return;
+	struct rbd_reopen *o = xcalloc(1, sizeof(*o));
+	o->rs = rs;
+	o->old_conn = rs->conn;
+	o->old_ioctx = rs->ioctx;
+	o->old_img = rs->img;
+	o->old_watched = rs->update_watched;
+	o->old_handle = rs->update_handle;
+	rs->conn = NULL;
+	rs->ioctx = NULL;
+	rs->img = NULL;
+	rs->update_watched = false;
+	o->job.key = rs;
+	o->job.work = reopen_work;
+	o->job.done = reopen_done;
+	rs->reopen = o;
+	rs->state = RBD_REOPENING;
+	offload_submit(store_engine_offload(rs->eng), &o->job);
 }
 
 static const struct store_ops rbds_ops = {
@@ -629,76 +869,68 @@ static char *spec_name(const struct store_rbd_spec *s)
 struct store *store_rbd_open(const struct store_rbd_spec *spec, char **err)
 {
 	struct rbd_store *rs;
+	struct rbd_reopen o = {0};
 	char *name = spec_name(spec), *cerr = NULL;
 	int rc;
 
 	rs = xcalloc(1, sizeof(*rs));
 	rs->efd = -1;
 	rs->held_tail = &rs->held;
+	pthread_mutex_init(&rs->cb_lock, NULL);
+	rs->st.path = name;
+	rs->pool = xstrdup(spec->pool);
+	rs->image = xstrdup(spec->image);
+	rs->ns = spec->ns ? xstrdup(spec->ns) : NULL;
+	atomic_init(&rs->resized, false);
+	atomic_init(&rs->watch_img, NULL);
 	rs->cl = rbd_cluster_get(spec->conf, spec->id, &cerr);
 	if (!rs->cl) {
 		*err = xasprintf("%s: %s", name, cerr);
 		goto fail;
 	}
-	rados_t r = rbd_cluster_handle(rs->cl);
-	if ((rc = rados_ioctx_create(r, spec->pool, &rs->ioctx)) < 0) {
-		*err = xasprintf("%s: pool '%s': %s", name, spec->pool, strerror(-rc));
+	rs->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (rs->efd < 0) {
+		*err = xasprintf("%s: eventfd: %s", name, strerror(errno));
 		goto fail;
 	}
-	rados_ioctx_set_namespace(rs->ioctx, spec->ns ? spec->ns : "");
-	rc = spec->read_only ? rbd_open_read_only(rs->ioctx, spec->image, &rs->img, NULL)
-			     : rbd_open(rs->ioctx, spec->image, &rs->img, NULL);
-	if (rc < 0) {
-		rs->img = NULL;
-		*err = xasprintf("%s: cannot open the image: %s", name, strerror(-rc));
-		goto fail;
+	rs->conn = rbd_cluster_conn_get(rs->cl);
+	rc = image_open(rs, rs->conn, spec->read_only, &o, err);
+	if (rc == -RBD_EBLOCKLISTED) {
+		/* The shared instance was blocklisted and no LU of it has noticed yet. */
+		free(*err);
+		*err = NULL;
+		if ((rc = rbd_cluster_reconnect(rs->cl, rs->conn, err)) == 0) {
+			rbd_conn_put(rs->cl, rs->conn);
+			rs->conn = rbd_cluster_conn_get(rs->cl);
+			rc = image_open(rs, rs->conn, spec->read_only, &o, err);
+		}
 	}
-	if ((rc = rbd_get_size(rs->img, &rs->st.size)) < 0) {
-		*err = xasprintf("%s: cannot read its size: %s", name, strerror(-rc));
+	if (rc < 0)
 		goto fail;
-	}
+	rs->ioctx = o.ioctx;
+	rs->img = o.img;
+	rs->st.size = o.size;
+	rs->update_watched = o.watched;
+	rs->update_handle = o.handle;
 	rbd_image_info_t info;
 	if ((rc = rbd_stat(rs->img, &info, sizeof(info))) < 0) {
 		*err = xasprintf("%s: cannot read its layout: %s", name, strerror(-rc));
 		goto fail;
 	}
 	rs->obj_size = info.obj_size ? info.obj_size : 4u << 20;
-	rs->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (rs->efd < 0) {
-		*err = xasprintf("%s: eventfd: %s", name, strerror(errno));
-		goto fail;
-	}
-	if ((rc = rbd_set_image_notification(rs->img, rs->efd, EVENT_TYPE_EVENTFD)) < 0) {
-		*err = xasprintf("%s: cannot set the completion notification: %s", name, strerror(-rc));
-		goto fail;
-	}
-	atomic_init(&rs->resized, false);
 	atomic_init(&rs->new_size, rs->st.size);
-	if ((rc = rbd_update_watch(rs->img, &rs->update_handle, header_updated, rs)) < 0) {
-		*err = xasprintf("%s: cannot watch the image header: %s", name, strerror(-rc));
-		goto fail;
-	}
-	rs->update_watched = true;
 	rs->st.ops = &rbds_ops;
 	rs->st.read_only = spec->read_only;
 	rs->st.thin = true;
 	rs->st.wait = STORE_WAIT_ALWAYS;
 	rs->st.caps = STORE_CAP_UNMAP | STORE_CAP_WRITE_ZEROES | STORE_CAP_WRITE_SAME | STORE_CAP_COMPARE_WRITE;
 	rs->st.fd = -1;
-	rs->st.path = name;
 	return &rs->st;
 fail:
-	if (rs->img)
-		rbd_close(rs->img);
-	if (rs->efd >= 0)
-		close(rs->efd);
-	if (rs->ioctx)
-		rados_ioctx_destroy(rs->ioctx);
-	rbd_cluster_put(rs->cl);
-	pthread_mutex_destroy(&rs->cb_lock);
 	free(cerr);
-	free(name);
-	free(rs);
+	atomic_store(&rs->watch_img, NULL);
+	if (rs->cl)
+		image_release(rs, rs->img, rs->update_watched, rs->update_handle, rs->ioctx, rs->conn);
+	store_free(rs);
 	return NULL;
 }
-

@@ -9,13 +9,20 @@
 #include "store/store_rbd_cluster.h"
 #include "util/sbuf.h"
 
+/* One client instance of the cluster: a blocklisted one is replaced, not reused. */
+struct rbd_conn {
+	rados_t handle;
+	unsigned refs;       /* the cluster's own (while current) and every image's on it */
+};
+
 struct rbd_cluster {
 	struct rbd_cluster *next;
 	char *conf;          /* "" for Ceph's own search */
 	char *id;
-	rados_t handle;
+	struct rbd_conn *conn; /* the current instance */
 	unsigned refs;
 	unsigned op_timeout;
+	pthread_mutex_t reconnect_lock; /* one reconnection at a time; never held with clusters_lock */
 };
 
 /* LUs are opened on the loop thread, but tests open them from several threads. */
@@ -42,7 +49,7 @@ static int set_default_timeout(rados_t r, const char *opt, const char *ceph_defa
 	return rados_conf_set(r, opt, v);
 }
 
-static int cluster_connect(struct rbd_cluster *c, char **err)
+static int cluster_connect(struct rbd_cluster *c, rados_t *out, char **err)
 {
 	rados_t r;
 	int rc = rados_create(&r, c->id);
@@ -94,7 +101,7 @@ static int cluster_connect(struct rbd_cluster *c, char **err)
 				 *c->conf ? c->conf : "the default configuration", c->id, strerror(-rc));
 		goto fail;
 	}
-	c->handle = r;
+	*out = r;
 	return 0;
 fail:
 	rados_shutdown(r);
@@ -119,13 +126,18 @@ struct rbd_cluster *rbd_cluster_get(const char *conf, const char *id, char **err
 	c->conf = xstrdup(conf);
 	c->id = xstrdup(id);
 	/* Connecting under the lock: a second LU of the same cluster waits for this one's answer. */
-	if (cluster_connect(c, err) < 0) {
+	rados_t r;
+	if (cluster_connect(c, &r, err) < 0) {
 		pthread_mutex_unlock(&clusters_lock);
 		free(c->conf);
 		free(c->id);
 		free(c);
 		return NULL;
 	}
+	c->conn = xcalloc(1, sizeof(*c->conn));
+	c->conn->handle = r;
+	c->conn->refs = 1;
+	pthread_mutex_init(&c->reconnect_lock, NULL);
 	c->refs = 1;
 	c->next = clusters;
 	clusters = c;
@@ -150,13 +162,71 @@ void rbd_cluster_put(struct rbd_cluster *c)
 	pthread_mutex_unlock(&clusters_lock);
 	if (!last)
 		return;
-	rados_shutdown(c->handle);
+	rbd_conn_put(c, c->conn);
+	pthread_mutex_destroy(&c->reconnect_lock);
 	free(c->conf);
 	free(c->id);
 	free(c);
 }
 
-rados_t rbd_cluster_handle(const struct rbd_cluster *c) { return c->handle; }
+rados_t rbd_cluster_handle(const struct rbd_cluster *c)
+{
+	pthread_mutex_lock(&clusters_lock);
+	rados_t r = c->conn->handle;
+	pthread_mutex_unlock(&clusters_lock);
+	return r;
+}
+
+struct rbd_conn *rbd_cluster_conn_get(struct rbd_cluster *c)
+{
+	pthread_mutex_lock(&clusters_lock);
+	struct rbd_conn *k = c->conn;
+	k->refs++;
+	pthread_mutex_unlock(&clusters_lock);
+	return k;
+}
+
+rados_t rbd_conn_handle(const struct rbd_conn *k) { return k->handle; }
+
+void rbd_conn_put(struct rbd_cluster *c, struct rbd_conn *k)
+{
+	(void)c;
+	if (!k)
+		return;
+	pthread_mutex_lock(&clusters_lock);
+	bool last = --k->refs == 0;
+	pthread_mutex_unlock(&clusters_lock);
+	if (!last)
+		return;
+	rados_shutdown(k->handle);
+	free(k);
+}
+
+int rbd_cluster_reconnect(struct rbd_cluster *c, const struct rbd_conn *dead, char **err)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&c->reconnect_lock);
+	pthread_mutex_lock(&clusters_lock);
+	bool current = c->conn == dead;
+	pthread_mutex_unlock(&clusters_lock);
+	if (current) {
+		/* The first image to find the instance blocklisted replaces it; the others take the new one. */
+		rados_t r;
+		if ((rc = cluster_connect(c, &r, err)) == 0) {
+			struct rbd_conn *k = xcalloc(1, sizeof(*k)), *old;
+			k->handle = r;
+			k->refs = 1;
+			pthread_mutex_lock(&clusters_lock);
+			old = c->conn;
+			c->conn = k;
+			pthread_mutex_unlock(&clusters_lock);
+			rbd_conn_put(c, old);
+		}
+	}
+	pthread_mutex_unlock(&c->reconnect_lock);
+	return rc;
+}
 
 unsigned rbd_cluster_op_timeout(const struct rbd_cluster *c) { return c->op_timeout; }
 

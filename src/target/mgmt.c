@@ -273,6 +273,18 @@ static json_t *m_stats(void *ctx, json_t *params, struct rpc_error *err)
 
 typedef int (*cfg_change_fn)(struct cfg *cfg, json_t *params, char **err);
 
+static void change_applied(struct server *srv, int rc, const char *e, void *arg)
+{
+	struct rpc_error err = {0};
+	(void)srv;
+	if (rc < 0) {
+		rpc_fail(&err, RPC_FAILED, "%s", e ? e : "cannot apply the change");
+		rpc_complete(arg, NULL, &err);
+		return;
+	}
+	rpc_complete(arg, json_object(), NULL);
+}
+
 static json_t *apply_change(struct server *srv, json_t *params, struct rpc_error *err, cfg_change_fn fn)
 {
 	char *e = NULL;
@@ -288,6 +300,12 @@ static json_t *apply_change(struct server *srv, json_t *params, struct rpc_error
 		cfg_free(copy);
 		free(copy);
 		return NULL;
+	}
+	struct rpc_pending *p = rpc_defer(srv->rpc);
+	if (p) {
+		/* Answered when the change is in: an RBD image it adds opens on a worker first. */
+		server_apply_config_async(srv, copy, change_applied, p);
+		return RPC_DEFERRED;
 	}
 	if (server_apply_config(srv, copy, &e) < 0) {
 		rpc_fail(err, RPC_FAILED, "%s", e);

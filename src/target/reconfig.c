@@ -11,7 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "store/offload.h"
 #include "store/store.h"
+#include "store/store_io.h"
 #include "store/store_rbd.h"
 #include "target/gateway.h"
 #include "target/isns.h"
@@ -153,9 +155,48 @@ static struct store *rbd_lun_open(const struct cfg_lun *l, char **err)
 	return st;
 }
 
-static struct store *lun_open(const struct cfg_target *t, const struct cfg_lun *l, char **err)
+/*
+ * A change whose RBD images are being opened on a worker (server_apply_config_async): opening
+ * one waits for the cluster, up to the mount and operation timeouts when it is unreachable,
+ * which the loop and every session on it must not.
+ */
+struct preopen {
+	const struct cfg_target *t;
+	const struct cfg_lun *l;
+	struct store *st;             /* opened by the worker; taken by lun_open */
+	char *err;
+};
+
+struct config_apply {
+	struct offload_job job;
+	struct server *srv;           /* NULL once cancelled: the job only cleans up */
+	struct cfg *cfg;
+	struct preopen *items;
+	size_t n;
+	server_applied_fn done;
+	void *arg;
+	bool reload_again;            /* a SIGHUP came meanwhile */
+};
+
+static struct store *preopened_take(struct server *srv, const struct cfg_lun *l)
+{
+	struct config_apply *a = srv->applying;
+	for (size_t i = 0; a && i < a->n; i++) {
+		if (a->items[i].l == l && a->items[i].st) {
+			struct store *st = a->items[i].st;
+			a->items[i].st = NULL;
+			return st;
+		}
+	}
+	return NULL;
+}
+
+static struct store *lun_open(struct server *srv, const struct cfg_target *t, const struct cfg_lun *l, char **err)
 {
 	char *serr = NULL;
+	struct store *pre = srv && l->kind == LUN_RBD ? preopened_take(srv, l) : NULL;
+	if (pre)
+		return pre;
 	struct store *st = l->kind == LUN_MEMORY ? store_mem_open(l->size, &serr)
 			   : l->kind == LUN_NULL   ? store_null_open(l->size, l->read_only, &serr)
 			   : l->kind == LUN_RBD    ? rbd_lun_open(l, &serr)
@@ -334,7 +375,7 @@ int server_apply_config(struct server *srv, struct cfg *cfg, char **err)
 					lp.action = LUN_RESIZE;
 			} else {
 				lp.action = ol ? LUN_REPLACE : LUN_ADD;
-				if (!(lp.st = lun_open(t, l, err)))
+				if (!(lp.st = lun_open(srv, t, l, err)))
 					goto fail;
 			}
 			if (nplan == capplan) {
@@ -461,11 +502,134 @@ fail:
 	return -1;
 }
 
+/* The worker: every RBD image of the change, each with its own error. */
+static void preopen_work(struct offload_job *j)
+{
+	struct config_apply *a = (struct config_apply *)j;
+	for (size_t i = 0; i < a->n; i++)
+		a->items[i].st = lun_open(NULL, a->items[i].t, a->items[i].l, &a->items[i].err);
+}
+
+static void config_apply_free(struct config_apply *a)
+{
+	for (size_t i = 0; i < a->n; i++) {
+		store_close(a->items[i].st);
+		free(a->items[i].err);
+	}
+	free(a->items);
+	free(a);
+}
+
+/* The loop: the images are open (or not); apply the change as server_apply_config would have. */
+static void preopen_done(struct offload_job *j)
+{
+	struct config_apply *a = (struct config_apply *)j;
+	struct server *srv = a->srv;
+	char *err = NULL;
+	int rc = 0;
+
+	if (!srv) {
+		/* Cancelled: the server is stopping and its caller has had its answer. */
+		cfg_free(a->cfg);
+		free(a->cfg);
+		config_apply_free(a);
+		return;
+	}
+	for (size_t i = 0; i < a->n && !err; i++)
+		if (a->items[i].err)
+			err = xstrdup(a->items[i].err);
+	if (err) {
+		rc = -1;
+		cfg_free(a->cfg);
+		free(a->cfg);
+	} else {
+		rc = server_apply_config(srv, a->cfg, &err);
+	}
+	srv->applying = NULL;
+	bool again = a->reload_again;
+	a->done(srv, rc, err, a->arg);
+	free(err);
+	config_apply_free(a);
+	if (again)
+		server_reload(srv);
+}
+
+void server_apply_config_async(struct server *srv, struct cfg *cfg, server_applied_fn done, void *arg)
+{
+	char *err = NULL;
+
+	if (srv->applying) {
+		cfg_free(cfg);
+		free(cfg);
+		done(srv, -1, "another configuration change is still being applied (its RBD images are opening); "
+			      "try again when it is done", arg);
+		return;
+	}
+	struct config_apply *a = xcalloc(1, sizeof(*a));
+	for (size_t i = 0; i < cfg->ntargets && srv->engine; i++) {
+		const struct cfg_target *t = &cfg->targets[i];
+		struct tnode *old = server_find_node(srv, t->name);
+		for (size_t k = 0; k < t->nluns; k++) {
+			const struct cfg_lun *l = &t->luns[k];
+			const struct cfg_lun *ol = old ? find_lun(old->cfg, l->lun) : NULL;
+			if (l->kind != LUN_RBD || (ol && lun_same(ol, l)))
+				continue;
+			a->items = xrealloc(a->items, (a->n + 1) * sizeof(*a->items));
+			a->items[a->n++] = (struct preopen){.t = t, .l = l};
+		}
+	}
+	if (a->n == 0 || cfg_validate(cfg, &err) < 0) {
+		/* Nothing waits for a cluster (or the change is refused before anything opens). */
+		config_apply_free(a);
+		free(err);
+		err = NULL;
+		int rc = server_apply_config(srv, cfg, &err);
+		done(srv, rc, err, arg);
+		free(err);
+		return;
+	}
+	a->srv = srv;
+	a->cfg = cfg;
+	a->done = done;
+	a->arg = arg;
+	a->job.key = a;
+	a->job.work = preopen_work;
+	a->job.done = preopen_done;
+	srv->applying = a;
+	log_info("opening %zu RBD image%s on a worker before applying the change", a->n, a->n == 1 ? "" : "s");
+	offload_submit(store_engine_offload(srv->engine), &a->job);
+}
+
+void server_cancel_config_apply(struct server *srv)
+{
+	struct config_apply *a = srv->applying;
+	if (!a)
+		return;
+	srv->applying = NULL;
+	a->srv = NULL;
+	a->done(srv, -1, "the target is stopping", a->arg);
+}
+
+static void reload_applied(struct server *srv, int rc, const char *err, void *arg)
+{
+	(void)srv, (void)arg;
+	if (rc < 0)
+		log_error("reload refused, the running configuration stays: %s", err ? err : "cannot apply");
+	else
+		log_info("reload applied: %s", srv->cfg->source);
+}
+
 void server_reload(struct server *srv)
 {
 	const char *path = srv->cfg->source;
 	if (!path) {
 		log_warn("SIGHUP: the target was started without --config; nothing to reload");
+		return;
+	}
+	if (srv->applying) {
+		/* Read the file once that change is in: what it says then is what must run. */
+		log_warn("SIGHUP: a change is still being applied (RBD images opening); reloading %s after it", path);
+		srv->applying->reload_again = true;
 		return;
 	}
 	log_info("SIGHUP: reloading %s", path);
@@ -486,10 +650,5 @@ void server_reload(struct server *srv)
 		free(err);
 		return;
 	}
-	if (server_apply_config(srv, cfg, &err) < 0) {
-		log_error("reload refused, the running configuration stays: %s", err);
-		free(err);
-		return;
-	}
-	log_info("reload applied: %s", cfg->source);
+	server_apply_config_async(srv, cfg, reload_applied, NULL);
 }

@@ -451,6 +451,17 @@ int server_start(struct server *srv, struct cfg *cfg)
 		free(cfg);
 		goto fail;
 	}
+	/*
+	 * Blocked before any thread starts (the engine's workers, librados's for an RBD LU): every
+	 * thread inherits the mask, so these signals reach the signalfd, never a thread that dies
+	 * of them.
+	 */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	sigprocmask(SIG_BLOCK, &set, NULL);
 	/* After the flags: they may choose the backend, which only a restart changes. */
 	if (server_engine_start(srv, cfg, &err) < 0) {
 		cfg_free(cfg);
@@ -462,12 +473,6 @@ int server_start(struct server *srv, struct cfg *cfg)
 	net_accept_reserve();
 	if (server_apply_config(srv, cfg, &err) < 0)
 		goto fail;
-	sigset_t set;
-	sigemptyset(&set);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGHUP);
-	sigprocmask(SIG_BLOCK, &set, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	srv->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	if (srv->sigfd < 0 || loop_watch_add(srv->loop, &srv->sigwatch, srv->sigfd, EPOLLIN, server_on_signal, srv) < 0) {
@@ -509,6 +514,7 @@ void server_free(struct server *srv)
 {
 	if (!srv->loop)
 		return;
+	server_cancel_config_apply(srv);
 	mgmt_stop(srv);
 	metrics_stop(srv->metrics);
 	while (srv->conns)

@@ -83,6 +83,7 @@ struct server {
 	struct bufpool bufpool;    /* command data buffers, reused */
 	struct store_engine *engine; /* every store io of every LU, and the long operations' workers */
 	struct loop_watch engine_watch;
+	struct config_apply *applying; /* a change whose RBD images open on a worker (reconfig.c), or NULL */
 };
 
 struct tnode *server_find_node(struct server *srv, const char *name);
@@ -101,6 +102,16 @@ void portal_on_accept(void *arg, uint32_t events);
 int server_engine_start(struct server *srv, const struct cfg *cfg, char **err);
 /* Make the running server match cfg (owned on success; freed on failure). */
 int server_apply_config(struct server *srv, struct cfg *cfg, char **err);
+/*
+ * server_apply_config for changes at run time: RBD images the change opens are opened on a
+ * worker first (opening one waits for its cluster), the loop serving every session meanwhile;
+ * the change is applied on the loop when they are. done runs exactly once, possibly before this
+ * returns; err is the reason when rc < 0. One change at a time: another one meanwhile is refused.
+ */
+typedef void (*server_applied_fn)(struct server *srv, int rc, const char *err, void *arg);
+void server_apply_config_async(struct server *srv, struct cfg *cfg, server_applied_fn done, void *arg);
+/* Stopping: a change still opening its images is answered "stopping" and dropped when they open. */
+void server_cancel_config_apply(struct server *srv);
 /* SIGHUP: reload the configuration file and apply only the differences. */
 void server_reload(struct server *srv);
 void portal_close(struct portal *p);

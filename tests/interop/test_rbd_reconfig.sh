@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Adding RBD LUNs to a running target while their cluster does not answer: the images open on
+# a worker, the event loop keeps serving every other LUN.
+#   - the cluster frozen (its daemons SIGSTOPped); `isthmus target add-lun` of an RBD image
+#     runs while a session reads LUN 0 (a memory LUN) without pause: no read takes longer than
+#     MAX_LATENCY_MS, and add-lun fails with an error that names the image (the operation
+#     timeout) instead of hanging the target;
+#   - the same through SIGHUP with an edited configuration file: reads keep flowing, the reload
+#     is refused with the image's error in the log, the running configuration stays;
+#   - the cluster back: add-lun and SIGHUP both add their LUNs, which serve I/O.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/ceph_lib.sh"
+[[ "$TARGET_IMPL" == isthmus ]] || skip "exercises isthmus-target's management socket and reload"
+need python3 jq
+
+# The longest a read of the memory LUN may take while an image opens (the cluster waits are
+# 3 s and more: a loop that blocks on them misses this by far).
+MAX_LATENCY_MS=${MAX_LATENCY_MS:-1000}
+
+ceph_start
+cat >>"$CEPH_CONF" <<CONF
+rados osd op timeout = 3
+rados mon op timeout = 3
+CONF
+ceph_image first 32M
+ceph_image second 32M
+ceph_image third 32M
+
+IQN=iqn.2026-11.org.isthmus:rbd-reconfig
+PORT=$(free_port)
+SOCK=$TEST_DIR/mgmt.sock
+CONF=$TEST_DIR/t.conf
+CLI=$ISTHMUS_BIN/isthmus
+write_conf() { # extra LUN lines
+	cat >"$CONF" <<CFG
+[global]
+state-dir = $TEST_DIR/state
+mgmt-socket = $SOCK
+[portal-group 1]
+listen = 127.0.0.1:$PORT
+[target $IQN]
+lun 0 = memory,size=16M
+lun 1 = rbd:rbd/first,conf=$CEPH_CONF
+$*
+CFG
+}
+write_conf ""
+start_target --config "$CONF"
+T() { run_to 30 "$CLI" target --socket "$SOCK" "$@"; }
+
+# reads_for SECS OUT: READ(10)s of LUN 0 back to back for SECS seconds; writes the count and
+# the longest latency (ms) to OUT.
+reads_for() {
+	python3 - "$INTEROP_DIR" 127.0.0.1 "$PORT" "$IQN" "$1" "$2" <<'PY'
+import struct, sys, time
+sys.path.insert(0, sys.argv[1])
+import pdu_abuse, scsi_cmd
+host, port, iqn, secs, out = sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5]), sys.argv[6]
+pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:rbd-reconfig-reader"
+sock = pdu_abuse.login(host, port, iqn, isid=bytes.fromhex("400000000099"))
+sock.settimeout(30)
+open(out + ".ready", "w").close()
+sn = 0
+worst, n, bad = 0.0, 0, 0
+end = time.time() + secs
+while time.time() < end:
+    t = time.time()
+    st, data, _ = scsi_cmd.run(sock, 0, bytes([0x28, 0]) + struct.pack(">IBHB", (n * 8) % 30000, 0, 8, 0), b"", 4096, sn, sn)
+    worst = max(worst, time.time() - t)
+    sn += 1
+    n += 1
+    if st != 0 and n > 2:   # the first ones may carry the new nexus's unit attention
+        bad += 1
+open(out, "w").write("%d %d %d\n" % (n, int(worst * 1000), bad))
+PY
+}
+
+wait_reader() { # OUT: until the reader is logged in (bounded)
+	for _ in $(seq 1 100); do
+		[[ -e "$1.ready" ]] && return 0
+		sleep 0.1
+	done
+	fail "the reader did not log in"
+}
+
+check_reads() { # OUT WHAT
+	local n worst bad
+	read -r n worst bad <"$1"
+	say "  $n reads of LUN 0 during $2, the longest took $worst ms, $bad failed"
+	((n > 20)) || fail "too few reads of LUN 0 during $2 ($n)"
+	((bad == 0)) || fail "$bad reads of LUN 0 failed during $2"
+	((worst <= MAX_LATENCY_MS)) || fail "a read of LUN 0 took $worst ms during $2 (the loop waited for the cluster)"
+}
+
+say "the cluster frozen; add-lun of rbd/second while LUN 0 is read without pause"
+ceph_pause
+reads_for 8 "$TEST_DIR/reads1" &
+READER=$!
+wait_reader "$TEST_DIR/reads1"
+sleep 0.5
+t0=$(date +%s%N)
+rc=0
+out=$(T add-lun "$IQN" "rbd:rbd/second,conf=$CEPH_CONF" --lun 2 2>&1) || rc=$?
+ms=$((($(date +%s%N) - t0) / 1000000))
+say "  add-lun answered after $ms ms with status $rc: $out"
+wait "$READER" || fail "the reader failed"
+check_reads "$TEST_DIR/reads1" "add-lun"
+((rc != 0)) || fail "add-lun of an image of a frozen cluster succeeded"
+grep -q "rbd/second" <<<"$out" || fail "add-lun's error does not name the image"
+T --json list | jq -e '.[0].luns | length == 2' >/dev/null || fail "the failed add-lun left a LUN behind"
+
+say "the cluster still frozen; SIGHUP with rbd/third added to the file while LUN 0 is read"
+write_conf "lun 3 = rbd:rbd/third,conf=$CEPH_CONF"
+mark=$(log_mark)
+reads_for 8 "$TEST_DIR/reads2" &
+READER=$!
+wait_reader "$TEST_DIR/reads2"
+sleep 0.5
+kill -HUP "$TARGET_PID"
+wait "$READER" || fail "the reader failed"
+check_reads "$TEST_DIR/reads2" "the reload"
+wait_log "$mark" "reload refused.*rbd/third" 20 || fail "the reload was not refused with the image's error"
+T --json list | jq -e '.[0].luns | length == 2' >/dev/null || fail "the refused reload changed the LUNs"
+ceph_resume
+for _ in $(seq 1 30); do
+	rbd_cmd info rbd/second >/dev/null 2>&1 && break
+	sleep 1
+done
+
+say "the cluster back: add-lun and SIGHUP add their LUNs"
+T add-lun "$IQN" "rbd:rbd/second,conf=$CEPH_CONF" --lun 2 >/dev/null || fail "add-lun with the cluster back failed"
+write_conf "lun 2 = rbd:rbd/second,conf=$CEPH_CONF
+lun 3 = rbd:rbd/third,conf=$CEPH_CONF"
+mark=$(log_mark)
+kill -HUP "$TARGET_PID"
+wait_log "$mark" "reload applied" 30 || fail "the reload was not applied"
+T --json list | jq -e '.[0].luns | length == 4' >/dev/null || fail "expected LUNs 0-3: $(T --json list)"
+python3 - "$INTEROP_DIR" 127.0.0.1 "$PORT" "$IQN" <<'PY' || fail "I/O to the added LUNs failed"
+import struct, sys
+sys.path.insert(0, sys.argv[1])
+import pdu_abuse, scsi_cmd
+pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:rbd-reconfig-check"
+sock = pdu_abuse.login(sys.argv[2], int(sys.argv[3]), sys.argv[4], isid=bytes.fromhex("40000000009a"))
+sock.settimeout(60)
+sn = 0
+for lun in (2, 3):
+    blob = bytes((lun * 31 + i) & 0xff for i in range(4096))
+    for _ in range(3):   # past the unit attentions of a new nexus and of the added LUNs
+        st, _, _ = scsi_cmd.run(sock, lun, bytes([0x2a, 0]) + struct.pack(">IBHB", 64, 0, 8, 0), blob, 0, sn, sn)
+        sn += 1
+        if st == 0:
+            break
+    st2, got, _ = scsi_cmd.run(sock, lun, bytes([0x28, 0]) + struct.pack(">IBHB", 64, 0, 8, 0), b"", 4096, sn, sn)
+    sn += 1
+    print("[test_rbd_reconfig]   LUN %d: write status %d, read back %s" % (lun, st, "same" if got == blob else "DIFFERENT"))
+    if st != 0 or st2 != 0 or got != blob:
+        sys.exit(1)
+PY
+stop_target
+say "PASS"
