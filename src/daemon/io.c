@@ -149,6 +149,13 @@ void dio_prepare(struct dio *io, struct dsession *s, uint64_t lun, enum ism_dir 
 	io->priv = priv;
 }
 
+bool dio_good(int err, const struct ism_scsi_result *r, uint32_t *got)
+{
+	bool ok = err == 0 && r && r->status == SCSI_GOOD;
+	*got = ok ? r->transferred : 0;
+	return ok;
+}
+
 int dio_send_once(struct dsession *s, struct dio *io)
 {
 	io->resend = DIO_ONCE;
