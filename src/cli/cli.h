@@ -15,6 +15,7 @@
 /* What the global options set; each command reads the fields it needs. */
 struct cli_opts {
 	bool json;
+	bool quiet;               /* read/write: no progress, no summary line */
 	const char *chap_user, *chap_secret, *mutual_user, *mutual_secret;
 	const char *header_digest, *data_digest;
 	const char *chap_alg;

@@ -39,6 +39,7 @@ static void usage(FILE *f)
 	      "  --depth N                            commands in flight for read/write (default 8)\n"
 	      "  --io-size KIB                        transfer size per command (default 1024)\n"
 	      "  --json                               print one JSON object\n"
+	      "  --quiet, -q                          read/write: no progress on a terminal, no summary\n"
 	      "  --help                               this text (isthmus COMMAND --help: that command's)\n"
 	      "  --version                            the version\n"
 	      "\n"
@@ -72,6 +73,7 @@ enum main_option {
 	O_OUT,
 	O_IN,
 	O_DEPTH,
+	O_QUIET,
 };
 
 /* Parses the global options into o; 0, 1 after --help, or -1 on a usage error. */
@@ -85,13 +87,14 @@ static int parse_options(int argc, char **argv, struct cli_opts *o)
 		{"out", required_argument, NULL, O_OUT},
 		{"in", required_argument, NULL, O_IN},
 		{"depth", required_argument, NULL, O_DEPTH},
+		{"quiet", no_argument, NULL, O_QUIET},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
 	uint64_t v;
 	int opt;
 	opterr = 0; /* one line of our own instead of getopt's */
-	while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
 		switch (opt) {
 		case O_PAGE:
 			if (cli_parse_u64("--page", optarg, &v) < 0 || v > 255)
@@ -109,6 +112,8 @@ static int parse_options(int argc, char **argv, struct cli_opts *o)
 			o->has_blocks = true;
 			break;
 		case O_OUT: o->out = optarg; break;
+		case 'q':
+		case O_QUIET: o->quiet = true; break;
 		case O_IN: o->in = optarg; break;
 		case O_DEPTH:
 			if (cli_parse_u64("--depth", optarg, &v) < 0 || v < 1 || v > 128)

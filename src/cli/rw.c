@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/progress.h"
 
 /* Pipelined reads and writes: up to depth commands in flight, refilled from their callbacks. */
 
@@ -22,6 +23,7 @@ struct pipe {
 	int inflight;
 	bool error;
 	char err[512];
+	struct progress prog;
 };
 
 static void pipe_submit(struct pipe *p);
@@ -48,6 +50,7 @@ static void pipe_done(struct ism_session *s, const struct ism_scsi_result *r, vo
 		}
 		return;
 	}
+	progress_add(&p->prog, r->transferred);
 	pipe_submit(p);
 }
 
@@ -168,7 +171,10 @@ static int transfer(struct cli_opts *o, const char *url, bool write)
 	p.chunk_blocks = (uint32_t)(chunk ? chunk : 1);
 	struct timespec t0, t1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	if (pipe_run(&p, o->depth) < 0) {
+	progress_start(&p.prog, progress_wanted(o->quiet, o->json), write ? "wrote" : "read", blocks * bs);
+	int prc = pipe_run(&p, o->depth);
+	progress_end(&p.prog);
+	if (prc < 0) {
 		rc = cli_fail("%s", p.err);
 		goto out;
 	}
@@ -198,7 +204,7 @@ static int transfer(struct cli_opts *o, const char *url, bool write)
 		json_object_set_new(j, write ? "in" : "out", jstr(write ? o->in : o->out));
 		json_object_set_new(j, "usec", jnum((uint64_t)(secs * 1e6)));
 		jprint(j);
-	} else if (o->out || write) {
+	} else if ((o->out || write) && !o->quiet) {
 		printf("%s %" PRIu64 " blocks of %u bytes at LBA %" PRIu64 " (%.1f MiB/s)\n", write ? "wrote" : "read",
 		       blocks, bs, o->lba, secs > 0 ? (double)(blocks * bs) / secs / 1048576.0 : 0.0);
 	}

@@ -42,9 +42,12 @@ void dio_fail_queue(struct dsession *s, int err)
 	}
 }
 
-/* CAPACITY DATA HAS CHANGED (SPC-4 additional sense code 2Ah/09h) */
+/* CAPACITY DATA HAS CHANGED (SPC-4 additional sense code 2Ah/09h); and 29h (POWER ON, RESET, OR
+ * BUS DEVICE RESET OCCURRED), which a target that was restarted reports instead, whatever
+ * changed while it was away. */
 #define ASC_PARAMETERS_CHANGED 0x2a
 #define ASCQ_CAPACITY_CHANGED 0x09
+#define ASC_POWER_ON_RESET 0x29
 
 /*
  * A unit attention; one that says the LUN's capacity changed has it read again. Only the devices'
@@ -57,7 +60,7 @@ static bool is_unit_attention(struct dsession *s, uint64_t lun, const struct ism
 	if (r->status != SCSI_CHECK_CONDITION || !ism_sense_decode(r->sense, r->sense_len, &key, &asc, &ascq) ||
 	    key != SK_UNIT_ATTENTION)
 		return false;
-	if (asc == ASC_PARAMETERS_CHANGED && ascq == ASCQ_CAPACITY_CHANGED)
+	if ((asc == ASC_PARAMETERS_CHANGED && ascq == ASCQ_CAPACITY_CHANGED) || asc == ASC_POWER_ON_RESET)
 		probe_capacity(s, lun);
 	return true;
 }
@@ -147,6 +150,13 @@ void dio_prepare(struct dio *io, struct dsession *s, uint64_t lun, enum ism_dir 
 	io->len = len;
 	io->done = done;
 	io->priv = priv;
+}
+
+bool dio_good(int err, const struct ism_scsi_result *r, uint32_t *got)
+{
+	bool ok = err == 0 && r && r->status == SCSI_GOOD;
+	*got = ok ? r->transferred : 0;
+	return ok;
 }
 
 int dio_send_once(struct dsession *s, struct dio *io)

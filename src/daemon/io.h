@@ -48,6 +48,8 @@ void dio_prepare(struct dio *io, struct dsession *s, uint64_t lun, enum ism_dir 
 /* A session step's own command (the LUN probe, the reservation key): sent at once, never again
  * (DIO_ONCE). 0, or -1 when the session has no library session or it refuses the command. */
 int dio_send_once(struct dsession *s, struct dio *io);
+/* Whether a command ended with GOOD status; *got: the bytes it moved then, else 0. */
+bool dio_good(int err, const struct ism_scsi_result *r, uint32_t *got);
 /* Submit I/O: sent now, queued while reconnecting, or failed (done called with -errno). */
 void dio_submit(struct dsession *s, struct dio *io);
 /* Send io on the session's libisthmus session now, ready or not (the LUN probe runs before the

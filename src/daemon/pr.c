@@ -69,7 +69,8 @@ static void pr_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 		return;
 	}
 	const struct dlun *l = &s->luns[j->idx];
-	if (err == 0 && r && r->status == SCSI_GOOD) {
+	uint32_t got;
+	if (dio_good(err, r, &got)) {
 		j->registered++;
 	} else {
 		j->failed++;

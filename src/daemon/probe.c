@@ -185,8 +185,8 @@ static void probe_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 		probe_finish(p, false);
 		return;
 	}
-	bool ok = err == 0 && r && r->status == SCSI_GOOD;
-	uint32_t got = ok ? r->transferred : 0;
+	uint32_t got;
+	bool ok = dio_good(err, r, &got);
 	struct dlun *l = p->idx < p->nluns ? &p->luns[p->idx] : NULL;
 	bool lun_done = false;
 	switch (p->step) {
@@ -314,8 +314,8 @@ static void capacity_cb(struct dio *io, int err, const struct ism_scsi_result *r
 {
 	struct cap_probe *c = io->priv;
 	struct dsession *s = c->s;
-	bool ok = err == 0 && r && r->status == SCSI_GOOD;
-	uint32_t got = ok ? r->transferred : 0;
+	uint32_t got;
+	bool ok = dio_good(err, r, &got);
 	/* a session gone or probed anew meanwhile has read the capacity itself */
 	struct dlun *l = s->ism == c->ism && s->state == DS_CONNECTED ? dsess_lun(s, c->lun) : NULL;
 	if (l && !c->ten && !(ok && got >= 12)) {
@@ -389,8 +389,8 @@ static void alua_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 {
 	struct alua_probe *a = io->priv;
 	struct dsession *s = a->s;
-	bool ok = err == 0 && r && r->status == SCSI_GOOD;
-	uint32_t got = ok ? r->transferred : 0;
+	uint32_t got;
+	bool ok = dio_good(err, r, &got);
 	if (s->ism != a->ism || s->state != DS_CONNECTED) {
 		free(a);
 		return;

@@ -338,6 +338,18 @@ umount "$MNT"
 read_only_checks "$SID"
 if [[ "${TARGET_IMPL:-isthmus}" == isthmus ]]; then
 	resize_checks "$SID" "$BDEV1"
+	# grown while the target was down: the restarted target reports a reset (29h), not the resize
+	stop_target
+	old=$(blockdev --getsize64 "$BDEV1")
+	want=$((old + (4 << 20)))
+	truncate -s "$want" "$TEST_DIR/lun1.img"
+	start_target "${TARGS[@]}"
+	wait_state "$SID" connected 15 || fail "session not back 15 s after the target's restart"
+	timeout 30 dd if="$BDEV1" of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null || fail "a read of $BDEV1 after the restart"
+	deadline=$((SECONDS + 10))
+	while new=$(blockdev --getsize64 "$BDEV1") && ((new != want && SECONDS < deadline)); do sleep 0.2; done
+	((new == want)) || fail "$BDEV1 is $new bytes 10 s after the target came back with the LUN at $want"
+	say "ok: LUN $L1 grown from $old to $want bytes while the target was down: $BDEV1 follows after the reconnect"
 fi
 dmn_stop
 [[ -z $(losetup -a -n -O NAME,BACK-FILE | awk -v d="$DMN_DEV/" 'index($2, d) == 1') ]] ||
