@@ -19,7 +19,7 @@ static void usage(FILE *f)
 	      "                      [--mgmt-socket PATH] [--state-dir DIR] [--log-level error|warn|info|debug]\n"
 	      "                      [--max-connections N] [--max-connections-per-portal N] [--metrics HOST:PORT]\n"
 	      "                      [--isns ADDR[:PORT]] [--io-engine auto|io_uring|workers] [--check-config]\n"
-	      "                      [--gateway N --gateway-portal N=HOST:PORT...]\n"
+	      "                      [--gateway N --gateway-portal N=HOST:PORT...] [--max-error-recovery-level N]\n"
 	      "       isthmus-target --help | --version\n"
 	      "\n"
 	      "  --config FILE      load portals, targets, LUNs, ACLs and CHAP from FILE (see isthmus-target.conf(5));\n"
@@ -45,6 +45,8 @@ static void usage(FILE *f)
 	      "                     portals go to portal group N\n"
 	      "  --gateway-portal N=HOST:PORT  the portal of gateway N of the group (this one included); repeat\n"
 	      "                     for every gateway\n"
+	      "  --max-error-recovery-level N  the highest ErrorRecoveryLevel the --target offers: 0, or 1\n"
+	      "                     (digest errors cost one PDU, SNACK; see docs/recovery.md); default 0\n"
 	      "  --log-level LEVEL  default info\n"
 	      "  --help             this text; --version: the version\n",
 	      f);
@@ -65,6 +67,7 @@ struct flags {
 	unsigned gateway;       /* 0: none */
 	char **gateway_portals; /* "N HOST:PORT" */
 	size_t ngateway_portals;
+	int max_erl;            /* -1: as the file says */
 };
 
 static int apply_flags(struct cfg *cfg, void *arg, char **err)
@@ -82,6 +85,8 @@ static int apply_flags(struct cfg *cfg, void *arg, char **err)
 			t->gateway = (uint16_t)f->gateway;
 			t->tpgt = (uint16_t)f->gateway;
 		}
+		if (f->max_erl >= 0)
+			t->max_erl = (unsigned)f->max_erl;
 		for (size_t i = 0; i < f->ngateway_portals; i++)
 			if (cfg_add_gateway_portal(t, f->gateway_portals[i], err) < 0)
 				return -1;
@@ -159,9 +164,10 @@ int main(int argc, char **argv)
 		{"check-config", no_argument, NULL, 'k'},      {"version", no_argument, NULL, 'V'},
 		{"io-engine", required_argument, NULL, 'E'},
 		{"gateway", required_argument, NULL, 'G'},     {"gateway-portal", required_argument, NULL, 'g'},
+		{"max-error-recovery-level", required_argument, NULL, 'R'},
 		{NULL, 0, NULL, 0},
 	};
-	struct flags fl = {0};
+	struct flags fl = {.max_erl = -1};
 	const char *config = NULL, *metrics = NULL;
 	int opt, rc = 2;
 	bool check_only = false;
@@ -184,6 +190,14 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 'E': fl.io_engine = optarg; break;
+		case 'R':
+			if (strlen(optarg) != 1 || optarg[0] < '0' || (unsigned)(optarg[0] - '0') > CFG_MAX_ERL) {
+				fprintf(stderr, "isthmus-target: --max-error-recovery-level '%s' is not a number from 0 to %u\n",
+					optarg, CFG_MAX_ERL);
+				goto out;
+			}
+			fl.max_erl = optarg[0] - '0';
+			break;
 		case 'G': {
 			char *e = NULL;
 			if (cfg_parse_limit("--gateway", optarg, 65535, &fl.gateway, &e) < 0) {
@@ -243,6 +257,10 @@ int main(int argc, char **argv)
 	}
 	if ((fl.gateway || fl.ngateway_portals) && !fl.target) {
 		fprintf(stderr, "isthmus-target: --gateway and --gateway-portal need --target\n");
+		goto out;
+	}
+	if (fl.max_erl >= 0 && !fl.target) {
+		fprintf(stderr, "isthmus-target: --max-error-recovery-level needs --target\n");
 		goto out;
 	}
 	if (fl.nluns && !fl.target) {

@@ -79,9 +79,13 @@ struct cfg_target {
 	unsigned line;       /* config line of its [target] header, 0 if not from a file */
 	unsigned tpgt_line;  /* config line of its portal-group key, 0 if defaulted */
 	uint16_t gateway;    /* which gateway of the group this process is; 0: a lone target */
+	unsigned max_erl;    /* highest ErrorRecoveryLevel offered at login, default 0 */
 	struct cfg_gateway *gateways; /* every gateway of the group, this one included */
 	size_t ngateways;
 };
+
+/* The highest ErrorRecoveryLevel the target implements (max-error-recovery-level). */
+#define CFG_MAX_ERL 1u
 
 /* APTPL persistent reservation state of an installed target (created on first use, mode 0700). */
 #define CFG_DEFAULT_STATE_DIR "/var/lib/isthmus/target"
@@ -104,6 +108,7 @@ struct cfg {
 	uint64_t max_data_session;      /* ... of one session's commands, default 1 GiB */
 	uint64_t max_data_total;        /* ... of every command of the target, default 4 GiB */
 	unsigned data_out_timeout;      /* seconds a write waits for its next Data-Out, default 30 */
+	uint64_t max_retained_data;     /* sent PDUs one ERL>=1 connection keeps for SNACK, default 16 MiB */
 	unsigned max_connections;            /* iSCSI connections at once, whole target; default 1024 */
 	unsigned max_connections_per_portal; /* iSCSI connections at once through one portal; default 256 */
 	unsigned mgmt_max_clients;           /* management socket clients at once; default 64 */

@@ -274,6 +274,15 @@ static int global_key(struct parser *p, const char *key, const char *value)
 		*field = bytes;
 		return 0;
 	}
+	if (strcmp(key, "max-retained-data") == 0) {
+		if (once(p, key, key) < 0)
+			return -1;
+		uint64_t bytes;
+		if (parse_size(value, &bytes) < 0 || bytes < (1u << 20))
+			return perr(p, "%s '%s' is not a size of at least 1M", key, value);
+		cfg->max_retained_data = bytes;
+		return 0;
+	}
 	if (strcmp(key, "io-engine") == 0) {
 		enum store_engine_backend b;
 		if (once(p, key, key) < 0)
@@ -382,6 +391,14 @@ static int target_key(struct parser *p, const char *key, const char *value)
 		t->gateway = (uint16_t)n;
 		if (!t->tpgt_line)
 			t->tpgt = (uint16_t)n;
+		return 0;
+	}
+	if (strcmp(key, "max-error-recovery-level") == 0) {
+		if (once(p, key, key) < 0)
+			return -1;
+		if (cfg_parse_uint(value, 0, CFG_MAX_ERL, &n) < 0)
+			return perr(p, "max-error-recovery-level '%s' is not a number from 0 to %u", value, CFG_MAX_ERL);
+		t->max_erl = (unsigned)n;
 		return 0;
 	}
 	if (strcmp(key, "gateway-portal") == 0) {

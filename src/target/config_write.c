@@ -120,6 +120,7 @@ char *cfg_format(const struct cfg *cfg)
 	sbuf_printf(&b, "max-data-per-connection = %llu\nmax-data-per-session = %llu\nmax-data-total = %llu\n",
 		    (unsigned long long)cfg->max_data_connection, (unsigned long long)cfg->max_data_session,
 		    (unsigned long long)cfg->max_data_total);
+	sbuf_printf(&b, "max-retained-data = %llu\n", (unsigned long long)cfg->max_retained_data);
 	sbuf_printf(&b, "max-connections = %u\nmax-connections-per-portal = %u\nmgmt-max-clients = %u\n",
 		    cfg->max_connections, cfg->max_connections_per_portal, cfg->mgmt_max_clients);
 	if (cfg->mgmt_socket)
@@ -162,6 +163,8 @@ char *cfg_format(const struct cfg *cfg)
 		if (t->alias)
 			put_kv(&b, "alias", t->alias);
 		sbuf_printf(&b, "portal-group = %u\n", t->tpgt);
+		if (t->max_erl)
+			sbuf_printf(&b, "max-error-recovery-level = %u\n", t->max_erl);
 		cfg_format_gateways(&b, t);
 		for (size_t j = 0; j < t->nluns; j++)
 			put_lun(&b, &t->luns[j]);

@@ -14,6 +14,7 @@
 #include "target/conn.h"
 #include "target/ffp.h"
 #include "target/login.h"
+#include "target/recovery.h"
 #include "target/server.h"
 #include "target/session.h"
 #include "target/task.h"
@@ -102,6 +103,7 @@ static void conn_free(void *arg)
 	pdu_conn_drop_tx(&c->pc);
 	pdu_txpool_free(&c->txpool);
 	task_free_all(c);
+	snack_free(c);
 	login_free(c);
 	sbuf_free(&c->text_pending);
 	sbuf_free(&c->text_reply);
@@ -143,8 +145,14 @@ void conn_send_pdu(struct conn *c, struct bhs *b, const void *data, uint32_t len
 			task_release(task);
 		return;
 	}
+	bool keep = snack_wanted(c);
+	uint32_t statsn = c->statsn;
+	if (keep)
+		snack_mark(c, b, len, task);
 	struct txitem *it = (struct txitem *)pdu_conn_queue(&c->pc, b, data, len, owned);
 	it->task = task;
+	if (keep)
+		snack_keep(c, b, data, len, c->statsn != statsn, statsn);
 	c->stats.pdus_out++;
 	c->stats.bytes_out += it->base.wire;
 }
@@ -206,6 +214,9 @@ static enum pdu_header_verdict conn_on_header(struct pdu_conn *pc, const uint8_t
 		return PDU_HEADER_WAIT;
 	}
 	const struct bhs *b = &pc->rx_bhs;
+	enum pdu_header_verdict verdict;
+	if (recovery_level(c) >= 1 && recovery_check_header(c, raw, &verdict))
+		return verdict;
 	uint32_t limit = max_dsl_in(c);
 	if (b->data_len > limit) {
 		log_warn("%s:%u: %s with DataSegmentLength %u over the limit %u", c->peer_addr, c->peer_port,
@@ -239,6 +250,8 @@ static bool conn_on_digest_error(struct pdu_conn *pc, bool header, const uint8_t
 {
 	struct conn *c = pc->arg;
 	c->stats.digest_errors++;
+	if (!header && recovery_level(c) >= 1)
+		return recovery_data_digest_error(c, raw);
 	if (header) {
 		/* A header we cannot trust gives no reliable framing: at ERL 0 the connection ends. */
 		conn_close(c, "header digest error");
@@ -277,7 +290,7 @@ static bool conn_on_pdu(struct pdu_conn *pc, const uint8_t *raw, const uint8_t *
 static void conn_stamp_sn(struct pdu_conn *pc, const struct bhs *b, uint8_t hdr[BHS_LEN])
 {
 	struct conn *c = pc->arg;
-	uint32_t statsn;
+	uint32_t statsn, next = c->statsn;
 	switch (b->opcode) {
 	case OP_R2T:
 		statsn = c->statsn;
@@ -291,6 +304,10 @@ static void conn_stamp_sn(struct pdu_conn *pc, const struct bhs *b, uint8_t hdr[
 	default:
 		statsn = c->statsn++;
 		break;
+	}
+	if (c->statsn_fixed) { /* a status sent again (SNACK) keeps its number */
+		c->statsn = next;
+		statsn = c->fixed_statsn;
 	}
 	put_be32(hdr + 24, statsn);
 	uint32_t expcmdsn, maxcmdsn;

@@ -21,6 +21,7 @@ struct server;
 struct session;
 struct task;
 struct login_state;
+struct retained;
 
 /* One item of the send queue: a framed PDU and the task it keeps alive until written. */
 struct txitem {
@@ -74,6 +75,12 @@ struct conn {
 	uint64_t login_started_ms;
 	bool closing;
 	bool logout_async_sent;
+	/* ErrorRecoveryLevel 1 (snack.c, recovery.c) */
+	struct retained *kept;      /* sent PDUs a SNACK may ask for again; NULL until one is kept */
+	bool resending;             /* the PDU being queued is a resend: not kept twice */
+	bool statsn_fixed;          /* ... and a status keeping its StatSN, fixed_statsn */
+	uint32_t fixed_statsn;
+	bool header_skipped;        /* the last PDU was skipped for a header digest error */
 	struct io_stats stats;
 	uint64_t login_time;        /* wall clock seconds */
 };

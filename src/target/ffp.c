@@ -9,6 +9,7 @@
 
 #include "target/conn.h"
 #include "target/ffp.h"
+#include "target/recovery.h"
 #include "target/session.h"
 #include "target/task.h"
 #include "util/bytes.h"
@@ -41,10 +42,8 @@ static struct session *reject_takes_cmdsn(struct conn *c, const uint8_t hdr[BHS_
 	return s->nheld ? s : NULL;
 }
 
-void send_reject(struct conn *c, uint8_t reason, const uint8_t hdr[BHS_LEN])
+static void queue_reject(struct conn *c, uint8_t reason, const uint8_t hdr[BHS_LEN])
 {
-	assert(hdr);
-	struct session *advance = reject_takes_cmdsn(c, hdr);
 	struct bhs b = {0};
 	b.opcode = OP_REJECT;
 	b.final = true;
@@ -53,8 +52,20 @@ void send_reject(struct conn *c, uint8_t reason, const uint8_t hdr[BHS_LEN])
 	uint8_t *copy = xmalloc(BHS_LEN);
 	memcpy(copy, hdr, BHS_LEN);
 	conn_send_pdu(c, &b, copy, BHS_LEN, NULL, copy);
+}
+
+void send_reject(struct conn *c, uint8_t reason, const uint8_t hdr[BHS_LEN])
+{
+	assert(hdr);
+	struct session *advance = reject_takes_cmdsn(c, hdr);
+	queue_reject(c, reason, hdr);
 	if (advance)
 		session_advance(advance);
+}
+
+void send_reject_keep_cmdsn(struct conn *c, uint8_t reason, const uint8_t hdr[BHS_LEN])
+{
+	queue_reject(c, reason, hdr);
 }
 
 void send_async_logout(struct conn *c, uint16_t seconds)
@@ -168,12 +179,16 @@ void ffp_run_ordered(struct conn *c, const struct bhs *b, const uint8_t *data, u
 void ffp_dispatch(struct conn *c, const struct bhs *b, const uint8_t *raw, const uint8_t *data, uint32_t len)
 {
 	struct session *s = c->sess;
+	/* Every request carries ExpStatSN at byte 28: what it acknowledges need not be kept for SNACK. */
+	if (recovery_level(c) >= 1)
+		snack_ack_statsn(c, get_be32(raw + 28));
 	switch (b->opcode) {
 	case OP_SCSI_CMD:
 		task_handle_command(c, b, raw, data, len);
 		break;
 	case OP_DATA_OUT:
-		task_handle_data_out(c, b, data, len);
+		if (recovery_level(c) == 0 || !recovery_data_out(c, b, data, len))
+			task_handle_data_out(c, b, data, len);
 		return;
 	case OP_NOP_OUT:
 		/* A NOP-Out that wants no answer carries no CmdSN of its own. */
@@ -190,7 +205,10 @@ void ffp_dispatch(struct conn *c, const struct bhs *b, const uint8_t *raw, const
 		break;
 	case OP_SNACK:
 		/* ERL 0 offers no SNACK (RFC 7143 11.16). */
-		send_reject(c, REJECT_CMD_NOT_SUPPORTED, raw);
+		if (recovery_level(c) >= 1)
+			snack_handle(c, b, raw);
+		else
+			send_reject(c, REJECT_CMD_NOT_SUPPORTED, raw);
 		return;
 	default:
 		send_reject(c, REJECT_PROTOCOL_ERROR, raw);

@@ -17,6 +17,8 @@ void ffp_dispatch(struct conn *c, const struct bhs *b, const uint8_t *raw, const
 void ffp_run_ordered(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
 /* hdr: the complete header of the PDU rejected, which the Reject carries (RFC 7143 11.17). */
 void send_reject(struct conn *c, uint8_t reason, const uint8_t hdr[BHS_LEN]);
+/* A Reject that leaves the CmdSN of a numbered PDU untaken: the initiator sends it again. */
+void send_reject_keep_cmdsn(struct conn *c, uint8_t reason, const uint8_t hdr[BHS_LEN]);
 void send_async_logout(struct conn *c, uint16_t seconds);
 
 /* tmf.c: Task Management Function requests */

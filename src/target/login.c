@@ -316,6 +316,8 @@ static uint16_t login_identify(struct conn *c, const struct text_list *in, const
 	struct iscsi_params want;
 	if (node) {
 		want = node->want;
+		/* The level is the target's choice, not a negotiation default: see login_offer_erl. */
+		want.error_recovery_level = node->cfg->max_erl;
 	} else {
 		params_defaults(&want);
 		want.max_recv_dsl = 65536;

@@ -16,6 +16,7 @@ void stats_add(struct io_stats *dst, const struct io_stats *src)
 	dst->write_bytes += src->write_bytes;
 	dst->r2ts += src->r2ts;
 	dst->digest_errors += src->digest_errors;
+	dst->pdus_resent += src->pdus_resent;
 	dst->task_mgmt += src->task_mgmt;
 	dst->errors += src->errors;
 	dst->device_waits += src->device_waits;

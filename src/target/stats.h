@@ -15,6 +15,7 @@ struct io_stats {
 	uint64_t read_bytes, write_bytes; /* SCSI data moved to / from the initiator */
 	uint64_t r2ts;
 	uint64_t digest_errors;
+	uint64_t pdus_resent;             /* ERL 1: Data-In, R2T and responses sent again (SNACK, recovery R2T) */
 	uint64_t task_mgmt;
 	uint64_t errors;                  /* commands that ended with a status other than GOOD */
 	uint64_t device_waits;            /* commands that waited for their device on a worker thread */

@@ -244,7 +244,7 @@ void task_start(struct task *t)
 		return;
 	}
 	t->state = TASK_WAIT_DATA;
-	if (t->write && t->out_received < t->edtl) {
+	if (t->write && (t->out_received < t->edtl || t->hole_len)) {
 		if (t->out_received >= t->unsolicited_end)
 			task_send_r2ts(t);
 		return;
@@ -416,7 +416,8 @@ void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *da
 	if (t->state == TASK_WAIT_CMDSN)
 		return;
 	if (t->out_received == t->edtl) {
-		task_execute(t);
+		if (!t->hole_len) /* else recovery.c runs it once the range lost to a digest error is in */
+			task_execute(t);
 		return;
 	}
 	if (seq_done)
@@ -433,7 +434,7 @@ unsigned task_expire_data_waits(struct conn *c, uint64_t now_ms, uint64_t timeou
 	unsigned n = 0;
 	for (struct task *t = c->tasks, *next; t; t = next) {
 		next = t->next;
-		if (t->state != TASK_WAIT_DATA || !t->write || t->out_received >= t->edtl ||
+		if (t->state != TASK_WAIT_DATA || !t->write || (t->out_received >= t->edtl && !t->hole_len) ||
 		    now_ms - t->last_data_ms < timeout_ms)
 			continue;
 		log_warn("%s:%u: ITT 0x%08x: no Data-Out for %llu s (%u of %u bytes came): ending the command",

@@ -53,6 +53,7 @@ struct task {
 	uint32_t ttt;
 	uint32_t next_datasn;     /* expected DataSN of the next Data-Out in the current sequence */
 	uint32_t seq_end;         /* end offset of the current solicited or unsolicited sequence */
+	uint32_t hole_off, hole_len; /* ERL 1: Data-Out lost to a digest error, asked for again (recovery.c) */
 	/* read side */
 	uint8_t *in;
 	uint32_t in_cap;

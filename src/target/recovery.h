@@ -1,0 +1,45 @@
+/*
+ * ErrorRecoveryLevel 1 on the target (RFC 7143 7.1, 7.2, 11.16): what a session that negotiated
+ * it gets beyond level 0. snack.c keeps the PDUs a SNACK may ask for again and answers SNACKs;
+ * recovery.c turns a digest error into the loss of one PDU instead of the connection.
+ */
+#ifndef ISTHMUS_TARGET_RECOVERY_H
+#define ISTHMUS_TARGET_RECOVERY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "proto/pdu.h"
+#include "proto/pdu_conn.h"
+
+struct conn;
+struct task;
+
+/* The session's negotiated ErrorRecoveryLevel (0 before full feature phase). */
+uint32_t recovery_level(const struct conn *c);
+
+/* snack.c: sent PDUs kept until acknowledged, bounded by max-retained-data per connection. */
+/* Whether the PDU being queued is to be kept (level >= 1, full feature phase, not a resend). */
+bool snack_wanted(const struct conn *c);
+/* Before a PDU is encoded: the last Data-In of a read asks for a DataACK (A bit, RFC 7143 11.7.2). */
+void snack_mark(struct conn *c, struct bhs *b, uint32_t len, const struct task *t);
+/* After it is queued: keep a copy. status: it took StatSN statsn. */
+void snack_keep(struct conn *c, const struct bhs *b, const void *data, uint32_t len, bool status, uint32_t statsn);
+/* ExpStatSN from the initiator: statuses below it, and the data of their tasks, are let go. */
+void snack_ack_statsn(struct conn *c, uint32_t expstatsn);
+/* A SNACK request (level >= 1). */
+void snack_handle(struct conn *c, const struct bhs *b, const uint8_t *raw);
+void snack_free(struct conn *c);
+
+/* recovery.c */
+/*
+ * A header is in at level >= 1 with HeaderDigest: true when the role's verdict is decided here
+ * (*v): wait for the digest, or skip a PDU whose header digest is wrong.
+ */
+bool recovery_check_header(struct conn *c, const uint8_t *raw, enum pdu_header_verdict *v);
+/* A data digest error at level >= 1: false when the connection ended. */
+bool recovery_data_digest_error(struct conn *c, const uint8_t *raw);
+/* A Data-Out at level >= 1: true when it was recovery data or filled a gap (taken here). */
+bool recovery_data_out(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+
+#endif
