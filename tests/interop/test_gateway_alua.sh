@@ -3,7 +3,9 @@
 # file as gateways 1 and 2 of one group. Checks what an initiator's multipath layer relies on:
 # TPGS in INQUIRY, the same LU designator and different port designators in VPD 0x83, REPORT
 # TARGET PORT GROUPS with both groups, SendTargets listing both portals, a killed gateway turning
-# unavailable with ASYMMETRIC ACCESS STATE CHANGED, and libiscsi's MultipathIO tests over both.
+# unavailable with ASYMMETRIC ACCESS STATE CHANGED. libiscsi's MultipathIO family runs over two
+# gateways of an RBD image in test_gateway_rbd_cu.sh: on a file each gateway keeps its own
+# reservations and unit attentions, so a LOGICAL UNIT RESET does not reach the other one.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need python3
@@ -71,10 +73,7 @@ for p in "$P1" "$P2"; do
 		fail "SendTargets through $p: $st"
 done
 
-say "check: libiscsi MultipathIO over both gateways"
-# A LOGICAL UNIT RESET through one gateway cannot reach the nexuses of another until the
-# gateways share state (the cluster part, docs/gateways.md): MultipathIO.Reset waits for that.
-CU_TOLERATED="MultipathIO.Reset" run_test_cu SCSI.MultipathIO "iscsi://127.0.0.1:$P1/$IQN/0" "iscsi://127.0.0.1:$P2/$IQN/0"
+say "check: libiscsi through each gateway"
 run_test_cu SCSI.Inquiry "iscsi://127.0.0.1:$P2/$IQN/0"
 run_test_cu SCSI.ReportSupportedOpcodes "iscsi://127.0.0.1:$P1/$IQN/0"
 
