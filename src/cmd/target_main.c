@@ -18,8 +18,9 @@ static void usage(FILE *f)
 	fputs("usage: isthmus-target [--config FILE] [--listen HOST:PORT]... [--target IQN] [--lun SPEC]...\n"
 	      "                      [--mgmt-socket PATH] [--state-dir DIR] [--log-level error|warn|info|debug]\n"
 	      "                      [--max-connections N] [--max-connections-per-portal N] [--metrics HOST:PORT]\n"
-	      "                      [--isns ADDR[:PORT]] [--io-engine auto|io_uring|workers] [--check-config]\n"
-	      "                      [--gateway N --gateway-portal N=HOST:PORT...] [--max-error-recovery-level N]\n"
+	      "                      [--isns ADDR[:PORT]] [--isns-access] [--io-engine auto|io_uring|workers]\n"
+	      "                      [--check-config] [--max-error-recovery-level N]\n"
+	      "                      [--gateway N --gateway-portal N=HOST:PORT...]\n"
 	      "       isthmus-target --help | --version\n"
 	      "\n"
 	      "  --config FILE      load portals, targets, LUNs, ACLs and CHAP from FILE (see isthmus-target.conf(5));\n"
@@ -38,6 +39,8 @@ static void usage(FILE *f)
 	      "  --max-connections N            iSCSI connections at once, whole target (default 1024)\n"
 	      "  --max-connections-per-portal N iSCSI connections at once through one portal (default 256)\n"
 	      "  --isns ADDR[:PORT] register with this iSNS server (port 3205 by default; see docs/isns.md)\n"
+	      "  --isns-access      admit only initiators that share an iSNS discovery domain with the target\n"
+	      "                     (they must be registered with the server; see docs/isns.md)\n"
 	      "  --io-engine KIND   how file and block-device LUNs are driven: io_uring, worker threads, or\n"
 	      "                     auto (io_uring where the kernel allows it; the default)\n"
 	      "  --gateway N        this process is gateway N of the --target's gateway group (one LU behind\n"
@@ -63,6 +66,7 @@ struct flags {
 	unsigned max_connections, max_connections_per_portal; /* 0: as the file says */
 	const char *state_dir;
 	const char *isns;
+	bool isns_access;
 	const char *io_engine;  /* NULL: as the file says */
 	unsigned gateway;       /* 0: none */
 	char **gateway_portals; /* "N HOST:PORT" */
@@ -110,6 +114,8 @@ static int apply_flags(struct cfg *cfg, void *arg, char **err)
 		free(cfg->isns);
 		cfg->isns = xstrdup(f->isns);
 	}
+	if (f->isns_access)
+		cfg->isns_access = true;
 	if (f->io_engine) {
 		enum store_engine_backend b;
 		if (!store_engine_backend_parse(f->io_engine, &b)) {
@@ -160,7 +166,7 @@ int main(int argc, char **argv)
 		{"max-connections", required_argument, NULL, 'C'},
 		{"max-connections-per-portal", required_argument, NULL, 'P'},
 		{"state-dir", required_argument, NULL, 's'},
-		{"isns", required_argument, NULL, 'I'},
+		{"isns", required_argument, NULL, 'I'},       {"isns-access", no_argument, NULL, 'A'},
 		{"check-config", no_argument, NULL, 'k'},      {"version", no_argument, NULL, 'V'},
 		{"io-engine", required_argument, NULL, 'E'},
 		{"gateway", required_argument, NULL, 'G'},     {"gateway-portal", required_argument, NULL, 'g'},
@@ -189,6 +195,7 @@ int main(int argc, char **argv)
 			fl.isns = optarg;
 			break;
 		}
+		case 'A': fl.isns_access = true; break;
 		case 'E': fl.io_engine = optarg; break;
 		case 'R':
 			if (strlen(optarg) != 1 || optarg[0] < '0' || (unsigned)(optarg[0] - '0') > CFG_MAX_ERL) {

@@ -215,17 +215,28 @@ static void scn_close(struct scn_conn *k)
 /* Only the server may notify: a connection from any other address is closed at once. */
 static bool from_server(const struct dmn_isns *c, const struct sockaddr_storage *ss)
 {
-	char peer[INET6_ADDRSTRLEN] = "";
+	/* Compared as addresses, not text: the configuration may spell an IPv6 address otherwise. */
+	uint8_t want[16], peer[16];
+	size_t wlen = 4, plen = 0;
+	if (inet_pton(AF_INET, c->addr, want) != 1) {
+		if (inet_pton(AF_INET6, c->addr, want) != 1)
+			return false;
+		wlen = 16;
+	}
 	if (ss->ss_family == AF_INET) {
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, peer, sizeof(peer));
+		memcpy(peer, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+		plen = 4;
 	} else if (ss->ss_family == AF_INET6) {
 		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-		if (IN6_IS_ADDR_V4MAPPED(a6))
-			inet_ntop(AF_INET, &a6->s6_addr[12], peer, sizeof(peer));
-		else
-			inet_ntop(AF_INET6, a6, peer, sizeof(peer));
+		if (IN6_IS_ADDR_V4MAPPED(a6)) {
+			memcpy(peer, &a6->s6_addr[12], 4);
+			plen = 4;
+		} else {
+			memcpy(peer, a6, 16);
+			plen = 16;
+		}
 	}
-	return strcmp(peer, c->addr) == 0;
+	return plen == wlen && memcmp(peer, want, wlen) == 0;
 }
 
 static void scn_accept(struct dmn_isns *c)

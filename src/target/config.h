@@ -100,6 +100,7 @@ struct cfg {
 	char *mgmt_socket;   /* NULL: none */
 	char *isns;          /* iSNS server "ADDR[:PORT]" to register with (docs/isns.md), NULL: none */
 	char *isns_entity;   /* iSNS Entity Identifier, NULL: "isthmus-target:" + host name */
+	bool isns_access;    /* an initiator must share an iSNS discovery domain with the target to log in */
 	unsigned nop_interval; /* seconds between NOP-In pings to an idle initiator, default 5; 0 = off */
 	unsigned nop_timeout;  /* seconds without any PDU before a pinged connection is dropped, default 30 */
 	/* What one peer may make the target hold (docs/security.md). */

@@ -251,6 +251,14 @@ static int global_key(struct parser *p, const char *key, const char *value)
 		*field = xstrdup(value);
 		return 0;
 	}
+	if (strcmp(key, "isns-access") == 0) {
+		if (once(p, key, key) < 0)
+			return -1;
+		if (strcmp(value, "yes") != 0 && strcmp(value, "no") != 0)
+			return perr(p, "isns-access must be yes or no");
+		cfg->isns_access = value[0] == 'y';
+		return 0;
+	}
 	if (strcmp(key, "max-commands-per-session") == 0 || strcmp(key, "data-out-timeout") == 0) {
 		if (once(p, key, key) < 0)
 			return -1;

@@ -129,6 +129,8 @@ char *cfg_format(const struct cfg *cfg)
 		put_kv(&b, "isns", cfg->isns);
 	if (cfg->isns_entity)
 		put_kv(&b, "isns-entity", cfg->isns_entity);
+	if (cfg->isns_access)
+		put_kv(&b, "isns-access", "yes");
 	if (cfg->io_engine != STORE_BACKEND_AUTO)
 		put_kv(&b, "io-engine", store_engine_backend_name((enum store_engine_backend)cfg->io_engine));
 	put_chap(&b, &cfg->discovery_chap, "discovery-");

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "proto/isns.h"
+#include "proto/pdu.h"
 #include "target/server.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -27,7 +29,19 @@ enum isns_phase {
 	ISNS_CONNECTED,  /* connected; a request may be in flight */
 };
 
-enum isns_request { REQ_NONE, REQ_REGISTER, REQ_REFRESH, REQ_DEREGISTER };
+enum isns_request { REQ_NONE, REQ_REGISTER, REQ_REFRESH, REQ_DEREGISTER, REQ_QUERY };
+
+/*
+ * isns-access: for each target, the initiators that share a discovery domain with it, as the
+ * server last said. A login is decided from this copy, never by waiting for the server.
+ */
+struct isns_acl {
+	char *target;
+	char **initiators;
+	size_t n;
+	uint64_t fetched_ms; /* 0: never answered */
+	bool want;           /* a query for it is due */
+};
 
 /* One PDU at most is buffered before it is taken apart. */
 #define ISNS_RX_CAP (ISNS_HDR_LEN + 65535u)
@@ -61,6 +75,10 @@ struct isns_client {
 	uint8_t *in;
 	size_t in_len;
 	struct isns_reasm reasm;
+	struct isns_acl *acl; /* one per target while isns-access is on */
+	size_t nacl;
+	size_t query_idx; /* the acl entry the query in flight is for */
+	struct loop_timer access_timer;
 };
 
 static void client_kick(struct isns_client *c);
@@ -72,6 +90,7 @@ static const char *request_name(enum isns_request r)
 	case REQ_REGISTER: return "registration";
 	case REQ_REFRESH: return "registration refresh";
 	case REQ_DEREGISTER: return "deregistration";
+	case REQ_QUERY: return "access query";
 	default: return "connection";
 	}
 }
@@ -210,6 +229,20 @@ static void build_deregistration(struct isns_client *c, struct sbuf *b)
 	isns_put_str(b, ISNS_TAG_ENTITY_ID, c->eid);
 }
 
+/*
+ * DevAttrQry (5.6.5.2) with the target as Source: the server answers with the initiators that
+ * share a discovery domain with it (registered ones only: a domain member that never registered
+ * is only a name to the server).
+ */
+static void build_access_query(const struct isns_client *c, struct sbuf *b)
+{
+	isns_put_str(b, ISNS_TAG_ISCSI_NAME, c->acl[c->query_idx].target);
+	isns_put_u32(b, ISNS_TAG_ISCSI_NODE_TYPE, ISNS_NODE_INITIATOR);
+	isns_put_empty(b, ISNS_TAG_DELIMITER);
+	isns_put_empty(b, ISNS_TAG_ISCSI_NAME);
+	isns_put_empty(b, ISNS_TAG_ISCSI_NODE_TYPE);
+}
+
 /* ---- The exchange ---- */
 
 static void client_flush(struct isns_client *c)
@@ -234,7 +267,7 @@ static void client_flush(struct isns_client *c)
 static void client_send(struct isns_client *c, enum isns_request r)
 {
 	struct sbuf payload = {0};
-	uint16_t func = r == REQ_DEREGISTER ? ISNS_DEV_DEREG : ISNS_DEV_ATTR_REG;
+	uint16_t func = r == REQ_DEREGISTER ? ISNS_DEV_DEREG : r == REQ_QUERY ? ISNS_DEV_ATTR_QRY : ISNS_DEV_ATTR_REG;
 	uint16_t flags = ISNS_F_CLIENT;
 	if (r == REQ_REGISTER) {
 		/* Replace: portals and nodes that are gone since the last registration go with it. */
@@ -243,10 +276,14 @@ static void client_send(struct isns_client *c, enum isns_request r)
 		free(c->source);
 		c->source = xstrdup(c->srv->nodes[0]->cfg->name);
 	}
-	if (r == REQ_DEREGISTER)
+	if (r == REQ_DEREGISTER) {
 		build_deregistration(c, &payload);
-	else
+	} else if (r == REQ_QUERY) {
+		c->acl[c->query_idx].want = false;
+		build_access_query(c, &payload);
+	} else {
 		build_registration(c, &payload);
+	}
 	c->xid = (uint16_t)(c->xid + 1);
 	sbuf_reset(&c->out);
 	c->out_off = 0;
@@ -287,6 +324,44 @@ static void schedule_refresh(struct isns_client *c)
 	loop_timer_start(c->srv->loop, &c->refresh_timer, (uint64_t)s * 1000u, 0, on_refresh, c);
 }
 
+static void acl_clear(struct isns_acl *a)
+{
+	for (size_t i = 0; i < a->n; i++)
+		free(a->initiators[i]);
+	free(a->initiators);
+	a->initiators = NULL;
+	a->n = 0;
+}
+
+/* The answer to an access query: the entry's new list, or (on a refusal) the old one ages out. */
+static void handle_access_answer(struct isns_client *c, uint32_t status, const uint8_t *p, size_t len)
+{
+	if (c->query_idx >= c->nacl)
+		return; /* the targets changed meanwhile */
+	struct isns_acl *a = &c->acl[c->query_idx];
+	struct isns_node_list l = {0};
+	char why[128];
+	size_t op;
+	if (status == ISNS_STATUS_SUCCESS &&
+	    (isns_response_operating(p, len, &op, why, sizeof(why)) < 0 ||
+	     isns_parse_nodes(p + op, len - op, ISNS_ACCESS_MAX_INITIATORS, 1, &l, why, sizeof(why)) < 0)) {
+		log_warn("iSNS server %s: access query for %s: %s", c->spec, a->target, why);
+		return;
+	}
+	if (status != ISNS_STATUS_SUCCESS && status != ISNS_STATUS_NO_SUCH_ENTRY) {
+		log_warn("iSNS server %s: access query for %s refused: %s", c->spec, a->target, isns_status_name(status));
+		return;
+	}
+	acl_clear(a);
+	a->initiators = xcalloc(l.n ? l.n : 1, sizeof(char *));
+	for (size_t i = 0; i < l.n; i++)
+		if (l.nodes[i].type & ISNS_NODE_INITIATOR)
+			a->initiators[a->n++] = xstrdup(l.nodes[i].name);
+	a->fetched_ms = loop_now_ms();
+	isns_node_list_free(&l);
+	log_debug("iSNS server %s: %zu initiator(s) share a discovery domain with %s", c->spec, a->n, a->target);
+}
+
 static void handle_response(struct isns_client *c, const uint8_t *p, size_t len)
 {
 	uint32_t status;
@@ -298,6 +373,11 @@ static void handle_response(struct isns_client *c, const uint8_t *p, size_t len)
 	if (!c->draining)
 		loop_timer_stop(c->srv->loop, &c->io_timer);
 	c->inflight = REQ_NONE;
+	if (r == REQ_QUERY) {
+		handle_access_answer(c, status, p, len);
+		client_kick(c);
+		return;
+	}
 	if (r == REQ_DEREGISTER) {
 		c->want_dereg = false;
 		c->registered = false;
@@ -344,7 +424,9 @@ static void handle_response(struct isns_client *c, const uint8_t *p, size_t len)
 
 static void handle_message(struct isns_client *c, const struct isns_hdr *h, const uint8_t *p, size_t len)
 {
-	uint16_t want = (uint16_t)(ISNS_RESPONSE | (c->inflight == REQ_DEREGISTER ? ISNS_DEV_DEREG : ISNS_DEV_ATTR_REG));
+	uint16_t want = (uint16_t)(ISNS_RESPONSE | (c->inflight == REQ_DEREGISTER ? ISNS_DEV_DEREG
+						    : c->inflight == REQ_QUERY    ? ISNS_DEV_ATTR_QRY
+										  : ISNS_DEV_ATTR_REG));
 	if (c->inflight == REQ_NONE || h->func != want || h->xid != c->xid) {
 		/* Not the answer we wait for (a late one, or a message we never asked for). */
 		log_debug("iSNS server %s: ignoring function %#x transaction %u", c->spec, h->func, h->xid);
@@ -463,6 +545,13 @@ static void client_kick(struct isns_client *c)
 		next = REQ_REGISTER;
 	else if (c->want_refresh && c->registered && c->srv->nnodes)
 		next = REQ_REFRESH;
+	else if (c->registered)
+		for (size_t i = 0; i < c->nacl; i++)
+			if (c->acl[i].want) {
+				c->query_idx = i; /* its want is cleared once the query is sent */
+				next = REQ_QUERY;
+				break;
+			}
 	if (next == REQ_NONE) {
 		if (c->phase != ISNS_IDLE)
 			client_close(c);
@@ -490,6 +579,12 @@ static void client_free(struct isns_client *c)
 	client_close(c);
 	loop_timer_stop(c->srv->loop, &c->retry_timer);
 	loop_timer_stop(c->srv->loop, &c->refresh_timer);
+	loop_timer_stop(c->srv->loop, &c->access_timer);
+	for (size_t i = 0; i < c->nacl; i++) {
+		acl_clear(&c->acl[i]);
+		free(c->acl[i].target);
+	}
+	free(c->acl);
 	isns_reasm_free(&c->reasm);
 	sbuf_free(&c->out);
 	free(c->in);
@@ -538,12 +633,88 @@ static bool same_entity(const struct isns_client *c, const struct cfg *cfg)
 	return same;
 }
 
+static void on_access_timer(void *arg)
+{
+	struct isns_client *c = arg;
+	for (size_t i = 0; i < c->nacl; i++)
+		c->acl[i].want = true;
+	client_kick(c);
+}
+
+/* One access list per target while isns-access is on; the lists of targets that stay are kept. */
+static void acl_sync(struct isns_client *c)
+{
+	struct server *srv = c->srv;
+	size_t n = srv->cfg->isns_access ? srv->nnodes : 0;
+	struct isns_acl *na = xcalloc(n ? n : 1, sizeof(*na));
+	for (size_t i = 0; i < n; i++) {
+		const char *name = srv->nodes[i]->cfg->name;
+		for (size_t k = 0; k < c->nacl; k++) {
+			if (c->acl[k].target && strcmp(c->acl[k].target, name) == 0) {
+				na[i] = c->acl[k];
+				c->acl[k] = (struct isns_acl){0};
+				break;
+			}
+		}
+		if (!na[i].target) {
+			na[i].target = xstrdup(name);
+			na[i].want = true;
+		}
+	}
+	for (size_t k = 0; k < c->nacl; k++) {
+		acl_clear(&c->acl[k]);
+		free(c->acl[k].target);
+	}
+	free(c->acl);
+	c->acl = na;
+	c->nacl = n;
+	c->query_idx = SIZE_MAX; /* an answer in flight may be for an entry that moved: it is dropped */
+	loop_timer_stop(srv->loop, &c->access_timer);
+	if (n)
+		loop_timer_start(srv->loop, &c->access_timer, ISNS_ACCESS_REFRESH_MS, ISNS_ACCESS_REFRESH_MS,
+				 on_access_timer, c);
+}
+
+uint16_t isns_target_access(struct server *srv, const char *target, const char *initiator, const char **why)
+{
+	if (!srv->cfg->isns_access)
+		return LOGIN_OK;
+	struct isns_client *c = srv->isns;
+	struct isns_acl *a = NULL;
+	for (size_t i = 0; c && i < c->nacl; i++)
+		if (strcmp(c->acl[i].target, target) == 0)
+			a = &c->acl[i];
+	uint64_t now = loop_now_ms();
+	if (!a || !a->fetched_ms || now - a->fetched_ms > ISNS_ACCESS_TTL_MS) {
+		/* Fail closed, but as a transient refusal: the initiator tries again later. */
+		if (a) {
+			a->want = true;
+			client_kick(c);
+		}
+		*why = "no current answer from the iSNS server about the target's discovery domains";
+		return LOGIN_SERVICE_UNAVAILABLE;
+	}
+	for (size_t i = 0; i < a->n; i++)
+		if (strcmp(a->initiators[i], initiator) == 0)
+			return LOGIN_OK;
+	/* Perhaps added to a domain since the last answer: ask again, at most once a second. */
+	if (now - a->fetched_ms >= ISNS_ACCESS_RECHECK_MS) {
+		a->want = true;
+		client_kick(c);
+	}
+	*why = "the initiator shares no iSNS discovery domain with the target (isns-access)";
+	return LOGIN_AUTHZ_FAILED;
+}
+
 void isns_target_changed(struct server *srv)
 {
 	const struct cfg *cfg = srv->cfg;
 	struct isns_client *c = srv->isns;
+	if (cfg->isns_access && !cfg->isns)
+		log_warn("isns-access is on but no isns server is set: every login to a target is refused");
 	if (c && cfg->isns && same_entity(c, cfg)) {
 		c->changes++;
+		acl_sync(c);
 		/* Without a target there is no Source to register with: leave instead. */
 		c->want_register = srv->nnodes > 0;
 		c->want_dereg = !srv->nnodes && (c->registered || c->inflight == REQ_REGISTER);
@@ -568,6 +739,7 @@ void isns_target_changed(struct server *srv)
 		return;
 	srv->isns = c;
 	c->want_register = true;
+	acl_sync(c);
 	client_kick(c);
 }
 

@@ -8,6 +8,7 @@
 
 #include "proto/text_join.h"
 #include "target/conn.h"
+#include "target/isns.h"
 #include "target/login.h"
 #include "target/server.h"
 #include "target/session.h"
@@ -215,6 +216,9 @@ static uint16_t login_check_access(struct conn *c, bool recheck, const char **wh
 		*why = "initiator is not in the target's access list";
 		return LOGIN_AUTHZ_FAILED;
 	}
+	uint16_t isns_st = isns_target_access(c->srv, node->cfg->name, ls->initiator_name, why);
+	if (isns_st != LOGIN_OK)
+		return isns_st;
 	if (recheck) {
 		const struct cfg_chap *chap = login_chap_config(c, node);
 		if (!same_text(chap->user, ls->auth_user) || !same_text(chap->secret, ls->auth_secret) ||

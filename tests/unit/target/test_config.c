@@ -825,17 +825,19 @@ static void test_isns_keys(void)
 	cfg_init(&c);
 	char *err = NULL;
 	int rc = cfg_load_string(&c, "t.conf",
-				 "[global]\nisns = [2001:db8::7]:3206\nisns-entity = storage-1\n"
+				 "[global]\nisns = [2001:db8::7]:3206\nisns-entity = storage-1\nisns-access = yes\n"
 				 "[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=8M\n",
 				 &err);
 	CHECK_EQ(rc, 0);
 	CHECK_STR(c.isns, "[2001:db8::7]:3206");
 	CHECK_STR(c.isns_entity, "storage-1");
+	CHECK(c.isns_access);
 	struct cfg *copy = cfg_clone(&c, &err);
 	CHECK(copy != NULL);
 	if (copy) {
 		CHECK_STR(copy->isns, "[2001:db8::7]:3206");
 		CHECK_STR(copy->isns_entity, "storage-1");
+		CHECK(copy->isns_access);
 		cfg_free(copy);
 		free(copy);
 	}
@@ -844,8 +846,14 @@ static void test_isns_keys(void)
 	CHECK_EQ(cfg_load_string(&c, "t.conf", "[global]\nisns = isns.example.org\n", &err), -1);
 	CHECK(err && strstr(err, "t.conf:2") && strstr(err, "numeric"));
 	free(err);
+	err = NULL;
 	cfg_free(&c);
-	printf("ok: isns and isns-entity parsed, a host name refused, both kept by the writer\n");
+	cfg_init(&c);
+	CHECK_EQ(cfg_load_string(&c, "t.conf", "[global]\nisns-access = maybe\n", &err), -1);
+	CHECK(err && strstr(err, "yes or no"));
+	free(err);
+	cfg_free(&c);
+	printf("ok: isns, isns-entity and isns-access parsed, a host name refused, all kept by the writer\n");
 }
 
 /* gateway and gateway-portal: parsed, checked against the portal group, kept by the writer. */
