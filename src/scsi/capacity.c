@@ -76,64 +76,83 @@ static int block_status(const struct gls_range *g, uint64_t lba, bool *mapped, u
 #define GLS_MAX_DESC 1024u
 #define GLS_MAX_QUERIES 4096u
 
-/*
- * The parameter data from lba on into b (8 + 16 * max_desc bytes); returns its length, or a
- * negative errno with *fail_lba where the store failed.
- */
-static long get_lba_status_data(const struct gls_range *g, uint64_t lba, size_t max_desc, uint8_t *b,
-				uint64_t *fail_lba)
-{
-	size_t n = 8;
+/* How far the parameter data has come: it may be built in several steps (gls_step). */
+struct gls_cursor {
+	uint64_t lba;         /* the next block to ask about */
+	size_t n;             /* bytes of b filled, header included */
+	unsigned queries;
+	bool full;            /* max_desc descriptors and the next status differs */
+};
 
-	memset(b, 0, 8);
-	for (unsigned queries = 0; queries < GLS_MAX_QUERIES && lba < g->nblocks; queries++) {
+/*
+ * Appends to the parameter data in b (8 + 16 * max_desc bytes) from c->lba on, while op (NULL:
+ * no bound) lets the step go on; returns 0, or a negative errno with *fail_lba where the store
+ * failed.
+ */
+static int gls_fill(const struct gls_range *g, struct gls_cursor *c, size_t max_desc, uint8_t *b, uint64_t *fail_lba,
+		    const struct longop *op)
+{
+	if (c->n == 0) {
+		memset(b, 0, 8);
+		c->n = 8;
+	}
+	while (c->queries < GLS_MAX_QUERIES && c->lba < g->nblocks && !c->full && (!op || longop_step_more(op))) {
 		bool mapped;
 		uint64_t nblk;
-		int rc = block_status(g, lba, &mapped, &nblk);
+		int rc = block_status(g, c->lba, &mapped, &nblk);
 
+		c->queries++;
 		if (rc < 0) {
-			*fail_lba = lba;
+			*fail_lba = c->lba;
 			return rc;
 		}
+		size_t n = c->n;
 		/* Merge with the previous descriptor when the store split one status in two. */
 		if (n > 8 && (b[n - 4] == (mapped ? 0 : 1)) && get_be32(b + n - 8) + nblk <= 0xffffffffu) {
 			put_be32(b + n - 8, (uint32_t)(get_be32(b + n - 8) + nblk));
 		} else {
-			if (n >= 8 + 16 * max_desc)
+			if (n >= 8 + 16 * max_desc) {
+				c->full = true;
 				break;
+			}
 			if (nblk > 0xffffffffu)
 				nblk = 0xffffffffu;
 			memset(b + n, 0, 16);
-			put_be64(b + n, lba);
+			put_be64(b + n, c->lba);
 			put_be32(b + n + 8, (uint32_t)nblk);
 			b[n + 12] = mapped ? 0 : 1;
-			n += 16;
+			c->n = n + 16;
 		}
-		lba += nblk;
+		c->lba += nblk;
 	}
-	put_be32(b, (uint32_t)(n - 4));
-	return (long)n;
+	put_be32(b, (uint32_t)(c->n - 4));
+	return 0;
+}
+
+static bool gls_complete(const struct gls_range *g, const struct gls_cursor *c)
+{
+	return c->full || c->queries >= GLS_MAX_QUERIES || c->lba >= g->nblocks;
 }
 
 /*
- * A store that asks a cluster for allocation status (RBD) blocks while it does: the query runs
- * as a long operation on a worker, and the loop serves everything else meanwhile.
+ * A store that asks a cluster for allocation status (RBD) blocks while it does: the queries
+ * run as a long operation on a worker, in steps of LONGOP_STEP_MS like the other long
+ * operations, and the loop serves everything else meanwhile.
  */
 struct gls_op {
 	struct longop op;
 	struct gls_range g;
-	uint64_t lba, fail_lba;
+	struct gls_cursor c;
+	uint64_t fail_lba;
 	size_t max_desc;
 	uint32_t alloc;
-	long len;
 };
 
 static int gls_step(struct longop *op)
 {
 	struct gls_op *q = (struct gls_op *)op;
 
-	q->len = get_lba_status_data(&q->g, q->lba, q->max_desc, op->buf, &q->fail_lba);
-	return q->len < 0 ? (int)q->len : 0;
+	return gls_fill(&q->g, &q->c, q->max_desc, op->buf, &q->fail_lba, op);
 }
 
 static void gls_answer(struct longop *op, int rc)
@@ -145,8 +164,11 @@ static void gls_answer(struct longop *op, int rc)
 	if (rc < 0) {
 		if (rc != -ECANCELED)
 			lu_medium_error(&r, false, rc, q->fail_lba);
+	} else if (!gls_complete(&q->g, &q->c)) {
+		longop_then(op, gls_step, gls_answer);
+		return;
 	} else {
-		req_data_in(&r, op->buf, (uint32_t)q->len, q->alloc);
+		req_data_in(&r, op->buf, (uint32_t)q->c.n, q->alloc);
 	}
 	longop_end(op);
 }
@@ -173,16 +195,17 @@ void scsi_get_lba_status(struct scsi_req *r)
 		struct gls_op *q = longop_new(r, sizeof(*q));
 
 		q->g = g;
-		q->lba = lba;
+		q->c.lba = lba;
 		q->max_desc = max_desc;
 		q->alloc = alloc;
 		longop_then(&q->op, gls_step, gls_answer);
 		return;
 	}
-	long n = get_lba_status_data(&g, lba, max_desc, r->t->scratch, &fail_lba);
-	if (n < 0) {
-		lu_medium_error(r, false, (int)n, fail_lba);
+	struct gls_cursor c = {.lba = lba};
+	int rc = gls_fill(&g, &c, max_desc, r->t->scratch, &fail_lba, NULL);
+	if (rc < 0) {
+		lu_medium_error(r, false, rc, fail_lba);
 		return;
 	}
-	req_data_in(r, r->t->scratch, (uint32_t)n, alloc);
+	req_data_in(r, r->t->scratch, (uint32_t)c.n, alloc);
 }

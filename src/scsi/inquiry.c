@@ -6,6 +6,12 @@
 
 #define NAA_COMPANY_ID 0xacde48u   /* IEEE "private" company ID, for locally assigned names */
 
+/*
+ * Whether EXTENDED COPY can use the LU: copies run the synchronous store ops on workers, which a
+ * network store (RBD) has not (xcopy.c refuses them there), so neither 3PC nor the Third-party
+ * Copy page is offered for it.
+ */
+static bool lu_copies(const struct scsi_lu *lu) { return lu && !lu->st->ops->submit; }
 
 static void pad_ascii(uint8_t *dst, const char *s, size_t width)
 {
@@ -25,7 +31,7 @@ static size_t inquiry_standard(const struct scsi_target *t, const struct scsi_lu
 	b[2] = 0x06;               /* SPC-4 */
 	b[3] = 0x12;               /* HISUP, response data format 2 */
 	b[4] = 96 - 5;
-	b[5] = lu ? 0x08 : 0x00;   /* 3PC: EXTENDED COPY between the LUs of this target */
+	b[5] = lu_copies(lu) ? 0x08 : 0x00; /* 3PC: EXTENDED COPY between the LUs of this target */
 	if (lu && alua_enabled(t))
 		b[5] |= 0x10;      /* TPGS 01b: implicit ALUA across the gateway group */
 	b[7] = 0x02;               /* CMDQUE */
@@ -40,11 +46,13 @@ static size_t inquiry_standard(const struct scsi_target *t, const struct scsi_lu
 static size_t vpd_supported(const struct scsi_lu *lu, uint8_t *b)
 {
 	static const uint8_t pages[] = { 0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2 };
+	size_t n = 4;
 
-	(void)lu;
 	b[1] = 0x00;
-	memcpy(b + 4, pages, sizeof(pages));
-	return 4 + sizeof(pages);
+	for (size_t i = 0; i < sizeof(pages); i++)
+		if (pages[i] != 0x8f || lu_copies(lu))
+			b[n++] = pages[i];
+	return n;
 }
 
 static size_t vpd_serial(const struct scsi_lu *lu, uint8_t *b)
@@ -161,7 +169,7 @@ static size_t vpd_block_characteristics(const struct scsi_lu *lu, uint8_t *b)
 	b[1] = 0xb1;
 	put_be16(b + 4, 1);   /* non-rotating medium */
 	/* WABEREQ 01b: after SANITIZE BLOCK ERASE reads succeed (and return zeros, LBPRZ). */
-	if (lu->thin)
+	if (lu->thin && !lu->st->ops->submit)
 		b[7] = 0x40;
 	return 64;
 }
@@ -268,6 +276,10 @@ void scsi_inquiry(struct scsi_req *r)
 		n = vpd_device_id(r, b);
 		break;
 	case 0x8f:
+		if (!lu_copies(r->lu)) {
+			req_bad_cdb(r, 2, -1);
+			return;
+		}
 		n = vpd_third_party_copy(r->lu, b);
 		break;
 	case 0xb0:

@@ -122,10 +122,12 @@ bool op_supported(const struct scsi_opdef *op, const struct scsi_lu *lu)
 		return false;
 	/*
 	 * Long operations run the synchronous store ops on workers, which a network store has not;
-	 * there only UNMAP and WRITE SAME are offered, as ios the store runs itself (lbp.c).
+	 * there only UNMAP and WRITE SAME (lbp.c) and VERIFY (rw.c) are offered, as ios the store
+	 * runs itself. SANITIZE and EXTENDED COPY are not.
 	 */
 	if ((op->flags & OPF_LONG) && lu->st->ops->submit && op->run != scsi_unmap && op->run != scsi_write_same10 &&
-	    op->run != scsi_write_same16)
+	    op->run != scsi_write_same16 && op->run != scsi_verify10 && op->run != scsi_verify12 &&
+	    op->run != scsi_verify16)
 		return false;
 	return true;
 }

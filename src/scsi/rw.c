@@ -368,6 +368,73 @@ static void verify_start(struct scsi_req *r, const struct rw *a, const uint8_t *
 	longop_then(&v->op, verify_step, verify_next);
 }
 
+/*
+ * VERIFY on a store that takes only ios (a network store, which has no synchronous read for a
+ * worker to call): the range is read VERIFY_IO_BYTES at a time through the store's own
+ * asynchronous path, each chunk compared on the loop thread when it arrives. defer.pos/end are
+ * the bytes done and to do, defer.n the BYTCHK.
+ */
+#define VERIFY_IO_BYTES (1u << 20)
+
+static void verify_io_read(struct scsi_cmd *cmd);
+
+static void verify_io_next(struct scsi_cmd *cmd, int rc)
+{
+	uint32_t bs = cmd->defer.block_size;
+	uint64_t n = cmd->defer.end - cmd->defer.pos;
+
+	if (n > VERIFY_IO_BYTES)
+		n = VERIFY_IO_BYTES;
+	if (rc < 0) {
+		medium_error(cmd, false, rc, cmd->defer.lba + cmd->defer.pos / bs);
+		medium_end(cmd);
+		return;
+	}
+	for (uint64_t i = 0; cmd->defer.n && i < n; i += bs) {
+		const uint8_t *got = cmd->defer.buf + i;
+		const uint8_t *want = cmd->defer.n == 3 ? cmd->out : cmd->out + cmd->defer.pos + i;
+		if (memcmp(got, want, bs) != 0) {
+			uint64_t j = 0;
+			while (got[j] == want[j])
+				j++;
+			uint64_t info = cmd->defer.n == 3 ? j : cmd->defer.pos + i + j;
+			cmd->status = SCSI_CHECK_CONDITION;
+			cmd->sense_len = (uint8_t)scsi_sense_build(cmd->sense, sizeof(cmd->sense), cmd->defer.desc,
+								   SK_MISCOMPARE, 0x1d, 0x00, &info, NULL);
+			medium_end(cmd);
+			return;
+		}
+	}
+	cmd->defer.pos += n;
+	if (cmd->defer.pos < cmd->defer.end)
+		verify_io_read(cmd);
+	else
+		medium_end(cmd);
+}
+
+static void verify_io_read(struct scsi_cmd *cmd)
+{
+	uint64_t n = cmd->defer.end - cmd->defer.pos;
+
+	if (n > VERIFY_IO_BYTES)
+		n = VERIFY_IO_BYTES;
+	medium_io(cmd, STORE_IO_READ, cmd->defer.lba * cmd->defer.block_size + cmd->defer.pos, n, cmd->defer.buf, n,
+		  verify_io_next);
+}
+
+static void verify_io_start(struct scsi_req *r, const struct rw *a)
+{
+	struct scsi_cmd *cmd = r->cmd;
+	uint64_t len = (uint64_t)a->n << r->lu->block_shift;
+
+	medium_start(r, a->lba, false);
+	cmd->defer.pos = 0;
+	cmd->defer.end = len;
+	cmd->defer.n = a->bytchk;
+	cmd->defer.buf = xmalloc(len < VERIFY_IO_BYTES ? len : VERIFY_IO_BYTES);
+	verify_io_read(cmd);
+}
+
 static void verify(struct scsi_req *r, const struct rw *a, unsigned len_byte)
 {
 	struct scsi_lu *lu = r->lu;
@@ -380,7 +447,9 @@ static void verify(struct scsi_req *r, const struct rw *a, unsigned len_byte)
 	if (!check_extent(r, a))
 		return;
 	if (a->bytchk == 0) {
-		if (a->n)
+		if (a->n && lu->st->ops->submit)
+			verify_io_start(r, a);
+		else if (a->n)
 			verify_start(r, a, NULL, false);
 		return;
 	}
@@ -392,7 +461,9 @@ static void verify(struct scsi_req *r, const struct rw *a, unsigned len_byte)
 		req_sense(r, SK_ILLEGAL_REQUEST, 0x0e, 0x03);
 		return;
 	}
-	if (a->n)
+	if (a->n && lu->st->ops->submit)
+		verify_io_start(r, a);
+	else if (a->n)
 		verify_start(r, a, r->cmd->out, a->bytchk == 3);
 }
 

@@ -14,6 +14,9 @@
 #   - the cluster frozen (its daemons SIGSTOPped) for 10 s under sequential writes: writes fail
 #     with a retryable sense (printed) after the 5 s operation timeout, the initiator retries,
 #     the LUN recovers by itself, and every acknowledged write reads back;
+#   - VERIFY(10/12/16) BYTCHK 0, 1 (equal and a miscompare offset) and 3 through the store's
+#     asynchronous reads; 3PC clear, no Third-party Copy page, REPORT SUPPORTED OPERATION
+#     CODES lists VERIFY and not SANITIZE or EXTENDED COPY;
 #   - iscsi-test-cu --test=ALL on LUN 0 (the multipath tests through a second session).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -122,6 +125,42 @@ for nblk, diff in ((1, 37), (2, 600)):
     st, _, s = cmd(caw, out=a + b)
     check(st == 0, "COMPARE AND WRITE with equal data: GOOD (got 0x%02x %s)" % (st, sense_of(s)))
     check(read16(lba, nblk)[1] == b, "equal data: the new data is written")
+
+# --- VERIFY through the store's asynchronous reads; what an RBD LU does not offer is not listed
+say("VERIFY(10/12/16) with BYTCHK 0, 1 and 3; a miscompare at byte 1000; INQUIRY and opcodes")
+vlba = 300
+vdata = pattern(9, 8 * 512)
+check(write16(vlba, vdata)[0] == 0, "write before VERIFY")
+for name, cdb in (("VERIFY(10)", bytes([0x2f, 0]) + struct.pack(">IBHB", vlba, 0, 8, 0)),
+                  ("VERIFY(12)", bytes([0xaf, 0]) + struct.pack(">IIBB", vlba, 8, 0, 0)),
+                  ("VERIFY(16)", bytes([0x8f, 0]) + struct.pack(">QIBB", vlba, 8, 0, 0))):
+    st, _, s = cmd(cdb)
+    check(st == 0, "%s BYTCHK 0: GOOD (got 0x%02x %s)" % (name, st, sense_of(s)))
+    b1 = bytes([cdb[0], 0x02]) + cdb[2:]
+    st, _, s = cmd(b1, out=vdata)
+    check(st == 0, "%s BYTCHK 1, equal data: GOOD (got 0x%02x %s)" % (name, st, sense_of(s)))
+    wrong = bytearray(vdata)
+    wrong[1000] ^= 0x5a
+    st, _, s = cmd(b1, out=bytes(wrong))
+    sk = sense_of(s)
+    check(st == 2 and sk and sk[0] == 0x0e and sk[3] == 1000,
+          "%s BYTCHK 1, a difference at byte 1000: MISCOMPARE, INFORMATION 1000 (got %s)" % (name, sk))
+check(write16(vlba + 8, pattern(3, 512) * 4)[0] == 0, "write of one block repeated")
+st, _, s = cmd(bytes([0x8f, 0x06]) + struct.pack(">QIBB", vlba + 8, 4, 0, 0), out=pattern(3, 512))
+check(st == 0, "VERIFY(16) BYTCHK 3 of a repeated block: GOOD (got 0x%02x %s)" % (st, sense_of(s)))
+st, d, _ = cmd(bytes([0x12, 0, 0, 0, 96, 0]), in_len=96)
+check(st == 0 and not d[5] & 0x08, "standard INQUIRY: 3PC clear (no EXTENDED COPY on RBD)")
+st, d, _ = cmd(bytes([0x12, 1, 0, 0, 64, 0]), in_len=64)
+check(st == 0 and 0x8f not in d[4:4 + d[3]] and 0xb0 in d[4:4 + d[3]],
+      "Supported VPD pages: Block Limits listed, Third-party Copy not (%s)" % d[4:4 + d[3]].hex())
+def opcode_supported(op, sa=None):
+    cdb = bytes([0xa3, 0x0c, 0x02 if sa is not None else 0x01, op]) + struct.pack(">HIBB", sa or 0, 64, 0, 0)
+    st, d, _ = cmd(cdb, in_len=64)
+    return st == 0 and len(d) >= 2 and d[1] & 0x07 == 0x03
+for op in (0x2f, 0xaf, 0x8f, 0x42, 0x89):
+    check(opcode_supported(op), "REPORT SUPPORTED OPERATION CODES: 0x%02x supported" % op)
+check(not opcode_supported(0x83, 0x00), "REPORT SUPPORTED OPERATION CODES: EXTENDED COPY not supported")
+check(not opcode_supported(0x48, 0x02), "REPORT SUPPORTED OPERATION CODES: SANITIZE not supported")
 
 # --- provisioning: UNMAP deallocates; GET LBA STATUS asks the cluster, off the event loop.
 say("thin provisioning: UNMAP of an object's range and of 4 KiB inside one; GET LBA STATUS")

@@ -229,11 +229,31 @@ static void test_writes_and_order(void)
 	CHECK_EQ(r[0].cmd.sense[2] & 0x0f, SK_MISCOMPARE);
 	CHECK_EQ(get_be32(r[0].cmd.sense + 3), 37);
 
-	/* Long operations are not offered: they would call the store synchronously. */
+	/* VERIFY reads through the store's ios, compared on the loop. */
 	uint8_t vfy[16];
-	cdb16(vfy, 0x8f, 0, 1);
+	cdb16(vfy, 0x8f, 4, 1);
 	nlog = 0;
+	unsigned reads = a->ops[STORE_IO_READ];
 	rec_submit(h->t, &r[0], 1, vfy, TASK_SIMPLE, NULL, 0);
+	CHECK_EQ(a->ops[STORE_IO_READ], reads + 1);
+	as_release(a);
+	CHECK_EQ(nlog, 1);
+	CHECK_EQ(r[0].cmd.status, SCSI_GOOD);
+	static uint8_t want[512];
+	memcpy(want, a->data + 4 * 512, sizeof(want));
+	want[300] ^= 0xff;
+	vfy[1] = 0x02;                      /* BYTCHK 1: the medium's block but for byte 300 */
+	nlog = 0;
+	rec_submit(h->t, &r[0], 1, vfy, TASK_SIMPLE, want, sizeof(want));
+	as_release(a);
+	CHECK_EQ(nlog, 1);
+	CHECK_EQ(r[0].cmd.sense[2] & 0x0f, SK_MISCOMPARE);
+	CHECK_EQ(get_be32(r[0].cmd.sense + 3), 300);
+
+	/* Other long operations are not offered: they would call the store synchronously. */
+	uint8_t san[16] = { 0x48, 0x1f };   /* SANITIZE, EXIT FAILURE MODE */
+	nlog = 0;
+	rec_submit(h->t, &r[0], 1, san, TASK_SIMPLE, NULL, 0);
 	CHECK_EQ(nlog, 1);
 	CHECK_EQ(r[0].cmd.sense[2] & 0x0f, SK_ILLEGAL_REQUEST);
 	CHECK_EQ(r[0].cmd.sense[12], 0x20);

@@ -10,6 +10,7 @@
 
 #include "harness.h"
 #include "store/offload.h"
+#include "store/store_io.h"
 
 static double now_s(void)
 {
@@ -503,6 +504,82 @@ static void test_xcopy_steps(void)
 
 #define RUN(f) do { double t_ = now_s(); f(); printf("%s: %.1f s\n", #f, now_s() - t_); } while (0)
 
+/*
+ * A store that asks something slow for allocation status, as RBD asks its cluster: every query
+ * takes 1 ms and answers one block, always mapped (so the answer is one descriptor however
+ * many queries it took). Its ios are its own (submit), which sends GET LBA STATUS to a worker.
+ */
+static int slow_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *run)
+{
+	(void)st, (void)off;
+	struct timespec d = { 0, 1000000 };
+	nanosleep(&d, NULL);
+	*mapped = true;
+	*run = 512;
+	return 0;
+}
+static int slow_rw(struct store *st, uint64_t off, uint64_t len)
+{
+	(void)st, (void)off, (void)len;
+	return -EOPNOTSUPP;
+}
+static int slow_read(struct store *st, void *b, size_t len, uint64_t off)
+{
+	(void)b;
+	return slow_rw(st, off, len);
+}
+static int slow_write(struct store *st, const void *b, size_t len, uint64_t off)
+{
+	(void)b;
+	return slow_rw(st, off, len);
+}
+static int slow_flush(struct store *st) { return slow_rw(st, 0, 0); }
+static int slow_resize(struct store *st, uint64_t n) { return slow_rw(st, n, 0); }
+static void slow_close(struct store *st) { free(st); }
+static void slow_submit(struct store *st, struct store_engine *e, struct store_io *io)
+{
+	(void)st, (void)e;
+	store_io_complete(io, 0);
+}
+static const struct store_ops slow_ops = { .read = slow_read, .write = slow_write, .flush = slow_flush,
+					   .unmap = slow_rw, .extent = slow_extent, .resize = slow_resize,
+					   .close = slow_close, .submit = slow_submit };
+
+/* GET LBA STATUS on such a store: the queries run on a worker in bounded steps. */
+static void test_get_lba_status_steps(void)
+{
+	struct rig g = rig_new();
+	static struct acmd a;
+	struct pump_stats st = { 0 };
+	char *err = NULL;
+	struct scsi_lu_params p = { .block_size = 512, .thin = true, .write_cache = true };
+	struct store *slow = calloc(1, sizeof(*slow));
+	slow->ops = &slow_ops;
+	slow->size = 1ull << 30;
+	slow->thin = true;
+	slow->wait = STORE_WAIT_ALWAYS;
+	slow->fd = -1;
+	CHECK_EQ(scsi_target_add_lu(g.h->t, 2, slow, &p, &err), 0);
+	h_clear_ua(g.h, 0, 2);
+	uint8_t c[16] = { 0x9e, 0x12 };
+	put_be32(c + 10, 4096);
+	double t0 = now_s();
+	a_submit(g.h, &a, 0, 2, c, 16, NULL, 0);
+	pump_until(g.o, g.h, &a, &st);
+	double secs = now_s() - t0;
+	printf("GET LBA STATUS of 4096 queries of 1 ms: %.2f s, %d steps, longest loop turn %.2f ms\n", secs, st.reaps,
+	       st.longest_ms);
+	CHECK_EQ(a.cmd.status, SCSI_GOOD);
+	/* One descriptor: LBA 0, 4096 blocks (one per query, the most one command asks), mapped. */
+	CHECK_EQ(get_be32(a.in), 4 + 16);
+	CHECK_EQ(get_be64(a.in + 8), 0);
+	CHECK_EQ(get_be32(a.in + 16), 4096);
+	CHECK_EQ(a.in[20] & 0x0f, 0);
+	/* 4 s of queries in steps of about 200 ms: the loop saw the command many times. */
+	CHECK(st.reaps >= 8);
+	rig_free(&g);
+}
+
 int main(void)
 {
 	RUN(test_write_same_limit);
@@ -512,5 +589,6 @@ int main(void)
 	RUN(test_verify_steps);
 	RUN(test_sanitize_steps);
 	RUN(test_xcopy_steps);
+	RUN(test_get_lba_status_steps);
 	TEST_MAIN_END();
 }
