@@ -70,6 +70,8 @@ bench_exit() {
 }
 trap bench_exit EXIT
 
+# Figures mean little on a busy machine: the load before and after goes with the table.
+LOAD_BEFORE=$(uptime | sed 's/.*load/load/')
 truncate -s 1G "$IMG"
 # Real data in every block: reads then cost what they cost on a filled disk.
 dd if=/dev/urandom of="$IMG" bs=1M count=1024 conv=notrunc status=none
@@ -255,6 +257,8 @@ echo "isthmus-initiator devices vs QEMU (libiscsi), 4 KiB, 32 in flight, $SECS s
 	"$(nproc) CPUs; FUSE engine $FUSE_ENGINE"
 echo "CPU: seconds of CPU used during the run by the serving process (isthmus-initiator; qemu-nbd or"
 echo "qemu-storage-daemon) and by the target (tgt)"
+echo "before the runs: $LOAD_BEFORE"
+echo "after the runs:  $(uptime | sed 's/.*load/load/')"
 printf '%-8s %-5s %-10s %9s %5s %5s %9s %5s %5s %6s\n' target dev workload isthmus CPU tgt QEMU CPU tgt ratio
 for row in "${ROWS[@]}"; do
 	IFS='|' read -r t dv w a b <<<"$row"
