@@ -28,6 +28,12 @@ struct rbd_cluster {
 /* LUs are opened on the loop thread, but tests open them from several threads. */
 static pthread_mutex_t clusters_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rbd_cluster *clusters;
+/*
+ * The client instances' references and each cluster's current one. Not clusters_lock, which a
+ * first connection holds for up to the mount timeout: an image closed on the loop meanwhile
+ * must not wait for it.
+ */
+static pthread_mutex_t conn_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /*
  * Ceph's defaults wait forever for an OSD or a monitor. An option still at its default gets
@@ -171,18 +177,18 @@ void rbd_cluster_put(struct rbd_cluster *c)
 
 rados_t rbd_cluster_handle(const struct rbd_cluster *c)
 {
-	pthread_mutex_lock(&clusters_lock);
+	pthread_mutex_lock(&conn_lock);
 	rados_t r = c->conn->handle;
-	pthread_mutex_unlock(&clusters_lock);
+	pthread_mutex_unlock(&conn_lock);
 	return r;
 }
 
 struct rbd_conn *rbd_cluster_conn_get(struct rbd_cluster *c)
 {
-	pthread_mutex_lock(&clusters_lock);
+	pthread_mutex_lock(&conn_lock);
 	struct rbd_conn *k = c->conn;
 	k->refs++;
-	pthread_mutex_unlock(&clusters_lock);
+	pthread_mutex_unlock(&conn_lock);
 	return k;
 }
 
@@ -193,9 +199,9 @@ void rbd_conn_put(struct rbd_cluster *c, struct rbd_conn *k)
 	(void)c;
 	if (!k)
 		return;
-	pthread_mutex_lock(&clusters_lock);
+	pthread_mutex_lock(&conn_lock);
 	bool last = --k->refs == 0;
-	pthread_mutex_unlock(&clusters_lock);
+	pthread_mutex_unlock(&conn_lock);
 	if (!last)
 		return;
 	rados_shutdown(k->handle);
@@ -207,9 +213,9 @@ int rbd_cluster_reconnect(struct rbd_cluster *c, const struct rbd_conn *dead, ch
 	int rc = 0;
 
 	pthread_mutex_lock(&c->reconnect_lock);
-	pthread_mutex_lock(&clusters_lock);
+	pthread_mutex_lock(&conn_lock);
 	bool current = c->conn == dead;
-	pthread_mutex_unlock(&clusters_lock);
+	pthread_mutex_unlock(&conn_lock);
 	if (current) {
 		/* The first image to find the instance blocklisted replaces it; the others take the new one. */
 		rados_t r;
@@ -217,10 +223,10 @@ int rbd_cluster_reconnect(struct rbd_cluster *c, const struct rbd_conn *dead, ch
 			struct rbd_conn *k = xcalloc(1, sizeof(*k)), *old;
 			k->handle = r;
 			k->refs = 1;
-			pthread_mutex_lock(&clusters_lock);
+			pthread_mutex_lock(&conn_lock);
 			old = c->conn;
 			c->conn = k;
-			pthread_mutex_unlock(&clusters_lock);
+			pthread_mutex_unlock(&conn_lock);
 			rbd_conn_put(c, old);
 		}
 	}
