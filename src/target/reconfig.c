@@ -20,6 +20,7 @@
 #include "target/server.h"
 #include "target/session.h"
 #include "util/log.h"
+#include "util/sd_notify.h"
 #include "util/sbuf.h"
 
 void portal_stop_listening(struct portal *p)
@@ -617,8 +618,12 @@ static void reload_applied(struct server *srv, int rc, const char *err, void *ar
 		log_error("reload refused, the running configuration stays: %s", err ? err : "cannot apply");
 	else
 		log_info("reload applied: %s", srv->cfg->source);
+	/* Only now: a change whose RBD images open on a worker is not in when server_reload returns. */
+	sd_notify_ready();
 }
 
+/* The service manager counts a reload as done at the READY=1 that follows RELOADING=1: it is
+ * sent when the new configuration is in (reload_applied) or refused, not when the file is read. */
 void server_reload(struct server *srv)
 {
 	const char *path = srv->cfg->source;
@@ -626,6 +631,7 @@ void server_reload(struct server *srv)
 		log_warn("SIGHUP: the target was started without --config; nothing to reload");
 		return;
 	}
+	sd_notify_reloading();
 	if (srv->applying) {
 		/* Read the file once that change is in: what it says then is what must run. */
 		log_warn("SIGHUP: a change is still being applied (RBD images opening); reloading %s after it", path);
@@ -636,18 +642,12 @@ void server_reload(struct server *srv)
 	struct cfg *cfg = xcalloc(1, sizeof(*cfg));
 	cfg_init(cfg);
 	char *err = NULL;
-	if (cfg_load_file(cfg, path, &err) < 0) {
+	if (cfg_load_file(cfg, path, &err) < 0 || (srv->overlay && srv->overlay(cfg, srv->overlay_arg, &err) < 0)) {
 		log_error("reload refused, the running configuration stays: %s", err);
 		free(err);
 		cfg_free(cfg);
 		free(cfg);
-		return;
-	}
-	if (srv->overlay && srv->overlay(cfg, srv->overlay_arg, &err) < 0) {
-		cfg_free(cfg);
-		free(cfg);
-		log_error("reload refused, the running configuration stays: %s", err);
-		free(err);
+		sd_notify_ready();
 		return;
 	}
 	server_apply_config_async(srv, cfg, reload_applied, NULL);

@@ -381,10 +381,7 @@ static void server_on_signal(void *arg, uint32_t events)
 			sd_notify_stopping();
 			server_stop(srv);
 		} else if (si.ssi_signo == SIGHUP) {
-			/* The service manager waits for READY=1 again before it counts the reload as done. */
-			sd_notify_reloading();
 			server_reload(srv);
-			sd_notify_ready();
 		}
 	}
 }
