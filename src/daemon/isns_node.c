@@ -162,12 +162,14 @@ static int scn_renew(struct dmn_isns *c, char *why, size_t whylen)
 {
 	struct sbuf payload = {0}, resp = {0};
 	uint32_t status;
+	if (atomic_load(&c->stop))
+		return 0; /* stopping: the deregistration takes the SCN registration along */
 	build_scn_deregistration(c, &payload);
 	c->xid = (uint16_t)(c->xid + 1);
 	/* Its answer does not matter: there may be nothing to deregister. */
 	int rc = disc_isns_call(c->addr, c->port, ISNS_SCN_DEREG, &payload, c->xid, DMN_ISNS_MAX_RESPONSE,
 				DMN_ISNS_IO_TIMEOUT_MS, &resp, &status, why, whylen);
-	if (rc == 0) {
+	if (rc == 0 && !atomic_load(&c->stop)) {
 		sbuf_reset(&payload);
 		build_scn_registration(c, &payload);
 		rc = request(c, ISNS_SCN_REG, &payload, &resp, why, whylen);
@@ -489,7 +491,7 @@ static void do_query(struct dmn_isns *c)
 	c->last_query_ms = loop_now_ms();
 	int rc = disc_isns_query(c->spec, c->name, &l, why, sizeof(why));
 	char rwhy[256];
-	if (scn_renew(c, rwhy, sizeof(rwhy)) < 0)
+	if (!atomic_load(&c->stop) && scn_renew(c, rwhy, sizeof(rwhy)) < 0)
 		log_warn("iSNS server %s: the SCN registration after a query failed: %s", c->spec, rwhy);
 	if (rc < 0) {
 		log_warn("iSNS server %s: query after a change failed: %s", c->spec, why);
