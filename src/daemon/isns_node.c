@@ -45,7 +45,6 @@ struct dmn_isns {
 	uint16_t port;
 	char *name, *alias, *eid;
 	pthread_t th;
-	bool started;
 	int wake_fd;   /* the loop tells the thread to stop */
 	int notify_fd; /* the thread tells the loop that a list is ready */
 	struct loop_watch notify_watch;
@@ -92,13 +91,13 @@ static void build_registration(const struct dmn_isns *c, struct sbuf *b)
 }
 
 /*
- * SCNReg (5.6.5.5): targets added, removed or updated, and this node's discovery domain
- * membership. Updated is needed too: a target that was a domain member before it registered
- * already had an object (a placeholder), and its registration updates it.
+ * SCNReg (5.6.5.5): targets added or removed, and this node's discovery domain membership.
+ * A target that was a domain member before it registered is reported as added too (with
+ * updated), so updates, which every refresh of every target would cause, are not asked for.
  */
 #define DMN_ISNS_SCN_BITMAP                                                                                          \
-	(ISNS_SCN_OBJECT_ADDED | ISNS_SCN_OBJECT_REMOVED | ISNS_SCN_OBJECT_UPDATED | ISNS_SCN_DD_MEMBER_ADDED |      \
-	 ISNS_SCN_DD_MEMBER_REMOVED | ISNS_SCN_TARGET_AND_SELF)
+	(ISNS_SCN_OBJECT_ADDED | ISNS_SCN_OBJECT_REMOVED | ISNS_SCN_DD_MEMBER_ADDED | ISNS_SCN_DD_MEMBER_REMOVED |    \
+	 ISNS_SCN_TARGET_AND_SELF)
 
 static void build_scn_registration(const struct dmn_isns *c, struct sbuf *b)
 {
@@ -106,6 +105,14 @@ static void build_scn_registration(const struct dmn_isns *c, struct sbuf *b)
 	isns_put_str(b, ISNS_TAG_ISCSI_NAME, c->name);
 	isns_put_empty(b, ISNS_TAG_DELIMITER);
 	isns_put_u32(b, ISNS_TAG_ISCSI_SCN_BITMAP, DMN_ISNS_SCN_BITMAP);
+}
+
+/* SCNDereg (5.6.5.6): Source and Message Key are this node; no operating attributes. */
+static void build_scn_deregistration(const struct dmn_isns *c, struct sbuf *b)
+{
+	isns_put_str(b, ISNS_TAG_ISCSI_NAME, c->name);
+	isns_put_str(b, ISNS_TAG_ISCSI_NAME, c->name);
+	isns_put_empty(b, ISNS_TAG_DELIMITER);
 }
 
 /* DevDereg (5.6.5.4): the entity, which takes its portal and node along. */
@@ -141,6 +148,35 @@ static int request(struct dmn_isns *c, uint16_t func, const struct sbuf *payload
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * The SCN registration, made anew: SCNDereg, then SCNReg. isnsd (open-isns 0.101 to 0.103)
+ * forgets the connection it notifies through whenever this entity changed since its last
+ * notification, and any message from this node changes the entity (its timestamp), but keeps
+ * using the forgotten connection, which can crash it. A registration made anew after each of
+ * our exchanges starts from a clean state on its side. Other servers only see a redundant pair
+ * of requests.
+ */
+static int scn_renew(struct dmn_isns *c, char *why, size_t whylen)
+{
+	struct sbuf payload = {0}, resp = {0};
+	uint32_t status;
+	if (atomic_load(&c->stop))
+		return 0; /* stopping: the deregistration takes the SCN registration along */
+	build_scn_deregistration(c, &payload);
+	c->xid = (uint16_t)(c->xid + 1);
+	/* Its answer does not matter: there may be nothing to deregister. */
+	int rc = disc_isns_call(c->addr, c->port, ISNS_SCN_DEREG, &payload, c->xid, DMN_ISNS_MAX_RESPONSE,
+				DMN_ISNS_IO_TIMEOUT_MS, &resp, &status, why, whylen);
+	if (rc == 0 && !atomic_load(&c->stop)) {
+		sbuf_reset(&payload);
+		build_scn_registration(c, &payload);
+		rc = request(c, ISNS_SCN_REG, &payload, &resp, why, whylen);
+	}
+	sbuf_free(&payload);
+	sbuf_free(&resp);
+	return rc;
 }
 
 /* ---- The SCN listener ---- */
@@ -393,9 +429,7 @@ static void do_register(struct dmn_isns *c)
 	if (request(c, ISNS_DEV_ATTR_REG, &payload, &resp, why, sizeof(why)) < 0)
 		goto failed;
 	c->period_s = response_period(&resp);
-	sbuf_reset(&payload);
-	build_scn_registration(c, &payload);
-	if (request(c, ISNS_SCN_REG, &payload, &resp, why, sizeof(why)) < 0) {
+	if (scn_renew(c, why, sizeof(why)) < 0) {
 		log_warn("iSNS server %s: the SCN registration failed", c->spec);
 		goto failed;
 	}
@@ -404,8 +438,12 @@ static void do_register(struct dmn_isns *c)
 			 c->spec, c->name, c->eid, c->local_ip, c->scn_port, c->period_s);
 	else
 		log_debug("iSNS server %s: registration refreshed", c->spec);
-	if (!c->registered)
-		c->want_query = true; /* targets that are there already */
+	/*
+	 * Ask which targets are visible: after the first registration, those there already; after a
+	 * refresh, whatever no notification said (isnsd sends discovery domain changes only to
+	 * control nodes), so a change is seen within two thirds of the period at the latest.
+	 */
+	c->want_query = true;
 	c->registered = true;
 	c->backoff_ms = DMN_ISNS_RETRY_MIN_MS;
 	if (c->period_s) {
@@ -451,7 +489,11 @@ static void do_query(struct dmn_isns *c)
 	char why[256];
 	c->want_query = false;
 	c->last_query_ms = loop_now_ms();
-	if (disc_isns_query(c->spec, c->name, &l, why, sizeof(why)) < 0) {
+	int rc = disc_isns_query(c->spec, c->name, &l, why, sizeof(why));
+	char rwhy[256];
+	if (!atomic_load(&c->stop) && scn_renew(c, rwhy, sizeof(rwhy)) < 0)
+		log_warn("iSNS server %s: the SCN registration after a query failed: %s", c->spec, rwhy);
+	if (rc < 0) {
 		log_warn("iSNS server %s: query after a change failed: %s", c->spec, why);
 		return;
 	}
@@ -673,7 +715,6 @@ int dmn_isns_start(struct daemon *d, const char *server, char *err, size_t errle
 		node_free(c);
 		return -1;
 	}
-	c->started = true;
 	d->isns = c;
 	return 0;
 }

@@ -7,7 +7,8 @@
 # notification reaches the daemon (the reconnect interval is 10 minutes, so nothing else could
 # bring it); a target taken out of the discovery domain does not end the live session; a clean
 # stop deregisters. Then the SCN listener's bounds: only the server may connect, and a message
-# larger than its bound closes the connection.
+# larger than its bound closes the connection. isnsd runs under valgrind when there is one: the
+# daemon's way of renewing its SCN registration keeps isnsd from a use after free.
 source "$(dirname "$0")/../isns/isnsd.bash"
 isns_netns_reexec "$@"
 set -euo pipefail
@@ -49,6 +50,12 @@ wait_dmn_log() { # wait_dmn_log MARK REGEX SECS
 }
 sid_for() { ism session list --json | jq -r --arg t "$1" '[.[] | select(.target_node_address == $t)][0].session_id // empty'; }
 
+# isnsd (open-isns 0.101) reuses a freed notification connection when the recipient's entity
+# changed between two notifications; the daemon renews its SCN registration after each exchange
+# so that this never happens. Under valgrind, when there is one, the test sees that it does not.
+if command -v valgrind >/dev/null 2>&1; then
+	ISNSD_WRAP="valgrind --log-file=$TEST_DIR/isnsd.valgrind"
+fi
 isnsd_start "RegistrationPeriod = $PERIOD" "DefaultDiscoveryDomain = 0"
 # isnsadm --list shows what shares a discovery domain with isnsadm's own name: it is a member too.
 isns_adm --dd-register dd-name=isthmus-scn "dd-member-name=$INI" "dd-member-name=$A" \
@@ -122,11 +129,11 @@ say "ok: $((SECONDS - reg)) s later (period $PERIOD s) $INI is still registered"
 mark=$(dmn_mark)
 isns_adm --dd-deregister "$DD_ID" "dd-member-name=$A" >/dev/null ||
 	fail "isnsadm --dd-deregister: $(tail -3 "$ISNS_DIR/isnsadm.err")"
-wait_dmn_log "$mark" "session $P: $A is no longer visible through iSNS; the session is kept" 10 ||
+wait_dmn_log "$mark" "session $P: $A is no longer visible through iSNS; the session is kept" 15 ||
 	fail "the daemon did not notice $A leaving: $(dmn_log_since "$mark")"
 sleep 2
 [[ $(sess_field "$P" .state) == connected ]] || fail "session $P is $(sess_field "$P" .state) after $A left the domain"
-say "ok: $A left the discovery domain (SCN: $(dmn_log_since "$mark" | grep -o 'iSNS SCN: .*' | head -1)); session $P stays connected"
+say "ok: $A left the discovery domain; the daemon saw it (within the refresh, isnsd notifies only control nodes of domain changes) and session $P stays connected"
 
 # --- the SCN listener's bounds
 SCN_PORT=$(grep -o 'SCN port [0-9.]*:[0-9]*' "$DMN_LOG" | tail -1 | sed 's/.*://')
@@ -174,4 +181,9 @@ wait_dmn_log "$mark" 'entity isthmus-initiator:.* deregistered' 1 || fail "no de
 lacks_node "$INI" Initiator || fail "$INI still registered after the daemon stopped"
 stop_target TERM
 isnsd_stop
+if [[ -n "${ISNSD_WRAP:-}" ]]; then
+	grep -q 'ERROR SUMMARY: 0 errors' "$TEST_DIR/isnsd.valgrind" ||
+		fail "isnsd made invalid memory accesses: $(grep -m3 -A3 'Invalid' "$TEST_DIR/isnsd.valgrind")"
+	say "ok: isnsd ran under valgrind without an invalid memory access"
+fi
 say "PASS"

@@ -10,6 +10,7 @@
 #   isns_list TYPE               isnsadm --list TYPE over TCP, as the node
 #                                iqn.2026-11.org.isthmus:isnsadm: what shares a discovery domain
 #                                with that name (through the control socket it lists nothing)
+#   (ISNSD_DEBUG=FLAGS: isnsd -d FLAGS; ISNSD_WRAP="CMD ARGS": run isnsd under CMD, e.g. valgrind)
 #   isns_db                      what isnsd's database holds now (isnsd --dump-db): every object,
 #                                whatever discovery domains would let a client see
 # Sourced after lib.sh (isnsd_start); isns_netns_reexec runs before lib.sh.
@@ -51,7 +52,7 @@ isnsd_start() {
 		echo "SourceName = iqn.2026-11.org.isthmus:isnsadm"
 		echo "Security = 0"
 	} >"$ISNS_DIR/client.conf"
-	bg_start isnsd -f -4 ${ISNSD_DEBUG:+-d "$ISNSD_DEBUG"} -c "$ISNS_DIR/isnsd.conf" >>"$ISNS_DIR/isnsd.log" 2>&1
+	bg_start ${ISNSD_WRAP:-} isnsd -f -4 ${ISNSD_DEBUG:+-d "$ISNSD_DEBUG"} -c "$ISNS_DIR/isnsd.conf" >>"$ISNS_DIR/isnsd.log" 2>&1
 	ISNSD_PID=$BG_LAST
 	local deadline=$((SECONDS + 10))
 	until port_open "$ISNS_ADDR" 3205 && [[ -S "$ISNS_DIR/control" ]]; do
