@@ -25,6 +25,7 @@ TEST_PACKAGES=(
 	iproute2 procps python3 openssl
 	nftables                          # tests drop one connection's packets (a dead path)
 	open-isns-server open-isns-utils  # isnsd and isnsadm: the iSNS server test_isns.sh registers with
+	valgrind                          # test_isns_scn.sh runs isnsd under it: its notification connection handling
 	jq                                # the daemon tests read the management socket's JSON
 	prometheus                        # promtool checks the target's metrics exposition
 	curl
