@@ -117,10 +117,28 @@ def write10(nx, lba, data, ua_retries=0):
 def read10(nx, lba):
     return nx.cmd(bytes([0x28, 0]) + struct.pack(">IBHB", lba, 0, 1, 0), in_len=512)
 
+def rtpg(nx):
+    """REPORT TARGET PORT GROUPS: {group: state}, retried past unit attentions."""
+    for _ in range(4):
+        st, d, _ = nx.cmd(bytes([0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0]), in_len=4096)
+        if st == 0:
+            break
+    groups, at, end = {}, 4, 4 + struct.unpack(">I", d[:4])[0]
+    while at + 8 <= end:
+        groups[struct.unpack(">H", d[at + 2:at + 4])[0]] = d[at] & 0x0f
+        at += 8 + 4 * d[at + 7]
+    return groups
+
 KA, KB = 0xa1a1a1a1, 0xb2b2b2b2
 a1, b2, c1, c2 = Nexus("a", 1, "400000000a01"), Nexus("b", 2, "400000000b02"), Nexus("c", 1, "400000000c01"), Nexus("c", 2, "400000000c02")
 for nx in (a1, b2, c1, c2):
     nx.ready()
+
+say("check: both gateways report gateway 1 (the lowest that answers) active/optimized, 2 non-optimized")
+for nx in (c1, c2):
+    g = rtpg(nx)
+    say("  through gateway %d: %s" % (nx.gw, g))
+    check(g == {1: 0, 2: 1}, "RTPG through gateway %d: %s" % (nx.gw, g))
 
 say("check: a registration through gateway 1 is in READ KEYS through gateway 2 at once")
 check(prout(a1, 0, sark=KA) == 0, "REGISTER a through gateway 1")
@@ -265,7 +283,15 @@ for _ in range(200):
         break
     time.sleep(0.05)
 say("  gateway 1 killed")
-time.sleep(3)
+t0 = time.time()
+g = None
+while time.time() - t0 < 8:
+    g = rtpg(b2)
+    if g == {1: 3, 2: 0}:
+        break
+    time.sleep(0.2)
+say("  gateway 2 %.1f s after the kill: %s" % (time.time() - t0, g))
+check(g == {1: 3, 2: 0}, "with gateway 1 gone gateway 2 is active/optimized and 1 unavailable: %s" % g)
 open(ctl + ".start", "w").close()
 for _ in range(600):
     if os.path.exists(ctl + ".started"):
@@ -283,6 +309,13 @@ check(stats["a"][1] == 0 and stats["a"][0] > 20, "a kept writing")
 check(stats["c"][1] == 0 and stats["c"][0] > 20, "c met RESERVATION CONFLICT throughout")
 r = read_rsv(c1)
 check(r == (KA, 5), "the restarted gateway 1 reports a's reservation: %s" % (r,))
+g = None
+for _ in range(40):
+    g = rtpg(b2)
+    if g == {1: 0, 2: 1}:
+        break
+    time.sleep(0.2)
+check(g == {1: 0, 2: 1}, "gateway 1 back: active/optimized again, as seen through gateway 2: %s" % g)
 if failures:
     say("%d check(s) failed" % len(failures))
     sys.exit(1)
