@@ -12,6 +12,11 @@ source "$(dirname "$0")/ceph_lib.sh"
 need python3
 
 ceph_start
+# A frozen cluster is noticed within seconds rather than the gateway's default 20.
+cat >>"$CEPH_CONF" <<CONF
+rados osd op timeout = 5
+rados mon op timeout = 5
+CONF
 ceph_image gw 64M
 
 IQN=iqn.2026-11.org.isthmus:gwrbd
@@ -41,12 +46,13 @@ gw_stop() { # N SIGNAL
 gw_start 1
 gw_start 2
 
-run_to 170 python3 - "$INTEROP_DIR" "$IQN" "$P1" "$P2" "$TEST_DIR/ctl" <<'PY' &
-import os, struct, sys, threading, time
+run_to 200 python3 - "$INTEROP_DIR" "$IQN" "$P1" "$P2" "$TEST_DIR/ctl" "$MICRO_CEPH" "$CEPH_DIR" <<'PY' &
+import os, struct, subprocess, sys, threading, time
 sys.path.insert(0, sys.argv[1])
 import pdu_abuse, scsi_cmd
 
 iqn, ports, ctl = sys.argv[2], {1: int(sys.argv[3]), 2: int(sys.argv[4])}, sys.argv[5]
+micro, cdir = sys.argv[6], sys.argv[7]
 failures = []
 
 def say(m):
@@ -98,6 +104,8 @@ def prout(nx, sa, key=0, sark=0, type_=0, flags=0):
 
 def read_keys(nx):
     st, d, _ = nx.cmd(bytes([0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]), in_len=4096)
+    if st != 0:
+        return st, None, None
     gen, n = struct.unpack(">II", d[:8])
     return st, gen, sorted(struct.unpack(">Q", d[8 + i:16 + i])[0] for i in range(0, n, 8))
 
@@ -316,6 +324,24 @@ for _ in range(40):
         break
     time.sleep(0.2)
 check(g == {1: 0, 2: 1}, "gateway 1 back: active/optimized again, as seen through gateway 2: %s" % g)
+
+say("check: the cluster frozen: READ KEYS through gateway 2 fails NOT READY instead of answering from memory")
+c2.ready()
+subprocess.run([micro, "--pause", cdir], check=True)
+try:
+    t0 = time.time()
+    st, _, s = c2.cmd(bytes([0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]), in_len=4096)
+    say("  after %.1f s: status 0x%02x sense %s" % (time.time() - t0, st, sense_of(s)))
+    check(st == 2 and sense_of(s) == (2, 0x04, 0x01), "READ KEYS with the cluster frozen: 0x%02x %s" % (st, sense_of(s)))
+finally:
+    subprocess.run([micro, "--resume", cdir], check=True)
+st, keys = None, None
+for _ in range(40):
+    st, gen, keys = read_keys(c2)
+    if st == 0:
+        break
+    time.sleep(0.5)
+check(st == 0 and keys == [KA, KA], "cluster back: READ KEYS answers again: %s %s" % (st, keys))
 if failures:
     say("%d check(s) failed" % len(failures))
     sys.exit(1)
