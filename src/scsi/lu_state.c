@@ -579,6 +579,25 @@ static void note_failure(struct lu_shared *sh, const char *what, int rc)
 	sh->failing = true;
 }
 
+/* The cycle's actions go back in front of the others, for the next load. */
+static void acts_requeue(struct lu_shared *sh)
+{
+	struct lu_act *last = sh->cur_acts;
+
+	if (!last)
+		return;
+	sh->nacts++;
+	while (last->next) {
+		last = last->next;
+		sh->nacts++;
+	}
+	last->next = sh->acts;
+	if (!sh->acts)
+		sh->acts_tail = last;
+	sh->acts = sh->cur_acts;
+	sh->cur_acts = NULL;
+}
+
 /* The cycle could not reach the record: every waiting command fails, the actions wait. */
 static void fail_waiting(struct lu_shared *sh)
 {
@@ -593,17 +612,7 @@ static void fail_waiting(struct lu_shared *sh)
 		cmd_unreachable(sh, c);
 	}
 	sh->q_tail = NULL;
-	if (sh->cur_acts) {
-		/* Back in front of the others, for the next load. */
-		struct lu_act *last = sh->cur_acts;
-		while (last->next)
-			last = last->next;
-		last->next = sh->acts;
-		if (!sh->acts)
-			sh->acts_tail = last;
-		sh->acts = sh->cur_acts;
-		sh->cur_acts = NULL;
-	}
+	acts_requeue(sh);
 	waiters_done(sh);
 }
 
@@ -636,9 +645,13 @@ static void run_cycle(struct lu_shared *sh)
 	encode(sh, lu, &now);
 	if (now.len == sh->rec.len && memcmp(now.data, sh->rec.data, now.len) == 0) {
 		sbuf_free(&now);
+		acts_free(sh->cur_acts);
+		sh->cur_acts = NULL;
 		if (sh->cur)
 			cmd_finish(sh->cur);
 		sh->cur = NULL;
+		if (!sh->acts)
+			waiters_done(sh);
 		kick(sh);
 		return;
 	}
@@ -696,26 +709,20 @@ static void store_done(struct lu_shared *sh, struct sh_job *sj)
 				sh->q_tail = sh->cur;
 			sh->cur = NULL;
 		}
-		if (sh->cur_acts) {
-			struct lu_act *last = sh->cur_acts;
-			while (last->next)
-				last = last->next;
-			last->next = sh->acts;
-			if (!sh->acts)
-				sh->acts_tail = last;
-			sh->acts = sh->cur_acts;
-			sh->cur_acts = NULL;
-		}
+		acts_requeue(sh);
 		start_load(sh);
 		return;
 	}
 	sh->retries = 0;
 	if (sj->rc < 0) {
 		note_failure(sh, "cannot store", sj->rc);
-		/* What is here now was never stored: load before anything relies on it. */
+		/*
+		 * What is here now was never stored: nothing relies on it until the next load, which
+		 * the next command or change notice starts (not at once: a store that keeps failing
+		 * must not turn into a loop of them).
+		 */
 		sh->loaded = false;
 		fail_waiting(sh);
-		kick(sh);
 		return;
 	}
 	sh->failing = false;

@@ -170,7 +170,7 @@ static int read_record(struct rbd_lu_state *s, struct sbuf *rec, uint64_t *versi
 			rc = stat_rc < 0 ? stat_rc : read_rc;
 		if (rc < 0)
 			return rc;
-		if (size > got && size <= (64u << 20)) {
+		if (size > got && size <= RBD_LU_STATE_MAX_BYTES) {
 			s->cap = (size_t)size;  /* it grew since: read it all */
 			continue;
 		}

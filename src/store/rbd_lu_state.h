@@ -25,7 +25,9 @@ struct rbd_lu_state;
  * then each store waits RBD_LU_STATE_NOTIFY_MS for it.
  */
 #define RBD_LU_STATE_WATCH_TIMEOUT 10u
-/* Change notices kept for acknowledgement; past it the oldest is left to time out. */
+/* Largest record read (the SCSI layer refuses larger ones too: LU_SHARED_MAX_RECORD). */
+#define RBD_LU_STATE_MAX_BYTES (8u << 20)
+/* Change notices kept for acknowledgement; past it the newest are left to time out. */
 #define RBD_LU_STATE_MAX_NOTICES 1024u
 
 /* Uses the image's cluster connection (already open: the image is). NULL with *err set. */

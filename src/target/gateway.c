@@ -53,11 +53,40 @@ struct gateway_probes {
 	size_t npeers;
 };
 
-enum scsi_alua_state gateway_decide_state(uint16_t local, uint16_t tpg, bool alive)
+uint16_t gateway_optimized(uint16_t local, const uint16_t *alive, size_t n)
 {
-	if (tpg == local)
-		return ALUA_ACTIVE_OPTIMIZED;
-	return alive ? ALUA_ACTIVE_NON_OPTIMIZED : ALUA_UNAVAILABLE;
+	uint16_t best = local;
+
+	for (size_t i = 0; i < n; i++) {
+		if (alive[i] < best)
+			best = alive[i];
+	}
+	return best;
+}
+
+enum scsi_alua_state gateway_decide_state(uint16_t local, uint16_t tpg, bool alive, uint16_t optimized)
+{
+	if (tpg != local && !alive)
+		return ALUA_UNAVAILABLE;
+	return tpg == optimized ? ALUA_ACTIVE_OPTIMIZED : ALUA_ACTIVE_NON_OPTIMIZED;
+}
+
+/* Every group's state from what the probes know now. */
+static void apply_states(struct gateway_probes *g)
+{
+	struct tnode *n = g->node;
+	uint16_t local = n->cfg->gateway, alive[CFG_MAX_GATEWAYS];
+	size_t nalive = 0;
+
+	for (size_t i = 0; i < g->npeers; i++) {
+		if (g->peers[i].alive)
+			alive[nalive++] = g->peers[i].id;
+	}
+	uint16_t opt = gateway_optimized(local, alive, nalive);
+	scsi_target_set_tpg_state(n->scsi, local, gateway_decide_state(local, local, true, opt));
+	for (size_t i = 0; i < g->npeers; i++)
+		scsi_target_set_tpg_state(n->scsi, g->peers[i].id,
+					  gateway_decide_state(local, g->peers[i].id, g->peers[i].alive, opt));
 }
 
 static void peer_close(struct gateway_probes *g, struct gateway_peer *p)
@@ -77,7 +106,7 @@ static void peer_learned(struct gateway_probes *g, struct gateway_peer *p, bool 
 	if (alive != p->alive)
 		log_info("target %s: gateway %u %s", n->cfg->name, p->id, alive ? "answers again" : "does not answer");
 	p->alive = alive;
-	scsi_target_set_tpg_state(n->scsi, p->id, gateway_decide_state(n->cfg->gateway, p->id, alive));
+	apply_states(g);
 }
 
 static void peer_on_connect(void *arg, uint32_t events)
@@ -334,5 +363,6 @@ void gateway_apply(struct tnode *n)
 		g->npeers++;
 	}
 	n->gateways = g;
+	apply_states(g);
 	loop_timer_start(n->srv->loop, &g->timer, 0, GATEWAY_PROBE_INTERVAL_MS, probes_tick, g);
 }

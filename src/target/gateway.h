@@ -6,6 +6,7 @@
 #define ISTHMUS_TARGET_GATEWAY_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "scsi/scsi.h"
@@ -16,10 +17,15 @@ struct tnode;
 #define GATEWAY_PROBE_TIMEOUT_MS 1500u  /* a connect that has not completed by then: peer down */
 
 /*
- * The state of group tpg as seen by gateway local, given whether that gateway answers. The one
- * place the rule lives: the cluster's lock owner rule replaces it.
+ * The rule, in one place: the lowest-numbered gateway that answers is active/optimized, the
+ * other answering ones active/non-optimized, the silent ones unavailable. Every gateway that
+ * sees the same peers says the same, and initiators that follow it send their I/O through one
+ * gateway, which then keeps the image's exclusive lock rather than passing it back and forth
+ * with the others (docs/gateways.md says why the lock itself does not decide).
+ * gateway_optimized: the optimized group, given the peers that answer (alive, n of them).
  */
-enum scsi_alua_state gateway_decide_state(uint16_t local, uint16_t tpg, bool alive);
+uint16_t gateway_optimized(uint16_t local, const uint16_t *alive, size_t n);
+enum scsi_alua_state gateway_decide_state(uint16_t local, uint16_t tpg, bool alive, uint16_t optimized);
 
 /*
  * An RBD LU of a gateway group keeps its reservations in a record in the cluster

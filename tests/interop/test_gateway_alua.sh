@@ -56,14 +56,14 @@ say "gateway 2: $(echo $v2)"
 grep -qx 'tpg=1' <<<"$v1" && grep -qx 'relport=1' <<<"$v1" || fail "gateway 1 ports: $v1"
 grep -qx 'tpg=2' <<<"$v2" && grep -qx 'relport=2' <<<"$v2" || fail "gateway 2 ports: $v2"
 
-say "check: REPORT TARGET PORT GROUPS lists both groups, the local one active/optimized"
+say "check: REPORT TARGET PORT GROUPS lists both groups on both gateways, gateway 1 (the lowest) active/optimized"
 r1=$(rtpg "$P1")
 r2=$(rtpg "$P2")
 say "gateway 1: $(echo $r1)"
 say "gateway 2: $(echo $r2)"
 grep -q '^group=1 state=0 .* ports=1$' <<<"$r1" && grep -q '^group=2 state=1 .* ports=2$' <<<"$r1" ||
 	fail "gateway 1 RTPG: $r1"
-grep -q '^group=1 state=1 .* ports=1$' <<<"$r2" && grep -q '^group=2 state=0 .* ports=2$' <<<"$r2" ||
+grep -q '^group=1 state=0 .* ports=1$' <<<"$r2" && grep -q '^group=2 state=1 .* ports=2$' <<<"$r2" ||
 	fail "gateway 2 RTPG: $r2"
 
 say "check: SendTargets through either gateway lists both portals with their group tags"

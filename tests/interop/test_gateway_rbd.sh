@@ -12,6 +12,11 @@ source "$(dirname "$0")/ceph_lib.sh"
 need python3
 
 ceph_start
+# A frozen cluster is noticed within seconds rather than the gateway's default 20.
+cat >>"$CEPH_CONF" <<CONF
+rados osd op timeout = 5
+rados mon op timeout = 5
+CONF
 ceph_image gw 64M
 
 IQN=iqn.2026-11.org.isthmus:gwrbd
@@ -41,12 +46,13 @@ gw_stop() { # N SIGNAL
 gw_start 1
 gw_start 2
 
-run_to 170 python3 - "$INTEROP_DIR" "$IQN" "$P1" "$P2" "$TEST_DIR/ctl" <<'PY' &
-import os, struct, sys, threading, time
+run_to 200 python3 - "$INTEROP_DIR" "$IQN" "$P1" "$P2" "$TEST_DIR/ctl" "$MICRO_CEPH" "$CEPH_DIR" <<'PY' &
+import os, struct, subprocess, sys, threading, time
 sys.path.insert(0, sys.argv[1])
 import pdu_abuse, scsi_cmd
 
 iqn, ports, ctl = sys.argv[2], {1: int(sys.argv[3]), 2: int(sys.argv[4])}, sys.argv[5]
+micro, cdir = sys.argv[6], sys.argv[7]
 failures = []
 
 def say(m):
@@ -98,6 +104,8 @@ def prout(nx, sa, key=0, sark=0, type_=0, flags=0):
 
 def read_keys(nx):
     st, d, _ = nx.cmd(bytes([0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]), in_len=4096)
+    if st != 0:
+        return st, None, None
     gen, n = struct.unpack(">II", d[:8])
     return st, gen, sorted(struct.unpack(">Q", d[8 + i:16 + i])[0] for i in range(0, n, 8))
 
@@ -117,10 +125,28 @@ def write10(nx, lba, data, ua_retries=0):
 def read10(nx, lba):
     return nx.cmd(bytes([0x28, 0]) + struct.pack(">IBHB", lba, 0, 1, 0), in_len=512)
 
+def rtpg(nx):
+    """REPORT TARGET PORT GROUPS: {group: state}, retried past unit attentions."""
+    for _ in range(4):
+        st, d, _ = nx.cmd(bytes([0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0]), in_len=4096)
+        if st == 0:
+            break
+    groups, at, end = {}, 4, 4 + struct.unpack(">I", d[:4])[0]
+    while at + 8 <= end:
+        groups[struct.unpack(">H", d[at + 2:at + 4])[0]] = d[at] & 0x0f
+        at += 8 + 4 * d[at + 7]
+    return groups
+
 KA, KB = 0xa1a1a1a1, 0xb2b2b2b2
 a1, b2, c1, c2 = Nexus("a", 1, "400000000a01"), Nexus("b", 2, "400000000b02"), Nexus("c", 1, "400000000c01"), Nexus("c", 2, "400000000c02")
 for nx in (a1, b2, c1, c2):
     nx.ready()
+
+say("check: both gateways report gateway 1 (the lowest that answers) active/optimized, 2 non-optimized")
+for nx in (c1, c2):
+    g = rtpg(nx)
+    say("  through gateway %d: %s" % (nx.gw, g))
+    check(g == {1: 0, 2: 1}, "RTPG through gateway %d: %s" % (nx.gw, g))
 
 say("check: a registration through gateway 1 is in READ KEYS through gateway 2 at once")
 check(prout(a1, 0, sark=KA) == 0, "REGISTER a through gateway 1")
@@ -265,7 +291,15 @@ for _ in range(200):
         break
     time.sleep(0.05)
 say("  gateway 1 killed")
-time.sleep(3)
+t0 = time.time()
+g = None
+while time.time() - t0 < 8:
+    g = rtpg(b2)
+    if g == {1: 3, 2: 0}:
+        break
+    time.sleep(0.2)
+say("  gateway 2 %.1f s after the kill: %s" % (time.time() - t0, g))
+check(g == {1: 3, 2: 0}, "with gateway 1 gone gateway 2 is active/optimized and 1 unavailable: %s" % g)
 open(ctl + ".start", "w").close()
 for _ in range(600):
     if os.path.exists(ctl + ".started"):
@@ -283,6 +317,31 @@ check(stats["a"][1] == 0 and stats["a"][0] > 20, "a kept writing")
 check(stats["c"][1] == 0 and stats["c"][0] > 20, "c met RESERVATION CONFLICT throughout")
 r = read_rsv(c1)
 check(r == (KA, 5), "the restarted gateway 1 reports a's reservation: %s" % (r,))
+g = None
+for _ in range(40):
+    g = rtpg(b2)
+    if g == {1: 0, 2: 1}:
+        break
+    time.sleep(0.2)
+check(g == {1: 0, 2: 1}, "gateway 1 back: active/optimized again, as seen through gateway 2: %s" % g)
+
+say("check: the cluster frozen: READ KEYS through gateway 2 fails NOT READY instead of answering from memory")
+c2.ready()
+subprocess.run([micro, "--pause", cdir], check=True)
+try:
+    t0 = time.time()
+    st, _, s = c2.cmd(bytes([0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]), in_len=4096)
+    say("  after %.1f s: status 0x%02x sense %s" % (time.time() - t0, st, sense_of(s)))
+    check(st == 2 and sense_of(s) == (2, 0x04, 0x01), "READ KEYS with the cluster frozen: 0x%02x %s" % (st, sense_of(s)))
+finally:
+    subprocess.run([micro, "--resume", cdir], check=True)
+st, keys = None, None
+for _ in range(40):
+    st, gen, keys = read_keys(c2)
+    if st == 0:
+        break
+    time.sleep(0.5)
+check(st == 0 and keys == [KA, KA], "cluster back: READ KEYS answers again: %s %s" % (st, keys))
 if failures:
     say("%d check(s) failed" % len(failures))
     sys.exit(1)
