@@ -18,6 +18,8 @@
 #      data, on Data-Out and on Data-In, and a header digest error on Data-Out and on Data-In,
 #      each recovered (command sent again, recovery R2T, Data SNACK, Status SNACK); 64 writes and
 #      64 reads of 1 MiB verified, one login, the connection never closed
+#   5. isthmus-initiator with error-recovery-level = 1 in its configuration: `session show` reports
+#      ErrorRecoveryLevel 1 negotiated with this target
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need python3
@@ -75,6 +77,19 @@ for what in 'data digest error: SCSI Command' 'data digest error: Data-Out' 'hea
 	grep -q "$what" <<<"$log" || fail "the target log does not show: $what"
 done
 say "ok: 5 damaged PDUs recovered at level 1 on the one connection, 64 MiB written and read back"
+
+say "checking: isthmus-initiator with error-recovery-level = 1"
+need jq
+printf 'initiator-name = iqn.2026-11.org.isthmus:erl1-daemon\nerror-recovery-level = 1\n' >"$TEST_DIR/initiator.conf"
+source "$INTEROP_DIR/daemon_helpers.bash"
+dmn_start --no-fuse
+out=$(ism login "$IQN" --portal "127.0.0.1:$PORT" --type informational) || fail "daemon login: $out"
+SID=$(grep -oE '0x[0-9a-f]{16}' <<<"$out" | head -1)
+erl=$(sess_field "$SID" '.negotiated_parameters.error_recovery_level')
+[[ "$erl" == 1 ]] || fail "daemon session negotiated ErrorRecoveryLevel $erl, not 1"
+say "ok: the daemon's session negotiated ErrorRecoveryLevel 1"
+ism logout "$SID" >/dev/null || fail "daemon logout"
+dmn_stop
 stop_target
 [[ "$TARGET_EXIT" == 0 ]] || fail "target exited with status $TARGET_EXIT after SIGTERM"
 say "PASS"
