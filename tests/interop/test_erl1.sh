@@ -18,6 +18,7 @@
 #      data, on Data-Out and on Data-In, and a header digest error on Data-Out and on Data-In,
 #      each recovered (command sent again, recovery R2T, Data SNACK, Status SNACK); 64 writes and
 #      64 reads of 1 MiB verified, one login, the connection never closed
+#      (and at level 0 the first damaged Data-In ends the connection)
 #   5. isthmus-initiator with error-recovery-level = 1 in its configuration: `session show` reports
 #      ErrorRecoveryLevel 1 negotiated with this target
 set -euo pipefail
@@ -77,6 +78,20 @@ for what in 'data digest error: SCSI Command' 'data digest error: Data-Out' 'hea
 	grep -q "$what" <<<"$log" || fail "the target log does not show: $what"
 done
 say "ok: 5 damaged PDUs recovered at level 1 on the one connection, 64 MiB written and read back"
+
+say "checking: the same through the proxy at level 0 costs the connection"
+python3 "$REPO_ROOT/tests/tools/corrupt_proxy.py" "$PORT" t2i:0x25:data:3 --lifetime 300 --max-conns 1 \
+	>"$TEST_DIR/proxy0.log" 2>&1 &
+BG_PIDS+=("$!")
+for _ in $(seq 100); do
+	grep -q '^port' "$TEST_DIR/proxy0.log" && break
+	sleep 0.1
+done
+PPORT=$(awk '/^port/{print $2}' "$TEST_DIR/proxy0.log")
+out=$(run_to 180 "$SESSION_TEST" "iscsi://127.0.0.1:$PPORT/$IQN/0" --connections 1 --io 64 --io-size 1024 \
+	--error-recovery-level 0 --header-digest crc32c --data-digest crc32c 2>&1) && fail "level 0 survived a damaged Data-In: $out"
+grep -q 'data digest error in a Data-In' <<<"$out" || fail "level 0 failed otherwise: $out"
+say "ok: at level 0 one damaged Data-In ends the connection (what level 1 saves)"
 
 say "checking: isthmus-initiator with error-recovery-level = 1"
 need jq
