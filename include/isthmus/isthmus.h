@@ -108,6 +108,12 @@ void ism_session_free(struct ism_session *s);
 const char *ism_session_error(const struct ism_session *s);
 /* Forget the last error. */
 void ism_session_clear_error(struct ism_session *s);
+/*
+ * The ErrorRecoveryLevel to offer at the next leading login: 0 (the default) or 1, where a PDU
+ * damaged or lost on the way (digest error) is asked for again with a SNACK instead of failing the
+ * connection. The target may answer with less. -1 for any other level.
+ */
+int ism_session_set_error_recovery_level(struct ism_session *s, unsigned level);
 
 /*
  * Derive a stable ISID (RFC 7143 10.12.5, type 01b "random") from the initiator name, target name

@@ -129,6 +129,14 @@ int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t er
 			} else {
 				c->nbd_max_clients = (unsigned)n;
 			}
+		} else if (!strcmp(k, "error-recovery-level")) {
+			uint64_t n;
+			if (parse_uint(v, 10, 0, 1, &n) < 0) {
+				snprintf(err, errlen, "%s:%d: error-recovery-level: want 0 or 1", path, lineno);
+				rc = -1;
+			} else {
+				c->error_recovery_level = (unsigned)n;
+			}
 		} else if (!strcmp(k, "queue-limit")) {
 			if (parse_size(v, &c->queue_limit_bytes) < 0) {
 				snprintf(err, errlen, "%s:%d: queue-limit: want a size like 64M", path, lineno);

@@ -248,6 +248,7 @@ void recovery_login(struct dsession *s)
 	struct ism_session *ism = ism_session_new(&cfg, err, sizeof(err));
 	if (!ism)
 		goto failed;
+	ism_session_set_error_recovery_level(ism, d->cfg.error_recovery_level);
 	lib_attach(s, ism);
 	s->in_lib++;
 	int rc = ism_connect_async(ism, login_portal(s), on_login, s);

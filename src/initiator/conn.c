@@ -130,6 +130,9 @@ static enum pdu_header_verdict conn_on_header(struct pdu_conn *pc, const uint8_t
 	struct ism_conn *c = pc->arg;
 	if (!conn_receiving(c))
 		return PDU_HEADER_WAIT;
+	enum pdu_header_verdict verdict;
+	if (ism_erl1(c) && ism_erl1_check_header(c, raw, &verdict))
+		return verdict;
 	if (rc != 0) {
 		ism_conn_fail(c, "malformed PDU from the target (opcode 0x%02x): %s", raw[0] & 0x3f, why);
 		return PDU_HEADER_STOP;
@@ -169,6 +172,8 @@ static bool conn_on_digest_error(struct pdu_conn *pc, bool header, const uint8_t
 	(void)raw;
 	struct ism_conn *c = pc->arg;
 	const struct bhs *b = &pc->rx_bhs;
+	if (!header && ism_erl1(c) && ism_erl1_data_digest_error(c, b))
+		return true;
 	if (header)
 		ism_conn_fail(c, "header digest error in a %s PDU", opcode_str(b->opcode));
 	else

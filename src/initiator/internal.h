@@ -87,6 +87,8 @@ struct ism_task {
 	uint32_t r2t_active; /* R2Ts whose Data-Out is queued but not yet all written */
 	/* read progress */
 	uint32_t next_datasn;
+	bool snack_sent;     /* ERL 1: a Data SNACK from snack_begrun is out */
+	uint32_t snack_begrun;
 	uint32_t read_bytes; /* Data-In bytes placed, all in order from offset 0 */
 	uint32_t txrefs; /* tx items borrowing buf */
 	struct ism_scsi_result res;
@@ -142,6 +144,12 @@ struct ism_conn {
 	struct addrinfo *ai, *ai_next;
 	struct iscsi_params params;
 	uint32_t exp_statsn;
+	/* ErrorRecoveryLevel 1 (erl1.c) */
+	uint64_t statsn_ahead;        /* bit i: StatSN exp_statsn + 1 + i came already (past a gap) */
+	bool status_snack_sent;       /* a Status SNACK from status_snack_begrun is out */
+	uint32_t status_snack_begrun;
+	bool header_skipped;          /* the last PDU was skipped for a header digest error */
+	uint64_t snacks_sent, digest_errors;
 	/* reception and send queue; large Data-In segments go straight into their task's buffer */
 	struct pdu_conn pc;
 	/* login */
@@ -188,6 +196,7 @@ struct ism_session {
 	uint16_t tpgt;
 	char target_alias[256];
 	struct iscsi_params params; /* session-wide result of the leading login */
+	uint32_t erl_offer;         /* ErrorRecoveryLevel offered at login (ism_session_set_error_recovery_level) */
 	enum session_state state;
 	bool logging_out; /* a session logout was asked for (or the session is being freed) */
 
@@ -302,6 +311,21 @@ int ism_attach_fd_async(struct ism_session *s, int fd, bool leading, ism_done_cb
 /* sync.c */
 /* Run the loop until *flag is set or the session fails; timeout_ms < 0 waits forever. */
 int ism_run_until(struct ism_session *s, const bool *flag, int timeout_ms);
+
+/* erl1.c: ErrorRecoveryLevel 1, active when the session negotiated it */
+bool ism_erl1(const struct ism_conn *c);
+/* Before a PDU's serials are taken: true when it is dropped (comes again, or came already). */
+bool ism_erl1_filter(struct ism_conn *c, const struct bhs *b, bool status, uint32_t statsn);
+/* A status's StatSN: ExpStatSN moves, or the gap before it is asked for. False: connection failed. */
+bool ism_erl1_status(struct ism_conn *c, uint32_t statsn);
+void ism_erl1_data_in_done(struct ism_conn *c, const struct bhs *b);
+bool ism_erl1_data_digest_error(struct ism_conn *c, const struct bhs *b);
+bool ism_erl1_check_header(struct ism_conn *c, const uint8_t *raw, enum pdu_header_verdict *v);
+/* A Reject (hdr: the rejected header): true when recovery takes it over. */
+bool ism_erl1_reject(struct ism_conn *c, const struct bhs *b, const uint8_t *hdr);
+bool ism_erl1_recovery_r2t(struct ism_conn *c, struct ism_task *t, const struct bhs *b);
+/* send.c: the SCSI Command (and its immediate and unsolicited data) of t again, same CmdSN. */
+void ism_resend_scsi(struct ism_conn *c, struct ism_task *t);
 
 /* conn.c */
 /* Queue one PDU (NULL when the connection is gone; owned is freed then). Nothing is written yet. */

@@ -50,7 +50,7 @@ static void login_reset(struct ism_conn *c)
 	want.initial_r2t = s->cfg.initial_r2t == 1;
 	want.immediate_data = s->cfg.immediate_data != 0;
 	want.max_outstanding_r2t = 8;
-	want.error_recovery_level = 0;
+	want.error_recovery_level = s->erl_offer;
 	want.session_type = s->cfg.session_type == ISM_SESSION_DISCOVERY ? SESSION_DISCOVERY : SESSION_NORMAL;
 	negotiator_init(&l->neg, &want, l->leading, false);
 	if (s->cfg.require_digest)
@@ -245,6 +245,8 @@ static void login_complete(struct ism_conn *c, const struct bhs *b)
 		ism_update_window(s, b->login.expcmdsn, b->login.maxcmdsn);
 	}
 	c->exp_statsn = b->login.statsn + 1;
+	c->statsn_ahead = 0;
+	c->status_snack_sent = c->header_skipped = false;
 	c->state = CONN_FFP;
 	c->last_rx_ms = ism_now_ms();
 	ism_login_finish(c, ISM_OK);

@@ -87,6 +87,8 @@ void ism_on_reject(struct ism_conn *c, const struct bhs *b, const uint8_t *data,
 		ism_conn_fail(c, "Reject (reason 0x%02x) without the rejected header", b->reject.reason);
 		return;
 	}
+	if (ism_erl1(c) && ism_erl1_reject(c, b, data))
+		return;
 	uint32_t itt = get_be32(data + 16);
 	uint8_t op = data[0] & 0x3f;
 	ism_set_error(s, "target rejected a %s PDU (reason 0x%02x)", opcode_str(op), b->reject.reason);

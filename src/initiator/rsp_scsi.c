@@ -187,6 +187,8 @@ void ism_on_r2t(struct ism_conn *c, const struct bhs *b, uint32_t len)
 				    b->r2t.desired_len, b->r2t.offset, t->len);
 		return;
 	}
+	if (b->r2t.offset < t->write_end && ism_erl1(c) && ism_erl1_recovery_r2t(c, t, b))
+		return;
 	if (b->r2t.offset < t->write_end) {
 		/* DataSequenceInOrder=Yes: each R2T asks for data after what was sent or asked for. */
 		task_protocol_error(c, t, "R2T for ITT 0x%08x at offset %u asks again for data before offset %u, "

@@ -78,6 +78,8 @@ bool ism_process_pdu_serials(struct ism_conn *c, const struct bhs *b)
 	ism_update_window(c->s, sn.expcmdsn, sn.maxcmdsn);
 	switch (sn.use) {
 	case STATSN_IN_ORDER:
+		if (ism_erl1(c))
+			return ism_erl1_status(c, sn.statsn);
 		if (sn.statsn != c->exp_statsn) {
 			ism_conn_fail(c, "%s with StatSN %u, expected %u", opcode_str(b->opcode), sn.statsn,
 				      c->exp_statsn);
@@ -86,6 +88,8 @@ bool ism_process_pdu_serials(struct ism_conn *c, const struct bhs *b)
 		c->exp_statsn = sn.statsn + 1;
 		break;
 	case STATSN_IF_NEXT:
+		if (sn.statsn == c->exp_statsn && ism_erl1(c))
+			return ism_erl1_status(c, sn.statsn);
 		if (sn.statsn == c->exp_statsn)
 			c->exp_statsn++;
 		break;
@@ -115,12 +119,25 @@ struct ism_task *ism_task_for(struct ism_conn *c, const struct bhs *b, enum task
 void ism_ffp_pdu(struct ism_conn *c, const struct bhs *b, const uint8_t *data, uint32_t len)
 {
 	struct ism_session *s = c->s;
+	if (ism_erl1(c)) {
+		struct pdu_serials sn = pdu_serials(b);
+		if (ism_erl1_filter(c, b, sn.use == STATSN_IN_ORDER, sn.statsn)) {
+			if (sn.use != STATSN_ABSENT)
+				ism_update_window(s, sn.expcmdsn, sn.maxcmdsn);
+			ism_kick(s);
+			return;
+		}
+	}
 	if (!ism_process_pdu_serials(c, b)) {
 		ism_kick(s);
 		return;
 	}
 	switch (b->opcode) {
-	case OP_DATA_IN: ism_on_data_in(c, b, data, len); break;
+	case OP_DATA_IN:
+		ism_on_data_in(c, b, data, len);
+		if (ism_erl1(c))
+			ism_erl1_data_in_done(c, b);
+		break;
 	case OP_SCSI_RESP: ism_on_scsi_response(c, b, data, len); break;
 	case OP_R2T: ism_on_r2t(c, b, len); break;
 	case OP_NOP_IN: ism_on_nop_in(c, b); break;

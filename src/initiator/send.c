@@ -103,6 +103,11 @@ static void send_scsi(struct ism_conn *c, struct ism_task *t)
 	c->ios++;
 }
 
+void ism_resend_scsi(struct ism_conn *c, struct ism_task *t)
+{
+	send_scsi(c, t);
+}
+
 static void send_task(struct ism_conn *c, struct ism_task *t)
 {
 	struct ism_session *s = c->s;

@@ -33,6 +33,14 @@ void ism_set_error(struct ism_session *s, const char *fmt, ...)
 const char *ism_session_error(const struct ism_session *s) { return s ? s->err : "no session"; }
 void ism_session_clear_error(struct ism_session *s) { s->err[0] = 0; }
 
+int ism_session_set_error_recovery_level(struct ism_session *s, unsigned level)
+{
+	if (level > 1)
+		return -1;
+	s->erl_offer = level;
+	return 0;
+}
+
 void ism_set_debug(bool on) { log_set_level(on ? LOG_DEBUG : LOG_INFO); }
 
 void ism_config_init(struct ism_config *cfg)

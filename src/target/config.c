@@ -44,7 +44,7 @@ void cfg_init(struct cfg *cfg)
 	cfg->max_data_session = 1ull << 30;
 	cfg->max_data_total = 4ull << 30;
 	cfg->data_out_timeout = 30;
-	cfg->max_retained_data = 16ull << 20;
+	cfg->max_retained_data = 64ull << 20;
 	cfg->max_connections = CFG_MAX_CONNECTIONS_DEFAULT;
 	cfg->max_connections_per_portal = CFG_MAX_PORTAL_CONNECTIONS_DEFAULT;
 	cfg->mgmt_max_clients = CFG_MGMT_MAX_CLIENTS_DEFAULT;

@@ -109,7 +109,7 @@ struct cfg {
 	uint64_t max_data_session;      /* ... of one session's commands, default 1 GiB */
 	uint64_t max_data_total;        /* ... of every command of the target, default 4 GiB */
 	unsigned data_out_timeout;      /* seconds a write waits for its next Data-Out, default 30 */
-	uint64_t max_retained_data;     /* sent PDUs one ERL>=1 connection keeps for SNACK, default 16 MiB */
+	uint64_t max_retained_data;     /* sent PDUs one ERL>=1 connection keeps for SNACK, default 64 MiB */
 	unsigned max_connections;            /* iSCSI connections at once, whole target; default 1024 */
 	unsigned max_connections_per_portal; /* iSCSI connections at once through one portal; default 256 */
 	unsigned mgmt_max_clients;           /* management socket clients at once; default 64 */

@@ -81,6 +81,7 @@ struct conn {
 	bool statsn_fixed;          /* ... and a status keeping its StatSN, fixed_statsn */
 	uint32_t fixed_statsn;
 	bool header_skipped;        /* the last PDU was skipped for a header digest error */
+	uint64_t header_skipped_ms; /* when a header was last skipped; 0 once stalled writes were looked at */
 	struct io_stats stats;
 	uint64_t login_time;        /* wall clock seconds */
 };

@@ -8,8 +8,10 @@
  *    CmdSN is not taken, so the initiator sends the command again with the same CmdSN.
  *  - A data digest error on Data-Out gets a Reject, and a recovery R2T asks for that range again.
  *    A Data-Out lost whole (its header skipped) shows as a gap in the offsets of the next one,
- *    and a recovery R2T asks for the gap. One such range per task is open at a time; the task
- *    runs once it is filled.
+ *    and a recovery R2T asks for the gap; when no later one comes (the lost one ended its
+ *    sequence), the rest of the sequence is asked for once the write has waited
+ *    RECOVERY_DATA_WAIT_MS since a header was skipped. One such range per task is open at a
+ *    time; the task runs once it is filled.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,9 @@
 #include "target/session.h"
 #include "target/task.h"
 #include "util/log.h"
+
+/* How long a write waits for Data-Out after a header was skipped before it asks for the rest. */
+#define RECOVERY_DATA_WAIT_MS 1000u
 
 static bool sn_after(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
 
@@ -57,6 +62,7 @@ bool recovery_check_header(struct conn *c, const uint8_t *raw, enum pdu_header_v
 		*v = PDU_HEADER_STOP;
 		return true;
 	}
+	c->header_skipped_ms = loop_now_ms();
 	log_warn("%s:%u: header digest error: %s (ITT 0x%08x?) of %u data bytes skipped", c->peer_addr, c->peer_port,
 		 opcode_str(pc->rx_bhs.opcode), pc->rx_bhs.itt, pc->rx_bhs.data_len);
 	c->header_skipped = true;
@@ -205,4 +211,38 @@ bool recovery_data_out(struct conn *c, const struct bhs *b, const uint8_t *data,
 		return true;
 	task_handle_data_out(c, b, data, len);
 	return true;
+}
+
+unsigned recovery_ask_stalled_data(struct conn *c, uint64_t now_ms)
+{
+	if (!c->header_skipped_ms || now_ms - c->header_skipped_ms < RECOVERY_DATA_WAIT_MS)
+		return 0;
+	unsigned n = 0;
+	for (struct task *t = c->tasks, *next; t; t = next) {
+		next = t->next;
+		if (t->state != TASK_WAIT_DATA || !t->write || t->hole_len || t->out_received >= t->edtl ||
+		    t->last_data_ms > c->header_skipped_ms || now_ms - t->last_data_ms < RECOVERY_DATA_WAIT_MS)
+			continue;
+		/* The rest of the open sequence (unsolicited, or the R2T's) is what the skipped PDU held. */
+		struct bhs b = {0};
+		b.opcode = OP_DATA_OUT;
+		b.itt = t->itt;
+		uint32_t end;
+		if (t->out_received < t->unsolicited_end) {
+			b.data_out.ttt = RESERVED_TAG;
+			end = t->unsolicited_end;
+		} else if (t->out_received < t->seq_end) {
+			b.data_out.ttt = t->ttt;
+			end = t->seq_end;
+		} else {
+			continue; /* between sequences: the next R2T has not been answered at all */
+		}
+		uint32_t len = end - t->out_received;
+		uint8_t *zeros = xcalloc(1, len);
+		open_range(c, t, &b, zeros, len, t->next_datasn + 1);
+		free(zeros);
+		n++;
+	}
+	c->header_skipped_ms = 0;
+	return n;
 }

@@ -39,6 +39,11 @@ void snack_free(struct conn *c);
 bool recovery_check_header(struct conn *c, const uint8_t *raw, enum pdu_header_verdict *v);
 /* A data digest error at level >= 1: false when the connection ended. */
 bool recovery_data_digest_error(struct conn *c, const uint8_t *raw);
+/*
+ * Writes that stopped getting Data-Out after a header was skipped: the rest of their sequence is
+ * asked for with a recovery R2T. Returns how many.
+ */
+unsigned recovery_ask_stalled_data(struct conn *c, uint64_t now_ms);
 /* A Data-Out at level >= 1: true when it was recovery data or filled a gap (taken here). */
 bool recovery_data_out(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
 

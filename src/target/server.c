@@ -26,6 +26,7 @@
 #include "target/metrics.h"
 #include "target/mgmt.h"
 #include "target/server.h"
+#include "target/recovery.h"
 #include "target/session.h"
 #include "target/task.h"
 #include "util/log.h"
@@ -297,6 +298,9 @@ static void server_tick(void *arg)
 		}
 		if (c->phase == PHASE_FULL_FEATURE && c->tasks &&
 		    task_expire_data_waits(c, now, (uint64_t)cfg->data_out_timeout * 1000u))
+			conn_flush(c);
+		if (c->phase == PHASE_FULL_FEATURE && c->tasks && recovery_level(c) >= 1 &&
+		    recovery_ask_stalled_data(c, now))
 			conn_flush(c);
 		if (c->phase != PHASE_FULL_FEATURE || !cfg->nop_interval)
 			continue;

@@ -405,6 +405,18 @@ def case_digest(c, reply):
         fail("data read back after the lost Data-Out differs")
     ok("64 KiB read back whole")
 
+    # the last Data-Out of the sequence lost: nothing shows the gap, the wait does
+    data = pattern(64 * 1024, 53)
+    itt, _ = c.write_cmd(600, data)
+    recov, rejects = write_solicited(c, itt, data, lose=57344)
+    if rejects or recov != [(57344, 8192)]:
+        fail("header digest error on the last Data-Out: rejects %s, recovery R2Ts %s" % (rejects, recov))
+    ok("header digest error on the last Data-Out: recovery R2T for it after the wait")
+    _, pdus, _ = c.read(600, 128)
+    if dataset(pdus) != data:
+        fail("data read back after the lost last Data-Out differs")
+    ok("64 KiB read back whole")
+
     # header digest error on a command: skipped; the initiator sends it again
     itt, cmdsn = c.scsi(b"\0" * 6, 0, bad_header=True)
     c.nop()
@@ -437,8 +449,8 @@ def main():
         st = stats_check(stats_cmd, pdu_abuse.INITIATOR)
         print("target counters of the connection: digest_errors=%s pdus_resent=%s"
               % (st.get("digest_errors"), st.get("pdus_resent")))
-        if case == "digest" and (st["digest_errors"] != 4 or st["pdus_resent"] < 2):
-            fail("the connection's counters do not show the 4 digest errors and the recovery R2Ts")
+        if case == "digest" and (st["digest_errors"] != 5 or st["pdus_resent"] < 3):
+            fail("the connection's counters do not show the 5 digest errors and the recovery R2Ts")
         if case == "snack" and st["pdus_resent"] < 5:
             fail("the connection's counters do not show the PDUs sent again")
         ok("the same connection carried it all (target session list)")

@@ -4,7 +4,7 @@
  * built from the CLI's login code and never installed. Used by tests/interop/test_initiator_session.sh.
  *
  *   isthmus-session-test URL --connections N --io N [--reinstate] [--io-size KIB] [--json]
- *                        [the login options of isthmus: --chap-user, --header-digest, ...]
+ *                        [--error-recovery-level N] [the login options of isthmus: --chap-user, --header-digest, ...]
  */
 #include <inttypes.h>
 #include <poll.h>
@@ -41,6 +41,9 @@ static void st_done(struct ism_session *s, const struct ism_scsi_result *r, void
 			ism_result_text(r, io->err, sizeof(io->err));
 	}
 }
+
+/* The ErrorRecoveryLevel the session offers (--error-recovery-level). */
+static unsigned st_erl;
 
 static uint64_t xorshift(uint64_t *x)
 {
@@ -172,6 +175,7 @@ static int session_test(struct cli_opts *o, const char *url)
 		ism_url_free(u);
 		return cli_fail("%s", err);
 	}
+	ism_session_set_error_recovery_level(s, st_erl);
 	uint8_t *wbuf = NULL, *rbuf = NULL;
 	struct st_io *ios = NULL;
 	if (ism_connect(s, u->portal) < 0) {
@@ -336,10 +340,11 @@ out:
 		else
 			json_decref(j);
 	}
+	/* Closing runs the callbacks of I/O still pending: their st_io must still be there. */
+	cli_close_session(s);
 	free(wbuf);
 	free(rbuf);
 	free(ios);
-	cli_close_session(s);
 	ism_url_free(u);
 	return rc;
 }
@@ -347,6 +352,7 @@ out:
 static void usage(FILE *f)
 {
 	fputs("usage: isthmus-session-test URL --connections N --io N [--reinstate] [--io-size KIB] [--json]\n"
+	      "                            [--error-recovery-level 0|1]\n"
 	      "                            [--chap-user U --chap-secret S ...: the login options of isthmus]\n",
 	      f);
 }
@@ -355,6 +361,7 @@ enum session_test_option {
 	O_CONNS = CLI_O_FIRST_COMMAND_OPTION,
 	O_IO,
 	O_REINSTATE,
+	O_ERL,
 };
 
 int main(int argc, char **argv)
@@ -364,6 +371,7 @@ int main(int argc, char **argv)
 		{"connections", required_argument, NULL, O_CONNS},
 		{"io", required_argument, NULL, O_IO},
 		{"reinstate", no_argument, NULL, O_REINSTATE},
+		{"error-recovery-level", required_argument, NULL, O_ERL},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -383,6 +391,11 @@ int main(int argc, char **argv)
 			o.io = (int)v;
 			break;
 		case O_REINSTATE: o.reinstate = true; break;
+		case O_ERL:
+			if (cli_parse_u64("--error-recovery-level", optarg, &v) < 0 || v > 1)
+				return CLI_EXIT_USAGE;
+			st_erl = (unsigned)v;
+			break;
 		case 'h': usage(stdout); return 0;
 		default:
 			if (opt >= CLI_O_CHAP_USER && opt < CLI_O_FIRST_COMMAND_OPTION) {

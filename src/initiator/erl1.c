@@ -1,0 +1,231 @@
+/*
+ * ErrorRecoveryLevel 1 in the initiator (RFC 7143 7.1, 7.2, 11.16): when the session negotiated
+ * it, a damaged or missing PDU from the target costs a SNACK instead of the connection.
+ *  - A Data-In whose data digest fails, or a DataSN that skips ahead (the Data-In before it was
+ *    lost to a header digest error), asks for the task's Data-In again from the first missing
+ *    DataSN (Data SNACK, RunLength 0: everything from there); the Data-In that arrive meanwhile
+ *    are dropped, since they come again.
+ *  - A status whose StatSN skips ahead is handled, and the missing StatSNs are asked for (Status
+ *    SNACK); ExpStatSN moves past them once they are in. A status that comes twice is dropped.
+ *  - A status whose data digest fails (sense data, a ping answer) is asked for again by StatSN.
+ *  - The A bit on a Data-In is answered with a DataACK once the data before it is all in.
+ *  - A Reject for a damaged command (data digest error) sends the command again with its CmdSN;
+ *    one for damaged Data-Out waits for the target's recovery R2T, which may ask for data again.
+ *  - A header whose digest fails is skipped by the length it claims; if the next header fails
+ *    too, the framing is lost and the connection fails.
+ */
+#include <string.h>
+
+#include "initiator/internal.h"
+#include "proto/digest.h"
+#include "util/bytes.h"
+#include "util/log.h"
+#include "util/serial.h"
+
+enum snack_type { SNACK_DATA_R2T = 0, SNACK_STATUS = 1, SNACK_DATA_ACK = 2 };
+
+bool ism_erl1(const struct ism_conn *c)
+{
+	return c->s->params.error_recovery_level >= 1 && (c->state == CONN_FFP || c->state == CONN_LOGOUT);
+}
+
+static void send_snack(struct ism_conn *c, uint8_t type, uint32_t itt, uint32_t ttt, const uint8_t lun[8],
+		       uint32_t begrun, uint32_t runlength)
+{
+	struct bhs b = {0};
+	b.opcode = OP_SNACK;
+	b.final = true;
+	b.itt = itt;
+	if (lun)
+		memcpy(b.lun, lun, 8);
+	b.snack.type = type;
+	b.snack.ttt = ttt;
+	b.snack.expstatsn = c->exp_statsn;
+	b.snack.begrun = begrun;
+	b.snack.runlength = runlength;
+	ism_conn_send(c, &b, NULL, 0, NULL, NULL);
+	ism_flush_soon(c);
+	c->snacks_sent++;
+}
+
+/* Data SNACK for read t from its next DataSN, once per gap. */
+static void ask_data_again(struct ism_conn *c, struct ism_task *t)
+{
+	if (t->snack_sent && t->snack_begrun == t->next_datasn)
+		return;
+	t->snack_sent = true;
+	t->snack_begrun = t->next_datasn;
+	log_info("cid %u: ITT 0x%08x: Data-In from DataSN %u asked for again", c->cid, t->itt, t->next_datasn);
+	send_snack(c, SNACK_DATA_R2T, t->itt, RESERVED_TAG, NULL, t->next_datasn, 0);
+}
+
+/* Status SNACK for the StatSNs from ExpStatSN up to (not including) upto, once per gap. */
+static void ask_status_again(struct ism_conn *c, uint32_t upto)
+{
+	if (c->status_snack_sent && c->status_snack_begrun == c->exp_statsn)
+		return;
+	c->status_snack_sent = true;
+	c->status_snack_begrun = c->exp_statsn;
+	log_info("cid %u: StatSN %u to %u asked for again", c->cid, c->exp_statsn, upto - 1);
+	send_snack(c, SNACK_STATUS, RESERVED_TAG, 0, NULL, c->exp_statsn, upto - c->exp_statsn);
+}
+
+static struct ism_task *read_task(struct ism_conn *c, uint32_t itt)
+{
+	struct ism_task *t = ism_task_find(c->s, itt);
+	if (!t || t->kind != TASK_SCSI || t->state != TASK_SENT || t->conn != c || t->dir != ISM_DIR_READ)
+		return NULL;
+	return t;
+}
+
+/* A status PDU: where its StatSN stands against ExpStatSN and the ones already seen past it. */
+static bool status_seen(const struct ism_conn *c, uint32_t statsn)
+{
+	uint32_t d = statsn - c->exp_statsn;
+	if (sn_lt(statsn, c->exp_statsn))
+		return true;
+	return d >= 1 && d <= 64 && (c->statsn_ahead >> (d - 1)) & 1;
+}
+
+bool ism_erl1_filter(struct ism_conn *c, const struct bhs *b, bool status, uint32_t statsn)
+{
+	if (b->opcode == OP_DATA_IN) {
+		struct ism_task *t = read_task(c, b->itt);
+		if (t && sn_lt(b->data_in.datasn, t->next_datasn))
+			return true; /* sent again after it had come */
+		if (t && sn_gt(b->data_in.datasn, t->next_datasn)) {
+			ask_data_again(c, t); /* the ones before were lost: this one comes again too */
+			return true;
+		}
+	}
+	if (status && status_seen(c, statsn))
+		return true; /* a status sent again that had come (Status SNACK and Data SNACK both) */
+	return false;
+}
+
+bool ism_erl1_status(struct ism_conn *c, uint32_t statsn)
+{
+	if (statsn == c->exp_statsn) {
+		c->exp_statsn++;
+		/* The ones seen past the gap are acknowledged with it. */
+		while (c->statsn_ahead & 1) {
+			c->statsn_ahead >>= 1;
+			c->exp_statsn++;
+		}
+		c->statsn_ahead >>= 1;
+		c->status_snack_sent = false;
+		return true;
+	}
+	uint32_t d = statsn - c->exp_statsn;
+	if (d > 64) {
+		ism_conn_fail(c, "StatSN %u is %u past ExpStatSN %u: more missing than can be asked for", statsn, d,
+			      c->exp_statsn);
+		return false;
+	}
+	c->statsn_ahead |= 1ull << (d - 1);
+	ask_status_again(c, statsn);
+	return true;
+}
+
+void ism_erl1_data_in_done(struct ism_conn *c, const struct bhs *b)
+{
+	if (!b->data_in.ack)
+		return;
+	/* The data up to this one is in (it came in order): the target may let it go. */
+	send_snack(c, SNACK_DATA_ACK, RESERVED_TAG, b->data_in.ttt, b->lun, b->data_in.datasn + 1, 0);
+}
+
+bool ism_erl1_data_digest_error(struct ism_conn *c, const struct bhs *b)
+{
+	c->digest_errors++;
+	if (b->opcode == OP_DATA_IN) {
+		struct ism_task *t = read_task(c, b->itt);
+		if (!t)
+			return false;
+		if (!sn_lt(b->data_in.datasn, t->next_datasn))
+			ask_data_again(c, t);
+		return true;
+	}
+	uint32_t statsn = 0;
+	bool status = false;
+	switch (b->opcode) {
+	case OP_SCSI_RESP: statsn = b->rsp.statsn; status = true; break;
+	case OP_TEXT_RESP: statsn = b->text.statsn; status = true; break;
+	case OP_NOP_IN: statsn = b->nop_in.statsn; status = b->itt != RESERVED_TAG; break;
+	default: break;
+	}
+	if (!status)
+		return false;
+	if (status_seen(c, statsn))
+		return true;
+	/* Asked for up to and including it; it does not count as seen. */
+	uint32_t d = statsn - c->exp_statsn;
+	if (d > 64)
+		return false;
+	if (!c->status_snack_sent || c->status_snack_begrun != c->exp_statsn) {
+		c->status_snack_sent = true;
+		c->status_snack_begrun = c->exp_statsn;
+		send_snack(c, SNACK_STATUS, RESERVED_TAG, 0, NULL, c->exp_statsn, d + 1);
+	}
+	return true;
+}
+
+bool ism_erl1_check_header(struct ism_conn *c, const uint8_t *raw, enum pdu_header_verdict *v)
+{
+	struct pdu_conn *pc = &c->pc;
+	if (!c->params.header_digest)
+		return false;
+	size_t hlen = BHS_LEN + pc->rx_bhs.total_ahs_len;
+	if (pc->rx_len - pc->rx_start < hlen + 4) {
+		*v = PDU_HEADER_WAIT; /* the digest follows at once */
+		return true;
+	}
+	if (crc32c(raw, hlen) == digest_load(raw + hlen)) {
+		c->header_skipped = false;
+		return false;
+	}
+	c->digest_errors++;
+	if (c->header_skipped || pc->rx_bhs.data_len > c->params.max_recv_dsl) {
+		ism_conn_fail(c, "header digest error%s", c->header_skipped ? "s on two PDUs in a row: the framing is lost"
+										: " with an impossible data segment length");
+		*v = PDU_HEADER_STOP;
+		return true;
+	}
+	log_warn("cid %u: header digest error: a PDU of %u data bytes skipped", c->cid, pc->rx_bhs.data_len);
+	c->header_skipped = true;
+	*v = PDU_HEADER_SKIP;
+	return true;
+}
+
+bool ism_erl1_reject(struct ism_conn *c, const struct bhs *b, const uint8_t *hdr)
+{
+	if (b->reject.reason != REJECT_DATA_DIGEST)
+		return false;
+	uint8_t op = hdr[0] & 0x3f;
+	struct ism_task *t = ism_task_find(c->s, get_be32(hdr + 16));
+	if (!t || t->state != TASK_SENT || t->conn != c || t->kind != TASK_SCSI)
+		return false;
+	if (op == OP_DATA_OUT)
+		return true; /* the target asks for the data again with a recovery R2T */
+	if (op != OP_SCSI_CMD)
+		return false;
+	/* Its CmdSN was not taken: the same command again plugs it (RFC 7143 11.17.1). */
+	log_info("cid %u: ITT 0x%08x: command damaged on the way (data digest), sent again", c->cid, t->itt);
+	ism_resend_scsi(c, t);
+	ism_flush_soon(c);
+	return true;
+}
+
+bool ism_erl1_recovery_r2t(struct ism_conn *c, struct ism_task *t, const struct bhs *b)
+{
+	uint64_t end = (uint64_t)b->r2t.offset + b->r2t.desired_len;
+	if (b->r2t.offset >= t->write_end || end > t->write_end || !b->r2t.desired_len)
+		return false;
+	/* A recovery R2T: data already sent, damaged or lost on the way, asked for again. */
+	log_info("cid %u: ITT 0x%08x: recovery R2T for %u bytes at offset %u", c->cid, t->itt, b->r2t.desired_len,
+		 b->r2t.offset);
+	t->next_r2tsn++;
+	ism_send_data_out(c, t, b->r2t.ttt, b->r2t.offset, b->r2t.desired_len);
+	ism_flush_soon(c);
+	return true;
+}
