@@ -158,6 +158,7 @@ static bool be_info(void *ctx, struct nbd_export_info *out)
 		return false;
 	out->size = l->capacity_bytes;
 	out->block_size = l->block_size;
+	out->read_only = l->readonly;
 	return true;
 }
 
