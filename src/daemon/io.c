@@ -119,7 +119,7 @@ static void dio_cb(struct ism_session *ism, const struct ism_scsi_result *r, voi
 
 static bool session_ready(struct dsession *s)
 {
-	return s->state == DS_CONNECTED && s->ism && s->probed && !s->draining && !s->pr_pending && ism_session_logged_in(s->ism);
+	return s->state == DS_CONNECTED && s->ism && s->probed && !s->refresh && !s->draining && !s->pr_pending && ism_session_logged_in(s->ism);
 }
 
 /* Sent now on the session (as it is: the LUN probe sends before the session is ready). */

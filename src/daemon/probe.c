@@ -366,6 +366,187 @@ void probe_capacity(struct dsession *s, uint64_t lun)
 
 /* ------------------------------------------------------------------------------------------ */
 /*
+ * After a reinstatement with devices present: the write protection, capacity and block size of
+ * each exposed LUN read again (MODE SENSE, READ CAPACITY), since the LUN may have been made
+ * read-only or resized while the session was down. The session's I/O waits meanwhile
+ * (s->refresh), so nothing is written to a LUN that has become read-only. A change of write
+ * protection or block size gives the LUN's devices anew (a loop device cannot change either);
+ * a new capacity alone reaches them as CAPACITY DATA HAS CHANGED does.
+ */
+enum refresh_step { REFRESH_MODE_SENSE6, REFRESH_MODE_SENSE10, REFRESH_READ_CAPACITY16, REFRESH_READ_CAPACITY10 };
+
+/* Sends of one step that come back with a unit attention (a restarted target reports POWER ON
+ * first). */
+#define REFRESH_MAX_UA 4
+
+struct probe_refresh {
+	struct dsession *s;
+	struct ism_session *ism;
+	struct dio io;
+	enum refresh_step step;
+	size_t idx;
+	int ua_tries;
+	bool readonly, have_capacity;
+	uint64_t last_lba;
+	uint32_t bs;
+	bool devices_anew;
+	uint8_t buf[MODE_SENSE_ALLOC];
+};
+
+static void refresh_next(struct probe_refresh *r);
+
+static bool unit_attention(const struct ism_scsi_result *res)
+{
+	uint8_t key, asc, ascq;
+	return res && res->status == SCSI_CHECK_CONDITION &&
+	       ism_sense_decode(res->sense, res->sense_len, &key, &asc, &ascq) && key == SK_UNIT_ATTENTION;
+}
+
+/* What was read of the LUN replaces what the cache had. */
+static void refresh_apply(struct probe_refresh *r, struct dlun *l)
+{
+	struct dsession *s = r->s;
+	if (r->readonly != l->readonly) {
+		log_info("session %s LUN %" PRIu64 ": now %s", s->idstr, l->lun,
+			 r->readonly ? "write-protected (read-only)" : "writable");
+		l->readonly = r->readonly;
+		r->devices_anew = true;
+	}
+	struct dlun now = {.lun = l->lun};
+	if (!r->have_capacity || !capacity_usable(s, &now, r->last_lba, r->bs))
+		return;
+	if (now.block_size != l->block_size) {
+		log_info("session %s LUN %" PRIu64 ": block size changed from %u to %u bytes", s->idstr, l->lun,
+			 l->block_size, now.block_size);
+		r->devices_anew = true;
+	} else if (now.capacity_bytes != l->capacity_bytes) {
+		log_info("session %s LUN %" PRIu64 ": capacity changed from %" PRIu64 " to %" PRIu64 " bytes", s->idstr,
+			 l->lun, l->capacity_bytes, now.capacity_bytes);
+		if (l->exposed && !r->devices_anew)
+			loopdev_resize(s->d, s, l->lun);
+	}
+	l->block_size = now.block_size;
+	l->capacity_bytes = now.capacity_bytes;
+}
+
+static void refresh_finish(struct probe_refresh *r, bool complete)
+{
+	struct dsession *s = r->s;
+	if (s->refresh == r)
+		s->refresh = NULL;
+	if (complete) {
+		if (r->devices_anew) {
+			dsess_remove_devices(s);
+			dsess_expose_devices(s);
+		}
+		if (!pr_register(s))
+			dio_flush_later(s);
+		probe_alua(s);
+	}
+	free(r);
+}
+
+static void refresh_cb(struct dio *io, int err, const struct ism_scsi_result *res)
+{
+	struct probe_refresh *r = io->priv;
+	struct dsession *s = r->s;
+	if (s->refresh != r || s->ism != r->ism || s->state != DS_CONNECTED) {
+		refresh_finish(r, false); /* the next login reads them again */
+		return;
+	}
+	uint32_t got;
+	bool ok = dio_good(err, res, &got);
+	if (!ok && unit_attention(res) && ++r->ua_tries < REFRESH_MAX_UA) {
+		refresh_next(r);
+		return;
+	}
+	r->ua_tries = 0;
+	struct dlun *l = &s->luns[r->idx];
+	bool lun_done = false;
+	switch (r->step) {
+	case REFRESH_MODE_SENSE6:
+	case REFRESH_MODE_SENSE10: {
+		size_t off = r->step == REFRESH_MODE_SENSE10 ? 3 : 2;
+		if (ok && got > off) {
+			r->readonly = (r->buf[off] & MODE_WP) != 0;
+			r->step = REFRESH_READ_CAPACITY16;
+		} else {
+			r->step = r->step == REFRESH_MODE_SENSE6 ? REFRESH_MODE_SENSE10 : REFRESH_READ_CAPACITY16;
+		}
+		break;
+	}
+	case REFRESH_READ_CAPACITY16:
+		if (ok && got >= 12) {
+			r->have_capacity = true;
+			r->last_lba = get_be64(r->buf);
+			r->bs = get_be32(r->buf + 8);
+			lun_done = true;
+		} else {
+			r->step = REFRESH_READ_CAPACITY10;
+		}
+		break;
+	case REFRESH_READ_CAPACITY10:
+		if (ok && got >= 8) {
+			r->have_capacity = true;
+			r->last_lba = get_be32(r->buf);
+			r->bs = get_be32(r->buf + 4);
+		}
+		lun_done = true;
+		break;
+	}
+	if (lun_done) {
+		refresh_apply(r, l);
+		r->idx++;
+		r->step = REFRESH_MODE_SENSE6;
+	}
+	refresh_next(r);
+}
+
+static void refresh_next(struct probe_refresh *r)
+{
+	struct dsession *s = r->s;
+	while (r->idx < s->nluns && !s->luns[r->idx].exposed)
+		r->idx++;
+	if (r->idx >= s->nluns) {
+		refresh_finish(r, true);
+		return;
+	}
+	if (r->step == REFRESH_MODE_SENSE6 && !r->ua_tries) {
+		/* a LUN not answering MODE SENSE keeps what it had */
+		r->readonly = s->luns[r->idx].readonly;
+		r->have_capacity = false;
+	}
+	struct dio *io = &r->io;
+	bool rc16 = r->step == REFRESH_READ_CAPACITY16;
+	switch (r->step) {
+	case REFRESH_MODE_SENSE6:
+	case REFRESH_MODE_SENSE10:
+		dio_prepare(io, s, s->luns[r->idx].lun, ISM_DIR_READ, r->buf, MODE_SENSE_ALLOC, refresh_cb, r);
+		io->cdb_len = cdb_mode_sense(io->cdb, r->step == REFRESH_MODE_SENSE10);
+		break;
+	case REFRESH_READ_CAPACITY16:
+	case REFRESH_READ_CAPACITY10:
+		dio_prepare(io, s, s->luns[r->idx].lun, ISM_DIR_READ, r->buf, rc16 ? 32 : 8, refresh_cb, r);
+		io->cdb_len = rc16 ? ism_cdb_read_capacity16(io->cdb, 32) : ism_cdb_read_capacity10(io->cdb);
+		break;
+	}
+	if (dio_send_once(s, io) < 0) {
+		refresh_finish(r, false);
+		dio_flush_later(s); /* what waited goes as far as the session lets it */
+	}
+}
+
+void probe_refresh(struct dsession *s)
+{
+	struct probe_refresh *r = xcalloc(1, sizeof(*r));
+	r->s = s;
+	r->ism = s->ism;
+	s->refresh = r;
+	refresh_next(r);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/*
  * The ALUA probe after each login, on the first LUN whose standard INQUIRY reports TPGS != 0:
  * Device Identification (0x83) through this portal names its target port group and relative
  * target port, then REPORT TARGET PORT GROUPS gives every group's state. A target without it
