@@ -152,6 +152,14 @@ void dio_prepare(struct dio *io, struct dsession *s, uint64_t lun, enum ism_dir 
 	io->priv = priv;
 }
 
+void dio_prepare_rw16(struct dio *io, struct dsession *s, uint64_t lun, bool write, uint64_t lba, uint32_t blocks,
+		      uint32_t bs, void *buf, dio_done_fn done, void *priv)
+{
+	dio_prepare(io, s, lun, write ? ISM_DIR_WRITE : ISM_DIR_READ, buf, blocks * bs, done, priv);
+	io->whole = true;
+	io->cdb_len = ism_cdb_rw16(io->cdb, write, lba, blocks);
+}
+
 bool dio_good(int err, const struct ism_scsi_result *r, uint32_t *got)
 {
 	bool ok = err == 0 && r && r->status == SCSI_GOOD;

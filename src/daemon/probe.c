@@ -121,6 +121,26 @@ static bool capacity_usable(struct dsession *s, struct dlun *l, uint64_t last_lb
 	return true;
 }
 
+/* MODE SENSE(6), or (10) when ten, answered: the WP bit into *readonly. */
+static bool mode_sense_wp(bool ten, bool ok, uint32_t got, const uint8_t *buf, bool *readonly)
+{
+	size_t off = ten ? 3 : 2;
+	if (!ok || got <= off)
+		return false;
+	*readonly = (buf[off] & MODE_WP) != 0;
+	return true;
+}
+
+/* READ CAPACITY(16), or (10) when ten, answered: its last LBA and block size. */
+static bool read_capacity_answer(bool ten, bool ok, uint32_t got, const uint8_t *buf, uint64_t *last_lba, uint32_t *bs)
+{
+	if (!ok || got < (ten ? 8u : 12u))
+		return false;
+	*last_lba = ten ? get_be32(buf) : get_be64(buf);
+	*bs = get_be32(buf + (ten ? 4 : 8));
+	return true;
+}
+
 static bool lun_listed(const struct probe *p, uint64_t lun)
 {
 	for (size_t i = 0; i < p->nluns; i++)
@@ -209,31 +229,28 @@ static void probe_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 			lun_done = true;
 		break;
 	case PROBE_MODE_SENSE6:
-	case PROBE_MODE_SENSE10: {
-		size_t off = p->step == PROBE_MODE_SENSE10 ? 3 : 2;
-		if (ok && got > off) {
-			l->readonly = (p->buf[off] & MODE_WP) != 0;
+	case PROBE_MODE_SENSE10:
+		/* not answered either way: writable, as far as the daemon knows; writes then fail with
+		 * the target's DATA PROTECT */
+		if (mode_sense_wp(p->step == PROBE_MODE_SENSE10, ok, got, p->buf, &l->readonly))
 			p->step = PROBE_READ_CAPACITY16;
-		} else {
-			/* not answered either way: writable, as far as the daemon knows; writes then fail
-			 * with the target's DATA PROTECT */
+		else
 			p->step = p->step == PROBE_MODE_SENSE6 ? PROBE_MODE_SENSE10 : PROBE_READ_CAPACITY16;
-		}
+		break;
+	case PROBE_READ_CAPACITY16:
+	case PROBE_READ_CAPACITY10: {
+		bool ten = p->step == PROBE_READ_CAPACITY10;
+		uint64_t last_lba;
+		uint32_t bs;
+		bool answered = read_capacity_answer(ten, ok, got, p->buf, &last_lba, &bs);
+		if (answered)
+			capacity_usable(s, l, last_lba, bs);
+		if (answered || ten)
+			lun_done = true;
+		else
+			p->step = PROBE_READ_CAPACITY10;
 		break;
 	}
-	case PROBE_READ_CAPACITY16:
-		if (ok && got >= 12) {
-			capacity_usable(s, l, get_be64(p->buf), get_be32(p->buf + 8));
-			lun_done = true;
-		} else {
-			p->step = PROBE_READ_CAPACITY10;
-		}
-		break;
-	case PROBE_READ_CAPACITY10:
-		if (ok && got >= 8)
-			capacity_usable(s, l, get_be32(p->buf), get_be32(p->buf + 4));
-		lun_done = true;
-		break;
 	}
 	if (lun_done) {
 		p->idx++;
@@ -318,16 +335,18 @@ static void capacity_cb(struct dio *io, int err, const struct ism_scsi_result *r
 	bool ok = dio_good(err, r, &got);
 	/* a session gone or probed anew meanwhile has read the capacity itself */
 	struct dlun *l = s->ism == c->ism && s->state == DS_CONNECTED ? dsess_lun(s, c->lun) : NULL;
-	if (l && !c->ten && !(ok && got >= 12)) {
+	uint64_t last_lba;
+	uint32_t bs;
+	bool answered = read_capacity_answer(c->ten, ok, got, c->buf, &last_lba, &bs);
+	if (l && !c->ten && !answered) {
 		c->ten = true;
 		capacity_send(c);
 		return;
 	}
-	if (l && (c->ten ? got >= 8 : got >= 12)) {
+	if (l && answered) {
 		uint64_t before = l->capacity_bytes;
 		uint32_t bs_before = l->block_size;
-		bool usable = c->ten ? capacity_usable(s, l, get_be32(c->buf), get_be32(c->buf + 4))
-				     : capacity_usable(s, l, get_be64(c->buf), get_be32(c->buf + 8));
+		bool usable = capacity_usable(s, l, last_lba, bs);
 		if (usable && l->block_size != bs_before) {
 			/* a device's block size cannot change under its users: keep the old capacity */
 			log_warn("session %s LUN %" PRIu64 ": the block size changed from %u to %u bytes; the device keeps "
@@ -465,34 +484,22 @@ static void refresh_cb(struct dio *io, int err, const struct ism_scsi_result *re
 	bool lun_done = false;
 	switch (r->step) {
 	case REFRESH_MODE_SENSE6:
-	case REFRESH_MODE_SENSE10: {
-		size_t off = r->step == REFRESH_MODE_SENSE10 ? 3 : 2;
-		if (ok && got > off) {
-			r->readonly = (r->buf[off] & MODE_WP) != 0;
+	case REFRESH_MODE_SENSE10:
+		if (mode_sense_wp(r->step == REFRESH_MODE_SENSE10, ok, got, r->buf, &r->readonly))
 			r->step = REFRESH_READ_CAPACITY16;
-		} else {
+		else
 			r->step = r->step == REFRESH_MODE_SENSE6 ? REFRESH_MODE_SENSE10 : REFRESH_READ_CAPACITY16;
-		}
+		break;
+	case REFRESH_READ_CAPACITY16:
+	case REFRESH_READ_CAPACITY10: {
+		bool ten = r->step == REFRESH_READ_CAPACITY10;
+		r->have_capacity = read_capacity_answer(ten, ok, got, r->buf, &r->last_lba, &r->bs);
+		if (r->have_capacity || ten)
+			lun_done = true;
+		else
+			r->step = REFRESH_READ_CAPACITY10;
 		break;
 	}
-	case REFRESH_READ_CAPACITY16:
-		if (ok && got >= 12) {
-			r->have_capacity = true;
-			r->last_lba = get_be64(r->buf);
-			r->bs = get_be32(r->buf + 8);
-			lun_done = true;
-		} else {
-			r->step = REFRESH_READ_CAPACITY10;
-		}
-		break;
-	case REFRESH_READ_CAPACITY10:
-		if (ok && got >= 8) {
-			r->have_capacity = true;
-			r->last_lba = get_be32(r->buf);
-			r->bs = get_be32(r->buf + 4);
-		}
-		lun_done = true;
-		break;
 	}
 	if (lun_done) {
 		refresh_apply(r, l);
