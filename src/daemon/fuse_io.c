@@ -317,27 +317,15 @@ static void fio_continue(struct fio *f, struct dsession *s)
 static void fio_send(struct fio *f, struct dsession *s)
 {
 	struct dio *io = &f->io;
-	memset(io, 0, sizeof(*io));
-	io->lun = f->lun;
-	io->priv = f;
-	io->done = fio_done;
-	io->whole = true; /* a short READ must not be answered (or merged) as data */
 	switch (f->phase) {
 	case FIO_READ:
 	case FIO_RMW_READ:
-		io->dir = ISM_DIR_READ;
-		io->buf = f->buf;
-		io->len = f->blocks * f->bs;
-		io->cdb_len = ism_cdb_rw16(io->cdb, false, f->lba, f->blocks);
-		break;
 	case FIO_WRITE:
-		io->dir = ISM_DIR_WRITE;
-		io->buf = f->buf;
-		io->len = f->blocks * f->bs;
-		io->cdb_len = ism_cdb_rw16(io->cdb, true, f->lba, f->blocks);
+		/* a short READ must not be answered (or merged) as data */
+		dio_prepare_rw16(io, s, f->lun, f->phase == FIO_WRITE, f->lba, f->blocks, f->bs, f->buf, fio_done, f);
 		break;
 	case FIO_SYNC:
-		io->dir = ISM_DIR_NONE;
+		dio_prepare(io, s, f->lun, ISM_DIR_NONE, NULL, 0, fio_done, f);
 		io->cdb_len = ism_cdb_sync_cache10(io->cdb);
 		break;
 	case FIO_ZERO: {
@@ -345,9 +333,8 @@ static void fio_send(struct fio *f, struct dsession *s)
 		 * deallocates, and the block still reads as zeros (or it writes them). */
 		uint64_t n = f->zero_end - f->lba, max = FUSE_ZERO_CHUNK / f->bs;
 		f->blocks = (uint32_t)(n < max ? n : max);
-		io->dir = ISM_DIR_WRITE;
-		io->buf = f->buf;
-		io->len = f->bs;
+		dio_prepare(io, s, f->lun, ISM_DIR_WRITE, f->buf, f->bs, fio_done, f);
+		io->whole = true;
 		io->cdb[0] = 0x93;
 		io->cdb[1] = f->unmap ? 0x08 : 0;
 		put_be64(io->cdb + 2, f->lba);

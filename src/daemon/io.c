@@ -119,7 +119,7 @@ static void dio_cb(struct ism_session *ism, const struct ism_scsi_result *r, voi
 
 static bool session_ready(struct dsession *s)
 {
-	return s->state == DS_CONNECTED && s->ism && s->probed && !s->draining && !s->pr_pending && ism_session_logged_in(s->ism);
+	return s->state == DS_CONNECTED && s->ism && s->probed && !s->refresh && !s->draining && !s->pr_pending && ism_session_logged_in(s->ism);
 }
 
 /* Sent now on the session (as it is: the LUN probe sends before the session is ready). */
@@ -150,6 +150,14 @@ void dio_prepare(struct dio *io, struct dsession *s, uint64_t lun, enum ism_dir 
 	io->len = len;
 	io->done = done;
 	io->priv = priv;
+}
+
+void dio_prepare_rw16(struct dio *io, struct dsession *s, uint64_t lun, bool write, uint64_t lba, uint32_t blocks,
+		      uint32_t bs, void *buf, dio_done_fn done, void *priv)
+{
+	dio_prepare(io, s, lun, write ? ISM_DIR_WRITE : ISM_DIR_READ, buf, blocks * bs, done, priv);
+	io->whole = true;
+	io->cdb_len = ism_cdb_rw16(io->cdb, write, lba, blocks);
 }
 
 bool dio_good(int err, const struct ism_scsi_result *r, uint32_t *got)

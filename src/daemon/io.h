@@ -45,6 +45,10 @@ struct dio {
  * order; resent after a unit attention or a lost connection unless the caller says DIO_ONCE. */
 void dio_prepare(struct dio *io, struct dsession *s, uint64_t lun, enum ism_dir dir, void *buf, uint32_t len,
 		 dio_done_fn done, void *priv);
+/* io prepared (dio_prepare) as READ(16) or WRITE(16) of blocks blocks of bs bytes from lba, whole
+ * (a GOOD status after fewer bytes is -EIO): the block I/O of the FUSE files and NBD exports. */
+void dio_prepare_rw16(struct dio *io, struct dsession *s, uint64_t lun, bool write, uint64_t lba, uint32_t blocks,
+		      uint32_t bs, void *buf, dio_done_fn done, void *priv);
 /* A session step's own command (the LUN probe, the reservation key): sent at once, never again
  * (DIO_ONCE). 0, or -1 when the session has no library session or it refuses the command. */
 int dio_send_once(struct dsession *s, struct dio *io);

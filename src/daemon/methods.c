@@ -395,21 +395,16 @@ static void cmd_done(struct dio *io, int e, const struct ism_scsi_result *r)
 static void cmd_send(struct dsession *s, struct rpc_cmd *c)
 {
 	struct dio *io = &c->io;
-	uint64_t lun = io->lun;
-	memset(io, 0, sizeof(*io));
-	io->lun = lun;
-	io->priv = c;
-	io->done = cmd_done;
-	io->dir = ISM_DIR_READ;
-	io->buf = c->buf;
+	uint32_t len = c->kind == CMD_INQUIRY ? (c->page < 0 ? 96 : 1024)
+		       : c->kind == CMD_RC16  ? 32
+		       : c->kind == CMD_RC10  ? 8
+					      : sizeof(c->buf);
+	dio_prepare(io, s, io->lun, ISM_DIR_READ, c->buf, len, cmd_done, c);
 	switch (c->kind) {
-	case CMD_INQUIRY:
-		io->len = c->page < 0 ? 96 : 1024;
-		io->cdb_len = ism_cdb_inquiry(io->cdb, c->page, (uint16_t)io->len);
-		break;
-	case CMD_RC16: io->len = 32; io->cdb_len = ism_cdb_read_capacity16(io->cdb, 32); break;
-	case CMD_RC10: io->len = 8; io->cdb_len = ism_cdb_read_capacity10(io->cdb); break;
-	case CMD_REPORTLUNS: io->len = sizeof(c->buf); io->cdb_len = ism_cdb_report_luns(io->cdb, sizeof(c->buf)); break;
+	case CMD_INQUIRY: io->cdb_len = ism_cdb_inquiry(io->cdb, c->page, (uint16_t)len); break;
+	case CMD_RC16: io->cdb_len = ism_cdb_read_capacity16(io->cdb, 32); break;
+	case CMD_RC10: io->cdb_len = ism_cdb_read_capacity10(io->cdb); break;
+	case CMD_REPORTLUNS: io->cdb_len = ism_cdb_report_luns(io->cdb, sizeof(c->buf)); break;
 	}
 	dio_submit(s, io);
 }

@@ -158,6 +158,7 @@ static bool be_info(void *ctx, struct nbd_export_info *out)
 		return false;
 	out->size = l->capacity_bytes;
 	out->block_size = l->block_size;
+	out->read_only = l->readonly;
 	return true;
 }
 
@@ -207,25 +208,17 @@ static void be_submit(void *ctx, struct nbd_req *q)
 	}
 	struct dio *io = &q->io;
 	uint32_t bs = q->block_size;
-	memset(io, 0, sizeof(*io));
-	io->lun = c->lun;
-	io->priv = q;
-	io->done = req_done;
 	switch (q->type) {
 	case NBD_CMD_READ:
 	case NBD_CMD_WRITE: {
 		bool write = q->type == NBD_CMD_WRITE;
-		io->dir = write ? ISM_DIR_WRITE : ISM_DIR_READ;
-		io->buf = q->buf;
-		io->len = q->len;
-		io->whole = true;
-		io->cdb_len = ism_cdb_rw16(io->cdb, write, q->offset / bs, q->len / bs);
+		dio_prepare_rw16(io, s, c->lun, write, q->offset / bs, q->len / bs, bs, q->buf, req_done, q);
 		if (write && (q->flags & NBD_CMD_FLAG_FUA))
 			io->cdb[1] |= 0x08;
 		break;
 	}
 	case NBD_CMD_FLUSH:
-		io->dir = ISM_DIR_NONE;
+		dio_prepare(io, s, c->lun, ISM_DIR_NONE, NULL, 0, req_done, q);
 		io->cdb_len = ism_cdb_sync_cache10(io->cdb);
 		break;
 	case NBD_CMD_TRIM: {
@@ -237,9 +230,7 @@ static void be_submit(void *ctx, struct nbd_req *q)
 		put_be64(u + 8, q->offset / bs);
 		uint64_t blocks = q->len / bs;
 		put_be32(u + 16, blocks > 0xffffffffu ? 0xffffffffu : (uint32_t)blocks);
-		io->dir = ISM_DIR_WRITE;
-		io->buf = u;
-		io->len = 24;
+		dio_prepare(io, s, c->lun, ISM_DIR_WRITE, u, 24, req_done, q);
 		io->cdb_len = ism_cdb_unmap(io->cdb, 24);
 		break;
 	}

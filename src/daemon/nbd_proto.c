@@ -44,6 +44,7 @@
 #define NBD_INFO_BLOCK_SIZE 3
 
 #define NBD_FLAG_HAS_FLAGS (1 << 0)
+#define NBD_FLAG_READ_ONLY (1 << 1)
 #define NBD_FLAG_SEND_FLUSH (1 << 2)
 #define NBD_FLAG_SEND_FUA (1 << 3)
 #define NBD_FLAG_SEND_TRIM (1 << 5)
@@ -256,7 +257,13 @@ static void opt_reply(struct nbd_conn *c, uint32_t opt, uint32_t type, const voi
 		sbuf_append(&c->out, data, len);
 }
 
-static uint16_t tx_flags(void) { return NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM; }
+/* The transmission flags of the export as it is at this handshake: a client learns a later change
+ * (write protection, size) only by connecting again. */
+static uint16_t tx_flags(const struct nbd_export_info *x)
+{
+	uint16_t f = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH | NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_TRIM;
+	return x->read_only ? f | NBD_FLAG_READ_ONLY : f;
+}
 
 static bool export_info(struct nbd_conn *c, struct nbd_export_info *x)
 {
@@ -287,7 +294,7 @@ static long handle_option(struct nbd_conn *c, const uint8_t *p, size_t n)
 		if (!have)
 			return NBD_RX_CLOSE; /* no way to refuse this option but to hang up */
 		put64(&c->out, x.size);
-		put16(&c->out, tx_flags());
+		put16(&c->out, tx_flags(&x));
 		if (!c->no_zeroes) {
 			uint8_t z[124] = {0};
 			sbuf_append(&c->out, z, sizeof(z));
@@ -314,7 +321,7 @@ static long handle_option(struct nbd_conn *c, const uint8_t *p, size_t n)
 		uint8_t info[12];
 		put_be16(info, NBD_INFO_EXPORT);
 		put_be64(info + 2, x.size);
-		put_be16(info + 10, tx_flags());
+		put_be16(info + 10, tx_flags(&x));
 		opt_reply(c, opt, NBD_REP_INFO, info, sizeof(info));
 		uint8_t bsz[14];
 		put_be16(bsz, NBD_INFO_BLOCK_SIZE);
@@ -353,6 +360,9 @@ static uint32_t check_request(struct nbd_conn *c, uint16_t type, uint64_t off, u
 	if (!export_info(c, &x))
 		return EIO;
 	*bs = x.block_size;
+	/* a write-protected LUN: refused here, whatever the flags a client was given said */
+	if (x.read_only && (type == NBD_CMD_WRITE || type == NBD_CMD_TRIM || type == NBD_CMD_WRITE_ZEROES))
+		return EPERM;
 	switch (type) {
 	case NBD_CMD_READ:
 	case NBD_CMD_WRITE:

@@ -30,12 +30,16 @@
 #define NBD_CMD_DISC 2
 #define NBD_CMD_FLUSH 3
 #define NBD_CMD_TRIM 4
+#define NBD_CMD_WRITE_ZEROES 6
 #define NBD_CMD_FLAG_FUA 1
 
 /* The export as it is now. */
 struct nbd_export_info {
 	uint64_t size;
 	uint32_t block_size; /* a power of two, 512 to 65536 */
+	/* The LUN is write-protected: advertised as NBD_FLAG_READ_ONLY, and a WRITE, TRIM or
+	 * WRITE_ZEROES is answered EPERM without reaching the target. */
+	bool read_only;
 };
 
 /* A READ, WRITE, FLUSH or TRIM that passed the checks, handed to the backend. */

@@ -121,6 +121,26 @@ static bool capacity_usable(struct dsession *s, struct dlun *l, uint64_t last_lb
 	return true;
 }
 
+/* MODE SENSE(6), or (10) when ten, answered: the WP bit into *readonly. */
+static bool mode_sense_wp(bool ten, bool ok, uint32_t got, const uint8_t *buf, bool *readonly)
+{
+	size_t off = ten ? 3 : 2;
+	if (!ok || got <= off)
+		return false;
+	*readonly = (buf[off] & MODE_WP) != 0;
+	return true;
+}
+
+/* READ CAPACITY(16), or (10) when ten, answered: its last LBA and block size. */
+static bool read_capacity_answer(bool ten, bool ok, uint32_t got, const uint8_t *buf, uint64_t *last_lba, uint32_t *bs)
+{
+	if (!ok || got < (ten ? 8u : 12u))
+		return false;
+	*last_lba = ten ? get_be32(buf) : get_be64(buf);
+	*bs = get_be32(buf + (ten ? 4 : 8));
+	return true;
+}
+
 static bool lun_listed(const struct probe *p, uint64_t lun)
 {
 	for (size_t i = 0; i < p->nluns; i++)
@@ -209,31 +229,28 @@ static void probe_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 			lun_done = true;
 		break;
 	case PROBE_MODE_SENSE6:
-	case PROBE_MODE_SENSE10: {
-		size_t off = p->step == PROBE_MODE_SENSE10 ? 3 : 2;
-		if (ok && got > off) {
-			l->readonly = (p->buf[off] & MODE_WP) != 0;
+	case PROBE_MODE_SENSE10:
+		/* not answered either way: writable, as far as the daemon knows; writes then fail with
+		 * the target's DATA PROTECT */
+		if (mode_sense_wp(p->step == PROBE_MODE_SENSE10, ok, got, p->buf, &l->readonly))
 			p->step = PROBE_READ_CAPACITY16;
-		} else {
-			/* not answered either way: writable, as far as the daemon knows; writes then fail
-			 * with the target's DATA PROTECT */
+		else
 			p->step = p->step == PROBE_MODE_SENSE6 ? PROBE_MODE_SENSE10 : PROBE_READ_CAPACITY16;
-		}
+		break;
+	case PROBE_READ_CAPACITY16:
+	case PROBE_READ_CAPACITY10: {
+		bool ten = p->step == PROBE_READ_CAPACITY10;
+		uint64_t last_lba;
+		uint32_t bs;
+		bool answered = read_capacity_answer(ten, ok, got, p->buf, &last_lba, &bs);
+		if (answered)
+			capacity_usable(s, l, last_lba, bs);
+		if (answered || ten)
+			lun_done = true;
+		else
+			p->step = PROBE_READ_CAPACITY10;
 		break;
 	}
-	case PROBE_READ_CAPACITY16:
-		if (ok && got >= 12) {
-			capacity_usable(s, l, get_be64(p->buf), get_be32(p->buf + 8));
-			lun_done = true;
-		} else {
-			p->step = PROBE_READ_CAPACITY10;
-		}
-		break;
-	case PROBE_READ_CAPACITY10:
-		if (ok && got >= 8)
-			capacity_usable(s, l, get_be32(p->buf), get_be32(p->buf + 4));
-		lun_done = true;
-		break;
 	}
 	if (lun_done) {
 		p->idx++;
@@ -318,16 +335,18 @@ static void capacity_cb(struct dio *io, int err, const struct ism_scsi_result *r
 	bool ok = dio_good(err, r, &got);
 	/* a session gone or probed anew meanwhile has read the capacity itself */
 	struct dlun *l = s->ism == c->ism && s->state == DS_CONNECTED ? dsess_lun(s, c->lun) : NULL;
-	if (l && !c->ten && !(ok && got >= 12)) {
+	uint64_t last_lba;
+	uint32_t bs;
+	bool answered = read_capacity_answer(c->ten, ok, got, c->buf, &last_lba, &bs);
+	if (l && !c->ten && !answered) {
 		c->ten = true;
 		capacity_send(c);
 		return;
 	}
-	if (l && (c->ten ? got >= 8 : got >= 12)) {
+	if (l && answered) {
 		uint64_t before = l->capacity_bytes;
 		uint32_t bs_before = l->block_size;
-		bool usable = c->ten ? capacity_usable(s, l, get_be32(c->buf), get_be32(c->buf + 4))
-				     : capacity_usable(s, l, get_be64(c->buf), get_be32(c->buf + 8));
+		bool usable = capacity_usable(s, l, last_lba, bs);
 		if (usable && l->block_size != bs_before) {
 			/* a device's block size cannot change under its users: keep the old capacity */
 			log_warn("session %s LUN %" PRIu64 ": the block size changed from %u to %u bytes; the device keeps "
@@ -362,6 +381,175 @@ void probe_capacity(struct dsession *s, uint64_t lun)
 	c->ism = s->ism;
 	c->lun = lun;
 	capacity_send(c);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/*
+ * After a reinstatement with devices present: the write protection, capacity and block size of
+ * each exposed LUN read again (MODE SENSE, READ CAPACITY), since the LUN may have been made
+ * read-only or resized while the session was down. The session's I/O waits meanwhile
+ * (s->refresh), so nothing is written to a LUN that has become read-only. A change of write
+ * protection or block size gives the LUN's devices anew (a loop device cannot change either);
+ * a new capacity alone reaches them as CAPACITY DATA HAS CHANGED does.
+ */
+enum refresh_step { REFRESH_MODE_SENSE6, REFRESH_MODE_SENSE10, REFRESH_READ_CAPACITY16, REFRESH_READ_CAPACITY10 };
+
+/* Sends of one step that come back with a unit attention (a restarted target reports POWER ON
+ * first). */
+#define REFRESH_MAX_UA 4
+
+struct probe_refresh {
+	struct dsession *s;
+	struct ism_session *ism;
+	struct dio io;
+	enum refresh_step step;
+	size_t idx;
+	int ua_tries;
+	bool readonly, have_capacity;
+	uint64_t last_lba;
+	uint32_t bs;
+	bool devices_anew;
+	uint8_t buf[MODE_SENSE_ALLOC];
+};
+
+static void refresh_next(struct probe_refresh *r);
+
+static bool unit_attention(const struct ism_scsi_result *res)
+{
+	uint8_t key, asc, ascq;
+	return res && res->status == SCSI_CHECK_CONDITION &&
+	       ism_sense_decode(res->sense, res->sense_len, &key, &asc, &ascq) && key == SK_UNIT_ATTENTION;
+}
+
+/* What was read of the LUN replaces what the cache had. */
+static void refresh_apply(struct probe_refresh *r, struct dlun *l)
+{
+	struct dsession *s = r->s;
+	if (r->readonly != l->readonly) {
+		log_info("session %s LUN %" PRIu64 ": now %s", s->idstr, l->lun,
+			 r->readonly ? "write-protected (read-only)" : "writable");
+		l->readonly = r->readonly;
+		r->devices_anew = true;
+	}
+	struct dlun now = {.lun = l->lun};
+	if (!r->have_capacity || !capacity_usable(s, &now, r->last_lba, r->bs))
+		return;
+	if (now.block_size != l->block_size) {
+		log_info("session %s LUN %" PRIu64 ": block size changed from %u to %u bytes", s->idstr, l->lun,
+			 l->block_size, now.block_size);
+		r->devices_anew = true;
+	} else if (now.capacity_bytes != l->capacity_bytes) {
+		log_info("session %s LUN %" PRIu64 ": capacity changed from %" PRIu64 " to %" PRIu64 " bytes", s->idstr,
+			 l->lun, l->capacity_bytes, now.capacity_bytes);
+		if (l->exposed && !r->devices_anew)
+			loopdev_resize(s->d, s, l->lun);
+	}
+	l->block_size = now.block_size;
+	l->capacity_bytes = now.capacity_bytes;
+}
+
+static void refresh_finish(struct probe_refresh *r, bool complete)
+{
+	struct dsession *s = r->s;
+	if (s->refresh == r)
+		s->refresh = NULL;
+	if (complete) {
+		if (r->devices_anew) {
+			dsess_remove_devices(s);
+			dsess_expose_devices(s);
+		}
+		if (!pr_register(s))
+			dio_flush_later(s);
+		probe_alua(s);
+	}
+	free(r);
+}
+
+static void refresh_cb(struct dio *io, int err, const struct ism_scsi_result *res)
+{
+	struct probe_refresh *r = io->priv;
+	struct dsession *s = r->s;
+	if (s->refresh != r || s->ism != r->ism || s->state != DS_CONNECTED) {
+		refresh_finish(r, false); /* the next login reads them again */
+		return;
+	}
+	uint32_t got;
+	bool ok = dio_good(err, res, &got);
+	if (!ok && unit_attention(res) && ++r->ua_tries < REFRESH_MAX_UA) {
+		refresh_next(r);
+		return;
+	}
+	r->ua_tries = 0;
+	struct dlun *l = &s->luns[r->idx];
+	bool lun_done = false;
+	switch (r->step) {
+	case REFRESH_MODE_SENSE6:
+	case REFRESH_MODE_SENSE10:
+		if (mode_sense_wp(r->step == REFRESH_MODE_SENSE10, ok, got, r->buf, &r->readonly))
+			r->step = REFRESH_READ_CAPACITY16;
+		else
+			r->step = r->step == REFRESH_MODE_SENSE6 ? REFRESH_MODE_SENSE10 : REFRESH_READ_CAPACITY16;
+		break;
+	case REFRESH_READ_CAPACITY16:
+	case REFRESH_READ_CAPACITY10: {
+		bool ten = r->step == REFRESH_READ_CAPACITY10;
+		r->have_capacity = read_capacity_answer(ten, ok, got, r->buf, &r->last_lba, &r->bs);
+		if (r->have_capacity || ten)
+			lun_done = true;
+		else
+			r->step = REFRESH_READ_CAPACITY10;
+		break;
+	}
+	}
+	if (lun_done) {
+		refresh_apply(r, l);
+		r->idx++;
+		r->step = REFRESH_MODE_SENSE6;
+	}
+	refresh_next(r);
+}
+
+static void refresh_next(struct probe_refresh *r)
+{
+	struct dsession *s = r->s;
+	while (r->idx < s->nluns && !s->luns[r->idx].exposed)
+		r->idx++;
+	if (r->idx >= s->nluns) {
+		refresh_finish(r, true);
+		return;
+	}
+	if (r->step == REFRESH_MODE_SENSE6 && !r->ua_tries) {
+		/* a LUN not answering MODE SENSE keeps what it had */
+		r->readonly = s->luns[r->idx].readonly;
+		r->have_capacity = false;
+	}
+	struct dio *io = &r->io;
+	bool rc16 = r->step == REFRESH_READ_CAPACITY16;
+	switch (r->step) {
+	case REFRESH_MODE_SENSE6:
+	case REFRESH_MODE_SENSE10:
+		dio_prepare(io, s, s->luns[r->idx].lun, ISM_DIR_READ, r->buf, MODE_SENSE_ALLOC, refresh_cb, r);
+		io->cdb_len = cdb_mode_sense(io->cdb, r->step == REFRESH_MODE_SENSE10);
+		break;
+	case REFRESH_READ_CAPACITY16:
+	case REFRESH_READ_CAPACITY10:
+		dio_prepare(io, s, s->luns[r->idx].lun, ISM_DIR_READ, r->buf, rc16 ? 32 : 8, refresh_cb, r);
+		io->cdb_len = rc16 ? ism_cdb_read_capacity16(io->cdb, 32) : ism_cdb_read_capacity10(io->cdb);
+		break;
+	}
+	if (dio_send_once(s, io) < 0) {
+		refresh_finish(r, false);
+		dio_flush_later(s); /* what waited goes as far as the session lets it */
+	}
+}
+
+void probe_refresh(struct dsession *s)
+{
+	struct probe_refresh *r = xcalloc(1, sizeof(*r));
+	r->s = s;
+	r->ism = s->ism;
+	s->refresh = r;
+	refresh_next(r);
 }
 
 /* ------------------------------------------------------------------------------------------ */

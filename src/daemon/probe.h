@@ -13,6 +13,10 @@ void probe_start(struct dsession *s);
 /* The target reported CAPACITY DATA HAS CHANGED for lun: its capacity is read again, and a new one
  * reaches its FUSE file, its block device and `session show`. */
 void probe_capacity(struct dsession *s, uint64_t lun);
+/* A reconnect of a session whose devices are present: write protection, capacity and block size
+ * of its exposed LUNs read again (its I/O waits meanwhile), then the reservation key and ALUA as
+ * after any login. */
+void probe_refresh(struct dsession *s);
 /* ALUA after a login (sessions with several portals): which target port group this portal leads
  * to and the groups' states, handed to portals_alua. */
 void probe_alua(struct dsession *s);

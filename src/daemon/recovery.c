@@ -175,9 +175,7 @@ static void on_login(struct ism_session *ism, int status, void *priv)
 		if (!s->probed || !s->devices_present) {
 			probe_start(s);
 		} else {
-			if (!pr_register(s))
-				dio_flush_later(s);
-			probe_alua(s);
+			probe_refresh(s);
 		}
 		return;
 	}

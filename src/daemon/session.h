@@ -28,6 +28,7 @@
 struct daemon;
 struct dio;
 struct nbd_export;
+struct probe_refresh;
 
 /* One LUN as seen at the last probe. */
 struct dlun {
@@ -95,6 +96,7 @@ struct dsession {
 	size_t nluns;
 	bool probed;
 	bool devices_present;
+	struct probe_refresh *refresh; /* the LUNs read again after a reconnect: I/O waits (probe.c) */
 	/* I/O */
 	struct dio *queue; /* waiting for a session, sorted by seq */
 	uint64_t queued_bytes;

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """A minimal NBD client for the daemon's exports (test helper, imported by the tests).
 
-connect(path) does the fixed newstyle handshake with NBD_OPT_GO and returns an Nbd whose
-request() sends one command and reply() reads one simple reply; read() and write() do both.
+connect(path) does the fixed newstyle handshake with NBD_OPT_GO and returns an Nbd (with the
+export's size and transmission flags) whose request() sends one command and reply() reads one
+simple reply; read() and write() do both.
 """
 import socket
 import struct
@@ -11,7 +12,8 @@ NBD_OPTS_MAGIC = 0x49484156454F5054
 NBD_REP_MAGIC = 0x3E889045565A9
 NBD_REQUEST_MAGIC = 0x25609513
 NBD_REPLY_MAGIC = 0x67446698
-CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM = 0, 1, 2, 3, 4
+CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM, CMD_WRITE_ZEROES = 0, 1, 2, 3, 4, 6
+FLAG_READ_ONLY = 1 << 1
 
 
 def recv_exact(sock, n):
@@ -25,9 +27,10 @@ def recv_exact(sock, n):
 
 
 class Nbd:
-    def __init__(self, sock, size):
+    def __init__(self, sock, size, flags=0):
         self.sock = sock
         self.size = size
+        self.flags = flags
         self.cookie = 0
         self.lengths = {}  # cookie -> bytes a successful READ reply carries
 
@@ -73,16 +76,16 @@ def handshake(sock):
         raise ConnectionError("no NBD greeting")
     sock.sendall(struct.pack(">I", 3))  # fixed newstyle, no zeroes
     sock.sendall(struct.pack(">QII", NBD_OPTS_MAGIC, 7, 6) + struct.pack(">IH", 0, 0))  # NBD_OPT_GO ""
-    size = None
+    size, flags = None, 0
     while True:
         magic, _, rtype, rlen = struct.unpack(">QIII", recv_exact(sock, 20))
         if magic != NBD_REP_MAGIC:
             raise ConnectionError("bad option reply magic")
         data = recv_exact(sock, rlen) if rlen else b""
         if rtype == 3 and struct.unpack(">H", data[:2])[0] == 0:
-            size = struct.unpack(">Q", data[2:10])[0]
+            size, flags = struct.unpack(">QH", data[2:12])
         elif rtype == 1:
-            return size
+            return size, flags
         elif rtype & 0x80000000:
             raise ConnectionError("NBD_OPT_GO refused (0x%x)" % rtype)
 
@@ -91,4 +94,5 @@ def connect(path, timeout=10):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     sock.connect(path)
-    return Nbd(sock, handshake(sock))
+    size, flags = handshake(sock)
+    return Nbd(sock, size, flags)

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# isthmus-initiator's ALUA choice against gateway-mode targets (docs/gateways.md): two
+# isthmus-target processes serve one file as gateways 1 and 2 of one group, each with its own
+# target port group. isthmus-target cannot be told which gateway is active/optimized: each
+# gateway reports its own group active/optimized and its peers active/non-optimized (or
+# unavailable when they do not answer its probes). So this checks what the target offers:
+#   - logged in through gateway 1 with both portals known: session show gives portal 1 target
+#     port group 1, active_optimized, current and preferred: the daemon stays there;
+#   - gateway 1 killed under a write load: the session goes on through gateway 2 within BOUND s,
+#     no write fails, every acknowledged write is on the file; portal 2 is then target port
+#     group 2, active_optimized, current and preferred;
+#   - gateway 1 back: gateway 2 (the one answering) still calls itself the optimized one, so
+#     after the failback period the session stays on gateway 2 instead of moving back to the
+#     first portal given (the ALUA state, not the order of the portals, picks the path).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+[[ "$TARGET_IMPL" == isthmus ]] || skip "gateways need isthmus-target"
+[[ -e /dev/fuse ]] || skip "no /dev/fuse"
+need jq python3 fusermount3
+source "$(dirname "$0")/daemon_helpers.bash"
+
+BOUND=6    # seconds: the longest a write may wait across the failover
+FAILBACK=2 # seconds the preferred portal must answer before the session moves to it
+IQN=iqn.2026-11.org.isthmus:dmnaluagw
+P1=127.0.0.1:$(free_port)
+P2=127.0.0.1:$(free_port)
+IMG=$TEST_DIR/image
+truncate -s 64M "$IMG"
+GWFLAGS=(--target "$IQN" --lun "$IMG" --gateway-portal "1=$P1" --gateway-portal "2=$P2")
+
+# start_gateway N HOST:PORT: gateway N of the group; sets GW_PID.
+start_gateway() {
+	local n=$1 hp=$2 rc=0
+	mkdir -p "$TEST_DIR/var$n"
+	bg_start "$ISTHMUS_BIN/isthmus-target" --listen "$hp" --gateway "$n" "${GWFLAGS[@]}" \
+		--mgmt-socket "$TEST_DIR/gw$n.sock" --state-dir "$TEST_DIR/var$n" >>"$TEST_DIR/gw$n.log" 2>&1
+	GW_PID=$BG_LAST
+	wait_port "$hp" "$GW_PID" || rc=$?
+	((rc == 0)) || fail "gateway $n does not listen on $hp (see $TEST_DIR/gw$n.log)"
+	say "gateway $n: pid $GW_PID on $hp"
+}
+elapsed() { python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$(date +%s.%N)"; }
+portal() { sess_json "$SID" | jq -c --arg a "$1" '.portals[] | select(.address == $a) | {target_port_group, alua_state, current, preferred}'; }
+# wait_portal HOST:PORT JSON SECS: poll until that portal's entry is JSON.
+wait_portal() {
+	local deadline=$((SECONDS + $3)) got=""
+	while ((SECONDS < deadline)); do
+		got=$(portal "$1" 2>/dev/null || true)
+		[[ "$got" == "$2" ]] && return 0
+		sleep 0.2
+	done
+	say "portal $1: $got, wanted $2 after $3 s"
+	return 1
+}
+
+start_gateway 1 "$P1"
+PID1=$GW_PID
+start_gateway 2 "$P2"
+dmn_start
+SID=$(ism login "$IQN" --portal "$P1" --portal "$P2" --failback "$FAILBACK" | tail -n1) || fail "login"
+DEV=$DMN_DEV/$SID/lun0
+[[ -f "$DEV" ]] || fail "no device file $DEV"
+
+say "check: logged in through gateway 1, its group is active/optimized: current and preferred"
+wait_portal "$P1" '{"target_port_group":1,"alua_state":"active_optimized","current":true,"preferred":true}' 10 ||
+	fail "portal 1 after the login"
+say "ok: portal 1 $(portal "$P1"); portal 2 $(portal "$P2")"
+
+say "check: gateway 1 killed under a write load: writes go on through gateway 2 within ${BOUND}s"
+bg_start python3 "$(dirname "$0")/stall_writer.py" "$DEV" 4 64 10 "$TEST_DIR/writer.json"
+WPID=$BG_LAST
+sleep 2
+alive "$WPID" || fail "the writer ended before the kill"
+kill -KILL "$PID1"
+t_kill=$(date +%s.%N)
+wait_portal "$P2" '{"target_port_group":2,"alua_state":"active_optimized","current":true,"preferred":true}' 15 ||
+	fail "portal 2 after the kill: $(sess_json "$SID" | jq -c '{state, portals, recovery}')"
+say "measured: portal 2 current and active/optimized ${t_kill:+$(elapsed "$t_kill")}s after the kill"
+rc=0
+timeout 40 tail --pid="$WPID" -f /dev/null || fail "the writer hangs after the kill"
+wait "$WPID" || rc=$?
+((rc == 0)) || fail "the writer saw an error ($rc): $(cat "$TEST_DIR/writer.json" 2>/dev/null)"
+read -r writes stall < <(jq -r '"\(.writes) \(.max_stall)"' "$TEST_DIR/writer.json")
+say "measured: $writes writes, longest write $(printf %.3f "$stall") s"
+python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= $BOUND else 1)" "$stall" ||
+	fail "a write waited ${stall}s across the failover, over ${BOUND}s"
+[[ $(region_sha "$IMG" 256) == "$(jq -r .sha256 "$TEST_DIR/writer.json")" ]] || fail "the file differs from what was acknowledged"
+[[ $(sess_field "$SID" .session_id) == "$SID" ]] || fail "session id changed"
+say "ok: longest write ${stall}s <= ${BOUND}s; portal 1 $(portal "$P1"); portal 2 $(portal "$P2")"
+
+say "check: gateway 1 back; gateway 2 still reports itself optimized: the session stays there"
+start_gateway 1 "$P1"
+sleep $((FAILBACK + 4))
+[[ $(sess_field "$SID" .state) == connected ]] || fail "session not connected"
+wait_portal "$P2" '{"target_port_group":2,"alua_state":"active_optimized","current":true,"preferred":true}' 1 ||
+	fail "the session left the optimized gateway: $(sess_json "$SID" | jq -c .portals)"
+printf 'after' | dd of="$DEV" bs=512 seek=3000 conv=notrunc,fsync status=none || fail "a write after gateway 1 came back"
+say "ok: $((FAILBACK + 4)) s after gateway 1 came back the session is still on gateway 2 (active/optimized), writes go on"
+ism logout "$SID" >/dev/null
+say "PASS"
