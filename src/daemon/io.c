@@ -47,6 +47,7 @@ void dio_fail_queue(struct dsession *s, int err)
  * changed while it was away. */
 #define ASC_PARAMETERS_CHANGED 0x2a
 #define ASCQ_CAPACITY_CHANGED 0x09
+#define ASCQ_ASYMMETRIC_ACCESS_CHANGED 0x06
 #define ASC_POWER_ON_RESET 0x29
 
 /*
@@ -62,6 +63,9 @@ static bool is_unit_attention(struct dsession *s, uint64_t lun, const struct ism
 		return false;
 	if ((asc == ASC_PARAMETERS_CHANGED && ascq == ASCQ_CAPACITY_CHANGED) || asc == ASC_POWER_ON_RESET)
 		probe_capacity(s, lun);
+	/* A gateway of the group came or went: which portal is optimized may have changed. */
+	if (asc == ASC_PARAMETERS_CHANGED && ascq == ASCQ_ASYMMETRIC_ACCESS_CHANGED && !s->alua_probes)
+		probe_alua(s);
 	return true;
 }
 

@@ -573,6 +573,12 @@ struct alua_probe {
 
 static void alua_send(struct alua_probe *a);
 
+static void alua_probe_free(struct alua_probe *a)
+{
+	a->s->alua_probes--;
+	free(a);
+}
+
 static void alua_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 {
 	struct alua_probe *a = io->priv;
@@ -580,7 +586,7 @@ static void alua_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 	uint32_t got;
 	bool ok = dio_good(err, r, &got);
 	if (s->ism != a->ism || s->state != DS_CONNECTED) {
-		free(a);
+		alua_probe_free(a);
 		return;
 	}
 	if (a->step == ALUA_STEP_VPD83) {
@@ -596,7 +602,7 @@ static void alua_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 		log_info("session %s: REPORT TARGET PORT GROUPS not answered (%s); ALUA states unknown", s->idstr,
 			 r && r->status == SCSI_CHECK_CONDITION ? "CHECK CONDITION" : "no answer");
 	portals_alua(s, false, a->tpg, a->rel_port, g, n);
-	free(a);
+	alua_probe_free(a);
 }
 
 static void alua_send(struct alua_probe *a)
@@ -611,7 +617,7 @@ static void alua_send(struct alua_probe *a)
 		io->cdb_len = alua_cdb_rtpg(io->cdb, RTPG_ALLOC);
 	}
 	if (dio_send_once(s, io) < 0)
-		free(a);
+		alua_probe_free(a);
 }
 
 void probe_alua(struct dsession *s)
@@ -629,6 +635,7 @@ void probe_alua(struct dsession *s)
 		return;
 	}
 	struct alua_probe *a = xcalloc(1, sizeof(*a));
+	s->alua_probes++;
 	a->s = s;
 	a->ism = s->ism;
 	a->lun = l->lun;

@@ -97,6 +97,7 @@ struct dsession {
 	bool probed;
 	bool devices_present;
 	struct probe_refresh *refresh; /* the LUNs read again after a reconnect: I/O waits (probe.c) */
+	unsigned alua_probes;   /* ALUA probes in flight: an access-state attention starts one only when none is */
 	/* I/O */
 	struct dio *queue; /* waiting for a session, sorted by seq */
 	uint64_t queued_bytes;

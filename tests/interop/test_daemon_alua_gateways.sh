@@ -9,9 +9,11 @@
 #   - gateway 1 killed under a write load: the session goes on through gateway 2 within BOUND s,
 #     no write fails, every acknowledged write is on the file; portal 2 is then target port
 #     group 2, active_optimized, current and preferred;
-#   - gateway 1 back: gateway 2 (the one answering) still calls itself the optimized one, so
-#     after the failback period the session stays on gateway 2 instead of moving back to the
-#     first portal given (the ALUA state, not the order of the portals, picks the path).
+#   - gateway 1 back: every gateway of the group again names the lowest-numbered one that
+#     answers, gateway 1, as active/optimized; gateway 2 tells the session so with ASYMMETRIC
+#     ACCESS STATE CHANGED (2Ah/06h) on its next command, the daemon reads the groups again, and
+#     after the failback period the session moves back to gateway 1 (the ALUA state, learnt from
+#     the target, picks the path), writes going on throughout.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 [[ "$TARGET_IMPL" == isthmus ]] || skip "gateways need isthmus-target"
@@ -88,13 +90,26 @@ python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= $BOUND else 1)" "$st
 [[ $(sess_field "$SID" .session_id) == "$SID" ]] || fail "session id changed"
 say "ok: longest write ${stall}s <= ${BOUND}s; portal 1 $(portal "$P1"); portal 2 $(portal "$P2")"
 
-say "check: gateway 1 back; gateway 2 still reports itself optimized: the session stays there"
+say "check: gateway 1 back: it is the optimized one again, the session moves back to it after the failback period"
 start_gateway 1 "$P1"
-sleep $((FAILBACK + 4))
+t_back=$(date +%s.%N)
+# Writes keep the session busy: the state change reaches the daemon as a unit attention on one.
+moved=0
+for ((i = 0; i < 60; i++)); do
+	printf 'back%02d' "$i" | dd of="$DEV" bs=512 seek=$((3000 + i)) conv=notrunc,fsync status=none ||
+		fail "a write after gateway 1 came back"
+	if [[ $(portal "$P1") == '{"target_port_group":1,"alua_state":"active_optimized","current":true,"preferred":true}' ]]; then
+		moved=1
+		break
+	fi
+	sleep 0.5
+done
+((moved)) || fail "the session did not move back to the optimized gateway 1 within 30 s: $(sess_json "$SID" | jq -c .portals)"
+say "measured: back on gateway 1 $(elapsed "$t_back")s after it was started (failback period ${FAILBACK}s)"
 [[ $(sess_field "$SID" .state) == connected ]] || fail "session not connected"
-wait_portal "$P2" '{"target_port_group":2,"alua_state":"active_optimized","current":true,"preferred":true}' 1 ||
-	fail "the session left the optimized gateway: $(sess_json "$SID" | jq -c .portals)"
-printf 'after' | dd of="$DEV" bs=512 seek=3000 conv=notrunc,fsync status=none || fail "a write after gateway 1 came back"
-say "ok: $((FAILBACK + 4)) s after gateway 1 came back the session is still on gateway 2 (active/optimized), writes go on"
+[[ $(sess_field "$SID" .session_id) == "$SID" ]] || fail "session id changed"
+printf 'after' | dd of="$DEV" bs=512 seek=3100 conv=notrunc,fsync status=none || fail "a write on gateway 1"
+[[ $(dd if="$IMG" bs=512 skip=3100 count=1 status=none | head -c 5) == after ]] || fail "the last write is not in the file"
+say "ok: portal 1 $(portal "$P1"); portal 2 $(portal "$P2"); writes went on throughout"
 ism logout "$SID" >/dev/null
 say "PASS"
