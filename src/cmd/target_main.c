@@ -40,6 +40,8 @@ static void usage(FILE *f)
 	      "  --isns ADDR[:PORT] register with this iSNS server (port 3205 by default; see docs/isns.md)\n"
 	      "  --io-engine KIND   how file and block-device LUNs are driven: io_uring, worker threads, or\n"
 	      "                     auto (io_uring where the kernel allows it; the default)\n"
+	      "  --zero-copy-reads  send reads of 64 KiB and more of tmpfs LUNs by splice, without a copy\n"
+	      "                     (see docs/performance.md: on some machines it costs more than it saves)\n"
 	      "  --gateway N        this process is gateway N of the --target's gateway group (one LU behind\n"
 	      "                     several gateways, implicit ALUA; see docs/gateways.md); its --listen\n"
 	      "                     portals go to portal group N\n"
@@ -62,6 +64,7 @@ struct flags {
 	const char *state_dir;
 	const char *isns;
 	const char *io_engine;  /* NULL: as the file says */
+	bool zero_copy_reads;   /* false: as the file says */
 	unsigned gateway;       /* 0: none */
 	char **gateway_portals; /* "N HOST:PORT" */
 	size_t ngateway_portals;
@@ -113,6 +116,8 @@ static int apply_flags(struct cfg *cfg, void *arg, char **err)
 		}
 		cfg->io_engine = (unsigned)b;
 	}
+	if (f->zero_copy_reads)
+		cfg->zero_copy_reads = true;
 	if (cfg->nportals == 0 && cfg_add_listen(cfg, "127.0.0.1:3260", err) < 0)
 		return -1;
 	if (cfg->ntargets == 0) {
@@ -157,7 +162,7 @@ int main(int argc, char **argv)
 		{"state-dir", required_argument, NULL, 's'},
 		{"isns", required_argument, NULL, 'I'},
 		{"check-config", no_argument, NULL, 'k'},      {"version", no_argument, NULL, 'V'},
-		{"io-engine", required_argument, NULL, 'E'},
+		{"io-engine", required_argument, NULL, 'E'},  {"zero-copy-reads", no_argument, NULL, 'Z'},
 		{"gateway", required_argument, NULL, 'G'},     {"gateway-portal", required_argument, NULL, 'g'},
 		{NULL, 0, NULL, 0},
 	};
@@ -184,6 +189,7 @@ int main(int argc, char **argv)
 			break;
 		}
 		case 'E': fl.io_engine = optarg; break;
+		case 'Z': fl.zero_copy_reads = true; break;
 		case 'G': {
 			char *e = NULL;
 			if (cfg_parse_limit("--gateway", optarg, 65535, &fl.gateway, &e) < 0) {

@@ -106,7 +106,17 @@ struct pdu_conn {
 	struct pdu_queue txq;
 	struct pdu_txpool *pool;
 	uint64_t tx_bytes;                  /* bytes queued */
+	/*
+	 * Data segments in files go file -> tx_pipe -> socket by splice: the pipe (made on first
+	 * use, PDU_TX_PIPE_SIZE) holds tx_piped bytes of the head frame's data not yet in the socket.
+	 */
+	int tx_pipe[2];
+	size_t tx_piped, tx_pipe_cap;
+	uint64_t tx_spliced;                /* bytes that went by splice */
 };
+
+/* The pipe a connection splices file data through: what one splice moves at most. */
+#define PDU_TX_PIPE_SIZE (256u * 1024u)
 
 void pdu_conn_init(struct pdu_conn *pc, const struct pdu_conn_ops *ops, void *arg, const struct iscsi_params *params,
 		   struct pdu_txpool *pool, size_t rx_base);
@@ -140,13 +150,20 @@ size_t pdu_conn_header_size(const struct pdu_conn *pc);
  */
 struct pdu_txitem *pdu_conn_queue(struct pdu_conn *pc, struct bhs *b, const void *data, uint32_t len, uint8_t *owned);
 /*
- * Write what the socket takes, at most iov_max iovecs per writev, until the queue is empty or the
- * socket full. Returns the bytes written, or -1 with errno set.
+ * Queue a PDU whose data segment is len bytes of file fd from off on, sent without passing
+ * through user space (splice). Only without a data digest (nothing here reads the data). fd
+ * must stay open, and that part of the file this long, until the item is released.
+ */
+struct pdu_txitem *pdu_conn_queue_file(struct pdu_conn *pc, struct bhs *b, int fd, uint64_t off, uint32_t len);
+/*
+ * Write what the socket takes, at most iov_max iovecs per writev, and data in files by splice,
+ * until the queue is empty or the socket full. Returns the bytes written, or -1 with errno set
+ * (EIO: a file ended before the data it was to give).
  */
 ssize_t pdu_conn_flush(struct pdu_conn *pc, int fd, int iov_max);
 /* Take one item that is off the queue out of the count and release it (pdu_conn_ops.sent). */
 void pdu_conn_tx_release(struct pdu_conn *pc, struct pdu_txitem *it);
-/* Drop everything queued (the connection is gone). */
+/* Drop everything queued (the connection is gone), the splice pipe with it. */
 void pdu_conn_drop_tx(struct pdu_conn *pc);
 /* Put a dequeued item back (pool or free). */
 void pdu_txpool_put(struct pdu_txpool *pool, struct pdu_txitem *it);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "target/conn.h"
+#include "target/datain.h"
 #include "target/ffp.h"
 #include "target/server.h"
 #include "target/session.h"
@@ -41,6 +42,7 @@ static void task_unaccount(struct task *t)
 
 static void task_free_buffers(struct task *t)
 {
+	datain_release(t);
 	bufpool_put(t->pool, t->out, t->edtl);
 	bufpool_put(t->pool, t->in, t->in_cap);
 	t->out = t->in = NULL;
@@ -196,6 +198,7 @@ static void task_execute(struct task *t)
 	sc->out_len = t->write ? t->edtl : 0;
 	sc->in = t->in;
 	sc->in_cap = t->in_cap;
+	sc->in_ref_ok = datain_zero_copy_ok(t);
 	sc->done = task_scsi_done;
 	sc->priv = t;
 	t->state = TASK_RUNNING;
@@ -531,7 +534,7 @@ static void task_scsi_done(struct scsi_cmd *sc)
 				b.data_in.residual = residual;
 			}
 			t->refs++;
-			conn_send_pdu(c, &b, t->in + off, n, t, NULL);
+			datain_queue(c, t, &b, off, n);
 			off += n;
 		}
 		if (good && !t->write) {
