@@ -157,15 +157,23 @@ ssize_t pdu_conn_read(struct pdu_conn *pc, int fd, size_t *asked)
 	return r;
 }
 
+/* Whether the PDU in rx_bhs is of the kind the role places directly (its data large enough). */
+static bool rx_placeable(const struct pdu_conn *pc)
+{
+	const struct bhs *b = &pc->rx_bhs;
+	uint8_t op = pc->direct_opcode ? pc->direct_opcode : OP_DATA_IN;
+	return pc->direct_min && b->opcode == op && b->data_len >= pc->direct_min;
+}
+
 /*
- * The header of a Data-In with a large segment is in and part of its data is not: if the role
- * has a buffer for it, move what arrived there and read the rest straight into it.
+ * The header of a Data-In (Data-Out for the target) with a large segment is in and part of its
+ * data is not: if the role has a buffer for it, move what arrived there and read the rest
+ * straight into it.
  */
 static void rx_try_place(struct pdu_conn *pc, size_t avail)
 {
 	const struct bhs *b = &pc->rx_bhs;
-	if (!pc->ops->place || !pc->direct_min || b->opcode != OP_DATA_IN || b->data_len < pc->direct_min ||
-	    b->total_ahs_len)
+	if (!pc->ops->place || !rx_placeable(pc) || b->total_ahs_len)
 		return;
 	bool hd = pc->params->header_digest;
 	size_t hlen = BHS_LEN + digest_len(hd);
@@ -259,7 +267,7 @@ bool pdu_conn_parse(struct pdu_conn *pc)
 		if (avail < pc->rx_need)
 			break;
 		const uint8_t *raw = pc->rxbuf + pc->rx_start;
-		pc->rx_large = pc->direct_min && pc->rx_bhs.opcode == OP_DATA_IN && pc->rx_bhs.data_len >= pc->direct_min;
+		pc->rx_large = rx_placeable(pc);
 		bool alive = pc->rx_state == PDU_RECV_SKIP || rx_complete(pc, raw);
 		if (!alive)
 			return false;

@@ -78,6 +78,7 @@ static void task_put(struct task *t)
 	c->ntasks--;
 	if (t->state == TASK_SENDING)
 		c->nsending--;
+	pdu_conn_forget_direct(&c->pc, t); /* Data-Out still arriving for it is read and dropped */
 	task_unaccount(t);
 	task_free_buffers(t);
 	t->next = c->free_tasks;
@@ -351,6 +352,26 @@ static struct task *task_find_data_owner(struct conn *c, const struct bhs *b)
 	return NULL;
 }
 
+/*
+ * A large Data-Out whose data has not all arrived: when it continues its task's data in order,
+ * the rest is read straight into the task's buffer (one copy fewer). Anything else is collected
+ * as usual and task_handle_data_out judges it.
+ */
+uint8_t *task_place_data_out(struct pdu_conn *pc, void **owner)
+{
+	struct conn *c = pc->arg;
+	const struct bhs *b = &pc->rx_bhs;
+	if (c->phase != PHASE_FULL_FEATURE)
+		return NULL;
+	struct task *t = task_find_data_owner(c, b);
+	uint32_t off = b->data_out.offset;
+	if (!t || !t->out || off != t->out_received || (uint64_t)off + b->data_len > t->edtl ||
+	    (b->data_out.ttt == RESERVED_TAG && (uint64_t)off + b->data_len > t->unsolicited_end))
+		return NULL;
+	*owner = t;
+	return t->out + off;
+}
+
 void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len)
 {
 	struct task *t = task_find_data_owner(c, b);
@@ -397,8 +418,8 @@ void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *da
 		task_respond_check(c, itt, SK_ABORTED_COMMAND, 0x4b, ascq, 0, false);
 		return;
 	}
-	if (t->out)
-		memcpy(t->out + off, data, len);
+	if (t->out && data != t->out + off)
+		memcpy(t->out + off, data, len); /* not already placed (task_place_data_out) */
 	t->out_received += len;
 	t->last_data_ms = loop_now_ms();
 	t->next_datasn++;
