@@ -329,7 +329,7 @@ static void tx_pipe_close(struct pdu_conn *pc)
 	pc->tx_piped = 0;
 }
 
-static int tx_pipe_open(struct pdu_conn *pc)
+int pdu_conn_tx_pipe_open(struct pdu_conn *pc)
 {
 	if (pc->tx_pipe[0] >= 0)
 		return 0;
@@ -351,7 +351,7 @@ static int tx_pipe_open(struct pdu_conn *pc)
 static ssize_t tx_splice(struct pdu_conn *pc, int fd, const struct pdu_frame *f)
 {
 	size_t left = f->iov[1].iov_len - f->iov_off; /* of this segment, not yet in the socket */
-	if (tx_pipe_open(pc) < 0)
+	if (pdu_conn_tx_pipe_open(pc) < 0)
 		return -1;
 	if (pc->tx_piped == 0) {
 		size_t want = left < pc->tx_pipe_cap ? left : pc->tx_pipe_cap;

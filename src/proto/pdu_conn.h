@@ -156,6 +156,8 @@ struct pdu_txitem *pdu_conn_queue(struct pdu_conn *pc, struct bhs *b, const void
  * must stay open, and that part of the file this long, until the item is released.
  */
 struct pdu_txitem *pdu_conn_queue_file(struct pdu_conn *pc, struct bhs *b, int fd, uint64_t off, uint32_t len);
+/* Makes the splice pipe if there is none yet: 0, or -1 with errno set (out of descriptors). */
+int pdu_conn_tx_pipe_open(struct pdu_conn *pc);
 /*
  * Write what the socket takes, at most iov_max iovecs per writev, and data in files by splice,
  * until the queue is empty or the socket full. Returns the bytes written, or -1 with errno set

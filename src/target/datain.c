@@ -1,5 +1,8 @@
 #include "target/datain.h"
 
+#include <string.h>
+#include <unistd.h>
+
 #include "store/store.h"
 #include "target/conn.h"
 #include "target/server.h"
@@ -24,6 +27,20 @@ void datain_queue(struct conn *c, struct task *t, struct bhs *b, uint32_t off, u
 	}
 	if (c->phase == PHASE_CLOSED) {
 		task_release(t);
+		return;
+	}
+	if (pdu_conn_tx_pipe_open(&c->pc) < 0) {
+		/*
+		 * No descriptors for the pipe: this PDU's data is read into the task's buffer after
+		 * all (the file is on tmpfs: the read does not wait) and goes the ordinary way.
+		 */
+		ssize_t r = pread(sc->in_ref->fd, t->in + off, len, (off_t)(sc->in_ref_off + off));
+		if (r != (ssize_t)len) {
+			conn_close(c, "cannot read the data of a read without a splice pipe");
+			task_release(t);
+			return;
+		}
+		conn_send_pdu(c, b, t->in + off, len, t, NULL);
 		return;
 	}
 	/* The store stays open while the task holds it (scsi_cmd.in_ref), so its descriptor does. */

@@ -11,6 +11,8 @@
 #   3. libiscsi's whole iscsi-test-cu suite (--test=ALL, multipath through a second session)
 #      passes against a 64 MiB tmpfs LUN, whose large reads go by splice
 #   4. a target started without --zero-copy-reads copies (zero_copy_bytes stays 0)
+#   5. a target with no descriptors left for a connection's splice pipe copies those reads
+#      instead (same data and layout, zero_copy_bytes 0) and keeps the connection
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need python3 jq
@@ -74,4 +76,27 @@ out=$(run_to 120 python3 "$INTEROP_DIR/datain_layout.py" 127.0.0.1 "$PORT" "$IQN
 z4=$(zc_bytes)
 ((z4 == 0)) || fail "zero_copy_bytes $z4 on a target without --zero-copy-reads"
 say "ok: same data and layout, zero_copy_bytes 0"
+
+# ---- 5. no descriptors for the pipe ------------------------------------------------------------
+say "checking: without a descriptor to spare for the splice pipe, large reads are copied"
+zc_bytes >/dev/null # the management connection has come and gone: its descriptors are free
+# The limit that leaves the idle target exactly one free descriptor number: the iSCSI
+# connection gets it, the connection's pipe (two) cannot be made.
+limit=0 free=0
+while ((free < 2 && limit < 4096)); do
+	[[ -e "/proc/$TARGET_PID/fd/$limit" ]] || free=$((free + 1))
+	((free == 2)) || limit=$((limit + 1))
+done
+stop_target
+mkdir -p "$TEST_DIR/limited"
+printf '#!/bin/sh\nulimit -n %s && exec "%s/isthmus-target" "$@"\n' "$limit" "$ISTHMUS_BIN" \
+	>"$TEST_DIR/limited/isthmus-target"
+chmod +x "$TEST_DIR/limited/isthmus-target"
+ISTHMUS_BIN=$TEST_DIR/limited start_target --listen "127.0.0.1:$PORT" --target "$IQN" --lun "$SHM/lun0.img" \
+	--mgmt-socket "$SOCK" --zero-copy-reads
+out=$(run_to 120 python3 "$INTEROP_DIR/datain_layout.py" 127.0.0.1 "$PORT" "$IQN" 0 "$SHM/lun0.img" \
+	--mrdsl 8192 --maxburst 65536 2>&1) || fail "layout with the descriptor limit at $limit: $out"
+z5=$(zc_bytes)
+((z5 == 0)) || fail "zero_copy_bytes $z5 although no pipe could be made"
+say "ok: $(grep -c '^ok:' <<<"$out") reads as the file holds them, copied (zero_copy_bytes 0)"
 say "ok: zero-copy Data-In checked"
