@@ -43,6 +43,8 @@ static void usage(FILE *f)
 	      "                     (they must be registered with the server; see docs/isns.md)\n"
 	      "  --io-engine KIND   how file and block-device LUNs are driven: io_uring, worker threads, or\n"
 	      "                     auto (io_uring where the kernel allows it; the default)\n"
+	      "  --zero-copy-reads  send reads of 64 KiB and more of tmpfs LUNs by splice, without a copy\n"
+	      "                     (see docs/performance.md: on some machines it costs more than it saves)\n"
 	      "  --gateway N        this process is gateway N of the --target's gateway group (one LU behind\n"
 	      "                     several gateways, implicit ALUA; see docs/gateways.md); its --listen\n"
 	      "                     portals go to portal group N\n"
@@ -68,6 +70,7 @@ struct flags {
 	const char *isns;
 	bool isns_access;
 	const char *io_engine;  /* NULL: as the file says */
+	bool zero_copy_reads;   /* false: as the file says */
 	unsigned gateway;       /* 0: none */
 	char **gateway_portals; /* "N HOST:PORT" */
 	size_t ngateway_portals;
@@ -124,6 +127,8 @@ static int apply_flags(struct cfg *cfg, void *arg, char **err)
 		}
 		cfg->io_engine = (unsigned)b;
 	}
+	if (f->zero_copy_reads)
+		cfg->zero_copy_reads = true;
 	if (cfg->nportals == 0 && cfg_add_listen(cfg, "127.0.0.1:3260", err) < 0)
 		return -1;
 	if (cfg->ntargets == 0) {
@@ -168,7 +173,7 @@ int main(int argc, char **argv)
 		{"state-dir", required_argument, NULL, 's'},
 		{"isns", required_argument, NULL, 'I'},       {"isns-access", no_argument, NULL, 'A'},
 		{"check-config", no_argument, NULL, 'k'},      {"version", no_argument, NULL, 'V'},
-		{"io-engine", required_argument, NULL, 'E'},
+		{"io-engine", required_argument, NULL, 'E'},  {"zero-copy-reads", no_argument, NULL, 'Z'},
 		{"gateway", required_argument, NULL, 'G'},     {"gateway-portal", required_argument, NULL, 'g'},
 		{"max-error-recovery-level", required_argument, NULL, 'R'},
 		{NULL, 0, NULL, 0},
@@ -205,6 +210,7 @@ int main(int argc, char **argv)
 			}
 			fl.max_erl = optarg[0] - '0';
 			break;
+		case 'Z': fl.zero_copy_reads = true; break;
 		case 'G': {
 			char *e = NULL;
 			if (cfg_parse_limit("--gateway", optarg, 65535, &fl.gateway, &e) < 0) {

@@ -10,6 +10,8 @@ void pdu_frame_begin(struct pdu_frame *f, struct bhs *b, uint32_t len)
 	f->niov = 0;
 	f->iov_done = 0;
 	f->iov_off = 0;
+	f->src_fd = -1;
+	f->src_off = 0;
 	b->data_len = len;
 	bhs_encode(b, f->hdr);
 }
@@ -58,12 +60,17 @@ void pdu_queue_push(struct pdu_queue *q, struct pdu_frame *f)
 	q->tail = f;
 }
 
-int pdu_queue_gather(const struct pdu_queue *q, struct iovec *iov, int max, size_t *bytes)
+int pdu_queue_gather(const struct pdu_queue *q, struct iovec *iov, int max, size_t *bytes, bool *at_file)
 {
 	int n = 0;
 	size_t total = 0;
+	bool file = false;
 	for (const struct pdu_frame *f = q->head; f && n < max; f = f->next) {
 		for (int i = f->iov_done; i < f->niov && n < max; i++) {
+			if (pdu_frame_data_in_file(f, i)) {
+				file = true; /* not memory: the sender moves it itself */
+				goto out;
+			}
 			iov[n] = f->iov[i];
 			if (i == f->iov_done && f->iov_off) {
 				iov[n].iov_base = (char *)iov[n].iov_base + f->iov_off;
@@ -73,8 +80,11 @@ int pdu_queue_gather(const struct pdu_queue *q, struct iovec *iov, int max, size
 			n++;
 		}
 	}
+out:
 	if (bytes)
 		*bytes = total;
+	if (at_file)
+		*at_file = file;
 	return n;
 }
 

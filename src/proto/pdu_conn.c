@@ -2,10 +2,12 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -31,6 +33,7 @@ void pdu_conn_init(struct pdu_conn *pc, const struct pdu_conn_ops *ops, void *ar
 	pc->params = params;
 	pc->pool = pool;
 	pc->rx_base = rx_base;
+	pc->tx_pipe[0] = pc->tx_pipe[1] = -1;
 	pdu_conn_rx_reset(pc);
 }
 
@@ -154,15 +157,23 @@ ssize_t pdu_conn_read(struct pdu_conn *pc, int fd, size_t *asked)
 	return r;
 }
 
+/* Whether the PDU in rx_bhs is of the kind the role places directly (its data large enough). */
+static bool rx_placeable(const struct pdu_conn *pc)
+{
+	const struct bhs *b = &pc->rx_bhs;
+	uint8_t op = pc->direct_opcode ? pc->direct_opcode : OP_DATA_IN;
+	return pc->direct_min && b->opcode == op && b->data_len >= pc->direct_min;
+}
+
 /*
- * The header of a Data-In with a large segment is in and part of its data is not: if the role
- * has a buffer for it, move what arrived there and read the rest straight into it.
+ * The header of a Data-In (Data-Out for the target) with a large segment is in and part of its
+ * data is not: if the role has a buffer for it, move what arrived there and read the rest
+ * straight into it.
  */
 static void rx_try_place(struct pdu_conn *pc, size_t avail)
 {
 	const struct bhs *b = &pc->rx_bhs;
-	if (!pc->ops->place || !pc->direct_min || b->opcode != OP_DATA_IN || b->data_len < pc->direct_min ||
-	    b->total_ahs_len)
+	if (!pc->ops->place || !rx_placeable(pc) || b->total_ahs_len)
 		return;
 	bool hd = pc->params->header_digest;
 	size_t hlen = BHS_LEN + digest_len(hd);
@@ -256,7 +267,7 @@ bool pdu_conn_parse(struct pdu_conn *pc)
 		if (avail < pc->rx_need)
 			break;
 		const uint8_t *raw = pc->rxbuf + pc->rx_start;
-		pc->rx_large = pc->direct_min && pc->rx_bhs.opcode == OP_DATA_IN && pc->rx_bhs.data_len >= pc->direct_min;
+		pc->rx_large = rx_placeable(pc);
 		bool alive = pc->rx_state == PDU_RECV_SKIP || rx_complete(pc, raw);
 		if (!alive)
 			return false;
@@ -290,6 +301,14 @@ struct pdu_txitem *pdu_conn_queue(struct pdu_conn *pc, struct bhs *b, const void
 	return it;
 }
 
+struct pdu_txitem *pdu_conn_queue_file(struct pdu_conn *pc, struct bhs *b, int fd, uint64_t off, uint32_t len)
+{
+	struct pdu_txitem *it = pdu_conn_queue(pc, b, NULL, len, NULL);
+	it->f.src_fd = fd;
+	it->f.src_off = off;
+	return it;
+}
+
 void pdu_conn_tx_release(struct pdu_conn *pc, struct pdu_txitem *it)
 {
 	pc->tx_bytes -= it->wire;
@@ -300,6 +319,67 @@ void pdu_conn_tx_release(struct pdu_conn *pc, struct pdu_txitem *it)
 
 static void tx_frame_done(struct pdu_frame *f, void *arg) { pdu_conn_tx_release(arg, (struct pdu_txitem *)f); }
 
+static void tx_pipe_close(struct pdu_conn *pc)
+{
+	for (int i = 0; i < 2; i++) {
+		if (pc->tx_pipe[i] >= 0)
+			close(pc->tx_pipe[i]);
+		pc->tx_pipe[i] = -1;
+	}
+	pc->tx_piped = 0;
+}
+
+int pdu_conn_tx_pipe_open(struct pdu_conn *pc)
+{
+	if (pc->tx_pipe[0] >= 0)
+		return 0;
+	if (pipe2(pc->tx_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -1;
+	/* A larger pipe means fewer splices per PDU; the default (16 pages) is kept if refused. */
+	int cap = fcntl(pc->tx_pipe[1], F_SETPIPE_SZ, (int)PDU_TX_PIPE_SIZE);
+	if (cap < 0)
+		cap = fcntl(pc->tx_pipe[1], F_GETPIPE_SZ);
+	pc->tx_pipe_cap = cap > 0 ? (size_t)cap : 65536u;
+	pc->tx_piped = 0;
+	return 0;
+}
+
+/*
+ * The head frame's data segment is in a file: move the next part of it file -> pipe -> socket.
+ * Returns the bytes the socket took (0: it is full), or -1 with errno set.
+ */
+static ssize_t tx_splice(struct pdu_conn *pc, int fd, const struct pdu_frame *f)
+{
+	size_t left = f->iov[1].iov_len - f->iov_off; /* of this segment, not yet in the socket */
+	if (pdu_conn_tx_pipe_open(pc) < 0)
+		return -1;
+	if (pc->tx_piped == 0) {
+		size_t want = left < pc->tx_pipe_cap ? left : pc->tx_pipe_cap;
+		loff_t off = (loff_t)(f->src_off + f->iov_off);
+		ssize_t k;
+		do
+			k = splice(f->src_fd, &off, pc->tx_pipe[1], NULL, want, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		while (k < 0 && errno == EINTR);
+		if (k == 0)
+			errno = EIO; /* the file is shorter than the data it was to give */
+		if (k <= 0)
+			return -1;
+		pc->tx_piped = (size_t)k;
+	}
+	/* More follows (the rest of this segment, its trailer, the next PDUs): no short segment yet. */
+	bool more = left > pc->tx_piped || f->niov > 2 || f->next;
+	ssize_t w;
+	do
+		w = splice(pc->tx_pipe[0], NULL, fd, NULL, pc->tx_piped,
+			   SPLICE_F_MOVE | SPLICE_F_NONBLOCK | (more ? SPLICE_F_MORE : 0));
+	while (w < 0 && errno == EINTR);
+	if (w < 0)
+		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+	pc->tx_piped -= (size_t)w;
+	pc->tx_spliced += (size_t)w;
+	return w;
+}
+
 ssize_t pdu_conn_flush(struct pdu_conn *pc, int fd, int iov_max)
 {
 	struct iovec iov[TX_IOV_LIMIT];
@@ -307,9 +387,31 @@ ssize_t pdu_conn_flush(struct pdu_conn *pc, int fd, int iov_max)
 		iov_max = TX_IOV_LIMIT;
 	size_t written = 0;
 	while (!pdu_queue_empty(&pc->txq)) {
+		const struct pdu_frame *head = pc->txq.head;
+		if (pdu_frame_data_in_file(head, head->iov_done)) {
+			ssize_t w = tx_splice(pc, fd, head);
+			if (w < 0)
+				return -1;
+			if (w == 0)
+				break; /* the socket is full */
+			written += (size_t)w;
+			pdu_queue_consume(&pc->txq, (size_t)w, tx_frame_done, pc);
+			continue;
+		}
 		size_t total = 0;
-		int n = pdu_queue_gather(&pc->txq, iov, iov_max, &total);
-		ssize_t w = writev(fd, iov, n);
+		bool at_file = false;
+		int n = pdu_queue_gather(&pc->txq, iov, iov_max, &total, &at_file);
+		ssize_t w = -1;
+		if (at_file) {
+			/*
+			 * Data in a file follows at once: the headers wait for it (MSG_MORE) rather than
+			 * leave as a small segment of their own.
+			 */
+			struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)n };
+			w = sendmsg(fd, &mh, MSG_MORE | MSG_NOSIGNAL);
+		}
+		if (!at_file || (w < 0 && errno == ENOTSOCK))
+			w = writev(fd, iov, n);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -325,7 +427,11 @@ ssize_t pdu_conn_flush(struct pdu_conn *pc, int fd, int iov_max)
 	return (ssize_t)written;
 }
 
-void pdu_conn_drop_tx(struct pdu_conn *pc) { pdu_queue_drain(&pc->txq, tx_frame_done, pc); }
+void pdu_conn_drop_tx(struct pdu_conn *pc)
+{
+	pdu_queue_drain(&pc->txq, tx_frame_done, pc);
+	tx_pipe_close(pc);
+}
 
 void pdu_txpool_put(struct pdu_txpool *pool, struct pdu_txitem *it)
 {

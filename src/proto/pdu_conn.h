@@ -43,8 +43,8 @@ struct pdu_conn_ops {
 	 */
 	enum pdu_header_verdict (*header)(struct pdu_conn *pc, const uint8_t *raw, int rc, const char *why);
 	/*
-	 * Optional: the header of a PDU with at least direct_min bytes of data is in and its data is
-	 * not all there yet. Return where the data goes (and in *owner who lent that buffer, for
+	 * Optional: the header of a PDU with at least direct_min bytes of data (and the opcode
+	 * direct_opcode) is in and its data is not all there yet. Return where the data goes (and in *owner who lent that buffer, for
 	 * pdu_conn_forget_direct), or NULL to collect it in the receive buffer.
 	 */
 	uint8_t *(*place)(struct pdu_conn *pc, void **owner);
@@ -90,6 +90,7 @@ struct pdu_conn {
 	struct bhs rx_bhs;
 	uint64_t rx_epoch;                  /* counts pdu_conn_rx_reset: a handler may start over */
 	uint32_t direct_min;                /* data segments this long may be placed (0: never) */
+	uint8_t direct_opcode;              /* of PDUs with this opcode (0: Data-In, the initiator's) */
 	/*
 	 * Direct placement: dr_left bytes of data still to come at dr_dst; dr_owner turns NULL when
 	 * the buffer's owner is gone (the rest is then read and dropped).
@@ -106,7 +107,17 @@ struct pdu_conn {
 	struct pdu_queue txq;
 	struct pdu_txpool *pool;
 	uint64_t tx_bytes;                  /* bytes queued */
+	/*
+	 * Data segments in files go file -> tx_pipe -> socket by splice: the pipe (made on first
+	 * use, PDU_TX_PIPE_SIZE) holds tx_piped bytes of the head frame's data not yet in the socket.
+	 */
+	int tx_pipe[2];
+	size_t tx_piped, tx_pipe_cap;
+	uint64_t tx_spliced;                /* bytes that went by splice */
 };
+
+/* The pipe a connection splices file data through: what one splice moves at most. */
+#define PDU_TX_PIPE_SIZE (256u * 1024u)
 
 void pdu_conn_init(struct pdu_conn *pc, const struct pdu_conn_ops *ops, void *arg, const struct iscsi_params *params,
 		   struct pdu_txpool *pool, size_t rx_base);
@@ -140,13 +151,22 @@ size_t pdu_conn_header_size(const struct pdu_conn *pc);
  */
 struct pdu_txitem *pdu_conn_queue(struct pdu_conn *pc, struct bhs *b, const void *data, uint32_t len, uint8_t *owned);
 /*
- * Write what the socket takes, at most iov_max iovecs per writev, until the queue is empty or the
- * socket full. Returns the bytes written, or -1 with errno set.
+ * Queue a PDU whose data segment is len bytes of file fd from off on, sent without passing
+ * through user space (splice). Only without a data digest (nothing here reads the data). fd
+ * must stay open, and that part of the file this long, until the item is released.
+ */
+struct pdu_txitem *pdu_conn_queue_file(struct pdu_conn *pc, struct bhs *b, int fd, uint64_t off, uint32_t len);
+/* Makes the splice pipe if there is none yet: 0, or -1 with errno set (out of descriptors). */
+int pdu_conn_tx_pipe_open(struct pdu_conn *pc);
+/*
+ * Write what the socket takes, at most iov_max iovecs per writev, and data in files by splice,
+ * until the queue is empty or the socket full. Returns the bytes written, or -1 with errno set
+ * (EIO: a file ended before the data it was to give).
  */
 ssize_t pdu_conn_flush(struct pdu_conn *pc, int fd, int iov_max);
 /* Take one item that is off the queue out of the count and release it (pdu_conn_ops.sent). */
 void pdu_conn_tx_release(struct pdu_conn *pc, struct pdu_txitem *it);
-/* Drop everything queued (the connection is gone). */
+/* Drop everything queued (the connection is gone), the splice pipe with it. */
 void pdu_conn_drop_tx(struct pdu_conn *pc);
 /* Put a dequeued item back (pool or free). */
 void pdu_txpool_put(struct pdu_txpool *pool, struct pdu_txitem *it);

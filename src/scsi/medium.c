@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "scsi/scsi_int.h"
+#include "store/store.h"
 
 void medium_start(struct scsi_req *r, uint64_t lba, bool flush)
 {
@@ -131,4 +132,42 @@ void medium_flush_then_end(struct scsi_cmd *cmd, int rc)
 		return;
 	}
 	medium_end(cmd);
+}
+
+bool medium_read_by_ref(struct scsi_req *r, uint64_t off, uint32_t len)
+{
+	struct scsi_cmd *cmd = r->cmd;
+	struct store *st = r->lu->st;
+
+	/*
+	 * Only files whose reads never wait (tmpfs): the transport splices on the loop thread, where
+	 * a page-cache miss would stall every connection. Only SIMPLE commands: nothing is ordered
+	 * after them, so the data may leave after the command has ended.
+	 */
+	if (!cmd->in_ref_ok || atomic_load(&cmd->defer.cancelled) || st->fd < 0 || st->wait != STORE_WAIT_NEVER || st->ops->submit || st->closing ||
+	    (cmd->task_attr != TASK_SIMPLE && cmd->task_attr != TASK_UNTAGGED) || off > st->size ||
+	    len > st->size - off)
+		return false;
+	st->jobs++;
+	cmd->defer.t = r->t;
+	cmd->in_ref = st;
+	cmd->in_ref_off = off;
+	cmd->in_len = len;
+	return true;
+}
+
+bool scsi_cmd_in_ref_put(struct scsi_cmd *cmd)
+{
+	struct store *st = cmd->in_ref;
+
+	if (!st)
+		return false;
+	cmd->in_ref = NULL;
+	if (--st->jobs)
+		return false;
+	if (st->closing) {
+		store_close(st);
+		return false;
+	}
+	return cmd->defer.t && cmd->defer.t->blocked;
 }

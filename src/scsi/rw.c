@@ -128,7 +128,7 @@ static void do_read(struct scsi_req *r, const struct rw *a, unsigned len_byte)
 	cmd->xfer_len = clamp32(bytes);
 	/* Give the initiator what fits its buffer; the transport reports the rest as residual. */
 	n = bytes < cmd->in_cap ? (uint32_t)bytes : cmd->in_cap;
-	if (!n)
+	if (!n || medium_read_by_ref(r, a->lba << lu->block_shift, n))
 		return;
 	medium_start(r, a->lba, false);
 	cmd->defer.n = n;

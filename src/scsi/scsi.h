@@ -73,12 +73,21 @@ struct scsi_cmd {
 	uint32_t out_len;           /* bytes in out: the expected data transfer length, or fewer */
 	uint8_t *in;                /* buffer for data to the initiator (read direction) */
 	uint32_t in_cap;            /* size of in: the expected data transfer length */
+	bool in_ref_ok;             /* the transport can send read data from the store itself (in_ref) */
 	void (*done)(struct scsi_cmd *cmd);
 	void *priv;                 /* transport's own */
 
 	/* Set by the SCSI layer before done. */
 	uint32_t in_len;            /* bytes placed in in (<= in_cap) */
 	uint32_t xfer_len;          /* bytes the CDB itself asks to move in its direction */
+	/*
+	 * With in_ref_ok, a READ of a store whose file never waits may leave its data where it
+	 * is: in_len bytes of in_ref->fd from in_ref_off on, nothing placed in in. The command
+	 * holds the store (a job: ORDERED commands and writes that wait for jobs stay behind it)
+	 * until the transport has sent the data and calls scsi_cmd_in_ref_put.
+	 */
+	struct store *in_ref;
+	uint64_t in_ref_off;
 	uint8_t status;             /* enum scsi_status */
 	uint8_t sense_len;
 	uint8_t sense[252];
@@ -230,6 +239,12 @@ void scsi_target_run_blocked(struct scsi_target *t);
  * gone): it is not started if it has not been, and its done callback still comes.
  */
 void scsi_cmd_cancel(struct scsi_cmd *cmd);
+/*
+ * The transport is done with cmd->in_ref (sent or dropped). Returns true when commands may
+ * have been waiting for that: the caller runs scsi_target_run_blocked (not from within a
+ * send path: later, on the loop).
+ */
+bool scsi_cmd_in_ref_put(struct scsi_cmd *cmd);
 /*
  * Whether a submitted command that has not completed may still change the medium (a write-like
  * command whose ios are in flight or still to come): a task management response that aborts it

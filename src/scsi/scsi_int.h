@@ -429,6 +429,11 @@ void medium_start(struct scsi_req *r, uint64_t lba, bool flush);
 void medium_io(struct scsi_cmd *cmd, enum store_io_op op, uint64_t off, uint64_t len, void *buf, size_t buf_len,
 	       medium_next_fn next);
 void medium_end(struct scsi_cmd *cmd);
+/*
+ * A read whose data the transport may send from the store's file itself (scsi_cmd.in_ref):
+ * true when taken that way, the store held; false when it must be read into cmd->in.
+ */
+bool medium_read_by_ref(struct scsi_req *r, uint64_t off, uint32_t len);
 /* A medium error for the command's recorded LU and LBA (lba: the failing block). */
 void medium_error(struct scsi_cmd *cmd, bool write, int err, uint64_t lba);
 /* A flush when the command asked for durability (medium_start's flush), then the end. */

@@ -114,6 +114,7 @@ struct cfg {
 	unsigned max_connections_per_portal; /* iSCSI connections at once through one portal; default 256 */
 	unsigned mgmt_max_clients;           /* management socket clients at once; default 64 */
 	unsigned io_engine;  /* enum store_engine_backend (io-engine); default auto */
+	bool zero_copy_reads; /* zero-copy-reads: large reads of tmpfs LUNs sent by splice; default no */
 	char *source;        /* file it was loaded from, or NULL */
 	uint16_t *groups;    /* portal group tags declared, with or without listen addresses */
 	size_t ngroups;

@@ -300,6 +300,14 @@ static int global_key(struct parser *p, const char *key, const char *value)
 		cfg->io_engine = (unsigned)b;
 		return 0;
 	}
+	if (strcmp(key, "zero-copy-reads") == 0) {
+		if (once(p, key, key) < 0)
+			return -1;
+		if (strcmp(value, "yes") != 0 && strcmp(value, "no") != 0)
+			return perr(p, "zero-copy-reads '%s' is not yes or no", value);
+		cfg->zero_copy_reads = strcmp(value, "yes") == 0;
+		return 0;
+	}
 	if (strcmp(key, "nop-interval") == 0 || strcmp(key, "nop-timeout") == 0) {
 		if (once(p, key, key) < 0)
 			return -1;

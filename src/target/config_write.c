@@ -133,6 +133,8 @@ char *cfg_format(const struct cfg *cfg)
 		put_kv(&b, "isns-access", "yes");
 	if (cfg->io_engine != STORE_BACKEND_AUTO)
 		put_kv(&b, "io-engine", store_engine_backend_name((enum store_engine_backend)cfg->io_engine));
+	if (cfg->zero_copy_reads)
+		put_kv(&b, "zero-copy-reads", "yes");
 	put_chap(&b, &cfg->discovery_chap, "discovery-");
 
 	/* Every group with a portal or a declaration, in tag order, each once. */

@@ -38,6 +38,8 @@
  */
 #define TX_BACKLOG_MAX (16u * 1024u * 1024u)
 #define TX_BACKLOG_RESUME (8u * 1024u * 1024u)
+/* Data-Out segments this long go straight into their task's buffer (task_place_data_out). */
+#define DATA_OUT_DIRECT_MIN (16u * 1024u)
 /* Spare send items kept per connection, and iovecs per gathered write. */
 #define TX_FREE_KEEP 256u
 #define TX_IOV_MAX 64
@@ -66,6 +68,8 @@ void conn_accept(struct server *srv, int fd, uint16_t tpgt)
 	c->txpool.item_size = sizeof(struct txitem);
 	c->txpool.keep = TX_FREE_KEEP;
 	pdu_conn_init(&c->pc, &conn_ops, c, &c->params, &c->txpool, RX_LOGIN);
+	c->pc.direct_min = DATA_OUT_DIRECT_MIN;
+	c->pc.direct_opcode = OP_DATA_OUT;
 	c->want_read = true;
 	c->last_rx_ms = c->login_started_ms = loop_now_ms();
 	c->login_time = (uint64_t)time(NULL);
@@ -325,6 +329,7 @@ static void conn_stamp_sn(struct pdu_conn *pc, const struct bhs *b, uint8_t hdr[
 
 static const struct pdu_conn_ops conn_ops = {
 	.header = conn_on_header,
+	.place = task_place_data_out,
 	.pdu = conn_on_pdu,
 	.digest_error = conn_on_digest_error,
 	.stamp = conn_stamp_sn,

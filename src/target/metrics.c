@@ -75,6 +75,7 @@ static const struct counter_def counters[] = {
 	C(commands, "commands_total", "SCSI commands completed"),
 	C(read_bytes, "read_bytes_total", "SCSI data bytes sent to initiators"),
 	C(write_bytes, "write_bytes_total", "SCSI data bytes received from initiators"),
+	C(zero_copy_bytes, "zero_copy_bytes_total", "SCSI data bytes sent from the store's file without a copy"),
 	C(pdus_in, "pdus_received_total", "iSCSI PDUs received"),
 	C(pdus_out, "pdus_sent_total", "iSCSI PDUs sent"),
 	C(bytes_in, "received_bytes_total", "bytes received on iSCSI connections"),

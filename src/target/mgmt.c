@@ -42,6 +42,7 @@ static json_t *stats_json(const struct io_stats *s, uint32_t queue_depth)
 	json_object_set_new(o, "commands", json_integer((json_int_t)s->commands));
 	json_object_set_new(o, "read_bytes", json_integer((json_int_t)s->read_bytes));
 	json_object_set_new(o, "write_bytes", json_integer((json_int_t)s->write_bytes));
+	json_object_set_new(o, "zero_copy_bytes", json_integer((json_int_t)s->zero_copy_bytes));
 	json_object_set_new(o, "r2ts", json_integer((json_int_t)s->r2ts));
 	json_object_set_new(o, "digest_errors", json_integer((json_int_t)s->digest_errors));
 	json_object_set_new(o, "pdus_resent", json_integer((json_int_t)s->pdus_resent));

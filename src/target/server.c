@@ -396,6 +396,11 @@ static void server_on_engine(void *arg, uint32_t events)
 	(void)events;
 	struct server *srv = arg;
 	store_engine_reap(srv->engine);
+	server_run_blocked(srv);
+}
+
+void server_run_blocked(struct server *srv)
+{
 	for (size_t i = 0; i < srv->nnodes; i++)
 		scsi_target_run_blocked(srv->nodes[i]->scsi);
 	/* Their responses were queued outside any connection's read handler, which would send them. */

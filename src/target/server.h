@@ -100,6 +100,8 @@ void portal_on_accept(void *arg, uint32_t events);
 
 /* The store engine of cfg's io-engine, watched by srv's loop (before the first LU). */
 int server_engine_start(struct server *srv, const struct cfg *cfg, char **err);
+/* Commands that waited for their LU's work may run: run them, and send what they queued. */
+void server_run_blocked(struct server *srv);
 /* Make the running server match cfg (owned on success; freed on failure). */
 int server_apply_config(struct server *srv, struct cfg *cfg, char **err);
 /*

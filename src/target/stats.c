@@ -14,6 +14,7 @@ void stats_add(struct io_stats *dst, const struct io_stats *src)
 	dst->commands += src->commands;
 	dst->read_bytes += src->read_bytes;
 	dst->write_bytes += src->write_bytes;
+	dst->zero_copy_bytes += src->zero_copy_bytes;
 	dst->r2ts += src->r2ts;
 	dst->digest_errors += src->digest_errors;
 	dst->pdus_resent += src->pdus_resent;

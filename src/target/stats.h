@@ -13,6 +13,7 @@ struct io_stats {
 	uint64_t bytes_in, bytes_out;     /* everything on the wire, headers included */
 	uint64_t commands;
 	uint64_t read_bytes, write_bytes; /* SCSI data moved to / from the initiator */
+	uint64_t zero_copy_bytes;         /* of read_bytes, sent from the store's file without a copy (splice) */
 	uint64_t r2ts;
 	uint64_t digest_errors;
 	uint64_t pdus_resent;             /* ERL 1: Data-In, R2T and responses sent again (SNACK, recovery R2T) */

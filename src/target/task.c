@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "target/conn.h"
+#include "target/datain.h"
 #include "target/ffp.h"
 #include "target/server.h"
 #include "target/session.h"
@@ -41,6 +42,7 @@ static void task_unaccount(struct task *t)
 
 static void task_free_buffers(struct task *t)
 {
+	datain_release(t);
 	bufpool_put(t->pool, t->out, t->edtl);
 	bufpool_put(t->pool, t->in, t->in_cap);
 	t->out = t->in = NULL;
@@ -76,6 +78,7 @@ static void task_put(struct task *t)
 	c->ntasks--;
 	if (t->state == TASK_SENDING)
 		c->nsending--;
+	pdu_conn_forget_direct(&c->pc, t); /* Data-Out still arriving for it is read and dropped */
 	task_unaccount(t);
 	task_free_buffers(t);
 	t->next = c->free_tasks;
@@ -196,6 +199,7 @@ static void task_execute(struct task *t)
 	sc->out_len = t->write ? t->edtl : 0;
 	sc->in = t->in;
 	sc->in_cap = t->in_cap;
+	sc->in_ref_ok = datain_zero_copy_ok(t);
 	sc->done = task_scsi_done;
 	sc->priv = t;
 	t->state = TASK_RUNNING;
@@ -348,6 +352,26 @@ static struct task *task_find_data_owner(struct conn *c, const struct bhs *b)
 	return NULL;
 }
 
+/*
+ * A large Data-Out whose data has not all arrived: when it continues its task's data in order,
+ * the rest is read straight into the task's buffer (one copy fewer). Anything else is collected
+ * as usual and task_handle_data_out judges it.
+ */
+uint8_t *task_place_data_out(struct pdu_conn *pc, void **owner)
+{
+	struct conn *c = pc->arg;
+	const struct bhs *b = &pc->rx_bhs;
+	if (c->phase != PHASE_FULL_FEATURE)
+		return NULL;
+	struct task *t = task_find_data_owner(c, b);
+	uint32_t off = b->data_out.offset;
+	if (!t || !t->out || off != t->out_received || (uint64_t)off + b->data_len > t->edtl ||
+	    (b->data_out.ttt == RESERVED_TAG && (uint64_t)off + b->data_len > t->unsolicited_end))
+		return NULL;
+	*owner = t;
+	return t->out + off;
+}
+
 void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len)
 {
 	struct task *t = task_find_data_owner(c, b);
@@ -394,8 +418,8 @@ void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *da
 		task_respond_check(c, itt, SK_ABORTED_COMMAND, 0x4b, ascq, 0, false);
 		return;
 	}
-	if (t->out)
-		memcpy(t->out + off, data, len);
+	if (t->out && data != t->out + off)
+		memcpy(t->out + off, data, len); /* not already placed (task_place_data_out) */
 	t->out_received += len;
 	t->last_data_ms = loop_now_ms();
 	t->next_datasn++;
@@ -532,7 +556,7 @@ static void task_scsi_done(struct scsi_cmd *sc)
 				b.data_in.residual = residual;
 			}
 			t->refs++;
-			conn_send_pdu(c, &b, t->in + off, n, t, NULL);
+			datain_queue(c, t, &b, off, n);
 			off += n;
 		}
 		if (good && !t->write) {

@@ -70,6 +70,9 @@ struct task {
 
 void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *raw, const uint8_t *data, uint32_t len);
 void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
+struct pdu_conn;
+/* pdu_conn_ops.place: where a large Data-Out's data goes, or NULL (see task.c). */
+uint8_t *task_place_data_out(struct pdu_conn *pc, void **owner);
 void task_start(struct task *t);
 void task_release(struct task *t);
 void task_abort(struct task *t);

@@ -2,7 +2,8 @@
  * The target's write data flow (RFC 7143 4.2.4, 11.7-11.8) seen from a fake initiator: R2Ts
  * with InitialR2T Yes and No, immediate and unsolicited data within FirstBurstLength, solicited
  * bursts of MaxBurstLength, MaxOutstandingR2T, DataSN and buffer offsets, and the answer to
- * Data-Out that breaks the rules (CHECK CONDITION, ABORTED COMMAND, the connection survives).
+ * Data-Out that breaks the rules (CHECK CONDITION, ABORTED COMMAND, the connection survives),
+ * and large Data-Out arriving in pieces, whose data goes straight into the command's buffer.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,10 @@ static const char op_unsolicited[] = "HeaderDigest=None\0DataDigest=None\0MaxRec
 static const char op_immediate_r2t[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=8192\0"
 				       "InitialR2T=Yes\0ImmediateData=Yes\0MaxBurstLength=8192\0FirstBurstLength=4096\0"
 				       "MaxOutstandingR2T=1\0ErrorRecoveryLevel=0\0MaxConnections=1";
+
+static const char op_large[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=65536\0"
+			       "InitialR2T=Yes\0ImmediateData=No\0MaxBurstLength=65536\0FirstBurstLength=65536\0"
+			       "MaxOutstandingR2T=1\0ErrorRecoveryLevel=0\0MaxConnections=1";
 
 static uint8_t pattern[32768];
 
@@ -319,11 +324,62 @@ static void test_immediate_data_refused(void)
 	eh_free(h);
 }
 
+/* One Data-Out of len bytes at offset 0 sent as its header, then the data in the given pieces. */
+static void data_out_in_pieces(struct eh *h, uint32_t itt, uint32_t ttt, uint32_t datasn, uint32_t len,
+			       const uint32_t *pieces, size_t npieces)
+{
+	struct bhs b = {0};
+	uint8_t hdr[BHS_LEN];
+	b.opcode = OP_DATA_OUT;
+	b.final = true;
+	b.itt = itt;
+	b.data_len = len;
+	b.data_out.ttt = ttt;
+	b.data_out.datasn = datasn;
+	bhs_encode(&b, hdr);
+	eh_send_raw(h, hdr, sizeof(hdr));
+	uint32_t off = 0;
+	for (size_t i = 0; i < npieces && off < len; i++) {
+		uint32_t n = pieces[i] < len - off ? pieces[i] : len - off;
+		eh_send_raw(h, pattern + off, n); /* the target reads what came before the rest arrives */
+		off += n;
+	}
+	if (off < len)
+		eh_send_raw(h, pattern + off, len - off);
+}
+
+static void test_large_data_out_in_pieces(void)
+{
+	static const uint32_t pieces[] = { 100, 20000, 3 };
+	uint8_t cdb[16];
+	printf("write: a 32 KiB Data-Out arriving as its header and three pieces is written whole\n");
+	fill_pattern(5);
+	struct eh *h = eh_start(NULL, EH_KEYS(op_large));
+	eh_cdb_rw10(cdb, true, 16, 64);
+	eh_scsi_cmd(h, 0x50, C, false, true, false, true, 32768, cdb, NULL, 0);
+	uint32_t ttt = expect_r2t(h, 0x50, 0, 0, 32768, S, C + 1);
+	data_out_in_pieces(h, 0x50, ttt, 0, 32768, pieces, 3);
+	expect_write_done(h, 0x50, S, C + 1, 1);
+	read_back(h, 0x51, C + 1, 16, 32768, 32768, S + 1);
+
+	printf("write: the same with a wrong DataSN ends the command with ABORTED COMMAND, the medium untouched\n");
+	fill_pattern(6);
+	eh_cdb_rw10(cdb, true, 16, 64);
+	eh_scsi_cmd(h, 0x52, C + 2, false, true, false, true, 32768, cdb, NULL, 0);
+	ttt = expect_r2t(h, 0x52, 0, 0, 32768, S + 2, C + 3);
+	data_out_in_pieces(h, 0x52, ttt, 7, 32768, pieces, 3);
+	eh_expect_sense(h, 0x52, 0x0b, 0x4b, 0x00, S + 2);
+	fill_pattern(5); /* what the first write left there */
+	read_back(h, 0x53, C + 3, 16, 32768, 32768, S + 3);
+	eh_free(h);
+}
+
 int main(void)
 {
 	test_r2t_bursts();
 	test_unsolicited();
 	test_data_out_errors();
 	test_immediate_data_refused();
+	test_large_data_out_in_pieces();
 	TEST_MAIN_END();
 }
