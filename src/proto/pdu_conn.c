@@ -321,20 +321,22 @@ static void tx_frame_done(struct pdu_frame *f, void *arg) { pdu_conn_tx_release(
 
 static void tx_pipe_close(struct pdu_conn *pc)
 {
-	for (int i = 0; i < 2; i++) {
-		if (pc->tx_pipe[i] >= 0)
-			close(pc->tx_pipe[i]);
-		pc->tx_pipe[i] = -1;
+	if (pc->tx_pipe_open) {
+		close(pc->tx_pipe[0]);
+		close(pc->tx_pipe[1]);
 	}
+	pc->tx_pipe[0] = pc->tx_pipe[1] = -1;
+	pc->tx_pipe_open = false;
 	pc->tx_piped = 0;
 }
 
 int pdu_conn_tx_pipe_open(struct pdu_conn *pc)
 {
-	if (pc->tx_pipe[0] >= 0)
+	if (pc->tx_pipe_open)
 		return 0;
 	if (pipe2(pc->tx_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
 		return -1;
+	pc->tx_pipe_open = true;
 	/* A larger pipe means fewer splices per PDU; the default (16 pages) is kept if refused. */
 	int cap = fcntl(pc->tx_pipe[1], F_SETPIPE_SZ, (int)PDU_TX_PIPE_SIZE);
 	if (cap < 0)

@@ -112,6 +112,7 @@ struct pdu_conn {
 	 * use, PDU_TX_PIPE_SIZE) holds tx_piped bytes of the head frame's data not yet in the socket.
 	 */
 	int tx_pipe[2];
+	bool tx_pipe_open; /* tx_pipe holds two descriptors: a zeroed pdu_conn (never initialized) has none */
 	size_t tx_piped, tx_pipe_cap;
 	uint64_t tx_spliced;                /* bytes that went by splice */
 };

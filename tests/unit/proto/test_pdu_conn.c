@@ -378,6 +378,26 @@ static void test_text_join(void)
 	sbuf_free(&t);
 }
 
+/* A pdu_conn that was never initialized (all zero, as a connection slot of a session is) owns no
+ * descriptors: dropping its send queue must not close descriptor 0, which the process may hold
+ * for something else. */
+static void test_zeroed_drop_closes_nothing(void)
+{
+	int fd = open("/dev/null", O_RDONLY);
+	CHECK(fd >= 0);
+	int saved0 = dup(0);
+	CHECK(dup2(fd, 0) == 0); /* descriptor 0 is ours, as a daemon's client socket may be */
+	struct pdu_conn pc;
+	memset(&pc, 0, sizeof(pc));
+	pdu_conn_drop_tx(&pc);
+	CHECK(fcntl(0, F_GETFD) >= 0);
+	if (saved0 >= 0) {
+		dup2(saved0, 0);
+		close(saved0);
+	}
+	close(fd);
+}
+
 int main(void)
 {
 	test_split_everywhere();
@@ -386,5 +406,6 @@ int main(void)
 	test_direct_placement();
 	test_send_queue();
 	test_text_join();
+	test_zeroed_drop_closes_nothing();
 	TEST_MAIN_END();
 }
