@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "store/rbd_lu_state.h"
@@ -123,10 +124,20 @@ void rbd_lu_state_close(struct rbd_lu_state *s)
 	if (!s)
 		return;
 	if (s->watched) {
-		/* Not waited for: the cluster drops the watch by itself at worst. */
+		/*
+		 * Waited for, within the OSD op timeout librados gives the unwatch anyway (plus a
+		 * second): an unwatch still pending when the connection shuts down is lost with what
+		 * it holds. Past the bound the cluster drops the watch by itself.
+		 */
 		rados_completion_t c;
 		if (rados_aio_create_completion2(NULL, NULL, &c) == 0) {
-			rados_aio_unwatch(s->wio, s->cookie, c);
+			if (rados_aio_unwatch(s->wio, s->cookie, c) == 0) {
+				unsigned op_s = rbd_cluster_op_timeout(s->cl) ? rbd_cluster_op_timeout(s->cl)
+									     : STORE_RBD_OSD_OP_TIMEOUT;
+				struct timespec tick = {.tv_sec = 0, .tv_nsec = 10 * 1000000L};
+				for (unsigned waited = 0; !rados_aio_is_complete(c) && waited < op_s * 1000u + 1000u; waited += 10)
+					nanosleep(&tick, NULL);
+			}
 			rados_aio_release(c);
 		}
 	}

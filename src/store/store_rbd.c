@@ -102,6 +102,9 @@ struct rbd_store {
 	_Atomic uint64_t new_size;
 	void (*on_resize)(struct store *st, void *arg);
 	void *on_resize_arg;
+	/* An image release that did not finish in time still uses cl: the store is kept, not freed. */
+	bool release_abandoned;
+	struct rbd_store *abandoned_next;
 };
 
 /* store_io.store_priv slots. */
@@ -439,6 +442,26 @@ static void caw_step(struct rbd_store *rs, struct store_io *io, ssize_t r)
 	}
 }
 
+/*
+ * Whether a flush has anything of this client's to make durable. librbd (Ceph 16) takes the
+ * exclusive lock for a flush as for a write: through a gateway that does not hold it, the flush
+ * (the last one of an LU at shutdown too) would take the lock from the gateway that does, and the
+ * close after it would have to hand it back, which waits for every watcher's acknowledgement, for
+ * ever when the cluster stops answering. Without the lock nothing of ours is dirty: every write
+ * of this client ran under the lock, and letting the lock go flushed them.
+ */
+static bool flush_needed(struct rbd_store *rs)
+{
+	uint64_t features = 0;
+	int owner = 0;
+
+	if (rbd_get_features(rs->img, &features) < 0 || !(features & RBD_FEATURE_EXCLUSIVE_LOCK))
+		return true;
+	if (rbd_is_exclusive_lock_owner(rs->img, &owner) < 0)
+		return true;
+	return owner != 0;
+}
+
 static void rbds_submit(struct store *st, struct store_engine *e, struct store_io *io)
 {
 	struct rbd_store *rs = rbds_of(st);
@@ -466,6 +489,10 @@ static void rbds_submit(struct store *st, struct store_engine *e, struct store_i
 		return;
 	}
 	io->store_priv[PRIV_PHASE] = CAW_NONE;
+	if (io->op == STORE_IO_FLUSH && !rs->exclusive && rs->in_flight == 0 && !flush_needed(rs)) {
+		store_io_complete(io, 0);
+		return;
+	}
 	if (rs->exclusive) {
 		io->next = NULL;
 		*rs->held_tail = io;
@@ -635,22 +662,137 @@ static void drain_in_flight(struct rbd_store *rs)
 	}
 }
 
+/*
+ * Letting an image go runs on a thread of its own, waited for at most this long past the OSD op
+ * timeout: rbd_close waits for librbd's own requests, and handing the exclusive lock back waits
+ * for the notification of every watcher of the header without any timeout, for ever when the
+ * OSD holding it went down meanwhile (as after a frozen cluster resumed). Past the bound the
+ * thread is left to it, with what it uses (see abandoned below).
+ */
+#define RBD_RELEASE_GRACE_MS 1000u
+
+struct rbd_release {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done, abandoned;         /* under lock: whoever sees the other's flag frees this */
+	struct rbd_cluster *cl;
+	rbd_image_t img;
+	bool watched;
+	uint64_t handle;
+	rados_ioctx_t ioctx;
+	struct rbd_conn *k;
+};
+
+/* Stores whose image could not be let go in time: kept (and reachable) for the release thread. */
+static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct rbd_store *abandoned_stores;
+
 /* What an image holds of the cluster, in the order it must be let go. */
-static void image_release(struct rbd_store *rs, rbd_image_t img, bool watched, uint64_t handle, rados_ioctx_t ioctx,
+static void release_in_order(struct rbd_release *r)
+{
+	if (r->img && r->watched)
+		rbd_update_unwatch(r->img, r->handle);
+	/* Waits for anything librbd still runs (a drain that timed out). */
+	if (r->img)
+		rbd_close(r->img);
+	if (r->ioctx)
+		rados_ioctx_destroy(r->ioctx);
+	rbd_conn_put(r->cl, r->k);
+}
+
+static void release_free(struct rbd_release *r)
+{
+	pthread_cond_destroy(&r->cond);
+	pthread_mutex_destroy(&r->lock);
+	free(r);
+}
+
+static void *release_thread(void *arg)
+{
+	struct rbd_release *r = arg;
+
+	release_in_order(r);
+	pthread_mutex_lock(&r->lock);
+	r->done = true;
+	bool abandoned = r->abandoned;
+	pthread_cond_signal(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	if (abandoned)
+		release_free(r);
+	return NULL;
+}
+
+/*
+ * Lets the image go within the op timeout plus RBD_RELEASE_GRACE_MS. false when it did not: the
+ * release goes on in the background and still uses rs->cl, so the caller keeps rs (see
+ * store_abandon) instead of freeing it.
+ */
+static bool image_release(struct rbd_store *rs, rbd_image_t img, bool watched, uint64_t handle, rados_ioctx_t ioctx,
 			  struct rbd_conn *k)
 {
-	if (img && watched)
-		rbd_update_unwatch(img, handle);
-	/* Waits for anything librbd still runs (a drain that timed out). */
-	if (img)
-		rbd_close(img);
-	if (ioctx)
-		rados_ioctx_destroy(ioctx);
-	rbd_conn_put(rs->cl, k);
+	struct rbd_release *r = xcalloc(1, sizeof(*r));
+	unsigned op_s = rbd_cluster_op_timeout(rs->cl) ? rbd_cluster_op_timeout(rs->cl) : STORE_RBD_OSD_OP_TIMEOUT;
+	uint64_t limit_ms = op_s * 1000ull + RBD_RELEASE_GRACE_MS;
+	pthread_condattr_t ca;
+	pthread_attr_t ta;
+	pthread_t th;
+	struct timespec until;
+
+	*r = (struct rbd_release){.cl = rs->cl, .img = img, .watched = watched, .handle = handle, .ioctx = ioctx, .k = k};
+	pthread_mutex_init(&r->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&r->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	pthread_attr_init(&ta);
+	pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
+	int rc = pthread_create(&th, &ta, release_thread, r);
+	pthread_attr_destroy(&ta);
+	if (rc != 0) {
+		/* No thread to bound it with: let go here. */
+		release_in_order(r);
+		release_free(r);
+		return true;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += (time_t)(limit_ms / 1000u);
+	until.tv_nsec += (long)(limit_ms % 1000u) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&r->lock);
+	while (!r->done && pthread_cond_timedwait(&r->cond, &r->lock, &until) != ETIMEDOUT) {
+	}
+	bool done = r->done;
+	if (!done)
+		r->abandoned = true;
+	pthread_mutex_unlock(&r->lock);
+	if (done) {
+		release_free(r);
+		return true;
+	}
+	log_error("%s: librbd did not let the image go within %llu ms; left to finish in the background", rs->st.path,
+		  (unsigned long long)limit_ms);
+	return false;
+}
+
+/* The store's image release did not finish: it keeps the store (its cluster, its eventfd). */
+static void store_abandon(struct rbd_store *rs)
+{
+	pthread_mutex_lock(&abandoned_lock);
+	rs->abandoned_next = abandoned_stores;
+	abandoned_stores = rs;
+	pthread_mutex_unlock(&abandoned_lock);
 }
 
 static void store_free(struct rbd_store *rs)
 {
+	if (rs->release_abandoned) {
+		/* A release of an earlier image of this store still runs and uses its cluster. */
+		store_abandon(rs);
+		return;
+	}
 	if (rs->efd >= 0)
 		close(rs->efd);
 	rbd_cluster_put(rs->cl);
@@ -684,7 +826,8 @@ static void close_now(struct rbd_store *rs)
 		return;
 	}
 	atomic_store(&rs->watch_img, NULL);
-	image_release(rs, rs->img, rs->update_watched, rs->update_handle, rs->ioctx, rs->conn);
+	if (!image_release(rs, rs->img, rs->update_watched, rs->update_handle, rs->ioctx, rs->conn))
+		rs->release_abandoned = true;
 	store_free(rs);
 }
 
@@ -771,7 +914,8 @@ static void reopen_work(struct offload_job *j)
 
 	if (o->old_img || o->old_ioctx || o->old_conn) {
 		atomic_store(&rs->watch_img, NULL);
-		image_release(rs, o->old_img, o->old_watched, o->old_handle, o->old_ioctx, o->old_conn);
+		if (!image_release(rs, o->old_img, o->old_watched, o->old_handle, o->old_ioctx, o->old_conn))
+			rs->release_abandoned = true; /* set before the job's done: read on the engine's thread after it */
 	}
 	if (rbd_cluster_reconnect(rs->cl, o->old_conn, &o->err) < 0)
 		return;
@@ -790,8 +934,8 @@ static void reopen_done(struct offload_job *j)
 
 	rs->reopen = NULL;
 	if (rs->closed) {
-		if (o->conn)
-			image_release(rs, o->img, o->watched, o->handle, o->ioctx, o->conn);
+		if (o->conn && !image_release(rs, o->img, o->watched, o->handle, o->ioctx, o->conn))
+			rs->release_abandoned = true;
 		store_free(rs);
 	} else if (o->conn) {
 		rs->conn = o->conn;
@@ -929,8 +1073,8 @@ struct store *store_rbd_open(const struct store_rbd_spec *spec, char **err)
 fail:
 	free(cerr);
 	atomic_store(&rs->watch_img, NULL);
-	if (rs->cl)
-		image_release(rs, rs->img, rs->update_watched, rs->update_handle, rs->ioctx, rs->conn);
+	if (rs->cl && !image_release(rs, rs->img, rs->update_watched, rs->update_handle, rs->ioctx, rs->conn))
+		rs->release_abandoned = true;
 	store_free(rs);
 	return NULL;
 }

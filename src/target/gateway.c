@@ -3,6 +3,15 @@
  * GATEWAY_PROBE_INTERVAL_MS, at most one in flight per peer, given up after
  * GATEWAY_PROBE_TIMEOUT_MS. The connection is closed as soon as it is made (before any login).
  */
+
+/*
+ * The gateways of a group start at about the same time: a peer that has not answered one probe
+ * yet is reported unavailable only once it has not answered for this long since the probes
+ * started. Otherwise a gateway started a moment before its peer reports it unavailable, then
+ * available at the next probe, and every nexus gets ASYMMETRIC ACCESS STATE CHANGED for a
+ * peer that was only starting.
+ */
+#define GATEWAY_PEER_START_GRACE_MS 10000u
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -27,6 +36,7 @@ struct gateway_peer {
 	int fd;                 /* probe in flight, or -1 */
 	uint64_t started_ms;
 	bool alive;
+	bool answered;          /* a probe of it succeeded since the probes started */
 };
 
 /*
@@ -49,6 +59,7 @@ static struct gateway_shared *shared_lus;
 struct gateway_probes {
 	struct tnode *node;
 	struct loop_timer timer;
+	uint64_t since_ms;      /* when the probes started (see GATEWAY_PEER_START_GRACE_MS) */
 	struct gateway_peer peers[CFG_MAX_GATEWAYS];
 	size_t npeers;
 };
@@ -103,6 +114,10 @@ static void peer_learned(struct gateway_probes *g, struct gateway_peer *p, bool 
 	struct tnode *n = g->node;
 
 	peer_close(g, p);
+	if (alive)
+		p->answered = true;
+	else if (!p->answered && loop_now_ms() - g->since_ms < GATEWAY_PEER_START_GRACE_MS)
+		return; /* perhaps still starting: its state stays as it is */
 	if (alive != p->alive)
 		log_info("target %s: gateway %u %s", n->cfg->name, p->id, alive ? "answers again" : "does not answer");
 	p->alive = alive;
@@ -362,6 +377,7 @@ void gateway_apply(struct tnode *n)
 		p->alive = scsi_target_tpg_state(n->scsi, cg->id) != ALUA_UNAVAILABLE;
 		g->npeers++;
 	}
+	g->since_ms = loop_now_ms();
 	n->gateways = g;
 	apply_states(g);
 	loop_timer_start(n->srv->loop, &g->timer, 0, GATEWAY_PROBE_INTERVAL_MS, probes_tick, g);
