@@ -123,13 +123,35 @@ check_reads "$TEST_DIR/reads2" "the reload"
 wait_log "$mark" "reload refused.*rbd/third" 20 || fail "the reload was not refused with the image's error"
 T --json list | jq -e '.[0].luns | length == 2' >/dev/null || fail "the refused reload changed the LUNs"
 ceph_resume
-for _ in $(seq 1 30); do
-	rbd_cmd info rbd/second >/dev/null 2>&1 && break
+# A cluster frozen for a while on a loaded machine can take tens of seconds to serve again (its
+# daemons catch up with their timers): wait until it answers, bounded.
+back=0
+deadline=$((SECONDS + 90))
+while ((SECONDS < deadline)); do
+	if CEPH_CMD_TIMEOUT=10 rbd_cmd info rbd/second >/dev/null 2>&1; then
+		back=1
+		break
+	fi
 	sleep 1
 done
+# That is the cluster itself not answering an independent client, not the target: say so and
+# count the test as skipped rather than passed (every check above has run).
+((back)) || skip "the cluster does not answer an independent rbd client 90 s after its resume: the last phase cannot run here"
 
 say "the cluster back: add-lun and SIGHUP add their LUNs"
-T add-lun "$IQN" "rbd:rbd/second,conf=$CEPH_CONF" --lun 2 >/dev/null || fail "add-lun with the cluster back failed"
+# The first operations after a resume may still time out (3 s here): an administrator would try
+# again, so add-lun gets a few bounded tries; each failure must name the image.
+added=0
+for try in 1 2 3 4 5; do
+	if out=$(T add-lun "$IQN" "rbd:rbd/second,conf=$CEPH_CONF" --lun 2 2>&1); then
+		added=1
+		break
+	fi
+	[[ "$out" == *rbd/second* ]] || fail "add-lun failed without naming the image: $out"
+	say "  add-lun try $try: $out"
+	sleep 2
+done
+((added)) || fail "add-lun with the cluster back failed five times"
 write_conf "lun 2 = rbd:rbd/second,conf=$CEPH_CONF
 lun 3 = rbd:rbd/third,conf=$CEPH_CONF"
 mark=$(log_mark)
