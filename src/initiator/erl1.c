@@ -175,12 +175,12 @@ bool ism_erl1_check_header(struct ism_conn *c, const uint8_t *raw, enum pdu_head
 	struct pdu_conn *pc = &c->pc;
 	if (!c->params.header_digest)
 		return false;
-	size_t hlen = BHS_LEN + pc->rx_bhs.total_ahs_len;
-	if (pc->rx_len - pc->rx_start < hlen + 4) {
+	enum pdu_header_digest d = pdu_conn_header_digest(pc, raw);
+	if (d == PDU_DIGEST_PENDING) {
 		*v = PDU_HEADER_WAIT; /* the digest follows at once */
 		return true;
 	}
-	if (crc32c(raw, hlen) == digest_load(raw + hlen)) {
+	if (d == PDU_DIGEST_GOOD) {
 		c->header_skipped = false;
 		return false;
 	}

@@ -330,6 +330,14 @@ static void tx_pipe_close(struct pdu_conn *pc)
 	pc->tx_piped = 0;
 }
 
+enum pdu_header_digest pdu_conn_header_digest(const struct pdu_conn *pc, const uint8_t *raw)
+{
+	size_t hlen = BHS_LEN + pc->rx_bhs.total_ahs_len;
+	if (pc->rx_len - pc->rx_start < hlen + 4)
+		return PDU_DIGEST_PENDING;
+	return crc32c(raw, hlen) == digest_load(raw + hlen) ? PDU_DIGEST_GOOD : PDU_DIGEST_BAD;
+}
+
 int pdu_conn_tx_pipe_open(struct pdu_conn *pc)
 {
 	if (pc->tx_pipe_open)

@@ -33,6 +33,9 @@ enum pdu_header_verdict {
 	PDU_HEADER_STOP,   /* the connection has ended */
 };
 
+/* What the header digest of the PDU being received says (pdu_conn_header_digest). */
+enum pdu_header_digest { PDU_DIGEST_GOOD, PDU_DIGEST_BAD, PDU_DIGEST_PENDING };
+
 struct pdu_conn;
 struct pdu_txitem;
 
@@ -159,6 +162,10 @@ struct pdu_txitem *pdu_conn_queue(struct pdu_conn *pc, struct bhs *b, const void
 struct pdu_txitem *pdu_conn_queue_file(struct pdu_conn *pc, struct bhs *b, int fd, uint64_t off, uint32_t len);
 /* Makes the splice pipe if there is none yet: 0, or -1 with errno set (out of descriptors). */
 int pdu_conn_tx_pipe_open(struct pdu_conn *pc);
+/* From a header callback: checks the header digest (HeaderDigest negotiated) of raw before the
+ * data is read, so a role at ErrorRecoveryLevel 1 can skip one damaged PDU by its length;
+ * PENDING: the digest is not in the buffer yet (answer PDU_HEADER_WAIT). */
+enum pdu_header_digest pdu_conn_header_digest(const struct pdu_conn *pc, const uint8_t *raw);
 /*
  * Write what the socket takes, at most iov_max iovecs per writev, and data in files by splice,
  * until the queue is empty or the socket full. Returns the bytes written, or -1 with errno set

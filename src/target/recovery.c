@@ -46,12 +46,12 @@ bool recovery_check_header(struct conn *c, const uint8_t *raw, enum pdu_header_v
 	struct pdu_conn *pc = &c->pc;
 	if (!c->params.header_digest)
 		return false;
-	size_t hlen = BHS_LEN + pc->rx_bhs.total_ahs_len;
-	if (pc->rx_len - pc->rx_start < hlen + 4) {
+	enum pdu_header_digest d = pdu_conn_header_digest(pc, raw);
+	if (d == PDU_DIGEST_PENDING) {
 		*v = PDU_HEADER_WAIT; /* the digest follows at once: parsing resumes with the next read */
 		return true;
 	}
-	if (crc32c(raw, hlen) == digest_load(raw + hlen)) {
+	if (d == PDU_DIGEST_GOOD) {
 		c->header_skipped = false;
 		return false;
 	}
@@ -68,18 +68,6 @@ bool recovery_check_header(struct conn *c, const uint8_t *raw, enum pdu_header_v
 	c->header_skipped = true;
 	*v = PDU_HEADER_SKIP;
 	return true;
-}
-
-/* The write a Data-Out belongs to, as task.c finds it. */
-static struct task *data_out_owner(struct conn *c, const struct bhs *b)
-{
-	for (struct task *t = c->tasks; t; t = t->next) {
-		if (t->itt != b->itt || !t->write || (t->state != TASK_WAIT_DATA && t->state != TASK_WAIT_CMDSN))
-			continue;
-		if (b->data_out.ttt == RESERVED_TAG || b->data_out.ttt == t->ttt)
-			return t;
-	}
-	return NULL;
 }
 
 /* A recovery R2T (RFC 7143 7.2.2) for the task's open range; it does not count as outstanding. */
@@ -151,7 +139,7 @@ bool recovery_data_digest_error(struct conn *c, const uint8_t *raw)
 	send_reject_keep_cmdsn(c, REJECT_DATA_DIGEST, raw);
 	if (b->opcode != OP_DATA_OUT)
 		return true;
-	struct task *t = data_out_owner(c, b);
+	struct task *t = task_find_data_owner(c, b);
 	if (!t)
 		return true; /* not ours to recover: discarded like its good twin would be */
 	uint32_t off = b->data_out.offset;
@@ -188,7 +176,7 @@ static void fill_range(struct conn *c, struct task *t, const struct bhs *b, cons
 
 bool recovery_data_out(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len)
 {
-	struct task *t = data_out_owner(c, b);
+	struct task *t = task_find_data_owner(c, b);
 	if (!t)
 		return false;
 	uint32_t off = b->data_out.offset;

@@ -341,7 +341,7 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *raw
 	task_start(t);
 }
 
-static struct task *task_find_data_owner(struct conn *c, const struct bhs *b)
+struct task *task_find_data_owner(struct conn *c, const struct bhs *b)
 {
 	for (struct task *t = c->tasks; t; t = t->next) {
 		if (t->itt != b->itt || !t->write || (t->state != TASK_WAIT_DATA && t->state != TASK_WAIT_CMDSN))

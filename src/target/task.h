@@ -81,6 +81,8 @@ void task_free_all(struct conn *c);
 void tmf_task_ended(struct task *t);
 /* tmf.c: the connection goes; responses still waiting for tasks are dropped. */
 void tmf_conn_gone(struct conn *c);
+/* The write a Data-Out belongs to (same ITT, and its TTT or the unsolicited one), or NULL. */
+struct task *task_find_data_owner(struct conn *c, const struct bhs *b);
 struct task *task_find_itt(struct session *s, uint32_t itt);
 unsigned task_expire_data_waits(struct conn *c, uint64_t now_ms, uint64_t timeout_ms);
 
