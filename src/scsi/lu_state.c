@@ -248,20 +248,6 @@ static void encode(const struct lu_shared *sh, const struct scsi_lu *lu, struct 
 	}
 }
 
-static int split(char *line, char **f, int max)
-{
-	int n = 0;
-
-	while (*line && n < max) {
-		f[n++] = line;
-		while (*line && *line != ' ')
-			line++;
-		if (*line)
-			*line++ = 0;
-	}
-	return *line ? max + 1 : n;
-}
-
 static bool num(const char *s, int base, uint64_t max, uint64_t *v) { return parse_uint(s, base, 0, max, v) == 0; }
 
 struct decoded {
@@ -291,7 +277,7 @@ static bool decode(char *text, struct decoded *d)
 	struct lu_event *e = NULL;
 
 	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		int n = split(line, f, 7);
+		int n = pr_record_fields(line, f, 7);
 
 		if (first) {
 			if (n != 2 || strcmp(f[0], "isthmus-lu") != 0 || strcmp(f[1], "1") != 0)

@@ -124,8 +124,8 @@ bool pr_name_get(const char *in, char *out, size_t cap)
 	return n > 0;
 }
 
-/* Splits a line at single spaces, in place; returns the field count (at most max). */
-static int fields(char *line, char **f, int max)
+/* Splits a line at single spaces, in place; returns the field count (max + 1: more than max). */
+int pr_record_fields(char *line, char **f, int max)
 {
 	int n = 0;
 
@@ -195,7 +195,7 @@ static void log_tail(struct pr_state *pr)
 static bool apply_record(struct pr_state *pr, char *line)
 {
 	char *f[8], port[256];
-	int n = fields(line, f, 7);
+	int n = pr_record_fields(line, f, 7);
 	uint64_t key, rel, atp, v;
 
 	if (n == 1 && strcmp(f[0], "clear") == 0) {
@@ -326,7 +326,7 @@ static bool parse_snapshot(const struct pr_persist *pp, struct pr_state *pr, con
 	if (!(line = next_line(text, len, &pos)) || strncmp(line, "lu ", 3) != 0 || strcmp(line + 3, pp->ident) != 0)
 		return snapshot_bad(path, "it belongs to another logical unit", err);
 	while ((line = next_line(text, len, &pos))) {
-		int n = fields(line, f, 6);
+		int n = pr_record_fields(line, f, 6);
 
 		if (n == 2 && strcmp(f[0], "seq") == 0 && parse_u64(f[1], 10, UINT64_MAX, seq))
 			continue;
@@ -372,7 +372,7 @@ static void replay_journal(const struct pr_persist *pp, struct pr_state *pr, cha
 		uint64_t bseq, blen, sum;
 		size_t start;
 
-		if (!(line = next_line(text, len, &pos)) || fields(line, f, 4) != 4 || strcmp(f[0], "batch") != 0 ||
+		if (!(line = next_line(text, len, &pos)) || pr_record_fields(line, f, 4) != 4 || strcmp(f[0], "batch") != 0 ||
 		    !parse_u64(f[1], 10, UINT64_MAX, &bseq) || !parse_u64(f[2], 10, PR_FILE_MAX, &blen) ||
 		    !parse_u64(f[3], 16, UINT64_MAX, &sum) || blen > len - pos || fnv64(text + pos, blen) != sum)
 			break;

@@ -483,6 +483,8 @@ void pr_nexus_reset(struct scsi_lu *lu);
 bool pr_all_registrants(uint8_t type);
 bool pr_type_valid(uint8_t type);
 /* The registration table, for loading saved state: exact identity (port, port id, ALL_TG_PT). */
+/* Splits a state-record line at single spaces, in place (pr_persist.c; also the shared record). */
+int pr_record_fields(char *line, char **f, int max);
 struct pr_reg *pr_find_exact(const struct pr_state *pr, const char *port, uint16_t rel, bool atp);
 struct pr_reg *pr_add_reg(struct pr_state *pr, const char *port, uint16_t rel, bool atp, uint64_t key);
 void pr_remove_reg(struct pr_state *pr, struct pr_reg *g);
