@@ -77,6 +77,9 @@ static void be_submit(void *ctx, struct nbd_req *q)
 	}
 	if ((q->type == NBD_CMD_READ || q->type == NBD_CMD_WRITE) && q->len > NBD_MAX_IO)
 		abort();
+	/* a read-only export never sees a request that changes the disk */
+	if (h->x.read_only && (q->type == NBD_CMD_WRITE || q->type == NBD_CMD_TRIM))
+		abort();
 	if (q->type == NBD_CMD_WRITE)
 		for (uint32_t i = 0; i < q->len; i += 509)
 			h->sink ^= q->buf[i] ^ q->buf[q->len - 1];
@@ -146,6 +149,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	h.immediate = cfg & 8;
 	h.lifo = cfg & 16;
 	h.stall_output = cfg & 32;
+	h.x.read_only = cfg & 128;
 	h.chunk_shift = (cfg2 & 15) + 1;
 	bool release_early = cfg2 & 16;
 	size_t gone_at = cfg & 64 ? size / 2 : SIZE_MAX;
