@@ -61,6 +61,13 @@ static void caw_finish(struct rbd_store *rs, struct store_io *io, int result)
 	io->store_priv[PRIV_PHASE] = CAW_NONE;
 	store_io_complete(io, result);
 	release_held(rs);
+	if (rs->queued) {
+		/* ios waiting for the in-flight budget go on at rbds_ready, which this wakes. */
+		uint64_t one = 1;
+		if (write(rs->efd, &one, sizeof(one)) < 0) {
+			/* Cannot overflow in practice. */
+		}
+	}
 }
 
 /* A long compare-and-write takes the store: it starts once the ios before it have finished. */

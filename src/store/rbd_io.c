@@ -45,6 +45,56 @@ const char *rbd_flat_data(const struct store_io *io, size_t want, char **bounce)
 	return b;
 }
 
+/*
+ * What an io may put at the OSDs at once: an operation per object it touches and its bytes
+ * (librados's throttle counts the same). A flush is counted as one.
+ */
+static void io_budget(const struct rbd_store *rs, const struct store_io *io, unsigned *ops, uint64_t *bytes)
+{
+	uint64_t objs = io->len ? (io->off + io->len - 1) / rs->obj_size - io->off / rs->obj_size + 1 : 1;
+
+	switch (io->op) {
+	case STORE_IO_FLUSH:
+		objs = 1;
+		*bytes = 0;
+		break;
+	case STORE_IO_UNMAP:
+		*bytes = 0;
+		break;
+	case STORE_IO_COMPARE_WRITE:
+		*bytes = 2 * io->len;
+		break;
+	default:
+		*bytes = io->len;
+		break;
+	}
+	*ops = objs > UINT32_MAX ? UINT32_MAX : (unsigned)objs;
+}
+
+/* A finished io's budget, given back to the connection at the end of rbds_ready. */
+static void budget_return(struct rbd_store *rs, const struct store_io *io)
+{
+	unsigned ops;
+	uint64_t bytes;
+
+	if (rs->budget_ops == 0)
+		return;
+	io_budget(rs, io, &ops, &bytes);
+	rs->put_ops += ops;
+	rs->put_bytes += bytes;
+}
+
+static void budget_flush(struct rbd_store *rs)
+{
+	if (rs->put_ops == 0 && rs->put_bytes == 0)
+		return;
+	rbd_budget_put(rs->cl, rs->put_ops, rs->put_bytes);
+	rs->put_ops = 0;
+	rs->put_bytes = 0;
+}
+
+static void drain_queued(struct rbd_store *rs);
+
 static void finish_completion(struct rbd_store *rs, rbd_completion_t c)
 {
 	struct store_io *io = rbd_aio_get_arg(c);
@@ -52,6 +102,8 @@ static void finish_completion(struct rbd_store *rs, rbd_completion_t c)
 
 	rbd_aio_release(c);
 	rs->in_flight--;
+	if (io->store_priv[PRIV_PHASE] == CAW_NONE)
+		budget_return(rs, io);
 	if (r == -RBD_EBLOCKLISTED) {
 		rbd_lost(rs);
 		r = -ETIMEDOUT;
@@ -113,8 +165,17 @@ void rbds_ready(void *arg)
 	while (list) {
 		struct store_io *io = list;
 		list = io->next;
+		if (io->store_priv[PRIV_COMPLETION] == 0) {
+			/* A worker could not hand it to librbd (big_io_work). */
+			rs->in_flight--;
+			budget_return(rs, io);
+			store_io_complete(io, -(int)io->store_priv[PRIV_MISMATCH]);
+			continue;
+		}
 		finish_completion(rs, (rbd_completion_t)(uintptr_t)io->store_priv[PRIV_COMPLETION]);
 	}
+	budget_flush(rs);
+	drain_queued(rs);
 	if (rs->state == RBD_LOST)
 		rbd_reopen_start(rs);
 	rs->in_ready = nested;
@@ -149,6 +210,7 @@ static int start_io(struct rbd_store *rs, struct store_io *io, rbd_completion_t 
 	char *bounce = NULL;
 	int rc;
 
+	/* Set before librbd has the io: its completion may be finished before the call returns. */
 	io->store_priv[PRIV_BOUNCE] = 0;
 	switch (io->op) {
 	case STORE_IO_READ:
@@ -169,6 +231,7 @@ static int start_io(struct rbd_store *rs, struct store_io *io, rbd_completion_t 
 		if (plen == 0 || io->len % plen)
 			return -EINVAL;
 		data = rbd_flat_data(io, plen, &bounce);
+		io->store_priv[PRIV_BOUNCE] = (uint64_t)(uintptr_t)bounce;
 		rc = rbd_aio_writesame(img, io->off, io->len, data, plen, c, 0);
 		break;
 	}
@@ -178,16 +241,17 @@ static int start_io(struct rbd_store *rs, struct store_io *io, rbd_completion_t 
 		if (!data)
 			return -EINVAL;
 		io->store_priv[PRIV_MISMATCH] = 0;
+		io->store_priv[PRIV_BOUNCE] = (uint64_t)(uintptr_t)bounce;
 		rc = (int)rbd_aio_compare_and_write(img, io->off, io->len, data, data + io->len, c,
 						    &io->store_priv[PRIV_MISMATCH], 0);
 		break;
 	default:
 		return -EOPNOTSUPP;
 	}
-	if (rc < 0)
+	if (rc < 0) {
 		free(bounce);
-	else
-		io->store_priv[PRIV_BOUNCE] = (uint64_t)(uintptr_t)bounce;
+		io->store_priv[PRIV_BOUNCE] = 0;
+	}
 	return rc;
 }
 
@@ -211,10 +275,121 @@ static bool flush_needed(struct rbd_store *rs)
 	return owner != 0;
 }
 
+static bool budget_take(struct rbd_store *rs, const struct store_io *io)
+{
+	unsigned ops;
+	uint64_t bytes;
+
+	if (rs->budget_ops == 0)
+		return true;
+	io_budget(rs, io, &ops, &bytes);
+	return rbd_budget_take(rs->cl, ops, bytes, &rs->waiter);
+}
+
+/*
+ * An io larger than the whole budget may fill librados's throttle by itself, and its aio call
+ * would wait there for the OSDs: a worker makes that call. Its completion comes back on the
+ * eventfd as any other; a call that fails comes back through cb_done with PRIV_COMPLETION 0
+ * and the errno in PRIV_MISMATCH. The worker touches the io only until librbd has it.
+ */
+struct rbd_big_io {
+	struct offload_job job;
+	struct rbd_store *rs;
+	struct store_io *io;
+};
+
+static void big_io_work(struct offload_job *j)
+{
+	struct rbd_big_io *b = (struct rbd_big_io *)j;
+	struct rbd_store *rs = b->rs;
+	struct store_io *io = b->io;
+	rbd_completion_t c = (rbd_completion_t)(uintptr_t)io->store_priv[PRIV_COMPLETION];
+	uint64_t one = 1;
+	int rc = start_io(rs, io, c);
+
+	if (rc >= 0)
+		return;
+	rbd_aio_release(c);
+	io->store_priv[PRIV_COMPLETION] = 0;
+	io->store_priv[PRIV_MISMATCH] = (uint64_t)-rc;
+	pthread_mutex_lock(&rs->cb_lock);
+	io->next = rs->cb_done;
+	rs->cb_done = io;
+	pthread_mutex_unlock(&rs->cb_lock);
+	if (write(rs->efd, &one, sizeof(one)) < 0) {
+		/* Cannot overflow in practice. */
+	}
+}
+
+static void big_io_done(struct offload_job *j) { free(j); }
+
+static bool io_is_big(const struct rbd_store *rs, const struct store_io *io)
+{
+	unsigned ops;
+	uint64_t bytes;
+
+	if (rs->budget_ops == 0)
+		return false;
+	io_budget(rs, io, &ops, &bytes);
+	return ops > rs->budget_ops || bytes > rs->budget_bytes;
+}
+
+/* io has its budget: librbd gets it now, on this thread or, when it is big, on a worker. */
+static void submit_now(struct rbd_store *rs, struct store_io *io)
+{
+	struct offload *off = store_engine_offload(rs->eng);
+	rbd_completion_t c;
+	int rc;
+
+	rc = rbd_aio_create_completion(io, io->op == STORE_IO_COMPARE_WRITE ? rbd_caw_completed : NULL, &c);
+	if (rc < 0) {
+		budget_return(rs, io);
+		budget_flush(rs);
+		store_io_complete(io, rc);
+		return;
+	}
+	io->store_priv[PRIV_COMPLETION] = (uint64_t)(uintptr_t)c;
+	rs->in_flight++;
+	if (off && io_is_big(rs, io)) {
+		struct rbd_big_io *b = xcalloc(1, sizeof(*b));
+		b->rs = rs;
+		b->io = io;
+		store_rbd_offload(rs->eng, &b->job, rs, big_io_work, big_io_done);
+		return;
+	}
+	rc = start_io(rs, io, c);
+	if (rc < 0) {
+		rbd_aio_release(c);
+		rs->in_flight--;
+		budget_return(rs, io);
+		budget_flush(rs);
+		store_io_complete(io, rc);
+	}
+}
+
+/* The queued ios, in their order, as far as the budget lets them go (the engine's thread). */
+static void drain_queued(struct rbd_store *rs)
+{
+	/* A long compare-and-write runs alone: the queue goes on once it is over. */
+	while (rs->queued && !rs->exclusive) {
+		struct store_io *io = rs->queued;
+		bool ready = rs->state == RBD_READY;
+		if (ready && !budget_take(rs, io))
+			return;
+		rs->queued = io->next;
+		if (!rs->queued)
+			rs->queued_tail = &rs->queued;
+		io->next = NULL;
+		if (ready)
+			submit_now(rs, io);
+		else
+			store_io_complete(io, -ETIMEDOUT); /* NOT READY, as in rbds_submit */
+	}
+}
+
 void rbds_submit(struct store *st, struct store_engine *e, struct store_io *io)
 {
 	struct rbd_store *rs = rbds_of(st);
-	rbd_completion_t c;
 	int rc;
 
 	io->st = st;
@@ -252,19 +427,13 @@ void rbds_submit(struct store *st, struct store_engine *e, struct store_io *io)
 		rbd_caw_start(rs, io);
 		return;
 	}
-	rc = rbd_aio_create_completion(io, io->op == STORE_IO_COMPARE_WRITE ? rbd_caw_completed : NULL, &c);
-	if (rc < 0) {
-		store_io_complete(io, rc);
+	if (rs->queued || !budget_take(rs, io)) {
+		io->next = NULL;
+		*rs->queued_tail = io;
+		rs->queued_tail = &io->next;
 		return;
 	}
-	io->store_priv[PRIV_COMPLETION] = (uint64_t)(uintptr_t)c;
-	rc = start_io(rs, io, c);
-	if (rc < 0) {
-		rbd_aio_release(c);
-		store_io_complete(io, rc);
-		return;
-	}
-	rs->in_flight++;
+	submit_now(rs, io);
 }
 
 /* Waits (bounded by the op timeout) for ios still at librbd, finishing them on this thread. */
@@ -274,7 +443,7 @@ void rbd_drain_in_flight(struct rbd_store *rs)
 	struct timespec t0, now;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (rs->in_flight && rs->eng) {
+	while ((rs->in_flight || rs->queued) && rs->eng) {
 		struct pollfd p = {.fd = rs->efd, .events = POLLIN};
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		long spent = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
@@ -283,4 +452,12 @@ void rbd_drain_in_flight(struct rbd_store *rs)
 		if (poll(&p, 1, (int)(limit_ms - (unsigned long)spent)) > 0)
 			rbds_ready(rs);
 	}
+	/* Never handed to librbd: nothing of theirs reached the cluster. */
+	while (rs->queued) {
+		struct store_io *io = rs->queued;
+		rs->queued = io->next;
+		io->next = NULL;
+		store_io_complete(io, -ETIMEDOUT);
+	}
+	rs->queued_tail = &rs->queued;
 }

@@ -196,6 +196,8 @@ static void store_abandon(struct rbd_store *rs)
 
 static void store_free(struct rbd_store *rs)
 {
+	if (rs->cl)
+		rbd_budget_forget(rs->cl, &rs->waiter);
 	if (rs->release_abandoned) {
 		/* A release of an earlier image of this store still runs and uses its cluster. */
 		store_abandon(rs);
@@ -423,6 +425,7 @@ struct store *store_rbd_open(const struct store_rbd_spec *spec, char **err)
 	rs = xcalloc(1, sizeof(*rs));
 	rs->efd = -1;
 	rs->held_tail = &rs->held;
+	rs->queued_tail = &rs->queued;
 	pthread_mutex_init(&rs->cb_lock, NULL);
 	rs->st.path = name;
 	rs->pool = xstrdup(spec->pool);
@@ -461,6 +464,8 @@ struct store *store_rbd_open(const struct store_rbd_spec *spec, char **err)
 		goto fail;
 	}
 	rs->obj_size = info.obj_size ? info.obj_size : 4u << 20;
+	rs->waiter.efd = rs->efd;
+	rbd_budget_limits(rs->cl, &rs->budget_ops, &rs->budget_bytes);
 	atomic_init(&rs->new_size, rs->st.size);
 	rs->st.ops = &rbds_ops;
 	rs->st.read_only = spec->read_only;

@@ -74,6 +74,17 @@ struct rbd_store {
 	pthread_t loop;               /* the thread that watches it (set with eng) */
 	unsigned in_flight;           /* ios handed to librbd, not finished yet (engine thread) */
 	/*
+	 * The connection's in-flight budget (store_rbd_cluster.h): ios that do not fit wait in
+	 * queued (FIFO) until completions give some back; the budget the finished ones return is
+	 * given back once per rbds_ready.
+	 */
+	struct rbd_budget_waiter waiter;
+	struct store_io *queued, **queued_tail;
+	unsigned put_ops;
+	uint64_t put_bytes;
+	unsigned budget_ops;          /* the whole budget: an io larger than it goes through a worker */
+	uint64_t budget_bytes;
+	/*
 	 * A compare-and-write longer than librbd's atomic unit runs alone: ios submitted meanwhile
 	 * wait in held (FIFO) until it has written or miscompared.
 	 */

@@ -11,6 +11,8 @@
 #                              returns once the cluster serves a new client again (bounded by
 #                              CEPH_RESUME_WAIT, default 60 s) and fails the test otherwise
 #   rbd_cmd ARGS...            `rbd` with the test's configuration and a timeout
+#   ceph_client_timeout SECS   clients of the cluster (the target included) give up an OSD or
+#                              monitor request after SECS instead of the gateway's 20 s
 
 CEPH_DIR=""
 MICRO_CEPH=$REPO_ROOT/tests/ceph/micro-ceph.sh
@@ -30,6 +32,11 @@ ceph_start() {
 	fi
 	export CEPH_CONF=$CEPH_DIR/ceph.conf
 	say "Ceph cluster ready in $((SECONDS - t0)) s"
+}
+
+# The configuration's last section is [client]: what is appended lands there.
+ceph_client_timeout() {
+	printf 'rados osd op timeout = %s\nrados mon op timeout = %s\n' "$1" "$1" >>"$CEPH_CONF"
 }
 
 rbd_cmd() {

@@ -19,10 +19,7 @@ need python3 jq
 MAX_LATENCY_MS=${MAX_LATENCY_MS:-1000}
 
 ceph_start
-cat >>"$CEPH_CONF" <<CONF
-rados osd op timeout = 3
-rados mon op timeout = 3
-CONF
+ceph_client_timeout 3
 ceph_image first 32M
 ceph_image second 32M
 ceph_image third 32M
