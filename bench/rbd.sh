@@ -19,6 +19,11 @@
 #
 # Environment: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_PEERS ("isthmus tgtd fio"),
 #              BENCH_LOADS (the four above), ISTHMUS_BIN (build/).
+#              BENCH_BASE_BIN=DIR adds the peer isthmus-base: DIR/isthmus-target (an earlier
+#              build) on the same image, measured in the same interleaved rounds, so that a
+#              change is compared under the same load as its baseline.
+#              BENCH_PEER_CACHE=off runs tgtd and fio with librbd's cache off too (rbd cache =
+#              false in their configuration), as the gateway runs it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export TEST_NAME=bench-rbd TARGET_IMPL=isthmus
@@ -34,6 +39,7 @@ BENCH_SECONDS=${BENCH_SECONDS:-5}
 BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 ((BENCH_ROUNDS >= 3)) || fail "BENCH_ROUNDS must be at least 3: a median of fewer says nothing"
 read -r -a PEERS <<<"${BENCH_PEERS:-isthmus tgtd fio}"
+[[ -z "${BENCH_BASE_BIN:-}" ]] || PEERS+=(isthmus-base)
 read -r -a LOADS <<<"${BENCH_LOADS:-randread-4k randwrite-4k seqread-128k seqwrite-128k}"
 IQN=iqn.2026-11.org.isthmus:bench-rbd
 IMAGE=bench
@@ -87,7 +93,7 @@ record() { # PEER LOAD ROUND IOPS CPU_US_PER_IO
 
 measure_fio() {
 	local load=$1 round=$2 log=$TEST_DIR/fio-$1-$2.json iops
-	if ! run_to $((BENCH_SECONDS * 4 + 60)) fio --name=rbd --ioengine=rbd --clientname=admin --pool=rbd \
+	if ! CEPH_CONF=$PEER_CONF run_to $((BENCH_SECONDS * 4 + 60)) fio --name=rbd --ioengine=rbd --clientname=admin --pool=rbd \
 		--rbdname="$IMAGE" --rw="$(fio_rw "$load")" --bs="$(load_bytes "$load")" --iodepth="$(load_depth "$load")" \
 		--direct=1 --time_based --runtime="$BENCH_SECONDS" --output-format=json >"$log" 2>"$log.err"; then
 		say "fio $load round $round: failed: $(tail -n 3 "$log.err" | tr '\n' ' ')"
@@ -133,6 +139,20 @@ start_peers() {
 				--log-level warn
 			URL[$peer]="iscsi://127.0.0.1:$port/$IQN/0" PID[$peer]=$TARGET_PID
 			;;
+		isthmus-base)
+			[[ -x "$BENCH_BASE_BIN/isthmus-target" ]] || fail "no $BENCH_BASE_BIN/isthmus-target"
+			port=$(free_port)
+			"$BENCH_BASE_BIN/isthmus-target" --listen "127.0.0.1:$port" --target "$IQN" \
+				--lun "rbd:rbd/$IMAGE,conf=$CEPH_CONF" --log-level warn --mgmt-socket "$TEST_DIR/mgmt-base.sock" \
+				--state-dir "$TEST_DIR/var-base" >>"$TEST_DIR/target-base.log" 2>&1 &
+			PID[$peer]=$!
+			BG_PIDS+=("$!")
+			for _ in $(seq 100); do
+				(exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+				sleep 0.1
+			done
+			URL[$peer]="iscsi://127.0.0.1:$port/$IQN/0"
+			;;
 		tgtd)
 			command -v tgtd >/dev/null || { say "tgtd not installed: left out"; continue; }
 			[[ -e /usr/lib/tgt/backing-store/bs_rbd.so ]] || { say "tgt-rbd not installed: tgtd left out"; continue; }
@@ -140,7 +160,7 @@ start_peers() {
 			start_tgtd "$port"
 			tgtd_adm --op new --mode target --tid 1 -T "$IQN"
 			tgtd_adm --op new --mode logicalunit --tid 1 --lun 1 --bstype rbd --backing-store "rbd/$IMAGE" \
-				--bsopts "conf=$CEPH_CONF;id=admin"
+				--bsopts "conf=$PEER_CONF;id=admin"
 			tgtd_adm --op bind --mode target --tid 1 -I ALL
 			URL[$peer]="iscsi://127.0.0.1:$port/$IQN/1" PID[$peer]=$TGTD_PID
 			;;
@@ -167,6 +187,12 @@ ceph_image "$IMAGE" 1G
 say "filling rbd/$IMAGE (1 GiB)"
 rbd_cmd bench --io-type write --io-size 4M --io-threads 8 --io-total 1G --io-pattern seq "rbd/$IMAGE" >/dev/null
 say "$BENCH_ROUNDS rounds of ${BENCH_SECONDS}s per load; $(nproc) CPUs"
+PEER_CONF=$CEPH_CONF
+if [[ "${BENCH_PEER_CACHE:-on}" == off ]]; then
+	PEER_CONF=$TEST_DIR/peer-nocache.conf
+	{ cat "$CEPH_CONF"; echo "rbd cache = false"; } >"$PEER_CONF" # lands in [client], the last section
+	say "tgtd and fio run with librbd's cache off ($PEER_CONF)"
+fi
 start_peers
 PEERS=("${STARTED[@]}")
 ((${#PEERS[@]} > 0)) || fail "no peer left to measure"

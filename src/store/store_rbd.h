@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct offload_job;
 struct store;
 struct store_engine;
 
@@ -56,6 +57,13 @@ int store_rbd_attach(struct store *st, struct store_engine *e);
  * size by then).
  */
 void store_rbd_on_resize(struct store *st, void (*cb)(struct store *st, void *arg), void *arg);
+
+/*
+ * Runs j's work on one of e's workers, where it may wait for the cluster (an image opening or
+ * reopening), and its done callback back on e's thread; jobs of one key run one at a time.
+ */
+void store_rbd_offload(struct store_engine *e, struct offload_job *j, const void *key,
+		       void (*work)(struct offload_job *j), void (*done)(struct offload_job *j));
 
 /* Cluster connections open in this process (shared ones count once). */
 unsigned store_rbd_cluster_count(void);

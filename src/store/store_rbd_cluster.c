@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "store/store_rbd.h"
 #include "store/store_rbd_cluster.h"
@@ -23,6 +24,11 @@ struct rbd_cluster {
 	unsigned refs;
 	unsigned op_timeout;
 	pthread_mutex_t reconnect_lock; /* one reconnection at a time; never held with clusters_lock */
+	/* The in-flight budget (store_rbd_cluster.h): limits, what is charged, who waits. */
+	pthread_mutex_t budget_lock;
+	unsigned budget_ops, used_ops;
+	uint64_t budget_bytes, used_bytes;
+	struct rbd_budget_waiter *waiters;
 };
 
 /* LUs are opened on the loop thread, but tests open them from several threads. */
@@ -86,12 +92,24 @@ static int cluster_connect(struct rbd_cluster *c, rados_t *out, char **err)
 		goto fail;
 	}
 	/*
-	 * librbd's default, stated because the loop relies on it: an aio call queues the io and
-	 * returns, even when the objecter's in-flight limits would make the caller wait.
+	 * rbd_non_blocking_aio (Ceph's default true): an aio call hands the io to librbd's thread
+	 * pool, waking it for every io. Set to false in ceph.conf, librbd submits on the caller's
+	 * thread (a tenth less CPU per io, but the loop then does librbd's work, which costs
+	 * throughput on a machine with few cores), and the caller would wait in librados's
+	 * throttle past its in-flight limits: the budget below then keeps the gateway's ios under
+	 * them. With the default there is no budget (librbd's pool waits, never the loop).
 	 */
-	if ((rc = rados_conf_set(r, "rbd_non_blocking_aio", "true")) < 0) {
-		*err = xasprintf("cannot set rbd_non_blocking_aio: %s", strerror(-rc));
-		goto fail;
+	char v[32] = "";
+	c->budget_ops = 0;
+	c->budget_bytes = 0;
+	if (rados_conf_get(r, "rbd_non_blocking_aio", v, sizeof(v)) == 0 && strcmp(v, "false") == 0) {
+		unsigned long long ops = 1024, bytes = 100ull << 20;
+		if (rados_conf_get(r, "objecter_inflight_ops", v, sizeof(v)) == 0 && strtoull(v, NULL, 10) > 0)
+			ops = strtoull(v, NULL, 10);
+		if (rados_conf_get(r, "objecter_inflight_op_bytes", v, sizeof(v)) == 0 && strtoull(v, NULL, 10) > 0)
+			bytes = strtoull(v, NULL, 10);
+		c->budget_ops = ops / 2 > 0 ? (unsigned)(ops / 2 < UINT32_MAX ? ops / 2 : UINT32_MAX) : 1;
+		c->budget_bytes = bytes / 2 > 0 ? bytes / 2 : 1;
 	}
 	/*
 	 * An UNMAP smaller than librbd's discard granularity must still leave zeros behind (the
@@ -144,6 +162,7 @@ struct rbd_cluster *rbd_cluster_get(const char *conf, const char *id, char **err
 	c->conn->handle = r;
 	c->conn->refs = 1;
 	pthread_mutex_init(&c->reconnect_lock, NULL);
+	pthread_mutex_init(&c->budget_lock, NULL);
 	c->refs = 1;
 	c->next = clusters;
 	clusters = c;
@@ -170,6 +189,7 @@ void rbd_cluster_put(struct rbd_cluster *c)
 		return;
 	rbd_conn_put(c, c->conn);
 	pthread_mutex_destroy(&c->reconnect_lock);
+	pthread_mutex_destroy(&c->budget_lock);
 	free(c->conf);
 	free(c->id);
 	free(c);
@@ -245,4 +265,65 @@ unsigned store_rbd_cluster_count(void)
 		n++;
 	pthread_mutex_unlock(&clusters_lock);
 	return n;
+}
+
+bool rbd_budget_take(struct rbd_cluster *c, unsigned ops, uint64_t bytes, struct rbd_budget_waiter *w)
+{
+	bool ok;
+
+	if (c->budget_ops == 0)
+		return true; /* librbd's own pool submits: nothing to keep under librados's limits */
+	pthread_mutex_lock(&c->budget_lock);
+	ok = (c->used_ops == 0 && c->used_bytes == 0) ||
+	     (ops <= c->budget_ops - (c->used_ops < c->budget_ops ? c->used_ops : c->budget_ops) &&
+	      bytes <= c->budget_bytes - (c->used_bytes < c->budget_bytes ? c->used_bytes : c->budget_bytes));
+	if (ok) {
+		c->used_ops += ops;
+		c->used_bytes += bytes;
+	} else if (!w->queued) {
+		w->queued = true;
+		w->next = c->waiters;
+		c->waiters = w;
+	}
+	pthread_mutex_unlock(&c->budget_lock);
+	return ok;
+}
+
+void rbd_budget_put(struct rbd_cluster *c, unsigned ops, uint64_t bytes)
+{
+	uint64_t one = 1;
+
+	if (c->budget_ops == 0)
+		return;
+	pthread_mutex_lock(&c->budget_lock);
+	c->used_ops -= ops < c->used_ops ? ops : c->used_ops;
+	c->used_bytes -= bytes < c->used_bytes ? bytes : c->used_bytes;
+	struct rbd_budget_waiter *w = c->waiters;
+	c->waiters = NULL;
+	for (; w; w = w->next) {
+		w->queued = false;
+		if (write(w->efd, &one, sizeof(one)) < 0) {
+			/* The counter cannot overflow in practice. */
+		}
+	}
+	pthread_mutex_unlock(&c->budget_lock);
+}
+
+void rbd_budget_forget(struct rbd_cluster *c, struct rbd_budget_waiter *w)
+{
+	pthread_mutex_lock(&c->budget_lock);
+	for (struct rbd_budget_waiter **p = &c->waiters; *p; p = &(*p)->next) {
+		if (*p == w) {
+			*p = w->next;
+			break;
+		}
+	}
+	w->queued = false;
+	pthread_mutex_unlock(&c->budget_lock);
+}
+
+void rbd_budget_limits(const struct rbd_cluster *c, unsigned *ops, uint64_t *bytes)
+{
+	*ops = c->budget_ops;
+	*bytes = c->budget_bytes;
 }

@@ -593,12 +593,9 @@ void server_apply_config_async(struct server *srv, struct cfg *cfg, server_appli
 	a->cfg = cfg;
 	a->done = done;
 	a->arg = arg;
-	a->job.key = a;
-	a->job.work = preopen_work;
-	a->job.done = preopen_done;
 	srv->applying = a;
 	log_info("opening %zu RBD image%s on a worker before applying the change", a->n, a->n == 1 ? "" : "s");
-	offload_submit(store_engine_offload(srv->engine), &a->job);
+	store_rbd_offload(srv->engine, &a->job, a, preopen_work, preopen_done);
 }
 
 void server_cancel_config_apply(struct server *srv)

@@ -4,16 +4,22 @@
 #
 #   micro-ceph.sh --port PORT DIR     start it in DIR (a new directory); pool "rbd" ready
 #   micro-ceph.sh --stop DIR          stop its daemons (OSD first) and remove DIR
+#   micro-ceph.sh --stop-keep-logs DIR   the same, but DIR/log stays (a failed test's evidence)
 #   micro-ceph.sh --pause DIR         freeze every daemon (SIGSTOP): the cluster stops answering,
 #                                     its clients' connections stay open and their ops time out
-#   micro-ceph.sh --resume DIR        let them run again (SIGCONT)
+#   micro-ceph.sh --resume DIR        let them run again (SIGCONT) and wait, bounded by
+#                                     CEPH_RESUME_WAIT (default 60 s), until the cluster serves
+#                                     a new client again: daemons running, osd.0 up, the pool's
+#                                     placement groups answering a listing; exit 1 with the
+#                                     daemons' state and log tails when it does not
 # A paused cluster is how tests take it away: the OSD's memstore loses everything on a real
 # stop, so a stop and a start would not show whether acknowledged writes survived.
 #
 # Clients then use CEPH_CONF=DIR/ceph.conf (keyring DIR/ceph.client.admin.keyring).
 # The caller picks the monitor's port (a free one: tests/interop/lib.sh's free_port).
 # Env: WITH_MGR=1 starts a mgr (nothing here needs one); CEPH_WAIT (default 60) bounds
-# each wait in seconds; MEMSTORE_BYTES (default 1 GiB) caps the OSD's memory store.
+# each wait in seconds; MEMSTORE_BYTES (default 1 GiB) caps the OSD's memory store;
+# CEPH_DEBUG=1 makes the daemons log their monitor, OSD, client and messenger steps.
 set -euo pipefail
 
 CEPH_WAIT=${CEPH_WAIT:-60}
@@ -21,7 +27,7 @@ WITH_MGR=${WITH_MGR:-0}
 MEMSTORE_BYTES=${MEMSTORE_BYTES:-1073741824}
 
 usage() {
-	echo "usage: $0 --port PORT DIR | --stop DIR | --pause DIR | --resume DIR" >&2
+	echo "usage: $0 --port PORT DIR | --stop DIR | --stop-keep-logs DIR | --pause DIR | --resume DIR" >&2
 	exit 2
 }
 
@@ -64,7 +70,56 @@ until_ok() {
 	done
 }
 
-osd_up() { ceph --connect-timeout 5 osd dump 2>/dev/null | grep -q '^osd.0 up'; }
+debug_conf() {
+	[ "${CEPH_DEBUG:-0}" = 1 ] || return 0
+	printf '%s\n' "[mon]" "debug mon = 10" "debug paxos = 10" "debug monc = 20" "debug ms = 1" "debug auth = 10" \
+		"[osd]" "debug osd = 10" "debug monc = 20" "debug ms = 1" "debug auth = 10"
+}
+
+# daemons_running: every daemon of DIR exists and is not stopped (a SIGCONT again if it is).
+daemons_running() {
+	local p st
+	for p in "$DIR"/run/*.pid; do
+		[ -f "$p" ] || continue
+		st=$(ps -o stat= -p "$(cat "$p")" 2>/dev/null) || return 1
+		case "$st" in
+		T* | t*) kill -CONT "$(cat "$p")" 2>/dev/null; return 1 ;;
+		"" | Z*) return 1 ;;
+		esac
+	done
+}
+
+# serving: what a new client needs, each step bounded: the monitor answers and has osd.0 up,
+# and the OSD lists the pool (every placement group active).
+serving() {
+	daemons_running && osd_up && timeout 10 rados --client-mount-timeout 5 --rados-osd-op-timeout 5 -p rbd ls >/dev/null 2>&1
+}
+
+# resume_wait: after SIGCONT, until serving, at most CEPH_RESUME_WAIT seconds.
+resume_wait() {
+	local t0 end now
+	t0=$(date +%s%N)
+	end=$((SECONDS + ${CEPH_RESUME_WAIT:-60}))
+	until serving; do
+		if ((SECONDS >= end)); then
+			echo "micro-ceph: not serving ${CEPH_RESUME_WAIT:-60} s after the resume" >&2
+			local p
+			for p in "$DIR"/run/*.pid; do
+				[ -f "$p" ] && echo "  $(basename "$p" .pid): pid $(cat "$p") state '$(ps -o stat= -p "$(cat "$p")" 2>/dev/null)'" >&2
+			done
+			for p in "$DIR"/log/mon.a.log "$DIR"/log/osd.0.log; do
+				echo "  --- last lines of $p" >&2
+				tail -n 15 "$p" 2>/dev/null | cut -c1-300 | sed 's/^/    /' >&2
+			done
+			return 1
+		fi
+		sleep 0.2
+	done
+	now=$(date +%s%N)
+	echo "micro-ceph: serving again $(((now - t0) / 1000000)) ms after the resume"
+}
+
+osd_up() { timeout 10 ceph --connect-timeout 5 osd dump 2>/dev/null | grep -q '^osd.0 up'; }
 
 case "${1:-}" in
 --stop)
@@ -73,13 +128,22 @@ case "${1:-}" in
 	rm -rf "${DIR:?}"
 	exit 0
 	;;
+--stop-keep-logs)
+	DIR=${2:?$(usage)}
+	stop_daemons "$DIR"
+	find "${DIR:?}" -mindepth 1 -maxdepth 1 ! -name log -exec rm -rf {} +
+	exit 0
+	;;
 --pause)
 	signal_daemons "${2:?$(usage)}" STOP
 	exit 0
 	;;
 --resume)
-	signal_daemons "${2:?$(usage)}" CONT
-	exit 0
+	DIR=${2:?$(usage)}
+	export CEPH_CONF=$DIR/ceph.conf
+	signal_daemons "$DIR" CONT
+	resume_wait
+	exit $?
 	;;
 --port)
 	MON_PORT=${2:?$(usage)}
@@ -123,6 +187,21 @@ mon warn on pool no redundancy = false
 mon data avail warn = 1
 mon data avail crit = 0
 paxos propose interval = 0.05
+$(debug_conf)
+# Paused on purpose (--pause): nothing may count a pause against a daemon or a client. The
+# monitor would mark the lone OSD down for the beacons it missed and then out (the OSD must
+# boot again and its placement groups peer before a client gets an answer); the OSD must never
+# kill itself over a worker that did not move while it was frozen; and every client of the
+# monitor (the OSD's included) that lost its session while the monitor was frozen hunts for it
+# again every second instead of backing off to 30 s between tries.
+mon osd report timeout = 3600
+mon osd down out interval = 0
+osd heartbeat grace = 3600
+osd op thread suicide timeout = 0
+osd command thread suicide timeout = 0
+mon client hunt interval = 1
+mon client hunt interval max multiple = 2
+$(debug_conf)
 [mon.a]
 mon data = $DIR/mon
 [osd.0]

@@ -7,8 +7,12 @@
 #                              CEPH_CONF; skips the test when the Ceph daemons are missing.
 #                              Stopped (and its directory removed) when the test exits.
 #   ceph_image NAME SIZE       create image rbd/NAME (size as `rbd create --size`, e.g. 64M)
-#   ceph_pause / ceph_resume   freeze the cluster's daemons and let them go on
+#   ceph_pause / ceph_resume   freeze the cluster's daemons and let them go on; ceph_resume
+#                              returns once the cluster serves a new client again (bounded by
+#                              CEPH_RESUME_WAIT, default 60 s) and fails the test otherwise
 #   rbd_cmd ARGS...            `rbd` with the test's configuration and a timeout
+#   ceph_client_timeout SECS   clients of the cluster (the target included) give up an OSD or
+#                              monitor request after SECS instead of the gateway's 20 s
 
 CEPH_DIR=""
 MICRO_CEPH=$REPO_ROOT/tests/ceph/micro-ceph.sh
@@ -30,6 +34,11 @@ ceph_start() {
 	say "Ceph cluster ready in $((SECONDS - t0)) s"
 }
 
+# The configuration's last section is [client]: what is appended lands there.
+ceph_client_timeout() {
+	printf 'rados osd op timeout = %s\nrados mon op timeout = %s\n' "$1" "$1" >>"$CEPH_CONF"
+}
+
 rbd_cmd() {
 	run_to "$CEPH_CMD_TIMEOUT" rbd "$@"
 }
@@ -38,8 +47,19 @@ ceph_image() {
 	rbd_cmd create --size "$2" "rbd/$1" || fail "rbd create rbd/$1 failed"
 }
 
-ceph_pause() { "$MICRO_CEPH" --pause "$CEPH_DIR"; }
-ceph_resume() { "$MICRO_CEPH" --resume "$CEPH_DIR"; }
+CEPH_PAUSED_AT=$SECONDS
+ceph_pause() {
+	CEPH_PAUSED_AT=$SECONDS
+	"$MICRO_CEPH" --pause "$CEPH_DIR"
+}
+ceph_resume() {
+	local out
+	out=$("$MICRO_CEPH" --resume "$CEPH_DIR" 2>&1) || {
+		printf '%s\n' "$out" | sed 's/^/    /'
+		fail "the resumed Ceph cluster does not serve again (logs in $CEPH_DIR/log)"
+	}
+	say "${out#micro-ceph: } (paused for $((SECONDS - CEPH_PAUSED_AT)) s)"
+}
 
 # Runs before lib.sh's cleanup: the target (a cluster client) goes first, then the cluster.
 ceph_lib_cleanup() {
@@ -47,7 +67,11 @@ ceph_lib_cleanup() {
 	set +e
 	_stop_target TERM
 	if [[ -n "$CEPH_DIR" && -d "$CEPH_DIR" ]]; then
-		"$MICRO_CEPH" --stop "$CEPH_DIR"
+		if ((rc == 0 || rc == 77)) && [[ -z "${KEEP_TMP:-}" ]]; then
+			"$MICRO_CEPH" --stop "$CEPH_DIR"
+		else # lib_cleanup keeps TEST_DIR: keep the daemons' logs in it too
+			"$MICRO_CEPH" --stop-keep-logs "$CEPH_DIR"
+		fi
 	fi
 	(exit "$rc")
 	lib_cleanup

@@ -15,10 +15,7 @@ need python3
 RECOVER_S=${RECOVER_S:-60}
 
 ceph_start
-cat >>"$CEPH_CONF" <<CONF
-rados osd op timeout = 5
-rados mon op timeout = 5
-CONF
+ceph_client_timeout 5
 ceph_image fenced 32M
 
 IQN=iqn.2026-11.org.isthmus:rbd-blocklist

@@ -24,10 +24,7 @@ source "$(dirname "$0")/ceph_lib.sh"
 need iscsi-test-cu qemu-img python3
 
 ceph_start
-cat >>"$CEPH_CONF" <<CONF
-rados osd op timeout = 5
-rados mon op timeout = 5
-CONF
+ceph_client_timeout 5
 ceph_image cu 64M
 ceph_image data 64M
 

@@ -13,9 +13,16 @@ BIN=$ISTHMUS_BIN/tests/unit/store/test_store_rbd
 ceph_start
 # Short client timeouts so that the frozen-cluster check takes seconds (the store keeps values
 # ceph.conf sets; it only replaces Ceph's wait-forever defaults).
+# librbd submitting on the caller's thread (rbd non blocking aio = false), which gives the
+# store an in-flight budget, and small librados in-flight limits: the budget (half of them: 8
+# operations, 1 MiB) is then passed by the 256 ios in flight and by the frozen-cluster check's
+# 16 reads (they wait in the store's queue, not in librados on the loop), and ios over 1 MiB
+# (the 8 MiB write and reads) are submitted by a worker.
+ceph_client_timeout 4
 cat >>"$CEPH_CONF" <<CONF
-rados osd op timeout = 4
-rados mon op timeout = 4
+rbd non blocking aio = false
+objecter inflight ops = 16
+objecter inflight op bytes = 2097152
 CONF
 ceph_image store-a 64M
 ceph_image store-b 32M
