@@ -132,7 +132,8 @@ static void open_range(struct conn *c, struct task *t, const struct bhs *b, cons
 bool recovery_data_digest_error(struct conn *c, const uint8_t *raw)
 {
 	const struct bhs *b = &c->pc.rx_bhs;
-	const uint8_t *data = raw + pdu_conn_header_size(&c->pc);
+	/* A long Data-Out was read straight into its task's buffer (task_place_data_out), not after raw. */
+	const uint8_t *data = c->pc.rx_state == PDU_RECV_DIRECT ? c->pc.dr_data : raw + pdu_conn_header_size(&c->pc);
 	log_warn("%s:%u: data digest error: %s ITT 0x%08x, %u bytes at offset %u: rejected", c->peer_addr, c->peer_port,
 		 opcode_str(b->opcode), b->itt, b->data_len, b->opcode == OP_DATA_OUT ? b->data_out.offset : 0);
 	/* The CmdSN is not taken: the initiator plugs it with the same command (RFC 7143 11.17.1). */
