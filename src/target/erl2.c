@@ -17,7 +17,9 @@
  * Bounds: a session keeps at most MaxConnections failed connections (the oldest goes first);
  * the PDUs they keep count together against max-retained-data (the newest one's are bounded on
  * their own, as on a live connection); their tasks keep their command slots and data buffers,
- * which count against the command window and max-data-per-session like any others.
+ * which count against the command window and max-data-per-session like any others. Across the
+ * target, failed connections count against max-connections and what they keep against
+ * max-data-total.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -139,7 +141,7 @@ static void trim_failed(void *arg)
 }
 
 /* The oldest failed connections go when there are too many, or they keep too much together. */
-static void bound_failed(struct session *s, struct conn *newest)
+static void bound_session(struct session *s, struct conn *newest)
 {
 	uint32_t cap = s->params.max_connections ? s->params.max_connections : 1;
 	uint64_t limit = s->srv->cfg->max_retained_data;
@@ -155,6 +157,33 @@ static void bound_failed(struct session *s, struct conn *newest)
 			return;
 		discard(oldest, s->nfailed > cap ? "more failed connections than MaxConnections await recovery"
 						 : "the failed connections keep more than max-retained-data");
+	}
+}
+
+/*
+ * Target-wide, failed connections count as connections (max-connections) and what they keep as
+ * command data (max-data-total): a peer that fails connections of ever new sessions cannot make
+ * the target hold more. The one nearest its end goes first (its session may end with it).
+ */
+static void bound_target(struct server *srv, struct conn *newest)
+{
+	for (;;) {
+		uint64_t kept = 0;
+		unsigned n = 0;
+		struct conn *first = NULL;
+		for (size_t i = 0; i < srv->nsessions; i++) {
+			for (struct conn *f = srv->sessions[i]->failed; f; f = f->sess_next) {
+				kept += snack_kept_bytes(f);
+				n++;
+				if (f != newest && (!first || f->recover_deadline_ms < first->recover_deadline_ms))
+					first = f;
+			}
+		}
+		if (!first || (srv->nconns + n <= srv->cfg->max_connections && kept + srv->buffered <= srv->cfg->max_data_total))
+			return;
+		struct session *s = first->sess;
+		discard(first, "the target's failed connections are at max-connections or max-data-total");
+		session_end_if_empty(s);
 	}
 }
 
@@ -184,7 +213,8 @@ void erl2_conn_fail(struct conn *c, const char *why)
 	c->recover_deadline_ms = loop_now_ms() + hold_ms(s);
 	session_drop_held(s, c);
 	loop_defer(c->srv->loop, trim_failed, c);
-	bound_failed(s, c);
+	bound_session(s, c);
+	bound_target(c->srv, c);
 	arm_timer(s);
 }
 

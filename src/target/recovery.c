@@ -36,9 +36,7 @@ static bool sn_after(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
  */
 static uint32_t expected_datasn(const struct task *t, const struct bhs *b)
 {
-	bool opens = b->data_out.ttt != RESERVED_TAG && t->out_received == t->seq_end &&
-		     t->out_received >= t->unsolicited_end;
-	return opens ? 0 : t->next_datasn;
+	return task_opens_sequence(t, b) ? 0 : t->next_datasn;
 }
 
 bool recovery_check_header(struct conn *c, const uint8_t *raw, enum pdu_header_verdict *v)
@@ -83,7 +81,7 @@ static void send_recovery_r2t(struct conn *c, struct task *t)
  * Whether task.c takes len bytes at the task's current offset as the next Data-Out of the
  * sequence b belongs to (the checks of task_handle_data_out, so that it never ends the task).
  */
-static bool range_fits(struct conn *c, const struct task *t, const struct bhs *b, uint32_t len)
+static bool range_fits(const struct task *t, const struct bhs *b, uint32_t len)
 {
 	uint64_t end = (uint64_t)t->out_received + len;
 	if (end > t->edtl)
@@ -92,11 +90,7 @@ static bool range_fits(struct conn *c, const struct task *t, const struct bhs *b
 		return end <= t->unsolicited_end;
 	if (t->out_received < t->unsolicited_end)
 		return false;
-	uint32_t seq_end = t->seq_end;
-	if (t->out_received == t->seq_end) {
-		uint32_t burst = c->sess->params.max_burst_length, left = t->edtl - t->out_received;
-		seq_end = t->out_received + (left < burst ? left : burst);
-	}
+	uint32_t seq_end = t->out_received == t->seq_end ? task_next_seq_end(t) : t->seq_end;
 	return end <= seq_end;
 }
 
@@ -140,7 +134,7 @@ bool recovery_data_digest_error(struct conn *c, const uint8_t *raw)
 		send_recovery_r2t(c, t); /* the recovery data itself was damaged: ask again */
 		return true;
 	}
-	if (t->hole_len || off != t->out_received || !range_fits(c, t, b, b->data_len)) {
+	if (t->hole_len || off != t->out_received || !range_fits(t, b, b->data_len)) {
 		conn_flush(c);
 		conn_close(c, "data digest error in write data that cannot be asked for again");
 		return false;
@@ -181,7 +175,7 @@ bool recovery_data_out(struct conn *c, const struct bhs *b, const uint8_t *data,
 	 * Offsets that skip ahead within the sequence: the Data-Out before were lost whole (their
 	 * headers were skipped). The range between is asked for again.
 	 */
-	if (t->hole_len || off <= t->out_received || !range_fits(c, t, b, off - t->out_received + len) ||
+	if (t->hole_len || off <= t->out_received || !range_fits(t, b, off - t->out_received + len) ||
 	    !sn_after(b->data_out.datasn, expected_datasn(t, b)))
 		return false;
 	uint32_t gap = off - t->out_received;

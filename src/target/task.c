@@ -130,13 +130,20 @@ void task_free_all(struct conn *c)
 	}
 }
 
-struct task *task_find_itt(struct session *s, uint32_t itt)
+static struct task *task_find_itt_on(struct conn *c, uint32_t itt)
 {
-	for (struct conn *c = s->conns; c; c = c->sess_next)
+	for (; c; c = c->sess_next)
 		for (struct task *t = c->tasks; t; t = t->next)
 			if (t->itt == itt && t->state != TASK_SENDING && !t->aborted)
 				return t;
 	return NULL;
+}
+
+/* A task of the session, on a live connection or on a failed one awaiting reassignment (level 2). */
+struct task *task_find_itt(struct session *s, uint32_t itt)
+{
+	struct task *t = task_find_itt_on(s->conns, itt);
+	return t ? t : task_find_itt_on(s->failed, itt);
 }
 
 /* SCSI Response, with sense data (seg, owned) or none, for a command the SCSI layer never saw. */
@@ -347,6 +354,17 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *raw
 	task_start(t);
 }
 
+bool task_opens_sequence(const struct task *t, const struct bhs *b)
+{
+	return b->data_out.ttt != RESERVED_TAG && t->out_received == t->seq_end && t->out_received >= t->unsolicited_end;
+}
+
+uint32_t task_next_seq_end(const struct task *t)
+{
+	uint32_t burst = t->conn->sess->params.max_burst_length, left = t->edtl - t->out_received;
+	return t->out_received + (left < burst ? left : burst);
+}
+
 struct task *task_find_data_owner(struct conn *c, const struct bhs *b)
 {
 	for (struct task *t = c->tasks; t; t = t->next) {
@@ -388,11 +406,9 @@ void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *da
 	}
 	bool unsolicited = b->data_out.ttt == RESERVED_TAG;
 	uint32_t off = b->data_out.offset;
-	if (!unsolicited && t->out_received == t->seq_end && t->out_received >= t->unsolicited_end) {
+	if (task_opens_sequence(t, b)) {
 		/* The first Data-Out answering the next R2T opens its sequence: DataSN restarts at 0. */
-		uint32_t burst = c->sess->params.max_burst_length;
-		uint32_t left = t->edtl - t->out_received;
-		t->seq_end = t->out_received + (left < burst ? left : burst);
+		t->seq_end = task_next_seq_end(t);
 		t->next_datasn = 0;
 	}
 	const char *err = NULL;

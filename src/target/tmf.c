@@ -103,20 +103,26 @@ void tmf_conn_gone(struct conn *c)
 static bool lun_matches(const struct task *t, const uint8_t lun[8]) { return memcmp(t->lun_field, lun, 8) == 0; }
 
 /* Abort the not-yet-answered tasks of one session, optionally only those of one LUN. */
-static void abort_session_tasks(struct session *s, const uint8_t *lun, const struct task *keep, struct tmf_wait *w)
+static void abort_conn_tasks(struct session *s, struct conn *c, const uint8_t *lun, const struct task *keep,
+			     struct tmf_wait *w)
 {
-	for (struct conn *c = s->conns; c; c = c->sess_next) {
-		struct task *t = c->tasks;
-		while (t) {
-			struct task *next = t->next;
-			if (t != keep && t->state != TASK_SENDING && (!lun || lun_matches(t, lun))) {
-				session_unhold_task(s, t);
-				tmf_hold(w, t);
-				task_abort(t);
-			}
-			t = next;
+	for (struct task *t = c->tasks, *next; t; t = next) {
+		next = t->next;
+		if (t != keep && t->state != TASK_SENDING && (!lun || lun_matches(t, lun))) {
+			session_unhold_task(s, t);
+			tmf_hold(w, t);
+			task_abort(t);
 		}
 	}
+}
+
+/* Tasks of failed connections awaiting reassignment (level 2) are the session's too. */
+static void abort_session_tasks(struct session *s, const uint8_t *lun, const struct task *keep, struct tmf_wait *w)
+{
+	for (struct conn *c = s->conns; c; c = c->sess_next)
+		abort_conn_tasks(s, c, lun, keep, w);
+	for (struct conn *c = s->failed; c; c = c->sess_next)
+		abort_conn_tasks(s, c, lun, keep, w);
 }
 
 static void abort_node_tasks(struct server *srv, struct tnode *node, const uint8_t *lun, struct tmf_wait *w)
