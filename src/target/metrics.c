@@ -137,6 +137,9 @@ char *metrics_render(struct server *srv)
 		nconns++;
 		stats_add(&total, &c->stats);
 	}
+	for (size_t k = 0; k < srv->nsessions; k++)
+		for (const struct conn *c = srv->sessions[k]->failed; c; c = c->sess_next)
+			stats_add(&total, &c->stats); /* level 2: failed, awaiting recovery */
 	sbuf_printf(&b, "# HELP isthmus_target_sessions Sessions logged in.\n# TYPE isthmus_target_sessions gauge\n");
 	sbuf_printf(&b, "isthmus_target_sessions %zu\n", srv->nsessions);
 	sbuf_printf(&b, "# HELP isthmus_target_connections TCP connections, logged in or logging in.\n"

@@ -489,7 +489,7 @@ void snack_reassign_send(struct conn *from, struct conn *to, uint32_t itt, uint3
 		memcpy(sense, status->data, sense_len);
 	}
 	conn_send_pdu(to, &rsp, sense, sense_len, NULL, sense);
-	to->stats.pdus_resent++;
+	to->stats.pdus_resent += datasn - run.datasn + 1; /* the Data-In and the status */
 	snack_forget_itt(from, itt);
 	log_info("%s:%u: TASK REASSIGN: ITT 0x%08x, %llu bytes from DataSN %u and its status sent again", to->peer_addr,
 		 to->peer_port, itt, (unsigned long long)run.total, run.datasn);

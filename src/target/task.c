@@ -652,10 +652,14 @@ void task_resume_data(struct task *t)
 	t->seq_end = t->out_received;
 	t->next_datasn = 0;
 	t->last_data_ms = loop_now_ms();
+	struct conn *c = t->conn;
+	uint64_t r2ts = c->stats.r2ts;
 	if (t->hole_len)
-		recovery_ask_range(t->conn, t);
-	if (t->out_received < t->edtl)
+		recovery_ask_range(c, t); /* counts itself as sent again */
+	if (t->out_received < t->edtl) {
 		task_send_r2ts(t);
-	else if (!t->hole_len)
+		c->stats.pdus_resent += c->stats.r2ts - r2ts - (t->hole_len ? 1 : 0);
+	} else if (!t->hole_len) {
 		task_execute(t);
+	}
 }

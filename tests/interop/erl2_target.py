@@ -337,11 +337,15 @@ def stats_check(cmd, counts):
     if len(sessions) != 1:
         fail("expected one session: %s" % out.stdout[:400])
     s = sessions[0]
+    resent = s.get("stats", {}).get("pdus_resent")
     print("target counters of the session: connection_recoveries=%s task_reassignments=%s error_recovery_level=%s"
-          % (s.get("connection_recoveries"), s.get("task_reassignments"), s.get("error_recovery_level")))
+          " pdus_resent=%s" % (s.get("connection_recoveries"), s.get("task_reassignments"),
+                               s.get("error_recovery_level"), resent))
     if (s.get("connection_recoveries"), s.get("task_reassignments")) != counts or s.get("error_recovery_level") != 2:
         fail("the session list does not show %u connection recovery(ies) and %u task reassignment(s) at level 2"
              % counts)
+    if not resent or resent < 2:
+        fail("the session list does not count the reassigned tasks' PDUs as sent again")
     ok("the session list counts them")
 
 
