@@ -10,7 +10,9 @@ Cases:
                (InitialR2T=Yes, 64 KiB R2Ts) on CID 1, whose socket is closed mid-transfer; a new
                connection with CID 1 joins (same TSIH, 16 KiB MaxRecvDataSegmentLength) and
                reassigns both: the read's Data-In come again from ExpDataSN, cut anew, then GOOD;
-               the write gets R2Ts for what had not come, ends GOOD and reads back whole
+               the write gets R2Ts for what had not come, ends GOOD and reads back whole; a command
+               held on a failed connection behind a CmdSN gap and the command lost in the gap
+               are both accepted again with their CmdSN on another connection
   logout       level 2: Logout "remove the connection for recovery" for CID 1 sent on CID 2 (the
                response carries Time2Wait and Time2Retain, CID 1's socket is closed by the
                target), a new CID 3 reassigns the read; TASK REASSIGN of an unknown ITT: task does
@@ -244,6 +246,18 @@ def case_reinstate(host, port, target):
         fail("the reassigned write reads back wrong")
     ok("the reassigned write reads back whole (on CID 2)")
     reassign(c3, ritt, what="of the read again", want=1)
+    # A command lost in flight: CmdSN n never arrives, n + 1 waits for it on CID 1, which fails.
+    n = sess.cmdsn
+    held, _ = c3.scsi(b"\0" * 6, 0, cmdsn=n + 1)
+    time.sleep(0.2)
+    drop(c3)
+    time.sleep(0.2)
+    lost, _ = c2.scsi(b"\0" * 6, 0, cmdsn=n)
+    c2.response(lost, "the command lost in flight, sent on CID 2 with its CmdSN")
+    c2.scsi(b"\0" * 6, 0, itt=held, cmdsn=n + 1)
+    c2.response(held, "the command that waited on the failed connection, sent again with its CmdSN")
+    sess.cmdsn = n + 2
+    ok("a CmdSN gap left by a failed connection closes: both commands sent again on CID 2 with their CmdSN ran")
     return c2, (1, 2)
 
 

@@ -7,8 +7,9 @@
 #      64 KiB R2Ts) on CID 1, whose socket is closed mid-transfer; a new connection with CID 1
 #      joins the same TSIH and reassigns both: the Data-In come again from ExpDataSN (cut to the
 #      new connection's 16 KiB), then GOOD, the data right; the write gets R2Ts for what had not
-#      come, ends GOOD and reads back whole; the session list counts one connection recovery and
-#      two task reassignments
+#      come, ends GOOD and reads back whole; a command held behind a CmdSN gap on a connection that
+#      fails, and the command lost in the gap, run when sent again on another connection with their
+#      CmdSN; the session list counts one connection recovery and two task reassignments
 #   3. Logout "remove the connection for recovery" for CID 1 sent on CID 2 (response with
 #      Time2Wait 2 and Time2Retain 20, CID 1's socket closed by the target), a new CID 3
 #      reassigns the read; an unknown ITT: task does not exist; a write of live CID 2: task still
