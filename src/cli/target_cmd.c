@@ -125,15 +125,16 @@ static void print_session(json_t *s)
 	size_t i;
 	json_t *c;
 	json_t *lists[2] = {json_object_get(s, "connections"), json_object_get(s, "failed_connections")};
-	for (size_t l = 0; l < 2; l++)
-	json_array_foreach(lists[l], i, c)
-	{
-		char ia[80], ta[80];
-		const char *ih = str(c, "initiator_address"), *th = str(c, "target_address");
-		snprintf(ia, sizeof(ia), strchr(ih, ':') ? "[%s]:%lld" : "%s:%lld", ih, num(c, "initiator_port"));
-		snprintf(ta, sizeof(ta), strchr(th, ':') ? "[%s]:%lld" : "%s:%lld", th, num(c, "target_port"));
-		printf("%-5lld %-28s %-28s %-8s %-8s %-13s %10lld\n", num(c, "cid"), ia, ta, str(c, "header_digest"),
-		       str(c, "data_digest"), str(c, "state"), num(json_object_get(c, "stats"), "commands"));
+	for (size_t l = 0; l < 2; l++) { /* the live connections, then the failed ones (level 2) */
+		json_array_foreach(lists[l], i, c)
+		{
+			char ia[80], ta[80];
+			const char *ih = str(c, "initiator_address"), *th = str(c, "target_address");
+			snprintf(ia, sizeof(ia), strchr(ih, ':') ? "[%s]:%lld" : "%s:%lld", ih, num(c, "initiator_port"));
+			snprintf(ta, sizeof(ta), strchr(th, ':') ? "[%s]:%lld" : "%s:%lld", th, num(c, "target_port"));
+			printf("%-5lld %-28s %-28s %-8s %-8s %-13s %10lld\n", num(c, "cid"), ia, ta, str(c, "header_digest"),
+			       str(c, "data_digest"), str(c, "state"), num(json_object_get(c, "stats"), "commands"));
+		}
 	}
 }
 
