@@ -36,9 +36,7 @@ static bool sn_after(uint32_t a, uint32_t b) { return (int32_t)(a - b) > 0; }
  */
 static uint32_t expected_datasn(const struct task *t, const struct bhs *b)
 {
-	bool opens = b->data_out.ttt != RESERVED_TAG && t->out_received == t->seq_end &&
-		     t->out_received >= t->unsolicited_end;
-	return opens ? 0 : t->next_datasn;
+	return task_opens_sequence(t, b) ? 0 : t->next_datasn;
 }
 
 bool recovery_check_header(struct conn *c, const uint8_t *raw, enum pdu_header_verdict *v)
@@ -73,18 +71,8 @@ bool recovery_check_header(struct conn *c, const uint8_t *raw, enum pdu_header_v
 /* A recovery R2T (RFC 7143 7.2.2) for the task's open range; it does not count as outstanding. */
 static void send_recovery_r2t(struct conn *c, struct task *t)
 {
-	struct bhs b = {0};
-	b.opcode = OP_R2T;
-	b.final = true;
-	memcpy(b.lun, t->lun_field, 8);
-	b.itt = t->itt;
-	b.r2t.ttt = t->ttt;
-	b.r2t.r2tsn = t->r2tsn++;
-	b.r2t.offset = t->hole_off;
-	b.r2t.desired_len = t->hole_len;
-	c->stats.r2ts++;
 	c->stats.pdus_resent++;
-	conn_send_pdu(c, &b, NULL, 0, NULL, NULL);
+	task_queue_r2t(t, t->hole_off, t->hole_len);
 	log_info("%s:%u: ITT 0x%08x: recovery R2T for %u bytes at offset %u", c->peer_addr, c->peer_port, t->itt,
 		 t->hole_len, t->hole_off);
 }
@@ -93,7 +81,7 @@ static void send_recovery_r2t(struct conn *c, struct task *t)
  * Whether task.c takes len bytes at the task's current offset as the next Data-Out of the
  * sequence b belongs to (the checks of task_handle_data_out, so that it never ends the task).
  */
-static bool range_fits(struct conn *c, const struct task *t, const struct bhs *b, uint32_t len)
+static bool range_fits(const struct task *t, const struct bhs *b, uint32_t len)
 {
 	uint64_t end = (uint64_t)t->out_received + len;
 	if (end > t->edtl)
@@ -102,11 +90,7 @@ static bool range_fits(struct conn *c, const struct task *t, const struct bhs *b
 		return end <= t->unsolicited_end;
 	if (t->out_received < t->unsolicited_end)
 		return false;
-	uint32_t seq_end = t->seq_end;
-	if (t->out_received == t->seq_end) {
-		uint32_t burst = c->sess->params.max_burst_length, left = t->edtl - t->out_received;
-		seq_end = t->out_received + (left < burst ? left : burst);
-	}
+	uint32_t seq_end = t->out_received == t->seq_end ? task_next_seq_end(t) : t->seq_end;
 	return end <= seq_end;
 }
 
@@ -129,10 +113,13 @@ static void open_range(struct conn *c, struct task *t, const struct bhs *b, cons
 	send_recovery_r2t(c, t);
 }
 
+void recovery_ask_range(struct conn *c, struct task *t) { send_recovery_r2t(c, t); }
+
 bool recovery_data_digest_error(struct conn *c, const uint8_t *raw)
 {
 	const struct bhs *b = &c->pc.rx_bhs;
-	const uint8_t *data = raw + pdu_conn_header_size(&c->pc);
+	/* A long Data-Out was read straight into its task's buffer (task_place_data_out), not after raw. */
+	const uint8_t *data = c->pc.rx_state == PDU_RECV_DIRECT ? c->pc.dr_data : raw + pdu_conn_header_size(&c->pc);
 	log_warn("%s:%u: data digest error: %s ITT 0x%08x, %u bytes at offset %u: rejected", c->peer_addr, c->peer_port,
 		 opcode_str(b->opcode), b->itt, b->data_len, b->opcode == OP_DATA_OUT ? b->data_out.offset : 0);
 	/* The CmdSN is not taken: the initiator plugs it with the same command (RFC 7143 11.17.1). */
@@ -147,13 +134,13 @@ bool recovery_data_digest_error(struct conn *c, const uint8_t *raw)
 		send_recovery_r2t(c, t); /* the recovery data itself was damaged: ask again */
 		return true;
 	}
-	if (t->hole_len || off != t->out_received || !range_fits(c, t, b, b->data_len)) {
+	if (t->hole_len || off != t->out_received || !range_fits(t, b, b->data_len)) {
 		conn_flush(c);
 		conn_close(c, "data digest error in write data that cannot be asked for again");
 		return false;
 	}
 	open_range(c, t, b, data, b->data_len, b->data_out.datasn + 1);
-	return c->phase != PHASE_CLOSED;
+	return !conn_gone(c);
 }
 
 /* Recovery data for the open range: copied in; once the range is whole, the write may run. */
@@ -188,14 +175,14 @@ bool recovery_data_out(struct conn *c, const struct bhs *b, const uint8_t *data,
 	 * Offsets that skip ahead within the sequence: the Data-Out before were lost whole (their
 	 * headers were skipped). The range between is asked for again.
 	 */
-	if (t->hole_len || off <= t->out_received || !range_fits(c, t, b, off - t->out_received + len) ||
+	if (t->hole_len || off <= t->out_received || !range_fits(t, b, off - t->out_received + len) ||
 	    !sn_after(b->data_out.datasn, expected_datasn(t, b)))
 		return false;
 	uint32_t gap = off - t->out_received;
 	uint8_t *zeros = xcalloc(1, gap);
 	open_range(c, t, b, zeros, gap, b->data_out.datasn);
 	free(zeros);
-	if (c->phase == PHASE_CLOSED)
+	if (conn_gone(c))
 		return true;
 	task_handle_data_out(c, b, data, len);
 	return true;

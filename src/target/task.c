@@ -9,6 +9,7 @@
 #include "target/conn.h"
 #include "target/datain.h"
 #include "target/ffp.h"
+#include "target/recovery.h"
 #include "target/server.h"
 #include "target/session.h"
 #include "target/task.h"
@@ -129,13 +130,20 @@ void task_free_all(struct conn *c)
 	}
 }
 
-struct task *task_find_itt(struct session *s, uint32_t itt)
+static struct task *task_find_itt_on(struct conn *c, uint32_t itt)
 {
-	for (struct conn *c = s->conns; c; c = c->sess_next)
+	for (; c; c = c->sess_next)
 		for (struct task *t = c->tasks; t; t = t->next)
 			if (t->itt == itt && t->state != TASK_SENDING && !t->aborted)
 				return t;
 	return NULL;
+}
+
+/* A task of the session, on a live connection or on a failed one awaiting reassignment (level 2). */
+struct task *task_find_itt(struct session *s, uint32_t itt)
+{
+	struct task *t = task_find_itt_on(s->conns, itt);
+	return t ? t : task_find_itt_on(s->failed, itt);
 }
 
 /* SCSI Response, with sense data (seg, owned) or none, for a command the SCSI layer never saw. */
@@ -163,27 +171,32 @@ static void task_respond_check(struct conn *c, uint32_t itt, uint8_t key, uint8_
 	task_respond(c, itt, SCSI_CHECK_CONDITION, seg, 2 + SCSI_SENSE_FIXED_LEN, residual, overflow);
 }
 
-static void task_send_r2ts(struct task *t)
+void task_queue_r2t(struct task *t, uint32_t offset, uint32_t len)
 {
 	struct conn *c = t->conn;
-	const struct iscsi_params *p = &c->sess->params;
+	struct bhs b = {0};
+	b.opcode = OP_R2T;
+	b.final = true;
+	memcpy(b.lun, t->lun_field, 8);
+	b.itt = t->itt;
+	b.r2t.ttt = t->ttt;
+	b.r2t.r2tsn = t->r2tsn++;
+	b.r2t.offset = offset;
+	b.r2t.desired_len = len;
+	c->stats.r2ts++;
+	conn_send_pdu(c, &b, NULL, 0, NULL, NULL);
+}
+
+static void task_send_r2ts(struct task *t)
+{
+	const struct iscsi_params *p = &t->conn->sess->params;
 	while (t->r2t_outstanding < p->max_outstanding_r2t && t->r2t_offset < t->edtl) {
 		uint32_t len = t->edtl - t->r2t_offset;
 		if (len > p->max_burst_length)
 			len = p->max_burst_length;
-		struct bhs b = {0};
-		b.opcode = OP_R2T;
-		b.final = true;
-		memcpy(b.lun, t->lun_field, 8);
-		b.itt = t->itt;
-		b.r2t.ttt = t->ttt;
-		b.r2t.r2tsn = t->r2tsn++;
-		b.r2t.offset = t->r2t_offset;
-		b.r2t.desired_len = len;
+		task_queue_r2t(t, t->r2t_offset, len);
 		t->r2t_offset += len;
 		t->r2t_outstanding++;
-		c->stats.r2ts++;
-		conn_send_pdu(c, &b, NULL, 0, NULL, NULL);
 	}
 }
 
@@ -341,6 +354,17 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *raw
 	task_start(t);
 }
 
+bool task_opens_sequence(const struct task *t, const struct bhs *b)
+{
+	return b->data_out.ttt != RESERVED_TAG && t->out_received == t->seq_end && t->out_received >= t->unsolicited_end;
+}
+
+uint32_t task_next_seq_end(const struct task *t)
+{
+	uint32_t burst = t->conn->sess->params.max_burst_length, left = t->edtl - t->out_received;
+	return t->out_received + (left < burst ? left : burst);
+}
+
 struct task *task_find_data_owner(struct conn *c, const struct bhs *b)
 {
 	for (struct task *t = c->tasks; t; t = t->next) {
@@ -382,11 +406,9 @@ void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *da
 	}
 	bool unsolicited = b->data_out.ttt == RESERVED_TAG;
 	uint32_t off = b->data_out.offset;
-	if (!unsolicited && t->out_received == t->seq_end && t->out_received >= t->unsolicited_end) {
+	if (task_opens_sequence(t, b)) {
 		/* The first Data-Out answering the next R2T opens its sequence: DataSN restarts at 0. */
-		uint32_t burst = c->sess->params.max_burst_length;
-		uint32_t left = t->edtl - t->out_received;
-		t->seq_end = t->out_received + (left < burst ? left : burst);
+		t->seq_end = task_next_seq_end(t);
 		t->next_datasn = 0;
 	}
 	const char *err = NULL;
@@ -488,7 +510,8 @@ static void task_scsi_done(struct scsi_cmd *sc)
 	t->state = TASK_SENDING;
 	c->nsending++;
 	t->refs = 1; /* our own, dropped at the end */
-	if (t->aborted || c->phase != PHASE_FULL_FEATURE) {
+	/* A failed connection (level 2) keeps what is queued on it for the task's reassignment. */
+	if (t->aborted || (c->phase != PHASE_FULL_FEATURE && c->phase != PHASE_FAILED)) {
 		task_release(t);
 		return;
 	}
@@ -584,4 +607,59 @@ static void task_scsi_done(struct scsi_cmd *sc)
 	}
 	conn_send_pdu(c, &b, seg, seglen, NULL, seg);
 	task_release(t);
+}
+
+/*
+ * TASK REASSIGN: the task leaves its failed connection for `to`, with its buffers (counted for
+ * `to` from now on) and a Target Transfer Tag of `to`.
+ */
+void task_move(struct task *t, struct conn *to)
+{
+	struct conn *from = t->conn;
+	for (struct task **pp = &from->tasks; *pp; pp = &(*pp)->next) {
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	}
+	from->ntasks--;
+	pdu_conn_forget_direct(&from->pc, t);
+	uint64_t bytes = t->buffered;
+	task_unaccount(t);
+	t->conn = to;
+	t->next = to->tasks;
+	to->tasks = t;
+	to->ntasks++;
+	task_account(t, bytes);
+	t->ttt = to->next_ttt++;
+	if (t->ttt == RESERVED_TAG)
+		t->ttt = to->next_ttt++;
+}
+
+/*
+ * A reassigned write still collecting data: the R2Ts it had went with the failed connection, so
+ * whatever has not come is asked for again (RFC 7143 6.2.2: recovery R2Ts), the range lost to a
+ * digest error first. Its DataSN and sequences start afresh.
+ */
+void task_resume_data(struct task *t)
+{
+	if (t->state != TASK_WAIT_DATA || !t->write)
+		return;
+	if (t->out_received < t->unsolicited_end)
+		t->unsolicited_end = t->out_received;
+	t->r2t_offset = t->out_received;
+	t->r2t_outstanding = 0;
+	t->seq_end = t->out_received;
+	t->next_datasn = 0;
+	t->last_data_ms = loop_now_ms();
+	struct conn *c = t->conn;
+	uint64_t r2ts = c->stats.r2ts;
+	if (t->hole_len)
+		recovery_ask_range(c, t); /* counts itself as sent again */
+	if (t->out_received < t->edtl) {
+		task_send_r2ts(t);
+		c->stats.pdus_resent += c->stats.r2ts - r2ts - (t->hole_len ? 1 : 0);
+	} else if (!t->hole_len) {
+		task_execute(t);
+	}
 }

@@ -81,9 +81,18 @@ void task_free_all(struct conn *c);
 void tmf_task_ended(struct task *t);
 /* tmf.c: the connection goes; responses still waiting for tasks are dropped. */
 void tmf_conn_gone(struct conn *c);
+/* Whether a Data-Out at the write's current offset opens the next R2T's sequence (DataSN 0). */
+bool task_opens_sequence(const struct task *t, const struct bhs *b);
+/* Where the sequence a Data-Out would open at the current offset ends: one burst at most. */
+uint32_t task_next_seq_end(const struct task *t);
 /* The write a Data-Out belongs to (same ITT, and its TTT or the unsolicited one), or NULL. */
 struct task *task_find_data_owner(struct conn *c, const struct bhs *b);
 struct task *task_find_itt(struct session *s, uint32_t itt);
+/* Queue one R2T of the task for [offset, offset + len): the next R2TSN, the task's TTT. */
+void task_queue_r2t(struct task *t, uint32_t offset, uint32_t len);
+/* Level 2 TASK REASSIGN (erl2.c): move the task to another connection, then resume its Data-Out. */
+void task_move(struct task *t, struct conn *to);
+void task_resume_data(struct task *t);
 unsigned task_expire_data_waits(struct conn *c, uint64_t now_ms, uint64_t timeout_ms);
 
 #endif

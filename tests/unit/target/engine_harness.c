@@ -104,6 +104,7 @@ struct eh *eh_new(const struct eh_opts *opts)
 	if (!t)
 		eh_fatal("target", err);
 	t->alias = xstrdup("engine");
+	t->max_erl = opts->max_erl;
 	if (cfg_add_lun_spec(cfg, t, "memory,size=1M", &err) < 0)
 		eh_fatal("lun", err);
 	if (opts->chap && cfg_set_chap(&t->chap, EH_CHAP_USER, EH_CHAP_SECRET, NULL, NULL, &err) < 0)

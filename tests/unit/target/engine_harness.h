@@ -40,6 +40,7 @@ struct eh_opts {
 	bool own_account;           /* EH_INITIATOR must prove EH_OWN_USER / EH_OWN_SECRET instead */
 	unsigned max_commands;      /* command slots per session; 0: the configured default */
 	const char *target_params;  /* "K=V\0K=V\0\0": the target's negotiation overrides, or NULL */
+	unsigned max_erl;           /* the target's max-error-recovery-level (0 by default) */
 };
 
 struct eh_pdu {
