@@ -115,6 +115,10 @@ void lib_detach(struct dsession *s)
 	loop_timer_stop(s->d->loop, &s->lib_timer);
 	if (!s->ism)
 		return;
+	struct ism_conn_recovery_info cr;
+	ism_session_get_conn_recovery_info(s->ism, &cr);
+	s->connection_recoveries += cr.connection_recoveries;
+	s->task_reassignments += cr.task_reassignments;
 	ism_session_set_fd_cb(s->ism, NULL, NULL); /* every watch goes now */
 	loop_defer(s->d->loop, free_ism_later, s->ism);
 	s->ism = NULL;

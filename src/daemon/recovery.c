@@ -48,6 +48,17 @@ static void schedule_retry(struct dsession *s, uint64_t delay_ms)
 	loop_timer_start(s->d->loop, &s->retry_timer, delay_ms, 0, on_retry, s);
 }
 
+/* The session's libisthmus session goes; the devices wait for the next one (removal latency). */
+static void enter_reconnecting(struct dsession *s)
+{
+	portals_stop(s);
+	pr_abandon(s);
+	lib_detach(s);
+	dsess_set_state(s, DS_RECONNECTING);
+	if (s->opts.type != DS_TYPE_BOOT)
+		loop_timer_start(s->d->loop, &s->removal_timer, dsess_removal_latency(s), 0, on_removal, s);
+}
+
 static const char *login_portal(const struct dsession *s) { return s->login_portal ? s->login_portal : s->opts.portal; }
 
 /*
@@ -124,12 +135,7 @@ void recovery_lost(struct dsession *s)
 		/* The only path to this portal is gone: another portal of the target takes over now. */
 		elsewhere = portals_fail_over(s);
 	}
-	portals_stop(s);
-	pr_abandon(s);
-	lib_detach(s);
-	dsess_set_state(s, DS_RECONNECTING);
-	if (s->opts.type != DS_TYPE_BOOT)
-		loop_timer_start(s->d->loop, &s->removal_timer, dsess_removal_latency(s), 0, on_removal, s);
+	enter_reconnecting(s);
 	/*
 	 * With other connections up a moment ago the target is reachable: the session is reinstated
 	 * at once, every write waiting meanwhile; so it is when another portal takes over. Otherwise
@@ -143,12 +149,7 @@ void recovery_lost(struct dsession *s)
 void recovery_move(struct dsession *s, const char *why)
 {
 	log_info("session %s: %s: logging in through %s", s->idstr, why, login_portal(s));
-	portals_stop(s);
-	pr_abandon(s);
-	lib_detach(s);
-	dsess_set_state(s, DS_RECONNECTING);
-	if (s->opts.type != DS_TYPE_BOOT)
-		loop_timer_start(s->d->loop, &s->removal_timer, dsess_removal_latency(s), 0, on_removal, s);
+	enter_reconnecting(s);
 	schedule_retry(s, 0);
 }
 

@@ -44,6 +44,10 @@ void ism_on_tmf_response(struct ism_conn *c, const struct bhs *b, uint32_t len)
 	if (!t)
 		return;
 	uint8_t r = b->tmf_rsp.response;
+	if (t->tmf_function == TMF_TASK_REASSIGN) {
+		ism_erl2_reassign_answered(c, t, r);
+		return;
+	}
 	bool ok = r == TMF_RSP_COMPLETE || (t->tmf_function == TMF_ABORT_TASK && r == TMF_RSP_NO_TASK);
 	if (ok) {
 		if (t->tmf_function == TMF_ABORT_TASK) {
