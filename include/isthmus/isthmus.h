@@ -337,6 +337,8 @@ int ism_session_lost_connection_info(const struct ism_session *s, struct ism_con
  * or the target refuses it, the session fails as described above.
  */
 struct ism_conn_recovery_info {
+	uint64_t losses;                /* connections lost and kept for a replacement (the last one:
+				         * ism_session_get_recovery_info, ism_session_lost_connection_info) */
 	uint64_t connection_recoveries; /* lost connections replaced, their tasks reassigned */
 	uint64_t task_reassignments;    /* tasks the target took over on a replacement (TASK REASSIGN) */
 	uint64_t fallbacks;             /* recoveries given up: the session failed as at level 0 */

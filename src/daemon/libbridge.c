@@ -33,6 +33,8 @@ static void service(struct dsession *s, int fd, short revents)
 	 * logout (ours, or the one the target asked for with async event 1) */
 	if (s->state == DS_CONNECTED && rc != ISM_SERVICE_OK)
 		recovery_lost(s);
+	else if (s->state == DS_CONNECTED)
+		recovery_note_kept_loss(s);
 	else if (s->state == DS_LOGGING_OUT && rc != ISM_SERVICE_OK)
 		dsess_finish_logout(s, NULL);
 	lib_settle(s);
@@ -104,6 +106,7 @@ static void on_lib_fd(void *opaque, enum ism_fd_op op, int fd, short events)
 void lib_attach(struct dsession *s, struct ism_session *ism)
 {
 	s->ism = ism;
+	s->kept_losses_seen = 0;
 	ism_session_set_fd_cb(ism, on_lib_fd, s);
 }
 

@@ -117,6 +117,7 @@ struct dsession {
 	/* ErrorRecoveryLevel 2: connections the library recovered within the libisthmus sessions
 	 * freed so far (the current one's counters add to these) */
 	uint64_t connection_recoveries, task_reassignments;
+	uint64_t kept_losses_seen; /* of the current libisthmus session, noted as last_loss */
 	struct dconn_loss {
 		bool valid;
 		time_t at;

@@ -93,6 +93,7 @@ bool ism_erl2_conn_lost(struct ism_conn *c, const char *why)
 		return false;
 	}
 	uint64_t now = now_of(s);
+	s->conn_losses_kept++;
 	bool again = c->recovery == RECOVERY_REASSIGN;
 	if (!again) {
 		snprintf(c->lost_portal, sizeof(c->lost_portal), "%s", c->portal);
@@ -319,6 +320,7 @@ uint64_t ism_erl2_next_due(const struct ism_session *s)
 void ism_session_get_conn_recovery_info(const struct ism_session *s, struct ism_conn_recovery_info *info)
 {
 	memset(info, 0, sizeof(*info));
+	info->losses = s->conn_losses_kept;
 	info->connection_recoveries = s->conn_recoveries;
 	info->task_reassignments = s->task_reassignments;
 	info->fallbacks = s->conn_recovery_fallbacks;

@@ -262,7 +262,7 @@ struct ism_session {
 	char lost_reason[400];
 
 	/* ErrorRecoveryLevel 2 (erl2.c): connections lost and recovered without ending the session */
-	uint64_t conn_recoveries, task_reassignments, conn_recovery_fallbacks;
+	uint64_t conn_losses_kept, conn_recoveries, task_reassignments, conn_recovery_fallbacks;
 };
 
 /* At most this many idle tasks and PDU slots are kept per session. */

@@ -160,6 +160,22 @@ static int lose_and_replace(struct fake *f, struct listener *l, uint16_t cid, ui
 	return f->fd;
 }
 
+/* A TEST UNIT READY the target end t sees (its command PDU read); returns its ITT and CmdSN. */
+static uint32_t tur_sent(struct fake *f, struct fake *t, struct io_result *io, uint32_t *cmdsn)
+{
+	uint8_t cdb[16];
+	size_t cl = ism_cdb_test_unit_ready(cdb);
+	CHECK(ism_scsi_async(f->s, 0, cdb, cl, ISM_DIR_NONE, NULL, 0, on_io, io) != NULL);
+	pump(f);
+	struct pdu p;
+	CHECK_EQ(frecv(t, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_SCSI_CMD);
+	if (cmdsn)
+		*cmdsn = p.b.cmd.cmdsn;
+	pdu_free(&p);
+	return p.b.itt;
+}
+
 static void test_read_reassigned(void)
 {
 	printf("ERL 2: a read half done when its connection is lost goes on over the replacement\n");
@@ -245,6 +261,7 @@ static void test_read_reassigned(void)
 	ism_session_get_conn_recovery_info(f.s, &cr);
 	printf("  recoveries %llu, reassignments %llu\n", (unsigned long long)cr.connection_recoveries,
 	       (unsigned long long)cr.task_reassignments);
+	CHECK_EQ(cr.losses, 1);
 	CHECK_EQ(cr.connection_recoveries, 1);
 	CHECK_EQ(cr.task_reassignments, 1);
 	CHECK_EQ(cr.recovering, 0);
@@ -368,14 +385,8 @@ static void test_no_replacement(void)
 	struct fake f;
 	struct listener l;
 	erl2_login(&f, &l, erl2_op, sizeof(erl2_op));
-	uint8_t cdb[16];
-	size_t cl = ism_cdb_test_unit_ready(cdb);
 	struct io_result io = {0};
-	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_NONE, NULL, 0, on_io, &io) != NULL);
-	pump(&f);
-	struct pdu p;
-	CHECK_EQ(frecv(&f, &p), 0);
-	pdu_free(&p);
+	tur_sent(&f, &f, &io, NULL);
 	close(l.fd); /* nothing listens any more: every attempt is refused */
 	uint64_t t0 = ism_now_ms();
 	close(f.fd);
@@ -400,14 +411,8 @@ static void test_retain_zero(void)
 	struct fake f;
 	struct listener l;
 	erl2_login(&f, &l, retain0_op, sizeof(retain0_op));
-	uint8_t cdb[16];
-	size_t cl = ism_cdb_test_unit_ready(cdb);
 	struct io_result io = {0};
-	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_NONE, NULL, 0, on_io, &io) != NULL);
-	pump(&f);
-	struct pdu p;
-	CHECK_EQ(frecv(&f, &p), 0);
-	pdu_free(&p);
+	tur_sent(&f, &f, &io, NULL);
 	close(f.fd);
 	pump(&f);
 	CHECK(io.done);
@@ -417,11 +422,96 @@ static void test_retain_zero(void)
 	ism_session_free(f.s);
 }
 
+/* Add a second connection through the listener; returns the target's end of it. */
+static void add_second(struct fake *f, struct listener *l, struct fake *g, uint16_t *cid)
+{
+	CHECK_EQ(ism_add_connection_async(f->s, l->portal, NULL, NULL), 0);
+	*g = *f;
+	g->fd = accept_conn(f, l);
+	CHECK(g->fd >= 0);
+	g->statsn = 500;
+	struct pdu first;
+	login_exchange(g, &first, conn_op, sizeof(conn_op));
+	*cid = first.b.login.cid;
+	pdu_free(&first);
+	CHECK_EQ(ism_session_connections(f->s, NULL, 0), 2);
+}
+
+static void test_two_connections(void)
+{
+	printf("ERL 2: one of two connections lost: the other carries the new commands, and a command the\n"
+	       "  target never received (\"task does not exist\", CmdSN not acknowledged) goes again, same ITT and CmdSN\n");
+	struct fake f, g;
+	struct listener l;
+	erl2_login(&f, &l, erl2_op, sizeof(erl2_op));
+	uint16_t cid_b;
+	add_second(&f, &l, &g, &cid_b);
+	struct io_result io_a = {0}, io_b = {0}, io_new = {0};
+	uint32_t cmdsn_a, cmdsn_b;
+	uint32_t itt_a = tur_sent(&f, &f, &io_a, &cmdsn_a); /* round robin: the first on A */
+	uint32_t itt_b = tur_sent(&f, &g, &io_b, &cmdsn_b); /* the second on B */
+	close(g.fd);
+	pump(&f);
+	CHECK(!io_b.done);
+	CHECK(ism_session_logged_in(f.s));
+	struct ism_conn_info ci[2];
+	CHECK_EQ(ism_session_connection_info(f.s, ci, 2), 2);
+	CHECK_EQ(ci[1].state, ISM_CONN_RECOVERING);
+	/* A goes on: its command completes (ExpCmdSN stays at B's CmdSN, the gap), a new one goes
+	 * there and waits behind the gap at the target */
+	send_status(&f, itt_a, 0, NULL, 0);
+	pump(&f);
+	CHECK(io_a.done && io_a.r.error == ISM_OK);
+	uint32_t cmdsn_new;
+	uint32_t itt_new = tur_sent(&f, &f, &io_new, &cmdsn_new);
+	CHECK_EQ(cmdsn_new, cmdsn_b + 1);
+	/* B's replacement: same CID; the target never had B's command */
+	g.fd = accept_conn(&f, &l);
+	CHECK(g.fd >= 0);
+	g.statsn = 700;
+	struct pdu first, p;
+	login_exchange(&g, &first, conn_op, sizeof(conn_op));
+	CHECK_EQ(first.b.login.cid, cid_b);
+	CHECK_EQ(first.b.login.tsih, 0x1234);
+	pdu_free(&first);
+	CHECK_EQ(frecv(&g, &p), 0);
+	CHECK_EQ(p.b.tmf.function, TMF_TASK_REASSIGN);
+	CHECK_EQ(p.b.tmf.rtt, itt_b);
+	send_tmf_response(&g, p.b.itt, TMF_RSP_NO_TASK);
+	pdu_free(&p);
+	pump(&f);
+	CHECK_EQ(frecv(&g, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_SCSI_CMD);
+	CHECK_EQ(p.b.itt, itt_b);
+	CHECK_EQ(p.b.cmd.cmdsn, cmdsn_b);
+	printf("  ITT 0x%08x sent again with CmdSN %u on the replacement\n", p.b.itt, p.b.cmd.cmdsn);
+	pdu_free(&p);
+	send_status(&g, itt_b, 0, NULL, 0);
+	uint64_t end = ism_now_ms() + 2000;
+	while (!io_b.done && ism_now_ms() < end)
+		pump(&f);
+	CHECK(io_b.done);
+	CHECK_EQ(io_b.r.error, ISM_OK);
+	send_status(&f, itt_new, 0, NULL, 0); /* the gap is closed: the held command runs */
+	pump(&f);
+	CHECK(io_new.done && io_new.r.error == ISM_OK);
+	struct ism_conn_recovery_info cr;
+	ism_session_get_conn_recovery_info(f.s, &cr);
+	CHECK_EQ(cr.connection_recoveries, 1);
+	CHECK_EQ(cr.task_reassignments, 0);
+	CHECK_EQ(ism_session_connections(f.s, NULL, 0), 2);
+	close(g.fd);
+	close(f.fd);
+	close(l.fd);
+	ism_session_free(f.s);
+}
+
 int main(void)
 {
 	test_read_reassigned();
 	test_write_reassigned();
 	test_reassign_refused();
+	test_two_connections();
 	test_no_replacement();
 	test_retain_zero();
 	TEST_MAIN_END();
