@@ -92,17 +92,30 @@ run_level() {
 	fi
 
 	# 4 threads x 64 blocks, new writes from about 3 s before the loss to 4 s past the bound after it
+	local blank
+	blank=$(region_sha "$LUNFILE" 256)
 	bg_start python3 "$(dirname "$0")/stall_writer.py" "$DEV" 4 64 "$WRITER_SECS" "$TEST_DIR/writer.json"
 	WPID=$BG_LAST
+	# the load is under way (its writes reach the LUN) before the 3 s count: a loaded machine may
+	# take seconds to start the writer
+	for _ in $(seq 100); do
+		[[ $(region_sha "$LUNFILE" 256) != "$blank" ]] && break
+		sleep 0.1
+	done
 	sleep 3
 	alive "$WPID" || fail "the writer ended before the connection loss"
 
-	say "checks: connection $CID (local port $LPORT) goes silent; detected within ${BOUND}s; writes wait at most ${BOUND}s"
+	# Level 0: both directions go. Level 2: only what the target sends, so that the commands in
+	# flight reach it and run while their status is lost: those are the ones a replacement
+	# connection must have reassigned (one that never reached the target is sent again instead).
+	local to_target="tcp sport $LPORT drop" ways="both ways"
+	((LEVEL < 2)) || { to_target="" ways="towards the initiator"; }
+	say "checks: connection $CID (local port $LPORT) goes silent $ways; detected within ${BOUND}s; writes wait at most ${BOUND}s"
 	nft -f - <<-EOF
 		table inet $NFT_TABLE {
 			chain input {
 				type filter hook input priority -10; policy accept;
-				tcp sport $LPORT drop
+				$to_target
 				tcp dport $LPORT drop
 			}
 		}
