@@ -61,8 +61,8 @@ static void human_bytes(long long v, char *out, size_t len)
 
 static void print_session_table(json_t *arr)
 {
-	printf("%-6s %-10s %-44s %-40s %5s %12s %10s %10s\n", "TSIH", "TYPE", "INITIATOR", "TARGET", "CONNS", "COMMANDS",
-	       "READ", "WRITTEN");
+	printf("%-6s %-10s %-44s %-40s %5s %12s %10s %10s %9s\n", "TSIH", "TYPE", "INITIATOR", "TARGET", "CONNS",
+	       "COMMANDS", "READ", "WRITTEN", "RECOVERED");
 	size_t i;
 	json_t *s;
 	json_array_foreach(arr, i, s)
@@ -71,9 +71,9 @@ static void print_session_table(json_t *arr)
 		char rd[32], wr[32];
 		human_bytes(num(st, "read_bytes"), rd, sizeof(rd));
 		human_bytes(num(st, "write_bytes"), wr, sizeof(wr));
-		printf("%-6lld %-10s %-44s %-40s %5lld %12lld %10s %10s\n", num(s, "tsih"), str(s, "session_type"),
+		printf("%-6lld %-10s %-44s %-40s %5lld %12lld %10s %10s %9lld\n", num(s, "tsih"), str(s, "session_type"),
 		       str(s, "initiator_iqn"), str(s, "host_target_iqn")[0] ? str(s, "host_target_iqn") : "-",
-		       num(s, "current_connections"), num(st, "commands"), rd, wr);
+		       num(s, "current_connections"), num(st, "commands"), rd, wr, num(s, "connection_recoveries"));
 	}
 	if (json_array_size(arr) == 0)
 		printf("(no sessions)\n");
@@ -105,6 +105,9 @@ static void print_session(json_t *s)
 	printf("Default time to retain     %lld\n", num(s, "default_time2retain"));
 	printf("Max outstanding R2T        %lld\n", num(s, "max_outstanding_r2t"));
 	printf("Error recovery level       %lld\n", num(s, "error_recovery_level"));
+	printf("Connection recoveries      %lld (%lld tasks reassigned, %zu failed connections waiting)\n",
+	       num(s, "connection_recoveries"), num(s, "task_reassignments"),
+	       json_array_size(json_object_get(s, "failed_connections")));
 	json_t *st = json_object_get(s, "stats");
 	char rd[32], wr[32];
 	human_bytes(num(st, "read_bytes"), rd, sizeof(rd));
@@ -115,12 +118,15 @@ static void print_session(json_t *s)
 	printf("PDUs in / out              %lld / %lld\n", num(st, "pdus_in"), num(st, "pdus_out"));
 	printf("R2Ts, digest errors, TMFs  %lld, %lld, %lld\n", num(st, "r2ts"), num(st, "digest_errors"),
 	       num(st, "task_mgmt_requests"));
+	printf("PDUs sent again            %lld\n", num(st, "pdus_resent"));
 	printf("Waited for the device      %lld commands\n", num(st, "device_waits"));
 	printf("\nConnections:\n%-5s %-28s %-28s %-8s %-8s %-13s %10s\n", "CID", "INITIATOR", "TARGET", "HDIGEST", "DDIGEST",
 	       "STATE", "COMMANDS");
 	size_t i;
 	json_t *c;
-	json_array_foreach(json_object_get(s, "connections"), i, c)
+	json_t *lists[2] = {json_object_get(s, "connections"), json_object_get(s, "failed_connections")};
+	for (size_t l = 0; l < 2; l++)
+	json_array_foreach(lists[l], i, c)
 	{
 		char ia[80], ta[80];
 		const char *ih = str(c, "initiator_address"), *th = str(c, "target_address");
@@ -164,7 +170,7 @@ static void print_stats(json_t *s)
 {
 	const char *keys[] = {"sessions",  "connections", "commands",      "read_bytes",         "write_bytes",
 			      "pdus_in",   "pdus_out",    "bytes_in",      "bytes_out",          "r2ts",
-			      "errors",    "digest_errors", "task_mgmt_requests", "device_waits", "queue_depth"};
+			      "errors",    "digest_errors", "pdus_resent", "task_mgmt_requests", "device_waits", "queue_depth"};
 	for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		printf("%-20s %lld\n", keys[i], num(s, keys[i]));
 	if (json_is_string(json_object_get(s, "io_engine")))

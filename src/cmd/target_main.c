@@ -50,8 +50,9 @@ static void usage(FILE *f)
 	      "                     portals go to portal group N\n"
 	      "  --gateway-portal N=HOST:PORT  the portal of gateway N of the group (this one included); repeat\n"
 	      "                     for every gateway\n"
-	      "  --max-error-recovery-level N  the highest ErrorRecoveryLevel the --target offers: 0, or 1\n"
-	      "                     (digest errors cost one PDU, SNACK; see docs/recovery.md); default 0\n"
+	      "  --max-error-recovery-level N  the highest ErrorRecoveryLevel the --target offers: 0, 1 or 2\n"
+	      "                     (1: digest errors cost one PDU, SNACK; 2: a failed connection's\n"
+	      "                     tasks are reassigned; see docs/recovery.md); default 0\n"
 	      "  --log-level LEVEL  default info\n"
 	      "  --help             this text; --version: the version\n",
 	      f);

@@ -85,7 +85,7 @@ struct cfg_target {
 };
 
 /* The highest ErrorRecoveryLevel the target implements (max-error-recovery-level). */
-#define CFG_MAX_ERL 1u
+#define CFG_MAX_ERL 2u
 
 /* APTPL persistent reservation state of an installed target (created on first use, mode 0700). */
 #define CFG_DEFAULT_STATE_DIR "/var/lib/isthmus/target"

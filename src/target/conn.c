@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "target/conn.h"
+#include "target/erl2.h"
 #include "target/ffp.h"
 #include "target/login.h"
 #include "target/recovery.h"
@@ -115,16 +116,8 @@ static void conn_free(void *arg)
 	free(c);
 }
 
-void conn_close(struct conn *c, const char *why)
+void conn_detach_socket(struct conn *c)
 {
-	if (c->phase == PHASE_CLOSED)
-		return;
-	/* A connection that never completed a PDU is a port probe (another gateway, a health check). */
-	if (why && c->stats.bytes_in == 0)
-		log_debug("closing connection %s:%u (cid %u): %s", c->peer_addr, c->peer_port, c->cid, why);
-	else if (why)
-		log_info("closing connection %s:%u (cid %u): %s", c->peer_addr, c->peer_port, c->cid, why);
-	c->phase = PHASE_CLOSED;
 	loop_watch_del(c->srv->loop, &c->watch);
 	close(c->fd);
 	c->fd = -1;
@@ -135,15 +128,37 @@ void conn_close(struct conn *c, const char *why)
 			break;
 		}
 	}
+}
+
+void conn_free_later(struct conn *c) { loop_defer(c->srv->loop, conn_free, c); }
+
+void conn_close(struct conn *c, const char *why)
+{
+	if (conn_gone(c))
+		return;
+	/* At ErrorRecoveryLevel 2 a connection that breaks leaves its tasks for another one. */
+	if (erl2_keeps_tasks(c)) {
+		erl2_conn_fail(c, why ? why : "logged out for recovery");
+		return;
+	}
+	/* A connection that never completed a PDU is a port probe (another gateway, a health check). */
+	if (why && c->stats.bytes_in == 0)
+		log_debug("closing connection %s:%u (cid %u): %s", c->peer_addr, c->peer_port, c->cid, why);
+	else if (why)
+		log_info("closing connection %s:%u (cid %u): %s", c->peer_addr, c->peer_port, c->cid, why);
+	c->phase = PHASE_CLOSED;
+	conn_detach_socket(c);
 	if (c->sess)
 		session_remove_conn(c->sess, c);
 	stats_add(&c->srv->closed, &c->stats);
-	loop_defer(c->srv->loop, conn_free, c);
+	conn_free_later(c);
 }
 
 void conn_send_pdu(struct conn *c, struct bhs *b, const void *data, uint32_t len, struct task *task, uint8_t *owned)
 {
-	if (c->phase == PHASE_CLOSED) {
+	if (c->phase == PHASE_FAILED && snack_wanted(c))
+		erl2_keep_unsent(c, b, data, len, task);
+	if (conn_gone(c)) {
 		free(owned);
 		if (task)
 			task_release(task);
@@ -164,13 +179,13 @@ void conn_send_pdu(struct conn *c, struct bhs *b, const void *data, uint32_t len
 /* Write as much of the queue as the socket takes, many PDUs per writev. */
 void conn_flush(struct conn *c)
 {
-	if (c->phase == PHASE_CLOSED)
+	if (conn_gone(c))
 		return;
 	if (pdu_conn_flush(&c->pc, c->fd, TX_IOV_MAX) < 0) {
 		conn_close(c, strerror(errno));
 		return;
 	}
-	if (c->phase == PHASE_CLOSED)
+	if (conn_gone(c))
 		return;
 	if (c->rx_paused && c->pc.tx_bytes <= TX_BACKLOG_RESUME) {
 		c->rx_paused = false;
@@ -211,7 +226,7 @@ static uint32_t max_dsl_in(const struct conn *c)
 static enum pdu_header_verdict conn_on_header(struct pdu_conn *pc, const uint8_t *raw, int rc, const char *why)
 {
 	struct conn *c = pc->arg;
-	if (c->phase == PHASE_CLOSED)
+	if (conn_gone(c))
 		return PDU_HEADER_STOP;
 	if (pc->tx_bytes > TX_BACKLOG_MAX) {
 		c->rx_paused = true;
@@ -281,7 +296,7 @@ static bool conn_on_pdu(struct pdu_conn *pc, const uint8_t *raw, const uint8_t *
 		login_handle(c, b, data, b->data_len);
 	else if (c->phase == PHASE_FULL_FEATURE)
 		ffp_dispatch(c, b, raw, data, b->data_len);
-	return c->phase != PHASE_CLOSED;
+	return !conn_gone(c);
 }
 
 /*
@@ -341,7 +356,7 @@ static void conn_on_readable(struct conn *c)
 	if (c->phase == PHASE_FULL_FEATURE)
 		pdu_conn_rx_grow(&c->pc, RX_FULL_FEATURE);
 	/* Bounded number of reads per wake-up keeps one busy connection from starving others. */
-	for (int round = 0; round < 16 && c->phase != PHASE_CLOSED && !c->rx_paused; round++) {
+	for (int round = 0; round < 16 && !conn_gone(c) && !c->rx_paused; round++) {
 		size_t asked;
 		ssize_t r = pdu_conn_read(&c->pc, c->fd, &asked);
 		if (r == PDU_READ_DRAINED)
@@ -365,7 +380,7 @@ static void conn_on_io(void *arg, uint32_t events)
 	struct conn *c = arg;
 	if (events & EPOLLOUT)
 		conn_flush(c);
-	if (c->phase == PHASE_CLOSED)
+	if (conn_gone(c))
 		return;
 	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		conn_on_readable(c);

@@ -29,7 +29,11 @@ struct txitem {
 	struct task *task;        /* released when this item is written; NULL if none */
 };
 
-enum conn_phase { PHASE_LOGIN, PHASE_FULL_FEATURE, PHASE_LOGGED_OUT, PHASE_CLOSED };
+/*
+ * PHASE_FAILED: at ErrorRecoveryLevel 2 a connection that broke keeps its tasks, without a
+ * socket, until they are reassigned or DefaultTime2Wait + DefaultTime2Retain pass (erl2.c).
+ */
+enum conn_phase { PHASE_LOGIN, PHASE_FULL_FEATURE, PHASE_LOGGED_OUT, PHASE_CLOSED, PHASE_FAILED };
 
 struct conn {
 	struct server *srv;
@@ -82,12 +86,23 @@ struct conn {
 	uint32_t fixed_statsn;
 	bool header_skipped;        /* the last PDU was skipped for a header digest error */
 	uint64_t header_skipped_ms; /* when a header was last skipped; 0 once stalled writes were looked at */
+	/* ErrorRecoveryLevel 2 (erl2.c) */
+	bool recover_on_close;      /* logged out for recovery: closing it keeps its tasks */
+	bool recovered;             /* failed, and counted once as recovered */
+	uint64_t recover_deadline_ms; /* failed: its tasks are discarded at this time */
 	struct io_stats stats;
 	uint64_t login_time;        /* wall clock seconds */
 };
 
+/* The connection has no socket any more (closed, or failed and waiting for recovery). */
+static inline bool conn_gone(const struct conn *c) { return c->phase >= PHASE_CLOSED; }
+
 void conn_accept(struct server *srv, int fd, uint16_t tpgt);
 void conn_close(struct conn *c, const char *why);
+/* Stop watching and close the socket, leave the server's list: what closing and failing share. */
+void conn_detach_socket(struct conn *c);
+/* The deferred free of a connection that is gone, with its tasks and copies. */
+void conn_free_later(struct conn *c);
 void conn_flush(struct conn *c);
 /*
  * Queue a PDU: bhs is encoded, StatSN, ExpCmdSN and MaxCmdSN filled in, digests and padding

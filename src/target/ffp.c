@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "target/conn.h"
+#include "target/erl2.h"
 #include "target/ffp.h"
 #include "target/recovery.h"
 #include "target/session.h"
@@ -109,11 +110,17 @@ static void nop_out(struct conn *c, const struct bhs *b, const uint8_t *raw, con
 	conn_send_pdu(c, &r, echo, len, NULL, echo);
 }
 
+/*
+ * Logout (RFC 7143 11.14-11.15). At level 2 "remove the connection for recovery" fails the
+ * connection named (erl2.c): its tasks wait for reassignment, and the response says for how long
+ * (Time2Wait, Time2Retain). One that failed already is removed as asked.
+ */
 static void logout(struct conn *c, const struct bhs *b, const uint8_t *raw)
 {
 	struct session *s = c->sess;
 	struct conn *target_conn = c;
 	uint8_t response = 0;
+	bool level2 = s->params.error_recovery_level >= 2;
 	switch (b->logout.reason) {
 	case LOGOUT_CLOSE_SESSION:
 		break;
@@ -123,10 +130,10 @@ static void logout(struct conn *c, const struct bhs *b, const uint8_t *raw)
 		for (struct conn *o = s->conns; o; o = o->sess_next)
 			if (o->cid == b->logout.cid)
 				target_conn = o;
-		if (!target_conn)
+		if (b->logout.reason == LOGOUT_REMOVE_FOR_RECOVERY && !level2)
+			response = target_conn ? 2 : 1; /* recovery needs level 2 */
+		else if (!target_conn && !(level2 && erl2_find_failed(s, b->logout.cid)))
 			response = 1; /* CID not found */
-		else if (b->logout.reason == LOGOUT_REMOVE_FOR_RECOVERY)
-			response = 2; /* connection recovery is not supported at ERL 0 */
 		break;
 	default:
 		send_reject(c, REJECT_PROTOCOL_ERROR, raw);
@@ -137,13 +144,15 @@ static void logout(struct conn *c, const struct bhs *b, const uint8_t *raw)
 	r.final = true;
 	r.itt = b->itt;
 	r.logout_rsp.response = response;
-	r.logout_rsp.time2wait = 0;
-	r.logout_rsp.time2retain = 0;
+	if (response == 0 && level2 && b->logout.reason != LOGOUT_CLOSE_SESSION)
+		erl2_hold_times(s, &r.logout_rsp.time2wait, &r.logout_rsp.time2retain);
 	conn_send_pdu(c, &r, NULL, 0, NULL, NULL);
 	if (response != 0)
 		return;
 	log_info("logout: initiator '%s' TSIH %u CID %u (%s)", s->initiator_name, s->tsih, c->cid,
-		 b->logout.reason == LOGOUT_CLOSE_SESSION ? "close session" : "close connection");
+		 b->logout.reason == LOGOUT_CLOSE_SESSION      ? "close session"
+		 : b->logout.reason == LOGOUT_CLOSE_CONNECTION ? "close connection"
+							       : "remove connection for recovery");
 	if (b->logout.reason == LOGOUT_CLOSE_SESSION) {
 		for (struct conn *o = s->conns; o; o = o->sess_next)
 			if (o != c)
@@ -153,7 +162,16 @@ static void logout(struct conn *c, const struct bhs *b, const uint8_t *raw)
 			if (o != c)
 				conn_close(o, "session logged out");
 		}
+	} else if (!target_conn) {
+		return; /* failed already: it waits for recovery as it is */
+	} else if (b->logout.reason == LOGOUT_REMOVE_FOR_RECOVERY) {
+		target_conn->recover_on_close = true;
+		if (target_conn != c) {
+			conn_close(target_conn, "removed for recovery by a Logout on another connection");
+			return;
+		}
 	} else if (target_conn != c) {
+		target_conn->phase = PHASE_LOGGED_OUT; /* its tasks end with it */
 		conn_close(target_conn, "logged out by another connection");
 		return;
 	}

@@ -23,6 +23,7 @@ void send_async_logout(struct conn *c, uint16_t seconds);
 
 /* tmf.c: Task Management Function requests */
 void tmf_handle(struct conn *c, const struct bhs *b);
+void tmf_send_response(struct conn *c, uint32_t itt, uint8_t response);
 
 /* textreq.c: Text requests in full feature phase, SendTargets */
 void textreq_handle(struct conn *c, const struct bhs *b, const uint8_t *raw, const uint8_t *data, uint32_t len);

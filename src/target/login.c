@@ -8,6 +8,7 @@
 
 #include "proto/text_join.h"
 #include "target/conn.h"
+#include "target/erl2.h"
 #include "target/isns.h"
 #include "target/login.h"
 #include "target/server.h"
@@ -319,9 +320,8 @@ static uint16_t login_identify(struct conn *c, const struct text_list *in, const
 	}
 	struct iscsi_params want;
 	if (node) {
+		/* ErrorRecoveryLevel in it is max-error-recovery-level, or a lower key (reconfig.c). */
 		want = node->want;
-		/* The level is the target's choice, not a negotiation default: see login_offer_erl. */
-		want.error_recovery_level = node->cfg->max_erl;
 	} else {
 		params_defaults(&want);
 		want.max_recv_dsl = 65536;
@@ -468,6 +468,9 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 	 * first would end the session the new connection is joining. */
 	if (replaced)
 		conn_close(replaced, "connection reinstated with the same CID");
+	/* At level 2 the reinstated (or failed) connection's tasks wait for TASK REASSIGN here. */
+	if (s->nfailed)
+		erl2_login_joined(s, c, ls->expstatsn);
 	log_info("login: initiator '%s' at %s:%u, %s session to '%s', TSIH %u, CID %u, %u connection(s)%s%s",
 		 ls->initiator_name, c->peer_addr, c->peer_port,
 		 ls->session_type == SESSION_DISCOVERY ? "discovery" : "normal",
@@ -511,6 +514,7 @@ void login_handle(struct conn *c, const struct bhs *b, const uint8_t *data, uint
 		ls->cmdsn = b->login.cmdsn;
 		ls->version_max = b->login.version_max;
 		c->statsn = b->login.expstatsn;
+		ls->expstatsn = b->login.expstatsn;
 		ls->itt = b->itt;
 		ls->stage = csg;
 		if (b->login.version_min > 0) {

@@ -33,6 +33,7 @@ struct login_state {
 	uint32_t itt;
 	uint16_t cid;
 	uint32_t cmdsn;
+	uint32_t expstatsn;         /* of the first request: the old connection's, on a reinstatement */
 	char initiator_name[224];
 	char initiator_alias[256];
 	char target_name[224];

@@ -82,6 +82,7 @@ static const struct counter_def counters[] = {
 	C(bytes_out, "sent_bytes_total", "bytes sent on iSCSI connections"),
 	C(r2ts, "r2t_total", "R2T PDUs sent"),
 	C(digest_errors, "digest_errors_total", "header and data digest errors"),
+	C(pdus_resent, "pdus_resent_total", "PDUs sent again: SNACK answers, recovery R2Ts, reassigned tasks' data"),
 	C(task_mgmt, "task_management_total", "task management requests"),
 	C(errors, "command_errors_total", "commands that ended with a status other than GOOD"),
 	C(device_waits, "device_waits_total", "commands that waited for their device on a worker thread"),
@@ -106,7 +107,26 @@ static void session_totals(const struct session *s, struct io_stats *t, uint32_t
 		stats_add(t, &c->stats);
 		*depth += c->ntasks;
 	}
+	for (const struct conn *c = s->failed; c; c = c->sess_next) {
+		stats_add(t, &c->stats);
+		*depth += c->ntasks;
+	}
 }
+
+/* A per-session counter kept by the session itself rather than by its connections. */
+static void session_counter(struct sbuf *b, struct server *srv, const char *name, const char *help,
+			    uint64_t (*get)(const struct session *))
+{
+	sbuf_printf(b, "# HELP isthmus_session_%s %s\n# TYPE isthmus_session_%s counter\n", name, help, name);
+	for (size_t k = 0; k < srv->nsessions; k++) {
+		sbuf_printf(b, "isthmus_session_%s{", name);
+		session_labels(b, srv->sessions[k]);
+		sbuf_printf(b, "} %llu\n", (unsigned long long)get(srv->sessions[k]));
+	}
+}
+
+static uint64_t get_conn_recoveries(const struct session *s) { return s->conn_recoveries; }
+static uint64_t get_task_reassigns(const struct session *s) { return s->task_reassigns; }
 
 char *metrics_render(struct server *srv)
 {
@@ -145,6 +165,11 @@ char *metrics_render(struct server *srv)
 			sbuf_printf(&b, "} %llu\n", (unsigned long long)field(&t, d->offset));
 		}
 	}
+	session_counter(&b, srv, "connection_recoveries_total",
+			"Failed connections (ErrorRecoveryLevel 2) replaced by a login or whose tasks were reassigned.",
+			get_conn_recoveries);
+	session_counter(&b, srv, "task_reassignments_total", "Tasks moved to another connection by TASK REASSIGN.",
+			get_task_reassigns);
 	sbuf_printf(&b, "# HELP isthmus_session_queue_depth Commands in progress.\n"
 			"# TYPE isthmus_session_queue_depth gauge\n");
 	for (size_t k = 0; k < srv->nsessions; k++) {

@@ -80,8 +80,16 @@ static json_t *conn_json(const struct conn *c)
 	const char *state = c->phase == PHASE_FULL_FEATURE ? "full_feature"
 			    : c->phase == PHASE_LOGIN      ? "login"
 			    : c->phase == PHASE_LOGGED_OUT ? "logging_out"
+			    : c->phase == PHASE_FAILED     ? "failed"
 							   : "closed";
 	json_object_set_new(o, "state", json_string(state));
+	if (c->phase == PHASE_FAILED) {
+		/* Level 2: its tasks wait for reassignment until then. */
+		uint64_t now = loop_now_ms();
+		json_object_set_new(o, "discarded_in_ms", json_integer((json_int_t)(c->recover_deadline_ms > now
+											  ? c->recover_deadline_ms - now
+											  : 0)));
+	}
 	json_object_set_new(o, "login_time", json_integer((json_int_t)c->login_time));
 	json_object_set_new(o, "stats", stats_json(&c->stats, c->ntasks));
 	return o;
@@ -120,6 +128,15 @@ json_t *mgmt_session_json(const struct session *s)
 		depth += c->ntasks;
 	}
 	json_object_set_new(o, "connections", conns);
+	json_t *failed = json_array();
+	for (const struct conn *c = s->failed; c; c = c->sess_next) {
+		json_array_append_new(failed, conn_json(c));
+		stats_add(&total, &c->stats);
+		depth += c->ntasks;
+	}
+	json_object_set_new(o, "failed_connections", failed);
+	json_object_set_new(o, "connection_recoveries", json_integer((json_int_t)s->conn_recoveries));
+	json_object_set_new(o, "task_reassignments", json_integer((json_int_t)s->task_reassigns));
 	json_object_set_new(o, "current_connections", json_integer(s->nconns));
 	json_object_set_new(o, "max_connections", json_integer(p->max_connections));
 	json_object_set_new(o, "allow_initial_r2t", json_boolean(p->initial_r2t));
@@ -245,6 +262,12 @@ static json_t *m_stats(void *ctx, json_t *params, struct rpc_error *err)
 	for (struct conn *c = srv->conns; c; c = c->next) {
 		stats_add(&total, &c->stats);
 		depth += c->ntasks;
+	}
+	for (size_t i = 0; i < srv->nsessions; i++) {
+		for (struct conn *c = srv->sessions[i]->failed; c; c = c->sess_next) {
+			stats_add(&total, &c->stats);
+			depth += c->ntasks;
+		}
 	}
 	json_t *o = stats_json(&total, depth);
 	json_object_set_new(o, "sessions", json_integer((json_int_t)srv->nsessions));

@@ -100,8 +100,9 @@ static int node_params(const struct cfg_target *t, struct iscsi_params *w, char 
 	w->first_burst_length = 262144;
 	w->max_outstanding_r2t = 16;
 	w->default_time2wait = 2;
-	w->default_time2retain = 0;
-	w->error_recovery_level = 0;
+	/* Level 2 keeps a failed connection's tasks for DefaultTime2Retain: 0 would keep none. */
+	w->default_time2retain = t->max_erl >= 2 ? 20 : 0;
+	w->error_recovery_level = t->max_erl;
 	w->protocol_level = 1;
 	for (size_t i = 0; i < t->params.n; i++) {
 		const char *k = t->params.kv[i].key, *v = t->params.kv[i].value;
@@ -130,8 +131,9 @@ static int node_params(const struct cfg_target *t, struct iscsi_params *w, char 
 			*(uint32_t *)((char *)w + d->offset) = (uint32_t)x;
 		}
 	}
-	if (w->error_recovery_level > 0)
-		w->error_recovery_level = 0; /* only ERL 0 is implemented */
+	/* An ErrorRecoveryLevel key may offer less than max-error-recovery-level allows, never more. */
+	if (w->error_recovery_level > t->max_erl)
+		w->error_recovery_level = t->max_erl;
 	return 0;
 }
 

@@ -73,18 +73,8 @@ bool recovery_check_header(struct conn *c, const uint8_t *raw, enum pdu_header_v
 /* A recovery R2T (RFC 7143 7.2.2) for the task's open range; it does not count as outstanding. */
 static void send_recovery_r2t(struct conn *c, struct task *t)
 {
-	struct bhs b = {0};
-	b.opcode = OP_R2T;
-	b.final = true;
-	memcpy(b.lun, t->lun_field, 8);
-	b.itt = t->itt;
-	b.r2t.ttt = t->ttt;
-	b.r2t.r2tsn = t->r2tsn++;
-	b.r2t.offset = t->hole_off;
-	b.r2t.desired_len = t->hole_len;
-	c->stats.r2ts++;
 	c->stats.pdus_resent++;
-	conn_send_pdu(c, &b, NULL, 0, NULL, NULL);
+	task_queue_r2t(t, t->hole_off, t->hole_len);
 	log_info("%s:%u: ITT 0x%08x: recovery R2T for %u bytes at offset %u", c->peer_addr, c->peer_port, t->itt,
 		 t->hole_len, t->hole_off);
 }
@@ -129,10 +119,13 @@ static void open_range(struct conn *c, struct task *t, const struct bhs *b, cons
 	send_recovery_r2t(c, t);
 }
 
+void recovery_ask_range(struct conn *c, struct task *t) { send_recovery_r2t(c, t); }
+
 bool recovery_data_digest_error(struct conn *c, const uint8_t *raw)
 {
 	const struct bhs *b = &c->pc.rx_bhs;
-	const uint8_t *data = raw + pdu_conn_header_size(&c->pc);
+	/* A long Data-Out was read straight into its task's buffer (task_place_data_out), not after raw. */
+	const uint8_t *data = c->pc.rx_state == PDU_RECV_DIRECT ? c->pc.dr_data : raw + pdu_conn_header_size(&c->pc);
 	log_warn("%s:%u: data digest error: %s ITT 0x%08x, %u bytes at offset %u: rejected", c->peer_addr, c->peer_port,
 		 opcode_str(b->opcode), b->itt, b->data_len, b->opcode == OP_DATA_OUT ? b->data_out.offset : 0);
 	/* The CmdSN is not taken: the initiator plugs it with the same command (RFC 7143 11.17.1). */
@@ -153,7 +146,7 @@ bool recovery_data_digest_error(struct conn *c, const uint8_t *raw)
 		return false;
 	}
 	open_range(c, t, b, data, b->data_len, b->data_out.datasn + 1);
-	return c->phase != PHASE_CLOSED;
+	return !conn_gone(c);
 }
 
 /* Recovery data for the open range: copied in; once the range is whole, the write may run. */
@@ -195,7 +188,7 @@ bool recovery_data_out(struct conn *c, const struct bhs *b, const uint8_t *data,
 	uint8_t *zeros = xcalloc(1, gap);
 	open_range(c, t, b, zeros, gap, b->data_out.datasn);
 	free(zeros);
-	if (c->phase == PHASE_CLOSED)
+	if (conn_gone(c))
 		return true;
 	task_handle_data_out(c, b, data, len);
 	return true;

@@ -30,6 +30,16 @@ void snack_ack_statsn(struct conn *c, uint32_t expstatsn);
 /* A SNACK request (level >= 1). */
 void snack_handle(struct conn *c, const struct bhs *b, const uint8_t *raw);
 void snack_free(struct conn *c);
+/* Bytes of copies c keeps. */
+uint64_t snack_kept_bytes(const struct conn *c);
+/* Whether c keeps Data-In or a SCSI status of this task. */
+bool snack_has_itt(const struct conn *c, uint32_t itt);
+/* Let go of everything kept for this task. */
+void snack_forget_itt(struct conn *c, uint32_t itt);
+/* Level 2: what a task that ended on a failed connection can be reassigned with (erl2.c). */
+enum snack_reassign { SNACK_REASSIGN_NONE, SNACK_REASSIGN_OK, SNACK_REASSIGN_INCOMPLETE };
+enum snack_reassign snack_reassign_check(const struct conn *from, uint32_t itt, uint32_t expdatasn);
+void snack_reassign_send(struct conn *from, struct conn *to, uint32_t itt, uint32_t expdatasn);
 
 /* recovery.c */
 /*
@@ -44,6 +54,8 @@ bool recovery_data_digest_error(struct conn *c, const uint8_t *raw);
  * asked for with a recovery R2T. Returns how many.
  */
 unsigned recovery_ask_stalled_data(struct conn *c, uint64_t now_ms);
+/* A recovery R2T for the task's open range again (its Data-Out went with a failed connection). */
+void recovery_ask_range(struct conn *c, struct task *t);
 /* A Data-Out at level >= 1: true when it was recovery data or filled a gap (taken here). */
 bool recovery_data_out(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
 

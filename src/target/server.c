@@ -523,6 +523,9 @@ void server_free(struct server *srv)
 	server_cancel_config_apply(srv);
 	mgmt_stop(srv);
 	metrics_stop(srv->metrics);
+	/* Sessions first: one may have only failed connections awaiting recovery (erl2.c). */
+	while (srv->nsessions)
+		session_close(srv->sessions[srv->nsessions - 1], "target stopped");
 	while (srv->conns)
 		conn_close(srv->conns, "target stopped");
 	for (size_t i = 0; i < srv->nportals; i++)

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "target/conn.h"
+#include "target/erl2.h"
 #include "target/ffp.h"
 #include "target/login.h"
 #include "target/server.h"
@@ -110,6 +111,7 @@ static void session_free(void *arg)
 
 static void session_end(struct session *s)
 {
+	loop_timer_stop(s->srv->loop, &s->recover_timer);
 	if (s->nexus_registered) {
 		scsi_target_nexus_lost(s->node->scsi, &s->nexus);
 		s->nexus_registered = false;
@@ -150,13 +152,38 @@ void session_remove_conn(struct session *s, struct conn *c)
 		h->bhs.opcode = 0xff;
 	}
 	c->sess = NULL;
-	if (s->nconns == 0)
+	session_end_if_empty(s);
+}
+
+void session_end_if_empty(struct session *s)
+{
+	/* Failed connections awaiting recovery (level 2) keep the session, so that it can go on. */
+	if (!s->ended && s->nconns == 0 && s->nfailed == 0)
 		session_end(s);
+}
+
+void session_drop_held(struct session *s, struct conn *c)
+{
+	for (uint32_t i = 0; i <= s->ring_mask; i++) {
+		struct held_pdu *h = s->ring[i];
+		if (!h || h->conn != c)
+			continue;
+		if (h->bhs.opcode == 0xff) { /* an aborted command: its CmdSN stays taken */
+			h->conn = NULL;
+			continue;
+		}
+		s->ring[i] = NULL;
+		if (h->task)
+			task_abort(h->task); /* waiting for its turn: freed at once */
+		held_free(s, h);
+	}
 }
 
 void session_close(struct session *s, const char *why)
 {
 	log_info("closing session TSIH %u of '%s': %s", s->tsih, s->initiator_name, why);
+	s->closing = true;
+	erl2_discard_all(s);
 	/* Closing the last connection ends the session; take a snapshot since the list shrinks. */
 	while (s->conns) {
 		struct conn *c = s->conns;
@@ -164,6 +191,7 @@ void session_close(struct session *s, const char *why)
 		if (c->sess == s) /* conn_close always detaches; guard against a loop regardless */
 			break;
 	}
+	session_end_if_empty(s);
 }
 
 /*
@@ -196,6 +224,9 @@ uint32_t session_outstanding(const struct session *s)
 {
 	uint32_t n = s->held_other;
 	for (const struct conn *c = s->conns; c; c = c->sess_next)
+		n += c->ntasks - c->nsending;
+	/* Tasks waiting for reassignment keep their slots. */
+	for (const struct conn *c = s->failed; c; c = c->sess_next)
 		n += c->ntasks - c->nsending;
 	return n;
 }

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "net/loop.h"
 #include "proto/params.h"
 #include "proto/pdu.h"
 #include "scsi/scsi.h"
@@ -48,6 +49,13 @@ struct session {
 	uint64_t created;           /* wall clock seconds */
 	struct io_stats closed;     /* counters of connections that have ended */
 	uint64_t kill_deadline_ms;  /* session kill: drop at this time unless logged out; 0 = none */
+	bool closing;               /* session_close runs: its connections close for good */
+	/* ErrorRecoveryLevel 2 (erl2.c): failed connections whose tasks wait for reassignment */
+	struct conn *failed;        /* linked by sess_next, oldest last */
+	uint32_t nfailed;
+	struct loop_timer recover_timer; /* the next failed connection's deadline */
+	uint64_t conn_recoveries;   /* failed connections replaced by a login or whose tasks moved */
+	uint64_t task_reassigns;    /* tasks moved to another connection by TASK REASSIGN */
 };
 
 struct session *session_create(struct server *srv, struct conn *c);
@@ -58,6 +66,10 @@ void session_revoke(struct session *s, unsigned grace, const char *why);
 void session_advance(struct session *s);
 void session_unhold_task(struct session *s, struct task *t);
 void session_skip_cmdsn(struct session *s, uint32_t sn);
+/* A connection fails: its PDUs still waiting for their CmdSN turn are dropped, CmdSN untaken. */
+void session_drop_held(struct session *s, struct conn *c);
+/* Ends the session once neither a connection nor a failed one awaiting recovery is left. */
+void session_end_if_empty(struct session *s);
 /* CmdSN ordering: true if the PDU with this CmdSN may be processed now (else it is held). */
 bool session_order(struct conn *c, const struct bhs *b, const uint8_t *data, uint32_t len, struct task *task);
 /* The MaxCmdSN to send: ExpCmdSN + free command slots - 1, never below what was sent before. */

@@ -41,6 +41,7 @@ struct retained {
 /* Serial number arithmetic (RFC 1982), as CmdSN and StatSN use it. */
 static bool sn_lt(uint32_t a, uint32_t b) { return (int32_t)(a - b) < 0; }
 
+
 static uint64_t kept_size(const struct kept_pdu *k) { return sizeof(*k) + k->len; }
 
 uint32_t recovery_level(const struct conn *c)
@@ -50,7 +51,9 @@ uint32_t recovery_level(const struct conn *c)
 
 bool snack_wanted(const struct conn *c)
 {
-	return !c->resending && recovery_level(c) >= 1;
+	/* A failed connection (level 2) keeps what its tasks still queue, for their reassignment. */
+	bool failed = c->phase == PHASE_FAILED && c->sess;
+	return !c->resending && (recovery_level(c) >= 1 || failed);
 }
 
 void snack_mark(struct conn *c, struct bhs *b, uint32_t len, const struct task *t)
@@ -306,51 +309,69 @@ static bool snack_data_ack(struct conn *c, const struct bhs *b)
 }
 
 /*
- * R-Data SNACK (RFC 7143 11.16.3): every unacknowledged Data-In of the task again, cut to the
- * MaxRecvDataSegmentLength in force now, numbered from the first unacknowledged DataSN, then the
- * status in a SCSI Response carrying the SNACK Tag (with its original StatSN).
+ * The kept Data-In of one task from DataSN `from` on (from_first: from the first one kept), as
+ * one run of bytes, and the task's kept status.
  */
-static bool snack_rdata(struct conn *c, const struct bhs *b)
+struct data_run {
+	struct kept_pdu *status;
+	struct kept_pdu *first;       /* the first Data-In of the run; NULL: none from there on */
+	uint32_t off0, datasn;        /* where the run starts: offset and DataSN */
+	uint64_t total;
+};
+
+/* False when a piece of the run is missing (dropped at the bound, or acknowledged already). */
+static bool collect_run(struct retained *r, uint32_t itt, uint32_t from, bool from_first, struct data_run *run)
 {
-	struct retained *r = c->kept;
-	struct kept_pdu *status = NULL, *first = NULL;
+	memset(run, 0, sizeof(*run));
+	run->datasn = from;
 	uint32_t end = 0;
-	uint64_t total = 0;
 	for (struct kept_pdu *k = r ? r->head : NULL; k; k = k->next) {
-		if (k->b.itt != b->itt)
+		if (k->b.itt != itt)
 			continue;
 		if (is_scsi_status(k))
-			status = k;
-		if (k->b.opcode != OP_DATA_IN)
+			run->status = k;
+		if (k->b.opcode != OP_DATA_IN || (!from_first && sn_lt(k->b.data_in.datasn, from)))
 			continue;
-		if (!first) {
-			first = k;
-			end = k->b.data_in.offset;
+		if (!run->first) {
+			if (!from_first && k->b.data_in.datasn != from)
+				return false;
+			run->first = k;
+			run->off0 = end = k->b.data_in.offset;
+			run->datasn = k->b.data_in.datasn;
 		}
 		if (k->b.data_in.offset != end)
-			return false; /* a piece was dropped at the bound */
+			return false;
 		end += k->len;
-		total += k->len;
+		run->total += k->len;
 	}
-	if (!status || !first || b->snack.begrun || b->snack.runlength)
-		return false;
-	uint8_t *all = xmalloc(total ? total : 1);
-	uint32_t off0 = first->b.data_in.offset, datasn = first->b.data_in.datasn;
+	return true;
+}
+
+/*
+ * Send a run again on `to`, cut to the MaxRecvDataSegmentLength in force there and numbered from
+ * its first DataSN; the copies it came from leave r (the status's data only). Returns the DataSN
+ * after the last one sent.
+ */
+static uint32_t send_run(struct retained *r, struct conn *to, uint32_t itt, const struct data_run *run)
+{
+	uint8_t *all = xmalloc(run->total ? run->total : 1);
+	uint32_t datasn = run->datasn;
 	bool ack_wanted = false;
 	uint32_t ack_ttt = RESERVED_TAG;
-	uint8_t lun[8];
-	memcpy(lun, first->b.lun, 8);
-	for (struct kept_pdu *k = r->head, *next; k; k = next) {
+	uint8_t lun[8] = {0};
+	if (run->first)
+		memcpy(lun, run->first->b.lun, 8);
+	for (struct kept_pdu *k = run->first, *next; k; k = next) {
 		next = k->next;
-		if (k->b.itt != b->itt || k->b.opcode != OP_DATA_IN)
+		if (k->b.itt != itt || k->b.opcode != OP_DATA_IN || sn_lt(k->b.data_in.datasn, run->datasn))
 			continue;
-		memcpy(all + (k->b.data_in.offset - off0), k->data, k->len);
+		memcpy(all + (k->b.data_in.offset - run->off0), k->data, k->len);
 		if (k->b.data_in.ack) {
 			ack_wanted = true;
 			ack_ttt = k->b.data_in.ttt;
 			memcpy(lun, k->b.lun, 8);
 		}
-		if (k == status) {
+		if (k == run->status) {
 			r->bytes -= k->len;
 			free(k->data);
 			k->data = NULL;
@@ -359,21 +380,21 @@ static bool snack_rdata(struct conn *c, const struct bhs *b)
 		}
 		kept_unlink(r, k);
 	}
-	uint32_t seg = c->params.peer_max_recv_dsl, burst = c->sess->params.max_burst_length;
-	for (uint32_t off = 0; off < total;) {
-		uint32_t n = (uint32_t)total - off, burst_left = burst - ((off0 + off) % burst);
+	uint32_t seg = to->params.peer_max_recv_dsl, burst = to->sess->params.max_burst_length;
+	for (uint32_t off = 0; off < run->total;) {
+		uint32_t n = (uint32_t)run->total - off, burst_left = burst - ((run->off0 + off) % burst);
 		if (n > seg)
 			n = seg;
 		if (n > burst_left)
 			n = burst_left;
 		struct bhs d = {0};
 		d.opcode = OP_DATA_IN;
-		d.itt = b->itt;
+		d.itt = itt;
 		d.data_in.ttt = RESERVED_TAG;
 		d.data_in.datasn = datasn++;
-		d.data_in.offset = off0 + off;
-		d.final = off + n == total || n == burst_left;
-		if (off + n == total && ack_wanted) {
+		d.data_in.offset = run->off0 + off;
+		d.final = off + n == run->total || n == burst_left;
+		if (off + n == run->total && ack_wanted) {
 			d.data_in.ack = true;
 			d.data_in.ttt = ack_ttt;
 			memcpy(d.lun, lun, 8);
@@ -381,10 +402,27 @@ static bool snack_rdata(struct conn *c, const struct bhs *b)
 		/* Kept as sent: a later SNACK asks by the new numbers. */
 		uint8_t *piece = xmalloc(n);
 		memcpy(piece, all + off, n);
-		conn_send_pdu(c, &d, piece, n, NULL, piece);
+		conn_send_pdu(to, &d, piece, n, NULL, piece);
 		off += n;
 	}
 	free(all);
+	return datasn;
+}
+
+/*
+ * R-Data SNACK (RFC 7143 11.16.3): every unacknowledged Data-In of the task again, cut to the
+ * MaxRecvDataSegmentLength in force now, numbered from the first unacknowledged DataSN, then the
+ * status in a SCSI Response carrying the SNACK Tag (with its original StatSN).
+ */
+static bool snack_rdata(struct conn *c, const struct bhs *b)
+{
+	struct retained *r = c->kept;
+	struct data_run run;
+	if (!collect_run(r, b->itt, 0, true, &run) || !run.status || !run.first || b->snack.begrun ||
+	    b->snack.runlength)
+		return false;
+	struct kept_pdu *status = run.status;
+	uint32_t datasn = send_run(r, c, b->itt, &run);
 	status_as_response(status, b->snack.ttt);
 	status->b.rsp.expdatasn = datasn;
 	/* The status moves behind the data it now follows. */
@@ -392,8 +430,69 @@ static bool snack_rdata(struct conn *c, const struct bhs *b)
 	kept_append(r, status);
 	resend(c, &status->b, status->data, status->len, true, status->statsn);
 	log_info("%s:%u: R-Data SNACK: ITT 0x%08x, %llu bytes sent again", c->peer_addr, c->peer_port, b->itt,
-		 (unsigned long long)total);
+		 (unsigned long long)run.total);
 	return true;
+}
+
+uint64_t snack_kept_bytes(const struct conn *c) { return c->kept ? c->kept->bytes : 0; }
+
+bool snack_has_itt(const struct conn *c, uint32_t itt)
+{
+	for (const struct kept_pdu *k = c->kept ? c->kept->head : NULL; k; k = k->next)
+		if (k->b.itt == itt && (k->b.opcode == OP_DATA_IN || k->b.opcode == OP_SCSI_RESP))
+			return true;
+	return false;
+}
+
+void snack_forget_itt(struct conn *c, uint32_t itt)
+{
+	struct retained *r = c->kept;
+	for (struct kept_pdu *k = r ? r->head : NULL, *next; k; k = next) {
+		next = k->next;
+		if (k->b.itt == itt)
+			kept_unlink(r, k);
+	}
+}
+
+/*
+ * TASK REASSIGN of a task that had ended on `from` (RFC 7143 11.5.1): its Data-In again from
+ * ExpDataSN (0: from the first the initiator has not acknowledged), then its status, as new PDUs
+ * of `to` (a status takes a StatSN of `to`).
+ */
+enum snack_reassign snack_reassign_check(const struct conn *from, uint32_t itt, uint32_t expdatasn)
+{
+	struct data_run run;
+	if (!snack_has_itt(from, itt))
+		return SNACK_REASSIGN_NONE;
+	if (!collect_run(from->kept, itt, expdatasn, expdatasn == 0, &run) || !run.status)
+		return SNACK_REASSIGN_INCOMPLETE;
+	return SNACK_REASSIGN_OK;
+}
+
+void snack_reassign_send(struct conn *from, struct conn *to, uint32_t itt, uint32_t expdatasn)
+{
+	struct retained *r = from->kept;
+	struct data_run run;
+	if (!collect_run(r, itt, expdatasn, expdatasn == 0, &run) || !run.status)
+		return;
+	uint32_t datasn = send_run(r, to, itt, &run);
+	struct kept_pdu *status = run.status;
+	/* A status collapsed into a Data-In carries read data, not sense data. */
+	uint32_t sense_len = status->b.opcode == OP_DATA_IN ? 0 : status->len;
+	status_as_response(status, 0);
+	if (run.first)
+		status->b.rsp.expdatasn = datasn;
+	struct bhs rsp = status->b;
+	uint8_t *sense = NULL;
+	if (sense_len) {
+		sense = xmalloc(sense_len);
+		memcpy(sense, status->data, sense_len);
+	}
+	conn_send_pdu(to, &rsp, sense, sense_len, NULL, sense);
+	to->stats.pdus_resent++;
+	snack_forget_itt(from, itt);
+	log_info("%s:%u: TASK REASSIGN: ITT 0x%08x, %llu bytes from DataSN %u and its status sent again", to->peer_addr,
+		 to->peer_port, itt, (unsigned long long)run.total, run.datasn);
 }
 
 void snack_handle(struct conn *c, const struct bhs *b, const uint8_t *raw)

@@ -9,6 +9,7 @@
 #include "target/conn.h"
 #include "target/datain.h"
 #include "target/ffp.h"
+#include "target/recovery.h"
 #include "target/server.h"
 #include "target/session.h"
 #include "target/task.h"
@@ -163,27 +164,32 @@ static void task_respond_check(struct conn *c, uint32_t itt, uint8_t key, uint8_
 	task_respond(c, itt, SCSI_CHECK_CONDITION, seg, 2 + SCSI_SENSE_FIXED_LEN, residual, overflow);
 }
 
-static void task_send_r2ts(struct task *t)
+void task_queue_r2t(struct task *t, uint32_t offset, uint32_t len)
 {
 	struct conn *c = t->conn;
-	const struct iscsi_params *p = &c->sess->params;
+	struct bhs b = {0};
+	b.opcode = OP_R2T;
+	b.final = true;
+	memcpy(b.lun, t->lun_field, 8);
+	b.itt = t->itt;
+	b.r2t.ttt = t->ttt;
+	b.r2t.r2tsn = t->r2tsn++;
+	b.r2t.offset = offset;
+	b.r2t.desired_len = len;
+	c->stats.r2ts++;
+	conn_send_pdu(c, &b, NULL, 0, NULL, NULL);
+}
+
+static void task_send_r2ts(struct task *t)
+{
+	const struct iscsi_params *p = &t->conn->sess->params;
 	while (t->r2t_outstanding < p->max_outstanding_r2t && t->r2t_offset < t->edtl) {
 		uint32_t len = t->edtl - t->r2t_offset;
 		if (len > p->max_burst_length)
 			len = p->max_burst_length;
-		struct bhs b = {0};
-		b.opcode = OP_R2T;
-		b.final = true;
-		memcpy(b.lun, t->lun_field, 8);
-		b.itt = t->itt;
-		b.r2t.ttt = t->ttt;
-		b.r2t.r2tsn = t->r2tsn++;
-		b.r2t.offset = t->r2t_offset;
-		b.r2t.desired_len = len;
+		task_queue_r2t(t, t->r2t_offset, len);
 		t->r2t_offset += len;
 		t->r2t_outstanding++;
-		c->stats.r2ts++;
-		conn_send_pdu(c, &b, NULL, 0, NULL, NULL);
 	}
 }
 
@@ -488,7 +494,8 @@ static void task_scsi_done(struct scsi_cmd *sc)
 	t->state = TASK_SENDING;
 	c->nsending++;
 	t->refs = 1; /* our own, dropped at the end */
-	if (t->aborted || c->phase != PHASE_FULL_FEATURE) {
+	/* A failed connection (level 2) keeps what is queued on it for the task's reassignment. */
+	if (t->aborted || (c->phase != PHASE_FULL_FEATURE && c->phase != PHASE_FAILED)) {
 		task_release(t);
 		return;
 	}
@@ -584,4 +591,55 @@ static void task_scsi_done(struct scsi_cmd *sc)
 	}
 	conn_send_pdu(c, &b, seg, seglen, NULL, seg);
 	task_release(t);
+}
+
+/*
+ * TASK REASSIGN: the task leaves its failed connection for `to`, with its buffers (counted for
+ * `to` from now on) and a Target Transfer Tag of `to`.
+ */
+void task_move(struct task *t, struct conn *to)
+{
+	struct conn *from = t->conn;
+	for (struct task **pp = &from->tasks; *pp; pp = &(*pp)->next) {
+		if (*pp == t) {
+			*pp = t->next;
+			break;
+		}
+	}
+	from->ntasks--;
+	pdu_conn_forget_direct(&from->pc, t);
+	uint64_t bytes = t->buffered;
+	task_unaccount(t);
+	t->conn = to;
+	t->next = to->tasks;
+	to->tasks = t;
+	to->ntasks++;
+	task_account(t, bytes);
+	t->ttt = to->next_ttt++;
+	if (t->ttt == RESERVED_TAG)
+		t->ttt = to->next_ttt++;
+}
+
+/*
+ * A reassigned write still collecting data: the R2Ts it had went with the failed connection, so
+ * whatever has not come is asked for again (RFC 7143 6.2.2: recovery R2Ts), the range lost to a
+ * digest error first. Its DataSN and sequences start afresh.
+ */
+void task_resume_data(struct task *t)
+{
+	if (t->state != TASK_WAIT_DATA || !t->write)
+		return;
+	if (t->out_received < t->unsolicited_end)
+		t->unsolicited_end = t->out_received;
+	t->r2t_offset = t->out_received;
+	t->r2t_outstanding = 0;
+	t->seq_end = t->out_received;
+	t->next_datasn = 0;
+	t->last_data_ms = loop_now_ms();
+	if (t->hole_len)
+		recovery_ask_range(t->conn, t);
+	if (t->out_received < t->edtl)
+		task_send_r2ts(t);
+	else if (!t->hole_len)
+		task_execute(t);
 }

@@ -84,6 +84,11 @@ void tmf_conn_gone(struct conn *c);
 /* The write a Data-Out belongs to (same ITT, and its TTT or the unsolicited one), or NULL. */
 struct task *task_find_data_owner(struct conn *c, const struct bhs *b);
 struct task *task_find_itt(struct session *s, uint32_t itt);
+/* Queue one R2T of the task for [offset, offset + len): the next R2TSN, the task's TTT. */
+void task_queue_r2t(struct task *t, uint32_t offset, uint32_t len);
+/* Level 2 TASK REASSIGN (erl2.c): move the task to another connection, then resume its Data-Out. */
+void task_move(struct task *t, struct conn *to);
+void task_resume_data(struct task *t);
 unsigned task_expire_data_waits(struct conn *c, uint64_t now_ms, uint64_t timeout_ms);
 
 #endif

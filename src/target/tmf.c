@@ -1,5 +1,5 @@
 /*
- * Task management functions (RFC 7143 11.5-11.6) at ErrorRecoveryLevel 0. A response that
+ * Task management functions (RFC 7143 11.5-11.6); TASK REASSIGN is in erl2.c. A response that
  * aborts commands still able to change the medium (writes with store ios in flight) waits for
  * them to end, so that once the initiator has it nothing aborted writes any more; responses
  * of one connection go out in the order their requests came.
@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "target/conn.h"
+#include "target/erl2.h"
+#include "target/ffp.h"
 #include "target/server.h"
 #include "target/session.h"
 #include "target/task.h"
@@ -15,7 +17,7 @@
 #include "util/sbuf.h"
 #include "util/serial.h"
 
-static void tmf_respond(struct conn *c, uint32_t itt, uint8_t response)
+void tmf_send_response(struct conn *c, uint32_t itt, uint8_t response)
 {
 	struct bhs r = {0};
 	r.opcode = OP_TASK_MGMT_RESP;
@@ -49,7 +51,7 @@ static void tmf_send_ready(struct conn *c)
 		c->tmf_waits = w->next;
 		if (!c->tmf_waits)
 			c->tmf_waits_tail = NULL;
-		tmf_respond(c, w->itt, w->response);
+		tmf_send_response(c, w->itt, w->response);
 		free(w);
 	}
 }
@@ -63,10 +65,9 @@ static void tmf_hold(struct tmf_wait *w, struct task *t)
 	w->tasks++;
 }
 
-void tmf_task_ended(struct task *t)
+/* One thing the response waited for is done: send it if it was the last (or free it, orphaned). */
+static void tmf_wait_done(struct tmf_wait *w)
 {
-	struct tmf_wait *w = t->tmf;
-	t->tmf = NULL;
 	w->tasks--;
 	if (!w->c) {
 		if (w->tasks == 0)
@@ -77,19 +78,15 @@ void tmf_task_ended(struct task *t)
 		tmf_send_ready(w->c);
 }
 
-/* A LOGICAL UNIT RESET of a gateway group's LU is answered once the other gateways know of it. */
-static void tmf_shared_stored(void *arg)
+void tmf_task_ended(struct task *t)
 {
-	struct tmf_wait *w = arg;
-	w->tasks--;
-	if (!w->c) {
-		if (w->tasks == 0)
-			free(w);
-		return;
-	}
-	if (w->queued)
-		tmf_send_ready(w->c);
+	struct tmf_wait *w = t->tmf;
+	t->tmf = NULL;
+	tmf_wait_done(w);
 }
+
+/* A LOGICAL UNIT RESET of a gateway group's LU is answered once the other gateways know of it. */
+static void tmf_shared_stored(void *arg) { tmf_wait_done(arg); }
 
 void tmf_conn_gone(struct conn *c)
 {
@@ -150,7 +147,7 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 	struct server *srv = c->srv;
 	uint8_t fn = b->tmf.function;
 	if (s->type != SESSION_NORMAL) {
-		tmf_respond(c, b->itt, TMF_RSP_NOT_SUPPORTED);
+		tmf_send_response(c, b->itt, TMF_RSP_NOT_SUPPORTED);
 		return;
 	}
 	uint16_t lun = 0;
@@ -162,7 +159,14 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 	if (waiting >= TMF_MAX_WAITING) {
 		log_warn("task management function %u from '%s' rejected: %u responses wait already", fn,
 			 s->initiator_name, waiting);
-		tmf_respond(c, b->itt, TMF_RSP_REJECTED);
+		tmf_send_response(c, b->itt, TMF_RSP_REJECTED);
+		return;
+	}
+	if (fn == TMF_TASK_REASSIGN) {
+		/* Answered at once: the reassigned task's PDUs follow the response (erl2.c). */
+		c->stats.task_mgmt++;
+		log_info("task management function %u from '%s' (TSIH %u)", fn, s->initiator_name, s->tsih);
+		erl2_task_reassign(c, b);
 		return;
 	}
 	uint8_t response = TMF_RSP_COMPLETE;
@@ -225,7 +229,7 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 		if (fn == TMF_TARGET_COLD_RESET && response == TMF_RSP_COMPLETE) {
 			/* A cold reset drops every connection to the target once the response is out. */
 			/* Every connection closes right after: whatever waits is waited for there. */
-			tmf_respond(c, b->itt, response);
+			tmf_send_response(c, b->itt, response);
 			conn_flush(c);
 			loop_defer(srv->loop, cold_reset_close, s->node);
 			w->c = NULL;
@@ -233,9 +237,6 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 				free(w);
 			return;
 		}
-		break;
-	case TMF_TASK_REASSIGN:
-		response = TMF_RSP_REASSIGN_UNSUPPORTED;
 		break;
 	case TMF_CLEAR_ACA:
 		response = TMF_RSP_NOT_SUPPORTED;

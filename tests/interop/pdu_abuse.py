@@ -84,6 +84,7 @@ def login(host, port, target, isid=b"\x40\x00\x01\x02\x03\x04", tsih=0, cid=0, o
     if rh is None or rh[36] != 0 or (rh[1] & 0x83) != 0x83:
         raise RuntimeError("operational stage login failed")
     if reply is not None:
+        reply["_tsih"] = struct.unpack(">H", rh[14:16])[0]  # not a key: the session's TSIH
         for kv in (rd or b"").split(b"\0"):
             if b"=" in kv:
                 k, v = kv.decode().split("=", 1)
