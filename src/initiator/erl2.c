@@ -12,7 +12,9 @@
  *    Data-In resumes, R2Ts are answered from the task's buffer, the status comes;
  *  - a command the target says it does not know and never acknowledged (CmdSN at or past
  *    ExpCmdSN) never reached it: it goes again on the new connection with its ITT and CmdSN
- *    (a retry, RFC 7143 6.2.1), which also closes the CmdSN gap it left.
+ *    (a retry, RFC 7143 6.2.1), which also closes the CmdSN gap it left;
+ *  - a target that refuses the lost CID has it logged out for recovery from another connection
+ *    (Logout reason 2), and the replacement comes with a new CID.
  * When the target keeps nothing (DefaultTime2Retain 0), when no login succeeds before
  * DefaultTime2Wait + DefaultTime2Retain have passed since the loss, or when the target refuses the
  * login or a reassignment, the session fails as at level 0 (every connection closed, every task
@@ -98,6 +100,7 @@ bool ism_erl2_conn_lost(struct ism_conn *c, const char *why)
 	if (!again) {
 		snprintf(c->lost_portal, sizeof(c->lost_portal), "%s", c->portal);
 		c->recovery_attempts = 0;
+		c->cid_given_up = false;
 	}
 	snprintf(c->lost_reason, sizeof(c->lost_reason), "%s", why);
 	wait_for_attempt(c, now + (uint64_t)s->params.default_time2wait * 1000u);
@@ -170,11 +173,70 @@ static void start_attempt(struct ism_conn *c)
 		ism_erl2_attempt_failed(c, *s->err ? s->err : "cannot connect");
 }
 
+/* A connection of the session in full feature phase other than c (NULL: none). */
+static struct ism_conn *survivor(struct ism_conn *c)
+{
+	for (int i = 0; i < ISM_MAX_CONNS; i++) {
+		struct ism_conn *o = &c->s->conns[i];
+		if (o != c && ism_conn_usable(o) && o->recovery == RECOVERY_NONE)
+			return o;
+	}
+	return NULL;
+}
+
+/*
+ * The target refused the replacement with the lost CID: a surviving connection logs that CID out
+ * for recovery (Logout reason 2, immediate), and the replacement tries again with a new CID.
+ */
+static bool give_up_cid(struct ism_conn *c)
+{
+	struct ism_session *s = c->s;
+	struct ism_conn *o = survivor(c);
+	if (c->cid_given_up || !o)
+		return false;
+	c->cid_given_up = true;
+	struct ism_task *t = ism_task_new(s, TASK_LOGOUT);
+	t->immediate = true;
+	t->logout_reason = LOGOUT_REMOVE_FOR_RECOVERY;
+	t->logout_cid = c->cid;
+	log_info("connection %u: its replacement was refused; connection %u logs CID %u out for recovery", c->cid,
+		 o->cid, c->cid);
+	ism_send_on(o, t);
+	return true;
+}
+
+void ism_erl2_removed(struct ism_conn *c, struct ism_task *t, uint8_t response)
+{
+	struct ism_session *s = c->s;
+	uint16_t cid = t->logout_cid;
+	t->res.error = response == 0 ? ISM_OK : ISM_ERR_TARGET;
+	ism_task_complete(t);
+	struct ism_conn *r = NULL;
+	for (int i = 0; i < ISM_MAX_CONNS; i++)
+		if (s->conns[i].recovery == RECOVERY_WAIT && s->conns[i].cid == cid)
+			r = &s->conns[i];
+	if (!r)
+		return;
+	if (response != 0) {
+		fall_back(r, "the target refused the replacement login, and the logout of CID %u for recovery "
+			  "(Logout response %u)", cid, response);
+		return;
+	}
+	r->cid = s->next_cid++;
+	log_info("CID %u logged out for recovery: its tasks go to a replacement with CID %u", cid, r->cid);
+	r->recover_at_ms = now_of(s);
+}
+
 void ism_erl2_attempt_failed(struct ism_conn *c, const char *why)
 {
 	struct ism_session *s = c->s;
 	bool refused = c->login && c->login->fail_status == ISM_ERR_LOGIN;
 	uint64_t now = now_of(s);
+	if (refused && give_up_cid(c)) {
+		/* the next attempt is made when the logout is answered (or the retain time runs out) */
+		wait_for_attempt(c, c->retain_until_ms);
+		return;
+	}
 	if (refused) {
 		fall_back(c, "the target refused the replacement login (%s)", why);
 		return;

@@ -169,6 +169,7 @@ struct ism_conn {
 	uint64_t recover_at_ms;     /* RECOVERY_WAIT: the next login attempt */
 	uint64_t retain_until_ms;   /* the target keeps the lost connection's tasks until then */
 	unsigned recovery_attempts; /* login attempts since the loss */
+	bool cid_given_up;          /* the lost CID was logged out for recovery: a new CID logs in */
 	uint32_t reassigns_pending; /* TASK REASSIGN requests not answered yet */
 	char lost_portal[300];      /* the portal of the connection that was lost */
 	char lost_reason[400];
@@ -363,6 +364,8 @@ void ism_erl2_attempt_failed(struct ism_conn *c, const char *why);
 void ism_erl2_logged_in(struct ism_conn *c);
 /* The answer to a TASK REASSIGN (m completes here). */
 void ism_erl2_reassign_answered(struct ism_conn *c, struct ism_task *m, uint8_t response);
+/* The answer to a Logout "remove the connection for recovery" of a lost CID (t completes here). */
+void ism_erl2_removed(struct ism_conn *c, struct ism_task *t, uint8_t response);
 /* An R2T for a task reassigned to c: true when handled (it may ask again for data sent before). */
 bool ism_erl2_r2t(struct ism_conn *c, struct ism_task *t, const struct bhs *b);
 /* Login attempts due, and the DefaultTime2Retain bound; the earliest due time (0: none). */

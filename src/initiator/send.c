@@ -160,6 +160,10 @@ static void send_task(struct ism_conn *c, struct ism_task *t)
 		b.logout.cid = t->logout_reason == LOGOUT_CLOSE_SESSION ? 0 : t->logout_cid;
 		b.logout.cmdsn = t->cmdsn;
 		b.logout.expstatsn = c->exp_statsn;
+		if (t->logout_reason == LOGOUT_REMOVE_FOR_RECOVERY) { /* another connection's CID: this one stays */
+			ism_conn_send(c, &b, NULL, 0, NULL, NULL);
+			return;
+		}
 		c->state = CONN_LOGOUT;
 		if (t->logout_reason == LOGOUT_CLOSE_SESSION)
 			s->logging_out = true;

@@ -506,12 +506,82 @@ static void test_two_connections(void)
 	ism_session_free(f.s);
 }
 
+static void test_refused_cid(void)
+{
+	printf("ERL 2: the lost CID refused: another connection logs it out for recovery (Logout reason 2)\n"
+	       "  and a replacement with a new CID takes its tasks\n");
+	struct fake f, g;
+	struct listener l;
+	erl2_login(&f, &l, erl2_op, sizeof(erl2_op));
+	uint16_t cid_b;
+	add_second(&f, &l, &g, &cid_b);
+	struct io_result io_a = {0}, io_b = {0};
+	tur_sent(&f, &f, &io_a, NULL);
+	uint32_t itt_b = tur_sent(&f, &g, &io_b, NULL);
+	close(g.fd);
+	pump(&f);
+	g.fd = accept_conn(&f, &l);
+	CHECK(g.fd >= 0);
+	struct pdu p;
+	CHECK_EQ(frecv(&g, &p), 0);
+	CHECK_EQ(p.b.login.cid, cid_b);
+	login_answer(&g, &p, NULL, 0, false, 0, 0x0200); /* refused */
+	pdu_free(&p);
+	pump(&f);
+	close(g.fd);
+	CHECK_EQ(frecv(&f, &p), 0); /* on the surviving connection */
+	CHECK_EQ(p.b.opcode, OP_LOGOUT_REQ);
+	CHECK(p.b.immediate);
+	CHECK_EQ(p.b.logout.reason, LOGOUT_REMOVE_FOR_RECOVERY);
+	CHECK_EQ(p.b.logout.cid, cid_b);
+	printf("  Logout reason %u for CID %u on connection A\n", p.b.logout.reason, p.b.logout.cid);
+	struct bhs b = {0};
+	b.opcode = OP_LOGOUT_RESP;
+	b.final = true;
+	b.itt = p.b.itt;
+	b.logout_rsp.response = 0;
+	b.logout_rsp.statsn = f.statsn++;
+	set_window(&f, &b.logout_rsp.expcmdsn, &b.logout_rsp.maxcmdsn);
+	fsend(&f, &b, NULL, 0);
+	pdu_free(&p);
+	g.fd = accept_conn(&f, &l);
+	CHECK(g.fd >= 0);
+	g.statsn = 900;
+	struct pdu first;
+	login_exchange(&g, &first, conn_op, sizeof(conn_op));
+	CHECK(first.b.login.cid != cid_b);
+	CHECK_EQ(first.b.login.tsih, 0x1234);
+	printf("  replacement CID %u\n", first.b.login.cid);
+	pdu_free(&first);
+	CHECK_EQ(frecv(&g, &p), 0);
+	CHECK_EQ(p.b.tmf.function, TMF_TASK_REASSIGN);
+	CHECK_EQ(p.b.tmf.rtt, itt_b);
+	send_tmf_response(&g, p.b.itt, TMF_RSP_COMPLETE);
+	pdu_free(&p);
+	send_status(&g, itt_b, 0, NULL, 0);
+	uint64_t end = ism_now_ms() + 2000;
+	while (!io_b.done && ism_now_ms() < end)
+		pump(&f);
+	CHECK(io_b.done);
+	CHECK_EQ(io_b.r.error, ISM_OK);
+	struct ism_conn_recovery_info cr;
+	ism_session_get_conn_recovery_info(f.s, &cr);
+	CHECK_EQ(cr.connection_recoveries, 1);
+	CHECK_EQ(cr.task_reassignments, 1);
+	CHECK_EQ(ism_session_connections(f.s, NULL, 0), 2);
+	close(g.fd);
+	close(f.fd);
+	close(l.fd);
+	ism_session_free(f.s);
+}
+
 int main(void)
 {
 	test_read_reassigned();
 	test_write_reassigned();
 	test_reassign_refused();
 	test_two_connections();
+	test_refused_cid();
 	test_no_replacement();
 	test_retain_zero();
 	TEST_MAIN_END();
