@@ -160,12 +160,40 @@ static int lose_and_replace(struct fake *f, struct listener *l, uint16_t cid, ui
 	return f->fd;
 }
 
-/* A TEST UNIT READY the target end t sees (its command PDU read); returns its ITT and CmdSN. */
-static uint32_t tur_sent(struct fake *f, struct fake *t, struct io_result *io, uint32_t *cmdsn)
+/* Service the session until io is done (2 s at most); its error (1: not done). */
+static int wait_io(struct fake *f, struct io_result *io)
+{
+	uint64_t end = ism_now_ms() + 2000;
+	while (!io->done && ism_now_ms() < end)
+		pump(f);
+	return io->done ? io->r.error : 1;
+}
+
+/* One connection recovered with `reassigned` tasks reassigned, both connections up; the end. */
+static void check_recovered_two(struct fake *f, struct fake *g, struct listener *l, uint64_t reassigned)
+{
+	struct ism_conn_recovery_info cr;
+	ism_session_get_conn_recovery_info(f->s, &cr);
+	CHECK_EQ(cr.connection_recoveries, 1);
+	CHECK_EQ(cr.task_reassignments, reassigned);
+	CHECK_EQ(ism_session_connections(f->s, NULL, 0), 2);
+	close(g->fd);
+	close(f->fd);
+	close(l->fd);
+	ism_session_free(f->s);
+}
+
+/*
+ * A command the target end t reads: a READ or WRITE of len bytes at LBA 0, or TEST UNIT READY
+ * (ISM_DIR_NONE). Returns its ITT (and CmdSN).
+ */
+static uint32_t cmd_sent(struct fake *f, struct fake *t, struct io_result *io, enum ism_dir dir, uint8_t *buf,
+			 uint32_t len, uint32_t *cmdsn)
 {
 	uint8_t cdb[16];
-	size_t cl = ism_cdb_test_unit_ready(cdb);
-	CHECK(ism_scsi_async(f->s, 0, cdb, cl, ISM_DIR_NONE, NULL, 0, on_io, io) != NULL);
+	size_t cl = dir == ISM_DIR_NONE ? ism_cdb_test_unit_ready(cdb)
+					: ism_cdb_rw10(cdb, dir == ISM_DIR_WRITE, 0, (uint16_t)(len / 512));
+	CHECK(ism_scsi_async(f->s, 0, cdb, cl, dir, buf, len, on_io, io) != NULL);
 	pump(f);
 	struct pdu p;
 	CHECK_EQ(frecv(t, &p), 0);
@@ -176,25 +204,25 @@ static uint32_t tur_sent(struct fake *f, struct fake *t, struct io_result *io, u
 	return p.b.itt;
 }
 
+static uint32_t tur_sent(struct fake *f, struct fake *t, struct io_result *io, uint32_t *cmdsn)
+{
+	return cmd_sent(f, t, io, ISM_DIR_NONE, NULL, 0, cmdsn);
+}
+
 static void test_read_reassigned(void)
 {
 	printf("ERL 2: a read half done when its connection is lost goes on over the replacement\n");
 	struct fake f;
 	struct listener l;
 	erl2_login(&f, &l, erl2_op, sizeof(erl2_op));
-	uint8_t cdb[16], buf[8192], want[8192];
+	uint8_t buf[8192], want[8192];
 	for (size_t i = 0; i < sizeof(want); i++)
 		want[i] = (uint8_t)(i * 7 + 3);
 	memset(buf, 0xee, sizeof(buf));
-	size_t cl = ism_cdb_rw10(cdb, false, 0, 16);
 	struct io_result io = {0};
-	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_READ, buf, sizeof(buf), on_io, &io) != NULL);
-	pump(&f);
+	uint32_t cmdsn;
+	uint32_t itt = cmd_sent(&f, &f, &io, ISM_DIR_READ, buf, sizeof(buf), &cmdsn);
 	struct pdu p;
-	CHECK_EQ(frecv(&f, &p), 0);
-	CHECK_EQ(p.b.opcode, OP_SCSI_CMD);
-	uint32_t itt = p.b.itt, cmdsn = p.b.cmd.cmdsn;
-	pdu_free(&p);
 	uint16_t cids[2];
 	CHECK_EQ(ism_session_connections(f.s, cids, 2), 1);
 	send_data_in(&f, itt, 0, 0, want, 4096, false); /* half of it */
@@ -280,17 +308,12 @@ static void test_write_reassigned(void)
 	struct fake f;
 	struct listener l;
 	erl2_login(&f, &l, erl2_op, sizeof(erl2_op));
-	uint8_t cdb[16], data[8192];
+	uint8_t data[8192];
 	for (size_t i = 0; i < sizeof(data); i++)
 		data[i] = (uint8_t)(i * 13 + 1);
-	size_t cl = ism_cdb_rw10(cdb, true, 0, 16);
 	struct io_result io = {0};
-	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_WRITE, data, sizeof(data), on_io, &io) != NULL);
-	pump(&f);
+	uint32_t itt = cmd_sent(&f, &f, &io, ISM_DIR_WRITE, data, sizeof(data), NULL);
 	struct pdu p;
-	CHECK_EQ(frecv(&f, &p), 0);
-	uint32_t itt = p.b.itt;
-	pdu_free(&p);
 	send_r2t(&f, itt, 0x77, 0, 0, 4096);
 	pump(&f);
 	CHECK_EQ(read_data_out(&f, 0x77), 4096);
@@ -323,11 +346,7 @@ static void test_write_reassigned(void)
 	printf("  %u bytes sent again after the reassignment\n", got);
 	CHECK_EQ(got, 8192);
 	send_status(&f, itt, 0, NULL, 0);
-	uint64_t end = ism_now_ms() + 2000;
-	while (!io.done && ism_now_ms() < end)
-		pump(&f);
-	CHECK(io.done);
-	CHECK_EQ(io.r.error, ISM_OK);
+	CHECK(wait_io(&f, &io) == ISM_OK);
 	CHECK_EQ(io.r.transferred, 8192);
 	close(f.fd);
 	close(l.fd);
@@ -340,15 +359,10 @@ static void test_reassign_refused(void)
 	struct fake f;
 	struct listener l;
 	erl2_login(&f, &l, erl2_op, sizeof(erl2_op));
-	uint8_t cdb[16], buf[8192];
-	size_t cl = ism_cdb_rw10(cdb, false, 0, 16);
+	uint8_t buf[8192];
 	struct io_result io = {0};
-	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_READ, buf, sizeof(buf), on_io, &io) != NULL);
-	pump(&f);
+	uint32_t itt = cmd_sent(&f, &f, &io, ISM_DIR_READ, buf, sizeof(buf), NULL);
 	struct pdu p;
-	CHECK_EQ(frecv(&f, &p), 0);
-	uint32_t itt = p.b.itt;
-	pdu_free(&p);
 	uint16_t cids[1];
 	ism_session_connections(f.s, cids, 1);
 	lose_and_replace(&f, &l, cids[0], 102);
@@ -487,23 +501,11 @@ static void test_two_connections(void)
 	printf("  ITT 0x%08x sent again with CmdSN %u on the replacement\n", p.b.itt, p.b.cmd.cmdsn);
 	pdu_free(&p);
 	send_status(&g, itt_b, 0, NULL, 0);
-	uint64_t end = ism_now_ms() + 2000;
-	while (!io_b.done && ism_now_ms() < end)
-		pump(&f);
-	CHECK(io_b.done);
-	CHECK_EQ(io_b.r.error, ISM_OK);
+	CHECK(wait_io(&f, &io_b) == ISM_OK);
 	send_status(&f, itt_new, 0, NULL, 0); /* the gap is closed: the held command runs */
 	pump(&f);
 	CHECK(io_new.done && io_new.r.error == ISM_OK);
-	struct ism_conn_recovery_info cr;
-	ism_session_get_conn_recovery_info(f.s, &cr);
-	CHECK_EQ(cr.connection_recoveries, 1);
-	CHECK_EQ(cr.task_reassignments, 0);
-	CHECK_EQ(ism_session_connections(f.s, NULL, 0), 2);
-	close(g.fd);
-	close(f.fd);
-	close(l.fd);
-	ism_session_free(f.s);
+	check_recovered_two(&f, &g, &l, 0);
 }
 
 static void test_refused_cid(void)
@@ -559,20 +561,8 @@ static void test_refused_cid(void)
 	send_tmf_response(&g, p.b.itt, TMF_RSP_COMPLETE);
 	pdu_free(&p);
 	send_status(&g, itt_b, 0, NULL, 0);
-	uint64_t end = ism_now_ms() + 2000;
-	while (!io_b.done && ism_now_ms() < end)
-		pump(&f);
-	CHECK(io_b.done);
-	CHECK_EQ(io_b.r.error, ISM_OK);
-	struct ism_conn_recovery_info cr;
-	ism_session_get_conn_recovery_info(f.s, &cr);
-	CHECK_EQ(cr.connection_recoveries, 1);
-	CHECK_EQ(cr.task_reassignments, 1);
-	CHECK_EQ(ism_session_connections(f.s, NULL, 0), 2);
-	close(g.fd);
-	close(f.fd);
-	close(l.fd);
-	ism_session_free(f.s);
+	CHECK(wait_io(&f, &io_b) == ISM_OK);
+	check_recovered_two(&f, &g, &l, 1);
 }
 
 int main(void)
