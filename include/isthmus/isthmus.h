@@ -109,9 +109,10 @@ const char *ism_session_error(const struct ism_session *s);
 /* Forget the last error. */
 void ism_session_clear_error(struct ism_session *s);
 /*
- * The ErrorRecoveryLevel to offer at the next leading login: 0 (the default) or 1, where a PDU
+ * The ErrorRecoveryLevel to offer at the next leading login: 0 (the default), 1, where a PDU
  * damaged or lost on the way (digest error) is asked for again with a SNACK instead of failing the
- * connection. The target may answer with less. -1 for any other level.
+ * connection, or 2, where a lost connection is replaced and its tasks reassigned (connection
+ * recovery, see ism_conn_recovery_info). The target may answer with less. -1 for any other level.
  */
 int ism_session_set_error_recovery_level(struct ism_session *s, unsigned level);
 
@@ -267,6 +268,9 @@ enum ism_conn_state {
 	/* Only in ism_session_lost_connection_info: */
 	ISM_CONN_FAILED = 4, /* the connection whose loss ended the session */
 	ISM_CONN_CLOSED = 5, /* closed because of that loss */
+	/* ErrorRecoveryLevel 2: lost, its tasks kept; a replacement with its CID is awaited, logging
+	 * in, or having the tasks reassigned to it */
+	ISM_CONN_RECOVERING = 6,
 };
 #define ISM_ADDR_MAX 64
 #define ISM_PORTAL_MAX 256
@@ -300,10 +304,9 @@ struct ism_conn_info {
 int ism_session_connection_info(const struct ism_session *s, struct ism_conn_info *out, int max);
 
 /*
- * Error recovery. Only ErrorRecoveryLevel 0 is negotiated, and there the recovery from a lost
- * connection is session recovery (RFC 7143 7.1.4.4, 7.1.5): a connection that fails in full
- * feature phase (no answer to the keepalive within nop_timeout_ms, a reset, a protocol error)
- * ends the session. Its other connections are closed with it, every task fails with
+ * Error recovery. At ErrorRecoveryLevel 0 (and 1) the recovery from a lost connection is session
+ * recovery (RFC 7143 7.1.4.4, 7.1.5): a connection that fails in full feature phase (no answer to
+ * the keepalive within nop_timeout_ms, a reset, a protocol error) ends the session. Its other connections are closed with it, every task fails with
  * ISM_ERR_TRANSPORT and ism_session_service returns ISM_SERVICE_FAILED: the caller reinstates the
  * session (a new one with the same ISID) and sends its commands again. Going on over the other
  * connections instead would leave the CmdSNs sent on the lost one as a gap the target waits on
@@ -324,6 +327,24 @@ void ism_session_get_recovery_info(const struct ism_session *s, struct ism_recov
  * were (0 when the session did not end that way).
  */
 int ism_session_lost_connection_info(const struct ism_session *s, struct ism_conn_info *out, int max);
+
+/*
+ * ErrorRecoveryLevel 2 (offered with ism_session_set_error_recovery_level(s, 2) when the target
+ * allows it): a connection lost in full feature phase does not end the session. Its tasks wait
+ * (the connection shows ISM_CONN_RECOVERING), the other connections carry on, and after
+ * DefaultTime2Wait a replacement logs in with the same CID; the tasks are reassigned to it (TASK
+ * REASSIGN) and go on there. When that cannot be done within DefaultTime2Wait + DefaultTime2Retain,
+ * or the target refuses it, the session fails as described above.
+ */
+struct ism_conn_recovery_info {
+	uint64_t losses;                /* connections lost and kept for a replacement (the last one:
+				         * ism_session_get_recovery_info, ism_session_lost_connection_info) */
+	uint64_t connection_recoveries; /* lost connections replaced, their tasks reassigned */
+	uint64_t task_reassignments;    /* tasks the target took over on a replacement (TASK REASSIGN) */
+	uint64_t fallbacks;             /* recoveries given up: the session failed as at level 0 */
+	int recovering;                 /* connections being recovered now */
+};
+void ism_session_get_conn_recovery_info(const struct ism_session *s, struct ism_conn_recovery_info *info);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Commands (asynchronous) */

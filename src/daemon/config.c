@@ -131,8 +131,8 @@ int dmn_config_load(struct dmn_config *c, const char *path, char *err, size_t er
 			}
 		} else if (!strcmp(k, "error-recovery-level")) {
 			uint64_t n;
-			if (parse_uint(v, 10, 0, 1, &n) < 0) {
-				snprintf(err, errlen, "%s:%d: error-recovery-level: want 0 or 1", path, lineno);
+			if (parse_uint(v, 10, 0, 2, &n) < 0) {
+				snprintf(err, errlen, "%s:%d: error-recovery-level: want 0, 1 or 2", path, lineno);
 				rc = -1;
 			} else {
 				c->error_recovery_level = (unsigned)n;

@@ -22,7 +22,7 @@ struct dmn_config {
 	int failback_ms;            /* back to the preferred portal after it answers this long (30000; 0: never) */
 	uint64_t queue_limit_bytes; /* I/O held while reconnecting (64 MiB) */
 	unsigned nbd_max_clients;   /* NBD clients at once over all exports (32) */
-	unsigned error_recovery_level; /* ErrorRecoveryLevel offered at login, 0 or 1 (0) */
+	unsigned error_recovery_level; /* ErrorRecoveryLevel offered at login, 0 to 2 (0) */
 	bool fuse;                  /* expose data LUNs as files (true) */
 	bool nbd;                   /* serve data LUNs over NBD (true) */
 	bool block;                 /* a loop device on each LUN file, where /dev/loop-control is (true) */

@@ -33,6 +33,8 @@ static void service(struct dsession *s, int fd, short revents)
 	 * logout (ours, or the one the target asked for with async event 1) */
 	if (s->state == DS_CONNECTED && rc != ISM_SERVICE_OK)
 		recovery_lost(s);
+	else if (s->state == DS_CONNECTED)
+		recovery_note_kept_loss(s);
 	else if (s->state == DS_LOGGING_OUT && rc != ISM_SERVICE_OK)
 		dsess_finish_logout(s, NULL);
 	lib_settle(s);
@@ -104,6 +106,7 @@ static void on_lib_fd(void *opaque, enum ism_fd_op op, int fd, short events)
 void lib_attach(struct dsession *s, struct ism_session *ism)
 {
 	s->ism = ism;
+	s->kept_losses_seen = 0;
 	ism_session_set_fd_cb(ism, on_lib_fd, s);
 }
 
@@ -115,6 +118,10 @@ void lib_detach(struct dsession *s)
 	loop_timer_stop(s->d->loop, &s->lib_timer);
 	if (!s->ism)
 		return;
+	struct ism_conn_recovery_info cr;
+	ism_session_get_conn_recovery_info(s->ism, &cr);
+	s->connection_recoveries += cr.connection_recoveries;
+	s->task_reassignments += cr.task_reassignments;
 	ism_session_set_fd_cb(s->ism, NULL, NULL); /* every watch goes now */
 	loop_defer(s->d->loop, free_ism_later, s->ism);
 	s->ism = NULL;

@@ -48,7 +48,34 @@ static void schedule_retry(struct dsession *s, uint64_t delay_ms)
 	loop_timer_start(s->d->loop, &s->retry_timer, delay_ms, 0, on_retry, s);
 }
 
+/* The session's libisthmus session goes; the devices wait for the next one (removal latency). */
+static void enter_reconnecting(struct dsession *s)
+{
+	portals_stop(s);
+	pr_abandon(s);
+	lib_detach(s);
+	dsess_set_state(s, DS_RECONNECTING);
+	if (s->opts.type != DS_TYPE_BOOT)
+		loop_timer_start(s->d->loop, &s->removal_timer, dsess_removal_latency(s), 0, on_removal, s);
+}
+
 static const char *login_portal(const struct dsession *s) { return s->login_portal ? s->login_portal : s->opts.portal; }
+
+/* The loss the library reports, with the lost connection as it was (from conns), as the last one. */
+static void set_last_loss(struct dsession *s, const struct ism_recovery_info *ri, const struct ism_conn_info *conns,
+			  int n)
+{
+	struct dconn_loss *l = &s->last_loss;
+	memset(l, 0, sizeof(*l));
+	l->valid = true;
+	l->at = time(NULL);
+	l->conn.cid = ri->lost_cid;
+	snprintf(l->reason, sizeof(l->reason), "%s", ri->reason);
+	l->closed_with_it = ri->closed_with_it;
+	for (int i = 0; i < n; i++)
+		if (conns[i].state == ISM_CONN_FAILED)
+			l->conn = conns[i];
+}
 
 /*
  * The session ended because one of its connections was lost: which one, why, and the connections
@@ -65,17 +92,29 @@ static int note_connection_loss(struct dsession *s)
 	int n = ism_session_lost_connection_info(s->ism, s->lost_conns, DMN_MAX_WATCH);
 	s->nlost = n < DMN_MAX_WATCH ? n : DMN_MAX_WATCH;
 	s->connection_losses++;
-	struct dconn_loss *l = &s->last_loss;
-	memset(l, 0, sizeof(*l));
-	l->valid = true;
-	l->at = time(NULL);
-	l->conn.cid = ri.lost_cid;
-	snprintf(l->reason, sizeof(l->reason), "%s", ri.reason);
-	l->closed_with_it = ri.closed_with_it;
-	for (int i = 0; i < s->nlost; i++)
-		if (s->lost_conns[i].state == ISM_CONN_FAILED)
-			l->conn = s->lost_conns[i];
+	set_last_loss(s, &ri, s->lost_conns, s->nlost);
 	return ri.closed_with_it;
+}
+
+/*
+ * ErrorRecoveryLevel 2: the library lost a connection and replaces it without ending the session.
+ * The loss is shown as the last one (the counters come from the library); the connections listed
+ * stay the live session's.
+ */
+void recovery_note_kept_loss(struct dsession *s)
+{
+	struct ism_conn_recovery_info cr;
+	ism_session_get_conn_recovery_info(s->ism, &cr);
+	if (cr.losses == s->kept_losses_seen)
+		return;
+	s->kept_losses_seen = cr.losses;
+	struct ism_recovery_info ri;
+	ism_session_get_recovery_info(s->ism, &ri);
+	struct ism_conn_info lost[DMN_MAX_WATCH];
+	int n = ism_session_lost_connection_info(s->ism, lost, DMN_MAX_WATCH);
+	set_last_loss(s, &ri, lost, n < DMN_MAX_WATCH ? n : DMN_MAX_WATCH);
+	log_warn("session %s: connection %u lost (%s); replacing it (ErrorRecoveryLevel 2)", s->idstr, ri.lost_cid,
+		 ri.reason);
 }
 
 /*
@@ -124,12 +163,7 @@ void recovery_lost(struct dsession *s)
 		/* The only path to this portal is gone: another portal of the target takes over now. */
 		elsewhere = portals_fail_over(s);
 	}
-	portals_stop(s);
-	pr_abandon(s);
-	lib_detach(s);
-	dsess_set_state(s, DS_RECONNECTING);
-	if (s->opts.type != DS_TYPE_BOOT)
-		loop_timer_start(s->d->loop, &s->removal_timer, dsess_removal_latency(s), 0, on_removal, s);
+	enter_reconnecting(s);
 	/*
 	 * With other connections up a moment ago the target is reachable: the session is reinstated
 	 * at once, every write waiting meanwhile; so it is when another portal takes over. Otherwise
@@ -143,12 +177,7 @@ void recovery_lost(struct dsession *s)
 void recovery_move(struct dsession *s, const char *why)
 {
 	log_info("session %s: %s: logging in through %s", s->idstr, why, login_portal(s));
-	portals_stop(s);
-	pr_abandon(s);
-	lib_detach(s);
-	dsess_set_state(s, DS_RECONNECTING);
-	if (s->opts.type != DS_TYPE_BOOT)
-		loop_timer_start(s->d->loop, &s->removal_timer, dsess_removal_latency(s), 0, on_removal, s);
+	enter_reconnecting(s);
 	schedule_retry(s, 0);
 }
 

@@ -114,6 +114,10 @@ struct dsession {
 	 * loss, and the connections as they were at that loss (shown until the session is back) */
 	uint64_t connection_losses;
 	uint64_t session_recoveries;
+	/* ErrorRecoveryLevel 2: connections the library recovered within the libisthmus sessions
+	 * freed so far (the current one's counters add to these) */
+	uint64_t connection_recoveries, task_reassignments;
+	uint64_t kept_losses_seen; /* of the current libisthmus session, noted as last_loss */
 	struct dconn_loss {
 		bool valid;
 		time_t at;

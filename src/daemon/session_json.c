@@ -24,6 +24,7 @@ static const char *conn_state_str(enum ism_conn_state st)
 	case ISM_CONN_LOGGING_OUT: return "logging_out";
 	case ISM_CONN_FAILED: return "lost";
 	case ISM_CONN_CLOSED: return "closed";
+	case ISM_CONN_RECOVERING: return "recovering";
 	}
 	return "unknown";
 }
@@ -206,8 +207,18 @@ json_t *dsess_json(struct dsession *s)
 	json_object_set_new(r, "inflight_io", json_integer((json_int_t)s->inflight));
 	json_object_set_new(r, "nop_interval", json_real(d->cfg.nop_interval_ms / 1000.0));
 	json_object_set_new(r, "nop_timeout", json_real(d->cfg.nop_timeout_ms / 1000.0));
-	json_object_set_new(r, "connection_losses", json_integer((json_int_t)s->connection_losses));
+	/* ErrorRecoveryLevel 2: losses the library recovered (or is recovering) never end the session */
+	struct ism_conn_recovery_info cr = {0};
+	if (s->ism)
+		ism_session_get_conn_recovery_info(s->ism, &cr);
+	uint64_t conn_recoveries = s->connection_recoveries + cr.connection_recoveries;
+	json_object_set_new(r, "connection_losses",
+			    json_integer((json_int_t)(s->connection_losses + conn_recoveries + (uint64_t)cr.recovering)));
 	json_object_set_new(r, "session_recoveries", json_integer((json_int_t)s->session_recoveries));
+	json_object_set_new(r, "connection_recoveries", json_integer((json_int_t)conn_recoveries));
+	json_object_set_new(r, "task_reassignments",
+			    json_integer((json_int_t)(s->task_reassignments + cr.task_reassignments)));
+	json_object_set_new(r, "recovering_connections", json_integer(cr.recovering));
 	json_object_set_new(r, "failovers", json_integer((json_int_t)s->failovers));
 	json_object_set_new(r, "failback", json_real(portals_failback_ms(s) / 1000.0));
 	json_object_set_new(r, "last_connection_loss", s->last_loss.valid ? loss_json(&s->last_loss) : json_null());

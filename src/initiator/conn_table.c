@@ -37,7 +37,8 @@ int ism_live_conns(const struct ism_session *s)
 	int n = 0;
 	for (int i = 0; i < ISM_MAX_CONNS; i++) {
 		enum conn_state st = s->conns[i].state;
-		if (st == CONN_CONNECTING || st == CONN_LOGIN || st == CONN_FFP || st == CONN_LOGOUT)
+		if (st == CONN_CONNECTING || st == CONN_LOGIN || st == CONN_FFP || st == CONN_LOGOUT ||
+		    st == CONN_RECOVERING)
 			n++;
 	}
 	return n;
@@ -86,8 +87,9 @@ void ism_conn_closed(struct ism_conn *c, int err)
 	}
 }
 
-/* The session's connections as they are when c is lost, kept for ism_session_lost_connection_info. */
-static void record_loss(struct ism_conn *c, const char *why)
+/* The session's connections as they are when c is lost, kept for ism_session_lost_connection_info;
+ * closing: the others are closed with it (at ErrorRecoveryLevel 2 they go on). */
+void ism_record_loss(struct ism_conn *c, const char *why, bool closing)
 {
 	struct ism_session *s = c->s;
 	if (!s->lost)
@@ -102,8 +104,11 @@ static void record_loss(struct ism_conn *c, const char *why)
 			continue;
 		struct ism_conn_info *info = &s->lost[s->nlost++];
 		ism_conn_info_fill(o, info);
-		info->state = o == c ? ISM_CONN_FAILED : ISM_CONN_CLOSED;
-		if (o != c)
+		if (o == c)
+			info->state = ISM_CONN_FAILED;
+		else if (closing)
+			info->state = ISM_CONN_CLOSED;
+		if (o != c && closing)
 			s->closed_with_lost++;
 	}
 }
@@ -137,14 +142,24 @@ void ism_conn_fail(struct ism_conn *c, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	struct ism_session *s = c->s;
+	if (c->recovery == RECOVERY_WAIT || c->recovery == RECOVERY_LOGIN) {
+		/* a replacement connection that did not make it: the next attempt, or the fallback */
+		ism_erl2_attempt_failed(c, msg);
+		return;
+	}
 	ism_set_error(s, "connection %u to %s: %s", c->cid, c->peer[0] ? c->peer : c->portal, msg);
 	/* A connection still logging in carries no command: its loss ends only its own login. */
 	bool in_ffp = (c->state == CONN_FFP || c->state == CONN_LOGOUT) && s->state == SESSION_LOGGED_IN &&
 		      !s->logging_out;
+	bool kept = in_ffp && s->params.error_recovery_level >= 2;
 	if (in_ffp)
-		record_loss(c, msg);
+		ism_record_loss(c, msg, !kept);
+	if (kept && ism_erl2_conn_lost(c, msg))
+		return;
+	if (kept) /* not recoverable after all: as at level 0 */
+		ism_record_loss(c, msg, true);
 	ism_conn_closed(c, ISM_ERR_TRANSPORT);
-	if (in_ffp && s->params.error_recovery_level == 0 && ism_live_conns(s) > 0)
+	if (in_ffp && s->params.error_recovery_level != 1 && ism_live_conns(s) > 0)
 		recover_session(s, c);
 }
 

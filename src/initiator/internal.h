@@ -37,6 +37,15 @@ enum conn_state {
 	CONN_FFP,
 	CONN_LOGOUT,     /* Logout Request sent or waiting to be sent */
 	CONN_CLOSED,
+	CONN_RECOVERING, /* ErrorRecoveryLevel 2: lost, its tasks kept, waiting for its next login */
+};
+
+/* ErrorRecoveryLevel 2 (erl2.c): where the connection recovery of a slot stands. */
+enum conn_recovery {
+	RECOVERY_NONE = 0,
+	RECOVERY_WAIT,     /* CONN_RECOVERING: the next login attempt is due at recover_at_ms */
+	RECOVERY_LOGIN,    /* the replacement connection (same CID, same TSIH) is logging in */
+	RECOVERY_REASSIGN, /* logged in: TASK REASSIGN sent for each kept task, answers awaited */
 };
 
 /* The keepalive of a connection in full feature phase: a NOP-Out after a silence, then its answer. */
@@ -89,6 +98,9 @@ struct ism_task {
 	uint32_t next_datasn;
 	bool snack_sent;     /* ERL 1: a Data SNACK from snack_begrun is out */
 	uint32_t snack_begrun;
+	/* ERL 2: allegiant to a lost connection, waiting for its TASK REASSIGN (or answered, and the
+	 * target's next R2T may ask again for data sent on the lost connection) */
+	bool reassign, reassigned;
 	uint32_t read_bytes; /* Data-In bytes placed, all in order from offset 0 */
 	uint32_t txrefs; /* tx items borrowing buf */
 	struct ism_scsi_result res;
@@ -100,6 +112,7 @@ struct ism_task {
 	/* TMF */
 	uint8_t tmf_function;
 	uint32_t tmf_ref_itt, tmf_ref_cmdsn;
+	uint32_t tmf_expdatasn; /* TASK REASSIGN of a read: the next DataSN it needs */
 	/* logout */
 	uint8_t logout_reason;
 	uint16_t logout_cid;
@@ -130,6 +143,7 @@ struct login_ctx {
 	struct ism_task *task; /* completion of the login (TASK_LOGIN, not in the ITT table) */
 	int fail_status;       /* status for the callback when the connection fails during login */
 	bool leading;
+	bool restart; /* connection reinstatement: the first request carries the old ExpStatSN */
 	struct text_list pending_keys; /* keys to send in the next request */
 	struct text_list offered;       /* operational keys we sent: the target's keys by these names answer us */
 };
@@ -150,6 +164,15 @@ struct ism_conn {
 	uint32_t status_snack_begrun;
 	bool header_skipped;          /* the last PDU was skipped for a header digest error */
 	uint64_t snacks_sent, digest_errors;
+	/* ErrorRecoveryLevel 2 (erl2.c) */
+	enum conn_recovery recovery;
+	uint64_t recover_at_ms;     /* RECOVERY_WAIT: the next login attempt */
+	uint64_t retain_until_ms;   /* the target keeps the lost connection's tasks until then */
+	unsigned recovery_attempts; /* login attempts since the loss */
+	bool cid_given_up;          /* the lost CID was logged out for recovery: a new CID logs in */
+	uint32_t reassigns_pending; /* TASK REASSIGN requests not answered yet */
+	char lost_portal[300];      /* the portal of the connection that was lost */
+	char lost_reason[400];
 	/* reception and send queue; large Data-In segments go straight into their task's buffer */
 	struct pdu_conn pc;
 	/* login */
@@ -238,6 +261,9 @@ struct ism_session {
 	uint16_t lost_cid;
 	int closed_with_lost;
 	char lost_reason[400];
+
+	/* ErrorRecoveryLevel 2 (erl2.c): connections lost and recovered without ending the session */
+	uint64_t conn_losses_kept, conn_recoveries, task_reassignments, conn_recovery_fallbacks;
 };
 
 /* At most this many idle tasks and PDU slots are kept per session. */
@@ -279,6 +305,8 @@ void ism_conn_release(struct ism_conn *c);
 /* send.c: the command send path, CmdSN window queue and connection choice */
 void ism_submit(struct ism_session *s, struct ism_task *t);
 void ism_kick(struct ism_session *s);
+/* Send t on c at once, ahead of the commands waiting for the window (immediate requests). */
+void ism_send_on(struct ism_conn *c, struct ism_task *t);
 /* Queue the Data-Out PDUs of one sequence; returns the last one (NULL if the connection is gone). */
 struct txitem *ism_send_data_out(struct ism_conn *c, struct ism_task *t, uint32_t ttt, uint32_t offset,
 				 uint32_t len);
@@ -326,6 +354,25 @@ bool ism_erl1_reject(struct ism_conn *c, const struct bhs *b, const uint8_t *hdr
 bool ism_erl1_recovery_r2t(struct ism_conn *c, struct ism_task *t, const struct bhs *b);
 /* send.c: the SCSI Command (and its immediate and unsolicited data) of t again, same CmdSN. */
 void ism_resend_scsi(struct ism_conn *c, struct ism_task *t);
+
+/* erl2.c: ErrorRecoveryLevel 2, connection recovery (RFC 7143 7.1.5, 7.2) */
+/* c, in full feature phase, is lost: true when its tasks are kept for a replacement connection. */
+bool ism_erl2_conn_lost(struct ism_conn *c, const char *why);
+/* A login attempt of a recovering connection failed. */
+void ism_erl2_attempt_failed(struct ism_conn *c, const char *why);
+/* The replacement connection is in full feature phase: the kept tasks are reassigned to it. */
+void ism_erl2_logged_in(struct ism_conn *c);
+/* The answer to a TASK REASSIGN (m completes here). */
+void ism_erl2_reassign_answered(struct ism_conn *c, struct ism_task *m, uint8_t response);
+/* The answer to a Logout "remove the connection for recovery" of a lost CID (t completes here). */
+void ism_erl2_removed(struct ism_conn *c, struct ism_task *t, uint8_t response);
+/* An R2T for a task reassigned to c: true when handled (it may ask again for data sent before). */
+bool ism_erl2_r2t(struct ism_conn *c, struct ism_task *t, const struct bhs *b);
+/* Login attempts due, and the DefaultTime2Retain bound; the earliest due time (0: none). */
+void ism_erl2_timers(struct ism_session *s, uint64_t now);
+uint64_t ism_erl2_next_due(const struct ism_session *s);
+/* Record of the loss of c for ism_session_lost_connection_info; closing: the others close with it. */
+void ism_record_loss(struct ism_conn *c, const char *why, bool closing);
 
 /* conn.c */
 /* Queue one PDU (NULL when the connection is gone; owned is freed then). Nothing is written yet. */

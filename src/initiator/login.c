@@ -51,6 +51,10 @@ static void login_reset(struct ism_conn *c)
 	want.immediate_data = s->cfg.immediate_data != 0;
 	want.max_outstanding_r2t = 8;
 	want.error_recovery_level = s->erl_offer;
+	/* Connection recovery can log in a replacement at once; the target's offer (the larger
+	 * wins) says how long it needs first. */
+	if (s->erl_offer >= 2)
+		want.default_time2wait = 0;
 	want.session_type = s->cfg.session_type == ISM_SESSION_DISCOVERY ? SESSION_DISCOVERY : SESSION_NORMAL;
 	negotiator_init(&l->neg, &want, l->leading, false);
 	if (s->cfg.require_digest)
@@ -97,7 +101,8 @@ static void send_request(struct ism_conn *c, const struct text_list *keys, bool 
 	b.login.cid = c->cid;
 	b.itt = c->login_itt; /* the login's task tag, chosen at start */
 	b.login.cmdsn = s->cmdsn;
-	b.login.expstatsn = l->have_statsn ? l->statsn + 1 : 0;
+	/* a connection restarted with its CID acknowledges the old one's statuses (RFC 7143 11.12.8) */
+	b.login.expstatsn = l->have_statsn ? l->statsn + 1 : l->restart ? c->exp_statsn : 0;
 	uint8_t *owned = NULL;
 	uint32_t len = (uint32_t)sb.len;
 	if (len) {
@@ -250,6 +255,8 @@ static void login_complete(struct ism_conn *c, const struct bhs *b)
 	c->state = CONN_FFP;
 	c->last_rx_ms = ism_now_ms();
 	ism_login_finish(c, ISM_OK);
+	if (c->recovery == RECOVERY_LOGIN)
+		ism_erl2_logged_in(c);
 	ism_kick(s);
 }
 

@@ -44,6 +44,10 @@ void ism_on_tmf_response(struct ism_conn *c, const struct bhs *b, uint32_t len)
 	if (!t)
 		return;
 	uint8_t r = b->tmf_rsp.response;
+	if (t->tmf_function == TMF_TASK_REASSIGN) {
+		ism_erl2_reassign_answered(c, t, r);
+		return;
+	}
 	bool ok = r == TMF_RSP_COMPLETE || (t->tmf_function == TMF_ABORT_TASK && r == TMF_RSP_NO_TASK);
 	if (ok) {
 		if (t->tmf_function == TMF_ABORT_TASK) {
@@ -94,6 +98,10 @@ void ism_on_logout_response(struct ism_conn *c, const struct bhs *b, uint32_t le
 	struct ism_task *t = ism_task_for(c, b, TASK_LOGOUT);
 	if (!t)
 		return;
+	if (t->logout_reason == LOGOUT_REMOVE_FOR_RECOVERY) {
+		ism_erl2_removed(c, t, b->logout_rsp.response);
+		return;
+	}
 	if (b->logout_rsp.response != LOGOUT_RSP_SUCCESS) {
 		uint8_t r = b->logout_rsp.response;
 		ism_set_error(s, "logout failed: %s (0x%02x)", logout_response_str(r), r);

@@ -133,10 +133,12 @@ static void send_task(struct ism_conn *c, struct ism_task *t)
 		b.final = true;
 		b.tmf.function = t->tmf_function;
 		lun_encode(t->lun, b.lun);
-		b.tmf.rtt = t->tmf_function == TMF_ABORT_TASK ? t->tmf_ref_itt : RESERVED_TAG;
+		bool ref = t->tmf_function == TMF_ABORT_TASK || t->tmf_function == TMF_TASK_REASSIGN;
+		b.tmf.rtt = ref ? t->tmf_ref_itt : RESERVED_TAG;
 		b.tmf.cmdsn = t->cmdsn;
 		b.tmf.expstatsn = c->exp_statsn;
-		b.tmf.refcmdsn = t->tmf_function == TMF_ABORT_TASK ? t->tmf_ref_cmdsn : 0;
+		b.tmf.refcmdsn = ref ? t->tmf_ref_cmdsn : 0;
+		b.tmf.expdatasn = t->tmf_function == TMF_TASK_REASSIGN ? t->tmf_expdatasn : 0;
 		ism_conn_send(c, &b, NULL, 0, NULL, NULL);
 		return;
 	case TASK_TEXT: {
@@ -158,6 +160,10 @@ static void send_task(struct ism_conn *c, struct ism_task *t)
 		b.logout.cid = t->logout_reason == LOGOUT_CLOSE_SESSION ? 0 : t->logout_cid;
 		b.logout.cmdsn = t->cmdsn;
 		b.logout.expstatsn = c->exp_statsn;
+		if (t->logout_reason == LOGOUT_REMOVE_FOR_RECOVERY) { /* another connection's CID: this one stays */
+			ism_conn_send(c, &b, NULL, 0, NULL, NULL);
+			return;
+		}
 		c->state = CONN_LOGOUT;
 		if (t->logout_reason == LOGOUT_CLOSE_SESSION)
 			s->logging_out = true;
@@ -181,6 +187,29 @@ static bool logout_ready(struct ism_session *s, struct ism_task *t)
 		return true;
 	}
 	return t->conn && t->conn->outstanding == 0;
+}
+
+/* t takes its CmdSN and goes on c (its PDUs queued, written with the others). */
+static void dispatch(struct ism_conn *c, struct ism_task *t)
+{
+	struct ism_session *s = c->s;
+	t->conn = c;
+	t->cmdsn = s->cmdsn;
+	if (!t->immediate)
+		s->cmdsn++;
+	t->state = TASK_SENT;
+	c->outstanding++;
+	if (s->cfg.cmd_timeout_ms > 0 && t->kind != TASK_LOGIN) {
+		t->sent_ms = s->in_service ? s->now_ms : ism_now_ms();
+		ism_sent_list_add(c, t);
+	}
+	send_task(c, t);
+}
+
+void ism_send_on(struct ism_conn *c, struct ism_task *t)
+{
+	dispatch(c, t);
+	ism_flush_soon(c);
 }
 
 /* Send what the window and the connections allow, in CmdSN order. */
@@ -208,17 +237,7 @@ void ism_kick(struct ism_session *s)
 				break;
 		}
 		ism_pending_remove(s, t);
-		t->conn = c;
-		t->cmdsn = s->cmdsn;
-		if (!t->immediate)
-			s->cmdsn++;
-		t->state = TASK_SENT;
-		c->outstanding++;
-		if (s->cfg.cmd_timeout_ms > 0 && t->kind != TASK_LOGIN) {
-			t->sent_ms = s->in_service ? s->now_ms : ism_now_ms();
-			ism_sent_list_add(c, t);
-		}
-		send_task(c, t);
+		dispatch(c, t);
 		t = next;
 	}
 	/* Inside ism_session_service everything queued is written at the end, in one writev per

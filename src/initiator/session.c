@@ -35,7 +35,7 @@ void ism_session_clear_error(struct ism_session *s) { s->err[0] = 0; }
 
 int ism_session_set_error_recovery_level(struct ism_session *s, unsigned level)
 {
-	if (level > 1)
+	if (level > 2)
 		return -1;
 	s->erl_offer = level;
 	return 0;

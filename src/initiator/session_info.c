@@ -37,24 +37,35 @@ int ism_session_connection_info(const struct ism_session *s, struct ism_conn_inf
 	return n;
 }
 
+/* What each connection negotiates for itself (digests, data segment lengths), as both reports give it. */
+struct conn_values {
+	bool header_digest, data_digest;
+	uint32_t max_recv_dsl, peer_max_recv_dsl;
+};
+
+static struct conn_values conn_values(const struct iscsi_params *p)
+{
+	return (struct conn_values){p->header_digest, p->data_digest, p->max_recv_dsl, p->peer_max_recv_dsl};
+}
+
 void ism_conn_info_fill(const struct ism_conn *c, struct ism_conn_info *o)
 {
 	memset(o, 0, sizeof(*o));
 	o->cid = c->cid;
-	o->state = c->state == CONN_CONNECTING ? ISM_CONN_CONNECTING
-		   : c->state == CONN_LOGIN    ? ISM_CONN_LOGIN
-		   : c->state == CONN_FFP      ? ISM_CONN_FULL_FEATURE
-					       : ISM_CONN_LOGGING_OUT;
+	o->state = c->recovery != RECOVERY_NONE ? ISM_CONN_RECOVERING
+		   : c->state == CONN_CONNECTING ? ISM_CONN_CONNECTING
+		   : c->state == CONN_LOGIN	 ? ISM_CONN_LOGIN
+		   : c->state == CONN_FFP	 ? ISM_CONN_FULL_FEATURE
+						 : ISM_CONN_LOGGING_OUT;
 	o->draining = c->draining;
 	snprintf(o->portal, sizeof(o->portal), "%.*s", (int)sizeof(o->portal) - 1, c->portal);
 	pdu_sockaddr_split((const struct sockaddr *)&c->local_sa, o->local_address, sizeof(o->local_address),
 			   &o->local_port);
 	pdu_sockaddr_split((const struct sockaddr *)&c->peer_sa, o->remote_address, sizeof(o->remote_address),
 			   &o->remote_port);
-	o->header_digest = c->params.header_digest;
-	o->data_digest = c->params.data_digest;
-	o->max_recv_dsl = c->params.max_recv_dsl;
-	o->peer_max_recv_dsl = c->params.peer_max_recv_dsl;
+	struct conn_values v = conn_values(&c->params);
+	o->header_digest = v.header_digest, o->data_digest = v.data_digest;
+	o->max_recv_dsl = v.max_recv_dsl, o->peer_max_recv_dsl = v.peer_max_recv_dsl;
 	o->commands = c->ios;
 	o->outstanding = c->outstanding;
 	o->bytes_sent = c->bytes_sent;
@@ -75,16 +86,14 @@ void ism_session_get_info(const struct ism_session *s, struct ism_session_info *
 			break;
 		}
 	}
-	info->header_digest = p->header_digest;
-	info->data_digest = p->data_digest;
-	info->max_recv_dsl = p->max_recv_dsl;
-	info->peer_max_recv_dsl = p->peer_max_recv_dsl;
-	info->max_burst_length = s->params.max_burst_length;
-	info->first_burst_length = s->params.first_burst_length;
-	info->max_outstanding_r2t = s->params.max_outstanding_r2t;
-	info->max_connections = s->params.max_connections;
-	info->initial_r2t = s->params.initial_r2t;
-	info->immediate_data = s->params.immediate_data;
+	struct conn_values v = conn_values(p);
+	info->header_digest = v.header_digest, info->data_digest = v.data_digest;
+	info->max_recv_dsl = v.max_recv_dsl, info->peer_max_recv_dsl = v.peer_max_recv_dsl;
+	/* the session-wide values, from the leading login */
+	const struct iscsi_params *sp = &s->params;
+	info->max_burst_length = sp->max_burst_length, info->first_burst_length = sp->first_burst_length;
+	info->max_outstanding_r2t = sp->max_outstanding_r2t, info->max_connections = sp->max_connections;
+	info->initial_r2t = sp->initial_r2t, info->immediate_data = sp->immediate_data;
 	info->cmdsn = s->cmdsn;
 	info->exp_cmdsn = s->exp_cmdsn;
 	info->max_cmdsn = s->max_cmdsn;

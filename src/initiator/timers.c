@@ -76,6 +76,7 @@ void ism_run_timers(struct ism_session *s)
 	uint64_t now = ism_now_ms();
 	if (check_window_timeout(s, now))
 		return;
+	ism_erl2_timers(s, now);
 	for (int i = 0; i < ISM_MAX_CONNS; i++) {
 		struct ism_conn *c = &s->conns[i];
 		if ((c->state == CONN_FFP || c->state == CONN_LOGOUT) && check_cmd_timeout(c, now))
@@ -148,5 +149,11 @@ int ism_session_timeout_ms(struct ism_session *s)
 			best = d;
 	}
 
+	uint64_t due = ism_erl2_next_due(s);
+	if (due) {
+		int64_t d = due > now ? (int64_t)(due - now) : 0;
+		if (best < 0 || d < best)
+			best = d;
+	}
 	return best > 0x7fffffff ? 0x7fffffff : (int)best;
 }
