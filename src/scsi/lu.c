@@ -20,25 +20,55 @@ struct scsi_target *scsi_target_new(const char *target_name)
 
 	t->name = xstrdup(target_name ? target_name : "");
 	t->lu = xcalloc(SCSI_MAX_LUNS, sizeof(*t->lu));
-	t->scratch_len = SCRATCH_LEN;
-	t->scratch = xmalloc(SCRATCH_LEN);
-	t->scratch2 = xmalloc(SCRATCH_LEN);
 	return t;
 }
 
-/* Commands that waited for this LU's jobs: the LU is gone, so LOGICAL UNIT NOT SUPPORTED. */
-static void lu_fail_blocked(struct scsi_lu *lu)
+struct scsi_port_ctx *scsi_port_ctx_new(struct scsi_target *t, struct store_engine *e)
 {
-	struct scsi_target *t = lu->t;
-	struct scsi_cmd **pp = &t->blocked, *prev = NULL;
-	while (*pp && lu->nblocked) {
+	struct scsi_port_ctx *ctx = xcalloc(1, sizeof(*ctx));
+
+	ctx->t = t;
+	ctx->scratch_len = SCRATCH_LEN;
+	ctx->scratch = xmalloc(SCRATCH_LEN);
+	ctx->scratch2 = xmalloc(SCRATCH_LEN);
+	ctx->engine = e;
+	ctx->offload = e ? store_engine_offload(e) : NULL;
+	struct scsi_port_ctx **pp = &t->ctxs;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = ctx;
+	return ctx;
+}
+
+void scsi_port_ctx_free(struct scsi_port_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	for (struct scsi_port_ctx **pp = &ctx->t->ctxs; *pp; pp = &(*pp)->next) {
+		if (*pp == ctx) {
+			*pp = ctx->next;
+			break;
+		}
+	}
+	free(ctx->scratch);
+	free(ctx->scratch2);
+	free(ctx);
+}
+
+struct offload *target_home_offload(const struct scsi_target *t) { return t->ctxs ? t->ctxs->offload : NULL; }
+
+/* Commands of one context that waited for this LU's jobs: the LU is gone, so LOGICAL UNIT NOT SUPPORTED. */
+static void lu_fail_blocked(struct scsi_port_ctx *ctx, struct scsi_lu *lu)
+{
+	struct scsi_cmd **pp = &ctx->blocked, *prev = NULL;
+	while (*pp) {
 		struct scsi_cmd *cmd = *pp;
 		if (!cmd->lun_valid || cmd->lun != lu->lun) {
 			prev = cmd;
 			pp = &cmd->defer.blocked_next;
 			continue;
 		}
-		blocked_unlink(t, lu, pp, prev);
+		blocked_unlink(ctx, pp, prev);
 		cmd->status = SCSI_CHECK_CONDITION;
 		cmd->sense_len = (uint8_t)scsi_sense_build(cmd->sense, sizeof(cmd->sense), lu->d_sense, SK_ILLEGAL_REQUEST,
 							   0x25, 0x00, NULL, NULL);
@@ -48,7 +78,8 @@ static void lu_fail_blocked(struct scsi_lu *lu)
 
 static void lu_free(struct scsi_lu *lu)
 {
-	lu_fail_blocked(lu);
+	for (struct scsi_port_ctx *ctx = lu->t->ctxs; ctx; ctx = ctx->next)
+		lu_fail_blocked(ctx, lu);
 	/* Reads still on workers finish first; the last one closes the store. */
 	if (lu->st && lu->st->jobs)
 		lu->st->closing = true;
@@ -63,12 +94,6 @@ static void lu_free(struct scsi_lu *lu)
 	free(lu);
 }
 
-void scsi_target_set_engine(struct scsi_target *t, struct store_engine *e)
-{
-	t->engine = e;
-	t->offload = e ? store_engine_offload(e) : NULL;
-}
-
 void scsi_target_free(struct scsi_target *t)
 {
 	if (!t)
@@ -77,11 +102,11 @@ void scsi_target_free(struct scsi_target *t)
 		if (t->lu[i])
 			lu_free(t->lu[i]);
 	}
+	while (t->ctxs)
+		scsi_port_ctx_free(t->ctxs);
 	free(t->lu);
 	free(t->nexus);
 	idmap_free(&t->nexus_map);
-	free(t->scratch);
-	free(t->scratch2);
 	free(t->name);
 	free(t);
 }

@@ -534,8 +534,8 @@ static void job_submit(struct lu_shared *sh, int kind, struct sbuf *rec, uint64_
 	 */
 	sj->job.key = sh;
 	sh->jobs++;
-	if (sh->t->offload) {
-		offload_submit(sh->t->offload, &sj->job);
+	if (target_home_offload(sh->t)) {
+		offload_submit(target_home_offload(sh->t), &sj->job);
 		return;
 	}
 	job_work(&sj->job);
@@ -626,7 +626,7 @@ static void run_cycle(struct lu_shared *sh)
 			return;
 		}
 		sh->cur = c;
-		scsi_cmd_run_shared(sh->t, c);
+		scsi_cmd_run_shared(c->defer.ctx, c);
 	}
 	encode(sh, lu, &now);
 	if (now.len == sh->rec.len && memcmp(now.data, sh->rec.data, now.len) == 0) {

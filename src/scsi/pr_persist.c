@@ -452,7 +452,7 @@ static struct pr_persist *persist_new(struct scsi_lu *lu)
 	pp->jfd = -1;
 	pp->need_snapshot = true;
 	pp->pr = &lu->pr;
-	pp->offload = lu->t->offload;
+	pp->offload = target_home_offload(lu->t);
 	return pp;
 }
 
@@ -813,7 +813,7 @@ void pr_persist_commit(struct scsi_req *r, const struct pr_mark *m)
 	log_tail(pr);
 	if (!m->aptpl)
 		pp->need_snapshot = true; /* what the files hold predates this APTPL period */
-	pp->offload = r->t->offload;
+	pp->offload = r->ctx->offload;
 	if (!pp->offload) {
 		/* No workers (tests, tools): write it here, and the command completes after. */
 		struct pr_job *pj = take_job(pp);

@@ -5,7 +5,7 @@
  * command at a time with the data it collected; the target runs it against the LU's store and
  * completes it through cmd->done, possibly before scsi_target_submit returns. Single-threaded:
  * every call comes from the target's event loop thread. With a store engine (see
- * scsi_target_set_engine), commands complete later, from store_engine_reap on that same thread,
+ * scsi_port_ctx_new), commands complete later, from store_engine_reap on that same thread,
  * whenever their store ios do: READ, WRITE, flushes, COMPARE AND WRITE, and long medium
  * operations (VERIFY, WRITE SAME, UNMAP, SANITIZE, EXTENDED COPY, run in bounded steps) and a
  * PERSISTENT RESERVE OUT whose APTPL state must be on disk first.
@@ -101,6 +101,7 @@ struct scsi_cmd {
 		struct iovec iov[1];
 		void (*next)(struct scsi_cmd *cmd, int rc); /* after the io in flight, on the loop thread */
 		struct scsi_target *t;
+		struct scsi_port_ctx *ctx;  /* the context it was submitted through */
 		struct store *st;
 		uint8_t *buf;               /* a buffer of the command's own (ORWRITE, COMPARE AND WRITE) */
 		uint64_t pos, end;          /* bytes done and to do of a command in several ios */
@@ -219,21 +220,31 @@ void scsi_target_lu_shared_changed(struct scsi_target *t, uint16_t lun);
  */
 bool scsi_target_lu_shared_wait(struct scsi_target *t, uint16_t lun, void (*done)(void *arg), void *arg);
 
-/* Runs a command; cmd->done is always called exactly once (maybe before this returns). */
-void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd);
+/*
+ * A caller's context: one per event loop that submits commands to the target (per-loop scratch
+ * buffers, the loop's store engine, its queue of commands waiting for their LU's ios). Every
+ * medium access goes through e (store_io_submit); long medium operations and APTPL state writes
+ * run on its worker pool (store_engine_offload). e NULL: every command runs inline, on the
+ * store's synchronous ops. The engine must outlive the context; the caller reaps it on the
+ * context's thread. The context is freed with its target (or before, scsi_port_ctx_free, once
+ * none of its commands is pending); contexts are made and freed while no command runs.
+ */
+struct scsi_port_ctx;
+struct scsi_port_ctx *scsi_port_ctx_new(struct scsi_target *t, struct store_engine *e);
+void scsi_port_ctx_free(struct scsi_port_ctx *ctx);
 
 /*
- * Every medium access goes through e (store_io_submit); long medium operations and APTPL state
- * writes run on its worker pool (store_engine_offload). NULL: every command runs inline, on the
- * store's synchronous ops. The engine must outlive the target; the caller reaps it on the
- * target's thread.
+ * Runs a command on ctx's thread; cmd->done is always called exactly once (maybe before this
+ * returns), on that thread. Commands of one nexus always go through the same context.
  */
-void scsi_target_set_engine(struct scsi_target *t, struct store_engine *e);
+void scsi_port_submit(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd);
+
 /*
- * After store_engine_reap: run the commands that waited for their LU's ios in flight (an ORDERED
- * command, COMPARE AND WRITE, ...), and the commands of those LUs queued behind them.
+ * After store_engine_reap: run the commands of this context that waited for their LU's ios in
+ * flight (an ORDERED command, COMPARE AND WRITE, ...), and the commands of those LUs queued
+ * behind them.
  */
-void scsi_target_run_blocked(struct scsi_target *t);
+void scsi_port_run_blocked(struct scsi_port_ctx *ctx);
 /*
  * The transport gave up on a submitted command that has not completed (aborted, connection
  * gone): it is not started if it has not been, and its done callback still comes.
@@ -241,7 +252,7 @@ void scsi_target_run_blocked(struct scsi_target *t);
 void scsi_cmd_cancel(struct scsi_cmd *cmd);
 /*
  * The transport is done with cmd->in_ref (sent or dropped). Returns true when commands may
- * have been waiting for that: the caller runs scsi_target_run_blocked (not from within a
+ * have been waiting for that: the caller runs scsi_port_run_blocked (not from within a
  * send path: later, on the loop).
  */
 bool scsi_cmd_in_ref_put(struct scsi_cmd *cmd);

@@ -135,7 +135,6 @@ struct pr_mark {
 
 struct scsi_lu {
 	struct scsi_target *t;
-	unsigned nblocked;      /* commands of this LU in t->blocked: later ones queue behind them */
 	uint16_t lun;
 	struct store *st;
 	uint32_t block_size;
@@ -203,20 +202,32 @@ struct scsi_target {
 	struct scsi_nexus_ent *nexus;
 	size_t nnexus, nexus_cap;
 	struct idmap nexus_map;       /* nexus id -> nexus[] */
+	struct scsi_port_ctx *ctxs;   /* every context of the target, the first one created first */
+	struct alua_group alua[SCSI_MAX_TPGS];   /* the gateway group; none: no ALUA (TPGS 00b) */
+	size_t nalua;
+	uint16_t alua_local;
+};
+
+/*
+ * What one caller (one event loop) needs to run commands of its own nexuses: nothing here is
+ * shared with another context, so its commands touch it without a lock.
+ */
+struct scsi_port_ctx {
+	struct scsi_target *t;
+	struct scsi_port_ctx *next;   /* in t->ctxs */
 	uint8_t *scratch;             /* response building and verify reads; never per command */
 	size_t scratch_len;
 	uint8_t *scratch2;
 	struct store_engine *engine;  /* NULL: every command inline */
 	struct offload *offload;      /* the engine's workers, for long operations; NULL: inline */
 	struct scsi_cmd *blocked, *blocked_tail; /* commands waiting for their LU's jobs, in order */
-	struct alua_group alua[SCSI_MAX_TPGS];   /* the gateway group; none: no ALUA (TPGS 00b) */
-	size_t nalua;
-	uint16_t alua_local;
+	unsigned nblocked;            /* commands in blocked */
 };
 
 /* One command being run: what the handlers see. */
 struct scsi_req {
 	struct scsi_target *t;
+	struct scsi_port_ctx *ctx;    /* the caller's: scratch buffers, engine, blocked queue */
 	struct scsi_cmd *cmd;
 	const uint8_t *cdb;
 	struct scsi_lu *lu;           /* NULL when the LUN does not exist */
@@ -300,8 +311,10 @@ const struct scsi_nexus *target_nexus_find(const struct scsi_target *t, uint64_t
 void lu_medium_error(struct scsi_req *r, bool write, int err, uint64_t lba);
 /* lu_medium_error for a read or flush finishing on a worker, when its LU may be gone. */
 void scsi_medium_error(struct scsi_cmd *cmd, bool desc, uint16_t lun, bool write, int err, uint64_t lba);
-/* Takes *pp (prev: the command before it, NULL at the head) off t->blocked; it is no longer pending. */
-void blocked_unlink(struct scsi_target *t, struct scsi_lu *lu, struct scsi_cmd **pp, struct scsi_cmd *prev);
+/* Takes *pp (prev: the command before it, NULL at the head) off ctx->blocked; it is no longer pending. */
+void blocked_unlink(struct scsi_port_ctx *ctx, struct scsi_cmd **pp, struct scsi_cmd *prev);
+/* The workers of the target's first context: where work of the LU itself (not of one command) runs. */
+struct offload *target_home_offload(const struct scsi_target *t);
 uint64_t lu_derived_naa(const struct scsi_target *t, uint16_t lun);
 
 /* per-file command handlers */
@@ -380,6 +393,7 @@ typedef void (*longop_next_fn)(struct longop *op, int rc);
 struct longop {
 	struct offload_job job;
 	struct scsi_target *t;
+	struct scsi_port_ctx *ctx;
 	struct scsi_cmd *cmd;
 	struct scsi_lu *lu;       /* valid while st is not closing */
 	struct store *st;
@@ -470,7 +484,7 @@ void lu_shared_ua_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g),
 void lu_shared_action(struct scsi_lu *lu, enum lu_shared_action a, uint32_t ua, const struct scsi_nexus *nx);
 void lu_shared_detach(struct scsi_lu *lu);
 /* target.c: runs a command held by lu_shared_defer, without completing it */
-void scsi_cmd_run_shared(struct scsi_target *t, struct scsi_cmd *cmd);
+void scsi_cmd_run_shared(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd);
 
 /* pr_persist.c: names as one token of printable non-blank ASCII (%XX escapes) and back */
 void pr_name_put(struct sbuf *b, const char *s);

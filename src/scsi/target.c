@@ -41,8 +41,8 @@ void req_data_in(struct scsi_req *r, const void *buf, uint32_t len, uint32_t all
 
 void din_start(struct din *d, struct scsi_req *r, uint32_t alloc)
 {
-	d->buf = r->t->scratch;
-	d->cap = alloc < r->t->scratch_len ? alloc : r->t->scratch_len;
+	d->buf = r->ctx->scratch;
+	d->cap = alloc < r->ctx->scratch_len ? alloc : r->ctx->scratch_len;
 	d->len = 0;
 }
 
@@ -112,9 +112,10 @@ static bool waits_for_jobs(const struct scsi_cmd *cmd, const struct scsi_opdef *
 	return op && (op->flags & OPF_WRITE) && !(op->flags & OPF_PER_BLOCK);
 }
 
-static void run(struct scsi_target *t, struct scsi_cmd *cmd)
+static void run(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd)
 {
-	struct scsi_req r = { .t = t, .cmd = cmd, .cdb = cmd->cdb };
+	struct scsi_target *t = ctx->t;
+	struct scsi_req r = { .t = t, .ctx = ctx, .cmd = cmd, .cdb = cmd->cdb };
 	bool opcode_known;
 	static const struct scsi_nexus anonymous = { .id = UINT64_MAX - 1 };
 
@@ -200,14 +201,14 @@ static void run(struct scsi_target *t, struct scsi_cmd *cmd)
 	r.op->run(&r);
 }
 
-void scsi_cmd_run_shared(struct scsi_target *t, struct scsi_cmd *cmd)
+void scsi_cmd_run_shared(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd)
 {
 	cmd->status = SCSI_GOOD;
 	cmd->sense_len = 0;
 	cmd->in_len = 0;
 	cmd->xfer_len = 0;
 	cmd->defer.shared = true;
-	run(t, cmd);
+	run(ctx, cmd);
 	scsi_sense_set_ctx(NULL, false);
 }
 
@@ -235,15 +236,27 @@ static bool must_wait(const struct scsi_lu *lu, const struct scsi_cmd *cmd)
 	return waits_for_jobs(cmd, op);
 }
 
-static void execute(struct scsi_target *t, struct scsi_cmd *cmd)
+static void execute(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd)
 {
-	run(t, cmd);
+	run(ctx, cmd);
 	scsi_sense_set_ctx(NULL, false);
 	if (!cmd->defer.active)
 		cmd->done(cmd);
 }
 
-void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd)
+/* Whether a command of the same LU already waits in this context: later ones queue behind it. */
+static bool lu_has_blocked(const struct scsi_port_ctx *ctx, const struct scsi_cmd *cmd)
+{
+	if (!ctx->nblocked)
+		return false;
+	for (const struct scsi_cmd *b = ctx->blocked; b; b = b->defer.blocked_next) {
+		if (b->lun_valid && b->lun == cmd->lun)
+			return true;
+	}
+	return false;
+}
+
+void scsi_port_submit(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd)
 {
 	cmd->status = SCSI_GOOD;
 	cmd->sense_len = 0;
@@ -256,28 +269,30 @@ void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd)
 	cmd->defer.exclusive = false;
 	cmd->defer.buf = NULL;
 	cmd->defer.shared = false;
+	cmd->defer.t = ctx->t;
+	cmd->defer.ctx = ctx;
 	atomic_store(&cmd->defer.cancelled, false);
 	cmd->defer.blocked_next = NULL;
-	struct scsi_lu *lu = cmd_lu(t, cmd);
-	if (lu && (lu->nblocked || must_wait(lu, cmd))) {
+	struct scsi_lu *lu = cmd_lu(ctx->t, cmd);
+	if (lu && (lu_has_blocked(ctx, cmd) || must_wait(lu, cmd))) {
 		/* Behind its LU's work on workers, or behind a command already waiting for it. */
 		cmd->defer.active = true;
-		*(t->blocked_tail ? &t->blocked_tail->defer.blocked_next : &t->blocked) = cmd;
-		t->blocked_tail = cmd;
-		lu->nblocked++;
+		*(ctx->blocked_tail ? &ctx->blocked_tail->defer.blocked_next : &ctx->blocked) = cmd;
+		ctx->blocked_tail = cmd;
+		ctx->nblocked++;
 		return;
 	}
-	execute(t, cmd);
+	execute(ctx, cmd);
 }
 
-void blocked_unlink(struct scsi_target *t, struct scsi_lu *lu, struct scsi_cmd **pp, struct scsi_cmd *prev)
+void blocked_unlink(struct scsi_port_ctx *ctx, struct scsi_cmd **pp, struct scsi_cmd *prev)
 {
 	struct scsi_cmd *cmd = *pp;
 	*pp = cmd->defer.blocked_next;
-	if (t->blocked_tail == cmd)
-		t->blocked_tail = prev;
+	if (ctx->blocked_tail == cmd)
+		ctx->blocked_tail = prev;
 	cmd->defer.blocked_next = NULL;
-	lu->nblocked--;
+	ctx->nblocked--;
 	cmd->defer.active = false;
 }
 
@@ -290,7 +305,7 @@ bool scsi_cmd_changes_medium(const struct scsi_cmd *cmd)
 	return op && (op->flags & OPF_WRITE);
 }
 
-void scsi_target_run_blocked(struct scsi_target *t)
+void scsi_port_run_blocked(struct scsi_port_ctx *ctx)
 {
 	/*
 	 * In arrival order; an LU whose first waiting command still has to wait keeps the rest of
@@ -298,10 +313,10 @@ void scsi_target_run_blocked(struct scsi_target *t)
 	 */
 	uint16_t stalled[64];
 	size_t nstalled = 0;
-	struct scsi_cmd **pp = &t->blocked, *prev = NULL;
+	struct scsi_cmd **pp = &ctx->blocked, *prev = NULL;
 	while (*pp) {
 		struct scsi_cmd *cmd = *pp;
-		struct scsi_lu *lu = cmd_lu(t, cmd);
+		struct scsi_lu *lu = cmd_lu(ctx->t, cmd);
 		bool stuck = false;
 		for (size_t i = 0; i < nstalled && !stuck; i++)
 			stuck = stalled[i] == cmd->lun;
@@ -313,10 +328,10 @@ void scsi_target_run_blocked(struct scsi_target *t)
 			pp = &cmd->defer.blocked_next;
 			continue;
 		}
-		blocked_unlink(t, lu, pp, prev);
+		blocked_unlink(ctx, pp, prev);
 		if (cancelled)
 			cmd->done(cmd); /* the transport ignores what it gave up on */
 		else
-			execute(t, cmd);
+			execute(ctx, cmd);
 	}
 }

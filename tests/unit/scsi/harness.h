@@ -110,6 +110,7 @@ static inline struct fault_store *fault_store_new(uint64_t size)
 
 struct h {
 	struct scsi_target *t;
+	struct scsi_port_ctx *ctx; /* the one loop's context */
 	struct store_engine *eng;  /* every store io goes through it, as in the server */
 	struct scsi_nexus nx[2];
 	struct fault_store *fs;    /* LU 0's store */
@@ -146,7 +147,7 @@ static inline struct h *h_new_named(const char *name, uint64_t blocks, const str
 		fprintf(stderr, "store_engine_new: %s\n", err);
 		abort();
 	}
-	scsi_target_set_engine(h->t, h->eng);
+	h->ctx = scsi_port_ctx_new(h->t, h->eng);
 	h->fs = fault_store_new(blocks * (p->block_size ? p->block_size : 512));
 	if (scsi_target_add_lu(h->t, 0, &h->fs->base, p, &err) != 0) {
 		fprintf(stderr, "add_lu: %s\n", err);
@@ -178,7 +179,7 @@ static inline void h_pump(struct h *h, int timeout_ms)
 	struct pollfd p = { .fd = store_engine_fd(h->eng), .events = POLLIN };
 	if (poll(&p, 1, timeout_ms) > 0)
 		store_engine_reap(h->eng);
-	scsi_target_run_blocked(h->t);
+	scsi_port_run_blocked(h->ctx);
 }
 
 /* Runs one CDB from nexus nxi on LU lun. Returns the status. */
@@ -201,7 +202,7 @@ static inline int h_run_full(struct h *h, int nxi, uint16_t lun, const uint8_t *
 	c->done = h_done;
 	c->priv = h;
 	h->done_calls = 0;
-	scsi_target_submit(h->t, c);
+	scsi_port_submit(h->ctx, c);
 	/* Long operations finish on the engine's workers: wait for them, boundedly. */
 	for (int i = 0; i < 2000 && h->done_calls == 0; i++)
 		h_pump(h, 10);

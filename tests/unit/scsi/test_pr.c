@@ -252,7 +252,7 @@ static int register_from(struct h *h, const struct scsi_nexus *nx, uint64_t sark
 		cmd->cdb_len = 16;
 		cmd->done = h_done;
 		cmd->priv = h;
-		scsi_target_submit(h->t, cmd);
+		scsi_port_submit(h->ctx, cmd);
 		if (cmd->status == SCSI_GOOD)
 			break;
 	}
@@ -266,7 +266,7 @@ static int register_from(struct h *h, const struct scsi_nexus *nx, uint64_t sark
 	cmd->out_len = 24;
 	cmd->done = h_done;
 	cmd->priv = h;
-	scsi_target_submit(h->t, cmd);
+	scsi_port_submit(h->ctx, cmd);
 	return cmd->status;
 }
 

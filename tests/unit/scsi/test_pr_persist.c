@@ -367,7 +367,7 @@ static void a_done(struct scsi_cmd *c)
 	adone++;
 }
 
-static void a_submit(struct scsi_target *t, struct acmd *a, const uint8_t *cdb, const void *out, uint32_t out_len)
+static void a_submit(struct scsi_port_ctx *t, struct acmd *a, const uint8_t *cdb, const void *out, uint32_t out_len)
 {
 	memset(&a->cmd, 0, sizeof(a->cmd));
 	a->done = false;
@@ -380,18 +380,18 @@ static void a_submit(struct scsi_target *t, struct acmd *a, const uint8_t *cdb, 
 	a->cmd.out_len = out_len;
 	a->cmd.done = a_done;
 	a->cmd.priv = a;
-	scsi_target_submit(t, &a->cmd);
+	scsi_port_submit(t, &a->cmd);
 }
 
 /* Runs the loop's side of the pool until `want` commands are done (bounded). */
-static void pump(struct offload *o, struct scsi_target *t, int want)
+static void pump(struct offload *o, struct scsi_port_ctx *t, int want)
 {
 	double deadline = now_s() + 60;
 	while (adone < want && now_s() < deadline) {
 		struct pollfd p = { .fd = offload_fd(o), .events = POLLIN };
 		if (poll(&p, 1, 100) > 0) {
 			offload_reap(o);
-			scsi_target_run_blocked(t);
+			scsi_port_run_blocked(t);
 		}
 	}
 	CHECK(adone >= want);
@@ -410,16 +410,16 @@ static void register_many(struct h *h, struct offload *o, struct acmd *a, unsign
 	static const uint8_t reg[10] = { 0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0 };
 	for (unsigned i = 0; i < n; i++) {
 		nexus_n(&a[i].nx, first + i);
-		a_submit(h->t, &a[i], tur, NULL, 0); /* the power-on unit attention */
+		a_submit(h->ctx, &a[i], tur, NULL, 0); /* the power-on unit attention */
 	}
 	adone = 0;
 	for (unsigned i = 0; i < n; i++) {
 		memset(a[i].p, 0, 24);
 		put_be64(a[i].p + 8, 0x100000 + first + i);
 		a[i].p[20] = 0x01;
-		a_submit(h->t, &a[i], reg, a[i].p, 24);
+		a_submit(h->ctx, &a[i], reg, a[i].p, 24);
 	}
-	pump(o, h->t, (int)n);
+	pump(o, h->ctx, (int)n);
 	for (unsigned i = 0; i < n; i++) {
 		CHECK_EQ(a[i].cmd.status, SCSI_GOOD);
 		scsi_target_nexus_lost(h->t, &a[i].nx);
@@ -446,15 +446,15 @@ static struct window measure(struct h *h, struct offload *o, struct acmd *a, uns
 	unsigned long long w0 = wchar();
 	for (unsigned i = 0; i < n; i++) {
 		nexus_n(&a->nx, first + i);
-		a_submit(h->t, a, tur, NULL, 0);
+		a_submit(h->ctx, a, tur, NULL, 0);
 		memset(a->p, 0, 24);
 		put_be64(a->p + 8, 0x100000 + first + i);
 		a->p[20] = 0x01;
 		adone = 0;
 		double t0 = now_s();
-		a_submit(h->t, a, reg, a->p, 24);
+		a_submit(h->ctx, a, reg, a->p, 24);
 		loop += now_s() - t0;
-		pump(o, h->t, 1);
+		pump(o, h->ctx, 1);
 		total[i] = now_s() - t0;
 		CHECK_EQ(a->cmd.status, SCSI_GOOD);
 		scsi_target_nexus_lost(h->t, &a->nx);
@@ -531,9 +531,9 @@ static void test_batches_and_replace(void)
 			memset(a[i].p, 0, 24);
 			put_be64(a[i].p + 8, 0x5000 + (uint64_t)round * 512 + i);
 			a[i].p[20] = 0x01;
-			a_submit(h->t, &a[i], rai, a[i].p, 24);
+			a_submit(h->ctx, &a[i], rai, a[i].p, 24);
 		}
-		pump(o, h->t, 512);
+		pump(o, h->ctx, 512);
 	}
 	printf("15360 key changes: %llu bytes written\n", wchar() - w0);
 	char journal[512] = "";
@@ -543,17 +543,17 @@ static void test_batches_and_replace(void)
 
 	/* Replace LU 0 while a change is on its way to the disk. */
 	adone = 0;
-	a_submit(h->t, &a[0], tur, NULL, 0);
+	a_submit(h->ctx, &a[0], tur, NULL, 0);
 	memset(a[1].p, 0, 24);
 	put_be64(a[1].p + 8, 0x7777);
 	a[1].p[20] = 0x01;
 	adone = 0;
-	a_submit(h->t, &a[1], rai, a[1].p, 24);
+	a_submit(h->ctx, &a[1], rai, a[1].p, 24);
 	CHECK_EQ(a[1].done, false);
 	CHECK_EQ(scsi_target_remove_lu(h->t, 0), 0);
 	struct scsi_lu_params p = { .block_size = 512, .state_dir = dir };
 	CHECK_EQ(scsi_target_add_lu(h->t, 0, store_mem_open(64 * 512, &err), &p, &err), 0);
-	pump(o, h->t, 1);
+	pump(o, h->ctx, 1);
 	CHECK_EQ(a[1].cmd.status, SCSI_GOOD);
 	h_clear_ua(h, 0, 0);
 	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
