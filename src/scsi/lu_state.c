@@ -145,21 +145,21 @@ static struct lu_event *event_add(struct lu_shared *sh, uint32_t ua)
 	return e;
 }
 
-/* Raises e on this gateway's nexuses. */
+/*
+ * Raises e on this gateway's nexuses (the ones that met the LU: the others get POWER ON at their
+ * first command, which supersedes it).
+ */
 static void event_raise(struct scsi_lu *lu, const struct lu_event *e)
 {
-	struct scsi_target *t = lu->t;
-
-	for (size_t i = 0; i < t->nnexus; i++) {
-		const struct scsi_nexus *nx = &t->nexus[i].nx;
+	for (struct lu_nexus *ln = lu->nexuses; ln; ln = ln->lu_next) {
 		bool hit = e->all;
 
-		if (ident_is(&e->except, nx))
+		if (ident_is(&e->except, ln->nx))
 			continue;
 		for (size_t k = 0; k < e->nids && !hit; k++)
-			hit = ident_is(&e->ids[k], nx);
+			hit = ident_is(&e->ids[k], ln->nx);
 		if (hit)
-			lu_ua_set_nexus(lu, nx->id, e->ua);
+			ua_add(ln, e->ua);
 	}
 }
 
@@ -177,8 +177,13 @@ static void events_catch_up(struct lu_shared *sh, bool skip)
 void lu_shared_ua_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g), uint32_t ua, uint64_t except)
 {
 	struct lu_shared *sh = lu->shared;
-	const struct scsi_nexus *ex = target_nexus_find(lu->t, except);
+	const struct scsi_nexus *ex = NULL;
 	struct lu_event *e = event_add(sh, ua);
+
+	for (const struct lu_nexus *ln = lu->nexuses; ln && !ex; ln = ln->lu_next) {
+		if (ln->nexus_id == except)
+			ex = ln->nx;
+	}
 	size_t n = 0;
 
 	if (ex)
@@ -357,10 +362,9 @@ static void install(struct lu_shared *sh, struct decoded *d)
 	lu->rsv_rel = d->rsv_rel;
 	memcpy(lu->rsv_port, d->rsv_port, sizeof(lu->rsv_port));
 	lu->rsv_nexus = NEXUS_NONE;
-	for (size_t i = 0; lu->rsv_held && i < lu->t->nnexus; i++) {
-		const struct scsi_nexus *nx = &lu->t->nexus[i].nx;
-		if (rsv_holder(lu, nx))
-			lu->rsv_nexus = nx->id;
+	for (const struct lu_nexus *ln = lu->nexuses; lu->rsv_held && ln; ln = ln->lu_next) {
+		if (rsv_holder(lu, ln->nx))
+			lu->rsv_nexus = ln->nexus_id;
 	}
 	events_clear(sh);
 	memcpy(sh->ev, d->ev, sizeof(sh->ev));
@@ -390,6 +394,8 @@ static void cmd_unreachable(struct lu_shared *sh, struct scsi_cmd *cmd)
 		cmd_fail(cmd, sh->lu && sh->lu->d_sense, SK_NOT_READY, 0x04, 0x01);
 	cmd_finish(cmd);
 }
+
+bool lu_shared_loaded(const struct scsi_lu *lu) { return lu->shared && lu->shared->loaded; }
 
 bool lu_shared_defer(struct scsi_req *r)
 {
@@ -726,11 +732,15 @@ static void store_done(struct lu_shared *sh, struct sh_job *sj)
 	kick(sh);
 }
 
+/* On the thread that reaps the target's first context's workers; the LU's state under its lock. */
 static void job_done(struct offload_job *j)
 {
 	struct sh_job *sj = (struct sh_job *)j;
 	struct lu_shared *sh = sj->sh;
+	struct scsi_lu *lu = sh->lu;
 
+	if (lu)
+		lu_lock(lu);
 	sh->jobs--;
 	if (!sh->lu) {
 		/* The LU went: its commands were answered then; the last job frees what is left. */
@@ -750,6 +760,8 @@ static void job_done(struct offload_job *j)
 	}
 	sbuf_free(&sj->rec);
 	free(sj);
+	if (lu)
+		lu_unlock(lu);
 }
 
 /* ---- the interface ---- */
@@ -765,6 +777,7 @@ int scsi_target_share_lu(struct scsi_target *t, uint16_t lun, const struct scsi_
 
 	if (!lu || lu->shared)
 		return -1;
+	lu_lock(lu);
 	struct lu_shared *sh = xcalloc(1, sizeof(*sh));
 	sh->ops = ops;
 	sh->ctx = ctx;
@@ -777,6 +790,7 @@ int scsi_target_share_lu(struct scsi_target *t, uint16_t lun, const struct scsi_
 	lu->rsv_held = false;
 	lu->shared = sh;
 	kick(sh);
+	lu_unlock(lu);
 	return 0;
 }
 
@@ -784,25 +798,33 @@ void scsi_target_lu_shared_changed(struct scsi_target *t, uint16_t lun)
 {
 	struct scsi_lu *lu = lu_of(t, lun);
 
-	if (!lu || !lu->shared)
+	if (!lu)
 		return;
-	lu->shared->reload = true;
-	kick(lu->shared);
+	lu_lock(lu);
+	if (lu->shared) {
+		lu->shared->reload = true;
+		kick(lu->shared);
+	}
+	lu_unlock(lu);
 }
 
 bool scsi_target_lu_shared_wait(struct scsi_target *t, uint16_t lun, void (*done)(void *arg), void *arg)
 {
 	struct scsi_lu *lu = lu_of(t, lun);
-	struct lu_shared *sh = lu ? lu->shared : NULL;
-
-	if (!sh || (!sh->acts && !sh->cur_acts))
+	if (!lu)
 		return false;
-	struct lu_waiter *w = xcalloc(1, sizeof(*w));
-	w->done = done;
-	w->arg = arg;
-	w->next = sh->waiters;
-	sh->waiters = w;
-	return true;
+	lu_lock(lu);
+	struct lu_shared *sh = lu->shared;
+	bool waits = sh && (sh->acts || sh->cur_acts);
+	if (waits) {
+		struct lu_waiter *w = xcalloc(1, sizeof(*w));
+		w->done = done;
+		w->arg = arg;
+		w->next = sh->waiters;
+		sh->waiters = w;
+	}
+	lu_unlock(lu);
+	return waits;
 }
 
 void lu_shared_detach(struct scsi_lu *lu)

@@ -813,7 +813,7 @@ void pr_persist_commit(struct scsi_req *r, const struct pr_mark *m)
 	log_tail(pr);
 	if (!m->aptpl)
 		pp->need_snapshot = true; /* what the files hold predates this APTPL period */
-	pp->offload = r->ctx->offload;
+	pp->offload = target_home_offload(r->t); /* one writer thread per LU: the first context's */
 	if (!pp->offload) {
 		/* No workers (tests, tools): write it here, and the command completes after. */
 		struct pr_job *pj = take_job(pp);

@@ -3,12 +3,21 @@
  *
  * A scsi_target holds the logical units of one iSCSI target node. The transport hands it one
  * command at a time with the data it collected; the target runs it against the LU's store and
- * completes it through cmd->done, possibly before scsi_target_submit returns. Single-threaded:
- * every call comes from the target's event loop thread. With a store engine (see
- * scsi_port_ctx_new), commands complete later, from store_engine_reap on that same thread,
- * whenever their store ios do: READ, WRITE, flushes, COMPARE AND WRITE, and long medium
- * operations (VERIFY, WRITE SAME, UNMAP, SANITIZE, EXTENDED COPY, run in bounded steps) and a
- * PERSISTENT RESERVE OUT whose APTPL state must be on disk first.
+ * completes it through cmd->done, possibly before scsi_port_submit returns.
+ *
+ * Threads: each caller (each event loop) has its own scsi_port_ctx and submits the commands of
+ * its own nexuses through it; commands of one nexus always use the same context. Contexts of
+ * different threads may run commands of one LU at once. Per context, and touched by its thread
+ * only: scratch buffers, the store engine, the queue of commands waiting for their LU's ios,
+ * each of its nexuses' per-LU entries. Shared: the LUs, the ALUA groups, the nexus identities;
+ * a LU's state is read through its gate word and changed under its lock (scsi_int.h, struct
+ * scsi_lu), so a READ or WRITE of a LU in no special state takes no lock. The other calls below
+ * are made by the thread that owns the target's first context (the main loop) unless they say
+ * otherwise; adding and removing LUs, contexts and ALUA groups happens while no command runs.
+ * With a store engine (see scsi_port_ctx_new), commands complete later, from store_engine_reap on
+ * the context's thread, whenever their store ios do: READ, WRITE, flushes, COMPARE AND WRITE,
+ * and long medium operations (VERIFY, WRITE SAME, UNMAP, SANITIZE, EXTENDED COPY, run in bounded
+ * steps) and a PERSISTENT RESERVE OUT whose APTPL state must be on disk first.
  */
 #ifndef ISTHMUS_SCSI_SCSI_H
 #define ISTHMUS_SCSI_SCSI_H
@@ -155,9 +164,13 @@ void scsi_target_free(struct scsi_target *t);
 /* Takes ownership of st. Returns 0, or -1 with *err set (malloc'd). */
 int scsi_target_add_lu(struct scsi_target *t, uint16_t lun, struct store *st, const struct scsi_lu_params *p,
 		       char **err);
-/* Removes and closes the LU; other nexuses get REPORTED LUNS DATA HAS CHANGED. */
+/*
+ * Removes and closes the LU; other nexuses get REPORTED LUNS DATA HAS CHANGED. Its commands
+ * waiting in any context fail with LOGICAL UNIT NOT SUPPORTED: no context may be running a
+ * command meanwhile (with several loops, the others are paused first).
+ */
 int scsi_target_remove_lu(struct scsi_target *t, uint16_t lun);
-/* Notes a capacity change of a LU (after store resize): CAPACITY DATA HAS CHANGED. */
+/* Notes a capacity change of a LU (after store resize): CAPACITY DATA HAS CHANGED. Any thread. */
 void scsi_target_lu_resized(struct scsi_target *t, uint16_t lun);
 size_t scsi_target_lu_count(const struct scsi_target *t);
 /* Fills luns (up to max) with the LU numbers in ascending order; returns the count. */
@@ -263,13 +276,32 @@ bool scsi_cmd_in_ref_put(struct scsi_cmd *cmd);
  */
 bool scsi_cmd_changes_medium(const struct scsi_cmd *cmd);
 
-/* A new I_T nexus: the SCSI layer sets the power-on unit attention for it. */
+/*
+ * A new I_T nexus: the SCSI layer sets the power-on unit attention for it. Any thread; nx stays
+ * valid (the transport's) until scsi_target_nexus_lost.
+ */
 void scsi_target_nexus_added(struct scsi_target *t, const struct scsi_nexus *nx);
-/* The I_T nexus is gone (session closed): drops per-nexus state (UAs, PREVENT, RESERVE(6/10)). */
+/*
+ * The I_T nexus is gone (session closed): drops per-nexus state (UAs, PREVENT, RESERVE(6/10)).
+ * On the thread of the context its commands went through, once none of them is pending.
+ */
 void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx);
-/* Task management effects inside the SCSI layer; returns an iSCSI TMF response code (0 = done). */
+/*
+ * Task management effects inside the SCSI layer; returns an iSCSI TMF response code (0 = done).
+ * Any thread: it changes the LU's shared state under its lock.
+ */
 int scsi_target_task_mgmt(struct scsi_target *t, enum scsi_tmf fn, uint16_t lun, bool lun_valid,
 			  const struct scsi_nexus *nx);
+/*
+ * How many times LU lun was reset (LOGICAL UNIT RESET, target warm or cold reset), 0 for no
+ * such LU. A reset changes only the LU's shared state here (reservations, attentions for every
+ * nexus); the commands in flight are each context's. A context that keeps the value it last
+ * saw and finds it changed knows the task sets of the LU were cleared from another thread, and
+ * aborts its own commands of that LU as the nexus that asked would (scsi_cmd_cancel, then their
+ * done callbacks as usual); the response to the LOGICAL UNIT RESET waits until every context has
+ * done so. With one context the transport does that itself, as now.
+ */
+uint64_t scsi_target_lu_reset_gen(struct scsi_target *t, uint16_t lun);
 
 /*
  * 8-byte SAM LUN field -> LU number (util/lun.h decodes): peripheral device or flat space
