@@ -100,6 +100,7 @@ static void lu_free(struct scsi_lu *lu)
 	pr_free(&lu->pr);
 	free(lu->state_dir);
 	pthread_mutex_destroy(&lu->lock);
+	pthread_mutex_destroy(&lu->nexus_lock);
 	free(lu);
 }
 
@@ -247,24 +248,26 @@ struct lu_nexus *lu_nexus_get(struct scsi_port_ctx *ctx, struct scsi_lu *lu, con
 	/* First contact between this nexus and this LU: as after power on. */
 	atomic_init(&ln->ua, UA_POWER_ON);
 	ctx_ln_insert(ctx, ln);
-	lu_lock(lu);
+	pthread_mutex_lock(&lu->nexus_lock);
 	ln->lu_next = lu->nexuses;
 	lu->nexuses = ln;
-	lu_unlock(lu);
+	pthread_mutex_unlock(&lu->nexus_lock);
 	return ln;
 }
 
 static void lu_nexus_drop(struct scsi_lu *lu, uint64_t nexus_id)
 {
+	pthread_mutex_lock(&lu->nexus_lock);
 	for (struct lu_nexus **pp = &lu->nexuses; *pp; pp = &(*pp)->lu_next) {
 		struct lu_nexus *ln = *pp;
 		if (ln->nexus_id == nexus_id) {
 			*pp = ln->lu_next;
 			ctx_ln_remove(ln);
 			free(ln);
-			return;
+			break;
 		}
 	}
+	pthread_mutex_unlock(&lu->nexus_lock);
 }
 
 void ua_add(struct lu_nexus *ln, uint32_t ua)
@@ -298,12 +301,12 @@ uint32_t ua_take(struct lu_nexus *ln)
  */
 void lu_ua_set_all(struct scsi_lu *lu, uint32_t ua, uint64_t except_nexus)
 {
-	lu_lock(lu);
+	pthread_mutex_lock(&lu->nexus_lock);
 	for (struct lu_nexus *ln = lu->nexuses; ln; ln = ln->lu_next) {
 		if (ln->nexus_id != except_nexus)
 			ua_add(ln, ua);
 	}
-	lu_unlock(lu);
+	pthread_mutex_unlock(&lu->nexus_lock);
 }
 
 bool ua_to_sense(uint32_t ua, uint8_t *asc, uint8_t *ascq)
@@ -391,6 +394,7 @@ int scsi_target_add_lu(struct scsi_target *t, uint16_t lun, struct store *st, co
 	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
 	pthread_mutex_init(&lu->lock, &ma);
 	pthread_mutexattr_destroy(&ma);
+	pthread_mutex_init(&lu->nexus_lock, NULL);
 	lu->t = t;
 	lu->lun = lun;
 	lu->block_size = bs;
@@ -419,6 +423,7 @@ int scsi_target_add_lu(struct scsi_target *t, uint16_t lun, struct store *st, co
 	if (pr_load(lu, err) < 0) {
 		free(lu->state_dir);
 		pthread_mutex_destroy(&lu->lock);
+		pthread_mutex_destroy(&lu->nexus_lock);
 		free(lu);
 		return -1;
 	}
@@ -529,8 +534,10 @@ static void lu_reset(struct scsi_lu *lu, uint32_t ua)
 	lu_lock(lu);
 	lu->rsv_held = false;
 	lu->nheld = 0;          /* held copy results are lost with the task set */
+	pthread_mutex_lock(&lu->nexus_lock);
 	for (struct lu_nexus *ln = lu->nexuses; ln; ln = ln->lu_next)
 		ln->prevent = false;
+	pthread_mutex_unlock(&lu->nexus_lock);
 	lu_ua_set_all(lu, ua, NEXUS_NONE);
 	/* The other gateways' nexuses are told, and their SPC-2 reservation released, through the record. */
 	if (lu->shared)

@@ -151,6 +151,7 @@ static struct lu_event *event_add(struct lu_shared *sh, uint32_t ua)
  */
 static void event_raise(struct scsi_lu *lu, const struct lu_event *e)
 {
+	pthread_mutex_lock(&lu->nexus_lock);
 	for (struct lu_nexus *ln = lu->nexuses; ln; ln = ln->lu_next) {
 		bool hit = e->all;
 
@@ -161,6 +162,7 @@ static void event_raise(struct scsi_lu *lu, const struct lu_event *e)
 		if (hit)
 			ua_add(ln, e->ua);
 	}
+	pthread_mutex_unlock(&lu->nexus_lock);
 }
 
 /* Raises the events this gateway has not raised yet (skip: only take note of them). */
@@ -180,10 +182,13 @@ void lu_shared_ua_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g),
 	const struct scsi_nexus *ex = NULL;
 	struct lu_event *e = event_add(sh, ua);
 
+	pthread_mutex_lock(&lu->nexus_lock);
 	for (const struct lu_nexus *ln = lu->nexuses; ln && !ex; ln = ln->lu_next) {
 		if (ln->nexus_id == except)
 			ex = ln->nx;
 	}
+	/* ex stays valid: only its own thread, which runs this command, drops its entry. */
+	pthread_mutex_unlock(&lu->nexus_lock);
 	size_t n = 0;
 
 	if (ex)
@@ -214,23 +219,9 @@ static void put_ident(struct sbuf *b, const struct lu_ident *id)
 static void encode(const struct lu_shared *sh, const struct scsi_lu *lu, struct sbuf *b)
 {
 	const struct pr_state *pr = &lu->pr;
-	size_t holder = SIZE_MAX;
 
 	sbuf_printf(b, "isthmus-lu 1\ngeneration %" PRIu32 "\naptpl %d\n", pr->generation, pr->aptpl);
-	for (size_t i = 0; i < pr->nregs; i++) {
-		if (pr->holder == pr->regs[i])
-			holder = i;
-	}
-	if (pr->held && holder == SIZE_MAX)
-		sbuf_printf(b, "reservation %u -\n", pr->type);
-	else if (pr->held)
-		sbuf_printf(b, "reservation %u %zu\n", pr->type, holder);
-	for (size_t i = 0; i < pr->nregs; i++) {
-		const struct pr_reg *g = pr->regs[i];
-		sbuf_printf(b, "reg %016" PRIx64 " %u %d ", g->key, g->rel_port, g->all_tg_pt);
-		pr_name_put(b, g->port);
-		sbuf_putc(b, '\n');
-	}
+	pr_regs_put(b, pr);
 	if (lu->rsv_held) {
 		sbuf_printf(b, "rsv2 %u ", lu->rsv_rel);
 		pr_name_put(b, lu->rsv_port);
@@ -362,10 +353,12 @@ static void install(struct lu_shared *sh, struct decoded *d)
 	lu->rsv_rel = d->rsv_rel;
 	memcpy(lu->rsv_port, d->rsv_port, sizeof(lu->rsv_port));
 	lu->rsv_nexus = NEXUS_NONE;
+	pthread_mutex_lock(&lu->nexus_lock);
 	for (const struct lu_nexus *ln = lu->nexuses; lu->rsv_held && ln; ln = ln->lu_next) {
 		if (rsv_holder(lu, ln->nx))
 			lu->rsv_nexus = ln->nexus_id;
 	}
+	pthread_mutex_unlock(&lu->nexus_lock);
 	events_clear(sh);
 	memcpy(sh->ev, d->ev, sizeof(sh->ev));
 	sh->nev = d->nev;
@@ -608,6 +601,19 @@ static void fail_waiting(struct lu_shared *sh)
 	waiters_done(sh);
 }
 
+/* The cycle's actions and command are done (stored, or nothing to store): the next one. */
+static void cycle_end(struct lu_shared *sh)
+{
+	acts_free(sh->cur_acts);
+	sh->cur_acts = NULL;
+	if (sh->cur)
+		cmd_finish(sh->cur);
+	sh->cur = NULL;
+	if (!sh->acts)
+		waiters_done(sh);
+	kick(sh);
+}
+
 /* After a load: the actions, or else the next command, on the state as loaded. */
 static void run_cycle(struct lu_shared *sh)
 {
@@ -637,14 +643,7 @@ static void run_cycle(struct lu_shared *sh)
 	encode(sh, lu, &now);
 	if (now.len == sh->rec.len && memcmp(now.data, sh->rec.data, now.len) == 0) {
 		sbuf_free(&now);
-		acts_free(sh->cur_acts);
-		sh->cur_acts = NULL;
-		if (sh->cur)
-			cmd_finish(sh->cur);
-		sh->cur = NULL;
-		if (!sh->acts)
-			waiters_done(sh);
-		kick(sh);
+		cycle_end(sh);
 		return;
 	}
 	sh->phase = SH_STORING;
@@ -722,14 +721,7 @@ static void store_done(struct lu_shared *sh, struct sh_job *sj)
 	sbuf_reset(&sh->rec);
 	sbuf_append(&sh->rec, sj->rec.data, sj->rec.len);
 	events_catch_up(sh, false);
-	acts_free(sh->cur_acts);
-	sh->cur_acts = NULL;
-	if (sh->cur)
-		cmd_finish(sh->cur);
-	sh->cur = NULL;
-	if (!sh->acts)
-		waiters_done(sh);
-	kick(sh);
+	cycle_end(sh);
 }
 
 /* On the thread that reaps the target's first context's workers; the LU's state under its lock. */

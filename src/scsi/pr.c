@@ -216,6 +216,7 @@ static void ua_for_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g)
 		return;
 	}
 	/* The nexuses that never met the LU get POWER ON at their first command, which supersedes ua. */
+	pthread_mutex_lock(&lu->nexus_lock);
 	for (struct lu_nexus *ln = lu->nexuses; ln; ln = ln->lu_next) {
 		const struct pr_reg *g;
 
@@ -225,6 +226,7 @@ static void ua_for_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g)
 		if (g && pick(g))
 			ua_add(ln, ua);
 	}
+	pthread_mutex_unlock(&lu->nexus_lock);
 }
 
 static bool pick_any(const struct pr_reg *g) { (void)g; return true; }

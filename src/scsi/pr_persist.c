@@ -254,12 +254,10 @@ static bool apply_record(struct pr_state *pr, char *line)
 
 /* ---- snapshot ---- */
 
-static void build_snapshot(const struct pr_persist *pp, const struct pr_state *pr, uint64_t seq, struct sbuf *b)
+void pr_regs_put(struct sbuf *b, const struct pr_state *pr)
 {
 	size_t holder = SIZE_MAX;
 
-	sbuf_printf(b, "isthmus-pr 2\nlu %s\nseq %" PRIu64 "\ngeneration %" PRIu32 "\naptpl %d\n", pp->ident, seq,
-		    pr->generation, pr->aptpl);
 	for (size_t i = 0; i < pr->nregs; i++) {
 		if (pr->holder == pr->regs[i])
 			holder = i;
@@ -275,6 +273,13 @@ static void build_snapshot(const struct pr_persist *pp, const struct pr_state *p
 		pr_name_put(b, g->port);
 		sbuf_putc(b, '\n');
 	}
+}
+
+static void build_snapshot(const struct pr_persist *pp, const struct pr_state *pr, uint64_t seq, struct sbuf *b)
+{
+	sbuf_printf(b, "isthmus-pr 2\nlu %s\nseq %" PRIu64 "\ngeneration %" PRIu32 "\naptpl %d\n", pp->ident, seq,
+		    pr->generation, pr->aptpl);
+	pr_regs_put(b, pr);
 	sbuf_printf(b, "end %016" PRIx64 "\n", fnv64(b->data, b->len));
 }
 

@@ -105,12 +105,12 @@ struct lu_nexus {
 	const struct scsi_nexus *nx; /* the transport's, valid until scsi_target_nexus_lost */
 	struct scsi_lu *lu;
 	struct scsi_port_ctx *ctx;   /* whose table holds it */
-	struct lu_nexus *lu_next;    /* lu->nexuses: under lu->lock */
+	struct lu_nexus *lu_next;    /* lu->nexuses: under lu->nexus_lock */
 	struct lu_nexus *ctx_next;   /* its bucket of ctx->ln: ctx's thread only */
 	/*
-	 * Pending unit attentions (enum scsi_ua): posted by any thread holding lu->lock (ua_add, a
-	 * compare-and-swap, since a reset supersedes the rest), taken by the nexus's own thread
-	 * without the lock (ua_take, one bit at a time).
+	 * Pending unit attentions (enum scsi_ua): posted by any thread holding lu->nexus_lock
+	 * (ua_add, a compare-and-swap, since a reset supersedes the rest), taken by the nexus's own
+	 * thread without a lock (ua_take, one bit at a time).
 	 */
 	_Atomic uint32_t ua;
 	bool prevent;                /* under lu->lock */
@@ -231,10 +231,16 @@ struct scsi_lu {
 	} held[XCOPY_HELD_MAX];
 	size_t nheld;
 
-	struct lu_nexus *nexuses;   /* every nexus that met the LU: see lu_nexus */
+	/*
+	 * Every nexus that met the LU (see lu_nexus), under nexus_lock: a lock of its own, taken
+	 * last and holding no other, as a nexus's first command to a LU adds itself while its
+	 * thread may hold another LU's lock (REPORT LUNS, EXTENDED COPY).
+	 */
+	pthread_mutex_t nexus_lock;
+	struct lu_nexus *nexuses;
 };
 
-/* The LU's lock; lu_unlock publishes the gate first. */
+/* The LU's lock; lu_unlock publishes the gate first. lu->nexus_lock may be taken inside it. */
 void lu_lock(struct scsi_lu *lu);
 void lu_unlock(struct scsi_lu *lu);
 /* The gate as it is now (a hint for a check made without the lock). */
@@ -371,9 +377,9 @@ void din_finish(struct scsi_req *r, struct din *d, uint32_t alloc);
 struct lu_nexus *lu_nexus_get(struct scsi_port_ctx *ctx, struct scsi_lu *lu, const struct scsi_nexus *nx);
 /* Takes the first pending attention (lowest bit) of ln: its bit, 0 when none. Nexus's thread. */
 uint32_t ua_take(struct lu_nexus *ln);
-/* Posts ua to ln (lu->lock held). */
+/* Posts ua to ln (lu->nexus_lock held, so that ln is not freed meanwhile). */
 void ua_add(struct lu_nexus *ln, uint32_t ua);
-/* Attentions for every nexus of the LU (but except_nexus); take lu->lock themselves. */
+/* Attentions for every nexus of the LU (but except_nexus); takes lu->nexus_lock itself. */
 void lu_ua_set_all(struct scsi_lu *lu, uint32_t ua, uint64_t except_nexus);
 bool ua_to_sense(uint32_t ua, uint8_t *asc, uint8_t *ascq);
 const struct scsi_nexus *target_nexus_find(const struct scsi_target *t, uint64_t id);
@@ -560,6 +566,8 @@ void scsi_cmd_run_shared(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd);
 /* pr_persist.c: names as one token of printable non-blank ASCII (%XX escapes) and back */
 void pr_name_put(struct sbuf *b, const char *s);
 bool pr_name_get(const char *in, char *out, size_t cap);
+/* The reservation and registration lines of a state record (the APTPL snapshot, the shared record). */
+void pr_regs_put(struct sbuf *b, const struct pr_state *pr);
 
 /* pr.c */
 bool pr_conflict(struct scsi_req *r);

@@ -267,4 +267,57 @@ static inline void cdb_rw16(uint8_t *c, uint8_t op, uint64_t lba, uint32_t n, ui
 	put_be32(c + 10, n);
 }
 
+/* PERSISTENT RESERVE OUT (10) with the basic parameter list, from nexus nxi to LU 0. */
+static inline int h_prout(struct h *h, int nxi, uint8_t sa, uint8_t type, uint64_t key, uint64_t sark, uint8_t flags)
+{
+	uint8_t c[10] = { 0x5f, sa, type, 0, 0, 0, 0, 0, 24, 0 };
+	uint8_t p[24] = { 0 };
+
+	put_be64(p, key);
+	put_be64(p + 8, sark);
+	p[20] = flags;
+	return h_run_full(h, nxi, 0, c, 10, p, 24, 0);
+}
+
+/* PERSISTENT RESERVE IN (10), 4 KiB allocation, from nexus nxi to LU 0. */
+static inline int h_prin(struct h *h, int nxi, uint8_t sa)
+{
+	uint8_t c[10] = { 0x5e, sa, 0, 0, 0, 0, 0, 0x10, 0, 0 };
+
+	return h_run_full(h, nxi, 0, c, 10, NULL, 0, 4096);
+}
+
+/* A command of the tests that submit several at once: each logs its id when done. */
+struct rec {
+	struct scsi_cmd cmd;
+	uint8_t buf[4096];
+	int *log, *nlog;
+	int id;
+};
+
+static inline void rec_done(struct scsi_cmd *c)
+{
+	struct rec *r = c->priv;
+	r->log[(*r->nlog)++] = r->id;
+}
+
+/* Submits a 16-byte CDB without a nexus through ctx. */
+static inline void rec_submit(struct scsi_port_ctx *ctx, struct rec *r, uint16_t lun, const uint8_t *cdb, uint8_t attr,
+			      const void *out, uint32_t out_len)
+{
+	memset(&r->cmd, 0, sizeof(r->cmd));
+	r->cmd.lun = lun;
+	r->cmd.lun_valid = true;
+	memcpy(r->cmd.cdb, cdb, 16);
+	r->cmd.cdb_len = 16;
+	r->cmd.task_attr = attr;
+	r->cmd.out = out;
+	r->cmd.out_len = out_len;
+	r->cmd.in = r->buf;
+	r->cmd.in_cap = sizeof(r->buf);
+	r->cmd.done = rec_done;
+	r->cmd.priv = r;
+	scsi_port_submit(ctx, &r->cmd);
+}
+
 #endif

@@ -74,37 +74,6 @@ static void as_release(struct astore *a)
 	}
 }
 
-struct rec {
-	struct scsi_cmd cmd;
-	uint8_t buf[4096];
-	int *log, *nlog;
-	int id;
-};
-
-static void rec_done(struct scsi_cmd *c)
-{
-	struct rec *r = c->priv;
-	r->log[(*r->nlog)++] = r->id;
-}
-
-static void rec_submit(struct scsi_port_ctx *t, struct rec *r, uint16_t lun, const uint8_t *cdb, uint8_t attr,
-		       const void *out, uint32_t out_len)
-{
-	memset(&r->cmd, 0, sizeof(r->cmd));
-	r->cmd.lun = lun;
-	r->cmd.lun_valid = true;
-	memcpy(r->cmd.cdb, cdb, 16);
-	r->cmd.cdb_len = 16;
-	r->cmd.task_attr = attr;
-	r->cmd.out = out;
-	r->cmd.out_len = out_len;
-	r->cmd.in = r->buf;
-	r->cmd.in_cap = sizeof(r->buf);
-	r->cmd.done = rec_done;
-	r->cmd.priv = r;
-	scsi_port_submit(t, &r->cmd);
-}
-
 static const struct store_ops as_ops = { .read = as_never, .close = as_close, .submit = as_submit };
 
 static struct astore *lu1(struct h *h, unsigned caps)

@@ -312,9 +312,10 @@ static void settle(struct worker *wk)
 {
 	pthread_barrier_wait(&bar);
 	if (wk->idx == 0) {
+		/* The reset first: a RESERVE(6) left by another nexus refuses PERSISTENT RESERVE OUT. */
+		WCHECK(wk, scsi_target_task_mgmt(tgt, SCSI_TMF_LUN_RESET, 0, true, &wk->nx) == 0);
 		WCHECK(wk, w_prout(wk, PR_REGISTER_IGNORE, 0, 0, key_of(wk)) == SCSI_GOOD);
 		WCHECK(wk, w_prout(wk, PR_CLEAR, 0, key_of(wk), 0) == SCSI_GOOD);
-		WCHECK(wk, scsi_target_task_mgmt(tgt, SCSI_TMF_LUN_RESET, 0, true, &wk->nx) == 0);
 	}
 	pthread_barrier_wait(&bar);
 	w_drain(wk);

@@ -64,24 +64,6 @@ static void rm_rf(const char *dir)
 	CHECK_EQ(system(cmd), 0);
 }
 
-static int prout_nx(struct h *h, int nxi, uint8_t sa, uint8_t type, uint64_t key, uint64_t sark, uint8_t flags)
-{
-	uint8_t c[10] = { 0x5f, sa, type, 0, 0, 0, 0, 0, 24, 0 };
-	uint8_t p[24] = { 0 };
-
-	put_be64(p, key);
-	put_be64(p + 8, sark);
-	p[20] = flags;
-	return h_run_full(h, nxi, 0, c, 10, p, 24, 0);
-}
-
-static int prin_nx(struct h *h, int nxi, uint8_t sa)
-{
-	uint8_t c[10] = { 0x5e, sa, 0, 0, 0, 0, 0, 0x10, 0, 0 };
-
-	return h_run_full(h, nxi, 0, c, 10, NULL, 0, 4096);
-}
-
 static struct h *lu_on(const char *name, const char *dir)
 {
 	struct scsi_lu_params p = { .block_size = 512, .state_dir = dir };
@@ -98,40 +80,40 @@ static void test_no_aptpl_no_disk(void)
 	CHECK(mkdtemp(dir) != NULL);
 	struct h *h = lu_on(TGT_A, dir);
 
-	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0xa1, 0), SCSI_GOOD);
-	CHECK_EQ(prout_nx(h, 1, 0, 0, 0, 0xb1, 0), SCSI_GOOD);
-	CHECK_EQ(prout_nx(h, 0, 1, 1, 0xa1, 0, 0), SCSI_GOOD);
-	CHECK_EQ(prout_nx(h, 1, 4, 1, 0xb1, 0xa1, 0), SCSI_GOOD);
-	CHECK_EQ(prout_nx(h, 1, 6, 0, 0, 0xb2, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0xa1, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 0, 0, 0, 0xb1, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 1, 1, 0xa1, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 4, 1, 0xb1, 0xa1, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0, 0xb2, 0), SCSI_GOOD);
 	printf("files after 5 changes without APTPL: %d\n", count_files(dir, "", NULL, 0));
 	CHECK_EQ(count_files(dir, "", NULL, 0), 0);
 
 	/* With APTPL the state is written: two files, mode 0600, named by the LU's designator. */
 	char snap[512] = "", journal[512] = "";
 	struct stat st;
-	CHECK_EQ(prout_nx(h, 1, 6, 0, 0, 0xb3, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0, 0xb3, 0x01), SCSI_GOOD);
 	CHECK_EQ(count_files(dir, ".pr", snap, sizeof(snap)), 1);
 	CHECK_EQ(count_files(dir, ".prj", journal, sizeof(journal)), 1);
 	CHECK(strstr(snap, "/naa.6") != NULL);
 	CHECK(stat(snap, &st) == 0 && (st.st_mode & 0777) == 0600);
 	CHECK(stat(journal, &st) == 0 && (st.st_mode & 0777) == 0600);
-	CHECK_EQ(prout_nx(h, 1, 6, 0, 0, 0xb4, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0, 0xb4, 0x01), SCSI_GOOD);
 	CHECK(stat(journal, &st) == 0 && st.st_size > 0);
 
 	/* Turning APTPL off is written once; later changes without it are not. */
-	CHECK_EQ(prout_nx(h, 1, 6, 0, 0, 0xb5, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0, 0xb5, 0), SCSI_GOOD);
 	struct stat s1, j1, s2, j2;
 	CHECK(stat(snap, &s1) == 0 && stat(journal, &j1) == 0);
-	CHECK_EQ(prout_nx(h, 1, 6, 0, 0, 0xb6, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0, 0xb6, 0), SCSI_GOOD);
 	h_clear_ua(h, 0, 0); /* nexus 0 was preempted */
-	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0xa2, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0xa2, 0), SCSI_GOOD);
 	CHECK(stat(snap, &s2) == 0 && stat(journal, &j2) == 0);
 	CHECK_EQ(s1.st_size, s2.st_size);
 	CHECK_EQ(j1.st_size, j2.st_size);
 	h_free(h);
 	/* And after a restart nothing comes back: the last word was APTPL 0. */
 	h = lu_on(TGT_A, dir);
-	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 0);
 	h_free(h);
 	rm_rf(dir);
@@ -149,24 +131,24 @@ static void test_identity(void)
 	fclose(f);
 
 	struct h *a = lu_on(TGT_A, dir), *b = lu_on(TGT_B, dir);
-	CHECK_EQ(prin_nx(b, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(b, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(b->in + 4), 0); /* the old file's registration is not anybody's */
-	CHECK_EQ(prout_nx(a, 0, 0, 0, 0, 0xaaaa, 0x01), SCSI_GOOD);
-	CHECK_EQ(prout_nx(a, 0, 1, 1, 0xaaaa, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(a, 0, 0, 0, 0, 0xaaaa, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(a, 0, 1, 1, 0xaaaa, 0, 0), SCSI_GOOD);
 	h_free(a);
 	h_free(b);
 
 	b = lu_on(TGT_B, dir);
 	a = lu_on(TGT_A, dir);
-	CHECK_EQ(prin_nx(b, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(b, 0, 0), SCSI_GOOD);
 	printf("target b after restart: %u bytes of keys\n", get_be32(b->in + 4));
 	CHECK_EQ(get_be32(b->in + 4), 0);
-	CHECK_EQ(prin_nx(b, 0, 1), SCSI_GOOD);
+	CHECK_EQ(h_prin(b, 0, 1), SCSI_GOOD);
 	CHECK_EQ(get_be32(b->in + 4), 0);
-	CHECK_EQ(prin_nx(a, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(a, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(a->in + 4), 8);
 	CHECK_EQ(get_be64(a->in + 8), 0xaaaa);
-	CHECK_EQ(prin_nx(a, 0, 1), SCSI_GOOD);
+	CHECK_EQ(h_prin(a, 0, 1), SCSI_GOOD);
 	CHECK_EQ(get_be32(a->in + 4), 16);
 	h_free(a);
 	h_free(b);
@@ -177,10 +159,10 @@ static void test_identity(void)
 static size_t state_bytes(struct h *h, uint8_t *out)
 {
 	size_t n;
-	CHECK_EQ(prin_nx(h, 0, 3), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 3), SCSI_GOOD);
 	n = h->cmd.in_len;
 	memcpy(out, h->in, n);
-	CHECK_EQ(prin_nx(h, 0, 1), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 1), SCSI_GOOD);
 	memcpy(out + n, h->in, h->cmd.in_len);
 	return n + h->cmd.in_len;
 }
@@ -193,12 +175,12 @@ static void test_journal_replay(void)
 	struct h *h = lu_on(TGT_A, dir);
 	static uint8_t before[8192], after[8192];
 
-	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0x10, 0x05), SCSI_GOOD); /* APTPL, ALL_TG_PT */
-	CHECK_EQ(prout_nx(h, 1, 0, 0, 0, 0x20, 0x01), SCSI_GOOD);
-	CHECK_EQ(prout_nx(h, 0, 1, 5, 0x10, 0, 0), SCSI_GOOD);     /* WE registrants only */
-	CHECK_EQ(prout_nx(h, 1, 4, 6, 0x20, 0x10, 0), SCSI_GOOD);  /* preempt: 1 holds EA_RO */
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0x10, 0x05), SCSI_GOOD); /* APTPL, ALL_TG_PT */
+	CHECK_EQ(h_prout(h, 1, 0, 0, 0, 0x20, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 1, 5, 0x10, 0, 0), SCSI_GOOD);     /* WE registrants only */
+	CHECK_EQ(h_prout(h, 1, 4, 6, 0x20, 0x10, 0), SCSI_GOOD);  /* preempt: 1 holds EA_RO */
 	h_clear_ua(h, 0, 0);
-	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0x11, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0x11, 0x01), SCSI_GOOD);
 	{
 		/* REGISTER AND MOVE: the reservation goes to a port that has no nexus now. */
 		uint8_t c[10] = { 0x5f, 0x07, 0x06, 0, 0, 0, 0, 0, 24 + 64, 0 };
@@ -213,7 +195,7 @@ static void test_journal_replay(void)
 		memcpy(p + 28, "iqn.2024-01.org.example:moved,i,0x400000000042", 46);
 		CHECK_EQ(h_run_full(h, 1, 0, c, 10, p, sizeof(p), 0), SCSI_GOOD);
 	}
-	CHECK_EQ(prout_nx(h, 1, 6, 0, 0, 0x21, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0, 0x21, 0x01), SCSI_GOOD);
 	size_t n = state_bytes(h, before);
 	CHECK(n > 8 + 3 * 24);
 	h_free(h);
@@ -236,18 +218,18 @@ static void test_journal_replay(void)
 	h = lu_on(TGT_A, dir);
 	CHECK_EQ(state_bytes(h, after), n);
 	CHECK(memcmp(before, after, n) == 0);
-	CHECK_EQ(prout_nx(h, 0, 2, 6, 0x11, 0, 0), SCSI_GOOD); /* release: not the holder, no change */
-	CHECK_EQ(prout_nx(h, 0, 6, 0, 0, 0x12, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 2, 6, 0x11, 0, 0), SCSI_GOOD); /* release: not the holder, no change */
+	CHECK_EQ(h_prout(h, 0, 6, 0, 0, 0x12, 0x01), SCSI_GOOD);
 	n = state_bytes(h, before);
 	h_free(h);
 	h = lu_on(TGT_A, dir);
 	CHECK_EQ(state_bytes(h, after), n);
 	CHECK(memcmp(before, after, n) == 0);
 	/* CLEAR with APTPL still on: nothing comes back. */
-	CHECK_EQ(prout_nx(h, 0, 3, 0, 0x12, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 3, 0, 0x12, 0, 0), SCSI_GOOD);
 	h_free(h);
 	h = lu_on(TGT_A, dir);
-	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 0);
 	h_free(h);
 	rm_rf(dir);
@@ -263,21 +245,21 @@ static void test_no_follow(void)
 	CHECK_EQ(write(fd, "precious\n", 9), 9);
 	close(fd);
 	struct h *h = lu_on(TGT_A, dir);
-	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0x10, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0x10, 0x01), SCSI_GOOD);
 	char snap[512] = "", tmp[600];
 	CHECK_EQ(count_files(dir, ".pr", snap, sizeof(snap)), 1);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", snap);
 	if (snap[0])
 		CHECK_EQ(symlink(victim, tmp), 0);
 	/* Turning APTPL off and on again forces a new snapshot through the temporary file. */
-	CHECK_EQ(prout_nx(h, 0, 6, 0, 0, 0x11, 0x00), SCSI_GOOD);
-	CHECK_EQ(prout_nx(h, 0, 6, 0, 0, 0x12, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 6, 0, 0, 0x11, 0x00), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 6, 0, 0, 0x12, 0x01), SCSI_GOOD);
 	struct stat st;
 	CHECK(stat(victim, &st) == 0 && st.st_size == 9);
 	CHECK(lstat(snap, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0777) == 0600);
 	h_free(h);
 	h = lu_on(TGT_A, dir);
-	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be64(h->in + 8), 0x12);
 	h_free(h);
 	unlink(victim);
@@ -290,7 +272,7 @@ static void test_bad_snapshot(void)
 	char dir[] = "/tmp/isthmus-prp-XXXXXX";
 	CHECK(mkdtemp(dir) != NULL);
 	struct h *h = lu_on(TGT_A, dir);
-	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0x10, 0x01), SCSI_GOOD); /* APTPL: a snapshot */
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0x10, 0x01), SCSI_GOOD); /* APTPL: a snapshot */
 	h_free(h);
 	char snap[512] = "";
 	CHECK_EQ(count_files(dir, ".pr", snap, sizeof(snap)), 1);
@@ -344,8 +326,8 @@ static void test_write_error(void)
 	close(fd);
 	snprintf(dir, sizeof(dir), "%s/state", file); /* under a regular file: ENOTDIR */
 	struct h *h = lu_on(TGT_A, dir);
-	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0x10, 0), SCSI_GOOD);
-	CHECK_EQ(prout_nx(h, 0, 6, 0, 0, 0x11, 0x01), SCSI_CHECK_CONDITION);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0x10, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 6, 0, 0, 0x11, 0x01), SCSI_CHECK_CONDITION);
 	CHECK_SENSE(h, SK_MEDIUM_ERROR, 0x0c, 0x00);
 	h_free(h);
 	unlink(file);
@@ -493,7 +475,7 @@ static void test_scaling(void)
 	 * shared disk, and this test also runs under ThreadSanitizer on a busy machine. */
 	CHECK(w5000.bytes <= 10 * w100.bytes + 512);
 	CHECK(w5000.loop_us <= 10 * w100.loop_us + 2000);
-	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 8 * 5000);
 	h_free(h);
 
@@ -556,12 +538,12 @@ static void test_batches_and_replace(void)
 	pump(o, h->ctx, 1);
 	CHECK_EQ(a[1].cmd.status, SCSI_GOOD);
 	h_clear_ua(h, 0, 0);
-	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 8);
 	CHECK_EQ(get_be64(h->in + 8), 0x7777);
 	h_free(h);
 	h = lu_on(TGT_A, dir);
-	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be64(h->in + 8), 0x7777);
 	h_free(h);
 	rm_rf(dir);
