@@ -115,6 +115,8 @@ void scsi_target_free(struct scsi_target *t)
 	while (t->ctxs)
 		scsi_port_ctx_free(t->ctxs);
 	free(t->lu);
+	for (size_t i = 0; i < t->nnexus; i++)
+		free(t->nexus[i].nx);
 	free(t->nexus);
 	idmap_free(&t->nexus_map);
 	pthread_mutex_destroy(&t->nexus_lock);
@@ -232,17 +234,17 @@ static void ctx_ln_remove(struct lu_nexus *ln)
 	}
 }
 
+static const struct scsi_nexus *target_nexus_add(struct scsi_target *t, const struct scsi_nexus *nx);
+
 struct lu_nexus *lu_nexus_get(struct scsi_port_ctx *ctx, struct scsi_lu *lu, const struct scsi_nexus *nx)
 {
 	struct lu_nexus *ln = ctx_ln_find(ctx, nx->id, lu);
 
 	if (ln)
 		return ln;
-	if (nx->id != NEXUS_ANON)
-		scsi_target_nexus_added(lu->t, nx);
 	ln = xcalloc(1, sizeof(*ln));
 	ln->nexus_id = nx->id;
-	ln->nx = nx;
+	ln->nx = nx->id == NEXUS_ANON ? nx : target_nexus_add(lu->t, nx);
 	ln->lu = lu;
 	ln->ctx = ctx;
 	/* First contact between this nexus and this LU: as after power on. */
@@ -335,14 +337,6 @@ bool ua_to_sense(uint32_t ua, uint8_t *asc, uint8_t *ascq)
 		}
 	}
 	return false;
-}
-
-/* With t->nexus_lock held. */
-static bool target_nexus_known(const struct scsi_target *t, uint64_t id)
-{
-	size_t i;
-
-	return idmap_find(&t->nexus_map, t->nexus, sizeof(*t->nexus), id, &i);
 }
 
 static void luns_changed(struct scsi_target *t, uint16_t except_lun)
@@ -481,22 +475,30 @@ struct store *scsi_target_lu_store(struct scsi_target *t, uint16_t lun)
 	return t->lu[lun]->st;
 }
 
-void scsi_target_nexus_added(struct scsi_target *t, const struct scsi_nexus *nx)
+/* The target's copy of nx's identity, made if it has none. */
+static const struct scsi_nexus *target_nexus_add(struct scsi_target *t, const struct scsi_nexus *nx)
 {
+	size_t i;
+
 	pthread_mutex_lock(&t->nexus_lock);
-	if (target_nexus_known(t, nx->id)) {
-		pthread_mutex_unlock(&t->nexus_lock);
-		return;
+	if (!idmap_find(&t->nexus_map, t->nexus, sizeof(*t->nexus), nx->id, &i)) {
+		if (t->nnexus == t->nexus_cap) {
+			t->nexus_cap = t->nexus_cap ? t->nexus_cap * 2 : 8;
+			t->nexus = xrealloc(t->nexus, t->nexus_cap * sizeof(*t->nexus));
+		}
+		/* Its entry in each LU comes with the first command there, carrying POWER ON (lu_nexus_get). */
+		i = t->nnexus++;
+		t->nexus[i].id = nx->id;
+		t->nexus[i].nx = xmalloc(sizeof(*nx));
+		*t->nexus[i].nx = *nx;
+		idmap_insert(&t->nexus_map, t->nexus, sizeof(*t->nexus), t->nnexus, i);
 	}
-	if (t->nnexus == t->nexus_cap) {
-		t->nexus_cap = t->nexus_cap ? t->nexus_cap * 2 : 8;
-		t->nexus = xrealloc(t->nexus, t->nexus_cap * sizeof(*t->nexus));
-	}
-	/* Its entry in each LU comes with the first command there, carrying POWER ON (lu_nexus_get). */
-	t->nexus[t->nnexus++].nx = *nx;
-	idmap_insert(&t->nexus_map, t->nexus, sizeof(*t->nexus), t->nnexus, t->nnexus - 1);
+	const struct scsi_nexus *copy = t->nexus[i].nx;
 	pthread_mutex_unlock(&t->nexus_lock);
+	return copy;
 }
+
+void scsi_target_nexus_added(struct scsi_target *t, const struct scsi_nexus *nx) { target_nexus_add(t, nx); }
 
 void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx)
 {
@@ -519,9 +521,10 @@ void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx)
 	pthread_mutex_lock(&t->nexus_lock);
 	if (idmap_find(&t->nexus_map, t->nexus, sizeof(*t->nexus), nx->id, &i)) {
 		idmap_remove(&t->nexus_map, t->nexus, sizeof(*t->nexus), nx->id);
+		free(t->nexus[i].nx);
 		t->nexus[i] = t->nexus[--t->nnexus];
 		if (i != t->nnexus)
-			idmap_moved(&t->nexus_map, t->nexus[i].nx.id, t->nnexus, i);
+			idmap_moved(&t->nexus_map, t->nexus[i].id, t->nnexus, i);
 	}
 	pthread_mutex_unlock(&t->nexus_lock);
 }

@@ -102,7 +102,7 @@ void idmap_free(struct idmap *m);
  */
 struct lu_nexus {
 	uint64_t nexus_id;
-	const struct scsi_nexus *nx; /* the transport's, valid until scsi_target_nexus_lost */
+	const struct scsi_nexus *nx; /* the target's copy, freed after every entry of the nexus */
 	struct scsi_lu *lu;
 	struct scsi_port_ctx *ctx;   /* whose table holds it */
 	struct lu_nexus *lu_next;    /* lu->nexuses: under lu->nexus_lock */
@@ -253,8 +253,10 @@ struct alua_group {
 	atomic_bool implicit;   /* last changed by the group's state decision (RTPG status 02h) */
 };
 
+/* The target's copy of a nexus identity: its own allocation, so lu_nexus may point at it. */
 struct scsi_nexus_ent {
-	struct scsi_nexus nx;
+	uint64_t id;
+	struct scsi_nexus *nx;
 };
 
 /*
@@ -382,7 +384,6 @@ void ua_add(struct lu_nexus *ln, uint32_t ua);
 /* Attentions for every nexus of the LU (but except_nexus); takes lu->nexus_lock itself. */
 void lu_ua_set_all(struct scsi_lu *lu, uint32_t ua, uint64_t except_nexus);
 bool ua_to_sense(uint32_t ua, uint8_t *asc, uint8_t *ascq);
-const struct scsi_nexus *target_nexus_find(const struct scsi_target *t, uint64_t id);
 void lu_medium_error(struct scsi_req *r, bool write, int err, uint64_t lba);
 /* lu_medium_error for a read or flush finishing on a worker, when its LU may be gone. */
 void scsi_medium_error(struct scsi_cmd *cmd, bool desc, uint16_t lun, bool write, int err, uint64_t lba);
