@@ -25,6 +25,7 @@ static void done(struct scsi_cmd *cmd)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct scsi_target *t = scsi_target_new("iqn.2026-11.org.isthmus:fuzz");
+	struct scsi_port_ctx *ctx = scsi_port_ctx_new(t, NULL);
 	char *err = NULL;
 	for (uint16_t lun = 0; lun < 2; lun++) {
 		struct store *st = store_mem_open(1u << 17, &err);
@@ -78,7 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		cmd.task_attr = TASK_SIMPLE;
 		cmd.done = done;
 		int before = completions;
-		scsi_target_submit(t, &cmd);
+		scsi_port_submit(ctx, &cmd);
 		if (completions != before + 1)
 			__builtin_trap(); /* every command completes exactly once */
 		if (cmd.in_len > cmd.in_cap || cmd.sense_len > sizeof(cmd.sense))

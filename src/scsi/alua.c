@@ -91,17 +91,18 @@ bool alua_access_refused(struct scsi_req *r)
 {
 	struct scsi_target *t = r->t;
 	const struct alua_group *g = t->nalua ? alua_find(t, r->cmd->nexus->rel_port_id) : NULL;
+	uint8_t state = g ? atomic_load(&g->state) : ALUA_ACTIVE_OPTIMIZED;
 
-	if (!g || g->state == ALUA_ACTIVE_OPTIMIZED || g->state == ALUA_ACTIVE_NON_OPTIMIZED)
+	if (state == ALUA_ACTIVE_OPTIMIZED || state == ALUA_ACTIVE_NON_OPTIMIZED)
 		return false;
 	if (r->op->flags & (OPF_NO_UA | OPF_ALUA))
 		return false;
 	if (r->op->run == scsi_report_supported_opcodes || r->op->run == scsi_mode_sense6 ||
 	    r->op->run == scsi_mode_sense10)
 		return false;
-	if (g->state == ALUA_STANDBY && (r->op->run == scsi_pr_in || r->op->run == scsi_pr_out))
+	if (state == ALUA_STANDBY && (r->op->run == scsi_pr_in || r->op->run == scsi_pr_out))
 		return false;
-	switch (g->state) {
+	switch (state) {
 	case ALUA_STANDBY: req_sense(r, SK_NOT_READY, 0x04, 0x0b); break;
 	case ALUA_TRANSITIONING: req_sense(r, SK_NOT_READY, 0x04, 0x0a); break;
 	default: req_sense(r, SK_NOT_READY, 0x04, 0x0c); break;

@@ -191,7 +191,7 @@ void scsi_get_lba_status(struct scsi_req *r)
 		max_desc = 1;
 	if (max_desc > GLS_MAX_DESC)
 		max_desc = GLS_MAX_DESC;
-	if (lu->st->ops->submit && r->t->offload) {
+	if (lu->st->ops->submit && r->ctx->offload) {
 		struct gls_op *q = longop_new(r, sizeof(*q));
 
 		q->g = g;
@@ -202,10 +202,10 @@ void scsi_get_lba_status(struct scsi_req *r)
 		return;
 	}
 	struct gls_cursor c = {.lba = lba};
-	int rc = gls_fill(&g, &c, max_desc, r->t->scratch, &fail_lba, NULL);
+	int rc = gls_fill(&g, &c, max_desc, r->ctx->scratch, &fail_lba, NULL);
 	if (rc < 0) {
 		lu_medium_error(r, false, rc, fail_lba);
 		return;
 	}
-	req_data_in(r, r->t->scratch, (uint32_t)c.n, alloc);
+	req_data_in(r, r->ctx->scratch, (uint32_t)c.n, alloc);
 }

@@ -242,7 +242,7 @@ static size_t vpd_lbp(const struct scsi_lu *lu, uint8_t *b)
 void scsi_inquiry(struct scsi_req *r)
 {
 	const uint8_t *cdb = r->cdb;
-	uint8_t *b = r->t->scratch;
+	uint8_t *b = r->ctx->scratch;
 	uint32_t alloc = get_be16(cdb + 3);
 	size_t n;
 

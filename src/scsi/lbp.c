@@ -90,8 +90,10 @@ static int fill_step(struct longop *op)
 static void fill_done(struct fill_op *f, bool good)
 {
 	if (f->sanitize) {
+		lu_lock(f->op.lu);
 		f->op.lu->sanitizing = false;
 		f->op.lu->sanitize_failed = !good;
+		lu_unlock(f->op.lu);
 	}
 	longop_end(&f->op);
 }

@@ -26,12 +26,13 @@ void *longop_new(struct scsi_req *r, size_t size)
 	struct longop *op = xcalloc(1, size);
 
 	op->t = r->t;
+	op->ctx = r->ctx;
 	op->cmd = r->cmd;
 	op->lu = r->lu;
 	op->st = r->lu->st;
-	op->offloaded = r->t->offload != NULL;
+	op->offloaded = r->ctx->offload != NULL;
 	/* Without workers the target's second scratch buffer is free for the whole command. */
-	op->buf = op->offloaded ? xmalloc(LONGOP_BUF) : r->t->scratch2;
+	op->buf = op->offloaded ? xmalloc(LONGOP_BUF) : r->ctx->scratch2;
 	longop_hold(op->st);
 	if (op->offloaded) {
 		r->cmd->defer.active = true;
@@ -46,6 +47,7 @@ void longop_req(struct longop *op, struct scsi_req *r)
 {
 	memset(r, 0, sizeof(*r));
 	r->t = op->t;
+	r->ctx = op->ctx;
 	r->cmd = op->cmd;
 	r->cdb = op->cmd->cdb;
 	r->lu = op->lu;
@@ -126,7 +128,7 @@ void longop_then(struct longop *op, longop_step_fn step, longop_next_fn next)
 		op->job.done = op_done;
 		op->job.key = op; /* one step at a time, in order */
 		op->submitted = true;
-		offload_submit(op->t->offload, &op->job);
+		offload_submit(op->ctx->offload, &op->job);
 		return;
 	}
 	/* Inline: the first call runs the chain; the calls made from within it queue the next step. */

@@ -20,25 +20,57 @@ struct scsi_target *scsi_target_new(const char *target_name)
 
 	t->name = xstrdup(target_name ? target_name : "");
 	t->lu = xcalloc(SCSI_MAX_LUNS, sizeof(*t->lu));
-	t->scratch_len = SCRATCH_LEN;
-	t->scratch = xmalloc(SCRATCH_LEN);
-	t->scratch2 = xmalloc(SCRATCH_LEN);
+	pthread_mutex_init(&t->nexus_lock, NULL);
 	return t;
 }
 
-/* Commands that waited for this LU's jobs: the LU is gone, so LOGICAL UNIT NOT SUPPORTED. */
-static void lu_fail_blocked(struct scsi_lu *lu)
+struct scsi_port_ctx *scsi_port_ctx_new(struct scsi_target *t, struct store_engine *e)
 {
-	struct scsi_target *t = lu->t;
-	struct scsi_cmd **pp = &t->blocked, *prev = NULL;
-	while (*pp && lu->nblocked) {
+	struct scsi_port_ctx *ctx = xcalloc(1, sizeof(*ctx));
+
+	ctx->t = t;
+	ctx->scratch_len = SCRATCH_LEN;
+	ctx->scratch = xmalloc(SCRATCH_LEN);
+	ctx->scratch2 = xmalloc(SCRATCH_LEN);
+	ctx->engine = e;
+	ctx->offload = e ? store_engine_offload(e) : NULL;
+	struct scsi_port_ctx **pp = &t->ctxs;
+	while (*pp)
+		pp = &(*pp)->next;
+	*pp = ctx;
+	return ctx;
+}
+
+void scsi_port_ctx_free(struct scsi_port_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	for (struct scsi_port_ctx **pp = &ctx->t->ctxs; *pp; pp = &(*pp)->next) {
+		if (*pp == ctx) {
+			*pp = ctx->next;
+			break;
+		}
+	}
+	free(ctx->scratch);
+	free(ctx->scratch2);
+	free(ctx->ln);
+	free(ctx);
+}
+
+struct offload *target_home_offload(const struct scsi_target *t) { return t->ctxs ? t->ctxs->offload : NULL; }
+
+/* Commands of one context that waited for this LU's jobs: the LU is gone, so LOGICAL UNIT NOT SUPPORTED. */
+static void lu_fail_blocked(struct scsi_port_ctx *ctx, struct scsi_lu *lu)
+{
+	struct scsi_cmd **pp = &ctx->blocked, *prev = NULL;
+	while (*pp) {
 		struct scsi_cmd *cmd = *pp;
 		if (!cmd->lun_valid || cmd->lun != lu->lun) {
 			prev = cmd;
 			pp = &cmd->defer.blocked_next;
 			continue;
 		}
-		blocked_unlink(t, lu, pp, prev);
+		blocked_unlink(ctx, pp, prev);
 		cmd->status = SCSI_CHECK_CONDITION;
 		cmd->sense_len = (uint8_t)scsi_sense_build(cmd->sense, sizeof(cmd->sense), lu->d_sense, SK_ILLEGAL_REQUEST,
 							   0x25, 0x00, NULL, NULL);
@@ -46,9 +78,18 @@ static void lu_fail_blocked(struct scsi_lu *lu)
 	}
 }
 
+static void ctx_ln_remove(struct lu_nexus *ln);
+
 static void lu_free(struct scsi_lu *lu)
 {
-	lu_fail_blocked(lu);
+	for (struct scsi_port_ctx *ctx = lu->t->ctxs; ctx; ctx = ctx->next)
+		lu_fail_blocked(ctx, lu);
+	while (lu->nexuses) {
+		struct lu_nexus *ln = lu->nexuses;
+		lu->nexuses = ln->lu_next;
+		ctx_ln_remove(ln);
+		free(ln);
+	}
 	/* Reads still on workers finish first; the last one closes the store. */
 	if (lu->st && lu->st->jobs)
 		lu->st->closing = true;
@@ -58,15 +99,9 @@ static void lu_free(struct scsi_lu *lu)
 	pr_persist_release(lu);
 	pr_free(&lu->pr);
 	free(lu->state_dir);
-	free(lu->nx);
-	idmap_free(&lu->nx_map);
+	pthread_mutex_destroy(&lu->lock);
+	pthread_mutex_destroy(&lu->nexus_lock);
 	free(lu);
-}
-
-void scsi_target_set_engine(struct scsi_target *t, struct store_engine *e)
-{
-	t->engine = e;
-	t->offload = e ? store_engine_offload(e) : NULL;
 }
 
 void scsi_target_free(struct scsi_target *t)
@@ -77,11 +112,14 @@ void scsi_target_free(struct scsi_target *t)
 		if (t->lu[i])
 			lu_free(t->lu[i]);
 	}
+	while (t->ctxs)
+		scsi_port_ctx_free(t->ctxs);
 	free(t->lu);
+	for (size_t i = 0; i < t->nnexus; i++)
+		free(t->nexus[i].nx);
 	free(t->nexus);
 	idmap_free(&t->nexus_map);
-	free(t->scratch);
-	free(t->scratch2);
+	pthread_mutex_destroy(&t->nexus_lock);
 	free(t->name);
 	free(t);
 }
@@ -118,44 +156,144 @@ static void copy_ascii(char *dst, size_t cap, const char *src, const char *dflt)
 	dst[n] = 0;
 }
 
-struct lu_nexus *lu_nexus_get(struct scsi_lu *lu, uint64_t nexus_id)
-{
-	size_t i;
+void lu_lock(struct scsi_lu *lu) { pthread_mutex_lock(&lu->lock); }
 
-	if (idmap_find(&lu->nx_map, lu->nx, sizeof(*lu->nx), nexus_id, &i))
-		return &lu->nx[i];
-	if (lu->nnx == lu->nx_cap) {
-		lu->nx_cap = lu->nx_cap ? lu->nx_cap * 2 : 4;
-		lu->nx = xrealloc(lu->nx, lu->nx_cap * sizeof(*lu->nx));
+void lu_unlock(struct scsi_lu *lu)
+{
+	unsigned g = 0;
+
+	if (lu->pr.held)
+		g |= LU_GATE_PR;
+	if (lu->rsv_held)
+		g |= LU_GATE_RSV;
+	if (lu->stopped)
+		g |= LU_GATE_STOPPED;
+	if (lu->sanitizing)
+		g |= LU_GATE_SANITIZING;
+	if (lu->sanitize_failed)
+		g |= LU_GATE_SANITIZE_FAILED;
+	if (lu->shared && !lu_shared_loaded(lu))
+		g |= LU_GATE_UNSHARED;
+	atomic_store(&lu->gate, g);
+	pthread_mutex_unlock(&lu->lock);
+}
+
+/* ---- each context's table of its nexuses' entries: (nexus id, LU) -> lu_nexus ---- */
+
+static size_t ln_bucket(const struct scsi_port_ctx *ctx, uint64_t nexus_id, const struct scsi_lu *lu)
+{
+	uint64_t h = (nexus_id ^ ((uint64_t)(uintptr_t)lu >> 4)) * 0x9e3779b97f4a7c15ull;
+	return (size_t)(h >> 32) & (ctx->ln_cap - 1);
+}
+
+static struct lu_nexus *ctx_ln_find(const struct scsi_port_ctx *ctx, uint64_t nexus_id, const struct scsi_lu *lu)
+{
+	if (!ctx->ln_cap)
+		return NULL;
+	for (struct lu_nexus *ln = ctx->ln[ln_bucket(ctx, nexus_id, lu)]; ln; ln = ln->ctx_next) {
+		if (ln->nexus_id == nexus_id && ln->lu == lu)
+			return ln;
 	}
+	return NULL;
+}
+
+static void ctx_ln_insert(struct scsi_port_ctx *ctx, struct lu_nexus *ln)
+{
+	if (ctx->nln >= ctx->ln_cap) {
+		size_t old_cap = ctx->ln_cap;
+		struct lu_nexus **old = ctx->ln;
+		ctx->ln_cap = old_cap ? old_cap * 2 : 16;
+		ctx->ln = xcalloc(ctx->ln_cap, sizeof(*ctx->ln));
+		for (size_t i = 0; i < old_cap; i++) {
+			while (old[i]) {
+				struct lu_nexus *e = old[i];
+				old[i] = e->ctx_next;
+				size_t b = ln_bucket(ctx, e->nexus_id, e->lu);
+				e->ctx_next = ctx->ln[b];
+				ctx->ln[b] = e;
+			}
+		}
+		free(old);
+	}
+	size_t b = ln_bucket(ctx, ln->nexus_id, ln->lu);
+	ln->ctx_next = ctx->ln[b];
+	ctx->ln[b] = ln;
+	ctx->nln++;
+}
+
+/* On the entry's context (its nexus is lost), or while no command runs (its LU is removed). */
+static void ctx_ln_remove(struct lu_nexus *ln)
+{
+	struct scsi_port_ctx *ctx = ln->ctx;
+	for (struct lu_nexus **pp = &ctx->ln[ln_bucket(ctx, ln->nexus_id, ln->lu)]; *pp; pp = &(*pp)->ctx_next) {
+		if (*pp == ln) {
+			*pp = ln->ctx_next;
+			ctx->nln--;
+			return;
+		}
+	}
+}
+
+static const struct scsi_nexus *target_nexus_add(struct scsi_target *t, const struct scsi_nexus *nx);
+
+struct lu_nexus *lu_nexus_get(struct scsi_port_ctx *ctx, struct scsi_lu *lu, const struct scsi_nexus *nx)
+{
+	struct lu_nexus *ln = ctx_ln_find(ctx, nx->id, lu);
+
+	if (ln)
+		return ln;
+	ln = xcalloc(1, sizeof(*ln));
+	ln->nexus_id = nx->id;
+	ln->nx = nx->id == NEXUS_ANON ? nx : target_nexus_add(lu->t, nx);
+	ln->lu = lu;
+	ln->ctx = ctx;
 	/* First contact between this nexus and this LU: as after power on. */
-	lu->nx[lu->nnx] = (struct lu_nexus){ .nexus_id = nexus_id, .ua = UA_POWER_ON };
-	lu->nnx++;
-	idmap_insert(&lu->nx_map, lu->nx, sizeof(*lu->nx), lu->nnx, lu->nnx - 1);
-	return &lu->nx[lu->nnx - 1];
+	atomic_init(&ln->ua, UA_POWER_ON);
+	ctx_ln_insert(ctx, ln);
+	pthread_mutex_lock(&lu->nexus_lock);
+	ln->lu_next = lu->nexuses;
+	lu->nexuses = ln;
+	pthread_mutex_unlock(&lu->nexus_lock);
+	return ln;
 }
 
 static void lu_nexus_drop(struct scsi_lu *lu, uint64_t nexus_id)
 {
-	size_t i;
-
-	if (!idmap_find(&lu->nx_map, lu->nx, sizeof(*lu->nx), nexus_id, &i))
-		return;
-	idmap_remove(&lu->nx_map, lu->nx, sizeof(*lu->nx), nexus_id);
-	lu->nx[i] = lu->nx[--lu->nnx];
-	if (i != lu->nnx)
-		idmap_moved(&lu->nx_map, lu->nx[i].nexus_id, lu->nnx, i);
+	pthread_mutex_lock(&lu->nexus_lock);
+	for (struct lu_nexus **pp = &lu->nexuses; *pp; pp = &(*pp)->lu_next) {
+		struct lu_nexus *ln = *pp;
+		if (ln->nexus_id == nexus_id) {
+			*pp = ln->lu_next;
+			ctx_ln_remove(ln);
+			free(ln);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&lu->nexus_lock);
 }
 
-static void ua_add(struct lu_nexus *ln, uint32_t ua)
+void ua_add(struct lu_nexus *ln, uint32_t ua)
 {
-	/* A power-on/reset condition supersedes every other pending attention (SAM-5 5.14). */
-	if (ln->ua & UA_RESETS)
-		return;
-	if (ua & UA_RESETS)
-		ln->ua = ua & UA_RESETS;
-	else
-		ln->ua |= ua;
+	uint32_t cur = atomic_load(&ln->ua), want;
+
+	do {
+		/* A power-on/reset condition supersedes every other pending attention (SAM-5 5.14). */
+		if (cur & UA_RESETS)
+			return;
+		want = (ua & UA_RESETS) ? (ua & UA_RESETS) : (cur | ua);
+	} while (!atomic_compare_exchange_weak(&ln->ua, &cur, want));
+}
+
+uint32_t ua_take(struct lu_nexus *ln)
+{
+	uint32_t cur = atomic_load(&ln->ua), bit;
+
+	do {
+		if (!cur)
+			return 0;
+		bit = cur & (~cur + 1);
+	} while (!atomic_compare_exchange_weak(&ln->ua, &cur, cur & ~bit));
+	return bit;
 }
 
 /*
@@ -165,15 +303,12 @@ static void ua_add(struct lu_nexus *ln, uint32_t ua)
  */
 void lu_ua_set_all(struct scsi_lu *lu, uint32_t ua, uint64_t except_nexus)
 {
-	for (size_t i = 0; i < lu->nnx; i++) {
-		if (lu->nx[i].nexus_id != except_nexus)
-			ua_add(&lu->nx[i], ua);
+	pthread_mutex_lock(&lu->nexus_lock);
+	for (struct lu_nexus *ln = lu->nexuses; ln; ln = ln->lu_next) {
+		if (ln->nexus_id != except_nexus)
+			ua_add(ln, ua);
 	}
-}
-
-void lu_ua_set_nexus(struct scsi_lu *lu, uint64_t nexus_id, uint32_t ua)
-{
-	ua_add(lu_nexus_get(lu, nexus_id), ua);
+	pthread_mutex_unlock(&lu->nexus_lock);
 }
 
 bool ua_to_sense(uint32_t ua, uint8_t *asc, uint8_t *ascq)
@@ -202,13 +337,6 @@ bool ua_to_sense(uint32_t ua, uint8_t *asc, uint8_t *ascq)
 		}
 	}
 	return false;
-}
-
-const struct scsi_nexus *target_nexus_find(const struct scsi_target *t, uint64_t id)
-{
-	size_t i;
-
-	return idmap_find(&t->nexus_map, t->nexus, sizeof(*t->nexus), id, &i) ? &t->nexus[i].nx : NULL;
 }
 
 static void luns_changed(struct scsi_target *t, uint16_t except_lun)
@@ -255,6 +383,12 @@ int scsi_target_add_lu(struct scsi_target *t, uint16_t lun, struct store *st, co
 	}
 
 	lu = xcalloc(1, sizeof(*lu));
+	pthread_mutexattr_t ma;
+	pthread_mutexattr_init(&ma);
+	pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+	pthread_mutex_init(&lu->lock, &ma);
+	pthread_mutexattr_destroy(&ma);
+	pthread_mutex_init(&lu->nexus_lock, NULL);
 	lu->t = t;
 	lu->lun = lun;
 	lu->block_size = bs;
@@ -282,11 +416,15 @@ int scsi_target_add_lu(struct scsi_target *t, uint16_t lun, struct store *st, co
 	lu->state_dir = p->state_dir ? xstrdup(p->state_dir) : NULL;
 	if (pr_load(lu, err) < 0) {
 		free(lu->state_dir);
+		pthread_mutex_destroy(&lu->lock);
+		pthread_mutex_destroy(&lu->nexus_lock);
 		free(lu);
 		return -1;
 	}
 	/* Ownership passes only on success: on failure the caller still owns st. */
 	lu->st = st;
+	lu_lock(lu);
+	lu_unlock(lu); /* the gate of the reservation state just loaded */
 	t->lu[lun] = lu;
 	t->nlu++;
 	luns_changed(t, lun);
@@ -310,8 +448,11 @@ void scsi_target_lu_resized(struct scsi_target *t, uint16_t lun)
 
 	if (lun >= SCSI_MAX_LUNS || !(lu = t->lu[lun]))
 		return;
-	lu->nblocks = lu->st->size / lu->block_size;
+	/* Under the lock, so no nexus sees the attention without the new capacity. */
+	lu_lock(lu);
+	lu->nblocks = __atomic_load_n(&lu->st->size, __ATOMIC_ACQUIRE) / lu->block_size;
 	lu_ua_set_all(lu, UA_CAPACITY_CHANGED, NEXUS_NONE);
+	lu_unlock(lu);
 }
 
 size_t scsi_target_lu_count(const struct scsi_target *t) { return t->nlu; }
@@ -334,18 +475,30 @@ struct store *scsi_target_lu_store(struct scsi_target *t, uint16_t lun)
 	return t->lu[lun]->st;
 }
 
-void scsi_target_nexus_added(struct scsi_target *t, const struct scsi_nexus *nx)
+/* The target's copy of nx's identity, made if it has none. */
+static const struct scsi_nexus *target_nexus_add(struct scsi_target *t, const struct scsi_nexus *nx)
 {
-	if (target_nexus_find(t, nx->id))
-		return;
-	if (t->nnexus == t->nexus_cap) {
-		t->nexus_cap = t->nexus_cap ? t->nexus_cap * 2 : 8;
-		t->nexus = xrealloc(t->nexus, t->nexus_cap * sizeof(*t->nexus));
+	size_t i;
+
+	pthread_mutex_lock(&t->nexus_lock);
+	if (!idmap_find(&t->nexus_map, t->nexus, sizeof(*t->nexus), nx->id, &i)) {
+		if (t->nnexus == t->nexus_cap) {
+			t->nexus_cap = t->nexus_cap ? t->nexus_cap * 2 : 8;
+			t->nexus = xrealloc(t->nexus, t->nexus_cap * sizeof(*t->nexus));
+		}
+		/* Its entry in each LU comes with the first command there, carrying POWER ON (lu_nexus_get). */
+		i = t->nnexus++;
+		t->nexus[i].id = nx->id;
+		t->nexus[i].nx = xmalloc(sizeof(*nx));
+		*t->nexus[i].nx = *nx;
+		idmap_insert(&t->nexus_map, t->nexus, sizeof(*t->nexus), t->nnexus, i);
 	}
-	/* Its entry in each LU comes with the first command there, carrying POWER ON (lu_nexus_get). */
-	t->nexus[t->nnexus++].nx = *nx;
-	idmap_insert(&t->nexus_map, t->nexus, sizeof(*t->nexus), t->nnexus, t->nnexus - 1);
+	const struct scsi_nexus *copy = t->nexus[i].nx;
+	pthread_mutex_unlock(&t->nexus_lock);
+	return copy;
 }
+
+void scsi_target_nexus_added(struct scsi_target *t, const struct scsi_nexus *nx) { target_nexus_add(t, nx); }
 
 void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx)
 {
@@ -354,6 +507,7 @@ void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx)
 
 		if (!lu)
 			continue;
+		lu_lock(lu);
 		lu_nexus_drop(lu, nx->id);
 		xcopy_nexus_lost(lu, nx->id);
 		if (rsv_holder(lu, nx)) {
@@ -361,14 +515,18 @@ void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx)
 			if (lu->shared)
 				lu_shared_action(lu, LU_ACT_RSV_DROP, 0, nx);
 		}
+		lu_unlock(lu);
 	}
 	size_t i;
+	pthread_mutex_lock(&t->nexus_lock);
 	if (idmap_find(&t->nexus_map, t->nexus, sizeof(*t->nexus), nx->id, &i)) {
 		idmap_remove(&t->nexus_map, t->nexus, sizeof(*t->nexus), nx->id);
+		free(t->nexus[i].nx);
 		t->nexus[i] = t->nexus[--t->nnexus];
 		if (i != t->nnexus)
-			idmap_moved(&t->nexus_map, t->nexus[i].nx.id, t->nnexus, i);
+			idmap_moved(&t->nexus_map, t->nexus[i].id, t->nnexus, i);
 	}
+	pthread_mutex_unlock(&t->nexus_lock);
 }
 
 /* What a logical unit reset does to one LU (SAM-5 6.3.3); persistent reservations survive. */
@@ -376,20 +534,26 @@ void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx)
  * a reset in general (29/00). */
 static void lu_reset(struct scsi_lu *lu, uint32_t ua)
 {
+	lu_lock(lu);
 	lu->rsv_held = false;
 	lu->nheld = 0;          /* held copy results are lost with the task set */
-	for (size_t i = 0; i < lu->nnx; i++)
-		lu->nx[i].prevent = false;
+	pthread_mutex_lock(&lu->nexus_lock);
+	for (struct lu_nexus *ln = lu->nexuses; ln; ln = ln->lu_next)
+		ln->prevent = false;
+	pthread_mutex_unlock(&lu->nexus_lock);
 	lu_ua_set_all(lu, ua, NEXUS_NONE);
 	/* The other gateways' nexuses are told, and their SPC-2 reservation released, through the record. */
 	if (lu->shared)
 		lu_shared_action(lu, LU_ACT_RESET, ua, NULL);
+	atomic_fetch_add(&lu->reset_gen, 1);
+	lu_unlock(lu);
 }
 
 /* A cold reset is a power cycle: volatile state goes back to defaults. */
 static void lu_power_cycle(struct scsi_lu *lu)
 {
 	lu_reset(lu, UA_POWER_ON);
+	lu_lock(lu);
 	lu->wce = lu->wce_default;
 	lu->d_sense = false;
 	lu->swp = false;
@@ -398,6 +562,7 @@ static void lu_power_cycle(struct scsi_lu *lu)
 		lu_shared_action(lu, LU_ACT_COLD_RESET, 0, NULL);
 	else
 		pr_nexus_reset(lu);
+	lu_unlock(lu);
 }
 
 int scsi_target_task_mgmt(struct scsi_target *t, enum scsi_tmf fn, uint16_t lun, bool lun_valid,
@@ -453,6 +618,12 @@ void scsi_medium_error(struct scsi_cmd *cmd, bool desc, uint16_t lun, bool write
 	}
 	cmd->status = SCSI_CHECK_CONDITION;
 	cmd->sense_len = (uint8_t)scsi_sense_build(cmd->sense, sizeof(cmd->sense), desc, key, asc, ascq, &lba, NULL);
+}
+
+uint64_t scsi_target_lu_reset_gen(struct scsi_target *t, uint16_t lun)
+{
+	struct scsi_lu *lu = lun < SCSI_MAX_LUNS ? t->lu[lun] : NULL;
+	return lu ? atomic_load(&lu->reset_gen) : 0;
 }
 
 void lu_medium_error(struct scsi_req *r, bool write, int err, uint64_t lba)

@@ -145,22 +145,24 @@ static struct lu_event *event_add(struct lu_shared *sh, uint32_t ua)
 	return e;
 }
 
-/* Raises e on this gateway's nexuses. */
+/*
+ * Raises e on this gateway's nexuses (the ones that met the LU: the others get POWER ON at their
+ * first command, which supersedes it).
+ */
 static void event_raise(struct scsi_lu *lu, const struct lu_event *e)
 {
-	struct scsi_target *t = lu->t;
-
-	for (size_t i = 0; i < t->nnexus; i++) {
-		const struct scsi_nexus *nx = &t->nexus[i].nx;
+	pthread_mutex_lock(&lu->nexus_lock);
+	for (struct lu_nexus *ln = lu->nexuses; ln; ln = ln->lu_next) {
 		bool hit = e->all;
 
-		if (ident_is(&e->except, nx))
+		if (ident_is(&e->except, ln->nx))
 			continue;
 		for (size_t k = 0; k < e->nids && !hit; k++)
-			hit = ident_is(&e->ids[k], nx);
+			hit = ident_is(&e->ids[k], ln->nx);
 		if (hit)
-			lu_ua_set_nexus(lu, nx->id, e->ua);
+			ua_add(ln, e->ua);
 	}
+	pthread_mutex_unlock(&lu->nexus_lock);
 }
 
 /* Raises the events this gateway has not raised yet (skip: only take note of them). */
@@ -177,8 +179,16 @@ static void events_catch_up(struct lu_shared *sh, bool skip)
 void lu_shared_ua_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g), uint32_t ua, uint64_t except)
 {
 	struct lu_shared *sh = lu->shared;
-	const struct scsi_nexus *ex = target_nexus_find(lu->t, except);
+	const struct scsi_nexus *ex = NULL;
 	struct lu_event *e = event_add(sh, ua);
+
+	pthread_mutex_lock(&lu->nexus_lock);
+	for (const struct lu_nexus *ln = lu->nexuses; ln && !ex; ln = ln->lu_next) {
+		if (ln->nexus_id == except)
+			ex = ln->nx;
+	}
+	/* ex stays valid: only its own thread, which runs this command, drops its entry. */
+	pthread_mutex_unlock(&lu->nexus_lock);
 	size_t n = 0;
 
 	if (ex)
@@ -209,23 +219,9 @@ static void put_ident(struct sbuf *b, const struct lu_ident *id)
 static void encode(const struct lu_shared *sh, const struct scsi_lu *lu, struct sbuf *b)
 {
 	const struct pr_state *pr = &lu->pr;
-	size_t holder = SIZE_MAX;
 
 	sbuf_printf(b, "isthmus-lu 1\ngeneration %" PRIu32 "\naptpl %d\n", pr->generation, pr->aptpl);
-	for (size_t i = 0; i < pr->nregs; i++) {
-		if (pr->holder == pr->regs[i])
-			holder = i;
-	}
-	if (pr->held && holder == SIZE_MAX)
-		sbuf_printf(b, "reservation %u -\n", pr->type);
-	else if (pr->held)
-		sbuf_printf(b, "reservation %u %zu\n", pr->type, holder);
-	for (size_t i = 0; i < pr->nregs; i++) {
-		const struct pr_reg *g = pr->regs[i];
-		sbuf_printf(b, "reg %016" PRIx64 " %u %d ", g->key, g->rel_port, g->all_tg_pt);
-		pr_name_put(b, g->port);
-		sbuf_putc(b, '\n');
-	}
+	pr_regs_put(b, pr);
 	if (lu->rsv_held) {
 		sbuf_printf(b, "rsv2 %u ", lu->rsv_rel);
 		pr_name_put(b, lu->rsv_port);
@@ -357,11 +353,12 @@ static void install(struct lu_shared *sh, struct decoded *d)
 	lu->rsv_rel = d->rsv_rel;
 	memcpy(lu->rsv_port, d->rsv_port, sizeof(lu->rsv_port));
 	lu->rsv_nexus = NEXUS_NONE;
-	for (size_t i = 0; lu->rsv_held && i < lu->t->nnexus; i++) {
-		const struct scsi_nexus *nx = &lu->t->nexus[i].nx;
-		if (rsv_holder(lu, nx))
-			lu->rsv_nexus = nx->id;
+	pthread_mutex_lock(&lu->nexus_lock);
+	for (const struct lu_nexus *ln = lu->nexuses; lu->rsv_held && ln; ln = ln->lu_next) {
+		if (rsv_holder(lu, ln->nx))
+			lu->rsv_nexus = ln->nexus_id;
 	}
+	pthread_mutex_unlock(&lu->nexus_lock);
 	events_clear(sh);
 	memcpy(sh->ev, d->ev, sizeof(sh->ev));
 	sh->nev = d->nev;
@@ -390,6 +387,8 @@ static void cmd_unreachable(struct lu_shared *sh, struct scsi_cmd *cmd)
 		cmd_fail(cmd, sh->lu && sh->lu->d_sense, SK_NOT_READY, 0x04, 0x01);
 	cmd_finish(cmd);
 }
+
+bool lu_shared_loaded(const struct scsi_lu *lu) { return lu->shared && lu->shared->loaded; }
 
 bool lu_shared_defer(struct scsi_req *r)
 {
@@ -534,8 +533,8 @@ static void job_submit(struct lu_shared *sh, int kind, struct sbuf *rec, uint64_
 	 */
 	sj->job.key = sh;
 	sh->jobs++;
-	if (sh->t->offload) {
-		offload_submit(sh->t->offload, &sj->job);
+	if (target_home_offload(sh->t)) {
+		offload_submit(target_home_offload(sh->t), &sj->job);
 		return;
 	}
 	job_work(&sj->job);
@@ -602,6 +601,19 @@ static void fail_waiting(struct lu_shared *sh)
 	waiters_done(sh);
 }
 
+/* The cycle's actions and command are done (stored, or nothing to store): the next one. */
+static void cycle_end(struct lu_shared *sh)
+{
+	acts_free(sh->cur_acts);
+	sh->cur_acts = NULL;
+	if (sh->cur)
+		cmd_finish(sh->cur);
+	sh->cur = NULL;
+	if (!sh->acts)
+		waiters_done(sh);
+	kick(sh);
+}
+
 /* After a load: the actions, or else the next command, on the state as loaded. */
 static void run_cycle(struct lu_shared *sh)
 {
@@ -626,19 +638,12 @@ static void run_cycle(struct lu_shared *sh)
 			return;
 		}
 		sh->cur = c;
-		scsi_cmd_run_shared(sh->t, c);
+		scsi_cmd_run_shared(c->defer.ctx, c);
 	}
 	encode(sh, lu, &now);
 	if (now.len == sh->rec.len && memcmp(now.data, sh->rec.data, now.len) == 0) {
 		sbuf_free(&now);
-		acts_free(sh->cur_acts);
-		sh->cur_acts = NULL;
-		if (sh->cur)
-			cmd_finish(sh->cur);
-		sh->cur = NULL;
-		if (!sh->acts)
-			waiters_done(sh);
-		kick(sh);
+		cycle_end(sh);
 		return;
 	}
 	sh->phase = SH_STORING;
@@ -716,21 +721,18 @@ static void store_done(struct lu_shared *sh, struct sh_job *sj)
 	sbuf_reset(&sh->rec);
 	sbuf_append(&sh->rec, sj->rec.data, sj->rec.len);
 	events_catch_up(sh, false);
-	acts_free(sh->cur_acts);
-	sh->cur_acts = NULL;
-	if (sh->cur)
-		cmd_finish(sh->cur);
-	sh->cur = NULL;
-	if (!sh->acts)
-		waiters_done(sh);
-	kick(sh);
+	cycle_end(sh);
 }
 
+/* On the thread that reaps the target's first context's workers; the LU's state under its lock. */
 static void job_done(struct offload_job *j)
 {
 	struct sh_job *sj = (struct sh_job *)j;
 	struct lu_shared *sh = sj->sh;
+	struct scsi_lu *lu = sh->lu;
 
+	if (lu)
+		lu_lock(lu);
 	sh->jobs--;
 	if (!sh->lu) {
 		/* The LU went: its commands were answered then; the last job frees what is left. */
@@ -750,6 +752,8 @@ static void job_done(struct offload_job *j)
 	}
 	sbuf_free(&sj->rec);
 	free(sj);
+	if (lu)
+		lu_unlock(lu);
 }
 
 /* ---- the interface ---- */
@@ -765,6 +769,7 @@ int scsi_target_share_lu(struct scsi_target *t, uint16_t lun, const struct scsi_
 
 	if (!lu || lu->shared)
 		return -1;
+	lu_lock(lu);
 	struct lu_shared *sh = xcalloc(1, sizeof(*sh));
 	sh->ops = ops;
 	sh->ctx = ctx;
@@ -777,6 +782,7 @@ int scsi_target_share_lu(struct scsi_target *t, uint16_t lun, const struct scsi_
 	lu->rsv_held = false;
 	lu->shared = sh;
 	kick(sh);
+	lu_unlock(lu);
 	return 0;
 }
 
@@ -784,25 +790,33 @@ void scsi_target_lu_shared_changed(struct scsi_target *t, uint16_t lun)
 {
 	struct scsi_lu *lu = lu_of(t, lun);
 
-	if (!lu || !lu->shared)
+	if (!lu)
 		return;
-	lu->shared->reload = true;
-	kick(lu->shared);
+	lu_lock(lu);
+	if (lu->shared) {
+		lu->shared->reload = true;
+		kick(lu->shared);
+	}
+	lu_unlock(lu);
 }
 
 bool scsi_target_lu_shared_wait(struct scsi_target *t, uint16_t lun, void (*done)(void *arg), void *arg)
 {
 	struct scsi_lu *lu = lu_of(t, lun);
-	struct lu_shared *sh = lu ? lu->shared : NULL;
-
-	if (!sh || (!sh->acts && !sh->cur_acts))
+	if (!lu)
 		return false;
-	struct lu_waiter *w = xcalloc(1, sizeof(*w));
-	w->done = done;
-	w->arg = arg;
-	w->next = sh->waiters;
-	sh->waiters = w;
-	return true;
+	lu_lock(lu);
+	struct lu_shared *sh = lu->shared;
+	bool waits = sh && (sh->acts || sh->cur_acts);
+	if (waits) {
+		struct lu_waiter *w = xcalloc(1, sizeof(*w));
+		w->done = done;
+		w->arg = arg;
+		w->next = sh->waiters;
+		sh->waiters = w;
+	}
+	lu_unlock(lu);
+	return waits;
 }
 
 void lu_shared_detach(struct scsi_lu *lu)

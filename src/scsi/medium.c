@@ -17,6 +17,7 @@ void medium_start(struct scsi_req *r, uint64_t lba, bool flush)
 	struct scsi_lu *lu = r->lu;
 
 	cmd->defer.t = r->t;
+	cmd->defer.ctx = r->ctx;
 	cmd->defer.st = lu->st;
 	cmd->defer.lba = lba;
 	cmd->defer.lun = lu->lun;
@@ -103,7 +104,7 @@ void medium_io(struct scsi_cmd *cmd, enum store_io_op op, uint64_t off, uint64_t
 	st->jobs++;
 	cmd->defer.in_submit = true;
 	cmd->defer.inline_done = false;
-	store_io_submit(cmd->defer.t->engine, st, io);
+	store_io_submit(cmd->defer.ctx->engine, st, io);
 	cmd->defer.in_submit = false;
 	if (!cmd->defer.inline_done) {
 		cmd->defer.waited = true;
@@ -150,6 +151,7 @@ bool medium_read_by_ref(struct scsi_req *r, uint64_t off, uint32_t len)
 		return false;
 	st->jobs++;
 	cmd->defer.t = r->t;
+	cmd->defer.ctx = r->ctx;
 	cmd->in_ref = st;
 	cmd->in_ref_off = off;
 	cmd->in_len = len;
@@ -169,5 +171,5 @@ bool scsi_cmd_in_ref_put(struct scsi_cmd *cmd)
 		store_close(st);
 		return false;
 	}
-	return cmd->defer.t && cmd->defer.t->blocked;
+	return cmd->defer.ctx && cmd->defer.ctx->blocked;
 }

@@ -20,10 +20,12 @@ void scsi_request_sense(struct scsi_req *r)
 	if (!r->lu) {
 		key = SK_ILLEGAL_REQUEST;
 		asc = 0x25;
-	} else if (r->ln->ua) {
-		key = SK_UNIT_ATTENTION;
-		ua_to_sense(r->ln->ua, &asc, &ascq);
-		r->ln->ua &= r->ln->ua - 1;
+	} else {
+		uint32_t bit = ua_take(r->ln);
+		if (bit) {
+			key = SK_UNIT_ATTENTION;
+			ua_to_sense(bit, &asc, &ascq);
+		}
 	}
 	n = scsi_sense_build(b, sizeof(b), desc, key, asc, ascq, NULL, NULL);
 	req_data_in(r, b, (uint32_t)n, r->cdb[4]);
@@ -59,7 +61,7 @@ void scsi_report_luns(struct scsi_req *r)
 	/* Having seen the new inventory, this nexus no longer needs telling that it changed. */
 	for (size_t i = 0; i < SCSI_MAX_LUNS; i++) {
 		if (t->lu[i])
-			lu_nexus_get(t->lu[i], r->cmd->nexus->id)->ua &= ~(uint32_t)UA_LUNS_CHANGED;
+			atomic_fetch_and(&lu_nexus_get(r->ctx, t->lu[i], r->cmd->nexus)->ua, ~(uint32_t)UA_LUNS_CHANGED);
 	}
 	din_finish(r, &d, alloc);
 }

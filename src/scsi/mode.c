@@ -63,7 +63,7 @@ static void mode_sense(struct scsi_req *r, bool ten)
 {
 	const uint8_t *cdb = r->cdb;
 	const struct scsi_lu *lu = r->lu;
-	uint8_t *b = r->t->scratch;
+	uint8_t *b = r->ctx->scratch;
 	bool dbd = cdb[1] & 0x08;
 	bool llbaa = ten && (cdb[1] & 0x10);
 	int pc = cdb[2] >> 6;

@@ -201,7 +201,7 @@ void scsi_report_supported_opcodes(struct scsi_req *r)
 	uint16_t sa = get_be16(c + 4);
 	uint32_t alloc = get_be32(c + 6);
 	const struct scsi_opdef *found = NULL;
-	uint8_t *b = r->t->scratch;
+	uint8_t *b = r->ctx->scratch;
 	size_t n;
 
 	switch (options) {

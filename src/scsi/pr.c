@@ -210,23 +210,23 @@ static void set_key(struct pr_state *pr, struct pr_reg *g, uint64_t key)
  */
 static void ua_for_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g), uint32_t ua, uint64_t except)
 {
-	struct scsi_target *t = lu->t;
-
 	if (lu->shared) {
 		/* Raised everywhere once the change is stored, on this gateway too. */
 		lu_shared_ua_regs(lu, pick, ua, except);
 		return;
 	}
-	for (size_t i = 0; i < t->nnexus; i++) {
-		const struct scsi_nexus *nx = &t->nexus[i].nx;
+	/* The nexuses that never met the LU get POWER ON at their first command, which supersedes ua. */
+	pthread_mutex_lock(&lu->nexus_lock);
+	for (struct lu_nexus *ln = lu->nexuses; ln; ln = ln->lu_next) {
 		const struct pr_reg *g;
 
-		if (nx->id == except)
+		if (ln->nexus_id == except)
 			continue;
-		g = find_reg(&lu->pr, nx);
+		g = find_reg(&lu->pr, ln->nx);
 		if (g && pick(g))
-			lu_ua_set_nexus(lu, nx->id, ua);
+			ua_add(ln, ua);
 	}
+	pthread_mutex_unlock(&lu->nexus_lock);
 }
 
 static bool pick_any(const struct pr_reg *g) { (void)g; return true; }

@@ -254,12 +254,10 @@ static bool apply_record(struct pr_state *pr, char *line)
 
 /* ---- snapshot ---- */
 
-static void build_snapshot(const struct pr_persist *pp, const struct pr_state *pr, uint64_t seq, struct sbuf *b)
+void pr_regs_put(struct sbuf *b, const struct pr_state *pr)
 {
 	size_t holder = SIZE_MAX;
 
-	sbuf_printf(b, "isthmus-pr 2\nlu %s\nseq %" PRIu64 "\ngeneration %" PRIu32 "\naptpl %d\n", pp->ident, seq,
-		    pr->generation, pr->aptpl);
 	for (size_t i = 0; i < pr->nregs; i++) {
 		if (pr->holder == pr->regs[i])
 			holder = i;
@@ -275,6 +273,13 @@ static void build_snapshot(const struct pr_persist *pp, const struct pr_state *p
 		pr_name_put(b, g->port);
 		sbuf_putc(b, '\n');
 	}
+}
+
+static void build_snapshot(const struct pr_persist *pp, const struct pr_state *pr, uint64_t seq, struct sbuf *b)
+{
+	sbuf_printf(b, "isthmus-pr 2\nlu %s\nseq %" PRIu64 "\ngeneration %" PRIu32 "\naptpl %d\n", pp->ident, seq,
+		    pr->generation, pr->aptpl);
+	pr_regs_put(b, pr);
 	sbuf_printf(b, "end %016" PRIx64 "\n", fnv64(b->data, b->len));
 }
 
@@ -452,7 +457,7 @@ static struct pr_persist *persist_new(struct scsi_lu *lu)
 	pp->jfd = -1;
 	pp->need_snapshot = true;
 	pp->pr = &lu->pr;
-	pp->offload = lu->t->offload;
+	pp->offload = target_home_offload(lu->t);
 	return pp;
 }
 
@@ -813,7 +818,7 @@ void pr_persist_commit(struct scsi_req *r, const struct pr_mark *m)
 	log_tail(pr);
 	if (!m->aptpl)
 		pp->need_snapshot = true; /* what the files hold predates this APTPL period */
-	pp->offload = r->t->offload;
+	pp->offload = target_home_offload(r->t); /* one writer thread per LU: the first context's */
 	if (!pp->offload) {
 		/* No workers (tests, tools): write it here, and the command completes after. */
 		struct pr_job *pj = take_job(pp);

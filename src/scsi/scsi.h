@@ -3,12 +3,21 @@
  *
  * A scsi_target holds the logical units of one iSCSI target node. The transport hands it one
  * command at a time with the data it collected; the target runs it against the LU's store and
- * completes it through cmd->done, possibly before scsi_target_submit returns. Single-threaded:
- * every call comes from the target's event loop thread. With a store engine (see
- * scsi_target_set_engine), commands complete later, from store_engine_reap on that same thread,
- * whenever their store ios do: READ, WRITE, flushes, COMPARE AND WRITE, and long medium
- * operations (VERIFY, WRITE SAME, UNMAP, SANITIZE, EXTENDED COPY, run in bounded steps) and a
- * PERSISTENT RESERVE OUT whose APTPL state must be on disk first.
+ * completes it through cmd->done, possibly before scsi_port_submit returns.
+ *
+ * Threads: each caller (each event loop) has its own scsi_port_ctx and submits the commands of
+ * its own nexuses through it; commands of one nexus always use the same context. Contexts of
+ * different threads may run commands of one LU at once. Per context, and touched by its thread
+ * only: scratch buffers, the store engine, the queue of commands waiting for their LU's ios,
+ * each of its nexuses' per-LU entries. Shared: the LUs, the ALUA groups, the nexus identities;
+ * a LU's state is read through its gate word and changed under its lock (scsi_int.h, struct
+ * scsi_lu), so a READ or WRITE of a LU in no special state takes no lock. The other calls below
+ * are made by the thread that owns the target's first context (the main loop) unless they say
+ * otherwise; adding and removing LUs, contexts and ALUA groups happens while no command runs.
+ * With a store engine (see scsi_port_ctx_new), commands complete later, from store_engine_reap on
+ * the context's thread, whenever their store ios do: READ, WRITE, flushes, COMPARE AND WRITE,
+ * and long medium operations (VERIFY, WRITE SAME, UNMAP, SANITIZE, EXTENDED COPY, run in bounded
+ * steps) and a PERSISTENT RESERVE OUT whose APTPL state must be on disk first.
  */
 #ifndef ISTHMUS_SCSI_SCSI_H
 #define ISTHMUS_SCSI_SCSI_H
@@ -101,6 +110,7 @@ struct scsi_cmd {
 		struct iovec iov[1];
 		void (*next)(struct scsi_cmd *cmd, int rc); /* after the io in flight, on the loop thread */
 		struct scsi_target *t;
+		struct scsi_port_ctx *ctx;  /* the context it was submitted through */
 		struct store *st;
 		uint8_t *buf;               /* a buffer of the command's own (ORWRITE, COMPARE AND WRITE) */
 		uint64_t pos, end;          /* bytes done and to do of a command in several ios */
@@ -154,9 +164,13 @@ void scsi_target_free(struct scsi_target *t);
 /* Takes ownership of st. Returns 0, or -1 with *err set (malloc'd). */
 int scsi_target_add_lu(struct scsi_target *t, uint16_t lun, struct store *st, const struct scsi_lu_params *p,
 		       char **err);
-/* Removes and closes the LU; other nexuses get REPORTED LUNS DATA HAS CHANGED. */
+/*
+ * Removes and closes the LU; other nexuses get REPORTED LUNS DATA HAS CHANGED. Its commands
+ * waiting in any context fail with LOGICAL UNIT NOT SUPPORTED: no context may be running a
+ * command meanwhile (with several loops, the others are paused first).
+ */
 int scsi_target_remove_lu(struct scsi_target *t, uint16_t lun);
-/* Notes a capacity change of a LU (after store resize): CAPACITY DATA HAS CHANGED. */
+/* Notes a capacity change of a LU (after store resize): CAPACITY DATA HAS CHANGED. Any thread. */
 void scsi_target_lu_resized(struct scsi_target *t, uint16_t lun);
 size_t scsi_target_lu_count(const struct scsi_target *t);
 /* Fills luns (up to max) with the LU numbers in ascending order; returns the count. */
@@ -219,21 +233,31 @@ void scsi_target_lu_shared_changed(struct scsi_target *t, uint16_t lun);
  */
 bool scsi_target_lu_shared_wait(struct scsi_target *t, uint16_t lun, void (*done)(void *arg), void *arg);
 
-/* Runs a command; cmd->done is always called exactly once (maybe before this returns). */
-void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd);
+/*
+ * A caller's context: one per event loop that submits commands to the target (per-loop scratch
+ * buffers, the loop's store engine, its queue of commands waiting for their LU's ios). Every
+ * medium access goes through e (store_io_submit); long medium operations and APTPL state writes
+ * run on its worker pool (store_engine_offload). e NULL: every command runs inline, on the
+ * store's synchronous ops. The engine must outlive the context; the caller reaps it on the
+ * context's thread. The context is freed with its target (or before, scsi_port_ctx_free, once
+ * none of its commands is pending); contexts are made and freed while no command runs.
+ */
+struct scsi_port_ctx;
+struct scsi_port_ctx *scsi_port_ctx_new(struct scsi_target *t, struct store_engine *e);
+void scsi_port_ctx_free(struct scsi_port_ctx *ctx);
 
 /*
- * Every medium access goes through e (store_io_submit); long medium operations and APTPL state
- * writes run on its worker pool (store_engine_offload). NULL: every command runs inline, on the
- * store's synchronous ops. The engine must outlive the target; the caller reaps it on the
- * target's thread.
+ * Runs a command on ctx's thread; cmd->done is always called exactly once (maybe before this
+ * returns), on that thread. Commands of one nexus always go through the same context.
  */
-void scsi_target_set_engine(struct scsi_target *t, struct store_engine *e);
+void scsi_port_submit(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd);
+
 /*
- * After store_engine_reap: run the commands that waited for their LU's ios in flight (an ORDERED
- * command, COMPARE AND WRITE, ...), and the commands of those LUs queued behind them.
+ * After store_engine_reap: run the commands of this context that waited for their LU's ios in
+ * flight (an ORDERED command, COMPARE AND WRITE, ...), and the commands of those LUs queued
+ * behind them.
  */
-void scsi_target_run_blocked(struct scsi_target *t);
+void scsi_port_run_blocked(struct scsi_port_ctx *ctx);
 /*
  * The transport gave up on a submitted command that has not completed (aborted, connection
  * gone): it is not started if it has not been, and its done callback still comes.
@@ -241,7 +265,7 @@ void scsi_target_run_blocked(struct scsi_target *t);
 void scsi_cmd_cancel(struct scsi_cmd *cmd);
 /*
  * The transport is done with cmd->in_ref (sent or dropped). Returns true when commands may
- * have been waiting for that: the caller runs scsi_target_run_blocked (not from within a
+ * have been waiting for that: the caller runs scsi_port_run_blocked (not from within a
  * send path: later, on the loop).
  */
 bool scsi_cmd_in_ref_put(struct scsi_cmd *cmd);
@@ -252,13 +276,32 @@ bool scsi_cmd_in_ref_put(struct scsi_cmd *cmd);
  */
 bool scsi_cmd_changes_medium(const struct scsi_cmd *cmd);
 
-/* A new I_T nexus: the SCSI layer sets the power-on unit attention for it. */
+/*
+ * A new I_T nexus: the SCSI layer sets the power-on unit attention for it. Any thread; nx stays
+ * valid (the transport's) until scsi_target_nexus_lost.
+ */
 void scsi_target_nexus_added(struct scsi_target *t, const struct scsi_nexus *nx);
-/* The I_T nexus is gone (session closed): drops per-nexus state (UAs, PREVENT, RESERVE(6/10)). */
+/*
+ * The I_T nexus is gone (session closed): drops per-nexus state (UAs, PREVENT, RESERVE(6/10)).
+ * On the thread of the context its commands went through, once none of them is pending.
+ */
 void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx);
-/* Task management effects inside the SCSI layer; returns an iSCSI TMF response code (0 = done). */
+/*
+ * Task management effects inside the SCSI layer; returns an iSCSI TMF response code (0 = done).
+ * Any thread: it changes the LU's shared state under its lock.
+ */
 int scsi_target_task_mgmt(struct scsi_target *t, enum scsi_tmf fn, uint16_t lun, bool lun_valid,
 			  const struct scsi_nexus *nx);
+/*
+ * How many times LU lun was reset (LOGICAL UNIT RESET, target warm or cold reset), 0 for no
+ * such LU. A reset changes only the LU's shared state here (reservations, attentions for every
+ * nexus); the commands in flight are each context's. A context that keeps the value it last
+ * saw and finds it changed knows the task sets of the LU were cleared from another thread, and
+ * aborts its own commands of that LU as the nexus that asked would (scsi_cmd_cancel, then their
+ * done callbacks as usual); the response to the LOGICAL UNIT RESET waits until every context has
+ * done so. With one context the transport does that itself, as now.
+ */
+uint64_t scsi_target_lu_reset_gen(struct scsi_target *t, uint16_t lun);
 
 /*
  * 8-byte SAM LUN field -> LU number (util/lun.h decodes): peripheral device or flat space

@@ -5,6 +5,8 @@
 #ifndef ISTHMUS_SCSI_SCSI_INT_H
 #define ISTHMUS_SCSI_SCSI_INT_H
 
+#include <pthread.h>
+
 #include "scsi/scsi.h"
 #include "store/store.h"
 #include "util/bytes.h"
@@ -15,6 +17,7 @@ struct lu_shared;
 
 #define SCSI_MAX_LUNS 16384u
 #define NEXUS_NONE UINT64_MAX   /* "no nexus excepted" for lu_ua_set_all */
+#define NEXUS_ANON (UINT64_MAX - 1) /* commands without a nexus (tools, fuzzing) */
 
 /*
  * Limits we advertise in the Block Limits VPD page and enforce. MAX_XFER_BYTES matches the
@@ -92,11 +95,25 @@ void idmap_remove(struct idmap *m, const void *base, size_t stride, uint64_t id)
 void idmap_moved(struct idmap *m, uint64_t id, size_t from, size_t to);
 void idmap_free(struct idmap *m);
 
-/* What one I_T nexus has pending or holds on one LU. */
+/*
+ * What one I_T nexus has pending or holds on one LU. Made by the nexus's own context at its first
+ * command to the LU and found again through that context's table (ctx->ln), without a lock; on
+ * the LU's list (lu->nexuses, under lu->lock) for whoever posts attentions to every nexus.
+ */
 struct lu_nexus {
 	uint64_t nexus_id;
-	uint32_t ua;
-	bool prevent;
+	const struct scsi_nexus *nx; /* the target's copy, freed after every entry of the nexus */
+	struct scsi_lu *lu;
+	struct scsi_port_ctx *ctx;   /* whose table holds it */
+	struct lu_nexus *lu_next;    /* lu->nexuses: under lu->nexus_lock */
+	struct lu_nexus *ctx_next;   /* its bucket of ctx->ln: ctx's thread only */
+	/*
+	 * Pending unit attentions (enum scsi_ua): posted by any thread holding lu->nexus_lock
+	 * (ua_add, a compare-and-swap, since a reset supersedes the rest), taken by the nexus's own
+	 * thread without a lock (ua_take, one bit at a time).
+	 */
+	_Atomic uint32_t ua;
+	bool prevent;                /* under lu->lock */
 };
 
 struct pr_reg {
@@ -133,14 +150,47 @@ struct pr_mark {
 	const struct pr_reg *holder;
 };
 
+/*
+ * The gate (lu->gate): one bit for each state that can refuse or change a command of any nexus.
+ * All zero, a READ or WRITE runs without lu->lock; otherwise, and for every other command, the
+ * dispatcher takes the lock and checks the state itself. lu_unlock recomputes it from the
+ * fields it summarizes, which are only written under the lock.
+ */
+enum lu_gate_bit {
+	LU_GATE_PR = 1u << 0,              /* a persistent reservation is held (pr.held) */
+	LU_GATE_RSV = 1u << 1,             /* a RESERVE(6/10) is held (rsv_held) */
+	LU_GATE_STOPPED = 1u << 2,         /* stopped */
+	LU_GATE_SANITIZING = 1u << 3,      /* sanitizing */
+	LU_GATE_SANITIZE_FAILED = 1u << 4, /* sanitize_failed */
+	LU_GATE_UNSHARED = 1u << 5,        /* shared, but the group's record not loaded yet */
+};
+
+/*
+ * A logical unit, shared by every context (every event loop) of its target. Who writes what:
+ * - made by scsi_target_add_lu, then never changed until it is freed: t, lun, st, block_size,
+ *   block_shift, read_only, thin, vendor..naa_desig, state_dir, pb_exp, atomic, wce_default;
+ * - atomics, read by any thread without the lock: gate, nblocks (scsi_target_lu_resized writes
+ *   it under the lock), wce, d_sense, swp (MODE SELECT writes them under the lock), reset_gen;
+ * - under lock: everything else (reservations, stopped, sanitize state, held copy results, the
+ *   shared record, the nexus list and each entry's prevent). Unit attention words: see lu_nexus.
+ * The lock is recursive: a slow-path command holds it through its handler, and what it calls
+ * (attentions to every nexus, the shared record) takes it again.
+ */
 struct scsi_lu {
 	struct scsi_target *t;
-	unsigned nblocked;      /* commands of this LU in t->blocked: later ones queue behind them */
 	uint16_t lun;
 	struct store *st;
 	uint32_t block_size;
 	uint8_t block_shift;
-	uint64_t nblocks;
+	_Atomic uint64_t nblocks;
+	pthread_mutex_t lock;
+	_Atomic unsigned gate;      /* enum lu_gate_bit */
+	/*
+	 * Bumped by every reset of the LU (LOGICAL UNIT RESET, target resets): a context that finds
+	 * it changed knows its commands of the LU were in a task set that was reset (see
+	 * scsi_target_lu_reset_gen).
+	 */
+	_Atomic uint64_t reset_gen;
 	bool read_only;
 	bool thin;
 	char vendor[9];
@@ -152,9 +202,10 @@ struct scsi_lu {
 	char *state_dir;
 
 	/* Mode parameters: one set for all nexuses (SPC-4 allows shared pages). */
-	bool wce, wce_default;
-	bool d_sense;
-	bool swp;
+	atomic_bool wce;
+	bool wce_default;
+	atomic_bool d_sense;
+	atomic_bool swp;
 
 	/* RESERVE(6)/RELEASE(6): the holder's nexus, and its identity for the other gateways */
 	bool rsv_held;
@@ -180,43 +231,75 @@ struct scsi_lu {
 	} held[XCOPY_HELD_MAX];
 	size_t nheld;
 
-	struct lu_nexus *nx;
-	size_t nnx, nx_cap;
-	struct idmap nx_map;    /* nexus id -> nx[] */
+	/*
+	 * Every nexus that met the LU (see lu_nexus), under nexus_lock: a lock of its own, taken
+	 * last and holding no other, as a nexus's first command to a LU adds itself while its
+	 * thread may hold another LU's lock (REPORT LUNS, EXTENDED COPY).
+	 */
+	pthread_mutex_t nexus_lock;
+	struct lu_nexus *nexuses;
 };
+
+/* The LU's lock; lu_unlock publishes the gate first. lu->nexus_lock may be taken inside it. */
+void lu_lock(struct scsi_lu *lu);
+void lu_unlock(struct scsi_lu *lu);
+/* The gate as it is now (a hint for a check made without the lock). */
+static inline unsigned lu_gate(const struct scsi_lu *lu) { return atomic_load(&lu->gate); }
 
 /* One gateway's target port group (alua.c). */
 struct alua_group {
 	uint16_t id;            /* group id, its port's relative target port identifier */
-	uint8_t state;          /* enum scsi_alua_state */
-	bool implicit;          /* last changed by the group's state decision (RTPG status 02h) */
+	_Atomic uint8_t state;  /* enum scsi_alua_state; read by every command, set by the gateway code */
+	atomic_bool implicit;   /* last changed by the group's state decision (RTPG status 02h) */
 };
 
+/* The target's copy of a nexus identity: its own allocation, so lu_nexus may point at it. */
 struct scsi_nexus_ent {
-	struct scsi_nexus nx;
+	uint64_t id;
+	struct scsi_nexus *nx;
 };
 
+/*
+ * A target: what every context shares. name and the LU table are read by every command without
+ * a lock (a LU is added or removed while no command of it runs: see scsi_target_remove_lu); the
+ * nexus table is under nexus_lock (login, logout, a nexus's first command to a LU).
+ */
 struct scsi_target {
 	char *name;
-	struct scsi_lu **lu;          /* indexed by LU number */
+	struct scsi_lu *_Atomic *lu;  /* indexed by LU number */
 	size_t nlu;
+	pthread_mutex_t nexus_lock;
 	struct scsi_nexus_ent *nexus;
 	size_t nnexus, nexus_cap;
 	struct idmap nexus_map;       /* nexus id -> nexus[] */
+	struct scsi_port_ctx *ctxs;   /* every context of the target, the first one created first */
+	struct alua_group alua[SCSI_MAX_TPGS];   /* the gateway group; none: no ALUA (TPGS 00b) */
+	size_t nalua;
+	uint16_t alua_local;
+};
+
+/*
+ * What one caller (one event loop) needs to run commands of its own nexuses: nothing here is
+ * shared with another context, so its commands touch it without a lock.
+ */
+struct scsi_port_ctx {
+	struct scsi_target *t;
+	struct scsi_port_ctx *next;   /* in t->ctxs */
 	uint8_t *scratch;             /* response building and verify reads; never per command */
 	size_t scratch_len;
 	uint8_t *scratch2;
 	struct store_engine *engine;  /* NULL: every command inline */
 	struct offload *offload;      /* the engine's workers, for long operations; NULL: inline */
 	struct scsi_cmd *blocked, *blocked_tail; /* commands waiting for their LU's jobs, in order */
-	struct alua_group alua[SCSI_MAX_TPGS];   /* the gateway group; none: no ALUA (TPGS 00b) */
-	size_t nalua;
-	uint16_t alua_local;
+	unsigned nblocked;            /* commands in blocked */
+	struct lu_nexus **ln;         /* this context's nexuses' entries on LUs, by (nexus id, LU) */
+	size_t nln, ln_cap;           /* entries; buckets (a power of two) */
 };
 
 /* One command being run: what the handlers see. */
 struct scsi_req {
 	struct scsi_target *t;
+	struct scsi_port_ctx *ctx;    /* the caller's: scratch buffers, engine, blocked queue */
 	struct scsi_cmd *cmd;
 	const uint8_t *cdb;
 	struct scsi_lu *lu;           /* NULL when the LUN does not exist */
@@ -292,16 +375,22 @@ void din_patch(struct din *d, size_t off, const void *p, size_t n);
 void din_put_be32_at(struct din *d, size_t off, uint32_t v);
 /* Hands the written part to the initiator. */
 void din_finish(struct scsi_req *r, struct din *d, uint32_t alloc);
-struct lu_nexus *lu_nexus_get(struct scsi_lu *lu, uint64_t nexus_id);
+/* The entry of the nexus on the LU, made at the first call; on the nexus's own context only. */
+struct lu_nexus *lu_nexus_get(struct scsi_port_ctx *ctx, struct scsi_lu *lu, const struct scsi_nexus *nx);
+/* Takes the first pending attention (lowest bit) of ln: its bit, 0 when none. Nexus's thread. */
+uint32_t ua_take(struct lu_nexus *ln);
+/* Posts ua to ln (lu->nexus_lock held, so that ln is not freed meanwhile). */
+void ua_add(struct lu_nexus *ln, uint32_t ua);
+/* Attentions for every nexus of the LU (but except_nexus); takes lu->nexus_lock itself. */
 void lu_ua_set_all(struct scsi_lu *lu, uint32_t ua, uint64_t except_nexus);
-void lu_ua_set_nexus(struct scsi_lu *lu, uint64_t nexus_id, uint32_t ua);
 bool ua_to_sense(uint32_t ua, uint8_t *asc, uint8_t *ascq);
-const struct scsi_nexus *target_nexus_find(const struct scsi_target *t, uint64_t id);
 void lu_medium_error(struct scsi_req *r, bool write, int err, uint64_t lba);
 /* lu_medium_error for a read or flush finishing on a worker, when its LU may be gone. */
 void scsi_medium_error(struct scsi_cmd *cmd, bool desc, uint16_t lun, bool write, int err, uint64_t lba);
-/* Takes *pp (prev: the command before it, NULL at the head) off t->blocked; it is no longer pending. */
-void blocked_unlink(struct scsi_target *t, struct scsi_lu *lu, struct scsi_cmd **pp, struct scsi_cmd *prev);
+/* Takes *pp (prev: the command before it, NULL at the head) off ctx->blocked; it is no longer pending. */
+void blocked_unlink(struct scsi_port_ctx *ctx, struct scsi_cmd **pp, struct scsi_cmd *prev);
+/* The workers of the target's first context: where work of the LU itself (not of one command) runs. */
+struct offload *target_home_offload(const struct scsi_target *t);
 uint64_t lu_derived_naa(const struct scsi_target *t, uint16_t lun);
 
 /* per-file command handlers */
@@ -380,6 +469,7 @@ typedef void (*longop_next_fn)(struct longop *op, int rc);
 struct longop {
 	struct offload_job job;
 	struct scsi_target *t;
+	struct scsi_port_ctx *ctx;
 	struct scsi_cmd *cmd;
 	struct scsi_lu *lu;       /* valid while st is not closing */
 	struct store *st;
@@ -466,15 +556,19 @@ void rsv_take(struct scsi_lu *lu, const struct scsi_nexus *nx);
 #define LU_SHARED_MAX_RECORD (8u << 20) /* largest record loaded */
 enum lu_shared_action { LU_ACT_RESET, LU_ACT_COLD_RESET, LU_ACT_RSV_DROP };
 bool lu_shared_defer(struct scsi_req *r);
+/* Whether the group's record was loaded (lu->lock held). */
+bool lu_shared_loaded(const struct scsi_lu *lu);
 void lu_shared_ua_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g), uint32_t ua, uint64_t except);
 void lu_shared_action(struct scsi_lu *lu, enum lu_shared_action a, uint32_t ua, const struct scsi_nexus *nx);
 void lu_shared_detach(struct scsi_lu *lu);
 /* target.c: runs a command held by lu_shared_defer, without completing it */
-void scsi_cmd_run_shared(struct scsi_target *t, struct scsi_cmd *cmd);
+void scsi_cmd_run_shared(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd);
 
 /* pr_persist.c: names as one token of printable non-blank ASCII (%XX escapes) and back */
 void pr_name_put(struct sbuf *b, const char *s);
 bool pr_name_get(const char *in, char *out, size_t cap);
+/* The reservation and registration lines of a state record (the APTPL snapshot, the shared record). */
+void pr_regs_put(struct sbuf *b, const struct pr_state *pr);
 
 /* pr.c */
 bool pr_conflict(struct scsi_req *r);

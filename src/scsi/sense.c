@@ -7,8 +7,9 @@
 
 #include "scsi/scsi_int.h"
 
-static const struct scsi_cmd *ctx_cmd;
-static bool ctx_desc;
+/* Per thread: each context runs its commands on its own thread. */
+static _Thread_local const struct scsi_cmd *ctx_cmd;
+static _Thread_local bool ctx_desc;
 
 void scsi_sense_set_ctx(const struct scsi_cmd *cmd, bool desc)
 {

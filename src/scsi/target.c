@@ -41,8 +41,8 @@ void req_data_in(struct scsi_req *r, const void *buf, uint32_t len, uint32_t all
 
 void din_start(struct din *d, struct scsi_req *r, uint32_t alloc)
 {
-	d->buf = r->t->scratch;
-	d->cap = alloc < r->t->scratch_len ? alloc : r->t->scratch_len;
+	d->buf = r->ctx->scratch;
+	d->cap = alloc < r->ctx->scratch_len ? alloc : r->ctx->scratch_len;
 	d->len = 0;
 }
 
@@ -72,15 +72,17 @@ void din_finish(struct scsi_req *r, struct din *d, uint32_t alloc)
 	req_data_in(r, d->buf, (uint32_t)(d->len < d->cap ? d->len : d->cap), alloc);
 }
 
-static void report_ua(struct scsi_req *r)
+/* Reports, and so clears, exactly one condition: the lowest bit. False when none was left. */
+static bool report_ua(struct scsi_req *r)
 {
 	uint8_t asc = 0, ascq = 0;
-	uint32_t *ua = &r->ln->ua;
+	uint32_t bit = ua_take(r->ln);
 
-	ua_to_sense(*ua, &asc, &ascq);
-	/* Clear exactly the condition being reported: the lowest set bit. */
-	*ua &= *ua - 1;
+	if (!bit)
+		return false;
+	ua_to_sense(bit, &asc, &ascq);
 	req_sense(r, SK_UNIT_ATTENTION, asc, ascq);
+	return true;
 }
 
 /* The SPC-2 RESERVE rule (SPC-2 5.5.1): only the holder's nexus may run most commands. */
@@ -112,16 +114,28 @@ static bool waits_for_jobs(const struct scsi_cmd *cmd, const struct scsi_opdef *
 	return op && (op->flags & OPF_WRITE) && !(op->flags & OPF_PER_BLOCK);
 }
 
-static void run(struct scsi_target *t, struct scsi_cmd *cmd)
+/*
+ * Commands that need no lock while the gate is zero: medium access (but SANITIZE, which changes
+ * the LU's state, and EXTENDED COPY, which keeps results in it) and TEST UNIT READY.
+ */
+static bool runs_unlocked(const struct scsi_opdef *op)
 {
-	struct scsi_req r = { .t = t, .cmd = cmd, .cdb = cmd->cdb };
+	if (op->run == scsi_test_unit_ready)
+		return true;
+	return (op->flags & (OPF_READ | OPF_WRITE)) && op->run != scsi_sanitize && op->run != scsi_extended_copy;
+}
+
+static void run_locked(struct scsi_req *r);
+
+static void run(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd)
+{
+	struct scsi_target *t = ctx->t;
+	struct scsi_req r = { .t = t, .ctx = ctx, .cmd = cmd, .cdb = cmd->cdb };
 	bool opcode_known;
-	static const struct scsi_nexus anonymous = { .id = UINT64_MAX - 1 };
+	static const struct scsi_nexus anonymous = { .id = NEXUS_ANON };
 
 	if (!cmd->nexus)
 		cmd->nexus = &anonymous;
-	else if (!target_nexus_find(t, cmd->nexus->id))
-		scsi_target_nexus_added(t, cmd->nexus);
 	if (cmd->lun_valid && cmd->lun < SCSI_MAX_LUNS)
 		r.lu = t->lu[cmd->lun];
 	scsi_sense_set_ctx(cmd, r.lu && r.lu->d_sense);
@@ -136,12 +150,10 @@ static void run(struct scsi_target *t, struct scsi_cmd *cmd)
 		return;
 	}
 	if (r.lu) {
-		r.ln = lu_nexus_get(r.lu, cmd->nexus->id);
+		r.ln = lu_nexus_get(ctx, r.lu, cmd->nexus);
 		/* SAM-5 5.14: a pending unit attention pre-empts everything but the three exempt commands. */
-		if (r.ln->ua && !(r.op && (r.op->flags & OPF_NO_UA))) {
-			report_ua(&r);
+		if (!(r.op && (r.op->flags & OPF_NO_UA)) && atomic_load(&r.ln->ua) && report_ua(&r))
 			return;
-		}
 	}
 	if (!r.op) {
 		if (opcode_known)
@@ -170,44 +182,66 @@ static void run(struct scsi_target *t, struct scsi_cmd *cmd)
 			return;
 		}
 	}
-	if (r.lu) {
-		/* Reservation commands of a gateway group run on the record as stored: later, here. */
-		if (r.lu->shared && lu_shared_defer(&r))
-			return;
-		if (alua_access_refused(&r))
-			return;
-		if (lu_access_conflict(&r)) {
-			cmd->status = SCSI_RESERVATION_CONFLICT;
-			return;
-		}
-		if (r.lu->sanitizing && ((r.op->flags & (OPF_READ | OPF_WRITE | OPF_NEED_READY)) ||
-					 r.op->run == scsi_test_unit_ready)) {
-			/* SBC-4 4.11: the medium is being sanitized; nothing gets at it meanwhile. */
-			req_sense(&r, SK_NOT_READY, 0x04, 0x1b);
-			return;
-		}
-		if (r.lu->sanitize_failed && (r.op->flags & (OPF_READ | OPF_WRITE)) && r.op->run != scsi_sanitize) {
-			/* SBC-4 4.11: after a failed sanitize only another sanitize gets to the medium. */
-			req_sense(&r, SK_MEDIUM_ERROR, 0x31, 0x03);
-			return;
-		}
-		if ((r.op->flags & OPF_NEED_READY) && r.lu->stopped) {
-			/* LOGICAL UNIT NOT READY, INITIALIZING COMMAND REQUIRED: START STOP UNIT wakes it. */
-			req_sense(&r, SK_NOT_READY, 0x04, 0x02);
-			return;
-		}
+	if (!r.lu) {
+		r.op->run(&r);
+		return;
 	}
-	r.op->run(&r);
+	/*
+	 * READ and WRITE of a LU in no special state take no lock: nothing they would check can
+	 * refuse them. Everything else, and they too once the gate says otherwise, runs under the
+	 * LU's lock, so state other nexuses change is seen whole.
+	 */
+	if (lu_gate(r.lu) == 0 && runs_unlocked(r.op)) {
+		if (!alua_access_refused(&r))
+			r.op->run(&r);
+		return;
+	}
+	lu_lock(r.lu);
+	run_locked(&r);
+	lu_unlock(r.lu);
 }
 
-void scsi_cmd_run_shared(struct scsi_target *t, struct scsi_cmd *cmd)
+/* The checks of a LU's state before a command runs, and the command (lu->lock held). */
+static void run_locked(struct scsi_req *r)
+{
+	const struct scsi_lu *lu = r->lu;
+	const struct scsi_opdef *op = r->op;
+
+	/* Reservation commands of a gateway group run on the record as stored: later, here. */
+	if (lu->shared && lu_shared_defer(r))
+		return;
+	if (alua_access_refused(r))
+		return;
+	if (lu_access_conflict(r)) {
+		r->cmd->status = SCSI_RESERVATION_CONFLICT;
+		return;
+	}
+	if (lu->sanitizing && ((op->flags & (OPF_READ | OPF_WRITE | OPF_NEED_READY)) || op->run == scsi_test_unit_ready)) {
+		/* SBC-4 4.11: the medium is being sanitized; nothing gets at it meanwhile. */
+		req_sense(r, SK_NOT_READY, 0x04, 0x1b);
+		return;
+	}
+	if (lu->sanitize_failed && (op->flags & (OPF_READ | OPF_WRITE)) && op->run != scsi_sanitize) {
+		/* SBC-4 4.11: after a failed sanitize only another sanitize gets to the medium. */
+		req_sense(r, SK_MEDIUM_ERROR, 0x31, 0x03);
+		return;
+	}
+	if ((op->flags & OPF_NEED_READY) && lu->stopped) {
+		/* LOGICAL UNIT NOT READY, INITIALIZING COMMAND REQUIRED: START STOP UNIT wakes it. */
+		req_sense(r, SK_NOT_READY, 0x04, 0x02);
+		return;
+	}
+	op->run(r);
+}
+
+void scsi_cmd_run_shared(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd)
 {
 	cmd->status = SCSI_GOOD;
 	cmd->sense_len = 0;
 	cmd->in_len = 0;
 	cmd->xfer_len = 0;
 	cmd->defer.shared = true;
-	run(t, cmd);
+	run(ctx, cmd);
 	scsi_sense_set_ctx(NULL, false);
 }
 
@@ -235,15 +269,27 @@ static bool must_wait(const struct scsi_lu *lu, const struct scsi_cmd *cmd)
 	return waits_for_jobs(cmd, op);
 }
 
-static void execute(struct scsi_target *t, struct scsi_cmd *cmd)
+static void execute(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd)
 {
-	run(t, cmd);
+	run(ctx, cmd);
 	scsi_sense_set_ctx(NULL, false);
 	if (!cmd->defer.active)
 		cmd->done(cmd);
 }
 
-void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd)
+/* Whether a command of the same LU already waits in this context: later ones queue behind it. */
+static bool lu_has_blocked(const struct scsi_port_ctx *ctx, const struct scsi_cmd *cmd)
+{
+	if (!ctx->nblocked)
+		return false;
+	for (const struct scsi_cmd *b = ctx->blocked; b; b = b->defer.blocked_next) {
+		if (b->lun_valid && b->lun == cmd->lun)
+			return true;
+	}
+	return false;
+}
+
+void scsi_port_submit(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd)
 {
 	cmd->status = SCSI_GOOD;
 	cmd->sense_len = 0;
@@ -256,28 +302,30 @@ void scsi_target_submit(struct scsi_target *t, struct scsi_cmd *cmd)
 	cmd->defer.exclusive = false;
 	cmd->defer.buf = NULL;
 	cmd->defer.shared = false;
+	cmd->defer.t = ctx->t;
+	cmd->defer.ctx = ctx;
 	atomic_store(&cmd->defer.cancelled, false);
 	cmd->defer.blocked_next = NULL;
-	struct scsi_lu *lu = cmd_lu(t, cmd);
-	if (lu && (lu->nblocked || must_wait(lu, cmd))) {
+	struct scsi_lu *lu = cmd_lu(ctx->t, cmd);
+	if (lu && (lu_has_blocked(ctx, cmd) || must_wait(lu, cmd))) {
 		/* Behind its LU's work on workers, or behind a command already waiting for it. */
 		cmd->defer.active = true;
-		*(t->blocked_tail ? &t->blocked_tail->defer.blocked_next : &t->blocked) = cmd;
-		t->blocked_tail = cmd;
-		lu->nblocked++;
+		*(ctx->blocked_tail ? &ctx->blocked_tail->defer.blocked_next : &ctx->blocked) = cmd;
+		ctx->blocked_tail = cmd;
+		ctx->nblocked++;
 		return;
 	}
-	execute(t, cmd);
+	execute(ctx, cmd);
 }
 
-void blocked_unlink(struct scsi_target *t, struct scsi_lu *lu, struct scsi_cmd **pp, struct scsi_cmd *prev)
+void blocked_unlink(struct scsi_port_ctx *ctx, struct scsi_cmd **pp, struct scsi_cmd *prev)
 {
 	struct scsi_cmd *cmd = *pp;
 	*pp = cmd->defer.blocked_next;
-	if (t->blocked_tail == cmd)
-		t->blocked_tail = prev;
+	if (ctx->blocked_tail == cmd)
+		ctx->blocked_tail = prev;
 	cmd->defer.blocked_next = NULL;
-	lu->nblocked--;
+	ctx->nblocked--;
 	cmd->defer.active = false;
 }
 
@@ -290,7 +338,7 @@ bool scsi_cmd_changes_medium(const struct scsi_cmd *cmd)
 	return op && (op->flags & OPF_WRITE);
 }
 
-void scsi_target_run_blocked(struct scsi_target *t)
+void scsi_port_run_blocked(struct scsi_port_ctx *ctx)
 {
 	/*
 	 * In arrival order; an LU whose first waiting command still has to wait keeps the rest of
@@ -298,10 +346,10 @@ void scsi_target_run_blocked(struct scsi_target *t)
 	 */
 	uint16_t stalled[64];
 	size_t nstalled = 0;
-	struct scsi_cmd **pp = &t->blocked, *prev = NULL;
+	struct scsi_cmd **pp = &ctx->blocked, *prev = NULL;
 	while (*pp) {
 		struct scsi_cmd *cmd = *pp;
-		struct scsi_lu *lu = cmd_lu(t, cmd);
+		struct scsi_lu *lu = cmd_lu(ctx->t, cmd);
 		bool stuck = false;
 		for (size_t i = 0; i < nstalled && !stuck; i++)
 			stuck = stalled[i] == cmd->lun;
@@ -313,10 +361,10 @@ void scsi_target_run_blocked(struct scsi_target *t)
 			pp = &cmd->defer.blocked_next;
 			continue;
 		}
-		blocked_unlink(t, lu, pp, prev);
+		blocked_unlink(ctx, pp, prev);
 		if (cancelled)
 			cmd->done(cmd); /* the transport ignores what it gave up on */
 		else
-			execute(t, cmd);
+			execute(ctx, cmd);
 	}
 }

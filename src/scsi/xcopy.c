@@ -85,15 +85,27 @@ static struct scsi_lu *target_lu(struct scsi_target *t, const uint8_t *p, size_t
  */
 static bool target_usable(struct scsi_req *r, struct scsi_lu *lu, bool write, unsigned byte)
 {
-	struct scsi_req sub = { .t = r->t, .cmd = r->cmd, .cdb = r->cdb, .lu = lu };
+	struct scsi_req sub = { .t = r->t, .ctx = r->ctx, .cmd = r->cmd, .cdb = r->cdb, .lu = lu };
 
-	sub.ln = lu_nexus_get(lu, r->cmd->nexus->id);
+	sub.ln = lu_nexus_get(r->ctx, lu, r->cmd->nexus);
 	sub.op = op_lookup(write ? 0x8a : 0x88, 0);
-	if (lu != r->lu && lu_access_conflict(&sub)) {
-		copy_aborted(r, 0x0d, 0x02, byte);          /* COPY TARGET DEVICE NOT REACHABLE */
-		return false;
+	if (lu != r->lu && lu_gate(lu) & (LU_GATE_PR | LU_GATE_RSV)) {
+		/*
+		 * Another LU's reservations, while this one's lock is held: a copy the other way
+		 * round could hold that one's and wait for this one, so only if it is free at once.
+		 */
+		bool conflict = true;
+		if (pthread_mutex_trylock(&lu->lock) == 0) {
+			conflict = lu_access_conflict(&sub);
+			lu_unlock(lu);
+		}
+		if (conflict) {
+			copy_aborted(r, 0x0d, 0x02, byte);  /* COPY TARGET DEVICE NOT REACHABLE */
+			return false;
+		}
 	}
-	if (lu->stopped) {
+	unsigned gate = lu_gate(lu);
+	if (gate & LU_GATE_STOPPED) {
 		copy_aborted(r, 0x04, 0x02, byte);
 		return false;
 	}
@@ -102,8 +114,9 @@ static bool target_usable(struct scsi_req *r, struct scsi_lu *lu, bool write, un
 		copy_aborted(r, 0x0d, 0x02, byte);          /* COPY TARGET DEVICE NOT REACHABLE */
 		return false;
 	}
-	if (lu->sanitize_failed || lu->sanitizing) {
-		copy_aborted(r, lu->sanitizing ? 0x04 : 0x31, lu->sanitizing ? 0x1b : 0x03, byte);
+	if (gate & (LU_GATE_SANITIZE_FAILED | LU_GATE_SANITIZING)) {
+		bool sanitizing = gate & LU_GATE_SANITIZING;
+		copy_aborted(r, sanitizing ? 0x04 : 0x31, sanitizing ? 0x1b : 0x03, byte);
 		return false;
 	}
 	if (write && (lu->read_only || lu->swp)) {
@@ -304,6 +317,7 @@ static void hold_result(struct scsi_req *r, uint8_t list_id, bool good, const st
 	struct scsi_lu *lu = r->lu;
 	struct xcopy_held *h = NULL;
 
+	lu_lock(lu);
 	for (size_t i = 0; i < lu->nheld; i++) {
 		if (lu->held[i].nexus_id == r->cmd->nexus->id && lu->held[i].list_id == list_id)
 			h = &lu->held[i];
@@ -321,6 +335,7 @@ static void hold_result(struct scsi_req *r, uint8_t list_id, bool good, const st
 	h->status = good ? 0x00 : 0x01;     /* completed without / with errors */
 	h->segments = res->segments;
 	h->bytes = res->bytes;
+	lu_unlock(lu);
 }
 
 void xcopy_nexus_lost(struct scsi_lu *lu, uint64_t nexus_id)

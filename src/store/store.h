@@ -68,14 +68,17 @@ struct store {
 	enum store_wait wait;
 	unsigned caps;          /* enum store_cap (store/store_io.h) */
 	int fd;                 /* the descriptor the engine may drive with io_uring; -1: none */
-	/* Its ios in flight and long operations on workers, and a close waiting for them (loop thread). */
-	unsigned jobs;
-	bool closing;
+	/*
+	 * Its ios in flight and long operations on workers, and a close waiting for them; atomic, as
+	 * the SCSI layer's contexts (one per event loop) share a LU's store.
+	 */
+	_Atomic unsigned jobs;
+	_Atomic bool closing;
 	/*
 	 * The SCSI layer's: commands in flight that no later command of this store may pass
 	 * (ORDERED, and writes that read the medium first without the store's atomic help).
 	 */
-	unsigned barriers;
+	_Atomic unsigned barriers;
 	/* The engine's: where the last read went to a worker ended, and that stream's ordering key. */
 	uint64_t stream_end;
 	const void *stream_key;

@@ -426,7 +426,7 @@ int server_apply_config(struct server *srv, struct cfg *cfg, char **err)
 			n = xcalloc(1, sizeof(*n));
 			n->srv = srv;
 			n->scsi = scsi_target_new(t->name);
-			scsi_target_set_engine(n->scsi, srv->engine);
+			n->scsi_ctx = scsi_port_ctx_new(n->scsi, srv->engine);
 			srv->nodes = xrealloc(srv->nodes, (srv->nnodes + 1) * sizeof(*srv->nodes));
 			srv->nodes[srv->nnodes++] = n;
 			log_info("serving target %s (portal group %u)", t->name, t->tpgt);

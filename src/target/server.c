@@ -402,7 +402,7 @@ static void server_on_engine(void *arg, uint32_t events)
 void server_run_blocked(struct server *srv)
 {
 	for (size_t i = 0; i < srv->nnodes; i++)
-		scsi_target_run_blocked(srv->nodes[i]->scsi);
+		scsi_port_run_blocked(srv->nodes[i]->scsi_ctx);
 	/* Their responses were queued outside any connection's read handler, which would send them. */
 	for (struct conn *c = srv->conns, *next; c; c = next) {
 		next = c->next;

@@ -30,6 +30,7 @@ struct tnode {
 	struct server *srv;
 	struct cfg_target *cfg;
 	struct scsi_target *scsi;
+	struct scsi_port_ctx *scsi_ctx; /* the event loop's context of it (freed with scsi) */
 	struct iscsi_params want; /* negotiation defaults: RFC defaults, our limits, config overrides */
 	struct gateway_probes *gateways; /* peer liveness of its gateway group (gateway.c), or NULL */
 };

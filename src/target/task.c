@@ -217,7 +217,7 @@ static void task_execute(struct task *t)
 	sc->priv = t;
 	t->state = TASK_RUNNING;
 	c->stats.commands++;
-	scsi_target_submit(c->sess->node->scsi, sc);
+	scsi_port_submit(c->sess->node->scsi_ctx, sc);
 }
 
 /* A command refused at arrival answers in its CmdSN turn, so ordering stays intact. */

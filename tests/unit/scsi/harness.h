@@ -110,6 +110,7 @@ static inline struct fault_store *fault_store_new(uint64_t size)
 
 struct h {
 	struct scsi_target *t;
+	struct scsi_port_ctx *ctx; /* the one loop's context */
 	struct store_engine *eng;  /* every store io goes through it, as in the server */
 	struct scsi_nexus nx[2];
 	struct fault_store *fs;    /* LU 0's store */
@@ -146,7 +147,7 @@ static inline struct h *h_new_named(const char *name, uint64_t blocks, const str
 		fprintf(stderr, "store_engine_new: %s\n", err);
 		abort();
 	}
-	scsi_target_set_engine(h->t, h->eng);
+	h->ctx = scsi_port_ctx_new(h->t, h->eng);
 	h->fs = fault_store_new(blocks * (p->block_size ? p->block_size : 512));
 	if (scsi_target_add_lu(h->t, 0, &h->fs->base, p, &err) != 0) {
 		fprintf(stderr, "add_lu: %s\n", err);
@@ -178,7 +179,7 @@ static inline void h_pump(struct h *h, int timeout_ms)
 	struct pollfd p = { .fd = store_engine_fd(h->eng), .events = POLLIN };
 	if (poll(&p, 1, timeout_ms) > 0)
 		store_engine_reap(h->eng);
-	scsi_target_run_blocked(h->t);
+	scsi_port_run_blocked(h->ctx);
 }
 
 /* Runs one CDB from nexus nxi on LU lun. Returns the status. */
@@ -201,7 +202,7 @@ static inline int h_run_full(struct h *h, int nxi, uint16_t lun, const uint8_t *
 	c->done = h_done;
 	c->priv = h;
 	h->done_calls = 0;
-	scsi_target_submit(h->t, c);
+	scsi_port_submit(h->ctx, c);
 	/* Long operations finish on the engine's workers: wait for them, boundedly. */
 	for (int i = 0; i < 2000 && h->done_calls == 0; i++)
 		h_pump(h, 10);
@@ -264,6 +265,59 @@ static inline void cdb_rw16(uint8_t *c, uint8_t op, uint64_t lba, uint32_t n, ui
 	c[1] = flags;
 	put_be64(c + 2, lba);
 	put_be32(c + 10, n);
+}
+
+/* PERSISTENT RESERVE OUT (10) with the basic parameter list, from nexus nxi to LU 0. */
+static inline int h_prout(struct h *h, int nxi, uint8_t sa, uint8_t type, uint64_t key, uint64_t sark, uint8_t flags)
+{
+	uint8_t c[10] = { 0x5f, sa, type, 0, 0, 0, 0, 0, 24, 0 };
+	uint8_t p[24] = { 0 };
+
+	put_be64(p, key);
+	put_be64(p + 8, sark);
+	p[20] = flags;
+	return h_run_full(h, nxi, 0, c, 10, p, 24, 0);
+}
+
+/* PERSISTENT RESERVE IN (10), 4 KiB allocation, from nexus nxi to LU 0. */
+static inline int h_prin(struct h *h, int nxi, uint8_t sa)
+{
+	uint8_t c[10] = { 0x5e, sa, 0, 0, 0, 0, 0, 0x10, 0, 0 };
+
+	return h_run_full(h, nxi, 0, c, 10, NULL, 0, 4096);
+}
+
+/* A command of the tests that submit several at once: each logs its id when done. */
+struct rec {
+	struct scsi_cmd cmd;
+	uint8_t buf[4096];
+	int *log, *nlog;
+	int id;
+};
+
+static inline void rec_done(struct scsi_cmd *c)
+{
+	struct rec *r = c->priv;
+	r->log[(*r->nlog)++] = r->id;
+}
+
+/* Submits a 16-byte CDB without a nexus through ctx. */
+static inline void rec_submit(struct scsi_port_ctx *ctx, struct rec *r, uint16_t lun, const uint8_t *cdb, uint8_t attr,
+			      const void *out, uint32_t out_len)
+{
+	memset(&r->cmd, 0, sizeof(r->cmd));
+	r->cmd.lun = lun;
+	r->cmd.lun_valid = true;
+	memcpy(r->cmd.cdb, cdb, 16);
+	r->cmd.cdb_len = 16;
+	r->cmd.task_attr = attr;
+	r->cmd.out = out;
+	r->cmd.out_len = out_len;
+	r->cmd.in = r->buf;
+	r->cmd.in_cap = sizeof(r->buf);
+	r->cmd.done = rec_done;
+	r->cmd.priv = r;
+	scsi_port_submit(ctx, &r->cmd);
 }
 
 #endif

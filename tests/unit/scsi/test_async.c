@@ -74,37 +74,6 @@ static void as_release(struct astore *a)
 	}
 }
 
-struct rec {
-	struct scsi_cmd cmd;
-	uint8_t buf[4096];
-	int *log, *nlog;
-	int id;
-};
-
-static void rec_done(struct scsi_cmd *c)
-{
-	struct rec *r = c->priv;
-	r->log[(*r->nlog)++] = r->id;
-}
-
-static void rec_submit(struct scsi_target *t, struct rec *r, uint16_t lun, const uint8_t *cdb, uint8_t attr,
-		       const void *out, uint32_t out_len)
-{
-	memset(&r->cmd, 0, sizeof(r->cmd));
-	r->cmd.lun = lun;
-	r->cmd.lun_valid = true;
-	memcpy(r->cmd.cdb, cdb, 16);
-	r->cmd.cdb_len = 16;
-	r->cmd.task_attr = attr;
-	r->cmd.out = out;
-	r->cmd.out_len = out_len;
-	r->cmd.in = r->buf;
-	r->cmd.in_cap = sizeof(r->buf);
-	r->cmd.done = rec_done;
-	r->cmd.priv = r;
-	scsi_target_submit(t, &r->cmd);
-}
-
 static const struct store_ops as_ops = { .read = as_never, .close = as_close, .submit = as_submit };
 
 static struct astore *lu1(struct h *h, unsigned caps)
@@ -143,19 +112,19 @@ static void test_writes_and_order(void)
 		r[i].id = i;
 	}
 	uint8_t tur[16] = { 0 };
-	rec_submit(h->t, &r[0], 1, tur, TASK_SIMPLE, NULL, 0); /* the power-on unit attention */
+	rec_submit(h->ctx, &r[0], 1, tur, TASK_SIMPLE, NULL, 0); /* the power-on unit attention */
 	nlog = 0;
 
 	static uint8_t blk[1024];
 	memset(blk, 0x5a, sizeof(blk));
 	uint8_t wr[16], rd[16];
 	cdb16(wr, 0x8a, 4, 2);
-	rec_submit(h->t, &r[0], 1, wr, TASK_SIMPLE, blk, sizeof(blk));
+	rec_submit(h->ctx, &r[0], 1, wr, TASK_SIMPLE, blk, sizeof(blk));
 	CHECK_EQ(nlog, 0);                  /* not inline: the store has it */
 	CHECK_EQ(a->ops[STORE_IO_WRITE], 1);
-	rec_submit(h->t, &r[1], 1, tur, TASK_ORDERED, NULL, 0); /* waits for the write */
-	rec_submit(h->t, &r[2], 1, tur, TASK_SIMPLE, NULL, 0);  /* waits behind the ORDERED one */
-	rec_submit(h->t, &r[3], 0, tur, TASK_SIMPLE, NULL, 0);  /* another LU: at once */
+	rec_submit(h->ctx, &r[1], 1, tur, TASK_ORDERED, NULL, 0); /* waits for the write */
+	rec_submit(h->ctx, &r[2], 1, tur, TASK_SIMPLE, NULL, 0);  /* waits behind the ORDERED one */
+	rec_submit(h->ctx, &r[3], 0, tur, TASK_SIMPLE, NULL, 0);  /* another LU: at once */
 	CHECK_EQ(nlog, 1);
 	CHECK_EQ(log[0], 3);
 	as_release(a);
@@ -163,7 +132,7 @@ static void test_writes_and_order(void)
 	CHECK_EQ(log[1], 0);
 	CHECK_EQ(r[0].cmd.status, SCSI_GOOD);
 	CHECK_EQ(a->data[4 * 512], 0x5a);
-	scsi_target_run_blocked(h->t);
+	scsi_port_run_blocked(h->ctx);
 	CHECK_EQ(nlog, 4);
 	CHECK_EQ(log[2], 1);
 	CHECK_EQ(log[3], 2);
@@ -171,11 +140,11 @@ static void test_writes_and_order(void)
 	/* An ORDERED write holds back the SIMPLE read after it until it ends. */
 	nlog = 0;
 	cdb16(rd, 0x88, 4, 2);
-	rec_submit(h->t, &r[0], 1, wr, TASK_ORDERED, blk, sizeof(blk));
-	rec_submit(h->t, &r[1], 1, rd, TASK_SIMPLE, NULL, 0);
+	rec_submit(h->ctx, &r[0], 1, wr, TASK_ORDERED, blk, sizeof(blk));
+	rec_submit(h->ctx, &r[1], 1, rd, TASK_SIMPLE, NULL, 0);
 	CHECK_EQ(a->ops[STORE_IO_READ], 0);
 	as_release(a);
-	scsi_target_run_blocked(h->t);
+	scsi_port_run_blocked(h->ctx);
 	CHECK_EQ(a->ops[STORE_IO_READ], 1);
 	as_release(a);
 	CHECK_EQ(nlog, 2);
@@ -187,7 +156,7 @@ static void test_writes_and_order(void)
 	/* FUA: the write, then a flush, each the store's. */
 	nlog = 0;
 	wr[1] = 0x08;
-	rec_submit(h->t, &r[0], 1, wr, TASK_SIMPLE, blk, sizeof(blk));
+	rec_submit(h->ctx, &r[0], 1, wr, TASK_SIMPLE, blk, sizeof(blk));
 	as_release(a);
 	CHECK_EQ(a->ops[STORE_IO_FLUSH], 1);
 	CHECK_EQ(nlog, 0);
@@ -203,9 +172,9 @@ static void test_writes_and_order(void)
 	uint8_t caw[16] = { 0x89 };
 	put_be64(caw + 2, 4);
 	caw[13] = 1;
-	rec_submit(h->t, &r[0], 1, caw, TASK_SIMPLE, cw, sizeof(cw));
+	rec_submit(h->ctx, &r[0], 1, caw, TASK_SIMPLE, cw, sizeof(cw));
 	CHECK_EQ(a->ops[STORE_IO_READ], 2);
-	rec_submit(h->t, &r[1], 1, wr, TASK_SIMPLE, blk, sizeof(blk)); /* must not pass it */
+	rec_submit(h->ctx, &r[1], 1, wr, TASK_SIMPLE, blk, sizeof(blk)); /* must not pass it */
 	CHECK_EQ(a->ops[STORE_IO_WRITE], 3);
 	as_release(a);                      /* the read: compared, the write goes */
 	CHECK_EQ(a->ops[STORE_IO_WRITE], 4);
@@ -213,7 +182,7 @@ static void test_writes_and_order(void)
 	CHECK_EQ(nlog, 1);
 	CHECK_EQ(r[0].cmd.status, SCSI_GOOD);
 	CHECK_EQ(a->data[4 * 512], 0x11);
-	scsi_target_run_blocked(h->t);      /* now the plain write */
+	scsi_port_run_blocked(h->ctx);      /* now the plain write */
 	CHECK_EQ(a->ops[STORE_IO_WRITE], 5);
 	as_release(a);
 	CHECK_EQ(nlog, 2);
@@ -222,7 +191,7 @@ static void test_writes_and_order(void)
 	nlog = 0;
 	memset(cw, 0x5a, 512);
 	cw[37] = 0x00;
-	rec_submit(h->t, &r[0], 1, caw, TASK_SIMPLE, cw, sizeof(cw));
+	rec_submit(h->ctx, &r[0], 1, caw, TASK_SIMPLE, cw, sizeof(cw));
 	as_release(a);
 	CHECK_EQ(nlog, 1);
 	CHECK_EQ(r[0].cmd.status, SCSI_CHECK_CONDITION);
@@ -234,7 +203,7 @@ static void test_writes_and_order(void)
 	cdb16(vfy, 0x8f, 4, 1);
 	nlog = 0;
 	unsigned reads = a->ops[STORE_IO_READ];
-	rec_submit(h->t, &r[0], 1, vfy, TASK_SIMPLE, NULL, 0);
+	rec_submit(h->ctx, &r[0], 1, vfy, TASK_SIMPLE, NULL, 0);
 	CHECK_EQ(a->ops[STORE_IO_READ], reads + 1);
 	as_release(a);
 	CHECK_EQ(nlog, 1);
@@ -244,7 +213,7 @@ static void test_writes_and_order(void)
 	want[300] ^= 0xff;
 	vfy[1] = 0x02;                      /* BYTCHK 1: the medium's block but for byte 300 */
 	nlog = 0;
-	rec_submit(h->t, &r[0], 1, vfy, TASK_SIMPLE, want, sizeof(want));
+	rec_submit(h->ctx, &r[0], 1, vfy, TASK_SIMPLE, want, sizeof(want));
 	as_release(a);
 	CHECK_EQ(nlog, 1);
 	CHECK_EQ(r[0].cmd.sense[2] & 0x0f, SK_MISCOMPARE);
@@ -253,7 +222,7 @@ static void test_writes_and_order(void)
 	/* Other long operations are not offered: they would call the store synchronously. */
 	uint8_t san[16] = { 0x48, 0x1f };   /* SANITIZE, EXIT FAILURE MODE */
 	nlog = 0;
-	rec_submit(h->t, &r[0], 1, san, TASK_SIMPLE, NULL, 0);
+	rec_submit(h->ctx, &r[0], 1, san, TASK_SIMPLE, NULL, 0);
 	CHECK_EQ(nlog, 1);
 	CHECK_EQ(r[0].cmd.sense[2] & 0x0f, SK_ILLEGAL_REQUEST);
 	CHECK_EQ(r[0].cmd.sense[12], 0x20);
@@ -273,7 +242,7 @@ static void test_store_compare_write(void)
 		r[i].id = i;
 	}
 	uint8_t tur[16] = { 0 };
-	rec_submit(h->t, &r[0], 1, tur, TASK_SIMPLE, NULL, 0);
+	rec_submit(h->ctx, &r[0], 1, tur, TASK_SIMPLE, NULL, 0);
 	nlog = 0;
 	static uint8_t cw[1024];
 	memset(cw + 512, 0x22, 512);
@@ -281,13 +250,13 @@ static void test_store_compare_write(void)
 	uint8_t caw[16] = { 0x89 };
 	put_be64(caw + 2, 8);
 	caw[13] = 1;
-	rec_submit(h->t, &r[0], 1, caw, TASK_SIMPLE, cw, sizeof(cw));
+	rec_submit(h->ctx, &r[0], 1, caw, TASK_SIMPLE, cw, sizeof(cw));
 	CHECK_EQ(a->ops[STORE_IO_COMPARE_WRITE], 1);
 	CHECK_EQ(a->ops[STORE_IO_READ], 0);
 	static uint8_t blk[512];
 	uint8_t wr[16];
 	cdb16(wr, 0x8a, 20, 1);
-	rec_submit(h->t, &r[1], 1, wr, TASK_SIMPLE, blk, sizeof(blk)); /* goes at once */
+	rec_submit(h->ctx, &r[1], 1, wr, TASK_SIMPLE, blk, sizeof(blk)); /* goes at once */
 	CHECK_EQ(a->ops[STORE_IO_WRITE], 1);
 	as_release(a);
 	CHECK_EQ(nlog, 2);
@@ -296,7 +265,7 @@ static void test_store_compare_write(void)
 	CHECK_EQ(get_be32(r[0].cmd.sense + 3), 100);
 	CHECK_EQ(a->data[8 * 512], 0);
 	cw[100] = 0;
-	rec_submit(h->t, &r[0], 1, caw, TASK_SIMPLE, cw, sizeof(cw));
+	rec_submit(h->ctx, &r[0], 1, caw, TASK_SIMPLE, cw, sizeof(cw));
 	as_release(a);
 	CHECK_EQ(r[0].cmd.status, SCSI_GOOD);
 	CHECK_EQ(a->data[8 * 512 + 7], 0x22);
@@ -313,7 +282,7 @@ static void test_unmap_write_same(void)
 	r[0].log = log;
 	r[0].nlog = &nlog;
 	uint8_t tur[16] = { 0 };
-	rec_submit(h->t, &r[0], 1, tur, TASK_SIMPLE, NULL, 0);
+	rec_submit(h->ctx, &r[0], 1, tur, TASK_SIMPLE, NULL, 0);
 	memset(a->data, 0xee, sizeof(a->data));
 
 	/* WRITE SAME (16) of a pattern block over 8 blocks at LBA 16. */
@@ -322,7 +291,7 @@ static void test_unmap_write_same(void)
 	uint8_t ws[16];
 	cdb16(ws, 0x93, 16, 8);
 	nlog = 0;
-	rec_submit(h->t, &r[0], 1, ws, TASK_SIMPLE, blk, sizeof(blk));
+	rec_submit(h->ctx, &r[0], 1, ws, TASK_SIMPLE, blk, sizeof(blk));
 	CHECK_EQ(a->ops[STORE_IO_WRITE_SAME], 1);
 	CHECK_EQ(nlog, 0);
 	as_release(a);
@@ -334,12 +303,12 @@ static void test_unmap_write_same(void)
 
 	/* A zero block: WRITE ZEROES. With UNMAP: deallocation. */
 	memset(blk, 0, sizeof(blk));
-	rec_submit(h->t, &r[0], 1, ws, TASK_SIMPLE, blk, sizeof(blk));
+	rec_submit(h->ctx, &r[0], 1, ws, TASK_SIMPLE, blk, sizeof(blk));
 	as_release(a);
 	CHECK_EQ(a->ops[STORE_IO_WRITE_ZEROES], 1);
 	CHECK_EQ(a->data[16 * 512], 0);
 	ws[1] = 0x08;
-	rec_submit(h->t, &r[0], 1, ws, TASK_SIMPLE, blk, sizeof(blk));
+	rec_submit(h->ctx, &r[0], 1, ws, TASK_SIMPLE, blk, sizeof(blk));
 	as_release(a);
 	CHECK_EQ(a->ops[STORE_IO_UNMAP], 1);
 	CHECK_EQ(r[0].cmd.status, SCSI_GOOD);
@@ -358,7 +327,7 @@ static void test_unmap_write_same(void)
 	uint8_t um[16] = { 0x42 };
 	put_be16(um + 7, sizeof(par));
 	nlog = 0;
-	rec_submit(h->t, &r[0], 1, um, TASK_SIMPLE, par, sizeof(par));
+	rec_submit(h->ctx, &r[0], 1, um, TASK_SIMPLE, par, sizeof(par));
 	for (int i = 0; i < 8 && nlog == 0; i++)
 		as_release(a);
 	CHECK_EQ(nlog, 1);

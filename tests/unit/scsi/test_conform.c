@@ -504,6 +504,7 @@ static void test_big_file_lu(void)
 	static struct h hh;
 	struct h *h = &hh;
 	h->t = t;
+	h->ctx = scsi_port_ctx_new(t, NULL);
 	h->nx[0] = nx;
 	h_clear_ua(h, 0, 0);
 

@@ -52,7 +52,7 @@ static void a_submit(struct h *h, struct acmd *a, int nxi, uint16_t lun, const u
 	a->cmd.in_cap = sizeof(a->in);
 	a->cmd.done = a_done;
 	a->cmd.priv = a;
-	scsi_target_submit(h->t, &a->cmd);
+	scsi_port_submit(h->ctx, &a->cmd);
 }
 
 /* The loop's part: reap finished steps until `a` is done; counts reaps and the longest one. */
@@ -70,7 +70,7 @@ static void pump_until(struct offload *o, struct h *h, struct acmd *a, struct pu
 			continue;
 		double t0 = cpu_s();
 		offload_reap(o);
-		scsi_target_run_blocked(h->t);
+		scsi_port_run_blocked(h->ctx);
 		double ms = (cpu_s() - t0) * 1e3;
 		if (st) {
 			st->reaps++;

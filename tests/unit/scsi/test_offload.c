@@ -113,7 +113,7 @@ static void submit_read10(struct h *h, uint32_t lba, uint16_t blocks, uint8_t at
 	c->done = h_done;
 	c->priv = h;
 	h->done_calls = 0;
-	scsi_target_submit(h->t, c);
+	scsi_port_submit(h->ctx, c);
 }
 
 static void submit_cdb(struct h *h, const uint8_t cdb[10], uint8_t attr)
@@ -129,7 +129,7 @@ static void submit_cdb(struct h *h, const uint8_t cdb[10], uint8_t attr)
 	c->done = h_done;
 	c->priv = h;
 	h->done_calls = 0;
-	scsi_target_submit(h->t, c);
+	scsi_port_submit(h->ctx, c);
 }
 
 static void finish(struct offload *o)
@@ -246,7 +246,7 @@ static void test_deferred_reads(void)
 	h->cmd.done = h_done;
 	h->cmd.priv = h;
 	h->done_calls = 0;
-	scsi_target_submit(h->t, &h->cmd);
+	scsi_port_submit(h->ctx, &h->cmd);
 	CHECK_EQ(h->done_calls, 0);
 	finish(o);
 	CHECK_EQ(h->fs->writes, writes + 1);
@@ -274,38 +274,6 @@ static void test_deferred_reads(void)
 
 /* ---- commands that wait for their LU's work on workers, and cancelled ones */
 
-struct rec {
-	struct scsi_cmd cmd;
-	uint8_t buf[4096];
-	int *log, *nlog;
-	int id;
-};
-
-static void rec_done(struct scsi_cmd *c)
-{
-	struct rec *r = c->priv;
-	r->log[(*r->nlog)++] = r->id;
-}
-
-static void rec_submit(struct scsi_target *t, struct rec *r, uint16_t lun, const uint8_t *cdb, uint8_t attr,
-		       const void *out, uint32_t out_len)
-{
-	memset(&r->cmd, 0, sizeof(r->cmd));
-	r->cmd.nexus = NULL;
-	r->cmd.lun = lun;
-	r->cmd.lun_valid = true;
-	memcpy(r->cmd.cdb, cdb, 16);
-	r->cmd.cdb_len = 16;
-	r->cmd.task_attr = attr;
-	r->cmd.out = out;
-	r->cmd.out_len = out_len;
-	r->cmd.in = r->buf;
-	r->cmd.in_cap = sizeof(r->buf);
-	r->cmd.done = rec_done;
-	r->cmd.priv = r;
-	scsi_target_submit(t, &r->cmd);
-}
-
 static void test_blocked(void)
 {
 	char *err = NULL;
@@ -322,24 +290,24 @@ static void test_blocked(void)
 		r[i].nlog = &nlog;
 		r[i].id = i;
 	}
-	rec_submit(h->t, &r[0], 0, tur, TASK_SIMPLE, NULL, 0);
-	rec_submit(h->t, &r[0], 1, tur, TASK_SIMPLE, NULL, 0);
+	rec_submit(h->ctx, &r[0], 0, tur, TASK_SIMPLE, NULL, 0);
+	rec_submit(h->ctx, &r[0], 1, tur, TASK_SIMPLE, NULL, 0);
 	nlog = 0;
 	h->fs->base.wait = STORE_WAIT_ALWAYS;
 	h->fs->read_delay_us = 100000;
 
 	uint8_t rd[16] = {0x88};
 	put_be32(rd + 10, 8); /* READ(16) of 8 blocks at LBA 0 */
-	rec_submit(h->t, &r[0], 0, rd, TASK_SIMPLE, NULL, 0);   /* to a worker, 100 ms */
-	rec_submit(h->t, &r[1], 0, tur, TASK_ORDERED, NULL, 0); /* waits for it */
-	rec_submit(h->t, &r[2], 0, tur, TASK_SIMPLE, NULL, 0);  /* queued behind the ORDERED one */
-	rec_submit(h->t, &r[3], 1, tur, TASK_ORDERED, NULL, 0); /* another LU: at once */
+	rec_submit(h->ctx, &r[0], 0, rd, TASK_SIMPLE, NULL, 0);   /* to a worker, 100 ms */
+	rec_submit(h->ctx, &r[1], 0, tur, TASK_ORDERED, NULL, 0); /* waits for it */
+	rec_submit(h->ctx, &r[2], 0, tur, TASK_SIMPLE, NULL, 0);  /* queued behind the ORDERED one */
+	rec_submit(h->ctx, &r[3], 1, tur, TASK_ORDERED, NULL, 0); /* another LU: at once */
 	CHECK_EQ(nlog, 1);
 	CHECK_EQ(log[0], 3);
-	scsi_target_run_blocked(h->t); /* nothing to run yet */
+	scsi_port_run_blocked(h->ctx); /* nothing to run yet */
 	CHECK_EQ(nlog, 1);
 	finish(o);
-	scsi_target_run_blocked(h->t);
+	scsi_port_run_blocked(h->ctx);
 	CHECK_EQ(nlog, 4);
 	CHECK_EQ(log[1], 0);
 	CHECK_EQ(log[2], 1);
@@ -352,11 +320,11 @@ static void test_blocked(void)
 	uint8_t wr[16] = {0x8a};
 	put_be32(wr + 10, 1); /* WRITE(16), 1 block at LBA 0 */
 	nlog = 0;
-	rec_submit(h->t, &r[4], 0, rd, TASK_SIMPLE, NULL, 0);
-	rec_submit(h->t, &r[5], 0, wr, TASK_ORDERED, ones, sizeof(ones));
+	rec_submit(h->ctx, &r[4], 0, rd, TASK_SIMPLE, NULL, 0);
+	rec_submit(h->ctx, &r[5], 0, wr, TASK_ORDERED, ones, sizeof(ones));
 	scsi_cmd_cancel(&r[5].cmd);
 	finish(o);
-	scsi_target_run_blocked(h->t);
+	scsi_port_run_blocked(h->ctx);
 	CHECK_EQ(nlog, 2);
 	CHECK_EQ(h->fs->writes, 0);
 
@@ -366,8 +334,8 @@ static void test_blocked(void)
 	uint8_t rd8[16] = {0x88};
 	put_be64(rd8 + 2, 8);
 	put_be32(rd8 + 10, 8); /* READ(16) of 8 blocks at LBA 8: continues the read at LBA 0 */
-	rec_submit(h->t, &r[6], 0, rd, TASK_SIMPLE, NULL, 0);
-	rec_submit(h->t, &r[7], 0, rd8, TASK_SIMPLE, NULL, 0); /* a stream: queued behind r[6] */
+	rec_submit(h->ctx, &r[6], 0, rd, TASK_SIMPLE, NULL, 0);
+	rec_submit(h->ctx, &r[7], 0, rd8, TASK_SIMPLE, NULL, 0); /* a stream: queued behind r[6] */
 	scsi_cmd_cancel(&r[7].cmd);
 	finish(o);
 	CHECK_EQ(nlog, 2);
@@ -381,7 +349,7 @@ static void test_blocked(void)
 		uint8_t c[16] = {0x88};
 		put_be64(c + 2, 16 + 8 * (uint64_t)i); /* the first continues r[7], at LBA 8 */
 		put_be32(c + 10, 8);
-		rec_submit(h->t, &r[i], 0, c, TASK_SIMPLE, NULL, 0);
+		rec_submit(h->ctx, &r[i], 0, c, TASK_SIMPLE, NULL, 0);
 	}
 	finish(o);
 	CHECK_EQ(nlog, 4);
@@ -393,7 +361,7 @@ static void test_blocked(void)
 		uint8_t c[16] = {0x88};
 		put_be64(c + 2, 1000 - 100 * (uint64_t)i);
 		put_be32(c + 10, 8);
-		rec_submit(h->t, &r[i], 0, c, TASK_SIMPLE, NULL, 0);
+		rec_submit(h->ctx, &r[i], 0, c, TASK_SIMPLE, NULL, 0);
 	}
 	finish(o);
 	CHECK_EQ(nlog, 4);
@@ -402,8 +370,8 @@ static void test_blocked(void)
 
 	/* Removing an LU fails the commands still waiting for it: LOGICAL UNIT NOT SUPPORTED. */
 	nlog = 0;
-	rec_submit(h->t, &r[0], 0, rd, TASK_SIMPLE, NULL, 0);
-	rec_submit(h->t, &r[1], 0, tur, TASK_ORDERED, NULL, 0);
+	rec_submit(h->ctx, &r[0], 0, rd, TASK_SIMPLE, NULL, 0);
+	rec_submit(h->ctx, &r[1], 0, tur, TASK_ORDERED, NULL, 0);
 	CHECK_EQ(scsi_target_remove_lu(h->t, 0), 0);
 	CHECK_EQ(nlog, 1);
 	CHECK_EQ(log[0], 1);

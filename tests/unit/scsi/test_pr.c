@@ -5,24 +5,6 @@
 
 #include "harness.h"
 
-static int prout(struct h *h, int nxi, uint8_t sa, uint8_t type, uint64_t key, uint64_t sark, uint8_t flags)
-{
-	uint8_t c[10] = { 0x5f, sa, type, 0, 0, 0, 0, 0, 24, 0 };
-	uint8_t p[24] = { 0 };
-
-	put_be64(p, key);
-	put_be64(p + 8, sark);
-	p[20] = flags;
-	return h_run_full(h, nxi, 0, c, 10, p, 24, 0);
-}
-
-static int prin(struct h *h, int nxi, uint8_t sa)
-{
-	uint8_t c[10] = { 0x5e, sa, 0, 0, 0, 0, 0, 0x10, 0, 0 };
-
-	return h_run_full(h, nxi, 0, c, 10, NULL, 0, 4096);
-}
-
 static int rd(struct h *h, int nxi)
 {
 	uint8_t c[10];
@@ -46,25 +28,25 @@ static void test_register_reserve(void)
 
 	h_clear_ua(h, 0, 0);
 	h_clear_ua(h, 1, 0);
-	CHECK_EQ(prin(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 0);
-	CHECK_EQ(prout(h, 0, 0, 0, 0, 0xaa, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0xaa, 0), SCSI_GOOD);
 	/* Registering again with the wrong key conflicts; with IGNORE it replaces. */
-	CHECK_EQ(prout(h, 0, 0, 0, 0, 0xab, 0), SCSI_RESERVATION_CONFLICT);
-	CHECK_EQ(prout(h, 0, 6, 0, 0, 0xab, 0), SCSI_GOOD);
-	CHECK_EQ(prout(h, 0, 0, 0, 0xab, 0xaa, 0), SCSI_GOOD);
-	CHECK_EQ(prout(h, 1, 0, 0, 0, 0xbb, 0), SCSI_GOOD);
-	CHECK_EQ(prin(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0xab, 0), SCSI_RESERVATION_CONFLICT);
+	CHECK_EQ(h_prout(h, 0, 6, 0, 0, 0xab, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0xab, 0xaa, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 0, 0, 0, 0xbb, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 16);
 	CHECK_EQ(get_be32(h->in), 4);
 	CHECK_EQ(get_be64(h->in + 8), 0xaa);
 
 	/* RESERVE needs a registration and the right key. */
-	CHECK_EQ(prout(h, 0, 1, 1, 0xbb, 0, 0), SCSI_RESERVATION_CONFLICT);
-	CHECK_EQ(prout(h, 0, 1, 1, 0xaa, 0, 0), SCSI_GOOD);
-	CHECK_EQ(prout(h, 0, 1, 1, 0xaa, 0, 0), SCSI_GOOD);
-	CHECK_EQ(prout(h, 1, 1, 1, 0xbb, 0, 0), SCSI_RESERVATION_CONFLICT);
-	CHECK_EQ(prin(h, 1, 1), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 1, 1, 0xbb, 0, 0), SCSI_RESERVATION_CONFLICT);
+	CHECK_EQ(h_prout(h, 0, 1, 1, 0xaa, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 1, 1, 0xaa, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 1, 1, 0xbb, 0, 0), SCSI_RESERVATION_CONFLICT);
+	CHECK_EQ(h_prin(h, 1, 1), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 16);
 	CHECK_EQ(get_be64(h->in + 8), 0xaa);
 	CHECK_EQ(h->in[21], 1);
@@ -76,31 +58,31 @@ static void test_register_reserve(void)
 	uint8_t rsv[6] = { 0x16 };
 	CHECK_EQ(h_run(h, rsv, 6, NULL, 0, 0), SCSI_RESERVATION_CONFLICT);
 	/* Release with the wrong type. */
-	CHECK_EQ(prout(h, 0, 2, 3, 0xaa, 0, 0), SCSI_CHECK_CONDITION);
+	CHECK_EQ(h_prout(h, 0, 2, 3, 0xaa, 0, 0), SCSI_CHECK_CONDITION);
 	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x26, 0x04);
-	CHECK_EQ(prout(h, 0, 2, 1, 0xaa, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 2, 1, 0xaa, 0, 0), SCSI_GOOD);
 	CHECK_EQ(wr(h, 1), SCSI_GOOD);
 
 	/* Exclusive access: the other nexus cannot even read. */
-	CHECK_EQ(prout(h, 0, 1, 3, 0xaa, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 1, 3, 0xaa, 0, 0), SCSI_GOOD);
 	CHECK_EQ(rd(h, 1), SCSI_RESERVATION_CONFLICT);
 	uint8_t tur[6] = { 0 };
 	CHECK_EQ(h_run_full(h, 1, 0, tur, 6, NULL, 0, 0), SCSI_GOOD);
 	/* Preempt by the other registrant: it takes over, the old holder's registration goes. */
-	CHECK_EQ(prout(h, 1, 4, 6, 0xbb, 0xaa, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 4, 6, 0xbb, 0xaa, 0), SCSI_GOOD);
 	CHECK_EQ(rd(h, 1), SCSI_GOOD);
 	CHECK_EQ(rd(h, 0), SCSI_CHECK_CONDITION);
 	CHECK_SENSE(h, SK_UNIT_ATTENTION, 0x2a, 0x05);
 	CHECK_EQ(rd(h, 0), SCSI_RESERVATION_CONFLICT);
-	CHECK_EQ(prin(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 8);
 	CHECK_EQ(get_be64(h->in + 8), 0xbb);
 	/* Registrants-only: once registered, nexus 0 gets access. */
-	CHECK_EQ(prout(h, 0, 0, 0, 0, 0xcc, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0xcc, 0), SCSI_GOOD);
 	CHECK_EQ(rd(h, 0), SCSI_GOOD);
 	CHECK_EQ(wr(h, 0), SCSI_GOOD);
 	/* READ FULL STATUS lists both, the holder flagged. */
-	CHECK_EQ(prin(h, 0, 3), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 3), SCSI_GOOD);
 	{
 		size_t len = get_be32(h->in + 4) + 8, off = 8;
 		int holders = 0, regs = 0;
@@ -114,22 +96,22 @@ static void test_register_reserve(void)
 		CHECK_EQ(regs, 2);
 		CHECK_EQ(holders, 1);
 	}
-	CHECK_EQ(prin(h, 0, 2), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 2), SCSI_GOOD);
 	CHECK_EQ(get_be16(h->in), 8);
 	/* CLEAR drops everything and tells the others. */
-	CHECK_EQ(prout(h, 0, 3, 0, 0xcc, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 3, 0, 0xcc, 0, 0), SCSI_GOOD);
 	CHECK_EQ(rd(h, 1), SCSI_CHECK_CONDITION);
 	CHECK_SENSE(h, SK_UNIT_ATTENTION, 0x2a, 0x03);
-	CHECK_EQ(prin(h, 1, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 1, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 0);
 	/* Wrong parameter list length, bad type. */
 	uint8_t c[10] = { 0x5f, 0, 0, 0, 0, 0, 0, 0, 20, 0 };
 	CHECK_EQ(h_run(h, c, 10, h->in, 20, 0), SCSI_CHECK_CONDITION);
 	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x1a, 0x00);
-	CHECK_EQ(prout(h, 0, 0, 0, 0, 0xaa, 0), SCSI_GOOD);
-	CHECK_EQ(prout(h, 0, 1, 2, 0xaa, 0, 0), SCSI_CHECK_CONDITION);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0xaa, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 1, 2, 0xaa, 0, 0), SCSI_CHECK_CONDITION);
 	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
-	CHECK_EQ(prin(h, 0, 9), SCSI_CHECK_CONDITION);
+	CHECK_EQ(h_prin(h, 0, 9), SCSI_CHECK_CONDITION);
 	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
 	h_free(h);
 }
@@ -140,16 +122,16 @@ static void test_all_registrants(void)
 
 	h_clear_ua(h, 0, 0);
 	h_clear_ua(h, 1, 0);
-	CHECK_EQ(prout(h, 0, 0, 0, 0, 0xa, 0), SCSI_GOOD);
-	CHECK_EQ(prout(h, 0, 1, 8, 0xa, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0xa, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 1, 8, 0xa, 0, 0), SCSI_GOOD);
 	CHECK_EQ(rd(h, 1), SCSI_RESERVATION_CONFLICT);
-	CHECK_EQ(prout(h, 1, 0, 0, 0, 0xb, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 0, 0, 0, 0xb, 0), SCSI_GOOD);
 	CHECK_EQ(rd(h, 1), SCSI_GOOD);
 	/* The reservation outlives the registrant that made it. */
-	CHECK_EQ(prout(h, 0, 0, 0, 0xa, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0xa, 0, 0), SCSI_GOOD);
 	CHECK_EQ(rd(h, 1), SCSI_GOOD);
 	CHECK_EQ(rd(h, 0), SCSI_RESERVATION_CONFLICT);
-	CHECK_EQ(prin(h, 0, 1), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 1), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 16);
 	CHECK_EQ(get_be64(h->in + 8), 0);
 	CHECK_EQ(h->in[21], 8);
@@ -166,9 +148,9 @@ static void test_aptpl(void)
 	p.state_dir = dir;
 	struct h *h = h_new(64, &p);
 	h_clear_ua(h, 0, 0);
-	CHECK_EQ(prout(h, 0, 0, 0, 0, 0x1234, 0x01), SCSI_GOOD);
-	CHECK_EQ(prout(h, 0, 1, 5, 0x1234, 0, 0), SCSI_GOOD);
-	CHECK_EQ(prin(h, 0, 2), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0x1234, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 1, 5, 0x1234, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 2), SCSI_GOOD);
 	CHECK_EQ(h->in[3] & 1, 1);
 	h_free(h);
 
@@ -176,7 +158,7 @@ static void test_aptpl(void)
 	h = h_new(64, &p);
 	h_clear_ua(h, 0, 0);
 	h_clear_ua(h, 1, 0);
-	CHECK_EQ(prin(h, 0, 1), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 1), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 16);
 	CHECK_EQ(get_be64(h->in + 8), 0x1234);
 	CHECK_EQ(h->in[21], 5);
@@ -187,11 +169,11 @@ static void test_aptpl(void)
 	h_clear_ua(h, 1, 0);
 	CHECK_EQ(wr(h, 1), SCSI_RESERVATION_CONFLICT);
 	h_clear_ua(h, 0, 0);
-	CHECK_EQ(prout(h, 0, 0, 0, 0x1234, 0x1234, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0x1234, 0x1234, 0), SCSI_GOOD);
 	h_free(h);
 	h = h_new(64, &p);
 	h_clear_ua(h, 0, 0);
-	CHECK_EQ(prin(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 0);
 	h_free(h);
 
@@ -252,7 +234,7 @@ static int register_from(struct h *h, const struct scsi_nexus *nx, uint64_t sark
 		cmd->cdb_len = 16;
 		cmd->done = h_done;
 		cmd->priv = h;
-		scsi_target_submit(h->t, cmd);
+		scsi_port_submit(h->ctx, cmd);
 		if (cmd->status == SCSI_GOOD)
 			break;
 	}
@@ -266,7 +248,7 @@ static int register_from(struct h *h, const struct scsi_nexus *nx, uint64_t sark
 	cmd->out_len = 24;
 	cmd->done = h_done;
 	cmd->priv = h;
-	scsi_target_submit(h->t, cmd);
+	scsi_port_submit(h->ctx, cmd);
 	return cmd->status;
 }
 
@@ -367,7 +349,7 @@ static void test_registration_limits(void)
 		(void)saved;
 	}
 	/* Once one registration goes, another fits. */
-	CHECK_EQ(prout(h, 0, 0, 0, 0x1000, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0x1000, 0, 0), SCSI_GOOD);
 	long_port_nexus(&nx, REG_CAP + 10);
 	CHECK_EQ(register_from(h, &nx, 0x99), SCSI_GOOD);
 	scsi_target_nexus_lost(h->t, &nx);

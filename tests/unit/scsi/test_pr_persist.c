@@ -64,24 +64,6 @@ static void rm_rf(const char *dir)
 	CHECK_EQ(system(cmd), 0);
 }
 
-static int prout_nx(struct h *h, int nxi, uint8_t sa, uint8_t type, uint64_t key, uint64_t sark, uint8_t flags)
-{
-	uint8_t c[10] = { 0x5f, sa, type, 0, 0, 0, 0, 0, 24, 0 };
-	uint8_t p[24] = { 0 };
-
-	put_be64(p, key);
-	put_be64(p + 8, sark);
-	p[20] = flags;
-	return h_run_full(h, nxi, 0, c, 10, p, 24, 0);
-}
-
-static int prin_nx(struct h *h, int nxi, uint8_t sa)
-{
-	uint8_t c[10] = { 0x5e, sa, 0, 0, 0, 0, 0, 0x10, 0, 0 };
-
-	return h_run_full(h, nxi, 0, c, 10, NULL, 0, 4096);
-}
-
 static struct h *lu_on(const char *name, const char *dir)
 {
 	struct scsi_lu_params p = { .block_size = 512, .state_dir = dir };
@@ -98,40 +80,40 @@ static void test_no_aptpl_no_disk(void)
 	CHECK(mkdtemp(dir) != NULL);
 	struct h *h = lu_on(TGT_A, dir);
 
-	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0xa1, 0), SCSI_GOOD);
-	CHECK_EQ(prout_nx(h, 1, 0, 0, 0, 0xb1, 0), SCSI_GOOD);
-	CHECK_EQ(prout_nx(h, 0, 1, 1, 0xa1, 0, 0), SCSI_GOOD);
-	CHECK_EQ(prout_nx(h, 1, 4, 1, 0xb1, 0xa1, 0), SCSI_GOOD);
-	CHECK_EQ(prout_nx(h, 1, 6, 0, 0, 0xb2, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0xa1, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 0, 0, 0, 0xb1, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 1, 1, 0xa1, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 4, 1, 0xb1, 0xa1, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0, 0xb2, 0), SCSI_GOOD);
 	printf("files after 5 changes without APTPL: %d\n", count_files(dir, "", NULL, 0));
 	CHECK_EQ(count_files(dir, "", NULL, 0), 0);
 
 	/* With APTPL the state is written: two files, mode 0600, named by the LU's designator. */
 	char snap[512] = "", journal[512] = "";
 	struct stat st;
-	CHECK_EQ(prout_nx(h, 1, 6, 0, 0, 0xb3, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0, 0xb3, 0x01), SCSI_GOOD);
 	CHECK_EQ(count_files(dir, ".pr", snap, sizeof(snap)), 1);
 	CHECK_EQ(count_files(dir, ".prj", journal, sizeof(journal)), 1);
 	CHECK(strstr(snap, "/naa.6") != NULL);
 	CHECK(stat(snap, &st) == 0 && (st.st_mode & 0777) == 0600);
 	CHECK(stat(journal, &st) == 0 && (st.st_mode & 0777) == 0600);
-	CHECK_EQ(prout_nx(h, 1, 6, 0, 0, 0xb4, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0, 0xb4, 0x01), SCSI_GOOD);
 	CHECK(stat(journal, &st) == 0 && st.st_size > 0);
 
 	/* Turning APTPL off is written once; later changes without it are not. */
-	CHECK_EQ(prout_nx(h, 1, 6, 0, 0, 0xb5, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0, 0xb5, 0), SCSI_GOOD);
 	struct stat s1, j1, s2, j2;
 	CHECK(stat(snap, &s1) == 0 && stat(journal, &j1) == 0);
-	CHECK_EQ(prout_nx(h, 1, 6, 0, 0, 0xb6, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0, 0xb6, 0), SCSI_GOOD);
 	h_clear_ua(h, 0, 0); /* nexus 0 was preempted */
-	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0xa2, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0xa2, 0), SCSI_GOOD);
 	CHECK(stat(snap, &s2) == 0 && stat(journal, &j2) == 0);
 	CHECK_EQ(s1.st_size, s2.st_size);
 	CHECK_EQ(j1.st_size, j2.st_size);
 	h_free(h);
 	/* And after a restart nothing comes back: the last word was APTPL 0. */
 	h = lu_on(TGT_A, dir);
-	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 0);
 	h_free(h);
 	rm_rf(dir);
@@ -149,24 +131,24 @@ static void test_identity(void)
 	fclose(f);
 
 	struct h *a = lu_on(TGT_A, dir), *b = lu_on(TGT_B, dir);
-	CHECK_EQ(prin_nx(b, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(b, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(b->in + 4), 0); /* the old file's registration is not anybody's */
-	CHECK_EQ(prout_nx(a, 0, 0, 0, 0, 0xaaaa, 0x01), SCSI_GOOD);
-	CHECK_EQ(prout_nx(a, 0, 1, 1, 0xaaaa, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(a, 0, 0, 0, 0, 0xaaaa, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(a, 0, 1, 1, 0xaaaa, 0, 0), SCSI_GOOD);
 	h_free(a);
 	h_free(b);
 
 	b = lu_on(TGT_B, dir);
 	a = lu_on(TGT_A, dir);
-	CHECK_EQ(prin_nx(b, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(b, 0, 0), SCSI_GOOD);
 	printf("target b after restart: %u bytes of keys\n", get_be32(b->in + 4));
 	CHECK_EQ(get_be32(b->in + 4), 0);
-	CHECK_EQ(prin_nx(b, 0, 1), SCSI_GOOD);
+	CHECK_EQ(h_prin(b, 0, 1), SCSI_GOOD);
 	CHECK_EQ(get_be32(b->in + 4), 0);
-	CHECK_EQ(prin_nx(a, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(a, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(a->in + 4), 8);
 	CHECK_EQ(get_be64(a->in + 8), 0xaaaa);
-	CHECK_EQ(prin_nx(a, 0, 1), SCSI_GOOD);
+	CHECK_EQ(h_prin(a, 0, 1), SCSI_GOOD);
 	CHECK_EQ(get_be32(a->in + 4), 16);
 	h_free(a);
 	h_free(b);
@@ -177,10 +159,10 @@ static void test_identity(void)
 static size_t state_bytes(struct h *h, uint8_t *out)
 {
 	size_t n;
-	CHECK_EQ(prin_nx(h, 0, 3), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 3), SCSI_GOOD);
 	n = h->cmd.in_len;
 	memcpy(out, h->in, n);
-	CHECK_EQ(prin_nx(h, 0, 1), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 1), SCSI_GOOD);
 	memcpy(out + n, h->in, h->cmd.in_len);
 	return n + h->cmd.in_len;
 }
@@ -193,12 +175,12 @@ static void test_journal_replay(void)
 	struct h *h = lu_on(TGT_A, dir);
 	static uint8_t before[8192], after[8192];
 
-	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0x10, 0x05), SCSI_GOOD); /* APTPL, ALL_TG_PT */
-	CHECK_EQ(prout_nx(h, 1, 0, 0, 0, 0x20, 0x01), SCSI_GOOD);
-	CHECK_EQ(prout_nx(h, 0, 1, 5, 0x10, 0, 0), SCSI_GOOD);     /* WE registrants only */
-	CHECK_EQ(prout_nx(h, 1, 4, 6, 0x20, 0x10, 0), SCSI_GOOD);  /* preempt: 1 holds EA_RO */
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0x10, 0x05), SCSI_GOOD); /* APTPL, ALL_TG_PT */
+	CHECK_EQ(h_prout(h, 1, 0, 0, 0, 0x20, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 1, 5, 0x10, 0, 0), SCSI_GOOD);     /* WE registrants only */
+	CHECK_EQ(h_prout(h, 1, 4, 6, 0x20, 0x10, 0), SCSI_GOOD);  /* preempt: 1 holds EA_RO */
 	h_clear_ua(h, 0, 0);
-	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0x11, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0x11, 0x01), SCSI_GOOD);
 	{
 		/* REGISTER AND MOVE: the reservation goes to a port that has no nexus now. */
 		uint8_t c[10] = { 0x5f, 0x07, 0x06, 0, 0, 0, 0, 0, 24 + 64, 0 };
@@ -213,7 +195,7 @@ static void test_journal_replay(void)
 		memcpy(p + 28, "iqn.2024-01.org.example:moved,i,0x400000000042", 46);
 		CHECK_EQ(h_run_full(h, 1, 0, c, 10, p, sizeof(p), 0), SCSI_GOOD);
 	}
-	CHECK_EQ(prout_nx(h, 1, 6, 0, 0, 0x21, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0, 0x21, 0x01), SCSI_GOOD);
 	size_t n = state_bytes(h, before);
 	CHECK(n > 8 + 3 * 24);
 	h_free(h);
@@ -236,18 +218,18 @@ static void test_journal_replay(void)
 	h = lu_on(TGT_A, dir);
 	CHECK_EQ(state_bytes(h, after), n);
 	CHECK(memcmp(before, after, n) == 0);
-	CHECK_EQ(prout_nx(h, 0, 2, 6, 0x11, 0, 0), SCSI_GOOD); /* release: not the holder, no change */
-	CHECK_EQ(prout_nx(h, 0, 6, 0, 0, 0x12, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 2, 6, 0x11, 0, 0), SCSI_GOOD); /* release: not the holder, no change */
+	CHECK_EQ(h_prout(h, 0, 6, 0, 0, 0x12, 0x01), SCSI_GOOD);
 	n = state_bytes(h, before);
 	h_free(h);
 	h = lu_on(TGT_A, dir);
 	CHECK_EQ(state_bytes(h, after), n);
 	CHECK(memcmp(before, after, n) == 0);
 	/* CLEAR with APTPL still on: nothing comes back. */
-	CHECK_EQ(prout_nx(h, 0, 3, 0, 0x12, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 3, 0, 0x12, 0, 0), SCSI_GOOD);
 	h_free(h);
 	h = lu_on(TGT_A, dir);
-	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 0);
 	h_free(h);
 	rm_rf(dir);
@@ -263,21 +245,21 @@ static void test_no_follow(void)
 	CHECK_EQ(write(fd, "precious\n", 9), 9);
 	close(fd);
 	struct h *h = lu_on(TGT_A, dir);
-	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0x10, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0x10, 0x01), SCSI_GOOD);
 	char snap[512] = "", tmp[600];
 	CHECK_EQ(count_files(dir, ".pr", snap, sizeof(snap)), 1);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", snap);
 	if (snap[0])
 		CHECK_EQ(symlink(victim, tmp), 0);
 	/* Turning APTPL off and on again forces a new snapshot through the temporary file. */
-	CHECK_EQ(prout_nx(h, 0, 6, 0, 0, 0x11, 0x00), SCSI_GOOD);
-	CHECK_EQ(prout_nx(h, 0, 6, 0, 0, 0x12, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 6, 0, 0, 0x11, 0x00), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 6, 0, 0, 0x12, 0x01), SCSI_GOOD);
 	struct stat st;
 	CHECK(stat(victim, &st) == 0 && st.st_size == 9);
 	CHECK(lstat(snap, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0777) == 0600);
 	h_free(h);
 	h = lu_on(TGT_A, dir);
-	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be64(h->in + 8), 0x12);
 	h_free(h);
 	unlink(victim);
@@ -290,7 +272,7 @@ static void test_bad_snapshot(void)
 	char dir[] = "/tmp/isthmus-prp-XXXXXX";
 	CHECK(mkdtemp(dir) != NULL);
 	struct h *h = lu_on(TGT_A, dir);
-	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0x10, 0x01), SCSI_GOOD); /* APTPL: a snapshot */
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0x10, 0x01), SCSI_GOOD); /* APTPL: a snapshot */
 	h_free(h);
 	char snap[512] = "";
 	CHECK_EQ(count_files(dir, ".pr", snap, sizeof(snap)), 1);
@@ -344,8 +326,8 @@ static void test_write_error(void)
 	close(fd);
 	snprintf(dir, sizeof(dir), "%s/state", file); /* under a regular file: ENOTDIR */
 	struct h *h = lu_on(TGT_A, dir);
-	CHECK_EQ(prout_nx(h, 0, 0, 0, 0, 0x10, 0), SCSI_GOOD);
-	CHECK_EQ(prout_nx(h, 0, 6, 0, 0, 0x11, 0x01), SCSI_CHECK_CONDITION);
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0x10, 0), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 6, 0, 0, 0x11, 0x01), SCSI_CHECK_CONDITION);
 	CHECK_SENSE(h, SK_MEDIUM_ERROR, 0x0c, 0x00);
 	h_free(h);
 	unlink(file);
@@ -367,7 +349,7 @@ static void a_done(struct scsi_cmd *c)
 	adone++;
 }
 
-static void a_submit(struct scsi_target *t, struct acmd *a, const uint8_t *cdb, const void *out, uint32_t out_len)
+static void a_submit(struct scsi_port_ctx *t, struct acmd *a, const uint8_t *cdb, const void *out, uint32_t out_len)
 {
 	memset(&a->cmd, 0, sizeof(a->cmd));
 	a->done = false;
@@ -380,18 +362,18 @@ static void a_submit(struct scsi_target *t, struct acmd *a, const uint8_t *cdb, 
 	a->cmd.out_len = out_len;
 	a->cmd.done = a_done;
 	a->cmd.priv = a;
-	scsi_target_submit(t, &a->cmd);
+	scsi_port_submit(t, &a->cmd);
 }
 
 /* Runs the loop's side of the pool until `want` commands are done (bounded). */
-static void pump(struct offload *o, struct scsi_target *t, int want)
+static void pump(struct offload *o, struct scsi_port_ctx *t, int want)
 {
 	double deadline = now_s() + 60;
 	while (adone < want && now_s() < deadline) {
 		struct pollfd p = { .fd = offload_fd(o), .events = POLLIN };
 		if (poll(&p, 1, 100) > 0) {
 			offload_reap(o);
-			scsi_target_run_blocked(t);
+			scsi_port_run_blocked(t);
 		}
 	}
 	CHECK(adone >= want);
@@ -410,16 +392,16 @@ static void register_many(struct h *h, struct offload *o, struct acmd *a, unsign
 	static const uint8_t reg[10] = { 0x5f, 0x00, 0, 0, 0, 0, 0, 0, 24, 0 };
 	for (unsigned i = 0; i < n; i++) {
 		nexus_n(&a[i].nx, first + i);
-		a_submit(h->t, &a[i], tur, NULL, 0); /* the power-on unit attention */
+		a_submit(h->ctx, &a[i], tur, NULL, 0); /* the power-on unit attention */
 	}
 	adone = 0;
 	for (unsigned i = 0; i < n; i++) {
 		memset(a[i].p, 0, 24);
 		put_be64(a[i].p + 8, 0x100000 + first + i);
 		a[i].p[20] = 0x01;
-		a_submit(h->t, &a[i], reg, a[i].p, 24);
+		a_submit(h->ctx, &a[i], reg, a[i].p, 24);
 	}
-	pump(o, h->t, (int)n);
+	pump(o, h->ctx, (int)n);
 	for (unsigned i = 0; i < n; i++) {
 		CHECK_EQ(a[i].cmd.status, SCSI_GOOD);
 		scsi_target_nexus_lost(h->t, &a[i].nx);
@@ -446,15 +428,15 @@ static struct window measure(struct h *h, struct offload *o, struct acmd *a, uns
 	unsigned long long w0 = wchar();
 	for (unsigned i = 0; i < n; i++) {
 		nexus_n(&a->nx, first + i);
-		a_submit(h->t, a, tur, NULL, 0);
+		a_submit(h->ctx, a, tur, NULL, 0);
 		memset(a->p, 0, 24);
 		put_be64(a->p + 8, 0x100000 + first + i);
 		a->p[20] = 0x01;
 		adone = 0;
 		double t0 = now_s();
-		a_submit(h->t, a, reg, a->p, 24);
+		a_submit(h->ctx, a, reg, a->p, 24);
 		loop += now_s() - t0;
-		pump(o, h->t, 1);
+		pump(o, h->ctx, 1);
 		total[i] = now_s() - t0;
 		CHECK_EQ(a->cmd.status, SCSI_GOOD);
 		scsi_target_nexus_lost(h->t, &a->nx);
@@ -493,7 +475,7 @@ static void test_scaling(void)
 	 * shared disk, and this test also runs under ThreadSanitizer on a busy machine. */
 	CHECK(w5000.bytes <= 10 * w100.bytes + 512);
 	CHECK(w5000.loop_us <= 10 * w100.loop_us + 2000);
-	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 8 * 5000);
 	h_free(h);
 
@@ -531,9 +513,9 @@ static void test_batches_and_replace(void)
 			memset(a[i].p, 0, 24);
 			put_be64(a[i].p + 8, 0x5000 + (uint64_t)round * 512 + i);
 			a[i].p[20] = 0x01;
-			a_submit(h->t, &a[i], rai, a[i].p, 24);
+			a_submit(h->ctx, &a[i], rai, a[i].p, 24);
 		}
-		pump(o, h->t, 512);
+		pump(o, h->ctx, 512);
 	}
 	printf("15360 key changes: %llu bytes written\n", wchar() - w0);
 	char journal[512] = "";
@@ -543,25 +525,25 @@ static void test_batches_and_replace(void)
 
 	/* Replace LU 0 while a change is on its way to the disk. */
 	adone = 0;
-	a_submit(h->t, &a[0], tur, NULL, 0);
+	a_submit(h->ctx, &a[0], tur, NULL, 0);
 	memset(a[1].p, 0, 24);
 	put_be64(a[1].p + 8, 0x7777);
 	a[1].p[20] = 0x01;
 	adone = 0;
-	a_submit(h->t, &a[1], rai, a[1].p, 24);
+	a_submit(h->ctx, &a[1], rai, a[1].p, 24);
 	CHECK_EQ(a[1].done, false);
 	CHECK_EQ(scsi_target_remove_lu(h->t, 0), 0);
 	struct scsi_lu_params p = { .block_size = 512, .state_dir = dir };
 	CHECK_EQ(scsi_target_add_lu(h->t, 0, store_mem_open(64 * 512, &err), &p, &err), 0);
-	pump(o, h->t, 1);
+	pump(o, h->ctx, 1);
 	CHECK_EQ(a[1].cmd.status, SCSI_GOOD);
 	h_clear_ua(h, 0, 0);
-	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 8);
 	CHECK_EQ(get_be64(h->in + 8), 0x7777);
 	h_free(h);
 	h = lu_on(TGT_A, dir);
-	CHECK_EQ(prin_nx(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be64(h->in + 8), 0x7777);
 	h_free(h);
 	rm_rf(dir);

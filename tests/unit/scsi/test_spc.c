@@ -253,7 +253,7 @@ static void test_invalid(void)
 	cmd->cdb_len = 16;
 	cmd->done = h_done;
 	cmd->priv = h;
-	scsi_target_submit(h->t, cmd);
+	scsi_port_submit(h->ctx, cmd);
 	CHECK_EQ(cmd->status, SCSI_CHECK_CONDITION);
 	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x25, 0x00);
 	/* Sense set by the transport: fixed format. */
