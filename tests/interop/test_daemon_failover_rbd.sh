@@ -286,6 +286,27 @@ if failures:
 PY
 ((rc == 0)) || fail "failover checks failed (logs: $TEST_DIR/gw1.log, gw2.log, daemon.log)"
 
+say "measured: the daemon's key registered through B (a reservation change, which waits for every gateway's"
+say "acknowledgement) this long after its session was back:"
+python3 - "$DMN_LOG" <<'PY' || fail "the daemon's re-registration through B took too long"
+import datetime, re, sys
+back = reg = None
+for line in open(sys.argv[1]):
+    m = re.match(r"(\S+Z) ", line)
+    if not m:
+        continue
+    t = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+    if "reinstated at" in line:
+        back, reg = t, None
+    elif "registered on" in line and back is not None and reg is None:
+        reg = t
+if back is None or reg is None:
+    sys.exit("no reinstatement followed by a registration in the daemon log")
+print("[test_daemon_failover_rbd]   %.2f s (the dead gateway's watch would hold it 5 s unfenced)" % (reg - back))
+sys.exit(0 if reg - back <= 4.0 else 1)
+PY
+grep -q "gateway 1's cluster client .* fenced" "$TEST_DIR/gw2.log" || fail "gateway B did not fence gateway A's client"
+
 say "checks: same session id, connected through B"
 sess_json "$SID" >"$TEST_DIR/after.json"
 jq -e --arg s "$SID" --arg b "$PB" '.session_id == $s and .is_connected and
