@@ -302,6 +302,7 @@ void rbd_lu_state_close(struct rbd_lu_state *s, bool remove)
 	if (!s)
 		return;
 	struct instance *in = s->in;
+	bool reachable = s->watched; /* the cluster answered lately: worth asking more of it */
 	if (s->watched) {
 		/*
 		 * Waited for, within the OSD op timeout librados gives the unwatch anyway (plus a
@@ -316,11 +317,13 @@ void rbd_lu_state_close(struct rbd_lu_state *s, bool remove)
 				struct timespec tick = {.tv_sec = 0, .tv_nsec = 10 * 1000000L};
 				for (unsigned waited = 0; !rados_aio_is_complete(c) && waited < op_s * 1000u + 1000u; waited += 10)
 					nanosleep(&tick, NULL);
+				reachable = rados_aio_is_complete(c) && rados_aio_get_return_value(c) == 0;
 			}
 			rados_aio_release(c);
 		}
 	}
-	if (remove)
+	/* Not when the cluster did not answer the unwatch: each call would wait the op timeout again. */
+	if (remove && reachable)
 		remove_if_unused(s, in);
 	struct rbd_conn *conns[64];
 	size_t nconns = 0;
@@ -428,6 +431,10 @@ static int announce(struct rbd_lu_state *s, struct instance *in)
 static int load_once(struct rbd_lu_state *s, struct instance *in, struct sbuf *rec, uint64_t *version)
 {
 	int rc = read_record(s, in, rec, version);
+	if (rc == 0 && s->announced) {
+		watch(s, in);
+		return 0;
+	}
 	if (rc == -ENOENT) {
 		/* The first gateway ever: an empty record that can be watched; another may beat us to it. */
 		rados_write_op_t op = rados_create_write_op();
@@ -539,14 +546,19 @@ int rbd_lu_state_fence(struct rbd_lu_state *s, unsigned gateway)
 		*end = '\0';
 	if (!strncmp(a, "v2:", 3) || !strncmp(a, "v1:", 3))
 		a += 3;
-	/* Port 0 in a client's blocklist entry matches every port of that instance (its nonce). */
-	char *colon = strrchr(a, ':'), *slash = strchr(a, '/');
-	char entry[256];
-	if (colon && slash && slash > colon)
-		snprintf(entry, sizeof(entry), "%.*s:0%s", (int)(colon - a), a, slash);
-	else
-		snprintf(entry, sizeof(entry), "%s", a);
-	int rc = rados_blocklist_add(rbd_conn_handle(in->conn), entry, 0);
+	/* A client binds no port: its address is IP:0/NONCE, the nonce telling its instances apart. */
+	const char *entry = a, *slash = strchr(a, '/');
+	char *mine = NULL, *hit = NULL;
+	const char *nonce = slash ? slash : a;
+	if (rados_getaddrs(rbd_conn_handle(in->conn), &mine) == 0)
+		hit = strstr(mine, nonce);
+	if (hit && (hit[strlen(nonce)] < '0' || hit[strlen(nonce)] > '9')) {
+		/* Our own client (two gateway numbers in one process): never fence ourselves. */
+		free(mine);
+		return 0;
+	}
+	free(mine);
+	int rc = rados_blocklist_add(rbd_conn_handle(in->conn), (char *)entry, 0);
 	if (rc == 0)
 		log_info("%s: gateway %u's cluster client %s fenced (blocklisted)", s->oid, gateway, entry);
 	return rc;

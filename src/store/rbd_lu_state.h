@@ -52,8 +52,9 @@ struct rbd_lu_state;
 struct rbd_lu_state *rbd_lu_state_open(const struct store_rbd_spec *spec, unsigned gateway, char **err);
 /*
  * Unwatches and, when remove is set, the record shows no registration and no reservation, and no
- * other gateway watches it, removes the record and the lock object (docs/gateways.md). Blocks
- * for at most the OSD op timeout plus RBD_LU_STATE_CLOSE_PROBE_MS.
+ * other gateway watches it, removes the record and the lock object (docs/gateways.md); not when
+ * the cluster did not answer the unwatch. Blocks for at most the OSD op timeout plus a second,
+ * plus, when it removes, RBD_LU_STATE_CLOSE_PROBE_MS and three OSD operations.
  */
 void rbd_lu_state_close(struct rbd_lu_state *s, bool remove);
 /* Readable when the record changed, or the watch on it was lost; rbd_lu_state_clear empties it. */
