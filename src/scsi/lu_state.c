@@ -86,6 +86,7 @@ struct lu_shared {
 	struct lu_waiter *waiters;
 	unsigned retries;
 	struct sbuf rec;             /* the record as loaded: whether a cycle changed it */
+	struct scsi_cmd *caw_holder; /* the COMPARE AND WRITE holding the group's lock */
 };
 
 struct sh_job {
@@ -754,6 +755,72 @@ static void job_done(struct offload_job *j)
 	free(sj);
 	if (lu)
 		lu_unlock(lu);
+}
+
+/* ---- COMPARE AND WRITE under the group's lock ---- */
+
+struct caw_wait {
+	struct lu_shared *sh;
+	struct scsi_cmd *cmd;
+};
+
+static void caw_release(struct lu_shared *sh, struct scsi_cmd *cmd)
+{
+	if (sh->caw_holder == cmd) {
+		sh->caw_holder = NULL;
+		sh->ops->caw_unlock(sh->ctx);
+	}
+}
+
+static void caw_locked(void *arg, int rc)
+{
+	struct caw_wait *w = arg;
+	struct lu_shared *sh = w->sh;
+	struct scsi_cmd *cmd = w->cmd;
+
+	free(w);
+	if (rc == 0 && sh->lu && !atomic_load(&cmd->defer.cancelled)) {
+		sh->caw_holder = cmd;
+		cmd->defer.active = false;
+		scsi_cmd_run_shared(sh->t, cmd);
+		if (!cmd->defer.active) { /* ended before any io (a reservation taken meanwhile, ...) */
+			caw_release(sh, cmd);
+			cmd->done(cmd);
+		}
+		return;
+	}
+	if (rc == 0)
+		sh->ops->caw_unlock(sh->ctx);
+	if (!atomic_load(&cmd->defer.cancelled) && sh->lu)
+		cmd_fail(cmd, cmd->defer.desc, SK_NOT_READY, 0x04, 0x01);
+	else if (!atomic_load(&cmd->defer.cancelled))
+		cmd_fail(cmd, cmd->defer.desc, SK_ILLEGAL_REQUEST, 0x25, 0x00);
+	cmd_finish(cmd);
+}
+
+bool lu_shared_caw_begin(struct scsi_req *r)
+{
+	struct lu_shared *sh = r->lu->shared;
+	struct scsi_cmd *cmd = r->cmd;
+
+	if (!sh || !sh->ops->caw_lock || sh->caw_holder == cmd)
+		return false;
+	struct caw_wait *w = xcalloc(1, sizeof(*w));
+	w->sh = sh;
+	w->cmd = cmd;
+	cmd->defer.active = true;
+	cmd->defer.desc = r->lu->d_sense;
+	sh->ops->caw_lock(sh->ctx, caw_locked, w);
+	return true;
+}
+
+void lu_shared_caw_end(struct scsi_cmd *cmd)
+{
+	struct scsi_target *t = cmd->defer.t;
+	struct scsi_lu *lu = t && cmd->defer.lun < SCSI_MAX_LUNS ? t->lu[cmd->defer.lun] : NULL;
+
+	if (lu && lu->shared)
+		caw_release(lu->shared, cmd);
 }
 
 /* ---- the interface ---- */

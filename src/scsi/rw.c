@@ -574,6 +574,7 @@ static void miscompare(struct scsi_cmd *cmd, uint64_t info)
 /* A store that compares and writes atomically itself (on every gateway of the medium). */
 static void caw_store_done(struct scsi_cmd *cmd, int rc)
 {
+	lu_shared_caw_end(cmd);
 	if (rc == -EILSEQ) {
 		miscompare(cmd, cmd->defer.io.miscompare_off);
 		medium_end(cmd);
@@ -628,6 +629,8 @@ void scsi_compare_and_write(struct scsi_req *r)
 		return;
 	}
 	if (lu->st->caps & STORE_CAP_COMPARE_WRITE) {
+		if (lu_shared_caw_begin(r))
+			return; /* it runs again holding the gateway group's lock */
 		medium_start(r, lba, write_needs_flush(lu, c[1] & 0x08));
 		medium_io(cmd, STORE_IO_COMPARE_WRITE, lba << lu->block_shift, len, (void *)cmd->out, 2 * len,
 			  caw_store_done);

@@ -221,6 +221,13 @@ struct scsi_shared_ops {
 	void (*ack)(void *ctx);
 	/* On the loop thread: the LU is gone and no call above is running any more. */
 	void (*release)(void *ctx);
+	/*
+	 * Optional, on the loop thread: done(arg, rc) runs once this gateway holds the group's
+	 * COMPARE AND WRITE lock (rc 0) or cannot have it; caw_unlock gives it back. A COMPARE AND
+	 * WRITE runs only while holding it, so that it is atomic against the other gateways' too.
+	 */
+	void (*caw_lock)(void *ctx, void (*done)(void *arg, int rc), void *arg);
+	void (*caw_unlock)(void *ctx);
 };
 /* From now on LU lun keeps its reservation state through ops (loaded at once). -1: no such LU. */
 int scsi_target_share_lu(struct scsi_target *t, uint16_t lun, const struct scsi_shared_ops *ops, void *ctx);

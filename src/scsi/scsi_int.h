@@ -561,6 +561,9 @@ bool lu_shared_loaded(const struct scsi_lu *lu);
 void lu_shared_ua_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g), uint32_t ua, uint64_t except);
 void lu_shared_action(struct scsi_lu *lu, enum lu_shared_action a, uint32_t ua, const struct scsi_nexus *nx);
 void lu_shared_detach(struct scsi_lu *lu);
+/* COMPARE AND WRITE of a shared LU: true while it waits for the group's lock (it runs again then); end gives it back. */
+bool lu_shared_caw_begin(struct scsi_req *r);
+void lu_shared_caw_end(struct scsi_cmd *cmd);
 /* target.c: runs a command held by lu_shared_defer, without completing it */
 void scsi_cmd_run_shared(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd);
 

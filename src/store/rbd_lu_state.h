@@ -5,12 +5,19 @@
  * the other gets -ESTALE; the winner then notifies the object's watchers and waits for their
  * acknowledgements, which each gateway sends once it has loaded the record again.
  *
- * load, store and ack block on the cluster (run them on workers, one load or store at a time);
- * open and close do not wait for it.
+ * The same object carries, as extended attributes, the cluster address of each gateway's client
+ * ("isthmus.gateway.N"): a gateway that sees a peer go away fences that client (blocklists it),
+ * so its watches and the image's exclusive lock it may hold go at once instead of after the
+ * cluster's watch timeouts. A second object, isthmus.caw.<image>, is the group's COMPARE AND
+ * WRITE lock.
+ *
+ * load, store, ack, fence and the compare-and-write lock block on the cluster (run them on
+ * workers; one load or store at a time); open does not wait for it.
  */
 #ifndef ISTHMUS_STORE_RBD_LU_STATE_H
 #define ISTHMUS_STORE_RBD_LU_STATE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -21,18 +28,35 @@ struct rbd_lu_state;
 /* How long a store waits for the other gateways to load the record, ms. */
 #define RBD_LU_STATE_NOTIFY_MS 5000u
 /*
- * Seconds after which the cluster drops the watch of a gateway that stopped answering: until
- * then each store waits RBD_LU_STATE_NOTIFY_MS for it.
+ * Seconds after which the cluster drops the watch of a gateway that stopped answering without
+ * being fenced: until then each store waits RBD_LU_STATE_NOTIFY_MS for it.
  */
 #define RBD_LU_STATE_WATCH_TIMEOUT 10u
 /* Largest record read (the SCSI layer refuses larger ones too: LU_SHARED_MAX_RECORD). */
 #define RBD_LU_STATE_MAX_BYTES (8u << 20)
 /* Change notices kept for acknowledgement; past it the newest are left to time out. */
 #define RBD_LU_STATE_MAX_NOTICES 1024u
+/*
+ * The COMPARE AND WRITE lock: a gateway waits at most RBD_LU_STATE_CAW_WAIT_MS for it (then the
+ * command gets NOT READY, which initiators retry). It is held with a lease of twice the OSD op
+ * timeout plus RBD_LU_STATE_CAW_LEASE_EXTRA_S (the read and the write of one compare-and-write
+ * each end within the op timeout), after which the cluster drops it: a gateway that dies holding
+ * it holds up the others for at most that long.
+ */
+#define RBD_LU_STATE_CAW_WAIT_MS 5000u
+#define RBD_LU_STATE_CAW_LEASE_EXTRA_S 2u
+/* How long closing waits for the other gateways' answer to "is anyone still watching", ms. */
+#define RBD_LU_STATE_CLOSE_PROBE_MS 1000u
 
-/* Uses the image's cluster connection (already open: the image is). NULL with *err set. */
-struct rbd_lu_state *rbd_lu_state_open(const struct store_rbd_spec *spec, char **err);
-void rbd_lu_state_close(struct rbd_lu_state *s);
+/* gateway: this gateway's number in its group. Uses the image's cluster connection. NULL with *err set. */
+struct rbd_lu_state *rbd_lu_state_open(const struct store_rbd_spec *spec, unsigned gateway, char **err);
+/*
+ * Unwatches and, when remove is set, the record shows no registration and no reservation, and no
+ * other gateway watches it, removes the record and the lock object (docs/gateways.md); not when
+ * the cluster did not answer the unwatch. Blocks for at most the OSD op timeout plus a second,
+ * plus, when it removes, RBD_LU_STATE_CLOSE_PROBE_MS and three OSD operations.
+ */
+void rbd_lu_state_close(struct rbd_lu_state *s, bool remove);
 /* Readable when the record changed, or the watch on it was lost; rbd_lu_state_clear empties it. */
 int rbd_lu_state_fd(const struct rbd_lu_state *s);
 void rbd_lu_state_clear(struct rbd_lu_state *s);
@@ -40,5 +64,12 @@ void rbd_lu_state_clear(struct rbd_lu_state *s);
 int rbd_lu_state_load(struct rbd_lu_state *s, struct sbuf *rec, uint64_t *version);
 int rbd_lu_state_store(struct rbd_lu_state *s, const void *rec, size_t len, uint64_t expect, uint64_t *version);
 void rbd_lu_state_ack(struct rbd_lu_state *s);
+
+/* Blocklists the client gateway number `gateway` announced, if it announced one. 0 or -errno. */
+int rbd_lu_state_fence(struct rbd_lu_state *s, unsigned gateway);
+
+/* Takes the group's COMPARE AND WRITE lock (waiting RBD_LU_STATE_CAW_WAIT_MS at most): 0 or -errno. */
+int rbd_lu_state_caw_lock(struct rbd_lu_state *s);
+void rbd_lu_state_caw_unlock(struct rbd_lu_state *s);
 
 #endif

@@ -20,7 +20,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "store/offload.h"
 #include "store/rbd_lu_state.h"
+#include "store/store_io.h"
 #include "store/store_rbd.h"
 #include "target/gateway.h"
 #include "target/server.h"
@@ -44,15 +46,40 @@ struct gateway_peer {
  * ops on it, the record's change notices on the loop, and the periodic load. Owned by the LU (it
  * goes with release); on the loop only while its node's gateways are applied.
  */
+struct caw_waiter {
+	struct caw_waiter *next;
+	void (*done)(void *arg, int rc);
+	void *arg;
+};
+
+/* The group's COMPARE AND WRITE lock as this gateway has it (one command of the LU at a time). */
+enum gs_caw { CAW_FREE, CAW_ASKING, CAW_HELD, CAW_GIVING };
+
 struct gateway_shared {
 	struct gateway_shared *next;
-	struct tnode *node;
+	struct tnode *node;         /* not followed once released */
 	uint16_t lun;
 	struct rbd_lu_state *rs;
 	struct loop_watch watch;
 	struct loop_timer timer;
 	bool on_loop;
+	bool released;              /* the LU is gone: freed with the last job */
+	unsigned jobs;              /* fence and lock jobs on workers */
+	enum gs_caw caw;
+	struct caw_waiter *caw_q, **caw_tail; /* in arrival order; the head is the one asked for */
 };
+
+/* Blocking cluster calls of a shared LU, on the store engine's workers. */
+struct gs_job {
+	struct offload_job job;
+	struct gateway_shared *gs;
+	enum { GJ_FENCE, GJ_CAW_LOCK, GJ_CAW_UNLOCK } kind;
+	uint16_t peer;
+	int rc;
+};
+
+static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer);
+static void gateway_fence(struct tnode *n, uint16_t peer);
 
 static struct gateway_shared *shared_lus;
 
@@ -120,6 +147,8 @@ static void peer_learned(struct gateway_probes *g, struct gateway_peer *p, bool 
 		return; /* perhaps still starting: its state stays as it is */
 	if (alive != p->alive)
 		log_info("target %s: gateway %u %s", n->cfg->name, p->id, alive ? "answers again" : "does not answer");
+	if (p->alive && !alive)
+		gateway_fence(n, p->id);
 	p->alive = alive;
 	apply_states(g);
 }
@@ -200,6 +229,13 @@ static void gs_off_loop(struct gateway_shared *gs)
 	gs->on_loop = false;
 }
 
+static void gs_free(struct gateway_shared *gs)
+{
+	/* The last gateway to let the LU go removes the record when it holds nothing (docs/gateways.md). */
+	rbd_lu_state_close(gs->rs, true);
+	free(gs);
+}
+
 static void gs_release(void *ctx)
 {
 	struct gateway_shared *gs = ctx;
@@ -211,8 +247,138 @@ static void gs_release(void *ctx)
 			break;
 		}
 	}
-	rbd_lu_state_close(gs->rs);
-	free(gs);
+	gs->released = true;
+	while (gs->caw_q) {
+		struct caw_waiter *w = gs->caw_q;
+		gs->caw_q = w->next;
+		w->done(w->arg, -ENODEV);
+		free(w);
+	}
+	if (gs->caw == CAW_HELD) {
+		/* Its command's write may still be at the cluster; the lock goes with the LU all the same. */
+		rbd_lu_state_caw_unlock(gs->rs);
+		gs->caw = CAW_FREE;
+	}
+	if (gs->jobs == 0)
+		gs_free(gs);
+}
+
+/* ---- the group's COMPARE AND WRITE lock ---- */
+
+static void gs_caw_next(struct gateway_shared *gs)
+{
+	if (gs->released || gs->caw != CAW_FREE || !gs->caw_q)
+		return;
+	gs->caw = CAW_ASKING;
+	gs_job_submit(gs, GJ_CAW_LOCK, 0);
+}
+
+static void gs_caw_lock(void *ctx, void (*done)(void *arg, int rc), void *arg)
+{
+	struct gateway_shared *gs = ctx;
+	struct caw_waiter *w = xcalloc(1, sizeof(*w));
+
+	w->done = done;
+	w->arg = arg;
+	if (!gs->caw_q)
+		gs->caw_tail = &gs->caw_q;
+	*gs->caw_tail = w;
+	gs->caw_tail = &w->next;
+	gs_caw_next(gs);
+}
+
+static void gs_caw_unlock(void *ctx)
+{
+	struct gateway_shared *gs = ctx;
+
+	if (gs->caw != CAW_HELD)
+		return;
+	gs->caw = CAW_GIVING;
+	gs_job_submit(gs, GJ_CAW_UNLOCK, 0);
+}
+
+static void gs_job_work(struct offload_job *j)
+{
+	struct gs_job *gj = (struct gs_job *)j;
+
+	switch (gj->kind) {
+	case GJ_FENCE:
+		gj->rc = rbd_lu_state_fence(gj->gs->rs, gj->peer);
+		break;
+	case GJ_CAW_LOCK:
+		gj->rc = rbd_lu_state_caw_lock(gj->gs->rs);
+		break;
+	case GJ_CAW_UNLOCK:
+		rbd_lu_state_caw_unlock(gj->gs->rs);
+		break;
+	}
+}
+
+static void gs_job_done(struct offload_job *j)
+{
+	struct gs_job *gj = (struct gs_job *)j;
+	struct gateway_shared *gs = gj->gs;
+
+	switch (gj->kind) {
+	case GJ_FENCE:
+		if (gj->rc < 0 && !gs->released)
+			log_warn("target %s LUN %u: cannot fence gateway %u's cluster client: %s (its watches and "
+				 "locks go when the cluster times them out)", gs->node->cfg->name, gs->lun, gj->peer,
+				 strerror(-gj->rc));
+		break;
+	case GJ_CAW_LOCK:
+		if (gs->released) {
+			if (gj->rc == 0)
+				rbd_lu_state_caw_unlock(gs->rs);
+			gs->caw = CAW_FREE;
+			break;
+		}
+		struct caw_waiter *w = gs->caw_q;
+		gs->caw_q = w->next;
+		gs->caw = gj->rc == 0 ? CAW_HELD : CAW_FREE;
+		w->done(w->arg, gj->rc);
+		free(w);
+		gs_caw_next(gs);
+		break;
+	case GJ_CAW_UNLOCK:
+		gs->caw = CAW_FREE;
+		gs_caw_next(gs);
+		break;
+	}
+	free(gj);
+	if (--gs->jobs == 0 && gs->released)
+		gs_free(gs);
+}
+
+static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer)
+{
+	struct gs_job *gj = xcalloc(1, sizeof(*gj));
+
+	gj->gs = gs;
+	gj->kind = kind;
+	gj->peer = peer;
+	gj->job.work = gs_job_work;
+	gj->job.done = gs_job_done;
+	/* The lock's calls in order, one at a time; fencing beside them. */
+	gj->job.key = kind == GJ_FENCE ? (const void *)&gs->jobs : (const void *)gs;
+	gs->jobs++;
+	offload_submit(store_engine_offload(gs->node->srv->engine), &gj->job);
+}
+
+/*
+ * A peer that stopped answering the probes is fenced at the cluster: its client is blocklisted,
+ * which ends its watches (a change of the record no longer waits for its acknowledgement) and
+ * lets this gateway's librbd take the image's exclusive lock from it at once, instead of once the
+ * cluster has timed its watch on the image out (30 s by default). A gateway that is only cut off
+ * from its peers is fenced too: its I/O fails NOT READY until its client is replaced by a new one,
+ * and nothing it acknowledged is lost (no client cache).
+ */
+static void gateway_fence(struct tnode *n, uint16_t peer)
+{
+	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
+		if (gs->node == n && !gs->released)
+			gs_job_submit(gs, GJ_FENCE, peer);
+	}
 }
 
 /* A LU whose record cannot be reached at all: every load fails, so nothing stale is answered. */
@@ -244,6 +410,8 @@ static const struct scsi_shared_ops gs_ops = {
 	.store = gs_store,
 	.ack = gs_ack,
 	.release = gs_release,
+	.caw_lock = gs_caw_lock,
+	.caw_unlock = gs_caw_unlock,
 };
 
 static void gs_on_notice(void *arg, uint32_t events)
@@ -289,7 +457,7 @@ void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st
 	*image++ = '\0';
 	struct store_rbd_spec spec = {.pool = pool, .image = image, .ns = l->rbd_namespace, .conf = l->rbd_conf,
 				      .id = l->rbd_id};
-	struct rbd_lu_state *rs = rbd_lu_state_open(&spec, &err);
+	struct rbd_lu_state *rs = rbd_lu_state_open(&spec, t->gateway, &err);
 	free(pool);
 	if (!rs) {
 		/* Answering from a state of our own would let two gateways grant two reservations. */

@@ -1,0 +1,335 @@
+#!/usr/bin/env bash
+# isthmus-initiator failing over between two gateways of one group that serve one RBD image
+# (docs/gateways.md), with a persistent reservation in force:
+#   - gateways 1 (A) and 2 (B) serve rbd/fo; the daemon logs in through A (active/optimized)
+#     with both portals and a reservation key, which it registers through A;
+#   - a raw initiator H registers through A and B and takes WRITE EXCLUSIVE - REGISTRANTS ONLY
+#     through A; an unregistered raw initiator U writes through A and B all along;
+#   - a writer writes checksummed 4 KiB blocks through the session's FUSE file and records
+#     every write acknowledged; A is SIGKILLed under it;
+#   - measured: from the kill to the first write acknowledged through B (<= BOUND s); same
+#     session id; the writer saw no error (the daemon registered its key through the new nexus,
+#     else WE_RO would refuse its writes); H keeps writing through B; U meets RESERVATION
+#     CONFLICT on every write through every gateway that answers, before and after the kill;
+#   - every acknowledged block is on the image: read back through B, and with `rbd export`.
+# The daemon registers a key but does not take reservations itself (src/daemon/pr.c), so the
+# reservation is H's, and the daemon writes as a registrant.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+[[ "$TARGET_IMPL" == isthmus ]] || skip "gateways on RBD need isthmus-target"
+[[ -e /dev/fuse ]] || skip "no /dev/fuse"
+need jq python3 fusermount3
+source "$(dirname "$0")/ceph_lib.sh"
+source "$(dirname "$0")/daemon_helpers.bash"
+
+BOUND=${FAILOVER_BOUND:-6} # seconds from the kill to the first write acknowledged through B
+IQN=iqn.2026-11.org.isthmus:dmnfailoverrbd
+PA=127.0.0.1:$(free_port)
+PB=127.0.0.1:$(free_port)
+KD=00000000d0d0d0d0
+declare -A GW_PID GW_HP=([1]=$PA [2]=$PB)
+
+# One exit path for all: the daemon (a client of the gateways), the gateways (clients of the
+# cluster), then the cluster, then lib.sh's cleanup.
+all_exit() {
+	local rc=$?
+	set +e
+	if ((rc != 0)) && [[ -s "$DMN_LOG" ]]; then
+		say "--- last 30 lines of the daemon log ---"
+		tail -n 30 "$DMN_LOG" | sed 's/^/    /'
+	fi
+	dmn_stop TERM
+	for n in "${!GW_PID[@]}"; do
+		kill -TERM "${GW_PID[$n]}" 2>/dev/null
+		timeout 15 tail --pid="${GW_PID[$n]}" -f /dev/null 2>/dev/null || kill -KILL "${GW_PID[$n]}" 2>/dev/null
+	done
+	if [[ -n "$CEPH_DIR" && -d "$CEPH_DIR" ]]; then
+		"$MICRO_CEPH" --stop "$CEPH_DIR"
+	fi
+	(exit "$rc")
+	lib_cleanup
+}
+trap all_exit EXIT
+
+ceph_start
+ceph_image fo 64M
+
+gw_start() { # N
+	local n=$1
+	bg_start "$ISTHMUS_BIN/isthmus-target" --listen "${GW_HP[$n]}" --gateway "$n" --target "$IQN" \
+		--lun "rbd:rbd/fo,conf=$CEPH_CONF" --gateway-portal "1=$PA" --gateway-portal "2=$PB" \
+		--mgmt-socket "$TEST_DIR/gw$n.sock" --state-dir "$TEST_DIR/var$n" >>"$TEST_DIR/gw$n.log" 2>&1
+	GW_PID[$n]=$BG_LAST
+	wait_port "${GW_HP[$n]}" "${GW_PID[$n]}" || fail "gateway $n does not listen: $(tail -5 "$TEST_DIR/gw$n.log")"
+	say "gateway $n: pid ${GW_PID[$n]} on ${GW_HP[$n]}"
+}
+gw_start 1
+gw_start 2
+
+dmn_start
+SID=$(ism login "$IQN" --portal "$PA" --portal "$PB" --pr-key "$KD" | tail -n1) || fail "login"
+DEV=$DMN_DEV/$SID/lun0
+[[ -f "$DEV" ]] || fail "no device file $DEV"
+for _ in $(seq 50); do
+	[[ $(sess_field "$SID" .pr_key_registered) == true ]] && break
+	sleep 0.2
+done
+sess_json "$SID" >"$TEST_DIR/before.json"
+say "checks: the session runs through A (target port group 1, active/optimized) with its key registered"
+jq -e --arg a "$PA" '.portals[0].address == $a and .portals[0].current and .portals[0].target_port_group == 1
+	and .portals[0].alua_state == "active_optimized" and .pr_key_registered' "$TEST_DIR/before.json" >/dev/null ||
+	fail "before the kill: $(jq -c '{portals, pr_key_registered}' "$TEST_DIR/before.json")"
+say "ok: $(jq -c '.portals[0] | {address, target_port_group, alua_state, current}' "$TEST_DIR/before.json")"
+
+split_hostport "$PA"
+PORTA=$HP_PORT
+split_hostport "$PB"
+PORTB=$HP_PORT
+rc=0
+run_to 240 python3 - "$INTEROP_DIR" "$IQN" "$PORTA" "$PORTB" "$DEV" "${GW_PID[1]}" "$BOUND" "$KD" \
+	"$TEST_DIR/acked.json" <<'PY' || rc=$?
+import hashlib, json, os, signal, struct, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import pdu_abuse, scsi_cmd
+
+iqn, port_a, port_b, dev, pid_a = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
+bound, kd, acked_path = float(sys.argv[7]), int(sys.argv[8], 16), sys.argv[9]
+BS, NBLK = 4096, 64
+KH = 0x4848484848484848
+failures = []
+
+def say(m):
+    print("[test_daemon_failover_rbd] " + m, flush=True)
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        say("  FAILED: " + what)
+
+def sense_of(s):
+    if not s:
+        return None
+    if s[0] & 0x7f in (0x72, 0x73):
+        return s[1] & 0x0f, s[2], s[3]
+    return s[2] & 0x0f, s[12], s[13]
+
+class Nexus:
+    def __init__(self, name, port, isid):
+        self.name = name
+        pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:" + name
+        self.sock = pdu_abuse.login("127.0.0.1", port, iqn, isid=bytes.fromhex(isid))
+        self.sock.settimeout(30)
+        self.sn = [0, 1]
+        for _ in range(6):  # a new nexus starts with a unit attention
+            if self.cmd(bytes(6))[0] == 0:
+                break
+
+    def cmd(self, cdb, out=b"", in_len=0):
+        r = scsi_cmd.run(self.sock, 0, cdb, out, in_len, self.sn[0], self.sn[1])
+        self.sn[0] += 1
+        self.sn[1] += 1
+        return r
+
+def prout(nx, sa, key=0, sark=0, type_=0):
+    data = struct.pack(">QQ", key, sark) + bytes(8)
+    return nx.cmd(bytes([0x5f, sa, type_, 0, 0, 0, 0, 0, 24, 0]), out=data)[0]
+
+def write10(nx, lba, data):
+    for _ in range(4):
+        st, _, s = nx.cmd(bytes([0x2a, 0]) + struct.pack(">IBHB", lba, 0, len(data) // 512, 0), out=data)
+        if st != 2 or sense_of(s)[0] != 6:
+            return st
+    return st
+
+def read10(nx, lba, nblocks):
+    for _ in range(4):
+        st, d, s = nx.cmd(bytes([0x28, 0]) + struct.pack(">IBHB", lba, 0, nblocks, 0), in_len=nblocks * 512)
+        if st != 2 or sense_of(s)[0] != 6:
+            return st, d
+    return st, d
+
+def block(seq, blk):
+    """4 KiB: a header, a payload derived from the sequence number, the payload's sha256."""
+    head = (b"seq %08d blk %06d " % (seq, blk)).ljust(64, b".")
+    body = hashlib.sha256(head).digest() * ((BS - 64 - 32) // 32)
+    return head + body + hashlib.sha256(head + body).digest()
+
+h_a, h_b = Nexus("holder", port_a, "400000000a01"), Nexus("holder", port_b, "400000000a01")
+u_a, u_b = Nexus("outsider", port_a, "400000000c01"), Nexus("outsider", port_b, "400000000c01")
+say("check: H registers through A and B and takes WRITE EXCLUSIVE - REGISTRANTS ONLY through A")
+check(prout(h_a, 0, sark=KH) == 0 and prout(h_b, 0, sark=KH) == 0, "H registers")
+check(prout(h_a, 1, key=KH, type_=5) == 0, "H reserves WE_RO through A")
+st, d, _ = h_b.cmd(bytes([0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]), in_len=4096)
+n = struct.unpack(">I", d[4:8])[0] if st == 0 else 0
+keys = sorted(struct.unpack(">Q", d[8 + i:16 + i])[0] for i in range(0, n, 8))
+say("  keys through B: %s" % [hex(k) for k in keys])
+check(keys == sorted([kd, KH, KH]), "B lists the daemon's key and H's (got %s)" % [hex(k) for k in keys])
+
+stop = threading.Event()
+killed = {"t": None}
+acked = []          # (seq, blk, start, end, sha256) of every write acknowledged
+werr = []
+u_stats = {"A": [0, 0], "B": [0, 0], "A-after": 0}
+h_stats = [0, 0]
+
+def writer():
+    fd = os.open(dev, os.O_WRONLY)
+    seq = 0
+    try:
+        while not stop.is_set():
+            blk = seq % NBLK
+            data = block(seq, blk)
+            t0 = time.time()
+            os.pwrite(fd, data, blk * BS)
+            t1 = time.time()
+            acked.append((seq, blk, t0, t1, hashlib.sha256(data).hexdigest()))
+            seq += 1
+            time.sleep(0.005)
+    except OSError as e:
+        werr.append("%s after %d writes" % (e, seq))
+    finally:
+        os.close(fd)
+
+def outsider():
+    n = 0
+    while not stop.is_set():
+        for gw, nx in (("A", u_a), ("B", u_b)):
+            if gw == "A" and killed["t"] is not None:
+                continue
+            try:
+                st = write10(nx, 100000 + n % 8, bytes([n & 0xff]) * 512)
+            except Exception as e:
+                if gw == "A" and killed["t"] is not None:
+                    u_stats["A-after"] += 1
+                    continue
+                st = "error %s" % e
+            u_stats[gw][0 if st == 0x18 else 1] += 1
+            if st != 0x18:
+                say("  U through %s: %s, want RESERVATION CONFLICT" % (gw, st))
+        n += 1
+        time.sleep(0.05)
+
+def holder():
+    n = 0
+    while not stop.is_set():
+        nx = h_a if killed["t"] is None else h_b
+        try:
+            st = write10(nx, 110000 + n % 8, bytes([n & 0xff]) * 512)
+        except Exception as e:
+            st = None if killed["t"] is not None and nx is h_a else "error %s" % e
+        if st is not None:
+            h_stats[0 if st == 0 else 1] += 1
+            if st != 0:
+                say("  H's write: %s" % st)
+        n += 1
+        time.sleep(0.05)
+
+ts = [threading.Thread(target=f) for f in (writer, outsider, holder)]
+for t in ts:
+    t.start()
+time.sleep(3)
+check(not werr and len(acked) > 20, "the writer writes through A before the kill (%d writes, %s)" % (len(acked), werr))
+say("SIGKILL to gateway A (pid %d) after %d acknowledged writes" % (pid_a, len(acked)))
+os.kill(pid_a, signal.SIGKILL)
+t_kill = time.time()
+killed["t"] = t_kill
+# The first write acknowledged through B: the first that started after the kill (A was dead by
+# then); a write already in flight at the kill may have had its answer from A.
+first_b = None
+deadline = t_kill + 30
+while time.time() < deadline and first_b is None:
+    for w in list(acked):
+        if w[2] > t_kill:
+            first_b = w
+            break
+    time.sleep(0.05)
+time.sleep(3)
+stop.set()
+for t in ts:
+    t.join(60)
+check(not any(t.is_alive() for t in ts), "the load threads end")
+if first_b is None:
+    check(False, "no write acknowledged through B within 30 s of the kill")
+    gap = None
+else:
+    gap = first_b[3] - t_kill
+    longest = max(w[3] - w[2] for w in acked)
+    say("measured: first write acknowledged through B %.2f s after the kill (bound %.0f s); longest write %.2f s"
+        % (gap, bound, longest))
+    check(gap <= bound, "%.2f s from the kill to the first write through B, over %.0f s" % (gap, bound))
+check(not werr, "the writer saw no error (%s)" % werr)
+after = [w for w in acked if w[2] > t_kill]
+say("  %d writes acknowledged in all, %d after the kill" % (len(acked), len(after)))
+check(len(after) > 20, "writes go on through B after the kill")
+say("  U: through A %d conflicts %d other (%d refused connections after the kill); through B %d conflicts %d other"
+    % (u_stats["A"][0], u_stats["A"][1], u_stats["A-after"], u_stats["B"][0], u_stats["B"][1]))
+check(u_stats["A"][1] == 0 and u_stats["B"][1] == 0 and u_stats["A"][0] > 5 and u_stats["B"][0] > 20,
+      "U met RESERVATION CONFLICT on every write through every gateway")
+say("  H: %d writes good, %d not" % tuple(h_stats))
+check(h_stats[1] == 0 and h_stats[0] > 20, "H kept writing, through A then B")
+
+last = {}
+for w in acked:
+    last[w[1]] = w
+json.dump({"gap": gap, "blocks": {str(b): w[4] for b, w in last.items()}}, open(acked_path, "w"))
+say("check: every acknowledged block read back through B (READ(10)) matches")
+bad = []
+for b, w in sorted(last.items()):
+    st, d = read10(u_b, b * 8, 8)
+    if st != 0 or hashlib.sha256(d).hexdigest() != w[4] or hashlib.sha256(d[:-32]).digest() != d[-32:]:
+        bad.append((b, st, d[:28] if d else None))
+check(not bad, "blocks that differ through B: %s" % bad[:4])
+say("  %d blocks checked" % len(last))
+if failures:
+    say("%d check(s) failed" % len(failures))
+    sys.exit(1)
+PY
+((rc == 0)) || fail "failover checks failed (logs: $TEST_DIR/gw1.log, gw2.log, daemon.log)"
+
+say "measured: the daemon's key registered through B (a reservation change, which waits for every gateway's"
+say "acknowledgement) this long after its session was back:"
+python3 - "$DMN_LOG" <<'PY' || fail "the daemon's re-registration through B took too long"
+import datetime, re, sys
+back = reg = None
+for line in open(sys.argv[1]):
+    m = re.match(r"(\S+Z) ", line)
+    if not m:
+        continue
+    t = datetime.datetime.fromisoformat(m.group(1).replace("Z", "+00:00")).timestamp()
+    if "reinstated at" in line:
+        back, reg = t, None
+    elif "registered on" in line and back is not None and reg is None:
+        reg = t
+if back is None or reg is None:
+    sys.exit("no reinstatement followed by a registration in the daemon log")
+print("[test_daemon_failover_rbd]   %.2f s (the dead gateway's watch would hold it 5 s unfenced)" % (reg - back))
+sys.exit(0 if reg - back <= 4.0 else 1)
+PY
+grep -q "gateway 1's cluster client .* fenced" "$TEST_DIR/gw2.log" || fail "gateway B did not fence gateway A's client"
+
+say "checks: same session id, connected through B"
+sess_json "$SID" >"$TEST_DIR/after.json"
+jq -e --arg s "$SID" --arg b "$PB" '.session_id == $s and .is_connected and
+	([.portals[] | select(.current) | .address] == [$b]) and .pr_key_registered' "$TEST_DIR/after.json" >/dev/null ||
+	fail "after the failover: $(jq -c '{session_id, is_connected, portals, pr_key_registered}' "$TEST_DIR/after.json")"
+say "ok: session $SID on $PB"
+
+say "checks: every acknowledged block is on the image (rbd export)"
+ism logout "$SID" >/dev/null || fail "logout"
+rbd_cmd export rbd/fo "$TEST_DIR/fo.img" >/dev/null 2>&1 || fail "rbd export"
+python3 - "$TEST_DIR/acked.json" "$TEST_DIR/fo.img" <<'PY' || fail "the exported image differs from what was acknowledged"
+import hashlib, json, sys
+want = json.load(open(sys.argv[1]))["blocks"]
+f = open(sys.argv[2], "rb")
+bad = []
+for b, sha in want.items():
+    f.seek(int(b) * 4096)
+    if hashlib.sha256(f.read(4096)).hexdigest() != sha:
+        bad.append(b)
+print("[test_daemon_failover_rbd] %d blocks compared, %d differ %s" % (len(want), len(bad), bad[:8]))
+sys.exit(1 if bad else 0)
+PY
+if report=$(sanitizer_report "$TEST_DIR/gw2.log"); then
+	fail "gateway B reported a sanitizer error: $report"
+fi
+say "PASS"
