@@ -782,7 +782,7 @@ static void caw_locked(void *arg, int rc)
 	if (rc == 0 && sh->lu && !atomic_load(&cmd->defer.cancelled)) {
 		sh->caw_holder = cmd;
 		cmd->defer.active = false;
-		scsi_cmd_run_shared(sh->t, cmd);
+		scsi_cmd_run_shared(cmd->defer.ctx, cmd);
 		if (!cmd->defer.active) { /* ended before any io (a reservation taken meanwhile, ...) */
 			caw_release(sh, cmd);
 			cmd->done(cmd);
