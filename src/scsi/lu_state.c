@@ -28,26 +28,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "scsi/lu_record.h"
 #include "scsi/scsi_int.h"
 #include "util/log.h"
 #include "util/parse.h"
 #include "util/sbuf.h"
-
-struct lu_ident {
-	char *port;      /* NULL: nobody */
-	uint16_t rel;
-	bool atp;        /* every relative target port */
-};
-
-struct lu_event {
-	uint64_t seq;
-	uint32_t ua;
-	bool all;
-	bool here;               /* raised on this gateway when it happened (a reset) */
-	struct lu_ident except;
-	struct lu_ident *ids;
-	size_t nids;
-};
 
 struct lu_act {
 	struct lu_act *next;
@@ -102,32 +87,15 @@ static void kick(struct lu_shared *sh);
 
 /* ---- identities and events ---- */
 
-static void ident_set(struct lu_ident *id, const char *port, uint16_t rel, bool atp)
-{
-	free(id->port);
-	id->port = port ? xstrdup(port) : NULL;
-	id->rel = rel;
-	id->atp = atp;
-}
-
 static bool ident_is(const struct lu_ident *id, const struct scsi_nexus *nx)
 {
 	return id->port && strcmp(id->port, nx->initiator_port) == 0 && (id->atp || id->rel == nx->rel_port_id);
 }
 
-static void event_free(struct lu_event *e)
-{
-	free(e->except.port);
-	for (size_t i = 0; i < e->nids; i++)
-		free(e->ids[i].port);
-	free(e->ids);
-	memset(e, 0, sizeof(*e));
-}
-
 static void events_clear(struct lu_shared *sh)
 {
 	for (size_t i = 0; i < sh->nev; i++)
-		event_free(&sh->ev[i]);
+		lu_event_free(&sh->ev[i]);
 	sh->nev = 0;
 }
 
@@ -135,7 +103,7 @@ static void events_clear(struct lu_shared *sh)
 static struct lu_event *event_add(struct lu_shared *sh, uint32_t ua)
 {
 	if (sh->nev == LU_SHARED_MAX_EVENTS) {
-		event_free(&sh->ev[0]);
+		lu_event_free(&sh->ev[0]);
 		memmove(&sh->ev[0], &sh->ev[1], (sh->nev - 1) * sizeof(sh->ev[0]));
 		memset(&sh->ev[sh->nev - 1], 0, sizeof(sh->ev[0]));
 		sh->nev--;
@@ -193,7 +161,7 @@ void lu_shared_ua_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g),
 	size_t n = 0;
 
 	if (ex)
-		ident_set(&e->except, ex->initiator_port, ex->rel_port_id, false);
+		lu_ident_set(&e->except, ex->initiator_port, ex->rel_port_id, false);
 	for (size_t i = 0; i < lu->pr.nregs; i++)
 		n += pick(lu->pr.regs[i]);
 	if (n > LU_SHARED_EVENT_MAX_IDS) {
@@ -205,145 +173,12 @@ void lu_shared_ua_regs(struct scsi_lu *lu, bool (*pick)(const struct pr_reg *g),
 	for (size_t i = 0; i < lu->pr.nregs; i++) {
 		const struct pr_reg *g = lu->pr.regs[i];
 		if (pick(g))
-			ident_set(&e->ids[e->nids++], g->port, g->rel_port, g->all_tg_pt);
+			lu_ident_set(&e->ids[e->nids++], g->port, g->rel_port, g->all_tg_pt);
 	}
-}
-
-/* ---- the record ---- */
-
-static void put_ident(struct sbuf *b, const struct lu_ident *id)
-{
-	sbuf_printf(b, "%u %d ", id->rel, id->atp);
-	pr_name_put(b, id->port);
-}
-
-static void encode(const struct lu_shared *sh, const struct scsi_lu *lu, struct sbuf *b)
-{
-	const struct pr_state *pr = &lu->pr;
-
-	sbuf_printf(b, "isthmus-lu 1\ngeneration %" PRIu32 "\naptpl %d\n", pr->generation, pr->aptpl);
-	pr_regs_put(b, pr);
-	if (lu->rsv_held) {
-		sbuf_printf(b, "rsv2 %u ", lu->rsv_rel);
-		pr_name_put(b, lu->rsv_port);
-		sbuf_putc(b, '\n');
-	}
-	sbuf_printf(b, "evseq %" PRIu64 "\n", sh->evseq);
-	for (size_t i = 0; i < sh->nev; i++) {
-		const struct lu_event *e = &sh->ev[i];
-		sbuf_printf(b, "ev %" PRIu64 " %" PRIu32 " %d %u ", e->seq, e->ua, e->all, e->except.rel);
-		if (e->except.port)
-			pr_name_put(b, e->except.port);
-		else
-			sbuf_putc(b, '-');
-		sbuf_printf(b, " %zu\n", e->nids);
-		for (size_t k = 0; k < e->nids; k++) {
-			sbuf_printf(b, "id ");
-			put_ident(b, &e->ids[k]);
-			sbuf_putc(b, '\n');
-		}
-	}
-}
-
-static bool num(const char *s, int base, uint64_t max, uint64_t *v) { return parse_uint(s, base, 0, max, v) == 0; }
-
-struct decoded {
-	struct pr_state pr;
-	bool rsv_held;
-	uint16_t rsv_rel;
-	char rsv_port[256];
-	uint64_t evseq;
-	struct lu_event ev[LU_SHARED_MAX_EVENTS];
-	size_t nev;
-};
-
-static void decoded_free(struct decoded *d)
-{
-	pr_free(&d->pr);
-	for (size_t i = 0; i < d->nev; i++)
-		event_free(&d->ev[i]);
-	d->nev = 0;
-}
-
-/* Parses text (modified in place) into d; false when it is not a record of ours. */
-static bool decode(char *text, struct decoded *d)
-{
-	char *save = NULL, *line, *f[8], port[256];
-	uint64_t v, key, rel, atp, type = 0, holder = UINT64_MAX, want_ids = 0;
-	bool held = false, first = true;
-	struct lu_event *e = NULL;
-
-	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
-		int n = pr_record_fields(line, f, 7);
-
-		if (first) {
-			if (n != 2 || strcmp(f[0], "isthmus-lu") != 0 || strcmp(f[1], "1") != 0)
-				return false;
-			first = false;
-			continue;
-		}
-		if (want_ids) {
-			if (n != 4 || strcmp(f[0], "id") != 0 || !num(f[1], 10, 0xffff, &rel) || !num(f[2], 10, 1, &atp) ||
-			    !pr_name_get(f[3], port, sizeof(port)))
-				return false;
-			ident_set(&e->ids[e->nids++], port, (uint16_t)rel, atp);
-			want_ids--;
-			continue;
-		}
-		if (n == 2 && strcmp(f[0], "generation") == 0 && num(f[1], 10, UINT32_MAX, &v)) {
-			d->pr.generation = (uint32_t)v;
-		} else if (n == 2 && strcmp(f[0], "aptpl") == 0 && num(f[1], 10, 1, &v)) {
-			d->pr.aptpl = v;
-		} else if (n == 3 && strcmp(f[0], "reservation") == 0 && num(f[1], 10, 255, &type) &&
-			   pr_type_valid((uint8_t)type) &&
-			   (strcmp(f[2], "-") == 0 || num(f[2], 10, PR_MAX_REGISTRATIONS, &holder))) {
-			held = true;
-		} else if (n == 5 && strcmp(f[0], "reg") == 0 && num(f[1], 16, UINT64_MAX, &key) &&
-			   num(f[2], 10, 0xffff, &rel) && num(f[3], 10, 1, &atp) && pr_name_get(f[4], port, sizeof(port)) &&
-			   !pr_find_exact(&d->pr, port, (uint16_t)rel, atp)) {
-			if (!pr_add_reg(&d->pr, port, (uint16_t)rel, atp, key))
-				return false;
-		} else if (n == 3 && strcmp(f[0], "rsv2") == 0 && num(f[1], 10, 0xffff, &rel) &&
-			   pr_name_get(f[2], d->rsv_port, sizeof(d->rsv_port))) {
-			d->rsv_held = true;
-			d->rsv_rel = (uint16_t)rel;
-		} else if (n == 2 && strcmp(f[0], "evseq") == 0 && num(f[1], 10, UINT64_MAX, &d->evseq)) {
-			continue;
-		} else if (n == 7 && strcmp(f[0], "ev") == 0 && d->nev < LU_SHARED_MAX_EVENTS &&
-			   num(f[6], 10, LU_SHARED_EVENT_MAX_IDS, &want_ids)) {
-			e = &d->ev[d->nev++];
-			uint64_t seq, ua, all, exrel;
-			if (!num(f[1], 10, UINT64_MAX, &seq) || !num(f[2], 10, UINT32_MAX, &ua) || !num(f[3], 10, 1, &all) ||
-			    !num(f[4], 10, 0xffff, &exrel))
-				return false;
-			e->seq = seq;
-			e->ua = (uint32_t)ua;
-			e->all = all;
-			if (strcmp(f[5], "-") != 0) {
-				if (!pr_name_get(f[5], port, sizeof(port)))
-					return false;
-				ident_set(&e->except, port, (uint16_t)exrel, false);
-			}
-			e->ids = xcalloc(want_ids ? want_ids : 1, sizeof(*e->ids));
-		} else {
-			return false;
-		}
-	}
-	if (first || want_ids)
-		return false;
-	if (held) {
-		bool ar = pr_all_registrants((uint8_t)type);
-		if (ar != (holder == UINT64_MAX) || (!ar && holder >= d->pr.nregs))
-			return false;
-		d->pr.held = true;
-		d->pr.type = (uint8_t)type;
-		d->pr.holder = ar ? NULL : d->pr.regs[holder];
-	}
-	return true;
 }
 
 /* The LU takes the decoded state over (d is emptied). */
-static void install(struct lu_shared *sh, struct decoded *d)
+static void install(struct lu_shared *sh, struct lu_record *d)
 {
 	struct scsi_lu *lu = sh->lu;
 
@@ -429,7 +264,7 @@ void lu_shared_action(struct scsi_lu *lu, enum lu_shared_action kind, uint32_t u
 	a->kind = kind;
 	a->ua = ua;
 	if (nx)
-		ident_set(&a->who, nx->initiator_port, nx->rel_port_id, false);
+		lu_ident_set(&a->who, nx->initiator_port, nx->rel_port_id, false);
 	*(sh->acts_tail ? &sh->acts_tail->next : &sh->acts) = a;
 	sh->acts_tail = a;
 	sh->nacts++;
@@ -641,7 +476,7 @@ static void run_cycle(struct lu_shared *sh)
 		sh->cur = c;
 		scsi_cmd_run_shared(c->defer.ctx, c);
 	}
-	encode(sh, lu, &now);
+	lu_record_encode(lu, sh->evseq, sh->ev, sh->nev, &now);
 	if (now.len == sh->rec.len && memcmp(now.data, sh->rec.data, now.len) == 0) {
 		sbuf_free(&now);
 		cycle_end(sh);
@@ -653,7 +488,7 @@ static void run_cycle(struct lu_shared *sh)
 
 static void load_done(struct lu_shared *sh, struct sh_job *sj)
 {
-	struct decoded d = { 0 };
+	struct lu_record d = { 0 };
 
 	sh->phase = SH_IDLE;
 	if (sj->rc < 0) {
@@ -666,10 +501,10 @@ static void load_done(struct lu_shared *sh, struct sh_job *sj)
 	char *text = xmalloc(sj->rec.len + 1);
 	memcpy(text, sj->rec.data, sj->rec.len);
 	text[sj->rec.len] = 0;
-	bool ok = sj->rec.len == 0 || decode(text, &d);
+	bool ok = sj->rec.len == 0 || lu_record_decode(text, &d);
 	free(text);
 	if (!ok) {
-		decoded_free(&d);
+		lu_record_free(&d);
 		note_failure(sh, "cannot read", -EINVAL);
 		fail_waiting(sh);
 		return;
@@ -679,7 +514,7 @@ static void load_done(struct lu_shared *sh, struct sh_job *sj)
 	sh->failing = false;
 	bool first = !sh->loaded;
 	install(sh, &d);
-	decoded_free(&d);
+	lu_record_free(&d);
 	sh->version = sj->version;
 	sh->loaded = true;
 	/* A gateway that was not there when an event happened had no nexus it was meant for. */
