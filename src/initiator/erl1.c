@@ -13,6 +13,8 @@
  *    one for damaged Data-Out waits for the target's recovery R2T, which may ask for data again.
  *  - A header whose digest fails is skipped by the length it claims; if the next header fails
  *    too, the framing is lost and the connection fails.
+ *  - An R2T whose R2TSN skips ahead (the ones before it lost to header digest errors) is answered,
+ *    and the skipped R2TSNs are asked for again (R2T SNACK); each is answered when it comes.
  *  - A command the target never got (its header damaged on the way: the target skips it and holds
  *    every later CmdSN behind the gap) is sent again with its ITT and CmdSN (a retry, RFC 7143
  *    6.2.1), once a NOP-Out written after it is answered with ExpCmdSN still at or below its CmdSN.
@@ -39,6 +41,9 @@ enum snack_type { SNACK_DATA_R2T = 0, SNACK_STATUS = 1, SNACK_DATA_ACK = 2 };
 /* Retries of one command before the connection fails and recovery takes over: a command damaged
  * that often in a row says the path is not fit to carry it. */
 #define ISM_ERL1_MAX_CMD_RETRIES 3
+/* R2Ts that may be missing at once: no more than MaxOutstandingR2T can be (at most 65535); a
+ * wider gap is a broken target, handled as at level 0. */
+#define ISM_ERL1_MAX_R2T_GAP 65535
 
 static uint64_t now_ms(const struct ism_session *s)
 {
@@ -321,4 +326,38 @@ void ism_erl1_ping_answered(struct ism_conn *c)
 	t->last_send_ms = now_ms(s);
 	ism_resend_scsi(c, t);
 	ism_flush_soon(c);
+}
+
+bool ism_erl1_r2t_gap(struct ism_conn *c, struct ism_task *t, const struct bhs *b)
+{
+	uint32_t sn = b->r2t.r2tsn;
+	uint64_t end = (uint64_t)b->r2t.offset + b->r2t.desired_len;
+	if (!b->r2t.desired_len || end > t->len)
+		return false;
+	if (t->r2t_missing_beg != t->r2t_missing_end) {
+		/* One asked for again: answered where it asks, which is before data already sent. */
+		if (sn != t->r2t_missing_beg)
+			return false;
+		t->r2t_missing_beg++;
+		log_info("cid %u: ITT 0x%08x: R2TSN %u came again: %u bytes at offset %u", c->cid, t->itt, sn,
+			 b->r2t.desired_len, b->r2t.offset);
+		t->write_covered += b->r2t.desired_len;
+		struct txitem *last = ism_send_data_out(c, t, b->r2t.ttt, b->r2t.offset, b->r2t.desired_len);
+		if (last) {
+			last->r2t_last = true;
+			t->r2t_active++;
+		}
+		ism_flush_soon(c);
+		return true;
+	}
+	uint32_t missing = sn - t->next_r2tsn;
+	if (!sn_gt(sn, t->next_r2tsn) || missing > ISM_ERL1_MAX_R2T_GAP)
+		return false;
+	/* The R2Ts before this one were lost: asked for again, and this one is answered as usual. */
+	log_info("cid %u: ITT 0x%08x: R2TSN %u to %u asked for again", c->cid, t->itt, t->next_r2tsn, sn - 1);
+	t->r2t_missing_beg = t->next_r2tsn;
+	t->r2t_missing_end = sn;
+	send_snack(c, SNACK_DATA_R2T, t->itt, RESERVED_TAG, NULL, t->next_r2tsn, missing);
+	t->next_r2tsn = sn;
+	return false;
 }

@@ -100,6 +100,7 @@ struct ism_task {
 	uint32_t snack_begrun;
 	uint64_t last_send_ms;  /* ERL 1: its command PDU last sent (0: at sent_ms), for the CmdSN gap check */
 	uint32_t cmd_retries;   /* ERL 1: sent again to plug a CmdSN gap (at most ISM_ERL1_MAX_CMD_RETRIES) */
+	uint32_t r2t_missing_beg, r2t_missing_end; /* ERL 1: R2TSNs asked for by an R2T SNACK, [beg, end) */
 	/* ERL 2: allegiant to a lost connection, waiting for its TASK REASSIGN (or answered, and the
 	 * target's next R2T may ask again for data sent on the lost connection) */
 	bool reassign, reassigned;
@@ -363,6 +364,9 @@ bool ism_erl1_recovery_r2t(struct ism_conn *c, struct ism_task *t, const struct 
 void ism_erl1_check_cmd_gap(struct ism_conn *c, uint64_t now);
 uint64_t ism_erl1_cmd_gap_due(const struct ism_conn *c);
 void ism_erl1_ping_answered(struct ism_conn *c);
+/* An R2T whose R2TSN is not the next: true when handled (the ones skipped asked for again, or
+ * one of them come again and answered). */
+bool ism_erl1_r2t_gap(struct ism_conn *c, struct ism_task *t, const struct bhs *b);
 /* send.c: the SCSI Command (and its immediate and unsolicited data) of t again, same CmdSN. */
 void ism_resend_scsi(struct ism_conn *c, struct ism_task *t);
 
