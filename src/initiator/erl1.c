@@ -13,6 +13,11 @@
  *    one for damaged Data-Out waits for the target's recovery R2T, which may ask for data again.
  *  - A header whose digest fails is skipped by the length it claims; if the next header fails
  *    too, the framing is lost and the connection fails.
+ *  - An R2T whose R2TSN skips ahead (the ones before it lost to header digest errors) is answered,
+ *    and the skipped R2TSNs are asked for again (R2T SNACK); each is answered when it comes.
+ *  - A command the target never got (its header damaged on the way: the target skips it and holds
+ *    every later CmdSN behind the gap) is sent again with its ITT and CmdSN (a retry, RFC 7143
+ *    6.2.1), once a NOP-Out written after it is answered with ExpCmdSN still at or below its CmdSN.
  */
 #include <string.h>
 
@@ -23,6 +28,27 @@
 #include "util/serial.h"
 
 enum snack_type { SNACK_DATA_R2T = 0, SNACK_STATUS = 1, SNACK_DATA_ACK = 2 };
+
+/*
+ * A command unacknowledged (ExpCmdSN at or below its CmdSN) this long after it was written gets a
+ * NOP-Out ping on its connection. One second is far above a round trip on any network an iSCSI
+ * session runs over, so a healthy session sends no extra ping, and far below the command timeout
+ * (60 s) that found such a loss before. The ping, not the wait, decides: the target reads a
+ * connection in order, so an answer to a ping written after the command that still shows ExpCmdSN
+ * at or below its CmdSN proves the command was dropped (a slow command was acknowledged on arrival).
+ */
+#define ERL1_CMD_GAP_PROBE_MS 1000
+/* Retries of one command before the connection fails and recovery takes over: a command damaged
+ * that often in a row says the path is not fit to carry it. */
+#define ISM_ERL1_MAX_CMD_RETRIES 3
+/* R2Ts that may be missing at once: no more than MaxOutstandingR2T can be (at most 65535); a
+ * wider gap is a broken target, handled as at level 0. */
+#define ISM_ERL1_MAX_R2T_GAP 65535
+
+static uint64_t now_ms(const struct ism_session *s)
+{
+	return s->in_service ? s->now_ms : ism_now_ms();
+}
 
 bool ism_erl1(const struct ism_conn *c)
 {
@@ -211,6 +237,8 @@ bool ism_erl1_reject(struct ism_conn *c, const struct bhs *b, const uint8_t *hdr
 		return false;
 	/* Its CmdSN was not taken: the same command again plugs it (RFC 7143 11.17.1). */
 	log_info("cid %u: ITT 0x%08x: command damaged on the way (data digest), sent again", c->cid, t->itt);
+	t->last_send_ms = now_ms(c->s);
+	c->cmds_retried++;
 	ism_resend_scsi(c, t);
 	ism_flush_soon(c);
 	return true;
@@ -228,4 +256,108 @@ bool ism_erl1_recovery_r2t(struct ism_conn *c, struct ism_task *t, const struct 
 	ism_send_data_out(c, t, b->r2t.ttt, b->r2t.offset, b->r2t.desired_len);
 	ism_flush_soon(c);
 	return true;
+}
+
+/* The oldest command on c the target has not acknowledged (ExpCmdSN at or below its CmdSN). */
+static struct ism_task *oldest_unacknowledged(const struct ism_conn *c)
+{
+	const struct ism_session *s = c->s;
+	for (struct ism_task *t = c->sent_head; t; t = t->snext)
+		if (t->kind == TASK_SCSI && t->state == TASK_SENT && !t->immediate && !t->reassign &&
+		    sn_ge(t->cmdsn, s->exp_cmdsn) && sn_lt(t->cmdsn, s->cmdsn))
+			return t;
+	return NULL;
+}
+
+static uint64_t last_send_ms(const struct ism_task *t)
+{
+	return t->last_send_ms > t->sent_ms ? t->last_send_ms : t->sent_ms;
+}
+
+/* When t may be asked about: a second after its last sending and after the last probe. */
+static uint64_t probe_due(const struct ism_conn *c, const struct ism_task *t)
+{
+	uint64_t a = last_send_ms(t), b = c->gap_probe_ms;
+	return (a > b ? a : b) + ERL1_CMD_GAP_PROBE_MS;
+}
+
+uint64_t ism_erl1_cmd_gap_due(const struct ism_conn *c)
+{
+	const struct ism_task *t = oldest_unacknowledged(c);
+	return t ? probe_due(c, t) : 0;
+}
+
+void ism_erl1_check_cmd_gap(struct ism_conn *c, uint64_t now)
+{
+	struct ism_task *t = oldest_unacknowledged(c);
+	if (!t || now < probe_due(c, t))
+		return;
+	ism_send_keepalive(c, now);
+	c->gap_probe_ms = now;
+	c->gap_probe = true;
+	c->gap_itt = t->itt;
+	c->gap_cmdsn = t->cmdsn;
+}
+
+void ism_erl1_ping_answered(struct ism_conn *c)
+{
+	struct ism_session *s = c->s;
+	if (!c->gap_probe)
+		return;
+	c->gap_probe = false;
+	struct ism_task *t = ism_task_find(s, c->gap_itt);
+	/*
+	 * The target has it (acknowledged) or it ended meanwhile: nothing to send again. Only the
+	 * command the target waits for (CmdSN = ExpCmdSN) goes again: one above it may be held behind
+	 * a gap another connection left, and the target drops a copy of a held CmdSN.
+	 */
+	if (!t || t->kind != TASK_SCSI || t->state != TASK_SENT || t->conn != c || t->cmdsn != c->gap_cmdsn ||
+	    t->cmdsn != s->exp_cmdsn || !ism_erl1(c))
+		return;
+	if (t->cmd_retries >= ISM_ERL1_MAX_CMD_RETRIES) {
+		ism_conn_fail(c, "command ITT 0x%08x CmdSN %u lost %u times on the way", t->itt, t->cmdsn,
+			      t->cmd_retries + 1);
+		return;
+	}
+	t->cmd_retries++;
+	c->cmds_retried++;
+	log_warn("cid %u: ITT 0x%08x: CmdSN %u not received by the target (ExpCmdSN %u), sent again (retry %u)", c->cid,
+		 t->itt, t->cmdsn, s->exp_cmdsn, t->cmd_retries);
+	t->last_send_ms = now_ms(s);
+	ism_resend_scsi(c, t);
+	ism_flush_soon(c);
+}
+
+bool ism_erl1_r2t_gap(struct ism_conn *c, struct ism_task *t, const struct bhs *b)
+{
+	uint32_t sn = b->r2t.r2tsn;
+	uint64_t end = (uint64_t)b->r2t.offset + b->r2t.desired_len;
+	if (!b->r2t.desired_len || end > t->len)
+		return false;
+	if (t->r2t_missing_beg != t->r2t_missing_end) {
+		/* One asked for again: answered where it asks, which is before data already sent. */
+		if (sn != t->r2t_missing_beg)
+			return false;
+		t->r2t_missing_beg++;
+		log_info("cid %u: ITT 0x%08x: R2TSN %u came again: %u bytes at offset %u", c->cid, t->itt, sn,
+			 b->r2t.desired_len, b->r2t.offset);
+		t->write_covered += b->r2t.desired_len;
+		struct txitem *last = ism_send_data_out(c, t, b->r2t.ttt, b->r2t.offset, b->r2t.desired_len);
+		if (last) {
+			last->r2t_last = true;
+			t->r2t_active++;
+		}
+		ism_flush_soon(c);
+		return true;
+	}
+	uint32_t missing = sn - t->next_r2tsn;
+	if (!sn_gt(sn, t->next_r2tsn) || missing > ISM_ERL1_MAX_R2T_GAP)
+		return false;
+	/* The R2Ts before this one were lost: asked for again, and this one is answered as usual. */
+	log_info("cid %u: ITT 0x%08x: R2TSN %u to %u asked for again", c->cid, t->itt, t->next_r2tsn, sn - 1);
+	t->r2t_missing_beg = t->next_r2tsn;
+	t->r2t_missing_end = sn;
+	send_snack(c, SNACK_DATA_R2T, t->itt, RESERVED_TAG, NULL, t->next_r2tsn, missing);
+	t->next_r2tsn = sn;
+	return false;
 }

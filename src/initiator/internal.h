@@ -98,6 +98,9 @@ struct ism_task {
 	uint32_t next_datasn;
 	bool snack_sent;     /* ERL 1: a Data SNACK from snack_begrun is out */
 	uint32_t snack_begrun;
+	uint64_t last_send_ms;  /* ERL 1: its command PDU last sent (0: at sent_ms), for the CmdSN gap check */
+	uint32_t cmd_retries;   /* ERL 1: sent again to plug a CmdSN gap (at most ISM_ERL1_MAX_CMD_RETRIES) */
+	uint32_t r2t_missing_beg, r2t_missing_end; /* ERL 1: R2TSNs asked for by an R2T SNACK, [beg, end) */
 	/* ERL 2: allegiant to a lost connection, waiting for its TASK REASSIGN (or answered, and the
 	 * target's next R2T may ask again for data sent on the lost connection) */
 	bool reassign, reassigned;
@@ -164,6 +167,10 @@ struct ism_conn {
 	uint32_t status_snack_begrun;
 	bool header_skipped;          /* the last PDU was skipped for a header digest error */
 	uint64_t snacks_sent, digest_errors;
+	bool gap_probe;               /* the outstanding keepalive NOP-Out asks whether gap_itt's command came */
+	uint32_t gap_itt, gap_cmdsn;
+	uint64_t gap_probe_ms;        /* when the last such NOP-Out went: at most one a ERL1_CMD_GAP_PROBE_MS */
+	uint64_t cmds_retried;        /* commands sent again with their CmdSN (a Reject or a CmdSN gap) */
 	/* ErrorRecoveryLevel 2 (erl2.c) */
 	enum conn_recovery recovery;
 	uint64_t recover_at_ms;     /* RECOVERY_WAIT: the next login attempt */
@@ -352,6 +359,14 @@ bool ism_erl1_check_header(struct ism_conn *c, const uint8_t *raw, enum pdu_head
 /* A Reject (hdr: the rejected header): true when recovery takes it over. */
 bool ism_erl1_reject(struct ism_conn *c, const struct bhs *b, const uint8_t *hdr);
 bool ism_erl1_recovery_r2t(struct ism_conn *c, struct ism_task *t, const struct bhs *b);
+/* A command lost on the way (header digest error at the target): found by a NOP-Out sent after
+ * it, whose answer shows ExpCmdSN still at or below its CmdSN; then sent again with its CmdSN. */
+void ism_erl1_check_cmd_gap(struct ism_conn *c, uint64_t now);
+uint64_t ism_erl1_cmd_gap_due(const struct ism_conn *c);
+void ism_erl1_ping_answered(struct ism_conn *c);
+/* An R2T whose R2TSN is not the next: true when handled (the ones skipped asked for again, or
+ * one of them come again and answered). */
+bool ism_erl1_r2t_gap(struct ism_conn *c, struct ism_task *t, const struct bhs *b);
 /* send.c: the SCSI Command (and its immediate and unsolicited data) of t again, same CmdSN. */
 void ism_resend_scsi(struct ism_conn *c, struct ism_task *t);
 
@@ -370,6 +385,7 @@ void ism_erl2_removed(struct ism_conn *c, struct ism_task *t, uint8_t response);
 bool ism_erl2_r2t(struct ism_conn *c, struct ism_task *t, const struct bhs *b);
 /* Login attempts due, and the DefaultTime2Retain bound; the earliest due time (0: none). */
 void ism_erl2_timers(struct ism_session *s, uint64_t now);
+void ism_send_keepalive(struct ism_conn *c, uint64_t now);
 uint64_t ism_erl2_next_due(const struct ism_session *s);
 /* Record of the loss of c for ism_session_lost_connection_info; closing: the others close with it. */
 void ism_record_loss(struct ism_conn *c, const char *why, bool closing);

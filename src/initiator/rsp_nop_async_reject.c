@@ -38,6 +38,7 @@ void ism_on_nop_in(struct ism_conn *c, const struct bhs *b)
 	}
 	if (c->keepalive == KEEPALIVE_OUTSTANDING && b->itt == c->nop_itt) {
 		c->keepalive = KEEPALIVE_IDLE;
+		ism_erl1_ping_answered(c);
 		return;
 	}
 	struct ism_task *t = ism_task_for(c, b, TASK_NOP);

@@ -179,6 +179,8 @@ void ism_on_r2t(struct ism_conn *c, const struct bhs *b, uint32_t len)
 	}
 	if (t->reassigned && ism_erl2_r2t(c, t, b))
 		return;
+	if (b->r2t.r2tsn != t->next_r2tsn && ism_erl1(c) && ism_erl1_r2t_gap(c, t, b))
+		return;
 	if (b->r2t.r2tsn != t->next_r2tsn) {
 		task_protocol_error(c, t, "R2TSN %u out of order (expected %u)", b->r2t.r2tsn, t->next_r2tsn);
 		return;

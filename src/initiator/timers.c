@@ -96,24 +96,33 @@ void ism_run_timers(struct ism_session *s)
 				ism_conn_fail(c, "no answer to a NOP-Out ping within %d ms", s->cfg.nop_timeout_ms);
 			continue;
 		}
-		if (s->cfg.nop_interval_ms > 0 && now - c->last_rx_ms >= (uint64_t)s->cfg.nop_interval_ms) {
-			struct bhs b = {0};
-			b.opcode = OP_NOP_OUT;
-			b.immediate = true;
-			b.final = true;
-			c->nop_itt = s->next_itt++;
-			while (c->nop_itt == RESERVED_TAG || ism_task_find(s, c->nop_itt))
-				c->nop_itt = s->next_itt++;
-			b.itt = c->nop_itt;
-			b.nop_out.ttt = RESERVED_TAG;
-			b.nop_out.cmdsn = s->cmdsn;
-			b.nop_out.expstatsn = c->exp_statsn;
-			c->keepalive = KEEPALIVE_OUTSTANDING;
-			c->nop_sent_ms = now;
-			ism_conn_send(c, &b, NULL, 0, NULL, NULL);
-			ism_conn_flush(c);
-		}
+		if (s->cfg.nop_interval_ms > 0 && now - c->last_rx_ms >= (uint64_t)s->cfg.nop_interval_ms)
+			ism_send_keepalive(c, now);
+		else if (ism_erl1(c))
+			ism_erl1_check_cmd_gap(c, now);
 	}
+}
+
+/* A NOP-Out ping (immediate, its own ITT); its answer is awaited for nop_timeout_ms. */
+void ism_send_keepalive(struct ism_conn *c, uint64_t now)
+{
+	struct ism_session *s = c->s;
+	struct bhs b = {0};
+	b.opcode = OP_NOP_OUT;
+	b.immediate = true;
+	b.final = true;
+	c->nop_itt = s->next_itt++;
+	while (c->nop_itt == RESERVED_TAG || ism_task_find(s, c->nop_itt))
+		c->nop_itt = s->next_itt++;
+	b.itt = c->nop_itt;
+	b.nop_out.ttt = RESERVED_TAG;
+	b.nop_out.cmdsn = s->cmdsn;
+	b.nop_out.expstatsn = c->exp_statsn;
+	c->keepalive = KEEPALIVE_OUTSTANDING;
+	c->nop_sent_ms = now;
+	c->gap_probe = false;
+	ism_conn_send(c, &b, NULL, 0, NULL, NULL);
+	ism_conn_flush(c);
 }
 
 int ism_session_timeout_ms(struct ism_session *s)
@@ -136,6 +145,9 @@ int ism_session_timeout_ms(struct ism_session *s)
 				when = c->nop_sent_ms + (uint64_t)s->cfg.nop_timeout_ms;
 			else if (c->keepalive == KEEPALIVE_IDLE && s->cfg.nop_interval_ms > 0)
 				when = c->last_rx_ms + (uint64_t)s->cfg.nop_interval_ms;
+			uint64_t gap = c->keepalive == KEEPALIVE_IDLE && ism_erl1(c) ? ism_erl1_cmd_gap_due(c) : 0;
+			if (gap && (!when || gap < when))
+				when = gap;
 			if (c->sent_head && s->cfg.cmd_timeout_ms > 0) {
 				uint64_t cw = c->sent_head->sent_ms + (uint64_t)s->cfg.cmd_timeout_ms;
 				if (!when || cw < when)

@@ -13,6 +13,8 @@ CRC32C then) and damages PDUs by the rules, each applied once:
                       WHAT  data: one data byte flipped (the data digest then fails);
                             header: one header digest byte flipped (the header digest fails,
                             the lengths stay right)
+                            lost: the same as header, counting every PDU of the opcode (with
+                            or without data and F bit): a command the target never gets
                       N  the Nth such PDU in full feature phase, counting only PDUs with data
                          and, for header, only those without the F bit (so that a later PDU of
                          the same sequence shows the loss)
@@ -29,7 +31,7 @@ import time
 class Rule:
     def __init__(self, text):
         d, op, what, n = text.split(":")
-        if d not in ("t2i", "i2t") or what not in ("data", "header"):
+        if d not in ("t2i", "i2t") or what not in ("data", "header", "lost"):
             raise SystemExit("bad rule " + text)
         self.dir, self.op, self.what, self.n = d, int(op, 16), what, int(n)
         self.seen = 0
@@ -78,7 +80,7 @@ class Stream:
         op = pdu[0] & 0x3F
         dlen = int.from_bytes(pdu[5:8], "big")
         for r in self.rules:
-            if r.done or r.op != op or not dlen:
+            if r.done or r.op != op or (not dlen and r.what != "lost"):
                 continue
             if r.what == "header" and pdu[1] & 0x80:
                 continue
@@ -87,7 +89,7 @@ class Stream:
                 continue
             r.done = True
             hlen = 48 + pdu[4] * 4
-            if r.what == "header":
+            if r.what in ("header", "lost"):
                 pdu[hlen] ^= 0x5A  # the header digest's first byte
             else:
                 pdu[hlen + 4 + dlen // 2] ^= 0xFF
