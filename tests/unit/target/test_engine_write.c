@@ -492,6 +492,43 @@ static void test_immediate_held_for_cmdsn(void)
 	eh_free(h);
 }
 
+static const char op_imm_erl0_dd[] = "HeaderDigest=None\0DataDigest=CRC32C\0MaxRecvDataSegmentLength=262144\0"
+				     "InitialR2T=Yes\0ImmediateData=Yes\0MaxBurstLength=65536\0FirstBurstLength=65536\0"
+				     "MaxOutstandingR2T=1\0ErrorRecoveryLevel=0\0MaxConnections=1";
+
+static void test_immediate_digest_error_erl0(void)
+{
+	printf("write: ERL 0, a data digest error on placed immediate data -> Reject 0x02, then the close\n");
+	fill_pattern(70);
+	struct eh_opts o = {.target_params = IMM_TARGET "DataDigest=CRC32C,None\0\0"};
+	struct eh *h = eh_new(&o);
+	CHECK_EQ(eh_login(h, EH_KEYS(op_imm_erl0_dd), NULL), 1);
+	eh_set_digests(h, false, true);
+	eh_clear_unit_attention(h, 0xfff0, EH_CMDSN0);
+	eh_set_split(h, IMM_SPLIT);
+	uint8_t cdb[16];
+	eh_cdb_rw10(cdb, true, 0, 64);
+	struct bhs b = {0};
+	b.opcode = OP_SCSI_CMD;
+	b.final = true;
+	b.itt = 0xd0;
+	b.cmd.write = true;
+	b.cmd.attr = 1;
+	b.cmd.edtl = 32768;
+	b.cmd.cmdsn = C;
+	b.cmd.expstatsn = S;
+	memcpy(b.cmd.cdb, cdb, 16);
+	eh_send_bad_digest(h, &b, pattern, 32768, false, true);
+	CHECK(eh_split_placed(h));
+	struct eh_pdu p;
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_REJECT);
+	CHECK_EQ(p.b.reject.reason, REJECT_DATA_DIGEST);
+	eh_pdu_free(&p);
+	CHECK(eh_closed(h));
+	eh_free(h);
+}
+
 static void test_immediate_digest_error_erl1(void)
 {
 	printf("write: ERL 1, a data digest error on placed immediate data -> Reject 0x02, the buffer given back;"
@@ -560,6 +597,7 @@ int main(void)
 	test_immediate_unsolicited_solicited();
 	test_immediate_over_bound();
 	test_immediate_held_for_cmdsn();
+	test_immediate_digest_error_erl0();
 	test_immediate_digest_error_erl1();
 	TEST_MAIN_END();
 }
