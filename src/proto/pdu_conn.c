@@ -161,14 +161,16 @@ ssize_t pdu_conn_read(struct pdu_conn *pc, int fd, size_t *asked)
 static bool rx_placeable(const struct pdu_conn *pc)
 {
 	const struct bhs *b = &pc->rx_bhs;
+	if (b->opcode == OP_SCSI_CMD && pc->direct_cmd_min)
+		return b->data_len >= pc->direct_cmd_min;
 	uint8_t op = pc->direct_opcode ? pc->direct_opcode : OP_DATA_IN;
 	return pc->direct_min && b->opcode == op && b->data_len >= pc->direct_min;
 }
 
 /*
- * The header of a Data-In (Data-Out for the target) with a large segment is in and part of its
- * data is not: if the role has a buffer for it, move what arrived there and read the rest
- * straight into it.
+ * The header of a Data-In (Data-Out or a SCSI Command with immediate data, for the target) with
+ * a large segment is in and part of its data is not: if the role has a buffer for it, move what
+ * arrived there and read the rest straight into it.
  */
 static void rx_try_place(struct pdu_conn *pc, size_t avail)
 {

@@ -47,8 +47,9 @@ struct pdu_conn_ops {
 	enum pdu_header_verdict (*header)(struct pdu_conn *pc, const uint8_t *raw, int rc, const char *why);
 	/*
 	 * Optional: the header of a PDU with at least direct_min bytes of data (and the opcode
-	 * direct_opcode) is in and its data is not all there yet. Return where the data goes (and in *owner who lent that buffer, for
-	 * pdu_conn_forget_direct), or NULL to collect it in the receive buffer.
+	 * direct_opcode), or of a SCSI Command with at least direct_cmd_min bytes of immediate data,
+	 * is in and its data is not all there yet. Return where the data goes (and in *owner who lent
+	 * that buffer, for pdu_conn_forget_direct), or NULL to collect it in the receive buffer.
 	 */
 	uint8_t *(*place)(struct pdu_conn *pc, void **owner);
 	/*
@@ -94,6 +95,7 @@ struct pdu_conn {
 	uint64_t rx_epoch;                  /* counts pdu_conn_rx_reset: a handler may start over */
 	uint32_t direct_min;                /* data segments this long may be placed (0: never) */
 	uint8_t direct_opcode;              /* of PDUs with this opcode (0: Data-In, the initiator's) */
+	uint32_t direct_cmd_min;            /* SCSI Commands with this much immediate data too (0: never) */
 	/*
 	 * Direct placement: dr_left bytes of data still to come at dr_dst; dr_owner turns NULL when
 	 * the buffer's owner is gone (the rest is then read and dropped).

@@ -41,6 +41,12 @@
 #define TX_BACKLOG_RESUME (8u * 1024u * 1024u)
 /* Data-Out segments this long go straight into their task's buffer (task_place_data_out). */
 #define DATA_OUT_DIRECT_MIN (16u * 1024u)
+/*
+ * Immediate data this long goes straight into the buffer its command's task will use
+ * (task_place_immediate); shorter data costs less to copy than the extra read that placing it
+ * takes.
+ */
+#define IMMEDIATE_DIRECT_MIN (16u * 1024u)
 /* Spare send items kept per connection, and iovecs per gathered write. */
 #define TX_FREE_KEEP 256u
 #define TX_IOV_MAX 64
@@ -71,6 +77,7 @@ void conn_accept(struct server *srv, int fd, uint16_t tpgt)
 	pdu_conn_init(&c->pc, &conn_ops, c, &c->params, &c->txpool, RX_LOGIN);
 	c->pc.direct_min = DATA_OUT_DIRECT_MIN;
 	c->pc.direct_opcode = OP_DATA_OUT;
+	c->pc.direct_cmd_min = IMMEDIATE_DIRECT_MIN;
 	c->want_read = true;
 	c->last_rx_ms = c->login_started_ms = loop_now_ms();
 	c->login_time = (uint64_t)time(NULL);
@@ -118,6 +125,7 @@ static void conn_free(void *arg)
 
 void conn_detach_socket(struct conn *c)
 {
+	task_drop_placed(c); /* no more data comes for a command being read */
 	loop_watch_del(c->srv->loop, &c->watch);
 	close(c->fd);
 	c->fd = -1;
@@ -269,8 +277,11 @@ static bool conn_on_digest_error(struct pdu_conn *pc, bool header, const uint8_t
 {
 	struct conn *c = pc->arg;
 	c->stats.digest_errors++;
-	if (!header && recovery_level(c) >= 1)
-		return recovery_data_digest_error(c, raw);
+	if (!header && recovery_level(c) >= 1) {
+		bool alive = recovery_data_digest_error(c, raw);
+		task_drop_placed(c); /* damaged immediate data: the command comes again (RFC 7143 6.7) */
+		return alive;
+	}
 	if (header) {
 		/* A header we cannot trust gives no reliable framing: at ERL 0 the connection ends. */
 		conn_close(c, "header digest error");
@@ -291,11 +302,12 @@ static bool conn_on_pdu(struct pdu_conn *pc, const uint8_t *raw, const uint8_t *
 	struct conn *c = pc->arg;
 	const struct bhs *b = &pc->rx_bhs;
 	c->stats.pdus_in++;
-	c->stats.bytes_in += pc->rx_need;
+	c->stats.bytes_in += pc->rx_need + (pc->rx_state == PDU_RECV_DIRECT ? pc->rx_bhs.data_len : 0);
 	if (c->phase == PHASE_LOGIN)
 		login_handle(c, b, data, b->data_len);
 	else if (c->phase == PHASE_FULL_FEATURE)
 		ffp_dispatch(c, b, raw, data, b->data_len);
+	task_drop_placed(c); /* a command rejected before it became a task leaves its buffer */
 	return !conn_gone(c);
 }
 
@@ -342,9 +354,17 @@ static void conn_stamp_sn(struct pdu_conn *pc, const struct bhs *b, uint8_t hdr[
 	put_be32(hdr + 32, maxcmdsn);
 }
 
+/* Where the data of a large Data-Out or of a command's immediate data goes (task.c), or NULL. */
+static uint8_t *conn_place(struct pdu_conn *pc, void **owner)
+{
+	if (pc->rx_bhs.opcode == OP_SCSI_CMD)
+		return task_place_immediate(pc, owner);
+	return task_place_data_out(pc, owner);
+}
+
 static const struct pdu_conn_ops conn_ops = {
 	.header = conn_on_header,
-	.place = task_place_data_out,
+	.place = conn_place,
 	.pdu = conn_on_pdu,
 	.digest_error = conn_on_digest_error,
 	.stamp = conn_stamp_sn,

@@ -62,6 +62,13 @@ struct conn {
 	uint32_t ntasks;
 	uint32_t nsending;          /* of them, answered: only their response is still queued */
 	uint64_t buffered;          /* data buffer bytes held by its tasks */
+	/*
+	 * The buffer a SCSI Command's immediate data is being read into (task_place_immediate): of
+	 * placed_size bytes (the command's EDTL, counted in buffered), taken over by the command's
+	 * task once the PDU is whole, else given back (task_drop_placed).
+	 */
+	uint8_t *placed;
+	uint32_t placed_size;
 	bool rx_paused;             /* not reading: the send backlog is over its bound */
 	uint32_t next_ttt;
 	/* login */

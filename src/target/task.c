@@ -21,23 +21,44 @@
 #define TASK_FREE_KEEP 64u
 
 /* Data buffers are counted per connection, per session and for the whole target. */
-static void task_account(struct task *t, uint64_t bytes)
+static void conn_charge(struct conn *c, uint64_t bytes)
 {
-	struct conn *c = t->conn;
-	t->buffered = bytes;
 	c->buffered += bytes;
 	if (c->sess)
 		c->sess->buffered += bytes;
 	c->srv->buffered += bytes;
 }
 
+static void conn_uncharge(struct conn *c, uint64_t bytes)
+{
+	c->buffered -= bytes;
+	if (c->sess)
+		c->sess->buffered -= bytes;
+	c->srv->buffered -= bytes;
+}
+
+/* Whether bytes more fit max-data-per-connection, -per-session and -total; else the refusal. */
+static enum task_refusal data_bound_refusal(const struct conn *c, uint64_t bytes)
+{
+	const struct cfg *cfg = c->srv->cfg;
+	if (c->buffered + bytes > cfg->max_data_connection)
+		return TASK_REFUSE_SET_FULL;
+	if (c->sess->buffered + bytes > cfg->max_data_session)
+		return TASK_REFUSE_SESSION_DATA;
+	if (c->srv->buffered + bytes > cfg->max_data_total)
+		return TASK_REFUSE_TOTAL_DATA;
+	return TASK_REFUSE_NONE;
+}
+
+static void task_account(struct task *t, uint64_t bytes)
+{
+	t->buffered = bytes;
+	conn_charge(t->conn, bytes);
+}
+
 static void task_unaccount(struct task *t)
 {
-	struct conn *c = t->conn;
-	c->buffered -= t->buffered;
-	if (c->sess)
-		c->sess->buffered -= t->buffered;
-	c->srv->buffered -= t->buffered;
+	conn_uncharge(t->conn, t->buffered);
 	t->buffered = 0;
 }
 
@@ -105,6 +126,7 @@ void task_abort(struct task *t)
 
 void task_free_all(struct conn *c)
 {
+	task_drop_placed(c);
 	tmf_conn_gone(c);
 	while (c->tasks) {
 		struct task *t = c->tasks;
@@ -269,6 +291,53 @@ void task_start(struct task *t)
 	task_execute(t);
 }
 
+/*
+ * The header of a write command with immediate data is in, its data not yet: when the data may
+ * be there at all (RFC 7143 10.3: ImmediateData=Yes, within FirstBurstLength and EDTL, a write)
+ * and the command's whole buffer fits the data bounds, that buffer is taken and counted now and
+ * the data read straight into it; task_handle_command makes it the task's. Anything else is
+ * collected in the receive buffer and judged there as before.
+ */
+uint8_t *task_place_immediate(struct pdu_conn *pc, void **owner)
+{
+	struct conn *c = pc->arg;
+	const struct bhs *b = &pc->rx_bhs;
+	struct session *s = c->sess;
+	if (c->phase != PHASE_FULL_FEATURE || !s || s->type != SESSION_NORMAL || c->placed)
+		return NULL;
+	const struct iscsi_params *p = &s->params;
+	uint32_t len = b->data_len, edtl = b->cmd.edtl;
+	if (!b->cmd.write || !p->immediate_data || len > p->first_burst_length || len > edtl || edtl > TASK_MAX_XFER)
+		return NULL;
+	if (session_outstanding(s) >= s->queue_depth || data_bound_refusal(c, edtl) != TASK_REFUSE_NONE)
+		return NULL; /* refused in its turn: nothing to place */
+	conn_charge(c, edtl);
+	c->placed = bufpool_get(&c->srv->bufpool, edtl);
+	c->placed_size = edtl;
+	*owner = c;
+	return c->placed;
+}
+
+/* The placed buffer, if data is in it: no longer counted for the connection (the task counts it). */
+static uint8_t *task_take_placed(struct conn *c, const uint8_t *data)
+{
+	if (!c->placed || data != c->placed)
+		return NULL;
+	uint8_t *buf = c->placed;
+	conn_uncharge(c, c->placed_size);
+	c->placed = NULL;
+	c->placed_size = 0;
+	return buf;
+}
+
+void task_drop_placed(struct conn *c)
+{
+	if (!c->placed)
+		return;
+	uint32_t size = c->placed_size;
+	bufpool_put(&c->srv->bufpool, task_take_placed(c, c->placed), size);
+}
+
 void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *raw, const uint8_t *data, uint32_t len)
 {
 	struct session *s = c->sess;
@@ -314,19 +383,20 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *raw
 	else if (t->read)
 		in_len = t->edtl;
 	uint64_t need = (t->write ? (uint64_t)t->edtl : 0) + in_len;
-	const struct cfg *cfg = c->srv->cfg;
+	/* Immediate data read straight into its buffer: judged below as if it had been copied. */
+	uint8_t *placed = task_take_placed(c, data);
 	if ((t->write && t->edtl > TASK_MAX_XFER) || in_len > TASK_MAX_XFER)
 		t->refuse = TASK_REFUSE_TOO_BIG;
 	else if (session_outstanding(s) > s->queue_depth) /* this task is counted: more than every slot */
 		t->refuse = TASK_REFUSE_SLOTS;
-	else if (c->buffered + need > cfg->max_data_connection)
-		t->refuse = TASK_REFUSE_SET_FULL;
-	else if (s->buffered + need > cfg->max_data_session)
-		t->refuse = TASK_REFUSE_SESSION_DATA;
-	else if (c->srv->buffered + need > cfg->max_data_total)
-		t->refuse = TASK_REFUSE_TOTAL_DATA;
+	else
+		t->refuse = (uint8_t)data_bound_refusal(c, need);
+	if (t->refuse && placed)
+		bufpool_put(&c->srv->bufpool, placed, t->edtl);
 	if (!t->refuse) {
-		if (t->write && t->edtl) {
+		if (placed) {
+			t->out = placed;
+		} else if (t->write && t->edtl) {
 			t->out = bufpool_get(&c->srv->bufpool, t->edtl);
 			memcpy(t->out, data, len);
 		}

@@ -73,6 +73,10 @@ void task_handle_data_out(struct conn *c, const struct bhs *b, const uint8_t *da
 struct pdu_conn;
 /* pdu_conn_ops.place: where a large Data-Out's data goes, or NULL (see task.c). */
 uint8_t *task_place_data_out(struct pdu_conn *pc, void **owner);
+/* pdu_conn_ops.place: where a write command's immediate data goes (c->placed), or NULL. */
+uint8_t *task_place_immediate(struct pdu_conn *pc, void **owner);
+/* Give back c->placed when no task took it over (the command was rejected, damaged, or cut off). */
+void task_drop_placed(struct conn *c);
 void task_start(struct task *t);
 void task_release(struct task *t);
 void task_abort(struct task *t);

@@ -40,6 +40,8 @@ struct eh {
 	struct eh_conn conns[EH_MAX_CONNS];
 	unsigned nconns, cur; /* the connection eh_send and eh_recv use */
 	uint16_t tsih;        /* the session the login helper joins; 0: a new one */
+	size_t split;         /* PDUs go as this many bytes, then the rest (0: whole) */
+	bool split_placed;    /* the target was placing the last split PDU's data */
 };
 
 static struct eh_conn *cur(struct eh *h) { return &h->conns[h->cur]; }
@@ -96,6 +98,8 @@ struct eh *eh_new(const struct eh_opts *opts)
 	cfg->nop_interval = 0;
 	if (opts->max_commands)
 		cfg->max_commands = opts->max_commands;
+	if (opts->max_data_connection)
+		cfg->max_data_connection = opts->max_data_connection;
 	char *err = NULL;
 	if (cfg_add_listen(cfg, "127.0.0.1:3260", &err) < 0)
 		eh_fatal("portal", err);
@@ -191,6 +195,35 @@ void eh_send_raw(struct eh *h, const void *buf, size_t len)
 	eh_step(h);
 }
 
+/* The target's connection behind the current one (by CID, once logged in). */
+static struct conn *eh_target_conn(struct eh *h)
+{
+	for (struct conn *c = h->srv.conns; c; c = c->next)
+		if (c->cid == cur(h)->cid)
+			return c;
+	return NULL;
+}
+
+static bool eh_target_placing(struct eh *h)
+{
+	struct conn *c = eh_target_conn(h);
+	return c && c->pc.rx_state == PDU_RECV_DIRECT;
+}
+
+void eh_set_split(struct eh *h, size_t first)
+{
+	h->split = first;
+	h->split_placed = false;
+}
+
+bool eh_split_placed(struct eh *h) { return h->split_placed; }
+
+uint64_t eh_target_buffered(struct eh *h)
+{
+	struct conn *c = eh_target_conn(h);
+	return c ? c->buffered : 0;
+}
+
 void eh_set_digests(struct eh *h, bool header, bool data)
 {
 	cur(h)->hd = header;
@@ -212,7 +245,12 @@ void eh_send_bad_digest(struct eh *h, struct bhs *b, const void *data, uint32_t 
 		memcpy(buf + dpos, data, len);
 	if (cur(h)->dd && len)
 		digest_store(buf + dpos + pad4(len), crc32c(buf + dpos, pad4(len)) ^ (bad_data ? 1u : 0u));
-	eh_send_raw(h, buf, total);
+	size_t first = h->split && h->split < total ? h->split : 0;
+	if (first) {
+		eh_send_raw(h, buf, first);
+		h->split_placed = eh_target_placing(h);
+	}
+	eh_send_raw(h, buf + first, total - first);
 	free(buf);
 }
 

@@ -41,6 +41,7 @@ struct eh_opts {
 	unsigned max_commands;      /* command slots per session; 0: the configured default */
 	const char *target_params;  /* "K=V\0K=V\0\0": the target's negotiation overrides, or NULL */
 	unsigned max_erl;           /* the target's max-error-recovery-level (0 by default) */
+	uint64_t max_data_connection; /* the target's max-data-per-connection; 0: the configured default */
 };
 
 struct eh_pdu {
@@ -73,6 +74,15 @@ void eh_send(struct eh *h, struct bhs *b, const void *data, uint32_t len);
 /* The same with a wrong header digest (bad_header) or data digest (bad_data). */
 void eh_send_bad_digest(struct eh *h, struct bhs *b, const void *data, uint32_t len, bool bad_header,
 			bool bad_data);
+/*
+ * From now on every PDU eh_send and its kin send goes as its first `first` bytes, the target
+ * working on them, then the rest (0: whole). Whether the target was reading the last such PDU's
+ * data straight into a buffer in between: eh_split_placed.
+ */
+void eh_set_split(struct eh *h, size_t first);
+bool eh_split_placed(struct eh *h);
+/* Data buffer bytes the target counts for the current connection (tasks, placed data). */
+uint64_t eh_target_buffered(struct eh *h);
 /* Send bytes as they are, then let the target work. */
 void eh_send_raw(struct eh *h, const void *buf, size_t len);
 /* The next PDU the target sent: 0, or -1 when there is none (the target is idle). */

@@ -3,7 +3,8 @@
  * with InitialR2T Yes and No, immediate and unsolicited data within FirstBurstLength, solicited
  * bursts of MaxBurstLength, MaxOutstandingR2T, DataSN and buffer offsets, and the answer to
  * Data-Out that breaks the rules (CHECK CONDITION, ABORTED COMMAND, the connection survives),
- * and large Data-Out arriving in pieces, whose data goes straight into the command's buffer.
+ * and large Data-Out arriving in pieces, whose data goes straight into the command's buffer; the
+ * same for large immediate data, within every data rule and bound.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,7 +36,7 @@ static const char op_large[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataS
 			       "InitialR2T=Yes\0ImmediateData=No\0MaxBurstLength=65536\0FirstBurstLength=65536\0"
 			       "MaxOutstandingR2T=1\0ErrorRecoveryLevel=0\0MaxConnections=1";
 
-static uint8_t pattern[32768];
+static uint8_t pattern[131072];
 
 static void fill_pattern(uint32_t seed)
 {
@@ -374,6 +375,217 @@ static void test_large_data_out_in_pieces(void)
 	eh_free(h);
 }
 
+/* Immediate data up to 64 KiB, unsolicited data up to the same first burst, 64 KiB bursts. */
+static const char op_imm[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=262144\0"
+			     "InitialR2T=Yes\0ImmediateData=Yes\0MaxBurstLength=65536\0FirstBurstLength=65536\0"
+			     "MaxOutstandingR2T=1\0ErrorRecoveryLevel=0\0MaxConnections=1";
+static const char op_imm_unsol[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=262144\0"
+				   "InitialR2T=No\0ImmediateData=Yes\0MaxBurstLength=65536\0FirstBurstLength=65536\0"
+				   "MaxOutstandingR2T=1\0ErrorRecoveryLevel=0\0MaxConnections=1";
+static const char op_imm_erl1[] = "HeaderDigest=None\0DataDigest=CRC32C\0MaxRecvDataSegmentLength=262144\0"
+				  "InitialR2T=Yes\0ImmediateData=Yes\0MaxBurstLength=65536\0FirstBurstLength=65536\0"
+				  "MaxOutstandingR2T=1\0ErrorRecoveryLevel=1\0MaxConnections=1";
+#define IMM_TARGET "MaxRecvDataSegmentLength=262144\0FirstBurstLength=262144\0"
+static const struct eh_opts imm_target = {.target_params = IMM_TARGET "\0"};
+/* The header and 100 bytes of data first: the target has the header, some data, not all of it. */
+#define IMM_SPLIT (BHS_LEN + 100u)
+
+/* A WRITE(10) at lba of len bytes of the pattern, all of it immediate data. */
+static void write_immediate(struct eh *h, uint32_t itt, uint32_t cmdsn, uint32_t lba, uint32_t len)
+{
+	uint8_t cdb[16];
+	eh_cdb_rw10(cdb, true, lba, (uint16_t)(len / 512));
+	eh_scsi_cmd(h, itt, cmdsn, false, true, false, true, len, cdb, pattern, len);
+}
+
+static void test_immediate_placed(void)
+{
+	static const uint32_t sizes[] = { 4096, 16384, 32768, 65536 };
+	struct eh *h = eh_start(&imm_target, EH_KEYS(op_imm));
+	eh_set_split(h, IMM_SPLIT);
+	uint32_t n = 0;
+	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++, n += 2) {
+		uint32_t len = sizes[i];
+		printf("write: %u bytes of immediate data arriving in two pieces are %s and written whole\n", len,
+		       len >= 16384 ? "read straight into the command's buffer" : "copied from the receive buffer");
+		fill_pattern(20 + (uint32_t)i);
+		write_immediate(h, 0x80 + n, C + n, 0, len);
+		CHECK_EQ(eh_split_placed(h), len >= 16384);
+		expect_write_done(h, 0x80 + n, S + n, C + n + 1, 0);
+		CHECK_EQ(eh_target_buffered(h), 0);
+		read_back(h, 0x81 + n, C + n + 1, 0, len, 65536, S + n + 1);
+	}
+	eh_free(h);
+}
+
+static void test_immediate_unsolicited_solicited(void)
+{
+	printf("write: 128 KiB as 32 KiB immediate, 32 KiB unsolicited Data-Out, one 64 KiB R2T, all placed\n");
+	fill_pattern(30);
+	struct eh *h = eh_start(&imm_target, EH_KEYS(op_imm_unsol));
+	eh_set_split(h, IMM_SPLIT);
+	uint8_t cdb[16];
+	eh_cdb_rw10(cdb, true, 128, 256);
+	eh_scsi_cmd(h, 0x90, C, false, false, false, true, 131072, cdb, pattern, 32768);
+	CHECK(eh_split_placed(h));
+	expect_nothing(h);
+	eh_data_out(h, 0x90, RESERVED_TAG, 0, 32768, true, pattern + 32768, 32768);
+	CHECK(eh_split_placed(h));
+	uint32_t ttt = expect_r2t(h, 0x90, 0, 65536, 65536, S, C + 1);
+	eh_data_out(h, 0x90, ttt, 0, 65536, true, pattern + 65536, 65536);
+	CHECK(eh_split_placed(h));
+	expect_write_done(h, 0x90, S, C + 1, 1);
+	CHECK_EQ(eh_target_buffered(h), 0);
+	eh_set_split(h, 0);
+	read_back(h, 0x91, C + 1, 128, 131072, 65536, S + 1);
+	eh_free(h);
+}
+
+static void test_immediate_over_bound(void)
+{
+	printf("write: immediate data of a command over max-data-per-connection is not placed; TASK SET FULL as before\n");
+	fill_pattern(40);
+	struct eh_opts o = {.target_params = IMM_TARGET "\0", .max_data_connection = 65536};
+	struct eh *h = eh_start(&o, EH_KEYS(op_imm));
+	eh_set_split(h, IMM_SPLIT);
+	uint8_t cdb[16];
+	eh_cdb_rw10(cdb, true, 0, 256);
+	eh_scsi_cmd(h, 0xa0, C, false, false, false, true, 131072, cdb, pattern, 32768);
+	CHECK(!eh_split_placed(h));
+	eh_expect_status(h, 0xa0, 0x28, S, C + 1, C + DEPTH);
+	CHECK_EQ(eh_target_buffered(h), 0);
+	printf("write: one that fits the bound exactly is placed and written\n");
+	write_immediate(h, 0xa1, C + 1, 0, 65536);
+	CHECK(eh_split_placed(h));
+	expect_write_done(h, 0xa1, S + 1, C + 2, 0);
+	CHECK_EQ(eh_target_buffered(h), 0);
+	read_back(h, 0xa2, C + 2, 0, 65536, 65536, S + 2);
+	printf("write: immediate data without the write bit is rejected as before, nothing held\n");
+	eh_cdb_rw10(cdb, false, 0, 64);
+	eh_scsi_cmd(h, 0xa3, C + 3, false, true, true, false, 32768, cdb, pattern, 32768);
+	CHECK(!eh_split_placed(h));
+	struct eh_pdu p;
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_REJECT);
+	CHECK_EQ(p.b.reject.reason, REJECT_PROTOCOL_ERROR);
+	eh_pdu_free(&p);
+	CHECK_EQ(eh_target_buffered(h), 0);
+	eh_free(h);
+}
+
+static void test_immediate_held_for_cmdsn(void)
+{
+	printf("write: a command with placed immediate data ahead of its CmdSN waits, then runs after the gap\n");
+	fill_pattern(50);
+	struct eh *h = eh_start(&imm_target, EH_KEYS(op_imm));
+	eh_set_split(h, IMM_SPLIT);
+	write_immediate(h, 0xb1, C + 1, 64, 65536);
+	CHECK(eh_split_placed(h));
+	expect_nothing(h);
+	CHECK_EQ(eh_target_buffered(h), 65536); /* the held task keeps its buffer */
+	eh_tur(h, 0xb0, C, false);
+	eh_expect_status(h, 0xb0, GOOD, S, C + 1, C + DEPTH - 1);
+	expect_write_done(h, 0xb1, S + 1, C + 2, 0);
+	CHECK_EQ(eh_target_buffered(h), 0);
+	eh_set_split(h, 0);
+	read_back(h, 0xb2, C + 2, 64, 65536, 65536, S + 2);
+	eh_free(h);
+}
+
+static const char op_imm_erl0_dd[] = "HeaderDigest=None\0DataDigest=CRC32C\0MaxRecvDataSegmentLength=262144\0"
+				     "InitialR2T=Yes\0ImmediateData=Yes\0MaxBurstLength=65536\0FirstBurstLength=65536\0"
+				     "MaxOutstandingR2T=1\0ErrorRecoveryLevel=0\0MaxConnections=1";
+
+static void test_immediate_digest_error_erl0(void)
+{
+	printf("write: ERL 0, a data digest error on placed immediate data -> Reject 0x02, then the close\n");
+	fill_pattern(70);
+	struct eh_opts o = {.target_params = IMM_TARGET "DataDigest=CRC32C,None\0\0"};
+	struct eh *h = eh_new(&o);
+	CHECK_EQ(eh_login(h, EH_KEYS(op_imm_erl0_dd), NULL), 1);
+	eh_set_digests(h, false, true);
+	eh_clear_unit_attention(h, 0xfff0, EH_CMDSN0);
+	eh_set_split(h, IMM_SPLIT);
+	uint8_t cdb[16];
+	eh_cdb_rw10(cdb, true, 0, 64);
+	struct bhs b = {0};
+	b.opcode = OP_SCSI_CMD;
+	b.final = true;
+	b.itt = 0xd0;
+	b.cmd.write = true;
+	b.cmd.attr = 1;
+	b.cmd.edtl = 32768;
+	b.cmd.cmdsn = C;
+	b.cmd.expstatsn = S;
+	memcpy(b.cmd.cdb, cdb, 16);
+	eh_send_bad_digest(h, &b, pattern, 32768, false, true);
+	CHECK(eh_split_placed(h));
+	struct eh_pdu p;
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_REJECT);
+	CHECK_EQ(p.b.reject.reason, REJECT_DATA_DIGEST);
+	eh_pdu_free(&p);
+	CHECK(eh_closed(h));
+	eh_free(h);
+}
+
+static void test_immediate_digest_error_erl1(void)
+{
+	printf("write: ERL 1, a data digest error on placed immediate data -> Reject 0x02, the buffer given back;"
+	       " the command sent again with its CmdSN is written\n");
+	fill_pattern(60);
+	struct eh_opts o = {.max_erl = 1, .target_params = IMM_TARGET "DataDigest=CRC32C,None\0ErrorRecoveryLevel=1\0\0"};
+	struct eh *h = eh_new(&o);
+	struct text_list k = {0};
+	CHECK_EQ(eh_login(h, EH_KEYS(op_imm_erl1), &k), 1);
+	CHECK_STR(text_get(&k, "DataDigest"), "CRC32C");
+	CHECK_STR(text_get(&k, "ErrorRecoveryLevel"), "1");
+	text_clear(&k);
+	eh_set_digests(h, false, true);
+	eh_clear_unit_attention(h, 0xfff0, EH_CMDSN0);
+	eh_set_split(h, IMM_SPLIT);
+	uint8_t cdb[16];
+	eh_cdb_rw10(cdb, true, 32, 64);
+	struct bhs b = {0};
+	b.opcode = OP_SCSI_CMD;
+	b.final = true;
+	b.itt = 0xc0;
+	b.cmd.write = true;
+	b.cmd.attr = 1;
+	b.cmd.edtl = 32768;
+	b.cmd.cmdsn = C;
+	b.cmd.expstatsn = S;
+	memcpy(b.cmd.cdb, cdb, 16);
+	eh_send_bad_digest(h, &b, pattern, 32768, false, true);
+	CHECK(eh_split_placed(h));
+	struct eh_pdu p;
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_REJECT);
+	CHECK_EQ(p.b.reject.reason, REJECT_DATA_DIGEST);
+	eh_pdu_free(&p);
+	CHECK(!eh_closed(h));
+	CHECK_EQ(eh_target_buffered(h), 0);
+	eh_send(h, &b, pattern, 32768);
+	CHECK(eh_split_placed(h));
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_SCSI_RESP);
+	CHECK_EQ(p.b.itt, 0xc0);
+	CHECK_EQ(p.b.rsp.status, GOOD);
+	CHECK_EQ(p.b.rsp.expcmdsn, C + 1);
+	eh_pdu_free(&p);
+	CHECK_EQ(eh_target_buffered(h), 0);
+	eh_set_split(h, 0);
+	uint8_t rcdb[16];
+	eh_cdb_rw10(rcdb, false, 32, 64);
+	eh_scsi_cmd(h, 0xc1, C + 1, false, true, true, false, 32768, rcdb, NULL, 0);
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_DATA_IN);
+	CHECK_EQ(p.len, 32768);
+	CHECK(p.data && memcmp(p.data, pattern, 32768) == 0);
+	eh_pdu_free(&p);
+	eh_free(h);
+}
+
 int main(void)
 {
 	test_r2t_bursts();
@@ -381,5 +593,11 @@ int main(void)
 	test_data_out_errors();
 	test_immediate_data_refused();
 	test_large_data_out_in_pieces();
+	test_immediate_placed();
+	test_immediate_unsolicited_solicited();
+	test_immediate_over_bound();
+	test_immediate_held_for_cmdsn();
+	test_immediate_digest_error_erl0();
+	test_immediate_digest_error_erl1();
 	TEST_MAIN_END();
 }
