@@ -342,12 +342,7 @@ bool ism_erl1_r2t_gap(struct ism_conn *c, struct ism_task *t, const struct bhs *
 		log_info("cid %u: ITT 0x%08x: R2TSN %u came again: %u bytes at offset %u", c->cid, t->itt, sn,
 			 b->r2t.desired_len, b->r2t.offset);
 		t->write_covered += b->r2t.desired_len;
-		struct txitem *last = ism_send_data_out(c, t, b->r2t.ttt, b->r2t.offset, b->r2t.desired_len);
-		if (last) {
-			last->r2t_last = true;
-			t->r2t_active++;
-		}
-		ism_flush_soon(c);
+		ism_answer_r2t(c, t, b);
 		return true;
 	}
 	uint32_t missing = sn - t->next_r2tsn;

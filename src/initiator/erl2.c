@@ -339,12 +339,7 @@ bool ism_erl2_r2t(struct ism_conn *c, struct ism_task *t, const struct bhs *b)
 		t->write_end = (uint32_t)end;
 	if (t->write_end > t->write_covered)
 		t->write_covered = t->write_end;
-	struct txitem *last = ism_send_data_out(c, t, b->r2t.ttt, b->r2t.offset, b->r2t.desired_len);
-	if (last) {
-		last->r2t_last = true;
-		t->r2t_active++;
-	}
-	ism_flush_soon(c);
+	ism_answer_r2t(c, t, b);
 	return true;
 }
 

@@ -159,6 +159,17 @@ void ism_on_scsi_response(struct ism_conn *c, const struct bhs *b, const uint8_t
 		      b->rsp.residual);
 }
 
+/* The Data-Out an R2T asks for, its last PDU marked as the one that ends the R2T. */
+void ism_answer_r2t(struct ism_conn *c, struct ism_task *t, const struct bhs *b)
+{
+	struct txitem *last = ism_send_data_out(c, t, b->r2t.ttt, b->r2t.offset, b->r2t.desired_len);
+	if (last) {
+		last->r2t_last = true;
+		t->r2t_active++;
+	}
+	ism_flush_soon(c);
+}
+
 void ism_on_r2t(struct ism_conn *c, const struct bhs *b, uint32_t len)
 {
 	struct ism_session *s = c->s;
@@ -219,10 +230,5 @@ void ism_on_r2t(struct ism_conn *c, const struct bhs *b, uint32_t len)
 	t->next_r2tsn++;
 	t->write_end = (uint32_t)end;
 	t->write_covered += b->r2t.desired_len;
-	struct txitem *last = ism_send_data_out(c, t, b->r2t.ttt, b->r2t.offset, b->r2t.desired_len);
-	if (last) {
-		last->r2t_last = true;
-		t->r2t_active++;
-	}
-	ism_flush_soon(c);
+	ism_answer_r2t(c, t, b);
 }
