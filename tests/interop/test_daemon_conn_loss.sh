@@ -122,7 +122,9 @@ run_level() {
 	EOF
 	t_drop=$(date +%s.%N)
 	seen=""
-	while python3 -c "import sys; sys.exit(0 if float(sys.argv[2]) - float(sys.argv[1]) < $BOUND else 1)" "$t_drop" "$(date +%s.%N)"; do
+	# Polled past the bound (the CLI itself can take a while on a loaded machine); the daemon's
+	# own record of when it declared the loss (whole seconds) is what must be within the bound.
+	while python3 -c "import sys; sys.exit(0 if float(sys.argv[2]) - float(sys.argv[1]) < $BOUND + 5 else 1)" "$t_drop" "$(date +%s.%N)"; do
 		if sess_json "$SID" >"$TEST_DIR/during.json" 2>/dev/null &&
 			jq -e "(.recovery.connection_losses // 0) >= 1 and .recovery.last_connection_loss.cid == $CID and
 				.recovery.last_connection_loss.local_port == $LPORT" "$TEST_DIR/during.json" >/dev/null; then
@@ -132,7 +134,10 @@ run_level() {
 		sleep 0.1
 	done
 	[[ -n "$seen" ]] || fail "session show does not report connection $CID lost ${BOUND} s after its packets stopped: $(jq -c '{state, recovery, connections}' "$TEST_DIR/during.json" 2>/dev/null)"
-	say "ok: session show reported connection $CID lost ${seen}s after the drop: $(jq -c .recovery.last_connection_loss "$TEST_DIR/during.json")"
+	at=$(jq -r .recovery.last_connection_loss.at_epoch "$TEST_DIR/during.json")
+	python3 -c "import sys; sys.exit(0 if int(sys.argv[2]) <= float(sys.argv[1]) + $BOUND else 1)" "$t_drop" "$at" ||
+		fail "connection $CID was declared lost at $at, more than ${BOUND}s after its packets stopped at $t_drop"
+	say "ok: session show reported connection $CID lost ${seen}s after the drop (declared at $at): $(jq -c .recovery.last_connection_loss "$TEST_DIR/during.json")"
 
 	rc=0
 	timeout $((BOUND + 40)) tail --pid="$WPID" -f /dev/null || fail "the writer hangs after the connection loss"
