@@ -311,12 +311,8 @@ void ism_erl2_reassign_answered(struct ism_conn *c, struct ism_task *m, uint8_t 
 			ism_resend_scsi(c, t);
 			ism_flush_soon(c);
 		} else {
-			const char *what = response == TMF_RSP_REASSIGN_UNSUPPORTED ? "task allegiance reassignment not supported"
-					   : response == TMF_RSP_NO_TASK		 ? "task does not exist"
-					   : response == TMF_RSP_NOT_SUPPORTED	 ? "function not supported"
-					   : response == TMF_RSP_TASK_ALLEGIANT	 ? "task still allegiant"
-										 : "rejected";
-			fall_back(c, "TASK REASSIGN of ITT 0x%08x answered \"%s\" (0x%02x)", itt, what, response);
+			fall_back(c, "TASK REASSIGN of ITT 0x%08x answered \"%s\" (0x%02x)", itt,
+				  ism_tmf_response_str(response), response);
 			return;
 		}
 	}

@@ -329,6 +329,8 @@ void ism_ffp_pdu(struct ism_conn *c, const struct bhs *b, const uint8_t *data, u
 void ism_on_data_in(struct ism_conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
 void ism_on_scsi_response(struct ism_conn *c, const struct bhs *b, const uint8_t *data, uint32_t len);
 void ism_on_r2t(struct ism_conn *c, const struct bhs *b, uint32_t len);
+/* The name RFC 7143 gives a Task Management Response code (rsp_tmf_logout.c). */
+const char *ism_tmf_response_str(uint8_t r);
 /* Send the Data-Out the R2T b asks of t (rsp_scsi.c; also for R2Ts of recovery). */
 void ism_answer_r2t(struct ism_conn *c, struct ism_task *t, const struct bhs *b);
 void ism_on_nop_in(struct ism_conn *c, const struct bhs *b);

@@ -18,7 +18,7 @@ static void abort_lun_tasks(struct ism_session *s, bool all, uint64_t lun, uint3
 	}
 }
 
-static const char *tmf_response_str(uint8_t r)
+const char *ism_tmf_response_str(uint8_t r)
 {
 	switch (r) {
 	case TMF_RSP_COMPLETE: return "function complete";
@@ -63,7 +63,7 @@ void ism_on_tmf_response(struct ism_conn *c, const struct bhs *b, uint32_t len)
 		t->res.error = ISM_OK;
 	} else {
 		ism_set_error(s, "task management function %u failed: %s (0x%02x)", t->tmf_function,
-			      tmf_response_str(r), r);
+			      ism_tmf_response_str(r), r);
 		t->res.error = ISM_ERR_TARGET;
 	}
 	ism_task_complete(t);
