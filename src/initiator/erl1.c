@@ -199,26 +199,25 @@ bool ism_erl1_data_digest_error(struct ism_conn *c, const struct bhs *b)
 bool ism_erl1_check_header(struct ism_conn *c, const uint8_t *raw, enum pdu_header_verdict *v)
 {
 	struct pdu_conn *pc = &c->pc;
+	const char *why = NULL;
 	if (!c->params.header_digest)
 		return false;
-	enum pdu_header_digest d = pdu_conn_header_digest(pc, raw);
-	if (d == PDU_DIGEST_PENDING) {
+	switch (pdu_conn_recover_header(pc, raw, c->params.max_recv_dsl, &why)) {
+	case PDU_HEADER_INTACT:
+		return false;
+	case PDU_HEADER_PENDING:
 		*v = PDU_HEADER_WAIT; /* the digest follows at once */
 		return true;
-	}
-	if (d == PDU_DIGEST_GOOD) {
-		c->header_skipped = false;
-		return false;
-	}
-	c->digest_errors++;
-	if (c->header_skipped || pc->rx_bhs.data_len > c->params.max_recv_dsl) {
-		ism_conn_fail(c, "header digest error%s", c->header_skipped ? "s on two PDUs in a row: the framing is lost"
-										: " with an impossible data segment length");
+	case PDU_HEADER_LOST:
+		c->digest_errors++;
+		ism_conn_fail(c, "%s", why);
 		*v = PDU_HEADER_STOP;
 		return true;
+	case PDU_HEADER_DAMAGED:
+		break;
 	}
+	c->digest_errors++;
 	log_warn("cid %u: header digest error: a PDU of %u data bytes skipped", c->cid, pc->rx_bhs.data_len);
-	c->header_skipped = true;
 	*v = PDU_HEADER_SKIP;
 	return true;
 }

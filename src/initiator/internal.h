@@ -165,7 +165,6 @@ struct ism_conn {
 	uint64_t statsn_ahead;        /* bit i: StatSN exp_statsn + 1 + i came already (past a gap) */
 	bool status_snack_sent;       /* a Status SNACK from status_snack_begrun is out */
 	uint32_t status_snack_begrun;
-	bool header_skipped;          /* the last PDU was skipped for a header digest error */
 	uint64_t snacks_sent, digest_errors;
 	bool gap_probe;               /* the outstanding keepalive NOP-Out asks whether gap_itt's command came */
 	uint32_t gap_itt, gap_cmdsn;

@@ -251,7 +251,7 @@ static void login_complete(struct ism_conn *c, const struct bhs *b)
 	}
 	c->exp_statsn = b->login.statsn + 1;
 	c->statsn_ahead = 0;
-	c->status_snack_sent = c->header_skipped = false;
+	c->status_snack_sent = c->pc.rx_header_skipped = false;
 	c->state = CONN_FFP;
 	c->last_rx_ms = ism_now_ms();
 	ism_login_finish(c, ISM_OK);

@@ -45,6 +45,7 @@ void pdu_conn_rx_reset(struct pdu_conn *pc)
 	pc->dr_owner = NULL;
 	pc->dr_left = 0;
 	pc->rx_large = false;
+	pc->rx_header_skipped = false;
 	pc->rx_epoch++;
 }
 
@@ -338,6 +339,30 @@ enum pdu_header_digest pdu_conn_header_digest(const struct pdu_conn *pc, const u
 	if (pc->rx_len - pc->rx_start < hlen + 4)
 		return PDU_DIGEST_PENDING;
 	return crc32c(raw, hlen) == digest_load(raw + hlen) ? PDU_DIGEST_GOOD : PDU_DIGEST_BAD;
+}
+
+enum pdu_header_recovery pdu_conn_recover_header(struct pdu_conn *pc, const uint8_t *raw, uint32_t max_dsl,
+						 const char **why)
+{
+	switch (pdu_conn_header_digest(pc, raw)) {
+	case PDU_DIGEST_PENDING:
+		return PDU_HEADER_PENDING;
+	case PDU_DIGEST_GOOD:
+		pc->rx_header_skipped = false;
+		return PDU_HEADER_INTACT;
+	case PDU_DIGEST_BAD:
+		break;
+	}
+	if (pc->rx_header_skipped) {
+		*why = "header digest errors on two PDUs in a row: the PDU framing is lost";
+		return PDU_HEADER_LOST;
+	}
+	if (pc->rx_bhs.data_len > max_dsl) {
+		*why = "header digest error with an impossible data segment length";
+		return PDU_HEADER_LOST;
+	}
+	pc->rx_header_skipped = true;
+	return PDU_HEADER_DAMAGED;
 }
 
 int pdu_conn_tx_pipe_open(struct pdu_conn *pc)

@@ -91,7 +91,6 @@ struct conn {
 	bool resending;             /* the PDU being queued is a resend: not kept twice */
 	bool statsn_fixed;          /* ... and a status keeping its StatSN, fixed_statsn */
 	uint32_t fixed_statsn;
-	bool header_skipped;        /* the last PDU was skipped for a header digest error */
 	uint64_t header_skipped_ms; /* when a header was last skipped; 0 once stalled writes were looked at */
 	/* ErrorRecoveryLevel 2 (erl2.c) */
 	bool recover_on_close;      /* logged out for recovery: closing it keeps its tasks */

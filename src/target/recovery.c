@@ -42,28 +42,27 @@ static uint32_t expected_datasn(const struct task *t, const struct bhs *b)
 bool recovery_check_header(struct conn *c, const uint8_t *raw, enum pdu_header_verdict *v)
 {
 	struct pdu_conn *pc = &c->pc;
+	const char *why = NULL;
 	if (!c->params.header_digest)
 		return false;
-	enum pdu_header_digest d = pdu_conn_header_digest(pc, raw);
-	if (d == PDU_DIGEST_PENDING) {
+	switch (pdu_conn_recover_header(pc, raw, c->params.max_recv_dsl, &why)) {
+	case PDU_HEADER_INTACT:
+		return false;
+	case PDU_HEADER_PENDING:
 		*v = PDU_HEADER_WAIT; /* the digest follows at once: parsing resumes with the next read */
 		return true;
-	}
-	if (d == PDU_DIGEST_GOOD) {
-		c->header_skipped = false;
-		return false;
-	}
-	c->stats.digest_errors++;
-	if (c->header_skipped || pc->rx_bhs.data_len > c->params.max_recv_dsl) {
-		conn_close(c, c->header_skipped ? "header digest errors on two PDUs in a row: the PDU framing is lost"
-						: "header digest error with an impossible data segment length");
+	case PDU_HEADER_LOST:
+		c->stats.digest_errors++;
+		conn_close(c, why);
 		*v = PDU_HEADER_STOP;
 		return true;
+	case PDU_HEADER_DAMAGED:
+		break;
 	}
+	c->stats.digest_errors++;
 	c->header_skipped_ms = loop_now_ms();
 	log_warn("%s:%u: header digest error: %s (ITT 0x%08x?) of %u data bytes skipped", c->peer_addr, c->peer_port,
 		 opcode_str(pc->rx_bhs.opcode), pc->rx_bhs.itt, pc->rx_bhs.data_len);
-	c->header_skipped = true;
 	*v = PDU_HEADER_SKIP;
 	return true;
 }
