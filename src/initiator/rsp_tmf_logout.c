@@ -5,13 +5,18 @@
 #include "initiator/internal.h"
 #include "util/serial.h"
 
-static void abort_lun_tasks(struct ism_session *s, bool all, uint64_t lun, uint32_t before_cmdsn)
+/*
+ * The commands a LU RESET, ABORT TASK SET or target reset ended: those sent before it, whose
+ * CmdSN is below the request's. An immediate request carries the CmdSN the next command takes,
+ * so a command sent after it has the same CmdSN and is still the target's to answer.
+ */
+static void abort_lun_tasks(struct ism_session *s, bool all, uint64_t lun, uint32_t tmf_cmdsn)
 {
 	for (int b = 0; b < ISM_TASK_BUCKETS; b++) {
 		struct ism_task *t = s->tasks[b];
 		while (t) {
 			struct ism_task *next = t->hnext;
-			if (t->kind == TASK_SCSI && t->state == TASK_SENT && (all || t->lun == lun) && sn_lt(t->cmdsn, before_cmdsn + 1))
+			if (t->kind == TASK_SCSI && t->state == TASK_SENT && (all || t->lun == lun) && sn_lt(t->cmdsn, tmf_cmdsn))
 				ism_task_fail(t, ISM_ERR_ABORTED);
 			t = next;
 		}

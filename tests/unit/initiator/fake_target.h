@@ -291,6 +291,18 @@ static inline void send_status(struct fake *f, uint32_t itt, uint8_t status, con
 	fsend(f, &b, buf, len);
 }
 
+static inline void send_tmf_response(struct fake *f, uint32_t itt, uint8_t response)
+{
+	struct bhs b = {0};
+	b.opcode = OP_TASK_MGMT_RESP;
+	b.final = true;
+	b.itt = itt;
+	b.tmf_rsp.response = response;
+	b.tmf_rsp.statsn = f->statsn++;
+	set_window(f, &b.tmf_rsp.expcmdsn, &b.tmf_rsp.maxcmdsn);
+	fsend(f, &b, NULL, 0);
+}
+
 static inline void send_r2t(struct fake *f, uint32_t itt, uint32_t ttt, uint32_t r2tsn, uint32_t off, uint32_t len)
 {
 	struct bhs b = {0};

@@ -125,18 +125,6 @@ static void send_data_in(struct fake *f, uint32_t itt, uint32_t datasn, uint32_t
 	fsend(f, &b, d, n);
 }
 
-static void send_tmf_response(struct fake *f, uint32_t itt, uint8_t response)
-{
-	struct bhs b = {0};
-	b.opcode = OP_TASK_MGMT_RESP;
-	b.final = true;
-	b.itt = itt;
-	b.tmf_rsp.response = response;
-	b.tmf_rsp.statsn = f->statsn++;
-	set_window(f, &b.tmf_rsp.expcmdsn, &b.tmf_rsp.maxcmdsn);
-	fsend(f, &b, NULL, 0);
-}
-
 /*
  * The connection goes (the target closes it) and the replacement logs in: same TSIH, same CID,
  * ExpStatSN of the old connection. Returns the target's end of the replacement.

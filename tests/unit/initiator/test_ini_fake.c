@@ -1059,6 +1059,57 @@ static void test_keepalive_ignores_target_pings(void)
 	fake_teardown(&f);
 }
 
+static void on_tmf(struct ism_session *s, int status, void *priv)
+{
+	(void)s;
+	struct io_result *io = priv;
+	io->done = true;
+	io->r.error = status;
+}
+
+/*
+ * An immediate LU RESET carries the CmdSN the next command takes: a command sent after it has
+ * that CmdSN, was not there when the target reset the LU, and must get its own answer.
+ */
+static void test_lun_reset_spares_later_command(void)
+{
+	struct fake f;
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(&f, &cfg);
+	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	uint8_t cdb[16], buf[2][512];
+	size_t cl = ism_cdb_rw10(cdb, false, 0, 1);
+	struct io_result before = {0}, after = {0}, tmf = {0};
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_READ, buf[0], 512, on_io, &before) != NULL);
+	pump(&f);
+	struct pdu cmd1, reset, cmd2;
+	CHECK_EQ(frecv(&f, &cmd1), 0);
+	CHECK_EQ(ism_task_mgmt_async(f.s, ISM_TMF_LUN_RESET, 0, NULL, on_tmf, &tmf), 0);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &reset), 0);
+	CHECK_EQ(reset.b.opcode, OP_TASK_MGMT_REQ);
+	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_READ, buf[1], 512, on_io, &after) != NULL);
+	pump(&f);
+	CHECK_EQ(frecv(&f, &cmd2), 0);
+	CHECK_EQ(cmd2.b.opcode, OP_SCSI_CMD);
+	CHECK_EQ(cmd2.b.cmd.cmdsn, reset.b.tmf.cmdsn);
+	printf("LU RESET with CmdSN %u, the command after it with CmdSN %u\n", reset.b.tmf.cmdsn, cmd2.b.cmd.cmdsn);
+	send_tmf_response(&f, reset.b.itt, TMF_RSP_COMPLETE);
+	run_for(&f, &tmf.done, 1000);
+	CHECK(tmf.done && tmf.r.error == ISM_OK);
+	CHECK(before.done && before.r.error == ISM_ERR_ABORTED);
+	CHECK(!after.done); /* still the target's */
+	send_status(&f, cmd2.b.itt, 0, NULL, 0);
+	run_for(&f, &after.done, 1000);
+	CHECK(after.done && after.r.error == ISM_OK);
+	CHECK(ism_session_logged_in(f.s));
+	pdu_free(&cmd1);
+	pdu_free(&reset);
+	pdu_free(&cmd2);
+	fake_teardown(&f);
+}
+
 int main(void)
 {
 	test_login_and_read();
@@ -1073,6 +1124,7 @@ int main(void)
 	test_conn_loss_ends_session();
 	test_keepalive_ignores_target_pings();
 	test_free_in_callback();
+	test_lun_reset_spares_later_command();
 	run_evil("truncated header", evil_truncated, false, "truncated PDU header");
 	run_evil("truncated data", evil_truncated_data, false, "truncated");
 	run_evil("wrong StatSN", evil_statsn, false, "SCSI Response with StatSN 107, expected 102");
