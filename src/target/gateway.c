@@ -70,10 +70,11 @@ struct gateway_shared {
 	struct caw_waiter *caw_q, **caw_tail; /* in arrival order; the head is the one asked for */
 	/*
 	 * The image's exclusive lock, sampled on a worker every probe interval (NULL: not
-	 * followed): the last two samples; nsamples counts the good ones in a row, up to 2.
+	 * followed): the last two samples; nsamples counts the good ones in a row, up to 2, and
+	 * first is set until a second good sample came.
 	 */
 	struct rbd_lock_owner *lo;
-	bool sampling;
+	bool sampling, first;
 	unsigned nsamples;
 	struct rbd_lock_sample last, before;
 };
@@ -152,6 +153,12 @@ static enum gateway_lock lock_view(const struct tnode *n, uint16_t *holder)
 	if (!ref)
 		return GATEWAY_LOCK_NOT_FOLLOWED;
 	*holder = (uint16_t)ref->last.gateway;
+	/*
+	 * A gateway that starts takes the lock where its first sample finds it, as its peers do,
+	 * rather than report the lowest-numbered gateway until a second sample and then change.
+	 */
+	if (ref->nsamples == 1 && ref->first)
+		return GATEWAY_LOCK_AT_REST;
 	if (ref->nsamples < 2 || ref->last.version != ref->before.version || ref->last.held != ref->before.held ||
 	    ref->last.gateway != ref->before.gateway)
 		return GATEWAY_LOCK_MOVING;
@@ -404,6 +411,8 @@ static void gs_lock_sampled(struct gateway_shared *gs, const struct gs_job *gj)
 		gs->last = gj->sample;
 		if (gs->nsamples < 2)
 			gs->nsamples++;
+		if (gs->nsamples == 2)
+			gs->first = false;
 	}
 	if (gs->node->gateways)
 		apply_states(gs->node->gateways);
@@ -580,6 +589,7 @@ void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st
 	gs->lun = l->lun;
 	gs->rs = rs;
 	gs->lo = lo;
+	gs->first = true;
 	gs->next = shared_lus;
 	shared_lus = gs;
 	if (scsi_target_share_lu(n->scsi, l->lun, &gs_ops, gs) < 0) {
@@ -587,6 +597,8 @@ void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st
 		return;
 	}
 	gs_on_loop(gs);
+	if (n->gateways)
+		gs_sample_locks(n); /* the probes are running: no need to wait for their next round */
 	log_info("target %s LUN %u: reservations kept with the gateway group in %s", t->name, l->lun, l->path);
 }
 

@@ -23,7 +23,8 @@ struct tnode;
 enum gateway_lock {
 	GATEWAY_LOCK_NOT_FOLLOWED, /* the group shares no RBD image, or its lock cannot be asked */
 	GATEWAY_LOCK_MOVING,       /* fewer than two samples, a failed one, or it moved between the last two */
-	GATEWAY_LOCK_AT_REST,      /* the last two samples, a probe interval apart, saw it stay where it is */
+	GATEWAY_LOCK_AT_REST,      /* the last two samples, a probe interval apart, saw it stay where it is
+				    * (or the gateway's very first sample) */
 };
 
 /*
