@@ -6,7 +6,9 @@
 #                              $TEST_DIR/ceph on a free port, pool "rbd" ready; exports
 #                              CEPH_CONF; skips the test when the Ceph daemons are missing.
 #                              Stopped (and its directory removed) when the test exits.
-#   ceph_image NAME SIZE       create image rbd/NAME (size as `rbd create --size`, e.g. 64M)
+#   ceph_image NAME SIZE [ARGS...]
+#                              create image rbd/NAME (size as `rbd create --size`, e.g. 64M),
+#                              with more `rbd create` ARGS (--image-feature layering, ...)
 #   ceph_pause / ceph_resume   freeze the cluster's daemons and let them go on; ceph_resume
 #                              returns once the cluster serves a new client again (bounded by
 #                              CEPH_RESUME_WAIT, default 60 s) and fails the test otherwise
@@ -53,7 +55,7 @@ rbd_cmd() {
 }
 
 ceph_image() {
-	rbd_cmd create --size "$2" "rbd/$1" || fail "rbd create rbd/$1 failed"
+	rbd_cmd create --size "$2" "${@:3}" "rbd/$1" || fail "rbd create rbd/$1 failed"
 }
 
 CEPH_PAUSED_AT=$SECONDS
