@@ -34,7 +34,6 @@
 /* librados reports a blocklisted client instance with this errno. */
 #define LU_EBLOCKLISTED ESHUTDOWN
 #define CAW_LOCK_NAME "isthmus-caw"
-#define GATEWAY_XATTR "isthmus.gateway.%u"
 
 struct notice {
 	uint64_t id, cookie;
@@ -167,7 +166,7 @@ struct rbd_lu_state *rbd_lu_state_open(const struct store_rbd_spec *spec, unsign
 		*err = xasprintf("eventfd: %s", strerror(errno));
 		goto fail;
 	}
-	s->oid = xasprintf("isthmus.lu.%s", spec->image);
+	s->oid = xasprintf(RBD_LU_STATE_OID, spec->image);
 	s->caw_oid = xasprintf("isthmus.caw.%s", spec->image);
 	s->gateway = gateway;
 	s->self = rados_get_instance_id(rbd_conn_handle(s->in->conn));
@@ -420,7 +419,7 @@ static int announce(struct rbd_lu_state *s, struct instance *in)
 	int rc = rados_getaddrs(rbd_conn_handle(in->conn), &addrs);
 	if (rc < 0)
 		return rc;
-	snprintf(name, sizeof(name), GATEWAY_XATTR, s->gateway);
+	snprintf(name, sizeof(name), RBD_LU_STATE_GATEWAY_XATTR, s->gateway);
 	rc = rados_setxattr(in->io, s->oid, name, addrs, strlen(addrs));
 	free(addrs);
 	if (rc == 0)
@@ -531,7 +530,7 @@ int rbd_lu_state_fence(struct rbd_lu_state *s, unsigned gateway)
 	struct instance *in = cur(s);
 	char name[48], addr[256];
 
-	snprintf(name, sizeof(name), GATEWAY_XATTR, gateway);
+	snprintf(name, sizeof(name), RBD_LU_STATE_GATEWAY_XATTR, gateway);
 	int n = rados_getxattr(in->cio, s->oid, name, addr, sizeof(addr) - 1);
 	if (n == -ENODATA || n == -ENOENT || n == 0)
 		return 0; /* it never published one: nothing to fence */

@@ -25,6 +25,10 @@ struct sbuf;
 struct store_rbd_spec;
 struct rbd_lu_state;
 
+/* The record's object name (with the image's name) and each gateway's address attribute on it. */
+#define RBD_LU_STATE_OID "isthmus.lu.%s"
+#define RBD_LU_STATE_GATEWAY_XATTR "isthmus.gateway.%u"
+
 /* How long a store waits for the other gateways to load the record, ms. */
 #define RBD_LU_STATE_NOTIFY_MS 5000u
 /*

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "store/offload.h"
+#include "store/rbd_lock_owner.h"
 #include "store/rbd_lu_state.h"
 #include "store/store_io.h"
 #include "store/store_rbd.h"
@@ -67,15 +68,25 @@ struct gateway_shared {
 	unsigned jobs;              /* fence and lock jobs on workers */
 	enum gs_caw caw;
 	struct caw_waiter *caw_q, **caw_tail; /* in arrival order; the head is the one asked for */
+	/*
+	 * The image's exclusive lock, sampled on a worker every probe interval (NULL: not
+	 * followed): the last two samples; nsamples counts the good ones in a row, up to 2, and
+	 * first is set until a second good sample came.
+	 */
+	struct rbd_lock_owner *lo;
+	bool sampling, first;
+	unsigned nsamples;
+	struct rbd_lock_sample last, before;
 };
 
 /* Blocking cluster calls of a shared LU, on the store engine's workers. */
 struct gs_job {
 	struct offload_job job;
 	struct gateway_shared *gs;
-	enum { GJ_FENCE, GJ_CAW_LOCK, GJ_CAW_UNLOCK } kind;
+	enum { GJ_FENCE, GJ_CAW_LOCK, GJ_CAW_UNLOCK, GJ_LOCK_SAMPLE } kind;
 	uint16_t peer;
 	int rc;
+	struct rbd_lock_sample sample;
 };
 
 static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer);
@@ -89,12 +100,29 @@ struct gateway_probes {
 	uint64_t since_ms;      /* when the probes started (see GATEWAY_PEER_START_GRACE_MS) */
 	struct gateway_peer peers[CFG_MAX_GATEWAYS];
 	size_t npeers;
+	uint16_t optimized;     /* the optimized group as last decided; 0: not yet */
 };
 
-uint16_t gateway_optimized(uint16_t local, const uint16_t *alive, size_t n)
+static bool answers(uint16_t local, const uint16_t *alive, size_t n, uint16_t id)
 {
-	uint16_t best = local;
+	if (id == local)
+		return true;
+	for (size_t i = 0; i < n; i++) {
+		if (alive[i] == id)
+			return true;
+	}
+	return false;
+}
 
+uint16_t gateway_optimized(uint16_t local, const uint16_t *alive, size_t n, enum gateway_lock lock, uint16_t holder,
+			   uint16_t current)
+{
+	if (lock == GATEWAY_LOCK_AT_REST && holder && answers(local, alive, n, holder))
+		return holder;
+	/* Writes through several gateways pass the lock back and forth: the role stays where it is. */
+	if (lock == GATEWAY_LOCK_MOVING && current && answers(local, alive, n, current))
+		return current;
+	uint16_t best = local;
 	for (size_t i = 0; i < n; i++) {
 		if (alive[i] < best)
 			best = alive[i];
@@ -109,18 +137,53 @@ enum scsi_alua_state gateway_decide_state(uint16_t local, uint16_t tpg, bool ali
 	return tpg == optimized ? ALUA_ACTIVE_OPTIMIZED : ALUA_ACTIVE_NON_OPTIMIZED;
 }
 
-/* Every group's state from what the probes know now. */
+/*
+ * What the lock of the node's lowest-numbered shared RBD LUN says (one state per group serves
+ * every LU of the target; initiators that follow it move the other LUNs' locks along).
+ */
+static enum gateway_lock lock_view(const struct tnode *n, uint16_t *holder)
+{
+	const struct gateway_shared *ref = NULL;
+
+	*holder = 0;
+	for (const struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
+		if (gs->node == n && !gs->released && gs->lo && (!ref || gs->lun < ref->lun))
+			ref = gs;
+	}
+	if (!ref)
+		return GATEWAY_LOCK_NOT_FOLLOWED;
+	*holder = (uint16_t)ref->last.gateway;
+	/*
+	 * A gateway that starts takes the lock where its first sample finds it, as its peers do,
+	 * rather than report the lowest-numbered gateway until a second sample and then change.
+	 */
+	if (ref->nsamples == 1 && ref->first)
+		return GATEWAY_LOCK_AT_REST;
+	if (ref->nsamples < 2 || ref->last.version != ref->before.version || ref->last.held != ref->before.held ||
+	    ref->last.gateway != ref->before.gateway)
+		return GATEWAY_LOCK_MOVING;
+	return GATEWAY_LOCK_AT_REST;
+}
+
+/* Every group's state from what the probes and the lock samples know now. */
 static void apply_states(struct gateway_probes *g)
 {
 	struct tnode *n = g->node;
-	uint16_t local = n->cfg->gateway, alive[CFG_MAX_GATEWAYS];
+	uint16_t local = n->cfg->gateway, alive[CFG_MAX_GATEWAYS], holder;
 	size_t nalive = 0;
 
 	for (size_t i = 0; i < g->npeers; i++) {
 		if (g->peers[i].alive)
 			alive[nalive++] = g->peers[i].id;
 	}
-	uint16_t opt = gateway_optimized(local, alive, nalive);
+	enum gateway_lock lock = lock_view(n, &holder);
+	uint16_t opt = gateway_optimized(local, alive, nalive, lock, holder, g->optimized);
+	if (opt != g->optimized && g->optimized) {
+		const char *why = lock == GATEWAY_LOCK_AT_REST && opt == holder ? "it holds the image's exclusive lock"
+										: "the lowest-numbered gateway that answers";
+		log_info("target %s: gateway %u is active/optimized now (%s)", n->cfg->name, opt, why);
+	}
+	g->optimized = opt;
 	scsi_target_set_tpg_state(n->scsi, local, gateway_decide_state(local, local, true, opt));
 	for (size_t i = 0; i < g->npeers; i++)
 		scsi_target_set_tpg_state(n->scsi, g->peers[i].id,
@@ -193,6 +256,20 @@ static void peer_probe(struct gateway_probes *g, struct gateway_peer *p, uint64_
 	p->started_ms = now;
 }
 
+/*
+ * Who holds each shared image's exclusive lock, asked at the probe interval and never per I/O:
+ * what the states follow is where the lock rests, not each hand-over (gateway_optimized).
+ */
+static void gs_sample_locks(struct tnode *n)
+{
+	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
+		if (gs->node == n && !gs->released && gs->lo && !gs->sampling) {
+			gs->sampling = true;
+			gs_job_submit(gs, GJ_LOCK_SAMPLE, 0);
+		}
+	}
+}
+
 static void probes_tick(void *arg)
 {
 	struct gateway_probes *g = arg;
@@ -200,6 +277,7 @@ static void probes_tick(void *arg)
 
 	for (size_t i = 0; i < g->npeers; i++)
 		peer_probe(g, &g->peers[i], now);
+	gs_sample_locks(g->node);
 }
 
 static int gs_load(void *ctx, struct sbuf *rec, uint64_t *version)
@@ -233,6 +311,7 @@ static void gs_free(struct gateway_shared *gs)
 {
 	/* The last gateway to let the LU go removes the record when it holds nothing (docs/gateways.md). */
 	rbd_lu_state_close(gs->rs, true);
+	rbd_lock_owner_close(gs->lo);
 	free(gs);
 }
 
@@ -311,7 +390,32 @@ static void gs_job_work(struct offload_job *j)
 	case GJ_CAW_UNLOCK:
 		rbd_lu_state_caw_unlock(gj->gs->rs);
 		break;
+	case GJ_LOCK_SAMPLE:
+		gj->rc = rbd_lock_owner_sample(gj->gs->lo, &gj->sample);
+		break;
 	}
+}
+
+static void gs_lock_sampled(struct gateway_shared *gs, const struct gs_job *gj)
+{
+	gs->sampling = false;
+	if (gs->released)
+		return;
+	if (gj->rc < 0) {
+		if (gs->nsamples)
+			log_warn("target %s LUN %u: cannot see who holds the image's exclusive lock: %s (the "
+				 "optimized gateway stays as it is)", gs->node->cfg->name, gs->lun, strerror(-gj->rc));
+		gs->nsamples = 0;
+	} else {
+		gs->before = gs->last;
+		gs->last = gj->sample;
+		if (gs->nsamples < 2)
+			gs->nsamples++;
+		if (gs->nsamples == 2)
+			gs->first = false;
+	}
+	if (gs->node->gateways)
+		apply_states(gs->node->gateways);
 }
 
 static void gs_job_done(struct offload_job *j)
@@ -344,6 +448,9 @@ static void gs_job_done(struct offload_job *j)
 		gs->caw = CAW_FREE;
 		gs_caw_next(gs);
 		break;
+	case GJ_LOCK_SAMPLE:
+		gs_lock_sampled(gs, gj);
+		break;
 	}
 	free(gj);
 	if (--gs->jobs == 0 && gs->released)
@@ -359,8 +466,9 @@ static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer)
 	gj->peer = peer;
 	gj->job.work = gs_job_work;
 	gj->job.done = gs_job_done;
-	/* The lock's calls in order, one at a time; fencing beside them. */
-	gj->job.key = kind == GJ_FENCE ? (const void *)&gs->jobs : (const void *)gs;
+	/* The lock's calls in order, one at a time; fencing and lock samples beside them. */
+	gj->job.key = kind == GJ_FENCE ? (const void *)&gs->jobs : kind == GJ_LOCK_SAMPLE ? (const void *)&gs->lo
+										       : (const void *)gs;
 	gs->jobs++;
 	offload_submit(store_engine_offload(gs->node->srv->engine), &gj->job);
 }
@@ -458,6 +566,15 @@ void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st
 	struct store_rbd_spec spec = {.pool = pool, .image = image, .ns = l->rbd_namespace, .conf = l->rbd_conf,
 				      .id = l->rbd_id};
 	struct rbd_lu_state *rs = rbd_lu_state_open(&spec, t->gateway, &err);
+	struct rbd_lock_owner *lo = NULL;
+	if (rs) {
+		char *lerr = NULL;
+		if (!(lo = rbd_lock_owner_open(&spec, &lerr))) {
+			log_warn("target %s LUN %u: the image's exclusive lock does not choose the optimized gateway "
+				 "(%s)", t->name, l->lun, lerr);
+			free(lerr);
+		}
+	}
 	free(pool);
 	if (!rs) {
 		/* Answering from a state of our own would let two gateways grant two reservations. */
@@ -471,6 +588,8 @@ void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st
 	gs->node = n;
 	gs->lun = l->lun;
 	gs->rs = rs;
+	gs->lo = lo;
+	gs->first = true;
 	gs->next = shared_lus;
 	shared_lus = gs;
 	if (scsi_target_share_lu(n->scsi, l->lun, &gs_ops, gs) < 0) {
@@ -478,6 +597,8 @@ void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st
 		return;
 	}
 	gs_on_loop(gs);
+	if (n->gateways)
+		gs_sample_locks(n); /* the probes are running: no need to wait for their next round */
 	log_info("target %s LUN %u: reservations kept with the gateway group in %s", t->name, l->lun, l->path);
 }
 

@@ -17,14 +17,28 @@ struct tnode;
 #define GATEWAY_PROBE_TIMEOUT_MS 1500u  /* a connect that has not completed by then: peer down */
 
 /*
- * The rule, in one place: the lowest-numbered gateway that answers is active/optimized, the
- * other answering ones active/non-optimized, the silent ones unavailable. Every gateway that
- * sees the same peers says the same, and initiators that follow it send their I/O through one
- * gateway, which then keeps the image's exclusive lock rather than passing it back and forth
- * with the others (docs/gateways.md says why the lock itself does not decide).
- * gateway_optimized: the optimized group, given the peers that answer (alive, n of them).
+ * What an RBD image's exclusive lock says about the optimized group, as sampled every probe
+ * interval (docs/gateways.md).
  */
-uint16_t gateway_optimized(uint16_t local, const uint16_t *alive, size_t n);
+enum gateway_lock {
+	GATEWAY_LOCK_NOT_FOLLOWED, /* the group shares no RBD image, or its lock cannot be asked */
+	GATEWAY_LOCK_MOVING,       /* fewer than two samples, a failed one, or it moved between the last two */
+	GATEWAY_LOCK_AT_REST,      /* the last two samples, a probe interval apart, saw it stay where it is
+				    * (or the gateway's very first sample) */
+};
+
+/*
+ * The rule, in one place: the gateway holding the image's exclusive lock is active/optimized
+ * once the lock has stayed with it for a whole probe interval; while the lock moves (writes
+ * through several gateways at once) the optimized gateway stays the one it is, so the states
+ * do not follow every hand-over; when nobody (or no gateway that answers) holds it, or the
+ * group shares no RBD image, the lowest-numbered gateway that answers. The other answering
+ * gateways are active/non-optimized, the silent ones unavailable.
+ * gateway_optimized: the optimized group, given the peers that answer (alive, n of them), the
+ * lock (holder 0: nobody, or a client of no gateway) and the optimized group so far (0: none).
+ */
+uint16_t gateway_optimized(uint16_t local, const uint16_t *alive, size_t n, enum gateway_lock lock, uint16_t holder,
+			   uint16_t current);
 enum scsi_alua_state gateway_decide_state(uint16_t local, uint16_t tpg, bool alive, uint16_t optimized);
 
 /*

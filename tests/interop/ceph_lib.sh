@@ -6,13 +6,24 @@
 #                              $TEST_DIR/ceph on a free port, pool "rbd" ready; exports
 #                              CEPH_CONF; skips the test when the Ceph daemons are missing.
 #                              Stopped (and its directory removed) when the test exits.
-#   ceph_image NAME SIZE       create image rbd/NAME (size as `rbd create --size`, e.g. 64M)
+#   ceph_image NAME SIZE [ARGS...]
+#                              create image rbd/NAME (size as `rbd create --size`, e.g. 64M),
+#                              with more `rbd create` ARGS (--image-feature layering, ...)
 #   ceph_pause / ceph_resume   freeze the cluster's daemons and let them go on; ceph_resume
 #                              returns once the cluster serves a new client again (bounded by
 #                              CEPH_RESUME_WAIT, default 60 s) and fails the test otherwise
 #   rbd_cmd ARGS...            `rbd` with the test's configuration and a timeout
 #   ceph_client_timeout SECS   clients of the cluster (the target included) give up an OSD or
 #                              monitor request after SECS instead of the gateway's 20 s
+#   start_rbd_gateways N IQN LUN [ARGS...]
+#                              gateways 1..N of one group (docs/gateways.md), target IQN, LUN
+#                              (an --lun spec such as "rbd:rbd/NAME,conf=$CEPH_CONF") and ARGS,
+#                              each on a free port of 127.0.0.1: GW_PORT[n], GW_HP[n] (host:port),
+#                              GW_PID[n]; log $TEST_DIR/gwN.log, mgmt socket $TEST_DIR/gwN.sock
+#   gw_start N                 start gateway N (again, after gw_stop) as start_rbd_gateways did
+#   gw_stop N SIGNAL           signal gateway N and wait for it (STOP_TIMEOUT); fails the test on
+#                              a sanitizer report in its log
+# Gateways still running at exit are stopped (TERM, KILL after 15 s) before the cluster.
 
 CEPH_DIR=""
 MICRO_CEPH=$REPO_ROOT/tests/ceph/micro-ceph.sh
@@ -44,7 +55,7 @@ rbd_cmd() {
 }
 
 ceph_image() {
-	rbd_cmd create --size "$2" "rbd/$1" || fail "rbd create rbd/$1 failed"
+	rbd_cmd create --size "$2" "${@:3}" "rbd/$1" || fail "rbd create rbd/$1 failed"
 }
 
 CEPH_PAUSED_AT=$SECONDS
@@ -61,11 +72,55 @@ ceph_resume() {
 	say "${out#micro-ceph: } (paused for $((SECONDS - CEPH_PAUSED_AT)) s)"
 }
 
-# Runs before lib.sh's cleanup: the target (a cluster client) goes first, then the cluster.
+declare -A GW_PID=() GW_PORT=() GW_HP=()
+GW_ARGS=()
+
+start_rbd_gateways() {
+	local count=$1 n
+	GW_ARGS=(--target "$2" --lun "$3" "${@:4}")
+	for ((n = 1; n <= count; n++)); do
+		GW_PORT[$n]=$(free_port)
+		GW_HP[$n]=127.0.0.1:${GW_PORT[$n]}
+	done
+	for ((n = 1; n <= count; n++)); do
+		GW_ARGS+=(--gateway-portal "$n=${GW_HP[$n]}")
+	done
+	for ((n = 1; n <= count; n++)); do
+		gw_start "$n"
+	done
+}
+
+gw_start() { # N
+	local n=$1
+	bg_start "$ISTHMUS_BIN/isthmus-target" --listen "${GW_HP[$n]}" --gateway "$n" "${GW_ARGS[@]}" \
+		--mgmt-socket "$TEST_DIR/gw$n.sock" --state-dir "$TEST_DIR/var$n" >>"$TEST_DIR/gw$n.log" 2>&1
+	GW_PID[$n]=$BG_LAST
+	wait_port "${GW_HP[$n]}" "${GW_PID[$n]}" || fail "gateway $n does not listen: $(tail -5 "$TEST_DIR/gw$n.log")"
+	say "gateway $n: pid ${GW_PID[$n]} on ${GW_HP[$n]}"
+}
+
+gw_stop() { # N SIGNAL
+	local n=$1 pid=${GW_PID[$1]} report
+	kill "-$2" "$pid" 2>/dev/null || true
+	timeout "$STOP_TIMEOUT" tail --pid="$pid" -f /dev/null || fail "gateway $n did not stop within ${STOP_TIMEOUT}s"
+	wait "$pid" 2>/dev/null || true
+	unset "GW_PID[$n]"
+	if report=$(sanitizer_report "$TEST_DIR/gw$n.log"); then
+		fail "gateway $n reported a sanitizer error: $report"
+	fi
+}
+
+# Runs before lib.sh's cleanup: the target and the gateways (cluster clients) go first, then the cluster.
 ceph_lib_cleanup() {
-	local rc=$?
+	local rc=$? n
 	set +e
 	_stop_target TERM
+	for n in "${!GW_PID[@]}"; do
+		kill -TERM "${GW_PID[$n]}" 2>/dev/null
+	done
+	for n in "${!GW_PID[@]}"; do
+		timeout 15 tail --pid="${GW_PID[$n]}" -f /dev/null 2>/dev/null || kill -KILL "${GW_PID[$n]}" 2>/dev/null
+	done
 	if [[ -n "$CEPH_DIR" && -d "$CEPH_DIR" ]]; then
 		if ((rc == 0 || rc == 77)) && [[ -z "${KEEP_TMP:-}" ]]; then
 			"$MICRO_CEPH" --stop "$CEPH_DIR"

@@ -24,10 +24,7 @@ source "$(dirname "$0")/daemon_helpers.bash"
 
 BOUND=${FAILOVER_BOUND:-6} # seconds from the kill to the first write acknowledged through B
 IQN=iqn.2026-11.org.isthmus:dmnfailoverrbd
-PA=127.0.0.1:$(free_port)
-PB=127.0.0.1:$(free_port)
 KD=00000000d0d0d0d0
-declare -A GW_PID GW_HP=([1]=$PA [2]=$PB)
 
 # One exit path for all: the daemon (a client of the gateways), the gateways (clients of the
 # cluster), then the cluster, then lib.sh's cleanup.
@@ -54,17 +51,9 @@ trap all_exit EXIT
 ceph_start
 ceph_image fo 64M
 
-gw_start() { # N
-	local n=$1
-	bg_start "$ISTHMUS_BIN/isthmus-target" --listen "${GW_HP[$n]}" --gateway "$n" --target "$IQN" \
-		--lun "rbd:rbd/fo,conf=$CEPH_CONF" --gateway-portal "1=$PA" --gateway-portal "2=$PB" \
-		--mgmt-socket "$TEST_DIR/gw$n.sock" --state-dir "$TEST_DIR/var$n" >>"$TEST_DIR/gw$n.log" 2>&1
-	GW_PID[$n]=$BG_LAST
-	wait_port "${GW_HP[$n]}" "${GW_PID[$n]}" || fail "gateway $n does not listen: $(tail -5 "$TEST_DIR/gw$n.log")"
-	say "gateway $n: pid ${GW_PID[$n]} on ${GW_HP[$n]}"
-}
-gw_start 1
-gw_start 2
+start_rbd_gateways 2 "$IQN" "rbd:rbd/fo,conf=$CEPH_CONF"
+PA=${GW_HP[1]}
+PB=${GW_HP[2]}
 
 dmn_start
 SID=$(ism login "$IQN" --portal "$PA" --portal "$PB" --pr-key "$KD" | tail -n1) || fail "login"

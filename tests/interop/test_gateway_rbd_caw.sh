@@ -16,49 +16,15 @@ need python3 rados
 [[ "$TARGET_IMPL" == isthmus ]] || skip "gateways on RBD need isthmus-target"
 
 ROUNDS=${CAW_ROUNDS:-30}
-declare -A GW_PID
-# The gateways (cluster clients) go before the cluster.
-caw_exit() {
-	local rc=$? n
-	set +e
-	for n in "${!GW_PID[@]}"; do
-		kill -TERM "${GW_PID[$n]}" 2>/dev/null
-		timeout 15 tail --pid="${GW_PID[$n]}" -f /dev/null 2>/dev/null || kill -KILL "${GW_PID[$n]}" 2>/dev/null
-	done
-	(exit "$rc")
-	ceph_lib_cleanup
-}
-trap caw_exit EXIT
 
 ceph_start
 ceph_image caw 64M
 rados_cmd() { run_to "$CEPH_CMD_TIMEOUT" rados -p rbd "$@"; }
 
 IQN=iqn.2026-11.org.isthmus:gwcaw
-P1=$(free_port)
-P2=$(free_port)
-declare -A GW_PORT=([1]=$P1 [2]=$P2)
-gw_start() { # N
-	local n=$1
-	bg_start "$ISTHMUS_BIN/isthmus-target" --listen "127.0.0.1:${GW_PORT[$n]}" --gateway "$n" --target "$IQN" \
-		--lun "rbd:rbd/caw,conf=$CEPH_CONF,bs=4096" --gateway-portal "1=127.0.0.1:$P1" \
-		--gateway-portal "2=127.0.0.1:$P2" --mgmt-socket "$TEST_DIR/gw$n.sock" --state-dir "$TEST_DIR/var$n" \
-		>>"$TEST_DIR/gw$n.log" 2>&1
-	GW_PID[$n]=$BG_LAST
-	wait_port "127.0.0.1:${GW_PORT[$n]}" "${GW_PID[$n]}" || fail "gateway $n does not listen: $(tail -5 "$TEST_DIR/gw$n.log")"
-}
-gw_stop() { # N
-	local n=$1 pid=${GW_PID[$1]}
-	kill -TERM "$pid" 2>/dev/null || true
-	timeout "$STOP_TIMEOUT" tail --pid="$pid" -f /dev/null || fail "gateway $n did not stop within ${STOP_TIMEOUT}s"
-	wait "$pid" 2>/dev/null || true
-	unset "GW_PID[$n]"
-	if report=$(sanitizer_report "$TEST_DIR/gw$n.log"); then
-		fail "gateway $n reported a sanitizer error: $report"
-	fi
-}
-gw_start 1
-gw_start 2
+start_rbd_gateways 2 "$IQN" "rbd:rbd/caw,conf=$CEPH_CONF,bs=4096"
+P1=${GW_PORT[1]}
+P2=${GW_PORT[2]}
 
 # py MODE: the SCSI side, through the helpers of test_gateway_rbd.sh's kind.
 py() {
@@ -179,17 +145,17 @@ rados_cmd lock break isthmus.caw.caw isthmus-caw "$(rados_cmd lock info isthmus.
 	fail "rados lock break"
 
 say "check: gateway 2 stops while gateway 1 runs: the record stays"
-gw_stop 2
+gw_stop 2 TERM
 rados_cmd stat isthmus.lu.caw >/dev/null 2>&1 || fail "the record went while gateway 1 still serves the LU"
 say "check: gateway 1 stops last with a registration in the record: it stays"
 py register || fail "REGISTER"
-gw_stop 1
+gw_stop 1 TERM
 rados_cmd get isthmus.lu.caw "$TEST_DIR/rec" || fail "the record went with a registration in it"
 grep -q "^reg " "$TEST_DIR/rec" || fail "the kept record has no registration: $(cat "$TEST_DIR/rec")"
 say "check: gateway 1 again, the registration removed, stopped: the record and the lock object go"
 gw_start 1
 py unregister || fail "unregister"
-gw_stop 1
+gw_stop 1 TERM
 if rados_cmd stat isthmus.lu.caw >/dev/null 2>&1; then
 	fail "the record is still there: $(rados_cmd get isthmus.lu.caw /dev/stdout)"
 fi

@@ -9,7 +9,12 @@ source "$(dirname "$0")/ceph_lib.sh"
 need iscsi-test-cu
 
 ceph_start
-ceph_image cu 64M
+# Without the exclusive-lock feature: with it, the suite's writes through gateway 2 (MultipathIO,
+# the second initiator's) take the image's lock there, and once it rests there the active/
+# optimized group follows it, raising ASYMMETRIC ACCESS STATE CHANGED in the middle of tests
+# that expect none (an initiator that follows ALUA retries the command). Those moves are
+# test_gateway_alua_rbd.sh's; the lock's hand-overs are exercised by test_gateway_rbd.sh.
+ceph_image cu 64M --image-feature layering
 
 IQN=iqn.2026-11.org.isthmus:gwcu
 P1=$(free_port)
