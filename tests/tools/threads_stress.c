@@ -141,6 +141,7 @@ struct sess {
 	uint64_t ua29_at_send;     /* ua29 when the reset was sent */
 	bool due;
 	uint64_t due_ua29, due_first_seq, due_check_seq;
+	char due_check_desc[120];
 	int due_by;
 	bool eh;
 	uint64_t eh_before_seq, eh_at_ms;
@@ -615,9 +616,9 @@ static void due_evaluate(struct sess *s)
 	for (int k = 0; k < DEPTH; k++)
 		if (s->cmds[k].busy && s->cmds[k].seq < s->due_check_seq)
 			return;
-	violation("session %d: its command #%" PRIu64 ", sent after session %d's LOGICAL UNIT RESET completed, ran "
-		  "without the reset unit attention (29h) ever being reported to it",
-		  s->id, s->due_check_seq, s->due_by);
+	violation("session %d: its %s (command #%" PRIu64 "), sent after session %d's LOGICAL UNIT RESET completed, "
+		  "ran without the reset unit attention (29h) ever being reported to it",
+		  s->id, s->due_check_desc, s->due_check_seq, s->due_by);
 	s->due = false;
 	s->due_check_seq = 0;
 }
@@ -801,8 +802,10 @@ static void on_scsi_done(struct ism_session *is, const struct ism_scsi_result *r
 	if (o == OUT_UA_RESET)
 		s->ua29++;
 	if (s->due && c->seq >= s->due_first_seq && (o == OUT_GOOD || o == OUT_CONFLICT || o == OUT_ILLEGAL_26_04) &&
-	    s->ua29 <= s->due_ua29 && (!s->due_check_seq || c->seq < s->due_check_seq))
+	    s->ua29 <= s->due_ua29 && (!s->due_check_seq || c->seq < s->due_check_seq)) {
 		s->due_check_seq = c->seq;
+		snprintf(s->due_check_desc, sizeof(s->due_check_desc), "%s", c->desc);
+	}
 	switch (c->kind) {
 	case K_WRITE_OWN:
 		s->slots[c->slot].busy = false;
@@ -992,6 +995,16 @@ static bool anything_in_flight(void)
 	return false;
 }
 
+/* A session the library had to give up: say what its reason means for the target. */
+static void session_failed(int i)
+{
+	const char *e = ism_session_error(g.sess[i].is);
+	fatal("session %d failed: %s%s", i, e,
+	      strstr(e, "unexpected ITT") ? " (an answer to a task that had already ended, as aborted after its ABORT "
+					    "TASK or LU RESET was answered, or with an earlier answer)"
+					  : "");
+}
+
 static void service_all(int timeout_ms)
 {
 	struct pollfd fds[ST_MAX_SESSIONS * 4];
@@ -1017,10 +1030,10 @@ static void service_all(int timeout_ms)
 	}
 	for (int j = 0; r > 0 && j < n; j++)
 		if (fds[j].revents && ism_session_service(g.sess[owner[j]].is, fds[j].fd, fds[j].revents) < 0)
-			fatal("session %d failed: %s", owner[j], ism_session_error(g.sess[owner[j]].is));
-	for (int i = 0; i < g.nsess; i++)
+			session_failed(owner[j]);
+	for (int i = 0; i < g.nsess && !g.fatal; i++)
 		if (ism_session_service(g.sess[i].is, -1, 0) < 0)
-			fatal("session %d failed: %s", i, ism_session_error(g.sess[i].is));
+			session_failed(i);
 }
 
 static void workload(void)
