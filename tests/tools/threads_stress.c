@@ -146,6 +146,11 @@ struct sess {
 	bool eh;
 	uint64_t eh_before_seq, eh_at_ms;
 	struct tmf *abort_pending; /* its own ABORT TASK of choice, one at a time */
+	/*
+	 * The slot of its last write that ended aborted: written again and read at once, so that an
+	 * aborted write reaching the medium after its abort was answered shows.
+	 */
+	int hot_slot;
 };
 
 static struct {
@@ -308,6 +313,8 @@ static void prepare_data(struct cmd *c, bool write)
 static void send_own_write(struct sess *s, struct cmd *c)
 {
 	uint32_t slot = pick(OWN_SLOTS);
+	if (s->hot_slot >= 0 && !s->slots[s->hot_slot].busy)
+		slot = (uint32_t)s->hot_slot;
 	for (unsigned i = 0; i < OWN_SLOTS && s->slots[slot].busy; i++)
 		slot = (slot + 1) % OWN_SLOTS;
 	if (s->slots[slot].busy)
@@ -332,6 +339,10 @@ static void send_own_write(struct sess *s, struct cmd *c)
 static void send_own_read(struct sess *s, struct cmd *c)
 {
 	uint32_t slot = pick(OWN_SLOTS);
+	if (s->hot_slot >= 0 && !s->slots[s->hot_slot].busy) {
+		slot = (uint32_t)s->hot_slot;
+		s->hot_slot = -1;
+	}
 	for (unsigned i = 0; i < OWN_SLOTS && (s->slots[slot].busy || s->slots[slot].unknown); i++)
 		slot = (slot + 1) % OWN_SLOTS;
 	if (s->slots[slot].busy || s->slots[slot].unknown)
@@ -658,6 +669,7 @@ static void own_write_ended(struct sess *s, struct cmd *c, enum st_outcome o)
 		sl->nunc = 0;
 		sl->unknown = false;
 	} else if (o == OUT_ABORTED || o == OUT_BAD) {
+		s->hot_slot = (int)c->slot;
 		/* It may or may not have reached the medium, block by block. */
 		if (sl->nunc < MAX_UNCERTAIN)
 			sl->unc[sl->nunc++] = c->gen;
@@ -1135,6 +1147,7 @@ static int setup(void)
 	for (int i = 0; i < g.nsess; i++) {
 		struct sess *s = &g.sess[i];
 		s->id = i;
+		s->hot_slot = -1;
 		snprintf(s->name, sizeof(s->name), "%s-l%" PRIu64 "-s%d", g.prefix, g.u->lun, i);
 		uint8_t isid[6] = {0x80, 0x53, 0x54, (uint8_t)g.u->lun, (uint8_t)(g.seed & 0xff), (uint8_t)i};
 		snprintf(s->port, sizeof(s->port), "%s,i,0x%02x%02x%02x%02x%02x%02x", s->name, isid[0], isid[1], isid[2],
