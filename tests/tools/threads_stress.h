@@ -1,7 +1,8 @@
 /*
- * isthmus-threads-stress: shared definitions of the driver (threads_stress.c) and of its pure
- * checks (threads_stress_check.c: the persistent reservation model, the answers of PERSISTENT
- * RESERVE IN, the data patterns of the verified ranges).
+ * isthmus-threads-stress: shared definitions of the driver (threads_stress.c: options, set-up and
+ * the end; threads_stress_send.c: the load and its loop; threads_stress_answer.c: the checks of
+ * each answer) and of its pure checks (threads_stress_check.c: the persistent reservation model,
+ * the answers of PERSISTENT RESERVE IN, the data patterns of the verified ranges).
  */
 #ifndef ISTHMUS_THREADS_STRESS_H
 #define ISTHMUS_THREADS_STRESS_H
@@ -63,6 +64,9 @@ enum st_outcome st_pr_out_predict(const struct st_pr_model *m, int me, uint8_t s
 /* Whether a READ (write false) or WRITE from session s meets RESERVATION CONFLICT under m. */
 bool st_data_conflicts(const struct st_pr_model *m, int s, bool write);
 
+/* "registered { 0 3 }, held by session 3 type 5" */
+void st_describe_model(const struct st_pr_model *m, int nsessions, char *buf, size_t len);
+
 /* A parsed READ KEYS / READ RESERVATION / READ FULL STATUS answer. */
 struct st_pr_in {
 	uint32_t generation;
@@ -94,5 +98,152 @@ bool st_pr_in_matches(uint8_t sa, const struct st_pr_in *in, const struct st_pr_
 void st_fill_block(uint8_t *p, uint32_t bs, uint64_t salt, int session, uint32_t slot, uint32_t gen, uint32_t block);
 bool st_block_is(const uint8_t *p, uint32_t bs, uint64_t salt, int session, uint32_t slot, uint32_t gen,
 		 uint32_t block);
+
+/* ---- the driver: sessions, their commands, and what the whole run knows ------------------- */
+
+#define DEPTH 6            /* commands one session keeps in flight */
+#define NTMF 12            /* task management requests of one session at once */
+#define SLOT_BLOCKS 8      /* blocks of one verified slot */
+#define OWN_SLOTS 128      /* verified slots of each session */
+#define SHARED_SLOTS 64    /* slots of the shared range */
+#define MAX_UNCERTAIN 6    /* aborted writes remembered per slot before it is left unverified */
+#define PR_IN_ALLOC 8192
+#define CHECKED_MS 1500    /* phase lengths */
+#define FREE_MS 1000
+#define RESET_EVERY_MS 1200 /* least time between two LU RESETs */
+#define EH_DELAY_MS 300    /* time given to commands a LU RESET may have ended before asking */
+
+enum phase { PH_CHECKED, PH_FREE, PH_SETTLE, PH_SYNC };
+enum cmd_kind { K_WRITE_OWN, K_READ_OWN, K_WRITE_SHARED, K_READ_SHARED, K_TUR, K_PR_OUT, K_PR_IN };
+
+struct sess;
+struct tmf;
+
+struct cmd {
+	struct sess *s;
+	bool busy;
+	uint64_t seq;              /* order of sending in its session (so CmdSN order) */
+	enum cmd_kind kind;
+	struct ism_task *task;
+	uint64_t sent_ms;
+	uint32_t slot, gen, blocks;
+	uint64_t lba;
+	uint8_t sa, type;
+	uint64_t sark;
+	bool reserve_like;         /* RESERVE or PREEMPT: may take a reservation */
+	uint64_t pr_seq;           /* PERSISTENT RESERVE OUT commands sent before this one was sent (or by it) */
+	bool exact;                /* sent while the state was known and no PERSISTENT RESERVE OUT in flight */
+	struct st_pr_model before, after;
+	enum st_outcome expect;
+	bool expect_conflict;
+	bool could_conflict;       /* a reservation could be held at some time while it was in flight */
+	uint32_t gen_floor;        /* highest generation answered before this was sent */
+	bool sync, pair_rr;
+	struct tmf *abort;
+	uint8_t *buf;
+	uint32_t len;
+	char desc[120];
+};
+
+struct tmf {
+	struct sess *s;
+	bool busy;
+	enum ism_tmf fn;
+	struct cmd *ref;
+	uint64_t ref_seq;
+	uint64_t sent_ms;
+	bool eh;
+};
+
+struct slot {
+	bool busy;
+	uint32_t acked;
+	uint32_t unc[MAX_UNCERTAIN];
+	int nunc;
+	bool unknown;
+};
+
+struct sess {
+	int id;
+	char name[224];
+	char port[256];            /* initiator port name: name,i,0x<ISID> */
+	struct ism_session *is;
+	struct cmd cmds[DEPTH];
+	struct tmf tmfs[NTMF];
+	int outstanding;
+	uint64_t next_seq;
+	uint32_t next_gen;
+	struct cmd *pr;            /* its one reservation command in flight */
+	bool rk_valid, want_rr;
+	struct st_pr_in rk;
+	struct slot slots[OWN_SLOTS];
+	/* unit attention after another session's LU RESET */
+	uint64_t ua29;             /* 29h unit attentions received */
+	uint64_t ua29_at_send;     /* ua29 when the reset was sent */
+	bool due;
+	uint64_t due_ua29, due_first_seq, due_check_seq;
+	char due_check_desc[120];
+	int due_by;
+	bool eh;
+	uint64_t eh_before_seq, eh_at_ms;
+	struct tmf *abort_pending; /* its own ABORT TASK of choice, one at a time */
+	/*
+	 * The slot of its last write that ended aborted: written again and read at once, so that an
+	 * aborted write reaching the medium after its abort was answered shows.
+	 */
+	int hot_slot;
+};
+
+
+struct st_run {
+	struct ism_url *u;
+	int nsess;
+	unsigned seconds, bound_s;
+	uint64_t seed, salt, rng;
+	const char *ready_file;
+	const char *prefix;
+	struct sess sess[ST_MAX_SESSIONS];
+	uint32_t bs;
+	uint64_t own_base, shared_base;
+	enum phase phase;
+	uint64_t phase_end, t0, end;
+	struct st_pr_model model;
+	unsigned pr_out_inflight, reserve_like_inflight;
+	uint64_t pr_seq;
+	uint32_t gen_floor;
+	bool reset_inflight;
+	int reset_by;
+	uint64_t reset_done_ms;
+	bool closing, fatal;
+	unsigned violations;
+	char ports[ST_MAX_SESSIONS][256];
+	/* what happened */
+	uint64_t sent, answered, by_outcome[OUT_BAD + 1], resets, aborts_asked, aborts_ended_task, eh_aborts;
+	uint64_t verified_reads, exact_data, exact_pr_out, exact_pr_in, pr_out, pr_in, syncs, ua_checks, phases;
+};
+
+extern struct st_run stress;
+
+uint64_t st_now_ms(void);
+uint64_t st_rnd(void);
+unsigned st_pick(unsigned n);
+/* One broken invariant: a VIOLATION line (the first 40), and the run fails. */
+void st_violation(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The same, and the run stops. */
+void st_fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* threads_stress_send.c: the reservation state as known, sending, the loop */
+bool st_may_be_held(void);
+void st_mark_could_conflict(void);
+void st_model_lost(void);
+bool st_pr_out_allowed(void);
+const char *st_pr_out_name(uint8_t sa, uint64_t sark);
+void st_workload(void);
+
+/* threads_stress_answer.c: what each answer must be */
+void st_on_scsi_done(struct ism_session *is, const struct ism_scsi_result *r, void *priv);
+void st_on_tmf_done(struct ism_session *is, int status, void *priv);
+void st_due_evaluate(struct sess *s);
+void st_verify_own_read(struct sess *s, struct cmd *c);
 
 #endif

@@ -275,7 +275,7 @@ void st_model_from_full_status(const struct st_pr_in *in, int nsessions, struct 
 	}
 }
 
-static void describe_model(const struct st_pr_model *m, int nsessions, char *buf, size_t len)
+void st_describe_model(const struct st_pr_model *m, int nsessions, char *buf, size_t len)
 {
 	size_t o = (size_t)snprintf(buf, len, "registered {");
 	for (int i = 0; i < nsessions && o < len; i++)
@@ -293,7 +293,7 @@ bool st_pr_in_matches(uint8_t sa, const struct st_pr_in *in, const struct st_pr_
 		      size_t whylen)
 {
 	char want[256];
-	describe_model(m, nsessions, want, sizeof(want));
+	st_describe_model(m, nsessions, want, sizeof(want));
 	if (sa != PRI_READ_RESERVATION) {
 		size_t n = 0;
 		for (int i = 0; i < nsessions; i++)
