@@ -8,7 +8,7 @@
 # a file LU; meanwhile `isthmus target session list` must show the eight sessions, and at the
 # end the target must still run with no sanitizer report or failed assertion in its log.
 #
-#   STRESS_TARGET_ARGS   extra arguments of isthmus-target (word-split), e.g. "--threads 4"
+#   STRESS_TARGET_ARGS   extra arguments of isthmus-target (word-split), e.g. "--io-engine workers"
 #   STRESS_SECONDS       seconds of load per LU (default 12)
 #   STRESS_SEED          the driver's seed, to replay a run (default: a new one each run)
 set -euo pipefail
