@@ -217,7 +217,12 @@ void st_on_scsi_done(struct ism_session *is, const struct ism_scsi_result *r, vo
 	}
 	if (o == OUT_UA_RESET)
 		s->ua29++;
-	if (s->due && c->seq >= s->due_first_seq && (o == OUT_GOOD || o == OUT_CONFLICT || o == OUT_ILLEGAL_26_04) &&
+	/*
+	 * Only a command that ran (GOOD, or the RELEASE refused for its type) proves the attention was
+	 * skipped: whether RESERVATION CONFLICT or a pending unit attention comes first is the
+	 * target's choice.
+	 */
+	if (s->due && c->seq >= s->due_first_seq && (o == OUT_GOOD || o == OUT_ILLEGAL_26_04) &&
 	    s->ua29 <= s->due_ua29 && (!s->due_check_seq || c->seq < s->due_check_seq)) {
 		s->due_check_seq = c->seq;
 		snprintf(s->due_check_desc, sizeof(s->due_check_desc), "%s", c->desc);
