@@ -60,7 +60,26 @@ static struct session *login_joined_session(const struct conn *c)
 	const struct login_state *ls = c->login;
 	if (ls->tsih == 0 || ls->phase < LOGIN_AUTH_NEEDED)
 		return NULL;
-	return server_find_session(c->srv, ls->initiator_name, ls->isid, ls->tsih);
+	return server_find_session(c->srv, c->shard, ls->initiator_name, ls->isid, ls->tsih, NULL);
+}
+
+/*
+ * A login whose session (or the one it would reinstate) lives on another loop: the connection
+ * was not moved there because its first PDU did not say enough (InitiatorName in a continued
+ * PDU). The initiator is asked to try again, and its new connection is routed by its first PDU.
+ */
+static bool login_session_elsewhere(const struct conn *c)
+{
+	const struct login_state *ls = c->login;
+	bool elsewhere = false;
+	if (ls->tsih)
+		server_find_session(c->srv, c->shard, ls->initiator_name, ls->isid, ls->tsih, &elsewhere);
+	else if (ls->session_type == SESSION_NORMAL)
+		server_find_session_isid(c->srv, c->shard, ls->initiator_name, ls->isid, ls->target_name, &elsewhere);
+	if (elsewhere)
+		log_warn("%s:%u: login of '%s' for a session on another event loop: answered 'service unavailable'",
+			 c->peer_addr, c->peer_port, ls->initiator_name);
+	return elsewhere;
 }
 
 void login_window(struct conn *c, uint32_t *expcmdsn, uint32_t *maxcmdsn)
@@ -387,22 +406,6 @@ static uint16_t login_security(struct conn *c, const struct text_list *in, struc
 	return LOGIN_OK;
 }
 
-static uint16_t alloc_tsih(struct server *srv)
-{
-	for (int tries = 0; tries < 65536; tries++) {
-		uint16_t t = srv->next_tsih++;
-		if (t == 0)
-			continue;
-		bool used = false;
-		for (size_t i = 0; i < srv->nsessions; i++)
-			if (srv->sessions[i]->tsih == t)
-				used = true;
-		if (!used)
-			return t;
-	}
-	return 0;
-}
-
 /*
  * The initiator asked to enter full feature phase and may: check again what may have changed
  * since the login began (the session it joins, the configuration), then answer and switch.
@@ -414,6 +417,10 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 	uint16_t st = LOGIN_OK;
 	if (ls->cfg_generation != c->srv->cfg_generation)
 		st = login_check_access(c, true, &why);
+	if (st == LOGIN_OK && login_session_elsewhere(c)) {
+		st = LOGIN_SERVICE_UNAVAILABLE;
+		why = "the session is served by another event loop";
+	}
 	if (st == LOGIN_OK && ls->tsih != 0)
 		st = login_check_join(c, &why);
 	if (st != LOGIN_OK) {
@@ -433,11 +440,12 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 	if (!s) {
 		if (ls->session_type == SESSION_NORMAL) {
 			/* Session reinstatement: a new leading login with the same initiator port ends the old session. */
-			struct session *old = server_find_session_isid(c->srv, ls->initiator_name, ls->isid, ls->target_name);
+			struct session *old =
+				server_find_session_isid(c->srv, c->shard, ls->initiator_name, ls->isid, ls->target_name, NULL);
 			if (old)
 				session_close(old, "reinstated by a new login with the same ISID");
 		}
-		tsih = alloc_tsih(c->srv);
+		tsih = server_alloc_tsih(c->srv);
 		if (!tsih) {
 			login_fail(c, csg, LOGIN_OUT_OF_RESOURCES, "no free TSIH");
 			return;

@@ -15,6 +15,7 @@
 #include "target/stats.h"
 
 struct server;
+struct shard;
 struct tnode;
 struct conn;
 struct task;
@@ -22,6 +23,7 @@ struct held_pdu;
 
 struct session {
 	struct server *srv;
+	struct shard *shard;        /* the loop of all its connections */
 	struct tnode *node;         /* NULL for discovery */
 	enum session_type type;
 	uint16_t tsih;
