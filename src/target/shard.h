@@ -92,6 +92,9 @@ void shard_run_blocked(struct shard *sh, bool wake_others);
 /* After a command was submitted: note that it waits, so other shards' completions wake it. */
 void shard_note_blocked(struct shard *sh);
 
+/* Whether the caller runs on sh's thread (completions of LU-wide work may come elsewhere). */
+static inline bool shard_on_thread(const struct shard *sh) { return pthread_equal(pthread_self(), sh->thread); }
+
 /* CPU seconds its thread has used. */
 double shard_cpu_seconds(const struct shard *sh);
 

@@ -81,6 +81,7 @@ static struct task *task_alloc(struct conn *c)
 	memset(t, 0, offsetof(struct task, scmd));
 	memset(&t->scmd, 0, offsetof(struct scsi_cmd, sense));
 	t->conn = c;
+	t->shard = c->shard;
 	t->pool = &c->shard->bufpool;
 	t->next = c->tasks;
 	c->tasks = t;
@@ -567,9 +568,19 @@ unsigned task_expire_data_waits(struct conn *c, uint64_t now_ms, uint64_t timeou
 }
 
 /* Queue the Data-In PDUs (status collapsed into the last) or the SCSI Response. */
+static void task_scsi_done_here(void *arg);
+
 static void task_scsi_done(struct scsi_cmd *sc)
 {
 	struct task *t = sc->priv;
+	/*
+	 * LU-wide work (the reservation journal, a gateway record) completes its commands on the
+	 * thread of the target's first context: the task's own loop finishes it.
+	 */
+	if (!shard_on_thread(t->shard)) {
+		shard_post(t->shard, task_scsi_done_here, sc);
+		return;
+	}
 	if (t->tmf)
 		tmf_task_ended(t);
 	if (t->orphan) {
@@ -680,6 +691,8 @@ static void task_scsi_done(struct scsi_cmd *sc)
 	conn_send_pdu(c, &b, seg, seglen, NULL, seg);
 	task_release(t);
 }
+
+static void task_scsi_done_here(void *arg) { task_scsi_done(arg); }
 
 /*
  * TASK REASSIGN: the task leaves its failed connection for `to`, with its buffers (counted for

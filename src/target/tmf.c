@@ -38,6 +38,7 @@ void tmf_send_response(struct conn *c, uint32_t itt, uint8_t response)
 struct tmf_wait {
 	struct tmf_wait *next;
 	struct conn *c;         /* NULL: the connection went; freed once no task holds it */
+	struct shard *shard;    /* c's loop, where it is answered */
 	uint32_t itt;
 	uint8_t response;
 	bool queued;            /* the response is decided and queued on c */
@@ -87,7 +88,17 @@ void tmf_task_ended(struct task *t)
 }
 
 /* A LOGICAL UNIT RESET of a gateway group's LU is answered once the other gateways know of it. */
-static void tmf_shared_stored(void *arg) { tmf_wait_done(arg); }
+static void tmf_shared_stored_here(void *arg) { tmf_wait_done(arg); }
+
+/* Stored on the thread of the target's first context: answered on the TMF's own loop. */
+static void tmf_shared_stored(void *arg)
+{
+	struct tmf_wait *w = arg;
+	if (shard_on_thread(w->shard))
+		tmf_wait_done(w);
+	else
+		shard_post(w->shard, tmf_shared_stored_here, w);
+}
 
 void tmf_conn_gone(struct conn *c)
 {
@@ -194,6 +205,7 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 	uint8_t response = TMF_RSP_COMPLETE;
 	struct tmf_wait *w = xcalloc(1, sizeof(*w));
 	w->c = c;
+	w->shard = c->shard;
 	w->itt = b->itt;
 	c->stats.task_mgmt++;
 	log_info("task management function %u from '%s' (TSIH %u)", fn, s->initiator_name, s->tsih);
