@@ -332,6 +332,10 @@ static uint16_t login_identify(struct conn *c, const struct text_list *in, const
 	ls->cred.mutual_user = ls->auth_mutual_user;
 	ls->cred.mutual_secret = ls->auth_mutual_secret;
 	ls->cfg_generation = c->srv->cfg_generation;
+	if (login_session_elsewhere(c)) {
+		*why = "the session is served by another event loop";
+		return LOGIN_SERVICE_UNAVAILABLE;
+	}
 	if (ls->tsih != 0) {
 		st = login_check_join(c, why);
 		if (st != LOGIN_OK)
@@ -387,7 +391,7 @@ static uint16_t login_security(struct conn *c, const struct text_list *in, struc
 			*why = "CHAP keys without AuthMethod=CHAP";
 			return LOGIN_INITIATOR_ERROR;
 		}
-		static char reason[160];
+		static _Thread_local char reason[160]; /* *why points here: one per loop */
 		enum chap_result r = chap_target_step(&ls->chap, in, out, reason, sizeof(reason));
 		switch (r) {
 		case CHAP_CONTINUE:

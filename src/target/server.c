@@ -468,10 +468,11 @@ void server_stop(struct server *srv)
 		return;
 	srv->shutting_down = true;
 	log_info("shutting down: asking initiators to log out");
+	/* Logins on other loops read the portals and the iSNS access lists. */
+	server_pause_shards(srv);
 	isns_target_stop(srv);
 	for (size_t i = 0; i < srv->nportals; i++)
 		portal_stop_listening(srv->portals[i]);
-	server_pause_shards(srv);
 	for (unsigned i = 0; i < srv->nshards; i++) {
 		for (struct conn *c = srv->shards[i]->conns, *next; c; c = next) {
 			next = c->next;

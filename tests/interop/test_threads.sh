@@ -2,8 +2,9 @@
 # A target with four event loops (--threads 4):
 #  1. sessions land on different loops ("loop" in `session list --json`); the second connection
 #     of a multi-connection session joins its session's loop; a reinstating login moves to the
-#     loop of the session it replaces; `session kill` ends a session on another loop
-#     (threads_check.py, raw PDUs)
+#     loop of the session it replaces; a join whose first PDU does not name the initiator,
+#     landing on another loop, is answered 0x0301 and logged; `session kill` ends a session on
+#     another loop (threads_check.py, raw PDUs)
 #  2. `stats` shows every loop with its connections and CPU seconds, also in the human output
 #     and in Prometheus' text (isthmus_target_loop_connections, _cpu_seconds_total)
 #  3. SIGHUP adds a LUN and removes it again while iscsi-perf reads on several loops: the new
@@ -46,6 +47,9 @@ say "ok: four event loops started"
 # ---- 1. placement, a second connection, reinstatement, kill -------------------------------
 python3 "$(dirname "$0")/threads_check.py" 127.0.0.1 "$PORT" "$IQN" "$CLI" "$SOCK" ||
 	fail "threads_check.py failed"
+grep -q "for a session on another event loop: answered 'service unavailable'" "$TARGET_LOG" ||
+	fail "the refused split join was not logged with its reason"
+say "ok: the refused join is logged with its reason"
 
 # ---- 2. per-loop stats ----------------------------------------------------------------------
 URL0=$(lun_url "127.0.0.1:$PORT" "$IQN" 0)

@@ -9,11 +9,15 @@ Checks, each printed as "ok: ..." (a failure exits 1 with "FAIL: ..."):
     session's loop: the session has two connections and its loop two more connections
   - reinstatement: a new session with the ISID of a session on a loop other than 0 replaces it
     on that loop, and the old session ends
+  - a joining login whose first PDU does not name the initiator (InitiatorName in a continued
+    PDU) cannot be routed: when it lands on another loop than its session's it is answered
+    0x0301 (service unavailable), and the session keeps its connections
   - session kill of the session on the highest loop ends it (its connections close)
 """
 import json
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -113,6 +117,44 @@ for c in (0, 1):
 socks[(victim, 0)] = s
 tsihs[victim] = t
 ok("ISID %u reinstated on loop %u: TSIH %u replaced the old session" % (victim, loops[victim], t))
+
+def login_pdu(sock, flags, n, tsih, keys, itt):
+    text = b"\0".join(k.encode() for k in keys) + b"\0"
+    rest = struct.pack(">HH", 1, 0) + struct.pack(">II", 0, 0) + b"\0" * 16
+    hdr = bytearray(pdu_abuse.bhs(0x03, flags=flags, immediate=True, dlen=len(text), itt=itt, rest=rest))
+    hdr[8:14] = isid(n)
+    hdr[14:16] = struct.pack(">H", tsih)
+    sock.sendall(bytes(hdr) + pdu_abuse.pad(text))
+    rh, _ = pdu_abuse.recv_pdu(sock)
+    if rh is None:
+        fail("the target closed the connection during a split login")
+    return rh[36], rh[37]
+
+
+def split_join(n, tsih):
+    """CID 1 joins TSIH tsih, InitiatorName only in the second (continued) PDU; the status."""
+    sock = socket.create_connection((HOST, PORT), timeout=5)
+    try:
+        st = login_pdu(sock, 0x40, n, tsih, ["TargetName=" + TARGET, "SessionType=Normal"], 7)
+        if st != (0, 0):
+            return st
+        st = login_pdu(sock, 0x81, n, tsih, ["InitiatorName=" + pdu_abuse.INITIATOR, "AuthMethod=None"], 7)
+        if st != (0, 0):
+            return st
+        return login_pdu(sock, 0x87, n, tsih, ["MaxConnections=4", "HeaderDigest=None", "DataDigest=None"], 7)
+    finally:
+        sock.close()
+
+
+# A new connection goes to the least loaded loop; make that one other than the session's.
+away = next(n for n in range(4) if loops[n] != 0 and n != victim)
+st = split_join(away, tsihs[away])
+if st != (0x03, 0x01):
+    fail("a split join of TSIH %u (loop %u) from another loop got status 0x%02x%02x, want 0x0301" %
+         (tsihs[away], loops[away], st[0], st[1]))
+if sessions()[tsihs[away]]["current_connections"] != 2:
+    fail("TSIH %u lost a connection to a refused join" % tsihs[away])
+ok("a join whose first PDU does not name the initiator, on another loop, is answered 0x0301")
 
 # session kill of the session on the highest loop
 top = max(range(4), key=lambda n: loops[n])
