@@ -465,8 +465,7 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 	struct iscsi_params p = ls->neg.result;
 	c->cid = ls->cid;
 	if (!s) {
-		s = session_create(c->srv, c);
-		s->tsih = tsih;
+		s = session_create(c->srv, c, tsih);
 		s->params = p;
 	}
 	c->params = s->params;

@@ -110,7 +110,7 @@ uint16_t server_alloc_tsih(struct server *srv)
 	return found;
 }
 
-/* What a session's identity fields are: set before it enters the index, never changed after. */
+/* The identity fields of a session are set before it enters the index and never change. */
 static struct session *index_find(struct server *srv, const char *initiator, const uint8_t isid[6], uint16_t tsih,
 				  const char *target)
 {

@@ -46,12 +46,13 @@ static uint32_t ring_size_for(uint32_t depth)
 	return n;
 }
 
-struct session *session_create(struct server *srv, struct conn *c)
+struct session *session_create(struct server *srv, struct conn *c, uint16_t tsih)
 {
 	struct login_state *ls = c->login;
 	struct session *s = xcalloc(1, sizeof(*s));
 	s->srv = srv;
 	s->shard = c->shard;
+	s->tsih = tsih; /* before it enters the index, where other loops read it */
 	s->node = ls->session_type == SESSION_NORMAL ? server_find_node(srv, ls->target_name) : NULL;
 	s->type = ls->session_type;
 	memcpy(s->isid, ls->isid, 6);

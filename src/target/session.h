@@ -60,7 +60,7 @@ struct session {
 	uint64_t task_reassigns;    /* tasks moved to another connection by TASK REASSIGN */
 };
 
-struct session *session_create(struct server *srv, struct conn *c);
+struct session *session_create(struct server *srv, struct conn *c, uint16_t tsih);
 void session_add_conn(struct session *s, struct conn *c);
 void session_remove_conn(struct session *s, struct conn *c);
 void session_close(struct session *s, const char *why);
