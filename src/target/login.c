@@ -482,11 +482,14 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 	/* At level 2 the reinstated (or failed) connection's tasks wait for TASK REASSIGN here. */
 	if (s->nfailed)
 		erl2_login_joined(s, c, ls->expstatsn);
-	log_info("login: initiator '%s' at %s:%u, %s session to '%s', TSIH %u, CID %u, %u connection(s)%s%s",
+	char loop[24] = "";
+	if (c->srv->nshards > 1)
+		snprintf(loop, sizeof(loop), ", loop %u", c->shard->id);
+	log_info("login: initiator '%s' at %s:%u, %s session to '%s', TSIH %u, CID %u, %u connection(s)%s%s%s",
 		 ls->initiator_name, c->peer_addr, c->peer_port,
 		 ls->session_type == SESSION_DISCOVERY ? "discovery" : "normal",
 		 ls->session_type == SESSION_DISCOVERY ? "-" : ls->target_name, tsih, c->cid, s->nconns,
-		 c->params.header_digest ? ", header digest" : "", c->params.data_digest ? ", data digest" : "");
+		 c->params.header_digest ? ", header digest" : "", c->params.data_digest ? ", data digest" : "", loop);
 	login_free(c);
 }
 

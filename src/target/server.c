@@ -162,13 +162,16 @@ int server_login_shard(struct server *srv, const char *initiator, const uint8_t 
 
 struct shard *server_pick_shard(struct server *srv)
 {
-	struct shard *best = srv->shards[0];
+	/* Ties go round: sessions that come and go one at a time still use every loop. */
+	unsigned start = srv->place_next++ % srv->nshards;
+	struct shard *best = srv->shards[start];
 	unsigned least = atomic_load(&best->nconns);
-	for (unsigned i = 1; i < srv->nshards; i++) {
-		unsigned n = atomic_load(&srv->shards[i]->nconns);
+	for (unsigned k = 1; k < srv->nshards; k++) {
+		struct shard *sh = srv->shards[(start + k) % srv->nshards];
+		unsigned n = atomic_load(&sh->nconns);
 		if (n < least) {
 			least = n;
-			best = srv->shards[i];
+			best = sh;
 		}
 	}
 	return best;

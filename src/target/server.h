@@ -62,6 +62,7 @@ struct server {
 	size_t nnodes;
 	struct shard **shards;     /* shards[0] runs on loop */
 	unsigned nshards;
+	unsigned place_next;       /* where server_pick_shard starts looking (loop 0 only) */
 	/*
 	 * The session index (every live session, normal and discovery, of every shard), next_tsih
 	 * and the shards' connection lists change under index_lock: at accept, login, logout and
@@ -125,7 +126,7 @@ struct session *server_find_session_isid(struct server *srv, struct shard *sh, c
  */
 int server_login_shard(struct server *srv, const char *initiator, const uint8_t isid[6], uint16_t tsih,
 		       const char *target);
-/* The shard with the fewest connections: where a new one goes. */
+/* The shard with the fewest connections (ties in turn): where a new one goes. Loop 0 only. */
 struct shard *server_pick_shard(struct server *srv);
 /* Shard 0 on srv->loop (made once; the engine is shard_engine_start's, or none). */
 int server_shards_init(struct server *srv, char **err);
