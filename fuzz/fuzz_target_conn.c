@@ -122,7 +122,7 @@ static struct hconn hc[MAX_CONNS];
 static unsigned nhc;
 static uint16_t first_tsih;             /* the first normal session this input logged in */
 static uint8_t first_isid[6];
-static struct io_stats scsi_seen;       /* srv.closed when the LUs were last fresh */
+static struct io_stats scsi_seen;       /* srv.shards[0]->closed when the LUs were last fresh */
 static uint32_t nodes_used;             /* bit i: srv.nodes[i] had a session in this input */
 static uint16_t own_tsih;               /* the session own_cmdsn numbers (SN_OWN) */
 static uint32_t own_cmdsn;
@@ -252,7 +252,7 @@ static const uint8_t *rd_take(struct reader *r, size_t *n)
 
 static struct conn *target_conn(const struct hconn *h)
 {
-	for (struct conn *c = srv.conns; c; c = c->next)
+	for (struct conn *c = srv.shards[0]->conns; c; c = c->next)
 		if (c->fd == h->tfd)
 			return c;
 	return NULL;
@@ -668,7 +668,7 @@ static void broken(const char *what, const struct conn *c)
  */
 static void check_state(void)
 {
-	for (const struct conn *c = srv.conns; c; c = c->next) {
+	for (const struct conn *c = srv.shards[0]->conns; c; c = c->next) {
 		uint32_t n = 0;
 		uint64_t buffered = 0;
 		for (const struct task *t = c->tasks; t && n <= c->ntasks; t = t->next) {
@@ -734,9 +734,9 @@ static void finish_input(void)
 		text_clear(&h->last);
 	}
 	pump();
-	if (srv.conns) {
+	if (srv.shards[0]->conns) {
 		/* Every peer has gone: a connection still here would live forever in a real target. */
-		fprintf(stderr, "fuzz_target_conn: connection (phase %d) outlived its peer\n", srv.conns->phase);
+		fprintf(stderr, "fuzz_target_conn: connection (phase %d) outlived its peer\n", srv.shards[0]->conns->phase);
 		abort();
 	}
 	loop_run_once(srv.loop, 0); /* deferred frees */
@@ -748,9 +748,9 @@ static void finish_input(void)
 	loop_timer_stop(srv.loop, &srv.tick);
 	srv.next_tsih = 1;
 	srv.next_nexus_id = 0;
-	if (srv.closed.commands != scsi_seen.commands || srv.closed.task_mgmt != scsi_seen.task_mgmt)
+	if (srv.shards[0]->closed.commands != scsi_seen.commands || srv.shards[0]->closed.task_mgmt != scsi_seen.task_mgmt)
 		reset_luns();
-	scsi_seen = srv.closed;
+	scsi_seen = srv.shards[0]->closed;
 	nodes_used = 0;
 }
 

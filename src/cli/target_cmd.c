@@ -176,6 +176,15 @@ static void print_stats(json_t *s)
 		printf("%-20s %lld\n", keys[i], num(s, keys[i]));
 	if (json_is_string(json_object_get(s, "io_engine")))
 		printf("%-20s %s (%s)\n", "io_engine", str(s, "io_engine"), str(s, "io_engine_reason"));
+	json_t *loops = json_object_get(s, "loops");
+	size_t i;
+	json_t *l;
+	json_array_foreach(loops, i, l)
+	{
+		json_t *cpu = json_object_get(l, "cpu_s");
+		printf("loop %-15lld %lld connection(s), %lld session(s), %.2f CPU s\n", num(l, "id"), num(l, "connections"),
+		       num(l, "sessions"), json_is_number(cpu) ? json_number_value(cpu) : 0.0);
+	}
 }
 
 static int call(const char *sock, const char *method, json_t *params, bool as_json, void (*human)(json_t *))

@@ -19,7 +19,7 @@ static void usage(FILE *f)
 	      "                      [--mgmt-socket PATH] [--state-dir DIR] [--log-level error|warn|info|debug]\n"
 	      "                      [--max-connections N] [--max-connections-per-portal N] [--metrics HOST:PORT]\n"
 	      "                      [--isns ADDR[:PORT]] [--isns-access] [--io-engine auto|io_uring|workers]\n"
-	      "                      [--check-config] [--max-error-recovery-level N]\n"
+	      "                      [--check-config] [--max-error-recovery-level N] [--threads N]\n"
 	      "                      [--gateway N --gateway-portal N=HOST:PORT...]\n"
 	      "       isthmus-target --help | --version\n"
 	      "\n"
@@ -43,6 +43,8 @@ static void usage(FILE *f)
 	      "                     (they must be registered with the server; see docs/isns.md)\n"
 	      "  --io-engine KIND   how file and block-device LUNs are driven: io_uring, worker threads, or\n"
 	      "                     auto (io_uring where the kernel allows it; the default)\n"
+	      "  --threads N        event loops (threads) serving connections, 1 to 256 (default 1); read at\n"
+	      "                     start-up only\n"
 	      "  --zero-copy-reads  send reads of 64 KiB and more of tmpfs LUNs by splice, without a copy\n"
 	      "                     (see docs/performance.md: on some machines it costs more than it saves)\n"
 	      "  --gateway N        this process is gateway N of the --target's gateway group (one LU behind\n"
@@ -67,6 +69,7 @@ struct flags {
 	size_t nluns;
 	const char *mgmt;
 	unsigned max_connections, max_connections_per_portal; /* 0: as the file says */
+	unsigned threads;       /* 0: as the file says */
 	const char *state_dir;
 	const char *isns;
 	bool isns_access;
@@ -110,6 +113,8 @@ static int apply_flags(struct cfg *cfg, void *arg, char **err)
 		cfg->max_connections = f->max_connections;
 	if (f->max_connections_per_portal)
 		cfg->max_connections_per_portal = f->max_connections_per_portal;
+	if (f->threads)
+		cfg->threads = f->threads;
 	if (f->state_dir) {
 		free(cfg->state_dir);
 		cfg->state_dir = xstrdup(f->state_dir);
@@ -170,6 +175,7 @@ int main(int argc, char **argv)
 		{"log-level", required_argument, NULL, 'v'},   {"mgmt-socket", required_argument, NULL, 'm'},
 		{"metrics", required_argument, NULL, 'M'},     {"help", no_argument, NULL, 'h'},
 		{"max-connections", required_argument, NULL, 'C'},
+		{"threads", required_argument, NULL, 'T'},
 		{"max-connections-per-portal", required_argument, NULL, 'P'},
 		{"state-dir", required_argument, NULL, 's'},
 		{"isns", required_argument, NULL, 'I'},       {"isns-access", no_argument, NULL, 'A'},
@@ -235,6 +241,15 @@ int main(int argc, char **argv)
 		case 'M': metrics = optarg; break;
 		case 'k': check_only = true; break;
 		case 'V': printf("isthmus-target %s\n", ISTHMUS_VERSION); rc = 0; goto out;
+		case 'T': {
+			char *e = NULL;
+			if (cfg_parse_limit("--threads", optarg, CFG_THREADS_LIMIT, &fl.threads, &e) < 0) {
+				fprintf(stderr, "isthmus-target: %s\n", e);
+				free(e);
+				goto out;
+			}
+			break;
+		}
 		case 'C':
 		case 'P': {
 			char *e = NULL;

@@ -265,6 +265,8 @@ void scsi_port_submit(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd);
  * behind them.
  */
 void scsi_port_run_blocked(struct scsi_port_ctx *ctx);
+/* Whether commands of this context wait for their LU's ios (scsi_port_run_blocked has work). */
+bool scsi_port_has_blocked(const struct scsi_port_ctx *ctx);
 /*
  * The transport gave up on a submitted command that has not completed (aborted, connection
  * gone): it is not started if it has not been, and its done callback still comes.

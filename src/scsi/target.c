@@ -338,6 +338,8 @@ bool scsi_cmd_changes_medium(const struct scsi_cmd *cmd)
 	return op && (op->flags & OPF_WRITE);
 }
 
+bool scsi_port_has_blocked(const struct scsi_port_ctx *ctx) { return ctx->nblocked != 0; }
+
 void scsi_port_run_blocked(struct scsi_port_ctx *ctx)
 {
 	/*

@@ -46,6 +46,7 @@ void cfg_init(struct cfg *cfg)
 	cfg->data_out_timeout = 30;
 	cfg->max_retained_data = 64ull << 20;
 	cfg->max_connections = CFG_MAX_CONNECTIONS_DEFAULT;
+	cfg->threads = CFG_THREADS_DEFAULT;
 	cfg->max_connections_per_portal = CFG_MAX_PORTAL_CONNECTIONS_DEFAULT;
 	cfg->mgmt_max_clients = CFG_MGMT_MAX_CLIENTS_DEFAULT;
 }

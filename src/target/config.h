@@ -114,6 +114,7 @@ struct cfg {
 	unsigned max_connections_per_portal; /* iSCSI connections at once through one portal; default 256 */
 	unsigned mgmt_max_clients;           /* management socket clients at once; default 64 */
 	unsigned io_engine;  /* enum store_engine_backend (io-engine); default auto */
+	unsigned threads;    /* event loops (threads); default 1; read at start-up only */
 	bool zero_copy_reads; /* zero-copy-reads: large reads of tmpfs LUNs sent by splice; default no */
 	char *source;        /* file it was loaded from, or NULL */
 	uint16_t *groups;    /* portal group tags declared, with or without listen addresses */
@@ -126,6 +127,9 @@ struct cfg {
 #define CFG_MAX_CONNECTIONS_LIMIT 65536u
 #define CFG_MGMT_MAX_CLIENTS_DEFAULT 64u
 #define CFG_MGMT_MAX_CLIENTS_LIMIT 1024u
+/* threads: event loops of the target. */
+#define CFG_THREADS_DEFAULT 1u
+#define CFG_THREADS_LIMIT 256u
 
 /* ---- The model (config.c): defaults, lookups, additions, run-time changes, release. ---- */
 

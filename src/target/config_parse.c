@@ -327,6 +327,7 @@ static int global_key(struct parser *p, const char *key, const char *value)
 		{"max-connections-per-portal", offsetof(struct cfg, max_connections_per_portal),
 		 CFG_MAX_CONNECTIONS_LIMIT},
 		{"mgmt-max-clients", offsetof(struct cfg, mgmt_max_clients), CFG_MGMT_MAX_CLIENTS_LIMIT},
+		{"threads", offsetof(struct cfg, threads), CFG_THREADS_LIMIT},
 	};
 	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
 		if (strcmp(key, limits[i].key) != 0)

@@ -18,6 +18,7 @@
 #include "target/recovery.h"
 #include "target/server.h"
 #include "target/session.h"
+#include "target/shard.h"
 #include "target/task.h"
 #include "util/bytes.h"
 #include "util/log.h"
@@ -62,12 +63,48 @@ static void conn_on_io(void *arg, uint32_t events);
 static void conn_update_events(struct conn *c);
 static const struct pdu_conn_ops conn_ops;
 
-void conn_accept(struct server *srv, int fd, uint16_t tpgt)
+/* Counted on sh and the server before it is made (server_pick_shard sees it at once). */
+static void conn_reserve(struct shard *sh)
 {
+	atomic_fetch_add(&sh->nconns, 1);
+	atomic_fetch_add(&sh->srv->nconns, 1);
+}
+
+static void conn_unreserve(struct shard *sh)
+{
+	atomic_fetch_sub(&sh->nconns, 1);
+	atomic_fetch_sub(&sh->srv->nconns, 1);
+}
+
+static void conn_list_add(struct conn *c)
+{
+	server_index_lock(c->srv);
+	c->next = c->shard->conns;
+	c->shard->conns = c;
+	server_index_unlock(c->srv);
+}
+
+static void conn_list_remove(struct conn *c)
+{
+	server_index_lock(c->srv);
+	for (struct conn **pp = &c->shard->conns; *pp; pp = &(*pp)->next) {
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	}
+	server_index_unlock(c->srv);
+}
+
+/* On sh's thread, with the connection already counted there. */
+static void conn_accept_on(struct shard *sh, int fd, uint16_t tpgt)
+{
+	struct server *srv = sh->srv;
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	struct conn *c = xcalloc(1, sizeof(*c));
 	c->srv = srv;
+	c->shard = sh;
 	c->fd = fd;
 	c->tpgt = tpgt;
 	c->phase = PHASE_LOGIN;
@@ -81,6 +118,8 @@ void conn_accept(struct server *srv, int fd, uint16_t tpgt)
 	c->want_read = true;
 	c->last_rx_ms = c->login_started_ms = loop_now_ms();
 	c->login_time = (uint64_t)time(NULL);
+	/* One loop: nothing to route. */
+	c->routed = srv->nshards < 2;
 	socklen_t sl = sizeof(c->local_sa);
 	getsockname(fd, (struct sockaddr *)&c->local_sa, &sl);
 	conn_sockaddr_text(&c->local_sa, c->local_addr, sizeof(c->local_addr), &c->local_port);
@@ -88,17 +127,49 @@ void conn_accept(struct server *srv, int fd, uint16_t tpgt)
 	sl = sizeof(peer);
 	getpeername(fd, (struct sockaddr *)&peer, &sl);
 	conn_sockaddr_text(&peer, c->peer_addr, sizeof(c->peer_addr), &c->peer_port);
-	if (loop_watch_add(srv->loop, &c->watch, fd, EPOLLIN | EPOLLRDHUP, conn_on_io, c) < 0) {
+	if (loop_watch_add(sh->loop, &c->watch, fd, EPOLLIN | EPOLLRDHUP, conn_on_io, c) < 0) {
 		log_error("cannot watch connection from %s: %m", c->peer_addr);
 		close(fd);
 		pdu_conn_rx_free(&c->pc);
 		free(c);
+		conn_unreserve(sh);
 		return;
 	}
-	c->next = srv->conns;
-	srv->conns = c;
-	srv->nconns++;
-	log_debug("connection from %s:%u to %s:%u", c->peer_addr, c->peer_port, c->local_addr, c->local_port);
+	conn_list_add(c);
+	log_debug("connection from %s:%u to %s:%u (loop %u)", c->peer_addr, c->peer_port, c->local_addr, c->local_port,
+		  sh->id);
+}
+
+void conn_accept(struct server *srv, int fd, uint16_t tpgt)
+{
+	conn_reserve(srv->shards[0]);
+	conn_accept_on(srv->shards[0], fd, tpgt);
+}
+
+struct conn_handover {
+	struct shard *sh;
+	int fd;
+	uint16_t tpgt;
+};
+
+static void conn_take(void *arg)
+{
+	struct conn_handover *h = arg;
+	conn_accept_on(h->sh, h->fd, h->tpgt);
+	free(h);
+}
+
+void server_place_conn(struct server *srv, int fd, uint16_t tpgt)
+{
+	struct shard *sh = server_pick_shard(srv);
+	conn_reserve(sh);
+	if (sh->id == 0) {
+		conn_accept_on(sh, fd, tpgt);
+		return;
+	}
+	struct conn_handover *h = xmalloc(sizeof(*h));
+	*h = (struct conn_handover){sh, fd, tpgt};
+	shard_post(sh, conn_take, h);
 }
 
 static void conn_pdu_sent(struct pdu_conn *pc, struct pdu_txitem *item)
@@ -126,19 +197,14 @@ static void conn_free(void *arg)
 void conn_detach_socket(struct conn *c)
 {
 	task_drop_placed(c); /* no more data comes for a command being read */
-	loop_watch_del(c->srv->loop, &c->watch);
+	loop_watch_del(c->shard->loop, &c->watch);
 	close(c->fd);
 	c->fd = -1;
-	for (struct conn **pp = &c->srv->conns; *pp; pp = &(*pp)->next) {
-		if (*pp == c) {
-			*pp = c->next;
-			c->srv->nconns--;
-			break;
-		}
-	}
+	conn_list_remove(c);
+	conn_unreserve(c->shard);
 }
 
-void conn_free_later(struct conn *c) { loop_defer(c->srv->loop, conn_free, c); }
+void conn_free_later(struct conn *c) { loop_defer(c->shard->loop, conn_free, c); }
 
 void conn_close(struct conn *c, const char *why)
 {
@@ -158,7 +224,7 @@ void conn_close(struct conn *c, const char *why)
 	conn_detach_socket(c);
 	if (c->sess)
 		session_remove_conn(c->sess, c);
-	stats_add(&c->srv->closed, &c->stats);
+	stats_add(&c->shard->closed, &c->stats);
 	conn_free_later(c);
 }
 
@@ -219,7 +285,7 @@ static void conn_update_events(struct conn *c)
 		return;
 	c->want_write = want;
 	c->want_read = read;
-	loop_watch_mod(c->srv->loop, &c->watch, (read ? EPOLLIN | EPOLLRDHUP : 0) | (want ? EPOLLOUT : 0));
+	loop_watch_mod(c->shard->loop, &c->watch, (read ? EPOLLIN | EPOLLRDHUP : 0) | (want ? EPOLLOUT : 0));
 }
 
 static uint32_t max_dsl_in(const struct conn *c)
@@ -297,10 +363,90 @@ static bool conn_on_digest_error(struct pdu_conn *pc, bool header, const uint8_t
 	return true;
 }
 
+/* The value of key in a login request's NUL-separated key=value text, or NULL. */
+static const char *login_key(const uint8_t *data, uint32_t len, const char *key, char *buf, size_t buflen)
+{
+	size_t klen = strlen(key);
+	for (uint32_t off = 0; off < len;) {
+		const char *kv = (const char *)data + off;
+		size_t n = strnlen(kv, len - off);
+		if (n > klen && kv[klen] == '=' && memcmp(kv, key, klen) == 0) {
+			snprintf(buf, buflen, "%.*s", (int)(n - klen - 1), kv + klen + 1);
+			return buf;
+		}
+		off += (uint32_t)n + 1;
+	}
+	return NULL;
+}
+
+struct conn_move {
+	struct conn *c;
+	struct shard *to;
+};
+
+/* On the new shard: watch the connection and handle the Login PDU still in its buffer. */
+static void conn_arrive(void *arg)
+{
+	struct conn *c = arg;
+	struct shard *sh = c->shard;
+	conn_list_add(c);
+	c->want_read = true;
+	c->want_write = false;
+	if (loop_watch_add(sh->loop, &c->watch, c->fd, EPOLLIN | EPOLLRDHUP, conn_on_io, c) < 0) {
+		conn_close(c, "cannot watch the connection on its new loop");
+		return;
+	}
+	/* The PDU is parsed again from its header, which is where reception stopped. */
+	c->pc.rx_state = PDU_RECV_BHS;
+	c->pc.rx_need = BHS_LEN;
+	if (pdu_conn_parse(&c->pc))
+		conn_flush(c);
+}
+
+/* On the old shard, once its loop is done with the events of this turn. */
+static void conn_depart(void *arg)
+{
+	struct conn_move *m = arg;
+	shard_post(m->to, conn_arrive, m->c);
+	free(m);
+}
+
+/*
+ * A connection's first Login PDU says which session it joins (TSIH) or may reinstate (ISID,
+ * InitiatorName, TargetName): a connection belongs on the loop of that session. It owns nothing
+ * yet but its receive buffer, so it moves there whole; the PDU is handled on arrival.
+ */
+static bool conn_route_login(struct conn *c, const struct bhs *b, const uint8_t *data)
+{
+	c->routed = true;
+	if (b->opcode != OP_LOGIN_REQ)
+		return false;
+	char initiator[224], target[224];
+	const char *in = login_key(data, b->data_len, "InitiatorName", initiator, sizeof(initiator));
+	const char *tn = login_key(data, b->data_len, "TargetName", target, sizeof(target));
+	int id = server_login_shard(c->srv, in, b->login.isid, b->login.tsih, tn);
+	if (id < 0 || (unsigned)id == c->shard->id)
+		return false;
+	log_debug("%s:%u: login for TSIH %u moves to loop %d", c->peer_addr, c->peer_port, b->login.tsih, id);
+	struct shard *from = c->shard, *to = c->srv->shards[id];
+	loop_watch_del(from->loop, &c->watch);
+	conn_list_remove(c);
+	conn_unreserve(from);
+	conn_reserve(to);
+	c->shard = to;
+	struct conn_move *m = xmalloc(sizeof(*m));
+	*m = (struct conn_move){c, to};
+	loop_defer(from->loop, conn_depart, m);
+	return true;
+}
+
 static bool conn_on_pdu(struct pdu_conn *pc, const uint8_t *raw, const uint8_t *data)
 {
 	struct conn *c = pc->arg;
 	const struct bhs *b = &pc->rx_bhs;
+	/* Reception stops at this PDU, unconsumed: the connection is not this loop's any more. */
+	if (!c->routed && c->phase == PHASE_LOGIN && pc->rx_state != PDU_RECV_DIRECT && conn_route_login(c, b, data))
+		return false;
 	c->stats.pdus_in++;
 	c->stats.bytes_in += pc->rx_need + (pc->rx_state == PDU_RECV_DIRECT ? pc->rx_bhs.data_len : 0);
 	if (c->phase == PHASE_LOGIN)

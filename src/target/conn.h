@@ -18,6 +18,7 @@
 #include "util/sbuf.h"
 
 struct server;
+struct shard;
 struct session;
 struct task;
 struct login_state;
@@ -37,8 +38,9 @@ enum conn_phase { PHASE_LOGIN, PHASE_FULL_FEATURE, PHASE_LOGGED_OUT, PHASE_CLOSE
 
 struct conn {
 	struct server *srv;
+	struct shard *shard;        /* the loop it runs on, with its session and tasks */
 	struct session *sess;
-	struct conn *next;          /* in server->conns */
+	struct conn *next;          /* in shard->conns */
 	struct conn *sess_next;     /* in session->conns */
 	struct loop_watch watch;
 	int fd;
@@ -84,6 +86,7 @@ struct conn {
 	uint64_t ping_sent_ms;      /* 0: no ping outstanding */
 	uint32_t ping_ttt;
 	uint64_t login_started_ms;
+	bool routed;                /* its first Login PDU was looked at for the shard it belongs on */
 	bool closing;
 	bool logout_async_sent;
 	/* ErrorRecoveryLevel 1 (snack.c, recovery.c) */
@@ -103,7 +106,10 @@ struct conn {
 /* The connection has no socket any more (closed, or failed and waiting for recovery). */
 static inline bool conn_gone(const struct conn *c) { return c->phase >= PHASE_CLOSED; }
 
+/* A new connection on shard 0, made now (test harnesses drive loop 0 themselves). */
 void conn_accept(struct server *srv, int fd, uint16_t tpgt);
+/* A connection a portal accepted: made on the shard with the fewest connections. */
+void server_place_conn(struct server *srv, int fd, uint16_t tpgt);
 void conn_close(struct conn *c, const char *why);
 /* Stop watching and close the socket, leave the server's list: what closing and failing share. */
 void conn_detach_socket(struct conn *c);

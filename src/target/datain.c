@@ -6,6 +6,7 @@
 #include "store/store.h"
 #include "target/conn.h"
 #include "target/server.h"
+#include "target/shard.h"
 #include "target/session.h"
 #include "target/task.h"
 
@@ -51,7 +52,7 @@ void datain_queue(struct conn *c, struct task *t, struct bhs *b, uint32_t off, u
 	c->stats.bytes_out += it->base.wire;
 }
 
-static void datain_run_blocked(void *arg) { server_run_blocked(arg); }
+static void datain_run_blocked(void *arg) { shard_run_blocked(arg, true); }
 
 void datain_release(struct task *t)
 {
@@ -62,5 +63,5 @@ void datain_release(struct task *t)
 	 * not from here: this runs while a send queue is being consumed.
 	 */
 	if (scsi_cmd_in_ref_put(&t->scmd) && t->conn)
-		loop_defer(t->conn->srv->loop, datain_run_blocked, t->conn->srv);
+		loop_defer(t->conn->shard->loop, datain_run_blocked, t->conn->shard);
 }

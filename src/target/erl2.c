@@ -31,6 +31,7 @@
 #include "target/recovery.h"
 #include "target/server.h"
 #include "target/session.h"
+#include "target/shard.h"
 #include "target/task.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -85,7 +86,7 @@ static void discard(struct conn *f, const char *why)
 		log_info("TSIH %u: failed connection CID %u discarded with %u task(s): %s", s->tsih, f->cid, f->ntasks,
 			 why);
 	stats_add(&s->closed, &f->stats);
-	stats_add(&f->srv->closed, &f->stats);
+	stats_add(&f->shard->closed, &f->stats);
 	s->buffered -= f->buffered;
 	f->sess = NULL;
 	f->phase = PHASE_CLOSED;
@@ -116,7 +117,7 @@ static void expire(void *arg)
 
 static void arm_timer(struct session *s)
 {
-	loop_timer_stop(s->srv->loop, &s->recover_timer);
+	loop_timer_stop(s->shard->loop, &s->recover_timer);
 	uint64_t first = 0;
 	for (const struct conn *f = s->failed; f; f = f->sess_next)
 		if (!first || f->recover_deadline_ms < first)
@@ -124,7 +125,7 @@ static void arm_timer(struct session *s)
 	if (!first)
 		return;
 	uint64_t now = loop_now_ms();
-	loop_timer_start(s->srv->loop, &s->recover_timer, first > now ? first - now : 0, 0, expire, s);
+	loop_timer_start(s->shard->loop, &s->recover_timer, first > now ? first - now : 0, 0, expire, s);
 }
 
 /* What only a live connection needs, let go once the PDU being parsed (if any) is done with. */
@@ -171,15 +172,18 @@ static void bound_target(struct server *srv, struct conn *newest)
 		uint64_t kept = 0;
 		unsigned n = 0;
 		struct conn *first = NULL;
-		for (size_t i = 0; i < srv->nsessions; i++) {
-			for (struct conn *f = srv->sessions[i]->failed; f; f = f->sess_next) {
+		/* This shard's: another shard's sessions are its own (the count is per loop). */
+		struct shard *sh = newest->shard;
+		for (size_t i = 0; i < sh->nsessions; i++) {
+			for (struct conn *f = sh->sessions[i]->failed; f; f = f->sess_next) {
 				kept += snack_kept_bytes(f);
 				n++;
 				if (f != newest && (!first || f->recover_deadline_ms < first->recover_deadline_ms))
 					first = f;
 			}
 		}
-		if (!first || (srv->nconns + n <= srv->cfg->max_connections && kept + srv->buffered <= srv->cfg->max_data_total))
+		if (!first || (atomic_load(&srv->nconns) + n <= srv->cfg->max_connections &&
+				kept + atomic_load(&srv->buffered) <= srv->cfg->max_data_total))
 			return;
 		struct session *s = first->sess;
 		discard(first, "the target's failed connections are at max-connections or max-data-total");
@@ -212,7 +216,7 @@ void erl2_conn_fail(struct conn *c, const char *why)
 	s->nfailed++;
 	c->recover_deadline_ms = loop_now_ms() + hold_ms(s);
 	session_drop_held(s, c);
-	loop_defer(c->srv->loop, trim_failed, c);
+	loop_defer(c->shard->loop, trim_failed, c);
 	bound_session(s, c);
 	bound_target(c->srv, c);
 	arm_timer(s);

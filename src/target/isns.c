@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,8 +21,15 @@
 #include "proto/isns.h"
 #include "proto/pdu.h"
 #include "target/server.h"
+#include "target/shard.h"
 #include "util/log.h"
 #include "util/sbuf.h"
+
+/*
+ * The access lists are read by logins on every event loop and written by loop 0 (answers, the
+ * query flags); replaced only while the other loops are paused (reloads).
+ */
+static pthread_mutex_t acl_lock = PTHREAD_MUTEX_INITIALIZER;
 
 enum isns_phase {
 	ISNS_IDLE,       /* no connection */
@@ -279,7 +287,9 @@ static void client_send(struct isns_client *c, enum isns_request r)
 	if (r == REQ_DEREGISTER) {
 		build_deregistration(c, &payload);
 	} else if (r == REQ_QUERY) {
+		pthread_mutex_lock(&acl_lock);
 		c->acl[c->query_idx].want = false;
+		pthread_mutex_unlock(&acl_lock);
 		build_access_query(c, &payload);
 	} else {
 		build_registration(c, &payload);
@@ -352,12 +362,14 @@ static void handle_access_answer(struct isns_client *c, uint32_t status, const u
 		log_warn("iSNS server %s: access query for %s refused: %s", c->spec, a->target, isns_status_name(status));
 		return;
 	}
+	pthread_mutex_lock(&acl_lock);
 	acl_clear(a);
 	a->initiators = xcalloc(l.n ? l.n : 1, sizeof(char *));
 	for (size_t i = 0; i < l.n; i++)
 		if (l.nodes[i].type & ISNS_NODE_INITIATOR)
 			a->initiators[a->n++] = xstrdup(l.nodes[i].name);
 	a->fetched_ms = loop_now_ms();
+	pthread_mutex_unlock(&acl_lock);
 	isns_node_list_free(&l);
 	log_debug("iSNS server %s: %zu initiator(s) share a discovery domain with %s", c->spec, a->n, a->target);
 }
@@ -545,13 +557,16 @@ static void client_kick(struct isns_client *c)
 		next = REQ_REGISTER;
 	else if (c->want_refresh && c->registered && c->srv->nnodes)
 		next = REQ_REFRESH;
-	else if (c->registered)
+	else if (c->registered) {
+		pthread_mutex_lock(&acl_lock);
 		for (size_t i = 0; i < c->nacl; i++)
 			if (c->acl[i].want) {
 				c->query_idx = i; /* its want is cleared once the query is sent */
 				next = REQ_QUERY;
 				break;
 			}
+		pthread_mutex_unlock(&acl_lock);
+	}
 	if (next == REQ_NONE) {
 		if (c->phase != ISNS_IDLE)
 			client_close(c);
@@ -636,8 +651,10 @@ static bool same_entity(const struct isns_client *c, const struct cfg *cfg)
 static void on_access_timer(void *arg)
 {
 	struct isns_client *c = arg;
+	pthread_mutex_lock(&acl_lock);
 	for (size_t i = 0; i < c->nacl; i++)
 		c->acl[i].want = true;
+	pthread_mutex_unlock(&acl_lock);
 	client_kick(c);
 }
 
@@ -675,35 +692,51 @@ static void acl_sync(struct isns_client *c)
 				 on_access_timer, c);
 }
 
+static void kick_on_loop0(void *arg)
+{
+	struct server *srv = arg;
+	if (srv->isns)
+		client_kick(srv->isns);
+}
+
 uint16_t isns_target_access(struct server *srv, const char *target, const char *initiator, const char **why)
 {
 	if (!srv->cfg->isns_access)
 		return LOGIN_OK;
 	struct isns_client *c = srv->isns;
 	struct isns_acl *a = NULL;
+	uint16_t st = LOGIN_AUTHZ_FAILED;
+	bool kick = false;
+	pthread_mutex_lock(&acl_lock);
 	for (size_t i = 0; c && i < c->nacl; i++)
 		if (strcmp(c->acl[i].target, target) == 0)
 			a = &c->acl[i];
 	uint64_t now = loop_now_ms();
 	if (!a || !a->fetched_ms || now - a->fetched_ms > ISNS_ACCESS_TTL_MS) {
 		/* Fail closed, but as a transient refusal: the initiator tries again later. */
-		if (a) {
-			a->want = true;
-			client_kick(c);
-		}
+		if (a)
+			a->want = kick = true;
 		*why = "no current answer from the iSNS server about the target's discovery domains";
-		return LOGIN_SERVICE_UNAVAILABLE;
+		st = LOGIN_SERVICE_UNAVAILABLE;
+	} else {
+		for (size_t i = 0; i < a->n && st != LOGIN_OK; i++)
+			if (strcmp(a->initiators[i], initiator) == 0)
+				st = LOGIN_OK;
+		/* Perhaps added to a domain since the last answer: ask again, at most once a second. */
+		if (st != LOGIN_OK && now - a->fetched_ms >= ISNS_ACCESS_RECHECK_MS)
+			a->want = kick = true;
+		if (st != LOGIN_OK)
+			*why = "the initiator shares no iSNS discovery domain with the target (isns-access)";
 	}
-	for (size_t i = 0; i < a->n; i++)
-		if (strcmp(a->initiators[i], initiator) == 0)
-			return LOGIN_OK;
-	/* Perhaps added to a domain since the last answer: ask again, at most once a second. */
-	if (now - a->fetched_ms >= ISNS_ACCESS_RECHECK_MS) {
-		a->want = true;
-		client_kick(c);
+	pthread_mutex_unlock(&acl_lock);
+	if (kick) {
+		/* The client is loop 0's: a login on another loop asks it there. */
+		if (pthread_equal(pthread_self(), srv->shards[0]->thread))
+			client_kick(c);
+		else
+			shard_post(srv->shards[0], kick_on_loop0, srv);
 	}
-	*why = "the initiator shares no iSNS discovery domain with the target (isns-access)";
-	return LOGIN_AUTHZ_FAILED;
+	return st;
 }
 
 void isns_target_changed(struct server *srv)

@@ -60,7 +60,26 @@ static struct session *login_joined_session(const struct conn *c)
 	const struct login_state *ls = c->login;
 	if (ls->tsih == 0 || ls->phase < LOGIN_AUTH_NEEDED)
 		return NULL;
-	return server_find_session(c->srv, ls->initiator_name, ls->isid, ls->tsih);
+	return server_find_session(c->srv, c->shard, ls->initiator_name, ls->isid, ls->tsih, NULL);
+}
+
+/*
+ * A login whose session (or the one it would reinstate) lives on another loop: the connection
+ * was not moved there because its first PDU did not say enough (InitiatorName in a continued
+ * PDU). The initiator is asked to try again, and its new connection is routed by its first PDU.
+ */
+static bool login_session_elsewhere(const struct conn *c)
+{
+	const struct login_state *ls = c->login;
+	bool elsewhere = false;
+	if (ls->tsih)
+		server_find_session(c->srv, c->shard, ls->initiator_name, ls->isid, ls->tsih, &elsewhere);
+	else if (ls->session_type == SESSION_NORMAL)
+		server_find_session_isid(c->srv, c->shard, ls->initiator_name, ls->isid, ls->target_name, &elsewhere);
+	if (elsewhere)
+		log_warn("%s:%u: login of '%s' for a session on another event loop: answered 'service unavailable'",
+			 c->peer_addr, c->peer_port, ls->initiator_name);
+	return elsewhere;
 }
 
 void login_window(struct conn *c, uint32_t *expcmdsn, uint32_t *maxcmdsn)
@@ -313,6 +332,10 @@ static uint16_t login_identify(struct conn *c, const struct text_list *in, const
 	ls->cred.mutual_user = ls->auth_mutual_user;
 	ls->cred.mutual_secret = ls->auth_mutual_secret;
 	ls->cfg_generation = c->srv->cfg_generation;
+	if (login_session_elsewhere(c)) {
+		*why = "the session is served by another event loop";
+		return LOGIN_SERVICE_UNAVAILABLE;
+	}
 	if (ls->tsih != 0) {
 		st = login_check_join(c, why);
 		if (st != LOGIN_OK)
@@ -368,7 +391,7 @@ static uint16_t login_security(struct conn *c, const struct text_list *in, struc
 			*why = "CHAP keys without AuthMethod=CHAP";
 			return LOGIN_INITIATOR_ERROR;
 		}
-		static char reason[160];
+		static _Thread_local char reason[160]; /* *why points here: one per loop */
 		enum chap_result r = chap_target_step(&ls->chap, in, out, reason, sizeof(reason));
 		switch (r) {
 		case CHAP_CONTINUE:
@@ -387,22 +410,6 @@ static uint16_t login_security(struct conn *c, const struct text_list *in, struc
 	return LOGIN_OK;
 }
 
-static uint16_t alloc_tsih(struct server *srv)
-{
-	for (int tries = 0; tries < 65536; tries++) {
-		uint16_t t = srv->next_tsih++;
-		if (t == 0)
-			continue;
-		bool used = false;
-		for (size_t i = 0; i < srv->nsessions; i++)
-			if (srv->sessions[i]->tsih == t)
-				used = true;
-		if (!used)
-			return t;
-	}
-	return 0;
-}
-
 /*
  * The initiator asked to enter full feature phase and may: check again what may have changed
  * since the login began (the session it joins, the configuration), then answer and switch.
@@ -414,6 +421,10 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 	uint16_t st = LOGIN_OK;
 	if (ls->cfg_generation != c->srv->cfg_generation)
 		st = login_check_access(c, true, &why);
+	if (st == LOGIN_OK && login_session_elsewhere(c)) {
+		st = LOGIN_SERVICE_UNAVAILABLE;
+		why = "the session is served by another event loop";
+	}
 	if (st == LOGIN_OK && ls->tsih != 0)
 		st = login_check_join(c, &why);
 	if (st != LOGIN_OK) {
@@ -433,11 +444,12 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 	if (!s) {
 		if (ls->session_type == SESSION_NORMAL) {
 			/* Session reinstatement: a new leading login with the same initiator port ends the old session. */
-			struct session *old = server_find_session_isid(c->srv, ls->initiator_name, ls->isid, ls->target_name);
+			struct session *old =
+				server_find_session_isid(c->srv, c->shard, ls->initiator_name, ls->isid, ls->target_name, NULL);
 			if (old)
 				session_close(old, "reinstated by a new login with the same ISID");
 		}
-		tsih = alloc_tsih(c->srv);
+		tsih = server_alloc_tsih(c->srv);
 		if (!tsih) {
 			login_fail(c, csg, LOGIN_OUT_OF_RESOURCES, "no free TSIH");
 			return;
@@ -453,8 +465,7 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 	struct iscsi_params p = ls->neg.result;
 	c->cid = ls->cid;
 	if (!s) {
-		s = session_create(c->srv, c);
-		s->tsih = tsih;
+		s = session_create(c->srv, c, tsih);
 		s->params = p;
 	}
 	c->params = s->params;
@@ -471,11 +482,14 @@ static void login_complete(struct conn *c, struct text_list *out, int csg)
 	/* At level 2 the reinstated (or failed) connection's tasks wait for TASK REASSIGN here. */
 	if (s->nfailed)
 		erl2_login_joined(s, c, ls->expstatsn);
-	log_info("login: initiator '%s' at %s:%u, %s session to '%s', TSIH %u, CID %u, %u connection(s)%s%s",
+	char loop[24] = "";
+	if (c->srv->nshards > 1)
+		snprintf(loop, sizeof(loop), ", loop %u", c->shard->id);
+	log_info("login: initiator '%s' at %s:%u, %s session to '%s', TSIH %u, CID %u, %u connection(s)%s%s%s",
 		 ls->initiator_name, c->peer_addr, c->peer_port,
 		 ls->session_type == SESSION_DISCOVERY ? "discovery" : "normal",
 		 ls->session_type == SESSION_DISCOVERY ? "-" : ls->target_name, tsih, c->cid, s->nconns,
-		 c->params.header_digest ? ", header digest" : "", c->params.data_digest ? ", data digest" : "");
+		 c->params.header_digest ? ", header digest" : "", c->params.data_digest ? ", data digest" : "", loop);
 	login_free(c);
 }
 

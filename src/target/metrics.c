@@ -14,6 +14,7 @@
 #include "target/conn.h"
 #include "target/metrics.h"
 #include "target/server.h"
+#include "target/shard.h"
 #include "target/session.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -128,14 +129,32 @@ static void session_counter(struct sbuf *b, struct server *srv, const char *name
 static uint64_t get_conn_recoveries(const struct session *s) { return s->conn_recoveries; }
 static uint64_t get_task_reassigns(const struct session *s) { return s->task_reassigns; }
 
-char *metrics_render(struct server *srv)
+/* Per event loop: connections and the CPU time of its thread. */
+static void loop_gauges(struct sbuf *b, struct server *srv)
+{
+	sbuf_printf(b, "# HELP isthmus_target_loop_connections Connections served by each event loop.\n"
+		       "# TYPE isthmus_target_loop_connections gauge\n");
+	for (unsigned k = 0; k < srv->nshards; k++)
+		sbuf_printf(b, "isthmus_target_loop_connections{loop=\"%u\"} %u\n", k,
+			    atomic_load(&srv->shards[k]->nconns));
+	sbuf_printf(b, "# HELP isthmus_target_loop_cpu_seconds_total CPU time of each event loop's thread.\n"
+		       "# TYPE isthmus_target_loop_cpu_seconds_total counter\n");
+	for (unsigned k = 0; k < srv->nshards; k++)
+		sbuf_printf(b, "isthmus_target_loop_cpu_seconds_total{loop=\"%u\"} %.6f\n", k,
+			    shard_cpu_seconds(srv->shards[k]));
+}
+
+static char *render(struct server *srv)
 {
 	struct sbuf b = {0};
 	size_t nconns = 0;
-	struct io_stats total = srv->closed;
-	for (struct conn *c = srv->conns; c; c = c->next) {
-		nconns++;
-		stats_add(&total, &c->stats);
+	struct io_stats total = {0};
+	for (unsigned i = 0; i < srv->nshards; i++) {
+		stats_add(&total, &srv->shards[i]->closed);
+		for (struct conn *c = srv->shards[i]->conns; c; c = c->next) {
+			nconns++;
+			stats_add(&total, &c->stats);
+		}
 	}
 	for (size_t k = 0; k < srv->nsessions; k++)
 		for (const struct conn *c = srv->sessions[k]->failed; c; c = c->sess_next)
@@ -149,6 +168,7 @@ char *metrics_render(struct server *srv)
 			"connection limit reached, or out of file descriptors.\n"
 			"# TYPE isthmus_target_connections_refused_total counter\n");
 	sbuf_printf(&b, "isthmus_target_connections_refused_total %llu\n", (unsigned long long)srv->conns_refused);
+	loop_gauges(&b, srv);
 	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
 		const struct counter_def *d = &counters[i];
 		sbuf_printf(&b, "# HELP isthmus_target_%s %s, whole target.\n# TYPE isthmus_target_%s counter\n", d->name,
@@ -208,6 +228,15 @@ char *metrics_render(struct server *srv)
 	}
 	sbuf_cstr(&b);
 	return (char *)b.data;
+}
+
+/* The other loops are paused while their sessions and connections are read. */
+char *metrics_render(struct server *srv)
+{
+	server_pause_shards(srv);
+	char *text = render(srv);
+	server_resume_shards(srv);
+	return text;
 }
 
 static void client_free(void *arg)

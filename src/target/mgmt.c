@@ -12,6 +12,7 @@
 #include "store/store_io.h"
 #include "target/mgmt.h"
 #include "target/server.h"
+#include "target/shard.h"
 #include "target/session.h"
 #include "util/log.h"
 #include "util/parse.h"
@@ -110,6 +111,7 @@ json_t *mgmt_session_json(const struct session *s)
 	json_object_set_new(o, "tsih", json_integer(s->tsih));
 	json_object_set_new(o, "isid", json_string(isid_text(s->isid, isid)));
 	json_object_set_new(o, "session_type", json_string(normal ? "normal" : "discovery"));
+	json_object_set_new(o, "loop", json_integer(s->shard->id));
 	/* WT_Session: HostName names the target serving the session, empty for discovery. */
 	json_object_set_new(o, "host_name",
 			    json_string(normal ? (s->node->cfg->alias ? s->node->cfg->alias : s->node->cfg->name) : ""));
@@ -252,16 +254,42 @@ static json_t *m_target_list(void *ctx, json_t *params, struct rpc_error *err)
 	return a;
 }
 
+static void engine_stats_add(struct store_engine_stats *sum, const struct store_engine_stats *e)
+{
+	sum->submitted += e->submitted;
+	sum->completed += e->completed;
+	sum->inline_completed += e->inline_completed;
+	sum->uring_submitted += e->uring_submitted;
+	sum->uring_enters += e->uring_enters;
+	sum->worker_submitted += e->worker_submitted;
+	sum->in_flight += e->in_flight;
+}
+
 static json_t *m_stats(void *ctx, json_t *params, struct rpc_error *err)
 {
 	(void)params;
 	(void)err;
 	struct server *srv = ctx;
-	struct io_stats total = srv->closed;
+	struct io_stats total = {0};
 	uint32_t depth = 0;
-	for (struct conn *c = srv->conns; c; c = c->next) {
-		stats_add(&total, &c->stats);
-		depth += c->ntasks;
+	size_t nconns = 0;
+	json_t *loops = json_array();
+	for (unsigned k = 0; k < srv->nshards; k++) {
+		struct shard *sh = srv->shards[k];
+		size_t n = 0;
+		stats_add(&total, &sh->closed);
+		for (struct conn *c = sh->conns; c; c = c->next) {
+			stats_add(&total, &c->stats);
+			depth += c->ntasks;
+			n++;
+		}
+		nconns += n;
+		json_t *l = json_object();
+		json_object_set_new(l, "id", json_integer(k));
+		json_object_set_new(l, "connections", json_integer((json_int_t)n));
+		json_object_set_new(l, "sessions", json_integer((json_int_t)sh->nsessions));
+		json_object_set_new(l, "cpu_s", json_real(shard_cpu_seconds(sh)));
+		json_array_append_new(loops, l);
 	}
 	for (size_t i = 0; i < srv->nsessions; i++) {
 		for (struct conn *c = srv->sessions[i]->failed; c; c = c->sess_next) {
@@ -271,13 +299,17 @@ static json_t *m_stats(void *ctx, json_t *params, struct rpc_error *err)
 	}
 	json_t *o = stats_json(&total, depth);
 	json_object_set_new(o, "sessions", json_integer((json_int_t)srv->nsessions));
-	size_t nconns = 0;
-	for (struct conn *c = srv->conns; c; c = c->next)
-		nconns++;
 	json_object_set_new(o, "connections", json_integer((json_int_t)nconns));
+	json_object_set_new(o, "loops", loops);
 	if (srv->engine) {
-		struct store_engine_stats es;
-		store_engine_get_stats(srv->engine, &es);
+		struct store_engine_stats es = {0};
+		for (unsigned k = 0; k < srv->nshards; k++) {
+			struct store_engine_stats one;
+			if (!srv->shards[k]->engine)
+				continue;
+			store_engine_get_stats(srv->shards[k]->engine, &one);
+			engine_stats_add(&es, &one);
+		}
 		json_object_set_new(o, "io_engine",
 				    json_string(store_engine_backend_name(store_engine_backend(srv->engine))));
 		json_object_set_new(o, "io_engine_reason", json_string(store_engine_backend_reason(srv->engine)));
@@ -563,20 +595,46 @@ static json_t *m_config_reload(void *ctx, json_t *params, struct rpc_error *err)
 	return json_object();
 }
 
+/*
+ * Every method runs with the other event loops paused: they read or change sessions,
+ * connections and LUs that those loops own. Management is rare; the I/O path takes no lock.
+ */
+#define PAUSED(fn)                                                                   \
+	static json_t *fn##_paused(void *ctx, json_t *params, struct rpc_error *err) \
+	{                                                                            \
+		server_pause_shards(ctx);                                            \
+		json_t *r = fn(ctx, params, err);                                    \
+		server_resume_shards(ctx);                                           \
+		return r;                                                            \
+	}
+PAUSED(m_acl_add)
+PAUSED(m_acl_remove)
+PAUSED(m_chap_set)
+PAUSED(m_lun_add)
+PAUSED(m_lun_remove)
+PAUSED(m_lun_resize)
+PAUSED(m_session_kill)
+PAUSED(m_session_list)
+PAUSED(m_session_show)
+PAUSED(m_stats)
+PAUSED(m_target_add)
+PAUSED(m_target_list)
+PAUSED(m_target_remove)
+
 static const struct rpc_method target_methods[] = {
-	{"session.list", m_session_list, "every session with its negotiated parameters, connections and counters"},
-	{"session.show", m_session_show, "one session: {tsih}"},
-	{"session.kill", m_session_kill, "ask a session to log out, then drop it: {tsih, grace (s, default 2)}"},
-	{"target.list", m_target_list, "targets with portals, LUNs, access lists"},
-	{"stats", m_stats, "target-wide counters"},
-	{"target.add", m_target_add, "new target: {name, alias?, portal_group?}"},
-	{"target.remove", m_target_remove, "remove a target and end its sessions: {name}"},
-	{"lun.add", m_lun_add, "new LUN: {target, spec, lun?}"},
-	{"lun.remove", m_lun_remove, "remove a LUN (REPORTED LUNS DATA HAS CHANGED): {target, lun}"},
-	{"lun.resize", m_lun_resize, "grow or shrink a LUN (CAPACITY DATA HAS CHANGED): {target, lun, size}"},
-	{"acl.add", m_acl_add, "allow an initiator: {target, initiator}"},
-	{"acl.remove", m_acl_remove, "stop allowing an initiator (new logins refused): {target, initiator}"},
-	{"chap.set", m_chap_set,
+	{"session.list", m_session_list_paused, "every session with its negotiated parameters, connections and counters"},
+	{"session.show", m_session_show_paused, "one session: {tsih}"},
+	{"session.kill", m_session_kill_paused, "ask a session to log out, then drop it: {tsih, grace (s, default 2)}"},
+	{"target.list", m_target_list_paused, "targets with portals, LUNs, access lists"},
+	{"stats", m_stats_paused, "target-wide counters"},
+	{"target.add", m_target_add_paused, "new target: {name, alias?, portal_group?}"},
+	{"target.remove", m_target_remove_paused, "remove a target and end its sessions: {name}"},
+	{"lun.add", m_lun_add_paused, "new LUN: {target, spec, lun?}"},
+	{"lun.remove", m_lun_remove_paused, "remove a LUN (REPORTED LUNS DATA HAS CHANGED): {target, lun}"},
+	{"lun.resize", m_lun_resize_paused, "grow or shrink a LUN (CAPACITY DATA HAS CHANGED): {target, lun, size}"},
+	{"acl.add", m_acl_add_paused, "allow an initiator: {target, initiator}"},
+	{"acl.remove", m_acl_remove_paused, "stop allowing an initiator (new logins refused): {target, initiator}"},
+	{"chap.set", m_chap_set_paused,
 	 "CHAP credentials: {target [, initiator] | discovery: true, user?, secret?, mutual_user?, mutual_secret?}; "
 	 "no user = off (with initiator: that initiator's own account, removed without user)"},
 	{"portal.add", m_portal_add, "listen on another portal: {listen, portal_group?}"},

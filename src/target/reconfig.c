@@ -142,7 +142,8 @@ void node_free(struct tnode *n)
 	if (!n)
 		return;
 	gateway_stop(n);
-	scsi_target_free(n->scsi);
+	scsi_target_free(n->scsi); /* and the contexts */
+	free(n->scsi_ctx);
 	free(n);
 }
 
@@ -329,7 +330,45 @@ static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, 
 	return 0;
 }
 
+/*
+ * An RBD image's completions reach the engine of its first I/O only: with several loops, the
+ * sessions of the others could not use it. Refused until completions reach the submitting loop.
+ */
+static int check_rbd_loops(const struct server *srv, const struct cfg *cfg, char **err)
+{
+	if (srv->nshards < 2)
+		return 0;
+	for (size_t i = 0; i < cfg->ntargets; i++)
+		for (size_t j = 0; j < cfg->targets[i].nluns; j++)
+			if (cfg->targets[i].luns[j].kind == LUN_RBD) {
+				*err = xasprintf("target %s LUN %u: RBD LUNs need threads = 1 for now (the target runs %u "
+						 "event loops)",
+						 cfg->targets[i].name, cfg->targets[i].luns[j].lun, srv->nshards);
+				return -1;
+			}
+	return 0;
+}
+
+static int apply_config(struct server *srv, struct cfg *cfg, char **err);
+
+/* Every other loop is paused while the change is made: it touches their sessions and LUs. */
 int server_apply_config(struct server *srv, struct cfg *cfg, char **err)
+{
+	if (server_shards_init(srv, err) < 0) {
+		cfg_free(cfg);
+		free(cfg);
+		return -1;
+	}
+	if (srv->cfg && srv->cfg != cfg && cfg->threads != srv->cfg->threads)
+		log_warn("threads changed from %u to %u: that needs a restart (the target keeps %u event loops)",
+			 srv->cfg->threads, cfg->threads, srv->nshards);
+	server_pause_shards(srv);
+	int rc = apply_config(srv, cfg, err);
+	server_resume_shards(srv);
+	return rc;
+}
+
+static int apply_config(struct server *srv, struct cfg *cfg, char **err)
 {
 	struct portal **portals = NULL;
 	size_t nportals = 0;
@@ -338,7 +377,7 @@ int server_apply_config(struct server *srv, struct cfg *cfg, char **err)
 	size_t nplan = 0, capplan = 0;
 	struct iscsi_params *wants = NULL;
 
-	if (cfg_validate(cfg, err) < 0)
+	if (cfg_validate(cfg, err) < 0 || check_rbd_loops(srv, cfg, err) < 0)
 		goto fail;
 	wants = xcalloc(cfg->ntargets ? cfg->ntargets : 1, sizeof(*wants));
 	for (size_t i = 0; i < cfg->ntargets; i++)
@@ -426,7 +465,9 @@ int server_apply_config(struct server *srv, struct cfg *cfg, char **err)
 			n = xcalloc(1, sizeof(*n));
 			n->srv = srv;
 			n->scsi = scsi_target_new(t->name);
-			n->scsi_ctx = scsi_port_ctx_new(n->scsi, srv->engine);
+			n->scsi_ctx = xcalloc(srv->nshards, sizeof(*n->scsi_ctx));
+			for (unsigned k = 0; k < srv->nshards; k++)
+				n->scsi_ctx[k] = scsi_port_ctx_new(n->scsi, srv->shards[k]->engine);
 			srv->nodes = xrealloc(srv->nodes, (srv->nnodes + 1) * sizeof(*srv->nodes));
 			srv->nodes[srv->nnodes++] = n;
 			log_info("serving target %s (portal group %u)", t->name, t->tpgt);

@@ -35,8 +35,6 @@
 
 #define LOGIN_TIMEOUT_MS 15000u
 #define SHUTDOWN_GRACE_MS 3000u
-/* Command data buffers kept for reuse once their commands end. */
-#define BUFPOOL_KEEP (64u << 20)
 
 struct tnode *server_find_node(struct server *srv, const char *name)
 {
@@ -57,45 +55,144 @@ bool node_allows(const struct tnode *node, const char *initiator)
 	return false;
 }
 
+void server_index_lock(struct server *srv)
+{
+	if (srv->index_lock_ready)
+		pthread_mutex_lock(&srv->index_lock);
+}
+
+void server_index_unlock(struct server *srv)
+{
+	if (srv->index_lock_ready)
+		pthread_mutex_unlock(&srv->index_lock);
+}
+
 void server_add_session(struct server *srv, struct session *s)
 {
+	server_index_lock(srv);
 	if (srv->nsessions == srv->capsessions) {
 		srv->capsessions = srv->capsessions ? srv->capsessions * 2 : 16;
 		srv->sessions = xrealloc(srv->sessions, srv->capsessions * sizeof(*srv->sessions));
 	}
 	srv->sessions[srv->nsessions++] = s;
+	server_index_unlock(srv);
+	shard_add_session(s->shard, s);
 }
 
 void server_remove_session(struct server *srv, struct session *s)
 {
+	shard_remove_session(s->shard, s);
+	server_index_lock(srv);
 	for (size_t i = 0; i < srv->nsessions; i++) {
 		if (srv->sessions[i] == s) {
 			srv->sessions[i] = srv->sessions[--srv->nsessions];
-			return;
+			break;
 		}
 	}
+	server_index_unlock(srv);
 }
 
-struct session *server_find_session(struct server *srv, const char *initiator, const uint8_t isid[6], uint16_t tsih)
+uint16_t server_alloc_tsih(struct server *srv)
+{
+	uint16_t found = 0;
+	server_index_lock(srv);
+	for (int tries = 0; tries < 65536 && !found; tries++) {
+		uint16_t t = srv->next_tsih++;
+		if (t == 0)
+			continue;
+		bool used = false;
+		for (size_t i = 0; i < srv->nsessions && !used; i++)
+			used = srv->sessions[i]->tsih == t;
+		if (!used)
+			found = t;
+	}
+	server_index_unlock(srv);
+	return found;
+}
+
+/* The identity fields of a session are set before it enters the index and never change. */
+static struct session *index_find(struct server *srv, const char *initiator, const uint8_t isid[6], uint16_t tsih,
+				  const char *target)
 {
 	for (size_t i = 0; i < srv->nsessions; i++) {
 		struct session *s = srv->sessions[i];
-		if (s->tsih == tsih && memcmp(s->isid, isid, 6) == 0 && strcmp(s->initiator_name, initiator) == 0)
+		if (memcmp(s->isid, isid, 6) != 0 || strcmp(s->initiator_name, initiator) != 0)
+			continue;
+		if (target ? s->type == SESSION_NORMAL && strcmp(s->node->cfg->name, target) == 0 : s->tsih == tsih)
 			return s;
 	}
 	return NULL;
 }
 
-struct session *server_find_session_isid(struct server *srv, const char *initiator, const uint8_t isid[6],
-					 const char *target)
+static struct session *find_here(struct server *srv, struct shard *sh, const char *initiator, const uint8_t isid[6],
+				 uint16_t tsih, const char *target, bool *elsewhere)
 {
-	for (size_t i = 0; i < srv->nsessions; i++) {
-		struct session *s = srv->sessions[i];
-		if (s->type == SESSION_NORMAL && memcmp(s->isid, isid, 6) == 0 &&
-		    strcmp(s->initiator_name, initiator) == 0 && strcmp(s->node->cfg->name, target) == 0)
-			return s;
+	server_index_lock(srv);
+	struct session *s = index_find(srv, initiator, isid, tsih, target);
+	bool away = s && sh && s->shard != sh;
+	server_index_unlock(srv);
+	if (elsewhere)
+		*elsewhere = away;
+	return away ? NULL : s;
+}
+
+struct session *server_find_session(struct server *srv, struct shard *sh, const char *initiator,
+				    const uint8_t isid[6], uint16_t tsih, bool *elsewhere)
+{
+	return find_here(srv, sh, initiator, isid, tsih, NULL, elsewhere);
+}
+
+struct session *server_find_session_isid(struct server *srv, struct shard *sh, const char *initiator,
+					 const uint8_t isid[6], const char *target, bool *elsewhere)
+{
+	return find_here(srv, sh, initiator, isid, 0, target, elsewhere);
+}
+
+int server_login_shard(struct server *srv, const char *initiator, const uint8_t isid[6], uint16_t tsih,
+		       const char *target)
+{
+	if (!initiator || (!tsih && !target))
+		return -1;
+	server_index_lock(srv);
+	struct session *s = index_find(srv, initiator, isid, tsih, tsih ? NULL : target);
+	int id = s ? (int)s->shard->id : -1;
+	server_index_unlock(srv);
+	return id;
+}
+
+struct shard *server_pick_shard(struct server *srv)
+{
+	/* Ties go round: sessions that come and go one at a time still use every loop. */
+	unsigned start = srv->place_next++ % srv->nshards;
+	struct shard *best = srv->shards[start];
+	unsigned least = atomic_load(&best->nconns);
+	for (unsigned k = 1; k < srv->nshards; k++) {
+		struct shard *sh = srv->shards[(start + k) % srv->nshards];
+		unsigned n = atomic_load(&sh->nconns);
+		if (n < least) {
+			least = n;
+			best = sh;
+		}
 	}
-	return NULL;
+	return best;
+}
+
+int server_shards_init(struct server *srv, char **err)
+{
+	if (srv->nshards)
+		return 0;
+	srv->shards = xcalloc(1, sizeof(*srv->shards));
+	srv->shards[0] = shard_new(srv, 0, srv->loop);
+	if (!srv->shards[0]) {
+		*err = xasprintf("cannot make the mailbox of loop 0: %s", strerror(errno));
+		return -1;
+	}
+	srv->nshards = 1;
+	pthread_mutex_init(&srv->index_lock, NULL);
+	pthread_mutex_init(&srv->pause_lock, NULL);
+	pthread_cond_init(&srv->pause_cond, NULL);
+	srv->index_lock_ready = true;
+	return 0;
 }
 
 /*
@@ -119,20 +216,24 @@ static bool portal_owns(const struct portal *p, const struct conn *c)
 }
 
 /* Which connection limit a new connection through p would break, or NULL. */
-static const char *portal_limit_reached(const struct portal *p)
+static const char *portal_limit_reached(struct portal *p)
 {
-	const struct server *srv = p->srv;
+	struct server *srv = p->srv;
 	const struct cfg *cfg = srv->cfg;
-	if (srv->nconns >= cfg->max_connections)
+	if (atomic_load(&srv->nconns) >= cfg->max_connections)
 		return "max-connections reached";
 	if (srv->nconns < cfg->max_connections_per_portal)
 		return NULL;
 	/* Counted only when it could matter, over at most max-connections connections. */
 	uint32_t n = 0;
-	for (const struct conn *c = srv->conns; c; c = c->next)
-		if (portal_owns(p, c) && ++n >= cfg->max_connections_per_portal)
-			return "max-connections-per-portal reached";
-	return NULL;
+	const char *why = NULL;
+	server_index_lock(p->srv);
+	for (unsigned i = 0; i < srv->nshards && !why; i++)
+		for (const struct conn *c = srv->shards[i]->conns; c && !why; c = c->next)
+			if (portal_owns(p, c) && ++n >= cfg->max_connections_per_portal)
+				why = "max-connections-per-portal reached";
+	server_index_unlock(p->srv);
+	return why;
 }
 
 static void portal_log_refused(struct portal *p, uint64_t now)
@@ -210,7 +311,7 @@ void portal_on_accept(void *arg, uint32_t events)
 			portal_refused(p, limit);
 			continue;
 		}
-		conn_accept(srv, fd, p->tpgt);
+		server_place_conn(srv, fd, p->tpgt);
 	}
 }
 
@@ -285,12 +386,14 @@ static void mgmt_apply_limits(struct server *srv)
 	rpc_server_set_limits(srv->rpc, &l);
 }
 
-static void server_tick(void *arg)
+/* Once a second on each shard: pings and timeouts of its connections and sessions. */
+static void shard_tick(void *arg)
 {
-	struct server *srv = arg;
+	struct shard *sh = arg;
+	struct server *srv = sh->srv;
 	uint64_t now = loop_now_ms();
 	const struct cfg *cfg = srv->cfg;
-	for (struct conn *c = srv->conns, *next; c; c = next) {
+	for (struct conn *c = sh->conns, *next; c; c = next) {
 		next = c->next;
 		if (c->phase == PHASE_LOGIN && now - c->login_started_ms > LOGIN_TIMEOUT_MS) {
 			conn_close(c, "login did not complete in time");
@@ -313,9 +416,9 @@ static void server_tick(void *arg)
 		else if (c->ping_sent_ms && c->last_rx_ms > c->ping_sent_ms)
 			c->ping_sent_ms = 0;
 	}
-	for (size_t i = srv->nsessions; i-- > 0;) {
+	for (size_t i = sh->nsessions; i-- > 0;) {
 		/* From the end: ending a session moves only an already visited one into its place. */
-		struct session *s = srv->sessions[i];
+		struct session *s = sh->sessions[i];
 		if (s->kill_deadline_ms && now >= s->kill_deadline_ms) {
 			session_close(s, "did not log out when asked to");
 			continue;
@@ -325,9 +428,19 @@ static void server_tick(void *arg)
 		if (oldest && now - oldest > (uint64_t)cfg->data_out_timeout * 1000u)
 			session_close(s, "a CmdSN gap stayed open past data-out-timeout");
 	}
+	/* A wake-up lost to a race costs at most this second. */
+	if (atomic_load(&sh->has_blocked))
+		shard_run_blocked(sh, false);
+}
+
+/* Once a second on loop 0: portals, limits, the end of a shutdown. */
+static void server_tick(void *arg)
+{
+	struct server *srv = arg;
+	uint64_t now = loop_now_ms();
 	portals_tick(srv, now);
 	mgmt_apply_limits(srv);
-	if (srv->shutting_down && (!srv->conns || now >= srv->shutdown_deadline_ms))
+	if (srv->shutting_down && (!atomic_load(&srv->nconns) || now >= srv->shutdown_deadline_ms))
 		server_finish_shutdown(srv);
 }
 
@@ -358,18 +471,23 @@ void server_stop(struct server *srv)
 		return;
 	srv->shutting_down = true;
 	log_info("shutting down: asking initiators to log out");
+	/* Logins on other loops read the portals and the iSNS access lists. */
+	server_pause_shards(srv);
 	isns_target_stop(srv);
 	for (size_t i = 0; i < srv->nportals; i++)
 		portal_stop_listening(srv->portals[i]);
-	for (struct conn *c = srv->conns, *next; c; c = next) {
-		next = c->next;
-		if (c->phase == PHASE_FULL_FEATURE && c->sess && c->sess->type == SESSION_NORMAL) {
-			send_async_logout(c, 1);
-			conn_flush(c);
-		} else {
-			conn_close(c, "target shutting down");
+	for (unsigned i = 0; i < srv->nshards; i++) {
+		for (struct conn *c = srv->shards[i]->conns, *next; c; c = next) {
+			next = c->next;
+			if (c->phase == PHASE_FULL_FEATURE && c->sess && c->sess->type == SESSION_NORMAL) {
+				send_async_logout(c, 1);
+				conn_flush(c);
+			} else {
+				conn_close(c, "target shutting down");
+			}
 		}
 	}
+	server_resume_shards(srv);
 	srv->shutdown_deadline_ms = loop_now_ms() + SHUTDOWN_GRACE_MS;
 	/* Check again soon rather than on the next full tick. */
 	loop_timer_start(srv->loop, &srv->tick, 100, 100, server_tick, srv);
@@ -390,51 +508,44 @@ static void server_on_signal(void *arg, uint32_t events)
 	}
 }
 
-/* Store ios and worker jobs are finished: complete their commands here. */
-static void server_on_engine(void *arg, uint32_t events)
-{
-	(void)events;
-	struct server *srv = arg;
-	store_engine_reap(srv->engine);
-	server_run_blocked(srv);
-}
-
-void server_run_blocked(struct server *srv)
-{
-	for (size_t i = 0; i < srv->nnodes; i++)
-		scsi_port_run_blocked(srv->nodes[i]->scsi_ctx);
-	/* Their responses were queued outside any connection's read handler, which would send them. */
-	for (struct conn *c = srv->conns, *next; c; c = next) {
-		next = c->next;
-		if (!pdu_queue_empty(&c->pc.txq) && !c->want_write)
-			conn_flush(c);
-	}
-}
-
-/* Store ios queued while the loop turned leave together, before it sleeps. */
-static void server_before_wait(void *arg)
-{
-	struct server *srv = arg;
-	store_engine_submit_pending(srv->engine);
-}
-
-/* The engine of the configured backend; the one that runs, and why, goes to the log. */
+/* Shard 0 (on srv->loop) with the store engine of cfg's io-engine; the engine is srv->engine too. */
 int server_engine_start(struct server *srv, const struct cfg *cfg, char **err)
 {
-	struct store_engine_params p = { .backend = cfg->io_engine, .batch = true };
-	srv->engine = store_engine_new(&p, err);
-	if (!srv->engine)
+	if (server_shards_init(srv, err) < 0)
 		return -1;
-	log_info("store I/O engine: %s (%s)", store_engine_backend_name(store_engine_backend(srv->engine)),
-		 store_engine_backend_reason(srv->engine));
-	if (loop_watch_add(srv->loop, &srv->engine_watch, store_engine_fd(srv->engine), EPOLLIN, server_on_engine,
-			   srv) < 0) {
-		*err = xasprintf("cannot watch the store engine's completions: %s", strerror(errno));
-		store_engine_free(srv->engine);
-		srv->engine = NULL;
+	if (shard_engine_start(srv->shards[0], cfg, err) < 0)
 		return -1;
+	srv->engine = srv->shards[0]->engine;
+	return 0;
+}
+
+/* Shards 1..n-1 with their engines; their threads start once the nodes have their contexts. */
+static int server_shards_add(struct server *srv, unsigned n, const struct cfg *cfg, char **err)
+{
+	srv->shards = xrealloc(srv->shards, n * sizeof(*srv->shards));
+	while (srv->nshards < n) {
+		struct shard *sh = shard_new(srv, srv->nshards, NULL);
+		if (!sh) {
+			*err = xasprintf("cannot make event loop %u: %s", srv->nshards, strerror(errno));
+			return -1;
+		}
+		srv->shards[srv->nshards++] = sh;
+		if (shard_engine_start(sh, cfg, err) < 0)
+			return -1;
 	}
-	loop_set_before_wait(srv->loop, server_before_wait, srv);
+	return 0;
+}
+
+static int server_shards_start(struct server *srv, char **err)
+{
+	for (unsigned i = 0; i < srv->nshards; i++) {
+		struct shard *sh = srv->shards[i];
+		loop_timer_start(sh->loop, &sh->tick, 1000, 1000, shard_tick, sh);
+		if (i && shard_thread_start(sh, err) < 0)
+			return -1;
+	}
+	if (srv->nshards > 1)
+		log_info("%u event loops", srv->nshards);
 	return 0;
 }
 
@@ -444,7 +555,6 @@ int server_start(struct server *srv, struct cfg *cfg)
 	srv->sigfd = -1;
 	srv->loop = loop_new();
 	srv->next_tsih = 1;
-	bufpool_init(&srv->bufpool, BUFPOOL_KEEP);
 	if (!srv->loop) {
 		log_error("cannot create the event loop");
 		cfg_free(cfg);
@@ -469,7 +579,7 @@ int server_start(struct server *srv, struct cfg *cfg)
 	sigaddset(&set, SIGHUP);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	/* After the flags: they may choose the backend, which only a restart changes. */
-	if (server_engine_start(srv, cfg, &err) < 0) {
+	if (server_engine_start(srv, cfg, &err) < 0 || server_shards_add(srv, cfg->threads, cfg, &err) < 0) {
 		cfg_free(cfg);
 		free(cfg);
 		goto fail;
@@ -502,6 +612,8 @@ int server_start(struct server *srv, struct cfg *cfg)
 	if (srv->metrics_listen && !(srv->metrics = metrics_start(srv, srv->metrics_listen, &err)))
 		goto fail;
 	loop_timer_start(srv->loop, &srv->tick, 1000, 1000, server_tick, srv);
+	if (server_shards_start(srv, &err) < 0)
+		goto fail;
 	return 0;
 fail:
 	log_error("%s", err);
@@ -520,14 +632,20 @@ void server_free(struct server *srv)
 {
 	if (!srv->loop)
 		return;
+	/* The other loops first: from here on everything runs on this thread. */
+	for (unsigned i = 1; i < srv->nshards; i++)
+		shard_thread_stop(srv->shards[i]);
+	for (unsigned i = 0; i < srv->nshards; i++)
+		shard_drain(srv->shards[i]); /* connections handed over and not made yet */
 	server_cancel_config_apply(srv);
 	mgmt_stop(srv);
 	metrics_stop(srv->metrics);
 	/* Sessions first: one may have only failed connections awaiting recovery (erl2.c). */
 	while (srv->nsessions)
 		session_close(srv->sessions[srv->nsessions - 1], "target stopped");
-	while (srv->conns)
-		conn_close(srv->conns, "target stopped");
+	for (unsigned i = 0; i < srv->nshards; i++)
+		while (srv->shards[i]->conns)
+			conn_close(srv->shards[i]->conns, "target stopped");
 	for (size_t i = 0; i < srv->nportals; i++)
 		portal_close(srv->portals[i]);
 	if (srv->sigfd >= 0)
@@ -536,21 +654,39 @@ void server_free(struct server *srv)
 	for (size_t i = 0; i < srv->nnodes; i++)
 		gateway_stop(srv->nodes[i]); /* its probes are on the loop */
 	isns_target_free(srv);
-	if (srv->engine)
-		loop_watch_del(srv->loop, &srv->engine_watch);
-	loop_free(srv->loop); /* runs the deferred frees of connections and sessions */
+	for (unsigned i = 0; i < srv->nshards; i++) {
+		struct shard *sh = srv->shards[i];
+		loop_timer_stop(sh->loop, &sh->tick);
+		if (sh->engine)
+			loop_watch_del(sh->loop, &sh->engine_watch);
+		shard_drain(sh);
+		loop_watch_del(sh->loop, &sh->mb_watch);
+		if (i)
+			loop_free(sh->loop); /* runs the deferred frees of its connections and sessions */
+	}
+	loop_free(srv->loop);
 	for (size_t i = 0; i < srv->nnodes; i++)
 		node_free(srv->nodes[i]);
 	/* Last: ios still in flight finish, and their commands (orphaned by now) are freed. */
-	store_engine_free(srv->engine);
+	for (unsigned i = 0; i < srv->nshards; i++) {
+		store_engine_free(srv->shards[i]->engine);
+		srv->shards[i]->engine = NULL;
+		srv->shards[i]->loop = NULL;
+		shard_free(srv->shards[i]);
+	}
 	srv->engine = NULL;
-	bufpool_free(&srv->bufpool);
+	free(srv->shards);
 	free(srv->nodes);
 	free(srv->portals);
 	free(srv->sessions);
 	if (srv->cfg) {
 		cfg_free(srv->cfg);
 		free(srv->cfg);
+	}
+	if (srv->index_lock_ready) {
+		pthread_mutex_destroy(&srv->index_lock);
+		pthread_mutex_destroy(&srv->pause_lock);
+		pthread_cond_destroy(&srv->pause_cond);
 	}
 	memset(srv, 0, sizeof(*srv));
 }

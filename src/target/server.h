@@ -1,12 +1,14 @@
 /*
- * The target daemon: its portals and target nodes, the event loop that runs every session,
- * connection and task on one thread (so session-wide ordering needs no locks), and applying a
- * configuration to the running server.
+ * The target daemon: its portals and target nodes, its shards (target/shard.h: event loops, each
+ * running its connections, their sessions and tasks on one thread, so session-wide ordering
+ * needs no locks), and applying a configuration to the running server.
  */
 #ifndef ISTHMUS_TARGET_SERVER_H
 #define ISTHMUS_TARGET_SERVER_H
 
 #include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -15,6 +17,7 @@
 #include "proto/params.h"
 #include "scsi/scsi.h"
 #include "target/config.h"
+#include "target/shard.h"
 #include "target/stats.h"
 #include "util/bufpool.h"
 
@@ -30,7 +33,7 @@ struct tnode {
 	struct server *srv;
 	struct cfg_target *cfg;
 	struct scsi_target *scsi;
-	struct scsi_port_ctx *scsi_ctx; /* the event loop's context of it (freed with scsi) */
+	struct scsi_port_ctx **scsi_ctx; /* each shard's context of it, by shard id (freed with scsi) */
 	struct iscsi_params want; /* negotiation defaults: RFC defaults, our limits, config overrides */
 	struct gateway_probes *gateways; /* peer liveness of its gateway group (gateway.c), or NULL */
 };
@@ -51,21 +54,30 @@ struct portal {
 };
 
 struct server {
-	struct loop *loop;
+	struct loop *loop;         /* loop 0: portals, signals, management, metrics, iSNS, gateways, reloads */
 	struct cfg *cfg;
 	struct portal **portals;
 	size_t nportals;
 	struct tnode **nodes;
 	size_t nnodes;
-	struct session **sessions; /* live sessions (normal and discovery) */
+	struct shard **shards;     /* shards[0] runs on loop */
+	unsigned nshards;
+	unsigned place_next;       /* where server_pick_shard starts looking (loop 0 only) */
+	/*
+	 * The session index (every live session, normal and discovery, of every shard), next_tsih
+	 * and the shards' connection lists change under index_lock: at accept, login, logout and
+	 * close. Loop 0 reads them without it while the other shards are paused.
+	 */
+	pthread_mutex_t index_lock;
+	bool index_lock_ready;
+	struct session **sessions;
 	size_t nsessions, capsessions;
-	struct conn *conns;        /* every connection, logged in or not */
-	uint32_t nconns;           /* how many: bounded by cfg->max_connections */
+	atomic_uint nconns;        /* every connection, logged in or not: bounded by cfg->max_connections */
 	uint64_t conns_refused;    /* connections closed at once: a limit reached, or out of descriptors */
 	uint64_t accept_resume_ms; /* when paused portals listen again */
 	uint16_t next_tsih;
-	uint64_t next_nexus_id;
-	struct loop_timer tick;    /* once a second: NOP pings, timeouts */
+	atomic_uint_fast64_t next_nexus_id;
+	struct loop_timer tick;    /* once a second on loop 0: portals, limits, shutdown */
 	struct loop_watch sigwatch;
 	int sigfd;
 	bool shutting_down;
@@ -78,21 +90,46 @@ struct server {
 	/* Command-line additions, applied on top of every (re)loaded configuration file. */
 	int (*overlay)(struct cfg *cfg, void *arg, char **err);
 	void *overlay_arg;
-	struct io_stats closed;    /* counters of connections that have ended */
-	uint64_t buffered;         /* data buffer bytes held by every task of every connection */
+	atomic_uint_fast64_t buffered; /* data buffer bytes held by every task of every connection */
 	uint64_t cfg_generation;   /* bumped by every applied configuration */
-	struct bufpool bufpool;    /* command data buffers, reused */
-	struct store_engine *engine; /* every store io of every LU, and the long operations' workers */
-	struct loop_watch engine_watch;
+	struct store_engine *engine; /* shard 0's: its sessions' ios, and the workers of loop 0's long operations */
 	struct config_apply *applying; /* a change whose RBD images open on a worker (reconfig.c), or NULL */
+	/* server_pause_shards (shard.c) */
+	pthread_mutex_t pause_lock;
+	pthread_cond_t pause_cond;
+	unsigned parked;
+	uint64_t resume_gen;
+	bool paused;
+	unsigned pause_depth;
 };
 
 struct tnode *server_find_node(struct server *srv, const char *name);
+/* index_lock (see struct server); a no-op before server_shards_init. */
+void server_index_lock(struct server *srv);
+void server_index_unlock(struct server *srv);
+/* The session index. */
 void server_add_session(struct server *srv, struct session *s);
+/* A TSIH no live session has (0: none left). */
+uint16_t server_alloc_tsih(struct server *srv);
 void server_remove_session(struct server *srv, struct session *s);
-struct session *server_find_session(struct server *srv, const char *initiator, const uint8_t isid[6], uint16_t tsih);
-struct session *server_find_session_isid(struct server *srv, const char *initiator, const uint8_t isid[6],
-					 const char *target);
+/*
+ * A session of shard sh (the caller's), or NULL; *elsewhere (may be NULL) is set when the
+ * session exists but lives on another shard, which only that shard may touch.
+ */
+struct session *server_find_session(struct server *srv, struct shard *sh, const char *initiator,
+				    const uint8_t isid[6], uint16_t tsih, bool *elsewhere);
+struct session *server_find_session_isid(struct server *srv, struct shard *sh, const char *initiator,
+					 const uint8_t isid[6], const char *target, bool *elsewhere);
+/*
+ * Where a first Login PDU belongs: the shard of the session its TSIH names (TSIH != 0) or of
+ * the live session it would reinstate (TSIH 0); -1 when none.
+ */
+int server_login_shard(struct server *srv, const char *initiator, const uint8_t isid[6], uint16_t tsih,
+		       const char *target);
+/* The shard with the fewest connections (ties in turn): where a new one goes. Loop 0 only. */
+struct shard *server_pick_shard(struct server *srv);
+/* Shard 0 on srv->loop (made once; the engine is shard_engine_start's, or none). */
+int server_shards_init(struct server *srv, char **err);
 bool node_allows(const struct tnode *node, const char *initiator);
 
 /* Takes ownership of cfg (heap-allocated) in every case. */
@@ -101,8 +138,6 @@ void portal_on_accept(void *arg, uint32_t events);
 
 /* The store engine of cfg's io-engine, watched by srv's loop (before the first LU). */
 int server_engine_start(struct server *srv, const struct cfg *cfg, char **err);
-/* Commands that waited for their LU's work may run: run them, and send what they queued. */
-void server_run_blocked(struct server *srv);
 /* Make the running server match cfg (owned on success; freed on failure). */
 int server_apply_config(struct server *srv, struct cfg *cfg, char **err);
 /*

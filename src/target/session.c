@@ -20,6 +20,7 @@
 #include "target/login.h"
 #include "target/server.h"
 #include "target/session.h"
+#include "target/shard.h"
 #include "target/task.h"
 #include "util/log.h"
 #include "util/sbuf.h"
@@ -45,11 +46,13 @@ static uint32_t ring_size_for(uint32_t depth)
 	return n;
 }
 
-struct session *session_create(struct server *srv, struct conn *c)
+struct session *session_create(struct server *srv, struct conn *c, uint16_t tsih)
 {
 	struct login_state *ls = c->login;
 	struct session *s = xcalloc(1, sizeof(*s));
 	s->srv = srv;
+	s->shard = c->shard;
+	s->tsih = tsih; /* before it enters the index, where other loops read it */
 	s->node = ls->session_type == SESSION_NORMAL ? server_find_node(srv, ls->target_name) : NULL;
 	s->type = ls->session_type;
 	memcpy(s->isid, ls->isid, 6);
@@ -66,7 +69,7 @@ struct session *session_create(struct server *srv, struct conn *c)
 	if (ls->auth_user)
 		s->auth_user = xstrdup(ls->auth_user);
 	if (s->node) {
-		s->nexus.id = ++srv->next_nexus_id;
+		s->nexus.id = atomic_fetch_add(&srv->next_nexus_id, 1) + 1;
 		snprintf(s->nexus.initiator_name, sizeof(s->nexus.initiator_name), "%s", s->initiator_name);
 		memcpy(s->nexus.isid, s->isid, 6);
 		snprintf(s->nexus.initiator_port, sizeof(s->nexus.initiator_port), "%s,i,0x%02x%02x%02x%02x%02x%02x",
@@ -111,7 +114,7 @@ static void session_free(void *arg)
 
 static void session_end(struct session *s)
 {
-	loop_timer_stop(s->srv->loop, &s->recover_timer);
+	loop_timer_stop(s->shard->loop, &s->recover_timer);
 	if (s->nexus_registered) {
 		scsi_target_nexus_lost(s->node->scsi, &s->nexus);
 		s->nexus_registered = false;
@@ -119,7 +122,7 @@ static void session_end(struct session *s)
 	s->ended = true;
 	server_remove_session(s->srv, s);
 	log_info("session TSIH %u of '%s' ended", s->tsih, s->initiator_name);
-	loop_defer(s->srv->loop, session_free, s);
+	loop_defer(s->shard->loop, session_free, s);
 }
 
 void session_remove_conn(struct session *s, struct conn *c)

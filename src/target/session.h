@@ -15,6 +15,7 @@
 #include "target/stats.h"
 
 struct server;
+struct shard;
 struct tnode;
 struct conn;
 struct task;
@@ -22,6 +23,7 @@ struct held_pdu;
 
 struct session {
 	struct server *srv;
+	struct shard *shard;        /* the loop of all its connections */
 	struct tnode *node;         /* NULL for discovery */
 	enum session_type type;
 	uint16_t tsih;
@@ -58,7 +60,7 @@ struct session {
 	uint64_t task_reassigns;    /* tasks moved to another connection by TASK REASSIGN */
 };
 
-struct session *session_create(struct server *srv, struct conn *c);
+struct session *session_create(struct server *srv, struct conn *c, uint16_t tsih);
 void session_add_conn(struct session *s, struct conn *c);
 void session_remove_conn(struct session *s, struct conn *c);
 void session_close(struct session *s, const char *why);

@@ -13,6 +13,7 @@
 #include "target/server.h"
 #include "target/session.h"
 #include "target/task.h"
+#include "target/shard.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
@@ -26,7 +27,7 @@ static void conn_charge(struct conn *c, uint64_t bytes)
 	c->buffered += bytes;
 	if (c->sess)
 		c->sess->buffered += bytes;
-	c->srv->buffered += bytes;
+	atomic_fetch_add(&c->srv->buffered, bytes);
 }
 
 static void conn_uncharge(struct conn *c, uint64_t bytes)
@@ -34,7 +35,7 @@ static void conn_uncharge(struct conn *c, uint64_t bytes)
 	c->buffered -= bytes;
 	if (c->sess)
 		c->sess->buffered -= bytes;
-	c->srv->buffered -= bytes;
+	atomic_fetch_sub(&c->srv->buffered, bytes);
 }
 
 /* Whether bytes more fit max-data-per-connection, -per-session and -total; else the refusal. */
@@ -45,7 +46,7 @@ static enum task_refusal data_bound_refusal(const struct conn *c, uint64_t bytes
 		return TASK_REFUSE_SET_FULL;
 	if (c->sess->buffered + bytes > cfg->max_data_session)
 		return TASK_REFUSE_SESSION_DATA;
-	if (c->srv->buffered + bytes > cfg->max_data_total)
+	if (atomic_load(&c->srv->buffered) + bytes > cfg->max_data_total)
 		return TASK_REFUSE_TOTAL_DATA;
 	return TASK_REFUSE_NONE;
 }
@@ -80,7 +81,8 @@ static struct task *task_alloc(struct conn *c)
 	memset(t, 0, offsetof(struct task, scmd));
 	memset(&t->scmd, 0, offsetof(struct scsi_cmd, sense));
 	t->conn = c;
-	t->pool = &c->srv->bufpool;
+	t->shard = c->shard;
+	t->pool = &c->shard->bufpool;
 	t->next = c->tasks;
 	c->tasks = t;
 	c->ntasks++;
@@ -239,7 +241,8 @@ static void task_execute(struct task *t)
 	sc->priv = t;
 	t->state = TASK_RUNNING;
 	c->stats.commands++;
-	scsi_port_submit(c->sess->node->scsi_ctx, sc);
+	scsi_port_submit(c->sess->node->scsi_ctx[c->shard->id], sc);
+	shard_note_blocked(c->shard);
 }
 
 /* A command refused at arrival answers in its CmdSN turn, so ordering stays intact. */
@@ -312,7 +315,7 @@ uint8_t *task_place_immediate(struct pdu_conn *pc, void **owner)
 	if (session_outstanding(s) >= s->queue_depth || data_bound_refusal(c, edtl) != TASK_REFUSE_NONE)
 		return NULL; /* refused in its turn: nothing to place */
 	conn_charge(c, edtl);
-	c->placed = bufpool_get(&c->srv->bufpool, edtl);
+	c->placed = bufpool_get(&c->shard->bufpool, edtl);
 	c->placed_size = edtl;
 	*owner = c;
 	return c->placed;
@@ -335,7 +338,7 @@ void task_drop_placed(struct conn *c)
 	if (!c->placed)
 		return;
 	uint32_t size = c->placed_size;
-	bufpool_put(&c->srv->bufpool, task_take_placed(c, c->placed), size);
+	bufpool_put(&c->shard->bufpool, task_take_placed(c, c->placed), size);
 }
 
 void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *raw, const uint8_t *data, uint32_t len)
@@ -392,16 +395,16 @@ void task_handle_command(struct conn *c, const struct bhs *b, const uint8_t *raw
 	else
 		t->refuse = (uint8_t)data_bound_refusal(c, need);
 	if (t->refuse && placed)
-		bufpool_put(&c->srv->bufpool, placed, t->edtl);
+		bufpool_put(&c->shard->bufpool, placed, t->edtl);
 	if (!t->refuse) {
 		if (placed) {
 			t->out = placed;
 		} else if (t->write && t->edtl) {
-			t->out = bufpool_get(&c->srv->bufpool, t->edtl);
+			t->out = bufpool_get(&c->shard->bufpool, t->edtl);
 			memcpy(t->out, data, len);
 		}
 		if (in_len) {
-			t->in = bufpool_get(&c->srv->bufpool, in_len);
+			t->in = bufpool_get(&c->shard->bufpool, in_len);
 			t->in_cap = in_len;
 		}
 		task_account(t, need);
@@ -565,9 +568,19 @@ unsigned task_expire_data_waits(struct conn *c, uint64_t now_ms, uint64_t timeou
 }
 
 /* Queue the Data-In PDUs (status collapsed into the last) or the SCSI Response. */
+static void task_scsi_done_here(void *arg);
+
 static void task_scsi_done(struct scsi_cmd *sc)
 {
 	struct task *t = sc->priv;
+	/*
+	 * LU-wide work (the reservation journal, a gateway record) completes its commands on the
+	 * thread of the target's first context: the task's own loop finishes it.
+	 */
+	if (!shard_on_thread(t->shard)) {
+		shard_post(t->shard, task_scsi_done_here, sc);
+		return;
+	}
 	if (t->tmf)
 		tmf_task_ended(t);
 	if (t->orphan) {
@@ -678,6 +691,8 @@ static void task_scsi_done(struct scsi_cmd *sc)
 	conn_send_pdu(c, &b, seg, seglen, NULL, seg);
 	task_release(t);
 }
+
+static void task_scsi_done_here(void *arg) { task_scsi_done(arg); }
 
 /*
  * TASK REASSIGN: the task leaves its failed connection for `to`, with its buffers (counted for

@@ -13,6 +13,7 @@
 #include "util/bufpool.h"
 
 struct conn;
+struct shard;
 struct session;
 
 enum task_state {
@@ -33,6 +34,7 @@ enum task_refusal {
 
 struct task {
 	struct conn *conn;
+	struct shard *shard;      /* its connection's, kept when the connection goes (orphans) */
 	struct task *next;        /* in the connection's task list / free list */
 	enum task_state state;
 	bool orphan;              /* its connection is gone while a worker still reads for it */

@@ -11,6 +11,7 @@
 #include "target/erl2.h"
 #include "target/ffp.h"
 #include "target/server.h"
+#include "target/shard.h"
 #include "target/session.h"
 #include "target/task.h"
 #include "util/log.h"
@@ -37,6 +38,7 @@ void tmf_send_response(struct conn *c, uint32_t itt, uint8_t response)
 struct tmf_wait {
 	struct tmf_wait *next;
 	struct conn *c;         /* NULL: the connection went; freed once no task holds it */
+	struct shard *shard;    /* c's loop, where it is answered */
 	uint32_t itt;
 	uint8_t response;
 	bool queued;            /* the response is decided and queued on c */
@@ -86,7 +88,17 @@ void tmf_task_ended(struct task *t)
 }
 
 /* A LOGICAL UNIT RESET of a gateway group's LU is answered once the other gateways know of it. */
-static void tmf_shared_stored(void *arg) { tmf_wait_done(arg); }
+static void tmf_shared_stored_here(void *arg) { tmf_wait_done(arg); }
+
+/* Stored on the thread of the target's first context: answered on the TMF's own loop. */
+static void tmf_shared_stored(void *arg)
+{
+	struct tmf_wait *w = arg;
+	if (shard_on_thread(w->shard))
+		tmf_wait_done(w);
+	else
+		shard_post(w->shard, tmf_shared_stored_here, w);
+}
 
 void tmf_conn_gone(struct conn *c)
 {
@@ -125,18 +137,31 @@ static void abort_session_tasks(struct session *s, const uint8_t *lun, const str
 		abort_conn_tasks(s, c, lun, keep, w);
 }
 
-static void abort_node_tasks(struct server *srv, struct tnode *node, const uint8_t *lun, struct tmf_wait *w)
+/*
+ * The transport's part of a reset or CLEAR TASK SET: the tasks of this shard's sessions. Other
+ * shards' commands of the LU are the SCSI layer's to end (its reset generation), not touched
+ * from here.
+ */
+static void abort_node_tasks(struct shard *sh, struct tnode *node, const uint8_t *lun, struct tmf_wait *w)
 {
-	for (size_t i = 0; i < srv->nsessions; i++)
-		if (srv->sessions[i]->node == node)
-			abort_session_tasks(srv->sessions[i], lun, NULL, w);
+	for (size_t i = 0; i < sh->nsessions; i++)
+		if (sh->sessions[i]->node == node)
+			abort_session_tasks(sh->sessions[i], lun, NULL, w);
 }
 
+struct cold_reset {
+	struct server *srv;
+	char target[];
+};
+
+/* On loop 0, every other loop paused: every session of the target ends, on whichever loop. */
 static void cold_reset_close(void *arg)
 {
-	struct tnode *node = arg;
-	struct server *srv = node->srv;
-	for (size_t i = 0; i < srv->nsessions;) {
+	struct cold_reset *r = arg;
+	struct server *srv = r->srv;
+	struct tnode *node = server_find_node(srv, r->target);
+	server_pause_shards(srv);
+	for (size_t i = 0; node && i < srv->nsessions;) {
 		struct session *s = srv->sessions[i];
 		if (s->node == node) {
 			session_close(s, "target cold reset");
@@ -145,6 +170,8 @@ static void cold_reset_close(void *arg)
 		}
 		i++;
 	}
+	server_resume_shards(srv);
+	free(r);
 }
 
 void tmf_handle(struct conn *c, const struct bhs *b)
@@ -178,6 +205,7 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 	uint8_t response = TMF_RSP_COMPLETE;
 	struct tmf_wait *w = xcalloc(1, sizeof(*w));
 	w->c = c;
+	w->shard = c->shard;
 	w->itt = b->itt;
 	c->stats.task_mgmt++;
 	log_info("task management function %u from '%s' (TSIH %u)", fn, s->initiator_name, s->tsih);
@@ -209,7 +237,7 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 			break;
 		}
 		if (fn == TMF_CLEAR_TASK_SET)
-			abort_node_tasks(srv, s->node, b->lun, w);
+			abort_node_tasks(c->shard, s->node, b->lun, w);
 		else
 			abort_session_tasks(s, b->lun, NULL, w);
 		response = (uint8_t)scsi_target_task_mgmt(
@@ -221,14 +249,14 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 			response = TMF_RSP_NO_LUN;
 			break;
 		}
-		abort_node_tasks(srv, s->node, b->lun, w);
+		abort_node_tasks(c->shard, s->node, b->lun, w);
 		response = (uint8_t)scsi_target_task_mgmt(st, SCSI_TMF_LUN_RESET, lun, lun_ok, &s->nexus);
 		if (response == TMF_RSP_COMPLETE && scsi_target_lu_shared_wait(st, lun, tmf_shared_stored, w))
 			w->tasks++;
 		break;
 	case TMF_TARGET_WARM_RESET:
 	case TMF_TARGET_COLD_RESET:
-		abort_node_tasks(srv, s->node, NULL, w);
+		abort_node_tasks(c->shard, s->node, NULL, w);
 		response = (uint8_t)scsi_target_task_mgmt(
 			st, fn == TMF_TARGET_COLD_RESET ? SCSI_TMF_TARGET_COLD_RESET : SCSI_TMF_TARGET_WARM_RESET, 0,
 			false, &s->nexus);
@@ -237,7 +265,10 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 			/* Every connection closes right after: whatever waits is waited for there. */
 			tmf_send_response(c, b->itt, response);
 			conn_flush(c);
-			loop_defer(srv->loop, cold_reset_close, s->node);
+			struct cold_reset *r = xcalloc(1, sizeof(*r) + strlen(s->node->cfg->name) + 1);
+			r->srv = srv;
+			strcpy(r->target, s->node->cfg->name);
+			shard_post(srv->shards[0], cold_reset_close, r);
 			w->c = NULL;
 			if (w->tasks == 0)
 				free(w);

@@ -289,6 +289,10 @@ start_isthmus() {
 	if [[ " $* " != *" --state-dir"* ]] && ! grep -qsE '^[[:space:]]*state-dir[[:space:]]*=' "${cfg_file:-/dev/null}"; then
 		extra+=(--state-dir "$TEST_DIR/var")
 	fi
+	# The whole suite with several event loops: ISTHMUS_TARGET_THREADS=4 tests/run.sh interop
+	if [[ -n "${ISTHMUS_TARGET_THREADS:-}" && " $* " != *" --threads"* && " $* " != *" --check-config"* ]]; then
+		extra+=(--threads "$ISTHMUS_TARGET_THREADS")
+	fi
 	say "starting: $bin $* ${extra[*]}"
 	echo "### $(date +%T) start: $bin $* ${extra[*]}" >>"$TARGET_LOG"
 	(cd "$TEST_DIR" && exec "$bin" "$@" "${extra[@]}") >>"$TARGET_LOG" 2>&1 &

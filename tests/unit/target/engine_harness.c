@@ -198,7 +198,7 @@ void eh_send_raw(struct eh *h, const void *buf, size_t len)
 /* The target's connection behind the current one (by CID, once logged in). */
 static struct conn *eh_target_conn(struct eh *h)
 {
-	for (struct conn *c = h->srv.conns; c; c = c->next)
+	for (struct conn *c = h->srv.shards[0]->conns; c; c = c->next)
 		if (c->cid == cur(h)->cid)
 			return c;
 	return NULL;
