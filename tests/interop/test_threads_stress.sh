@@ -8,7 +8,8 @@
 # a file LU; meanwhile `isthmus target session list` must show the eight sessions, and at the
 # end the target must still run with no sanitizer report or failed assertion in its log.
 #
-#   STRESS_TARGET_ARGS   extra arguments of isthmus-target (word-split), e.g. "--io-engine workers"
+#   STRESS_TARGET_ARGS   extra arguments of isthmus-target (word-split; default "--threads 4", so the
+#                        sessions share the LU from four event loops; "" for one loop)
 #   STRESS_SECONDS       seconds of load per LU (default 12)
 #   STRESS_SEED          the driver's seed, to replay a run (default: a new one each run)
 set -euo pipefail
@@ -22,7 +23,7 @@ CLI=$ISTHMUS_BIN/isthmus
 [[ -x "$CLI" ]] || fail "no isthmus CLI at $CLI"
 SECONDS_PER_LU=${STRESS_SECONDS:-12}
 SESSIONS=8
-read -r -a EXTRA <<<"${STRESS_TARGET_ARGS:-}"
+read -r -a EXTRA <<<"${STRESS_TARGET_ARGS---threads 4}"
 
 IQN=iqn.2026-11.org.isthmus:threads-stress
 PREFIX=iqn.2026-11.org.isthmus:stress
@@ -38,6 +39,17 @@ sessions_of() {
 	run_to 10 "$CLI" target --socket "$MGMT" session list --json 2>/dev/null |
 		jq --arg p "$PREFIX-l$1-s" '[.[] | select(.initiator_iqn | startswith($p))] | length' 2>/dev/null || echo 0
 }
+# loops_of LUN : on how many event loops those sessions are
+loops_of() {
+	run_to 10 "$CLI" target --socket "$MGMT" session list --json 2>/dev/null |
+		jq --arg p "$PREFIX-l$1-s" '[.[] | select(.initiator_iqn | startswith($p)) | .loop] | unique | length' \
+			2>/dev/null || echo 0
+}
+want_loops=1
+for ((k = 0; k < ${#EXTRA[@]}; k++)); do
+	[[ ${EXTRA[k]} == --threads ]] && want_loops=${EXTRA[k + 1]:-1}
+done
+((want_loops > SESSIONS)) && want_loops=$SESSIONS
 
 for lun in 0 1; do
 	kind=memory
@@ -53,12 +65,14 @@ for lun in 0 1; do
 	run_to $((SECONDS_PER_LU + 90)) "$STRESS" "$(lun_url "$HP" "$IQN" "$lun")" "${args[@]}" >"$out" 2>&1 &
 	pid=$!
 	# While it runs, the target must list the eight sessions (bounded wait).
-	seen=0
-	for ((i = 0; i < 100 && seen < SESSIONS; i++)); do
+	seen=0 loops=0
+	for ((i = 0; i < 100 && (seen < SESSIONS || loops < want_loops); i++)); do
 		alive "$pid" || break
 		if [[ -e "$ready" ]]; then
 			n=$(sessions_of "$lun")
 			((n > seen)) && seen=$n
+			n=$(loops_of "$lun")
+			((n > loops)) && loops=$n
 		fi
 		sleep 0.2
 	done
@@ -68,8 +82,9 @@ for lun in 0 1; do
 	((rc == 0)) || fail "LUN $lun ($kind): isthmus-threads-stress exited with status $rc (output above)"
 	grep -q '^stress: PASS$' "$out" || fail "LUN $lun ($kind): the driver did not report PASS"
 	((seen == SESSIONS)) || fail "LUN $lun ($kind): isthmus target session list showed $seen of the $SESSIONS sessions"
+	((loops >= want_loops)) || fail "LUN $lun ($kind): the sessions were on $loops event loops, not spread over $want_loops"
 	say "ok: LUN $lun ($kind): invariants held for ${SECONDS_PER_LU}s of load ($((SECONDS - start))s in all);" \
-		"session list showed all $SESSIONS sessions"
+		"session list showed all $SESSIONS sessions, on $loops event loops"
 	[[ $(sessions_of "$lun") == 0 ]] || fail "LUN $lun: the target still lists sessions of the run after their logout"
 done
 
