@@ -212,6 +212,7 @@ declare -A tsan_exe=(
 	[scsi_longop]=tests/unit/scsi/test_scsi_longop # long medium operations stepping on workers
 	[scsi_pr_persist]=tests/unit/scsi/test_scsi_pr_persist # reservation journal writes on workers
 	[scsi_lu_threads]=tests/unit/scsi/test_scsi_lu_threads # one LU shared by nexuses of several threads
+	[store_engine_post]=tests/unit/store/test_store_engine_post # completions posted to an engine from other threads
 )
 if kind_on unit; then
 	tsan_sel=()

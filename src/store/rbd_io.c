@@ -86,6 +86,7 @@ static void budget_return(struct rbd_store *rs, const struct store_io *io)
 _Thread_local struct store_engine *rbd_thread_engine;
 
 static void rbd_io_finish_posted(struct store_engine_post *p);
+static void drain_queued(struct rbd_store *rs);
 
 void rbd_post_io(struct store_io *io, void (*fn)(struct store_engine_post *p))
 {
@@ -127,8 +128,12 @@ static void io_finish(struct store_io *io)
 
 	rbd_thread_engine = io->eng;
 	rbd_aio_release(c);
-	if (io->store_priv[PRIV_PHASE] == CAW_NONE)
+	if (io->store_priv[PRIV_PHASE] == CAW_NONE && rs->budget_ops) {
 		budget_return(rs, io);
+		/* Here, not only at the home engine's wake-up: that loop may be idle or gone. */
+		if (atomic_load(&rs->queue_on))
+			drain_queued(rs);
+	}
 	if (r == -RBD_EBLOCKLISTED) {
 		rbd_lost(rs);
 		r = -ETIMEDOUT;
@@ -158,8 +163,6 @@ static void io_finish(struct store_io *io)
 }
 
 static void rbd_io_finish_posted(struct store_engine_post *p) { io_finish(rbd_posted_io(p)); }
-
-static void drain_queued(struct rbd_store *rs);
 
 /* The home engine saw efd readable (its thread): a resize, budget given back, a queue to go on. */
 void rbds_ready(void *arg)
@@ -425,7 +428,7 @@ static void queue_io(struct rbd_store *rs, struct store_io *io)
 	atomic_store(&rs->queue_on, true);
 	pthread_mutex_unlock(&rs->lock);
 	/* Budget given back between the failed take and here woke nobody: look again. */
-	rbd_wake_home(rs);
+	drain_queued(rs);
 }
 
 void rbds_submit(struct store *st, struct store_engine *e, struct store_io *io)

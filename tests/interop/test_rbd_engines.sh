@@ -15,11 +15,11 @@ ceph_client_timeout 10
 ceph_image engines 16M
 
 run_one() {
-	local name=$1 conf=$2 image=$3
-	say "running $(basename "$BIN") ($name)"
+	local name=$1 conf=$2 image=$3 bin=${4:-$BIN}
+	say "running $bin ($name)"
 	local t0=$SECONDS rc
 	ISTHMUS_TEST_CEPH_CONF=$conf ISTHMUS_TEST_RBD_POOL=rbd ISTHMUS_TEST_RBD_IMAGE=$image \
-		run_to 240 "$BIN" 2>&1 | tee "$TEST_DIR/$name.log" | sed 's/^/    /'
+		run_to 240 "$bin" 2>&1 | tee "$TEST_DIR/$name.log" | sed 's/^/    /'
 	rc=${PIPESTATUS[0]}
 	say "$name finished in $((SECONDS - t0)) s with status $rc"
 	((rc == 0)) || fail "two engines on one image ($name) failed (log: $TEST_DIR/$name.log)"
@@ -38,4 +38,20 @@ objecter inflight ops = 16
 objecter inflight op bytes = 2097152
 CONF
 run_one budget "$TEST_DIR/budget.conf" engines-budget
+
+# The same under ThreadSanitizer when build-tsan has it (ninja -C build-tsan
+# tests/unit/store/test_store_rbd_engines). Ceph's libraries are not instrumented: reports from
+# inside them are suppressed (tests/unit/store/tsan-ceph.supp), the store's own code is checked.
+TSAN_BIN=$REPO_ROOT/build-tsan/tests/unit/store/test_store_rbd_engines
+if [[ -x "$TSAN_BIN" ]]; then
+	for conf in default budget; do
+		ceph_image "engines-tsan-$conf" 16M
+		c=$CEPH_CONF
+		[[ $conf == budget ]] && c=$TEST_DIR/budget.conf
+		TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$REPO_ROOT/tests/unit/store/tsan-ceph.supp" \
+			run_one "tsan-$conf" "$c" "engines-tsan-$conf" "$TSAN_BIN"
+	done
+else
+	say "no ThreadSanitizer build of the test ($TSAN_BIN): skipped that part"
+fi
 say "PASS"

@@ -276,6 +276,7 @@ int main(void)
 	char *err = NULL;
 	int bad = 0;
 
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (!conf || !pool) {
 		printf("SKIP: ISTHMUS_TEST_CEPH_CONF and ISTHMUS_TEST_RBD_POOL not set\n");
 		return 77;
