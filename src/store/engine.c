@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -268,6 +269,12 @@ struct store_engine *store_engine_new(const struct store_engine_params *p, char 
 		free(e);
 		return NULL;
 	}
+	atomic_init(&e->posted, NULL);
+	e->post_efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (e->post_efd < 0 || epoll_watch(e, e->post_efd, &e->tag_post) < 0) {
+		*err = xasprintf("cannot set up the engine's completion queue: %s", strerror(errno));
+		goto fail;
+	}
 	e->off = offload_new(p->workers ? p->workers : STORE_ENGINE_WORKERS, err);
 	if (!e->off)
 		goto fail;
@@ -280,6 +287,8 @@ struct store_engine *store_engine_new(const struct store_engine_params *p, char 
 	return e;
 fail:
 	offload_free(e->off);
+	if (e->post_efd >= 0)
+		close(e->post_efd);
 	close(e->epfd);
 	free(e);
 	return NULL;
@@ -293,6 +302,52 @@ void store_engine_submit_pending(struct store_engine *e)
 		engine_uring_flush(e->ur);
 }
 
+void store_engine_post(struct store_engine *e, struct store_engine_post *p)
+{
+	struct store_engine_post *old = atomic_load_explicit(&e->posted, memory_order_relaxed);
+
+	do {
+		p->next = old;
+	} while (!atomic_compare_exchange_weak_explicit(&e->posted, &old, p, memory_order_release,
+							memory_order_relaxed));
+	if (!old) {
+		uint64_t one = 1;
+		if (write(e->post_efd, &one, sizeof(one)) < 0) {
+			/* An eventfd counter does not overflow in practice. */
+		}
+	}
+}
+
+/*
+ * The posted calls, oldest first. The descriptor is drained before the queue is taken: a post
+ * that lands after the exchange finds the queue empty and signals again.
+ */
+static void run_posted(struct store_engine *e)
+{
+	uint64_t v;
+
+	if (read(e->post_efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+		return;
+	struct store_engine_post *list = atomic_exchange_explicit(&e->posted, NULL, memory_order_acquire);
+	struct store_engine_post *rev = NULL;
+	while (list) {
+		struct store_engine_post *p = list;
+		list = p->next;
+		p->next = rev;
+		rev = p;
+	}
+	/* After what an outer reap (this is a nested one) has still to run. */
+	struct store_engine_post **tail = &e->run;
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = rev;
+	while (e->run) {
+		struct store_engine_post *p = e->run;
+		e->run = p->next;
+		p->fn(p);
+	}
+}
+
 void store_engine_reap(struct store_engine *e)
 {
 	struct epoll_event ev[32];
@@ -300,7 +355,9 @@ void store_engine_reap(struct store_engine *e)
 
 	for (int i = 0; i < n; i++) {
 		void *tag = ev[i].data.ptr;
-		if (tag == &e->tag_offload) {
+		if (tag == &e->tag_post) {
+			run_posted(e);
+		} else if (tag == &e->tag_offload) {
 			offload_reap(e->off);
 		} else if (tag == &e->tag_uring) {
 			if (e->ur)
@@ -377,6 +434,7 @@ void store_engine_free(struct store_engine *e)
 	}
 	if (e->stats.in_flight)
 		log_warn("store engine stopped with %u ios still in flight", e->stats.in_flight);
+	run_posted(e);
 	offload_free(e->off);
 	engine_uring_free(e->ur);
 	while (e->watches) {
@@ -384,6 +442,7 @@ void store_engine_free(struct store_engine *e)
 		e->watches = w->next;
 		free(w);
 	}
+	close(e->post_efd);
 	close(e->epfd);
 	free(e);
 }

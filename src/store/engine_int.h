@@ -1,10 +1,12 @@
 /*
  * The store engine's parts (engine.c dispatches, engine_workers.c runs synchronous ops on the
  * offload pool, engine_uring.c drives descriptors with io_uring). Loop thread only, except the
- * worker's job function.
+ * worker's job function and store_engine_post (any thread: it touches posted and post_efd only).
  */
 #ifndef ISTHMUS_STORE_ENGINE_INT_H
 #define ISTHMUS_STORE_ENGINE_INT_H
+
+#include <stdatomic.h>
 
 #include "store/offload.h"
 #include "store/store.h"
@@ -28,8 +30,16 @@ struct store_engine {
 	char reason[160];
 	struct engine_watch *watches;
 	struct store_engine_stats stats;
+	/*
+	 * store_engine_post: posted is pushed by any thread (newest first) and taken whole by the
+	 * engine's thread, which runs it oldest first from run (also from a reap nested in one of
+	 * the calls). post_efd is written only by the push that found posted empty.
+	 */
+	_Atomic(struct store_engine_post *) posted;
+	struct store_engine_post *run;
+	int post_efd;
 	/* Tags told apart in epoll_event.data.ptr. */
-	char tag_offload, tag_uring;
+	char tag_offload, tag_uring, tag_post;
 };
 
 /* Finishes io on the loop thread: result, statistics, done. */

@@ -56,11 +56,11 @@ int rbds_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *run)
 
 	if (off >= st->size)
 		return -ERANGE;
-	if (rs->state != RBD_READY)
+	if (atomic_load(&rs->state) != RBD_READY)
 		return -ETIMEDOUT;
-	if (rs->eng && pthread_equal(pthread_self(), rs->loop)) {
+	if (rbd_thread_engine) {
 		/*
-		 * Asked on the loop, which must never wait for the cluster: "mapped or unknown"
+		 * Asked on an engine's loop, which must never wait for the cluster: "mapped or unknown"
 		 * (SBC-3's provisioning status 0) for the rest of the image, without asking.
 		 */
 		*mapped = true;

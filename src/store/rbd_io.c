@@ -1,8 +1,8 @@
 /*
  * I/O of RBD images: every io is a librbd asynchronous call. librbd runs it on its own threads
- * and, with the image's notification set to the store's eventfd, queues each finished
- * completion and bumps the eventfd: the engine's loop wakes, rbds_ready collects the
- * completions and finishes their ios on that loop. No thread of ours waits for the cluster.
+ * and calls rbd_io_completed there, which posts the io to the engine it was submitted through:
+ * that engine's loop wakes (once for a burst) and finishes it. No thread of ours waits for the
+ * cluster. Which thread touches what: store_rbd_int.h.
  */
 #include <errno.h>
 #include <poll.h>
@@ -71,7 +71,7 @@ static void io_budget(const struct rbd_store *rs, const struct store_io *io, uns
 	*ops = objs > UINT32_MAX ? UINT32_MAX : (unsigned)objs;
 }
 
-/* A finished io's budget, given back to the connection at the end of rbds_ready. */
+/* A finished io's budget back to the connection (which wakes the stores waiting for some). */
 static void budget_return(struct rbd_store *rs, const struct store_io *io)
 {
 	unsigned ops;
@@ -80,40 +80,68 @@ static void budget_return(struct rbd_store *rs, const struct store_io *io)
 	if (rs->budget_ops == 0)
 		return;
 	io_budget(rs, io, &ops, &bytes);
-	rs->put_ops += ops;
-	rs->put_bytes += bytes;
+	rbd_budget_put(rs->cl, ops, bytes);
 }
 
-static void budget_flush(struct rbd_store *rs)
-{
-	if (rs->put_ops == 0 && rs->put_bytes == 0)
-		return;
-	rbd_budget_put(rs->cl, rs->put_ops, rs->put_bytes);
-	rs->put_ops = 0;
-	rs->put_bytes = 0;
-}
+_Thread_local struct store_engine *rbd_thread_engine;
 
+static void rbd_io_finish_posted(struct store_engine_post *p);
 static void drain_queued(struct rbd_store *rs);
 
-static void finish_completion(struct rbd_store *rs, rbd_completion_t c)
+void rbd_post_io(struct store_io *io, void (*fn)(struct store_engine_post *p))
 {
-	struct store_io *io = rbd_aio_get_arg(c);
+	io->post.fn = fn;
+	store_engine_post(io->eng, &io->post);
+}
+
+void rbd_wake_home(struct rbd_store *rs)
+{
+	uint64_t one = 1;
+
+	if (write(rs->efd, &one, sizeof(one)) < 0) {
+		/* Cannot overflow in practice. */
+	}
+}
+
+void rbd_uncount(struct rbd_store *rs)
+{
+	if (atomic_fetch_sub(&rs->in_flight, 1) != 1)
+		return;
+	if (atomic_load(&rs->excl_on))
+		rbd_caw_kick(rs);
+	if (atomic_load(&rs->state) == RBD_LOST)
+		rbd_reopen_start(rs);
+}
+
+void rbd_io_completed(rbd_completion_t c, void *arg)
+{
+	(void)c;
+	rbd_post_io(arg, rbd_io_finish_posted);
+}
+
+/* io's engine's thread: its librbd call is over. */
+static void io_finish(struct store_io *io)
+{
+	struct rbd_store *rs = rbds_of(io->st);
+	rbd_completion_t c = (rbd_completion_t)(uintptr_t)io->store_priv[PRIV_COMPLETION];
 	ssize_t r = rbd_aio_get_return_value(c);
 
+	rbd_thread_engine = io->eng;
 	rbd_aio_release(c);
-	rs->in_flight--;
-	if (io->store_priv[PRIV_PHASE] == CAW_NONE)
+	if (io->store_priv[PRIV_PHASE] == CAW_NONE && rs->budget_ops) {
 		budget_return(rs, io);
+		/* Here, not only at the home engine's wake-up: that loop may be idle or gone. */
+		if (atomic_load(&rs->queue_on))
+			drain_queued(rs);
+	}
 	if (r == -RBD_EBLOCKLISTED) {
 		rbd_lost(rs);
 		r = -ETIMEDOUT;
 	}
 	if (io->store_priv[PRIV_PHASE] != CAW_NONE) {
-		rbd_caw_step(rs, io, r);
+		rbd_caw_step(rs, io, r); /* keeps the count for its next step */
 		return;
 	}
-	if (rs->exclusive && rs->in_flight == 0 && rs->exclusive->store_priv[PRIV_PHASE] == CAW_DRAIN)
-		rbd_caw_step(rs, rs->exclusive, 0);
 	free((void *)(uintptr_t)io->store_priv[PRIV_BOUNCE]);
 	if (io->op == STORE_IO_COMPARE_WRITE && r == -EILSEQ) {
 		/*
@@ -129,54 +157,28 @@ static void finish_completion(struct rbd_store *rs, rbd_completion_t c)
 		else
 			io->miscompare_off = 0;
 	}
+	/* Last of the store: the done callback may close it. */
+	rbd_uncount(rs);
 	store_io_complete(io, r < 0 ? (int)r : 0);
 }
 
-/* The engine saw efd readable (its thread). */
+static void rbd_io_finish_posted(struct store_engine_post *p) { io_finish(rbd_posted_io(p)); }
+
+/* The home engine saw efd readable (its thread): a resize, budget given back, a queue to go on. */
 void rbds_ready(void *arg)
 {
 	struct rbd_store *rs = arg;
-	rbd_completion_t comps[RBD_POLL_BATCH];
 	uint64_t v;
-	int n;
 
-	/* Drain first: anything finishing after the poll below bumps it again. */
 	if (read(rs->efd, &v, sizeof(v)) < 0 && errno != EAGAIN)
 		return;
 	bool nested = rs->in_ready;
 	rs->in_ready = true;
+	rbd_thread_engine = atomic_load(&rs->eng);
 	if (atomic_exchange(&rs->resized, false))
 		rbd_apply_resize(rs);
-	while ((n = rbd_poll_io_events(rs->im.img, comps, RBD_POLL_BATCH)) > 0) {
-		for (int i = 0; i < n; i++) {
-			const struct store_io *io = rbd_aio_get_arg(comps[i]);
-			/* Should a later librbd report these here too: their callback owns them. */
-			if (io->op == STORE_IO_COMPARE_WRITE && io->store_priv[PRIV_PHASE] == CAW_NONE)
-				continue;
-			finish_completion(rs, comps[i]);
-		}
-		if (n < RBD_POLL_BATCH)
-			break;
-	}
-	pthread_mutex_lock(&rs->cb_lock);
-	struct store_io *list = rs->cb_done;
-	rs->cb_done = NULL;
-	pthread_mutex_unlock(&rs->cb_lock);
-	while (list) {
-		struct store_io *io = list;
-		list = io->next;
-		if (io->store_priv[PRIV_COMPLETION] == 0) {
-			/* A worker could not hand it to librbd (big_io_work). */
-			rs->in_flight--;
-			budget_return(rs, io);
-			store_io_complete(io, -(int)io->store_priv[PRIV_MISMATCH]);
-			continue;
-		}
-		finish_completion(rs, (rbd_completion_t)(uintptr_t)io->store_priv[PRIV_COMPLETION]);
-	}
-	budget_flush(rs);
 	drain_queued(rs);
-	if (rs->state == RBD_LOST)
+	if (atomic_load(&rs->state) == RBD_LOST)
 		rbd_reopen_start(rs);
 	rs->in_ready = nested;
 	if (!nested && rs->close_pending)
@@ -185,14 +187,16 @@ void rbds_ready(void *arg)
 
 int rbd_watch_with(struct rbd_store *rs, struct store_engine *e)
 {
-	if (rs->eng)
-		return rs->eng == e ? 0 : -EXDEV;
-	int rc = store_engine_watch(e, rs->efd, rbds_ready, rs);
-	if (rc < 0)
-		return rc;
-	rs->eng = e;
-	rs->loop = pthread_self();
-	return 0;
+	int rc = 0;
+
+	rbd_thread_engine = e;
+	if (atomic_load_explicit(&rs->eng, memory_order_acquire))
+		return 0;
+	pthread_mutex_lock(&rs->lock);
+	if (!atomic_load(&rs->eng) && (rc = store_engine_watch(e, rs->efd, rbds_ready, rs)) == 0)
+		atomic_store(&rs->eng, e);
+	pthread_mutex_unlock(&rs->lock);
+	return rc;
 }
 
 int store_rbd_attach(struct store *st, struct store_engine *e)
@@ -286,11 +290,19 @@ static bool budget_take(struct rbd_store *rs, const struct store_io *io)
 	return rbd_budget_take(rs->cl, ops, bytes, &rs->waiter);
 }
 
+/* A counted io that never reached librbd (its budget taken): completed with rc. */
+static void fail_counted(struct rbd_store *rs, struct store_io *io, int rc)
+{
+	budget_return(rs, io);
+	rbd_uncount(rs);
+	store_io_complete(io, rc);
+}
+
 /*
  * An io larger than the whole budget may fill librados's throttle by itself, and its aio call
- * would wait there for the OSDs: a worker makes that call. Its completion comes back on the
- * eventfd as any other; a call that fails comes back through cb_done with PRIV_COMPLETION 0
- * and the errno in PRIV_MISMATCH. The worker touches the io only until librbd has it.
+ * would wait there for the OSDs: a worker makes that call. Its completion comes back as any
+ * other; a call that fails is posted back to the io's engine with PRIV_COMPLETION 0 and the
+ * errno in PRIV_MISMATCH. The worker touches the io only until librbd has it.
  */
 struct rbd_big_io {
 	struct offload_job job;
@@ -298,27 +310,26 @@ struct rbd_big_io {
 	struct store_io *io;
 };
 
+static void big_io_failed(struct store_engine_post *p)
+{
+	struct store_io *io = rbd_posted_io(p);
+
+	fail_counted(rbds_of(io->st), io, -(int)io->store_priv[PRIV_MISMATCH]);
+}
+
 static void big_io_work(struct offload_job *j)
 {
 	struct rbd_big_io *b = (struct rbd_big_io *)j;
-	struct rbd_store *rs = b->rs;
 	struct store_io *io = b->io;
 	rbd_completion_t c = (rbd_completion_t)(uintptr_t)io->store_priv[PRIV_COMPLETION];
-	uint64_t one = 1;
-	int rc = start_io(rs, io, c);
+	int rc = start_io(b->rs, io, c);
 
 	if (rc >= 0)
 		return;
 	rbd_aio_release(c);
 	io->store_priv[PRIV_COMPLETION] = 0;
 	io->store_priv[PRIV_MISMATCH] = (uint64_t)-rc;
-	pthread_mutex_lock(&rs->cb_lock);
-	io->next = rs->cb_done;
-	rs->cb_done = io;
-	pthread_mutex_unlock(&rs->cb_lock);
-	if (write(rs->efd, &one, sizeof(one)) < 0) {
-		/* Cannot overflow in practice. */
-	}
+	rbd_post_io(io, big_io_failed);
 }
 
 static void big_io_done(struct offload_job *j) { free(j); }
@@ -334,57 +345,90 @@ static bool io_is_big(const struct rbd_store *rs, const struct store_io *io)
 	return ops > rs->budget_ops || bytes > rs->budget_bytes;
 }
 
-/* io has its budget: librbd gets it now, on this thread or, when it is big, on a worker. */
+/* io is counted and has its budget: librbd gets it now, on this thread or, when big, on a worker. */
 static void submit_now(struct rbd_store *rs, struct store_io *io)
 {
-	struct offload *off = store_engine_offload(rs->eng);
 	rbd_completion_t c;
 	int rc;
 
-	rc = rbd_aio_create_completion(io, io->op == STORE_IO_COMPARE_WRITE ? rbd_caw_completed : NULL, &c);
+	rc = rbd_aio_create_completion(io, rbd_io_completed, &c);
 	if (rc < 0) {
-		budget_return(rs, io);
-		budget_flush(rs);
-		store_io_complete(io, rc);
+		fail_counted(rs, io, rc);
 		return;
 	}
 	io->store_priv[PRIV_COMPLETION] = (uint64_t)(uintptr_t)c;
-	rs->in_flight++;
-	if (off && io_is_big(rs, io)) {
+	if (io_is_big(rs, io)) {
 		struct rbd_big_io *b = xcalloc(1, sizeof(*b));
 		b->rs = rs;
 		b->io = io;
-		store_rbd_offload(rs->eng, &b->job, rs, big_io_work, big_io_done);
+		store_rbd_offload(io->eng, &b->job, rs, big_io_work, big_io_done);
 		return;
 	}
 	rc = start_io(rs, io, c);
 	if (rc < 0) {
 		rbd_aio_release(c);
-		rs->in_flight--;
-		budget_return(rs, io);
-		budget_flush(rs);
-		store_io_complete(io, rc);
+		fail_counted(rs, io, rc);
 	}
 }
 
-/* The queued ios, in their order, as far as the budget lets them go (the engine's thread). */
+/* A queued io let go (counted, budget taken) back on its own engine's thread. */
+static void queued_go(struct store_engine_post *p)
+{
+	struct store_io *io = rbd_posted_io(p);
+	struct rbd_store *rs = rbds_of(io->st);
+
+	if (atomic_load(&rs->state) != RBD_READY) {
+		fail_counted(rs, io, -ETIMEDOUT);
+		return;
+	}
+	submit_now(rs, io);
+}
+
+static void queued_timed_out(struct store_engine_post *p) { store_io_complete(rbd_posted_io(p), -ETIMEDOUT); }
+
+/*
+ * The queued ios, in their order, as far as the budget lets them go; each goes to librbd on
+ * the thread of its own engine. Any thread (the home engine's, at a budget wake-up).
+ */
 static void drain_queued(struct rbd_store *rs)
 {
-	/* A long compare-and-write runs alone: the queue goes on once it is over. */
-	while (rs->queued && !rs->exclusive) {
+	while (atomic_load(&rs->queue_on)) {
+		pthread_mutex_lock(&rs->lock);
 		struct store_io *io = rs->queued;
-		bool ready = rs->state == RBD_READY;
-		if (ready && !budget_take(rs, io))
+		/* A long compare-and-write runs alone: the queue goes on once it is over. */
+		if (!io || atomic_load(&rs->excl_on)) {
+			pthread_mutex_unlock(&rs->lock);
 			return;
+		}
+		bool ready = atomic_load(&rs->state) == RBD_READY;
+		if (ready && !budget_take(rs, io)) {
+			pthread_mutex_unlock(&rs->lock);
+			return;
+		}
 		rs->queued = io->next;
-		if (!rs->queued)
+		if (!rs->queued) {
 			rs->queued_tail = &rs->queued;
+			atomic_store(&rs->queue_on, false);
+		}
 		io->next = NULL;
 		if (ready)
-			submit_now(rs, io);
-		else
-			store_io_complete(io, -ETIMEDOUT); /* NOT READY, as in rbds_submit */
+			atomic_fetch_add(&rs->in_flight, 1); /* under lock: a compare-and-write starting sees it */
+		pthread_mutex_unlock(&rs->lock);
+		/* NOT READY, as in rbds_submit. */
+		rbd_post_io(io, ready ? queued_go : queued_timed_out);
 	}
+}
+
+static void queue_io(struct rbd_store *rs, struct store_io *io)
+{
+	pthread_mutex_lock(&rs->lock);
+	io->next = NULL;
+	*rs->queued_tail = io;
+	rs->queued_tail = &io->next;
+	atomic_store(&rs->queue_on, true);
+	pthread_mutex_unlock(&rs->lock);
+	/* Budget given back between the failed take and here woke nobody: look again. */
+	drain_queued(rs);
 }
 
 void rbds_submit(struct store *st, struct store_engine *e, struct store_io *io)
@@ -402,62 +446,78 @@ void rbds_submit(struct store *st, struct store_engine *e, struct store_io *io)
 		store_io_complete(io, -EROFS);
 		return;
 	}
-	if (rs->state != RBD_READY) {
-		/* The LU is becoming ready again: the initiator retries (see enum rbd_state). */
-		rbd_reopen_start(rs);
-		store_io_complete(io, -ETIMEDOUT);
-		return;
-	}
 	if (io->op != STORE_IO_FLUSH && (io->off > st->size || io->len > st->size - io->off)) {
 		store_io_complete(io, -ERANGE);
 		return;
 	}
 	io->store_priv[PRIV_PHASE] = CAW_NONE;
-	if (io->op == STORE_IO_FLUSH && !rs->exclusive && rs->in_flight == 0 && !flush_needed(rs)) {
+	/* Counted before state and excl_on are looked at (store_rbd_int.h). */
+	unsigned before = atomic_fetch_add(&rs->in_flight, 1);
+	if (atomic_load(&rs->state) != RBD_READY) {
+		/* The LU is becoming ready again: the initiator retries (see enum rbd_state). */
+		rbd_uncount(rs);
+		rbd_reopen_start(rs);
+		store_io_complete(io, -ETIMEDOUT);
+		return;
+	}
+	if (atomic_load(&rs->excl_on)) {
+		rbd_uncount(rs);
+		if (rbd_caw_hold(rs, io))
+			return;
+		rbds_submit(st, e, io); /* it was over meanwhile */
+		return;
+	}
+	if (io->op == STORE_IO_FLUSH && before == 0 && !flush_needed(rs)) {
+		rbd_uncount(rs);
 		store_io_complete(io, 0);
 		return;
 	}
-	if (rs->exclusive) {
-		io->next = NULL;
-		*rs->held_tail = io;
-		rs->held_tail = &io->next;
-		return;
-	}
 	if (io->op == STORE_IO_COMPARE_WRITE && !rbd_caw_is_atomic(io)) {
+		rbd_uncount(rs);
 		rbd_caw_start(rs, io);
 		return;
 	}
-	if (rs->queued || !budget_take(rs, io)) {
-		io->next = NULL;
-		*rs->queued_tail = io;
-		rs->queued_tail = &io->next;
+	if (rs->budget_ops && (atomic_load(&rs->queue_on) || !budget_take(rs, io))) {
+		rbd_uncount(rs);
+		queue_io(rs, io);
 		return;
 	}
 	submit_now(rs, io);
 }
 
-/* Waits (bounded by the op timeout) for ios still at librbd, finishing them on this thread. */
+/*
+ * Waits (bounded by the op timeout) for ios still at librbd, finishing those of this thread's
+ * engine here; the other engines' loops finish theirs.
+ */
 void rbd_drain_in_flight(struct rbd_store *rs)
 {
 	unsigned limit_ms = (rbd_cluster_op_timeout(rs->cl) ? rbd_cluster_op_timeout(rs->cl) : STORE_RBD_OSD_OP_TIMEOUT) * 1000u + 1000u;
+	struct store_engine *e = rbd_thread_engine ? rbd_thread_engine : atomic_load(&rs->eng);
 	struct timespec t0, now;
 
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while ((rs->in_flight || rs->queued) && rs->eng) {
-		struct pollfd p = {.fd = rs->efd, .events = POLLIN};
+	while ((atomic_load(&rs->in_flight) || atomic_load(&rs->queue_on)) && e) {
+		struct pollfd p = {.fd = store_engine_fd(e), .events = POLLIN};
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		long spent = (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000;
 		if (spent >= (long)limit_ms)
 			break;
-		if (poll(&p, 1, (int)(limit_ms - (unsigned long)spent)) > 0)
-			rbds_ready(rs);
+		drain_queued(rs);
+		int wait = (int)(limit_ms - (unsigned long)spent);
+		if (poll(&p, 1, wait < 100 ? wait : 100) > 0)
+			store_engine_reap(e);
 	}
 	/* Never handed to librbd: nothing of theirs reached the cluster. */
-	while (rs->queued) {
-		struct store_io *io = rs->queued;
-		rs->queued = io->next;
+	pthread_mutex_lock(&rs->lock);
+	struct store_io *list = rs->queued;
+	rs->queued = NULL;
+	rs->queued_tail = &rs->queued;
+	atomic_store(&rs->queue_on, false);
+	pthread_mutex_unlock(&rs->lock);
+	while (list) {
+		struct store_io *io = list;
+		list = io->next;
 		io->next = NULL;
 		store_io_complete(io, -ETIMEDOUT);
 	}
-	rs->queued_tail = &rs->queued;
 }

@@ -31,6 +31,15 @@ struct store;
 struct store_engine;
 struct offload;
 
+/*
+ * A call handed to an engine's thread from any thread (store_engine_post): a store whose
+ * medium completes on threads of its own (librbd's) posts each finished io this way.
+ */
+struct store_engine_post {
+	struct store_engine_post *next;
+	void (*fn)(struct store_engine_post *p);
+};
+
 enum store_io_op {
 	STORE_IO_READ,          /* [off, off+len) -> iov */
 	STORE_IO_WRITE,         /* iov -> [off, off+len) */
@@ -80,6 +89,7 @@ struct store_io {
 	struct store *st;
 	struct store_engine *eng;
 	struct store_io *next;
+	struct store_engine_post post; /* the store's, for store_engine_post */
 	uint64_t store_priv[4];
 	/* The engine's alone (never the store's): its worker job and io_uring bookkeeping. */
 	uint64_t engine_priv[6];
@@ -100,6 +110,14 @@ void store_io_submit(struct store_engine *e, struct store *st, struct store_io *
 
 /* For stores with their own submit: finish io on the engine's thread (sets result, calls done). */
 void store_io_complete(struct store_io *io, int result);
+
+/*
+ * Any thread: p->fn(p) runs on e's thread, from store_engine_reap, once. Lock-free; e's
+ * descriptor is signalled only when the queue goes from empty to non-empty, so a burst of posts
+ * costs the engine's thread one wake-up. p must not be posted again before its fn has started.
+ * Posts still queued when e is freed are run by store_engine_free.
+ */
+void store_engine_post(struct store_engine *e, struct store_engine_post *p);
 
 enum store_engine_backend {
 	STORE_BACKEND_AUTO,     /* io_uring when it works here, else workers */

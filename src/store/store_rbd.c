@@ -206,7 +206,7 @@ static void store_free(struct rbd_store *rs)
 	if (rs->efd >= 0)
 		close(rs->efd);
 	rbd_cluster_put(rs->cl);
-	pthread_mutex_destroy(&rs->cb_lock);
+	pthread_mutex_destroy(&rs->lock);
 	free(rs->pool);
 	free(rs->ns);
 	free(rs->image);
@@ -227,14 +227,20 @@ static void rbds_close_store(struct store *st)
 void rbd_close_now(struct rbd_store *rs)
 {
 	rs->close_pending = false;
+	pthread_mutex_lock(&rs->lock);
+	rs->closing = true;
+	pthread_mutex_unlock(&rs->lock);
 	rbd_drain_in_flight(rs);
-	if (rs->eng)
-		store_engine_unwatch(rs->eng, rs->efd);
-	if (rs->state == RBD_REOPENING) {
+	if (atomic_load(&rs->eng))
+		store_engine_unwatch(atomic_load(&rs->eng), rs->efd);
+	pthread_mutex_lock(&rs->lock);
+	if (atomic_load(&rs->state) == RBD_REOPENING) {
 		/* A worker is opening the image again: the end of its job frees the store. */
 		rs->closed = true;
+		pthread_mutex_unlock(&rs->lock);
 		return;
 	}
+	pthread_mutex_unlock(&rs->lock);
 	atomic_store(&rs->watch_img, NULL);
 	if (!image_release(rs, &rs->im))
 		rs->release_abandoned = true;
@@ -262,9 +268,9 @@ static void header_updated(void *arg)
 }
 
 /*
- * Opens the image on client instance im->conn: an ioctx, the image, its size, completions on
- * the store's eventfd, the header watch. 0, or a negative errno with *err set (malloc'd);
- * nothing but im->conn is held on failure.
+ * Opens the image on client instance im->conn: an ioctx, the image, its size, the header
+ * watch (completions come through each io's callback, rbd_io.c). 0, or a negative errno with
+ * *err set (malloc'd); nothing but im->conn is held on failure.
  */
 static int image_open(struct rbd_store *rs, bool read_only, struct rbd_image_ref *im, uint64_t *size, char **err)
 {
@@ -287,10 +293,6 @@ static int image_open(struct rbd_store *rs, bool read_only, struct rbd_image_ref
 	}
 	if ((rc = rbd_get_size(im->img, size)) < 0) {
 		*err = xasprintf("%s: cannot read its size: %s", rs->st.path, strerror(-rc));
-		goto fail;
-	}
-	if ((rc = rbd_set_image_notification(im->img, rs->efd, EVENT_TYPE_EVENTFD)) < 0) {
-		*err = xasprintf("%s: cannot set the completion notification: %s", rs->st.path, strerror(-rc));
 		goto fail;
 	}
 	atomic_store(&rs->watch_img, im->img);
@@ -336,26 +338,34 @@ static void reopen_work(struct offload_job *j)
 	}
 }
 
-/* The engine's thread: the reopen is over, one way or the other. */
+/* The starting engine's thread: the reopen is over, one way or the other. */
 static void reopen_done(struct offload_job *j)
 {
 	struct rbd_reopen *o = (struct rbd_reopen *)j;
 	struct rbd_store *rs = o->rs;
 
+	pthread_mutex_lock(&rs->lock);
 	rs->reopen = NULL;
-	if (rs->closed) {
+	bool closed = rs->closed;
+	if (!closed && o->now.conn) {
+		rs->im = o->now;
+		atomic_store(&rs->state, RBD_READY); /* after im: a submitter that sees READY reads the new one */
+	} else if (!closed) {
+		atomic_store(&rs->retry_ms, now_ms() + RBD_REOPEN_RETRY_MS);
+		atomic_store(&rs->state, RBD_LOST);
+	}
+	pthread_mutex_unlock(&rs->lock);
+	if (closed) {
 		if (o->now.conn && !image_release(rs, &o->now))
 			rs->release_abandoned = true;
 		store_free(rs);
 	} else if (o->now.conn) {
-		rs->im = o->now;
-		rs->state = RBD_READY;
 		log_info("%s: reopened on a new cluster client; the LU is ready again", rs->st.path);
+		/* The size as reopened, applied on the home engine's thread. */
 		atomic_store(&rs->new_size, o->size);
-		rbd_apply_resize(rs);
+		atomic_store(&rs->resized, true);
+		rbd_wake_home(rs);
 	} else {
-		rs->state = RBD_LOST;
-		rs->retry_ms = now_ms() + RBD_REOPEN_RETRY_MS;
 		log_warn("%s: cannot reopen the image yet (%s); trying again at the next I/O after %u ms", rs->st.path,
 			 o->err ? o->err : "?", RBD_REOPEN_RETRY_MS);
 	}
@@ -363,29 +373,47 @@ static void reopen_done(struct offload_job *j)
 	free(o);
 }
 
-/* The engine's thread: the client instance is blocklisted. */
+/* An engine's thread: the client instance is blocklisted. */
 void rbd_lost(struct rbd_store *rs)
 {
-	if (rs->state != RBD_READY)
+	int ready = RBD_READY;
+
+	if (!atomic_compare_exchange_strong(&rs->state, &ready, RBD_LOST))
 		return;
 	log_warn("%s: the cluster blocklisted this client; I/O gets NOT READY until the image is reopened "
 		 "on a new client", rs->st.path);
-	rs->state = RBD_LOST;
-	rs->retry_ms = 0;
+	atomic_store(&rs->retry_ms, 0);
 }
 
-/* LOST, nothing left at librbd, the retry delay over: a worker reopens the image. */
+/*
+ * LOST, nothing left at librbd, the retry delay over: a worker of this thread's engine
+ * reopens the image. REOPENING is set before in_flight is looked at (store_rbd_int.h): a
+ * submitter counted meanwhile makes this give up, and the last io out tries again.
+ */
 void rbd_reopen_start(struct rbd_store *rs)
 {
-	if (rs->state != RBD_LOST || rs->in_flight || !rs->eng || now_ms() < rs->retry_ms)
+	struct store_engine *e = rbd_thread_engine ? rbd_thread_engine : atomic_load(&rs->eng);
+
+	if (atomic_load(&rs->state) != RBD_LOST || !e || now_ms() < atomic_load(&rs->retry_ms))
 		return;
+	pthread_mutex_lock(&rs->lock);
+	int lost = RBD_LOST;
+	if (rs->closing || !atomic_compare_exchange_strong(&rs->state, &lost, RBD_REOPENING)) {
+		pthread_mutex_unlock(&rs->lock);
+		return;
+	}
+	if (atomic_load(&rs->in_flight)) {
+		atomic_store(&rs->state, RBD_LOST);
+		pthread_mutex_unlock(&rs->lock);
+		return;
+	}
 	struct rbd_reopen *o = xcalloc(1, sizeof(*o));
 	o->rs = rs;
 	o->old = rs->im;
 	rs->im = (struct rbd_image_ref){0};
 	rs->reopen = o;
-	rs->state = RBD_REOPENING;
-	store_rbd_offload(rs->eng, &o->job, rs, reopen_work, reopen_done);
+	pthread_mutex_unlock(&rs->lock);
+	store_rbd_offload(e, &o->job, rs, reopen_work, reopen_done);
 }
 
 void store_rbd_offload(struct store_engine *e, struct offload_job *j, const void *key,
@@ -426,7 +454,13 @@ struct store *store_rbd_open(const struct store_rbd_spec *spec, char **err)
 	rs->efd = -1;
 	rs->held_tail = &rs->held;
 	rs->queued_tail = &rs->queued;
-	pthread_mutex_init(&rs->cb_lock, NULL);
+	pthread_mutex_init(&rs->lock, NULL);
+	atomic_init(&rs->state, RBD_READY);
+	atomic_init(&rs->retry_ms, 0);
+	atomic_init(&rs->in_flight, 0);
+	atomic_init(&rs->eng, NULL);
+	atomic_init(&rs->queue_on, false);
+	atomic_init(&rs->excl_on, false);
 	rs->st.path = name;
 	rs->pool = xstrdup(spec->pool);
 	rs->image = xstrdup(spec->image);

@@ -2,11 +2,11 @@
  * LUNs on Ceph RBD images, through librbd's asynchronous API.
  *
  * Every medium access goes through store_ops.submit: librbd completes ios on its own threads
- * and reports them on the image's eventfd, which the store engine of the loop that submitted
- * them watches; store_io_complete then runs on that loop. The synchronous read/write ops are
- * not offered. The only blocking calls are opening (bounded by the timeouts below), the
- * allocation query behind store_extent (rbd_diff_iterate2, on a worker; asked on the engine's
- * own thread it answers "mapped" without the cluster) and close.
+ * and its callback posts each to the store engine it was submitted through
+ * (store_engine_post); store_io_complete then runs on that engine's loop. The synchronous
+ * read/write ops are not offered. The only blocking calls are opening (bounded by the timeouts
+ * below), the allocation query behind store_extent (rbd_diff_iterate2, on a worker; asked on an
+ * engine's thread it answers "mapped" without the cluster) and close.
  */
 #ifndef ISTHMUS_STORE_STORE_RBD_H
 #define ISTHMUS_STORE_STORE_RBD_H
@@ -46,14 +46,15 @@ struct store *store_rbd_open(const struct store_rbd_spec *spec, char **err);
 bool store_is_rbd(const struct store *st);
 
 /*
- * Watch the image's notifications on e now instead of at the first io, so that a size change
- * made elsewhere (`rbd resize`) is seen even on an idle LU. One engine per store: ios submitted
- * with another engine complete with -EXDEV. Returns 0 or a negative errno.
+ * Watch the image's notifications (size changes, budget wake-ups) on e now instead of at the
+ * first io, so that a size change made elsewhere (`rbd resize`) is seen even on an idle LU. The
+ * first engine to attach or submit becomes the store's home engine; ios may come through any
+ * number of engines and each completes on its own (store_rbd_int.h). Returns 0 or a negative errno.
  */
 int store_rbd_attach(struct store *st, struct store_engine *e);
 
 /*
- * cb runs on the watching engine's thread after the image's size changed (st->size is the new
+ * cb runs on the home engine's thread after the image's size changed (st->size is the new
  * size by then).
  */
 void store_rbd_on_resize(struct store *st, void (*cb)(struct store *st, void *arg), void *arg);

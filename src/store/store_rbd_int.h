@@ -4,6 +4,25 @@
  *   rbd_io.c      handing ios to librbd and finishing them on the engine's thread
  *   rbd_caw.c     compare-and-write longer than librbd's atomic unit
  *   rbd_extent.c  allocation status (GET LBA STATUS)
+ *
+ * Threads. One image serves the store engines of several event loops at once. An io belongs to
+ * the engine it was submitted through (io->eng): librbd's completion callback, on a librbd
+ * thread, posts it to that engine (store_engine_post) and it finishes on that engine's thread,
+ * whatever thread started or held it. Of the image's own state (struct rbd_store):
+ *  - in_flight, state, excl_on, queue_on, eng, resized, new_size and retry_ms are atomics that
+ *    any engine's thread reads and changes; a submitter counts its io in in_flight before it
+ *    looks at state and excl_on, and a reopen or a long compare-and-write sets state or
+ *    excl_on before it looks at in_flight, so that one of the two always sees the other;
+ *  - the budget queue, the long compare-and-write with its held ios, and the reopen/close
+ *    handshake are under lock, which the common path (READY, no long compare-and-write, the
+ *    budget not exhausted or not configured) never takes;
+ *  - an io held or queued through one engine and let go by another goes back to its own engine
+ *    by a post, and so does the start of a long compare-and-write when another engine's
+ *    completion ends the drain it waits for;
+ *  - efd (resizes, budget wake-ups) is watched by the home engine (eng) alone; on_resize runs
+ *    there, and so do close_pending and in_ready;
+ *  - im changes only while REOPENING, which needs in_flight at 0: a counted io reads it safely.
+ * The store is closed once no engine submits to it any more (the SCSI layer's LU close).
  */
 #ifndef ISTHMUS_STORE_STORE_RBD_INT_H
 #define ISTHMUS_STORE_STORE_RBD_INT_H
@@ -11,6 +30,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -56,49 +76,51 @@ struct rbd_reopen {
 struct rbd_store {
 	struct store st;              /* first: the store layer hands us &st */
 	struct rbd_cluster *cl;
-	struct rbd_image_ref im;
+	struct rbd_image_ref im;      /* replaced only while REOPENING, when no io is at librbd */
 	/* What reopening needs (see enum rbd_state). */
 	char *pool, *ns, *image;
-	enum rbd_state state;
-	uint64_t retry_ms;            /* LOST: no reopen before this (monotonic ms) */
-	struct rbd_reopen *reopen;    /* REOPENING: the worker's job */
-	bool closed;                  /* closed while REOPENING: the job's end frees the store */
+	_Atomic int state;            /* enum rbd_state */
+	_Atomic uint64_t retry_ms;    /* LOST: no reopen before this (monotonic ms) */
 	/*
-	 * An io's done callback may close the store (the last flush at shutdown): rbds_ready then
-	 * closes it when it has finished with it.
+	 * ios of every engine that are at librbd, or about to be (counted before their checks of
+	 * state and excl_on), or a long compare-and-write's own steps.
 	 */
+	_Atomic unsigned in_flight;
+	pthread_mutex_t lock;         /* the fields below marked (lock) */
+	struct rbd_reopen *reopen;    /* REOPENING: the worker's job (lock) */
+	bool closing;                 /* close has begun: no new reopen (lock) */
+	bool closed;                  /* closed while REOPENING: the job's end frees the store (lock) */
+	/*
+	 * The home engine: it watches efd (resizes, budget wake-ups); set once, by the first
+	 * engine that attaches or submits. An io's done callback may close the store (the last
+	 * flush at shutdown): rbds_ready then closes it when it has finished with it (home thread).
+	 */
+	_Atomic(struct store_engine *) eng;
 	bool in_ready, close_pending;
 	_Atomic(rbd_image_t) watch_img; /* the image header_updated asks (librbd's watcher thread) */
-	int efd;                      /* the image's completion notification; also bumped on a resize */
-	struct store_engine *eng;     /* the engine watching efd; NULL until the first io or attach */
-	pthread_t loop;               /* the thread that watches it (set with eng) */
-	unsigned in_flight;           /* ios handed to librbd, not finished yet (engine thread) */
+	int efd;                      /* bumped on a resize, a budget put, the end of a long compare-and-write */
 	/*
 	 * The connection's in-flight budget (store_rbd_cluster.h): ios that do not fit wait in
-	 * queued (FIFO) until completions give some back; the budget the finished ones return is
-	 * given back once per rbds_ready.
+	 * queued (FIFO, lock; queue_on says it is not empty) until completions give some back.
 	 */
 	struct rbd_budget_waiter waiter;
 	struct store_io *queued, **queued_tail;
-	unsigned put_ops;
-	uint64_t put_bytes;
+	atomic_bool queue_on;
 	unsigned budget_ops;          /* the whole budget: an io larger than it goes through a worker */
 	uint64_t budget_bytes;
 	/*
 	 * A compare-and-write longer than librbd's atomic unit runs alone: ios submitted meanwhile
-	 * wait in held (FIFO) until it has written or miscompared.
+	 * through any engine wait in held (FIFO, lock) until it has written or miscompared.
+	 * excl_on says exclusive is set; excl_draining that it still waits for in_flight to fall
+	 * to 0 (the first to see that posts its start to its engine).
 	 */
 	uint64_t obj_size;            /* bytes of one RADOS object of the image */
 	struct store_io *exclusive;
+	bool excl_draining;
+	atomic_bool excl_on;
 	struct store_io *held, **held_tail;
-	/* Written by librbd's watcher thread, read on the engine's thread. */
+	/* Written by librbd's watcher thread (and a reopen), read on the home engine's thread. */
 	atomic_bool resized;
-	/*
-	 * librbd (Ceph 16) does not report compare-and-write completions on the notification
-	 * descriptor: their callback (a librbd thread) queues them here and bumps efd.
-	 */
-	pthread_mutex_t cb_lock;
-	struct store_io *cb_done;
 	_Atomic uint64_t new_size;
 	void (*on_resize)(struct store *st, void *arg);
 	void *on_resize_arg;
@@ -106,6 +128,9 @@ struct rbd_store {
 	bool release_abandoned;
 	struct rbd_store *abandoned_next;
 };
+
+/* The engine this thread submits through (NULL: not an engine's thread, e.g. a worker). */
+extern _Thread_local struct store_engine *rbd_thread_engine;
 
 /* store_io.store_priv slots. */
 enum { PRIV_COMPLETION, PRIV_BOUNCE, PRIV_MISMATCH, PRIV_PHASE };
@@ -133,12 +158,28 @@ void rbds_ready(void *arg);
 int rbd_watch_with(struct rbd_store *rs, struct store_engine *e);
 void rbd_drain_in_flight(struct rbd_store *rs);
 const char *rbd_flat_data(const struct store_io *io, size_t want, char **bounce);
+/* librbd's thread: the io's librbd call finished; it goes to its engine. */
+void rbd_io_completed(rbd_completion_t c, void *arg);
+/* io stops counting in in_flight; the last one out starts what waited for that. */
+void rbd_uncount(struct rbd_store *rs);
+/* fn(io) on io's engine's thread, later (a post, even from that thread). */
+void rbd_post_io(struct store_io *io, void (*fn)(struct store_engine_post *p));
+static inline struct store_io *rbd_posted_io(struct store_engine_post *p)
+{
+	return (struct store_io *)(void *)((char *)p - offsetof(struct store_io, post));
+}
+void rbd_wake_home(struct rbd_store *rs);
 
 /* rbd_caw.c */
 bool rbd_caw_is_atomic(const struct store_io *io);
-void rbd_caw_completed(rbd_completion_t c, void *arg);
+/* io (not counted) becomes the exclusive one, or is held behind the one there is. */
 void rbd_caw_start(struct rbd_store *rs, struct store_io *io);
+/* in_flight fell to 0: a long compare-and-write waiting for that starts (on its engine). */
+void rbd_caw_kick(struct rbd_store *rs);
+/* One step of a long compare-and-write (counted unless it was draining). */
 void rbd_caw_step(struct rbd_store *rs, struct store_io *io, ssize_t r);
+/* Whether io waits behind the exclusive compare-and-write (then it is held). */
+bool rbd_caw_hold(struct rbd_store *rs, struct store_io *io);
 
 /* rbd_extent.c */
 int rbds_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *run);
