@@ -330,25 +330,6 @@ static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, 
 	return 0;
 }
 
-/*
- * An RBD image's completions reach the engine of its first I/O only: with several loops, the
- * sessions of the others could not use it. Refused until completions reach the submitting loop.
- */
-static int check_rbd_loops(const struct server *srv, const struct cfg *cfg, char **err)
-{
-	if (srv->nshards < 2)
-		return 0;
-	for (size_t i = 0; i < cfg->ntargets; i++)
-		for (size_t j = 0; j < cfg->targets[i].nluns; j++)
-			if (cfg->targets[i].luns[j].kind == LUN_RBD) {
-				*err = xasprintf("target %s LUN %u: RBD LUNs need threads = 1 for now (the target runs %u "
-						 "event loops)",
-						 cfg->targets[i].name, cfg->targets[i].luns[j].lun, srv->nshards);
-				return -1;
-			}
-	return 0;
-}
-
 static int apply_config(struct server *srv, struct cfg *cfg, char **err);
 
 /* Every other loop is paused while the change is made: it touches their sessions and LUs. */
@@ -377,7 +358,7 @@ static int apply_config(struct server *srv, struct cfg *cfg, char **err)
 	size_t nplan = 0, capplan = 0;
 	struct iscsi_params *wants = NULL;
 
-	if (cfg_validate(cfg, err) < 0 || check_rbd_loops(srv, cfg, err) < 0)
+	if (cfg_validate(cfg, err) < 0)
 		goto fail;
 	wants = xcalloc(cfg->ntargets ? cfg->ntargets : 1, sizeof(*wants));
 	for (size_t i = 0; i < cfg->ntargets; i++)

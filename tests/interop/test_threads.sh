@@ -10,8 +10,7 @@
 #  3. SIGHUP adds a LUN and removes it again while iscsi-perf reads on several loops: the new
 #     LUN serves, the removed one is gone, the readers keep going and the target stays up
 #  4. SIGTERM with sessions on every loop: the target exits 0 within a bound
-#  5. `threads = 2` in the file with an RBD LUN is refused at start with a clear message, and
-#     the key is range checked
+#  5. the key is range checked (RBD LUNs on several loops: test_rbd_engines.sh)
 #  6. libiscsi's whole conformance suite (iscsi-test-cu --test=ALL) passes on four loops, each
 #     of them serving some of its sessions
 set -euo pipefail
@@ -132,23 +131,7 @@ for p in "${PERFS[@]}"; do
 	wait "$p" 2>/dev/null || true
 done
 
-# ---- 5. RBD LUNs with several loops, and the range of threads --------------------------------
-cat >"$TEST_DIR/rbd.conf" <<CFG
-[global]
-threads = 2
-mgmt-socket = $TEST_DIR/rbd.sock
-[portal-group 1]
-listen = 127.0.0.1:$(free_port)
-[target $IQN]
-lun 0 = rbd:pool/image
-CFG
-if "$ISTHMUS_BIN/isthmus-target" --config "$TEST_DIR/rbd.conf" --state-dir "$TEST_DIR/state" \
-	>"$TEST_DIR/rbd.log" 2>&1; then
-	fail "threads = 2 with an RBD LUN was accepted"
-fi
-grep -q 'RBD LUNs need threads = 1' "$TEST_DIR/rbd.log" ||
-	fail "no clear refusal of RBD with several loops: $(tail -3 "$TEST_DIR/rbd.log")"
-say "ok: an RBD LUN with threads = 2 is refused at start: $(grep -o 'RBD LUNs need[^(]*' "$TEST_DIR/rbd.log" | head -1)"
+# ---- 5. the range of threads -----------------------------------------------------------------
 for bad in 0 257; do
 	if "$ISTHMUS_BIN/isthmus-target" --threads "$bad" --target "$IQN" --lun memory,size=1M --check-config \
 		>"$TEST_DIR/bad.log" 2>&1; then
