@@ -8,8 +8,8 @@
  *
  * Three kinds of store sit behind the same call:
  *  - stores with their own asynchronous API (RBD) implement store_ops.submit and finish each io
- *    with store_io_complete on the engine's thread, having watched their notification descriptor
- *    with store_engine_watch;
+ *    with store_io_complete on the engine's thread: the medium's own threads hand finished ios
+ *    over with store_engine_post (a store may also watch a descriptor with store_engine_watch);
  *  - stores with a descriptor (files, block devices; store.fd >= 0) are driven by the engine
  *    itself: io_uring where the kernel allows it, else the engine's worker threads running the
  *    store's synchronous ops;
