@@ -39,14 +39,14 @@ def main():
 
     med = {}
     print()
-    print("%-14s %-8s %4s %10s %9s %8s %10s %9s %9s" %
+    print("%-14s %-14s %4s %10s %9s %8s %10s %9s %9s" %
           ("load", "target", "n", "IOPS", "MiB/s", "spread", "CPU us/IO", "p50 us", "p99 us"))
     flagged = []
     for load in loads:
         for p in peers:
             iops, spread = stat(column(p, load, 0))
             if iops is None:
-                print("%-14s %-8s %4d %10s" % (load, p, 0, "n/a"))
+                print("%-14s %-14s %4d %10s" % (load, p, 0, "n/a"))
                 continue
             mibs, _ = stat(column(p, load, 1))
             cpu, _ = stat(column(p, load, 2))
@@ -58,12 +58,12 @@ def main():
             flag = " !" if spread > SPREAD_FLAG else ""
             if flag:
                 flagged.append("%s/%s" % (load, p))
-            print("%-14s %-8s %4d %10.0f %9.1f %7.0f%%%s %10.2f %9s %9s" % (
+            print("%-14s %-14s %4d %10.0f %9.1f %7.0f%%%s %10.2f %9s %9s" % (
                 load, p, len(column(p, load, 0)), iops, mibs, spread * 100, flag, cpu,
                 "-" if p50 is None else "%.0f" % p50, "-" if p99 is None else "%.0f" % p99))
     tcp, tcp_spread = stat([s[1] for s in samples.get(("tcp", "tcp-1m"), []) if s[1] is not None])
     if tcp is not None:
-        print("%-14s %-8s %4d %10s %9.1f %7.0f%%" % ("tcp-1m", "iperf3", len(samples[("tcp", "tcp-1m")]),
+        print("%-14s %-14s %4d %10s %9.1f %7.0f%%" % ("tcp-1m", "iperf3", len(samples[("tcp", "tcp-1m")]),
                                                    "-", tcp, tcp_spread * 100))
     if flagged:
         print("\nspread over %d %% (do not trust these rows): %s" % (SPREAD_FLAG * 100, ", ".join(flagged)))

@@ -19,6 +19,12 @@
 #   null-seq-128k  as seqread-128k, against a LUN that keeps nothing: isthmus-target's
 #                  `null,size=1T` and tgtd's `--bstype null`, so only the protocol path is measured
 #                  (istgt has no such LUN: n/a)
+#   randread-4k-x4 4 KiB random reads from 4 sessions at once (4 iscsi-perf, 8 in flight each):
+#                  the load that spreads over a target's event loops
+# Peers: isthmus (isthmus-target, one event loop), isthmus-2loops (the same with --threads 2;
+# not in the default list: BENCH_PEERS="isthmus isthmus-2loops" BENCH_LOADS=randread-4k-x4 ...
+# compares one loop with two on the multi-session load, CPU µs/IO being the figure that counts on
+# a machine whose cores the load generator shares), tgtd, istgt.
 # libiscsi has no write load generator, so writes and the latency row use isthmus-perf, the same
 # driver against every target. For every sample the target's CPU time (utime + stime of all its
 # threads, /proc/PID/stat) is divided by the I/Os done: "CPU µs/IO".
@@ -62,13 +68,14 @@ load_cmd() {
 	seqwrite-128k) echo "$perf" --write -m 16 -b $((131072 / bs)) -t "$t" "$url" ;;
 	seqread-1m) echo iscsi-perf -m 8 -b $((1048576 / bs)) -t "$t" "$url" ;;
 	qd1-read-4k) echo "$perf" -r -m 1 -b $((4096 / bs)) -t "$t" "$url" ;;
+	randread-4k-x4) echo "$ROOT/bench/sessions.sh" 4 iscsi-perf -m 8 -b $((4096 / bs)) -r -t "$t" "$url" ;;
 	*) fail "unknown load $load" ;;
 	esac
 }
 
 load_bytes() {
 	case "$1" in
-	randread-4k | randwrite-4k | qd1-read-4k | null-read-4k) echo 4096 ;;
+	randread-4k | randwrite-4k | qd1-read-4k | null-read-4k | randread-4k-x4) echo 4096 ;;
 	seqread-128k | seqwrite-128k | null-seq-128k) echo 131072 ;;
 	seqread-1m) echo 1048576 ;;
 	*) return 1 ;;
@@ -139,9 +146,20 @@ start_peers() {
 		case "$peer" in
 		isthmus)
 			start_target --listen "127.0.0.1:$port" --target "$IQN" --lun "$DISK" --lun null,size=1T \
-				--log-level warn
+				--log-level warn --threads 1
 			URL[$peer]="iscsi://127.0.0.1:$port/$IQN/0" PID[$peer]=$TARGET_PID
 			NULL_URL[$peer]="iscsi://127.0.0.1:$port/$IQN/1"
+			;;
+		isthmus-2loops)
+			# A second isthmus-target beside the first, kept running like istgt below.
+			local saved_pid2=$TARGET_PID saved_log2=${TARGET_LOG:-}
+			TARGET_PID=""
+			start_target --listen "127.0.0.1:$port" --target "$IQN" --lun "$DISK" --lun null,size=1T \
+				--log-level warn --threads 2 --mgmt-socket "$TEST_DIR/mgmt-2loops.sock" --state-dir "$TEST_DIR/var-2loops"
+			URL[$peer]="iscsi://127.0.0.1:$port/$IQN/0" PID[$peer]=$TARGET_PID
+			NULL_URL[$peer]="iscsi://127.0.0.1:$port/$IQN/1"
+			BG_PIDS+=("$TARGET_PID")
+			TARGET_PID=$saved_pid2 TARGET_LOG=$saved_log2
 			;;
 		tgtd)
 			command -v tgtd >/dev/null || { say "tgtd not installed (scripts/deps.sh bench): left out"; continue; }
