@@ -538,10 +538,20 @@ static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer)
 	gj->job.work = gs_job_work;
 	gj->job.done = gs_job_done;
 	/* The lock's calls in order, one at a time; fencing and lock samples beside them. */
-	gj->job.key = kind == GJ_FENCE	       ? (const void *)&gs->jobs
-		      : kind == GJ_LOCK_SAMPLE ? (const void *)&gs->lo
-		      : kind == GJ_WITNESS     ? (const void *)&gs->witnessing
-					       : (const void *)gs;
+	switch (kind) {
+	case GJ_FENCE:
+		gj->job.key = &gs->jobs;
+		break;
+	case GJ_LOCK_SAMPLE:
+		gj->job.key = &gs->lo;
+		break;
+	case GJ_WITNESS:
+		gj->job.key = &gs->witnessing;
+		break;
+	default:
+		gj->job.key = gs;
+		break;
+	}
 	gs->jobs++;
 	offload_submit(store_engine_offload(gs->node->srv->engine), &gj->job);
 }
