@@ -537,7 +537,7 @@ static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer)
 	gj->peer = peer;
 	gj->job.work = gs_job_work;
 	gj->job.done = gs_job_done;
-	/* The lock's calls in order, one at a time; fencing and lock samples beside them. */
+	/* The lock's calls in order, one at a time; fencing, lock samples and the witness beside them. */
 	switch (kind) {
 	case GJ_FENCE:
 		gj->job.key = &gs->jobs;
