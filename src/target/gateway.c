@@ -220,8 +220,11 @@ static void peer_learned(struct gateway_probes *g, struct gateway_peer *p, bool 
 		return; /* perhaps still starting: its state stays as it is */
 	if (alive != p->alive)
 		log_info("target %s: gateway %u %s", n->cfg->name, p->id, alive ? "answers again" : "does not answer");
-	/* Gone, or still gone after the cluster saw it last time: ask the cluster before fencing. */
-	bool ask = !alive && (p->alive || p->spared);
+	/*
+	 * Gone, still gone after the cluster saw it last time, or still waiting for a witness that
+	 * was lost with its LU: ask the cluster before fencing.
+	 */
+	bool ask = !alive && (p->alive || p->spared || p->suspect);
 	if (alive)
 		p->suspect = p->spared = p->told = false;
 	p->alive = alive;
