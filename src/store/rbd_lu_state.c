@@ -563,18 +563,36 @@ int rbd_lu_state_witness(struct rbd_lu_state *s, unsigned *seen, size_t max, siz
 	return 0;
 }
 
-int rbd_lu_state_fence(struct rbd_lu_state *s, unsigned gateway)
+int rbd_lu_state_peer_addr(struct rbd_lu_state *s, unsigned gateway, char *addr, size_t len)
 {
-	struct instance *in = cur(s);
-	char name[48], addr[256];
+	char name[48];
 
+	if (len < 2)
+		return -EINVAL;
 	snprintf(name, sizeof(name), RBD_LU_STATE_GATEWAY_XATTR, gateway);
-	int n = rados_getxattr(in->cio, s->oid, name, addr, sizeof(addr) - 1);
-	if (n == -ENODATA || n == -ENOENT || n == 0)
-		return 0; /* it never published one: nothing to fence */
+	int n = rados_getxattr(cur(s)->cio, s->oid, name, addr, len - 1);
+	if (n == -ENODATA || n == -ENOENT || n == 0) {
+		addr[0] = '\0';
+		return 0; /* it never published one */
+	}
 	if (n < 0)
 		return n;
 	addr[n] = '\0';
+	return n;
+}
+
+int rbd_lu_state_fence(struct rbd_lu_state *s, unsigned gateway, const char *given)
+{
+	struct instance *in = cur(s);
+	char addr[256];
+
+	if (given && *given) {
+		snprintf(addr, sizeof(addr), "%s", given);
+	} else {
+		int n = rbd_lu_state_peer_addr(s, gateway, addr, sizeof(addr));
+		if (n <= 0)
+			return n; /* it never published one: nothing to fence */
+	}
 	/* rados_getaddrs gives "[v2:IP:PORT/NONCE,v1:IP:PORT/NONCE]"; the blocklist takes one "IP:PORT/NONCE". */
 	char *a = addr, *end;
 	if (*a == '[')

@@ -87,8 +87,17 @@ void rbd_lu_state_ack(struct rbd_lu_state *s);
  */
 int rbd_lu_state_witness(struct rbd_lu_state *s, unsigned *seen, size_t max, size_t *nseen);
 
-/* Blocklists the client gateway number `gateway` announced, if it announced one. 0 or -errno. */
-int rbd_lu_state_fence(struct rbd_lu_state *s, unsigned gateway);
+/*
+ * The client address gateway number `gateway` announced on the record, into addr (len bytes):
+ * its length, 0 when it announced none, or -errno. Read before a witness, so that what is fenced
+ * after it is the client that was gone, not one a restarted gateway announced meanwhile.
+ */
+int rbd_lu_state_peer_addr(struct rbd_lu_state *s, unsigned gateway, char *addr, size_t len);
+/*
+ * Blocklists addr (as rbd_lu_state_peer_addr gave it) or, when addr is NULL or empty, the client
+ * gateway number `gateway` announced, if it announced one. 0 or -errno.
+ */
+int rbd_lu_state_fence(struct rbd_lu_state *s, unsigned gateway, const char *addr);
 
 /* Takes the group's COMPARE AND WRITE lock (waiting RBD_LU_STATE_CAW_WAIT_MS at most): 0 or -errno. */
 int rbd_lu_state_caw_lock(struct rbd_lu_state *s);

@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -96,10 +97,20 @@ struct gs_job {
 	struct rbd_lock_sample sample;
 	unsigned seen[CFG_MAX_GATEWAYS]; /* GJ_WITNESS: the gateways that acknowledged */
 	size_t nseen;
+	/*
+	 * GJ_WITNESS: the peers asked about and their client addresses as announced before the
+	 * notification (a gateway restarted meanwhile announces a new one, which is not fenced);
+	 * GJ_FENCE: the address to fence in addr[0], empty for the one announced now.
+	 */
+	uint16_t ask[CFG_MAX_GATEWAYS];
+	size_t nask;
+	char addr[CFG_MAX_GATEWAYS][256];
 };
 
+static struct gs_job *gs_job_new(struct gateway_shared *gs, int kind, uint16_t peer);
+static void gs_job_go(struct gs_job *gj);
 static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer);
-static void gateway_fence(struct tnode *n, uint16_t peer);
+static void gateway_fence(struct tnode *n, uint16_t peer, const char *addr);
 static void gateway_witness(struct tnode *n);
 
 static struct gateway_shared *shared_lus;
@@ -401,7 +412,7 @@ static void gs_job_work(struct offload_job *j)
 
 	switch (gj->kind) {
 	case GJ_FENCE:
-		gj->rc = rbd_lu_state_fence(gj->gs->rs, gj->peer);
+		gj->rc = rbd_lu_state_fence(gj->gs->rs, gj->peer, gj->addr[0]);
 		break;
 	case GJ_CAW_LOCK:
 		gj->rc = rbd_lu_state_caw_lock(gj->gs->rs);
@@ -413,6 +424,10 @@ static void gs_job_work(struct offload_job *j)
 		gj->rc = rbd_lock_owner_sample(gj->gs->lo, &gj->sample);
 		break;
 	case GJ_WITNESS:
+		for (size_t i = 0; i < gj->nask; i++) {
+			if (rbd_lu_state_peer_addr(gj->gs->rs, gj->ask[i], gj->addr[i], sizeof(gj->addr[i])) < 0)
+				gj->addr[i][0] = '\0';
+		}
 		gj->rc = rbd_lu_state_witness(gj->gs->rs, gj->seen, CFG_MAX_GATEWAYS, &gj->nseen);
 		break;
 	}
@@ -463,7 +478,12 @@ static void gs_witnessed(struct gateway_shared *gs, const struct gs_job *gj)
 			log_info("target %s: gateway %u does not answer and did not acknowledge on the cluster within "
 				 "%u ms: fencing it", n->cfg->name, p->id, RBD_LU_STATE_WITNESS_MS);
 		p->spared = p->told = false;
-		gateway_fence(n, p->id);
+		const char *addr = NULL;
+		for (size_t k = 0; k < gj->nask; k++) {
+			if (gj->ask[k] == p->id)
+				addr = gj->addr[k];
+		}
+		gateway_fence(n, p->id, addr);
 	}
 }
 
@@ -531,7 +551,7 @@ static void gs_job_done(struct offload_job *j)
 		gs_free(gs);
 }
 
-static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer)
+static struct gs_job *gs_job_new(struct gateway_shared *gs, int kind, uint16_t peer)
 {
 	struct gs_job *gj = xcalloc(1, sizeof(*gj));
 
@@ -555,8 +575,18 @@ static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer)
 		gj->job.key = gs;
 		break;
 	}
-	gs->jobs++;
-	offload_submit(store_engine_offload(gs->node->srv->engine), &gj->job);
+	return gj;
+}
+
+static void gs_job_go(struct gs_job *gj)
+{
+	gj->gs->jobs++;
+	offload_submit(store_engine_offload(gj->gs->node->srv->engine), &gj->job);
+}
+
+static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer)
+{
+	gs_job_go(gs_job_new(gs, kind, peer));
 }
 
 /*
@@ -569,11 +599,15 @@ static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer)
  * its I/O fails NOT READY until its client is replaced by a new one, and nothing it acknowledged
  * is lost (no client cache).
  */
-static void gateway_fence(struct tnode *n, uint16_t peer)
+static void gateway_fence(struct tnode *n, uint16_t peer, const char *addr)
 {
 	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
-		if (gs->node == n && !gs->released)
-			gs_job_submit(gs, GJ_FENCE, peer);
+		if (gs->node == n && !gs->released) {
+			struct gs_job *gj = gs_job_new(gs, GJ_FENCE, peer);
+			if (addr)
+				snprintf(gj->addr[0], sizeof(gj->addr[0]), "%s", addr);
+			gs_job_go(gj);
+		}
 	}
 }
 
@@ -599,7 +633,12 @@ static void gateway_witness(struct tnode *n)
 	if (ref->witnessing)
 		return;
 	ref->witnessing = true;
-	gs_job_submit(ref, GJ_WITNESS, 0);
+	struct gs_job *gj = gs_job_new(ref, GJ_WITNESS, 0);
+	for (size_t i = 0; i < n->gateways->npeers; i++) {
+		if (n->gateways->peers[i].suspect)
+			gj->ask[gj->nask++] = n->gateways->peers[i].id;
+	}
+	gs_job_go(gj);
 }
 
 /* A LU whose record cannot be reached at all: every load fails, so nothing stale is answered. */
