@@ -87,8 +87,13 @@ static void on_notice(void *arg, uint64_t notify_id, uint64_t handle, uint64_t n
 {
 	struct rbd_lu_state *s = arg;
 
-	(void)data;
-	(void)len;
+	if (len == strlen(RBD_LU_STATE_WITNESS_MSG) && memcmp(data, RBD_LU_STATE_WITNESS_MSG, len) == 0) {
+		/* "Are you there?" from a gateway whose probes lost us: this answer is the proof. */
+		char me[32];
+		int n = snprintf(me, sizeof(me), "gateway %u", s->gateway);
+		rados_notify_ack(cur(s)->wio, s->oid, notify_id, handle, me, n);
+		return;
+	}
 	if (notifier_id == s->self) {
 		/* Our own store: we have it already. */
 		rados_notify_ack(cur(s)->wio, s->oid, notify_id, handle, NULL, 0);
@@ -525,18 +530,69 @@ void rbd_lu_state_ack(struct rbd_lu_state *s)
 	} while (n > 0);
 }
 
-int rbd_lu_state_fence(struct rbd_lu_state *s, unsigned gateway)
+int rbd_lu_state_witness(struct rbd_lu_state *s, unsigned *seen, size_t max, size_t *nseen)
 {
 	struct instance *in = cur(s);
-	char name[48], addr[256];
+	char *reply = NULL;
+	size_t reply_len = 0, nacks = 0, ntimeouts = 0;
+	struct notify_ack_t *acks = NULL;
+	struct notify_timeout_t *timeouts = NULL;
 
+	*nseen = 0;
+	int rc = rados_notify2(in->wio, s->oid, RBD_LU_STATE_WITNESS_MSG, (int)strlen(RBD_LU_STATE_WITNESS_MSG),
+			       RBD_LU_STATE_WITNESS_MS, &reply, &reply_len);
+	/* A watcher that did not answer in time ends the notification with -ETIMEDOUT, the acks still there. */
+	if (!reply)
+		return rc < 0 ? rc : -EIO;
+	if (rados_decode_notify_response(reply, reply_len, &acks, &nacks, &timeouts, &ntimeouts) < 0) {
+		rados_buffer_free(reply);
+		return -EIO;
+	}
+	for (size_t i = 0; i < nacks && *nseen < max; i++) {
+		char text[32];
+		unsigned g;
+		size_t l = acks[i].payload_len < sizeof(text) - 1 ? acks[i].payload_len : sizeof(text) - 1;
+		memcpy(text, acks[i].payload, l);
+		text[l] = '\0';
+		/* An empty answer (a gateway that knows no witness, acknowledging after a load) names nobody. */
+		if (sscanf(text, "gateway %u", &g) == 1)
+			seen[(*nseen)++] = g;
+	}
+	rados_free_notify_response(acks, nacks, timeouts);
+	rados_buffer_free(reply);
+	return 0;
+}
+
+int rbd_lu_state_peer_addr(struct rbd_lu_state *s, unsigned gateway, char *addr, size_t len)
+{
+	char name[48];
+
+	if (len < 2)
+		return -EINVAL;
 	snprintf(name, sizeof(name), RBD_LU_STATE_GATEWAY_XATTR, gateway);
-	int n = rados_getxattr(in->cio, s->oid, name, addr, sizeof(addr) - 1);
-	if (n == -ENODATA || n == -ENOENT || n == 0)
-		return 0; /* it never published one: nothing to fence */
+	int n = rados_getxattr(cur(s)->cio, s->oid, name, addr, len - 1);
+	if (n == -ENODATA || n == -ENOENT || n == 0) {
+		addr[0] = '\0';
+		return 0; /* it never published one */
+	}
 	if (n < 0)
 		return n;
 	addr[n] = '\0';
+	return n;
+}
+
+int rbd_lu_state_fence(struct rbd_lu_state *s, unsigned gateway, const char *given)
+{
+	struct instance *in = cur(s);
+	char addr[256];
+
+	if (given && *given) {
+		snprintf(addr, sizeof(addr), "%s", given);
+	} else {
+		int n = rbd_lu_state_peer_addr(s, gateway, addr, sizeof(addr));
+		if (n <= 0)
+			return n; /* it never published one: nothing to fence */
+	}
 	/* rados_getaddrs gives "[v2:IP:PORT/NONCE,v1:IP:PORT/NONCE]"; the blocklist takes one "IP:PORT/NONCE". */
 	char *a = addr, *end;
 	if (*a == '[')

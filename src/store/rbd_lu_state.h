@@ -69,8 +69,35 @@ int rbd_lu_state_load(struct rbd_lu_state *s, struct sbuf *rec, uint64_t *versio
 int rbd_lu_state_store(struct rbd_lu_state *s, const void *rec, size_t len, uint64_t expect, uint64_t *version);
 void rbd_lu_state_ack(struct rbd_lu_state *s);
 
-/* Blocklists the client gateway number `gateway` announced, if it announced one. 0 or -errno. */
-int rbd_lu_state_fence(struct rbd_lu_state *s, unsigned gateway);
+/*
+ * The cluster as witness before fencing (docs/gateways.md): a notification on the record with
+ * this payload, which every gateway's watch acknowledges at once with "gateway N" (its number)
+ * instead of after a load. A peer that answers it is alive and reaches the cluster, however its
+ * probes fare; one that does not within RBD_LU_STATE_WITNESS_MS is dead or cut off from the
+ * cluster too. The timeout adds up to that much to the failover from a killed gateway, whose
+ * watch the cluster still holds.
+ */
+#define RBD_LU_STATE_WITNESS_MSG "isthmus.witness"
+#define RBD_LU_STATE_WITNESS_MS 1000u
+/*
+ * Notifies the record's watchers with RBD_LU_STATE_WITNESS_MSG and returns in seen (at most
+ * max entries, *nseen of them) the gateway numbers that acknowledged, this one included.
+ * Blocks for at most RBD_LU_STATE_WITNESS_MS plus the OSD round trip. 0, or -errno when the
+ * cluster gave no answer to decode (then nobody counts as seen).
+ */
+int rbd_lu_state_witness(struct rbd_lu_state *s, unsigned *seen, size_t max, size_t *nseen);
+
+/*
+ * The client address gateway number `gateway` announced on the record, into addr (len bytes):
+ * its length, 0 when it announced none, or -errno. Read before a witness, so that what is fenced
+ * after it is the client that was gone, not one a restarted gateway announced meanwhile.
+ */
+int rbd_lu_state_peer_addr(struct rbd_lu_state *s, unsigned gateway, char *addr, size_t len);
+/*
+ * Blocklists addr (as rbd_lu_state_peer_addr gave it) or, when addr is NULL or empty, the client
+ * gateway number `gateway` announced, if it announced one. 0 or -errno.
+ */
+int rbd_lu_state_fence(struct rbd_lu_state *s, unsigned gateway, const char *addr);
 
 /* Takes the group's COMPARE AND WRITE lock (waiting RBD_LU_STATE_CAW_WAIT_MS at most): 0 or -errno. */
 int rbd_lu_state_caw_lock(struct rbd_lu_state *s);

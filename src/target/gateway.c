@@ -15,6 +15,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -40,6 +41,12 @@ struct gateway_peer {
 	uint64_t started_ms;
 	bool alive;
 	bool answered;          /* a probe of it succeeded since the probes started */
+	/*
+	 * Fencing asks the cluster first (gateway_witness): suspect, a witness is to decide about
+	 * it; spared, the last witness saw it (alive, cut off from this gateway only: asked again
+	 * at every failed probe); told, that was logged in this episode.
+	 */
+	bool suspect, spared, told;
 };
 
 /*
@@ -75,6 +82,7 @@ struct gateway_shared {
 	 */
 	struct rbd_lock_owner *lo;
 	bool sampling, first;
+	bool witnessing;            /* a witness notification of this LU's record is out */
 	unsigned nsamples;
 	struct rbd_lock_sample last, before;
 };
@@ -83,14 +91,27 @@ struct gateway_shared {
 struct gs_job {
 	struct offload_job job;
 	struct gateway_shared *gs;
-	enum { GJ_FENCE, GJ_CAW_LOCK, GJ_CAW_UNLOCK, GJ_LOCK_SAMPLE } kind;
+	enum { GJ_FENCE, GJ_CAW_LOCK, GJ_CAW_UNLOCK, GJ_LOCK_SAMPLE, GJ_WITNESS } kind;
 	uint16_t peer;
 	int rc;
 	struct rbd_lock_sample sample;
+	unsigned seen[CFG_MAX_GATEWAYS]; /* GJ_WITNESS: the gateways that acknowledged */
+	size_t nseen;
+	/*
+	 * GJ_WITNESS: the peers asked about and their client addresses as announced before the
+	 * notification (a gateway restarted meanwhile announces a new one, which is not fenced);
+	 * GJ_FENCE: the address to fence in addr[0], empty for the one announced now.
+	 */
+	uint16_t ask[CFG_MAX_GATEWAYS];
+	size_t nask;
+	char addr[CFG_MAX_GATEWAYS][256];
 };
 
+static struct gs_job *gs_job_new(struct gateway_shared *gs, int kind, uint16_t peer);
+static void gs_job_go(struct gs_job *gj);
 static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer);
-static void gateway_fence(struct tnode *n, uint16_t peer);
+static void gateway_fence(struct tnode *n, uint16_t peer, const char *addr);
+static void gateway_witness(struct tnode *n);
 
 static struct gateway_shared *shared_lus;
 
@@ -210,10 +231,19 @@ static void peer_learned(struct gateway_probes *g, struct gateway_peer *p, bool 
 		return; /* perhaps still starting: its state stays as it is */
 	if (alive != p->alive)
 		log_info("target %s: gateway %u %s", n->cfg->name, p->id, alive ? "answers again" : "does not answer");
-	if (p->alive && !alive)
-		gateway_fence(n, p->id);
+	/*
+	 * Gone, still gone after the cluster saw it last time, or still waiting for a witness that
+	 * was lost with its LU: ask the cluster before fencing.
+	 */
+	bool ask = !alive && (p->alive || p->spared || p->suspect);
+	if (alive)
+		p->suspect = p->spared = p->told = false;
 	p->alive = alive;
 	apply_states(g);
+	if (ask) {
+		p->suspect = true;
+		gateway_witness(n);
+	}
 }
 
 static void peer_on_connect(void *arg, uint32_t events)
@@ -382,7 +412,7 @@ static void gs_job_work(struct offload_job *j)
 
 	switch (gj->kind) {
 	case GJ_FENCE:
-		gj->rc = rbd_lu_state_fence(gj->gs->rs, gj->peer);
+		gj->rc = rbd_lu_state_fence(gj->gs->rs, gj->peer, gj->addr[0]);
 		break;
 	case GJ_CAW_LOCK:
 		gj->rc = rbd_lu_state_caw_lock(gj->gs->rs);
@@ -393,6 +423,67 @@ static void gs_job_work(struct offload_job *j)
 	case GJ_LOCK_SAMPLE:
 		gj->rc = rbd_lock_owner_sample(gj->gs->lo, &gj->sample);
 		break;
+	case GJ_WITNESS:
+		for (size_t i = 0; i < gj->nask; i++) {
+			if (rbd_lu_state_peer_addr(gj->gs->rs, gj->ask[i], gj->addr[i], sizeof(gj->addr[i])) < 0)
+				gj->addr[i][0] = '\0';
+		}
+		gj->rc = rbd_lu_state_witness(gj->gs->rs, gj->seen, CFG_MAX_GATEWAYS, &gj->nseen);
+		break;
+	}
+}
+
+static bool witness_saw(const struct gs_job *gj, uint16_t id)
+{
+	for (size_t i = 0; i < gj->nseen; i++) {
+		if (gj->seen[i] == id)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * The cluster's answer about the peers the probes lost: one that acknowledged is alive and
+ * reaches the cluster, so it serves its own initiators and is not fenced (it stays unavailable
+ * here, as it does not answer us); one that did not is fenced as before.
+ */
+static void gs_witnessed(struct gateway_shared *gs, const struct gs_job *gj)
+{
+	gs->witnessing = false;
+	if (gs->released || !gs->node->gateways)
+		return;
+	struct tnode *n = gs->node;
+	struct gateway_probes *g = n->gateways;
+	for (size_t i = 0; i < g->npeers; i++) {
+		struct gateway_peer *p = &g->peers[i];
+		if (!p->suspect)
+			continue;
+		p->suspect = false;
+		if (p->alive)
+			continue; /* it answered a probe meanwhile */
+		if (witness_saw(gj, p->id)) {
+			p->spared = true;
+			if (!p->told)
+				log_info("target %s: gateway %u does not answer its probes but acknowledged on the "
+					 "cluster within %u ms: alive and cut off from this gateway only, so not fenced "
+					 "(unavailable here; asked again at every probe)", n->cfg->name, p->id,
+					 RBD_LU_STATE_WITNESS_MS);
+			p->told = true;
+			continue;
+		}
+		if (gj->rc < 0)
+			log_info("target %s: gateway %u does not answer and the cluster gave no witness (%s): fencing it",
+				 n->cfg->name, p->id, strerror(-gj->rc));
+		else
+			log_info("target %s: gateway %u does not answer and did not acknowledge on the cluster within "
+				 "%u ms: fencing it", n->cfg->name, p->id, RBD_LU_STATE_WITNESS_MS);
+		p->spared = p->told = false;
+		const char *addr = NULL;
+		for (size_t k = 0; k < gj->nask; k++) {
+			if (gj->ask[k] == p->id)
+				addr = gj->addr[k];
+		}
+		gateway_fence(n, p->id, addr);
 	}
 }
 
@@ -451,13 +542,16 @@ static void gs_job_done(struct offload_job *j)
 	case GJ_LOCK_SAMPLE:
 		gs_lock_sampled(gs, gj);
 		break;
+	case GJ_WITNESS:
+		gs_witnessed(gs, gj);
+		break;
 	}
 	free(gj);
 	if (--gs->jobs == 0 && gs->released)
 		gs_free(gs);
 }
 
-static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer)
+static struct gs_job *gs_job_new(struct gateway_shared *gs, int kind, uint16_t peer)
 {
 	struct gs_job *gj = xcalloc(1, sizeof(*gj));
 
@@ -466,27 +560,85 @@ static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer)
 	gj->peer = peer;
 	gj->job.work = gs_job_work;
 	gj->job.done = gs_job_done;
-	/* The lock's calls in order, one at a time; fencing and lock samples beside them. */
-	gj->job.key = kind == GJ_FENCE ? (const void *)&gs->jobs : kind == GJ_LOCK_SAMPLE ? (const void *)&gs->lo
-										       : (const void *)gs;
-	gs->jobs++;
-	offload_submit(store_engine_offload(gs->node->srv->engine), &gj->job);
+	/* The lock's calls in order, one at a time; fencing, lock samples and the witness beside them. */
+	switch (kind) {
+	case GJ_FENCE:
+		gj->job.key = &gs->jobs;
+		break;
+	case GJ_LOCK_SAMPLE:
+		gj->job.key = &gs->lo;
+		break;
+	case GJ_WITNESS:
+		gj->job.key = &gs->witnessing;
+		break;
+	default:
+		gj->job.key = gs;
+		break;
+	}
+	return gj;
+}
+
+static void gs_job_go(struct gs_job *gj)
+{
+	gj->gs->jobs++;
+	offload_submit(store_engine_offload(gj->gs->node->srv->engine), &gj->job);
+}
+
+static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer)
+{
+	gs_job_go(gs_job_new(gs, kind, peer));
 }
 
 /*
- * A peer that stopped answering the probes is fenced at the cluster: its client is blocklisted,
+ * A peer that stopped answering the probes, and did not answer the cluster's witness either, is
+ * fenced at the cluster: its client is blocklisted,
  * which ends its watches (a change of the record no longer waits for its acknowledgement) and
  * lets this gateway's librbd take the image's exclusive lock from it at once, instead of once the
  * cluster has timed its watch on the image out (30 s by default). A gateway that is only cut off
- * from its peers is fenced too: its I/O fails NOT READY until its client is replaced by a new one,
- * and nothing it acknowledged is lost (no client cache).
+ * from its peers answers the witness and is not fenced; one cut off from the cluster as well is:
+ * its I/O fails NOT READY until its client is replaced by a new one, and nothing it acknowledged
+ * is lost (no client cache).
  */
-static void gateway_fence(struct tnode *n, uint16_t peer)
+static void gateway_fence(struct tnode *n, uint16_t peer, const char *addr)
 {
 	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
-		if (gs->node == n && !gs->released)
-			gs_job_submit(gs, GJ_FENCE, peer);
+		if (gs->node == n && !gs->released) {
+			struct gs_job *gj = gs_job_new(gs, GJ_FENCE, peer);
+			if (addr)
+				snprintf(gj->addr[0], sizeof(gj->addr[0]), "%s", addr);
+			gs_job_go(gj);
+		}
 	}
+}
+
+/*
+ * Asks the cluster about the suspect peers: one notification on the record of the node's
+ * lowest-numbered shared LU (every gateway watches every record, and fencing is of the peer's
+ * client, not of one LU), at most one in flight; a peer that becomes suspect while one is out is
+ * decided by it, or by the next failed probe. Without a shared LU there is nothing to fence.
+ */
+static void gateway_witness(struct tnode *n)
+{
+	struct gateway_shared *ref = NULL;
+
+	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
+		if (gs->node == n && !gs->released && (!ref || gs->lun < ref->lun))
+			ref = gs;
+	}
+	if (!ref) {
+		for (size_t i = 0; n->gateways && i < n->gateways->npeers; i++)
+			n->gateways->peers[i].suspect = false;
+		return;
+	}
+	if (ref->witnessing)
+		return;
+	ref->witnessing = true;
+	struct gs_job *gj = gs_job_new(ref, GJ_WITNESS, 0);
+	for (size_t i = 0; i < n->gateways->npeers; i++) {
+		if (n->gateways->peers[i].suspect)
+			gj->ask[gj->nask++] = n->gateways->peers[i].id;
+	}
+	gs_job_go(gj);
 }
 
 /* A LU whose record cannot be reached at all: every load fails, so nothing stale is answered. */
