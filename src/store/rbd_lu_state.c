@@ -46,6 +46,7 @@ struct instance {
 	rados_ioctx_t io;          /* loads and stores */
 	rados_ioctx_t wio;         /* watch, notify, acknowledgements */
 	rados_ioctx_t cio;         /* compare-and-write lock, fencing */
+	uint64_t retired_watch;    /* retired: the watch it held on the record (0: none) */
 };
 
 struct rbd_lu_state {
@@ -215,6 +216,7 @@ static int renew_instance(struct rbd_lu_state *s)
 	}
 	pthread_mutex_lock(&s->lock);
 	in->retired = s->in;
+	in->retired->retired_watch = s->cookie_w; /* given back at close: librados keeps it till then */
 	s->in = in;
 	s->watched = false;
 	s->cookie_w = 0;
@@ -301,6 +303,27 @@ static void remove_if_unused(struct rbd_lu_state *s, struct instance *in)
 	(void)rc; /* no compare-and-write ever ran: there is no lock object */
 }
 
+/*
+ * A fenced client's watch: librados holds it until it is given back, even on a blocklisted
+ * client, and loses what it holds when the client shuts down with it. The cluster refuses the
+ * unwatch itself at once (blocklisted) or drops the watch by its timeout; only librados' own
+ * record of it matters here, and that goes when the unwatch is issued: waiting a second for the
+ * answer is plenty.
+ */
+static void unwatch_retired(struct instance *i)
+{
+	rados_completion_t c;
+	if (rados_aio_create_completion2(NULL, NULL, &c) < 0)
+		return;
+	if (rados_aio_unwatch(i->wio, i->retired_watch, c) == 0) {
+		struct timespec tick = {.tv_sec = 0, .tv_nsec = 10 * 1000000L};
+		for (unsigned waited = 0; !rados_aio_is_complete(c) && waited < 1000u; waited += 10)
+			nanosleep(&tick, NULL);
+	}
+	rados_aio_release(c);
+	i->retired_watch = 0;
+}
+
 void rbd_lu_state_close(struct rbd_lu_state *s, bool remove)
 {
 	if (!s)
@@ -332,6 +355,8 @@ void rbd_lu_state_close(struct rbd_lu_state *s, bool remove)
 	struct rbd_conn *conns[64];
 	size_t nconns = 0;
 	for (struct instance *i = in; i; i = i->retired) {
+		if (i->retired_watch)
+			unwatch_retired(i);
 		rados_watch_flush(rbd_conn_handle(i->conn));
 		if (nconns < sizeof(conns) / sizeof(conns[0]))
 			conns[nconns++] = i->conn;

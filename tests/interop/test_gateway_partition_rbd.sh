@@ -13,7 +13,10 @@
 #   - the partition lifted, both gateways see each other again within two probe intervals and
 #     the I/O through both still works;
 #   - then gateway 2 is SIGKILLed: gateway 1 still fences it (the cluster has no answer from
-#     it), and the test prints how long that took.
+#     it), and the test prints how long that took;
+#   - last, gateway 1's own client is blocklisted by hand (as an administrator fences a gateway):
+#     it reads the record with a new client, still serves, and stopped with SIGTERM it exits
+#     with no sanitizer report (the fenced client's watch is given back, not leaked).
 set -euo pipefail
 if [[ -z "${ISTHMUS_PARTITION_NS:-}" ]]; then
 	if [[ $(id -u) != 0 ]]; then
@@ -220,4 +223,22 @@ if failures:
     sys.exit(1)
 say("all checks passed")
 PY
+addr=$(run_to 30 rados -p rbd getxattr isthmus.lu.part isthmus.gateway.1 2>/dev/null | tr -d '\0') ||
+	fail "no client address of gateway 1 on the record"
+[[ -n "$addr" ]] || fail "the record names no client of gateway 1"
+say "gateway 1's client $addr blocklisted by hand"
+mark=$(wc -c <"$TEST_DIR/gw1.log")
+run_to 30 ceph osd blocklist add "$addr" >/dev/null 2>&1 || fail "ceph osd blocklist add $addr failed"
+replaced=0
+for ((i = 0; i < 150; i++)); do
+	if tail -c +"$((mark + 1))" "$TEST_DIR/gw1.log" | grep -q "cluster client was fenced (blocklisted): the record is read with a new one"; then
+		replaced=1
+		break
+	fi
+	sleep 0.2
+done
+((replaced)) || fail "gateway 1 did not replace its fenced client within 30 s: $(tail -3 "$TEST_DIR/gw1.log")"
+say "ok: gateway 1 reads the record with a new client"
+gw_stop 1 TERM
+say "ok: gateway 1 stopped with no sanitizer report after its client was replaced"
 say "PASS"
