@@ -22,6 +22,7 @@
 #define BUFPOOL_KEEP (64u << 20)
 
 static void shard_on_mail(void *arg, uint32_t events);
+static void shard_flush_queued(struct shard *sh);
 
 struct shard *shard_new(struct server *srv, unsigned id, struct loop *l)
 {
@@ -83,6 +84,16 @@ void shard_drain(struct shard *sh)
 	}
 }
 
+/* Send what is queued on its connections (those waiting for EPOLLOUT send when it comes). */
+static void shard_flush_queued(struct shard *sh)
+{
+	for (struct conn *c = sh->conns, *next; c; c = next) {
+		next = c->next;
+		if (!pdu_queue_empty(&c->pc.txq) && !c->want_write)
+			conn_flush(c);
+	}
+}
+
 static void shard_on_mail(void *arg, uint32_t events)
 {
 	(void)events;
@@ -92,6 +103,11 @@ static void shard_on_mail(void *arg, uint32_t events)
 	while (read(sh->mb_fd, &n, sizeof(n)) < 0 && errno == EINTR)
 		;
 	shard_drain(sh);
+	/*
+	 * A message may have queued PDUs (a command finished by LU-wide work on another thread, a
+	 * task management answer): outside any connection's handler nothing else sends them.
+	 */
+	shard_flush_queued(sh);
 }
 
 /* ---- the store engine ---- */
@@ -152,11 +168,7 @@ void shard_run_blocked(struct shard *sh, bool wake_others)
 	if (srv->nshards > 1)
 		atomic_store(&sh->has_blocked, blocked);
 	/* Their responses were queued outside any connection's read handler, which would send them. */
-	for (struct conn *c = sh->conns, *next; c; c = next) {
-		next = c->next;
-		if (!pdu_queue_empty(&c->pc.txq) && !c->want_write)
-			conn_flush(c);
-	}
+	shard_flush_queued(sh);
 	if (!wake_others || srv->nshards < 2)
 		return;
 	/*

@@ -10,7 +10,8 @@
 #  3. SIGHUP adds a LUN and removes it again while iscsi-perf reads on several loops: the new
 #     LUN serves, the removed one is gone, the readers keep going and the target stays up
 #  4. SIGTERM with sessions on every loop: the target exits 0 within a bound
-#  5. the key is range checked (RBD LUNs on several loops: test_rbd_engines.sh)
+#  5. the key is range checked; an RBD LUN of a gateway group with several loops is refused with
+#     a clear message (lone RBD LUNs on several loops: test_rbd_engines.sh)
 #  6. libiscsi's whole conformance suite (iscsi-test-cu --test=ALL) passes on four loops, each
 #     of them serving some of its sessions
 set -euo pipefail
@@ -131,7 +132,17 @@ for p in "${PERFS[@]}"; do
 	wait "$p" 2>/dev/null || true
 done
 
-# ---- 5. the range of threads -----------------------------------------------------------------
+# ---- 5. the range of threads; RBD gateway groups ----------------------------------------------
+p1=$(free_port)
+p2=$(free_port)
+if "$ISTHMUS_BIN/isthmus-target" --threads 2 --listen "127.0.0.1:$p1" --target "$IQN" --lun rbd:pool/image \
+	--gateway 1 --gateway-portal "1=127.0.0.1:$p1" --gateway-portal "2=127.0.0.1:$p2" \
+	--mgmt-socket "$TEST_DIR/gw.sock" --state-dir "$TEST_DIR/gwstate" >"$TEST_DIR/gw.log" 2>&1; then
+	fail "threads = 2 with an RBD LUN of a gateway group was accepted"
+fi
+grep -q 'an RBD LUN of a gateway group needs threads = 1' "$TEST_DIR/gw.log" ||
+	fail "no clear refusal of a gateway group's RBD LUN with several loops: $(tail -3 "$TEST_DIR/gw.log")"
+say "ok: an RBD LUN of a gateway group with --threads 2 is refused: $(grep -o 'an RBD LUN of a gateway group needs[^(]*' "$TEST_DIR/gw.log" | head -1)"
 for bad in 0 257; do
 	if "$ISTHMUS_BIN/isthmus-target" --threads "$bad" --target "$IQN" --lun memory,size=1M --check-config \
 		>"$TEST_DIR/bad.log" 2>&1; then
