@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "proto/text.h"
 #include "target/conn.h"
 #include "target/erl2.h"
 #include "target/ffp.h"
@@ -363,22 +364,6 @@ static bool conn_on_digest_error(struct pdu_conn *pc, bool header, const uint8_t
 	return true;
 }
 
-/* The value of key in a login request's NUL-separated key=value text, or NULL. */
-static const char *login_key(const uint8_t *data, uint32_t len, const char *key, char *buf, size_t buflen)
-{
-	size_t klen = strlen(key);
-	for (uint32_t off = 0; off < len;) {
-		const char *kv = (const char *)data + off;
-		size_t n = strnlen(kv, len - off);
-		if (n > klen && kv[klen] == '=' && memcmp(kv, key, klen) == 0) {
-			snprintf(buf, buflen, "%.*s", (int)(n - klen - 1), kv + klen + 1);
-			return buf;
-		}
-		off += (uint32_t)n + 1;
-	}
-	return NULL;
-}
-
 struct conn_move {
 	struct conn *c;
 	struct shard *to;
@@ -421,10 +406,14 @@ static bool conn_route_login(struct conn *c, const struct bhs *b, const uint8_t 
 	c->routed = true;
 	if (b->opcode != OP_LOGIN_REQ)
 		return false;
-	char initiator[224], target[224];
-	const char *in = login_key(data, b->data_len, "InitiatorName", initiator, sizeof(initiator));
-	const char *tn = login_key(data, b->data_len, "TargetName", target, sizeof(target));
-	int id = server_login_shard(c->srv, in, b->login.isid, b->login.tsih, tn);
+	/* A segment the login would refuse routes nowhere: the login answers it where it lands. */
+	struct text_list keys = {0};
+	char why[128];
+	int id = -1;
+	if (text_parse(data, b->data_len, &keys, why, sizeof(why)) == TEXT_OK)
+		id = server_login_shard(c->srv, text_get(&keys, "InitiatorName"), b->login.isid, b->login.tsih,
+					text_get(&keys, "TargetName"));
+	text_clear(&keys);
 	if (id < 0 || (unsigned)id == c->shard->id)
 		return false;
 	log_debug("%s:%u: login for TSIH %u moves to loop %d", c->peer_addr, c->peer_port, b->login.tsih, id);
