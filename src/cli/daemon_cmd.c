@@ -42,7 +42,7 @@ static void print_usage(FILE *f)
 		"        [--chap-user U --chap-secret S] [--mutual-user U [--mutual-secret S]] [--chap-algorithms 7,6,5]\n"
 		"        [--header-digest] [--data-digest] [--digest] [--removal-latency SECONDS] [--allow-duplicate]\n"
 		"        [--max-recv-dsl N] [--max-burst N] [--first-burst N] [--initial-r2t yes|no]\n"
-		"        [--immediate-data yes|no] [--isid HEX12] [--pr-key HEX]   prints the session id on its last line\n"
+		"        [--immediate-data yes|no] [--isid HEX12] [--pr-key HEX] [--pr-type T]   prints the session id on its last line\n"
 		"  logout SID\n"
 		"  session list | show SID | logout SID | add-connection SID [--portal P] | remove-connection SID CID\n"
 		"          inquiry SID LUN [--page N] | readcapacity SID LUN | reportluns SID | register SID | unregister SID\n"
@@ -243,7 +243,7 @@ static int parse(struct dctx *c, int argc, char **argv)
 		}
 		static const char *const with_value[] = {"--socket", "--portal", "--type", "--chap-user", "--chap-secret",
 							 "--mutual-user", "--mutual-secret", "--chap-algorithms",
-							 "--removal-latency", "--failback", "--pr-key", "--max-recv-dsl", "--max-burst", "--first-burst",
+							 "--removal-latency", "--failback", "--pr-key", "--pr-type", "--max-recv-dsl", "--max-burst", "--first-burst",
 							 "--initial-r2t", "--immediate-data", "--isid", "--page", "--isns", NULL};
 		char name[64];
 		snprintf(name, sizeof(name), "%s", a);
@@ -299,6 +299,8 @@ static int parse(struct dctx *c, int argc, char **argv)
 			json_object_set_new(c->params, "chap_algorithms", json_string(v));
 		else if (!strcmp(name, "--pr-key"))
 			json_object_set_new(c->params, "pr_key", json_string(v));
+		else if (!strcmp(name, "--pr-type"))
+			json_object_set_new(c->params, "pr_type", json_string(v));
 		else if (!strcmp(name, "--isid"))
 			json_object_set_new(c->params, "isid", json_string(v));
 		else if (!strcmp(name, "--persistent"))

@@ -258,6 +258,32 @@ void dsess_opts_free(struct dsess_opts *o)
 	memset(o, 0, sizeof(*o));
 }
 
+static const struct {
+	uint8_t code;
+	const char *name;
+} pr_types[] = {
+	{DS_PR_WE, "we"},       {DS_PR_EA, "ea"},       {DS_PR_WE_RO, "we-ro"},
+	{DS_PR_EA_RO, "ea-ro"}, {DS_PR_WE_AR, "we-ar"}, {DS_PR_EA_AR, "ea-ar"},
+};
+
+const char *ds_pr_type_name(uint8_t type)
+{
+	for (size_t i = 0; i < sizeof(pr_types) / sizeof(pr_types[0]); i++) {
+		if (pr_types[i].code == type)
+			return pr_types[i].name;
+	}
+	return NULL;
+}
+
+uint8_t ds_pr_type_parse(const char *name)
+{
+	for (size_t i = 0; name && i < sizeof(pr_types) / sizeof(pr_types[0]); i++) {
+		if (!strcmp(pr_types[i].name, name))
+			return pr_types[i].code;
+	}
+	return 0;
+}
+
 void dsess_opts_copy(struct dsess_opts *dst, const struct dsess_opts *src)
 {
 	*dst = *src;
@@ -317,6 +343,8 @@ json_t *dsess_opts_to_json(const struct dsess_opts *o, bool with_secrets)
 		snprintf(k, sizeof(k), "0x%016" PRIx64, o->pr_key);
 		json_object_set_new(j, "pr_key", json_string(k));
 	}
+	if (o->pr_type)
+		json_object_set_new(j, "pr_type", json_string(ds_pr_type_name(o->pr_type)));
 	if (o->isid_set) {
 		char h[13];
 		hex_isid(o->isid, h);
@@ -473,6 +501,18 @@ int dsess_opts_from_json(struct dsess_opts *o, json_t *j, char *err, size_t errl
 		}
 		o->pr_key = key;
 		o->pr_key_set = true;
+	}
+	v = json_object_get(j, "pr_type");
+	if (v && !json_is_null(v)) {
+		o->pr_type = ds_pr_type_parse(json_string_value(v));
+		if (!o->pr_type) {
+			snprintf(err, errlen, "'pr_type' must be one of we, ea, we-ro, ea-ro, we-ar, ea-ar");
+			goto bad;
+		}
+		if (!o->pr_key_set) {
+			snprintf(err, errlen, "'pr_type' needs 'pr_key': the reservation is taken with that key");
+			goto bad;
+		}
 	}
 	bool b = false;
 	v = json_object_get(j, "initial_r2t");

@@ -74,6 +74,7 @@ struct dsess_opts {
 	uint8_t isid[6];
 	bool pr_key_set; /* a persistent reservation key registered through every new I_T nexus (pr.c) */
 	uint64_t pr_key;
+	uint8_t pr_type; /* a reservation the session takes with pr_key (SPC-4 type code); 0: none */
 };
 void dsess_opts_free(struct dsess_opts *o);
 void dsess_opts_copy(struct dsess_opts *dst, const struct dsess_opts *src);
@@ -81,6 +82,20 @@ void dsess_opts_copy(struct dsess_opts *dst, const struct dsess_opts *src);
 json_t *dsess_opts_to_json(const struct dsess_opts *o, bool with_secrets);
 /* Parse options from RPC params or a stored record; 0 or -1 with err. */
 int dsess_opts_from_json(struct dsess_opts *o, json_t *j, char *err, size_t errlen);
+
+/* Persistent reservation types (SPC-4 6.16.3.4) by their login option names. */
+enum {
+	DS_PR_WE = 1,
+	DS_PR_EA = 3,
+	DS_PR_WE_RO = 5,
+	DS_PR_EA_RO = 6,
+	DS_PR_WE_AR = 7,
+	DS_PR_EA_AR = 8,
+};
+/* "we-ro" and so on, or NULL for a code that is not a type. */
+const char *ds_pr_type_name(uint8_t type);
+/* The type code of a name, or 0. */
+uint8_t ds_pr_type_parse(const char *name);
 
 void hex_isid(const uint8_t isid[6], char out[13]);
 bool parse_isid(const char *s, uint8_t isid[6]);

@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "daemon/config.h"
+#include "daemon/pr.h"
 #include "isthmus/isthmus.h"
 #include "net/loop.h"
 
@@ -145,6 +146,8 @@ struct dsession {
 	/* the reservation key registration after a login (pr.c): I/O is held while it runs */
 	uint64_t pr_gen;
 	bool pr_pending, pr_registered;
+	enum ds_pr_res pr_res;
+	char pr_error[256]; /* the last failure or conflict, for session show ("" when none) */
 };
 
 struct dsession *dsess_new(struct daemon *d, const struct dsess_opts *o, bool interactive);

@@ -101,6 +101,16 @@ json_t *dsess_json(struct dsession *s)
 		json_object_set_new(j, "pr_key", json_null());
 	}
 	json_object_set_new(j, "pr_key_registered", json_boolean(s->pr_registered && s->state == DS_CONNECTED));
+	if (s->opts.pr_type) {
+		json_object_set_new(j, "pr_type", json_string(ds_pr_type_name(s->opts.pr_type)));
+		/* not logged in yet: pending as well */
+		const char *res = ds_pr_res_name(s->pr_res);
+		json_object_set_new(j, "pr_reservation", json_string(res ? res : "pending"));
+	} else {
+		json_object_set_new(j, "pr_type", json_null());
+		json_object_set_new(j, "pr_reservation", json_null());
+	}
+	json_object_set_new(j, "pr_error", s->pr_error[0] ? json_string(s->pr_error) : json_null());
 	const char *auth = !s->opts.chap_user ? "None"
 			   : (s->opts.mutual_secret || s->opts.mutual_from_store) ? "MutualCHAP"
 										  : "CHAP";

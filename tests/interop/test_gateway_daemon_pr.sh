@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# isthmus-initiator taking a persistent reservation itself (login options pr_key and pr_type,
+# src/daemon/pr.c) and keeping it through a failover between two gateways of one RBD image
+# (docs/gateways.md, docs/initiator.md):
+#   1. WRITE EXCLUSIVE - REGISTRANTS ONLY (we-ro): the daemon logs in through gateway 1 (A) with
+#      both portals, registers and reserves; `session show` says the reservation is held.
+#      A writer writes checksummed blocks through the session's FUSE file; an unregistered raw
+#      initiator U writes through A and B and meets RESERVATION CONFLICT. A is SIGKILLed: the
+#      writer goes on through B without an error, U still meets RESERVATION CONFLICT, READ
+#      RESERVATION through B names the daemon's key and type WE_RO.
+#   2. WRITE EXCLUSIVE (we), held by one I_T nexus: the reservation is cleared, A restarted, the
+#      daemon logs in through B this time; a raw initiator R registers (a registrant, not the
+#      holder) through A and B. B is SIGKILLed: the daemon's RESERVE through A meets the old
+#      nexus's reservation and it moves it with PREEMPT of its own key; the writer goes on
+#      without an error; U and R meet RESERVATION CONFLICT before and after; READ RESERVATION
+#      names the daemon's key and type WE; READ KEYS lists R's two registrations and the daemon's
+#      key once (its registration through the dead gateway's nexus went with the PREEMPT).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+[[ "$TARGET_IMPL" == isthmus ]] || skip "gateways on RBD need isthmus-target"
+[[ -e /dev/fuse ]] || skip "no /dev/fuse"
+need jq python3 fusermount3
+source "$(dirname "$0")/ceph_lib.sh"
+source "$(dirname "$0")/daemon_helpers.bash"
+
+IQN=iqn.2026-11.org.isthmus:gwdmnpr
+KD1=00000000d1d1d1d1
+KD2=00000000d2d2d2d2
+
+all_exit() {
+	local rc=$?
+	set +e
+	if ((rc != 0)) && [[ -s "$DMN_LOG" ]]; then
+		say "--- last 30 lines of the daemon log ---"
+		tail -n 30 "$DMN_LOG" | sed 's/^/    /'
+	fi
+	dmn_stop TERM
+	for n in "${!GW_PID[@]}"; do
+		kill -TERM "${GW_PID[$n]}" 2>/dev/null
+		timeout 15 tail --pid="${GW_PID[$n]}" -f /dev/null 2>/dev/null || kill -KILL "${GW_PID[$n]}" 2>/dev/null
+	done
+	if [[ -n "$CEPH_DIR" && -d "$CEPH_DIR" ]]; then
+		"$MICRO_CEPH" --stop "$CEPH_DIR"
+	fi
+	(exit "$rc")
+	lib_cleanup
+}
+trap all_exit EXIT
+
+ceph_start
+ceph_image prd 64M
+start_rbd_gateways 2 "$IQN" "rbd:rbd/prd,conf=$CEPH_CONF"
+PA=${GW_HP[1]}
+PB=${GW_HP[2]}
+split_hostport "$PA"
+PORTA=$HP_PORT
+split_hostport "$PB"
+PORTB=$HP_PORT
+dmn_start
+
+# wait_held SID : until the session's reservation is held (bounded), then its JSON in $TEST_DIR/held.json
+wait_held() {
+	local i
+	for i in $(seq 100); do
+		sess_json "$1" >"$TEST_DIR/held.json"
+		[[ $(jq -r .pr_reservation "$TEST_DIR/held.json") == held ]] && return 0
+		sleep 0.2
+	done
+	fail "the session's reservation is not held: $(jq -c '{pr_key, pr_type, pr_reservation, pr_error}' "$TEST_DIR/held.json")"
+}
+
+# run_case NAME PORT_FIRST PORT_SURVIVOR PID_TO_KILL TYPE_CODE KEY WITH_REGISTRANT
+run_case() {
+	run_to 240 python3 - "$INTEROP_DIR" "$IQN" "$@" "$DMN_DEV/$SID/lun0" <<'PY'
+import hashlib, os, signal, struct, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import pdu_abuse, scsi_cmd
+
+iqn, name = sys.argv[2], sys.argv[3]
+port_first, port_surv, pid = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+rtype, kd, with_r, dev = int(sys.argv[7]), int(sys.argv[8], 16), sys.argv[9] == "1", sys.argv[10]
+KR = 0x5252525252525252
+BS, NBLK = 4096, 64
+failures = []
+
+def say(m):
+    print("[test_gateway_daemon_pr] " + m, flush=True)
+
+def check(cond, what):
+    if cond:
+        say("  ok: " + what)
+    else:
+        failures.append(what)
+        say("  FAILED: " + what)
+
+def sense_of(s):
+    if not s:
+        return (None, None, None)
+    if s[0] & 0x7f in (0x72, 0x73):
+        return s[1] & 0x0f, s[2], s[3]
+    return s[2] & 0x0f, s[12], s[13]
+
+class Nexus:
+    def __init__(self, who, port, isid):
+        pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:" + who
+        self.sock = pdu_abuse.login("127.0.0.1", port, iqn, isid=bytes.fromhex(isid))
+        self.sock.settimeout(30)
+        self.sn = [0, 1]
+        for _ in range(6):  # a new nexus starts with a unit attention
+            if self.cmd(bytes(6))[0] == 0:
+                break
+
+    def cmd(self, cdb, out=b"", in_len=0):
+        r = scsi_cmd.run(self.sock, 0, cdb, out, in_len, self.sn[0], self.sn[1])
+        self.sn[0] += 1
+        self.sn[1] += 1
+        return r
+
+    def retry(self, cdb, out=b"", in_len=0):
+        for _ in range(4):
+            st, d, s = self.cmd(cdb, out, in_len)
+            if st != 2 or sense_of(s)[0] != 6:
+                break
+        return st, d, s
+
+def prout(nx, sa, key=0, sark=0, type_=0):
+    data = struct.pack(">QQ", key, sark) + bytes(8)
+    return nx.retry(bytes([0x5f, sa, type_, 0, 0, 0, 0, 0, 24, 0]), out=data)[0]
+
+def read_reservation(nx):
+    st, d, _ = nx.retry(bytes([0x5e, 1, 0, 0, 0, 0, 0, 0, 24, 0]), in_len=24)
+    if st != 0 or len(d) < 8 or struct.unpack(">I", d[4:8])[0] < 16:
+        return st, None, None
+    return st, struct.unpack(">Q", d[8:16])[0], d[21] & 0x0f
+
+def read_keys(nx):
+    st, d, _ = nx.retry(bytes([0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]), in_len=4096)
+    n = struct.unpack(">I", d[4:8])[0] if st == 0 else 0
+    return sorted(struct.unpack(">Q", d[8 + i:16 + i])[0] for i in range(0, n, 8))
+
+def write10(nx, lba):
+    return nx.retry(bytes([0x2a, 0]) + struct.pack(">IBHB", lba, 0, 1, 0), out=bytes(512))[0]
+
+say("case %s: reservation type 0x%x with key 0x%016x" % (name, rtype, kd))
+u_f, u_s = Nexus("outsider", port_first, "400000000c01"), Nexus("outsider", port_surv, "400000000c01")
+others = {"U": (u_f, u_s)}
+if with_r:
+    r_f, r_s = Nexus("registrant", port_first, "400000000d01"), Nexus("registrant", port_surv, "400000000d01")
+    check(prout(r_f, 0, sark=KR) == 0 and prout(r_s, 0, sark=KR) == 0, "R registers through both gateways")
+    others["R"] = (r_f, r_s)
+st, key, typ = read_reservation(u_s)
+check(st == 0 and key == kd and typ == rtype,
+      "READ RESERVATION through the other gateway: the daemon's key, type 0x%x (got status %s key %s type %s)"
+      % (rtype, st, key and hex(key), typ))
+keys_before = read_keys(u_s)
+say("  keys before: %s" % [hex(k) for k in keys_before])
+check(keys_before.count(kd) == 1, "the daemon's key is registered once (one nexus)")
+
+stop = threading.Event()
+killed = {"t": None}
+acked, werr = [], []
+conflicts = {w: [0, 0] for w in others}
+
+def writer():
+    fd = os.open(dev, os.O_WRONLY)
+    seq = 0
+    try:
+        while not stop.is_set():
+            blk = seq % NBLK
+            data = (b"%s seq %08d " % (name.encode(), seq)).ljust(BS, b"-")
+            t0 = time.time()
+            os.pwrite(fd, data, blk * BS)
+            acked.append((seq, t0, time.time()))
+            seq += 1
+            time.sleep(0.005)
+    except OSError as e:
+        werr.append("%s after %d writes" % (e, seq))
+    finally:
+        os.close(fd)
+
+def excluded():
+    n = 0
+    while not stop.is_set():
+        for who, (nf, ns) in others.items():
+            for nx in (nf, ns):
+                if nx is nf and killed["t"] is not None:
+                    continue
+                try:
+                    st = write10(nx, 100000 + n % 8)
+                except Exception as e:
+                    if nx is nf and killed["t"] is not None:
+                        continue  # the killed gateway's connection
+                    st = "error %s" % e
+                conflicts[who][0 if st == 0x18 else 1] += 1
+                if st != 0x18:
+                    say("  %s's write: %s, want RESERVATION CONFLICT" % (who, st))
+        n += 1
+        time.sleep(0.05)
+
+ts = [threading.Thread(target=f) for f in (writer, excluded)]
+for t in ts:
+    t.start()
+time.sleep(3)
+check(not werr and len(acked) > 20, "the daemon writes before the kill (%d writes, %s)" % (len(acked), werr))
+say("SIGKILL to the gateway the daemon runs through (pid %d)" % pid)
+os.kill(pid, signal.SIGKILL)
+t_kill = time.time()
+killed["t"] = t_kill
+first = None
+deadline = t_kill + 30
+while time.time() < deadline and first is None:
+    first = next((w for w in list(acked) if w[1] > t_kill), None)
+    time.sleep(0.05)
+time.sleep(3)
+stop.set()
+for t in ts:
+    t.join(60)
+check(first is not None, "a write acknowledged through the surviving gateway (%s s after the kill)"
+      % (None if first is None else "%.2f" % (first[2] - t_kill)))
+after = [w for w in acked if w[1] > t_kill]
+check(not werr, "the daemon's writer saw no error (%s)" % werr)
+check(len(after) > 20, "the daemon's writes go on after the kill (%d)" % len(after))
+for who, (c, other) in conflicts.items():
+    check(other == 0 and c > 20, "%s met RESERVATION CONFLICT on every write (%d), nothing else (%d)" % (who, c, other))
+st, key, typ = read_reservation(u_s)
+check(st == 0 and key == kd and typ == rtype,
+      "after the kill READ RESERVATION names the daemon's key, type 0x%x (got status %s key %s type %s)"
+      % (rtype, st, key and hex(key), typ))
+keys_after = read_keys(u_s)
+say("  keys after: %s" % [hex(k) for k in keys_after])
+if rtype in (1, 3):
+    check(keys_after.count(kd) == 1, "the daemon's key is registered once: its old nexus's registration was preempted")
+if with_r:
+    check(keys_after.count(KR) == 2, "R's registrations are kept")
+if failures:
+    say("%d check(s) failed" % len(failures))
+    sys.exit(1)
+PY
+}
+
+say "case 1: WRITE EXCLUSIVE - REGISTRANTS ONLY through A, then A killed"
+SID=$(ism login "$IQN" --portal "$PA" --portal "$PB" --failback 0 --pr-key "$KD1" --pr-type we-ro | tail -n1) ||
+	fail "login with --pr-type we-ro"
+[[ -f "$DMN_DEV/$SID/lun0" ]] || fail "no device file $DMN_DEV/$SID/lun0"
+wait_held "$SID"
+jq -e --arg a "$PA" '.pr_key == "0x00000000d1d1d1d1" and .pr_type == "we-ro" and .pr_reservation == "held" and
+	.pr_error == null and .pr_key_registered and ([.portals[] | select(.current) | .address] == [$a])' \
+	"$TEST_DIR/held.json" >/dev/null || fail "session show: $(jq -c '{pr_key, pr_type, pr_reservation, pr_error, pr_key_registered}' "$TEST_DIR/held.json")"
+say "ok: $(jq -c '{pr_key, pr_type, pr_reservation, pr_error}' "$TEST_DIR/held.json")"
+run_case we-ro "$PORTA" "$PORTB" "${GW_PID[1]}" 5 "$KD1" 0 || fail "case we-ro failed"
+unset "GW_PID[1]"
+sess_json "$SID" >"$TEST_DIR/after1.json"
+jq -e --arg b "$PB" '.is_connected and .pr_reservation == "held" and .pr_error == null and
+	([.portals[] | select(.current) | .address] == [$b])' "$TEST_DIR/after1.json" >/dev/null ||
+	fail "after the failover: $(jq -c '{is_connected, pr_reservation, pr_error, portals}' "$TEST_DIR/after1.json")"
+say "ok: after the failover the session runs through B with its reservation held"
+ism logout "$SID" >/dev/null || fail "logout"
+
+say "case 2: WRITE EXCLUSIVE through B, then B killed (the reservation moves with PREEMPT)"
+python3 - "$INTEROP_DIR" "$IQN" "$PORTB" <<'PY' || fail "clearing case 1's reservation"
+import struct, sys
+sys.path.insert(0, sys.argv[1])
+import pdu_abuse, scsi_cmd
+pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:cleaner"
+s = pdu_abuse.login("127.0.0.1", int(sys.argv[3]), sys.argv[2], isid=bytes.fromhex("400000000e01"))
+s.settimeout(30)
+sn = 0
+def prout(sa, key, sark):
+    global sn
+    for _ in range(4):
+        st, _, sense = scsi_cmd.run(s, 0, bytes([0x5f, sa, 0, 0, 0, 0, 0, 0, 24, 0]),
+                                    struct.pack(">QQ", key, sark) + bytes(8), 0, sn, sn + 1)
+        sn += 1
+        if st != 2:
+            return st
+    return st
+K = 0x4545454545454545
+assert prout(0, 0, K) == 0, "register"
+assert prout(3, K, 0) == 0, "clear"
+print("[test_gateway_daemon_pr] case 1's reservation and registrations cleared", flush=True)
+PY
+gw_start 1
+sleep 3 # gateway 1 loads the record and is seen by its peer's probes
+SID=$(ism login "$IQN" --portal "$PB" --portal "$PA" --failback 0 --pr-key "$KD2" --pr-type we | tail -n1) ||
+	fail "login with --pr-type we"
+wait_held "$SID"
+jq -e --arg b "$PB" '.pr_type == "we" and .pr_reservation == "held" and ([.portals[] | select(.current) | .address] == [$b])' \
+	"$TEST_DIR/held.json" >/dev/null || fail "session show: $(jq -c '{pr_type, pr_reservation, pr_error, portals}' "$TEST_DIR/held.json")"
+say "ok: $(jq -c '{pr_key, pr_type, pr_reservation, pr_error}' "$TEST_DIR/held.json")"
+run_case we "$PORTB" "$PORTA" "${GW_PID[2]}" 1 "$KD2" 1 || fail "case we failed"
+unset "GW_PID[2]"
+sess_json "$SID" >"$TEST_DIR/after2.json"
+jq -e --arg a "$PA" '.is_connected and .pr_reservation == "held" and .pr_error == null and
+	([.portals[] | select(.current) | .address] == [$a])' "$TEST_DIR/after2.json" >/dev/null ||
+	fail "after the failover: $(jq -c '{is_connected, pr_reservation, pr_error, portals}' "$TEST_DIR/after2.json")"
+grep -q "reservation moved to this nexus (PREEMPT with its own key)" "$DMN_LOG" ||
+	fail "the daemon log does not say it moved the reservation"
+say "ok: the daemon moved its WRITE EXCLUSIVE reservation to the new nexus"
+ism logout "$SID" >/dev/null || fail "logout"
+if report=$(sanitizer_report "$TEST_DIR/gw1.log"); then
+	fail "gateway 1 reported a sanitizer error: $report"
+fi
+say "PASS"
