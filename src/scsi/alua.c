@@ -41,22 +41,74 @@ static struct alua_group *alua_find(struct scsi_target *t, uint16_t tpg)
 	return NULL;
 }
 
+/*
+ * A group's state as one LU sees it: the target's state of the group (its liveness: unavailable
+ * stays unavailable), with the active ones split by the LU's own optimized group when it has one.
+ */
+static uint8_t lu_group_state(const struct scsi_lu *lu, const struct alua_group *g, uint8_t base)
+{
+	uint16_t opt = lu ? atomic_load(&lu->alua_optimized) : 0;
+
+	if (!opt || (base != ALUA_ACTIVE_OPTIMIZED && base != ALUA_ACTIVE_NON_OPTIMIZED))
+		return base;
+	return g->id == opt ? ALUA_ACTIVE_OPTIMIZED : ALUA_ACTIVE_NON_OPTIMIZED;
+}
+
 int scsi_target_set_tpg_state(struct scsi_target *t, uint16_t tpg, enum scsi_alua_state state)
 {
 	struct alua_group *g = alua_find(t, tpg);
 
 	if (!g)
 		return -1;
-	if (g->state == (uint8_t)state)
+	uint8_t old = g->state;
+	if (old == (uint8_t)state)
 		return 0;
 	g->state = (uint8_t)state;
 	g->implicit = true;
-	/* SPC-4 5.16.2.4: every I_T nexus learns of an implicit change through a unit attention. */
+	/*
+	 * SPC-4 5.16.2.4: every I_T nexus learns of an implicit change through a unit attention, on
+	 * the LUs that see one: a LU with its own optimized group does not see the target's
+	 * optimized group move between two active gateways.
+	 */
 	for (size_t i = 0; i < SCSI_MAX_LUNS; i++) {
-		if (t->lu[i])
-			lu_ua_set_all(t->lu[i], UA_ASYM_ACCESS_CHANGED, NEXUS_NONE);
+		struct scsi_lu *lu = t->lu[i];
+		if (lu && lu_group_state(lu, g, old) != lu_group_state(lu, g, (uint8_t)state))
+			lu_ua_set_all(lu, UA_ASYM_ACCESS_CHANGED, NEXUS_NONE);
 	}
 	return 0;
+}
+
+int scsi_target_set_lu_optimized(struct scsi_target *t, unsigned lun, uint16_t tpg)
+{
+	struct scsi_lu *lu = lun < SCSI_MAX_LUNS ? t->lu[lun] : NULL;
+
+	if (!lu || (tpg && !alua_find(t, tpg)))
+		return -1;
+	uint8_t before[SCSI_MAX_TPGS];
+	for (size_t i = 0; i < t->nalua; i++)
+		before[i] = lu_group_state(lu, &t->alua[i], t->alua[i].state);
+	atomic_store(&lu->alua_optimized, tpg);
+	bool changed = false;
+	for (size_t i = 0; i < t->nalua; i++) {
+		if (lu_group_state(lu, &t->alua[i], t->alua[i].state) != before[i]) {
+			t->alua[i].implicit = true;
+			changed = true;
+		}
+	}
+	if (changed)
+		lu_ua_set_all(lu, UA_ASYM_ACCESS_CHANGED, NEXUS_NONE);
+	return 0;
+}
+
+int scsi_target_lu_tpg_state(const struct scsi_target *t, unsigned lun, uint16_t tpg)
+{
+	const struct scsi_lu *lu = lun < SCSI_MAX_LUNS ? t->lu[lun] : NULL;
+
+	for (size_t i = 0; i < t->nalua; i++) {
+		if (t->alua[i].id == tpg)
+			return lu_group_state(lu, &t->alua[i], t->alua[i].state);
+	}
+	return -1;
 }
 
 int scsi_target_tpg_state(const struct scsi_target *t, uint16_t tpg)
@@ -110,7 +162,8 @@ bool alua_access_refused(struct scsi_req *r)
 	return true;
 }
 
-/* REPORT TARGET PORT GROUPS (SPC-4 6.27): every gateway's group, its state and its one port. */
+/* REPORT TARGET PORT GROUPS (SPC-4 6.27): every gateway's group, its state for the addressed LU
+ * and its one port. */
 void scsi_report_target_port_groups(struct scsi_req *r)
 {
 	struct scsi_target *t = r->t;
@@ -134,7 +187,7 @@ void scsi_report_target_port_groups(struct scsi_req *r)
 		const struct alua_group *g = &t->alua[i];
 		uint8_t e[12] = { 0 };
 
-		e[0] = g->state;
+		e[0] = lu_group_state(r->lu, g, g->state);
 		/* T_SUP, O_SUP, U_SUP, S_SUP, AN_SUP, AO_SUP: the states the group can be put in. */
 		e[1] = 0x80 | 0x40 | 0x08 | 0x04 | 0x02 | 0x01;
 		put_be16(e + 2, g->id);

@@ -193,9 +193,15 @@ enum scsi_alua_state {
 	ALUA_TRANSITIONING = 0xf,
 };
 int scsi_target_set_gateways(struct scsi_target *t, uint16_t local, const uint16_t *tpgs, size_t n);
-/* Sets a group's state; a change raises ASYMMETRIC ACCESS STATE CHANGED on every I_T nexus.
- * Returns -1 for a group not in the set. */
+/* Sets a group's state for the target's LUs; a change raises ASYMMETRIC ACCESS STATE CHANGED on
+ * every I_T nexus of each LU whose view of the group changed. Returns -1 for a group not in the set. */
 int scsi_target_set_tpg_state(struct scsi_target *t, uint16_t tpg, enum scsi_alua_state state);
+/* The group that is active/optimized for one LU (its image's exclusive lock rests there), the
+ * others that are active being active/non-optimized for it; 0: the LU follows the target's
+ * states. A change raises ASYMMETRIC ACCESS STATE CHANGED on that LU only. -1: no such LU or group. */
+int scsi_target_set_lu_optimized(struct scsi_target *t, unsigned lun, uint16_t tpg);
+/* The group's state as LU lun sees it (-1 when unknown). */
+int scsi_target_lu_tpg_state(const struct scsi_target *t, unsigned lun, uint16_t tpg);
 /* The group's state, -1 when unknown. */
 int scsi_target_tpg_state(const struct scsi_target *t, uint16_t tpg);
 const char *scsi_alua_state_name(int state);

@@ -213,6 +213,8 @@ struct scsi_lu {
 	uint16_t rsv_rel;
 	char rsv_port[256];
 	struct lu_shared *shared;   /* reservation state kept with the other gateways (lu_state.c), or NULL */
+	/* the gateway group optimized for this LU alone (alua.c); 0: the target's states apply */
+	_Atomic uint16_t alua_optimized;
 
 	struct pr_state pr;
 	bool stopped;

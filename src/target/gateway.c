@@ -83,6 +83,7 @@ struct gateway_shared {
 	struct rbd_lock_owner *lo;
 	bool sampling, first;
 	bool witnessing;            /* a witness notification of this LU's record is out */
+	uint16_t optimized;         /* the gateway optimized for this LU as last decided; 0: not yet */
 	unsigned nsamples;
 	struct rbd_lock_sample last, before;
 };
@@ -121,7 +122,7 @@ struct gateway_probes {
 	uint64_t since_ms;      /* when the probes started (see GATEWAY_PEER_START_GRACE_MS) */
 	struct gateway_peer peers[CFG_MAX_GATEWAYS];
 	size_t npeers;
-	uint16_t optimized;     /* the optimized group as last decided; 0: not yet */
+	uint16_t optimized;     /* the target's optimized group (LUs that follow no lock); 0: not yet */
 };
 
 static bool answers(uint16_t local, const uint16_t *alive, size_t n, uint16_t id)
@@ -158,35 +159,29 @@ enum scsi_alua_state gateway_decide_state(uint16_t local, uint16_t tpg, bool ali
 	return tpg == optimized ? ALUA_ACTIVE_OPTIMIZED : ALUA_ACTIVE_NON_OPTIMIZED;
 }
 
-/*
- * What the lock of the node's lowest-numbered shared RBD LUN says (one state per group serves
- * every LU of the target; initiators that follow it move the other LUNs' locks along).
- */
-static enum gateway_lock lock_view(const struct tnode *n, uint16_t *holder)
+/* What an LU's image's exclusive lock says: where it rests, or that it moves. */
+static enum gateway_lock lock_view(const struct gateway_shared *gs, uint16_t *holder)
 {
-	const struct gateway_shared *ref = NULL;
-
-	*holder = 0;
-	for (const struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
-		if (gs->node == n && !gs->released && gs->lo && (!ref || gs->lun < ref->lun))
-			ref = gs;
-	}
-	if (!ref)
-		return GATEWAY_LOCK_NOT_FOLLOWED;
-	*holder = (uint16_t)ref->last.gateway;
+	*holder = (uint16_t)gs->last.gateway;
 	/*
 	 * A gateway that starts takes the lock where its first sample finds it, as its peers do,
 	 * rather than report the lowest-numbered gateway until a second sample and then change.
 	 */
-	if (ref->nsamples == 1 && ref->first)
+	if (gs->nsamples == 1 && gs->first)
 		return GATEWAY_LOCK_AT_REST;
-	if (ref->nsamples < 2 || ref->last.version != ref->before.version || ref->last.held != ref->before.held ||
-	    ref->last.gateway != ref->before.gateway)
+	if (gs->nsamples < 2 || gs->last.version != gs->before.version || gs->last.held != gs->before.held ||
+	    gs->last.gateway != gs->before.gateway)
 		return GATEWAY_LOCK_MOVING;
 	return GATEWAY_LOCK_AT_REST;
 }
 
-/* Every group's state from what the probes and the lock samples know now. */
+/*
+ * Every group's state from what the probes and the lock samples know now: the target's states
+ * (liveness, and the lowest-numbered answering gateway optimized, for the LUs that follow no
+ * lock: files, images whose lock cannot be read), then, for each shared RBD LU whose lock is
+ * followed, the gateway optimized for that LU alone (its image's lock may rest on another
+ * gateway than another LU's).
+ */
 static void apply_states(struct gateway_probes *g)
 {
 	struct tnode *n = g->node;
@@ -197,18 +192,27 @@ static void apply_states(struct gateway_probes *g)
 		if (g->peers[i].alive)
 			alive[nalive++] = g->peers[i].id;
 	}
-	enum gateway_lock lock = lock_view(n, &holder);
-	uint16_t opt = gateway_optimized(local, alive, nalive, lock, holder, g->optimized);
-	if (opt != g->optimized && g->optimized) {
-		const char *why = lock == GATEWAY_LOCK_AT_REST && opt == holder ? "it holds the image's exclusive lock"
-										: "the lowest-numbered gateway that answers";
-		log_info("target %s: gateway %u is active/optimized now (%s)", n->cfg->name, opt, why);
-	}
+	uint16_t opt = gateway_optimized(local, alive, nalive, GATEWAY_LOCK_NOT_FOLLOWED, 0, g->optimized);
 	g->optimized = opt;
 	scsi_target_set_tpg_state(n->scsi, local, gateway_decide_state(local, local, true, opt));
 	for (size_t i = 0; i < g->npeers; i++)
 		scsi_target_set_tpg_state(n->scsi, g->peers[i].id,
 					  gateway_decide_state(local, g->peers[i].id, g->peers[i].alive, opt));
+	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
+		if (gs->node != n || gs->released || !gs->lo)
+			continue;
+		enum gateway_lock lock = lock_view(gs, &holder);
+		uint16_t lu_opt = gateway_optimized(local, alive, nalive, lock, holder, gs->optimized ? gs->optimized : opt);
+		if (lu_opt != gs->optimized && gs->optimized) {
+			const char *why = lock == GATEWAY_LOCK_AT_REST && lu_opt == holder
+						  ? "it holds the image's exclusive lock"
+						  : "the lowest-numbered gateway that answers";
+			log_info("target %s LUN %u: gateway %u is active/optimized now (%s)", n->cfg->name, gs->lun, lu_opt,
+				 why);
+		}
+		gs->optimized = lu_opt;
+		scsi_target_set_lu_optimized(n->scsi, gs->lun, lu_opt);
+	}
 }
 
 static void peer_close(struct gateway_probes *g, struct gateway_peer *p)
