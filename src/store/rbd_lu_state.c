@@ -588,6 +588,8 @@ int rbd_lu_state_witness(struct rbd_lu_state *s, unsigned *seen, size_t max, siz
 	return 0;
 }
 
+const void *rbd_lu_state_cluster(const struct rbd_lu_state *s) { return s->cl; }
+
 int rbd_lu_state_peer_addr(struct rbd_lu_state *s, unsigned gateway, char *addr, size_t len)
 {
 	char name[48];

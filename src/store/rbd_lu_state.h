@@ -99,6 +99,13 @@ int rbd_lu_state_peer_addr(struct rbd_lu_state *s, unsigned gateway, char *addr,
  */
 int rbd_lu_state_fence(struct rbd_lu_state *s, unsigned gateway, const char *addr);
 
+/*
+ * The cluster connection the record is on, as an identity only: records of images on one
+ * cluster (one conf and client id) give the same pointer, records on different clusters
+ * different ones. A peer has one client, and one address, per cluster.
+ */
+const void *rbd_lu_state_cluster(const struct rbd_lu_state *s);
+
 /* Takes the group's COMPARE AND WRITE lock (waiting RBD_LU_STATE_CAW_WAIT_MS at most): 0 or -errno. */
 int rbd_lu_state_caw_lock(struct rbd_lu_state *s);
 void rbd_lu_state_caw_unlock(struct rbd_lu_state *s);

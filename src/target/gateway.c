@@ -111,7 +111,7 @@ struct gs_job {
 static struct gs_job *gs_job_new(struct gateway_shared *gs, int kind, uint16_t peer);
 static void gs_job_go(struct gs_job *gj);
 static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer);
-static void gateway_fence(struct tnode *n, uint16_t peer, const char *addr);
+static void gateway_fence(struct tnode *n, uint16_t peer, const char *addr, const void *witness_cluster);
 static void gateway_witness(struct tnode *n);
 
 static struct gateway_shared *shared_lus;
@@ -487,7 +487,7 @@ static void gs_witnessed(struct gateway_shared *gs, const struct gs_job *gj)
 			if (gj->ask[k] == p->id)
 				addr = gj->addr[k];
 		}
-		gateway_fence(n, p->id, addr);
+		gateway_fence(n, p->id, addr, rbd_lu_state_cluster(gs->rs));
 	}
 }
 
@@ -593,6 +593,22 @@ static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer)
 	gs_job_go(gs_job_new(gs, kind, peer));
 }
 
+size_t gateway_fence_plan(const void *const *cluster, const uint16_t *lun, size_t n, size_t *pick)
+{
+	size_t npick = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		size_t k = 0;
+		while (k < npick && cluster[pick[k]] != cluster[i])
+			k++;
+		if (k == npick)
+			pick[npick++] = i;
+		else if (lun[i] < lun[pick[k]])
+			pick[k] = i;
+	}
+	return npick;
+}
+
 /*
  * A peer that stopped answering the probes, and did not answer the cluster's witness either, is
  * fenced at the cluster: its client is blocklisted,
@@ -602,17 +618,46 @@ static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer)
  * from its peers answers the witness and is not fenced; one cut off from the cluster as well is:
  * its I/O fails NOT READY until its client is replaced by a new one, and nothing it acknowledged
  * is lost (no client cache).
+ *
+ * The peer has one client per cluster its LUs are on: each is fenced on its own cluster, through
+ * one LU there (gateway_fence_plan), with the address the peer announced on that cluster. The
+ * witness read the address on its own LU's cluster before its notification (addr, for
+ * witness_cluster); on the other clusters it is read when fencing.
  */
-static void gateway_fence(struct tnode *n, uint16_t peer, const char *addr)
+static void gateway_fence(struct tnode *n, uint16_t peer, const char *addr, const void *witness_cluster)
 {
+	size_t count = 0;
+	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
+		if (gs->node == n && !gs->released)
+			count++;
+	}
+	if (!count)
+		return;
+	struct gateway_shared **lus = xcalloc(count, sizeof(*lus));
+	const void **cluster = xcalloc(count, sizeof(*cluster));
+	uint16_t *lun = xcalloc(count, sizeof(*lun));
+	size_t *pick = xcalloc(count, sizeof(*pick));
+	size_t i = 0;
 	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
 		if (gs->node == n && !gs->released) {
-			struct gs_job *gj = gs_job_new(gs, GJ_FENCE, peer);
-			if (addr)
-				snprintf(gj->addr[0], sizeof(gj->addr[0]), "%s", addr);
-			gs_job_go(gj);
+			lus[i] = gs;
+			cluster[i] = rbd_lu_state_cluster(gs->rs);
+			lun[i] = gs->lun;
+			i++;
 		}
 	}
+	size_t npick = gateway_fence_plan(cluster, lun, count, pick);
+	for (size_t k = 0; k < npick; k++) {
+		struct gateway_shared *gs = lus[pick[k]];
+		struct gs_job *gj = gs_job_new(gs, GJ_FENCE, peer);
+		if (addr && cluster[pick[k]] == witness_cluster)
+			snprintf(gj->addr[0], sizeof(gj->addr[0]), "%s", addr);
+		gs_job_go(gj);
+	}
+	free(pick);
+	free(lun);
+	free(cluster);
+	free(lus);
 }
 
 /*

@@ -42,6 +42,15 @@ uint16_t gateway_optimized(uint16_t local, const uint16_t *alive, size_t n, enum
 enum scsi_alua_state gateway_decide_state(uint16_t local, uint16_t tpg, bool alive, uint16_t optimized);
 
 /*
+ * Fencing a peer covers every cluster the target's shared LUs are on: the peer has a client, with
+ * its own address, on each. Given the shared LUs' clusters (an identity: the same pointer for
+ * LUs on one cluster) and LUNs, n of each, writes into pick the index of one LU per cluster, its
+ * lowest-numbered one, through which that cluster's client of the peer is fenced, in the order
+ * the clusters first appear; returns how many.
+ */
+size_t gateway_fence_plan(const void *const *cluster, const uint16_t *lun, size_t n, size_t *pick);
+
+/*
  * An RBD LU of a gateway group keeps its reservations in a record in the cluster
  * (store/rbd_lu_state.h), loaded on every change notice and at least this often, ms.
  */
