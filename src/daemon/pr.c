@@ -9,15 +9,16 @@
  *      - one of our type is held with our key (or, for the all-registrants types, which report
  *        key 0, by the registrants, which we now are): the registration through this nexus is
  *        all the access a registrants-only or all-registrants type needs. WRITE EXCLUSIVE and
- *        EXCLUSIVE ACCESS have one holder, an I_T nexus (SPC-4 5.13.10), which after a failover
- *        is the old one, through a gateway that may be gone: RESERVE through this nexus is GOOD
- *        when it already holds it, and when it answers RESERVATION CONFLICT the reservation is
- *        moved here with PREEMPT, our own key as the service action reservation key. SPC-4
- *        5.13.11.4.3: that releases the old holder's reservation, removes the registrations
- *        carrying our key on every other nexus (only our own older nexuses carry it, which get
- *        REGISTRATIONS PREEMPTED), and creates the reservation, same type and scope, for this
- *        nexus. Other registrants keep their registrations, and as neither type nor scope
- *        changes they get no unit attention;
+ *        EXCLUSIVE ACCESS have one holder, an I_T nexus (SPC-4 5.13, the persistent reservation
+ *        holder), which after a failover is the old one, through a gateway that may be gone:
+ *        RESERVE through this nexus is GOOD when it already holds it, and when it answers
+ *        RESERVATION CONFLICT the reservation is moved here with PREEMPT, our own key as the
+ *        service action reservation key. SPC-4 5.13, preempting persistent reservations: that
+ *        releases the old holder's reservation, removes the registrations carrying our key on
+ *        every other nexus (only our own older nexuses carry it, which get REGISTRATIONS
+ *        PREEMPTED), and creates the reservation, same type and scope, for this nexus. Other
+ *        registrants keep their registrations, and as neither type nor scope changes they get
+ *        no unit attention;
  *      - any other reservation (another key, another type): left alone, a conflict.
  *
  * Queued I/O is held until every LUN is done. A step that fails or meets a conflict is logged,
