@@ -70,10 +70,7 @@ def discovery_login(host, port, isid):
 def sense_fields(sense):
     if not sense:
         return ""
-    fixed = (sense[0] & 0x7F) in (0x70, 0x71)
-    key = sense[2] & 0x0F if fixed else sense[1] & 0x0F
-    asc, ascq = (sense[12], sense[13]) if fixed else (sense[2], sense[3])
-    return " key=0x%x asc=0x%02x ascq=0x%02x" % (key, asc, ascq)
+    return " key=0x%x asc=0x%02x ascq=0x%02x" % scsi_cmd.sense_of(sense)
 
 
 class Tasks:
