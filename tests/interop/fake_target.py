@@ -28,10 +28,14 @@ Every SCSI WRITE is logged as "WRITE target=NAME lba=L blocks=B secret=yes|no" (
 data carried the good disk's pattern), every READ as "READ target=NAME lba=L blocks=B", every
 Text Response sent for an endless text as "TEXT n=N". PREFIX is iqn.2026-11.org.isthmus:fake.
 """
+import os
 import socket
 import struct
 import sys
 import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pdu_abuse import recv_exact, text_keys  # noqa: E402
 
 PREFIX = "iqn.2026-11.org.isthmus:fake"
 SECRET = b"SECRET-GOOD-SESSION-DATA-"
@@ -64,16 +68,6 @@ class Disk:
         self.lock = threading.Lock()
 
 
-def recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
-
-
 def recv_pdu(sock):
     hdr = recv_exact(sock, 48)
     if hdr is None:
@@ -88,15 +82,6 @@ def recv_pdu(sock):
 
 def pad(data):
     return data + b"\0" * ((4 - len(data) % 4) % 4)
-
-
-def keys(data):
-    out = {}
-    for kv in data.split(b"\0"):
-        if b"=" in kv:
-            k, v = kv.split(b"=", 1)
-            out[k.decode()] = v.decode()
-    return out
 
 
 def text(pairs):
@@ -136,7 +121,7 @@ class Conn:
 
     # ---- login ----
     def login(self, h, d):
-        k = keys(d)
+        k = text_keys(d)
         flags = h[1]
         csg = (flags >> 2) & 3
         itt = h[16:20]
