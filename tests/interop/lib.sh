@@ -16,6 +16,7 @@
 #   log_mark / log_since MARK / wait_log MARK REGEX [SECS]   target log since a mark
 #   run_to SECS CMD...           run a client command with a timeout
 #   bg_start CMD...              a background client, killed at cleanup (BG_LAST = its pid)
+#   stop_pids SECS PID...        SIGTERM to each, SIGKILL to those still running SECS s later
 #   alive PID / port_open HOST PORT / have_ipv6
 #   iscsi_xfer                   build the libiscsi copy tool (iscsi-xfer.c); prints its path
 #   run_test_cu FAMILY URL [URL2]   libiscsi's iscsi-test-cu with a pass/fail verdict
@@ -773,16 +774,24 @@ run_test_cu() {
 # ---------------------------------------------------------------------------
 # Cleanup: stop everything the test started; keep TEST_DIR when the test failed.
 
-lib_cleanup() {
-	local rc=$? p
-	trap - EXIT
-	set +e
-	for p in "${BG_PIDS[@]}"; do
+# stop_pids SECS PID...: SIGTERM to all, then SIGKILL to each one still there SECS s later.
+stop_pids() {
+	local secs=$1 p
+	shift
+	for p in "$@"; do
 		kill -TERM "$p" 2>/dev/null
 	done
-	for p in "${BG_PIDS[@]}"; do
-		timeout 5 tail --pid="$p" -f /dev/null 2>/dev/null || kill -KILL "$p" 2>/dev/null
+	for p in "$@"; do
+		timeout "$secs" tail --pid="$p" -f /dev/null 2>/dev/null || kill -KILL "$p" 2>/dev/null
 	done
+	return 0
+}
+
+lib_cleanup() {
+	local rc=$?
+	trap - EXIT
+	set +e
+	stop_pids 5 "${BG_PIDS[@]}"
 	_stop_target TERM
 	if ((rc == 0)) && report=$(sanitizer_report "$TARGET_LOG"); then
 		say "FAIL: target reported a sanitizer error: $report"

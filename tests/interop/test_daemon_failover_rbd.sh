@@ -26,28 +26,6 @@ BOUND=${FAILOVER_BOUND:-6} # seconds from the kill to the first write acknowledg
 IQN=iqn.2026-11.org.isthmus:dmnfailoverrbd
 KD=00000000d0d0d0d0
 
-# One exit path for all: the daemon (a client of the gateways), the gateways (clients of the
-# cluster), then the cluster, then lib.sh's cleanup.
-all_exit() {
-	local rc=$?
-	set +e
-	if ((rc != 0)) && [[ -s "$DMN_LOG" ]]; then
-		say "--- last 30 lines of the daemon log ---"
-		tail -n 30 "$DMN_LOG" | sed 's/^/    /'
-	fi
-	dmn_stop TERM
-	for n in "${!GW_PID[@]}"; do
-		kill -TERM "${GW_PID[$n]}" 2>/dev/null
-		timeout 15 tail --pid="${GW_PID[$n]}" -f /dev/null 2>/dev/null || kill -KILL "${GW_PID[$n]}" 2>/dev/null
-	done
-	if [[ -n "$CEPH_DIR" && -d "$CEPH_DIR" ]]; then
-		"$MICRO_CEPH" --stop "$CEPH_DIR"
-	fi
-	(exit "$rc")
-	lib_cleanup
-}
-trap all_exit EXIT
-
 ceph_start
 ceph_image fo 64M
 
