@@ -19,6 +19,12 @@
 #   stop_pids SECS PID...        SIGTERM to each, SIGKILL to those still running SECS s later
 #   alive PID / port_open HOST PORT / have_ipv6
 #   iscsi_xfer                   build the libiscsi copy tool (iscsi-xfer.c); prints its path
+#   use_cli                      INI = the isthmus CLI under test, with a state directory of
+#                                the test's own and no ISTHMUS_CONFIG from the environment
+#   check_case WHAT SECS CMD...  say "checking: WHAT", run CMD (bounded), its output indented;
+#                                the test fails with WHAT when CMD fails
+#   start_fake_target [ARGS...]  tests/interop/fake_target.py (ARGS: its options) on a free
+#                                port of 127.0.0.1: PORT, HP (host:port), its log FAKE_LOG
 #   run_test_cu FAMILY URL [URL2]   libiscsi's iscsi-test-cu with a pass/fail verdict
 #   start_tgtd PORT [HOST]       a bare tgtd (TGTD_PID, TGTD_CTL); configure it with tgtd_adm
 #   tgtd_adm ARGS... / tgtd_add_lun TID LUN SPEC / tgtd_shutdown PID CTL
@@ -773,6 +779,31 @@ run_test_cu() {
 
 # ---------------------------------------------------------------------------
 # Cleanup: stop everything the test started; keep TEST_DIR when the test failed.
+
+check_case() {
+	local what=$1 secs=$2 out rc=0
+	shift 2
+	say "checking: $what"
+	out=$(run_to "$secs" "$@" 2>&1) || rc=$?
+	sed 's/^/    /' <<<"$out"
+	((rc == 0)) || fail "$what"
+}
+
+start_fake_target() {
+	PORT=$(free_port)
+	HP=127.0.0.1:$PORT
+	FAKE_LOG=$TEST_DIR/fake_target.log
+	: >"$FAKE_LOG"
+	bg_start python3 "$INTEROP_DIR/fake_target.py" "$PORT" --log "$FAKE_LOG" "$@"
+	wait_port "$HP" "$BG_LAST" || fail "fake target does not listen"
+}
+
+use_cli() {
+	INI=$ISTHMUS_BIN/isthmus
+	[[ -x "$INI" ]] || fail "no isthmus binary at $INI (build first, or set ISTHMUS_BIN)"
+	export ISTHMUS_STATE_DIR=$TEST_DIR/state
+	unset ISTHMUS_CONFIG
+}
 
 # stop_pids SECS PID...: SIGTERM to all, then SIGKILL to each one still there SECS s later.
 stop_pids() {
