@@ -778,7 +778,7 @@ run_test_cu() {
 }
 
 # ---------------------------------------------------------------------------
-# Cleanup: stop everything the test started; keep TEST_DIR when the test failed.
+# Shared steps of several scripts
 
 check_case() {
 	local what=$1 secs=$2 out rc=0
@@ -804,6 +804,9 @@ use_cli() {
 	export ISTHMUS_STATE_DIR=$TEST_DIR/state
 	unset ISTHMUS_CONFIG
 }
+
+# ---------------------------------------------------------------------------
+# Cleanup: stop everything the test started; keep TEST_DIR when the test failed.
 
 # stop_pids SECS PID...: SIGTERM to all, then SIGKILL to each one still there SECS s later.
 stop_pids() {
