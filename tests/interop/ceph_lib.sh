@@ -112,15 +112,10 @@ gw_stop() { # N SIGNAL
 
 # Runs before lib.sh's cleanup: the target and the gateways (cluster clients) go first, then the cluster.
 ceph_lib_cleanup() {
-	local rc=$? n
+	local rc=$?
 	set +e
 	_stop_target TERM
-	for n in "${!GW_PID[@]}"; do
-		kill -TERM "${GW_PID[$n]}" 2>/dev/null
-	done
-	for n in "${!GW_PID[@]}"; do
-		timeout 15 tail --pid="${GW_PID[$n]}" -f /dev/null 2>/dev/null || kill -KILL "${GW_PID[$n]}" 2>/dev/null
-	done
+	stop_pids 15 "${GW_PID[@]}"
 	if [[ -n "$CEPH_DIR" && -d "$CEPH_DIR" ]]; then
 		if ((rc == 0 || rc == 77)) && [[ -z "${KEEP_TMP:-}" ]]; then
 			"$MICRO_CEPH" --stop "$CEPH_DIR"

@@ -63,6 +63,13 @@ dmn_stop() {
 	fi
 }
 
+# What runs after the daemon is stopped: ceph_lib.sh's cleanup when the test sourced it first
+# (the gateways and then the cluster go after their client, the daemon), else lib.sh's.
+DMN_EXIT_NEXT=lib_cleanup
+if declare -F ceph_lib_cleanup >/dev/null; then
+	DMN_EXIT_NEXT=ceph_lib_cleanup
+fi
+
 dmn_exit() {
 	local rc=$?
 	set +e
@@ -72,7 +79,7 @@ dmn_exit() {
 	fi
 	dmn_stop TERM
 	(exit "$rc")
-	lib_cleanup
+	"$DMN_EXIT_NEXT"
 }
 trap dmn_exit EXIT
 

@@ -80,31 +80,22 @@ class Conn:
                 out += bytes(d)
         self.sock.sendall(out)
 
-    def recv_exact(self, n):
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                return None
-            buf += chunk
-        return buf
-
     def recv(self):
         if self.stash:
             return self.stash.pop(0)
-        h = self.recv_exact(48)
+        h = pdu_abuse.recv_exact(self.sock, 48)
         if h is None:
             return None, None
         if self.hd:
-            d = self.recv_exact(4)
+            d = pdu_abuse.recv_exact(self.sock, 4)
             if d != digest(h):
                 fail("header digest of a PDU from the target is wrong")
         dlen = int.from_bytes(h[5:8], "big")
         data = b""
         if dlen:
-            p = self.recv_exact((dlen + 3) // 4 * 4)
+            p = pdu_abuse.recv_exact(self.sock, (dlen + 3) // 4 * 4)
             if self.dd:
-                d = self.recv_exact(4)
+                d = pdu_abuse.recv_exact(self.sock, 4)
                 if d != digest(p):
                     fail("data digest of a PDU from the target is wrong")
             data = p[:dlen]

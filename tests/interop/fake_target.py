@@ -28,10 +28,14 @@ Every SCSI WRITE is logged as "WRITE target=NAME lba=L blocks=B secret=yes|no" (
 data carried the good disk's pattern), every READ as "READ target=NAME lba=L blocks=B", every
 Text Response sent for an endless text as "TEXT n=N". PREFIX is iqn.2026-11.org.isthmus:fake.
 """
+import os
 import socket
 import struct
 import sys
 import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pdu_abuse import recv_exact, text_keys  # noqa: E402
 
 PREFIX = "iqn.2026-11.org.isthmus:fake"
 SECRET = b"SECRET-GOOD-SESSION-DATA-"
@@ -64,16 +68,6 @@ class Disk:
         self.lock = threading.Lock()
 
 
-def recv_exact(sock, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
-
-
 def recv_pdu(sock):
     hdr = recv_exact(sock, 48)
     if hdr is None:
@@ -88,15 +82,6 @@ def recv_pdu(sock):
 
 def pad(data):
     return data + b"\0" * ((4 - len(data) % 4) % 4)
-
-
-def keys(data):
-    out = {}
-    for kv in data.split(b"\0"):
-        if b"=" in kv:
-            k, v = kv.split(b"=", 1)
-            out[k.decode()] = v.decode()
-    return out
 
 
 def text(pairs):
@@ -136,7 +121,7 @@ class Conn:
 
     # ---- login ----
     def login(self, h, d):
-        k = keys(d)
+        k = text_keys(d)
         flags = h[1]
         csg = (flags >> 2) & 3
         itt = h[16:20]
@@ -184,13 +169,8 @@ class Conn:
 
     # ---- full feature phase ----
     def status(self, h, status, sense=b"", residual=None):
-        rh = bytearray(48)
-        rh[0] = 0x21
-        rh[1] = 0x80
+        rh = self.status_header(0x21, h)
         rh[3] = status
-        rh[16:20] = h[16:20]
-        rh[24:28] = struct.pack(">I", self.next_statsn())
-        rh[28:36] = self.window()
         if residual is not None:
             rh[1] |= 0x02
             rh[44:48] = struct.pack(">I", residual)
@@ -333,39 +313,32 @@ class Conn:
         odd = b"TargetName=" + PREFIX.encode() + b":odd\xff\0TargetAddress=127.0.0.1:%d,1\0" % self.port
         self.send(rh, text(pairs) + odd)
 
+    def status_header(self, op, h):
+        """The header of a final response op to request h: its ITT, the next StatSN, the window."""
+        rh = bytearray(48)
+        rh[0] = op
+        rh[1] = 0x80
+        rh[16:20] = h[16:20]
+        rh[24:28] = struct.pack(">I", self.next_statsn())
+        rh[28:36] = self.window()
+        return rh
+
     def other(self, h, d):
         op = h[0] & 0x3F
         if op == 0x00:  # NOP-Out
             if h[16:20] == b"\xff\xff\xff\xff":
                 return  # an answer to a ping of ours (we send none)
-            rh = bytearray(48)
-            rh[0] = 0x20
-            rh[1] = 0x80
-            rh[16:20] = h[16:20]
+            rh = self.status_header(0x20, h)
             rh[20:24] = b"\xff\xff\xff\xff"
-            rh[24:28] = struct.pack(">I", self.next_statsn())
-            rh[28:36] = self.window()
             self.send(rh, d)
         elif op == 0x01:
             self.scsi(h, d)
         elif op == 0x04:
             self.text_request(h, d)
         elif op == 0x02:  # task management: done
-            rh = bytearray(48)
-            rh[0] = 0x22
-            rh[1] = 0x80
-            rh[16:20] = h[16:20]
-            rh[24:28] = struct.pack(">I", self.next_statsn())
-            rh[28:36] = self.window()
-            self.send(rh)
+            self.send(self.status_header(0x22, h))
         elif op == 0x06:  # logout
-            rh = bytearray(48)
-            rh[0] = 0x26
-            rh[1] = 0x80
-            rh[16:20] = h[16:20]
-            rh[24:28] = struct.pack(">I", self.next_statsn())
-            rh[28:36] = self.window()
-            self.send(rh)
+            self.send(self.status_header(0x26, h))
             raise ConnectionError("logged out")
 
     def run(self, disks):

@@ -36,6 +36,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pdu_abuse import recv_exact, text_keys  # noqa: E402
+
 INITIATOR = "iqn.2026-11.org.isthmus:hostile"
 
 
@@ -64,15 +67,6 @@ def text(keys):
     return b"".join(k.encode() + b"\0" for k in keys)
 
 
-def parse_text(data):
-    out = {}
-    for item in data.split(b"\0"):
-        if b"=" in item:
-            k, v = item.split(b"=", 1)
-            out[k.decode()] = v.decode()
-    return out
-
-
 class Conn:
     """One TCP connection speaking raw iSCSI PDUs."""
 
@@ -95,11 +89,11 @@ class Conn:
         """One PDU as (header, data), or (None, None) on close or timeout."""
         self.sock.settimeout(timeout)
         try:
-            hdr = self._exact(48)
+            hdr = recv_exact(self.sock, 48)
             if hdr is None:
                 return None, None
             dlen = int.from_bytes(hdr[5:8], "big")
-            rest = self._exact(hdr[4] * 4 + ((dlen + 3) // 4) * 4)
+            rest = recv_exact(self.sock, hdr[4] * 4 + ((dlen + 3) // 4) * 4)
             if rest is None:
                 return None, None
         except (socket.timeout, ConnectionResetError):
@@ -111,15 +105,6 @@ class Conn:
         if op not in (0x23,):
             self.max_cmdsn = be32(hdr, 32)
         return hdr, data
-
-    def _exact(self, n):
-        buf = b""
-        while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
-            if not chunk:
-                return None
-            buf += chunk
-        return buf
 
     # --- login ---
     def login_pdu(self, keys, csg, nsg=0, transit=False, cont=False, raw=None):
@@ -157,7 +142,7 @@ class Conn:
         self.tsih = struct.unpack(">H", h[14:16])[0]
         self.cmdsn = be32(h, 28)
         self.max_cmdsn = be32(h, 32)
-        self.params = parse_text(d)
+        self.params = text_keys(d)
         return h
 
     # --- full feature phase ---
@@ -311,9 +296,9 @@ def scenario_chap_change(host, port, target):
     c = Conn(host, port)
     keys = ["InitiatorName=" + INITIATOR, "TargetName=" + target, "SessionType=Normal", "AuthMethod=CHAP"]
     h, d = c.login_pdu(keys, 0)
-    check(Conn.status(h) == 0 and parse_text(d).get("AuthMethod") == "CHAP", "target did not choose CHAP")
+    check(Conn.status(h) == 0 and text_keys(d).get("AuthMethod") == "CHAP", "target did not choose CHAP")
     h, d = c.login_pdu(["CHAP_A=5"], 0)
-    kv = parse_text(d)
+    kv = text_keys(d)
     check("CHAP_C" in kv and "CHAP_I" in kv, "no CHAP challenge: %r" % kv)
     print("ok: challenge received")
     between()
@@ -499,7 +484,7 @@ def scenario_login_split(host, port, target):
         check(len(d) <= 8192, "a Login Response carries %d bytes of text, over 8192" % len(d))
         got += d
         parts += 1
-    kv = parse_text(got)
+    kv = text_keys(got)
     missing = [k for k in unknown if kv.get(k.split("=")[0]) != "NotUnderstood"]
     check(parts > 1, "the answer to %d unknown keys came in one part" % len(unknown))
     check(not missing, "%d keys unanswered, e.g. %s" % (len(missing), missing[:1]))

@@ -16,8 +16,15 @@
 #   log_mark / log_since MARK / wait_log MARK REGEX [SECS]   target log since a mark
 #   run_to SECS CMD...           run a client command with a timeout
 #   bg_start CMD...              a background client, killed at cleanup (BG_LAST = its pid)
+#   stop_pids SECS PID...        SIGTERM to each, SIGKILL to those still running SECS s later
 #   alive PID / port_open HOST PORT / have_ipv6
 #   iscsi_xfer                   build the libiscsi copy tool (iscsi-xfer.c); prints its path
+#   use_cli                      INI = the isthmus CLI under test, with a state directory of
+#                                the test's own and no ISTHMUS_CONFIG from the environment
+#   check_case WHAT SECS CMD...  say "checking: WHAT", run CMD (bounded), its output indented;
+#                                the test fails with WHAT when CMD fails
+#   start_fake_target [ARGS...]  tests/interop/fake_target.py (ARGS: its options) on a free
+#                                port of 127.0.0.1: PORT, HP (host:port), its log FAKE_LOG
 #   run_test_cu FAMILY URL [URL2]   libiscsi's iscsi-test-cu with a pass/fail verdict
 #   start_tgtd PORT [HOST]       a bare tgtd (TGTD_PID, TGTD_CTL); configure it with tgtd_adm
 #   tgtd_adm ARGS... / tgtd_add_lun TID LUN SPEC / tgtd_shutdown PID CTL
@@ -771,18 +778,54 @@ run_test_cu() {
 }
 
 # ---------------------------------------------------------------------------
+# Shared steps of several scripts
+
+check_case() {
+	local what=$1 secs=$2 out rc=0
+	shift 2
+	say "checking: $what"
+	out=$(run_to "$secs" "$@" 2>&1) || rc=$?
+	sed 's/^/    /' <<<"$out"
+	((rc == 0)) || fail "$what"
+}
+
+start_fake_target() {
+	PORT=$(free_port)
+	HP=127.0.0.1:$PORT
+	FAKE_LOG=$TEST_DIR/fake_target.log
+	: >"$FAKE_LOG"
+	bg_start python3 "$INTEROP_DIR/fake_target.py" "$PORT" --log "$FAKE_LOG" "$@"
+	wait_port "$HP" "$BG_LAST" || fail "fake target does not listen"
+}
+
+use_cli() {
+	INI=$ISTHMUS_BIN/isthmus
+	[[ -x "$INI" ]] || fail "no isthmus binary at $INI (build first, or set ISTHMUS_BIN)"
+	export ISTHMUS_STATE_DIR=$TEST_DIR/state
+	unset ISTHMUS_CONFIG
+}
+
+# ---------------------------------------------------------------------------
 # Cleanup: stop everything the test started; keep TEST_DIR when the test failed.
 
-lib_cleanup() {
-	local rc=$? p
-	trap - EXIT
-	set +e
-	for p in "${BG_PIDS[@]}"; do
+# stop_pids SECS PID...: SIGTERM to all, then SIGKILL to each one still there SECS s later.
+stop_pids() {
+	local secs=$1 p
+	shift
+	for p in "$@"; do
 		kill -TERM "$p" 2>/dev/null
 	done
-	for p in "${BG_PIDS[@]}"; do
-		timeout 5 tail --pid="$p" -f /dev/null 2>/dev/null || kill -KILL "$p" 2>/dev/null
+	for p in "$@"; do
+		timeout "$secs" tail --pid="$p" -f /dev/null 2>/dev/null || kill -KILL "$p" 2>/dev/null
 	done
+	return 0
+}
+
+lib_cleanup() {
+	local rc=$?
+	trap - EXIT
+	set +e
+	stop_pids 5 "${BG_PIDS[@]}"
 	_stop_target TERM
 	if ((rc == 0)) && report=$(sanitizer_report "$TARGET_LOG"); then
 		say "FAIL: target reported a sanitizer error: $report"

@@ -28,21 +28,35 @@ def pad(data):
     return data + b"\0" * ((4 - len(data) % 4) % 4)
 
 
+def recv_exact(sock, n):
+    """n bytes from sock, or None when the peer closes first."""
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return buf
+
+
+def text_keys(data):
+    """The key=value pairs of a Login or Text data segment, as a dict of strings."""
+    out = {}
+    for kv in (data or b"").split(b"\0"):
+        if b"=" in kv:
+            k, v = kv.split(b"=", 1)
+            out[k.decode()] = v.decode()
+    return out
+
+
 def recv_pdu(sock):
-    hdr = b""
-    while len(hdr) < 48:
-        chunk = sock.recv(48 - len(hdr))
-        if not chunk:
-            return None, None
-        hdr += chunk
+    hdr = recv_exact(sock, 48)
+    if hdr is None:
+        return None, None
     dlen = int.from_bytes(hdr[5:8], "big")
-    total = ((dlen + 3) // 4) * 4 + hdr[4] * 4
-    data = b""
-    while len(data) < total:
-        chunk = sock.recv(total - len(data))
-        if not chunk:
-            return hdr, None
-        data += chunk
+    data = recv_exact(sock, ((dlen + 3) // 4) * 4 + hdr[4] * 4)
+    if data is None:
+        return hdr, None
     return hdr, data[:dlen]
 
 
@@ -85,10 +99,7 @@ def login(host, port, target, isid=b"\x40\x00\x01\x02\x03\x04", tsih=0, cid=0, o
         raise RuntimeError("operational stage login failed")
     if reply is not None:
         reply["_tsih"] = struct.unpack(">H", rh[14:16])[0]  # not a key: the session's TSIH
-        for kv in (rd or b"").split(b"\0"):
-            if b"=" in kv:
-                k, v = kv.decode().split("=", 1)
-                reply[k] = v
+        reply.update(text_keys(rd))
     return sock
 
 

@@ -18,6 +18,15 @@ def arg(name, default=None):
     return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
 
 
+def sense_of(sense):
+    """(sense key, ASC, ASCQ) of fixed or descriptor sense data; None when there is none."""
+    if not sense:
+        return None
+    if sense[0] & 0x7F in (0x72, 0x73):
+        return sense[1] & 0x0F, sense[2], sense[3]
+    return sense[2] & 0x0F, sense[12], sense[13]
+
+
 def run(sock, lun, cdb, out, in_len, cmdsn, itt):
     flags = 0x80 | (0x40 if in_len else 0) | (0x20 if out else 0) | (int(arg("--attr", "1")) & 0x07)
     edtl = in_len if in_len else len(out)

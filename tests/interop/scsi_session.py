@@ -48,32 +48,27 @@ def arg(name, default=None):
 def discovery_login(host, port, isid):
     import socket
     sock = socket.create_connection((host, port), timeout=5)
-    keys = ["InitiatorName=" + pdu_abuse.INITIATOR, "SessionType=Discovery", "AuthMethod=None"]
-    text = b"\0".join(k.encode() for k in keys) + b"\0"
     rest = struct.pack(">HH", 0, 0) + struct.pack(">II", 0, 0) + b"\0" * 16
-    hdr = bytearray(pdu_abuse.bhs(0x03, flags=0x81, immediate=True, dlen=len(text), rest=rest))
-    hdr[8:14] = isid
-    sock.sendall(bytes(hdr) + pdu_abuse.pad(text))
-    rh, _ = pdu_abuse.recv_pdu(sock)
-    if rh is None or rh[36] != 0:
-        raise SystemExit("discovery login failed")
-    ops = b"HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=65536\0"
-    hdr = bytearray(pdu_abuse.bhs(0x03, flags=0x87, immediate=True, dlen=len(ops), rest=rest))
-    hdr[8:14] = isid
-    sock.sendall(bytes(hdr) + pdu_abuse.pad(ops))
-    rh, _ = pdu_abuse.recv_pdu(sock)
-    if rh is None or rh[36] != 0:
-        raise SystemExit("discovery login (operational) failed")
+
+    def stage(flags, keys, what):
+        text = b"".join(k.encode() + b"\0" for k in keys)
+        hdr = bytearray(pdu_abuse.bhs(0x03, flags=flags, immediate=True, dlen=len(text), rest=rest))
+        hdr[8:14] = isid
+        sock.sendall(bytes(hdr) + pdu_abuse.pad(text))
+        rh, _ = pdu_abuse.recv_pdu(sock)
+        if rh is None or rh[36] != 0:
+            raise SystemExit(what + " failed")
+
+    stage(0x81, ["InitiatorName=" + pdu_abuse.INITIATOR, "SessionType=Discovery", "AuthMethod=None"], "discovery login")
+    stage(0x87, ["HeaderDigest=None", "DataDigest=None", "MaxRecvDataSegmentLength=65536"],
+          "discovery login (operational)")
     return sock
 
 
 def sense_fields(sense):
     if not sense:
         return ""
-    fixed = (sense[0] & 0x7F) in (0x70, 0x71)
-    key = sense[2] & 0x0F if fixed else sense[1] & 0x0F
-    asc, ascq = (sense[12], sense[13]) if fixed else (sense[2], sense[3])
-    return " key=0x%x asc=0x%02x ascq=0x%02x" % (key, asc, ascq)
+    return " key=0x%x asc=0x%02x ascq=0x%02x" % scsi_cmd.sense_of(sense)
 
 
 class Tasks:

@@ -9,10 +9,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need script python3 cmp
 
-INI=$ISTHMUS_BIN/isthmus
-[[ -x "$INI" ]] || fail "no isthmus binary at $INI (build first, or set ISTHMUS_BIN)"
-export ISTHMUS_STATE_DIR=$TEST_DIR/state
-unset ISTHMUS_CONFIG
+use_cli
 
 IQN=iqn.2026-11.org.isthmus:progress
 PORT=$(free_port)

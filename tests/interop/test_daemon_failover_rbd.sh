@@ -26,28 +26,6 @@ BOUND=${FAILOVER_BOUND:-6} # seconds from the kill to the first write acknowledg
 IQN=iqn.2026-11.org.isthmus:dmnfailoverrbd
 KD=00000000d0d0d0d0
 
-# One exit path for all: the daemon (a client of the gateways), the gateways (clients of the
-# cluster), then the cluster, then lib.sh's cleanup.
-all_exit() {
-	local rc=$?
-	set +e
-	if ((rc != 0)) && [[ -s "$DMN_LOG" ]]; then
-		say "--- last 30 lines of the daemon log ---"
-		tail -n 30 "$DMN_LOG" | sed 's/^/    /'
-	fi
-	dmn_stop TERM
-	for n in "${!GW_PID[@]}"; do
-		kill -TERM "${GW_PID[$n]}" 2>/dev/null
-		timeout 15 tail --pid="${GW_PID[$n]}" -f /dev/null 2>/dev/null || kill -KILL "${GW_PID[$n]}" 2>/dev/null
-	done
-	if [[ -n "$CEPH_DIR" && -d "$CEPH_DIR" ]]; then
-		"$MICRO_CEPH" --stop "$CEPH_DIR"
-	fi
-	(exit "$rc")
-	lib_cleanup
-}
-trap all_exit EXIT
-
 ceph_start
 ceph_image fo 64M
 
@@ -77,65 +55,16 @@ PORTB=$HP_PORT
 rc=0
 run_to 240 python3 - "$INTEROP_DIR" "$IQN" "$PORTA" "$PORTB" "$DEV" "${GW_PID[1]}" "$BOUND" "$KD" \
 	"$TEST_DIR/acked.json" <<'PY' || rc=$?
-import hashlib, json, os, signal, struct, sys, threading, time
+import hashlib, json, os, signal, sys, threading, time
 sys.path.insert(0, sys.argv[1])
-import pdu_abuse, scsi_cmd
+import gateway_nexus
+from gateway_nexus import say, check, Nexus, prout, read_keys, write10, read10
 
 iqn, port_a, port_b, dev, pid_a = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
 bound, kd, acked_path = float(sys.argv[7]), int(sys.argv[8], 16), sys.argv[9]
+gateway_nexus.setup("test_daemon_failover_rbd", iqn, {"A": port_a, "B": port_b})
 BS, NBLK = 4096, 64
 KH = 0x4848484848484848
-failures = []
-
-def say(m):
-    print("[test_daemon_failover_rbd] " + m, flush=True)
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        say("  FAILED: " + what)
-
-def sense_of(s):
-    if not s:
-        return None
-    if s[0] & 0x7f in (0x72, 0x73):
-        return s[1] & 0x0f, s[2], s[3]
-    return s[2] & 0x0f, s[12], s[13]
-
-class Nexus:
-    def __init__(self, name, port, isid):
-        self.name = name
-        pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:" + name
-        self.sock = pdu_abuse.login("127.0.0.1", port, iqn, isid=bytes.fromhex(isid))
-        self.sock.settimeout(30)
-        self.sn = [0, 1]
-        for _ in range(6):  # a new nexus starts with a unit attention
-            if self.cmd(bytes(6))[0] == 0:
-                break
-
-    def cmd(self, cdb, out=b"", in_len=0):
-        r = scsi_cmd.run(self.sock, 0, cdb, out, in_len, self.sn[0], self.sn[1])
-        self.sn[0] += 1
-        self.sn[1] += 1
-        return r
-
-def prout(nx, sa, key=0, sark=0, type_=0):
-    data = struct.pack(">QQ", key, sark) + bytes(8)
-    return nx.cmd(bytes([0x5f, sa, type_, 0, 0, 0, 0, 0, 24, 0]), out=data)[0]
-
-def write10(nx, lba, data):
-    for _ in range(4):
-        st, _, s = nx.cmd(bytes([0x2a, 0]) + struct.pack(">IBHB", lba, 0, len(data) // 512, 0), out=data)
-        if st != 2 or sense_of(s)[0] != 6:
-            return st
-    return st
-
-def read10(nx, lba, nblocks):
-    for _ in range(4):
-        st, d, s = nx.cmd(bytes([0x28, 0]) + struct.pack(">IBHB", lba, 0, nblocks, 0), in_len=nblocks * 512)
-        if st != 2 or sense_of(s)[0] != 6:
-            return st, d
-    return st, d
 
 def block(seq, blk):
     """4 KiB: a header, a payload derived from the sequence number, the payload's sha256."""
@@ -143,14 +72,14 @@ def block(seq, blk):
     body = hashlib.sha256(head).digest() * ((BS - 64 - 32) // 32)
     return head + body + hashlib.sha256(head + body).digest()
 
-h_a, h_b = Nexus("holder", port_a, "400000000a01"), Nexus("holder", port_b, "400000000a01")
-u_a, u_b = Nexus("outsider", port_a, "400000000c01"), Nexus("outsider", port_b, "400000000c01")
+h_a, h_b = Nexus("holder", "A", "400000000a01"), Nexus("holder", "B", "400000000a01")
+u_a, u_b = Nexus("outsider", "A", "400000000c01"), Nexus("outsider", "B", "400000000c01")
+for nx in (h_a, h_b, u_a, u_b):
+    nx.ready(must=False)  # a new nexus starts with a unit attention
 say("check: H registers through A and B and takes WRITE EXCLUSIVE - REGISTRANTS ONLY through A")
 check(prout(h_a, 0, sark=KH) == 0 and prout(h_b, 0, sark=KH) == 0, "H registers")
 check(prout(h_a, 1, key=KH, type_=5) == 0, "H reserves WE_RO through A")
-st, d, _ = h_b.cmd(bytes([0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]), in_len=4096)
-n = struct.unpack(">I", d[4:8])[0] if st == 0 else 0
-keys = sorted(struct.unpack(">Q", d[8 + i:16 + i])[0] for i in range(0, n, 8))
+keys = read_keys(h_b)[2] or []
 say("  keys through B: %s" % [hex(k) for k in keys])
 check(keys == sorted([kd, KH, KH]), "B lists the daemon's key and H's (got %s)" % [hex(k) for k in keys])
 
@@ -186,7 +115,7 @@ def outsider():
             if gw == "A" and killed["t"] is not None:
                 continue
             try:
-                st = write10(nx, 100000 + n % 8, bytes([n & 0xff]) * 512)
+                st = write10(nx, 100000 + n % 8, bytes([n & 0xff]) * 512, ua_retries=3)
             except Exception as e:
                 if gw == "A" and killed["t"] is not None:
                     u_stats["A-after"] += 1
@@ -203,7 +132,7 @@ def holder():
     while not stop.is_set():
         nx = h_a if killed["t"] is None else h_b
         try:
-            st = write10(nx, 110000 + n % 8, bytes([n & 0xff]) * 512)
+            st = write10(nx, 110000 + n % 8, bytes([n & 0xff]) * 512, ua_retries=3)
         except Exception as e:
             st = None if killed["t"] is not None and nx is h_a else "error %s" % e
         if st is not None:
@@ -264,14 +193,12 @@ json.dump({"gap": gap, "blocks": {str(b): w[4] for b, w in last.items()}}, open(
 say("check: every acknowledged block read back through B (READ(10)) matches")
 bad = []
 for b, w in sorted(last.items()):
-    st, d = read10(u_b, b * 8, 8)
+    st, d, _ = read10(u_b, b * 8, 8, ua_retries=3)
     if st != 0 or hashlib.sha256(d).hexdigest() != w[4] or hashlib.sha256(d[:-32]).digest() != d[-32:]:
         bad.append((b, st, d[:28] if d else None))
 check(not bad, "blocks that differ through B: %s" % bad[:4])
 say("  %d blocks checked" % len(last))
-if failures:
-    say("%d check(s) failed" % len(failures))
-    sys.exit(1)
+gateway_nexus.finish()
 PY
 ((rc == 0)) || fail "failover checks failed (logs: $TEST_DIR/gw1.log, gw2.log, daemon.log)"
 

@@ -20,12 +20,7 @@ need jq python3 fusermount3
 source "$(dirname "$0")/daemon_helpers.bash"
 export INTEROP_DIR
 
-PORT=$(free_port)
-HP=127.0.0.1:$PORT
-FAKE_LOG=$TEST_DIR/fake_target.log
-: >"$FAKE_LOG"
-bg_start python3 "$INTEROP_DIR/fake_target.py" "$PORT" --log "$FAKE_LOG"
-wait_port "$HP" "$BG_LAST" || fail "fake target does not listen"
+start_fake_target
 dmn_start
 
 GOOD=$(ism login iqn.2026-11.org.isthmus:fake:good --portal "$HP" --type data | tail -n1) || fail "login to the honest disk"

@@ -17,12 +17,7 @@ need jq python3
 source "$(dirname "$0")/daemon_helpers.bash"
 export INTEROP_DIR
 
-PORT=$(free_port)
-HP=127.0.0.1:$PORT
-FAKE_LOG=$TEST_DIR/fake_target.log
-: >"$FAKE_LOG"
-bg_start python3 "$INTEROP_DIR/fake_target.py" "$PORT" --log "$FAKE_LOG"
-wait_port "$HP" "$BG_LAST" || fail "fake target does not listen"
+start_fake_target
 printf 'nbd-max-clients = 4\n' >>"$DMN_CONF"
 dmn_start --no-fuse
 

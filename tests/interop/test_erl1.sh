@@ -39,20 +39,27 @@ SOCK=$TEST_DIR/mgmt.sock
 PORT=$(free_port)
 
 run_case() {
-	local out rc=0
-	say "checking: $1"
-	out=$(run_to 120 python3 "$INTEROP_DIR/erl1_target.py" 127.0.0.1 "$PORT" "$IQN" "$1" \
-		--stats-cmd "$CLI target --socket $SOCK session list --json" 2>&1) || rc=$?
-	sed 's/^/    /' <<<"$out"
-	((rc == 0)) || fail "$1"
+	check_case "$1" 120 python3 "$INTEROP_DIR/erl1_target.py" 127.0.0.1 "$PORT" "$IQN" "$1" \
+		--stats-cmd "$CLI target --socket $SOCK session list --json"
+}
+
+# start_proxy LOG ARGS...: tests/tools/corrupt_proxy.py in front of the target (ARGS: its rules and
+# options), output to LOG; PPORT = the port it listens on.
+start_proxy() {
+	local log=$1
+	shift
+	python3 "$REPO_ROOT/tests/tools/corrupt_proxy.py" "$PORT" "$@" >"$log" 2>&1 &
+	BG_PIDS+=("$!")
+	for _ in $(seq 100); do
+		grep -q '^port' "$log" && break
+		sleep 0.1
+	done
+	PPORT=$(awk '/^port/{print $2}' "$log")
+	[[ -n "$PPORT" ]] || fail "the proxy did not start: $(cat "$log")"
 }
 
 run_r2t_case() {
-	local out rc=0
-	say "checking: R2T SNACK, $1"
-	out=$(run_to 60 python3 "$INTEROP_DIR/erl1_r2t_snack.py" 127.0.0.1 "$PORT" "$IQN" "$1" 2>&1) || rc=$?
-	sed 's/^/    /' <<<"$out"
-	((rc == 0)) || fail "$1"
+	check_case "R2T SNACK, $1" 60 python3 "$INTEROP_DIR/erl1_r2t_snack.py" 127.0.0.1 "$PORT" "$IQN" "$1"
 }
 
 start_target --listen "127.0.0.1:$PORT" --target "$IQN" --lun "memory,size=16M" --mgmt-socket "$SOCK"
@@ -72,15 +79,7 @@ SESSION_TEST=$ISTHMUS_BIN/tests/tools/isthmus-session-test
 say "checking: libisthmus at level 1 through a proxy that damages PDUs"
 mark=$(log_mark)
 RULES=(i2t:0x01:data:4 i2t:0x05:data:2 i2t:0x05:header:3 t2i:0x25:data:3 t2i:0x25:header:5)
-python3 "$REPO_ROOT/tests/tools/corrupt_proxy.py" "$PORT" "${RULES[@]}" --lifetime 300 --max-conns 1 \
-	>"$TEST_DIR/proxy.log" 2>&1 &
-BG_PIDS+=("$!")
-for _ in $(seq 100); do
-	grep -q '^port' "$TEST_DIR/proxy.log" && break
-	sleep 0.1
-done
-PPORT=$(awk '/^port/{print $2}' "$TEST_DIR/proxy.log")
-[[ -n "$PPORT" ]] || fail "the proxy did not start: $(cat "$TEST_DIR/proxy.log")"
+start_proxy "$TEST_DIR/proxy.log" "${RULES[@]}" --lifetime 300 --max-conns 1
 out=$(run_to 180 "$SESSION_TEST" "iscsi://127.0.0.1:$PPORT/$IQN/0" --connections 1 --io 64 --io-size 1024 \
 	--error-recovery-level 1 --header-digest crc32c --data-digest crc32c 2>&1) || fail "session-test: $out"
 sed 's/^/    /' <<<"$out" | grep -v ' debug: '
@@ -98,15 +97,7 @@ say "ok: 5 damaged PDUs recovered at level 1 on the one connection, 64 MiB writt
 
 say "checking: libisthmus at level 1, a SCSI Command lost to a header digest error"
 mark=$(log_mark)
-python3 "$REPO_ROOT/tests/tools/corrupt_proxy.py" "$PORT" i2t:0x01:lost:6 --lifetime 60 --max-conns 1 \
-	>"$TEST_DIR/proxy_cmd.log" 2>&1 &
-BG_PIDS+=("$!")
-for _ in $(seq 100); do
-	grep -q '^port' "$TEST_DIR/proxy_cmd.log" && break
-	sleep 0.1
-done
-PPORT=$(awk '/^port/{print $2}' "$TEST_DIR/proxy_cmd.log")
-[[ -n "$PPORT" ]] || fail "the proxy did not start: $(cat "$TEST_DIR/proxy_cmd.log")"
+start_proxy "$TEST_DIR/proxy_cmd.log" i2t:0x01:lost:6 --lifetime 60 --max-conns 1
 # Bounded well below the 60 s command timeout, so that a lost command not sent again fails fast.
 start_ns=$(date +%s%N)
 rc=0
@@ -128,14 +119,7 @@ grep -q 'header digest error: SCSI Command' <<<"$log" || fail "the target log do
 say "ok: the lost SCSI Command sent again with its CmdSN, all done in ${elapsed_ms} ms on one connection"
 
 say "checking: the same through the proxy at level 0 costs the connection"
-python3 "$REPO_ROOT/tests/tools/corrupt_proxy.py" "$PORT" t2i:0x25:data:3 --lifetime 300 --max-conns 1 \
-	>"$TEST_DIR/proxy0.log" 2>&1 &
-BG_PIDS+=("$!")
-for _ in $(seq 100); do
-	grep -q '^port' "$TEST_DIR/proxy0.log" && break
-	sleep 0.1
-done
-PPORT=$(awk '/^port/{print $2}' "$TEST_DIR/proxy0.log")
+start_proxy "$TEST_DIR/proxy0.log" t2i:0x25:data:3 --lifetime 300 --max-conns 1
 out=$(run_to 180 "$SESSION_TEST" "iscsi://127.0.0.1:$PPORT/$IQN/0" --connections 1 --io 64 --io-size 1024 \
 	--error-recovery-level 0 --header-digest crc32c --data-digest crc32c 2>&1) && fail "level 0 survived a damaged Data-In: $out"
 grep -q 'data digest error in a Data-In' <<<"$out" || fail "level 0 failed otherwise: $out"

@@ -29,12 +29,8 @@ SOCK=$TEST_DIR/mgmt.sock
 PORT=$(free_port)
 
 run_case() {
-	local out rc=0
-	say "checking: $1"
-	out=$(run_to 120 python3 "$INTEROP_DIR/erl2_target.py" 127.0.0.1 "$PORT" "$IQN" "$1" \
-		--stats-cmd "$CLI target --socket $SOCK session list --json" 2>&1) || rc=$?
-	sed 's/^/    /' <<<"$out"
-	((rc == 0)) || fail "$1"
+	check_case "$1" 120 python3 "$INTEROP_DIR/erl2_target.py" 127.0.0.1 "$PORT" "$IQN" "$1" \
+		--stats-cmd "$CLI target --socket $SOCK session list --json"
 }
 
 start_target --listen "127.0.0.1:$PORT" --target "$IQN" --lun "memory,size=64M" --mgmt-socket "$SOCK" \

@@ -23,55 +23,20 @@ IQN=iqn.2026-11.org.isthmus:gwalua
 start_rbd_gateways 2 "$IQN" "rbd:rbd/alua,conf=$CEPH_CONF"
 
 run_to 240 python3 - "$INTEROP_DIR" "$IQN" "${GW_PORT[1]}" "${GW_PORT[2]}" "${GW_PID[2]}" <<'PY' ||
-import os, signal, struct, sys, time
+import os, signal, sys, time
 sys.path.insert(0, sys.argv[1])
-import pdu_abuse, scsi_cmd
+import gateway_nexus
+from gateway_nexus import say, check, sense_of, Nexus, rtpg, cdb10, OPT, NONOPT, UNAVAILABLE
 
 iqn, ports, pid2 = sys.argv[2], {1: int(sys.argv[3]), 2: int(sys.argv[4])}, int(sys.argv[5])
+gateway_nexus.setup("test_gateway_alua_rbd", iqn, ports)
 PROBE_S = 2.0            # GATEWAY_PROBE_INTERVAL_MS
 MOVE_BOUND_S = 2 * PROBE_S + 3.0  # two samples, plus the samples' and the polling's own time
-OPT, NONOPT, UNAVAILABLE = 0, 1, 3
-failures = []
-
-def say(m):
-    print("[test_gateway_alua_rbd] " + m, flush=True)
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        say("  FAILED: " + what)
-
-def sense_of(s):
-    if not s:
-        return None
-    if s[0] & 0x7f in (0x72, 0x73):
-        return s[1] & 0x0f, s[2], s[3]
-    return s[2] & 0x0f, s[12], s[13]
-
-class Nexus:
-    def __init__(self, name, gw, isid):
-        self.name, self.gw = name, gw
-        pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:" + name
-        self.sock = pdu_abuse.login("127.0.0.1", ports[gw], iqn, isid=bytes.fromhex(isid))
-        self.sock.settimeout(30)
-        self.sn = [0, 1]
-
-    def cmd(self, cdb, out=b"", in_len=0):
-        r = scsi_cmd.run(self.sock, 0, cdb, out, in_len, self.sn[0], self.sn[1])
-        self.sn[0] += 1
-        self.sn[1] += 1
-        return r
-
-    def ready(self):
-        for _ in range(6):
-            if self.cmd(bytes(6))[0] == 0:
-                return
-        check(False, "%s on gateway %d: TEST UNIT READY never GOOD" % (self.name, self.gw))
 
 def write10(nx, lba, fill, seen):
     """WRITE(10) of one block, sent again past unit attentions (each noted in seen) and NOT READY."""
     for _ in range(40):
-        st, _, s = nx.cmd(bytes([0x2a, 0]) + struct.pack(">IBHB", lba, 0, 1, 0), out=bytes([fill]) * 512)
+        st, _, s = nx.cmd(cdb10(0x2a, lba, 1), out=bytes([fill]) * 512)
         if st != 2 or not s or sense_of(s)[0] not in (2, 6):
             return st
         if sense_of(s)[0] == 6:
@@ -80,31 +45,12 @@ def write10(nx, lba, fill, seen):
             time.sleep(0.5)
     return st
 
-def rtpg(nx):
-    """REPORT TARGET PORT GROUPS: {group: state}, sent again past unit attentions."""
-    for _ in range(4):
-        st, d, _ = nx.cmd(bytes([0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0]), in_len=4096)
-        if st == 0:
-            break
-    if st != 0:
-        return None
-    groups, at, end = {}, 4, 4 + struct.unpack(">I", d[:4])[0]
-    while at + 8 <= end:
-        groups[struct.unpack(">H", d[at + 2:at + 4])[0]] = d[at] & 0x0f
-        at += 8 + 4 * d[at + 7]
-    return groups
-
 def wait_states(pollers, want, bound):
     """Polls RTPG through every poller until all report want; the seconds it took, or None."""
-    t0 = time.time()
-    got = {}
-    while time.time() - t0 < bound:
-        got = {nx.gw: rtpg(nx) for nx in pollers}
-        if all(g == want for g in got.values()):
-            return time.time() - t0
-        time.sleep(0.1)
-    say("  still after %.1f s: %s" % (bound, got))
-    return None
+    took, got = gateway_nexus.wait_views(pollers, lambda gw, v: v == want, bound, 0.1)
+    if took is None:
+        say("  still after %.1f s: %s" % (bound, got))
+    return took
 
 def expect_alua_ua(nx):
     """The nexus's next command: ASYMMETRIC ACCESS STATE CHANGED, once; the one after: GOOD."""
@@ -184,9 +130,7 @@ check(st == 0, "a write through the survivor: 0x%02x (unit attentions %s)" % (st
 time.sleep(2 * PROBE_S)
 g = rtpg(q1)
 check(g == {1: OPT, 2: UNAVAILABLE}, "the survivor, now holding the lock, stays active/optimized: %s" % g)
-if failures:
-    say("%d check(s) failed" % len(failures))
-    sys.exit(1)
+gateway_nexus.finish()
 PY
 	fail "ALUA states do not follow the exclusive lock (logs: $TEST_DIR/gw1.log, gw2.log)"
 wait "${GW_PID[2]}" 2>/dev/null || true

@@ -48,91 +48,31 @@ start_rbd_gateways 2 "$IQN" "rbd:rbd/part,conf=$CEPH_CONF"
 # the rule that stops the gateways' probes.
 run_to 200 setpriv --regid=65534 --clear-groups python3 - "$INTEROP_DIR" "$IQN" "${GW_PORT[1]}" "${GW_PORT[2]}" \
 	"${GW_PID[2]}" "$TEST_DIR" <<'PY' || fail "the partition check failed (see above)"
-import os, re, signal, struct, subprocess, sys, time
+import os, re, signal, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
-import pdu_abuse, scsi_cmd
+import gateway_nexus
+from gateway_nexus import say, check, sense_of, Nexus, past_ua, rtpg, wait_views, cdb10, OPT, NONOPT, UNAVAILABLE
 
 iqn, ports, pid2, tdir = sys.argv[2], {1: int(sys.argv[3]), 2: int(sys.argv[4])}, int(sys.argv[5]), sys.argv[6]
+gateway_nexus.setup("test_gateway_partition_rbd", iqn, ports)
 PROBE_S = 2.0                 # GATEWAY_PROBE_INTERVAL_MS
 PROBE_TIMEOUT_S = 1.5         # GATEWAY_PROBE_TIMEOUT_MS
 WITNESS_S = 1.0               # RBD_LU_STATE_WITNESS_MS
 HOLD_S = 5 * PROBE_S          # how long the partition lasts
-OPT, NONOPT, UNAVAILABLE = 0, 1, 3
 TABLE = "isthmus_partition"
-failures = []
-
-def say(m):
-    print("[test_gateway_partition_rbd] " + m, flush=True)
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        say("  FAILED: " + what)
-    return cond
-
-def sense_of(s):
-    if not s:
-        return None
-    if s[0] & 0x7f in (0x72, 0x73):
-        return s[1] & 0x0f, s[2], s[3]
-    return s[2] & 0x0f, s[12], s[13]
-
-class Nexus:
-    def __init__(self, name, gw, isid):
-        self.name, self.gw = name, gw
-        pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:" + name
-        self.sock = pdu_abuse.login("127.0.0.1", ports[gw], iqn, isid=bytes.fromhex(isid))
-        self.sock.settimeout(30)
-        self.sn = [0, 1]
-
-    def cmd(self, cdb, out=b"", in_len=0):
-        r = scsi_cmd.run(self.sock, 0, cdb, out, in_len, self.sn[0], self.sn[1])
-        self.sn[0] += 1
-        self.sn[1] += 1
-        return r
-
-def past_ua(nx, cdb, out=b"", in_len=0):
-    """The command, sent again past unit attentions only (the ALUA changes raise 2Ah/06h)."""
-    for _ in range(4):
-        st, d, s = nx.cmd(cdb, out, in_len)
-        if st == 2 and s and sense_of(s)[0] == 6:
-            continue
-        return st, d, s
-    return st, d, s
-
-def rtpg(nx):
-    st, d, _ = past_ua(nx, bytes([0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0]), in_len=4096)
-    if st != 0:
-        return None
-    groups, at, end = {}, 4, 4 + struct.unpack(">I", d[:4])[0]
-    while at + 8 <= end:
-        groups[struct.unpack(">H", d[at + 2:at + 4])[0]] = d[at] & 0x0f
-        at += 8 + 4 * d[at + 7]
-    return groups
 
 def io_round(nx, lba, fill):
     """A WRITE(10) of one block and its READ(10): None when both were GOOD and the data match."""
     data = bytes([fill]) * 512
-    st, _, s = past_ua(nx, bytes([0x2a, 0]) + struct.pack(">IBHB", lba, 0, 1, 0), out=data)
+    st, _, s = past_ua(nx, cdb10(0x2a, lba, 1), out=data)
     if st != 0:
         return "WRITE status 0x%02x sense %s" % (st, sense_of(s))
-    st, d, s = past_ua(nx, bytes([0x28, 0]) + struct.pack(">IBHB", lba, 0, 1, 0), in_len=512)
+    st, d, s = past_ua(nx, cdb10(0x28, lba, 1), in_len=512)
     if st != 0:
         return "READ status 0x%02x sense %s" % (st, sense_of(s))
     if d != data:
         return "READ returned other data"
     return None
-
-def wait_views(nexus, good, bound):
-    """Polls REPORT TARGET PORT GROUPS through each gateway until good(gw, view) holds for both."""
-    t0 = time.time()
-    views = {}
-    while time.time() - t0 < bound:
-        views = {nx.gw: rtpg(nx) for nx in nexus}
-        if all(v is not None and good(gw, v) for gw, v in views.items()):
-            return time.time() - t0, views
-        time.sleep(0.2)
-    return None, views
 
 def blocklist():
     r = subprocess.run(["timeout", "30", "ceph", "osd", "blocklist", "ls"], capture_output=True, text=True)
@@ -215,13 +155,10 @@ while time.time() - t0 < bound:
 if check(fenced is not None, "gateway 1 fenced the killed gateway 2 within %.1f s" % bound):
     say("ok: gateway 1 fenced the killed gateway 2 %.1f s after the kill" % fenced)
     check(len(blocklist()) == len(during) + 1, "the killed gateway's client is on the blocklist")
-st, _, s = past_ua(n1, bytes([0x2a, 0]) + struct.pack(">IBHB", 30, 0, 1, 0), out=bytes(512))
+st, _, s = past_ua(n1, cdb10(0x2a, 30, 1), out=bytes(512))
 check(st == 0, "a write through gateway 1 after the kill: status 0x%02x %s" % (st, sense_of(s)))
 
-if failures:
-    say("%d check(s) failed" % len(failures))
-    sys.exit(1)
-say("all checks passed")
+gateway_nexus.finish("all checks passed")
 PY
 addr=$(run_to 30 rados -p rbd getxattr isthmus.lu.part isthmus.gateway.1 2>/dev/null | tr -d '\0') ||
 	fail "no client address of gateway 1 on the record"

@@ -25,100 +25,20 @@ P1=${GW_PORT[1]}
 P2=${GW_PORT[2]}
 
 run_to 200 python3 - "$INTEROP_DIR" "$IQN" "$P1" "$P2" "$TEST_DIR/ctl" "$MICRO_CEPH" "$CEPH_DIR" <<'PY' &
-import os, struct, subprocess, sys, threading, time
+import os, subprocess, sys, threading, time
 sys.path.insert(0, sys.argv[1])
-import pdu_abuse, scsi_cmd
+import gateway_nexus
+from gateway_nexus import say, check, sense_of, Nexus, past_ua, prout, read_keys, read_rsv, rtpg, caw_cdb, prin_cdb
 
 iqn, ports, ctl = sys.argv[2], {1: int(sys.argv[3]), 2: int(sys.argv[4])}, sys.argv[5]
 micro, cdir = sys.argv[6], sys.argv[7]
-failures = []
-
-def say(m):
-    print("[test_gateway_rbd] " + m, flush=True)
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        say("  FAILED: " + what)
-
-def sense_of(s):
-    if not s:
-        return None
-    if s[0] & 0x7f in (0x72, 0x73):
-        return s[1] & 0x0f, s[2], s[3]
-    return s[2] & 0x0f, s[12], s[13]
-
-class Nexus:
-    """One I_T nexus: an initiator port logged in to one gateway."""
-    def __init__(self, name, gw, isid):
-        self.name, self.gw = name, gw
-        pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:" + name
-        self.sock = pdu_abuse.login("127.0.0.1", ports[gw], iqn, isid=bytes.fromhex(isid))
-        self.sock.settimeout(30)
-        self.sn = [0, 1]
-        self.lock = threading.Lock()
-
-    def cmd(self, cdb, out=b"", in_len=0):
-        with self.lock:
-            r = scsi_cmd.run(self.sock, 0, cdb, out, in_len, self.sn[0], self.sn[1])
-            self.sn[0] += 1
-            self.sn[1] += 1
-            return r
-
-    def ready(self):
-        """TEST UNIT READY until GOOD: clears the unit attentions a new nexus starts with."""
-        for _ in range(6):
-            st, _, s = self.cmd(bytes(6))
-            if st == 0:
-                return
-        check(False, "%s: TEST UNIT READY never GOOD (%s)" % (self.name, sense_of(s)))
-
-    def close(self):
-        self.sock.close()
-
-def prout(nx, sa, key=0, sark=0, type_=0, flags=0):
-    data = struct.pack(">QQ", key, sark) + bytes([0, 0, 0, 0, flags, 0, 0, 0])
-    return nx.cmd(bytes([0x5f, sa, type_, 0, 0, 0, 0, 0, 24, 0]), out=data)[0]
-
-def read_keys(nx):
-    st, d, _ = nx.cmd(bytes([0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]), in_len=4096)
-    if st != 0:
-        return st, None, None
-    gen, n = struct.unpack(">II", d[:8])
-    return st, gen, sorted(struct.unpack(">Q", d[8 + i:16 + i])[0] for i in range(0, n, 8))
-
-def read_rsv(nx):
-    st, d, _ = nx.cmd(bytes([0x5e, 1, 0, 0, 0, 0, 0, 0x10, 0, 0]), in_len=4096)
-    n = struct.unpack(">I", d[4:8])[0]
-    return (struct.unpack(">Q", d[8:16])[0], d[21] & 0x0f) if n else None
+gateway_nexus.setup("test_gateway_rbd", iqn, ports)
 
 def write10(nx, lba, data, ua_retries=0):
-    for _ in range(ua_retries + 1):
-        st, _, s = nx.cmd(bytes([0x2a, 0]) + struct.pack(">IBHB", lba, 0, len(data) // 512, 0), out=data)
-        if st != 2 or not s or sense_of(s)[0] != 6:
-            break
-        say("  %s through gateway %d: unit attention %s" % (nx.name, nx.gw, sense_of(s)))
-    return st
+    return gateway_nexus.write10(nx, lba, data, ua_retries, tell=True)
 
 def read10(nx, lba, ua_retries=0):
-    for _ in range(ua_retries + 1):
-        st, d, s = nx.cmd(bytes([0x28, 0]) + struct.pack(">IBHB", lba, 0, 1, 0), in_len=512)
-        if st != 2 or not s or sense_of(s)[0] != 6:
-            break
-        say("  %s through gateway %d: unit attention %s" % (nx.name, nx.gw, sense_of(s)))
-    return st, d, s
-
-def rtpg(nx):
-    """REPORT TARGET PORT GROUPS: {group: state}, retried past unit attentions."""
-    for _ in range(4):
-        st, d, _ = nx.cmd(bytes([0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0]), in_len=4096)
-        if st == 0:
-            break
-    groups, at, end = {}, 4, 4 + struct.unpack(">I", d[:4])[0]
-    while at + 8 <= end:
-        groups[struct.unpack(">H", d[at + 2:at + 4])[0]] = d[at] & 0x0f
-        at += 8 + 4 * d[at + 7]
-    return groups
+    return gateway_nexus.read10(nx, lba, 1, ua_retries, tell=True)
 
 KA, KB = 0xa1a1a1a1, 0xb2b2b2b2
 a1, b2, c1, c2 = Nexus("a", 1, "400000000a01"), Nexus("b", 2, "400000000b02"), Nexus("c", 1, "400000000c01"), Nexus("c", 2, "400000000c02")
@@ -211,18 +131,8 @@ say("check: LOGICAL UNIT RESET through gateway 1: b's nexus on gateway 2 has 29h
 a1 = Nexus("a", 1, "400000000a01")
 a1.ready()
 b2.ready()
-with a1.lock:
-    pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:a"
-    rest = struct.pack(">IIIII", 0xffffffff, a1.sn[0], 0, 0, 0) + bytes(8)
-    lunf = bytes(8)
-    hdr = pdu_abuse.bhs(0x02, 0x80 | 5, True, 0, 0, lunf, a1.sn[1], rest)
-    a1.sn[1] += 1
-    a1.sock.sendall(hdr)
-    while True:
-        h, d = pdu_abuse.recv_pdu(a1.sock)
-        if h is None or h[0] & 0x3f == 0x22:
-            break
-check(h is not None and h[2] == 0, "LUN RESET response %s" % (h[2] if h else None))
+resp = a1.tmf(5)
+check(resp == 0, "LUN RESET response %s" % resp)
 st, _, s = b2.cmd(bytes(6))
 check(st == 2 and sense_of(s) == (6, 0x29, 0x03), "b's first command after the reset: 0x%02x %s" % (st, sense_of(s)))
 
@@ -236,11 +146,8 @@ for rnd in range(20):
     sense = {}
     def caw(nx, fill):
         data = old + bytes([fill]) * 512
-        for _ in range(3):
-            # A unit attention means the command did not run: send it again.
-            st, _, s = nx.cmd(bytes([0x89, 0]) + struct.pack(">Q", 200) + bytes([0, 0, 0, 1, 0, 0]), out=data)
-            if st != 2 or not s or sense_of(s)[0] != 6:
-                break
+        # A unit attention means the command did not run: send it again.
+        st, _, s = past_ua(nx, caw_cdb(200, 1), out=data, ua_retries=2)
         res[nx.name], sense[nx.name] = st, sense_of(s)
     ts = [threading.Thread(target=caw, args=(a1, 0xa1)), threading.Thread(target=caw, args=(b2, 0xb2))]
     for t in ts:
@@ -333,7 +240,7 @@ c2.ready()
 subprocess.run([micro, "--pause", cdir], check=True)
 try:
     t0 = time.time()
-    st, _, s = c2.cmd(bytes([0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]), in_len=4096)
+    st, _, s = c2.cmd(prin_cdb(0), in_len=4096)
     say("  after %.1f s: status 0x%02x sense %s" % (time.time() - t0, st, sense_of(s)))
     check(st == 2 and sense_of(s) == (2, 0x04, 0x01), "READ KEYS with the cluster frozen: 0x%02x %s" % (st, sense_of(s)))
 finally:
@@ -345,9 +252,7 @@ for _ in range(40):
         break
     time.sleep(0.5)
 check(st == 0 and keys == [KA, KA], "cluster back: READ KEYS answers again: %s %s" % (st, keys))
-if failures:
-    say("%d check(s) failed" % len(failures))
-    sys.exit(1)
+gateway_nexus.finish()
 PY
 PYPID=$!
 # The gateway 1 kill and restart, on the script's signal.

@@ -26,71 +26,34 @@ start_rbd_gateways 2 "$IQN" "rbd:rbd/caw,conf=$CEPH_CONF,bs=4096"
 P1=${GW_PORT[1]}
 P2=${GW_PORT[2]}
 
-# py MODE: the SCSI side, through the helpers of test_gateway_rbd.sh's kind.
+# py MODE: the SCSI side, through gateway_nexus.py.
 py() {
 	run_to 200 python3 - "$INTEROP_DIR" "$IQN" "$P1" "$P2" "$ROUNDS" "$@" <<'PY'
-import struct, sys, threading, time
+import sys, threading, time
 sys.path.insert(0, sys.argv[1])
-import pdu_abuse, scsi_cmd
+import gateway_nexus
+from gateway_nexus import say, check, sense_of, Nexus, prout, caw_cdb, write10, read10
 
 iqn, ports, rounds, mode = sys.argv[2], {1: int(sys.argv[3]), 2: int(sys.argv[4])}, int(sys.argv[5]), sys.argv[6]
-failures = []
+gateway_nexus.setup("test_gateway_rbd_caw", iqn, ports)
 BS = 4096
 
-def say(m):
-    print("[test_gateway_rbd_caw] " + m, flush=True)
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        say("  FAILED: " + what)
-
-def sense_of(s):
-    if not s:
-        return None
-    if s[0] & 0x7f in (0x72, 0x73):
-        return s[1] & 0x0f, s[2], s[3]
-    return s[2] & 0x0f, s[12], s[13]
-
-class Nexus:
-    def __init__(self, name, gw, isid):
-        self.name, self.gw = name, gw
-        pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:" + name
-        self.sock = pdu_abuse.login("127.0.0.1", ports[gw], iqn, isid=bytes.fromhex(isid))
-        self.sock.settimeout(30)
-        self.sn = [0, 1]
-
-    def cmd(self, cdb, out=b"", in_len=0):
-        for _ in range(4):  # a unit attention means the command did not run
-            r = scsi_cmd.run(self.sock, 0, cdb, out, in_len, self.sn[0], self.sn[1])
-            self.sn[0] += 1
-            self.sn[1] += 1
-            if r[0] != 2 or sense_of(r[2])[0] != 6:
-                break
-        return r
-
 def caw(nx, lba, old, new):
-    return nx.cmd(bytes([0x89, 0]) + struct.pack(">Q", lba) + bytes([0, 0, 0, 1, 0, 0]), out=old + new)
+    return nx.cmd(caw_cdb(lba, 1), out=old + new)
 
-def write(nx, lba, data):
-    return nx.cmd(bytes([0x2a, 0]) + struct.pack(">IBHB", lba, 0, 1, 0), out=data)[0]
-
-def read(nx, lba):
-    st, d, _ = nx.cmd(bytes([0x28, 0]) + struct.pack(">IBHB", lba, 0, 1, 0), in_len=BS)
-    return st, d
-
-a1 = Nexus("a", 1, "400000000a01")
-b2 = Nexus("b", 2, "400000000b02") if mode == "race" else None
+# Every command is sent again past unit attentions (up to 4 times): the command did not run.
+a1 = Nexus("a", 1, "400000000a01", bs=BS, ua_tries=4)
+b2 = Nexus("b", 2, "400000000b02", bs=BS, ua_tries=4) if mode == "race" else None
 for nx in (a1, b2):
     if nx:
-        nx.cmd(bytes(6))
+        nx.ready(1, must=False)
 
 if mode == "race":
     say("check: COMPARE AND WRITE of one 4096-byte block racing through both gateways, %d rounds" % rounds)
     both = 0
     for rnd in range(rounds):
         old = bytes([rnd & 0xff]) * BS
-        check(write(a1, 7, old) == 0, "round %d: setup write" % rnd)
+        check(write10(a1, 7, old) == 0, "round %d: setup write" % rnd)
         res, gate = {}, threading.Barrier(2)
         def go(nx, fill):
             gate.wait()
@@ -105,13 +68,13 @@ if mode == "race":
         lost = [n for n, r in res.items() if r[0] == 2 and r[1] is not None and r[1][0] == 0x0e and r[1][1] == 0x1d]
         both += len(good) == 2
         check(len(good) == 1 and len(lost) == 1, "round %d: one GOOD and one MISCOMPARE, got %s" % (rnd, res))
-        st, d = read(b2, 7)
+        st, d, _ = read10(b2, 7)
         want = bytes([0xa1 if good == ["a"] else 0xb2]) * BS
         check(st == 0 and (len(good) != 1 or d == want), "round %d: the block holds the winner's data (%s)" % (rnd, sorted(set(d or b""))))
     say("  %d rounds; both succeeded in %d" % (rounds, both))
 elif mode in ("held-short", "held-long"):
     old = bytes([0x5a]) * BS
-    check(write(a1, 9, old) == 0, "setup write")
+    check(write10(a1, 9, old) == 0, "setup write")
     t0 = time.time()
     st, _, s = caw(a1, 9, old, bytes([0x3c]) * BS)
     took = time.time() - t0
@@ -121,14 +84,10 @@ elif mode in ("held-short", "held-long"):
     else:
         check(st == 2 and sense_of(s) == (2, 0x04, 0x01) and took <= 8.0, "NOT READY after the wait bound")
 elif mode == "register":
-    st = a1.cmd(bytes([0x5f, 0, 0, 0, 0, 0, 0, 0, 24, 0]), out=struct.pack(">QQ", 0, 0xabc) + bytes(8))[0]
-    check(st == 0, "REGISTER through gateway 1")
+    check(prout(a1, 0, sark=0xabc) == 0, "REGISTER through gateway 1")
 elif mode == "unregister":
-    st = a1.cmd(bytes([0x5f, 0, 0, 0, 0, 0, 0, 0, 24, 0]), out=struct.pack(">QQ", 0xabc, 0) + bytes(8))[0]
-    check(st == 0, "unregister through gateway 1")
-if failures:
-    say("%d check(s) failed" % len(failures))
-    sys.exit(1)
+    check(prout(a1, 0, key=0xabc) == 0, "unregister through gateway 1")
+gateway_nexus.finish()
 PY
 }
 

@@ -7,10 +7,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need python3
 
-INI=$ISTHMUS_BIN/isthmus
-[[ -x "$INI" ]] || fail "no isthmus binary at $INI (build first, or set ISTHMUS_BIN)"
-export ISTHMUS_STATE_DIR=$TEST_DIR/state
-unset ISTHMUS_CONFIG
+use_cli
 
 IQN=iqn.2026-11.org.isthmus:inichap
 PORT=$(free_port)

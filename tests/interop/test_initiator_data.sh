@@ -7,11 +7,8 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need qemu-img python3 head cmp
 
-INI=$ISTHMUS_BIN/isthmus
-[[ -x "$INI" ]] || fail "no isthmus binary at $INI (build first, or set ISTHMUS_BIN)"
+use_cli
 qemu-img --help 2>/dev/null | grep -qw iscsi || skip "qemu-img has no iscsi driver (qemu-block-extra)"
-export ISTHMUS_STATE_DIR=$TEST_DIR/state
-unset ISTHMUS_CONFIG
 
 IQN=iqn.2026-11.org.isthmus:inidata
 PORT=$(free_port)

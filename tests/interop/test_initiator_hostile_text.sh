@@ -9,18 +9,10 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need python3
 
-INI=$ISTHMUS_BIN/isthmus
-[[ -x "$INI" ]] || fail "no isthmus binary at $INI (build first, or set ISTHMUS_BIN)"
-export ISTHMUS_STATE_DIR=$TEST_DIR/state
-unset ISTHMUS_CONFIG
+use_cli
 ini() { run_to 30 "$INI" "$@"; }
 
-PORT=$(free_port)
-HP=127.0.0.1:$PORT
-FAKE_LOG=$TEST_DIR/fake_target.log
-: >"$FAKE_LOG"
-bg_start python3 "$INTEROP_DIR/fake_target.py" "$PORT" --log "$FAKE_LOG" --text endless
-wait_port "$HP" "$BG_LAST" || fail "fake target does not listen"
+start_fake_target --text endless
 
 say "isthmus discover against endless empty non-final Text Responses"
 t0=$SECONDS

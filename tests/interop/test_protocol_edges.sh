@@ -18,10 +18,7 @@ HP=127.0.0.1:$PORT
 start_target --listen "$HP" --target "$IQN" --lun "memory,size=16M"
 
 for case in rejected-cmdsn login-t-and-c; do
-	say "checking: $case"
-	out=$(run_to 60 python3 "$INTEROP_DIR/protocol_edges.py" 127.0.0.1 "$PORT" "$IQN" "$case" 2>&1) && rc=0 || rc=$?
-	sed 's/^/    /' <<<"$out"
-	((rc == 0)) || fail "$case"
+	check_case "$case" 60 python3 "$INTEROP_DIR/protocol_edges.py" 127.0.0.1 "$PORT" "$IQN" "$case"
 done
 out=$(run_to "$CLIENT_TIMEOUT" iscsi-inq "$(lun_url "$HP" "$IQN" 0)" 2>&1) || fail "iscsi-inq afterwards: $out"
 say "ok: the target still serves a good client"

@@ -24,34 +24,17 @@ start_target --listen "127.0.0.1:$PORT" --target "$IQN" --lun "rbd:rbd/fenced,co
 
 
 run_to 200 python3 - "$INTEROP_DIR" 127.0.0.1 "$PORT" "$IQN" "$RECOVER_S" "$CEPH_CONF" <<'PY' || fail "the blocklisted LUN did not recover"
-import os, re, struct, subprocess, sys, time
+import os, re, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
-import pdu_abuse, scsi_cmd
+import gateway_nexus
+from gateway_nexus import say, sense_of, Nexus, cdb10, read10
 host, port, iqn, recover_s, conf = sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5]), sys.argv[6]
 env = dict(os.environ, CEPH_CONF=conf)
-pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:rbd-blocklist-check"
-sock = pdu_abuse.login(host, port, iqn, isid=bytes.fromhex("40000000007b"))
-sock.settimeout(60)
-sn = [0]
-
-def say(m):
-    print("[test_rbd_blocklist] " + m, flush=True)
-
-def cmd(cdb, out=b"", in_len=0):
-    r = scsi_cmd.run(sock, 0, cdb, out, in_len, sn[0], sn[0])
-    sn[0] += 1
-    return r
-
-def sense_key(s):
-    if not s:
-        return None
-    return s[1] & 0x0f if s[0] & 0x7f in (0x72, 0x73) else s[2] & 0x0f
+gateway_nexus.setup("test_rbd_blocklist", iqn, {1: port}, host)
+nx = Nexus("rbd-blocklist-check", 1, "40000000007b", timeout=60)
 
 def write(lba, data):
-    return cmd(bytes([0x2a, 0]) + struct.pack(">IBHB", lba, 0, len(data) // 512, 0), out=data)
-
-def read(lba, n):
-    return cmd(bytes([0x28, 0]) + struct.pack(">IBHB", lba, 0, n, 0), in_len=512 * n)
+    return nx.cmd(cdb10(0x2a, lba, len(data) // 512), out=data)
 
 def pattern(i):
     return bytes((i * 11 + k * 7) & 0xff for k in range(4096))
@@ -60,9 +43,7 @@ def rbd_watchers():
     out = subprocess.run(["timeout", "30", "rbd", "status", "rbd/fenced"], env=env, capture_output=True, text=True).stdout
     return re.findall(r"watcher=(\S+)", out)
 
-for _ in range(5):        # a new nexus starts with a unit attention
-    if cmd(bytes(6))[0] == 0:
-        break
+nx.ready(5, must=False)   # a new nexus starts with a unit attention
 acked, failed = {}, []
 for i in range(10):
     if write(8 * i, pattern(i))[0] == 0:
@@ -88,7 +69,7 @@ for i in range(10, 40):
             if first_ok is None and failed:
                 first_ok = time.time() - t0
             break
-        failed.append((i, st, sense_key(s), round(time.time() - t0, 1)))
+        failed.append((i, st, (sense_of(s) or (None,))[0], round(time.time() - t0, 1)))
         if time.time() > deadline:
             break
         time.sleep(0.2)
@@ -105,7 +86,7 @@ checks = [
     (len(acked) == 40, "all 40 writes acknowledged in the end"),
     (after and not set(after) & set(before), "a new cluster client watches the image"),
 ]
-lost = [i for i, d in acked.items() if read(8 * i, 8)[1] != d]
+lost = [i for i, d in acked.items() if read10(nx, 8 * i, 8)[1] != d]
 checks.append((not lost, "every acknowledged write reads back (lost: %s)" % lost[:8]))
 bad = False
 for c, what in checks:

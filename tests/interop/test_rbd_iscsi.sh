@@ -49,57 +49,24 @@ say "SCSI checks on LUN 1 (COMPARE AND WRITE, UNMAP, resize, a frozen cluster)"
 run_to 240 python3 - "$INTEROP_DIR" 127.0.0.1 "$PORT" "$IQN" 1 "$MICRO_CEPH" "$CEPH_DIR" <<'PY' ||
 import os, struct, subprocess, sys, threading, time
 sys.path.insert(0, sys.argv[1])
-import pdu_abuse, scsi_cmd
+import gateway_nexus
+from gateway_nexus import say, check, failures, Nexus, cdb10, cdb16, caw_cdb
+from gateway_nexus import sense_info as sense_of  # (key, asc, ascq, information)
 
 host, port, iqn, lun, micro, cdir = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6], sys.argv[7]
 env = dict(os.environ)
-pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:rbd-check"
-sock = pdu_abuse.login(host, port, iqn, isid=bytes.fromhex("400000000077"))
-sock.settimeout(60)
-sn = [0, 1]
-failures = []
-
-def say(m):
-    print("[test_rbd_iscsi] " + m, flush=True)
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        say("  FAILED: " + what)
-
-def cmd(cdb, out=b"", in_len=0):
-    r = scsi_cmd.run(sock, lun, cdb, out, in_len, sn[0], sn[1])
-    sn[0] += 1
-    sn[1] += 1
-    return r
-
-def sense_of(s):
-    """(key, asc, ascq, information or None) of fixed or descriptor sense data."""
-    if not s:
-        return None
-    if s[0] & 0x7f in (0x72, 0x73):
-        info = None
-        i = 8
-        while i + 1 < len(s):
-            if s[i] == 0 and i + 12 <= len(s) and s[i + 2] & 0x80:
-                info = struct.unpack(">Q", s[i + 4:i + 12])[0]
-            i += 2 + s[i + 1]
-        return s[1] & 0x0f, s[2], s[3], info
-    info = struct.unpack(">I", s[3:7])[0] if s[0] & 0x80 else None
-    return s[2] & 0x0f, s[12], s[13], info
+gateway_nexus.setup("test_rbd_iscsi", iqn, {1: port}, host)
+nx = Nexus("rbd-check", 1, "400000000077", lun=lun, timeout=60)
+cmd = nx.cmd
 
 def read16(lba, n):
-    return cmd(bytes([0x88, 0]) + struct.pack(">QIBB", lba, n, 0, 0), in_len=512 * n)
+    return cmd(cdb16(0x88, lba, n), in_len=512 * n)
 
 def write16(lba, data):
-    return cmd(bytes([0x8a, 0]) + struct.pack(">QIBB", lba, len(data) // 512, 0, 0), out=data)
+    return cmd(cdb16(0x8a, lba, len(data) // 512), out=data)
 
 # A new I_T nexus starts with a unit attention.
-for _ in range(5):
-    st, _, s = cmd(bytes(6))
-    if st == 0:
-        break
-check(st == 0, "TEST UNIT READY")
+check(nx.ready(5, must=False), "TEST UNIT READY")
 
 def pattern(seed, n):
     return bytes((seed * 7 + i * 13) & 0xff for i in range(n))
@@ -112,7 +79,7 @@ for nblk, diff in ((1, 37), (2, 600)):
     check(write16(lba, a)[0] == 0, "write before COMPARE AND WRITE")
     wrong = bytearray(a)
     wrong[diff] ^= 0xff
-    caw = bytes([0x89, 0]) + struct.pack(">Q", lba) + bytes([0, 0, 0, nblk, 0, 0])
+    caw = caw_cdb(lba, nblk)
     st, _, s = cmd(caw, out=bytes(wrong) + b)
     sk = sense_of(s)
     say("  status 0x%02x sense %s" % (st, sk))
@@ -128,9 +95,9 @@ say("VERIFY(10/12/16) with BYTCHK 0, 1 and 3; a miscompare at byte 1000; INQUIRY
 vlba = 300
 vdata = pattern(9, 8 * 512)
 check(write16(vlba, vdata)[0] == 0, "write before VERIFY")
-for name, cdb in (("VERIFY(10)", bytes([0x2f, 0]) + struct.pack(">IBHB", vlba, 0, 8, 0)),
+for name, cdb in (("VERIFY(10)", cdb10(0x2f, vlba, 8)),
                   ("VERIFY(12)", bytes([0xaf, 0]) + struct.pack(">IIBB", vlba, 8, 0, 0)),
-                  ("VERIFY(16)", bytes([0x8f, 0]) + struct.pack(">QIBB", vlba, 8, 0, 0))):
+                  ("VERIFY(16)", cdb16(0x8f, vlba, 8))):
     st, _, s = cmd(cdb)
     check(st == 0, "%s BYTCHK 0: GOOD (got 0x%02x %s)" % (name, st, sense_of(s)))
     b1 = bytes([cdb[0], 0x02]) + cdb[2:]
@@ -143,7 +110,7 @@ for name, cdb in (("VERIFY(10)", bytes([0x2f, 0]) + struct.pack(">IBHB", vlba, 0
     check(st == 2 and sk and sk[0] == 0x0e and sk[3] == 1000,
           "%s BYTCHK 1, a difference at byte 1000: MISCOMPARE, INFORMATION 1000 (got %s)" % (name, sk))
 check(write16(vlba + 8, pattern(3, 512) * 4)[0] == 0, "write of one block repeated")
-st, _, s = cmd(bytes([0x8f, 0x06]) + struct.pack(">QIBB", vlba + 8, 4, 0, 0), out=pattern(3, 512))
+st, _, s = cmd(cdb16(0x8f, vlba + 8, 4, byte1=0x06), out=pattern(3, 512))
 check(st == 0, "VERIFY(16) BYTCHK 3 of a repeated block: GOOD (got 0x%02x %s)" % (st, sense_of(s)))
 st, d, _ = cmd(bytes([0x12, 0, 0, 0, 96, 0]), in_len=96)
 check(st == 0 and not d[5] & 0x08, "standard INQUIRY: 3PC clear (no EXTENDED COPY on RBD)")
@@ -180,7 +147,7 @@ st, _, s = unmap(lba0, OBJ)
 check(st == 0, "UNMAP of a whole object: GOOD (got 0x%02x %s)" % (st, sense_of(s)))
 check(read16(lba0, 64)[1] == bytes(32 * 1024), "the unmapped range reads as zeros")
 check(read16(lba0 + OBJ, 64)[1] == blob, "the data after it is still there")
-st, d, _ = cmd(bytes([0x9e, 0x12]) + struct.pack(">QIBB", lba0, 40, 0, 0), in_len=40)
+st, d, _ = cmd(cdb16(0x9e, lba0, 40, byte1=0x12), in_len=40)
 say("  GET LBA STATUS at %d: %s" % (lba0, d[:40].hex()))
 check(st == 0 and len(d) >= 24 and struct.unpack(">Q", d[8:16])[0] == lba0 and d[8 + 12] & 0x0f == 1,
       "GET LBA STATUS: deallocated where the object was unmapped")

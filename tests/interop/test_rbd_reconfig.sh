@@ -50,22 +50,20 @@ T() { run_to 30 "$CLI" target --socket "$SOCK" "$@"; }
 # the longest latency (ms) to OUT.
 reads_for() {
 	python3 - "$INTEROP_DIR" 127.0.0.1 "$PORT" "$IQN" "$1" "$2" <<'PY'
-import struct, sys, time
+import sys, time
 sys.path.insert(0, sys.argv[1])
-import pdu_abuse, scsi_cmd
+import gateway_nexus
+from gateway_nexus import Nexus, read10
 host, port, iqn, secs, out = sys.argv[2], int(sys.argv[3]), sys.argv[4], float(sys.argv[5]), sys.argv[6]
-pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:rbd-reconfig-reader"
-sock = pdu_abuse.login(host, port, iqn, isid=bytes.fromhex("400000000099"))
-sock.settimeout(30)
+gateway_nexus.setup("test_rbd_reconfig", iqn, {1: port}, host)
+nx = Nexus("rbd-reconfig-reader", 1, "400000000099")
 open(out + ".ready", "w").close()
-sn = 0
 worst, n, bad = 0.0, 0, 0
 end = time.time() + secs
 while time.time() < end:
     t = time.time()
-    st, data, _ = scsi_cmd.run(sock, 0, bytes([0x28, 0]) + struct.pack(">IBHB", (n * 8) % 30000, 0, 8, 0), b"", 4096, sn, sn)
+    st, data, _ = read10(nx, (n * 8) % 30000, 8)
     worst = max(worst, time.time() - t)
-    sn += 1
     n += 1
     if st != 0 and n > 2:   # the first ones may carry the new nexus's unit attention
         bad += 1
@@ -145,23 +143,21 @@ kill -HUP "$TARGET_PID"
 wait_log "$mark" "reload applied" 30 || fail "the reload was not applied"
 T --json list | jq -e '.[0].luns | length == 4' >/dev/null || fail "expected LUNs 0-3: $(T --json list)"
 python3 - "$INTEROP_DIR" 127.0.0.1 "$PORT" "$IQN" <<'PY' || fail "I/O to the added LUNs failed"
-import struct, sys
+import sys
 sys.path.insert(0, sys.argv[1])
-import pdu_abuse, scsi_cmd
-pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:rbd-reconfig-check"
-sock = pdu_abuse.login(sys.argv[2], int(sys.argv[3]), sys.argv[4], isid=bytes.fromhex("40000000009a"))
-sock.settimeout(60)
-sn = 0
+import gateway_nexus
+from gateway_nexus import say, Nexus, cdb10, read10
+gateway_nexus.setup("test_rbd_reconfig", sys.argv[4], {1: int(sys.argv[3])}, sys.argv[2])
+nx = Nexus("rbd-reconfig-check", 1, "40000000009a", timeout=60)
 for lun in (2, 3):
+    nx.lun = lun
     blob = bytes((lun * 31 + i) & 0xff for i in range(4096))
     for _ in range(3):   # past the unit attentions of a new nexus and of the added LUNs
-        st, _, _ = scsi_cmd.run(sock, lun, bytes([0x2a, 0]) + struct.pack(">IBHB", 64, 0, 8, 0), blob, 0, sn, sn)
-        sn += 1
+        st = nx.cmd(cdb10(0x2a, 64, 8), out=blob)[0]
         if st == 0:
             break
-    st2, got, _ = scsi_cmd.run(sock, lun, bytes([0x28, 0]) + struct.pack(">IBHB", 64, 0, 8, 0), b"", 4096, sn, sn)
-    sn += 1
-    print("[test_rbd_reconfig]   LUN %d: write status %d, read back %s" % (lun, st, "same" if got == blob else "DIFFERENT"))
+    st2, got, _ = read10(nx, 64, 8)
+    say("  LUN %d: write status %d, read back %s" % (lun, st, "same" if got == blob else "DIFFERENT"))
     if st != 0 or st2 != 0 or got != blob:
         sys.exit(1)
 PY

@@ -39,10 +39,7 @@ need cc pkg-config fusermount3 python3 cmp mountpoint
 pkg-config --exists fuse3 || skip "libfuse3 development files are not installed (libfuse3-dev)"
 [[ "$TARGET_IMPL" == isthmus ]] || skip "this checks isthmus-target's read offload (TARGET_IMPL=$TARGET_IMPL)"
 
-INI=$ISTHMUS_BIN/isthmus
-[[ -x "$INI" ]] || fail "no isthmus binary at $INI (build first, or set ISTHMUS_BIN)"
-export ISTHMUS_STATE_DIR=$TEST_DIR/state
-unset ISTHMUS_CONFIG
+use_cli
 
 DELAY_MS=${SLOW_DELAY_MS:-1500} # slowfs's delay per read
 FAST_MS=${SLOW_FAST_MS:-700}     # what an answer that does not wait for slowfs may take at most
