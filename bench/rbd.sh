@@ -251,7 +251,9 @@ fi
 start_peers
 PEERS=("${STARTED[@]}")
 ((${#PEERS[@]} > 0)) || fail "no peer left to measure"
+# Other work on the machine bounds every peer's throughput: its load goes with the figures.
 for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+	say "round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	for load in "${LOADS[@]}"; do
 		n=${#PEERS[@]}
 		for ((i = 0; i < n; i++)); do
@@ -260,4 +262,5 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
 	done
 done
 
+say "after the last round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 "$ROOT/bench/report.py" "$SAMPLES" "${PEERS[@]}"
