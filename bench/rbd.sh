@@ -13,8 +13,9 @@
 #   randwrite-4k   4 KiB random writes, 32 in flight     (isthmus-perf --write -r; fio rw=randwrite)
 #   seqread-128k   128 KiB sequential reads, 16 in flight  (iscsi-perf; fio rw=read)
 #   seqwrite-128k  128 KiB sequential writes, 16 in flight (isthmus-perf --write; fio rw=write)
-# CPU µs/IO is the target's CPU time per I/O; in fio's row it is fio's own (what librbd costs a
-# client doing the same I/O without iSCSI).
+# CPU µs/IO is the target's CPU time per I/O; in fio's row it is the whole fio process's, its
+# librbd and librados threads included (what librbd costs a client doing the same I/O without
+# iSCSI; the connection and image opening, a fraction of a second, are in it too).
 # The image (1 GiB) is written in full first, so reads reach the OSD's data.
 #
 # Environment: BENCH_SECONDS (5), BENCH_ROUNDS (3), BENCH_PEERS ("isthmus tgtd fio"),
@@ -24,6 +25,14 @@
 #              change is compared under the same load as its baseline.
 #              BENCH_PEER_CACHE=off runs tgtd and fio with librbd's cache off too (rbd cache =
 #              false in their configuration), as the gateway runs it.
+#              BENCH_CONF="opt = v; opt = v" adds Ceph client settings to every peer's
+#              configuration (so that a setting is measured with the comparison kept equal);
+#              BENCH_BASE_CONF="..." adds them to isthmus-base's alone: with BENCH_BASE_BIN=build
+#              the same binary is measured with and without them in the same rounds.
+#              BENCH_PROFILE=1 records the isthmus target with `perf record -g` (or with the
+#              perf record options BENCH_PROFILE holds, e.g. "--call-graph dwarf -F 999") during each of
+#              its loads ($TEST_DIR/perf-LOAD-ROUND.data; kept with KEEP_TMP=1); perf's own CPU
+#              lands on the shared cores, so figures of a profiled run are not compared.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export TEST_NAME=bench-rbd TARGET_IMPL=isthmus
@@ -93,19 +102,21 @@ record() { # PEER LOAD ROUND IOPS CPU_US_PER_IO
 
 measure_fio() {
 	local load=$1 round=$2 log=$TEST_DIR/fio-$1-$2.json iops
-	if ! CEPH_CONF=$PEER_CONF run_to $((BENCH_SECONDS * 4 + 60)) fio --name=rbd --ioengine=rbd --clientname=admin --pool=rbd \
+	if ! CEPH_CONF=$PEER_CONF run_to $((BENCH_SECONDS * 4 + 60)) /usr/bin/time -f '%U %S' -o "$log.time" fio --name=rbd --ioengine=rbd --clientname=admin --pool=rbd \
 		--rbdname="$IMAGE" --rw="$(fio_rw "$load")" --bs="$(load_bytes "$load")" --iodepth="$(load_depth "$load")" \
 		--direct=1 --time_based --runtime="$BENCH_SECONDS" --output-format=json >"$log" 2>"$log.err"; then
 		say "fio $load round $round: failed: $(tail -n 3 "$log.err" | tr '\n' ' ')"
 		return 0
 	fi
+	# CPU: the whole fio process (librbd's and librados's threads too, as for the targets), not
+	# fio's usr_cpu/sys_cpu, which count its job thread alone.
 	read -r iops cpu < <(python3 -c '
 import json, sys
 j = json.load(open(sys.argv[1]))["jobs"][0]
 iops = j["read"]["iops"] + j["write"]["iops"]
 ios = max(1, j["read"]["total_ios"] + j["write"]["total_ios"])
-cpu_s = (j["usr_cpu"] + j["sys_cpu"]) / 100 * j["job_runtime"] / 1000
-print(int(iops), "%.2f" % (cpu_s * 1e6 / ios))' "$log")
+u, s = open(sys.argv[2]).read().split()[-2:]
+print(int(iops), "%.2f" % ((float(u) + float(s)) * 1e6 / ios))' "$log" "$log.time")
 	record fio "$load" "$round" "$iops" "$cpu"
 }
 
@@ -115,17 +126,43 @@ measure() {
 	local url=${URL[$peer]} pid=${PID[$peer]} log=$TEST_DIR/$peer-$load-$round.log c0 c1 iops
 	# shellcheck disable=SC2046
 	set -- $(load_cmd "$load" "$url" "${BLOCKSIZE[$peer]}")
+	local perf_pid=""
+	if [[ -n "${BENCH_PROFILE:-}" && "$peer" == isthmus ]]; then
+		local -a popt=(-g)
+		[[ "$BENCH_PROFILE" == 1 ]] || read -r -a popt <<<"$BENCH_PROFILE"
+		perf record "${popt[@]}" -o "$TEST_DIR/perf-$load-$round.data" -p "$pid" >/dev/null 2>&1 &
+		perf_pid=$!
+		sleep 0.5
+	fi
 	c0=$(cpu_ticks "$pid")
-	if ! run_to $((BENCH_SECONDS * 4 + 60)) "$@" >"$log" 2>&1; then
+	local ok=1
+	run_to $((BENCH_SECONDS * 4 + 60)) "$@" >"$log" 2>&1 || ok=0
+	c1=$(cpu_ticks "$pid")
+	if [[ -n "$perf_pid" ]]; then
+		kill -INT "$perf_pid" 2>/dev/null || true
+		wait "$perf_pid" 2>/dev/null || true
+	fi
+	if ((!ok)); then
 		say "$peer $load round $round: load failed: $(tr '\r' '\n' <"$log" | tail -n 3 | tr '\n' ' ')"
 		return 0
 	fi
-	c1=$(cpu_ticks "$pid")
 	iops=$(tr '\r' '\n' <"$log" | sed -nE 's/.*iops average ([0-9]+).*/\1/p' | tail -n1)
 	[[ -n "$iops" ]] || { say "$peer $load round $round: no result in $log"; return 0; }
 	record "$peer" "$load" "$round" "$iops" \
 		"$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" -v i="$iops" -v s="$BENCH_SECONDS" \
 			'BEGIN{n = i * s; if (n < 1) n = 1; printf "%.2f", (b - a) * 1e6 / t / n}')"
+}
+
+# conf_plus OUT "opt = v; opt = v": CEPH_CONF with those settings added to its [client] section
+# (the file's last), written to OUT.
+conf_plus() {
+	local out=$1 extra=$2 kv l
+	cp "$PEER_CONF" "$out"
+	IFS=';' read -r -a kv <<<"$extra"
+	for l in "${kv[@]}"; do
+		l=$(sed -E 's/^ +| +$//g' <<<"$l")
+		[[ -z "$l" ]] || echo "$l" >>"$out"
+	done
 }
 
 STARTED=()
@@ -135,7 +172,7 @@ start_peers() {
 		case "$peer" in
 		isthmus)
 			port=$(free_port)
-			start_target --listen "127.0.0.1:$port" --target "$IQN" --lun "rbd:rbd/$IMAGE,conf=$CEPH_CONF" \
+			start_target --listen "127.0.0.1:$port" --target "$IQN" --lun "rbd:rbd/$IMAGE,conf=$ISTHMUS_CONF" \
 				--log-level warn
 			URL[$peer]="iscsi://127.0.0.1:$port/$IQN/0" PID[$peer]=$TARGET_PID
 			;;
@@ -143,7 +180,7 @@ start_peers() {
 			[[ -x "$BENCH_BASE_BIN/isthmus-target" ]] || fail "no $BENCH_BASE_BIN/isthmus-target"
 			port=$(free_port)
 			"$BENCH_BASE_BIN/isthmus-target" --listen "127.0.0.1:$port" --target "$IQN" \
-				--lun "rbd:rbd/$IMAGE,conf=$CEPH_CONF" --log-level warn --mgmt-socket "$TEST_DIR/mgmt-base.sock" \
+				--lun "rbd:rbd/$IMAGE,conf=$BASE_CONF" --log-level warn --mgmt-socket "$TEST_DIR/mgmt-base.sock" \
 				--state-dir "$TEST_DIR/var-base" >>"$TEST_DIR/target-base.log" 2>&1 &
 			PID[$peer]=$!
 			BG_PIDS+=("$!")
@@ -166,6 +203,7 @@ start_peers() {
 			;;
 		fio)
 			fio --enghelp 2>/dev/null | grep -qw rbd || { say "fio without its rbd engine: left out"; continue; }
+			[[ -x /usr/bin/time ]] || { say "no /usr/bin/time (package time) to measure fio's CPU: left out"; continue; }
 			STARTED+=(fio)
 			continue
 			;;
@@ -193,10 +231,29 @@ if [[ "${BENCH_PEER_CACHE:-on}" == off ]]; then
 	{ cat "$CEPH_CONF"; echo "rbd cache = false"; } >"$PEER_CONF" # lands in [client], the last section
 	say "tgtd and fio run with librbd's cache off ($PEER_CONF)"
 fi
+if [[ -n "${BENCH_CONF:-}" ]]; then
+	conf_plus "$TEST_DIR/all.conf" "$BENCH_CONF"
+	PEER_CONF=$TEST_DIR/all.conf
+	say "every peer runs with: $BENCH_CONF"
+fi
+# isthmus forces its own librbd settings over the file (rbd cache off); the file is the cluster's.
+ISTHMUS_CONF=$CEPH_CONF
+if [[ -n "${BENCH_CONF:-}" ]]; then
+	(PEER_CONF=$CEPH_CONF conf_plus "$TEST_DIR/isthmus.conf" "$BENCH_CONF")
+	ISTHMUS_CONF=$TEST_DIR/isthmus.conf
+fi
+BASE_CONF=$ISTHMUS_CONF
+if [[ -n "${BENCH_BASE_CONF:-}" ]]; then
+	(PEER_CONF=$ISTHMUS_CONF conf_plus "$TEST_DIR/base.conf" "$BENCH_BASE_CONF")
+	BASE_CONF=$TEST_DIR/base.conf
+	say "isthmus-base runs with: $BENCH_BASE_CONF"
+fi
 start_peers
 PEERS=("${STARTED[@]}")
 ((${#PEERS[@]} > 0)) || fail "no peer left to measure"
+# Other work on the machine bounds every peer's throughput: its load goes with the figures.
 for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+	say "round $round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	for load in "${LOADS[@]}"; do
 		n=${#PEERS[@]}
 		for ((i = 0; i < n; i++)); do
@@ -205,4 +262,5 @@ for ((round = 1; round <= BENCH_ROUNDS; round++)); do
 	done
 done
 
+say "after the last round: load average $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 "$ROOT/bench/report.py" "$SAMPLES" "${PEERS[@]}"

@@ -112,6 +112,17 @@ static int cluster_connect(struct rbd_cluster *c, rados_t *out, char **err)
 		c->budget_bytes = bytes / 2 > 0 ? bytes / 2 : 1;
 	}
 	/*
+	 * librados's completion threads (librados_thread_count, Ceph's default 2), which also run
+	 * librbd's handling of every io: with two, each io wakes an idle one, and the two contend
+	 * for librbd's locks; one thread serves the same I/O rates for a quarter to a third less
+	 * CPU per io (docs/performance.md). A value other than Ceph's default in ceph.conf is kept.
+	 */
+	if (rados_conf_get(r, "librados_thread_count", v, sizeof(v)) == 0 && strcmp(v, "2") == 0 &&
+	    (rc = rados_conf_set(r, "librados_thread_count", "1")) < 0) {
+		*err = xasprintf("cannot set librados_thread_count: %s", strerror(-rc));
+		goto fail;
+	}
+	/*
 	 * An UNMAP smaller than librbd's discard granularity must still leave zeros behind (the
 	 * LU promises LBPRZ): librbd then zeroes what it cannot deallocate instead of skipping it.
 	 */
