@@ -16,9 +16,6 @@
 #include "store/store_rbd_int.h"
 #include "util/sbuf.h"
 
-/* Completions collected per rbd_poll_io_events call. */
-#define RBD_POLL_BATCH 64
-
 /*
  * librbd's write-same and compare-and-write take one flat buffer; an io's iovec is copied into
  * one when it has several parts. Returns the flat data, *bounce the copy to free (or NULL).
