@@ -234,6 +234,18 @@ static void run_locked(struct scsi_req *r)
 	op->run(r);
 }
 
+void scsi_port_ctx_set_thread(struct scsi_port_ctx *ctx, const struct scsi_port_thread *th) { ctx->thread = *th; }
+
+bool th_here(const struct scsi_port_thread *th) { return !th->here || th->here(th->owner); }
+
+void th_post(const struct scsi_port_thread *th, void (*fn)(void *arg), void *arg)
+{
+	if (th->post)
+		th->post(th->owner, fn, arg);
+	else
+		fn(arg);
+}
+
 void scsi_cmd_run_shared(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd)
 {
 	cmd->status = SCSI_GOOD;
