@@ -321,6 +321,11 @@ void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx);
 int scsi_target_task_mgmt(struct scsi_target *t, enum scsi_tmf fn, uint16_t lun, bool lun_valid,
 			  const struct scsi_nexus *nx);
 /*
+ * A CLEAR TASK SET of another nexus aborted commands of nx on LU lun: nx is told COMMANDS
+ * CLEARED BY ANOTHER INITIATOR (SAM-5, TAS 0). Any thread.
+ */
+void scsi_target_commands_cleared(struct scsi_target *t, uint16_t lun, const struct scsi_nexus *nx);
+/*
  * How many times LU lun was reset (LOGICAL UNIT RESET, target warm or cold reset), 0 for no
  * such LU. A reset changes only the LU's shared state here (reservations, attentions for every
  * nexus); the commands in flight are each context's. A context that keeps the value it last

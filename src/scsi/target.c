@@ -341,6 +341,20 @@ void blocked_unlink(struct scsi_port_ctx *ctx, struct scsi_cmd **pp, struct scsi
 	cmd->defer.active = false;
 }
 
+void scsi_target_commands_cleared(struct scsi_target *t, uint16_t lun, const struct scsi_nexus *nx)
+{
+	struct scsi_lu *lu = lun < SCSI_MAX_LUNS ? t->lu[lun] : NULL;
+
+	if (!lu)
+		return;
+	pthread_mutex_lock(&lu->nexus_lock);
+	for (struct lu_nexus *ln = lu->nexuses; ln; ln = ln->lu_next) {
+		if (ln->nexus_id == nx->id)
+			ua_add(ln, UA_COMMANDS_CLEARED);
+	}
+	pthread_mutex_unlock(&lu->nexus_lock);
+}
+
 void scsi_cmd_cancel(struct scsi_cmd *cmd) { atomic_store(&cmd->defer.cancelled, true); }
 
 bool scsi_cmd_changes_medium(const struct scsi_cmd *cmd)
