@@ -21,6 +21,15 @@
  * returns once the other gateways have loaded the record, so what the command did holds on
  * every gateway before its status goes out. A record that cannot be loaded or stored fails the
  * command (NOT READY), never answers from what this gateway remembers.
+ *
+ * Threads: the cycle runs on the home thread, the one that reaps the workers of the target's
+ * first context (sh->home). A reservation command is run where it belongs, on the thread of the
+ * context it came through (its engine, buffers, queues and nexus entries are that thread's): the
+ * cycle hands it over and waits in SH_RUNNING until it is back, then encodes and stores. The
+ * group's COMPARE AND WRITE lock is asked for and given back on the home thread too, its command
+ * run on its own. Everything in struct lu_shared is under the LU's lock while the LU is there;
+ * once it is gone (only while every other loop is paused) only the home thread touches it, and
+ * the last job or message to come back frees it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -47,15 +56,18 @@ struct lu_waiter {
 	void *arg;
 };
 
-enum sh_phase { SH_IDLE, SH_LOADING, SH_STORING };
+/* Where the cycle is: loading the record, running its command on that command's thread, storing. */
+enum sh_phase { SH_IDLE, SH_LOADING, SH_RUNNING, SH_STORING };
 
 struct lu_shared {
 	const struct scsi_shared_ops *ops;
 	void *ctx;
 	struct scsi_target *t;
 	struct scsi_lu *lu;          /* NULL once the LU is gone */
+	struct scsi_port_thread home; /* the thread of the target's first context: the cycle's */
 	enum sh_phase phase;
-	unsigned jobs;               /* submitted and not reaped */
+	unsigned jobs;               /* jobs submitted and messages posted that are not back home */
+	bool kick_posted;            /* a kick from another thread is on its way home */
 	uint64_t version;            /* of the record last loaded or stored */
 	bool loaded;                 /* a load succeeded since the LU was shared */
 	bool reload;                 /* a change notice came: load even with nothing to run */
@@ -83,7 +95,67 @@ struct sh_job {
 	int rc;
 };
 
+/* A command handed between the home thread and its own context's thread. */
+struct sh_hand {
+	struct lu_shared *sh;
+	struct scsi_cmd *cmd;
+	bool ended;                  /* it was completed there (its LU had gone) */
+};
+
 static void kick(struct lu_shared *sh);
+static void shared_free(struct lu_shared *sh);
+
+/* ---- threads ---- */
+
+/* fn(arg) later on the home thread; counted until it ran (the LU's lock held). */
+static void home_post(struct lu_shared *sh, void (*fn)(void *arg), void *arg)
+{
+	sh->jobs++;
+	th_post(&sh->home, fn, arg);
+}
+
+/* fn(h) on the thread of h's command; counted until h is back home (the LU's lock held). */
+static void own_post(struct sh_hand *h, void (*fn)(void *arg))
+{
+	h->sh->jobs++;
+	th_post(&h->cmd->defer.ctx->thread, fn, h);
+}
+
+static bool own_here(const struct scsi_cmd *cmd) { return !cmd->defer.ctx || th_here(&cmd->defer.ctx->thread); }
+
+/*
+ * A job or message back on the home thread: the LU's lock while the LU is there (NULL once it
+ * is gone: then only this thread touches sh), and one fewer under way.
+ */
+static struct scsi_lu *home_arrive(struct lu_shared *sh)
+{
+	struct scsi_lu *lu = sh->lu;
+
+	if (lu)
+		lu_lock(lu);
+	sh->jobs--;
+	return lu;
+}
+
+/* The end of home_arrive's part: the last one back after the LU has gone frees what is left. */
+static void home_leave(struct lu_shared *sh, struct scsi_lu *lu)
+{
+	if (lu)
+		lu_unlock(lu);
+	else if (sh->jobs == 0)
+		shared_free(sh);
+}
+
+/* A hand-over that only had to come back (its command is answered). */
+static void hand_back(void *arg)
+{
+	struct sh_hand *h = arg;
+	struct lu_shared *sh = h->sh;
+	struct scsi_lu *lu = home_arrive(sh);
+
+	free(h);
+	home_leave(sh, lu);
+}
 
 /* ---- identities and events ---- */
 
@@ -210,10 +282,21 @@ static void cmd_fail(struct scsi_cmd *cmd, bool desc, uint8_t key, uint8_t asc, 
 	cmd->sense_len = (uint8_t)scsi_sense_build(cmd->sense, sizeof(cmd->sense), desc, key, asc, ascq, NULL, NULL);
 }
 
-static void cmd_finish(struct scsi_cmd *cmd)
+static void cmd_finish_here(void *arg)
 {
+	struct scsi_cmd *cmd = arg;
+
 	cmd->defer.active = false;
 	cmd->done(cmd);
+}
+
+/* Completes cmd on its own context's thread, whose transport state (and defer.active) it is. */
+static void cmd_finish(struct scsi_cmd *cmd)
+{
+	if (own_here(cmd))
+		cmd_finish_here(cmd);
+	else
+		th_post(&cmd->defer.ctx->thread, cmd_finish_here, cmd);
 }
 
 /* The record is out of reach: LOGICAL UNIT IS IN PROCESS OF BECOMING READY, which initiators retry. */
@@ -384,12 +467,33 @@ static void start_load(struct lu_shared *sh)
 	job_submit(sh, J_LOAD, NULL, 0);
 }
 
+static void kick_home(void *arg)
+{
+	struct lu_shared *sh = arg;
+	struct scsi_lu *lu = home_arrive(sh);
+
+	sh->kick_posted = false;
+	if (lu)
+		kick(sh);
+	home_leave(sh, lu);
+}
+
+/* A cycle when there is work and none runs (the LU's lock held). */
 static void kick(struct lu_shared *sh)
 {
 	if (sh->phase != SH_IDLE || !sh->lu)
 		return;
-	if (sh->q || sh->acts || sh->reload || !sh->loaded)
-		start_load(sh);
+	if (!sh->q && !sh->acts && !sh->reload && sh->loaded)
+		return;
+	if (!th_here(&sh->home)) {
+		/* The record's jobs are submitted and reaped by the home thread only. */
+		if (!sh->kick_posted) {
+			sh->kick_posted = true;
+			home_post(sh, kick_home, sh);
+		}
+		return;
+	}
+	start_load(sh);
 }
 
 static void note_failure(struct lu_shared *sh, const char *what, int rc)
@@ -450,12 +554,70 @@ static void cycle_end(struct lu_shared *sh)
 	kick(sh);
 }
 
+/* The cycle's actions and command ran: store the record if they changed it. */
+static void cycle_store(struct lu_shared *sh)
+{
+	struct sbuf now = { 0 };
+
+	lu_record_encode(sh->lu, sh->evseq, sh->ev, sh->nev, &now);
+	if (now.len == sh->rec.len && memcmp(now.data, sh->rec.data, now.len) == 0) {
+		sbuf_free(&now);
+		cycle_end(sh);
+		return;
+	}
+	sh->phase = SH_STORING;
+	job_submit(sh, J_STORE, &now, sh->version);
+}
+
+/* Home again after the cycle's command ran on its own thread (SH_RUNNING ends). */
+static void cycle_cmd_back(void *arg)
+{
+	struct sh_hand *h = arg;
+	struct lu_shared *sh = h->sh;
+	struct scsi_lu *lu = home_arrive(sh);
+
+	sh->phase = SH_IDLE;
+	if (lu) {
+		cycle_store(sh);
+	} else {
+		if (!h->ended) {
+			/* It ran, but the LU went before its change was stored: answered as the LU's others were. */
+			cmd_fail(h->cmd, false, SK_ILLEGAL_REQUEST, 0x25, 0x00);
+			cmd_finish(h->cmd);
+		}
+		sh->cur = NULL;
+	}
+	free(h);
+	home_leave(sh, lu);
+}
+
+/*
+ * On the command's own thread: it runs on the record just loaded, which nobody changes
+ * meanwhile (the cycle waits in SH_RUNNING). A command cancelled on the way does not run.
+ */
+static void cycle_cmd_run(void *arg)
+{
+	struct sh_hand *h = arg;
+	struct lu_shared *sh = h->sh;
+	struct scsi_cmd *cmd = h->cmd;
+	struct scsi_lu *lu = sh->lu; /* cleared only while every other loop is paused */
+
+	if (lu) {
+		lu_lock(lu);
+		if (!atomic_load(&cmd->defer.cancelled))
+			scsi_cmd_run_shared(cmd->defer.ctx, cmd);
+		lu_unlock(lu);
+	} else {
+		cmd_fail(cmd, false, SK_ILLEGAL_REQUEST, 0x25, 0x00);
+		cmd_finish_here(cmd);
+		h->ended = true;
+	}
+	th_post(&sh->home, cycle_cmd_back, h);
+}
+
 /* After a load: the actions, or else the next command, on the state as loaded. */
 static void run_cycle(struct lu_shared *sh)
 {
-	struct scsi_lu *lu = sh->lu;
-	struct sbuf now = { 0 };
-
 	if (sh->acts) {
 		sh->cur_acts = sh->acts;
 		sh->acts = sh->acts_tail = NULL;
@@ -474,16 +636,17 @@ static void run_cycle(struct lu_shared *sh)
 			return;
 		}
 		sh->cur = c;
+		if (!own_here(c)) {
+			struct sh_hand *h = xcalloc(1, sizeof(*h));
+			h->sh = sh;
+			h->cmd = c;
+			sh->phase = SH_RUNNING;
+			own_post(h, cycle_cmd_run);
+			return;
+		}
 		scsi_cmd_run_shared(c->defer.ctx, c);
 	}
-	lu_record_encode(lu, sh->evseq, sh->ev, sh->nev, &now);
-	if (now.len == sh->rec.len && memcmp(now.data, sh->rec.data, now.len) == 0) {
-		sbuf_free(&now);
-		cycle_end(sh);
-		return;
-	}
-	sh->phase = SH_STORING;
-	job_submit(sh, J_STORE, &now, sh->version);
+	cycle_store(sh);
 }
 
 static void load_done(struct lu_shared *sh, struct sh_job *sj)
@@ -560,27 +723,27 @@ static void store_done(struct lu_shared *sh, struct sh_job *sj)
 	cycle_end(sh);
 }
 
-/* On the thread that reaps the target's first context's workers; the LU's state under its lock. */
+/* On the home thread, which reaps the target's first context's workers. */
 static void job_done(struct offload_job *j)
 {
 	struct sh_job *sj = (struct sh_job *)j;
 	struct lu_shared *sh = sj->sh;
-	struct scsi_lu *lu = sh->lu;
+	struct scsi_lu *lu = home_arrive(sh);
 
-	if (lu)
-		lu_lock(lu);
-	sh->jobs--;
-	if (!sh->lu) {
-		/* The LU went: its commands were answered then; the last job frees what is left. */
-		if (sj->kind != J_ACK)
+	if (!lu) {
+		/*
+		 * The LU went: its waiting commands were answered then, the one its load or store was
+		 * for now (an acknowledgement may run beside a command on its own thread: that one
+		 * comes back by itself).
+		 */
+		if (sj->kind != J_ACK) {
 			sh->phase = SH_IDLE;
-		if (sh->cur) {
-			cmd_fail(sh->cur, false, SK_ILLEGAL_REQUEST, 0x25, 0x00);
-			cmd_finish(sh->cur);
-			sh->cur = NULL;
+			if (sh->cur) {
+				cmd_fail(sh->cur, false, SK_ILLEGAL_REQUEST, 0x25, 0x00);
+				cmd_finish(sh->cur);
+				sh->cur = NULL;
+			}
 		}
-		if (sh->jobs == 0)
-			shared_free(sh);
 	} else if (sj->kind == J_LOAD) {
 		load_done(sh, sj);
 	} else if (sj->kind == J_STORE) {
@@ -588,65 +751,144 @@ static void job_done(struct offload_job *j)
 	}
 	sbuf_free(&sj->rec);
 	free(sj);
-	if (lu)
-		lu_unlock(lu);
+	home_leave(sh, lu);
 }
 
 /* ---- COMPARE AND WRITE under the group's lock ---- */
 
-struct caw_wait {
-	struct lu_shared *sh;
-	struct scsi_cmd *cmd;
-};
+static void caw_unlock_home(void *arg)
+{
+	struct lu_shared *sh = arg;
+	struct scsi_lu *lu = home_arrive(sh);
 
+	/* A LU gone gives the lock back as it is released. */
+	if (lu)
+		sh->ops->caw_unlock(sh->ctx);
+	home_leave(sh, lu);
+}
+
+/* cmd is done with the group's lock, if it held it (the LU's lock held; any thread). */
 static void caw_release(struct lu_shared *sh, struct scsi_cmd *cmd)
 {
-	if (sh->caw_holder == cmd) {
-		sh->caw_holder = NULL;
+	if (sh->caw_holder != cmd)
+		return;
+	sh->caw_holder = NULL;
+	if (th_here(&sh->home))
 		sh->ops->caw_unlock(sh->ctx);
+	else
+		home_post(sh, caw_unlock_home, sh);
+}
+
+/* On the command's own thread, the group's lock taken for it: the command runs again. */
+static void caw_run(struct lu_shared *sh, struct scsi_cmd *cmd)
+{
+	struct scsi_lu *lu = sh->lu;
+
+	lu_lock(lu);
+	bool go = sh->caw_holder == cmd && !atomic_load(&cmd->defer.cancelled);
+	if (!go)
+		caw_release(sh, cmd);
+	lu_unlock(lu);
+	if (!go) {
+		cmd_finish_here(cmd); /* cancelled on the way: nothing of it ran */
+		return;
+	}
+	cmd->defer.active = false;
+	scsi_cmd_run_shared(cmd->defer.ctx, cmd);
+	if (!cmd->defer.active) { /* ended before any io (a reservation taken meanwhile, ...) */
+		lu_lock(lu);
+		caw_release(sh, cmd);
+		lu_unlock(lu);
+		cmd->done(cmd);
 	}
 }
 
+static void caw_run_posted(void *arg)
+{
+	struct sh_hand *h = arg;
+	struct lu_shared *sh = h->sh;
+	struct scsi_cmd *cmd = h->cmd;
+
+	if (sh->lu) { /* cleared only while every other loop is paused */
+		caw_run(sh, cmd);
+	} else {
+		if (!atomic_load(&cmd->defer.cancelled))
+			cmd_fail(cmd, cmd->defer.desc, SK_ILLEGAL_REQUEST, 0x25, 0x00);
+		cmd_finish_here(cmd);
+	}
+	th_post(&sh->home, hand_back, h);
+}
+
+/* On the home thread: the group's lock is this gateway's (rc 0), or cannot be. */
 static void caw_locked(void *arg, int rc)
 {
-	struct caw_wait *w = arg;
-	struct lu_shared *sh = w->sh;
-	struct scsi_cmd *cmd = w->cmd;
+	struct sh_hand *h = arg;
+	struct lu_shared *sh = h->sh;
+	struct scsi_cmd *cmd = h->cmd;
+	struct scsi_lu *lu = sh->lu;
 
-	free(w);
-	if (rc == 0 && sh->lu && !atomic_load(&cmd->defer.cancelled)) {
+	if (rc == 0 && lu && !atomic_load(&cmd->defer.cancelled)) {
+		lu_lock(lu);
 		sh->caw_holder = cmd;
-		cmd->defer.active = false;
-		scsi_cmd_run_shared(cmd->defer.ctx, cmd);
-		if (!cmd->defer.active) { /* ended before any io (a reservation taken meanwhile, ...) */
-			caw_release(sh, cmd);
-			cmd->done(cmd);
+		if (own_here(cmd)) {
+			lu_unlock(lu);
+			free(h);
+			caw_run(sh, cmd);
+			return;
 		}
+		own_post(h, caw_run_posted);
+		lu_unlock(lu);
 		return;
 	}
+	free(h);
 	if (rc == 0)
 		sh->ops->caw_unlock(sh->ctx);
-	if (!atomic_load(&cmd->defer.cancelled) && sh->lu)
+	if (!atomic_load(&cmd->defer.cancelled) && lu)
 		cmd_fail(cmd, cmd->defer.desc, SK_NOT_READY, 0x04, 0x01);
 	else if (!atomic_load(&cmd->defer.cancelled))
 		cmd_fail(cmd, cmd->defer.desc, SK_ILLEGAL_REQUEST, 0x25, 0x00);
 	cmd_finish(cmd);
 }
 
+/* A COMPARE AND WRITE of another thread asks for the group's lock on the home thread. */
+static void caw_ask_home(void *arg)
+{
+	struct sh_hand *h = arg;
+	struct lu_shared *sh = h->sh;
+	struct scsi_lu *lu = home_arrive(sh);
+
+	if (lu) {
+		sh->ops->caw_lock(sh->ctx, caw_locked, h);
+	} else {
+		if (!atomic_load(&h->cmd->defer.cancelled))
+			cmd_fail(h->cmd, h->cmd->defer.desc, SK_ILLEGAL_REQUEST, 0x25, 0x00);
+		cmd_finish(h->cmd);
+		free(h);
+	}
+	home_leave(sh, lu);
+}
+
 bool lu_shared_caw_begin(struct scsi_req *r)
 {
-	struct lu_shared *sh = r->lu->shared;
+	struct scsi_lu *lu = r->lu;
 	struct scsi_cmd *cmd = r->cmd;
 
-	if (!sh || !sh->ops->caw_lock || sh->caw_holder == cmd)
-		return false;
-	struct caw_wait *w = xcalloc(1, sizeof(*w));
-	w->sh = sh;
-	w->cmd = cmd;
-	cmd->defer.active = true;
-	cmd->defer.desc = r->lu->d_sense;
-	sh->ops->caw_lock(sh->ctx, caw_locked, w);
-	return true;
+	lu_lock(lu);
+	struct lu_shared *sh = lu->shared;
+	bool waits = sh && sh->ops->caw_lock && sh->caw_holder != cmd;
+	if (waits) {
+		struct sh_hand *h = xcalloc(1, sizeof(*h));
+		h->sh = sh;
+		h->cmd = cmd;
+		cmd->defer.active = true;
+		cmd->defer.desc = lu->d_sense;
+		if (th_here(&sh->home))
+			sh->ops->caw_lock(sh->ctx, caw_locked, h);
+		else
+			home_post(sh, caw_ask_home, h);
+	}
+	lu_unlock(lu);
+	return waits;
 }
 
 void lu_shared_caw_end(struct scsi_cmd *cmd)
@@ -654,8 +896,12 @@ void lu_shared_caw_end(struct scsi_cmd *cmd)
 	struct scsi_target *t = cmd->defer.t;
 	struct scsi_lu *lu = t && cmd->defer.lun < SCSI_MAX_LUNS ? t->lu[cmd->defer.lun] : NULL;
 
-	if (lu && lu->shared)
+	if (!lu)
+		return;
+	lu_lock(lu);
+	if (lu->shared)
 		caw_release(lu->shared, cmd);
+	lu_unlock(lu);
 }
 
 /* ---- the interface ---- */
@@ -677,6 +923,8 @@ int scsi_target_share_lu(struct scsi_target *t, uint16_t lun, const struct scsi_
 	sh->ctx = ctx;
 	sh->t = t;
 	sh->lu = lu;
+	if (t->ctxs)
+		sh->home = t->ctxs->thread;
 	/* The record holds it all, APTPL included: nothing of this LU goes to the state directory. */
 	pr_persist_release(lu);
 	pr_free(&lu->pr);

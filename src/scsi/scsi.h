@@ -225,12 +225,16 @@ struct scsi_shared_ops {
 	int (*store)(void *ctx, const void *rec, size_t len, uint64_t expect, uint64_t *version);
 	/* On a worker: tell the gateways that stored before the last load that we have their record. */
 	void (*ack)(void *ctx);
-	/* On the loop thread: the LU is gone and no call above is running any more. */
+	/*
+	 * On the home thread (the one of the target's first context, which reaps its workers): the
+	 * LU is gone and no call above is running any more.
+	 */
 	void (*release)(void *ctx);
 	/*
-	 * Optional, on the loop thread: done(arg, rc) runs once this gateway holds the group's
-	 * COMPARE AND WRITE lock (rc 0) or cannot have it; caw_unlock gives it back. A COMPARE AND
-	 * WRITE runs only while holding it, so that it is atomic against the other gateways' too.
+	 * Optional, on the home thread, and so is done: done(arg, rc) runs once this gateway holds
+	 * the group's COMPARE AND WRITE lock (rc 0) or cannot have it; caw_unlock gives it back. A
+	 * COMPARE AND WRITE runs only while holding it, so that it is atomic against the other
+	 * gateways' too; the command itself runs on its own context's thread.
 	 */
 	void (*caw_lock)(void *ctx, void (*done)(void *arg, int rc), void *arg);
 	void (*caw_unlock)(void *ctx);
@@ -241,8 +245,8 @@ int scsi_target_share_lu(struct scsi_target *t, uint16_t lun, const struct scsi_
 void scsi_target_lu_shared_changed(struct scsi_target *t, uint16_t lun);
 /*
  * A reset's effect on the shared record (SPC-2 reservation released, unit attentions for the
- * other gateways' nexuses) is stored in the background: true when done(arg) will run, on the loop
- * thread, once it is (or could not be); false when nothing waits.
+ * other gateways' nexuses) is stored in the background: true when done(arg) will run, on the home
+ * thread, once it is (or could not be); false when nothing waits. Any thread.
  */
 bool scsi_target_lu_shared_wait(struct scsi_target *t, uint16_t lun, void (*done)(void *arg), void *arg);
 
@@ -258,6 +262,21 @@ bool scsi_target_lu_shared_wait(struct scsi_target *t, uint16_t lun, void (*done
 struct scsi_port_ctx;
 struct scsi_port_ctx *scsi_port_ctx_new(struct scsi_target *t, struct store_engine *e);
 void scsi_port_ctx_free(struct scsi_port_ctx *ctx);
+
+/*
+ * The thread that owns a context, for work of a LU as a whole (the gateway group's record and
+ * COMPARE AND WRITE lock, run on the thread of the target's first context) that hands one of the
+ * context's commands back: post(owner, fn, arg) runs fn(arg) later on that thread, from any
+ * thread, never before it returns; here(owner) tells whether the caller runs on it. A context
+ * without them (unit tests, a single loop) runs that work inline, on whichever thread it is.
+ * Set before the context's first command.
+ */
+struct scsi_port_thread {
+	void (*post)(void *owner, void (*fn)(void *arg), void *arg);
+	bool (*here)(void *owner);
+	void *owner;
+};
+void scsi_port_ctx_set_thread(struct scsi_port_ctx *ctx, const struct scsi_port_thread *th);
 
 /*
  * Runs a command on ctx's thread; cmd->done is always called exactly once (maybe before this
@@ -307,6 +326,11 @@ void scsi_target_nexus_lost(struct scsi_target *t, const struct scsi_nexus *nx);
  */
 int scsi_target_task_mgmt(struct scsi_target *t, enum scsi_tmf fn, uint16_t lun, bool lun_valid,
 			  const struct scsi_nexus *nx);
+/*
+ * A CLEAR TASK SET of another nexus aborted commands of nx on LU lun: nx is told COMMANDS
+ * CLEARED BY ANOTHER INITIATOR (SAM-5, TAS 0). Any thread.
+ */
+void scsi_target_commands_cleared(struct scsi_target *t, uint16_t lun, const struct scsi_nexus *nx);
 /*
  * How many times LU lun was reset (LOGICAL UNIT RESET, target warm or cold reset), 0 for no
  * such LU. A reset changes only the LU's shared state here (reservations, attentions for every

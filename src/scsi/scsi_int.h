@@ -296,7 +296,15 @@ struct scsi_port_ctx {
 	unsigned nblocked;            /* commands in blocked */
 	struct lu_nexus **ln;         /* this context's nexuses' entries on LUs, by (nexus id, LU) */
 	size_t nln, ln_cap;           /* entries; buckets (a power of two) */
+	struct scsi_port_thread thread; /* who owns it (scsi_port_ctx_set_thread); all NULL: inline */
 };
+
+/*
+ * target.c: the thread of a context (see scsi_port_thread). th_here: whether the caller runs on
+ * it (true without a hook); th_post: fn(arg) runs there later (without a hook: now, here).
+ */
+bool th_here(const struct scsi_port_thread *th);
+void th_post(const struct scsi_port_thread *th, void (*fn)(void *arg), void *arg);
 
 /* One command being run: what the handlers see. */
 struct scsi_req {
@@ -566,7 +574,10 @@ void lu_shared_detach(struct scsi_lu *lu);
 /* COMPARE AND WRITE of a shared LU: true while it waits for the group's lock (it runs again then); end gives it back. */
 bool lu_shared_caw_begin(struct scsi_req *r);
 void lu_shared_caw_end(struct scsi_cmd *cmd);
-/* target.c: runs a command held by lu_shared_defer, without completing it */
+/*
+ * target.c: runs a command held by lu_shared_defer, without completing it; on the thread of
+ * ctx, the context it was submitted through.
+ */
 void scsi_cmd_run_shared(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd);
 
 /* pr_persist.c: names as one token of printable non-blank ASCII (%XX escapes) and back */

@@ -234,6 +234,18 @@ static void run_locked(struct scsi_req *r)
 	op->run(r);
 }
 
+void scsi_port_ctx_set_thread(struct scsi_port_ctx *ctx, const struct scsi_port_thread *th) { ctx->thread = *th; }
+
+bool th_here(const struct scsi_port_thread *th) { return !th->here || th->here(th->owner); }
+
+void th_post(const struct scsi_port_thread *th, void (*fn)(void *arg), void *arg)
+{
+	if (th->post)
+		th->post(th->owner, fn, arg);
+	else
+		fn(arg);
+}
+
 void scsi_cmd_run_shared(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd)
 {
 	cmd->status = SCSI_GOOD;
@@ -327,6 +339,20 @@ void blocked_unlink(struct scsi_port_ctx *ctx, struct scsi_cmd **pp, struct scsi
 	cmd->defer.blocked_next = NULL;
 	ctx->nblocked--;
 	cmd->defer.active = false;
+}
+
+void scsi_target_commands_cleared(struct scsi_target *t, uint16_t lun, const struct scsi_nexus *nx)
+{
+	struct scsi_lu *lu = lun < SCSI_MAX_LUNS ? t->lu[lun] : NULL;
+
+	if (!lu)
+		return;
+	pthread_mutex_lock(&lu->nexus_lock);
+	for (struct lu_nexus *ln = lu->nexuses; ln; ln = ln->lu_next) {
+		if (ln->nexus_id == nx->id)
+			ua_add(ln, UA_COMMANDS_CLEARED);
+	}
+	pthread_mutex_unlock(&lu->nexus_lock);
 }
 
 void scsi_cmd_cancel(struct scsi_cmd *cmd) { atomic_store(&cmd->defer.cancelled, true); }

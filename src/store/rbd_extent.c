@@ -51,10 +51,10 @@ int rbds_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *run)
 {
 	struct rbd_store *rs = rbds_of(st);
 	struct extent_walk w = {0};
-	uint64_t end;
+	uint64_t end, size = __atomic_load_n(&st->size, __ATOMIC_ACQUIRE); /* the image's watch changes it */
 	int rc;
 
-	if (off >= st->size)
+	if (off >= size)
 		return -ERANGE;
 	if (atomic_load(&rs->state) != RBD_READY)
 		return -ETIMEDOUT;
@@ -64,10 +64,10 @@ int rbds_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *run)
 		 * (SBC-3's provisioning status 0) for the rest of the image, without asking.
 		 */
 		*mapped = true;
-		*run = st->size - off;
+		*run = size - off;
 		return 0;
 	}
-	end = st->size - off > RBD_EXTENT_WINDOW ? off + RBD_EXTENT_WINDOW : st->size;
+	end = size - off > RBD_EXTENT_WINDOW ? off + RBD_EXTENT_WINDOW : size;
 	rc = rbd_diff_iterate2(rs->im.img, NULL, off, end - off, 1, 0, extent_seen, &w);
 	if (rc < 0) {
 		free(w.ext);

@@ -443,7 +443,8 @@ void rbds_submit(struct store *st, struct store_engine *e, struct store_io *io)
 		store_io_complete(io, -EROFS);
 		return;
 	}
-	if (io->op != STORE_IO_FLUSH && (io->off > st->size || io->len > st->size - io->off)) {
+	uint64_t size = __atomic_load_n(&st->size, __ATOMIC_ACQUIRE); /* rbd_apply_resize, home engine */
+	if (io->op != STORE_IO_FLUSH && (io->off > size || io->len > size - io->off)) {
 		store_io_complete(io, -ERANGE);
 		return;
 	}

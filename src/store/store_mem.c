@@ -175,7 +175,12 @@ static int mem_resize(struct store *st, uint64_t new_size)
 
 	if (new_size == 0 || new_size > (uint64_t)SIZE_MAX / 2)
 		return -EINVAL;
-	/* Workers may be reading or writing the mapping (and the bitmap) right now. */
+	/*
+	 * Workers may be reading or writing the mapping (and the bitmap) right now: their long
+	 * operations hold a job from the first step to the last. The loops' own ios run inline
+	 * (STORE_WAIT_NEVER), and a resize comes only from a reload or the management socket, with
+	 * every loop but the caller's paused between events: nothing else is in the mapping.
+	 */
 	if (st->jobs)
 		return -EBUSY;
 	p = mremap(m->data, st->size, new_size, MREMAP_MAYMOVE);

@@ -24,13 +24,17 @@ static const struct store_ops rbds_ops;
 
 bool store_is_rbd(const struct store *st) { return st && st->ops == &rbds_ops; }
 
+/*
+ * On the home engine's thread. Every other loop reads st.size too (the range check of each io,
+ * the SCSI layer's capacity): an atomic store, which they read with atomic loads.
+ */
 void rbd_apply_resize(struct rbd_store *rs)
 {
 	uint64_t size = atomic_load(&rs->new_size);
 
-	if (size == rs->st.size)
+	if (size == __atomic_load_n(&rs->st.size, __ATOMIC_RELAXED))
 		return;
-	rs->st.size = size;
+	__atomic_store_n(&rs->st.size, size, __ATOMIC_RELEASE);
 	if (rs->on_resize)
 		rs->on_resize(&rs->st, rs->on_resize_arg);
 }

@@ -330,30 +330,6 @@ static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, 
 	return 0;
 }
 
-/*
- * The shared state of an RBD LU in a gateway group (reservations in the cluster record, the
- * group's COMPARE AND WRITE lock) runs the commands that waited for it on the thread of the
- * target's first context, which is only right with one loop.
- */
-static int check_gateway_loops(const struct server *srv, const struct cfg *cfg, char **err)
-{
-	if (srv->nshards < 2)
-		return 0;
-	for (size_t i = 0; i < cfg->ntargets; i++) {
-		const struct cfg_target *t = &cfg->targets[i];
-		if (!t->gateway)
-			continue;
-		for (size_t j = 0; j < t->nluns; j++)
-			if (t->luns[j].kind == LUN_RBD) {
-				*err = xasprintf("target %s LUN %u: an RBD LUN of a gateway group needs threads = 1 for "
-						 "now (the target runs %u event loops)",
-						 t->name, t->luns[j].lun, srv->nshards);
-				return -1;
-			}
-	}
-	return 0;
-}
-
 static int apply_config(struct server *srv, struct cfg *cfg, char **err);
 
 /* Every other loop is paused while the change is made: it touches their sessions and LUs. */
@@ -382,7 +358,7 @@ static int apply_config(struct server *srv, struct cfg *cfg, char **err)
 	size_t nplan = 0, capplan = 0;
 	struct iscsi_params *wants = NULL;
 
-	if (cfg_validate(cfg, err) < 0 || check_gateway_loops(srv, cfg, err) < 0)
+	if (cfg_validate(cfg, err) < 0)
 		goto fail;
 	wants = xcalloc(cfg->ntargets ? cfg->ntargets : 1, sizeof(*wants));
 	for (size_t i = 0; i < cfg->ntargets; i++)
@@ -471,8 +447,10 @@ static int apply_config(struct server *srv, struct cfg *cfg, char **err)
 			n->srv = srv;
 			n->scsi = scsi_target_new(t->name);
 			n->scsi_ctx = xcalloc(srv->nshards, sizeof(*n->scsi_ctx));
-			for (unsigned k = 0; k < srv->nshards; k++)
+			for (unsigned k = 0; k < srv->nshards; k++) {
 				n->scsi_ctx[k] = scsi_port_ctx_new(n->scsi, srv->shards[k]->engine);
+				shard_own_scsi_ctx(srv->shards[k], n->scsi_ctx[k]);
+			}
 			srv->nodes = xrealloc(srv->nodes, (srv->nnodes + 1) * sizeof(*srv->nodes));
 			srv->nodes[srv->nnodes++] = n;
 			log_info("serving target %s (portal group %u)", t->name, t->tpgt);

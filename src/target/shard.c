@@ -110,6 +110,18 @@ static void shard_on_mail(void *arg, uint32_t events)
 	shard_flush_queued(sh);
 }
 
+/* ---- the SCSI contexts it owns ---- */
+
+static void shard_post_to(void *owner, void (*fn)(void *arg), void *arg) { shard_post(owner, fn, arg); }
+
+static bool shard_here(void *owner) { return shard_on_thread(owner); }
+
+void shard_own_scsi_ctx(struct shard *sh, struct scsi_port_ctx *ctx)
+{
+	const struct scsi_port_thread th = {.post = shard_post_to, .here = shard_here, .owner = sh};
+	scsi_port_ctx_set_thread(ctx, &th);
+}
+
 /* ---- the store engine ---- */
 
 static void shard_on_engine(void *arg, uint32_t events)

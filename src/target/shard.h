@@ -80,6 +80,13 @@ void shard_free(struct shard *sh);
 /* fn(arg) runs on sh's thread, after the events it is handling; any thread. */
 void shard_post(struct shard *sh, shard_fn fn, void *arg);
 
+/*
+ * ctx (a target's context for this shard) runs on its thread: work of a LU as a whole that
+ * hands one of ctx's commands back (a gateway group's record) posts it here.
+ */
+struct scsi_port_ctx;
+void shard_own_scsi_ctx(struct shard *sh, struct scsi_port_ctx *ctx);
+
 /* Its sessions (for its tick). */
 void shard_add_session(struct shard *sh, struct session *s);
 void shard_remove_session(struct shard *sh, struct session *s);
