@@ -91,8 +91,12 @@ start_rbd_gateways() {
 }
 
 gw_start() { # N
-	local n=$1
-	bg_start "$ISTHMUS_BIN/isthmus-target" --listen "${GW_HP[$n]}" --gateway "$n" "${GW_ARGS[@]}" \
+	local n=$1 extra=()
+	# As start_target does: the suite with several event loops reaches the gateways too.
+	if [[ -n "${ISTHMUS_TARGET_THREADS:-}" && " ${GW_ARGS[*]} " != *" --threads"* ]]; then
+		extra+=(--threads "$ISTHMUS_TARGET_THREADS")
+	fi
+	bg_start "$ISTHMUS_BIN/isthmus-target" --listen "${GW_HP[$n]}" --gateway "$n" "${GW_ARGS[@]}" "${extra[@]}" \
 		--mgmt-socket "$TEST_DIR/gw$n.sock" --state-dir "$TEST_DIR/var$n" >>"$TEST_DIR/gw$n.log" 2>&1
 	GW_PID[$n]=$BG_LAST
 	wait_port "${GW_HP[$n]}" "${GW_PID[$n]}" || fail "gateway $n does not listen: $(tail -5 "$TEST_DIR/gw$n.log")"
