@@ -38,69 +38,11 @@
 #include <string.h>
 
 #include "scsi/lu_record.h"
+#include "scsi/lu_state_int.h"
 #include "scsi/scsi_int.h"
 #include "util/log.h"
 #include "util/parse.h"
 #include "util/sbuf.h"
-
-struct lu_act {
-	struct lu_act *next;
-	enum lu_shared_action kind;
-	uint32_t ua;
-	struct lu_ident who;
-};
-
-struct lu_waiter {
-	struct lu_waiter *next;
-	void (*done)(void *arg);
-	void *arg;
-};
-
-/* Where the cycle is: loading the record, running its command on that command's thread, storing. */
-enum sh_phase { SH_IDLE, SH_LOADING, SH_RUNNING, SH_STORING };
-
-struct lu_shared {
-	const struct scsi_shared_ops *ops;
-	void *ctx;
-	struct scsi_target *t;
-	struct scsi_lu *lu;          /* NULL once the LU is gone */
-	struct scsi_port_thread home; /* the thread of the target's first context: the cycle's */
-	enum sh_phase phase;
-	unsigned jobs;               /* jobs submitted and messages posted that are not back home */
-	bool kick_posted;            /* a kick from another thread is on its way home */
-	uint64_t version;            /* of the record last loaded or stored */
-	bool loaded;                 /* a load succeeded since the LU was shared */
-	bool reload;                 /* a change notice came: load even with nothing to run */
-	bool failing;                /* the last call failed (logged once until one works) */
-	uint64_t seen;               /* newest event raised on this gateway */
-	uint64_t evseq;              /* newest event of the record */
-	struct lu_event ev[LU_SHARED_MAX_EVENTS];
-	size_t nev;                  /* oldest first */
-	struct scsi_cmd *q, *q_tail; /* reservation commands waiting, in arrival order */
-	struct scsi_cmd *cur;        /* the command of the cycle in flight */
-	struct lu_act *acts, *acts_tail, *cur_acts;
-	size_t nacts;
-	struct lu_waiter *waiters;
-	unsigned retries;
-	struct sbuf rec;             /* the record as loaded: whether a cycle changed it */
-	struct scsi_cmd *caw_holder; /* the COMPARE AND WRITE holding the group's lock */
-};
-
-struct sh_job {
-	struct offload_job job;
-	struct lu_shared *sh;
-	enum { J_LOAD, J_STORE, J_ACK } kind;
-	struct sbuf rec;
-	uint64_t expect, version;
-	int rc;
-};
-
-/* A command handed between the home thread and its own context's thread. */
-struct sh_hand {
-	struct lu_shared *sh;
-	struct scsi_cmd *cmd;
-	bool ended;                  /* it was completed there (its LU had gone) */
-};
 
 static void kick(struct lu_shared *sh);
 static void shared_free(struct lu_shared *sh);
@@ -108,26 +50,26 @@ static void shared_free(struct lu_shared *sh);
 /* ---- threads ---- */
 
 /* fn(arg) later on the home thread; counted until it ran (the LU's lock held). */
-static void home_post(struct lu_shared *sh, void (*fn)(void *arg), void *arg)
+void sh_home_post(struct lu_shared *sh, void (*fn)(void *arg), void *arg)
 {
 	sh->jobs++;
 	th_post(&sh->home, fn, arg);
 }
 
 /* fn(h) on the thread of h's command; counted until h is back home (the LU's lock held). */
-static void own_post(struct sh_hand *h, void (*fn)(void *arg))
+void sh_own_post(struct sh_hand *h, void (*fn)(void *arg))
 {
 	h->sh->jobs++;
 	th_post(&h->cmd->defer.ctx->thread, fn, h);
 }
 
-static bool own_here(const struct scsi_cmd *cmd) { return !cmd->defer.ctx || th_here(&cmd->defer.ctx->thread); }
+bool sh_own_here(const struct scsi_cmd *cmd) { return !cmd->defer.ctx || th_here(&cmd->defer.ctx->thread); }
 
 /*
  * A job or message back on the home thread: the LU's lock while the LU is there (NULL once it
  * is gone: then only this thread touches sh), and one fewer under way.
  */
-static struct scsi_lu *home_arrive(struct lu_shared *sh)
+struct scsi_lu *sh_home_arrive(struct lu_shared *sh)
 {
 	struct scsi_lu *lu = sh->lu;
 
@@ -137,8 +79,8 @@ static struct scsi_lu *home_arrive(struct lu_shared *sh)
 	return lu;
 }
 
-/* The end of home_arrive's part: the last one back after the LU has gone frees what is left. */
-static void home_leave(struct lu_shared *sh, struct scsi_lu *lu)
+/* The end of sh_home_arrive's part: the last one back after the LU has gone frees what is left. */
+void sh_home_leave(struct lu_shared *sh, struct scsi_lu *lu)
 {
 	if (lu)
 		lu_unlock(lu);
@@ -147,15 +89,39 @@ static void home_leave(struct lu_shared *sh, struct scsi_lu *lu)
 }
 
 /* A hand-over that only had to come back (its command is answered). */
-static void hand_back(void *arg)
+void sh_hand_back(void *arg)
 {
 	struct sh_hand *h = arg;
 	struct lu_shared *sh = h->sh;
-	struct scsi_lu *lu = home_arrive(sh);
+	struct scsi_lu *lu = sh_home_arrive(sh);
 
 	free(h);
-	home_leave(sh, lu);
+	sh_home_leave(sh, lu);
 }
+
+void sh_cmd_fail(struct scsi_cmd *cmd, bool desc, uint8_t key, uint8_t asc, uint8_t ascq)
+{
+	cmd->status = SCSI_CHECK_CONDITION;
+	cmd->sense_len = (uint8_t)scsi_sense_build(cmd->sense, sizeof(cmd->sense), desc, key, asc, ascq, NULL, NULL);
+}
+
+void sh_cmd_finish_here(void *arg)
+{
+	struct scsi_cmd *cmd = arg;
+
+	cmd->defer.active = false;
+	cmd->done(cmd);
+}
+
+/* Completes cmd on its own context's thread, whose transport state (and defer.active) it is. */
+void sh_cmd_finish(struct scsi_cmd *cmd)
+{
+	if (sh_own_here(cmd))
+		sh_cmd_finish_here(cmd);
+	else
+		th_post(&cmd->defer.ctx->thread, sh_cmd_finish_here, cmd);
+}
+
 
 /* ---- identities and events ---- */
 
@@ -276,35 +242,12 @@ static void install(struct lu_shared *sh, struct lu_record *d)
 
 /* ---- commands and actions ---- */
 
-static void cmd_fail(struct scsi_cmd *cmd, bool desc, uint8_t key, uint8_t asc, uint8_t ascq)
-{
-	cmd->status = SCSI_CHECK_CONDITION;
-	cmd->sense_len = (uint8_t)scsi_sense_build(cmd->sense, sizeof(cmd->sense), desc, key, asc, ascq, NULL, NULL);
-}
-
-static void cmd_finish_here(void *arg)
-{
-	struct scsi_cmd *cmd = arg;
-
-	cmd->defer.active = false;
-	cmd->done(cmd);
-}
-
-/* Completes cmd on its own context's thread, whose transport state (and defer.active) it is. */
-static void cmd_finish(struct scsi_cmd *cmd)
-{
-	if (own_here(cmd))
-		cmd_finish_here(cmd);
-	else
-		th_post(&cmd->defer.ctx->thread, cmd_finish_here, cmd);
-}
-
 /* The record is out of reach: LOGICAL UNIT IS IN PROCESS OF BECOMING READY, which initiators retry. */
 static void cmd_unreachable(struct lu_shared *sh, struct scsi_cmd *cmd)
 {
 	if (!atomic_load(&cmd->defer.cancelled))
-		cmd_fail(cmd, sh->lu && sh->lu->d_sense, SK_NOT_READY, 0x04, 0x01);
-	cmd_finish(cmd);
+		sh_cmd_fail(cmd, sh->lu && sh->lu->d_sense, SK_NOT_READY, 0x04, 0x01);
+	sh_cmd_finish(cmd);
 }
 
 bool lu_shared_loaded(const struct scsi_lu *lu) { return lu->shared && lu->shared->loaded; }
@@ -470,12 +413,12 @@ static void start_load(struct lu_shared *sh)
 static void kick_home(void *arg)
 {
 	struct lu_shared *sh = arg;
-	struct scsi_lu *lu = home_arrive(sh);
+	struct scsi_lu *lu = sh_home_arrive(sh);
 
 	sh->kick_posted = false;
 	if (lu)
 		kick(sh);
-	home_leave(sh, lu);
+	sh_home_leave(sh, lu);
 }
 
 /* A cycle when there is work and none runs (the LU's lock held). */
@@ -489,7 +432,7 @@ static void kick(struct lu_shared *sh)
 		/* The record's jobs are submitted and reaped by the home thread only. */
 		if (!sh->kick_posted) {
 			sh->kick_posted = true;
-			home_post(sh, kick_home, sh);
+			sh_home_post(sh, kick_home, sh);
 		}
 		return;
 	}
@@ -547,7 +490,7 @@ static void cycle_end(struct lu_shared *sh)
 	acts_free(sh->cur_acts);
 	sh->cur_acts = NULL;
 	if (sh->cur)
-		cmd_finish(sh->cur);
+		sh_cmd_finish(sh->cur);
 	sh->cur = NULL;
 	if (!sh->acts)
 		waiters_done(sh);
@@ -574,7 +517,7 @@ static void cycle_cmd_back(void *arg)
 {
 	struct sh_hand *h = arg;
 	struct lu_shared *sh = h->sh;
-	struct scsi_lu *lu = home_arrive(sh);
+	struct scsi_lu *lu = sh_home_arrive(sh);
 
 	sh->phase = SH_IDLE;
 	if (lu) {
@@ -582,13 +525,13 @@ static void cycle_cmd_back(void *arg)
 	} else {
 		if (!h->ended) {
 			/* It ran, but the LU went before its change was stored: answered as the LU's others were. */
-			cmd_fail(h->cmd, false, SK_ILLEGAL_REQUEST, 0x25, 0x00);
-			cmd_finish(h->cmd);
+			sh_cmd_fail(h->cmd, false, SK_ILLEGAL_REQUEST, 0x25, 0x00);
+			sh_cmd_finish(h->cmd);
 		}
 		sh->cur = NULL;
 	}
 	free(h);
-	home_leave(sh, lu);
+	sh_home_leave(sh, lu);
 }
 
 /*
@@ -608,8 +551,8 @@ static void cycle_cmd_run(void *arg)
 			scsi_cmd_run_shared(cmd->defer.ctx, cmd);
 		lu_unlock(lu);
 	} else {
-		cmd_fail(cmd, false, SK_ILLEGAL_REQUEST, 0x25, 0x00);
-		cmd_finish_here(cmd);
+		sh_cmd_fail(cmd, false, SK_ILLEGAL_REQUEST, 0x25, 0x00);
+		sh_cmd_finish_here(cmd);
 		h->ended = true;
 	}
 	th_post(&sh->home, cycle_cmd_back, h);
@@ -631,17 +574,17 @@ static void run_cycle(struct lu_shared *sh)
 			sh->q_tail = NULL;
 		c->defer.wait_next = NULL;
 		if (atomic_load(&c->defer.cancelled)) {
-			cmd_finish(c);
+			sh_cmd_finish(c);
 			kick(sh);
 			return;
 		}
 		sh->cur = c;
-		if (!own_here(c)) {
+		if (!sh_own_here(c)) {
 			struct sh_hand *h = xcalloc(1, sizeof(*h));
 			h->sh = sh;
 			h->cmd = c;
 			sh->phase = SH_RUNNING;
-			own_post(h, cycle_cmd_run);
+			sh_own_post(h, cycle_cmd_run);
 			return;
 		}
 		scsi_cmd_run_shared(c->defer.ctx, c);
@@ -728,7 +671,7 @@ static void job_done(struct offload_job *j)
 {
 	struct sh_job *sj = (struct sh_job *)j;
 	struct lu_shared *sh = sj->sh;
-	struct scsi_lu *lu = home_arrive(sh);
+	struct scsi_lu *lu = sh_home_arrive(sh);
 
 	if (!lu) {
 		/*
@@ -739,8 +682,8 @@ static void job_done(struct offload_job *j)
 		if (sj->kind != J_ACK) {
 			sh->phase = SH_IDLE;
 			if (sh->cur) {
-				cmd_fail(sh->cur, false, SK_ILLEGAL_REQUEST, 0x25, 0x00);
-				cmd_finish(sh->cur);
+				sh_cmd_fail(sh->cur, false, SK_ILLEGAL_REQUEST, 0x25, 0x00);
+				sh_cmd_finish(sh->cur);
 				sh->cur = NULL;
 			}
 		}
@@ -751,157 +694,7 @@ static void job_done(struct offload_job *j)
 	}
 	sbuf_free(&sj->rec);
 	free(sj);
-	home_leave(sh, lu);
-}
-
-/* ---- COMPARE AND WRITE under the group's lock ---- */
-
-static void caw_unlock_home(void *arg)
-{
-	struct lu_shared *sh = arg;
-	struct scsi_lu *lu = home_arrive(sh);
-
-	/* A LU gone gives the lock back as it is released. */
-	if (lu)
-		sh->ops->caw_unlock(sh->ctx);
-	home_leave(sh, lu);
-}
-
-/* cmd is done with the group's lock, if it held it (the LU's lock held; any thread). */
-static void caw_release(struct lu_shared *sh, struct scsi_cmd *cmd)
-{
-	if (sh->caw_holder != cmd)
-		return;
-	sh->caw_holder = NULL;
-	if (th_here(&sh->home))
-		sh->ops->caw_unlock(sh->ctx);
-	else
-		home_post(sh, caw_unlock_home, sh);
-}
-
-/* On the command's own thread, the group's lock taken for it: the command runs again. */
-static void caw_run(struct lu_shared *sh, struct scsi_cmd *cmd)
-{
-	struct scsi_lu *lu = sh->lu;
-
-	lu_lock(lu);
-	bool go = sh->caw_holder == cmd && !atomic_load(&cmd->defer.cancelled);
-	if (!go)
-		caw_release(sh, cmd);
-	lu_unlock(lu);
-	if (!go) {
-		cmd_finish_here(cmd); /* cancelled on the way: nothing of it ran */
-		return;
-	}
-	cmd->defer.active = false;
-	scsi_cmd_run_shared(cmd->defer.ctx, cmd);
-	if (!cmd->defer.active) { /* ended before any io (a reservation taken meanwhile, ...) */
-		lu_lock(lu);
-		caw_release(sh, cmd);
-		lu_unlock(lu);
-		cmd->done(cmd);
-	}
-}
-
-static void caw_run_posted(void *arg)
-{
-	struct sh_hand *h = arg;
-	struct lu_shared *sh = h->sh;
-	struct scsi_cmd *cmd = h->cmd;
-
-	if (sh->lu) { /* cleared only while every other loop is paused */
-		caw_run(sh, cmd);
-	} else {
-		if (!atomic_load(&cmd->defer.cancelled))
-			cmd_fail(cmd, cmd->defer.desc, SK_ILLEGAL_REQUEST, 0x25, 0x00);
-		cmd_finish_here(cmd);
-	}
-	th_post(&sh->home, hand_back, h);
-}
-
-/* On the home thread: the group's lock is this gateway's (rc 0), or cannot be. */
-static void caw_locked(void *arg, int rc)
-{
-	struct sh_hand *h = arg;
-	struct lu_shared *sh = h->sh;
-	struct scsi_cmd *cmd = h->cmd;
-	struct scsi_lu *lu = sh->lu;
-
-	if (rc == 0 && lu && !atomic_load(&cmd->defer.cancelled)) {
-		lu_lock(lu);
-		sh->caw_holder = cmd;
-		if (own_here(cmd)) {
-			lu_unlock(lu);
-			free(h);
-			caw_run(sh, cmd);
-			return;
-		}
-		own_post(h, caw_run_posted);
-		lu_unlock(lu);
-		return;
-	}
-	free(h);
-	if (rc == 0)
-		sh->ops->caw_unlock(sh->ctx);
-	if (!atomic_load(&cmd->defer.cancelled) && lu)
-		cmd_fail(cmd, cmd->defer.desc, SK_NOT_READY, 0x04, 0x01);
-	else if (!atomic_load(&cmd->defer.cancelled))
-		cmd_fail(cmd, cmd->defer.desc, SK_ILLEGAL_REQUEST, 0x25, 0x00);
-	cmd_finish(cmd);
-}
-
-/* A COMPARE AND WRITE of another thread asks for the group's lock on the home thread. */
-static void caw_ask_home(void *arg)
-{
-	struct sh_hand *h = arg;
-	struct lu_shared *sh = h->sh;
-	struct scsi_lu *lu = home_arrive(sh);
-
-	if (lu) {
-		sh->ops->caw_lock(sh->ctx, caw_locked, h);
-	} else {
-		if (!atomic_load(&h->cmd->defer.cancelled))
-			cmd_fail(h->cmd, h->cmd->defer.desc, SK_ILLEGAL_REQUEST, 0x25, 0x00);
-		cmd_finish(h->cmd);
-		free(h);
-	}
-	home_leave(sh, lu);
-}
-
-bool lu_shared_caw_begin(struct scsi_req *r)
-{
-	struct scsi_lu *lu = r->lu;
-	struct scsi_cmd *cmd = r->cmd;
-
-	lu_lock(lu);
-	struct lu_shared *sh = lu->shared;
-	bool waits = sh && sh->ops->caw_lock && sh->caw_holder != cmd;
-	if (waits) {
-		struct sh_hand *h = xcalloc(1, sizeof(*h));
-		h->sh = sh;
-		h->cmd = cmd;
-		cmd->defer.active = true;
-		cmd->defer.desc = lu->d_sense;
-		if (th_here(&sh->home))
-			sh->ops->caw_lock(sh->ctx, caw_locked, h);
-		else
-			home_post(sh, caw_ask_home, h);
-	}
-	lu_unlock(lu);
-	return waits;
-}
-
-void lu_shared_caw_end(struct scsi_cmd *cmd)
-{
-	struct scsi_target *t = cmd->defer.t;
-	struct scsi_lu *lu = t && cmd->defer.lun < SCSI_MAX_LUNS ? t->lu[cmd->defer.lun] : NULL;
-
-	if (!lu)
-		return;
-	lu_lock(lu);
-	if (lu->shared)
-		caw_release(lu->shared, cmd);
-	lu_unlock(lu);
+	sh_home_leave(sh, lu);
 }
 
 /* ---- the interface ---- */
@@ -981,8 +774,8 @@ void lu_shared_detach(struct scsi_lu *lu)
 		struct scsi_cmd *c = sh->q;
 		sh->q = c->defer.wait_next;
 		c->defer.wait_next = NULL;
-		cmd_fail(c, lu->d_sense, SK_ILLEGAL_REQUEST, 0x25, 0x00);
-		cmd_finish(c);
+		sh_cmd_fail(c, lu->d_sense, SK_ILLEGAL_REQUEST, 0x25, 0x00);
+		sh_cmd_finish(c);
 	}
 	sh->q_tail = NULL;
 	waiters_done(sh);
