@@ -6,17 +6,20 @@ A script passes $INTEROP_DIR as its first argument, puts it on sys.path and name
     import gateway_nexus
     from gateway_nexus import say, check, sense_of, Nexus, ...
     gateway_nexus.setup("test_x", IQN, {1: PORT1, 2: PORT2})
-PORTS maps a gateway's name (its number, or any key) to its port on HOST (127.0.0.1).
+PORTS maps a gateway's name (its number, or any key) to its port on HOST (127.0.0.1);
+say_ok=True makes check say each check that holds too.
 
   say(MSG)                  print "[test_x] MSG"
-  check(COND, WHAT)         a failed check: print "  FAILED: WHAT" and note it; returns COND
+  check(COND, WHAT)         a failed check: print "  FAILED: WHAT" and note it (one that holds:
+                            "  ok: WHAT" when set up with say_ok); returns COND
   finish([MSG])             exit 1 after saying how many checks failed, else say MSG if given
   failures                  the WHATs of the failed checks
   sense_of(SENSE)           (key, asc, ascq) of fixed or descriptor sense data (scsi_cmd.py)
   sense_info(SENSE)         the same plus the INFORMATION field (None when not valid)
   Nexus(NAME, GW, ISID)     initiator iqn.2026-11.org.isthmus:NAME with ISID (hex) logged in to
-                            gateway GW; .cmd(CDB, out=, in_len=) -> (status, data, sense),
-                            .ready(), .tmf(FUNCTION), .close(); see the class
+                            gateway GW; .cmd(CDB, out=, in_len=, lun=) -> (status, data, sense),
+                            .ready(), .tmf(FUNCTION), .close(); see the class. lun= (cmd, ready,
+                            past_ua, rtpg): another LUN than the nexus's own, for one command
   past_ua(NX, CDB, ...)     a command sent again while it meets a unit attention
   write10 / read10          one WRITE(10) / READ(10), past unit attentions when asked
   rtpg(NX)                  REPORT TARGET PORT GROUPS: {group: asymmetric access state}
@@ -37,6 +40,7 @@ NAME = "gateway_nexus"
 IQN = ""
 PORTS = {}
 HOST = "127.0.0.1"
+SAY_OK = False
 failures = []
 
 OPT, NONOPT, STANDBY, UNAVAILABLE = 0, 1, 2, 3  # asymmetric access states (SPC-4 6.37)
@@ -44,10 +48,11 @@ TUR = bytes(6)
 RTPG = bytes([0xA3, 0x0A, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0])  # extended header, 4096 bytes
 
 
-def setup(name, iqn="", ports=None, host="127.0.0.1"):
-    """Name the test (the prefix of say) and the target the nexuses log in to."""
-    global NAME, IQN, PORTS, HOST
-    NAME, IQN, PORTS, HOST = name, iqn, dict(ports or {}), host
+def setup(name, iqn="", ports=None, host="127.0.0.1", say_ok=False):
+    """Name the test (the prefix of say) and the target the nexuses log in to; say_ok: check
+    says the checks that hold as well, so a log shows every check made."""
+    global NAME, IQN, PORTS, HOST, SAY_OK
+    NAME, IQN, PORTS, HOST, SAY_OK = name, iqn, dict(ports or {}), host, say_ok
 
 
 def say(m):
@@ -58,6 +63,8 @@ def check(cond, what):
     if not cond:
         failures.append(what)
         say("  FAILED: " + what)
+    elif SAY_OK:
+        say("  ok: " + what)
     return cond
 
 
@@ -120,23 +127,25 @@ class Nexus:
         self.sn = [0, 1]  # the next CmdSN and ITT
         self.lock = threading.Lock()
 
-    def cmd(self, cdb, out=b"", in_len=0):
-        """(status, data, sense) of one SCSI command."""
+    def cmd(self, cdb, out=b"", in_len=0, lun=None):
+        """(status, data, sense) of one SCSI command, to LUN lun when given (one nexus reaches
+        every LU of the target)."""
+        lun = self.lun if lun is None else lun
         with self.lock:
             for _ in range(self.ua_tries):
-                r = scsi_cmd.run(self.sock, self.lun, cdb, out, in_len, self.sn[0], self.sn[1])
+                r = scsi_cmd.run(self.sock, lun, cdb, out, in_len, self.sn[0], self.sn[1])
                 self.sn[0] += 1
                 self.sn[1] += 1
                 if r[0] != 2 or not r[2] or sense_of(r[2])[0] != 6:
                     break
             return r
 
-    def ready(self, tries=6, must=True):
-        """TEST UNIT READY until GOOD, at most tries times: clears the unit attentions a new
-        nexus starts with. Never GOOD: a failed check, unless must is False. Returns whether
-        it got GOOD."""
+    def ready(self, tries=6, must=True, lun=None):
+        """TEST UNIT READY (to LUN lun when given) until GOOD, at most tries times: clears the
+        unit attentions a new nexus starts with. Never GOOD: a failed check, unless must is
+        False. Returns whether it got GOOD."""
         for _ in range(tries):
-            st, _, s = self.cmd(TUR)
+            st, _, s = self.cmd(TUR, lun=lun)
             if st == 0:
                 return True
         if must:
@@ -162,11 +171,11 @@ class Nexus:
         self.sock.close()
 
 
-def past_ua(nx, cdb, out=b"", in_len=0, ua_retries=3, tell=False):
-    """The command, sent again up to ua_retries times while it meets a unit attention (it did
-    not run); tell: say each one. The last (status, data, sense)."""
+def past_ua(nx, cdb, out=b"", in_len=0, ua_retries=3, tell=False, lun=None):
+    """The command (to LUN lun when given), sent again up to ua_retries times while it meets a
+    unit attention (it did not run); tell: say each one. The last (status, data, sense)."""
     for _ in range(ua_retries + 1):
-        st, d, s = nx.cmd(cdb, out, in_len)
+        st, d, s = nx.cmd(cdb, out, in_len, lun=lun)
         if st != 2 or not s or sense_of(s)[0] != 6:
             break
         if tell:
@@ -184,10 +193,11 @@ def read10(nx, lba, nblocks=1, ua_retries=0, tell=False):
     return past_ua(nx, cdb10(0x28, lba, nblocks), in_len=nblocks * nx.bs, ua_retries=ua_retries, tell=tell)
 
 
-def rtpg(nx):
-    """REPORT TARGET PORT GROUPS, sent up to 4 times until GOOD: {group: state}, or None."""
+def rtpg(nx, lun=None):
+    """REPORT TARGET PORT GROUPS (through LUN lun when given: the states are per LU), sent up
+    to 4 times until GOOD: {group: state}, or None."""
     for _ in range(4):
-        st, d, _ = nx.cmd(RTPG, in_len=4096)
+        st, d, _ = nx.cmd(RTPG, in_len=4096, lun=lun)
         if st == 0:
             break
     if st != 0:

@@ -21,90 +21,40 @@ IQN=iqn.2026-11.org.isthmus:gwalualu
 start_rbd_gateways 2 "$IQN" "rbd:rbd/lu0,conf=$CEPH_CONF" --lun "rbd:rbd/lu1,conf=$CEPH_CONF"
 
 run_to 240 python3 - "$INTEROP_DIR" "$IQN" "${GW_PORT[1]}" "${GW_PORT[2]}" <<'PY' ||
-import struct, sys, time
+import sys, time
 sys.path.insert(0, sys.argv[1])
-import pdu_abuse, scsi_cmd
+import gateway_nexus
+from gateway_nexus import say, check, sense_of, Nexus, past_ua, rtpg, cdb10, TUR, OPT, NONOPT
 
 iqn, ports = sys.argv[2], {1: int(sys.argv[3]), 2: int(sys.argv[4])}
+gateway_nexus.setup("test_gateway_alua_lu_rbd", iqn, ports, say_ok=True)
 PROBE_S = 2.0                     # GATEWAY_PROBE_INTERVAL_MS
 SETTLE_S = 4 * PROBE_S + 6.0      # two samples at rest per LU, the samples' own time, the polling
-OPT, NONOPT = 0, 1
-failures = []
 
-def say(m):
-    print("[test_gateway_alua_lu_rbd] " + m, flush=True)
-
-def check(cond, what):
-    if cond:
-        say("  ok: " + what)
-    else:
-        failures.append(what)
-        say("  FAILED: " + what)
-
-def sense_of(s):
-    if not s:
-        return None
-    if s[0] & 0x7f in (0x72, 0x73):
-        return s[1] & 0x0f, s[2], s[3]
-    return s[2] & 0x0f, s[12], s[13]
-
-class Nexus:
-    def __init__(self, name, gw, isid):
-        self.name, self.gw = name, gw
-        pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:" + name
-        self.sock = pdu_abuse.login("127.0.0.1", ports[gw], iqn, isid=bytes.fromhex(isid))
-        self.sock.settimeout(30)
-        self.sn = [0, 1]
-
-    def cmd(self, lun, cdb, out=b"", in_len=0):
-        r = scsi_cmd.run(self.sock, lun, cdb, out, in_len, self.sn[0], self.sn[1])
-        self.sn[0] += 1
-        self.sn[1] += 1
-        return r
-
-    def retry(self, lun, cdb, out=b"", in_len=0):
-        """The command again after unit attentions (a few), as initiators do."""
-        for _ in range(8):
-            st, d, s = self.cmd(lun, cdb, out, in_len)
-            if st != 2 or sense_of(s)[0] != 6:
-                return st, d, s
-        return st, d, s
-
-    def clear_ua(self, lun):
-        for _ in range(16):
-            if self.cmd(lun, bytes(6))[0] == 0:
-                return
+def clear_ua(nx, lun):
+    if not nx.ready(16, must=False, lun=lun):
         raise RuntimeError("unit attentions do not clear on LUN %d" % lun)
 
-    def uas(self, lun):
-        """The unit attentions pending on lun (TEST UNIT READY until GOOD)."""
-        got = []
-        for _ in range(16):
-            st, _, s = self.cmd(lun, bytes(6))
-            if st == 0:
-                return got
-            got.append(sense_of(s))
-        return got
+def uas(nx, lun):
+    """The unit attentions pending on lun (TEST UNIT READY until GOOD)."""
+    got = []
+    for _ in range(16):
+        st, _, s = nx.cmd(TUR, lun=lun)
+        if st == 0:
+            return got
+        got.append(sense_of(s))
+    return got
 
 def write(nx, lun, lba):
-    st = nx.retry(lun, bytes([0x2a, 0]) + struct.pack(">IBHB", lba, 0, 1, 0), out=bytes([lun + 1]) * 512)[0]
+    """A write, sent again after unit attentions (a few), as initiators do."""
+    st = past_ua(nx, cdb10(0x2a, lba, 1), out=bytes([lun + 1]) * 512, ua_retries=7, lun=lun)[0]
     check(st == 0, "a write to LUN %d through gateway %d (status %s)" % (lun, nx.gw, st))
-
-def rtpg(nx, lun):
-    st, d, _ = nx.retry(lun, bytes([0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0]), in_len=4096)
-    if st != 0:
-        return None
-    states = {}
-    n = struct.unpack(">I", d[:4])[0]
-    for off in range(4, 4 + n, 12):
-        states[struct.unpack(">H", d[off + 2:off + 4])[0]] = d[off] & 0x0f
-    return states
 
 def want(opt_by_lun):
     return {lun: {1: OPT if o == 1 else NONOPT, 2: OPT if o == 2 else NONOPT} for lun, o in opt_by_lun.items()}
 
 def views(probes):
-    return {(nx.gw, lun): rtpg(nx, lun) for nx in probes for lun in (0, 1)}
+    return {(nx.gw, lun): rtpg(nx, lun=lun) for nx in probes for lun in (0, 1)}
 
 def settle(probes, opt_by_lun, what):
     w = want(opt_by_lun)
@@ -136,21 +86,19 @@ say("  (gateway, LUN) -> {group: state}: %s" % v)
 say("check: LUN 1's lock moved to gateway 1 raises the unit attention on LUN 1 only")
 for nx in (u1, u2):
     for lun in (0, 1):
-        nx.clear_ua(lun)
+        clear_ua(nx, lun)
 time.sleep(2 * PROBE_S + 1)
 for nx in (u1, u2):
     for lun in (0, 1):
-        check(nx.uas(lun) == [], "nothing pending on LUN %d through gateway %d while the locks rest" % (lun, nx.gw))
+        check(uas(nx, lun) == [], "nothing pending on LUN %d through gateway %d while the locks rest" % (lun, nx.gw))
 write(w1, 1, 11)
 check(settle((p1, p2), {0: 1, 1: 1}, "LUN 1 optimized on gateway 1"),
       "LUN 1 follows its lock to gateway 1, LUN 0 stays on gateway 1")
 for nx in (u1, u2):
-    got1, got0 = nx.uas(1), nx.uas(0)
+    got1, got0 = uas(nx, 1), uas(nx, 0)
     check((6, 0x2a, 0x06) in got1, "ASYMMETRIC ACCESS STATE CHANGED on LUN 1 through gateway %d (%s)" % (nx.gw, got1))
     check(got0 == [], "no unit attention on LUN 0 through gateway %d (%s)" % (nx.gw, got0))
-if failures:
-    say("%d check(s) failed" % len(failures))
-    sys.exit(1)
+gateway_nexus.finish()
 PY
 	fail "per-LU ALUA checks failed (logs: $TEST_DIR/gw1.log, gw2.log)"
 for n in 1 2; do

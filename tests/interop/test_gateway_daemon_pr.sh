@@ -72,87 +72,47 @@ wait_held() {
 # run_case NAME PORT_FIRST PORT_SURVIVOR PID_TO_KILL TYPE_CODE KEY WITH_REGISTRANT
 run_case() {
 	run_to 240 python3 - "$INTEROP_DIR" "$IQN" "$@" "$DMN_DEV/$SID/lun0" <<'PY'
-import hashlib, os, signal, struct, sys, threading, time
+import os, signal, sys, threading, time
 sys.path.insert(0, sys.argv[1])
-import pdu_abuse, scsi_cmd
+import gateway_nexus
+from gateway_nexus import say, check, Nexus, prout, read_keys, read_rsv, write10
 
 iqn, name = sys.argv[2], sys.argv[3]
 port_first, port_surv, pid = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 rtype, kd, with_r, dev = int(sys.argv[7]), int(sys.argv[8], 16), sys.argv[9] == "1", sys.argv[10]
+gateway_nexus.setup("test_gateway_daemon_pr", iqn, {"first": port_first, "surv": port_surv}, say_ok=True)
 KR = 0x5252525252525252
 BS, NBLK = 4096, 64
-failures = []
 
-def say(m):
-    print("[test_gateway_daemon_pr] " + m, flush=True)
-
-def check(cond, what):
-    if cond:
-        say("  ok: " + what)
-    else:
-        failures.append(what)
-        say("  FAILED: " + what)
-
-def sense_of(s):
-    if not s:
-        return (None, None, None)
-    if s[0] & 0x7f in (0x72, 0x73):
-        return s[1] & 0x0f, s[2], s[3]
-    return s[2] & 0x0f, s[12], s[13]
-
-class Nexus:
-    def __init__(self, who, port, isid):
-        pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:" + who
-        self.sock = pdu_abuse.login("127.0.0.1", port, iqn, isid=bytes.fromhex(isid))
-        self.sock.settimeout(30)
-        self.sn = [0, 1]
-        for _ in range(6):  # a new nexus starts with a unit attention
-            if self.cmd(bytes(6))[0] == 0:
-                break
-
-    def cmd(self, cdb, out=b"", in_len=0):
-        r = scsi_cmd.run(self.sock, 0, cdb, out, in_len, self.sn[0], self.sn[1])
-        self.sn[0] += 1
-        self.sn[1] += 1
-        return r
-
-    def retry(self, cdb, out=b"", in_len=0):
-        for _ in range(4):
-            st, d, s = self.cmd(cdb, out, in_len)
-            if st != 2 or sense_of(s)[0] != 6:
-                break
-        return st, d, s
-
-def prout(nx, sa, key=0, sark=0, type_=0):
-    data = struct.pack(">QQ", key, sark) + bytes(8)
-    return nx.retry(bytes([0x5f, sa, type_, 0, 0, 0, 0, 0, 24, 0]), out=data)[0]
+def nexus(who, gw, isid):
+    """A raw initiator port whose every command goes again past unit attentions (4 tries)."""
+    nx = Nexus(who, gw, isid, ua_tries=4)
+    nx.ready(must=False)  # a new nexus starts with a unit attention
+    return nx
 
 def read_reservation(nx):
-    st, d, _ = nx.retry(bytes([0x5e, 1, 0, 0, 0, 0, 0, 0, 24, 0]), in_len=24)
-    if st != 0 or len(d) < 8 or struct.unpack(">I", d[4:8])[0] < 16:
-        return st, None, None
-    return st, struct.unpack(">Q", d[8:16])[0], d[21] & 0x0f
+    """(status, holder's key, type) of READ RESERVATION; key and type None without one."""
+    try:
+        r = read_rsv(nx)
+    except RuntimeError as e:
+        return str(e), None, None
+    return (0,) + (r or (None, None))
 
-def read_keys(nx):
-    st, d, _ = nx.retry(bytes([0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0]), in_len=4096)
-    n = struct.unpack(">I", d[4:8])[0] if st == 0 else 0
-    return sorted(struct.unpack(">Q", d[8 + i:16 + i])[0] for i in range(0, n, 8))
-
-def write10(nx, lba):
-    return nx.retry(bytes([0x2a, 0]) + struct.pack(">IBHB", lba, 0, 1, 0), out=bytes(512))[0]
+def keys(nx):
+    return read_keys(nx)[2] or []
 
 say("case %s: reservation type 0x%x with key 0x%016x" % (name, rtype, kd))
-u_f, u_s = Nexus("outsider", port_first, "400000000c01"), Nexus("outsider", port_surv, "400000000c01")
+u_f, u_s = nexus("outsider", "first", "400000000c01"), nexus("outsider", "surv", "400000000c01")
 others = {"U": (u_f, u_s)}
 if with_r:
-    r_f, r_s = Nexus("registrant", port_first, "400000000d01"), Nexus("registrant", port_surv, "400000000d01")
+    r_f, r_s = nexus("registrant", "first", "400000000d01"), nexus("registrant", "surv", "400000000d01")
     check(prout(r_f, 0, sark=KR) == 0 and prout(r_s, 0, sark=KR) == 0, "R registers through both gateways")
     others["R"] = (r_f, r_s)
 st, key, typ = read_reservation(u_s)
 check(st == 0 and key == kd and typ == rtype,
       "READ RESERVATION through the other gateway: the daemon's key, type 0x%x (got status %s key %s type %s)"
       % (rtype, st, key and hex(key), typ))
-keys_before = read_keys(u_s)
+keys_before = keys(u_s)
 say("  keys before: %s" % [hex(k) for k in keys_before])
 check(keys_before.count(kd) == 1, "the daemon's key is registered once (one nexus)")
 
@@ -186,7 +146,7 @@ def excluded():
                 if nx is nf and killed["t"] is not None:
                     continue
                 try:
-                    st = write10(nx, 100000 + n % 8)
+                    st = write10(nx, 100000 + n % 8, bytes(512))
                 except Exception as e:
                     if nx is nf and killed["t"] is not None:
                         continue  # the killed gateway's connection
@@ -226,15 +186,13 @@ st, key, typ = read_reservation(u_s)
 check(st == 0 and key == kd and typ == rtype,
       "after the kill READ RESERVATION names the daemon's key, type 0x%x (got status %s key %s type %s)"
       % (rtype, st, key and hex(key), typ))
-keys_after = read_keys(u_s)
+keys_after = keys(u_s)
 say("  keys after: %s" % [hex(k) for k in keys_after])
 if rtype in (1, 3):
     check(keys_after.count(kd) == 1, "the daemon's key is registered once: its old nexus's registration was preempted")
 if with_r:
     check(keys_after.count(KR) == 2, "R's registrations are kept")
-if failures:
-    say("%d check(s) failed" % len(failures))
-    sys.exit(1)
+gateway_nexus.finish()
 PY
 }
 
@@ -258,26 +216,23 @@ ism logout "$SID" >/dev/null || fail "logout"
 
 say "case 2: WRITE EXCLUSIVE through B, then B killed (the reservation moves with PREEMPT)"
 python3 - "$INTEROP_DIR" "$IQN" "$PORTB" <<'PY' || fail "clearing case 1's reservation"
-import struct, sys
+import sys
 sys.path.insert(0, sys.argv[1])
-import pdu_abuse, scsi_cmd
-pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:cleaner"
-s = pdu_abuse.login("127.0.0.1", int(sys.argv[3]), sys.argv[2], isid=bytes.fromhex("400000000e01"))
-s.settimeout(30)
-sn = 0
-def prout(sa, key, sark):
-    global sn
+import gateway_nexus
+from gateway_nexus import say, Nexus, prout
+gateway_nexus.setup("test_gateway_daemon_pr", sys.argv[2], {"b": int(sys.argv[3])})
+cleaner = Nexus("cleaner", "b", "400000000e01")
+def prout_again(sa, key, sark):
+    """PERSISTENT RESERVE OUT, sent again past CHECK CONDITION (4 tries in all)."""
     for _ in range(4):
-        st, _, sense = scsi_cmd.run(s, 0, bytes([0x5f, sa, 0, 0, 0, 0, 0, 0, 24, 0]),
-                                    struct.pack(">QQ", key, sark) + bytes(8), 0, sn, sn + 1)
-        sn += 1
+        st = prout(cleaner, sa, key, sark)
         if st != 2:
             return st
     return st
 K = 0x4545454545454545
-assert prout(0, 0, K) == 0, "register"
-assert prout(3, K, 0) == 0, "clear"
-print("[test_gateway_daemon_pr] case 1's reservation and registrations cleared", flush=True)
+assert prout_again(0, 0, K) == 0, "register"
+assert prout_again(3, K, 0) == 0, "clear"
+say("case 1's reservation and registrations cleared")
 PY
 gw_start 1
 sleep 3 # gateway 1 loads the record and is seen by its peer's probes

@@ -76,46 +76,33 @@ say "  gateway 1 on C1: $A1, on C2: $A2"
 say "check: gateway 1 writes both LUNs (it takes both images' locks), then is SIGKILLed"
 run_to 120 python3 - "$INTEROP_DIR" "$IQN" "${GW_PORT[1]}" "${GW_PORT[2]}" "${GW_PID[1]}" "$WRITE_BOUND" \
 	"$TEST_DIR/killed_at" <<'PY' || fail "the writes around the kill failed"
-import os, signal, struct, sys, time
+import os, signal, sys, time
 sys.path.insert(0, sys.argv[1])
-import pdu_abuse, scsi_cmd
+import gateway_nexus
+from gateway_nexus import say, sense_of, Nexus, cdb10
 
 iqn, port1, port2, pid1, bound, killed_at = (sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
                                              float(sys.argv[6]), sys.argv[7])
-
-def say(m):
-    print("[test_gateway_fence_clusters_rbd] " + m, flush=True)
-
-def nexus(port, isid):
-    pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:fencer"
-    s = pdu_abuse.login("127.0.0.1", port, iqn, isid=bytes.fromhex(isid))
-    s.settimeout(60)
-    return [s, 0]
+gateway_nexus.setup("test_gateway_fence_clusters_rbd", iqn, {1: port1, 2: port2})
 
 def write(nx, lun, lba):
     for _ in range(16):
-        st, _, sense = scsi_cmd.run(nx[0], lun, bytes([0x2a, 0]) + struct.pack(">IBHB", lba, 0, 1, 0),
-                                    bytes([lun + 7]) * 512, 0, nx[1], nx[1] + 1)
-        nx[1] += 1
+        st, _, sense = nx.cmd(cdb10(0x2a, lba, 1), out=bytes([lun + 7]) * 512, lun=lun)
         if st == 0:
             return 0
-        if st == 2 and sense and ((sense[2] & 0x0f) in (2, 6)):  # unit attention, or not ready yet
+        if st == 2 and sense and sense_of(sense)[0] in (2, 6):  # unit attention, or not ready yet
             time.sleep(0.1)
             continue
         return st
     return st
 
-g1 = nexus(port1, "400000004001")
+g1 = Nexus("fencer", 1, "400000004001", timeout=60)
 for lun in (0, 1):
     st = write(g1, lun, 20)
     if st != 0:
         sys.exit("write to LUN %d through gateway 1: status %s" % (lun, st))
-g2 = nexus(port2, "400000004002")
-for _ in range(8):  # the new nexus's unit attention
-    if scsi_cmd.run(g2[0], 1, bytes(6), b"", 0, g2[1], g2[1] + 1)[0] == 0:
-        break
-    g2[1] += 1
-g2[1] += 1
+g2 = Nexus("fencer", 2, "400000004002", timeout=60)
+g2.ready(8, must=False, lun=1)  # the new nexus's unit attention
 say("SIGKILL to gateway 1 (pid %d)" % pid1)
 os.kill(pid1, signal.SIGKILL)
 t0 = time.time()
