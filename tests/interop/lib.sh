@@ -297,7 +297,9 @@ start_isthmus() {
 		extra+=(--state-dir "$TEST_DIR/var")
 	fi
 	# The whole suite with several event loops: ISTHMUS_TARGET_THREADS=4 tests/run.sh interop
-	if [[ -n "${ISTHMUS_TARGET_THREADS:-}" && " $* " != *" --threads"* && " $* " != *" --check-config"* ]]; then
+	# (a test that names its own loop count, by flag or in its configuration file, keeps it)
+	if [[ -n "${ISTHMUS_TARGET_THREADS:-}" && " $* " != *" --threads"* && " $* " != *" --check-config"* ]] &&
+		! grep -qsE '^[[:space:]]*threads[[:space:]]*=' "${cfg_file:-/dev/null}"; then
 		extra+=(--threads "$ISTHMUS_TARGET_THREADS")
 	fi
 	say "starting: $bin $* ${extra[*]}"
