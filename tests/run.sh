@@ -213,6 +213,7 @@ declare -A tsan_exe=(
 	[scsi_pr_persist]=tests/unit/scsi/test_scsi_pr_persist # reservation journal writes on workers
 	[scsi_lu_threads]=tests/unit/scsi/test_scsi_lu_threads # one LU shared by nexuses of several threads
 	[scsi_lu_state_threads]=tests/unit/scsi/test_scsi_lu_state_threads # a gateway group's LU handing commands between threads
+	[scsi_pr_persist_threads]=tests/unit/scsi/test_scsi_pr_persist_threads # the APTPL journal written for commands of two loops
 	[target_shard]=tests/unit/target/test_target_shard # the target's shards: mailbox, pause and resume
 	[store_engine_post]=tests/unit/store/test_store_engine_post # completions posted to an engine from other threads
 )

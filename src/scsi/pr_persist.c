@@ -16,6 +16,15 @@
  * (O_EXCL, O_NOFOLLOW, 0600) synced and renamed over the old one, the directory synced, then the
  * journal emptied. Loading replays the batches newer than the snapshot and stops at the first
  * incomplete one: a torn tail belongs to commands that never completed.
+ *
+ * Threads: a PERSISTENT RESERVE OUT runs on its own context's thread under the LU's lock, which
+ * also guards everything here but the open journal (a worker's while its write is in flight).
+ * The records go to pending in the order the changes were made; the writes are submitted and
+ * reaped only on the home thread (the target's first context's, whose workers they run on),
+ * one at a time, so the files see the changes in that order. A command of another thread posts
+ * a kick home; each command completes on its own context's thread. A LU is added and removed
+ * on the home thread with the other loops paused: once it is gone (orphan) only the home thread
+ * touches what is left here.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +53,7 @@ struct pr_persist {
 	char *base;               /* dir/naa.<hex>: the files are base.pr and base.prj */
 	char *ident;              /* "<escaped target name> <lun>", recorded in the snapshot */
 	struct pr_state *pr;      /* the LU's state, or kept below once the LU is gone */
+	struct scsi_lu *lu;       /* whose lock guards this; NULL once the LU is gone */
 	int jfd;                  /* the journal, opened by a worker; -1 before */
 	uint64_t seq;             /* of the last batch or snapshot queued */
 	uint64_t journal_bytes;   /* in the journal since the last snapshot */
@@ -54,6 +64,7 @@ struct pr_persist {
 	bool need_snapshot;       /* the next write must be a snapshot */
 	bool failing;             /* the last write failed (logged once until one succeeds) */
 	bool orphan;              /* the LU is gone: free once idle */
+	bool kick_posted;         /* a command of another thread asked home to start a write */
 	/*
 	 * A LU removed while its writes are in flight leaves its state here, the newest there is,
 	 * and is on the orphans list: a LU added again under the same identity (a replaced LUN)
@@ -457,6 +468,7 @@ static struct pr_persist *persist_new(struct scsi_lu *lu)
 	pp->jfd = -1;
 	pp->need_snapshot = true;
 	pp->pr = &lu->pr;
+	pp->lu = lu;
 	pp->offload = target_home_offload(lu->t);
 	return pp;
 }
@@ -491,6 +503,7 @@ static void persist_adopt(struct scsi_lu *lu, struct pr_persist *pp)
 		}
 	}
 	pp->orphan = false;
+	pp->lu = lu;
 	*pr = pp->kept;
 	memset(&pp->kept, 0, sizeof(pp->kept));
 	pp->pr = pr;
@@ -693,21 +706,32 @@ static void job_work(struct offload_job *j)
 	pj->rc = pj->snapshot ? write_snapshot(pj->pp, &pj->data) : append_batch(pj->pp, &pj->data);
 }
 
-/* ---- queueing, on the loop thread ---- */
+/* ---- queueing: records under the LU's lock, writes on the home thread ---- */
 
+static void cmd_finish_here(void *arg)
+{
+	struct scsi_cmd *c = arg;
+
+	c->defer.active = false;
+	c->done(c);
+}
+
+/* The write of these commands is over: each completes on its own context's thread. */
 static void complete_cmds(struct scsi_cmd *c, int rc)
 {
 	while (c) {
 		struct scsi_cmd *next = c->defer.wait_next;
 
 		c->defer.wait_next = NULL;
-		c->defer.active = false;
 		if (rc < 0 && !atomic_load(&c->defer.cancelled)) {
 			c->status = SCSI_CHECK_CONDITION;
 			c->sense_len = (uint8_t)scsi_sense_build(c->sense, sizeof(c->sense), c->defer.desc, SK_MEDIUM_ERROR,
 								 0x0c, 0x00, NULL, NULL);
 		}
-		c->done(c);
+		if (!c->defer.ctx || th_here(&c->defer.ctx->thread))
+			cmd_finish_here(c);
+		else
+			th_post(&c->defer.ctx->thread, cmd_finish_here, c);
 		c = next;
 	}
 }
@@ -736,7 +760,8 @@ static struct pr_job *take_job(struct pr_persist *pp)
 
 static void job_done(struct offload_job *j);
 
-static void start_job(struct pr_persist *pp)
+/* The next write, made of what is queued (the LU's lock held while it has one): pp->job. */
+static struct pr_job *next_job(struct pr_persist *pp)
 {
 	struct pr_job *pj = take_job(pp);
 
@@ -744,7 +769,7 @@ static void start_job(struct pr_persist *pp)
 	pj->job.done = job_done;
 	pj->job.key = pp;
 	pp->job = pj;
-	offload_submit(pp->offload, &pj->job);
+	return pj;
 }
 
 static void job_finish(struct pr_persist *pp, struct pr_job *pj)
@@ -768,21 +793,60 @@ static void job_finish(struct pr_persist *pp, struct pr_job *pj)
 	}
 }
 
+/* On the home thread: the LU's lock while the LU is there (once it is gone, only this thread). */
+static struct scsi_lu *home_lock(struct pr_persist *pp)
+{
+	struct scsi_lu *lu = pp->lu;
+
+	if (lu)
+		lu_lock(lu);
+	return lu;
+}
+
+static void home_unlock(struct scsi_lu *lu)
+{
+	if (lu)
+		lu_unlock(lu);
+}
+
+/* On the home thread, from offload_reap: the write is durable (or failed); the next one goes. */
 static void job_done(struct offload_job *j)
 {
 	struct pr_job *pj = (struct pr_job *)j;
 	struct pr_persist *pp = pj->pp;
+	struct scsi_lu *lu = home_lock(pp);
+	struct offload *o = pp->offload; /* commands set it under the lock */
+	struct pr_job *next = NULL;
 
 	pp->job = NULL;
 	job_finish(pp, pj);
+	if (pp->waiting)
+		next = next_job(pp);
+	home_unlock(lu);
 	complete_cmds(pj->cmds, pj->rc);
 	sbuf_free(&pj->data);
 	free(pj);
-	if (pp->waiting) {
-		start_job(pp);
-		return;
-	}
-	if (pp->orphan)
+	if (next)
+		offload_submit(o, &next->job);
+	else if (pp->orphan && !pp->kick_posted)
+		persist_free(pp);
+}
+
+/* On the home thread: a command of another thread queued records while no write was in flight. */
+static void persist_kick(void *arg)
+{
+	struct pr_persist *pp = arg;
+	struct scsi_lu *lu = home_lock(pp);
+	struct offload *o = pp->offload;
+	struct pr_job *next = NULL;
+
+	pp->kick_posted = false;
+	if (!pp->job && pp->waiting)
+		next = next_job(pp);
+	home_unlock(lu);
+	if (next)
+		offload_submit(o, &next->job);
+	else if (pp->orphan && !pp->job)
 		persist_free(pp);
 }
 
@@ -840,8 +904,15 @@ void pr_persist_commit(struct scsi_req *r, const struct pr_mark *m)
 	else
 		pp->waiting = cmd;
 	pp->waiting_tail = cmd;
-	if (!pp->job)
-		start_job(pp);
+	if (pp->job || pp->kick_posted)
+		return; /* the write in flight, or the kick on its way, takes these records too */
+	const struct scsi_port_thread *home = &r->t->ctxs->thread; /* whose offload this is */
+	if (th_here(home)) {
+		offload_submit(pp->offload, &next_job(pp)->job);
+		return;
+	}
+	pp->kick_posted = true;
+	th_post(home, persist_kick, pp);
 }
 
 void pr_persist_release(struct scsi_lu *lu)
@@ -852,12 +923,14 @@ void pr_persist_release(struct scsi_lu *lu)
 		return;
 	lu->pr.persist = NULL;
 	lu->pr.log = NULL;
-	if (!pp->job) {
+	pp->lu = NULL;
+	if (!pp->job && !pp->kick_posted) {
 		pp->pr = NULL;
 		persist_free(pp);
 		return;
 	}
-	/* Writes in flight: they finish, with the state they may still need (job_done frees it). */
+	/* Writes in flight or asked for: they finish, with the state they may still need (the last
+	 * of job_done and persist_kick frees it). */
 	pp->kept = lu->pr;
 	pp->kept.log = &pp->pending;
 	memset(&lu->pr, 0, sizeof(lu->pr));

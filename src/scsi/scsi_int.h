@@ -603,7 +603,9 @@ void pr_remove_all(struct pr_state *pr);
 /*
  * pr_persist.c: the APTPL state on disk, in state_dir under the LU's NAA designator. A snapshot
  * plus an append-only journal of changes, written and synced on offload workers; a PERSISTENT
- * RESERVE OUT whose changes must survive power loss completes once they are durable.
+ * RESERVE OUT whose changes must survive power loss completes once they are durable. The writes
+ * are submitted and reaped on the home thread only (the target's first context's, whose workers
+ * they are); the command completes on its own context's thread.
  */
 int pr_load(struct scsi_lu *lu, char **err);
 /* The LU is going: queued writes still finish (their commands complete), then it frees itself. */
