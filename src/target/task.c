@@ -574,8 +574,8 @@ static void task_scsi_done(struct scsi_cmd *sc)
 {
 	struct task *t = sc->priv;
 	/*
-	 * LU-wide work (the reservation journal, a gateway record) completes its commands on the
-	 * thread of the target's first context: the task's own loop finishes it.
+	 * Work that ends on another thread (a blocked command woken by another loop's completion,
+	 * a store's completion delivered elsewhere) is finished by the task's own loop.
 	 */
 	if (!shard_on_thread(t->shard)) {
 		shard_post(t->shard, task_scsi_done_here, sc);
