@@ -574,8 +574,8 @@ static void task_scsi_done(struct scsi_cmd *sc)
 {
 	struct task *t = sc->priv;
 	/*
-	 * Work that ends on another thread (a blocked command woken by another loop's completion,
-	 * a store's completion delivered elsewhere) is finished by the task's own loop.
+	 * The SCSI layer completes a command on its own context's thread; should anything end one
+	 * elsewhere, the task's own loop still finishes it.
 	 */
 	if (!shard_on_thread(t->shard)) {
 		shard_post(t->shard, task_scsi_done_here, sc);
