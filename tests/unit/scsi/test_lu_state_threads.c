@@ -14,112 +14,14 @@
 #include <time.h>
 
 #include "harness.h"
+#include "mailbox.h"
 #include "util/sbuf.h"
 
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-const char *__tsan_default_options(void);
-const char *__tsan_default_options(void) { return "halt_on_error=1:exitcode=66"; }
-#endif
-#endif
-
-/* ---- one mailbox per thread ---- */
-
-struct msg {
-	void (*fn)(void *arg);
-	void *arg;
-	struct msg *next;
-};
-
-struct mbox {
-	pthread_t th;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct msg *head, *tail;
-	unsigned queued;
-	bool stop;
-};
-
-enum { HOME, L1, L2, NTH };
-static struct mbox mb[NTH];
-static _Thread_local struct mbox *self;
 static atomic_int wrong_thread;
 static atomic_int bad; /* failures seen on the threads (CHECK is the main thread's) */
 
-static void mb_post(void *owner, void (*fn)(void *), void *arg)
-{
-	struct mbox *m = owner;
-	struct msg *g = calloc(1, sizeof(*g));
-	g->fn = fn;
-	g->arg = arg;
-	pthread_mutex_lock(&m->mu);
-	*(m->tail ? &m->tail->next : &m->head) = g;
-	m->tail = g;
-	m->queued++;
-	pthread_cond_signal(&m->cv);
-	pthread_mutex_unlock(&m->mu);
-}
-
-static bool mb_here(void *owner) { return self == owner; }
-
-static unsigned mb_queued(struct mbox *m)
-{
-	pthread_mutex_lock(&m->mu);
-	unsigned n = m->queued;
-	pthread_mutex_unlock(&m->mu);
-	return n;
-}
-
-static void *mb_main(void *arg)
-{
-	struct mbox *m = arg;
-	self = m;
-	pthread_mutex_lock(&m->mu);
-	for (;;) {
-		while (!m->head && !m->stop)
-			pthread_cond_wait(&m->cv, &m->mu);
-		if (!m->head)
-			break;
-		struct msg *g = m->head;
-		m->head = g->next;
-		if (!m->head)
-			m->tail = NULL;
-		m->queued--;
-		pthread_mutex_unlock(&m->mu);
-		g->fn(g->arg);
-		free(g);
-		pthread_mutex_lock(&m->mu);
-	}
-	pthread_mutex_unlock(&m->mu);
-	return NULL;
-}
-
-static void msleep(unsigned ms)
-{
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
 /* Runs fn(arg) on thread i and waits for it. */
-struct sync_call {
-	void (*fn)(void *arg);
-	void *arg;
-	atomic_bool done;
-};
-static void sync_run(void *arg)
-{
-	struct sync_call *c = arg;
-	c->fn(c->arg);
-	atomic_store(&c->done, true);
-}
-static void on_thread(int i, void (*fn)(void *), void *arg)
-{
-	struct sync_call c = { .fn = fn, .arg = arg };
-	mb_post(&mb[i], sync_run, &c);
-	for (int k = 0; k < 10000 && !atomic_load(&c.done); k++)
-		msleep(1);
-	CHECK(atomic_load(&c.done));
-}
+static void on_thread(int i, void (*fn)(void *), void *arg) { CHECK(mb_call(i, fn, arg)); }
 
 /* ---- the group's record and COMPARE AND WRITE lock, used on the home thread only ---- */
 
@@ -464,11 +366,7 @@ int main(void)
 	char *err = NULL;
 	static struct job j, k, many[2][40];
 
-	for (int i = 0; i < NTH; i++) {
-		pthread_mutex_init(&mb[i].mu, NULL);
-		pthread_cond_init(&mb[i].cv, NULL);
-		pthread_create(&mb[i].th, NULL, mb_main, &mb[i]);
-	}
+	mb_start_all();
 	tgt = scsi_target_new("iqn.2026-11.org.isthmus:lu-state-threads");
 	/* The home context has no engine: the record's jobs run inline, on the home thread. */
 	for (int i = 0; i < NTH; i++) {
@@ -624,13 +522,7 @@ int main(void)
 	}
 	CHECK_EQ(st[2], 1);
 
-	for (int i = 0; i < NTH; i++) {
-		pthread_mutex_lock(&mb[i].mu);
-		mb[i].stop = true;
-		pthread_cond_signal(&mb[i].cv);
-		pthread_mutex_unlock(&mb[i].mu);
-		pthread_join(mb[i].th, NULL);
-	}
+	mb_stop_all();
 	CHECK_EQ(atomic_load(&wrong_thread), 0);
 	CHECK_EQ(atomic_load(&bad), 0);
 	scsi_target_free(tgt);
