@@ -99,14 +99,14 @@ for nblk, diff in ((1, 37), (2, 600)):
 # --- COMPARE AND WRITE offsets on images with exclusive-lock, plain and striped: the first
 # difference at byte 0 and 200 of one block (one librbd call) and at 712 of two (the store's
 # read-compare-write), at object starts, inside objects, in object 0 and in later ones.
-MIB = 2048  # blocks
+OBJ = 8192  # blocks: one 4 MiB object
 for caw_lun, image, places in (
         (2, "exclusive-lock, 4 MiB objects",
          ((0, "object 0, its start"), (16, "object 0, 8 KiB in"),
-          (3 * MIB, "object 3, its start"), (3 * MIB + 16, "object 3, 8 KiB in"))),
+          (3 * OBJ, "object 3, its start"), (3 * OBJ + 16, "object 3, 8 KiB in"))),
         (3, "exclusive-lock, striped 64 KiB x 4",
          ((0, "object 0, its start"), (130, "object 1, 1 KiB in"),
-          (3 * MIB + 16, "object 0, 3 MiB + 8 KiB in"), (20 * MIB + 16, "object 4, 8 KiB in")))):
+          (3 * OBJ + 16, "object 0, 3 MiB + 8 KiB in"), (5 * OBJ + 16, "object 4, 8 KiB in")))):
     nx.lun = caw_lun
     say("COMPARE AND WRITE on LUN %d (%s)" % (caw_lun, image))
     check(nx.ready(5, must=False), "TEST UNIT READY on LUN %d" % caw_lun)
