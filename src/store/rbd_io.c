@@ -116,6 +116,47 @@ void rbd_io_completed(rbd_completion_t c, void *arg)
 	rbd_post_io(arg, rbd_io_finish_posted);
 }
 
+/*
+ * The image offset of byte 0 of the RADOS object holding image byte off. RBD's layout: objects
+ * come in sets of stripe_count; a set covers stripe_count * obj_size bytes of the image, dealt
+ * out to its objects stripe_unit bytes at a time, round-robin (no striping: one object per
+ * set, stripe_unit = obj_size).
+ */
+static uint64_t object_base(const struct rbd_store *rs, uint64_t off)
+{
+	uint64_t set_bytes = rs->obj_size * rs->stripe_count;
+
+	return off - off % set_bytes + (off / rs->stripe_unit) % rs->stripe_count * rs->stripe_unit;
+}
+
+/*
+ * A single-call compare-and-write (within RBD_CAW_UNIT, so within one stripe unit of one
+ * object) found a difference; at is what librbd stored in its mismatch offset. Returns the
+ * offset i of the first difference in the compared data. Two forms are read:
+ *  - base + i, base being the image offset of byte 0 of the io's object: librbd maps i as if
+ *    it were an offset into the object. That is what librbd 16.2.15 returns in every case
+ *    measured: images with and without exclusive-lock, object-map and fast-diff, the lock
+ *    held by this client or taken from another, the object written before or not, ios at an
+ *    object's start and inside it. Without striping base is off rounded down to obj_size;
+ *    with striping it is the start of the object's first stripe unit, possibly far below off.
+ *  - off + i, the image offset of the difference (never returned by 16.2.15 in those cases;
+ *    read so that a librbd returning it is reported right).
+ * Both can fit only when off is less than len bytes past base: for ios aligned to 512 bytes
+ * that means off == base, where both give the same i. For an unaligned io they can differ,
+ * and the first form wins, being the one the library measured does return. When neither
+ * fits, 0: nothing better is known.
+ */
+static uint64_t caw_mismatch_offset(const struct rbd_store *rs, const struct store_io *io, uint64_t at)
+{
+	uint64_t base = object_base(rs, io->off);
+
+	if (at >= base && at - base < io->len)
+		return at - base;
+	if (at >= io->off && at - io->off < io->len)
+		return at - io->off;
+	return 0;
+}
+
 /* io's engine's thread: its librbd call is over. */
 static void io_finish(struct store_io *io)
 {
@@ -140,20 +181,8 @@ static void io_finish(struct store_io *io)
 		return;
 	}
 	free((void *)(uintptr_t)io->store_priv[PRIV_BOUNCE]);
-	if (io->op == STORE_IO_COMPARE_WRITE && r == -EILSEQ) {
-		/*
-		 * Ceph 16 reports the start of the io's object plus the offset within the compared
-		 * data; an image offset (off plus that offset) is taken as well.
-		 */
-		uint64_t at = io->store_priv[PRIV_MISMATCH];
-		uint64_t obj_start = io->off - io->off % rs->obj_size;
-		if (at >= io->off && at - io->off < io->len)
-			io->miscompare_off = at - io->off;
-		else if (at >= obj_start && at - obj_start < io->len)
-			io->miscompare_off = at - obj_start;
-		else
-			io->miscompare_off = 0;
-	}
+	if (io->op == STORE_IO_COMPARE_WRITE && r == -EILSEQ)
+		io->miscompare_off = caw_mismatch_offset(rs, io, io->store_priv[PRIV_MISMATCH]);
 	/* Last of the store: the done callback may close it. */
 	rbd_uncount(rs);
 	store_io_complete(io, r < 0 ? (int)r : 0);

@@ -502,6 +502,11 @@ struct store *store_rbd_open(const struct store_rbd_spec *spec, char **err)
 		goto fail;
 	}
 	rs->obj_size = info.obj_size ? info.obj_size : 4u << 20;
+	if (rbd_get_stripe_unit(rs->im.img, &rs->stripe_unit) < 0 || rs->stripe_unit == 0 ||
+	    rbd_get_stripe_count(rs->im.img, &rs->stripe_count) < 0 || rs->stripe_count == 0) {
+		rs->stripe_unit = rs->obj_size;
+		rs->stripe_count = 1;
+	}
 	rs->waiter.efd = rs->efd;
 	rbd_budget_limits(rs->cl, &rs->budget_ops, &rs->budget_bytes);
 	atomic_init(&rs->new_size, rs->st.size);

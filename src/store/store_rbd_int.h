@@ -115,6 +115,8 @@ struct rbd_store {
 	 * to 0 (the first to see that posts its start to its engine).
 	 */
 	uint64_t obj_size;            /* bytes of one RADOS object of the image */
+	uint64_t stripe_unit;         /* the image's striping (1 object, obj_size: none) */
+	uint64_t stripe_count;
 	struct store_io *exclusive;
 	bool excl_draining;
 	atomic_bool excl_on;

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# RBD LUNs end to end: isthmus-target serving two images of a throw-away Ceph cluster.
+# RBD LUNs end to end: isthmus-target serving four images of a throw-away Ceph cluster.
 #   - qemu-img writes 16 MiB of random data to LUN 1 and reads it back; `rbd export` of the
 #     image holds the same bytes (the data went to the cluster, not somewhere else);
 #   - COMPARE AND WRITE: a one-block miscompare reports MISCOMPARE with the offset of the first
 #     differing byte in INFORMATION and writes nothing; a two-block one (the store's
-#     read-compare-write path) likewise; equal data writes;
+#     read-compare-write path) likewise; equal data writes; the same offsets (0 and 200) at
+#     object starts and inside objects, object 0 and later ones, on LUN 2 (an image with
+#     exclusive-lock) and LUN 3 (exclusive-lock and striping: 64 KiB stripe units over 4
+#     objects, where librbd's mismatch offset lies in another object's range than the io);
 #   - provisioning: the LU is thin (LBPME, LBPU); a written 4 MiB object range is UNMAPped and
 #     reads back as zeros, and GET LBA STATUS (asked of the cluster on a worker) says
 #     deallocated there and mapped where data stays; a 4 KiB UNMAP inside an object reads
@@ -27,12 +30,15 @@ ceph_start
 ceph_client_timeout 5
 ceph_image cu 64M
 ceph_image data 64M
+ceph_image caw-xl 64M --image-feature layering,exclusive-lock
+ceph_image caw-striped 64M --image-feature layering,exclusive-lock,striping --stripe-unit 64K --stripe-count 4
 
 IQN=iqn.2026-11.org.isthmus:rbd
 PORT=$(free_port)
 HP=127.0.0.1:$PORT
 start_target --listen "$HP" --target "$IQN" \
-	--lun "rbd:rbd/cu,conf=$CEPH_CONF" --lun "rbd:rbd/data,conf=$CEPH_CONF"
+	--lun "rbd:rbd/cu,conf=$CEPH_CONF" --lun "rbd:rbd/data,conf=$CEPH_CONF" \
+	--lun "rbd:rbd/caw-xl,conf=$CEPH_CONF" --lun "rbd:rbd/caw-striped,conf=$CEPH_CONF"
 
 say "qemu-img: 16 MiB of random data to LUN 1 and back; rbd export holds the same"
 head -c 16M /dev/urandom >"$TEST_DIR/in.raw"
@@ -89,6 +95,36 @@ for nblk, diff in ((1, 37), (2, 600)):
     st, _, s = cmd(caw, out=a + b)
     check(st == 0, "COMPARE AND WRITE with equal data: GOOD (got 0x%02x %s)" % (st, sense_of(s)))
     check(read16(lba, nblk)[1] == b, "equal data: the new data is written")
+
+# --- COMPARE AND WRITE offsets on images with exclusive-lock, plain and striped: the first
+# difference at byte 0 and 200 of one block (one librbd call) and at 712 of two (the store's
+# read-compare-write), at object starts, inside objects, in object 0 and in later ones.
+OBJ = 8192  # blocks: one 4 MiB object
+for caw_lun, image, places in (
+        (2, "exclusive-lock, 4 MiB objects",
+         ((0, "object 0, its start"), (16, "object 0, 8 KiB in"),
+          (3 * OBJ, "object 3, its start"), (3 * OBJ + 16, "object 3, 8 KiB in"))),
+        (3, "exclusive-lock, striped 64 KiB x 4",
+         ((0, "object 0, its start"), (130, "object 1, 1 KiB in"),
+          (3 * OBJ + 16, "object 0, 3 MiB + 8 KiB in"), (5 * OBJ + 16, "object 4, 8 KiB in")))):
+    nx.lun = caw_lun
+    say("COMPARE AND WRITE on LUN %d (%s)" % (caw_lun, image))
+    check(nx.ready(5, must=False), "TEST UNIT READY on LUN %d" % caw_lun)
+    for lba, where in places:
+        for nblk, diff in ((1, 0), (1, 200), (2, 712)):
+            a, b = pattern(lba + diff, 512 * nblk), pattern(lba + diff + 1, 512 * nblk)
+            check(write16(lba, a)[0] == 0, "write before COMPARE AND WRITE")
+            wrong = bytearray(a)
+            wrong[diff] ^= 0xff
+            st, _, s = cmd(caw_cdb(lba, nblk), out=bytes(wrong) + b)
+            sk = sense_of(s)
+            say("  LBA %d (%s), %d block(s), a difference at byte %d: status 0x%02x sense %s"
+                % (lba, where, nblk, diff, st, sk))
+            check(st == 2 and sk is not None and sk[:3] == (0x0e, 0x1d, 0) and sk[3] == diff,
+                  "LBA %d (%s), %d block(s), a difference at byte %d: MISCOMPARE, INFORMATION %d "
+                  "(got 0x%02x %s)" % (lba, where, nblk, diff, diff, st, sk))
+            check(read16(lba, nblk)[1] == a, "a miscompare writes nothing")
+nx.lun = lun
 
 # --- VERIFY through the store's asynchronous reads; what an RBD LU does not offer is not listed
 say("VERIFY(10/12/16) with BYTCHK 0, 1 and 3; a miscompare at byte 1000; INQUIRY and opcodes")
