@@ -4,7 +4,9 @@
  * (0x83) through this portal names its target port group and relative target port; then REPORT
  * TARGET PORT GROUPS through every such LU, in LUN order, gives the groups' states as that LU
  * sees them (a gateway group on RBD optimizes each LU on the gateway holding its image's lock).
- * An LU that does not answer it (ILLEGAL REQUEST, or any other failure) keeps what it had.
+ * A command met by a unit attention (a new nexus has one pending on every LU, one more per
+ * change of the access states) is sent again, a few times. An LU that does not answer REPORT
+ * TARGET PORT GROUPS (ILLEGAL REQUEST, or any other failure) keeps what it had.
  * portals_alua then chooses the preferred portal from all of it.
  */
 #include <stdlib.h>
@@ -23,6 +25,9 @@
 
 enum alua_step { ALUA_STEP_VPD83, ALUA_STEP_RTPG };
 
+/* sends of one command past unit attentions */
+#define ALUA_UA_TRIES 8
+
 struct alua_probe {
 	struct dsession *s;
 	struct ism_session *ism;
@@ -37,6 +42,7 @@ struct alua_probe {
 	struct alua_group first[ALUA_MAX_GROUPS];
 	int nfirst;
 	bool refused;
+	int ua_tries;
 	uint8_t buf[RTPG_ALLOC];
 };
 
@@ -85,6 +91,14 @@ static void alua_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 		alua_probe_free(a);
 		return;
 	}
+	uint8_t key, asc, ascq;
+	if (!ok && err == 0 && r && r->status == SCSI_CHECK_CONDITION &&
+	    ism_sense_decode(r->sense, r->sense_len, &key, &asc, &ascq) && key == SK_UNIT_ATTENTION &&
+	    ++a->ua_tries < ALUA_UA_TRIES) {
+		alua_send(a);
+		return;
+	}
+	a->ua_tries = 0;
 	if (a->step == ALUA_STEP_VPD83) {
 		if (ok)
 			alua_port_from_vpd83(a->buf, got, &a->tpg, &a->rel_port);
