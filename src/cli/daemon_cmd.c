@@ -192,6 +192,46 @@ static void print_sessions(json_t *a)
 	}
 }
 
+/*
+ * session show: every field, then the portals side by side with the LUNs each is active/optimized
+ * for, which is what the preferred portal is chosen by (portal_choice says by which rule).
+ */
+static void print_session_show(json_t *r)
+{
+	print_kv(r, 0);
+	json_t *ps = json_object_get(r, "portals");
+	if (json_array_size(ps) < 2)
+		return;
+	json_t *c = json_object_get(r, "portal_choice");
+	printf("\nportal choice: %s (%s)\n", str(c, "preferred"), str(c, "rule"));
+	printf("  %-21s  %-4s  %-20s  %s\n", "PORTAL", "TPG", "ALUA (FIRST LUN)", "OPTIMIZED LUNS");
+	size_t i;
+	json_t *p;
+	json_array_foreach(ps, i, p) {
+		char tpg[16] = "-", luns[64] = "", *o = luns;
+		json_t *t = json_object_get(p, "target_port_group");
+		if (json_is_integer(t))
+			snprintf(tpg, sizeof(tpg), "%lld", (long long)json_integer_value(t));
+		size_t k;
+		json_t *l;
+		json_array_foreach(json_object_get(p, "optimized_luns"), k, l) {
+			size_t left = sizeof(luns) - (size_t)(o - luns);
+			int w = snprintf(o, left, "%s%lld", k ? "," : "", (long long)json_integer_value(l));
+			if (w < 0 || (size_t)w >= left) {
+				snprintf(luns + sizeof(luns) - 4, 4, "...");
+				break;
+			}
+			o += w;
+		}
+		size_t nopt = json_array_size(json_object_get(p, "optimized_luns"));
+		char count[sizeof(luns) + 32];
+		snprintf(count, sizeof(count), "%zu%s%s%s", nopt, nopt ? " (" : "", luns, nopt ? ")" : "");
+		printf("  %-21s  %-4s  %-20s  %-16s  %s%s\n", str(p, "address"), tpg, str(p, "alua_state"), count,
+		       json_is_true(json_object_get(p, "preferred")) ? "preferred " : "",
+		       json_is_true(json_object_get(p, "current")) ? "current" : "");
+	}
+}
+
 static void print_records(json_t *a)
 {
 	if (!json_array_size(a)) {
@@ -458,7 +498,7 @@ static int do_session(struct dctx *c)
 		return usage();
 	const char *sid = c->pos[1];
 	if (!strcmp(sub, "show"))
-		return finish(c, call(c, "session.show", sid_params(c, sid)), NULL);
+		return finish(c, call(c, "session.show", sid_params(c, sid)), print_session_show);
 	if (!strcmp(sub, "logout"))
 		return do_logout(c, sid);
 	if (!strcmp(sub, "register"))

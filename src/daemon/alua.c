@@ -84,3 +84,63 @@ const char *alua_state_str(int state)
 		return "unknown";
 	}
 }
+
+struct alua_choice alua_choose_portal(const int *portal_tpg, int nportals, int current, int exclude,
+				      const struct alua_lun_opt *luns, size_t nluns, unsigned *counts)
+{
+	struct alua_choice c = {.portal = -1, .why = ALUA_CHOICE_NONE, .count = 0};
+	for (int i = 0; i < nportals; i++) {
+		counts[i] = 0;
+		for (size_t k = 0; k < nluns && portal_tpg[i] >= 0; k++)
+			counts[i] += luns[k].tpg == portal_tpg[i];
+		if (i != exclude && counts[i] > c.count)
+			c.count = counts[i];
+	}
+	if (c.count == 0)
+		return c;
+	int tied = 0;
+	for (int i = 0; i < nportals; i++) {
+		if (i == exclude || counts[i] != c.count)
+			continue;
+		if (!tied++)
+			c.portal = i;
+		if (i == current) {
+			c.portal = i;
+			c.why = ALUA_CHOICE_TIE_CURRENT;
+		}
+	}
+	if (tied == 1) {
+		c.why = ALUA_CHOICE_MOST;
+		return c;
+	}
+	if (c.why == ALUA_CHOICE_TIE_CURRENT)
+		return c;
+	/* the lowest-numbered LU optimized in a tied portal's group decides (the first such portal) */
+	c.why = ALUA_CHOICE_TIE_LOWEST;
+	const struct alua_lun_opt *low = NULL;
+	for (int i = 0; i < nportals; i++) {
+		if (i == exclude || counts[i] != c.count)
+			continue;
+		for (size_t k = 0; k < nluns; k++)
+			if (luns[k].tpg == portal_tpg[i] && (!low || luns[k].lun < low->lun)) {
+				low = &luns[k];
+				c.portal = i;
+			}
+	}
+	return c;
+}
+
+const char *alua_choice_why_str(enum alua_choice_why why)
+{
+	switch (why) {
+	case ALUA_CHOICE_NONE:
+		return "none";
+	case ALUA_CHOICE_MOST:
+		return "most_optimized_luns";
+	case ALUA_CHOICE_TIE_CURRENT:
+		return "tie_current_portal";
+	case ALUA_CHOICE_TIE_LOWEST:
+		return "tie_lowest_lun";
+	}
+	return "none";
+}

@@ -6,11 +6,17 @@
  * portal has failed in a row; only then does the next attempt wait a reconnect interval. The
  * session keeps its id and ISID, so each gateway sees the same initiator port.
  *
- * The preferred portal is the first one in an active/optimized target port group, as the ALUA probe
- * after each login learnt it (probe.c), else the first one given; after a failure the next login
- * tries an optimized portal first. While the session runs through another one, the preferred portal is probed every second with a TCP connection; once it has accepted every probe
- * for the failback period, new commands are held, the in-flight ones finish, and the session
- * logs in through the preferred portal again (its queue replayed there in order).
+ * The preferred portal: each LU may have its own active/optimized target port group (gateways on
+ * RBD optimize each LU where its image's lock rests), as the ALUA probe after each login learnt
+ * them (alua_probe.c); the session prefers the portal that is active/optimized for the most of
+ * its LUs, ties going to the current portal, then to the one optimized for the lowest-numbered
+ * LU (alua_choose_portal); with no LU optimized in a known portal's group, the first one given.
+ * A portal's group is known once the session has been logged in through it. After a failure the
+ * next login tries the best other portal first. While the session runs through another one, the
+ * preferred portal is probed every second with a TCP connection; once it has accepted every
+ * probe for the failback period, new commands are held, the in-flight ones finish, and the
+ * session logs in through the preferred portal again (its queue replayed there in order). A
+ * change of the preferred portal starts the failback period anew.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -118,12 +124,25 @@ static void use_portal(struct dsession *s, int i)
 	s->login_portal = xstrdup(s->portals[i].addr);
 }
 
+/* The ALUA choice among the portals (alua_choose_portal) from what the LUs' last probe said. */
+static struct alua_choice choose(const struct dsession *s, int exclude, unsigned *counts)
+{
+	int tpg[DMN_MAX_PORTALS];
+	struct alua_lun_opt opt[DMN_MAX_LUNS];
+	size_t n = 0;
+	for (int i = 0; i < s->nportals; i++)
+		tpg[i] = s->portals[i].tpg;
+	for (size_t k = 0; k < s->nluns && n < DMN_MAX_LUNS && !s->alua_none; k++)
+		if (s->luns[k].have_alua)
+			opt[n++] = (struct alua_lun_opt){.lun = s->luns[k].lun, .tpg = s->luns[k].alua_opt_tpg};
+	return alua_choose_portal(tpg, s->nportals, s->cur_portal, exclude, opt, n, counts);
+}
+
 int portals_preferred(const struct dsession *s)
 {
-	for (int i = 0; i < s->nportals; i++)
-		if (s->portals[i].alua_state == ALUA_ACTIVE_OPTIMIZED)
-			return i;
-	return 0;
+	unsigned counts[DMN_MAX_PORTALS];
+	struct alua_choice c = choose(s, -1, counts);
+	return c.portal >= 0 ? c.portal : 0;
 }
 
 bool portals_fail_over(struct dsession *s)
@@ -134,13 +153,13 @@ bool portals_fail_over(struct dsession *s)
 	if (from < 0)
 		from = s->cur_portal;
 	int next = (from + 1) % s->nportals;
-	/* a round starts with an active/optimized portal other than the failed one, when known */
-	if (s->round_left == s->nportals - 1)
-		for (int i = 0; i < s->nportals; i++)
-			if (i != from && s->portals[i].alua_state == ALUA_ACTIVE_OPTIMIZED) {
-				next = i;
-				break;
-			}
+	/* a round starts with the other portal optimized for the most LUs, when one is known */
+	if (s->round_left == s->nportals - 1) {
+		unsigned counts[DMN_MAX_PORTALS];
+		struct alua_choice c = choose(s, from, counts);
+		if (c.portal >= 0)
+			next = c.portal;
+	}
 	use_portal(s, next);
 	s->failovers++;
 	if (s->round_left > 0) {
@@ -301,8 +320,9 @@ void portals_connected(struct dsession *s)
 }
 
 void portals_alua(struct dsession *s, bool tpgs_none, int tpg, int rel_port, const struct alua_group *groups,
-		  int ngroups)
+		  int ngroups, const struct alua_lun_opt *opt, size_t nopt)
 {
+	int before = portals_preferred(s);
 	s->alua_none = tpgs_none;
 	if (tpgs_none || s->cur_portal >= s->nportals)
 		return;
@@ -311,22 +331,58 @@ void portals_alua(struct dsession *s, bool tpgs_none, int tpg, int rel_port, con
 		cur->tpg = tpg;
 	if (rel_port >= 0)
 		cur->rel_port = rel_port;
-	if (ngroups < 0)
-		return; /* REPORT TARGET PORT GROUPS not supported: the groups' states stay as they were */
-	int before = portals_preferred(s);
-	for (int i = 0; i < s->nportals; i++) {
-		struct dportal *p = &s->portals[i];
-		if (p->tpg < 0)
-			continue;
-		p->alua_state = ALUA_UNKNOWN;
-		for (int k = 0; k < ngroups; k++)
-			if (groups[k].tpg == p->tpg)
-				p->alua_state = groups[k].state;
+	/* LUs whose REPORT TARGET PORT GROUPS went unanswered keep what they had */
+	for (size_t k = 0; k < nopt; k++) {
+		struct dlun *l = dsess_lun(s, opt[k].lun);
+		if (l) {
+			l->have_alua = true;
+			l->alua_opt_tpg = opt[k].tpg;
+		}
 	}
-	int after = portals_preferred(s);
-	if (after != before)
-		log_info("session %s: ALUA: portal %s (target port group %d) is active/optimized: preferred now",
-			 s->idstr, s->portals[after].addr, s->portals[after].tpg);
+	if (ngroups >= 0) {
+		/* each portal's group's state, for the first LU probed */
+		for (int i = 0; i < s->nportals; i++) {
+			struct dportal *p = &s->portals[i];
+			if (p->tpg < 0)
+				continue;
+			p->alua_state = ALUA_UNKNOWN;
+			for (int k = 0; k < ngroups; k++)
+				if (groups[k].tpg == p->tpg)
+					p->alua_state = groups[k].state;
+		}
+	}
+	unsigned counts[DMN_MAX_PORTALS];
+	struct alua_choice c = choose(s, -1, counts);
+	int after = c.portal >= 0 ? c.portal : 0;
+	if (after == before)
+		return;
+	log_info("session %s: ALUA: portal %s (target port group %d) is active/optimized for %u of %zu LUN(s) (%s): "
+		 "preferred now", s->idstr, s->portals[after].addr, s->portals[after].tpg, c.count, nopt,
+		 alua_choice_why_str(c.why));
+	/* the failback period counts the answers of the portal preferred now */
+	probe_close(s);
+	s->fb_up_since_ms = 0;
+}
+
+const char *portals_of_group(const struct dsession *s, int tpg)
+{
+	for (int i = 0; i < s->nportals && tpg >= 0; i++)
+		if (s->portals[i].tpg == tpg)
+			return s->portals[i].addr;
+	return NULL;
+}
+
+json_t *portals_choice_json(const struct dsession *s)
+{
+	unsigned counts[DMN_MAX_PORTALS];
+	struct alua_choice c = choose(s, -1, counts);
+	size_t known = 0;
+	for (size_t k = 0; k < s->nluns && !s->alua_none; k++)
+		known += s->luns[k].have_alua;
+	int pref = c.portal >= 0 ? c.portal : 0;
+	const char *rule = c.portal >= 0 ? alua_choice_why_str(c.why) : "first_portal_given";
+	return json_pack("{s:s?,s:s,s:I,s:I}", "preferred", s->nportals ? s->portals[pref].addr : NULL, "rule", rule,
+			 "optimized_luns", (json_int_t)c.count, "luns_with_alua_state", (json_int_t)known);
 }
 
 json_t *portals_json(const struct dsession *s)
@@ -336,12 +392,17 @@ json_t *portals_json(const struct dsession *s)
 	for (int i = 0; i < s->nportals; i++) {
 		const struct dportal *p = &s->portals[i];
 		json_t *o = json_object();
+		json_t *opt = json_array();
+		for (size_t k = 0; k < s->nluns && p->tpg >= 0 && !s->alua_none; k++)
+			if (s->luns[k].have_alua && s->luns[k].alua_opt_tpg == p->tpg)
+				json_array_append_new(opt, json_integer((json_int_t)s->luns[k].lun));
 		json_object_set_new(o, "address", json_string(p->addr));
 		json_object_set_new(o, "target_portal_group_tag", p->tpgt >= 0 ? json_integer(p->tpgt) : json_null());
 		json_object_set_new(o, "target_port_group", p->tpg >= 0 ? json_integer(p->tpg) : json_null());
 		json_object_set_new(o, "relative_target_port", p->rel_port >= 0 ? json_integer(p->rel_port) : json_null());
 		json_object_set_new(o, "alua_state",
 				    p->alua_state >= 0 ? json_string(alua_state_str(p->alua_state)) : json_null());
+		json_object_set_new(o, "optimized_luns", opt);
 		json_object_set_new(o, "preferred", json_boolean(i == pref));
 		json_object_set_new(o, "current", json_boolean(i == s->cur_portal));
 		json_object_set_new(o, "source", json_string(p->given ? "login" : "sendtargets"));

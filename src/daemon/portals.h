@@ -24,13 +24,20 @@ void portals_connected(struct dsession *s);
 void portals_stop(struct dsession *s);
 uint32_t portals_failback_ms(const struct dsession *s);
 struct alua_group;
+struct alua_lun_opt;
 /* What the ALUA probe learnt through the current portal: its target port group and relative
- * target port (-1: unknown) and the groups' states (ngroups < 0: not reported); tpgs_none: the
- * LUN has no ALUA at all. */
+ * target port (-1: unknown), the groups' states for the first LU (ngroups < 0: not reported), and
+ * each LU's active/optimized group (those that answered); tpgs_none: the LUs have no ALUA. The
+ * preferred portal is chosen again. */
 void portals_alua(struct dsession *s, bool tpgs_none, int tpg, int rel_port, const struct alua_group *groups,
-		  int ngroups);
-/* The portal the session prefers: the first one in an active/optimized group, else the first given. */
+		  int ngroups, const struct alua_lun_opt *opt, size_t nopt);
+/* The portal the session prefers: the one active/optimized for the most LUs (ties: the current
+ * one, then the one optimized for the lowest LUN), else the first given. */
 int portals_preferred(const struct dsession *s);
+/* The address of the first portal known to lead to target port group tpg, or NULL. */
+const char *portals_of_group(const struct dsession *s, int tpg);
+/* Why the preferred portal is preferred (session show: portal_choice). */
+json_t *portals_choice_json(const struct dsession *s);
 json_t *portals_json(const struct dsession *s);
 
 #endif

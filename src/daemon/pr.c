@@ -24,6 +24,16 @@
  * Queued I/O is held until every LUN is done. A step that fails or meets a conflict is logged,
  * kept for `session show` (pr_reservation, pr_error), and the I/O released all the same: the
  * target then answers RESERVATION CONFLICT where the reservation excludes the session.
+ *
+ * A step the target cannot serve yet is sent again, not failed: a gateway answers NOT READY,
+ * LOGICAL UNIT IS IN PROCESS OF BECOMING READY (04h/01h) while its group's shared reservation
+ * record is not loaded (just started, the cluster out of reach), which is what a failover often
+ * meets; so are an asymmetric access state transition (04h/0Ah), BUSY and TASK SET FULL. Such a
+ * command goes again every PR_RETRY_MS from a loop timer (the loop runs on meanwhile), for at
+ * most PR_RETRY_LIMIT_MS since the first such answer of this login; then the step fails as any
+ * other. A unit attention (a new nexus may have several pending, one reported per command) is
+ * sent again at once, PR_UA_TRIES times per command, then on the timer too. The queued I/O stays
+ * held all along: it must not reach the LUN before the reservation is in place.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -34,6 +44,7 @@
 #include "daemon/io.h"
 #include "daemon/pr.h"
 #include "daemon/session.h"
+#include "net/loop.h"
 #include "scsi/codes.h"
 #include "scsi/scsi.h"
 #include "util/bytes.h"
@@ -48,8 +59,15 @@
 #define PR_OUT_REGISTER_AND_IGNORE 0x06
 #define PR_PARAM_LEN 24
 #define PR_READ_RES_LEN 24 /* header and one reservation descriptor */
-/* the reinstated nexus reports its reset once (UNIT ATTENTION): a few tries per command */
-#define PR_MAX_TRIES 4
+/* the reinstated nexus reports its reset, and other pending unit attentions, one per command */
+#define PR_UA_TRIES 8
+/* a target not ready yet (NOT READY 04h/01h or 04h/0Ah, BUSY, TASK SET FULL): asked again every
+ * PR_RETRY_MS, for at most PR_RETRY_LIMIT_MS per login (docs/initiator.md) */
+#define PR_RETRY_MS 250
+#define PR_RETRY_LIMIT_MS 30000
+#define ASC_NOT_READY_CAUSE 0x04
+#define ASCQ_BECOMING_READY 0x01
+#define ASCQ_ALUA_TRANSITION 0x0a
 /* READ RESERVATION again after a refused RESERVE (another initiator raced us): a few rounds */
 #define PR_MAX_ROUNDS 3
 
@@ -70,6 +88,11 @@ struct pr_job {
 	int tries, rounds;
 	bool reserve_refused; /* this nexus's RESERVE met a conflict: a holder-only type moves here */
 	unsigned registered, reserved, conflicts, failed, reg_failed;
+	/* the retries of answers that said "not yet": since when (0: none yet), how many, the timer */
+	uint64_t wait_since_ms;
+	unsigned waits, step_waits;
+	bool gave_up;
+	struct loop_timer timer;
 	uint8_t param[PR_PARAM_LEN];
 	uint8_t in[PR_READ_RES_LEN];
 };
@@ -106,6 +129,9 @@ static void pr_end(struct pr_job *j)
 	struct dsession *s = j->s;
 	if (j->gen == s->pr_gen) {
 		s->pr_pending = false;
+		if (j->waits)
+			log_info("session %s: the reservation steps were sent again %u time(s) over %.1f s while the target "
+				 "was not ready", s->idstr, j->waits, (loop_now_ms() - j->wait_since_ms) / 1000.0);
 		s->pr_registered = j->reg_failed == 0;
 		log_info("session %s: reservation key 0x%016" PRIx64 " registered on %u LUN(s)%s", s->idstr,
 			 s->opts.pr_key, j->registered, j->reg_failed ? ", failed on some (see above)" : "");
@@ -138,6 +164,7 @@ static void pr_lun_done(struct pr_job *j)
 	j->step = PR_STEP_REGISTER;
 	j->tries = 0;
 	j->rounds = 0;
+	j->step_waits = 0;
 	j->reserve_refused = false;
 	pr_next(j);
 }
@@ -146,8 +173,12 @@ static void pr_lun_failed(struct pr_job *j, const struct ism_scsi_result *r, uin
 {
 	struct dsession *s = j->s;
 	char msg[sizeof(s->pr_error)];
-	snprintf(msg, sizeof(msg), "LUN %" PRIu64 ": %s failed (status 0x%02x, sense key %u asc 0x%02x ascq 0x%02x)",
-		 s->luns[j->idx].lun, step_name(j->step), r ? r->status : 0, key, asc, ascq);
+	char after[64] = "";
+	if (j->gave_up)
+		snprintf(after, sizeof(after), ", still not ready after %d s of retries", PR_RETRY_LIMIT_MS / 1000);
+	snprintf(msg, sizeof(msg), "LUN %" PRIu64 ": %s failed (status 0x%02x, sense key %u asc 0x%02x ascq 0x%02x)%s",
+		 s->luns[j->idx].lun, step_name(j->step), r ? r->status : 0, key, asc, ascq, after);
+	j->gave_up = false;
 	log_warn("session %s %s", s->idstr, msg);
 	pr_note(s, msg);
 	j->failed++;
@@ -197,6 +228,57 @@ static void pr_after_read_reservation(struct pr_job *j, uint32_t got)
 	pr_next(j);
 }
 
+/* The answer says the command may succeed later (see the top of this file). */
+static bool answer_says_later(int err, const struct ism_scsi_result *r, bool sense, uint8_t key, uint8_t asc,
+			      uint8_t ascq)
+{
+	if (err != 0 || !r)
+		return false;
+	if (r->status == SCSI_BUSY || r->status == SCSI_TASK_SET_FULL)
+		return true;
+	if (!sense)
+		return false;
+	if (key == SK_NOT_READY && asc == ASC_NOT_READY_CAUSE &&
+	    (ascq == ASCQ_BECOMING_READY || ascq == ASCQ_ALUA_TRANSITION))
+		return true;
+	return key == SK_UNIT_ATTENTION; /* past PR_UA_TRIES at once */
+}
+
+static void on_pr_retry(void *arg)
+{
+	struct pr_job *j = arg;
+	struct dsession *s = j->s;
+	if (s->pr_wait == j)
+		s->pr_wait = NULL;
+	if (j->gen != s->pr_gen || s->ism != j->ism || s->state != DS_CONNECTED) {
+		free(j);
+		return;
+	}
+	j->tries = 0;
+	pr_next(j);
+}
+
+/* The same command again after PR_RETRY_MS; false once the job has waited PR_RETRY_LIMIT_MS. */
+static bool pr_try_later(struct pr_job *j, const struct ism_scsi_result *r, uint8_t key, uint8_t asc, uint8_t ascq)
+{
+	struct dsession *s = j->s;
+	uint64_t now = loop_now_ms();
+	if (!j->wait_since_ms)
+		j->wait_since_ms = now;
+	if (now - j->wait_since_ms >= PR_RETRY_LIMIT_MS) {
+		j->gave_up = true;
+		return false;
+	}
+	if (!j->step_waits++)
+		log_info("session %s LUN %" PRIu64 ": %s: not ready yet (status 0x%02x, sense key %u asc 0x%02x ascq "
+			 "0x%02x); sending it again every %d ms, the I/O held meanwhile", s->idstr, s->luns[j->idx].lun,
+			 step_name(j->step), r->status, key, asc, ascq, PR_RETRY_MS);
+	j->waits++;
+	s->pr_wait = j;
+	loop_timer_start(s->d->loop, &j->timer, PR_RETRY_MS, 0, on_pr_retry, j);
+	return true;
+}
+
 static void pr_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 {
 	struct pr_job *j = io->priv;
@@ -208,10 +290,12 @@ static void pr_cb(struct dio *io, int err, const struct ism_scsi_result *r)
 	uint8_t key = 0, asc = 0, ascq = 0;
 	bool sense = err == 0 && r && r->status == SCSI_CHECK_CONDITION &&
 		     ism_sense_decode(r->sense, r->sense_len, &key, &asc, &ascq);
-	if (sense && key == SK_UNIT_ATTENTION && ++j->tries < PR_MAX_TRIES) {
+	if (sense && key == SK_UNIT_ATTENTION && ++j->tries < PR_UA_TRIES) {
 		pr_next(j);
 		return;
 	}
+	if (answer_says_later(err, r, sense, key, asc, ascq) && pr_try_later(j, r, key, asc, ascq))
+		return;
 	j->tries = 0;
 	uint32_t got;
 	bool good = dio_good(err, r, &got);
@@ -342,6 +426,12 @@ bool pr_register(struct dsession *s)
 
 void pr_abandon(struct dsession *s)
 {
+	if (s->pr_wait) {
+		/* waiting for its next try, no command out: nothing else will free it */
+		loop_timer_stop(s->d->loop, &s->pr_wait->timer);
+		free(s->pr_wait);
+		s->pr_wait = NULL;
+	}
 	s->pr_gen++;
 	s->pr_pending = false;
 	if (s->opts.pr_type && s->pr_res == DS_PR_RES_HELD)

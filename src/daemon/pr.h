@@ -24,7 +24,8 @@ enum ds_pr_res {
 /* Starts the registration on every direct-access LUN and holds new I/O until it ends (then the
  * queue is flushed); false when the session has no key (nothing held, the caller flushes). */
 bool pr_register(struct dsession *s);
-/* The libisthmus session went away: a registration under way is abandoned. */
+/* The libisthmus session went away, or the session ends: a registration under way is abandoned
+ * (one waiting to try a command again stops its timer). */
 void pr_abandon(struct dsession *s);
 /* "pending", "held", ...; NULL for DS_PR_RES_NONE. */
 const char *ds_pr_res_name(enum ds_pr_res r);

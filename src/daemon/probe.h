@@ -17,8 +17,9 @@ void probe_capacity(struct dsession *s, uint64_t lun);
  * of its exposed LUNs read again (its I/O waits meanwhile), then the reservation key and ALUA as
  * after any login. */
 void probe_refresh(struct dsession *s);
-/* ALUA after a login (sessions with several portals): which target port group this portal leads
- * to and the groups' states, handed to portals_alua. */
+/* ALUA after a login (sessions with several portals), and when the access states changed: which
+ * target port group this portal leads to and each LU's groups' states, handed to portals_alua
+ * (alua_probe.c). */
 void probe_alua(struct dsession *s);
 
 #endif

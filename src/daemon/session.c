@@ -206,6 +206,7 @@ void dsess_finish_logout(struct dsession *s, const char *why)
 	loop_timer_stop(d->loop, &s->removal_timer);
 	loop_timer_stop(d->loop, &s->logout_timer);
 	portals_stop(s);
+	pr_abandon(s);
 	dsess_remove_devices(s);
 	lib_detach(s);
 	dsess_set_state(s, DS_GONE);

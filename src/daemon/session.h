@@ -29,6 +29,7 @@
 struct daemon;
 struct dio;
 struct nbd_export;
+struct pr_job;
 struct probe_refresh;
 
 /* One LUN as seen at the last probe. */
@@ -51,6 +52,10 @@ struct dlun {
 	bool exposed; /* a local device exists */
 	struct nbd_export *nbd;
 	bool readonly;
+	/* ALUA: the target port group REPORT TARGET PORT GROUPS through this LU named active/optimized
+	 * at the last ALUA probe that got an answer (have_alua; -1: none of its groups) */
+	bool have_alua;
+	int alua_opt_tpg;
 };
 
 /* One descriptor of the libisthmus session in the event loop (libbridge.c). */
@@ -145,6 +150,7 @@ struct dsession {
 	bool alua_none; /* the LUN reports TPGS 0: no ALUA, the first portal given is preferred */
 	/* the reservation key registration after a login (pr.c): I/O is held while it runs */
 	uint64_t pr_gen;
+	struct pr_job *pr_wait; /* the registration waiting for its next try (pr.c), or NULL */
 	bool pr_pending, pr_registered;
 	enum ds_pr_res pr_res;
 	char pr_error[256]; /* the last failure or conflict, for session show ("" when none) */

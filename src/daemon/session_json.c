@@ -93,6 +93,7 @@ json_t *dsess_json(struct dsession *s)
 	json_object_set_new(j, "target_name", json_text(live && info.target_alias[0] ? info.target_alias : s->opts.target));
 	json_object_set_new(j, "target_portal", json_string(s->opts.portal));
 	json_object_set_new(j, "portals", portals_json(s));
+	json_object_set_new(j, "portal_choice", portals_choice_json(s));
 	if (s->opts.pr_key_set) {
 		char k[24];
 		snprintf(k, sizeof(k), "0x%016" PRIx64, s->opts.pr_key);
@@ -167,6 +168,12 @@ json_t *dsess_json(struct dsession *s)
 		json_object_set_new(o, "block_size", json_integer(l->block_size));
 		/* the target's write protection (WP in MODE SENSE): the file and block device are read-only */
 		json_object_set_new(o, "read_only", json_boolean(l->readonly));
+		/* ALUA: the group REPORT TARGET PORT GROUPS through this LU named active/optimized, and a
+		 * portal of the session known to lead there */
+		bool opt = l->have_alua && l->alua_opt_tpg >= 0 && !s->alua_none;
+		json_object_set_new(o, "alua_optimized_target_port_group", opt ? json_integer(l->alua_opt_tpg) : json_null());
+		const char *op = opt ? portals_of_group(s, l->alua_opt_tpg) : NULL;
+		json_object_set_new(o, "alua_optimized_portal", op ? json_string(op) : json_null());
 		char *path = NULL;
 		if (l->exposed && d->fuse)
 			path = xasprintf("%s/%s/lun%" PRIu64, d->cfg.devices_dir, s->idstr, l->lun);

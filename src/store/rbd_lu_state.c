@@ -59,6 +59,7 @@ struct rbd_lu_state {
 	int efd;
 	uint64_t self;             /* our client id: our own notices are acknowledged at once */
 	size_t cap;                /* bytes the next load reads at once */
+	uint64_t unreachable_until; /* tests: loads fail until then (CLOCK_MONOTONIC ms; 0: never) */
 	struct timespec caw_since; /* when the compare-and-write lock was asked for (caw jobs only) */
 	pthread_mutex_t lock;      /* what follows, and in: the watch callbacks run on librados threads */
 	bool watched;
@@ -158,6 +159,39 @@ static struct instance *instance_new(struct rbd_cluster *cl, const char *pool, c
 	return in;
 }
 
+/*
+ * Tests only (docs/testing.md): ISTHMUS_TEST_RECORD_UNREACHABLE_MS=N makes every load of a record
+ * fail for N ms after the record was opened, as when the cluster is out of reach: reservation
+ * commands answer NOT READY 04h/01h and medium access is refused meanwhile, which is what an
+ * initiator failing over onto a gateway that has just started meets, for a time a test can
+ * choose. Read once, at the first record opened (at start-up).
+ */
+static pthread_once_t test_env_once = PTHREAD_ONCE_INIT;
+static uint64_t test_unreachable_ms;
+
+static void read_test_env(void)
+{
+	const char *v = getenv("ISTHMUS_TEST_RECORD_UNREACHABLE_MS");
+	if (!v || !*v)
+		return;
+	char *end;
+	unsigned long long ms = strtoull(v, &end, 10);
+	if (*end || ms > 3600000) {
+		log_warn("ISTHMUS_TEST_RECORD_UNREACHABLE_MS=%s ignored (milliseconds, at most 3600000)", v);
+		return;
+	}
+	test_unreachable_ms = ms;
+	log_warn("ISTHMUS_TEST_RECORD_UNREACHABLE_MS=%llu: the reservation records cannot be loaded for %llu ms after "
+		 "they are opened (a test setting)", ms, ms);
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 struct rbd_lu_state *rbd_lu_state_open(const struct store_rbd_spec *spec, unsigned gateway, char **err)
 {
 	struct rbd_lu_state *s = xcalloc(1, sizeof(*s));
@@ -178,6 +212,9 @@ struct rbd_lu_state *rbd_lu_state_open(const struct store_rbd_spec *spec, unsign
 	s->self = rados_get_instance_id(rbd_conn_handle(s->in->conn));
 	snprintf(s->cookie, sizeof(s->cookie), "gateway %u %p", gateway, (void *)s);
 	s->cap = 4096;
+	pthread_once(&test_env_once, read_test_env);
+	if (test_unreachable_ms)
+		s->unreachable_until = mono_ms() + test_unreachable_ms;
 	s->pending = xcalloc(RBD_LU_STATE_MAX_NOTICES, sizeof(*s->pending));
 	s->covered = xcalloc(RBD_LU_STATE_MAX_NOTICES, sizeof(*s->covered));
 	pthread_mutex_init(&s->lock, NULL);
@@ -493,6 +530,8 @@ static int load_once(struct rbd_lu_state *s, struct instance *in, struct sbuf *r
 
 int rbd_lu_state_load(struct rbd_lu_state *s, struct sbuf *rec, uint64_t *version)
 {
+	if (s->unreachable_until && mono_ms() < s->unreachable_until)
+		return -EAGAIN;
 	/* Notices that came before this read are answered by what it reads. */
 	pthread_mutex_lock(&s->lock);
 	if (s->ncovered + s->npending <= RBD_LU_STATE_MAX_NOTICES) {

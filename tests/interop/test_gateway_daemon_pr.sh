@@ -15,6 +15,14 @@
 #      without an error; U and R meet RESERVATION CONFLICT before and after; READ RESERVATION
 #      names the daemon's key and type WE; READ KEYS lists R's two registrations and the daemon's
 #      key once (its registration through the dead gateway's nexus went with the PREEMPT).
+#   3. A gateway not ready yet: the daemon holds WE through A; B is restarted with
+#      ISTHMUS_TEST_RECORD_UNREACHABLE_MS (its reservation record cannot be loaded for HOLD_MS
+#      after it starts, as while the cluster is out of reach), so it answers the reservation
+#      commands NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY (04h/01h). A is SIGKILLed
+#      under a write load: the daemon fails over onto B, sends its reservation steps again until
+#      B answers them, and only then releases the writes: the writer sees no error, the
+#      reservation is held with no pr_error, READ RESERVATION through B names the daemon's key,
+#      and the daemon log says it waited.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 [[ "$TARGET_IMPL" == isthmus ]] || skip "gateways on RBD need isthmus-target"
@@ -251,6 +259,103 @@ jq -e --arg a "$PA" '.is_connected and .pr_reservation == "held" and .pr_error =
 grep -q "reservation moved to this nexus (PREEMPT with its own key)" "$DMN_LOG" ||
 	fail "the daemon log does not say it moved the reservation"
 say "ok: the daemon moved its WRITE EXCLUSIVE reservation to the new nexus"
+ism logout "$SID" >/dev/null || fail "logout"
+
+say "case 3: the gateway failed over to answers NOT READY (04h/01h) until its record is loaded"
+KD3=00000000d3d3d3d3
+HOLD_MS=14000
+python3 - "$INTEROP_DIR" "$IQN" "$PORTA" <<'PY' || fail "clearing case 2's reservation"
+import sys
+sys.path.insert(0, sys.argv[1])
+import gateway_nexus
+from gateway_nexus import say, Nexus, prout
+gateway_nexus.setup("test_gateway_daemon_pr", sys.argv[2], {"a": int(sys.argv[3])})
+cleaner = Nexus("cleaner", "a", "400000000e02")
+def prout_again(sa, key, sark):
+    for _ in range(4):
+        st = prout(cleaner, sa, key, sark)
+        if st != 2:
+            return st
+    return st
+K = 0x4646464646464646
+assert prout_again(0, 0, K) == 0, "register"
+assert prout_again(3, K, 0) == 0, "clear"
+say("case 2's reservation and registrations cleared")
+PY
+SID=$(ism login "$IQN" --portal "$PA" --portal "$PB" --failback 0 --pr-key "$KD3" --pr-type we | tail -n1) ||
+	fail "login with --pr-type we"
+wait_held "$SID"
+log0=$(stat -c %s "$DMN_LOG")
+t_b=$(date +%s.%N) # before the record is opened: it cannot load until HOLD_MS after this at least
+ISTHMUS_TEST_RECORD_UNREACHABLE_MS=$HOLD_MS gw_start 2
+sleep 3 # gateway 2's probes see gateway 1 answer, so it fences it once it is gone
+grep -q "ISTHMUS_TEST_RECORD_UNREACHABLE_MS=$HOLD_MS" "$TEST_DIR/gw2.log" || fail "gateway 2 did not take the test setting"
+run_to 120 python3 - "$INTEROP_DIR" "$IQN" "$PORTB" "${GW_PID[1]}" "$DMN_DEV/$SID/lun0" "$KD3" "$t_b" "$HOLD_MS" <<'PY' ||
+import os, signal, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+import gateway_nexus
+from gateway_nexus import say, check, Nexus, read_rsv
+iqn, port_b, pid, dev = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+kd, t_b, hold = int(sys.argv[6], 16), float(sys.argv[7]), int(sys.argv[8]) / 1000.0
+gateway_nexus.setup("test_gateway_daemon_pr", iqn, {"b": port_b}, say_ok=True)
+BS, NBLK = 4096, 64
+stop = threading.Event()
+acked, werr = [], []
+
+def writer():
+    fd = os.open(dev, os.O_WRONLY)
+    seq = 0
+    try:
+        while not stop.is_set():
+            t0 = time.time()
+            os.pwrite(fd, (b"not-ready seq %08d " % seq).ljust(BS, b"-"), (seq % NBLK) * BS)
+            acked.append((seq, t0, time.time()))
+            seq += 1
+            time.sleep(0.005)
+    except OSError as e:
+        werr.append("%s after %d writes" % (e, seq))
+    finally:
+        os.close(fd)
+
+t = threading.Thread(target=writer)
+t.start()
+time.sleep(1)
+check(not werr and len(acked) > 10, "the daemon writes through gateway 1 (%d writes, %s)" % (len(acked), werr))
+say("SIGKILL to gateway 1 (pid %d), %.1f s after gateway 2 started; its record loads %.1f s after its start"
+    % (pid, time.time() - t_b, hold))
+os.kill(pid, signal.SIGKILL)
+t_kill = time.time()
+first = None
+while time.time() < t_kill + 40 and first is None and not werr:
+    first = next((w for w in list(acked) if w[1] > t_kill), None)
+    time.sleep(0.05)
+time.sleep(2)
+stop.set()
+t.join(60)
+check(not werr, "the daemon's writer saw no error (%s)" % werr)
+check(first is not None, "a write acknowledged through gateway 2 (%s s after the kill, %s s after gateway 2 started)"
+      % ((None, None) if first is None else ("%.2f" % (first[2] - t_kill), "%.2f" % (first[2] - t_b))))
+check(first is not None and first[2] - t_b >= hold, "that write came once gateway 2's record was loaded, not before")
+nx = Nexus("observer", "b", "400000000c03", ua_tries=4)
+nx.ready(must=False)
+r = read_rsv(nx)
+check(r is not None and r[0] == kd and r[1] == 1, "READ RESERVATION through gateway 2 names the daemon's key, WE (%s)" % (r,))
+gateway_nexus.finish()
+PY
+	fail "case not-ready failed"
+unset "GW_PID[1]"
+sess_json "$SID" >"$TEST_DIR/after3.json"
+jq -e --arg b "$PB" '.is_connected and .pr_reservation == "held" and .pr_error == null and
+	([.portals[] | select(.current) | .address] == [$b])' "$TEST_DIR/after3.json" >/dev/null ||
+	fail "after the failover onto the gateway not ready: $(jq -c '{is_connected, pr_reservation, pr_error, portals}' "$TEST_DIR/after3.json")"
+tail -c +"$((log0 + 1))" "$DMN_LOG" | grep -q "registering the key: not ready yet (status 0x02, sense key 2 asc 0x04 ascq 0x01)" ||
+	fail "the daemon log does not say the registration met 04h/01h and was sent again"
+waited=$(tail -c +"$((log0 + 1))" "$DMN_LOG" | grep -o "sent again [0-9]* time(s) over [0-9.]* s" | tail -1)
+[[ -n "$waited" ]] || fail "the daemon log does not say how long the reservation steps waited"
+secs=$(grep -o "over [0-9.]*" <<<"$waited" | cut -d' ' -f2)
+python3 -c "import sys; sys.exit(0 if 3 <= float(sys.argv[1]) <= 30 else 1)" "$secs" ||
+	fail "the reservation steps waited ${secs}s: gateway 2 was meant to be not ready for several seconds after the kill"
+say "measured: the reservation steps were $waited while gateway 2 was not ready"
 ism logout "$SID" >/dev/null || fail "logout"
 if report=$(sanitizer_report "$TEST_DIR/gw1.log"); then
 	fail "gateway 1 reported a sanitizer error: $report"
