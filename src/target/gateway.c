@@ -526,6 +526,16 @@ void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st
 		return;
 	}
 	*image++ = '\0';
+	const char *cache = store_rbd_cache_override(st);
+	if (cache) {
+		/* Opened before the target became a group (a reload): refused now as at open (docs/ceph.md). */
+		log_error("target %s LUN %u: the %s's configuration turns librbd's cache on, which a gateway group "
+			  "cannot serve: reservation commands and medium access fail on this gateway", t->name, l->lun,
+			  cache);
+		free(pool);
+		scsi_target_share_lu(n->scsi, l->lun, &gs_broken_ops, NULL);
+		return;
+	}
 	struct store_rbd_spec spec = {.pool = pool, .image = image, .ns = l->rbd_namespace, .conf = l->rbd_conf,
 				      .id = l->rbd_id};
 	struct rbd_lu_state *rs = rbd_lu_state_open(&spec, t->gateway, &err);
