@@ -163,6 +163,10 @@ static void print_targets(json_t *arr)
 			       num(v, "block_size"), json_is_string(json_object_get(v, "path")) ? str(v, "path") : "-",
 			       json_is_true(json_object_get(v, "read_only")) ? " (read-only)" : "",
 			       json_is_true(json_object_get(v, "thin")) ? " (thin)" : "");
+			if (json_is_string(json_object_get(v, "librbd_cache")))
+				printf("  WARNING: LUN %lld: librbd's write cache is ON (rbd_cache = true in the %s's "
+				       "configuration): writes not yet flushed are lost if the target dies (docs/ceph.md)\n",
+				       num(v, "lun"), str(v, "librbd_cache"));
 		}
 	}
 }

@@ -272,6 +272,70 @@ static void header_updated(void *arg)
 }
 
 /*
+ * The connection turns librbd's cache off (store_rbd_cluster.c), but librbd 16 applies the
+ * image's and the pool's own configuration (the conf_rbd_cache metadata that `rbd config image
+ * set` and `rbd config pool set` write) over the client's at open, and nothing in its API turns
+ * it off again for one open image without changing the image for every client. So the effective
+ * value is read back: with the cache on, a write is acknowledged from the gateway's memory.
+ * Several gateways of one image each caching writes is refused outright; a single gateway still
+ * flushes when SCSI asks it to (every write with the write cache disabled, FUA, SYNCHRONIZE
+ * CACHE), so it serves, and says so loudly: what it acknowledged and had not flushed is lost
+ * with the process, which the gateway otherwise never does.
+ */
+static int image_cache_check(struct rbd_store *rs, rbd_image_t img, char **err)
+{
+	int max = 0, rc;
+	rbd_config_option_t *opts = NULL;
+
+	for (int tries = 0; tries < 4; tries++) {
+		rc = rbd_config_image_list(img, opts, &max);
+		if (rc != -ERANGE)
+			break;
+		free(opts);
+		opts = xcalloc((size_t)max + 1, sizeof(*opts));
+	}
+	if (rc < 0) {
+		free(opts);
+		*err = xasprintf("%s: cannot read the image's configuration: %s", rs->st.path, strerror(-rc));
+		return rc;
+	}
+	const char *from = NULL;
+	for (int i = 0; i < max; i++) {
+		if (strcmp(opts[i].name, "rbd_cache") == 0 && strcmp(opts[i].value, "true") == 0)
+			from = opts[i].source == RBD_CONFIG_SOURCE_IMAGE  ? "image"
+			       : opts[i].source == RBD_CONFIG_SOURCE_POOL ? "pool"
+									  : "client";
+	}
+	rbd_config_image_list_cleanup(opts, max);
+	free(opts);
+	atomic_store(&rs->cache_from, from);
+	if (!from)
+		return 0;
+	char *how = strcmp(from, "image") == 0  ? xasprintf("rbd config image remove %s/%s rbd_cache", rs->pool, rs->image)
+		    : strcmp(from, "pool") == 0 ? xasprintf("rbd config pool remove %s rbd_cache", rs->pool)
+						: xstrdup("rbd_cache = false in ceph.conf");
+	if (rs->refuse_cache) {
+		/* Short enough for the management reply: the remedy must not be cut off. */
+		*err = xasprintf("%s: the %s's configuration turns librbd's cache on, which a gateway group cannot "
+				 "serve (fix: %s)", rs->st.path, from, how);
+		free(how);
+		return -EINVAL;
+	}
+	log_warn("%s: the %s's configuration turns librbd's cache on (rbd_cache = true), overriding the gateway's "
+		 "rbd_cache = false: writes are acknowledged before they reach the OSDs and those not yet flushed "
+		 "are lost if this gateway dies (fix: %s)", rs->st.path, from, how);
+	free(how);
+	return 0;
+}
+
+const char *store_rbd_cache_override(const struct store *st)
+{
+	if (!st || !store_is_rbd(st))
+		return NULL;
+	return atomic_load(&((const struct rbd_store *)st)->cache_from);
+}
+
+/*
  * Opens the image on client instance im->conn: an ioctx, the image, its size, the header
  * watch (completions come through each io's callback, rbd_io.c). 0, or a negative errno with
  * *err set (malloc'd); nothing but im->conn is held on failure.
@@ -295,6 +359,8 @@ static int image_open(struct rbd_store *rs, bool read_only, struct rbd_image_ref
 		*err = xasprintf("%s: cannot open the image: %s", rs->st.path, strerror(-rc));
 		goto fail;
 	}
+	if ((rc = image_cache_check(rs, im->img, err)) < 0)
+		goto fail;
 	if ((rc = rbd_get_size(im->img, size)) < 0) {
 		*err = xasprintf("%s: cannot read its size: %s", rs->st.path, strerror(-rc));
 		goto fail;
@@ -469,6 +535,8 @@ struct store *store_rbd_open(const struct store_rbd_spec *spec, char **err)
 	rs->pool = xstrdup(spec->pool);
 	rs->image = xstrdup(spec->image);
 	rs->ns = spec->ns ? xstrdup(spec->ns) : NULL;
+	rs->refuse_cache = spec->refuse_cache;
+	atomic_init(&rs->cache_from, NULL);
 	atomic_init(&rs->resized, false);
 	atomic_init(&rs->watch_img, NULL);
 	rs->cl = rbd_cluster_get(spec->conf, spec->id, &cerr);

@@ -34,6 +34,12 @@ struct store_rbd_spec {
 	const char *conf;     /* ceph.conf path; NULL: Ceph's search ($CEPH_CONF, /etc/ceph/ceph.conf) */
 	const char *id;       /* client id without "client."; NULL: "admin" */
 	bool read_only;
+	/*
+	 * Several gateways serve the image (docs/gateways.md): an image whose own or whose pool's
+	 * configuration turns librbd's cache on is refused (the open fails), rather than served
+	 * with a cache on each gateway.
+	 */
+	bool refuse_cache;
 };
 
 /*
@@ -65,6 +71,13 @@ void store_rbd_on_resize(struct store *st, void (*cb)(struct store *st, void *ar
  */
 void store_rbd_offload(struct store_engine *e, struct offload_job *j, const void *key,
 		       void (*work)(struct offload_job *j), void (*done)(struct offload_job *j));
+
+/*
+ * NULL when librbd's cache is off for st's image, as the gateway sets it; otherwise whose
+ * configuration turned it on ("image" or "pool": `rbd config image|pool set ... rbd_cache true`),
+ * which librbd applies over the client's setting (docs/ceph.md).
+ */
+const char *store_rbd_cache_override(const struct store *st);
 
 /* Cluster connections open in this process (shared ones count once). */
 unsigned store_rbd_cluster_count(void);

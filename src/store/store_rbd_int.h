@@ -128,6 +128,14 @@ struct rbd_store {
 	void *on_resize_arg;
 	/* An image release that did not finish in time still uses cl: the store is kept, not freed. */
 	bool release_abandoned;
+	/*
+	 * The image's or its pool's configuration turns librbd's cache on over the connection's
+	 * rbd_cache=false (image_cache_check): refuse_cache (a gateway group serves it) makes the
+	 * open fail; otherwise cache_from says whose configuration it was (NULL: off), set by every
+	 * open and reopen (a worker), read on the loop.
+	 */
+	bool refuse_cache;
+	_Atomic(const char *) cache_from;
 	struct rbd_store *abandoned_next;
 };
 

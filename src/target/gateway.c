@@ -27,103 +27,14 @@
 #include "store/store_io.h"
 #include "store/store_rbd.h"
 #include "target/gateway.h"
+#include "target/gateway_int.h"
 #include "target/server.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
-struct gateway_peer {
-	struct loop_watch watch;
-	struct gateway_probes *owner;
-	uint16_t id;
-	struct sockaddr_storage addr;
-	socklen_t addr_len;
-	int fd;                 /* probe in flight, or -1 */
-	uint64_t started_ms;
-	bool alive;
-	bool answered;          /* a probe of it succeeded since the probes started */
-	/*
-	 * Fencing asks the cluster first (gateway_witness): suspect, a witness is to decide about
-	 * it; spared, the last witness saw it (alive, cut off from this gateway only: asked again
-	 * at every failed probe); told, that was logged in this episode.
-	 */
-	bool suspect, spared, told;
-};
+struct gateway_shared *gateway_shared_lus;
 
-/*
- * An RBD LU of a gateway group whose reservation record lives in the cluster: the SCSI layer's
- * ops on it, the record's change notices on the loop, and the periodic load. Owned by the LU (it
- * goes with release); on the loop only while its node's gateways are applied.
- */
-struct caw_waiter {
-	struct caw_waiter *next;
-	void (*done)(void *arg, int rc);
-	void *arg;
-};
-
-/* The group's COMPARE AND WRITE lock as this gateway has it (one command of the LU at a time). */
-enum gs_caw { CAW_FREE, CAW_ASKING, CAW_HELD, CAW_GIVING };
-
-struct gateway_shared {
-	struct gateway_shared *next;
-	struct tnode *node;         /* not followed once released */
-	uint16_t lun;
-	struct rbd_lu_state *rs;
-	struct loop_watch watch;
-	struct loop_timer timer;
-	bool on_loop;
-	bool released;              /* the LU is gone: freed with the last job */
-	unsigned jobs;              /* fence and lock jobs on workers */
-	enum gs_caw caw;
-	struct caw_waiter *caw_q, **caw_tail; /* in arrival order; the head is the one asked for */
-	/*
-	 * The image's exclusive lock, sampled on a worker every probe interval (NULL: not
-	 * followed): the last two samples; nsamples counts the good ones in a row, up to 2, and
-	 * first is set until a second good sample came.
-	 */
-	struct rbd_lock_owner *lo;
-	bool sampling, first;
-	bool witnessing;            /* a witness notification of this LU's record is out */
-	uint16_t optimized;         /* the gateway optimized for this LU as last decided; 0: not yet */
-	unsigned nsamples;
-	struct rbd_lock_sample last, before;
-};
-
-/* Blocking cluster calls of a shared LU, on the store engine's workers. */
-struct gs_job {
-	struct offload_job job;
-	struct gateway_shared *gs;
-	enum { GJ_FENCE, GJ_CAW_LOCK, GJ_CAW_UNLOCK, GJ_LOCK_SAMPLE, GJ_WITNESS } kind;
-	uint16_t peer;
-	int rc;
-	struct rbd_lock_sample sample;
-	unsigned seen[CFG_MAX_GATEWAYS]; /* GJ_WITNESS: the gateways that acknowledged */
-	size_t nseen;
-	/*
-	 * GJ_WITNESS: the peers asked about and their client addresses as announced before the
-	 * notification (a gateway restarted meanwhile announces a new one, which is not fenced);
-	 * GJ_FENCE: the address to fence in addr[0], empty for the one announced now.
-	 */
-	uint16_t ask[CFG_MAX_GATEWAYS];
-	size_t nask;
-	char addr[CFG_MAX_GATEWAYS][256];
-};
-
-static struct gs_job *gs_job_new(struct gateway_shared *gs, int kind, uint16_t peer);
-static void gs_job_go(struct gs_job *gj);
-static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer);
-static void gateway_fence(struct tnode *n, uint16_t peer, const char *addr, const void *witness_cluster);
-static void gateway_witness(struct tnode *n);
-
-static struct gateway_shared *shared_lus;
-
-struct gateway_probes {
-	struct tnode *node;
-	struct loop_timer timer;
-	uint64_t since_ms;      /* when the probes started (see GATEWAY_PEER_START_GRACE_MS) */
-	struct gateway_peer peers[CFG_MAX_GATEWAYS];
-	size_t npeers;
-	uint16_t optimized;     /* the target's optimized group (LUs that follow no lock); 0: not yet */
-};
+static void gs_job_submit(struct gateway_shared *gs, enum gs_job_kind kind, uint16_t peer);
 
 static bool answers(uint16_t local, const uint16_t *alive, size_t n, uint16_t id)
 {
@@ -198,7 +109,7 @@ static void apply_states(struct gateway_probes *g)
 	for (size_t i = 0; i < g->npeers; i++)
 		scsi_target_set_tpg_state(n->scsi, g->peers[i].id,
 					  gateway_decide_state(local, g->peers[i].id, g->peers[i].alive, opt));
-	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
+	for (struct gateway_shared *gs = gateway_shared_lus; gs; gs = gs->next) {
 		if (gs->node != n || gs->released || !gs->lo)
 			continue;
 		enum gateway_lock lock = lock_view(gs, &holder);
@@ -236,12 +147,14 @@ static void peer_learned(struct gateway_probes *g, struct gateway_peer *p, bool 
 	if (alive != p->alive)
 		log_info("target %s: gateway %u %s", n->cfg->name, p->id, alive ? "answers again" : "does not answer");
 	/*
-	 * Gone, still gone after the cluster saw it last time, or still waiting for a witness that
-	 * was lost with its LU: ask the cluster before fencing.
+	 * Gone, still gone after a cluster saw it last time, or still waiting for a witness that
+	 * was lost with its LU: ask the clusters before fencing.
 	 */
 	bool ask = !alive && (p->alive || p->spared || p->suspect);
-	if (alive)
+	if (alive) {
 		p->suspect = p->spared = p->told = false;
+		gateway_peer_forget_fences(p);
+	}
 	p->alive = alive;
 	apply_states(g);
 	if (ask) {
@@ -296,7 +209,7 @@ static void peer_probe(struct gateway_probes *g, struct gateway_peer *p, uint64_
  */
 static void gs_sample_locks(struct tnode *n)
 {
-	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
+	for (struct gateway_shared *gs = gateway_shared_lus; gs; gs = gs->next) {
 		if (gs->node == n && !gs->released && gs->lo && !gs->sampling) {
 			gs->sampling = true;
 			gs_job_submit(gs, GJ_LOCK_SAMPLE, 0);
@@ -341,7 +254,7 @@ static void gs_off_loop(struct gateway_shared *gs)
 	gs->on_loop = false;
 }
 
-static void gs_free(struct gateway_shared *gs)
+void gs_free(struct gateway_shared *gs)
 {
 	/* The last gateway to let the LU go removes the record when it holds nothing (docs/gateways.md). */
 	rbd_lu_state_close(gs->rs, true);
@@ -354,7 +267,7 @@ static void gs_release(void *ctx)
 	struct gateway_shared *gs = ctx;
 
 	gs_off_loop(gs);
-	for (struct gateway_shared **p = &shared_lus; *p; p = &(*p)->next) {
+	for (struct gateway_shared **p = &gateway_shared_lus; *p; p = &(*p)->next) {
 		if (*p == gs) {
 			*p = gs->next;
 			break;
@@ -437,60 +350,6 @@ static void gs_job_work(struct offload_job *j)
 	}
 }
 
-static bool witness_saw(const struct gs_job *gj, uint16_t id)
-{
-	for (size_t i = 0; i < gj->nseen; i++) {
-		if (gj->seen[i] == id)
-			return true;
-	}
-	return false;
-}
-
-/*
- * The cluster's answer about the peers the probes lost: one that acknowledged is alive and
- * reaches the cluster, so it serves its own initiators and is not fenced (it stays unavailable
- * here, as it does not answer us); one that did not is fenced as before.
- */
-static void gs_witnessed(struct gateway_shared *gs, const struct gs_job *gj)
-{
-	gs->witnessing = false;
-	if (gs->released || !gs->node->gateways)
-		return;
-	struct tnode *n = gs->node;
-	struct gateway_probes *g = n->gateways;
-	for (size_t i = 0; i < g->npeers; i++) {
-		struct gateway_peer *p = &g->peers[i];
-		if (!p->suspect)
-			continue;
-		p->suspect = false;
-		if (p->alive)
-			continue; /* it answered a probe meanwhile */
-		if (witness_saw(gj, p->id)) {
-			p->spared = true;
-			if (!p->told)
-				log_info("target %s: gateway %u does not answer its probes but acknowledged on the "
-					 "cluster within %u ms: alive and cut off from this gateway only, so not fenced "
-					 "(unavailable here; asked again at every probe)", n->cfg->name, p->id,
-					 RBD_LU_STATE_WITNESS_MS);
-			p->told = true;
-			continue;
-		}
-		if (gj->rc < 0)
-			log_info("target %s: gateway %u does not answer and the cluster gave no witness (%s): fencing it",
-				 n->cfg->name, p->id, strerror(-gj->rc));
-		else
-			log_info("target %s: gateway %u does not answer and did not acknowledge on the cluster within "
-				 "%u ms: fencing it", n->cfg->name, p->id, RBD_LU_STATE_WITNESS_MS);
-		p->spared = p->told = false;
-		const char *addr = NULL;
-		for (size_t k = 0; k < gj->nask; k++) {
-			if (gj->ask[k] == p->id)
-				addr = gj->addr[k];
-		}
-		gateway_fence(n, p->id, addr, rbd_lu_state_cluster(gs->rs));
-	}
-}
-
 static void gs_lock_sampled(struct gateway_shared *gs, const struct gs_job *gj)
 {
 	gs->sampling = false;
@@ -547,15 +406,15 @@ static void gs_job_done(struct offload_job *j)
 		gs_lock_sampled(gs, gj);
 		break;
 	case GJ_WITNESS:
-		gs_witnessed(gs, gj);
-		break;
+		gateway_witness_answered(gj); /* its round frees it, and counts it off gs->jobs */
+		return;
 	}
 	free(gj);
 	if (--gs->jobs == 0 && gs->released)
 		gs_free(gs);
 }
 
-static struct gs_job *gs_job_new(struct gateway_shared *gs, int kind, uint16_t peer)
+struct gs_job *gs_job_new(struct gateway_shared *gs, enum gs_job_kind kind, uint16_t peer)
 {
 	struct gs_job *gj = xcalloc(1, sizeof(*gj));
 
@@ -582,112 +441,15 @@ static struct gs_job *gs_job_new(struct gateway_shared *gs, int kind, uint16_t p
 	return gj;
 }
 
-static void gs_job_go(struct gs_job *gj)
+void gs_job_go(struct gs_job *gj)
 {
 	gj->gs->jobs++;
 	offload_submit(store_engine_offload(gj->gs->node->srv->engine), &gj->job);
 }
 
-static void gs_job_submit(struct gateway_shared *gs, int kind, uint16_t peer)
+static void gs_job_submit(struct gateway_shared *gs, enum gs_job_kind kind, uint16_t peer)
 {
 	gs_job_go(gs_job_new(gs, kind, peer));
-}
-
-size_t gateway_fence_plan(const void *const *cluster, const uint16_t *lun, size_t n, size_t *pick)
-{
-	size_t npick = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		size_t k = 0;
-		while (k < npick && cluster[pick[k]] != cluster[i])
-			k++;
-		if (k == npick)
-			pick[npick++] = i;
-		else if (lun[i] < lun[pick[k]])
-			pick[k] = i;
-	}
-	return npick;
-}
-
-/*
- * A peer that stopped answering the probes, and did not answer the cluster's witness either, is
- * fenced at the cluster: its client is blocklisted,
- * which ends its watches (a change of the record no longer waits for its acknowledgement) and
- * lets this gateway's librbd take the image's exclusive lock from it at once, instead of once the
- * cluster has timed its watch on the image out (30 s by default). A gateway that is only cut off
- * from its peers answers the witness and is not fenced; one cut off from the cluster as well is:
- * its I/O fails NOT READY until its client is replaced by a new one, and nothing it acknowledged
- * is lost (no client cache).
- *
- * The peer has one client per cluster its LUs are on: each is fenced on its own cluster, through
- * one LU there (gateway_fence_plan), with the address the peer announced on that cluster. The
- * witness read the address on its own LU's cluster before its notification (addr, for
- * witness_cluster); on the other clusters it is read when fencing.
- */
-static void gateway_fence(struct tnode *n, uint16_t peer, const char *addr, const void *witness_cluster)
-{
-	size_t count = 0;
-	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
-		if (gs->node == n && !gs->released)
-			count++;
-	}
-	if (!count)
-		return;
-	struct gateway_shared **lus = xcalloc(count, sizeof(*lus));
-	const void **cluster = xcalloc(count, sizeof(*cluster));
-	uint16_t *lun = xcalloc(count, sizeof(*lun));
-	size_t *pick = xcalloc(count, sizeof(*pick));
-	size_t i = 0;
-	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
-		if (gs->node == n && !gs->released) {
-			lus[i] = gs;
-			cluster[i] = rbd_lu_state_cluster(gs->rs);
-			lun[i] = gs->lun;
-			i++;
-		}
-	}
-	size_t npick = gateway_fence_plan(cluster, lun, count, pick);
-	for (size_t k = 0; k < npick; k++) {
-		struct gateway_shared *gs = lus[pick[k]];
-		struct gs_job *gj = gs_job_new(gs, GJ_FENCE, peer);
-		if (addr && cluster[pick[k]] == witness_cluster)
-			snprintf(gj->addr[0], sizeof(gj->addr[0]), "%s", addr);
-		gs_job_go(gj);
-	}
-	free(pick);
-	free(lun);
-	free(cluster);
-	free(lus);
-}
-
-/*
- * Asks the cluster about the suspect peers: one notification on the record of the node's
- * lowest-numbered shared LU (every gateway watches every record, and fencing is of the peer's
- * client, not of one LU), at most one in flight; a peer that becomes suspect while one is out is
- * decided by it, or by the next failed probe. Without a shared LU there is nothing to fence.
- */
-static void gateway_witness(struct tnode *n)
-{
-	struct gateway_shared *ref = NULL;
-
-	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
-		if (gs->node == n && !gs->released && (!ref || gs->lun < ref->lun))
-			ref = gs;
-	}
-	if (!ref) {
-		for (size_t i = 0; n->gateways && i < n->gateways->npeers; i++)
-			n->gateways->peers[i].suspect = false;
-		return;
-	}
-	if (ref->witnessing)
-		return;
-	ref->witnessing = true;
-	struct gs_job *gj = gs_job_new(ref, GJ_WITNESS, 0);
-	for (size_t i = 0; i < n->gateways->npeers; i++) {
-		if (n->gateways->peers[i].suspect)
-			gj->ask[gj->nask++] = n->gateways->peers[i].id;
-	}
-	gs_job_go(gj);
 }
 
 /* A LU whose record cannot be reached at all: every load fails, so nothing stale is answered. */
@@ -764,6 +526,16 @@ void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st
 		return;
 	}
 	*image++ = '\0';
+	const char *cache = store_rbd_cache_override(st);
+	if (cache) {
+		/* Opened before the target became a group (a reload): refused now as at open (docs/ceph.md). */
+		log_error("target %s LUN %u: the %s's configuration turns librbd's cache on, which a gateway group "
+			  "cannot serve: reservation commands and medium access fail on this gateway", t->name, l->lun,
+			  cache);
+		free(pool);
+		scsi_target_share_lu(n->scsi, l->lun, &gs_broken_ops, NULL);
+		return;
+	}
 	struct store_rbd_spec spec = {.pool = pool, .image = image, .ns = l->rbd_namespace, .conf = l->rbd_conf,
 				      .id = l->rbd_id};
 	struct rbd_lu_state *rs = rbd_lu_state_open(&spec, t->gateway, &err);
@@ -791,8 +563,8 @@ void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st
 	gs->rs = rs;
 	gs->lo = lo;
 	gs->first = true;
-	gs->next = shared_lus;
-	shared_lus = gs;
+	gs->next = gateway_shared_lus;
+	gateway_shared_lus = gs;
 	if (scsi_target_share_lu(n->scsi, l->lun, &gs_ops, gs) < 0) {
 		gs_release(gs);
 		return;
@@ -807,15 +579,17 @@ void gateway_stop(struct tnode *n)
 {
 	struct gateway_probes *g = n->gateways;
 
-	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
+	for (struct gateway_shared *gs = gateway_shared_lus; gs; gs = gs->next) {
 		if (gs->node == n)
 			gs_off_loop(gs);
 	}
 	if (!g)
 		return;
 	loop_timer_stop(n->srv->loop, &g->timer);
-	for (size_t i = 0; i < g->npeers; i++)
+	for (size_t i = 0; i < g->npeers; i++) {
 		peer_close(g, &g->peers[i]);
+		gateway_peer_forget_fences(&g->peers[i]);
+	}
 	free(g);
 	n->gateways = NULL;
 }
@@ -844,7 +618,7 @@ void gateway_apply(struct tnode *n)
 	size_t nids = 0;
 
 	gateway_stop(n);
-	for (struct gateway_shared *gs = shared_lus; gs; gs = gs->next) {
+	for (struct gateway_shared *gs = gateway_shared_lus; gs; gs = gs->next) {
 		if (gs->node == n)
 			gs_on_loop(gs);
 	}

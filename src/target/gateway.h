@@ -45,10 +45,26 @@ enum scsi_alua_state gateway_decide_state(uint16_t local, uint16_t tpg, bool ali
  * Fencing a peer covers every cluster the target's shared LUs are on: the peer has a client, with
  * its own address, on each. Given the shared LUs' clusters (an identity: the same pointer for
  * LUs on one cluster) and LUNs, n of each, writes into pick the index of one LU per cluster, its
- * lowest-numbered one, through which that cluster's client of the peer is fenced, in the order
- * the clusters first appear; returns how many.
+ * lowest-numbered one, through which that cluster is asked about the peer (the witness) and the
+ * peer's client there fenced, in the order the clusters first appear; returns how many.
  */
 size_t gateway_fence_plan(const void *const *cluster, const uint16_t *lun, size_t n, size_t *pick);
+
+/*
+ * The clusters as witnesses, each for itself (docs/gateways.md): before a peer the probes lost is
+ * fenced, each cluster the target shares LUs on is asked whether the peer's client there is
+ * alive. w[i] is cluster i's answer: rc < 0 when it gave none to decode, else the gateway numbers
+ * that acknowledged (seen, nseen of them). Sets fence[i] when the peer is to be fenced on cluster
+ * i (it did not acknowledge there, or the cluster gave no answer) and returns how many: a cluster
+ * that still sees the peer keeps it, whatever the others say, so a partition between the
+ * gateways fences nobody there, and a peer gone from one cluster only is fenced on that one.
+ */
+struct gateway_witness {
+	int rc;
+	const unsigned *seen;
+	size_t nseen;
+};
+size_t gateway_witness_verdict(uint16_t peer, const struct gateway_witness *w, size_t n, bool *fence);
 
 /*
  * An RBD LU of a gateway group keeps its reservations in a record in the cluster

@@ -10,6 +10,7 @@
 #include "store/store.h"
 #include "target/conn.h"
 #include "store/store_io.h"
+#include "store/store_rbd.h"
 #include "target/mgmt.h"
 #include "target/server.h"
 #include "target/shard.h"
@@ -231,6 +232,8 @@ static json_t *m_target_list(void *ctx, json_t *params, struct rpc_error *err)
 			json_object_set_new(lo, "block_size", json_integer(l->block_size ? l->block_size : 512));
 			json_object_set_new(lo, "read_only", json_boolean(l->read_only));
 			json_object_set_new(lo, "thin", json_boolean(l->thin));
+			const char *cache = store_rbd_cache_override(st);
+			json_object_set_new(lo, "librbd_cache", cache ? json_string(cache) : json_null());
 			json_array_append_new(luns, lo);
 		}
 		json_object_set_new(o, "luns", luns);

@@ -148,12 +148,14 @@ void node_free(struct tnode *n)
 }
 
 /* "rbd:POOL/IMAGE" (checked by the parser) and its options. */
-static struct store *rbd_lun_open(const struct cfg_lun *l, char **err)
+static struct store *rbd_lun_open(const struct cfg_target *t, const struct cfg_lun *l, char **err)
 {
 	char *pool = xstrdup(l->path + 4), *image = strchr(pool, '/');
 	*image++ = '\0';
+	/* A gateway group's gateways must not each cache the image's writes (docs/ceph.md). */
 	struct store_rbd_spec spec = {.pool = pool, .image = image, .ns = l->rbd_namespace,
-				      .conf = l->rbd_conf, .id = l->rbd_id, .read_only = l->read_only};
+				      .conf = l->rbd_conf, .id = l->rbd_id, .read_only = l->read_only,
+				      .refuse_cache = t->gateway && t->ngateways >= 2};
 	struct store *st = store_rbd_open(&spec, err);
 	free(pool);
 	return st;
@@ -203,7 +205,7 @@ static struct store *lun_open(struct server *srv, const struct cfg_target *t, co
 		return pre;
 	struct store *st = l->kind == LUN_MEMORY ? store_mem_open(l->size, &serr)
 			   : l->kind == LUN_NULL   ? store_null_open(l->size, l->read_only, &serr)
-			   : l->kind == LUN_RBD    ? rbd_lun_open(l, &serr)
+			   : l->kind == LUN_RBD    ? rbd_lun_open(t, l, &serr)
 						   : store_file_open(l->path, l->size, l->read_only, &serr);
 	if (!st) {
 		*err = xasprintf("target %s LUN %u: %s", t->name, l->lun, serr ? serr : "cannot open");

@@ -20,7 +20,9 @@
 #                              (an --lun spec such as "rbd:rbd/NAME,conf=$CEPH_CONF") and ARGS,
 #                              each on a free port of 127.0.0.1: GW_PORT[n], GW_HP[n] (host:port),
 #                              GW_PID[n]; log $TEST_DIR/gwN.log, mgmt socket $TEST_DIR/gwN.sock
-#   gw_start N                 start gateway N (again, after gw_stop) as start_rbd_gateways did
+#   gw_start N                 start gateway N (again, after gw_stop) as start_rbd_gateways did;
+#                              with GW_GID[N] set, it runs with that group id (setpriv), so
+#                              nftables can tell its packets apart (meta skgid)
 #   gw_stop N SIGNAL           signal gateway N and wait for it (STOP_TIMEOUT); fails the test on
 #                              a sanitizer report in its log
 # Gateways still running at exit are stopped (TERM, KILL after 15 s) before the cluster.
@@ -72,7 +74,7 @@ ceph_resume() {
 	say "${out#micro-ceph: } (paused for $((SECONDS - CEPH_PAUSED_AT)) s)"
 }
 
-declare -A GW_PID=() GW_PORT=() GW_HP=()
+declare -A GW_PID=() GW_PORT=() GW_HP=() GW_GID=()
 GW_ARGS=()
 
 start_rbd_gateways() {
@@ -91,12 +93,13 @@ start_rbd_gateways() {
 }
 
 gw_start() { # N
-	local n=$1 extra=()
+	local n=$1 extra=() as=()
+	[[ -z "${GW_GID[$n]:-}" ]] || as=(setpriv --regid="${GW_GID[$n]}" --clear-groups)
 	# As start_target does: the suite with several event loops reaches the gateways too.
 	if [[ -n "${ISTHMUS_TARGET_THREADS:-}" && " ${GW_ARGS[*]} " != *" --threads"* ]]; then
 		extra+=(--threads "$ISTHMUS_TARGET_THREADS")
 	fi
-	bg_start "$ISTHMUS_BIN/isthmus-target" --listen "${GW_HP[$n]}" --gateway "$n" "${GW_ARGS[@]}" "${extra[@]}" \
+	bg_start "${as[@]}" "$ISTHMUS_BIN/isthmus-target" --listen "${GW_HP[$n]}" --gateway "$n" "${GW_ARGS[@]}" "${extra[@]}" \
 		--mgmt-socket "$TEST_DIR/gw$n.sock" --state-dir "$TEST_DIR/var$n" >>"$TEST_DIR/gw$n.log" 2>&1
 	GW_PID[$n]=$BG_LAST
 	wait_port "${GW_HP[$n]}" "${GW_PID[$n]}" || fail "gateway $n does not listen: $(tail -5 "$TEST_DIR/gw$n.log")"
