@@ -66,6 +66,12 @@ void store_rbd_on_resize(struct store *st, void (*cb)(struct store *st, void *ar
 void store_rbd_offload(struct store_engine *e, struct offload_job *j, const void *key,
 		       void (*work)(struct offload_job *j), void (*done)(struct offload_job *j));
 
+/*
+ * Whether a compare-and-write of [off, off + len) is one librbd call, atomic at the OSD (within
+ * one 512-byte sector); a longer one is a read, a comparison and a write (rbd_caw.c).
+ */
+bool store_rbd_caw_atomic(uint64_t off, uint64_t len);
+
 /* Cluster connections open in this process (shared ones count once). */
 unsigned store_rbd_cluster_count(void);
 
