@@ -108,7 +108,7 @@ static void caw_ask_home(void *arg)
 	struct scsi_lu *lu = sh_home_arrive(sh);
 
 	if (lu) {
-		sh->ops->caw_lock(sh->ctx, caw_locked, h);
+		sh->ops->caw_lock(sh->ctx, h->off, h->len, caw_locked, h);
 	} else {
 		if (!atomic_load(&h->cmd->defer.cancelled))
 			sh_cmd_fail(h->cmd, h->cmd->defer.desc, SK_ILLEGAL_REQUEST, 0x25, 0x00);
@@ -130,10 +130,13 @@ bool lu_shared_caw_begin(struct scsi_req *r)
 		struct sh_hand *h = xcalloc(1, sizeof(*h));
 		h->sh = sh;
 		h->cmd = cmd;
+		/* The CDB was checked (scsi_compare_and_write): its range is in the LU. */
+		h->off = get_be64(r->cdb + 2) << lu->block_shift;
+		h->len = (uint64_t)r->cdb[13] << lu->block_shift;
 		cmd->defer.active = true;
 		cmd->defer.desc = lu->d_sense;
 		if (th_here(&sh->home))
-			sh->ops->caw_lock(sh->ctx, caw_locked, h);
+			sh->ops->caw_lock(sh->ctx, h->off, h->len, caw_locked, h);
 		else
 			sh_home_post(sh, caw_ask_home, h);
 	}

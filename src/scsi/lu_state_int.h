@@ -67,6 +67,7 @@ struct sh_hand {
 	struct lu_shared *sh;
 	struct scsi_cmd *cmd;
 	bool ended;                  /* it was completed there (its LU had gone) */
+	uint64_t off, len;           /* a COMPARE AND WRITE's bytes of the medium */
 };
 
 void sh_home_post(struct lu_shared *sh, void (*fn)(void *arg), void *arg);

@@ -232,11 +232,13 @@ struct scsi_shared_ops {
 	void (*release)(void *ctx);
 	/*
 	 * Optional, on the home thread, and so is done: done(arg, rc) runs once this gateway holds
-	 * the group's COMPARE AND WRITE lock (rc 0) or cannot have it; caw_unlock gives it back. A
-	 * COMPARE AND WRITE runs only while holding it, so that it is atomic against the other
-	 * gateways' too; the command itself runs on its own context's thread.
+	 * the group's COMPARE AND WRITE lock for the bytes [off, off + len) of the medium (rc 0) or
+	 * cannot have it; caw_unlock gives it back. A COMPARE AND WRITE runs only while holding it,
+	 * so that it is atomic against the other gateways' commands too (they hold their writes to
+	 * the range meanwhile where the medium needs it); the command itself runs on its own
+	 * context's thread.
 	 */
-	void (*caw_lock)(void *ctx, void (*done)(void *arg, int rc), void *arg);
+	void (*caw_lock)(void *ctx, uint64_t off, uint64_t len, void (*done)(void *arg, int rc), void *arg);
 	void (*caw_unlock)(void *ctx);
 };
 /* From now on LU lun keeps its reservation state through ops (loaded at once). -1: no such LU. */

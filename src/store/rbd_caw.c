@@ -7,14 +7,38 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "store/store_rbd.h"
 #include "store/store_rbd_int.h"
+#include "util/log.h"
+#include "util/sbuf.h"
 
-bool rbd_caw_is_atomic(const struct store_io *io)
+/* The test hook's delay between the comparison and the write, ms (store_rbd_int.h). */
+#define CAW_TEST_DELAY_MAX_MS 60000u
+static unsigned caw_test_delay_ms;
+static pthread_once_t caw_test_once = PTHREAD_ONCE_INIT;
+
+static void caw_test_hook_read(void)
 {
-	return io->len && io->off / RBD_CAW_UNIT == (io->off + io->len - 1) / RBD_CAW_UNIT;
+	const char *v = getenv("ISTHMUS_TEST_CAW_WRITE_DELAY_MS");
+	unsigned long ms = v ? strtoul(v, NULL, 10) : 0;
+
+	caw_test_delay_ms = ms < CAW_TEST_DELAY_MAX_MS ? (unsigned)ms : CAW_TEST_DELAY_MAX_MS;
+	if (caw_test_delay_ms)
+		log_warn("test hook ISTHMUS_TEST_CAW_WRITE_DELAY_MS: every COMPARE AND WRITE longer than %u bytes "
+			 "on RBD waits %u ms between its comparison and its write", RBD_CAW_UNIT, caw_test_delay_ms);
 }
+
+void rbd_caw_test_hook_init(void) { pthread_once(&caw_test_once, caw_test_hook_read); }
+
+bool store_rbd_caw_atomic(uint64_t off, uint64_t len)
+{
+	return len && off / RBD_CAW_UNIT == (off + len - 1) / RBD_CAW_UNIT;
+}
+
+bool rbd_caw_is_atomic(const struct store_io *io) { return store_rbd_caw_atomic(io->off, io->len); }
 
 bool rbd_caw_hold(struct rbd_store *rs, struct store_io *io)
 {
@@ -67,7 +91,7 @@ static void caw_finish(struct rbd_store *rs, struct store_io *io, int result, bo
 		h->next = NULL;
 		rbd_post_io(h, held_resubmit);
 	}
-	store_io_complete(io, result);
+	rbd_io_complete(io, result);
 }
 
 /* The drain is over: the exclusive compare-and-write starts, on its engine's thread. */
@@ -95,6 +119,8 @@ void rbd_caw_start(struct rbd_store *rs, struct store_io *io)
 	io->store_priv[PRIV_BOUNCE] = 0;
 	pthread_mutex_lock(&rs->lock);
 	if (rs->exclusive) {
+		/* Not under way while held: it passes the gate again when it goes on. */
+		rbd_gate_leave(rs->gate, io);
 		io->next = NULL;
 		*rs->held_tail = io;
 		rs->held_tail = &io->next;
@@ -119,6 +145,54 @@ static bool caw_count(struct rbd_store *rs, struct store_io *io, bool counted)
 		return true;
 	caw_finish(rs, io, -ETIMEDOUT, true);
 	return false;
+}
+
+/* The write of a long compare-and-write that compared equal (data: what to write, kept with io). */
+static void caw_write(struct rbd_store *rs, struct store_io *io, const char *data)
+{
+	rbd_completion_t c;
+	int rc;
+
+	if ((rc = rbd_aio_create_completion(io, rbd_io_completed, &c)) < 0) {
+		caw_finish(rs, io, rc, true);
+		return;
+	}
+	io->store_priv[PRIV_COMPLETION] = (uint64_t)(uintptr_t)c;
+	if ((rc = rbd_aio_write(rs->im.img, io->off, io->len, data, c)) < 0) {
+		rbd_aio_release(c);
+		caw_finish(rs, io, rc, true);
+	}
+}
+
+/* The test hook: the write after caw_test_delay_ms, waited for on a worker, made on io's engine. */
+struct caw_delay {
+	struct offload_job job;
+	struct store_io *io;
+	const char *data;
+};
+
+static void caw_delay_work(struct offload_job *j)
+{
+	(void)j;
+	struct timespec t = {.tv_sec = caw_test_delay_ms / 1000u, .tv_nsec = (long)(caw_test_delay_ms % 1000u) * 1000000L};
+	nanosleep(&t, NULL);
+}
+
+static void caw_delay_done(struct offload_job *j)
+{
+	struct caw_delay *d = (struct caw_delay *)j;
+
+	caw_write(rbds_of(d->io->st), d->io, d->data);
+	free(d);
+}
+
+static void caw_write_later(struct store_io *io, const char *data)
+{
+	struct caw_delay *d = xcalloc(1, sizeof(*d));
+
+	d->io = io;
+	d->data = data;
+	store_rbd_offload(io->eng, &d->job, d, caw_delay_work, caw_delay_done);
 }
 
 /*
@@ -180,15 +254,10 @@ void rbd_caw_step(struct rbd_store *rs, struct store_io *io, ssize_t r)
 		if (!caw_count(rs, io, true))
 			return;
 		io->store_priv[PRIV_PHASE] = CAW_WRITE;
-		if ((rc = rbd_aio_create_completion(io, rbd_io_completed, &c)) < 0) {
-			caw_finish(rs, io, rc, true);
-			return;
-		}
-		io->store_priv[PRIV_COMPLETION] = (uint64_t)(uintptr_t)c;
-		if ((rc = rbd_aio_write(rs->im.img, io->off, io->len, data + io->len, c)) < 0) {
-			rbd_aio_release(c);
-			caw_finish(rs, io, rc, true);
-		}
+		if (caw_test_delay_ms)
+			caw_write_later(io, data + io->len);
+		else
+			caw_write(rs, io, data + io->len);
 		return;
 	}
 	case CAW_WRITE:

@@ -100,6 +100,13 @@ void rbd_wake_home(struct rbd_store *rs)
 	}
 }
 
+void rbd_io_complete(struct store_io *io, int result)
+{
+	/* Before done, which may close the store. */
+	rbd_gate_leave(rbds_of(io->st)->gate, io);
+	store_io_complete(io, result);
+}
+
 void rbd_uncount(struct rbd_store *rs)
 {
 	if (atomic_fetch_sub(&rs->in_flight, 1) != 1)
@@ -185,7 +192,7 @@ static void io_finish(struct store_io *io)
 		io->miscompare_off = caw_mismatch_offset(rs, io, io->store_priv[PRIV_MISMATCH]);
 	/* Last of the store: the done callback may close it. */
 	rbd_uncount(rs);
-	store_io_complete(io, r < 0 ? (int)r : 0);
+	rbd_io_complete(io, r < 0 ? (int)r : 0);
 }
 
 static void rbd_io_finish_posted(struct store_engine_post *p) { io_finish(rbd_posted_io(p)); }
@@ -321,7 +328,7 @@ static void fail_counted(struct rbd_store *rs, struct store_io *io, int rc)
 {
 	budget_return(rs, io);
 	rbd_uncount(rs);
-	store_io_complete(io, rc);
+	rbd_io_complete(io, rc);
 }
 
 /*
@@ -410,7 +417,7 @@ static void queued_go(struct store_engine_post *p)
 	submit_now(rs, io);
 }
 
-static void queued_timed_out(struct store_engine_post *p) { store_io_complete(rbd_posted_io(p), -ETIMEDOUT); }
+static void queued_timed_out(struct store_engine_post *p) { rbd_io_complete(rbd_posted_io(p), -ETIMEDOUT); }
 
 /*
  * The queued ios, in their order, as far as the budget lets them go; each goes to librbd on
@@ -464,6 +471,7 @@ void rbds_submit(struct store *st, struct store_engine *e, struct store_io *io)
 
 	io->st = st;
 	io->eng = e;
+	io->store_priv[PRIV_GATE] = 0;
 	if ((rc = rbd_watch_with(rs, e)) < 0) {
 		store_io_complete(io, rc);
 		return;
@@ -478,17 +486,22 @@ void rbds_submit(struct store *st, struct store_engine *e, struct store_io *io)
 		return;
 	}
 	io->store_priv[PRIV_PHASE] = CAW_NONE;
+	/* Held while another gateway's long compare-and-write covers it (rbd_gate.h). */
+	if (op_writes(io->op) && rbd_gate_enter(rs->gate, io))
+		return;
 	/* Counted before state and excl_on are looked at (store_rbd_int.h). */
 	unsigned before = atomic_fetch_add(&rs->in_flight, 1);
 	if (atomic_load(&rs->state) != RBD_READY) {
 		/* The LU is becoming ready again: the initiator retries (see enum rbd_state). */
 		rbd_uncount(rs);
 		rbd_reopen_start(rs);
-		store_io_complete(io, -ETIMEDOUT);
+		rbd_io_complete(io, -ETIMEDOUT);
 		return;
 	}
 	if (atomic_load(&rs->excl_on)) {
 		rbd_uncount(rs);
+		/* Not under way while held here: it passes the gate again when it goes on. */
+		rbd_gate_leave(rs->gate, io);
 		if (rbd_caw_hold(rs, io))
 			return;
 		rbds_submit(st, e, io); /* it was over meanwhile */
@@ -545,6 +558,6 @@ void rbd_drain_in_flight(struct rbd_store *rs)
 		struct store_io *io = list;
 		list = io->next;
 		io->next = NULL;
-		store_io_complete(io, -ETIMEDOUT);
+		rbd_io_complete(io, -ETIMEDOUT);
 	}
 }

@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "store/rbd_gate.h"
 #include "store/rbd_lu_state.h"
 #include "store/store_rbd.h"
 #include "store/store_rbd_cluster.h"
@@ -61,6 +62,9 @@ struct rbd_lu_state {
 	size_t cap;                /* bytes the next load reads at once */
 	uint64_t unreachable_until; /* tests: loads fail until then (CLOCK_MONOTONIC ms; 0: never) */
 	struct timespec caw_since; /* when the compare-and-write lock was asked for (caw jobs only) */
+	bool caw_holding;          /* the other gateways were asked to hold: a release is owed (caw jobs only) */
+	bool hold_failing;         /* the last hold was not granted by every gateway (caw jobs only) */
+	struct rbd_gate *gate;     /* this gateway's writes to the image, for the others' holds (set before the watch) */
 	pthread_mutex_t lock;      /* what follows, and in: the watch callbacks run on librados threads */
 	bool watched;
 	uint64_t cookie_w;
@@ -85,9 +89,70 @@ static struct instance *cur(struct rbd_lu_state *s)
 	return in;
 }
 
+static bool has_prefix(const void *data, size_t len, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	return len >= n && memcmp(data, prefix, n) == 0;
+}
+
+/* The gate's acknowledgement of a hold in force (any thread, the gate's lock held: no waiting). */
+static void hold_in_force(void *arg, uint64_t notify_id, uint64_t cookie)
+{
+	struct rbd_lu_state *s = arg;
+
+	rados_notify_ack(cur(s)->wio, s->oid, notify_id, cookie, RBD_LU_STATE_HELD, strlen(RBD_LU_STATE_HELD));
+}
+
+/*
+ * Another gateway's long COMPARE AND WRITE asks this one to hold its writes to a range: the gate
+ * acknowledges once they are held and none is under way. Our own (the holder's store holds its
+ * own writes itself) is acknowledged at once; a hold that cannot be set is refused, which fails
+ * the holder's command.
+ */
+static void answer_hold(struct rbd_lu_state *s, uint64_t notify_id, uint64_t handle, const void *data, size_t len)
+{
+	char msg[256];
+	unsigned long long off, n, lease;
+	int at = 0;
+	const char *answer = "refused";
+	size_t l = len < sizeof(msg) - 1 ? len : sizeof(msg) - 1;
+
+	memcpy(msg, data, l);
+	msg[l] = '\0';
+	if (sscanf(msg, RBD_LU_STATE_HOLD_MSG " %llu %llu %llu %n", &off, &n, &lease, &at) == 3 && at > 0 && msg[at]) {
+		if (strcmp(msg + at, s->cookie) == 0)
+			answer = RBD_LU_STATE_HELD;
+		else if (s->gate && n > 0 && rbd_gate_hold(s->gate, msg + at, off, n, lease, notify_id, handle))
+			return;
+	}
+	rados_notify_ack(cur(s)->wio, s->oid, notify_id, handle, answer, strlen(answer));
+}
+
+static void answer_release(struct rbd_lu_state *s, uint64_t notify_id, uint64_t handle, const void *data, size_t len)
+{
+	char holder[128];
+	size_t skip = strlen(RBD_LU_STATE_RELEASE_MSG " ");
+	size_t l = len - skip < sizeof(holder) - 1 ? len - skip : sizeof(holder) - 1;
+
+	memcpy(holder, (const char *)data + skip, l);
+	holder[l] = '\0';
+	if (s->gate)
+		rbd_gate_release(s->gate, holder);
+	rados_notify_ack(cur(s)->wio, s->oid, notify_id, handle, NULL, 0);
+}
+
 static void on_notice(void *arg, uint64_t notify_id, uint64_t handle, uint64_t notifier_id, void *data, size_t len)
 {
 	struct rbd_lu_state *s = arg;
+
+	if (has_prefix(data, len, RBD_LU_STATE_HOLD_MSG " ")) {
+		answer_hold(s, notify_id, handle, data, len);
+		return;
+	}
+	if (has_prefix(data, len, RBD_LU_STATE_RELEASE_MSG " ")) {
+		answer_release(s, notify_id, handle, data, len);
+		return;
+	}
 
 	if (len == strlen(RBD_LU_STATE_WITNESS_MSG) && memcmp(data, RBD_LU_STATE_WITNESS_MSG, len) == 0) {
 		/* "Are you there?" from a gateway whose probes lost us: this answer is the proof. */
@@ -398,6 +463,11 @@ void rbd_lu_state_close(struct rbd_lu_state *s, bool remove)
 		if (nconns < sizeof(conns) / sizeof(conns[0]))
 			conns[nconns++] = i->conn;
 	}
+	if (s->gate) {
+		/* No watch callback runs any more: the holds end, and nobody acknowledges for us. */
+		rbd_gate_set_ack(s->gate, NULL, NULL);
+		rbd_gate_put(s->gate);
+	}
 	instance_free(in);
 	for (size_t i = 0; i < nconns; i++)
 		rbd_conn_put(s->cl, conns[i]);
@@ -698,7 +768,81 @@ static unsigned caw_lease_s(const struct rbd_lu_state *s)
 	return 2 * op + RBD_LU_STATE_CAW_LEASE_EXTRA_S;
 }
 
-int rbd_lu_state_caw_lock(struct rbd_lu_state *s)
+void rbd_lu_state_set_gate(struct rbd_lu_state *s, struct rbd_gate *gate)
+{
+	s->gate = gate;
+	if (gate)
+		rbd_gate_set_ack(gate, hold_in_force, s);
+}
+
+void rbd_lu_state_expire_holds(struct rbd_lu_state *s)
+{
+	if (s->gate)
+		rbd_gate_expire(s->gate);
+}
+
+/* The other gateways let go of their holds (a release owed; the answers are not waited for long). */
+static void release_others(struct rbd_lu_state *s, struct instance *in)
+{
+	char msg[160], *reply = NULL;
+	size_t reply_len = 0;
+
+	if (!s->caw_holding)
+		return;
+	s->caw_holding = false;
+	int n = snprintf(msg, sizeof(msg), RBD_LU_STATE_RELEASE_MSG " %s", s->cookie);
+	int rc = rados_notify2(in->wio, s->oid, msg, n, RBD_LU_STATE_HOLD_MS, &reply, &reply_len);
+	if (reply)
+		rados_buffer_free(reply);
+	if (rc < 0 && rc != -ETIMEDOUT)
+		log_warn("%s: cannot tell the other gateways that a COMPARE AND WRITE is over (%s): their holds end "
+			 "with the lock's lease", s->oid, strerror(-rc));
+}
+
+/*
+ * Every other gateway watching the record holds its writes that overlap [off, off + len), and has
+ * none of them under way any more: 0; -ETIMEDOUT when one did not say so within
+ * RBD_LU_STATE_HOLD_MS, -EAGAIN when one refused (or is of a version that cannot hold).
+ */
+static int hold_others(struct rbd_lu_state *s, struct instance *in, uint64_t off, uint64_t len)
+{
+	char msg[256], *reply = NULL;
+	size_t reply_len = 0, nacks = 0, ntimeouts = 0, refused = 0;
+	struct notify_ack_t *acks = NULL;
+	struct notify_timeout_t *timeouts = NULL;
+	uint64_t lease = caw_lease_s(s) * 1000u, spent = ms_since(&s->caw_since);
+
+	/* The holds end no later than the lock: a holder that died holds nothing for longer. */
+	int n = snprintf(msg, sizeof(msg), RBD_LU_STATE_HOLD_MSG " %llu %llu %llu %s", (unsigned long long)off,
+			 (unsigned long long)len, (unsigned long long)(lease > spent ? lease - spent : 0), s->cookie);
+	s->caw_holding = true;
+	int rc = rados_notify2(in->wio, s->oid, msg, n, RBD_LU_STATE_HOLD_MS, &reply, &reply_len);
+	if (reply && rados_decode_notify_response(reply, reply_len, &acks, &nacks, &timeouts, &ntimeouts) == 0) {
+		for (size_t i = 0; i < nacks; i++) {
+			refused += acks[i].payload_len != strlen(RBD_LU_STATE_HELD) ||
+				   memcmp(acks[i].payload, RBD_LU_STATE_HELD, acks[i].payload_len) != 0;
+		}
+		rados_free_notify_response(acks, nacks, timeouts);
+		if (ntimeouts)
+			rc = -ETIMEDOUT;
+		else if (refused)
+			rc = -EAGAIN;
+	} else if (rc == 0) {
+		rc = -EIO;
+	}
+	if (reply)
+		rados_buffer_free(reply);
+	if (rc < 0 && !s->hold_failing)
+		log_warn("%s: not every gateway held its writes for a COMPARE AND WRITE (%zu did not answer within %u "
+			 "ms, %zu refused: %s): such commands get NOT READY until they do", s->oid, ntimeouts,
+			 RBD_LU_STATE_HOLD_MS, refused, strerror(-rc));
+	else if (rc == 0 && s->hold_failing)
+		log_info("%s: every gateway holds its writes for COMPARE AND WRITE again", s->oid);
+	s->hold_failing = rc < 0;
+	return rc;
+}
+
+int rbd_lu_state_caw_lock(struct rbd_lu_state *s, uint64_t off, uint64_t len)
 {
 	struct instance *in = cur(s);
 	struct timeval lease = {.tv_sec = caw_lease_s(s), .tv_usec = 0};
@@ -720,6 +864,11 @@ int rbd_lu_state_caw_lock(struct rbd_lu_state *s)
 	}
 	if (rc < 0 && rc != -EBUSY)
 		log_warn("%s: cannot take the compare-and-write lock: %s", s->caw_oid, strerror(-rc));
+	/* librbd's own single call is atomic at the OSD against every write: no hold for it. */
+	if (rc == 0 && !store_rbd_caw_atomic(off, len) && (rc = hold_others(s, in, off, len)) < 0) {
+		release_others(s, in);
+		rados_unlock(in->cio, s->caw_oid, CAW_LOCK_NAME, s->cookie);
+	}
 	return rc;
 }
 
@@ -729,6 +878,8 @@ void rbd_lu_state_caw_unlock(struct rbd_lu_state *s)
 	if (held >= caw_lease_s(s) * 1000u)
 		log_error("%s: a compare-and-write took %llu ms, longer than its lock's lease: another gateway may "
 			  "have compared the same blocks meanwhile", s->caw_oid, (unsigned long long)held);
+	/* Released before the lock goes: the next holder's hold is never ended by ours. */
+	release_others(s, cur(s));
 	int rc = rados_unlock(cur(s)->cio, s->caw_oid, CAW_LOCK_NAME, s->cookie);
 	if (rc < 0 && rc != -ENOENT)
 		log_warn("%s: cannot give the compare-and-write lock back (%s): the others wait for its lease to end",

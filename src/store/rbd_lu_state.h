@@ -106,8 +106,36 @@ int rbd_lu_state_fence(struct rbd_lu_state *s, unsigned gateway, const char *add
  */
 const void *rbd_lu_state_cluster(const struct rbd_lu_state *s);
 
-/* Takes the group's COMPARE AND WRITE lock (waiting RBD_LU_STATE_CAW_WAIT_MS at most): 0 or -errno. */
-int rbd_lu_state_caw_lock(struct rbd_lu_state *s);
+/*
+ * Holds for a long COMPARE AND WRITE (docs/gateways.md): once the holder has the group's lock it
+ * notifies the record's watchers with "isthmus.hold OFF LEN LEASE_MS HOLDER" (bytes of the image,
+ * the ms left of the lock's lease, the holder's lock cookie) and waits RBD_LU_STATE_HOLD_MS at
+ * most for every one to answer RBD_LU_STATE_HELD: each answers once its writes to the range wait
+ * and none of them is under way (rbd_gate.h). After the write or the miscompare,
+ * "isthmus.release HOLDER" ends the holds; the lease ends them if it never comes.
+ */
+#define RBD_LU_STATE_HOLD_MSG "isthmus.hold"
+#define RBD_LU_STATE_RELEASE_MSG "isthmus.release"
+#define RBD_LU_STATE_HELD "held"
+#define RBD_LU_STATE_HOLD_MS 2000u
+
+/*
+ * This gateway's writes to the image (the store's gate, whose reference s takes): the other
+ * gateways' holds act on it. Before the first load (the watch).
+ */
+struct rbd_gate;
+void rbd_lu_state_set_gate(struct rbd_lu_state *s, struct rbd_gate *gate);
+/* Ends the holds past their lease (run periodically). */
+void rbd_lu_state_expire_holds(struct rbd_lu_state *s);
+
+/*
+ * Takes the group's COMPARE AND WRITE lock (waiting RBD_LU_STATE_CAW_WAIT_MS at most) for a
+ * compare-and-write of [off, off + len) of the image and, when librbd cannot do that one in a
+ * single call, has the other gateways hold their writes to it (adding at most
+ * RBD_LU_STATE_HOLD_MS): 0, or -errno and the lock is not held.
+ */
+int rbd_lu_state_caw_lock(struct rbd_lu_state *s, uint64_t off, uint64_t len);
+/* Ends the holds asked for (waiting RBD_LU_STATE_HOLD_MS at most) and gives the lock back. */
 void rbd_lu_state_caw_unlock(struct rbd_lu_state *s);
 
 #endif

@@ -90,7 +90,7 @@ struct store_io {
 	struct store_engine *eng;
 	struct store_io *next;
 	struct store_engine_post post; /* the store's, for store_engine_post */
-	uint64_t store_priv[4];
+	uint64_t store_priv[5];
 	/* The engine's alone (never the store's): its worker job and io_uring bookkeeping. */
 	uint64_t engine_priv[6];
 };

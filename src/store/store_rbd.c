@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "store/rbd_gate.h"
 #include "store/store_rbd.h"
 #include "store/store_rbd_int.h"
 #include "util/log.h"
@@ -210,6 +211,7 @@ static void store_free(struct rbd_store *rs)
 	if (rs->efd >= 0)
 		close(rs->efd);
 	rbd_cluster_put(rs->cl);
+	rbd_gate_put(rs->gate);
 	pthread_mutex_destroy(&rs->lock);
 	free(rs->pool);
 	free(rs->ns);
@@ -524,6 +526,8 @@ struct store *store_rbd_open(const struct store_rbd_spec *spec, char **err)
 	rs->efd = -1;
 	rs->held_tail = &rs->held;
 	rs->queued_tail = &rs->queued;
+	rs->gate = rbd_gate_new();
+	rbd_caw_test_hook_init();
 	pthread_mutex_init(&rs->lock, NULL);
 	atomic_init(&rs->state, RBD_READY);
 	atomic_init(&rs->retry_ms, 0);

@@ -79,6 +79,12 @@ void store_rbd_offload(struct store_engine *e, struct offload_job *j, const void
  */
 const char *store_rbd_cache_override(const struct store *st);
 
+/*
+ * Whether a compare-and-write of [off, off + len) is one librbd call, atomic at the OSD (within
+ * one 512-byte sector); a longer one is a read, a comparison and a write (rbd_caw.c).
+ */
+bool store_rbd_caw_atomic(uint64_t off, uint64_t len);
+
 /* Cluster connections open in this process (shared ones count once). */
 unsigned store_rbd_cluster_count(void);
 

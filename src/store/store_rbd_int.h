@@ -4,6 +4,7 @@
  *   rbd_io.c      handing ios to librbd and finishing them on the engine's thread
  *   rbd_caw.c     compare-and-write longer than librbd's atomic unit
  *   rbd_extent.c  allocation status (GET LBA STATUS)
+ *   rbd_gate.c    other gateways' holds on the image's writes (rbd_gate.h)
  *
  * Threads. One image serves the store engines of several event loops at once. An io belongs to
  * the engine it was submitted through (io->eng): librbd's completion callback, on a librbd
@@ -121,6 +122,8 @@ struct rbd_store {
 	bool excl_draining;
 	atomic_bool excl_on;
 	struct store_io *held, **held_tail;
+	/* Other gateways' holds on writes (rbd_gate.h): every write passes it; set once, at open. */
+	struct rbd_gate *gate;
 	/* Written by librbd's watcher thread (and a reopen), read on the home engine's thread. */
 	atomic_bool resized;
 	_Atomic uint64_t new_size;
@@ -143,7 +146,7 @@ struct rbd_store {
 extern _Thread_local struct store_engine *rbd_thread_engine;
 
 /* store_io.store_priv slots. */
-enum { PRIV_COMPLETION, PRIV_BOUNCE, PRIV_MISMATCH, PRIV_PHASE };
+enum { PRIV_COMPLETION, PRIV_BOUNCE, PRIV_MISMATCH, PRIV_PHASE, PRIV_GATE };
 
 /*
  * librbd (Ceph 16) compares and writes atomically, in one OSD operation, only within one
@@ -179,6 +182,8 @@ static inline struct store_io *rbd_posted_io(struct store_engine_post *p)
 	return (struct store_io *)(void *)((char *)p - offsetof(struct store_io, post));
 }
 void rbd_wake_home(struct rbd_store *rs);
+/* store_io_complete for an io that may have passed the gate (it leaves it first). */
+void rbd_io_complete(struct store_io *io, int result);
 
 /* rbd_caw.c */
 bool rbd_caw_is_atomic(const struct store_io *io);
@@ -190,6 +195,21 @@ void rbd_caw_kick(struct rbd_store *rs);
 void rbd_caw_step(struct rbd_store *rs, struct store_io *io, ssize_t r);
 /* Whether io waits behind the exclusive compare-and-write (then it is held). */
 bool rbd_caw_hold(struct rbd_store *rs, struct store_io *io);
+
+/*
+ * rbd_caw.c, a test hook: ms a long compare-and-write waits between its comparison and its write
+ * (ISTHMUS_TEST_CAW_WRITE_DELAY_MS, read once when the first image opens; 0: none).
+ */
+void rbd_caw_test_hook_init(void);
+
+/*
+ * rbd_gate.c: the store's side. enter: a write (not yet counted) passes the gate, counted until
+ * rbd_gate_leave (rbd_io_complete), or it meets a hold and waits (true) until the hold ends, then
+ * goes through rbds_submit again on its engine.
+ */
+struct rbd_gate *rbd_gate_new(void);
+bool rbd_gate_enter(struct rbd_gate *g, struct store_io *io);
+void rbd_gate_leave(struct rbd_gate *g, struct store_io *io);
 
 /* rbd_extent.c */
 int rbds_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *run);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "store/offload.h"
+#include "store/rbd_gate.h"
 #include "store/rbd_lock_owner.h"
 #include "store/rbd_lu_state.h"
 #include "store/store_io.h"
@@ -296,16 +297,22 @@ static void gs_caw_next(struct gateway_shared *gs)
 	if (gs->released || gs->caw != CAW_FREE || !gs->caw_q)
 		return;
 	gs->caw = CAW_ASKING;
-	gs_job_submit(gs, GJ_CAW_LOCK, 0);
+	/* Copied: the waiter may go (its LU released) while the job runs. */
+	struct gs_job *gj = gs_job_new(gs, GJ_CAW_LOCK, 0);
+	gj->off = gs->caw_q->off;
+	gj->len = gs->caw_q->len;
+	gs_job_go(gj);
 }
 
-static void gs_caw_lock(void *ctx, void (*done)(void *arg, int rc), void *arg)
+static void gs_caw_lock(void *ctx, uint64_t off, uint64_t len, void (*done)(void *arg, int rc), void *arg)
 {
 	struct gateway_shared *gs = ctx;
 	struct caw_waiter *w = xcalloc(1, sizeof(*w));
 
 	w->done = done;
 	w->arg = arg;
+	w->off = off;
+	w->len = len;
 	if (!gs->caw_q)
 		gs->caw_tail = &gs->caw_q;
 	*gs->caw_tail = w;
@@ -332,7 +339,7 @@ static void gs_job_work(struct offload_job *j)
 		gj->rc = rbd_lu_state_fence(gj->gs->rs, gj->peer, gj->addr[0]);
 		break;
 	case GJ_CAW_LOCK:
-		gj->rc = rbd_lu_state_caw_lock(gj->gs->rs);
+		gj->rc = rbd_lu_state_caw_lock(gj->gs->rs, gj->off, gj->len);
 		break;
 	case GJ_CAW_UNLOCK:
 		rbd_lu_state_caw_unlock(gj->gs->rs);
@@ -497,6 +504,8 @@ static void gs_on_notice(void *arg, uint32_t events)
 static void gs_tick(void *arg)
 {
 	struct gateway_shared *gs = arg;
+	/* Holds of other gateways whose release never came end here, at most this late. */
+	rbd_lu_state_expire_holds(gs->rs);
 	scsi_target_lu_shared_changed(gs->node->scsi, gs->lun);
 }
 
@@ -557,6 +566,8 @@ void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st
 		scsi_target_share_lu(n->scsi, l->lun, &gs_broken_ops, NULL);
 		return;
 	}
+	/* The others' holds for their COMPARE AND WRITEs act on this gateway's writes to the image. */
+	rbd_lu_state_set_gate(rs, store_rbd_gate(st));
 	struct gateway_shared *gs = xcalloc(1, sizeof(*gs));
 	gs->node = n;
 	gs->lun = l->lun;

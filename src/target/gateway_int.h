@@ -52,6 +52,7 @@ struct caw_waiter {
 	struct caw_waiter *next;
 	void (*done)(void *arg, int rc);
 	void *arg;
+	uint64_t off, len;          /* the command's bytes of the image */
 };
 
 /* The group's COMPARE AND WRITE lock as this gateway has it (one command of the LU at a time). */
@@ -100,6 +101,7 @@ struct gs_job {
 	enum gs_job_kind kind;
 	uint16_t peer;
 	int rc;
+	uint64_t off, len;          /* GJ_CAW_LOCK: the bytes the other gateways hold their writes to */
 	struct rbd_lock_sample sample;
 	struct witness_round *round;     /* GJ_WITNESS: the round it answers for */
 	unsigned seen[CFG_MAX_GATEWAYS]; /* GJ_WITNESS: the gateways that acknowledged */

@@ -91,9 +91,11 @@ static void caw_grant(void *arg)
 	free(w);
 }
 
-static void f_caw_lock(void *ctx, void (*done)(void *arg, int rc), void *arg)
+static void f_caw_lock(void *ctx, uint64_t off, uint64_t len, void (*done)(void *arg, int rc), void *arg)
 {
 	(void)ctx;
+	(void)off;
+	(void)len;
 	on_home("caw_lock");
 	struct caw_waiter *w = calloc(1, sizeof(*w)), **pp = &caw_q;
 	w->done = done;
