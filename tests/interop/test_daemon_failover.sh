@@ -26,6 +26,18 @@ truncate -s 64M "$LUNFILE"
 # start_gateway NAME HOST:PORT: one isthmus-target serving LUNFILE as IQN; sets FILE_GW_PID.
 start_gateway() { file_gateway "$1" "$2" --target "$IQN" --lun "$LUNFILE,size=64M"; }
 current_portal() { sess_field "$SID" '[.portals[]? | select(.current) | .address][0] // ""' 2>/dev/null || true; }
+# moved_to HOST:PORT POLLS T0: polls `session show` (POLLS times, 0.1 s apart) until the session
+# is connected through HOST:PORT; prints the seconds since T0 then, nothing if it never was.
+moved_to() {
+	local i
+	for ((i = 0; i < $2; i++)); do
+		if [[ $(current_portal) == "$1" && $(sess_field "$SID" .state 2>/dev/null) == connected ]]; then
+			since "$3"
+			return 0
+		fi
+		sleep 0.1
+	done
+}
 
 start_gateway A "$PA"
 PID_A=$FILE_GW_PID
@@ -71,14 +83,7 @@ sleep 3
 alive "$WPID" || fail "the writer ended before the kill"
 kill -KILL "$PID_A"
 t_kill=$(date +%s.%N)
-moved=""
-for _ in $(seq 100); do
-	if [[ $(current_portal) == "$PB" && $(sess_field "$SID" .state 2>/dev/null) == connected ]]; then
-		moved=$(since "$t_kill")
-		break
-	fi
-	sleep 0.1
-done
+moved=$(moved_to "$PB" 100 "$t_kill")
 [[ -n "$moved" ]] || fail "session show does not name B current 10 s after the kill: $(sess_json "$SID" | jq -c '{state, portals, recovery}')"
 say "measured: session connected through B ${moved}s after the kill (session show polled)"
 writer_stall "$WPID" "$TEST_DIR/writer1.json" 40 "across the failover" "$BOUND" "$t_kill" "the kill"
@@ -105,14 +110,7 @@ WPID=$BG_LAST
 sleep 1
 t_back=$(date +%s.%N)
 start_gateway A "$PA"
-back=""
-for _ in $(seq 150); do
-	if [[ $(current_portal) == "$PA" && $(sess_field "$SID" .state 2>/dev/null) == connected ]]; then
-		back=$(since "$t_back")
-		break
-	fi
-	sleep 0.1
-done
+back=$(moved_to "$PA" 150 "$t_back")
 [[ -n "$back" ]] || fail "the session did not move back to A within 15 s: $(sess_json "$SID" | jq -c '{state, portals, recovery}')"
 say "measured: back on A ${back}s after its restart began (start-up included; failback ${FAILBACK}s)"
 grep -q "has answered for ${FAILBACK}.0 s: moving back" "$DMN_LOG" || fail "the daemon log does not name the failback"
