@@ -20,6 +20,8 @@
 #                              (an --lun spec such as "rbd:rbd/NAME,conf=$CEPH_CONF") and ARGS,
 #                              each on a free port of 127.0.0.1: GW_PORT[n], GW_HP[n] (host:port),
 #                              GW_PID[n]; log $TEST_DIR/gwN.log, mgmt socket $TEST_DIR/gwN.sock
+#   rbd_gateway_pair NAME IQN  ceph_start, a 64 MiB image rbd/NAME, and gateways 1 and 2 serving
+#                              it as IQN (start_rbd_gateways); PA, PB: their host:port
 #   gw_start N                 start gateway N (again, after gw_stop) as start_rbd_gateways did;
 #                              with GW_GID[N] set, it runs with that group id (setpriv), so
 #                              nftables can tell its packets apart (meta skgid)
@@ -90,6 +92,14 @@ start_rbd_gateways() {
 	for ((n = 1; n <= count; n++)); do
 		gw_start "$n"
 	done
+}
+
+rbd_gateway_pair() { # NAME IQN
+	ceph_start
+	ceph_image "$1" 64M
+	start_rbd_gateways 2 "$2" "rbd:rbd/$1,conf=$CEPH_CONF"
+	# shellcheck disable=SC2034 # for the test that sourced this file
+	PA=${GW_HP[1]} PB=${GW_HP[2]}
 }
 
 gw_start() { # N

@@ -6,6 +6,9 @@
 #   ism ARGS...           the CLI's daemon commands against that daemon (bounded)
 #   sess_field SID EXPR   a jq expression over `session show SID --json`
 #   wait_state SID STATE SECS
+#   file_gateway NAME HOST:PORT ARGS...   an isthmus-target standing in for a gateway (FILE_GW_PID)
+#   writer_stall WPID JSON SECS WHAT BOUND [T0 T0_NAME]   the result of a stall_writer.py load
+#   since T0   seconds (2 decimals) from the `date +%s.%N` time T0 to now
 # The daemon binary is $ISTHMUS_BIN/isthmus-initiator (ISTHMUS_INITIATOR_BIN overrides); the
 # CLI is $ISTHMUS_BIN/isthmus when it has the daemon commands, else `isthmus-initiator ctl`.
 
@@ -134,3 +137,43 @@ PY
 
 # region_sha FILE NBLOCKS: sha256 of the first NBLOCKS 4 KiB blocks of FILE.
 region_sha() { head -c $(($2 * 4096)) "$1" | sha256sum | cut -d' ' -f1; }
+
+# since T0: seconds, 2 decimals, from T0 (a `date +%s.%N` time) to now.
+since() { python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$(date +%s.%N)"; }
+
+# file_gateway NAME HOST:PORT ARGS...: isthmus-target listening on HOST:PORT with ARGS (its
+# targets and LUNs), standing in for gateway NAME of a failover test; log $TEST_DIR/gwNAME.log
+# (appended to: a gateway started again keeps one log), state $TEST_DIR/varNAME, mgmt socket
+# $TEST_DIR/gwNAME.sock. Sets FILE_GW_PID.
+file_gateway() {
+	local name=$1 hp=$2 rc=0
+	mkdir -p "$TEST_DIR/var$name"
+	echo "### $(date +%T) start gateway $name" >>"$TEST_DIR/gw$name.log"
+	bg_start "$ISTHMUS_BIN/isthmus-target" --listen "$hp" "${@:3}" \
+		--mgmt-socket "$TEST_DIR/gw$name.sock" --state-dir "$TEST_DIR/var$name" >>"$TEST_DIR/gw$name.log" 2>&1
+	FILE_GW_PID=$BG_LAST
+	wait_port "$hp" "$FILE_GW_PID" || rc=$?
+	((rc == 0)) || fail "gateway $name does not listen on $hp (see $TEST_DIR/gw$name.log)"
+	say "gateway $name: pid $FILE_GW_PID on $hp"
+}
+
+# writer_stall WPID JSON SECS WHAT BOUND [T0 T0_NAME]: waits (SECS at most) for the
+# stall_writer.py load WPID, which writes its result to JSON, and says how many writes it made
+# and how long the longest waited (with T0, a `date +%s.%N` time: when that write began, from
+# T0_NAME). The test fails if the load hangs or saw an error, or a write waited more than BOUND
+# seconds ("": no bound); WHAT says when, for those messages ("after the kill"). Sets WRITES and
+# STALL (seconds).
+writer_stall() {
+	local wpid=$1 json=$2 secs=$3 what=$4 bound=$5 t0=${6:-} t0_name=${7:-} rc=0 epoch started=""
+	timeout "$secs" tail --pid="$wpid" -f /dev/null || fail "the writer hangs $what"
+	wait "$wpid" || rc=$?
+	((rc == 0)) || fail "the writer saw an error $what ($rc): $(cat "$json" 2>/dev/null)"
+	read -r WRITES STALL epoch < <(jq -r '"\(.writes) \(.max_stall) \(.max_stall_epoch)"' "$json")
+	if [[ -n "$t0" ]]; then
+		started=$(python3 -c "import sys; print('%+.2f' % (float(sys.argv[1]) - float(sys.argv[2])))" "$epoch" "$t0")
+		started=" (started $started s from $t0_name)"
+	fi
+	say "measured: $WRITES writes $what, longest write $(printf %.3f "$STALL") s$started"
+	[[ -z "$bound" ]] || python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) <= float(sys.argv[2]) else 1)" "$STALL" "$bound" ||
+		fail "a write waited ${STALL}s $what, over ${bound}s"
+}

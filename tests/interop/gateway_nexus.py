@@ -26,7 +26,14 @@ say_ok=True makes check say each check that holds too.
   wait_views(NXS, GOOD, S)  REPORT TARGET PORT GROUPS polled through each nexus until GOOD
   prout / read_keys / read_rsv   PERSISTENT RESERVE OUT, PR IN READ KEYS / READ RESERVATION
   cdb10 / cdb16 / caw_cdb / prin_cdb / TUR / RTPG   CDBs
+  KillUnderLoad(DEV, BLOCK) a gateway SIGKILLed under a write load through a session's device
+                            file DEV and other load threads (.conflict_load(NEXUSES): writes
+                            that must meet RESERVATION CONFLICT): .run(PID, NAME, LOAD) -> the
+                            first write acknowledged that started after the kill; see the class
 """
+import hashlib
+import os
+import signal
 import struct
 import sys
 import threading
@@ -246,3 +253,97 @@ def read_rsv(nx):
         raise RuntimeError("READ RESERVATION through gateway %s: status 0x%02x %s" % (nx.gw, st, sense_of(s)))
     n = struct.unpack(">I", d[4:8])[0]
     return (struct.unpack(">Q", d[8:16])[0], d[21] & 0x0F) if n else None
+
+
+class KillUnderLoad:
+    """A gateway SIGKILLed under load: a writer through a daemon session's device file dev
+    (4 KiB blocks 0..nblk-1 round robin, 5 ms apart, the data of write seq block(seq, blk)) and
+    the load functions given to run. acked: (seq, blk, start, end, sha256 of the data) of every
+    write acknowledged, in order; errors: what ended the writer early; t_kill: when the kill was
+    sent (None before); stop: set when the load is to end (each load function loops until then)."""
+
+    def __init__(self, dev, block, nblk=64, bs=4096):
+        self.dev, self.block, self.nblk, self.bs = dev, block, nblk, bs
+        self.stop = threading.Event()
+        self.t_kill = None
+        self.acked, self.errors = [], []
+
+    def killed(self):
+        return self.t_kill is not None
+
+    def _write(self):
+        fd = os.open(self.dev, os.O_WRONLY)
+        seq = 0
+        try:
+            while not self.stop.is_set():
+                blk = seq % self.nblk
+                data = self.block(seq, blk)
+                t0 = time.time()
+                os.pwrite(fd, data, blk * self.bs)
+                self.acked.append((seq, blk, t0, time.time(), hashlib.sha256(data).hexdigest()))
+                seq += 1
+                time.sleep(0.005)
+        except OSError as e:
+            self.errors.append("%s after %d writes" % (e, seq))
+        finally:
+            os.close(fd)
+
+    def run(self, pid, name, load=(), before=3, after=3, wait=30):
+        """Runs the writer and the load functions on threads; before seconds later (the writer
+        must have had more than 20 writes acknowledged, no error) SIGKILLs pid (name: which
+        gateway, for the log), waits (wait seconds at most) for the first write acknowledged
+        that started after the kill (one already in flight may have had its answer from the
+        dead gateway), lets the load go on after seconds more and stops it. Returns that
+        write, or None."""
+        ts = [threading.Thread(target=f) for f in (self._write,) + tuple(load)]
+        for t in ts:
+            t.start()
+        time.sleep(before)
+        check(not self.errors and len(self.acked) > 20,
+              "the writer writes before the kill (%d writes, %s)" % (len(self.acked), self.errors))
+        say("SIGKILL to %s (pid %d) after %d acknowledged writes" % (name, pid, len(self.acked)))
+        os.kill(pid, signal.SIGKILL)
+        self.t_kill = time.time()
+        first = None
+        while time.time() < self.t_kill + wait and first is None:
+            first = next((w for w in list(self.acked) if w[2] > self.t_kill), None)
+            time.sleep(0.05)
+        time.sleep(after)
+        self.stop.set()
+        for t in ts:
+            t.join(60)
+        check(not any(t.is_alive() for t in ts), "the load threads end")
+        return first
+
+    def conflict_load(self, nexuses, ua_retries=0):
+        """A load function for run: a WRITE(10) through each of nexuses, (who, gw, nexus,
+        on_killed_gateway) each, every 50 ms, each of which must meet RESERVATION CONFLICT; a
+        nexus on the gateway to be killed is left out once the kill is sent.
+        conflicts[(who, gw)]: [RESERVATION CONFLICTs, other outcomes]; refused: writes through
+        the killed gateway that failed because of the kill."""
+        self.conflicts = {(who, gw): [0, 0] for who, gw, _, _ in nexuses}
+        self.refused = 0
+
+        def load():
+            n = 0
+            while not self.stop.is_set():
+                for who, gw, nx, dying in nexuses:
+                    if dying and self.killed():
+                        continue
+                    try:
+                        st = write10(nx, 100000 + n % 8, bytes([n & 0xFF]) * 512, ua_retries=ua_retries)
+                    except Exception as e:
+                        if dying and self.killed():
+                            self.refused += 1
+                            continue
+                        st = "error %s" % e
+                    self.conflicts[(who, gw)][0 if st == 0x18 else 1] += 1
+                    if st != 0x18:
+                        say("  %s through gateway %s: %s, want RESERVATION CONFLICT" % (who, gw, st))
+                n += 1
+                time.sleep(0.05)
+        return load
+
+    def after_kill(self):
+        """The writes acknowledged that started after the kill."""
+        return [w for w in self.acked if w[2] > self.t_kill]

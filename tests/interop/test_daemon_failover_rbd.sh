@@ -26,13 +26,7 @@ BOUND=${FAILOVER_BOUND:-6} # seconds from the kill to the first write acknowledg
 IQN=iqn.2026-11.org.isthmus:dmnfailoverrbd
 KD=00000000d0d0d0d0
 
-ceph_start
-ceph_image fo 64M
-
-start_rbd_gateways 2 "$IQN" "rbd:rbd/fo,conf=$CEPH_CONF"
-PA=${GW_HP[1]}
-PB=${GW_HP[2]}
-
+rbd_gateway_pair fo "$IQN"
 dmn_start
 SID=$(ism login "$IQN" --portal "$PA" --portal "$PB" --pr-key "$KD" | tail -n1) || fail "login"
 DEV=$DMN_DEV/$SID/lun0
@@ -48,22 +42,18 @@ jq -e --arg a "$PA" '.portals[0].address == $a and .portals[0].current and .port
 	fail "before the kill: $(jq -c '{portals, pr_key_registered}' "$TEST_DIR/before.json")"
 say "ok: $(jq -c '.portals[0] | {address, target_port_group, alua_state, current}' "$TEST_DIR/before.json")"
 
-split_hostport "$PA"
-PORTA=$HP_PORT
-split_hostport "$PB"
-PORTB=$HP_PORT
 rc=0
-run_to 240 python3 - "$INTEROP_DIR" "$IQN" "$PORTA" "$PORTB" "$DEV" "${GW_PID[1]}" "$BOUND" "$KD" \
+run_to 240 python3 - "$INTEROP_DIR" "$IQN" "${GW_PORT[1]}" "${GW_PORT[2]}" "$DEV" "${GW_PID[1]}" "$BOUND" "$KD" \
 	"$TEST_DIR/acked.json" <<'PY' || rc=$?
-import hashlib, json, os, signal, sys, threading, time
+import hashlib, json, sys, time
 sys.path.insert(0, sys.argv[1])
 import gateway_nexus
-from gateway_nexus import say, check, Nexus, prout, read_keys, write10, read10
+from gateway_nexus import say, check, Nexus, KillUnderLoad, prout, read_keys, write10, read10
 
 iqn, port_a, port_b, dev, pid_a = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
 bound, kd, acked_path = float(sys.argv[7]), int(sys.argv[8], 16), sys.argv[9]
 gateway_nexus.setup("test_daemon_failover_rbd", iqn, {"A": port_a, "B": port_b})
-BS, NBLK = 4096, 64
+BS = 4096
 KH = 0x4848484848484848
 
 def block(seq, blk):
@@ -83,58 +73,18 @@ keys = read_keys(h_b)[2] or []
 say("  keys through B: %s" % [hex(k) for k in keys])
 check(keys == sorted([kd, KH, KH]), "B lists the daemon's key and H's (got %s)" % [hex(k) for k in keys])
 
-stop = threading.Event()
-killed = {"t": None}
-acked = []          # (seq, blk, start, end, sha256) of every write acknowledged
-werr = []
-u_stats = {"A": [0, 0], "B": [0, 0], "A-after": 0}
+load = KillUnderLoad(dev, block)
+outsider = load.conflict_load([("U", "A", u_a, True), ("U", "B", u_b, False)], ua_retries=3)
 h_stats = [0, 0]
-
-def writer():
-    fd = os.open(dev, os.O_WRONLY)
-    seq = 0
-    try:
-        while not stop.is_set():
-            blk = seq % NBLK
-            data = block(seq, blk)
-            t0 = time.time()
-            os.pwrite(fd, data, blk * BS)
-            t1 = time.time()
-            acked.append((seq, blk, t0, t1, hashlib.sha256(data).hexdigest()))
-            seq += 1
-            time.sleep(0.005)
-    except OSError as e:
-        werr.append("%s after %d writes" % (e, seq))
-    finally:
-        os.close(fd)
-
-def outsider():
-    n = 0
-    while not stop.is_set():
-        for gw, nx in (("A", u_a), ("B", u_b)):
-            if gw == "A" and killed["t"] is not None:
-                continue
-            try:
-                st = write10(nx, 100000 + n % 8, bytes([n & 0xff]) * 512, ua_retries=3)
-            except Exception as e:
-                if gw == "A" and killed["t"] is not None:
-                    u_stats["A-after"] += 1
-                    continue
-                st = "error %s" % e
-            u_stats[gw][0 if st == 0x18 else 1] += 1
-            if st != 0x18:
-                say("  U through %s: %s, want RESERVATION CONFLICT" % (gw, st))
-        n += 1
-        time.sleep(0.05)
 
 def holder():
     n = 0
-    while not stop.is_set():
-        nx = h_a if killed["t"] is None else h_b
+    while not load.stop.is_set():
+        nx = h_b if load.killed() else h_a
         try:
             st = write10(nx, 110000 + n % 8, bytes([n & 0xff]) * 512, ua_retries=3)
         except Exception as e:
-            st = None if killed["t"] is not None and nx is h_a else "error %s" % e
+            st = None if load.killed() and nx is h_a else "error %s" % e
         if st is not None:
             h_stats[0 if st == 0 else 1] += 1
             if st != 0:
@@ -142,46 +92,26 @@ def holder():
         n += 1
         time.sleep(0.05)
 
-ts = [threading.Thread(target=f) for f in (writer, outsider, holder)]
-for t in ts:
-    t.start()
-time.sleep(3)
-check(not werr and len(acked) > 20, "the writer writes through A before the kill (%d writes, %s)" % (len(acked), werr))
-say("SIGKILL to gateway A (pid %d) after %d acknowledged writes" % (pid_a, len(acked)))
-os.kill(pid_a, signal.SIGKILL)
-t_kill = time.time()
-killed["t"] = t_kill
-# The first write acknowledged through B: the first that started after the kill (A was dead by
-# then); a write already in flight at the kill may have had its answer from A.
-first_b = None
-deadline = t_kill + 30
-while time.time() < deadline and first_b is None:
-    for w in list(acked):
-        if w[2] > t_kill:
-            first_b = w
-            break
-    time.sleep(0.05)
-time.sleep(3)
-stop.set()
-for t in ts:
-    t.join(60)
-check(not any(t.is_alive() for t in ts), "the load threads end")
+# The first write acknowledged through B: the first that started after the kill (A was dead by then).
+first_b = load.run(pid_a, "gateway A", (outsider, holder))
+acked = load.acked
 if first_b is None:
     check(False, "no write acknowledged through B within 30 s of the kill")
     gap = None
 else:
-    gap = first_b[3] - t_kill
+    gap = first_b[3] - load.t_kill
     longest = max(w[3] - w[2] for w in acked)
     say("measured: first write acknowledged through B %.2f s after the kill (bound %.0f s); longest write %.2f s"
         % (gap, bound, longest))
     check(gap <= bound, "%.2f s from the kill to the first write through B, over %.0f s" % (gap, bound))
-check(not werr, "the writer saw no error (%s)" % werr)
-after = [w for w in acked if w[2] > t_kill]
+check(not load.errors, "the writer saw no error (%s)" % load.errors)
+after = load.after_kill()
 say("  %d writes acknowledged in all, %d after the kill" % (len(acked), len(after)))
 check(len(after) > 20, "writes go on through B after the kill")
+u_a_stats, u_b_stats = load.conflicts[("U", "A")], load.conflicts[("U", "B")]
 say("  U: through A %d conflicts %d other (%d refused connections after the kill); through B %d conflicts %d other"
-    % (u_stats["A"][0], u_stats["A"][1], u_stats["A-after"], u_stats["B"][0], u_stats["B"][1]))
-check(u_stats["A"][1] == 0 and u_stats["B"][1] == 0 and u_stats["A"][0] > 5 and u_stats["B"][0] > 20,
+    % (u_a_stats[0], u_a_stats[1], load.refused, u_b_stats[0], u_b_stats[1]))
+check(u_a_stats[1] == 0 and u_b_stats[1] == 0 and u_a_stats[0] > 5 and u_b_stats[0] > 20,
       "U met RESERVATION CONFLICT on every write through every gateway")
 say("  H: %d writes good, %d not" % tuple(h_stats))
 check(h_stats[1] == 0 and h_stats[0] > 20, "H kept writing, through A then B")

@@ -35,35 +35,7 @@ IQN=iqn.2026-11.org.isthmus:gwdmnpr
 KD1=00000000d1d1d1d1
 KD2=00000000d2d2d2d2
 
-all_exit() {
-	local rc=$?
-	set +e
-	if ((rc != 0)) && [[ -s "$DMN_LOG" ]]; then
-		say "--- last 30 lines of the daemon log ---"
-		tail -n 30 "$DMN_LOG" | sed 's/^/    /'
-	fi
-	dmn_stop TERM
-	for n in "${!GW_PID[@]}"; do
-		kill -TERM "${GW_PID[$n]}" 2>/dev/null
-		timeout 15 tail --pid="${GW_PID[$n]}" -f /dev/null 2>/dev/null || kill -KILL "${GW_PID[$n]}" 2>/dev/null
-	done
-	if [[ -n "$CEPH_DIR" && -d "$CEPH_DIR" ]]; then
-		"$MICRO_CEPH" --stop "$CEPH_DIR"
-	fi
-	(exit "$rc")
-	lib_cleanup
-}
-trap all_exit EXIT
-
-ceph_start
-ceph_image prd 64M
-start_rbd_gateways 2 "$IQN" "rbd:rbd/prd,conf=$CEPH_CONF"
-PA=${GW_HP[1]}
-PB=${GW_HP[2]}
-split_hostport "$PA"
-PORTA=$HP_PORT
-split_hostport "$PB"
-PORTB=$HP_PORT
+rbd_gateway_pair prd "$IQN"
 dmn_start
 
 # wait_held SID : until the session's reservation is held (bounded), then its JSON in $TEST_DIR/held.json
@@ -80,17 +52,16 @@ wait_held() {
 # run_case NAME PORT_FIRST PORT_SURVIVOR PID_TO_KILL TYPE_CODE KEY WITH_REGISTRANT
 run_case() {
 	run_to 240 python3 - "$INTEROP_DIR" "$IQN" "$@" "$DMN_DEV/$SID/lun0" <<'PY'
-import os, signal, sys, threading, time
+import sys
 sys.path.insert(0, sys.argv[1])
 import gateway_nexus
-from gateway_nexus import say, check, Nexus, prout, read_keys, read_rsv, write10
+from gateway_nexus import say, check, Nexus, KillUnderLoad, prout, read_keys, read_rsv
 
 iqn, name = sys.argv[2], sys.argv[3]
 port_first, port_surv, pid = int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 rtype, kd, with_r, dev = int(sys.argv[7]), int(sys.argv[8], 16), sys.argv[9] == "1", sys.argv[10]
 gateway_nexus.setup("test_gateway_daemon_pr", iqn, {"first": port_first, "surv": port_surv}, say_ok=True)
 KR = 0x5252525252525252
-BS, NBLK = 4096, 64
 
 def nexus(who, gw, isid):
     """A raw initiator port whose every command goes again past unit attentions (4 tries)."""
@@ -109,91 +80,36 @@ def read_reservation(nx):
 def keys(nx):
     return read_keys(nx)[2] or []
 
+def check_daemon_holds(when):
+    """READ RESERVATION through the surviving gateway names the daemon's key and type rtype."""
+    st, key, typ = read_reservation(u_s)
+    check(st == 0 and key == kd and typ == rtype,
+          "%s READ RESERVATION through the surviving gateway names the daemon's key, type 0x%x"
+          " (got status %s key %s type %s)" % (when, rtype, st, key and hex(key), typ))
+
 say("case %s: reservation type 0x%x with key 0x%016x" % (name, rtype, kd))
 u_f, u_s = nexus("outsider", "first", "400000000c01"), nexus("outsider", "surv", "400000000c01")
-others = {"U": (u_f, u_s)}
+others = [("U", "first", u_f, True), ("U", "surv", u_s, False)]
 if with_r:
     r_f, r_s = nexus("registrant", "first", "400000000d01"), nexus("registrant", "surv", "400000000d01")
     check(prout(r_f, 0, sark=KR) == 0 and prout(r_s, 0, sark=KR) == 0, "R registers through both gateways")
-    others["R"] = (r_f, r_s)
-st, key, typ = read_reservation(u_s)
-check(st == 0 and key == kd and typ == rtype,
-      "READ RESERVATION through the other gateway: the daemon's key, type 0x%x (got status %s key %s type %s)"
-      % (rtype, st, key and hex(key), typ))
+    others += [("R", "first", r_f, True), ("R", "surv", r_s, False)]
+check_daemon_holds("before the kill")
 keys_before = keys(u_s)
 say("  keys before: %s" % [hex(k) for k in keys_before])
 check(keys_before.count(kd) == 1, "the daemon's key is registered once (one nexus)")
 
-stop = threading.Event()
-killed = {"t": None}
-acked, werr = [], []
-conflicts = {w: [0, 0] for w in others}
-
-def writer():
-    fd = os.open(dev, os.O_WRONLY)
-    seq = 0
-    try:
-        while not stop.is_set():
-            blk = seq % NBLK
-            data = (b"%s seq %08d " % (name.encode(), seq)).ljust(BS, b"-")
-            t0 = time.time()
-            os.pwrite(fd, data, blk * BS)
-            acked.append((seq, t0, time.time()))
-            seq += 1
-            time.sleep(0.005)
-    except OSError as e:
-        werr.append("%s after %d writes" % (e, seq))
-    finally:
-        os.close(fd)
-
-def excluded():
-    n = 0
-    while not stop.is_set():
-        for who, (nf, ns) in others.items():
-            for nx in (nf, ns):
-                if nx is nf and killed["t"] is not None:
-                    continue
-                try:
-                    st = write10(nx, 100000 + n % 8, bytes(512))
-                except Exception as e:
-                    if nx is nf and killed["t"] is not None:
-                        continue  # the killed gateway's connection
-                    st = "error %s" % e
-                conflicts[who][0 if st == 0x18 else 1] += 1
-                if st != 0x18:
-                    say("  %s's write: %s, want RESERVATION CONFLICT" % (who, st))
-        n += 1
-        time.sleep(0.05)
-
-ts = [threading.Thread(target=f) for f in (writer, excluded)]
-for t in ts:
-    t.start()
-time.sleep(3)
-check(not werr and len(acked) > 20, "the daemon writes before the kill (%d writes, %s)" % (len(acked), werr))
-say("SIGKILL to the gateway the daemon runs through (pid %d)" % pid)
-os.kill(pid, signal.SIGKILL)
-t_kill = time.time()
-killed["t"] = t_kill
-first = None
-deadline = t_kill + 30
-while time.time() < deadline and first is None:
-    first = next((w for w in list(acked) if w[1] > t_kill), None)
-    time.sleep(0.05)
-time.sleep(3)
-stop.set()
-for t in ts:
-    t.join(60)
+load = KillUnderLoad(dev, lambda seq, blk: (b"%s seq %08d " % (name.encode(), seq)).ljust(4096, b"-"))
+first = load.run(pid, "the gateway the daemon runs through", (load.conflict_load(others),))
 check(first is not None, "a write acknowledged through the surviving gateway (%s s after the kill)"
-      % (None if first is None else "%.2f" % (first[2] - t_kill)))
-after = [w for w in acked if w[1] > t_kill]
-check(not werr, "the daemon's writer saw no error (%s)" % werr)
+      % (None if first is None else "%.2f" % (first[3] - load.t_kill)))
+after = load.after_kill()
+check(not load.errors, "the daemon's writer saw no error (%s)" % load.errors)
 check(len(after) > 20, "the daemon's writes go on after the kill (%d)" % len(after))
-for who, (c, other) in conflicts.items():
+for who in sorted({w[0] for w in others}):
+    c, other = (sum(v[i] for (w, _), v in load.conflicts.items() if w == who) for i in (0, 1))
     check(other == 0 and c > 20, "%s met RESERVATION CONFLICT on every write (%d), nothing else (%d)" % (who, c, other))
-st, key, typ = read_reservation(u_s)
-check(st == 0 and key == kd and typ == rtype,
-      "after the kill READ RESERVATION names the daemon's key, type 0x%x (got status %s key %s type %s)"
-      % (rtype, st, key and hex(key), typ))
+check_daemon_holds("after the kill")
 keys_after = keys(u_s)
 say("  keys after: %s" % [hex(k) for k in keys_after])
 if rtype in (1, 3):
@@ -213,7 +129,7 @@ jq -e --arg a "$PA" '.pr_key == "0x00000000d1d1d1d1" and .pr_type == "we-ro" and
 	.pr_error == null and .pr_key_registered and ([.portals[] | select(.current) | .address] == [$a])' \
 	"$TEST_DIR/held.json" >/dev/null || fail "session show: $(jq -c '{pr_key, pr_type, pr_reservation, pr_error, pr_key_registered}' "$TEST_DIR/held.json")"
 say "ok: $(jq -c '{pr_key, pr_type, pr_reservation, pr_error}' "$TEST_DIR/held.json")"
-run_case we-ro "$PORTA" "$PORTB" "${GW_PID[1]}" 5 "$KD1" 0 || fail "case we-ro failed"
+run_case we-ro "${GW_PORT[1]}" "${GW_PORT[2]}" "${GW_PID[1]}" 5 "$KD1" 0 || fail "case we-ro failed"
 unset "GW_PID[1]"
 sess_json "$SID" >"$TEST_DIR/after1.json"
 jq -e --arg b "$PB" '.is_connected and .pr_reservation == "held" and .pr_error == null and
@@ -223,7 +139,7 @@ say "ok: after the failover the session runs through B with its reservation held
 ism logout "$SID" >/dev/null || fail "logout"
 
 say "case 2: WRITE EXCLUSIVE through B, then B killed (the reservation moves with PREEMPT)"
-python3 - "$INTEROP_DIR" "$IQN" "$PORTB" <<'PY' || fail "clearing case 1's reservation"
+python3 - "$INTEROP_DIR" "$IQN" "${GW_PORT[2]}" <<'PY' || fail "clearing case 1's reservation"
 import sys
 sys.path.insert(0, sys.argv[1])
 import gateway_nexus
@@ -250,7 +166,7 @@ wait_held "$SID"
 jq -e --arg b "$PB" '.pr_type == "we" and .pr_reservation == "held" and ([.portals[] | select(.current) | .address] == [$b])' \
 	"$TEST_DIR/held.json" >/dev/null || fail "session show: $(jq -c '{pr_type, pr_reservation, pr_error, portals}' "$TEST_DIR/held.json")"
 say "ok: $(jq -c '{pr_key, pr_type, pr_reservation, pr_error}' "$TEST_DIR/held.json")"
-run_case we "$PORTB" "$PORTA" "${GW_PID[2]}" 1 "$KD2" 1 || fail "case we failed"
+run_case we "${GW_PORT[2]}" "${GW_PORT[1]}" "${GW_PID[2]}" 1 "$KD2" 1 || fail "case we failed"
 unset "GW_PID[2]"
 sess_json "$SID" >"$TEST_DIR/after2.json"
 jq -e --arg a "$PA" '.is_connected and .pr_reservation == "held" and .pr_error == null and

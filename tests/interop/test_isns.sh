@@ -38,16 +38,6 @@ write_conf() { # write_conf "LISTEN..." WITH_B
 	} >"$CONF"
 }
 
-# wait_db WHAT SECS CMD... : until CMD succeeds, bounded
-wait_db() {
-	local what=$1 secs=$2 deadline
-	shift 2
-	deadline=$((SECONDS + secs))
-	until "$@"; do
-		((SECONDS < deadline)) || fail "$what: not so after $secs s"
-		sleep 0.3
-	done
-}
 nodes() { isns_db; }
 # A registered node is a mature storage node object; a discovery domain member that is not
 # registered (or no longer) stays in the database in state "limbo".

@@ -21,15 +21,6 @@ A=iqn.2026-11.org.isthmus:scn-a
 HP=$ISNS_ADDR:3260
 PERIOD=12
 
-wait_db() { # wait_db WHAT SECS CMD...
-	local what=$1 secs=$2 deadline
-	shift 2
-	deadline=$((SECONDS + secs))
-	until "$@"; do
-		((SECONDS < deadline)) || fail "$what: not so after $secs s"
-		sleep 0.3
-	done
-}
 has_node() { # has_node NAME TYPE: a registered (mature) storage node of that type
 	isns_db | awk -v want="iSCSI name = \"$1\"" -v type="iSCSI node type = $2" '
 		/^Object:/ { m = /type=<iSCSI Storage Node>/ && /state=mature/; n = 0; t = 0 }

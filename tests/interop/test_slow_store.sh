@@ -171,6 +171,39 @@ ask() {
 	[[ "$ANSWER" != error=* ]] || fail "'$*': $ANSWER"
 }
 field() { sed -nE "s/^(.* )?$1=([^ ]*).*/\2/p" <<<"$ANSWER"; }
+# lun_read CHECK LUN NAME LBA BLOCKS SECS : an isthmus read (initiator IN-NAME, SECS at most) of
+# blocks [LBA, LBA + BLOCKS) of LUN 0 or 1 into TEST_DIR/NAME.bin, which must equal that LUN's
+# file there (CHECK: a..g, for the messages); READ_END and READ_MS: when it ended, how long it took
+lun_read() {
+	local check=$1 lun=$2 name=$3 lba=$4 blocks=$5 secs=$6 url=$URL0 file=$BACKING t0 out
+	((lun == 0)) || { url=$URL1; file=$TEST_DIR/lun1.img; }
+	t0=$(now_ms)
+	out=$(run_to "$secs" "$INI" read "$url" --initiator-name "$IN-$name" --lba "$lba" --blocks "$blocks" \
+		--out "$TEST_DIR/$name.bin" 2>&1) || fail "$check: isthmus read of LUN $lun ($name): $out"
+	READ_END=$(now_ms)
+	READ_MS=$((READ_END - t0))
+	part "$file" "$lba" "$blocks" "$TEST_DIR/want-$name.bin"
+	cmp -s "$TEST_DIR/want-$name.bin" "$TEST_DIR/$name.bin" ||
+		fail "$check: $((blocks / 2)) KiB of LUN $lun at LBA $lba ($name) differ from its file"
+}
+# cmd_good WHAT LUN CDB ARGS... : one command in a session of its own (scsi_cmd.py, ARGS: its
+# options), which must end GOOD; CMD_END and CMD_MS: when it ended, how long it took
+cmd_good() {
+	local what=$1 lun=$2 t0 out
+	t0=$(now_ms)
+	out=$(run_to 20 python3 "$INTEROP_DIR/scsi_cmd.py" 127.0.0.1 "$PORT" "$IQN" "$lun" "${@:3}" 2>&1) || fail "$what: $out"
+	CMD_END=$(now_ms)
+	CMD_MS=$((CMD_END - t0))
+	grep -q "^status=0x00" <<<"$out" || fail "$what: $out"
+}
+# abort_fast WHAT ITT : ABORT TASK of ITT on the raw session, answered "function complete" within
+# FAST_MS (it does not wait for the read); ABORT_MS: the time the session measured
+abort_fast() {
+	ask 15 abort "$2"
+	[[ "$(field response)" == 0x00 ]] || fail "d: ABORT TASK of $1: $ANSWER (want response 0x00, function complete)"
+	ABORT_MS=$(field ms)
+	((ABORT_MS < FAST_MS)) || fail "d: ABORT TASK of $1 answered after $ABORT_MS ms: it waited for the read"
+}
 # The first command of the new I_T nexus to each LUN reports the power-on unit attention.
 for lun in 0 1; do
 	ask 15 tur "$lun"
@@ -208,36 +241,21 @@ out=$(run_to 20 "$INI" inquiry "$URL1" --initiator-name "$IN-inq" 2>&1) || fail 
 t1=$(now_ms)
 grep -q "$PEER_VENDOR" <<<"$out" || fail "a: INQUIRY of LUN 1 does not name $PEER_VENDOR: $out"
 fast "INQUIRY LUN1 (new session, with login)" $((t1 - t0)) "$t1"
-t0=$(now_ms)
-out=$(run_to 20 "$INI" read "$URL1" --initiator-name "$IN-fast" --lba 1000 --blocks 16 --out "$TEST_DIR/fast-a.bin" 2>&1) ||
-	fail "a: isthmus read of LUN 1: $out"
-t1=$(now_ms)
-fast "READ 8K LUN1 (new session, with login)" $((t1 - t0)) "$t1"
-part "$TEST_DIR/lun1.img" 1000 16 "$TEST_DIR/want-fast-a.bin"
-cmp -s "$TEST_DIR/want-fast-a.bin" "$TEST_DIR/fast-a.bin" ||
-	fail "a: LUN 1 data read during the slow read differ from its file"
+lun_read a 1 fast-a 1000 16 20
+fast "READ 8K LUN1 (new session, with login)" "$READ_MS" "$READ_END"
 # Commands that wait for an LU's reads on workers (ORDERED ones, WRITE SAME, ...) wait for their
 # own LU only: LUN 1's do not wait for LUN 0's slow read.
-t0=$(now_ms)
-out=$(run_to 20 python3 "$INTEROP_DIR/scsi_cmd.py" 127.0.0.1 "$PORT" "$IQN" 1 93000000000000000800000000010000 \
-	--out "$(head -c 512 /dev/zero | od -An -v -tx1 | tr -d ' \n')" --initiator "$IN-ws" 2>&1) || fail "a: WRITE SAME of LUN 1: $out"
-t1=$(now_ms)
-grep -q "^status=0x00" <<<"$out" || fail "a: WRITE SAME of LUN 1: $out"
-fast "WRITE SAME LUN1 (new session)" $((t1 - t0)) "$t1"
-t0=$(now_ms)
-out=$(run_to 20 python3 "$INTEROP_DIR/scsi_cmd.py" 127.0.0.1 "$PORT" "$IQN" 1 00000000000000000000000000000000 \
-	--attr 2 --initiator "$IN-ord1" 2>&1) || fail "a: ORDERED TEST UNIT READY of LUN 1: $out"
-t1=$(now_ms)
-grep -q "^status=0x00" <<<"$out" || fail "a: ORDERED TEST UNIT READY of LUN 1: $out"
-fast "ORDERED TUR LUN1 (new session)" $((t1 - t0)) "$t1"
+cmd_good "a: WRITE SAME of LUN 1" 1 93000000000000000800000000010000 \
+	--out "$(head -c 512 /dev/zero | od -An -v -tx1 | tr -d ' \n')" --initiator "$IN-ws"
+fast "WRITE SAME LUN1 (new session)" "$CMD_MS" "$CMD_END"
+cmd_good "a: ORDERED TEST UNIT READY of LUN 1" 1 00000000000000000000000000000000 --attr 2 --initiator "$IN-ord1"
+fast "ORDERED TUR LUN1 (new session)" "$CMD_MS" "$CMD_END"
 if (($(reads_done) != done_before)) || ! alive "$SLOW_A"; then
 	fail "a: the slow read was no longer in flight when the other commands were answered: the check proves nothing (machine too slow?)"
 fi
 # An ORDERED command to LUN 0 itself comes after the read in flight there (SAM: nothing before
 # it may still be running), so it is answered only once slowfs has given the data back.
-out=$(run_to 20 python3 "$INTEROP_DIR/scsi_cmd.py" 127.0.0.1 "$PORT" "$IQN" 0 00000000000000000000000000000000 \
-	--attr 2 --initiator "$IN-ord0" 2>&1) || fail "a: ORDERED TEST UNIT READY of LUN 0: $out"
-grep -q "^status=0x00" <<<"$out" || fail "a: ORDERED TEST UNIT READY of LUN 0: $out"
+cmd_good "a: ORDERED TEST UNIT READY of LUN 0" 0 00000000000000000000000000000000 --attr 2 --initiator "$IN-ord0"
 (($(reads_done) > done_before)) || fail "a: an ORDERED TEST UNIT READY of LUN 0 was answered while the read before it still waited in slowfs"
 wait_exit "$SLOW_A" 30
 read -r rc start end <"$TEST_DIR/slow-a.time"
@@ -250,18 +268,13 @@ say "ok: a: while a read of LUN 0 waited ${slow_ms} ms in slowfs (in slowfs $((i
 # ---- b. the slow read's data ------------------------------------------------------------------
 backing_part "$TEST_DIR/want-a.bin" 0 8
 cmp -s "$TEST_DIR/want-a.bin" "$TEST_DIR/slow-a.bin" || fail "b: the 4 KiB read of LUN 0 at LBA 0 differ from the backing file"
-t0=$(now_ms)
-out=$(run_to 30 "$INI" read "$URL0" --initiator-name "$IN-b" --lba 4097 --blocks 128 --out "$TEST_DIR/slow-b.bin" 2>&1) ||
-	fail "b: isthmus read of LUN 0: $out"
-t1=$(now_ms)
-backing_part "$TEST_DIR/want-b.bin" 4097 128
-cmp -s "$TEST_DIR/want-b.bin" "$TEST_DIR/slow-b.bin" || fail "b: the 64 KiB read of LUN 0 at LBA 4097 differ from the backing file"
+lun_read b 0 slow-b 4097 128 30
 wait_idle 5
 # The target counts the commands that waited for their device (isthmus target stats).
 waits=$("$INI" target --socket "$TEST_DIR/mgmt-$$.sock" --json stats | python3 -c 'import json,sys; print(json.load(sys.stdin)["device_waits"])') ||
 	fail "b: isthmus target stats"
 ((waits >= 2)) || fail "b: isthmus target stats counts $waits commands that waited for their device, want >= 2"
-say "ok: b: slow reads of LUN 0 (4 KiB at LBA 0; 64 KiB at LBA 4097 in $((t1 - t0)) ms) match the backing file; $waits commands waited for their device"
+say "ok: b: slow reads of LUN 0 (4 KiB at LBA 0; 64 KiB at LBA 4097 in $READ_MS ms) match the backing file; $waits commands waited for their device"
 
 # ---- c. an initiator that goes away while its read waits in slowfs -----------------------------
 # kill_during BLOCKS IO_KIB : start an isthmus read of LUN 0 (BLOCKS in commands of IO_KIB KiB)
@@ -283,40 +296,32 @@ kill_during() {
 mark=$(log_mark)
 done_n=$(reads_started)
 kill_during 8 4
-t0=$(now_ms)
 # LUN 1 at once, while the orphaned read still waits in slowfs.
-out=$(run_to 20 "$INI" read "$URL1" --initiator-name "$IN-c1" --lba 0 --blocks 8 --out "$TEST_DIR/c1.bin" 2>&1) || fail "c: read of LUN 1 after the kill: $out"
-t1=$(now_ms)
+lun_read c 1 c1 0 8 20
 (($(reads_done) <= done_n)) || note "c: the orphaned read ended before LUN 1 was read"
-part "$TEST_DIR/lun1.img" 0 8 "$TEST_DIR/want-c1.bin"
-cmp -s "$TEST_DIR/want-c1.bin" "$TEST_DIR/c1.bin" || fail "c: LUN 1 data after the kill differ"
-((t1 - t0 < FAST_MS * 2)) || fail "c: a read of LUN 1 after the kill took $((t1 - t0)) ms"
+((READ_MS < FAST_MS * 2)) || fail "c: a read of LUN 1 after the kill took $READ_MS ms"
+c1_ms=$READ_MS
 wait_done $((done_n + 1))
 alive "$TARGET_PID" || fail "c: the target died when the orphaned read finished"
 sleep 0.3
 report=$(sanitizer_report "$TARGET_LOG") && fail "c: sanitizer report after the orphaned read finished: $report"
-out=$(run_to 30 "$INI" read "$URL0" --initiator-name "$IN-c0" --lba 8192 --blocks 8 --out "$TEST_DIR/c0.bin" 2>&1) || fail "c: read of LUN 0 after the kill: $out"
-backing_part "$TEST_DIR/want-c0.bin" 8192 8
-cmp -s "$TEST_DIR/want-c0.bin" "$TEST_DIR/c0.bin" || fail "c: LUN 0 data after the kill differ"
-say "ok: c: initiator killed with its read in slowfs: LUN 1 read $((t1 - t0)) ms later, the orphaned read finished, LUN 0 reads again, no sanitizer report"
+lun_read c 0 c0 8192 8 30
+say "ok: c: initiator killed with its read in slowfs: LUN 1 read $c1_ms ms later, the orphaned read finished, LUN 0 reads again, no sanitizer report"
 
 # Three 4 KiB reads in flight: one waits in slowfs, two queued behind it on the store.
 done_n=$(reads_started)
 kill_during 24 4
-t0=$(now_ms)
-out=$(run_to 20 "$INI" read "$URL1" --initiator-name "$IN-c1" --lba 0 --blocks 8 --out "$TEST_DIR/c1.bin" 2>&1) || fail "c: read of LUN 1 after the second kill: $out"
-t1=$(now_ms)
-((t1 - t0 < FAST_MS * 2)) || fail "c: a read of LUN 1 after the second kill took $((t1 - t0)) ms"
+lun_read c 1 c1 0 8 20
+((READ_MS < FAST_MS * 2)) || fail "c: a read of LUN 1 after the second kill took $READ_MS ms"
+c1_ms=$READ_MS
 wait_done $((done_n + 1)) 30
 alive "$TARGET_PID" || fail "c: the target died when the orphaned read finished"
 sleep 0.5
 # The two queued behind it belong to a connection that is gone: they never reach the device.
 (($(reads_started) == done_n + 1)) || fail "c: slowfs saw $(($(reads_started) - done_n)) reads of the killed initiator, want only the one it was in"
 report=$(sanitizer_report "$TARGET_LOG") && fail "c: sanitizer report after the orphaned reads finished: $report"
-out=$(run_to 30 "$INI" read "$URL0" --initiator-name "$IN-c0" --lba 8192 --blocks 24 --out "$TEST_DIR/c0.bin" 2>&1) || fail "c: read of LUN 0 after the second kill: $out"
-backing_part "$TEST_DIR/want-c0.bin" 8192 24
-cmp -s "$TEST_DIR/want-c0.bin" "$TEST_DIR/c0.bin" || fail "c: LUN 0 data after the second kill differ"
-say "ok: c: initiator killed with 3 reads on the store (1 in slowfs, 2 queued): LUN 1 read $((t1 - t0)) ms later, the one in slowfs finished, the 2 queued never reached it, LUN 0 reads again, no sanitizer report"
+lun_read c 0 c0 8192 24 30
+say "ok: c: initiator killed with 3 reads on the store (1 in slowfs, 2 queued): LUN 1 read $c1_ms ms later, the one in slowfs finished, the 2 queued never reached it, LUN 0 reads again, no sanitizer report"
 
 # ---- d. ABORT TASK of reads on a worker --------------------------------------------------------
 n=$(reads_started)
@@ -327,14 +332,10 @@ ask 15 send-read 0 16392 4096
 ITT_B=$(field itt)
 wait_started "$n"
 # A waits in slowfs, B is queued behind it (same store): abort B first, then A.
-ask 15 abort "$ITT_B"
-[[ "$(field response)" == 0x00 ]] || fail "d: ABORT TASK of the queued read: $ANSWER (want response 0x00, function complete)"
-ms_b=$(field ms)
-((ms_b < FAST_MS)) || fail "d: ABORT TASK of the queued read answered after $ms_b ms"
-ask 15 abort "$ITT_A"
-[[ "$(field response)" == 0x00 ]] || fail "d: ABORT TASK of the read in slowfs: $ANSWER (want response 0x00, function complete)"
-ms_a=$(field ms)
-((ms_a < FAST_MS)) || fail "d: ABORT TASK of the read in slowfs answered after $ms_a ms: it waited for the read"
+abort_fast "the queued read" "$ITT_B"
+ms_b=$ABORT_MS
+abort_fast "the read in slowfs" "$ITT_A"
+ms_a=$ABORT_MS
 (($(reads_done) == done_n)) || fail "d: the read ended before ABORT TASK was answered: the check proves nothing"
 # The aborted queued read is never read from the device. Wait until slowfs is idle, then listen
 # once more (PDUs that came meanwhile wait in the socket or in the session's stash).
@@ -356,10 +357,8 @@ ITT_A=$(field itt)
 ask 15 send-read 0 16400 4096
 ITT_C=$(field itt)
 wait_started "$n"
-ask 15 abort "$ITT_A"
-[[ "$(field response)" == 0x00 ]] || fail "d: ABORT TASK (second time): $ANSWER"
-ms_a2=$(field ms)
-((ms_a2 < FAST_MS)) || fail "d: ABORT TASK (second time) answered after $ms_a2 ms"
+abort_fast "one of two reads" "$ITT_A"
+ms_a2=$ABORT_MS
 ask 15 wait "$ITT_C"
 [[ "$(field status)" == 0x00 && "$(field bytes)" == 4096 ]] || fail "d: the read not aborted: $ANSWER"
 ms_c=$(field ms)

@@ -13,6 +13,8 @@
 #   (ISNSD_DEBUG=FLAGS: isnsd -d FLAGS; ISNSD_WRAP="CMD ARGS": run isnsd under CMD, e.g. valgrind)
 #   isns_db                      what isnsd's database holds now (isnsd --dump-db): every object,
 #                                whatever discovery domains would let a client see
+#   wait_db WHAT SECS CMD...     until CMD (a check of what isnsd or a client holds) succeeds,
+#                                polled every 0.3 s; the test fails with WHAT after SECS
 # Sourced after lib.sh (isnsd_start); isns_netns_reexec runs before lib.sh.
 
 # TEST-NET-1: never routed, and only inside this namespace. isnsd resolves its own name with
@@ -75,3 +77,13 @@ isns_adm() { timeout 20 isnsadm -c "$ISNS_DIR/client.conf" --local "$@" 2>>"$ISN
 isns_list() { timeout 20 isnsadm -c "$ISNS_DIR/client.conf" --list "$@" 2>>"$ISNS_DIR/isnsadm.err"; }
 
 isns_db() { timeout 20 isnsd -c "$ISNS_DIR/isnsd.conf" --dump-db 2>>"$ISNS_DIR/isnsadm.err"; }
+
+wait_db() {
+	local what=$1 secs=$2 deadline
+	shift 2
+	deadline=$((SECONDS + secs))
+	until "$@"; do
+		((SECONDS < deadline)) || fail "$what: not so after $secs s"
+		sleep 0.3
+	done
+}

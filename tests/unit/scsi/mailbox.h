@@ -13,12 +13,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-const char *__tsan_default_options(void);
-const char *__tsan_default_options(void) { return "halt_on_error=1:exitcode=66"; }
-#endif
-#endif
+#include "../tsan_options.h"
 
 struct msg {
 	void (*fn)(void *arg);

@@ -14,14 +14,11 @@
 #include <time.h>
 
 #include "harness.h"
+#include "loop_jobs.h"
 #include "mailbox.h"
 #include "util/sbuf.h"
 
-static atomic_int wrong_thread;
 static atomic_int bad; /* failures seen on the threads (CHECK is the main thread's) */
-
-/* Runs fn(arg) on thread i and waits for it. */
-static void on_thread(int i, void (*fn)(void *), void *arg) { CHECK(mb_call(i, fn, arg)); }
 
 /* ---- the group's record and COMPARE AND WRITE lock, used on the home thread only ---- */
 
@@ -182,38 +179,15 @@ static const struct store_ops cw_ops = { .read = cw_read, .write = cw_write, .fl
 /* ---- commands from the loops ---- */
 
 static struct scsi_target *tgt;
-static struct scsi_port_ctx *ctx[NTH];
 static struct store_engine *eng[NTH];
 static struct scsi_nexus nx[4]; /* 0, 3: on L1; 1, 2: on L2 */
-static const int nx_thread[4] = { L1, L2, L2, L1 };
 
-struct job {
-	struct scsi_cmd cmd;
-	int th;
-	bool cancel;         /* cancelled right after its submission, on its thread */
-	atomic_int done;
-	uint8_t in[4096];
-	uint8_t out[1024];
-};
-
-static void job_done(struct scsi_cmd *cmd)
+static int nx_thread(int nxi)
 {
-	struct job *j = cmd->priv;
-	if (self != &mb[j->th]) {
-		fprintf(stderr, "a command of thread %d completed on another thread\n", j->th);
-		atomic_fetch_add(&wrong_thread, 1);
-	}
-	atomic_fetch_add(&j->done, 1);
+	static const int th[4] = { L1, L2, L2, L1 };
+	return th[nxi];
 }
-
-static void job_submit_here(void *arg)
-{
-	struct job *j = arg;
-	bool cancel = j->cancel; /* j is the waiter's again once done ran (maybe inside the submit) */
-	scsi_port_submit(ctx[j->th], &j->cmd);
-	if (cancel)
-		scsi_cmd_cancel(&j->cmd);
-}
+static struct scsi_nexus *nexus_of(int nxi) { return &nx[nxi]; }
 
 /* The command, then the thread blocks (gate) before anything posted to it meanwhile runs. */
 static void block_here(void *arg);
@@ -221,48 +195,6 @@ static void job_submit_block(void *arg)
 {
 	job_submit_here(arg);
 	block_here(NULL);
-}
-
-static void job_post(struct job *j, int nxi, const uint8_t *cdb, size_t len, const void *out, uint32_t out_len,
-		     bool cancel, void (*how)(void *))
-{
-	memset(j, 0, sizeof(*j));
-	j->cancel = cancel;
-	j->th = nx_thread[nxi];
-	j->cmd.nexus = &nx[nxi];
-	j->cmd.lun = 0;
-	j->cmd.lun_valid = true;
-	memcpy(j->cmd.cdb, cdb, len);
-	j->cmd.cdb_len = 16;
-	j->cmd.task_attr = TASK_SIMPLE;
-	if (out_len)
-		memcpy(j->out, out, out_len);
-	j->cmd.out = j->out;
-	j->cmd.out_len = out_len;
-	j->cmd.in = j->in;
-	j->cmd.in_cap = sizeof(j->in);
-	j->cmd.done = job_done;
-	j->cmd.priv = j;
-	mb_post(&mb[j->th], how, j);
-}
-
-static void job_start(struct job *j, int nxi, const uint8_t *cdb, size_t len, const void *out, uint32_t out_len)
-{
-	job_post(j, nxi, cdb, len, out, out_len, false, job_submit_here);
-}
-
-static int job_wait(struct job *j)
-{
-	for (int k = 0; k < 10000 && !atomic_load(&j->done); k++)
-		msleep(1);
-	CHECK_EQ(atomic_load(&j->done), 1);
-	return j->cmd.status;
-}
-
-static int run(int nxi, const uint8_t *cdb, size_t len, const void *out, uint32_t out_len, struct job *j)
-{
-	job_start(j, nxi, cdb, len, out, out_len);
-	return job_wait(j);
 }
 
 static int key_of(const struct job *j)
@@ -278,19 +210,10 @@ static int prout(int nxi, uint8_t sa, uint8_t type, uint64_t key, uint64_t sark,
 	uint8_t cdb[10] = { 0x5f, sa, type, 0, 0, 0, 0, 0, 24, 0 }, p[24] = { 0 };
 	put_be64(p, key);
 	put_be64(p + 8, sark);
-	return run(nxi, cdb, 10, p, 24, j);
+	return job_run(nxi, cdb, 10, p, 24, j);
 }
 
 static const uint8_t read_keys_cdb[10] = { 0x5e, 0, 0, 0, 0, 0, 0, 0x10, 0, 0 };
-
-static void settle(int nxi)
-{
-	uint8_t tur[6] = { 0 };
-	struct job j;
-	for (int i = 0; i < 8 && run(nxi, tur, 6, NULL, 0, &j) != SCSI_GOOD; i++)
-		;
-	CHECK_EQ(j.cmd.status, SCSI_GOOD);
-}
 
 static void rw(uint8_t *cdb, uint8_t op, uint32_t lba)
 {
@@ -371,12 +294,9 @@ int main(void)
 	mb_start_all();
 	tgt = scsi_target_new("iqn.2026-11.org.isthmus:lu-state-threads");
 	/* The home context has no engine: the record's jobs run inline, on the home thread. */
-	for (int i = 0; i < NTH; i++) {
+	for (int i = 0; i < NTH; i++)
 		eng[i] = i == HOME ? NULL : store_engine_new(NULL, &err);
-		ctx[i] = scsi_port_ctx_new(tgt, eng[i]);
-		const struct scsi_port_thread th = { .post = mb_post, .here = mb_here, .owner = &mb[i] };
-		scsi_port_ctx_set_thread(ctx[i], &th);
-	}
+	job_contexts(tgt, eng);
 	struct cw_store *cs = calloc(1, sizeof(*cs));
 	cs->inner = store_mem_open(1 << 20, &err);
 	cs->base.ops = &cw_ops;
@@ -387,15 +307,10 @@ int main(void)
 	pthread_mutex_init(&cs->mu, NULL);
 	struct scsi_lu_params lp = { .block_size = 512 };
 	CHECK_EQ(scsi_target_add_lu(tgt, 0, &cs->base, &lp, &err), 0);
-	for (int i = 0; i < 4; i++) {
-		char name[64];
-		snprintf(name, sizeof(name), "iqn.2026-11.org.example:i%d", i);
-		h_nexus(&nx[i], (uint64_t)i + 1, name);
-		scsi_target_nexus_added(tgt, &nx[i]);
-	}
+	job_nexuses(tgt, 4);
 	on_thread(HOME, share, NULL);
 	for (int i = 0; i < 4; i++)
-		settle(i);
+		job_settle(i);
 
 	/* Registrations from both loops at once; READ KEYS from both at once sees both. */
 	uint8_t p[2][24] = { { 0 } };
@@ -425,37 +340,37 @@ int main(void)
 	CHECK_EQ(prout(2, 0x01, 3, 0, 0, &j), SCSI_RESERVATION_CONFLICT);
 	memset(data, 0x11, sizeof(data));
 	rw(cdb, 0x2a, 10);
-	CHECK_EQ(run(2, cdb, 10, data, 512, &j), SCSI_RESERVATION_CONFLICT);
+	CHECK_EQ(job_run(2, cdb, 10, data, 512, &j), SCSI_RESERVATION_CONFLICT);
 	rw(cdb, 0x28, 10);
-	CHECK_EQ(run(1, cdb, 10, NULL, 0, &j), SCSI_RESERVATION_CONFLICT);
+	CHECK_EQ(job_run(1, cdb, 10, NULL, 0, &j), SCSI_RESERVATION_CONFLICT);
 	rw(cdb, 0x2a, 10);
-	CHECK_EQ(run(0, cdb, 10, data, 512, &j), SCSI_GOOD);
+	CHECK_EQ(job_run(0, cdb, 10, data, 512, &j), SCSI_GOOD);
 
 	/* PREEMPT from L2: the preempted holder on L1 gets 2Ah/05h, then RESERVATION CONFLICT. */
 	CHECK_EQ(prout(1, 0x04, 3, 0xb, 0xa, &j), SCSI_GOOD);
 	uint8_t tur[6] = { 0 };
-	CHECK_EQ(run(0, tur, 6, NULL, 0, &j), SCSI_CHECK_CONDITION);
+	CHECK_EQ(job_run(0, tur, 6, NULL, 0, &j), SCSI_CHECK_CONDITION);
 	CHECK_EQ(key_of(&j), SK_UNIT_ATTENTION);
 	CHECK_EQ(asc_of(&j), 0x2a);
 	CHECK_EQ(ascq_of(&j), 0x05);
-	CHECK_EQ(run(0, cdb, 10, data, 512, &j), SCSI_RESERVATION_CONFLICT);
+	CHECK_EQ(job_run(0, cdb, 10, data, 512, &j), SCSI_RESERVATION_CONFLICT);
 	CHECK_EQ(prout(1, 0x03, 0, 0xb, 0, &j), SCSI_GOOD); /* CLEAR */
 	for (int i = 0; i < 4; i++)
-		settle(i);
+		job_settle(i);
 
 	/* COMPARE AND WRITE from both loops: matches write, a mismatch gets MISCOMPARE at its offset. */
 	memset(data, 0x11, 512);
 	memset(data + 512, 0x22, 512);
 	caw_cdb(cdb, 10);
-	CHECK_EQ(run(0, cdb, 16, data, 1024, &j), SCSI_GOOD);
+	CHECK_EQ(job_run(0, cdb, 16, data, 1024, &j), SCSI_GOOD);
 	memset(data, 0x22, 512); /* what the medium holds now, but for one byte */
 	data[300] = 0x99;
-	CHECK_EQ(run(1, cdb, 16, data, 1024, &j), SCSI_CHECK_CONDITION);
+	CHECK_EQ(job_run(1, cdb, 16, data, 1024, &j), SCSI_CHECK_CONDITION);
 	CHECK_EQ(key_of(&j), SK_MISCOMPARE);
 	CHECK_EQ(asc_of(&j), 0x1d);
 	CHECK_EQ(get_be32(j.cmd.sense + 3), 300u);
 	rw(cdb, 0x28, 10);
-	CHECK_EQ(run(3, cdb, 10, NULL, 0, &j), SCSI_GOOD);
+	CHECK_EQ(job_run(3, cdb, 10, NULL, 0, &j), SCSI_GOOD);
 	CHECK_EQ(j.in[0], 0x22);
 	CHECK_EQ(j.in[300], 0x22);
 	for (int n = 0; n < 40; n++) {
@@ -478,11 +393,11 @@ int main(void)
 	for (int k2 = 0; k2 < 5000 && !atomic_load(&reset_stored); k2++)
 		msleep(1);
 	CHECK_EQ(atomic_load(&reset_stored), 1);
-	CHECK_EQ(run(0, tur, 6, NULL, 0, &j), SCSI_CHECK_CONDITION);
+	CHECK_EQ(job_run(0, tur, 6, NULL, 0, &j), SCSI_CHECK_CONDITION);
 	CHECK_EQ(asc_of(&j), 0x29);
 	CHECK_EQ(ascq_of(&j), 0x03);
 	for (int i = 0; i < 4; i++)
-		settle(i);
+		job_settle(i);
 
 	/* Cancelled right after submission, on its thread: completes exactly once. */
 	for (int n = 0; n < 20; n++)

@@ -9,15 +9,8 @@
 #include <pthread.h>
 #include <stdio.h>
 
+#include "../tsan_options.h"
 #include "harness.h"
-
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-/* A report fails the test even when run by hand, not only through tests/run.sh. */
-const char *__tsan_default_options(void);
-const char *__tsan_default_options(void) { return "halt_on_error=1:exitcode=66"; }
-#endif
-#endif
 
 #define NTHREADS 6
 #define BLOCKS_EACH 32u                 /* each thread writes only its own blocks */

@@ -13,12 +13,8 @@
 #include <time.h>
 
 #include "harness.h"
+#include "loop_jobs.h"
 #include "mailbox.h"
-
-static atomic_int wrong_thread;
-
-/* Runs fn(arg) on thread i and waits for it. */
-static void on_thread(int i, void (*fn)(void *), void *arg) { CHECK(mb_call(i, fn, arg)); }
 
 /* ---- the home thread reaps its workers, as loop 0 polls offload_fd ---- */
 
@@ -49,65 +45,12 @@ static void *poller(void *arg)
 
 enum { NNX = 8, ROUNDS = 12 };
 static struct scsi_target *tgt;
-static struct scsi_port_ctx *ctx[NTH];
 static struct store_engine *eng[NTH];
 static struct scsi_nexus nx[NNX]; /* even: on L1, odd: on L2 */
 static char dir[] = "/tmp/isthmus-prpt-XXXXXX";
 
-static int nx_thread(int i) { return i % 2 ? L2 : L1; }
-
-struct job {
-	struct scsi_cmd cmd;
-	int th;
-	atomic_int done;
-	uint8_t in[4096];
-	uint8_t out[64];
-};
-
-static void job_done(struct scsi_cmd *cmd)
-{
-	struct job *j = cmd->priv;
-	if (self != &mb[j->th]) {
-		fprintf(stderr, "a command of thread %d completed on another thread\n", j->th);
-		atomic_fetch_add(&wrong_thread, 1);
-	}
-	atomic_fetch_add(&j->done, 1);
-}
-
-static void job_submit_here(void *arg)
-{
-	struct job *j = arg;
-	scsi_port_submit(ctx[j->th], &j->cmd);
-}
-
-static void job_start(struct job *j, int nxi, const uint8_t *cdb, size_t len, const void *out, uint32_t out_len)
-{
-	memset(j, 0, sizeof(*j));
-	j->th = nx_thread(nxi);
-	j->cmd.nexus = &nx[nxi];
-	j->cmd.lun = 0;
-	j->cmd.lun_valid = true;
-	memcpy(j->cmd.cdb, cdb, len);
-	j->cmd.cdb_len = 16;
-	j->cmd.task_attr = TASK_SIMPLE;
-	if (out_len)
-		memcpy(j->out, out, out_len);
-	j->cmd.out = j->out;
-	j->cmd.out_len = out_len;
-	j->cmd.in = j->in;
-	j->cmd.in_cap = sizeof(j->in);
-	j->cmd.done = job_done;
-	j->cmd.priv = j;
-	mb_post(&mb[j->th], job_submit_here, j);
-}
-
-static int job_wait(struct job *j)
-{
-	for (int k = 0; k < 10000 && !atomic_load(&j->done); k++)
-		msleep(1);
-	CHECK_EQ(atomic_load(&j->done), 1);
-	return j->cmd.status;
-}
+static int nx_thread(int nxi) { return nxi % 2 ? L2 : L1; }
+static struct scsi_nexus *nexus_of(int nxi) { return &nx[nxi]; }
 
 /* PERSISTENT RESERVE OUT with APTPL set in the parameter list. */
 static void prout_start(struct job *j, int nxi, uint8_t sa, uint8_t type, uint64_t key, uint64_t sark)
@@ -117,18 +60,6 @@ static void prout_start(struct job *j, int nxi, uint8_t sa, uint8_t type, uint64
 	put_be64(p + 8, sark);
 	p[20] = 0x01;
 	job_start(j, nxi, cdb, 10, p, 24);
-}
-
-static void settle(int nxi)
-{
-	uint8_t tur[6] = { 0 };
-	struct job j;
-	for (int i = 0; i < 8; i++) {
-		job_start(&j, nxi, tur, 6, NULL, 0);
-		if (job_wait(&j) == SCSI_GOOD)
-			break;
-	}
-	CHECK_EQ(j.cmd.status, SCSI_GOOD);
 }
 
 static uint64_t key_of(int nxi, int round) { return 0x1000u * (uint64_t)(nxi + 1) + (uint64_t)round; }
@@ -206,24 +137,15 @@ int main(void)
 	mb_start_all();
 	tgt = scsi_target_new("iqn.2026-12.org.isthmus:pr-persist-threads");
 	/* The home context (the first) has workers: the journal's; the loops run their commands inline. */
-	for (int i = 0; i < NTH; i++) {
-		eng[i] = i == HOME ? store_engine_new(NULL, &err) : NULL;
-		ctx[i] = scsi_port_ctx_new(tgt, eng[i]);
-		const struct scsi_port_thread th = { .post = mb_post, .here = mb_here, .owner = &mb[i] };
-		scsi_port_ctx_set_thread(ctx[i], &th);
-	}
+	eng[HOME] = store_engine_new(NULL, &err);
+	job_contexts(tgt, eng);
 	home_off = store_engine_offload(eng[HOME]);
 	CHECK(home_off != NULL);
 	pthread_create(&poll_th, NULL, poller, NULL);
 	on_thread(HOME, add_lu, NULL);
-	for (int i = 0; i < NNX; i++) {
-		char name[64];
-		snprintf(name, sizeof(name), "iqn.2026-12.org.example:i%d", i);
-		h_nexus(&nx[i], (uint64_t)i + 1, name);
-		scsi_target_nexus_added(tgt, &nx[i]);
-	}
+	job_nexuses(tgt, NNX);
 	for (int i = 0; i < NNX; i++)
-		settle(i);
+		job_settle(i);
 
 	printf("REGISTER with APTPL from %d nexuses on two loops at once, %d rounds of new keys\n", NNX, ROUNDS);
 	for (int r = 0; r < ROUNDS; r++) {
@@ -257,7 +179,7 @@ int main(void)
 	on_thread(HOME, remove_lu, NULL);
 	on_thread(HOME, add_lu, NULL);
 	for (int i = 0; i < NNX; i++)
-		settle(i);
+		job_settle(i);
 	read_state(3, &after);
 	CHECK_EQ(after.nkeys, before.nkeys);
 	for (unsigned i = 0; i < after.nkeys; i++)

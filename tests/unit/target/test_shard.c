@@ -13,16 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../tsan_options.h"
 #include "net/loop.h"
 #include "target/server.h"
 #include "target/shard.h"
-
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-const char *__tsan_default_options(void);
-const char *__tsan_default_options(void) { return "halt_on_error=1:exitcode=66"; }
-#endif
-#endif
 
 #define NSHARDS 4
 #define NMSGS 2000
