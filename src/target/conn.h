@@ -46,6 +46,7 @@ struct conn {
 	int fd;
 	enum conn_phase phase;
 	uint16_t cid;
+	uint64_t serial;            /* unique among the server's connections, for ever */
 	uint16_t tpgt;
 	char local_addr[64], peer_addr[64];
 	uint16_t local_port, peer_port;

@@ -77,6 +77,7 @@ struct server {
 	uint64_t accept_resume_ms; /* when paused portals listen again */
 	uint16_t next_tsih;
 	atomic_uint_fast64_t next_nexus_id;
+	atomic_uint_fast64_t next_conn_serial;
 	struct loop_timer tick;    /* once a second on loop 0: portals, limits, shutdown */
 	struct loop_watch sigwatch;
 	int sigfd;

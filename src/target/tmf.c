@@ -44,6 +44,7 @@ void tmf_send_response(struct conn *c, uint32_t itt, uint8_t response)
 struct tmf_wait {
 	struct tmf_wait *next;
 	struct conn *c;         /* NULL: the connection went; freed once no task holds it */
+	uint64_t origin;        /* serial of the connection the response goes to (a part: the request's) */
 	struct shard *shard;    /* c's loop, where it is answered (a part: the loop it aborts on) */
 	uint32_t itt;
 	uint8_t response;
@@ -84,12 +85,29 @@ static void tmf_send_ready(struct conn *c)
 	}
 }
 
-/* The response waits for t if t may still change the medium (and no earlier response does). */
+/*
+ * One response (or part of one) waiting for one aborted task. A task has one per connection
+ * whose responses wait for it: requests of other connections and parts of other loops' requests
+ * all wait, as each response promises its own initiator that nothing aborted writes any more.
+ * Waits of a task and the task live on the same loop (a part waits on the loop it aborts on).
+ */
+struct tmf_hold {
+	struct tmf_hold *next;
+	struct tmf_wait *w;
+};
+
+/* The response waits for t if t may still change the medium (and no earlier one of its connection does). */
 static void tmf_hold(struct tmf_wait *w, struct task *t)
 {
-	if (t->tmf || t->state != TASK_RUNNING || !scsi_cmd_changes_medium(&t->scmd))
-		return; /* an earlier response waits for it: this one goes after that one anyway */
-	t->tmf = w;
+	if (t->state != TASK_RUNNING || !scsi_cmd_changes_medium(&t->scmd))
+		return;
+	for (const struct tmf_hold *h = t->tmf; h; h = h->next)
+		if (h->w->origin == w->origin)
+			return; /* responses of one connection go out in order: this one goes after that one */
+	struct tmf_hold *h = xmalloc(sizeof(*h));
+	h->w = w;
+	h->next = t->tmf;
+	t->tmf = h;
 	w->tasks++;
 }
 
@@ -120,9 +138,14 @@ static void tmf_part_back(void *arg) { tmf_wait_done(arg); }
 
 void tmf_task_ended(struct task *t)
 {
-	struct tmf_wait *w = t->tmf;
+	struct tmf_hold *h = t->tmf;
 	t->tmf = NULL;
-	tmf_wait_done(w);
+	while (h) {
+		struct tmf_hold *next = h->next;
+		tmf_wait_done(h->w);
+		free(h);
+		h = next;
+	}
 }
 
 /* A LOGICAL UNIT RESET of a gateway group's LU is answered once the other gateways know of it. */
@@ -244,6 +267,7 @@ static void tmf_fan_out(struct conn *c, const uint8_t *lun, bool clear, struct t
 		p->w = xcalloc(1, sizeof(*p->w));
 		p->w->shard = o;
 		p->w->parent = w;
+		p->w->origin = w->origin;
 		p->w->tasks = 1; /* its own, dropped once it has aborted */
 		p->node = c->sess->node;
 		p->all_luns = !lun;
@@ -321,6 +345,7 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 	uint8_t response = TMF_RSP_COMPLETE;
 	struct tmf_wait *w = xcalloc(1, sizeof(*w));
 	w->c = c;
+	w->origin = c->serial;
 	w->shard = c->shard;
 	w->itt = b->itt;
 	c->stats.task_mgmt++;
