@@ -445,6 +445,7 @@ static int apply_config(struct server *srv, struct cfg *cfg, char **err)
 		if (!n) {
 			n = xcalloc(1, sizeof(*n));
 			n->srv = srv;
+			n->gen = ++srv->next_node_gen;
 			n->scsi = scsi_target_new(t->name);
 			n->scsi_ctx = xcalloc(srv->nshards, sizeof(*n->scsi_ctx));
 			for (unsigned k = 0; k < srv->nshards; k++) {

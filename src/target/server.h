@@ -31,6 +31,7 @@ struct gateway_probes;
 /* A target node: an iSCSI name, its LUs and its access rules. */
 struct tnode {
 	struct server *srv;
+	uint64_t gen;             /* unique among the server's nodes, for ever (a freed node's address is not) */
 	struct cfg_target *cfg;
 	struct scsi_target *scsi;
 	struct scsi_port_ctx **scsi_ctx; /* each shard's context of it, by shard id (freed with scsi) */
@@ -93,6 +94,7 @@ struct server {
 	void *overlay_arg;
 	atomic_uint_fast64_t buffered; /* data buffer bytes held by every task of every connection */
 	uint64_t cfg_generation;   /* bumped by every applied configuration */
+	uint64_t next_node_gen;    /* the last node's gen (loop 0, every other loop paused) */
 	struct store_engine *engine; /* shard 0's: its sessions' ios, and the workers of loop 0's long operations */
 	struct config_apply *applying; /* a change whose RBD images open on a worker (reconfig.c), or NULL */
 	/* server_pause_shards (shard.c) */

@@ -228,20 +228,21 @@ static void abort_node_tasks(struct shard *sh, struct tnode *node, const uint8_t
 /* A part of a request for another loop: what it aborts there, and for whom. */
 struct tmf_part {
 	struct tmf_wait *w;         /* on the loop it goes to; its parent is the request's */
-	struct tnode *node;
+	uint64_t node_gen;          /* the target's node (its pointer may be freed and reused meanwhile) */
 	uint8_t lun[8];
 	bool all_luns;
 	bool clear;                 /* CLEAR TASK SET: other nexuses are told */
 	struct scsi_nexus by;       /* the nexus that asked */
 };
 
-static bool node_live(const struct server *srv, const struct tnode *node)
+/* The node of that generation, or NULL once it is gone (a target removed by a reload since). */
+static struct tnode *node_live(const struct server *srv, uint64_t gen)
 {
 	/* Nodes come and go only while every loop but 0 is paused: reading the list here is safe. */
 	for (size_t i = 0; i < srv->nnodes; i++)
-		if (srv->nodes[i] == node)
-			return true;
-	return false;
+		if (srv->nodes[i]->gen == gen)
+			return srv->nodes[i];
+	return NULL;
 }
 
 /* On the part's loop: abort there, then drop the part's own hold (it reports once nothing else holds it). */
@@ -249,8 +250,9 @@ static void tmf_part_abort(void *arg)
 {
 	struct tmf_part *p = arg;
 	struct shard *sh = p->w->shard;
-	if (node_live(sh->srv, p->node))
-		abort_node_tasks(sh, p->node, p->all_luns ? NULL : p->lun, p->w, p->clear ? &p->by : NULL);
+	struct tnode *node = node_live(sh->srv, p->node_gen);
+	if (node)
+		abort_node_tasks(sh, node, p->all_luns ? NULL : p->lun, p->w, p->clear ? &p->by : NULL);
 	tmf_wait_done(p->w);
 	free(p);
 }
@@ -269,7 +271,7 @@ static void tmf_fan_out(struct conn *c, const uint8_t *lun, bool clear, struct t
 		p->w->parent = w;
 		p->w->origin = w->origin;
 		p->w->tasks = 1; /* its own, dropped once it has aborted */
-		p->node = c->sess->node;
+		p->node_gen = c->sess->node->gen;
 		p->all_luns = !lun;
 		if (lun)
 			memcpy(p->lun, lun, 8);
