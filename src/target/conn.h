@@ -100,6 +100,7 @@ struct conn {
 	bool recover_on_close;      /* logged out for recovery: closing it keeps its tasks */
 	bool recovered;             /* failed, and counted once as recovered */
 	uint64_t recover_deadline_ms; /* failed: its tasks are discarded at this time */
+	uint64_t kept_counted;      /* failed: its kept bytes as counted in srv->failed_kept */
 	struct io_stats stats;
 	uint64_t login_time;        /* wall clock seconds */
 };

@@ -93,6 +93,9 @@ struct server {
 	int (*overlay)(struct cfg *cfg, void *arg, char **err);
 	void *overlay_arg;
 	atomic_uint_fast64_t buffered; /* data buffer bytes held by every task of every connection */
+	/* ErrorRecoveryLevel 2 (erl2.c): failed connections of every loop awaiting recovery, and what they keep. */
+	atomic_uint nfailed;
+	atomic_uint_fast64_t failed_kept;
 	uint64_t cfg_generation;   /* bumped by every applied configuration */
 	uint64_t next_node_gen;    /* the last node's gen (loop 0, every other loop paused) */
 	struct store_engine *engine; /* shard 0's: its sessions' ios, and the workers of loop 0's long operations */
