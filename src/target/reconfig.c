@@ -340,9 +340,9 @@ int server_apply_config(struct server *srv, struct cfg *cfg, char **err)
 		free(cfg);
 		return -1;
 	}
-	if (srv->cfg && srv->cfg != cfg && cfg->threads != srv->cfg->threads)
+	if (srv->cfg && srv->cfg != cfg && cfg_threads(cfg) != srv->nshards)
 		log_warn("threads changed from %u to %u: that needs a restart (the target keeps %u event loops)",
-			 srv->cfg->threads, cfg->threads, srv->nshards);
+			 srv->nshards, cfg_threads(cfg), srv->nshards);
 	server_pause_shards(srv);
 	int rc = apply_config(srv, cfg, err);
 	server_resume_shards(srv);
