@@ -36,6 +36,7 @@ struct task {
 	struct conn *conn;
 	struct shard *shard;      /* its connection's, kept when the connection goes (orphans) */
 	struct task *next;        /* in the connection's task list / free list */
+	struct task *prev;        /* in the connection's task list: a task leaves it without a walk */
 	enum task_state state;
 	bool orphan;              /* its connection is gone while a worker still reads for it */
 	uint32_t itt;
