@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <sched.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -46,9 +47,24 @@ void cfg_init(struct cfg *cfg)
 	cfg->data_out_timeout = 30;
 	cfg->max_retained_data = 64ull << 20;
 	cfg->max_connections = CFG_MAX_CONNECTIONS_DEFAULT;
-	cfg->threads = CFG_THREADS_DEFAULT;
+	cfg->threads = CFG_THREADS_AUTO;
 	cfg->max_connections_per_portal = CFG_MAX_PORTAL_CONNECTIONS_DEFAULT;
 	cfg->mgmt_max_clients = CFG_MGMT_MAX_CLIENTS_DEFAULT;
+}
+
+unsigned cfg_threads(const struct cfg *cfg)
+{
+	if (cfg->threads != CFG_THREADS_AUTO)
+		return cfg->threads;
+	/* The CPUs of the affinity mask (taskset, cgroup cpusets), not every CPU of the machine. */
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	int n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
+	if (n < 1) {
+		long online = sysconf(_SC_NPROCESSORS_ONLN);
+		n = online > 0 ? (int)(online < (long)CFG_THREADS_LIMIT ? online : (long)CFG_THREADS_LIMIT) : 1;
+	}
+	return (unsigned)n > CFG_THREADS_LIMIT ? CFG_THREADS_LIMIT : (unsigned)n;
 }
 
 static void chap_free(struct cfg_chap *c)

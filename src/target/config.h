@@ -114,7 +114,7 @@ struct cfg {
 	unsigned max_connections_per_portal; /* iSCSI connections at once through one portal; default 256 */
 	unsigned mgmt_max_clients;           /* management socket clients at once; default 64 */
 	unsigned io_engine;  /* enum store_engine_backend (io-engine); default auto */
-	unsigned threads;    /* event loops (threads); default 1; read at start-up only */
+	unsigned threads;    /* event loops (threads); 0: not set, the CPUs it may run on (cfg_threads); read at start-up only */
 	bool zero_copy_reads; /* zero-copy-reads: large reads of tmpfs LUNs sent by splice; default no */
 	char *source;        /* file it was loaded from, or NULL */
 	uint16_t *groups;    /* portal group tags declared, with or without listen addresses */
@@ -127,14 +127,16 @@ struct cfg {
 #define CFG_MAX_CONNECTIONS_LIMIT 65536u
 #define CFG_MGMT_MAX_CLIENTS_DEFAULT 64u
 #define CFG_MGMT_MAX_CLIENTS_LIMIT 1024u
-/* threads: event loops of the target. */
-#define CFG_THREADS_DEFAULT 1u
+/* threads: event loops of the target; not set (0), as many as the CPUs it may run on. */
+#define CFG_THREADS_AUTO 0u
 #define CFG_THREADS_LIMIT 256u
 
 /* ---- The model (config.c): defaults, lookups, additions, run-time changes, release. ---- */
 
 /* Fill an empty cfg with defaults (nop interval/timeout, state dir, connection limits). */
 void cfg_init(struct cfg *cfg);
+/* The event loops cfg asks for: threads, or when not set the CPUs the process may run on (at most CFG_THREADS_LIMIT). */
+unsigned cfg_threads(const struct cfg *cfg);
 void cfg_free(struct cfg *cfg);
 /* "HOST:PORT", "[V6]:PORT", "HOST" -> portal (tpgt 1). Returns 0 or -1 with *err. */
 int cfg_add_listen(struct cfg *cfg, const char *spec, char **err);

@@ -131,7 +131,7 @@ char *cfg_format(const struct cfg *cfg)
 		put_kv(&b, "isns-entity", cfg->isns_entity);
 	if (cfg->isns_access)
 		put_kv(&b, "isns-access", "yes");
-	if (cfg->threads != CFG_THREADS_DEFAULT)
+	if (cfg->threads != CFG_THREADS_AUTO) /* not set: the CPU count wherever the file is read */
 		sbuf_printf(&b, "threads = %u\n", cfg->threads);
 	if (cfg->io_engine != STORE_BACKEND_AUTO)
 		put_kv(&b, "io-engine", store_engine_backend_name((enum store_engine_backend)cfg->io_engine));

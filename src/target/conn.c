@@ -106,6 +106,7 @@ static void conn_accept_on(struct shard *sh, int fd, uint16_t tpgt)
 	struct conn *c = xcalloc(1, sizeof(*c));
 	c->srv = srv;
 	c->shard = sh;
+	c->serial = atomic_fetch_add(&srv->next_conn_serial, 1) + 1;
 	c->fd = fd;
 	c->tpgt = tpgt;
 	c->phase = PHASE_LOGIN;

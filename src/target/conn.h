@@ -46,6 +46,7 @@ struct conn {
 	int fd;
 	enum conn_phase phase;
 	uint16_t cid;
+	uint64_t serial;            /* unique among the server's connections, for ever */
 	uint16_t tpgt;
 	char local_addr[64], peer_addr[64];
 	uint16_t local_port, peer_port;
@@ -99,6 +100,7 @@ struct conn {
 	bool recover_on_close;      /* logged out for recovery: closing it keeps its tasks */
 	bool recovered;             /* failed, and counted once as recovered */
 	uint64_t recover_deadline_ms; /* failed: its tasks are discarded at this time */
+	uint64_t kept_counted;      /* failed: its kept bytes as counted in srv->failed_kept */
 	struct io_stats stats;
 	uint64_t login_time;        /* wall clock seconds */
 };

@@ -18,8 +18,10 @@
  * the PDUs they keep count together against max-retained-data (the newest one's are bounded on
  * their own, as on a live connection); their tasks keep their command slots and data buffers,
  * which count against the command window and max-data-per-session like any others. Across the
- * target, failed connections count against max-connections and what they keep against
- * max-data-total.
+ * target, failed connections of every loop count against max-connections and what they keep
+ * against max-data-total: struct server has their number and kept bytes (atomics, changed where
+ * a connection fails, keeps or lets go of PDUs, and is discarded), so no loop needs another's
+ * lists to know where the target stands.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -63,12 +65,25 @@ bool erl2_keeps_tasks(const struct conn *c)
 	return c->phase == PHASE_FULL_FEATURE || (c->phase == PHASE_LOGGED_OUT && c->recover_on_close);
 }
 
+/* The failed connection's kept bytes as the server counts them: brought up to date. */
+static void recount_kept(struct conn *f)
+{
+	struct server *srv = f->srv;
+	uint64_t now = f->phase == PHASE_FAILED ? snack_kept_bytes(f) : 0;
+	if (now > f->kept_counted)
+		atomic_fetch_add(&srv->failed_kept, now - f->kept_counted);
+	else if (now < f->kept_counted)
+		atomic_fetch_sub(&srv->failed_kept, f->kept_counted - now);
+	f->kept_counted = now;
+}
+
 void erl2_keep_unsent(struct conn *c, struct bhs *b, const void *data, uint32_t len, const struct task *t)
 {
 	snack_mark(c, b, len, t);
 	bool status = b->opcode == OP_SCSI_RESP || (b->opcode == OP_DATA_IN && b->data_in.status_present);
 	/* Numbered past what the connection sent: no ExpStatSN can have acknowledged it. */
 	snack_keep(c, b, data, len, status, c->statsn);
+	recount_kept(c);
 }
 
 /* Everything the connection had is dropped: its tasks end, its copies go. */
@@ -82,6 +97,10 @@ static void discard(struct conn *f, const char *why)
 			break;
 		}
 	}
+	atomic_fetch_sub(&f->srv->nfailed, 1);
+	atomic_fetch_sub(&f->shard->nfailed, 1);
+	atomic_fetch_sub(&f->srv->failed_kept, f->kept_counted);
+	f->kept_counted = 0;
 	if (f->ntasks || snack_kept_bytes(f))
 		log_info("TSIH %u: failed connection CID %u discarded with %u task(s): %s", s->tsih, f->cid, f->ntasks,
 			 why);
@@ -161,34 +180,69 @@ static void bound_session(struct session *s, struct conn *newest)
 	}
 }
 
-/*
- * Target-wide, failed connections count as connections (max-connections) and what they keep as
- * command data (max-data-total): a peer that fails connections of ever new sessions cannot make
- * the target hold more. The one nearest its end goes first (its session may end with it).
- */
-static void bound_target(struct server *srv, struct conn *newest)
+/* Whether the failed connections of every loop, with the live ones, are within the target's bounds. */
+static bool target_within(const struct server *srv)
 {
-	for (;;) {
-		uint64_t kept = 0;
-		unsigned n = 0;
+	return atomic_load(&srv->nconns) + atomic_load(&srv->nfailed) <= srv->cfg->max_connections &&
+	       atomic_load(&srv->failed_kept) + atomic_load(&srv->buffered) <= srv->cfg->max_data_total;
+}
+
+/*
+ * While the target is over its bounds, sh's failed connections go, the one nearest its end first
+ * (its session may end with it), never keep (the one that just failed). Whether sh had none to give.
+ */
+static bool shed_own(struct shard *sh, const struct conn *keep)
+{
+	while (!target_within(sh->srv)) {
 		struct conn *first = NULL;
-		/* This shard's: another shard's sessions are its own (the count is per loop). */
-		struct shard *sh = newest->shard;
 		for (size_t i = 0; i < sh->nsessions; i++) {
 			for (struct conn *f = sh->sessions[i]->failed; f; f = f->sess_next) {
-				kept += snack_kept_bytes(f);
-				n++;
-				if (f != newest && (!first || f->recover_deadline_ms < first->recover_deadline_ms))
+				recount_kept(f);
+				if (f != keep && (!first || f->recover_deadline_ms < first->recover_deadline_ms))
 					first = f;
 			}
 		}
-		if (!first || (atomic_load(&srv->nconns) + n <= srv->cfg->max_connections &&
-				kept + atomic_load(&srv->buffered) <= srv->cfg->max_data_total))
-			return;
+		if (!first)
+			return false;
 		struct session *s = first->sess;
 		discard(first, "the target's failed connections are at max-connections or max-data-total");
 		session_end_if_empty(s);
 	}
+	return true;
+}
+
+/* On a loop asked by another one whose failure put the target over its bounds. */
+static void shed_asked(void *arg)
+{
+	struct shard *sh = arg;
+	atomic_store(&sh->shed_pending, false);
+	if (!sh->srv->shutting_down)
+		shed_own(sh, NULL);
+}
+
+/*
+ * Target-wide, failed connections count as connections (max-connections) and what they keep as
+ * command data (max-data-total): a peer that fails connections of ever new sessions, on any
+ * loops, cannot make the target hold more. The failing connection's loop gives up its own failed
+ * connections first; with none left to give it asks the loop with the most (one request pending
+ * per loop), as only a loop touches its sessions.
+ */
+static void bound_target(struct server *srv, struct conn *newest)
+{
+	if (shed_own(newest->shard, newest) || srv->nshards < 2)
+		return;
+	struct shard *most = NULL;
+	unsigned most_n = 0;
+	for (unsigned i = 0; i < srv->nshards; i++) {
+		struct shard *o = srv->shards[i];
+		unsigned n = atomic_load(&o->nfailed);
+		if (o != newest->shard && n > most_n) {
+			most = o;
+			most_n = n;
+		}
+	}
+	if (most && !atomic_exchange(&most->shed_pending, true))
+		shard_post(most, shed_asked, most);
 }
 
 void erl2_conn_fail(struct conn *c, const char *why)
@@ -214,6 +268,9 @@ void erl2_conn_fail(struct conn *c, const char *why)
 	c->sess_next = s->failed;
 	s->failed = c;
 	s->nfailed++;
+	atomic_fetch_add(&c->srv->nfailed, 1);
+	atomic_fetch_add(&c->shard->nfailed, 1);
+	recount_kept(c);
 	c->recover_deadline_ms = loop_now_ms() + hold_ms(s);
 	session_drop_held(s, c);
 	loop_defer(c->shard->loop, trim_failed, c);
@@ -246,6 +303,7 @@ void erl2_login_joined(struct session *s, struct conn *c, uint32_t old_expstatsn
 	count_recovered(s, f);
 	/* The first login request's ExpStatSN is the one of the connection it restarts (11.12.8). */
 	snack_ack_statsn(f, old_expstatsn);
+	recount_kept(f);
 	log_info("TSIH %u: CID %u recovered; %u task(s) of the failed connection await TASK REASSIGN", s->tsih, c->cid,
 		 f->ntasks);
 }
@@ -262,6 +320,7 @@ static void reassign_task(struct conn *c, struct conn *f, struct task *t, const 
 {
 	struct session *s = c->sess;
 	snack_forget_itt(f, t->itt); /* its R2Ts: the data not yet come is asked for again */
+	recount_kept(f);
 	task_move(t, c);
 	count_recovered(s, f);
 	s->task_reassigns++;
@@ -293,6 +352,7 @@ void erl2_task_reassign(struct conn *c, const struct bhs *b)
 			log_warn("%s:%u: TASK REASSIGN of ITT 0x%08x from DataSN %u: the data is no longer kept",
 				 c->peer_addr, c->peer_port, itt, b->tmf.expdatasn);
 			snack_forget_itt(f, itt);
+			recount_kept(f);
 			tmf_send_response(c, b->itt, TMF_RSP_REJECTED);
 			return;
 		case SNACK_REASSIGN_OK:
@@ -300,6 +360,7 @@ void erl2_task_reassign(struct conn *c, const struct bhs *b)
 			s->task_reassigns++;
 			tmf_send_response(c, b->itt, TMF_RSP_COMPLETE);
 			snack_reassign_send(f, c, itt, b->tmf.expdatasn);
+			recount_kept(f);
 			return;
 		}
 	}

@@ -342,9 +342,9 @@ int server_apply_config(struct server *srv, struct cfg *cfg, char **err)
 		free(cfg);
 		return -1;
 	}
-	if (srv->cfg && srv->cfg != cfg && cfg->threads != srv->cfg->threads)
+	if (srv->cfg && srv->cfg != cfg && cfg_threads(cfg) != srv->nshards)
 		log_warn("threads changed from %u to %u: that needs a restart (the target keeps %u event loops)",
-			 srv->cfg->threads, cfg->threads, srv->nshards);
+			 srv->nshards, cfg_threads(cfg), srv->nshards);
 	server_pause_shards(srv);
 	int rc = apply_config(srv, cfg, err);
 	server_resume_shards(srv);
@@ -447,6 +447,7 @@ static int apply_config(struct server *srv, struct cfg *cfg, char **err)
 		if (!n) {
 			n = xcalloc(1, sizeof(*n));
 			n->srv = srv;
+			n->gen = ++srv->next_node_gen;
 			n->scsi = scsi_target_new(t->name);
 			n->scsi_ctx = xcalloc(srv->nshards, sizeof(*n->scsi_ctx));
 			for (unsigned k = 0; k < srv->nshards; k++) {

@@ -579,7 +579,7 @@ int server_start(struct server *srv, struct cfg *cfg)
 	sigaddset(&set, SIGHUP);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	/* After the flags: they may choose the backend, which only a restart changes. */
-	if (server_engine_start(srv, cfg, &err) < 0 || server_shards_add(srv, cfg->threads, cfg, &err) < 0) {
+	if (server_engine_start(srv, cfg, &err) < 0 || server_shards_add(srv, cfg_threads(cfg), cfg, &err) < 0) {
 		cfg_free(cfg);
 		free(cfg);
 		goto fail;

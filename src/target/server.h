@@ -31,6 +31,7 @@ struct gateway_probes;
 /* A target node: an iSCSI name, its LUs and its access rules. */
 struct tnode {
 	struct server *srv;
+	uint64_t gen;             /* unique among the server's nodes, for ever (a freed node's address is not) */
 	struct cfg_target *cfg;
 	struct scsi_target *scsi;
 	struct scsi_port_ctx **scsi_ctx; /* each shard's context of it, by shard id (freed with scsi) */
@@ -77,6 +78,7 @@ struct server {
 	uint64_t accept_resume_ms; /* when paused portals listen again */
 	uint16_t next_tsih;
 	atomic_uint_fast64_t next_nexus_id;
+	atomic_uint_fast64_t next_conn_serial;
 	struct loop_timer tick;    /* once a second on loop 0: portals, limits, shutdown */
 	struct loop_watch sigwatch;
 	int sigfd;
@@ -91,7 +93,11 @@ struct server {
 	int (*overlay)(struct cfg *cfg, void *arg, char **err);
 	void *overlay_arg;
 	atomic_uint_fast64_t buffered; /* data buffer bytes held by every task of every connection */
+	/* ErrorRecoveryLevel 2 (erl2.c): failed connections of every loop awaiting recovery, and what they keep. */
+	atomic_uint nfailed;
+	atomic_uint_fast64_t failed_kept;
 	uint64_t cfg_generation;   /* bumped by every applied configuration */
+	uint64_t next_node_gen;    /* the last node's gen (loop 0, every other loop paused) */
 	struct store_engine *engine; /* shard 0's: its sessions' ios, and the workers of loop 0's long operations */
 	struct config_apply *applying; /* a change whose RBD images open on a worker (reconfig.c), or NULL */
 	/* server_pause_shards (shard.c) */

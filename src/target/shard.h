@@ -50,6 +50,8 @@ struct shard {
 	struct bufpool bufpool;     /* command data buffers of its tasks, reused */
 	struct conn *conns;         /* its connections; changed under srv->index_lock */
 	atomic_uint nconns;         /* how many, counting one handed to it and not made yet */
+	atomic_uint nfailed;        /* its failed connections awaiting recovery (erl2.c) */
+	atomic_bool shed_pending;   /* another loop asked it to discard some of them; not run yet */
 	struct session **sessions;  /* its live sessions (the index in struct server has them all) */
 	size_t nsessions, capsessions;
 	struct loop_timer tick;     /* once a second: pings, timeouts of its connections and sessions */

@@ -71,6 +71,27 @@ static void task_free_buffers(struct task *t)
 	t->out = t->in = NULL;
 }
 
+/* The connection's task list: newest first, doubly linked so that a completion leaves it at once. */
+static void task_link(struct conn *c, struct task *t)
+{
+	t->prev = NULL;
+	t->next = c->tasks;
+	if (c->tasks)
+		c->tasks->prev = t;
+	c->tasks = t;
+}
+
+static void task_unlink(struct conn *c, struct task *t)
+{
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		c->tasks = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	t->next = t->prev = NULL;
+}
+
 static struct task *task_alloc(struct conn *c)
 {
 	struct task *t = c->free_tasks;
@@ -83,8 +104,7 @@ static struct task *task_alloc(struct conn *c)
 	t->conn = c;
 	t->shard = c->shard;
 	t->pool = &c->shard->bufpool;
-	t->next = c->tasks;
-	c->tasks = t;
+	task_link(c, t);
 	c->ntasks++;
 	t->last_data_ms = loop_now_ms();
 	return t;
@@ -93,12 +113,7 @@ static struct task *task_alloc(struct conn *c)
 static void task_put(struct task *t)
 {
 	struct conn *c = t->conn;
-	for (struct task **pp = &c->tasks; *pp; pp = &(*pp)->next) {
-		if (*pp == t) {
-			*pp = t->next;
-			break;
-		}
-	}
+	task_unlink(c, t);
 	c->ntasks--;
 	if (t->state == TASK_SENDING)
 		c->nsending--;
@@ -132,7 +147,7 @@ void task_free_all(struct conn *c)
 	tmf_conn_gone(c);
 	while (c->tasks) {
 		struct task *t = c->tasks;
-		c->tasks = t->next;
+		task_unlink(c, t);
 		c->ntasks--;
 		if (t->state == TASK_SENDING)
 			c->nsending--;
@@ -701,19 +716,13 @@ static void task_scsi_done_here(void *arg) { task_scsi_done(arg); }
 void task_move(struct task *t, struct conn *to)
 {
 	struct conn *from = t->conn;
-	for (struct task **pp = &from->tasks; *pp; pp = &(*pp)->next) {
-		if (*pp == t) {
-			*pp = t->next;
-			break;
-		}
-	}
+	task_unlink(from, t);
 	from->ntasks--;
 	pdu_conn_forget_direct(&from->pc, t);
 	uint64_t bytes = t->buffered;
 	task_unaccount(t);
 	t->conn = to;
-	t->next = to->tasks;
-	to->tasks = t;
+	task_link(to, t);
 	to->ntasks++;
 	task_account(t, bytes);
 	t->ttt = to->next_ttt++;

@@ -36,6 +36,7 @@ struct task {
 	struct conn *conn;
 	struct shard *shard;      /* its connection's, kept when the connection goes (orphans) */
 	struct task *next;        /* in the connection's task list / free list */
+	struct task *prev;        /* in the connection's task list: a task leaves it without a walk */
 	enum task_state state;
 	bool orphan;              /* its connection is gone while a worker still reads for it */
 	uint32_t itt;
@@ -62,7 +63,7 @@ struct task {
 	struct bufpool *pool;     /* where out and in come from and go back to */
 	uint32_t refs;            /* queued send items still pointing at buffers */
 	bool aborted;
-	struct tmf_wait *tmf;     /* a task management response waiting for this task to end */
+	struct tmf_hold *tmf;     /* task management responses waiting for this task to end (tmf.c) */
 	uint8_t refuse;           /* enum task_refusal: answered with an error in its CmdSN turn */
 	uint64_t buffered;        /* bytes of data buffers this task holds */
 	uint64_t last_data_ms;    /* last Data-Out (or the command) arrived; for the Data-Out timeout */

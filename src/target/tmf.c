@@ -44,6 +44,7 @@ void tmf_send_response(struct conn *c, uint32_t itt, uint8_t response)
 struct tmf_wait {
 	struct tmf_wait *next;
 	struct conn *c;         /* NULL: the connection went; freed once no task holds it */
+	uint64_t origin;        /* serial of the connection the response goes to (a part: the request's) */
 	struct shard *shard;    /* c's loop, where it is answered (a part: the loop it aborts on) */
 	uint32_t itt;
 	uint8_t response;
@@ -84,12 +85,29 @@ static void tmf_send_ready(struct conn *c)
 	}
 }
 
-/* The response waits for t if t may still change the medium (and no earlier response does). */
+/*
+ * One response (or part of one) waiting for one aborted task. A task has one per connection
+ * whose responses wait for it: requests of other connections and parts of other loops' requests
+ * all wait, as each response promises its own initiator that nothing aborted writes any more.
+ * Waits of a task and the task live on the same loop (a part waits on the loop it aborts on).
+ */
+struct tmf_hold {
+	struct tmf_hold *next;
+	struct tmf_wait *w;
+};
+
+/* The response waits for t if t may still change the medium (and no earlier one of its connection does). */
 static void tmf_hold(struct tmf_wait *w, struct task *t)
 {
-	if (t->tmf || t->state != TASK_RUNNING || !scsi_cmd_changes_medium(&t->scmd))
-		return; /* an earlier response waits for it: this one goes after that one anyway */
-	t->tmf = w;
+	if (t->state != TASK_RUNNING || !scsi_cmd_changes_medium(&t->scmd))
+		return;
+	for (const struct tmf_hold *h = t->tmf; h; h = h->next)
+		if (h->w->origin == w->origin)
+			return; /* responses of one connection go out in order: this one goes after that one */
+	struct tmf_hold *h = xmalloc(sizeof(*h));
+	h->w = w;
+	h->next = t->tmf;
+	t->tmf = h;
 	w->tasks++;
 }
 
@@ -120,9 +138,14 @@ static void tmf_part_back(void *arg) { tmf_wait_done(arg); }
 
 void tmf_task_ended(struct task *t)
 {
-	struct tmf_wait *w = t->tmf;
+	struct tmf_hold *h = t->tmf;
 	t->tmf = NULL;
-	tmf_wait_done(w);
+	while (h) {
+		struct tmf_hold *next = h->next;
+		tmf_wait_done(h->w);
+		free(h);
+		h = next;
+	}
 }
 
 /* A LOGICAL UNIT RESET of a gateway group's LU is answered once the other gateways know of it. */
@@ -205,20 +228,21 @@ static void abort_node_tasks(struct shard *sh, struct tnode *node, const uint8_t
 /* A part of a request for another loop: what it aborts there, and for whom. */
 struct tmf_part {
 	struct tmf_wait *w;         /* on the loop it goes to; its parent is the request's */
-	struct tnode *node;
+	uint64_t node_gen;          /* the target's node (its pointer may be freed and reused meanwhile) */
 	uint8_t lun[8];
 	bool all_luns;
 	bool clear;                 /* CLEAR TASK SET: other nexuses are told */
 	struct scsi_nexus by;       /* the nexus that asked */
 };
 
-static bool node_live(const struct server *srv, const struct tnode *node)
+/* The node of that generation, or NULL once it is gone (a target removed by a reload since). */
+static struct tnode *node_live(const struct server *srv, uint64_t gen)
 {
 	/* Nodes come and go only while every loop but 0 is paused: reading the list here is safe. */
 	for (size_t i = 0; i < srv->nnodes; i++)
-		if (srv->nodes[i] == node)
-			return true;
-	return false;
+		if (srv->nodes[i]->gen == gen)
+			return srv->nodes[i];
+	return NULL;
 }
 
 /* On the part's loop: abort there, then drop the part's own hold (it reports once nothing else holds it). */
@@ -226,8 +250,9 @@ static void tmf_part_abort(void *arg)
 {
 	struct tmf_part *p = arg;
 	struct shard *sh = p->w->shard;
-	if (node_live(sh->srv, p->node))
-		abort_node_tasks(sh, p->node, p->all_luns ? NULL : p->lun, p->w, p->clear ? &p->by : NULL);
+	struct tnode *node = node_live(sh->srv, p->node_gen);
+	if (node)
+		abort_node_tasks(sh, node, p->all_luns ? NULL : p->lun, p->w, p->clear ? &p->by : NULL);
 	tmf_wait_done(p->w);
 	free(p);
 }
@@ -244,8 +269,9 @@ static void tmf_fan_out(struct conn *c, const uint8_t *lun, bool clear, struct t
 		p->w = xcalloc(1, sizeof(*p->w));
 		p->w->shard = o;
 		p->w->parent = w;
+		p->w->origin = w->origin;
 		p->w->tasks = 1; /* its own, dropped once it has aborted */
-		p->node = c->sess->node;
+		p->node_gen = c->sess->node->gen;
 		p->all_luns = !lun;
 		if (lun)
 			memcpy(p->lun, lun, 8);
@@ -321,6 +347,7 @@ void tmf_handle(struct conn *c, const struct bhs *b)
 	uint8_t response = TMF_RSP_COMPLETE;
 	struct tmf_wait *w = xcalloc(1, sizeof(*w));
 	w->c = c;
+	w->origin = c->serial;
 	w->shard = c->shard;
 	w->itt = b->itt;
 	c->stats.task_mgmt++;

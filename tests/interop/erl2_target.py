@@ -21,6 +21,13 @@ Cases:
                CID 1 fails with a write waiting for data and is never recovered; half a second after
                Time2Wait + Time2Retain its tasks are gone (does not exist) and the session goes on on CID 2; with every connection gone the session
                can be continued with its TSIH until Time2Wait + Time2Retain pass, not after
+  loops        a target with two loops and max-connections 4 (needs --stats-cmd): sessions S1 and
+               S2 on the two loops, two connections each, a write held on each connection. CID 1 of
+               S1 fails, then CID 1 of S2 after a third connection joined S1: live and failed
+               connections of both loops are 5 together, and S2's loop has only the one that just
+               failed, so S1's failed connection (on the other loop) is discarded (its write: task
+               does not exist); then CID 2 of S2 fails after a third joined S2: its loop discards
+               its own older failed connection (CID 1's write: does not exist, CID 2's reassigned)
 With --stats-cmd, CMD (a shell command printing the target's session list as JSON) must show the
 session's connection_recoveries and task_reassignments. Prints what it checks; exit status 0 when
 everything held.
@@ -39,6 +46,7 @@ import pdu_abuse  # noqa: E402
 from erl1_target import fail, ok, pattern  # noqa: E402
 
 ISID = b"\x40\x00\x00\xe2\x00\x01"
+STATS_CMD = None  # --stats-cmd
 TMF_REASSIGN = 8
 RSP_NAMES = {0: "function complete", 1: "task does not exist", 3: "task still allegiant",
              4: "task allegiance reassignment not supported", 255: "function rejected"}
@@ -87,13 +95,13 @@ class SConn(erl1_target.Conn):
         return h[2], struct.unpack(">HH", h[40:44])
 
 
-def connect(host, port, target, sess, cid, erl=2, mrdsl=8192, extra=None):
+def connect(host, port, target, sess, cid, erl=2, mrdsl=8192, extra=None, isid=ISID):
     ops = {"ErrorRecoveryLevel": str(erl), "InitialR2T": "Yes", "ImmediateData": "No",
            "MaxBurstLength": "65536", "FirstBurstLength": "65536", "MaxRecvDataSegmentLength": str(mrdsl),
            "MaxConnections": "8"}
     ops.update(extra or {})
     reply = {}
-    sock = pdu_abuse.login(host, port, target, isid=ISID, tsih=sess.tsih, cid=cid, ops=ops, reply=reply)
+    sock = pdu_abuse.login(host, port, target, isid=isid, tsih=sess.tsih, cid=cid, ops=ops, reply=reply)
     sock.settimeout(10)
     if sess.tsih == 0:
         sess.tsih = reply["_tsih"]
@@ -343,6 +351,70 @@ def case_expire(host, port, target):
     fail("a login with the TSIH of a session whose connections all failed %.1f s before succeeded" % (hold + 0.5))
 
 
+def session_states(cmd):
+    """TSIH -> (loop, failed connections) of this initiator's sessions, from the session list."""
+    out = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=20)
+    if out.returncode:
+        fail("stats command failed: " + out.stderr)
+    return {s["tsih"]: (s["loop"], len(s["failed_connections"])) for s in json.loads(out.stdout)
+            if s.get("initiator_iqn") == pdu_abuse.INITIATOR}
+
+
+def wait_failed(cmd, want, what):
+    """Until the sessions (TSIH -> count) have that many failed connections, at most 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        got = session_states(cmd)
+        if all(got.get(t, (None, -1))[1] == n for t, n in want.items()):
+            return got
+        if time.monotonic() > deadline:
+            fail("%s: failed connections %s, expected %s" % (
+                what, {t: got.get(t, (None, None))[1] for t in want}, want))
+        time.sleep(0.1)
+
+
+def case_loops(host, port, target):
+    if not STATS_CMD:
+        fail("the loops case needs --stats-cmd")
+    s1, s2 = Session(), Session()
+    isid2 = ISID[:5] + b"\x02"
+    a1, _ = connect(host, port, target, s1, 1)
+    first_command(a1)
+    b1, _ = connect(host, port, target, s2, 1, isid=isid2)
+    first_command(b1)
+    st = session_states(STATS_CMD)
+    if st[s1.tsih][0] == st[s2.tsih][0]:
+        fail("both sessions are on loop %d" % st[s1.tsih][0])
+    ok("S1 (TSIH %u) on loop %d, S2 (TSIH %u) on loop %d" % (s1.tsih, st[s1.tsih][0], s2.tsih, st[s2.tsih][0]))
+    a2, _ = connect(host, port, target, s1, 2)
+    b2, _ = connect(host, port, target, s2, 2, isid=isid2)
+    data = pattern(128 * 1024, 13)
+    wa1 = start_write(a1, 0, data, 0)
+    wb1 = start_write(b1, 1024, data, 0)
+    wb2 = start_write(b2, 2048, data, 0)
+    ok("4 connections (max-connections 4), a write held on CID 1 of both sessions and on CID 2 of S2")
+    drop(a1)
+    wait_failed(STATS_CMD, {s1.tsih: 1, s2.tsih: 0}, "S1's CID 1 failing")
+    a3, _ = connect(host, port, target, s1, 3)
+    drop(b1)
+    # 3 live + 2 failed > 4: S2's loop has only its newest, so S1's loop gives up its failed one.
+    wait_failed(STATS_CMD, {s1.tsih: 0, s2.tsih: 1},
+                "3 live and 2 failed connections on two loops (max-connections 4)")
+    reassign(a3, wa1, what="of S1's write, its failed connection discarded", want=1)
+    ok("S2's CID 1 failing put the target over max-connections: S1's failed CID 1, on the other loop, was "
+       "discarded")
+    b3, _ = connect(host, port, target, s2, 3, isid=isid2)
+    drop(b2)
+    # Reassignable once the target has seen CID 2 fail; the bound was applied then too.
+    reassign(b3, wb2, what="of S2's CID 2 write, kept")
+    reassign(b3, wb1, what="of S2's CID 1 write, discarded", want=1)
+    wait_failed(STATS_CMD, {s1.tsih: 0, s2.tsih: 1}, "S2's CID 2 failing with CID 1 failed before")
+    ok("S2's CID 2 failing: its loop discarded its own older failed CID 1; CID 2's write was reassigned")
+    for c in (a2, a3, b3):
+        c.sock.close()
+    return None
+
+
 def stats_check(cmd, counts):
     out = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=20)
     if out.returncode:
@@ -366,8 +438,10 @@ def stats_check(cmd, counts):
 def main():
     host, port, target, case = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
     stats_cmd = sys.argv[sys.argv.index("--stats-cmd") + 1] if "--stats-cmd" in sys.argv else None
+    global STATS_CMD
+    STATS_CMD = stats_cmd
     cases = {"unsupported": case_unsupported, "reinstate": case_reinstate, "logout": case_logout,
-             "expire": case_expire}
+             "expire": case_expire, "loops": case_loops}
     res = cases[case](host, port, target)
     if res:
         c, counts = res

@@ -25,6 +25,8 @@ milliseconds until the answer came):
   "wait ITT"               the answer of a read sent with send-read, as "read" gives it
   "abort ITT"              ABORT TASK (immediate) for task ITT on its LUN:
                            "tmf itt=N response=0xRR ms=M" (N: the TMF's own tag)
+  "tmf FUNCTION LUN"       an immediate task management request of that function (e.g. 5:
+                           LOGICAL UNIT RESET) for LUN, answered as "abort" is
   "quiet ITT SECS"         listen for SECS seconds: "quiet itt=N pdus=K ops=OP,OP..." (K: PDUs
                            for task ITT that came, now or stashed earlier; OP: their opcodes)
   "logout"                 close the session: "logout response=0xRR closed=yes|no"
@@ -226,12 +228,15 @@ class Tasks:
     def abort(self, itt, cmdsn):
         """ABORT TASK for task ITT (a READ sent with send_read, CmdSN ITT - 1), as an immediate
         TMF request; waits for the TMF response."""
+        return self.tmf(0x01, self.sent.get(itt, (0, None))[0], cmdsn, itt)
+
+    def tmf(self, function, lun, cmdsn, itt=0xFFFFFFFF):
+        """An immediate TMF request (referenced task ITT, CmdSN ITT - 1); waits for its response."""
         self.tmf_tag += 1
-        lun = self.sent.get(itt, (0, None))[0]
         lun_field = bytes([0, lun]) + b"\0" * 6
-        rest = struct.pack(">IIIII", itt, cmdsn, 0, itt - 1, 0) + b"\0" * 8
+        rest = struct.pack(">IIIII", itt, cmdsn, 0, (itt - 1) & 0xFFFFFFFF, 0) + b"\0" * 8
         t0 = time.monotonic()
-        self.sock.sendall(pdu_abuse.bhs(0x02, 0x80 | 0x01, True, 0, 0, lun_field, self.tmf_tag, rest))
+        self.sock.sendall(pdu_abuse.bhs(0x02, 0x80 | function, True, 0, 0, lun_field, self.tmf_tag, rest))
         h, _ = self.next_pdu(self.tmf_tag, cmdsn)
         ms = int((time.monotonic() - t0) * 1000)
         if (h[0] & 0x3F) != 0x22:
@@ -319,6 +324,9 @@ def serve(sock, tasks, reply):
             continue
         if words[0] == "abort":
             print(tasks.abort(int(words[1]), cmdsn), flush=True)
+            continue
+        if words[0] == "tmf":
+            print(tasks.tmf(int(words[1]), int(words[2]), cmdsn), flush=True)
             continue
         if words[0] == "quiet":
             print(tasks.quiet(int(words[1]), float(words[2]), cmdsn), flush=True)

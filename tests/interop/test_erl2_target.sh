@@ -18,6 +18,9 @@
 #      recovered loses its tasks after 4 s while the session goes on on its other connection; a
 #      session with no connection left is continued with its TSIH, and is gone 4.5 s after its
 #      last one failed
+#   5. two loops, max-connections 4: failed connections of sessions on both loops count together;
+#      when a failure puts the target over the bound and its own loop has no older failed
+#      connection, the other loop discards its own; else the failing loop discards its oldest
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 need python3
@@ -48,4 +51,15 @@ grep -q 'discarded with 1 task(s): not recovered within DefaultTime2Wait + Defau
 grep -q 'session TSIH [0-9]* of .* ended' <<<"$log" || fail "the target log does not show the session ending"
 stop_target
 [[ "$TARGET_EXIT" == 0 ]] || fail "target exited with status $TARGET_EXIT after SIGTERM"
+
+PORT=$(free_port)
+start_target --listen "127.0.0.1:$PORT" --target "$IQN" --lun "memory,size=64M" --mgmt-socket "$SOCK" \
+	--max-error-recovery-level 2 --threads 2 --max-connections 4
+mark=$(log_mark)
+run_case loops
+log=$(log_since "$mark")
+grep -q "discarded with 1 task(s): the target's failed connections are at max-connections" <<<"$log" ||
+	fail "the target log does not show failed connections discarded at max-connections"
+stop_target
+[[ "$TARGET_EXIT" == 0 ]] || fail "target exited with status $TARGET_EXIT after SIGTERM (two loops)"
 say "PASS"

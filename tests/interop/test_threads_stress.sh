@@ -9,7 +9,8 @@
 # end the target must still run with no sanitizer report or failed assertion in its log.
 #
 #   STRESS_TARGET_ARGS   extra arguments of isthmus-target (word-split; default "--threads 4", so the
-#                        sessions share the LU from four event loops; "" for one loop)
+#                        sessions share the LU from four event loops; "--threads 1" for one loop, ""
+#                        for the default, one per CPU)
 #   STRESS_SECONDS       seconds of load per LU (default 12)
 #   STRESS_SEED          the driver's seed, to replay a run (default: a new one each run)
 set -euo pipefail

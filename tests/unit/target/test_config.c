@@ -1,6 +1,7 @@
 #include "target/config.h"
 
 #include <dirent.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -737,6 +738,50 @@ static void test_limits(void)
 }
 
 /*
+ * threads not set: as many loops as the CPUs the process may run on (its affinity mask, not the
+ * machine's count), and a written file leaves the key out so it keeps meaning that elsewhere.
+ */
+static void test_threads_default(void)
+{
+	struct cfg c;
+	cfg_init(&c);
+	char *err = NULL;
+	CHECK_EQ(cfg_load_string(&c, "t.conf", "[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=8M\n", &err), 0);
+	CHECK_EQ(c.threads, CFG_THREADS_AUTO);
+	cpu_set_t all, one;
+	CPU_ZERO(&all);
+	CHECK_EQ(sched_getaffinity(0, sizeof(all), &all), 0);
+	unsigned cpus = (unsigned)CPU_COUNT(&all);
+	CHECK_EQ(cfg_threads(&c), cpus < CFG_THREADS_LIMIT ? cpus : CFG_THREADS_LIMIT);
+	CPU_ZERO(&one);
+	for (int i = 0; i < CPU_SETSIZE; i++) {
+		if (CPU_ISSET(i, &all)) {
+			CPU_SET(i, &one);
+			break;
+		}
+	}
+	CHECK_EQ(sched_setaffinity(0, sizeof(one), &one), 0);
+	CHECK_EQ(cfg_threads(&c), 1);
+	CHECK_EQ(sched_setaffinity(0, sizeof(all), &all), 0);
+	char *text = cfg_format(&c);
+	CHECK(text && !strstr(text, "threads ="));
+	free(text);
+	cfg_free(&c);
+	cfg_init(&c);
+	CHECK_EQ(cfg_load_string(&c, "t.conf", "[global]\nthreads = 1\n[target iqn.2026-11.org.x:t]\nlun 0 = memory,size=8M\n",
+				 &err),
+		 0);
+	CHECK_EQ(cfg_threads(&c), 1);
+	text = cfg_format(&c);
+	CHECK(text && strstr(text, "threads = 1\n"));
+	free(text);
+	cfg_free(&c);
+	printf("ok: threads not set is the %u CPU(s) the process may run on (1 when pinned to one), left out of a "
+	       "written file; threads = 1 is kept\n",
+	       cpus);
+}
+
+/*
  * save-config writes a fresh file with a random name, created exclusively: a symlink planted
  * where the temporary file used to go (PATH.tmp.PID) is not followed, and the file is 0600 even
  * under a permissive umask.
@@ -925,6 +970,7 @@ int main(void)
 	test_format_api();
 	test_value_syntax();
 	test_limits();
+	test_threads_default();
 	test_save_safely();
 	TEST_MAIN_END();
 }
