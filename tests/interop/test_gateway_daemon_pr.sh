@@ -180,7 +180,7 @@ ism logout "$SID" >/dev/null || fail "logout"
 say "case 3: the gateway failed over to answers NOT READY (04h/01h) until its record is loaded"
 KD3=00000000d3d3d3d3
 HOLD_MS=14000
-python3 - "$INTEROP_DIR" "$IQN" "$PORTA" <<'PY' || fail "clearing case 2's reservation"
+python3 - "$INTEROP_DIR" "$IQN" "${PA##*:}" <<'PY' || fail "clearing case 2's reservation"
 import sys
 sys.path.insert(0, sys.argv[1])
 import gateway_nexus
@@ -206,7 +206,7 @@ t_b=$(date +%s.%N) # before the record is opened: it cannot load until HOLD_MS a
 ISTHMUS_TEST_RECORD_UNREACHABLE_MS=$HOLD_MS gw_start 2
 sleep 3 # gateway 2's probes see gateway 1 answer, so it fences it once it is gone
 grep -q "ISTHMUS_TEST_RECORD_UNREACHABLE_MS=$HOLD_MS" "$TEST_DIR/gw2.log" || fail "gateway 2 did not take the test setting"
-run_to 120 python3 - "$INTEROP_DIR" "$IQN" "$PORTB" "${GW_PID[1]}" "$DMN_DEV/$SID/lun0" "$KD3" "$t_b" "$HOLD_MS" <<'PY' ||
+run_to 120 python3 - "$INTEROP_DIR" "$IQN" "${PB##*:}" "${GW_PID[1]}" "$DMN_DEV/$SID/lun0" "$KD3" "$t_b" "$HOLD_MS" <<'PY' ||
 import os, signal, sys, threading, time
 sys.path.insert(0, sys.argv[1])
 import gateway_nexus
