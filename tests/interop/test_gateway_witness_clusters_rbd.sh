@@ -15,20 +15,8 @@
 #   - gateway 1 cut off from C1 this time: fenced on C1 only, its new C2 client kept (with one
 #     cluster deciding for all it was fenced on both).
 set -euo pipefail
-if [[ -z "${ISTHMUS_PARTITION_NS:-}" ]]; then
-	if [[ $(id -u) != 0 ]]; then
-		echo "SKIP: a network namespace and nftables rules need root"
-		exit 77
-	fi
-	for tool in unshare nft ip setpriv ss; do
-		if ! command -v "$tool" >/dev/null; then
-			echo "SKIP: no $tool"
-			exit 77
-		fi
-	done
-	ISTHMUS_PARTITION_NS=1 exec unshare -n "$0" "$@"
-fi
-ip link set lo up
+source "$(dirname "$0")/netns.bash"
+in_own_netns "unshare nft ip setpriv ss" "$@"
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/ceph_lib.sh"
 need python3 ceph rados
