@@ -1,5 +1,9 @@
 # Sourced by interop tests (after lib.sh) that put a LUN on slowfs.c: a FUSE file system whose
 # /disk is BACKING with every read (and, while BACKING.slow-writes exists, every write) delayed.
+# Skips the test where FUSE or libfuse3's development files are missing.
+[[ -e /dev/fuse ]] || skip "no /dev/fuse"
+need cc pkg-config fusermount3 mountpoint
+pkg-config --exists fuse3 || skip "libfuse3 development files are not installed (libfuse3-dev)"
 
 # slowfs_mount DELAY_MS FILL : build slowfs, fill a 16 MiB BACKING from FILL (/dev/zero,
 # /dev/urandom) and mount it on MNT; sets SLOWFS, BACKING, MNT, SLOWFS_LOG, SLOWFS_PID and an
