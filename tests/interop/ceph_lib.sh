@@ -20,6 +20,9 @@
 #                              (an --lun spec such as "rbd:rbd/NAME,conf=$CEPH_CONF") and ARGS,
 #                              each on a free port of 127.0.0.1: GW_PORT[n], GW_HP[n] (host:port),
 #                              GW_PID[n]; log $TEST_DIR/gwN.log, mgmt socket $TEST_DIR/gwN.sock
+#   ceph_start_second NAME     a second cluster (256 MiB memstore) in $TEST_DIR/ceph2 with a
+#                              64 MiB image rbd/NAME; C2_DIR, C2_CONF (not exported). Stopped
+#                              after the gateways, before the first cluster
 #   rbd_gateway_pair NAME IQN  ceph_start, a 64 MiB image rbd/NAME, and gateways 1 and 2 serving
 #                              it as IQN (start_rbd_gateways); PA, PB: their host:port
 #   gw_start N                 start gateway N (again, after gw_stop) as start_rbd_gateways did;
@@ -30,6 +33,7 @@
 # Gateways still running at exit are stopped (TERM, KILL after 15 s) before the cluster.
 
 CEPH_DIR=""
+C2_DIR=""
 MICRO_CEPH=$REPO_ROOT/tests/ceph/micro-ceph.sh
 # Seconds one rbd/ceph command may take.
 CEPH_CMD_TIMEOUT=${CEPH_CMD_TIMEOUT:-60}
@@ -52,6 +56,19 @@ ceph_start() {
 # The configuration's last section is [client]: what is appended lands there.
 ceph_client_timeout() {
 	printf 'rados osd op timeout = %s\nrados mon op timeout = %s\n' "$1" "$1" >>"$CEPH_CONF"
+}
+
+ceph_start_second() { # NAME
+	local port
+	port=$(free_port)
+	C2_DIR=$TEST_DIR/ceph2
+	say "starting a second Ceph cluster (1 mon on 127.0.0.1:$port, 1 memstore OSD)"
+	if ! MEMSTORE_BYTES=$((256 << 20)) run_to 150 "$MICRO_CEPH" --port "$port" "$C2_DIR" >"$TEST_DIR/micro-ceph2.log" 2>&1; then
+		tail -n 20 "$TEST_DIR/micro-ceph2.log" | sed 's/^/    /'
+		fail "the second Ceph cluster did not start"
+	fi
+	C2_CONF=$C2_DIR/ceph.conf
+	CEPH_CONF=$C2_CONF rbd_cmd create --size 64M "rbd/$1" || fail "rbd create rbd/$1 on the second cluster"
 }
 
 rbd_cmd() {
@@ -133,6 +150,13 @@ ceph_lib_cleanup() {
 	set +e
 	_stop_target TERM
 	stop_pids 15 "${GW_PID[@]}"
+	if [[ -n "$C2_DIR" && -d "$C2_DIR" ]]; then
+		if ((rc == 0)) && [[ -z "${KEEP_TMP:-}" ]]; then
+			"$MICRO_CEPH" --stop "$C2_DIR"
+		else
+			"$MICRO_CEPH" --stop-keep-logs "$C2_DIR"
+		fi
+	fi
 	if [[ -n "$CEPH_DIR" && -d "$CEPH_DIR" ]]; then
 		if ((rc == 0 || rc == 77)) && [[ -z "${KEEP_TMP:-}" ]]; then
 			"$MICRO_CEPH" --stop "$CEPH_DIR"

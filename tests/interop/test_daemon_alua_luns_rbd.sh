@@ -14,11 +14,7 @@
 #     and the rule, in JSON and in its table.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-[[ "$TARGET_IMPL" == isthmus ]] || skip "gateways on RBD need isthmus-target"
-[[ -e /dev/fuse ]] || skip "no /dev/fuse"
-need jq python3 fusermount3
-source "$(dirname "$0")/ceph_lib.sh"
-source "$(dirname "$0")/daemon_helpers.bash"
+source "$INTEROP_DIR/rbd_daemon.bash"
 
 IQN=iqn.2026-11.org.isthmus:dmnalualuns
 ceph_start

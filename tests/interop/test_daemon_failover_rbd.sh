@@ -16,11 +16,7 @@
 # reservation is H's, and the daemon writes as a registrant.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-[[ "$TARGET_IMPL" == isthmus ]] || skip "gateways on RBD need isthmus-target"
-[[ -e /dev/fuse ]] || skip "no /dev/fuse"
-need jq python3 fusermount3
-source "$(dirname "$0")/ceph_lib.sh"
-source "$(dirname "$0")/daemon_helpers.bash"
+source "$INTEROP_DIR/rbd_daemon.bash"
 
 BOUND=${FAILOVER_BOUND:-6} # seconds from the kill to the first write acknowledged through B
 IQN=iqn.2026-11.org.isthmus:dmnfailoverrbd

@@ -25,11 +25,7 @@
 #      and the daemon log says it waited.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-[[ "$TARGET_IMPL" == isthmus ]] || skip "gateways on RBD need isthmus-target"
-[[ -e /dev/fuse ]] || skip "no /dev/fuse"
-need jq python3 fusermount3
-source "$(dirname "$0")/ceph_lib.sh"
-source "$(dirname "$0")/daemon_helpers.bash"
+source "$INTEROP_DIR/rbd_daemon.bash"
 
 IQN=iqn.2026-11.org.isthmus:gwdmnpr
 KD1=00000000d1d1d1d1
@@ -47,6 +43,31 @@ wait_held() {
 		sleep 0.2
 	done
 	fail "the session's reservation is not held: $(jq -c '{pr_key, pr_type, pr_reservation, pr_error}' "$TEST_DIR/held.json")"
+}
+
+# clear_reservation CASE GATEWAY PORT ISID KEY : a raw initiator (ISID) on gateway GATEWAY (a, b)
+# at PORT registers KEY and clears the LU's reservation and registrations left by case CASE
+clear_reservation() {
+	python3 - "$INTEROP_DIR" "$IQN" "$@" <<'PY' || fail "clearing case $1's reservation"
+import sys
+sys.path.insert(0, sys.argv[1])
+import gateway_nexus
+from gateway_nexus import say, Nexus, prout
+case, gw, port, isid, key = sys.argv[3:8]
+gateway_nexus.setup("test_gateway_daemon_pr", sys.argv[2], {gw: int(port)})
+cleaner = Nexus("cleaner", gw, isid)
+def prout_again(sa, key, sark):
+    """PERSISTENT RESERVE OUT, sent again past CHECK CONDITION (4 tries in all)."""
+    for _ in range(4):
+        st = prout(cleaner, sa, key, sark)
+        if st != 2:
+            return st
+    return st
+K = int(key, 16)
+assert prout_again(0, 0, K) == 0, "register"
+assert prout_again(3, K, 0) == 0, "clear"
+say(f"case {case}'s reservation and registrations cleared")
+PY
 }
 
 # run_case NAME PORT_FIRST PORT_SURVIVOR PID_TO_KILL TYPE_CODE KEY WITH_REGISTRANT
@@ -139,25 +160,7 @@ say "ok: after the failover the session runs through B with its reservation held
 ism logout "$SID" >/dev/null || fail "logout"
 
 say "case 2: WRITE EXCLUSIVE through B, then B killed (the reservation moves with PREEMPT)"
-python3 - "$INTEROP_DIR" "$IQN" "${GW_PORT[2]}" <<'PY' || fail "clearing case 1's reservation"
-import sys
-sys.path.insert(0, sys.argv[1])
-import gateway_nexus
-from gateway_nexus import say, Nexus, prout
-gateway_nexus.setup("test_gateway_daemon_pr", sys.argv[2], {"b": int(sys.argv[3])})
-cleaner = Nexus("cleaner", "b", "400000000e01")
-def prout_again(sa, key, sark):
-    """PERSISTENT RESERVE OUT, sent again past CHECK CONDITION (4 tries in all)."""
-    for _ in range(4):
-        st = prout(cleaner, sa, key, sark)
-        if st != 2:
-            return st
-    return st
-K = 0x4545454545454545
-assert prout_again(0, 0, K) == 0, "register"
-assert prout_again(3, K, 0) == 0, "clear"
-say("case 1's reservation and registrations cleared")
-PY
+clear_reservation 1 b "${GW_PORT[2]}" 400000000e01 4545454545454545
 gw_start 1
 sleep 3 # gateway 1 loads the record and is seen by its peer's probes
 SID=$(ism login "$IQN" --portal "$PB" --portal "$PA" --failback 0 --pr-key "$KD2" --pr-type we | tail -n1) ||
@@ -180,24 +183,7 @@ ism logout "$SID" >/dev/null || fail "logout"
 say "case 3: the gateway failed over to answers NOT READY (04h/01h) until its record is loaded"
 KD3=00000000d3d3d3d3
 HOLD_MS=14000
-python3 - "$INTEROP_DIR" "$IQN" "${PA##*:}" <<'PY' || fail "clearing case 2's reservation"
-import sys
-sys.path.insert(0, sys.argv[1])
-import gateway_nexus
-from gateway_nexus import say, Nexus, prout
-gateway_nexus.setup("test_gateway_daemon_pr", sys.argv[2], {"a": int(sys.argv[3])})
-cleaner = Nexus("cleaner", "a", "400000000e02")
-def prout_again(sa, key, sark):
-    for _ in range(4):
-        st = prout(cleaner, sa, key, sark)
-        if st != 2:
-            return st
-    return st
-K = 0x4646464646464646
-assert prout_again(0, 0, K) == 0, "register"
-assert prout_again(3, K, 0) == 0, "clear"
-say("case 2's reservation and registrations cleared")
-PY
+clear_reservation 2 a "${PA##*:}" 400000000e02 4646464646464646
 SID=$(ism login "$IQN" --portal "$PA" --portal "$PB" --failback 0 --pr-key "$KD3" --pr-type we | tail -n1) ||
 	fail "login with --pr-type we"
 wait_held "$SID"

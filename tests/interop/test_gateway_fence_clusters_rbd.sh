@@ -15,39 +15,11 @@ need python3
 [[ "$TARGET_IMPL" == isthmus ]] || skip "gateways on RBD need isthmus-target"
 
 WRITE_BOUND=${WRITE_BOUND:-15} # seconds for gateway 2's first write to LUN 1 after the kill
-C2_DIR=""
-
-two_exit() {
-	local rc=$?
-	set +e
-	for n in "${!GW_PID[@]}"; do
-		kill -TERM "${GW_PID[$n]}" 2>/dev/null
-		timeout 15 tail --pid="${GW_PID[$n]}" -f /dev/null 2>/dev/null || kill -KILL "${GW_PID[$n]}" 2>/dev/null
-	done
-	if [[ -n "$C2_DIR" && -d "$C2_DIR" ]]; then
-		if ((rc == 0)) && [[ -z "${KEEP_TMP:-}" ]]; then
-			"$MICRO_CEPH" --stop "$C2_DIR"
-		else
-			"$MICRO_CEPH" --stop-keep-logs "$C2_DIR"
-		fi
-	fi
-	(exit "$rc")
-	ceph_lib_cleanup
-}
-trap two_exit EXIT
 
 ceph_start
 C1_CONF=$CEPH_CONF
 ceph_image fa 64M
-C2_PORT=$(free_port)
-C2_DIR=$TEST_DIR/ceph2
-say "starting a second Ceph cluster (1 mon on 127.0.0.1:$C2_PORT, 1 memstore OSD)"
-if ! MEMSTORE_BYTES=$((256 << 20)) run_to 150 "$MICRO_CEPH" --port "$C2_PORT" "$C2_DIR" >"$TEST_DIR/micro-ceph2.log" 2>&1; then
-	tail -n 20 "$TEST_DIR/micro-ceph2.log" | sed 's/^/    /'
-	fail "the second Ceph cluster did not start"
-fi
-C2_CONF=$C2_DIR/ceph.conf
-CEPH_CONF=$C2_CONF rbd_cmd create --size 64M rbd/fb || fail "rbd create rbd/fb on the second cluster"
+ceph_start_second fb
 
 IQN=iqn.2026-11.org.isthmus:gwfenceclusters
 start_rbd_gateways 2 "$IQN" "rbd:rbd/fa,conf=$C1_CONF" --lun "rbd:rbd/fb,conf=$C2_CONF"

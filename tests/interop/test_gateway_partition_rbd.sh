@@ -18,20 +18,8 @@
 #     it reads the record with a new client, still serves, and stopped with SIGTERM it exits
 #     with no sanitizer report (the fenced client's watch is given back, not leaked).
 set -euo pipefail
-if [[ -z "${ISTHMUS_PARTITION_NS:-}" ]]; then
-	if [[ $(id -u) != 0 ]]; then
-		echo "SKIP: a network namespace and nftables rules need root"
-		exit 77
-	fi
-	for tool in unshare nft ip setpriv; do
-		if ! command -v "$tool" >/dev/null; then
-			echo "SKIP: no $tool"
-			exit 77
-		fi
-	done
-	ISTHMUS_PARTITION_NS=1 exec unshare -n "$0" "$@"
-fi
-ip link set lo up
+source "$(dirname "$0")/netns.bash"
+in_own_netns "unshare nft ip setpriv" "$@"
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/ceph_lib.sh"
 need python3 ceph

@@ -15,20 +15,8 @@
 #   - gateway 1 cut off from C1 this time: fenced on C1 only, its new C2 client kept (with one
 #     cluster deciding for all it was fenced on both).
 set -euo pipefail
-if [[ -z "${ISTHMUS_PARTITION_NS:-}" ]]; then
-	if [[ $(id -u) != 0 ]]; then
-		echo "SKIP: a network namespace and nftables rules need root"
-		exit 77
-	fi
-	for tool in unshare nft ip setpriv ss; do
-		if ! command -v "$tool" >/dev/null; then
-			echo "SKIP: no $tool"
-			exit 77
-		fi
-	done
-	ISTHMUS_PARTITION_NS=1 exec unshare -n "$0" "$@"
-fi
-ip link set lo up
+source "$(dirname "$0")/netns.bash"
+in_own_netns "unshare nft ip setpriv ss" "$@"
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/ceph_lib.sh"
 need python3 ceph rados
@@ -39,41 +27,22 @@ nft delete table inet isthmus_probe_test
 PROBE_S=2 # GATEWAY_PROBE_INTERVAL_MS
 FENCE_BOUND=${FENCE_BOUND:-30} # seconds from the cut to the fence (normally about 5)
 TABLE=isthmus_witness
-C2_DIR=""
 
-two_exit() {
+# The rules go first: the gateways and clusters are stopped by ceph_lib_cleanup.
+witness_exit() {
 	local rc=$?
 	set +e
 	nft delete table inet "$TABLE" 2>/dev/null
-	for n in "${!GW_PID[@]}"; do
-		kill -TERM "${GW_PID[$n]}" 2>/dev/null
-		timeout 15 tail --pid="${GW_PID[$n]}" -f /dev/null 2>/dev/null || kill -KILL "${GW_PID[$n]}" 2>/dev/null
-	done
-	if [[ -n "$C2_DIR" && -d "$C2_DIR" ]]; then
-		if ((rc == 0)) && [[ -z "${KEEP_TMP:-}" ]]; then
-			"$MICRO_CEPH" --stop "$C2_DIR"
-		else
-			"$MICRO_CEPH" --stop-keep-logs "$C2_DIR"
-		fi
-	fi
 	(exit "$rc")
 	ceph_lib_cleanup
 }
-trap two_exit EXIT
+trap witness_exit EXIT
 
 ceph_start
 C1_CONF=$CEPH_CONF
 C1_DIR=$CEPH_DIR
 ceph_image wa 64M
-C2_PORT=$(free_port)
-C2_DIR=$TEST_DIR/ceph2
-say "starting a second Ceph cluster (1 mon on 127.0.0.1:$C2_PORT, 1 memstore OSD)"
-if ! MEMSTORE_BYTES=$((256 << 20)) run_to 150 "$MICRO_CEPH" --port "$C2_PORT" "$C2_DIR" >"$TEST_DIR/micro-ceph2.log" 2>&1; then
-	tail -n 20 "$TEST_DIR/micro-ceph2.log" | sed 's/^/    /'
-	fail "the second Ceph cluster did not start"
-fi
-C2_CONF=$C2_DIR/ceph.conf
-CEPH_CONF=$C2_CONF rbd_cmd create --size 64M rbd/wb || fail "rbd create rbd/wb on the second cluster"
+ceph_start_second wb
 
 IQN=iqn.2026-11.org.isthmus:gwwitness
 GW_GID[1]=101

@@ -8,45 +8,12 @@
 # A target whose aborted task waits for one response only answers B at once.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-[[ -e /dev/fuse ]] || skip "no /dev/fuse"
-need cc pkg-config fusermount3 python3 mountpoint jq
-pkg-config --exists fuse3 || skip "libfuse3 development files are not installed (libfuse3-dev)"
+source "$INTEROP_DIR/slowfs.bash"
+need python3 jq
 [[ "$TARGET_IMPL" == isthmus ]] || skip "this checks isthmus-target's task management (TARGET_IMPL=$TARGET_IMPL)"
 
 DELAY_MS=${SLOW_DELAY_MS:-1500}
-SLOWFS=$TEST_DIR/slowfs
-read -r -a FUSE_FLAGS <<<"$(pkg-config --cflags --libs fuse3)"
-cc -O2 -Wall -Wextra -o "$SLOWFS" "$INTEROP_DIR/slowfs.c" "${FUSE_FLAGS[@]}" >"$TEST_DIR/slowfs.build.log" 2>&1 ||
-	fail "building slowfs failed: $(cat "$TEST_DIR/slowfs.build.log")"
-BACKING=$TEST_DIR/backing.img
-MNT=$TEST_DIR/mnt
-SLOWFS_LOG=$TEST_DIR/slowfs.log
-SLOWFS_PID=""
-mkdir -p "$MNT"
-head -c $((16 << 20)) /dev/zero >"$BACKING"
-
-# Unmount before lib.sh's cleanup removes TEST_DIR (the mount point is inside it).
-slowfs_cleanup() {
-	local rc=$?
-	set +e
-	if [[ -n "$SLOWFS_PID" ]] && alive "$SLOWFS_PID"; then
-		kill -TERM "$SLOWFS_PID" 2>/dev/null
-		timeout 5 tail --pid="$SLOWFS_PID" -f /dev/null 2>/dev/null || kill -KILL "$SLOWFS_PID" 2>/dev/null
-	fi
-	mountpoint -q "$MNT" 2>/dev/null && fusermount3 -u -z "$MNT" 2>/dev/null
-	(exit "$rc")
-	lib_cleanup
-}
-trap slowfs_cleanup EXIT
-
-"$SLOWFS" "$BACKING" "$MNT" "$DELAY_MS" 2>"$SLOWFS_LOG" &
-SLOWFS_PID=$!
-deadline=$((SECONDS + 10))
-until [[ -f "$MNT/disk" ]]; do
-	alive "$SLOWFS_PID" || skip "cannot mount a FUSE file system here: $(tail -n 3 "$SLOWFS_LOG")"
-	((SECONDS < deadline)) || fail "slowfs did not mount within 10 s: $(tail -n 3 "$SLOWFS_LOG")"
-	sleep 0.1
-done
+slowfs_mount "$DELAY_MS" /dev/zero
 
 IQN=iqn.2026-11.org.isthmus:threads-tmf-slow
 PORT=$(free_port)
