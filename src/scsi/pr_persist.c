@@ -85,184 +85,6 @@ struct pr_job {
 	int rc;
 };
 
-/* ---- text helpers ---- */
-
-static uint64_t fnv64(const void *p, size_t n)
-{
-	const uint8_t *b = p;
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	for (size_t i = 0; i < n; i++) {
-		h ^= b[i];
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
-
-/* Names go into the files as one token: anything but printable non-blank ASCII is %XX. */
-void pr_name_put(struct sbuf *b, const char *s)
-{
-	for (; *s; s++) {
-		uint8_t c = (uint8_t)*s;
-
-		if (c < 0x21 || c > 0x7e || c == '%')
-			sbuf_printf(b, "%%%02x", c);
-		else
-			sbuf_putc(b, (char)c);
-	}
-}
-
-/* Undoes pr_name_put into out (cap bytes with the NUL); false if malformed or too long. */
-bool pr_name_get(const char *in, char *out, size_t cap)
-{
-	size_t n = 0;
-
-	for (; *in; in++) {
-		char c = *in;
-
-		if (c == '%') {
-			int hi = hex_digit_value(in[1]), lo = hi >= 0 ? hex_digit_value(in[2]) : -1;
-			if (hi < 0 || lo < 0)
-				return false;
-			c = (char)(hi << 4 | lo);
-			in += 2;
-		}
-		if (n + 1 >= cap || c == 0)
-			return false;
-		out[n++] = c;
-	}
-	out[n] = 0;
-	return n > 0;
-}
-
-/* Splits a line at single spaces, in place; returns the field count (max + 1: more than max). */
-int pr_record_fields(char *line, char **f, int max)
-{
-	int n = 0;
-
-	while (*line && n < max) {
-		f[n++] = line;
-		while (*line && *line != ' ')
-			line++;
-		if (*line)
-			*line++ = 0;
-	}
-	return *line ? max + 1 : n;
-}
-
-static bool parse_u64(const char *s, int base, uint64_t max, uint64_t *v)
-{
-	return parse_uint(s, base, 0, max, v) == 0;
-}
-
-/* ---- change records ---- */
-
-static void reg_identity(struct sbuf *b, const struct pr_reg *g)
-{
-	sbuf_printf(b, "%u %d ", g->rel_port, g->all_tg_pt);
-	pr_name_put(b, g->port);
-}
-
-void pr_log_put(struct pr_state *pr, const struct pr_reg *g)
-{
-	if (!pr->log)
-		return;
-	sbuf_printf(pr->log, "+ %016" PRIx64 " ", g->key);
-	reg_identity(pr->log, g);
-	sbuf_putc(pr->log, '\n');
-}
-
-void pr_log_del(struct pr_state *pr, const struct pr_reg *g)
-{
-	if (!pr->log)
-		return;
-	sbuf_printf(pr->log, "- ");
-	reg_identity(pr->log, g);
-	sbuf_putc(pr->log, '\n');
-}
-
-void pr_log_clear(struct pr_state *pr)
-{
-	if (pr->log)
-		sbuf_printf(pr->log, "clear\n");
-}
-
-/* The records that end every batch entry: the reservation, the generation and APTPL as they are. */
-static void log_tail(struct pr_state *pr)
-{
-	if (!pr->held) {
-		sbuf_printf(pr->log, "norsv\n");
-	} else if (pr_all_registrants(pr->type) || !pr->holder) {
-		sbuf_printf(pr->log, "rsv %u\n", pr->type);
-	} else {
-		sbuf_printf(pr->log, "rsv %u ", pr->type);
-		reg_identity(pr->log, pr->holder);
-		sbuf_putc(pr->log, '\n');
-	}
-	sbuf_printf(pr->log, "gen %" PRIu32 "\naptpl %d\n", pr->generation, pr->aptpl);
-}
-
-/* Applies one record to the state; false if it is malformed or does not fit the state. */
-static bool apply_record(struct pr_state *pr, char *line)
-{
-	char *f[8], port[256];
-	int n = pr_record_fields(line, f, 7);
-	uint64_t key, rel, atp, v;
-
-	if (n == 1 && strcmp(f[0], "clear") == 0) {
-		pr_remove_all(pr);
-		return true;
-	}
-	if (n == 1 && strcmp(f[0], "norsv") == 0) {
-		pr->held = false;
-		pr->holder = NULL;
-		return true;
-	}
-	if (n == 2 && strcmp(f[0], "gen") == 0 && parse_u64(f[1], 10, UINT32_MAX, &v)) {
-		pr->generation = (uint32_t)v;
-		return true;
-	}
-	if (n == 2 && strcmp(f[0], "aptpl") == 0 && parse_u64(f[1], 10, 1, &v)) {
-		pr->aptpl = v;
-		return true;
-	}
-	if (n == 2 && strcmp(f[0], "rsv") == 0 && parse_u64(f[1], 10, 255, &v) && pr_all_registrants((uint8_t)v)) {
-		pr->held = true;
-		pr->type = (uint8_t)v;
-		pr->holder = NULL;
-		return true;
-	}
-	if (n == 5 && strcmp(f[0], "rsv") == 0 && parse_u64(f[1], 10, 255, &v) && pr_type_valid((uint8_t)v) &&
-	    !pr_all_registrants((uint8_t)v) && parse_u64(f[2], 10, 0xffff, &rel) && parse_u64(f[3], 10, 1, &atp) &&
-	    pr_name_get(f[4], port, sizeof(port))) {
-		struct pr_reg *g = pr_find_exact(pr, port, (uint16_t)rel, atp);
-		if (!g)
-			return false;
-		pr->held = true;
-		pr->type = (uint8_t)v;
-		pr->holder = g;
-		return true;
-	}
-	if (n == 5 && strcmp(f[0], "+") == 0 && parse_u64(f[1], 16, UINT64_MAX, &key) &&
-	    parse_u64(f[2], 10, 0xffff, &rel) && parse_u64(f[3], 10, 1, &atp) && pr_name_get(f[4], port, sizeof(port))) {
-		struct pr_reg *g = pr_find_exact(pr, port, (uint16_t)rel, atp);
-		if (g)
-			g->key = key;
-		else if (!pr_add_reg(pr, port, (uint16_t)rel, atp, key))
-			return false;
-		return true;
-	}
-	if (n == 4 && strcmp(f[0], "-") == 0 && parse_u64(f[1], 10, 0xffff, &rel) && parse_u64(f[2], 10, 1, &atp) &&
-	    pr_name_get(f[3], port, sizeof(port))) {
-		struct pr_reg *g = pr_find_exact(pr, port, (uint16_t)rel, atp);
-		if (!g)
-			return false;
-		pr_remove_reg(pr, g);
-		return true;
-	}
-	return false;
-}
-
 /* ---- snapshot ---- */
 
 void pr_regs_put(struct sbuf *b, const struct pr_state *pr)
@@ -291,7 +113,7 @@ static void build_snapshot(const struct pr_persist *pp, const struct pr_state *p
 	sbuf_printf(b, "isthmus-pr 2\nlu %s\nseq %" PRIu64 "\ngeneration %" PRIu32 "\naptpl %d\n", pp->ident, seq,
 		    pr->generation, pr->aptpl);
 	pr_regs_put(b, pr);
-	sbuf_printf(b, "end %016" PRIx64 "\n", fnv64(b->data, b->len));
+	sbuf_printf(b, "end %016" PRIx64 "\n", pr_fnv64(b->data, b->len));
 }
 
 /* Next line of text[*pos..len) as a NUL-terminated string (modifies text); NULL at the end. */
@@ -334,7 +156,7 @@ static bool parse_snapshot(const struct pr_persist *pp, struct pr_state *pr, con
 	end = text + end_at + 4;
 	if (strchr(end, '\n'))
 		*strchr(end, '\n') = 0;
-	if (!parse_u64(end, 16, UINT64_MAX, &v) || v != fnv64(text, end_at))
+	if (!pr_parse_u64(end, 16, UINT64_MAX, &v) || v != pr_fnv64(text, end_at))
 		return snapshot_bad(path, "checksum mismatch", err);
 	len = end_at;
 	if (!(line = next_line(text, len, &pos)) || strcmp(line, "isthmus-pr 2") != 0)
@@ -344,24 +166,24 @@ static bool parse_snapshot(const struct pr_persist *pp, struct pr_state *pr, con
 	while ((line = next_line(text, len, &pos))) {
 		int n = pr_record_fields(line, f, 6);
 
-		if (n == 2 && strcmp(f[0], "seq") == 0 && parse_u64(f[1], 10, UINT64_MAX, seq))
+		if (n == 2 && strcmp(f[0], "seq") == 0 && pr_parse_u64(f[1], 10, UINT64_MAX, seq))
 			continue;
-		if (n == 2 && strcmp(f[0], "generation") == 0 && parse_u64(f[1], 10, UINT32_MAX, &v)) {
+		if (n == 2 && strcmp(f[0], "generation") == 0 && pr_parse_u64(f[1], 10, UINT32_MAX, &v)) {
 			pr->generation = (uint32_t)v;
 			continue;
 		}
-		if (n == 2 && strcmp(f[0], "aptpl") == 0 && parse_u64(f[1], 10, 1, &v)) {
+		if (n == 2 && strcmp(f[0], "aptpl") == 0 && pr_parse_u64(f[1], 10, 1, &v)) {
 			pr->aptpl = v;
 			continue;
 		}
-		if (n == 3 && strcmp(f[0], "reservation") == 0 && parse_u64(f[1], 10, 255, &type) &&
+		if (n == 3 && strcmp(f[0], "reservation") == 0 && pr_parse_u64(f[1], 10, 255, &type) &&
 		    pr_type_valid((uint8_t)type) &&
-		    (strcmp(f[2], "-") == 0 || parse_u64(f[2], 10, PR_MAX_REGISTRATIONS, &holder))) {
+		    (strcmp(f[2], "-") == 0 || pr_parse_u64(f[2], 10, PR_MAX_REGISTRATIONS, &holder))) {
 			held = true;
 			continue;
 		}
-		if (n == 5 && strcmp(f[0], "reg") == 0 && parse_u64(f[1], 16, UINT64_MAX, &key) &&
-		    parse_u64(f[2], 10, 0xffff, &rel) && parse_u64(f[3], 10, 1, &atp) &&
+		if (n == 5 && strcmp(f[0], "reg") == 0 && pr_parse_u64(f[1], 16, UINT64_MAX, &key) &&
+		    pr_parse_u64(f[2], 10, 0xffff, &rel) && pr_parse_u64(f[3], 10, 1, &atp) &&
 		    pr_name_get(f[4], port, sizeof(port)) && !pr_find_exact(pr, port, (uint16_t)rel, atp) &&
 		    pr_add_reg(pr, port, (uint16_t)rel, atp, key))
 			continue;
@@ -389,8 +211,8 @@ static void replay_journal(const struct pr_persist *pp, struct pr_state *pr, cha
 		size_t start;
 
 		if (!(line = next_line(text, len, &pos)) || pr_record_fields(line, f, 4) != 4 || strcmp(f[0], "batch") != 0 ||
-		    !parse_u64(f[1], 10, UINT64_MAX, &bseq) || !parse_u64(f[2], 10, PR_FILE_MAX, &blen) ||
-		    !parse_u64(f[3], 16, UINT64_MAX, &sum) || blen > len - pos || fnv64(text + pos, blen) != sum)
+		    !pr_parse_u64(f[1], 10, UINT64_MAX, &bseq) || !pr_parse_u64(f[2], 10, PR_FILE_MAX, &blen) ||
+		    !pr_parse_u64(f[3], 16, UINT64_MAX, &sum) || blen > len - pos || pr_fnv64(text + pos, blen) != sum)
 			break;
 		start = pos;
 		pos += blen;
@@ -400,7 +222,7 @@ static void replay_journal(const struct pr_persist *pp, struct pr_state *pr, cha
 			break;
 		size_t at = start;
 		while (at < start + blen) {
-			if (!(line = next_line(text, start + blen, &at)) || !apply_record(pr, line)) {
+			if (!(line = next_line(text, start + blen, &at)) || !pr_apply_record(pr, line)) {
 				log_error("%s.prj: batch %" PRIu64 " does not apply to the saved state; later changes "
 					  "are lost", pp->base, bseq);
 				return;
@@ -751,7 +573,7 @@ static struct pr_job *take_job(struct pr_persist *pp)
 		build_snapshot(pp, pr, ++pp->seq, &pj->data);
 	} else {
 		sbuf_printf(&pj->data, "batch %" PRIu64 " %zu %016" PRIx64 "\n", ++pp->seq, pp->pending.len,
-			    fnv64(pp->pending.data, pp->pending.len));
+			    pr_fnv64(pp->pending.data, pp->pending.len));
 		sbuf_append(&pj->data, pp->pending.data, pp->pending.len);
 	}
 	sbuf_reset(&pp->pending);
@@ -879,7 +701,7 @@ void pr_persist_commit(struct scsi_req *r, const struct pr_mark *m)
 		pp->pending.len = m->log_len;
 		return;
 	}
-	log_tail(pr);
+	pr_log_tail(pr);
 	if (!m->aptpl)
 		pp->need_snapshot = true; /* what the files hold predates this APTPL period */
 	pp->offload = target_home_offload(r->t); /* one writer thread per LU: the first context's */

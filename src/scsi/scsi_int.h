@@ -580,7 +580,7 @@ void lu_shared_caw_end(struct scsi_cmd *cmd);
  */
 void scsi_cmd_run_shared(struct scsi_port_ctx *ctx, struct scsi_cmd *cmd);
 
-/* pr_persist.c: names as one token of printable non-blank ASCII (%XX escapes) and back */
+/* pr_record.c: names as one token of printable non-blank ASCII (%XX escapes) and back */
 void pr_name_put(struct sbuf *b, const char *s);
 bool pr_name_get(const char *in, char *out, size_t cap);
 /* The reservation and registration lines of a state record (the APTPL snapshot, the shared record). */
@@ -593,7 +593,7 @@ void pr_nexus_reset(struct scsi_lu *lu);
 bool pr_all_registrants(uint8_t type);
 bool pr_type_valid(uint8_t type);
 /* The registration table, for loading saved state: exact identity (port, port id, ALL_TG_PT). */
-/* Splits a state-record line at single spaces, in place (pr_persist.c; also the shared record). */
+/* Splits a state-record line at single spaces, in place (pr_record.c; also the shared record). */
 int pr_record_fields(char *line, char **f, int max);
 struct pr_reg *pr_find_exact(const struct pr_state *pr, const char *port, uint16_t rel, bool atp);
 struct pr_reg *pr_add_reg(struct pr_state *pr, const char *port, uint16_t rel, bool atp, uint64_t key);
@@ -610,10 +610,16 @@ void pr_remove_all(struct pr_state *pr);
 int pr_load(struct scsi_lu *lu, char **err);
 /* The LU is going: queued writes still finish (their commands complete), then it frees itself. */
 void pr_persist_release(struct scsi_lu *lu);
-/* Change records, made as the state changes (no-ops while pr->log is NULL). */
+/* pr_record.c: change records, made as the state changes (no-ops while pr->log is NULL). */
 void pr_log_put(struct pr_state *pr, const struct pr_reg *g);   /* registered, or new key */
 void pr_log_del(struct pr_state *pr, const struct pr_reg *g);   /* registration removed */
 void pr_log_clear(struct pr_state *pr);                         /* every registration removed */
+/* The records that end every batch entry: the reservation, the generation and APTPL as they are. */
+void pr_log_tail(struct pr_state *pr);
+/* Applies one record to the state; false if it is malformed or does not fit the state. */
+bool pr_apply_record(struct pr_state *pr, char *line);
+uint64_t pr_fnv64(const void *p, size_t n);
+bool pr_parse_u64(const char *s, int base, uint64_t max, uint64_t *v);
 void pr_persist_begin(struct scsi_lu *lu, struct pr_mark *m);
 /* End of a PERSISTENT RESERVE OUT: queues what must survive (APTPL) and defers the command until
  * it is durable; changes without APTPL never touch the disk. */
