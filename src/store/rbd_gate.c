@@ -24,6 +24,7 @@
 #include "store/rbd_gate.h"
 #include "store/store_rbd.h"
 #include "store/store_rbd_int.h"
+#include "util/clock.h"
 #include "util/sbuf.h"
 
 /* Where a hold's acknowledgement stands. */
@@ -52,12 +53,6 @@ struct rbd_gate {
 	void *ack_arg;              /* (lock) */
 };
 
-static uint64_t mono_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
-}
 
 struct rbd_gate *rbd_gate_new(void)
 {
@@ -267,7 +262,7 @@ bool rbd_gate_hold(struct rbd_gate *g, const char *holder, uint64_t off, uint64_
 	}
 	snprintf(h->holder, sizeof(h->holder), "%s", holder);
 	h->off = off;
-	h->end = off + len;
+	h->end = len > UINT64_MAX - off ? UINT64_MAX : off + len; /* from another gateway's message */
 	h->until_ms = mono_ms() + (lease_ms < RBD_GATE_MAX_LEASE_MS ? lease_ms : RBD_GATE_MAX_LEASE_MS);
 	h->notify_id = notify_id;
 	h->cookie = cookie;

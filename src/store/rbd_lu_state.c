@@ -29,6 +29,7 @@
 #include "store/rbd_lu_state.h"
 #include "store/store_rbd.h"
 #include "store/store_rbd_cluster.h"
+#include "util/clock.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
@@ -250,12 +251,6 @@ static void read_test_env(void)
 		 "they are opened (a test setting)", ms, ms);
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 struct rbd_lu_state *rbd_lu_state_open(const struct store_rbd_spec *spec, unsigned gateway, char **err)
 {
