@@ -22,7 +22,7 @@ struct dop {
 	bool done;
 	json_t *result;
 	int code;
-	char message[256];
+	char message[sizeof(((struct rpc_error *)0)->message)]; /* answered as an rpc_error */
 	uint64_t done_ms;
 	struct rpc_pending *reply; /* the caller waits on its connection: answered when done */
 };

@@ -24,9 +24,10 @@ enum rpc_code {
 	RPC_FAILED = -32002,     /* the operation was tried and failed */
 };
 
+/* Room for an error that names a path, an image spec and the line that fixes it. */
 struct rpc_error {
 	int code;
-	char message[256];
+	char message[1024];
 };
 
 /*

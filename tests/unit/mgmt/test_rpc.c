@@ -46,6 +46,14 @@ static json_t *m_fail(void *ctx, json_t *params, struct rpc_error *err)
 	return rpc_fail(err, RPC_NOT_FOUND, "nothing here");
 }
 
+/* An error as long as the longest the target writes (a path, a spec and the fix): 700 characters. */
+static json_t *m_fail_long(void *ctx, json_t *params, struct rpc_error *err)
+{
+	(void)ctx;
+	(void)params;
+	return rpc_fail(err, RPC_FAILED, "%0700d", 7);
+}
+
 struct later {
 	struct loop_timer t;
 	struct rpc_pending *p;
@@ -171,6 +179,7 @@ static json_t *m_limits(void *ctx, json_t *params, struct rpc_error *err);
 static const struct rpc_method methods[] = {
 	{"echo", m_echo, "params back"},
 	{"fail", m_fail, "an error"},
+	{"fail_long", m_fail_long, "an error of 700 characters"},
 	{"later", m_later, "deferred answer after ms (100)"},
 	{"later_error", m_later_error, "deferred error after ms (100)"},
 	{"hold", m_hold, "deferred until release"},
@@ -307,6 +316,13 @@ static void test_plain(void)
 	r = cl_recv(&c);
 	CHECK_STR(json_string_value(json_object_get(r, "id")), "x");
 	CHECK_EQ(code_of(r), RPC_NOT_FOUND);
+	json_decref(r);
+	/* a long message arrives whole */
+	cl_send(&c, "{\"jsonrpc\":\"2.0\",\"method\":\"fail_long\",\"id\":3}");
+	r = cl_recv(&c);
+	CHECK_EQ(code_of(r), RPC_FAILED);
+	const char *m = json_string_value(json_object_get(json_object_get(r, "error"), "message"));
+	CHECK(m && strlen(m) == 700 && m[699] == '7');
 	json_decref(r);
 	/* rpc.methods lists the table */
 	cl_send(&c, "{\"jsonrpc\":\"2.0\",\"method\":\"rpc.methods\",\"id\":2}");
