@@ -91,9 +91,13 @@ static const struct counter_def counters[] = {
 
 static uint64_t field(const struct io_stats *s, size_t off) { return *(const uint64_t *)((const char *)s + off); }
 
-static void session_labels(struct sbuf *b, const struct session *s)
+/*
+ * The start of one session's sample: the metric's name and the labels that tell the session
+ * apart, left open so a histogram bucket can add its le label; the caller closes it with "} value".
+ */
+static void session_series(struct sbuf *b, const char *name, const struct session *s)
 {
-	sbuf_printf(b, "tsih=\"%u\",initiator=\"", s->tsih);
+	sbuf_printf(b, "isthmus_session_%s{tsih=\"%u\",initiator=\"", name, s->tsih);
 	put_label(b, s->initiator_name);
 	sbuf_append(b, "\",target=\"", 10);
 	put_label(b, s->node ? s->node->cfg->name : "");
@@ -120,8 +124,7 @@ static void session_counter(struct sbuf *b, struct server *srv, const char *name
 {
 	sbuf_printf(b, "# HELP isthmus_session_%s %s\n# TYPE isthmus_session_%s counter\n", name, help, name);
 	for (size_t k = 0; k < srv->nsessions; k++) {
-		sbuf_printf(b, "isthmus_session_%s{", name);
-		session_labels(b, srv->sessions[k]);
+		session_series(b, name, srv->sessions[k]);
 		sbuf_printf(b, "} %llu\n", (unsigned long long)get(srv->sessions[k]));
 	}
 }
@@ -183,8 +186,7 @@ static char *render(struct server *srv)
 			struct io_stats t;
 			uint32_t depth;
 			session_totals(srv->sessions[k], &t, &depth);
-			sbuf_printf(&b, "isthmus_session_%s{", d->name);
-			session_labels(&b, srv->sessions[k]);
+			session_series(&b, d->name, srv->sessions[k]);
 			sbuf_printf(&b, "} %llu\n", (unsigned long long)field(&t, d->offset));
 		}
 	}
@@ -199,8 +201,7 @@ static char *render(struct server *srv)
 		struct io_stats t;
 		uint32_t depth;
 		session_totals(srv->sessions[k], &t, &depth);
-		sbuf_append(&b, "isthmus_session_queue_depth{", 28);
-		session_labels(&b, srv->sessions[k]);
+		session_series(&b, "queue_depth", srv->sessions[k]);
 		sbuf_printf(&b, "} %u\n", depth);
 	}
 	sbuf_printf(&b, "# HELP isthmus_session_command_latency_seconds Time from command arrival to response.\n"
@@ -212,18 +213,15 @@ static char *render(struct server *srv)
 		uint64_t cum = 0;
 		for (int i = 0; i < STATS_LAT_BUCKETS; i++) {
 			cum += t.latency[i];
-			sbuf_append(&b, "isthmus_session_command_latency_seconds_bucket{", 47);
-			session_labels(&b, srv->sessions[k]);
+			session_series(&b, "command_latency_seconds_bucket", srv->sessions[k]);
 			if (i < STATS_LAT_BUCKETS - 1)
 				sbuf_printf(&b, ",le=\"%g\"} %llu\n", stats_lat_bounds_us[i] / 1e6, (unsigned long long)cum);
 			else
 				sbuf_printf(&b, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
 		}
-		sbuf_append(&b, "isthmus_session_command_latency_seconds_sum{", 44);
-		session_labels(&b, srv->sessions[k]);
+		session_series(&b, "command_latency_seconds_sum", srv->sessions[k]);
 		sbuf_printf(&b, "} %.6f\n", t.latency_sum_us / 1e6);
-		sbuf_append(&b, "isthmus_session_command_latency_seconds_count{", 46);
-		session_labels(&b, srv->sessions[k]);
+		session_series(&b, "command_latency_seconds_count", srv->sessions[k]);
 		sbuf_printf(&b, "} %llu\n", (unsigned long long)cum);
 	}
 	sbuf_cstr(&b);
