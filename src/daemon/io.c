@@ -145,15 +145,8 @@ int dio_send_now(struct dsession *s, struct dio *io)
 void dio_prepare(struct dio *io, struct dsession *s, uint64_t lun, enum ism_dir dir, void *buf, uint32_t len,
 		 dio_done_fn done, void *priv)
 {
-	memset(io, 0, sizeof(*io));
-	io->s = s;
-	io->seq = ++s->next_seq;
-	io->lun = lun;
-	io->dir = dir;
-	io->buf = buf;
-	io->len = len;
-	io->done = done;
-	io->priv = priv;
+	*io = (struct dio){.s = s, .seq = ++s->next_seq, .lun = lun, .dir = dir, .buf = buf, .len = len, .done = done,
+			   .priv = priv};
 }
 
 void dio_prepare_rw16(struct dio *io, struct dsession *s, uint64_t lun, bool write, uint64_t lba, uint32_t blocks,

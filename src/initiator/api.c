@@ -10,9 +10,7 @@
 
 static struct ism_task *login_task(struct ism_session *s, uint16_t cid, ism_done_cb cb, ism_conn_cb ccb, void *priv)
 {
-	struct ism_task *t = ism_task_alloc(s);
-	t->kind = TASK_LOGIN;
-	t->s = s;
+	struct ism_task *t = ism_task_alloc(s, TASK_LOGIN);
 	t->done_cb = cb;
 	t->conn_cb = ccb;
 	t->priv = priv;

@@ -198,27 +198,17 @@ bool ism_erl1_data_digest_error(struct ism_conn *c, const struct bhs *b)
 
 bool ism_erl1_check_header(struct ism_conn *c, const uint8_t *raw, enum pdu_header_verdict *v)
 {
-	struct pdu_conn *pc = &c->pc;
 	const char *why = NULL;
-	if (!c->params.header_digest)
+	if (!pdu_conn_recover_header(&c->pc, raw, v, &why))
 		return false;
-	switch (pdu_conn_recover_header(pc, raw, c->params.max_recv_dsl, &why)) {
-	case PDU_HEADER_INTACT:
-		return false;
-	case PDU_HEADER_PENDING:
-		*v = PDU_HEADER_WAIT; /* the digest follows at once */
+	if (*v == PDU_HEADER_WAIT)
 		return true;
-	case PDU_HEADER_LOST:
-		c->digest_errors++;
-		ism_conn_fail(c, "%s", why);
-		*v = PDU_HEADER_STOP;
-		return true;
-	case PDU_HEADER_DAMAGED:
-		break;
-	}
 	c->digest_errors++;
-	log_warn("cid %u: header digest error: a PDU of %u data bytes skipped", c->cid, pc->rx_bhs.data_len);
-	*v = PDU_HEADER_SKIP;
+	if (*v == PDU_HEADER_STOP) {
+		ism_conn_fail(c, "%s", why);
+		return true;
+	}
+	log_warn("cid %u: header digest error: a PDU of %u data bytes skipped", c->cid, c->pc.rx_bhs.data_len);
 	return true;
 }
 

@@ -283,7 +283,7 @@ uint64_t ism_now_ms(void);
 void ism_session_destroy(struct ism_session *s);
 
 /* task.c: the task table (ITT hash), the task pool, completion and deferred callbacks */
-struct ism_task *ism_task_alloc(struct ism_session *s);
+struct ism_task *ism_task_alloc(struct ism_session *s, enum task_kind kind);
 struct ism_task *ism_task_new(struct ism_session *s, enum task_kind kind);
 struct ism_task *ism_task_find(struct ism_session *s, uint32_t itt);
 void ism_task_unhash(struct ism_task *t);

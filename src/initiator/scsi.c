@@ -5,16 +5,22 @@
 #include "initiator/internal.h"
 #include "util/bytes.h"
 
-size_t ism_cdb_test_unit_ready(uint8_t *cdb)
+/* Each builder fills the 16 CDB bytes of a SCSI Command PDU; those past its own length stay zero. */
+static void cdb_begin(uint8_t *cdb, uint8_t opcode)
 {
 	memset(cdb, 0, 16);
+	cdb[0] = opcode;
+}
+
+size_t ism_cdb_test_unit_ready(uint8_t *cdb)
+{
+	cdb_begin(cdb, 0x00);
 	return 6;
 }
 
 size_t ism_cdb_inquiry(uint8_t *cdb, int page, uint16_t alloc)
 {
-	memset(cdb, 0, 16);
-	cdb[0] = 0x12;
+	cdb_begin(cdb, 0x12);
 	if (page >= 0) {
 		cdb[1] = 0x01; /* EVPD */
 		cdb[2] = (uint8_t)page;
@@ -25,15 +31,13 @@ size_t ism_cdb_inquiry(uint8_t *cdb, int page, uint16_t alloc)
 
 size_t ism_cdb_read_capacity10(uint8_t *cdb)
 {
-	memset(cdb, 0, 16);
-	cdb[0] = 0x25;
+	cdb_begin(cdb, 0x25);
 	return 10;
 }
 
 size_t ism_cdb_read_capacity16(uint8_t *cdb, uint32_t alloc)
 {
-	memset(cdb, 0, 16);
-	cdb[0] = 0x9e;
+	cdb_begin(cdb, 0x9e);
 	cdb[1] = 0x10; /* SERVICE ACTION IN(16): READ CAPACITY(16) */
 	put_be32(cdb + 10, alloc);
 	return 16;
@@ -41,16 +45,14 @@ size_t ism_cdb_read_capacity16(uint8_t *cdb, uint32_t alloc)
 
 size_t ism_cdb_report_luns(uint8_t *cdb, uint32_t alloc)
 {
-	memset(cdb, 0, 16);
-	cdb[0] = 0xa0;
+	cdb_begin(cdb, 0xa0);
 	put_be32(cdb + 6, alloc);
 	return 12;
 }
 
 size_t ism_cdb_rw10(uint8_t *cdb, bool write, uint32_t lba, uint16_t blocks)
 {
-	memset(cdb, 0, 16);
-	cdb[0] = write ? 0x2a : 0x28;
+	cdb_begin(cdb, write ? 0x2a : 0x28);
 	put_be32(cdb + 2, lba);
 	put_be16(cdb + 7, blocks);
 	return 10;
@@ -58,8 +60,7 @@ size_t ism_cdb_rw10(uint8_t *cdb, bool write, uint32_t lba, uint16_t blocks)
 
 size_t ism_cdb_rw16(uint8_t *cdb, bool write, uint64_t lba, uint32_t blocks)
 {
-	memset(cdb, 0, 16);
-	cdb[0] = write ? 0x8a : 0x88;
+	cdb_begin(cdb, write ? 0x8a : 0x88);
 	put_be64(cdb + 2, lba);
 	put_be32(cdb + 10, blocks);
 	return 16;
@@ -67,15 +68,13 @@ size_t ism_cdb_rw16(uint8_t *cdb, bool write, uint64_t lba, uint32_t blocks)
 
 size_t ism_cdb_sync_cache10(uint8_t *cdb)
 {
-	memset(cdb, 0, 16);
-	cdb[0] = 0x35;
+	cdb_begin(cdb, 0x35);
 	return 10;
 }
 
 size_t ism_cdb_unmap(uint8_t *cdb, uint16_t param_len)
 {
-	memset(cdb, 0, 16);
-	cdb[0] = 0x42;
+	cdb_begin(cdb, 0x42);
 	put_be16(cdb + 7, param_len);
 	return 10;
 }

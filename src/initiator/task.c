@@ -19,27 +19,29 @@ struct ism_task *ism_task_find(struct ism_session *s, uint32_t itt)
 	return NULL;
 }
 
-/* A zeroed task from the session's pool (allocated only while the pool is empty). */
-struct ism_task *ism_task_alloc(struct ism_session *s)
+/* A zeroed task of this kind for s, from the session's pool (allocated only while it is empty). */
+struct ism_task *ism_task_alloc(struct ism_session *s, enum task_kind kind)
 {
 	struct ism_task *t = s->task_pool;
-	if (!t)
-		return xcalloc(1, sizeof(*t));
-	s->task_pool = t->qnext;
-	s->task_pool_n--;
-	/* Zero everything but the sense bytes (sense_len says how many are valid). */
-	memset(t, 0, offsetof(struct ism_task, res) + offsetof(struct ism_scsi_result, sense));
-	memset(&t->res.sense_len, 0, sizeof(t->res) - offsetof(struct ism_scsi_result, sense_len));
-	memset((char *)t + offsetof(struct ism_task, res) + sizeof(t->res), 0,
-	       sizeof(*t) - offsetof(struct ism_task, res) - sizeof(t->res));
+	if (t) {
+		s->task_pool = t->qnext;
+		s->task_pool_n--;
+		/* Zero everything but the sense bytes (sense_len says how many are valid). */
+		memset(t, 0, offsetof(struct ism_task, res) + offsetof(struct ism_scsi_result, sense));
+		memset(&t->res.sense_len, 0, sizeof(t->res) - offsetof(struct ism_scsi_result, sense_len));
+		memset((char *)t + offsetof(struct ism_task, res) + sizeof(t->res), 0,
+		       sizeof(*t) - offsetof(struct ism_task, res) - sizeof(t->res));
+	} else {
+		t = xcalloc(1, sizeof(*t));
+	}
+	t->kind = kind;
+	t->s = s;
 	return t;
 }
 
 struct ism_task *ism_task_new(struct ism_session *s, enum task_kind kind)
 {
-	struct ism_task *t = ism_task_alloc(s);
-	t->kind = kind;
-	t->s = s;
+	struct ism_task *t = ism_task_alloc(s, kind);
 	do {
 		t->itt = s->next_itt++;
 	} while (t->itt == RESERVED_TAG || ism_task_find(s, t->itt));

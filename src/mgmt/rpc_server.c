@@ -41,6 +41,16 @@ struct rpc_pending {
 	char method[64];
 };
 
+/* What rpc_defer needs to know about the method running now (all cleared when it returns). */
+struct method_call {
+	bool running;
+	struct rpc_client *client;
+	json_t *id;
+	const char *name;
+	struct rpc_pending *pending; /* NULL again if completed before the method returned */
+	bool deferred;
+};
+
 struct rpc_server {
 	struct loop *loop; /* NULL: driven by rpc_server_poll */
 	char *path;        /* NULL: no listening socket */
@@ -58,13 +68,7 @@ struct rpc_server {
 	struct rpc_client *closed; /* without a loop: closed clients, freed after the current poll */
 	struct rpc_pending *pending; /* every deferred reply not completed yet */
 	size_t npending;
-	/* the request a method is running for (rpc_defer) */
-	bool in_method;
-	struct rpc_client *cur_client;
-	json_t *cur_id;
-	const char *cur_method;
-	struct rpc_pending *cur_pending; /* NULL again if completed before the method returned */
-	bool cur_deferred;
+	struct method_call cur; /* the request a method is running for (rpc_defer) */
 };
 
 void rpc_limits_default(struct rpc_limits *l)
@@ -128,18 +132,6 @@ static json_t *rpc_list_methods(struct rpc_server *s)
 	return a;
 }
 
-/* What rpc_defer needs to know about the method running now (all cleared when it returns). */
-static void method_context(struct rpc_server *s, bool running, struct rpc_client *client, json_t *id,
-			   const char *name)
-{
-	s->in_method = running;
-	s->cur_client = client;
-	s->cur_id = id;
-	s->cur_method = name;
-	s->cur_pending = NULL;
-	s->cur_deferred = false;
-}
-
 static char *handle_request(struct rpc_server *s, struct rpc_client *client, const char *request, size_t len)
 {
 	json_error_t jerr;
@@ -175,11 +167,11 @@ static char *handle_request(struct rpc_server *s, struct rpc_client *client, con
 		found = true;
 		/* Methods always see an object or array; absent params read as {}. */
 		json_t *p = params ? json_incref(params) : json_object();
-		method_context(s, true, client, id, name);
+		s->cur = (struct method_call){.running = true, .client = client, .id = id, .name = name};
 		result = s->methods[i].fn(s->ctx, p, &err);
-		struct rpc_pending *deferred = s->cur_pending;
-		bool was_deferred = s->cur_deferred;
-		method_context(s, false, NULL, NULL, NULL);
+		struct rpc_pending *deferred = s->cur.pending;
+		bool was_deferred = s->cur.deferred;
+		s->cur = (struct method_call){0};
 		json_decref(p);
 		if (was_deferred && (result == RPC_DEFERRED || !deferred)) {
 			/* rpc_complete answers (or did already, inside the method: then that was the answer) */
@@ -214,22 +206,22 @@ char *rpc_server_handle(struct rpc_server *s, const char *request, size_t len)
 
 struct rpc_pending *rpc_defer(struct rpc_server *s)
 {
-	if (!s || !s->in_method || !s->cur_client || s->cur_deferred ||
-	    s->cur_client->npending >= s->limits.max_pending)
+	if (!s || !s->cur.running || !s->cur.client || s->cur.deferred ||
+	    s->cur.client->npending >= s->limits.max_pending)
 		return NULL;
 	struct rpc_pending *p = xcalloc(1, sizeof(*p));
 	p->srv = s;
-	p->client = s->cur_client;
-	p->id = s->cur_id ? json_incref(s->cur_id) : NULL;
-	snprintf(p->method, sizeof(p->method), "%s", s->cur_method ? s->cur_method : "");
+	p->client = s->cur.client;
+	p->id = s->cur.id ? json_incref(s->cur.id) : NULL;
+	snprintf(p->method, sizeof(p->method), "%s", s->cur.name ? s->cur.name : "");
 	p->next = s->pending;
 	if (s->pending)
 		s->pending->prev = p;
 	s->pending = p;
 	s->npending++;
 	p->client->npending++;
-	s->cur_pending = p;
-	s->cur_deferred = true;
+	s->cur.pending = p;
+	s->cur.deferred = true;
 	return p;
 }
 
@@ -268,8 +260,8 @@ static void pending_unlink(struct rpc_pending *p)
 		s->pending = p->next;
 	if (p->next)
 		p->next->prev = p->prev;
-	if (s->cur_pending == p)
-		s->cur_pending = NULL; /* completed inside the method that deferred it */
+	if (s->cur.pending == p)
+		s->cur.pending = NULL; /* completed inside the method that deferred it */
 	s->npending--;
 	json_decref(p->id);
 	free(p);

@@ -341,28 +341,32 @@ enum pdu_header_digest pdu_conn_header_digest(const struct pdu_conn *pc, const u
 	return crc32c(raw, hlen) == digest_load(raw + hlen) ? PDU_DIGEST_GOOD : PDU_DIGEST_BAD;
 }
 
-enum pdu_header_recovery pdu_conn_recover_header(struct pdu_conn *pc, const uint8_t *raw, uint32_t max_dsl,
-						 const char **why)
+bool pdu_conn_recover_header(struct pdu_conn *pc, const uint8_t *raw, enum pdu_header_verdict *v, const char **why)
 {
+	if (!pc->params->header_digest)
+		return false;
 	switch (pdu_conn_header_digest(pc, raw)) {
 	case PDU_DIGEST_PENDING:
-		return PDU_HEADER_PENDING;
+		*v = PDU_HEADER_WAIT; /* the digest follows at once: parsing resumes with the next read */
+		return true;
 	case PDU_DIGEST_GOOD:
 		pc->rx_header_skipped = false;
-		return PDU_HEADER_INTACT;
+		return false;
 	case PDU_DIGEST_BAD:
 		break;
 	}
+	*v = PDU_HEADER_STOP;
 	if (pc->rx_header_skipped) {
 		*why = "header digest errors on two PDUs in a row: the PDU framing is lost";
-		return PDU_HEADER_LOST;
+		return true;
 	}
-	if (pc->rx_bhs.data_len > max_dsl) {
+	if (pc->rx_bhs.data_len > pc->params->max_recv_dsl) {
 		*why = "header digest error with an impossible data segment length";
-		return PDU_HEADER_LOST;
+		return true;
 	}
 	pc->rx_header_skipped = true;
-	return PDU_HEADER_DAMAGED;
+	*v = PDU_HEADER_SKIP;
+	return true;
 }
 
 int pdu_conn_tx_pipe_open(struct pdu_conn *pc)

@@ -169,21 +169,16 @@ int pdu_conn_tx_pipe_open(struct pdu_conn *pc);
  * data is read, so a role at ErrorRecoveryLevel 1 can skip one damaged PDU by its length;
  * PENDING: the digest is not in the buffer yet (answer PDU_HEADER_WAIT). */
 enum pdu_header_digest pdu_conn_header_digest(const struct pdu_conn *pc, const uint8_t *raw);
-/* What ErrorRecoveryLevel >= 1 does with the header digest of the PDU being received. */
-enum pdu_header_recovery {
-	PDU_HEADER_INTACT,  /* good: handle the PDU */
-	PDU_HEADER_PENDING, /* the digest is not in the buffer yet */
-	PDU_HEADER_DAMAGED, /* bad: skip the PDU by its data segment length */
-	PDU_HEADER_LOST,    /* bad, and its length cannot be trusted: the connection must end (why) */
-};
 /*
- * The header digest check of a role at ErrorRecoveryLevel 1 or more (RFC 7143 7.8): one damaged
- * header is skipped by the length it gives, but not a second one in a row, nor one whose data
- * segment length is over max_dsl (the length, being unprotected, is then taken to be damaged
- * too). why is set for PDU_HEADER_LOST.
+ * The header digest check of a role at ErrorRecoveryLevel 1 or more (RFC 7143 7.8), from its
+ * header callback: false when HeaderDigest is not in force or the header is good, and the role
+ * goes on with its own checks. Otherwise true with *v: PDU_HEADER_WAIT while the digest is not in
+ * the buffer yet; PDU_HEADER_SKIP for a damaged header, skipped by the length it gives; and
+ * PDU_HEADER_STOP (with why) when that length cannot be trusted either: a second damaged header
+ * in a row, or a data segment length over MaxRecvDataSegmentLength. On SKIP and STOP the role
+ * counts a digest error; on STOP it ends the connection.
  */
-enum pdu_header_recovery pdu_conn_recover_header(struct pdu_conn *pc, const uint8_t *raw, uint32_t max_dsl,
-						 const char **why);
+bool pdu_conn_recover_header(struct pdu_conn *pc, const uint8_t *raw, enum pdu_header_verdict *v, const char **why);
 /*
  * Write what the socket takes, at most iov_max iovecs per writev, and data in files by splice,
  * until the queue is empty or the socket full. Returns the bytes written, or -1 with errno set

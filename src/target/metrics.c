@@ -91,26 +91,36 @@ static const struct counter_def counters[] = {
 
 static uint64_t field(const struct io_stats *s, size_t off) { return *(const uint64_t *)((const char *)s + off); }
 
-static void session_labels(struct sbuf *b, const struct session *s)
+/*
+ * The start of one session's sample: the metric's name and the labels that tell the session
+ * apart, left open so a histogram bucket can add its le label; the caller closes it with "} value".
+ */
+static void session_series(struct sbuf *b, const char *name, const struct session *s)
 {
-	sbuf_printf(b, "tsih=\"%u\",initiator=\"", s->tsih);
+	sbuf_printf(b, "isthmus_session_%s{tsih=\"%u\",initiator=\"", name, s->tsih);
 	put_label(b, s->initiator_name);
 	sbuf_append(b, "\",target=\"", 10);
 	put_label(b, s->node ? s->node->cfg->name : "");
 	sbuf_putc(b, '"');
 }
 
-static void session_totals(const struct session *s, struct io_stats *t, uint32_t *depth)
+/* A session's connections' counters summed: those closed, open, and failed awaiting recovery. */
+struct session_total {
+	struct io_stats io;
+	uint32_t depth; /* commands in progress */
+};
+
+static void session_total(const struct session *s, struct session_total *t)
 {
-	*t = s->closed;
-	*depth = 0;
+	t->io = s->closed;
+	t->depth = 0;
 	for (const struct conn *c = s->conns; c; c = c->sess_next) {
-		stats_add(t, &c->stats);
-		*depth += c->ntasks;
+		stats_add(&t->io, &c->stats);
+		t->depth += c->ntasks;
 	}
 	for (const struct conn *c = s->failed; c; c = c->sess_next) {
-		stats_add(t, &c->stats);
-		*depth += c->ntasks;
+		stats_add(&t->io, &c->stats);
+		t->depth += c->ntasks;
 	}
 }
 
@@ -120,8 +130,7 @@ static void session_counter(struct sbuf *b, struct server *srv, const char *name
 {
 	sbuf_printf(b, "# HELP isthmus_session_%s %s\n# TYPE isthmus_session_%s counter\n", name, help, name);
 	for (size_t k = 0; k < srv->nsessions; k++) {
-		sbuf_printf(b, "isthmus_session_%s{", name);
-		session_labels(b, srv->sessions[k]);
+		session_series(b, name, srv->sessions[k]);
 		sbuf_printf(b, "} %llu\n", (unsigned long long)get(srv->sessions[k]));
 	}
 }
@@ -175,17 +184,17 @@ static char *render(struct server *srv)
 			    d->help, d->name);
 		sbuf_printf(&b, "isthmus_target_%s %llu\n", d->name, (unsigned long long)field(&total, d->offset));
 	}
+	/* Summed once here: every per-session family below reads them. */
+	struct session_total *per = xcalloc(srv->nsessions, sizeof(*per));
+	for (size_t k = 0; k < srv->nsessions; k++)
+		session_total(srv->sessions[k], &per[k]);
 	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++) {
 		const struct counter_def *d = &counters[i];
 		sbuf_printf(&b, "# HELP isthmus_session_%s %s, per session.\n# TYPE isthmus_session_%s counter\n", d->name,
 			    d->help, d->name);
 		for (size_t k = 0; k < srv->nsessions; k++) {
-			struct io_stats t;
-			uint32_t depth;
-			session_totals(srv->sessions[k], &t, &depth);
-			sbuf_printf(&b, "isthmus_session_%s{", d->name);
-			session_labels(&b, srv->sessions[k]);
-			sbuf_printf(&b, "} %llu\n", (unsigned long long)field(&t, d->offset));
+			session_series(&b, d->name, srv->sessions[k]);
+			sbuf_printf(&b, "} %llu\n", (unsigned long long)field(&per[k].io, d->offset));
 		}
 	}
 	session_counter(&b, srv, "connection_recoveries_total",
@@ -196,36 +205,28 @@ static char *render(struct server *srv)
 	sbuf_printf(&b, "# HELP isthmus_session_queue_depth Commands in progress.\n"
 			"# TYPE isthmus_session_queue_depth gauge\n");
 	for (size_t k = 0; k < srv->nsessions; k++) {
-		struct io_stats t;
-		uint32_t depth;
-		session_totals(srv->sessions[k], &t, &depth);
-		sbuf_append(&b, "isthmus_session_queue_depth{", 28);
-		session_labels(&b, srv->sessions[k]);
-		sbuf_printf(&b, "} %u\n", depth);
+		session_series(&b, "queue_depth", srv->sessions[k]);
+		sbuf_printf(&b, "} %u\n", per[k].depth);
 	}
 	sbuf_printf(&b, "# HELP isthmus_session_command_latency_seconds Time from command arrival to response.\n"
 			"# TYPE isthmus_session_command_latency_seconds histogram\n");
 	for (size_t k = 0; k < srv->nsessions; k++) {
-		struct io_stats t;
-		uint32_t depth;
-		session_totals(srv->sessions[k], &t, &depth);
+		const struct io_stats *t = &per[k].io;
 		uint64_t cum = 0;
 		for (int i = 0; i < STATS_LAT_BUCKETS; i++) {
-			cum += t.latency[i];
-			sbuf_append(&b, "isthmus_session_command_latency_seconds_bucket{", 47);
-			session_labels(&b, srv->sessions[k]);
+			cum += t->latency[i];
+			session_series(&b, "command_latency_seconds_bucket", srv->sessions[k]);
 			if (i < STATS_LAT_BUCKETS - 1)
 				sbuf_printf(&b, ",le=\"%g\"} %llu\n", stats_lat_bounds_us[i] / 1e6, (unsigned long long)cum);
 			else
 				sbuf_printf(&b, ",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
 		}
-		sbuf_append(&b, "isthmus_session_command_latency_seconds_sum{", 44);
-		session_labels(&b, srv->sessions[k]);
-		sbuf_printf(&b, "} %.6f\n", t.latency_sum_us / 1e6);
-		sbuf_append(&b, "isthmus_session_command_latency_seconds_count{", 46);
-		session_labels(&b, srv->sessions[k]);
+		session_series(&b, "command_latency_seconds_sum", srv->sessions[k]);
+		sbuf_printf(&b, "} %.6f\n", t->latency_sum_us / 1e6);
+		session_series(&b, "command_latency_seconds_count", srv->sessions[k]);
 		sbuf_printf(&b, "} %llu\n", (unsigned long long)cum);
 	}
+	free(per);
 	sbuf_cstr(&b);
 	return (char *)b.data;
 }

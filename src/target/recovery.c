@@ -41,29 +41,20 @@ static uint32_t expected_datasn(const struct task *t, const struct bhs *b)
 
 bool recovery_check_header(struct conn *c, const uint8_t *raw, enum pdu_header_verdict *v)
 {
-	struct pdu_conn *pc = &c->pc;
+	const struct bhs *b = &c->pc.rx_bhs;
 	const char *why = NULL;
-	if (!c->params.header_digest)
+	if (!pdu_conn_recover_header(&c->pc, raw, v, &why))
 		return false;
-	switch (pdu_conn_recover_header(pc, raw, c->params.max_recv_dsl, &why)) {
-	case PDU_HEADER_INTACT:
-		return false;
-	case PDU_HEADER_PENDING:
-		*v = PDU_HEADER_WAIT; /* the digest follows at once: parsing resumes with the next read */
+	if (*v == PDU_HEADER_WAIT)
 		return true;
-	case PDU_HEADER_LOST:
-		c->stats.digest_errors++;
-		conn_close(c, why);
-		*v = PDU_HEADER_STOP;
-		return true;
-	case PDU_HEADER_DAMAGED:
-		break;
-	}
 	c->stats.digest_errors++;
+	if (*v == PDU_HEADER_STOP) {
+		conn_close(c, why);
+		return true;
+	}
 	c->header_skipped_ms = loop_now_ms();
 	log_warn("%s:%u: header digest error: %s (ITT 0x%08x?) of %u data bytes skipped", c->peer_addr, c->peer_port,
-		 opcode_str(pc->rx_bhs.opcode), pc->rx_bhs.itt, pc->rx_bhs.data_len);
-	*v = PDU_HEADER_SKIP;
+		 opcode_str(b->opcode), b->itt, b->data_len);
 	return true;
 }
 
