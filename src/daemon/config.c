@@ -245,13 +245,9 @@ void dsess_opts_free(struct dsess_opts *o)
 	free(o->target);
 	free(o->portal);
 	free(o->chap_user);
-	if (o->chap_secret)
-		explicit_bzero(o->chap_secret, strlen(o->chap_secret));
-	free(o->chap_secret);
+	secret_free(o->chap_secret);
 	free(o->mutual_user);
-	if (o->mutual_secret)
-		explicit_bzero(o->mutual_secret, strlen(o->mutual_secret));
-	free(o->mutual_secret);
+	secret_free(o->mutual_secret);
 	free(o->chap_algorithms);
 	for (int i = 0; i < o->nportals; i++)
 		free(o->portals[i]);

@@ -248,10 +248,7 @@ out:
 	}
 	json_decref(d->records);
 	json_decref(d->discovered);
-	if (d->initiator_secret) {
-		explicit_bzero(d->initiator_secret, strlen(d->initiator_secret));
-		free(d->initiator_secret);
-	}
+	secret_free(d->initiator_secret);
 	free(d->initiator_name);
 	free(d->state_dir);
 	free(d->socket_path);

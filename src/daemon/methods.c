@@ -601,9 +601,9 @@ static void disc_free(void *arg)
 		close(j->efd);
 	free(j->portal);
 	free(j->chap_user);
-	free(j->chap_secret);
+	secret_free(j->chap_secret);
 	free(j->mutual_user);
-	free(j->mutual_secret);
+	secret_free(j->mutual_secret);
 	free(j);
 }
 

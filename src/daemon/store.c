@@ -197,10 +197,7 @@ int store_set_initiator_secret(struct daemon *d, const char *secret, char *err, 
 		snprintf(err, errlen, "cannot store the secret: %s", strerror(-rc));
 		return -1;
 	}
-	if (d->initiator_secret) {
-		explicit_bzero(d->initiator_secret, strlen(d->initiator_secret));
-		free(d->initiator_secret);
-	}
+	secret_free(d->initiator_secret);
 	d->initiator_secret = xstrdup(secret);
 	return 0;
 }

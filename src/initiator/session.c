@@ -181,9 +181,9 @@ void ism_session_destroy(struct ism_session *s)
 	free(s->initiator_alias);
 	free(s->target_name);
 	free(s->chap_user);
-	free(s->chap_secret);
+	secret_free(s->chap_secret);
 	free(s->mutual_user);
-	free(s->mutual_secret);
+	secret_free(s->mutual_secret);
 	free(s->chap_algorithms);
 	while (s->task_pool) {
 		struct ism_task *t = s->task_pool;

@@ -103,9 +103,9 @@ void ism_url_free(struct ism_url *u)
 	free(u->portal);
 	free(u->target);
 	free(u->user);
-	free(u->secret);
+	secret_free(u->secret);
 	free(u->target_user);
-	free(u->target_secret);
+	secret_free(u->target_secret);
 	free(u);
 }
 
@@ -206,7 +206,7 @@ struct ism_url *ism_url_parse(const char *url, char *errmsg, size_t errlen)
 				free(u->target_user);
 				u->target_user = xstrdup(val);
 			} else if (strcmp(kv, "target_password") == 0) {
-				free(u->target_secret);
+				secret_free(u->target_secret);
 				u->target_secret = xstrdup(val);
 			} else if (strcmp(kv, "header_digest") == 0 || strcmp(kv, "header-digest") == 0) {
 				/* accepted and ignored here: digests are options of the session */

@@ -70,9 +70,9 @@ unsigned cfg_threads(const struct cfg *cfg)
 static void chap_free(struct cfg_chap *c)
 {
 	free(c->user);
-	free(c->secret);
+	secret_free(c->secret);
 	free(c->mutual_user);
-	free(c->mutual_secret);
+	secret_free(c->mutual_secret);
 	memset(c, 0, sizeof(*c));
 }
 

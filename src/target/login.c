@@ -35,12 +35,8 @@ void login_free(struct conn *c)
 	sbuf_free(&ls->reply);
 	free(ls->auth_user);
 	free(ls->auth_mutual_user);
-	if (ls->auth_secret)
-		explicit_bzero(ls->auth_secret, strlen(ls->auth_secret));
-	if (ls->auth_mutual_secret)
-		explicit_bzero(ls->auth_mutual_secret, strlen(ls->auth_mutual_secret));
-	free(ls->auth_secret);
-	free(ls->auth_mutual_secret);
+	secret_free(ls->auth_secret);
+	secret_free(ls->auth_mutual_secret);
 	/* CHAP state holds the challenge; wipe it with the rest. */
 	memset(c->login, 0, sizeof(*c->login));
 	free(c->login);

@@ -43,6 +43,14 @@ void *xrealloc(void *p, size_t n)
 	return p;
 }
 
+void secret_free(char *s)
+{
+	if (!s)
+		return;
+	explicit_bzero(s, strlen(s));
+	free(s);
+}
+
 char *xstrdup(const char *s)
 {
 	char *p = strdup(s);

@@ -32,6 +32,8 @@ void *xrealloc(void *p, size_t n);
  */
 void xbuf_reserve(uint8_t **buf, size_t *cap, size_t len);
 char *xstrdup(const char *s);
+/* Frees a secret (CHAP) string after overwriting it, so it does not linger in freed memory; NULL is fine. */
+void secret_free(char *s);
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 /* The error text of a caller-supplied buffer (why may be NULL or whylen 0: nothing is written). */
