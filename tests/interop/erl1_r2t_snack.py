@@ -78,6 +78,23 @@ def read_back(c, lba, data, what):
         e.fail(what + ": the data read back differs from what was written")
 
 
+def write_finished(c, itt, data, answered, lba, what):
+    """The R2Ts in answered given their data: the write ends GOOD and reads back whole."""
+    for r in answered:
+        answer(c, itt, data, r)
+    c.response(itt, "the write " + what)
+    read_back(c, lba, data, what)
+
+
+def snack_rejected(c, itt, begrun, runlength, reason, what):
+    """An R2T SNACK for itt answered by a Reject for that reason (what: the reason's name)."""
+    c.snack(0, itt, 0xFFFFFFFF, begrun, runlength)
+    h, _ = c.expect("a Reject", lambda h, d: h[0] & 0x3F in (0x3F, 0x31, 0x21))
+    if h[0] & 0x3F != 0x3F or h[2] != reason:
+        e.fail("R2T SNACK BegRun %d RunLength %d: opcode 0x%02x reason 0x%02x, not Reject %s"
+               % (begrun, runlength, h[0] & 0x3F, h[2], what))
+
+
 def case_r2t(c, reply):
     if reply.get("ErrorRecoveryLevel") != "1":
         e.fail("ErrorRecoveryLevel=%s negotiated, not 1" % reply.get("ErrorRecoveryLevel"))
@@ -96,10 +113,7 @@ def case_r2t(c, reply):
         e.fail("R2T SNACK BegRun 1 RunLength 1: got %s, first sent as %s" % (again, got[1]))
     e.ok("R2T SNACK BegRun 1 RunLength 1: R2TSN 1 again as sent (TTT 0x%08x, offset %d, length %d)"
          % (again[1], again[3], again[4]))
-    for r in [again] + got[2:]:
-        answer(c, itt, data, r)
-    c.response(itt, "the write whose R2T was asked for again")
-    read_back(c, 0, data, "RunLength 1")
+    write_finished(c, itt, data, [again] + got[2:], 0, "whose R2T was asked for again (RunLength 1)")
     e.ok("the write ended GOOD and reads back whole")
 
     # RunLength 0: everything from BegRun on.
@@ -111,25 +125,15 @@ def case_r2t(c, reply):
     if again != got[1:]:
         e.fail("R2T SNACK BegRun 1 RunLength 0: got %s, first sent as %s" % (again, got[1:]))
     e.ok("R2T SNACK BegRun 1 RunLength 0: R2TSN 1, 2 and 3 again as sent")
-    for r in again:
-        answer(c, itt, data, r)
-    c.response(itt, "the write whose R2Ts were asked for again")
-    read_back(c, 256, data, "RunLength 0")
+    write_finished(c, itt, data, again, 256, "whose R2Ts were asked for again (RunLength 0)")
     e.ok("the write ended GOOD and reads back whole")
 
     # An R2TSN the target never sent.
     data = e.pattern(WRITE_LEN, 47)
     itt, got = start_write(c, 512, data)
-    c.snack(0, itt, 0xFFFFFFFF, 7, 1)
-    h, _ = c.expect("a Reject", lambda h, d: h[0] & 0x3F in (0x3F, 0x31, 0x21))
-    if h[0] & 0x3F != 0x3F or h[2] != REJECT_PROTOCOL_ERROR:
-        e.fail("R2T SNACK for R2TSN 7 (never sent): opcode 0x%02x reason 0x%02x, not Reject protocol error"
-               % (h[0] & 0x3F, h[2]))
+    snack_rejected(c, itt, 7, 1, REJECT_PROTOCOL_ERROR, "protocol error (R2TSN 7 was never sent)")
     e.ok("R2T SNACK for R2TSN 7, never sent: Reject, protocol error")
-    for r in got:
-        answer(c, itt, data, r)
-    c.response(itt, "the write after the rejected SNACK")
-    read_back(c, 512, data, "after the rejected SNACK")
+    write_finished(c, itt, data, got, 512, "after the rejected SNACK")
     e.ok("the write went on and reads back whole")
 
 
@@ -138,16 +142,9 @@ def case_r2t_erl0(c, reply):
         e.fail("ErrorRecoveryLevel=%s negotiated, not 0" % reply.get("ErrorRecoveryLevel"))
     data = e.pattern(WRITE_LEN, 5)
     itt, got = start_write(c, 0, data)
-    c.snack(0, itt, 0xFFFFFFFF, 1, 1)
-    h, _ = c.expect("a Reject", lambda h, d: h[0] & 0x3F in (0x3F, 0x31, 0x21))
-    if h[0] & 0x3F != 0x3F or h[2] != REJECT_NOT_SUPPORTED:
-        e.fail("R2T SNACK at ERL 0: opcode 0x%02x reason 0x%02x, not Reject command not supported"
-               % (h[0] & 0x3F, h[2]))
+    snack_rejected(c, itt, 1, 1, REJECT_NOT_SUPPORTED, "command not supported (ERL 0)")
     e.ok("R2T SNACK at ERL 0: Reject, command not supported")
-    for r in got:
-        answer(c, itt, data, r)
-    c.response(itt, "the write after the rejected SNACK")
-    read_back(c, 0, data, "ERL 0")
+    write_finished(c, itt, data, got, 0, "after the rejected SNACK (ERL 0)")
     e.ok("the write went on and reads back whole")
 
 

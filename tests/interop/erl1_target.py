@@ -372,41 +372,25 @@ def case_digest(c, reply):
         fail("immediate data read back differs")
     ok("8 KiB read back")
 
-    # data digest error on Data-Out: Reject and a recovery R2T for its range
-    data = pattern(64 * 1024, 29)
-    itt, _ = c.write_cmd(200, data)
-    recov, rejects = write_solicited(c, itt, data, corrupt=16384)
-    if rejects != [0x02] or recov != [(16384, 8192)]:
-        fail("data digest error on Data-Out: rejects %s, recovery R2Ts %s" % (rejects, recov))
-    ok("data digest error on Data-Out at 16384: Reject, recovery R2T for 8192 bytes at 16384")
-    _, pdus, _ = c.read(200, 128)
-    if dataset(pdus) != data:
-        fail("data read back after the recovery R2T differs")
-    ok("64 KiB read back whole")
-
-    # header digest error on Data-Out: the PDU is skipped, the gap asked for again
-    data = pattern(64 * 1024, 47)
-    itt, _ = c.write_cmd(400, data)
-    recov, rejects = write_solicited(c, itt, data, lose=8192)
-    if rejects or recov != [(8192, 8192)]:
-        fail("header digest error on Data-Out: rejects %s, recovery R2Ts %s" % (rejects, recov))
-    ok("header digest error on Data-Out at 8192: skipped, recovery R2T for the gap")
-    _, pdus, _ = c.read(400, 128)
-    if dataset(pdus) != data:
-        fail("data read back after the lost Data-Out differs")
-    ok("64 KiB read back whole")
-
-    # the last Data-Out of the sequence lost: nothing shows the gap, the wait does
-    data = pattern(64 * 1024, 53)
-    itt, _ = c.write_cmd(600, data)
-    recov, rejects = write_solicited(c, itt, data, lose=57344)
-    if rejects or recov != [(57344, 8192)]:
-        fail("header digest error on the last Data-Out: rejects %s, recovery R2Ts %s" % (rejects, recov))
-    ok("header digest error on the last Data-Out: recovery R2T for it after the wait")
-    _, pdus, _ = c.read(600, 128)
-    if dataset(pdus) != data:
-        fail("data read back after the lost last Data-Out differs")
-    ok("64 KiB read back whole")
+    # a digest error on Data-Out: Reject (data digest) or the PDU skipped (header digest), and a
+    # recovery R2T for the range lost; the last Data-Out lost shows no gap, the wait finds it
+    for what, lba, seed, fault, want_rejects, gap, how in (
+            ("data digest error on Data-Out at 16384", 200, 29, {"corrupt": 16384}, [0x02], 16384,
+             "Reject, recovery R2T for 8192 bytes at 16384"),
+            ("header digest error on Data-Out at 8192", 400, 47, {"lose": 8192}, [], 8192,
+             "skipped, recovery R2T for the gap"),
+            ("header digest error on the last Data-Out", 600, 53, {"lose": 57344}, [], 57344,
+             "recovery R2T for it after the wait")):
+        data = pattern(64 * 1024, seed)
+        itt, _ = c.write_cmd(lba, data)
+        recov, rejects = write_solicited(c, itt, data, **fault)
+        if rejects != want_rejects or recov != [(gap, 8192)]:
+            fail("%s: rejects %s, recovery R2Ts %s" % (what, rejects, recov))
+        ok("%s: %s" % (what, how))
+        _, pdus, _ = c.read(lba, 128)
+        if dataset(pdus) != data:
+            fail("%s: the data read back differs" % what)
+        ok("64 KiB read back whole")
 
     # header digest error on a command: skipped; the initiator sends it again
     itt, cmdsn = c.scsi(b"\0" * 6, 0, bad_header=True)

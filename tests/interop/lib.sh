@@ -321,6 +321,27 @@ start_isthmus() {
 	say "target pid $TARGET_PID listening on ${TARGET_PORTS[*]}"
 }
 
+# one_target_conf FILE IQN [LINE...] : write FILE, the configuration of one target IQN listening
+# on 127.0.0.1:$PORT, with its management socket at $SOCK and its state under $TEST_DIR/state;
+# each LINE goes into the target's section (LUNs, alias). CONF_GLOBAL, when set, holds more
+# [global] lines (threads, NOP timing).
+one_target_conf() {
+	local file=$1 iqn=$2
+	shift 2
+	{
+		echo "[global]"
+		if [[ -n "${CONF_GLOBAL:-}" ]]; then
+			echo "$CONF_GLOBAL"
+		fi
+		echo "state-dir = $TEST_DIR/state"
+		echo "mgmt-socket = $SOCK"
+		echo "[portal-group 1]"
+		echo "listen = 127.0.0.1:$PORT"
+		echo "[target $iqn]"
+		printf '%s\n' "$@"
+	} >"$file"
+}
+
 # stop_target [SIGNAL] : stop the target, bounded; sets TARGET_EXIT.
 # Fails the test if the target printed a sanitizer report.
 stop_target() {

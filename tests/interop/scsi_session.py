@@ -67,6 +67,16 @@ def discovery_login(host, port, isid):
     return sock
 
 
+def r2t_session(host, port, target, isid, timeout):
+    """A normal session whose writes all wait for an R2T (InitialR2T=Yes, ImmediateData=No), its
+    socket's timeout set: (socket, TSIH, Tasks)."""
+    reply = {}
+    sock = pdu_abuse.login(host, port, target, isid=isid, reply=reply,
+                           ops={"InitialR2T": "Yes", "ImmediateData": "No"})
+    sock.settimeout(timeout)
+    return sock, reply["_tsih"], Tasks(sock, reply)
+
+
 def sense_fields(sense):
     if not sense:
         return ""

@@ -7,12 +7,7 @@
 # show); the registration is refreshed before the server's period runs out; SIGTERM deregisters.
 # Then a hostile server (never answers, answers without end, another version): the target and
 # the daemon give up within their bounds and go on.
-source "$(dirname "$0")/../isns/isnsd.bash"
-isns_netns_reexec "$@"
-set -euo pipefail
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/daemon_helpers.bash"
-source "$(dirname "$0")/../isns/isnsd.bash"
+source "$(dirname "$0")/../isns/isns_test.bash" "$@"
 
 INI=iqn.2026-11.org.isthmus:test-initiator
 A=iqn.2026-11.org.isthmus:isns-a

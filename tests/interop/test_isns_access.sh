@@ -8,12 +8,7 @@
 # member added to the domain gets in, and one removed is refused again, each within the answer's
 # refresh; with the server gone the target refuses everyone with 0x0301 once its last answer is
 # older than 15 s.
-source "$(dirname "$0")/../isns/isnsd.bash"
-isns_netns_reexec "$@"
-set -euo pipefail
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/daemon_helpers.bash"
-source "$(dirname "$0")/../isns/isnsd.bash"
+source "$(dirname "$0")/../isns/isns_test.bash" "$@"
 
 IN=iqn.2026-11.org.isthmus:test-initiator # the daemon's name, and the raw logins' first name
 OUT=iqn.2026-11.org.isthmus:access-outsider

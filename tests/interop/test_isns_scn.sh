@@ -9,12 +9,7 @@
 # stop deregisters. Then the SCN listener's bounds: only the server may connect, and a message
 # larger than its bound closes the connection. isnsd runs under valgrind when there is one: the
 # daemon's way of renewing its SCN registration keeps isnsd from a use after free.
-source "$(dirname "$0")/../isns/isnsd.bash"
-isns_netns_reexec "$@"
-set -euo pipefail
-source "$(dirname "$0")/lib.sh"
-source "$(dirname "$0")/daemon_helpers.bash"
-source "$(dirname "$0")/../isns/isnsd.bash"
+source "$(dirname "$0")/../isns/isns_test.bash" "$@"
 
 INI=iqn.2026-11.org.isthmus:test-initiator
 A=iqn.2026-11.org.isthmus:scn-a

@@ -10,17 +10,7 @@ need python3 jq
 IQN=iqn.2026-11.org.isthmus:nop
 PORT=$(free_port)
 SOCK=$TEST_DIR/mgmt.sock
-cat >"$TEST_DIR/t.conf" <<CFG
-[global]
-state-dir = $TEST_DIR/state
-nop-interval = 1
-nop-timeout = 3
-mgmt-socket = $SOCK
-[portal-group 1]
-listen = 127.0.0.1:$PORT
-[target $IQN]
-lun 0 = memory,size=8M
-CFG
+CONF_GLOBAL=$'nop-interval = 1\nnop-timeout = 3' one_target_conf "$TEST_DIR/t.conf" "$IQN" "lun 0 = memory,size=8M"
 start_target --config "$TEST_DIR/t.conf"
 
 # Two idle initiators: one answers pings, one never reads its socket again.

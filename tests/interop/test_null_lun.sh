@@ -19,15 +19,7 @@ PORT=$(free_port)
 HP=127.0.0.1:$PORT
 SOCK=$TEST_DIR/mgmt.sock
 CLI=$ISTHMUS_BIN/isthmus
-cat >"$TEST_DIR/t.conf" <<CFG
-[global]
-state-dir = $TEST_DIR/state
-mgmt-socket = $SOCK
-[portal-group 1]
-listen = $HP
-[target $IQN]
-lun 0 = null,size=1T
-CFG
+one_target_conf "$TEST_DIR/t.conf" "$IQN" "lun 0 = null,size=1T"
 start_target --config "$TEST_DIR/t.conf"
 URL=$(lun_url "$HP" "$IQN" 0)
 T() { "$CLI" target --socket "$SOCK" "$@"; }

@@ -32,16 +32,7 @@ PORT=$(free_port)
 SOCK=$TEST_DIR/mgmt.sock
 CONF=$TEST_DIR/t.conf
 CLI=$ISTHMUS_BIN/isthmus
-cat >"$CONF" <<CFG
-[global]
-state-dir = $TEST_DIR/state
-mgmt-socket = $SOCK
-[portal-group 1]
-listen = 127.0.0.1:$PORT
-[target $IQN]
-lun 0 = rbd:rbd/plain,conf=$CEPH_CONF
-lun 1 = rbd:rbd/cached,conf=$CEPH_CONF
-CFG
+one_target_conf "$CONF" "$IQN" "lun 0 = rbd:rbd/plain,conf=$CEPH_CONF" "lun 1 = rbd:rbd/cached,conf=$CEPH_CONF"
 start_target --config "$CONF"
 T() { run_to 30 "$CLI" target --socket "$SOCK" "$@"; }
 

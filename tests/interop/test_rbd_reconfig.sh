@@ -30,17 +30,7 @@ SOCK=$TEST_DIR/mgmt.sock
 CONF=$TEST_DIR/t.conf
 CLI=$ISTHMUS_BIN/isthmus
 write_conf() { # extra LUN lines
-	cat >"$CONF" <<CFG
-[global]
-state-dir = $TEST_DIR/state
-mgmt-socket = $SOCK
-[portal-group 1]
-listen = 127.0.0.1:$PORT
-[target $IQN]
-lun 0 = memory,size=16M
-lun 1 = rbd:rbd/first,conf=$CEPH_CONF
-$*
-CFG
+	one_target_conf "$CONF" "$IQN" "lun 0 = memory,size=16M" "lun 1 = rbd:rbd/first,conf=$CEPH_CONF" "$*"
 }
 write_conf ""
 start_target --config "$CONF"

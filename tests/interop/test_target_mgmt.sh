@@ -23,17 +23,7 @@ MPORT=$(free_port)
 SOCK=$TEST_DIR/mgmt.sock
 CONF=$TEST_DIR/t.conf
 CLI=$ISTHMUS_BIN/isthmus
-cat >"$CONF" <<CFG
-[global]
-state-dir = $TEST_DIR/state
-mgmt-socket = $SOCK
-[portal-group 1]
-listen = 127.0.0.1:$PORT
-[target $IQN]
-alias = mgmt-disk
-lun 0 = $TEST_DIR/disk0.img,size=64M
-lun 1 = memory,size=32M
-CFG
+one_target_conf "$CONF" "$IQN" "alias = mgmt-disk" "lun 0 = $TEST_DIR/disk0.img,size=64M" "lun 1 = memory,size=32M"
 start_target --config "$CONF" --metrics "127.0.0.1:$MPORT"
 T() { "$CLI" target --socket "$SOCK" "$@"; }
 URL0=$(lun_url "127.0.0.1:$PORT" "$IQN" 0)

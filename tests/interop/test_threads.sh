@@ -30,17 +30,7 @@ CONF=$TEST_DIR/t.conf
 CLI=$ISTHMUS_BIN/isthmus
 T() { "$CLI" target --socket "$SOCK" "$@"; }
 write_conf() { # extra LUN lines
-	cat >"$CONF" <<-CFG
-	[global]
-	threads = 4
-	state-dir = $TEST_DIR/state
-	mgmt-socket = $SOCK
-	[portal-group 1]
-	listen = 127.0.0.1:$PORT
-	[target $IQN]
-	lun 0 = memory,size=64M
-	$*
-	CFG
+	CONF_GLOBAL="threads = 4" one_target_conf "$CONF" "$IQN" "lun 0 = memory,size=64M" "$*"
 }
 write_conf ""
 start_target --config "$CONF" --metrics "127.0.0.1:$MPORT"

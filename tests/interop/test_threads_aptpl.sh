@@ -13,16 +13,7 @@ IQN=iqn.2026-12.org.isthmus:aptpl-loops
 PORT=$(free_port)
 SOCK=$TEST_DIR/mgmt.sock
 CONF=$TEST_DIR/t.conf
-cat >"$CONF" <<CFG
-[global]
-threads = 2
-state-dir = $TEST_DIR/state
-mgmt-socket = $SOCK
-[portal-group 1]
-listen = 127.0.0.1:$PORT
-[target $IQN]
-lun 0 = $TEST_DIR/disk.img,size=16M
-CFG
+CONF_GLOBAL="threads = 2" one_target_conf "$CONF" "$IQN" "lun 0 = $TEST_DIR/disk.img,size=16M"
 HELPER="python3 $INTEROP_DIR/threads_aptpl.py 127.0.0.1 $PORT $IQN $ISTHMUS_BIN/isthmus $SOCK"
 
 start_target --config "$CONF"

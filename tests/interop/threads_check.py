@@ -24,19 +24,11 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pdu_abuse  # noqa: E402
+from check_report import fail, ok  # noqa: E402
 
 HOST, PORT, TARGET, CLI, SOCK = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:threads"
 OPS = {"MaxConnections": "4"}
-
-
-def fail(msg):
-    print("FAIL: " + msg, flush=True)
-    sys.exit(1)
-
-
-def ok(msg):
-    print("ok: " + msg, flush=True)
 
 
 def cli(*args):

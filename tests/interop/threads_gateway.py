@@ -28,6 +28,7 @@ import threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pdu_abuse  # noqa: E402
 import scsi_cmd  # noqa: E402
+from check_report import fail, ok  # noqa: E402
 
 HP = [sys.argv[1], sys.argv[2]]
 TARGET, CLI = sys.argv[3], sys.argv[4]
@@ -35,15 +36,6 @@ SOCKS = [sys.argv[5], sys.argv[6]]
 pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:threads-gw"
 PER_GW = 4
 GOOD, CHECK, CONFLICT = 0x00, 0x02, 0x18
-
-
-def fail(msg):
-    print("FAIL: " + msg, flush=True)
-    sys.exit(1)
-
-
-def ok(msg):
-    print("ok: " + msg, flush=True)
 
 
 class Sess:

@@ -26,20 +26,12 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pdu_abuse  # noqa: E402
 import scsi_session  # noqa: E402
+from check_report import fail, ok  # noqa: E402
 
 HOST, PORT, TARGET, CLI, SOCK = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:threads-tmf"
 NSESS = 4
 QUIET = 1.5  # seconds a session listens for an answer that must not come
-
-
-def fail(msg):
-    print("FAIL: " + msg, flush=True)
-    sys.exit(1)
-
-
-def ok(msg):
-    print("ok: " + msg, flush=True)
 
 
 def fields(line):
@@ -49,12 +41,8 @@ def fields(line):
 class Sess:
     def __init__(self, n):
         self.n = n
-        reply = {}
-        self.sock = pdu_abuse.login(HOST, PORT, TARGET, isid=bytes([0x40, 0, 0, 0x7c, 0, n]), reply=reply,
-                                    ops={"InitialR2T": "Yes", "ImmediateData": "No"})
-        self.sock.settimeout(10)
-        self.tsih = reply["_tsih"]
-        self.tasks = scsi_session.Tasks(self.sock, reply)
+        self.sock, self.tsih, self.tasks = scsi_session.r2t_session(HOST, PORT, TARGET,
+                                                                    bytes([0x40, 0, 0, 0x7c, 0, n]), 10)
         self.cmdsn = 0
         self.loop = None
         self.tag = 0x60000000 + (n << 16)

@@ -19,19 +19,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pdu_abuse  # noqa: E402
 import scsi_session  # noqa: E402
+from check_report import fail, ok  # noqa: E402
 
 HOST, PORT, TARGET, CLI, SOCK, SLOWFS_LOG, TARGET_LOG, FLAG = sys.argv[1:9]
 PORT = int(PORT)
 pdu_abuse.INITIATOR = "iqn.2026-11.org.isthmus:threads-tmf-slow"
-
-
-def fail(msg):
-    print("FAIL: " + msg, flush=True)
-    sys.exit(1)
-
-
-def ok(msg):
-    print("ok: " + msg, flush=True)
 
 
 def count(what):
@@ -49,12 +41,8 @@ def wait_for(cond, secs, what):
 
 class Sess:
     def __init__(self, n):
-        reply = {}
-        self.sock = pdu_abuse.login(HOST, PORT, TARGET, isid=bytes([0x40, 0, 0, 0x7d, 0, n]), reply=reply,
-                                    ops={"InitialR2T": "Yes", "ImmediateData": "No"})
-        self.sock.settimeout(15)
-        self.tsih = reply["_tsih"]
-        self.tasks = scsi_session.Tasks(self.sock, reply)
+        self.sock, self.tsih, self.tasks = scsi_session.r2t_session(HOST, PORT, TARGET,
+                                                                    bytes([0x40, 0, 0, 0x7d, 0, n]), 15)
         self.cmdsn = 0
         for _ in range(5):  # the power-on unit attention first
             itt = self.tasks.command(0, bytes(6), 0, False, self.cmdsn)

@@ -258,6 +258,76 @@ static inline void base_config(struct ism_config *cfg)
 	cfg->nop_interval_ms = -1;
 }
 
+/* A session logged in with base_config and the given operational answer keys. */
+static inline void fake_logged_in_with(struct fake *f, const char *op_keys, size_t op_len)
+{
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(f, &cfg);
+	CHECK_EQ(do_login(f, op_keys, op_len, false), ISM_OK);
+}
+
+/* A session logged in with base_config and default_op. */
+static inline void fake_logged_in(struct fake *f)
+{
+	fake_logged_in_with(f, default_op, sizeof(default_op));
+}
+
+/* Start a login on the session's own socketpair and read its first request into *p. */
+static inline void login_begin(struct fake *f, struct login_result *lr, struct pdu *p)
+{
+	memset(lr, 0, sizeof(*lr));
+	CHECK_EQ(ism_attach_fd_async(f->s, f->ifd, true, on_login, lr), 0);
+	pump(f);
+	CHECK_EQ(frecv(f, p), 0);
+}
+
+/* A session with base_config whose login has started, its first request in *p. */
+static inline void fake_login_started(struct fake *f, struct login_result *lr, struct pdu *p)
+{
+	struct ism_config cfg;
+	base_config(&cfg);
+	fake_setup(f, &cfg);
+	login_begin(f, lr, p);
+}
+
+/* Answer the login request *p with the given keys and read the next request into *p. */
+static inline void login_step(struct fake *f, struct pdu *p, const char *keys, size_t klen, bool transit, int nsg)
+{
+	login_answer(f, p, keys, klen, transit, nsg, 0);
+	pdu_free(p);
+	pump(f);
+	CHECK_EQ(frecv(f, p), 0);
+}
+
+/*
+ * A second connection of f's session over a new socketpair: g is the target's end of it (a copy
+ * of f otherwise), its login started (not yet answered) with lr as the callback's result.
+ */
+static inline void attach_second(struct fake *f, struct fake *g, struct login_result *lr)
+{
+	int sv[2];
+	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	CHECK_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+	struct timeval tv = {2, 0};
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	*g = *f;
+	g->fd = sv[1];
+	memset(lr, 0, sizeof(*lr));
+	CHECK_EQ(ism_attach_fd_async(f->s, sv[0], false, on_login, lr), 0);
+	pump(f);
+}
+
+/* The session's error names want; says what it was when it does not. */
+static inline void expect_error(struct fake *f, const char *want)
+{
+	const char *err = ism_session_error(f->s);
+	if (!strstr(err, want)) {
+		fprintf(stderr, "error \"%s\" lacks \"%s\"\n", err, want);
+		CHECK(false);
+	}
+}
+
 struct io_result {
 	bool done;
 	struct ism_scsi_result r;
@@ -269,6 +339,32 @@ static inline void on_io(struct ism_session *s, const struct ism_scsi_result *r,
 	struct io_result *x = priv;
 	x->done = true;
 	x->r = *r;
+}
+
+/*
+ * A READ or WRITE(10) of blocks at LBA 0 into or from buf (len bytes), or with ISM_DIR_NONE a
+ * TEST UNIT READY, read at the target into *p, which must be its SCSI Command. io is cleared.
+ */
+static inline void command_sent(struct fake *f, enum ism_dir dir, uint16_t blocks, uint8_t *buf, uint32_t len,
+				struct io_result *io, struct pdu *p)
+{
+	uint8_t cdb[16];
+	size_t cl = dir == ISM_DIR_NONE ? ism_cdb_test_unit_ready(cdb) : ism_cdb_rw10(cdb, dir == ISM_DIR_WRITE, 0, blocks);
+	memset(io, 0, sizeof(*io));
+	CHECK(ism_scsi_async(f->s, 0, cdb, cl, dir, buf, len, on_io, io) != NULL);
+	pump(f);
+	CHECK_EQ(frecv(f, p), 0);
+	CHECK_EQ(p->b.opcode, OP_SCSI_CMD);
+}
+
+/* A READ or WRITE(10) of the whole buffer buf at LBA 0, seen at the target; returns its ITT. */
+static inline uint32_t start_command(struct fake *f, enum ism_dir dir, uint8_t *buf, uint32_t len, struct io_result *io)
+{
+	struct pdu p;
+	command_sent(f, dir, (uint16_t)(len / 512), buf, len, io, &p);
+	uint32_t itt = p.b.itt;
+	pdu_free(&p);
+	return itt;
 }
 
 static inline void send_status(struct fake *f, uint32_t itt, uint8_t status, const void *sense, uint32_t slen)
@@ -303,7 +399,8 @@ static inline void send_tmf_response(struct fake *f, uint32_t itt, uint8_t respo
 	fsend(f, &b, NULL, 0);
 }
 
-static inline void send_r2t(struct fake *f, uint32_t itt, uint32_t ttt, uint32_t r2tsn, uint32_t off, uint32_t len)
+/* An R2T for itt asking for len bytes at off, with the target's window. */
+static inline struct bhs r2t_bhs(struct fake *f, uint32_t itt, uint32_t ttt, uint32_t r2tsn, uint32_t off, uint32_t len)
 {
 	struct bhs b = {0};
 	b.opcode = OP_R2T;
@@ -315,7 +412,25 @@ static inline void send_r2t(struct fake *f, uint32_t itt, uint32_t ttt, uint32_t
 	b.r2t.r2tsn = r2tsn;
 	b.r2t.offset = off;
 	b.r2t.desired_len = len;
+	return b;
+}
+
+static inline void send_r2t(struct fake *f, uint32_t itt, uint32_t ttt, uint32_t r2tsn, uint32_t off, uint32_t len)
+{
+	struct bhs b = r2t_bhs(f, itt, ttt, r2tsn, off, len);
 	fsend(f, &b, NULL, 0);
+}
+
+/* A CHECK CONDITION response whose data segment is d as it stands (SenseLength included). */
+static inline void send_raw_sense(struct fake *f, uint32_t itt, const uint8_t *d, uint32_t len)
+{
+	struct bhs b = {0};
+	b.opcode = OP_SCSI_RESP;
+	b.final = true;
+	b.itt = itt;
+	b.rsp.status = 2;
+	b.rsp.statsn = f->statsn++;
+	fsend(f, &b, d, len);
 }
 
 /* Read the Data-Out sequence answering one R2T; returns the bytes seen. */

@@ -55,24 +55,36 @@ static void expect_ping(struct fake *f, struct pdu *p, uint64_t since)
 	CHECK(waited >= 1000 && waited < 2500);
 }
 
+/* The ping that follows a command sent at since, answered with the given ExpCmdSN. */
+static void ping_answered(struct fake *f, uint64_t since, uint32_t expcmdsn)
+{
+	struct pdu p;
+	expect_ping(f, &p, since);
+	answer_ping(f, &p, expcmdsn);
+	pdu_free(&p);
+}
+
+/* The target answers cmd GOOD (acknowledging it only now): the command completes without error. */
+static void answered_good(struct fake *f, const struct pdu *cmd, struct io_result *io)
+{
+	f->expcmdsn = cmd->b.cmd.cmdsn;
+	send_status(f, cmd->b.itt, 0, NULL, 0);
+	run_for(f, &io->done, 1000);
+	CHECK(io->done);
+	CHECK_EQ(io->r.error, ISM_OK);
+}
+
 static void test_lost_command_sent_again(void)
 {
 	printf("ERL 1: a command the target dropped is sent again with its ITT and CmdSN after a ping\n");
 	struct fake f;
 	erl1_setup(&f);
-	uint8_t cdb[16];
-	size_t cl = ism_cdb_test_unit_ready(cdb);
-	struct io_result io = {0};
-	uint64_t t0 = ism_now_ms();
-	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_NONE, NULL, 0, on_io, &io) != NULL);
-	pump(&f);
+	struct io_result io;
 	struct pdu cmd, p;
-	CHECK_EQ(frecv(&f, &cmd), 0);
-	CHECK_EQ(cmd.b.opcode, OP_SCSI_CMD);
+	uint64_t t0 = ism_now_ms();
+	command_sent(&f, ISM_DIR_NONE, 0, NULL, 0, &io, &cmd);
 	/* The target skipped it: ExpCmdSN stays at its CmdSN. */
-	expect_ping(&f, &p, t0);
-	answer_ping(&f, &p, cmd.b.cmd.cmdsn);
-	pdu_free(&p);
+	ping_answered(&f, t0, cmd.b.cmd.cmdsn);
 	pump(&f);
 	CHECK_EQ(frecv(&f, &p), 0);
 	CHECK_EQ(p.b.opcode, OP_SCSI_CMD);
@@ -80,11 +92,7 @@ static void test_lost_command_sent_again(void)
 	CHECK_EQ(p.b.cmd.cmdsn, cmd.b.cmd.cmdsn);
 	CHECK(memcmp(p.b.cmd.cdb, cmd.b.cmd.cdb, 16) == 0);
 	pdu_free(&p);
-	f.expcmdsn = cmd.b.cmd.cmdsn;
-	send_status(&f, cmd.b.itt, 0, NULL, 0);
-	run_for(&f, &io.done, 1000);
-	CHECK(io.done);
-	CHECK_EQ(io.r.error, ISM_OK);
+	answered_good(&f, &cmd, &io);
 	CHECK_EQ(f.s->conns[0].cmds_retried, 1);
 	uint64_t took = ism_now_ms() - t0;
 	printf("    done %llu ms after it was sent\n", (unsigned long long)took);
@@ -98,28 +106,17 @@ static void test_slow_command_not_duplicated(void)
 	printf("ERL 1: a command the target acknowledged is not sent again, however slowly it runs\n");
 	struct fake f;
 	erl1_setup(&f);
-	uint8_t cdb[16];
-	size_t cl = ism_cdb_test_unit_ready(cdb);
-	struct io_result io = {0};
+	struct io_result io;
+	struct pdu cmd;
 	uint64_t t0 = ism_now_ms();
-	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_NONE, NULL, 0, on_io, &io) != NULL);
-	pump(&f);
-	struct pdu cmd, p;
-	CHECK_EQ(frecv(&f, &cmd), 0);
-	CHECK_EQ(cmd.b.opcode, OP_SCSI_CMD);
+	command_sent(&f, ISM_DIR_NONE, 0, NULL, 0, &io, &cmd);
 	/* The target has it (ExpCmdSN past it) and runs it for three seconds. */
-	expect_ping(&f, &p, t0);
-	answer_ping(&f, &p, cmd.b.cmd.cmdsn + 1);
-	pdu_free(&p);
+	ping_answered(&f, t0, cmd.b.cmd.cmdsn + 1);
 	bool never = false;
 	run_for(&f, &never, 3000);
 	CHECK(quiet(&f));
 	CHECK(!io.done);
-	f.expcmdsn = cmd.b.cmd.cmdsn;
-	send_status(&f, cmd.b.itt, 0, NULL, 0);
-	run_for(&f, &io.done, 1000);
-	CHECK(io.done);
-	CHECK_EQ(io.r.error, ISM_OK);
+	answered_good(&f, &cmd, &io);
 	CHECK_EQ(f.s->conns[0].cmds_retried, 0);
 	pdu_free(&cmd);
 	fake_teardown(&f);
@@ -130,17 +127,11 @@ static void test_retries_bounded(void)
 	printf("ERL 1: a command lost four times fails the connection (three retries)\n");
 	struct fake f;
 	erl1_setup(&f);
-	uint8_t cdb[16];
-	size_t cl = ism_cdb_test_unit_ready(cdb);
-	struct io_result io = {0};
-	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_NONE, NULL, 0, on_io, &io) != NULL);
-	pump(&f);
+	struct io_result io;
 	struct pdu cmd, p;
-	CHECK_EQ(frecv(&f, &cmd), 0);
+	command_sent(&f, ISM_DIR_NONE, 0, NULL, 0, &io, &cmd);
 	for (int round = 0; round < 4; round++) {
-		expect_ping(&f, &p, ism_now_ms() - 1);
-		answer_ping(&f, &p, cmd.b.cmd.cmdsn);
-		pdu_free(&p);
+		ping_answered(&f, ism_now_ms() - 1, cmd.b.cmd.cmdsn);
 		pump(&f);
 		if (round == 3)
 			break;
@@ -163,16 +154,7 @@ static const char erl1_digest_op[] = "HeaderDigest=CRC32C\0DataDigest=CRC32C\0Ma
 
 static void send_r2t_flags(struct fake *f, uint32_t itt, uint32_t r2tsn, uint32_t off, uint32_t len, int flags)
 {
-	struct bhs b = {0};
-	b.opcode = OP_R2T;
-	b.final = true;
-	b.itt = itt;
-	b.r2t.ttt = 0x700 + r2tsn;
-	b.r2t.statsn = f->statsn;
-	set_window(f, &b.r2t.expcmdsn, &b.r2t.maxcmdsn);
-	b.r2t.r2tsn = r2tsn;
-	b.r2t.offset = off;
-	b.r2t.desired_len = len;
+	struct bhs b = r2t_bhs(f, itt, 0x700 + r2tsn, r2tsn, off, len);
 	fsend_raw(f, &b, NULL, 0, 0, flags);
 }
 
@@ -212,14 +194,9 @@ static void test_r2t_gap_snack(void)
 	static uint8_t buf[24576];
 	for (size_t i = 0; i < sizeof(buf); i++)
 		buf[i] = (uint8_t)(i * 13 + (i >> 8));
-	uint8_t cdb[16];
-	size_t cl = ism_cdb_rw10(cdb, true, 0, 48);
-	struct io_result io = {0};
-	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_WRITE, buf, sizeof(buf), on_io, &io) != NULL);
-	pump(&f);
+	struct io_result io;
 	struct pdu cmd, snack = {0};
-	CHECK_EQ(frecv(&f, &cmd), 0);
-	CHECK_EQ(cmd.b.opcode, OP_SCSI_CMD);
+	command_sent(&f, ISM_DIR_WRITE, 48, buf, sizeof(buf), &io, &cmd);
 	send_r2t_flags(&f, cmd.b.itt, 0, 0, 8192, OK);
 	send_r2t_flags(&f, cmd.b.itt, 1, 8192, 8192, BAD_HDIGEST);
 	send_r2t_flags(&f, cmd.b.itt, 2, 16384, 8192, OK);
@@ -239,11 +216,7 @@ static void test_r2t_gap_snack(void)
 	snack.b.opcode = 0;
 	read_data_for(&f, 0x701, 8192, 8192, buf, &snack);
 	CHECK_EQ(snack.b.opcode, 0);
-	f.expcmdsn = cmd.b.cmd.cmdsn;
-	send_status(&f, cmd.b.itt, 0, NULL, 0);
-	run_for(&f, &io.done, 1000);
-	CHECK(io.done);
-	CHECK_EQ(io.r.error, ISM_OK);
+	answered_good(&f, &cmd, &io);
 	CHECK_EQ(f.s->conns[0].state, CONN_FFP);
 	pdu_free(&cmd);
 	fake_teardown(&f);

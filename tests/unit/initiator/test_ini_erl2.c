@@ -197,6 +197,38 @@ static uint32_t tur_sent(struct fake *f, struct fake *t, struct io_result *io, u
 	return cmd_sent(f, t, io, ISM_DIR_NONE, NULL, 0, cmdsn);
 }
 
+/*
+ * The connection of the one command itt is lost and replaced; the replacement's first request,
+ * read into *p, must be TASK REASSIGN for it. Returns the CID of the lost connection.
+ */
+static uint16_t reassign_asked(struct fake *f, struct listener *l, uint32_t itt, struct pdu *p)
+{
+	uint16_t cids[1];
+	ism_session_connections(f->s, cids, 1);
+	lose_and_replace(f, l, cids[0], 102);
+	CHECK_EQ(frecv(f, p), 0);
+	CHECK_EQ(p->b.tmf.function, TMF_TASK_REASSIGN);
+	CHECK_EQ(p->b.tmf.rtt, itt);
+	return cids[0];
+}
+
+/* The end of a test with one connection: the target's end, the listener, the session. */
+static void erl2_teardown(struct fake *f, struct listener *l)
+{
+	close(f->fd);
+	close(l->fd);
+	ism_session_free(f->s);
+}
+
+/* An ERL 2 session logged in with op whose one TEST UNIT READY the target has read. */
+static void erl2_tur_outstanding(struct fake *f, struct listener *l, const char *op, size_t oplen,
+				 struct io_result *io)
+{
+	erl2_login(f, l, op, oplen);
+	memset(io, 0, sizeof(*io));
+	tur_sent(f, f, io, NULL);
+}
+
 static void test_read_reassigned(void)
 {
 	printf("ERL 2: a read half done when its connection is lost goes on over the replacement\n");
@@ -285,9 +317,7 @@ static void test_read_reassigned(void)
 	CHECK_EQ(ism_session_connection_info(f.s, ci, 2), 1);
 	CHECK_EQ(ci[0].state, ISM_CONN_FULL_FEATURE);
 	CHECK_EQ(ism_session_service(f.s, -1, 0), ISM_SERVICE_OK);
-	close(f.fd);
-	close(l.fd);
-	ism_session_free(f.s);
+	erl2_teardown(&f, &l);
 }
 
 static void test_write_reassigned(void)
@@ -305,12 +335,7 @@ static void test_write_reassigned(void)
 	send_r2t(&f, itt, 0x77, 0, 0, 4096);
 	pump(&f);
 	CHECK_EQ(read_data_out(&f, 0x77), 4096);
-	uint16_t cids[1];
-	ism_session_connections(f.s, cids, 1);
-	lose_and_replace(&f, &l, cids[0], 102);
-	CHECK_EQ(frecv(&f, &p), 0);
-	CHECK_EQ(p.b.tmf.function, TMF_TASK_REASSIGN);
-	CHECK_EQ(p.b.tmf.rtt, itt);
+	reassign_asked(&f, &l, itt, &p);
 	CHECK_EQ(p.b.tmf.expdatasn, 0);
 	send_tmf_response(&f, p.b.itt, TMF_RSP_COMPLETE);
 	pdu_free(&p);
@@ -336,9 +361,7 @@ static void test_write_reassigned(void)
 	send_status(&f, itt, 0, NULL, 0);
 	CHECK(wait_io(&f, &io) == ISM_OK);
 	CHECK_EQ(io.r.transferred, 8192);
-	close(f.fd);
-	close(l.fd);
-	ism_session_free(f.s);
+	erl2_teardown(&f, &l);
 }
 
 static void test_reassign_refused(void)
@@ -351,12 +374,7 @@ static void test_reassign_refused(void)
 	struct io_result io = {0};
 	uint32_t itt = cmd_sent(&f, &f, &io, ISM_DIR_READ, buf, sizeof(buf), NULL);
 	struct pdu p;
-	uint16_t cids[1];
-	ism_session_connections(f.s, cids, 1);
-	lose_and_replace(&f, &l, cids[0], 102);
-	CHECK_EQ(frecv(&f, &p), 0);
-	CHECK_EQ(p.b.tmf.function, TMF_TASK_REASSIGN);
-	CHECK_EQ(p.b.tmf.rtt, itt);
+	uint16_t lost_cid = reassign_asked(&f, &l, itt, &p);
 	send_tmf_response(&f, p.b.itt, TMF_RSP_REASSIGN_UNSUPPORTED);
 	pdu_free(&p);
 	pump(&f);
@@ -369,16 +387,14 @@ static void test_reassign_refused(void)
 	struct ism_recovery_info ri;
 	ism_session_get_recovery_info(f.s, &ri);
 	CHECK(ri.connection_lost);
-	CHECK_EQ(ri.lost_cid, cids[0]);
+	CHECK_EQ(ri.lost_cid, lost_cid);
 	struct ism_conn_recovery_info cr;
 	ism_session_get_conn_recovery_info(f.s, &cr);
 	CHECK_EQ(cr.fallbacks, 1);
 	CHECK_EQ(cr.connection_recoveries, 0);
 	char c;
 	CHECK_EQ(read(f.fd, &c, 1), 0); /* the replacement was closed */
-	close(f.fd);
-	close(l.fd);
-	ism_session_free(f.s);
+	erl2_teardown(&f, &l);
 }
 
 static void test_no_replacement(void)
@@ -386,9 +402,8 @@ static void test_no_replacement(void)
 	printf("ERL 2: no replacement within DefaultTime2Wait + DefaultTime2Retain fails the session\n");
 	struct fake f;
 	struct listener l;
-	erl2_login(&f, &l, erl2_op, sizeof(erl2_op));
-	struct io_result io = {0};
-	tur_sent(&f, &f, &io, NULL);
+	struct io_result io;
+	erl2_tur_outstanding(&f, &l, erl2_op, sizeof(erl2_op), &io);
 	close(l.fd); /* nothing listens any more: every attempt is refused */
 	uint64_t t0 = ism_now_ms();
 	close(f.fd);
@@ -412,9 +427,8 @@ static void test_retain_zero(void)
 	printf("ERL 2 with DefaultTime2Retain 0: the target keeps nothing, the loss ends the session at once\n");
 	struct fake f;
 	struct listener l;
-	erl2_login(&f, &l, retain0_op, sizeof(retain0_op));
-	struct io_result io = {0};
-	tur_sent(&f, &f, &io, NULL);
+	struct io_result io;
+	erl2_tur_outstanding(&f, &l, retain0_op, sizeof(retain0_op), &io);
 	close(f.fd);
 	pump(&f);
 	CHECK(io.done);

@@ -20,10 +20,7 @@
 static void test_login_and_read(void)
 {
 	struct fake f;
-	struct ism_config cfg;
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	fake_logged_in(&f);
 	CHECK(ism_session_logged_in(f.s));
 	struct ism_session_info info;
 	ism_session_get_info(f.s, &info);
@@ -166,21 +163,13 @@ static void test_login_and_read(void)
 static void test_write_r2t(void)
 {
 	struct fake f;
-	struct ism_config cfg;
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	fake_logged_in(&f);
 	static uint8_t wbuf[20000];
 	for (size_t i = 0; i < sizeof(wbuf); i++)
 		wbuf[i] = (uint8_t)(i * 7);
-	uint8_t cdb[16];
-	size_t cl = ism_cdb_rw10(cdb, true, 0, 40);
-	struct io_result io = {0};
-	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_WRITE, wbuf, sizeof(wbuf), on_io, &io) != NULL);
-	pump(&f);
+	struct io_result io;
 	struct pdu p;
-	CHECK_EQ(frecv(&f, &p), 0);
-	CHECK_EQ(p.b.opcode, OP_SCSI_CMD);
+	command_sent(&f, ISM_DIR_WRITE, 40, wbuf, sizeof(wbuf), &io, &p);
 	CHECK(p.b.cmd.write);
 	CHECK(p.b.final);     /* InitialR2T=Yes: no unsolicited data */
 	CHECK_EQ(p.len, 0);   /* ImmediateData=No */
@@ -190,19 +179,8 @@ static void test_write_r2t(void)
 	uint8_t got[20000];
 	memset(got, 0, sizeof(got));
 	uint32_t offs[2] = {0, 16384}, lens[2] = {16384, 20000 - 16384};
-	for (int r = 0; r < 2; r++) {
-		struct bhs b = {0};
-		b.opcode = OP_R2T;
-		b.final = true;
-		b.itt = itt;
-		b.r2t.ttt = 0x500 + (uint32_t)r;
-		b.r2t.statsn = f.statsn;
-		set_window(&f, &b.r2t.expcmdsn, &b.r2t.maxcmdsn);
-		b.r2t.r2tsn = (uint32_t)r;
-		b.r2t.offset = offs[r];
-		b.r2t.desired_len = lens[r];
-		fsend(&f, &b, NULL, 0);
-	}
+	for (int r = 0; r < 2; r++)
+		send_r2t(&f, itt, 0x500 + (uint32_t)r, (uint32_t)r, offs[r], lens[r]);
 	pump(&f);
 	for (int r = 0; r < 2; r++) {
 		uint32_t seen = 0, datasn = 0;
@@ -233,23 +211,15 @@ static void test_write_r2t(void)
 static void test_immediate_unsolicited(void)
 {
 	struct fake f;
-	struct ism_config cfg;
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
 	static const char op[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=4096\0"
 				 "InitialR2T=No\0ImmediateData=Yes\0MaxBurstLength=65536\0FirstBurstLength=10000";
-	CHECK_EQ(do_login(&f, op, sizeof(op), false), ISM_OK);
+	fake_logged_in_with(&f, op, sizeof(op));
 	static uint8_t wbuf[12288];
 	for (size_t i = 0; i < sizeof(wbuf); i++)
 		wbuf[i] = (uint8_t)(i * 3);
-	uint8_t cdb[16];
-	size_t cl = ism_cdb_rw10(cdb, true, 0, 24);
-	struct io_result io = {0};
-	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_WRITE, wbuf, sizeof(wbuf), on_io, &io) != NULL);
-	pump(&f);
+	struct io_result io;
 	struct pdu p;
-	CHECK_EQ(frecv(&f, &p), 0);
-	CHECK_EQ(p.b.opcode, OP_SCSI_CMD);
+	command_sent(&f, ISM_DIR_WRITE, 24, wbuf, sizeof(wbuf), &io, &p);
 	CHECK(!p.b.final);       /* unsolicited Data-Out follow */
 	CHECK_EQ(p.len, 4096);   /* immediate data bounded by the target's MRDSL */
 	uint32_t itt = p.b.itt;
@@ -367,14 +337,8 @@ static void evil_oversized(struct fake *f, uint32_t itt)
 
 static void evil_sense_len(struct fake *f, uint32_t itt)
 {
-	struct bhs b = {0};
-	b.opcode = OP_SCSI_RESP;
-	b.final = true;
-	b.itt = itt;
-	b.rsp.status = 2;
-	b.rsp.statsn = f->statsn++;
 	uint8_t d[8] = {0, 200}; /* SenseLength 200 in an 8-byte segment */
-	fsend(f, &b, d, sizeof(d));
+	send_raw_sense(f, itt, d, sizeof(d));
 }
 
 static void evil_r2t_data(struct fake *f, uint32_t itt)
@@ -457,15 +421,8 @@ static void run_evil(const char *name, evil_fn fn, bool digests, const char *wan
 	int st = digests ? do_login(&f, dig, sizeof(dig), true) : do_login(&f, default_op, sizeof(default_op), false);
 	CHECK_EQ(st, ISM_OK);
 	uint8_t buf[4096];
-	uint8_t cdb[16];
-	size_t cl = ism_cdb_rw10(cdb, false, 0, 8);
-	struct io_result io = {0};
-	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_READ, buf, sizeof(buf), on_io, &io) != NULL);
-	pump(&f);
-	struct pdu p;
-	CHECK_EQ(frecv(&f, &p), 0);
-	fn(&f, p.b.itt);
-	pdu_free(&p);
+	struct io_result io;
+	fn(&f, start_command(&f, ISM_DIR_READ, buf, sizeof(buf), &io));
 	pump(&f);
 	CHECK(io.done);
 	CHECK(io.r.error != ISM_OK);
@@ -478,69 +435,60 @@ static void run_evil(const char *name, evil_fn fn, bool digests, const char *wan
 	fake_teardown(&f);
 }
 
-static void test_login_failures(void)
+/* A login whose operational stage is answered with op_keys fails, the error naming want. */
+static void login_refused(const char *op_keys, size_t op_len, const char *want)
 {
-	/* authentication failure status */
 	struct fake f;
 	struct ism_config cfg;
 	base_config(&cfg);
 	fake_setup(&f, &cfg);
-	struct login_result lr = {0};
-	CHECK_EQ(ism_attach_fd_async(f.s, f.ifd, true, on_login, &lr), 0);
-	pump(&f);
+	CHECK_EQ(do_login(&f, op_keys, op_len, false), ISM_ERR_LOGIN);
+	expect_error(&f, want);
+	fake_teardown(&f);
+}
+
+static void test_login_failures(void)
+{
+	/* authentication failure status */
+	struct fake f;
+	struct login_result lr;
 	struct pdu p;
-	CHECK_EQ(frecv(&f, &p), 0);
+	fake_login_started(&f, &lr, &p);
 	login_answer(&f, &p, NULL, 0, false, 0, LOGIN_AUTH_FAILED);
 	pdu_free(&p);
 	pump(&f);
 	CHECK(lr.done);
 	CHECK_EQ(lr.status, ISM_ERR_LOGIN);
-	CHECK(strstr(ism_session_error(f.s), "login failed: authentication failure (0x0201)") != NULL);
+	expect_error(&f, "login failed: authentication failure (0x0201)");
 	fake_teardown(&f);
 
 	/* a target choosing a digest that was not offered */
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
 	static const char bad[] = "HeaderDigest=CRC32C\0DataDigest=None";
-	CHECK_EQ(do_login(&f, bad, sizeof(bad), false), ISM_ERR_LOGIN);
-	CHECK(strstr(ism_session_error(f.s), "HeaderDigest") != NULL);
-	fake_teardown(&f);
+	login_refused(bad, sizeof(bad), "HeaderDigest");
 
 	/* garbage login text */
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
 	static const char junk[] = "NoEqualsSign";
-	CHECK_EQ(do_login(&f, junk, sizeof(junk), false), ISM_ERR_LOGIN);
-	CHECK(strstr(ism_session_error(f.s), "malformed login response") != NULL);
-	fake_teardown(&f);
+	login_refused(junk, sizeof(junk), "malformed login response");
 
 	/* CHAP: the target picks MD5, the initiator answers, mutual CHAP verification fails */
+	struct ism_config cfg;
 	base_config(&cfg);
 	cfg.chap_user = "alice";
 	cfg.chap_secret = "0123456789abcdef";
 	cfg.mutual_user = "tgt";
 	cfg.mutual_secret = "fedcba9876543210";
 	fake_setup(&f, &cfg);
-	memset(&lr, 0, sizeof(lr));
-	CHECK_EQ(ism_attach_fd_async(f.s, f.ifd, true, on_login, &lr), 0);
-	pump(&f);
-	CHECK_EQ(frecv(&f, &p), 0);
+	login_begin(&f, &lr, &p);
 	struct text_list k = parse_keys(&p);
 	CHECK_STR(text_get(&k, "AuthMethod"), "CHAP");
 	text_clear(&k);
 	static const char am[] = "AuthMethod=CHAP";
-	login_answer(&f, &p, am, sizeof(am), false, 0, 0);
-	pdu_free(&p);
-	pump(&f);
-	CHECK_EQ(frecv(&f, &p), 0);
+	login_step(&f, &p, am, sizeof(am), false, 0);
 	k = parse_keys(&p);
 	CHECK(text_get(&k, "CHAP_A") != NULL);
 	text_clear(&k);
 	static const char ch[] = "CHAP_A=5\0CHAP_I=1\0CHAP_C=0x00112233445566778899aabbccddeeff";
-	login_answer(&f, &p, ch, sizeof(ch), false, 0, 0);
-	pdu_free(&p);
-	pump(&f);
-	CHECK_EQ(frecv(&f, &p), 0);
+	login_step(&f, &p, ch, sizeof(ch), false, 0);
 	k = parse_keys(&p);
 	CHECK_STR(text_get(&k, "CHAP_N"), "alice");
 	CHECK(text_get(&k, "CHAP_R") != NULL);
@@ -553,7 +501,7 @@ static void test_login_failures(void)
 	pump(&f);
 	CHECK(lr.done);
 	CHECK_EQ(lr.status, ISM_ERR_LOGIN);
-	CHECK(strstr(ism_session_error(f.s), "login failed: CHAP") != NULL);
+	expect_error(&f, "login failed: CHAP");
 	fake_teardown(&f);
 }
 
@@ -562,28 +510,18 @@ static void test_login_failures(void)
 static void test_max_outstanding_r2t(void)
 {
 	struct fake f;
-	struct ism_config cfg;
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
 	static const char op[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=4096\0"
 				 "InitialR2T=Yes\0ImmediateData=No\0MaxBurstLength=8192\0FirstBurstLength=8192\0"
 				 "MaxOutstandingR2T=1";
-	CHECK_EQ(do_login(&f, op, sizeof(op), false), ISM_OK);
+	fake_logged_in_with(&f, op, sizeof(op));
 	struct ism_session_info info;
 	ism_session_get_info(f.s, &info);
 	CHECK_EQ(info.max_outstanding_r2t, 1);
 	static uint8_t wbuf[16384];
-	uint8_t cdb[16];
-	size_t cl = ism_cdb_rw10(cdb, true, 0, 32);
 
 	/* In turn, one R2T after the data of the one before: fine. */
-	struct io_result io = {0};
-	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_WRITE, wbuf, sizeof(wbuf), on_io, &io) != NULL);
-	pump(&f);
-	struct pdu p;
-	CHECK_EQ(frecv(&f, &p), 0);
-	uint32_t itt = p.b.itt;
-	pdu_free(&p);
+	struct io_result io;
+	uint32_t itt = start_command(&f, ISM_DIR_WRITE, wbuf, sizeof(wbuf), &io);
 	send_r2t(&f, itt, 0x700, 0, 0, 8192);
 	pump(&f);
 	CHECK_EQ(read_data_out(&f, 0x700), 8192);
@@ -595,24 +533,10 @@ static void test_max_outstanding_r2t(void)
 	CHECK(io.done && io.r.error == ISM_OK && io.r.status == 0);
 
 	/* Two R2Ts at once with MaxOutstandingR2T=1: the connection fails with a clear reason. */
-	memset(&io, 0, sizeof(io));
-	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_WRITE, wbuf, sizeof(wbuf), on_io, &io) != NULL);
-	pump(&f);
-	CHECK_EQ(frecv(&f, &p), 0);
-	itt = p.b.itt;
-	pdu_free(&p);
+	itt = start_command(&f, ISM_DIR_WRITE, wbuf, sizeof(wbuf), &io);
 	uint8_t two[2][BHS_LEN];
 	for (int r = 0; r < 2; r++) {
-		struct bhs b = {0};
-		b.opcode = OP_R2T;
-		b.final = true;
-		b.itt = itt;
-		b.r2t.ttt = 0x800 + (uint32_t)r;
-		b.r2t.statsn = f.statsn;
-		set_window(&f, &b.r2t.expcmdsn, &b.r2t.maxcmdsn);
-		b.r2t.r2tsn = (uint32_t)r;
-		b.r2t.offset = 8192u * (uint32_t)r;
-		b.r2t.desired_len = 8192;
+		struct bhs b = r2t_bhs(&f, itt, 0x800 + (uint32_t)r, (uint32_t)r, 8192u * (uint32_t)r, 8192);
 		bhs_encode(&b, two[r]);
 	}
 	CHECK(write(f.fd, two, sizeof(two)) == (ssize_t)sizeof(two)); /* one segment: read in one go */
@@ -694,30 +618,19 @@ static void test_command_timeout(void)
 static void test_target_offers_keys(void)
 {
 	struct fake f;
-	struct ism_config cfg;
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	struct login_result lr = {0};
-	CHECK_EQ(ism_attach_fd_async(f.s, f.ifd, true, on_login, &lr), 0);
-	pump(&f);
+	struct login_result lr;
 	struct pdu p;
-	CHECK_EQ(frecv(&f, &p), 0);
+	fake_login_started(&f, &lr, &p);
 	static const char sec[] = "AuthMethod=None";
-	login_answer(&f, &p, sec, sizeof(sec), true, STAGE_OPERATIONAL, 0);
-	pdu_free(&p);
-	pump(&f);
-	CHECK_EQ(frecv(&f, &p), 0);
+	login_step(&f, &p, sec, sizeof(sec), true, STAGE_OPERATIONAL);
 	CHECK_EQ(p.b.login.csg, STAGE_OPERATIONAL);
 	/* answers, plus keys of the target's own: a private one, TaskReporting, and a key
 	 * initiators alone may send */
 	static const char op[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=4096\0"
 				 "X-org.example.Tuning=7\0TaskReporting=RFC3720,ResponseFence\0"
 				 "InitiatorAlias=foo\0SessionType=Normal\0MaxOutstandingR2T=4";
-	login_answer(&f, &p, op, sizeof(op), false, 0, 0); /* no transit: waits for our answers */
-	pdu_free(&p);
-	pump(&f);
+	login_step(&f, &p, op, sizeof(op), false, 0); /* no transit: waits for our answers */
 	CHECK(!lr.done);
-	CHECK_EQ(frecv(&f, &p), 0);
 	CHECK_EQ(p.b.opcode, OP_LOGIN_REQ);
 	CHECK_EQ(p.b.login.csg, STAGE_OPERATIONAL);
 	CHECK(p.b.final);
@@ -742,22 +655,11 @@ static void test_target_offers_keys(void)
 	fake_teardown(&f);
 
 	/* A private key alone: answered NotUnderstood, nothing else is sent, the login goes on. */
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	memset(&lr, 0, sizeof(lr));
-	CHECK_EQ(ism_attach_fd_async(f.s, f.ifd, true, on_login, &lr), 0);
-	pump(&f);
-	CHECK_EQ(frecv(&f, &p), 0);
-	login_answer(&f, &p, sec, sizeof(sec), true, STAGE_OPERATIONAL, 0);
-	pdu_free(&p);
-	pump(&f);
-	CHECK_EQ(frecv(&f, &p), 0);
+	fake_login_started(&f, &lr, &p);
+	login_step(&f, &p, sec, sizeof(sec), true, STAGE_OPERATIONAL);
 	static const char op2[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=4096\0"
 				  "X-Vendor-Mode=fast";
-	login_answer(&f, &p, op2, sizeof(op2), false, 0, 0);
-	pdu_free(&p);
-	pump(&f);
-	CHECK_EQ(frecv(&f, &p), 0);
+	login_step(&f, &p, op2, sizeof(op2), false, 0);
 	k = parse_keys(&p);
 	CHECK_STR(text_get(&k, "X-Vendor-Mode"), "NotUnderstood");
 	CHECK_EQ(k.n, 1);
@@ -794,10 +696,7 @@ static const char two_conns_op[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvD
 static void test_add_connection_cid(void)
 {
 	struct fake f;
-	struct ism_config cfg;
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	CHECK_EQ(do_login(&f, two_conns_op, sizeof(two_conns_op), false), ISM_OK);
+	fake_logged_in_with(&f, two_conns_op, sizeof(two_conns_op));
 
 	int ls = socket(AF_INET, SOCK_STREAM, 0);
 	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -829,10 +728,7 @@ static void test_add_connection_cid(void)
 	CHECK_EQ(p.b.login.tsih, 0x1234);
 	uint16_t wire_cid = p.b.login.cid;
 	static const char sec[] = "AuthMethod=None";
-	login_answer(&g, &p, sec, sizeof(sec), true, STAGE_OPERATIONAL, 0);
-	pdu_free(&p);
-	pump(&f);
-	CHECK_EQ(frecv(&g, &p), 0);
+	login_step(&g, &p, sec, sizeof(sec), true, STAGE_OPERATIONAL);
 	static const char op[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=8192";
 	login_answer(&g, &p, op, sizeof(op), true, STAGE_FULL_FEATURE, 0);
 	pdu_free(&p);
@@ -893,10 +789,7 @@ static void on_io_free(struct ism_session *s, const struct ism_scsi_result *r, v
 static void test_free_in_callback(void)
 {
 	struct fake f;
-	struct ism_config cfg;
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	fake_logged_in(&f);
 	uint8_t cdb[16], buf[2][512];
 	size_t cl = ism_cdb_rw10(cdb, false, 0, 1);
 	struct freeing_io a = {.s = f.s, .free_in_cb = true}, b = {.s = f.s, .free_in_cb = true};
@@ -919,9 +812,7 @@ static void test_free_in_callback(void)
 
 	/* ism_session_free from outside: the callbacks run before it returns; one calling it again
 	 * does nothing. */
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	fake_logged_in(&f);
 	struct freeing_io c = {.s = f.s, .free_in_cb = true};
 	CHECK(ism_scsi_async(f.s, 0, cdb, cl, ISM_DIR_READ, buf[0], 512, on_io_free, &c) != NULL);
 	ism_session_free(f.s);
@@ -942,10 +833,7 @@ static void test_conn_loss_ends_session(void)
 {
 	printf("ERL 0: the loss of one of two connections closes the other and ends the session\n");
 	struct fake f;
-	struct ism_config cfg;
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	CHECK_EQ(do_login(&f, erl0_op, sizeof(erl0_op), false), ISM_OK);
+	fake_logged_in_with(&f, erl0_op, sizeof(erl0_op));
 	struct ism_recovery_info ri;
 	ism_session_get_recovery_info(f.s, &ri);
 	CHECK_EQ(ri.error_recovery_level, 0);
@@ -955,24 +843,14 @@ static void test_conn_loss_ends_session(void)
 	CHECK_EQ(ism_session_lost_connection_info(f.s, NULL, 0), 0);
 
 	/* a second connection over another socketpair */
-	int sv[2];
-	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	CHECK_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
-	struct timeval tv = {2, 0};
-	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	struct fake g = f;
-	g.fd = sv[1];
+	struct fake g;
+	struct login_result lr;
+	attach_second(&f, &g, &lr);
 	g.statsn = 500;
-	struct login_result lr = {0};
-	CHECK_EQ(ism_attach_fd_async(f.s, sv[0], false, on_login, &lr), 0);
-	pump(&f);
 	struct pdu p;
 	CHECK_EQ(frecv(&g, &p), 0);
 	static const char sec[] = "AuthMethod=None";
-	login_answer(&g, &p, sec, sizeof(sec), true, STAGE_OPERATIONAL, 0);
-	pdu_free(&p);
-	pump(&f);
-	CHECK_EQ(frecv(&g, &p), 0);
+	login_step(&g, &p, sec, sizeof(sec), true, STAGE_OPERATIONAL);
 	static const char op[] = "HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=4096";
 	login_answer(&g, &p, op, sizeof(op), true, STAGE_FULL_FEATURE, 0);
 	pdu_free(&p);
@@ -1074,10 +952,7 @@ static void on_tmf(struct ism_session *s, int status, void *priv)
 static void test_lun_reset_spares_later_command(void)
 {
 	struct fake f;
-	struct ism_config cfg;
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	CHECK_EQ(do_login(&f, default_op, sizeof(default_op), false), ISM_OK);
+	fake_logged_in(&f);
 	uint8_t cdb[16], buf[2][512];
 	size_t cl = ism_cdb_rw10(cdb, false, 0, 1);
 	struct io_result before = {0}, after = {0}, tmf = {0};

@@ -11,30 +11,6 @@
 
 #define STALE 0xab /* what the caller's buffer held before the command */
 
-/* Log in with default_op, send one command, read it at the target; returns its ITT. */
-static uint32_t start_command(struct fake *f, enum ism_dir dir, uint8_t *buf, uint32_t len, struct io_result *io)
-{
-	uint8_t cdb[16];
-	size_t cl = ism_cdb_rw10(cdb, dir == ISM_DIR_WRITE, 0, (uint16_t)(len / 512));
-	memset(io, 0, sizeof(*io));
-	CHECK(ism_scsi_async(f->s, 0, cdb, cl, dir, buf, len, on_io, io) != NULL);
-	pump(f);
-	struct pdu p;
-	CHECK_EQ(frecv(f, &p), 0);
-	CHECK_EQ(p.b.opcode, OP_SCSI_CMD);
-	uint32_t itt = p.b.itt;
-	pdu_free(&p);
-	return itt;
-}
-
-static void logged_in(struct fake *f)
-{
-	struct ism_config cfg;
-	base_config(&cfg);
-	fake_setup(f, &cfg);
-	CHECK_EQ(do_login(f, default_op, sizeof(default_op), false), ISM_OK);
-}
-
 /* A Data-In of len bytes at offset, with the status when status >= 0. */
 static void data_in(struct fake *f, uint32_t itt, uint32_t datasn, uint32_t offset, const uint8_t *d, uint32_t len,
 		    int status, bool under, bool over, uint32_t residual)
@@ -67,22 +43,13 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return true;
 }
 
-static void expect_error(struct fake *f, const char *want)
-{
-	const char *err = ism_session_error(f->s);
-	if (!strstr(err, want)) {
-		fprintf(stderr, "error \"%s\" lacks \"%s\"\n", err, want);
-		CHECK(false);
-	}
-}
-
 static uint8_t pattern[8192];
 
 static void test_short_read_is_zero_filled(void)
 {
 	printf("a READ answered GOOD with half its data: the other half is zeros, transferred says so\n");
 	struct fake f;
-	logged_in(&f);
+	fake_logged_in(&f);
 	static uint8_t buf[8192];
 	memset(buf, STALE, sizeof(buf));
 	struct io_result io;
@@ -164,7 +131,7 @@ static void test_sync_short_read(void)
 {
 	printf("the blocking read helper fails a short read instead of returning zeros as data\n");
 	struct fake f;
-	logged_in(&f);
+	fake_logged_in(&f);
 	static uint8_t buf[4096];
 	struct short_reader r = {&f};
 	pthread_t th;
@@ -184,7 +151,7 @@ static void evil_read(const char *what, void (*fn)(struct fake *f, uint32_t itt)
 {
 	printf("%s: the connection fails (\"%s\")\n", what, want);
 	struct fake f;
-	logged_in(&f);
+	fake_logged_in(&f);
 	static uint8_t buf[8192], other_buf[4096];
 	memset(buf, STALE, sizeof(buf));
 	struct io_result io, other;
@@ -242,14 +209,8 @@ static void datasn_gap(struct fake *f, uint32_t itt)
 
 static void sense_too_long(struct fake *f, uint32_t itt)
 {
-	struct bhs b = {0};
-	b.opcode = OP_SCSI_RESP;
-	b.final = true;
-	b.itt = itt;
-	b.rsp.status = 2;
-	b.rsp.statsn = f->statsn++;
 	uint8_t d[20] = {0xff, 0xff, 0x70};
-	fsend(f, &b, d, sizeof(d));
+	send_raw_sense(f, itt, d, sizeof(d));
 }
 
 /* ---- writes ---- */
@@ -263,12 +224,9 @@ static void test_r2t_abuse(void)
 	static uint8_t wbuf[16384];
 	struct io_result io;
 	struct fake f;
-	struct ism_config cfg;
 
 	printf("an R2T asking again for data already asked for: the connection fails\n");
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	CHECK_EQ(do_login(&f, r2t_op, sizeof(r2t_op), false), ISM_OK);
+	fake_logged_in_with(&f, r2t_op, sizeof(r2t_op));
 	uint32_t itt = start_command(&f, ISM_DIR_WRITE, wbuf, sizeof(wbuf), &io);
 	send_r2t(&f, itt, 0x10, 0, 0, 8192);
 	pump(&f);
@@ -280,18 +238,14 @@ static void test_r2t_abuse(void)
 	fake_teardown(&f);
 
 	printf("an R2T past the Expected Data Transfer Length, and one over MaxBurstLength\n");
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	CHECK_EQ(do_login(&f, r2t_op, sizeof(r2t_op), false), ISM_OK);
+	fake_logged_in_with(&f, r2t_op, sizeof(r2t_op));
 	itt = start_command(&f, ISM_DIR_WRITE, wbuf, sizeof(wbuf), &io);
 	send_r2t(&f, itt, 0x10, 0, 12288, 8192);
 	pump(&f);
 	CHECK(io.done && io.r.error == ISM_ERR_PROTOCOL);
 	expect_error(&f, "outside the 16384 bytes of the write");
 	fake_teardown(&f);
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	CHECK_EQ(do_login(&f, r2t_op, sizeof(r2t_op), false), ISM_OK);
+	fake_logged_in_with(&f, r2t_op, sizeof(r2t_op));
 	itt = start_command(&f, ISM_DIR_WRITE, wbuf, sizeof(wbuf), &io);
 	send_r2t(&f, itt, 0x10, 0, 0, 16384);
 	pump(&f);
@@ -300,9 +254,7 @@ static void test_r2t_abuse(void)
 	fake_teardown(&f);
 
 	printf("GOOD status for a write of which only half was asked for: transferred says half\n");
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	CHECK_EQ(do_login(&f, r2t_op, sizeof(r2t_op), false), ISM_OK);
+	fake_logged_in_with(&f, r2t_op, sizeof(r2t_op));
 	itt = start_command(&f, ISM_DIR_WRITE, wbuf, sizeof(wbuf), &io);
 	send_r2t(&f, itt, 0x10, 0, 0, 8192);
 	pump(&f);
@@ -409,11 +361,9 @@ static void test_endless_text(void)
 	cfg.session_type = ISM_SESSION_DISCOVERY;
 	cfg.target_name = NULL;
 	fake_setup(&f, &cfg);
-	struct login_result lr = {0};
-	CHECK_EQ(ism_attach_fd_async(f.s, f.ifd, true, on_login, &lr), 0);
-	pump(&f);
+	struct login_result lr;
 	struct pdu p;
-	CHECK_EQ(frecv(&f, &p), 0);
+	login_begin(&f, &lr, &p);
 	static const char ops[] = "AuthMethod=None\0HeaderDigest=None\0DataDigest=None\0MaxRecvDataSegmentLength=8192";
 	login_answer(&f, &p, ops, sizeof(ops), true, STAGE_FULL_FEATURE, 0);
 	pdu_free(&p);
@@ -462,13 +412,8 @@ static void test_endless_login_continuation(void)
 	fake_teardown(&f);
 
 	printf("a login response with both the C and T bits: refused\n");
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	memset(&lr, 0, sizeof(lr));
-	CHECK_EQ(ism_attach_fd_async(f.s, f.ifd, true, on_login, &lr), 0);
-	pump(&f);
 	struct pdu p;
-	CHECK_EQ(frecv(&f, &p), 0);
+	fake_login_started(&f, &lr, &p);
 	struct bhs b = {0};
 	b.opcode = OP_LOGIN_RESP;
 	b.final = true;
@@ -489,7 +434,7 @@ static void test_ping_storm(void)
 {
 	printf("NOP-In pings sent without reading the answers: the connection fails, memory stays bounded\n");
 	struct fake f;
-	logged_in(&f);
+	fake_logged_in(&f);
 	struct storm st = {.f = &f, .kind = STORM_PINGS};
 	pthread_t th;
 	CHECK_EQ(pthread_create(&th, NULL, storm_target, &st), 0);
@@ -510,7 +455,7 @@ static void test_window_from_the_future(void)
 {
 	printf("an ExpCmdSN acknowledging commands never sent is not taken as the window\n");
 	struct fake f;
-	logged_in(&f);
+	fake_logged_in(&f);
 	struct ism_session_info before, after;
 	ism_session_get_info(f.s, &before);
 	struct bhs b = {0};
@@ -563,14 +508,9 @@ static void test_tsih(void)
 {
 	printf("TSIH 0 in the final login response, and another TSIH for an added connection: refused\n");
 	struct fake f;
-	struct ism_config cfg;
-	base_config(&cfg);
-	fake_setup(&f, &cfg);
-	struct login_result lr = {0};
-	CHECK_EQ(ism_attach_fd_async(f.s, f.ifd, true, on_login, &lr), 0);
-	pump(&f);
+	struct login_result lr;
 	struct pdu p;
-	CHECK_EQ(frecv(&f, &p), 0);
+	fake_login_started(&f, &lr, &p);
 	struct bhs b = {0};
 	b.opcode = OP_LOGIN_RESP;
 	b.final = true;
@@ -589,31 +529,17 @@ static void test_tsih(void)
 	expect_error(&f, "TSIH 0");
 	fake_teardown(&f);
 
-	logged_in(&f);
-	int sv[2];
-	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	CHECK_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
-	struct timeval tv = {2, 0};
-	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	struct fake g = f;
-	g.fd = sv[1];
-	memset(&lr, 0, sizeof(lr));
-	CHECK_EQ(ism_attach_fd_async(f.s, sv[0], false, on_login, &lr), 0);
-	pump(&f);
+	fake_logged_in(&f);
+	struct fake g;
+	attach_second(&f, &g, &lr);
 	CHECK_EQ(frecv(&g, &p), 0);
 	CHECK_EQ(p.b.login.tsih, 0x1234);
 	login_answer(&g, &p, keys, sizeof(keys), true, STAGE_FULL_FEATURE, 0); /* answers TSIH 0x1234 */
 	pdu_free(&p);
 	pump(&f);
 	CHECK(lr.done && lr.status == ISM_OK);
-	memset(&lr, 0, sizeof(lr));
-	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	CHECK_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
-	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-	struct fake h = f;
-	h.fd = sv[1];
-	CHECK_EQ(ism_attach_fd_async(f.s, sv[0], false, on_login, &lr), 0);
-	pump(&f);
+	struct fake h;
+	attach_second(&f, &h, &lr);
 	CHECK_EQ(frecv(&h, &p), 0);
 	memset(&b, 0, sizeof(b));
 	b.opcode = OP_LOGIN_RESP;
@@ -638,7 +564,7 @@ static void test_async_odd(void)
 {
 	printf("Async Messages with odd events and parameters: one logout for repeated requests\n");
 	struct fake f;
-	logged_in(&f);
+	fake_logged_in(&f);
 	uint8_t sense[40] = {0, 18, 0x70, 0, 6};
 	uint8_t events[] = {ASYNC_SCSI_EVENT, ASYNC_NEGOTIATION_REQUEST, 5, 0xf8, 0xff, ASYNC_LOGOUT_REQUEST,
 			    ASYNC_LOGOUT_REQUEST};

@@ -241,12 +241,27 @@ static inline int h_ascq(const struct h *h)
 		CHECK_EQ(h_ascq(h), ascq);                                                         \
 	} while (0)
 
+/* Runs the command: CHECK CONDITION with this sense (a macro, so a failure names the test's line). */
+#define CHECK_RUN_SENSE(h, key, asc, ascq, cdb, len, out, out_len, in_cap)                          \
+	do {                                                                                       \
+		CHECK_EQ(h_run(h, cdb, len, out, out_len, in_cap), SCSI_CHECK_CONDITION);          \
+		CHECK_SENSE(h, key, asc, ascq);                                                    \
+	} while (0)
+
 /* Clears the power-on unit attention of nexus nxi on lun. */
 static inline void h_clear_ua(struct h *h, int nxi, uint16_t lun)
 {
 	uint8_t tur[6] = { 0 };
 	for (int i = 0; i < 8 && h_run_full(h, nxi, lun, tur, 6, NULL, 0, 0) != SCSI_GOOD; i++)
 		;
+}
+
+/* A LU of that many 512-byte blocks, the power-on unit attention of nexus 0 on LUN 0 cleared. */
+static inline struct h *h_ready(uint64_t blocks)
+{
+	struct h *h = h_new(blocks, NULL);
+	h_clear_ua(h, 0, 0);
+	return h;
 }
 
 static inline void cdb_rw10(uint8_t *c, uint8_t op, uint32_t lba, uint16_t n, uint8_t flags)

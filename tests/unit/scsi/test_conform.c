@@ -24,14 +24,12 @@ static uint8_t lba_status(struct h *h, uint64_t lba, uint32_t *count)
 
 static void test_compare_and_write_length(void)
 {
-	struct h *h = h_new(1024, NULL);
+	struct h *h = h_ready(1024);
 	uint8_t c[16];
 
-	h_clear_ua(h, 0, 0);
 	/* 256 blocks wrap the one-byte count to 0: data sent with it is refused, not ignored. */
 	cdb_rw16(c, 0x89, 0, 0, 0);
-	CHECK_EQ(h_run(h, c, 16, buf, 1024, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, c, 16, buf, 1024, 0);
 	CHECK_EQ(get_be16(h->cmd.sense + 16), 13);
 	/* Zero blocks and no data: nothing to do. */
 	CHECK_EQ(h_run(h, c, 16, NULL, 0, 0), SCSI_GOOD);
@@ -41,18 +39,16 @@ static void test_compare_and_write_length(void)
 	CHECK_EQ(h->in[5], 255);
 	cdb_rw16(c, 0x89, 0, 0, 0);
 	c[13] = 2;
-	CHECK_EQ(h_run(h, c, 16, buf, 3 * 512, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, c, 16, buf, 3 * 512, 0);
 	h_free(h);
 }
 
 static void test_write_same_unmap(void)
 {
-	struct h *h = h_new(1024, NULL);
+	struct h *h = h_ready(1024);
 	uint8_t c[16];
 	uint32_t n;
 
-	h_clear_ua(h, 0, 0);
 	memset(buf, 0xff, 8 * 512);
 	cdb_rw10(c, 0x2a, 1016, 8, 0);
 	CHECK_EQ(h_run(h, c, 10, buf, 8 * 512, 0), SCSI_GOOD);
@@ -97,8 +93,7 @@ static void test_large_transfer(void)
 	cdb_rw16(c, 0x8a, 0, 65536, 0);
 	CHECK_EQ(h_run(h, c, 16, big, sizeof(big), 0), SCSI_GOOD);
 	cdb_rw16(c, 0x8a, 0, 65537, 0);
-	CHECK_EQ(h_run(h, c, 16, big, sizeof(big), 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, c, 16, big, sizeof(big), 0);
 	h_free(h);
 }
 
@@ -198,15 +193,12 @@ static void test_sanitize(void)
 	CHECK_EQ(h->in[7] >> 6, 1);
 	/* Parameter data, reserved bits, and unoffered service actions are refused. */
 	sz[8] = 8;
-	CHECK_EQ(h_run(h, sz, 10, buf, 8, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, sz, 10, buf, 8, 0);
 	sz[8] = 0;
 	sz[1] = 0x42;
-	CHECK_EQ(h_run(h, sz, 10, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, sz, 10, NULL, 0, 0);
 	sz[1] = 0x01;   /* OVERWRITE */
-	CHECK_EQ(h_run(h, sz, 10, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, sz, 10, NULL, 0, 0);
 	/* Another nexus holding RESERVE(6): conflict. */
 	h_clear_ua(h, 1, 0);
 	uint8_t rsv[6] = { 0x16 }, rel[6] = { 0x17 };
@@ -221,8 +213,7 @@ static void test_sanitize(void)
 	CHECK_EQ(h_key(h), SK_MEDIUM_ERROR);
 	h->fs->fail_write = 0;
 	cdb_rw10(c, 0x28, 0, 1, 0);
-	CHECK_EQ(h_run(h, c, 10, NULL, 0, 512), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_MEDIUM_ERROR, 0x31, 0x03);
+	CHECK_RUN_SENSE(h, SK_MEDIUM_ERROR, 0x31, 0x03, c, 10, NULL, 0, 512);
 	/* ... until EXIT FAILURE MODE. */
 	sz[1] = 0x1f;
 	CHECK_EQ(h_run(h, sz, 10, NULL, 0, 0), SCSI_GOOD);
@@ -234,8 +225,7 @@ static void test_sanitize(void)
 	h = h_new(64, &thick);
 	h_clear_ua(h, 0, 0);
 	sz[1] = 0x02;
-	CHECK_EQ(h_run(h, sz, 10, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x20, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x20, 0x00, sz, 10, NULL, 0, 0);
 	h_free(h);
 }
 
@@ -444,8 +434,7 @@ static void test_extended_copy(void)
 	scsi_target_nexus_lost(h->t, &h->nx[0]);
 	CHECK_EQ(h_run(h, rcr, 16, NULL, 0, 64), SCSI_CHECK_CONDITION);
 	h_clear_ua(h, 0, 0);
-	CHECK_EQ(h_run(h, rcr, 16, NULL, 0, 64), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, rcr, 16, NULL, 0, 64);
 	h_free(h);
 }
 

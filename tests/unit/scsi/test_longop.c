@@ -116,13 +116,11 @@ static void test_write_same_limit(void)
 
 	/* One block over: INVALID FIELD IN CDB, the field pointer on NUMBER OF LOGICAL BLOCKS. */
 	cdb_rw16(c, 0x93, 0, (uint32_t)max + 1, 0x08);
-	CHECK_EQ(h_run(h, c, 16, blk, sizeof(blk), 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, c, 16, blk, sizeof(blk), 0);
 	CHECK_EQ(get_be16(h->cmd.sense + 16), 10);
 	/* Zero blocks means "to the end": refused where that is more than the limit... */
 	cdb_rw16(c, 0x93, 0, 0, 0x08);
-	CHECK_EQ(h_run(h, c, 16, blk, sizeof(blk), 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, c, 16, blk, sizeof(blk), 0);
 	cdb_rw16(c, 0x93, (1u << 20) - max - 1, 0, 0x08);
 	CHECK_EQ(h_run(h, c, 16, blk, sizeof(blk), 0), SCSI_CHECK_CONDITION);
 	/* ... and done where it is not. */
@@ -169,16 +167,14 @@ static void test_xcopy_limits(void)
 	put_be64(seg + 20, 20000);
 	uint8_t x[16] = { 0x83 };
 	put_be32(x + 10, 76);
-	CHECK_EQ(h_run(h, x, 16, pl, 76, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x26, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x26, 0x00, x, 16, pl, 76, 0);
 	CHECK_EQ(get_be16(h->cmd.sense + 16), 48 + 10);
 	put_be16(seg + 10, 8192); /* exactly the limit */
 	CHECK_EQ(h_run(h, x, 16, pl, 76, 0), SCSI_GOOD);
 	/* Inline data: INLINE DATA LENGTH EXCEEDED. */
 	put_be32(pl + 12, 8);
 	put_be32(x + 10, sizeof(pl));
-	CHECK_EQ(h_run(h, x, 16, pl, sizeof(pl), 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x26, 0x0b);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x26, 0x0b, x, 16, pl, sizeof(pl), 0);
 	h_free(h);
 }
 

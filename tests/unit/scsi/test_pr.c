@@ -24,9 +24,7 @@ static int wr(struct h *h, int nxi)
 
 static void test_register_reserve(void)
 {
-	struct h *h = h_new(64, NULL);
-
-	h_clear_ua(h, 0, 0);
+	struct h *h = h_ready(64);
 	h_clear_ua(h, 1, 0);
 	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 0);
@@ -106,8 +104,7 @@ static void test_register_reserve(void)
 	CHECK_EQ(get_be32(h->in + 4), 0);
 	/* Wrong parameter list length, bad type. */
 	uint8_t c[10] = { 0x5f, 0, 0, 0, 0, 0, 0, 0, 20, 0 };
-	CHECK_EQ(h_run(h, c, 10, h->in, 20, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x1a, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x1a, 0x00, c, 10, h->in, 20, 0);
 	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0xaa, 0), SCSI_GOOD);
 	CHECK_EQ(h_prout(h, 0, 1, 2, 0xaa, 0, 0), SCSI_CHECK_CONDITION);
 	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
@@ -118,9 +115,7 @@ static void test_register_reserve(void)
 
 static void test_all_registrants(void)
 {
-	struct h *h = h_new(64, NULL);
-
-	h_clear_ua(h, 0, 0);
+	struct h *h = h_ready(64);
 	h_clear_ua(h, 1, 0);
 	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0xa, 0), SCSI_GOOD);
 	CHECK_EQ(h_prout(h, 0, 1, 8, 0xa, 0, 0), SCSI_GOOD);
@@ -340,12 +335,10 @@ static void test_registration_limits(void)
 		p[24] = 0x45;
 		put_be16(p + 26, 60);
 		memcpy(p + 28, "iqn.2024-01.org.example:elsewhere,i,0x400000000099", 50);
-		CHECK_EQ(h_run(h, c, 10, p, sizeof(p), 0), SCSI_CHECK_CONDITION);
-		CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x55, 0x04);
+		CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x55, 0x04, c, 10, p, sizeof(p), 0);
 		/* A TransportID name with a control character is refused (it would end up in files). */
 		memcpy(p + 28, "iqn.2024-01.org.example:a\nreg 1 1 1 x,i,0x1", 44);
-		CHECK_EQ(h_run(h, c, 10, p, sizeof(p), 0), SCSI_CHECK_CONDITION);
-		CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x26, 0x00);
+		CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x26, 0x00, c, 10, p, sizeof(p), 0);
 		(void)saved;
 	}
 	/* Once one registration goes, another fits. */

@@ -73,6 +73,20 @@ static struct h *lu_on(const char *name, const char *dir)
 	return h;
 }
 
+/* The LU as a restart brings it back: the handle freed, the same LU opened on dir again. */
+static struct h *restart(struct h *h, const char *dir)
+{
+	h_free(h);
+	return lu_on(TGT_A, dir);
+}
+
+/* READ KEYS answers with len bytes of keys. */
+static void check_keys_len(struct h *h, uint32_t len)
+{
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(get_be32(h->in + 4), len);
+}
+
 /* Registrations and reservations without APTPL leave the state directory alone. */
 static void test_no_aptpl_no_disk(void)
 {
@@ -110,11 +124,9 @@ static void test_no_aptpl_no_disk(void)
 	CHECK(stat(snap, &s2) == 0 && stat(journal, &j2) == 0);
 	CHECK_EQ(s1.st_size, s2.st_size);
 	CHECK_EQ(j1.st_size, j2.st_size);
-	h_free(h);
 	/* And after a restart nothing comes back: the last word was APTPL 0. */
-	h = lu_on(TGT_A, dir);
-	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
-	CHECK_EQ(get_be32(h->in + 4), 0);
+	h = restart(h, dir);
+	check_keys_len(h, 0);
 	h_free(h);
 	rm_rf(dir);
 }
@@ -167,13 +179,26 @@ static size_t state_bytes(struct h *h, uint8_t *out)
 	return n + h->cmd.in_len;
 }
 
+/* After a restart the LU's state is exactly before (n bytes); when not, says at which point. */
+static struct h *restart_same(struct h *h, const char *dir, const uint8_t *before, size_t n, const char *when)
+{
+	static uint8_t after[8192];
+	h = restart(h, dir);
+	size_t got = state_bytes(h, after);
+	if (got != n || memcmp(before, after, n) != 0)
+		fprintf(stderr, "restart %s: %zu bytes of state, not the %zu before\n", when, got, n);
+	CHECK_EQ(got, n);
+	CHECK(memcmp(before, after, n) == 0);
+	return h;
+}
+
 /* Every kind of change comes back from the journal exactly; a torn tail is ignored. */
 static void test_journal_replay(void)
 {
 	char dir[] = "/tmp/isthmus-prp-XXXXXX";
 	CHECK(mkdtemp(dir) != NULL);
 	struct h *h = lu_on(TGT_A, dir);
-	static uint8_t before[8192], after[8192];
+	static uint8_t before[8192];
 
 	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0x10, 0x05), SCSI_GOOD); /* APTPL, ALL_TG_PT */
 	CHECK_EQ(h_prout(h, 1, 0, 0, 0, 0x20, 0x01), SCSI_GOOD);
@@ -198,11 +223,7 @@ static void test_journal_replay(void)
 	CHECK_EQ(h_prout(h, 1, 6, 0, 0, 0x21, 0x01), SCSI_GOOD);
 	size_t n = state_bytes(h, before);
 	CHECK(n > 8 + 3 * 24);
-	h_free(h);
-
-	h = lu_on(TGT_A, dir);
-	CHECK_EQ(state_bytes(h, after), n);
-	CHECK(memcmp(before, after, n) == 0);
+	h = restart_same(h, dir, before, n, "after every kind of change");
 	h_free(h);
 
 	/* A batch cut short (the target died while writing it) is not applied, and what follows
@@ -216,21 +237,17 @@ static void test_journal_replay(void)
 		fclose(f);
 	}
 	h = lu_on(TGT_A, dir);
+	static uint8_t after[8192];
 	CHECK_EQ(state_bytes(h, after), n);
 	CHECK(memcmp(before, after, n) == 0);
 	CHECK_EQ(h_prout(h, 0, 2, 6, 0x11, 0, 0), SCSI_GOOD); /* release: not the holder, no change */
 	CHECK_EQ(h_prout(h, 0, 6, 0, 0, 0x12, 0x01), SCSI_GOOD);
 	n = state_bytes(h, before);
-	h_free(h);
-	h = lu_on(TGT_A, dir);
-	CHECK_EQ(state_bytes(h, after), n);
-	CHECK(memcmp(before, after, n) == 0);
+	h = restart_same(h, dir, before, n, "after the changes that followed a torn batch");
 	/* CLEAR with APTPL still on: nothing comes back. */
 	CHECK_EQ(h_prout(h, 0, 3, 0, 0x12, 0, 0), SCSI_GOOD);
-	h_free(h);
-	h = lu_on(TGT_A, dir);
-	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
-	CHECK_EQ(get_be32(h->in + 4), 0);
+	h = restart(h, dir);
+	check_keys_len(h, 0);
 	h_free(h);
 	rm_rf(dir);
 }
@@ -257,8 +274,7 @@ static void test_no_follow(void)
 	struct stat st;
 	CHECK(stat(victim, &st) == 0 && st.st_size == 9);
 	CHECK(lstat(snap, &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 0777) == 0600);
-	h_free(h);
-	h = lu_on(TGT_A, dir);
+	h = restart(h, dir);
 	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be64(h->in + 8), 0x12);
 	h_free(h);
@@ -379,6 +395,14 @@ static void pump(struct offload *o, struct scsi_port_ctx *t, int want)
 	CHECK(adone >= want);
 }
 
+/* A PERSISTENT RESERVE OUT parameter list registering key with APTPL. */
+static void aptpl_key_param(uint8_t p[24], uint64_t key)
+{
+	memset(p, 0, 24);
+	put_be64(p + 8, key);
+	p[20] = 0x01;
+}
+
 static void nexus_n(struct scsi_nexus *nx, unsigned i)
 {
 	h_nexus(nx, 100 + i, "iqn.2024-01.org.example:scale");
@@ -396,9 +420,7 @@ static void register_many(struct h *h, struct offload *o, struct acmd *a, unsign
 	}
 	adone = 0;
 	for (unsigned i = 0; i < n; i++) {
-		memset(a[i].p, 0, 24);
-		put_be64(a[i].p + 8, 0x100000 + first + i);
-		a[i].p[20] = 0x01;
+		aptpl_key_param(a[i].p, 0x100000 + first + i);
 		a_submit(h->ctx, &a[i], reg, a[i].p, 24);
 	}
 	pump(o, h->ctx, (int)n);
@@ -429,9 +451,7 @@ static struct window measure(struct h *h, struct offload *o, struct acmd *a, uns
 	for (unsigned i = 0; i < n; i++) {
 		nexus_n(&a->nx, first + i);
 		a_submit(h->ctx, a, tur, NULL, 0);
-		memset(a->p, 0, 24);
-		put_be64(a->p + 8, 0x100000 + first + i);
-		a->p[20] = 0x01;
+		aptpl_key_param(a->p, 0x100000 + first + i);
 		adone = 0;
 		double t0 = now_s();
 		a_submit(h->ctx, a, reg, a->p, 24);
@@ -475,12 +495,10 @@ static void test_scaling(void)
 	 * shared disk, and this test also runs under ThreadSanitizer on a busy machine. */
 	CHECK(w5000.bytes <= 10 * w100.bytes + 512);
 	CHECK(w5000.loop_us <= 10 * w100.loop_us + 2000);
-	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
-	CHECK_EQ(get_be32(h->in + 4), 8 * 5000);
-	h_free(h);
+	check_keys_len(h, 8 * 5000);
 
 	/* Everything acknowledged is back after a restart. */
-	h = lu_on(TGT_A, dir);
+	h = restart(h, dir);
 	uint8_t rk[10] = { 0x5e, 0x00, 0, 0, 0, 0, 0, 0xff, 0xff, 0 };
 	CHECK_EQ(h_run_full(h, 0, 0, rk, 10, NULL, 0, sizeof(h->in)), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in + 4), 8 * 5000);
@@ -510,9 +528,7 @@ static void test_batches_and_replace(void)
 	for (int round = 0; round < 30; round++) {
 		adone = 0;
 		for (unsigned i = 0; i < 512; i++) {
-			memset(a[i].p, 0, 24);
-			put_be64(a[i].p + 8, 0x5000 + (uint64_t)round * 512 + i);
-			a[i].p[20] = 0x01;
+			aptpl_key_param(a[i].p, 0x5000 + (uint64_t)round * 512 + i);
 			a_submit(h->ctx, &a[i], rai, a[i].p, 24);
 		}
 		pump(o, h->ctx, 512);
@@ -526,9 +542,7 @@ static void test_batches_and_replace(void)
 	/* Replace LU 0 while a change is on its way to the disk. */
 	adone = 0;
 	a_submit(h->ctx, &a[0], tur, NULL, 0);
-	memset(a[1].p, 0, 24);
-	put_be64(a[1].p + 8, 0x7777);
-	a[1].p[20] = 0x01;
+	aptpl_key_param(a[1].p, 0x7777);
 	adone = 0;
 	a_submit(h->ctx, &a[1], rai, a[1].p, 24);
 	CHECK_EQ(a[1].done, false);
@@ -538,11 +552,9 @@ static void test_batches_and_replace(void)
 	pump(o, h->ctx, 1);
 	CHECK_EQ(a[1].cmd.status, SCSI_GOOD);
 	h_clear_ua(h, 0, 0);
-	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
-	CHECK_EQ(get_be32(h->in + 4), 8);
+	check_keys_len(h, 8);
 	CHECK_EQ(get_be64(h->in + 8), 0x7777);
-	h_free(h);
-	h = lu_on(TGT_A, dir);
+	h = restart(h, dir);
 	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
 	CHECK_EQ(get_be64(h->in + 8), 0x7777);
 	h_free(h);

@@ -5,10 +5,9 @@ static uint8_t buf[1 << 17];
 
 static void test_read_write(void)
 {
-	struct h *h = h_new(1024, NULL);
+	struct h *h = h_ready(1024);
 	uint8_t c[16];
 
-	h_clear_ua(h, 0, 0);
 	for (size_t i = 0; i < 4096; i++)
 		buf[i] = (uint8_t)(i * 7 + 1);
 	cdb_rw10(c, 0x2a, 10, 8, 0);
@@ -48,33 +47,27 @@ static void test_read_write(void)
 	cdb_rw10(c, 0x28, 0, 0, 0);
 	CHECK_EQ(h_run(h, c, 10, NULL, 0, 0), SCSI_GOOD);
 	cdb_rw10(c, 0x28, 1025, 0, 0);
-	CHECK_EQ(h_run(h, c, 10, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00, c, 10, NULL, 0, 0);
 	h_free(h);
 }
 
 static void test_out_of_range(void)
 {
-	struct h *h = h_new(1024, NULL);
+	struct h *h = h_ready(1024);
 	uint8_t c[16];
 
-	h_clear_ua(h, 0, 0);
 	cdb_rw10(c, 0x28, 1023, 2, 0);
-	CHECK_EQ(h_run(h, c, 10, NULL, 0, 1024), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00, c, 10, NULL, 0, 1024);
 	CHECK_EQ(h->cmd.in_len, 0);
 	cdb_rw10(c, 0x28, 1023, 1, 0);
 	CHECK_EQ(h_run(h, c, 10, NULL, 0, 512), SCSI_GOOD);
 	cdb_rw16(c, 0x88, UINT64_MAX, 1, 0);
-	CHECK_EQ(h_run(h, c, 16, NULL, 0, 512), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00, c, 16, NULL, 0, 512);
 	cdb_rw16(c, 0x8a, 1ull << 63, 1, 0);
-	CHECK_EQ(h_run(h, c, 16, buf, 512, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00, c, 16, buf, 512, 0);
 	/* RDPROTECT without protection information is an invalid field. */
 	cdb_rw10(c, 0x28, 0, 1, 0x20);
-	CHECK_EQ(h_run(h, c, 10, NULL, 0, 512), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, c, 10, NULL, 0, 512);
 	/* DPO and FUA are accepted. */
 	cdb_rw10(c, 0x28, 0, 1, 0x18);
 	CHECK_EQ(h_run(h, c, 10, NULL, 0, 512), SCSI_GOOD);
@@ -83,10 +76,9 @@ static void test_out_of_range(void)
 
 static void test_residuals(void)
 {
-	struct h *h = h_new(1024, NULL);
+	struct h *h = h_ready(1024);
 	uint8_t c[10];
 
-	h_clear_ua(h, 0, 0);
 	/* Reads: whatever fits in the initiator's buffer, GOOD. */
 	cdb_rw10(c, 0x28, 0, 1, 0);
 	CHECK_EQ(h_run(h, c, 10, NULL, 0, 0), SCSI_GOOD);
@@ -120,8 +112,7 @@ static void test_residuals(void)
 	/* Part of a block: refused, nothing written. */
 	memset(buf, 'd', 1024);
 	cdb_rw10(c, 0x2a, 0, 1, 0);
-	CHECK_EQ(h_run(h, c, 10, buf, 200, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x0e, 0x03);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x0e, 0x03, c, 10, buf, 200, 0);
 	cdb_rw10(c, 0x28, 0, 1, 0);
 	CHECK_EQ(h_run(h, c, 10, NULL, 0, 512), SCSI_GOOD);
 	CHECK_EQ(h->in[0], 'c');
@@ -133,10 +124,9 @@ static void test_residuals(void)
 static void test_flush_rules(void)
 {
 	struct scsi_lu_params nocache = { .block_size = 512, .write_cache = false };
-	struct h *h = h_new(1024, NULL);
+	struct h *h = h_ready(1024);
 	uint8_t c[16];
 
-	h_clear_ua(h, 0, 0);
 	cdb_rw10(c, 0x2a, 0, 1, 0);
 	CHECK_EQ(h_run(h, c, 10, buf, 512, 0), SCSI_GOOD);
 	CHECK_EQ(h->fs->flushes, 0);
@@ -153,15 +143,12 @@ static void test_flush_rules(void)
 	CHECK_EQ(h_run(h, c, 16, NULL, 0, 0), SCSI_GOOD);
 	CHECK_EQ(h->fs->flushes, 4);
 	cdb_rw16(c, 0x91, 2000, 0, 0);
-	CHECK_EQ(h_run(h, c, 16, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00, c, 16, NULL, 0, 0);
 	/* A failing flush is reported, never swallowed. */
 	h->fs->fail_flush = -EIO;
-	CHECK_EQ(h_run(h, sc, 10, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_MEDIUM_ERROR, 0x0c, 0x00);
+	CHECK_RUN_SENSE(h, SK_MEDIUM_ERROR, 0x0c, 0x00, sc, 10, NULL, 0, 0);
 	cdb_rw10(c, 0x2a, 0, 1, 0x08);
-	CHECK_EQ(h_run(h, c, 10, buf, 512, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_MEDIUM_ERROR, 0x0c, 0x00);
+	CHECK_RUN_SENSE(h, SK_MEDIUM_ERROR, 0x0c, 0x00, c, 10, buf, 512, 0);
 	h_free(h);
 
 	/* Write cache off: every write is flushed. */
@@ -179,41 +166,34 @@ static void test_flush_rules(void)
 static void test_errors(void)
 {
 	struct scsi_lu_params ro = { .block_size = 512, .read_only = true };
-	struct h *h = h_new(1024, NULL);
+	struct h *h = h_ready(1024);
 	uint8_t c[10];
 
-	h_clear_ua(h, 0, 0);
 	h->fs->fail_read = -EIO;
 	cdb_rw10(c, 0x28, 7, 1, 0);
-	CHECK_EQ(h_run(h, c, 10, NULL, 0, 512), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_MEDIUM_ERROR, 0x11, 0x00);
+	CHECK_RUN_SENSE(h, SK_MEDIUM_ERROR, 0x11, 0x00, c, 10, NULL, 0, 512);
 	CHECK_EQ(h->cmd.sense[0], 0xf0);          /* VALID: the INFORMATION field holds the LBA */
 	CHECK_EQ(get_be32(h->cmd.sense + 3), 7);
 	h->fs->fail_read = 0;
 	h->fs->fail_write = -EIO;
 	cdb_rw10(c, 0x2a, 9, 1, 0);
-	CHECK_EQ(h_run(h, c, 10, buf, 512, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_MEDIUM_ERROR, 0x0c, 0x00);
+	CHECK_RUN_SENSE(h, SK_MEDIUM_ERROR, 0x0c, 0x00, c, 10, buf, 512, 0);
 	h->fs->fail_write = -ENOSPC;
-	CHECK_EQ(h_run(h, c, 10, buf, 512, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_DATA_PROTECT, 0x27, 0x07);
+	CHECK_RUN_SENSE(h, SK_DATA_PROTECT, 0x27, 0x07, c, 10, buf, 512, 0);
 	/* A store whose cluster does not answer: retryable, not a medium error. */
 	h->fs->fail_write = -ETIMEDOUT;
-	CHECK_EQ(h_run(h, c, 10, buf, 512, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_NOT_READY, 0x04, 0x01);
+	CHECK_RUN_SENSE(h, SK_NOT_READY, 0x04, 0x01, c, 10, buf, 512, 0);
 	h->fs->fail_write = 0;
 	h->fs->fail_read = -ETIMEDOUT;
 	cdb_rw10(c, 0x28, 7, 1, 0);
-	CHECK_EQ(h_run(h, c, 10, NULL, 0, 512), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_NOT_READY, 0x04, 0x01);
+	CHECK_RUN_SENSE(h, SK_NOT_READY, 0x04, 0x01, c, 10, NULL, 0, 512);
 	h->fs->fail_read = 0;
 	h_free(h);
 
 	h = h_new(1024, &ro);
 	h_clear_ua(h, 0, 0);
 	cdb_rw10(c, 0x2a, 0, 1, 0);
-	CHECK_EQ(h_run(h, c, 10, buf, 512, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_DATA_PROTECT, 0x27, 0x00);
+	CHECK_RUN_SENSE(h, SK_DATA_PROTECT, 0x27, 0x00, c, 10, buf, 512, 0);
 	cdb_rw10(c, 0x28, 0, 1, 0);
 	CHECK_EQ(h_run(h, c, 10, NULL, 0, 512), SCSI_GOOD);
 	uint8_t ms[6] = { 0x1a, 0x08, 0x3f, 0, 255, 0 };
@@ -241,15 +221,13 @@ static void test_capacity(void)
 	CHECK_EQ(h_run(h, rc16, 16, NULL, 0, 32), SCSI_GOOD);
 	CHECK_EQ(h->cmd.in_len, 12);
 	rc10[5] = 1;
-	CHECK_EQ(h_run(h, rc10, 10, NULL, 0, 8), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, rc10, 10, NULL, 0, 8);
 
 	/* Resize: CAPACITY DATA HAS CHANGED, then the new size. */
 	CHECK_EQ(store_resize(&h->fs->base, 2048 * 512), 0);
 	scsi_target_lu_resized(h->t, 0);
 	rc10[5] = 0;
-	CHECK_EQ(h_run(h, rc10, 10, NULL, 0, 8), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_UNIT_ATTENTION, 0x2a, 0x09);
+	CHECK_RUN_SENSE(h, SK_UNIT_ATTENTION, 0x2a, 0x09, rc10, 10, NULL, 0, 8);
 	CHECK_EQ(h_run(h, rc10, 10, NULL, 0, 8), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in), 2047);
 	h_free(h);
@@ -266,10 +244,9 @@ static void test_capacity(void)
 
 static void test_verify_compare(void)
 {
-	struct h *h = h_new(1024, NULL);
+	struct h *h = h_ready(1024);
 	uint8_t c[16];
 
-	h_clear_ua(h, 0, 0);
 	for (size_t i = 0; i < 2048; i++)
 		buf[i] = (uint8_t)(i ^ 0x5a);
 	cdb_rw10(c, 0x2a, 100, 4, 0);
@@ -278,19 +255,16 @@ static void test_verify_compare(void)
 	cdb_rw10(c, 0x2f, 100, 4, 0x02);
 	CHECK_EQ(h_run(h, c, 10, buf, 2048, 0), SCSI_GOOD);
 	buf[1000] ^= 1;
-	CHECK_EQ(h_run(h, c, 10, buf, 2048, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_MISCOMPARE, 0x1d, 0x00);
+	CHECK_RUN_SENSE(h, SK_MISCOMPARE, 0x1d, 0x00, c, 10, buf, 2048, 0);
 	CHECK_EQ(get_be32(h->cmd.sense + 3), 1000);
 	buf[1000] ^= 1;
 	/* BYTCHK 0: medium check only; BYTCHK 2 reserved. */
 	cdb_rw16(c, 0x8f, 100, 4, 0);
 	CHECK_EQ(h_run(h, c, 16, NULL, 0, 0), SCSI_GOOD);
 	cdb_rw16(c, 0x8f, 1020, 5, 0);
-	CHECK_EQ(h_run(h, c, 16, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00, c, 16, NULL, 0, 0);
 	cdb_rw16(c, 0x8f, 100, 4, 0x04);
-	CHECK_EQ(h_run(h, c, 16, buf, 2048, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, c, 16, buf, 2048, 0);
 	/* BYTCHK 3: one block against each block. */
 	memset(buf + 4096, 0x11, 512);
 	cdb_rw10(c, 0x2a, 200, 1, 0);
@@ -317,8 +291,7 @@ static void test_verify_compare(void)
 	CHECK_EQ(h->in[0], 0xee);
 	cdb_rw16(c, 0x89, 100, 0, 0);
 	c[13] = 1;
-	CHECK_EQ(h_run(h, c, 16, buf + 8192, 1024, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_MISCOMPARE, 0x1d, 0x00);
+	CHECK_RUN_SENSE(h, SK_MISCOMPARE, 0x1d, 0x00, c, 16, buf + 8192, 1024, 0);
 	CHECK_EQ(get_be32(h->cmd.sense + 3), 0);
 	CHECK_EQ(h_run(h, c, 16, buf + 8192, 512, 0), SCSI_CHECK_CONDITION);
 	CHECK_EQ(h_key(h), SK_ILLEGAL_REQUEST);
@@ -338,8 +311,7 @@ static void test_verify_compare(void)
 	cdb_rw10(c, 0x34, 1000, 24, 0);
 	CHECK_EQ(h_run(h, c, 10, NULL, 0, 0), SCSI_GOOD);
 	cdb_rw10(c, 0x34, 1000, 25, 0);
-	CHECK_EQ(h_run(h, c, 10, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00, c, 10, NULL, 0, 0);
 	h_free(h);
 }
 
@@ -357,11 +329,10 @@ static uint8_t lba_status(struct h *h, uint64_t lba, uint32_t *count)
 
 static void test_provisioning(void)
 {
-	struct h *h = h_new(1024, NULL);
+	struct h *h = h_ready(1024);
 	uint8_t c[16];
 	uint32_t n;
 
-	h_clear_ua(h, 0, 0);
 	CHECK_EQ(lba_status(h, 0, &n), 1);
 	CHECK_EQ(n, 1024);
 	memset(buf, 0x33, 8 * 512);
@@ -388,14 +359,11 @@ static void test_provisioning(void)
 	/* Beyond the end, or a bad length: refused. */
 	put_be64(pl + 8, 1020);
 	put_be32(pl + 16, 5);
-	CHECK_EQ(h_run(h, um, 10, pl, 24, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00, um, 10, pl, 24, 0);
 	put_be16(pl + 2, 32);
-	CHECK_EQ(h_run(h, um, 10, pl, 24, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x1a, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x1a, 0x00, um, 10, pl, 24, 0);
 	um[8] = 4;
-	CHECK_EQ(h_run(h, um, 10, pl, 4, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x1a, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x1a, 0x00, um, 10, pl, 4, 0);
 	um[8] = 0;
 	CHECK_EQ(h_run(h, um, 10, NULL, 0, 0), SCSI_GOOD);
 
@@ -435,8 +403,7 @@ static void test_provisioning(void)
 	uint8_t gl[16] = { 0x9e, 0x12 };
 	put_be64(gl + 2, 1024);
 	put_be32(gl + 10, 24);
-	CHECK_EQ(h_run(h, gl, 16, NULL, 0, 24), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x21, 0x00, gl, 16, NULL, 0, 24);
 	h_free(h);
 
 	/* A fully provisioned LU has no UNMAP. */
@@ -444,11 +411,9 @@ static void test_provisioning(void)
 	h = h_new(64, &thick);
 	h_clear_ua(h, 0, 0);
 	um[8] = 24;
-	CHECK_EQ(h_run(h, um, 10, pl, 24, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x20, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x20, 0x00, um, 10, pl, 24, 0);
 	cdb_rw10(c, 0x41, 0, 1, 0x08);
-	CHECK_EQ(h_run(h, c, 10, buf, 512, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, c, 10, buf, 512, 0);
 	h_free(h);
 }
 

@@ -11,8 +11,7 @@ static void test_unit_attention(void)
 
 	/* INQUIRY neither reports nor clears the power-on attention. */
 	CHECK_EQ(h_run(h, inq, 6, NULL, 0, 96), SCSI_GOOD);
-	CHECK_EQ(h_run(h, tur, 6, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_UNIT_ATTENTION, 0x29, 0x00);
+	CHECK_RUN_SENSE(h, SK_UNIT_ATTENTION, 0x29, 0x00, tur, 6, NULL, 0, 0);
 	CHECK_EQ(h_run(h, tur, 6, NULL, 0, 0), SCSI_GOOD);
 
 	/* The other nexus still has its own, and REQUEST SENSE returns and clears it. */
@@ -24,8 +23,7 @@ static void test_unit_attention(void)
 
 	/* A LUN reset raises a reset attention for everyone: BUS DEVICE RESET FUNCTION OCCURRED. */
 	CHECK_EQ(scsi_target_task_mgmt(h->t, SCSI_TMF_LUN_RESET, 0, true, &h->nx[0]), 0);
-	CHECK_EQ(h_run(h, tur, 6, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_UNIT_ATTENTION, 0x29, 0x03);
+	CHECK_RUN_SENSE(h, SK_UNIT_ATTENTION, 0x29, 0x03, tur, 6, NULL, 0, 0);
 	CHECK_EQ(h_run_full(h, 1, 0, tur, 6, NULL, 0, 0), SCSI_CHECK_CONDITION);
 	CHECK_EQ(scsi_target_task_mgmt(h->t, SCSI_TMF_LUN_RESET, 7, true, &h->nx[0]), 2);
 
@@ -67,14 +65,12 @@ static void test_inquiry(void)
 
 	/* Page code without EVPD, and CMDDT, are invalid. */
 	c[2] = 0x80;
-	CHECK_EQ(h_run(h, c, 6, NULL, 0, 255), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, c, 6, NULL, 0, 255);
 	CHECK_EQ(h->cmd.sense[15], 0xc0);   /* SKSV, C/D: the CDB */
 	CHECK_EQ(get_be16(h->cmd.sense + 16), 2);
 	c[2] = 0;
 	c[1] = 0x02;
-	CHECK_EQ(h_run(h, c, 6, NULL, 0, 255), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, c, 6, NULL, 0, 255);
 
 	/* VPD pages. */
 	c[1] = 1;
@@ -131,8 +127,7 @@ static void test_inquiry(void)
 	CHECK_EQ(h_run(h, c, 6, NULL, 0, 255), SCSI_GOOD);
 	CHECK_EQ(h->in[5] & 0xe4, 0xe4);
 	c[2] = 0x99;
-	CHECK_EQ(h_run(h, c, 6, NULL, 0, 255), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, c, 6, NULL, 0, 255);
 
 	/* A LUN that does not exist: qualifier 3, type 0x1f; other commands fail. */
 	c[1] = 0;
@@ -160,8 +155,7 @@ static void test_report_luns(void)
 	CHECK_EQ(scsi_target_add_lu(h->t, 300, store_mem_open(1 << 20, &err), &p, &err), 0);
 	CHECK_EQ(scsi_target_lu_count(h->t), 2);
 	/* LU 0 tells the existing nexus the inventory changed. */
-	CHECK_EQ(h_run(h, tur, 6, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_UNIT_ATTENTION, 0x3f, 0x0e);
+	CHECK_RUN_SENSE(h, SK_UNIT_ATTENTION, 0x3f, 0x0e, tur, 6, NULL, 0, 0);
 	CHECK_EQ(h_run(h, tur, 6, NULL, 0, 0), SCSI_GOOD);
 
 	/* REPORT LUNS works on any LUN, and its data lists both. */
@@ -181,8 +175,7 @@ static void test_report_luns(void)
 	CHECK_EQ(h_run(h, c, 12, NULL, 0, 256), SCSI_GOOD);
 	CHECK_EQ(get_be32(h->in), 16);
 	c[2] = 3;
-	CHECK_EQ(h_run(h, c, 12, NULL, 0, 256), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, c, 12, NULL, 0, 256);
 	c[2] = 0;
 	c[8] = 0;
 	c[9] = 8;
@@ -229,22 +222,18 @@ static void test_invalid(void)
 	uint8_t c[16] = { 0xff };
 
 	h_clear_ua(h, 0, 0);
-	CHECK_EQ(h_run(h, c, 16, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x20, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x20, 0x00, c, 16, NULL, 0, 0);
 	/* Known opcode, unknown service action: a CDB field error. */
 	memset(c, 0, sizeof(c));
 	c[0] = 0x9e;
 	c[1] = 0x1f;
-	CHECK_EQ(h_run(h, c, 16, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, c, 16, NULL, 0, 0);
 	/* NACA in the control byte. */
 	uint8_t tur[6] = { 0, 0, 0, 0, 0, 0x04 };
-	CHECK_EQ(h_run(h, tur, 6, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, tur, 6, NULL, 0, 0);
 	/* A reserved bit. */
 	uint8_t tur2[6] = { 0, 0x10, 0, 0, 0, 0 };
-	CHECK_EQ(h_run(h, tur2, 6, NULL, 0, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, tur2, 6, NULL, 0, 0);
 	/* The LUN field could not be decoded. */
 	struct scsi_cmd *cmd = &h->cmd;
 	memset(cmd, 0, sizeof(*cmd));
@@ -297,8 +286,7 @@ static void test_mode_sense(void)
 	c6[2] = 0xc8;
 	CHECK_EQ(h_run(h, c6, 6, NULL, 0, 255), SCSI_GOOD);
 	c6[2] = 0x05;
-	CHECK_EQ(h_run(h, c6, 6, NULL, 0, 255), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, c6, 6, NULL, 0, 255);
 	c6[2] = 0x08;
 	c6[3] = 0x01;
 	CHECK_EQ(h_run(h, c6, 6, NULL, 0, 255), SCSI_CHECK_CONDITION);
@@ -349,8 +337,7 @@ static void test_mode_select(void)
 	/* A non-changeable bit is refused, pointing into the parameter list. */
 	p[4 + 2] &= ~0x04;
 	p[4 + 3] ^= 0x01;
-	CHECK_EQ(h_run(h, sel, 6, p, (uint32_t)n, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x26, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x26, 0x00, sel, 6, p, (uint32_t)n, 0);
 	CHECK_EQ(h->cmd.sense[0], 0x72);
 	p[4 + 3] ^= 0x01;
 	CHECK_EQ(h_run(h, sel, 6, p, (uint32_t)n, 0), SCSI_GOOD);
@@ -360,12 +347,10 @@ static void test_mode_select(void)
 
 	/* SP is refused: nothing is savable. */
 	sel[1] = 0x11;
-	CHECK_EQ(h_run(h, sel, 6, p, (uint32_t)n, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x24, 0x00, sel, 6, p, (uint32_t)n, 0);
 	sel[1] = 0x10;
 	/* Short data. */
-	CHECK_EQ(h_run(h, sel, 6, p, 3, 0), SCSI_CHECK_CONDITION);
-	CHECK_SENSE(h, SK_ILLEGAL_REQUEST, 0x1a, 0x00);
+	CHECK_RUN_SENSE(h, SK_ILLEGAL_REQUEST, 0x1a, 0x00, sel, 6, p, 3, 0);
 
 	/* SWP makes writes fail with DATA PROTECT and sets WP in the header. */
 	p[4 + 4] |= 0x08;

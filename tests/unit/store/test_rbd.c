@@ -76,21 +76,29 @@ static void tio_done(struct store_io *io)
 	pending--;
 }
 
-static void tio_submit(struct store_engine *e, struct store *st, struct tio *t, enum store_io_op op, uint64_t off,
-		       uint64_t len, void *buf, size_t buflen)
+/* Submits one io of op over [off, off + len) with its data in the n iovecs iov (n 0: no data). */
+static void tio_submit_vec(struct store_engine *e, struct store *st, struct tio *t, enum store_io_op op, uint64_t off,
+			   uint64_t len, const struct iovec *iov, int n)
 {
 	memset(&t->io, 0, sizeof(t->io));
 	t->done = false;
 	t->io.op = op;
 	t->io.off = off;
 	t->io.len = len;
-	t->iov[0].iov_base = buf;
-	t->iov[0].iov_len = buflen;
-	t->io.iov = buf ? t->iov : NULL;
-	t->io.iovcnt = buf ? 1 : 0;
+	for (int i = 0; i < n; i++)
+		t->iov[i] = iov[i];
+	t->io.iov = n ? t->iov : NULL;
+	t->io.iovcnt = n;
 	t->io.done = tio_done;
 	pending++;
 	store_io_submit(e, st, &t->io);
+}
+
+static void tio_submit(struct store_engine *e, struct store *st, struct tio *t, enum store_io_op op, uint64_t off,
+		       uint64_t len, void *buf, size_t buflen)
+{
+	struct iovec v = {buf, buflen};
+	tio_submit_vec(e, st, t, op, off, len, &v, buf ? 1 : 0);
 }
 
 /* Runs the loop until every submitted io finished, at most secs seconds. */
@@ -144,34 +152,15 @@ static void check_rw(struct store_engine *e, struct store *st)
 	uint8_t *w = malloc(MIB), *r = malloc(MIB);
 	fill(w, MIB, 1);
 	struct tio t;
-	memset(&t, 0, sizeof(t));
-	t.io.op = STORE_IO_WRITE;
-	t.io.off = 3 * MIB;
-	t.io.len = MIB;
-	t.iov[0] = (struct iovec){w, 4096};
-	t.iov[1] = (struct iovec){w + 4096, 512 * 1024};
-	t.iov[2] = (struct iovec){w + 4096 + 512 * 1024, MIB - 4096 - 512 * 1024};
-	t.io.iov = t.iov;
-	t.io.iovcnt = 3;
-	t.io.done = tio_done;
-	pending++;
-	store_io_submit(e, st, &t.io);
+	const struct iovec wv[3] = {{w, 4096}, {w + 4096, 512 * 1024}, {w + 4096 + 512 * 1024, MIB - 4096 - 512 * 1024}};
+	tio_submit_vec(e, st, &t, STORE_IO_WRITE, 3 * MIB, MIB, wv, 3);
 	CHECK(!t.done); /* a network store never finishes inline */
 	CHECK(run_until_idle(e, 30));
 	CHECK_EQ(t.io.result, 0);
 
-	memset(&t, 0, sizeof(t));
 	memset(r, 0xee, MIB);
-	t.io.op = STORE_IO_READ;
-	t.io.off = 3 * MIB;
-	t.io.len = MIB;
-	t.iov[0] = (struct iovec){r, 1000};
-	t.iov[1] = (struct iovec){r + 1000, MIB - 1000};
-	t.io.iov = t.iov;
-	t.io.iovcnt = 2;
-	t.io.done = tio_done;
-	pending++;
-	store_io_submit(e, st, &t.io);
+	const struct iovec rv[2] = {{r, 1000}, {r + 1000, MIB - 1000}};
+	tio_submit_vec(e, st, &t, STORE_IO_READ, 3 * MIB, MIB, rv, 2);
 	CHECK(run_until_idle(e, 30));
 	CHECK_EQ(t.io.result, 0);
 	CHECK(memcmp(w, r, MIB) == 0);
@@ -261,17 +250,8 @@ static void check_compare_write(struct store_engine *e, struct store *st, size_t
 	printf("COMPARE AND WRITE with its data in two iovecs (copied into one buffer)\n");
 	memcpy(buf, r, L);
 	fill(buf + L, L, 6);
-	memset(&t, 0, sizeof(t));
-	t.io.op = STORE_IO_COMPARE_WRITE;
-	t.io.off = off;
-	t.io.len = L;
-	t.iov[0] = (struct iovec){buf, 100};
-	t.iov[1] = (struct iovec){buf + 100, 2 * L - 100};
-	t.io.iov = t.iov;
-	t.io.iovcnt = 2;
-	t.io.done = tio_done;
-	pending++;
-	store_io_submit(e, st, &t.io);
+	const struct iovec cv[2] = {{buf, 100}, {buf + 100, 2 * L - 100}};
+	tio_submit_vec(e, st, &t, STORE_IO_COMPARE_WRITE, off, L, cv, 2);
 	CHECK(run_until_idle(e, 30));
 	CHECK_EQ(t.io.result, 0);
 	CHECK_EQ(do_io(e, st, STORE_IO_READ, off, L, r2, L), 0);

@@ -362,16 +362,23 @@ struct text_list eh_keys(const struct eh_pdu *p)
 	return l;
 }
 
+/* A request header with the fields every request sets; the caller adds the rest. */
+static struct bhs request_bhs(uint8_t opcode, uint32_t itt, bool immediate, bool final)
+{
+	struct bhs b = {0};
+	b.opcode = opcode;
+	b.immediate = immediate;
+	b.final = final;
+	b.itt = itt;
+	return b;
+}
+
 static const uint8_t eh_isid[6] = {0x80, 0x00, 0x00, 0x01, 0x00, 0x07};
 
 void eh_login_req(struct eh *h, int csg, int nsg, bool transit, bool cont, uint32_t cmdsn, uint32_t expstatsn,
 		  const void *text, uint32_t len)
 {
-	struct bhs b = {0};
-	b.opcode = OP_LOGIN_REQ;
-	b.immediate = true;
-	b.final = transit;
-	b.itt = 0x77;
+	struct bhs b = request_bhs(OP_LOGIN_REQ, 0x77, true, transit);
 	b.login.cont = cont;
 	b.login.csg = (uint8_t)csg;
 	b.login.nsg = transit ? (uint8_t)nsg : 0;
@@ -424,11 +431,7 @@ uint16_t eh_join(struct eh *h, uint32_t cmdsn, uint32_t expstatsn, const char *o
 void eh_scsi_cmd(struct eh *h, uint32_t itt, uint32_t cmdsn, bool immediate, bool final, bool read, bool write,
 		 uint32_t edtl, const uint8_t cdb[16], const void *data, uint32_t len)
 {
-	struct bhs b = {0};
-	b.opcode = OP_SCSI_CMD;
-	b.immediate = immediate;
-	b.final = final;
-	b.itt = itt;
+	struct bhs b = request_bhs(OP_SCSI_CMD, itt, immediate, final);
 	b.cmd.read = read;
 	b.cmd.write = write;
 	b.cmd.attr = 1; /* SIMPLE */
@@ -483,17 +486,23 @@ void eh_tur(struct eh *h, uint32_t itt, uint32_t cmdsn, bool immediate)
 	eh_scsi_cmd(h, itt, cmdsn, immediate, true, false, false, 0, cdb, NULL, 0);
 }
 
+/* The next PDU, into *p: a SCSI Response for itt, command completed, with this status and StatSN. */
+static void recv_scsi_rsp(struct eh *h, struct eh_pdu *p, uint32_t itt, uint8_t status, uint32_t statsn)
+{
+	CHECK_EQ(eh_recv(h, p), 0);
+	CHECK_EQ(p->b.opcode, OP_SCSI_RESP);
+	CHECK_EQ(p->b.itt, itt);
+	CHECK_EQ(p->b.rsp.response, 0);
+	CHECK_EQ(p->b.rsp.status, status);
+	CHECK_EQ(p->b.rsp.statsn, statsn);
+}
+
 void eh_expect_status(struct eh *h, uint32_t itt, uint8_t status, uint32_t statsn, uint32_t expcmdsn,
 		      uint32_t maxcmdsn)
 {
 	struct eh_pdu p;
-	CHECK_EQ(eh_recv(h, &p), 0);
-	CHECK_EQ(p.b.opcode, OP_SCSI_RESP);
+	recv_scsi_rsp(h, &p, itt, status, statsn);
 	CHECK(p.b.final);
-	CHECK_EQ(p.b.itt, itt);
-	CHECK_EQ(p.b.rsp.response, 0);
-	CHECK_EQ(p.b.rsp.status, status);
-	CHECK_EQ(p.b.rsp.statsn, statsn);
 	CHECK_EQ(p.b.rsp.expcmdsn, expcmdsn);
 	CHECK_EQ(p.b.rsp.maxcmdsn, maxcmdsn);
 	eh_pdu_free(&p);
@@ -502,12 +511,7 @@ void eh_expect_status(struct eh *h, uint32_t itt, uint8_t status, uint32_t stats
 void eh_expect_sense(struct eh *h, uint32_t itt, uint8_t key, uint8_t asc, uint8_t ascq, uint32_t statsn)
 {
 	struct eh_pdu p;
-	CHECK_EQ(eh_recv(h, &p), 0);
-	CHECK_EQ(p.b.opcode, OP_SCSI_RESP);
-	CHECK_EQ(p.b.itt, itt);
-	CHECK_EQ(p.b.rsp.response, 0);
-	CHECK_EQ(p.b.rsp.status, 0x02);
-	CHECK_EQ(p.b.rsp.statsn, statsn);
+	recv_scsi_rsp(h, &p, itt, 0x02, statsn);
 	CHECK(p.len >= 2 + 14);
 	if (p.len >= 2 + 14) {
 		CHECK_EQ(get_be16(p.data), p.len - 2);
@@ -521,24 +525,26 @@ void eh_expect_sense(struct eh *h, uint32_t itt, uint8_t key, uint8_t asc, uint8
 
 void eh_nop_out(struct eh *h, uint32_t itt, uint32_t cmdsn, bool immediate, const void *data, uint32_t len)
 {
-	struct bhs b = {0};
-	b.opcode = OP_NOP_OUT;
-	b.immediate = immediate;
-	b.final = true;
-	b.itt = itt;
+	struct bhs b = request_bhs(OP_NOP_OUT, itt, immediate, true);
 	b.nop_out.ttt = RESERVED_TAG;
 	b.nop_out.cmdsn = cmdsn;
 	b.nop_out.expstatsn = cur(h)->expstatsn;
 	eh_send(h, &b, data, len);
 }
 
+void eh_logout(struct eh *h, uint32_t itt, uint32_t cmdsn, bool immediate, uint8_t reason, uint16_t cid)
+{
+	struct bhs b = request_bhs(OP_LOGOUT_REQ, itt, immediate, true);
+	b.logout.reason = reason;
+	b.logout.cid = cid;
+	b.logout.cmdsn = cmdsn;
+	eh_send(h, &b, NULL, 0);
+}
+
 void eh_data_out(struct eh *h, uint32_t itt, uint32_t ttt, uint32_t datasn, uint32_t offset, bool final,
 		 const void *data, uint32_t len)
 {
-	struct bhs b = {0};
-	b.opcode = OP_DATA_OUT;
-	b.final = final;
-	b.itt = itt;
+	struct bhs b = request_bhs(OP_DATA_OUT, itt, false, final);
 	b.data_out.ttt = ttt;
 	b.data_out.expstatsn = cur(h)->expstatsn;
 	b.data_out.datasn = datasn;

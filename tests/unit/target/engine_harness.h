@@ -140,6 +140,8 @@ void eh_expect_status(struct eh *h, uint32_t itt, uint8_t status, uint32_t stats
 void eh_expect_sense(struct eh *h, uint32_t itt, uint8_t key, uint8_t asc, uint8_t ascq, uint32_t statsn);
 /* NOP-Out with this ITT (TTT reserved); data is the ping data. */
 void eh_nop_out(struct eh *h, uint32_t itt, uint32_t cmdsn, bool immediate, const void *data, uint32_t len);
+/* A Logout Request with this reason for connection cid (ExpStatSN left 0). */
+void eh_logout(struct eh *h, uint32_t itt, uint32_t cmdsn, bool immediate, uint8_t reason, uint16_t cid);
 /* A Data-Out PDU. */
 void eh_data_out(struct eh *h, uint32_t itt, uint32_t ttt, uint32_t datasn, uint32_t offset, bool final,
 		 const void *data, uint32_t len);

@@ -93,19 +93,6 @@ static uint32_t expect_r2t(struct eh *h, uint32_t itt, uint32_t off, uint32_t le
 	return ttt;
 }
 
-static void logout(struct eh *h, uint32_t itt, uint32_t cmdsn, uint8_t reason, uint16_t cid)
-{
-	struct bhs b = {0};
-	b.opcode = OP_LOGOUT_REQ;
-	b.immediate = true;
-	b.final = true;
-	b.itt = itt;
-	b.logout.reason = reason;
-	b.logout.cid = cid;
-	b.logout.cmdsn = cmdsn;
-	eh_send(h, &b, NULL, 0);
-}
-
 static void expect_logout(struct eh *h, uint32_t itt, uint8_t response, uint16_t t2w, uint16_t t2r)
 {
 	struct eh_pdu p;
@@ -147,15 +134,15 @@ static void test_reassign_write(void)
 	expect_tmf(h, 0x42, TMF_RSP_NO_TASK);
 
 	printf("erl2: Logout on CID 2 removes CID 1 for recovery -> response 0, Time2Wait 2, Time2Retain 20\n");
-	logout(h, 0x43, C + 1, LOGOUT_REMOVE_FOR_RECOVERY, 1);
+	eh_logout(h, 0x43, C + 1, true, LOGOUT_REMOVE_FOR_RECOVERY, 1);
 	expect_logout(h, 0x43, 0, 2, 20);
 	eh_use(h, c0);
 	CHECK(eh_closed(h));
 	eh_use(h, c1);
 	printf("erl2: again for the failed CID -> response 0; an unknown CID -> response 1\n");
-	logout(h, 0x44, C + 1, LOGOUT_REMOVE_FOR_RECOVERY, 1);
+	eh_logout(h, 0x44, C + 1, true, LOGOUT_REMOVE_FOR_RECOVERY, 1);
 	expect_logout(h, 0x44, 0, 2, 20);
-	logout(h, 0x45, C + 1, LOGOUT_REMOVE_FOR_RECOVERY, 7);
+	eh_logout(h, 0x45, C + 1, true, LOGOUT_REMOVE_FOR_RECOVERY, 7);
 	expect_logout(h, 0x45, 1, 0, 0);
 
 	printf("erl2: TASK REASSIGN on CID 2 -> function complete, an R2T for the 16 KiB that had not come\n");

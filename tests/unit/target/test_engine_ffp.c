@@ -311,32 +311,13 @@ static void test_rejects(void)
 	eh_pdu_free(&p);
 
 	printf("reject: a Logout with an unknown reason code -> Reject carrying its header\n");
-	memset(&b, 0, sizeof(b));
-	b.opcode = OP_LOGOUT_REQ;
-	b.immediate = true;
-	b.final = true;
-	b.itt = 0x42;
-	b.logout.reason = 7;
-	b.logout.cmdsn = C + 1;
-	eh_send(h, &b, NULL, 0);
+	eh_logout(h, 0x42, C + 1, true, 7, 0);
 	CHECK_EQ(eh_recv(h, &p), 0);
 	CHECK_EQ(p.b.opcode, OP_REJECT);
 	check_reject_carries(&p, OP_LOGOUT_REQ, 0x42);
 	eh_pdu_free(&p);
 	expect_nothing(h);
 	eh_free(h);
-}
-
-static void logout(struct eh *h, uint32_t itt, uint32_t cmdsn, uint8_t reason, uint16_t cid)
-{
-	struct bhs b = {0};
-	b.opcode = OP_LOGOUT_REQ;
-	b.final = true;
-	b.itt = itt;
-	b.logout.reason = reason;
-	b.logout.cid = cid;
-	b.logout.cmdsn = cmdsn;
-	eh_send(h, &b, NULL, 0);
 }
 
 static void expect_logout_rsp(struct eh *h, uint32_t itt, uint8_t response, uint32_t statsn, uint32_t expcmdsn)
@@ -359,22 +340,22 @@ static void test_logout(void)
 {
 	printf("logout: an unknown CID -> response 1 (CID not found) and the session goes on\n");
 	struct eh *h = eh_start(NULL, EH_KEYS(op_small));
-	logout(h, 0x50, C, LOGOUT_CLOSE_CONNECTION, 9);
+	eh_logout(h, 0x50, C, false, LOGOUT_CLOSE_CONNECTION, 9);
 	expect_logout_rsp(h, 0x50, 1, S, C + 1);
 	CHECK(!eh_closed(h));
 	printf("logout: connection recovery at ERL 0 -> response 2 (recovery not supported)\n");
-	logout(h, 0x51, C + 1, LOGOUT_REMOVE_FOR_RECOVERY, 1);
+	eh_logout(h, 0x51, C + 1, false, LOGOUT_REMOVE_FOR_RECOVERY, 1);
 	expect_logout_rsp(h, 0x51, 2, S + 1, C + 2);
 	CHECK(!eh_closed(h));
 	printf("logout: close the session -> response 0, then the target closes the connection\n");
-	logout(h, 0x52, C + 2, LOGOUT_CLOSE_SESSION, 0);
+	eh_logout(h, 0x52, C + 2, false, LOGOUT_CLOSE_SESSION, 0);
 	expect_logout_rsp(h, 0x52, 0, S + 2, C + 3);
 	CHECK(eh_closed(h));
 	eh_free(h);
 
 	printf("logout: close this connection by its CID -> response 0 and the close\n");
 	h = eh_start(NULL, EH_KEYS(op_small));
-	logout(h, 0x53, C, LOGOUT_CLOSE_CONNECTION, 1);
+	eh_logout(h, 0x53, C, false, LOGOUT_CLOSE_CONNECTION, 1);
 	expect_logout_rsp(h, 0x53, 0, S, C + 1);
 	CHECK(eh_closed(h));
 	eh_free(h);

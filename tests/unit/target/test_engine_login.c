@@ -49,6 +49,25 @@ static void check_refused(struct eh *h, int csg, uint16_t status, uint32_t stats
 	CHECK(eh_closed(h));
 }
 
+/* A new connection's first Login Request (T bit set), refused with status at its own stage. */
+static void first_request_refused(const struct eh_opts *o, int csg, int nsg, const char *keys, uint32_t len,
+				  uint16_t status)
+{
+	struct eh *h = eh_new(o);
+	eh_login_req(h, csg, nsg, true, false, EH_CMDSN0, EH_STATSN0, keys, len);
+	check_refused(h, csg, status, EH_STATSN0);
+	eh_free(h);
+}
+
+/* The operational stage offering op_plain, answered with the transit to full feature phase, TSIH 1. */
+static void operational_to_full_feature(struct eh *h, uint32_t expstatsn, struct eh_pdu *p)
+{
+	eh_login_req(h, STAGE_OPERATIONAL, STAGE_FULL_FEATURE, true, false, EH_CMDSN0, expstatsn, EH_KEYS(op_plain));
+	CHECK_EQ(eh_recv(h, p), 0);
+	check_login_rsp(p, true, STAGE_OPERATIONAL, STAGE_FULL_FEATURE, 0, expstatsn);
+	CHECK_EQ(p->b.login.tsih, 1);
+}
+
 static void test_login_stages(void)
 {
 	printf("login: security -> operational -> full feature, StatSN / CmdSN / TSIH on every response\n");
@@ -71,11 +90,7 @@ static void test_login_stages(void)
 	text_clear(&k);
 	eh_pdu_free(&p);
 
-	eh_login_req(h, STAGE_OPERATIONAL, STAGE_FULL_FEATURE, true, false, EH_CMDSN0, EH_STATSN0 + 1,
-		     EH_KEYS(op_plain));
-	CHECK_EQ(eh_recv(h, &p), 0);
-	check_login_rsp(&p, true, STAGE_OPERATIONAL, STAGE_FULL_FEATURE, 0, EH_STATSN0 + 1);
-	CHECK_EQ(p.b.login.tsih, 1);
+	operational_to_full_feature(h, EH_STATSN0 + 1, &p);
 	CHECK_EQ(p.b.login.expcmdsn, EH_CMDSN0);
 	CHECK_EQ(p.b.login.maxcmdsn, EH_CMDSN0 + DEPTH - 1);
 	eh_pdu_free(&p);
@@ -235,9 +250,12 @@ static void chap_respond_as(struct eh *h, const char *user, const char *secret, 
 		     (uint32_t)n + 1);
 }
 
-static void chap_respond(struct eh *h, const char *secret, const struct text_list *k)
+/* The CHAP exchange up to the initiator's response, as user with secret, to the challenge it got. */
+static void chap_answered(struct eh *h, const char *user, const char *secret)
 {
-	chap_respond_as(h, EH_CHAP_USER, secret, k);
+	struct text_list k = chap_challenge(h);
+	chap_respond_as(h, user, secret, &k);
+	text_clear(&k);
 }
 
 static void test_login_chap(void)
@@ -245,42 +263,28 @@ static void test_login_chap(void)
 	printf("login: CHAP (MD5) with the target's account, then operational, then full feature\n");
 	struct eh_opts o = {.chap = true};
 	struct eh *h = eh_new(&o);
-	struct text_list k = chap_challenge(h);
-	chap_respond(h, EH_CHAP_SECRET, &k);
-	text_clear(&k);
+	chap_answered(h, EH_CHAP_USER, EH_CHAP_SECRET);
 	struct eh_pdu p;
 	CHECK_EQ(eh_recv(h, &p), 0);
 	check_login_rsp(&p, true, STAGE_SECURITY, STAGE_OPERATIONAL, 0, EH_STATSN0 + 2);
 	CHECK_EQ(p.len, 0); /* one-way CHAP: nothing more to say */
 	eh_pdu_free(&p);
-	eh_login_req(h, STAGE_OPERATIONAL, STAGE_FULL_FEATURE, true, false, EH_CMDSN0, EH_STATSN0 + 3,
-		     EH_KEYS(op_plain));
-	CHECK_EQ(eh_recv(h, &p), 0);
-	check_login_rsp(&p, true, STAGE_OPERATIONAL, STAGE_FULL_FEATURE, 0, EH_STATSN0 + 3);
-	CHECK_EQ(p.b.login.tsih, 1);
+	operational_to_full_feature(h, EH_STATSN0 + 3, &p);
 	eh_pdu_free(&p);
 	eh_free(h);
 
 	printf("login: a wrong CHAP response is refused with 0x0201 and the connection closes\n");
 	h = eh_new(&o);
-	k = chap_challenge(h);
-	chap_respond(h, "not-the-secret-at-all", &k);
-	text_clear(&k);
+	chap_answered(h, EH_CHAP_USER, "not-the-secret-at-all");
 	check_refused(h, STAGE_SECURITY, LOGIN_AUTH_FAILED, EH_STATSN0 + 2);
 	eh_free(h);
 
 	printf("login: a CHAP target refuses AuthMethod=None (0x0201)\n");
-	h = eh_new(&o);
 	static const char none[] = "InitiatorName=" EH_INITIATOR "\0TargetName=" EH_TARGET "\0AuthMethod=None";
-	eh_login_req(h, STAGE_SECURITY, STAGE_OPERATIONAL, true, false, EH_CMDSN0, EH_STATSN0, EH_KEYS(none));
-	check_refused(h, STAGE_SECURITY, LOGIN_AUTH_FAILED, EH_STATSN0);
-	eh_free(h);
+	first_request_refused(&o, STAGE_SECURITY, STAGE_OPERATIONAL, EH_KEYS(none), LOGIN_AUTH_FAILED);
 
 	printf("login: a CHAP target refuses a login that skips the security stage (0x0201)\n");
-	h = eh_new(&o);
-	eh_login_req(h, STAGE_OPERATIONAL, STAGE_FULL_FEATURE, true, false, EH_CMDSN0, EH_STATSN0, EH_KEYS(names));
-	check_refused(h, STAGE_OPERATIONAL, LOGIN_AUTH_FAILED, EH_STATSN0);
-	eh_free(h);
+	first_request_refused(&o, STAGE_OPERATIONAL, STAGE_FULL_FEATURE, EH_KEYS(names), LOGIN_AUTH_FAILED);
 }
 
 static void test_login_own_account(void)
@@ -288,9 +292,7 @@ static void test_login_own_account(void)
 	printf("login: an initiator with its own CHAP account proves that one (the target's default would fail)\n");
 	struct eh_opts o = {.chap = true, .own_account = true};
 	struct eh *h = eh_new(&o);
-	struct text_list k = chap_challenge(h);
-	chap_respond_as(h, EH_OWN_USER, EH_OWN_SECRET, &k);
-	text_clear(&k);
+	chap_answered(h, EH_OWN_USER, EH_OWN_SECRET);
 	struct eh_pdu p;
 	CHECK_EQ(eh_recv(h, &p), 0);
 	check_login_rsp(&p, true, STAGE_SECURITY, STAGE_OPERATIONAL, 0, EH_STATSN0 + 2);
@@ -298,9 +300,7 @@ static void test_login_own_account(void)
 	eh_free(h);
 
 	h = eh_new(&o);
-	k = chap_challenge(h);
-	chap_respond_as(h, EH_CHAP_USER, EH_CHAP_SECRET, &k);
-	text_clear(&k);
+	chap_answered(h, EH_CHAP_USER, EH_CHAP_SECRET);
 	check_refused(h, STAGE_SECURITY, LOGIN_AUTH_FAILED, EH_STATSN0 + 2);
 	eh_free(h);
 }
@@ -309,25 +309,16 @@ static void test_login_refusals(void)
 {
 	struct eh *h;
 	printf("login: unknown TargetName -> 0x0203 (not found)\n");
-	h = eh_new(NULL);
 	static const char unknown[] = "InitiatorName=" EH_INITIATOR "\0TargetName=iqn.2026-11.org.isthmus:nope";
-	eh_login_req(h, STAGE_SECURITY, STAGE_OPERATIONAL, true, false, EH_CMDSN0, EH_STATSN0, EH_KEYS(unknown));
-	check_refused(h, STAGE_SECURITY, LOGIN_NOT_FOUND, EH_STATSN0);
-	eh_free(h);
+	first_request_refused(NULL, STAGE_SECURITY, STAGE_OPERATIONAL, EH_KEYS(unknown), LOGIN_NOT_FOUND);
 
 	printf("login: no InitiatorName -> 0x0207 (missing parameter)\n");
-	h = eh_new(NULL);
 	static const char noname[] = "TargetName=" EH_TARGET "\0AuthMethod=None";
-	eh_login_req(h, STAGE_SECURITY, STAGE_OPERATIONAL, true, false, EH_CMDSN0, EH_STATSN0, EH_KEYS(noname));
-	check_refused(h, STAGE_SECURITY, LOGIN_MISSING_PARAMETER, EH_STATSN0);
-	eh_free(h);
+	first_request_refused(NULL, STAGE_SECURITY, STAGE_OPERATIONAL, EH_KEYS(noname), LOGIN_MISSING_PARAMETER);
 
 	printf("login: no TargetName in a normal session -> 0x0207\n");
-	h = eh_new(NULL);
 	static const char notarget[] = "InitiatorName=" EH_INITIATOR "\0AuthMethod=None";
-	eh_login_req(h, STAGE_SECURITY, STAGE_OPERATIONAL, true, false, EH_CMDSN0, EH_STATSN0, EH_KEYS(notarget));
-	check_refused(h, STAGE_SECURITY, LOGIN_MISSING_PARAMETER, EH_STATSN0);
-	eh_free(h);
+	first_request_refused(NULL, STAGE_SECURITY, STAGE_OPERATIONAL, EH_KEYS(notarget), LOGIN_MISSING_PARAMETER);
 
 	printf("login: Version-min 1 -> 0x0205 (unsupported version)\n");
 	h = eh_new(NULL);
@@ -350,16 +341,10 @@ static void test_login_refusals(void)
 	eh_free(h);
 
 	printf("login: transit to the reserved stage 2 -> 0x0200 (initiator error)\n");
-	h = eh_new(NULL);
-	eh_login_req(h, STAGE_SECURITY, 2, true, false, EH_CMDSN0, EH_STATSN0, EH_KEYS(names));
-	check_refused(h, STAGE_SECURITY, LOGIN_INITIATOR_ERROR, EH_STATSN0);
-	eh_free(h);
+	first_request_refused(NULL, STAGE_SECURITY, 2, EH_KEYS(names), LOGIN_INITIATOR_ERROR);
 
 	printf("login: transit backwards (operational -> security) -> 0x0200\n");
-	h = eh_new(NULL);
-	eh_login_req(h, STAGE_OPERATIONAL, STAGE_SECURITY, true, false, EH_CMDSN0, EH_STATSN0, EH_KEYS(names));
-	check_refused(h, STAGE_OPERATIONAL, LOGIN_INITIATOR_ERROR, EH_STATSN0);
-	eh_free(h);
+	first_request_refused(NULL, STAGE_OPERATIONAL, STAGE_SECURITY, EH_KEYS(names), LOGIN_INITIATOR_ERROR);
 
 	printf("login: a request in a stage other than the current one -> 0x0200\n");
 	h = eh_new(NULL);
@@ -434,11 +419,7 @@ static void test_login_continued(void)
 	CHECK_STR(text_get(&k, "TargetPortalGroupTag"), "1");
 	text_clear(&k);
 	eh_pdu_free(&p);
-	eh_login_req(h, STAGE_OPERATIONAL, STAGE_FULL_FEATURE, true, false, EH_CMDSN0, EH_STATSN0 + 3,
-		     EH_KEYS(op_plain));
-	CHECK_EQ(eh_recv(h, &p), 0);
-	check_login_rsp(&p, true, STAGE_OPERATIONAL, STAGE_FULL_FEATURE, 0, EH_STATSN0 + 3);
-	CHECK_EQ(p.b.login.tsih, 1);
+	operational_to_full_feature(h, EH_STATSN0 + 3, &p);
 	eh_pdu_free(&p);
 	eh_free(h);
 

@@ -73,6 +73,16 @@ static uint32_t expect_r2t(struct eh *h, uint32_t itt, uint32_t r2tsn, uint32_t 
 	return ttt;
 }
 
+/* The next PDU is a Reject for the given reason. */
+static void expect_reject(struct eh *h, uint8_t reason)
+{
+	struct eh_pdu p;
+	CHECK_EQ(eh_recv(h, &p), 0);
+	CHECK_EQ(p.b.opcode, OP_REJECT);
+	CHECK_EQ(p.b.reject.reason, reason);
+	eh_pdu_free(&p);
+}
+
 /* The SCSI Response closing a write: GOOD, no residual, ExpDataSN = R2Ts sent. */
 static void expect_write_done(struct eh *h, uint32_t itt, uint32_t statsn, uint32_t expcmdsn, uint32_t r2ts)
 {
@@ -464,11 +474,7 @@ static void test_immediate_over_bound(void)
 	eh_cdb_rw10(cdb, false, 0, 64);
 	eh_scsi_cmd(h, 0xa3, C + 3, false, true, true, false, 32768, cdb, pattern, 32768);
 	CHECK(!eh_split_placed(h));
-	struct eh_pdu p;
-	CHECK_EQ(eh_recv(h, &p), 0);
-	CHECK_EQ(p.b.opcode, OP_REJECT);
-	CHECK_EQ(p.b.reject.reason, REJECT_PROTOCOL_ERROR);
-	eh_pdu_free(&p);
+	expect_reject(h, REJECT_PROTOCOL_ERROR);
 	CHECK_EQ(eh_target_buffered(h), 0);
 	eh_free(h);
 }
@@ -496,6 +502,30 @@ static const char op_imm_erl0_dd[] = "HeaderDigest=None\0DataDigest=CRC32C\0MaxR
 				     "InitialR2T=Yes\0ImmediateData=Yes\0MaxBurstLength=65536\0FirstBurstLength=65536\0"
 				     "MaxOutstandingR2T=1\0ErrorRecoveryLevel=0\0MaxConnections=1";
 
+/*
+ * A WRITE(10) of 32 KiB at lba, all of it immediate data read straight into the command's buffer,
+ * sent with a bad data digest: answered with Reject (data digest error). *b is the command, for
+ * sending it again.
+ */
+static void immediate_with_bad_digest(struct eh *h, uint32_t itt, uint32_t lba, struct bhs *b)
+{
+	uint8_t cdb[16];
+	eh_cdb_rw10(cdb, true, lba, 64);
+	memset(b, 0, sizeof(*b));
+	b->opcode = OP_SCSI_CMD;
+	b->final = true;
+	b->itt = itt;
+	b->cmd.write = true;
+	b->cmd.attr = 1;
+	b->cmd.edtl = 32768;
+	b->cmd.cmdsn = C;
+	b->cmd.expstatsn = S;
+	memcpy(b->cmd.cdb, cdb, 16);
+	eh_send_bad_digest(h, b, pattern, 32768, false, true);
+	CHECK(eh_split_placed(h));
+	expect_reject(h, REJECT_DATA_DIGEST);
+}
+
 static void test_immediate_digest_error_erl0(void)
 {
 	printf("write: ERL 0, a data digest error on placed immediate data -> Reject 0x02, then the close\n");
@@ -506,25 +536,8 @@ static void test_immediate_digest_error_erl0(void)
 	eh_set_digests(h, false, true);
 	eh_clear_unit_attention(h, 0xfff0, EH_CMDSN0);
 	eh_set_split(h, IMM_SPLIT);
-	uint8_t cdb[16];
-	eh_cdb_rw10(cdb, true, 0, 64);
-	struct bhs b = {0};
-	b.opcode = OP_SCSI_CMD;
-	b.final = true;
-	b.itt = 0xd0;
-	b.cmd.write = true;
-	b.cmd.attr = 1;
-	b.cmd.edtl = 32768;
-	b.cmd.cmdsn = C;
-	b.cmd.expstatsn = S;
-	memcpy(b.cmd.cdb, cdb, 16);
-	eh_send_bad_digest(h, &b, pattern, 32768, false, true);
-	CHECK(eh_split_placed(h));
-	struct eh_pdu p;
-	CHECK_EQ(eh_recv(h, &p), 0);
-	CHECK_EQ(p.b.opcode, OP_REJECT);
-	CHECK_EQ(p.b.reject.reason, REJECT_DATA_DIGEST);
-	eh_pdu_free(&p);
+	struct bhs b;
+	immediate_with_bad_digest(h, 0xd0, 0, &b);
 	CHECK(eh_closed(h));
 	eh_free(h);
 }
@@ -544,29 +557,13 @@ static void test_immediate_digest_error_erl1(void)
 	eh_set_digests(h, false, true);
 	eh_clear_unit_attention(h, 0xfff0, EH_CMDSN0);
 	eh_set_split(h, IMM_SPLIT);
-	uint8_t cdb[16];
-	eh_cdb_rw10(cdb, true, 32, 64);
-	struct bhs b = {0};
-	b.opcode = OP_SCSI_CMD;
-	b.final = true;
-	b.itt = 0xc0;
-	b.cmd.write = true;
-	b.cmd.attr = 1;
-	b.cmd.edtl = 32768;
-	b.cmd.cmdsn = C;
-	b.cmd.expstatsn = S;
-	memcpy(b.cmd.cdb, cdb, 16);
-	eh_send_bad_digest(h, &b, pattern, 32768, false, true);
-	CHECK(eh_split_placed(h));
-	struct eh_pdu p;
-	CHECK_EQ(eh_recv(h, &p), 0);
-	CHECK_EQ(p.b.opcode, OP_REJECT);
-	CHECK_EQ(p.b.reject.reason, REJECT_DATA_DIGEST);
-	eh_pdu_free(&p);
+	struct bhs b;
+	immediate_with_bad_digest(h, 0xc0, 32, &b);
 	CHECK(!eh_closed(h));
 	CHECK_EQ(eh_target_buffered(h), 0);
 	eh_send(h, &b, pattern, 32768);
 	CHECK(eh_split_placed(h));
+	struct eh_pdu p;
 	CHECK_EQ(eh_recv(h, &p), 0);
 	CHECK_EQ(p.b.opcode, OP_SCSI_RESP);
 	CHECK_EQ(p.b.itt, 0xc0);
