@@ -770,6 +770,15 @@ void lu_shared_detach(struct scsi_lu *lu)
 		return;
 	lu->shared = NULL;
 	sh->lu = NULL;
+	if (sh->caw_holder) {
+		/*
+		 * Its write may still be at the cluster and end after the target is gone (a target
+		 * removed, or stopping): it has no LU to give the lock back through any more, and
+		 * the release gives it back.
+		 */
+		sh->caw_holder->defer.t = NULL;
+		sh->caw_holder = NULL;
+	}
 	while (sh->q) {
 		struct scsi_cmd *c = sh->q;
 		sh->q = c->defer.wait_next;

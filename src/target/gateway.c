@@ -255,12 +255,9 @@ static void gs_off_loop(struct gateway_shared *gs)
 	gs->on_loop = false;
 }
 
-void gs_free(struct gateway_shared *gs)
+void gs_close(struct gateway_shared *gs)
 {
-	/* The last gateway to let the LU go removes the record when it holds nothing (docs/gateways.md). */
-	rbd_lu_state_close(gs->rs, true);
-	rbd_lock_owner_close(gs->lo);
-	free(gs);
+	gs_job_submit(gs, GJ_CLOSE, 0);
 }
 
 static void gs_release(void *ctx)
@@ -282,12 +279,16 @@ static void gs_release(void *ctx)
 		free(w);
 	}
 	if (gs->caw == CAW_HELD) {
-		/* Its command's write may still be at the cluster; the lock goes with the LU all the same. */
-		rbd_lu_state_caw_unlock(gs->rs);
-		gs->caw = CAW_FREE;
+		/*
+		 * Its command's write may still be at the cluster; the lock goes with the LU all the
+		 * same. On a worker: the release waits for every other gateway's answer, up to
+		 * RBD_LU_STATE_HOLD_MS for one that is stopped.
+		 */
+		gs->caw = CAW_GIVING;
+		gs_job_submit(gs, GJ_CAW_UNLOCK, 0);
 	}
 	if (gs->jobs == 0)
-		gs_free(gs);
+		gs_close(gs);
 }
 
 /* ---- the group's COMPARE AND WRITE lock ---- */
@@ -354,6 +355,14 @@ static void gs_job_work(struct offload_job *j)
 		}
 		gj->rc = rbd_lu_state_witness(gj->gs->rs, gj->seen, CFG_MAX_GATEWAYS, &gj->nseen);
 		break;
+	case GJ_CLOSE:
+		/*
+		 * The last gateway to let the LU go removes the record when it holds nothing
+		 * (docs/gateways.md): an unwatch, a read and a notification that waits for the others.
+		 */
+		rbd_lu_state_close(gj->gs->rs, true);
+		rbd_lock_owner_close(gj->gs->lo);
+		break;
 	}
 }
 
@@ -393,9 +402,10 @@ static void gs_job_done(struct offload_job *j)
 		break;
 	case GJ_CAW_LOCK:
 		if (gs->released) {
+			/* Given back after it, in order (the same key), before the record closes. */
+			gs->caw = gj->rc == 0 ? CAW_GIVING : CAW_FREE;
 			if (gj->rc == 0)
-				rbd_lu_state_caw_unlock(gs->rs);
-			gs->caw = CAW_FREE;
+				gs_job_submit(gs, GJ_CAW_UNLOCK, 0);
 			break;
 		}
 		struct caw_waiter *w = gs->caw_q;
@@ -415,10 +425,14 @@ static void gs_job_done(struct offload_job *j)
 	case GJ_WITNESS:
 		gateway_witness_answered(gj); /* its round frees it, and counts it off gs->jobs */
 		return;
+	case GJ_CLOSE:
+		free(gj);
+		free(gs);
+		return;
 	}
 	free(gj);
 	if (--gs->jobs == 0 && gs->released)
-		gs_free(gs);
+		gs_close(gs);
 }
 
 struct gs_job *gs_job_new(struct gateway_shared *gs, enum gs_job_kind kind, uint16_t peer)
@@ -451,7 +465,13 @@ struct gs_job *gs_job_new(struct gateway_shared *gs, enum gs_job_kind kind, uint
 void gs_job_go(struct gs_job *gj)
 {
 	gj->gs->jobs++;
-	offload_submit(store_engine_offload(gj->gs->node->srv->engine), &gj->job);
+	/*
+	 * Not through gs->node, which a released LU may outlive. At shutdown the nodes go before the
+	 * engines, whose pools then run what is queued and, in their last reap, what a done callback
+	 * submits (the close after a release): the record lets its cluster connection go before the
+	 * pool goes.
+	 */
+	offload_submit(gj->gs->off, &gj->job);
 }
 
 static void gs_job_submit(struct gateway_shared *gs, enum gs_job_kind kind, uint16_t peer)
@@ -570,6 +590,7 @@ void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st
 	rbd_lu_state_set_gate(rs, store_rbd_gate(st));
 	struct gateway_shared *gs = xcalloc(1, sizeof(*gs));
 	gs->node = n;
+	gs->off = store_engine_offload(n->srv->engine);
 	gs->lun = l->lun;
 	gs->rs = rs;
 	gs->lo = lo;

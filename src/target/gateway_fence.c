@@ -288,7 +288,7 @@ void gateway_witness_answered(struct gs_job *gj)
 		gs->witnessing = false;
 		free(r->jobs[k]);
 		if (--gs->jobs == 0 && gs->released)
-			gs_free(gs);
+			gs_close(gs);
 	}
 	free(r);
 	if (again)

@@ -66,12 +66,13 @@ enum gs_caw { CAW_FREE, CAW_ASKING, CAW_HELD, CAW_GIVING };
 struct gateway_shared {
 	struct gateway_shared *next;
 	struct tnode *node;         /* not followed once released */
+	struct offload *off;        /* the workers of its jobs (the server's first engine's) */
 	uint16_t lun;
 	struct rbd_lu_state *rs;
 	struct loop_watch watch;
 	struct loop_timer timer;
 	bool on_loop;
-	bool released;              /* the LU is gone: freed with the last job */
+	bool released;              /* the LU is gone: closed after the last job (gs_close) */
 	unsigned jobs;              /* cluster jobs on workers (and witness answers kept for their round) */
 	enum gs_caw caw;
 	struct caw_waiter *caw_q, **caw_tail; /* in arrival order; the head is the one asked for */
@@ -93,8 +94,11 @@ extern struct gateway_shared *gateway_shared_lus;
 
 struct witness_round;
 
-/* Blocking cluster calls of a shared LU, on the store engine's workers. */
-enum gs_job_kind { GJ_FENCE, GJ_CAW_LOCK, GJ_CAW_UNLOCK, GJ_LOCK_SAMPLE, GJ_WITNESS };
+/*
+ * Blocking cluster calls of a shared LU, on the store engine's workers: the loop never waits for
+ * the cluster, nor for a gateway that does not answer a notification. GJ_CLOSE is the last.
+ */
+enum gs_job_kind { GJ_FENCE, GJ_CAW_LOCK, GJ_CAW_UNLOCK, GJ_LOCK_SAMPLE, GJ_WITNESS, GJ_CLOSE };
 struct gs_job {
 	struct offload_job job;
 	struct gateway_shared *gs;
@@ -118,7 +122,11 @@ struct gs_job {
 
 struct gs_job *gs_job_new(struct gateway_shared *gs, enum gs_job_kind kind, uint16_t peer);
 void gs_job_go(struct gs_job *gj);
-void gs_free(struct gateway_shared *gs);
+/*
+ * The LU is released and its last job is done: the record and the lock sampler are closed on a
+ * worker (GJ_CLOSE), and gs is freed when that is done.
+ */
+void gs_close(struct gateway_shared *gs);
 
 /*
  * Asks every cluster n shares LUs on about its suspect peers (gateway_fence.c), at most one round
