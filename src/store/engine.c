@@ -421,6 +421,31 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
+void store_engines_drain(struct store_engine *const *es, size_t n)
+{
+	struct pollfd *p = xcalloc(n ? n : 1, sizeof(*p));
+	uint64_t start = now_ms();
+
+	for (;;) {
+		unsigned busy = 0;
+		for (size_t i = 0; i < n; i++) {
+			p[i] = (struct pollfd){ .fd = es[i] ? es[i]->epfd : -1, .events = POLLIN };
+			if (es[i]) {
+				store_engine_submit_pending(es[i]); /* the done callbacks may have queued more */
+				busy += es[i]->stats.in_flight;
+			}
+		}
+		if (!busy || now_ms() - start >= ENGINE_DRAIN_MS)
+			break;
+		if (poll(p, n, 100) <= 0)
+			continue;
+		for (size_t i = 0; i < n; i++)
+			if (p[i].revents)
+				store_engine_reap(es[i]);
+	}
+	free(p);
+}
+
 void store_engine_free(struct store_engine *e)
 {
 	if (!e)

@@ -145,6 +145,15 @@ struct store_engine *store_engine_new(const struct store_engine_params *p, char 
 /* Stops the backends after every io in flight has completed (their done callbacks run). */
 void store_engine_free(struct store_engine *e);
 /*
+ * Before engines that work together are freed (one process's event loops): waits, on the
+ * calling thread, until none of the n engines has an io in flight, reaping all of them in turn,
+ * for at most the drain bound in all. An io of one engine may end only once another engine has
+ * run a posted call (a gateway group's COMPARE AND WRITE and the writes it holds back), so
+ * draining them one after the other could wait out the bound and leave a completion posting
+ * to an engine already freed.
+ */
+void store_engines_drain(struct store_engine *const *es, size_t n);
+/*
  * Sends the io_uring submissions queued since the last call, in one system call; with
  * params.batch the owner calls it before its loop sleeps. Cheap when nothing is queued.
  */

@@ -667,7 +667,15 @@ void server_free(struct server *srv)
 	loop_free(srv->loop);
 	for (size_t i = 0; i < srv->nnodes; i++)
 		node_free(srv->nodes[i]);
-	/* Last: ios still in flight finish, and their commands (orphaned by now) are freed. */
+	/*
+	 * Last: ios still in flight finish, and their commands (orphaned by now) are freed. All the
+	 * engines together first: a completion on one may post to another.
+	 */
+	struct store_engine **engines = xcalloc(srv->nshards + 1, sizeof(*engines));
+	for (unsigned i = 0; i < srv->nshards; i++)
+		engines[i] = srv->shards[i]->engine;
+	store_engines_drain(engines, srv->nshards);
+	free(engines);
 	for (unsigned i = 0; i < srv->nshards; i++) {
 		store_engine_free(srv->shards[i]->engine);
 		srv->shards[i]->engine = NULL;

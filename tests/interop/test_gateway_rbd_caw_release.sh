@@ -155,12 +155,13 @@ kill -CONT "${GW_PID[2]}" 2>/dev/null || true
 
 say "gateway 1 again, stopped (SIGTERM) while its COMPARE AND WRITE holds the lock and gateway 2 is stopped"
 gw_stop 1 TERM
-# One event loop: a target stopping while a COMPARE AND WRITE of one loop holds back ios of
-# another is a matter of the store engines' order at shutdown, not of the group's lock.
-GW_ARGS+=(--threads 1)
+# Two event loops, the COMPARE AND WRITE's session on the second (a first session takes the
+# first): its completion posts to the first loop's engine, so the engines drain together at
+# shutdown before any is freed.
+GW_ARGS+=(--threads 2)
 ISTHMUS_TEST_CAW_WRITE_DELAY_MS=$DELAY_MS gw_start 1
-run_to 120 python3 - "$INTEROP_DIR" "$IQN" "${GW_PORT[1]}" "${GW_PORT[2]}" "${GW_PID[1]}" "${GW_PID[2]}" <<'PY' || rc=$?
-import os, signal, sys, threading, time
+run_to 120 python3 - "$INTEROP_DIR" "$IQN" "${GW_PORT[1]}" "${GW_PORT[2]}" "${GW_PID[1]}" "${GW_PID[2]}" "$TEST_DIR/gw1.sock" <<'PY' || rc=$?
+import json, os, signal, socket, sys, threading, time
 sys.path.insert(0, sys.argv[1])
 import gateway_nexus
 from gateway_nexus import say, check, sense_of, Nexus, caw_cdb, write10
@@ -179,10 +180,23 @@ def gone(pid):
     except FileNotFoundError:
         return True
 
+# Two sessions on gateway 1: one on each loop; the one on the second sends the COMPARE AND WRITE.
+z1 = Nexus("z", 1, "400000000a15", bs=BS, ua_tries=4)
 a1 = Nexus("a", 1, "400000000a13", bs=BS, ua_tries=4)
 b2 = Nexus("b", 2, "400000000b14", bs=BS, ua_tries=4)
+z1.ready()
 a1.ready()
 b2.ready()
+with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as ms:
+    ms.settimeout(20)
+    ms.connect(sys.argv[7])
+    ms.sendall(b'{"jsonrpc":"2.0","id":1,"method":"session.list"}\n')
+    sessions = json.loads(ms.makefile("rb").readline())["result"]
+loops = {s["isid"]: s["loop"] for s in sessions}
+say("  gateway 1's sessions by ISID and loop: %s" % loops)
+check(sorted(loops.values()) == [0, 1], "one session on each of gateway 1's loops")
+if loops.get("400000000a15") == 1:
+    a1, z1 = z1, a1
 old, new = b"\x66" * BS, b"\xcf" * BS
 check(write10(a1, 6, old, ua_retries=3) == 0, "setup write")
 
