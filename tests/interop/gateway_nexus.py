@@ -195,6 +195,18 @@ def write10(nx, lba, data, ua_retries=0, tell=False):
     return past_ua(nx, cdb10(0x2A, lba, len(data) // nx.bs), out=data, ua_retries=ua_retries, tell=tell)[0]
 
 
+def check_caw_at_once(nx, lba, old, new, bound_s=4.0):
+    """A setup WRITE(10) of old at lba, then a COMPARE AND WRITE of one block (old to new) through
+    nx: checks that it gets GOOD within bound_s, that is without waiting for a group lock another
+    gateway left held (whose wait is RBD_LU_STATE_CAW_WAIT_MS, 5 s)."""
+    check(write10(nx, lba, old, ua_retries=3) == 0, "setup write through gateway %s" % nx.gw)
+    t0 = time.time()
+    st, _, s = nx.cmd(caw_cdb(lba, 1), out=old + new)
+    took = time.time() - t0
+    say("  status 0x%02x %s after %.2f s" % (st, sense_of(s), took))
+    check(st == 0 and took < bound_s, "GOOD, without waiting for the lock (%.2f s)" % took)
+
+
 def read10(nx, lba, nblocks=1, ua_retries=0, tell=False):
     """READ(10) of nblocks at lba: (status, data, sense)."""
     return past_ua(nx, cdb10(0x28, lba, nblocks), in_len=nblocks * nx.bs, ua_retries=ua_retries, tell=tell)
