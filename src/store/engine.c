@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "store/engine_int.h"
+#include "util/clock.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
@@ -414,17 +415,10 @@ void store_engine_unwatch(struct store_engine *e, int fd)
 	}
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 void store_engines_drain(struct store_engine *const *es, size_t n)
 {
-	struct pollfd *p = xcalloc(n ? n : 1, sizeof(*p));
-	uint64_t start = now_ms();
+	struct pollfd *p = xcalloc(n, sizeof(*p));
+	uint64_t start = mono_ms();
 
 	for (;;) {
 		unsigned busy = 0;
@@ -435,7 +429,7 @@ void store_engines_drain(struct store_engine *const *es, size_t n)
 				busy += es[i]->stats.in_flight;
 			}
 		}
-		if (!busy || now_ms() - start >= ENGINE_DRAIN_MS)
+		if (!busy || mono_ms() - start >= ENGINE_DRAIN_MS)
 			break;
 		if (poll(p, n, 100) <= 0)
 			continue;
@@ -450,13 +444,7 @@ void store_engine_free(struct store_engine *e)
 {
 	if (!e)
 		return;
-	uint64_t start = now_ms();
-	while (e->stats.in_flight && now_ms() - start < ENGINE_DRAIN_MS) {
-		store_engine_submit_pending(e); /* the done callbacks may have queued more */
-		struct pollfd p = { .fd = e->epfd, .events = POLLIN };
-		if (poll(&p, 1, 100) > 0)
-			store_engine_reap(e);
-	}
+	store_engines_drain(&e, 1);
 	if (e->stats.in_flight)
 		log_warn("store engine stopped with %u ios still in flight", e->stats.in_flight);
 	run_posted(e);

@@ -671,7 +671,7 @@ void server_free(struct server *srv)
 	 * Last: ios still in flight finish, and their commands (orphaned by now) are freed. All the
 	 * engines together first: a completion on one may post to another.
 	 */
-	struct store_engine **engines = xcalloc(srv->nshards + 1, sizeof(*engines));
+	struct store_engine **engines = xcalloc(srv->nshards, sizeof(*engines));
 	for (unsigned i = 0; i < srv->nshards; i++)
 		engines[i] = srv->shards[i]->engine;
 	store_engines_drain(engines, srv->nshards);
