@@ -260,6 +260,8 @@ void gs_close(struct gateway_shared *gs)
 	gs_job_submit(gs, GJ_CLOSE, 0);
 }
 
+static void gs_caw_unlock(void *ctx);
+
 static void gs_release(void *ctx)
 {
 	struct gateway_shared *gs = ctx;
@@ -278,15 +280,12 @@ static void gs_release(void *ctx)
 		w->done(w->arg, -ENODEV);
 		free(w);
 	}
-	if (gs->caw == CAW_HELD) {
-		/*
-		 * Its command's write may still be at the cluster; the lock goes with the LU all the
-		 * same. On a worker: the release waits for every other gateway's answer, up to
-		 * RBD_LU_STATE_HOLD_MS for one that is stopped.
-		 */
-		gs->caw = CAW_GIVING;
-		gs_job_submit(gs, GJ_CAW_UNLOCK, 0);
-	}
+	/*
+	 * A lock still held goes with the LU, though its command's write may still be at the
+	 * cluster. On a worker: the release waits for every other gateway's answer, up to
+	 * RBD_LU_STATE_HOLD_MS for one that is stopped.
+	 */
+	gs_caw_unlock(gs);
 	if (gs->jobs == 0)
 		gs_close(gs);
 }
@@ -401,16 +400,14 @@ static void gs_job_done(struct offload_job *j)
 				 strerror(-gj->rc));
 		break;
 	case GJ_CAW_LOCK:
+		gs->caw = gj->rc == 0 ? CAW_HELD : CAW_FREE;
 		if (gs->released) {
 			/* Given back after it, in order (the same key), before the record closes. */
-			gs->caw = gj->rc == 0 ? CAW_GIVING : CAW_FREE;
-			if (gj->rc == 0)
-				gs_job_submit(gs, GJ_CAW_UNLOCK, 0);
+			gs_caw_unlock(gs);
 			break;
 		}
 		struct caw_waiter *w = gs->caw_q;
 		gs->caw_q = w->next;
-		gs->caw = gj->rc == 0 ? CAW_HELD : CAW_FREE;
 		w->done(w->arg, gj->rc);
 		free(w);
 		gs_caw_next(gs);
