@@ -175,16 +175,24 @@ static inline void on_login(struct ism_session *s, int status, void *priv)
 	r->status = status;
 }
 
+/*
+ * A connection's two ends: sv[0] the initiator's, non-blocking like a TCP socket of the library;
+ * sv[1] the fake target's, blocking with a timeout so a missing PDU fails the test instead of
+ * hanging.
+ */
+static inline void fake_socketpair(int sv[2])
+{
+	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	CHECK_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
+	struct timeval tv = {2, 0};
+	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+}
+
 static inline void fake_setup(struct fake *f, struct ism_config *cfg)
 {
 	memset(f, 0, sizeof(*f));
 	int sv[2];
-	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	/* the initiator end is non-blocking like a TCP socket of the library; the target end blocks,
-	 * with a timeout so a missing PDU fails the test instead of hanging */
-	CHECK_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
-	struct timeval tv = {2, 0};
-	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	fake_socketpair(sv);
 	f->fd = sv[1];
 	f->ifd = sv[0];
 	f->statsn = 100;
@@ -307,10 +315,7 @@ static inline void login_step(struct fake *f, struct pdu *p, const char *keys, s
 static inline void attach_second(struct fake *f, struct fake *g, struct login_result *lr)
 {
 	int sv[2];
-	CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
-	CHECK_EQ(fcntl(sv[0], F_SETFL, O_NONBLOCK), 0);
-	struct timeval tv = {2, 0};
-	setsockopt(sv[1], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	fake_socketpair(sv);
 	*g = *f;
 	g->fd = sv[1];
 	memset(lr, 0, sizeof(*lr));
