@@ -171,7 +171,8 @@ def gone(pid):
     try:
         with open("/proc/%d/stat" % pid) as f:
             return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
+        # Reaped between open and read: /proc answers ESRCH to the read.
         return True
 
 # Two sessions on gateway 1: one on each loop; the one on the second sends the COMPARE AND WRITE.
