@@ -540,49 +540,76 @@ static void gs_on_loop(struct gateway_shared *gs)
 	gs->on_loop = true;
 }
 
-void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st)
+/* Whether t's LU l (opened as st) is an RBD image its gateway group shares. */
+static bool lu_is_shared(const struct cfg_target *t, const struct cfg_lun *l, struct store *st)
 {
-	const struct cfg_target *t = n->cfg;
+	return t->gateway && t->ngateways >= 2 && store_is_rbd(st) && l->path && strncmp(l->path, "rbd:", 4) == 0 &&
+	       strchr(l->path + 4, '/');
+}
 
-	if (!t->gateway || t->ngateways < 2 || !store_is_rbd(st) || !l->path || strncmp(l->path, "rbd:", 4) != 0)
+void gateway_lu_open(const struct cfg_target *t, const struct cfg_lun *l, struct store *st, struct gateway_lu_open *o)
+{
+	*o = (struct gateway_lu_open){0};
+	/* A cache turned on by the image's configuration is refused when the LU is added. */
+	if (!lu_is_shared(t, l, st) || store_rbd_cache_override(st))
 		return;
-	char *pool = xstrdup(l->path + 4), *image = strchr(pool, '/'), *err = NULL;
-	if (!image) {
-		free(pool);
-		return;
-	}
+	char *pool = xstrdup(l->path + 4), *image = strchr(pool, '/');
 	*image++ = '\0';
-	const char *cache = store_rbd_cache_override(st);
-	if (cache) {
-		/* Opened before the target became a group (a reload): refused now as at open (docs/ceph.md). */
-		log_error("target %s LUN %u: the %s's configuration turns librbd's cache on, which a gateway group "
-			  "cannot serve: reservation commands and medium access fail on this gateway", t->name, l->lun,
-			  cache);
-		free(pool);
-		scsi_target_share_lu(n->scsi, l->lun, &gs_broken_ops, NULL);
-		return;
-	}
 	struct store_rbd_spec spec = {.pool = pool, .image = image, .ns = l->rbd_namespace, .conf = l->rbd_conf,
 				      .id = l->rbd_id};
-	struct rbd_lu_state *rs = rbd_lu_state_open(&spec, t->gateway, &err);
-	struct rbd_lock_owner *lo = NULL;
-	if (rs) {
+	o->tried = true;
+	o->rs = rbd_lu_state_open(&spec, t->gateway, &o->err);
+	if (o->rs) {
 		char *lerr = NULL;
-		if (!(lo = rbd_lock_owner_open(&spec, &lerr))) {
+		if (!(o->lo = rbd_lock_owner_open(&spec, &lerr))) {
 			log_warn("target %s LUN %u: the image's exclusive lock does not choose the optimized gateway "
 				 "(%s)", t->name, l->lun, lerr);
 			free(lerr);
 		}
 	}
 	free(pool);
-	if (!rs) {
-		/* Answering from a state of our own would let two gateways grant two reservations. */
-		log_error("target %s LUN %u: no reservation record in the cluster (%s): reservation commands and "
-			  "medium access fail on this gateway", t->name, l->lun, err);
-		free(err);
+}
+
+void gateway_lu_open_discard(struct gateway_lu_open *o)
+{
+	if (o->rs)
+		rbd_lu_state_close(o->rs, false);
+	rbd_lock_owner_close(o->lo);
+	free(o->err);
+	*o = (struct gateway_lu_open){0};
+}
+
+void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st, struct gateway_lu_open *pre)
+{
+	const struct cfg_target *t = n->cfg;
+	struct gateway_lu_open own;
+
+	if (!lu_is_shared(t, l, st))
+		return;
+	const char *cache = store_rbd_cache_override(st);
+	if (cache) {
+		/* Opened before the target became a group (a reload): refused now as at open (docs/ceph.md). */
+		log_error("target %s LUN %u: the %s's configuration turns librbd's cache on, which a gateway group "
+			  "cannot serve: reservation commands and medium access fail on this gateway", t->name, l->lun,
+			  cache);
 		scsi_target_share_lu(n->scsi, l->lun, &gs_broken_ops, NULL);
 		return;
 	}
+	if (!pre || !pre->tried) {
+		gateway_lu_open(t, l, st, &own);
+		pre = &own;
+	}
+	struct rbd_lu_state *rs = pre->rs;
+	struct rbd_lock_owner *lo = pre->lo;
+	if (!rs) {
+		/* Answering from a state of our own would let two gateways grant two reservations. */
+		log_error("target %s LUN %u: no reservation record in the cluster (%s): reservation commands and "
+			  "medium access fail on this gateway", t->name, l->lun, pre->err);
+		gateway_lu_open_discard(pre);
+		scsi_target_share_lu(n->scsi, l->lun, &gs_broken_ops, NULL);
+		return;
+	}
+	*pre = (struct gateway_lu_open){0};
 	/* The others' holds for their COMPARE AND WRITEs act on this gateway's writes to the image. */
 	rbd_lu_state_set_gate(rs, store_rbd_gate(st));
 	struct gateway_shared *gs = xcalloc(1, sizeof(*gs));

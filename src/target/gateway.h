@@ -72,9 +72,32 @@ size_t gateway_witness_verdict(uint16_t peer, const struct gateway_witness *w, s
  */
 #define GATEWAY_SHARED_RELOAD_MS 5000u
 struct cfg_lun;
+struct cfg_target;
 struct store;
-/* After the LU was added to n's SCSI target: shares its reservation state when it is an RBD image. */
-void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st);
+struct rbd_lu_state;
+struct rbd_lock_owner;
+
+/*
+ * What a gateway group's RBD LU holds of the cluster besides its image: the reservation record
+ * and the view of the image's exclusive lock. Opening them waits for the cluster, so a change of
+ * a running target opens them on the worker that opens its images (gateway_lu_open) and hands
+ * them to gateway_lu_added; at start-up gateway_lu_added opens them itself.
+ */
+struct gateway_lu_open {
+	bool tried;                   /* the LU is one of a group and the opens were made */
+	struct rbd_lu_state *rs;      /* NULL: no record, err says why */
+	struct rbd_lock_owner *lo;    /* NULL: the optimized gateway is not chosen by the lock */
+	char *err;
+};
+/* Any thread: opens what t's LU l (its image open as st) shares with the group, if it is one. */
+void gateway_lu_open(const struct cfg_target *t, const struct cfg_lun *l, struct store *st, struct gateway_lu_open *o);
+/* Any thread: lets go what gateway_lu_open opened and nobody took (it waits for the cluster). */
+void gateway_lu_open_discard(struct gateway_lu_open *o);
+/*
+ * After the LU was added to n's SCSI target: shares its reservation state when it is an RBD
+ * image of a group, taking what pre opened (NULL or not tried: opened here).
+ */
+void gateway_lu_added(struct tnode *n, const struct cfg_lun *l, struct store *st, struct gateway_lu_open *pre);
 
 /* Applies n->cfg's gateway group to its SCSI target and starts (or stops) probing the peers. */
 void gateway_apply(struct tnode *n);

@@ -170,6 +170,7 @@ struct preopen {
 	const struct cfg_target *t;
 	const struct cfg_lun *l;
 	struct store *st;             /* opened by the worker; taken by lun_open */
+	struct gateway_lu_open gw;    /* a gateway group's: opened by the worker; taken by add_lu */
 	char *err;
 };
 
@@ -194,6 +195,16 @@ static struct store *preopened_take(struct server *srv, const struct cfg_lun *l)
 			return st;
 		}
 	}
+	return NULL;
+}
+
+/* What the worker opened of the group's shared state for l (not tried: nothing). */
+static struct gateway_lu_open *preopened_gateway(struct server *srv, const struct cfg_lun *l)
+{
+	struct config_apply *a = srv->applying;
+	for (size_t i = 0; a && i < a->n; i++)
+		if (a->items[i].l == l)
+			return &a->items[i].gw;
 	return NULL;
 }
 
@@ -325,7 +336,7 @@ static int add_lu(struct server *srv, struct tnode *n, const struct cfg_lun *l, 
 		if (rc < 0)
 			log_warn("target %s LUN %u: size changes of the image are seen at its first I/O (%s)",
 				 n->cfg->name, l->lun, strerror(-rc));
-		gateway_lu_added(n, l, st);
+		gateway_lu_added(n, l, st, preopened_gateway(srv, l));
 	}
 	log_info("target %s LUN %u: %s, %llu bytes%s", n->cfg->name, l->lun, l->path ? l->path : cfg_lun_kind_name(l->kind),
 		 (unsigned long long)st->size, l->read_only ? ", read-only" : "");
@@ -532,23 +543,54 @@ fail:
 	return -1;
 }
 
-/* The worker: every RBD image of the change, each with its own error. */
+/*
+ * The worker: every RBD image of the change, each with its own error, and what a gateway group
+ * shares of each. A change refused for one image lets the group's shares go here, where waiting
+ * for the cluster is harmless.
+ */
 static void preopen_work(struct offload_job *j)
 {
 	struct config_apply *a = (struct config_apply *)j;
+	bool refused = false;
+	for (size_t i = 0; i < a->n; i++) {
+		struct preopen *p = &a->items[i];
+		p->st = lun_open(NULL, p->t, p->l, &p->err);
+		if (p->st)
+			gateway_lu_open(p->t, p->l, p->st, &p->gw);
+		refused |= !p->st;
+	}
+	for (size_t i = 0; refused && i < a->n; i++)
+		gateway_lu_open_discard(&a->items[i].gw);
+}
+
+static bool gateway_opens_left(const struct config_apply *a)
+{
 	for (size_t i = 0; i < a->n; i++)
-		a->items[i].st = lun_open(NULL, a->items[i].t, a->items[i].l, &a->items[i].err);
+		if (a->items[i].gw.tried)
+			return true;
+	return false;
 }
 
 static void config_apply_free(struct config_apply *a)
 {
 	for (size_t i = 0; i < a->n; i++) {
 		store_close(a->items[i].st);
+		gateway_lu_open_discard(&a->items[i].gw);
 		free(a->items[i].err);
 	}
 	free(a->items);
 	free(a);
 }
+
+/* A worker: the group's shares of a change that did not take them (it failed late). */
+static void leftovers_work(struct offload_job *j)
+{
+	struct config_apply *a = (struct config_apply *)j;
+	for (size_t i = 0; i < a->n; i++)
+		gateway_lu_open_discard(&a->items[i].gw);
+}
+
+static void leftovers_done(struct offload_job *j) { config_apply_free((struct config_apply *)j); }
 
 /* The loop: the images are open (or not); apply the change as server_apply_config would have. */
 static void preopen_done(struct offload_job *j)
@@ -579,7 +621,10 @@ static void preopen_done(struct offload_job *j)
 	bool again = a->reload_again;
 	a->done(srv, rc, err, a->arg);
 	free(err);
-	config_apply_free(a);
+	if (gateway_opens_left(a))
+		store_rbd_offload(srv->engine, &a->job, a, leftovers_work, leftovers_done);
+	else
+		config_apply_free(a);
 	if (again)
 		server_reload(srv);
 }
