@@ -414,6 +414,7 @@ int scsi_target_add_lu(struct scsi_target *t, uint16_t lun, struct store *st, co
 		snprintf(lu->serial, sizeof(lu->serial), "%016llx", (unsigned long long)lu->naa);
 	lu->wce = lu->wce_default = p->write_cache;
 	lu->state_dir = p->state_dir ? xstrdup(p->state_dir) : NULL;
+	lu->st = st; /* pr_load reads what the store keeps; on failure the caller still owns st */
 	if (pr_load(lu, err) < 0) {
 		free(lu->state_dir);
 		pthread_mutex_destroy(&lu->lock);
@@ -421,8 +422,6 @@ int scsi_target_add_lu(struct scsi_target *t, uint16_t lun, struct store *st, co
 		free(lu);
 		return -1;
 	}
-	/* Ownership passes only on success: on failure the caller still owns st. */
-	lu->st = st;
 	lu_lock(lu);
 	lu_unlock(lu); /* the gate of the reservation state just loaded */
 	t->lu[lun] = lu;

@@ -17,6 +17,11 @@
  * journal emptied. Loading replays the batches newer than the snapshot and stops at the first
  * incomplete one: a torn tail belongs to commands that never completed.
  *
+ * A store that keeps state with its medium (store_ops state_put: an RBD image's object in the
+ * cluster) holds the snapshot instead, with no journal: every write replaces it whole (the
+ * store makes that atomic), so the state survives the loss of this machine, and the state
+ * directory is not involved.
+ *
  * Threads: a PERSISTENT RESERVE OUT runs on its own context's thread under the LU's lock, which
  * also guards everything here but the open journal (a worker's while its write is in flight).
  * The records go to pending in the order the changes were made; the writes are submitted and
@@ -49,6 +54,7 @@
 struct pr_job;
 
 struct pr_persist {
+	struct store *st;         /* keeps the snapshot with its medium; NULL: files in dir */
 	char *dir;
 	char *base;               /* dir/naa.<hex>: the files are base.pr and base.prj */
 	char *ident;              /* "<escaped target name> <lun>", recorded in the snapshot */
@@ -80,6 +86,7 @@ struct pr_job {
 	struct offload_job job;
 	struct pr_persist *pp;
 	struct sbuf data;         /* a batch, or a whole snapshot */
+	struct store *st;         /* the snapshot goes to this store (a job of it while in flight) */
 	bool snapshot;
 	struct scsi_cmd *cmds;    /* complete once data is durable */
 	int rc;
@@ -270,23 +277,29 @@ static int read_file(const char *path, struct sbuf *b)
 	return 0;
 }
 
-static struct pr_persist *persist_new(struct scsi_lu *lu)
+static struct pr_persist *persist_new(struct scsi_lu *lu, struct store *st)
 {
 	struct pr_persist *pp = xcalloc(1, sizeof(*pp));
 	struct sbuf id = { 0 };
 	uint8_t naa[16];
 
-	lu_naa_designator(lu, naa);
-	sbuf_printf(&id, "%s/naa.", lu->state_dir);
-	for (size_t i = 0; i < sizeof(naa); i++)
-		sbuf_printf(&id, "%02x", naa[i]);
+	if (st) {
+		/* Named for messages (and a replaced LU's match) by the medium's object. */
+		sbuf_printf(&id, "%s (%s)", st->path, st->ops->state_name(st));
+	} else {
+		lu_naa_designator(lu, naa);
+		sbuf_printf(&id, "%s/naa.", lu->state_dir);
+		for (size_t i = 0; i < sizeof(naa); i++)
+			sbuf_printf(&id, "%02x", naa[i]);
+	}
 	pp->base = xstrdup(sbuf_cstr(&id));
 	sbuf_reset(&id);
 	pr_name_put(&id, lu->t->name[0] ? lu->t->name : "-");
 	sbuf_printf(&id, " %u", lu->lun);
 	pp->ident = xstrdup(sbuf_cstr(&id));
 	sbuf_free(&id);
-	pp->dir = xstrdup(lu->state_dir);
+	pp->st = st;
+	pp->dir = st ? NULL : xstrdup(lu->state_dir);
 	pp->jfd = -1;
 	pp->need_snapshot = true;
 	pp->pr = &lu->pr;
@@ -326,6 +339,8 @@ static void persist_adopt(struct scsi_lu *lu, struct pr_persist *pp)
 	}
 	pp->orphan = false;
 	pp->lu = lu;
+	if (pp->st)
+		pp->st = lu->st; /* the writes in flight hold the old store; the next ones go to the new */
 	*pr = pp->kept;
 	memset(&pp->kept, 0, sizeof(pp->kept));
 	pp->pr = pr;
@@ -333,36 +348,45 @@ static void persist_adopt(struct scsi_lu *lu, struct pr_persist *pp)
 	pr->log = &pp->pending;
 }
 
-int pr_load(struct scsi_lu *lu, char **err)
+/*
+ * The snapshot a store keeps with its medium. One saved for another LU (the image served by
+ * another target or LUN number before) is not this LU's to take: it starts empty, says so, and
+ * its first APTPL change replaces it.
+ */
+static int load_from_medium(struct pr_persist *pp, struct pr_state *pr, uint64_t *seq, char **err)
 {
-	struct pr_state *pr = &lu->pr;
-	struct pr_persist *pp;
-	struct sbuf snap = { 0 }, journal = { 0 };
-	uint64_t seq = 0;
-	char *old;
-	int rc;
+	char *text = NULL, *owner;
+	size_t len = 0;
+	int rc = pp->st->ops->state_get(pp->st, &text, &len);
 
-	memset(pr, 0, sizeof(*pr));
-	if (!lu->state_dir)
+	if (rc == -ENOENT)
 		return 0;
-	pp = persist_new(lu);
-	for (struct pr_persist *o = orphans; o; o = o->next_orphan) {
-		if (strcmp(o->base, pp->base) == 0 && strcmp(o->ident, pp->ident) == 0) {
-			persist_free(pp);
-			persist_adopt(lu, o);
-			return 0;
-		}
+	if (rc < 0) {
+		*err = xasprintf("%s: %s", pp->base, strerror(-rc));
+		return rc;
 	}
-	/* lu-<LUN>.pr, keyed by the LUN number alone, is shared by every target's LUN: never loaded. */
-	old = xasprintf("%s/lu-%u.pr", lu->state_dir, lu->lun);
-	if (access(old, F_OK) == 0)
-		log_warn("%s: reservation state saved by an older version under the LUN number alone, which "
-			 "cannot tell whose LU it was; ignored (remove it once no longer wanted)", old);
-	free(old);
+	owner = strstr(text, "\nlu ");
+	size_t n = strlen(pp->ident);
+	if (owner && strncmp(owner + 4, pp->ident, n) == 0 && owner[4 + n] == '\n') {
+		rc = parse_snapshot(pp, pr, pp->base, text, len, seq, err) ? 0 : -EINVAL;
+	} else {
+		char *eol = owner ? strchr(owner + 4, '\n') : NULL;
+		log_warn("%s: the reservation state there was saved for another logical unit (%.*s); this one "
+			 "(%s) starts without reservations and replaces it at its first change with APTPL", pp->base,
+			 owner && eol ? (int)(eol - owner - 4) : 1, owner && eol ? owner + 4 : "?", pp->ident);
+	}
+	free(text);
+	return rc;
+}
 
+/* The state directory's snapshot and journal. */
+static int load_from_files(struct pr_persist *pp, struct pr_state *pr, uint64_t *seq, char **err)
+{
+	struct sbuf snap = { 0 }, journal = { 0 };
 	char *path = xasprintf("%s.pr", pp->base);
-	rc = read_file(path, &snap);
-	if (rc == 0 && !parse_snapshot(pp, pr, path, (char *)snap.data, snap.len, &seq, err)) {
+	int rc = read_file(path, &snap);
+
+	if (rc == 0 && !parse_snapshot(pp, pr, path, (char *)snap.data, snap.len, seq, err)) {
 		rc = -EINVAL;
 	} else if (rc < 0 && rc != -ENOENT) {
 		*err = xasprintf("%s: %s", path, strerror(-rc));
@@ -372,7 +396,7 @@ int pr_load(struct scsi_lu *lu, char **err)
 		path = xasprintf("%s.prj", pp->base);
 		rc = read_file(path, &journal);
 		if (rc == 0)
-			replay_journal(pp, pr, (char *)journal.data, journal.len, &seq);
+			replay_journal(pp, pr, (char *)journal.data, journal.len, seq);
 		else if (rc != -ENOENT)
 			*err = xasprintf("%s: %s", path, strerror(-rc));
 		free(path);
@@ -383,6 +407,40 @@ int pr_load(struct scsi_lu *lu, char **err)
 	}
 	sbuf_free(&snap);
 	sbuf_free(&journal);
+	return rc;
+}
+
+int pr_load(struct scsi_lu *lu, char **err)
+{
+	struct pr_state *pr = &lu->pr;
+	struct store *on_medium = lu->st && lu->st->ops->state_put ? lu->st : NULL;
+	struct pr_persist *pp;
+	uint64_t seq = 0;
+	char *old;
+	int rc;
+
+	memset(pr, 0, sizeof(*pr));
+	if (!lu->state_dir && !on_medium)
+		return 0;
+	pp = persist_new(lu, on_medium);
+	for (struct pr_persist *o = orphans; o; o = o->next_orphan) {
+		if (strcmp(o->base, pp->base) == 0 && strcmp(o->ident, pp->ident) == 0) {
+			persist_free(pp);
+			persist_adopt(lu, o);
+			return 0;
+		}
+	}
+	if (on_medium) {
+		rc = load_from_medium(pp, pr, &seq, err);
+	} else {
+		/* lu-<LUN>.pr, keyed by the LUN number alone, is shared by every target's LUN: never loaded. */
+		old = xasprintf("%s/lu-%u.pr", lu->state_dir, lu->lun);
+		if (access(old, F_OK) == 0)
+			log_warn("%s: reservation state saved by an older version under the LUN number alone, "
+				 "which cannot tell whose LU it was; ignored (remove it once no longer wanted)", old);
+		free(old);
+		rc = load_from_files(pp, pr, &seq, err);
+	}
 	if (rc < 0) {
 		pr_free(pr);
 		persist_free(pp);
@@ -525,7 +583,19 @@ static void job_work(struct offload_job *j)
 {
 	struct pr_job *pj = (struct pr_job *)j;
 
-	pj->rc = pj->snapshot ? write_snapshot(pj->pp, &pj->data) : append_batch(pj->pp, &pj->data);
+	if (pj->st)
+		pj->rc = pj->st->ops->state_put(pj->st, pj->data.data, pj->data.len);
+	else
+		pj->rc = pj->snapshot ? write_snapshot(pj->pp, &pj->data) : append_batch(pj->pp, &pj->data);
+}
+
+/* The write is over: its store may close now (lu_free left that to the last of its jobs). */
+static void job_free(struct pr_job *pj)
+{
+	if (pj->st && --pj->st->jobs == 0 && pj->st->closing)
+		store_close(pj->st);
+	sbuf_free(&pj->data);
+	free(pj);
 }
 
 /* ---- queueing: records under the LU's lock, writes on the home thread ---- */
@@ -568,7 +638,12 @@ static struct pr_job *take_job(struct pr_persist *pp)
 	pj->pp = pp;
 	pj->cmds = pp->waiting;
 	pp->waiting = pp->waiting_tail = NULL;
-	if (pp->need_snapshot || (pp->journal_bytes > PR_JOURNAL_COMPACT && pp->journal_bytes > 2 * state_bytes)) {
+	if (pp->st) {
+		/* Held open by this write until it is over (lu_free leaves the close to job_done). */
+		pj->st = pp->st;
+		pj->st->jobs++;
+	}
+	if (pp->st || pp->need_snapshot || (pp->journal_bytes > PR_JOURNAL_COMPACT && pp->journal_bytes > 2 * state_bytes)) {
 		pj->snapshot = true;
 		build_snapshot(pp, pr, ++pp->seq, &pj->data);
 	} else {
@@ -646,8 +721,7 @@ static void job_done(struct offload_job *j)
 		next = next_job(pp);
 	home_unlock(lu);
 	complete_cmds(pj->cmds, pj->rc);
-	sbuf_free(&pj->data);
-	free(pj);
+	job_free(pj);
 	if (next)
 		offload_submit(o, &next->job);
 	else if (pp->orphan && !pp->kick_posted)
@@ -712,8 +786,7 @@ void pr_persist_commit(struct scsi_req *r, const struct pr_mark *m)
 		job_finish(pp, pj);
 		if (pj->rc < 0)
 			req_sense(r, SK_MEDIUM_ERROR, 0x0c, 0x00);
-		sbuf_free(&pj->data);
-		free(pj);
+		job_free(pj);
 		return;
 	}
 	/* Done once durable: the records wait for the write in flight, or go now. */

@@ -53,6 +53,17 @@ struct store_ops {
 	 * uses the synchronous ops above for their ios.
 	 */
 	void (*submit)(struct store *st, struct store_engine *e, struct store_io *io);
+	/*
+	 * Optional (NULL: none): state kept with the medium itself rather than on this machine (an
+	 * RBD image's lives next to it in the cluster), for what must survive the loss of the
+	 * machine (APTPL reservations, scsi/pr_persist.c). state_get copies what the store read of
+	 * it when it opened (malloc'd, NUL-terminated; no waiting; -ENOENT: there is none);
+	 * state_put replaces it whole and atomically, durable on return, and waits for the medium:
+	 * a worker's call. state_name says where it lives, for messages.
+	 */
+	int (*state_get)(struct store *st, char **data, size_t *len);
+	int (*state_put)(struct store *st, const void *data, size_t len);
+	const char *(*state_name)(const struct store *st);
 };
 
 struct store {

@@ -15,6 +15,7 @@
 #include "store/rbd_gate.h"
 #include "store/store_rbd.h"
 #include "store/store_rbd_int.h"
+#include "util/clock.h"
 #include "util/log.h"
 #include "util/sbuf.h"
 
@@ -81,11 +82,14 @@ static int rbds_resize(struct store *st, uint64_t new_size)
 }
 
 /*
- * Letting an image go runs on a thread of its own, waited for at most this long past the OSD op
- * timeout: rbd_close waits for librbd's own requests, and handing the exclusive lock back waits
- * for the notification of every watcher of the header without any timeout, for ever when the
- * OSD holding it went down meanwhile (as after a frozen cluster resumed). Past the bound the
- * thread is left to it, with what it uses (see abandoned below).
+ * Letting an image go runs on a thread of its own: rbd_close waits for librbd's own requests
+ * (several OSD operations one after the other, each up to the op timeout when the cluster is
+ * gone: three, 9 s at a 3 s timeout, measured with a frozen cluster), and handing the exclusive
+ * lock back waits for the notification of every watcher of the header without any timeout, for
+ * ever when the OSD holding it went down meanwhile (as after a frozen cluster resumed). A worker (a reopen, a failed open) waits for it at most this long past the
+ * OSD op timeout, then leaves the thread to it with what it uses (see abandoned below); a closing
+ * LU's engine does not wait at all (release_then_free), and the process waits for those threads
+ * when it stops (store_rbd_releases_wait).
  */
 #define RBD_RELEASE_GRACE_MS 1000u
 
@@ -95,11 +99,62 @@ struct rbd_release {
 	bool done, abandoned;         /* under lock: whoever sees the other's flag frees this */
 	struct rbd_cluster *cl;
 	struct rbd_image_ref im;
+	/* release_then_free's: the store freed once its image is let go, and the thread doing it. */
+	struct rbd_store *owner;
+	pthread_t th;
+	bool finished;                /* (releases_lock) joined and freed by releases_reap */
+	struct rbd_release *next;     /* in releases (releases_lock) */
 };
 
 /* Stores whose image could not be let go in time: kept (and reachable) for the release thread. */
 static pthread_mutex_t abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct rbd_store *abandoned_stores;
+
+/*
+ * Closing LUs' releases (release_then_free): their threads, joined once finished (librbd's and
+ * librados's thread-local state goes with a thread's exit, which a join waits for), how many
+ * still run, and the monotonic ms by which the last of them is due: what
+ * store_rbd_releases_wait waits for.
+ */
+static pthread_mutex_t releases_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t releases_cond;
+static pthread_once_t releases_once = PTHREAD_ONCE_INIT;
+static struct rbd_release *releases;
+static unsigned releases_running;
+static uint64_t releases_due_ms;
+
+static void releases_cond_init(void)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&releases_cond, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+static void store_free(struct rbd_store *rs);
+
+static struct timespec deadline_in(uint64_t ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += (time_t)(ms / 1000u);
+	until.tv_nsec += (long)(ms % 1000u) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	return until;
+}
+
+/* How long letting an image of rs's cluster go may take: the OSD op timeout and the grace. */
+static uint64_t release_limit_ms(const struct rbd_store *rs)
+{
+	unsigned op_s = rbd_cluster_op_timeout(rs->cl) ? rbd_cluster_op_timeout(rs->cl) : STORE_RBD_OSD_OP_TIMEOUT;
+	return op_s * 1000ull + RBD_RELEASE_GRACE_MS;
+}
 
 /* What an image holds of the cluster, in the order it must be let go. */
 static void release_in_order(struct rbd_release *r)
@@ -136,20 +191,10 @@ static void *release_thread(void *arg)
 	return NULL;
 }
 
-/*
- * Lets the image go within the op timeout plus RBD_RELEASE_GRACE_MS. false when it did not: the
- * release goes on in the background and still uses rs->cl, so the caller keeps rs (see
- * store_abandon) instead of freeing it.
- */
-static bool image_release(struct rbd_store *rs, const struct rbd_image_ref *im)
+static struct rbd_release *release_new(struct rbd_store *rs, const struct rbd_image_ref *im)
 {
 	struct rbd_release *r = xcalloc(1, sizeof(*r));
-	unsigned op_s = rbd_cluster_op_timeout(rs->cl) ? rbd_cluster_op_timeout(rs->cl) : STORE_RBD_OSD_OP_TIMEOUT;
-	uint64_t limit_ms = op_s * 1000ull + RBD_RELEASE_GRACE_MS;
 	pthread_condattr_t ca;
-	pthread_attr_t ta;
-	pthread_t th;
-	struct timespec until;
 
 	*r = (struct rbd_release){.cl = rs->cl, .im = *im};
 	pthread_mutex_init(&r->lock, NULL);
@@ -157,23 +202,53 @@ static bool image_release(struct rbd_store *rs, const struct rbd_image_ref *im)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&r->cond, &ca);
 	pthread_condattr_destroy(&ca);
+	return r;
+}
+
+static int release_thread_start(void *(*fn)(void *), void *arg)
+{
+	pthread_attr_t ta;
+	pthread_t th;
+
 	pthread_attr_init(&ta);
 	pthread_attr_setdetachstate(&ta, PTHREAD_CREATE_DETACHED);
-	int rc = pthread_create(&th, &ta, release_thread, r);
+	int rc = pthread_create(&th, &ta, fn, arg);
 	pthread_attr_destroy(&ta);
-	if (rc != 0) {
+	return rc;
+}
+
+/* Under releases_lock: the finished release threads are joined and their records freed. */
+static void releases_reap(void)
+{
+	for (struct rbd_release **p = &releases; *p;) {
+		struct rbd_release *r = *p;
+		if (!r->finished) {
+			p = &r->next;
+			continue;
+		}
+		*p = r->next;
+		pthread_join(r->th, NULL); /* it has let the lock go and only returns now */
+		release_free(r);
+	}
+}
+
+/*
+ * Lets the image go within release_limit_ms, waiting for it (a worker's thread). false when it
+ * did not: the release goes on in the background and still uses rs->cl, so the caller keeps rs
+ * (see store_abandon) instead of freeing it.
+ */
+static bool image_release(struct rbd_store *rs, const struct rbd_image_ref *im)
+{
+	struct rbd_release *r = release_new(rs, im);
+	uint64_t limit_ms = release_limit_ms(rs);
+
+	if (release_thread_start(release_thread, r) != 0) {
 		/* No thread to bound it with: let go here. */
 		release_in_order(r);
 		release_free(r);
 		return true;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += (time_t)(limit_ms / 1000u);
-	until.tv_nsec += (long)(limit_ms % 1000u) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	struct timespec until = deadline_in(limit_ms);
 	pthread_mutex_lock(&r->lock);
 	while (!r->done && pthread_cond_timedwait(&r->cond, &r->lock, &until) != ETIMEDOUT) {
 	}
@@ -188,6 +263,77 @@ static bool image_release(struct rbd_store *rs, const struct rbd_image_ref *im)
 	log_error("%s: librbd did not let the image go within %llu ms; left to finish in the background", rs->st.path,
 		  (unsigned long long)limit_ms);
 	return false;
+}
+
+static void *release_then_free_thread(void *arg)
+{
+	struct rbd_release *r = arg;
+	uint64_t t0 = mono_ms();
+
+	release_in_order(r);
+	uint64_t took = mono_ms() - t0;
+	if (took > release_limit_ms(r->owner))
+		log_warn("%s: librbd took %llu ms to let the image go", r->owner->st.path, (unsigned long long)took);
+	store_free(r->owner);
+	pthread_mutex_lock(&releases_lock);
+	r->finished = true;
+	if (--releases_running == 0)
+		pthread_cond_broadcast(&releases_cond);
+	pthread_mutex_unlock(&releases_lock);
+	return NULL;
+}
+
+/*
+ * A closing LU's engine (its event loop): the image is let go and the store freed on a thread
+ * of their own, so that the loop never waits for the cluster, however slow or gone it is.
+ */
+static void release_then_free(struct rbd_store *rs)
+{
+	struct rbd_release *r = release_new(rs, &rs->im);
+
+	r->owner = rs;
+	pthread_once(&releases_once, releases_cond_init);
+	pthread_mutex_lock(&releases_lock);
+	releases_reap();
+	uint64_t due = mono_ms() + release_limit_ms(rs);
+	if (due > releases_due_ms)
+		releases_due_ms = due;
+	if (pthread_create(&r->th, NULL, release_then_free_thread, r) == 0) {
+		releases_running++;
+		r->next = releases;
+		releases = r;
+		pthread_mutex_unlock(&releases_lock);
+		return;
+	}
+	pthread_mutex_unlock(&releases_lock);
+	/* No thread: let go here, bounded as a worker would be. */
+	release_free(r);
+	if (!image_release(rs, &rs->im))
+		rs->release_abandoned = true;
+	store_free(rs);
+}
+
+unsigned store_rbd_releases_wait(void)
+{
+	pthread_once(&releases_once, releases_cond_init);
+	pthread_mutex_lock(&releases_lock);
+	if (releases_running) {
+		uint64_t now = mono_ms();
+		struct timespec until = deadline_in(releases_due_ms > now ? releases_due_ms - now : 0);
+		while (releases_running && pthread_cond_timedwait(&releases_cond, &releases_lock, &until) != ETIMEDOUT) {
+		}
+	}
+	releases_reap();
+	unsigned left = releases_running;
+	/* Left to run on: detached, with their records, which they still use. */
+	for (struct rbd_release *r = releases; r; r = r->next)
+		pthread_detach(r->th);
+	releases = NULL;
+	pthread_mutex_unlock(&releases_lock);
+	if (left)
+		log_error("%u RBD image%s not let go in time: the cluster frees %s when its watch times out", left,
+			  left == 1 ? "" : "s", left == 1 ? "it" : "them");
+	return left;
 }
 
 /* The store's image release did not finish: it keeps the store (its cluster, its eventfd). */
@@ -216,6 +362,8 @@ static void store_free(struct rbd_store *rs)
 	free(rs->pool);
 	free(rs->ns);
 	free(rs->image);
+	free(rs->pr_oid);
+	free(rs->pr_blob);
 	free(rs->st.path);
 	free(rs);
 }
@@ -248,9 +396,7 @@ void rbd_close_now(struct rbd_store *rs)
 	}
 	pthread_mutex_unlock(&rs->lock);
 	atomic_store(&rs->watch_img, NULL);
-	if (!image_release(rs, &rs->im))
-		rs->release_abandoned = true;
-	store_free(rs);
+	release_then_free(rs);
 }
 
 /*
@@ -383,13 +529,6 @@ fail:
 	return rc;
 }
 
-static uint64_t now_ms(void)
-{
-	struct timespec t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000u + (uint64_t)t.tv_nsec / 1000000u;
-}
-
 /* A worker: let the dead instance's image go, connect a new instance, open the image on it. */
 static void reopen_work(struct offload_job *j)
 {
@@ -423,14 +562,14 @@ static void reopen_done(struct offload_job *j)
 		rs->im = o->now;
 		atomic_store(&rs->state, RBD_READY); /* after im: a submitter that sees READY reads the new one */
 	} else if (!closed) {
-		atomic_store(&rs->retry_ms, now_ms() + RBD_REOPEN_RETRY_MS);
+		atomic_store(&rs->retry_ms, mono_ms() + RBD_REOPEN_RETRY_MS);
 		atomic_store(&rs->state, RBD_LOST);
 	}
 	pthread_mutex_unlock(&rs->lock);
 	if (closed) {
-		if (o->now.conn && !image_release(rs, &o->now))
-			rs->release_abandoned = true;
-		store_free(rs);
+		/* The LU went while the image reopened: what the worker opened goes as a close's would. */
+		rs->im = o->now;
+		release_then_free(rs);
 	} else if (o->now.conn) {
 		log_info("%s: reopened on a new cluster client; the LU is ready again", rs->st.path);
 		/* The size as reopened, applied on the home engine's thread. */
@@ -466,7 +605,7 @@ void rbd_reopen_start(struct rbd_store *rs)
 {
 	struct store_engine *e = rbd_thread_engine ? rbd_thread_engine : atomic_load(&rs->eng);
 
-	if (atomic_load(&rs->state) != RBD_LOST || !e || now_ms() < atomic_load(&rs->retry_ms))
+	if (atomic_load(&rs->state) != RBD_LOST || !e || mono_ms() < atomic_load(&rs->retry_ms))
 		return;
 	pthread_mutex_lock(&rs->lock);
 	int lost = RBD_LOST;
@@ -507,6 +646,9 @@ static const struct store_ops rbds_ops = {
 	.close = rbds_close_store,
 	.zero = rbds_sync_range,
 	.submit = rbds_submit,
+	.state_get = rbds_state_get,
+	.state_put = rbds_state_put,
+	.state_name = rbds_state_name,
 };
 
 static char *spec_name(const struct store_rbd_spec *s)
@@ -579,6 +721,8 @@ struct store *store_rbd_open(const struct store_rbd_spec *spec, char **err)
 		rs->stripe_unit = rs->obj_size;
 		rs->stripe_count = 1;
 	}
+	if ((rc = rbd_state_load(rs, err)) < 0)
+		goto fail;
 	rs->waiter.efd = rs->efd;
 	rbd_budget_limits(rs->cl, &rs->budget_ops, &rs->budget_bytes);
 	atomic_init(&rs->new_size, rs->st.size);

@@ -88,4 +88,11 @@ bool store_rbd_caw_atomic(uint64_t off, uint64_t len);
 /* Cluster connections open in this process (shared ones count once). */
 unsigned store_rbd_cluster_count(void);
 
+/*
+ * A closed RBD store lets its image go on a thread of its own (the event loop never waits for
+ * the cluster): a stopping process waits here for those still running, each at most the OSD op
+ * timeout and a second from its start. Returns how many did not finish (they are logged).
+ */
+unsigned store_rbd_releases_wait(void);
+
 #endif

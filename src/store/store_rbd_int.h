@@ -5,6 +5,7 @@
  *   rbd_caw.c     compare-and-write longer than librbd's atomic unit
  *   rbd_extent.c  allocation status (GET LBA STATUS)
  *   rbd_gate.c    other gateways' holds on the image's writes (rbd_gate.h)
+ *   rbd_state.c   the SCSI layer's state object kept next to the image (APTPL reservations)
  *
  * Threads. One image serves the store engines of several event loops at once. An io belongs to
  * the engine it was submitted through (io->eng): librbd's completion callback, on a librbd
@@ -140,6 +141,11 @@ struct rbd_store {
 	bool refuse_cache;
 	_Atomic(const char *) cache_from;
 	struct rbd_store *abandoned_next;
+	/* The SCSI layer's state object next to the image (rbd_state.c), as read at open. */
+	char *pr_oid;
+	char *pr_blob;
+	size_t pr_len;
+	bool pr_found;
 };
 
 /* The engine this thread submits through (NULL: not an engine's thread, e.g. a worker). */
@@ -210,6 +216,12 @@ void rbd_caw_test_hook_init(void);
 struct rbd_gate *rbd_gate_new(void);
 bool rbd_gate_enter(struct rbd_gate *g, struct store_io *io);
 void rbd_gate_leave(struct rbd_gate *g, struct store_io *io);
+
+/* rbd_state.c: the state object, read at open (a worker or start-up; 0 or -errno with *err set). */
+int rbd_state_load(struct rbd_store *rs, char **err);
+int rbds_state_get(struct store *st, char **data, size_t *len);
+int rbds_state_put(struct store *st, const void *data, size_t len);
+const char *rbds_state_name(const struct store *st);
 
 /* rbd_extent.c */
 int rbds_extent(struct store *st, uint64_t off, bool *mapped, uint64_t *run);

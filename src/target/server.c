@@ -19,6 +19,7 @@
 #include "net/accept.h"
 #include "store/store_io.h"
 #include "store/store.h"
+#include "store/store_rbd.h"
 #include "target/conn.h"
 #include "target/ffp.h"
 #include "target/gateway.h"
@@ -683,6 +684,11 @@ void server_free(struct server *srv)
 		shard_free(srv->shards[i]);
 	}
 	srv->engine = NULL;
+	/*
+	 * The closed RBD LUs' images, let go on threads of their own, released before the process
+	 * ends; after the engines, whose last jobs (an image's reopen) may close one.
+	 */
+	store_rbd_releases_wait();
 	free(srv->shards);
 	free(srv->nodes);
 	free(srv->portals);

@@ -7,7 +7,11 @@
 #     timeout) instead of hanging the target;
 #   - the same through SIGHUP with an edited configuration file: reads keep flowing, the reload
 #     is refused with the image's error in the log, the running configuration stays;
-#   - the cluster back: add-lun and SIGHUP both add their LUNs, which serve I/O.
+#   - the cluster back: add-lun and SIGHUP both add their LUNs, which serve I/O;
+#   - the cluster frozen again: `isthmus target remove-lun` of one RBD LUN and a SIGHUP that
+#     drops another answer at once while LUN 0 is read (their images are let go on threads of
+#     their own), and the target then stops within the images' bound (op timeout and a second
+#     each, all at once) with the cluster still frozen.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/ceph_lib.sh"
@@ -52,10 +56,11 @@ worst, n, bad = 0.0, 0, 0
 end = time.time() + secs
 while time.time() < end:
     t = time.time()
-    st, data, _ = read10(nx, (n * 8) % 30000, 8)
+    # Sent again past unit attentions: the new nexus's and REPORTED LUNS DATA HAS CHANGED.
+    st, data, _ = read10(nx, (n * 8) % 30000, 8, ua_retries=3)
     worst = max(worst, time.time() - t)
     n += 1
-    if st != 0 and n > 2:   # the first ones may carry the new nexus's unit attention
+    if st != 0:
         bad += 1
 open(out, "w").write("%d %d %d\n" % (n, int(worst * 1000), bad))
 PY
@@ -151,5 +156,38 @@ for lun in (2, 3):
     if st != 0 or st2 != 0 or got != blob:
         sys.exit(1)
 PY
-stop_target
+
+say "the cluster frozen again; remove-lun of LUN 2 and a reload that drops LUN 3 while LUN 0 is read"
+ceph_pause
+reads_for 8 "$TEST_DIR/reads3" &
+READER=$!
+wait_reader "$TEST_DIR/reads3"
+sleep 0.5
+t0=$(date +%s%N)
+out=$(T remove-lun "$IQN" 2 2>&1) || fail "remove-lun with the cluster frozen failed: $out"
+ms=$((($(date +%s%N) - t0) / 1000000))
+say "  remove-lun answered after $ms ms"
+((ms <= MAX_LATENCY_MS)) || fail "remove-lun took $ms ms with the cluster frozen (the loop waited for the cluster)"
+write_conf ""
+mark=$(log_mark)
+kill -HUP "$TARGET_PID"
+wait_log "$mark" "reload applied" 10 || fail "the reload that drops LUN 3 was not applied"
+wait "$READER" || fail "the reader failed"
+check_reads "$TEST_DIR/reads3" "remove-lun and the reload"
+T --json list | jq -e '[.[0].luns[].lun] == [0, 1]' >/dev/null || fail "expected LUNs 0 and 1: $(T --json list)"
+
+# The stop waits for the sessions' logout (up to 3 s), the last flush of LUN 1 (the 3 s op
+# timeout: the cluster is frozen) and the images still being let go, each for at most the op
+# timeout and a second from its start (librbd's own close takes three op timeouts here): about
+# 10 s, and never the sum of the releases.
+say "the target stops with the cluster still frozen"
+t0=$SECONDS
+STOP_TIMEOUT=20 _stop_target TERM
+took=$((SECONDS - t0))
+say "  the target exited with status $TARGET_EXIT after $took s"
+((TARGET_EXIT == 0)) || fail "the target exited with status $TARGET_EXIT: $(tail -5 "$TARGET_LOG")"
+((took <= 14)) || fail "the stop took $took s with the cluster frozen"
+if report=$(sanitizer_report "$TARGET_LOG"); then
+	fail "target reported a sanitizer error: $report"
+fi
 say "PASS"

@@ -34,6 +34,18 @@ struct fault_store {
 	unsigned read_delay_us; /* each read sleeps this long first: a slow device */
 };
 
+/*
+ * State a store keeps with its medium (store_ops state_get/state_put), as an RBD image keeps it
+ * in the cluster: it outlives the stores (a restart, another machine) that use it.
+ */
+struct fault_medium {
+	char *data;
+	size_t len;
+	bool present;
+	int fail_put;       /* negative errno returned by state_put, 0 for none */
+	int puts;
+};
+
 static inline int fs_read(struct store *st, void *b, size_t n, uint64_t off)
 {
 	struct fault_store *f = (struct fault_store *)st;
@@ -91,13 +103,64 @@ static inline void fs_close(struct store *st)
 	store_close(f->inner);
 	free(f);
 }
-static const struct store_ops fault_ops = { fs_read, fs_write, fs_flush, fs_unmap, fs_extent, fs_resize, fs_close,
-					    fs_zero, NULL, NULL };
+static const struct store_ops fault_ops = {
+	.read = fs_read,
+	.write = fs_write,
+	.flush = fs_flush,
+	.unmap = fs_unmap,
+	.extent = fs_extent,
+	.resize = fs_resize,
+	.close = fs_close,
+	.zero = fs_zero,
+};
 
-static inline struct fault_store *fault_store_new(uint64_t size)
+static inline struct fault_medium *fs_medium(struct store *st);
+static inline int fs_state_get(struct store *st, char **data, size_t *len)
+{
+	struct fault_medium *m = fs_medium(st);
+	if (!m->present)
+		return -ENOENT;
+	*data = malloc(m->len + 1);
+	memcpy(*data, m->data, m->len);
+	(*data)[m->len] = '\0';
+	*len = m->len;
+	return 0;
+}
+static inline int fs_state_put(struct store *st, const void *data, size_t len)
+{
+	struct fault_medium *m = fs_medium(st);
+	m->puts++;
+	if (m->fail_put)
+		return m->fail_put;
+	free(m->data);
+	m->data = malloc(len ? len : 1);
+	memcpy(m->data, data, len);
+	m->len = len;
+	m->present = true;
+	return 0;
+}
+static inline const char *fs_state_name(const struct store *st)
+{
+	(void)st;
+	return "fault-medium";
+}
+static const struct store_ops fault_medium_ops = {
+	.read = fs_read,
+	.write = fs_write,
+	.flush = fs_flush,
+	.unmap = fs_unmap,
+	.extent = fs_extent,
+	.resize = fs_resize,
+	.close = fs_close,
+	.zero = fs_zero,
+	.state_get = fs_state_get,
+	.state_put = fs_state_put,
+	.state_name = fs_state_name,
+};
+
+static inline struct fault_store *fault_store_init(struct fault_store *f, uint64_t size)
 {
 	char *err = NULL;
-	struct fault_store *f = calloc(1, sizeof(*f));
 
 	f->inner = store_mem_open(size, &err);
 	f->base.ops = &fault_ops;
@@ -106,6 +169,11 @@ static inline struct fault_store *fault_store_new(uint64_t size)
 	f->base.path = (char *)"fault";
 	f->base.fd = -1;
 	return f;
+}
+
+static inline struct fault_store *fault_store_new(uint64_t size)
+{
+	return fault_store_init(calloc(1, sizeof(struct fault_store)), size);
 }
 
 struct h {
@@ -132,8 +200,34 @@ static inline void h_nexus(struct scsi_nexus *nx, uint64_t id, const char *iname
 	nx->rel_port_id = 1;
 }
 
+/* A fault store that keeps state with its medium m, which outlives it. */
+struct fault_store_on_medium {
+	struct fault_store fs;
+	struct fault_medium *m;
+};
+static inline struct fault_medium *fs_medium(struct store *st) { return ((struct fault_store_on_medium *)st)->m; }
+
+static inline struct h *h_new_on(const char *name, struct fault_store *fs, const struct scsi_lu_params *p);
+
 /* A target named `name` with LU 0 on a fault store of `blocks` blocks; nexuses added. */
 static inline struct h *h_new_named(const char *name, uint64_t blocks, const struct scsi_lu_params *p)
+{
+	return h_new_on(name, fault_store_new(blocks * (p && p->block_size ? p->block_size : 512)), p);
+}
+
+/* The same with LU 0 on fs, which keeps its state with medium m. */
+static inline struct h *h_new_medium(const char *name, uint64_t blocks, const struct scsi_lu_params *p,
+				     struct fault_medium *m)
+{
+	struct fault_store_on_medium *f = calloc(1, sizeof(*f));
+
+	fault_store_init(&f->fs, blocks * (p && p->block_size ? p->block_size : 512));
+	f->fs.base.ops = &fault_medium_ops;
+	f->m = m;
+	return h_new_on(name, &f->fs, p);
+}
+
+static inline struct h *h_new_on(const char *name, struct fault_store *fs, const struct scsi_lu_params *p)
 {
 	struct h *h = calloc(1, sizeof(*h));
 	struct scsi_lu_params dp = { .block_size = 512, .thin = true, .write_cache = true };
@@ -148,7 +242,7 @@ static inline struct h *h_new_named(const char *name, uint64_t blocks, const str
 		abort();
 	}
 	h->ctx = scsi_port_ctx_new(h->t, h->eng);
-	h->fs = fault_store_new(blocks * (p->block_size ? p->block_size : 512));
+	h->fs = fs;
 	if (scsi_target_add_lu(h->t, 0, &h->fs->base, p, &err) != 0) {
 		fprintf(stderr, "add_lu: %s\n", err);
 		abort();

@@ -349,6 +349,64 @@ static void test_write_error(void)
 	unlink(file);
 }
 
+/*
+ * A store that keeps state with its medium (an RBD image's object in the cluster): APTPL state
+ * goes there whole, never to the state directory; the LU on another machine (another state
+ * directory) takes it back, another target's LU on the same medium does not, and a save that
+ * fails is MEDIUM ERROR.
+ */
+static void test_on_medium(void)
+{
+	char dir[] = "/tmp/isthmus-prm-XXXXXX", dir2[] = "/tmp/isthmus-prm-XXXXXX";
+	CHECK(mkdtemp(dir) != NULL && mkdtemp(dir2) != NULL);
+	struct fault_medium m = { 0 };
+	struct scsi_lu_params p = { .block_size = 512, .state_dir = dir };
+	struct h *h = h_new_medium(TGT_A, 64, &p, &m);
+	h_clear_ua(h, 0, 0);
+	h_clear_ua(h, 1, 0);
+
+	CHECK_EQ(h_prout(h, 0, 0, 0, 0, 0xa1, 0), SCSI_GOOD);
+	CHECK_EQ(m.puts, 0); /* without APTPL nothing is saved anywhere */
+	CHECK_EQ(h_prout(h, 0, 6, 0, 0, 0xa2, 0x01), SCSI_GOOD);
+	CHECK_EQ(h_prout(h, 0, 1, 1, 0xa2, 0, 0), SCSI_GOOD);
+	printf("on the medium: %d saves, %zu bytes; files in the state directory: %d\n", m.puts, m.len,
+	       count_files(dir, "", NULL, 0));
+	CHECK_EQ(m.puts, 2);
+	CHECK(m.present && m.data && memmem(m.data, m.len, "\naptpl 1\n", 9) != NULL);
+	CHECK_EQ(count_files(dir, "", NULL, 0), 0);
+	h_free(h);
+
+	/* Another machine: an empty state directory, the same medium. */
+	p.state_dir = dir2;
+	h = h_new_medium(TGT_A, 64, &p, &m);
+	h_clear_ua(h, 0, 0);
+	h_clear_ua(h, 1, 0);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(get_be32(h->in + 4), 8);
+	CHECK_EQ(get_be64(h->in + 8), 0xa2);
+	CHECK_EQ(h_prin(h, 0, 1), SCSI_GOOD);
+	CHECK_EQ(get_be32(h->in + 4), 16);
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0, 0xb1, 0), SCSI_GOOD); /* registering is allowed under the reservation */
+
+	/* The medium does not answer: the change cannot be made durable. */
+	m.fail_put = -ETIMEDOUT;
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0xb1, 0xb2, 0x01), SCSI_CHECK_CONDITION);
+	CHECK_SENSE(h, SK_MEDIUM_ERROR, 0x0c, 0x00);
+	m.fail_put = 0;
+	CHECK_EQ(h_prout(h, 1, 6, 0, 0xb2, 0xb3, 0x01), SCSI_GOOD);
+	h_free(h);
+
+	/* Another target's LUN on the same medium: not its state to take. */
+	h = h_new_medium(TGT_B, 64, &p, &m);
+	h_clear_ua(h, 0, 0);
+	CHECK_EQ(h_prin(h, 0, 0), SCSI_GOOD);
+	CHECK_EQ(get_be32(h->in + 4), 0);
+	h_free(h);
+	free(m.data);
+	rm_rf(dir);
+	rm_rf(dir2);
+}
+
 /* ---- with offload workers: commands complete once their state is durable */
 
 struct acmd {
@@ -569,6 +627,7 @@ int main(void)
 	test_no_follow();
 	test_bad_snapshot();
 	test_write_error();
+	test_on_medium();
 	test_scaling();
 	test_batches_and_replace();
 	TEST_MAIN_END();

@@ -504,6 +504,8 @@ int main(void)
 
 	store_close(a);
 	store_close(b);
+	/* Their images are let go on threads of their own; the last one closes the connection. */
+	CHECK_EQ(store_rbd_releases_wait(), 0);
 	CHECK_EQ(store_rbd_cluster_count(), 0);
 	struct store_engine_stats stats;
 	store_engine_get_stats(eng, &stats);

@@ -329,6 +329,10 @@ int main(void)
 	}
 	/* The engines outlive the store, as the target's loops outlive their LUs. */
 	store_close(st);
+	if (store_rbd_releases_wait() != 0) {
+		printf("FAIL: the image was not let go in time\n");
+		bad = 1;
+	}
 	for (int i = 0; i < NTHREADS; i++) {
 		store_engine_free(w[i].e);
 		free(w[i].shadow);
