@@ -40,6 +40,24 @@ write_conf ""
 start_target --config "$CONF"
 T() { run_to 30 "$CLI" target --socket "$SOCK" "$@"; }
 
+# reader_start OUT: a reader of LUN 0 for 8 s (counts to OUT, pid in READER), logged in; the
+# caller makes its change meanwhile, then waits for READER and check_reads OUT.
+reader_start() {
+	reads_for 8 "$1" &
+	READER=$!
+	wait_reader "$1"
+	sleep 0.5
+}
+
+# timed_T ARGS...: T ARGS, its output in T_OUT, its status in T_RC, how long it took in T_MS.
+timed_T() {
+	local t0
+	t0=$(date +%s%N)
+	T_RC=0
+	T_OUT=$(T "$@" 2>&1) || T_RC=$?
+	T_MS=$((($(date +%s%N) - t0) / 1000000))
+}
+
 # reads_for SECS OUT: READ(10)s of LUN 0 back to back for SECS seconds; writes the count and
 # the longest latency (ms) to OUT.
 reads_for() {
@@ -85,14 +103,9 @@ check_reads() { # OUT WHAT
 
 say "the cluster frozen; add-lun of rbd/second while LUN 0 is read without pause"
 ceph_pause
-reads_for 8 "$TEST_DIR/reads1" &
-READER=$!
-wait_reader "$TEST_DIR/reads1"
-sleep 0.5
-t0=$(date +%s%N)
-rc=0
-out=$(T add-lun "$IQN" "rbd:rbd/second,conf=$CEPH_CONF" --lun 2 2>&1) || rc=$?
-ms=$((($(date +%s%N) - t0) / 1000000))
+reader_start "$TEST_DIR/reads1"
+timed_T add-lun "$IQN" "rbd:rbd/second,conf=$CEPH_CONF" --lun 2
+rc=$T_RC out=$T_OUT ms=$T_MS
 say "  add-lun answered after $ms ms with status $rc: $out"
 wait "$READER" || fail "the reader failed"
 check_reads "$TEST_DIR/reads1" "add-lun"
@@ -103,10 +116,7 @@ T --json list | jq -e '.[0].luns | length == 2' >/dev/null || fail "the failed a
 say "the cluster still frozen; SIGHUP with rbd/third added to the file while LUN 0 is read"
 write_conf "lun 3 = rbd:rbd/third,conf=$CEPH_CONF"
 mark=$(log_mark)
-reads_for 8 "$TEST_DIR/reads2" &
-READER=$!
-wait_reader "$TEST_DIR/reads2"
-sleep 0.5
+reader_start "$TEST_DIR/reads2"
 kill -HUP "$TARGET_PID"
 wait "$READER" || fail "the reader failed"
 check_reads "$TEST_DIR/reads2" "the reload"
@@ -159,15 +169,11 @@ PY
 
 say "the cluster frozen again; remove-lun of LUN 2 and a reload that drops LUN 3 while LUN 0 is read"
 ceph_pause
-reads_for 8 "$TEST_DIR/reads3" &
-READER=$!
-wait_reader "$TEST_DIR/reads3"
-sleep 0.5
-t0=$(date +%s%N)
-out=$(T remove-lun "$IQN" 2 2>&1) || fail "remove-lun with the cluster frozen failed: $out"
-ms=$((($(date +%s%N) - t0) / 1000000))
-say "  remove-lun answered after $ms ms"
-((ms <= MAX_LATENCY_MS)) || fail "remove-lun took $ms ms with the cluster frozen (the loop waited for the cluster)"
+reader_start "$TEST_DIR/reads3"
+timed_T remove-lun "$IQN" 2
+((T_RC == 0)) || fail "remove-lun with the cluster frozen failed: $T_OUT"
+say "  remove-lun answered after $T_MS ms"
+((T_MS <= MAX_LATENCY_MS)) || fail "remove-lun took $T_MS ms with the cluster frozen (the loop waited for the cluster)"
 write_conf ""
 mark=$(log_mark)
 kill -HUP "$TARGET_PID"

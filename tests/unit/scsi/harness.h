@@ -103,16 +103,10 @@ static inline void fs_close(struct store *st)
 	store_close(f->inner);
 	free(f);
 }
-static const struct store_ops fault_ops = {
-	.read = fs_read,
-	.write = fs_write,
-	.flush = fs_flush,
-	.unmap = fs_unmap,
-	.extent = fs_extent,
-	.resize = fs_resize,
-	.close = fs_close,
-	.zero = fs_zero,
-};
+#define FAULT_STORE_OPS                                                                                 \
+	.read = fs_read, .write = fs_write, .flush = fs_flush, .unmap = fs_unmap, .extent = fs_extent, \
+	.resize = fs_resize, .close = fs_close, .zero = fs_zero
+static const struct store_ops fault_ops = { FAULT_STORE_OPS };
 
 static inline struct fault_medium *fs_medium(struct store *st);
 static inline int fs_state_get(struct store *st, char **data, size_t *len)
@@ -145,14 +139,7 @@ static inline const char *fs_state_name(const struct store *st)
 	return "fault-medium";
 }
 static const struct store_ops fault_medium_ops = {
-	.read = fs_read,
-	.write = fs_write,
-	.flush = fs_flush,
-	.unmap = fs_unmap,
-	.extent = fs_extent,
-	.resize = fs_resize,
-	.close = fs_close,
-	.zero = fs_zero,
+	FAULT_STORE_OPS,
 	.state_get = fs_state_get,
 	.state_put = fs_state_put,
 	.state_name = fs_state_name,
