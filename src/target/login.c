@@ -323,7 +323,10 @@ static uint16_t login_identify(struct conn *c, const struct text_list *in, const
 	ls->auth_secret = dup_or_null(chap->secret);
 	ls->auth_mutual_user = dup_or_null(chap->mutual_user);
 	ls->auth_mutual_secret = dup_or_null(chap->mutual_secret);
-	ls->cred = (struct chap_credentials){ls->auth_user, ls->auth_secret, ls->auth_mutual_user, ls->auth_mutual_secret};
+	ls->cred = (struct chap_credentials){.user = ls->auth_user,
+					     .secret = ls->auth_secret,
+					     .mutual_user = ls->auth_mutual_user,
+					     .mutual_secret = ls->auth_mutual_secret};
 	ls->cfg_generation = c->srv->cfg_generation;
 	if (login_session_elsewhere(c)) {
 		*why = "the session is served by another event loop";
