@@ -8,10 +8,12 @@
 #   - the same through SIGHUP with an edited configuration file: reads keep flowing, the reload
 #     is refused with the image's error in the log, the running configuration stays;
 #   - the cluster back: add-lun and SIGHUP both add their LUNs, which serve I/O;
-#   - the cluster frozen again: `isthmus target remove-lun` of one RBD LUN and a SIGHUP that
-#     drops another answer at once while LUN 0 is read (their images are let go on threads of
-#     their own), and the target then stops within the images' bound (op timeout and a second
-#     each, all at once) with the cluster still frozen.
+#   - the cluster frozen again: `isthmus target remove-lun` of one RBD LUN, while a WRITE(10) to
+#     it waits at the cluster, and a SIGHUP that drops another answer at once while LUN 0 is
+#     read (the store closes when the write has ended; the images are let go on threads of
+#     their own); the write ends with NOT READY at the op timeout; the target then stops within
+#     the images' bound (op timeout and a second each, all at once) with the cluster still
+#     frozen.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/ceph_lib.sh"
@@ -84,12 +86,36 @@ open(out, "w").write("%d %d %d\n" % (n, int(worst * 1000), bad))
 PY
 }
 
-wait_reader() { # OUT: until the reader is logged in (bounded)
+wait_reader() { # OUT: until the reader (or writer) is logged in (bounded)
 	for _ in $(seq 1 100); do
 		[[ -e "$1.ready" ]] && return 0
 		sleep 0.1
 	done
 	fail "the reader did not log in"
+}
+
+# write_held LUN OUT: one WRITE(10) to LUN through a session of its own, logged in and past its
+# unit attentions first (OUT.ready), sent once OUT.go exists (waits at most 60 s for it); writes
+# "status sense seconds" to OUT.
+write_held() {
+	python3 - "$INTEROP_DIR" 127.0.0.1 "$PORT" "$IQN" "$1" "$2" <<'PY'
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+import gateway_nexus
+from gateway_nexus import Nexus, cdb10, sense_of
+host, port, iqn, lun, out = sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
+gateway_nexus.setup("test_rbd_reconfig", iqn, {1: port}, host)
+nx = Nexus("rbd-reconfig-writer", 1, "40000000009b", lun=lun, timeout=60)
+nx.ready()
+open(out + ".ready", "w").close()
+for _ in range(600):
+    if os.path.exists(out + ".go"):
+        break
+    time.sleep(0.1)
+t = time.time()
+st, _, s = nx.cmd(cdb10(0x2a, 128, 8), out=b"\x6b" * 4096)
+open(out, "w").write("%d %s %.1f\n" % (st, "".join("%02x" % b for b in (sense_of(s) or ())) or "-", time.time() - t))
+PY
 }
 
 check_reads() { # OUT WHAT
@@ -167,9 +193,15 @@ for lun in (2, 3):
         sys.exit(1)
 PY
 
-say "the cluster frozen again; remove-lun of LUN 2 and a reload that drops LUN 3 while LUN 0 is read"
+say "the cluster frozen again; remove-lun of LUN 2 (a write to it at the cluster) and a reload that drops LUN 3 while LUN 0 is read"
+WRITE=$TEST_DIR/held-write
+write_held 2 "$WRITE" &
+WRITER=$!
+wait_reader "$WRITE"
 ceph_pause
 reader_start "$TEST_DIR/reads3"
+touch "$WRITE.go"
+sleep 1 # the write is at the frozen cluster
 timed_T remove-lun "$IQN" 2
 ((T_RC == 0)) || fail "remove-lun with the cluster frozen failed: $T_OUT"
 say "  remove-lun answered after $T_MS ms"
@@ -181,6 +213,11 @@ wait_log "$mark" "reload applied" 10 || fail "the reload that drops LUN 3 was no
 wait "$READER" || fail "the reader failed"
 check_reads "$TEST_DIR/reads3" "remove-lun and the reload"
 T --json list | jq -e '[.[0].luns[].lun] == [0, 1]' >/dev/null || fail "expected LUNs 0 and 1: $(T --json list)"
+wait "$WRITER" || fail "the writer failed"
+read -r wst wsense wtook <"$WRITE"
+say "  the write to the removed LUN 2 ended with status $wst, sense $wsense, after $wtook s"
+# NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY at the 3 s op timeout.
+[[ "$wst" == 2 && "$wsense" == 020401 ]] || fail "the held write ended with status $wst sense $wsense, not NOT READY (02h/04h/01h)"
 
 # The stop waits for the sessions' logout (up to 3 s), the last flush of LUN 1 (the 3 s op
 # timeout: the cluster is frozen) and the images still being let go, each for at most the op
