@@ -86,10 +86,11 @@ static int rbds_resize(struct store *st, uint64_t new_size)
  * (several OSD operations one after the other, each up to the op timeout when the cluster is
  * gone: three, 9 s at a 3 s timeout, measured with a frozen cluster), and handing the exclusive
  * lock back waits for the notification of every watcher of the header without any timeout, for
- * ever when the OSD holding it went down meanwhile (as after a frozen cluster resumed). A worker (a reopen, a failed open) waits for it at most this long past the
- * OSD op timeout, then leaves the thread to it with what it uses (see abandoned below); a closing
- * LU's engine does not wait at all (release_then_free), and the process waits for those threads
- * when it stops (store_rbd_releases_wait).
+ * ever when the OSD holding it went down meanwhile (as after a frozen cluster resumed). A worker
+ * (a reopen, a failed open) waits for it at most this long past the OSD op timeout, then leaves
+ * the thread to it with what it uses (see abandoned below); a closing LU's engine does not wait
+ * at all (release_then_free), and the process waits for those threads when it stops
+ * (store_rbd_releases_wait).
  */
 #define RBD_RELEASE_GRACE_MS 1000u
 
@@ -123,15 +124,18 @@ static struct rbd_release *releases;
 static unsigned releases_running;
 static uint64_t releases_due_ms;
 
-static void releases_cond_init(void)
+/* A condition whose timed waits use the monotonic clock (deadline_in's). */
+static void mono_cond_init(pthread_cond_t *c)
 {
 	pthread_condattr_t ca;
 
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&releases_cond, &ca);
+	pthread_cond_init(c, &ca);
 	pthread_condattr_destroy(&ca);
 }
+
+static void releases_cond_init(void) { mono_cond_init(&releases_cond); }
 
 static void store_free(struct rbd_store *rs);
 
@@ -194,14 +198,10 @@ static void *release_thread(void *arg)
 static struct rbd_release *release_new(struct rbd_store *rs, const struct rbd_image_ref *im)
 {
 	struct rbd_release *r = xcalloc(1, sizeof(*r));
-	pthread_condattr_t ca;
 
 	*r = (struct rbd_release){.cl = rs->cl, .im = *im};
 	pthread_mutex_init(&r->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&r->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	mono_cond_init(&r->cond);
 	return r;
 }
 
@@ -306,10 +306,9 @@ static void release_then_free(struct rbd_store *rs)
 		return;
 	}
 	pthread_mutex_unlock(&releases_lock);
-	/* No thread: let go here, bounded as a worker would be. */
+	/* No thread to be had: let go here. */
+	release_in_order(r);
 	release_free(r);
-	if (!image_release(rs, &rs->im))
-		rs->release_abandoned = true;
 	store_free(rs);
 }
 
