@@ -55,6 +55,23 @@ static void a_submit(struct h *h, struct acmd *a, int nxi, uint16_t lun, const u
 	scsi_port_submit(h->ctx, &a->cmd);
 }
 
+/*
+ * The most CPU time one loop turn may take. Asserted in the release and AddressSanitizer builds;
+ * under ThreadSanitizer a turn also pays for the sanitizer's own work in the thread that trips
+ * it (such as resetting the shadow of this file's 256 MiB media): one XCOPY turn took 106 ms of
+ * CPU in a CI run where every other turn took about 2 ms, so there the figure is only printed.
+ */
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define LOOP_TURN_UNBOUNDED 1
+#endif
+#endif
+#ifdef LOOP_TURN_UNBOUNDED
+#define LOOP_TURN_OK(ms) ((void)(ms), true)
+#else
+#define LOOP_TURN_OK(ms) ((ms) < 50)
+#endif
+
 /* The loop's part: reap finished steps until `a` is done; counts reaps and the longest one. */
 struct pump_stats {
 	int reaps;
@@ -274,8 +291,8 @@ static void test_write_same_steps(void)
 	       submit_ms, st.reaps, st.longest_ms, g.h->fs->writes - writes0);
 	CHECK_EQ(a.cmd.status, SCSI_GOOD);
 	CHECK(st.reaps >= 1);
-	CHECK(st.longest_ms < 50);
-	CHECK(submit_ms < 50);
+	CHECK(LOOP_TURN_OK(st.longest_ms));
+	CHECK(LOOP_TURN_OK(submit_ms));
 	/* Every block holds the pattern, and nothing beyond the range was touched. */
 	uint8_t rd[16];
 	for (uint64_t lba = 1000; lba < 1000 + (1u << 19); lba += 49991) {
@@ -314,7 +331,7 @@ static void test_verify_steps(void)
 	       st.reaps, st.longest_ms, g.h->fs->reads);
 	CHECK_EQ(a.cmd.status, SCSI_GOOD);
 	CHECK(st.reaps >= 1);
-	CHECK(st.longest_ms < 50);
+	CHECK(LOOP_TURN_OK(st.longest_ms));
 	CHECK_EQ(g.h->fs->reads, 256);
 
 	/* A read error part way: MEDIUM ERROR at an LBA inside the range. */
@@ -450,7 +467,7 @@ static void test_xcopy_steps(void)
 	printf("EXTENDED COPY of 128 MiB: %d steps, longest loop turn %.2f ms\n", st.reaps, st.longest_ms);
 	CHECK_EQ(a.cmd.status, SCSI_GOOD);
 	CHECK(st.reaps >= 16); /* one step per segment at least, and its flush */
-	CHECK(st.longest_ms < 50);
+	CHECK(LOOP_TURN_OK(st.longest_ms));
 	/* Write cache off on the destination: each segment flushed. */
 	for (uint64_t lba = 0; lba < 128 * 2048; lba += 4093) {
 		uint8_t rd[16];
