@@ -17,6 +17,8 @@
 
 /* Largest state object read back: far above what the SCSI layer's registrations can fill. */
 #define RBD_STATE_MAX (16u << 20)
+/* What the first read asks for: a LU's state with a few hundred registrations, in one trip. */
+#define RBD_STATE_FIRST (64u << 10)
 
 static int state_ioctx(struct rbd_store *rs, struct rbd_conn *conn, rados_ioctx_t *io)
 {
@@ -28,11 +30,30 @@ static int state_ioctx(struct rbd_store *rs, struct rbd_conn *conn, rados_ioctx_
 	return 0;
 }
 
+/*
+ * One round trip, one version: the object's size and its first `cap` bytes in one compound read
+ * op (the OSD runs both on the same version, so a write_full in between cannot split them).
+ */
+static int state_read(rados_ioctx_t io, const char *oid, char *buf, size_t cap, uint64_t *size, size_t *got)
+{
+	rados_read_op_t op = rados_create_read_op();
+	int stat_rv = 0, read_rv = 0;
+	time_t mtime;
+
+	rados_read_op_stat(op, size, &mtime, &stat_rv);
+	rados_read_op_read(op, 0, cap, buf, got, &read_rv);
+	int rc = rados_read_op_operate(op, io, oid, 0);
+	rados_release_read_op(op);
+	if (rc == 0)
+		rc = stat_rv < 0 ? stat_rv : read_rv;
+	return rc;
+}
+
 int rbd_state_load(struct rbd_store *rs, char **err)
 {
 	rados_ioctx_t io;
+	size_t cap = RBD_STATE_FIRST, got = 0;
 	uint64_t size = 0;
-	time_t mtime;
 	int rc;
 
 	rs->pr_oid = xasprintf("isthmus.pr.%s", rs->image);
@@ -40,32 +61,42 @@ int rbd_state_load(struct rbd_store *rs, char **err)
 		*err = xasprintf("%s: pool '%s': %s", rs->st.path, rs->pool, strerror(-rc));
 		return rc;
 	}
-	rc = rados_stat(io, rs->pr_oid, &size, &mtime);
-	if (rc == -ENOENT) {
-		rados_ioctx_destroy(io);
-		return 0;
-	}
-	if (rc == 0 && size > RBD_STATE_MAX)
-		rc = -EFBIG;
-	if (rc == 0) {
-		rs->pr_blob = xmalloc(size + 1);
-		int got = rados_read(io, rs->pr_oid, rs->pr_blob, size, 0);
-		if (got < 0) {
-			rc = got;
-		} else {
-			rs->pr_len = (size_t)got;
-			rs->pr_blob[got] = '\0';
-			rs->pr_found = got > 0; /* an empty object holds nothing either */
+	rs->pr_blob = xmalloc(cap + 1);
+	/* A larger object is read again whole, at the size the first read saw (bounded tries: it
+	 * may be replaced by a larger one meanwhile). */
+	for (int tries = 0;; tries++) {
+		rc = state_read(io, rs->pr_oid, rs->pr_blob, cap, &size, &got);
+		if (rc < 0 || size <= got)
+			break;
+		if (size > RBD_STATE_MAX) {
+			rc = -EFBIG;
+			break;
 		}
+		if (tries == 3) {
+			rc = -EAGAIN;
+			break;
+		}
+		cap = (size_t)size;
+		free(rs->pr_blob);
+		rs->pr_blob = xmalloc(cap + 1);
 	}
 	rados_ioctx_destroy(io);
+	if (rc == -ENOENT) {
+		free(rs->pr_blob);
+		rs->pr_blob = NULL;
+		return 0;
+	}
 	if (rc < 0) {
 		free(rs->pr_blob);
 		rs->pr_blob = NULL;
 		*err = xasprintf("%s: cannot read its reservation state (%s): %s", rs->st.path, rs->pr_oid,
 				 strerror(-rc));
+		return rc;
 	}
-	return rc;
+	rs->pr_len = got;
+	rs->pr_blob[got] = '\0';
+	rs->pr_found = got > 0; /* an empty object holds nothing either */
+	return 0;
 }
 
 int rbds_state_get(struct store *st, char **data, size_t *len)

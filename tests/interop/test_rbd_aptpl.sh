@@ -12,7 +12,9 @@
 #     was once the cluster is back;
 #   - the same image served as another target's LUN: it starts without reservations and says
 #     why in the log (the state was saved for another logical unit);
-#   - unregistered with APTPL, the state after a restart is empty.
+#   - unregistered with APTPL, the state after a restart is empty;
+#   - a state larger than the first read at open (320 registrations, over 64 KiB) is read back
+#     whole by a new target.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/ceph_lib.sh"
@@ -97,5 +99,46 @@ stop_target
 serve "$TEST_DIR/state5"
 keys=$(prin 0)
 grep -q "$KEY" <<<"$keys" && fail "the unregistered key came back: $keys"
+
+# A state larger than the first read at open (64 KiB): 320 initiator ports with 180-character
+# names register with APTPL; a new target reads it back whole.
+MANY=320
+python3 - "$INTEROP_DIR" "$IQN" "$PORT" "$MANY" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+import gateway_nexus
+from gateway_nexus import Nexus, check, finish, prout
+gateway_nexus.setup("test_rbd_aptpl", sys.argv[2], {1: int(sys.argv[3])})
+for i in range(int(sys.argv[4])):
+    nx = Nexus("many-%03d-" % i + "x" * 171, 1, "400000%06x" % i)
+    nx.ready()
+    st = prout(nx, 0, sark=0x1000 + i, flags=0x01)
+    nx.close()
+    if not check(st == 0, "REGISTER with APTPL of initiator port %d: status 0x%02x" % (i, st)):
+        break
+finish()
+PY
+size=$(run_to 30 rados -p rbd stat isthmus.pr.aptpl | sed -n 's/.* size \([0-9]*\).*/\1/p')
+((size > 65536)) || fail "the state of $MANY registrations is $size bytes: not larger than the first read (64 KiB)"
 stop_target
+mark=$(log_mark)
+serve "$TEST_DIR/state6"
+python3 - "$INTEROP_DIR" "$IQN" "$PORT" "$MANY" <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+import gateway_nexus
+from gateway_nexus import Nexus, check, finish, read_keys
+gateway_nexus.setup("test_rbd_aptpl", sys.argv[2], {1: int(sys.argv[3])})
+nx = Nexus("reader", 1, "410000000001")
+nx.ready()
+st, gen, keys = read_keys(nx)
+n = int(sys.argv[4])
+check(st == 0 and keys == list(range(0x1000, 0x1000 + n)),
+      "READ KEYS after a restart: status %s, %s keys (want %d)" % (st, len(keys or []), n))
+nx.close()
+finish("ok: READ KEYS after a restart: %d keys" % n)
+PY
+log_since "$mark" | grep -q "reservation state\|saved for another" && fail "the large state was not taken: $(log_since "$mark" | grep -m1 "reservation state\|saved for another")"
+stop_target
+say "ok: a state of $size bytes ($MANY registrations, more than the first read) is read back whole after a restart"
 say "PASS"
