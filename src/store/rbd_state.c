@@ -62,33 +62,23 @@ int rbd_state_load(struct rbd_store *rs, char **err)
 		return rc;
 	}
 	rs->pr_blob = xmalloc(cap + 1);
-	/* A larger object is read again whole, at the size the first read saw (bounded tries: it
-	 * may be replaced by a larger one meanwhile). */
-	for (int tries = 0;; tries++) {
-		rc = state_read(io, rs->pr_oid, rs->pr_blob, cap, &size, &got);
-		if (rc < 0 || size <= got)
-			break;
-		if (size > RBD_STATE_MAX) {
-			rc = -EFBIG;
-			break;
-		}
-		if (tries == 3) {
-			rc = -EAGAIN;
+	/* A larger object is read again whole at the size just seen; it may be replaced by a larger
+	 * one meanwhile, so the tries are bounded. */
+	for (int tries = 0; (rc = state_read(io, rs->pr_oid, rs->pr_blob, cap, &size, &got)) == 0 && size > got;
+	     tries++) {
+		if (size > RBD_STATE_MAX || tries == 3) {
+			rc = size > RBD_STATE_MAX ? -EFBIG : -EAGAIN;
 			break;
 		}
 		cap = (size_t)size;
-		free(rs->pr_blob);
-		rs->pr_blob = xmalloc(cap + 1);
+		rs->pr_blob = xrealloc(rs->pr_blob, cap + 1);
 	}
 	rados_ioctx_destroy(io);
-	if (rc == -ENOENT) {
-		free(rs->pr_blob);
-		rs->pr_blob = NULL;
-		return 0;
-	}
 	if (rc < 0) {
 		free(rs->pr_blob);
 		rs->pr_blob = NULL;
+		if (rc == -ENOENT)
+			return 0; /* nothing saved yet */
 		*err = xasprintf("%s: cannot read its reservation state (%s): %s", rs->st.path, rs->pr_oid,
 				 strerror(-rc));
 		return rc;
